@@ -1,0 +1,111 @@
+/**
+ * buildApp(config) wires the gateway's modules into one Fastify instance.
+ * It never listens: main.ts does, and tests use inject() or listen on port 0.
+ */
+import Fastify, { LogController, type FastifyBaseLogger, type FastifyInstance, type FastifyReply, type FastifyRequest } from 'fastify'
+import type { Logger } from 'pino'
+import type { Config } from './config/schema.js'
+import { PortcullisError, jsonRpcErrorPayload } from './errors.js'
+import { createLogger, redactUrl } from './observability/logger.js'
+import { healthRoutes } from './routes/health.js'
+import { mcpRoutes } from './routes/mcp.js'
+import { createUpstreams } from './upstreams/registry.js'
+import type { Upstream } from './upstreams/types.js'
+import { VERSION } from './version.js'
+
+export interface BuildOptions {
+  /** A pino logger; by default one is made from config.log. */
+  readonly logger?: Logger
+}
+
+export interface GatewayState {
+  isClosing: boolean
+  readonly upstreams: ReadonlyMap<string, Upstream>
+}
+
+declare module 'fastify' {
+  interface FastifyInstance {
+    portcullis: GatewayState
+  }
+}
+
+const MCP_PATH_RE = /^\/[^/?]+\/mcp\/?(?:\?|$)/
+
+export async function buildApp (config: Config, options: BuildOptions = {}): Promise<FastifyInstance> {
+  const logger = options.logger ?? createLogger(config.log.level)
+  const app = Fastify({
+    loggerInstance: logger as FastifyBaseLogger,
+    logController: config.log.requests ? new CompletedRequestLog() : new LogController({ disableRequestLogging: true }),
+    bodyLimit: config.bodyLimit,
+    // The MCP routes answer 503 themselves while closing, as a JSON-RPC error with Connection: close.
+    return503OnClosing: false,
+    routerOptions: { ignoreTrailingSlash: true },
+  })
+
+  const upstreams = createUpstreams(config)
+  const state: GatewayState = { isClosing: false, upstreams }
+  app.decorate('portcullis', state)
+  const isClosing = (): boolean => state.isClosing
+
+  app.addHook('preClose', async () => {
+    state.isClosing = true
+    // GET streams never end by themselves; without this, server.close() waits forever.
+    for (const upstream of upstreams.values()) upstream.closeStreams()
+  })
+  app.addHook('onClose', async () => {
+    await Promise.all([...upstreams.values()].map((u) => u.close()))
+  })
+
+  app.setNotFoundHandler(async (request, reply) => {
+    if (MCP_PATH_RE.test(request.url)) {
+      const server = request.url.split('/')[1] ?? ''
+      const err = new PortcullisError('PORTCULLIS_ERR_UNKNOWN_SERVER', JSON.stringify(decodeURIComponentSafe(server).slice(0, 64)))
+      return reply.code(404).type('application/json').send(jsonRpcErrorPayload(err, [], false))
+    }
+    return reply.code(404).send({ error: 'not_found', message: `${request.method} ${request.url.split('?')[0] ?? ''} is not a Portcullis route` })
+  })
+
+  await app.register(healthRoutes, { upstreams, isClosing, version: VERSION })
+  await app.register(mcpRoutes, { config, upstreams, isClosing })
+  return app
+}
+
+/** With log.requests on: one line per request, when it completes (not two), URL credentials masked. */
+class CompletedRequestLog extends LogController {
+  override incomingRequest (): void {}
+
+  override requestCompleted (error: Error | null | undefined, request: FastifyRequest, reply: FastifyReply): void {
+    const line = { method: request.method, url: redactUrl(request.url), statusCode: reply.raw.statusCode, responseTimeMs: Math.round(reply.elapsedTime * 10) / 10 }
+    if (error === null || error === undefined) request.log.info(line, 'request completed')
+    else request.log.error({ ...line, err: error }, 'request errored')
+  }
+}
+
+function decodeURIComponentSafe (value: string): string {
+  try {
+    return decodeURIComponent(value)
+  } catch {
+    return value
+  }
+}
+
+/**
+ * Graceful shutdown: stop accepting, end GET streams, let in-flight requests
+ * finish; at the deadline fail what is left (JSON-RPC errors) and drop the
+ * remaining connections.
+ */
+export async function closeGracefully (app: FastifyInstance, timeoutMs: number): Promise<void> {
+  app.portcullis.isClosing = true
+  const deadline = setTimeout(() => {
+    app.log.warn({ timeoutMs }, 'shutdown deadline reached; failing in-flight requests')
+    void Promise.all([...app.portcullis.upstreams.values()].map((u) => u.close())).finally(() => {
+      app.server.closeAllConnections()
+    })
+  }, timeoutMs)
+  deadline.unref()
+  try {
+    await app.close()
+  } finally {
+    clearTimeout(deadline)
+  }
+}

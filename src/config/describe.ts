@@ -1,0 +1,41 @@
+/** `portcullis check` output: the resolved config as a human reads it, secrets masked. */
+import type { Config, ServerConfig } from './schema.js'
+
+const MASK = '***'
+
+/** The resolved config as a human reads it, with every secret masked. */
+export function describeConfig (config: Config): string {
+  const lines = [
+    `config: ${config.source} (valid)`,
+    `publicUrl: ${config.publicUrl}`,
+    `listen: ${config.listen.host}:${config.listen.port}`,
+    `bodyLimit: ${config.bodyLimit} bytes`,
+    `allowedOrigins: ${[config.publicUrl, ...config.allowedOrigins].join(', ')}`,
+    'servers:',
+  ]
+  for (const server of config.servers) lines.push(...describeServer(config, server))
+  return `${lines.join('\n')}\n`
+}
+
+function describeServer (config: Config, server: ServerConfig): string[] {
+  const out = [
+    `  - ${server.name} (${server.transport})`,
+    `      route: ${config.publicUrl}/${server.name}/mcp`,
+    `      upstream: ${maskUrl(server.url)}`,
+    `      timeoutMs: ${server.timeoutMs}`,
+  ]
+  const headerNames = Object.keys(server.headers)
+  if (headerNames.length > 0) out.push(`      headers: ${headerNames.map((h) => `${h}: ${MASK}`).join(', ')}`)
+  if (server.forwardHeaders.length > 0) out.push(`      forwardHeaders: ${server.forwardHeaders.join(', ')}`)
+  return out
+}
+
+function maskUrl (value: string): string {
+  const url = new URL(value)
+  if (url.username !== '' || url.password !== '') {
+    url.username = MASK
+    url.password = ''
+  }
+  for (const key of [...url.searchParams.keys()]) url.searchParams.set(key, MASK)
+  return url.toString()
+}

@@ -1,0 +1,232 @@
+/**
+ * Loading a config file: YAML -> ${ENV} interpolation -> schema validation ->
+ * derived values -> frozen Config. Every problem is reported with the file,
+ * line, column and key path, and what was expected.
+ */
+import { readFileSync, existsSync } from 'node:fs'
+import { resolve } from 'node:path'
+import { isMap, isPair, isScalar, LineCounter, parseDocument, type Document, type Node } from 'yaml'
+import type { $ZodIssue } from 'zod/v4/core'
+import { DEFAULT_CONFIG_PATHS } from './defaults.js'
+import { configSchema, type Config } from './schema.js'
+
+export interface ConfigIssue {
+  readonly line: number | undefined
+  readonly column: number | undefined
+  /** Key path such as servers[0].url; empty for the document root. */
+  readonly path: string
+  readonly message: string
+}
+
+export class ConfigError extends Error {
+  readonly code = 'PORTCULLIS_ERR_CONFIG'
+  readonly source: string
+  readonly issues: readonly ConfigIssue[]
+
+  constructor (source: string, issues: readonly ConfigIssue[]) {
+    super(issues.map((issue) => formatIssue(source, issue)).join('\n'))
+    this.name = 'ConfigError'
+    this.source = source
+    this.issues = issues
+  }
+}
+
+function formatIssue (source: string, issue: ConfigIssue): string {
+  const where = issue.line === undefined ? source : `${source}:${issue.line}:${issue.column ?? 1}`
+  return issue.path === '' ? `${where}: ${issue.message}` : `${where}: ${issue.path}: ${issue.message}`
+}
+
+type PathSegment = string | number
+
+export function formatPath (path: readonly PropertyKey[]): string {
+  let out = ''
+  for (const seg of path) {
+    if (typeof seg === 'number') out += `[${seg}]`
+    else out += out === '' ? String(seg) : `.${String(seg)}`
+  }
+  return out
+}
+
+/**
+ * Finds the config file: an explicit path must exist; otherwise the first of
+ * ./portcullis.yaml and config/portcullis.example.yaml that exists.
+ */
+export function resolveConfigPath (explicit: string | undefined, cwd = process.cwd()): string {
+  if (explicit !== undefined) {
+    const path = resolve(cwd, explicit)
+    if (!existsSync(path)) throw new ConfigError(explicit, [{ line: undefined, column: undefined, path: '', message: 'config file not found' }])
+    return path
+  }
+  for (const candidate of DEFAULT_CONFIG_PATHS) {
+    const path = resolve(cwd, candidate)
+    if (existsSync(path)) return path
+  }
+  throw new ConfigError(DEFAULT_CONFIG_PATHS.join(' or '), [{
+    line: undefined, column: undefined, path: '', message: 'no config file found; pass --config <file> (see config/portcullis.example.yaml)',
+  }])
+}
+
+export function loadConfigFile (path: string, env: NodeJS.ProcessEnv = process.env): Config {
+  let text: string
+  try {
+    text = readFileSync(path, 'utf8')
+  } catch (err) {
+    throw new ConfigError(path, [{ line: undefined, column: undefined, path: '', message: `cannot read config file (${(err as NodeJS.ErrnoException).code ?? String(err)})` }])
+  }
+  return parseConfig(text, path, env)
+}
+
+/** `${NAME}` reads the environment; `$${...}` is a literal `${...}`; `${user.*}` is left for per-user templates. */
+const PLACEHOLDER_RE = /\$?\$\{([^}]*)\}/g
+const ENV_NAME_RE = /^[A-Za-z_][A-Za-z0-9_]*$/
+const RUNTIME_TEMPLATE_RE = /^user\.[A-Za-z_][A-Za-z0-9_]*$/
+
+export function parseConfig (text: string, source: string, env: NodeJS.ProcessEnv = process.env): Config {
+  const lineCounter = new LineCounter()
+  const doc = parseDocument(text, { lineCounter, uniqueKeys: true, prettyErrors: true })
+  if (doc.errors.length > 0) {
+    throw new ConfigError(source, doc.errors.map((e) => ({
+      line: e.linePos?.[0].line, column: e.linePos?.[0].col, path: '', message: `invalid YAML: ${(e.message.split('\n')[0] ?? e.code).replace(/ at line \d+, column \d+:?$/, '')}`,
+    })))
+  }
+  const locate = (path: readonly PathSegment[], key?: string): { line: number | undefined, column: number | undefined } => {
+    const offset = nodeOffset(doc, path, key)
+    if (offset === undefined) return { line: undefined, column: undefined }
+    const pos = lineCounter.linePos(offset)
+    return { line: pos.line, column: pos.col }
+  }
+
+  const raw: unknown = doc.toJS({ maxAliasCount: 100 })
+  if (raw === null || raw === undefined) {
+    throw new ConfigError(source, [{ line: 1, column: 1, path: '', message: 'the config file is empty; expected a mapping with at least "servers"' }])
+  }
+
+  const issues: ConfigIssue[] = []
+  const interpolated = interpolate(raw, [], env, (path, message) => issues.push({ ...locate(path), path: formatPath(path), message }))
+  if (issues.length > 0) throw new ConfigError(source, issues)
+
+  const parsed = configSchema.safeParse(interpolated, { reportInput: true })
+  if (!parsed.success) {
+    throw new ConfigError(source, parsed.error.issues.flatMap((issue) => zodIssueToConfigIssues(issue, locate)))
+  }
+  const config = parsed.data
+  const publicUrl = new URL(config.publicUrl ?? defaultPublicUrl(config.listen.host, config.listen.port)).origin
+  return deepFreeze({ ...config, publicUrl, source })
+}
+
+function defaultPublicUrl (host: string, port: number): string {
+  const reachable = host === '0.0.0.0' || host === '::' ? '127.0.0.1' : host
+  return `http://${reachable.includes(':') ? `[${reachable}]` : reachable}:${port}`
+}
+
+function zodIssueToConfigIssues (issue: $ZodIssue, locate: (path: readonly PathSegment[], key?: string) => { line: number | undefined, column: number | undefined }): ConfigIssue[] {
+  const path = issue.path.filter((seg): seg is PathSegment => typeof seg !== 'symbol')
+  if (issue.code === 'unrecognized_keys') {
+    return issue.keys.map((key) => ({
+      ...locate(path, key),
+      path: formatPath([...path, key]),
+      message: `unknown key "${key}"${suggestionFor(key)}`,
+    }))
+  }
+  return [{ ...locate(path), path: formatPath(path), message: describeZodIssue(issue) }]
+}
+
+function describeZodIssue (issue: $ZodIssue): string {
+  // Record keys are checked by a nested schema; its message is the useful one.
+  if (issue.code === 'invalid_key') return issue.issues[0]?.message ?? issue.message
+  if (issue.code === 'invalid_type') {
+    if (issue.input === undefined) return `missing required key (expected ${issue.expected})`
+    // Our own messages already say what was expected; zod's default reads "Invalid input: ...".
+    if (!issue.message.startsWith('Invalid input')) return issue.message
+    return `expected ${issue.expected}, got ${describeValue(issue.input)}`
+  }
+  return issue.message
+}
+
+function describeValue (value: unknown): string {
+  if (value === null) return 'null'
+  if (Array.isArray(value)) return 'a list'
+  if (typeof value === 'object') return 'a mapping'
+  return `${typeof value} ${JSON.stringify(value)}`
+}
+
+/** A nudge for the commonest typos: snake_case and wrong case of known keys. */
+const KNOWN_KEYS = [
+  'publicUrl', 'listen', 'host', 'port', 'bodyLimit', 'allowedOrigins', 'shutdownTimeoutMs', 'log', 'level', 'requests',
+  'servers', 'name', 'transport', 'url', 'headers', 'forwardHeaders', 'timeoutMs',
+]
+function suggestionFor (key: string): string {
+  const norm = key.toLowerCase().replace(/[_-]/g, '')
+  let best: string | undefined
+  let bestDistance = Number.POSITIVE_INFINITY
+  for (const known of KNOWN_KEYS) {
+    const d = editDistance(norm, known.toLowerCase())
+    // Close enough to be a typo: two edits, or a third of a long key (timout -> timeoutMs).
+    if (d < bestDistance && d <= Math.max(2, Math.floor(known.length / 3))) { best = known; bestDistance = d }
+  }
+  return best === undefined ? '' : ` (did you mean "${best}"?)`
+}
+
+/** Levenshtein distance; keys are short, so the quadratic table is fine. */
+function editDistance (a: string, b: string): number {
+  let prev = Array.from({ length: b.length + 1 }, (_, i) => i)
+  for (let i = 1; i <= a.length; i++) {
+    const cur = [i]
+    for (let j = 1; j <= b.length; j++) {
+      cur[j] = Math.min((prev[j] ?? 0) + 1, (cur[j - 1] ?? 0) + 1, (prev[j - 1] ?? 0) + (a[i - 1] === b[j - 1] ? 0 : 1))
+    }
+    prev = cur
+  }
+  return prev[b.length] ?? 0
+}
+
+function interpolate (value: unknown, path: PathSegment[], env: NodeJS.ProcessEnv, report: (path: PathSegment[], message: string) => void): unknown {
+  if (typeof value === 'string') {
+    if (!value.includes('${')) return value
+    return value.replace(PLACEHOLDER_RE, (match: string, name: string) => {
+      if (match.startsWith('$$')) return match.slice(1)
+      if (RUNTIME_TEMPLATE_RE.test(name)) return match
+      if (!ENV_NAME_RE.test(name)) {
+        report(path, `invalid placeholder ${match}: expected \${ENV_VAR} (letters, digits, _) or a per-user \${user.<field>}`)
+        return match
+      }
+      const found = env[name]
+      if (found === undefined) {
+        report(path, `environment variable ${name} is not set (referenced as \${${name}}); set it, or write $\${${name}} for a literal`)
+        return match
+      }
+      return found
+    })
+  }
+  if (Array.isArray(value)) return value.map((item, i) => interpolate(item, [...path, i], env, report))
+  if (value !== null && typeof value === 'object') {
+    const out: Record<string, unknown> = {}
+    for (const [k, v] of Object.entries(value)) out[k] = interpolate(v, [...path, k], env, report)
+    return out
+  }
+  return value
+}
+
+/** Source offset of the node at `path` (or of the key `key` inside it); the deepest existing ancestor otherwise. */
+function nodeOffset (doc: Document, path: readonly PathSegment[], key?: string): number | undefined {
+  for (let depth = path.length; depth >= 0; depth--) {
+    const node = depth === 0 ? doc.contents : doc.getIn(path.slice(0, depth), true)
+    if (node === undefined || node === null || typeof node !== 'object' || !('range' in node)) continue
+    if (key !== undefined && depth === path.length && isMap(node)) {
+      const pair = node.items.find((p) => isPair(p) && isScalar(p.key) && p.key.value === key)
+      const keyNode = pair?.key as Node | undefined
+      if (keyNode?.range !== undefined && keyNode.range !== null) return keyNode.range[0]
+    }
+    const range = (node as Node).range
+    if (range !== undefined && range !== null) return range[0]
+  }
+  return undefined
+}
+
+function deepFreeze<T> (value: T): T {
+  if (value !== null && typeof value === 'object' && !Object.isFrozen(value)) {
+    Object.freeze(value)
+    for (const child of Object.values(value)) deepFreeze(child)
+  }
+  return value
+}

@@ -1,0 +1,147 @@
+/**
+ * The configuration schema: the single source of truth for both validation
+ * and the TypeScript types the rest of the gateway uses. Unknown keys are
+ * rejected everywhere (strictObject) so a typo never silently means "default".
+ */
+import { z } from 'zod'
+import {
+  DEFAULT_BODY_LIMIT_BYTES, DEFAULT_LISTEN_HOST, DEFAULT_LISTEN_PORT, DEFAULT_SHUTDOWN_TIMEOUT_MS,
+  DEFAULT_UPSTREAM_TIMEOUT_MS, RESERVED_SERVER_NAMES,
+} from './defaults.js'
+import { parseByteSize } from './units.js'
+
+const HEADER_NAME_RE = /^[!#$%&'*+.^_`|~0-9A-Za-z-]+$/
+/** RFC 9110 field-value: visible ASCII, space and tab; no CR/LF (header injection). */
+const HEADER_VALUE_RE = /^[\t\x20-\x7e\x80-\xff]*$/
+
+/** Headers the gateway owns on the upstream hop; configuring them would break framing or routing. */
+const UNSETTABLE_UPSTREAM_HEADERS: ReadonlySet<string> = new Set([
+  'host', 'content-length', 'transfer-encoding', 'connection', 'keep-alive', 'upgrade', 'te', 'trailer',
+  'proxy-connection', 'expect',
+])
+
+/** Client headers that are never forwarded, whatever `forwardHeaders` says (MCP authorization: no token passthrough). */
+export const NEVER_FORWARDED_HEADERS: ReadonlySet<string> = new Set([
+  'authorization', 'cookie', 'proxy-authorization', ...UNSETTABLE_UPSTREAM_HEADERS,
+])
+
+/** `${PORT}`-style values arrive as strings; accept a string of digits where a whole number is expected. */
+const wholeNumber = (message: string) => z.preprocess(
+  (value) => typeof value === 'string' && /^\d+$/.test(value) ? Number(value) : value,
+  z.number({ error: message }).int(message),
+)
+
+const positiveMs = (what: string) => wholeNumber(`expected ${what} in milliseconds (a whole number)`).pipe(z.number().positive(`expected ${what} in milliseconds, greater than 0`))
+
+const byteSize = z.union([z.string(), z.number()]).transform((value, ctx) => {
+  const bytes = parseByteSize(value)
+  if (bytes === undefined) {
+    ctx.addIssue({ code: 'custom', message: `expected a size such as 4mb, 512kb or a number of bytes, got ${JSON.stringify(value)}` })
+    return z.NEVER
+  }
+  return bytes
+})
+
+const httpUrl = z.string().refine((value) => {
+  try {
+    const u = new URL(value)
+    return u.protocol === 'http:' || u.protocol === 'https:'
+  } catch {
+    return false
+  }
+}, { error: (issue) => `expected an absolute http(s) URL, got ${JSON.stringify(issue.input)}` })
+
+const serverName = z.string()
+  .regex(/^[a-z0-9][a-z0-9_-]{0,62}$/, 'expected 1-63 lowercase letters, digits, "-" or "_", starting with a letter or digit (it becomes the URL path /<name>/mcp)')
+  .refine((name) => !RESERVED_SERVER_NAMES.has(name), { error: (issue) => `"${String(issue.input)}" is reserved for the gateway's own routes; choose another name` })
+
+const headerMap = z.record(
+  z.string().regex(HEADER_NAME_RE, 'expected an HTTP header name')
+    .refine((name) => !UNSETTABLE_UPSTREAM_HEADERS.has(name.toLowerCase()), { error: (issue) => `header "${String(issue.input)}" is managed by the gateway and cannot be configured` }),
+  z.string({ error: 'expected a header value (a string; quote numbers)' }).regex(HEADER_VALUE_RE, 'header values cannot contain line breaks or control characters'),
+)
+
+const forwardHeaderName = z.string().regex(HEADER_NAME_RE, 'expected an HTTP header name')
+  .refine((name) => !NEVER_FORWARDED_HEADERS.has(name.toLowerCase()), {
+    error: (issue) => `"${String(issue.input)}" is never forwarded: the client's credentials stay at the gateway (configure upstream credentials under headers instead)`,
+  })
+
+const httpServerSchema = z.strictObject({
+  name: serverName,
+  transport: z.literal('http'),
+  /** The upstream's Streamable HTTP endpoint, e.g. https://search.internal:9000/mcp */
+  url: httpUrl,
+  /** Added to every upstream request (e.g. the upstream's own API key). */
+  headers: headerMap.default({}),
+  /** Extra client request headers to pass on, beyond the MCP ones. */
+  forwardHeaders: z.array(forwardHeaderName).default([]),
+  timeoutMs: positiveMs('an upstream timeout').default(DEFAULT_UPSTREAM_TIMEOUT_MS),
+})
+
+export const serverSchema = z.discriminatedUnion('transport', [httpServerSchema], {
+  error: (issue) => issue.code === 'invalid_union' ? 'expected transport: http' : undefined,
+})
+
+const originPattern = z.string().refine((value) => {
+  if (value === '*') return true
+  try {
+    const u = new URL(value.replace(/:\*$/, ''))
+    return u.origin === value.replace(/:\*$/, '') || `${u.origin}:*` === value
+  } catch {
+    return false
+  }
+}, { error: (issue) => `expected an origin such as https://app.example.com or http://localhost:* (scheme, host and optional port; no path), got ${JSON.stringify(issue.input)}` })
+
+export const configSchema = z.strictObject({
+  /**
+   * The gateway's public origin: the OAuth issuer and the base of every
+   * resource URL (<publicUrl>/<name>/mcp). An origin only: an issuer with a
+   * path breaks RFC 8414 discovery for older clients.
+   */
+  publicUrl: httpUrl.refine((value) => {
+    const u = new URL(value)
+    return (u.pathname === '/' || u.pathname === '') && u.search === '' && u.hash === '' && u.username === '' && u.password === ''
+  }, 'expected an origin only (scheme, host, optional port), with no path, query or credentials').optional(),
+  listen: z.strictObject({
+    host: z.string().min(1).default(DEFAULT_LISTEN_HOST),
+    port: wholeNumber('expected a TCP port number').pipe(z.number().min(0, 'expected a TCP port number (0-65535)').max(65535, 'expected a TCP port number (0-65535)')).default(DEFAULT_LISTEN_PORT),
+  }).default({ host: DEFAULT_LISTEN_HOST, port: DEFAULT_LISTEN_PORT }),
+  /** Largest request body accepted; larger answers 413. */
+  bodyLimit: byteSize.default(DEFAULT_BODY_LIMIT_BYTES),
+  /**
+   * Browser origins allowed to call MCP endpoints (MCP transport spec:
+   * an invalid Origin gets 403). publicUrl's own origin is always allowed;
+   * requests with no Origin header (non-browser clients) always are.
+   */
+  allowedOrigins: z.array(originPattern).default([]),
+  shutdownTimeoutMs: positiveMs('a shutdown deadline').default(DEFAULT_SHUTDOWN_TIMEOUT_MS),
+  log: z.strictObject({
+    level: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'),
+    /** One line per HTTP request (method, path, status, time). Off by default: nginx and the audit trail cover it. */
+    requests: z.boolean().default(false),
+  }).default({ level: 'info', requests: false }),
+  servers: z.array(serverSchema).min(1, 'expected at least one server'),
+}).superRefine((config, ctx) => {
+  const seen = new Map<string, number>()
+  config.servers.forEach((server, index) => {
+    const first = seen.get(server.name)
+    if (first !== undefined) {
+      ctx.addIssue({ code: 'custom', path: ['servers', index, 'name'], message: `duplicate server name "${server.name}" (also servers[${first}])` })
+    } else {
+      seen.set(server.name, index)
+    }
+  })
+})
+
+export type ConfigInput = z.input<typeof configSchema>
+type ParsedConfig = z.output<typeof configSchema>
+export type ServerConfig = z.output<typeof serverSchema>
+export type HttpServerConfig = z.output<typeof httpServerSchema>
+
+/** The validated config with derived values filled in, frozen once loaded. */
+export type Config = Omit<ParsedConfig, 'publicUrl'> & {
+  /** Normalised origin without trailing slash, e.g. https://gw.example.com */
+  readonly publicUrl: string
+  /** Where the config came from (file path, or "<inline>"), for messages. */
+  readonly source: string
+}

@@ -1,0 +1,99 @@
+/**
+ * The one catalogue of Portcullis error codes and their wire forms.
+ *
+ * Every failure the gateway itself answers for has a code here, an HTTP status
+ * and, for MCP routes, a JSON-RPC error code. Upstream results and upstream
+ * JSON-RPC errors are never rewrapped; only the gateway's own failures are.
+ *
+ * JSON-RPC codes: the MCP spec (2026-07-28, basic/index "Error Codes") reserves
+ * -32000..-32019 as legacy and -32020..-32099 for the spec itself, and asks
+ * implementations not to emit codes from that block the spec does not define.
+ * So the gateway uses the JSON-RPC 2.0 standard codes (-32700, -32600, -32601,
+ * -32602, -32603) plus the spec's own -32020 HeaderMismatch, and tells its
+ * errors apart by `error.data.code` (a PORTCULLIS_ERR_* string).
+ */
+
+export const JSONRPC = {
+  PARSE_ERROR: -32700,
+  INVALID_REQUEST: -32600,
+  METHOD_NOT_FOUND: -32601,
+  INVALID_PARAMS: -32602,
+  INTERNAL_ERROR: -32603,
+  /** MCP 2026-07-28, basic/transports/streamable-http "Server Validation". */
+  HEADER_MISMATCH: -32020,
+} as const
+
+interface ErrorSpec {
+  readonly status: number
+  readonly rpcCode: number
+  readonly message: string
+}
+
+/** Codes are stable: clients and operators may branch on them. Listed in README. */
+export const ERRORS = {
+  PORTCULLIS_ERR_PARSE: { status: 400, rpcCode: JSONRPC.PARSE_ERROR, message: 'Parse error: the request body is not valid JSON' },
+  PORTCULLIS_ERR_INVALID_REQUEST: { status: 400, rpcCode: JSONRPC.INVALID_REQUEST, message: 'Invalid Request' },
+  PORTCULLIS_ERR_INVALID_PARAMS: { status: 400, rpcCode: JSONRPC.INVALID_PARAMS, message: 'Invalid params' },
+  PORTCULLIS_ERR_HEADER_MISMATCH: { status: 400, rpcCode: JSONRPC.HEADER_MISMATCH, message: 'Header mismatch' },
+  PORTCULLIS_ERR_BODY_TOO_LARGE: { status: 413, rpcCode: JSONRPC.INVALID_REQUEST, message: 'Request body is larger than the gateway accepts' },
+  PORTCULLIS_ERR_UNSUPPORTED_MEDIA_TYPE: { status: 415, rpcCode: JSONRPC.INVALID_REQUEST, message: 'Unsupported Content-Type: MCP requests are application/json' },
+  PORTCULLIS_ERR_FORBIDDEN_ORIGIN: { status: 403, rpcCode: JSONRPC.INVALID_REQUEST, message: 'Forbidden: Origin is not allowed' },
+  PORTCULLIS_ERR_UNKNOWN_SERVER: { status: 404, rpcCode: JSONRPC.INVALID_REQUEST, message: 'Not found: no MCP server has this name' },
+  PORTCULLIS_ERR_METHOD_NOT_ALLOWED: { status: 405, rpcCode: JSONRPC.INVALID_REQUEST, message: 'Method not allowed' },
+  PORTCULLIS_ERR_UPSTREAM_UNAVAILABLE: { status: 502, rpcCode: JSONRPC.INTERNAL_ERROR, message: 'Upstream MCP server is unavailable' },
+  PORTCULLIS_ERR_UPSTREAM_TIMEOUT: { status: 504, rpcCode: JSONRPC.INTERNAL_ERROR, message: 'Upstream MCP server did not answer in time' },
+  PORTCULLIS_ERR_SHUTTING_DOWN: { status: 503, rpcCode: JSONRPC.INTERNAL_ERROR, message: 'Gateway is shutting down; retry on another instance' },
+  PORTCULLIS_ERR_INTERNAL: { status: 500, rpcCode: JSONRPC.INTERNAL_ERROR, message: 'Internal gateway error' },
+} as const satisfies Record<string, ErrorSpec>
+
+export type ErrorCode = keyof typeof ERRORS
+
+export type JsonRpcId = string | number | null
+
+/**
+ * An error the gateway answers for. `detail` is safe to show a client (it says
+ * what was wrong with *their* input); anything about upstream internals goes to
+ * `cause` and is logged, never sent.
+ */
+export class PortcullisError extends Error {
+  readonly code: ErrorCode
+  readonly status: number
+  readonly rpcCode: number
+  readonly detail: string | undefined
+  readonly headers: Readonly<Record<string, string>>
+  /** The JSON-RPC id to echo when the error is about one message whose id is known. */
+  readonly rpcId: JsonRpcId | undefined
+
+  constructor (code: ErrorCode, detail?: string, options?: { cause?: unknown, headers?: Record<string, string>, id?: JsonRpcId }) {
+    const spec = ERRORS[code]
+    super(detail === undefined ? spec.message : `${spec.message}: ${detail}`, { cause: options?.cause })
+    this.name = 'PortcullisError'
+    this.code = code
+    this.status = spec.status
+    this.rpcCode = spec.rpcCode
+    this.detail = detail
+    this.headers = options?.headers ?? {}
+    this.rpcId = options?.id
+  }
+}
+
+export interface JsonRpcErrorBody {
+  jsonrpc: '2.0'
+  id: JsonRpcId
+  error: { code: number, message: string, data: { code: ErrorCode } & Record<string, unknown> }
+}
+
+/** The JSON-RPC error object for one id. */
+export function jsonRpcError (err: PortcullisError, id: JsonRpcId, data?: Record<string, unknown>): JsonRpcErrorBody {
+  return { jsonrpc: '2.0', id, error: { code: err.rpcCode, message: err.message, data: { code: err.code, ...data } } }
+}
+
+/**
+ * The HTTP body for an error answering a POST. A batch gets one error per
+ * request id (JSON-RPC 2.0 section 6); a single request gets its id echoed;
+ * anything else (notifications, unparseable bodies) gets `id: null`.
+ */
+export function jsonRpcErrorPayload (err: PortcullisError, ids: readonly JsonRpcId[], isBatch: boolean, data?: Record<string, unknown>): JsonRpcErrorBody | JsonRpcErrorBody[] {
+  if (isBatch && ids.length > 0) return ids.map((id) => jsonRpcError(err, id, data))
+  return jsonRpcError(err, ids[0] ?? null, data)
+}

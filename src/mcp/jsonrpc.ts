@@ -1,0 +1,135 @@
+/**
+ * Reading a POSTed MCP body once: parse, validate the JSON-RPC 2.0 envelope,
+ * classify each message, and pull out what later steps need (method, the
+ * tool/prompt/resource it targets, ids, the modern protocol revision).
+ *
+ * The body itself is forwarded verbatim; nothing here rewrites it.
+ */
+import { PortcullisError, type JsonRpcId } from '../errors.js'
+
+export type MessageKind = 'request' | 'notification' | 'response'
+
+export interface McpMessage {
+  readonly kind: MessageKind
+  /** Undefined for notifications. */
+  readonly id: JsonRpcId | undefined
+  /** Undefined for responses. */
+  readonly method: string | undefined
+  readonly params: Readonly<Record<string, unknown>> | undefined
+  /** tools/call and prompts/get: params.name; resources/read, subscribe, unsubscribe: params.uri. */
+  readonly target: string | undefined
+}
+
+export interface McpInspection {
+  readonly isBatch: boolean
+  readonly messages: readonly McpMessage[]
+  /** Ids of the requests in the body, in order: what an error reply must answer. */
+  readonly requestIds: readonly JsonRpcId[]
+  /**
+   * The revision a modern (2026-07-28+) request declares in
+   * params._meta["io.modelcontextprotocol/protocolVersion"]; undefined for 2025-era traffic.
+   */
+  readonly modernVersion: string | undefined
+}
+
+/** MCP 2026-07-28 basic/index "_meta": per-request protocol fields. */
+export const META_PROTOCOL_VERSION = 'io.modelcontextprotocol/protocolVersion'
+
+/** The param that names what a method acts on, for policy and the Mcp-Name header. */
+export const TARGET_PARAM: Readonly<Record<string, 'name' | 'uri'>> = {
+  'tools/call': 'name',
+  'prompts/get': 'name',
+  'resources/read': 'uri',
+  'resources/subscribe': 'uri',
+  'resources/unsubscribe': 'uri',
+}
+
+/** Parses and classifies a POST body. Throws PortcullisError (parse / invalid request / invalid params). */
+export function inspectBody (body: Buffer | undefined): McpInspection {
+  if (body === undefined || body.length === 0) {
+    throw new PortcullisError('PORTCULLIS_ERR_PARSE', 'the request body is empty')
+  }
+  let parsed: unknown
+  try {
+    parsed = JSON.parse(body.toString('utf8'))
+  } catch {
+    throw new PortcullisError('PORTCULLIS_ERR_PARSE')
+  }
+  if (Array.isArray(parsed)) {
+    // JSON-RPC batches: MCP 2025-03-26 only (removed in 2025-06-18), still accepted for those clients.
+    if (parsed.length === 0) throw new PortcullisError('PORTCULLIS_ERR_INVALID_REQUEST', 'an empty batch is not a valid JSON-RPC request')
+    const messages = parsed.map((item, index) => classify(item, index))
+    return { isBatch: true, messages, requestIds: requestIdsOf(messages), modernVersion: undefined }
+  }
+  const message = classify(parsed, undefined)
+  return {
+    isBatch: false,
+    messages: [message],
+    requestIds: message.kind === 'request' ? [message.id ?? null] : [],
+    modernVersion: modernVersionOf(message),
+  }
+}
+
+function requestIdsOf (messages: readonly McpMessage[]): JsonRpcId[] {
+  const ids: JsonRpcId[] = []
+  for (const m of messages) if (m.kind === 'request') ids.push(m.id ?? null)
+  return ids
+}
+
+function modernVersionOf (message: McpMessage): string | undefined {
+  const meta = message.params?._meta
+  if (meta === null || typeof meta !== 'object') return undefined
+  const version = (meta as Record<string, unknown>)[META_PROTOCOL_VERSION]
+  return typeof version === 'string' ? version : undefined
+}
+
+function isId (value: unknown): value is string | number {
+  return typeof value === 'string' || (typeof value === 'number' && Number.isFinite(value))
+}
+
+function invalid (detail: string, index: number | undefined, id: JsonRpcId = null): PortcullisError {
+  const where = index === undefined ? '' : `batch item ${index}: `
+  return new PortcullisError('PORTCULLIS_ERR_INVALID_REQUEST', where + detail, { id })
+}
+
+function classify (value: unknown, index: number | undefined): McpMessage {
+  if (value === null || typeof value !== 'object' || Array.isArray(value)) {
+    throw invalid('expected a JSON-RPC 2.0 message object', index)
+  }
+  const msg = value as Record<string, unknown>
+  const id = isId(msg.id) ? msg.id : null
+  if (msg.jsonrpc !== '2.0') throw invalid('"jsonrpc" must be "2.0"', index, id)
+
+  if ('method' in msg) {
+    if (typeof msg.method !== 'string' || msg.method === '') throw invalid('"method" must be a non-empty string', index, id)
+    const params = msg.params
+    if (params !== undefined && (params === null || typeof params !== 'object' || Array.isArray(params))) {
+      throw invalid('"params" must be an object', index, id)
+    }
+    const typedParams = params as Record<string, unknown> | undefined
+    if (!('id' in msg)) {
+      return { kind: 'notification', id: undefined, method: msg.method, params: typedParams, target: undefined }
+    }
+    // MCP basic/index: request ids MUST be a string or integer, and MUST NOT be null.
+    if (!isId(msg.id)) throw invalid('"id" must be a string or a number', index)
+    return { kind: 'request', id: msg.id, method: msg.method, params: typedParams, target: targetOf(msg.method, typedParams, msg.id, index) }
+  }
+
+  if ('result' in msg || 'error' in msg) {
+    if ('result' in msg && 'error' in msg) throw invalid('a response carries "result" or "error", not both', index, id)
+    if (!('id' in msg) || !(isId(msg.id) || msg.id === null)) throw invalid('a response needs an "id"', index)
+    return { kind: 'response', id: msg.id as JsonRpcId, method: undefined, params: undefined, target: undefined }
+  }
+  throw invalid('expected a request, notification or response (no "method", "result" or "error")', index, id)
+}
+
+function targetOf (method: string, params: Record<string, unknown> | undefined, id: JsonRpcId, index: number | undefined): string | undefined {
+  const key = TARGET_PARAM[method]
+  if (key === undefined) return undefined
+  const value = params?.[key]
+  if (typeof value !== 'string' || value === '') {
+    const where = index === undefined ? '' : `batch item ${index}: `
+    throw new PortcullisError('PORTCULLIS_ERR_INVALID_PARAMS', `${where}${method} requires params.${key} (a non-empty string)`, { id })
+  }
+  return value
+}

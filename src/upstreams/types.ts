@@ -1,0 +1,45 @@
+/**
+ * What every upstream adapter implements. Adapters see raw Node objects and
+ * the inspected request, never Fastify: the route does auth, policy and
+ * limits first, then hands the exchange over.
+ */
+import type { IncomingHttpHeaders, IncomingMessage, ServerResponse } from 'node:http'
+import type { FastifyBaseLogger } from 'fastify'
+import type { McpInspection } from '../mcp/jsonrpc.js'
+
+export interface McpExchange {
+  readonly method: 'GET' | 'POST' | 'DELETE'
+  readonly headers: IncomingHttpHeaders
+  /** The POST body exactly as received; forwarded verbatim. */
+  readonly body: Buffer | undefined
+  /** Present for POST. */
+  readonly inspection: McpInspection | undefined
+  readonly req: IncomingMessage
+  readonly res: ServerResponse
+  readonly log: FastifyBaseLogger
+}
+
+export interface UpstreamHealth {
+  readonly name: string
+  readonly transport: string
+  readonly isReachable: boolean
+  readonly latencyMs?: number
+  readonly error?: string
+  readonly [detail: string]: unknown
+}
+
+export interface Upstream {
+  readonly name: string
+  readonly transport: string
+  /** Answers the exchange completely (writes and ends `res`); never throws for upstream faults. */
+  handle: (exchange: McpExchange) => Promise<void>
+  /** A cheap reachability check for /readyz. */
+  probe: () => Promise<UpstreamHealth>
+  /**
+   * Ends the long-lived server->client streams (GET), which never finish on
+   * their own, so that shutdown can wait for the remaining requests.
+   */
+  closeStreams: () => void
+  /** Fails whatever is still in flight (JSON-RPC errors, not hangs) and frees resources. */
+  close: () => Promise<void>
+}

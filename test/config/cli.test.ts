@@ -1,0 +1,56 @@
+// The built CLI (dist/main.js, built by `pretest`) run as a real child process.
+import t from 'tap'
+import { spawnSync } from 'node:child_process'
+import { fileURLToPath } from 'node:url'
+import { VERSION } from '../../src/version.js'
+
+const MAIN = fileURLToPath(new URL('../../dist/main.js', import.meta.url))
+const ROOT = fileURLToPath(new URL('../..', import.meta.url))
+
+function run (args: string[], cwd = ROOT, env: NodeJS.ProcessEnv = {}): { status: number | null, stdout: string, stderr: string } {
+  const r = spawnSync(process.execPath, [MAIN, ...args], { cwd, env: { PATH: process.env.PATH, ...env }, encoding: 'utf8', timeout: 20_000 })
+  return { status: r.status, stdout: r.stdout, stderr: r.stderr }
+}
+
+t.test('--help and --version', async (t) => {
+  const help = run(['--help'])
+  t.equal(help.status, 0)
+  t.match(help.stdout, /Usage: portcullis <command>/)
+  t.match(help.stdout, /check/)
+  t.equal(run(['--version']).stdout.trim(), VERSION)
+  const none = run([])
+  t.equal(none.status, 2)
+  t.match(none.stderr, /a command is required/)
+  const bad = run(['launch'])
+  t.equal(bad.status, 2)
+  t.match(bad.stderr, /unknown command "launch"/)
+})
+
+t.test('check validates the shipped example config', async (t) => {
+  const r = run(['check'])
+  t.equal(r.status, 0, r.stderr)
+  t.match(r.stdout, /config\/portcullis\.example\.yaml \(valid\)/)
+  t.match(r.stdout, /route: http:\/\/127\.0\.0\.1:8080\/everything\/mcp/)
+})
+
+t.test('check fails with exit 1 naming the line and key: typo, wrong type, missing env var', async (t) => {
+  const dir = t.testdir({
+    'typo.yaml': 'servers:\n  - name: a\n    transport: http\n    url: http://127.0.0.1:9/mcp\n    timout: 5\n',
+    'type.yaml': 'listen:\n  port: [80]\nservers:\n  - name: a\n    transport: http\n    url: http://127.0.0.1:9/mcp\n',
+    'env.yaml': 'servers:\n  - name: a\n    transport: http\n    url: http://127.0.0.1:9/mcp\n    headers:\n      X-Api-Key: ${MISSING_KEY}\n',
+  })
+  const typo = run(['check', '--config', 'typo.yaml'], dir)
+  t.equal(typo.status, 1)
+  t.match(typo.stderr, /typo\.yaml:5:5: servers\[0\]\.timout: unknown key "timout" \(did you mean "timeoutMs"\?\)/)
+  const type = run(['check', '-c', 'type.yaml'], dir)
+  t.equal(type.status, 1)
+  t.match(type.stderr, /type\.yaml:2:9: listen\.port: expected a TCP port number/)
+  const env = run(['check', '-c', 'env.yaml'], dir)
+  t.equal(env.status, 1)
+  t.match(env.stderr, /env\.yaml:6:18: servers\[0\]\.headers\.X-Api-Key: environment variable MISSING_KEY is not set/)
+  const ok = run(['check', '-c', 'env.yaml'], dir, { MISSING_KEY: 'hunter2' })
+  t.equal(ok.status, 0)
+  t.notMatch(ok.stdout, /hunter2/, 'secrets are masked in check output')
+  t.match(ok.stdout, /X-Api-Key: \*\*\*/)
+  t.match(run(['check', '-c', 'nope.yaml'], dir).stderr, /nope\.yaml: config file not found/)
+})

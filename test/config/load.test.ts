@@ -1,0 +1,107 @@
+import t from 'tap'
+import { writeFileSync } from 'node:fs'
+import { join } from 'node:path'
+import { ConfigError, parseConfig, loadConfigFile, resolveConfigPath } from '../../src/config/load.js'
+import { describeConfig } from '../../src/config/describe.js'
+
+function errorOf (yaml: string, env: NodeJS.ProcessEnv = {}): ConfigError {
+  try {
+    parseConfig(yaml, 'gw.yaml', env)
+  } catch (err) {
+    if (err instanceof ConfigError) return err
+    throw err
+  }
+  throw new Error('expected a ConfigError')
+}
+
+const MINIMAL = 'servers:\n  - name: a\n    transport: http\n    url: http://127.0.0.1:9/mcp\n'
+
+t.test('a minimal config gets every default', async (t) => {
+  const config = parseConfig(MINIMAL, 'gw.yaml', {})
+  t.equal(config.publicUrl, 'http://127.0.0.1:8080')
+  t.same(config.listen, { host: '127.0.0.1', port: 8080 })
+  t.equal(config.bodyLimit, 4 * 1024 * 1024)
+  t.same(config.allowedOrigins, [])
+  t.equal(config.shutdownTimeoutMs, 10_000)
+  t.same(config.log, { level: 'info', requests: false })
+  t.match(config.servers[0], { name: 'a', transport: 'http', headers: {}, forwardHeaders: [], timeoutMs: 60_000 })
+  t.ok(Object.isFrozen(config) && Object.isFrozen(config.servers[0]), 'the config is frozen')
+})
+
+t.test('a typo\'d key names file, line, key and suggests the right one', async (t) => {
+  const err = errorOf(`${MINIMAL}    timeutMs: 5\n`)
+  t.equal(err.issues.length, 1)
+  t.equal(err.message, 'gw.yaml:5:5: servers[0].timeutMs: unknown key "timeutMs" (did you mean "timeoutMs"?)')
+})
+
+t.test('a wrong type names the line, the key and what was expected', async (t) => {
+  const err = errorOf(`listen:\n  port: eighty\n${MINIMAL}`)
+  t.equal(err.message, 'gw.yaml:2:9: listen.port: expected a TCP port number')
+  const err2 = errorOf(`bodyLimit: lots\n${MINIMAL}`)
+  t.equal(err2.message, 'gw.yaml:1:12: bodyLimit: expected a size such as 4mb, 512kb or a number of bytes, got "lots"')
+})
+
+t.test('a missing environment variable is an error naming the variable, line and key — never an empty string', async (t) => {
+  const yaml = `${MINIMAL}    headers:\n      Authorization: Bearer \${UPSTREAM_TOKEN}\n`
+  const err = errorOf(yaml, {})
+  t.equal(err.message, 'gw.yaml:6:22: servers[0].headers.Authorization: environment variable UPSTREAM_TOKEN is not set (referenced as ${UPSTREAM_TOKEN}); set it, or write $${UPSTREAM_TOKEN} for a literal')
+  const config = parseConfig(yaml, 'gw.yaml', { UPSTREAM_TOKEN: 's3cret' })
+  t.equal(config.servers[0]?.headers.Authorization, 'Bearer s3cret')
+})
+
+t.test('interpolation: numbers from the environment, $${} literals, per-user templates left alone', async (t) => {
+  const config = parseConfig(`listen:\n  port: \${PORT}\n${MINIMAL}    headers:\n      X-Literal: "$\${NOT_EXPANDED}"\n      X-User: "\${user.id}"\n`, 'gw.yaml', { PORT: '9090' })
+  t.equal(config.listen.port, 9090)
+  t.equal(config.servers[0]?.headers['X-Literal'], '${NOT_EXPANDED}')
+  t.equal(config.servers[0]?.headers['X-User'], '${user.id}')
+  t.match(errorOf(`${MINIMAL}    headers:\n      X: "\${bad-name}"\n`).message, /invalid placeholder \$\{bad-name\}/)
+})
+
+t.test('missing keys, bad names, bad URLs and duplicates are each reported', async (t) => {
+  t.equal(errorOf('listen: {port: 1}\n').message, 'gw.yaml:1:1: servers: missing required key (expected array)')
+  t.match(errorOf('servers: []\n').message, /servers: expected at least one server/)
+  t.match(errorOf('servers:\n  - {name: Bad Name, transport: http, url: "http://x/mcp"}\n').message, /gw\.yaml:2:12: servers\[0\]\.name: expected 1-63 lowercase letters/)
+  t.match(errorOf('servers:\n  - {name: healthz, transport: http, url: "http://x/mcp"}\n').message, /"healthz" is reserved/)
+  t.match(errorOf('servers:\n  - {name: a, transport: http, url: "ftp://x/mcp"}\n').message, /servers\[0\]\.url: expected an absolute http\(s\) URL, got "ftp:\/\/x\/mcp"/)
+  t.match(errorOf('servers:\n  - {name: a, transport: smoke-signals, url: "http://x/mcp"}\n').message, /servers\[0\]\.transport: expected transport: http/)
+  t.match(errorOf('servers:\n  - {name: a, transport: http}\n').message, /gw\.yaml:2:5: servers\[0\]\.url: missing required key/)
+  t.match(errorOf('servers:\n  - {name: a, transport: http, url: "http://x/mcp"}\n  - {name: a, transport: http, url: "http://y/mcp"}\n').message,
+    /gw\.yaml:3:12: servers\[1\]\.name: duplicate server name "a" \(also servers\[0\]\)/)
+  t.match(errorOf(`publicUrl: https://gw.example.com/prefix\n${MINIMAL}`).message, /publicUrl: expected an origin only/)
+  t.match(errorOf(`${MINIMAL}    headers: { Host: x }\n`).message, /header "Host" is managed by the gateway/)
+  t.match(errorOf(`${MINIMAL}    forwardHeaders: [Authorization]\n`).message, /"Authorization" is never forwarded/)
+  t.match(errorOf(`allowedOrigins: ["https://a.example.com/path"]\n${MINIMAL}`).message, /allowedOrigins\[0\]: expected an origin/)
+})
+
+t.test('several problems are all reported at once', async (t) => {
+  const err = errorOf('listen: { prot: 1 }\nservers:\n  - {name: a, transport: http, url: nope}\n')
+  t.equal(err.issues.length, 2)
+  t.match(err.message, /listen\.prot: unknown key "prot" \(did you mean "port"\?\)/)
+  t.match(err.message, /servers\[0\]\.url/)
+})
+
+t.test('invalid YAML and empty files', async (t) => {
+  t.match(errorOf('servers: [\n').message, /^gw\.yaml:2:1: invalid YAML: /)
+  t.match(errorOf('a: 1\na: 2\n').message, /invalid YAML: Map keys must be unique/)
+  t.match(errorOf('').message, /the config file is empty/)
+})
+
+t.test('config files: explicit path, default search order, unreadable files', async (t) => {
+  const dir = t.testdir({ 'portcullis.yaml': MINIMAL, config: { 'portcullis.example.yaml': MINIMAL } })
+  t.equal(resolveConfigPath(undefined, dir), join(dir, 'portcullis.yaml'))
+  const dir2 = t.testdir({ config: { 'portcullis.example.yaml': MINIMAL } })
+  t.equal(resolveConfigPath(undefined, dir2), join(dir2, 'config', 'portcullis.example.yaml'))
+  t.throws(() => resolveConfigPath('missing.yaml', dir2), /missing\.yaml: config file not found/)
+  t.throws(() => resolveConfigPath(undefined, t.testdir({})), /no config file found/)
+  const file = join(dir, 'x.yaml')
+  writeFileSync(file, MINIMAL)
+  t.equal(loadConfigFile(file, {}).source, file)
+})
+
+t.test('check output masks header values and URL credentials', async (t) => {
+  const config = parseConfig('servers:\n  - name: a\n    transport: http\n    url: "https://user:pw@up.example.com/mcp?key=abc"\n    headers: { Authorization: "Bearer topsecret" }\n', 'gw.yaml', {})
+  const out = describeConfig(config)
+  t.match(out, /route: http:\/\/127\.0\.0\.1:8080\/a\/mcp/)
+  t.match(out, /headers: Authorization: \*\*\*/)
+  t.notMatch(out, /topsecret|pw@|abc/)
+})

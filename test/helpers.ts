@@ -1,0 +1,127 @@
+/** Shared test plumbing: configs from objects, gateways on real ports, log sinks, upstream fixtures. */
+import { createServer } from 'node:net'
+import { createServer as createHttpServer, type IncomingMessage, type ServerResponse } from 'node:http'
+import { Client } from '@modelcontextprotocol/sdk/client/index.js'
+import { StreamableHTTPClientTransport } from '@modelcontextprotocol/sdk/client/streamableHttp.js'
+import { Writable } from 'node:stream'
+import { stringify } from 'yaml'
+import type { FastifyInstance } from 'fastify'
+import { buildApp } from '../src/app.js'
+import { parseConfig } from '../src/config/load.js'
+import type { Config } from '../src/config/schema.js'
+import { createLogger } from '../src/observability/logger.js'
+import { startHttpMcpServer } from './fixtures/http-mcp-server.mjs'
+
+export interface Teardown { teardown: (fn: () => unknown) => void }
+
+/** A port that was free a moment ago (the gateway's publicUrl must be known before it listens). */
+export async function freePort (): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const srv = createServer()
+    srv.unref()
+    srv.on('error', reject)
+    srv.listen(0, '127.0.0.1', () => {
+      const address = srv.address()
+      const port = typeof address === 'object' && address !== null ? address.port : 0
+      srv.close(() => resolve(port))
+    })
+  })
+}
+
+/** Goes through the real YAML loader, so tests exercise what operators write. */
+export function makeConfig (object: Record<string, unknown>, env: NodeJS.ProcessEnv = {}): Config {
+  return parseConfig(stringify(object), '<test>', env)
+}
+
+/** Collects pino's JSON lines. */
+export function logSink (): { stream: Writable, lines: string[], text: () => string } {
+  const lines: string[] = []
+  const stream = new Writable({
+    write (chunk: Buffer, _enc, cb) {
+      for (const line of chunk.toString('utf8').split('\n')) if (line !== '') lines.push(line)
+      cb()
+    },
+  })
+  return { stream, lines, text: () => lines.join('\n') }
+}
+
+export interface RunningGateway {
+  readonly app: FastifyInstance
+  readonly config: Config
+  readonly baseUrl: string
+  readonly logs: ReturnType<typeof logSink>
+  mcpUrl: (server: string) => string
+}
+
+/** Builds and listens a gateway on 127.0.0.1 with a fresh port; closed at teardown. */
+export async function startGateway (t: Teardown, object: Record<string, unknown>, env: NodeJS.ProcessEnv = {}): Promise<RunningGateway> {
+  const port = await freePort()
+  const config = makeConfig({
+    publicUrl: `http://127.0.0.1:${port}`,
+    listen: { host: '127.0.0.1', port },
+    log: { level: 'debug' },
+    ...object,
+  }, env)
+  const logs = logSink()
+  const app = await buildApp(config, { logger: createLogger(config.log.level, logs.stream) })
+  await app.listen({ host: '127.0.0.1', port })
+  t.teardown(() => app.close())
+  const baseUrl = `http://127.0.0.1:${port}`
+  return { app, config, baseUrl, logs, mcpUrl: (server) => `${baseUrl}/${server}/mcp` }
+}
+
+export type HttpFixture = Awaited<ReturnType<typeof startHttpMcpServer>>
+
+export async function startUpstream (t: Teardown, options: Parameters<typeof startHttpMcpServer>[0] = {}): Promise<HttpFixture> {
+  const upstream = await startHttpMcpServer(options)
+  t.teardown(() => upstream.close())
+  return upstream
+}
+
+export const INIT_BODY = {
+  jsonrpc: '2.0',
+  id: 1,
+  method: 'initialize',
+  params: { protocolVersion: '2025-11-25', capabilities: {}, clientInfo: { name: 'raw-test', version: '1' } },
+}
+
+export const MCP_HEADERS = { 'content-type': 'application/json', accept: 'application/json, text/event-stream' }
+
+/** POST a JSON-RPC body with fetch; returns status, headers and parsed JSON (or text). */
+export async function postJson (url: string, body: unknown, headers: Record<string, string> = {}): Promise<{ status: number, headers: Headers, json: unknown, text: string }> {
+  const res = await fetch(url, { method: 'POST', headers: { ...MCP_HEADERS, ...headers }, body: typeof body === 'string' ? body : JSON.stringify(body) })
+  const text = await res.text()
+  let json: unknown
+  try {
+    json = JSON.parse(text)
+  } catch {
+    json = undefined
+  }
+  return { status: res.status, headers: res.headers, json, text }
+}
+
+/** A bare node:http server for upstream misbehaviour (never answers, 401s, cuts streams). */
+export async function startRawServer (t: Teardown, handler: (req: IncomingMessage, res: ServerResponse) => void): Promise<{ url: string, requests: number }> {
+  const state = { url: '', requests: 0 }
+  const server = createHttpServer((req, res) => {
+    state.requests++
+    handler(req, res)
+  })
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve))
+  const address = server.address()
+  state.url = `http://127.0.0.1:${typeof address === 'object' && address !== null ? address.port : 0}/mcp`
+  t.teardown(() => {
+    server.closeAllConnections()
+    return new Promise<void>((resolve) => server.close(() => resolve()))
+  })
+  return state
+}
+
+/** Connects the official SDK client (2025 era) to a URL. */
+export async function connectClient (t: Teardown, url: string, options: { headers?: Record<string, string>, capabilities?: Record<string, unknown> } = {}): Promise<{ client: Client, transport: StreamableHTTPClientTransport }> {
+  const transport = new StreamableHTTPClientTransport(new URL(url), { requestInit: { headers: options.headers ?? {} } })
+  const client = new Client({ name: 'portcullis-test', version: '1.0.0' }, { capabilities: options.capabilities ?? {} })
+  await client.connect(transport)
+  t.teardown(() => client.close())
+  return { client, transport }
+}

@@ -1,0 +1,47 @@
+import t from 'tap'
+import { createLogger, redactUrl } from '../../src/observability/logger.js'
+import { connectClient, freePort, logSink, postJson, startGateway, startUpstream } from '../helpers.js'
+
+const SECRET = 'S3CRET-VALUE-never-log-me'
+
+t.test('sensitive fields are redacted at any depth we log', async (t) => {
+  const sink = logSink()
+  const log = createLogger('info', sink.stream)
+  log.info({ authorization: `Bearer ${SECRET}`, password: SECRET }, 'top level')
+  log.info({ headers: { authorization: `Bearer ${SECRET}`, cookie: `sid=${SECRET}`, 'set-cookie': SECRET, 'x-api-key': SECRET } }, 'headers')
+  log.info({ body: { client_secret: SECRET, refresh_token: SECRET, access_token: SECRET, code_verifier: SECRET } }, 'oauth')
+  log.info({ req: { headers: { Authorization: SECRET } }, deep: { a: { b: { password: SECRET, token: SECRET } } } }, 'deep')
+  log.info({ err: { code: 'ECONNREFUSED', message: 'connect refused' } }, 'error codes are kept')
+  t.equal(sink.lines.length, 5)
+  t.notMatch(sink.text(), SECRET)
+  t.match(sink.text(), /\[redacted\]/)
+  t.match(sink.lines[4], /"code":"ECONNREFUSED"/, 'err.code is not mistaken for an OAuth code')
+})
+
+t.test('credential query parameters are masked in URLs', async (t) => {
+  t.equal(redactUrl('/a/mcp?access_token=abc&x=1'), '/a/mcp?access_token=%5Bredacted%5D&x=1')
+  t.equal(redactUrl('/cb?code=abc&state=xyz'), '/cb?code=%5Bredacted%5D&state=%5Bredacted%5D')
+  t.equal(redactUrl('/plain'), '/plain')
+})
+
+t.test('no token, cookie or secret reaches the gateway log, whatever the request does', async (t) => {
+  const upstream = await startUpstream(t)
+  const port = await freePort()
+  const gw = await startGateway(t, {
+    log: { level: 'trace', requests: true },
+    servers: [
+      { name: 'fx', transport: 'http', url: upstream.url, headers: { Authorization: 'Bearer ${UPSTREAM_KEY}' } },
+      { name: 'down', transport: 'http', url: `http://127.0.0.1:${port}/mcp`, headers: { 'X-Api-Key': '${UPSTREAM_KEY}' } },
+    ],
+  }, { UPSTREAM_KEY: SECRET })
+  const headers = { authorization: `Bearer ${SECRET}`, cookie: `session=${SECRET}` }
+  const { client } = await connectClient(t, gw.mcpUrl('fx'), { headers })
+  await client.callTool({ name: 'echo', arguments: { text: 'hello' } })
+  await postJson(`${gw.mcpUrl('fx')}?access_token=${SECRET}`, '{broken', headers)
+  await postJson(gw.mcpUrl('down'), { jsonrpc: '2.0', id: 1, method: 'tools/list' }, headers)
+  await postJson(gw.mcpUrl('fx'), { jsonrpc: '2.0', id: 1, method: 'tools/list' }, { ...headers, origin: 'http://evil.example' })
+  t.ok(gw.logs.lines.length > 5, `the log was written (${gw.logs.lines.length} lines)`)
+  t.match(gw.logs.text(), /"msg":"request completed"/, 'request logging was on')
+  t.match(gw.logs.text(), /access_token=%5Bredacted%5D/)
+  t.notMatch(gw.logs.text(), SECRET)
+})

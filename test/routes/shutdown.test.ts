@@ -1,0 +1,67 @@
+// Graceful shutdown: stop accepting, end GET streams, finish in-flight requests, fail stragglers at the deadline.
+import t from 'tap'
+import { spawn } from 'node:child_process'
+import { fileURLToPath } from 'node:url'
+import { writeFileSync } from 'node:fs'
+import { join } from 'node:path'
+import { closeGracefully } from '../../src/app.js'
+import { connectClient, freePort, INIT_BODY, postJson, startGateway, startUpstream } from '../helpers.js'
+
+t.test('in-flight calls finish, GET streams end, new requests are refused', async (t) => {
+  const upstream = await startUpstream(t)
+  const gw = await startGateway(t, { servers: [{ name: 'fx', transport: 'http', url: upstream.url }] })
+  const { client } = await connectClient(t, gw.mcpUrl('fx'))
+  // A raw session of our own, whose GET stream we can watch end (one GET stream per session upstream).
+  const init = await postJson(gw.mcpUrl('fx'), INIT_BODY)
+  const session = { 'mcp-session-id': init.headers.get('mcp-session-id') ?? '', 'mcp-protocol-version': '2025-11-25' }
+  await postJson(gw.mcpUrl('fx'), { jsonrpc: '2.0', method: 'notifications/initialized' }, session)
+  const getStream = await fetch(gw.mcpUrl('fx'), { headers: { accept: 'text/event-stream', ...session } })
+  t.equal(getStream.status, 200)
+  const streamEnded = getStream.text().then(() => 'ended', () => 'ended')
+
+  const call = client.callTool({ name: 'gate', arguments: { key: 'inflight' } })
+  await upstream.entered('inflight')
+  const closing = closeGracefully(gw.app, 10_000)
+  t.equal(await streamEnded, 'ended', 'the GET stream was ended so shutdown can complete')
+  const refused = await postJson(gw.mcpUrl('fx'), INIT_BODY).catch((err: Error) => ({ status: 0, json: undefined, error: err.message }))
+  t.ok(refused.status === 503 || refused.status === 0, `a new request is refused while closing (${refused.status})`)
+  upstream.release('inflight')
+  t.same((await call).content, [{ type: 'text', text: 'released inflight' }], 'the in-flight call completed')
+  await closing
+})
+
+t.test('at the deadline, a call still in flight gets a JSON-RPC error, not a hang', async (t) => {
+  const upstream = await startUpstream(t)
+  const gw = await startGateway(t, { servers: [{ name: 'fx', transport: 'http', url: upstream.url }] })
+  const { client } = await connectClient(t, gw.mcpUrl('fx'))
+  const call = client.callTool({ name: 'gate', arguments: { key: 'stuck' } }, undefined, { onprogress: () => {} }).then(
+    () => 'completed',
+    (err: Error & { code?: number }) => `error ${err.code ?? ''}: ${err.message}`,
+  )
+  await upstream.entered('stuck')
+  await closeGracefully(gw.app, 200)
+  t.match(await call, /^error -32603: .*Gateway is shutting down/)
+})
+
+t.test('SIGTERM on the real process: graceful exit with code 0', async (t) => {
+  const upstream = await startUpstream(t)
+  const port = await freePort()
+  const dir = t.testdir({})
+  const configPath = join(dir, 'gw.yaml')
+  writeFileSync(configPath, `publicUrl: http://127.0.0.1:${port}\nlisten: { port: ${port} }\nservers:\n  - { name: fx, transport: http, url: "${upstream.url}" }\n`)
+  const child = spawn(process.execPath, [fileURLToPath(new URL('../../dist/main.js', import.meta.url)), 'start', '--config', configPath], { stdio: ['ignore', 'pipe', 'pipe'] })
+  t.teardown(() => { if (child.exitCode === null) child.kill('SIGKILL') })
+  let out = ''
+  child.stdout.on('data', (d: Buffer) => { out += d.toString() })
+  await new Promise<void>((resolve, reject) => {
+    const timer = setTimeout(() => reject(new Error(`not ready: ${out}`)), 15_000)
+    child.stdout.on('data', () => { if (out.includes('portcullis ready')) { clearTimeout(timer); resolve() } })
+  })
+  const { client } = await connectClient(t, `http://127.0.0.1:${port}/fx/mcp`)
+  t.same((await client.callTool({ name: 'echo', arguments: { text: 'before' } })).content, [{ type: 'text', text: 'before' }])
+  child.kill('SIGTERM')
+  const code = await new Promise<number | null>((resolve) => child.on('exit', (c) => resolve(c)))
+  t.equal(code, 0)
+  t.match(out, /"msg":"shutting down"/)
+  t.match(out, /"msg":"shut down cleanly"/)
+})
