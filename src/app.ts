@@ -16,6 +16,8 @@ import { VERSION } from './version.js'
 export interface BuildOptions {
   /** A pino logger; by default one is made from config.log. */
   readonly logger?: Logger
+  /** Clock for idle expiry of stdio sessions and processes (tests drive it). */
+  readonly now?: () => number
 }
 
 export interface GatewayState {
@@ -42,7 +44,7 @@ export async function buildApp (config: Config, options: BuildOptions = {}): Pro
     routerOptions: { ignoreTrailingSlash: true },
   })
 
-  const upstreams = createUpstreams(config)
+  const upstreams = createUpstreams(config, { log: app.log, version: VERSION, ...(options.now === undefined ? {} : { now: options.now }) })
   const state: GatewayState = { isClosing: false, upstreams }
   app.decorate('portcullis', state)
   const isClosing = (): boolean => state.isClosing

@@ -21,6 +21,12 @@ export const JSONRPC = {
   INTERNAL_ERROR: -32603,
   /** MCP 2026-07-28, basic/transports/streamable-http "Server Validation". */
   HEADER_MISMATCH: -32020,
+  /**
+   * In the "legacy" block -32000..-32019, on purpose: a 2026-07-28 client falls
+   * back to `initialize` only when a 400's body is NOT a recognised modern error
+   * (streamable-http "Backward Compatibility"); this is what 2025-era servers send.
+   */
+  LEGACY_BAD_REQUEST: -32000,
 } as const
 
 interface ErrorSpec {
@@ -42,6 +48,11 @@ export const ERRORS = {
   PORTCULLIS_ERR_METHOD_NOT_ALLOWED: { status: 405, rpcCode: JSONRPC.INVALID_REQUEST, message: 'Method not allowed' },
   PORTCULLIS_ERR_UPSTREAM_UNAVAILABLE: { status: 502, rpcCode: JSONRPC.INTERNAL_ERROR, message: 'Upstream MCP server is unavailable' },
   PORTCULLIS_ERR_UPSTREAM_TIMEOUT: { status: 504, rpcCode: JSONRPC.INTERNAL_ERROR, message: 'Upstream MCP server did not answer in time' },
+  PORTCULLIS_ERR_SESSION_REQUIRED: { status: 400, rpcCode: JSONRPC.INVALID_REQUEST, message: 'Bad Request: Mcp-Session-Id header is required (send initialize first)' },
+  PORTCULLIS_ERR_SESSION_NOT_FOUND: { status: 404, rpcCode: JSONRPC.INVALID_REQUEST, message: 'Session not found: start a new session with initialize' },
+  PORTCULLIS_ERR_LEGACY_UPSTREAM: { status: 400, rpcCode: JSONRPC.LEGACY_BAD_REQUEST, message: 'Bad Request: this MCP server speaks protocol revision 2025-11-25 or earlier; send initialize' },
+  PORTCULLIS_ERR_CAPACITY: { status: 503, rpcCode: JSONRPC.INTERNAL_ERROR, message: 'Upstream MCP server is at its process limit; retry shortly' },
+  PORTCULLIS_ERR_UPSTREAM_RESTARTING: { status: 503, rpcCode: JSONRPC.INTERNAL_ERROR, message: 'Upstream MCP server keeps failing; new processes are paused' },
   PORTCULLIS_ERR_SHUTTING_DOWN: { status: 503, rpcCode: JSONRPC.INTERNAL_ERROR, message: 'Gateway is shutting down; retry on another instance' },
   PORTCULLIS_ERR_INTERNAL: { status: 500, rpcCode: JSONRPC.INTERNAL_ERROR, message: 'Internal gateway error' },
 } as const satisfies Record<string, ErrorSpec>

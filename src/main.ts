@@ -3,6 +3,7 @@
  * The portcullis command: load config -> build app -> listen, with graceful
  * shutdown; plus `check` to validate a config without starting anything.
  */
+import { mkdirSync } from 'node:fs'
 import { parseArgs } from 'node:util'
 import { buildApp, closeGracefully } from './app.js'
 import { ConfigError, loadConfigFile, resolveConfigPath } from './config/load.js'
@@ -89,6 +90,12 @@ async function main (argv: string[]): Promise<number> {
 
 async function start (config: Config): Promise<number> {
   const log = createLogger(config.log.level)
+  try {
+    mkdirSync(config.dataDir, { recursive: true, mode: 0o700 })
+  } catch (err) {
+    log.fatal({ dataDir: config.dataDir, code: (err as NodeJS.ErrnoException).code }, 'cannot create the data directory')
+    return EXIT_CONFIG
+  }
   const app = await buildApp(config, { logger: log })
   warnAboutDevSettings(config, log)
   try {

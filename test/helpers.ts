@@ -4,6 +4,7 @@ import { createServer as createHttpServer, type IncomingMessage, type ServerResp
 import { Client } from '@modelcontextprotocol/sdk/client/index.js'
 import { StreamableHTTPClientTransport } from '@modelcontextprotocol/sdk/client/streamableHttp.js'
 import { Writable } from 'node:stream'
+import { readdirSync, readFileSync } from 'node:fs'
 import { stringify } from 'yaml'
 import type { FastifyInstance } from 'fastify'
 import { buildApp } from '../src/app.js'
@@ -54,7 +55,7 @@ export interface RunningGateway {
 }
 
 /** Builds and listens a gateway on 127.0.0.1 with a fresh port; closed at teardown. */
-export async function startGateway (t: Teardown, object: Record<string, unknown>, env: NodeJS.ProcessEnv = {}): Promise<RunningGateway> {
+export async function startGateway (t: Teardown, object: Record<string, unknown>, env: NodeJS.ProcessEnv = {}, options: { now?: () => number } = {}): Promise<RunningGateway> {
   const port = await freePort()
   const config = makeConfig({
     publicUrl: `http://127.0.0.1:${port}`,
@@ -63,7 +64,7 @@ export async function startGateway (t: Teardown, object: Record<string, unknown>
     ...object,
   }, env)
   const logs = logSink()
-  const app = await buildApp(config, { logger: createLogger(config.log.level, logs.stream) })
+  const app = await buildApp(config, { logger: createLogger(config.log.level, logs.stream), ...options })
   await app.listen({ host: '127.0.0.1', port })
   t.teardown(() => app.close())
   const baseUrl = `http://127.0.0.1:${port}`
@@ -124,4 +125,56 @@ export async function connectClient (t: Teardown, url: string, options: { header
   await client.connect(transport)
   t.teardown(() => client.close())
   return { client, transport }
+}
+
+export const STDIO_FIXTURE = new URL('./fixtures/stdio-server.mjs', import.meta.url).pathname
+export const STDIO_MODERN_FIXTURE = new URL('./fixtures/stdio-modern-server.mjs', import.meta.url).pathname
+export const EVERYTHING_SERVER = new URL('../node_modules/@modelcontextprotocol/server-everything/dist/index.js', import.meta.url).pathname
+
+/** A stdio server entry running one of our fixtures with the machine's node. */
+export function stdioServer (name: string, options: Record<string, unknown> & { flags?: string[], script?: string } = {}): Record<string, unknown> {
+  const { flags = [], script = STDIO_FIXTURE, ...rest } = options
+  return { name, transport: 'stdio', command: process.execPath, args: [script, ...flags], ...rest }
+}
+
+/** True while a process exists and is not a zombie (a zombie has exited; only its parent has not reaped it). */
+export function isProcessAlive (pid: number): boolean {
+  try {
+    const stat = readFileSync(`/proc/${pid}/stat`, 'utf8')
+    return stat.split(') ')[1]?.startsWith('Z') !== true
+  } catch {
+    return false
+  }
+}
+
+/** Waits (polling) until `predicate` holds or `ms` pass. For process exits, which no event reports here. */
+export async function eventually (predicate: () => boolean | Promise<boolean>, ms = 5000): Promise<boolean> {
+  const deadline = Date.now() + ms
+  while (Date.now() < deadline) {
+    if (await predicate()) return true
+    await new Promise((resolve) => setTimeout(resolve, 25))
+  }
+  return predicate()
+}
+
+/** Live (non-zombie) processes whose process group is `pgid`, from /proc. */
+export function processGroupMembers (pgid: number): number[] {
+  const members: number[] = []
+  for (const entry of readdirSync('/proc')) {
+    if (!/^\d+$/.test(entry)) continue
+    try {
+      const fields = readFileSync(`/proc/${entry}/stat`, 'utf8').split(') ')[1]?.split(' ') ?? []
+      // After the command: state, ppid, pgrp.
+      if (fields[0] !== 'Z' && Number(fields[2]) === pgid) members.push(Number(entry))
+    } catch {
+      // The process ended while we looked.
+    }
+  }
+  return members
+}
+
+/** Text of the first content item of a tool result. */
+export function textOf (result: unknown): string {
+  const content = (result as { content?: Array<{ type: string, text?: string }> }).content
+  return content?.[0]?.text ?? ''
 }

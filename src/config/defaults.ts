@@ -6,6 +6,8 @@
 export const DEFAULT_CONFIG_PATHS = ['portcullis.yaml', 'config/portcullis.example.yaml'] as const
 
 export const DEFAULT_LISTEN_HOST = '127.0.0.1'
+/** State directory (SQLite store, keys); relative paths resolve against the working directory. */
+export const DEFAULT_DATA_DIR = './data'
 export const DEFAULT_LISTEN_PORT = 8080
 
 /** Largest accepted request body. Tool arguments are small; 4 MiB leaves room for file uploads. */
@@ -29,3 +31,14 @@ export const RESERVED_SERVER_NAMES: ReadonlySet<string> = new Set([
   'healthz', 'readyz', 'metrics', 'auth', 'oauth', 'token', 'register', 'reg', 'jwks', 'login',
   'consent', 'interaction', 'session', 'revoke', 'introspect', 'userinfo', 'me', 'static', 'assets', 'favicon.ico',
 ])
+
+/** stdio servers: children alive per server at most (warm ones included). */
+export const DEFAULT_STDIO_MAX_PROCESSES = 32
+/** A session (or a user's/shared process) unused this long is ended and its process stopped. */
+export const DEFAULT_STDIO_IDLE_TIMEOUT_MS = 15 * 60_000
+/** From spawn to the answer to `initialize` (or the era probe). npx downloads can be slow. */
+export const DEFAULT_STDIO_STARTUP_TIMEOUT_MS = 30_000
+/** Longest silence on one request (progress notifications reset it). */
+export const DEFAULT_STDIO_REQUEST_TIMEOUT_MS = 60_000
+/** Largest single JSON-RPC line accepted from a child. */
+export const DEFAULT_STDIO_MAX_MESSAGE_BYTES = 64 * 1024 * 1024

@@ -10,6 +10,7 @@ export function describeConfig (config: Config): string {
     `publicUrl: ${config.publicUrl}`,
     `listen: ${config.listen.host}:${config.listen.port}`,
     `bodyLimit: ${config.bodyLimit} bytes`,
+    `dataDir: ${config.dataDir}`,
     `allowedOrigins: ${[config.publicUrl, ...config.allowedOrigins].join(', ')}`,
     'servers:',
   ]
@@ -21,12 +22,23 @@ function describeServer (config: Config, server: ServerConfig): string[] {
   const out = [
     `  - ${server.name} (${server.transport})`,
     `      route: ${config.publicUrl}/${server.name}/mcp`,
-    `      upstream: ${maskUrl(server.url)}`,
-    `      timeoutMs: ${server.timeoutMs}`,
   ]
-  const headerNames = Object.keys(server.headers)
-  if (headerNames.length > 0) out.push(`      headers: ${headerNames.map((h) => `${h}: ${MASK}`).join(', ')}`)
-  if (server.forwardHeaders.length > 0) out.push(`      forwardHeaders: ${server.forwardHeaders.join(', ')}`)
+  if (server.transport === 'http') {
+    out.push(`      upstream: ${maskUrl(server.url)}`, `      timeoutMs: ${server.timeoutMs}`)
+    const headerNames = Object.keys(server.headers)
+    if (headerNames.length > 0) out.push(`      headers: ${headerNames.map((h) => `${h}: ${MASK}`).join(', ')}`)
+    if (server.forwardHeaders.length > 0) out.push(`      forwardHeaders: ${server.forwardHeaders.join(', ')}`)
+    return out
+  }
+  // Arguments may carry secrets too (tokens passed as flags): show the command, count the arguments.
+  out.push(
+    `      command: ${server.command} (${server.args.length} argument${server.args.length === 1 ? '' : 's'})`,
+    `      isolation: ${server.isolation}, maxProcesses: ${server.maxProcesses}, prestart: ${server.prestart}`,
+    `      timeouts: startup ${server.startupTimeoutMs} ms, request ${server.requestTimeoutMs} ms, idle ${server.idleTimeoutMs} ms`,
+  )
+  if (server.cwd !== undefined) out.push(`      cwd: ${server.cwd}`)
+  const envNames = Object.keys(server.env)
+  if (envNames.length > 0) out.push(`      env: ${envNames.map((k) => `${k}=${MASK}`).join(', ')}`)
   return out
 }
 

@@ -3,7 +3,7 @@
  * derived values -> frozen Config. Every problem is reported with the file,
  * line, column and key path, and what was expected.
  */
-import { readFileSync, existsSync } from 'node:fs'
+import { readFileSync, existsSync, statSync } from 'node:fs'
 import { resolve } from 'node:path'
 import { isMap, isPair, isScalar, LineCounter, parseDocument, type Document, type Node } from 'yaml'
 import type { $ZodIssue } from 'zod/v4/core'
@@ -76,10 +76,15 @@ export function loadConfigFile (path: string, env: NodeJS.ProcessEnv = process.e
   return parseConfig(text, path, env)
 }
 
-/** `${NAME}` reads the environment; `$${...}` is a literal `${...}`; `${user.*}` is left for per-user templates. */
+/**
+ * `${NAME}` reads the environment; `$${...}` is a literal `${...}`; `${user.*}`
+ * is left for per-user rendering at spawn time; `${gateway.dataDir}` is the
+ * resolved data directory (stdio args, env and cwd).
+ */
 const PLACEHOLDER_RE = /\$?\$\{([^}]*)\}/g
 const ENV_NAME_RE = /^[A-Za-z_][A-Za-z0-9_]*$/
 const RUNTIME_TEMPLATE_RE = /^user\.[A-Za-z_][A-Za-z0-9_]*$/
+const DATA_DIR_PLACEHOLDER = '${gateway.dataDir}'
 
 export function parseConfig (text: string, source: string, env: NodeJS.ProcessEnv = process.env): Config {
   const lineCounter = new LineCounter()
@@ -111,7 +116,30 @@ export function parseConfig (text: string, source: string, env: NodeJS.ProcessEn
   }
   const config = parsed.data
   const publicUrl = new URL(config.publicUrl ?? defaultPublicUrl(config.listen.host, config.listen.port)).origin
-  return deepFreeze({ ...config, publicUrl, source })
+  const dataDir = resolve(config.dataDir)
+  const withDataDir = (value: string): string => value.replaceAll(DATA_DIR_PLACEHOLDER, dataDir)
+  const servers = config.servers.map((server, index) => {
+    if (server.transport !== 'stdio') return server
+    const env = Object.fromEntries(Object.entries(server.env).map(([k, v]) => [k, withDataDir(v)]))
+    const resolved = { ...server, args: server.args.map(withDataDir), env }
+    if (server.cwd === undefined) return resolved
+    const cwd = resolve(withDataDir(server.cwd))
+    // The data directory is created at start; anything else must exist already.
+    if (!isDirectory(cwd) && !server.cwd.includes(DATA_DIR_PLACEHOLDER)) {
+      issues.push({ ...locate(['servers', index, 'cwd']), path: formatPath(['servers', index, 'cwd']), message: `directory ${JSON.stringify(server.cwd)} does not exist` })
+    }
+    return { ...resolved, cwd }
+  })
+  if (issues.length > 0) throw new ConfigError(source, issues)
+  return deepFreeze({ ...config, publicUrl, dataDir, servers, source })
+}
+
+function isDirectory (path: string): boolean {
+  try {
+    return statSync(path).isDirectory()
+  } catch {
+    return false
+  }
 }
 
 function defaultPublicUrl (host: string, port: number): string {
@@ -152,8 +180,9 @@ function describeValue (value: unknown): string {
 
 /** A nudge for the commonest typos: snake_case and wrong case of known keys. */
 const KNOWN_KEYS = [
-  'publicUrl', 'listen', 'host', 'port', 'bodyLimit', 'allowedOrigins', 'shutdownTimeoutMs', 'log', 'level', 'requests',
+  'publicUrl', 'listen', 'host', 'port', 'bodyLimit', 'allowedOrigins', 'shutdownTimeoutMs', 'dataDir', 'log', 'level', 'requests',
   'servers', 'name', 'transport', 'url', 'headers', 'forwardHeaders', 'timeoutMs',
+  'command', 'args', 'env', 'cwd', 'isolation', 'maxProcesses', 'prestart', 'idleTimeoutMs', 'startupTimeoutMs', 'requestTimeoutMs', 'maxMessageBytes',
 ]
 function suggestionFor (key: string): string {
   const norm = key.toLowerCase().replace(/[_-]/g, '')
@@ -185,9 +214,9 @@ function interpolate (value: unknown, path: PathSegment[], env: NodeJS.ProcessEn
     if (!value.includes('${')) return value
     return value.replace(PLACEHOLDER_RE, (match: string, name: string) => {
       if (match.startsWith('$$')) return match.slice(1)
-      if (RUNTIME_TEMPLATE_RE.test(name)) return match
+      if (RUNTIME_TEMPLATE_RE.test(name) || match === DATA_DIR_PLACEHOLDER) return match
       if (!ENV_NAME_RE.test(name)) {
-        report(path, `invalid placeholder ${match}: expected \${ENV_VAR} (letters, digits, _) or a per-user \${user.<field>}`)
+        report(path, `invalid placeholder ${match}: expected \${ENV_VAR} (letters, digits, _), a per-user \${user.<field>} or \${gateway.dataDir}`)
         return match
       }
       const found = env[name]

@@ -5,10 +5,12 @@
  */
 import { z } from 'zod'
 import {
-  DEFAULT_BODY_LIMIT_BYTES, DEFAULT_LISTEN_HOST, DEFAULT_LISTEN_PORT, DEFAULT_SHUTDOWN_TIMEOUT_MS,
-  DEFAULT_UPSTREAM_TIMEOUT_MS, RESERVED_SERVER_NAMES,
+  DEFAULT_BODY_LIMIT_BYTES, DEFAULT_DATA_DIR, DEFAULT_LISTEN_HOST, DEFAULT_LISTEN_PORT, DEFAULT_SHUTDOWN_TIMEOUT_MS,
+  DEFAULT_STDIO_IDLE_TIMEOUT_MS, DEFAULT_STDIO_MAX_MESSAGE_BYTES, DEFAULT_STDIO_MAX_PROCESSES, DEFAULT_STDIO_REQUEST_TIMEOUT_MS,
+  DEFAULT_STDIO_STARTUP_TIMEOUT_MS, DEFAULT_UPSTREAM_TIMEOUT_MS, RESERVED_SERVER_NAMES,
 } from './defaults.js'
 import { parseByteSize } from './units.js'
+import { hasUserTemplate, unknownTemplateFields } from './user-template.js'
 
 const HEADER_NAME_RE = /^[!#$%&'*+.^_`|~0-9A-Za-z-]+$/
 /** RFC 9110 field-value: visible ASCII, space and tab; no CR/LF (header injection). */
@@ -78,8 +80,45 @@ const httpServerSchema = z.strictObject({
   timeoutMs: positiveMs('an upstream timeout').default(DEFAULT_UPSTREAM_TIMEOUT_MS),
 })
 
-export const serverSchema = z.discriminatedUnion('transport', [httpServerSchema], {
-  error: (issue) => issue.code === 'invalid_union' ? 'expected transport: http' : undefined,
+const envName = z.string().regex(/^[A-Za-z_][A-Za-z0-9_]*$/, 'expected an environment variable name (letters, digits, _)')
+
+const templateFieldsKnown = (value: string): boolean => unknownTemplateFields(value).length === 0
+const templateMessage = (issue: { input: unknown }): string =>
+  `unknown per-user field in ${JSON.stringify(issue.input)}: expected \${user.id}, \${user.name} or \${user.email}`
+
+const stdioServerSchema = z.strictObject({
+  name: serverName,
+  transport: z.literal('stdio'),
+  /** The program to run (looked up on PATH), e.g. npx, uvx, node, /usr/local/bin/server. */
+  command: z.string().min(1, 'expected a command'),
+  args: z.array(z.string().refine(templateFieldsKnown, { error: templateMessage })).default([]),
+  /** Added to the child's minimal environment (PATH, HOME, LANG, ...); the gateway's own environment is never passed. */
+  env: z.record(envName, z.string({ error: 'expected a string value (quote numbers)' }).refine(templateFieldsKnown, { error: templateMessage })).default({}),
+  cwd: z.string().min(1).optional(),
+  /** session: a child per MCP session; user: one per user; shared: one for everyone (ids rewritten). */
+  isolation: z.enum(['session', 'user', 'shared']).default('session'),
+  maxProcesses: wholeNumber('expected a number of processes').pipe(z.number().min(1, 'expected at least 1')).default(DEFAULT_STDIO_MAX_PROCESSES),
+  /** Warm children kept spawned and waiting, for servers that start slowly. */
+  prestart: wholeNumber('expected a number of processes').pipe(z.number().min(0)).default(0),
+  idleTimeoutMs: positiveMs('an idle timeout').default(DEFAULT_STDIO_IDLE_TIMEOUT_MS),
+  startupTimeoutMs: positiveMs('a start-up timeout').default(DEFAULT_STDIO_STARTUP_TIMEOUT_MS),
+  requestTimeoutMs: positiveMs('a request timeout').default(DEFAULT_STDIO_REQUEST_TIMEOUT_MS),
+  maxMessageBytes: byteSize.default(DEFAULT_STDIO_MAX_MESSAGE_BYTES),
+}).superRefine((server, ctx) => {
+  const usesUser = [...server.args, ...Object.values(server.env)].some(hasUserTemplate)
+  if (usesUser && server.isolation === 'shared') {
+    ctx.addIssue({ code: 'custom', path: ['isolation'], message: 'per-user values (${user.*}) need isolation: user or session; a shared process has no single user' })
+  }
+  if (usesUser && server.prestart > 0) {
+    ctx.addIssue({ code: 'custom', path: ['prestart'], message: 'prestart cannot be used with per-user values (${user.*}): a warm process is started before its user is known' })
+  }
+  if (server.prestart > server.maxProcesses) {
+    ctx.addIssue({ code: 'custom', path: ['prestart'], message: `prestart (${server.prestart}) cannot exceed maxProcesses (${server.maxProcesses})` })
+  }
+})
+
+export const serverSchema = z.discriminatedUnion('transport', [httpServerSchema, stdioServerSchema], {
+  error: (issue) => issue.code === 'invalid_union' ? 'expected transport: http or stdio' : undefined,
 })
 
 const originPattern = z.string().refine((value) => {
@@ -115,6 +154,8 @@ export const configSchema = z.strictObject({
    */
   allowedOrigins: z.array(originPattern).default([]),
   shutdownTimeoutMs: positiveMs('a shutdown deadline').default(DEFAULT_SHUTDOWN_TIMEOUT_MS),
+  /** Where the gateway keeps state (created at start, mode 0700). Relative to the working directory. */
+  dataDir: z.string().min(1, 'expected a directory path').default(DEFAULT_DATA_DIR),
   log: z.strictObject({
     level: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'),
     /** One line per HTTP request (method, path, status, time). Off by default: nginx and the audit trail cover it. */
@@ -137,6 +178,7 @@ export type ConfigInput = z.input<typeof configSchema>
 type ParsedConfig = z.output<typeof configSchema>
 export type ServerConfig = z.output<typeof serverSchema>
 export type HttpServerConfig = z.output<typeof httpServerSchema>
+export type StdioServerConfig = z.output<typeof stdioServerSchema>
 
 /** The validated config with derived values filled in, frozen once loaded. */
 export type Config = Omit<ParsedConfig, 'publicUrl'> & {

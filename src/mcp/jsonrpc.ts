@@ -18,6 +18,8 @@ export interface McpMessage {
   readonly params: Readonly<Record<string, unknown>> | undefined
   /** tools/call and prompts/get: params.name; resources/read, subscribe, unsubscribe: params.uri. */
   readonly target: string | undefined
+  /** The whole parsed message (adapters that must re-address it use this; the HTTP proxy forwards the bytes). */
+  readonly value: Readonly<Record<string, unknown>>
 }
 
 export interface McpInspection {
@@ -108,17 +110,17 @@ function classify (value: unknown, index: number | undefined): McpMessage {
     }
     const typedParams = params as Record<string, unknown> | undefined
     if (!('id' in msg)) {
-      return { kind: 'notification', id: undefined, method: msg.method, params: typedParams, target: undefined }
+      return { kind: 'notification', id: undefined, method: msg.method, params: typedParams, target: undefined, value: msg }
     }
     // MCP basic/index: request ids MUST be a string or integer, and MUST NOT be null.
     if (!isId(msg.id)) throw invalid('"id" must be a string or a number', index)
-    return { kind: 'request', id: msg.id, method: msg.method, params: typedParams, target: targetOf(msg.method, typedParams, msg.id, index) }
+    return { kind: 'request', id: msg.id, method: msg.method, params: typedParams, target: targetOf(msg.method, typedParams, msg.id, index), value: msg }
   }
 
   if ('result' in msg || 'error' in msg) {
     if ('result' in msg && 'error' in msg) throw invalid('a response carries "result" or "error", not both', index, id)
     if (!('id' in msg) || !(isId(msg.id) || msg.id === null)) throw invalid('a response needs an "id"', index)
-    return { kind: 'response', id: msg.id as JsonRpcId, method: undefined, params: undefined, target: undefined }
+    return { kind: 'response', id: msg.id as JsonRpcId, method: undefined, params: undefined, target: undefined, value: msg }
   }
   throw invalid('expected a request, notification or response (no "method", "result" or "error")', index, id)
 }

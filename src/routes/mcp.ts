@@ -16,6 +16,7 @@ import { inspectBody, type McpInspection } from '../mcp/jsonrpc.js'
 import { checkMirroredHeaders } from '../mcp/headers.js'
 import { createOriginPolicy } from '../mcp/origin.js'
 import type { Upstream } from '../upstreams/types.js'
+import { ANONYMOUS } from '../identity.js'
 
 declare module 'fastify' {
   interface FastifyRequest {
@@ -105,6 +106,7 @@ export async function mcpRoutes (app: FastifyInstance, opts: McpRoutesOptions): 
           headers: request.headers,
           body: request.body as Buffer | undefined,
           inspection: request.mcpInspection ?? undefined,
+          user: ANONYMOUS,
           req: request.raw,
           res: reply.raw,
           log: request.log,

@@ -14,7 +14,7 @@ import type { IncomingHttpHeaders } from 'node:http'
 import { Pool, type Dispatcher } from 'undici'
 import { PortcullisError } from '../errors.js'
 import type { HttpServerConfig } from '../config/schema.js'
-import { READY_PROBE_TIMEOUT_MS } from '../config/defaults.js'
+import { READY_PROBE_CACHE_MS, READY_PROBE_TIMEOUT_MS } from '../config/defaults.js'
 import type { McpExchange, Upstream, UpstreamHealth } from './types.js'
 import { endSseWithError, sendRpcError } from './respond.js'
 
@@ -179,6 +179,7 @@ export class HttpUpstream implements Upstream {
   private readonly relays = new Set<Relay>()
   private isClosed = false
   private closing: Promise<void> | undefined
+  private lastProbe: { at: number, result: Promise<UpstreamHealth> } | undefined
 
   constructor (private readonly config: HttpServerConfig) {
     this.name = config.name
@@ -220,7 +221,16 @@ export class HttpUpstream implements Upstream {
     })
   }
 
+  /** A TCP connect to the upstream, cached for READY_PROBE_CACHE_MS so /readyz scrapes stay cheap. */
   probe (): Promise<UpstreamHealth> {
+    const now = Date.now()
+    if (this.lastProbe === undefined || now - this.lastProbe.at > READY_PROBE_CACHE_MS) {
+      this.lastProbe = { at: now, result: this.connectProbe() }
+    }
+    return this.lastProbe.result
+  }
+
+  private connectProbe (): Promise<UpstreamHealth> {
     const url = new URL(this.config.url)
     const port = Number(url.port !== '' ? url.port : url.protocol === 'https:' ? 443 : 80)
     const started = performance.now()

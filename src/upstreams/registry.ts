@@ -1,12 +1,23 @@
 /** One upstream adapter per configured server, by name. */
+import type { FastifyBaseLogger } from 'fastify'
 import type { Config } from '../config/schema.js'
 import { HttpUpstream } from './http-upstream.js'
+import { StdioUpstream } from './stdio/stdio-upstream.js'
 import type { Upstream } from './types.js'
 
-export function createUpstreams (config: Config): Map<string, Upstream> {
+export interface UpstreamOptions {
+  readonly log: FastifyBaseLogger
+  readonly version: string
+  /** Clock for idle expiry; tests inject one. */
+  readonly now?: () => number
+}
+
+export function createUpstreams (config: Config, options: UpstreamOptions): Map<string, Upstream> {
   const upstreams = new Map<string, Upstream>()
   for (const server of config.servers) {
-    upstreams.set(server.name, new HttpUpstream(server))
+    upstreams.set(server.name, server.transport === 'http'
+      ? new HttpUpstream(server)
+      : new StdioUpstream({ config: server, log: options.log, version: options.version, ...(options.now === undefined ? {} : { now: options.now }) }))
   }
   return upstreams
 }

@@ -6,6 +6,7 @@
 import type { IncomingHttpHeaders, IncomingMessage, ServerResponse } from 'node:http'
 import type { FastifyBaseLogger } from 'fastify'
 import type { McpInspection } from '../mcp/jsonrpc.js'
+import type { UserIdentity } from '../identity.js'
 
 export interface McpExchange {
   readonly method: 'GET' | 'POST' | 'DELETE'
@@ -14,6 +15,8 @@ export interface McpExchange {
   readonly body: Buffer | undefined
   /** Present for POST. */
   readonly inspection: McpInspection | undefined
+  /** Who is calling; sessions and per-user processes are bound to it. */
+  readonly user: UserIdentity
   readonly req: IncomingMessage
   readonly res: ServerResponse
   readonly log: FastifyBaseLogger

@@ -3,6 +3,13 @@ import { writeFileSync } from 'node:fs'
 import { join } from 'node:path'
 import { ConfigError, parseConfig, loadConfigFile, resolveConfigPath } from '../../src/config/load.js'
 import { describeConfig } from '../../src/config/describe.js'
+import type { Config, HttpServerConfig } from '../../src/config/schema.js'
+
+const httpServer = (config: Config, index = 0): HttpServerConfig => {
+  const server = config.servers[index]
+  if (server?.transport !== 'http') throw new Error(`servers[${index}] is not an http server`)
+  return server
+}
 
 function errorOf (yaml: string, env: NodeJS.ProcessEnv = {}): ConfigError {
   try {
@@ -46,14 +53,14 @@ t.test('a missing environment variable is an error naming the variable, line and
   const err = errorOf(yaml, {})
   t.equal(err.message, 'gw.yaml:6:22: servers[0].headers.Authorization: environment variable UPSTREAM_TOKEN is not set (referenced as ${UPSTREAM_TOKEN}); set it, or write $${UPSTREAM_TOKEN} for a literal')
   const config = parseConfig(yaml, 'gw.yaml', { UPSTREAM_TOKEN: 's3cret' })
-  t.equal(config.servers[0]?.headers.Authorization, 'Bearer s3cret')
+  t.equal(httpServer(config).headers.Authorization, 'Bearer s3cret')
 })
 
 t.test('interpolation: numbers from the environment, $${} literals, per-user templates left alone', async (t) => {
   const config = parseConfig(`listen:\n  port: \${PORT}\n${MINIMAL}    headers:\n      X-Literal: "$\${NOT_EXPANDED}"\n      X-User: "\${user.id}"\n`, 'gw.yaml', { PORT: '9090' })
   t.equal(config.listen.port, 9090)
-  t.equal(config.servers[0]?.headers['X-Literal'], '${NOT_EXPANDED}')
-  t.equal(config.servers[0]?.headers['X-User'], '${user.id}')
+  t.equal(httpServer(config).headers['X-Literal'], '${NOT_EXPANDED}')
+  t.equal(httpServer(config).headers['X-User'], '${user.id}')
   t.match(errorOf(`${MINIMAL}    headers:\n      X: "\${bad-name}"\n`).message, /invalid placeholder \$\{bad-name\}/)
 })
 
@@ -63,7 +70,7 @@ t.test('missing keys, bad names, bad URLs and duplicates are each reported', asy
   t.match(errorOf('servers:\n  - {name: Bad Name, transport: http, url: "http://x/mcp"}\n').message, /gw\.yaml:2:12: servers\[0\]\.name: expected 1-63 lowercase letters/)
   t.match(errorOf('servers:\n  - {name: healthz, transport: http, url: "http://x/mcp"}\n').message, /"healthz" is reserved/)
   t.match(errorOf('servers:\n  - {name: a, transport: http, url: "ftp://x/mcp"}\n').message, /servers\[0\]\.url: expected an absolute http\(s\) URL, got "ftp:\/\/x\/mcp"/)
-  t.match(errorOf('servers:\n  - {name: a, transport: smoke-signals, url: "http://x/mcp"}\n').message, /servers\[0\]\.transport: expected transport: http/)
+  t.match(errorOf('servers:\n  - {name: a, transport: smoke-signals, url: "http://x/mcp"}\n').message, /servers\[0\]\.transport: expected transport: http or stdio/)
   t.match(errorOf('servers:\n  - {name: a, transport: http}\n').message, /gw\.yaml:2:5: servers\[0\]\.url: missing required key/)
   t.match(errorOf('servers:\n  - {name: a, transport: http, url: "http://x/mcp"}\n  - {name: a, transport: http, url: "http://y/mcp"}\n').message,
     /gw\.yaml:3:12: servers\[1\]\.name: duplicate server name "a" \(also servers\[0\]\)/)

@@ -5,7 +5,7 @@ import { fileURLToPath } from 'node:url'
 import { writeFileSync } from 'node:fs'
 import { join } from 'node:path'
 import { closeGracefully } from '../../src/app.js'
-import { connectClient, freePort, INIT_BODY, postJson, startGateway, startUpstream } from '../helpers.js'
+import { connectClient, eventually, freePort, INIT_BODY, isProcessAlive, postJson, processGroupMembers, startGateway, startUpstream, STDIO_FIXTURE, stdioServer, textOf } from '../helpers.js'
 
 t.test('in-flight calls finish, GET streams end, new requests are refused', async (t) => {
   const upstream = await startUpstream(t)
@@ -48,7 +48,9 @@ t.test('SIGTERM on the real process: graceful exit with code 0', async (t) => {
   const port = await freePort()
   const dir = t.testdir({})
   const configPath = join(dir, 'gw.yaml')
-  writeFileSync(configPath, `publicUrl: http://127.0.0.1:${port}\nlisten: { port: ${port} }\nservers:\n  - { name: fx, transport: http, url: "${upstream.url}" }\n`)
+  writeFileSync(configPath, `publicUrl: http://127.0.0.1:${port}\nlisten: { port: ${port} }\ndataDir: ${join(dir, 'data')}\nservers:
+  - { name: fx, transport: http, url: "${upstream.url}" }
+  - { name: local, transport: stdio, command: "${process.execPath}", args: ["${STDIO_FIXTURE}", "--grandchild"] }\n`)
   const child = spawn(process.execPath, [fileURLToPath(new URL('../../dist/main.js', import.meta.url)), 'start', '--config', configPath], { stdio: ['ignore', 'pipe', 'pipe'] })
   t.teardown(() => { if (child.exitCode === null) child.kill('SIGKILL') })
   let out = ''
@@ -59,9 +61,26 @@ t.test('SIGTERM on the real process: graceful exit with code 0', async (t) => {
   })
   const { client } = await connectClient(t, `http://127.0.0.1:${port}/fx/mcp`)
   t.same((await client.callTool({ name: 'echo', arguments: { text: 'before' } })).content, [{ type: 'text', text: 'before' }])
+  const local = await connectClient(t, `http://127.0.0.1:${port}/local/mcp`)
+  const stdio = JSON.parse(textOf(await local.client.callTool({ name: 'env', arguments: {} }))) as { pid: number, grandchild: number }
+  t.ok(isProcessAlive(stdio.pid) && isProcessAlive(stdio.grandchild), 'a stdio child and its grandchild run under the gateway')
   child.kill('SIGTERM')
   const code = await new Promise<number | null>((resolve) => child.on('exit', (c) => resolve(c)))
   t.equal(code, 0)
+  t.ok(await eventually(() => !isProcessAlive(stdio.pid) && !isProcessAlive(stdio.grandchild)), 'no stdio child or grandchild outlives the gateway process')
+  t.same(processGroupMembers(stdio.pid), [])
   t.match(out, /"msg":"shutting down"/)
   t.match(out, /"msg":"shut down cleanly"/)
+})
+
+t.test('graceful shutdown with stdio sessions: the in-flight call finishes, then every process stops', async (t) => {
+  const gw = await startGateway(t, { servers: [stdioServer('local'), stdioServer('pool', { isolation: 'shared' })] })
+  const a = await connectClient(t, gw.mcpUrl('local'))
+  const b = await connectClient(t, gw.mcpUrl('pool'))
+  const pids = await Promise.all([a, b].map(async ({ client }) => (JSON.parse(textOf(await client.callTool({ name: 'env', arguments: {} }))) as { pid: number }).pid))
+  const inFlight = a.client.callTool({ name: 'slow', arguments: { ms: 300 } })
+  await new Promise((resolve) => setTimeout(resolve, 50))
+  await closeGracefully(gw.app, 5_000)
+  t.equal(textOf(await inFlight), 'slept 300', 'the call in flight completed')
+  t.same(pids.filter(isProcessAlive), [], 'no process left')
 })

@@ -1,0 +1,45 @@
+/**
+ * Per-user values in stdio `args` and `env`: `${user.id}`, `${user.name}`,
+ * `${user.email}`, rendered when a user's process is spawned. Rendered values
+ * are escaped so a username can never inject an argument or a path.
+ */
+import type { UserIdentity } from '../identity.js'
+
+export const USER_TEMPLATE_FIELDS = ['id', 'name', 'email'] as const
+const TEMPLATE_RE = /\$\{user\.([A-Za-z_][A-Za-z0-9_]*)\}/g
+
+export function hasUserTemplate (value: string): boolean {
+  return value.includes('${user.')
+}
+
+/** The `${user.x}` fields a value uses that are not known fields. */
+export function unknownTemplateFields (value: string): string[] {
+  const unknown: string[] = []
+  for (const m of value.matchAll(TEMPLATE_RE)) {
+    const field = m[1] ?? ''
+    if (!(USER_TEMPLATE_FIELDS as readonly string[]).includes(field)) unknown.push(field)
+  }
+  return unknown
+}
+
+/**
+ * Makes a user-supplied value safe inside a path or an argument: anything but
+ * letters, digits, `_`, `@` and an inner `-` is percent-encoded, so `..`,
+ * `/`, spaces, shell and glob characters and a leading `-` (an option) can
+ * never appear. Children are spawned without a shell; this also keeps a
+ * username from naming another user's file.
+ */
+export function escapeUserValue (value: string): string {
+  let out = ''
+  for (const ch of value) {
+    const isSafe = /^[A-Za-z0-9_@]$/.test(ch) || (ch === '-' && out !== '')
+    out += isSafe ? ch : [...Buffer.from(ch, 'utf8')].map((b) => `%${b.toString(16).toUpperCase().padStart(2, '0')}`).join('')
+  }
+  return out === '' ? '%00' : out
+}
+
+export function renderUserTemplate (value: string, user: UserIdentity): string {
+  if (!hasUserTemplate(value)) return value
+  const fields: Readonly<Record<string, string | undefined>> = { id: user.id, name: user.name, email: user.email }
+  return value.replace(TEMPLATE_RE, (_m, field: string) => escapeUserValue(fields[field] ?? ''))
+}

@@ -1,0 +1,11 @@
+/** Who a request, session or child process belongs to. */
+export interface UserIdentity {
+  /** Stable subject identifier (the token's `sub`). */
+  readonly id: string
+  /** Human-facing login name. */
+  readonly name: string
+  readonly email?: string
+}
+
+/** Until a request is authenticated, every caller is this one user. */
+export const ANONYMOUS: UserIdentity = Object.freeze({ id: 'anonymous', name: 'anonymous' })

@@ -1,0 +1,20 @@
+/**
+ * What a stdio child gets to see: an allow-listed slice of the gateway's
+ * environment (never its secrets) plus the server's configured `env`, with
+ * per-user values rendered.
+ */
+import { renderUserTemplate } from '../../config/user-template.js'
+import type { UserIdentity } from '../../identity.js'
+
+/** Enough for programs to find binaries, a home, a locale and a temp dir — nothing else. */
+export const INHERITED_ENV_KEYS = ['PATH', 'HOME', 'LANG', 'LANGUAGE', 'LC_ALL', 'LC_CTYPE', 'TZ', 'TMPDIR', 'USER', 'LOGNAME', 'SHELL', 'TERM'] as const
+
+export function childEnvironment (configured: Readonly<Record<string, string>>, user: UserIdentity, parent: NodeJS.ProcessEnv = process.env): Record<string, string> {
+  const env: Record<string, string> = {}
+  for (const key of INHERITED_ENV_KEYS) {
+    const value = parent[key]
+    if (value !== undefined) env[key] = value
+  }
+  for (const [key, value] of Object.entries(configured)) env[key] = renderUserTemplate(value, user)
+  return env
+}

@@ -1,0 +1,118 @@
+/**
+ * The answer to one POST that carried requests. The content type is decided
+ * by the first message: when it is the only response owed, a plain JSON body
+ * (cheapest, and what most answers are); otherwise an SSE stream that carries
+ * progress, server-to-client requests and finally the responses.
+ */
+import type { ServerResponse } from 'node:http'
+import { jsonRpcError, type JsonRpcId, type PortcullisError } from '../../errors.js'
+import type { ReplySink } from './channel.js'
+
+export function sseEvent (json: string): string {
+  return `event: message\ndata: ${json}\n\n`
+}
+
+export const SSE_HEADERS: Readonly<Record<string, string>> = {
+  'content-type': 'text/event-stream',
+  'cache-control': 'no-cache',
+  // nginx and kin must not buffer: each event goes out as it happens.
+  'x-accel-buffering': 'no',
+}
+
+export class PostReply implements ReplySink {
+  private mode: 'pending' | 'json' | 'sse' | 'done' = 'pending'
+  private readonly remaining: Set<JsonRpcId>
+  private readonly finished: Promise<void>
+  private resolveFinished: () => void = () => {}
+  /** Set when the client went away before the answer was complete. */
+  onClientGone: () => void = () => {}
+
+  constructor (
+    private readonly res: ServerResponse,
+    requestIds: readonly JsonRpcId[],
+    private readonly isBatch: boolean,
+    private readonly headers: Readonly<Record<string, string>> = {},
+  ) {
+    this.remaining = new Set(requestIds)
+    this.finished = new Promise((resolve) => { this.resolveFinished = resolve })
+    res.once('close', () => {
+      if (this.mode !== 'done') {
+        this.mode = 'done'
+        this.onClientGone()
+        this.resolveFinished()
+      }
+    })
+  }
+
+  get isOpen (): boolean {
+    return this.mode !== 'done' && !this.res.destroyed
+  }
+
+  /** Resolves when every response was written, or the client went away. */
+  done (): Promise<void> {
+    return this.finished
+  }
+
+  deliver (json: string, clientId: JsonRpcId, isFinal: boolean): void {
+    if (!this.isOpen) return
+    if (isFinal) this.remaining.delete(clientId)
+    if (this.mode === 'pending' && isFinal && this.remaining.size === 0 && !this.isBatch) {
+      this.mode = 'done'
+      this.res.writeHead(200, { ...this.headers, 'content-type': 'application/json', 'content-length': Buffer.byteLength(json) })
+      this.res.end(json)
+      this.resolveFinished()
+      return
+    }
+    this.writeEvent(json)
+    if (this.remaining.size === 0) this.end()
+  }
+
+  /** A message that belongs on this stream but answers nothing (server-to-client request, log). */
+  push (json: string): void {
+    if (this.isOpen) this.writeEvent(json)
+  }
+
+  fail (err: PortcullisError, clientId: JsonRpcId): void {
+    if (!this.isOpen) return
+    this.remaining.delete(clientId)
+    const json = JSON.stringify(jsonRpcError(err, clientId))
+    if (this.mode === 'pending' && this.remaining.size === 0 && !this.isBatch) {
+      this.mode = 'done'
+      this.res.writeHead(err.status, { ...err.headers, 'content-type': 'application/json', 'content-length': Buffer.byteLength(json) })
+      this.res.end(json)
+      this.resolveFinished()
+      return
+    }
+    this.writeEvent(json)
+    if (this.remaining.size === 0) this.end()
+  }
+
+  abandon (clientId: JsonRpcId): void {
+    if (!this.isOpen) return
+    this.remaining.delete(clientId)
+    if (this.remaining.size > 0) return
+    if (this.mode === 'pending') {
+      // Nothing was sent and nothing is owed any more.
+      this.mode = 'done'
+      this.res.writeHead(202, this.headers)
+      this.res.end()
+      this.resolveFinished()
+      return
+    }
+    this.end()
+  }
+
+  private writeEvent (json: string): void {
+    if (this.mode === 'pending') {
+      this.mode = 'sse'
+      this.res.writeHead(200, { ...this.headers, ...SSE_HEADERS })
+    }
+    this.res.write(sseEvent(json))
+  }
+
+  private end (): void {
+    this.mode = 'done'
+    this.res.end()
+    this.resolveFinished()
+  }
+}

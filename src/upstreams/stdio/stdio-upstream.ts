@@ -1,0 +1,589 @@
+/**
+ * stdio upstreams: unmodified stdio MCP servers spawned by the gateway and
+ * bridged to Streamable HTTP.
+ *
+ * 2025-era clients (initialize + Mcp-Session-Id) get sessions. Each session
+ * is bound to the user who created it and runs on a Channel:
+ *   isolation session  one child per session, messages verbatim
+ *   isolation user     one child per user, shared by that user's sessions
+ *   isolation shared   one child for everyone
+ * On user/shared channels the child's one real `initialize` handshake is made
+ * with the first session's request; later sessions are answered from it.
+ *
+ * 2026-07-28 clients (no sessions, per-request _meta) are served statelessly
+ * by a child that speaks that revision, found once with a `server/discover`
+ * probe on a dedicated child (the first exchange pins a child's era). When the
+ * server only speaks the 2025 era, a modern request gets the spec's fallback
+ * signal: HTTP 400 whose body is not a modern JSON-RPC error, so the client
+ * falls back to `initialize`.
+ */
+import { randomUUID } from 'node:crypto'
+import type { IncomingHttpHeaders, ServerResponse } from 'node:http'
+import type { FastifyBaseLogger } from 'fastify'
+import { PortcullisError } from '../../errors.js'
+import type { StdioServerConfig } from '../../config/schema.js'
+import { hasUserTemplate, renderUserTemplate } from '../../config/user-template.js'
+import { ANONYMOUS, type UserIdentity } from '../../identity.js'
+import { isModernRevision, FIRST_MODERN_REVISION } from '../../mcp/headers.js'
+import { META_PROTOCOL_VERSION, type McpMessage } from '../../mcp/jsonrpc.js'
+import type { McpExchange, Upstream, UpstreamHealth } from '../types.js'
+import { sendRpcError } from '../respond.js'
+import { Channel, type ChannelClient, type DeliveryKind, type ReplySink } from './channel.js'
+import { McpChild } from './child-process.js'
+import { childEnvironment } from './environment.js'
+import { PostReply, SSE_HEADERS, sseEvent } from './reply.js'
+
+/** Crashes this soon after spawn count towards backoff. */
+const CRASH_WINDOW_MS = 10_000
+/** Consecutive early crashes before new processes are paused. */
+const CRASH_BACKOFF_THRESHOLD = 3
+const BACKOFF_BASE_MS = 1_000
+const BACKOFF_MAX_MS = 60_000
+/** Messages kept for a session that has no open stream, until it opens one. */
+const MAX_BACKLOG_MESSAGES = 100
+const CAPACITY_RETRY_AFTER_S = '2'
+const SWEEP_MIN_INTERVAL_MS = 1_000
+const SWEEP_MAX_INTERVAL_MS = 30_000
+
+type Era = 'legacy' | 'modern'
+type Role = 'warm' | 'session' | 'user' | 'shared' | 'modern' | 'probe'
+
+export interface StdioUpstreamOptions {
+  readonly config: StdioServerConfig
+  readonly log: FastifyBaseLogger
+  readonly version: string
+  /** Injectable clock for idle expiry (tests drive it instead of sleeping). */
+  readonly now?: () => number
+}
+
+function headerValue (headers: IncomingHttpHeaders, name: string): string | undefined {
+  const value = headers[name]
+  return Array.isArray(value) ? value[0] : value
+}
+
+/** A 2025-era MCP session: its id, owner, channel and server->client stream. */
+class LegacySession implements ChannelClient {
+  readonly label: string
+  lastActivityAt: number
+  isAlive = true
+  readonly activeReplies = new Set<PostReply>()
+  private stream: ServerResponse | undefined
+  private readonly backlog: string[] = []
+
+  constructor (
+    readonly id: string,
+    readonly user: UserIdentity,
+    readonly channel: Channel,
+    now: number,
+    private readonly onLost: (session: LegacySession) => void,
+  ) {
+    this.label = `session ${id.slice(0, 8)}`
+    this.lastActivityAt = now
+  }
+
+  deliver (json: string, kind: DeliveryKind, hint: ReplySink | undefined): void {
+    const hinted = hint instanceof PostReply && hint.isOpen ? hint : undefined
+    // Requests and logs raised while one of our calls runs belong on that call's stream.
+    if (kind === 'related' && hinted !== undefined) return hinted.push(json)
+    if (this.stream !== undefined && !this.stream.destroyed) {
+      this.stream.write(sseEvent(json))
+      return
+    }
+    const anyOpen = hinted ?? [...this.activeReplies].findLast((r) => r.isOpen)
+    if (anyOpen !== undefined) return anyOpen.push(json)
+    if (this.backlog.length >= MAX_BACKLOG_MESSAGES) this.backlog.shift()
+    this.backlog.push(json)
+  }
+
+  onChannelClosed (): void {
+    this.isAlive = false
+    this.endStream()
+    this.onLost(this)
+  }
+
+  /** The GET stream; a new one replaces an old one (a reconnecting client). */
+  openStream (res: ServerResponse): void {
+    this.endStream()
+    res.writeHead(200, SSE_HEADERS)
+    res.flushHeaders()
+    this.stream = res
+    for (const json of this.backlog.splice(0)) res.write(sseEvent(json))
+    res.once('close', () => { if (this.stream === res) this.stream = undefined })
+  }
+
+  endStream (): void {
+    const stream = this.stream
+    this.stream = undefined
+    if (stream !== undefined && !stream.writableEnded) stream.end()
+  }
+}
+
+/** One 2026-07-28 request: its messages go on its own response stream only. */
+class ModernRequest implements ChannelClient {
+  readonly label = 'stateless request'
+  constructor (private readonly reply: PostReply) {}
+
+  deliver (json: string, kind: DeliveryKind): void {
+    // List changes reach 2026 clients through subscriptions/listen, not through unrelated calls.
+    if (kind === 'related') this.reply.push(json)
+  }
+
+  onChannelClosed (): void {}
+}
+
+/** Collects the one answer to a request the gateway forwards on a client's behalf (initialize). */
+function captureSink (): { sink: ReplySink, answer: Promise<string> } {
+  let resolve: (json: string) => void = () => {}
+  let reject: (err: PortcullisError) => void = () => {}
+  const answer = new Promise<string>((res, rej) => { resolve = res; reject = rej })
+  const sink: ReplySink = {
+    isOpen: true,
+    deliver: (json, _id, isFinal) => { if (isFinal) resolve(json) },
+    fail: (err) => reject(err),
+    abandon: () => reject(new PortcullisError('PORTCULLIS_ERR_UPSTREAM_UNAVAILABLE')),
+  }
+  return { sink, answer }
+}
+
+export class StdioUpstream implements Upstream {
+  readonly name: string
+  readonly transport = 'stdio'
+  private readonly config: StdioServerConfig
+  private readonly log: FastifyBaseLogger
+  private readonly now: () => number
+  private readonly sessions = new Map<string, LegacySession>()
+  /** Legacy channels of isolation user/shared, and modern channels, by key. */
+  private readonly sharedChannels = new Map<string, Promise<Channel>>()
+  private readonly modernChannels = new Map<string, Promise<Channel>>()
+  private readonly children = new Map<McpChild, Role>()
+  private readonly retiring = new Set<McpChild>()
+  private readonly warm: McpChild[] = []
+  private readonly usesUserTemplates: boolean
+  private era: Era | undefined
+  private eraProbe: Promise<Era> | undefined
+  private failures = 0
+  private backoffUntil = 0
+  private isClosed = false
+  private readonly sweeper: NodeJS.Timeout
+
+  constructor (private readonly options: StdioUpstreamOptions) {
+    this.config = options.config
+    this.name = options.config.name
+    this.log = options.log
+    this.now = options.now ?? Date.now
+    this.usesUserTemplates = [...this.config.args, ...Object.values(this.config.env)].some(hasUserTemplate)
+    const interval = Math.min(SWEEP_MAX_INTERVAL_MS, Math.max(SWEEP_MIN_INTERVAL_MS, Math.floor(this.config.idleTimeoutMs / 2)))
+    this.sweeper = setInterval(() => this.sweep(), interval)
+    this.sweeper.unref()
+    this.refillWarm()
+  }
+
+  async handle (ex: McpExchange): Promise<void> {
+    try {
+      if (this.isClosed) throw new PortcullisError('PORTCULLIS_ERR_SHUTTING_DOWN')
+      const sessionId = headerValue(ex.headers, 'mcp-session-id')
+      if (ex.method === 'POST') await this.handlePost(ex, sessionId)
+      else if (ex.method === 'GET') this.handleGet(ex, sessionId)
+      else await this.handleDelete(ex, sessionId)
+    } catch (err) {
+      const failure = err instanceof PortcullisError ? err : new PortcullisError('PORTCULLIS_ERR_INTERNAL', undefined, { cause: err })
+      if (failure.status >= 500) ex.log.warn({ server: this.name, err: failure.cause ?? failure, code: failure.code }, 'stdio request failed')
+      sendRpcError(ex.res, failure, ex.inspection)
+    }
+  }
+
+  // --- 2025 era: sessions ---------------------------------------------------
+
+  private session (sessionId: string, user: UserIdentity): LegacySession {
+    const session = this.sessions.get(sessionId)
+    // Another user's session id is as good as unknown: no hint that it exists.
+    if (session === undefined || !session.isAlive || session.user.id !== user.id) {
+      throw new PortcullisError('PORTCULLIS_ERR_SESSION_NOT_FOUND')
+    }
+    session.lastActivityAt = this.now()
+    return session
+  }
+
+  private async handlePost (ex: McpExchange, sessionId: string | undefined): Promise<void> {
+    const inspection = ex.inspection
+    if (inspection === undefined) throw new PortcullisError('PORTCULLIS_ERR_INVALID_REQUEST')
+    const first = inspection.messages[0]
+    if (sessionId !== undefined) return this.postToSession(this.session(sessionId, ex.user), ex)
+    if (!inspection.isBatch && inspection.modernVersion !== undefined) return this.handleModern(ex)
+    if (!inspection.isBatch && first?.kind === 'request' && first.method === 'initialize') return this.initialize(ex, first)
+    throw new PortcullisError('PORTCULLIS_ERR_SESSION_REQUIRED')
+  }
+
+  private async postToSession (session: LegacySession, ex: McpExchange): Promise<void> {
+    const inspection = ex.inspection
+    if (inspection === undefined) return
+    if (inspection.messages.some((m) => m.method === 'initialize')) {
+      throw new PortcullisError('PORTCULLIS_ERR_INVALID_REQUEST', 'this session is already initialized')
+    }
+    const raw = inspection.isBatch ? undefined : ex.body?.toString('utf8')
+    const reply = inspection.requestIds.length > 0 ? new PostReply(ex.res, inspection.requestIds, inspection.isBatch) : undefined
+    if (reply !== undefined) session.activeReplies.add(reply)
+    const { channel } = session
+    for (const m of inspection.messages) {
+      if (m.kind === 'request' && reply !== undefined) channel.forwardRequest(session, m.value, raw, reply)
+      else if (m.kind === 'notification') {
+        // On a shared child the gateway already completed the one handshake.
+        if (m.method === 'notifications/initialized' && channel.initializeResult !== undefined) continue
+        channel.forwardNotification(session, m.value, raw)
+      } else if (m.kind === 'response') channel.forwardResponse(session, m.value, raw)
+    }
+    if (reply === undefined) {
+      ex.res.writeHead(202).end()
+      return
+    }
+    await reply.done()
+    session.activeReplies.delete(reply)
+  }
+
+  private async initialize (ex: McpExchange, first: McpMessage): Promise<void> {
+    const user = ex.user
+    let session: LegacySession
+    let answer: string
+    if (this.config.isolation === 'session') {
+      const child = await this.acquireChild(user, 'session')
+      const channel = this.newChannel(child, true)
+      session = new LegacySession(randomUUID(), user, channel, this.now(), (s) => this.forget(s))
+      channel.attach(session)
+      const handshake = captureSink()
+      // The handshake's only bound is the start-up timeout (a cold npx can take a while).
+      channel.forwardRequest(session, first.value, ex.body?.toString('utf8'), handshake.sink, 0)
+      try {
+        answer = await this.withStartupTimeout(handshake.answer, channel)
+      } catch (err) {
+        void this.retire(channel)
+        throw err
+      }
+      if (!answer.includes('"result"')) {
+        // The server refused the handshake: its error goes to the client, the process goes away.
+        void this.retire(channel)
+        return this.writeJson(ex.res, answer)
+      }
+      this.recordSuccess()
+    } else {
+      const channel = await this.sharedChannel(user, first)
+      session = new LegacySession(randomUUID(), user, channel, this.now(), (s) => this.forget(s))
+      channel.attach(session)
+      answer = JSON.stringify({ jsonrpc: '2.0', id: first.id, result: channel.initializeResult })
+    }
+    this.sessions.set(session.id, session)
+    this.log.debug({ server: this.name, session: session.label, pid: session.channel.child.pid }, 'stdio session opened')
+    this.writeJson(ex.res, answer, { 'mcp-session-id': session.id })
+  }
+
+  /** The one child (and handshake) behind isolation user/shared sessions. */
+  private sharedChannel (user: UserIdentity, first: McpMessage): Promise<Channel> {
+    const key = this.config.isolation === 'user' ? `user:${user.id}` : 'shared'
+    return this.reuseOrCreate(this.sharedChannels, key, async () => {
+      const child = await this.acquireChild(user, this.config.isolation === 'user' ? 'user' : 'shared')
+      const channel = this.newChannel(child, false)
+      let response: Record<string, unknown>
+      try {
+        response = await this.withStartupTimeout(channel.call(first.value as Record<string, unknown>, this.config.startupTimeoutMs), channel)
+      } catch (err) {
+        void this.retire(channel)
+        throw err
+      }
+      const result = response.result
+      if (result === null || typeof result !== 'object') {
+        void this.retire(channel)
+        throw new PortcullisError('PORTCULLIS_ERR_UPSTREAM_UNAVAILABLE', `MCP server "${this.name}" refused initialize`)
+      }
+      channel.initializeResult = result as Record<string, unknown>
+      channel.forwardNotification({ label: 'gateway', deliver: () => {}, onChannelClosed: () => {} }, { jsonrpc: '2.0', method: 'notifications/initialized' }, undefined)
+      this.recordSuccess()
+      return channel
+    })
+  }
+
+  private handleGet (ex: McpExchange, sessionId: string | undefined): void {
+    if (sessionId === undefined) throw new PortcullisError('PORTCULLIS_ERR_SESSION_REQUIRED')
+    this.session(sessionId, ex.user).openStream(ex.res)
+  }
+
+  private async handleDelete (ex: McpExchange, sessionId: string | undefined): Promise<void> {
+    if (sessionId === undefined) throw new PortcullisError('PORTCULLIS_ERR_SESSION_REQUIRED')
+    const session = this.session(sessionId, ex.user)
+    await this.closeSession(session, 'deleted by the client')
+    ex.res.writeHead(200).end()
+  }
+
+  private forget (session: LegacySession): void {
+    this.sessions.delete(session.id)
+  }
+
+  private async closeSession (session: LegacySession, reason: string): Promise<void> {
+    this.sessions.delete(session.id)
+    session.isAlive = false
+    session.endStream()
+    this.log.debug({ server: this.name, session: session.label, reason }, 'stdio session closed')
+    if (this.config.isolation === 'session') await this.retire(session.channel)
+    else session.channel.detach(session)
+  }
+
+  // --- 2026-07-28: stateless requests ----------------------------------------
+
+  private async handleModern (ex: McpExchange): Promise<void> {
+    const inspection = ex.inspection
+    const message = inspection?.messages[0]
+    if (inspection === undefined || message === undefined) return
+    const era = await this.detectEra(ex.user)
+    if (era === 'legacy') {
+      throw new PortcullisError('PORTCULLIS_ERR_LEGACY_UPSTREAM', undefined, { id: message.id ?? null })
+    }
+    const channel = await this.modernChannel(ex.user)
+    if (message.kind !== 'request') {
+      channel.forwardNotification({ label: 'stateless', deliver: () => {}, onChannelClosed: () => {} }, message.value, undefined)
+      ex.res.writeHead(202).end()
+      return
+    }
+    const reply = new PostReply(ex.res, inspection.requestIds, false)
+    const client = new ModernRequest(reply)
+    channel.attach(client)
+    // 2026-07-28: closing the response stream is the client's cancellation.
+    reply.onClientGone = () => channel.cancel(client, message.id ?? null)
+    channel.forwardRequest(client, message.value, undefined, reply)
+    await reply.done()
+    channel.detach(client)
+  }
+
+  private modernKey (user: UserIdentity): string {
+    return this.config.isolation === 'user' ? `user:${user.id}` : 'modern'
+  }
+
+  private modernChannel (user: UserIdentity): Promise<Channel> {
+    return this.reuseOrCreate(this.modernChannels, this.modernKey(user), async () => {
+      const child = await this.acquireChild(user, 'modern')
+      return this.newChannel(child, false)
+    })
+  }
+
+  /** Which era the server speaks, found once with server/discover on a child of its own. */
+  private detectEra (user: UserIdentity): Promise<Era> {
+    if (this.era !== undefined) return Promise.resolve(this.era)
+    this.eraProbe ??= this.probeEra(user).then((era) => {
+      this.era = era
+      this.log.info({ server: this.name, era }, era === 'modern' ? 'stdio server speaks MCP 2026-07-28' : 'stdio server speaks 2025-era MCP only')
+      return era
+    }, (err: unknown) => {
+      this.eraProbe = undefined
+      throw err
+    })
+    return this.eraProbe
+  }
+
+  private async probeEra (user: UserIdentity): Promise<Era> {
+    const child = await this.acquireChild(user, 'probe')
+    const channel = this.newChannel(child, false)
+    let response: Record<string, unknown> | undefined
+    try {
+      response = await channel.call({
+        jsonrpc: '2.0',
+        id: 0,
+        method: 'server/discover',
+        params: { _meta: { [META_PROTOCOL_VERSION]: FIRST_MODERN_REVISION, 'io.modelcontextprotocol/clientCapabilities': {}, 'io.modelcontextprotocol/clientInfo': { name: 'portcullis', version: this.options.version } } },
+      }, this.config.startupTimeoutMs)
+    } catch {
+      // No answer, or the child died: either way it does not speak the modern era.
+      if (child.exitInfo?.error !== undefined) throw new PortcullisError('PORTCULLIS_ERR_UPSTREAM_UNAVAILABLE', `MCP server "${this.name}" failed to start`)
+    }
+    const versions = (response?.result as { supportedVersions?: unknown } | undefined)?.supportedVersions
+    if (Array.isArray(versions) && versions.some((v) => typeof v === 'string' && isModernRevision(v))) {
+      // Pinned to the modern era by this first exchange: it becomes the modern channel.
+      this.children.set(child, 'modern')
+      this.modernChannels.set(this.modernKey(user), Promise.resolve(channel))
+      this.recordSuccess()
+      return 'modern'
+    }
+    void this.retire(channel)
+    return 'legacy'
+  }
+
+  // --- processes -------------------------------------------------------------
+
+  private async reuseOrCreate (map: Map<string, Promise<Channel>>, key: string, create: () => Promise<Channel>): Promise<Channel> {
+    const existing = map.get(key)
+    if (existing !== undefined) {
+      const channel = await existing.catch(() => undefined)
+      if (channel?.isAlive === true) return channel
+      if (map.get(key) !== existing) return this.reuseOrCreate(map, key, create)
+    }
+    const created = create()
+    map.set(key, created)
+    created.catch(() => { if (map.get(key) === created) map.delete(key) })
+    return created
+  }
+
+  private newChannel (child: McpChild, isExclusive: boolean): Channel {
+    return new Channel(child, { server: this.name, isExclusive, requestTimeoutMs: this.config.requestTimeoutMs, log: this.log, now: this.now })
+  }
+
+  private async withStartupTimeout<T> (promise: Promise<T>, channel: Channel): Promise<T> {
+    let timer: NodeJS.Timeout | undefined
+    const timeout = new Promise<never>((_resolve, reject) => {
+      timer = setTimeout(() => {
+        this.log.warn({ server: this.name, pid: channel.child.pid, startupTimeoutMs: this.config.startupTimeoutMs }, 'stdio server did not complete its handshake in time')
+        this.recordFailure()
+        reject(new PortcullisError('PORTCULLIS_ERR_UPSTREAM_TIMEOUT', `MCP server "${this.name}" did not start in time`))
+      }, this.config.startupTimeoutMs)
+    })
+    try {
+      return await Promise.race([promise, timeout])
+    } finally {
+      clearTimeout(timer)
+    }
+  }
+
+  private async acquireChild (user: UserIdentity, role: Role): Promise<McpChild> {
+    const now = this.now()
+    if (now < this.backoffUntil) {
+      throw new PortcullisError('PORTCULLIS_ERR_UPSTREAM_RESTARTING', `MCP server "${this.name}"`, { headers: { 'retry-after': String(Math.ceil((this.backoffUntil - now) / 1000)) } })
+    }
+    const warm = this.usesUserTemplates || role === 'probe' ? undefined : this.warm.shift()
+    if (warm !== undefined && warm.isRunning) {
+      this.children.set(warm, role)
+      this.refillWarm()
+      return warm
+    }
+    if (this.children.size >= this.config.maxProcesses) {
+      this.log.warn({ server: this.name, maxProcesses: this.config.maxProcesses }, 'stdio server at its process limit')
+      throw new PortcullisError('PORTCULLIS_ERR_CAPACITY', `MCP server "${this.name}" runs ${this.config.maxProcesses} processes`, { headers: { 'retry-after': CAPACITY_RETRY_AFTER_S } })
+    }
+    const child = this.spawn(user, role)
+    if (!(await child.whenSpawned())) {
+      throw new PortcullisError('PORTCULLIS_ERR_UPSTREAM_UNAVAILABLE', `MCP server "${this.name}" failed to start`)
+    }
+    return child
+  }
+
+  private spawn (user: UserIdentity, role: Role): McpChild {
+    const child = new McpChild({
+      server: this.name,
+      command: this.config.command,
+      args: this.config.args.map((arg) => renderUserTemplate(arg, user)),
+      env: childEnvironment(this.config.env, user),
+      cwd: this.config.cwd,
+      maxMessageBytes: this.config.maxMessageBytes,
+    }, this.log)
+    this.children.set(child, role)
+    this.log.info({ server: this.name, pid: child.pid, role, user: user.name }, 'stdio server started')
+    child.onExit((exit) => {
+      this.children.delete(child)
+      const warmIndex = this.warm.indexOf(child)
+      if (warmIndex !== -1) this.warm.splice(warmIndex, 1)
+      const wasRetired = this.retiring.delete(child)
+      if (this.isClosed || wasRetired) return
+      const isEarly = this.now() - child.spawnedAt < CRASH_WINDOW_MS
+      this.log.warn({ server: this.name, pid: child.pid, code: exit.code, signal: exit.signal, error: exit.error, command: exit.error === undefined ? undefined : this.config.command }, exit.error === undefined ? 'stdio server exited' : 'stdio server failed to start')
+      if (isEarly || exit.error !== undefined) this.recordFailure()
+    })
+    return child
+  }
+
+  private recordFailure (): void {
+    this.failures++
+    if (this.failures >= CRASH_BACKOFF_THRESHOLD) {
+      const delay = Math.min(BACKOFF_MAX_MS, BACKOFF_BASE_MS * 2 ** (this.failures - CRASH_BACKOFF_THRESHOLD))
+      this.backoffUntil = this.now() + delay
+      this.log.warn({ server: this.name, failures: this.failures, pausedMs: delay }, 'stdio server keeps failing; pausing new processes')
+    }
+  }
+
+  private recordSuccess (): void {
+    this.failures = 0
+    this.backoffUntil = 0
+  }
+
+  private refillWarm (): void {
+    if (this.isClosed || this.usesUserTemplates || this.now() < this.backoffUntil) return
+    while (this.warm.length < this.config.prestart && this.children.size < this.config.maxProcesses) {
+      this.warm.push(this.spawn(ANONYMOUS, 'warm'))
+    }
+  }
+
+  private async retire (channel: Channel): Promise<void> {
+    const child = channel.child
+    if (!child.isRunning) return
+    this.retiring.add(child)
+    channel.failAll(new PortcullisError('PORTCULLIS_ERR_SHUTTING_DOWN'))
+    await child.terminate()
+  }
+
+  private writeJson (res: ServerResponse, json: string, headers: Record<string, string> = {}): void {
+    res.writeHead(200, { ...headers, 'content-type': 'application/json', 'content-length': Buffer.byteLength(json) })
+    res.end(json)
+  }
+
+  /** Ends what has been idle for idleTimeoutMs. Runs on a timer; tests call it with their own clock. */
+  sweep (): void {
+    const now = this.now()
+    const idleMs = this.config.idleTimeoutMs
+    for (const session of [...this.sessions.values()]) {
+      const isBusy = [...session.activeReplies].some((r) => r.isOpen)
+      if (!isBusy && now - session.lastActivityAt >= idleMs) void this.closeSession(session, 'idle')
+    }
+    for (const map of [this.sharedChannels, this.modernChannels]) {
+      for (const [key, promise] of map) {
+        void promise.then((channel) => {
+          const hasSessions = [...channel.clients].length > 0
+          if (!hasSessions && channel.inFlight === 0 && now - Math.max(channel.lastActivityAt, this.lastSessionActivity(channel)) >= idleMs) {
+            if (map.get(key) === promise) map.delete(key)
+            void this.retire(channel)
+          }
+        }, () => {})
+      }
+    }
+    this.refillWarm()
+  }
+
+  private lastSessionActivity (channel: Channel): number {
+    let last = 0
+    for (const s of this.sessions.values()) if (s.channel === channel) last = Math.max(last, s.lastActivityAt)
+    return last
+  }
+
+  probe (): Promise<UpstreamHealth> {
+    const now = this.now()
+    const processes = [...this.children].map(([child, role]) => ({ pid: child.pid, role, uptimeMs: Date.now() - child.spawnedAt }))
+    return Promise.resolve({
+      name: this.name,
+      transport: this.transport,
+      isReachable: now >= this.backoffUntil,
+      ...(now < this.backoffUntil ? { error: 'paused after repeated crashes', retryInMs: this.backoffUntil - now } : {}),
+      isolation: this.config.isolation,
+      era: this.era ?? 'unknown',
+      sessions: this.sessions.size,
+      maxProcesses: this.config.maxProcesses,
+      processes,
+    })
+  }
+
+  closeStreams (): void {
+    for (const session of this.sessions.values()) session.endStream()
+  }
+
+  async close (): Promise<void> {
+    if (this.isClosed && this.children.size === 0) return
+    this.isClosed = true
+    clearInterval(this.sweeper)
+    const shuttingDown = new PortcullisError('PORTCULLIS_ERR_SHUTTING_DOWN')
+    const channels = new Set<Channel>()
+    for (const session of this.sessions.values()) {
+      session.endStream()
+      channels.add(session.channel)
+    }
+    for (const map of [this.sharedChannels, this.modernChannels]) {
+      for (const promise of map.values()) {
+        const channel = await promise.catch(() => undefined)
+        if (channel !== undefined) channels.add(channel)
+      }
+    }
+    for (const channel of channels) channel.failAll(shuttingDown)
+    this.sessions.clear()
+    await Promise.all([...this.children.keys()].map((child) => child.terminate()))
+  }
+}
