@@ -1,53 +1,108 @@
 #!/usr/bin/env node
-// `npm run bench`: the same MCP upstream reached directly and through Portcullis, in one run.
-// Reports req/s, p50/p99 latency, the ratio gateway/direct, and the gateway process's own CPU
-// time per proxied request (from /proc/<pid>/stat), which is the figure that survives a noisy
-// shared machine. Environment: BENCH_DURATION (seconds per measurement, default 10),
-// BENCH_CONNECTIONS (default 50), BENCH_ONLY (comma-separated scenario names).
-import { spawn } from 'node:child_process'
-import { readFileSync, writeFileSync, mkdtempSync, mkdirSync } from 'node:fs'
+// `npm run bench`: Portcullis against the same MCP upstream reached directly (HTTP), and against
+// the peer stdio bridges (supergateway, mcp-proxy) bridging the same stdio server, in one run.
+// Reports req/s, p50/p99 latency, ratios, and each bridge process's own CPU time per request
+// (from /proc/<pid>/stat), the figure that survives a noisy shared machine.
+//
+// Environment: BENCH_DURATION (seconds per measurement, default 10), BENCH_CONNECTIONS (HTTP
+// scenario, default 50), BENCH_ONLY (comma-separated: http, stdio, open).
+import { spawn, execFileSync } from 'node:child_process'
+import { existsSync, readFileSync, readdirSync, writeFileSync, mkdtempSync, mkdirSync } from 'node:fs'
 import { tmpdir, cpus } from 'node:os'
 import { join, dirname } from 'node:path'
 import { fileURLToPath } from 'node:url'
+import { createServer } from 'node:net'
 import autocannon from 'autocannon'
 
 const ROOT = join(dirname(fileURLToPath(import.meta.url)), '..')
+const BENCH = join(ROOT, 'bench')
 const DURATION_S = Number(process.env.BENCH_DURATION ?? 10)
 const WARMUP_S = Math.max(2, Math.round(DURATION_S / 4))
 const CONNECTIONS = Number(process.env.BENCH_CONNECTIONS ?? 50)
 const ONLY = process.env.BENCH_ONLY?.split(',')
 const CLK_TCK = 100 // Linux USER_HZ; /proc/<pid>/stat counts in these ticks
+const PAGE_KB = 4
+const STDIO_SERVER = join(ROOT, 'test', 'fixtures', 'stdio-server.mjs')
+const HTTP_SERVER = join(ROOT, 'test', 'fixtures', 'http-mcp-server.mjs')
+const ACCEPT = 'application/json, text/event-stream'
 
 const children = new Set()
-process.on('exit', () => { for (const c of children) c.kill('SIGKILL') })
+process.on('exit', () => { for (const c of children) killTree(c) })
 process.on('SIGINT', () => process.exit(130))
 
-/** Spawns a node process and resolves with the first stdout line matching `ready`. */
-function startProcess (args, ready, env = {}) {
-  const child = spawn(process.execPath, args, { cwd: ROOT, stdio: ['ignore', 'pipe', 'inherit'], env: { ...process.env, ...env } })
-  children.add(child)
-  return new Promise((resolve, reject) => {
-    let out = ''
-    const timer = setTimeout(() => reject(new Error(`${args.join(' ')} did not start: ${out}`)), 20_000)
-    child.stdout.on('data', (d) => {
-      out += d.toString()
-      const line = out.split('\n').find((l) => ready.test(l))
-      if (line !== undefined) {
-        clearTimeout(timer)
-        resolve({ child, line })
-      }
-    })
-    child.on('exit', (code) => reject(new Error(`${args.join(' ')} exited with ${code}: ${out}`)))
+const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms))
+
+function killTree (child) {
+  for (const pid of [...descendants(child.pid), child.pid]) {
+    try { process.kill(pid, 'SIGKILL') } catch {}
+  }
+}
+
+async function freePort () {
+  return new Promise((resolve) => {
+    const srv = createServer()
+    srv.listen(0, '127.0.0.1', () => { const { port } = srv.address(); srv.close(() => resolve(port)) })
   })
 }
 
-/** CPU seconds (user + system) the process has used so far. */
-function cpuSeconds (pid) {
-  const fields = readFileSync(`/proc/${pid}/stat`, 'utf8').split(') ')[1].split(' ')
-  return (Number(fields[11]) + Number(fields[12])) / CLK_TCK
+/** Spawns a process (its stdout ignored unless `ready` is given, then resolves on the first matching line). */
+function startProcess (command, args, { ready, cwd = ROOT, env = {} } = {}) {
+  const child = spawn(command, args, { cwd, stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, ...env } })
+  children.add(child)
+  let out = ''
+  child.stderr.on('data', (d) => { out += d.toString() })
+  return new Promise((resolve, reject) => {
+    const timer = setTimeout(() => reject(new Error(`${command} ${args.join(' ')} did not start: ${out.slice(-500)}`)), 30_000)
+    child.on('exit', (code) => { clearTimeout(timer); reject(new Error(`${command} exited with ${code}: ${out.slice(-500)}`)) })
+    if (ready === undefined) { clearTimeout(timer); resolve({ child }); return }
+    child.stdout.on('data', (d) => {
+      out += d.toString()
+      const line = out.split('\n').find((l) => ready.test(l))
+      if (line !== undefined) { clearTimeout(timer); resolve({ child, line }) }
+    })
+  })
 }
 
-const ACCEPT = 'application/json, text/event-stream'
+async function waitForHttp (url) {
+  for (let i = 0; i < 400; i++) {
+    const ok = await fetch(url, { method: 'GET' }).then(() => true, () => false)
+    if (ok) return
+    await sleep(50)
+  }
+  throw new Error(`${url} never answered`)
+}
+
+function statOf (pid) {
+  const fields = readFileSync(`/proc/${pid}/stat`, 'utf8').split(') ')[1].split(' ')
+  return { ppid: Number(fields[1]), cpuS: (Number(fields[11]) + Number(fields[12])) / CLK_TCK, rssKb: Number(fields[21]) * PAGE_KB }
+}
+
+function descendants (pid) {
+  const byParent = new Map()
+  for (const entry of readdirSync('/proc')) {
+    if (!/^\d+$/.test(entry)) continue
+    try {
+      const { ppid } = statOf(Number(entry))
+      if (!byParent.has(ppid)) byParent.set(ppid, [])
+      byParent.get(ppid).push(Number(entry))
+    } catch {}
+  }
+  const out = []
+  const walk = (p) => { for (const c of byParent.get(p) ?? []) { out.push(c); walk(c) } }
+  walk(pid)
+  return out
+}
+
+function safeStat (pid) {
+  try { return statOf(pid) } catch { return { cpuS: 0, rssKb: 0, ppid: 0 } }
+}
+
+/** CPU of the process itself, and of everything below it (stdio children, shells). */
+function treeUsage (pid) {
+  const own = safeStat(pid)
+  const below = descendants(pid).map(safeStat)
+  return { ownCpuS: own.cpuS, childCpuS: below.reduce((a, s) => a + s.cpuS, 0), processes: 1 + below.length, rssKb: own.rssKb + below.reduce((a, s) => a + s.rssKb, 0) }
+}
 
 async function openSession (url) {
   const init = await fetch(url, {
@@ -64,27 +119,32 @@ async function openSession (url) {
   return headers
 }
 
-function runAutocannon (url, headers, seconds) {
+/** tools/call echo over `connections` connections; connection i uses session i % sessions.length. */
+function runLoad (url, sessions, connections, seconds) {
   let id = 0
+  let next = 0
   return autocannon({
     url,
     method: 'POST',
-    connections: CONNECTIONS,
+    connections,
     duration: seconds,
-    headers,
+    headers: sessions[0],
     requests: [{
-      // Unique ids: the upstream routes each response to its request by id.
-      setupRequest: (req) => ({ ...req, body: `{"jsonrpc":"2.0","id":${++id},"method":"tools/call","params":{"name":"echo","arguments":{"text":"hello"}}}` }),
+      setupRequest: (req, context) => {
+        context.headers ??= sessions[next++ % sessions.length]
+        // Unique ids: a bridge routes each response to its request by id.
+        return { ...req, headers: context.headers, body: `{"jsonrpc":"2.0","id":${++id},"method":"tools/call","params":{"name":"echo","arguments":{"text":"hello"}}}` }
+      },
     }],
   })
 }
 
-/** Measures one target; CPU of each listed pid over the measured window only. */
-async function measure (label, url, headers, pids) {
-  await runAutocannon(url, headers, WARMUP_S)
-  const before = Object.fromEntries(Object.entries(pids).map(([k, pid]) => [k, cpuSeconds(pid)]))
-  const r = await runAutocannon(url, headers, DURATION_S)
-  const cpuUs = Object.fromEntries(Object.entries(pids).map(([k, pid]) => [k, Math.round(((cpuSeconds(pid) - before[k]) * 1e6) / Math.max(1, r.requests.total))]))
+async function measure (label, url, sessions, connections, bridgePid) {
+  await runLoad(url, sessions, connections, WARMUP_S)
+  const before = treeUsage(bridgePid)
+  const r = await runLoad(url, sessions, connections, DURATION_S)
+  const after = treeUsage(bridgePid)
+  const per = (s) => Math.round((s * 1e6) / Math.max(1, r.requests.total))
   return {
     label,
     reqPerSec: Math.round(r.requests.average),
@@ -93,68 +153,172 @@ async function measure (label, url, headers, pids) {
     total: r.requests.total,
     errors: r.errors + r.timeouts,
     non2xx: r.non2xx,
-    cpuUsPerReq: cpuUs,
+    bridgeCpuUsPerReq: per(after.ownCpuS - before.ownCpuS),
+    childCpuUsPerReq: per(after.childCpuS - before.childCpuS),
+    processes: after.processes,
+    rssMb: Math.round(after.rssKb / 1024),
   }
 }
 
 async function startGateway (configText, port) {
   const dir = mkdtempSync(join(tmpdir(), 'portcullis-bench-'))
   const configPath = join(dir, 'bench.yaml')
-  writeFileSync(configPath, configText)
-  const child = spawn(process.execPath, ['dist/main.js', 'start', '--config', configPath], { cwd: ROOT, stdio: ['ignore', 'inherit', 'inherit'] })
-  children.add(child)
-  for (let i = 0; i < 200; i++) {
-    const ok = await fetch(`http://127.0.0.1:${port}/healthz`).then((r) => r.ok, () => false)
-    if (ok) return child
-    await new Promise((resolve) => setTimeout(resolve, 50))
-  }
-  throw new Error('gateway did not become healthy')
+  writeFileSync(configPath, `publicUrl: http://127.0.0.1:${port}\nlisten: { host: 127.0.0.1, port: ${port} }\ndataDir: ${join(dir, 'data')}\nlog: { level: warn }\n${configText}`)
+  const { child } = await startProcess(process.execPath, [join(ROOT, 'dist', 'main.js'), 'start', '--config', configPath])
+  await waitForHttp(`http://127.0.0.1:${port}/healthz`)
+  return child
 }
+
+function stop (child) {
+  killTree(child)
+  children.delete(child)
+}
+
+// --- scenarios ------------------------------------------------------------------
 
 async function httpScenario () {
-  const { child: upstream, line } = await startProcess(['test/fixtures/http-mcp-server.mjs'], /"port"/)
+  const { child: upstream, line } = await startProcess(process.execPath, [HTTP_SERVER], { ready: /"port"/ })
   const { url } = JSON.parse(line)
-  const port = 18000 + Math.floor(Math.random() * 2000)
-  const gateway = await startGateway(`publicUrl: http://127.0.0.1:${port}
-listen: { host: 127.0.0.1, port: ${port} }
-log: { level: warn }
-servers:
-  - { name: echo, transport: http, url: "${url}" }
-`, port)
-  const direct = await measure('direct', url, await openSession(url), { upstream: upstream.pid })
+  const port = await freePort()
+  const gateway = await startGateway(`servers:\n  - { name: echo, transport: http, url: "${url}" }\n`, port)
+  const direct = await measure('direct', url, [await openSession(url)], CONNECTIONS, upstream.pid)
   const gwUrl = `http://127.0.0.1:${port}/echo/mcp`
-  const through = await measure('via portcullis', gwUrl, await openSession(gwUrl), { upstream: upstream.pid, gateway: gateway.pid })
-  for (const c of [upstream, gateway]) { c.kill('SIGTERM'); children.delete(c) }
-  return { name: 'http', title: 'Streamable HTTP upstream (MCP SDK 1.32, stateful, SSE responses): tools/call echo', rows: [direct, through] }
+  const through = await measure('via Portcullis', gwUrl, [await openSession(gwUrl)], CONNECTIONS, gateway.pid)
+  through.upstreamNote = 'gateway'
+  stop(upstream)
+  stop(gateway)
+  return {
+    name: 'http',
+    title: `Streamable HTTP upstream (MCP SDK 1.32, stateful, SSE responses): tools/call echo, ${CONNECTIONS} connections, one session`,
+    columns: ['req/s', 'p50 ms', 'p99 ms', 'errors', 'ratio vs direct', 'process CPU µs/req'],
+    rows: [direct, through].map((r) => [r.label, r.reqPerSec, r.p50Ms, r.p99Ms, r.errors + r.non2xx, (r.reqPerSec / direct.reqPerSec).toFixed(2), `${r.bridgeCpuUsPerReq}${r === direct ? ' (upstream)' : ' (gateway)'}`]),
+    raw: { direct, through },
+  }
 }
 
-const SCENARIOS = { http: httpScenario }
+const STDIO_COMMAND = [process.execPath, STDIO_SERVER]
+
+async function bridges () {
+  const list = []
+  const gwPort = await freePort()
+  list.push({
+    label: 'Portcullis (isolation: session)',
+    url: `http://127.0.0.1:${gwPort}/echo/mcp`,
+    start: () => startGateway(`servers:\n  - { name: echo, transport: stdio, command: "${STDIO_COMMAND[0]}", args: ["${STDIO_COMMAND[1]}"], maxProcesses: 64 }\n`, gwPort),
+  })
+  const sharedPort = await freePort()
+  list.push({
+    label: 'Portcullis (isolation: shared)',
+    url: `http://127.0.0.1:${sharedPort}/echo/mcp`,
+    start: () => startGateway(`servers:\n  - { name: echo, transport: stdio, command: "${STDIO_COMMAND[0]}", args: ["${STDIO_COMMAND[1]}"], isolation: shared }\n`, sharedPort),
+  })
+  const sgBin = join(BENCH, 'node_modules', 'supergateway', 'dist', 'index.js')
+  const mpBin = join(BENCH, 'node_modules', 'mcp-proxy', 'dist', 'bin', 'mcp-proxy.mjs')
+  if (existsSync(sgBin)) {
+    const port = await freePort()
+    list.push({
+      label: 'supergateway 4.0.0 --stateful',
+      url: `http://127.0.0.1:${port}/mcp`,
+      start: async () => {
+        const { child } = await startProcess(process.execPath, [sgBin, '--stdio', STDIO_COMMAND.join(' '), '--outputTransport', 'streamableHttp', '--stateful', '--port', String(port), '--logLevel', 'none'])
+        await waitForHttp(`http://127.0.0.1:${port}/mcp`)
+        return child
+      },
+    })
+  }
+  if (existsSync(mpBin)) {
+    const port = await freePort()
+    list.push({
+      label: 'mcp-proxy 6.7.19 --no-eventStore',
+      url: `http://127.0.0.1:${port}/mcp`,
+      start: async () => {
+        const { child } = await startProcess(process.execPath, [mpBin, '--port', String(port), '--host', '127.0.0.1', '--no-eventStore', '--', ...STDIO_COMMAND])
+        await waitForHttp(`http://127.0.0.1:${port}/mcp`)
+        return child
+      },
+    })
+  }
+  return list
+}
+
+async function stdioScenario () {
+  const STDIO_CONNECTIONS = 20
+  const rows = []
+  const raw = []
+  for (const bridge of await bridges()) {
+    for (const sessionCount of [1, 20]) {
+      const child = await bridge.start()
+      const sessions = []
+      for (let i = 0; i < sessionCount; i++) sessions.push(await openSession(bridge.url))
+      const r = await measure(bridge.label, bridge.url, sessions, STDIO_CONNECTIONS, child.pid)
+      stop(child)
+      raw.push({ ...r, sessions: sessionCount })
+      rows.push([bridge.label, sessionCount, r.reqPerSec, r.p50Ms, r.p99Ms, r.errors + r.non2xx, r.bridgeCpuUsPerReq, r.childCpuUsPerReq, r.processes, r.rssMb])
+      await sleep(300)
+    }
+  }
+  const best = (label) => Math.max(...raw.filter((r) => r.sessions === 20 && r.label.startsWith(label)).map((r) => r.reqPerSec))
+  const ours = best('Portcullis (isolation: session)')
+  const peer = Math.max(best('supergateway'), best('mcp-proxy'))
+  return {
+    name: 'stdio',
+    title: `stdio echo server (MCP SDK 1.32) behind each bridge: tools/call echo, ${STDIO_CONNECTIONS} connections spread over N sessions`,
+    columns: ['sessions', 'req/s', 'p50 ms', 'p99 ms', 'errors', 'bridge CPU µs/req', 'children CPU µs/req', 'processes', 'RSS MB'],
+    rows,
+    summary: Number.isFinite(peer) ? `At 20 sessions, Portcullis (session isolation) does ${(ours / peer).toFixed(2)}× the better peer's throughput.` : '',
+    raw,
+  }
+}
+
+/** Time to open a session (initialize + initialized) through Portcullis: cold spawn vs a warm process. */
+async function openScenario () {
+  const rows = []
+  const raw = {}
+  for (const prestart of [0, 2]) {
+    const port = await freePort()
+    const gateway = await startGateway(`servers:\n  - { name: echo, transport: stdio, command: "${STDIO_COMMAND[0]}", args: ["${STDIO_COMMAND[1]}"], prestart: ${prestart} }\n`, port)
+    const url = `http://127.0.0.1:${port}/echo/mcp`
+    await sleep(1500) // let the warm pool start
+    const times = []
+    for (let i = 0; i < 10; i++) {
+      const started = performance.now()
+      await openSession(url)
+      times.push(performance.now() - started)
+      await sleep(prestart > 0 ? 800 : 100) // time for the pool to refill
+    }
+    stop(gateway)
+    times.sort((a, b) => a - b)
+    const p = (q) => Math.round(times[Math.min(times.length - 1, Math.floor(q * times.length))])
+    raw[`prestart${prestart}`] = times
+    rows.push([prestart === 0 ? 'cold (prestart: 0)' : 'warm pool (prestart: 2)', p(0.5), p(0.9), Math.round(times[0]), Math.round(times.at(-1))])
+  }
+  return { name: 'open', title: 'Session open through Portcullis (initialize + notifications/initialized), 10 sessions, stdio echo server', columns: ['median ms', 'p90 ms', 'min ms', 'max ms'], rows, raw }
+}
+
+const SCENARIOS = { http: httpScenario, stdio: stdioScenario, open: openScenario }
 
 function table (scenario) {
-  const [direct, ...others] = scenario.rows
-  const lines = [
-    `### ${scenario.title}`,
-    '',
-    '| target | req/s | p50 ms | p99 ms | errors | non-2xx | ratio vs direct | gateway CPU µs/req | upstream CPU µs/req |',
-    '| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |',
-  ]
-  for (const row of [direct, ...others]) {
-    const ratio = row === direct ? '1.00' : (row.reqPerSec / direct.reqPerSec).toFixed(2)
-    lines.push(`| ${row.label} | ${row.reqPerSec} | ${row.p50Ms} | ${row.p99Ms} | ${row.errors} | ${row.non2xx} | ${ratio} | ${row.cpuUsPerReq.gateway ?? '–'} | ${row.cpuUsPerReq.upstream ?? '–'} |`)
-  }
+  const lines = [`### ${scenario.title}`, '', `| target | ${scenario.columns.join(' | ')} |`, `| --- |${scenario.columns.map(() => ' ---: |').join('')}`]
+  for (const row of scenario.rows) lines.push(`| ${row.join(' | ')} |`)
+  if (scenario.summary) lines.push('', scenario.summary)
   return lines.join('\n')
+}
+
+if (!existsSync(join(BENCH, 'node_modules')) && (ONLY === undefined || ONLY.includes('stdio'))) {
+  process.stderr.write('bench: installing the peer bridges into bench/node_modules (npm install)\n')
+  execFileSync('npm', ['install', '--no-audit', '--no-fund'], { cwd: BENCH, stdio: 'inherit' })
 }
 
 const results = []
 for (const [name, run] of Object.entries(SCENARIOS)) {
   if (ONLY !== undefined && !ONLY.includes(name)) continue
-  process.stderr.write(`bench: ${name} (${DURATION_S}s per target, ${CONNECTIONS} connections)\n`)
+  process.stderr.write(`bench: ${name} (${DURATION_S}s per measurement)\n`)
   results.push(await run())
 }
 
 const machine = `${cpus().length} × ${cpus()[0]?.model ?? 'cpu'}, Node ${process.version}`
-const report = [`Portcullis benchmark — ${new Date().toISOString()} — ${machine} — ${DURATION_S}s per target, ${CONNECTIONS} connections`, '', ...results.map(table)].join('\n\n')
+const report = [`Portcullis benchmark — ${new Date().toISOString()} — ${machine} — ${DURATION_S}s per measurement`, '', ...results.map(table)].join('\n\n')
 process.stdout.write(`${report}\n`)
-mkdirSync(join(ROOT, 'bench', 'results'), { recursive: true })
-writeFileSync(join(ROOT, 'bench', 'results', 'latest.json'), JSON.stringify({ machine, durationS: DURATION_S, connections: CONNECTIONS, results }, null, 2))
+mkdirSync(join(BENCH, 'results'), { recursive: true })
+writeFileSync(join(BENCH, 'results', 'latest.json'), JSON.stringify({ machine, durationS: DURATION_S, results }, null, 2))
 process.exit(0)
