@@ -34,7 +34,7 @@ const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms))
 
 function killTree (child) {
   for (const pid of [...descendants(child.pid), child.pid]) {
-    try { process.kill(pid, 'SIGKILL') } catch {}
+    try { process.kill(pid, 'SIGKILL') } catch { /* already gone */ }
   }
 }
 
@@ -85,7 +85,7 @@ function descendants (pid) {
       const { ppid } = statOf(Number(entry))
       if (!byParent.has(ppid)) byParent.set(ppid, [])
       byParent.get(ppid).push(Number(entry))
-    } catch {}
+    } catch { /* the process ended while we looked */ }
   }
   const out = []
   const walk = (p) => { for (const c of byParent.get(p) ?? []) { out.push(c); walk(c) } }
