@@ -1,7 +1,7 @@
 // Isolation modes, per-user values and the child's environment, with real child processes.
 import t from 'tap'
-import { ElicitRequestSchema } from '@modelcontextprotocol/sdk/types.js'
-import { connectClient, INIT_BODY, postJson, startGateway, stdioServer, textOf } from '../helpers.js'
+import { ElicitRequestSchema, ToolListChangedNotificationSchema } from '@modelcontextprotocol/sdk/types.js'
+import { connectClient, eventually, INIT_BODY, postJson, startGateway, stdioServer, textOf } from '../helpers.js'
 
 interface Health { servers: Array<{ sessions: number, processes: Array<{ pid: number, role: string }> }> }
 const health = async (baseUrl: string): Promise<Health> => await (await fetch(`${baseUrl}/readyz`)).json() as Health
@@ -133,3 +133,37 @@ t.test('session protocol: session required, unknown session 404, DELETE ends the
   t.equal((await health(gw.baseUrl)).servers[0]?.processes.length, 0, 'the session\'s process is gone')
   t.equal((await postJson(url, { jsonrpc: '2.0', id: 3, method: 'tools/list' }, headers)).status, 404)
 })
+
+for (const isolation of ['session', 'shared'] as const) {
+  t.test(`isolation ${isolation}: a client's cancellation reaches the server (re-addressed on shared processes)`, async (t) => {
+    const gw = await startGateway(t, { servers: [stdioServer('c', { isolation })] })
+    const { client } = await connectClient(t, gw.mcpUrl('c'))
+    const other = await connectClient(t, gw.mcpUrl('c'))
+    // Another client's call in flight with the same JSON-RPC id space must not be touched.
+    const bystander = other.client.callTool({ name: 'slow', arguments: { ms: 300 } })
+    const controller = new AbortController()
+    const call = client.callTool({ name: 'wait-for-cancel', arguments: {} }, undefined, { signal: controller.signal }).then(() => 'completed', () => 'rejected')
+    await new Promise((resolve) => setTimeout(resolve, 100))
+    controller.abort('user pressed stop')
+    t.equal(await call, 'rejected')
+    t.ok(await eventually(async () => textOf(await client.callTool({ name: 'cancelled-count', arguments: {} })) === '1'), 'the server saw the cancellation')
+    t.equal(textOf(await bystander), 'slept 300', 'the other client\'s call completed normally')
+  })
+
+  t.test(`isolation ${isolation}: unsolicited notifications reach sessions on their GET stream`, async (t) => {
+    const gw = await startGateway(t, { servers: [stdioServer('n', { isolation })] })
+    const clients = await Promise.all([0, 1].map(() => connectClient(t, gw.mcpUrl('n'))))
+    const received = clients.map(({ client }) => new Promise<string>((resolve) => {
+      client.setNotificationHandler(ToolListChangedNotificationSchema, (n) => resolve(n.method))
+    }))
+    const first = clients[0]
+    if (first === undefined) throw new Error('no client')
+    await first.client.callTool({ name: 'broadcast', arguments: {} })
+    const outcome = await Promise.race([received[0], new Promise<string>((resolve) => setTimeout(() => resolve('nothing within 5 s'), 5000))])
+    t.equal(outcome, 'notifications/tools/list_changed', 'the session whose server changed hears of it')
+    if (isolation === 'shared') {
+      const second = await Promise.race([received[1], new Promise<string>((resolve) => setTimeout(() => resolve('nothing within 5 s'), 5000))])
+      t.equal(second, 'notifications/tools/list_changed', 'on a shared process, every session hears of it')
+    }
+  })
+}
