@@ -12,17 +12,36 @@ import { mcpRoutes } from './routes/mcp.js'
 import { createUpstreams } from './upstreams/registry.js'
 import type { Upstream } from './upstreams/types.js'
 import { VERSION } from './version.js'
+import { mkdirSync } from 'node:fs'
+import { createOriginPolicy } from './mcp/origin.js'
+import { createStore } from './store/create-store.js'
+import type { Store } from './store/types.js'
+import { loadKeys } from './auth-server/keys.js'
+import { UserDirectory, type FirstRunAccount } from './auth-server/users.js'
+import { ResourceCatalog } from './auth-server/resources.js'
+import { createProvider, type ProviderDeps } from './auth-server/provider.js'
+import { authServerRoutes } from './auth-server/plugin.js'
+import { interactionRoutes } from './auth-server/interactions.js'
+import { createAuthenticator, resourceMetadataRoutes, type Authenticator } from './resource-server/plugin.js'
+import { TokenVerifier } from './resource-server/verify-token.js'
 
 export interface BuildOptions {
   /** A pino logger; by default one is made from config.log. */
   readonly logger?: Logger
-  /** Clock for idle expiry of stdio sessions and processes (tests drive it). */
+  /** Clock for idle expiry, counters and token checks (tests drive it). */
   readonly now?: () => number
+  /** A store to use instead of the configured one (the caller closes it). */
+  readonly store?: Store
+  /** Outgoing fetch for Client ID Metadata Documents (tests serve them from 127.0.0.1). */
+  readonly fetch?: ProviderDeps['fetch']
 }
 
 export interface GatewayState {
   isClosing: boolean
   readonly upstreams: ReadonlyMap<string, Upstream>
+  readonly store: Store
+  /** Set when this start created the first-run account (its password, once). */
+  readonly firstRun: FirstRunAccount | undefined
 }
 
 declare module 'fastify' {
@@ -44,8 +63,38 @@ export async function buildApp (config: Config, options: BuildOptions = {}): Pro
     routerOptions: { ignoreTrailingSlash: true },
   })
 
-  const upstreams = createUpstreams(config, { log: app.log, version: VERSION, ...(options.now === undefined ? {} : { now: options.now }) })
-  const state: GatewayState = { isClosing: false, upstreams }
+  const now = options.now ?? Date.now
+  const upstreams = createUpstreams(config, { log: app.log, version: VERSION, now })
+  // State lives in the data directory (owner-only): the SQLite store, the first-run password file.
+  mkdirSync(config.dataDir, { recursive: true, mode: 0o700 })
+  const store = options.store ?? createStore(config, now)
+  const isOriginAllowed = createOriginPolicy(config.publicUrl, config.allowedOrigins)
+
+  let authenticate: Authenticator | undefined
+  let firstRun: FirstRunAccount | undefined
+  if (config.auth.enabled) {
+    const keys = await loadKeys(store, config.auth.signingKeysFile)
+    const users = await UserDirectory.load(config.auth.users, store, config.dataDir)
+    firstRun = users.firstRun
+    const catalog = new ResourceCatalog(config)
+    const provider = createProvider({ config, store, keys, users, catalog, isOriginAllowed, now, ...(options.fetch === undefined ? {} : { fetch: options.fetch }) })
+    provider.on('server_error', (_ctx: unknown, err: Error) => { app.log.error({ err }, 'authorization server error') })
+    // Refusals are routine (bad clients, expired codes): info, with the OAuth error only — never the request.
+    const refused = (event: string) => (_ctx: unknown, err: Error & { error_description?: string }): void => {
+      app.log.info({ event, error: err.message, description: err.error_description }, 'authorization request refused')
+    }
+    provider.on('authorization.error', refused('authorization.error'))
+    provider.on('grant.error', refused('grant.error'))
+    provider.on('registration_create.error', refused('registration_create.error'))
+    provider.on('revocation.error', refused('revocation.error'))
+    await app.register(authServerRoutes, { provider, catalog })
+    await app.register(interactionRoutes, { provider, config, store, keys, users, catalog })
+    const isGatewayWideAllowed = config.auth.defaultResource === 'all'
+    await app.register(resourceMetadataRoutes, { catalog, servers: config.servers, isGatewayWideAllowed })
+    authenticate = createAuthenticator(catalog, new TokenVerifier({ issuer: config.publicUrl, jwks: { keys: [...keys.publicJwks.keys] }, now }), isGatewayWideAllowed)
+  }
+
+  const state: GatewayState = { isClosing: false, upstreams, store, firstRun }
   app.decorate('portcullis', state)
   const isClosing = (): boolean => state.isClosing
 
@@ -56,6 +105,7 @@ export async function buildApp (config: Config, options: BuildOptions = {}): Pro
   })
   app.addHook('onClose', async () => {
     await Promise.all([...upstreams.values()].map((u) => u.close()))
+    if (options.store === undefined) await store.close()
   })
 
   app.setNotFoundHandler(async (request, reply) => {
@@ -68,7 +118,7 @@ export async function buildApp (config: Config, options: BuildOptions = {}): Pro
   })
 
   await app.register(healthRoutes, { upstreams, isClosing, version: VERSION })
-  await app.register(mcpRoutes, { config, upstreams, isClosing })
+  await app.register(mcpRoutes, { config, upstreams, isClosing, isOriginAllowed, authenticate })
   return app
 }
 

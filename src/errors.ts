@@ -43,6 +43,8 @@ export const ERRORS = {
   PORTCULLIS_ERR_HEADER_MISMATCH: { status: 400, rpcCode: JSONRPC.HEADER_MISMATCH, message: 'Header mismatch' },
   PORTCULLIS_ERR_BODY_TOO_LARGE: { status: 413, rpcCode: JSONRPC.INVALID_REQUEST, message: 'Request body is larger than the gateway accepts' },
   PORTCULLIS_ERR_UNSUPPORTED_MEDIA_TYPE: { status: 415, rpcCode: JSONRPC.INVALID_REQUEST, message: 'Unsupported Content-Type: MCP requests are application/json' },
+  PORTCULLIS_ERR_UNAUTHORIZED: { status: 401, rpcCode: JSONRPC.INVALID_REQUEST, message: 'Unauthorized' },
+  PORTCULLIS_ERR_INSUFFICIENT_SCOPE: { status: 403, rpcCode: JSONRPC.INVALID_REQUEST, message: 'Forbidden: the access token lacks a required scope' },
   PORTCULLIS_ERR_FORBIDDEN_ORIGIN: { status: 403, rpcCode: JSONRPC.INVALID_REQUEST, message: 'Forbidden: Origin is not allowed' },
   PORTCULLIS_ERR_UNKNOWN_SERVER: { status: 404, rpcCode: JSONRPC.INVALID_REQUEST, message: 'Not found: no MCP server has this name' },
   PORTCULLIS_ERR_METHOD_NOT_ALLOWED: { status: 405, rpcCode: JSONRPC.INVALID_REQUEST, message: 'Method not allowed' },

@@ -5,6 +5,7 @@ export interface UserIdentity {
   /** Human-facing login name. */
   readonly name: string
   readonly email?: string
+  readonly groups?: readonly string[]
 }
 
 /** Until a request is authenticated, every caller is this one user. */

@@ -3,22 +3,26 @@
  * The portcullis command: load config -> build app -> listen, with graceful
  * shutdown; plus `check` to validate a config without starting anything.
  */
-import { mkdirSync } from 'node:fs'
 import { parseArgs } from 'node:util'
-import { buildApp, closeGracefully } from './app.js'
 import { ConfigError, loadConfigFile, resolveConfigPath } from './config/load.js'
 import type { Config } from './config/schema.js'
 import { describeConfig } from './config/describe.js'
 import { createLogger } from './observability/logger.js'
 import { VERSION } from './version.js'
+import { hashPassword } from './auth-server/password.js'
+import type { FirstRunAccount } from './auth-server/users.js'
+
+const MIN_PASSWORD_CHARS = 8
 
 const USAGE = `Usage: portcullis <command> [options]
 
 An OAuth 2.1 gateway for MCP servers.
 
 Commands:
-  start    Start the gateway
-  check    Validate the config; print the resolved servers and routes (secrets masked)
+  start           Start the gateway
+  check           Validate the config; print the resolved servers and routes (secrets masked)
+  hash-password   Print an scrypt hash for auth.users[].passwordHash (reads the password
+                  from the terminal, or from stdin when piped)
 
 Options:
   -c, --config <file>  Config file (default: ./portcullis.yaml, then config/portcullis.example.yaml)
@@ -65,6 +69,7 @@ async function main (argv: string[]): Promise<number> {
     process.stderr.write(`portcullis: a command is required\n\n${USAGE}`)
     return EXIT_USAGE
   }
+  if (command === 'hash-password') return hashPasswordCommand()
   if (command !== 'start' && command !== 'check') {
     process.stderr.write(`portcullis: unknown command "${command}"\n\n${USAGE}`)
     return EXIT_USAGE
@@ -90,14 +95,18 @@ async function main (argv: string[]): Promise<number> {
 
 async function start (config: Config): Promise<number> {
   const log = createLogger(config.log.level)
+  // Loaded here, not at the top: `check` and `hash-password` need none of the server.
+  const { buildApp, closeGracefully } = await import('./app.js')
+  let app: Awaited<ReturnType<typeof buildApp>>
   try {
-    mkdirSync(config.dataDir, { recursive: true, mode: 0o700 })
+    app = await buildApp(config, { logger: log })
   } catch (err) {
-    log.fatal({ dataDir: config.dataDir, code: (err as NodeJS.ErrnoException).code }, 'cannot create the data directory')
+    const code = (err as NodeJS.ErrnoException).code
+    log.fatal({ err: { message: (err as Error).message, code } }, code === 'PORTCULLIS_ERR_CONFIG' ? 'invalid configuration' : 'cannot start')
     return EXIT_CONFIG
   }
-  const app = await buildApp(config, { logger: log })
   warnAboutDevSettings(config, log)
+  announceFirstRun(app.portcullis.firstRun, log)
   try {
     await app.listen({ host: config.listen.host, port: config.listen.port })
   } catch (err) {
@@ -130,12 +139,81 @@ async function start (config: Config): Promise<number> {
   return EXIT_OK
 }
 
+/** Loud boot warnings for settings that are fine on a laptop and wrong in production. */
 function warnAboutDevSettings (config: Config, log: ReturnType<typeof createLogger>): void {
   const url = new URL(config.publicUrl)
   const isLoopback = url.hostname === 'localhost' || url.hostname === '127.0.0.1' || url.hostname === '[::1]'
   if (url.protocol === 'http:' && !isLoopback) {
     log.warn({ publicUrl: config.publicUrl }, 'publicUrl is plain http on a non-loopback host: put TLS (nginx) in front and use https')
   }
+  if (!config.auth.enabled) {
+    log.warn('AUTH IS DISABLED (auth.enabled: false): every MCP server is reachable by anyone who can reach this port')
+  }
+  if ('memory' in config.store) {
+    log.warn('in-memory store (store.memory: true): registered clients, sign-ins and tokens are lost on restart')
+  }
+}
+
+/**
+ * The first-run account's password exists in clear only now. It is in an
+ * owner-only file in the data directory; on a terminal it is also shown once.
+ * It never goes to the log (logs are shipped elsewhere).
+ */
+function announceFirstRun (firstRun: FirstRunAccount | undefined, log: ReturnType<typeof createLogger>): void {
+  if (firstRun === undefined) return
+  log.warn({ username: firstRun.username, passwordFile: firstRun.passwordFile }, 'first-run account created: no users are configured (auth.users); its password is in passwordFile')
+  if (process.stdout.isTTY) {
+    process.stdout.write(`\n  Portcullis created a first-run account (no auth.users are configured).\n    username: ${firstRun.username}\n    password: ${firstRun.password}\n  It is also in ${firstRun.passwordFile} (readable by you only). Shown once.\n\n`)
+  }
+}
+
+/** Reads a password without echo from a terminal (twice, to confirm), or all of stdin when piped. */
+async function hashPasswordCommand (): Promise<number> {
+  let password: string
+  if (process.stdin.isTTY) {
+    password = await promptHidden('Password: ')
+    const again = await promptHidden('Again:    ')
+    if (password !== again) {
+      process.stderr.write('portcullis: the passwords differ\n')
+      return EXIT_USAGE
+    }
+  } else {
+    const chunks: Buffer[] = []
+    for await (const chunk of process.stdin) chunks.push(chunk as Buffer)
+    password = Buffer.concat(chunks).toString('utf8').replace(/\r?\n$/, '')
+  }
+  if (password.length < MIN_PASSWORD_CHARS) {
+    process.stderr.write(`portcullis: use at least ${MIN_PASSWORD_CHARS} characters\n`)
+    return EXIT_USAGE
+  }
+  process.stdout.write(`${await hashPassword(password)}\n`)
+  return EXIT_OK
+}
+
+function promptHidden (question: string): Promise<string> {
+  return new Promise((resolve) => {
+    process.stderr.write(question)
+    const stdin = process.stdin
+    stdin.setRawMode(true)
+    stdin.resume()
+    let value = ''
+    const onData = (buf: Buffer): void => {
+      for (const ch of buf.toString('utf8')) {
+        if (ch === '\r' || ch === '\n') {
+          stdin.setRawMode(false)
+          stdin.pause()
+          stdin.off('data', onData)
+          process.stderr.write('\n')
+          resolve(value)
+          return
+        }
+        if (ch === '\u0003') process.exit(130)
+        if (ch === '\u007f') value = value.slice(0, -1)
+        else value += ch
+      }
+    }
+    stdin.on('data', onData)
+  })
 }
 
 main(process.argv.slice(2)).then((code) => {

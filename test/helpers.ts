@@ -4,10 +4,12 @@ import { createServer as createHttpServer, type IncomingMessage, type ServerResp
 import { Client } from '@modelcontextprotocol/sdk/client/index.js'
 import { StreamableHTTPClientTransport } from '@modelcontextprotocol/sdk/client/streamableHttp.js'
 import { Writable } from 'node:stream'
-import { readdirSync, readFileSync } from 'node:fs'
+import { mkdtempSync, readdirSync, readFileSync, rmSync } from 'node:fs'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
 import { stringify } from 'yaml'
 import type { FastifyInstance } from 'fastify'
-import { buildApp } from '../src/app.js'
+import { buildApp, type BuildOptions } from '../src/app.js'
 import { parseConfig } from '../src/config/load.js'
 import type { Config } from '../src/config/schema.js'
 import { createLogger } from '../src/observability/logger.js'
@@ -55,12 +57,21 @@ export interface RunningGateway {
 }
 
 /** Builds and listens a gateway on 127.0.0.1 with a fresh port; closed at teardown. */
-export async function startGateway (t: Teardown, object: Record<string, unknown>, env: NodeJS.ProcessEnv = {}, options: { now?: () => number } = {}): Promise<RunningGateway> {
+/**
+ * Unless a test says otherwise: auth off (most tests exercise the proxy itself; the auth tests
+ * turn it on), an in-memory store and a throw-away data directory.
+ */
+export async function startGateway (t: Teardown, object: Record<string, unknown>, env: NodeJS.ProcessEnv = {}, options: Omit<BuildOptions, 'logger'> = {}): Promise<RunningGateway> {
   const port = await freePort()
+  const dataDir = mkdtempSync(join(tmpdir(), 'portcullis-test-'))
+  t.teardown(() => rmSync(dataDir, { recursive: true, force: true }))
   const config = makeConfig({
     publicUrl: `http://127.0.0.1:${port}`,
     listen: { host: '127.0.0.1', port },
     log: { level: 'debug' },
+    dataDir,
+    store: { memory: true },
+    auth: { enabled: false },
     ...object,
   }, env)
   const logs = logSink()

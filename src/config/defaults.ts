@@ -42,3 +42,17 @@ export const DEFAULT_STDIO_STARTUP_TIMEOUT_MS = 30_000
 export const DEFAULT_STDIO_REQUEST_TIMEOUT_MS = 60_000
 /** Largest single JSON-RPC line accepted from a child. */
 export const DEFAULT_STDIO_MAX_MESSAGE_BYTES = 64 * 1024 * 1024
+
+/** OAuth: access tokens are short-lived JWTs bound to one server. */
+export const DEFAULT_ACCESS_TOKEN_TTL = '15m'
+export const DEFAULT_REFRESH_TOKEN_TTL = '14d'
+/** A just-rotated refresh token keeps working this long (clients that refresh twice in parallel). */
+export const DEFAULT_REFRESH_TOKEN_REUSE_GRACE = '10s'
+/** Failed sign-ins per account, and per client IP, within the window before sign-in is refused. */
+export const DEFAULT_LOGIN_MAX_FAILURES = 5
+export const DEFAULT_LOGIN_MAX_FAILURES_PER_IP = 50
+export const DEFAULT_LOGIN_FAILURE_WINDOW = '15m'
+/** Scope granted for a server that asks for none: "use this MCP server". */
+export const BASE_SCOPE = 'mcp'
+/** OAuth scopes the authorization server itself understands (OIDC); never server scopes. */
+export const RESERVED_SCOPES: ReadonlySet<string> = new Set(['openid', 'offline_access', 'profile', 'email'])

@@ -131,7 +131,9 @@ export function parseConfig (text: string, source: string, env: NodeJS.ProcessEn
     return { ...resolved, cwd }
   })
   if (issues.length > 0) throw new ConfigError(source, issues)
-  return deepFreeze({ ...config, publicUrl, dataDir, servers, source })
+  const store = config.store.sqlite === undefined ? config.store : { sqlite: resolve(config.store.sqlite) }
+  const auth = config.auth.signingKeysFile === undefined ? config.auth : { ...config.auth, signingKeysFile: resolve(config.auth.signingKeysFile) }
+  return deepFreeze({ ...config, publicUrl, dataDir, store, auth, servers, source })
 }
 
 function isDirectory (path: string): boolean {
@@ -183,6 +185,9 @@ const KNOWN_KEYS = [
   'publicUrl', 'listen', 'host', 'port', 'bodyLimit', 'allowedOrigins', 'shutdownTimeoutMs', 'dataDir', 'log', 'level', 'requests',
   'servers', 'name', 'transport', 'url', 'headers', 'forwardHeaders', 'timeoutMs',
   'command', 'args', 'env', 'cwd', 'isolation', 'maxProcesses', 'prestart', 'idleTimeoutMs', 'startupTimeoutMs', 'requestTimeoutMs', 'maxMessageBytes',
+  'scopes', 'store', 'sqlite', 'memory', 'auth', 'enabled', 'accessTokenTtl', 'refreshTokenTtl', 'refreshTokenReuseGrace', 'users', 'username',
+  'passwordHash', 'groups', 'email', 'clients', 'clientId', 'clientSecret', 'redirectUris', 'grantTypes', 'dynamicRegistration',
+  'clientMetadataDocuments', 'allowedHosts', 'defaultResource', 'signingKeysFile', 'login', 'maxFailures', 'maxFailuresPerIp', 'window',
 ]
 function suggestionFor (key: string): string {
   const norm = key.toLowerCase().replace(/[_-]/g, '')

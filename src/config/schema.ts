@@ -5,11 +5,14 @@
  */
 import { z } from 'zod'
 import {
+  BASE_SCOPE, DEFAULT_ACCESS_TOKEN_TTL, DEFAULT_LOGIN_FAILURE_WINDOW, DEFAULT_LOGIN_MAX_FAILURES, DEFAULT_LOGIN_MAX_FAILURES_PER_IP,
+  DEFAULT_REFRESH_TOKEN_REUSE_GRACE, DEFAULT_REFRESH_TOKEN_TTL, RESERVED_SCOPES,
   DEFAULT_BODY_LIMIT_BYTES, DEFAULT_DATA_DIR, DEFAULT_LISTEN_HOST, DEFAULT_LISTEN_PORT, DEFAULT_SHUTDOWN_TIMEOUT_MS,
   DEFAULT_STDIO_IDLE_TIMEOUT_MS, DEFAULT_STDIO_MAX_MESSAGE_BYTES, DEFAULT_STDIO_MAX_PROCESSES, DEFAULT_STDIO_REQUEST_TIMEOUT_MS,
   DEFAULT_STDIO_STARTUP_TIMEOUT_MS, DEFAULT_UPSTREAM_TIMEOUT_MS, RESERVED_SERVER_NAMES,
 } from './defaults.js'
-import { parseByteSize } from './units.js'
+import { parseByteSize, parseDuration } from './units.js'
+import { isPasswordHash } from '../auth-server/password.js'
 import { hasUserTemplate, unknownTemplateFields } from './user-template.js'
 
 const HEADER_NAME_RE = /^[!#$%&'*+.^_`|~0-9A-Za-z-]+$/
@@ -43,6 +46,20 @@ const byteSize = z.union([z.string(), z.number()]).transform((value, ctx) => {
   }
   return bytes
 })
+
+const durationMs = (what: string) => z.union([z.string(), z.number()]).transform((value, ctx) => {
+  const ms = parseDuration(value)
+  if (ms === undefined) {
+    ctx.addIssue({ code: 'custom', message: `expected ${what} such as 30s, 15m, 14d or a number of milliseconds, got ${JSON.stringify(value)}` })
+    return z.NEVER
+  }
+  return ms
+})
+
+/** RFC 6749 scope-token characters; the authorization server's own scopes are reserved. */
+const scopeName = z.string()
+  .regex(/^[\x21\x23-\x5B\x5D-\x7E]+$/, 'expected a scope name (visible ASCII without spaces, quotes or backslashes)')
+  .refine((scope) => !RESERVED_SCOPES.has(scope) && scope !== BASE_SCOPE, { error: (issue) => `"${String(issue.input)}" is reserved by the authorization server` })
 
 const httpUrl = z.string().refine((value) => {
   try {
@@ -78,6 +95,8 @@ const httpServerSchema = z.strictObject({
   /** Extra client request headers to pass on, beyond the MCP ones. */
   forwardHeaders: z.array(forwardHeaderName).default([]),
   timeoutMs: positiveMs('an upstream timeout').default(DEFAULT_UPSTREAM_TIMEOUT_MS),
+  /** Scopes a token must carry to reach this server at all. */
+  scopes: z.array(scopeName).default([]),
 })
 
 const envName = z.string().regex(/^[A-Za-z_][A-Za-z0-9_]*$/, 'expected an environment variable name (letters, digits, _)')
@@ -104,6 +123,8 @@ const stdioServerSchema = z.strictObject({
   startupTimeoutMs: positiveMs('a start-up timeout').default(DEFAULT_STDIO_STARTUP_TIMEOUT_MS),
   requestTimeoutMs: positiveMs('a request timeout').default(DEFAULT_STDIO_REQUEST_TIMEOUT_MS),
   maxMessageBytes: byteSize.default(DEFAULT_STDIO_MAX_MESSAGE_BYTES),
+  /** Scopes a token must carry to reach this server at all. */
+  scopes: z.array(scopeName).default([]),
 }).superRefine((server, ctx) => {
   const usesUser = [...server.args, ...Object.values(server.env)].some(hasUserTemplate)
   if (usesUser && server.isolation === 'shared') {
@@ -131,6 +152,83 @@ const originPattern = z.string().refine((value) => {
   }
 }, { error: (issue) => `expected an origin such as https://app.example.com or http://localhost:* (scheme, host and optional port; no path), got ${JSON.stringify(issue.input)}` })
 
+const userSchema = z.strictObject({
+  username: z.string().regex(/^[A-Za-z0-9._@+-]{1,64}$/, 'expected 1-64 letters, digits or . _ @ + -'),
+  passwordHash: z.string().refine(isPasswordHash, 'expected a hash printed by `portcullis hash-password` (scrypt$N$r$p$salt$hash); never a plain password'),
+  groups: z.array(z.string().min(1)).default([]),
+  email: z.email('expected an email address').optional(),
+  name: z.string().min(1).optional(),
+})
+
+const GRANT_TYPES = ['authorization_code', 'refresh_token', 'client_credentials'] as const
+
+const clientSchema = z.strictObject({
+  clientId: z.string().regex(/^[A-Za-z0-9._:-]{1,128}$/, 'expected 1-128 letters, digits or . _ : -'),
+  /** Present: a confidential client (client_secret_basic or _post). Absent: a public client (PKCE). */
+  clientSecret: z.string().min(32, 'expected a client secret of at least 32 characters').optional(),
+  name: z.string().min(1).optional(),
+  redirectUris: z.array(z.string()).default([]),
+  grantTypes: z.array(z.enum(GRANT_TYPES)).min(1).default(['authorization_code', 'refresh_token']),
+  /** For client_credentials: the scopes this client may obtain (every server's scopes when absent). */
+  scopes: z.array(scopeName).optional(),
+}).superRefine((client, ctx) => {
+  if (client.grantTypes.includes('client_credentials') && client.clientSecret === undefined) {
+    ctx.addIssue({ code: 'custom', path: ['clientSecret'], message: 'client_credentials needs a clientSecret (a machine client authenticates itself)' })
+  }
+  if (client.grantTypes.includes('authorization_code') && client.redirectUris.length === 0) {
+    ctx.addIssue({ code: 'custom', path: ['redirectUris'], message: 'authorization_code needs at least one redirect URI' })
+  }
+})
+
+const authSchema = z.strictObject({
+  /** false: every MCP server is reachable without a token (local development only; warned about loudly). */
+  enabled: z.boolean().default(true),
+  accessTokenTtl: durationMs('a duration').prefault(DEFAULT_ACCESS_TOKEN_TTL),
+  refreshTokenTtl: durationMs('a duration').prefault(DEFAULT_REFRESH_TOKEN_TTL),
+  refreshTokenReuseGrace: durationMs('a duration').prefault(DEFAULT_REFRESH_TOKEN_REUSE_GRACE),
+  users: z.array(userSchema).default([]),
+  clients: z.array(clientSchema).default([]),
+  /** RFC 7591 Dynamic Client Registration (deprecated by MCP 2026-07-28, still what most clients use). */
+  dynamicRegistration: z.boolean().default(true),
+  /** Client ID Metadata Documents: https URL client_ids (MCP 2026-07-28's preferred registration). */
+  clientMetadataDocuments: z.strictObject({
+    enabled: z.boolean().default(true),
+    /** Hosts whose documents may be fetched; empty = any public https host. */
+    allowedHosts: z.array(z.string().min(1)).default([]),
+  }).prefault({}),
+  /**
+   * What a client that sends no `resource` (RFC 8707) gets: the server named
+   * here, or "all" for a token valid at every server. Unset: the one server
+   * when there is only one, the server its scopes point to, or an error.
+   */
+  defaultResource: z.string().min(1).optional(),
+  /** A JWKS file with the private ES256 signing key(s); otherwise keys are generated once and kept in the store. */
+  signingKeysFile: z.string().min(1).optional(),
+  login: z.strictObject({
+    maxFailures: wholeNumber('expected a number of attempts').pipe(z.number().min(1)).default(DEFAULT_LOGIN_MAX_FAILURES),
+    maxFailuresPerIp: wholeNumber('expected a number of attempts').pipe(z.number().min(1)).default(DEFAULT_LOGIN_MAX_FAILURES_PER_IP),
+    window: durationMs('a duration').prefault(DEFAULT_LOGIN_FAILURE_WINDOW),
+  }).prefault({}),
+}).superRefine((auth, ctx) => {
+  const names = new Set<string>()
+  auth.users.forEach((user, index) => {
+    if (names.has(user.username)) ctx.addIssue({ code: 'custom', path: ['users', index, 'username'], message: `duplicate username "${user.username}"` })
+    names.add(user.username)
+  })
+  const ids = new Set<string>()
+  auth.clients.forEach((client, index) => {
+    if (ids.has(client.clientId)) ctx.addIssue({ code: 'custom', path: ['clients', index, 'clientId'], message: `duplicate clientId "${client.clientId}"` })
+    ids.add(client.clientId)
+  })
+})
+
+const storeSchema = z.strictObject({
+  /** SQLite database file (default: <dataDir>/portcullis.db). */
+  sqlite: z.string().min(1).optional(),
+  /** In-process only: nothing survives a restart. For tests; warned about at start. */
+  memory: z.literal(true, { error: 'expected memory: true' }).optional(),
+}).refine((store) => !(store.sqlite !== undefined && store.memory === true), 'choose one store: sqlite or memory')
+
 export const configSchema = z.strictObject({
   /**
    * The gateway's public origin: the OAuth issuer and the base of every
@@ -156,6 +254,8 @@ export const configSchema = z.strictObject({
   shutdownTimeoutMs: positiveMs('a shutdown deadline').default(DEFAULT_SHUTDOWN_TIMEOUT_MS),
   /** Where the gateway keeps state (created at start, mode 0700). Relative to the working directory. */
   dataDir: z.string().min(1, 'expected a directory path').default(DEFAULT_DATA_DIR),
+  store: storeSchema.prefault({}),
+  auth: authSchema.prefault({}),
   log: z.strictObject({
     level: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'),
     /** One line per HTTP request (method, path, status, time). Off by default: nginx and the audit trail cover it. */
@@ -163,6 +263,10 @@ export const configSchema = z.strictObject({
   }).default({ level: 'info', requests: false }),
   servers: z.array(serverSchema).min(1, 'expected at least one server'),
 }).superRefine((config, ctx) => {
+  const defaultResource = config.auth.defaultResource
+  if (defaultResource !== undefined && defaultResource !== 'all' && !config.servers.some((s) => s.name === defaultResource)) {
+    ctx.addIssue({ code: 'custom', path: ['auth', 'defaultResource'], message: `expected the name of a configured server or "all", got ${JSON.stringify(defaultResource)}` })
+  }
   const seen = new Map<string, number>()
   config.servers.forEach((server, index) => {
     const first = seen.get(server.name)
@@ -179,6 +283,9 @@ type ParsedConfig = z.output<typeof configSchema>
 export type ServerConfig = z.output<typeof serverSchema>
 export type HttpServerConfig = z.output<typeof httpServerSchema>
 export type StdioServerConfig = z.output<typeof stdioServerSchema>
+export type AuthConfig = z.output<typeof authSchema>
+export type UserConfig = z.output<typeof userSchema>
+export type ClientConfig = z.output<typeof clientSchema>
 
 /** The validated config with derived values filled in, frozen once loaded. */
 export type Config = Omit<ParsedConfig, 'publicUrl'> & {

@@ -14,14 +14,18 @@ import { PortcullisError, jsonRpcErrorPayload } from '../errors.js'
 import type { Config } from '../config/schema.js'
 import { inspectBody, type McpInspection } from '../mcp/jsonrpc.js'
 import { checkMirroredHeaders } from '../mcp/headers.js'
-import { createOriginPolicy } from '../mcp/origin.js'
 import type { Upstream } from '../upstreams/types.js'
-import { ANONYMOUS } from '../identity.js'
+import { ANONYMOUS, type UserIdentity } from '../identity.js'
+import type { OriginPolicy } from '../mcp/origin.js'
+import type { Authenticator } from '../resource-server/plugin.js'
+import type { RequestIdentity } from '../resource-server/verify-token.js'
 
 declare module 'fastify' {
   interface FastifyRequest {
     /** The inspected JSON-RPC body (POST only); what policy, limits and audit read. */
     mcpInspection: McpInspection | null
+    /** Who is calling, from the verified access token (null when auth is disabled). */
+    identity: RequestIdentity | null
   }
 }
 
@@ -29,6 +33,9 @@ export interface McpRoutesOptions {
   readonly config: Config
   readonly upstreams: ReadonlyMap<string, Upstream>
   readonly isClosing: () => boolean
+  readonly isOriginAllowed: OriginPolicy
+  /** Undefined when auth is disabled: every request is anonymous. */
+  readonly authenticate: Authenticator | undefined
 }
 
 const MCP_METHODS = ['GET', 'POST', 'DELETE'] as const
@@ -42,10 +49,10 @@ const CORS_MAX_AGE_S = '600'
 const JSON_MEDIA_RE = /^application\/(?:[\w.+-]+\+)?json\s*(?:;|$)/i
 
 export async function mcpRoutes (app: FastifyInstance, opts: McpRoutesOptions): Promise<void> {
-  const { config, upstreams, isClosing } = opts
-  const isOriginAllowed = createOriginPolicy(config.publicUrl, config.allowedOrigins)
+  const { config, upstreams, isClosing, isOriginAllowed, authenticate } = opts
 
   app.decorateRequest('mcpInspection', null)
+  app.decorateRequest('identity', null)
 
   // Bodies are read once, as bytes: inspected here and forwarded verbatim.
   app.removeAllContentTypeParsers()
@@ -92,12 +99,16 @@ export async function mcpRoutes (app: FastifyInstance, opts: McpRoutesOptions): 
     const upstream = upstreams.get(server.name)
     if (upstream === undefined) throw new Error(`no upstream adapter for server ${server.name}`)
     const url = `/${server.name}/mcp`
+    // After the Origin check, before any body is read: who is calling, and may they reach this server?
+    const checkToken = async (request: FastifyRequest): Promise<void> => {
+      if (authenticate !== undefined) request.identity = await authenticate(request, server)
+    }
 
     app.route({
       method: [...MCP_METHODS],
       url,
       exposeHeadRoute: false,
-      onRequest,
+      onRequest: [onRequest, checkToken],
       preHandler: inspect,
       handler: async (request, reply) => {
         reply.hijack()
@@ -106,7 +117,7 @@ export async function mcpRoutes (app: FastifyInstance, opts: McpRoutesOptions): 
           headers: request.headers,
           body: request.body as Buffer | undefined,
           inspection: request.mcpInspection ?? undefined,
-          user: ANONYMOUS,
+          user: userOf(request.identity),
           req: request.raw,
           res: reply.raw,
           log: request.log,
@@ -142,6 +153,11 @@ export async function mcpRoutes (app: FastifyInstance, opts: McpRoutesOptions): 
       },
     })
   }
+}
+
+function userOf (identity: RequestIdentity | null): UserIdentity {
+  if (identity === null) return ANONYMOUS
+  return { id: identity.id, name: identity.name, groups: identity.groups ?? [], ...(identity.email === undefined ? {} : { email: identity.email }) }
 }
 
 /** Echo the requested headers when they are MCP ones or Mcp-Param-*; list ours otherwise. */

@@ -48,7 +48,7 @@ t.test('SIGTERM on the real process: graceful exit with code 0', async (t) => {
   const port = await freePort()
   const dir = t.testdir({})
   const configPath = join(dir, 'gw.yaml')
-  writeFileSync(configPath, `publicUrl: http://127.0.0.1:${port}\nlisten: { port: ${port} }\ndataDir: ${join(dir, 'data')}\nservers:
+  writeFileSync(configPath, `publicUrl: http://127.0.0.1:${port}\nlisten: { port: ${port} }\ndataDir: ${join(dir, 'data')}\nauth: { enabled: false }\nservers:
   - { name: fx, transport: http, url: "${upstream.url}" }
   - { name: local, transport: stdio, command: "${process.execPath}", args: ["${STDIO_FIXTURE}", "--grandchild"] }\n`)
   const child = spawn(process.execPath, [fileURLToPath(new URL('../../dist/main.js', import.meta.url)), 'start', '--config', configPath], { stdio: ['ignore', 'pipe', 'pipe'] })

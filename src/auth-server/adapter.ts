@@ -1,0 +1,70 @@
+/**
+ * oidc-provider's storage adapter on top of the Store. Two behaviours beyond
+ * plain storage:
+ *
+ * - Single-use is enforced at the store, atomically: of two concurrent
+ *   redemptions of one authorization code, exactly one wins; the other is
+ *   refused and the grant revoked (RFC 6749 4.1.2: a code used twice should
+ *   revoke what it issued). oidc-provider alone checks "consumed" and marks it
+ *   in two steps, so two racing requests could both succeed.
+ * - Refresh tokens get a short grace window: for `refreshTokenReuseGrace`
+ *   after rotation the old token still works (clients that refresh twice in
+ *   parallel); after it, a replay is reuse, and oidc-provider revokes the
+ *   whole grant (refresh token family).
+ */
+import { errors } from 'oidc-provider'
+import type { Payload, Store } from '../store/types.js'
+
+export interface AdapterOptions {
+  readonly refreshGraceS: number
+  readonly now: () => number
+}
+
+/** Models whose records are spent by use. */
+const SINGLE_USE = new Set(['AuthorizationCode', 'DeviceCode', 'BackchannelAuthenticationRequest', 'PushedAuthorizationRequest'])
+
+export function createAdapter (store: Store, options: AdapterOptions): new (model: string) => object {
+  const nowS = (): number => Math.floor(options.now() / 1000)
+
+  return class StoreAdapter {
+    constructor (private readonly model: string) {}
+
+    async upsert (id: string, payload: Payload, expiresIn?: number): Promise<void> {
+      await store.upsert(this.model, id, payload, expiresIn === undefined ? undefined : options.now() + expiresIn * 1000)
+    }
+
+    async find (id: string): Promise<Payload | undefined> {
+      const payload = await store.find(this.model, id)
+      if (payload !== undefined && this.model === 'RefreshToken' && typeof payload.consumed === 'number' && nowS() - payload.consumed <= options.refreshGraceS) {
+        // Within the grace window the just-rotated token still looks unused.
+        delete payload.consumed
+      }
+      return payload
+    }
+
+    async findByUid (uid: string): Promise<Payload | undefined> {
+      return store.findByUid(this.model, uid)
+    }
+
+    async findByUserCode (userCode: string): Promise<Payload | undefined> {
+      return store.findByUserCode(this.model, userCode)
+    }
+
+    async consume (id: string): Promise<void> {
+      const earlier = await store.consume(this.model, id, nowS())
+      if (earlier !== undefined && SINGLE_USE.has(this.model)) {
+        const payload = await store.find(this.model, id)
+        if (typeof payload?.grantId === 'string') await store.revokeByGrantId(payload.grantId)
+        throw new errors.InvalidGrant('authorization code already used')
+      }
+    }
+
+    async destroy (id: string): Promise<void> {
+      await store.destroy(this.model, id)
+    }
+
+    async revokeByGrantId (grantId: string): Promise<void> {
+      await store.revokeByGrantId(grantId)
+    }
+  }
+}

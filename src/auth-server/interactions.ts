@@ -1,0 +1,200 @@
+/**
+ * The sign-in and consent pages at /interaction/<uid>.
+ *
+ * CSRF: every form carries HMAC(key, uid), and oidc-provider's interaction
+ * cookie (SameSite=Lax, path-scoped to this uid) must match too, so a form
+ * posted from elsewhere, or for another browser's interaction, is refused.
+ * Throttling: failed sign-ins are counted per account and per client IP in
+ * the store; past the limit the password is not even checked.
+ */
+import { createHmac, timingSafeEqual } from 'node:crypto'
+import type { FastifyBaseLogger, FastifyInstance, FastifyReply, FastifyRequest } from 'fastify'
+import type Provider from 'oidc-provider'
+import type { Config } from '../config/schema.js'
+import type { Store } from '../store/types.js'
+import type { KeyMaterial } from './keys.js'
+import { consentPage, loginPage, messagePage, PAGE_HEADERS } from './pages.js'
+import { consentKey, INTERACTION_PATH } from './provider.js'
+import type { ResourceCatalog } from './resources.js'
+import type { UserDirectory } from './users.js'
+
+export interface InteractionRoutesOptions {
+  readonly provider: Provider
+  readonly config: Config
+  readonly store: Store
+  readonly keys: KeyMaterial
+  readonly users: UserDirectory
+  readonly catalog: ResourceCatalog
+}
+
+type Form = Record<string, string | undefined>
+const MAX_FORM_BYTES = 16 * 1024
+
+type InteractionDetails = Awaited<ReturnType<Provider['interactionDetails']>>
+
+function csrfFor (key: Buffer, uid: string): string {
+  return createHmac('sha256', key).update(uid).digest('base64url')
+}
+
+function isCsrfValid (key: Buffer, uid: string, token: string | undefined): boolean {
+  if (token === undefined) return false
+  const expected = Buffer.from(csrfFor(key, uid))
+  const given = Buffer.from(token)
+  return given.length === expected.length && timingSafeEqual(given, expected)
+}
+
+function sendPage (reply: FastifyReply, status: number, html: string): FastifyReply {
+  return reply.code(status).headers(PAGE_HEADERS).send(html)
+}
+
+/** Where the user returns to, as a person reads it: scheme and host (custom schemes included). */
+function redirectHost (redirectUri: unknown): string {
+  try {
+    const url = new URL(String(redirectUri))
+    return url.host === '' ? `${url.protocol}//` : `${url.protocol}//${url.host}`
+  } catch {
+    return 'the application'
+  }
+}
+
+function asList (value: unknown): string[] {
+  if (Array.isArray(value)) return value.map(String)
+  return typeof value === 'string' && value !== '' ? [value] : []
+}
+
+function minutes (ms: number): number {
+  return Math.max(1, Math.ceil(ms / 60_000))
+}
+
+export async function interactionRoutes (app: FastifyInstance, opts: InteractionRoutesOptions): Promise<void> {
+  const { provider, config, store, keys, users, catalog } = opts
+  const login = config.auth.login
+
+  app.removeAllContentTypeParsers()
+  app.addContentTypeParser('application/x-www-form-urlencoded', { parseAs: 'string', bodyLimit: MAX_FORM_BYTES }, (_request, body, done) => {
+    done(null, Object.fromEntries(new URLSearchParams(body as string)))
+  })
+
+  const details = async (request: FastifyRequest, reply: FastifyReply): Promise<InteractionDetails | undefined> => {
+    try {
+      return await provider.interactionDetails(request.raw, reply.raw)
+    } catch (err) {
+      // No interaction cookie, or the interaction expired: nothing to continue.
+      request.log.info({ err: { name: (err as Error).name, message: (err as Error).message } }, 'interaction not found')
+      sendPage(reply, 400, messagePage('Sign-in expired', 'This sign-in page is no longer valid.', 'Go back to the application and start again.'))
+      return undefined
+    }
+  }
+
+  const clientNameOf = async (clientId: string): Promise<string> => {
+    const client = await provider.Client.find(clientId).catch(() => undefined)
+    return client?.clientName ?? clientId
+  }
+
+  const renderLogin = async (reply: FastifyReply, interaction: InteractionDetails, status = 200, error?: string, username?: string): Promise<FastifyReply> => {
+    return sendPage(reply, status, loginPage({
+      action: `${INTERACTION_PATH}/${interaction.uid}/login`,
+      csrf: csrfFor(keys.csrfKey, interaction.uid),
+      clientName: await clientNameOf(String(interaction.params.client_id)),
+      ...(error === undefined ? {} : { error }),
+      ...(username === undefined ? {} : { username }),
+    }))
+  }
+
+  app.get<{ Params: { uid: string } }>(`${INTERACTION_PATH}/:uid`, async (request, reply) => {
+    const interaction = await details(request, reply)
+    if (interaction === undefined) return reply
+    if (interaction.prompt.name === 'login') return renderLogin(reply, interaction)
+    if (interaction.prompt.name === 'consent') {
+      const promptDetails = interaction.prompt.details as { missingResourceScopes?: Record<string, string[]>, missingOIDCScope?: string[] }
+      const resources = Object.keys(promptDetails.missingResourceScopes ?? {})
+      const scopes = [...new Set([...Object.values(promptDetails.missingResourceScopes ?? {}).flat(), ...(promptDetails.missingOIDCScope ?? []).filter((s) => s !== 'openid')])]
+      const servers = (resources.length > 0 ? resources : asList(interaction.params.resource)).map((url) => {
+        const server = catalog.serverAt(catalog.canonical(url) ?? url)
+        return { name: server?.name ?? 'every MCP server behind this gateway', url }
+      })
+      return sendPage(reply, 200, consentPage({
+        action: `${INTERACTION_PATH}/${interaction.uid}/confirm`,
+        abortAction: `${INTERACTION_PATH}/${interaction.uid}/abort`,
+        csrf: csrfFor(keys.csrfKey, interaction.uid),
+        clientName: await clientNameOf(String(interaction.params.client_id)),
+        clientId: String(interaction.params.client_id),
+        redirectHost: redirectHost(interaction.params.redirect_uri),
+        username: interaction.session?.accountId ?? '',
+        servers,
+        scopes,
+      }))
+    }
+    return sendPage(reply, 400, messagePage('Sign-in could not continue', `Unexpected step: ${interaction.prompt.name}`))
+  })
+
+  app.post<{ Params: { uid: string }, Body: Form }>(`${INTERACTION_PATH}/:uid/login`, async (request, reply) => {
+    const interaction = await details(request, reply)
+    if (interaction === undefined) return reply
+    if (interaction.uid !== request.params.uid || !isCsrfValid(keys.csrfKey, interaction.uid, request.body?.csrf)) {
+      return sendPage(reply, 403, messagePage('Request refused', 'This form was not sent from this sign-in page.', 'Go back to the application and start again.'))
+    }
+    if (interaction.prompt.name !== 'login') return reply.redirect(`${INTERACTION_PATH}/${interaction.uid}`, 303)
+    const username = (request.body?.username ?? '').trim()
+    const password = request.body?.password ?? ''
+    const userKey = `login:user:${username.toLowerCase()}`
+    const ipKey = `login:ip:${request.ip}`
+    const [perUser, perIp] = await Promise.all([store.hit(userKey, login.window, 0), store.hit(ipKey, login.window, 0)])
+    if (perUser.count >= login.maxFailures || perIp.count >= login.maxFailuresPerIp) {
+      const waitMs = Math.max(perUser.count >= login.maxFailures ? perUser.resetAtMs : 0, perIp.count >= login.maxFailuresPerIp ? perIp.resetAtMs : 0) - Date.now()
+      logSignIn(request.log, 'sign-in throttled', username, request.ip)
+      reply.header('retry-after', String(Math.ceil(Math.max(waitMs, 1000) / 1000)))
+      return renderLogin(reply, interaction, 429, `Too many failed sign-in attempts. Try again in ${minutes(waitMs)} minute${minutes(waitMs) === 1 ? '' : 's'}.`, username)
+    }
+    const account = username === '' || password === '' ? undefined : await users.authenticate(username, password)
+    if (account === undefined) {
+      await Promise.all([store.hit(userKey, login.window), store.hit(ipKey, login.window)])
+      logSignIn(request.log, 'sign-in failed', username, request.ip)
+      return renderLogin(reply, interaction, 401, 'Incorrect username or password.', username)
+    }
+    await store.resetCounter(userKey)
+    logSignIn(request.log, 'signed in', account.username, request.ip)
+    reply.hijack()
+    await provider.interactionFinished(request.raw, reply.raw, { login: { accountId: account.username } }, { mergeWithLastSubmission: false })
+    return reply
+  })
+
+  app.post<{ Params: { uid: string }, Body: Form }>(`${INTERACTION_PATH}/:uid/confirm`, async (request, reply) => {
+    const interaction = await details(request, reply)
+    if (interaction === undefined) return reply
+    if (interaction.uid !== request.params.uid || !isCsrfValid(keys.csrfKey, interaction.uid, request.body?.csrf)) {
+      return sendPage(reply, 403, messagePage('Request refused', 'This form was not sent from this consent page.'))
+    }
+    if (interaction.prompt.name !== 'consent' || interaction.session?.accountId === undefined) return reply.redirect(`${INTERACTION_PATH}/${interaction.uid}`, 303)
+    const accountId = interaction.session.accountId
+    const clientId = String(interaction.params.client_id)
+    const grant = (interaction.grantId === undefined ? undefined : await provider.Grant.find(interaction.grantId)) ?? new provider.Grant({ accountId, clientId })
+    const promptDetails = interaction.prompt.details as { missingOIDCScope?: string[], missingOIDCClaims?: string[], missingResourceScopes?: Record<string, string[]> }
+    if (promptDetails.missingOIDCScope !== undefined) grant.addOIDCScope(promptDetails.missingOIDCScope.join(' '))
+    if (promptDetails.missingOIDCClaims !== undefined) grant.addOIDCClaims(promptDetails.missingOIDCClaims)
+    for (const [indicator, scopes] of Object.entries(promptDetails.missingResourceScopes ?? {})) grant.addResourceScope(indicator, scopes.join(' '))
+    const grantId = await grant.save()
+    // Remembered across browser sessions until the grant itself expires.
+    await store.kvSet(consentKey(accountId, clientId), grantId, Date.now() + config.auth.refreshTokenTtl)
+    request.log.info({ user: accountId, clientId }, 'consent granted')
+    reply.hijack()
+    await provider.interactionFinished(request.raw, reply.raw, { consent: { grantId } }, { mergeWithLastSubmission: true })
+    return reply
+  })
+
+  app.post<{ Params: { uid: string }, Body: Form }>(`${INTERACTION_PATH}/:uid/abort`, async (request, reply) => {
+    const interaction = await details(request, reply)
+    if (interaction === undefined) return reply
+    if (interaction.uid !== request.params.uid || !isCsrfValid(keys.csrfKey, interaction.uid, request.body?.csrf)) {
+      return sendPage(reply, 403, messagePage('Request refused', 'This form was not sent from this consent page.'))
+    }
+    request.log.info({ user: interaction.session?.accountId, clientId: interaction.params.client_id }, 'consent denied')
+    reply.hijack()
+    await provider.interactionFinished(request.raw, reply.raw, { error: 'access_denied', error_description: 'The user denied access' }, { mergeWithLastSubmission: false })
+    return reply
+  })
+}
+
+function logSignIn (log: FastifyBaseLogger, message: string, username: string, ip: string): void {
+  log.info({ user: username.slice(0, 64), ip }, message)
+}

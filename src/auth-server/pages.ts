@@ -1,0 +1,119 @@
+/**
+ * The gateway's own pages: sign-in, consent, and errors. Plain HTML, no
+ * script, no external asset; the one inline stylesheet is allowed by its
+ * hash in the Content-Security-Policy. Every value is escaped.
+ */
+import { createHash } from 'node:crypto'
+
+const STYLE = `
+:root { color-scheme: light dark; font-family: system-ui, -apple-system, "Segoe UI", sans-serif; }
+body { margin: 0; min-height: 100vh; display: grid; place-items: center; background: Canvas; color: CanvasText; }
+main { width: min(26rem, calc(100vw - 2rem)); padding: 2rem; border: 1px solid GrayText; border-radius: .75rem; }
+h1 { font-size: 1.35rem; margin: 0 0 1rem; }
+p, li { line-height: 1.45; }
+label { display: block; font-weight: 600; margin: 1rem 0 .25rem; }
+input[type=text], input[type=password] { box-sizing: border-box; width: 100%; padding: .6rem; font: inherit; border: 1px solid GrayText; border-radius: .4rem; }
+button { font: inherit; padding: .6rem 1.2rem; margin-top: 1.25rem; border-radius: .4rem; border: 1px solid GrayText; cursor: pointer; }
+button.primary { background: #1f5fbf; color: #fff; border-color: #1f5fbf; }
+.actions { display: flex; gap: .75rem; flex-wrap: wrap; }
+.error { border-left: .3rem solid #b00020; padding: .5rem .75rem; background: color-mix(in srgb, #b00020 12%, Canvas); }
+.muted { color: GrayText; font-size: .9rem; }
+code { font-size: .9em; word-break: break-all; }
+`
+
+const STYLE_HASH = `sha256-${createHash('sha256').update(STYLE).digest('base64')}`
+
+/** Headers for every page: no framing, no caching, no sniffing, no referrer, and scripts nowhere. */
+export const PAGE_HEADERS: Readonly<Record<string, string>> = {
+  'content-type': 'text/html; charset=utf-8',
+  'content-security-policy': `default-src 'none'; style-src '${STYLE_HASH}'; base-uri 'none'; frame-ancestors 'none'`,
+  'x-frame-options': 'DENY',
+  'x-content-type-options': 'nosniff',
+  'referrer-policy': 'no-referrer',
+  'cache-control': 'no-store',
+}
+
+export function escapeHtml (value: string): string {
+  return value.replace(/[&<>"']/g, (c) => `&#${c.charCodeAt(0)};`)
+}
+
+function layout (title: string, body: string): string {
+  return `<!doctype html>
+<html lang="en">
+<head>
+<meta charset="utf-8">
+<meta name="viewport" content="width=device-width, initial-scale=1">
+<meta name="robots" content="noindex">
+<title>${escapeHtml(title)} · Portcullis</title>
+<style>${STYLE}</style>
+</head>
+<body>
+<main>
+${body}
+</main>
+</body>
+</html>`
+}
+
+export interface LoginView {
+  readonly action: string
+  readonly csrf: string
+  readonly clientName: string
+  readonly username?: string
+  readonly error?: string
+}
+
+export function loginPage (view: LoginView): string {
+  const error = view.error === undefined ? '' : `<p class="error" role="alert" id="error">${escapeHtml(view.error)}</p>`
+  const describedBy = view.error === undefined ? '' : ' aria-describedby="error"'
+  return layout('Sign in', `<h1>Sign in</h1>
+<p><strong>${escapeHtml(view.clientName)}</strong> wants to use MCP servers through this gateway.</p>
+${error}
+<form method="post" action="${escapeHtml(view.action)}">
+<input type="hidden" name="csrf" value="${escapeHtml(view.csrf)}">
+<label for="username">Username</label>
+<input type="text" id="username" name="username" autocomplete="username" autocapitalize="none" spellcheck="false" required value="${escapeHtml(view.username ?? '')}"${describedBy}${view.username === undefined ? ' autofocus' : ''}>
+<label for="password">Password</label>
+<input type="password" id="password" name="password" autocomplete="current-password" required${describedBy}${view.username === undefined ? '' : ' autofocus'}>
+<div class="actions"><button class="primary" type="submit">Sign in</button></div>
+</form>`)
+}
+
+export interface ConsentView {
+  readonly action: string
+  readonly abortAction: string
+  readonly csrf: string
+  readonly clientName: string
+  readonly clientId: string
+  readonly redirectHost: string
+  readonly username: string
+  readonly servers: ReadonlyArray<{ name: string, url: string }>
+  readonly scopes: readonly string[]
+}
+
+export function consentPage (view: ConsentView): string {
+  const servers = view.servers.map((s) => `<li><strong>${escapeHtml(s.name)}</strong> <span class="muted"><code>${escapeHtml(s.url)}</code></span></li>`).join('\n')
+  const scopes = view.scopes.map((s) => `<li><code>${escapeHtml(s)}</code></li>`).join('\n')
+  return layout('Allow access?', `<h1>Allow access?</h1>
+<p><strong>${escapeHtml(view.clientName)}</strong> wants to act on your behalf, <strong>${escapeHtml(view.username)}</strong>.</p>
+<p>After you allow it, you are sent back to <strong>${escapeHtml(view.redirectHost)}</strong>.</p>
+<h2>MCP servers</h2>
+<ul>
+${servers}
+</ul>
+<h2>Permissions</h2>
+<ul>
+${scopes}
+</ul>
+<p class="muted">Client ID: <code>${escapeHtml(view.clientId)}</code></p>
+<div class="actions">
+<form method="post" action="${escapeHtml(view.action)}"><input type="hidden" name="csrf" value="${escapeHtml(view.csrf)}"><button class="primary" type="submit">Allow</button></form>
+<form method="post" action="${escapeHtml(view.abortAction)}"><input type="hidden" name="csrf" value="${escapeHtml(view.csrf)}"><button type="submit">Deny</button></form>
+</div>`)
+}
+
+export function messagePage (title: string, message: string, detail?: string): string {
+  return layout(title, `<h1>${escapeHtml(title)}</h1>
+<p>${escapeHtml(message)}</p>
+${detail === undefined ? '' : `<p class="muted">${escapeHtml(detail)}</p>`}`)
+}

@@ -1,0 +1,104 @@
+/**
+ * Fastify glue for the authorization server. oidc-provider reads its own
+ * request bodies, so its routes live in a context without body parsers and
+ * get the raw request. Two requests are normalised on the way in (see
+ * rewrite.ts): /oauth/authorize (query rewritten in place) and /oauth/token
+ * (read, rewritten, and replayed as a fresh request), and a refresh naming a
+ * resource it was not granted is refused before oidc-provider rotates — and
+ * so burns — the refresh token.
+ */
+import { IncomingMessage, type ServerResponse } from 'node:http'
+import type { FastifyInstance } from 'fastify'
+import type Provider from 'oidc-provider'
+import { OAUTH_ROUTES } from './provider.js'
+import type { ResourceCatalog } from './resources.js'
+import { rewriteAuthorizationParams, rewriteTokenParams } from './rewrite.js'
+
+/** oidc-provider's own limit for form bodies. */
+const MAX_TOKEN_BODY_BYTES = 56 * 1024
+
+export interface AuthServerRoutesOptions {
+  readonly provider: Provider
+  readonly catalog: ResourceCatalog
+}
+
+async function readBody (req: IncomingMessage): Promise<Buffer | undefined> {
+  const chunks: Buffer[] = []
+  let size = 0
+  for await (const chunk of req) {
+    size += (chunk as Buffer).length
+    if (size > MAX_TOKEN_BODY_BYTES) return undefined
+    chunks.push(chunk as Buffer)
+  }
+  return Buffer.concat(chunks)
+}
+
+/** A copy of `req` with another body, readable from the start. */
+function withBody (req: IncomingMessage, body: Buffer): IncomingMessage {
+  const copy = new IncomingMessage(req.socket)
+  copy.method = req.method
+  copy.url = req.url
+  copy.httpVersion = req.httpVersion
+  copy.httpVersionMajor = req.httpVersionMajor
+  copy.httpVersionMinor = req.httpVersionMinor
+  copy.headers = { ...req.headers, 'content-length': String(body.length) }
+  delete copy.headers['transfer-encoding']
+  copy.push(body)
+  copy.push(null)
+  // Normally set by the HTTP parser; without it, the message's auto-destroy at end-of-stream
+  // would take the client's socket down with it.
+  copy.complete = true
+  return copy
+}
+
+function oauthError (res: ServerResponse, status: number, error: string, description: string): void {
+  const body = JSON.stringify({ error, error_description: description })
+  res.writeHead(status, { 'content-type': 'application/json; charset=utf-8', 'cache-control': 'no-store', 'content-length': Buffer.byteLength(body) })
+  res.end(body)
+}
+
+export async function authServerRoutes (app: FastifyInstance, opts: AuthServerRoutesOptions): Promise<void> {
+  const { provider, catalog } = opts
+  const callback = provider.callback()
+
+  const tokenRequest = async (req: IncomingMessage, res: ServerResponse): Promise<void> => {
+    const body = await readBody(req)
+    if (body === undefined) return oauthError(res, 413, 'invalid_request', 'request body too large')
+    // Only form bodies are token requests; anything else goes on untouched for oidc-provider to refuse.
+    if (!/^application\/x-www-form-urlencoded\b/i.test(req.headers['content-type'] ?? '')) return callback(withBody(req, body), res)
+    const params = new URLSearchParams(body.toString('utf8'))
+    rewriteTokenParams(params, catalog)
+    const resource = params.get('resource')
+    const refreshToken = params.get('refresh_token')
+    if (params.get('grant_type') === 'refresh_token' && resource !== null && refreshToken !== null) {
+      const token = await provider.RefreshToken.find(refreshToken)
+      if (token !== undefined && !token.resourceIndicators.has(resource)) {
+        return oauthError(res, 400, 'invalid_target', 'the refresh token was not granted for this resource')
+      }
+    }
+    callback(withBody(req, Buffer.from(params.toString())), res)
+  }
+
+  app.removeAllContentTypeParsers()
+  // Leave the body unread: oidc-provider reads it.
+  app.addContentTypeParser('*', (_request, _payload, done) => { done(null) })
+
+  const handler = async (request: { raw: IncomingMessage, method: string, url: string }, reply: { hijack: () => void, raw: ServerResponse }): Promise<void> => {
+    reply.hijack()
+    const req = request.raw
+    const path = (req.url ?? '').split('?')[0]
+    if (path === OAUTH_ROUTES.authorization && req.method === 'GET') {
+      const url = new URL(req.url ?? '/', 'http://gateway.invalid')
+      if (rewriteAuthorizationParams(url.searchParams, catalog)) req.url = `${url.pathname}?${url.searchParams.toString()}`
+    } else if (path === OAUTH_ROUTES.token && req.method === 'POST') {
+      return tokenRequest(req, reply.raw)
+    }
+    callback(req, reply.raw)
+  }
+
+  const methods = ['GET', 'POST', 'PUT', 'DELETE', 'OPTIONS']
+  app.route({ method: methods, url: '/oauth/*', handler })
+  for (const url of ['/.well-known/openid-configuration', '/.well-known/oauth-authorization-server']) {
+    app.route({ method: ['GET', 'OPTIONS'], url, handler })
+  }
+}

@@ -1,0 +1,268 @@
+/**
+ * The embedded authorization server: oidc-provider, configured as MCP
+ * authorization needs it (MCP basic/authorization, 2025-06-18 … 2026-07-28):
+ *
+ * - issuer = the gateway's origin; RFC 8414 and OpenID discovery
+ * - authorization code + PKCE (S256 only, for every client); RFC 9207 `iss`
+ * - clients: pre-registered in YAML, Dynamic Client Registration (RFC 7591),
+ *   Client ID Metadata Documents
+ * - RFC 8707: every access token is an ES256 JWT whose `aud` is one server
+ * - refresh tokens for public clients without offline_access, rotated on
+ *   every use, replay revokes the family (after a short grace window)
+ *
+ * Every option that departs from oidc-provider's defaults says why.
+ */
+import Provider, { errors, interactionPolicy, type Configuration, type KoaContextWithOIDC, type ClientMetadata, type UnknownObject } from 'oidc-provider'
+import { BASE_SCOPE } from '../config/defaults.js'
+import type { Config } from '../config/schema.js'
+import type { OriginPolicy } from '../mcp/origin.js'
+import type { Store } from '../store/types.js'
+import { createAdapter } from './adapter.js'
+import { SIGNING_ALG, type KeyMaterial } from './keys.js'
+import type { ResourceCatalog } from './resources.js'
+import type { UserDirectory } from './users.js'
+import { messagePage, PAGE_HEADERS } from './pages.js'
+
+export const OAUTH_ROUTES = {
+  authorization: '/oauth/authorize',
+  token: '/oauth/token',
+  registration: '/oauth/register',
+  jwks: '/oauth/jwks',
+  revocation: '/oauth/revoke',
+  end_session: '/oauth/logout',
+  userinfo: '/oauth/userinfo',
+  introspection: '/oauth/introspect',
+  pushed_authorization_request: '/oauth/par',
+  code_verification: '/oauth/device',
+  device_authorization: '/oauth/device/auth',
+  backchannel_authentication: '/oauth/backchannel',
+  challenge: '/oauth/challenge',
+} as const
+
+export const INTERACTION_PATH = '/interaction'
+const AUTHORIZATION_CODE_TTL_S = 60
+const INTERACTION_TTL_S = 10 * 60
+const LOOPBACK_HOSTS = new Set(['127.0.0.1', 'localhost', '[::1]'])
+
+/** Consent is remembered per user and client, across browser sessions. */
+export function consentKey (accountId: string, clientId: string): string {
+  return `auth:consent:${accountId}:${clientId}`
+}
+
+export interface ProviderDeps {
+  readonly config: Config
+  readonly store: Store
+  readonly keys: KeyMaterial
+  readonly users: UserDirectory
+  readonly catalog: ResourceCatalog
+  readonly isOriginAllowed: OriginPolicy
+  readonly now: () => number
+  /** Outgoing fetch for Client ID Metadata Documents (tests point it at 127.0.0.1). */
+  readonly fetch?: (url: URL | string, options: Record<string, unknown>) => Promise<Response>
+}
+
+function isLoopbackOrNative (uri: string): boolean {
+  try {
+    const url = new URL(uri)
+    return url.protocol !== 'https:' && (url.protocol !== 'http:' || LOOPBACK_HOSTS.has(url.hostname))
+  } catch {
+    return false
+  }
+}
+
+function staticClients (config: Config): ClientMetadata[] {
+  return config.auth.clients.map((client) => ({
+    client_id: client.clientId,
+    ...(client.clientSecret === undefined ? { token_endpoint_auth_method: 'none' } : { client_secret: client.clientSecret, token_endpoint_auth_method: 'client_secret_basic' }),
+    ...(client.name === undefined ? {} : { client_name: client.name }),
+    grant_types: [...client.grantTypes],
+    response_types: client.grantTypes.includes('authorization_code') ? ['code'] : [],
+    redirect_uris: [...client.redirectUris],
+    // Loopback and custom-scheme redirects are native apps (RFC 8252: any loopback port).
+    application_type: client.redirectUris.some(isLoopbackOrNative) ? 'native' : 'web',
+  }))
+}
+
+export function createProvider (deps: ProviderDeps): Provider {
+  const { config, store, keys, users, catalog } = deps
+  const auth = config.auth
+  const accessTokenTtlS = Math.max(1, Math.round(auth.accessTokenTtl / 1000))
+  const refreshTokenTtlS = Math.max(1, Math.round(auth.refreshTokenTtl / 1000))
+  const clientScopes = new Map(auth.clients.map((c) => [c.clientId, c.scopes]))
+
+  // Native (and every dynamically registered) client gets the consent prompt on every
+  // authorization by default; consent here is remembered per user and client instead.
+  const policy = interactionPolicy.base()
+  policy.get('consent')?.checks.remove('native_client_prompt')
+
+  const configuration: Configuration = {
+    adapter: createAdapter(store, { refreshGraceS: Math.round(auth.refreshTokenReuseGrace / 1000), now: deps.now }) as Configuration['adapter'],
+    jwks: { keys: keys.signingKeys.map((k) => ({ ...k })) } as Configuration['jwks'],
+    cookies: {
+      keys: [...keys.cookieKeys],
+      long: { signed: true, httpOnly: true, sameSite: 'lax' },
+      short: { signed: true, httpOnly: true, sameSite: 'lax' },
+    },
+    routes: OAUTH_ROUTES,
+    // OpenID scopes only: server scopes come from getResourceServerInfo. Listing them here would
+    // make them grantable without a resource, for an opaque token valid nowhere.
+    scopes: ['openid', 'offline_access'],
+    responseTypes: ['code'],
+    clients: staticClients(config),
+    clientDefaults: {
+      grant_types: ['authorization_code', 'refresh_token'],
+      response_types: ['code'],
+      token_endpoint_auth_method: 'none',
+      id_token_signed_response_alg: SIGNING_ALG,
+    },
+    // OAuth 2.1: PKCE for every client, confidential ones included (S256 is the only method oidc-provider offers).
+    pkce: { required: () => true },
+    claims: { openid: ['sub'], profile: ['preferred_username', 'name'], email: ['email'] },
+    features: {
+      devInteractions: { enabled: false },
+      registration: { enabled: auth.dynamicRegistration, initialAccessToken: false, issueRegistrationAccessToken: true },
+      registrationManagement: { enabled: auth.dynamicRegistration, rotateRegistrationAccessToken: false },
+      clientCredentials: { enabled: auth.clients.some((c) => c.grantTypes.includes('client_credentials')) },
+      revocation: { enabled: true },
+      // DPoP-bound tokens checked as plain bearers would lose their binding: off until verified end to end.
+      dPoP: { enabled: false },
+      rpInitiatedLogout: { enabled: false },
+      userinfo: { enabled: false },
+      introspection: { enabled: false },
+      clientIdMetadataDocument: {
+        enabled: auth.clientMetadataDocuments.enabled,
+        ack: 'draft-02',
+        allowFetch: (_ctx: KoaContextWithOIDC, clientId: string) => {
+          const allowed = auth.clientMetadataDocuments.allowedHosts
+          return allowed.length === 0 || allowed.includes(new URL(clientId).hostname)
+        },
+      } as NonNullable<Configuration['features']>['clientIdMetadataDocument'],
+      resourceIndicators: {
+        enabled: true,
+        useGrantedResource: () => true,
+        defaultResource: (ctx: KoaContextWithOIDC, _client: unknown, oneOf?: readonly string[]) => {
+          if (oneOf !== undefined && oneOf.length > 0) return oneOf[0] as string
+          const requested = String(ctx.oidc.params?.scope ?? '').split(' ').filter((s) => s !== '')
+          const chosen = catalog.defaultFor(requested)
+          if (chosen === undefined) {
+            throw new errors.InvalidTarget(`send the resource parameter (RFC 8707) with the URL of the MCP server, e.g. ${catalog.urlOf(config.servers[0]?.name ?? 'name')}`)
+          }
+          return chosen
+        },
+        getResourceServerInfo: (_ctx: KoaContextWithOIDC, indicator: string, client: { clientId: string }) => {
+          const audience = catalog.canonical(indicator)
+          if (audience === undefined) throw new errors.InvalidTarget(`no MCP server at ${indicator.slice(0, 200)}`)
+          let scopes = catalog.grantableScopes(audience)
+          // A machine client may only obtain the scopes its YAML entry lists.
+          const allowed = clientScopes.get(client.clientId)
+          if (allowed !== undefined) scopes = scopes.filter((s) => s === BASE_SCOPE || allowed.includes(s))
+          return {
+            scope: scopes.join(' '),
+            audience,
+            accessTokenTTL: accessTokenTtlS,
+            accessTokenFormat: 'jwt',
+            jwt: { sign: { alg: SIGNING_ALG } },
+          }
+        },
+      },
+    },
+    extraClientMetadata: {
+      properties: ['scope', 'application_type', 'grant_types'],
+      // Runs before oidc-provider's own checks, for registrations (and updates) only.
+      validator (ctx: KoaContextWithOIDC | undefined, key: string, value: unknown, metadata: UnknownObject) {
+        const route = ctx?.oidc?.route
+        if (route !== 'registration' && route !== 'client_update') return
+        if (key === 'scope') {
+          // Clients copy the challenged scope (and claude.ai its own) into the registration body;
+          // a registered scope would also become an allow-list. Scopes are decided per request.
+          delete metadata.scope
+        } else if (key === 'application_type') {
+          // Native rules are exactly MCP's: http only on loopback (any port), https elsewhere,
+          // custom schemes (cursor://, vscode://) allowed.
+          metadata.application_type = 'native'
+          for (const uri of (metadata.redirect_uris as string[] | undefined) ?? []) {
+            let url: URL | undefined
+            try { url = new URL(uri) } catch { url = undefined }
+            if (url?.protocol === 'http:' && !LOOPBACK_HOSTS.has(url.hostname)) {
+              throw new errors.InvalidClientMetadata('redirect_uris using http: must use a loopback host (127.0.0.1, localhost or [::1])')
+            }
+          }
+        } else if (key === 'grant_types' && Array.isArray(value) && value.includes('client_credentials')) {
+          throw new errors.InvalidClientMetadata('client_credentials is only for clients registered by the gateway operator')
+        }
+      },
+    } as Configuration['extraClientMetadata'],
+    interactions: { policy, url: (_ctx: KoaContextWithOIDC, interaction: { uid: string }) => `${INTERACTION_PATH}/${interaction.uid}` },
+    loadExistingGrant: async (ctx: KoaContextWithOIDC) => {
+      const { session, client, result } = ctx.oidc
+      if (client === undefined || session === undefined) return undefined
+      const remembered = session.accountId === undefined ? undefined : await store.kvGet(consentKey(session.accountId, client.clientId))
+      const grantId = (result?.consent as { grantId?: string } | undefined)?.grantId ?? session.grantIdFor(client.clientId) ?? remembered
+      return grantId === undefined ? undefined : await ctx.oidc.provider.Grant.find(grantId)
+    },
+    findAccount: (_ctx: KoaContextWithOIDC, sub: string) => {
+      const account = users.find(sub)
+      if (account === undefined) return undefined
+      return {
+        accountId: account.username,
+        claims: () => ({ sub: account.username, preferred_username: account.username, ...(account.name === undefined ? {} : { name: account.name }), ...(account.email === undefined ? {} : { email: account.email }) }),
+      }
+    },
+    // The gateway's policy reads who the user is from the token itself: no lookup per request.
+    extraTokenClaims: (_ctx: KoaContextWithOIDC, token: object) => {
+      const accountId = 'accountId' in token && typeof token.accountId === 'string' ? token.accountId : undefined
+      const account = accountId === undefined ? undefined : users.find(accountId)
+      if (account === undefined) return undefined
+      return { preferred_username: account.username, groups: [...account.groups], ...(account.email === undefined ? {} : { email: account.email }) }
+    },
+    // Public clients too, without offline_access (MCP clients rarely ask for it).
+    issueRefreshToken: (_ctx: KoaContextWithOIDC, client: { grantTypeAllowed: (g: string) => boolean }) => client.grantTypeAllowed('refresh_token'),
+    rotateRefreshToken: true,
+    // Tokens outlive the browser session at the gateway (by default they die with it unless offline_access).
+    expiresWithSession: () => false,
+    ttl: {
+      AccessToken: accessTokenTtlS,
+      ClientCredentials: accessTokenTtlS,
+      AuthorizationCode: AUTHORIZATION_CODE_TTL_S,
+      Interaction: INTERACTION_TTL_S,
+      Grant: refreshTokenTtlS,
+      RefreshToken: refreshTokenTtlS,
+      Session: refreshTokenTtlS,
+      IdToken: accessTokenTtlS,
+    },
+    clientBasedCORS: (_ctx: KoaContextWithOIDC, origin: string, client: { redirectUris?: readonly string[] }) =>
+      deps.isOriginAllowed(origin) || (client.redirectUris ?? []).some((uri) => { try { return new URL(uri).origin === origin } catch { return false } }),
+    renderError: (ctx: KoaContextWithOIDC, out: { error: string, error_description?: string }) => {
+      ctx.set(PAGE_HEADERS)
+      ctx.body = messagePage('Sign-in could not continue', `${out.error}${out.error_description === undefined ? '' : `: ${out.error_description}`}`, 'Return to the application and try again.')
+    },
+    ...(deps.fetch === undefined ? {} : { fetch: deps.fetch as Configuration['fetch'] }),
+  }
+
+  const provider = new Provider(config.publicUrl, configuration)
+  // Registration answers browser-based clients too (oidc-provider sends no CORS there).
+  provider.use(async (ctx, next) => {
+    if (ctx.path.startsWith(OAUTH_ROUTES.registration)) {
+      const origin = ctx.get('origin')
+      if (origin !== '') {
+        ctx.set('access-control-allow-origin', origin)
+        ctx.set('vary', 'Origin')
+        ctx.set('access-control-expose-headers', 'location')
+      }
+      if (ctx.method === 'OPTIONS') {
+        ctx.set('access-control-allow-methods', 'GET, POST, PUT, DELETE, OPTIONS')
+        ctx.set('access-control-allow-headers', ctx.get('access-control-request-headers') || 'content-type, authorization')
+        ctx.set('access-control-max-age', '600')
+        ctx.status = 204
+        return
+      }
+    }
+    await next()
+    // Publish the servers' scopes (not OpenID scopes, so not in `scopes`).
+    if (ctx.method === 'GET' && ctx.path.startsWith('/.well-known/') && typeof ctx.body === 'object' && ctx.body !== null && 'scopes_supported' in ctx.body) {
+      const body = ctx.body as { scopes_supported: string[] }
+      body.scopes_supported = [...new Set([...body.scopes_supported, ...catalog.allScopes()])]
+    }
+  })
+  return provider
+}

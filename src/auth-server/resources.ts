@@ -1,0 +1,91 @@
+/**
+ * The protected resources the gateway offers: one per server, at
+ * `<publicUrl>/<name>/mcp` (RFC 8707 resource indicators, RFC 9728 metadata),
+ * and optionally the gateway as a whole (`auth.defaultResource: all`).
+ */
+import { BASE_SCOPE, RESERVED_SCOPES } from '../config/defaults.js'
+import type { Config, ServerConfig } from '../config/schema.js'
+
+export class ResourceCatalog {
+  readonly publicUrl: string
+  private readonly byUrl = new Map<string, ServerConfig>()
+  private readonly isGatewayWideAllowed: boolean
+
+  constructor (private readonly config: Config) {
+    this.publicUrl = config.publicUrl
+    for (const server of config.servers) this.byUrl.set(this.urlOf(server.name), server)
+    this.isGatewayWideAllowed = config.auth.defaultResource === 'all'
+  }
+
+  urlOf (serverName: string): string {
+    return `${this.publicUrl}/${serverName}/mcp`
+  }
+
+  metadataUrlOf (serverName: string): string {
+    return `${this.publicUrl}/.well-known/oauth-protected-resource/${serverName}/mcp`
+  }
+
+  /**
+   * The canonical form of a resource indicator, or undefined when it names
+   * nothing here. A trailing slash, letter case of scheme and host, and a
+   * default port do not matter; a query or fragment does (RFC 8707 2).
+   */
+  canonical (indicator: string): string | undefined {
+    let url: URL
+    try {
+      url = new URL(indicator)
+    } catch {
+      return undefined
+    }
+    if (url.origin !== this.publicUrl || url.search !== '' || url.hash !== '' || url.username !== '' || url.password !== '') return undefined
+    const path = url.pathname.replace(/\/+$/, '')
+    if (path === '') return this.isGatewayWideAllowed ? this.publicUrl : undefined
+    const candidate = `${this.publicUrl}${path}`
+    return this.byUrl.has(candidate) ? candidate : undefined
+  }
+
+  serverAt (canonicalUrl: string): ServerConfig | undefined {
+    return this.byUrl.get(canonicalUrl)
+  }
+
+  /** Scopes that can be granted for a resource: the base scope plus its servers' scopes. */
+  grantableScopes (canonicalUrl: string): string[] {
+    const servers = canonicalUrl === this.publicUrl ? this.config.servers : [this.byUrl.get(canonicalUrl)].filter((s) => s !== undefined)
+    return [...new Set([BASE_SCOPE, ...servers.flatMap((s) => s.scopes)])]
+  }
+
+  /** Scopes a token must carry to reach a server at all. */
+  requiredScopes (server: ServerConfig): readonly string[] {
+    return server.scopes
+  }
+
+  /** What a 401 challenge asks for: the required scopes, or the base scope when there are none. */
+  challengeScopes (server: ServerConfig): readonly string[] {
+    return server.scopes.length > 0 ? server.scopes : [BASE_SCOPE]
+  }
+
+  allScopes (): string[] {
+    return [...new Set([BASE_SCOPE, ...this.config.servers.flatMap((s) => s.scopes)])]
+  }
+
+  /**
+   * For a client that sends no `resource`: the one server there is; else the
+   * one server all of its (non-base) scopes belong to; else the configured
+   * `auth.defaultResource`; else undefined (the request is refused with
+   * invalid_target, never silently widened).
+   */
+  defaultFor (requestedScopes: readonly string[]): string | undefined {
+    const servers = this.config.servers
+    if (servers.length === 1 && servers[0] !== undefined) return this.urlOf(servers[0].name)
+    const specific = requestedScopes.filter((s) => s !== BASE_SCOPE && !RESERVED_SCOPES.has(s))
+    if (specific.length > 0) {
+      const owners = servers.filter((server) => specific.every((scope) => server.scopes.includes(scope)))
+      const onlyOwner = owners.length === 1 ? owners[0] : undefined
+      if (onlyOwner !== undefined) return this.urlOf(onlyOwner.name)
+    }
+    const configured = this.config.auth.defaultResource
+    if (configured === 'all') return this.publicUrl
+    if (configured !== undefined) return this.urlOf(configured)
+    return undefined
+  }
+}

@@ -1,0 +1,102 @@
+/**
+ * The gateway as an OAuth resource server: RFC 9728 protected resource
+ * metadata for every MCP server, and the bearer check every /<name>/mcp
+ * request passes before its body is read.
+ *
+ *   no token            401  WWW-Authenticate: Bearer resource_metadata="…", scope="…"
+ *   invalid token       401  … error="invalid_token", error_description="…"
+ *   missing scope       403  … error="insufficient_scope", scope="<every scope needed>"
+ *
+ * Tokens are only ever read from the Authorization header (MCP authorization:
+ * never from the query string), and never forwarded upstream.
+ */
+import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify'
+import { PortcullisError } from '../errors.js'
+import type { ServerConfig } from '../config/schema.js'
+import type { ResourceCatalog } from '../auth-server/resources.js'
+import { bearerChallenge } from './challenge.js'
+import { TokenError, type RequestIdentity, type TokenVerifier } from './verify-token.js'
+
+/** RFC 6750 2.1: `Bearer` then a b64token. */
+const BEARER_RE = /^Bearer +([A-Za-z0-9\-._~+/]+=*) *$/i
+
+export type Authenticator = (request: FastifyRequest, server: ServerConfig) => Promise<RequestIdentity>
+
+export function createAuthenticator (catalog: ResourceCatalog, verifier: TokenVerifier, isGatewayWideAllowed: boolean): Authenticator {
+  return async (request, server) => {
+    const resourceMetadata = catalog.metadataUrlOf(server.name)
+    const challengeScopes = catalog.challengeScopes(server)
+    const header = request.headers.authorization
+    if (header === undefined || header === '') {
+      throw new PortcullisError('PORTCULLIS_ERR_UNAUTHORIZED', 'this MCP server needs an OAuth access token', {
+        headers: { 'www-authenticate': bearerChallenge({ resourceMetadata, scopes: challengeScopes }) },
+      })
+    }
+    const token = BEARER_RE.exec(header)?.[1]
+    let identity: RequestIdentity
+    try {
+      if (token === undefined) throw new TokenError('malformed', 'the Authorization header is not "Bearer <token>"')
+      const audiences = isGatewayWideAllowed ? [catalog.urlOf(server.name), catalog.publicUrl] : [catalog.urlOf(server.name)]
+      identity = await verifier.verify(token, audiences)
+    } catch (err) {
+      if (!(err instanceof TokenError)) throw err
+      request.log.info({ server: server.name, reason: err.reason }, 'access token refused')
+      throw new PortcullisError('PORTCULLIS_ERR_UNAUTHORIZED', err.message, {
+        headers: { 'www-authenticate': bearerChallenge({ resourceMetadata, scopes: challengeScopes, error: 'invalid_token', description: err.message }) },
+      })
+    }
+    const required = catalog.requiredScopes(server)
+    const missing = required.filter((scope) => !identity.scopes.has(scope))
+    if (missing.length > 0) {
+      request.log.info({ server: server.name, user: identity.name, missing }, 'access token lacks a required scope')
+      throw new PortcullisError('PORTCULLIS_ERR_INSUFFICIENT_SCOPE', `needs ${missing.join(', ')}`, {
+        headers: { 'www-authenticate': bearerChallenge({ resourceMetadata, scopes: required, error: 'insufficient_scope', description: `this MCP server needs the scope(s): ${required.join(' ')}` }) },
+      })
+    }
+    return identity
+  }
+}
+
+export interface ResourceMetadataOptions {
+  readonly catalog: ResourceCatalog
+  readonly servers: readonly ServerConfig[]
+  readonly isGatewayWideAllowed: boolean
+}
+
+const WELL_KNOWN = '/.well-known/oauth-protected-resource'
+
+export async function resourceMetadataRoutes (app: FastifyInstance, opts: ResourceMetadataOptions): Promise<void> {
+  const { catalog } = opts
+  const documentFor = (resource: string, name: string): Record<string, unknown> => ({
+    resource,
+    authorization_servers: [catalog.publicUrl],
+    scopes_supported: catalog.grantableScopes(resource),
+    bearer_methods_supported: ['header'],
+    resource_name: name,
+  })
+  // Metadata is public; any origin may read it (browser-based clients discover through it).
+  const send = (reply: FastifyReply, status: number, body: unknown): FastifyReply =>
+    reply.code(status).headers({ 'access-control-allow-origin': '*', 'cache-control': 'public, max-age=300' }).send(body)
+
+  app.options(`${WELL_KNOWN}*`, async (_request, reply) => reply.code(204).headers({
+    'access-control-allow-origin': '*', 'access-control-allow-methods': 'GET, OPTIONS', 'access-control-allow-headers': '*', 'access-control-max-age': '600',
+  }).send())
+
+  app.get<{ Params: { name: string } }>(`${WELL_KNOWN}/:name/mcp`, async (request, reply) => {
+    const server = opts.servers.find((s) => s.name === request.params.name)
+    if (server === undefined) return send(reply, 404, { error: 'not_found', error_description: `no MCP server named ${JSON.stringify(request.params.name.slice(0, 64))}` })
+    return send(reply, 200, documentFor(catalog.urlOf(server.name), server.name))
+  })
+
+  // The root form: one server, or the gateway as a whole when tokens for it are allowed.
+  app.get(WELL_KNOWN, async (_request, reply) => {
+    const only = opts.servers.length === 1 ? opts.servers[0] : undefined
+    if (only !== undefined) return send(reply, 200, documentFor(catalog.urlOf(only.name), only.name))
+    if (opts.isGatewayWideAllowed) return send(reply, 200, documentFor(catalog.publicUrl, 'all MCP servers'))
+    return send(reply, 404, {
+      error: 'not_found',
+      error_description: 'this gateway protects several MCP servers; their metadata is at /.well-known/oauth-protected-resource/<name>/mcp',
+      resources: opts.servers.map((s) => catalog.metadataUrlOf(s.name)),
+    })
+  })
+}

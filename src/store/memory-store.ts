@@ -1,0 +1,103 @@
+/**
+ * In-process store for tests (and explicitly chosen dev runs, with a loud
+ * warning): same semantics as SQLite, nothing survives the process.
+ */
+import type { CounterHit, Payload, Store } from './types.js'
+
+interface Entry { payload: Payload, expiresAtMs: number | undefined }
+
+export class MemoryStore implements Store {
+  readonly kind = 'memory'
+  readonly location = 'memory'
+  private readonly records = new Map<string, Entry>()
+  private readonly kv = new Map<string, { value: string, expiresAtMs: number | undefined }>()
+  private readonly counters = new Map<string, CounterHit>()
+
+  constructor (private readonly now: () => number = Date.now) {}
+
+  private key (model: string, id: string): string {
+    return `${model}\u0000${id}`
+  }
+
+  private live (entry: Entry | undefined): Payload | undefined {
+    if (entry === undefined || (entry.expiresAtMs !== undefined && entry.expiresAtMs <= this.now())) return undefined
+    return structuredClone(entry.payload)
+  }
+
+  private findBy (model: string, field: 'uid' | 'userCode', value: string): Payload | undefined {
+    for (const [key, entry] of this.records) {
+      if (key.startsWith(`${model}\u0000`) && entry.payload[field] === value) return this.live(entry)
+    }
+    return undefined
+  }
+
+  async upsert (model: string, id: string, payload: Payload, expiresAtMs: number | undefined): Promise<void> {
+    this.records.set(this.key(model, id), { payload: structuredClone(payload), expiresAtMs })
+  }
+
+  async find (model: string, id: string): Promise<Payload | undefined> {
+    return this.live(this.records.get(this.key(model, id)))
+  }
+
+  async findByUid (model: string, uid: string): Promise<Payload | undefined> {
+    return this.findBy(model, 'uid', uid)
+  }
+
+  async findByUserCode (model: string, userCode: string): Promise<Payload | undefined> {
+    return this.findBy(model, 'userCode', userCode)
+  }
+
+  async consume (model: string, id: string, nowS: number): Promise<number | undefined> {
+    const entry = this.records.get(this.key(model, id))
+    if (this.live(entry) === undefined || entry === undefined) return undefined
+    if (typeof entry.payload.consumed === 'number') return entry.payload.consumed
+    entry.payload.consumed = nowS
+    return undefined
+  }
+
+  async destroy (model: string, id: string): Promise<void> {
+    this.records.delete(this.key(model, id))
+  }
+
+  async revokeByGrantId (grantId: string): Promise<void> {
+    for (const [key, entry] of this.records) if (entry.payload.grantId === grantId) this.records.delete(key)
+  }
+
+  async kvGet (key: string): Promise<string | undefined> {
+    const entry = this.kv.get(key)
+    if (entry === undefined || (entry.expiresAtMs !== undefined && entry.expiresAtMs <= this.now())) return undefined
+    return entry.value
+  }
+
+  async kvSet (key: string, value: string, expiresAtMs?: number): Promise<void> {
+    this.kv.set(key, { value, expiresAtMs })
+  }
+
+  async kvSetIfAbsent (key: string, value: string): Promise<boolean> {
+    if (await this.kvGet(key) !== undefined) return false
+    this.kv.set(key, { value, expiresAtMs: undefined })
+    return true
+  }
+
+  async kvDelete (key: string): Promise<void> {
+    this.kv.delete(key)
+  }
+
+  async hit (key: string, windowMs: number, cost = 1): Promise<CounterHit> {
+    const now = this.now()
+    const current = this.counters.get(key)
+    const next = current === undefined || current.resetAtMs <= now
+      ? { count: cost, resetAtMs: now + windowMs }
+      : { count: current.count + cost, resetAtMs: current.resetAtMs }
+    this.counters.set(key, next)
+    return next
+  }
+
+  async resetCounter (key: string): Promise<void> {
+    this.counters.delete(key)
+  }
+
+  async ping (): Promise<void> {}
+
+  async close (): Promise<void> {}
+}

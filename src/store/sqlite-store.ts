@@ -1,0 +1,193 @@
+/**
+ * The embedded default store: one SQLite file in the data directory
+ * (better-sqlite3, WAL mode, file mode 0600). One process; survives restarts.
+ * better-sqlite3 is synchronous, so each method is one atomic step on the
+ * event loop: `consume` and `hit` cannot interleave with each other.
+ */
+import { chmodSync, closeSync, existsSync, openSync } from 'node:fs'
+import Database, { type Database as Db } from 'better-sqlite3'
+import type { CounterHit, Payload, Store } from './types.js'
+
+const SCHEMA = `
+CREATE TABLE IF NOT EXISTS oidc (
+  model TEXT NOT NULL,
+  id TEXT NOT NULL,
+  payload TEXT NOT NULL,
+  grant_id TEXT,
+  uid TEXT,
+  user_code TEXT,
+  expires_at INTEGER,
+  PRIMARY KEY (model, id)
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS oidc_grant_id ON oidc (grant_id) WHERE grant_id IS NOT NULL;
+CREATE INDEX IF NOT EXISTS oidc_uid ON oidc (model, uid) WHERE uid IS NOT NULL;
+CREATE INDEX IF NOT EXISTS oidc_user_code ON oidc (model, user_code) WHERE user_code IS NOT NULL;
+CREATE INDEX IF NOT EXISTS oidc_expires_at ON oidc (expires_at) WHERE expires_at IS NOT NULL;
+CREATE TABLE IF NOT EXISTS kv (
+  key TEXT PRIMARY KEY,
+  value TEXT NOT NULL,
+  expires_at INTEGER
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS counters (
+  key TEXT PRIMARY KEY,
+  count INTEGER NOT NULL,
+  reset_at INTEGER NOT NULL
+) WITHOUT ROWID;
+`
+
+/** Expired rows are swept this often (lookups ignore them in between). */
+const SWEEP_INTERVAL_MS = 10 * 60_000
+
+interface OidcRow { payload: string, expires_at: number | null }
+
+export class SqliteStore implements Store {
+  readonly kind = 'sqlite'
+  readonly location: string
+  private readonly db: Db
+  private readonly stmt: ReturnType<typeof prepareStatements>
+  private readonly sweeper: NodeJS.Timeout
+  private readonly now: () => number
+
+  constructor (path: string, now: () => number = Date.now) {
+    this.location = path
+    this.now = now
+    if (path !== ':memory:') {
+      // Tokens and keys live here: owner-only, before SQLite creates the file with the umask's mode.
+      if (!existsSync(path)) closeSync(openSync(path, 'a', 0o600))
+      chmodSync(path, 0o600)
+    }
+    this.db = new Database(path)
+    this.db.pragma('journal_mode = WAL')
+    this.db.pragma('synchronous = NORMAL')
+    this.db.pragma('busy_timeout = 5000')
+    this.db.exec(SCHEMA)
+    this.stmt = prepareStatements(this.db)
+    this.sweeper = setInterval(() => this.sweep(), SWEEP_INTERVAL_MS)
+    this.sweeper.unref()
+  }
+
+  private live (row: OidcRow | undefined): Payload | undefined {
+    if (row === undefined || (row.expires_at !== null && row.expires_at <= this.now())) return undefined
+    return JSON.parse(row.payload) as Payload
+  }
+
+  upsert (model: string, id: string, payload: Payload, expiresAtMs: number | undefined): Promise<void> {
+    this.stmt.upsert.run(model, id, JSON.stringify(payload), stringOrNull(payload.grantId), stringOrNull(payload.uid), stringOrNull(payload.userCode), expiresAtMs ?? null)
+    return Promise.resolve()
+  }
+
+  find (model: string, id: string): Promise<Payload | undefined> {
+    return Promise.resolve(this.live(this.stmt.find.get(model, id) as OidcRow | undefined))
+  }
+
+  findByUid (model: string, uid: string): Promise<Payload | undefined> {
+    return Promise.resolve(this.live(this.stmt.findByUid.get(model, uid) as OidcRow | undefined))
+  }
+
+  findByUserCode (model: string, userCode: string): Promise<Payload | undefined> {
+    return Promise.resolve(this.live(this.stmt.findByUserCode.get(model, userCode) as OidcRow | undefined))
+  }
+
+  consume (model: string, id: string, nowS: number): Promise<number | undefined> {
+    const run = this.db.transaction((): number | undefined => {
+      const row = this.stmt.find.get(model, id) as OidcRow | undefined
+      const payload = this.live(row)
+      if (payload === undefined || row === undefined) return undefined
+      if (typeof payload.consumed === 'number') return payload.consumed
+      payload.consumed = nowS
+      this.stmt.upsert.run(model, id, JSON.stringify(payload), stringOrNull(payload.grantId), stringOrNull(payload.uid), stringOrNull(payload.userCode), row.expires_at)
+      return undefined
+    })
+    return Promise.resolve(run())
+  }
+
+  destroy (model: string, id: string): Promise<void> {
+    this.stmt.destroy.run(model, id)
+    return Promise.resolve()
+  }
+
+  revokeByGrantId (grantId: string): Promise<void> {
+    this.stmt.revoke.run(grantId)
+    return Promise.resolve()
+  }
+
+  kvGet (key: string): Promise<string | undefined> {
+    const row = this.stmt.kvGet.get(key) as { value: string, expires_at: number | null } | undefined
+    if (row === undefined || (row.expires_at !== null && row.expires_at <= this.now())) return Promise.resolve(undefined)
+    return Promise.resolve(row.value)
+  }
+
+  kvSet (key: string, value: string, expiresAtMs?: number): Promise<void> {
+    this.stmt.kvSet.run(key, value, expiresAtMs ?? null)
+    return Promise.resolve()
+  }
+
+  kvSetIfAbsent (key: string, value: string): Promise<boolean> {
+    return Promise.resolve(this.stmt.kvInsert.run(key, value).changes === 1)
+  }
+
+  kvDelete (key: string): Promise<void> {
+    this.stmt.kvDelete.run(key)
+    return Promise.resolve()
+  }
+
+  hit (key: string, windowMs: number, cost = 1): Promise<CounterHit> {
+    const run = this.db.transaction((): CounterHit => {
+      const now = this.now()
+      const row = this.stmt.counterGet.get(key) as { count: number, reset_at: number } | undefined
+      const fresh = row === undefined || row.reset_at <= now
+      const count = fresh ? cost : row.count + cost
+      const resetAtMs = fresh ? now + windowMs : row.reset_at
+      this.stmt.counterSet.run(key, count, resetAtMs)
+      return { count, resetAtMs }
+    })
+    return Promise.resolve(run())
+  }
+
+  resetCounter (key: string): Promise<void> {
+    this.stmt.counterDelete.run(key)
+    return Promise.resolve()
+  }
+
+  /** Deletes what has expired; returns how many rows went. */
+  sweep (): number {
+    const now = this.now()
+    return this.stmt.sweepOidc.run(now).changes + this.stmt.sweepKv.run(now).changes + this.stmt.sweepCounters.run(now).changes
+  }
+
+  ping (): Promise<void> {
+    this.db.prepare('SELECT 1').get()
+    return Promise.resolve()
+  }
+
+  close (): Promise<void> {
+    clearInterval(this.sweeper)
+    if (this.db.open) this.db.close()
+    return Promise.resolve()
+  }
+}
+
+function stringOrNull (value: unknown): string | null {
+  return typeof value === 'string' ? value : null
+}
+
+function prepareStatements (db: Db) {
+  return {
+    upsert: db.prepare('INSERT INTO oidc (model, id, payload, grant_id, uid, user_code, expires_at) VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (model, id) DO UPDATE SET payload = excluded.payload, grant_id = excluded.grant_id, uid = excluded.uid, user_code = excluded.user_code, expires_at = excluded.expires_at'),
+    find: db.prepare('SELECT payload, expires_at FROM oidc WHERE model = ? AND id = ?'),
+    findByUid: db.prepare('SELECT payload, expires_at FROM oidc WHERE model = ? AND uid = ?'),
+    findByUserCode: db.prepare('SELECT payload, expires_at FROM oidc WHERE model = ? AND user_code = ?'),
+    destroy: db.prepare('DELETE FROM oidc WHERE model = ? AND id = ?'),
+    revoke: db.prepare('DELETE FROM oidc WHERE grant_id = ?'),
+    sweepOidc: db.prepare('DELETE FROM oidc WHERE expires_at IS NOT NULL AND expires_at <= ?'),
+    kvGet: db.prepare('SELECT value, expires_at FROM kv WHERE key = ?'),
+    kvSet: db.prepare('INSERT INTO kv (key, value, expires_at) VALUES (?, ?, ?) ON CONFLICT (key) DO UPDATE SET value = excluded.value, expires_at = excluded.expires_at'),
+    kvInsert: db.prepare('INSERT INTO kv (key, value, expires_at) VALUES (?, ?, NULL) ON CONFLICT (key) DO NOTHING'),
+    kvDelete: db.prepare('DELETE FROM kv WHERE key = ?'),
+    sweepKv: db.prepare('DELETE FROM kv WHERE expires_at IS NOT NULL AND expires_at <= ?'),
+    counterGet: db.prepare('SELECT count, reset_at FROM counters WHERE key = ?'),
+    counterSet: db.prepare('INSERT INTO counters (key, count, reset_at) VALUES (?, ?, ?) ON CONFLICT (key) DO UPDATE SET count = excluded.count, reset_at = excluded.reset_at'),
+    counterDelete: db.prepare('DELETE FROM counters WHERE key = ?'),
+    sweepCounters: db.prepare('DELETE FROM counters WHERE reset_at <= ?'),
+  }
+}

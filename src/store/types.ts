@@ -1,0 +1,54 @@
+/**
+ * The one state interface: OAuth records (clients, grants, codes, sessions,
+ * refresh tokens, interactions), gateway key-values (signing keys, consent
+ * index) and counters (login throttling, rate limits). Backends: SQLite (the
+ * embedded default), memory (tests only), Redis (several replicas).
+ *
+ * Times are milliseconds since the epoch, except `consumed`, which
+ * oidc-provider keeps in seconds inside the payload.
+ */
+
+export type Payload = Record<string, unknown>
+
+export interface CounterHit {
+  /** The count in the current window, including this hit. */
+  readonly count: number
+  /** When the current window ends (ms). */
+  readonly resetAtMs: number
+}
+
+export interface Store {
+  readonly kind: 'sqlite' | 'memory' | 'redis'
+  /** Where the data lives, for logs (a path, or a URL without credentials). */
+  readonly location: string
+
+  upsert: (model: string, id: string, payload: Payload, expiresAtMs: number | undefined) => Promise<void>
+  /** The payload, or undefined when missing or expired. */
+  find: (model: string, id: string) => Promise<Payload | undefined>
+  findByUid: (model: string, uid: string) => Promise<Payload | undefined>
+  findByUserCode: (model: string, userCode: string) => Promise<Payload | undefined>
+  /**
+   * Marks the record consumed at `nowS` (seconds) unless it already was, in
+   * one atomic step. Returns the earlier consumption time, or undefined when
+   * this call was the first: the caller learns whether it won the race.
+   */
+  consume: (model: string, id: string, nowS: number) => Promise<number | undefined>
+  destroy: (model: string, id: string) => Promise<void>
+  /** Deletes every record (of any model) carrying this grantId. */
+  revokeByGrantId: (grantId: string) => Promise<void>
+
+  kvGet: (key: string) => Promise<string | undefined>
+  kvSet: (key: string, value: string, expiresAtMs?: number) => Promise<void>
+  /** Sets only when absent (replicas racing to create the signing keys); true when this call set it. */
+  kvSetIfAbsent: (key: string, value: string) => Promise<boolean>
+  kvDelete: (key: string) => Promise<void>
+
+  /** Fixed-window counter: adds `cost` to `key` within a window of `windowMs`. */
+  hit: (key: string, windowMs: number, cost?: number) => Promise<CounterHit>
+  /** Clears a counter (a successful login forgives earlier failures). */
+  resetCounter: (key: string) => Promise<void>
+
+  /** Cheap liveness check for /readyz. */
+  ping: () => Promise<void>
+  close: () => Promise<void>
+}

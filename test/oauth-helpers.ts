@@ -1,0 +1,162 @@
+/**
+ * Driving the real OAuth flow headlessly: the official MCP SDK client (its
+ * auth() with an in-memory OAuthClientProvider) and a cookie-jar "browser"
+ * that follows the gateway's redirects and submits its real login and consent
+ * forms. Only the browser is simulated here; test/e2e/login-page-browser.test.ts
+ * drives the same pages in a real Chromium.
+ */
+import { randomBytes } from 'node:crypto'
+import { Client } from '@modelcontextprotocol/sdk/client/index.js'
+import { StreamableHTTPClientTransport } from '@modelcontextprotocol/sdk/client/streamableHttp.js'
+import { UnauthorizedError, type OAuthClientProvider } from '@modelcontextprotocol/sdk/client/auth.js'
+import type { OAuthClientInformationMixed, OAuthClientMetadata, OAuthTokens } from '@modelcontextprotocol/sdk/shared/auth.js'
+import type { Teardown } from './helpers.js'
+
+export const REDIRECT_URL = 'http://127.0.0.1:45789/callback'
+
+export class TestOAuthClient implements OAuthClientProvider {
+  info: OAuthClientInformationMixed | undefined
+  savedTokens: OAuthTokens | undefined
+  verifier = ''
+  authorizationUrl: URL | undefined
+  readonly stateValue = randomBytes(12).toString('base64url')
+  readonly clientMetadataUrl: string | undefined
+
+  constructor (options: { clientMetadataUrl?: string, name?: string } = {}) {
+    this.clientMetadataUrl = options.clientMetadataUrl
+    this.metadata = {
+      client_name: options.name ?? 'Portcullis test client',
+      redirect_uris: [REDIRECT_URL],
+      grant_types: ['authorization_code', 'refresh_token'],
+      response_types: ['code'],
+      token_endpoint_auth_method: 'none',
+    }
+  }
+
+  private readonly metadata: OAuthClientMetadata
+  get redirectUrl (): string { return REDIRECT_URL }
+  get clientMetadata (): OAuthClientMetadata { return this.metadata }
+  state (): string { return this.stateValue }
+  clientInformation (): OAuthClientInformationMixed | undefined { return this.info }
+  saveClientInformation (info: OAuthClientInformationMixed): void { this.info = info }
+  tokens (): OAuthTokens | undefined { return this.savedTokens }
+  saveTokens (tokens: OAuthTokens): void { this.savedTokens = tokens }
+  redirectToAuthorization (url: URL): void { this.authorizationUrl = url }
+  saveCodeVerifier (verifier: string): void { this.verifier = verifier }
+  codeVerifier (): string { return this.verifier }
+}
+
+export type PageKind = 'login' | 'consent' | 'other'
+
+/** A cookie jar and redirect follower that fills in the gateway's forms. */
+export class HeadlessBrowser {
+  readonly jar = new Map<string, string>()
+  /** The pages seen during the last authorize() call, in order. */
+  pages: PageKind[] = []
+  lastStatus = 0
+  lastHtml = ''
+
+  async request (url: string, init: { method?: string, form?: Record<string, string> } = {}): Promise<Response> {
+    const headers: Record<string, string> = { cookie: [...this.jar].map(([k, v]) => `${k}=${v}`).join('; ') }
+    let body: string | undefined
+    if (init.form !== undefined) {
+      headers['content-type'] = 'application/x-www-form-urlencoded'
+      body = new URLSearchParams(init.form).toString()
+    }
+    const res = await fetch(url, { method: init.method ?? 'GET', headers, redirect: 'manual', ...(body === undefined ? {} : { body }) })
+    for (const cookie of res.headers.getSetCookie()) {
+      const [pair = '', ...attributes] = cookie.split(';')
+      const eq = pair.indexOf('=')
+      const name = pair.slice(0, eq).trim()
+      const value = pair.slice(eq + 1)
+      const isExpired = attributes.some((a) => /expires=Thu, 01 Jan 1970/i.test(a)) || value === ''
+      if (isExpired) this.jar.delete(name)
+      else this.jar.set(name, value)
+    }
+    return res
+  }
+
+  /**
+   * Follows an authorization URL through sign-in and consent until the gateway
+   * redirects away to the client; returns that redirect (code, state, iss).
+   */
+  async authorize (authorizationUrl: URL | string, options: { username: string, password: string, consent?: 'allow' | 'deny' }): Promise<URL> {
+    this.pages = []
+    const origin = new URL(authorizationUrl).origin
+    let next = String(authorizationUrl)
+    let form: Record<string, string> | undefined
+    for (let step = 0; step < 20; step++) {
+      const res = await this.request(next, form === undefined ? {} : { method: 'POST', form })
+      form = undefined
+      this.lastStatus = res.status
+      if (res.status >= 300 && res.status < 400) {
+        const location = new URL(res.headers.get('location') ?? '', next)
+        if (location.origin !== origin) return location
+        next = location.href
+        continue
+      }
+      const html = await res.text()
+      this.lastHtml = html
+      const csrf = /name="csrf" value="([^"]+)"/.exec(html)?.[1]
+      const loginAction = /action="([^"]*\/login)"/.exec(html)?.[1]
+      const confirmAction = /action="([^"]*\/confirm)"/.exec(html)?.[1]
+      const abortAction = /action="([^"]*\/abort)"/.exec(html)?.[1]
+      if (loginAction !== undefined && csrf !== undefined) {
+        if (this.pages.includes('login') && res.status !== 200) throw new Error(`sign-in refused (${res.status}): ${/role="alert"[^>]*>([^<]*)/.exec(html)?.[1] ?? ''}`)
+        this.pages.push('login')
+        next = new URL(loginAction, origin).href
+        form = { csrf, username: options.username, password: options.password }
+      } else if (confirmAction !== undefined && abortAction !== undefined && csrf !== undefined) {
+        this.pages.push('consent')
+        next = new URL(options.consent === 'deny' ? abortAction : confirmAction, origin).href
+        form = { csrf }
+      } else {
+        this.pages.push('other')
+        throw new Error(`unexpected page (${res.status}): ${html.replace(/<[^>]+>/g, ' ').replace(/\s+/g, ' ').slice(0, 300)}`)
+      }
+    }
+    throw new Error('too many steps')
+  }
+}
+
+export interface AuthorizedClient {
+  readonly client: Client
+  readonly transport: StreamableHTTPClientTransport
+  readonly oauth: TestOAuthClient
+  readonly browser: HeadlessBrowser
+  /** The redirect the gateway sent the browser back with (code, state, iss). */
+  readonly callback: URL
+}
+
+/**
+ * The MCP client's first connect gets a 401; auth() discovers, registers
+ * (DCR or a metadata document) and sends the browser to sign in; the code is
+ * exchanged (state and iss checked here: the SDK checks neither) and the
+ * client connects again, authorized.
+ */
+export async function connectWithOAuth (t: Teardown, url: string, options: { username: string, password: string, oauth?: TestOAuthClient, browser?: HeadlessBrowser, issuer: string }): Promise<AuthorizedClient> {
+  const oauth = options.oauth ?? new TestOAuthClient()
+  const browser = options.browser ?? new HeadlessBrowser()
+  const first = new StreamableHTTPClientTransport(new URL(url), { authProvider: oauth })
+  const probe = new Client({ name: 'portcullis-oauth-test', version: '1.0.0' })
+  let callback: URL | undefined
+  try {
+    await probe.connect(first)
+  } catch (err) {
+    if (!(err instanceof UnauthorizedError)) throw err
+  }
+  if (oauth.authorizationUrl !== undefined) {
+    callback = await browser.authorize(oauth.authorizationUrl, options)
+    if (callback.searchParams.get('state') !== oauth.stateValue) throw new Error(`state mismatch: ${callback.searchParams.get('state') ?? '(none)'}`)
+    if (callback.searchParams.get('iss') !== options.issuer) throw new Error(`iss mismatch (RFC 9207): ${callback.searchParams.get('iss') ?? '(none)'}`)
+    const code = callback.searchParams.get('code')
+    if (code === null) throw new Error(`no code: ${callback.search}`)
+    await first.finishAuth(code)
+  }
+  await probe.close().catch(() => {})
+  const transport = new StreamableHTTPClientTransport(new URL(url), { authProvider: oauth })
+  const client = new Client({ name: 'portcullis-oauth-test', version: '1.0.0' })
+  await client.connect(transport)
+  t.teardown(() => client.close())
+  return { client, transport, oauth, browser, callback: callback ?? new URL('about:blank') }
+}
