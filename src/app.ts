@@ -63,7 +63,7 @@ export async function buildApp (config: Config, options: BuildOptions = {}): Pro
     routerOptions: { ignoreTrailingSlash: true },
   })
 
-  const now = options.now ?? Date.now
+  const now = options.now ?? (() => Date.now())
   const upstreams = createUpstreams(config, { log: app.log, version: VERSION, now })
   // State lives in the data directory (owner-only): the SQLite store, the first-run password file.
   mkdirSync(config.dataDir, { recursive: true, mode: 0o700 })

@@ -35,7 +35,7 @@ export function createAdapter (store: Store, options: AdapterOptions): new (mode
 
     async find (id: string): Promise<Payload | undefined> {
       const payload = await store.find(this.model, id)
-      if (payload !== undefined && this.model === 'RefreshToken' && typeof payload.consumed === 'number' && nowS() - payload.consumed <= options.refreshGraceS) {
+      if (payload !== undefined && this.model === 'RefreshToken' && typeof payload.consumed === 'number' && nowS() - payload.consumed < options.refreshGraceS) {
         // Within the grace window the just-rotated token still looks unused.
         delete payload.consumed
       }

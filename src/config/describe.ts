@@ -12,10 +12,19 @@ export function describeConfig (config: Config): string {
     `bodyLimit: ${config.bodyLimit} bytes`,
     `dataDir: ${config.dataDir}`,
     `allowedOrigins: ${[config.publicUrl, ...config.allowedOrigins].join(', ')}`,
+    `store: ${'memory' in config.store ? 'memory (nothing survives a restart)' : `sqlite ${config.store.sqlite ?? `${config.dataDir}/portcullis.db`}`}`,
+    describeAuth(config),
     'servers:',
   ]
   for (const server of config.servers) lines.push(...describeServer(config, server))
   return `${lines.join('\n')}\n`
+}
+
+function describeAuth (config: Config): string {
+  const auth = config.auth
+  if (!auth.enabled) return 'auth: DISABLED (every server is reachable without a token)'
+  const users = auth.users.length === 0 ? 'first-run account' : `${auth.users.length} user${auth.users.length === 1 ? '' : 's'}`
+  return `auth: issuer ${config.publicUrl}; ${users}; ${auth.clients.length} configured client(s); dynamic registration ${auth.dynamicRegistration ? 'on' : 'off'}; metadata documents ${auth.clientMetadataDocuments.enabled ? 'on' : 'off'}; access tokens ${auth.accessTokenTtl / 1000} s`
 }
 
 function describeServer (config: Config, server: ServerConfig): string[] {
@@ -23,6 +32,7 @@ function describeServer (config: Config, server: ServerConfig): string[] {
     `  - ${server.name} (${server.transport})`,
     `      route: ${config.publicUrl}/${server.name}/mcp`,
   ]
+  if (config.auth.enabled) out.push(`      scopes required: ${server.scopes.length === 0 ? '(none beyond a token for this server)' : server.scopes.join(' ')}`)
   if (server.transport === 'http') {
     out.push(`      upstream: ${maskUrl(server.url)}`, `      timeoutMs: ${server.timeoutMs}`)
     const headerNames = Object.keys(server.headers)

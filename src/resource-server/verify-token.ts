@@ -82,7 +82,7 @@ export class TokenVerifier {
 
   constructor (private readonly options: TokenVerifierOptions) {
     this.keySet = createLocalJWKSet(options.jwks)
-    this.now = options.now ?? Date.now
+    this.now = options.now ?? (() => Date.now())
   }
 
   /** The caller's identity, or a TokenError. `audiences`: any of them is acceptable. */

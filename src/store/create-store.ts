@@ -7,7 +7,7 @@ import type { Store } from './types.js'
 
 export const DEFAULT_SQLITE_FILE = 'portcullis.db'
 
-export function createStore (config: Config, now: () => number = Date.now): Store {
+export function createStore (config: Config, now: () => number = () => Date.now()): Store {
   const store = config.store
   if ('memory' in store) return new MemoryStore(now)
   return new SqliteStore(store.sqlite ?? join(config.dataDir, DEFAULT_SQLITE_FILE), now)

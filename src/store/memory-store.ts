@@ -13,7 +13,7 @@ export class MemoryStore implements Store {
   private readonly kv = new Map<string, { value: string, expiresAtMs: number | undefined }>()
   private readonly counters = new Map<string, CounterHit>()
 
-  constructor (private readonly now: () => number = Date.now) {}
+  constructor (private readonly now: () => number = () => Date.now()) {}
 
   private key (model: string, id: string): string {
     return `${model}\u0000${id}`

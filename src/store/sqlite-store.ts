@@ -48,7 +48,7 @@ export class SqliteStore implements Store {
   private readonly sweeper: NodeJS.Timeout
   private readonly now: () => number
 
-  constructor (path: string, now: () => number = Date.now) {
+  constructor (path: string, now: () => number = () => Date.now()) {
     this.location = path
     this.now = now
     if (path !== ':memory:') {

@@ -32,3 +32,40 @@ t.test('DCR, sign-in, consent, then tools/call on an HTTP and a stdio upstream',
   const env = JSON.parse(textOf(await local.client.callTool({ name: 'env', arguments: {} }))) as { names: string[] }
   t.ok(env.names.length > 0)
 })
+
+t.test('nothing secret reaches the log: tokens, codes, verifiers, passwords, client secrets', async (t) => {
+  const upstream = await startUpstream(t)
+  const secret = 'machine-secret-with-at-least-32-characters!'
+  const gw = await startGateway(t, {
+    log: { level: 'trace', requests: true },
+    auth: {
+      users: [{ username: 'alice', passwordHash: await hashPassword(PASSWORD) }],
+      clients: [{ clientId: 'bot', clientSecret: secret, grantTypes: ['client_credentials'] }],
+    },
+    servers: [{ name: 'remote', transport: 'http', url: upstream.url }],
+  })
+  const connected = await connectWithOAuth(t, gw.mcpUrl('remote'), { username: 'alice', password: PASSWORD, issuer: gw.baseUrl })
+  await connected.client.callTool({ name: 'echo', arguments: { text: 'x' } })
+  const machine = await fetch(`${gw.baseUrl}/oauth/token`, {
+    method: 'POST',
+    headers: { 'content-type': 'application/x-www-form-urlencoded', authorization: `Basic ${Buffer.from(`bot:${secret}`).toString('base64')}` },
+    body: new URLSearchParams({ grant_type: 'client_credentials', resource: gw.mcpUrl('remote') }).toString(),
+  })
+  const machineToken = String((await machine.json() as Record<string, unknown>).access_token)
+  await fetch(`${gw.mcpUrl('remote')}?access_token=${machineToken}`, { method: 'POST', headers: { authorization: `Bearer ${machineToken}` }, body: '{' })
+  const logs = gw.logs.text()
+  t.ok(gw.logs.lines.length > 10, `logged ${gw.logs.lines.length} lines`)
+  const secrets = {
+    'access token': connected.oauth.savedTokens?.access_token,
+    'refresh token': connected.oauth.savedTokens?.refresh_token,
+    'authorization code': connected.callback.searchParams.get('code'),
+    'PKCE verifier': connected.oauth.verifier,
+    password: PASSWORD,
+    'client secret': secret,
+    'machine token': machineToken,
+  }
+  for (const [what, value] of Object.entries(secrets)) {
+    t.ok(value !== undefined && value !== null && value.length > 8, `have a ${what} to look for`)
+    t.notOk(logs.includes(String(value)), `no ${what} in the log`)
+  }
+})

@@ -170,7 +170,7 @@ export class StdioUpstream implements Upstream {
     this.config = options.config
     this.name = options.config.name
     this.log = options.log
-    this.now = options.now ?? Date.now
+    this.now = options.now ?? (() => Date.now())
     this.usesUserTemplates = [...this.config.args, ...Object.values(this.config.env)].some(hasUserTemplate)
     const interval = Math.min(SWEEP_MAX_INTERVAL_MS, Math.max(SWEEP_MIN_INTERVAL_MS, Math.floor(this.config.idleTimeoutMs / 2)))
     this.sweeper = setInterval(() => this.sweep(), interval)

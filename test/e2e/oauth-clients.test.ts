@@ -1,0 +1,222 @@
+// Client registration the ways real clients do it, the sign-in and consent pages' rules, and what a
+// client that names no resource gets.
+import t from 'tap'
+import { createServer } from 'node:http'
+import { hashPassword } from '../../src/auth-server/password.js'
+import { connectWithOAuth, HeadlessBrowser, REDIRECT_URL, TestOAuthClient } from '../oauth-helpers.js'
+import { startGateway, startUpstream, type RunningGateway, type Teardown } from '../helpers.js'
+
+const PASSWORD = 'correct horse battery staple'
+const passwordHash = await hashPassword(PASSWORD)
+
+async function gateway (t: Teardown, auth: Record<string, unknown> = {}, servers?: Array<Record<string, unknown>>, options: Parameters<typeof startGateway>[3] = {}): Promise<RunningGateway> {
+  const upstream = await startUpstream(t)
+  return startGateway(t, {
+    auth: { users: [{ username: 'alice', passwordHash }], ...auth },
+    servers: servers ?? [
+      { name: 'alpha', transport: 'http', url: upstream.url, scopes: ['alpha:read'] },
+      { name: 'beta', transport: 'http', url: upstream.url, scopes: ['beta:read'] },
+    ],
+  }, {}, options)
+}
+
+async function register (gw: RunningGateway, body: Record<string, unknown>): Promise<{ status: number, json: Record<string, unknown> }> {
+  const res = await fetch(`${gw.baseUrl}/oauth/register`, { method: 'POST', headers: { 'content-type': 'application/json', origin: 'https://claude.ai' }, body: JSON.stringify(body) })
+  return { status: res.status, json: await res.json() as Record<string, unknown> }
+}
+
+/** Registration bodies as real clients send them (see docs/client-registration.md). */
+const ACCEPTED: Array<[string, Record<string, unknown>]> = [
+  ['MCP SDK (loopback, challenged scope copied in)', { client_name: 'MCP SDK client', redirect_uris: ['http://127.0.0.1:45789/callback'], grant_types: ['authorization_code', 'refresh_token'], response_types: ['code'], token_endpoint_auth_method: 'none', scope: 'mcp alpha:read' }],
+  ['mcp-remote style (localhost, any port)', { client_name: 'MCP CLI Proxy', redirect_uris: ['http://localhost:3334/oauth/callback'], grant_types: ['authorization_code', 'refresh_token'], token_endpoint_auth_method: 'none' }],
+  ['IPv6 loopback', { redirect_uris: ['http://[::1]:9000/cb'], token_endpoint_auth_method: 'none' }],
+  ['claude.ai (https, its own scope name)', { client_name: 'claudeai', redirect_uris: ['https://claude.ai/api/mcp/auth_callback'], grant_types: ['authorization_code', 'refresh_token'], response_types: ['code'], token_endpoint_auth_method: 'none', scope: 'claudeai' }],
+  ['Cursor (custom scheme)', { client_name: 'Cursor', redirect_uris: ['cursor://anysphere.cursor-retrieval/oauth/user-mcp/callback'], token_endpoint_auth_method: 'none' }],
+  ['VS Code (custom scheme and loopback)', { client_name: 'Visual Studio Code', redirect_uris: ['vscode://vscode.github-authentication/did-authenticate', 'http://127.0.0.1:33418/'], token_endpoint_auth_method: 'none', application_type: 'native' }],
+  ['a client claiming application_type web with a loopback redirect', { redirect_uris: ['http://127.0.0.1:7777/cb'], application_type: 'web', token_endpoint_auth_method: 'none' }],
+]
+
+const REFUSED: Array<[string, Record<string, unknown>, string]> = [
+  ['plain http on a public host', { redirect_uris: ['http://evil.example/cb'], token_endpoint_auth_method: 'none' }, 'invalid_redirect_uri'],
+  ['https on a loopback host', { redirect_uris: ['https://localhost:5555/cb'], token_endpoint_auth_method: 'none' }, 'invalid_redirect_uri'],
+  ['a javascript: redirect', { redirect_uris: ['javascript://alert(1)'], token_endpoint_auth_method: 'none' }, 'invalid_redirect_uri'],
+  ['no redirect URIs', { client_name: 'x', token_endpoint_auth_method: 'none' }, 'invalid_redirect_uri'],
+  ['client_credentials (machine clients are the operator\'s to register)', { redirect_uris: ['http://127.0.0.1/cb'], grant_types: ['client_credentials'], token_endpoint_auth_method: 'client_secret_basic' }, 'invalid_client_metadata'],
+  ['not JSON-shaped metadata', { redirect_uris: 'http://127.0.0.1/cb' }, 'invalid_redirect_uri'],
+]
+
+t.test('Dynamic Client Registration accepts what real clients send', async (t) => {
+  const gw = await gateway(t)
+  for (const [label, body] of ACCEPTED) {
+    const res = await register(gw, body)
+    t.equal(res.status, 201, label)
+    t.type(res.json.client_id, 'string', label)
+    t.match(res.json.registration_client_uri, new RegExp(`^${gw.baseUrl}/oauth/register/`), `${label}: registration_client_uri`)
+    t.notOk('scope' in res.json, `${label}: no scope is registered (scopes are decided per request)`)
+  }
+})
+
+t.test('and refuses what it must', async (t) => {
+  const gw = await gateway(t)
+  for (const [label, body, error] of REFUSED) {
+    const res = await register(gw, body)
+    t.equal(res.status, 400, label)
+    t.equal(res.json.error, error, label)
+  }
+})
+
+t.test('the registration endpoint answers browser-based clients (CORS)', async (t) => {
+  const gw = await gateway(t)
+  const preflight = await fetch(`${gw.baseUrl}/oauth/register`, { method: 'OPTIONS', headers: { origin: 'https://app.example', 'access-control-request-method': 'POST', 'access-control-request-headers': 'content-type' } })
+  t.equal(preflight.status, 204)
+  t.equal(preflight.headers.get('access-control-allow-origin'), 'https://app.example')
+  t.match(preflight.headers.get('access-control-allow-methods'), /POST/)
+  const res = await fetch(`${gw.baseUrl}/oauth/register`, { method: 'POST', headers: { origin: 'https://app.example', 'content-type': 'application/json' }, body: JSON.stringify(ACCEPTED[0]?.[1]) })
+  t.equal(res.headers.get('access-control-allow-origin'), 'https://app.example')
+})
+
+t.test('Client ID Metadata Documents: a URL client_id, fetched and used without registration', async (t) => {
+  // The document is served here on 127.0.0.1. oidc-provider only accepts https client ids and
+  // refuses to fetch from loopback addresses, so the gateway's outgoing fetch is pointed at this
+  // server over http for the test (BuildOptions.fetch) — the one part not real here.
+  const document = (id: string): Record<string, unknown> => ({
+    client_id: id, client_name: 'Metadata Document Client', redirect_uris: [REDIRECT_URL], grant_types: ['authorization_code', 'refresh_token'], response_types: ['code'], token_endpoint_auth_method: 'none',
+  })
+  const server = createServer((req, res) => {
+    res.writeHead(200, { 'content-type': 'application/json', 'cache-control': 'max-age=60' })
+    res.end(JSON.stringify(document(`https://127.0.0.1:${port}${req.url ?? ''}`)))
+  })
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve))
+  t.teardown(() => new Promise<void>((resolve) => server.close(() => resolve())))
+  const address = server.address()
+  const port = typeof address === 'object' && address !== null ? address.port : 0
+  let fetched = 0
+  const testFetch = async (url: URL | string, options: Record<string, unknown>): Promise<Response> => {
+    const target = new URL(url)
+    if (target.hostname === '127.0.0.1' && target.port === String(port)) {
+      fetched++
+      target.protocol = 'http:'
+      const { dispatcher: _guard, ...rest } = options
+      void _guard
+      return fetch(target, rest)
+    }
+    return fetch(url, options)
+  }
+  const gw = await gateway(t, {}, undefined, { fetch: testFetch })
+  const oauth = new TestOAuthClient({ clientMetadataUrl: `https://127.0.0.1:${port}/client.json` })
+  const connected = await connectWithOAuth(t, gw.mcpUrl('alpha'), { username: 'alice', password: PASSWORD, issuer: gw.baseUrl, oauth })
+  t.equal(oauth.info?.client_id, `https://127.0.0.1:${port}/client.json`, 'the URL is the client id; no DCR happened')
+  t.ok(fetched >= 1, 'the gateway fetched the document')
+  t.match(connected.browser.lastHtml, /Metadata Document Client|client\.json/)
+  t.same((await connected.client.callTool({ name: 'echo', arguments: { text: 'cimd' } })).content, [{ type: 'text', text: 'cimd' }])
+})
+
+t.test('metadata documents can be limited to listed hosts', async (t) => {
+  const gw = await gateway(t, { clientMetadataDocuments: { allowedHosts: ['clients.example.com'] } })
+  const url = new URL(`${gw.baseUrl}/oauth/authorize`)
+  url.search = new URLSearchParams({ client_id: 'https://other.example.org/client.json', response_type: 'code', redirect_uri: REDIRECT_URL, code_challenge: 'x'.repeat(43), code_challenge_method: 'S256', resource: gw.mcpUrl('alpha') }).toString()
+  const res = await fetch(url, { redirect: 'manual' })
+  t.equal(res.status, 400)
+  t.match(await res.text(), /invalid_client/)
+})
+
+t.test('consent is remembered per user and client; sign-in is still asked in a new browser', async (t) => {
+  const gw = await gateway(t)
+  const oauth = new TestOAuthClient()
+  const first = await connectWithOAuth(t, gw.mcpUrl('alpha'), { username: 'alice', password: PASSWORD, issuer: gw.baseUrl, oauth })
+  t.same(first.browser.pages, ['login', 'consent'])
+  t.match(first.browser.lastHtml, /Allow access\?/)
+  const again = new TestOAuthClient()
+  again.info = oauth.info // the same registered client, a fresh browser
+  const second = await connectWithOAuth(t, gw.mcpUrl('alpha'), { username: 'alice', password: PASSWORD, issuer: gw.baseUrl, oauth: again })
+  t.same(second.browser.pages, ['login'], 'no consent page the second time')
+})
+
+t.test('the consent page names the client, where it returns to, the server and the permissions', async (t) => {
+  const gw = await gateway(t)
+  const oauth = new TestOAuthClient({ name: 'Acme <Agent>' })
+  const browser = new HeadlessBrowser()
+  await connectWithOAuth(t, gw.mcpUrl('alpha'), { username: 'alice', password: PASSWORD, issuer: gw.baseUrl, oauth, browser })
+  const html = browser.lastHtml
+  t.match(html, /<strong>Acme &#60;Agent&#62;<\/strong> wants to act on your behalf, <strong>alice<\/strong>/, 'client name, escaped')
+  t.match(html, /sent back to <strong>http:\/\/127\.0\.0\.1:45789<\/strong>/)
+  t.match(html, /<strong>alpha<\/strong>/)
+  t.match(html, /<code>alpha:read<\/code>/)
+})
+
+t.test('denying consent sends the client access_denied', async (t) => {
+  const gw = await gateway(t)
+  const oauth = new TestOAuthClient()
+  const { Client } = await import('@modelcontextprotocol/sdk/client/index.js')
+  const { StreamableHTTPClientTransport } = await import('@modelcontextprotocol/sdk/client/streamableHttp.js')
+  await new Client({ name: 'x', version: '1' }).connect(new StreamableHTTPClientTransport(new URL(gw.mcpUrl('alpha')), { authProvider: oauth })).catch(() => {})
+  const callback = await new HeadlessBrowser().authorize(oauth.authorizationUrl ?? '', { username: 'alice', password: PASSWORD, consent: 'deny' })
+  t.equal(callback.searchParams.get('error'), 'access_denied')
+  t.equal(callback.searchParams.get('state'), oauth.stateValue)
+  t.equal(callback.searchParams.get('iss'), gw.baseUrl)
+  t.equal(callback.searchParams.get('code'), null)
+})
+
+t.test('sign-in: wrong passwords are refused, then throttled even with the right one; CSRF-less posts refused', async (t) => {
+  const gw = await gateway(t, { login: { maxFailures: 3, window: '15m' } })
+  const oauth = new TestOAuthClient()
+  const { Client } = await import('@modelcontextprotocol/sdk/client/index.js')
+  const { StreamableHTTPClientTransport } = await import('@modelcontextprotocol/sdk/client/streamableHttp.js')
+  await new Client({ name: 'x', version: '1' }).connect(new StreamableHTTPClientTransport(new URL(gw.mcpUrl('alpha')), { authProvider: oauth })).catch(() => {})
+  const browser = new HeadlessBrowser()
+  const first = await browser.request(String(oauth.authorizationUrl))
+  const interaction = new URL(first.headers.get('location') ?? '', gw.baseUrl).href
+  const page = await (await browser.request(interaction)).text()
+  const csrf = /name="csrf" value="([^"]+)"/.exec(page)?.[1] ?? ''
+  t.match(page, /<label for="username">Username<\/label>/, 'labelled fields')
+
+  const noCsrf = await browser.request(`${interaction}/login`, { method: 'POST', form: { username: 'alice', password: PASSWORD } })
+  t.equal(noCsrf.status, 403, 'a post without the form\'s CSRF token is refused')
+  const strangerCsrf = await new HeadlessBrowser().request(`${interaction}/login`, { method: 'POST', form: { csrf, username: 'alice', password: PASSWORD } })
+  t.equal(strangerCsrf.status, 400, 'another browser (no interaction cookie) cannot continue this sign-in')
+
+  for (let i = 1; i <= 3; i++) {
+    const wrong = await browser.request(`${interaction}/login`, { method: 'POST', form: { csrf, username: 'alice', password: `wrong-${i}` } })
+    t.equal(wrong.status, 401, `wrong password ${i}`)
+    const html = await wrong.text()
+    t.match(html, /role="alert" id="error">Incorrect username or password\./)
+    t.match(html, /value="alice"/, 'the username is kept')
+  }
+  const throttled = await browser.request(`${interaction}/login`, { method: 'POST', form: { csrf, username: 'alice', password: PASSWORD } })
+  t.equal(throttled.status, 429, 'the right password is not even checked while throttled')
+  t.match(throttled.headers.get('retry-after'), /^\d+$/)
+  t.match(await throttled.text(), /Too many failed sign-in attempts\. Try again in 15 minutes\./)
+  t.notMatch(gw.logs.text(), PASSWORD, 'passwords never reach the log')
+  t.notMatch(gw.logs.text(), /wrong-1/)
+})
+
+t.test('a client that names no resource: the one server, the server its scopes point to, or a clear refusal', async (t) => {
+  const upstream = await startUpstream(t)
+  const single = await startGateway(t, { auth: { users: [{ username: 'alice', passwordHash }] }, servers: [{ name: 'only', transport: 'http', url: upstream.url }] })
+  const two = await gateway(t)
+  const wide = await gateway(t, { defaultResource: 'all' })
+
+  // RFC 7636 appendix B's verifier and challenge.
+  const VERIFIER = 'dBjftJeZ4CVP-mB92K27uhbUJU1p1r_wW1gFWFOEjXk'
+  const CHALLENGE = 'E9Melhoa2OwvFrEMTJguCHaoeK1t8URWbuGJSstw-cM'
+  async function authorizeWithout (gw: RunningGateway, scope: string): Promise<{ callback: URL, audience?: unknown }> {
+    const reg = await register(gw, { redirect_uris: [REDIRECT_URL], token_endpoint_auth_method: 'none' })
+    const clientId = String(reg.json.client_id)
+    const url = new URL(`${gw.baseUrl}/oauth/authorize`)
+    url.search = new URLSearchParams({ client_id: clientId, response_type: 'code', redirect_uri: REDIRECT_URL, code_challenge: CHALLENGE, code_challenge_method: 'S256', state: 's', ...(scope === '' ? {} : { scope }) }).toString()
+    const callback = await new HeadlessBrowser().authorize(url, { username: 'alice', password: PASSWORD })
+    const code = callback.searchParams.get('code')
+    if (code === null) return { callback }
+    const token = await fetch(`${gw.baseUrl}/oauth/token`, { method: 'POST', headers: { 'content-type': 'application/x-www-form-urlencoded' }, body: new URLSearchParams({ grant_type: 'authorization_code', code, client_id: clientId, redirect_uri: REDIRECT_URL, code_verifier: VERIFIER }).toString() })
+    const accessToken = String((await token.json() as Record<string, unknown>).access_token)
+    const claims = JSON.parse(Buffer.from(accessToken.split('.')[1] ?? '', 'base64url').toString()) as Record<string, unknown>
+    return { callback, audience: claims.aud }
+  }
+
+  t.equal((await authorizeWithout(single, '')).audience, single.mcpUrl('only'), 'one server: its resource is assumed')
+  t.equal((await authorizeWithout(two, 'beta:read')).audience, two.mcpUrl('beta'), 'several servers: the scope names the server')
+  const ambiguous = (await authorizeWithout(two, 'mcp')).callback
+  t.equal(ambiguous.searchParams.get('error'), 'invalid_target', 'several servers and nothing to tell them apart: refused, never a token for everything')
+  t.match(ambiguous.searchParams.get('error_description'), /send the resource parameter/)
+  t.equal((await authorizeWithout(wide, '')).audience, wide.baseUrl, 'defaultResource: all — the operator allowed a gateway-wide token')
+})
