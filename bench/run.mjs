@@ -216,11 +216,27 @@ async function httpScenario () {
   const authGateway = await startGateway(`auth:\n  clients: [{ clientId: bench, clientSecret: "${BENCH_CLIENT_SECRET}", grantTypes: [client_credentials] }]\nservers:\n  - { name: echo, transport: http, url: "${url}" }\n`, authPort)
   const authUrl = `http://127.0.0.1:${authPort}/echo/mcp`
   const token = await machineToken(authPort, authUrl)
+  // Everything on: token check, a rule set, limits that never trigger, and the audit trail to its file.
+  const fullPort = await freePort()
+  const fullGateway = await startGateway(`auth:\n  clients: [{ clientId: bench, clientSecret: "${BENCH_CLIENT_SECRET}", grantTypes: [client_credentials] }]
+rateLimits: { perUser: 100000000/min, perUserPerTool: 100000000/min }
+servers:
+  - name: echo
+    transport: http
+    url: "${url}"
+    access: { clients: [bench] }
+    tools:
+      deny: [delete_*, admin_*]
+      echo: { rateLimit: 100000000/min, globalRateLimit: 100000000/min }
+`, fullPort)
+  const fullUrl = `http://127.0.0.1:${fullPort}/echo/mcp`
+  const fullToken = await machineToken(fullPort, fullUrl)
   const targets = [
     { key: 'direct', label: 'direct', url, pid: upstream.pid },
     { key: 'reference', label: 'minimal node:http + undici hop (reference)', url: `http://127.0.0.1:${hopPort}/mcp`, pid: hop.pid },
     { key: 'through', label: 'via Portcullis', url: `http://127.0.0.1:${port}/echo/mcp`, pid: gateway.pid },
     { key: 'withAuth', label: 'via Portcullis, token checked', url: authUrl, pid: authGateway.pid, headers: { authorization: `Bearer ${token}` } },
+    { key: 'full', label: 'via Portcullis, token + policy + 3 limits + audit', url: fullUrl, pid: fullGateway.pid, headers: { authorization: `Bearer ${fullToken}` } },
   ]
   for (const target of targets) target.session = await openSession(target.url, target.headers ?? {})
   const windowS = Math.max(2, Math.round(DURATION_S / HTTP_ROUNDS))
@@ -234,7 +250,7 @@ async function httpScenario () {
       rounds[target.key].push({ reqPerSec: r.requests.average, p50: r.latency.p50, p99: r.latency.p99, errors: r.errors + r.timeouts + r.non2xx, cpuUs })
     }
   }
-  for (const child of [upstream, hop, gateway, authGateway]) stop(child)
+  for (const child of [upstream, hop, gateway, authGateway, fullGateway]) stop(child)
   const summary = Object.fromEntries(targets.map((t) => {
     const rs = rounds[t.key]
     return [t.key, {
@@ -247,14 +263,14 @@ async function httpScenario () {
       cpuRange: `${Math.min(...rs.map((r) => r.cpuUs))}–${Math.max(...rs.map((r) => r.cpuUs))}`,
     }]
   }))
-  const { direct, reference, through, withAuth } = summary
+  const { direct, reference, through, withAuth, full } = summary
   return {
     name: 'http',
     title: `Streamable HTTP upstream (MCP SDK 1.32, stateful, SSE responses): tools/call echo, ${CONNECTIONS} connections, one session; medians of ${HTTP_ROUNDS} alternating ${windowS} s windows`,
     columns: ['req/s', 'p50 ms', 'p99 ms', 'errors', 'ratio vs direct', 'process CPU µs/req (range)', 'CPU vs reference hop'],
-    rows: [direct, reference, through, withAuth].map((r) => [r.label, r.reqPerSec, r.p50Ms, r.p99Ms, r.errors, (r.reqPerSec / direct.reqPerSec).toFixed(2),
+    rows: [direct, reference, through, withAuth, full].map((r) => [r.label, r.reqPerSec, r.p50Ms, r.p99Ms, r.errors, (r.reqPerSec / direct.reqPerSec).toFixed(2),
       `${r.cpuUsPerReq} (${r.cpuRange})${r === direct ? ' upstream' : ''}`, r === direct ? '–' : (r.cpuUsPerReq / reference.cpuUsPerReq).toFixed(2)]),
-    summary: `Gateway CPU per request (median): ${through.cpuUsPerReq} µs bare, ${withAuth.cpuUsPerReq} µs with the token check — ${(through.cpuUsPerReq / reference.cpuUsPerReq).toFixed(2)}× and ${(withAuth.cpuUsPerReq / reference.cpuUsPerReq).toFixed(2)}× a minimal undici hop measured in the same rounds (${reference.cpuUsPerReq} µs).`,
+    summary: `Gateway CPU per request (median): ${through.cpuUsPerReq} µs bare, ${withAuth.cpuUsPerReq} µs with the token check, ${full.cpuUsPerReq} µs with token, policy, limits and audit — ${(through.cpuUsPerReq / reference.cpuUsPerReq).toFixed(2)}×, ${(withAuth.cpuUsPerReq / reference.cpuUsPerReq).toFixed(2)}× and ${(full.cpuUsPerReq / reference.cpuUsPerReq).toFixed(2)}× a minimal undici hop measured in the same rounds (${reference.cpuUsPerReq} µs).`,
     raw: rounds,
   }
 }

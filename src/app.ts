@@ -24,6 +24,14 @@ import { authServerRoutes } from './auth-server/plugin.js'
 import { interactionRoutes } from './auth-server/interactions.js'
 import { createAuthenticator, resourceMetadataRoutes, type Authenticator } from './resource-server/plugin.js'
 import { TokenVerifier } from './resource-server/verify-token.js'
+import rateLimitPlugin from '@fastify/rate-limit'
+import type { DestinationStream } from 'pino'
+import { RateLimiter } from './rate-limit/limiter.js'
+import { createAuditLog } from './observability/audit.js'
+import { Metrics } from './observability/metrics.js'
+import { bearerChallenge } from './resource-server/challenge.js'
+import type { ServerConfig } from './config/schema.js'
+import { createRedisClient, type RedisClient } from './store/redis-client.js'
 
 export interface BuildOptions {
   /** A pino logger; by default one is made from config.log. */
@@ -34,12 +42,15 @@ export interface BuildOptions {
   readonly store?: Store
   /** Outgoing fetch for Client ID Metadata Documents (tests serve them from 127.0.0.1). */
   readonly fetch?: ProviderDeps['fetch']
+  /** Where audit records go instead of config.audit.destination (tests collect them). */
+  readonly auditDestination?: DestinationStream
 }
 
 export interface GatewayState {
   isClosing: boolean
   readonly upstreams: ReadonlyMap<string, Upstream>
   readonly store: Store
+  readonly metrics: Metrics
   /** Set when this start created the first-run account (its password, once). */
   readonly firstRun: FirstRunAccount | undefined
 }
@@ -67,10 +78,27 @@ export async function buildApp (config: Config, options: BuildOptions = {}): Pro
   const upstreams = createUpstreams(config, { log: app.log, version: VERSION, now })
   // State lives in the data directory (owner-only): the SQLite store, the first-run password file.
   mkdirSync(config.dataDir, { recursive: true, mode: 0o700 })
-  const store = options.store ?? createStore(config, now)
+  const redis: RedisClient | undefined = config.store.redis === undefined ? undefined : createRedisClient(config.store.redis, app.log)
+  const store = options.store ?? createStore(config, now, redis)
   const isOriginAllowed = createOriginPolicy(config.publicUrl, config.allowedOrigins)
+  const metrics = new Metrics()
+
+  // Limits decided after the body is read (createRateLimit); counters in Redis when the store is Redis.
+  await app.register(rateLimitPlugin, {
+    global: false,
+    skipOnError: false,
+    nameSpace: `${config.store.prefix}rl:`,
+    cache: 100_000,
+    ...(redis === undefined ? {} : { redis }),
+  })
+  const limiter = new RateLimiter(app, config.rateLimits.onStoreError, app.log, {
+    onReject: (bucket) => metrics.rateLimitRejections.inc({ bucket }),
+    onStoreError: () => metrics.rateLimitStoreErrors.inc(),
+  })
+  const audit = createAuditLog(config.audit, options.auditDestination)
 
   let authenticate: Authenticator | undefined
+  let scopeChallenge: ((server: ServerConfig, scopes: readonly string[], description: string) => string) | undefined
   let firstRun: FirstRunAccount | undefined
   if (config.auth.enabled) {
     const keys = await loadKeys(store, config.auth.signingKeysFile)
@@ -87,14 +115,15 @@ export async function buildApp (config: Config, options: BuildOptions = {}): Pro
     provider.on('grant.error', refused('grant.error'))
     provider.on('registration_create.error', refused('registration_create.error'))
     provider.on('revocation.error', refused('revocation.error'))
-    await app.register(authServerRoutes, { provider, catalog })
-    await app.register(interactionRoutes, { provider, config, store, keys, users, catalog })
+    await app.register(authServerRoutes, { provider, catalog, limiter, tokenRate: config.rateLimits.token })
+    await app.register(interactionRoutes, { provider, config, store, keys, users, catalog, limiter })
     const isGatewayWideAllowed = config.auth.defaultResource === 'all'
     await app.register(resourceMetadataRoutes, { catalog, servers: config.servers, isGatewayWideAllowed })
     authenticate = createAuthenticator(catalog, new TokenVerifier({ issuer: config.publicUrl, jwks: { keys: [...keys.publicJwks.keys] }, now }), isGatewayWideAllowed)
+    scopeChallenge = (server, scopes, description) => bearerChallenge({ resourceMetadata: catalog.metadataUrlOf(server.name), scopes, error: 'insufficient_scope', description })
   }
 
-  const state: GatewayState = { isClosing: false, upstreams, store, firstRun }
+  const state: GatewayState = { isClosing: false, upstreams, store, metrics, firstRun }
   app.decorate('portcullis', state)
   const isClosing = (): boolean => state.isClosing
 
@@ -106,6 +135,8 @@ export async function buildApp (config: Config, options: BuildOptions = {}): Pro
   app.addHook('onClose', async () => {
     await Promise.all([...upstreams.values()].map((u) => u.close()))
     if (options.store === undefined) await store.close()
+    await audit?.close()
+    if (redis !== undefined) await redis.quit().catch(() => redis.disconnect())
   })
 
   app.setNotFoundHandler(async (request, reply) => {
@@ -118,7 +149,8 @@ export async function buildApp (config: Config, options: BuildOptions = {}): Pro
   })
 
   await app.register(healthRoutes, { upstreams, isClosing, version: VERSION })
-  await app.register(mcpRoutes, { config, upstreams, isClosing, isOriginAllowed, authenticate })
+  app.get('/metrics', async (_request, reply) => reply.type(metrics.registry.contentType).send(await metrics.registry.metrics()))
+  await app.register(mcpRoutes, { config, upstreams, isClosing, isOriginAllowed, authenticate, limiter, audit, metrics, scopeChallenge })
   return app
 }
 

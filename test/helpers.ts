@@ -53,6 +53,8 @@ export interface RunningGateway {
   readonly config: Config
   readonly baseUrl: string
   readonly logs: ReturnType<typeof logSink>
+  /** Audit records, one parsed object per line. */
+  readonly audit: ReturnType<typeof logSink>
   mcpUrl: (server: string) => string
 }
 
@@ -75,11 +77,12 @@ export async function startGateway (t: Teardown, object: Record<string, unknown>
     ...object,
   }, env)
   const logs = logSink()
-  const app = await buildApp(config, { logger: createLogger(config.log.level, logs.stream), ...options })
+  const audit = logSink()
+  const app = await buildApp(config, { logger: createLogger(config.log.level, logs.stream), auditDestination: audit.stream, ...options })
   await app.listen({ host: '127.0.0.1', port })
   t.teardown(() => app.close())
   const baseUrl = `http://127.0.0.1:${port}`
-  return { app, config, baseUrl, logs, mcpUrl: (server) => `${baseUrl}/${server}/mcp` }
+  return { app, config, baseUrl, logs, audit, mcpUrl: (server) => `${baseUrl}/${server}/mcp` }
 }
 
 export type HttpFixture = Awaited<ReturnType<typeof startHttpMcpServer>>
@@ -188,4 +191,32 @@ export function processGroupMembers (pgid: number): number[] {
 export function textOf (result: unknown): string {
   const content = (result as { content?: Array<{ type: string, text?: string }> }).content
   return content?.[0]?.text ?? ''
+}
+
+export const REDIS_URL = process.env.REDIS_URL ?? 'redis://127.0.0.1:6379'
+
+/**
+ * Real Redis (127.0.0.1:6379 on these machines). In CI a missing Redis fails
+ * the test loudly; on a laptop without one the test says so and stops.
+ */
+export async function redisAvailable (t: Teardown & { comment: (message: string) => void }): Promise<boolean> {
+  const { Redis } = await import('ioredis')
+  const probe = new Redis(REDIS_URL, { lazyConnect: true, maxRetriesPerRequest: 0, connectTimeout: 1000, retryStrategy: () => null })
+  probe.on('error', () => {})
+  try {
+    await probe.connect()
+    await probe.ping()
+    return true
+  } catch (err) {
+    if (process.env.CI !== undefined) throw new Error(`Redis is required in CI but ${REDIS_URL} did not answer: ${(err as Error).message}`, { cause: err })
+    t.comment(`no Redis at ${REDIS_URL}: start one (redis-server --port 6379 --save '') to run this test`)
+    return false
+  } finally {
+    probe.disconnect()
+  }
+}
+
+/** A key prefix no other test (or run) shares. */
+export function uniquePrefix (): string {
+  return `portcullis-test-${process.pid}-${Math.random().toString(36).slice(2, 10)}:`
 }

@@ -17,6 +17,7 @@ import { consentPage, loginPage, messagePage, PAGE_HEADERS } from './pages.js'
 import { consentKey, INTERACTION_PATH } from './provider.js'
 import type { ResourceCatalog } from './resources.js'
 import type { UserDirectory } from './users.js'
+import type { RateLimiter } from '../rate-limit/limiter.js'
 
 export interface InteractionRoutesOptions {
   readonly provider: Provider
@@ -25,6 +26,7 @@ export interface InteractionRoutesOptions {
   readonly keys: KeyMaterial
   readonly users: UserDirectory
   readonly catalog: ResourceCatalog
+  readonly limiter: RateLimiter
 }
 
 type Form = Record<string, string | undefined>
@@ -136,6 +138,14 @@ export async function interactionRoutes (app: FastifyInstance, opts: Interaction
     }
     if (interaction.prompt.name !== 'login') return reply.redirect(`${INTERACTION_PATH}/${interaction.uid}`, 303)
     const username = (request.body?.username ?? '').trim()
+    // Every attempt counts here, right or wrong: a ceiling on how fast one address can guess.
+    const limited = await opts.limiter.consume([{ kind: 'ip-login', key: request.ip, rate: config.rateLimits.login, cost: 1, subject: 'sign-in attempts from your address' }])
+    if (limited !== undefined) {
+      const retryS = limited === 'store-unavailable' ? 5 : limited.retryAfterS
+      reply.header('retry-after', String(retryS))
+      logSignIn(request.log, 'sign-in rate limited', username, request.ip)
+      return renderLogin(reply, interaction, 429, `Too many sign-in attempts from your network. Try again in ${retryS} second${retryS === 1 ? '' : 's'}.`, username)
+    }
     const password = request.body?.password ?? ''
     const userKey = `login:user:${username.toLowerCase()}`
     const ipKey = `login:ip:${request.ip}`

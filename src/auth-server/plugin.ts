@@ -13,6 +13,8 @@ import type Provider from 'oidc-provider'
 import { OAUTH_ROUTES } from './provider.js'
 import type { ResourceCatalog } from './resources.js'
 import { rewriteAuthorizationParams, rewriteTokenParams } from './rewrite.js'
+import type { RateLimiter } from '../rate-limit/limiter.js'
+import type { Rate } from '../config/units.js'
 
 /** oidc-provider's own limit for form bodies. */
 const MAX_TOKEN_BODY_BYTES = 56 * 1024
@@ -20,6 +22,9 @@ const MAX_TOKEN_BODY_BYTES = 56 * 1024
 export interface AuthServerRoutesOptions {
   readonly provider: Provider
   readonly catalog: ResourceCatalog
+  readonly limiter: RateLimiter
+  /** Token and registration requests per client IP (brute force on secrets and codes). */
+  readonly tokenRate: Rate
 }
 
 async function readBody (req: IncomingMessage): Promise<Buffer | undefined> {
@@ -83,10 +88,18 @@ export async function authServerRoutes (app: FastifyInstance, opts: AuthServerRo
   // Leave the body unread: oidc-provider reads it.
   app.addContentTypeParser('*', (_request, _payload, done) => { done(null) })
 
-  const handler = async (request: { raw: IncomingMessage, method: string, url: string }, reply: { hijack: () => void, raw: ServerResponse }): Promise<void> => {
+  const handler = async (request: { raw: IncomingMessage, method: string, url: string, ip: string }, reply: { hijack: () => void, raw: ServerResponse }): Promise<void> => {
     reply.hijack()
     const req = request.raw
-    const path = (req.url ?? '').split('?')[0]
+    const path = (req.url ?? '').split('?')[0] ?? ''
+    if (req.method === 'POST' && (path === OAUTH_ROUTES.token || path.startsWith(OAUTH_ROUTES.registration))) {
+      const limited = await opts.limiter.consume([{ kind: 'ip-token', key: request.ip, rate: opts.tokenRate, cost: 1, subject: 'token and registration requests from your address' }])
+      if (limited === 'store-unavailable') return oauthError(reply.raw, 503, 'temporarily_unavailable', 'rate limits cannot be checked right now; retry shortly')
+      if (limited !== undefined) {
+        for (const [name, value] of Object.entries(limited.headers)) reply.raw.setHeader(name, value)
+        return oauthError(reply.raw, 429, 'temporarily_unavailable', limited.message)
+      }
+    }
     if (path === OAUTH_ROUTES.authorization && req.method === 'GET') {
       const url = new URL(req.url ?? '/', 'http://gateway.invalid')
       if (rewriteAuthorizationParams(url.searchParams, catalog)) req.url = `${url.pathname}?${url.searchParams.toString()}`

@@ -5,6 +5,7 @@
  */
 import { BASE_SCOPE, RESERVED_SCOPES } from '../config/defaults.js'
 import type { Config, ServerConfig } from '../config/schema.js'
+import { ruleScopesOf } from '../policy/policy.js'
 
 export class ResourceCatalog {
   readonly publicUrl: string
@@ -48,10 +49,10 @@ export class ResourceCatalog {
     return this.byUrl.get(canonicalUrl)
   }
 
-  /** Scopes that can be granted for a resource: the base scope plus its servers' scopes. */
+  /** Scopes that can be granted for a resource: the base scope, its servers' scopes, and those their tool rules need. */
   grantableScopes (canonicalUrl: string): string[] {
     const servers = canonicalUrl === this.publicUrl ? this.config.servers : [this.byUrl.get(canonicalUrl)].filter((s) => s !== undefined)
-    return [...new Set([BASE_SCOPE, ...servers.flatMap((s) => s.scopes)])]
+    return [...new Set([BASE_SCOPE, ...servers.flatMap((s) => [...s.scopes, ...ruleScopesOf(s)])])]
   }
 
   /** Scopes a token must carry to reach a server at all. */
@@ -65,7 +66,7 @@ export class ResourceCatalog {
   }
 
   allScopes (): string[] {
-    return [...new Set([BASE_SCOPE, ...this.config.servers.flatMap((s) => s.scopes)])]
+    return [...new Set([BASE_SCOPE, ...this.config.servers.flatMap((s) => [...s.scopes, ...ruleScopesOf(s)])])]
   }
 
   /**

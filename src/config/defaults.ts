@@ -56,3 +56,9 @@ export const DEFAULT_LOGIN_FAILURE_WINDOW = '15m'
 export const BASE_SCOPE = 'mcp'
 /** OAuth scopes the authorization server itself understands (OIDC); never server scopes. */
 export const RESERVED_SCOPES: ReadonlySet<string> = new Set(['openid', 'offline_access', 'profile', 'email'])
+
+/** Per client IP: sign-in attempts, and token/registration requests. */
+export const DEFAULT_LOGIN_RATE = '30/min'
+export const DEFAULT_TOKEN_RATE = '120/min'
+/** Audit records go to their own stream, apart from the operational log. */
+export const DEFAULT_AUDIT_DESTINATION = '${gateway.dataDir}/audit.log'

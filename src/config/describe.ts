@@ -12,12 +12,39 @@ export function describeConfig (config: Config): string {
     `bodyLimit: ${config.bodyLimit} bytes`,
     `dataDir: ${config.dataDir}`,
     `allowedOrigins: ${[config.publicUrl, ...config.allowedOrigins].join(', ')}`,
-    `store: ${'memory' in config.store ? 'memory (nothing survives a restart)' : `sqlite ${config.store.sqlite ?? `${config.dataDir}/portcullis.db`}`}`,
+    `store: ${describeStore(config)}`,
     describeAuth(config),
     'servers:',
   ]
   for (const server of config.servers) lines.push(...describeServer(config, server))
   return `${lines.join('\n')}\n`
+}
+
+function describePolicy (config: Config, server: ServerConfig): string[] {
+  const out: string[] = []
+  if (server.access !== undefined) {
+    const who = [...(server.access.users ?? []).map((u) => `user ${u}`), ...(server.access.groups ?? []).map((g) => `group ${g}`), ...(server.access.clients ?? []).map((c) => `client ${c}`)]
+    out.push(`      access: ${who.length === 0 ? 'nobody' : who.join(', ')}`)
+  }
+  for (const [kind, list] of [['tools', server.tools], ['prompts', server.prompts], ['resources', server.resources]] as const) {
+    const rules = Object.keys(list).filter((k) => k !== 'allow' && k !== 'deny')
+    const parts = [
+      ...(list.allow === undefined ? [] : [`allow ${list.allow.join(' ')}`]),
+      ...(list.deny.length === 0 ? [] : [`deny ${list.deny.join(' ')}`]),
+      ...(rules.length === 0 ? [] : [`rules for ${rules.join(', ')}`]),
+    ]
+    if (parts.length > 0) out.push(`      ${kind}: ${parts.join('; ')}`)
+  }
+  const perUser = server.rateLimit ?? config.rateLimits.perUser
+  if (perUser !== undefined) out.push(`      rate limit per user: ${perUser.text}`)
+  return out
+}
+
+function describeStore (config: Config): string {
+  const store = config.store
+  if (store.memory === true) return 'memory (nothing survives a restart)'
+  if (store.redis !== undefined) return `redis ${maskUrl(store.redis)} (keys prefixed ${store.prefix})`
+  return `sqlite ${store.sqlite ?? `${config.dataDir}/portcullis.db`}`
 }
 
 function describeAuth (config: Config): string {
@@ -33,6 +60,7 @@ function describeServer (config: Config, server: ServerConfig): string[] {
     `      route: ${config.publicUrl}/${server.name}/mcp`,
   ]
   if (config.auth.enabled) out.push(`      scopes required: ${server.scopes.length === 0 ? '(none beyond a token for this server)' : server.scopes.join(' ')}`)
+  out.push(...describePolicy(config, server))
   if (server.transport === 'http') {
     out.push(`      upstream: ${maskUrl(server.url)}`, `      timeoutMs: ${server.timeoutMs}`)
     const headerNames = Object.keys(server.headers)

@@ -131,9 +131,11 @@ export function parseConfig (text: string, source: string, env: NodeJS.ProcessEn
     return { ...resolved, cwd }
   })
   if (issues.length > 0) throw new ConfigError(source, issues)
-  const store = config.store.sqlite === undefined ? config.store : { sqlite: resolve(config.store.sqlite) }
+  const store = config.store.sqlite === undefined ? config.store : { ...config.store, sqlite: resolve(config.store.sqlite) }
+  const destination = config.audit.destination
+  const audit = { ...config.audit, destination: destination === 'stdout' || destination === 'stderr' ? destination : resolve(withDataDir(destination)) }
   const auth = config.auth.signingKeysFile === undefined ? config.auth : { ...config.auth, signingKeysFile: resolve(config.auth.signingKeysFile) }
-  return deepFreeze({ ...config, publicUrl, dataDir, store, auth, servers, source })
+  return deepFreeze({ ...config, publicUrl, dataDir, store, auth, audit, servers, source })
 }
 
 function isDirectory (path: string): boolean {
@@ -188,6 +190,8 @@ const KNOWN_KEYS = [
   'scopes', 'store', 'sqlite', 'memory', 'auth', 'enabled', 'accessTokenTtl', 'refreshTokenTtl', 'refreshTokenReuseGrace', 'users', 'username',
   'passwordHash', 'groups', 'email', 'clients', 'clientId', 'clientSecret', 'redirectUris', 'grantTypes', 'dynamicRegistration',
   'clientMetadataDocuments', 'allowedHosts', 'defaultResource', 'signingKeysFile', 'login', 'maxFailures', 'maxFailuresPerIp', 'window',
+  'redis', 'prefix', 'access', 'clients', 'tools', 'prompts', 'resources', 'allow', 'deny', 'rateLimit', 'globalRateLimit', 'cost', 'concurrency',
+  'rateLimits', 'perUser', 'perUserPerTool', 'token', 'onStoreError', 'audit', 'destination', 'includeArguments', 'includeResults',
 ]
 function suggestionFor (key: string): string {
   const norm = key.toLowerCase().replace(/[_-]/g, '')

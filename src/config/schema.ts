@@ -5,13 +5,13 @@
  */
 import { z } from 'zod'
 import {
-  BASE_SCOPE, DEFAULT_ACCESS_TOKEN_TTL, DEFAULT_LOGIN_FAILURE_WINDOW, DEFAULT_LOGIN_MAX_FAILURES, DEFAULT_LOGIN_MAX_FAILURES_PER_IP,
+  BASE_SCOPE, DEFAULT_ACCESS_TOKEN_TTL, DEFAULT_AUDIT_DESTINATION, DEFAULT_LOGIN_RATE, DEFAULT_TOKEN_RATE, DEFAULT_LOGIN_FAILURE_WINDOW, DEFAULT_LOGIN_MAX_FAILURES, DEFAULT_LOGIN_MAX_FAILURES_PER_IP,
   DEFAULT_REFRESH_TOKEN_REUSE_GRACE, DEFAULT_REFRESH_TOKEN_TTL, RESERVED_SCOPES,
   DEFAULT_BODY_LIMIT_BYTES, DEFAULT_DATA_DIR, DEFAULT_LISTEN_HOST, DEFAULT_LISTEN_PORT, DEFAULT_SHUTDOWN_TIMEOUT_MS,
   DEFAULT_STDIO_IDLE_TIMEOUT_MS, DEFAULT_STDIO_MAX_MESSAGE_BYTES, DEFAULT_STDIO_MAX_PROCESSES, DEFAULT_STDIO_REQUEST_TIMEOUT_MS,
   DEFAULT_STDIO_STARTUP_TIMEOUT_MS, DEFAULT_UPSTREAM_TIMEOUT_MS, RESERVED_SERVER_NAMES,
 } from './defaults.js'
-import { parseByteSize, parseDuration } from './units.js'
+import { parseByteSize, parseDuration, parseRate } from './units.js'
 import { isPasswordHash } from '../auth-server/password.js'
 import { hasUserTemplate, unknownTemplateFields } from './user-template.js'
 
@@ -61,6 +61,59 @@ const scopeName = z.string()
   .regex(/^[\x21\x23-\x5B\x5D-\x7E]+$/, 'expected a scope name (visible ASCII without spaces, quotes or backslashes)')
   .refine((scope) => !RESERVED_SCOPES.has(scope) && scope !== BASE_SCOPE, { error: (issue) => `"${String(issue.input)}" is reserved by the authorization server` })
 
+const rate = z.string({ error: 'expected a rate such as 60/min, 1000/day or 10/30s' }).transform((value, ctx) => {
+  const parsed = parseRate(value)
+  if (parsed === undefined) {
+    ctx.addIssue({ code: 'custom', message: `expected a rate such as 60/min, 1000/day or 10/30s, got ${JSON.stringify(value)}` })
+    return z.NEVER
+  }
+  return parsed
+})
+
+/** `*` matches any run of characters, `?` one; everything else literally. */
+const glob = z.string().min(1, 'expected a name or a pattern with * and ?')
+
+const accessSchema = z.strictObject({
+  users: z.array(z.string().min(1)).optional(),
+  groups: z.array(z.string().min(1)).optional(),
+  /** Machine clients (client_credentials), by client id. */
+  clients: z.array(z.string().min(1)).optional(),
+})
+
+const toolRuleSchema = z.strictObject({
+  /** Scopes a token must carry to call this tool (the client is asked to step up otherwise). */
+  scopes: z.array(scopeName).default([]),
+  /** Calls per user. */
+  rateLimit: rate.optional(),
+  /** Calls by all users together. */
+  globalRateLimit: rate.optional(),
+  /** How many units one call takes from the user's per-server budget. */
+  cost: wholeNumber('expected a whole number').pipe(z.number().min(1).max(1000)).default(1),
+  /** Calls in flight per user. */
+  concurrency: wholeNumber('expected a whole number').pipe(z.number().min(1)).optional(),
+}, { error: (issue) => issue.code === 'invalid_type' ? 'expected a rule such as { scopes: [...], rateLimit: 10/min } (allow and deny are lists of names)' : undefined })
+
+const namedRuleSchema = z.strictObject({
+  scopes: z.array(scopeName).default([]),
+}, { error: (issue) => issue.code === 'invalid_type' ? 'expected a rule such as { scopes: [...] } (allow and deny are lists of names)' : undefined })
+
+/** allow/deny lists plus rules keyed by name (or pattern). */
+const policyListSchema = <T extends z.ZodType>(rule: T) => z.object({
+  allow: z.array(glob).optional(),
+  deny: z.array(glob).default([]),
+}).catchall(rule)
+
+/** Who may reach a server and use what, how often: shared by every transport. */
+const policyFields = {
+  access: accessSchema.optional(),
+  tools: policyListSchema(toolRuleSchema).prefault({}),
+  prompts: policyListSchema(namedRuleSchema).prefault({}),
+  /** Keyed by resource URI (patterns allowed). */
+  resources: policyListSchema(namedRuleSchema).prefault({}),
+  /** Requests per user to this server (overrides rateLimits.perUser). */
+  rateLimit: rate.optional(),
+}
+
 const httpUrl = z.string().refine((value) => {
   try {
     const u = new URL(value)
@@ -97,6 +150,7 @@ const httpServerSchema = z.strictObject({
   timeoutMs: positiveMs('an upstream timeout').default(DEFAULT_UPSTREAM_TIMEOUT_MS),
   /** Scopes a token must carry to reach this server at all. */
   scopes: z.array(scopeName).default([]),
+  ...policyFields,
 })
 
 const envName = z.string().regex(/^[A-Za-z_][A-Za-z0-9_]*$/, 'expected an environment variable name (letters, digits, _)')
@@ -125,6 +179,7 @@ const stdioServerSchema = z.strictObject({
   maxMessageBytes: byteSize.default(DEFAULT_STDIO_MAX_MESSAGE_BYTES),
   /** Scopes a token must carry to reach this server at all. */
   scopes: z.array(scopeName).default([]),
+  ...policyFields,
 }).superRefine((server, ctx) => {
   const usesUser = [...server.args, ...Object.values(server.env)].some(hasUserTemplate)
   if (usesUser && server.isolation === 'shared') {
@@ -222,12 +277,39 @@ const authSchema = z.strictObject({
   })
 })
 
+const rateLimitsSchema = z.strictObject({
+  /** Requests per user per server (all JSON-RPC requests but initialize). */
+  perUser: rate.optional(),
+  /** tools/call per user per tool, where a tool has no rateLimit of its own. */
+  perUserPerTool: rate.optional(),
+  /** Sign-in attempts per client IP. */
+  login: rate.prefault(DEFAULT_LOGIN_RATE),
+  /** Token and registration requests per client IP. */
+  token: rate.prefault(DEFAULT_TOKEN_RATE),
+  /** When the counter store (Redis) cannot be reached: let requests through (logged, counted) or refuse them. */
+  onStoreError: z.enum(['allow', 'deny']).default('allow'),
+})
+
+const auditSchema = z.strictObject({
+  enabled: z.boolean().default(true),
+  /** stdout, stderr, or a file path (JSON lines, appended). */
+  destination: z.string().min(1).default(DEFAULT_AUDIT_DESTINATION),
+  /** Record tool arguments (may contain personal data): debugging only. */
+  includeArguments: z.boolean().default(false),
+  /** Record results (up to 4 KiB each): debugging only. */
+  includeResults: z.boolean().default(false),
+})
+
 const storeSchema = z.strictObject({
   /** SQLite database file (default: <dataDir>/portcullis.db). */
   sqlite: z.string().min(1).optional(),
   /** In-process only: nothing survives a restart. For tests; warned about at start. */
   memory: z.literal(true, { error: 'expected memory: true' }).optional(),
-}).refine((store) => !(store.sqlite !== undefined && store.memory === true), 'choose one store: sqlite or memory')
+  /** Redis (redis://[:password@]host:port[/db]): several replicas share everything. */
+  redis: z.string().regex(/^rediss?:\/\/\S+$/, 'expected a redis:// or rediss:// URL').optional(),
+  /** Prefix of every Redis key (several gateways, or tenants, on one Redis). */
+  prefix: z.string().regex(/^[\w.:-]{1,64}$/, 'expected up to 64 letters, digits or _ . : -').default('portcullis:'),
+}).refine((store) => [store.sqlite !== undefined, store.memory === true, store.redis !== undefined].filter(Boolean).length <= 1, 'choose one store: sqlite, redis or memory')
 
 export const configSchema = z.strictObject({
   /**
@@ -256,6 +338,8 @@ export const configSchema = z.strictObject({
   dataDir: z.string().min(1, 'expected a directory path').default(DEFAULT_DATA_DIR),
   store: storeSchema.prefault({}),
   auth: authSchema.prefault({}),
+  rateLimits: rateLimitsSchema.prefault({}),
+  audit: auditSchema.prefault({}),
   log: z.strictObject({
     level: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'),
     /** One line per HTTP request (method, path, status, time). Off by default: nginx and the audit trail cover it. */
@@ -286,6 +370,9 @@ export type StdioServerConfig = z.output<typeof stdioServerSchema>
 export type AuthConfig = z.output<typeof authSchema>
 export type UserConfig = z.output<typeof userSchema>
 export type ClientConfig = z.output<typeof clientSchema>
+export type ToolRule = z.output<typeof toolRuleSchema>
+export type NamedRule = z.output<typeof namedRuleSchema>
+export type AccessConfig = z.output<typeof accessSchema>
 
 /** The validated config with derived values filled in, frozen once loaded. */
 export type Config = Omit<ParsedConfig, 'publicUrl'> & {

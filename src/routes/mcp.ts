@@ -2,16 +2,17 @@
  * The MCP endpoint, /<server>/mcp. The request's path through the gateway,
  * in order (see DESIGN.md "The request path"):
  *
- *   onRequest   shutting-down check, Origin check (403), CORS headers
- *               [authentication slots in here: before the body is read]
+ *   onRequest   shutting-down check, Origin (403), CORS headers, bearer token (401/403)
  *   body        read once as a Buffer, size-limited (413)
- *   preHandler  JSON-RPC inspection (400 -32700/-32600/-32602), 2026-07-28 header mirroring (400 -32020)
- *               [policy and rate limits slot in here: they use request.mcpInspection]
- *   handler     the server's upstream adapter answers the exchange
+ *   preHandler  JSON-RPC inspection (400 -32700/-32600/-32602), 2026-07-28 header mirroring
+ *               (400 -32020), then the gate: server access, tool/prompt/resource policy (403),
+ *               rate limits and concurrency caps (429), each batch member on its own
+ *   handler     the server's upstream adapter answers the exchange, lists filtered by policy
+ *   close       the audit record for every request message; concurrency slots released
  */
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify'
-import { PortcullisError, jsonRpcErrorPayload } from '../errors.js'
-import type { Config } from '../config/schema.js'
+import { PortcullisError, jsonRpcError, jsonRpcErrorPayload, type JsonRpcErrorBody, type JsonRpcId } from '../errors.js'
+import type { Config, ServerConfig } from '../config/schema.js'
 import { inspectBody, type McpInspection } from '../mcp/jsonrpc.js'
 import { checkMirroredHeaders } from '../mcp/headers.js'
 import type { Upstream } from '../upstreams/types.js'
@@ -19,6 +20,12 @@ import { ANONYMOUS, type UserIdentity } from '../identity.js'
 import type { OriginPolicy } from '../mcp/origin.js'
 import type { Authenticator } from '../resource-server/plugin.js'
 import type { RequestIdentity } from '../resource-server/verify-token.js'
+import { LIST_METHODS, ServerPolicy, type Caller } from '../policy/policy.js'
+import { gate, type MessageOutcome } from '../policy/gate.js'
+import type { RateLimiter } from '../rate-limit/limiter.js'
+import type { ResponseEdit, MessageTransform } from '../upstreams/response-edit.js'
+import { MAX_AUDIT_RESULT_CHARS, type AuditLog } from '../observability/audit.js'
+import type { Metrics } from '../observability/metrics.js'
 
 declare module 'fastify' {
   interface FastifyRequest {
@@ -26,6 +33,9 @@ declare module 'fastify' {
     mcpInspection: McpInspection | null
     /** Who is calling, from the verified access token (null when auth is disabled). */
     identity: RequestIdentity | null
+    /** What goes upstream when the gate changed it (a batch without its refused members). */
+    mcpForward: { body: Buffer, inspection: McpInspection } | null
+    mcpEdit: ResponseEdit | null
   }
 }
 
@@ -36,6 +46,11 @@ export interface McpRoutesOptions {
   readonly isOriginAllowed: OriginPolicy
   /** Undefined when auth is disabled: every request is anonymous. */
   readonly authenticate: Authenticator | undefined
+  readonly limiter: RateLimiter | undefined
+  readonly audit: AuditLog | undefined
+  readonly metrics: Metrics
+  /** The WWW-Authenticate challenge for a server and the scopes an operation needs (auth on). */
+  readonly scopeChallenge: ((server: ServerConfig, scopes: readonly string[], description: string) => string) | undefined
 }
 
 const MCP_METHODS = ['GET', 'POST', 'DELETE'] as const
@@ -48,11 +63,30 @@ const CORS_MAX_AGE_S = '600'
 
 const JSON_MEDIA_RE = /^application\/(?:[\w.+-]+\+)?json\s*(?:;|$)/i
 
+function callerOf (request: FastifyRequest): { caller: Caller, key: string } {
+  const identity = request.identity
+  if (identity === null) {
+    // No authorization: callers are told apart by address for rate limits.
+    return { caller: { name: ANONYMOUS.name, groups: [], clientId: undefined, isClient: false, scopes: undefined }, key: `ip:${request.ip}` }
+  }
+  return {
+    caller: { name: identity.name, groups: identity.groups ?? [], clientId: identity.clientId, isClient: identity.isClient, scopes: identity.scopes },
+    key: `sub:${identity.id}`,
+  }
+}
+
+function userOf (identity: RequestIdentity | null): UserIdentity {
+  if (identity === null) return ANONYMOUS
+  return { id: identity.id, name: identity.name, groups: identity.groups ?? [], ...(identity.email === undefined ? {} : { email: identity.email }) }
+}
+
 export async function mcpRoutes (app: FastifyInstance, opts: McpRoutesOptions): Promise<void> {
-  const { config, upstreams, isClosing, isOriginAllowed, authenticate } = opts
+  const { config, upstreams, isClosing, isOriginAllowed, authenticate, limiter, audit, metrics } = opts
 
   app.decorateRequest('mcpInspection', null)
   app.decorateRequest('identity', null)
+  app.decorateRequest('mcpForward', null)
+  app.decorateRequest('mcpEdit', null)
 
   // Bodies are read once, as bytes: inspected here and forwarded verbatim.
   app.removeAllContentTypeParsers()
@@ -88,20 +122,120 @@ export async function mcpRoutes (app: FastifyInstance, opts: McpRoutesOptions): 
     }
   }
 
-  const inspect = async (request: FastifyRequest): Promise<void> => {
-    if (request.method !== 'POST') return
-    const inspection = inspectBody(request.body as Buffer | undefined)
-    request.mcpInspection = inspection
-    checkMirroredHeaders(inspection, request.headers)
-  }
-
   for (const server of config.servers) {
     const upstream = upstreams.get(server.name)
     if (upstream === undefined) throw new Error(`no upstream adapter for server ${server.name}`)
     const url = `/${server.name}/mcp`
+    const policy = new ServerPolicy(server)
+    const challenge = opts.scopeChallenge
+    const gateOptions = {
+      server,
+      policy,
+      limiter,
+      defaults: { perUser: config.rateLimits.perUser, perUserPerTool: config.rateLimits.perUserPerTool },
+      scopeChallenge: challenge === undefined ? undefined : (scopes: readonly string[], description: string) => challenge(server, scopes, description),
+    }
+
     // After the Origin check, before any body is read: who is calling, and may they reach this server?
     const checkToken = async (request: FastifyRequest): Promise<void> => {
       if (authenticate !== undefined) request.identity = await authenticate(request, server)
+    }
+
+    const enforce = async (request: FastifyRequest, reply: FastifyReply): Promise<void> => {
+      const { caller, key } = callerOf(request)
+      const reach = policy.reach(caller)
+      if (!reach.allowed) {
+        metrics.policyDenials.inc({ server: server.name, reason: 'access' })
+        throw new PortcullisError('PORTCULLIS_ERR_ACCESS_DENIED', reach.message)
+      }
+      if (request.method !== 'POST') return
+      const inspection = inspectBody(request.body as Buffer | undefined)
+      request.mcpInspection = inspection
+      checkMirroredHeaders(inspection, request.headers)
+
+      const outcomes = await gate(gateOptions, caller, key, inspection)
+      reply.raw.once('close', () => finish(request, reply, outcomes, reply.elapsedTime))
+      for (const o of outcomes) {
+        if (o.decision === 'denied') metrics.policyDenials.inc({ server: server.name, reason: 'rule' })
+      }
+
+      const refused = outcomes.filter((o) => o.error !== undefined)
+      if (!inspection.isBatch) {
+        const only = refused[0]
+        if (only?.error !== undefined) throw only.error
+      }
+      const extra: JsonRpcErrorBody[] = refused.map((o) => jsonRpcError(o.error as PortcullisError, o.message.id ?? null))
+      if (extra.length > 0) {
+        const kept = outcomes.filter((o) => o.error === undefined).map((o) => o.message)
+        if (kept.length === 0) {
+          reply.code(200).type('application/json').send(extra)
+          return reply
+        }
+        const keptIds = kept.filter((m) => m.kind === 'request').map((m) => m.id ?? null)
+        request.mcpForward = { body: Buffer.from(JSON.stringify(kept.map((m) => m.value))), inspection: { ...inspection, messages: kept, requestIds: keptIds } }
+      }
+      request.mcpEdit = responseEdit(outcomes, extra)
+    }
+
+    /** Results recorded for a debugging audit (audit.includeResults), until the record is written. */
+    const captured = new WeakMap<MessageOutcome, string>()
+
+    /** List results to filter, results to record: only when needed, so most answers pass as bytes. */
+    const responseEdit = (outcomes: readonly MessageOutcome[], extra: JsonRpcErrorBody[]): ResponseEdit | null => {
+      const watch = new Map<JsonRpcId, MessageTransform>()
+      for (const o of outcomes) {
+        if (o.error !== undefined || o.message.kind !== 'request') continue
+        const method = o.message.method ?? ''
+        const id = o.message.id ?? null
+        const filter: MessageTransform | undefined = LIST_METHODS[method] !== undefined && policy.filtersLists
+          ? (message) => {
+              const filtered = policy.filterList(method, message.result)
+              return filtered === undefined ? undefined : { ...message, result: filtered }
+            }
+          : undefined
+        const record: MessageTransform | undefined = audit?.includeResults === true
+          ? (message) => {
+              captured.set(o, JSON.stringify(message.result ?? message.error ?? null).slice(0, MAX_AUDIT_RESULT_CHARS))
+              return undefined
+            }
+          : undefined
+        if (filter !== undefined || record !== undefined) {
+          watch.set(id, (message) => {
+            const edited = filter?.(message) ?? message
+            record?.(edited)
+            return edited === message ? undefined : edited
+          })
+        }
+      }
+      return watch.size === 0 && extra.length === 0 ? null : { watch, extra }
+    }
+
+    const finish = (request: FastifyRequest, reply: FastifyReply, outcomes: readonly MessageOutcome[], latencyMs: number): void => {
+      for (const o of outcomes) o.release?.()
+      if (audit === undefined) return
+      const identity = request.identity
+      for (const o of outcomes) {
+        if (o.message.kind !== 'request') continue
+        const args = o.message.params?.arguments
+        const result = captured.get(o)
+        audit.record({
+          requestId: request.id,
+          server: server.name,
+          transport: server.transport,
+          method: o.message.method ?? '',
+          jsonrpcId: o.message.id ?? null,
+          ...(o.message.target === undefined ? {} : { target: { kind: o.kind ?? kindOf(o.message.method), name: o.message.target } }),
+          user: identity === null ? null : { sub: identity.id, username: identity.name },
+          clientId: identity?.clientId ?? null,
+          ip: request.ip,
+          decision: o.decision,
+          ...(o.reason === undefined ? {} : { reason: o.reason }),
+          status: reply.raw.statusCode,
+          latencyMs: Math.round(latencyMs * 10) / 10,
+          ...(audit.includeArguments && args !== undefined ? { arguments: args } : {}),
+          ...(result === undefined ? {} : { result }),
+        })
+      }
     }
 
     app.route({
@@ -109,18 +243,20 @@ export async function mcpRoutes (app: FastifyInstance, opts: McpRoutesOptions): 
       url,
       exposeHeadRoute: false,
       onRequest: [onRequest, checkToken],
-      preHandler: inspect,
+      preHandler: enforce,
       handler: async (request, reply) => {
         reply.hijack()
+        const forward = request.mcpForward
         await upstream.handle({
           method: request.method as typeof MCP_METHODS[number],
           headers: request.headers,
-          body: request.body as Buffer | undefined,
-          inspection: request.mcpInspection ?? undefined,
+          body: forward?.body ?? request.body as Buffer | undefined,
+          inspection: forward?.inspection ?? request.mcpInspection ?? undefined,
           user: userOf(request.identity),
           req: request.raw,
           res: reply.raw,
           log: request.log,
+          ...(request.mcpEdit === null ? {} : { edit: request.mcpEdit }),
         })
       },
     })
@@ -155,9 +291,10 @@ export async function mcpRoutes (app: FastifyInstance, opts: McpRoutesOptions): 
   }
 }
 
-function userOf (identity: RequestIdentity | null): UserIdentity {
-  if (identity === null) return ANONYMOUS
-  return { id: identity.id, name: identity.name, groups: identity.groups ?? [], ...(identity.email === undefined ? {} : { email: identity.email }) }
+function kindOf (method: string | undefined): string {
+  if (method === 'tools/call') return 'tool'
+  if (method === 'prompts/get') return 'prompt'
+  return 'resource'
 }
 
 /** Echo the requested headers when they are MCP ones or Mcp-Param-*; list ours otherwise. */

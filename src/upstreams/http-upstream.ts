@@ -17,6 +17,7 @@ import type { HttpServerConfig } from '../config/schema.js'
 import { READY_PROBE_CACHE_MS, READY_PROBE_TIMEOUT_MS } from '../config/defaults.js'
 import type { McpExchange, Upstream, UpstreamHealth } from './types.js'
 import { endSseWithError, sendRpcError } from './respond.js'
+import { editJsonBody, SseEditor } from './response-edit.js'
 
 const FORWARDED_REQUEST_HEADERS: ReadonlySet<string> = new Set([
   'accept', 'content-type', 'mcp-session-id', 'mcp-protocol-version', 'last-event-id', 'mcp-method', 'mcp-name',
@@ -78,6 +79,12 @@ class Relay implements Dispatcher.DispatchHandler {
   private abortReason: Error | undefined
   private isSse = false
   private credentialFailure: number | undefined
+  /** pass: bytes straight through; buffer: a JSON body to edit; sse: events to edit; replace: answer with the batch errors only. */
+  private mode: 'pass' | 'buffer' | 'sse' | 'replace' = 'pass'
+  private chunks: Buffer[] = []
+  private editor: SseEditor | undefined
+  private bufferedStatus = 0
+  private bufferedHeaders: Record<string, string | string[]> = {}
   private readonly onClientClose = (): void => {
     if (!this.ex.res.writableFinished) this.abort(CLIENT_GONE)
   }
@@ -116,16 +123,40 @@ class Relay implements Dispatcher.DispatchHandler {
     }
     const { headers, isSse } = responseHeaders(upstreamHeaders)
     this.isSse = isSse
+    const edit = this.ex.edit
+    if (edit !== undefined && statusCode < 300) {
+      if (statusCode === 202 && edit.extra.length > 0) {
+        this.mode = 'replace'
+        return
+      }
+      if (!isSse && /json/i.test(String(headers['content-type'] ?? ''))) {
+        this.mode = 'buffer'
+        this.bufferedStatus = statusCode
+        delete headers['content-length']
+        this.bufferedHeaders = headers
+        return
+      }
+      if (isSse) {
+        this.mode = 'sse'
+        this.editor = new SseEditor(edit)
+      }
+    }
     res.writeHead(statusCode, headers)
     // Send the headers now: a client waits for them to know an event stream is open.
     if (isSse) res.flushHeaders()
+    if (this.editor !== undefined) res.write(this.editor.prelude())
     if (res.destroyed) controller.abort(CLIENT_GONE)
   }
 
   onResponseData (controller: Dispatcher.DispatchController, chunk: Buffer): void {
-    if (this.credentialFailure !== undefined) return
+    if (this.credentialFailure !== undefined || this.mode === 'replace') return
+    if (this.mode === 'buffer') {
+      this.chunks.push(chunk)
+      return
+    }
     const { res } = this.ex
-    if (!res.write(chunk)) {
+    const data = this.editor === undefined ? chunk : this.editor.push(chunk)
+    if (data.length > 0 && !res.write(data)) {
       controller.pause()
       res.once('drain', () => controller.resume())
     }
@@ -135,7 +166,15 @@ class Relay implements Dispatcher.DispatchHandler {
     if (this.credentialFailure !== undefined) {
       this.ex.log.error({ server: this.server, status: this.credentialFailure }, 'upstream rejected the gateway credentials')
       sendRpcError(this.ex.res, new PortcullisError('PORTCULLIS_ERR_UPSTREAM_UNAVAILABLE', 'the upstream refused the gateway\'s credentials'), this.ex.inspection)
+    } else if (this.mode === 'replace' || this.mode === 'buffer') {
+      const edit = this.ex.edit
+      const body = edit === undefined ? Buffer.concat(this.chunks)
+        : this.mode === 'replace' ? Buffer.from(JSON.stringify(edit.extra)) : editJsonBody(Buffer.concat(this.chunks), edit)
+      const headers = this.mode === 'replace' ? { 'content-type': 'application/json' } : this.bufferedHeaders
+      this.ex.res.writeHead(this.mode === 'replace' ? 200 : this.bufferedStatus, { ...headers, 'content-length': String(body.length) })
+      this.ex.res.end(body)
     } else {
+      if (this.editor !== undefined) this.ex.res.write(this.editor.flush())
       this.ex.res.end()
     }
     this.finish()

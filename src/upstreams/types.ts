@@ -7,6 +7,7 @@ import type { IncomingHttpHeaders, IncomingMessage, ServerResponse } from 'node:
 import type { FastifyBaseLogger } from 'fastify'
 import type { McpInspection } from '../mcp/jsonrpc.js'
 import type { UserIdentity } from '../identity.js'
+import type { ResponseEdit } from './response-edit.js'
 
 export interface McpExchange {
   readonly method: 'GET' | 'POST' | 'DELETE'
@@ -17,6 +18,8 @@ export interface McpExchange {
   readonly inspection: McpInspection | undefined
   /** Who is calling; sessions and per-user processes are bound to it. */
   readonly user: UserIdentity
+  /** Changes to the answer (filtered lists, batch errors); absent for almost every request. */
+  readonly edit?: ResponseEdit
   readonly req: IncomingMessage
   readonly res: ServerResponse
   readonly log: FastifyBaseLogger

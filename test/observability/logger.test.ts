@@ -1,5 +1,5 @@
 import t from 'tap'
-import { createLogger, redactUrl } from '../../src/observability/logger.js'
+import { createLogger, maskSecrets, redactUrl } from '../../src/observability/logger.js'
 import { connectClient, freePort, logSink, postJson, startGateway, startUpstream } from '../helpers.js'
 
 const SECRET = 'S3CRET-VALUE-never-log-me'
@@ -12,10 +12,21 @@ t.test('sensitive fields are redacted at any depth we log', async (t) => {
   log.info({ body: { client_secret: SECRET, refresh_token: SECRET, access_token: SECRET, code_verifier: SECRET } }, 'oauth')
   log.info({ req: { headers: { Authorization: SECRET } }, deep: { a: { b: { password: SECRET, token: SECRET } } } }, 'deep')
   log.info({ err: { code: 'ECONNREFUSED', message: 'connect refused' } }, 'error codes are kept')
-  t.equal(sink.lines.length, 5)
+  log.info({ list: [{ TOKEN: SECRET }, { nested: { 'X-API-KEY': SECRET, Cookie: SECRET } }] }, 'any case, inside arrays')
+  t.equal(sink.lines.length, 6)
   t.notMatch(sink.text(), SECRET)
   t.match(sink.text(), /\[redacted\]/)
   t.match(sink.lines[4], /"code":"ECONNREFUSED"/, 'err.code is not mistaken for an OAuth code')
+})
+
+t.test('masking copies only what changes and leaves the caller\'s object alone', async (t) => {
+  const original = { a: 1, nested: { password: 'x', keep: 'y' }, other: { z: 2 } }
+  const masked = maskSecrets(original) as typeof original
+  t.same(masked, { a: 1, nested: { password: '[redacted]', keep: 'y' }, other: { z: 2 } })
+  t.equal(original.nested.password, 'x', 'the logged object is not modified')
+  t.equal(masked.other, original.other, 'untouched branches are shared, not copied')
+  const clean = { a: 1, b: { c: [1, 2] } }
+  t.equal(maskSecrets(clean), clean, 'nothing to mask: the same object')
 })
 
 t.test('credential query parameters are masked in URLs', async (t) => {

@@ -1,25 +1,60 @@
-// The same contract for every store backend (Redis joins with its own issue).
+// The same contract for every store backend: memory, SQLite, and real Redis (127.0.0.1:6379).
+// Time: memory and SQLite read an injected clock; Redis expires keys on its own clock, so for it
+// `advance` really waits — the windows here are a tenth of a second.
 import t from 'tap'
 import { statSync } from 'node:fs'
 import { join } from 'node:path'
+import { Redis } from 'ioredis'
 import { MemoryStore } from '../../src/store/memory-store.js'
 import { SqliteStore } from '../../src/store/sqlite-store.js'
+import { RedisStore } from '../../src/store/redis-store.js'
 import type { Store } from '../../src/store/types.js'
+import { redisAvailable, REDIS_URL, uniquePrefix } from '../helpers.js'
 
-const backends: Array<[string, (t: { testdir: () => string }, now: () => number) => Store]> = [
-  ['memory', (_t, now) => new MemoryStore(now)],
-  ['sqlite', (t, now) => new SqliteStore(join(t.testdir(), 'test.db'), now)],
+const WINDOW_MS = 100
+
+interface Backend {
+  readonly store: Store
+  readonly now: () => number
+  readonly advance: (ms: number) => Promise<void>
+}
+
+const makers: Array<[string, (dir: string) => Backend]> = [
+  ['memory', () => {
+    let clock = 1_000_000
+    return { store: new MemoryStore(() => clock), now: () => clock, advance: async (ms) => { clock += ms } }
+  }],
+  ['sqlite', (dir) => {
+    let clock = 1_000_000
+    return { store: new SqliteStore(join(dir, 'test.db'), () => clock), now: () => clock, advance: async (ms) => { clock += ms } }
+  }],
 ]
 
-for (const [name, make] of backends) {
+const hasRedis = await redisAvailable(t)
+const redisClients: Redis[] = []
+t.teardown(async () => {
+  for (const client of redisClients) {
+    const keys = await client.keys('portcullis-test-*')
+    if (keys.length > 0) await client.del(...keys)
+    client.disconnect()
+  }
+})
+if (hasRedis) {
+  makers.push(['redis', () => {
+    const client = new Redis(REDIS_URL)
+    redisClients.push(client)
+    return { store: new RedisStore(client, REDIS_URL, () => Date.now(), uniquePrefix()), now: () => Date.now(), advance: (ms) => new Promise((resolve) => setTimeout(resolve, ms + 20)) }
+  }])
+}
+
+for (const [name, make] of makers) {
   t.test(`${name}: records, expiry, lookups by uid and grant`, async (t) => {
-    let clock = 1_000_000
-    const store = make(t, () => clock)
+    const { store, now, advance } = make(t.testdir({}))
     t.teardown(() => store.close())
-    await store.upsert('Session', 's1', { uid: 'u-1', accountId: 'alice' }, clock + 60_000)
+    await store.upsert('Session', 's1', { uid: 'u-1', accountId: 'alice' }, now() + WINDOW_MS)
     await store.upsert('AccessToken', 'a1', { grantId: 'g1' }, undefined)
-    await store.upsert('RefreshToken', 'r1', { grantId: 'g1' }, clock + 60_000)
-    await store.upsert('RefreshToken', 'r2', { grantId: 'g2' }, clock + 60_000)
+    await store.upsert('RefreshToken', 'r1', { grantId: 'g1' }, now() + 60_000)
+    await store.upsert('RefreshToken', 'r2', { grantId: 'g2' }, now() + 60_000)
     t.same(await store.find('Session', 's1'), { uid: 'u-1', accountId: 'alice' })
     t.same(await store.findByUid('Session', 'u-1'), { uid: 'u-1', accountId: 'alice' })
     t.equal(await store.findByUid('Grant', 'u-1'), undefined, 'uid lookups are per model')
@@ -27,41 +62,45 @@ for (const [name, make] of backends) {
     t.equal(await store.find('AccessToken', 'a1'), undefined, 'revokeByGrantId removes every model of the grant')
     t.equal(await store.find('RefreshToken', 'r1'), undefined)
     t.ok(await store.find('RefreshToken', 'r2'), 'other grants untouched')
-    clock += 60_000
+    await advance(WINDOW_MS)
     t.equal(await store.find('Session', 's1'), undefined, 'expired records are gone')
+    t.equal(await store.findByUid('Session', 'u-1'), undefined, 'and so are their uid lookups')
     await store.upsert('Client', 'c1', { client_id: 'c1' }, undefined)
+    t.ok(await store.find('Client', 'c1'), 'records without an expiry stay')
     await store.destroy('Client', 'c1')
     t.equal(await store.find('Client', 'c1'), undefined)
   })
 
   t.test(`${name}: consume is atomic — the first caller wins, later ones learn when`, async (t) => {
-    const store = make(t, Date.now)
+    const { store, now } = make(t.testdir({}))
     t.teardown(() => store.close())
-    await store.upsert('AuthorizationCode', 'code', { grantId: 'g' }, Date.now() + 60_000)
+    await store.upsert('AuthorizationCode', 'code', { grantId: 'g' }, now() + 60_000)
     const results = await Promise.all([store.consume('AuthorizationCode', 'code', 100), store.consume('AuthorizationCode', 'code', 101)])
     t.same(results, [undefined, 100])
-    t.match(await store.find('AuthorizationCode', 'code'), { consumed: 100 })
+    t.match(await store.find('AuthorizationCode', 'code'), { consumed: 100, grantId: 'g' })
     t.equal(await store.consume('AuthorizationCode', 'missing', 1), undefined)
   })
 
   t.test(`${name}: key-values and counters`, async (t) => {
-    let clock = 5_000
-    const store = make(t, () => clock)
+    const { store, now, advance } = make(t.testdir({}))
     t.teardown(() => store.close())
     t.equal(await store.kvSetIfAbsent('keys', 'first'), true)
     t.equal(await store.kvSetIfAbsent('keys', 'second'), false)
     t.equal(await store.kvGet('keys'), 'first')
-    await store.kvSet('temp', 'x', clock + 10)
-    clock += 10
-    t.equal(await store.kvGet('temp'), undefined)
+    await store.kvSet('temp', 'x', now() + WINDOW_MS)
+    t.equal(await store.kvGet('temp'), 'x')
     await store.kvDelete('keys')
     t.equal(await store.kvGet('keys'), undefined)
-    t.same(await store.hit('login:alice', 1000), { count: 1, resetAtMs: 6010 })
-    t.same(await store.hit('login:alice', 1000, 3), { count: 4, resetAtMs: 6010 })
-    clock = 6010
-    t.same(await store.hit('login:alice', 1000), { count: 1, resetAtMs: 7010 }, 'a new window starts')
+    const first = await store.hit('login:alice', WINDOW_MS)
+    t.equal(first.count, 1)
+    t.ok(first.resetAtMs > now() && first.resetAtMs <= now() + WINDOW_MS, 'the window ends within its length')
+    t.equal((await store.hit('login:alice', WINDOW_MS, 3)).count, 4, 'a cost adds that many')
+    t.equal((await store.hit('login:alice', WINDOW_MS, 0)).count, 4, 'a zero cost only reads')
+    await advance(WINDOW_MS)
+    t.equal(await store.kvGet('temp'), undefined, 'key-values expire')
+    t.equal((await store.hit('login:alice', WINDOW_MS)).count, 1, 'a new window starts')
     await store.resetCounter('login:alice')
-    t.same(await store.hit('login:alice', 1000), { count: 1, resetAtMs: 7010 })
+    t.equal((await store.hit('login:alice', WINDOW_MS, 0)).count, 0, 'a reset counter reads zero')
     await store.ping()
   })
 }

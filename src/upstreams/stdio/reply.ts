@@ -7,6 +7,7 @@
 import type { ServerResponse } from 'node:http'
 import { jsonRpcError, type JsonRpcId, type PortcullisError } from '../../errors.js'
 import type { ReplySink } from './channel.js'
+import { editMessage, type ResponseEdit } from '../response-edit.js'
 
 export function sseEvent (json: string): string {
   return `event: message\ndata: ${json}\n\n`
@@ -114,5 +115,44 @@ export class PostReply implements ReplySink {
     this.mode = 'done'
     this.res.end()
     this.resolveFinished()
+  }
+}
+
+/** A sink that also takes messages answering nothing (server-to-client requests, logs). */
+export interface StreamSink extends ReplySink {
+  push: (json: string) => void
+}
+
+export function isStreamSink (sink: ReplySink | undefined): sink is StreamSink {
+  return sink !== undefined && typeof (sink as Partial<StreamSink>).push === 'function'
+}
+
+/** Passes watched responses through the edit (filtered lists, recorded results) on their way out. */
+export class EditingSink implements StreamSink {
+  constructor (private readonly inner: PostReply, private readonly edit: ResponseEdit) {}
+
+  get isOpen (): boolean {
+    return this.inner.isOpen
+  }
+
+  deliver (json: string, clientId: JsonRpcId, isFinal: boolean): void {
+    if (isFinal && this.edit.watch.has(clientId)) {
+      const message: unknown = JSON.parse(json)
+      const edited = editMessage(message, this.edit)
+      if (edited !== message) json = JSON.stringify(edited)
+    }
+    this.inner.deliver(json, clientId, isFinal)
+  }
+
+  push (json: string): void {
+    this.inner.push(json)
+  }
+
+  fail (err: PortcullisError, clientId: JsonRpcId): void {
+    this.inner.fail(err, clientId)
+  }
+
+  abandon (clientId: JsonRpcId): void {
+    this.inner.abandon(clientId)
   }
 }

@@ -31,7 +31,8 @@ import { sendRpcError } from '../respond.js'
 import { Channel, type ChannelClient, type DeliveryKind, type ReplySink } from './channel.js'
 import { McpChild } from './child-process.js'
 import { childEnvironment } from './environment.js'
-import { PostReply, SSE_HEADERS, sseEvent } from './reply.js'
+import { EditingSink, isStreamSink, PostReply, SSE_HEADERS, sseEvent } from './reply.js'
+import type { ResponseEdit } from '../response-edit.js'
 
 /** Crashes this soon after spawn count towards backoff. */
 const CRASH_WINDOW_MS = 10_000
@@ -54,6 +55,10 @@ export interface StdioUpstreamOptions {
   readonly version: string
   /** Injectable clock for idle expiry (tests drive it instead of sleeping). */
   readonly now?: () => number
+}
+
+function withEdit (reply: PostReply, edit: ResponseEdit | undefined): PostReply | EditingSink {
+  return edit === undefined || edit.watch.size === 0 ? reply : new EditingSink(reply, edit)
 }
 
 function headerValue (headers: IncomingHttpHeaders, name: string): string | undefined {
@@ -82,14 +87,14 @@ class LegacySession implements ChannelClient {
   }
 
   deliver (json: string, kind: DeliveryKind, hint: ReplySink | undefined): void {
-    const hinted = hint instanceof PostReply && hint.isOpen ? hint : undefined
+    const hinted = isStreamSink(hint) && hint.isOpen ? hint : undefined
     // Requests and logs raised while one of our calls runs belong on that call's stream.
     if (kind === 'related' && hinted !== undefined) return hinted.push(json)
     if (this.stream !== undefined && !this.stream.destroyed) {
       this.stream.write(sseEvent(json))
       return
     }
-    const anyOpen = hinted ?? [...this.activeReplies].findLast((r) => r.isOpen)
+    const anyOpen: { push: (json: string) => void } | undefined = hinted ?? [...this.activeReplies].findLast((r) => r.isOpen)
     if (anyOpen !== undefined) return anyOpen.push(json)
     if (this.backlog.length >= MAX_BACKLOG_MESSAGES) this.backlog.shift()
     this.backlog.push(json)
@@ -221,11 +226,16 @@ export class StdioUpstream implements Upstream {
       throw new PortcullisError('PORTCULLIS_ERR_INVALID_REQUEST', 'this session is already initialized')
     }
     const raw = inspection.isBatch ? undefined : ex.body?.toString('utf8')
-    const reply = inspection.requestIds.length > 0 ? new PostReply(ex.res, inspection.requestIds, inspection.isBatch) : undefined
+    const extra = ex.edit?.extra ?? []
+    const ids = [...inspection.requestIds, ...extra.map((e) => e.id)]
+    const reply = ids.length > 0 ? new PostReply(ex.res, ids, inspection.isBatch || extra.length > 0) : undefined
     if (reply !== undefined) session.activeReplies.add(reply)
+    const sink = reply === undefined ? undefined : withEdit(reply, ex.edit)
     const { channel } = session
+    // The gateway's own answers for refused batch members go first.
+    for (const error of extra) reply?.deliver(JSON.stringify(error), error.id, true)
     for (const m of inspection.messages) {
-      if (m.kind === 'request' && reply !== undefined) channel.forwardRequest(session, m.value, raw, reply)
+      if (m.kind === 'request' && sink !== undefined) channel.forwardRequest(session, m.value, raw, sink)
       else if (m.kind === 'notification') {
         // On a shared child the gateway already completed the one handshake.
         if (m.method === 'notifications/initialized' && channel.initializeResult !== undefined) continue
@@ -346,7 +356,7 @@ export class StdioUpstream implements Upstream {
     channel.attach(client)
     // 2026-07-28: closing the response stream is the client's cancellation.
     reply.onClientGone = () => channel.cancel(client, message.id ?? null)
-    channel.forwardRequest(client, message.value, undefined, reply)
+    channel.forwardRequest(client, message.value, undefined, withEdit(reply, ex.edit))
     await reply.done()
     channel.detach(client)
   }

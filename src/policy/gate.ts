@@ -1,0 +1,107 @@
+/**
+ * The gate every inspected MCP request passes after authentication: policy
+ * per message (a batch's members judged one by one), then rate limits and
+ * concurrency caps. The outcome per request message is what the route
+ * answers with and what the audit trail records.
+ */
+import { PortcullisError } from '../errors.js'
+import type { Rate } from '../config/units.js'
+import type { ServerConfig } from '../config/schema.js'
+import type { McpInspection, McpMessage } from '../mcp/jsonrpc.js'
+import { concurrencyRejection, type Bucket, type RateLimiter, type RateLimitRejection } from '../rate-limit/limiter.js'
+import type { Caller, ServerPolicy, TargetKind } from './policy.js'
+
+export type Decision = 'allowed' | 'denied' | 'rate_limited'
+
+export interface MessageOutcome {
+  readonly message: McpMessage
+  readonly decision: Decision
+  readonly kind: TargetKind | undefined
+  readonly name: string | undefined
+  /** Set unless allowed: the gateway's answer for this message. */
+  readonly error?: PortcullisError
+  /** The rule or bucket that decided, for the audit trail. */
+  readonly reason?: string
+  /** Frees a concurrency slot when the call completes. */
+  readonly release?: () => void
+}
+
+export interface GateOptions {
+  readonly server: ServerConfig
+  readonly policy: ServerPolicy
+  readonly limiter: RateLimiter | undefined
+  readonly defaults: { readonly perUser: Rate | undefined, readonly perUserPerTool: Rate | undefined }
+  /** The WWW-Authenticate challenge asking for these scopes (undefined when authorization is off). */
+  readonly scopeChallenge: ((scopes: readonly string[], description: string) => string) | undefined
+}
+
+/** Methods that do not count against the per-user budget: the handshake. */
+const FREE_METHODS = new Set(['initialize'])
+
+function limited (rejection: RateLimitRejection, id: McpMessage['id']): PortcullisError {
+  return new PortcullisError('PORTCULLIS_ERR_RATE_LIMITED', rejection.message, { headers: { ...rejection.headers }, id: id ?? null })
+}
+
+export async function gate (options: GateOptions, caller: Caller, callerKey: string, inspection: McpInspection): Promise<MessageOutcome[]> {
+  const outcomes: MessageOutcome[] = []
+  for (const message of inspection.messages) {
+    if (message.kind !== 'request') {
+      outcomes.push({ message, decision: 'allowed', kind: undefined, name: undefined })
+      continue
+    }
+    outcomes.push(await gateRequest(options, caller, callerKey, message))
+  }
+  return outcomes
+}
+
+async function gateRequest (options: GateOptions, caller: Caller, callerKey: string, message: McpMessage): Promise<MessageOutcome> {
+  const { server, policy, limiter } = options
+  const id = message.id ?? null
+  const verdict = policy.judge(message, caller)
+  if (!verdict.allowed) {
+    if (verdict.reason === 'denied') {
+      return { message, decision: 'denied', kind: undefined, name: message.target, reason: verdict.message, error: new PortcullisError('PORTCULLIS_ERR_POLICY_DENIED', verdict.message, { id }) }
+    }
+    const headers: Record<string, string> = options.scopeChallenge === undefined ? {} : { 'www-authenticate': options.scopeChallenge(verdict.requiredScopes, verdict.message) }
+    return { message, decision: 'denied', kind: undefined, name: message.target, reason: verdict.message, error: new PortcullisError('PORTCULLIS_ERR_INSUFFICIENT_SCOPE', verdict.message, { id, headers }) }
+  }
+  const { kind, name, tool } = verdict
+  if (limiter === undefined) return { message, decision: 'allowed', kind, name }
+
+  const cost = tool?.cost ?? 1
+  const buckets: Bucket[] = []
+  const perUser = server.rateLimit ?? options.defaults.perUser
+  if (perUser !== undefined && !FREE_METHODS.has(message.method ?? '')) {
+    buckets.push({ kind: 'user', key: `${server.name}:${callerKey}`, rate: perUser, cost, subject: `server "${server.name}"` })
+  }
+  if (kind === 'tool' && name !== undefined) {
+    const perTool = tool?.rateLimit ?? options.defaults.perUserPerTool
+    if (perTool !== undefined) buckets.push({ kind: 'user-tool', key: `${server.name}:${name}:${callerKey}`, rate: perTool, cost, subject: `tool "${name}"` })
+    if (tool?.globalRateLimit !== undefined) buckets.push({ kind: 'tool', key: `${server.name}:${name}`, rate: tool.globalRateLimit, cost, subject: `tool "${name}"` })
+  }
+  if (buckets.length > 0) {
+    const outcome = await limiter.consume(buckets)
+    if (outcome === 'store-unavailable') {
+      return { message, decision: 'rate_limited', kind, name, reason: 'store-unavailable', error: new PortcullisError('PORTCULLIS_ERR_RATE_LIMIT_UNAVAILABLE', undefined, { id, headers: { 'retry-after': '5' } }) }
+    }
+    if (outcome !== undefined) return { message, decision: 'rate_limited', kind, name, reason: outcome.bucket, error: limited(outcome, id) }
+  }
+  if (kind === 'tool' && name !== undefined && tool?.concurrency !== undefined) {
+    const slot = `${server.name}:${name}:${callerKey}`
+    if (!limiter.acquire(slot, tool.concurrency)) {
+      return { message, decision: 'rate_limited', kind, name, reason: 'concurrency', error: limited(concurrencyRejection(name, tool.concurrency), id) }
+    }
+    return { message, decision: 'allowed', kind, name, release: once(() => limiter.release(slot)) }
+  }
+  return { message, decision: 'allowed', kind, name }
+}
+
+function once (fn: () => void): () => void {
+  let done = false
+  return () => {
+    if (!done) {
+      done = true
+      fn()
+    }
+  }
+}

@@ -1,0 +1,175 @@
+/**
+ * Per-server policy: who may reach the server, and which tools, prompts and
+ * resources they may use. Compiled once from the config; judged per JSON-RPC
+ * message from the body (never from headers).
+ *
+ * Order for a call to tool T (prompts and resources alike):
+ *   1. tools.deny matches T                 -> denied (names the pattern)
+ *   2. tools.allow is set and misses T      -> denied
+ *   3. T's rule needs scopes the token lacks -> insufficient_scope (step up)
+ *   4. otherwise allowed, with T's rule (limits, cost, concurrency)
+ *
+ * Lists (tools/list, prompts/list, resources/list, resources/templates/list)
+ * are filtered to what steps 1-2 allow: a client never sees what it can never
+ * call. Scope-gated entries stay listed: calling one starts the step-up.
+ */
+import type { AccessConfig, NamedRule, ServerConfig, ToolRule } from '../config/schema.js'
+import type { McpMessage } from '../mcp/jsonrpc.js'
+import { compileGlob, type Matcher } from './glob.js'
+
+export type TargetKind = 'tool' | 'prompt' | 'resource'
+
+const KIND_OF_METHOD: Readonly<Record<string, TargetKind>> = {
+  'tools/call': 'tool',
+  'prompts/get': 'prompt',
+  'resources/read': 'resource',
+  'resources/subscribe': 'resource',
+  'resources/unsubscribe': 'resource',
+}
+
+/** The list methods whose results are filtered, and where the names are. */
+export const LIST_METHODS: Readonly<Record<string, { kind: TargetKind, field: string, key: string }>> = {
+  'tools/list': { kind: 'tool', field: 'tools', key: 'name' },
+  'prompts/list': { kind: 'prompt', field: 'prompts', key: 'name' },
+  'resources/list': { kind: 'resource', field: 'resources', key: 'uri' },
+  'resources/templates/list': { kind: 'resource', field: 'resourceTemplates', key: 'uriTemplate' },
+}
+
+/** Who is asking, as policy sees it. `scopes` undefined: authorization is off, scope rules do not apply. */
+export interface Caller {
+  readonly name: string
+  readonly groups: readonly string[]
+  readonly clientId: string | undefined
+  readonly isClient: boolean
+  readonly scopes: ReadonlySet<string> | undefined
+}
+
+export type Verdict =
+  | { readonly allowed: true, readonly kind: TargetKind | undefined, readonly name: string | undefined, readonly tool: ToolRule | undefined }
+  | { readonly allowed: false, readonly reason: 'denied', readonly message: string }
+  | { readonly allowed: false, readonly reason: 'scope', readonly requiredScopes: readonly string[], readonly message: string }
+
+interface Pattern { readonly pattern: string, readonly matches: Matcher }
+
+interface CompiledList<R> {
+  readonly allow: readonly Pattern[] | undefined
+  readonly deny: readonly Pattern[]
+  readonly exact: ReadonlyMap<string, R>
+  readonly patterns: ReadonlyArray<Pattern & { readonly rule: R }>
+}
+
+function compileList<R> (list: { allow?: string[], deny: string[] } & Record<string, unknown>): CompiledList<R> {
+  const exact = new Map<string, R>()
+  const patterns: Array<Pattern & { rule: R }> = []
+  for (const [key, value] of Object.entries(list)) {
+    if (key === 'allow' || key === 'deny') continue
+    if (key.includes('*') || key.includes('?')) patterns.push({ pattern: key, matches: compileGlob(key), rule: value as R })
+    else exact.set(key, value as R)
+  }
+  const compile = (p: string): Pattern => ({ pattern: p, matches: compileGlob(p) })
+  return { allow: list.allow?.map(compile), deny: list.deny.map(compile), exact, patterns }
+}
+
+const ALLOWED_UNTARGETED: Verdict = { allowed: true, kind: undefined, name: undefined, tool: undefined }
+const KIND_PLURAL: Readonly<Record<TargetKind, 'tools' | 'prompts' | 'resources'>> = { tool: 'tools', prompt: 'prompts', resource: 'resources' }
+
+export class ServerPolicy {
+  private readonly lists: Readonly<Record<TargetKind, CompiledList<ToolRule | NamedRule>>>
+  private readonly access: AccessConfig | undefined
+
+  constructor (private readonly server: ServerConfig) {
+    this.access = server.access
+    this.lists = {
+      tool: compileList<ToolRule>(server.tools as { deny: string[] } & Record<string, unknown>),
+      prompt: compileList<NamedRule>(server.prompts as { deny: string[] } & Record<string, unknown>),
+      resource: compileList<NamedRule>(server.resources as { deny: string[] } & Record<string, unknown>),
+    }
+  }
+
+  /** May this caller reach the server at all? (`access`: any listed user, group or machine client.) */
+  reach (caller: Caller): Verdict {
+    const access = this.access
+    if (access === undefined) return ALLOWED_UNTARGETED
+    const isListed = (access.users?.includes(caller.name) ?? false) ||
+      (access.groups?.some((g) => caller.groups.includes(g)) ?? false) ||
+      (caller.isClient && caller.clientId !== undefined && (access.clients?.includes(caller.clientId) ?? false))
+    if (isListed) return ALLOWED_UNTARGETED
+    return { allowed: false, reason: 'denied', message: `${caller.isClient ? 'client' : 'user'} "${caller.name}" is not in the access list of server "${this.server.name}"` }
+  }
+
+  /** The verdict on one message: only tools/call, prompts/get and resources/* name a target. */
+  judge (message: McpMessage, caller: Caller): Verdict {
+    if (message.kind !== 'request' || message.method === undefined || message.target === undefined) return ALLOWED_UNTARGETED
+    const kind = KIND_OF_METHOD[message.method]
+    if (kind === undefined) return ALLOWED_UNTARGETED
+    const name = message.target
+    const refusal = this.refusal(kind, name)
+    if (refusal !== undefined) return { allowed: false, reason: 'denied', message: refusal }
+    const rule = this.ruleFor(kind, name)
+    const needed = rule?.scopes ?? []
+    if (caller.scopes !== undefined && needed.some((s) => !caller.scopes?.has(s))) {
+      const required = [...new Set([...this.server.scopes, ...needed])]
+      return { allowed: false, reason: 'scope', requiredScopes: required, message: `${kind} "${name}" needs the scope(s): ${needed.join(' ')}` }
+    }
+    return { allowed: true, kind, name, tool: kind === 'tool' ? rule as ToolRule | undefined : undefined }
+  }
+
+  /** Whether a listed entry stays visible (deny/allow only: scope-gated entries can be stepped up to). */
+  isVisible (kind: TargetKind, name: string): boolean {
+    return this.refusal(kind, name) === undefined
+  }
+
+  /** The rule for a name: an exact key first, then the first matching pattern key. */
+  ruleFor (kind: TargetKind, name: string): ToolRule | NamedRule | undefined {
+    const list = this.lists[kind]
+    return list.exact.get(name) ?? list.patterns.find((p) => p.matches(name))?.rule
+  }
+
+  /** Scopes any tool, prompt or resource rule can require (the authorization server must be able to grant them). */
+  ruleScopes (): string[] {
+    return ruleScopesOf(this.server)
+  }
+
+  /**
+   * Filters a list result in place of the upstream's; undefined when nothing
+   * had to go (the caller then forwards the original bytes).
+   */
+  filterList (method: string, result: unknown): Record<string, unknown> | undefined {
+    const list = LIST_METHODS[method]
+    if (list === undefined || result === null || typeof result !== 'object') return undefined
+    const entries = (result as Record<string, unknown>)[list.field]
+    if (!Array.isArray(entries)) return undefined
+    const kept = entries.filter((entry: unknown) => {
+      const name = (entry as Record<string, unknown> | null)?.[list.key]
+      return typeof name !== 'string' || this.isVisible(list.kind, name)
+    })
+    return kept.length === entries.length ? undefined : { ...(result as Record<string, unknown>), [list.field]: kept }
+  }
+
+  /** Whether any list needs filtering at all (most servers have no allow/deny: their lists pass untouched). */
+  get filtersLists (): boolean {
+    return Object.values(this.lists).some((l) => l.allow !== undefined || l.deny.length > 0)
+  }
+
+  private refusal (kind: TargetKind, name: string): string | undefined {
+    const list = this.lists[kind]
+    const plural = KIND_PLURAL[kind]
+    const denied = list.deny.find((p) => p.matches(name))
+    if (denied !== undefined) return `${kind} "${name}" is denied by ${plural}.deny "${denied.pattern}" of server "${this.server.name}"`
+    if (list.allow !== undefined && !list.allow.some((p) => p.matches(name))) {
+      return `${kind} "${name}" is not in ${plural}.allow of server "${this.server.name}"`
+    }
+    return undefined
+  }
+}
+
+/** Scopes the tool, prompt and resource rules of a server can require. */
+export function ruleScopesOf (server: ServerConfig): string[] {
+  const scopes = new Set<string>()
+  for (const list of [server.tools, server.prompts, server.resources] as Array<Record<string, unknown>>) {
+    for (const [key, rule] of Object.entries(list)) {
+      if (key !== 'allow' && key !== 'deny') for (const s of (rule as NamedRule).scopes) scopes.add(s)
+    }
+  }
+  return [...scopes]
+}

@@ -1,0 +1,158 @@
+/**
+ * Rate limits decided after the body is read, on @fastify/rate-limit's
+ * createRateLimit() and its stores: in-process (LRU, fixed windows) by
+ * default, Redis when the gateway's store is Redis, so replicas share one
+ * count (its Lua script increments and sets the expiry atomically).
+ *
+ * Buckets, each optional (see README "Rate limits"):
+ *   user       per user per server, every JSON-RPC request but initialize
+ *   user-tool  per user per tool, tools/call only
+ *   tool       per tool across all users
+ * A tool's `cost` is charged as that many units in each bucket the call
+ * touches. Concurrency caps (calls in flight per user per tool) are counted
+ * in-process, per replica.
+ *
+ * When the counter store fails (Redis unreachable), rateLimits.onStoreError
+ * decides: `allow` lets requests through, `deny` refuses them (503); either
+ * way a log line (at most one per interval) and a metric say so.
+ */
+import type { FastifyBaseLogger, FastifyInstance } from 'fastify'
+import type {} from '@fastify/rate-limit'
+import { describeRate, type Rate } from '../config/units.js'
+
+export type BucketKind = 'user' | 'user-tool' | 'tool' | 'ip-login' | 'ip-token'
+
+export interface Bucket {
+  readonly kind: BucketKind
+  readonly key: string
+  readonly rate: Rate
+  readonly cost: number
+  /** What the limit is on, as a model reads it: `tool "search"`, `server "github"`. */
+  readonly subject: string
+}
+
+export interface RateLimitRejection {
+  readonly bucket: BucketKind
+  readonly message: string
+  readonly retryAfterS: number
+  readonly headers: Readonly<Record<string, string>>
+}
+
+interface LimiterResult {
+  readonly max?: number
+  readonly remaining?: number
+  readonly ttlInSeconds?: number
+  readonly isExceeded?: boolean
+}
+
+type Limiter = (subject: { routeOptions: { config: object }, rateLimitKey: string }) => Promise<LimiterResult>
+
+/** One log line per this interval while the counter store keeps failing. */
+const STORE_ERROR_LOG_INTERVAL_MS = 10_000
+
+export interface LimiterHooks {
+  readonly onReject?: (bucket: BucketKind) => void
+  readonly onStoreError?: () => void
+}
+
+export class RateLimiter {
+  private readonly limiters = new Map<string, Limiter>()
+  private readonly inFlight = new Map<string, number>()
+  private lastStoreErrorLogAt = 0
+
+  constructor (
+    private readonly app: FastifyInstance,
+    private readonly onStoreError: 'allow' | 'deny',
+    private readonly log: FastifyBaseLogger,
+    private readonly hooks: LimiterHooks = {},
+  ) {}
+
+  private limiterFor (rate: Rate): Limiter {
+    const id = `${rate.max}/${rate.windowMs}`
+    let limiter = this.limiters.get(id)
+    if (limiter === undefined) {
+      limiter = this.app.createRateLimit({
+        max: rate.max,
+        timeWindow: rate.windowMs,
+        keyGenerator: (req: unknown) => (req as { rateLimitKey: string }).rateLimitKey,
+      }) as unknown as Limiter
+      this.limiters.set(id, limiter)
+    }
+    return limiter
+  }
+
+  /**
+   * Charges every bucket; the first one over its limit refuses the call.
+   * Undefined: allowed. A store failure is answered per onStoreError.
+   */
+  async consume (buckets: readonly Bucket[]): Promise<RateLimitRejection | 'store-unavailable' | undefined> {
+    for (const bucket of buckets) {
+      const limiter = this.limiterFor(bucket.rate)
+      const subject = { routeOptions: { config: {} }, rateLimitKey: `${bucket.kind}:${bucket.key}` }
+      let result: LimiterResult | undefined
+      try {
+        for (let unit = 0; unit < bucket.cost; unit++) {
+          result = await limiter(subject)
+          if (result.isExceeded === true) break
+        }
+      } catch (err) {
+        this.hooks.onStoreError?.()
+        const now = Date.now()
+        if (now - this.lastStoreErrorLogAt >= STORE_ERROR_LOG_INTERVAL_MS) {
+          this.lastStoreErrorLogAt = now
+          this.log.error({ err: { message: (err as Error).message, code: (err as { code?: string }).code }, onStoreError: this.onStoreError }, this.onStoreError === 'allow'
+            ? 'rate-limit store unreachable: requests are let through unlimited'
+            : 'rate-limit store unreachable: requests are refused')
+        }
+        if (this.onStoreError === 'deny') return 'store-unavailable'
+        continue
+      }
+      if (result?.isExceeded === true) {
+        this.hooks.onReject?.(bucket.kind)
+        return rejection(bucket, result.ttlInSeconds ?? Math.ceil(bucket.rate.windowMs / 1000))
+      }
+    }
+    return undefined
+  }
+
+  /** Takes a slot for a call in flight; false when the cap is reached. Release with `release`. */
+  acquire (key: string, cap: number): boolean {
+    const current = this.inFlight.get(key) ?? 0
+    if (current >= cap) return false
+    this.inFlight.set(key, current + 1)
+    return true
+  }
+
+  release (key: string): void {
+    const current = this.inFlight.get(key) ?? 0
+    if (current <= 1) this.inFlight.delete(key)
+    else this.inFlight.set(key, current - 1)
+  }
+}
+
+function rejection (bucket: Bucket, retryAfterS: number): RateLimitRejection {
+  const retry = Math.max(1, retryAfterS)
+  const scope = bucket.kind === 'tool' ? `${bucket.subject} (all users together)` : bucket.subject
+  return {
+    bucket: bucket.kind,
+    message: `rate limit for ${scope}: ${describeRate(bucket.rate)}; retry in ${retry} s`,
+    retryAfterS: retry,
+    headers: {
+      'retry-after': String(retry),
+      'ratelimit-limit': String(bucket.rate.max),
+      'ratelimit-remaining': '0',
+      'ratelimit-reset': String(retry),
+      'ratelimit-policy': `${bucket.rate.max};w=${Math.round(bucket.rate.windowMs / 1000)}`,
+    },
+  }
+}
+
+/** A concurrency cap that was reached. */
+export function concurrencyRejection (tool: string, cap: number): RateLimitRejection {
+  return {
+    bucket: 'user-tool',
+    message: `tool "${tool}" allows ${cap} call${cap === 1 ? '' : 's'} in flight per user; wait for the running one${cap === 1 ? '' : 's'} to finish`,
+    retryAfterS: 1,
+    headers: { 'retry-after': '1' },
+  }
+}

@@ -1,0 +1,100 @@
+/**
+ * Edits to an upstream's answer, needed only now and then: list results
+ * filtered by policy, results recorded for a debugging audit, and the
+ * gateway's own errors for refused members of a JSON-RPC batch merged in.
+ * Without an edit, answers pass through as bytes; with one, JSON bodies are
+ * buffered and SSE streams are parsed event by event (still streamed), and
+ * only the watched responses are re-serialised.
+ */
+import type { JsonRpcErrorBody, JsonRpcId } from '../errors.js'
+
+export type MessageTransform = (message: Record<string, unknown>) => Record<string, unknown> | undefined
+
+export interface ResponseEdit {
+  /** Responses (by request id) to hand to their transform; it may return a replacement. */
+  readonly watch: ReadonlyMap<JsonRpcId, MessageTransform>
+  /** Errors for batch members the gateway itself refused, added to the answer. */
+  readonly extra: readonly JsonRpcErrorBody[]
+}
+
+function isResponse (value: unknown): value is Record<string, unknown> {
+  return value !== null && typeof value === 'object' && !Array.isArray(value) && 'id' in value && ('result' in value || 'error' in value)
+}
+
+/** A single message through the watch list; the same object when untouched. */
+export function editMessage (message: unknown, edit: ResponseEdit): unknown {
+  if (!isResponse(message)) return message
+  const transform = edit.watch.get(message.id as JsonRpcId)
+  return transform === undefined ? message : transform(message) ?? message
+}
+
+/** Edits a JSON response body (one message or a batch answer). */
+export function editJsonBody (body: Buffer, edit: ResponseEdit): Buffer {
+  let parsed: unknown
+  try {
+    parsed = JSON.parse(body.toString('utf8'))
+  } catch {
+    return body
+  }
+  let out: unknown = Array.isArray(parsed) ? parsed.map((m) => editMessage(m, edit)) : editMessage(parsed, edit)
+  if (edit.extra.length > 0) out = [...(Array.isArray(out) ? out : [out]), ...edit.extra]
+  return Buffer.from(JSON.stringify(out))
+}
+
+/** One SSE event carrying one JSON-RPC message. */
+export function sseMessageEvent (message: unknown): string {
+  return `event: message\ndata: ${JSON.stringify(message)}\n\n`
+}
+
+/**
+ * Incremental SSE editor: feed raw chunks, get text to write. Events whose
+ * data is a watched response are rewritten (event name and id kept); all
+ * others pass as they were.
+ */
+export class SseEditor {
+  private pending = ''
+
+  constructor (private readonly edit: ResponseEdit) {}
+
+  /** The gateway's own batch errors go first, before the upstream's events. */
+  prelude (): string {
+    return this.edit.extra.map((e) => sseMessageEvent(e)).join('')
+  }
+
+  push (chunk: Buffer): string {
+    this.pending += chunk.toString('utf8')
+    let out = ''
+    for (;;) {
+      const match = /\r?\n\r?\n/.exec(this.pending)
+      if (match === null) break
+      const event = this.pending.slice(0, match.index)
+      this.pending = this.pending.slice(match.index + match[0].length)
+      out += this.rewrite(event) + match[0]
+    }
+    return out
+  }
+
+  /** Whatever is left when the stream ends (an unterminated event passes as it was). */
+  flush (): string {
+    const rest = this.pending
+    this.pending = ''
+    return rest
+  }
+
+  private rewrite (event: string): string {
+    const lines = event.split(/\r?\n/)
+    const dataLines = lines.filter((l) => l.startsWith('data:'))
+    if (dataLines.length === 0) return event
+    const data = dataLines.map((l) => l.slice(l.startsWith('data: ') ? 6 : 5)).join('\n')
+    let message: unknown
+    try {
+      message = JSON.parse(data)
+    } catch {
+      return event
+    }
+    const edited = editMessage(message, this.edit)
+    if (edited === message) return event
+    const kept = lines.filter((l) => !l.startsWith('data:'))
+    return [...kept, `data: ${JSON.stringify(edited)}`].join('\n')
+  }
+}
