@@ -28,7 +28,8 @@ import rateLimitPlugin from '@fastify/rate-limit'
 import type { DestinationStream } from 'pino'
 import { RateLimiter } from './rate-limit/limiter.js'
 import { createAuditLog } from './observability/audit.js'
-import { Metrics } from './observability/metrics.js'
+import { Metrics, metricsRoute, recordHttpMetrics } from './observability/metrics.js'
+import { StdioUpstream } from './upstreams/stdio/stdio-upstream.js'
 import { bearerChallenge } from './resource-server/challenge.js'
 import type { ServerConfig } from './config/schema.js'
 import { createRedisClient, type RedisClient } from './store/redis-client.js'
@@ -53,6 +54,8 @@ export interface GatewayState {
   readonly metrics: Metrics
   /** Set when this start created the first-run account (its password, once). */
   readonly firstRun: FirstRunAccount | undefined
+  /** The /metrics listener when metrics.listen is set (not yet listening). */
+  metricsServer?: FastifyInstance
 }
 
 declare module 'fastify' {
@@ -72,16 +75,20 @@ export async function buildApp (config: Config, options: BuildOptions = {}): Pro
     // The MCP routes answer 503 themselves while closing, as a JSON-RPC error with Connection: close.
     return503OnClosing: false,
     routerOptions: { ignoreTrailingSlash: true },
+    // A hop count n means: trust the n nearest proxies (proxy-addr's own reading of a number).
+    trustProxy: typeof config.trustProxy === 'number' ? ((_address: string, hop: number) => hop < (config.trustProxy as number)) : config.trustProxy,
   })
 
   const now = options.now ?? (() => Date.now())
-  const upstreams = createUpstreams(config, { log: app.log, version: VERSION, now })
+  const metrics = new Metrics()
+  const upstreams = createUpstreams(config, { log: app.log, version: VERSION, now, onStdioExit: (server) => metrics.stdioRestarts.inc({ server }) })
+  metrics.stdioProcessCounts = () => [...upstreams.values()].flatMap((u) => u instanceof StdioUpstream ? [[u.name, u.processCount] as const] : [])
+  recordHttpMetrics(app, metrics)
   // State lives in the data directory (owner-only): the SQLite store, the first-run password file.
   mkdirSync(config.dataDir, { recursive: true, mode: 0o700 })
   const redis: RedisClient | undefined = config.store.redis === undefined ? undefined : createRedisClient(config.store.redis, app.log)
   const store = options.store ?? createStore(config, now, redis)
   const isOriginAllowed = createOriginPolicy(config.publicUrl, config.allowedOrigins)
-  const metrics = new Metrics()
 
   // Limits decided after the body is read (createRateLimit); counters in Redis when the store is Redis.
   await app.register(rateLimitPlugin, {
@@ -106,6 +113,8 @@ export async function buildApp (config: Config, options: BuildOptions = {}): Pro
     firstRun = users.firstRun
     const catalog = new ResourceCatalog(config)
     const provider = createProvider({ config, store, keys, users, catalog, isOriginAllowed, now, ...(options.fetch === undefined ? {} : { fetch: options.fetch }) })
+    // Reads the X-Forwarded-* headers presentAsPublic() sets from publicUrl (never the client's own).
+    provider.proxy = true
     provider.on('server_error', (_ctx: unknown, err: Error) => { app.log.error({ err }, 'authorization server error') })
     // Refusals are routine (bad clients, expired codes): info, with the OAuth error only — never the request.
     const refused = (event: string) => (_ctx: unknown, err: Error & { error_description?: string }): void => {
@@ -115,11 +124,17 @@ export async function buildApp (config: Config, options: BuildOptions = {}): Pro
     provider.on('grant.error', refused('grant.error'))
     provider.on('registration_create.error', refused('registration_create.error'))
     provider.on('revocation.error', refused('revocation.error'))
+    // JWT access tokens are 'issued' (never stored); refresh tokens and codes are 'saved'.
+    provider.on('access_token.issued', () => metrics.tokensIssued.inc({ type: 'access_token' }))
+    provider.on('client_credentials.issued', () => metrics.tokensIssued.inc({ type: 'client_credentials' }))
+    provider.on('refresh_token.saved', () => metrics.tokensIssued.inc({ type: 'refresh_token' }))
+    provider.on('authorization_code.saved', () => metrics.tokensIssued.inc({ type: 'authorization_code' }))
     await app.register(authServerRoutes, { provider, catalog, limiter, tokenRate: config.rateLimits.token })
     await app.register(interactionRoutes, { provider, config, store, keys, users, catalog, limiter })
     const isGatewayWideAllowed = config.auth.defaultResource === 'all'
     await app.register(resourceMetadataRoutes, { catalog, servers: config.servers, isGatewayWideAllowed })
-    authenticate = createAuthenticator(catalog, new TokenVerifier({ issuer: config.publicUrl, jwks: { keys: [...keys.publicJwks.keys] }, now }), isGatewayWideAllowed)
+    const verifier = new TokenVerifier({ issuer: config.publicUrl, jwks: { keys: [...keys.publicJwks.keys] }, now })
+    authenticate = createAuthenticator(catalog, verifier, isGatewayWideAllowed, (result) => metrics.tokenValidations.inc({ result }))
     scopeChallenge = (server, scopes, description) => bearerChallenge({ resourceMetadata: catalog.metadataUrlOf(server.name), scopes, error: 'insufficient_scope', description })
   }
 
@@ -148,8 +163,15 @@ export async function buildApp (config: Config, options: BuildOptions = {}): Pro
     return reply.code(404).send({ error: 'not_found', message: `${request.method} ${request.url.split('?')[0] ?? ''} is not a Portcullis route` })
   })
 
-  await app.register(healthRoutes, { upstreams, isClosing, version: VERSION })
-  app.get('/metrics', async (_request, reply) => reply.type(metrics.registry.contentType).send(await metrics.registry.metrics()))
+  await app.register(healthRoutes, { upstreams, store, isClosing, version: VERSION })
+  if (config.metrics.enabled && config.metrics.listen === undefined) await app.register(metricsRoute, { metrics, bearerToken: config.metrics.bearerToken })
+  if (config.metrics.enabled && config.metrics.listen !== undefined) {
+    // /metrics on a port of its own (only the scraper reaches it); main.ts listens on it after the main port.
+    const metricsServer = Fastify({ loggerInstance: app.log.child({ listener: 'metrics' }) as FastifyBaseLogger, logController: new LogController({ disableRequestLogging: true }) })
+    await metricsServer.register(metricsRoute, { metrics, bearerToken: config.metrics.bearerToken })
+    state.metricsServer = metricsServer
+    app.addHook('onClose', async () => { await metricsServer.close() })
+  }
   await app.register(mcpRoutes, { config, upstreams, isClosing, isOriginAllowed, authenticate, limiter, audit, metrics, scopeChallenge })
   return app
 }

@@ -107,11 +107,17 @@ async function start (config: Config): Promise<number> {
   }
   warnAboutDevSettings(config, log)
   announceFirstRun(app.portcullis.firstRun, log)
+  const metricsListen = config.metrics.listen
+  let listening = config.listen
   try {
     await app.listen({ host: config.listen.host, port: config.listen.port })
+    if (app.portcullis.metricsServer !== undefined && metricsListen !== undefined) {
+      listening = metricsListen
+      await app.portcullis.metricsServer.listen({ host: metricsListen.host, port: metricsListen.port })
+    }
   } catch (err) {
     const code = (err as NodeJS.ErrnoException).code
-    log.fatal({ host: config.listen.host, port: config.listen.port, code }, code === 'EADDRINUSE' ? 'listen address already in use' : 'cannot listen')
+    log.fatal({ host: listening.host, port: listening.port, code }, code === 'EADDRINUSE' ? 'listen address already in use' : 'cannot listen')
     await app.close()
     return EXIT_CONFIG
   }
@@ -144,7 +150,13 @@ function warnAboutDevSettings (config: Config, log: ReturnType<typeof createLogg
   const url = new URL(config.publicUrl)
   const isLoopback = url.hostname === 'localhost' || url.hostname === '127.0.0.1' || url.hostname === '[::1]'
   if (url.protocol === 'http:' && !isLoopback) {
-    log.warn({ publicUrl: config.publicUrl }, 'publicUrl is plain http on a non-loopback host: put TLS (nginx) in front and use https')
+    log.warn({ publicUrl: config.publicUrl }, 'INSECURE: publicUrl is plain http on a non-loopback host (allowInsecurePublicUrl): put TLS (nginx) in front and use https')
+  }
+  if (url.protocol === 'https:' && config.trustProxy === false) {
+    log.warn({ publicUrl: config.publicUrl }, 'publicUrl is https but trustProxy is off: behind nginx, set trustProxy (the proxy\'s address) so client addresses, rate limits per address and Secure cookies are right')
+  }
+  if (config.trustProxy === true && config.listen.host !== '127.0.0.1' && config.listen.host !== 'localhost') {
+    log.warn({ listen: config.listen.host }, 'trustProxy: true trusts X-Forwarded-* from anyone who can reach this port; list the proxy addresses instead, or keep the port private')
   }
   if (!config.auth.enabled) {
     log.warn('AUTH IS DISABLED (auth.enabled: false): every MCP server is reachable by anyone who can reach this port')

@@ -55,6 +55,11 @@ export class HeadlessBrowser {
   pages: PageKind[] = []
   lastStatus = 0
   lastHtml = ''
+  /** Every Set-Cookie header received, as sent (attributes included). */
+  readonly setCookies: string[] = []
+
+  /** fetch: another one to trust a test certificate authority (the nginx TLS test). */
+  constructor (private readonly fetchFn: typeof fetch = fetch) {}
 
   async request (url: string, init: { method?: string, form?: Record<string, string> } = {}): Promise<Response> {
     const headers: Record<string, string> = { cookie: [...this.jar].map(([k, v]) => `${k}=${v}`).join('; ') }
@@ -63,8 +68,9 @@ export class HeadlessBrowser {
       headers['content-type'] = 'application/x-www-form-urlencoded'
       body = new URLSearchParams(init.form).toString()
     }
-    const res = await fetch(url, { method: init.method ?? 'GET', headers, redirect: 'manual', ...(body === undefined ? {} : { body }) })
+    const res = await this.fetchFn(url, { method: init.method ?? 'GET', headers, redirect: 'manual', ...(body === undefined ? {} : { body }) })
     for (const cookie of res.headers.getSetCookie()) {
+      this.setCookies.push(cookie)
       const [pair = '', ...attributes] = cookie.split(';')
       const eq = pair.indexOf('=')
       const name = pair.slice(0, eq).trim()
@@ -134,10 +140,11 @@ export interface AuthorizedClient {
  * exchanged (state and iss checked here: the SDK checks neither) and the
  * client connects again, authorized.
  */
-export async function connectWithOAuth (t: Teardown, url: string, options: { username: string, password: string, oauth?: TestOAuthClient, browser?: HeadlessBrowser, issuer: string }): Promise<AuthorizedClient> {
+export async function connectWithOAuth (t: Teardown, url: string, options: { username: string, password: string, oauth?: TestOAuthClient, browser?: HeadlessBrowser, issuer: string, fetch?: typeof fetch }): Promise<AuthorizedClient> {
   const oauth = options.oauth ?? new TestOAuthClient()
-  const browser = options.browser ?? new HeadlessBrowser()
-  const first = new StreamableHTTPClientTransport(new URL(url), { authProvider: oauth })
+  const browser = options.browser ?? new HeadlessBrowser(options.fetch)
+  const transportOptions = { authProvider: oauth, ...(options.fetch === undefined ? {} : { fetch: options.fetch }) }
+  const first = new StreamableHTTPClientTransport(new URL(url), transportOptions)
   const probe = new Client({ name: 'portcullis-oauth-test', version: '1.0.0' })
   let callback: URL | undefined
   try {
@@ -154,7 +161,7 @@ export async function connectWithOAuth (t: Teardown, url: string, options: { use
     await first.finishAuth(code)
   }
   await probe.close().catch(() => {})
-  const transport = new StreamableHTTPClientTransport(new URL(url), { authProvider: oauth })
+  const transport = new StreamableHTTPClientTransport(new URL(url), transportOptions)
   const client = new Client({ name: 'portcullis-oauth-test', version: '1.0.0' })
   await client.connect(transport)
   t.teardown(() => client.close())

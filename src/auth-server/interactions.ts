@@ -14,7 +14,7 @@ import type { Config } from '../config/schema.js'
 import type { Store } from '../store/types.js'
 import type { KeyMaterial } from './keys.js'
 import { consentPage, loginPage, messagePage, PAGE_HEADERS } from './pages.js'
-import { consentKey, INTERACTION_PATH } from './provider.js'
+import { consentKey, INTERACTION_PATH, presentAsPublic } from './provider.js'
 import type { ResourceCatalog } from './resources.js'
 import type { UserDirectory } from './users.js'
 import type { RateLimiter } from '../rate-limit/limiter.js'
@@ -71,6 +71,10 @@ function minutes (ms: number): number {
 export async function interactionRoutes (app: FastifyInstance, opts: InteractionRoutesOptions): Promise<void> {
   const { provider, config, store, keys, users, catalog } = opts
   const login = config.auth.login
+
+  // These pages hand their requests to oidc-provider (interactionDetails/Finished): same public origin.
+  const publicOrigin = new URL(config.publicUrl)
+  app.addHook('onRequest', async (request) => { presentAsPublic(request.raw, publicOrigin, request.ip) })
 
   app.removeAllContentTypeParsers()
   app.addContentTypeParser('application/x-www-form-urlencoded', { parseAs: 'string', bodyLimit: MAX_FORM_BYTES }, (_request, body, done) => {

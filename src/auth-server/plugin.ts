@@ -10,7 +10,7 @@
 import { IncomingMessage, type ServerResponse } from 'node:http'
 import type { FastifyInstance } from 'fastify'
 import type Provider from 'oidc-provider'
-import { OAUTH_ROUTES } from './provider.js'
+import { OAUTH_ROUTES, presentAsPublic } from './provider.js'
 import type { ResourceCatalog } from './resources.js'
 import { rewriteAuthorizationParams, rewriteTokenParams } from './rewrite.js'
 import type { RateLimiter } from '../rate-limit/limiter.js'
@@ -65,6 +65,7 @@ function oauthError (res: ServerResponse, status: number, error: string, descrip
 export async function authServerRoutes (app: FastifyInstance, opts: AuthServerRoutesOptions): Promise<void> {
   const { provider, catalog } = opts
   const callback = provider.callback()
+  const publicOrigin = new URL(catalog.publicUrl)
 
   const tokenRequest = async (req: IncomingMessage, res: ServerResponse): Promise<void> => {
     const body = await readBody(req)
@@ -91,6 +92,7 @@ export async function authServerRoutes (app: FastifyInstance, opts: AuthServerRo
   const handler = async (request: { raw: IncomingMessage, method: string, url: string, ip: string }, reply: { hijack: () => void, raw: ServerResponse }): Promise<void> => {
     reply.hijack()
     const req = request.raw
+    presentAsPublic(req, publicOrigin, request.ip)
     const path = (req.url ?? '').split('?')[0] ?? ''
     if (req.method === 'POST' && (path === OAUTH_ROUTES.token || path.startsWith(OAUTH_ROUTES.registration))) {
       const limited = await opts.limiter.consume([{ kind: 'ip-token', key: request.ip, rate: opts.tokenRate, cost: 1, subject: 'token and registration requests from your address' }])

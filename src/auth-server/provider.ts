@@ -12,6 +12,7 @@
  *
  * Every option that departs from oidc-provider's defaults says why.
  */
+import type { IncomingMessage } from 'node:http'
 import Provider, { errors, interactionPolicy, type Configuration, type KoaContextWithOIDC, type ClientMetadata, type UnknownObject } from 'oidc-provider'
 import { BASE_SCOPE } from '../config/defaults.js'
 import type { Config } from '../config/schema.js'
@@ -40,6 +41,19 @@ export const OAUTH_ROUTES = {
 } as const
 
 export const INTERACTION_PATH = '/interaction'
+
+/**
+ * oidc-provider (Koa underneath) builds endpoint URLs and decides whether
+ * cookies are Secure from the request's Host and X-Forwarded-* headers. The
+ * public origin is configured, not guessed: every request it sees is made to
+ * say so (publicUrl's host and scheme; the client address as the gateway
+ * resolved it through trustProxy). Used with provider.proxy = true.
+ */
+export function presentAsPublic (req: IncomingMessage, publicUrl: URL, clientIp: string): void {
+  req.headers['x-forwarded-host'] = publicUrl.host
+  req.headers['x-forwarded-proto'] = publicUrl.protocol.slice(0, -1)
+  req.headers['x-forwarded-for'] = clientIp
+}
 const AUTHORIZATION_CODE_TTL_S = 60
 const INTERACTION_TTL_S = 10 * 60
 const LOOPBACK_HOSTS = new Set(['127.0.0.1', 'localhost', '[::1]'])

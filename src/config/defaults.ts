@@ -30,6 +30,8 @@ export const READY_PROBE_TIMEOUT_MS = 2_000
 export const RESERVED_SERVER_NAMES: ReadonlySet<string> = new Set([
   'healthz', 'readyz', 'metrics', 'auth', 'oauth', 'token', 'register', 'reg', 'jwks', 'login',
   'consent', 'interaction', 'session', 'revoke', 'introspect', 'userinfo', 'me', 'static', 'assets', 'favicon.ico',
+  // Labels of the gateway's own areas in portcullis_http_requests_total.
+  'gateway', 'unmatched',
 ])
 
 /** stdio servers: children alive per server at most (warm ones included). */

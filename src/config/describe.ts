@@ -12,8 +12,10 @@ export function describeConfig (config: Config): string {
     `bodyLimit: ${config.bodyLimit} bytes`,
     `dataDir: ${config.dataDir}`,
     `allowedOrigins: ${[config.publicUrl, ...config.allowedOrigins].join(', ')}`,
+    `trustProxy: ${describeTrustProxy(config.trustProxy)}`,
     `store: ${describeStore(config)}`,
     describeAuth(config),
+    `metrics: ${describeMetrics(config)}`,
     'servers:',
   ]
   for (const server of config.servers) lines.push(...describeServer(config, server))
@@ -38,6 +40,20 @@ function describePolicy (config: Config, server: ServerConfig): string[] {
   const perUser = server.rateLimit ?? config.rateLimits.perUser
   if (perUser !== undefined) out.push(`      rate limit per user: ${perUser.text}`)
   return out
+}
+
+function describeTrustProxy (trust: Config['trustProxy']): string {
+  if (trust === false) return 'no (X-Forwarded-* ignored)'
+  if (trust === true) return 'any proxy'
+  if (typeof trust === 'number') return `the nearest ${trust} hop(s)`
+  return trust.join(', ')
+}
+
+function describeMetrics (config: Config): string {
+  const m = config.metrics
+  if (!m.enabled) return 'off'
+  const where = m.listen === undefined ? `${config.publicUrl}/metrics` : `http://${m.listen.host}:${m.listen.port}/metrics`
+  return `${where}${m.bearerToken === undefined ? '' : ` (bearer token ${MASK})`}`
 }
 
 function describeStore (config: Config): string {

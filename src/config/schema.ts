@@ -300,6 +300,18 @@ const auditSchema = z.strictObject({
   includeResults: z.boolean().default(false),
 })
 
+const metricsSchema = z.strictObject({
+  /** Serve Prometheus metrics at /metrics. */
+  enabled: z.boolean().default(true),
+  /** When set, /metrics needs `Authorization: Bearer <this>` (use ${ENV}; at least 16 characters). */
+  bearerToken: z.string().min(16, 'expected a bearer token of at least 16 characters').optional(),
+  /** Serve /metrics on a port of its own (e.g. 9464 on 0.0.0.0 for the Prometheus scraper) instead of the main port. */
+  listen: z.strictObject({
+    host: z.string().min(1).default(DEFAULT_LISTEN_HOST),
+    port: wholeNumber('expected a TCP port number').pipe(z.number().min(0, 'expected a TCP port number (0-65535)').max(65535, 'expected a TCP port number (0-65535)')),
+  }).optional(),
+})
+
 const storeSchema = z.strictObject({
   /** SQLite database file (default: <dataDir>/portcullis.db). */
   sqlite: z.string().min(1).optional(),
@@ -321,6 +333,14 @@ export const configSchema = z.strictObject({
     const u = new URL(value)
     return (u.pathname === '/' || u.pathname === '') && u.search === '' && u.hash === '' && u.username === '' && u.password === ''
   }, 'expected an origin only (scheme, host, optional port), with no path, query or credentials').optional(),
+  /**
+   * Behind a reverse proxy (nginx): which proxies to trust for X-Forwarded-For/-Proto/-Host —
+   * true (any), a hop count, or addresses/CIDRs. Client IPs for rate limits and logs, and
+   * secure cookies, depend on it. Never true on a port clients can reach directly.
+   */
+  trustProxy: z.union([z.boolean(), wholeNumber('expected true, false, a hop count or a list of addresses'), z.array(z.string().min(1))]).default(false),
+  /** Allow a plain-http publicUrl on a non-loopback host (never in production: tokens would cross the network in clear). */
+  allowInsecurePublicUrl: z.boolean().default(false),
   listen: z.strictObject({
     host: z.string().min(1).default(DEFAULT_LISTEN_HOST),
     port: wholeNumber('expected a TCP port number').pipe(z.number().min(0, 'expected a TCP port number (0-65535)').max(65535, 'expected a TCP port number (0-65535)')).default(DEFAULT_LISTEN_PORT),
@@ -340,6 +360,7 @@ export const configSchema = z.strictObject({
   auth: authSchema.prefault({}),
   rateLimits: rateLimitsSchema.prefault({}),
   audit: auditSchema.prefault({}),
+  metrics: metricsSchema.prefault({}),
   log: z.strictObject({
     level: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'),
     /** One line per HTTP request (method, path, status, time). Off by default: nginx and the audit trail cover it. */
@@ -347,6 +368,17 @@ export const configSchema = z.strictObject({
   }).default({ level: 'info', requests: false }),
   servers: z.array(serverSchema).min(1, 'expected at least one server'),
 }).superRefine((config, ctx) => {
+  if (config.publicUrl !== undefined) {
+    const url = new URL(config.publicUrl)
+    const isLoopback = url.hostname === 'localhost' || url.hostname === '127.0.0.1' || url.hostname === '[::1]'
+    if (url.protocol === 'http:' && !isLoopback && !config.allowInsecurePublicUrl && config.auth.enabled) {
+      ctx.addIssue({ code: 'custom', path: ['publicUrl'], message: 'must be https:// (TLS terminated by nginx in front): OAuth tokens and passwords would cross the network in clear. For a test network only, set allowInsecurePublicUrl: true' })
+    }
+  }
+  const metricsPort = config.metrics.listen?.port
+  if (metricsPort !== undefined && metricsPort !== 0 && metricsPort === config.listen.port) {
+    ctx.addIssue({ code: 'custom', path: ['metrics', 'listen', 'port'], message: `expected a port other than listen.port (${config.listen.port}); leave metrics.listen out to serve /metrics on the main port` })
+  }
   const defaultResource = config.auth.defaultResource
   if (defaultResource !== undefined && defaultResource !== 'all' && !config.servers.some((s) => s.name === defaultResource)) {
     ctx.addIssue({ code: 'custom', path: ['auth', 'defaultResource'], message: `expected the name of a configured server or "all", got ${JSON.stringify(defaultResource)}` })

@@ -1,16 +1,113 @@
 /**
  * Prometheus metrics (prom-client), one registry per gateway instance so
- * tests can run several side by side. Served at /metrics.
+ * tests can run several side by side. Served at /metrics (optionally behind a
+ * bearer token, or on a port of its own).
+ *
+ * Label values that come from requests (tool names) are capped per server:
+ * past MAX_TOOL_LABELS distinct names, further ones count as "other", so a
+ * client calling made-up tools cannot grow the registry without bound.
  */
-import { Counter, Registry, collectDefaultMetrics } from 'prom-client'
+import { createHash, timingSafeEqual } from 'node:crypto'
+import type { FastifyInstance, FastifyRequest } from 'fastify'
+import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client'
+
+declare module 'fastify' {
+  interface FastifyContextConfig {
+    /** Set on an MCP server's routes: its name labels the request metrics. */
+    mcpServer?: string
+  }
+}
+
+const MAX_TOOL_LABELS = 200
+const DURATION_BUCKETS_S = [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60]
 
 export class Metrics {
   readonly registry = new Registry()
+  readonly httpRequests = new Counter({ name: 'portcullis_http_requests_total', help: 'HTTP requests by server (or area), method and status', labelNames: ['server', 'method', 'status'] as const, registers: [this.registry] })
+  readonly httpDuration = new Histogram({ name: 'portcullis_http_request_duration_seconds', help: 'HTTP request latency, to the end of the response (streams included)', labelNames: ['server', 'method'] as const, buckets: DURATION_BUCKETS_S, registers: [this.registry] })
+  readonly toolCalls = new Counter({ name: 'portcullis_tool_calls_total', help: 'tools/call by server, tool and outcome: answered, failed (the gateway answered for the upstream), cancelled, denied, rate_limited', labelNames: ['server', 'tool', 'outcome'] as const, registers: [this.registry] })
+  readonly tokenValidations = new Counter({ name: 'portcullis_token_validations_total', help: 'Access token checks by result: ok, or why the token was refused', labelNames: ['result'] as const, registers: [this.registry] })
   readonly rateLimitRejections = new Counter({ name: 'portcullis_rate_limit_rejections_total', help: 'Requests refused by a rate limit or concurrency cap, by bucket', labelNames: ['bucket'] as const, registers: [this.registry] })
   readonly rateLimitStoreErrors = new Counter({ name: 'portcullis_rate_limit_store_errors_total', help: 'Rate-limit checks that failed because the counter store was unreachable', registers: [this.registry] })
-  readonly policyDenials = new Counter({ name: 'portcullis_policy_denials_total', help: 'Requests refused by policy, by server and reason', labelNames: ['server', 'reason'] as const, registers: [this.registry] })
+  readonly policyDenials = new Counter({ name: 'portcullis_policy_denials_total', help: 'Requests refused by policy, by server and reason (access, rule)', labelNames: ['server', 'reason'] as const, registers: [this.registry] })
+  /** Where the stdio process counts come from when scraped (set once the upstreams exist). */
+  stdioProcessCounts: () => Iterable<readonly [server: string, count: number]> = () => []
+  readonly stdioProcesses: Gauge<'server'>
+  readonly stdioRestarts = new Counter({ name: 'portcullis_stdio_restarts_total', help: 'stdio server processes that exited without being asked to (crashes), by server', labelNames: ['server'] as const, registers: [this.registry] })
+  readonly tokensIssued = new Counter({ name: 'portcullis_oauth_tokens_issued_total', help: 'Tokens issued by the authorization server, by type', labelNames: ['type'] as const, registers: [this.registry] })
+  private readonly toolLabels = new Map<string, Set<string>>()
 
   constructor () {
+    const counts = (): Iterable<readonly [string, number]> => this.stdioProcessCounts()
+    this.stdioProcesses = new Gauge({
+      name: 'portcullis_stdio_processes',
+      help: 'stdio server processes alive, by server',
+      labelNames: ['server'] as const,
+      registers: [this.registry],
+      collect () {
+        for (const [server, count] of counts()) this.set({ server }, count)
+      },
+    })
     collectDefaultMetrics({ register: this.registry, prefix: 'portcullis_' })
   }
+
+  /** A tool name fit for a label: itself, or "other" once the server has MAX_TOOL_LABELS names. */
+  toolLabel (server: string, tool: string): string {
+    let seen = this.toolLabels.get(server)
+    if (seen === undefined) {
+      seen = new Set()
+      this.toolLabels.set(server, seen)
+    }
+    if (seen.has(tool)) return tool
+    if (seen.size >= MAX_TOOL_LABELS) return 'other'
+    seen.add(tool)
+    return tool
+  }
+}
+
+/** The label of a request's area: the MCP server's name, or the gateway's own routes. */
+function serverLabel (request: FastifyRequest): string {
+  const config = request.routeOptions.config
+  if (config.mcpServer !== undefined) return config.mcpServer
+  const url = request.routeOptions.url
+  if (url === undefined) return 'unmatched'
+  return url.startsWith('/oauth') || url.startsWith('/.well-known') || url.startsWith('/interaction') ? 'oauth' : 'gateway'
+}
+
+/** Counts every request and its time to the end of the response (hijacked MCP streams included). */
+export function recordHttpMetrics (app: FastifyInstance, metrics: Metrics): void {
+  app.addHook('onRequest', (request, reply, done) => {
+    const res = reply.raw
+    res.once('close', () => {
+      const server = serverLabel(request)
+      metrics.httpRequests.inc({ server, method: request.method, status: res.statusCode })
+      metrics.httpDuration.observe({ server, method: request.method }, reply.elapsedTime / 1000)
+    })
+    done()
+  })
+}
+
+export interface MetricsRouteOptions {
+  readonly metrics: Metrics
+  /** When set, scrapes need `Authorization: Bearer <bearerToken>`. */
+  readonly bearerToken: string | undefined
+}
+
+/** GET /metrics in the Prometheus text format. */
+export async function metricsRoute (app: FastifyInstance, opts: MetricsRouteOptions): Promise<void> {
+  const expected = opts.bearerToken === undefined ? undefined : digest(opts.bearerToken)
+  app.get('/metrics', async (request, reply) => {
+    reply.header('cache-control', 'no-store')
+    if (expected !== undefined) {
+      const presented = /^Bearer +(\S+) *$/i.exec(request.headers.authorization ?? '')?.[1]
+      if (presented === undefined || !timingSafeEqual(digest(presented), expected)) {
+        return reply.code(401).header('www-authenticate', 'Bearer realm="metrics"').send({ error: 'unauthorized', message: '/metrics needs the bearer token set in metrics.bearerToken' })
+      }
+    }
+    return reply.type(opts.metrics.registry.contentType).send(await opts.metrics.registry.metrics())
+  })
+}
+
+function digest (value: string): Buffer {
+  return createHash('sha256').update(value).digest()
 }

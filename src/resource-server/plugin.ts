@@ -22,12 +22,16 @@ const BEARER_RE = /^Bearer +([A-Za-z0-9\-._~+/]+=*) *$/i
 
 export type Authenticator = (request: FastifyRequest, server: ServerConfig) => Promise<RequestIdentity>
 
-export function createAuthenticator (catalog: ResourceCatalog, verifier: TokenVerifier, isGatewayWideAllowed: boolean): Authenticator {
+/** What a bearer check concluded: ok, missing, insufficient_scope, or why the token was refused. */
+export type TokenCheckResult = 'ok' | 'missing' | 'insufficient_scope' | TokenError['reason']
+
+export function createAuthenticator (catalog: ResourceCatalog, verifier: TokenVerifier, isGatewayWideAllowed: boolean, onResult: (result: TokenCheckResult) => void = () => {}): Authenticator {
   return async (request, server) => {
     const resourceMetadata = catalog.metadataUrlOf(server.name)
     const challengeScopes = catalog.challengeScopes(server)
     const header = request.headers.authorization
     if (header === undefined || header === '') {
+      onResult('missing')
       throw new PortcullisError('PORTCULLIS_ERR_UNAUTHORIZED', 'this MCP server needs an OAuth access token', {
         headers: { 'www-authenticate': bearerChallenge({ resourceMetadata, scopes: challengeScopes }) },
       })
@@ -40,6 +44,7 @@ export function createAuthenticator (catalog: ResourceCatalog, verifier: TokenVe
       identity = await verifier.verify(token, audiences)
     } catch (err) {
       if (!(err instanceof TokenError)) throw err
+      onResult(err.reason)
       request.log.info({ server: server.name, reason: err.reason }, 'access token refused')
       throw new PortcullisError('PORTCULLIS_ERR_UNAUTHORIZED', err.message, {
         headers: { 'www-authenticate': bearerChallenge({ resourceMetadata, scopes: challengeScopes, error: 'invalid_token', description: err.message }) },
@@ -48,11 +53,13 @@ export function createAuthenticator (catalog: ResourceCatalog, verifier: TokenVe
     const required = catalog.requiredScopes(server)
     const missing = required.filter((scope) => !identity.scopes.has(scope))
     if (missing.length > 0) {
+      onResult('insufficient_scope')
       request.log.info({ server: server.name, user: identity.name, missing }, 'access token lacks a required scope')
       throw new PortcullisError('PORTCULLIS_ERR_INSUFFICIENT_SCOPE', `needs ${missing.join(', ')}`, {
         headers: { 'www-authenticate': bearerChallenge({ resourceMetadata, scopes: required, error: 'insufficient_scope', description: `this MCP server needs the scope(s): ${required.join(' ')}` }) },
       })
     }
+    onResult('ok')
     return identity
   }
 }

@@ -1,17 +1,26 @@
 /**
  * /healthz: the process is up and serving HTTP (liveness).
- * /readyz: can the gateway serve? 200 while it can (an upstream being down
- * degrades one server, not the gateway), 503 while shutting down. The body
- * lists each upstream's state; network probes are cached so scrapes stay cheap.
+ * /readyz: can the gateway serve? 200 while it can, 503 only while shutting
+ * down. A dependency being down degrades the gateway without stopping it: an
+ * upstream down takes one server away, not the others; a store down stops new
+ * logins and token refreshes, but access tokens already issued keep working
+ * (they are checked by signature) — and every replica shares the store, so
+ * taking them all out of rotation would help nobody. The body says what is
+ * degraded; network probes are cached so scrapes stay cheap.
  */
 import type { FastifyInstance } from 'fastify'
 import type { Upstream } from '../upstreams/types.js'
+import type { Store } from '../store/types.js'
 
 export interface HealthRoutesOptions {
   readonly upstreams: ReadonlyMap<string, Upstream>
+  readonly store: Store
   readonly isClosing: () => boolean
   readonly version: string
 }
+
+/** A store that has not answered by then counts as unreachable. */
+const STORE_PING_TIMEOUT_MS = 1000
 
 export async function healthRoutes (app: FastifyInstance, opts: HealthRoutesOptions): Promise<void> {
   // Each upstream decides what a probe costs (HTTP upstreams cache their TCP checks).
@@ -24,8 +33,31 @@ export async function healthRoutes (app: FastifyInstance, opts: HealthRoutesOpti
   app.get('/readyz', async (_request, reply) => {
     reply.header('cache-control', 'no-store')
     if (opts.isClosing()) return reply.code(503).send({ status: 'shutting_down' })
-    const servers = await probeAll()
-    const isDegraded = servers.some((s) => !s.isReachable)
-    return reply.send({ status: isDegraded ? 'degraded' : 'ready', version: opts.version, servers })
+    const [servers, store] = await Promise.all([probeAll(), pingStore(opts.store)])
+    const isDegraded = !store.isReachable || servers.some((s) => !s.isReachable)
+    return reply.send({ status: isDegraded ? 'degraded' : 'ready', version: opts.version, store, servers })
   })
+}
+
+interface StoreHealth {
+  readonly kind: string
+  readonly isReachable: boolean
+  readonly latencyMs?: number
+  readonly error?: string
+}
+
+async function pingStore (store: Store): Promise<StoreHealth> {
+  const started = performance.now()
+  let timer: NodeJS.Timeout | undefined
+  try {
+    await Promise.race([
+      store.ping(),
+      new Promise((_resolve, reject) => { timer = setTimeout(() => reject(new Error(`no answer within ${STORE_PING_TIMEOUT_MS} ms`)), STORE_PING_TIMEOUT_MS) }),
+    ])
+    return { kind: store.kind, isReachable: true, latencyMs: Math.round((performance.now() - started) * 10) / 10 }
+  } catch (err) {
+    return { kind: store.kind, isReachable: false, error: (err as Error).message }
+  } finally {
+    clearTimeout(timer)
+  }
 }

@@ -26,6 +26,7 @@ import type { RateLimiter } from '../rate-limit/limiter.js'
 import type { ResponseEdit, MessageTransform } from '../upstreams/response-edit.js'
 import { MAX_AUDIT_RESULT_CHARS, type AuditLog } from '../observability/audit.js'
 import type { Metrics } from '../observability/metrics.js'
+import { hasFailed } from '../upstreams/respond.js'
 
 declare module 'fastify' {
   interface FastifyRequest {
@@ -211,7 +212,12 @@ export async function mcpRoutes (app: FastifyInstance, opts: McpRoutesOptions): 
     }
 
     const finish = (request: FastifyRequest, reply: FastifyReply, outcomes: readonly MessageOutcome[], latencyMs: number): void => {
-      for (const o of outcomes) o.release?.()
+      for (const o of outcomes) {
+        o.release?.()
+        if (o.message.method === 'tools/call') {
+          metrics.toolCalls.inc({ server: server.name, tool: metrics.toolLabel(server.name, o.message.target ?? ''), outcome: callOutcome(o, reply) })
+        }
+      }
       if (audit === undefined) return
       const identity = request.identity
       for (const o of outcomes) {
@@ -242,6 +248,7 @@ export async function mcpRoutes (app: FastifyInstance, opts: McpRoutesOptions): 
       method: [...MCP_METHODS],
       url,
       exposeHeadRoute: false,
+      config: { mcpServer: server.name },
       onRequest: [onRequest, checkToken],
       preHandler: enforce,
       handler: async (request, reply) => {
@@ -264,6 +271,7 @@ export async function mcpRoutes (app: FastifyInstance, opts: McpRoutesOptions): 
     app.route({
       method: 'OPTIONS',
       url,
+      config: { mcpServer: server.name },
       handler: async (request, reply) => {
         const origin = request.headers.origin
         if (!isOriginAllowed(origin)) throw new PortcullisError('PORTCULLIS_ERR_FORBIDDEN_ORIGIN')
@@ -284,11 +292,23 @@ export async function mcpRoutes (app: FastifyInstance, opts: McpRoutesOptions): 
     app.route({
       method: ['PUT', 'PATCH', 'HEAD'],
       url,
+      config: { mcpServer: server.name },
       handler: async () => {
         throw new PortcullisError('PORTCULLIS_ERR_METHOD_NOT_ALLOWED', 'use POST, GET or DELETE', { headers: { allow: ALLOW } })
       },
     })
   }
+}
+
+/**
+ * answered (the upstream answered: a result, or its own error), failed (the gateway answered
+ * for it: upstream down, timed out, crashed), cancelled (the client left first), denied, rate_limited.
+ */
+function callOutcome (o: MessageOutcome, reply: FastifyReply): string {
+  if (o.decision !== 'allowed') return o.decision
+  const res = reply.raw
+  if (res.statusCode >= 400 || hasFailed(res, o.message.id ?? null)) return 'failed'
+  return res.writableFinished ? 'answered' : 'cancelled'
 }
 
 function kindOf (method: string | undefined): string {

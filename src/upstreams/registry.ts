@@ -10,6 +10,8 @@ export interface UpstreamOptions {
   readonly version: string
   /** Clock for idle expiry; tests inject one. */
   readonly now?: () => number
+  /** A stdio server's process exited without being asked to. */
+  readonly onStdioExit?: (server: string) => void
 }
 
 export function createUpstreams (config: Config, options: UpstreamOptions): Map<string, Upstream> {
@@ -17,7 +19,13 @@ export function createUpstreams (config: Config, options: UpstreamOptions): Map<
   for (const server of config.servers) {
     upstreams.set(server.name, server.transport === 'http'
       ? new HttpUpstream(server)
-      : new StdioUpstream({ config: server, log: options.log, version: options.version, ...(options.now === undefined ? {} : { now: options.now }) }))
+      : new StdioUpstream({
+        config: server,
+        log: options.log,
+        version: options.version,
+        ...(options.now === undefined ? {} : { now: options.now }),
+        ...(options.onStdioExit === undefined ? {} : { onUnexpectedExit: () => options.onStdioExit?.(server.name) }),
+      }))
   }
   return upstreams
 }

@@ -1,10 +1,35 @@
 /** Writing the gateway's own JSON-RPC errors on a raw response (adapters work below Fastify). */
 import type { ServerResponse } from 'node:http'
-import { jsonRpcError, jsonRpcErrorPayload, type PortcullisError } from '../errors.js'
+import { jsonRpcError, jsonRpcErrorPayload, type JsonRpcId, type PortcullisError } from '../errors.js'
 import type { McpInspection } from '../mcp/jsonrpc.js'
+
+/**
+ * Requests the gateway answered with its own error after letting them through
+ * (upstream unavailable, timed out, crashed), by response: `true` for all of
+ * them, or the ids. Metrics count these calls as failed. Only failures write here.
+ */
+const failures = new WeakMap<ServerResponse, Set<JsonRpcId> | true>()
+
+export function markFailed (res: ServerResponse, id?: JsonRpcId): void {
+  if (id === undefined) {
+    failures.set(res, true)
+    return
+  }
+  const ids = failures.get(res)
+  if (ids === true) return
+  if (ids === undefined) failures.set(res, new Set([id]))
+  else ids.add(id)
+}
+
+/** Did the gateway fail this request (by JSON-RPC id) of the exchange answered on `res`? */
+export function hasFailed (res: ServerResponse, id: JsonRpcId): boolean {
+  const ids = failures.get(res)
+  return ids === true || (ids !== undefined && ids.has(id))
+}
 
 /** Answers the whole exchange with `err` (status, headers, JSON-RPC body with the request ids). */
 export function sendRpcError (res: ServerResponse, err: PortcullisError, inspection: McpInspection | undefined, data?: Record<string, unknown>): void {
+  markFailed(res)
   if (res.headersSent || res.destroyed) {
     if (!res.writableEnded) res.destroy()
     return
@@ -25,6 +50,7 @@ export function sendRpcError (res: ServerResponse, err: PortcullisError, inspect
  * instead of hanging, then the stream ends.
  */
 export function endSseWithError (res: ServerResponse, err: PortcullisError, inspection: McpInspection | undefined): void {
+  markFailed(res)
   if (res.destroyed || res.writableEnded) return
   for (const id of inspection?.requestIds ?? []) {
     res.write(`event: message\ndata: ${JSON.stringify(jsonRpcError(err, id))}\n\n`)

@@ -165,4 +165,25 @@ t.test('/healthz and /readyz', async (t) => {
   const body = await ready.json() as { status: string, servers: Array<{ name: string, isReachable: boolean, error?: string }> }
   t.equal(body.status, 'degraded')
   t.match(body.servers, [{ name: 'up', transport: 'http', isReachable: true }, { name: 'down', transport: 'http', isReachable: false, error: 'ECONNREFUSED' }])
+  t.match(body, { store: { kind: 'memory', isReachable: true } })
+})
+
+t.test('/readyz with the store unreachable: degraded, still 200 (issued tokens keep working); 503 only when shutting down', async (t) => {
+  const upstream = await startUpstream(t)
+  const redisPort = await freePort() // nothing listens there
+  const gw = await startGateway(t, { store: { redis: `redis://:hunter2-store-password@127.0.0.1:${redisPort}` }, rateLimits: { onStoreError: 'allow' }, servers: [{ name: 'up', transport: 'http', url: upstream.url }] })
+  const ready = await fetch(`${gw.baseUrl}/readyz`)
+  t.equal(ready.status, 200)
+  const body = await ready.json() as { status: string, store: { kind: string, isReachable: boolean, error?: string } }
+  t.equal(body.status, 'degraded')
+  t.equal(body.store.kind, 'redis')
+  t.equal(body.store.isReachable, false)
+  t.type(body.store.error, 'string')
+  t.notMatch(JSON.stringify(body), 'hunter2', 'no credentials in the body')
+  t.equal((await postJson(gw.mcpUrl('up'), INIT_BODY)).status, 200, 'and it serves')
+  gw.app.portcullis.isClosing = true
+  const closing = await fetch(`${gw.baseUrl}/readyz`)
+  t.equal(closing.status, 503)
+  t.same(await closing.json(), { status: 'shutting_down' })
+  gw.app.portcullis.isClosing = false
 })

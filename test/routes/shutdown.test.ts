@@ -84,3 +84,52 @@ t.test('graceful shutdown with stdio sessions: the in-flight call finishes, then
   t.equal(textOf(await inFlight), 'slept 300', 'the call in flight completed')
   t.same(pids.filter(isProcessAlive), [], 'no process left')
 })
+
+t.test('SIGTERM with 20 streaming calls in flight: each completes or gets a JSON-RPC error; no child process remains', async (t) => {
+  const upstream = await startUpstream(t)
+  const port = await freePort()
+  const dir = t.testdir({})
+  const configPath = join(dir, 'gw.yaml')
+  // 1.5 s to drain: the short calls finish inside it, the long ones are failed at the deadline.
+  writeFileSync(configPath, `publicUrl: http://127.0.0.1:${port}\nlisten: { port: ${port} }\ndataDir: ${join(dir, 'data')}\nshutdownTimeoutMs: 1500\nauth: { enabled: false }\nservers:
+  - { name: fx, transport: http, url: "${upstream.url}" }
+  - { name: local, transport: stdio, command: "${process.execPath}", args: ["${STDIO_FIXTURE}", "--grandchild"], prestart: 0 }\n`)
+  const child = spawn(process.execPath, [fileURLToPath(new URL('../../dist/main.js', import.meta.url)), 'start', '--config', configPath], { stdio: ['ignore', 'pipe', 'pipe'] })
+  t.teardown(() => { if (child.exitCode === null) child.kill('SIGKILL') })
+  let out = ''
+  child.stdout.on('data', (d: Buffer) => { out += d.toString() })
+  await new Promise<void>((resolve, reject) => {
+    const timer = setTimeout(() => reject(new Error(`not ready: ${out}`)), 15_000)
+    child.stdout.on('data', () => { if (out.includes('portcullis ready')) { clearTimeout(timer); resolve() } })
+  })
+
+  // 10 sessions on each server; the stdio ones each own a process (and a grandchild).
+  const clients = await Promise.all(Array.from({ length: 20 }, async (_, i) => connectClient(t, `http://127.0.0.1:${port}/${i % 2 === 0 ? 'fx' : 'local'}/mcp`)))
+  const stdioPids = (await Promise.all(clients.filter((_, i) => i % 2 === 1).map(async ({ client }) => JSON.parse(textOf(await client.callTool({ name: 'env', arguments: {} }))) as { pid: number, grandchild: number })))
+    .flatMap((p) => [p.pid, p.grandchild])
+  t.equal(stdioPids.filter(isProcessAlive).length, 20, '10 stdio children, each with a grandchild')
+
+  const progressSeen = new Array<number>(20).fill(0)
+  const calls = clients.map(({ client }, i) => {
+    const isLong = i % 4 >= 2 // half of each server's calls outlast the shutdown deadline
+    const started = Date.now()
+    return client.callTool({ name: 'progress', arguments: { n: isLong ? 100 : 8, delayMs: 100 } }, undefined, { onprogress: () => { progressSeen[i] = (progressSeen[i] ?? 0) + 1 }, timeout: 60_000 }).then(
+      (result) => ({ i, isLong, outcome: 'completed', detail: textOf(result), ms: Date.now() - started }),
+      (err: Error & { code?: number }) => ({ i, isLong, outcome: err.code === undefined ? 'other' : 'json-rpc error', detail: `${err.code ?? ''} ${err.message}`, ms: Date.now() - started }),
+    )
+  })
+  t.ok(await eventually(() => progressSeen.every((n) => n >= 1), 10_000), 'all 20 calls are streaming progress')
+  child.kill('SIGTERM')
+  const deadline = new Promise<'hung'>((resolve) => setTimeout(() => resolve('hung'), 15_000).unref())
+  const results = await Promise.race([Promise.all(calls), deadline])
+  if (results === 'hung') throw new Error('a call neither completed nor failed within 15 s of SIGTERM')
+  for (const r of results) {
+    if (r.isLong) t.match(r, { outcome: 'json-rpc error', detail: /^-32603 .*Gateway is shutting down/ }, `long call ${r.i} failed at the deadline with a JSON-RPC error`)
+    else t.match(r, { outcome: 'completed', detail: 'done 8' }, `short call ${r.i} completed during the drain`)
+  }
+  const code = await new Promise<number | null>((resolve) => { if (child.exitCode !== null) resolve(child.exitCode); else child.on('exit', (c) => resolve(c)) })
+  t.equal(code, 0, 'the gateway exits cleanly')
+  t.ok(await eventually(() => stdioPids.every((pid) => !isProcessAlive(pid))), 'no stdio child or grandchild outlives the gateway')
+  t.same(stdioPids.flatMap((pid) => processGroupMembers(pid)), [], 'nothing left in their process groups')
+  t.match(out, /shutdown deadline reached/)
+})

@@ -8,6 +8,7 @@ import type { ServerResponse } from 'node:http'
 import { jsonRpcError, type JsonRpcId, type PortcullisError } from '../../errors.js'
 import type { ReplySink } from './channel.js'
 import { editMessage, type ResponseEdit } from '../response-edit.js'
+import { markFailed } from '../respond.js'
 
 export function sseEvent (json: string): string {
   return `event: message\ndata: ${json}\n\n`
@@ -74,6 +75,7 @@ export class PostReply implements ReplySink {
   }
 
   fail (err: PortcullisError, clientId: JsonRpcId): void {
+    markFailed(this.res, clientId)
     if (!this.isOpen) return
     this.remaining.delete(clientId)
     const json = JSON.stringify(jsonRpcError(err, clientId))

@@ -55,6 +55,8 @@ export interface StdioUpstreamOptions {
   readonly version: string
   /** Injectable clock for idle expiry (tests drive it instead of sleeping). */
   readonly now?: () => number
+  /** A process exited without being asked to (a crash, or a server quitting by itself). */
+  readonly onUnexpectedExit?: () => void
 }
 
 function withEdit (reply: PostReply, edit: ResponseEdit | undefined): PostReply | EditingSink {
@@ -487,6 +489,7 @@ export class StdioUpstream implements Upstream {
       if (warmIndex !== -1) this.warm.splice(warmIndex, 1)
       const wasRetired = this.retiring.delete(child)
       if (this.isClosed || wasRetired) return
+      this.options.onUnexpectedExit?.()
       const isEarly = this.now() - child.spawnedAt < CRASH_WINDOW_MS
       this.log.warn({ server: this.name, pid: child.pid, code: exit.code, signal: exit.signal, error: exit.error, command: exit.error === undefined ? undefined : this.config.command }, exit.error === undefined ? 'stdio server exited' : 'stdio server failed to start')
       if (isEarly || exit.error !== undefined) this.recordFailure()
@@ -554,6 +557,11 @@ export class StdioUpstream implements Upstream {
     let last = 0
     for (const s of this.sessions.values()) if (s.channel === channel) last = Math.max(last, s.lastActivityAt)
     return last
+  }
+
+  /** Processes alive now (warm, in sessions, being retired). */
+  get processCount (): number {
+    return this.children.size
   }
 
   probe (): Promise<UpstreamHealth> {
