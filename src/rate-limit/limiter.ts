@@ -51,7 +51,8 @@ type Limiter = (subject: { routeOptions: { config: object }, rateLimitKey: strin
 const STORE_ERROR_LOG_INTERVAL_MS = 10_000
 
 export interface LimiterHooks {
-  readonly onReject?: (bucket: BucketKind) => void
+  /** A request refused by a bucket, or by a concurrency cap. */
+  readonly onReject?: (bucket: BucketKind | 'concurrency') => void
   readonly onStoreError?: () => void
 }
 
@@ -118,7 +119,10 @@ export class RateLimiter {
   /** Takes a slot for a call in flight; false when the cap is reached. Release with `release`. */
   acquire (key: string, cap: number): boolean {
     const current = this.inFlight.get(key) ?? 0
-    if (current >= cap) return false
+    if (current >= cap) {
+      this.hooks.onReject?.('concurrency')
+      return false
+    }
     this.inFlight.set(key, current + 1)
     return true
   }

@@ -118,6 +118,8 @@ t.test('a concurrency cap: calls in flight per user', async (t) => {
   t.equal((await first).status, 200)
   upstream.release('again')
   t.equal((await anon.call('gate', 3, { key: 'again' })).status, 200, 'the slot was released when the first call finished')
+  const rejections = await gw.app.portcullis.metrics.rateLimitRejections.get()
+  t.same(rejections.values.map((v) => [v.labels.bucket, v.value]), [['concurrency', 1]], 'the metric counted the refusal')
 })
 
 t.test('in a batch, only the member over its limit is refused', async (t) => {
