@@ -83,7 +83,7 @@ export async function buildApp (config: Config, options: BuildOptions = {}): Pro
   const metrics = new Metrics()
   const upstreams = createUpstreams(config, { log: app.log, version: VERSION, now, onStdioExit: (server) => metrics.stdioRestarts.inc({ server }) })
   metrics.stdioProcessCounts = () => [...upstreams.values()].flatMap((u) => u instanceof StdioUpstream ? [[u.name, u.processCount] as const] : [])
-  recordHttpMetrics(app, metrics)
+  if (config.metrics.enabled) recordHttpMetrics(app, metrics)
   // State lives in the data directory (owner-only): the SQLite store, the first-run password file.
   mkdirSync(config.dataDir, { recursive: true, mode: 0o700 })
   const redis: RedisClient | undefined = config.store.redis === undefined ? undefined : createRedisClient(config.store.redis, app.log)
