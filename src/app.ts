@@ -15,7 +15,7 @@ import { VERSION } from './version.js'
 import { mkdirSync } from 'node:fs'
 import { createOriginPolicy } from './mcp/origin.js'
 import { createStore } from './store/create-store.js'
-import type { Store } from './store/types.js'
+import { isStoreUnavailable, type Store } from './store/types.js'
 import { loadKeys } from './auth-server/keys.js'
 import { UserDirectory, type FirstRunAccount } from './auth-server/users.js'
 import { ResourceCatalog } from './auth-server/resources.js'
@@ -32,7 +32,7 @@ import { Metrics, metricsRoute, recordHttpMetrics } from './observability/metric
 import { StdioUpstream } from './upstreams/stdio/stdio-upstream.js'
 import { bearerChallenge } from './resource-server/challenge.js'
 import type { ServerConfig } from './config/schema.js'
-import { createRedisClient, type RedisClient } from './store/redis-client.js'
+import { createRedisClient, waitUntilReady, type RedisClient } from './store/redis-client.js'
 
 export interface BuildOptions {
   /** A pino logger; by default one is made from config.log. */
@@ -45,6 +45,8 @@ export interface BuildOptions {
   readonly fetch?: ProviderDeps['fetch']
   /** Where audit records go instead of config.audit.destination (tests collect them). */
   readonly auditDestination?: DestinationStream
+  /** How long a start with auth on waits for Redis (default 15 s). */
+  readonly redisStartupTimeoutMs?: number
 }
 
 export interface GatewayState {
@@ -63,6 +65,11 @@ declare module 'fastify' {
     portcullis: GatewayState
   }
 }
+
+/** How long a start with auth on waits for Redis before giving up (the keys are there). */
+const REDIS_STARTUP_TIMEOUT_MS = 15_000
+/** With auth off, Redis holds only rate-limit counters: start without it after this. */
+const REDIS_OPTIONAL_STARTUP_TIMEOUT_MS = 2_000
 
 const MCP_PATH_RE = /^\/[^/?]+\/mcp\/?(?:\?|$)/
 
@@ -88,6 +95,19 @@ export async function buildApp (config: Config, options: BuildOptions = {}): Pro
   mkdirSync(config.dataDir, { recursive: true, mode: 0o700 })
   const redis: RedisClient | undefined = config.store.redis === undefined ? undefined : createRedisClient(config.store.redis, app.log)
   const store = options.store ?? createStore(config, now, redis)
+  if (redis !== undefined) {
+    try {
+      // Commands fail at once while disconnected (no offline queue): connect before serving.
+      await waitUntilReady(redis, config.store.redis ?? '', config.auth.enabled ? options.redisStartupTimeoutMs ?? REDIS_STARTUP_TIMEOUT_MS : REDIS_OPTIONAL_STARTUP_TIMEOUT_MS)
+    } catch (err) {
+      // With auth on, the signing keys are in Redis: nothing to sign or check tokens with.
+      if (config.auth.enabled) {
+        redis.disconnect()
+        throw err
+      }
+      app.log.warn({ err: { message: (err as Error).message } }, 'starting without Redis: rate limits follow rateLimits.onStoreError until it answers')
+    }
+  }
   const isOriginAllowed = createOriginPolicy(config.publicUrl, config.allowedOrigins)
 
   // Limits decided after the body is read (createRateLimit); counters in Redis when the store is Redis.
@@ -115,7 +135,10 @@ export async function buildApp (config: Config, options: BuildOptions = {}): Pro
     const provider = createProvider({ config, store, keys, users, catalog, isOriginAllowed, now, ...(options.fetch === undefined ? {} : { fetch: options.fetch }) })
     // Reads the X-Forwarded-* headers presentAsPublic() sets from publicUrl (never the client's own).
     provider.proxy = true
-    provider.on('server_error', (_ctx: unknown, err: Error) => { app.log.error({ err }, 'authorization server error') })
+    provider.on('server_error', (_ctx: unknown, err: Error) => {
+      if (isStoreUnavailable(err)) app.log.warn({ err: { message: err.message } }, 'authorization request failed: store unreachable (503)')
+      else app.log.error({ err }, 'authorization server error')
+    })
     // Refusals are routine (bad clients, expired codes): info, with the OAuth error only — never the request.
     const refused = (event: string) => (_ctx: unknown, err: Error & { error_description?: string }): void => {
       app.log.info({ event, error: err.message, description: err.error_description }, 'authorization request refused')

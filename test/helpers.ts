@@ -1,10 +1,11 @@
 /** Shared test plumbing: configs from objects, gateways on real ports, log sinks, upstream fixtures. */
-import { createServer } from 'node:net'
+import { connect, createServer } from 'node:net'
+import { spawn, type ChildProcess } from 'node:child_process'
 import { createServer as createHttpServer, type IncomingMessage, type ServerResponse } from 'node:http'
 import { Client } from '@modelcontextprotocol/sdk/client/index.js'
 import { StreamableHTTPClientTransport } from '@modelcontextprotocol/sdk/client/streamableHttp.js'
 import { Writable } from 'node:stream'
-import { mkdtempSync, readdirSync, readFileSync, rmSync } from 'node:fs'
+import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { stringify } from 'yaml'
@@ -219,4 +220,60 @@ export async function redisAvailable (t: Teardown & { comment: (message: string)
 /** A key prefix no other test (or run) shares. */
 export function uniquePrefix (): string {
   return `portcullis-test-${process.pid}-${Math.random().toString(36).slice(2, 10)}:`
+}
+
+export interface OwnRedis {
+  readonly url: string
+  readonly port: number
+  /** Stops the server (SIGTERM: it writes its append-only file and exits). */
+  stop: () => Promise<void>
+  /** Starts it again on the same port and data directory: what was written comes back. */
+  start: () => Promise<void>
+}
+
+/**
+ * A redis-server of the test's own on a spare port, persistent (append-only
+ * file in a temporary directory), so a test can stop and restart it. In CI a
+ * missing redis-server fails loudly; on a laptop without one the test stops.
+ */
+export async function startOwnRedis (t: Teardown & { comment: (message: string) => void }): Promise<OwnRedis | undefined> {
+  const binary = ['/usr/bin/redis-server', '/usr/local/bin/redis-server'].find((path) => existsSync(path))
+  if (binary === undefined) {
+    if (process.env.CI !== undefined) throw new Error('redis-server is required in CI but was not found')
+    t.comment('no redis-server binary: install redis-server to run this test')
+    return undefined
+  }
+  const port = await freePort()
+  const dir = mkdtempSync(join(tmpdir(), 'portcullis-redis-'))
+  t.teardown(() => rmSync(dir, { recursive: true, force: true }))
+  let child: ChildProcess | undefined
+  const start = async (): Promise<void> => {
+    const started = spawn(binary, ['--port', String(port), '--bind', '127.0.0.1', '--dir', dir, '--appendonly', 'yes', '--save', '', '--daemonize', 'no'], { stdio: 'ignore' })
+    child = started
+    const deadline = Date.now() + 10_000
+    while (!await canConnect(port)) {
+      if (started.exitCode !== null) throw new Error(`redis-server exited with ${started.exitCode}`)
+      if (Date.now() > deadline) throw new Error(`redis-server did not listen on ${port}`)
+      await new Promise((resolve) => setTimeout(resolve, 25))
+    }
+  }
+  const stop = async (): Promise<void> => {
+    const running = child
+    if (running === undefined || running.exitCode !== null || running.signalCode !== null) return
+    const exited = new Promise((resolve) => running.once('exit', resolve))
+    running.kill('SIGTERM')
+    await exited
+  }
+  t.teardown(stop)
+  await start()
+  return { url: `redis://127.0.0.1:${port}`, port, stop, start }
+}
+
+/** Whether something accepts TCP connections on 127.0.0.1:port. */
+export function canConnect (port: number): Promise<boolean> {
+  return new Promise((resolve) => {
+    const socket = connect(port, '127.0.0.1')
+    socket.once('connect', () => { socket.destroy(); resolve(true) })
+    socket.once('error', () => resolve(false))
+  })
 }

@@ -7,11 +7,10 @@
  */
 import { spawn, execFileSync } from 'node:child_process'
 import { existsSync, readFileSync, writeFileSync, mkdtempSync, rmSync } from 'node:fs'
-import { connect } from 'node:net'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { Agent } from 'undici'
-import { freePort, type Teardown } from './helpers.js'
+import { canConnect, freePort, type Teardown } from './helpers.js'
 
 export const NGINX_CONF = new URL('../deploy/nginx/portcullis.conf', import.meta.url).pathname
 
@@ -105,7 +104,7 @@ http {
     }
   })
   const deadline = Date.now() + 10_000
-  while (!await isListening(tlsPort)) {
+  while (!await canConnect(tlsPort)) {
     if (child.exitCode !== null) throw new Error(`nginx exited (${child.exitCode}): ${stderr}${errorLog()}`)
     if (Date.now() > deadline) throw new Error(`nginx did not listen on ${tlsPort}: ${stderr}${errorLog()}`)
     await new Promise((resolve) => setTimeout(resolve, 50))
@@ -115,12 +114,4 @@ http {
   t.teardown(() => agent.close())
   const tlsFetch = ((input: string | URL | Request, init?: RequestInit) => fetch(input, { ...init, dispatcher: agent } as unknown as RequestInit)) as typeof fetch
   return { httpsUrl: `https://127.0.0.1:${tlsPort}`, httpUrl: `http://127.0.0.1:${httpPort}`, certificate, fetch: tlsFetch, errorLog }
-}
-
-async function isListening (port: number): Promise<boolean> {
-  return new Promise((resolve) => {
-    const socket = connect(port, '127.0.0.1')
-    socket.once('connect', () => { socket.destroy(); resolve(true) })
-    socket.once('error', () => resolve(false))
-  })
 }

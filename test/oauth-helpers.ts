@@ -12,7 +12,8 @@ import { UnauthorizedError, type OAuthClientProvider } from '@modelcontextprotoc
 import type { OAuthClientInformationMixed, OAuthClientMetadata, OAuthTokens } from '@modelcontextprotocol/sdk/shared/auth.js'
 import type { Teardown } from './helpers.js'
 
-export const REDIRECT_URL = 'http://127.0.0.1:45789/callback'
+/** Port 9 is below the ephemeral range, so no gateway under test can ever listen there (a gateway on the callback's own port would swallow the redirect). */
+export const REDIRECT_URL = 'http://127.0.0.1:9/callback'
 
 export class TestOAuthClient implements OAuthClientProvider {
   info: OAuthClientInformationMixed | undefined

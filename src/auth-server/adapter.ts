@@ -11,30 +11,53 @@
  *   after rotation the old token still works (clients that refresh twice in
  *   parallel); after it, a replay is reuse, and oidc-provider revokes the
  *   whole grant (refresh token family).
+ * - Registered clients expire `registeredClientTtl` after their last use
+ *   (sliding: each use moves the expiry, at most once a day per replica), so
+ *   abandoned dynamic registrations do not grow the store without bound.
  */
 import { errors } from 'oidc-provider'
 import type { Payload, Store } from '../store/types.js'
 
 export interface AdapterOptions {
   readonly refreshGraceS: number
+  readonly registeredClientTtlMs: number
   readonly now: () => number
 }
+
+/** Remembered last expiry moves per client, at most this many (then forgotten: one extra write each). */
+const MAX_TRACKED_CLIENTS = 10_000
+const DAY_MS = 24 * 3600_000
 
 /** Models whose records are spent by use. */
 const SINGLE_USE = new Set(['AuthorizationCode', 'DeviceCode', 'BackchannelAuthenticationRequest', 'PushedAuthorizationRequest'])
 
 export function createAdapter (store: Store, options: AdapterOptions): new (model: string) => object {
   const nowS = (): number => Math.floor(options.now() / 1000)
+  const clientTtlMs = options.registeredClientTtlMs
+  const touchEveryMs = Math.min(DAY_MS, Math.floor(clientTtlMs / 10))
+  const touchedAt = new Map<string, number>()
+  const touchClient = (id: string): void => {
+    const now = options.now()
+    if (now - (touchedAt.get(id) ?? -Infinity) < touchEveryMs) return
+    if (touchedAt.size >= MAX_TRACKED_CLIENTS) touchedAt.clear()
+    touchedAt.set(id, now)
+    // Best effort: a failed move only shortens the client's life to its previous expiry.
+    store.touch('Client', id, now + clientTtlMs).catch(() => { touchedAt.delete(id) })
+  }
 
   return class StoreAdapter {
     constructor (private readonly model: string) {}
 
     async upsert (id: string, payload: Payload, expiresIn?: number): Promise<void> {
-      await store.upsert(this.model, id, payload, expiresIn === undefined ? undefined : options.now() + expiresIn * 1000)
+      const now = options.now()
+      const expiresAt = expiresIn !== undefined ? now + expiresIn * 1000 : this.model === 'Client' ? now + clientTtlMs : undefined
+      if (this.model === 'Client') touchedAt.set(id, now)
+      await store.upsert(this.model, id, payload, expiresAt)
     }
 
     async find (id: string): Promise<Payload | undefined> {
       const payload = await store.find(this.model, id)
+      if (payload !== undefined && this.model === 'Client') touchClient(id)
       if (payload !== undefined && this.model === 'RefreshToken' && typeof payload.consumed === 'number' && nowS() - payload.consumed < options.refreshGraceS) {
         // Within the grace window the just-rotated token still looks unused.
         delete payload.consumed

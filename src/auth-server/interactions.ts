@@ -11,10 +11,10 @@ import { createHmac, timingSafeEqual } from 'node:crypto'
 import type { FastifyBaseLogger, FastifyInstance, FastifyReply, FastifyRequest } from 'fastify'
 import type Provider from 'oidc-provider'
 import type { Config } from '../config/schema.js'
-import type { Store } from '../store/types.js'
+import { isStoreUnavailable, type Store } from '../store/types.js'
 import type { KeyMaterial } from './keys.js'
 import { consentPage, loginPage, messagePage, PAGE_HEADERS } from './pages.js'
-import { consentKey, INTERACTION_PATH, presentAsPublic } from './provider.js'
+import { consentKey, INTERACTION_PATH, presentAsPublic, STORE_RETRY_AFTER_S, STORE_UNAVAILABLE_PAGE } from './provider.js'
 import type { ResourceCatalog } from './resources.js'
 import type { UserDirectory } from './users.js'
 import type { RateLimiter } from '../rate-limit/limiter.js'
@@ -76,6 +76,16 @@ export async function interactionRoutes (app: FastifyInstance, opts: Interaction
   const publicOrigin = new URL(config.publicUrl)
   app.addHook('onRequest', async (request) => { presentAsPublic(request.raw, publicOrigin, request.ip) })
 
+  app.setErrorHandler(async (error: Error & { statusCode?: number }, request, reply) => {
+    if (isStoreUnavailable(error)) {
+      request.log.warn({ err: { message: error.message } }, 'sign-in page: store unreachable')
+      return sendPage(reply.header('retry-after', String(STORE_RETRY_AFTER_S)), 503, STORE_UNAVAILABLE_PAGE)
+    }
+    const status = error.statusCode !== undefined && error.statusCode >= 400 && error.statusCode < 500 ? error.statusCode : 500
+    if (status === 500) request.log.error({ err: error }, 'sign-in page failed')
+    return sendPage(reply, status, messagePage('Sign-in could not continue', status === 500 ? 'Something went wrong on our side.' : 'The request was not understood.', 'Return to the application and try again.'))
+  })
+
   app.removeAllContentTypeParsers()
   app.addContentTypeParser('application/x-www-form-urlencoded', { parseAs: 'string', bodyLimit: MAX_FORM_BYTES }, (_request, body, done) => {
     done(null, Object.fromEntries(new URLSearchParams(body as string)))
@@ -85,6 +95,7 @@ export async function interactionRoutes (app: FastifyInstance, opts: Interaction
     try {
       return await provider.interactionDetails(request.raw, reply.raw)
     } catch (err) {
+      if (isStoreUnavailable(err)) throw err
       // No interaction cookie, or the interaction expired: nothing to continue.
       request.log.info({ err: { name: (err as Error).name, message: (err as Error).message } }, 'interaction not found')
       sendPage(reply, 400, messagePage('Sign-in expired', 'This sign-in page is no longer valid.', 'Go back to the application and start again.'))

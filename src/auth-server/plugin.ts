@@ -10,7 +10,8 @@
 import { IncomingMessage, type ServerResponse } from 'node:http'
 import type { FastifyInstance } from 'fastify'
 import type Provider from 'oidc-provider'
-import { OAUTH_ROUTES, presentAsPublic } from './provider.js'
+import { OAUTH_ROUTES, presentAsPublic, STORE_RETRY_AFTER_S, STORE_UNAVAILABLE_MESSAGE } from './provider.js'
+import { isStoreUnavailable } from '../store/types.js'
 import type { ResourceCatalog } from './resources.js'
 import { rewriteAuthorizationParams, rewriteTokenParams } from './rewrite.js'
 import type { RateLimiter } from '../rate-limit/limiter.js'
@@ -106,7 +107,14 @@ export async function authServerRoutes (app: FastifyInstance, opts: AuthServerRo
       const url = new URL(req.url ?? '/', 'http://gateway.invalid')
       if (rewriteAuthorizationParams(url.searchParams, catalog)) req.url = `${url.pathname}?${url.searchParams.toString()}`
     } else if (path === OAUTH_ROUTES.token && req.method === 'POST') {
-      return tokenRequest(req, reply.raw)
+      try {
+        await tokenRequest(req, reply.raw)
+      } catch (err) {
+        if (!isStoreUnavailable(err)) throw err
+        reply.raw.setHeader('retry-after', String(STORE_RETRY_AFTER_S))
+        oauthError(reply.raw, 503, 'temporarily_unavailable', STORE_UNAVAILABLE_MESSAGE)
+      }
+      return
     }
     callback(req, reply.raw)
   }

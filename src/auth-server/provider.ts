@@ -17,7 +17,7 @@ import Provider, { errors, interactionPolicy, type Configuration, type KoaContex
 import { BASE_SCOPE } from '../config/defaults.js'
 import type { Config } from '../config/schema.js'
 import type { OriginPolicy } from '../mcp/origin.js'
-import type { Store } from '../store/types.js'
+import { isStoreUnavailable, type Store } from '../store/types.js'
 import { createAdapter } from './adapter.js'
 import { SIGNING_ALG, type KeyMaterial } from './keys.js'
 import type { ResourceCatalog } from './resources.js'
@@ -41,6 +41,11 @@ export const OAUTH_ROUTES = {
 } as const
 
 export const INTERACTION_PATH = '/interaction'
+
+/** What a client or a person is told while the store (Redis) is unreachable. */
+export const STORE_UNAVAILABLE_MESSAGE = 'the authorization server cannot reach its store right now; retry in a few seconds'
+export const STORE_RETRY_AFTER_S = 5
+export const STORE_UNAVAILABLE_PAGE = messagePage('Temporarily unavailable', 'Sign-in is unavailable for a moment.', 'Wait a few seconds, then reload this page or start again from the application.')
 
 /**
  * oidc-provider (Koa underneath) builds endpoint URLs and decides whether
@@ -110,7 +115,7 @@ export function createProvider (deps: ProviderDeps): Provider {
   policy.get('consent')?.checks.remove('native_client_prompt')
 
   const configuration: Configuration = {
-    adapter: createAdapter(store, { refreshGraceS: Math.round(auth.refreshTokenReuseGrace / 1000), now: deps.now }) as Configuration['adapter'],
+    adapter: createAdapter(store, { refreshGraceS: Math.round(auth.refreshTokenReuseGrace / 1000), registeredClientTtlMs: auth.registeredClientTtl, now: deps.now }) as Configuration['adapter'],
     jwks: { keys: keys.signingKeys.map((k) => ({ ...k })) } as Configuration['jwks'],
     cookies: {
       keys: [...keys.cookieKeys],
@@ -254,6 +259,23 @@ export function createProvider (deps: ProviderDeps): Provider {
   }
 
   const provider = new Provider(config.publicUrl, configuration)
+  // The store down (Redis unreachable) is not a server bug: 503 "retry shortly", page or JSON.
+  provider.on('server_error', (ctx: KoaContextWithOIDC, err: unknown) => {
+    if (isStoreUnavailable(err)) ctx.state.storeUnavailable = true
+  })
+  provider.use(async (ctx, next) => {
+    await next()
+    if (ctx.status !== 500 || ctx.state.storeUnavailable !== true) return
+    ctx.status = 503
+    ctx.set('retry-after', String(STORE_RETRY_AFTER_S))
+    ctx.set('cache-control', 'no-store')
+    if (ctx.response.is('html') !== false) {
+      ctx.set(PAGE_HEADERS)
+      ctx.body = STORE_UNAVAILABLE_PAGE
+    } else {
+      ctx.body = { error: 'temporarily_unavailable', error_description: STORE_UNAVAILABLE_MESSAGE }
+    }
+  })
   // Registration answers browser-based clients too (oidc-provider sends no CORS there).
   provider.use(async (ctx, next) => {
     if (ctx.path.startsWith(OAUTH_ROUTES.registration)) {

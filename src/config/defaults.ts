@@ -50,6 +50,8 @@ export const DEFAULT_ACCESS_TOKEN_TTL = '15m'
 export const DEFAULT_REFRESH_TOKEN_TTL = '14d'
 /** A just-rotated refresh token keeps working this long (clients that refresh twice in parallel). */
 export const DEFAULT_REFRESH_TOKEN_REUSE_GRACE = '10s'
+/** Dynamically registered clients unused this long are deleted. */
+export const DEFAULT_REGISTERED_CLIENT_TTL = '90d'
 /** Failed sign-ins per account, and per client IP, within the window before sign-in is refused. */
 export const DEFAULT_LOGIN_MAX_FAILURES = 5
 export const DEFAULT_LOGIN_MAX_FAILURES_PER_IP = 50

@@ -6,7 +6,7 @@
 import { z } from 'zod'
 import {
   BASE_SCOPE, DEFAULT_ACCESS_TOKEN_TTL, DEFAULT_AUDIT_DESTINATION, DEFAULT_LOGIN_RATE, DEFAULT_TOKEN_RATE, DEFAULT_LOGIN_FAILURE_WINDOW, DEFAULT_LOGIN_MAX_FAILURES, DEFAULT_LOGIN_MAX_FAILURES_PER_IP,
-  DEFAULT_REFRESH_TOKEN_REUSE_GRACE, DEFAULT_REFRESH_TOKEN_TTL, RESERVED_SCOPES,
+  DEFAULT_REFRESH_TOKEN_REUSE_GRACE, DEFAULT_REGISTERED_CLIENT_TTL, DEFAULT_REFRESH_TOKEN_TTL, RESERVED_SCOPES,
   DEFAULT_BODY_LIMIT_BYTES, DEFAULT_DATA_DIR, DEFAULT_LISTEN_HOST, DEFAULT_LISTEN_PORT, DEFAULT_SHUTDOWN_TIMEOUT_MS,
   DEFAULT_STDIO_IDLE_TIMEOUT_MS, DEFAULT_STDIO_MAX_MESSAGE_BYTES, DEFAULT_STDIO_MAX_PROCESSES, DEFAULT_STDIO_REQUEST_TIMEOUT_MS,
   DEFAULT_STDIO_STARTUP_TIMEOUT_MS, DEFAULT_UPSTREAM_TIMEOUT_MS, RESERVED_SERVER_NAMES,
@@ -245,6 +245,11 @@ const authSchema = z.strictObject({
   clients: z.array(clientSchema).default([]),
   /** RFC 7591 Dynamic Client Registration (deprecated by MCP 2026-07-28, still what most clients use). */
   dynamicRegistration: z.boolean().default(true),
+  /**
+   * A dynamically registered client unused this long is deleted (its next sign-in
+   * registers again), so abandoned registrations do not pile up in the store.
+   */
+  registeredClientTtl: durationMs('a duration').prefault(DEFAULT_REGISTERED_CLIENT_TTL),
   /** Client ID Metadata Documents: https URL client_ids (MCP 2026-07-28's preferred registration). */
   clientMetadataDocuments: z.strictObject({
     enabled: z.boolean().default(true),

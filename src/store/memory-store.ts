@@ -2,7 +2,7 @@
  * In-process store for tests (and explicitly chosen dev runs, with a loud
  * warning): same semantics as SQLite, nothing survives the process.
  */
-import type { CounterHit, Payload, Store } from './types.js'
+import type { CounterHit, Payload, Store, StoredEntry } from './types.js'
 
 interface Entry { payload: Payload, expiresAtMs: number | undefined }
 
@@ -29,6 +29,22 @@ export class MemoryStore implements Store {
       if (key.startsWith(`${model}\u0000`) && entry.payload[field] === value) return this.live(entry)
     }
     return undefined
+  }
+
+  async touch (model: string, id: string, expiresAtMs: number): Promise<void> {
+    const entry = this.records.get(this.key(model, id))
+    if (entry !== undefined && this.live(entry) !== undefined) entry.expiresAtMs = expiresAtMs
+  }
+
+  async * entries (): AsyncIterable<StoredEntry> {
+    for (const [key, entry] of this.records) {
+      const payload = this.live(entry)
+      const [model = '', id = ''] = key.split('\u0000')
+      if (payload !== undefined) yield { kind: 'record', model, id, payload, expiresAtMs: entry.expiresAtMs }
+    }
+    for (const [key, entry] of this.kv) {
+      if (entry.expiresAtMs === undefined || entry.expiresAtMs > this.now()) yield { kind: 'kv', key, value: entry.value, expiresAtMs: entry.expiresAtMs }
+    }
   }
 
   async upsert (model: string, id: string, payload: Payload, expiresAtMs: number | undefined): Promise<void> {

@@ -28,7 +28,9 @@ export function createRedisClient (url: string, log: FastifyBaseLogger): RedisCl
   const client = new Redis(url, {
     connectTimeout: CONNECT_TIMEOUT_MS,
     commandTimeout: COMMAND_TIMEOUT_MS,
-    // A command waits for at most one reconnection attempt, then fails (and the caller decides).
+    // While disconnected, commands fail at once (and the caller answers 503 or applies
+    // onStoreError) instead of queueing behind reconnection attempts.
+    enableOfflineQueue: false,
     maxRetriesPerRequest: 1,
     retryStrategy: (times) => Math.min(times * 200, MAX_RECONNECT_DELAY_MS),
     lazyConnect: false,
@@ -42,4 +44,27 @@ export function createRedisClient (url: string, log: FastifyBaseLogger): RedisCl
   })
   client.on('ready', () => { log.info({ redis: redactRedisUrl(url) }, 'redis connected') })
   return client
+}
+
+/** Resolves once the client is connected; rejects with a clear message after timeoutMs. */
+export async function waitUntilReady (client: RedisClient, url: string, timeoutMs: number): Promise<void> {
+  if (client.status === 'ready') return
+  let lastError = ''
+  const onError = (err: Error): void => { lastError = err.message }
+  client.on('error', onError)
+  try {
+    await new Promise<void>((resolve, reject) => {
+      const timer = setTimeout(() => {
+        client.off('ready', onReady)
+        reject(new Error(`Redis at ${redactRedisUrl(url)} did not answer within ${timeoutMs / 1000} s${lastError === '' ? '' : ` (${lastError})`}`))
+      }, timeoutMs)
+      const onReady = (): void => {
+        clearTimeout(timer)
+        resolve()
+      }
+      client.once('ready', onReady)
+    })
+  } finally {
+    client.off('error', onError)
+  }
 }

@@ -12,7 +12,7 @@
  *   kv:<key>                     gateway key-values (signing keys, consent index...)
  *   count:<key>                  fixed-window counters
  */
-import type { CounterHit, Payload, Store } from './types.js'
+import { StoreUnavailableError, type CounterHit, type Payload, type Store, type StoredEntry } from './types.js'
 import { redactRedisUrl, type RedisClient } from './redis-client.js'
 
 const CONSUME = `
@@ -43,6 +43,9 @@ end
 return {count, ttl}
 `
 
+/** Namespaces under oidc: that are indexes, not records (model names are PascalCase). */
+const INDEX_NAMESPACES = new Set(['grant', 'uid', 'usercode'])
+
 /** Without an expiry of its own (clients), a record lives until deleted. */
 function ttlArgs (expiresAtMs: number | undefined, now: number): Array<string | number> {
   return expiresAtMs === undefined ? [] : ['PX', Math.max(1, expiresAtMs - now)]
@@ -61,90 +64,167 @@ export class RedisStore implements Store {
     this.location = redactRedisUrl(url)
   }
 
+  /** Redis failures (down, unreachable, timed out) as StoreUnavailableError; results as they are. */
+  private async call<T> (operation: () => Promise<T>): Promise<T> {
+    try {
+      return await operation()
+    } catch (err) {
+      if (err instanceof SyntaxError || err instanceof StoreUnavailableError) throw err
+      throw new StoreUnavailableError(this.location, { cause: err })
+    }
+  }
+
   private key (...parts: string[]): string {
     return `${this.prefix}${parts.join(':')}`
   }
 
   async upsert (model: string, id: string, payload: Payload, expiresAtMs: number | undefined): Promise<void> {
-    const now = this.now()
-    const key = this.key('oidc', model, id)
-    const ttl = ttlArgs(expiresAtMs, now)
-    const tx = this.redis.multi().set(key, JSON.stringify(payload), ...(ttl as ['PX', number]))
-    if (typeof payload.grantId === 'string') {
-      const grantKey = this.key('oidc', 'grant', payload.grantId)
-      tx.sadd(grantKey, key)
-      // The grant's index lives as long as its longest-lived record.
-      if (expiresAtMs !== undefined) tx.pexpire(grantKey, Math.max(1, expiresAtMs - now), 'GT')
-      else tx.persist(grantKey)
-    }
-    if (typeof payload.uid === 'string') tx.set(this.key('oidc', 'uid', model, payload.uid), id, ...(ttl as ['PX', number]))
-    if (typeof payload.userCode === 'string') tx.set(this.key('oidc', 'usercode', model, payload.userCode), id, ...(ttl as ['PX', number]))
-    await tx.exec()
+    return this.call(async () => {
+      const now = this.now()
+      const key = this.key('oidc', model, id)
+      const ttl = ttlArgs(expiresAtMs, now)
+      const tx = this.redis.multi().set(key, JSON.stringify(payload), ...(ttl as ['PX', number]))
+      if (typeof payload.grantId === 'string') {
+        const grantKey = this.key('oidc', 'grant', payload.grantId)
+        tx.sadd(grantKey, key)
+        // The grant's index lives as long as its longest-lived record.
+        if (expiresAtMs !== undefined) tx.pexpire(grantKey, Math.max(1, expiresAtMs - now), 'GT')
+        else tx.persist(grantKey)
+      }
+      if (typeof payload.uid === 'string') tx.set(this.key('oidc', 'uid', model, payload.uid), id, ...(ttl as ['PX', number]))
+      if (typeof payload.userCode === 'string') tx.set(this.key('oidc', 'usercode', model, payload.userCode), id, ...(ttl as ['PX', number]))
+      await tx.exec()
+    })
   }
 
   async find (model: string, id: string): Promise<Payload | undefined> {
-    const raw = await this.redis.get(this.key('oidc', model, id))
-    return raw === null ? undefined : JSON.parse(raw) as Payload
+    return this.call(async () => {
+      const raw = await this.redis.get(this.key('oidc', model, id))
+      return raw === null ? undefined : JSON.parse(raw) as Payload
+    })
   }
 
   async findByUid (model: string, uid: string): Promise<Payload | undefined> {
-    const id = await this.redis.get(this.key('oidc', 'uid', model, uid))
-    return id === null ? undefined : this.find(model, id)
+    return this.call(async () => {
+      const id = await this.redis.get(this.key('oidc', 'uid', model, uid))
+      return id === null ? undefined : this.find(model, id)
+    })
   }
 
   async findByUserCode (model: string, userCode: string): Promise<Payload | undefined> {
-    const id = await this.redis.get(this.key('oidc', 'usercode', model, userCode))
-    return id === null ? undefined : this.find(model, id)
+    return this.call(async () => {
+      const id = await this.redis.get(this.key('oidc', 'usercode', model, userCode))
+      return id === null ? undefined : this.find(model, id)
+    })
   }
 
   async consume (model: string, id: string, nowS: number): Promise<number | undefined> {
-    const earlier = await this.redis.eval(CONSUME, 1, this.key('oidc', model, id), nowS) as number | null
-    return typeof earlier === 'number' ? earlier : undefined
+    return this.call(async () => {
+      const earlier = await this.redis.eval(CONSUME, 1, this.key('oidc', model, id), nowS) as number | null
+      return typeof earlier === 'number' ? earlier : undefined
+    })
   }
 
   async destroy (model: string, id: string): Promise<void> {
-    await this.redis.del(this.key('oidc', model, id))
+    return this.call(async () => {
+      await this.redis.del(this.key('oidc', model, id))
+    })
   }
 
   async revokeByGrantId (grantId: string): Promise<void> {
-    await this.redis.eval(REVOKE, 1, this.key('oidc', 'grant', grantId))
+    return this.call(async () => {
+      await this.redis.eval(REVOKE, 1, this.key('oidc', 'grant', grantId))
+    })
+  }
+
+  async touch (model: string, id: string, expiresAtMs: number): Promise<void> {
+    return this.call(async () => {
+      await this.redis.pexpire(this.key('oidc', model, id), Math.max(1, expiresAtMs - this.now()))
+    })
+  }
+
+  /** Records and key-values under this prefix (SCAN: no blocking of the server). */
+  async * entries (): AsyncIterable<StoredEntry> {
+    const records = this.key('oidc', '')
+    const kv = this.key('kv', '')
+    for (const pattern of [`${records}*`, `${kv}*`]) {
+      let cursor = '0'
+      do {
+        const [next, keys] = await this.call(async () => this.redis.scan(cursor, 'MATCH', pattern, 'COUNT', 500))
+        cursor = next
+        for (const key of keys) {
+          const entry = key.startsWith(kv) ? await this.kvEntry(key, key.slice(kv.length)) : await this.recordEntry(key, key.slice(records.length))
+          if (entry !== undefined) yield entry
+        }
+      } while (cursor !== '0')
+    }
+  }
+
+  private async recordEntry (key: string, rest: string): Promise<StoredEntry | undefined> {
+    const colon = rest.indexOf(':')
+    const model = rest.slice(0, colon)
+    // Index keys (grant, uid, usercode) are rebuilt by upsert on the other side.
+    if (colon <= 0 || INDEX_NAMESPACES.has(model)) return undefined
+    const [raw, ttl] = await this.call(async () => Promise.all([this.redis.get(key), this.redis.pttl(key)]))
+    if (raw === null) return undefined
+    return { kind: 'record', model, id: rest.slice(colon + 1), payload: JSON.parse(raw) as Payload, expiresAtMs: ttl > 0 ? this.now() + ttl : undefined }
+  }
+
+  private async kvEntry (key: string, name: string): Promise<StoredEntry | undefined> {
+    const [value, ttl] = await this.call(async () => Promise.all([this.redis.get(key), this.redis.pttl(key)]))
+    if (value === null) return undefined
+    return { kind: 'kv', key: name, value, expiresAtMs: ttl > 0 ? this.now() + ttl : undefined }
   }
 
   async kvGet (key: string): Promise<string | undefined> {
-    return await this.redis.get(this.key('kv', key)) ?? undefined
+    return this.call(async () => {
+      return await this.redis.get(this.key('kv', key)) ?? undefined
+    })
   }
 
   async kvSet (key: string, value: string, expiresAtMs?: number): Promise<void> {
-    const ttl = ttlArgs(expiresAtMs, this.now())
-    await this.redis.set(this.key('kv', key), value, ...(ttl as ['PX', number]))
+    return this.call(async () => {
+      const ttl = ttlArgs(expiresAtMs, this.now())
+      await this.redis.set(this.key('kv', key), value, ...(ttl as ['PX', number]))
+    })
   }
 
   async kvSetIfAbsent (key: string, value: string): Promise<boolean> {
-    return await this.redis.set(this.key('kv', key), value, 'NX') === 'OK'
+    return this.call(async () => {
+      return await this.redis.set(this.key('kv', key), value, 'NX') === 'OK'
+    })
   }
 
   async kvDelete (key: string): Promise<void> {
-    await this.redis.del(this.key('kv', key))
+    return this.call(async () => {
+      await this.redis.del(this.key('kv', key))
+    })
   }
 
   async hit (key: string, windowMs: number, cost = 1): Promise<CounterHit> {
-    if (cost === 0) {
-      // A read: a window that has not started reports zero.
-      const [count, ttl] = await this.redis.multi().get(this.key('count', key)).pttl(this.key('count', key)).exec() ?? []
-      const value = Number(count?.[1] ?? 0)
-      const remaining = Number(ttl?.[1] ?? -2)
-      return { count: value, resetAtMs: this.now() + (remaining > 0 ? remaining : windowMs) }
-    }
-    const [count, ttl] = await this.redis.eval(HIT, 1, this.key('count', key), windowMs, cost) as [number, number]
-    return { count, resetAtMs: this.now() + ttl }
+    return this.call(async () => {
+      if (cost === 0) {
+        // A read: a window that has not started reports zero.
+        const [count, ttl] = await this.redis.multi().get(this.key('count', key)).pttl(this.key('count', key)).exec() ?? []
+        const value = Number(count?.[1] ?? 0)
+        const remaining = Number(ttl?.[1] ?? -2)
+        return { count: value, resetAtMs: this.now() + (remaining > 0 ? remaining : windowMs) }
+      }
+      const [count, ttl] = await this.redis.eval(HIT, 1, this.key('count', key), windowMs, cost) as [number, number]
+      return { count, resetAtMs: this.now() + ttl }
+    })
   }
 
   async resetCounter (key: string): Promise<void> {
-    await this.redis.del(this.key('count', key))
+    return this.call(async () => {
+      await this.redis.del(this.key('count', key))
+    })
   }
 
   async ping (): Promise<void> {
-    await this.redis.ping()
+    return this.call(async () => {
+      await this.redis.ping()
+    })
   }
 
   /** The client is shared with the rate limits and closed by the app. */

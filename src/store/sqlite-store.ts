@@ -6,7 +6,7 @@
  */
 import { chmodSync, closeSync, existsSync, openSync } from 'node:fs'
 import Database, { type Database as Db } from 'better-sqlite3'
-import type { CounterHit, Payload, Store } from './types.js'
+import type { CounterHit, Payload, Store, StoredEntry } from './types.js'
 
 const SCHEMA = `
 CREATE TABLE IF NOT EXISTS oidc (
@@ -111,6 +111,21 @@ export class SqliteStore implements Store {
     return Promise.resolve()
   }
 
+  touch (model: string, id: string, expiresAtMs: number): Promise<void> {
+    this.stmt.touch.run(expiresAtMs, model, id, this.now())
+    return Promise.resolve()
+  }
+
+  async * entries (): AsyncIterable<StoredEntry> {
+    const now = this.now()
+    for (const row of this.stmt.allOidc.iterate(now) as Iterable<{ model: string, id: string, payload: string, expires_at: number | null }>) {
+      yield { kind: 'record', model: row.model, id: row.id, payload: JSON.parse(row.payload) as Payload, expiresAtMs: row.expires_at ?? undefined }
+    }
+    for (const row of this.stmt.allKv.iterate(now) as Iterable<{ key: string, value: string, expires_at: number | null }>) {
+      yield { kind: 'kv', key: row.key, value: row.value, expiresAtMs: row.expires_at ?? undefined }
+    }
+  }
+
   kvGet (key: string): Promise<string | undefined> {
     const row = this.stmt.kvGet.get(key) as { value: string, expires_at: number | null } | undefined
     if (row === undefined || (row.expires_at !== null && row.expires_at <= this.now())) return Promise.resolve(undefined)
@@ -179,6 +194,9 @@ function prepareStatements (db: Db) {
     findByUserCode: db.prepare('SELECT payload, expires_at FROM oidc WHERE model = ? AND user_code = ?'),
     destroy: db.prepare('DELETE FROM oidc WHERE model = ? AND id = ?'),
     revoke: db.prepare('DELETE FROM oidc WHERE grant_id = ?'),
+    touch: db.prepare('UPDATE oidc SET expires_at = ? WHERE model = ? AND id = ? AND (expires_at IS NULL OR expires_at > ?)'),
+    allOidc: db.prepare('SELECT model, id, payload, expires_at FROM oidc WHERE expires_at IS NULL OR expires_at > ?'),
+    allKv: db.prepare('SELECT key, value, expires_at FROM kv WHERE expires_at IS NULL OR expires_at > ?'),
     sweepOidc: db.prepare('DELETE FROM oidc WHERE expires_at IS NOT NULL AND expires_at <= ?'),
     kvGet: db.prepare('SELECT value, expires_at FROM kv WHERE key = ?'),
     kvSet: db.prepare('INSERT INTO kv (key, value, expires_at) VALUES (?, ?, ?) ON CONFLICT (key) DO UPDATE SET value = excluded.value, expires_at = excluded.expires_at'),

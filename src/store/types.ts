@@ -10,6 +10,28 @@
 
 export type Payload = Record<string, unknown>
 
+/**
+ * The store's backend did not answer (Redis down, unreachable, timed out).
+ * Callers turn it into a 503 "retry shortly", never a 500: nothing is broken,
+ * and the gateway recovers by itself when the backend returns.
+ */
+export class StoreUnavailableError extends Error {
+  readonly code = 'PORTCULLIS_ERR_STORE_UNAVAILABLE'
+  constructor (readonly location: string, options?: ErrorOptions) {
+    super(`the store (${location}) is unreachable`, options)
+    this.name = 'StoreUnavailableError'
+  }
+}
+
+export function isStoreUnavailable (err: unknown): err is StoreUnavailableError {
+  return err instanceof StoreUnavailableError
+}
+
+/** One stored item, for copying a store into another (`portcullis migrate-store`). */
+export type StoredEntry =
+  | { readonly kind: 'record', readonly model: string, readonly id: string, readonly payload: Payload, readonly expiresAtMs: number | undefined }
+  | { readonly kind: 'kv', readonly key: string, readonly value: string, readonly expiresAtMs: number | undefined }
+
 export interface CounterHit {
   /** The count in the current window, including this hit. */
   readonly count: number
@@ -36,6 +58,10 @@ export interface Store {
   destroy: (model: string, id: string) => Promise<void>
   /** Deletes every record (of any model) carrying this grantId. */
   revokeByGrantId: (grantId: string) => Promise<void>
+  /** Moves a live record's expiry (registered clients that are still used); no-op when missing. */
+  touch: (model: string, id: string, expiresAtMs: number) => Promise<void>
+  /** Every live record and key-value (counters excluded: they are windows of minutes). */
+  entries: () => AsyncIterable<StoredEntry>
 
   kvGet: (key: string) => Promise<string | undefined>
   kvSet: (key: string, value: string, expiresAtMs?: number) => Promise<void>

@@ -2,6 +2,7 @@
 // always presenting publicUrl — never an origin a client's headers suggest.
 import t from 'tap'
 import { INIT_BODY, postJson, startGateway, startUpstream } from '../helpers.js'
+import { REDIRECT_URL } from '../oauth-helpers.js'
 
 const call = (id: number): unknown => ({ jsonrpc: '2.0', id, method: 'tools/call', params: { name: 'echo', arguments: { text: 'x' } } })
 
@@ -43,11 +44,11 @@ t.test('the authorization server always presents publicUrl: https endpoints and 
   t.same([metadata.issuer, metadata.authorization_endpoint, metadata.token_endpoint, metadata.registration_endpoint],
     [publicUrl, `${publicUrl}/oauth/authorize`, `${publicUrl}/oauth/token`, `${publicUrl}/oauth/register`], 'forged forwarding headers change nothing')
 
-  const registered = await fetch(`${gw.baseUrl}/oauth/register`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ redirect_uris: ['http://127.0.0.1:45789/callback'], token_endpoint_auth_method: 'none' }) })
+  const registered = await fetch(`${gw.baseUrl}/oauth/register`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ redirect_uris: [REDIRECT_URL], token_endpoint_auth_method: 'none' }) })
   t.equal(registered.status, 201)
   const { client_id: clientId } = await registered.json() as { client_id: string }
   const query = new URLSearchParams({
-    client_id: clientId, response_type: 'code', redirect_uri: 'http://127.0.0.1:45789/callback', state: 's',
+    client_id: clientId, response_type: 'code', redirect_uri: REDIRECT_URL, state: 's',
     code_challenge: 'E9Melhoa2OwvFrEMTJguCHaoeK1t8URWbuGJSstw-cM', code_challenge_method: 'S256', resource: `${publicUrl}/fx/mcp`,
   })
   const authorize = await fetch(`${gw.baseUrl}/oauth/authorize?${query.toString()}`, { redirect: 'manual', headers: forged })

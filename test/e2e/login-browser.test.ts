@@ -67,7 +67,7 @@ if (!existsSync(CHROMIUM)) {
     await page.getByRole('heading', { name: 'Allow access?' }).waitFor()
     const consent = await page.locator('main').innerText()
     t.match(consent, /Browser Test Client wants to act on your behalf, alice/)
-    t.match(consent, /sent back to http:\/\/127\.0\.0\.1:45789/)
+    t.match(consent, /sent back to http:\/\/127\.0\.0\.1:9\b/)
     t.match(consent, /github/)
     t.match(consent, /repo:read/)
     t.match(consent, /Client ID: /)

@@ -4,7 +4,8 @@ import t from 'tap'
 import { createServer } from 'node:http'
 import { hashPassword } from '../../src/auth-server/password.js'
 import { connectWithOAuth, HeadlessBrowser, REDIRECT_URL, TestOAuthClient } from '../oauth-helpers.js'
-import { startGateway, startUpstream, type RunningGateway, type Teardown } from '../helpers.js'
+import { eventually, startGateway, startUpstream, type RunningGateway, type Teardown } from '../helpers.js'
+import { MemoryStore } from '../../src/store/memory-store.js'
 
 const PASSWORD = 'correct horse battery staple'
 const passwordHash = await hashPassword(PASSWORD)
@@ -139,7 +140,7 @@ t.test('the consent page names the client, where it returns to, the server and t
   await connectWithOAuth(t, gw.mcpUrl('alpha'), { username: 'alice', password: PASSWORD, issuer: gw.baseUrl, oauth, browser })
   const html = browser.lastHtml
   t.match(html, /<strong>Acme &#60;Agent&#62;<\/strong> wants to act on your behalf, <strong>alice<\/strong>/, 'client name, escaped')
-  t.match(html, /sent back to <strong>http:\/\/127\.0\.0\.1:45789<\/strong>/)
+  t.match(html, /sent back to <strong>http:\/\/127\.0\.0\.1:9<\/strong>/)
   t.match(html, /<strong>alpha<\/strong>/)
   t.match(html, /<code>alpha:read<\/code>/)
 })
@@ -219,4 +220,36 @@ t.test('a client that names no resource: the one server, the server its scopes p
   t.equal(ambiguous.searchParams.get('error'), 'invalid_target', 'several servers and nothing to tell them apart: refused, never a token for everything')
   t.match(ambiguous.searchParams.get('error_description'), /send the resource parameter/)
   t.equal((await authorizeWithout(wide, '')).audience, wide.baseUrl, 'defaultResource: all — the operator allowed a gateway-wide token')
+})
+
+t.test('registered clients expire after registeredClientTtl without use; each use moves the expiry', async (t) => {
+  let clock = Date.now()
+  const store = new MemoryStore(() => clock)
+  t.teardown(() => store.close())
+  const gw = await gateway(t, { registeredClientTtl: '10d' }, undefined, { store, now: () => clock })
+  const expiryOf = async (clientId: string): Promise<number | undefined> => {
+    for await (const entry of store.entries()) if (entry.kind === 'record' && entry.model === 'Client' && entry.id === clientId) return entry.expiresAtMs
+    return undefined
+  }
+  const authorize = async (clientId: string): Promise<number> => {
+    const query = new URLSearchParams({ client_id: clientId, response_type: 'code', redirect_uri: REDIRECT_URL, state: 's', code_challenge: 'E9Melhoa2OwvFrEMTJguCHaoeK1t8URWbuGJSstw-cM', code_challenge_method: 'S256', resource: gw.mcpUrl('alpha') })
+    return (await fetch(`${gw.baseUrl}/oauth/authorize?${query.toString()}`, { redirect: 'manual' })).status
+  }
+  const used = String((await register(gw, { redirect_uris: [REDIRECT_URL], token_endpoint_auth_method: 'none' })).json.client_id)
+  const abandoned = String((await register(gw, { redirect_uris: [REDIRECT_URL], token_endpoint_auth_method: 'none' })).json.client_id)
+  const day = 24 * 3600_000
+  t.equal(await expiryOf(used), clock + 10 * day, 'a registration lives registeredClientTtl')
+
+  clock += 2 * day
+  t.equal(await authorize(used), 303)
+  t.ok(await eventually(async () => await expiryOf(used) === clock + 10 * day), 'using it moves the expiry')
+  clock += 1000
+  t.equal(await authorize(used), 303)
+  t.equal(await expiryOf(used), clock - 1000 + 10 * day, 'at most once a day: a second use the same day writes nothing')
+
+  clock += 9 * day
+  t.equal(await expiryOf(abandoned), undefined, 'the abandoned registration is gone')
+  t.equal(await authorize(used), 303, 'the used one still signs in')
+  clock += 11 * day
+  t.equal(await authorize(used), 400, 'and once unused past the TTL, it is gone too (the client registers again)')
 })

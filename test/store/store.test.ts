@@ -8,7 +8,7 @@ import { Redis } from 'ioredis'
 import { MemoryStore } from '../../src/store/memory-store.js'
 import { SqliteStore } from '../../src/store/sqlite-store.js'
 import { RedisStore } from '../../src/store/redis-store.js'
-import type { Store } from '../../src/store/types.js'
+import type { Store, StoredEntry } from '../../src/store/types.js'
 import { redisAvailable, REDIS_URL, uniquePrefix } from '../helpers.js'
 
 const WINDOW_MS = 100
@@ -102,6 +102,33 @@ for (const [name, make] of makers) {
     await store.resetCounter('login:alice')
     t.equal((await store.hit('login:alice', WINDOW_MS, 0)).count, 0, 'a reset counter reads zero')
     await store.ping()
+  })
+
+  t.test(`${name}: touch moves a live record's expiry; entries lists live records and key-values for copying`, async (t) => {
+    const { store, now, advance } = make(t.testdir({}))
+    t.teardown(() => store.close())
+    await store.upsert('Client', 'kept', { client_id: 'kept' }, now() + WINDOW_MS)
+    await store.upsert('Client', 'dropped', { client_id: 'dropped' }, now() + WINDOW_MS)
+    await store.upsert('RefreshToken', 'rt', { grantId: 'g', uid: 'u' }, now() + 60_000)
+    await store.upsert('Client', 'forever', { client_id: 'forever' }, undefined)
+    await store.kvSet('auth:signing-keys', '{"keys":[]}')
+    await store.kvSet('consent:alice', 'x', now() + 60_000)
+    await store.hit('login:alice', 60_000)
+    await store.touch('Client', 'kept', now() + 60_000)
+    await store.touch('Client', 'missing', now() + 60_000)
+    t.equal(await store.find('Client', 'missing'), undefined, 'touch does not create')
+    await advance(WINDOW_MS)
+    t.ok(await store.find('Client', 'kept'), 'a touched record lives on')
+    t.equal(await store.find('Client', 'dropped'), undefined, 'an untouched one expired')
+    const listed: StoredEntry[] = []
+    for await (const entry of store.entries()) listed.push(entry)
+    const byName = new Map(listed.map((e) => [e.kind === 'record' ? `${e.model}/${e.id}` : `kv/${e.key}`, e]))
+    t.same([...byName.keys()].sort(), ['Client/forever', 'Client/kept', 'RefreshToken/rt', 'kv/auth:signing-keys', 'kv/consent:alice'], 'live records and key-values; no counters, no indexes, nothing expired')
+    t.match(byName.get('RefreshToken/rt'), { kind: 'record', payload: { grantId: 'g', uid: 'u' } })
+    const rt = byName.get('RefreshToken/rt')?.expiresAtMs ?? 0
+    t.ok(Math.abs(rt - (now() + 60_000 - WINDOW_MS)) < 1000, 'with its expiry')
+    t.equal(byName.get('Client/forever')?.expiresAtMs, undefined, 'and none for what never expires')
+    t.match(byName.get('kv/auth:signing-keys'), { kind: 'kv', value: '{"keys":[]}', expiresAtMs: undefined })
   })
 }
 
