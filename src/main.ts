@@ -23,9 +23,13 @@ Commands:
   check           Validate the config; print the resolved servers and routes (secrets masked)
   hash-password   Print an scrypt hash for auth.users[].passwordHash (reads the password
                   from the terminal, or from stdin when piped)
+  migrate-store   Copy the configured store (clients, grants, refresh tokens, signing keys…)
+                  into another: --to redis://… (or a .db file). Stop the gateway first.
 
 Options:
   -c, --config <file>  Config file (default: ./portcullis.yaml, then config/portcullis.example.yaml)
+  --to <store>         migrate-store: redis://[:password@]host:port[/db], rediss://…, or a .db file
+  --prefix <prefix>    migrate-store: Redis key prefix at the destination (default: store.prefix)
   -h, --help           Show this help
   -v, --version        Print the version
 
@@ -47,6 +51,8 @@ async function main (argv: string[]): Promise<number> {
       allowPositionals: true,
       options: {
         config: { type: 'string', short: 'c' },
+        to: { type: 'string' },
+        prefix: { type: 'string' },
         help: { type: 'boolean', short: 'h' },
         version: { type: 'boolean', short: 'v' },
       },
@@ -70,7 +76,7 @@ async function main (argv: string[]): Promise<number> {
     return EXIT_USAGE
   }
   if (command === 'hash-password') return hashPasswordCommand()
-  if (command !== 'start' && command !== 'check') {
+  if (command !== 'start' && command !== 'check' && command !== 'migrate-store') {
     process.stderr.write(`portcullis: unknown command "${command}"\n\n${USAGE}`)
     return EXIT_USAGE
   }
@@ -89,6 +95,14 @@ async function main (argv: string[]): Promise<number> {
   if (command === 'check') {
     process.stdout.write(describeConfig(config))
     return EXIT_OK
+  }
+  if (command === 'migrate-store') {
+    if (values.to === undefined) {
+      process.stderr.write(`portcullis: migrate-store needs --to <store> (redis://… or a .db file)\n\n${USAGE}`)
+      return EXIT_USAGE
+    }
+    const { migrateStoreCommand } = await import('./store/migrate-command.js')
+    return migrateStoreCommand(config, values.to, values.prefix)
   }
   return start(config)
 }

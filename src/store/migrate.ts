@@ -1,0 +1,34 @@
+/**
+ * `portcullis migrate-store`: copies every live OAuth record (clients, grants,
+ * sessions, refresh tokens…) and key-value (signing keys, consent, first-run
+ * account) from one store into another, each with its remaining lifetime.
+ * Rate-limit counters are not copied: they are windows of minutes.
+ */
+import type { Store } from './types.js'
+
+export interface MigrationReport {
+  /** Records copied, by model. */
+  readonly records: ReadonlyMap<string, number>
+  readonly keyValues: number
+}
+
+export class MigrationError extends Error {}
+
+export async function copyStore (from: Store, to: Store): Promise<MigrationReport> {
+  for await (const entry of to.entries()) {
+    const what = entry.kind === 'record' ? `${entry.model} ${entry.id.slice(0, 8)}…` : `key ${entry.key}`
+    throw new MigrationError(`the destination (${to.location}) already holds data (${what}): migrate into an empty store or another prefix`)
+  }
+  const records = new Map<string, number>()
+  let keyValues = 0
+  for await (const entry of from.entries()) {
+    if (entry.kind === 'record') {
+      await to.upsert(entry.model, entry.id, entry.payload, entry.expiresAtMs)
+      records.set(entry.model, (records.get(entry.model) ?? 0) + 1)
+    } else {
+      await to.kvSet(entry.key, entry.value, entry.expiresAtMs)
+      keyValues++
+    }
+  }
+  return { records, keyValues }
+}
