@@ -30,6 +30,8 @@ import { RateLimiter } from './rate-limit/limiter.js'
 import { createAuditLog } from './observability/audit.js'
 import { Metrics, metricsRoute, recordHttpMetrics } from './observability/metrics.js'
 import { StdioUpstream } from './upstreams/stdio/stdio-upstream.js'
+import { SessionDirectory } from './cluster/sessions.js'
+import { ReplicaForwarder } from './cluster/forward.js'
 import { bearerChallenge } from './resource-server/challenge.js'
 import type { ServerConfig } from './config/schema.js'
 import { createRedisClient, waitUntilReady, type RedisClient } from './store/redis-client.js'
@@ -88,8 +90,6 @@ export async function buildApp (config: Config, options: BuildOptions = {}): Pro
 
   const now = options.now ?? (() => Date.now())
   const metrics = new Metrics()
-  const upstreams = createUpstreams(config, { log: app.log, version: VERSION, now, onStdioExit: (server) => metrics.stdioRestarts.inc({ server }) })
-  metrics.stdioProcessCounts = () => [...upstreams.values()].flatMap((u) => u instanceof StdioUpstream ? [[u.name, u.processCount] as const] : [])
   if (config.metrics.enabled) recordHttpMetrics(app, metrics)
   // State lives in the data directory (owner-only): the SQLite store, the first-run password file.
   mkdirSync(config.dataDir, { recursive: true, mode: 0o700 })
@@ -108,6 +108,20 @@ export async function buildApp (config: Config, options: BuildOptions = {}): Pro
       app.log.warn({ err: { message: (err as Error).message } }, 'starting without Redis: rate limits follow rateLimits.onStoreError until it answers')
     }
   }
+  // Several replicas: where each stdio session lives, so any replica can forward to its owner.
+  const advertiseUrl = config.cluster.advertiseUrl
+  const directory = advertiseUrl === undefined
+    ? undefined
+    : new SessionDirectory(store, advertiseUrl, (name) => idleTimeoutOf(config, name), app.log, now)
+  const forwarder = advertiseUrl === undefined ? undefined : new ReplicaForwarder(advertiseUrl)
+  const upstreams = createUpstreams(config, {
+    log: app.log,
+    version: VERSION,
+    now,
+    onStdioExit: (server) => metrics.stdioRestarts.inc({ server }),
+    ...(directory === undefined ? {} : { sessionHooks: directory }),
+  })
+  metrics.stdioProcessCounts = () => [...upstreams.values()].flatMap((u) => u instanceof StdioUpstream ? [[u.name, u.processCount] as const] : [])
   const isOriginAllowed = createOriginPolicy(config.publicUrl, config.allowedOrigins)
 
   // Limits decided after the body is read (createRateLimit); counters in Redis when the store is Redis.
@@ -174,6 +188,7 @@ export async function buildApp (config: Config, options: BuildOptions = {}): Pro
     await Promise.all([...upstreams.values()].map((u) => u.close()))
     if (options.store === undefined) await store.close()
     await audit?.close()
+    await forwarder?.close()
     if (redis !== undefined) await redis.quit().catch(() => redis.disconnect())
   })
 
@@ -195,7 +210,7 @@ export async function buildApp (config: Config, options: BuildOptions = {}): Pro
     state.metricsServer = metricsServer
     app.addHook('onClose', async () => { await metricsServer.close() })
   }
-  await app.register(mcpRoutes, { config, upstreams, isClosing, isOriginAllowed, authenticate, limiter, audit, metrics, scopeChallenge })
+  await app.register(mcpRoutes, { config, upstreams, isClosing, isOriginAllowed, authenticate, limiter, audit, metrics, scopeChallenge, ...(directory === undefined || forwarder === undefined ? {} : { replicas: { directory, forwarder } }) })
   return app
 }
 
@@ -208,6 +223,11 @@ class CompletedRequestLog extends LogController {
     if (error === null || error === undefined) request.log.info(line, 'request completed')
     else request.log.error({ ...line, err: error }, 'request errored')
   }
+}
+
+function idleTimeoutOf (config: Config, server: string): number {
+  const found = config.servers.find((s) => s.name === server)
+  return found?.transport === 'stdio' ? found.idleTimeoutMs : 0
 }
 
 function decodeURIComponentSafe (value: string): string {

@@ -172,6 +172,9 @@ function warnAboutDevSettings (config: Config, log: ReturnType<typeof createLogg
   if (config.trustProxy === true && config.listen.host !== '127.0.0.1' && config.listen.host !== 'localhost') {
     log.warn({ listen: config.listen.host }, 'trustProxy: true trusts X-Forwarded-* from anyone who can reach this port; list the proxy addresses instead, or keep the port private')
   }
+  if (config.store.redis !== undefined && config.cluster.advertiseUrl === undefined && config.servers.some((s) => s.transport === 'stdio')) {
+    log.warn('store.redis without cluster.advertiseUrl: a stdio session is only found on the replica that created it (others answer 404); set cluster.advertiseUrl so replicas forward to each other')
+  }
   if (!config.auth.enabled) {
     log.warn('AUTH IS DISABLED (auth.enabled: false): every MCP server is reachable by anyone who can reach this port')
   }

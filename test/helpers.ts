@@ -1,6 +1,6 @@
 /** Shared test plumbing: configs from objects, gateways on real ports, log sinks, upstream fixtures. */
 import { connect, createServer } from 'node:net'
-import { spawn, type ChildProcess } from 'node:child_process'
+import { spawn, type ChildProcess, type ChildProcessWithoutNullStreams } from 'node:child_process'
 import { createServer as createHttpServer, type IncomingMessage, type ServerResponse } from 'node:http'
 import { Client } from '@modelcontextprotocol/sdk/client/index.js'
 import { StreamableHTTPClientTransport } from '@modelcontextprotocol/sdk/client/streamableHttp.js'
@@ -276,4 +276,24 @@ export function canConnect (port: number): Promise<boolean> {
     socket.once('connect', () => { socket.destroy(); resolve(true) })
     socket.once('error', () => resolve(false))
   })
+}
+
+/** `portcullis start` as a real process (dist/main.js), once it has logged that it is ready. */
+export async function startCliGateway (t: Teardown, configPath: string): Promise<{ child: ChildProcessWithoutNullStreams, output: () => string }> {
+  const child = spawn(process.execPath, [new URL('../dist/main.js', import.meta.url).pathname, 'start', '--config', configPath], { stdio: 'pipe' })
+  t.teardown(async () => {
+    if (child.exitCode !== null || child.signalCode !== null) return
+    const exited = new Promise((resolve) => child.once('exit', resolve))
+    child.kill('SIGKILL')
+    await exited
+  })
+  let out = ''
+  child.stdout.on('data', (d: Buffer) => { out += d.toString() })
+  child.stderr.on('data', (d: Buffer) => { out += d.toString() })
+  await new Promise<void>((resolve, reject) => {
+    const timer = setTimeout(() => reject(new Error(`not ready: ${out}`)), 20_000)
+    child.once('exit', (code) => { clearTimeout(timer); reject(new Error(`exited with ${String(code)}: ${out}`)) })
+    child.stdout.on('data', () => { if (out.includes('portcullis ready')) { clearTimeout(timer); resolve() } })
+  })
+  return { child, output: () => out }
 }

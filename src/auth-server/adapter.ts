@@ -7,6 +7,9 @@
  *   refused and the grant revoked (RFC 6749 4.1.2: a code used twice should
  *   revoke what it issued). oidc-provider alone checks "consumed" and marks it
  *   in two steps, so two racing requests could both succeed.
+ * - The same holds for refresh tokens across replicas: of two requests that
+ *   both found a token unused, only the first to consume it gets new tokens
+ *   (outside the grace window), and the race revokes the family like a replay.
  * - Refresh tokens get a short grace window: for `refreshTokenReuseGrace`
  *   after rotation the old token still works (clients that refresh twice in
  *   parallel); after it, a replay is reuse, and oidc-provider revokes the
@@ -75,11 +78,13 @@ export function createAdapter (store: Store, options: AdapterOptions): new (mode
 
     async consume (id: string): Promise<void> {
       const earlier = await store.consume(this.model, id, nowS())
-      if (earlier !== undefined && SINGLE_USE.has(this.model)) {
-        const payload = await store.find(this.model, id)
-        if (typeof payload?.grantId === 'string') await store.revokeByGrantId(payload.grantId)
-        throw new errors.InvalidGrant('authorization code already used')
-      }
+      if (earlier === undefined) return
+      // Another request (maybe on another replica) spent it first, between its lookup and now.
+      const isSpent = SINGLE_USE.has(this.model) || (this.model === 'RefreshToken' && nowS() - earlier >= options.refreshGraceS)
+      if (!isSpent) return
+      const payload = await store.find(this.model, id)
+      if (typeof payload?.grantId === 'string') await store.revokeByGrantId(payload.grantId)
+      throw new errors.InvalidGrant(this.model === 'RefreshToken' ? 'refresh token already used' : 'authorization code already used')
     }
 
     async destroy (id: string): Promise<void> {

@@ -14,6 +14,7 @@ export function describeConfig (config: Config): string {
     `allowedOrigins: ${[config.publicUrl, ...config.allowedOrigins].join(', ')}`,
     `trustProxy: ${describeTrustProxy(config.trustProxy)}`,
     `store: ${describeStore(config)}`,
+    ...(config.cluster.advertiseUrl === undefined ? [] : [`cluster: this replica is ${config.cluster.advertiseUrl} (stdio sessions held by other replicas are forwarded)`]),
     describeAuth(config),
     `metrics: ${describeMetrics(config)}`,
     'servers:',

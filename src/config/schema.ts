@@ -317,6 +317,17 @@ const metricsSchema = z.strictObject({
   }).optional(),
 })
 
+const clusterSchema = z.strictObject({
+  /**
+   * This replica's own address as the other replicas reach it (http://<pod-ip>:8080).
+   * With it, a request for a stdio session held by another replica is forwarded there.
+   */
+  advertiseUrl: httpUrl.refine((value) => {
+    const u = new URL(value)
+    return (u.pathname === '/' || u.pathname === '') && u.search === '' && u.username === '' && u.password === ''
+  }, 'expected an origin only (scheme, host, port), with no path, query or credentials').optional(),
+})
+
 const storeSchema = z.strictObject({
   /** SQLite database file (default: <dataDir>/portcullis.db). */
   sqlite: z.string().min(1).optional(),
@@ -366,6 +377,7 @@ export const configSchema = z.strictObject({
   rateLimits: rateLimitsSchema.prefault({}),
   audit: auditSchema.prefault({}),
   metrics: metricsSchema.prefault({}),
+  cluster: clusterSchema.prefault({}),
   log: z.strictObject({
     level: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'),
     /** One line per HTTP request (method, path, status, time). Off by default: nginx and the audit trail cover it. */
@@ -379,6 +391,9 @@ export const configSchema = z.strictObject({
     if (url.protocol === 'http:' && !isLoopback && !config.allowInsecurePublicUrl && config.auth.enabled) {
       ctx.addIssue({ code: 'custom', path: ['publicUrl'], message: 'must be https:// (TLS terminated by nginx in front): OAuth tokens and passwords would cross the network in clear. For a test network only, set allowInsecurePublicUrl: true' })
     }
+  }
+  if (config.cluster.advertiseUrl !== undefined && config.store.redis === undefined) {
+    ctx.addIssue({ code: 'custom', path: ['cluster', 'advertiseUrl'], message: 'needs store.redis: replicas find each other\'s sessions in the shared store' })
   }
   const metricsPort = config.metrics.listen?.port
   if (metricsPort !== undefined && metricsPort !== 0 && metricsPort === config.listen.port) {

@@ -27,6 +27,9 @@ import type { ResponseEdit, MessageTransform } from '../upstreams/response-edit.
 import { MAX_AUDIT_RESULT_CHARS, type AuditLog } from '../observability/audit.js'
 import type { Metrics } from '../observability/metrics.js'
 import { hasFailed } from '../upstreams/respond.js'
+import { StdioUpstream } from '../upstreams/stdio/stdio-upstream.js'
+import type { SessionDirectory } from '../cluster/sessions.js'
+import { FORWARDED_HEADER, ReplicaForwarder } from '../cluster/forward.js'
 
 declare module 'fastify' {
   interface FastifyRequest {
@@ -52,6 +55,8 @@ export interface McpRoutesOptions {
   readonly metrics: Metrics
   /** The WWW-Authenticate challenge for a server and the scopes an operation needs (auth on). */
   readonly scopeChallenge: ((server: ServerConfig, scopes: readonly string[], description: string) => string) | undefined
+  /** Several replicas (cluster.advertiseUrl): stdio sessions held elsewhere are forwarded to their owner. */
+  readonly replicas?: { readonly directory: SessionDirectory, readonly forwarder: ReplicaForwarder }
 }
 
 const MCP_METHODS = ['GET', 'POST', 'DELETE'] as const
@@ -140,6 +145,23 @@ export async function mcpRoutes (app: FastifyInstance, opts: McpRoutesOptions): 
     // After the Origin check, before any body is read: who is calling, and may they reach this server?
     const checkToken = async (request: FastifyRequest): Promise<void> => {
       if (authenticate !== undefined) request.identity = await authenticate(request, server)
+    }
+
+    // A session another replica holds: relay the request, unread, to its owner, which does
+    // everything else (token, policy, limits, audit) once. Never twice: forwarded requests stay.
+    const replicas = opts.replicas
+    const holdsSessions = upstream instanceof StdioUpstream ? upstream : undefined
+    const forwardToOwner = async (request: FastifyRequest, reply: FastifyReply): Promise<void> => {
+      const sessionId = request.headers['mcp-session-id']
+      if (replicas === undefined || holdsSessions === undefined || typeof sessionId !== 'string' || request.headers[FORWARDED_HEADER] !== undefined) return
+      if (holdsSessions.hasSession(sessionId)) return
+      const owner = await replicas.directory.ownerOf(server.name, sessionId)
+      if (owner === undefined) return
+      reply.hijack()
+      if (!await replicas.forwarder.forward(request, reply.raw, owner)) {
+        await replicas.directory.forget(server.name, sessionId, owner)
+        ReplicaForwarder.sessionGone(reply.raw)
+      }
     }
 
     const enforce = async (request: FastifyRequest, reply: FastifyReply): Promise<void> => {
@@ -249,7 +271,7 @@ export async function mcpRoutes (app: FastifyInstance, opts: McpRoutesOptions): 
       url,
       exposeHeadRoute: false,
       config: { mcpServer: server.name },
-      onRequest: [onRequest, checkToken],
+      onRequest: [onRequest, forwardToOwner, checkToken],
       preHandler: enforce,
       handler: async (request, reply) => {
         reply.hijack()

@@ -2,7 +2,7 @@
 import type { FastifyBaseLogger } from 'fastify'
 import type { Config } from '../config/schema.js'
 import { HttpUpstream } from './http-upstream.js'
-import { StdioUpstream } from './stdio/stdio-upstream.js'
+import { StdioUpstream, type SessionHooks } from './stdio/stdio-upstream.js'
 import type { Upstream } from './types.js'
 
 export interface UpstreamOptions {
@@ -12,6 +12,8 @@ export interface UpstreamOptions {
   readonly now?: () => number
   /** A stdio server's process exited without being asked to. */
   readonly onStdioExit?: (server: string) => void
+  /** Told about stdio sessions opening and closing (replicas' session directory). */
+  readonly sessionHooks?: SessionHooks
 }
 
 export function createUpstreams (config: Config, options: UpstreamOptions): Map<string, Upstream> {
@@ -25,6 +27,7 @@ export function createUpstreams (config: Config, options: UpstreamOptions): Map<
         version: options.version,
         ...(options.now === undefined ? {} : { now: options.now }),
         ...(options.onStdioExit === undefined ? {} : { onUnexpectedExit: () => options.onStdioExit?.(server.name) }),
+        ...(options.sessionHooks === undefined ? {} : { sessionHooks: options.sessionHooks }),
       }))
   }
   return upstreams

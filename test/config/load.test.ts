@@ -133,3 +133,13 @@ t.test('behind a proxy: https publicUrl required off loopback, trustProxy forms,
   t.match(errorOf(`metrics: { listen: { port: 8080 } }\n${MINIMAL}`).message, /metrics\.listen\.port: expected a port other than listen\.port \(8080\)/)
   t.match(errorOf(`servers:\n  - {name: gateway, transport: http, url: "http://x/mcp"}\n`).message, /"gateway" is reserved/)
 })
+
+t.test('cluster.advertiseUrl: an origin, and only with a Redis store', async (t) => {
+  const ok = parseConfig(`store: { redis: "redis://127.0.0.1:6379" }\ncluster: { advertiseUrl: "http://10.0.0.11:8080" }\n${MINIMAL}`, 'gw.yaml', {})
+  t.equal(ok.cluster.advertiseUrl, 'http://10.0.0.11:8080')
+  t.match(describeConfig(ok), /cluster: this replica is http:\/\/10\.0\.0\.11:8080/)
+  t.match(errorOf(`cluster: { advertiseUrl: "http://10.0.0.11:8080" }\n${MINIMAL}`).message, /cluster\.advertiseUrl: needs store\.redis/)
+  t.match(errorOf(`store: { redis: "redis://127.0.0.1:6379" }\ncluster: { advertiseUrl: "http://10.0.0.11:8080/gw" }\n${MINIMAL}`).message, /cluster\.advertiseUrl: expected an origin only/)
+  t.match(errorOf(`auth: { registeredClientTtl: forever }\n${MINIMAL}`).message, /auth\.registeredClientTtl: /)
+  t.equal(parseConfig(MINIMAL, 'gw.yaml', {}).auth.registeredClientTtl, 90 * 24 * 3600_000, 'registrations live 90 days unused by default')
+})

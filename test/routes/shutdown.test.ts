@@ -1,24 +1,9 @@
 // Graceful shutdown: stop accepting, end GET streams, finish in-flight requests, fail stragglers at the deadline.
 import t from 'tap'
-import { spawn, type ChildProcessWithoutNullStreams } from 'node:child_process'
-import { fileURLToPath } from 'node:url'
 import { writeFileSync } from 'node:fs'
 import { join } from 'node:path'
 import { closeGracefully } from '../../src/app.js'
-import { type Teardown, connectClient, eventually, freePort, INIT_BODY, isProcessAlive, postJson, processGroupMembers, startGateway, startUpstream, STDIO_FIXTURE, stdioServer, textOf } from '../helpers.js'
-
-/** `portcullis start` as a real process, once it has logged that it is ready. */
-async function startCli (t: Teardown, configPath: string): Promise<{ child: ChildProcessWithoutNullStreams, output: () => string }> {
-  const child = spawn(process.execPath, [fileURLToPath(new URL('../../dist/main.js', import.meta.url)), 'start', '--config', configPath], { stdio: 'pipe' })
-  t.teardown(() => { if (child.exitCode === null) child.kill('SIGKILL') })
-  let out = ''
-  child.stdout.on('data', (d: Buffer) => { out += d.toString() })
-  await new Promise<void>((resolve, reject) => {
-    const timer = setTimeout(() => reject(new Error(`not ready: ${out}`)), 15_000)
-    child.stdout.on('data', () => { if (out.includes('portcullis ready')) { clearTimeout(timer); resolve() } })
-  })
-  return { child, output: () => out }
-}
+import { connectClient, eventually, startCliGateway, freePort, INIT_BODY, isProcessAlive, postJson, processGroupMembers, startGateway, startUpstream, STDIO_FIXTURE, stdioServer, textOf } from '../helpers.js'
 
 t.test('in-flight calls finish, GET streams end, new requests are refused', async (t) => {
   const upstream = await startUpstream(t)
@@ -64,7 +49,7 @@ t.test('SIGTERM on the real process: graceful exit with code 0', async (t) => {
   writeFileSync(configPath, `publicUrl: http://127.0.0.1:${port}\nlisten: { port: ${port} }\ndataDir: ${join(dir, 'data')}\nauth: { enabled: false }\nservers:
   - { name: fx, transport: http, url: "${upstream.url}" }
   - { name: local, transport: stdio, command: "${process.execPath}", args: ["${STDIO_FIXTURE}", "--grandchild"] }\n`)
-  const { child, output } = await startCli(t, configPath)
+  const { child, output } = await startCliGateway(t, configPath)
   const { client } = await connectClient(t, `http://127.0.0.1:${port}/fx/mcp`)
   t.same((await client.callTool({ name: 'echo', arguments: { text: 'before' } })).content, [{ type: 'text', text: 'before' }])
   const local = await connectClient(t, `http://127.0.0.1:${port}/local/mcp`)
@@ -100,7 +85,7 @@ t.test('SIGTERM with 20 streaming calls in flight: each completes or gets a JSON
   writeFileSync(configPath, `publicUrl: http://127.0.0.1:${port}\nlisten: { port: ${port} }\ndataDir: ${join(dir, 'data')}\nshutdownTimeoutMs: 1500\nauth: { enabled: false }\nservers:
   - { name: fx, transport: http, url: "${upstream.url}" }
   - { name: local, transport: stdio, command: "${process.execPath}", args: ["${STDIO_FIXTURE}", "--grandchild"], prestart: 0 }\n`)
-  const { child, output } = await startCli(t, configPath)
+  const { child, output } = await startCliGateway(t, configPath)
 
   // 10 sessions on each server; the stdio ones each own a process (and a grandchild).
   const clients = await Promise.all(Array.from({ length: 20 }, async (_, i) => connectClient(t, `http://127.0.0.1:${port}/${i % 2 === 0 ? 'fx' : 'local'}/mcp`)))

@@ -57,6 +57,14 @@ export interface StdioUpstreamOptions {
   readonly now?: () => number
   /** A process exited without being asked to (a crash, or a server quitting by itself). */
   readonly onUnexpectedExit?: () => void
+  /** Told when 2025-era sessions open, are used and end (the replicas' session directory). */
+  readonly sessionHooks?: SessionHooks
+}
+
+export interface SessionHooks {
+  opened: (server: string, sessionId: string) => void
+  used: (server: string, sessionId: string) => void
+  closed: (server: string, sessionId: string) => void
 }
 
 function withEdit (reply: PostReply, edit: ResponseEdit | undefined): PostReply | EditingSink {
@@ -208,7 +216,13 @@ export class StdioUpstream implements Upstream {
       throw new PortcullisError('PORTCULLIS_ERR_SESSION_NOT_FOUND')
     }
     session.lastActivityAt = this.now()
+    this.options.sessionHooks?.used(this.name, session.id)
     return session
+  }
+
+  /** Whether a session with this id lives here (whoever owns it). */
+  hasSession (sessionId: string): boolean {
+    return this.sessions.get(sessionId)?.isAlive === true
   }
 
   private async handlePost (ex: McpExchange, sessionId: string | undefined): Promise<void> {
@@ -283,6 +297,7 @@ export class StdioUpstream implements Upstream {
       answer = JSON.stringify({ jsonrpc: '2.0', id: first.id, result: channel.initializeResult })
     }
     this.sessions.set(session.id, session)
+    this.options.sessionHooks?.opened(this.name, session.id)
     this.log.debug({ server: this.name, session: session.label, pid: session.channel.child.pid }, 'stdio session opened')
     this.writeJson(ex.res, answer, { 'mcp-session-id': session.id })
   }
@@ -325,11 +340,11 @@ export class StdioUpstream implements Upstream {
   }
 
   private forget (session: LegacySession): void {
-    this.sessions.delete(session.id)
+    if (this.sessions.delete(session.id)) this.options.sessionHooks?.closed(this.name, session.id)
   }
 
   private async closeSession (session: LegacySession, reason: string): Promise<void> {
-    this.sessions.delete(session.id)
+    if (this.sessions.delete(session.id)) this.options.sessionHooks?.closed(this.name, session.id)
     session.isAlive = false
     session.endStream()
     this.log.debug({ server: this.name, session: session.label, reason }, 'stdio session closed')
@@ -601,6 +616,7 @@ export class StdioUpstream implements Upstream {
       }
     }
     for (const channel of channels) channel.failAll(shuttingDown)
+    for (const id of this.sessions.keys()) this.options.sessionHooks?.closed(this.name, id)
     this.sessions.clear()
     await Promise.all([...this.children.keys()].map((child) => child.terminate()))
   }
