@@ -1,9 +1,10 @@
 /**
- * A real nginx (the Debian package) running deploy/nginx/portcullis.conf as
- * shipped, with a self-signed certificate made by openssl at test time. Only
- * what must differ on a test machine is changed — ports, certificate paths,
- * server_name, the upstream's address — and every change must find its line,
- * so an edit to the shipped file that breaks these tests is noticed.
+ * A real nginx (the Debian package) running deploy/nginx/portcullis.conf and
+ * upstream.conf (one gateway) or upstream-replicas.conf (several) as shipped,
+ * with a self-signed certificate made by openssl at test time. Only what must
+ * differ on a test machine is changed — ports, certificate paths, server_name,
+ * the upstream's addresses — and every change must find its line, so an edit
+ * to the shipped files that breaks these tests is noticed.
  */
 import { spawn, execFileSync } from 'node:child_process'
 import { existsSync, readFileSync, writeFileSync, mkdtempSync, rmSync } from 'node:fs'
@@ -13,6 +14,8 @@ import { Agent } from 'undici'
 import { canConnect, freePort, type Teardown } from './helpers.js'
 
 export const NGINX_CONF = new URL('../deploy/nginx/portcullis.conf', import.meta.url).pathname
+const UPSTREAM_CONF = new URL('../deploy/nginx/upstream.conf', import.meta.url).pathname
+const REPLICAS_UPSTREAM_CONF = new URL('../deploy/nginx/upstream-replicas.conf', import.meta.url).pathname
 
 const NGINX_BINARIES = ['/usr/sbin/nginx', '/usr/bin/nginx', '/usr/local/sbin/nginx', '/usr/local/bin/nginx']
 
@@ -42,14 +45,14 @@ export interface RunningNginx {
 function replaceRequired (text: string, search: string | RegExp, replacement: string, what: string): string {
   const pattern = typeof search === 'string' ? undefined : new RegExp(search.source, `${search.flags.replace('g', '')}g`)
   const count = pattern === undefined ? text.split(search as string).length - 1 : (text.match(pattern) ?? []).length
-  if (count === 0) throw new Error(`deploy/nginx/portcullis.conf no longer has ${what} (${String(search)}): update test/nginx.ts with it`)
+  if (count === 0) throw new Error(`deploy/nginx/ no longer has ${what} (${String(search)}): update test/nginx.ts with it`)
   return pattern === undefined ? text.split(search as string).join(replacement) : text.replace(pattern, replacement)
 }
 
 /**
  * Starts nginx in the foreground (no master process: it runs as the test's
- * user) in front of the given gateway ports. With several, the commented
- * `hash $http_mcp_session_id consistent` selection is switched on.
+ * user) in front of the given gateway ports. With several, the replicas'
+ * upstream (hash on Mcp-Session-Id) lists them in place of gateway-1..N.
  */
 export async function startNginx (t: Teardown, binary: string, options: { upstreamPorts: readonly number[], tlsPort?: number }): Promise<RunningNginx> {
   const dir = mkdtempSync(join(tmpdir(), 'portcullis-nginx-'))
@@ -64,10 +67,12 @@ export async function startNginx (t: Teardown, binary: string, options: { upstre
   ], { stdio: 'ignore' })
   const certificate = readFileSync(join(dir, 'fullchain.pem'), 'utf8')
 
-  let site = readFileSync(NGINX_CONF, 'utf8')
   const servers = options.upstreamPorts.map((port) => `    server 127.0.0.1:${port};`).join('\n')
-  site = replaceRequired(site, '    server 127.0.0.1:8080;', servers, 'the upstream server line')
-  if (options.upstreamPorts.length > 1) site = replaceRequired(site, '#   hash $http_mcp_session_id consistent;', 'hash $http_mcp_session_id consistent;', 'the commented session-affinity line')
+  const upstream = options.upstreamPorts.length > 1
+    ? replaceRequired(readFileSync(REPLICAS_UPSTREAM_CONF, 'utf8'), /^ {4}server gateway-1:8080;\n(?: {4}server gateway-\d+:8080;\n)+/m, `${servers}\n`, 'the replicas\' server lines')
+    : replaceRequired(readFileSync(UPSTREAM_CONF, 'utf8'), '    server 127.0.0.1:8080;', servers, 'the upstream server line')
+  writeFileSync(join(dir, 'upstream.conf'), upstream)
+  let site = readFileSync(NGINX_CONF, 'utf8')
   site = replaceRequired(site, /^\s*listen \[::\]:\d+.*$/m, '', 'the IPv6 listen lines')
   site = replaceRequired(site, /listen 80;/, `listen 127.0.0.1:${httpPort};`, 'the plain-http listen line')
   site = replaceRequired(site, /listen 443 ssl/, `listen 127.0.0.1:${tlsPort} ssl`, 'the TLS listen line')
@@ -90,6 +95,7 @@ http {
   uwsgi_temp_path ${join(dir, 'uwsgi')};
   scgi_temp_path ${join(dir, 'scgi')};
   include ${join(dir, 'portcullis.conf')};
+  include ${join(dir, 'upstream.conf')};
 }
 `)
   const errorLog = (): string => { try { return readFileSync(join(dir, 'error.log'), 'utf8') } catch { return '' } }
