@@ -31,6 +31,13 @@ export interface AdapterOptions {
 const MAX_TRACKED_CLIENTS = 10_000
 const DAY_MS = 24 * 3600_000
 
+/**
+ * Models oidc-provider stores without an expiry that we expire when unused for
+ * auth.registeredClientTtl: registered clients, and their registration access
+ * tokens (RFC 7592), which would otherwise outlive the clients forever.
+ */
+const SLIDING = new Set(['Client', 'RegistrationAccessToken'])
+
 /** Models whose records are spent by use. */
 const SINGLE_USE = new Set(['AuthorizationCode', 'DeviceCode', 'BackchannelAuthenticationRequest', 'PushedAuthorizationRequest'])
 
@@ -39,13 +46,15 @@ export function createAdapter (store: Store, options: AdapterOptions): new (mode
   const clientTtlMs = options.registeredClientTtlMs
   const touchEveryMs = Math.min(DAY_MS, Math.floor(clientTtlMs / 10))
   const touchedAt = new Map<string, number>()
-  const touchClient = (id: string): void => {
+  /** A registered client (or its registration access token) was used: its unused-lifetime starts again. */
+  const touch = (model: string, id: string): void => {
     const now = options.now()
-    if (now - (touchedAt.get(id) ?? -Infinity) < touchEveryMs) return
+    const key = `${model}:${id}`
+    if (now - (touchedAt.get(key) ?? -Infinity) < touchEveryMs) return
     if (touchedAt.size >= MAX_TRACKED_CLIENTS) touchedAt.clear()
-    touchedAt.set(id, now)
-    // Best effort: a failed move only shortens the client's life to its previous expiry.
-    store.touch('Client', id, now + clientTtlMs).catch(() => { touchedAt.delete(id) })
+    touchedAt.set(key, now)
+    // Best effort: a failed move only shortens the record's life to its previous expiry.
+    store.touch(model, id, now + clientTtlMs).catch(() => { touchedAt.delete(key) })
   }
 
   return class StoreAdapter {
@@ -53,14 +62,14 @@ export function createAdapter (store: Store, options: AdapterOptions): new (mode
 
     async upsert (id: string, payload: Payload, expiresIn?: number): Promise<void> {
       const now = options.now()
-      const expiresAt = expiresIn !== undefined ? now + expiresIn * 1000 : this.model === 'Client' ? now + clientTtlMs : undefined
-      if (this.model === 'Client') touchedAt.set(id, now)
+      const expiresAt = expiresIn !== undefined ? now + expiresIn * 1000 : SLIDING.has(this.model) ? now + clientTtlMs : undefined
+      if (SLIDING.has(this.model)) touchedAt.set(`${this.model}:${id}`, now)
       await store.upsert(this.model, id, payload, expiresAt)
     }
 
     async find (id: string): Promise<Payload | undefined> {
       const payload = await store.find(this.model, id)
-      if (payload !== undefined && this.model === 'Client') touchClient(id)
+      if (payload !== undefined && SLIDING.has(this.model)) touch(this.model, id)
       if (payload !== undefined && this.model === 'RefreshToken' && typeof payload.consumed === 'number' && nowS() - payload.consumed < options.refreshGraceS) {
         // Within the grace window the just-rotated token still looks unused.
         delete payload.consumed

@@ -32,6 +32,21 @@ redis.call('DEL', KEYS[1])
 return #members
 `
 
+// A grant's index lives as long as its longest-lived record (ARGV[2] ms; '' = forever).
+// PEXPIRE GT alone would leave a new set without any expiry: Redis treats "no TTL" as infinite.
+const INDEX_IN_GRANT = `
+local existed = redis.call('EXISTS', KEYS[1])
+redis.call('SADD', KEYS[1], ARGV[1])
+if ARGV[2] == '' then
+  redis.call('PERSIST', KEYS[1])
+elseif existed == 0 then
+  redis.call('PEXPIRE', KEYS[1], tonumber(ARGV[2]))
+else
+  redis.call('PEXPIRE', KEYS[1], tonumber(ARGV[2]), 'GT')
+end
+return existed
+`
+
 const HIT = `
 local count = redis.call('INCRBY', KEYS[1], tonumber(ARGV[2]))
 if count == tonumber(ARGV[2]) then redis.call('PEXPIRE', KEYS[1], tonumber(ARGV[1])) end
@@ -85,11 +100,7 @@ export class RedisStore implements Store {
       const ttl = ttlArgs(expiresAtMs, now)
       const tx = this.redis.multi().set(key, JSON.stringify(payload), ...(ttl as ['PX', number]))
       if (typeof payload.grantId === 'string') {
-        const grantKey = this.key('oidc', 'grant', payload.grantId)
-        tx.sadd(grantKey, key)
-        // The grant's index lives as long as its longest-lived record.
-        if (expiresAtMs !== undefined) tx.pexpire(grantKey, Math.max(1, expiresAtMs - now), 'GT')
-        else tx.persist(grantKey)
+        tx.eval(INDEX_IN_GRANT, 1, this.key('oidc', 'grant', payload.grantId), key, expiresAtMs === undefined ? '' : Math.max(1, expiresAtMs - now))
       }
       if (typeof payload.uid === 'string') tx.set(this.key('oidc', 'uid', model, payload.uid), id, ...(ttl as ['PX', number]))
       if (typeof payload.userCode === 'string') tx.set(this.key('oidc', 'usercode', model, payload.userCode), id, ...(ttl as ['PX', number]))

@@ -222,33 +222,42 @@ t.test('a client that names no resource: the one server, the server its scopes p
   t.equal((await authorizeWithout(wide, '')).audience, wide.baseUrl, 'defaultResource: all — the operator allowed a gateway-wide token')
 })
 
-t.test('registered clients expire after registeredClientTtl without use; each use moves the expiry', async (t) => {
+t.test('registered clients (and their registration access tokens) expire after registeredClientTtl without use; each use moves the expiry', async (t) => {
   let clock = Date.now()
   const store = new MemoryStore(() => clock)
   t.teardown(() => store.close())
   const gw = await gateway(t, { registeredClientTtl: '10d' }, undefined, { store, now: () => clock })
-  const expiryOf = async (clientId: string): Promise<number | undefined> => {
-    for await (const entry of store.entries()) if (entry.kind === 'record' && entry.model === 'Client' && entry.id === clientId) return entry.expiresAtMs
+  const expiryOf = async (clientId: string, model = 'Client'): Promise<number | undefined> => {
+    for await (const entry of store.entries()) {
+      if (entry.kind === 'record' && entry.model === model && (model === 'Client' ? entry.id : entry.payload.clientId) === clientId) return entry.expiresAtMs
+    }
     return undefined
   }
   const authorize = async (clientId: string): Promise<number> => {
     const query = new URLSearchParams({ client_id: clientId, response_type: 'code', redirect_uri: REDIRECT_URL, state: 's', code_challenge: 'E9Melhoa2OwvFrEMTJguCHaoeK1t8URWbuGJSstw-cM', code_challenge_method: 'S256', resource: gw.mcpUrl('alpha') })
     return (await fetch(`${gw.baseUrl}/oauth/authorize?${query.toString()}`, { redirect: 'manual' })).status
   }
-  const used = String((await register(gw, { redirect_uris: [REDIRECT_URL], token_endpoint_auth_method: 'none' })).json.client_id)
+  const registration = (await register(gw, { redirect_uris: [REDIRECT_URL], token_endpoint_auth_method: 'none' })).json
+  const used = String(registration.client_id)
   const abandoned = String((await register(gw, { redirect_uris: [REDIRECT_URL], token_endpoint_auth_method: 'none' })).json.client_id)
   const day = 24 * 3600_000
   t.equal(await expiryOf(used), clock + 10 * day, 'a registration lives registeredClientTtl')
+  t.equal(await expiryOf(used, 'RegistrationAccessToken'), clock + 10 * day, 'and so does its registration access token (oidc-provider would keep it forever)')
 
   clock += 2 * day
   t.equal(await authorize(used), 303)
   t.ok(await eventually(async () => await expiryOf(used) === clock + 10 * day), 'using it moves the expiry')
+  const read = await fetch(String(registration.registration_client_uri), { headers: { authorization: `Bearer ${String(registration.registration_access_token)}` } })
+  t.equal(read.status, 200, 'RFC 7592: the client reads its registration')
+  t.ok(await eventually(async () => await expiryOf(used, 'RegistrationAccessToken') === clock + 10 * day), 'which moves the token\'s expiry')
   clock += 1000
   t.equal(await authorize(used), 303)
   t.equal(await expiryOf(used), clock - 1000 + 10 * day, 'at most once a day: a second use the same day writes nothing')
 
   clock += 9 * day
   t.equal(await expiryOf(abandoned), undefined, 'the abandoned registration is gone')
+  t.equal(await expiryOf(abandoned, 'RegistrationAccessToken'), undefined, '...with its registration access token')
+  t.ok(await expiryOf(used, 'RegistrationAccessToken') !== undefined, 'the used one\'s token is still there')
   t.equal(await authorize(used), 303, 'the used one still signs in')
   clock += 11 * day
   t.equal(await authorize(used), 400, 'and once unused past the TTL, it is gone too (the client registers again)')

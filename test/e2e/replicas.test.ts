@@ -188,4 +188,15 @@ if (await redisAvailable(t)) {
       t.equal(textOf(await fx.client.callTool({ name: 'whoami', arguments: {} })), 'fixture')
     })
   }
+
+  t.test('after all of that, every key in Redis expires but the keys themselves (no unbounded growth)', async (t) => {
+    const keys = (await redis.keys(`${prefix}*`)).map((key) => key.slice(prefix.length)).sort()
+    const models = new Set(keys.map((key) => key.split(':').slice(0, 2).join(':')))
+    for (const expected of ['oidc:Client', 'oidc:RegistrationAccessToken', 'oidc:Grant', 'oidc:RefreshToken', 'oidc:Session', 'oidc:grant', 'oidc:uid', 'kv:auth', 'kv:session']) t.ok(models.has(expected), `the flows left ${expected} keys (${[...models].join(", ")})`)
+    t.ok(keys.some((key) => key.startsWith('rl:') && key.includes('user-tool')), 'and rate-limit counters')
+    const permanent = ['kv:auth:cookie-keys', 'kv:auth:signing-keys']
+    const withoutExpiry = []
+    for (const key of keys) if (await redis.pttl(`${prefix}${key}`) === -1) withoutExpiry.push(key)
+    t.same(withoutExpiry, permanent, `of ${keys.length} keys, only the signing and cookie keys live forever`)
+  })
 }

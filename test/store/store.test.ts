@@ -157,3 +157,29 @@ t.test('sqlite: sweep deletes what expired', async (t) => {
   t.equal(store.sweep(), 3)
   t.ok(await store.find('Session', 'b'))
 })
+
+if (hasRedis) {
+  t.test('redis: every key expires — records, their grant and uid indexes, key-values, counters (no unbounded growth)', async (t) => {
+    const client = new Redis(REDIS_URL)
+    redisClients.push(client)
+    const prefix = uniquePrefix()
+    const store = new RedisStore(client, REDIS_URL, () => Date.now(), prefix)
+    const inMs = (ms: number): number => Date.now() + ms
+    await store.upsert('Grant', 'g1', { accountId: 'alice' }, inMs(60_000))
+    await store.upsert('AccessToken', 'a1', { grantId: 'g1' }, inMs(30_000))
+    await store.upsert('RefreshToken', 'r1', { grantId: 'g1' }, inMs(120_000))
+    await store.upsert('AccessToken', 'a2', { grantId: 'g1' }, inMs(10_000))
+    await store.upsert('Session', 's1', { uid: 'u1' }, inMs(60_000))
+    await store.kvSet('consent:alice:c1', 'g1', inMs(60_000))
+    await store.hit('ip:127.0.0.1', 60_000, 1)
+    const keys = await client.keys(`${prefix}*`)
+    t.equal(keys.length, 9, `records, indexes, key-value and counter: ${keys.join(' ')}`)
+    for (const key of keys) t.ok(await client.pttl(key) > 0, `${key.slice(prefix.length)} has an expiry`)
+    const grantIndex = await client.pttl(`${prefix}oidc:grant:g1`)
+    t.ok(grantIndex > 110_000 && grantIndex <= 120_000, `the grant's index lives as long as its longest record (${grantIndex} ms)`)
+
+    await store.upsert('AccessToken', 'a3', { grantId: 'g2' }, undefined)
+    await store.upsert('AccessToken', 'a4', { grantId: 'g2' }, inMs(30_000))
+    t.equal(await client.pttl(`${prefix}oidc:grant:g2`), -1, 'a grant with a record that never expires keeps its index as long')
+  })
+}
