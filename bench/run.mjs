@@ -5,14 +5,16 @@
 // (from /proc/<pid>/stat), the figure that survives a noisy shared machine.
 //
 // Environment: BENCH_DURATION (seconds per measurement, default 10), BENCH_CONNECTIONS (HTTP
-// scenario, default 50), BENCH_ONLY (comma-separated: http, stdio, open).
+// scenario, default 50), BENCH_ONLY (comma-separated: http, stdio, open, replicas), BENCH_REDIS_URL
+// (replicas scenario, default redis://127.0.0.1:6379).
 import { spawn, execFileSync } from 'node:child_process'
 import { existsSync, readFileSync, readdirSync, writeFileSync, mkdtempSync, mkdirSync } from 'node:fs'
 import { tmpdir, cpus } from 'node:os'
 import { join, dirname } from 'node:path'
 import { fileURLToPath } from 'node:url'
-import { createServer } from 'node:net'
+import { createServer, createConnection } from 'node:net'
 import autocannon from 'autocannon'
+import { Redis } from 'ioredis'
 
 const ROOT = join(dirname(fileURLToPath(import.meta.url)), '..')
 const BENCH = join(ROOT, 'bench')
@@ -374,7 +376,70 @@ async function openScenario () {
   return { name: 'open', title: 'Session open through Portcullis (initialize + notifications/initialized), 10 sessions, stdio echo server', columns: ['median ms', 'p90 ms', 'min ms', 'max ms'], rows, raw }
 }
 
-const SCENARIOS = { http: httpScenario, stdio: stdioScenario, open: openScenario }
+/** Whether something answers on host:port (Redis for the replicas scenario). */
+function canConnect (url) {
+  const { hostname, port } = new URL(url)
+  return new Promise((resolve) => {
+    const socket = createConnection({ host: hostname, port: Number(port || 6379) })
+    socket.once('connect', () => { socket.end(); resolve(true) })
+    socket.once('error', () => resolve(false))
+  })
+}
+
+/**
+ * Two replicas on one Redis, stdio sessions opened on replica 1: calls sent to replica 1 (the
+ * owner) against calls sent to replica 2, which relays them to the owner (cluster.advertiseUrl).
+ * The relay's CPU per request is what a session landing on the wrong replica costs.
+ */
+async function replicasScenario () {
+  const redisUrl = process.env.BENCH_REDIS_URL ?? 'redis://127.0.0.1:6379'
+  if (!await canConnect(redisUrl)) {
+    process.stderr.write(`bench: replicas skipped, no Redis at ${redisUrl} (set BENCH_REDIS_URL)\n`)
+    return { name: 'replicas', title: `Replicas: skipped (no Redis at ${redisUrl})`, columns: [], rows: [] }
+  }
+  const CONNECTIONS = 20
+  const prefix = `portcullis-bench-${process.pid}:`
+  const ports = [await freePort(), await freePort()]
+  const server = `servers:\n  - { name: echo, transport: stdio, command: "${STDIO_COMMAND[0]}", args: ["${STDIO_COMMAND[1]}"] }\n`
+  const [owner, relay] = await Promise.all(ports.map((port) => startGateway(`store: { redis: "${redisUrl}", prefix: "${prefix}" }\ncluster: { advertiseUrl: "http://127.0.0.1:${port}" }\n${server}`, port)))
+  const urls = ports.map((port) => `http://127.0.0.1:${port}/echo/mcp`)
+  const sessions = []
+  for (let i = 0; i < 4; i++) sessions.push(await openSession(urls[0]))
+  const rows = []
+  const raw = []
+  for (let round = 0; round < HTTP_ROUNDS; round++) {
+    for (const [label, url] of [['to the owner (replica 1)', urls[0]], ['to replica 2, relayed to the owner', urls[1]]]) {
+      await runLoad(url, sessions, CONNECTIONS, 1)
+      const before = [safeStat(owner.pid).cpuS, safeStat(relay.pid).cpuS]
+      const r = await runLoad(url, sessions, CONNECTIONS, 2)
+      const after = [safeStat(owner.pid).cpuS, safeStat(relay.pid).cpuS]
+      const per = (i) => Math.round(((after[i] - before[i]) * 1e6) / Math.max(1, r.requests.total))
+      raw.push({ label, round, reqPerSec: Math.round(r.requests.average), p50Ms: r.latency.p50, p99Ms: r.latency.p99, errors: r.errors + r.timeouts + r.non2xx, ownerCpuUsPerReq: per(0), relayCpuUsPerReq: per(1) })
+    }
+  }
+  stop(owner)
+  stop(relay)
+  const redis = new Redis(redisUrl)
+  const leftovers = await redis.keys(`${prefix}*`)
+  if (leftovers.length > 0) await redis.del(...leftovers)
+  redis.disconnect()
+  for (const label of new Set(raw.map((r) => r.label))) {
+    const mine = raw.filter((r) => r.label === label)
+    const m = (key) => median(mine.map((r) => r[key]))
+    rows.push([label, m('reqPerSec'), m('p50Ms'), m('p99Ms'), mine.reduce((a, r) => a + r.errors, 0), m('ownerCpuUsPerReq'), label.includes('relayed') ? m('relayCpuUsPerReq') : '–'])
+  }
+  const relayCost = median(raw.filter((r) => r.label.includes('relayed')).map((r) => r.relayCpuUsPerReq))
+  return {
+    name: 'replicas',
+    title: `Two replicas on one Redis, stdio echo server, 4 sessions held by replica 1: tools/call echo, ${CONNECTIONS} connections; medians of ${HTTP_ROUNDS} alternating 2 s windows`,
+    columns: ['req/s', 'p50 ms', 'p99 ms', 'errors', 'owner CPU µs/req', 'relaying replica CPU µs/req'],
+    rows,
+    summary: `A request that reaches a replica other than its session's owner costs that replica ${relayCost} µs of CPU to relay (median); session affinity in front (hash on Mcp-Session-Id) avoids it.`,
+    raw,
+  }
+}
+
+const SCENARIOS = { http: httpScenario, stdio: stdioScenario, open: openScenario, replicas: replicasScenario }
 
 function table (scenario) {
   const lines = [`### ${scenario.title}`, '', `| target | ${scenario.columns.join(' | ')} |`, `| --- |${scenario.columns.map(() => ' ---: |').join('')}`]

@@ -113,7 +113,7 @@ export async function buildApp (config: Config, options: BuildOptions = {}): Pro
   const directory = advertiseUrl === undefined
     ? undefined
     : new SessionDirectory(store, advertiseUrl, (name) => idleTimeoutOf(config, name), app.log, now)
-  const forwarder = advertiseUrl === undefined ? undefined : new ReplicaForwarder(advertiseUrl)
+  const forwarder = advertiseUrl === undefined ? undefined : new ReplicaForwarder(advertiseUrl, config.bodyLimit)
   const upstreams = createUpstreams(config, {
     log: app.log,
     version: VERSION,

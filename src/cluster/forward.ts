@@ -6,9 +6,8 @@
  * answer — JSON or an SSE stream — comes back chunk by chunk.
  */
 import type { IncomingHttpHeaders, ServerResponse } from 'node:http'
-import { pipeline } from 'node:stream/promises'
 import type { FastifyRequest } from 'fastify'
-import { Pool } from 'undici'
+import { Pool, type Dispatcher } from 'undici'
 import { PortcullisError } from '../errors.js'
 import { sendRpcError } from '../upstreams/respond.js'
 
@@ -20,19 +19,84 @@ const CONNECT_TIMEOUT_MS = 2_000
 const HEADERS_TIMEOUT_MS = 5 * 60_000
 const MAX_POOLS = 64
 
-function relayHeaders (headers: IncomingHttpHeaders | Record<string, string | string[] | undefined>): Record<string, string | string[]> {
+/** End-to-end headers only; a request's content-length is undici's to set for the buffered body. */
+function relayHeaders (headers: IncomingHttpHeaders | Record<string, string | string[] | undefined>, isRequest = false): Record<string, string | string[]> {
   const out: Record<string, string | string[]> = {}
   for (const name in headers) {
     const value = headers[name]
-    if (value !== undefined && !HOP_BY_HOP.has(name)) out[name] = value
+    if (value !== undefined && !HOP_BY_HOP.has(name) && !(isRequest && name === 'content-length')) out[name] = value
   }
   return out
+}
+
+/**
+ * The request body, whole (MCP messages are small), or undefined past bodyLimit. An
+ * oversized body is still read to its end, unkept, so the client can read its 413
+ * (leaving the loop early would destroy the socket under it).
+ */
+async function readBody (request: FastifyRequest, limit: number): Promise<Buffer | undefined> {
+  const chunks: Buffer[] = []
+  let size = 0
+  for await (const chunk of request.raw) {
+    size += (chunk as Buffer).length
+    if (size <= limit) chunks.push(chunk as Buffer)
+  }
+  return size > limit ? undefined : Buffer.concat(chunks, size)
+}
+
+/** The owner's answer, chunk by chunk into the client's response (SSE streams stay streams). */
+class RelayBack implements Dispatcher.DispatchHandler {
+  private controller: Dispatcher.DispatchController | undefined
+  private readonly onClientClose = (): void => {
+    if (!this.res.writableFinished) this.controller?.abort(new Error('client closed the connection'))
+  }
+
+  constructor (
+    private readonly res: ServerResponse,
+    private readonly settle: (reached: boolean, err?: Error) => void,
+  ) {
+    res.on('close', this.onClientClose)
+  }
+
+  onRequestStart (controller: Dispatcher.DispatchController): void {
+    this.controller = controller
+    if (this.res.destroyed) controller.abort(new Error('client closed the connection'))
+  }
+
+  onResponseStart (_controller: Dispatcher.DispatchController, statusCode: number, headers: Record<string, string | string[] | undefined>): void {
+    if (statusCode < 200) return
+    this.res.writeHead(statusCode, relayHeaders(headers))
+    if (String(headers['content-type'] ?? '').startsWith('text/event-stream')) this.res.flushHeaders()
+  }
+
+  onResponseData (controller: Dispatcher.DispatchController, chunk: Buffer): void {
+    if (!this.res.write(chunk)) {
+      controller.pause()
+      this.res.once('drain', () => controller.resume())
+    }
+  }
+
+  onResponseEnd (): void {
+    this.res.end()
+    this.finish(true)
+  }
+
+  onResponseError (_controller: Dispatcher.DispatchController, err: Error): void {
+    // Before any answer the owner was not reached; after, a stream cut short must look cut.
+    if (this.res.headersSent) this.res.destroy()
+    this.finish(this.res.headersSent || this.res.destroyed, err)
+  }
+
+  private finish (reached: boolean, err?: Error): void {
+    this.res.off('close', this.onClientClose)
+    this.settle(reached, err)
+  }
 }
 
 export class ReplicaForwarder {
   private readonly pools = new Map<string, Pool>()
 
-  constructor (private readonly selfUrl: string) {}
+  constructor (private readonly selfUrl: string, private readonly bodyLimit: number) {}
 
   private poolFor (origin: string): Pool {
     let pool = this.pools.get(origin)
@@ -50,32 +114,24 @@ export class ReplicaForwarder {
 
   /**
    * Relays the request (its body still unread) to `owner` and its answer back.
-   * Resolves false when the owner could not be reached (nothing was sent yet).
+   * Resolves false when the owner could not be reached (nothing was answered yet).
    */
   async forward (request: FastifyRequest, res: ServerResponse, owner: string): Promise<boolean> {
-    const abort = new AbortController()
-    res.once('close', () => { if (!res.writableFinished) abort.abort() })
-    const headers = relayHeaders(request.headers)
+    const body = request.method === 'POST' ? await readBody(request, this.bodyLimit) : null
+    if (body === undefined) {
+      sendRpcError(res, new PortcullisError('PORTCULLIS_ERR_BODY_TOO_LARGE'), undefined)
+      return true
+    }
+    const headers = relayHeaders(request.headers, true)
     headers[FORWARDED_HEADER] = this.selfUrl
     headers['x-forwarded-for'] = [request.headers['x-forwarded-for'], request.ip].filter((v) => v !== undefined).join(', ')
-    let answer
-    try {
-      answer = await this.poolFor(owner).request({
-        method: request.method as 'GET' | 'POST' | 'DELETE',
-        path: request.url,
-        headers,
-        body: request.method === 'POST' ? request.raw : null,
-        signal: abort.signal,
+    return new Promise((resolve) => {
+      const handler = new RelayBack(res, (reached, err) => {
+        if (!reached && err !== undefined) request.log.warn({ owner, err: { message: err.message } }, 'session owner unreachable')
+        resolve(reached)
       })
-    } catch (err) {
-      if (abort.signal.aborted) return true
-      request.log.warn({ owner, err: { message: (err as Error).message } }, 'session owner unreachable')
-      return false
-    }
-    res.writeHead(answer.statusCode, relayHeaders(answer.headers))
-    res.flushHeaders()
-    await pipeline(answer.body, res).catch(() => { if (!res.destroyed) res.destroy() })
-    return true
+      this.poolFor(owner).dispatch({ origin: owner, method: request.method as 'GET' | 'POST' | 'DELETE', path: request.url, headers, body }, handler)
+    })
   }
 
   /** The session is gone with its owner: 404, so the client initializes again. */

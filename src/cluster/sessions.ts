@@ -13,10 +13,15 @@ import type { SessionHooks } from '../upstreams/stdio/stdio-upstream.js'
 
 /** How long past its idle timeout an entry may outlive a session that ended without telling us (a crash). */
 const EXPIRY_MARGIN_MS = 60_000
+/** How long a looked-up owner is trusted before asking the store again. */
+const OWNER_CACHE_MS = 30_000
+const MAX_CACHED_OWNERS = 10_000
 
 export class SessionDirectory implements SessionHooks {
   /** When each entry's expiry was last pushed out, so busy sessions write rarely. */
   private readonly refreshedAt = new Map<string, number>()
+  /** Owners found in the store, by entry key, with when they were looked up. */
+  private readonly owners = new Map<string, { owner: string, at: number }>()
 
   constructor (
     private readonly store: Store,
@@ -31,23 +36,23 @@ export class SessionDirectory implements SessionHooks {
     return `session:${server}:${sessionId}`
   }
 
-  private write (server: string, sessionId: string): void {
+  private async write (server: string, sessionId: string): Promise<void> {
     const key = this.key(server, sessionId)
     const now = this.now()
     this.refreshedAt.set(key, now)
-    this.store.kvSet(key, this.selfUrl, now + this.idleTimeoutOf(server) + EXPIRY_MARGIN_MS).catch((err: Error) => {
+    await this.store.kvSet(key, this.selfUrl, now + this.idleTimeoutOf(server) + EXPIRY_MARGIN_MS).catch((err: Error) => {
       this.refreshedAt.delete(key)
       this.log.warn({ server, err: { message: err.message } }, 'session directory: could not record a session (other replicas will answer 404 for it)')
     })
   }
 
-  opened (server: string, sessionId: string): void {
-    this.write(server, sessionId)
+  async opened (server: string, sessionId: string): Promise<void> {
+    await this.write(server, sessionId)
   }
 
   used (server: string, sessionId: string): void {
     const last = this.refreshedAt.get(this.key(server, sessionId)) ?? 0
-    if (this.now() - last >= this.idleTimeoutOf(server) / 4) this.write(server, sessionId)
+    if (this.now() - last >= this.idleTimeoutOf(server) / 4) void this.write(server, sessionId)
   }
 
   closed (server: string, sessionId: string): void {
@@ -56,15 +61,26 @@ export class SessionDirectory implements SessionHooks {
     this.store.kvDelete(key).catch(() => {})
   }
 
-  /** The replica holding the session, if it is another one and known (store errors: unknown). */
+  /**
+   * The replica holding the session, if it is another one and known (store errors: unknown).
+   * A session never changes owner, so a found owner is remembered for a while: relayed
+   * requests skip the store round trip. A session that ended there is the owner's 404 to give.
+   */
   async ownerOf (server: string, sessionId: string): Promise<string | undefined> {
-    const owner = await this.store.kvGet(this.key(server, sessionId)).catch(() => undefined)
-    return owner === this.selfUrl ? undefined : owner
+    const key = this.key(server, sessionId)
+    const known = this.owners.get(key)
+    if (known !== undefined && this.now() - known.at < OWNER_CACHE_MS) return known.owner
+    const owner = await this.store.kvGet(key).catch(() => undefined)
+    if (owner === undefined || owner === this.selfUrl) return undefined
+    if (this.owners.size >= MAX_CACHED_OWNERS) this.owners.clear()
+    this.owners.set(key, { owner, at: this.now() })
+    return owner
   }
 
   /** The owner did not answer: the session died with it. */
   async forget (server: string, sessionId: string, owner: string): Promise<void> {
     const key = this.key(server, sessionId)
+    this.owners.delete(key)
     if (await this.store.kvGet(key).catch(() => undefined) === owner) await this.store.kvDelete(key).catch(() => {})
   }
 }

@@ -139,6 +139,11 @@ if (await redisAvailable(t)) {
     t.match(seen, /notifications\/tools\/list_changed/, 'a server notification arrived over the forwarded stream')
     await reader?.cancel()
 
+    // Past bodyLimit (4 MB default): refused by the relaying replica too, nothing lost on the owner.
+    const huge = await postJson(`${r2.base}/local/mcp`, { jsonrpc: '2.0', id: 13, method: 'tools/call', params: { name: 'echo', arguments: { text: 'x'.repeat(5 * 1024 * 1024) } } }, session)
+    t.equal(huge.status, 413, 'an oversized body through a relaying replica: 413')
+    t.equal(JSON.parse((await call(r2, 14, 'increment')).text).result.content[0].text, '5', 'and the session goes on')
+
     const bob = await postJson(`${r2.base}/local/mcp`, { jsonrpc: '2.0', id: 11, method: 'tools/list' }, { ...session, authorization: 'Bearer not-a-token' })
     t.equal(bob.status, 401, 'the owner still checks the token of a forwarded request')
     const deleted = await fetch(`${r3.base}/local/mcp`, { method: 'DELETE', headers: session })

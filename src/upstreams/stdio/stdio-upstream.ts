@@ -62,7 +62,8 @@ export interface StdioUpstreamOptions {
 }
 
 export interface SessionHooks {
-  opened: (server: string, sessionId: string) => void
+  /** Settles once the session is findable by other replicas (never rejects). */
+  opened: (server: string, sessionId: string) => Promise<void>
   used: (server: string, sessionId: string) => void
   closed: (server: string, sessionId: string) => void
 }
@@ -297,7 +298,8 @@ export class StdioUpstream implements Upstream {
       answer = JSON.stringify({ jsonrpc: '2.0', id: first.id, result: channel.initializeResult })
     }
     this.sessions.set(session.id, session)
-    this.options.sessionHooks?.opened(this.name, session.id)
+    // On record before the client learns the id: its next request may reach another replica.
+    await this.options.sessionHooks?.opened(this.name, session.id)
     this.log.debug({ server: this.name, session: session.label, pid: session.channel.child.pid }, 'stdio session opened')
     this.writeJson(ex.res, answer, { 'mcp-session-id': session.id })
   }
