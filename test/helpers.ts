@@ -10,6 +10,7 @@ import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { stringify } from 'yaml'
 import type { FastifyInstance } from 'fastify'
+import type { Redis } from 'ioredis'
 import { buildApp, type BuildOptions } from '../src/app.js'
 import { parseConfig } from '../src/config/load.js'
 import type { Config } from '../src/config/schema.js'
@@ -220,6 +221,19 @@ export async function redisAvailable (t: Teardown & { comment: (message: string)
 /** A key prefix no other test (or run) shares. */
 export function uniquePrefix (): string {
   return `portcullis-test-${process.pid}-${Math.random().toString(36).slice(2, 10)}:`
+}
+
+/** A connection to the shared Redis and a key prefix of the test's own, whose keys go at teardown. */
+export async function scratchRedis (t: Teardown): Promise<{ prefix: string, redis: Redis }> {
+  const { Redis } = await import('ioredis')
+  const prefix = uniquePrefix()
+  const redis = new Redis(REDIS_URL)
+  t.teardown(async () => {
+    const keys = await redis.keys(`${prefix}*`)
+    if (keys.length > 0) await redis.del(...keys)
+    redis.disconnect()
+  })
+  return { prefix, redis }
 }
 
 export interface OwnRedis {

@@ -7,10 +7,9 @@ import { join } from 'node:path'
 import { promisify } from 'node:util'
 import { fileURLToPath } from 'node:url'
 import { stringify } from 'yaml'
-import { Redis } from 'ioredis'
 import { hashPassword } from '../../src/auth-server/password.js'
 import { connectWithOAuth } from '../oauth-helpers.js'
-import { INIT_BODY, postJson, redisAvailable, REDIS_URL, startGateway, startUpstream, uniquePrefix } from '../helpers.js'
+import { INIT_BODY, postJson, redisAvailable, REDIS_URL, scratchRedis, startGateway, startUpstream, uniquePrefix } from '../helpers.js'
 
 const run = promisify(execFile)
 const MAIN = fileURLToPath(new URL('../../dist/main.js', import.meta.url))
@@ -25,13 +24,7 @@ async function cli (args: string[]): Promise<{ code: number, stdout: string, std
 
 t.test('SQLite -> Redis: clients, refresh tokens and signing keys survive the move', async (t) => {
   if (!await redisAvailable(t)) return
-  const prefix = uniquePrefix()
-  const redis = new Redis(REDIS_URL)
-  t.teardown(async () => {
-    const keys = await redis.keys(`${prefix}*`)
-    if (keys.length > 0) await redis.del(...keys)
-    redis.disconnect()
-  })
+  const { prefix, redis } = await scratchRedis(t)
   const dir = t.testdir({})
   const upstream = await startUpstream(t)
   const auth = { users: [{ username: 'alice', passwordHash: await hashPassword(PASSWORD) }] }

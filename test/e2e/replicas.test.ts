@@ -7,22 +7,15 @@ import { createHash, randomBytes } from 'node:crypto'
 import { writeFileSync } from 'node:fs'
 import { join } from 'node:path'
 import { stringify } from 'yaml'
-import { Redis } from 'ioredis'
 import { hashPassword } from '../../src/auth-server/password.js'
 import { connectWithOAuth, HeadlessBrowser, REDIRECT_URL } from '../oauth-helpers.js'
-import { freePort, INIT_BODY, postJson, redisAvailable, REDIS_URL, startCliGateway, startUpstream, stdioServer, textOf, uniquePrefix } from '../helpers.js'
+import { freePort, INIT_BODY, postJson, redisAvailable, REDIS_URL, scratchRedis, startCliGateway, startUpstream, stdioServer, textOf } from '../helpers.js'
 import { nginxBinary, startNginx } from '../nginx.js'
 
 const PASSWORD = 'correct horse battery staple'
 
 if (await redisAvailable(t)) {
-  const prefix = uniquePrefix()
-  const redis = new Redis(REDIS_URL)
-  t.teardown(async () => {
-    const keys = await redis.keys(`${prefix}*`)
-    if (keys.length > 0) await redis.del(...keys)
-    redis.disconnect()
-  })
+  const { prefix, redis } = await scratchRedis(t)
   const upstream = await startUpstream(t)
   const tlsPort = await freePort()
   // One issuer for all: the public origin (nginx, in the last test).
