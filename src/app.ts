@@ -32,6 +32,7 @@ import { Metrics, metricsRoute, recordHttpMetrics } from './observability/metric
 import { StdioUpstream } from './upstreams/stdio/stdio-upstream.js'
 import { SessionDirectory } from './cluster/sessions.js'
 import { ReplicaForwarder } from './cluster/forward.js'
+import { SessionOwners } from './upstreams/session-owners.js'
 import { bearerChallenge } from './resource-server/challenge.js'
 import type { ServerConfig } from './config/schema.js'
 import { createRedisClient, waitUntilReady, type RedisClient } from './store/redis-client.js'
@@ -114,7 +115,9 @@ export async function buildApp (config: Config, options: BuildOptions = {}): Pro
     ? undefined
     : new SessionDirectory(store, advertiseUrl, (name) => idleTimeoutOf(config, name), app.log, now)
   const forwarder = advertiseUrl === undefined ? undefined : new ReplicaForwarder(advertiseUrl, config.bodyLimit)
+  const httpSessionOwners = new SessionOwners(store, app.log, (name) => idleTimeoutOf(config, name), now)
   const upstreams = createUpstreams(config, {
+    httpSessionOwners,
     log: app.log,
     version: VERSION,
     now,
@@ -186,6 +189,7 @@ export async function buildApp (config: Config, options: BuildOptions = {}): Pro
   })
   app.addHook('onClose', async () => {
     await Promise.all([...upstreams.values()].map((u) => u.close()))
+    httpSessionOwners.close()
     if (options.store === undefined) await store.close()
     await audit?.close()
     await forwarder?.close()
@@ -226,8 +230,7 @@ class CompletedRequestLog extends LogController {
 }
 
 function idleTimeoutOf (config: Config, server: string): number {
-  const found = config.servers.find((s) => s.name === server)
-  return found?.transport === 'stdio' ? found.idleTimeoutMs : 0
+  return config.servers.find((s) => s.name === server)?.idleTimeoutMs ?? 0
 }
 
 function decodeURIComponentSafe (value: string): string {

@@ -66,7 +66,8 @@ export interface RunningGateway {
  * turn it on), an in-memory store and a throw-away data directory.
  */
 export async function startGateway (t: Teardown, object: Record<string, unknown>, env: NodeJS.ProcessEnv = {}, options: Omit<BuildOptions, 'logger'> = {}): Promise<RunningGateway> {
-  const port = await freePort()
+  // A test that must know the address beforehand (cluster.advertiseUrl) passes listen.port itself.
+  const port = (object.listen as { port?: number } | undefined)?.port ?? await freePort()
   const dataDir = mkdtempSync(join(tmpdir(), 'portcullis-test-'))
   t.teardown(() => rmSync(dataDir, { recursive: true, force: true }))
   const config = makeConfig({

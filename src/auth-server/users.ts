@@ -9,6 +9,7 @@ import { writeFileSync } from 'node:fs'
 import { join } from 'node:path'
 import type { UserConfig } from '../config/schema.js'
 import type { Store } from '../store/types.js'
+import { FIRST_RUN_USERNAME } from '../config/defaults.js'
 import { decoyPasswordHash, generatePassword, hashPassword, verifyPassword } from './password.js'
 
 export interface Account {
@@ -19,7 +20,6 @@ export interface Account {
   readonly name?: string
 }
 
-export const FIRST_RUN_USERNAME = 'admin'
 export const FIRST_RUN_PASSWORD_FILE = 'initial-admin-password'
 const FIRST_RUN_KEY = 'auth:first-run-account'
 

@@ -16,6 +16,13 @@ export const DEFAULT_BODY_LIMIT_BYTES = 4 * 1024 * 1024
 /** How long an upstream has to send response headers, and the longest silence within a POST response. */
 export const DEFAULT_UPSTREAM_TIMEOUT_MS = 60_000
 
+/**
+ * HTTP servers: the gateway forgets who opened an upstream session unused this long (no request,
+ * no open stream); its client then gets 404 and starts a new session. The upstream's own session
+ * lifetime is its business; this only bounds the gateway's records.
+ */
+export const DEFAULT_HTTP_SESSION_IDLE_TIMEOUT_MS = 8 * 3600_000
+
 /** How long graceful shutdown waits for in-flight requests before cutting them. */
 export const DEFAULT_SHUTDOWN_TIMEOUT_MS = 10_000
 
@@ -66,3 +73,6 @@ export const DEFAULT_LOGIN_RATE = '30/min'
 export const DEFAULT_TOKEN_RATE = '120/min'
 /** Audit records go to their own stream, apart from the operational log. */
 export const DEFAULT_AUDIT_DESTINATION = '${gateway.dataDir}/audit.log'
+
+/** With no auth.users, the gateway creates this one account on first start (its password goes to a file once). */
+export const FIRST_RUN_USERNAME = 'admin'

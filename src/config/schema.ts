@@ -8,8 +8,8 @@ import {
   BASE_SCOPE, DEFAULT_ACCESS_TOKEN_TTL, DEFAULT_AUDIT_DESTINATION, DEFAULT_LOGIN_RATE, DEFAULT_TOKEN_RATE, DEFAULT_LOGIN_FAILURE_WINDOW, DEFAULT_LOGIN_MAX_FAILURES, DEFAULT_LOGIN_MAX_FAILURES_PER_IP,
   DEFAULT_REFRESH_TOKEN_REUSE_GRACE, DEFAULT_REGISTERED_CLIENT_TTL, DEFAULT_REFRESH_TOKEN_TTL, RESERVED_SCOPES,
   DEFAULT_BODY_LIMIT_BYTES, DEFAULT_DATA_DIR, DEFAULT_LISTEN_HOST, DEFAULT_LISTEN_PORT, DEFAULT_SHUTDOWN_TIMEOUT_MS,
-  DEFAULT_STDIO_IDLE_TIMEOUT_MS, DEFAULT_STDIO_MAX_MESSAGE_BYTES, DEFAULT_STDIO_MAX_PROCESSES, DEFAULT_STDIO_REQUEST_TIMEOUT_MS,
-  DEFAULT_STDIO_STARTUP_TIMEOUT_MS, DEFAULT_UPSTREAM_TIMEOUT_MS, RESERVED_SERVER_NAMES,
+  DEFAULT_STDIO_IDLE_TIMEOUT_MS, DEFAULT_HTTP_SESSION_IDLE_TIMEOUT_MS, DEFAULT_STDIO_MAX_MESSAGE_BYTES, DEFAULT_STDIO_MAX_PROCESSES, DEFAULT_STDIO_REQUEST_TIMEOUT_MS,
+  DEFAULT_STDIO_STARTUP_TIMEOUT_MS, DEFAULT_UPSTREAM_TIMEOUT_MS, FIRST_RUN_USERNAME, RESERVED_SERVER_NAMES,
 } from './defaults.js'
 import { parseByteSize, parseDuration, parseRate } from './units.js'
 import { isPasswordHash } from '../auth-server/password.js'
@@ -148,6 +148,8 @@ const httpServerSchema = z.strictObject({
   /** Extra client request headers to pass on, beyond the MCP ones. */
   forwardHeaders: z.array(forwardHeaderName).default([]),
   timeoutMs: positiveMs('an upstream timeout').default(DEFAULT_UPSTREAM_TIMEOUT_MS),
+  /** A session unused this long (no request, no open stream) is forgotten: its client gets 404 and starts again. */
+  idleTimeoutMs: positiveMs('an idle timeout').default(DEFAULT_HTTP_SESSION_IDLE_TIMEOUT_MS),
   /** Scopes a token must carry to reach this server at all. */
   scopes: z.array(scopeName).default([]),
   ...policyFields,
@@ -275,10 +277,16 @@ const authSchema = z.strictObject({
     if (names.has(user.username)) ctx.addIssue({ code: 'custom', path: ['users', index, 'username'], message: `duplicate username "${user.username}"` })
     names.add(user.username)
   })
+  // With no users listed, the gateway creates one first-run account of this name.
+  if (auth.users.length === 0) names.add(FIRST_RUN_USERNAME)
   const ids = new Set<string>()
   auth.clients.forEach((client, index) => {
     if (ids.has(client.clientId)) ctx.addIssue({ code: 'custom', path: ['clients', index, 'clientId'], message: `duplicate clientId "${client.clientId}"` })
     ids.add(client.clientId)
+    // A machine client's token says sub = its client id: sharing a username would blur who is who in access lists and audit records.
+    if (names.has(client.clientId)) {
+      ctx.addIssue({ code: 'custom', path: ['clients', index, 'clientId'], message: `clientId "${client.clientId}" is also a username: a machine client and a user must not share a name (rename one)` })
+    }
   })
 })
 

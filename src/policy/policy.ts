@@ -99,10 +99,10 @@ export class ServerPolicy {
 
   /** The verdict on one message: only tools/call, prompts/get and resources/* name a target. */
   judge (message: McpMessage, caller: Caller): Verdict {
-    if (message.kind !== 'request' || message.method === undefined || message.target === undefined) return ALLOWED_UNTARGETED
-    const kind = KIND_OF_METHOD[message.method]
-    if (kind === undefined) return ALLOWED_UNTARGETED
-    const name = message.target
+    if (message.kind !== 'request' || message.method === undefined) return ALLOWED_UNTARGETED
+    const target = message.method === 'completion/complete' ? completionTarget(message.params) : targetOf(message.method, message.target)
+    if (target === undefined) return ALLOWED_UNTARGETED
+    const { kind, name } = target
     const refusal = this.refusal(kind, name)
     if (refusal !== undefined) return { allowed: false, reason: 'denied', message: refusal }
     const rule = this.ruleFor(kind, name)
@@ -146,6 +146,19 @@ export class ServerPolicy {
     return kept.length === entries.length ? undefined : { ...(result as Record<string, unknown>), [list.field]: kept }
   }
 
+  /**
+   * A list result recognised by its shape, for answers whose request the gateway did not see
+   * (replayed on a GET stream after Last-Event-ID): filtered like the live answer would be.
+   */
+  filterAnyList (result: unknown): Record<string, unknown> | undefined {
+    if (result === null || typeof result !== 'object') return undefined
+    let filtered: Record<string, unknown> | undefined
+    for (const [method, list] of Object.entries(LIST_METHODS)) {
+      if (Array.isArray((result as Record<string, unknown>)[list.field])) filtered = this.filterList(method, filtered ?? result) ?? filtered
+    }
+    return filtered
+  }
+
   /** Whether any list needs filtering at all (most servers have no allow/deny: their lists pass untouched). */
   get filtersLists (): boolean {
     return Object.values(this.lists).some((l) => l.allow !== undefined || l.deny.length > 0)
@@ -161,6 +174,24 @@ export class ServerPolicy {
     }
     return undefined
   }
+}
+
+function targetOf (method: string, name: string | undefined): { kind: TargetKind, name: string } | undefined {
+  const kind = KIND_OF_METHOD[method]
+  return kind === undefined || name === undefined ? undefined : { kind, name }
+}
+
+/**
+ * completion/complete names a prompt (ref/prompt) or a resource template (ref/resource):
+ * completing the arguments of something the caller may not use would show its values.
+ */
+function completionTarget (params: Readonly<Record<string, unknown>> | undefined): { kind: TargetKind, name: string } | undefined {
+  const ref = params?.ref
+  if (ref === null || typeof ref !== 'object') return undefined
+  const { type, name, uri } = ref as Record<string, unknown>
+  if (type === 'ref/prompt' && typeof name === 'string') return { kind: 'prompt', name }
+  if (type === 'ref/resource' && typeof uri === 'string') return { kind: 'resource', name: uri }
+  return undefined
 }
 
 /** Scopes the tool, prompt and resource rules of a server can require. */

@@ -16,6 +16,7 @@ import type { Config, ServerConfig } from '../config/schema.js'
 import { inspectBody, type McpInspection } from '../mcp/jsonrpc.js'
 import { checkMirroredHeaders } from '../mcp/headers.js'
 import type { Upstream } from '../upstreams/types.js'
+import type { SessionOwner } from '../upstreams/session-owners.js'
 import { ANONYMOUS, type UserIdentity } from '../identity.js'
 import type { OriginPolicy } from '../mcp/origin.js'
 import type { Authenticator } from '../resource-server/plugin.js'
@@ -77,13 +78,24 @@ function callerOf (request: FastifyRequest): { caller: Caller, key: string } {
   }
   return {
     caller: { name: identity.name, groups: identity.groups ?? [], clientId: identity.clientId, isClient: identity.isClient, scopes: identity.scopes },
-    key: `sub:${identity.id}`,
+    key: identity.isClient ? `client:${identity.clientId}` : `sub:${identity.id}`,
   }
 }
 
+/**
+ * Whom sessions, processes and per-user values belong to. A machine client
+ * (client_credentials) is its own principal, kept apart from any user: its
+ * `sub` is its client id, which must never make it a user of the same name.
+ */
 function userOf (identity: RequestIdentity | null): UserIdentity {
   if (identity === null) return ANONYMOUS
+  if (identity.isClient) return { id: `client:${identity.clientId}`, name: identity.clientId, groups: [] }
   return { id: identity.id, name: identity.name, groups: identity.groups ?? [], ...(identity.email === undefined ? {} : { email: identity.email }) }
+}
+
+/** A session belongs to the user and the client that opened it. */
+function ownerOf (user: UserIdentity, identity: RequestIdentity | null): SessionOwner {
+  return { user: user.id, client: identity?.clientId ?? '' }
 }
 
 export async function mcpRoutes (app: FastifyInstance, opts: McpRoutesOptions): Promise<void> {
@@ -171,6 +183,10 @@ export async function mcpRoutes (app: FastifyInstance, opts: McpRoutesOptions): 
         metrics.policyDenials.inc({ server: server.name, reason: 'access' })
         throw new PortcullisError('PORTCULLIS_ERR_ACCESS_DENIED', reach.message)
       }
+      if (request.method === 'GET' && policy.filtersLists) {
+        // A GET with Last-Event-ID replays earlier answers, list results among them: filtered as they were live.
+        request.mcpEdit = { watch: new Map(), extra: [], any: replayFilter }
+      }
       if (request.method !== 'POST') return
       const inspection = inspectBody(request.body as Buffer | undefined)
       request.mcpInspection = inspection
@@ -198,6 +214,11 @@ export async function mcpRoutes (app: FastifyInstance, opts: McpRoutesOptions): 
         request.mcpForward = { body: Buffer.from(JSON.stringify(kept.map((m) => m.value))), inspection: { ...inspection, messages: kept, requestIds: keptIds } }
       }
       request.mcpEdit = responseEdit(outcomes, extra)
+    }
+
+    const replayFilter: MessageTransform = (message) => {
+      const filtered = policy.filterAnyList(message.result)
+      return filtered === undefined ? undefined : { ...message, result: filtered }
     }
 
     /** Results recorded for a debugging audit (audit.includeResults), until the record is written. */
@@ -276,12 +297,14 @@ export async function mcpRoutes (app: FastifyInstance, opts: McpRoutesOptions): 
       handler: async (request, reply) => {
         reply.hijack()
         const forward = request.mcpForward
+        const user = userOf(request.identity)
         await upstream.handle({
           method: request.method as typeof MCP_METHODS[number],
           headers: request.headers,
           body: forward?.body ?? request.body as Buffer | undefined,
           inspection: forward?.inspection ?? request.mcpInspection ?? undefined,
-          user: userOf(request.identity),
+          user,
+          owner: ownerOf(user, request.identity),
           req: request.raw,
           res: reply.raw,
           log: request.log,

@@ -18,6 +18,8 @@ import { READY_PROBE_CACHE_MS, READY_PROBE_TIMEOUT_MS } from '../config/defaults
 import type { McpExchange, Upstream, UpstreamHealth } from './types.js'
 import { endSseWithError, sendRpcError } from './respond.js'
 import { editJsonBody, SseEditor } from './response-edit.js'
+import type { SessionOwners } from './session-owners.js'
+import { isStoreUnavailable } from '../store/types.js'
 
 const FORWARDED_REQUEST_HEADERS: ReadonlySet<string> = new Set([
   'accept', 'content-type', 'mcp-session-id', 'mcp-protocol-version', 'last-event-id', 'mcp-method', 'mcp-name',
@@ -94,10 +96,14 @@ class Relay implements Dispatcher.DispatchHandler {
     return this.ex.method === 'GET'
   }
 
+  /** Events that arrived while the answer's headers waited for a session's owner to be recorded. */
+  private held: Array<() => void> | undefined
+
   constructor (
     private readonly ex: McpExchange,
     private readonly server: string,
     private readonly done: () => void,
+    private readonly sessions: RelaySessionHooks,
   ) {
     ex.res.on('close', this.onClientClose)
   }
@@ -114,6 +120,25 @@ class Relay implements Dispatcher.DispatchHandler {
 
   onResponseStart (controller: Dispatcher.DispatchController, statusCode: number, upstreamHeaders: Record<string, string | string[] | undefined>): void {
     if (statusCode < 200) return
+    const recording = this.sessions.onAnswer(statusCode, upstreamHeaders)
+    if (recording !== undefined) {
+      // The client must not learn a session id before its owner is on record (another
+      // replica may get its next request): hold the answer until the record is written.
+      this.held = []
+      controller.pause()
+      void recording.then(() => {
+        const held = this.held ?? []
+        this.held = undefined
+        this.startResponse(controller, statusCode, upstreamHeaders)
+        for (const replay of held) replay()
+        controller.resume()
+      })
+      return
+    }
+    this.startResponse(controller, statusCode, upstreamHeaders)
+  }
+
+  private startResponse (controller: Dispatcher.DispatchController, statusCode: number, upstreamHeaders: Record<string, string | string[] | undefined>): void {
     const { res } = this.ex
     if (statusCode === 401 || (statusCode === 403 && upstreamHeaders['www-authenticate'] !== undefined)) {
       // The upstream refused the gateway's own credentials. A 401 would send the
@@ -139,6 +164,8 @@ class Relay implements Dispatcher.DispatchHandler {
       if (isSse) {
         this.mode = 'sse'
         this.editor = new SseEditor(edit)
+        // Edited events change the length: the answer goes out chunked.
+        delete headers['content-length']
       }
     }
     res.writeHead(statusCode, headers)
@@ -149,6 +176,10 @@ class Relay implements Dispatcher.DispatchHandler {
   }
 
   onResponseData (controller: Dispatcher.DispatchController, chunk: Buffer): void {
+    if (this.held !== undefined) {
+      this.held.push(() => this.onResponseData(controller, chunk))
+      return
+    }
     if (this.credentialFailure !== undefined || this.mode === 'replace') return
     if (this.mode === 'buffer') {
       this.chunks.push(chunk)
@@ -162,7 +193,11 @@ class Relay implements Dispatcher.DispatchHandler {
     }
   }
 
-  onResponseEnd (): void {
+  onResponseEnd (controller?: Dispatcher.DispatchController, trailers?: Record<string, string | string[] | undefined>): void {
+    if (this.held !== undefined) {
+      this.held.push(() => this.onResponseEnd(controller, trailers))
+      return
+    }
     if (this.credentialFailure !== undefined) {
       this.ex.log.error({ server: this.server, status: this.credentialFailure }, 'upstream rejected the gateway credentials')
       sendRpcError(this.ex.res, new PortcullisError('PORTCULLIS_ERR_UPSTREAM_UNAVAILABLE', 'the upstream refused the gateway\'s credentials'), this.ex.inspection)
@@ -180,7 +215,11 @@ class Relay implements Dispatcher.DispatchHandler {
     this.finish()
   }
 
-  onResponseError (_controller: Dispatcher.DispatchController, err: Error): void {
+  onResponseError (controller: Dispatcher.DispatchController, err: Error): void {
+    if (this.held !== undefined) {
+      this.held.push(() => this.onResponseError(controller, err))
+      return
+    }
     const { res, log, inspection } = this.ex
     const reason = this.abortReason
     if (reason === CLIENT_GONE) {
@@ -208,6 +247,17 @@ class Relay implements Dispatcher.DispatchHandler {
   }
 }
 
+/** What a relay tells the session records about the upstream's answer. */
+interface RelaySessionHooks {
+  /** A promise to wait for before the client may see the answer (a new session being recorded). */
+  onAnswer: (statusCode: number, headers: Record<string, string | string[] | undefined>) => Promise<void> | undefined
+}
+
+function headerValue (headers: Record<string, string | string[] | undefined>, name: string): string | undefined {
+  const value = headers[name]
+  return Array.isArray(value) ? value[0] : value
+}
+
 export class HttpUpstream implements Upstream {
   readonly name: string
   readonly transport = 'http'
@@ -220,7 +270,7 @@ export class HttpUpstream implements Upstream {
   private closing: Promise<void> | undefined
   private lastProbe: { at: number, result: Promise<UpstreamHealth> } | undefined
 
-  constructor (private readonly config: HttpServerConfig) {
+  constructor (private readonly config: HttpServerConfig, private readonly owners: SessionOwners) {
     this.name = config.name
     const url = new URL(config.url)
     this.origin = url.origin
@@ -235,16 +285,54 @@ export class HttpUpstream implements Upstream {
     })
   }
 
-  handle (ex: McpExchange): Promise<void> {
+  async handle (ex: McpExchange): Promise<void> {
     if (this.isClosed) {
       sendRpcError(ex.res, new PortcullisError('PORTCULLIS_ERR_SHUTTING_DOWN'), ex.inspection)
-      return Promise.resolve()
+      return
+    }
+    const sessionId = headerValue(ex.headers, 'mcp-session-id')
+    if (sessionId !== undefined) {
+      let check
+      try {
+        check = await this.owners.check(this.name, sessionId, ex.owner)
+      } catch (err) {
+        if (!isStoreUnavailable(err)) throw err
+        ex.log.warn({ server: this.name, err: { message: err.message } }, 'upstream session owner unknown: store unreachable')
+        sendRpcError(ex.res, new PortcullisError('PORTCULLIS_ERR_STORE_UNAVAILABLE', undefined, { headers: { 'retry-after': '5' } }), ex.inspection)
+        return
+      }
+      // Another caller's session is answered exactly like an unknown one.
+      if (check === 'not-found') {
+        sendRpcError(ex.res, new PortcullisError('PORTCULLIS_ERR_SESSION_NOT_FOUND'), ex.inspection)
+        return
+      }
+    }
+    const release = sessionId === undefined ? undefined : this.owners.hold(this.name, sessionId)
+    try {
+      await this.dispatch(ex, sessionId)
+    } finally {
+      release?.()
+    }
+  }
+
+  private dispatch (ex: McpExchange, sessionId: string | undefined): Promise<void> {
+    const hooks: RelaySessionHooks = {
+      onAnswer: (statusCode, headers) => {
+        if (sessionId !== undefined) {
+          // The session ended: by the client's DELETE, or the upstream no longer knows it.
+          if (statusCode === 404 || (ex.method === 'DELETE' && statusCode < 300)) this.owners.forget(this.name, sessionId)
+          return undefined
+        }
+        const opened = headerValue(headers, 'mcp-session-id')
+        if (opened === undefined || statusCode >= 300) return undefined
+        return this.owners.record(this.name, opened, ex.owner)
+      },
     }
     return new Promise((resolve) => {
       const relay = new Relay(ex, this.name, () => {
         this.relays.delete(relay)
         resolve()
-      })
+      }, hooks)
       this.relays.add(relay)
       this.pool.dispatch({
         path: this.path,

@@ -4,6 +4,7 @@ import type { Config } from '../config/schema.js'
 import { HttpUpstream } from './http-upstream.js'
 import { StdioUpstream, type SessionHooks } from './stdio/stdio-upstream.js'
 import type { Upstream } from './types.js'
+import type { SessionOwners } from './session-owners.js'
 
 export interface UpstreamOptions {
   readonly log: FastifyBaseLogger
@@ -14,13 +15,15 @@ export interface UpstreamOptions {
   readonly onStdioExit?: (server: string) => void
   /** Told about stdio sessions opening and closing (replicas' session directory). */
   readonly sessionHooks?: SessionHooks
+  /** Who opened each HTTP upstream session. */
+  readonly httpSessionOwners: SessionOwners
 }
 
 export function createUpstreams (config: Config, options: UpstreamOptions): Map<string, Upstream> {
   const upstreams = new Map<string, Upstream>()
   for (const server of config.servers) {
     upstreams.set(server.name, server.transport === 'http'
-      ? new HttpUpstream(server)
+      ? new HttpUpstream(server, options.httpSessionOwners)
       : new StdioUpstream({
         config: server,
         log: options.log,

@@ -15,6 +15,8 @@ export interface ResponseEdit {
   readonly watch: ReadonlyMap<JsonRpcId, MessageTransform>
   /** Errors for batch members the gateway itself refused, added to the answer. */
   readonly extra: readonly JsonRpcErrorBody[]
+  /** For every response not in `watch` (a GET stream's replayed answers, whose requests went by earlier). */
+  readonly any?: MessageTransform
 }
 
 function isResponse (value: unknown): value is Record<string, unknown> {
@@ -24,7 +26,7 @@ function isResponse (value: unknown): value is Record<string, unknown> {
 /** A single message through the watch list; the same object when untouched. */
 export function editMessage (message: unknown, edit: ResponseEdit): unknown {
   if (!isResponse(message)) return message
-  const transform = edit.watch.get(message.id as JsonRpcId)
+  const transform = edit.watch.get(message.id as JsonRpcId) ?? edit.any
   return transform === undefined ? message : transform(message) ?? message
 }
 

@@ -8,6 +8,7 @@ import type { FastifyBaseLogger } from 'fastify'
 import type { McpInspection } from '../mcp/jsonrpc.js'
 import type { UserIdentity } from '../identity.js'
 import type { ResponseEdit } from './response-edit.js'
+import type { SessionOwner } from './session-owners.js'
 
 export interface McpExchange {
   readonly method: 'GET' | 'POST' | 'DELETE'
@@ -18,6 +19,8 @@ export interface McpExchange {
   readonly inspection: McpInspection | undefined
   /** Who is calling; sessions and per-user processes are bound to it. */
   readonly user: UserIdentity
+  /** The caller and the client it uses: sessions belong to both (a user's other client is another owner). */
+  readonly owner: SessionOwner
   /** Changes to the answer (filtered lists, batch errors); absent for almost every request. */
   readonly edit?: ResponseEdit
   readonly req: IncomingMessage

@@ -143,3 +143,11 @@ t.test('cluster.advertiseUrl: an origin, and only with a Redis store', async (t)
   t.match(errorOf(`auth: { registeredClientTtl: forever }\n${MINIMAL}`).message, /auth\.registeredClientTtl: /)
   t.equal(parseConfig(MINIMAL, 'gw.yaml', {}).auth.registeredClientTtl, 90 * 24 * 3600_000, 'registrations live 90 days unused by default')
 })
+
+t.test('a machine client may not carry a username (its token\'s sub would name that user)', async (t) => {
+  const users = '  users:\n    - { username: ci-bot, passwordHash: "scrypt$16384$8$1$c2FsdHNhbHRzYWx0c2FsdA$aGFzaGhhc2hoYXNoaGFzaGhhc2hoYXNoaGFzaGhhc2hoYXNoaGFzaGhhc2hoYXNoaGFzaGhhc2g" }\n'
+  const client = (id: string): string => `  clients:\n    - { clientId: ${id}, clientSecret: "a-machine-secret-of-at-least-32-characters", grantTypes: [client_credentials] }\n`
+  t.match(errorOf(`auth:\n${users}${client('ci-bot')}${MINIMAL}`).message, /auth\.clients\[0\]\.clientId: clientId "ci-bot" is also a username: a machine client and a user must not share a name/)
+  t.match(errorOf(`auth:\n${client('admin')}${MINIMAL}`).message, /clientId "admin" is also a username/, 'the first-run account counts when no users are listed')
+  t.doesNotThrow(() => parseConfig(`auth:\n${users}${client('ci-runner')}${MINIMAL}`, 'gw.yaml', {}))
+})
