@@ -15,16 +15,19 @@ import { sendRpcError } from '../upstreams/respond.js'
 export const FORWARDED_HEADER = 'x-portcullis-forwarded-by'
 
 const HOP_BY_HOP: ReadonlySet<string> = new Set(['connection', 'keep-alive', 'transfer-encoding', 'proxy-connection', 'te', 'trailer', 'upgrade', 'host'])
+/** Headers that claim a client address; the relay replaces them with the one it resolved. */
+const CLIENT_ADDRESS_HEADERS: ReadonlySet<string> = new Set(['x-forwarded-for', 'forwarded', 'x-real-ip'])
+const NONE: ReadonlySet<string> = new Set()
 const CONNECT_TIMEOUT_MS = 2_000
 const HEADERS_TIMEOUT_MS = 5 * 60_000
 const MAX_POOLS = 64
 
 /** End-to-end headers only; a request's content-length is undici's to set for the buffered body. */
-function relayHeaders (headers: IncomingHttpHeaders | Record<string, string | string[] | undefined>, isRequest = false): Record<string, string | string[]> {
+function relayHeaders (headers: IncomingHttpHeaders | Record<string, string | string[] | undefined>, isRequest = false, dropped: ReadonlySet<string> = NONE): Record<string, string | string[]> {
   const out: Record<string, string | string[]> = {}
   for (const name in headers) {
     const value = headers[name]
-    if (value !== undefined && !HOP_BY_HOP.has(name) && !(isRequest && name === 'content-length')) out[name] = value
+    if (value !== undefined && !HOP_BY_HOP.has(name) && !dropped.has(name) && !(isRequest && name === 'content-length')) out[name] = value
   }
   return out
 }
@@ -122,9 +125,11 @@ export class ReplicaForwarder {
       sendRpcError(res, new PortcullisError('PORTCULLIS_ERR_BODY_TOO_LARGE'), undefined)
       return true
     }
-    const headers = relayHeaders(request.headers, true)
+    const headers = relayHeaders(request.headers, true, CLIENT_ADDRESS_HEADERS)
     headers[FORWARDED_HEADER] = this.selfUrl
-    headers['x-forwarded-for'] = [request.headers['x-forwarded-for'], request.ip].filter((v) => v !== undefined).join(', ')
+    // The client's address as this replica resolved it (trustProxy applied), and nothing the client
+    // said about itself: a client-written X-Forwarded-For would reach the owner's logs and limits.
+    headers['x-forwarded-for'] = request.ip
     return new Promise((resolve) => {
       const handler = new RelayBack(res, (reached, err) => {
         if (!reached && err !== undefined) request.log.warn({ owner, err: { message: err.message } }, 'session owner unreachable')
