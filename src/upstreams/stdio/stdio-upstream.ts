@@ -11,8 +11,10 @@
  * with the first session's request; later sessions are answered from it.
  *
  * 2026-07-28 clients (no sessions, per-request _meta) are served statelessly
- * by a child that speaks that revision, found once with a `server/discover`
- * probe on a dedicated child (the first exchange pins a child's era). When the
+ * by a child that speaks that revision: one per user (one for everyone when
+ * isolation is shared). The era is found once with a `server/discover` probe
+ * on a child started for the caller (the first exchange pins a child's era),
+ * which then serves that caller only. When the
  * server only speaks the 2025 era, a modern request gets the spec's fallback
  * signal: HTTP 400 whose body is not a modern JSON-RPC error, so the client
  * falls back to `initialize`.
@@ -380,8 +382,15 @@ export class StdioUpstream implements Upstream {
     channel.detach(client)
   }
 
+  /**
+   * Stateless requests carry no session, so a process serving them can only
+   * belong to a user: each user gets a modern process of their own unless the
+   * server is `shared` (which has no per-user values: the schema refuses them).
+   * Under `session` isolation this is also what keeps one user's stateless
+   * calls from reaching state another user left in a process.
+   */
   private modernKey (user: UserIdentity): string {
-    return this.config.isolation === 'user' ? `user:${user.id}` : 'modern'
+    return this.config.isolation === 'shared' ? 'modern' : `user:${user.id}`
   }
 
   private modernChannel (user: UserIdentity): Promise<Channel> {
@@ -422,7 +431,9 @@ export class StdioUpstream implements Upstream {
     }
     const versions = (response?.result as { supportedVersions?: unknown } | undefined)?.supportedVersions
     if (Array.isArray(versions) && versions.some((v) => typeof v === 'string' && isModernRevision(v))) {
-      // Pinned to the modern era by this first exchange: it becomes the modern channel.
+      // Pinned to the modern era by this first exchange, and started with the prober's own
+      // per-user values: it becomes the modern channel of that user only (modernKey), never
+      // of the next caller. Another user's first stateless request starts their own process.
       this.children.set(child, 'modern')
       this.modernChannels.set(this.modernKey(user), Promise.resolve(channel))
       this.recordSuccess()
