@@ -4,7 +4,7 @@
 import t from 'tap'
 import { hashPassword } from '../../src/auth-server/password.js'
 import { connectWithOAuth, TestOAuthClient } from '../oauth-helpers.js'
-import { postJson, startGateway, stdioServer, STDIO_MODERN_FIXTURE, textOf, type RunningGateway, type Teardown } from '../helpers.js'
+import { INIT_BODY, postJson, startGateway, stdioServer, STDIO_MODERN_FIXTURE, textOf, type RunningGateway, type Teardown } from '../helpers.js'
 
 const ALICE = { username: 'alice', password: 'alice-password-123' }
 const BOB = { username: 'bob', password: 'bob-password-123' }
@@ -21,6 +21,7 @@ const META = {
 }
 
 interface ChildView { argv: string[], DATA_FILE?: string, pid: number }
+interface Health { servers: Array<{ processes: Array<{ pid: number, role: string }> }> }
 
 async function gatewayWith (t: Teardown, server: Record<string, unknown>): Promise<RunningGateway> {
   return startGateway(t, { auth: { users: USERS }, servers: [server] })
@@ -49,6 +50,13 @@ async function modernCall (gw: RunningGateway, server: string, token: string, id
 function childView (json: unknown): ChildView {
   return JSON.parse(textOf((json as { result?: unknown }).result)) as ChildView
 }
+
+async function initialize (gw: RunningGateway, server: string, token: string, protocolVersion: string, id: number | string = 1): Promise<{ status: number, json: unknown, sessionId: string | null }> {
+  const res = await postJson(gw.mcpUrl(server), { ...INIT_BODY, id, params: { ...INIT_BODY.params, protocolVersion } }, bearer(token))
+  return { status: res.status, json: res.json, sessionId: res.headers.get('mcp-session-id') }
+}
+
+const health = async (gw: RunningGateway): Promise<Health> => await (await fetch(`${gw.baseUrl}/readyz`)).json() as Health
 
 // --- issue 11 item 2: stateless requests reach only the caller's own process ------------------
 
@@ -83,4 +91,43 @@ t.test('isolation session: two users\' first 2026-07-28 requests at once each re
   const [a, b] = await Promise.all([modernCall(gw, 'modern', alice, 'a'), modernCall(gw, 'modern', bob, 'b')])
   t.same(childView(a.json).argv, ['--user=alice'])
   t.same(childView(b.json).argv, ['--user=bob'])
+})
+
+// --- issue 11 item 3: each session is told the version the child answered to its own request ---
+
+for (const isolation of ['user', 'shared'] as const) {
+  t.test(`isolation ${isolation}: sessions asking different protocol versions each get their own answer`, async (t) => {
+    const gw = await gatewayWith(t, stdioServer('v', { isolation }))
+    // Each connect made a session at the SDK client's version (2025-11-25): the child's first handshake.
+    const alice = await tokenFor(t, gw, 'v', ALICE)
+    const bob = await tokenFor(t, gw, 'v', BOB)
+    const asked = [
+      { who: 'alice', token: alice, version: '2025-03-26' },
+      { who: 'alice', token: alice, version: '2025-06-18' },
+      { who: 'bob', token: bob, version: '2025-06-18' },
+      { who: 'bob', token: bob, version: '2025-03-26' },
+      { who: 'alice', token: alice, version: '2025-11-25' },
+    ]
+    for (const [i, { who, token, version }] of asked.entries()) {
+      const init = await initialize(gw, 'v', token, version, `init-${i}`)
+      t.equal(init.status, 200)
+      t.match(init.json, { id: `init-${i}`, result: { protocolVersion: version, serverInfo: { name: 'stdio-fixture' } } }, `${who} asked ${version} and got ${version}`)
+      const headers = { ...bearer(token), 'mcp-session-id': init.sessionId ?? '' }
+      const echo = await postJson(gw.mcpUrl('v'), { jsonrpc: '2.0', id: 'e', method: 'tools/call', params: { name: 'echo', arguments: { text: `${who} at ${version}` } } }, headers)
+      t.equal(textOf((echo.json as { result?: unknown }).result), `${who} at ${version}`, 'the session works')
+    }
+    // A version the child does not support: the child's own answer (its latest), per the spec's negotiation.
+    const unknown = await initialize(gw, 'v', bob, '2024-01-01', 'old')
+    t.match(unknown.json, { id: 'old', result: { protocolVersion: '2025-11-25' } })
+  })
+}
+
+t.test('isolation shared: a process serves every session asking a version it answered; another version gets its own', async (t) => {
+  const gw = await startGateway(t, { servers: [stdioServer('v', { isolation: 'shared' })] })
+  const ask = async (protocolVersion: string): Promise<unknown> => (await postJson(gw.mcpUrl('v'), { ...INIT_BODY, params: { ...INIT_BODY.params, protocolVersion } })).json
+  t.match(await ask('2024-01-01'), { result: { protocolVersion: '2025-11-25' } }, 'an unsupported version: the child\'s own answer')
+  t.match(await ask('2025-11-25'), { result: { protocolVersion: '2025-11-25' } })
+  t.equal((await health(gw)).servers[0]?.processes.length, 1, 'the child answered 2025-11-25, so its connection serves that version too')
+  t.match(await ask('2025-06-18'), { result: { protocolVersion: '2025-06-18' } })
+  t.equal((await health(gw)).servers[0]?.processes.length, 2, 'a version not yet asked gets a handshake (and process) of its own')
 })

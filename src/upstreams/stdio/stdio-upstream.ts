@@ -7,8 +7,9 @@
  *   isolation session  one child per session, messages verbatim
  *   isolation user     one child per user, shared by that user's sessions
  *   isolation shared   one child for everyone
- * On user/shared channels the child's one real `initialize` handshake is made
- * with the first session's request; later sessions are answered from it.
+ * On user/shared channels a child's one real `initialize` handshake is made
+ * with the first session's request; later sessions asking the same protocol
+ * version are answered from it (another version gets a child of its own).
  *
  * 2026-07-28 clients (no sessions, per-request _meta) are served statelessly
  * by a child that speaks that revision: one per user (one for everyone when
@@ -306,10 +307,28 @@ export class StdioUpstream implements Upstream {
     this.writeJson(ex.res, answer, { 'mcp-session-id': session.id })
   }
 
-  /** The one child (and handshake) behind isolation user/shared sessions. */
+  /**
+   * The child (and its one handshake) behind isolation user/shared sessions
+   * that ask for this protocol version.
+   *
+   * MCP basic/lifecycle "Version Negotiation": a server that supports the
+   * requested version MUST answer with it, otherwise with another version it
+   * supports. Only the child knows what it supports, and a stdio connection
+   * has exactly one handshake, so one child's answer is only known for the
+   * version it was asked. A session asking another version therefore gets a
+   * child (and handshake) of its own: every session is told the child's
+   * answer to its own request, never another session's. The child also
+   * supports the version it answered, so its connection serves sessions
+   * asking that version too. Capabilities, serverInfo and instructions are
+   * the child's and are shared. The cost is a process per distinct version
+   * asked (in practice the few published revisions), bounded by maxProcesses
+   * like every other process.
+   */
   private sharedChannel (user: UserIdentity, first: McpMessage): Promise<Channel> {
-    const key = this.config.isolation === 'user' ? `user:${user.id}` : 'shared'
-    return this.reuseOrCreate(this.sharedChannels, key, async () => {
+    const owner = this.config.isolation === 'user' ? `user:${user.id}` : 'shared'
+    const requested = first.params?.protocolVersion
+    const versionKey = (version: unknown): string => `${owner}|${typeof version === 'string' ? version : ''}`
+    return this.reuseOrCreate(this.sharedChannels, versionKey(requested), async () => {
       const child = await this.acquireChild(user, this.config.isolation === 'user' ? 'user' : 'shared')
       const channel = this.newChannel(child, false)
       let response: Record<string, unknown>
@@ -325,6 +344,8 @@ export class StdioUpstream implements Upstream {
         throw new PortcullisError('PORTCULLIS_ERR_UPSTREAM_UNAVAILABLE', `MCP server "${this.name}" refused initialize`)
       }
       channel.initializeResult = result as Record<string, unknown>
+      const answered = channel.initializeResult.protocolVersion
+      if (answered !== requested && !this.sharedChannels.has(versionKey(answered))) this.sharedChannels.set(versionKey(answered), Promise.resolve(channel))
       channel.forwardNotification({ label: 'gateway', deliver: () => {}, onChannelClosed: () => {} }, { jsonrpc: '2.0', method: 'notifications/initialized' }, undefined)
       this.recordSuccess()
       return channel
