@@ -131,3 +131,54 @@ t.test('isolation shared: a process serves every session asking a version it ans
   t.match(await ask('2025-06-18'), { result: { protocolVersion: '2025-06-18' } })
   t.equal((await health(gw)).servers[0]?.processes.length, 2, 'a version not yet asked gets a handshake (and process) of its own')
 })
+
+// --- issue 11 item 4: a missing per-user value refuses the session, never a shared fallback ----
+
+const USER_FIELD_MISSING = {
+  jsonrpc: '2.0',
+  error: {
+    code: -32600,
+    message: 'Forbidden: your account lacks a value this MCP server needs: MCP server "mem" needs your account\'s email (${user.email}), and your account has none; ask an administrator to add it',
+    data: { code: 'PORTCULLIS_ERR_USER_FIELD_MISSING', field: 'email' },
+  },
+}
+
+for (const isolation of ['session', 'user'] as const) {
+  t.test(`isolation ${isolation}: a user without an email is refused where \${user.email} is needed (args and env)`, async (t) => {
+    const gw = await gatewayWith(t, stdioServer('mem', { isolation, flags: ['--owner=${user.name}'], env: { DATA_FILE: '/data/memory-${user.email}.jsonl' } }))
+    const alice = await tokenFor(t, gw, 'mem', ALICE)
+    const bob = await tokenFor(t, gw, 'mem', BOB)
+    const before = (await health(gw)).servers[0]?.processes.length
+    const refused = await initialize(gw, 'mem', bob, '2025-11-25', 'bob-init')
+    t.equal(refused.status, 403)
+    t.same(refused.json, { ...USER_FIELD_MISSING, id: 'bob-init' })
+    t.equal(refused.sessionId, null, 'no session')
+    t.equal((await health(gw)).servers[0]?.processes.length, before, 'no process was started for Bob')
+    const init = await initialize(gw, 'mem', alice, '2025-11-25')
+    t.equal(init.status, 200)
+    const env = await postJson(gw.mcpUrl('mem'), { jsonrpc: '2.0', id: 2, method: 'tools/call', params: { name: 'env', arguments: {} } }, { ...bearer(alice), 'mcp-session-id': init.sessionId ?? '' })
+    const view = childView(env.json)
+    t.equal(view.DATA_FILE, '/data/memory-alice@example%2Ecom.jsonl')
+    t.same(view.argv, ['--owner=alice'])
+  })
+}
+
+t.test('2026-07-28: a user without an email is refused before any process (or era probe) starts for them', async (t) => {
+  const gw = await gatewayWith(t, stdioServer('mem', { script: STDIO_MODERN_FIXTURE, flags: ['--email=${user.email}'] }))
+  const alice = await tokenFor(t, gw, 'mem', ALICE)
+  const bob = await tokenFor(t, gw, 'mem', BOB)
+  const before = (await health(gw)).servers[0]?.processes.length ?? 0
+  const refused = await modernCall(gw, 'mem', bob, 'bob-call')
+  t.equal(refused.status, 403)
+  t.same(refused.json, { ...USER_FIELD_MISSING, id: 'bob-call' })
+  t.equal((await health(gw)).servers[0]?.processes.length, before, 'no probe and no process for Bob')
+  const ok = await modernCall(gw, 'mem', alice, 'alice-call')
+  t.same(childView(ok.json).argv, ['--email=alice@example%2Ecom'])
+})
+
+t.test('auth disabled: every caller is "anonymous", which has no email: refused, not rendered as a shared value', async (t) => {
+  const gw = await startGateway(t, { servers: [stdioServer('mem', { env: { DATA_FILE: '/data/memory-${user.email}.jsonl' } })] })
+  const res = await postJson(gw.mcpUrl('mem'), INIT_BODY)
+  t.equal(res.status, 403)
+  t.match(res.json, { id: 1, error: { data: { code: 'PORTCULLIS_ERR_USER_FIELD_MISSING', field: 'email' } } })
+})

@@ -33,7 +33,7 @@ import type { McpExchange, Upstream, UpstreamHealth } from '../types.js'
 import { sendRpcError } from '../respond.js'
 import { Channel, type ChannelClient, type DeliveryKind, type ReplySink } from './channel.js'
 import { McpChild } from './child-process.js'
-import { childEnvironment } from './environment.js'
+import { childEnvironment, requireUserFields } from './environment.js'
 import { EditingSink, isStreamSink, PostReply, SSE_HEADERS, sseEvent } from './reply.js'
 import type { ResponseEdit } from '../response-edit.js'
 
@@ -207,7 +207,7 @@ export class StdioUpstream implements Upstream {
     } catch (err) {
       const failure = err instanceof PortcullisError ? err : new PortcullisError('PORTCULLIS_ERR_INTERNAL', undefined, { cause: err })
       if (failure.status >= 500) ex.log.warn({ server: this.name, err: failure.cause ?? failure, code: failure.code }, 'stdio request failed')
-      sendRpcError(ex.res, failure, ex.inspection)
+      sendRpcError(ex.res, failure, ex.inspection, failure.data)
     }
   }
 
@@ -234,6 +234,8 @@ export class StdioUpstream implements Upstream {
     if (inspection === undefined) throw new PortcullisError('PORTCULLIS_ERR_INVALID_REQUEST')
     const first = inspection.messages[0]
     if (sessionId !== undefined) return this.postToSession(this.session(sessionId, ex.user), ex)
+    // Whatever the era or isolation, a caller lacking a per-user value is refused before any process starts for them.
+    this.requireUserValues(ex.user)
     if (!inspection.isBatch && inspection.modernVersion !== undefined) return this.handleModern(ex)
     if (!inspection.isBatch && first?.kind === 'request' && first.method === 'initialize') return this.initialize(ex, first)
     throw new PortcullisError('PORTCULLIS_ERR_SESSION_REQUIRED')
@@ -521,7 +523,14 @@ export class StdioUpstream implements Upstream {
     return child
   }
 
+  /** The caller has every per-user value the server's args and env use (never an empty, shared rendering). */
+  private requireUserValues (user: UserIdentity): void {
+    if (this.usesUserTemplates) requireUserFields(this.name, [...this.config.args, ...Object.values(this.config.env)], user)
+  }
+
   private spawn (user: UserIdentity, role: Role): McpChild {
+    // Also here, where values are rendered: no path may spawn a process with another's or an empty value.
+    this.requireUserValues(user)
     const child = new McpChild({
       server: this.name,
       command: this.config.command,
