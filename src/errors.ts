@@ -47,6 +47,12 @@ export const ERRORS = {
   PORTCULLIS_ERR_INSUFFICIENT_SCOPE: { status: 403, rpcCode: JSONRPC.INVALID_REQUEST, message: 'Forbidden: the access token lacks a required scope' },
   PORTCULLIS_ERR_ACCESS_DENIED: { status: 403, rpcCode: JSONRPC.INVALID_REQUEST, message: 'Forbidden by policy' },
   PORTCULLIS_ERR_POLICY_DENIED: { status: 403, rpcCode: JSONRPC.INVALID_REQUEST, message: 'Forbidden by policy' },
+  /**
+   * 403, not 400: the request is well formed, but this caller's identity lacks
+   * a value the server's per-user args/env need (`${user.email}`); no change to
+   * the request can fix it, only a change to the account.
+   */
+  PORTCULLIS_ERR_USER_FIELD_MISSING: { status: 403, rpcCode: JSONRPC.INVALID_REQUEST, message: 'Forbidden: your account lacks a value this MCP server needs' },
   PORTCULLIS_ERR_RATE_LIMITED: { status: 429, rpcCode: JSONRPC.INVALID_REQUEST, message: 'Too many requests' },
   PORTCULLIS_ERR_RATE_LIMIT_UNAVAILABLE: { status: 503, rpcCode: JSONRPC.INTERNAL_ERROR, message: 'Rate limits cannot be checked right now; retry shortly' },
   PORTCULLIS_ERR_FORBIDDEN_ORIGIN: { status: 403, rpcCode: JSONRPC.INVALID_REQUEST, message: 'Forbidden: Origin is not allowed' },
@@ -81,8 +87,10 @@ export class PortcullisError extends Error {
   readonly headers: Readonly<Record<string, string>>
   /** The JSON-RPC id to echo when the error is about one message whose id is known. */
   readonly rpcId: JsonRpcId | undefined
+  /** Extra, client-safe members of the JSON-RPC error's `data` (beside `code`). */
+  readonly data: Readonly<Record<string, unknown>> | undefined
 
-  constructor (code: ErrorCode, detail?: string, options?: { cause?: unknown, headers?: Record<string, string>, id?: JsonRpcId }) {
+  constructor (code: ErrorCode, detail?: string, options?: { cause?: unknown, headers?: Record<string, string>, id?: JsonRpcId, data?: Record<string, unknown> }) {
     const spec = ERRORS[code]
     super(detail === undefined ? spec.message : `${spec.message}: ${detail}`, { cause: options?.cause })
     this.name = 'PortcullisError'
@@ -92,6 +100,7 @@ export class PortcullisError extends Error {
     this.detail = detail
     this.headers = options?.headers ?? {}
     this.rpcId = options?.id
+    this.data = options?.data
   }
 }
 

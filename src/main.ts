@@ -7,6 +7,7 @@ import { parseArgs } from 'node:util'
 import { ConfigError, loadConfigFile, resolveConfigPath } from './config/load.js'
 import type { Config } from './config/schema.js'
 import { describeConfig } from './config/describe.js'
+import { configWarnings } from './config/warnings.js'
 import { createLogger } from './observability/logger.js'
 import { VERSION } from './version.js'
 import { hashPassword } from './auth-server/password.js'
@@ -94,6 +95,7 @@ async function main (argv: string[]): Promise<number> {
 
   if (command === 'check') {
     process.stdout.write(describeConfig(config))
+    for (const warning of configWarnings(config)) process.stderr.write(`portcullis: warning: ${warning.message}\n`)
     return EXIT_OK
   }
   if (command === 'migrate-store') {
@@ -120,6 +122,9 @@ async function start (config: Config): Promise<number> {
     return EXIT_CONFIG
   }
   warnAboutDevSettings(config, log)
+  for (const { server, field, users } of configWarnings(config)) {
+    log.warn({ server, field, users }, 'stdio server uses a per-user value some users lack; their requests will be refused')
+  }
   announceFirstRun(app.portcullis.firstRun, log)
   const metricsListen = config.metrics.listen
   let listening = config.listen

@@ -6,6 +6,7 @@
 import type { UserIdentity } from '../identity.js'
 
 export const USER_TEMPLATE_FIELDS = ['id', 'name', 'email'] as const
+export type UserTemplateField = typeof USER_TEMPLATE_FIELDS[number]
 const TEMPLATE_RE = /\$\{user\.([A-Za-z_][A-Za-z0-9_]*)\}/g
 
 export function hasUserTemplate (value: string): boolean {
@@ -42,4 +43,31 @@ export function renderUserTemplate (value: string, user: UserIdentity): string {
   if (!hasUserTemplate(value)) return value
   const fields: Readonly<Record<string, string | undefined>> = { id: user.id, name: user.name, email: user.email }
   return value.replace(TEMPLATE_RE, (_m, field: string) => escapeUserValue(fields[field] ?? ''))
+}
+
+function isTemplateField (field: string): field is UserTemplateField {
+  return (USER_TEMPLATE_FIELDS as readonly string[]).includes(field)
+}
+
+/** The known `${user.x}` fields the values use, each once, in order of first use. */
+export function templateFields (values: readonly string[]): UserTemplateField[] {
+  const fields = new Set<UserTemplateField>()
+  for (const value of values) {
+    for (const m of value.matchAll(TEMPLATE_RE)) {
+      const field = m[1] ?? ''
+      if (isTemplateField(field)) fields.add(field)
+    }
+  }
+  return [...fields]
+}
+
+/**
+ * The first field the values use that this user has no value for: missing,
+ * empty or blank. Such a value must never be rendered: every user lacking it
+ * would get the same argument or path (`/data/memory-%00.jsonl`) and so share
+ * one another's files.
+ */
+export function missingUserField (values: readonly string[], user: UserIdentity): UserTemplateField | undefined {
+  const own: Readonly<Record<UserTemplateField, string | undefined>> = { id: user.id, name: user.name, email: user.email }
+  return templateFields(values).find((field) => (own[field] ?? '').trim() === '')
 }

@@ -3,6 +3,7 @@ import t from 'tap'
 import { spawnSync } from 'node:child_process'
 import { fileURLToPath } from 'node:url'
 import { VERSION } from '../../src/version.js'
+import { hashPassword } from '../../src/auth-server/password.js'
 
 const MAIN = fileURLToPath(new URL('../../dist/main.js', import.meta.url))
 const ROOT = fileURLToPath(new URL('../..', import.meta.url))
@@ -53,4 +54,17 @@ t.test('check fails with exit 1 naming the line and key: typo, wrong type, missi
   t.notMatch(ok.stdout, /hunter2/, 'secrets are masked in check output')
   t.match(ok.stdout, /X-Api-Key: \*\*\*/)
   t.match(run(['check', '-c', 'nope.yaml'], dir).stderr, /nope\.yaml: config file not found/)
+})
+
+t.test('check warns (and still succeeds) when a per-user value is one some local users lack', async (t) => {
+  const hash = await hashPassword('a-password-for-this-test')
+  const dir = t.testdir({
+    'gw.yaml': `auth:\n  users:\n    - { username: alice, passwordHash: "${hash}", email: alice@example.com }\n    - { username: bob, passwordHash: "${hash}" }\n` +
+      'servers:\n  - name: mem\n    transport: stdio\n    command: node\n    env: { DATA_FILE: "/data/memory-${user.email}.jsonl" }\n',
+  })
+  const r = run(['check', '-c', 'gw.yaml'], dir)
+  t.equal(r.status, 0, r.stderr)
+  t.match(r.stdout, /gw\.yaml \(valid\)/)
+  t.match(r.stderr, /portcullis: warning: servers\[0\] \(mem\): args\/env use \$\{user\.email\}, which local user\(s\) bob lack: their requests to this server will be refused \(PORTCULLIS_ERR_USER_FIELD_MISSING\)/)
+  t.notMatch(r.stderr, /alice/, 'users who have the value are not named')
 })

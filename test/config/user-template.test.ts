@@ -1,6 +1,8 @@
 import t from 'tap'
-import { escapeUserValue, renderUserTemplate, unknownTemplateFields } from '../../src/config/user-template.js'
-import { childEnvironment } from '../../src/upstreams/stdio/environment.js'
+import { escapeUserValue, missingUserField, renderUserTemplate, templateFields, unknownTemplateFields } from '../../src/config/user-template.js'
+import { configWarnings } from '../../src/config/warnings.js'
+import { hashPassword } from '../../src/auth-server/password.js'
+import { childEnvironment, requireUserFields } from '../../src/upstreams/stdio/environment.js'
 import { parseConfig, ConfigError } from '../../src/config/load.js'
 
 t.test('user values are escaped so they can never inject an argument or a path', async (t) => {
@@ -58,4 +60,36 @@ t.test('dataDir resolves against the working directory; ${gateway.dataDir} and c
   }
   t.equal(message, 'gw.yaml:5:10: servers[0].cwd: directory "/no/such/dir" does not exist')
   t.equal(parseConfig(base, 'gw.yaml', {}).dataDir, `${process.cwd()}/data`, 'default ./data')
+})
+
+t.test('a per-user value the user lacks (missing, empty or blank) is found, and refused naming the field', async (t) => {
+  const values = ['--owner=${user.name}', '/data/memory-${user.email}.jsonl', '${user.name}-${user.id}']
+  t.same(templateFields(values), ['name', 'email', 'id'])
+  t.same(templateFields(['${user.password}', 'plain']), [], 'unknown fields are the schema\'s concern')
+  t.equal(missingUserField(values, { id: 'a', name: 'alice', email: 'alice@example.com' }), undefined)
+  t.equal(missingUserField(values, { id: 'b', name: 'bob' }), 'email')
+  t.equal(missingUserField(values, { id: 'b', name: 'bob', email: '' }), 'email')
+  t.equal(missingUserField(values, { id: 'b', name: 'bob', email: '  ' }), 'email')
+  t.equal(missingUserField(['${user.name}'], { id: 'x', name: '' }), 'name')
+  t.equal(missingUserField(['no template'], { id: '', name: '' }), undefined)
+  let refusal: unknown
+  try {
+    requireUserFields('mem', values, { id: 'b', name: 'bob' })
+  } catch (err) {
+    refusal = err
+  }
+  t.match(refusal, { code: 'PORTCULLIS_ERR_USER_FIELD_MISSING', status: 403, data: { field: 'email' }, message: /MCP server "mem" needs your account's email \(\$\{user\.email\}\), and your account has none/ })
+  t.doesNotThrow(() => requireUserFields('mem', values, { id: 'a', name: 'alice', email: 'a@example.com' }))
+})
+
+t.test('configWarnings: per-user fields some local users lack, and anonymous callers when auth is off', async (t) => {
+  const hash = await hashPassword('a-password-for-this-test')
+  const server = (env: string): string => `servers:\n  - name: mem\n    transport: stdio\n    command: node\n    env: { DATA_FILE: "${env}" }\n`
+  const users = `auth:\n  users:\n    - { username: alice, passwordHash: "${hash}", email: alice@example.com }\n    - { username: bob, passwordHash: "${hash}" }\n    - { username: carol, passwordHash: "${hash}" }\n`
+  const warnings = configWarnings(parseConfig(`${users}${server('/data/${user.email}.jsonl')}`, 'gw.yaml', {}))
+  t.same(warnings.map((w) => ({ server: w.server, field: w.field, users: w.users })), [{ server: 'mem', field: 'email', users: ['bob', 'carol'] }])
+  t.match(warnings[0]?.message, /^servers\[0\] \(mem\): args\/env use \$\{user\.email\}, which local user\(s\) bob, carol lack: their requests to this server will be refused \(PORTCULLIS_ERR_USER_FIELD_MISSING\)/)
+  t.same(configWarnings(parseConfig(`${users}${server('/data/${user.name}.jsonl')}`, 'gw.yaml', {})), [], 'every local user has a name')
+  const open = configWarnings(parseConfig(`auth: { enabled: false }\n${server('/data/${user.email}.jsonl')}`, 'gw.yaml', {}))
+  t.match(open, [{ users: ['anonymous'], message: /"anonymous" \(auth is disabled: every caller\) lacks/ }])
 })

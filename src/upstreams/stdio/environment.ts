@@ -3,7 +3,8 @@
  * environment (never its secrets) plus the server's configured `env`, with
  * per-user values rendered.
  */
-import { renderUserTemplate } from '../../config/user-template.js'
+import { PortcullisError } from '../../errors.js'
+import { missingUserField, renderUserTemplate, type UserTemplateField } from '../../config/user-template.js'
 import type { UserIdentity } from '../../identity.js'
 
 /** Enough for programs to find binaries, a home, a locale and a temp dir — nothing else. */
@@ -17,4 +18,15 @@ export function childEnvironment (configured: Readonly<Record<string, string>>, 
   }
   for (const [key, value] of Object.entries(configured)) env[key] = renderUserTemplate(value, user)
   return env
+}
+
+const FIELD_WORDS: Readonly<Record<UserTemplateField, string>> = { id: 'user id', name: 'user name', email: 'email' }
+
+/** Refuses a user who lacks a value the server's per-user `args`/`env` need, naming the field. */
+export function requireUserFields (server: string, values: readonly string[], user: UserIdentity): void {
+  const field = missingUserField(values, user)
+  if (field === undefined) return
+  throw new PortcullisError('PORTCULLIS_ERR_USER_FIELD_MISSING',
+    `MCP server "${server}" needs your account's ${FIELD_WORDS[field]} (\${user.${field}}), and your account has none; ask an administrator to add it`,
+    { data: { field } })
 }

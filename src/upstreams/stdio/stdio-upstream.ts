@@ -7,12 +7,15 @@
  *   isolation session  one child per session, messages verbatim
  *   isolation user     one child per user, shared by that user's sessions
  *   isolation shared   one child for everyone
- * On user/shared channels the child's one real `initialize` handshake is made
- * with the first session's request; later sessions are answered from it.
+ * On user/shared channels a child's one real `initialize` handshake is made
+ * with the first session's request; later sessions asking the same protocol
+ * version are answered from it (another version gets a child of its own).
  *
  * 2026-07-28 clients (no sessions, per-request _meta) are served statelessly
- * by a child that speaks that revision, found once with a `server/discover`
- * probe on a dedicated child (the first exchange pins a child's era). When the
+ * by a child that speaks that revision: one per user (one for everyone when
+ * isolation is shared). The era is found once with a `server/discover` probe
+ * on a child started for the caller (the first exchange pins a child's era),
+ * which then serves that caller only. When the
  * server only speaks the 2025 era, a modern request gets the spec's fallback
  * signal: HTTP 400 whose body is not a modern JSON-RPC error, so the client
  * falls back to `initialize`.
@@ -30,7 +33,7 @@ import type { McpExchange, Upstream, UpstreamHealth } from '../types.js'
 import { sendRpcError } from '../respond.js'
 import { Channel, type ChannelClient, type DeliveryKind, type ReplySink } from './channel.js'
 import { McpChild } from './child-process.js'
-import { childEnvironment } from './environment.js'
+import { childEnvironment, requireUserFields } from './environment.js'
 import { EditingSink, isStreamSink, PostReply, SSE_HEADERS, sseEvent } from './reply.js'
 import type { ResponseEdit } from '../response-edit.js'
 
@@ -204,7 +207,7 @@ export class StdioUpstream implements Upstream {
     } catch (err) {
       const failure = err instanceof PortcullisError ? err : new PortcullisError('PORTCULLIS_ERR_INTERNAL', undefined, { cause: err })
       if (failure.status >= 500) ex.log.warn({ server: this.name, err: failure.cause ?? failure, code: failure.code }, 'stdio request failed')
-      sendRpcError(ex.res, failure, ex.inspection)
+      sendRpcError(ex.res, failure, ex.inspection, failure.data)
     }
   }
 
@@ -231,6 +234,8 @@ export class StdioUpstream implements Upstream {
     if (inspection === undefined) throw new PortcullisError('PORTCULLIS_ERR_INVALID_REQUEST')
     const first = inspection.messages[0]
     if (sessionId !== undefined) return this.postToSession(this.session(sessionId, ex.user), ex)
+    // Whatever the era or isolation, a caller lacking a per-user value is refused before any process starts for them.
+    this.requireUserValues(ex.user)
     if (!inspection.isBatch && inspection.modernVersion !== undefined) return this.handleModern(ex)
     if (!inspection.isBatch && first?.kind === 'request' && first.method === 'initialize') return this.initialize(ex, first)
     throw new PortcullisError('PORTCULLIS_ERR_SESSION_REQUIRED')
@@ -304,10 +309,28 @@ export class StdioUpstream implements Upstream {
     this.writeJson(ex.res, answer, { 'mcp-session-id': session.id })
   }
 
-  /** The one child (and handshake) behind isolation user/shared sessions. */
+  /**
+   * The child (and its one handshake) behind isolation user/shared sessions
+   * that ask for this protocol version.
+   *
+   * MCP basic/lifecycle "Version Negotiation": a server that supports the
+   * requested version MUST answer with it, otherwise with another version it
+   * supports. Only the child knows what it supports, and a stdio connection
+   * has exactly one handshake, so one child's answer is only known for the
+   * version it was asked. A session asking another version therefore gets a
+   * child (and handshake) of its own: every session is told the child's
+   * answer to its own request, never another session's. The child also
+   * supports the version it answered, so its connection serves sessions
+   * asking that version too. Capabilities, serverInfo and instructions are
+   * the child's and are shared. The cost is a process per distinct version
+   * asked (in practice the few published revisions), bounded by maxProcesses
+   * like every other process.
+   */
   private sharedChannel (user: UserIdentity, first: McpMessage): Promise<Channel> {
-    const key = this.config.isolation === 'user' ? `user:${user.id}` : 'shared'
-    return this.reuseOrCreate(this.sharedChannels, key, async () => {
+    const owner = this.config.isolation === 'user' ? `user:${user.id}` : 'shared'
+    const requested = first.params?.protocolVersion
+    const versionKey = (version: unknown): string => `${owner}|${typeof version === 'string' ? version : ''}`
+    return this.reuseOrCreate(this.sharedChannels, versionKey(requested), async () => {
       const child = await this.acquireChild(user, this.config.isolation === 'user' ? 'user' : 'shared')
       const channel = this.newChannel(child, false)
       let response: Record<string, unknown>
@@ -323,6 +346,8 @@ export class StdioUpstream implements Upstream {
         throw new PortcullisError('PORTCULLIS_ERR_UPSTREAM_UNAVAILABLE', `MCP server "${this.name}" refused initialize`)
       }
       channel.initializeResult = result as Record<string, unknown>
+      const answered = channel.initializeResult.protocolVersion
+      if (answered !== requested && !this.sharedChannels.has(versionKey(answered))) this.sharedChannels.set(versionKey(answered), Promise.resolve(channel))
       channel.forwardNotification({ label: 'gateway', deliver: () => {}, onChannelClosed: () => {} }, { jsonrpc: '2.0', method: 'notifications/initialized' }, undefined)
       this.recordSuccess()
       return channel
@@ -380,8 +405,15 @@ export class StdioUpstream implements Upstream {
     channel.detach(client)
   }
 
+  /**
+   * Stateless requests carry no session, so a process serving them can only
+   * belong to a user: each user gets a modern process of their own unless the
+   * server is `shared` (which has no per-user values: the schema refuses them).
+   * Under `session` isolation this is also what keeps one user's stateless
+   * calls from reaching state another user left in a process.
+   */
   private modernKey (user: UserIdentity): string {
-    return this.config.isolation === 'user' ? `user:${user.id}` : 'modern'
+    return this.config.isolation === 'shared' ? 'modern' : `user:${user.id}`
   }
 
   private modernChannel (user: UserIdentity): Promise<Channel> {
@@ -422,7 +454,9 @@ export class StdioUpstream implements Upstream {
     }
     const versions = (response?.result as { supportedVersions?: unknown } | undefined)?.supportedVersions
     if (Array.isArray(versions) && versions.some((v) => typeof v === 'string' && isModernRevision(v))) {
-      // Pinned to the modern era by this first exchange: it becomes the modern channel.
+      // Pinned to the modern era by this first exchange, and started with the prober's own
+      // per-user values: it becomes the modern channel of that user only (modernKey), never
+      // of the next caller. Another user's first stateless request starts their own process.
       this.children.set(child, 'modern')
       this.modernChannels.set(this.modernKey(user), Promise.resolve(channel))
       this.recordSuccess()
@@ -489,7 +523,14 @@ export class StdioUpstream implements Upstream {
     return child
   }
 
+  /** The caller has every per-user value the server's args and env use (never an empty, shared rendering). */
+  private requireUserValues (user: UserIdentity): void {
+    if (this.usesUserTemplates) requireUserFields(this.name, [...this.config.args, ...Object.values(this.config.env)], user)
+  }
+
   private spawn (user: UserIdentity, role: Role): McpChild {
+    // Also here, where values are rendered: no path may spawn a process with another's or an empty value.
+    this.requireUserValues(user)
     const child = new McpChild({
       server: this.name,
       command: this.config.command,
