@@ -3,7 +3,7 @@
 import t, { type Test } from 'tap'
 import { hashPassword } from '../../src/auth-server/password.js'
 import { connectWithOAuth, TestOAuthClient } from '../oauth-helpers.js'
-import { INIT_BODY, postJson, redisAvailable, scratchRedis, startGateway, startUpstream, textOf, type HttpFixture, type RunningGateway } from '../helpers.js'
+import { INIT_BODY, postJson, redisAvailable, scratchRedis, startGateway, startUpstream, stdioServer, textOf, type HttpFixture, type RunningGateway } from '../helpers.js'
 
 const PASSWORD = 'correct horse battery staple'
 const passwordHash = await hashPassword(PASSWORD)
@@ -145,4 +145,16 @@ t.test('with Redis, every replica enforces the owner recorded by another', async
   t.equal(ended.status, 200)
   await ended.arrayBuffer()
   t.same(await redis.keys(`${prefix}*http-session:fx:${alice.sessionId}`), [], 'DELETE at one replica removes the record for all')
+})
+
+t.test('a stdio session, too, belongs to the user and the client that opened it', async (t) => {
+  const gw = await startGateway(t, { auth: { users: USERS }, servers: [{ ...stdioServer('fx'), isolation: 'user' }] })
+  const first = await signIn(t, gw, 'alice')
+  const second = await signIn(t, gw, 'alice')
+  const bob = await signIn(t, gw, 'bob')
+  t.equal(await first.call('first client'), 'first client')
+  const call = { jsonrpc: '2.0', id: 5, method: 'tools/call', params: { name: 'echo', arguments: { text: 'x' } } }
+  t.equal((await postJson(gw.mcpUrl('fx'), call, withSession(second.token, first.sessionId))).status, 404, 'Alice\'s other client: 404')
+  t.equal((await postJson(gw.mcpUrl('fx'), call, withSession(bob.token, first.sessionId))).status, 404, 'Bob: 404')
+  t.equal((await postJson(gw.mcpUrl('fx'), call, withSession(first.token, first.sessionId))).status, 200, 'the first client: its session')
 })

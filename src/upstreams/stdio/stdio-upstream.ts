@@ -30,6 +30,7 @@ import { ANONYMOUS, type UserIdentity } from '../../identity.js'
 import { isModernRevision, FIRST_MODERN_REVISION } from '../../mcp/headers.js'
 import { META_PROTOCOL_VERSION, type McpMessage } from '../../mcp/jsonrpc.js'
 import type { McpExchange, Upstream, UpstreamHealth } from '../types.js'
+import { ownerKey, type SessionOwner } from '../session-owners.js'
 import { sendRpcError } from '../respond.js'
 import { Channel, type ChannelClient, type DeliveryKind, type ReplySink } from './channel.js'
 import { McpChild } from './child-process.js'
@@ -92,6 +93,8 @@ class LegacySession implements ChannelClient {
   constructor (
     readonly id: string,
     readonly user: UserIdentity,
+    /** The user and client that opened it (ownerKey): nobody else may use it. */
+    readonly owner: string,
     readonly channel: Channel,
     now: number,
     private readonly onLost: (session: LegacySession) => void,
@@ -213,10 +216,10 @@ export class StdioUpstream implements Upstream {
 
   // --- 2025 era: sessions ---------------------------------------------------
 
-  private session (sessionId: string, user: UserIdentity): LegacySession {
+  private session (sessionId: string, owner: SessionOwner): LegacySession {
     const session = this.sessions.get(sessionId)
     // Another user's session id is as good as unknown: no hint that it exists.
-    if (session === undefined || !session.isAlive || session.user.id !== user.id) {
+    if (session === undefined || !session.isAlive || session.owner !== ownerKey(owner)) {
       throw new PortcullisError('PORTCULLIS_ERR_SESSION_NOT_FOUND')
     }
     session.lastActivityAt = this.now()
@@ -233,7 +236,7 @@ export class StdioUpstream implements Upstream {
     const inspection = ex.inspection
     if (inspection === undefined) throw new PortcullisError('PORTCULLIS_ERR_INVALID_REQUEST')
     const first = inspection.messages[0]
-    if (sessionId !== undefined) return this.postToSession(this.session(sessionId, ex.user), ex)
+    if (sessionId !== undefined) return this.postToSession(this.session(sessionId, ex.owner), ex)
     // Whatever the era or isolation, a caller lacking a per-user value is refused before any process starts for them.
     this.requireUserValues(ex.user)
     if (!inspection.isBatch && inspection.modernVersion !== undefined) return this.handleModern(ex)
@@ -279,7 +282,7 @@ export class StdioUpstream implements Upstream {
     if (this.config.isolation === 'session') {
       const child = await this.acquireChild(user, 'session')
       const channel = this.newChannel(child, true)
-      session = new LegacySession(randomUUID(), user, channel, this.now(), (s) => this.forget(s))
+      session = new LegacySession(randomUUID(), user, ownerKey(ex.owner), channel, this.now(), (s) => this.forget(s))
       channel.attach(session)
       const handshake = captureSink()
       // The handshake's only bound is the start-up timeout (a cold npx can take a while).
@@ -298,7 +301,7 @@ export class StdioUpstream implements Upstream {
       this.recordSuccess()
     } else {
       const channel = await this.sharedChannel(user, first)
-      session = new LegacySession(randomUUID(), user, channel, this.now(), (s) => this.forget(s))
+      session = new LegacySession(randomUUID(), user, ownerKey(ex.owner), channel, this.now(), (s) => this.forget(s))
       channel.attach(session)
       answer = JSON.stringify({ jsonrpc: '2.0', id: first.id, result: channel.initializeResult })
     }
@@ -356,12 +359,12 @@ export class StdioUpstream implements Upstream {
 
   private handleGet (ex: McpExchange, sessionId: string | undefined): void {
     if (sessionId === undefined) throw new PortcullisError('PORTCULLIS_ERR_SESSION_REQUIRED')
-    this.session(sessionId, ex.user).openStream(ex.res)
+    this.session(sessionId, ex.owner).openStream(ex.res)
   }
 
   private async handleDelete (ex: McpExchange, sessionId: string | undefined): Promise<void> {
     if (sessionId === undefined) throw new PortcullisError('PORTCULLIS_ERR_SESSION_REQUIRED')
-    const session = this.session(sessionId, ex.user)
+    const session = this.session(sessionId, ex.owner)
     await this.closeSession(session, 'deleted by the client')
     ex.res.writeHead(200).end()
   }
