@@ -33,6 +33,7 @@ import { StdioUpstream } from './upstreams/stdio/stdio-upstream.js'
 import { SessionDirectory } from './cluster/sessions.js'
 import { ReplicaForwarder } from './cluster/forward.js'
 import { SessionOwners } from './upstreams/session-owners.js'
+import { StreamKeeper } from './upstreams/stream-keeper.js'
 import { bearerChallenge } from './resource-server/challenge.js'
 import type { ServerConfig } from './config/schema.js'
 import { createRedisClient, waitUntilReady, type RedisClient } from './store/redis-client.js'
@@ -116,14 +117,17 @@ export async function buildApp (config: Config, options: BuildOptions = {}): Pro
     : new SessionDirectory(store, advertiseUrl, (name) => idleTimeoutOf(config, name), app.log, now)
   const forwarder = advertiseUrl === undefined ? undefined : new ReplicaForwarder(advertiseUrl, config.bodyLimit)
   const httpSessionOwners = new SessionOwners(store, app.log, (name) => idleTimeoutOf(config, name), now)
+  const streamKeeper = new StreamKeeper(config.streamKeepAliveMs)
   const upstreams = createUpstreams(config, {
     httpSessionOwners,
+    streamKeeper,
     log: app.log,
     version: VERSION,
     now,
     onStdioExit: (server) => metrics.stdioRestarts.inc({ server }),
     ...(directory === undefined ? {} : { sessionHooks: directory }),
   })
+  metrics.upstreamLoads = () => [...upstreams.values()].map((u) => [u.name, u.load()] as const)
   metrics.stdioProcessCounts = () => [...upstreams.values()].flatMap((u) => u instanceof StdioUpstream ? [[u.name, u.processCount] as const] : [])
   const isOriginAllowed = createOriginPolicy(config.publicUrl, config.allowedOrigins)
 
@@ -190,6 +194,7 @@ export async function buildApp (config: Config, options: BuildOptions = {}): Pro
   app.addHook('onClose', async () => {
     await Promise.all([...upstreams.values()].map((u) => u.close()))
     httpSessionOwners.close()
+    streamKeeper.close()
     if (options.store === undefined) await store.close()
     await audit?.close()
     await forwarder?.close()

@@ -65,6 +65,7 @@ export const ERRORS = {
   PORTCULLIS_ERR_LEGACY_UPSTREAM: { status: 400, rpcCode: JSONRPC.LEGACY_BAD_REQUEST, message: 'Bad Request: this MCP server speaks protocol revision 2025-11-25 or earlier; send initialize' },
   PORTCULLIS_ERR_CAPACITY: { status: 503, rpcCode: JSONRPC.INTERNAL_ERROR, message: 'Upstream MCP server is at its process limit; retry shortly' },
   PORTCULLIS_ERR_UPSTREAM_RESTARTING: { status: 503, rpcCode: JSONRPC.INTERNAL_ERROR, message: 'Upstream MCP server keeps failing; new processes are paused' },
+  PORTCULLIS_ERR_UPSTREAM_BUSY: { status: 503, rpcCode: JSONRPC.INTERNAL_ERROR, message: 'Upstream MCP server is at the connection or stream budget the gateway allows it; retry shortly' },
   PORTCULLIS_ERR_STORE_UNAVAILABLE: { status: 503, rpcCode: JSONRPC.INTERNAL_ERROR, message: 'The gateway cannot reach its store right now; retry shortly' },
   PORTCULLIS_ERR_SHUTTING_DOWN: { status: 503, rpcCode: JSONRPC.INTERNAL_ERROR, message: 'Gateway is shutting down; retry on another instance' },
   PORTCULLIS_ERR_INTERNAL: { status: 500, rpcCode: JSONRPC.INTERNAL_ERROR, message: 'Internal gateway error' },

@@ -109,7 +109,9 @@ export class ReplicaForwarder {
         this.pools.delete(oldest)
         void stale.close()
       }
-      pool = new Pool(origin, { connections: 32, connectTimeout: CONNECT_TIMEOUT_MS, headersTimeout: HEADERS_TIMEOUT_MS, bodyTimeout: 0 })
+      // No connection cap: relayed GET streams each hold one, and a small pool shared with
+      // ordinary requests would let long-lived streams starve them (a queue, i.e. a hang).
+      pool = new Pool(origin, { connections: null, connectTimeout: CONNECT_TIMEOUT_MS, headersTimeout: HEADERS_TIMEOUT_MS, bodyTimeout: 0 })
       this.pools.set(origin, pool)
     }
     return pool

@@ -23,6 +23,12 @@ export const DEFAULT_UPSTREAM_TIMEOUT_MS = 60_000
  */
 export const DEFAULT_HTTP_SESSION_IDLE_TIMEOUT_MS = 8 * 3600_000
 
+/**
+ * Event streams to clients silent this long get an SSE comment line. Below nginx's shipped
+ * proxy_read_timeout (1 h) and the common 60 s idle timeout of cloud load balancers.
+ */
+export const DEFAULT_STREAM_KEEPALIVE_MS = 30_000
+
 /** How long graceful shutdown waits for in-flight requests before cutting them. */
 export const DEFAULT_SHUTDOWN_TIMEOUT_MS = 10_000
 

@@ -8,7 +8,7 @@ import {
   BASE_SCOPE, DEFAULT_ACCESS_TOKEN_TTL, DEFAULT_AUDIT_DESTINATION, DEFAULT_LOGIN_RATE, DEFAULT_TOKEN_RATE, DEFAULT_LOGIN_FAILURE_WINDOW, DEFAULT_LOGIN_MAX_FAILURES, DEFAULT_LOGIN_MAX_FAILURES_PER_IP,
   DEFAULT_REFRESH_TOKEN_REUSE_GRACE, DEFAULT_REGISTERED_CLIENT_TTL, DEFAULT_REFRESH_TOKEN_TTL, RESERVED_SCOPES,
   DEFAULT_BODY_LIMIT_BYTES, DEFAULT_DATA_DIR, DEFAULT_LISTEN_HOST, DEFAULT_LISTEN_PORT, DEFAULT_SHUTDOWN_TIMEOUT_MS,
-  DEFAULT_STDIO_IDLE_TIMEOUT_MS, DEFAULT_HTTP_SESSION_IDLE_TIMEOUT_MS, DEFAULT_STDIO_MAX_MESSAGE_BYTES, DEFAULT_STDIO_MAX_PROCESSES, DEFAULT_STDIO_REQUEST_TIMEOUT_MS,
+  DEFAULT_STDIO_IDLE_TIMEOUT_MS, DEFAULT_HTTP_SESSION_IDLE_TIMEOUT_MS, DEFAULT_STREAM_KEEPALIVE_MS, DEFAULT_STDIO_MAX_MESSAGE_BYTES, DEFAULT_STDIO_MAX_PROCESSES, DEFAULT_STDIO_REQUEST_TIMEOUT_MS,
   DEFAULT_STDIO_STARTUP_TIMEOUT_MS, DEFAULT_UPSTREAM_TIMEOUT_MS, FIRST_RUN_USERNAME, RESERVED_SERVER_NAMES,
 } from './defaults.js'
 import { parseByteSize, parseDuration, parseRate } from './units.js'
@@ -150,6 +150,12 @@ const httpServerSchema = z.strictObject({
   timeoutMs: positiveMs('an upstream timeout').default(DEFAULT_UPSTREAM_TIMEOUT_MS),
   /** A session unused this long (no request, no open stream) is forgotten: its client gets 404 and starts again. */
   idleTimeoutMs: positiveMs('an idle timeout').default(DEFAULT_HTTP_SESSION_IDLE_TIMEOUT_MS),
+  /** Exchanges in flight to the upstream at most (connections over HTTP/1.1); beyond it 503 at once. Absent: no cap. */
+  maxConnections: wholeNumber('expected a number of connections').pipe(z.number().min(1, 'expected at least 1 connection')).optional(),
+  /** Event streams open at once (GET streams, streamed answers); a GET beyond it gets 503 at once. Absent: no cap. */
+  maxStreams: wholeNumber('expected a number of streams').pipe(z.number().min(1, 'expected at least 1 stream')).optional(),
+  /** Speak HTTP/2 to the upstream when it offers it (TLS, ALPN): many exchanges over few connections. */
+  http2: z.boolean().default(false),
   /** Scopes a token must carry to reach this server at all. */
   scopes: z.array(scopeName).default([]),
   ...policyFields,
@@ -378,6 +384,8 @@ export const configSchema = z.strictObject({
    */
   allowedOrigins: z.array(originPattern).default([]),
   shutdownTimeoutMs: positiveMs('a shutdown deadline').default(DEFAULT_SHUTDOWN_TIMEOUT_MS),
+  /** A comment line on event streams to clients silent this long, so proxies between do not cut them; 0: never. */
+  streamKeepAliveMs: wholeNumber('expected a keep-alive interval in milliseconds (a whole number)').pipe(z.number().min(0, 'expected 0 (off) or more milliseconds')).default(DEFAULT_STREAM_KEEPALIVE_MS),
   /** Where the gateway keeps state (created at start, mode 0700). Relative to the working directory. */
   dataDir: z.string().min(1, 'expected a directory path').default(DEFAULT_DATA_DIR),
   store: storeSchema.prefault({}),

@@ -33,6 +33,10 @@ export class Metrics {
   /** Where the stdio process counts come from when scraped (set once the upstreams exist). */
   stdioProcessCounts: () => Iterable<readonly [server: string, count: number]> = () => []
   readonly stdioProcesses: Gauge<'server'>
+  /** Where each server's open streams and exchanges in flight come from when scraped. */
+  upstreamLoads: () => Iterable<readonly [server: string, load: { readonly streams: number, readonly exchanges: number }]> = () => []
+  readonly openStreams: Gauge<'server'>
+  readonly exchangesInFlight: Gauge<'server'>
   readonly stdioRestarts = new Counter({ name: 'portcullis_stdio_restarts_total', help: 'stdio server processes that exited without being asked to (crashes), by server', labelNames: ['server'] as const, registers: [this.registry] })
   readonly tokensIssued = new Counter({ name: 'portcullis_oauth_tokens_issued_total', help: 'Tokens issued by the authorization server, by type', labelNames: ['type'] as const, registers: [this.registry] })
   private readonly toolLabels = new Map<string, Set<string>>()
@@ -46,6 +50,25 @@ export class Metrics {
       registers: [this.registry],
       collect () {
         for (const [server, count] of counts()) this.set({ server }, count)
+      },
+    })
+    const loads = (): Iterable<readonly [string, { readonly streams: number, readonly exchanges: number }]> => this.upstreamLoads()
+    this.openStreams = new Gauge({
+      name: 'portcullis_open_streams',
+      help: 'Event streams open to clients (GET streams and streamed answers), by server',
+      labelNames: ['server'] as const,
+      registers: [this.registry],
+      collect () {
+        for (const [server, load] of loads()) this.set({ server }, load.streams)
+      },
+    })
+    this.exchangesInFlight = new Gauge({
+      name: 'portcullis_upstream_exchanges_in_flight',
+      help: 'Requests and streams in flight to each server (HTTP/1.1 upstreams: connections in use)',
+      labelNames: ['server'] as const,
+      registers: [this.registry],
+      collect () {
+        for (const [server, load] of loads()) this.set({ server }, load.exchanges)
       },
     })
     collectDefaultMetrics({ register: this.registry, prefix: 'portcullis_' })

@@ -10,15 +10,16 @@
  * (MCP authorization, "Token Passthrough": forbidden).
  */
 import { connect } from 'node:net'
-import type { IncomingHttpHeaders } from 'node:http'
+import type { IncomingHttpHeaders, ServerResponse } from 'node:http'
 import { Pool, type Dispatcher } from 'undici'
 import { PortcullisError } from '../errors.js'
 import type { HttpServerConfig } from '../config/schema.js'
 import { READY_PROBE_CACHE_MS, READY_PROBE_TIMEOUT_MS } from '../config/defaults.js'
-import type { McpExchange, Upstream, UpstreamHealth } from './types.js'
+import type { McpExchange, Upstream, UpstreamHealth, UpstreamLoad } from './types.js'
 import { endSseWithError, sendRpcError } from './respond.js'
 import { editJsonBody, SseEditor } from './response-edit.js'
 import type { SessionOwners } from './session-owners.js'
+import type { KeptStream, StreamKeeper } from './stream-keeper.js'
 import { isStoreUnavailable } from '../store/types.js'
 
 const FORWARDED_REQUEST_HEADERS: ReadonlySet<string> = new Set([
@@ -32,7 +33,9 @@ const DROPPED_RESPONSE_HEADERS: ReadonlySet<string> = new Set([
   'set-cookie',
 ])
 
-const POOL_CONNECTIONS = 128
+/** undici's default for an HTTP/2 connection: exchanges one connection carries at once. */
+const H2_STREAMS_PER_CONNECTION = 100
+const BUSY_RETRY_AFTER_S = '1'
 
 export function upstreamRequestHeaders (incoming: IncomingHttpHeaders, extra: ReadonlySet<string>, configured: Readonly<Record<string, string>>): Record<string, string> {
   const out: Record<string, string> = {}
@@ -98,12 +101,14 @@ class Relay implements Dispatcher.DispatchHandler {
 
   /** Events that arrived while the answer's headers waited for a session's owner to be recorded. */
   private held: Array<() => void> | undefined
+  /** Set when the answer is an event stream. */
+  private kept: KeptStream | undefined
 
   constructor (
     private readonly ex: McpExchange,
     private readonly server: string,
     private readonly done: () => void,
-    private readonly sessions: RelaySessionHooks,
+    private readonly hooks: RelayHooks,
   ) {
     ex.res.on('close', this.onClientClose)
   }
@@ -120,7 +125,7 @@ class Relay implements Dispatcher.DispatchHandler {
 
   onResponseStart (controller: Dispatcher.DispatchController, statusCode: number, upstreamHeaders: Record<string, string | string[] | undefined>): void {
     if (statusCode < 200) return
-    const recording = this.sessions.onAnswer(statusCode, upstreamHeaders)
+    const recording = this.hooks.onAnswer(statusCode, upstreamHeaders)
     if (recording !== undefined) {
       // The client must not learn a session id before its owner is on record (another
       // replica may get its next request): hold the answer until the record is written.
@@ -169,9 +174,12 @@ class Relay implements Dispatcher.DispatchHandler {
       }
     }
     res.writeHead(statusCode, headers)
-    // Send the headers now: a client waits for them to know an event stream is open.
-    if (isSse) res.flushHeaders()
-    if (this.editor !== undefined) res.write(this.editor.prelude())
+    if (isSse) {
+      // Send the headers now: a client waits for them to know an event stream is open.
+      res.flushHeaders()
+      this.kept = this.hooks.onStream(res)
+    }
+    if (this.editor !== undefined) this.write(res, this.editor.prelude())
     if (res.destroyed) controller.abort(CLIENT_GONE)
   }
 
@@ -187,10 +195,17 @@ class Relay implements Dispatcher.DispatchHandler {
     }
     const { res } = this.ex
     const data = this.editor === undefined ? chunk : this.editor.push(chunk)
-    if (data.length > 0 && !res.write(data)) {
+    if (data.length > 0 && !this.write(res, data)) {
       controller.pause()
       res.once('drain', () => controller.resume())
     }
+  }
+
+  /** Writes to the client; an event stream's keep-alive clock starts again. */
+  private write (res: ServerResponse, data: Buffer | string): boolean {
+    const isWritten = res.write(data)
+    if (this.kept !== undefined) this.hooks.wrote(this.kept, data)
+    return isWritten
   }
 
   onResponseEnd (controller?: Dispatcher.DispatchController, trailers?: Record<string, string | string[] | undefined>): void {
@@ -247,10 +262,13 @@ class Relay implements Dispatcher.DispatchHandler {
   }
 }
 
-/** What a relay tells the session records about the upstream's answer. */
-interface RelaySessionHooks {
+/** What a relay tells its upstream about the answer. */
+interface RelayHooks {
   /** A promise to wait for before the client may see the answer (a new session being recorded). */
   onAnswer: (statusCode: number, headers: Record<string, string | string[] | undefined>) => Promise<void> | undefined
+  /** The answer is an event stream (counted while open, kept alive). */
+  onStream: (res: ServerResponse) => KeptStream
+  wrote: (stream: KeptStream, data: Buffer | string) => void
 }
 
 function headerValue (headers: Record<string, string | string[] | undefined>, name: string): string | undefined {
@@ -266,18 +284,29 @@ export class HttpUpstream implements Upstream {
   private readonly path: string
   private readonly extraHeaders: ReadonlySet<string>
   private readonly relays = new Set<Relay>()
+  /** Exchanges in flight: over HTTP/1.1 each holds one upstream connection. */
+  private inFlight = 0
+  /** Event streams open to clients: GET streams and POST answers that turned into SSE. */
+  private streams = 0
+  private readonly maxInFlight: number
   private isClosed = false
   private closing: Promise<void> | undefined
   private lastProbe: { at: number, result: Promise<UpstreamHealth> } | undefined
 
-  constructor (private readonly config: HttpServerConfig, private readonly owners: SessionOwners) {
+  constructor (private readonly config: HttpServerConfig, private readonly owners: SessionOwners, private readonly keeper: StreamKeeper) {
     this.name = config.name
     const url = new URL(config.url)
     this.origin = url.origin
     this.path = `${url.pathname}${url.search}`
     this.extraHeaders = new Set(config.forwardHeaders.map((h) => h.toLowerCase()))
+    const maxConnections = config.maxConnections
+    this.maxInFlight = maxConnections === undefined ? Infinity : config.http2 ? maxConnections * H2_STREAMS_PER_CONNECTION : maxConnections
     this.pool = new Pool(this.origin, {
-      connections: POOL_CONNECTIONS,
+      // No fixed cap by default: long-lived streams each hold a connection (HTTP/1.1), and a
+      // small pool shared with ordinary requests let 128 streams stop a server for everyone.
+      // Where the operator caps it, the gateway refuses at the cap instead of queueing (a hang).
+      connections: maxConnections ?? null,
+      allowH2: config.http2,
       connectTimeout: Math.min(config.timeoutMs, 10_000),
       // Per-request timeouts are set in dispatch(); these are only the pool's fallbacks.
       headersTimeout: config.timeoutMs,
@@ -307,16 +336,54 @@ export class HttpUpstream implements Upstream {
         return
       }
     }
+    const busy = this.refusal(ex.method === 'GET')
+    if (busy !== undefined) {
+      ex.log.warn({ server: this.name, inFlight: this.inFlight, streams: this.streams }, 'upstream at its connection or stream budget; refused')
+      sendRpcError(ex.res, busy, ex.inspection)
+      return
+    }
     const release = sessionId === undefined ? undefined : this.owners.hold(this.name, sessionId)
+    const isGet = ex.method === 'GET'
+    this.inFlight++
+    if (isGet) this.streams++
     try {
-      await this.dispatch(ex, sessionId)
+      await this.dispatch(ex, sessionId, isGet)
     } finally {
+      this.inFlight--
+      if (isGet) this.streams--
       release?.()
     }
   }
 
-  private dispatch (ex: McpExchange, sessionId: string | undefined): Promise<void> {
-    const hooks: RelaySessionHooks = {
+  /** 503 at once at a budget the operator set (servers[].maxConnections, maxStreams): never a queue. */
+  private refusal (isStream: boolean): PortcullisError | undefined {
+    const headers = { 'retry-after': BUSY_RETRY_AFTER_S }
+    if (this.inFlight >= this.maxInFlight) {
+      return new PortcullisError('PORTCULLIS_ERR_UPSTREAM_BUSY', `MCP server "${this.name}" has ${this.inFlight} requests in flight (servers[].maxConnections)`, { headers })
+    }
+    const maxStreams = this.config.maxStreams
+    if (isStream && maxStreams !== undefined && this.streams >= maxStreams) {
+      return new PortcullisError('PORTCULLIS_ERR_UPSTREAM_BUSY', `MCP server "${this.name}" has ${this.streams} event streams open (servers[].maxStreams)`, { headers })
+    }
+    return undefined
+  }
+
+  load (): UpstreamLoad {
+    return { streams: this.streams, exchanges: this.inFlight }
+  }
+
+  private dispatch (ex: McpExchange, sessionId: string | undefined, isGet: boolean): Promise<void> {
+    let isCountedPost = false
+    const hooks: RelayHooks = {
+      onStream: (res) => {
+        // A GET was counted when admitted; a POST answer turning into a stream counts from now.
+        if (!isGet) {
+          isCountedPost = true
+          this.streams++
+        }
+        return this.keeper.add(res)
+      },
+      wrote: (stream, data) => this.keeper.wrote(stream, data),
       onAnswer: (statusCode, headers) => {
         if (sessionId !== undefined) {
           // The session ended: by the client's DELETE, or the upstream no longer knows it.
@@ -331,6 +398,7 @@ export class HttpUpstream implements Upstream {
     return new Promise((resolve) => {
       const relay = new Relay(ex, this.name, () => {
         this.relays.delete(relay)
+        if (isCountedPost) this.streams--
         resolve()
       }, hooks)
       this.relays.add(relay)
@@ -354,7 +422,19 @@ export class HttpUpstream implements Upstream {
     if (this.lastProbe === undefined || now - this.lastProbe.at > READY_PROBE_CACHE_MS) {
       this.lastProbe = { at: now, result: this.connectProbe() }
     }
-    return this.lastProbe.result
+    // The reachability check is cached; what the server carries is told as it is now.
+    return this.lastProbe.result.then((health) => ({ ...health, ...this.budgets() }))
+  }
+
+  /** Streams and exchanges now, and whether a budget the operator set is reached. */
+  private budgets (): Record<string, number | boolean> {
+    const { maxStreams, maxConnections } = this.config
+    return {
+      streams: this.streams,
+      exchanges: this.inFlight,
+      ...(maxStreams === undefined ? {} : { maxStreams, isAtStreamBudget: this.streams >= maxStreams }),
+      ...(maxConnections === undefined ? {} : { maxConnections, isAtConnectionBudget: this.inFlight >= this.maxInFlight }),
+    }
   }
 
   private connectProbe (): Promise<UpstreamHealth> {

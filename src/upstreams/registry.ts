@@ -5,6 +5,7 @@ import { HttpUpstream } from './http-upstream.js'
 import { StdioUpstream, type SessionHooks } from './stdio/stdio-upstream.js'
 import type { Upstream } from './types.js'
 import type { SessionOwners } from './session-owners.js'
+import type { StreamKeeper } from './stream-keeper.js'
 
 export interface UpstreamOptions {
   readonly log: FastifyBaseLogger
@@ -17,13 +18,15 @@ export interface UpstreamOptions {
   readonly sessionHooks?: SessionHooks
   /** Who opened each HTTP upstream session. */
   readonly httpSessionOwners: SessionOwners
+  /** Keep-alive comments on idle client event streams. */
+  readonly streamKeeper: StreamKeeper
 }
 
 export function createUpstreams (config: Config, options: UpstreamOptions): Map<string, Upstream> {
   const upstreams = new Map<string, Upstream>()
   for (const server of config.servers) {
     upstreams.set(server.name, server.transport === 'http'
-      ? new HttpUpstream(server, options.httpSessionOwners)
+      ? new HttpUpstream(server, options.httpSessionOwners, options.streamKeeper)
       : new StdioUpstream({
         config: server,
         log: options.log,
@@ -31,6 +34,7 @@ export function createUpstreams (config: Config, options: UpstreamOptions): Map<
         ...(options.now === undefined ? {} : { now: options.now }),
         ...(options.onStdioExit === undefined ? {} : { onUnexpectedExit: () => options.onStdioExit?.(server.name) }),
         ...(options.sessionHooks === undefined ? {} : { sessionHooks: options.sessionHooks }),
+        streamKeeper: options.streamKeeper,
       }))
   }
   return upstreams

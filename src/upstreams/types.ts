@@ -37,11 +37,20 @@ export interface UpstreamHealth {
   readonly [detail: string]: unknown
 }
 
+/** What an upstream carries right now (metrics, /readyz). */
+export interface UpstreamLoad {
+  /** Event streams open to clients (GET streams, streamed answers). */
+  readonly streams: number
+  /** Exchanges in flight (over HTTP/1.1, one upstream connection each). */
+  readonly exchanges: number
+}
+
 export interface Upstream {
   readonly name: string
   readonly transport: string
   /** Answers the exchange completely (writes and ends `res`); never throws for upstream faults. */
   handle: (exchange: McpExchange) => Promise<void>
+  load: () => UpstreamLoad
   /** A cheap reachability check for /readyz. */
   probe: () => Promise<UpstreamHealth>
   /**

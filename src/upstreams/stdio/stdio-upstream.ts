@@ -29,8 +29,9 @@ import { hasUserTemplate, renderUserTemplate } from '../../config/user-template.
 import { ANONYMOUS, type UserIdentity } from '../../identity.js'
 import { isModernRevision, FIRST_MODERN_REVISION } from '../../mcp/headers.js'
 import { META_PROTOCOL_VERSION, type McpMessage } from '../../mcp/jsonrpc.js'
-import type { McpExchange, Upstream, UpstreamHealth } from '../types.js'
+import type { McpExchange, Upstream, UpstreamHealth, UpstreamLoad } from '../types.js'
 import { ownerKey, type SessionOwner } from '../session-owners.js'
+import type { KeptStream, StreamKeeper } from '../stream-keeper.js'
 import { sendRpcError } from '../respond.js'
 import { Channel, type ChannelClient, type DeliveryKind, type ReplySink } from './channel.js'
 import { McpChild } from './child-process.js'
@@ -63,6 +64,8 @@ export interface StdioUpstreamOptions {
   readonly onUnexpectedExit?: () => void
   /** Told when 2025-era sessions open, are used and end (the replicas' session directory). */
   readonly sessionHooks?: SessionHooks
+  /** Keep-alive comments on idle GET streams. */
+  readonly streamKeeper?: StreamKeeper
 }
 
 export interface SessionHooks {
@@ -88,6 +91,9 @@ class LegacySession implements ChannelClient {
   isAlive = true
   readonly activeReplies = new Set<PostReply>()
   private stream: ServerResponse | undefined
+  /** Keep-alive comments while the GET stream is idle. */
+  private keeper: StreamKeeper | undefined
+  private kept: KeptStream | undefined
   private readonly backlog: string[] = []
 
   constructor (
@@ -108,7 +114,9 @@ class LegacySession implements ChannelClient {
     // Requests and logs raised while one of our calls runs belong on that call's stream.
     if (kind === 'related' && hinted !== undefined) return hinted.push(json)
     if (this.stream !== undefined && !this.stream.destroyed) {
-      this.stream.write(sseEvent(json))
+      const event = sseEvent(json)
+      this.stream.write(event)
+      if (this.kept !== undefined) this.keeper?.wrote(this.kept, event)
       return
     }
     const anyOpen: { push: (json: string) => void } | undefined = hinted ?? [...this.activeReplies].findLast((r) => r.isOpen)
@@ -124,13 +132,19 @@ class LegacySession implements ChannelClient {
   }
 
   /** The GET stream; a new one replaces an old one (a reconnecting client). */
-  openStream (res: ServerResponse): void {
+  openStream (res: ServerResponse, keeper: StreamKeeper | undefined): void {
     this.endStream()
     res.writeHead(200, SSE_HEADERS)
     res.flushHeaders()
     this.stream = res
+    this.keeper = keeper
+    this.kept = keeper?.add(res)
     for (const json of this.backlog.splice(0)) res.write(sseEvent(json))
     res.once('close', () => { if (this.stream === res) this.stream = undefined })
+  }
+
+  get hasOpenStream (): boolean {
+    return this.stream !== undefined && !this.stream.destroyed
   }
 
   endStream (): void {
@@ -359,7 +373,7 @@ export class StdioUpstream implements Upstream {
 
   private handleGet (ex: McpExchange, sessionId: string | undefined): void {
     if (sessionId === undefined) throw new PortcullisError('PORTCULLIS_ERR_SESSION_REQUIRED')
-    this.session(sessionId, ex.owner).openStream(ex.res)
+    this.session(sessionId, ex.owner).openStream(ex.res, this.options.streamKeeper)
   }
 
   private async handleDelete (ex: McpExchange, sessionId: string | undefined): Promise<void> {
@@ -621,6 +635,17 @@ export class StdioUpstream implements Upstream {
   }
 
   /** Processes alive now (warm, in sessions, being retired). */
+  /** Open GET streams, and POST answers in flight. */
+  load (): UpstreamLoad {
+    let streams = 0
+    let exchanges = 0
+    for (const session of this.sessions.values()) {
+      if (session.hasOpenStream) streams++
+      exchanges += session.activeReplies.size
+    }
+    return { streams, exchanges }
+  }
+
   get processCount (): number {
     return this.children.size
   }
