@@ -9,6 +9,8 @@
  * - RFC 8707: every access token is an ES256 JWT whose `aud` is one server
  * - refresh tokens for public clients without offline_access, rotated on
  *   every use, replay revokes the family (after a short grace window)
+ * - a revoked grant takes its access tokens with it: each JWT names its grant
+ *   (`grant_id`), checked against the revoked-grant list on every request
  *
  * Every option that departs from oidc-provider's defaults says why.
  */
@@ -23,6 +25,9 @@ import { SIGNING_ALG, type KeyMaterial } from './keys.js'
 import type { ResourceCatalog } from './resources.js'
 import type { UserDirectory } from './users.js'
 import { messagePage, PAGE_HEADERS } from './pages.js'
+import type { RevokedGrants } from '../resource-server/revoked-grants.js'
+import type { TokenVerifier } from '../resource-server/verify-token.js'
+import { revokeJwtAccessTokens } from './revoke-access-token.js'
 
 export const OAUTH_ROUTES = {
   authorization: '/oauth/authorize',
@@ -76,6 +81,10 @@ export interface ProviderDeps {
   readonly catalog: ResourceCatalog
   readonly isOriginAllowed: OriginPolicy
   readonly now: () => number
+  /** Revoked grants: every revocation goes through it, so access tokens die with their grant. */
+  readonly grants: RevokedGrants
+  /** The resource server's verifier (revoking a JWT access token checks it first). */
+  readonly verifier: TokenVerifier
   /** Outgoing fetch for Client ID Metadata Documents (tests point it at 127.0.0.1). */
   readonly fetch?: (url: URL | string, options: Record<string, unknown>) => Promise<Response>
 }
@@ -102,12 +111,18 @@ function staticClients (config: Config): ClientMetadata[] {
   }))
 }
 
+/** Access token lifetime in whole seconds, as tokens carry it. */
+export function accessTokenLifetimeS (config: Config): number {
+  return Math.max(1, Math.round(config.auth.accessTokenTtl / 1000))
+}
+
 export function createProvider (deps: ProviderDeps): Provider {
   const { config, store, keys, users, catalog } = deps
   const auth = config.auth
-  const accessTokenTtlS = Math.max(1, Math.round(auth.accessTokenTtl / 1000))
+  const accessTokenTtlS = accessTokenLifetimeS(config)
   const refreshTokenTtlS = Math.max(1, Math.round(auth.refreshTokenTtl / 1000))
   const clientScopes = new Map(auth.clients.map((c) => [c.clientId, c.scopes]))
+  const revokeGrant = async (grantId: string): Promise<void> => deps.grants.revoke(grantId)
 
   // Native (and every dynamically registered) client gets the consent prompt on every
   // authorization by default; consent here is remembered per user and client instead.
@@ -115,7 +130,7 @@ export function createProvider (deps: ProviderDeps): Provider {
   policy.get('consent')?.checks.remove('native_client_prompt')
 
   const configuration: Configuration = {
-    adapter: createAdapter(store, { refreshGraceS: Math.round(auth.refreshTokenReuseGrace / 1000), registeredClientTtlMs: auth.registeredClientTtl, now: deps.now }) as Configuration['adapter'],
+    adapter: createAdapter(store, { refreshGraceS: Math.round(auth.refreshTokenReuseGrace / 1000), registeredClientTtlMs: auth.registeredClientTtl, now: deps.now, revokeGrant }) as Configuration['adapter'],
     jwks: { keys: keys.signingKeys.map((k) => ({ ...k })) } as Configuration['jwks'],
     cookies: {
       keys: [...keys.cookieKeys],
@@ -228,11 +243,13 @@ export function createProvider (deps: ProviderDeps): Provider {
       }
     },
     // The gateway's policy reads who the user is from the token itself: no lookup per request.
+    // grant_id: the resource server refuses tokens of revoked grants (revoked-grants.ts).
     extraTokenClaims: (_ctx: KoaContextWithOIDC, token: object) => {
+      const grantId = 'grantId' in token && typeof token.grantId === 'string' ? { grant_id: token.grantId } : {}
       const accountId = 'accountId' in token && typeof token.accountId === 'string' ? token.accountId : undefined
       const account = accountId === undefined ? undefined : users.find(accountId)
-      if (account === undefined) return undefined
-      return { preferred_username: account.username, groups: [...account.groups], ...(account.email === undefined ? {} : { email: account.email }) }
+      if (account === undefined) return grantId
+      return { ...grantId, preferred_username: account.username, groups: [...account.groups], ...(account.email === undefined ? {} : { email: account.email }) }
     },
     // Public clients too, without offline_access (MCP clients rarely ask for it).
     issueRefreshToken: (_ctx: KoaContextWithOIDC, client: { grantTypeAllowed: (g: string) => boolean }) => client.grantTypeAllowed('refresh_token'),
@@ -276,6 +293,7 @@ export function createProvider (deps: ProviderDeps): Provider {
       ctx.body = { error: 'temporarily_unavailable', error_description: STORE_UNAVAILABLE_MESSAGE }
     }
   })
+  provider.use(revokeJwtAccessTokens({ verifier: deps.verifier, audiences: [config.publicUrl, ...config.servers.map((s) => catalog.urlOf(s.name))], revokeGrant }))
   // Registration answers browser-based clients too (oidc-provider sends no CORS there).
   provider.use(async (ctx, next) => {
     if (ctx.path.startsWith(OAUTH_ROUTES.registration)) {
