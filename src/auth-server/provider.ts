@@ -28,6 +28,7 @@ import { messagePage, PAGE_HEADERS } from './pages.js'
 import type { RevokedGrants } from '../resource-server/revoked-grants.js'
 import type { TokenVerifier } from '../resource-server/verify-token.js'
 import { revokeJwtAccessTokens } from './revoke-access-token.js'
+import { HTTP_REDIRECT_RULE, isForbiddenRedirect, isLoopbackOrNative } from './redirect-rule.js'
 
 export const OAUTH_ROUTES = {
   authorization: '/oauth/authorize',
@@ -66,7 +67,6 @@ export function presentAsPublic (req: IncomingMessage, publicUrl: URL, clientIp:
 }
 const AUTHORIZATION_CODE_TTL_S = 60
 const INTERACTION_TTL_S = 10 * 60
-const LOOPBACK_HOSTS = new Set(['127.0.0.1', 'localhost', '[::1]'])
 
 /** Consent is remembered per user and client, across browser sessions. */
 export function consentKey (accountId: string, clientId: string): string {
@@ -87,15 +87,6 @@ export interface ProviderDeps {
   readonly verifier: TokenVerifier
   /** Outgoing fetch for Client ID Metadata Documents (tests point it at 127.0.0.1). */
   readonly fetch?: (url: URL | string, options: Record<string, unknown>) => Promise<Response>
-}
-
-function isLoopbackOrNative (uri: string): boolean {
-  try {
-    const url = new URL(uri)
-    return url.protocol !== 'https:' && (url.protocol !== 'http:' || LOOPBACK_HOSTS.has(url.hostname))
-  } catch {
-    return false
-  }
 }
 
 function staticClients (config: Config): ClientMetadata[] {
@@ -202,8 +193,15 @@ export function createProvider (deps: ProviderDeps): Provider {
     },
     extraClientMetadata: {
       properties: ['scope', 'application_type', 'grant_types'],
-      // Runs before oidc-provider's own checks, for registrations (and updates) only.
+      // Runs before oidc-provider's own checks, for every client it builds: registered (DCR),
+      // fetched (Client ID Metadata Documents), loaded from the store, and listed in YAML.
       validator (ctx: KoaContextWithOIDC | undefined, key: string, value: unknown, metadata: UnknownObject) {
+        if (key === 'application_type') {
+          // One redirect rule for every client source (redirect-rule.ts). CIMD documents are fetched
+          // at authorization time and reach no registration route: they are checked here too.
+          const uris = Array.isArray(metadata.redirect_uris) ? metadata.redirect_uris as unknown[] : []
+          if (uris.some((uri) => typeof uri === 'string' && isForbiddenRedirect(uri))) throw new errors.InvalidClientMetadata(`redirect_uris ${HTTP_REDIRECT_RULE}`)
+        }
         const route = ctx?.oidc?.route
         if (route !== 'registration' && route !== 'client_update') return
         if (key === 'scope') {
@@ -214,13 +212,6 @@ export function createProvider (deps: ProviderDeps): Provider {
           // Native rules are exactly MCP's: http only on loopback (any port), https elsewhere,
           // custom schemes (cursor://, vscode://) allowed.
           metadata.application_type = 'native'
-          for (const uri of (metadata.redirect_uris as string[] | undefined) ?? []) {
-            let url: URL | undefined
-            try { url = new URL(uri) } catch { url = undefined }
-            if (url?.protocol === 'http:' && !LOOPBACK_HOSTS.has(url.hostname)) {
-              throw new errors.InvalidClientMetadata('redirect_uris using http: must use a loopback host (127.0.0.1, localhost or [::1])')
-            }
-          }
         } else if (key === 'grant_types' && Array.isArray(value) && value.includes('client_credentials')) {
           throw new errors.InvalidClientMetadata('client_credentials is only for clients registered by the gateway operator')
         }

@@ -143,3 +143,10 @@ t.test('cluster.advertiseUrl: an origin, and only with a Redis store', async (t)
   t.match(errorOf(`auth: { registeredClientTtl: forever }\n${MINIMAL}`).message, /auth\.registeredClientTtl: /)
   t.equal(parseConfig(MINIMAL, 'gw.yaml', {}).auth.registeredClientTtl, 90 * 24 * 3600_000, 'registrations live 90 days unused by default')
 })
+
+t.test('a YAML client whose redirect URI is plain http to a non-loopback host is refused at load, naming the key', async (t) => {
+  const err = errorOf(`${MINIMAL}auth:\n  clients:\n    - clientId: web\n      redirectUris: [https://app.example.com/cb, http://evil.example/cb]\n`)
+  t.equal(err.message, 'gw.yaml:8:50: auth.clients[0].redirectUris[1]: "http://evil.example/cb": redirect URIs using http: must use a loopback host (127.0.0.1, localhost or [::1]); use https: or a custom scheme elsewhere')
+  const ok = parseConfig(`${MINIMAL}auth:\n  clients:\n    - clientId: cli\n      redirectUris: [http://127.0.0.1:8765/cb, "http://[::1]/cb", http://localhost/cb, https://app.example.com/cb, "cursor://cb"]\n`, 'gw.yaml', {})
+  t.equal(ok.auth.clients[0]?.redirectUris.length, 5, 'loopback http, https and custom schemes load')
+})
