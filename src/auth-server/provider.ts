@@ -212,6 +212,13 @@ export function createProvider (deps: ProviderDeps): Provider {
           // Native rules are exactly MCP's: http only on loopback (any port), https elsewhere,
           // custom schemes (cursor://, vscode://) allowed.
           metadata.application_type = 'native'
+          if (metadata.token_endpoint_auth_method === 'none') {
+            // RFC 7591 2: an omitted token_endpoint_auth_method means the default — here `none`
+            // (clientDefaults), a public client. oidc-provider generates a secret before that default
+            // applies (it reads client_secret_basic); a secret the client can never use is dropped.
+            delete metadata.client_secret
+            delete metadata.client_secret_expires_at
+          }
         } else if (key === 'grant_types' && Array.isArray(value) && value.includes('client_credentials')) {
           throw new errors.InvalidClientMetadata('client_credentials is only for clients registered by the gateway operator')
         }

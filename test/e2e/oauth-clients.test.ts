@@ -334,3 +334,40 @@ t.test('the consent page warns when every redirect URI of the client is a loopba
   const custom = await register(gw, { client_name: 'Cursor', redirect_uris: ['cursor://anysphere.cursor-retrieval/oauth/callback'], token_endpoint_auth_method: 'none' })
   t.notMatch(await consentOf(String(custom.json.client_id), 'cursor://anysphere.cursor-retrieval/oauth/callback'), /loopback-warning/, 'a custom scheme: no warning')
 })
+
+t.test('registration without token_endpoint_auth_method: a public client, no secret, and the code exchange works without one', async (t) => {
+  const gw = await gateway(t)
+  const exchange = async (clientId: string, auth: { basic?: string, post?: string } = {}): Promise<{ status: number, json: Record<string, unknown> }> => {
+    const { url, verifier } = authorizeUrl(gw, clientId, REDIRECT_URL)
+    const callback = await new HeadlessBrowser().authorize(url, { username: 'alice', password: PASSWORD })
+    const form = { grant_type: 'authorization_code', code: callback.searchParams.get('code') ?? '', code_verifier: verifier, redirect_uri: REDIRECT_URL, client_id: clientId, ...(auth.post === undefined ? {} : { client_secret: auth.post }) }
+    const headers: Record<string, string> = { 'content-type': 'application/x-www-form-urlencoded', ...(auth.basic === undefined ? {} : { authorization: `Basic ${Buffer.from(`${encodeURIComponent(clientId)}:${encodeURIComponent(auth.basic)}`).toString('base64')}` }) }
+    const res = await fetch(`${gw.baseUrl}/oauth/token`, { method: 'POST', headers, body: new URLSearchParams(form).toString() })
+    return { status: res.status, json: await res.json() as Record<string, unknown> }
+  }
+
+  const bare = await register(gw, { client_name: 'No method', redirect_uris: [REDIRECT_URL] })
+  t.equal(bare.status, 201)
+  t.equal(bare.json.token_endpoint_auth_method, 'none', 'says none')
+  t.notOk('client_secret' in bare.json, 'and has no client_secret')
+  t.notOk('client_secret_expires_at' in bare.json)
+  const read = await fetch(String(bare.json.registration_client_uri), { headers: { authorization: `Bearer ${String(bare.json.registration_access_token)}` } })
+  t.notOk('client_secret' in (await read.json() as Record<string, unknown>), 'nor does reading the registration back (RFC 7592)')
+  const publicExchange = await exchange(String(bare.json.client_id))
+  t.equal(publicExchange.status, 200, 'the code is exchanged with client_id alone (PKCE)')
+  t.type(publicExchange.json.access_token, 'string')
+
+  // A client that asks for a secret gets one that works, with the method it asked for.
+  for (const method of ['client_secret_basic', 'client_secret_post'] as const) {
+    const confidential = await register(gw, { client_name: method, redirect_uris: [REDIRECT_URL], token_endpoint_auth_method: method })
+    t.equal(confidential.status, 201, method)
+    t.equal(confidential.json.token_endpoint_auth_method, method)
+    const secret = String(confidential.json.client_secret)
+    t.ok(secret.length >= 32, `${method}: a secret is issued`)
+    const clientId = String(confidential.json.client_id)
+    t.equal((await exchange(clientId)).json.error, 'invalid_client', `${method}: without the secret, refused`)
+    const withSecret = await exchange(clientId, method === 'client_secret_basic' ? { basic: secret } : { post: secret })
+    t.equal(withSecret.status, 200, `${method}: with the secret, tokens`)
+    t.type(withSecret.json.access_token, 'string')
+  }
+})
