@@ -19,11 +19,12 @@ import { isStoreUnavailable, type Store } from './store/types.js'
 import { loadKeys } from './auth-server/keys.js'
 import { UserDirectory, type FirstRunAccount } from './auth-server/users.js'
 import { ResourceCatalog } from './auth-server/resources.js'
-import { createProvider, type ProviderDeps } from './auth-server/provider.js'
+import { accessTokenLifetimeS, createProvider, type ProviderDeps } from './auth-server/provider.js'
 import { authServerRoutes } from './auth-server/plugin.js'
 import { interactionRoutes } from './auth-server/interactions.js'
 import { createAuthenticator, resourceMetadataRoutes, type Authenticator } from './resource-server/plugin.js'
-import { TokenVerifier } from './resource-server/verify-token.js'
+import { TOKEN_CLOCK_TOLERANCE_S, TokenVerifier } from './resource-server/verify-token.js'
+import { RevokedGrants } from './resource-server/revoked-grants.js'
 import rateLimitPlugin from '@fastify/rate-limit'
 import type { DestinationStream } from 'pino'
 import { RateLimiter } from './rate-limit/limiter.js'
@@ -148,12 +149,18 @@ export async function buildApp (config: Config, options: BuildOptions = {}): Pro
   let authenticate: Authenticator | undefined
   let scopeChallenge: ((server: ServerConfig, scopes: readonly string[], description: string) => string) | undefined
   let firstRun: FirstRunAccount | undefined
+  let grants: RevokedGrants | undefined
   if (config.auth.enabled) {
     const keys = await loadKeys(store, config.auth.signingKeysFile)
     const users = await UserDirectory.load(config.auth.users, store, config.dataDir)
     firstRun = users.firstRun
     const catalog = new ResourceCatalog(config)
-    const provider = createProvider({ config, store, keys, users, catalog, isOriginAllowed, now, ...(options.fetch === undefined ? {} : { fetch: options.fetch }) })
+    // A revoked grant is listed until its last access token would have expired.
+    const revokedGrants = new RevokedGrants({ store, retentionMs: (accessTokenLifetimeS(config) + TOKEN_CLOCK_TOLERANCE_S) * 1000, now, log: app.log })
+    grants = revokedGrants
+    await revokedGrants.start()
+    const verifier = new TokenVerifier({ issuer: config.publicUrl, jwks: { keys: [...keys.publicJwks.keys] }, now, isGrantRevoked: (grantId) => revokedGrants.has(grantId) })
+    const provider = createProvider({ config, store, keys, users, catalog, isOriginAllowed, now, grants: revokedGrants, verifier, ...(options.fetch === undefined ? {} : { fetch: options.fetch }) })
     // Reads the X-Forwarded-* headers presentAsPublic() sets from publicUrl (never the client's own).
     provider.proxy = true
     provider.on('server_error', (_ctx: unknown, err: Error) => {
@@ -177,7 +184,6 @@ export async function buildApp (config: Config, options: BuildOptions = {}): Pro
     await app.register(interactionRoutes, { provider, config, store, keys, users, catalog, limiter })
     const isGatewayWideAllowed = config.auth.defaultResource === 'all'
     await app.register(resourceMetadataRoutes, { catalog, servers: config.servers, isGatewayWideAllowed })
-    const verifier = new TokenVerifier({ issuer: config.publicUrl, jwks: { keys: [...keys.publicJwks.keys] }, now })
     authenticate = createAuthenticator(catalog, verifier, isGatewayWideAllowed, (result) => metrics.tokenValidations.inc({ result }))
     scopeChallenge = (server, scopes, description) => bearerChallenge({ resourceMetadata: catalog.metadataUrlOf(server.name), scopes, error: 'insufficient_scope', description })
   }
@@ -192,6 +198,7 @@ export async function buildApp (config: Config, options: BuildOptions = {}): Pro
     for (const upstream of upstreams.values()) upstream.closeStreams()
   })
   app.addHook('onClose', async () => {
+    grants?.stop()
     await Promise.all([...upstreams.values()].map((u) => u.close()))
     httpSessionOwners.close()
     streamKeeper.close()

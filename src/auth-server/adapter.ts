@@ -14,6 +14,10 @@
  *   after rotation the old token still works (clients that refresh twice in
  *   parallel); after it, a replay is reuse, and oidc-provider revokes the
  *   whole grant (refresh token family).
+ * - Every revocation of a grant — code replay, refresh-token reuse, the
+ *   revocation endpoint, a destroyed Grant, the cross-replica races above —
+ *   goes through `revokeGrant`, which also voids the grant's access tokens
+ *   (JWTs, never stored) on every replica (resource-server/revoked-grants.ts).
  * - Registered clients expire `registeredClientTtl` after their last use
  *   (sliding: each use moves the expiry, at most once a day per replica), so
  *   abandoned dynamic registrations do not grow the store without bound.
@@ -25,6 +29,8 @@ export interface AdapterOptions {
   readonly refreshGraceS: number
   readonly registeredClientTtlMs: number
   readonly now: () => number
+  /** Deletes the grant's records and voids its access tokens everywhere. */
+  readonly revokeGrant: (grantId: string) => Promise<void>
 }
 
 /** Remembered last expiry moves per client, at most this many (then forgotten: one extra write each). */
@@ -92,16 +98,19 @@ export function createAdapter (store: Store, options: AdapterOptions): new (mode
       const isSpent = SINGLE_USE.has(this.model) || (this.model === 'RefreshToken' && nowS() - earlier >= options.refreshGraceS)
       if (!isSpent) return
       const payload = await store.find(this.model, id)
-      if (typeof payload?.grantId === 'string') await store.revokeByGrantId(payload.grantId)
+      if (typeof payload?.grantId === 'string') await options.revokeGrant(payload.grantId)
       throw new errors.InvalidGrant(this.model === 'RefreshToken' ? 'refresh token already used' : 'authorization code already used')
     }
 
     async destroy (id: string): Promise<void> {
-      await store.destroy(this.model, id)
+      // oidc-provider destroys a Grant only when revoking it (helpers/revoke.js): its tokens go with it.
+      if (this.model === 'Grant') await options.revokeGrant(id)
+      else await store.destroy(this.model, id)
     }
 
+    /** oidc-provider calls this once per token model on each revocation (helpers/revoke.js); one is enough, more are harmless. */
     async revokeByGrantId (grantId: string): Promise<void> {
-      await store.revokeByGrantId(grantId)
+      await options.revokeGrant(grantId)
     }
   }
 }

@@ -14,6 +14,7 @@ import type { Config } from '../config/schema.js'
 import { isStoreUnavailable, type Store } from '../store/types.js'
 import type { KeyMaterial } from './keys.js'
 import { consentPage, loginPage, messagePage, PAGE_HEADERS } from './pages.js'
+import { isLoopbackRedirect } from './redirect-rule.js'
 import { consentKey, INTERACTION_PATH, presentAsPublic, STORE_RETRY_AFTER_S, STORE_UNAVAILABLE_PAGE } from './provider.js'
 import type { ResourceCatalog } from './resources.js'
 import type { UserDirectory } from './users.js'
@@ -107,6 +108,12 @@ export async function interactionRoutes (app: FastifyInstance, opts: Interaction
     const client = await provider.Client.find(clientId).catch(() => undefined)
     return client?.clientName ?? clientId
   }
+  /** Every redirect URI of the client is loopback: the code goes to whatever listens on that port. */
+  const isLoopbackOnly = async (clientId: string): Promise<boolean> => {
+    const client = await provider.Client.find(clientId).catch(() => undefined)
+    const uris = client?.redirectUris ?? []
+    return uris.length > 0 && uris.every(isLoopbackRedirect)
+  }
 
   const renderLogin = async (reply: FastifyReply, interaction: InteractionDetails, status = 200, error?: string, username?: string): Promise<FastifyReply> => {
     return sendPage(reply, status, loginPage({
@@ -137,6 +144,7 @@ export async function interactionRoutes (app: FastifyInstance, opts: Interaction
         clientName: await clientNameOf(String(interaction.params.client_id)),
         clientId: String(interaction.params.client_id),
         redirectHost: redirectHost(interaction.params.redirect_uri),
+        isLoopbackOnly: await isLoopbackOnly(String(interaction.params.client_id)),
         username: interaction.session?.accountId ?? '',
         servers,
         scopes,

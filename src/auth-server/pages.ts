@@ -86,10 +86,21 @@ export interface ConsentView {
   readonly clientName: string
   readonly clientId: string
   readonly redirectHost: string
+  /** Every redirect URI of the client is a loopback address (warned about: see consentPage). */
+  readonly isLoopbackOnly: boolean
   readonly username: string
   readonly servers: ReadonlyArray<{ name: string, url: string }>
   readonly scopes: readonly string[]
 }
+
+/**
+ * MCP authorization (2025-11-25 and later), Security Considerations, "Localhost Redirect URI
+ * Risks": a client name or metadata document URL proves nothing about the program listening
+ * on a loopback port, so authorization servers SHOULD display additional warnings for
+ * localhost-only redirect URIs.
+ */
+const LOOPBACK_WARNING = `<p class="error" role="note" id="loopback-warning"><strong>Check that you started this yourself.</strong> This application receives your approval through a port on this computer. Any program running here could claim to be it: allow access only if you just asked this application to connect.</p>
+`
 
 export function consentPage (view: ConsentView): string {
   const servers = view.servers.map((s) => `<li><strong>${escapeHtml(s.name)}</strong> <span class="muted"><code>${escapeHtml(s.url)}</code></span></li>`).join('\n')
@@ -97,7 +108,7 @@ export function consentPage (view: ConsentView): string {
   return layout('Allow access?', `<h1>Allow access?</h1>
 <p><strong>${escapeHtml(view.clientName)}</strong> wants to act on your behalf, <strong>${escapeHtml(view.username)}</strong>.</p>
 <p>After you allow it, you are sent back to <strong>${escapeHtml(view.redirectHost)}</strong>.</p>
-<h2>MCP servers</h2>
+${view.isLoopbackOnly ? LOOPBACK_WARNING : ''}<h2>MCP servers</h2>
 <ul>
 ${servers}
 </ul>

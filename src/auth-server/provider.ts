@@ -9,6 +9,8 @@
  * - RFC 8707: every access token is an ES256 JWT whose `aud` is one server
  * - refresh tokens for public clients without offline_access, rotated on
  *   every use, replay revokes the family (after a short grace window)
+ * - a revoked grant takes its access tokens with it: each JWT names its grant
+ *   (`grant_id`), checked against the revoked-grant list on every request
  *
  * Every option that departs from oidc-provider's defaults says why.
  */
@@ -23,6 +25,10 @@ import { SIGNING_ALG, type KeyMaterial } from './keys.js'
 import type { ResourceCatalog } from './resources.js'
 import type { UserDirectory } from './users.js'
 import { messagePage, PAGE_HEADERS } from './pages.js'
+import type { RevokedGrants } from '../resource-server/revoked-grants.js'
+import type { TokenVerifier } from '../resource-server/verify-token.js'
+import { revokeJwtAccessTokens } from './revoke-access-token.js'
+import { HTTP_REDIRECT_RULE, isForbiddenRedirect, isLoopbackOrNative } from './redirect-rule.js'
 
 export const OAUTH_ROUTES = {
   authorization: '/oauth/authorize',
@@ -61,7 +67,6 @@ export function presentAsPublic (req: IncomingMessage, publicUrl: URL, clientIp:
 }
 const AUTHORIZATION_CODE_TTL_S = 60
 const INTERACTION_TTL_S = 10 * 60
-const LOOPBACK_HOSTS = new Set(['127.0.0.1', 'localhost', '[::1]'])
 
 /** Consent is remembered per user and client, across browser sessions. */
 export function consentKey (accountId: string, clientId: string): string {
@@ -76,17 +81,12 @@ export interface ProviderDeps {
   readonly catalog: ResourceCatalog
   readonly isOriginAllowed: OriginPolicy
   readonly now: () => number
+  /** Revoked grants: every revocation goes through it, so access tokens die with their grant. */
+  readonly grants: RevokedGrants
+  /** The resource server's verifier (revoking a JWT access token checks it first). */
+  readonly verifier: TokenVerifier
   /** Outgoing fetch for Client ID Metadata Documents (tests point it at 127.0.0.1). */
   readonly fetch?: (url: URL | string, options: Record<string, unknown>) => Promise<Response>
-}
-
-function isLoopbackOrNative (uri: string): boolean {
-  try {
-    const url = new URL(uri)
-    return url.protocol !== 'https:' && (url.protocol !== 'http:' || LOOPBACK_HOSTS.has(url.hostname))
-  } catch {
-    return false
-  }
 }
 
 function staticClients (config: Config): ClientMetadata[] {
@@ -102,12 +102,18 @@ function staticClients (config: Config): ClientMetadata[] {
   }))
 }
 
+/** Access token lifetime in whole seconds, as tokens carry it. */
+export function accessTokenLifetimeS (config: Config): number {
+  return Math.max(1, Math.round(config.auth.accessTokenTtl / 1000))
+}
+
 export function createProvider (deps: ProviderDeps): Provider {
   const { config, store, keys, users, catalog } = deps
   const auth = config.auth
-  const accessTokenTtlS = Math.max(1, Math.round(auth.accessTokenTtl / 1000))
+  const accessTokenTtlS = accessTokenLifetimeS(config)
   const refreshTokenTtlS = Math.max(1, Math.round(auth.refreshTokenTtl / 1000))
   const clientScopes = new Map(auth.clients.map((c) => [c.clientId, c.scopes]))
+  const revokeGrant = async (grantId: string): Promise<void> => deps.grants.revoke(grantId)
 
   // Native (and every dynamically registered) client gets the consent prompt on every
   // authorization by default; consent here is remembered per user and client instead.
@@ -115,7 +121,7 @@ export function createProvider (deps: ProviderDeps): Provider {
   policy.get('consent')?.checks.remove('native_client_prompt')
 
   const configuration: Configuration = {
-    adapter: createAdapter(store, { refreshGraceS: Math.round(auth.refreshTokenReuseGrace / 1000), registeredClientTtlMs: auth.registeredClientTtl, now: deps.now }) as Configuration['adapter'],
+    adapter: createAdapter(store, { refreshGraceS: Math.round(auth.refreshTokenReuseGrace / 1000), registeredClientTtlMs: auth.registeredClientTtl, now: deps.now, revokeGrant }) as Configuration['adapter'],
     jwks: { keys: keys.signingKeys.map((k) => ({ ...k })) } as Configuration['jwks'],
     cookies: {
       keys: [...keys.cookieKeys],
@@ -187,8 +193,15 @@ export function createProvider (deps: ProviderDeps): Provider {
     },
     extraClientMetadata: {
       properties: ['scope', 'application_type', 'grant_types'],
-      // Runs before oidc-provider's own checks, for registrations (and updates) only.
+      // Runs before oidc-provider's own checks, for every client it builds: registered (DCR),
+      // fetched (Client ID Metadata Documents), loaded from the store, and listed in YAML.
       validator (ctx: KoaContextWithOIDC | undefined, key: string, value: unknown, metadata: UnknownObject) {
+        if (key === 'application_type') {
+          // One redirect rule for every client source (redirect-rule.ts). CIMD documents are fetched
+          // at authorization time and reach no registration route: they are checked here too.
+          const uris = Array.isArray(metadata.redirect_uris) ? metadata.redirect_uris as unknown[] : []
+          if (uris.some((uri) => typeof uri === 'string' && isForbiddenRedirect(uri))) throw new errors.InvalidClientMetadata(`redirect_uris ${HTTP_REDIRECT_RULE}`)
+        }
         const route = ctx?.oidc?.route
         if (route !== 'registration' && route !== 'client_update') return
         if (key === 'scope') {
@@ -199,12 +212,12 @@ export function createProvider (deps: ProviderDeps): Provider {
           // Native rules are exactly MCP's: http only on loopback (any port), https elsewhere,
           // custom schemes (cursor://, vscode://) allowed.
           metadata.application_type = 'native'
-          for (const uri of (metadata.redirect_uris as string[] | undefined) ?? []) {
-            let url: URL | undefined
-            try { url = new URL(uri) } catch { url = undefined }
-            if (url?.protocol === 'http:' && !LOOPBACK_HOSTS.has(url.hostname)) {
-              throw new errors.InvalidClientMetadata('redirect_uris using http: must use a loopback host (127.0.0.1, localhost or [::1])')
-            }
+          if (metadata.token_endpoint_auth_method === 'none') {
+            // RFC 7591 2: an omitted token_endpoint_auth_method means the default — here `none`
+            // (clientDefaults), a public client. oidc-provider generates a secret before that default
+            // applies (it reads client_secret_basic); a secret the client can never use is dropped.
+            delete metadata.client_secret
+            delete metadata.client_secret_expires_at
           }
         } else if (key === 'grant_types' && Array.isArray(value) && value.includes('client_credentials')) {
           throw new errors.InvalidClientMetadata('client_credentials is only for clients registered by the gateway operator')
@@ -228,11 +241,13 @@ export function createProvider (deps: ProviderDeps): Provider {
       }
     },
     // The gateway's policy reads who the user is from the token itself: no lookup per request.
+    // grant_id: the resource server refuses tokens of revoked grants (revoked-grants.ts).
     extraTokenClaims: (_ctx: KoaContextWithOIDC, token: object) => {
+      const grantId = 'grantId' in token && typeof token.grantId === 'string' ? { grant_id: token.grantId } : {}
       const accountId = 'accountId' in token && typeof token.accountId === 'string' ? token.accountId : undefined
       const account = accountId === undefined ? undefined : users.find(accountId)
-      if (account === undefined) return undefined
-      return { preferred_username: account.username, groups: [...account.groups], ...(account.email === undefined ? {} : { email: account.email }) }
+      if (account === undefined) return grantId
+      return { ...grantId, preferred_username: account.username, groups: [...account.groups], ...(account.email === undefined ? {} : { email: account.email }) }
     },
     // Public clients too, without offline_access (MCP clients rarely ask for it).
     issueRefreshToken: (_ctx: KoaContextWithOIDC, client: { grantTypeAllowed: (g: string) => boolean }) => client.grantTypeAllowed('refresh_token'),
@@ -276,6 +291,7 @@ export function createProvider (deps: ProviderDeps): Provider {
       ctx.body = { error: 'temporarily_unavailable', error_description: STORE_UNAVAILABLE_MESSAGE }
     }
   })
+  provider.use(revokeJwtAccessTokens({ verifier: deps.verifier, audiences: [config.publicUrl, ...config.servers.map((s) => catalog.urlOf(s.name))], revokeGrant }))
   // Registration answers browser-based clients too (oidc-provider sends no CORS there).
   provider.use(async (ctx, next) => {
     if (ctx.path.startsWith(OAUTH_ROUTES.registration)) {

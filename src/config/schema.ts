@@ -13,6 +13,7 @@ import {
 } from './defaults.js'
 import { parseByteSize, parseDuration, parseRate } from './units.js'
 import { isPasswordHash } from '../auth-server/password.js'
+import { HTTP_REDIRECT_RULE, isForbiddenRedirect } from '../auth-server/redirect-rule.js'
 import { hasUserTemplate, unknownTemplateFields } from './user-template.js'
 
 const HEADER_NAME_RE = /^[!#$%&'*+.^_`|~0-9A-Za-z-]+$/
@@ -230,7 +231,7 @@ const clientSchema = z.strictObject({
   /** Present: a confidential client (client_secret_basic or _post). Absent: a public client (PKCE). */
   clientSecret: z.string().min(32, 'expected a client secret of at least 32 characters').optional(),
   name: z.string().min(1).optional(),
-  redirectUris: z.array(z.string()).default([]),
+  redirectUris: z.array(z.string().refine((uri) => !isForbiddenRedirect(uri), { error: (issue) => `"${String(issue.input)}": redirect URIs ${HTTP_REDIRECT_RULE}` })).default([]),
   grantTypes: z.array(z.enum(GRANT_TYPES)).min(1).default(['authorization_code', 'refresh_token']),
   /** For client_credentials: the scopes this client may obtain (every server's scopes when absent). */
   scopes: z.array(scopeName).optional(),

@@ -7,7 +7,9 @@
  * Verified tokens are cached until they expire (bounded, oldest evicted): a
  * signature check costs ~100-300 µs, a cache hit well under a microsecond, and
  * a client sends the same token for many requests. Only successes are cached;
- * the audience is checked again on every hit.
+ * the audience is checked again on every hit, and so is the revoked-grant
+ * list (revoked-grants.ts): a token of a revoked grant is refused on its next
+ * request, cached or not.
  */
 import { createLocalJWKSet, jwtVerify, type JSONWebKeySet, type JWTPayload } from 'jose'
 import type { UserIdentity } from '../identity.js'
@@ -21,9 +23,11 @@ export interface RequestIdentity extends UserIdentity {
   /** True for machine tokens (client_credentials): `sub` is the client. */
   readonly isClient: boolean
   readonly expiresAtS: number
+  /** The grant the token was issued under (`grant_id`); machine tokens have none. */
+  readonly grantId: string | undefined
 }
 
-export type TokenFailure = 'malformed' | 'expired' | 'not_yet_valid' | 'signature' | 'algorithm' | 'type' | 'issuer' | 'audience' | 'claims' | 'unknown_key'
+export type TokenFailure = 'malformed' | 'expired' | 'not_yet_valid' | 'signature' | 'algorithm' | 'type' | 'issuer' | 'audience' | 'claims' | 'unknown_key' | 'revoked'
 
 export class TokenError extends Error {
   constructor (readonly reason: TokenFailure, message: string) {
@@ -43,6 +47,7 @@ const FAILURE_MESSAGES: Readonly<Record<TokenFailure, string>> = {
   audience: 'the access token is not for this MCP server',
   claims: 'the access token lacks required claims',
   unknown_key: 'the access token was signed with an unknown key',
+  revoked: 'the access token has been revoked',
 }
 
 export function tokenError (reason: TokenFailure): TokenError {
@@ -73,6 +78,8 @@ export interface TokenVerifierOptions {
   readonly issuer: string
   readonly jwks: JSONWebKeySet
   readonly now?: () => number
+  /** Whether a grant was revoked (an in-memory lookup: this runs on every request). */
+  readonly isGrantRevoked?: (grantId: string) => boolean
 }
 
 export class TokenVerifier {
@@ -95,7 +102,7 @@ export class TokenVerifier {
         throw tokenError('expired')
       }
       if (!audiences.some((a) => cached.audiences.includes(a))) throw tokenError('audience')
-      return cached.identity
+      return this.unlessRevoked(cached.identity)
     }
     let payload: JWTPayload
     try {
@@ -112,12 +119,19 @@ export class TokenVerifier {
       throw classify(err)
     }
     const identity = identityOf(payload)
+    // A user's token without its grant could never be revoked: refused (machine tokens have no grant).
+    if (identity.grantId === undefined && !identity.isClient) throw tokenError('claims')
     if (this.cache.size >= MAX_CACHED_TOKENS) {
       const oldest = this.cache.keys().next().value
       if (oldest !== undefined) this.cache.delete(oldest)
     }
     const aud = payload.aud
     this.cache.set(token, { identity, audiences: Array.isArray(aud) ? aud : [String(aud)] })
+    return this.unlessRevoked(identity)
+  }
+
+  private unlessRevoked (identity: RequestIdentity): RequestIdentity {
+    if (identity.grantId !== undefined && this.options.isGrantRevoked?.(identity.grantId) === true) throw tokenError('revoked')
     return identity
   }
 }
@@ -138,5 +152,6 @@ function identityOf (payload: JWTPayload): RequestIdentity {
     // oidc-provider sets sub to the client id for client_credentials tokens, and adds no username.
     isClient: username === undefined && sub === clientId,
     expiresAtS: Number(payload.exp),
+    grantId: typeof payload.grant_id === 'string' ? payload.grant_id : undefined,
   }
 }

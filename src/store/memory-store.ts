@@ -2,7 +2,7 @@
  * In-process store for tests (and explicitly chosen dev runs, with a loud
  * warning): same semantics as SQLite, nothing survives the process.
  */
-import type { CounterHit, Payload, Store, StoredEntry } from './types.js'
+import type { CounterHit, Payload, RevokedGrant, Store, StoredEntry } from './types.js'
 
 interface Entry { payload: Payload, expiresAtMs: number | undefined }
 
@@ -12,6 +12,7 @@ export class MemoryStore implements Store {
   private readonly records = new Map<string, Entry>()
   private readonly kv = new Map<string, { value: string, expiresAtMs: number | undefined }>()
   private readonly counters = new Map<string, CounterHit>()
+  private readonly revoked = new Map<string, number>()
 
   constructor (private readonly now: () => number = () => Date.now()) {}
 
@@ -75,8 +76,16 @@ export class MemoryStore implements Store {
     this.records.delete(this.key(model, id))
   }
 
-  async revokeByGrantId (grantId: string): Promise<void> {
+  async revokeByGrantId (grantId: string, voidUntilMs: number): Promise<void> {
     for (const [key, entry] of this.records) if (entry.payload.grantId === grantId) this.records.delete(key)
+    this.records.delete(this.key('Grant', grantId))
+    this.revoked.set(grantId, Math.max(voidUntilMs, this.revoked.get(grantId) ?? 0))
+  }
+
+  async revokedGrants (afterMs: number): Promise<RevokedGrant[]> {
+    const now = this.now()
+    for (const [grantId, untilMs] of this.revoked) if (untilMs <= now) this.revoked.delete(grantId)
+    return [...this.revoked].filter(([, untilMs]) => untilMs > afterMs).map(([grantId, untilMs]) => ({ grantId, untilMs })).sort((a, b) => a.untilMs - b.untilMs)
   }
 
   async kvGet (key: string): Promise<string | undefined> {

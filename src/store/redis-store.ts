@@ -9,10 +9,12 @@
  *   oidc:grant:<grantId>         set of record keys of a grant (for revocation), TTL = its longest record
  *   oidc:uid:<model>:<uid>       -> id (sessions by uid), same TTL as the record
  *   oidc:usercode:<model>:<code> -> id
+ *   revoked-grants               sorted set: grantId scored by when its access tokens die anyway (ms);
+ *                                pruned on each write, the key expires with its last member
  *   kv:<key>                     gateway key-values (signing keys, consent index...)
  *   count:<key>                  fixed-window counters
  */
-import { StoreUnavailableError, type CounterHit, type Payload, type Store, type StoredEntry } from './types.js'
+import { StoreUnavailableError, type CounterHit, type Payload, type RevokedGrant, type Store, type StoredEntry } from './types.js'
 import { redactRedisUrl, type RedisClient } from './redis-client.js'
 
 const CONSUME = `
@@ -25,10 +27,15 @@ redis.call('SET', KEYS[1], cjson.encode(record), 'KEEPTTL')
 return false
 `
 
+// KEYS: the grant's index, its Grant record, the revoked-grant list. ARGV: grantId, void-until (ms), now (ms).
 const REVOKE = `
 local members = redis.call('SMEMBERS', KEYS[1])
 for _, key in ipairs(members) do redis.call('DEL', key) end
-redis.call('DEL', KEYS[1])
+redis.call('DEL', KEYS[1], KEYS[2])
+redis.call('ZADD', KEYS[3], 'GT', ARGV[2], ARGV[1])
+redis.call('ZREMRANGEBYSCORE', KEYS[3], '-inf', ARGV[3])
+local last = redis.call('ZRANGE', KEYS[3], -1, -1, 'WITHSCORES')
+if last[2] then redis.call('PEXPIREAT', KEYS[3], last[2]) end
 return #members
 `
 
@@ -142,9 +149,19 @@ export class RedisStore implements Store {
     })
   }
 
-  async revokeByGrantId (grantId: string): Promise<void> {
+  async revokeByGrantId (grantId: string, voidUntilMs: number): Promise<void> {
     return this.call(async () => {
-      await this.redis.eval(REVOKE, 1, this.key('oidc', 'grant', grantId))
+      await this.redis.eval(REVOKE, 3, this.key('oidc', 'grant', grantId), this.key('oidc', 'Grant', grantId), this.key('revoked-grants'), grantId, Math.ceil(voidUntilMs), Math.floor(this.now()))
+    })
+  }
+
+  /** One small read: only the entries listed until after `afterMs` (the poller asks for recent ones). */
+  async revokedGrants (afterMs: number): Promise<RevokedGrant[]> {
+    return this.call(async () => {
+      const flat = await this.redis.zrangebyscore(this.key('revoked-grants'), `(${Math.floor(Math.max(afterMs, this.now()))}`, '+inf', 'WITHSCORES')
+      const grants: RevokedGrant[] = []
+      for (let i = 0; i + 1 < flat.length; i += 2) grants.push({ grantId: flat[i] as string, untilMs: Number(flat[i + 1]) })
+      return grants
     })
   }
 

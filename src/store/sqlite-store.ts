@@ -6,7 +6,7 @@
  */
 import { chmodSync, closeSync, existsSync, openSync } from 'node:fs'
 import Database, { type Database as Db } from 'better-sqlite3'
-import type { CounterHit, Payload, Store, StoredEntry } from './types.js'
+import type { CounterHit, Payload, RevokedGrant, Store, StoredEntry } from './types.js'
 
 const SCHEMA = `
 CREATE TABLE IF NOT EXISTS oidc (
@@ -28,6 +28,11 @@ CREATE TABLE IF NOT EXISTS kv (
   value TEXT NOT NULL,
   expires_at INTEGER
 ) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS revoked_grants (
+  grant_id TEXT PRIMARY KEY,
+  until_ms INTEGER NOT NULL
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS revoked_grants_until ON revoked_grants (until_ms);
 CREATE TABLE IF NOT EXISTS counters (
   key TEXT PRIMARY KEY,
   count INTEGER NOT NULL,
@@ -106,9 +111,18 @@ export class SqliteStore implements Store {
     return Promise.resolve()
   }
 
-  revokeByGrantId (grantId: string): Promise<void> {
-    this.stmt.revoke.run(grantId)
+  revokeByGrantId (grantId: string, voidUntilMs: number): Promise<void> {
+    this.db.transaction(() => {
+      this.stmt.revoke.run(grantId)
+      this.stmt.destroy.run('Grant', grantId)
+      this.stmt.listRevoked.run(grantId, voidUntilMs)
+    })()
     return Promise.resolve()
+  }
+
+  revokedGrants (afterMs: number): Promise<RevokedGrant[]> {
+    const rows = this.stmt.revokedAfter.all(Math.max(afterMs, this.now())) as Array<{ grant_id: string, until_ms: number }>
+    return Promise.resolve(rows.map((row) => ({ grantId: row.grant_id, untilMs: row.until_ms })))
   }
 
   touch (model: string, id: string, expiresAtMs: number): Promise<void> {
@@ -167,7 +181,7 @@ export class SqliteStore implements Store {
   /** Deletes what has expired; returns how many rows went. */
   sweep (): number {
     const now = this.now()
-    return this.stmt.sweepOidc.run(now).changes + this.stmt.sweepKv.run(now).changes + this.stmt.sweepCounters.run(now).changes
+    return this.stmt.sweepOidc.run(now).changes + this.stmt.sweepKv.run(now).changes + this.stmt.sweepCounters.run(now).changes + this.stmt.sweepRevoked.run(now).changes
   }
 
   ping (): Promise<void> {
@@ -207,5 +221,8 @@ function prepareStatements (db: Db) {
     counterSet: db.prepare('INSERT INTO counters (key, count, reset_at) VALUES (?, ?, ?) ON CONFLICT (key) DO UPDATE SET count = excluded.count, reset_at = excluded.reset_at'),
     counterDelete: db.prepare('DELETE FROM counters WHERE key = ?'),
     sweepCounters: db.prepare('DELETE FROM counters WHERE reset_at <= ?'),
+    listRevoked: db.prepare('INSERT INTO revoked_grants (grant_id, until_ms) VALUES (?, ?) ON CONFLICT (grant_id) DO UPDATE SET until_ms = MAX(until_ms, excluded.until_ms)'),
+    revokedAfter: db.prepare('SELECT grant_id, until_ms FROM revoked_grants WHERE until_ms > ? ORDER BY until_ms'),
+    sweepRevoked: db.prepare('DELETE FROM revoked_grants WHERE until_ms <= ?'),
   }
 }

@@ -32,6 +32,12 @@ export type StoredEntry =
   | { readonly kind: 'record', readonly model: string, readonly id: string, readonly payload: Payload, readonly expiresAtMs: number | undefined }
   | { readonly kind: 'kv', readonly key: string, readonly value: string, readonly expiresAtMs: number | undefined }
 
+/** A revoked grant: every access token of it is void until `untilMs` (when the last of them expires anyway). */
+export interface RevokedGrant {
+  readonly grantId: string
+  readonly untilMs: number
+}
+
 export interface CounterHit {
   /** The count in the current window, including this hit. */
   readonly count: number
@@ -56,8 +62,15 @@ export interface Store {
    */
   consume: (model: string, id: string, nowS: number) => Promise<number | undefined>
   destroy: (model: string, id: string) => Promise<void>
-  /** Deletes every record (of any model) carrying this grantId. */
-  revokeByGrantId: (grantId: string) => Promise<void>
+  /**
+   * Revokes a grant in one atomic step: deletes every record (of any model)
+   * carrying this grantId and the Grant record itself, and lists the grant as
+   * revoked until `voidUntilMs` — its access tokens are JWTs checked without
+   * the store, so resource servers learn of the revocation from that list.
+   */
+  revokeByGrantId: (grantId: string, voidUntilMs: number) => Promise<void>
+  /** Revoked grants listed until after `afterMs`, oldest first (the list each replica polls). */
+  revokedGrants: (afterMs: number) => Promise<RevokedGrant[]>
   /** Moves a live record's expiry (registered clients that are still used); no-op when missing. */
   touch: (model: string, id: string, expiresAtMs: number) => Promise<void>
   /** Every live record and key-value (counters excluded: they are windows of minutes). */

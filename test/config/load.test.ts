@@ -151,3 +151,10 @@ t.test('a machine client may not carry a username (its token\'s sub would name t
   t.match(errorOf(`auth:\n${client('admin')}${MINIMAL}`).message, /clientId "admin" is also a username/, 'the first-run account counts when no users are listed')
   t.doesNotThrow(() => parseConfig(`auth:\n${users}${client('ci-runner')}${MINIMAL}`, 'gw.yaml', {}))
 })
+
+t.test('a YAML client whose redirect URI is plain http to a non-loopback host is refused at load, naming the key', async (t) => {
+  const err = errorOf(`${MINIMAL}auth:\n  clients:\n    - clientId: web\n      redirectUris: [https://app.example.com/cb, http://evil.example/cb]\n`)
+  t.equal(err.message, 'gw.yaml:8:50: auth.clients[0].redirectUris[1]: "http://evil.example/cb": redirect URIs using http: must use a loopback host (127.0.0.1, localhost or [::1]); use https: or a custom scheme elsewhere')
+  const ok = parseConfig(`${MINIMAL}auth:\n  clients:\n    - clientId: cli\n      redirectUris: [http://127.0.0.1:8765/cb, "http://[::1]/cb", http://localhost/cb, https://app.example.com/cb, "cursor://cb"]\n`, 'gw.yaml', {})
+  t.equal(ok.auth.clients[0]?.redirectUris.length, 5, 'loopback http, https and custom schemes load')
+})

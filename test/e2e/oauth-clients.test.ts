@@ -2,6 +2,7 @@
 // client that names no resource gets.
 import t from 'tap'
 import { createServer } from 'node:http'
+import { createHash, randomBytes } from 'node:crypto'
 import { hashPassword } from '../../src/auth-server/password.js'
 import { connectWithOAuth, HeadlessBrowser, REDIRECT_URL, TestOAuthClient } from '../oauth-helpers.js'
 import { eventually, startGateway, startUpstream, type RunningGateway, type Teardown } from '../helpers.js'
@@ -261,4 +262,112 @@ t.test('registered clients (and their registration access tokens) expire after r
   t.equal(await authorize(used), 303, 'the used one still signs in')
   clock += 11 * day
   t.equal(await authorize(used), 400, 'and once unused past the TTL, it is gone too (the client registers again)')
+})
+
+/** A metadata-document server on 127.0.0.1 (documents by path) and the gateway fetch that reaches it (see the CIMD test above). */
+async function documentServer (t: Teardown, documents: Record<string, (id: string) => Record<string, unknown>>): Promise<{ urlOf: (path: string) => string, fetch: (url: URL | string, options: Record<string, unknown>) => Promise<Response> }> {
+  const server = createServer((req, res) => {
+    const make = documents[req.url ?? '']
+    if (make === undefined) { res.writeHead(404).end(); return }
+    res.writeHead(200, { 'content-type': 'application/json', 'cache-control': 'max-age=60' })
+    res.end(JSON.stringify(make(`https://127.0.0.1:${port}${req.url ?? ''}`)))
+  })
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve))
+  t.teardown(() => new Promise<void>((resolve) => server.close(() => resolve())))
+  const address = server.address()
+  const port = typeof address === 'object' && address !== null ? address.port : 0
+  return {
+    urlOf: (path) => `https://127.0.0.1:${port}${path}`,
+    fetch: async (url, options) => {
+      const target = new URL(url)
+      if (target.hostname !== '127.0.0.1' || target.port !== String(port)) return fetch(url, options)
+      target.protocol = 'http:'
+      const { dispatcher: _guard, ...rest } = options
+      void _guard
+      return fetch(target, rest)
+    },
+  }
+}
+
+/** An authorization request with PKCE, as a client would send it. */
+function authorizeUrl (gw: RunningGateway, clientId: string, redirectUri: string): { url: string, verifier: string } {
+  const verifier = randomBytes(32).toString('base64url')
+  const params = new URLSearchParams({
+    client_id: clientId, response_type: 'code', redirect_uri: redirectUri, state: 'st', scope: 'alpha:read',
+    code_challenge: createHash('sha256').update(verifier).digest('base64url'), code_challenge_method: 'S256', resource: gw.mcpUrl('alpha'),
+  })
+  return { url: `${gw.baseUrl}/oauth/authorize?${params.toString()}`, verifier }
+}
+
+t.test('Client ID Metadata Documents follow the same redirect rule: http only to loopback', async (t) => {
+  const docs = await documentServer(t, {
+    '/evil.json': (id) => ({ client_id: id, client_name: 'Evil', redirect_uris: ['http://evil.example/cb'], token_endpoint_auth_method: 'none' }),
+    '/mixed.json': (id) => ({ client_id: id, client_name: 'Mixed', redirect_uris: [REDIRECT_URL, 'http://evil.example/cb'], token_endpoint_auth_method: 'none' }),
+  })
+  const gw = await gateway(t, {}, undefined, { fetch: docs.fetch })
+  for (const [path, redirect] of [['/evil.json', 'http://evil.example/cb'], ['/mixed.json', REDIRECT_URL]] as const) {
+    const res = await fetch(authorizeUrl(gw, docs.urlOf(path), redirect).url, { redirect: 'manual' })
+    t.equal(res.status, 400, `${path}: refused before any sign-in page`)
+    t.equal(res.headers.get('location'), null, `${path}: no redirect (to the sign-in page or to the client)`)
+    t.match(await res.text(), /invalid_redirect_uri: redirect_uris using http: must use a loopback host/, `${path}: the page says why`)
+  }
+})
+
+t.test('the consent page warns when every redirect URI of the client is a loopback address', async (t) => {
+  const docs = await documentServer(t, {
+    '/cli.json': (id) => ({ client_id: id, client_name: 'Loopback CLI', redirect_uris: [REDIRECT_URL, 'http://localhost:9/callback'], token_endpoint_auth_method: 'none' }),
+    '/app.json': (id) => ({ client_id: id, client_name: 'Hosted app', redirect_uris: ['https://app.example.com/cb', REDIRECT_URL], token_endpoint_auth_method: 'none' }),
+  })
+  const gw = await gateway(t, {}, undefined, { fetch: docs.fetch })
+  const consentOf = async (clientId: string, redirect: string): Promise<string> => {
+    const browser = new HeadlessBrowser()
+    const callback = await browser.authorize(authorizeUrl(gw, clientId, redirect).url, { username: 'alice', password: PASSWORD })
+    t.ok(callback.searchParams.get('code'), 'signed in and approved')
+    t.same(browser.pages, ['login', 'consent'])
+    return browser.lastHtml
+  }
+  const warning = /id="loopback-warning"><strong>Check that you started this yourself\.<\/strong> This application receives your approval through a port on this computer\./
+  t.match(await consentOf(docs.urlOf('/cli.json'), REDIRECT_URL), warning, 'a metadata-document client with only loopback redirects')
+  const registered = await register(gw, { client_name: 'DCR CLI', redirect_uris: ['http://[::1]:9/cb'], token_endpoint_auth_method: 'none' })
+  t.match(await consentOf(String(registered.json.client_id), 'http://[::1]:9/cb'), warning, 'a registered client with only loopback redirects')
+  t.notMatch(await consentOf(docs.urlOf('/app.json'), REDIRECT_URL), /loopback-warning/, 'one https redirect URI: no warning (the page still names the host it returns to)')
+  const custom = await register(gw, { client_name: 'Cursor', redirect_uris: ['cursor://anysphere.cursor-retrieval/oauth/callback'], token_endpoint_auth_method: 'none' })
+  t.notMatch(await consentOf(String(custom.json.client_id), 'cursor://anysphere.cursor-retrieval/oauth/callback'), /loopback-warning/, 'a custom scheme: no warning')
+})
+
+t.test('registration without token_endpoint_auth_method: a public client, no secret, and the code exchange works without one', async (t) => {
+  const gw = await gateway(t)
+  const exchange = async (clientId: string, auth: { basic?: string, post?: string } = {}): Promise<{ status: number, json: Record<string, unknown> }> => {
+    const { url, verifier } = authorizeUrl(gw, clientId, REDIRECT_URL)
+    const callback = await new HeadlessBrowser().authorize(url, { username: 'alice', password: PASSWORD })
+    const form = { grant_type: 'authorization_code', code: callback.searchParams.get('code') ?? '', code_verifier: verifier, redirect_uri: REDIRECT_URL, client_id: clientId, ...(auth.post === undefined ? {} : { client_secret: auth.post }) }
+    const headers: Record<string, string> = { 'content-type': 'application/x-www-form-urlencoded', ...(auth.basic === undefined ? {} : { authorization: `Basic ${Buffer.from(`${encodeURIComponent(clientId)}:${encodeURIComponent(auth.basic)}`).toString('base64')}` }) }
+    const res = await fetch(`${gw.baseUrl}/oauth/token`, { method: 'POST', headers, body: new URLSearchParams(form).toString() })
+    return { status: res.status, json: await res.json() as Record<string, unknown> }
+  }
+
+  const bare = await register(gw, { client_name: 'No method', redirect_uris: [REDIRECT_URL] })
+  t.equal(bare.status, 201)
+  t.equal(bare.json.token_endpoint_auth_method, 'none', 'says none')
+  t.notOk('client_secret' in bare.json, 'and has no client_secret')
+  t.notOk('client_secret_expires_at' in bare.json)
+  const read = await fetch(String(bare.json.registration_client_uri), { headers: { authorization: `Bearer ${String(bare.json.registration_access_token)}` } })
+  t.notOk('client_secret' in (await read.json() as Record<string, unknown>), 'nor does reading the registration back (RFC 7592)')
+  const publicExchange = await exchange(String(bare.json.client_id))
+  t.equal(publicExchange.status, 200, 'the code is exchanged with client_id alone (PKCE)')
+  t.type(publicExchange.json.access_token, 'string')
+
+  // A client that asks for a secret gets one that works, with the method it asked for.
+  for (const method of ['client_secret_basic', 'client_secret_post'] as const) {
+    const confidential = await register(gw, { client_name: method, redirect_uris: [REDIRECT_URL], token_endpoint_auth_method: method })
+    t.equal(confidential.status, 201, method)
+    t.equal(confidential.json.token_endpoint_auth_method, method)
+    const secret = String(confidential.json.client_secret)
+    t.ok(secret.length >= 32, `${method}: a secret is issued`)
+    const clientId = String(confidential.json.client_id)
+    t.equal((await exchange(clientId)).json.error, 'invalid_client', `${method}: without the secret, refused`)
+    const withSecret = await exchange(clientId, method === 'client_secret_basic' ? { basic: secret } : { post: secret })
+    t.equal(withSecret.status, 200, `${method}: with the secret, tokens`)
+    t.type(withSecret.json.access_token, 'string')
+  }
 })

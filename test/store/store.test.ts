@@ -58,7 +58,7 @@ for (const [name, make] of makers) {
     t.same(await store.find('Session', 's1'), { uid: 'u-1', accountId: 'alice' })
     t.same(await store.findByUid('Session', 'u-1'), { uid: 'u-1', accountId: 'alice' })
     t.equal(await store.findByUid('Grant', 'u-1'), undefined, 'uid lookups are per model')
-    await store.revokeByGrantId('g1')
+    await store.revokeByGrantId('g1', now() + 60_000)
     t.equal(await store.find('AccessToken', 'a1'), undefined, 'revokeByGrantId removes every model of the grant')
     t.equal(await store.find('RefreshToken', 'r1'), undefined)
     t.ok(await store.find('RefreshToken', 'r2'), 'other grants untouched')
@@ -69,6 +69,26 @@ for (const [name, make] of makers) {
     t.ok(await store.find('Client', 'c1'), 'records without an expiry stay')
     await store.destroy('Client', 'c1')
     t.equal(await store.find('Client', 'c1'), undefined)
+  })
+
+  t.test(`${name}: revoking a grant deletes its records and its Grant, and lists it as revoked until its tokens die`, async (t) => {
+    const { store, now, advance } = make(t.testdir({}))
+    t.teardown(() => store.close())
+    await store.upsert('Grant', 'g1', { accountId: 'alice', clientId: 'c' }, now() + 60_000)
+    await store.upsert('RefreshToken', 'r1', { grantId: 'g1' }, now() + 60_000)
+    await store.upsert('Grant', 'g2', { accountId: 'alice', clientId: 'c' }, now() + 60_000)
+    t.same(await store.revokedGrants(now()), [], 'nothing revoked yet')
+    const until = now() + WINDOW_MS
+    await store.revokeByGrantId('g1', until)
+    t.equal(await store.find('Grant', 'g1'), undefined, 'the Grant record goes too (a remembered consent must not bring its id back)')
+    t.equal(await store.find('RefreshToken', 'r1'), undefined)
+    t.ok(await store.find('Grant', 'g2'), 'other grants untouched')
+    t.same(await store.revokedGrants(now()), [{ grantId: 'g1', untilMs: until }], 'listed until its last access token expires')
+    t.same(await store.revokedGrants(until), [], 'a reader that has seen it gets nothing new')
+    await store.revokeByGrantId('g1', until - 50)
+    t.same(await store.revokedGrants(now()), [{ grantId: 'g1', untilMs: until }], 'a second revocation never shortens the listing')
+    await advance(WINDOW_MS)
+    t.same(await store.revokedGrants(0), [], 'and it leaves the list when its tokens would have expired')
   })
 
   t.test(`${name}: consume is atomic — the first caller wins, later ones learn when`, async (t) => {
