@@ -5,8 +5,8 @@
 // (from /proc/<pid>/stat), the figure that survives a noisy shared machine.
 //
 // Environment: BENCH_DURATION (seconds per measurement, default 10), BENCH_CONNECTIONS (HTTP
-// scenario, default 50), BENCH_ONLY (comma-separated: http, stdio, open, replicas), BENCH_REDIS_URL
-// (replicas scenario, default redis://127.0.0.1:6379).
+// scenario, default 50), BENCH_ONLY (comma-separated: http, stdio, open, replicas, streams), BENCH_REDIS_URL
+// (replicas scenario, default redis://127.0.0.1:6379), BENCH_STREAMS (streams scenario, default 5000).
 import { spawn, execFileSync } from 'node:child_process'
 import { existsSync, readFileSync, readdirSync, writeFileSync, mkdtempSync, mkdirSync } from 'node:fs'
 import { tmpdir, cpus } from 'node:os'
@@ -14,6 +14,7 @@ import { join, dirname } from 'node:path'
 import { fileURLToPath } from 'node:url'
 import { createServer, createConnection } from 'node:net'
 import autocannon from 'autocannon'
+import { Agent, request } from 'undici'
 import { Redis } from 'ioredis'
 
 const ROOT = join(dirname(fileURLToPath(import.meta.url)), '..')
@@ -162,12 +163,12 @@ async function measure (label, url, sessions, connections, bridgePid) {
   }
 }
 
-async function startGateway (configText, port) {
+async function startGateway (configText, port, env = {}) {
   const dir = mkdtempSync(join(tmpdir(), 'portcullis-bench-'))
   const configPath = join(dir, 'bench.yaml')
   const auth = configText.includes('auth:') ? '' : 'auth: { enabled: false }\n'
   writeFileSync(configPath, `publicUrl: http://127.0.0.1:${port}\nlisten: { host: 127.0.0.1, port: ${port} }\ndataDir: ${join(dir, 'data')}\nlog: { level: warn }\n${auth}${configText}`)
-  const { child } = await startProcess(process.execPath, [join(ROOT, 'dist', 'main.js'), 'start', '--config', configPath])
+  const { child } = await startProcess(process.execPath, [join(ROOT, 'dist', 'main.js'), 'start', '--config', configPath], { env })
   await waitForHttp(`http://127.0.0.1:${port}/healthz`)
   return child
 }
@@ -439,7 +440,93 @@ async function replicasScenario () {
   }
 }
 
-const SCENARIOS = { http: httpScenario, stdio: stdioScenario, open: openScenario, replicas: replicasScenario }
+const LIGHT_SERVER = join(BENCH, 'light-mcp-server.mjs')
+const STREAM_STEPS = [0, 1000, Number(process.env.BENCH_STREAMS ?? 5000)]
+const STREAM_PROBE_RATE = 100
+const IDLE_WINDOW_S = 10
+
+/**
+ * Thousands of sessions each holding a GET stream through the gateway to one HTTP upstream,
+ * while another client calls a tool at a fixed rate: that client's latency at 0, 1,000 and
+ * 5,000 open streams, the gateway's memory per open stream, and its CPU while the streams
+ * sit idle (keep-alive comments included). HTTP/1.1 and HTTP/2 (TLS) to the upstream.
+ */
+async function streamsScenario () {
+  const rows = []
+  const raw = []
+  const dir = mkdtempSync(join(tmpdir(), 'portcullis-bench-tls-'))
+  execFileSync('openssl', ['req', '-x509', '-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:prime256v1', '-nodes', '-days', '1', '-subj', '/CN=localhost', '-addext', 'subjectAltName=DNS:localhost,IP:127.0.0.1', '-keyout', join(dir, 'key.pem'), '-out', join(dir, 'cert.pem')], { stdio: 'ignore' })
+  const agent = new Agent({ connections: null, keepAliveTimeout: 600_000 })
+  for (const protocol of ['HTTP/1.1', 'HTTP/2']) {
+    const isH2 = protocol === 'HTTP/2'
+    const { child: upstream, line } = await startProcess(process.execPath, [LIGHT_SERVER, ...(isH2 ? ['--tls', join(dir, 'key.pem'), join(dir, 'cert.pem')] : [])], { ready: /"port"/ })
+    const upstreamUrl = `${isH2 ? 'https' : 'http'}://127.0.0.1:${JSON.parse(line).port}/mcp`
+    const port = await freePort()
+    const gateway = await startGateway(`servers:\n  - { name: fx, transport: http, url: "${upstreamUrl}", http2: ${isH2} }\n`, port, isH2 ? { NODE_EXTRA_CA_CERTS: join(dir, 'cert.pem') } : {})
+    const url = `http://127.0.0.1:${port}/fx/mcp`
+    const probe = [await openSession(url)]
+    const streams = []
+    const open = async (count) => {
+      while (streams.length < count) {
+        const batch = Math.min(200, count - streams.length)
+        streams.push(...await Promise.all(Array.from({ length: batch }, async () => {
+          const headers = await openSession(url)
+          const res = await request(url, { dispatcher: agent, method: 'GET', headers: { accept: 'text/event-stream', 'mcp-session-id': headers['mcp-session-id'], 'mcp-protocol-version': '2025-11-25' }, headersTimeout: 30_000, bodyTimeout: 0 })
+          if (res.statusCode !== 200) throw new Error(`GET stream ${streams.length} got ${res.statusCode}`)
+          res.body.on('data', () => {})
+          return res
+        })))
+      }
+    }
+    // Warm the gateway's hot paths first, so the first row does not measure the JIT.
+    await autocannon({ url, method: 'POST', connections: 10, duration: WARMUP_S, headers: probe[0], body: '{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"echo","arguments":{"text":"hello"}}}' })
+    let baseRssKb
+    for (const count of STREAM_STEPS) {
+      await open(count)
+      await sleep(1000)
+      const before = safeStat(gateway.pid)
+      const r = await autocannon({
+        url,
+        method: 'POST',
+        connections: 10,
+        overallRate: STREAM_PROBE_RATE,
+        duration: DURATION_S,
+        headers: probe[0],
+        body: '{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"echo","arguments":{"text":"hello"}}}',
+      })
+      const after = safeStat(gateway.pid)
+      baseRssKb ??= after.rssKb
+      const perStreamKb = count === 0 ? '–' : ((after.rssKb - baseRssKb) / count).toFixed(1)
+      let idleCpuPct = '–'
+      if (count > 0) {
+        const idleBefore = safeStat(gateway.pid)
+        await sleep(IDLE_WINDOW_S * 1000)
+        const idleAfter = safeStat(gateway.pid)
+        idleCpuPct = (((idleAfter.cpuS - idleBefore.cpuS) / IDLE_WINDOW_S) * 100).toFixed(2)
+      }
+      const row = { protocol, streams: count, p50Ms: r.latency.p50, p99Ms: r.latency.p99, reqPerSec: Math.round(r.requests.average), errors: r.errors + r.timeouts + r.non2xx, gatewayCpuUsPerReq: Math.round(((after.cpuS - before.cpuS) * 1e6) / Math.max(1, r.requests.total)), rssMb: Math.round(after.rssKb / 1024), rssKbPerStream: perStreamKb, idleCpuPctOfCore: idleCpuPct }
+      raw.push(row)
+      rows.push([`${protocol}, ${count} open streams`, row.reqPerSec, row.p50Ms, row.p99Ms, row.errors, row.gatewayCpuUsPerReq, row.rssMb, row.rssKbPerStream, row.idleCpuPctOfCore])
+      process.stderr.write(`bench: streams ${protocol} ${count}: p99 ${row.p99Ms} ms, ${row.rssKbPerStream} KB/stream, idle ${row.idleCpuPctOfCore}% of a core\n`)
+    }
+    for (const s of streams) s.body.destroy()
+    stop(gateway)
+    stop(upstream)
+  }
+  await agent.close()
+  const p99 = (protocol, count) => raw.find((r) => r.protocol === protocol && r.streams === count)?.p99Ms
+  const top = STREAM_STEPS[STREAM_STEPS.length - 1]
+  return {
+    name: 'streams',
+    title: `Open GET streams through one gateway to one HTTP upstream (bench/light-mcp-server.mjs), tools/call echo at ${STREAM_PROBE_RATE} req/s beside them for ${DURATION_S} s; idle CPU over ${IDLE_WINDOW_S} s with the streams open and no calls`,
+    columns: ['req/s', 'p50 ms', 'p99 ms', 'errors', 'gateway CPU µs/req', 'gateway RSS MB', 'RSS KB per stream', 'idle CPU % of a core'],
+    rows,
+    summary: `p99 at ${top} streams vs none: HTTP/1.1 ${p99('HTTP/1.1', top)} vs ${p99('HTTP/1.1', 0)} ms, HTTP/2 ${p99('HTTP/2', top)} vs ${p99('HTTP/2', 0)} ms.`,
+    raw,
+  }
+}
+
+const SCENARIOS = { http: httpScenario, stdio: stdioScenario, open: openScenario, replicas: replicasScenario, streams: streamsScenario }
 
 function table (scenario) {
   const lines = [`### ${scenario.title}`, '', `| target | ${scenario.columns.join(' | ')} |`, `| --- |${scenario.columns.map(() => ' ---: |').join('')}`]
