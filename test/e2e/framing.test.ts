@@ -1,0 +1,130 @@
+// Framing of answers the gateway edits (filtered lists, batches with refused members): two requests
+// on one keep-alive socket show at once an answer whose Content-Length does not match its body
+// (the second answer is swallowed, or bytes spill into it). HTTP upstreams that send
+// Content-Length on SSE answers (a raw node:http server) and the stdio bridge.
+import t from 'tap'
+import { Client } from 'undici'
+import type { IncomingMessage, ServerResponse } from 'node:http'
+import { INIT_BODY, startGateway, startRawServer, stdioServer, type Teardown } from '../helpers.js'
+
+const TOOLS = [{ name: 'echo', inputSchema: { type: 'object' } }, { name: 'secret', inputSchema: { type: 'object' } }]
+const SESSION = 'raw-session-1'
+
+function resultFor (message: { id?: unknown, method?: string, params?: { name?: string } }): Record<string, unknown> {
+  if (message.method === 'initialize') return { protocolVersion: '2025-03-26', capabilities: { tools: {} }, serverInfo: { name: 'raw', version: '1' } }
+  if (message.method === 'tools/list') return { tools: TOOLS }
+  if (message.method === 'tools/call') return { content: [{ type: 'text', text: `called ${message.params?.name ?? ''}` }] }
+  return {}
+}
+
+/** A raw upstream that answers in JSON or SSE and always declares Content-Length (as some servers do on SSE). */
+function rawMcp (mode: 'json' | 'sse') {
+  return (req: IncomingMessage, res: ServerResponse): void => {
+    const chunks: Buffer[] = []
+    req.on('data', (c: Buffer) => chunks.push(c))
+    req.on('end', () => {
+      const parsed = JSON.parse(Buffer.concat(chunks).toString('utf8')) as unknown
+      const messages = (Array.isArray(parsed) ? parsed : [parsed]) as Array<{ id?: unknown, method?: string, params?: { name?: string } }>
+      const answers = messages.filter((m) => m.id !== undefined).map((m) => ({ jsonrpc: '2.0', id: m.id, result: resultFor(m) }))
+      if (answers.length === 0) {
+        res.writeHead(202).end()
+        return
+      }
+      const body = mode === 'sse' && messages[0]?.method !== 'initialize'
+        ? answers.map((a) => `event: message\ndata: ${JSON.stringify(a)}\n\n`).join('')
+        : JSON.stringify(Array.isArray(parsed) ? answers : answers[0])
+      const type = mode === 'sse' && messages[0]?.method !== 'initialize' ? 'text/event-stream' : 'application/json'
+      res.writeHead(200, { 'content-type': type, 'content-length': Buffer.byteLength(body), 'mcp-session-id': SESSION })
+      res.end(body)
+    })
+  }
+}
+
+/** An undici Client with one connection and pipelining 1: every request shares one keep-alive socket. */
+function oneSocket (t: Teardown, origin: string): Client {
+  const client = new Client(origin, { pipelining: 1, headersTimeout: 3000, bodyTimeout: 3000 })
+  t.teardown(() => client.close())
+  return client
+}
+
+async function post (client: Client, path: string, body: unknown, headers: Record<string, string>): Promise<{ status: number, text: string, headers: Record<string, unknown> }> {
+  const res = await client.request({
+    path,
+    method: 'POST',
+    headers: { 'content-type': 'application/json', accept: 'application/json, text/event-stream', ...headers },
+    body: JSON.stringify(body),
+  })
+  return { status: res.statusCode, text: await res.body.text(), headers: res.headers }
+}
+
+/** JSON-RPC messages in an answer, whether a JSON body (one or a batch) or SSE events. */
+function messagesOf (text: string): Array<Record<string, unknown>> {
+  if (!text.includes('data:')) {
+    const parsed = JSON.parse(text) as unknown
+    return (Array.isArray(parsed) ? parsed : [parsed]) as Array<Record<string, unknown>>
+  }
+  return text.split('\n\n').filter((e) => e.includes('data:')).map((e) => JSON.parse(e.slice(e.indexOf('data:') + 5)) as Record<string, unknown>)
+}
+
+function toolNames (message: Record<string, unknown> | undefined): string[] {
+  return ((message?.result as { tools?: Array<{ name: string }> } | undefined)?.tools ?? []).map((x) => x.name)
+}
+
+for (const mode of ['sse', 'json'] as const) {
+  t.test(`HTTP upstream, ${mode.toUpperCase()} answers with Content-Length: edited answers are framed right on a keep-alive socket`, async (t) => {
+    const upstream = await startRawServer(t, rawMcp(mode))
+    const gw = await startGateway(t, { servers: [{ name: 'raw', transport: 'http', url: upstream.url, tools: { deny: ['secret'] } }] })
+    const client = oneSocket(t, gw.baseUrl)
+    const init = await post(client, '/raw/mcp', INIT_BODY, {})
+    t.equal(init.status, 200)
+    const headers = { 'mcp-session-id': SESSION, 'mcp-protocol-version': '2025-03-26' }
+
+    // A filtered list, then a plain request on the same socket.
+    const list = await post(client, '/raw/mcp', { jsonrpc: '2.0', id: 2, method: 'tools/list' }, headers)
+    t.equal(list.status, 200)
+    t.same(toolNames(messagesOf(list.text)[0]), ['echo'], 'the list is filtered')
+    if (list.headers['content-length'] !== undefined) t.equal(Number(list.headers['content-length']), Buffer.byteLength(list.text), 'a declared length is the true length')
+    const after = await post(client, '/raw/mcp', { jsonrpc: '2.0', id: 3, method: 'ping' }, headers)
+    t.equal(after.status, 200)
+    t.same(messagesOf(after.text), [{ jsonrpc: '2.0', id: 3, result: {} }], 'the next answer on the socket is whole and alone')
+
+    // A batch with a refused member (the gateway adds its error), then a plain request.
+    const batch = await post(client, '/raw/mcp', [
+      { jsonrpc: '2.0', id: 4, method: 'tools/call', params: { name: 'secret', arguments: {} } },
+      { jsonrpc: '2.0', id: 5, method: 'tools/call', params: { name: 'echo', arguments: {} } },
+    ], headers)
+    t.equal(batch.status, 200)
+    const byId = new Map(messagesOf(batch.text).map((m) => [m.id, m]))
+    t.match(byId.get(4), { error: { data: { code: 'PORTCULLIS_ERR_POLICY_DENIED' } } })
+    t.match(byId.get(5), { result: { content: [{ text: 'called echo' }] } })
+    if (batch.headers['content-length'] !== undefined) t.equal(Number(batch.headers['content-length']), Buffer.byteLength(batch.text), 'a declared length is the true length')
+    const last = await post(client, '/raw/mcp', { jsonrpc: '2.0', id: 6, method: 'ping' }, headers)
+    t.equal(last.status, 200)
+    t.same(messagesOf(last.text), [{ jsonrpc: '2.0', id: 6, result: {} }], 'nothing spilled into the next answer')
+  })
+}
+
+t.test('stdio upstream: edited answers (filtered list as JSON, batch with a refused member as SSE) are framed right', async (t) => {
+  const gw = await startGateway(t, { servers: [stdioServer('local', { tools: { deny: ['crash'] } })] })
+  const client = oneSocket(t, gw.baseUrl)
+  const init = await post(client, '/local/mcp', INIT_BODY, {})
+  t.equal(init.status, 200)
+  const headers = { 'mcp-session-id': String(init.headers['mcp-session-id']), 'mcp-protocol-version': '2025-03-26' }
+  t.equal((await post(client, '/local/mcp', { jsonrpc: '2.0', method: 'notifications/initialized' }, headers)).status, 202)
+
+  const list = await post(client, '/local/mcp', { jsonrpc: '2.0', id: 2, method: 'tools/list' }, headers)
+  const names = toolNames(messagesOf(list.text)[0])
+  t.ok(names.includes('echo') && !names.includes('crash'), 'the list is filtered')
+  if (list.headers['content-length'] !== undefined) t.equal(Number(list.headers['content-length']), Buffer.byteLength(list.text), 'a declared length is the true length')
+  t.same(messagesOf((await post(client, '/local/mcp', { jsonrpc: '2.0', id: 3, method: 'ping' }, headers)).text), [{ jsonrpc: '2.0', id: 3, result: {} }])
+
+  const batch = await post(client, '/local/mcp', [
+    { jsonrpc: '2.0', id: 4, method: 'tools/call', params: { name: 'crash', arguments: {} } },
+    { jsonrpc: '2.0', id: 5, method: 'tools/call', params: { name: 'echo', arguments: { text: 'hi' } } },
+  ], headers)
+  const byId = new Map(messagesOf(batch.text).map((m) => [m.id, m]))
+  t.match(byId.get(4), { error: { data: { code: 'PORTCULLIS_ERR_POLICY_DENIED' } } })
+  t.match(byId.get(5), { result: { content: [{ text: 'hi' }] } })
+  if (batch.headers['content-length'] !== undefined) t.equal(Number(batch.headers['content-length']), Buffer.byteLength(batch.text), 'a declared length is the true length')
+  t.same(messagesOf((await post(client, '/local/mcp', { jsonrpc: '2.0', id: 6, method: 'ping' }, headers)).text), [{ jsonrpc: '2.0', id: 6, result: {} }])
+})
