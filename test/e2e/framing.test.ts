@@ -5,7 +5,7 @@
 import t from 'tap'
 import { Client } from 'undici'
 import type { IncomingMessage, ServerResponse } from 'node:http'
-import { INIT_BODY, startGateway, startRawServer, stdioServer, type Teardown } from '../helpers.js'
+import { INIT_BODY, postJson, startGateway, startRawServer, stdioServer, type Teardown } from '../helpers.js'
 
 const TOOLS = [{ name: 'echo', inputSchema: { type: 'object' } }, { name: 'secret', inputSchema: { type: 'object' } }]
 const SESSION = 'raw-session-1'
@@ -17,13 +17,14 @@ function resultFor (message: { id?: unknown, method?: string, params?: { name?: 
   return {}
 }
 
-/** A raw upstream that answers in JSON or SSE and always declares Content-Length (as some servers do on SSE). */
-function rawMcp (mode: 'json' | 'sse') {
+/** A raw upstream that answers in JSON or SSE and always declares Content-Length (as some servers do on SSE); records bodies. */
+function rawMcp (mode: 'json' | 'sse', bodies: string[] = []) {
   return (req: IncomingMessage, res: ServerResponse): void => {
     const chunks: Buffer[] = []
     req.on('data', (c: Buffer) => chunks.push(c))
     req.on('end', () => {
-      const parsed = JSON.parse(Buffer.concat(chunks).toString('utf8')) as unknown
+      bodies.push(Buffer.concat(chunks).toString('utf8'))
+      const parsed = JSON.parse(bodies[bodies.length - 1] ?? '') as unknown
       const messages = (Array.isArray(parsed) ? parsed : [parsed]) as Array<{ id?: unknown, method?: string, params?: { name?: string } }>
       const answers = messages.filter((m) => m.id !== undefined).map((m) => ({ jsonrpc: '2.0', id: m.id, result: resultFor(m) }))
       if (answers.length === 0) {
@@ -127,4 +128,30 @@ t.test('stdio upstream: edited answers (filtered list as JSON, batch with a refu
   t.match(byId.get(5), { result: { content: [{ text: 'hi' }] } })
   if (batch.headers['content-length'] !== undefined) t.equal(Number(batch.headers['content-length']), Buffer.byteLength(batch.text), 'a declared length is the true length')
   t.same(messagesOf((await post(client, '/local/mcp', { jsonrpc: '2.0', id: 6, method: 'ping' }, headers)).text), [{ jsonrpc: '2.0', id: 6, result: {} }])
+})
+
+t.test('duplicate keys and deep nesting are refused before anything reaches an upstream', async (t) => {
+  const bodies: string[] = []
+  const upstream = await startRawServer(t, rawMcp('json', bodies))
+  const gw = await startGateway(t, { servers: [{ name: 'raw', transport: 'http', url: upstream.url, tools: { deny: ['danger'] } }, stdioServer('local')] })
+  const headers = { 'mcp-session-id': SESSION, 'mcp-protocol-version': '2025-11-25' }
+  // JSON.parse keeps the last "method" (ping); a first-wins upstream would run the denied tools/call.
+  const smuggled = '{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"danger","arguments":{}},"method":"ping"}'
+  const dup = await postJson(gw.mcpUrl('raw'), smuggled, headers)
+  t.equal(dup.status, 400)
+  t.same(dup.json, { jsonrpc: '2.0', id: 1, error: { code: -32600, message: 'Invalid Request: duplicate key "method" in a JSON object (each key may appear once)', data: { code: 'PORTCULLIS_ERR_INVALID_REQUEST' } } })
+  const escaped = await postJson(gw.mcpUrl('raw'), '{"jsonrpc":"2.0","id":2,"method":"ping","\\u006dethod":"tools/call","params":{"name":"danger"}}', headers)
+  t.equal(escaped.status, 400, 'a \\u-escaped twin is the same key')
+  t.match(escaped.json, { id: 2, error: { message: /duplicate key "method"/ } })
+  t.notOk(bodies.some((b) => b.includes('danger')), 'neither body reached the upstream')
+
+  const deep = `{"jsonrpc":"2.0","id":3,"method":"tools/call","params":{"name":"echo","arguments":{"text":${'['.repeat(100_000)}${']'.repeat(100_000)}}}}`
+  const init = await postJson(gw.mcpUrl('local'), INIT_BODY)
+  const stdioHeaders = { 'mcp-session-id': init.headers.get('mcp-session-id') ?? '', 'mcp-protocol-version': '2025-11-25' }
+  for (const server of ['raw', 'local']) {
+    const res = await postJson(gw.mcpUrl(server), deep, server === 'raw' ? headers : stdioHeaders)
+    t.equal(res.status, 400, `${server}: 100000-deep JSON is a client error, not a 500`)
+    t.match(res.json, { id: 3, error: { code: -32600, message: /nests objects and arrays deeper than 128 levels/, data: { code: 'PORTCULLIS_ERR_INVALID_REQUEST' } } })
+  }
+  t.notOk(bodies.some((b) => b.includes('[[[')), 'the deep body did not reach the upstream')
 })
