@@ -47,6 +47,21 @@ export const TARGET_PARAM: Readonly<Record<string, 'name' | 'uri'>> = {
   'resources/unsubscribe': 'uri',
 }
 
+/** MCP notifications all live under `notifications/`; any other method is a request method. */
+export function isRequestMethod (method: string): boolean {
+  return !method.startsWith('notifications/')
+}
+
+/**
+ * Messages that policy, rate limits and the audit trail judge: requests, and
+ * notifications whose method is a request method (`tools/call` without an id).
+ * A server may well run such a "notification" (many dispatch on the method
+ * alone), so it must not slip past the rules a request meets.
+ */
+export function isJudged (message: McpMessage): boolean {
+  return message.kind === 'request' || (message.kind === 'notification' && message.method !== undefined && isRequestMethod(message.method))
+}
+
 /** Parses and classifies a POST body. Throws PortcullisError (parse / invalid request / invalid params). */
 export function inspectBody (body: Buffer | undefined): McpInspection {
   if (body === undefined || body.length === 0) {
@@ -127,7 +142,9 @@ function classify (value: unknown, index: number | undefined): McpMessage {
     }
     const typedParams = params as Record<string, unknown> | undefined
     if (!('id' in msg)) {
-      return { kind: 'notification', id: undefined, method: msg.method, params: typedParams, target: undefined, value: msg }
+      // A request method sent without an id is still judged on what it targets (see isJudged).
+      const target = isRequestMethod(msg.method) ? targetOf(msg.method, typedParams, null, index) : undefined
+      return { kind: 'notification', id: undefined, method: msg.method, params: typedParams, target, value: msg }
     }
     // MCP basic/index: request ids MUST be a string or integer, and MUST NOT be null.
     if (!isId(msg.id)) throw invalid('"id" must be a string or a number', index)
