@@ -15,6 +15,7 @@ import { PortcullisError, jsonRpcError, jsonRpcErrorPayload, type JsonRpcErrorBo
 import type { Config, ServerConfig } from '../config/schema.js'
 import { inspectBody, isJudged, type McpInspection } from '../mcp/jsonrpc.js'
 import { checkMirroredHeaders } from '../mcp/headers.js'
+import { checkParamHeaders, ToolParamHeaders } from '../mcp/param-headers.js'
 import type { Upstream } from '../upstreams/types.js'
 import { ANONYMOUS, type UserIdentity } from '../identity.js'
 import type { OriginPolicy } from '../mcp/origin.js'
@@ -133,6 +134,9 @@ export async function mcpRoutes (app: FastifyInstance, opts: McpRoutesOptions): 
     if (upstream === undefined) throw new Error(`no upstream adapter for server ${server.name}`)
     const url = `/${server.name}/mcp`
     const policy = new ServerPolicy(server)
+    // Mcp-Param-* headers: the gateway is a stdio server's HTTP side and checks them itself;
+    // an HTTP upstream reads the body and checks its own (the headers are forwarded).
+    const paramHeaders = server.transport === 'stdio' ? new ToolParamHeaders() : undefined
     const challenge = opts.scopeChallenge
     const gateOptions = {
       server,
@@ -178,6 +182,7 @@ export async function mcpRoutes (app: FastifyInstance, opts: McpRoutesOptions): 
       const inspection = inspectBody(request.body as Buffer | undefined)
       request.mcpInspection = inspection
       checkMirroredHeaders(inspection, request.headers)
+      if (paramHeaders !== undefined && inspection.modernVersion !== undefined) checkParamHeaders(inspection, request.headers, paramHeaders)
 
       const outcomes = await gate(gateOptions, caller, key, inspection)
       reply.raw.once('close', () => finish(request, reply, outcomes, reply.elapsedTime))
@@ -230,8 +235,11 @@ export async function mcpRoutes (app: FastifyInstance, opts: McpRoutesOptions): 
               return undefined
             }
           : undefined
-        if (filter !== undefined || record !== undefined) {
+        // Every tools/list answer of a stdio server teaches which arguments its tools mirror.
+        const learn = method === 'tools/list' ? paramHeaders : undefined
+        if (filter !== undefined || record !== undefined || learn !== undefined) {
           watch.set(id, (message) => {
+            learn?.learn(message.result)
             const edited = filter?.(message) ?? message
             record?.(edited)
             return edited === message ? undefined : edited
