@@ -41,9 +41,9 @@ function rawMcp (mode: 'json' | 'sse', bodies: string[] = []) {
   }
 }
 
-/** An undici Client with one connection and pipelining 1: every request shares one keep-alive socket. */
+/** An undici Client with one connection and pipelining 1: every request shares one keep-alive socket. A mis-framed answer hangs until the body timeout. */
 function oneSocket (t: Teardown, origin: string): Client {
-  const client = new Client(origin, { pipelining: 1, headersTimeout: 3000, bodyTimeout: 3000 })
+  const client = new Client(origin, { pipelining: 1, headersTimeout: 20_000, bodyTimeout: 10_000 })
   t.teardown(() => client.close())
   return client
 }
