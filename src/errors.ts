@@ -41,6 +41,7 @@ export const ERRORS = {
   PORTCULLIS_ERR_INVALID_REQUEST: { status: 400, rpcCode: JSONRPC.INVALID_REQUEST, message: 'Invalid Request' },
   PORTCULLIS_ERR_INVALID_PARAMS: { status: 400, rpcCode: JSONRPC.INVALID_PARAMS, message: 'Invalid params' },
   PORTCULLIS_ERR_HEADER_MISMATCH: { status: 400, rpcCode: JSONRPC.HEADER_MISMATCH, message: 'Header mismatch' },
+  PORTCULLIS_ERR_UNSUPPORTED_PROTOCOL_VERSION: { status: 400, rpcCode: JSONRPC.INVALID_REQUEST, message: 'Bad Request: unsupported MCP-Protocol-Version' },
   PORTCULLIS_ERR_BODY_TOO_LARGE: { status: 413, rpcCode: JSONRPC.INVALID_REQUEST, message: 'Request body is larger than the gateway accepts' },
   PORTCULLIS_ERR_UNSUPPORTED_MEDIA_TYPE: { status: 415, rpcCode: JSONRPC.INVALID_REQUEST, message: 'Unsupported Content-Type: MCP requests are application/json' },
   PORTCULLIS_ERR_UNAUTHORIZED: { status: 401, rpcCode: JSONRPC.INVALID_REQUEST, message: 'Unauthorized' },

@@ -23,6 +23,9 @@ const NAME_REQUIRED: Readonly<Record<string, 'name' | 'uri'>> = {
   'resources/read': 'uri',
 }
 
+/** The MCP revisions the gateway knows; a stdio session accepts an MCP-Protocol-Version header naming one of them. */
+export const KNOWN_REVISIONS: ReadonlySet<string> = new Set(['2024-11-05', '2025-03-26', '2025-06-18', '2025-11-25', '2026-07-28'])
+
 /** RFC 9110 field-value characters: visible ASCII, space, tab. */
 const FIELD_VALUE_RE = /^[\t\x20-\x7e]*$/
 const BASE64_SENTINEL_RE = /^=\?base64\?([A-Za-z0-9+/]*={0,2})\?=$/
@@ -53,8 +56,12 @@ export function decodeHeaderValue (raw: string): string | undefined {
   return Buffer.from(text, 'utf8').equals(bytes) ? text : undefined
 }
 
+/** MCP revisions are dates (basic/versioning: YYYY-MM-DD). */
+const REVISION_RE = /^\d{4}-\d{2}-\d{2}$/
+
+/** A revision at or after 2026-07-28; a value that is no revision at all ("latest") is not modern. */
 export function isModernRevision (version: string | undefined): boolean {
-  return version !== undefined && version >= FIRST_MODERN_REVISION
+  return version !== undefined && REVISION_RE.test(version) && version >= FIRST_MODERN_REVISION
 }
 
 /**
@@ -101,4 +108,19 @@ export function checkMirroredHeaders (inspection: McpInspection, headers: Incomi
   if (message.target !== undefined && decoded !== message.target) {
     throw mismatch(message, `Mcp-Name header value '${shown(decoded)}' does not match body value '${shown(message.target)}'`)
   }
+}
+
+/**
+ * The version header on a 2025-era request to a server the gateway itself
+ * speaks Streamable HTTP for (a stdio bridge). MCP 2025-11-25 basic/transports,
+ * "Protocol Version Header": "If the server receives a request with an invalid
+ * or unsupported `MCP-Protocol-Version`, it **MUST** respond with `400 Bad
+ * Request`." An absent header is allowed: the server "**SHOULD** assume
+ * protocol version `2025-03-26`". HTTP upstreams answer this for themselves.
+ */
+export function checkProtocolVersionHeader (headers: IncomingHttpHeaders): void {
+  const version = single(headers, 'mcp-protocol-version')
+  if (version === undefined || KNOWN_REVISIONS.has(version)) return
+  const shownVersion = FIELD_VALUE_RE.test(version) ? shown(version) : '(invalid characters)'
+  throw new PortcullisError('PORTCULLIS_ERR_UNSUPPORTED_PROTOCOL_VERSION', `'${shownVersion}'; supported: ${[...KNOWN_REVISIONS].join(', ')}`)
 }

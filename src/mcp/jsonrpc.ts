@@ -6,6 +6,7 @@
  * The body itself is forwarded verbatim; nothing here rewrites it.
  */
 import { PortcullisError, type JsonRpcId } from '../errors.js'
+import { MAX_JSON_DEPTH, scanJson, type JsonHazard } from './scan-json.js'
 
 export type MessageKind = 'request' | 'notification' | 'response'
 
@@ -46,17 +47,36 @@ export const TARGET_PARAM: Readonly<Record<string, 'name' | 'uri'>> = {
   'resources/unsubscribe': 'uri',
 }
 
+/** MCP notifications all live under `notifications/`; any other method is a request method. */
+export function isRequestMethod (method: string): boolean {
+  return !method.startsWith('notifications/')
+}
+
+/**
+ * Messages that policy, rate limits and the audit trail judge: requests, and
+ * notifications whose method is a request method (`tools/call` without an id).
+ * A server may well run such a "notification" (many dispatch on the method
+ * alone), so it must not slip past the rules a request meets.
+ */
+export function isJudged (message: McpMessage): boolean {
+  return message.kind === 'request' || (message.kind === 'notification' && message.method !== undefined && isRequestMethod(message.method))
+}
+
 /** Parses and classifies a POST body. Throws PortcullisError (parse / invalid request / invalid params). */
 export function inspectBody (body: Buffer | undefined): McpInspection {
   if (body === undefined || body.length === 0) {
     throw new PortcullisError('PORTCULLIS_ERR_PARSE', 'the request body is empty')
   }
+  const text = body.toString('utf8')
   let parsed: unknown
   try {
-    parsed = JSON.parse(body.toString('utf8'))
+    parsed = JSON.parse(text)
   } catch {
     throw new PortcullisError('PORTCULLIS_ERR_PARSE')
   }
+  // One reading only: what policy judges must be what every upstream parser reads (see scan-json.ts).
+  const hazard = scanJson(text)
+  if (hazard !== undefined) throw refusedShape(hazard, parsed)
   if (Array.isArray(parsed)) {
     // JSON-RPC batches: MCP 2025-03-26 only (removed in 2025-06-18), still accepted for those clients.
     if (parsed.length === 0) throw new PortcullisError('PORTCULLIS_ERR_INVALID_REQUEST', 'an empty batch is not a valid JSON-RPC request')
@@ -70,6 +90,18 @@ export function inspectBody (body: Buffer | undefined): McpInspection {
     requestIds: message.kind === 'request' ? [message.id ?? null] : [],
     modernVersion: modernVersionOf(message),
   }
+}
+
+const MAX_KEY_ECHO_CHARS = 80
+
+function refusedShape (hazard: JsonHazard, parsed: unknown): PortcullisError {
+  // The id is echoed when it is unambiguous: a single message whose duplicate is not "id".
+  const single = parsed !== null && typeof parsed === 'object' && !Array.isArray(parsed) ? parsed as Record<string, unknown> : undefined
+  const id = single !== undefined && isId(single.id) && !(hazard.kind === 'duplicate-key' && hazard.key === 'id') ? single.id : null
+  if (hazard.kind === 'too-deep') return new PortcullisError('PORTCULLIS_ERR_INVALID_REQUEST', `the JSON body nests objects and arrays deeper than ${MAX_JSON_DEPTH} levels`, { id })
+  if (hazard.kind === 'proto-key') return new PortcullisError('PORTCULLIS_ERR_INVALID_REQUEST', 'the key "__proto__" is not accepted in a JSON object', { id })
+  const key = hazard.key.length > MAX_KEY_ECHO_CHARS ? `${hazard.key.slice(0, MAX_KEY_ECHO_CHARS)}…` : hazard.key
+  return new PortcullisError('PORTCULLIS_ERR_INVALID_REQUEST', `duplicate key ${JSON.stringify(key)} in a JSON object (each key may appear once)`, { id })
 }
 
 function requestIdsOf (messages: readonly McpMessage[]): JsonRpcId[] {
@@ -110,7 +142,9 @@ function classify (value: unknown, index: number | undefined): McpMessage {
     }
     const typedParams = params as Record<string, unknown> | undefined
     if (!('id' in msg)) {
-      return { kind: 'notification', id: undefined, method: msg.method, params: typedParams, target: undefined, value: msg }
+      // A request method sent without an id is still judged on what it targets (see isJudged).
+      const target = isRequestMethod(msg.method) ? targetOf(msg.method, typedParams, null, index) : undefined
+      return { kind: 'notification', id: undefined, method: msg.method, params: typedParams, target, value: msg }
     }
     // MCP basic/index: request ids MUST be a string or integer, and MUST NOT be null.
     if (!isId(msg.id)) throw invalid('"id" must be a string or a number', index)

@@ -7,7 +7,7 @@
 import { PortcullisError } from '../errors.js'
 import type { Rate } from '../config/units.js'
 import type { ServerConfig } from '../config/schema.js'
-import type { McpInspection, McpMessage } from '../mcp/jsonrpc.js'
+import { isJudged, type McpInspection, type McpMessage } from '../mcp/jsonrpc.js'
 import { concurrencyRejection, type Bucket, type RateLimiter, type RateLimitRejection } from '../rate-limit/limiter.js'
 import type { Caller, ServerPolicy, TargetKind } from './policy.js'
 
@@ -45,7 +45,8 @@ function limited (rejection: RateLimitRejection, id: McpMessage['id']): Portcull
 export async function gate (options: GateOptions, caller: Caller, callerKey: string, inspection: McpInspection): Promise<MessageOutcome[]> {
   const outcomes: MessageOutcome[] = []
   for (const message of inspection.messages) {
-    if (message.kind !== 'request') {
+    // A request method sent as a notification meets the same policy and limits as a request.
+    if (!isJudged(message)) {
       outcomes.push({ message, decision: 'allowed', kind: undefined, name: undefined })
       continue
     }

@@ -14,7 +14,7 @@
  * call. Scope-gated entries stay listed: calling one starts the step-up.
  */
 import type { AccessConfig, NamedRule, ServerConfig, ToolRule } from '../config/schema.js'
-import type { McpMessage } from '../mcp/jsonrpc.js'
+import { isJudged, type McpMessage } from '../mcp/jsonrpc.js'
 import { compileGlob, type Matcher } from './glob.js'
 
 export type TargetKind = 'tool' | 'prompt' | 'resource'
@@ -97,9 +97,9 @@ export class ServerPolicy {
     return { allowed: false, reason: 'denied', message: `${caller.isClient ? 'client' : 'user'} "${caller.name}" is not in the access list of server "${this.server.name}"` }
   }
 
-  /** The verdict on one message: only tools/call, prompts/get and resources/* name a target. */
+  /** The verdict on one message (a request, or a request method sent as a notification): only tools/call, prompts/get and resources/* name a target. */
   judge (message: McpMessage, caller: Caller): Verdict {
-    if (message.kind !== 'request' || message.method === undefined) return ALLOWED_UNTARGETED
+    if (!isJudged(message) || message.method === undefined) return ALLOWED_UNTARGETED
     const target = message.method === 'completion/complete' ? completionTarget(message.params) : targetOf(message.method, message.target)
     if (target === undefined) return ALLOWED_UNTARGETED
     const { kind, name } = target

@@ -13,8 +13,9 @@
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify'
 import { PortcullisError, jsonRpcError, jsonRpcErrorPayload, type JsonRpcErrorBody, type JsonRpcId } from '../errors.js'
 import type { Config, ServerConfig } from '../config/schema.js'
-import { inspectBody, type McpInspection } from '../mcp/jsonrpc.js'
+import { inspectBody, isJudged, type McpInspection } from '../mcp/jsonrpc.js'
 import { checkMirroredHeaders } from '../mcp/headers.js'
+import { checkParamHeaders, ToolParamHeaders } from '../mcp/param-headers.js'
 import type { Upstream } from '../upstreams/types.js'
 import type { SessionOwner } from '../upstreams/session-owners.js'
 import { ANONYMOUS, type UserIdentity } from '../identity.js'
@@ -145,6 +146,9 @@ export async function mcpRoutes (app: FastifyInstance, opts: McpRoutesOptions): 
     if (upstream === undefined) throw new Error(`no upstream adapter for server ${server.name}`)
     const url = `/${server.name}/mcp`
     const policy = new ServerPolicy(server)
+    // Mcp-Param-* headers: the gateway is a stdio server's HTTP side and checks them itself;
+    // an HTTP upstream reads the body and checks its own (the headers are forwarded).
+    const paramHeaders = server.transport === 'stdio' ? new ToolParamHeaders() : undefined
     const challenge = opts.scopeChallenge
     const gateOptions = {
       server,
@@ -183,14 +187,18 @@ export async function mcpRoutes (app: FastifyInstance, opts: McpRoutesOptions): 
         metrics.policyDenials.inc({ server: server.name, reason: 'access' })
         throw new PortcullisError('PORTCULLIS_ERR_ACCESS_DENIED', reach.message)
       }
-      if (request.method === 'GET' && policy.filtersLists) {
-        // A GET with Last-Event-ID replays earlier answers, list results among them: filtered as they were live.
-        request.mcpEdit = { watch: new Map(), extra: [], any: replayFilter }
+      if (request.method !== 'POST') {
+        refuseBody(request)
+        if (request.method === 'GET' && policy.filtersLists) {
+          // A GET with Last-Event-ID replays earlier answers, list results among them: filtered as they were live.
+          request.mcpEdit = { watch: new Map(), extra: [], any: replayFilter }
+        }
+        return
       }
-      if (request.method !== 'POST') return
       const inspection = inspectBody(request.body as Buffer | undefined)
       request.mcpInspection = inspection
       checkMirroredHeaders(inspection, request.headers)
+      if (paramHeaders !== undefined && inspection.modernVersion !== undefined) checkParamHeaders(inspection, request.headers, paramHeaders)
 
       const outcomes = await gate(gateOptions, caller, key, inspection)
       reply.raw.once('close', () => finish(request, reply, outcomes, reply.elapsedTime))
@@ -199,14 +207,19 @@ export async function mcpRoutes (app: FastifyInstance, opts: McpRoutesOptions): 
       }
 
       const refused = outcomes.filter((o) => o.error !== undefined)
+      // A refused notification is dropped, not answered: JSON-RPC 2.0 section 4.1 gives a
+      // notification no response, and its client gets the 202 any notification gets.
+      const refusedRequests = refused.filter((o) => o.message.kind === 'request')
       if (!inspection.isBatch) {
         const only = refused[0]
+        if (only !== undefined && refusedRequests.length === 0) return reply.code(202).send()
         if (only?.error !== undefined) throw only.error
       }
-      const extra: JsonRpcErrorBody[] = refused.map((o) => jsonRpcError(o.error as PortcullisError, o.message.id ?? null))
-      if (extra.length > 0) {
+      const extra: JsonRpcErrorBody[] = refusedRequests.map((o) => jsonRpcError(o.error as PortcullisError, o.message.id ?? null))
+      if (refused.length > 0) {
         const kept = outcomes.filter((o) => o.error === undefined).map((o) => o.message)
         if (kept.length === 0) {
+          if (extra.length === 0) return reply.code(202).send()
           reply.code(200).type('application/json').send(extra)
           return reply
         }
@@ -243,8 +256,11 @@ export async function mcpRoutes (app: FastifyInstance, opts: McpRoutesOptions): 
               return undefined
             }
           : undefined
-        if (filter !== undefined || record !== undefined) {
+        // Every tools/list answer of a stdio server teaches which arguments its tools mirror.
+        const learn = method === 'tools/list' ? paramHeaders : undefined
+        if (filter !== undefined || record !== undefined || learn !== undefined) {
           watch.set(id, (message) => {
+            learn?.learn(message.result)
             const edited = filter?.(message) ?? message
             record?.(edited)
             return edited === message ? undefined : edited
@@ -264,7 +280,7 @@ export async function mcpRoutes (app: FastifyInstance, opts: McpRoutesOptions): 
       if (audit === undefined) return
       const identity = request.identity
       for (const o of outcomes) {
-        if (o.message.kind !== 'request') continue
+        if (!isJudged(o.message)) continue
         const args = o.message.params?.arguments
         const result = captured.get(o)
         audit.record({
@@ -342,6 +358,17 @@ export async function mcpRoutes (app: FastifyInstance, opts: McpRoutesOptions): 
         throw new PortcullisError('PORTCULLIS_ERR_METHOD_NOT_ALLOWED', 'use POST, GET or DELETE', { headers: { allow: ALLOW } })
       },
     })
+  }
+}
+
+/**
+ * GET opens the server->client stream and DELETE ends a session: neither has a body in the
+ * MCP transport. One sent anyway would reach the upstream unjudged, so it is refused.
+ */
+function refuseBody (request: FastifyRequest): void {
+  const length = request.headers['content-length']
+  if ((length !== undefined && length !== '0') || request.headers['transfer-encoding'] !== undefined) {
+    throw new PortcullisError('PORTCULLIS_ERR_INVALID_REQUEST', `a ${request.method} request to an MCP endpoint carries no body (send JSON-RPC messages with POST)`)
   }
 }
 

@@ -169,7 +169,8 @@ class Relay implements Dispatcher.DispatchHandler {
       if (isSse) {
         this.mode = 'sse'
         this.editor = new SseEditor(edit)
-        // Edited events change the length: the answer goes out chunked.
+        // An edited stream is not the upstream's length (RFC 9112 6.3: a wrong Content-Length
+        // desynchronises the keep-alive connection); without one, Node frames it chunked.
         delete headers['content-length']
       }
     }

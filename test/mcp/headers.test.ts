@@ -1,6 +1,6 @@
 import t from 'tap'
 import { inspectBody } from '../../src/mcp/jsonrpc.js'
-import { checkMirroredHeaders, decodeHeaderValue } from '../../src/mcp/headers.js'
+import { checkMirroredHeaders, checkProtocolVersionHeader, decodeHeaderValue, isModernRevision } from '../../src/mcp/headers.js'
 import { PortcullisError } from '../../src/errors.js'
 
 const META = { 'io.modelcontextprotocol/protocolVersion': '2026-07-28', 'io.modelcontextprotocol/clientCapabilities': {} }
@@ -94,4 +94,24 @@ t.test('batches are refused for modern requests (2026-07-28 has no batching), al
   t.equal(err?.rpcCode, -32600)
   t.match(err?.message, /batches are not part of MCP 2026-07-28/)
   t.equal(check(batch, { 'mcp-protocol-version': '2025-03-26' }), undefined)
+})
+
+t.test('isModernRevision: revisions are dates; a value that is none is not modern', async (t) => {
+  t.equal(isModernRevision('2026-07-28'), true)
+  t.equal(isModernRevision('2099-01-01'), true)
+  t.equal(isModernRevision('2025-11-25'), false)
+  t.equal(isModernRevision('latest'), false)
+  t.equal(isModernRevision('2026-07-28x'), false)
+  t.equal(isModernRevision(undefined), false)
+})
+
+t.test('checkProtocolVersionHeader: known revisions or none pass; anything else is a 400 naming the value', async (t) => {
+  for (const v of ['2024-11-05', '2025-03-26', '2025-06-18', '2025-11-25', '2026-07-28']) t.doesNotThrow(() => checkProtocolVersionHeader({ 'mcp-protocol-version': v }), v)
+  t.doesNotThrow(() => checkProtocolVersionHeader({}))
+  const err = (() => { try { checkProtocolVersionHeader({ 'mcp-protocol-version': '2025-01-01' }) } catch (e) { return e as PortcullisError } return undefined })()
+  t.equal(err?.code, 'PORTCULLIS_ERR_UNSUPPORTED_PROTOCOL_VERSION')
+  t.equal(err?.status, 400)
+  t.match(err?.message, /'2025-01-01'; supported: 2024-11-05, /)
+  t.throws(() => checkProtocolVersionHeader({ 'mcp-protocol-version': '2025-11-25 ' }), { code: 'PORTCULLIS_ERR_UNSUPPORTED_PROTOCOL_VERSION' }, 'exact match only')
+  t.throws(() => checkProtocolVersionHeader({ 'mcp-protocol-version': 'x'.repeat(500) }), { message: /x{80}…'/ }, 'a long value is shortened')
 })

@@ -27,7 +27,7 @@ import { PortcullisError } from '../../errors.js'
 import type { StdioServerConfig } from '../../config/schema.js'
 import { hasUserTemplate, renderUserTemplate } from '../../config/user-template.js'
 import { ANONYMOUS, type UserIdentity } from '../../identity.js'
-import { isModernRevision, FIRST_MODERN_REVISION } from '../../mcp/headers.js'
+import { checkProtocolVersionHeader, isModernRevision, FIRST_MODERN_REVISION } from '../../mcp/headers.js'
 import { META_PROTOCOL_VERSION, type McpMessage } from '../../mcp/jsonrpc.js'
 import type { McpExchange, Upstream, UpstreamHealth, UpstreamLoad } from '../types.js'
 import { ownerKey, type SessionOwner } from '../session-owners.js'
@@ -217,6 +217,8 @@ export class StdioUpstream implements Upstream {
   async handle (ex: McpExchange): Promise<void> {
     try {
       if (this.isClosed) throw new PortcullisError('PORTCULLIS_ERR_SHUTTING_DOWN')
+      // 2025 era: the gateway is this server's HTTP side, so it answers for the version header.
+      if (ex.inspection?.modernVersion === undefined) checkProtocolVersionHeader(ex.headers)
       const sessionId = headerValue(ex.headers, 'mcp-session-id')
       if (ex.method === 'POST') await this.handlePost(ex, sessionId)
       else if (ex.method === 'GET') this.handleGet(ex, sessionId)
