@@ -130,6 +130,10 @@ t.test('isolation shared: a process serves every session asking a version it ans
   t.equal((await health(gw)).servers[0]?.processes.length, 1, 'the child answered 2025-11-25, so its connection serves that version too')
   t.match(await ask('2025-06-18'), { result: { protocolVersion: '2025-06-18' } })
   t.equal((await health(gw)).servers[0]?.processes.length, 2, 'a version not yet asked gets a handshake (and process) of its own')
+  for (const made of ['1999-01-01', 'draft', 'x'.repeat(40)]) {
+    t.match(await ask(made), { result: { protocolVersion: '2025-11-25' } }, `${made.slice(0, 12)}: the child's own answer`)
+  }
+  t.equal((await health(gw)).servers[0]?.processes.length, 2, 'versions the gateway does not know start no process of their own')
 })
 
 // --- issue 11 item 4: a missing per-user value refuses the session, never a shared fallback ----

@@ -27,7 +27,7 @@ import { PortcullisError } from '../../errors.js'
 import type { StdioServerConfig } from '../../config/schema.js'
 import { hasUserTemplate, renderUserTemplate } from '../../config/user-template.js'
 import { ANONYMOUS, type UserIdentity } from '../../identity.js'
-import { checkProtocolVersionHeader, isModernRevision, FIRST_MODERN_REVISION } from '../../mcp/headers.js'
+import { checkProtocolVersionHeader, isModernRevision, FIRST_MODERN_REVISION, KNOWN_REVISIONS } from '../../mcp/headers.js'
 import { META_PROTOCOL_VERSION, type McpMessage } from '../../mcp/jsonrpc.js'
 import type { McpExchange, Upstream, UpstreamHealth, UpstreamLoad } from '../types.js'
 import { ownerKey, type SessionOwner } from '../session-owners.js'
@@ -348,7 +348,9 @@ export class StdioUpstream implements Upstream {
   private sharedChannel (user: UserIdentity, first: McpMessage): Promise<Channel> {
     const owner = this.config.isolation === 'user' ? `user:${user.id}` : 'shared'
     const requested = first.params?.protocolVersion
-    const versionKey = (version: unknown): string => `${owner}|${typeof version === 'string' ? version : ''}`
+    // Versions the gateway does not know share one key: a child answers every version it does not
+    // support with the same one of its own, and a client must not start a process per made-up string.
+    const versionKey = (version: unknown): string => `${owner}|${typeof version === 'string' && KNOWN_REVISIONS.has(version) ? version : '?'}`
     return this.reuseOrCreate(this.sharedChannels, versionKey(requested), async () => {
       const child = await this.acquireChild(user, this.config.isolation === 'user' ? 'user' : 'shared')
       const channel = this.newChannel(child, false)
