@@ -42,35 +42,11 @@ export class Metrics {
   private readonly toolLabels = new Map<string, Set<string>>()
 
   constructor () {
-    const counts = (): Iterable<readonly [string, number]> => this.stdioProcessCounts()
-    this.stdioProcesses = new Gauge({
-      name: 'portcullis_stdio_processes',
-      help: 'stdio server processes alive, by server',
-      labelNames: ['server'] as const,
-      registers: [this.registry],
-      collect () {
-        for (const [server, count] of counts()) this.set({ server }, count)
-      },
-    })
-    const loads = (): Iterable<readonly [string, { readonly streams: number, readonly exchanges: number }]> => this.upstreamLoads()
-    this.openStreams = new Gauge({
-      name: 'portcullis_open_streams',
-      help: 'Event streams open to clients (GET streams and streamed answers), by server',
-      labelNames: ['server'] as const,
-      registers: [this.registry],
-      collect () {
-        for (const [server, load] of loads()) this.set({ server }, load.streams)
-      },
-    })
-    this.exchangesInFlight = new Gauge({
-      name: 'portcullis_upstream_exchanges_in_flight',
-      help: 'Requests and streams in flight to each server (HTTP/1.1 upstreams: connections in use)',
-      labelNames: ['server'] as const,
-      registers: [this.registry],
-      collect () {
-        for (const [server, load] of loads()) this.set({ server }, load.exchanges)
-      },
-    })
+    this.stdioProcesses = perServerGauge(this.registry, 'portcullis_stdio_processes', 'stdio server processes alive, by server', () => this.stdioProcessCounts())
+    this.openStreams = perServerGauge(this.registry, 'portcullis_open_streams', 'Event streams open to clients (GET streams and streamed answers), by server',
+      () => [...this.upstreamLoads()].map(([server, load]) => [server, load.streams] as const))
+    this.exchangesInFlight = perServerGauge(this.registry, 'portcullis_upstream_exchanges_in_flight', 'Requests and streams in flight to each server (HTTP/1.1 upstreams: connections in use)',
+      () => [...this.upstreamLoads()].map(([server, load]) => [server, load.exchanges] as const))
     collectDefaultMetrics({ register: this.registry, prefix: 'portcullis_' })
   }
 
@@ -86,6 +62,19 @@ export class Metrics {
     seen.add(tool)
     return tool
   }
+}
+
+/** A gauge by server whose values are read when scraped. */
+function perServerGauge (registry: Registry, name: string, help: string, values: () => Iterable<readonly [server: string, value: number]>): Gauge<'server'> {
+  return new Gauge({
+    name,
+    help,
+    labelNames: ['server'] as const,
+    registers: [registry],
+    collect () {
+      for (const [server, value] of values()) this.set({ server }, value)
+    },
+  })
 }
 
 /** The label of a request's area: the MCP server's name, or the gateway's own routes. */
