@@ -168,12 +168,13 @@ class Relay implements Dispatcher.DispatchHandler {
       }
       if (isSse) {
         this.mode = 'sse'
+        // An edited stream is not the upstream's length either (RFC 9112 6.3: a wrong
+        // Content-Length desynchronises the keep-alive connection); without one, Node frames it chunked.
         this.editor = new SseEditor(edit)
-        // An edited stream is not the upstream's length (RFC 9112 6.3: a wrong Content-Length
-        // desynchronises the keep-alive connection); without one, Node frames it chunked.
-        delete headers['content-length']
       }
     }
+    // Keep-alive comments may go between the events of any stream: it is never sent with the upstream's length.
+    if (isSse) delete headers['content-length']
     res.writeHead(statusCode, headers)
     if (isSse) {
       // Send the headers now: a client waits for them to know an event stream is open.

@@ -9,8 +9,8 @@ import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { stringify } from 'yaml'
-import { Agent, request, type Dispatcher } from 'undici'
-import { connectClient, freePort, INIT_BODY, postJson, redisAvailable, REDIS_URL, scratchRedis, startCliGateway, startGateway, startUpstream, stdioServer, textOf } from '../helpers.js'
+import { Agent, Client, request, type Dispatcher } from 'undici'
+import { connectClient, freePort, INIT_BODY, MCP_HEADERS, postJson, redisAvailable, REDIS_URL, scratchRedis, startCliGateway, startGateway, startRawServer, startUpstream, stdioServer, textOf } from '../helpers.js'
 
 /** The test's own client connections: no cap, so the gateway is what is being measured. */
 const agent = new Agent({ connections: null })
@@ -159,4 +159,37 @@ t.test('servers[].http2: streamed answers from an HTTP/2 upstream over TLS', asy
   t.same(progress, [1, 2, 3, 4], 'progress events streamed through')
   const versions = new Set(upstream.seen.map((r) => (r as { httpVersion?: string }).httpVersion))
   t.same([...versions], ['2.0'], 'every exchange with the upstream was HTTP/2')
+})
+
+t.test('an event stream the upstream sent with a Content-Length goes out chunked, so keep-alive comments cannot break framing', async (t) => {
+  const events = ['event: message\ndata: {"jsonrpc":"2.0","method":"notifications/progress","params":{"progressToken":1,"progress":1}}\n\n', 'event: message\ndata: {"jsonrpc":"2.0","id":2,"result":{"content":[]}}\n\n']
+  const upstream = await startRawServer(t, (req, res) => {
+    req.resume()
+    req.on('end', () => {
+      if (req.headers['mcp-session-id'] === undefined) {
+        res.writeHead(200, { 'content-type': 'application/json', 'mcp-session-id': 'raw-1' })
+        res.end(JSON.stringify({ jsonrpc: '2.0', id: 1, result: { protocolVersion: '2025-11-25', capabilities: {}, serverInfo: { name: 'raw', version: '1' } } }))
+        return
+      }
+      res.writeHead(200, { 'content-type': 'text/event-stream', 'content-length': String(Buffer.byteLength(events.join(''))) })
+      res.write(events[0])
+      setTimeout(() => res.end(events[1]), 400)
+    })
+  })
+  const gw = await startGateway(t, { streamKeepAliveMs: 60, servers: [{ name: 'fx', transport: 'http', url: upstream.url }] })
+  const sessionId = await openSession(gw.mcpUrl('fx'))
+  const client = new Client(gw.baseUrl, { pipelining: 1 })
+  t.teardown(() => client.close())
+  const call = async (): Promise<{ status: number, length: string | string[] | undefined, text: string }> => {
+    const res = await client.request({ path: '/fx/mcp', method: 'POST', headers: { ...MCP_HEADERS, 'mcp-session-id': sessionId, 'mcp-protocol-version': '2025-11-25' }, body: '{"jsonrpc":"2.0","id":2,"method":"tools/call","params":{"name":"slow","arguments":{}}}' })
+    return { status: res.statusCode, length: res.headers['content-length'], text: await res.body.text() }
+  }
+  const first = await call()
+  t.equal(first.status, 200)
+  t.equal(first.length, undefined, 'no Content-Length on the relayed stream')
+  t.match(first.text, /: keep-alive\n\n/, 'a keep-alive comment went between the two events')
+  t.ok(first.text.endsWith(events[1] ?? '-'), 'the last event arrived whole')
+  const second = await call()
+  t.equal(second.status, 200, 'the same keep-alive connection carries the next answer intact')
+  t.ok(second.text.startsWith(events[0] ?? '-'))
 })
