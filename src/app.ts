@@ -19,7 +19,8 @@ import { isStoreUnavailable, type Store } from './store/types.js'
 import { loadKeys } from './auth-server/keys.js'
 import { UserDirectory, type FirstRunAccount } from './auth-server/users.js'
 import { ResourceCatalog } from './auth-server/resources.js'
-import { accessTokenLifetimeS, createProvider, type ProviderDeps } from './auth-server/provider.js'
+import { accessTokenLifetimeS, createProvider } from './auth-server/provider.js'
+import { createGuardedFetch, type OutboundTestAllowance } from './net/guarded-fetch.js'
 import { authServerRoutes } from './auth-server/plugin.js'
 import { interactionRoutes } from './auth-server/interactions.js'
 import { createAuthenticator, resourceMetadataRoutes, type Authenticator } from './resource-server/plugin.js'
@@ -46,8 +47,11 @@ export interface BuildOptions {
   readonly now?: () => number
   /** A store to use instead of the configured one (the caller closes it). */
   readonly store?: Store
-  /** Outgoing fetch for Client ID Metadata Documents (tests serve them from 127.0.0.1). */
-  readonly fetch?: ProviderDeps['fetch']
+  /**
+   * Test-only: hosts whose loopback/private addresses outbound fetches may reach, and a CA to
+   * trust (tests serve metadata documents from 127.0.0.1). Never settable from configuration.
+   */
+  readonly outboundTestAllowance?: OutboundTestAllowance
   /** Where audit records go instead of config.audit.destination (tests collect them). */
   readonly auditDestination?: DestinationStream
   /** How long a start with auth on waits for Redis (default 15 s). */
@@ -160,7 +164,13 @@ export async function buildApp (config: Config, options: BuildOptions = {}): Pro
     grants = revokedGrants
     await revokedGrants.start()
     const verifier = new TokenVerifier({ issuer: config.publicUrl, jwks: { keys: [...keys.publicJwks.keys] }, now, isGrantRevoked: (grantId) => revokedGrants.has(grantId) })
-    const provider = createProvider({ config, store, keys, users, catalog, isOriginAllowed, now, grants: revokedGrants, verifier, ...(options.fetch === undefined ? {} : { fetch: options.fetch }) })
+    const outbound = createGuardedFetch({
+      allowedHosts: config.auth.clientMetadataDocuments.allowedHosts,
+      ...(options.outboundTestAllowance === undefined ? {} : { testAllowance: options.outboundTestAllowance }),
+      onRefused: (host, reason) => app.log.warn({ host: host.slice(0, 253), reason }, 'outbound request refused'),
+    })
+    app.addHook('onClose', outbound.close)
+    const provider = createProvider({ config, store, keys, users, catalog, isOriginAllowed, now, grants: revokedGrants, verifier, fetch: outbound.fetch })
     // Reads the X-Forwarded-* headers presentAsPublic() sets from publicUrl (never the client's own).
     provider.proxy = true
     provider.on('server_error', (_ctx: unknown, err: Error) => {

@@ -29,6 +29,7 @@ import type { RevokedGrants } from '../resource-server/revoked-grants.js'
 import type { TokenVerifier } from '../resource-server/verify-token.js'
 import { revokeJwtAccessTokens } from './revoke-access-token.js'
 import { HTTP_REDIRECT_RULE, isForbiddenRedirect, isLoopbackOrNative } from './redirect-rule.js'
+import type { FetchLike } from '../net/guarded-fetch.js'
 
 export const OAUTH_ROUTES = {
   authorization: '/oauth/authorize',
@@ -85,8 +86,20 @@ export interface ProviderDeps {
   readonly grants: RevokedGrants
   /** The resource server's verifier (revoking a JWT access token checks it first). */
   readonly verifier: TokenVerifier
-  /** Outgoing fetch for Client ID Metadata Documents (tests point it at 127.0.0.1). */
-  readonly fetch?: (url: URL | string, options: Record<string, unknown>) => Promise<Response>
+  /** Every request oidc-provider makes (CIMD, jwks_uri, sector_identifier_uri): the guarded fetch. */
+  readonly fetch: FetchLike
+}
+
+/**
+ * Metadata that would make the gateway fetch a URL the anonymous registrant chose, at
+ * registration (sector_identifier_uri, OIDC Core 8.1) or at every /token
+ * (jwks_uri of private_key_jwt clients). Refused for registered clients: MCP clients need
+ * neither, and each is a request from inside the gateway's network (RFC 7591 5).
+ */
+function refuseFetchedMetadata (metadata: UnknownObject): void {
+  for (const key of ['sector_identifier_uri', 'jwks_uri'] as const) {
+    if (metadata[key] !== undefined) throw new errors.InvalidClientMetadata(`${key} cannot be registered dynamically`)
+  }
 }
 
 function staticClients (config: Config): ClientMetadata[] {
@@ -209,6 +222,7 @@ export function createProvider (deps: ProviderDeps): Provider {
           // a registered scope would also become an allow-list. Scopes are decided per request.
           delete metadata.scope
         } else if (key === 'application_type') {
+          refuseFetchedMetadata(metadata)
           // Native rules are exactly MCP's: http only on loopback (any port), https elsewhere,
           // custom schemes (cursor://, vscode://) allowed.
           metadata.application_type = 'native'
@@ -270,7 +284,8 @@ export function createProvider (deps: ProviderDeps): Provider {
       ctx.set(PAGE_HEADERS)
       ctx.body = messagePage('Sign-in could not continue', `${out.error}${out.error_description === undefined ? '' : `: ${out.error_description}`}`, 'Return to the application and try again.')
     },
-    ...(deps.fetch === undefined ? {} : { fetch: deps.fetch as Configuration['fetch'] }),
+    // Anonymous registrants choose these URLs: public https hosts only (net/guarded-fetch.ts).
+    fetch: deps.fetch as Configuration['fetch'],
   }
 
   const provider = new Provider(config.publicUrl, configuration)

@@ -262,7 +262,7 @@ const authSchema = z.strictObject({
   /** Client ID Metadata Documents: https URL client_ids (MCP 2026-07-28's preferred registration). */
   clientMetadataDocuments: z.strictObject({
     enabled: z.boolean().default(true),
-    /** Hosts whose documents may be fetched; empty = any public https host. */
+    /** The only hosts any outbound fetch may contact (documents, jwks_uri, sector_identifier_uri); empty = any public https host. */
     allowedHosts: z.array(z.string().min(1)).default([]),
   }).prefault({}),
   /**
