@@ -91,6 +91,7 @@ export async function buildApp (config: Config, options: BuildOptions = {}): Pro
     // The MCP routes answer 503 themselves while closing, as a JSON-RPC error with Connection: close.
     return503OnClosing: false,
     routerOptions: { ignoreTrailingSlash: true },
+    ...listenerTimeouts(config.limits),
     // A hop count n means: trust the n nearest proxies (proxy-addr's own reading of a number).
     trustProxy: typeof config.trustProxy === 'number' ? ((_address: string, hop: number) => hop < (config.trustProxy as number)) : config.trustProxy,
   })
@@ -177,6 +178,12 @@ export async function buildApp (config: Config, options: BuildOptions = {}): Pro
       if (isStoreUnavailable(err)) app.log.warn({ err: { message: err.message } }, 'authorization request failed: store unreachable (503)')
       else app.log.error({ err }, 'authorization server error')
     })
+    // What escapes oidc-provider's own handling (Koa's 'error'): mostly a client cut at
+    // limits.* mid-body. Logged, not printed to stderr as Koa does without a listener.
+    const koa: NodeJS.EventEmitter = provider as unknown as NodeJS.EventEmitter
+    koa.on('error', (err: Error & { code?: string }) => {
+      app.log.info({ err: { message: err.message, code: err.code } }, 'authorization request ended early')
+    })
     // Refusals are routine (bad clients, expired codes): info, with the OAuth error only — never the request.
     const refused = (event: string) => (_ctx: unknown, err: Error & { error_description?: string }): void => {
       app.log.info({ event, error: err.message, description: err.error_description }, 'authorization request refused')
@@ -248,6 +255,27 @@ class CompletedRequestLog extends LogController {
     const line = { method: request.method, url: redactUrl(request.url), statusCode: reply.raw.statusCode, responseTimeMs: Math.round(reply.elapsedTime * 10) / 10 }
     if (error === null || error === undefined) request.log.info(line, 'request completed')
     else request.log.error({ ...line, err: error }, 'request errored')
+  }
+}
+
+/**
+ * Slow clients (slowloris), answered by Node's own HTTP server, which sees every request —
+ * oidc-provider's raw-handled routes included — before any handler: `headersTimeout` counts
+ * from a request's first byte to the end of its headers, `requestTimeout` from the same first
+ * byte until the request (body included) is fully received; past either, 408 and the
+ * connection closes. A request fully received leaves the check, so responses — MCP event
+ * streams, long answers — are never cut. Fastify's default requestTimeout is 0 (off), which
+ * left a half-sent body on /oauth/token open for minutes. Node checks every
+ * connectionsCheckingInterval (30 s by default): 1 s here, so the deadlines hold to a second.
+ */
+function listenerTimeouts (limits: Config['limits']): { keepAliveTimeout: number, requestTimeout: number, http: { headersTimeout: number, connectionsCheckingInterval: number } } {
+  return {
+    keepAliveTimeout: limits.keepAliveTimeoutMs,
+    requestTimeout: limits.bodyTimeoutMs,
+    http: {
+      headersTimeout: limits.headersTimeoutMs,
+      connectionsCheckingInterval: Math.max(10, Math.min(1000, Math.floor(limits.headersTimeoutMs / 4))),
+    },
   }
 }
 

@@ -29,6 +29,17 @@ export const DEFAULT_HTTP_SESSION_IDLE_TIMEOUT_MS = 8 * 3600_000
  */
 export const DEFAULT_STREAM_KEEPALIVE_MS = 30_000
 
+/**
+ * Slow clients (slowloris): request headers must arrive within this of the first byte, and the
+ * whole request, body included, within DEFAULT_BODY_TIMEOUT_MS of it; an idle keep-alive
+ * connection is closed after DEFAULT_KEEPALIVE_TIMEOUT_MS (above the 60 s idle timeout of
+ * common load balancers, so the gateway is never the side that closes first under them).
+ * Responses — MCP event streams, long answers — are not bounded by any of these.
+ */
+export const DEFAULT_HEADERS_TIMEOUT_MS = 10_000
+export const DEFAULT_BODY_TIMEOUT_MS = 30_000
+export const DEFAULT_KEEPALIVE_TIMEOUT_MS = 72_000
+
 /** How long graceful shutdown waits for in-flight requests before cutting them. */
 export const DEFAULT_SHUTDOWN_TIMEOUT_MS = 10_000
 

@@ -10,6 +10,7 @@ import {
   DEFAULT_BODY_LIMIT_BYTES, DEFAULT_DATA_DIR, DEFAULT_LISTEN_HOST, DEFAULT_LISTEN_PORT, DEFAULT_SHUTDOWN_TIMEOUT_MS,
   DEFAULT_STDIO_IDLE_TIMEOUT_MS, DEFAULT_HTTP_SESSION_IDLE_TIMEOUT_MS, DEFAULT_STREAM_KEEPALIVE_MS, DEFAULT_STDIO_MAX_MESSAGE_BYTES, DEFAULT_STDIO_MAX_PROCESSES, DEFAULT_STDIO_REQUEST_TIMEOUT_MS,
   DEFAULT_STDIO_STARTUP_TIMEOUT_MS, DEFAULT_UPSTREAM_TIMEOUT_MS, FIRST_RUN_USERNAME, RESERVED_SERVER_NAMES,
+  DEFAULT_HEADERS_TIMEOUT_MS, DEFAULT_BODY_TIMEOUT_MS, DEFAULT_KEEPALIVE_TIMEOUT_MS,
 } from './defaults.js'
 import { parseByteSize, parseDuration, parseRate } from './units.js'
 import { isPasswordHash } from '../auth-server/password.js'
@@ -310,6 +311,16 @@ const rateLimitsSchema = z.strictObject({
   onStoreError: z.enum(['allow', 'deny']).default('allow'),
 })
 
+/** What the gateway's HTTP listener tolerates from slow clients (README "Slow clients"). */
+const limitsSchema = z.strictObject({
+  /** Request headers complete within this of the request's first byte; else 408 and the connection closes. */
+  headersTimeoutMs: positiveMs('a headers timeout').default(DEFAULT_HEADERS_TIMEOUT_MS),
+  /** The whole request, body included, within this of its first byte; else 408 and the connection closes. */
+  bodyTimeoutMs: positiveMs('a body timeout').default(DEFAULT_BODY_TIMEOUT_MS),
+  /** An idle keep-alive connection (no request in flight) is closed after this. */
+  keepAliveTimeoutMs: positiveMs('a keep-alive timeout').default(DEFAULT_KEEPALIVE_TIMEOUT_MS),
+}).refine((limits) => limits.headersTimeoutMs <= limits.bodyTimeoutMs, { path: ['headersTimeoutMs'], message: 'expected headersTimeoutMs no greater than bodyTimeoutMs (the body deadline counts from the same first byte)' })
+
 const auditSchema = z.strictObject({
   enabled: z.boolean().default(true),
   /** stdout, stderr, or a file path (JSON lines, appended). */
@@ -392,6 +403,7 @@ export const configSchema = z.strictObject({
   store: storeSchema.prefault({}),
   auth: authSchema.prefault({}),
   rateLimits: rateLimitsSchema.prefault({}),
+  limits: limitsSchema.prefault({}),
   audit: auditSchema.prefault({}),
   metrics: metricsSchema.prefault({}),
   cluster: clusterSchema.prefault({}),
