@@ -197,7 +197,7 @@ export async function buildApp (config: Config, options: BuildOptions = {}): Pro
     provider.on('client_credentials.issued', () => metrics.tokensIssued.inc({ type: 'client_credentials' }))
     provider.on('refresh_token.saved', () => metrics.tokensIssued.inc({ type: 'refresh_token' }))
     provider.on('authorization_code.saved', () => metrics.tokensIssued.inc({ type: 'authorization_code' }))
-    await app.register(authServerRoutes, { provider, catalog, limiter, tokenRate: config.rateLimits.token })
+    await app.register(authServerRoutes, { provider, catalog, limiter, tokenRate: config.rateLimits.token, registrationRate: config.rateLimits.registration })
     await app.register(interactionRoutes, { provider, config, store, keys, users, catalog, limiter })
     const isGatewayWideAllowed = config.auth.defaultResource === 'all'
     await app.register(resourceMetadataRoutes, { catalog, servers: config.servers, isGatewayWideAllowed })

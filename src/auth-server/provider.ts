@@ -16,7 +16,7 @@
  */
 import type { IncomingMessage } from 'node:http'
 import Provider, { errors, interactionPolicy, type Configuration, type KoaContextWithOIDC, type ClientMetadata, type UnknownObject } from 'oidc-provider'
-import { BASE_SCOPE } from '../config/defaults.js'
+import { BASE_SCOPE, MAX_CLIENT_NAME_CHARS, MAX_REGISTRATION_LIST_ITEMS, MAX_REGISTRATION_STRING_CHARS } from '../config/defaults.js'
 import type { Config } from '../config/schema.js'
 import type { OriginPolicy } from '../mcp/origin.js'
 import { isStoreUnavailable, type Store } from '../store/types.js'
@@ -99,6 +99,19 @@ export interface ProviderDeps {
 function refuseFetchedMetadata (metadata: UnknownObject): void {
   for (const key of ['sector_identifier_uri', 'jwks_uri'] as const) {
     if (metadata[key] !== undefined) throw new errors.InvalidClientMetadata(`${key} cannot be registered dynamically`)
+  }
+}
+
+/** Caps on what one registration may store (defaults.ts): every list, client_name, every other string. */
+function checkRegistrationSizes (metadata: UnknownObject): void {
+  for (const [key, value] of Object.entries(metadata)) {
+    if (Array.isArray(value)) {
+      if (value.length > MAX_REGISTRATION_LIST_ITEMS) throw new errors.InvalidClientMetadata(`${key} may list at most ${MAX_REGISTRATION_LIST_ITEMS} values`)
+      if (value.some((item) => typeof item === 'string' && item.length > MAX_REGISTRATION_STRING_CHARS)) throw new errors.InvalidClientMetadata(`${key}: each value may be at most ${MAX_REGISTRATION_STRING_CHARS} characters`)
+    } else if (typeof value === 'string') {
+      const max = key === 'client_name' ? MAX_CLIENT_NAME_CHARS : MAX_REGISTRATION_STRING_CHARS
+      if (value.length > max) throw new errors.InvalidClientMetadata(`${key} may be at most ${max} characters`)
+    }
   }
 }
 
@@ -223,6 +236,7 @@ export function createProvider (deps: ProviderDeps): Provider {
           delete metadata.scope
         } else if (key === 'application_type') {
           refuseFetchedMetadata(metadata)
+          checkRegistrationSizes(metadata)
           // Native rules are exactly MCP's: http only on loopback (any port), https elsewhere,
           // custom schemes (cursor://, vscode://) allowed.
           metadata.application_type = 'native'

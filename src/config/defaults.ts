@@ -88,6 +88,17 @@ export const RESERVED_SCOPES: ReadonlySet<string> = new Set(['openid', 'offline_
 /** Per client IP: sign-in attempts, and token/registration requests. */
 export const DEFAULT_LOGIN_RATE = '30/min'
 export const DEFAULT_TOKEN_RATE = '120/min'
+/** Per client IP: new dynamic registrations (each is a stored record; real clients register once). */
+export const DEFAULT_REGISTRATION_RATE = '20/hour'
+/**
+ * Dynamic registration caps (RFC 7591 sets none): a real registration is well under 2 KB; these
+ * stop one request from storing megabytes. The body, redirect URIs (and every other list),
+ * client_name, and every other string field (URIs).
+ */
+export const MAX_REGISTRATION_BODY_BYTES = 16 * 1024
+export const MAX_REGISTRATION_LIST_ITEMS = 10
+export const MAX_CLIENT_NAME_CHARS = 200
+export const MAX_REGISTRATION_STRING_CHARS = 2000
 /** Audit records go to their own stream, apart from the operational log. */
 export const DEFAULT_AUDIT_DESTINATION = '${gateway.dataDir}/audit.log'
 
