@@ -76,9 +76,14 @@ export const DEFAULT_REFRESH_TOKEN_TTL = '14d'
 export const DEFAULT_REFRESH_TOKEN_REUSE_GRACE = '10s'
 /** Dynamically registered clients unused this long are deleted. */
 export const DEFAULT_REGISTERED_CLIENT_TTL = '90d'
-/** Failed sign-ins per account, and per client IP, within the window before sign-in is refused. */
+/**
+ * Failed sign-ins: per (account, client IP) before each further attempt waits 1 s, 2 s, 4 s …;
+ * per client IP, and per account from all addresses, within the window before sign-in is
+ * refused. The per-account ceiling is high so that nobody can lock an owner out cheaply.
+ */
 export const DEFAULT_LOGIN_MAX_FAILURES = 5
 export const DEFAULT_LOGIN_MAX_FAILURES_PER_IP = 50
+export const DEFAULT_LOGIN_MAX_FAILURES_PER_ACCOUNT = 100
 export const DEFAULT_LOGIN_FAILURE_WINDOW = '15m'
 /** Scope granted for a server that asks for none: "use this MCP server". */
 export const BASE_SCOPE = 'mcp'
