@@ -19,7 +19,8 @@ import { isStoreUnavailable, type Store } from './store/types.js'
 import { loadKeys } from './auth-server/keys.js'
 import { UserDirectory, type FirstRunAccount } from './auth-server/users.js'
 import { ResourceCatalog } from './auth-server/resources.js'
-import { accessTokenLifetimeS, createProvider, type ProviderDeps } from './auth-server/provider.js'
+import { accessTokenLifetimeS, createProvider } from './auth-server/provider.js'
+import { createGuardedFetch, type OutboundTestAllowance } from './net/guarded-fetch.js'
 import { authServerRoutes } from './auth-server/plugin.js'
 import { interactionRoutes } from './auth-server/interactions.js'
 import { createAuthenticator, resourceMetadataRoutes, type Authenticator } from './resource-server/plugin.js'
@@ -46,8 +47,11 @@ export interface BuildOptions {
   readonly now?: () => number
   /** A store to use instead of the configured one (the caller closes it). */
   readonly store?: Store
-  /** Outgoing fetch for Client ID Metadata Documents (tests serve them from 127.0.0.1). */
-  readonly fetch?: ProviderDeps['fetch']
+  /**
+   * Test-only: hosts whose loopback/private addresses outbound fetches may reach, and a CA to
+   * trust (tests serve metadata documents from 127.0.0.1). Never settable from configuration.
+   */
+  readonly outboundTestAllowance?: OutboundTestAllowance
   /** Where audit records go instead of config.audit.destination (tests collect them). */
   readonly auditDestination?: DestinationStream
   /** How long a start with auth on waits for Redis (default 15 s). */
@@ -87,6 +91,7 @@ export async function buildApp (config: Config, options: BuildOptions = {}): Pro
     // The MCP routes answer 503 themselves while closing, as a JSON-RPC error with Connection: close.
     return503OnClosing: false,
     routerOptions: { ignoreTrailingSlash: true },
+    ...listenerTimeouts(config.limits),
     // A hop count n means: trust the n nearest proxies (proxy-addr's own reading of a number).
     trustProxy: typeof config.trustProxy === 'number' ? ((_address: string, hop: number) => hop < (config.trustProxy as number)) : config.trustProxy,
   })
@@ -160,12 +165,24 @@ export async function buildApp (config: Config, options: BuildOptions = {}): Pro
     grants = revokedGrants
     await revokedGrants.start()
     const verifier = new TokenVerifier({ issuer: config.publicUrl, jwks: { keys: [...keys.publicJwks.keys] }, now, isGrantRevoked: (grantId) => revokedGrants.has(grantId) })
-    const provider = createProvider({ config, store, keys, users, catalog, isOriginAllowed, now, grants: revokedGrants, verifier, ...(options.fetch === undefined ? {} : { fetch: options.fetch }) })
+    const outbound = createGuardedFetch({
+      allowedHosts: config.auth.clientMetadataDocuments.allowedHosts,
+      ...(options.outboundTestAllowance === undefined ? {} : { testAllowance: options.outboundTestAllowance }),
+      onRefused: (host, reason) => app.log.warn({ host: host.slice(0, 253), reason }, 'outbound request refused'),
+    })
+    app.addHook('onClose', outbound.close)
+    const provider = createProvider({ config, store, keys, users, catalog, isOriginAllowed, now, grants: revokedGrants, verifier, fetch: outbound.fetch })
     // Reads the X-Forwarded-* headers presentAsPublic() sets from publicUrl (never the client's own).
     provider.proxy = true
     provider.on('server_error', (_ctx: unknown, err: Error) => {
       if (isStoreUnavailable(err)) app.log.warn({ err: { message: err.message } }, 'authorization request failed: store unreachable (503)')
       else app.log.error({ err }, 'authorization server error')
+    })
+    // What escapes oidc-provider's own handling (Koa's 'error'): mostly a client cut at
+    // limits.* mid-body. Logged, not printed to stderr as Koa does without a listener.
+    const koa: NodeJS.EventEmitter = provider as unknown as NodeJS.EventEmitter
+    koa.on('error', (err: Error & { code?: string }) => {
+      app.log.info({ err: { message: err.message, code: err.code } }, 'authorization request ended early')
     })
     // Refusals are routine (bad clients, expired codes): info, with the OAuth error only — never the request.
     const refused = (event: string) => (_ctx: unknown, err: Error & { error_description?: string }): void => {
@@ -180,7 +197,7 @@ export async function buildApp (config: Config, options: BuildOptions = {}): Pro
     provider.on('client_credentials.issued', () => metrics.tokensIssued.inc({ type: 'client_credentials' }))
     provider.on('refresh_token.saved', () => metrics.tokensIssued.inc({ type: 'refresh_token' }))
     provider.on('authorization_code.saved', () => metrics.tokensIssued.inc({ type: 'authorization_code' }))
-    await app.register(authServerRoutes, { provider, catalog, limiter, tokenRate: config.rateLimits.token })
+    await app.register(authServerRoutes, { provider, catalog, limiter, tokenRate: config.rateLimits.token, registrationRate: config.rateLimits.registration })
     await app.register(interactionRoutes, { provider, config, store, keys, users, catalog, limiter })
     const isGatewayWideAllowed = config.auth.defaultResource === 'all'
     await app.register(resourceMetadataRoutes, { catalog, servers: config.servers, isGatewayWideAllowed })
@@ -238,6 +255,27 @@ class CompletedRequestLog extends LogController {
     const line = { method: request.method, url: redactUrl(request.url), statusCode: reply.raw.statusCode, responseTimeMs: Math.round(reply.elapsedTime * 10) / 10 }
     if (error === null || error === undefined) request.log.info(line, 'request completed')
     else request.log.error({ ...line, err: error }, 'request errored')
+  }
+}
+
+/**
+ * Slow clients (slowloris), answered by Node's own HTTP server, which sees every request —
+ * oidc-provider's raw-handled routes included — before any handler: `headersTimeout` counts
+ * from a request's first byte to the end of its headers, `requestTimeout` from the same first
+ * byte until the request (body included) is fully received; past either, 408 and the
+ * connection closes. A request fully received leaves the check, so responses — MCP event
+ * streams, long answers — are never cut. Fastify's default requestTimeout is 0 (off), which
+ * left a half-sent body on /oauth/token open for minutes. Node checks every
+ * connectionsCheckingInterval (30 s by default): 1 s here, so the deadlines hold to a second.
+ */
+function listenerTimeouts (limits: Config['limits']): { keepAliveTimeout: number, requestTimeout: number, http: { headersTimeout: number, connectionsCheckingInterval: number } } {
+  return {
+    keepAliveTimeout: limits.keepAliveTimeoutMs,
+    requestTimeout: limits.bodyTimeoutMs,
+    http: {
+      headersTimeout: limits.headersTimeoutMs,
+      connectionsCheckingInterval: Math.max(10, Math.min(1000, Math.floor(limits.headersTimeoutMs / 4))),
+    },
   }
 }
 

@@ -4,10 +4,10 @@
  * CSRF: every form carries HMAC(key, uid), and oidc-provider's interaction
  * cookie (SameSite=Lax, path-scoped to this uid) must match too, so a form
  * posted from elsewhere, or for another browser's interaction, is refused.
- * Throttling: failed sign-ins are counted per account and per client IP in
- * the store; past the limit the password is not even checked.
+ * Throttling (sign-in-throttle.ts): a growing delay per (account, client IP),
+ * ceilings per IP and per account; while one holds the password is not checked.
  */
-import { createHmac, timingSafeEqual } from 'node:crypto'
+import { createHash, createHmac, timingSafeEqual } from 'node:crypto'
 import type { FastifyBaseLogger, FastifyInstance, FastifyReply, FastifyRequest } from 'fastify'
 import type Provider from 'oidc-provider'
 import type { Config } from '../config/schema.js'
@@ -19,6 +19,7 @@ import { consentKey, INTERACTION_PATH, presentAsPublic, STORE_RETRY_AFTER_S, STO
 import type { ResourceCatalog } from './resources.js'
 import type { UserDirectory } from './users.js'
 import type { RateLimiter } from '../rate-limit/limiter.js'
+import { SignInThrottle, type SignInRefusal } from './sign-in-throttle.js'
 
 export interface InteractionRoutesOptions {
   readonly provider: Provider
@@ -71,7 +72,7 @@ function minutes (ms: number): number {
 
 export async function interactionRoutes (app: FastifyInstance, opts: InteractionRoutesOptions): Promise<void> {
   const { provider, config, store, keys, users, catalog } = opts
-  const login = config.auth.login
+  const throttle = new SignInThrottle(store, config.auth.login, () => Date.now())
 
   // These pages hand their requests to oidc-provider (interactionDetails/Finished): same public origin.
   const publicOrigin = new URL(config.publicUrl)
@@ -170,23 +171,20 @@ export async function interactionRoutes (app: FastifyInstance, opts: Interaction
       return renderLogin(reply, interaction, 429, `Too many sign-in attempts from your network. Try again in ${retryS} second${retryS === 1 ? '' : 's'}.`, username)
     }
     const password = request.body?.password ?? ''
-    const userKey = `login:user:${username.toLowerCase()}`
-    const ipKey = `login:ip:${request.ip}`
-    const [perUser, perIp] = await Promise.all([store.hit(userKey, login.window, 0), store.hit(ipKey, login.window, 0)])
-    if (perUser.count >= login.maxFailures || perIp.count >= login.maxFailuresPerIp) {
-      const waitMs = Math.max(perUser.count >= login.maxFailures ? perUser.resetAtMs : 0, perIp.count >= login.maxFailuresPerIp ? perIp.resetAtMs : 0) - Date.now()
-      logSignIn(request.log, 'sign-in throttled', username, request.ip)
-      reply.header('retry-after', String(Math.ceil(Math.max(waitMs, 1000) / 1000)))
-      return renderLogin(reply, interaction, 429, `Too many failed sign-in attempts. Try again in ${minutes(waitMs)} minute${minutes(waitMs) === 1 ? '' : 's'}.`, username)
+    const refusal = await throttle.check(username, request.ip)
+    if (refusal !== undefined) {
+      logSignIn(request.log, 'sign-in throttled', username, request.ip, refusal.rule)
+      reply.header('retry-after', String(Math.ceil(Math.max(refusal.retryAfterMs, 1000) / 1000)))
+      return renderLogin(reply, interaction, 429, throttledMessage(refusal), username)
     }
     const account = username === '' || password === '' ? undefined : await users.authenticate(username, password)
     if (account === undefined) {
-      await Promise.all([store.hit(userKey, login.window), store.hit(ipKey, login.window)])
+      await throttle.recordFailure(username, request.ip)
       logSignIn(request.log, 'sign-in failed', username, request.ip)
       return renderLogin(reply, interaction, 401, 'Incorrect username or password.', username)
     }
-    await store.resetCounter(userKey)
-    logSignIn(request.log, 'signed in', account.username, request.ip)
+    await throttle.recordSuccess(username, request.ip)
+    request.log.info({ user: account.username, ip: request.ip }, 'signed in')
     reply.hijack()
     await provider.interactionFinished(request.raw, reply.raw, { login: { accountId: account.username } }, { mergeWithLastSubmission: false })
     return reply
@@ -228,6 +226,21 @@ export async function interactionRoutes (app: FastifyInstance, opts: Interaction
   })
 }
 
-function logSignIn (log: FastifyBaseLogger, message: string, username: string, ip: string): void {
-  log.info({ user: username.slice(0, 64), ip }, message)
+/**
+ * Usernames of failed attempts are logged as a short hash, never verbatim: people type their
+ * password into the username field. The hash still ties repeated attempts together.
+ */
+function logSignIn (log: FastifyBaseLogger, message: string, username: string, ip: string, rule?: SignInRefusal['rule']): void {
+  log.info({ userHash: usernameHash(username), ip, ...(rule === undefined ? {} : { rule }) }, message)
+}
+
+export function usernameHash (username: string): string {
+  return createHash('sha256').update(username.toLowerCase()).digest('base64url').slice(0, 12)
+}
+
+function throttledMessage (refusal: SignInRefusal): string {
+  const seconds = Math.max(1, Math.ceil(refusal.retryAfterMs / 1000))
+  const wait = seconds < 120 ? `${seconds} second${seconds === 1 ? '' : 's'}` : `${minutes(refusal.retryAfterMs)} minutes`
+  const who = refusal.rule === 'pair' ? 'for this account from your network' : refusal.rule === 'ip' ? 'from your network' : 'for this account'
+  return `Too many failed sign-in attempts ${who}. Try again in ${wait}.`
 }

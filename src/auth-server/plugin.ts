@@ -14,8 +14,9 @@ import { OAUTH_ROUTES, presentAsPublic, STORE_RETRY_AFTER_S, STORE_UNAVAILABLE_M
 import { isStoreUnavailable } from '../store/types.js'
 import type { ResourceCatalog } from './resources.js'
 import { rewriteAuthorizationParams, rewriteTokenParams } from './rewrite.js'
-import type { RateLimiter } from '../rate-limit/limiter.js'
+import type { Bucket, RateLimiter } from '../rate-limit/limiter.js'
 import type { Rate } from '../config/units.js'
+import { MAX_REGISTRATION_BODY_BYTES } from '../config/defaults.js'
 
 /** oidc-provider's own limit for form bodies. */
 const MAX_TOKEN_BODY_BYTES = 56 * 1024
@@ -26,14 +27,18 @@ export interface AuthServerRoutesOptions {
   readonly limiter: RateLimiter
   /** Token and registration requests per client IP (brute force on secrets and codes). */
   readonly tokenRate: Rate
+  /** New dynamic registrations per client IP (each one is a stored record). */
+  readonly registrationRate: Rate
 }
 
-async function readBody (req: IncomingMessage): Promise<Buffer | undefined> {
+async function readBody (req: IncomingMessage, maxBytes = MAX_TOKEN_BODY_BYTES): Promise<Buffer | undefined> {
+  const declared = Number(req.headers['content-length'] ?? '0')
+  if (declared > maxBytes) return undefined
   const chunks: Buffer[] = []
   let size = 0
   for await (const chunk of req) {
     size += (chunk as Buffer).length
-    if (size > MAX_TOKEN_BODY_BYTES) return undefined
+    if (size > maxBytes) return undefined
     chunks.push(chunk as Buffer)
   }
   return Buffer.concat(chunks)
@@ -96,7 +101,9 @@ export async function authServerRoutes (app: FastifyInstance, opts: AuthServerRo
     presentAsPublic(req, publicOrigin, request.ip)
     const path = (req.url ?? '').split('?')[0] ?? ''
     if (req.method === 'POST' && (path === OAUTH_ROUTES.token || path.startsWith(OAUTH_ROUTES.registration))) {
-      const limited = await opts.limiter.consume([{ kind: 'ip-token', key: request.ip, rate: opts.tokenRate, cost: 1, subject: 'token and registration requests from your address' }])
+      const buckets: Bucket[] = [{ kind: 'ip-token', key: request.ip, rate: opts.tokenRate, cost: 1, subject: 'token and registration requests from your address' }]
+      if (path === OAUTH_ROUTES.registration) buckets.push({ kind: 'ip-registration', key: request.ip, rate: opts.registrationRate, cost: 1, subject: 'client registrations from your address' })
+      const limited = await opts.limiter.consume(buckets)
       if (limited === 'store-unavailable') return oauthError(reply.raw, 503, 'temporarily_unavailable', 'rate limits cannot be checked right now; retry shortly')
       if (limited !== undefined) {
         for (const [name, value] of Object.entries(limited.headers)) reply.raw.setHeader(name, value)
@@ -115,6 +122,12 @@ export async function authServerRoutes (app: FastifyInstance, opts: AuthServerRo
         oauthError(reply.raw, 503, 'temporarily_unavailable', STORE_UNAVAILABLE_MESSAGE)
       }
       return
+    }
+    if (path.startsWith(OAUTH_ROUTES.registration) && (req.method === 'POST' || req.method === 'PUT')) {
+      // Read here, capped: oidc-provider would accept up to its own 56 KiB per registration.
+      const body = await readBody(req, MAX_REGISTRATION_BODY_BYTES)
+      if (body === undefined) return oauthError(reply.raw, 413, 'invalid_client_metadata', `the registration body is larger than ${MAX_REGISTRATION_BODY_BYTES / 1024} KiB`)
+      return callback(withBody(req, body), reply.raw)
     }
     callback(req, reply.raw)
   }

@@ -16,7 +16,7 @@
  */
 import type { IncomingMessage } from 'node:http'
 import Provider, { errors, interactionPolicy, type Configuration, type KoaContextWithOIDC, type ClientMetadata, type UnknownObject } from 'oidc-provider'
-import { BASE_SCOPE } from '../config/defaults.js'
+import { BASE_SCOPE, MAX_CLIENT_NAME_CHARS, MAX_REGISTRATION_LIST_ITEMS, MAX_REGISTRATION_STRING_CHARS } from '../config/defaults.js'
 import type { Config } from '../config/schema.js'
 import type { OriginPolicy } from '../mcp/origin.js'
 import { isStoreUnavailable, type Store } from '../store/types.js'
@@ -29,6 +29,7 @@ import type { RevokedGrants } from '../resource-server/revoked-grants.js'
 import type { TokenVerifier } from '../resource-server/verify-token.js'
 import { revokeJwtAccessTokens } from './revoke-access-token.js'
 import { HTTP_REDIRECT_RULE, isForbiddenRedirect, isLoopbackOrNative } from './redirect-rule.js'
+import type { FetchLike } from '../net/guarded-fetch.js'
 
 export const OAUTH_ROUTES = {
   authorization: '/oauth/authorize',
@@ -85,8 +86,33 @@ export interface ProviderDeps {
   readonly grants: RevokedGrants
   /** The resource server's verifier (revoking a JWT access token checks it first). */
   readonly verifier: TokenVerifier
-  /** Outgoing fetch for Client ID Metadata Documents (tests point it at 127.0.0.1). */
-  readonly fetch?: (url: URL | string, options: Record<string, unknown>) => Promise<Response>
+  /** Every request oidc-provider makes (CIMD, jwks_uri, sector_identifier_uri): the guarded fetch. */
+  readonly fetch: FetchLike
+}
+
+/**
+ * Metadata that would make the gateway fetch a URL the anonymous registrant chose, at
+ * registration (sector_identifier_uri, OIDC Core 8.1) or at every /token
+ * (jwks_uri of private_key_jwt clients). Refused for registered clients: MCP clients need
+ * neither, and each is a request from inside the gateway's network (RFC 7591 5).
+ */
+function refuseFetchedMetadata (metadata: UnknownObject): void {
+  for (const key of ['sector_identifier_uri', 'jwks_uri'] as const) {
+    if (metadata[key] !== undefined) throw new errors.InvalidClientMetadata(`${key} cannot be registered dynamically`)
+  }
+}
+
+/** Caps on what one registration may store (defaults.ts): every list, client_name, every other string. */
+function checkRegistrationSizes (metadata: UnknownObject): void {
+  for (const [key, value] of Object.entries(metadata)) {
+    if (Array.isArray(value)) {
+      if (value.length > MAX_REGISTRATION_LIST_ITEMS) throw new errors.InvalidClientMetadata(`${key} may list at most ${MAX_REGISTRATION_LIST_ITEMS} values`)
+      if (value.some((item) => typeof item === 'string' && item.length > MAX_REGISTRATION_STRING_CHARS)) throw new errors.InvalidClientMetadata(`${key}: each value may be at most ${MAX_REGISTRATION_STRING_CHARS} characters`)
+    } else if (typeof value === 'string') {
+      const max = key === 'client_name' ? MAX_CLIENT_NAME_CHARS : MAX_REGISTRATION_STRING_CHARS
+      if (value.length > max) throw new errors.InvalidClientMetadata(`${key} may be at most ${max} characters`)
+    }
+  }
 }
 
 function staticClients (config: Config): ClientMetadata[] {
@@ -209,6 +235,8 @@ export function createProvider (deps: ProviderDeps): Provider {
           // a registered scope would also become an allow-list. Scopes are decided per request.
           delete metadata.scope
         } else if (key === 'application_type') {
+          refuseFetchedMetadata(metadata)
+          checkRegistrationSizes(metadata)
           // Native rules are exactly MCP's: http only on loopback (any port), https elsewhere,
           // custom schemes (cursor://, vscode://) allowed.
           metadata.application_type = 'native'
@@ -270,7 +298,8 @@ export function createProvider (deps: ProviderDeps): Provider {
       ctx.set(PAGE_HEADERS)
       ctx.body = messagePage('Sign-in could not continue', `${out.error}${out.error_description === undefined ? '' : `: ${out.error_description}`}`, 'Return to the application and try again.')
     },
-    ...(deps.fetch === undefined ? {} : { fetch: deps.fetch as Configuration['fetch'] }),
+    // Anonymous registrants choose these URLs: public https hosts only (net/guarded-fetch.ts).
+    fetch: deps.fetch as Configuration['fetch'],
   }
 
   const provider = new Provider(config.publicUrl, configuration)

@@ -29,6 +29,17 @@ export const DEFAULT_HTTP_SESSION_IDLE_TIMEOUT_MS = 8 * 3600_000
  */
 export const DEFAULT_STREAM_KEEPALIVE_MS = 30_000
 
+/**
+ * Slow clients (slowloris): request headers must arrive within this of the first byte, and the
+ * whole request, body included, within DEFAULT_BODY_TIMEOUT_MS of it; an idle keep-alive
+ * connection is closed after DEFAULT_KEEPALIVE_TIMEOUT_MS (above the 60 s idle timeout of
+ * common load balancers, so the gateway is never the side that closes first under them).
+ * Responses — MCP event streams, long answers — are not bounded by any of these.
+ */
+export const DEFAULT_HEADERS_TIMEOUT_MS = 10_000
+export const DEFAULT_BODY_TIMEOUT_MS = 30_000
+export const DEFAULT_KEEPALIVE_TIMEOUT_MS = 72_000
+
 /** How long graceful shutdown waits for in-flight requests before cutting them. */
 export const DEFAULT_SHUTDOWN_TIMEOUT_MS = 10_000
 
@@ -65,9 +76,14 @@ export const DEFAULT_REFRESH_TOKEN_TTL = '14d'
 export const DEFAULT_REFRESH_TOKEN_REUSE_GRACE = '10s'
 /** Dynamically registered clients unused this long are deleted. */
 export const DEFAULT_REGISTERED_CLIENT_TTL = '90d'
-/** Failed sign-ins per account, and per client IP, within the window before sign-in is refused. */
+/**
+ * Failed sign-ins: per (account, client IP) before each further attempt waits 1 s, 2 s, 4 s …;
+ * per client IP, and per account from all addresses, within the window before sign-in is
+ * refused. The per-account ceiling is high so that nobody can lock an owner out cheaply.
+ */
 export const DEFAULT_LOGIN_MAX_FAILURES = 5
 export const DEFAULT_LOGIN_MAX_FAILURES_PER_IP = 50
+export const DEFAULT_LOGIN_MAX_FAILURES_PER_ACCOUNT = 100
 export const DEFAULT_LOGIN_FAILURE_WINDOW = '15m'
 /** Scope granted for a server that asks for none: "use this MCP server". */
 export const BASE_SCOPE = 'mcp'
@@ -77,6 +93,17 @@ export const RESERVED_SCOPES: ReadonlySet<string> = new Set(['openid', 'offline_
 /** Per client IP: sign-in attempts, and token/registration requests. */
 export const DEFAULT_LOGIN_RATE = '30/min'
 export const DEFAULT_TOKEN_RATE = '120/min'
+/** Per client IP: new dynamic registrations (each is a stored record; real clients register once). */
+export const DEFAULT_REGISTRATION_RATE = '20/hour'
+/**
+ * Dynamic registration caps (RFC 7591 sets none): a real registration is well under 2 KB; these
+ * stop one request from storing megabytes. The body, redirect URIs (and every other list),
+ * client_name, and every other string field (URIs).
+ */
+export const MAX_REGISTRATION_BODY_BYTES = 16 * 1024
+export const MAX_REGISTRATION_LIST_ITEMS = 10
+export const MAX_CLIENT_NAME_CHARS = 200
+export const MAX_REGISTRATION_STRING_CHARS = 2000
 /** Audit records go to their own stream, apart from the operational log. */
 export const DEFAULT_AUDIT_DESTINATION = '${gateway.dataDir}/audit.log'
 

@@ -5,11 +5,12 @@
  */
 import { z } from 'zod'
 import {
-  BASE_SCOPE, DEFAULT_ACCESS_TOKEN_TTL, DEFAULT_AUDIT_DESTINATION, DEFAULT_LOGIN_RATE, DEFAULT_TOKEN_RATE, DEFAULT_LOGIN_FAILURE_WINDOW, DEFAULT_LOGIN_MAX_FAILURES, DEFAULT_LOGIN_MAX_FAILURES_PER_IP,
+  BASE_SCOPE, DEFAULT_ACCESS_TOKEN_TTL, DEFAULT_AUDIT_DESTINATION, DEFAULT_LOGIN_RATE, DEFAULT_TOKEN_RATE, DEFAULT_REGISTRATION_RATE, DEFAULT_LOGIN_FAILURE_WINDOW, DEFAULT_LOGIN_MAX_FAILURES, DEFAULT_LOGIN_MAX_FAILURES_PER_IP, DEFAULT_LOGIN_MAX_FAILURES_PER_ACCOUNT,
   DEFAULT_REFRESH_TOKEN_REUSE_GRACE, DEFAULT_REGISTERED_CLIENT_TTL, DEFAULT_REFRESH_TOKEN_TTL, RESERVED_SCOPES,
   DEFAULT_BODY_LIMIT_BYTES, DEFAULT_DATA_DIR, DEFAULT_LISTEN_HOST, DEFAULT_LISTEN_PORT, DEFAULT_SHUTDOWN_TIMEOUT_MS,
   DEFAULT_STDIO_IDLE_TIMEOUT_MS, DEFAULT_HTTP_SESSION_IDLE_TIMEOUT_MS, DEFAULT_STREAM_KEEPALIVE_MS, DEFAULT_STDIO_MAX_MESSAGE_BYTES, DEFAULT_STDIO_MAX_PROCESSES, DEFAULT_STDIO_REQUEST_TIMEOUT_MS,
   DEFAULT_STDIO_STARTUP_TIMEOUT_MS, DEFAULT_UPSTREAM_TIMEOUT_MS, FIRST_RUN_USERNAME, RESERVED_SERVER_NAMES,
+  DEFAULT_HEADERS_TIMEOUT_MS, DEFAULT_BODY_TIMEOUT_MS, DEFAULT_KEEPALIVE_TIMEOUT_MS,
 } from './defaults.js'
 import { parseByteSize, parseDuration, parseRate } from './units.js'
 import { isPasswordHash } from '../auth-server/password.js'
@@ -262,7 +263,7 @@ const authSchema = z.strictObject({
   /** Client ID Metadata Documents: https URL client_ids (MCP 2026-07-28's preferred registration). */
   clientMetadataDocuments: z.strictObject({
     enabled: z.boolean().default(true),
-    /** Hosts whose documents may be fetched; empty = any public https host. */
+    /** The only hosts any outbound fetch may contact (documents, jwks_uri, sector_identifier_uri); empty = any public https host. */
     allowedHosts: z.array(z.string().min(1)).default([]),
   }).prefault({}),
   /**
@@ -276,6 +277,7 @@ const authSchema = z.strictObject({
   login: z.strictObject({
     maxFailures: wholeNumber('expected a number of attempts').pipe(z.number().min(1)).default(DEFAULT_LOGIN_MAX_FAILURES),
     maxFailuresPerIp: wholeNumber('expected a number of attempts').pipe(z.number().min(1)).default(DEFAULT_LOGIN_MAX_FAILURES_PER_IP),
+    maxFailuresPerAccount: wholeNumber('expected a number of attempts').pipe(z.number().min(1)).default(DEFAULT_LOGIN_MAX_FAILURES_PER_ACCOUNT),
     window: durationMs('a duration').prefault(DEFAULT_LOGIN_FAILURE_WINDOW),
   }).prefault({}),
 }).superRefine((auth, ctx) => {
@@ -306,9 +308,21 @@ const rateLimitsSchema = z.strictObject({
   login: rate.prefault(DEFAULT_LOGIN_RATE),
   /** Token and registration requests per client IP. */
   token: rate.prefault(DEFAULT_TOKEN_RATE),
+  /** New dynamic client registrations per client IP. */
+  registration: rate.prefault(DEFAULT_REGISTRATION_RATE),
   /** When the counter store (Redis) cannot be reached: let requests through (logged, counted) or refuse them. */
   onStoreError: z.enum(['allow', 'deny']).default('allow'),
 })
+
+/** What the gateway's HTTP listener tolerates from slow clients (README "Slow clients"). */
+const limitsSchema = z.strictObject({
+  /** Request headers complete within this of the request's first byte; else 408 and the connection closes. */
+  headersTimeoutMs: positiveMs('a headers timeout').default(DEFAULT_HEADERS_TIMEOUT_MS),
+  /** The whole request, body included, within this of its first byte; else 408 and the connection closes. */
+  bodyTimeoutMs: positiveMs('a body timeout').default(DEFAULT_BODY_TIMEOUT_MS),
+  /** An idle keep-alive connection (no request in flight) is closed after this. */
+  keepAliveTimeoutMs: positiveMs('a keep-alive timeout').default(DEFAULT_KEEPALIVE_TIMEOUT_MS),
+}).refine((limits) => limits.headersTimeoutMs <= limits.bodyTimeoutMs, { path: ['headersTimeoutMs'], message: 'expected headersTimeoutMs no greater than bodyTimeoutMs (the body deadline counts from the same first byte)' })
 
 const auditSchema = z.strictObject({
   enabled: z.boolean().default(true),
@@ -392,6 +406,7 @@ export const configSchema = z.strictObject({
   store: storeSchema.prefault({}),
   auth: authSchema.prefault({}),
   rateLimits: rateLimitsSchema.prefault({}),
+  limits: limitsSchema.prefault({}),
   audit: auditSchema.prefault({}),
   metrics: metricsSchema.prefault({}),
   cluster: clusterSchema.prefault({}),

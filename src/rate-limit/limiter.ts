@@ -20,7 +20,7 @@ import type { FastifyBaseLogger, FastifyInstance } from 'fastify'
 import type {} from '@fastify/rate-limit'
 import { describeRate, type Rate } from '../config/units.js'
 
-export type BucketKind = 'user' | 'user-tool' | 'tool' | 'ip-login' | 'ip-token'
+export type BucketKind = 'user' | 'user-tool' | 'tool' | 'ip-login' | 'ip-token' | 'ip-registration'
 
 export interface Bucket {
   readonly kind: BucketKind

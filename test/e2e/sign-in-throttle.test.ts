@@ -1,0 +1,104 @@
+// Failed sign-ins slow the guesser down without locking the owner out: a growing delay per
+// (account, address), a ceiling per address and a higher one per account. Client addresses
+// come from X-Forwarded-For (trustProxy: true), as behind nginx.
+import t from 'tap'
+import { createHash, randomBytes } from 'node:crypto'
+import { hashPassword } from '../../src/auth-server/password.js'
+import { HeadlessBrowser, REDIRECT_URL } from '../oauth-helpers.js'
+import { startGateway, startUpstream, type RunningGateway, type Teardown } from '../helpers.js'
+
+const PASSWORD = 'correct horse battery staple'
+const passwordHash = await hashPassword(PASSWORD)
+
+async function gateway (t: Teardown, login: Record<string, unknown> = {}): Promise<RunningGateway> {
+  const upstream = await startUpstream(t)
+  return startGateway(t, {
+    trustProxy: true,
+    auth: { users: [{ username: 'alice', passwordHash }], login },
+    servers: [{ name: 'alpha', transport: 'http', url: upstream.url }],
+  })
+}
+
+/** A browser whose requests come from `ip`. */
+function browserAt (ip: string): HeadlessBrowser {
+  return new HeadlessBrowser(async (url, init) => fetch(url, { ...init, headers: { ...(init?.headers as Record<string, string>), 'x-forwarded-for': ip } }))
+}
+
+async function authorizeUrl (gw: RunningGateway): Promise<string> {
+  const res = await fetch(`${gw.baseUrl}/oauth/register`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ redirect_uris: [REDIRECT_URL], token_endpoint_auth_method: 'none' }) })
+  const clientId = String((await res.json() as { client_id: string }).client_id)
+  const verifier = randomBytes(32).toString('base64url')
+  const params = new URLSearchParams({
+    client_id: clientId, response_type: 'code', redirect_uri: REDIRECT_URL, state: 'st',
+    code_challenge: createHash('sha256').update(verifier).digest('base64url'), code_challenge_method: 'S256', resource: gw.mcpUrl('alpha'),
+  })
+  return `${gw.baseUrl}/oauth/authorize?${params.toString()}`
+}
+
+/** Opens the sign-in page in `browser`; returns a function that posts one attempt. */
+async function signInPage (gw: RunningGateway, browser: HeadlessBrowser): Promise<(username: string, password: string) => Promise<{ status: number, retryAfter: string | null, html: string }>> {
+  const first = await browser.request(await authorizeUrl(gw))
+  const interaction = new URL(first.headers.get('location') ?? '', gw.baseUrl).href
+  const csrf = /name="csrf" value="([^"]+)"/.exec(await (await browser.request(interaction)).text())?.[1] ?? ''
+  return async (username, password) => {
+    const res = await browser.request(`${interaction}/login`, { method: 'POST', form: { csrf, username, password } })
+    return { status: res.status, retryAfter: res.headers.get('retry-after'), html: await res.text() }
+  }
+}
+
+const sleep = (ms: number): Promise<void> => new Promise((resolve) => setTimeout(resolve, ms))
+
+t.test('an attacker failing many times does not lock the owner out', async (t) => {
+  const gw = await gateway(t)
+  const attempt = await signInPage(gw, browserAt('203.0.113.66'))
+  const statuses: number[] = []
+  for (let i = 0; i < 12; i++) statuses.push((await attempt('alice', `guess-${i}`)).status)
+  t.same(statuses.slice(0, 5), [401, 401, 401, 401, 401], 'five wrong passwords are checked')
+  t.ok(statuses.slice(5).every((s) => s === 429), 'then this address must wait before each further attempt')
+  const throttled = await attempt('alice', PASSWORD)
+  t.equal(throttled.status, 429, 'even the right password, from the attacker\'s address')
+  t.match(throttled.html, /Too many failed sign-in attempts for this account from your network\. Try again in 1 second\./)
+  t.equal(throttled.retryAfter, '1')
+
+  const owner = browserAt('198.51.100.20')
+  const callback = await owner.authorize(await authorizeUrl(gw), { username: 'alice', password: PASSWORD })
+  t.ok(callback.searchParams.get('code'), 'the owner, from another address, signs in at once')
+})
+
+t.test('the delay grows: 1 s, 2 s, 4 s … after each further failure', async (t) => {
+  const gw = await gateway(t, { maxFailures: 2 })
+  const attempt = await signInPage(gw, browserAt('203.0.113.67'))
+  t.equal((await attempt('alice', 'x1')).status, 401)
+  t.equal((await attempt('alice', 'x2')).status, 401)
+  t.equal((await attempt('alice', 'x3')).retryAfter, '1', 'after maxFailures: 1 s')
+  await sleep(1100)
+  t.equal((await attempt('alice', 'x4')).status, 401, 'after the wait the attempt is checked again')
+  const next = await attempt('alice', 'x5')
+  t.equal(next.status, 429)
+  t.equal(next.retryAfter, '2', 'and the next wait is twice as long')
+})
+
+t.test('ceilings: per address (any account), and per account from all addresses together', async (t) => {
+  const gw = await gateway(t, { maxFailuresPerIp: 3, maxFailuresPerAccount: 4 })
+  const spray = await signInPage(gw, browserAt('203.0.113.68'))
+  for (const user of ['bob', 'carol', 'dave']) t.equal((await spray(user, 'x')).status, 401)
+  const perIp = await spray('erin', 'x')
+  t.equal(perIp.status, 429, 'one address guessing across accounts hits the per-address ceiling')
+  t.match(perIp.html, /Too many failed sign-in attempts from your network\./)
+
+  for (const ip of ['203.0.113.1', '203.0.113.2', '203.0.113.3', '203.0.113.4']) t.equal((await (await signInPage(gw, browserAt(ip)))('alice', 'x')).status, 401)
+  const perAccount = await (await signInPage(gw, browserAt('198.51.100.21')))('alice', PASSWORD)
+  t.equal(perAccount.status, 429, 'spraying one account from many addresses is bounded too')
+  t.match(perAccount.html, /Too many failed sign-in attempts for this account\./)
+})
+
+t.test('failed usernames are logged as a short hash, never verbatim', async (t) => {
+  const gw = await gateway(t)
+  const attempt = await signInPage(gw, browserAt('203.0.113.69'))
+  // Someone typed their password into the username field.
+  t.equal((await attempt('Tr0ub4dor&3-secret', 'x')).status, 401)
+  t.notMatch(gw.logs.text(), /Tr0ub4dor/, 'the typed username is not in the log')
+  const line = gw.logs.lines.map((l) => JSON.parse(l) as Record<string, unknown>).find((l) => l.msg === 'sign-in failed')
+  t.match(line, { userHash: /^[\w-]{12}$/, ip: '203.0.113.69' }, 'a 12-character hash ties attempts together')
+  t.notOk(line !== undefined && 'user' in line, 'no user field on a failed attempt')
+})
