@@ -20,6 +20,7 @@ import { loadKeys } from './auth-server/keys.js'
 import { UserDirectory, type FirstRunAccount } from './auth-server/users.js'
 import { ResourceCatalog } from './auth-server/resources.js'
 import { accessTokenLifetimeS, createProvider } from './auth-server/provider.js'
+import { markClientSignedIn } from './auth-server/adapter.js'
 import { createGuardedFetch, type OutboundTestAllowance } from './net/guarded-fetch.js'
 import { authServerRoutes } from './auth-server/plugin.js'
 import { interactionRoutes } from './auth-server/interactions.js'
@@ -196,7 +197,15 @@ export async function buildApp (config: Config, options: BuildOptions = {}): Pro
     provider.on('access_token.issued', () => metrics.tokensIssued.inc({ type: 'access_token' }))
     provider.on('client_credentials.issued', () => metrics.tokensIssued.inc({ type: 'client_credentials' }))
     provider.on('refresh_token.saved', () => metrics.tokensIssued.inc({ type: 'refresh_token' }))
-    provider.on('authorization_code.saved', () => metrics.tokensIssued.inc({ type: 'authorization_code' }))
+    const yamlClients = new Set(config.auth.clients.map((c) => c.clientId))
+    provider.on('authorization_code.saved', (code: { clientId?: string }) => {
+      metrics.tokensIssued.inc({ type: 'authorization_code' })
+      // A user signed in with a registered client: it now lives auth.registeredClientTtl past each use.
+      const clientId = code.clientId
+      if (clientId !== undefined && !yamlClients.has(clientId)) {
+        markClientSignedIn(store, clientId, config.auth.registeredClientTtl, now()).catch((err: Error) => app.log.warn({ err: { message: err.message } }, 'could not mark a client as signed in with (it keeps the unused-client lifetime)'))
+      }
+    })
     await app.register(authServerRoutes, { provider, catalog, limiter, tokenRate: config.rateLimits.token, registrationRate: config.rateLimits.registration })
     await app.register(interactionRoutes, { provider, config, store, keys, users, catalog, limiter })
     const isGatewayWideAllowed = config.auth.defaultResource === 'all'

@@ -28,6 +28,8 @@ import type { Payload, Store } from '../store/types.js'
 export interface AdapterOptions {
   readonly refreshGraceS: number
   readonly registeredClientTtlMs: number
+  /** Lifetime past last use of a registered client nobody has signed in with yet. */
+  readonly unusedClientTtlMs: number
   readonly now: () => number
   /** Deletes the grant's records and voids its access tokens everywhere. */
   readonly revokeGrant: (grantId: string) => Promise<void>
@@ -47,20 +49,51 @@ const SLIDING = new Set(['Client', 'RegistrationAccessToken'])
 /** Models whose records are spent by use. */
 const SINGLE_USE = new Set(['AuthorizationCode', 'DeviceCode', 'BackchannelAuthenticationRequest', 'PushedAuthorizationRequest'])
 
+/** Set when a user first signs in with a registered client: from then on it lives registeredClientTtl past each use. */
+export function signedInKey (clientId: string): string {
+  return `auth:client-signed-in:${clientId}`
+}
+
+function clientIdOf (model: string, id: string, payload: Payload): string | undefined {
+  if (model === 'Client') return id
+  return typeof payload.clientId === 'string' ? payload.clientId : undefined
+}
+
+/**
+ * A user signed in with this client (an authorization code was issued to it): it is in use,
+ * and from now on lives registeredClientTtl past each use, with its registration access token.
+ */
+export async function markClientSignedIn (store: Store, clientId: string, registeredClientTtlMs: number, now: number): Promise<void> {
+  const key = signedInKey(clientId)
+  if (await store.kvGet(key) !== undefined) return
+  await store.kvSet(key, '1', now + registeredClientTtlMs)
+  await store.touch('Client', clientId, now + registeredClientTtlMs)
+}
+
 export function createAdapter (store: Store, options: AdapterOptions): new (model: string) => object {
   const nowS = (): number => Math.floor(options.now() / 1000)
   const clientTtlMs = options.registeredClientTtlMs
   const touchEveryMs = Math.min(DAY_MS, Math.floor(clientTtlMs / 10))
   const touchedAt = new Map<string, number>()
+  /** How long a client lives past a use: the long rule once a user has signed in with it, else the short one. */
+  const lifetimeOf = async (clientId: string | undefined): Promise<number> =>
+    clientId !== undefined && await store.kvGet(signedInKey(clientId)).catch(() => undefined) !== undefined ? clientTtlMs : options.unusedClientTtlMs
+  /** The signed-in mark lives as long as the client it marks. */
+  const keepMark = (clientId: string | undefined, ttlMs: number, now: number): void => {
+    if (clientId !== undefined && ttlMs === clientTtlMs) store.kvSet(signedInKey(clientId), '1', now + ttlMs).catch(() => {})
+  }
   /** A registered client (or its registration access token) was used: its unused-lifetime starts again. */
-  const touch = (model: string, id: string): void => {
+  const touch = (model: string, id: string, clientId: string | undefined): void => {
     const now = options.now()
     const key = `${model}:${id}`
     if (now - (touchedAt.get(key) ?? -Infinity) < touchEveryMs) return
     if (touchedAt.size >= MAX_TRACKED_CLIENTS) touchedAt.clear()
     touchedAt.set(key, now)
     // Best effort: a failed move only shortens the record's life to its previous expiry.
-    store.touch(model, id, now + clientTtlMs).catch(() => { touchedAt.delete(key) })
+    void lifetimeOf(clientId).then(async (ttlMs) => {
+      if (model === 'Client') keepMark(clientId, ttlMs, now)
+      await store.touch(model, id, now + ttlMs)
+    }).catch(() => { touchedAt.delete(key) })
   }
 
   return class StoreAdapter {
@@ -68,14 +101,14 @@ export function createAdapter (store: Store, options: AdapterOptions): new (mode
 
     async upsert (id: string, payload: Payload, expiresIn?: number): Promise<void> {
       const now = options.now()
-      const expiresAt = expiresIn !== undefined ? now + expiresIn * 1000 : SLIDING.has(this.model) ? now + clientTtlMs : undefined
+      const expiresAt = expiresIn !== undefined ? now + expiresIn * 1000 : SLIDING.has(this.model) ? now + await lifetimeOf(clientIdOf(this.model, id, payload)) : undefined
       if (SLIDING.has(this.model)) touchedAt.set(`${this.model}:${id}`, now)
       await store.upsert(this.model, id, payload, expiresAt)
     }
 
     async find (id: string): Promise<Payload | undefined> {
       const payload = await store.find(this.model, id)
-      if (payload !== undefined && SLIDING.has(this.model)) touch(this.model, id)
+      if (payload !== undefined && SLIDING.has(this.model)) touch(this.model, id, clientIdOf(this.model, id, payload))
       if (payload !== undefined && this.model === 'RefreshToken' && typeof payload.consumed === 'number' && nowS() - payload.consumed < options.refreshGraceS) {
         // Within the grace window the just-rotated token still looks unused.
         delete payload.consumed

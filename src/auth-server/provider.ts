@@ -147,7 +147,7 @@ export function createProvider (deps: ProviderDeps): Provider {
   policy.get('consent')?.checks.remove('native_client_prompt')
 
   const configuration: Configuration = {
-    adapter: createAdapter(store, { refreshGraceS: Math.round(auth.refreshTokenReuseGrace / 1000), registeredClientTtlMs: auth.registeredClientTtl, now: deps.now, revokeGrant }) as Configuration['adapter'],
+    adapter: createAdapter(store, { refreshGraceS: Math.round(auth.refreshTokenReuseGrace / 1000), registeredClientTtlMs: auth.registeredClientTtl, unusedClientTtlMs: auth.unusedClientTtl, now: deps.now, revokeGrant }) as Configuration['adapter'],
     jwks: { keys: keys.signingKeys.map((k) => ({ ...k })) } as Configuration['jwks'],
     cookies: {
       keys: [...keys.cookieKeys],

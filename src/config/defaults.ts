@@ -76,6 +76,8 @@ export const DEFAULT_REFRESH_TOKEN_TTL = '14d'
 export const DEFAULT_REFRESH_TOKEN_REUSE_GRACE = '10s'
 /** Dynamically registered clients unused this long are deleted. */
 export const DEFAULT_REGISTERED_CLIENT_TTL = '90d'
+/** A registered client nobody has signed in with yet lives this long past its last use (abandoned and scripted registrations). */
+export const DEFAULT_UNUSED_CLIENT_TTL = '24h'
 /**
  * Failed sign-ins: per (account, client IP) before each further attempt waits 1 s, 2 s, 4 s …;
  * per client IP, and per account from all addresses, within the window before sign-in is

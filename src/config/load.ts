@@ -184,7 +184,7 @@ function describeValue (value: unknown): string {
 
 /** A nudge for the commonest typos: snake_case and wrong case of known keys. */
 const KNOWN_KEYS = [
-  'publicUrl', 'trustProxy', 'allowInsecurePublicUrl', 'metrics', 'bearerToken', 'cluster', 'advertiseUrl', 'registeredClientTtl', 'listen', 'host', 'port', 'bodyLimit', 'allowedOrigins', 'shutdownTimeoutMs', 'dataDir', 'log', 'level', 'requests',
+  'publicUrl', 'trustProxy', 'allowInsecurePublicUrl', 'metrics', 'bearerToken', 'cluster', 'advertiseUrl', 'registeredClientTtl', 'unusedClientTtl', 'listen', 'host', 'port', 'bodyLimit', 'allowedOrigins', 'shutdownTimeoutMs', 'dataDir', 'log', 'level', 'requests',
   'servers', 'name', 'transport', 'url', 'headers', 'forwardHeaders', 'timeoutMs',
   'command', 'args', 'env', 'cwd', 'isolation', 'maxProcesses', 'prestart', 'idleTimeoutMs', 'startupTimeoutMs', 'requestTimeoutMs', 'maxMessageBytes',
   'scopes', 'store', 'sqlite', 'memory', 'auth', 'enabled', 'accessTokenTtl', 'refreshTokenTtl', 'refreshTokenReuseGrace', 'users', 'username',

@@ -212,7 +212,8 @@ t.test('registered clients (and their registration access tokens) expire after r
   let clock = Date.now()
   const store = new MemoryStore(() => clock)
   t.teardown(() => store.close())
-  const gw = await gateway(t, { registeredClientTtl: '10d' }, undefined, { store, now: () => clock })
+  // Both lifetimes alike: this test is about the sliding rule itself (the unused-client rule has its own test below).
+  const gw = await gateway(t, { registeredClientTtl: '10d', unusedClientTtl: '10d' }, undefined, { store, now: () => clock })
   const expiryOf = async (clientId: string, model = 'Client'): Promise<number | undefined> => {
     for await (const entry of store.entries()) {
       if (entry.kind === 'record' && entry.model === model && (model === 'Client' ? entry.id : entry.payload.clientId) === clientId) return entry.expiresAtMs
@@ -247,6 +248,28 @@ t.test('registered clients (and their registration access tokens) expire after r
   t.equal(await authorize(used), 303, 'the used one still signs in')
   clock += 11 * day
   t.equal(await authorize(used), 400, 'and once unused past the TTL, it is gone too (the client registers again)')
+})
+
+t.test('a registered client nobody signs in with is gone after unusedClientTtl (24 h); one a user signed in with lives registeredClientTtl', async (t) => {
+  let clock = Date.now()
+  const store = new MemoryStore(() => clock)
+  t.teardown(() => store.close())
+  const gw = await gateway(t, {}, undefined, { store, now: () => clock })
+  const expiryOf = async (clientId: string): Promise<number | undefined> => {
+    for await (const entry of store.entries()) if (entry.kind === 'record' && entry.model === 'Client' && entry.id === clientId) return entry.expiresAtMs
+    return undefined
+  }
+  const hour = 3600_000
+  const scripted = String((await register(gw, { redirect_uris: [REDIRECT_URL], token_endpoint_auth_method: 'none' })).json.client_id)
+  t.equal(await expiryOf(scripted), clock + 24 * hour, 'a new registration lives 24 h until someone signs in with it')
+  const signedIn = await connectWithOAuth(t, gw.mcpUrl('alpha'), { username: 'alice', password: PASSWORD, issuer: gw.baseUrl })
+  const used = String(signedIn.oauth.info?.client_id)
+  t.ok(await eventually(async () => await expiryOf(used) === clock + 90 * 24 * hour), 'after a sign-in it lives registeredClientTtl (90 d)')
+  clock += 25 * hour
+  t.equal(await expiryOf(scripted), undefined, 'the registration nobody signed in with is gone after a day')
+  t.ok(await expiryOf(used) !== undefined, 'the one in use is still there')
+  const reauthorize = new URLSearchParams({ client_id: used, response_type: 'code', redirect_uri: REDIRECT_URL, state: 's', code_challenge: 'E9Melhoa2OwvFrEMTJguCHaoeK1t8URWbuGJSstw-cM', code_challenge_method: 'S256', resource: gw.mcpUrl('alpha') })
+  t.equal((await fetch(`${gw.baseUrl}/oauth/authorize?${reauthorize.toString()}`, { redirect: 'manual' })).status, 303, 'and still signs in')
 })
 
 /** A metadata-document server on 127.0.0.1 (documents by path, over https; see the CIMD test above). */
