@@ -21,7 +21,7 @@ import { ANONYMOUS, type UserIdentity } from '../identity.js'
 import type { OriginPolicy } from '../mcp/origin.js'
 import type { Authenticator } from '../resource-server/plugin.js'
 import type { RequestIdentity } from '../resource-server/verify-token.js'
-import { LIST_METHODS, ServerPolicy, type Caller } from '../policy/policy.js'
+import { LIST_METHODS, namedToolsOf, ServerPolicy, type Caller } from '../policy/policy.js'
 import { gate, type MessageOutcome } from '../policy/gate.js'
 import type { RateLimiter } from '../rate-limit/limiter.js'
 import type { ResponseEdit, MessageTransform } from '../upstreams/response-edit.js'
@@ -145,6 +145,8 @@ export async function mcpRoutes (app: FastifyInstance, opts: McpRoutesOptions): 
     if (upstream === undefined) throw new Error(`no upstream adapter for server ${server.name}`)
     const url = `/${server.name}/mcp`
     const policy = new ServerPolicy(server)
+    // Tool labels in metrics: names policy gives, and (below) names the upstream lists.
+    metrics.nameTools(server.name, namedToolsOf(server))
     const challenge = opts.scopeChallenge
     const gateOptions = {
       server,
@@ -231,6 +233,14 @@ export async function mcpRoutes (app: FastifyInstance, opts: McpRoutesOptions): 
         if (o.error !== undefined || o.message.kind !== 'request') continue
         const method = o.message.method ?? ''
         const id = o.message.id ?? null
+        // The upstream's own list (before filtering) says which tool names are real: metric labels.
+        const learn: MessageTransform | undefined = method === 'tools/list'
+          ? (message) => {
+              const tools = (message.result as { tools?: unknown } | undefined)?.tools
+              if (Array.isArray(tools)) metrics.learnTools(server.name, tools.map((tool: unknown) => (tool as { name?: unknown } | null)?.name))
+              return undefined
+            }
+          : undefined
         const filter: MessageTransform | undefined = LIST_METHODS[method] !== undefined && policy.filtersLists
           ? (message) => {
               const filtered = policy.filterList(method, message.result)
@@ -243,8 +253,9 @@ export async function mcpRoutes (app: FastifyInstance, opts: McpRoutesOptions): 
               return undefined
             }
           : undefined
-        if (filter !== undefined || record !== undefined) {
+        if (learn !== undefined || filter !== undefined || record !== undefined) {
           watch.set(id, (message) => {
+            learn?.(message)
             const edited = filter?.(message) ?? message
             record?.(edited)
             return edited === message ? undefined : edited
