@@ -152,7 +152,7 @@ export async function mcpRoutes (app: FastifyInstance, opts: McpRoutesOptions): 
       server,
       policy,
       limiter,
-      defaults: { perUser: config.rateLimits.perUser, perUserPerTool: config.rateLimits.perUserPerTool },
+      defaults: { perUser: config.rateLimits.perUser, perUserPerTool: config.rateLimits.perUserPerTool, sessionCost: config.rateLimits.sessionCost },
       scopeChallenge: challenge === undefined ? undefined : (scopes: readonly string[], description: string) => challenge(server, scopes, description),
     }
 
