@@ -55,6 +55,8 @@ export const ERRORS = {
    */
   PORTCULLIS_ERR_USER_FIELD_MISSING: { status: 403, rpcCode: JSONRPC.INVALID_REQUEST, message: 'Forbidden: your account lacks a value this MCP server needs' },
   PORTCULLIS_ERR_RATE_LIMITED: { status: 429, rpcCode: JSONRPC.INVALID_REQUEST, message: 'Too many requests' },
+  /** A user at servers[].maxSessionsPerUser / maxProcessesPerUser with no idle session to end. */
+  PORTCULLIS_ERR_TOO_MANY_SESSIONS: { status: 429, rpcCode: JSONRPC.INVALID_REQUEST, message: 'Too many sessions open' },
   PORTCULLIS_ERR_RATE_LIMIT_UNAVAILABLE: { status: 503, rpcCode: JSONRPC.INTERNAL_ERROR, message: 'Rate limits cannot be checked right now; retry shortly' },
   PORTCULLIS_ERR_FORBIDDEN_ORIGIN: { status: 403, rpcCode: JSONRPC.INVALID_REQUEST, message: 'Forbidden: Origin is not allowed' },
   PORTCULLIS_ERR_UNKNOWN_SERVER: { status: 404, rpcCode: JSONRPC.INVALID_REQUEST, message: 'Not found: no MCP server has this name' },

@@ -60,6 +60,27 @@ export const RESERVED_SERVER_NAMES: ReadonlySet<string> = new Set([
 
 /** stdio servers: children alive per server at most (warm ones included). */
 export const DEFAULT_STDIO_MAX_PROCESSES = 32
+/**
+ * stdio servers, when maxProcessesPerUser is not set: half of maxProcesses (at least 1), so one
+ * user holding sessions open can never take every slot from the others (issue 12).
+ */
+export function defaultMaxProcessesPerUser (maxProcesses: number): number {
+  return Math.max(1, Math.floor(maxProcesses / 2))
+}
+/** HTTP servers: upstream sessions one user may hold open at once (per replica). */
+export const DEFAULT_HTTP_MAX_SESSIONS_PER_USER = 32
+/**
+ * A session that has sent no request since `initialize` is ended after this fraction of the
+ * server's idle timeout (1/10: 90 s of the stdio default 15 min); sessions in use keep the full timeout.
+ */
+export const UNUSED_SESSION_IDLE_DIVISOR = 10
+/**
+ * Units of the per-user server budget one `initialize` takes. Opening a session costs the gateway
+ * far more than a request (a stdio session spawns a process: ~250 ms cold, FINDINGS.md), yet clients
+ * that open a session per conversation (initialize, tools/list, a call or two) must stay well inside
+ * a budget sized for their calls: 5 lets 200/min open at most 40 sessions a minute.
+ */
+export const DEFAULT_SESSION_COST = 5
 /** A session (or a user's/shared process) unused this long is ended and its process stopped. */
 export const DEFAULT_STDIO_IDLE_TIMEOUT_MS = 15 * 60_000
 /** From spawn to the answer to `initialize` (or the era probe). npx downloads can be slow. */

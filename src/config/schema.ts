@@ -8,7 +8,7 @@ import {
   BASE_SCOPE, DEFAULT_ACCESS_TOKEN_TTL, DEFAULT_AUDIT_DESTINATION, DEFAULT_LOGIN_RATE, DEFAULT_TOKEN_RATE, DEFAULT_REGISTRATION_RATE, DEFAULT_LOGIN_FAILURE_WINDOW, DEFAULT_LOGIN_MAX_FAILURES, DEFAULT_LOGIN_MAX_FAILURES_PER_IP, DEFAULT_LOGIN_MAX_FAILURES_PER_ACCOUNT,
   DEFAULT_REFRESH_TOKEN_REUSE_GRACE, DEFAULT_REGISTERED_CLIENT_TTL, DEFAULT_UNUSED_CLIENT_TTL, DEFAULT_REFRESH_TOKEN_TTL, RESERVED_SCOPES,
   DEFAULT_BODY_LIMIT_BYTES, DEFAULT_DATA_DIR, DEFAULT_LISTEN_HOST, DEFAULT_LISTEN_PORT, DEFAULT_SHUTDOWN_TIMEOUT_MS,
-  DEFAULT_STDIO_IDLE_TIMEOUT_MS, DEFAULT_HTTP_SESSION_IDLE_TIMEOUT_MS, DEFAULT_STREAM_KEEPALIVE_MS, DEFAULT_STDIO_MAX_MESSAGE_BYTES, DEFAULT_STDIO_MAX_PROCESSES, DEFAULT_STDIO_REQUEST_TIMEOUT_MS,
+  DEFAULT_STDIO_IDLE_TIMEOUT_MS, DEFAULT_HTTP_SESSION_IDLE_TIMEOUT_MS, DEFAULT_HTTP_MAX_SESSIONS_PER_USER, DEFAULT_SESSION_COST, DEFAULT_STREAM_KEEPALIVE_MS, DEFAULT_STDIO_MAX_MESSAGE_BYTES, DEFAULT_STDIO_MAX_PROCESSES, DEFAULT_STDIO_REQUEST_TIMEOUT_MS,
   DEFAULT_STDIO_STARTUP_TIMEOUT_MS, DEFAULT_UPSTREAM_TIMEOUT_MS, FIRST_RUN_USERNAME, RESERVED_SERVER_NAMES,
   DEFAULT_HEADERS_TIMEOUT_MS, DEFAULT_BODY_TIMEOUT_MS, DEFAULT_KEEPALIVE_TIMEOUT_MS,
 } from './defaults.js'
@@ -156,6 +156,8 @@ const httpServerSchema = z.strictObject({
   maxConnections: wholeNumber('expected a number of connections').pipe(z.number().min(1, 'expected at least 1 connection')).optional(),
   /** Event streams open at once (GET streams, streamed answers); a GET beyond it gets 503 at once. Absent: no cap. */
   maxStreams: wholeNumber('expected a number of streams').pipe(z.number().min(1, 'expected at least 1 stream')).optional(),
+  /** Upstream sessions one user may hold open; at the cap their oldest idle one is ended, else 429. */
+  maxSessionsPerUser: wholeNumber('expected a number of sessions').pipe(z.number().min(1, 'expected at least 1 session')).default(DEFAULT_HTTP_MAX_SESSIONS_PER_USER),
   /** Speak HTTP/2 to the upstream when it offers it (TLS, ALPN): many exchanges over few connections. */
   http2: z.boolean().default(false),
   /** Scopes a token must carry to reach this server at all. */
@@ -181,6 +183,8 @@ const stdioServerSchema = z.strictObject({
   /** session: a child per MCP session; user: one per user; shared: one for everyone (ids rewritten). */
   isolation: z.enum(['session', 'user', 'shared']).default('session'),
   maxProcesses: wholeNumber('expected a number of processes').pipe(z.number().min(1, 'expected at least 1')).default(DEFAULT_STDIO_MAX_PROCESSES),
+  /** Processes and sessions one user may hold (absent: half of maxProcesses, at least 1). */
+  maxProcessesPerUser: wholeNumber('expected a number of processes').pipe(z.number().min(1, 'expected at least 1')).optional(),
   /** Warm children kept spawned and waiting, for servers that start slowly. */
   prestart: wholeNumber('expected a number of processes').pipe(z.number().min(0)).default(0),
   idleTimeoutMs: positiveMs('an idle timeout').default(DEFAULT_STDIO_IDLE_TIMEOUT_MS),
@@ -302,10 +306,12 @@ const authSchema = z.strictObject({
 })
 
 const rateLimitsSchema = z.strictObject({
-  /** Requests per user per server (all JSON-RPC requests but initialize). */
+  /** Requests per user per server (initialize counts sessionCost units). */
   perUser: rate.optional(),
   /** tools/call per user per tool, where a tool has no rateLimit of its own. */
   perUserPerTool: rate.optional(),
+  /** Units of the per-user server budget one `initialize` (a new session) takes; 0: free. */
+  sessionCost: wholeNumber('expected a whole number').pipe(z.number().min(0).max(1000)).default(DEFAULT_SESSION_COST),
   /** Sign-in attempts per client IP. */
   login: rate.prefault(DEFAULT_LOGIN_RATE),
   /** Token and registration requests per client IP. */

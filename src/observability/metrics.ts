@@ -3,9 +3,12 @@
  * tests can run several side by side. Served at /metrics (optionally behind a
  * bearer token, or on a port of its own).
  *
- * Label values that come from requests (tool names) are capped per server:
- * past MAX_TOOL_LABELS distinct names, further ones count as "other", so a
- * client calling made-up tools cannot grow the registry without bound.
+ * A `tool` label never carries text a client chose: it is a name the
+ * server's policy names (config keys, allow/deny entries without glob
+ * characters) or one the upstream listed in a tools/list answer the gateway
+ * relayed; any other name counts as "other". Otherwise every made-up name
+ * (`danger\u0000`, a fresh UUID per call) would be a new series: a
+ * cardinality attack on Prometheus. Listed names are capped per server too.
  */
 import { createHash, timingSafeEqual } from 'node:crypto'
 import type { FastifyInstance, FastifyRequest } from 'fastify'
@@ -18,7 +21,11 @@ declare module 'fastify' {
   }
 }
 
-const MAX_TOOL_LABELS = 200
+/** Names learned from an upstream's tools/list answers, per server (an upstream listing thousands stays bounded). */
+const MAX_LISTED_TOOL_NAMES = 200
+/** MCP 2025-11-25 server/tools "Tool Names": 1 to 128 characters. Longer "names" are not learned. */
+const MAX_TOOL_NAME_LENGTH = 128
+export const OTHER_TOOL_LABEL = 'other'
 const DURATION_BUCKETS_S = [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60]
 
 export class Metrics {
@@ -39,7 +46,8 @@ export class Metrics {
   readonly exchangesInFlight: Gauge<'server'>
   readonly stdioRestarts = new Counter({ name: 'portcullis_stdio_restarts_total', help: 'stdio server processes that exited without being asked to (crashes), by server', labelNames: ['server'] as const, registers: [this.registry] })
   readonly tokensIssued = new Counter({ name: 'portcullis_oauth_tokens_issued_total', help: 'Tokens issued by the authorization server, by type', labelNames: ['type'] as const, registers: [this.registry] })
-  private readonly toolLabels = new Map<string, Set<string>>()
+  /** Per server: the tool names policy names, and those its upstream listed. */
+  private readonly toolNames = new Map<string, { named: ReadonlySet<string>, listed: Set<string> }>()
 
   constructor () {
     this.stdioProcesses = perServerGauge(this.registry, 'portcullis_stdio_processes', 'stdio server processes alive, by server', () => this.stdioProcessCounts())
@@ -50,17 +58,28 @@ export class Metrics {
     collectDefaultMetrics({ register: this.registry, prefix: 'portcullis_' })
   }
 
-  /** A tool name fit for a label: itself, or "other" once the server has MAX_TOOL_LABELS names. */
-  toolLabel (server: string, tool: string): string {
-    let seen = this.toolLabels.get(server)
-    if (seen === undefined) {
-      seen = new Set()
-      this.toolLabels.set(server, seen)
+  /** The names a server's policy gives (set once per server, from the config). */
+  nameTools (server: string, names: Iterable<string>): void {
+    this.toolNames.set(server, { named: new Set(names), listed: this.toolNames.get(server)?.listed ?? new Set() })
+  }
+
+  /** Names from a tools/list answer the upstream gave (only well-formed names, up to MAX_LISTED_TOOL_NAMES per server). */
+  learnTools (server: string, names: Iterable<unknown>): void {
+    let known = this.toolNames.get(server)
+    if (known === undefined) {
+      known = { named: new Set(), listed: new Set() }
+      this.toolNames.set(server, known)
     }
-    if (seen.has(tool)) return tool
-    if (seen.size >= MAX_TOOL_LABELS) return 'other'
-    seen.add(tool)
-    return tool
+    for (const name of names) {
+      if (known.listed.size >= MAX_LISTED_TOOL_NAMES) return
+      if (typeof name === 'string' && name.length > 0 && name.length <= MAX_TOOL_NAME_LENGTH) known.listed.add(name)
+    }
+  }
+
+  /** A tool name fit for a label: itself when policy names it or the upstream listed it, else "other". */
+  toolLabel (server: string, tool: string): string {
+    const known = this.toolNames.get(server)
+    return known !== undefined && (known.named.has(tool) || known.listed.has(tool)) ? tool : OTHER_TOOL_LABEL
   }
 }
 

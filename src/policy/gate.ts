@@ -30,13 +30,10 @@ export interface GateOptions {
   readonly server: ServerConfig
   readonly policy: ServerPolicy
   readonly limiter: RateLimiter | undefined
-  readonly defaults: { readonly perUser: Rate | undefined, readonly perUserPerTool: Rate | undefined }
+  readonly defaults: { readonly perUser: Rate | undefined, readonly perUserPerTool: Rate | undefined, readonly sessionCost: number }
   /** The WWW-Authenticate challenge asking for these scopes (undefined when authorization is off). */
   readonly scopeChallenge: ((scopes: readonly string[], description: string) => string) | undefined
 }
-
-/** Methods that do not count against the per-user budget: the handshake. */
-const FREE_METHODS = new Set(['initialize'])
 
 function limited (rejection: RateLimitRejection, id: McpMessage['id']): PortcullisError {
   return new PortcullisError('PORTCULLIS_ERR_RATE_LIMITED', rejection.message, { headers: { ...rejection.headers }, id: id ?? null })
@@ -69,10 +66,12 @@ async function gateRequest (options: GateOptions, caller: Caller, callerKey: str
   const { kind, name, tool } = verdict
   if (limiter === undefined) return { message, decision: 'allowed', kind, name }
 
-  const cost = tool?.cost ?? 1
+  // A new session weighs rateLimits.sessionCost (issue 12: a free initialize let one user open
+  // 300 sessions, each a process, under a 200/min budget).
+  const cost = message.method === 'initialize' ? options.defaults.sessionCost : tool?.cost ?? 1
   const buckets: Bucket[] = []
   const perUser = server.rateLimit ?? options.defaults.perUser
-  if (perUser !== undefined && !FREE_METHODS.has(message.method ?? '')) {
+  if (perUser !== undefined && cost > 0) {
     buckets.push({ kind: 'user', key: `${server.name}:${callerKey}`, rate: perUser, cost, subject: `server "${server.name}"` })
   }
   if (kind === 'tool' && name !== undefined) {

@@ -194,6 +194,13 @@ function completionTarget (params: Readonly<Record<string, unknown>> | undefined
   return undefined
 }
 
+/** Tool names the server's policy spells out: rule keys and allow/deny entries that are not patterns. */
+export function namedToolsOf (server: ServerConfig): string[] {
+  const { allow, deny, ...rules } = server.tools as { allow?: string[], deny: string[] } & Record<string, unknown>
+  const names = [...Object.keys(rules), ...(allow ?? []), ...deny]
+  return [...new Set(names.filter((name) => !name.includes('*') && !name.includes('?')))]
+}
+
 /** Scopes the tool, prompt and resource rules of a server can require. */
 export function ruleScopesOf (server: ServerConfig): string[] {
   const scopes = new Set<string>()

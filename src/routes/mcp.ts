@@ -22,7 +22,7 @@ import { ANONYMOUS, type UserIdentity } from '../identity.js'
 import type { OriginPolicy } from '../mcp/origin.js'
 import type { Authenticator } from '../resource-server/plugin.js'
 import type { RequestIdentity } from '../resource-server/verify-token.js'
-import { LIST_METHODS, ServerPolicy, type Caller } from '../policy/policy.js'
+import { LIST_METHODS, namedToolsOf, ServerPolicy, type Caller } from '../policy/policy.js'
 import { gate, type MessageOutcome } from '../policy/gate.js'
 import type { RateLimiter } from '../rate-limit/limiter.js'
 import type { ResponseEdit, MessageTransform } from '../upstreams/response-edit.js'
@@ -149,12 +149,14 @@ export async function mcpRoutes (app: FastifyInstance, opts: McpRoutesOptions): 
     // Mcp-Param-* headers: the gateway is a stdio server's HTTP side and checks them itself;
     // an HTTP upstream reads the body and checks its own (the headers are forwarded).
     const paramHeaders = server.transport === 'stdio' ? new ToolParamHeaders() : undefined
+    // Tool labels in metrics: names policy gives, and (below) names the upstream lists.
+    metrics.nameTools(server.name, namedToolsOf(server))
     const challenge = opts.scopeChallenge
     const gateOptions = {
       server,
       policy,
       limiter,
-      defaults: { perUser: config.rateLimits.perUser, perUserPerTool: config.rateLimits.perUserPerTool },
+      defaults: { perUser: config.rateLimits.perUser, perUserPerTool: config.rateLimits.perUserPerTool, sessionCost: config.rateLimits.sessionCost },
       scopeChallenge: challenge === undefined ? undefined : (scopes: readonly string[], description: string) => challenge(server, scopes, description),
     }
 
@@ -244,6 +246,16 @@ export async function mcpRoutes (app: FastifyInstance, opts: McpRoutesOptions): 
         if (o.error !== undefined || o.message.kind !== 'request') continue
         const method = o.message.method ?? ''
         const id = o.message.id ?? null
+        // The upstream's own list (before filtering) says which tool names are real: metric labels.
+        const learn: MessageTransform | undefined = method === 'tools/list'
+          ? (message) => {
+              const tools = (message.result as { tools?: unknown } | undefined)?.tools
+              if (Array.isArray(tools)) metrics.learnTools(server.name, tools.map((tool: unknown) => (tool as { name?: unknown } | null)?.name))
+              // A stdio server's list also teaches which arguments its tools mirror in Mcp-Param-* headers.
+              paramHeaders?.learn(message.result)
+              return undefined
+            }
+          : undefined
         const filter: MessageTransform | undefined = LIST_METHODS[method] !== undefined && policy.filtersLists
           ? (message) => {
               const filtered = policy.filterList(method, message.result)
@@ -256,11 +268,9 @@ export async function mcpRoutes (app: FastifyInstance, opts: McpRoutesOptions): 
               return undefined
             }
           : undefined
-        // Every tools/list answer of a stdio server teaches which arguments its tools mirror.
-        const learn = method === 'tools/list' ? paramHeaders : undefined
-        if (filter !== undefined || record !== undefined || learn !== undefined) {
+        if (learn !== undefined || filter !== undefined || record !== undefined) {
           watch.set(id, (message) => {
-            learn?.learn(message.result)
+            learn?.(message)
             const edited = filter?.(message) ?? message
             record?.(edited)
             return edited === message ? undefined : edited

@@ -21,6 +21,7 @@ import { editJsonBody, SseEditor } from './response-edit.js'
 import type { SessionOwners } from './session-owners.js'
 import type { KeptStream, StreamKeeper } from './stream-keeper.js'
 import { isStoreUnavailable } from '../store/types.js'
+import { ANONYMOUS } from '../identity.js'
 
 const FORWARDED_REQUEST_HEADERS: ReadonlySet<string> = new Set([
   'accept', 'content-type', 'mcp-session-id', 'mcp-protocol-version', 'last-event-id', 'mcp-method', 'mcp-name',
@@ -36,6 +37,10 @@ const DROPPED_RESPONSE_HEADERS: ReadonlySet<string> = new Set([
 /** undici's default for an HTTP/2 connection: exchanges one connection carries at once. */
 const H2_STREAMS_PER_CONNECTION = 100
 const BUSY_RETRY_AFTER_S = '1'
+/** A user at their session cap: a session of theirs may finish (or be closed) any moment. */
+const SESSION_CAP_RETRY_AFTER_S = '2'
+/** Ending a reclaimed session upstream is a courtesy: it must not hang on a silent upstream. */
+const RECLAIM_TIMEOUT_MS = 10_000
 
 export function upstreamRequestHeaders (incoming: IncomingHttpHeaders, extra: ReadonlySet<string>, configured: Readonly<Record<string, string>>): Record<string, string> {
   const out: Record<string, string> = {}
@@ -294,6 +299,8 @@ export class HttpUpstream implements Upstream {
   private isClosed = false
   private closing: Promise<void> | undefined
   private lastProbe: { at: number, result: Promise<UpstreamHealth> } | undefined
+  /** Per user: initialize requests on their way, not yet recorded as sessions. */
+  private readonly opening = new Map<string, number>()
 
   constructor (private readonly config: HttpServerConfig, private readonly owners: SessionOwners, private readonly keeper: StreamKeeper) {
     this.name = config.name
@@ -314,6 +321,56 @@ export class HttpUpstream implements Upstream {
       headersTimeout: config.timeoutMs,
       bodyTimeout: config.timeoutMs,
     })
+    owners.onReclaim(this.name, (sessionId) => this.endUpstreamSession(sessionId))
+  }
+
+  /**
+   * Tells the upstream a session is over (Streamable HTTP "Session Management": a client that no
+   * longer needs a session SHOULD send DELETE). Only the gateway's own configured headers go with
+   * it: the gateway holds no client credentials.
+   */
+  private async endUpstreamSession (sessionId: string): Promise<void> {
+    if (this.isClosed) return
+    const { body } = await this.pool.request({
+      path: this.path,
+      method: 'DELETE',
+      headers: upstreamRequestHeaders({ 'mcp-session-id': sessionId }, new Set(), this.config.headers),
+      headersTimeout: RECLAIM_TIMEOUT_MS,
+      bodyTimeout: RECLAIM_TIMEOUT_MS,
+    })
+    await body.dump()
+  }
+
+  /**
+   * servers[].maxSessionsPerUser (issue 12): a user at the cap first loses their own oldest idle
+   * session (no request in flight, no open GET stream); with none idle, 429. Other users' sessions
+   * are never touched. Counts are this replica's. Returns the release of the slot being opened.
+   */
+  private admitSession (ex: McpExchange): (() => void) | PortcullisError {
+    const user = ex.owner.user
+    // Authorization off: every caller is the one anonymous user; only the server-wide budgets apply.
+    if (user === ANONYMOUS.id) return () => {}
+    const cap = this.config.maxSessionsPerUser
+    const open = this.owners.sessionsOf(this.name, user)
+    const opening = this.opening.get(user) ?? 0
+    const excess = open.length + opening + 1 - cap
+    if (excess > 0) {
+      const idle = open.filter((s) => s.isIdle)
+      if (idle.length < excess) {
+        const count = open.length + opening
+        return new PortcullisError('PORTCULLIS_ERR_TOO_MANY_SESSIONS', `you have ${count} session${count === 1 ? '' : 's'} open on server "${this.name}" (servers[].maxSessionsPerUser is ${cap}); close one (DELETE) or wait for one to finish`, { headers: { 'retry-after': SESSION_CAP_RETRY_AFTER_S } })
+      }
+      for (const session of idle.slice(0, excess)) this.owners.end(this.name, session.sessionId, 'the user reached maxSessionsPerUser')
+    }
+    this.opening.set(user, opening + 1)
+    let isReleased = false
+    return () => {
+      if (isReleased) return
+      isReleased = true
+      const left = (this.opening.get(user) ?? 1) - 1
+      if (left <= 0) this.opening.delete(user)
+      else this.opening.set(user, left)
+    }
   }
 
   async handle (ex: McpExchange): Promise<void> {
@@ -344,7 +401,16 @@ export class HttpUpstream implements Upstream {
       sendRpcError(ex.res, busy, ex.inspection)
       return
     }
-    const release = sessionId === undefined ? undefined : this.owners.hold(this.name, sessionId)
+    const opens = sessionId === undefined && ex.method === 'POST' && ex.inspection?.messages.some((m) => m.method === 'initialize') === true
+    const admitted = opens ? this.admitSession(ex) : undefined
+    if (admitted instanceof PortcullisError) {
+      ex.log.info({ server: this.name, user: ex.user.name }, 'user at maxSessionsPerUser with no idle session; refused')
+      sendRpcError(ex.res, admitted, ex.inspection)
+      return
+    }
+    // Use: a request, or a GET stream. A notification alone (notifications/initialized) is not.
+    const isUse = ex.method === 'GET' || (ex.method === 'POST' && (ex.inspection?.requestIds.length ?? 0) > 0)
+    const release = sessionId === undefined ? undefined : this.owners.hold(this.name, sessionId, isUse)
     const isGet = ex.method === 'GET'
     this.inFlight++
     if (isGet) this.streams++
@@ -354,6 +420,7 @@ export class HttpUpstream implements Upstream {
       this.inFlight--
       if (isGet) this.streams--
       release?.()
+      admitted?.()
     }
   }
 

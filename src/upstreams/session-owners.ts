@@ -14,9 +14,16 @@
  *
  * A record is forgotten when its session ends: DELETE, the upstream's 404,
  * or `idleTimeoutMs` without a request (an open GET stream counts as use).
+ * A session that never sent a request after `initialize` is ended sooner, after
+ * `idleTimeoutMs / 10` (issue 12): the gateway forgets it and tells the upstream
+ * (a DELETE, through the reclaimer its upstream registers).
+ *
+ * Per-user counts (servers[].maxSessionsPerUser) are over the records this
+ * replica holds: the sessions opened or used through it.
  */
 import type { FastifyBaseLogger } from 'fastify'
 import type { Store } from '../store/types.js'
+import { UNUSED_SESSION_IDLE_DIVISOR } from '../config/defaults.js'
 
 /** How often records in use are pushed out in the store, as a fraction of the idle timeout. */
 const REFRESH_FRACTION = 4
@@ -32,6 +39,13 @@ export interface SessionOwner {
 
 interface LocalRecord {
   readonly owner: string
+  readonly server: string
+  readonly sessionId: string
+  /** The owner's user (sessions are counted per user, whichever client opened them). */
+  readonly user: string
+  readonly createdAt: number
+  /** A request (or GET stream) came after initialize; until then the record is reclaimed early. */
+  isUsed: boolean
   lastUsedAt: number
   storedAt: number
   /** Open GET streams and requests in flight: a session in use is never idle. */
@@ -40,12 +54,37 @@ interface LocalRecord {
 
 export type OwnerCheck = 'owner' | 'not-found'
 
+/** One of a user's sessions, as the per-user cap sees it. */
+export interface OpenSession {
+  readonly sessionId: string
+  readonly lastUsedAt: number
+  /** No request in flight and no open GET stream. */
+  readonly isIdle: boolean
+}
+
+/** Ends an upstream session the gateway reclaims (HTTP: a DELETE to the upstream). */
+export type Reclaimer = (sessionId: string) => Promise<void>
+
 export function ownerKey (owner: SessionOwner): string {
   return JSON.stringify([owner.user, owner.client])
 }
 
+/** The user of an ownerKey (a stored value from an older format counts as its own user). */
+function userOf (key: string): string {
+  try {
+    const parsed: unknown = JSON.parse(key)
+    if (Array.isArray(parsed) && typeof parsed[0] === 'string') return parsed[0]
+  } catch {
+    // Not JSON: the whole value is the owner.
+  }
+  return key
+}
+
 export class SessionOwners {
   private readonly local = new Map<string, LocalRecord>()
+  /** Record keys by server and user, for per-user counts. */
+  private readonly byUser = new Map<string, Set<string>>()
+  private readonly reclaimers = new Map<string, Reclaimer>()
   private readonly sweeper: NodeJS.Timeout
 
   constructor (
@@ -62,12 +101,17 @@ export class SessionOwners {
     return `http-session:${server}:${sessionId}`
   }
 
+  /** How this server's reclaimed sessions are ended upstream. */
+  onReclaim (server: string, reclaimer: Reclaimer): void {
+    this.reclaimers.set(server, reclaimer)
+  }
+
   /** Records the session's owner (settles once other replicas can see it; a store failure is logged, not thrown). */
   async record (server: string, sessionId: string, owner: SessionOwner): Promise<void> {
     const key = this.key(server, sessionId)
     const value = ownerKey(owner)
     const now = this.now()
-    this.remember(key, value, now)
+    this.remember(key, value, now, false)
     await this.store.kvSet(key, value, now + this.idleTimeoutOf(server)).catch((err: Error) => {
       this.log.warn({ server, err: { message: err.message } }, 'could not record an upstream session owner in the store (other replicas will answer 404 for it)')
     })
@@ -81,25 +125,34 @@ export class SessionOwners {
   async check (server: string, sessionId: string, owner: SessionOwner): Promise<OwnerCheck> {
     const key = this.key(server, sessionId)
     let record = this.local.get(key)
+    if (record !== undefined && this.isUnused(record)) {
+      this.reclaim(record, 'no request after initialize')
+      return 'not-found'
+    }
     if (record !== undefined && record.inUse === 0 && this.now() - record.lastUsedAt >= this.idleTimeoutOf(server)) {
       // Idle past its timeout here; the store says whether it was used through another replica.
-      this.local.delete(key)
+      this.drop(key)
       record = undefined
     }
     if (record === undefined) {
       const stored = await this.store.kvGet(key)
       if (stored === undefined) return 'not-found'
-      record = this.remember(key, stored, this.now())
+      // Opened through another replica: whether it was used there is unknown, so it is not reclaimed early here.
+      record = this.remember(key, stored, this.now(), true)
     }
     if (record.owner !== ownerKey(owner)) return 'not-found'
     this.touch(server, key, record)
     return 'owner'
   }
 
-  /** A request or stream of the session starts; call `release` when it ends. */
-  hold (server: string, sessionId: string): () => void {
+  /**
+   * A request or stream of the session starts; call `release` when it ends. `isUse`: it carries a
+   * request or opens a GET stream (a notification alone, such as notifications/initialized, is not use).
+   */
+  hold (server: string, sessionId: string, isUse = true): () => void {
     const record = this.local.get(this.key(server, sessionId))
     if (record === undefined) return () => {}
+    if (isUse) record.isUsed = true
     record.inUse++
     let isReleased = false
     return () => {
@@ -113,8 +166,29 @@ export class SessionOwners {
   /** The session ended (DELETE answered, or the upstream no longer knows it). */
   forget (server: string, sessionId: string): void {
     const key = this.key(server, sessionId)
-    this.local.delete(key)
+    this.drop(key)
     this.store.kvDelete(key).catch(() => {})
+  }
+
+  /**
+   * The user's sessions on this server that this replica holds, oldest use first. Sessions
+   * never used past idleTimeoutMs / 10 are reclaimed on the way and not counted.
+   */
+  sessionsOf (server: string, user: string): OpenSession[] {
+    const out: Array<OpenSession> = []
+    for (const key of this.byUser.get(`${server}\n${user}`) ?? []) {
+      const record = this.local.get(key)
+      if (record === undefined) continue
+      if (this.isUnused(record)) this.reclaim(record, 'no request after initialize')
+      else out.push({ sessionId: record.sessionId, lastUsedAt: record.lastUsedAt, isIdle: record.inUse === 0 })
+    }
+    return out.sort((a, b) => a.lastUsedAt - b.lastUsedAt)
+  }
+
+  /** Ends a session the gateway chose to end: forgotten here and in the store, and ended upstream. */
+  end (server: string, sessionId: string, reason: string): void {
+    const record = this.local.get(this.key(server, sessionId))
+    if (record !== undefined) this.reclaim(record, reason)
   }
 
   close (): void {
@@ -125,21 +199,57 @@ export class SessionOwners {
   sweep (): void {
     const now = this.now()
     for (const [key, record] of this.local) {
-      const server = key.split(':', 2)[1] ?? ''
+      const server = record.server
       const idleMs = this.idleTimeoutOf(server)
       if (record.inUse > 0) this.touch(server, key, record)
-      else if (now - record.lastUsedAt >= idleMs) this.local.delete(key)
+      else if (this.isUnused(record)) this.reclaim(record, 'no request after initialize')
+      else if (now - record.lastUsedAt >= idleMs) this.drop(key)
     }
   }
 
-  private remember (key: string, owner: string, now: number): LocalRecord {
+  /** Opened, then left without a request or stream for idleTimeoutMs / 10. */
+  private isUnused (record: LocalRecord): boolean {
+    return !record.isUsed && record.inUse === 0 && this.now() - record.createdAt >= this.idleTimeoutOf(record.server) / UNUSED_SESSION_IDLE_DIVISOR
+  }
+
+  private reclaim (record: LocalRecord, reason: string): void {
+    const { server, sessionId } = record
+    this.forget(server, sessionId)
+    this.log.info({ server, session: sessionId.slice(0, 8), reason }, 'upstream session ended by the gateway')
+    const reclaimer = this.reclaimers.get(server)
+    reclaimer?.(sessionId).catch((err: Error) => {
+      this.log.warn({ server, err: { message: err.message } }, 'could not end an upstream session (DELETE failed); the upstream keeps it until its own timeout')
+    })
+  }
+
+  private remember (key: string, owner: string, now: number, isUsed: boolean): LocalRecord {
     if (this.local.size >= MAX_LOCAL_RECORDS) {
       const oldest = this.local.keys().next().value
-      if (oldest !== undefined) this.local.delete(oldest)
+      if (oldest !== undefined) this.drop(oldest)
     }
-    const record: LocalRecord = { owner, lastUsedAt: now, storedAt: now, inUse: 0 }
+    // key is http-session:<server>:<sessionId>; server names have no colon.
+    const [, server = '', ...rest] = key.split(':')
+    const record: LocalRecord = { owner, server, sessionId: rest.join(':'), user: userOf(owner), createdAt: now, isUsed, lastUsedAt: now, storedAt: now, inUse: 0 }
+    this.drop(key)
     this.local.set(key, record)
+    const byUserKey = `${server}\n${record.user}`
+    let keys = this.byUser.get(byUserKey)
+    if (keys === undefined) {
+      keys = new Set()
+      this.byUser.set(byUserKey, keys)
+    }
+    keys.add(key)
     return record
+  }
+
+  private drop (key: string): void {
+    const record = this.local.get(key)
+    if (record === undefined) return
+    this.local.delete(key)
+    const byUserKey = `${record.server}\n${record.user}`
+    const keys = this.byUser.get(byUserKey)
+    keys?.delete(key)
+    if (keys?.size === 0) this.byUser.delete(byUserKey)
   }
 
   /** Used now: the store's copy expires idleTimeoutMs from now, rewritten at most every quarter of it. */

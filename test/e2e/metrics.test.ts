@@ -47,7 +47,8 @@ t.test('after allowed, denied, 401, rate-limited calls and a stdio crash, the co
     auth: { enabled: true, users: [{ username: 'alice', passwordHash: await hashPassword(PASSWORD) }] },
     servers: [
       { name: 'fx', transport: 'http', url: upstream.url, tools: { deny: ['big'], echo: { rateLimit: '2/min' } } },
-      stdioServer('local', { prestart: 0 }),
+      // Policy names the tool, so its calls are labelled by name without a tools/list first.
+      stdioServer('local', { prestart: 0, tools: { crash: {} } }),
     ],
   })
   const metricsUrl = `${gw.baseUrl}/metrics`
@@ -152,7 +153,7 @@ t.test('metrics.bearerToken protects /metrics; metrics.listen moves it to a port
   t.equal((await fetch(`${off.baseUrl}/metrics`)).status, 404)
 })
 
-t.test('the gateway\'s own routes are labelled by area; made-up tool names cannot grow the registry', async (t) => {
+t.test('the gateway\'s own routes are labelled by area; made-up tool names never become labels', async (t) => {
   const upstream = await startUpstream(t)
   const gw = await startGateway(t, { servers: [{ name: 'fx', transport: 'http', url: upstream.url }] })
   await fetch(`${gw.baseUrl}/healthz`)
@@ -163,10 +164,51 @@ t.test('the gateway\'s own routes are labelled by area; made-up tool names canno
   let scraped = new Map<string, number>()
   t.ok(await eventually(async () => {
     scraped = await scrape(`${gw.baseUrl}/metrics`)
-    return (scraped.get(sample('portcullis_tool_calls_total', { server: 'fx', tool: 'other', outcome: 'answered' })) ?? 0) === 5
-  }), 'past 200 distinct names per server, calls count as "other"')
-  t.equal([...scraped.keys()].filter((k) => k.startsWith('portcullis_tool_calls_total{server="fx"')).length, 201)
+    return (scraped.get(sample('portcullis_tool_calls_total', { server: 'fx', tool: 'other', outcome: 'answered' })) ?? 0) === 205
+  }), 'names neither policy nor the upstream gave count as "other"')
+  t.equal([...scraped.keys()].filter((k) => k.startsWith('portcullis_tool_calls_total{server="fx"')).length, 1, 'one series for all of them')
   t.equal(scraped.get(sample('portcullis_http_requests_total', { server: 'gateway', method: 'GET', status: '200' })), 1, '/healthz')
   t.equal(scraped.get(sample('portcullis_http_requests_total', { server: 'unmatched', method: 'GET', status: '404' })), 2, '/nope, and the metadata route that does not exist with auth off')
   t.notOk([...scraped.keys()].some((k) => k.includes('/nope')), 'paths never become labels')
+})
+
+t.test('a tool label is a name policy gives or the upstream listed, never the caller\'s text', async (t) => {
+  const upstream = await startUpstream(t)
+  const gw = await startGateway(t, {
+    servers: [
+      { name: 'fx', transport: 'http', url: upstream.url, tools: { deny: ['nope', 'bad*'], whoami: { rateLimit: '100/min' } } },
+      stdioServer('local'),
+    ],
+  })
+  const fx = await session(gw.mcpUrl('fx'), {})
+  const local = await session(gw.mcpUrl('local'), {})
+  const list = (id: number): unknown => ({ jsonrpc: '2.0', id, method: 'tools/list' })
+  t.equal((await postJson(gw.mcpUrl('fx'), call(1, 'danger\u0000'), fx)).status, 200, 'the upstream answers an unknown tool itself')
+  t.equal((await postJson(gw.mcpUrl('fx'), call(2, 'echo'), fx)).status, 200, 'echo before any tools/list')
+  t.equal((await postJson(gw.mcpUrl('fx'), call(3, 'nope'), fx)).status, 403)
+  t.equal((await postJson(gw.mcpUrl('fx'), call(4, 'bad-1'), fx)).status, 403)
+  t.equal((await postJson(gw.mcpUrl('fx'), call(5, 'whoami'), fx)).status, 200)
+  t.equal((await postJson(gw.mcpUrl('fx'), list(6), fx)).status, 200)
+  t.equal((await postJson(gw.mcpUrl('fx'), call(7, 'echo'), fx)).status, 200, 'echo after the upstream listed it')
+  t.equal((await postJson(gw.mcpUrl('local'), call(8, 'made-up'), local)).status, 200)
+  const listed = await postJson(gw.mcpUrl('local'), list(9), local)
+  t.ok(JSON.stringify(listed.json).includes('"crash"'), 'the stdio list passes through')
+  t.equal((await postJson(gw.mcpUrl('local'), call(10, 'echo'), local)).status, 200)
+
+  let scraped = new Map<string, number>()
+  const series = (): string[] => [...scraped.keys()].filter((k) => k.startsWith('portcullis_tool_calls_total')).sort()
+  t.ok(await eventually(async () => {
+    scraped = await scrape(`${gw.baseUrl}/metrics`)
+    return series().length === 7 && [...scraped].filter(([k]) => k.startsWith('portcullis_tool_calls_total')).reduce((sum, [, v]) => sum + v, 0) === 8
+  }), 'eight calls counted')
+  t.same(Object.fromEntries(series().map((k) => [k, scraped.get(k)])), {
+    [sample('portcullis_tool_calls_total', { server: 'fx', tool: 'echo', outcome: 'answered' })]: 1,
+    [sample('portcullis_tool_calls_total', { server: 'fx', tool: 'nope', outcome: 'denied' })]: 1,
+    [sample('portcullis_tool_calls_total', { server: 'fx', tool: 'other', outcome: 'answered' })]: 2,
+    [sample('portcullis_tool_calls_total', { server: 'fx', tool: 'other', outcome: 'denied' })]: 1,
+    [sample('portcullis_tool_calls_total', { server: 'fx', tool: 'whoami', outcome: 'answered' })]: 1,
+    [sample('portcullis_tool_calls_total', { server: 'local', tool: 'echo', outcome: 'answered' })]: 1,
+    [sample('portcullis_tool_calls_total', { server: 'local', tool: 'other', outcome: 'answered' })]: 1,
+  }, 'danger\\u0000, bad-1 (a pattern match), made-up and echo before the list are "other"')
+  t.notOk(series().some((k) => k.includes('danger') || k.includes('made-up') || k.includes('bad-1')), 'no caller-chosen text in any label')
 })

@@ -78,6 +78,8 @@ t.test('per user per tool: A exhausting a tool does not touch B, nor A\'s other 
 t.test('per user per server: initialization and notifications are free; a tool\'s cost counts', async (t) => {
   const upstream = await startUpstream(t, { jsonResponse: true })
   const gw = await startGateway(t, {
+    // sessionCost 0: initialize free, as before issue 12 (the next test covers the default weight).
+    rateLimits: { sessionCost: 0 },
     servers: [{ name: 'fx', transport: 'http', url: upstream.url, rateLimit: '4/min', tools: { slow: { cost: 3 } } }],
   })
   useMockDate(t)
@@ -87,6 +89,33 @@ t.test('per user per server: initialization and notifications are free; a tool\'
   const limited = await anon.call('echo', 3, { text: 'x' })
   t.equal(limited.status, 429)
   t.match(limited.json, { id: 3, error: { message: 'Too many requests: rate limit for server "fx": 4 per minute; retry in 60 s' } })
+})
+
+t.test('per user per server: initialize weighs rateLimits.sessionCost (default 5); another user keeps their budget', async (t) => {
+  const upstream = await startUpstream(t, { jsonResponse: true })
+  const gw = await startGateway(t, {
+    auth: { users: USERS },
+    servers: [{ name: 'fx', transport: 'http', url: upstream.url, rateLimit: '12/min' }],
+  })
+  const tokenOf = async (username: string): Promise<string> =>
+    (await connectWithOAuth(t, gw.mcpUrl('fx'), { username, password: PASSWORD, issuer: gw.baseUrl })).oauth.savedTokens?.access_token ?? ''
+  const initialize = async (token: string, id: string): Promise<Awaited<ReturnType<typeof postJson>>> =>
+    postJson(gw.mcpUrl('fx'), { ...INIT_BODY, id }, { authorization: `Bearer ${token}` })
+  // Signing in connects the SDK client once: initialize, 5 units.
+  const alice = await tokenOf('alice')
+  const second = await initialize(alice, 'a2')
+  t.equal(second.status, 200, 'Alice\'s second session: 10 of 12')
+  const withSession = { authorization: `Bearer ${alice}`, 'mcp-session-id': second.headers.get('mcp-session-id') ?? '', 'mcp-protocol-version': '2025-11-25' }
+  t.equal((await postJson(gw.mcpUrl('fx'), { jsonrpc: '2.0', id: 'c', method: 'tools/call', params: { name: 'echo', arguments: { text: 'x' } } }, withSession)).status, 200, 'a call: 11 of 12')
+  const third = await initialize(alice, 'a3')
+  t.equal(third.status, 429, 'a third session would take 5 more')
+  t.match(third.json, { id: 'a3', error: { message: /^Too many requests: rate limit for server "fx": 12 per minute; retry in \d+ s$/, data: { code: 'PORTCULLIS_ERR_RATE_LIMITED' } } })
+  t.ok(Number(third.headers.get('retry-after')) >= 1, 'with Retry-After')
+  t.equal(third.headers.get('ratelimit-policy'), '12;w=60')
+
+  const bob = await tokenOf('bob')
+  t.equal((await initialize(bob, 'b2')).status, 200, 'Bob\'s budget is his own: his second session, 10 of 12')
+  t.equal((await initialize(bob, 'b3')).status, 429, 'and his third is refused too')
 })
 
 t.test('a global per-tool limit counts every user together', async (t) => {

@@ -19,6 +19,17 @@
  * server only speaks the 2025 era, a modern request gets the spec's fallback
  * signal: HTTP 400 whose body is not a modern JSON-RPC error, so the client
  * falls back to `initialize`.
+ *
+ * One user cannot take every slot (issue 12): `maxProcessesPerUser` caps both
+ * the user's processes and the user's open sessions. Under isolation session
+ * each session is a process, so the two are one count; under isolation user
+ * the user's sessions share the user's process(es) (one per protocol version
+ * asked, and one for stateless requests), and the cap bounds both how many
+ * sessions they hold and how many such processes run; under isolation shared
+ * it bounds the user's sessions. At the cap the user's own oldest idle session
+ * (or, for processes, an idle process of theirs no session uses) is ended
+ * first; with nothing idle the user gets 429. A session that sends no request
+ * after `initialize` is ended after idleTimeoutMs / 10.
  */
 import { randomUUID } from 'node:crypto'
 import type { IncomingHttpHeaders, ServerResponse } from 'node:http'
@@ -27,6 +38,7 @@ import { PortcullisError } from '../../errors.js'
 import type { StdioServerConfig } from '../../config/schema.js'
 import { hasUserTemplate, renderUserTemplate } from '../../config/user-template.js'
 import { ANONYMOUS, type UserIdentity } from '../../identity.js'
+import { defaultMaxProcessesPerUser, UNUSED_SESSION_IDLE_DIVISOR } from '../../config/defaults.js'
 import { checkProtocolVersionHeader, isModernRevision, FIRST_MODERN_REVISION, KNOWN_REVISIONS } from '../../mcp/headers.js'
 import { META_PROTOCOL_VERSION, type McpMessage } from '../../mcp/jsonrpc.js'
 import type { McpExchange, Upstream, UpstreamHealth, UpstreamLoad } from '../types.js'
@@ -48,6 +60,8 @@ const BACKOFF_MAX_MS = 60_000
 /** Messages kept for a session that has no open stream, until it opens one. */
 const MAX_BACKLOG_MESSAGES = 100
 const CAPACITY_RETRY_AFTER_S = '2'
+/** A user at their cap: one of their sessions may finish (or be closed) any moment. */
+const USER_CAP_RETRY_AFTER_S = '2'
 const SWEEP_MIN_INTERVAL_MS = 1_000
 const SWEEP_MAX_INTERVAL_MS = 30_000
 
@@ -88,6 +102,9 @@ function headerValue (headers: IncomingHttpHeaders, name: string): string | unde
 class LegacySession implements ChannelClient {
   readonly label: string
   lastActivityAt: number
+  readonly openedAt: number
+  /** A request (or a GET stream) came after initialize; until then the session is reclaimed early. */
+  isUsed = false
   isAlive = true
   readonly activeReplies = new Set<PostReply>()
   private stream: ServerResponse | undefined
@@ -107,6 +124,12 @@ class LegacySession implements ChannelClient {
   ) {
     this.label = `session ${id.slice(0, 8)}`
     this.lastActivityAt = now
+    this.openedAt = now
+  }
+
+  /** No request in flight and no open GET stream. */
+  get isIdle (): boolean {
+    return !this.hasOpenStream && ![...this.activeReplies].some((r) => r.isOpen)
   }
 
   deliver (json: string, kind: DeliveryKind, hint: ReplySink | undefined): void {
@@ -192,6 +215,11 @@ export class StdioUpstream implements Upstream {
   private readonly sharedChannels = new Map<string, Promise<Channel>>()
   private readonly modernChannels = new Map<string, Promise<Channel>>()
   private readonly children = new Map<McpChild, Role>()
+  /** The user each process was started for (absent: warm and shared processes, nobody's). */
+  private readonly childUsers = new Map<McpChild, string>()
+  /** Per user: sessions being opened, not yet in `sessions`. */
+  private readonly opening = new Map<string, number>()
+  private readonly maxPerUser: number
   private readonly retiring = new Set<McpChild>()
   private readonly warm: McpChild[] = []
   private readonly usesUserTemplates: boolean
@@ -208,6 +236,7 @@ export class StdioUpstream implements Upstream {
     this.log = options.log
     this.now = options.now ?? (() => Date.now())
     this.usesUserTemplates = [...this.config.args, ...Object.values(this.config.env)].some(hasUserTemplate)
+    this.maxPerUser = this.config.maxProcessesPerUser ?? defaultMaxProcessesPerUser(this.config.maxProcesses)
     const interval = Math.min(SWEEP_MAX_INTERVAL_MS, Math.max(SWEEP_MIN_INTERVAL_MS, Math.floor(this.config.idleTimeoutMs / 2)))
     this.sweeper = setInterval(() => this.sweep(), interval)
     this.sweeper.unref()
@@ -266,6 +295,7 @@ export class StdioUpstream implements Upstream {
     if (inspection.messages.some((m) => m.method === 'initialize')) {
       throw new PortcullisError('PORTCULLIS_ERR_INVALID_REQUEST', 'this session is already initialized')
     }
+    if (inspection.requestIds.length > 0) session.isUsed = true
     const raw = inspection.isBatch ? undefined : ex.body?.toString('utf8')
     const extra = ex.edit?.extra ?? []
     const ids = [...inspection.requestIds, ...extra.map((e) => e.id)]
@@ -292,6 +322,92 @@ export class StdioUpstream implements Upstream {
   }
 
   private async initialize (ex: McpExchange, first: McpMessage): Promise<void> {
+    const release = await this.admitSession(ex.user)
+    try {
+      await this.openSession(ex, first)
+    } finally {
+      release()
+    }
+  }
+
+  /** The user's live sessions, least recently used first. */
+  private sessionsOf (user: UserIdentity): LegacySession[] {
+    return [...this.sessions.values()].filter((s) => s.isAlive && s.user.id === user.id).sort((a, b) => a.lastActivityAt - b.lastActivityAt)
+  }
+
+  /**
+   * maxProcessesPerUser for sessions: at the cap the user's own oldest idle session ends; with
+   * none idle, 429. Other users' sessions are never touched. Returns the release of the slot.
+   */
+  private async admitSession (user: UserIdentity): Promise<() => void> {
+    // Authorization off: every caller is the one anonymous user; only maxProcesses applies.
+    if (user.id === ANONYMOUS.id) return () => {}
+    for (;;) {
+      const own = this.sessionsOf(user)
+      const opening = this.opening.get(user.id) ?? 0
+      if (own.length + opening < this.maxPerUser) break
+      const idle = own.find((s) => s.isIdle)
+      if (idle === undefined) throw this.atUserCap(own.length + opening, 'session')
+      await this.closeSession(idle, 'the user reached maxProcessesPerUser')
+    }
+    this.opening.set(user.id, (this.opening.get(user.id) ?? 0) + 1)
+    let isReleased = false
+    return () => {
+      if (isReleased) return
+      isReleased = true
+      const left = (this.opening.get(user.id) ?? 1) - 1
+      if (left <= 0) this.opening.delete(user.id)
+      else this.opening.set(user.id, left)
+    }
+  }
+
+  private atUserCap (count: number, what: 'session' | 'process'): PortcullisError {
+    const counted = what === 'session' ? `${count} session${count === 1 ? '' : 's'} open` : `${count} process${count === 1 ? '' : 'es'} running`
+    const advice = what === 'session' ? 'close one (DELETE) or wait for one to finish' : 'close a session (DELETE) or wait for one to finish'
+    this.log.info({ server: this.name, count, what, maxProcessesPerUser: this.maxPerUser }, 'user at maxProcessesPerUser with nothing idle; refused')
+    return new PortcullisError('PORTCULLIS_ERR_TOO_MANY_SESSIONS', `you have ${counted} on server "${this.name}" (servers[].maxProcessesPerUser is ${this.maxPerUser}); ${advice}`, { headers: { 'retry-after': USER_CAP_RETRY_AFTER_S } })
+  }
+
+  /** Processes started for this user and still running (not being retired). */
+  private processesOf (user: UserIdentity): number {
+    let count = 0
+    for (const [child, id] of this.childUsers) if (id === user.id && !this.retiring.has(child)) count++
+    return count
+  }
+
+  /**
+   * maxProcessesPerUser for processes: before a new process for the user, end what of theirs is
+   * idle (their oldest idle session under isolation session; a process of theirs no session and
+   * no request uses otherwise); with nothing idle, 429.
+   */
+  private async makeRoomForProcess (user: UserIdentity): Promise<void> {
+    while (this.processesOf(user) >= this.maxPerUser) {
+      const session = this.config.isolation === 'session' ? this.sessionsOf(user).find((s) => s.isIdle) : undefined
+      if (session !== undefined) {
+        await this.closeSession(session, 'the user reached maxProcessesPerUser')
+        continue
+      }
+      if (!await this.retireIdleChannelOf(user)) throw this.atUserCap(this.processesOf(user), 'process')
+    }
+  }
+
+  /** Retires one of the user's shared-channel or stateless processes that nothing uses; false if none. */
+  private async retireIdleChannelOf (user: UserIdentity): Promise<boolean> {
+    for (const map of [this.sharedChannels, this.modernChannels]) {
+      for (const [key, promise] of map) {
+        const channel = await promise.catch(() => undefined)
+        if (channel === undefined || !channel.isAlive || this.childUsers.get(channel.child) !== user.id) continue
+        if (channel.clients.size > 0 || channel.inFlight > 0) continue
+        for (const [other, p] of map) if (p === promise) map.delete(other)
+        if (map.get(key) === promise) map.delete(key)
+        await this.retire(channel)
+        return true
+      }
+    }
+    return false
+  }
+
+  private async openSession (ex: McpExchange, first: McpMessage): Promise<void> {
     const user = ex.user
     let session: LegacySession
     let answer: string
@@ -377,7 +493,9 @@ export class StdioUpstream implements Upstream {
 
   private handleGet (ex: McpExchange, sessionId: string | undefined): void {
     if (sessionId === undefined) throw new PortcullisError('PORTCULLIS_ERR_SESSION_REQUIRED')
-    this.session(sessionId, ex.owner).openStream(ex.res, this.options.streamKeeper)
+    const session = this.session(sessionId, ex.owner)
+    session.isUsed = true
+    session.openStream(ex.res, this.options.streamKeeper)
   }
 
   private async handleDelete (ex: McpExchange, sessionId: string | undefined): Promise<void> {
@@ -527,9 +645,12 @@ export class StdioUpstream implements Upstream {
     if (now < this.backoffUntil) {
       throw new PortcullisError('PORTCULLIS_ERR_UPSTREAM_RESTARTING', `MCP server "${this.name}"`, { headers: { 'retry-after': String(Math.ceil((this.backoffUntil - now) / 1000)) } })
     }
+    const isUsers = role !== 'warm' && role !== 'shared' && user.id !== ANONYMOUS.id
+    if (isUsers) await this.makeRoomForProcess(user)
     const warm = this.usesUserTemplates || role === 'probe' ? undefined : this.warm.shift()
     if (warm !== undefined && warm.isRunning) {
       this.children.set(warm, role)
+      if (isUsers) this.childUsers.set(warm, user.id)
       this.refillWarm()
       return warm
     }
@@ -538,6 +659,7 @@ export class StdioUpstream implements Upstream {
       throw new PortcullisError('PORTCULLIS_ERR_CAPACITY', `MCP server "${this.name}" runs ${this.config.maxProcesses} processes`, { headers: { 'retry-after': CAPACITY_RETRY_AFTER_S } })
     }
     const child = this.spawn(user, role)
+    if (isUsers) this.childUsers.set(child, user.id)
     if (!(await child.whenSpawned())) {
       throw new PortcullisError('PORTCULLIS_ERR_UPSTREAM_UNAVAILABLE', `MCP server "${this.name}" failed to start`)
     }
@@ -564,6 +686,7 @@ export class StdioUpstream implements Upstream {
     this.log.info({ server: this.name, pid: child.pid, role, user: user.name }, 'stdio server started')
     child.onExit((exit) => {
       this.children.delete(child)
+      this.childUsers.delete(child)
       const warmIndex = this.warm.indexOf(child)
       if (warmIndex !== -1) this.warm.splice(warmIndex, 1)
       const wasRetired = this.retiring.delete(child)
@@ -617,6 +740,8 @@ export class StdioUpstream implements Upstream {
     for (const session of [...this.sessions.values()]) {
       const isBusy = [...session.activeReplies].some((r) => r.isOpen)
       if (!isBusy && now - session.lastActivityAt >= idleMs) void this.closeSession(session, 'idle')
+      // Opened and never used (no request, no GET stream): reclaimed at a tenth of the idle timeout.
+      else if (!session.isUsed && session.isIdle && now - session.openedAt >= idleMs / UNUSED_SESSION_IDLE_DIVISOR) void this.closeSession(session, 'no request after initialize')
     }
     for (const map of [this.sharedChannels, this.modernChannels]) {
       for (const [key, promise] of map) {
