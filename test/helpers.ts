@@ -1,6 +1,6 @@
 /** Shared test plumbing: configs from objects, gateways on real ports, log sinks, upstream fixtures. */
 import { connect, createServer } from 'node:net'
-import { spawn, type ChildProcess, type ChildProcessWithoutNullStreams } from 'node:child_process'
+import { execFileSync, spawn, type ChildProcess, type ChildProcessWithoutNullStreams } from 'node:child_process'
 import { createServer as createHttpServer, type IncomingMessage, type ServerResponse } from 'node:http'
 import { Client } from '@modelcontextprotocol/sdk/client/index.js'
 import { StreamableHTTPClientTransport } from '@modelcontextprotocol/sdk/client/streamableHttp.js'
@@ -311,4 +311,19 @@ export async function startCliGateway (t: Teardown, configPath: string, env: Nod
     child.stdout.on('data', () => { if (out.includes('portcullis ready')) { clearTimeout(timer); resolve() } })
   })
   return { child, output: () => out }
+}
+
+/**
+ * A throw-away self-signed certificate for 127.0.0.1 and localhost (openssl, P-256, one day),
+ * written into `dir` as key.pem and cert.pem; returns their paths.
+ */
+export function selfSignedCertificate (dir: string): { keyPath: string, certPath: string } {
+  const keyPath = join(dir, 'key.pem')
+  const certPath = join(dir, 'cert.pem')
+  execFileSync('openssl', [
+    'req', '-x509', '-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:prime256v1', '-nodes', '-days', '1',
+    '-subj', '/CN=localhost', '-addext', 'subjectAltName=DNS:localhost,IP:127.0.0.1',
+    '-keyout', keyPath, '-out', certPath,
+  ], { stdio: 'ignore' })
+  return { keyPath, certPath }
 }

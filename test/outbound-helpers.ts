@@ -3,7 +3,6 @@
  * self-signed certificate (made by openssl at test time), the explicit test-only allowance that
  * lets the gateway reach it, and a plain listener that only counts who connects to it.
  */
-import { execFileSync } from 'node:child_process'
 import { mkdtempSync, readFileSync, rmSync } from 'node:fs'
 import { createServer as createHttpsServer } from 'node:https'
 import { createServer as createTcpServer, type AddressInfo } from 'node:net'
@@ -11,7 +10,7 @@ import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import type { IncomingMessage, ServerResponse } from 'node:http'
 import type { OutboundTestAllowance } from '../src/net/guarded-fetch.js'
-import type { Teardown } from './helpers.js'
+import { selfSignedCertificate, type Teardown } from './helpers.js'
 
 export interface DocumentServer {
   readonly port: number
@@ -27,15 +26,11 @@ export interface DocumentServer {
 export async function startDocumentServer (t: Teardown, handler: (req: IncomingMessage, res: ServerResponse, selfUrl: string) => void): Promise<DocumentServer> {
   const dir = mkdtempSync(join(tmpdir(), 'portcullis-docs-'))
   t.teardown(() => rmSync(dir, { recursive: true, force: true }))
-  execFileSync('openssl', [
-    'req', '-x509', '-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:prime256v1', '-nodes', '-days', '1',
-    '-subj', '/CN=127.0.0.1', '-addext', 'subjectAltName=IP:127.0.0.1',
-    '-keyout', join(dir, 'key.pem'), '-out', join(dir, 'cert.pem'),
-  ], { stdio: 'ignore' })
-  const cert = readFileSync(join(dir, 'cert.pem'), 'utf8')
+  const { keyPath, certPath } = selfSignedCertificate(dir)
+  const cert = readFileSync(certPath, 'utf8')
   let served = 0
   let port = 0
-  const server = createHttpsServer({ key: readFileSync(join(dir, 'key.pem')), cert }, (req, res) => {
+  const server = createHttpsServer({ key: readFileSync(keyPath), cert }, (req, res) => {
     served++
     handler(req, res, `https://127.0.0.1:${port}${req.url ?? ''}`)
   })

@@ -4,13 +4,12 @@
 // Real upstreams (the MCP SDK's Streamable HTTP server; over TLS + HTTP/2 for the last test),
 // real sockets, real Redis, a real gateway process for the TLS case.
 import t from 'tap'
-import { execFileSync } from 'node:child_process'
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { stringify } from 'yaml'
 import { Agent, Client, request, type Dispatcher } from 'undici'
-import { connectClient, freePort, INIT_BODY, MCP_HEADERS, postJson, redisAvailable, REDIS_URL, scratchRedis, startCliGateway, startGateway, startRawServer, startUpstream, stdioServer, textOf } from '../helpers.js'
+import { connectClient, freePort, INIT_BODY, MCP_HEADERS, postJson, redisAvailable, REDIS_URL, scratchRedis, selfSignedCertificate, startCliGateway, startGateway, startRawServer, startUpstream, stdioServer, textOf } from '../helpers.js'
 
 /** The test's own client connections: no cap, so the gateway is what is being measured. */
 const agent = new Agent({ connections: null })
@@ -134,12 +133,8 @@ t.test('more than 32 streams relayed between two replicas, and requests still pa
 t.test('servers[].http2: streamed answers from an HTTP/2 upstream over TLS', async (t) => {
   const dir = mkdtempSync(join(tmpdir(), 'portcullis-h2-'))
   t.teardown(() => rmSync(dir, { recursive: true, force: true }))
-  execFileSync('openssl', [
-    'req', '-x509', '-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:prime256v1', '-nodes', '-days', '1',
-    '-subj', '/CN=localhost', '-addext', 'subjectAltName=DNS:localhost,IP:127.0.0.1',
-    '-keyout', join(dir, 'key.pem'), '-out', join(dir, 'cert.pem'),
-  ], { stdio: 'ignore' })
-  const upstream = await startUpstream(t, { tls: { key: readFileSync(join(dir, 'key.pem')), cert: readFileSync(join(dir, 'cert.pem')) } })
+  const { keyPath, certPath } = selfSignedCertificate(dir)
+  const upstream = await startUpstream(t, { tls: { key: readFileSync(keyPath), cert: readFileSync(certPath) } })
   const port = await freePort()
   const configPath = join(dir, 'portcullis.yaml')
   writeFileSync(configPath, stringify({
@@ -151,7 +146,7 @@ t.test('servers[].http2: streamed answers from an HTTP/2 upstream over TLS', asy
     servers: [{ name: 'h2', transport: 'http', url: upstream.url, http2: true }],
   }))
   // The upstream's certificate is trusted the way an operator trusts a private CA: NODE_EXTRA_CA_CERTS.
-  await startCliGateway(t, configPath, { NODE_EXTRA_CA_CERTS: join(dir, 'cert.pem') })
+  await startCliGateway(t, configPath, { NODE_EXTRA_CA_CERTS: certPath })
   const { client } = await connectClient(t, `http://127.0.0.1:${port}/h2/mcp`)
   const progress: number[] = []
   const result = await client.callTool({ name: 'progress', arguments: { n: 4, delayMs: 20 } }, undefined, { onprogress: (p) => progress.push(p.progress) })
