@@ -25,7 +25,8 @@ Commands:
   hash-password   Print an scrypt hash for auth.users[].passwordHash (reads the password
                   from the terminal, or from stdin when piped)
   migrate-store   Copy the configured store (clients, grants, refresh tokens, signing keys…)
-                  into another: --to redis://… (or a .db file). Stop the gateway first.
+                  into another: --to redis://… (or a .db file). Works beside a running
+                  gateway; stop it before switching, or what it writes meanwhile stays behind.
 
 Options:
   -c, --config <file>  Config file (default: ./portcullis.yaml, then config/portcullis.example.yaml)
@@ -113,10 +114,21 @@ async function start (config: Config): Promise<number> {
   const log = createLogger(config.log.level)
   // Loaded here, not at the top: `check` and `hash-password` need none of the server.
   const { buildApp, closeGracefully } = await import('./app.js')
+  const { lockStoreDir } = await import('./store/create-store.js')
+  let lock: ReturnType<typeof lockStoreDir>
+  try {
+    lock = lockStoreDir(config)
+  } catch (err) {
+    const code = (err as NodeJS.ErrnoException).code
+    log.fatal({ err: { message: (err as Error).message, code } }, 'cannot start')
+    process.stderr.write(`portcullis: ${(err as Error).message}\n`)
+    return EXIT_CONFIG
+  }
   let app: Awaited<ReturnType<typeof buildApp>>
   try {
     app = await buildApp(config, { logger: log })
   } catch (err) {
+    lock?.release()
     const code = (err as NodeJS.ErrnoException).code
     log.fatal({ err: { message: (err as Error).message, code } }, code === 'PORTCULLIS_ERR_CONFIG' ? 'invalid configuration' : 'cannot start')
     return EXIT_CONFIG
@@ -138,6 +150,7 @@ async function start (config: Config): Promise<number> {
     const code = (err as NodeJS.ErrnoException).code
     log.fatal({ host: listening.host, port: listening.port, code }, code === 'EADDRINUSE' ? 'listen address already in use' : 'cannot listen')
     await app.close()
+    lock?.release()
     return EXIT_CONFIG
   }
   log.info({ publicUrl: config.publicUrl, servers: config.servers.map((s) => `${config.publicUrl}/${s.name}/mcp`), config: config.source }, 'portcullis ready')
@@ -151,6 +164,7 @@ async function start (config: Config): Promise<number> {
     }
     log.info({ signal, timeoutMs: config.shutdownTimeoutMs }, 'shutting down')
     closeGracefully(app, config.shutdownTimeoutMs).then(() => {
+      lock?.release()
       log.info('shut down cleanly')
       log.flush()
       process.exitCode = EXIT_OK
