@@ -12,6 +12,7 @@ import { createLogger } from './observability/logger.js'
 import { VERSION } from './version.js'
 import { hashPassword } from './auth-server/password.js'
 import type { FirstRunAccount } from './auth-server/users.js'
+import { stdioCommandProblems } from './upstreams/stdio/resolve-command.js'
 
 const MIN_PASSWORD_CHARS = 8
 
@@ -94,6 +95,14 @@ async function main (argv: string[]): Promise<number> {
     throw err
   }
 
+  if (command === 'check' || command === 'start') {
+    // A stdio command the child could not exec fails here, naming it and the PATH searched.
+    const problems = stdioCommandProblems(config)
+    if (problems.length > 0) {
+      process.stderr.write(`portcullis: invalid configuration\n${problems.map((p) => `${config.source}: ${p}`).join('\n')}\n`)
+      return EXIT_CONFIG
+    }
+  }
   if (command === 'check') {
     process.stdout.write(describeConfig(config))
     for (const warning of configWarnings(config)) process.stderr.write(`portcullis: warning: ${warning.message}\n`)

@@ -36,6 +36,7 @@ import { sendRpcError } from '../respond.js'
 import { Channel, type ChannelClient, type DeliveryKind, type ReplySink } from './channel.js'
 import { McpChild } from './child-process.js'
 import { childEnvironment, requireUserFields } from './environment.js'
+import { checkServerCommand } from './resolve-command.js'
 import { EditingSink, isStreamSink, PostReply, SSE_HEADERS, sseEvent } from './reply.js'
 import type { ResponseEdit } from '../response-edit.js'
 
@@ -653,11 +654,15 @@ export class StdioUpstream implements Upstream {
   probe (): Promise<UpstreamHealth> {
     const now = this.now()
     const processes = [...this.children].map(([child, role]) => ({ pid: child.pid, role, uptimeMs: Date.now() - child.spawnedAt }))
+    // Checked on each probe (a few stat calls): a program installed or removed later shows here.
+    const command = checkServerCommand(this.config)
     return Promise.resolve({
       name: this.name,
       transport: this.transport,
-      isReachable: now >= this.backoffUntil,
-      ...(now < this.backoffUntil ? { error: 'paused after repeated crashes', retryInMs: this.backoffUntil - now } : {}),
+      isReachable: command.isStartable && now >= this.backoffUntil,
+      isStartable: command.isStartable,
+      ...(command.isStartable ? {} : { error: command.reason }),
+      ...(command.isStartable && now < this.backoffUntil ? { error: 'paused after repeated crashes', retryInMs: this.backoffUntil - now } : {}),
       isolation: this.config.isolation,
       era: this.era ?? 'unknown',
       sessions: this.sessions.size,
