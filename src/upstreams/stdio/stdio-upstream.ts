@@ -556,6 +556,7 @@ export class StdioUpstream implements Upstream {
       env: childEnvironment(this.config.env, user),
       cwd: this.config.cwd,
       maxMessageBytes: this.config.maxMessageBytes,
+      now: this.now,
     }, this.log)
     this.children.set(child, role)
     this.log.info({ server: this.name, pid: child.pid, role, user: user.name }, 'stdio server started')
@@ -653,7 +654,7 @@ export class StdioUpstream implements Upstream {
 
   probe (): Promise<UpstreamHealth> {
     const now = this.now()
-    const processes = [...this.children].map(([child, role]) => ({ pid: child.pid, role, uptimeMs: Date.now() - child.spawnedAt }))
+    const processes = [...this.children].map(([child, role]) => ({ pid: child.pid, role, uptimeMs: now - child.spawnedAt }))
     // Checked on each probe (a few stat calls): a program installed or removed later shows here.
     const command = checkServerCommand(this.config)
     return Promise.resolve({
