@@ -41,6 +41,8 @@ export interface ChildSpec {
   readonly maxMessageBytes: number
   /** The upstream's clock (log windows, uptime); tests drive it. */
   readonly now?: () => number
+  /** Run as this account (servers[].user/group; the gateway is root). */
+  readonly account?: { readonly uid: number, readonly gid: number }
 }
 
 /** A parsed JSON-RPC message from the child, and its original line (forwarded verbatim where possible). */
@@ -74,7 +76,9 @@ export class McpChild {
       this.log.warn({ server: spec.server, pid: this.pid, skipped, windowMs: OUTPUT_LOG_WINDOW_MS }, 'stdio server wrote more stderr lines; not logged')
     })
     // detached: the child leads a new process group, so the whole tree can be signalled at once.
-    this.proc = spawn(spec.command, [...spec.args], { cwd: spec.cwd, env: { ...spec.env }, stdio: ['pipe', 'pipe', 'pipe'], detached: true })
+    // uid/gid: libuv drops supplementary groups, then setgid, then setuid, in the child before exec.
+    const account = spec.account === undefined ? {} : { uid: spec.account.uid, gid: spec.account.gid }
+    this.proc = spawn(spec.command, [...spec.args], { cwd: spec.cwd, env: { ...spec.env }, stdio: ['pipe', 'pipe', 'pipe'], detached: true, ...account })
     this.pid = this.proc.pid
     this.spawned = new Promise((resolve) => {
       this.proc.once('spawn', () => resolve(true))

@@ -12,6 +12,7 @@ import { accessSync, constants, statSync } from 'node:fs'
 import { resolve } from 'node:path'
 import type { Config } from '../../config/schema.js'
 import { hasUserTemplate } from '../../config/user-template.js'
+import { resolveRunAs } from './run-as.js'
 
 /** What execvp searches when the environment has no PATH (glibc's default). */
 const DEFAULT_PATH = '/bin:/usr/bin'
@@ -76,13 +77,22 @@ export function checkServerCommand (server: StdioCommandConfig, parent: NodeJS.P
   return context === undefined ? { isStartable: true, path: server.command } : resolveCommand(server.command, context)
 }
 
-/** One line per stdio server whose command cannot be started, naming it: for `check` and `start`. */
+/**
+ * One line per stdio server that cannot be started, naming it: a command that
+ * is not there, or a user/group that does not exist. For `check` and `start`
+ * (whether the gateway is root is `start`'s question: `check` may run elsewhere).
+ */
 export function stdioCommandProblems (config: Config, parent: NodeJS.ProcessEnv = process.env): string[] {
   const problems: string[] = []
   config.servers.forEach((server, index) => {
     if (server.transport !== 'stdio') return
     const result = checkServerCommand(server, parent)
     if (!result.isStartable) problems.push(`servers[${index}].command (${server.name}): ${result.reason}`)
+    try {
+      resolveRunAs(server, `servers[${index}] (${server.name})`, 0)
+    } catch (err) {
+      problems.push((err as Error).message)
+    }
   })
   return problems
 }

@@ -37,6 +37,7 @@ import { Channel, type ChannelClient, type DeliveryKind, type ReplySink } from '
 import { McpChild } from './child-process.js'
 import { childEnvironment, requireUserFields } from './environment.js'
 import { checkServerCommand } from './resolve-command.js'
+import { resolveRunAs, type RunAsAccount } from './run-as.js'
 import { EditingSink, isStreamSink, PostReply, SSE_HEADERS, sseEvent } from './reply.js'
 import type { ResponseEdit } from '../response-edit.js'
 
@@ -196,6 +197,8 @@ export class StdioUpstream implements Upstream {
   private readonly retiring = new Set<McpChild>()
   private readonly warm: McpChild[] = []
   private readonly usesUserTemplates: boolean
+  /** servers[].user/group, resolved at start; undefined: the gateway's own account. */
+  private readonly account: RunAsAccount | undefined
   private era: Era | undefined
   private eraProbe: Promise<Era> | undefined
   private failures = 0
@@ -208,6 +211,8 @@ export class StdioUpstream implements Upstream {
     this.name = options.config.name
     this.log = options.log
     this.now = options.now ?? (() => Date.now())
+    // Before any timer or child: a start that cannot honour user/group fails here.
+    this.account = resolveRunAs(this.config, `server "${this.name}"`, process.getuid?.())
     this.usesUserTemplates = [...this.config.args, ...Object.values(this.config.env)].some(hasUserTemplate)
     const interval = Math.min(SWEEP_MAX_INTERVAL_MS, Math.max(SWEEP_MIN_INTERVAL_MS, Math.floor(this.config.idleTimeoutMs / 2)))
     this.sweeper = setInterval(() => this.sweep(), interval)
@@ -553,10 +558,11 @@ export class StdioUpstream implements Upstream {
       server: this.name,
       command: this.config.command,
       args: this.config.args.map((arg) => renderUserTemplate(arg, user)),
-      env: childEnvironment(this.config.env, user),
+      env: childEnvironment(this.config.env, user, this.parentEnvironment()),
       cwd: this.config.cwd,
       maxMessageBytes: this.config.maxMessageBytes,
       now: this.now,
+      ...(this.account === undefined ? {} : { account: this.account }),
     }, this.log)
     this.children.set(child, role)
     this.log.info({ server: this.name, pid: child.pid, role, user: user.name }, 'stdio server started')
@@ -572,6 +578,13 @@ export class StdioUpstream implements Upstream {
       if (isEarly || exit.error !== undefined) this.recordFailure()
     })
     return child
+  }
+
+  /** Another account's child gets its own HOME, USER and LOGNAME, not the gateway's. */
+  private parentEnvironment (): NodeJS.ProcessEnv {
+    const account = this.account
+    if (account?.name === undefined) return process.env
+    return { ...process.env, USER: account.name, LOGNAME: account.name, ...(account.home === undefined ? {} : { HOME: account.home }) }
   }
 
   private recordFailure (): void {
