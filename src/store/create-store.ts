@@ -28,7 +28,7 @@ export function createStore (config: Config, now: () => number = () => Date.now(
  */
 export function lockStoreDir (config: Config): DataDirLock | undefined {
   const store = config.store
-  if (store.memory === true || store.redis !== undefined) return undefined
+  if (store.memory === true || store.redis !== undefined || store.sqlite === ':memory:') return undefined
   const dir = dirname(resolve(store.sqlite ?? join(config.dataDir, DEFAULT_SQLITE_FILE)))
   mkdirSync(dir, { recursive: true, mode: 0o700 })
   return lockDataDir(dir)
