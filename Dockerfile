@@ -31,6 +31,12 @@ COPY --from=build /app/package.json ./package.json
 COPY --from=build /app/node_modules ./node_modules
 COPY --from=build /app/dist ./dist
 COPY config/portcullis.container.yaml /etc/portcullis/portcullis.yaml
+# The gateway runs unprivileged, so servers[].user/group (which need root to drop each stdio
+# child to its own account) are refused here, and every stdio child shares the `node` account:
+# it can read the gateway's environment through /proc/<gateway pid>/environ. Keep secrets
+# that children must not see out of this container's environment, or derive an image that
+# runs the gateway as root only to drop each child to its own account (README "stdio
+# children: accounts"). Unprivileged is the simpler choice, and the safer one for the gateway.
 USER node
 VOLUME /data
 EXPOSE 8080

@@ -103,7 +103,7 @@ export async function buildApp (config: Config, options: BuildOptions = {}): Pro
   // State lives in the data directory (owner-only): the SQLite store, the first-run password file.
   mkdirSync(config.dataDir, { recursive: true, mode: 0o700 })
   const redis: RedisClient | undefined = config.store.redis === undefined ? undefined : createRedisClient(config.store.redis, app.log)
-  const store = options.store ?? createStore(config, now, redis)
+  const store = options.store ?? createStore(config, now, redis, app.log)
   if (redis !== undefined) {
     try {
       // Commands fail at once while disconnected (no offline queue): connect before serving.

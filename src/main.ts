@@ -12,6 +12,7 @@ import { createLogger } from './observability/logger.js'
 import { VERSION } from './version.js'
 import { hashPassword } from './auth-server/password.js'
 import type { FirstRunAccount } from './auth-server/users.js'
+import { stdioCommandProblems } from './upstreams/stdio/resolve-command.js'
 
 const MIN_PASSWORD_CHARS = 8
 
@@ -25,7 +26,8 @@ Commands:
   hash-password   Print an scrypt hash for auth.users[].passwordHash (reads the password
                   from the terminal, or from stdin when piped)
   migrate-store   Copy the configured store (clients, grants, refresh tokens, signing keys…)
-                  into another: --to redis://… (or a .db file). Stop the gateway first.
+                  into another: --to redis://… (or a .db file). Works beside a running
+                  gateway; stop it before switching, or what it writes meanwhile stays behind.
 
 Options:
   -c, --config <file>  Config file (default: ./portcullis.yaml, then config/portcullis.example.yaml)
@@ -93,6 +95,14 @@ async function main (argv: string[]): Promise<number> {
     throw err
   }
 
+  if (command === 'check' || command === 'start') {
+    // A stdio command the child could not exec fails here, naming it and the PATH searched.
+    const problems = stdioCommandProblems(config)
+    if (problems.length > 0) {
+      process.stderr.write(`portcullis: invalid configuration\n${problems.map((p) => `${config.source}: ${p}`).join('\n')}\n`)
+      return EXIT_CONFIG
+    }
+  }
   if (command === 'check') {
     process.stdout.write(describeConfig(config))
     for (const warning of configWarnings(config)) process.stderr.write(`portcullis: warning: ${warning.message}\n`)
@@ -113,10 +123,21 @@ async function start (config: Config): Promise<number> {
   const log = createLogger(config.log.level)
   // Loaded here, not at the top: `check` and `hash-password` need none of the server.
   const { buildApp, closeGracefully } = await import('./app.js')
+  const { lockStoreDir } = await import('./store/create-store.js')
+  let lock: ReturnType<typeof lockStoreDir>
+  try {
+    lock = lockStoreDir(config)
+  } catch (err) {
+    const code = (err as NodeJS.ErrnoException).code
+    log.fatal({ err: { message: (err as Error).message, code } }, 'cannot start')
+    process.stderr.write(`portcullis: ${(err as Error).message}\n`)
+    return EXIT_CONFIG
+  }
   let app: Awaited<ReturnType<typeof buildApp>>
   try {
     app = await buildApp(config, { logger: log })
   } catch (err) {
+    lock?.release()
     const code = (err as NodeJS.ErrnoException).code
     log.fatal({ err: { message: (err as Error).message, code } }, code === 'PORTCULLIS_ERR_CONFIG' ? 'invalid configuration' : 'cannot start')
     return EXIT_CONFIG
@@ -138,6 +159,7 @@ async function start (config: Config): Promise<number> {
     const code = (err as NodeJS.ErrnoException).code
     log.fatal({ host: listening.host, port: listening.port, code }, code === 'EADDRINUSE' ? 'listen address already in use' : 'cannot listen')
     await app.close()
+    lock?.release()
     return EXIT_CONFIG
   }
   log.info({ publicUrl: config.publicUrl, servers: config.servers.map((s) => `${config.publicUrl}/${s.name}/mcp`), config: config.source }, 'portcullis ready')
@@ -151,6 +173,7 @@ async function start (config: Config): Promise<number> {
     }
     log.info({ signal, timeoutMs: config.shutdownTimeoutMs }, 'shutting down')
     closeGracefully(app, config.shutdownTimeoutMs).then(() => {
+      lock?.release()
       log.info('shut down cleanly')
       log.flush()
       process.exitCode = EXIT_OK

@@ -180,6 +180,10 @@ const stdioServerSchema = z.strictObject({
   /** Added to the child's minimal environment (PATH, HOME, LANG, ...); the gateway's own environment is never passed. */
   env: z.record(envName, z.string({ error: 'expected a string value (quote numbers)' }).refine(templateFieldsKnown, { error: templateMessage })).default({}),
   cwd: z.string().min(1).optional(),
+  /** Run each child as this Unix account (name or uid); the gateway must run as root. */
+  user: z.string().min(1, 'expected a user name or uid').optional(),
+  /** ... and this group (name or gid); default: the user's primary group. */
+  group: z.string().min(1, 'expected a group name or gid').optional(),
   /** session: a child per MCP session; user: one per user; shared: one for everyone (ids rewritten). */
   isolation: z.enum(['session', 'user', 'shared']).default('session'),
   maxProcesses: wholeNumber('expected a number of processes').pipe(z.number().min(1, 'expected at least 1')).default(DEFAULT_STDIO_MAX_PROCESSES),

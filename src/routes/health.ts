@@ -5,7 +5,9 @@
  * upstream down takes one server away, not the others; a store down stops new
  * logins and token refreshes, but access tokens already issued keep working
  * (they are checked by signature) — and every replica shares the store, so
- * taking them all out of rotation would help nobody. The body says what is
+ * taking them all out of rotation would help nobody. A store that answers but
+ * refuses writes (SQLite on a full disk) is degraded the same way, with the
+ * reason, until a write works again. The body says what is
  * degraded; network probes are cached so scrapes stay cheap.
  */
 import type { FastifyInstance } from 'fastify'
@@ -34,7 +36,7 @@ export async function healthRoutes (app: FastifyInstance, opts: HealthRoutesOpti
     reply.header('cache-control', 'no-store')
     if (opts.isClosing()) return reply.code(503).send({ status: 'shutting_down' })
     const [servers, store] = await Promise.all([probeAll(), pingStore(opts.store)])
-    const isDegraded = !store.isReachable || servers.some((s) => !s.isReachable)
+    const isDegraded = !store.isReachable || store.isWritable === false || servers.some((s) => !s.isReachable)
     return reply.send({ status: isDegraded ? 'degraded' : 'ready', version: opts.version, store, servers })
   })
 }
@@ -42,8 +44,11 @@ export async function healthRoutes (app: FastifyInstance, opts: HealthRoutesOpti
 interface StoreHealth {
   readonly kind: string
   readonly isReachable: boolean
+  /** False while the store answers but refuses writes (a full disk): sign-in, registration and refresh answer 503. */
+  readonly isWritable?: boolean
   readonly latencyMs?: number
   readonly error?: string
+  readonly failingSince?: string
 }
 
 async function pingStore (store: Store): Promise<StoreHealth> {
@@ -54,7 +59,10 @@ async function pingStore (store: Store): Promise<StoreHealth> {
       store.ping(),
       new Promise((_resolve, reject) => { timer = setTimeout(() => reject(new Error(`no answer within ${STORE_PING_TIMEOUT_MS} ms`)), STORE_PING_TIMEOUT_MS) }),
     ])
-    return { kind: store.kind, isReachable: true, latencyMs: Math.round((performance.now() - started) * 10) / 10 }
+    const latencyMs = Math.round((performance.now() - started) * 10) / 10
+    const failure = store.lastWriteFailure?.()
+    if (failure === undefined) return { kind: store.kind, isReachable: true, latencyMs }
+    return { kind: store.kind, isReachable: true, isWritable: false, latencyMs, error: `writes fail: ${failure.code}: ${failure.message}`, failingSince: new Date(failure.sinceMs).toISOString() }
   } catch (err) {
     return { kind: store.kind, isReachable: false, error: (err as Error).message }
   } finally {

@@ -3,10 +3,15 @@
  * (better-sqlite3, WAL mode, file mode 0600). One process; survives restarts.
  * better-sqlite3 is synchronous, so each method is one atomic step on the
  * event loop: `consume` and `hit` cannot interleave with each other.
+ *
+ * A write the disk refuses (full, I/O error, read-only, locked past the busy
+ * timeout) is an outage, not a bug: it becomes StoreUnavailableError (503
+ * "retry shortly", as a Redis outage does), /readyz says why until a write
+ * succeeds again, and the log says so at most once a minute.
  */
 import { chmodSync, closeSync, existsSync, openSync } from 'node:fs'
 import Database, { type Database as Db } from 'better-sqlite3'
-import type { CounterHit, Payload, RevokedGrant, Store, StoredEntry } from './types.js'
+import { StoreUnavailableError, type CounterHit, type Payload, type RevokedGrant, type Store, type StoreLog, type StoredEntry, type StoreWriteFailure } from './types.js'
 
 const SCHEMA = `
 CREATE TABLE IF NOT EXISTS oidc (
@@ -42,6 +47,24 @@ CREATE TABLE IF NOT EXISTS counters (
 
 /** Expired rows are swept this often (lookups ignore them in between). */
 const SWEEP_INTERVAL_MS = 10 * 60_000
+/** A failing disk is logged at most this often (each request would otherwise log it). */
+export const WRITE_FAILURE_LOG_INTERVAL_MS = 60_000
+/** The key /readyz writes to learn whether writes work again. */
+const WRITE_PROBE_KEY = 'portcullis:store-write-probe'
+
+/**
+ * SQLite result codes (https://sqlite.org/rescode.html) that mean the file
+ * system or another process refused, not that the gateway asked for something
+ * wrong: FULL (disk or quota), IOERR_* (EIO, EFBIG, ...), READONLY_*, BUSY and
+ * LOCKED (after busy_timeout), CANTOPEN, NOMEM. Constraint or misuse errors
+ * stay bugs (500).
+ */
+const OUTAGE_CODE_RE = /^SQLITE_(?:FULL|IOERR|READONLY|BUSY|LOCKED|CANTOPEN|NOMEM)/
+
+export function isSqliteOutage (err: unknown): err is Error & { code: string } {
+  const code = (err as { code?: unknown } | null)?.code
+  return typeof code === 'string' && OUTAGE_CODE_RE.test(code)
+}
 
 interface OidcRow { payload: string, expires_at: number | null }
 
@@ -52,8 +75,11 @@ export class SqliteStore implements Store {
   private readonly stmt: ReturnType<typeof prepareStatements>
   private readonly sweeper: NodeJS.Timeout
   private readonly now: () => number
+  private writeFailure: StoreWriteFailure | undefined
+  private failuresSinceLog = 0
+  private lastLoggedAtMs: number | undefined
 
-  constructor (path: string, now: () => number = () => Date.now()) {
+  constructor (path: string, now: () => number = () => Date.now(), private readonly log?: StoreLog) {
     this.location = path
     this.now = now
     if (path !== ':memory:') {
@@ -76,21 +102,66 @@ export class SqliteStore implements Store {
     return JSON.parse(row.payload) as Payload
   }
 
+  /** Runs a write; a refusal by the disk becomes StoreUnavailableError and is remembered for /readyz. */
+  private write<T> (operation: () => T): Promise<T> {
+    let result: T
+    try {
+      result = operation()
+    } catch (err) {
+      if (!isSqliteOutage(err)) return Promise.reject(err as Error)
+      this.recordWriteFailure(err)
+      return Promise.reject(new StoreUnavailableError(this.location, { cause: err }, `cannot write (${err.code}: ${err.message})`))
+    }
+    if (this.writeFailure !== undefined) this.recordWriteRecovery()
+    return Promise.resolve(result)
+  }
+
+  /** Reads fail for the same reasons (I/O errors, locks); they answer 503 but do not decide /readyz. */
+  private read<T> (operation: () => T): Promise<T> {
+    try {
+      return Promise.resolve(operation())
+    } catch (err) {
+      if (!isSqliteOutage(err)) return Promise.reject(err as Error)
+      return Promise.reject(new StoreUnavailableError(this.location, { cause: err }, `cannot read (${err.code}: ${err.message})`))
+    }
+  }
+
+  private recordWriteFailure (err: Error & { code: string }): void {
+    const now = this.now()
+    this.writeFailure = { code: err.code, message: err.message, sinceMs: this.writeFailure?.sinceMs ?? now }
+    this.failuresSinceLog++
+    if (this.lastLoggedAtMs !== undefined && now - this.lastLoggedAtMs < WRITE_FAILURE_LOG_INTERVAL_MS) return
+    this.log?.error({ store: this.location, code: err.code, error: err.message, failures: this.failuresSinceLog, failingForMs: now - this.writeFailure.sinceMs }, 'store write failed: answering 503 until a write succeeds')
+    this.lastLoggedAtMs = now
+    this.failuresSinceLog = 0
+  }
+
+  private recordWriteRecovery (): void {
+    const failure = this.writeFailure
+    this.writeFailure = undefined
+    this.lastLoggedAtMs = undefined
+    this.failuresSinceLog = 0
+    this.log?.info({ store: this.location, code: failure?.code, failedForMs: failure === undefined ? 0 : this.now() - failure.sinceMs }, 'store writes work again')
+  }
+
+  lastWriteFailure (): StoreWriteFailure | undefined {
+    return this.writeFailure
+  }
+
   upsert (model: string, id: string, payload: Payload, expiresAtMs: number | undefined): Promise<void> {
-    this.stmt.upsert.run(model, id, JSON.stringify(payload), stringOrNull(payload.grantId), stringOrNull(payload.uid), stringOrNull(payload.userCode), expiresAtMs ?? null)
-    return Promise.resolve()
+    return this.write(() => { this.stmt.upsert.run(model, id, JSON.stringify(payload), stringOrNull(payload.grantId), stringOrNull(payload.uid), stringOrNull(payload.userCode), expiresAtMs ?? null) })
   }
 
   find (model: string, id: string): Promise<Payload | undefined> {
-    return Promise.resolve(this.live(this.stmt.find.get(model, id) as OidcRow | undefined))
+    return this.read(() => this.live(this.stmt.find.get(model, id) as OidcRow | undefined))
   }
 
   findByUid (model: string, uid: string): Promise<Payload | undefined> {
-    return Promise.resolve(this.live(this.stmt.findByUid.get(model, uid) as OidcRow | undefined))
+    return this.read(() => this.live(this.stmt.findByUid.get(model, uid) as OidcRow | undefined))
   }
 
   findByUserCode (model: string, userCode: string): Promise<Payload | undefined> {
-    return Promise.resolve(this.live(this.stmt.findByUserCode.get(model, userCode) as OidcRow | undefined))
+    return this.read(() => this.live(this.stmt.findByUserCode.get(model, userCode) as OidcRow | undefined))
   }
 
   consume (model: string, id: string, nowS: number): Promise<number | undefined> {
@@ -103,31 +174,32 @@ export class SqliteStore implements Store {
       this.stmt.upsert.run(model, id, JSON.stringify(payload), stringOrNull(payload.grantId), stringOrNull(payload.uid), stringOrNull(payload.userCode), row.expires_at)
       return undefined
     })
-    return Promise.resolve(run())
+    return this.write(run)
   }
 
   destroy (model: string, id: string): Promise<void> {
-    this.stmt.destroy.run(model, id)
-    return Promise.resolve()
+    return this.write(() => { this.stmt.destroy.run(model, id) })
   }
 
   revokeByGrantId (grantId: string, voidUntilMs: number): Promise<void> {
-    this.db.transaction(() => {
-      this.stmt.revoke.run(grantId)
-      this.stmt.destroy.run('Grant', grantId)
-      this.stmt.listRevoked.run(grantId, voidUntilMs)
-    })()
-    return Promise.resolve()
+    return this.write(() => {
+      this.db.transaction(() => {
+        this.stmt.revoke.run(grantId)
+        this.stmt.destroy.run('Grant', grantId)
+        this.stmt.listRevoked.run(grantId, voidUntilMs)
+      })()
+    })
   }
 
   revokedGrants (afterMs: number): Promise<RevokedGrant[]> {
-    const rows = this.stmt.revokedAfter.all(Math.max(afterMs, this.now())) as Array<{ grant_id: string, until_ms: number }>
-    return Promise.resolve(rows.map((row) => ({ grantId: row.grant_id, untilMs: row.until_ms })))
+    return this.read(() => {
+      const rows = this.stmt.revokedAfter.all(Math.max(afterMs, this.now())) as Array<{ grant_id: string, until_ms: number }>
+      return rows.map((row) => ({ grantId: row.grant_id, untilMs: row.until_ms }))
+    })
   }
 
   touch (model: string, id: string, expiresAtMs: number): Promise<void> {
-    this.stmt.touch.run(expiresAtMs, model, id, this.now())
-    return Promise.resolve()
+    return this.write(() => { this.stmt.touch.run(expiresAtMs, model, id, this.now()) })
   }
 
   async * entries (): AsyncIterable<StoredEntry> {
@@ -141,23 +213,22 @@ export class SqliteStore implements Store {
   }
 
   kvGet (key: string): Promise<string | undefined> {
-    const row = this.stmt.kvGet.get(key) as { value: string, expires_at: number | null } | undefined
-    if (row === undefined || (row.expires_at !== null && row.expires_at <= this.now())) return Promise.resolve(undefined)
-    return Promise.resolve(row.value)
+    return this.read(() => {
+      const row = this.stmt.kvGet.get(key) as { value: string, expires_at: number | null } | undefined
+      return row === undefined || (row.expires_at !== null && row.expires_at <= this.now()) ? undefined : row.value
+    })
   }
 
   kvSet (key: string, value: string, expiresAtMs?: number): Promise<void> {
-    this.stmt.kvSet.run(key, value, expiresAtMs ?? null)
-    return Promise.resolve()
+    return this.write(() => { this.stmt.kvSet.run(key, value, expiresAtMs ?? null) })
   }
 
   kvSetIfAbsent (key: string, value: string): Promise<boolean> {
-    return Promise.resolve(this.stmt.kvInsert.run(key, value).changes === 1)
+    return this.write(() => this.stmt.kvInsert.run(key, value).changes === 1)
   }
 
   kvDelete (key: string): Promise<void> {
-    this.stmt.kvDelete.run(key)
-    return Promise.resolve()
+    return this.write(() => { this.stmt.kvDelete.run(key) })
   }
 
   hit (key: string, windowMs: number, cost = 1): Promise<CounterHit> {
@@ -170,23 +241,33 @@ export class SqliteStore implements Store {
       this.stmt.counterSet.run(key, count, resetAtMs)
       return { count, resetAtMs }
     })
-    return Promise.resolve(run())
+    return this.write(run)
   }
 
   resetCounter (key: string): Promise<void> {
-    this.stmt.counterDelete.run(key)
-    return Promise.resolve()
+    return this.write(() => { this.stmt.counterDelete.run(key) })
   }
 
   /** Deletes what has expired; returns how many rows went. */
   sweep (): number {
     const now = this.now()
-    return this.stmt.sweepOidc.run(now).changes + this.stmt.sweepKv.run(now).changes + this.stmt.sweepCounters.run(now).changes + this.stmt.sweepRevoked.run(now).changes
+    try {
+      return this.stmt.sweepOidc.run(now).changes + this.stmt.sweepKv.run(now).changes + this.stmt.sweepCounters.run(now).changes + this.stmt.sweepRevoked.run(now).changes
+    } catch (err) {
+      // A full disk may refuse even deletes (they journal first); the next sweep tries again.
+      if (!isSqliteOutage(err)) throw err
+      this.recordWriteFailure(err)
+      return 0
+    }
   }
 
-  ping (): Promise<void> {
-    this.db.prepare('SELECT 1').get()
-    return Promise.resolve()
+  /**
+   * After a failed write, /readyz also tries a tiny write: the state clears
+   * as soon as the disk takes writes again, whether or not a client wrote.
+   */
+  async ping (): Promise<void> {
+    await this.read(() => this.db.prepare('SELECT 1').get())
+    if (this.writeFailure !== undefined) await this.kvSet(WRITE_PROBE_KEY, String(this.now()), this.now() + SWEEP_INTERVAL_MS).catch(() => {})
   }
 
   close (): Promise<void> {

@@ -17,14 +17,29 @@ export type Payload = Record<string, unknown>
  */
 export class StoreUnavailableError extends Error {
   readonly code = 'PORTCULLIS_ERR_STORE_UNAVAILABLE'
-  constructor (readonly location: string, options?: ErrorOptions) {
-    super(`the store (${location}) is unreachable`, options)
+  constructor (readonly location: string, options?: ErrorOptions, reason = 'is unreachable') {
+    super(`the store (${location}) ${reason}`, options)
     this.name = 'StoreUnavailableError'
   }
 }
 
 export function isStoreUnavailable (err: unknown): err is StoreUnavailableError {
   return err instanceof StoreUnavailableError
+}
+
+/** The last write the store's disk refused (SQLite: full, I/O error, read-only, busy); cleared by the next write that works. */
+export interface StoreWriteFailure {
+  /** The backend's error code, e.g. SQLITE_FULL. */
+  readonly code: string
+  readonly message: string
+  /** When writes started failing (ms). */
+  readonly sinceMs: number
+}
+
+/** The part of a pino logger a store uses. */
+export interface StoreLog {
+  error: (details: Record<string, unknown>, message: string) => void
+  info: (details: Record<string, unknown>, message: string) => void
 }
 
 /** One stored item, for copying a store into another (`portcullis migrate-store`). */
@@ -89,5 +104,7 @@ export interface Store {
 
   /** Cheap liveness check for /readyz. */
   ping: () => Promise<void>
+  /** Set while writes fail though the store answers (SQLite on a full disk); /readyz reports it. */
+  lastWriteFailure?: () => StoreWriteFailure | undefined
   close: () => Promise<void>
 }

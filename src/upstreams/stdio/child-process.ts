@@ -7,6 +7,7 @@
  */
 import { spawn, type ChildProcessWithoutNullStreams } from 'node:child_process'
 import type { FastifyBaseLogger } from 'fastify'
+import { LogBudget } from './log-budget.js'
 
 /** After stdin closes, how long a well-behaved server gets to exit by itself. */
 export const STDIN_CLOSE_GRACE_MS = 1_000
@@ -15,6 +16,12 @@ export const SIGTERM_GRACE_MS = 2_000
 /** Longest stderr line logged; the rest is cut. */
 const MAX_STDERR_LINE_CHARS = 4_096
 const MAX_LOGGED_STDOUT_CHARS = 200
+/** Output lines are counted in windows this long; beyond a budget, one summary line per window. */
+export const OUTPUT_LOG_WINDOW_MS = 60_000
+/** Non-JSON stdout lines logged per window: a banner or a stray debug line, not a flood. */
+export const STDOUT_NOISE_LINES_PER_WINDOW = 5
+/** stderr is the server's own log, so more of it gets through; still bounded. */
+export const STDERR_LINES_PER_WINDOW = 100
 
 export type ChildState = 'running' | 'exited'
 
@@ -32,6 +39,10 @@ export interface ChildSpec {
   readonly env: Readonly<Record<string, string>>
   readonly cwd: string | undefined
   readonly maxMessageBytes: number
+  /** The upstream's clock (log windows, uptime); tests drive it. */
+  readonly now?: () => number
+  /** Run as this account (servers[].user/group; the gateway is root). */
+  readonly account?: { readonly uid: number, readonly gid: number }
 }
 
 /** A parsed JSON-RPC message from the child, and its original line (forwarded verbatim where possible). */
@@ -39,7 +50,7 @@ export type ChildMessageHandler = (message: Record<string, unknown>, line: strin
 
 export class McpChild {
   readonly pid: number | undefined
-  readonly spawnedAt = Date.now()
+  readonly spawnedAt: number
   state: ChildState = 'running'
   exitInfo: ChildExit | undefined
   onMessage: ChildMessageHandler = () => {}
@@ -50,10 +61,24 @@ export class McpChild {
   private pending: Buffer[] = []
   private pendingBytes = 0
   private stderrRest = ''
+  private readonly stdoutNoise: LogBudget
+  private readonly stderrLines: LogBudget
+  /** Reports skipped lines when a window ends with no further output to do it. */
+  private summaryTimer: NodeJS.Timeout | undefined
 
   constructor (private readonly spec: ChildSpec, private readonly log: FastifyBaseLogger) {
+    const now = spec.now ?? (() => Date.now())
+    this.spawnedAt = now()
+    this.stdoutNoise = new LogBudget(STDOUT_NOISE_LINES_PER_WINDOW, OUTPUT_LOG_WINDOW_MS, now, (skipped) => {
+      this.log.warn({ server: spec.server, pid: this.pid, skipped, windowMs: OUTPUT_LOG_WINDOW_MS }, 'stdio server wrote more non-JSON-RPC lines to stdout; skipped, not logged')
+    })
+    this.stderrLines = new LogBudget(STDERR_LINES_PER_WINDOW, OUTPUT_LOG_WINDOW_MS, now, (skipped) => {
+      this.log.warn({ server: spec.server, pid: this.pid, skipped, windowMs: OUTPUT_LOG_WINDOW_MS }, 'stdio server wrote more stderr lines; not logged')
+    })
     // detached: the child leads a new process group, so the whole tree can be signalled at once.
-    this.proc = spawn(spec.command, [...spec.args], { cwd: spec.cwd, env: { ...spec.env }, stdio: ['pipe', 'pipe', 'pipe'], detached: true })
+    // uid/gid: libuv drops supplementary groups, then setgid, then setuid, in the child before exec.
+    const account = spec.account === undefined ? {} : { uid: spec.account.uid, gid: spec.account.gid }
+    this.proc = spawn(spec.command, [...spec.args], { cwd: spec.cwd, env: { ...spec.env }, stdio: ['pipe', 'pipe', 'pipe'], detached: true, ...account })
     this.pid = this.proc.pid
     this.spawned = new Promise((resolve) => {
       this.proc.once('spawn', () => resolve(true))
@@ -143,6 +168,9 @@ export class McpChild {
     this.state = 'exited'
     this.exitInfo = exit
     if (this.stderrRest !== '') this.logStderr(this.stderrRest)
+    clearTimeout(this.summaryTimer)
+    this.stdoutNoise.flush()
+    this.stderrLines.flush()
     for (const listener of this.exitListeners.splice(0)) listener(exit)
   }
 
@@ -183,8 +211,9 @@ export class McpChild {
       message = undefined
     }
     if (message === null || typeof message !== 'object' || Array.isArray(message) || (message as { jsonrpc?: unknown }).jsonrpc !== '2.0') {
-      // Servers that print banners or debug output on stdout: skip, but say so.
-      this.log.warn({ server: this.spec.server, pid: this.pid, line: line.slice(0, MAX_LOGGED_STDOUT_CHARS) }, 'stdio server wrote a non-JSON-RPC line to stdout; skipped')
+      // Servers that print banners or debug output on stdout: skip, but say so (within a budget).
+      if (this.stdoutNoise.take()) this.log.warn({ server: this.spec.server, pid: this.pid, line: line.slice(0, MAX_LOGGED_STDOUT_CHARS) }, 'stdio server wrote a non-JSON-RPC line to stdout; skipped')
+      else this.scheduleSummary()
       return
     }
     this.onMessage(message as Record<string, unknown>, line)
@@ -202,6 +231,19 @@ export class McpChild {
   }
 
   private logStderr (line: string): void {
+    if (!this.stderrLines.take()) return this.scheduleSummary()
     this.log.info({ server: this.spec.server, pid: this.pid, stderr: line.replace(/\r$/, '').slice(0, MAX_STDERR_LINE_CHARS) }, 'stdio server stderr')
+  }
+
+  /** Noise that stops mid-window is still reported when the window ends, not only at exit. */
+  private scheduleSummary (): void {
+    if (this.summaryTimer !== undefined || !this.isRunning) return
+    this.summaryTimer = setTimeout(() => {
+      this.summaryTimer = undefined
+      this.stdoutNoise.rollIfDue()
+      this.stderrLines.rollIfDue()
+      if (this.stdoutNoise.pending > 0 || this.stderrLines.pending > 0) this.scheduleSummary()
+    }, OUTPUT_LOG_WINDOW_MS)
+    this.summaryTimer.unref()
   }
 }

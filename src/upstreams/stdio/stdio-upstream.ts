@@ -48,6 +48,8 @@ import { sendRpcError } from '../respond.js'
 import { Channel, type ChannelClient, type DeliveryKind, type ReplySink } from './channel.js'
 import { McpChild } from './child-process.js'
 import { childEnvironment, requireUserFields } from './environment.js'
+import { checkServerCommand } from './resolve-command.js'
+import { resolveRunAs, type RunAsAccount } from './run-as.js'
 import { EditingSink, isStreamSink, PostReply, SSE_HEADERS, sseEvent } from './reply.js'
 import type { ResponseEdit } from '../response-edit.js'
 
@@ -223,6 +225,8 @@ export class StdioUpstream implements Upstream {
   private readonly retiring = new Set<McpChild>()
   private readonly warm: McpChild[] = []
   private readonly usesUserTemplates: boolean
+  /** servers[].user/group, resolved at start; undefined: the gateway's own account. */
+  private readonly account: RunAsAccount | undefined
   private era: Era | undefined
   private eraProbe: Promise<Era> | undefined
   private failures = 0
@@ -235,6 +239,8 @@ export class StdioUpstream implements Upstream {
     this.name = options.config.name
     this.log = options.log
     this.now = options.now ?? (() => Date.now())
+    // Before any timer or child: a start that cannot honour user/group fails here.
+    this.account = resolveRunAs(this.config, `server "${this.name}"`, process.getuid?.())
     this.usesUserTemplates = [...this.config.args, ...Object.values(this.config.env)].some(hasUserTemplate)
     this.maxPerUser = this.config.maxProcessesPerUser ?? defaultMaxProcessesPerUser(this.config.maxProcesses)
     const interval = Math.min(SWEEP_MAX_INTERVAL_MS, Math.max(SWEEP_MIN_INTERVAL_MS, Math.floor(this.config.idleTimeoutMs / 2)))
@@ -678,9 +684,11 @@ export class StdioUpstream implements Upstream {
       server: this.name,
       command: this.config.command,
       args: this.config.args.map((arg) => renderUserTemplate(arg, user)),
-      env: childEnvironment(this.config.env, user),
+      env: childEnvironment(this.config.env, user, this.parentEnvironment()),
       cwd: this.config.cwd,
       maxMessageBytes: this.config.maxMessageBytes,
+      now: this.now,
+      ...(this.account === undefined ? {} : { account: this.account }),
     }, this.log)
     this.children.set(child, role)
     this.log.info({ server: this.name, pid: child.pid, role, user: user.name }, 'stdio server started')
@@ -697,6 +705,13 @@ export class StdioUpstream implements Upstream {
       if (isEarly || exit.error !== undefined) this.recordFailure()
     })
     return child
+  }
+
+  /** Another account's child gets its own HOME, USER and LOGNAME, not the gateway's. */
+  private parentEnvironment (): NodeJS.ProcessEnv {
+    const account = this.account
+    if (account?.name === undefined) return process.env
+    return { ...process.env, USER: account.name, LOGNAME: account.name, ...(account.home === undefined ? {} : { HOME: account.home }) }
   }
 
   private recordFailure (): void {
@@ -781,12 +796,16 @@ export class StdioUpstream implements Upstream {
 
   probe (): Promise<UpstreamHealth> {
     const now = this.now()
-    const processes = [...this.children].map(([child, role]) => ({ pid: child.pid, role, uptimeMs: Date.now() - child.spawnedAt }))
+    const processes = [...this.children].map(([child, role]) => ({ pid: child.pid, role, uptimeMs: now - child.spawnedAt }))
+    // Checked on each probe (a few stat calls): a program installed or removed later shows here.
+    const command = checkServerCommand(this.config)
     return Promise.resolve({
       name: this.name,
       transport: this.transport,
-      isReachable: now >= this.backoffUntil,
-      ...(now < this.backoffUntil ? { error: 'paused after repeated crashes', retryInMs: this.backoffUntil - now } : {}),
+      isReachable: command.isStartable && now >= this.backoffUntil,
+      isStartable: command.isStartable,
+      ...(command.isStartable ? {} : { error: command.reason }),
+      ...(command.isStartable && now < this.backoffUntil ? { error: 'paused after repeated crashes', retryInMs: this.backoffUntil - now } : {}),
       isolation: this.config.isolation,
       era: this.era ?? 'unknown',
       sessions: this.sessions.size,
