@@ -99,6 +99,12 @@ export const DEFAULT_REFRESH_TOKEN_REUSE_GRACE = '10s'
 export const DEFAULT_REGISTERED_CLIENT_TTL = '90d'
 /** A registered client nobody has signed in with yet lives this long past its last use (abandoned and scripted registrations). */
 export const DEFAULT_UNUSED_CLIENT_TTL = '24h'
+/** How often a user signed in through an identity provider is re-checked with it (at token refresh). */
+export const DEFAULT_IDP_REVALIDATE_EVERY = '15m'
+/** Personal API keys: lifetime when none is asked for, the longest allowed, live keys per user. */
+export const DEFAULT_API_KEY_TTL = '30d'
+export const DEFAULT_API_KEY_MAX_TTL = '365d'
+export const DEFAULT_API_KEYS_PER_USER = 20
 /**
  * Failed sign-ins: per (account, client IP) before each further attempt waits 1 s, 2 s, 4 s …;
  * per client IP, and per account from all addresses, within the window before sign-in is

@@ -7,6 +7,7 @@ import { z } from 'zod'
 import {
   BASE_SCOPE, DEFAULT_ACCESS_TOKEN_TTL, DEFAULT_AUDIT_DESTINATION, DEFAULT_LOGIN_RATE, DEFAULT_TOKEN_RATE, DEFAULT_REGISTRATION_RATE, DEFAULT_LOGIN_FAILURE_WINDOW, DEFAULT_LOGIN_MAX_FAILURES, DEFAULT_LOGIN_MAX_FAILURES_PER_IP, DEFAULT_LOGIN_MAX_FAILURES_PER_ACCOUNT,
   DEFAULT_REFRESH_TOKEN_REUSE_GRACE, DEFAULT_REGISTERED_CLIENT_TTL, DEFAULT_UNUSED_CLIENT_TTL, DEFAULT_REFRESH_TOKEN_TTL, RESERVED_SCOPES,
+  DEFAULT_IDP_REVALIDATE_EVERY, DEFAULT_API_KEY_TTL, DEFAULT_API_KEY_MAX_TTL, DEFAULT_API_KEYS_PER_USER,
   DEFAULT_BODY_LIMIT_BYTES, DEFAULT_DATA_DIR, DEFAULT_LISTEN_HOST, DEFAULT_LISTEN_PORT, DEFAULT_SHUTDOWN_TIMEOUT_MS,
   DEFAULT_STDIO_IDLE_TIMEOUT_MS, DEFAULT_HTTP_SESSION_IDLE_TIMEOUT_MS, DEFAULT_HTTP_MAX_SESSIONS_PER_USER, DEFAULT_SESSION_COST, DEFAULT_STREAM_KEEPALIVE_MS, DEFAULT_STDIO_MAX_MESSAGE_BYTES, DEFAULT_STDIO_MAX_PROCESSES, DEFAULT_STDIO_REQUEST_TIMEOUT_MS,
   DEFAULT_STDIO_STARTUP_TIMEOUT_MS, DEFAULT_UPSTREAM_TIMEOUT_MS, FIRST_RUN_USERNAME, RESERVED_SERVER_NAMES,
@@ -253,6 +254,91 @@ const clientSchema = z.strictObject({
   }
 })
 
+const isLoopbackHost = (hostname: string): boolean =>
+  hostname === 'localhost' || hostname === '127.0.0.1' || hostname === '[::1]' || hostname.endsWith('.localhost')
+
+const IDP_NAME_RE = /^[a-z0-9][a-z0-9-]{0,31}$/
+
+/** A claim path such as groups, roles or realm_access.roles. */
+const claimPath = z.string().regex(/^[A-Za-z0-9_:-]+(\.[A-Za-z0-9_:-]+)*$/, 'expected a claim name or a dotted path such as realm_access.roles')
+
+/**
+ * An organisation's identity provider (README "Identity providers"). Users who
+ * sign in through it become `<name>:<subject>` at the gateway.
+ */
+const identityProviderSchema = z.strictObject({
+  /** Lowercase letters, digits and "-": the callback is <publicUrl>/oauth/idp/<name>/callback. */
+  name: z.string().regex(IDP_NAME_RE, 'expected 1-32 lowercase letters, digits or "-", starting with a letter or digit (it becomes the path /oauth/idp/<name>/callback)'),
+  type: z.enum(['oidc', 'github'], { error: 'expected type: oidc or github' }),
+  /** The button text: "Sign in with <displayName>". */
+  displayName: z.string().min(1).max(64).optional(),
+  /** oidc: the issuer (discovery at <issuer>/.well-known/openid-configuration); https, or http on loopback only. */
+  issuer: httpUrl.optional(),
+  clientId: z.string().min(1, 'expected the client id registered at the identity provider'),
+  clientSecret: z.string().min(1).optional(),
+  /** private_key_jwt client authentication (Entra ID, Okta): a JWKS file holding the private key. */
+  privateKeyJwt: z.strictObject({ keysFile: z.string().min(1) }).optional(),
+  scopes: z.array(z.string().regex(/^[\x21\x23-\x5B\x5D-\x7E]+$/, 'expected a scope name')).optional(),
+  /** Which claim names the user (default: preferred_username, then email, then sub). */
+  usernameClaim: claimPath.optional(),
+  /** Where the user's groups are: groups, roles, realm_access.roles … */
+  groupsClaim: claimPath.optional(),
+  /** IdP group ids or names (or, for Google, emails) -> gateway group names. Unmapped groups pass through as they are. */
+  groupMap: z.record(z.string().min(1), z.union([z.string().min(1), z.array(z.string().min(1))])).default({}),
+  /** The user's email domain (and Google's hd) must be one of these. */
+  allowedDomains: z.array(z.string().regex(/^[a-z0-9.-]+\.[a-z]{2,}$|^[a-z0-9-]+$/i, 'expected a domain such as example.com')).default([]),
+  /** The user must be in at least one of these (gateway) groups to sign in. */
+  requiredGroups: z.array(z.string().min(1)).default([]),
+  /** How often the gateway re-checks a signed-in user with the IdP (at token refresh). */
+  revalidateEvery: durationMs('a duration').prefault(DEFAULT_IDP_REVALIDATE_EVERY),
+  /** A user with the same verified email locally and here is one identity (the local one). */
+  linkByEmail: z.boolean().default(false),
+  /** Accept RFC 7523 JWT-bearer grants with identity assertion JWT authorization grants (ID-JAG) signed by this IdP. */
+  idJag: z.boolean().default(false),
+  /** github: endpoints (defaults are GitHub's; a GitHub Enterprise Server or a test stand-in sets its own). */
+  authorizationUrl: httpUrl.optional(),
+  tokenUrl: httpUrl.optional(),
+  apiUrl: httpUrl.optional(),
+}).superRefine((idp, ctx) => {
+  if (idp.type === 'oidc' && idp.issuer === undefined) {
+    ctx.addIssue({ code: 'custom', path: ['issuer'], message: 'an oidc identity provider needs issuer (discovery is read from <issuer>/.well-known/openid-configuration)' })
+  }
+  if (idp.type === 'github') {
+    if (idp.clientSecret === undefined) ctx.addIssue({ code: 'custom', path: ['clientSecret'], message: 'a GitHub OAuth app needs clientSecret' })
+    for (const key of ['issuer', 'privateKeyJwt'] as const) {
+      if (idp[key] !== undefined) ctx.addIssue({ code: 'custom', path: [key], message: `${key} is for type: oidc; GitHub is configured with authorizationUrl, tokenUrl and apiUrl` })
+    }
+    if (idp.idJag) ctx.addIssue({ code: 'custom', path: ['idJag'], message: 'idJag needs an OpenID Connect provider (type: oidc)' })
+  } else {
+    for (const key of ['authorizationUrl', 'tokenUrl', 'apiUrl'] as const) {
+      if (idp[key] !== undefined) ctx.addIssue({ code: 'custom', path: [key], message: `${key} is for type: github; an oidc provider's endpoints come from discovery` })
+    }
+  }
+  if (idp.clientSecret !== undefined && idp.privateKeyJwt !== undefined) {
+    ctx.addIssue({ code: 'custom', path: ['privateKeyJwt'], message: 'choose one client authentication: clientSecret or privateKeyJwt' })
+  }
+  for (const [key, url] of [['issuer', idp.issuer], ['authorizationUrl', idp.authorizationUrl], ['tokenUrl', idp.tokenUrl], ['apiUrl', idp.apiUrl]] as const) {
+    if (url === undefined) continue
+    const u = new URL(url)
+    if (u.protocol === 'http:' && !isLoopbackHost(u.hostname)) {
+      ctx.addIssue({ code: 'custom', path: [key], message: `${key} must be https (http only on loopback, for local identity providers and tests), got ${url}` })
+    }
+  }
+})
+
+/** Personal API keys (`pcs_…`) for agents and CI that cannot run a browser OAuth flow. */
+const apiKeysSchema = z.strictObject({
+  enabled: z.boolean().default(true),
+  /** Lifetime when none is asked for. */
+  defaultTtl: durationMs('a duration').prefault(DEFAULT_API_KEY_TTL),
+  /** The longest lifetime a key may be given. */
+  maxTtl: durationMs('a duration').prefault(DEFAULT_API_KEY_MAX_TTL),
+  /** Live keys per user. */
+  maxPerUser: wholeNumber('expected a whole number').pipe(z.number().min(1).max(1000)).default(DEFAULT_API_KEYS_PER_USER),
+}).superRefine((keys, ctx) => {
+  if (keys.defaultTtl > keys.maxTtl) ctx.addIssue({ code: 'custom', path: ['defaultTtl'], message: 'defaultTtl cannot exceed maxTtl' })
+})
+
 const authSchema = z.strictObject({
   /** false: every MCP server is reachable without a token (local development only; warned about loudly). */
   enabled: z.boolean().default(true),
@@ -261,6 +347,11 @@ const authSchema = z.strictObject({
   refreshTokenReuseGrace: durationMs('a duration').prefault(DEFAULT_REFRESH_TOKEN_REUSE_GRACE),
   users: z.array(userSchema).default([]),
   clients: z.array(clientSchema).default([]),
+  /** The organisation's identity providers (OpenID Connect or GitHub): README "Identity providers". */
+  identityProviders: z.array(identityProviderSchema).default([]),
+  /** A file with a 32-byte key (base64 or hex) that encrypts IdP refresh tokens and linked credentials at rest; otherwise one is generated and kept in the store. */
+  encryptionKeyFile: z.string().min(1).optional(),
+  apiKeys: apiKeysSchema.prefault({}),
   /** RFC 7591 Dynamic Client Registration (deprecated by MCP 2026-07-28, still what most clients use). */
   dynamicRegistration: z.boolean().default(true),
   /**
@@ -296,8 +387,13 @@ const authSchema = z.strictObject({
     if (names.has(user.username)) ctx.addIssue({ code: 'custom', path: ['users', index, 'username'], message: `duplicate username "${user.username}"` })
     names.add(user.username)
   })
-  // With no users listed, the gateway creates one first-run account of this name.
-  if (auth.users.length === 0) names.add(FIRST_RUN_USERNAME)
+  // With no users listed and no identity provider, the gateway creates one first-run account of this name.
+  if (auth.users.length === 0 && auth.identityProviders.length === 0) names.add(FIRST_RUN_USERNAME)
+  const idpNames = new Set<string>()
+  auth.identityProviders.forEach((idp, index) => {
+    if (idpNames.has(idp.name)) ctx.addIssue({ code: 'custom', path: ['identityProviders', index, 'name'], message: `duplicate identity provider name "${idp.name}"` })
+    idpNames.add(idp.name)
+  })
   const ids = new Set<string>()
   auth.clients.forEach((client, index) => {
     if (ids.has(client.clientId)) ctx.addIssue({ code: 'custom', path: ['clients', index, 'clientId'], message: `duplicate clientId "${client.clientId}"` })
@@ -467,6 +563,8 @@ export type AuthConfig = z.output<typeof authSchema>
 export type UserConfig = z.output<typeof userSchema>
 export type ClientConfig = z.output<typeof clientSchema>
 export type ToolRule = z.output<typeof toolRuleSchema>
+export type IdentityProviderConfig = z.output<typeof identityProviderSchema>
+export type ApiKeysConfig = z.output<typeof apiKeysSchema>
 export type NamedRule = z.output<typeof namedRuleSchema>
 export type AccessConfig = z.output<typeof accessSchema>
 
