@@ -24,6 +24,7 @@ import { createAdapter } from './adapter.js'
 import { SIGNING_ALG, type KeyMaterial } from './keys.js'
 import type { ResourceCatalog } from './resources.js'
 import type { UserDirectory } from './users.js'
+import { ExternalAccounts } from './external-accounts.js'
 import { messagePage, PAGE_HEADERS } from './pages.js'
 import type { RevokedGrants } from '../resource-server/revoked-grants.js'
 import type { TokenVerifier } from '../resource-server/verify-token.js'
@@ -72,6 +73,14 @@ const INTERACTION_TTL_S = 10 * 60
 /** Consent is remembered per user and client, across browser sessions. */
 export function consentKey (accountId: string, clientId: string): string {
   return `auth:consent:${accountId}:${clientId}`
+}
+
+/** What tokens and the userinfo endpoint say about an account. */
+interface AccountProfile {
+  readonly preferred_username: string
+  readonly groups: readonly string[]
+  readonly email: string | undefined
+  readonly name: string | undefined
 }
 
 export interface ProviderDeps {
@@ -135,6 +144,15 @@ export function accessTokenLifetimeS (config: Config): number {
 
 export function createProvider (deps: ProviderDeps): Provider {
   const { config, store, keys, users, catalog } = deps
+  const externalAccounts = new ExternalAccounts(store)
+  /** A local user from YAML, or a user an identity provider vouched for (not one it has since disabled). */
+  const profileOf = async (accountId: string): Promise<AccountProfile | undefined> => {
+    const local = users.find(accountId)
+    if (local !== undefined) return { preferred_username: local.username, groups: local.groups, email: local.email, name: local.name }
+    const external = await externalAccounts.find(accountId)
+    if (external === undefined || external.disabled !== undefined) return undefined
+    return { preferred_username: external.name, groups: external.groups, email: external.email, name: undefined }
+  }
   const auth = config.auth
   const accessTokenTtlS = accessTokenLifetimeS(config)
   const refreshTokenTtlS = Math.max(1, Math.round(auth.refreshTokenTtl / 1000))
@@ -260,22 +278,22 @@ export function createProvider (deps: ProviderDeps): Provider {
       const grantId = (result?.consent as { grantId?: string } | undefined)?.grantId ?? session.grantIdFor(client.clientId) ?? remembered
       return grantId === undefined ? undefined : await ctx.oidc.provider.Grant.find(grantId)
     },
-    findAccount: (_ctx: KoaContextWithOIDC, sub: string) => {
-      const account = users.find(sub)
-      if (account === undefined) return undefined
+    findAccount: async (_ctx: KoaContextWithOIDC, sub: string) => {
+      const profile = await profileOf(sub)
+      if (profile === undefined) return undefined
       return {
-        accountId: account.username,
-        claims: () => ({ sub: account.username, preferred_username: account.username, ...(account.name === undefined ? {} : { name: account.name }), ...(account.email === undefined ? {} : { email: account.email }) }),
+        accountId: sub,
+        claims: () => ({ sub, preferred_username: profile.preferred_username, ...(profile.name === undefined ? {} : { name: profile.name }), ...(profile.email === undefined ? {} : { email: profile.email }) }),
       }
     },
     // The gateway's policy reads who the user is from the token itself: no lookup per request.
     // grant_id: the resource server refuses tokens of revoked grants (revoked-grants.ts).
-    extraTokenClaims: (_ctx: KoaContextWithOIDC, token: object) => {
+    extraTokenClaims: async (_ctx: KoaContextWithOIDC, token: object) => {
       const grantId = 'grantId' in token && typeof token.grantId === 'string' ? { grant_id: token.grantId } : {}
       const accountId = 'accountId' in token && typeof token.accountId === 'string' ? token.accountId : undefined
-      const account = accountId === undefined ? undefined : users.find(accountId)
-      if (account === undefined) return grantId
-      return { ...grantId, preferred_username: account.username, groups: [...account.groups], ...(account.email === undefined ? {} : { email: account.email }) }
+      const profile = accountId === undefined ? undefined : await profileOf(accountId)
+      if (profile === undefined) return grantId
+      return { ...grantId, preferred_username: profile.preferred_username, groups: [...profile.groups], ...(profile.email === undefined ? {} : { email: profile.email }) }
     },
     // Public clients too, without offline_access (MCP clients rarely ask for it).
     issueRefreshToken: (_ctx: KoaContextWithOIDC, client: { grantTypeAllowed: (g: string) => boolean }) => client.grantTypeAllowed('refresh_token'),

@@ -1,0 +1,45 @@
+/**
+ * Users who exist at an identity provider, not in YAML: `<provider>:<subject>`.
+ * What the IdP last said about them is kept in the store (shared by replicas),
+ * so token claims, policy and audit see the same name, email and groups the
+ * sign-in, the last revalidation or an ID-JAG assertion established.
+ */
+import type { Store } from '../store/types.js'
+import type { ExternalIdentity } from './idp-identity.js'
+
+const KEY_PREFIX = 'idp-account:'
+
+export interface ExternalAccount extends ExternalIdentity {
+  /** When the IdP last vouched for this user (sign-in, revalidation, assertion), ms. */
+  readonly validatedAtMs: number
+  /** Set when the IdP refused the user at revalidation or logged them out: sign-in and tokens stop working. */
+  readonly disabled?: { readonly atMs: number, readonly reason: string }
+}
+
+/** Account ids of IdP users carry the provider's name and a colon; local usernames cannot contain one. */
+export function isExternalAccountId (id: string): boolean {
+  return id.includes(':')
+}
+
+export class ExternalAccounts {
+  constructor (private readonly store: Store) {}
+
+  async find (id: string): Promise<ExternalAccount | undefined> {
+    if (!isExternalAccountId(id)) return undefined
+    const stored = await this.store.kvGet(KEY_PREFIX + id)
+    return stored === undefined ? undefined : JSON.parse(stored) as ExternalAccount
+  }
+
+  /** Records what the IdP just said about a user (and clears an earlier disablement: the IdP vouched again). */
+  async save (identity: ExternalIdentity, nowMs: number): Promise<ExternalAccount> {
+    const account: ExternalAccount = { ...identity, groups: [...identity.groups], validatedAtMs: nowMs }
+    await this.store.kvSet(KEY_PREFIX + identity.id, JSON.stringify(account))
+    return account
+  }
+
+  async disable (id: string, reason: string, nowMs: number): Promise<void> {
+    const account = await this.find(id)
+    if (account === undefined) return
+    await this.store.kvSet(KEY_PREFIX + id, JSON.stringify({ ...account, disabled: { atMs: nowMs, reason } }))
+  }
+}
