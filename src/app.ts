@@ -150,7 +150,7 @@ export async function buildApp (config: Config, options: BuildOptions = {}): Pro
     onReject: (bucket) => metrics.rateLimitRejections.inc({ bucket }),
     onStoreError: () => metrics.rateLimitStoreErrors.inc(),
   })
-  const audit = createAuditLog(config.audit, options.auditDestination)
+  const audit = createAuditLog(config.audit, app.log, options.auditDestination)
 
   let authenticate: Authenticator | undefined
   let scopeChallenge: ((server: ServerConfig, scopes: readonly string[], description: string) => string) | undefined
@@ -243,7 +243,7 @@ export async function buildApp (config: Config, options: BuildOptions = {}): Pro
     return reply.code(404).send({ error: 'not_found', message: `${request.method} ${request.url.split('?')[0] ?? ''} is not a Portcullis route` })
   })
 
-  await app.register(healthRoutes, { upstreams, store, isClosing, version: VERSION })
+  await app.register(healthRoutes, { upstreams, store, audit, isClosing, version: VERSION })
   if (config.metrics.enabled && config.metrics.listen === undefined) await app.register(metricsRoute, { metrics, bearerToken: config.metrics.bearerToken })
   if (config.metrics.enabled && config.metrics.listen !== undefined) {
     // /metrics on a port of its own (only the scraper reaches it); main.ts listens on it after the main port.

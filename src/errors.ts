@@ -70,6 +70,7 @@ export const ERRORS = {
   PORTCULLIS_ERR_UPSTREAM_RESTARTING: { status: 503, rpcCode: JSONRPC.INTERNAL_ERROR, message: 'Upstream MCP server keeps failing; new processes are paused' },
   PORTCULLIS_ERR_UPSTREAM_BUSY: { status: 503, rpcCode: JSONRPC.INTERNAL_ERROR, message: 'Upstream MCP server is at the connection or stream budget the gateway allows it; retry shortly' },
   PORTCULLIS_ERR_STORE_UNAVAILABLE: { status: 503, rpcCode: JSONRPC.INTERNAL_ERROR, message: 'The gateway cannot reach its store right now; retry shortly' },
+  PORTCULLIS_ERR_AUDIT_UNAVAILABLE: { status: 503, rpcCode: JSONRPC.INTERNAL_ERROR, message: 'The gateway cannot write its audit trail right now, so it serves no MCP requests; retry shortly' },
   PORTCULLIS_ERR_SHUTTING_DOWN: { status: 503, rpcCode: JSONRPC.INTERNAL_ERROR, message: 'Gateway is shutting down; retry on another instance' },
   PORTCULLIS_ERR_INTERNAL: { status: 500, rpcCode: JSONRPC.INTERNAL_ERROR, message: 'Internal gateway error' },
 } as const satisfies Record<string, ErrorSpec>

@@ -9,13 +9,10 @@
 import { pino, type DestinationStream, type Logger } from 'pino'
 import type { Config } from '../config/schema.js'
 import { loggerOptions } from './logger.js'
+import { AuditFile, type AuditFileLog, type AuditWriteFailure } from './audit-file.js'
 
 /** Results recorded for debugging are cut here. */
 export const MAX_AUDIT_RESULT_CHARS = 4096
-/** Records are written in batches of up to this many bytes (one syscall instead of one per request)... */
-const AUDIT_BUFFER_BYTES = 4096
-/** ...and at least this often, so a quiet gateway's last records still reach the file promptly. */
-const AUDIT_FLUSH_INTERVAL_MS = 1000
 
 export interface AuditEntry {
   readonly requestId: string
@@ -41,31 +38,39 @@ export interface AuditLog {
   readonly includeArguments: boolean
   readonly includeResults: boolean
   record: (entry: AuditEntry) => void
-  close: () => Promise<void>
+  /** False while records cannot be written (a full disk): MCP requests are refused then. */
+  isWritable: () => boolean
+  lastWriteFailure: () => AuditWriteFailure | undefined
+  /** Writes what is pending, waiting at most `deadlineMs` (a shutdown never hangs on a full disk). */
+  close: (deadlineMs?: number) => Promise<void>
 }
 
-export function createAuditLog (config: Config['audit'], destination?: DestinationStream): AuditLog | undefined {
+/** How long a shutdown waits for the last records to reach the file. */
+const CLOSE_DEADLINE_MS = 2000
+
+export function createAuditLog (config: Config['audit'], log: AuditFileLog, destination?: DestinationStream): AuditLog | undefined {
   if (!config.enabled) return undefined
   const options = { ...loggerOptions('info'), base: { type: 'mcp_audit' }, messageKey: 'event' }
-  let stream: DestinationStream
-  let flusher: NodeJS.Timeout | undefined
   if (destination !== undefined) {
-    stream = destination
-  } else {
-    const dest = config.destination === 'stdout' ? 1 : config.destination === 'stderr' ? 2 : config.destination
-    const boom = pino.destination({ dest, mkdir: typeof dest === 'string', append: true, sync: false, minLength: AUDIT_BUFFER_BYTES })
-    flusher = setInterval(() => boom.flush(), AUDIT_FLUSH_INTERVAL_MS)
-    flusher.unref()
-    stream = boom
+    // Tests collect records in memory: always writable.
+    const logger: Logger = pino(options, destination)
+    return {
+      includeArguments: config.includeArguments,
+      includeResults: config.includeResults,
+      record: (entry) => { logger.info(entry, 'mcp_request') },
+      isWritable: () => true,
+      lastWriteFailure: () => undefined,
+      close: () => new Promise((resolve) => { logger.flush(() => resolve()) }),
+    }
   }
-  const log: Logger = pino(options, stream)
+  const file = AuditFile.open(config.destination, log)
+  const logger: Logger = pino(options, file)
   return {
     includeArguments: config.includeArguments,
     includeResults: config.includeResults,
-    record: (entry) => { log.info(entry, 'mcp_request') },
-    close: () => new Promise((resolve) => {
-      clearInterval(flusher)
-      log.flush(() => resolve())
-    }),
+    record: (entry) => { logger.info(entry, 'mcp_request') },
+    isWritable: () => file.isWritable(),
+    lastWriteFailure: () => file.lastWriteFailure(),
+    close: (deadlineMs = CLOSE_DEADLINE_MS) => file.close(deadlineMs),
   }
 }

@@ -13,10 +13,13 @@
 import type { FastifyInstance } from 'fastify'
 import type { Upstream } from '../upstreams/types.js'
 import type { Store } from '../store/types.js'
+import type { AuditLog } from '../observability/audit.js'
 
 export interface HealthRoutesOptions {
   readonly upstreams: ReadonlyMap<string, Upstream>
   readonly store: Store
+  /** The audit trail, when enabled: one that cannot be written makes the gateway degraded (it refuses MCP requests). */
+  readonly audit: Pick<AuditLog, 'lastWriteFailure'> | undefined
   readonly isClosing: () => boolean
   readonly version: string
 }
@@ -36,9 +39,25 @@ export async function healthRoutes (app: FastifyInstance, opts: HealthRoutesOpti
     reply.header('cache-control', 'no-store')
     if (opts.isClosing()) return reply.code(503).send({ status: 'shutting_down' })
     const [servers, store] = await Promise.all([probeAll(), pingStore(opts.store)])
-    const isDegraded = !store.isReachable || store.isWritable === false || servers.some((s) => !s.isReachable)
-    return reply.send({ status: isDegraded ? 'degraded' : 'ready', version: opts.version, store, servers })
+    const audit = auditHealth(opts.audit)
+    const isDegraded = !store.isReachable || store.isWritable === false || audit?.isWritable === false || servers.some((s) => !s.isReachable)
+    return reply.send({ status: isDegraded ? 'degraded' : 'ready', version: opts.version, store, ...(audit === undefined ? {} : { audit }), servers })
   })
+}
+
+interface AuditHealth {
+  /** False while audit records cannot be written: MCP requests answer 503 PORTCULLIS_ERR_AUDIT_UNAVAILABLE. */
+  readonly isWritable: boolean
+  readonly error?: string
+  readonly failingSince?: string
+  readonly pendingRecords?: number
+}
+
+function auditHealth (audit: HealthRoutesOptions['audit']): AuditHealth | undefined {
+  if (audit === undefined) return undefined
+  const failure = audit.lastWriteFailure()
+  if (failure === undefined) return { isWritable: true }
+  return { isWritable: false, error: `writes fail: ${failure.code}`, failingSince: new Date(failure.sinceMs).toISOString(), pendingRecords: failure.pendingRecords }
 }
 
 interface StoreHealth {

@@ -66,6 +66,9 @@ const ALLOW = 'GET, POST, DELETE, OPTIONS'
 /** Headers a browser-based MCP client sends and must be allowed to (CORS preflight). */
 const CORS_ALLOW_HEADERS = 'authorization, content-type, accept, mcp-session-id, mcp-protocol-version, last-event-id, mcp-method, mcp-name'
 /** Headers a browser-based client must be able to read. */
+/** The audit file is retried every second; a client waits a little longer. */
+const AUDIT_RETRY_AFTER_S = 5
+
 const CORS_EXPOSE_HEADERS = 'mcp-session-id, mcp-protocol-version, www-authenticate, retry-after, ratelimit-limit, ratelimit-remaining, ratelimit-reset, ratelimit-policy'
 const CORS_MAX_AGE_S = '600'
 
@@ -127,6 +130,10 @@ export async function mcpRoutes (app: FastifyInstance, opts: McpRoutesOptions): 
   const onRequest = async (request: FastifyRequest, reply: FastifyReply): Promise<void> => {
     if (isClosing()) {
       throw new PortcullisError('PORTCULLIS_ERR_SHUTTING_DOWN', undefined, { headers: { connection: 'close', 'retry-after': '1' } })
+    }
+    // Fail closed: a request whose audit record cannot be written is not served.
+    if (audit !== undefined && !audit.isWritable()) {
+      throw new PortcullisError('PORTCULLIS_ERR_AUDIT_UNAVAILABLE', undefined, { headers: { 'retry-after': String(AUDIT_RETRY_AFTER_S) } })
     }
     const origin = request.headers.origin
     if (!isOriginAllowed(origin)) {

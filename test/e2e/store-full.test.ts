@@ -62,9 +62,8 @@ t.test('a full disk: 503 temporarily_unavailable, /readyz degraded with the reas
     publicUrl: baseUrl,
     listen: { host: '127.0.0.1', port },
     dataDir,
-    // The audit file would be on the full disk too, and its writer (sonic-boom) can then stall
-    // the whole process (seen here: the event loop stuck in its retry sleep). That is the audit
-    // log's own problem, left for its owner; this test is about the store.
+    // The audit file would be on the full disk too, and then MCP calls are refused (fail closed,
+    // audit-full.test.ts); this test is about the store, so the audit goes to stderr.
     audit: { destination: 'stderr' },
     auth: { users: [{ username: 'alice', passwordHash: await hashPassword(PASSWORD) }] },
     servers: [{ name: 'fx', transport: 'http', url: upstream.url }],
