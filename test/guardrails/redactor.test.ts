@@ -6,24 +6,7 @@ import t from 'tap'
 import { createRedactor, type RedactionCounts } from '../../src/guardrails/redactor.js'
 import { isLuhnValid, patternProblem } from '../../src/guardrails/detectors.js'
 import { ConfigError, parseConfig } from '../../src/config/load.js'
-
-// Obviously fake, shape-correct values (AWS's and jwt.io's documented examples, test cards).
-export const FAKE = {
-  aws: 'AKIAIOSFODNN7EXAMPLE',
-  awsSecret: 'aws_secret_access_key = wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY',
-  google: 'AIzaSyA-fake-key-0123456789abcdefghijkl',
-  github: 'ghp_0123456789abcdefghijABCDEFGHIJklmnop',
-  githubFine: 'github_pat_11FAKE0123456789_abcdefghijklmnopqrstuvwxyz',
-  gitlab: 'glpat-abcdefghij0123456789',
-  slack: 'xoxb-1234567890-1234567890123-FAKEFAKEFAKEFAKE1234',
-  slackHook: 'https://hooks.slack.com/services/T00000000/B00000000/XXXXXXXXXXXXXXXXXXXXXXXX',
-  jwt: 'eyJhbGciOiJIUzI1NiIsInR5cCI6IkpXVCJ9.eyJzdWIiOiIxMjM0NTY3ODkwIiwibmFtZSI6IkpvaG4gRG9lIiwiaWF0IjoxNTE2MjM5MDIyfQ.SflKxwRJSMeKKF2QT4fwpMeJf36POk6yJV_adQssw5c',
-  bearer: 'Bearer abcdefABCDEF0123456789-._~+/',
-  pem: '-----BEGIN PRIVATE KEY-----\nMIIEvQIBADANBgkqhkiG9w0BAQEFAASCBKcwggSjAgEAAoIBAQC7\nFAKEFAKEFAKE==\n-----END PRIVATE KEY-----',
-  card: '4111111111111111',
-  notCard: '4111111111111112',
-  email: 'alice.smith+tag@mail.example.com',
-}
+import { FAKE } from '../fixtures/fake-secrets.mjs'
 
 function redact (entries: Parameters<typeof createRedactor>[0], text: string): { text: string, counts: RedactionCounts } {
   const redactor = createRedactor(entries)
