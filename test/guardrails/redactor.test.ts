@@ -6,6 +6,7 @@ import t from 'tap'
 import { createRedactor, type RedactionCounts } from '../../src/guardrails/redactor.js'
 import { isLuhnValid, patternProblem } from '../../src/guardrails/detectors.js'
 import { ConfigError, parseConfig } from '../../src/config/load.js'
+import { describeConfig } from '../../src/config/describe.js'
 import { FAKE } from '../fixtures/fake-secrets.mjs'
 
 function redact (entries: Parameters<typeof createRedactor>[0], text: string): { text: string, counts: RedactionCounts } {
@@ -161,4 +162,9 @@ t.test('config: servers[].redactResults', async (t) => {
   t.match(configError(['emails', 'emails']), /"emails" is listed twice/)
   t.match(configError([{ name: 'x' }]), /redactResults\[0\]/)
   t.match(configError('secrets'), /redactResults/)
+  const typo = (() => { try { parseConfig('servers:\n  - { name: a, transport: http, url: "http://127.0.0.1:9/mcp", redact_results: [secrets] }\n', 'gw.yaml', {}) } catch (err) { return (err as Error).message } return '' })()
+  t.match(typo, /unknown key "redact_results" \(did you mean "redactResults"\?\)/)
+  const described = describeConfig(config)
+  t.match(described, /results masked: secrets, emails, employee-id/, 'check lists what is masked')
+  t.notMatch(described, /EMP-/, 'by name: an operator pattern is not printed')
 })
