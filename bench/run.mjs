@@ -5,7 +5,7 @@
 // (from /proc/<pid>/stat), the figure that survives a noisy shared machine.
 //
 // Environment: BENCH_DURATION (seconds per measurement, default 10), BENCH_CONNECTIONS (HTTP
-// scenario, default 50), BENCH_ONLY (comma-separated: http, stdio, open, replicas, streams), BENCH_REDIS_URL
+// scenario, default 50), BENCH_ONLY (comma-separated: http, stdio, open, replicas, streams, redact), BENCH_REDIS_URL
 // (replicas scenario, default redis://127.0.0.1:6379), BENCH_STREAMS (streams scenario, default 5000).
 import { spawn, execFileSync } from 'node:child_process'
 import { existsSync, readFileSync, readdirSync, writeFileSync, mkdtempSync, mkdirSync } from 'node:fs'
@@ -16,6 +16,7 @@ import { createServer, createConnection } from 'node:net'
 import autocannon from 'autocannon'
 import { Agent, request } from 'undici'
 import { Redis } from 'ioredis'
+import { redactScenario } from './redact-results.mjs'
 
 const ROOT = join(dirname(fileURLToPath(import.meta.url)), '..')
 const BENCH = join(ROOT, 'bench')
@@ -526,7 +527,7 @@ async function streamsScenario () {
   }
 }
 
-const SCENARIOS = { http: httpScenario, stdio: stdioScenario, open: openScenario, replicas: replicasScenario, streams: streamsScenario }
+const SCENARIOS = { http: httpScenario, stdio: stdioScenario, open: openScenario, replicas: replicasScenario, streams: streamsScenario, redact: redactScenario }
 
 function table (scenario) {
   const lines = [`### ${scenario.title}`, '', `| target | ${scenario.columns.join(' | ')} |`, `| --- |${scenario.columns.map(() => ' ---: |').join('')}`]

@@ -78,6 +78,8 @@ function describeServer (config: Config, server: ServerConfig): string[] {
   ]
   if (config.auth.enabled) out.push(`      scopes required: ${server.scopes.length === 0 ? '(none beyond a token for this server)' : server.scopes.join(' ')}`)
   out.push(...describePolicy(config, server))
+  // Operator patterns by name only: a pattern can spell out what it is meant to hide.
+  if (server.redactResults.length > 0) out.push(`      results masked: ${server.redactResults.map((e) => typeof e === 'string' ? e : e.name).join(', ')}`)
   if (server.transport === 'http') {
     out.push(`      upstream: ${maskUrl(server.url)}`, `      timeoutMs: ${server.timeoutMs}`)
     const headerNames = Object.keys(server.headers)

@@ -15,6 +15,7 @@ import {
 } from './defaults.js'
 import { parseByteSize, parseDuration, parseRate } from './units.js'
 import { isPasswordHash } from '../auth-server/password.js'
+import { DETECTOR_NAMES, patternProblem } from '../guardrails/detectors.js'
 import { HTTP_REDIRECT_RULE, isForbiddenRedirect } from '../auth-server/redirect-rule.js'
 import { hasUserTemplate, unknownTemplateFields } from './user-template.js'
 
@@ -106,6 +107,30 @@ const policyListSchema = <T extends z.ZodType>(rule: T) => z.object({
   deny: z.array(glob).default([]),
 }).catchall(rule)
 
+const detectorName = z.string().refine((name) => DETECTOR_NAMES.includes(name), {
+  error: (issue) => `unknown detector ${JSON.stringify(issue.input)}: expected one of ${DETECTOR_NAMES.join(', ')}, or { name, pattern } for a pattern of your own`,
+})
+
+const operatorPattern = z.strictObject({
+  /** Shown as [redacted:<name>] and counted under it. */
+  name: z.string().regex(/^[a-z0-9][a-z0-9-]{0,39}$/, 'expected 1-40 lowercase letters, digits or "-"')
+    .refine((name) => !DETECTOR_NAMES.includes(name), { error: (issue) => `"${String(issue.input)}" is a built-in detector's name; choose another` }),
+  pattern: z.string().min(1, 'expected a regular expression').superRefine((pattern, ctx) => {
+    const problem = patternProblem(pattern)
+    if (problem !== undefined) ctx.addIssue({ code: 'custom', message: problem })
+  }),
+}, { error: (issue) => issue.code === 'invalid_type' ? 'expected a detector name (secrets, emails, ...) or { name, pattern }' : undefined })
+
+/** What to mask in this server's results before they reach the client (none by default). */
+const redactResults = z.array(z.union([detectorName, operatorPattern], {
+  error: (issue) => issue.code === 'invalid_union' ? 'expected a detector name (secrets, emails, ...) or { name, pattern }' : undefined,
+})).default([]).superRefine((entries, ctx) => {
+  const names = entries.map((e) => typeof e === 'string' ? e : e.name)
+  names.forEach((name, i) => {
+    if (names.indexOf(name) !== i) ctx.addIssue({ code: 'custom', path: [i], message: `"${name}" is listed twice` })
+  })
+})
+
 /** Who may reach a server and use what, how often: shared by every transport. */
 const policyFields = {
   access: accessSchema.optional(),
@@ -115,6 +140,7 @@ const policyFields = {
   resources: policyListSchema(namedRuleSchema).prefault({}),
   /** Requests per user to this server (overrides rateLimits.perUser). */
   rateLimit: rate.optional(),
+  redactResults,
 }
 
 const httpUrl = z.string().refine((value) => {

@@ -32,6 +32,8 @@ export interface AuditEntry {
   readonly latencyMs: number
   readonly arguments?: unknown
   readonly result?: string
+  /** Matches masked in the result, by detector kind (servers[].redactResults); never the values. */
+  readonly redacted?: Readonly<Record<string, number>>
 }
 
 export interface AuditLog {

@@ -7,7 +7,8 @@
  *   preHandler  JSON-RPC inspection (400 -32700/-32600/-32602), 2026-07-28 header mirroring
  *               (400 -32020), then the gate: server access, tool/prompt/resource policy (403),
  *               rate limits and concurrency caps (429), each batch member on its own
- *   handler     the server's upstream adapter answers the exchange, lists filtered by policy
+ *   handler     the server's upstream adapter answers the exchange, lists filtered by policy,
+ *               secrets masked in results (servers[].redactResults)
  *   close       the audit record for every request message; concurrency slots released
  */
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify'
@@ -27,6 +28,7 @@ import { gate, type MessageOutcome } from '../policy/gate.js'
 import type { RateLimiter } from '../rate-limit/limiter.js'
 import type { ResponseEdit, MessageTransform } from '../upstreams/response-edit.js'
 import { MAX_AUDIT_RESULT_CHARS, type AuditLog } from '../observability/audit.js'
+import { createRedactor, type RedactionCounts } from '../guardrails/redactor.js'
 import type { Metrics } from '../observability/metrics.js'
 import { hasFailed } from '../upstreams/respond.js'
 import { StdioUpstream } from '../upstreams/stdio/stdio-upstream.js'
@@ -73,6 +75,9 @@ const CORS_EXPOSE_HEADERS = 'mcp-session-id, mcp-protocol-version, www-authentic
 const CORS_MAX_AGE_S = '600'
 
 const JSON_MEDIA_RE = /^application\/(?:[\w.+-]+\+)?json\s*(?:;|$)/i
+
+/** Answers whose text reaches the model: where servers[].redactResults masks. */
+const REDACTED_METHODS: ReadonlySet<string> = new Set(['tools/call', 'resources/read', 'prompts/get'])
 
 function callerOf (request: FastifyRequest): { caller: Caller, key: string } {
   const identity = request.identity
@@ -156,6 +161,7 @@ export async function mcpRoutes (app: FastifyInstance, opts: McpRoutesOptions): 
     // Mcp-Param-* headers: the gateway is a stdio server's HTTP side and checks them itself;
     // an HTTP upstream reads the body and checks its own (the headers are forwarded).
     const paramHeaders = server.transport === 'stdio' ? new ToolParamHeaders() : undefined
+    const redactor = createRedactor(server.redactResults)
     // Tool labels in metrics: names policy gives, and (below) names the upstream lists.
     metrics.nameTools(server.name, namedToolsOf(server))
     const challenge = opts.scopeChallenge
@@ -198,9 +204,9 @@ export async function mcpRoutes (app: FastifyInstance, opts: McpRoutesOptions): 
       }
       if (request.method !== 'POST') {
         refuseBody(request)
-        if (request.method === 'GET' && policy.filtersLists) {
-          // A GET with Last-Event-ID replays earlier answers, list results among them: filtered as they were live.
-          request.mcpEdit = { watch: new Map(), extra: [], any: replayFilter }
+        if (request.method === 'GET' && (policy.filtersLists || redactor !== undefined)) {
+          // A GET with Last-Event-ID replays earlier answers, lists and results among them: edited as they were live.
+          request.mcpEdit = { watch: new Map(), extra: [], any: replayEdit }
         }
         return
       }
@@ -238,10 +244,27 @@ export async function mcpRoutes (app: FastifyInstance, opts: McpRoutesOptions): 
       request.mcpEdit = responseEdit(outcomes, extra)
     }
 
-    const replayFilter: MessageTransform = (message) => {
-      const filtered = policy.filterAnyList(message.result)
-      return filtered === undefined ? undefined : { ...message, result: filtered }
+    /** A replayed answer's request is unknown: lists and results are told apart by their shape. */
+    const replayEdit: MessageTransform = (message) => {
+      const filtered = policy.filtersLists ? policy.filterAnyList(message.result) : undefined
+      const listed = filtered === undefined ? message : { ...message, result: filtered }
+      const masked = maskResult(listed) ?? listed
+      return masked === message ? undefined : masked
     }
+
+    /** Secrets and personal data masked in a result; the counts go to the metric (and the caller), never the values. */
+    const maskResult = (message: Record<string, unknown>, onMasked?: (counts: RedactionCounts) => void): Record<string, unknown> | undefined => {
+      if (redactor === undefined || !('result' in message)) return undefined
+      const counts: RedactionCounts = {}
+      const result = redactor.redactResult(message.result, counts)
+      if (result === message.result) return undefined
+      for (const [kind, n] of Object.entries(counts)) metrics.resultsRedacted.inc({ server: server.name, kind }, n)
+      onMasked?.(counts)
+      return { ...message, result }
+    }
+
+    /** What was masked in each answer, for its audit record. */
+    const redactions = new WeakMap<MessageOutcome, RedactionCounts>()
 
     /** Results recorded for a debugging audit (audit.includeResults), until the record is written. */
     const captured = new WeakMap<MessageOutcome, string>()
@@ -269,16 +292,21 @@ export async function mcpRoutes (app: FastifyInstance, opts: McpRoutesOptions): 
               return filtered === undefined ? undefined : { ...message, result: filtered }
             }
           : undefined
+        const mask: MessageTransform | undefined = redactor !== undefined && REDACTED_METHODS.has(method)
+          ? (message) => maskResult(message, (counts) => redactions.set(o, counts))
+          : undefined
         const record: MessageTransform | undefined = audit?.includeResults === true
           ? (message) => {
               captured.set(o, JSON.stringify(message.result ?? message.error ?? null).slice(0, MAX_AUDIT_RESULT_CHARS))
               return undefined
             }
           : undefined
-        if (learn !== undefined || filter !== undefined || record !== undefined) {
+        if (learn !== undefined || filter !== undefined || mask !== undefined || record !== undefined) {
           watch.set(id, (message) => {
             learn?.(message)
-            const edited = filter?.(message) ?? message
+            const filtered = filter?.(message) ?? message
+            // Masked before it is recorded: a debugging audit never holds what the client was spared.
+            const edited = mask?.(filtered) ?? filtered
             record?.(edited)
             return edited === message ? undefined : edited
           })
@@ -300,6 +328,7 @@ export async function mcpRoutes (app: FastifyInstance, opts: McpRoutesOptions): 
         if (!isJudged(o.message)) continue
         const args = o.message.params?.arguments
         const result = captured.get(o)
+        const redacted = redactions.get(o)
         audit.record({
           requestId: request.id,
           server: server.name,
@@ -316,6 +345,7 @@ export async function mcpRoutes (app: FastifyInstance, opts: McpRoutesOptions): 
           latencyMs: Math.round(latencyMs * 10) / 10,
           ...(audit.includeArguments && args !== undefined ? { arguments: args } : {}),
           ...(result === undefined ? {} : { result }),
+          ...(redacted === undefined ? {} : { redacted }),
         })
       }
     }

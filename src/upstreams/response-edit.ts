@@ -1,6 +1,7 @@
 /**
  * Edits to an upstream's answer, needed only now and then: list results
- * filtered by policy, results recorded for a debugging audit, and the
+ * filtered by policy, secrets masked in results (servers[].redactResults),
+ * results recorded for a debugging audit, and the
  * gateway's own errors for refused members of a JSON-RPC batch merged in.
  * Without an edit, answers pass through as bytes; with one, JSON bodies are
  * buffered and SSE streams are parsed event by event (still streamed), and
@@ -38,8 +39,12 @@ export function editJsonBody (body: Buffer, edit: ResponseEdit): Buffer {
   } catch {
     return body
   }
-  let out: unknown = Array.isArray(parsed) ? parsed.map((m) => editMessage(m, edit)) : editMessage(parsed, edit)
-  if (edit.extra.length > 0) out = [...(Array.isArray(out) ? out : [out]), ...edit.extra]
+  const messages = Array.isArray(parsed) ? parsed : [parsed]
+  const edited = messages.map((m) => editMessage(m, edit))
+  // Nothing edited, nothing added: the upstream's own bytes (a watched answer that needed no change).
+  if (edit.extra.length === 0 && edited.every((m, i) => m === messages[i])) return body
+  let out: unknown = Array.isArray(parsed) ? edited : edited[0]
+  if (edit.extra.length > 0) out = [...edited, ...edit.extra]
   return Buffer.from(JSON.stringify(out))
 }
 
