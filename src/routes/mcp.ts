@@ -193,7 +193,7 @@ export async function mcpRoutes (app: FastifyInstance, opts: McpRoutesOptions): 
         refuseBody(request)
         if (request.method === 'GET' && policy.filtersLists) {
           // A GET with Last-Event-ID replays earlier answers, list results among them: filtered as they were live.
-          request.mcpEdit = { watch: new Map(), extra: [], any: replayFilter }
+          request.mcpEdit = { watch: new Map(), extra: [], any: replayFilter(caller) }
         }
         return
       }
@@ -228,11 +228,12 @@ export async function mcpRoutes (app: FastifyInstance, opts: McpRoutesOptions): 
         const keptIds = kept.filter((m) => m.kind === 'request').map((m) => m.id ?? null)
         request.mcpForward = { body: Buffer.from(JSON.stringify(kept.map((m) => m.value))), inspection: { ...inspection, messages: kept, requestIds: keptIds } }
       }
-      request.mcpEdit = responseEdit(outcomes, extra)
+      request.mcpEdit = responseEdit(outcomes, extra, caller)
     }
 
-    const replayFilter: MessageTransform = (message) => {
-      const filtered = policy.filterAnyList(message.result)
+    /** Replayed answers are filtered for the caller resuming the stream (lists differ per user with user and group rules). */
+    const replayFilter = (caller: Caller): MessageTransform => (message) => {
+      const filtered = policy.filterAnyList(message.result, caller)
       return filtered === undefined ? undefined : { ...message, result: filtered }
     }
 
@@ -240,7 +241,7 @@ export async function mcpRoutes (app: FastifyInstance, opts: McpRoutesOptions): 
     const captured = new WeakMap<MessageOutcome, string>()
 
     /** List results to filter, results to record: only when needed, so most answers pass as bytes. */
-    const responseEdit = (outcomes: readonly MessageOutcome[], extra: JsonRpcErrorBody[]): ResponseEdit | null => {
+    const responseEdit = (outcomes: readonly MessageOutcome[], extra: JsonRpcErrorBody[], caller: Caller): ResponseEdit | null => {
       const watch = new Map<JsonRpcId, MessageTransform>()
       for (const o of outcomes) {
         if (o.error !== undefined || o.message.kind !== 'request') continue
@@ -258,7 +259,7 @@ export async function mcpRoutes (app: FastifyInstance, opts: McpRoutesOptions): 
           : undefined
         const filter: MessageTransform | undefined = LIST_METHODS[method] !== undefined && policy.filtersLists
           ? (message) => {
-              const filtered = policy.filterList(method, message.result)
+              const filtered = policy.filterList(method, message.result, caller)
               return filtered === undefined ? undefined : { ...message, result: filtered }
             }
           : undefined
