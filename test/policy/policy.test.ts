@@ -113,6 +113,8 @@ t.test('user and group rules still need their scopes; deny still wins', async (t
   t.match(policy.judge(call('deploy'), { ...alice, scopes: new Set(['ops:deploy']) }), { allowed: true })
   t.match(policy.judge(call('deploy'), { ...bob, scopes: new Set(['ops:deploy']) }), { allowed: false, reason: 'denied', message: /requires group eng/ }, 'the scope does not stand in for the group')
   t.match(policy.judge(call('deploy'), bob), { allowed: false, reason: 'denied' }, 'a non-member is refused outright, not sent to step up for nothing')
+  const anonymous: Caller = { name: 'anonymous', groups: [], clientId: undefined, isClient: false, scopes: undefined }
+  t.match(policy.judge(call('deploy'), anonymous), { allowed: false, reason: 'denied' }, 'with authorization off (no scopes judged) nobody is in a group')
   t.match(policy.judge(call('deploy_prod'), alice), { allowed: false, message: /tools\.deny "deploy_prod"/ })
 })
 
