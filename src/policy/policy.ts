@@ -75,8 +75,8 @@ function hasAudience (rule: Audience): boolean {
   return rule.users !== undefined || rule.groups !== undefined || rule.clients !== undefined
 }
 
-/** "user alice or groups sre, ops": who a rule admits, for refusals. */
-function describeAudience (rule: Audience): string {
+/** "user alice or groups sre, ops": who a rule admits, for refusals and `check` output. */
+export function describeAudience (rule: Audience): string {
   const part = (one: string, names: readonly string[] | undefined): string[] =>
     names === undefined ? [] : [`${one}${names.length === 1 ? '' : 's'} ${names.join(', ')}`]
   return [...part('user', rule.users), ...part('group', rule.groups), ...part('client', rule.clients)].join(' or ')
