@@ -7,7 +7,7 @@ import t from 'tap'
 import type { IncomingMessage, ServerResponse } from 'node:http'
 import { hashPassword } from '../../src/auth-server/password.js'
 import { connectWithOAuth, type AuthorizedClient } from '../oauth-helpers.js'
-import { eventually, MCP_HEADERS, postJson, startGateway, startRawServer, startUpstream, stdioServer, textOf, type RunningGateway, type Teardown } from '../helpers.js'
+import { connectClient, eventually, MCP_HEADERS, postJson, startGateway, startRawServer, startUpstream, stdioServer, textOf, type RunningGateway, type Teardown } from '../helpers.js'
 
 const PASSWORD = 'correct horse battery staple'
 const passwordHash = await hashPassword(PASSWORD)
@@ -75,6 +75,28 @@ t.test('stdio upstream: the same rules through the bridge, each user in their ow
   t.equal(textOf(await bob.client.callTool({ name: 'increment', arguments: {} })), '1', 'a pattern key admits its user')
   t.match(await refusal(bob, 'echo', { text: 'x' }), /tool \\"echo\\" requires group sre \(rule tools\.echo of server \\"local\\"\).*PORTCULLIS_ERR_POLICY_DENIED/)
   t.match(await refusal(alice, 'increment'), /tool \\"increment\\" requires user bob \(rule tools\.incr\* of server \\"local\\"\)/)
+})
+
+t.test('machine clients: admitted by clients, never as a user of the same name nor by a group rule', async (t) => {
+  const secret = 'a-machine-secret-long-enough-for-the-check-1234'
+  const upstream = await startUpstream(t)
+  const gw = await startGateway(t, {
+    auth: { users: USERS, clients: [{ clientId: 'ci-bot', clientSecret: secret, grantTypes: ['client_credentials'] }] },
+    servers: [{ name: 'fx', transport: 'http', url: upstream.url, tools: { echo: { groups: ['sre'], clients: ['ci-bot'] }, whoami: { users: ['ci-bot'] }, progress: { groups: ['sre'] } } }],
+  })
+  const issued = await fetch(`${gw.baseUrl}/oauth/token`, {
+    method: 'POST',
+    headers: { 'content-type': 'application/x-www-form-urlencoded', authorization: `Basic ${Buffer.from(`ci-bot:${secret}`).toString('base64')}` },
+    body: new URLSearchParams({ grant_type: 'client_credentials', resource: gw.mcpUrl('fx'), scope: 'mcp' }).toString(),
+  })
+  t.equal(issued.status, 200)
+  const token = String((await issued.json() as Record<string, unknown>).access_token)
+  const { client } = await connectClient(t, gw.mcpUrl('fx'), { headers: { authorization: `Bearer ${token}` } })
+  const names = (await client.listTools()).tools.map((tool) => tool.name)
+  t.ok(names.includes('echo') && !names.includes('whoami') && !names.includes('progress'), `listed: ${names.join(' ')}`)
+  t.equal(textOf(await client.callTool({ name: 'echo', arguments: { text: 'from a machine' } })), 'from a machine')
+  t.match(await client.callTool({ name: 'whoami', arguments: {} }).then(() => 'called', (err: Error) => err.message), /tool \\"whoami\\" requires user ci-bot \(rule tools\.whoami of server \\"fx\\"\)/)
+  t.match(await client.callTool({ name: 'progress', arguments: {} }).then(() => 'called', (err: Error) => err.message), /tool \\"progress\\" requires group sre/)
 })
 
 /** A bare upstream: two tools/list pages (the first JSON, the second SSE) and a GET replay. */
