@@ -1,5 +1,6 @@
 /** `portcullis check` output: the resolved config as a human reads it, secrets masked. */
-import type { Config, ServerConfig } from './schema.js'
+import type { Config, NamedRule, ServerConfig } from './schema.js'
+import { describeAudience } from '../policy/policy.js'
 
 const MASK = '***'
 
@@ -30,7 +31,7 @@ function describePolicy (config: Config, server: ServerConfig): string[] {
     out.push(`      access: ${who.length === 0 ? 'nobody' : who.join(', ')}`)
   }
   for (const [kind, list] of [['tools', server.tools], ['prompts', server.prompts], ['resources', server.resources]] as const) {
-    const rules = Object.keys(list).filter((k) => k !== 'allow' && k !== 'deny')
+    const rules = Object.entries(list).filter(([k]) => k !== 'allow' && k !== 'deny').map(([k, rule]) => describeRule(k, rule as NamedRule))
     const parts = [
       ...(list.allow === undefined ? [] : [`allow ${list.allow.join(' ')}`]),
       ...(list.deny.length === 0 ? [] : [`deny ${list.deny.join(' ')}`]),
@@ -41,6 +42,12 @@ function describePolicy (config: Config, server: ServerConfig): string[] {
   const perUser = server.rateLimit ?? config.rateLimits.perUser
   if (perUser !== undefined) out.push(`      rate limit per user: ${perUser.text}`)
   return out
+}
+
+/** A rule key, and who it is for when it names users, groups or clients: "deploy (only group sre)". */
+function describeRule (key: string, rule: NamedRule): string {
+  const who = describeAudience(rule)
+  return who === '' ? key : `${key} (only ${who})`
 }
 
 function describeTrustProxy (trust: Config['trustProxy']): string {

@@ -199,6 +199,8 @@ function suggestionFor (key: string): string {
   let best: string | undefined
   let bestDistance = Number.POSITIVE_INFINITY
   for (const known of KNOWN_KEYS) {
+    // A key known elsewhere but not here (stdio's `group` inside a rule) is no hint for itself.
+    if (known === key) continue
     const d = editDistance(norm, known.toLowerCase())
     // Close enough to be a typo: two edits, or a third of a long key (timout -> timeoutMs).
     if (d < bestDistance && d <= Math.max(2, Math.floor(known.length / 3))) { best = known; bestDistance = d }

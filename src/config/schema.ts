@@ -84,9 +84,26 @@ const accessSchema = z.strictObject({
   clients: z.array(z.string().min(1)).optional(),
 })
 
+/**
+ * A rule's audience: when any of these is set, only a caller who is one of the users, in one
+ * of the groups, or one of the machine clients may use the name (scopes still apply). Names
+ * are not checked against auth.users (groups come from an identity provider too), but an
+ * empty list would admit nobody and is refused: deny the name to keep it from everyone.
+ */
+const audienceList = (what: string) => z.array(z.string().min(1, `expected a ${what}`))
+  .min(1, `an empty list admits nobody; remove the key to admit everyone, or list the name under deny`)
+  .optional()
+const ruleAudienceFields = {
+  users: audienceList('username'),
+  groups: audienceList('group name'),
+  /** Machine clients (client_credentials), by client id: user and group rules never admit them. */
+  clients: audienceList('client id'),
+}
+
 const toolRuleSchema = z.strictObject({
   /** Scopes a token must carry to call this tool (the client is asked to step up otherwise). */
   scopes: z.array(scopeName).default([]),
+  ...ruleAudienceFields,
   /** Calls per user. */
   rateLimit: rate.optional(),
   /** Calls by all users together. */
@@ -99,7 +116,8 @@ const toolRuleSchema = z.strictObject({
 
 const namedRuleSchema = z.strictObject({
   scopes: z.array(scopeName).default([]),
-}, { error: (issue) => issue.code === 'invalid_type' ? 'expected a rule such as { scopes: [...] } (allow and deny are lists of names)' : undefined })
+  ...ruleAudienceFields,
+}, { error: (issue) => issue.code === 'invalid_type' ? 'expected a rule such as { scopes: [...], groups: [...] } (allow and deny are lists of names)' : undefined })
 
 /** allow/deny lists plus rules keyed by name (or pattern). */
 const policyListSchema = <T extends z.ZodType>(rule: T) => z.object({

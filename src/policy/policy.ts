@@ -6,12 +6,15 @@
  * Order for a call to tool T (prompts and resources alike):
  *   1. tools.deny matches T                 -> denied (names the pattern)
  *   2. tools.allow is set and misses T      -> denied
- *   3. T's rule needs scopes the token lacks -> insufficient_scope (step up)
- *   4. otherwise allowed, with T's rule (limits, cost, concurrency)
+ *   3. T's rule names users/groups/clients and the caller is none of them
+ *                                           -> denied (names the rule)
+ *   4. T's rule needs scopes the token lacks -> insufficient_scope (step up)
+ *   5. otherwise allowed, with T's rule (limits, cost, concurrency)
  *
  * Lists (tools/list, prompts/list, resources/list, resources/templates/list)
- * are filtered to what steps 1-2 allow: a client never sees what it can never
- * call. Scope-gated entries stay listed: calling one starts the step-up.
+ * are filtered for the caller to what steps 1-3 allow: a client never sees
+ * what it can never call. Scope-gated entries stay listed: calling one starts
+ * the step-up, while no step-up makes a caller a member of a group.
  */
 import type { AccessConfig, NamedRule, ServerConfig, ToolRule } from '../config/schema.js'
 import { isJudged, type McpMessage } from '../mcp/jsonrpc.js'
@@ -51,14 +54,44 @@ export type Verdict =
 
 interface Pattern { readonly pattern: string, readonly matches: Matcher }
 
+/** Who an access list or a rule names; a caller matching any entry is in it. */
+interface Audience {
+  readonly users?: readonly string[] | undefined
+  readonly groups?: readonly string[] | undefined
+  readonly clients?: readonly string[] | undefined
+}
+
+/**
+ * A user is in an audience by name or group; a machine client (client_credentials) only by
+ * its client id, never as a user of the same name (its token's sub is its client id).
+ */
+function isInAudience (audience: Audience, caller: Caller): boolean {
+  if (caller.isClient) return caller.clientId !== undefined && (audience.clients?.includes(caller.clientId) ?? false)
+  return (audience.users?.includes(caller.name) ?? false) || (audience.groups?.some((g) => caller.groups.includes(g)) ?? false)
+}
+
+/** Whether a rule limits who may use its names at all (a rule with scopes only admits everyone). */
+function hasAudience (rule: Audience): boolean {
+  return rule.users !== undefined || rule.groups !== undefined || rule.clients !== undefined
+}
+
+/** "user alice or groups sre, ops": who a rule admits, for refusals and `check` output. */
+export function describeAudience (rule: Audience): string {
+  const part = (one: string, names: readonly string[] | undefined): string[] =>
+    names === undefined ? [] : [`${one}${names.length === 1 ? '' : 's'} ${names.join(', ')}`]
+  return [...part('user', rule.users), ...part('group', rule.groups), ...part('client', rule.clients)].join(' or ')
+}
+
 interface CompiledList<R> {
   readonly allow: readonly Pattern[] | undefined
   readonly deny: readonly Pattern[]
   readonly exact: ReadonlyMap<string, R>
   readonly patterns: ReadonlyArray<Pattern & { readonly rule: R }>
+  /** Some rule names users, groups or clients: lists differ per caller. */
+  readonly hasAudiences: boolean
 }
 
-function compileList<R> (list: { allow?: string[], deny: string[] } & Record<string, unknown>): CompiledList<R> {
+function compileList<R extends Audience> (list: { allow?: string[], deny: string[] } & Record<string, unknown>): CompiledList<R> {
   const exact = new Map<string, R>()
   const patterns: Array<Pattern & { rule: R }> = []
   for (const [key, value] of Object.entries(list)) {
@@ -67,7 +100,8 @@ function compileList<R> (list: { allow?: string[], deny: string[] } & Record<str
     else exact.set(key, value as R)
   }
   const compile = (p: string): Pattern => ({ pattern: p, matches: compileGlob(p) })
-  return { allow: list.allow?.map(compile), deny: list.deny.map(compile), exact, patterns }
+  const hasAudiences = [...exact.values(), ...patterns.map((p) => p.rule)].some(hasAudience)
+  return { allow: list.allow?.map(compile), deny: list.deny.map(compile), exact, patterns, hasAudiences }
 }
 
 const ALLOWED_UNTARGETED: Verdict = { allowed: true, kind: undefined, name: undefined, tool: undefined }
@@ -89,11 +123,7 @@ export class ServerPolicy {
   /** May this caller reach the server at all? (`access`: any listed user, group or machine client.) */
   reach (caller: Caller): Verdict {
     const access = this.access
-    if (access === undefined) return ALLOWED_UNTARGETED
-    const isListed = (access.users?.includes(caller.name) ?? false) ||
-      (access.groups?.some((g) => caller.groups.includes(g)) ?? false) ||
-      (caller.isClient && caller.clientId !== undefined && (access.clients?.includes(caller.clientId) ?? false))
-    if (isListed) return ALLOWED_UNTARGETED
+    if (access === undefined || isInAudience(access, caller)) return ALLOWED_UNTARGETED
     return { allowed: false, reason: 'denied', message: `${caller.isClient ? 'client' : 'user'} "${caller.name}" is not in the access list of server "${this.server.name}"` }
   }
 
@@ -103,9 +133,9 @@ export class ServerPolicy {
     const target = message.method === 'completion/complete' ? completionTarget(message.params) : targetOf(message.method, message.target)
     if (target === undefined) return ALLOWED_UNTARGETED
     const { kind, name } = target
-    const refusal = this.refusal(kind, name)
+    const refusal = this.refusal(kind, name, caller)
     if (refusal !== undefined) return { allowed: false, reason: 'denied', message: refusal }
-    const rule = this.ruleFor(kind, name)
+    const rule = this.ruleFor(kind, name)?.rule
     const needed = rule?.scopes ?? []
     if (caller.scopes !== undefined && needed.some((s) => !caller.scopes?.has(s))) {
       const required = [...new Set([...this.server.scopes, ...needed])]
@@ -114,15 +144,18 @@ export class ServerPolicy {
     return { allowed: true, kind, name, tool: kind === 'tool' ? rule as ToolRule | undefined : undefined }
   }
 
-  /** Whether a listed entry stays visible (deny/allow only: scope-gated entries can be stepped up to). */
-  isVisible (kind: TargetKind, name: string): boolean {
-    return this.refusal(kind, name) === undefined
+  /** Whether a listed entry stays visible to this caller (scope-gated entries do: they can be stepped up to). */
+  isVisible (kind: TargetKind, name: string, caller: Caller): boolean {
+    return this.refusal(kind, name, caller) === undefined
   }
 
-  /** The rule for a name: an exact key first, then the first matching pattern key. */
-  ruleFor (kind: TargetKind, name: string): ToolRule | NamedRule | undefined {
+  /** The rule for a name and the key it is written under: an exact key first, then the first matching pattern key. */
+  ruleFor (kind: TargetKind, name: string): { readonly key: string, readonly rule: ToolRule | NamedRule } | undefined {
     const list = this.lists[kind]
-    return list.exact.get(name) ?? list.patterns.find((p) => p.matches(name))?.rule
+    const exact = list.exact.get(name)
+    if (exact !== undefined) return { key: name, rule: exact }
+    const pattern = list.patterns.find((p) => p.matches(name))
+    return pattern === undefined ? undefined : { key: pattern.pattern, rule: pattern.rule }
   }
 
   /** Scopes any tool, prompt or resource rule can require (the authorization server must be able to grant them). */
@@ -134,14 +167,14 @@ export class ServerPolicy {
    * Filters a list result in place of the upstream's; undefined when nothing
    * had to go (the caller then forwards the original bytes).
    */
-  filterList (method: string, result: unknown): Record<string, unknown> | undefined {
+  filterList (method: string, result: unknown, caller: Caller): Record<string, unknown> | undefined {
     const list = LIST_METHODS[method]
     if (list === undefined || result === null || typeof result !== 'object') return undefined
     const entries = (result as Record<string, unknown>)[list.field]
     if (!Array.isArray(entries)) return undefined
     const kept = entries.filter((entry: unknown) => {
       const name = (entry as Record<string, unknown> | null)?.[list.key]
-      return typeof name !== 'string' || this.isVisible(list.kind, name)
+      return typeof name !== 'string' || this.isVisible(list.kind, name, caller)
     })
     return kept.length === entries.length ? undefined : { ...(result as Record<string, unknown>), [list.field]: kept }
   }
@@ -150,27 +183,32 @@ export class ServerPolicy {
    * A list result recognised by its shape, for answers whose request the gateway did not see
    * (replayed on a GET stream after Last-Event-ID): filtered like the live answer would be.
    */
-  filterAnyList (result: unknown): Record<string, unknown> | undefined {
+  filterAnyList (result: unknown, caller: Caller): Record<string, unknown> | undefined {
     if (result === null || typeof result !== 'object') return undefined
     let filtered: Record<string, unknown> | undefined
     for (const [method, list] of Object.entries(LIST_METHODS)) {
-      if (Array.isArray((result as Record<string, unknown>)[list.field])) filtered = this.filterList(method, filtered ?? result) ?? filtered
+      if (Array.isArray((result as Record<string, unknown>)[list.field])) filtered = this.filterList(method, filtered ?? result, caller) ?? filtered
     }
     return filtered
   }
 
-  /** Whether any list needs filtering at all (most servers have no allow/deny: their lists pass untouched). */
+  /** Whether any list needs filtering at all (most servers have no allow/deny and no user or group rules: their lists pass untouched). */
   get filtersLists (): boolean {
-    return Object.values(this.lists).some((l) => l.allow !== undefined || l.deny.length > 0)
+    return Object.values(this.lists).some((l) => l.allow !== undefined || l.deny.length > 0 || l.hasAudiences)
   }
 
-  private refusal (kind: TargetKind, name: string): string | undefined {
+  /** Why this caller may not use the name (deny, allow, then the rule's users/groups/clients); undefined when they may. */
+  private refusal (kind: TargetKind, name: string, caller: Caller): string | undefined {
     const list = this.lists[kind]
     const plural = KIND_PLURAL[kind]
     const denied = list.deny.find((p) => p.matches(name))
     if (denied !== undefined) return `${kind} "${name}" is denied by ${plural}.deny "${denied.pattern}" of server "${this.server.name}"`
     if (list.allow !== undefined && !list.allow.some((p) => p.matches(name))) {
       return `${kind} "${name}" is not in ${plural}.allow of server "${this.server.name}"`
+    }
+    const found = this.ruleFor(kind, name)
+    if (found !== undefined && hasAudience(found.rule) && !isInAudience(found.rule, caller)) {
+      return `${kind} "${name}" requires ${describeAudience(found.rule)} (rule ${plural}.${found.key} of server "${this.server.name}")`
     }
     return undefined
   }

@@ -205,8 +205,8 @@ export async function mcpRoutes (app: FastifyInstance, opts: McpRoutesOptions): 
       if (request.method !== 'POST') {
         refuseBody(request)
         if (request.method === 'GET' && (policy.filtersLists || redactor !== undefined)) {
-          // A GET with Last-Event-ID replays earlier answers, lists and results among them: edited as they were live.
-          request.mcpEdit = { watch: new Map(), extra: [], any: replayEdit }
+          // A GET with Last-Event-ID replays earlier answers, lists and results among them: edited as they were live, for the caller resuming the stream.
+          request.mcpEdit = { watch: new Map(), extra: [], any: replayEdit(caller) }
         }
         return
       }
@@ -241,12 +241,12 @@ export async function mcpRoutes (app: FastifyInstance, opts: McpRoutesOptions): 
         const keptIds = kept.filter((m) => m.kind === 'request').map((m) => m.id ?? null)
         request.mcpForward = { body: Buffer.from(JSON.stringify(kept.map((m) => m.value))), inspection: { ...inspection, messages: kept, requestIds: keptIds } }
       }
-      request.mcpEdit = responseEdit(outcomes, extra)
+      request.mcpEdit = responseEdit(outcomes, extra, caller)
     }
 
-    /** A replayed answer's request is unknown: lists and results are told apart by their shape. */
-    const replayEdit: MessageTransform = (message) => {
-      const filtered = policy.filtersLists ? policy.filterAnyList(message.result) : undefined
+    /** A replayed answer's request is unknown: lists and results are told apart by their shape. Lists differ per caller (user and group rules). */
+    const replayEdit = (caller: Caller): MessageTransform => (message) => {
+      const filtered = policy.filtersLists ? policy.filterAnyList(message.result, caller) : undefined
       const listed = filtered === undefined ? message : { ...message, result: filtered }
       const masked = maskResult(listed) ?? listed
       return masked === message ? undefined : masked
@@ -270,7 +270,7 @@ export async function mcpRoutes (app: FastifyInstance, opts: McpRoutesOptions): 
     const captured = new WeakMap<MessageOutcome, string>()
 
     /** List results to filter, results to record: only when needed, so most answers pass as bytes. */
-    const responseEdit = (outcomes: readonly MessageOutcome[], extra: JsonRpcErrorBody[]): ResponseEdit | null => {
+    const responseEdit = (outcomes: readonly MessageOutcome[], extra: JsonRpcErrorBody[], caller: Caller): ResponseEdit | null => {
       const watch = new Map<JsonRpcId, MessageTransform>()
       for (const o of outcomes) {
         if (o.error !== undefined || o.message.kind !== 'request') continue
@@ -288,7 +288,7 @@ export async function mcpRoutes (app: FastifyInstance, opts: McpRoutesOptions): 
           : undefined
         const filter: MessageTransform | undefined = LIST_METHODS[method] !== undefined && policy.filtersLists
           ? (message) => {
-              const filtered = policy.filterList(method, message.result)
+              const filtered = policy.filterList(method, message.result, caller)
               return filtered === undefined ? undefined : { ...message, result: filtered }
             }
           : undefined

@@ -113,6 +113,13 @@ t.test('check output masks header values and URL credentials', async (t) => {
   t.notMatch(out, /topsecret|pw@|abc/)
 })
 
+t.test('check output says who a user or group rule is for', async (t) => {
+  const config = parseConfig('servers:\n  - name: a\n    transport: http\n    url: "https://up.example.com/mcp"\n    tools: { deploy: { groups: [sre], users: [alice] }, "admin_*": { clients: [ci-bot] }, write: { scopes: [w] } }\n    prompts: { p: { groups: [ops, hr] } }\n', 'gw.yaml', {})
+  const out = describeConfig(config)
+  t.match(out, /tools: rules for deploy \(only user alice or group sre\), admin_\* \(only client ci-bot\), write\n/)
+  t.match(out, /prompts: rules for p \(only groups ops, hr\)\n/)
+})
+
 t.test('behind a proxy: https publicUrl required off loopback, trustProxy forms, metrics options', async (t) => {
   t.match(errorOf(`publicUrl: http://gw.example.com\n${MINIMAL}`).message, /gw\.yaml:1:12: publicUrl: must be https:\/\/ .*allowInsecurePublicUrl: true/)
   t.equal(parseConfig(`publicUrl: http://gw.example.com\nallowInsecurePublicUrl: true\n${MINIMAL}`, 'gw.yaml', {}).publicUrl, 'http://gw.example.com', 'the dev flag lets it through')

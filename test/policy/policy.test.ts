@@ -67,14 +67,14 @@ t.test('prompts and resources follow the same rules; other methods are not judge
 t.test('list results are filtered to what may be used; untouched when nothing goes', async (t) => {
   const policy = policyFor({ tools: { deny: ['delete_*'], create_issue: { scopes: ['github:write'] } } })
   const result = { tools: [{ name: 'get_issue' }, { name: 'delete_repository' }, { name: 'create_issue' }], nextCursor: 'c' }
-  t.same(policy.filterList('tools/list', result), { tools: [{ name: 'get_issue' }, { name: 'create_issue' }], nextCursor: 'c' }, 'scope-gated tools stay visible (calling one starts the step-up)')
-  t.equal(policy.filterList('tools/list', { tools: [{ name: 'get_issue' }] }), undefined)
-  t.equal(policy.filterList('tools/call', result), undefined)
+  t.same(policy.filterList('tools/list', result, alice), { tools: [{ name: 'get_issue' }, { name: 'create_issue' }], nextCursor: 'c' }, 'scope-gated tools stay visible (calling one starts the step-up)')
+  t.equal(policy.filterList('tools/list', { tools: [{ name: 'get_issue' }] }, alice), undefined)
+  t.equal(policy.filterList('tools/call', result, alice), undefined)
   t.ok(policy.filtersLists)
   t.notOk(policyFor({}).filtersLists)
   const resources = policyFor({ resources: { deny: ['file:///secret/*'] } })
-  t.same(resources.filterList('resources/list', { resources: [{ uri: 'file:///a' }, { uri: 'file:///secret/k' }] }), { resources: [{ uri: 'file:///a' }] })
-  t.same(resources.filterList('resources/templates/list', { resourceTemplates: [{ uriTemplate: 'file:///secret/{x}' }, { uriTemplate: 'file:///{x}' }] }), { resourceTemplates: [{ uriTemplate: 'file:///{x}' }] })
+  t.same(resources.filterList('resources/list', { resources: [{ uri: 'file:///a' }, { uri: 'file:///secret/k' }] }, alice), { resources: [{ uri: 'file:///a' }] })
+  t.same(resources.filterList('resources/templates/list', { resourceTemplates: [{ uriTemplate: 'file:///secret/{x}' }, { uriTemplate: 'file:///{x}' }] }, alice), { resourceTemplates: [{ uriTemplate: 'file:///{x}' }] })
 })
 
 t.test('config: rules are validated with clear messages', async (t) => {
@@ -90,4 +90,77 @@ t.test('config: rules are validated with clear messages', async (t) => {
   t.match(err({ create: { rateLimit: 'ten per minute' } }), /servers\[0\]\.tools\.create\.rateLimit: expected a rate such as 60\/min/)
   t.match(err({ alow: ['x'] }), /servers\[0\]\.tools\.alow: expected a rule such as \{ scopes/)
   t.match(err({ create: { scope: ['w'] } }), /unknown key "scope" \(did you mean "scopes"\?\)/)
+})
+
+const bob: Caller = { name: 'bob', groups: ['sales'], clientId: 'c1', isClient: false, scopes: new Set(['mcp']) }
+const ciBot: Caller = { name: 'ci-bot', groups: [], clientId: 'ci-bot', isClient: true, scopes: new Set(['mcp']) }
+
+t.test('user and group rules: one of the users OR in one of the groups; refusals name the rule', async (t) => {
+  const policy = policyFor({ tools: { deploy: { groups: ['sre', 'eng'] }, rotate_keys: { users: ['bob'], groups: ['sre'] }, 'admin_*': { users: ['carol'] } } })
+  t.match(policy.judge(call('deploy'), alice), { allowed: true, kind: 'tool', name: 'deploy', tool: { groups: ['sre', 'eng'] } }, 'in a listed group')
+  t.same(policy.judge(call('deploy'), bob), { allowed: false, reason: 'denied', message: 'tool "deploy" requires groups sre, eng (rule tools.deploy of server "github")' })
+  t.match(policy.judge(call('rotate_keys'), bob), { allowed: true }, 'a listed user need not be in a listed group')
+  t.match(policy.judge(call('rotate_keys'), { ...bob, name: 'dave', groups: ['sre'] }), { allowed: true }, 'a group member need not be a listed user')
+  t.same(policy.judge(call('rotate_keys'), alice), { allowed: false, reason: 'denied', message: 'tool "rotate_keys" requires user bob or group sre (rule tools.rotate_keys of server "github")' })
+  t.same(policy.judge(call('admin_reset'), alice), { allowed: false, reason: 'denied', message: 'tool "admin_reset" requires user carol (rule tools.admin_* of server "github")' }, 'pattern keys name the pattern')
+  t.match(policy.judge(call('admin_reset'), { ...alice, name: 'carol' }), { allowed: true })
+  t.match(policy.judge(call('get_issue'), bob), { allowed: true }, 'names without a rule stay open')
+})
+
+t.test('user and group rules still need their scopes; deny still wins', async (t) => {
+  const policy = policyFor({ tools: { deny: ['deploy_prod'], deploy: { groups: ['eng'], scopes: ['ops:deploy'] }, 'deploy_*': { groups: ['eng'] } } })
+  t.match(policy.judge(call('deploy'), alice), { allowed: false, reason: 'scope', requiredScopes: ['ops:deploy'] }, 'a member without the scope steps up')
+  t.match(policy.judge(call('deploy'), { ...alice, scopes: new Set(['ops:deploy']) }), { allowed: true })
+  t.match(policy.judge(call('deploy'), { ...bob, scopes: new Set(['ops:deploy']) }), { allowed: false, reason: 'denied', message: /requires group eng/ }, 'the scope does not stand in for the group')
+  t.match(policy.judge(call('deploy'), bob), { allowed: false, reason: 'denied' }, 'a non-member is refused outright, not sent to step up for nothing')
+  const anonymous: Caller = { name: 'anonymous', groups: [], clientId: undefined, isClient: false, scopes: undefined }
+  t.match(policy.judge(call('deploy'), anonymous), { allowed: false, reason: 'denied' }, 'with authorization off (no scopes judged) nobody is in a group')
+  t.match(policy.judge(call('deploy_prod'), alice), { allowed: false, message: /tools\.deny "deploy_prod"/ })
+})
+
+t.test('machine clients: only by clients, never as a user of the same name or through groups', async (t) => {
+  const policy = policyFor({ tools: { deploy: { groups: ['sre'], clients: ['ci-bot'] }, rotate: { users: ['ci-bot'] } } })
+  t.match(policy.judge(call('deploy'), ciBot), { allowed: true }, 'a listed client')
+  t.same(policy.judge(call('rotate'), ciBot), { allowed: false, reason: 'denied', message: 'tool "rotate" requires user ci-bot (rule tools.rotate of server "github")' }, 'a client is no user of its id')
+  t.match(policy.judge(call('deploy'), { ...alice, clientId: 'ci-bot' }), { allowed: false }, 'a user does not pass as the client they signed in through')
+  const access = policyFor({ access: { users: ['ci-bot'] } })
+  t.match(access.reach(ciBot), { allowed: false }, 'the access list reads machine clients the same way')
+})
+
+t.test('prompts and resources take users and groups too', async (t) => {
+  const policy = policyFor({ prompts: { 'incident-*': { groups: ['sre'] } }, resources: { 'file:///srv/hr/*': { users: ['alice'] } } })
+  const msg = (method: string, params: Record<string, unknown>): McpMessage => firstMessage({ jsonrpc: '2.0', id: 1, method, params })
+  t.match(policy.judge(msg('prompts/get', { name: 'incident-report' }), alice), { allowed: false, message: 'prompt "incident-report" requires group sre (rule prompts.incident-* of server "github")' })
+  t.match(policy.judge(msg('prompts/get', { name: 'incident-report' }), { ...bob, groups: ['sre'] }), { allowed: true })
+  t.match(policy.judge(msg('resources/read', { uri: 'file:///srv/hr/pay.csv' }), bob), { allowed: false, message: /requires user alice \(rule resources\.file:\/\/\/srv\/hr\/\* / })
+  t.match(policy.judge(msg('completion/complete', { ref: { type: 'ref/prompt', name: 'incident-report' }, argument: { name: 'a', value: '' } }), alice), { allowed: false }, 'completing a prompt the caller may not use is refused')
+  t.match(policy.judge(msg('resources/read', { uri: 'file:///srv/hr/pay.csv' }), alice), { allowed: true })
+})
+
+t.test('lists are filtered per caller by user and group rules', async (t) => {
+  const policy = policyFor({ tools: { deploy: { groups: ['sre'] }, 'admin_*': { users: ['bob'] }, write: { scopes: ['w'] } }, prompts: { secret: { users: ['alice'] } } })
+  t.ok(policy.filtersLists, 'rules with users or groups make lists per-caller')
+  const tools = { tools: [{ name: 'read' }, { name: 'deploy' }, { name: 'admin_reset' }, { name: 'write' }], nextCursor: 'p2' }
+  t.same(policy.filterList('tools/list', tools, alice), { tools: [{ name: 'read' }, { name: 'write' }], nextCursor: 'p2' }, 'alice: neither sre nor bob; the scope-gated tool stays')
+  t.same(policy.filterList('tools/list', tools, bob), { tools: [{ name: 'read' }, { name: 'admin_reset' }, { name: 'write' }], nextCursor: 'p2' })
+  t.equal(policy.filterList('tools/list', tools, { ...bob, groups: ['sre'] }), undefined, 'nothing to hide: the answer passes untouched')
+  t.same(policy.filterList('prompts/list', { prompts: [{ name: 'secret' }, { name: 'open' }] }, bob), { prompts: [{ name: 'open' }] })
+  t.same(policy.filterAnyList({ tools: [{ name: 'deploy' }, { name: 'read' }] }, alice), { tools: [{ name: 'read' }] }, 'replayed lists too')
+  t.notOk(policyFor({ tools: { write: { scopes: ['w'] } } }).filtersLists, 'scope-only rules leave lists alone')
+})
+
+t.test('config: user and group rules are validated; an empty list is refused', async (t) => {
+  const err = (server: Record<string, unknown>): string => {
+    try {
+      makeConfig({ servers: [{ name: 'g', transport: 'http', url: 'http://127.0.0.1:9/mcp', ...server }] })
+      return 'no error'
+    } catch (e) {
+      return (e as Error).message
+    }
+  }
+  t.equal(err({ tools: { deploy: { groups: ['sre'], users: ['nobody-configured'], clients: ['ci'], scopes: ['w'] }, 'x_*': { users: ['a'] } }, prompts: { p: { groups: ['g'] } }, resources: { 'file:///*': { users: ['u'] } } }), 'no error', 'unknown users and groups are fine (groups come from an identity provider)')
+  t.match(err({ tools: { deploy: { groups: [] } } }), /servers\[0\]\.tools\.deploy\.groups: an empty list admits nobody; remove the key to admit everyone, or list the name under deny/)
+  t.match(err({ prompts: { p: { users: [] } } }), /servers\[0\]\.prompts\.p\.users: an empty list admits nobody/)
+  t.match(err({ tools: { deploy: { groups: [''] } } }), /servers\[0\]\.tools\.deploy\.groups\[0\]: expected a group name/)
+  t.match(err({ tools: { deploy: { group: ['sre'] } } }), /unknown key "group" \(did you mean "groups"\?\)/)
 })
