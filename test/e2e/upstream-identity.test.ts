@@ -15,6 +15,7 @@ const USERS = [
   { username: 'bob', passwordHash, groups: ['ops'] },
 ]
 const HEADER = 'X-Portcullis-Identity'
+const BOT_SECRET = 'a-machine-client-secret-of-32-chars-or-more'
 
 interface Setup {
   gw: RunningGateway
@@ -38,7 +39,7 @@ async function setUp (t: Test): Promise<Setup> {
   const plain = await startUpstream(t, { name: 'plain' })
   const gw = await startGateway(t, {
     listen: { host: '127.0.0.1', port },
-    auth: { users: USERS },
+    auth: { users: USERS, clients: [{ clientId: 'bot', clientSecret: BOT_SECRET, grantTypes: ['client_credentials'] }] },
     servers: [
       { name: 'fx', transport: 'http', url: fx.url, identity: { header: HEADER } },
       { name: 'other', transport: 'http', url: other.url, identity: { header: HEADER } },
@@ -187,4 +188,20 @@ t.test('${user.*} in an HTTP upstream\'s headers: rendered per caller; a caller 
     },
   })
   t.equal(plain.seen.length, seenBefore, 'nothing of Bob\'s reached the upstream: no empty or half-rendered header')
+})
+
+t.test('a machine client is named as itself: sub client:<id>, its client_id, no username, email or groups', async (t) => {
+  const { gw, fx } = await setUp(t)
+  const tokenRes = await fetch(`${gw.baseUrl}/oauth/token`, {
+    method: 'POST',
+    headers: { 'content-type': 'application/x-www-form-urlencoded', authorization: `Basic ${Buffer.from(`bot:${BOT_SECRET}`).toString('base64')}` },
+    body: new URLSearchParams({ grant_type: 'client_credentials', resource: gw.mcpUrl('fx') }).toString(),
+  })
+  t.equal(tokenRes.status, 200)
+  const { access_token: token } = await tokenRes.json() as { access_token: string }
+  const res = await postJson(gw.mcpUrl('fx'), { ...INIT_BODY, id: 'bot-init' }, { authorization: `Bearer ${token}` })
+  t.equal(res.status, 200)
+  const claims = fx.seen.at(-1)?.identity?.claims ?? {}
+  t.match(claims, { sub: 'client:bot', client_id: 'bot' }, 'verified by the upstream')
+  for (const claim of ['preferred_username', 'email', 'groups']) t.notOk(claim in claims, `no ${claim}`)
 })
