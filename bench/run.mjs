@@ -5,7 +5,7 @@
 // (from /proc/<pid>/stat), the figure that survives a noisy shared machine.
 //
 // Environment: BENCH_DURATION (seconds per measurement, default 10), BENCH_CONNECTIONS (HTTP
-// scenario, default 50), BENCH_ONLY (comma-separated: http, stdio, open, replicas, streams, redact), BENCH_REDIS_URL
+// scenario, default 50), BENCH_ONLY (comma-separated: http, identity, stdio, open, replicas, streams, redact), BENCH_REDIS_URL
 // (replicas scenario, default redis://127.0.0.1:6379), BENCH_STREAMS (streams scenario, default 5000).
 import { spawn, execFileSync } from 'node:child_process'
 import { existsSync, readFileSync, readdirSync, writeFileSync, mkdtempSync, mkdirSync } from 'node:fs'
@@ -220,6 +220,11 @@ async function httpScenario () {
   const authGateway = await startGateway(`auth:\n  clients: [{ clientId: bench, clientSecret: "${BENCH_CLIENT_SECRET}", grantTypes: [client_credentials] }]\nservers:\n  - { name: echo, transport: http, url: "${url}" }\n`, authPort)
   const authUrl = `http://127.0.0.1:${authPort}/echo/mcp`
   const token = await machineToken(authPort, authUrl)
+  // The same again with servers[].identity: a signed identity header on every upstream request (cached per caller).
+  const identityPort = await freePort()
+  const identityGateway = await startGateway(`auth:\n  clients: [{ clientId: bench, clientSecret: "${BENCH_CLIENT_SECRET}", grantTypes: [client_credentials] }]\nservers:\n  - { name: echo, transport: http, url: "${url}", identity: { header: X-Portcullis-Identity } }\n`, identityPort)
+  const identityUrl = `http://127.0.0.1:${identityPort}/echo/mcp`
+  const identityToken = await machineToken(identityPort, identityUrl)
   // Everything on: token check, a rule set, limits that never trigger, and the audit trail to its file.
   const fullPort = await freePort()
   const fullGateway = await startGateway(`auth:\n  clients: [{ clientId: bench, clientSecret: "${BENCH_CLIENT_SECRET}", grantTypes: [client_credentials] }]
@@ -240,6 +245,7 @@ servers:
     { key: 'reference', label: 'minimal node:http + undici hop (reference)', url: `http://127.0.0.1:${hopPort}/mcp`, pid: hop.pid },
     { key: 'through', label: 'via Portcullis', url: `http://127.0.0.1:${port}/echo/mcp`, pid: gateway.pid },
     { key: 'withAuth', label: 'via Portcullis, token checked', url: authUrl, pid: authGateway.pid, headers: { authorization: `Bearer ${token}` } },
+    { key: 'withIdentity', label: 'via Portcullis, token checked + identity header', url: identityUrl, pid: identityGateway.pid, headers: { authorization: `Bearer ${identityToken}` } },
     { key: 'full', label: 'via Portcullis, token + policy + 3 limits + audit', url: fullUrl, pid: fullGateway.pid, headers: { authorization: `Bearer ${fullToken}` } },
   ]
   for (const target of targets) target.session = await openSession(target.url, target.headers ?? {})
@@ -254,7 +260,7 @@ servers:
       rounds[target.key].push({ reqPerSec: r.requests.average, p50: r.latency.p50, p99: r.latency.p99, errors: r.errors + r.timeouts + r.non2xx, cpuUs })
     }
   }
-  for (const child of [upstream, hop, gateway, authGateway, fullGateway]) stop(child)
+  for (const child of [upstream, hop, gateway, authGateway, identityGateway, fullGateway]) stop(child)
   const summary = Object.fromEntries(targets.map((t) => {
     const rs = rounds[t.key]
     return [t.key, {
@@ -267,14 +273,14 @@ servers:
       cpuRange: `${Math.min(...rs.map((r) => r.cpuUs))}–${Math.max(...rs.map((r) => r.cpuUs))}`,
     }]
   }))
-  const { direct, reference, through, withAuth, full } = summary
+  const { direct, reference, through, withAuth, withIdentity, full } = summary
   return {
     name: 'http',
     title: `Streamable HTTP upstream (MCP SDK 1.32, stateful, SSE responses): tools/call echo, ${CONNECTIONS} connections, one session; medians of ${HTTP_ROUNDS} alternating ${windowS} s windows`,
     columns: ['req/s', 'p50 ms', 'p99 ms', 'errors', 'ratio vs direct', 'process CPU µs/req (range)', 'CPU vs reference hop'],
-    rows: [direct, reference, through, withAuth, full].map((r) => [r.label, r.reqPerSec, r.p50Ms, r.p99Ms, r.errors, (r.reqPerSec / direct.reqPerSec).toFixed(2),
+    rows: [direct, reference, through, withAuth, withIdentity, full].map((r) => [r.label, r.reqPerSec, r.p50Ms, r.p99Ms, r.errors, (r.reqPerSec / direct.reqPerSec).toFixed(2),
       `${r.cpuUsPerReq} (${r.cpuRange})${r === direct ? ' upstream' : ''}`, r === direct ? '–' : (r.cpuUsPerReq / reference.cpuUsPerReq).toFixed(2)]),
-    summary: `Gateway CPU per request (median): ${through.cpuUsPerReq} µs bare, ${withAuth.cpuUsPerReq} µs with the token check, ${full.cpuUsPerReq} µs with token, policy, limits and audit — ${(through.cpuUsPerReq / reference.cpuUsPerReq).toFixed(2)}×, ${(withAuth.cpuUsPerReq / reference.cpuUsPerReq).toFixed(2)}× and ${(full.cpuUsPerReq / reference.cpuUsPerReq).toFixed(2)}× a minimal undici hop measured in the same rounds (${reference.cpuUsPerReq} µs).`,
+    summary: `Gateway CPU per request (median): ${through.cpuUsPerReq} µs bare, ${withAuth.cpuUsPerReq} µs with the token check, ${withIdentity.cpuUsPerReq} µs with the token check and the identity header (servers[].identity), ${full.cpuUsPerReq} µs with token, policy, limits and audit — ${(through.cpuUsPerReq / reference.cpuUsPerReq).toFixed(2)}×, ${(withAuth.cpuUsPerReq / reference.cpuUsPerReq).toFixed(2)}× and ${(full.cpuUsPerReq / reference.cpuUsPerReq).toFixed(2)}× a minimal undici hop measured in the same rounds (${reference.cpuUsPerReq} µs).`,
     raw: rounds,
   }
 }
@@ -527,7 +533,45 @@ async function streamsScenario () {
   }
 }
 
-const SCENARIOS = { http: httpScenario, stdio: stdioScenario, open: openScenario, replicas: replicasScenario, streams: streamsScenario, redact: redactScenario }
+/**
+ * servers[].identity in isolation, in this process: what one signature costs (paid once per
+ * caller and server per 30 s) and what a request pays when its caller's token is cached. The
+ * whole-gateway figure is the http scenario's "identity header" row; on a busy machine its
+ * difference to the token-only row drowns in noise, this one does not.
+ */
+async function identityScenario () {
+  const { IdentityTokens } = await import(join(ROOT, 'dist', 'upstreams', 'identity-token.js'))
+  const { generateKeyPair, exportJWK } = await import('jose')
+  const { privateKey } = await generateKeyPair('ES256', { extractable: true })
+  const key = { ...await exportJWK(privateKey), alg: 'ES256', kid: 'bench' }
+  let signed = 0
+  const tokens = new IdentityTokens({ issuer: 'https://gw.example.com', key, now: () => Date.now(), onSigned: () => { signed++ } }, 'echo', 'https://search.internal/mcp')
+  const user = (i) => ({ id: `user${i}`, name: `user${i}`, email: `user${i}@example.com`, groups: ['eng', 'ops'] })
+  const cpuUs = () => { const u = process.cpuUsage(); return u.user + u.system }
+  await tokens.tokenFor(user(-1), 'warm-up')
+  const SIGNATURES = 2000
+  let before = cpuUs()
+  for (let i = 0; i < SIGNATURES; i++) await tokens.tokenFor(user(i), 'client')
+  const signUs = (cpuUs() - before) / SIGNATURES
+  const HITS = 1_000_000
+  const alice = user(0)
+  before = cpuUs()
+  for (let i = 0; i < HITS; i++) {
+    const token = tokens.tokenFor(alice, 'client')
+    if (typeof token !== 'string') throw new Error('a cached token was expected')
+  }
+  const hitUs = (cpuUs() - before) / HITS
+  if (signed !== SIGNATURES + 1) throw new Error(`expected ${SIGNATURES + 1} signatures, counted ${signed}`)
+  return {
+    name: 'identity',
+    title: 'servers[].identity alone (in process): a signature vs a cached token',
+    columns: ['operations', 'CPU µs each'],
+    rows: [['sign a new identity token (once per caller and server per 30 s)', SIGNATURES, signUs.toFixed(1)], ['cached token for a request', HITS, hitUs.toFixed(2)]],
+    summary: `A request pays ${hitUs.toFixed(2)} µs for its identity header; the ${signUs.toFixed(0)} µs signature is paid once per caller and server per 30 s.`,
+  }
+}
+
+const SCENARIOS = { http: httpScenario, identity: identityScenario, stdio: stdioScenario, open: openScenario, replicas: replicasScenario, streams: streamsScenario, redact: redactScenario }
 
 function table (scenario) {
   const lines = [`### ${scenario.title}`, '', `| target | ${scenario.columns.join(' | ')} |`, `| --- |${scenario.columns.map(() => ' ---: |').join('')}`]

@@ -125,6 +125,9 @@ export async function buildApp (config: Config, options: BuildOptions = {}): Pro
   const forwarder = advertiseUrl === undefined ? undefined : new ReplicaForwarder(advertiseUrl, config.bodyLimit)
   const httpSessionOwners = new SessionOwners(store, app.log, (name) => idleTimeoutOf(config, name), now)
   const streamKeeper = new StreamKeeper(config.streamKeepAliveMs)
+  // The keys sign access tokens and, for servers[].identity, the identity each upstream is sent.
+  const keys = config.auth.enabled ? await loadKeys(store, config.auth.signingKeysFile) : undefined
+  const currentKey = keys?.signingKeys[0]
   const upstreams = createUpstreams(config, {
     httpSessionOwners,
     streamKeeper,
@@ -133,6 +136,7 @@ export async function buildApp (config: Config, options: BuildOptions = {}): Pro
     now,
     onStdioExit: (server) => metrics.stdioRestarts.inc({ server }),
     ...(directory === undefined ? {} : { sessionHooks: directory }),
+    ...(currentKey === undefined ? {} : { identitySigner: { issuer: config.publicUrl, key: currentKey, now, onSigned: (server) => metrics.identityTokensSigned.inc({ server }) } }),
   })
   metrics.upstreamLoads = () => [...upstreams.values()].map((u) => [u.name, u.load()] as const)
   metrics.stdioProcessCounts = () => [...upstreams.values()].flatMap((u) => u instanceof StdioUpstream ? [[u.name, u.processCount] as const] : [])
@@ -156,8 +160,7 @@ export async function buildApp (config: Config, options: BuildOptions = {}): Pro
   let scopeChallenge: ((server: ServerConfig, scopes: readonly string[], description: string) => string) | undefined
   let firstRun: FirstRunAccount | undefined
   let grants: RevokedGrants | undefined
-  if (config.auth.enabled) {
-    const keys = await loadKeys(store, config.auth.signingKeysFile)
+  if (keys !== undefined) {
     const users = await UserDirectory.load(config.auth.users, store, config.dataDir)
     firstRun = users.firstRun
     const catalog = new ResourceCatalog(config)

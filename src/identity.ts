@@ -6,6 +6,8 @@ export interface UserIdentity {
   readonly name: string
   readonly email?: string
   readonly groups?: readonly string[]
+  /** A machine client (client_credentials): `id` is `client:<client id>`, no person behind it. */
+  readonly isClient?: boolean
 }
 
 /** Until a request is authenticated, every caller is this one user. */

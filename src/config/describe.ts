@@ -92,6 +92,7 @@ function describeServer (config: Config, server: ServerConfig): string[] {
     const headerNames = Object.keys(server.headers)
     if (headerNames.length > 0) out.push(`      headers: ${headerNames.map((h) => `${h}: ${MASK}`).join(', ')}`)
     if (server.forwardHeaders.length > 0) out.push(`      forwardHeaders: ${server.forwardHeaders.join(', ')}`)
+    if (server.identity !== undefined) out.push(`      identity: signed ES256 JWT in ${server.identity.header} (aud ${maskUrl(server.url)}, verify at ${config.publicUrl}/oauth/jwks)`)
     return out
   }
   // Arguments may carry secrets too (tokens passed as flags): show the command, count the arguments.

@@ -17,7 +17,7 @@ import { parseByteSize, parseDuration, parseRate } from './units.js'
 import { isPasswordHash } from '../auth-server/password.js'
 import { DETECTOR_NAMES, patternProblem } from '../guardrails/detectors.js'
 import { HTTP_REDIRECT_RULE, isForbiddenRedirect } from '../auth-server/redirect-rule.js'
-import { hasUserTemplate, unknownTemplateFields } from './user-template.js'
+import { hasUserTemplate, OPTIONAL_USER_FIELDS, templateFields, unknownTemplateFields } from './user-template.js'
 
 const HEADER_NAME_RE = /^[!#$%&'*+.^_`|~0-9A-Za-z-]+$/
 /** RFC 9110 field-value: visible ASCII, space and tab; no CR/LF (header injection). */
@@ -32,6 +32,15 @@ const UNSETTABLE_UPSTREAM_HEADERS: ReadonlySet<string> = new Set([
 /** Client headers that are never forwarded, whatever `forwardHeaders` says (MCP authorization: no token passthrough). */
 export const NEVER_FORWARDED_HEADERS: ReadonlySet<string> = new Set([
   'authorization', 'cookie', 'proxy-authorization', ...UNSETTABLE_UPSTREAM_HEADERS,
+])
+
+/**
+ * Client headers the gateway passes on to an HTTP upstream by itself: the MCP transport's
+ * (Streamable HTTP) and a few harmless ones. Mcp-Param-* go too (matched by prefix).
+ */
+export const FORWARDED_CLIENT_HEADERS: ReadonlySet<string> = new Set([
+  'accept', 'content-type', 'mcp-session-id', 'mcp-protocol-version', 'last-event-id', 'mcp-method', 'mcp-name',
+  'user-agent', 'traceparent', 'tracestate',
 ])
 
 /** `${PORT}`-style values arrive as strings; accept a string of digits where a whole number is expected. */
@@ -174,11 +183,40 @@ const serverName = z.string()
   .regex(/^[a-z0-9][a-z0-9_-]{0,62}$/, 'expected 1-63 lowercase letters, digits, "-" or "_", starting with a letter or digit (it becomes the URL path /<name>/mcp)')
   .refine((name) => !RESERVED_SERVER_NAMES.has(name), { error: (issue) => `"${String(issue.input)}" is reserved for the gateway's own routes; choose another name` })
 
+const templateFieldsKnown = (value: string): boolean => unknownTemplateFields(value).length === 0
+const templateMessage = (issue: { input: unknown }): string =>
+  `unknown per-user field in ${JSON.stringify(issue.input)}: expected \${user.id}, \${user.name} or \${user.email}`
+
+/**
+ * A header value that could be sent empty: made of optional per-user fields only
+ * (`${user.email}`), nothing that every caller has. Such a value is refused at check.
+ */
+function couldBeEmpty (value: string): boolean {
+  if (!hasUserTemplate(value)) return false
+  const isOnlyOptional = templateFields([value]).every((field) => OPTIONAL_USER_FIELDS.has(field))
+  return isOnlyOptional && value.replace(/\$\{user\.[A-Za-z_][A-Za-z0-9_]*\}/g, '').trim() === ''
+}
+
+/** Header values may use `${user.*}` (rendered per request, header-safe: README "Upstream identity"). */
 const headerMap = z.record(
   z.string().regex(HEADER_NAME_RE, 'expected an HTTP header name')
     .refine((name) => !UNSETTABLE_UPSTREAM_HEADERS.has(name.toLowerCase()), { error: (issue) => `header "${String(issue.input)}" is managed by the gateway and cannot be configured` }),
-  z.string({ error: 'expected a header value (a string; quote numbers)' }).regex(HEADER_VALUE_RE, 'header values cannot contain line breaks or control characters'),
+  z.string({ error: 'expected a header value (a string; quote numbers)' }).regex(HEADER_VALUE_RE, 'header values cannot contain line breaks or control characters')
+    .refine(templateFieldsKnown, { error: templateMessage })
+    .refine((value) => !couldBeEmpty(value), {
+      error: (issue) => `${JSON.stringify(issue.input)} could be sent empty (a caller without that field, e.g. a machine client, has no value): use a field every caller has (\${user.id}, \${user.name}) or the signed identity header (identity.header), which carries email when there is one`,
+    }),
 )
+
+/**
+ * servers[].identity.header: the gateway sets it on every request, so a client must never be
+ * able to send it (not forwarded, not an MCP transport header) nor the operator configure it twice.
+ */
+const identityHeaderName = z.string().regex(HEADER_NAME_RE, 'expected an HTTP header name')
+  .refine((name) => {
+    const lower = name.toLowerCase()
+    return !NEVER_FORWARDED_HEADERS.has(lower) && !FORWARDED_CLIENT_HEADERS.has(lower) && !lower.startsWith('mcp-')
+  }, { error: (issue) => `"${String(issue.input)}" cannot carry the identity: it is a header the gateway manages, never forwards or forwards from the client (choose a name of your own, e.g. X-Portcullis-Identity)` })
 
 const forwardHeaderName = z.string().regex(HEADER_NAME_RE, 'expected an HTTP header name')
   .refine((name) => !NEVER_FORWARDED_HEADERS.has(name.toLowerCase()), {
@@ -205,16 +243,24 @@ const httpServerSchema = z.strictObject({
   maxSessionsPerUser: wholeNumber('expected a number of sessions').pipe(z.number().min(1, 'expected at least 1 session')).default(DEFAULT_HTTP_MAX_SESSIONS_PER_USER),
   /** Speak HTTP/2 to the upstream when it offers it (TLS, ALPN): many exchanges over few connections. */
   http2: z.boolean().default(false),
+  /** A short-lived ES256 JWT naming the caller on every request, in this header (README "Upstream identity"). */
+  identity: z.strictObject({ header: identityHeaderName }).optional(),
   /** Scopes a token must carry to reach this server at all. */
   scopes: z.array(scopeName).default([]),
   ...policyFields,
+}).superRefine((server, ctx) => {
+  const header = server.identity?.header.toLowerCase()
+  if (header === undefined) return
+  if (Object.keys(server.headers).some((name) => name.toLowerCase() === header)) {
+    ctx.addIssue({ code: 'custom', path: ['identity', 'header'], message: `"${server.identity?.header ?? ''}" is also under headers: the identity header is the gateway's alone (remove it from headers)` })
+  }
+  if (server.forwardHeaders.some((name) => name.toLowerCase() === header)) {
+    // A client sending the header itself would forge who it is.
+    ctx.addIssue({ code: 'custom', path: ['identity', 'header'], message: `"${server.identity?.header ?? ''}" is also under forwardHeaders: a client could send its own identity (remove it from forwardHeaders)` })
+  }
 })
 
 const envName = z.string().regex(/^[A-Za-z_][A-Za-z0-9_]*$/, 'expected an environment variable name (letters, digits, _)')
-
-const templateFieldsKnown = (value: string): boolean => unknownTemplateFields(value).length === 0
-const templateMessage = (issue: { input: unknown }): string =>
-  `unknown per-user field in ${JSON.stringify(issue.input)}: expected \${user.id}, \${user.name} or \${user.email}`
 
 const stdioServerSchema = z.strictObject({
   name: serverName,
@@ -240,6 +286,8 @@ const stdioServerSchema = z.strictObject({
   startupTimeoutMs: positiveMs('a start-up timeout').default(DEFAULT_STDIO_STARTUP_TIMEOUT_MS),
   requestTimeoutMs: positiveMs('a request timeout').default(DEFAULT_STDIO_REQUEST_TIMEOUT_MS),
   maxMessageBytes: byteSize.default(DEFAULT_STDIO_MAX_MESSAGE_BYTES),
+  /** Refused with a message saying why: the identity header is an HTTP upstream's. */
+  identity: z.undefined({ error: 'identity (a signed identity header) is for transport: http only; a stdio server gets its caller through per-user ${user.*} values in args and env' }).optional(),
   /** Scopes a token must carry to reach this server at all. */
   scopes: z.array(scopeName).default([]),
   ...policyFields,
@@ -589,6 +637,10 @@ export const configSchema = z.strictObject({
   }
   const seen = new Map<string, number>()
   config.servers.forEach((server, index) => {
+    if (server.transport === 'http' && server.identity !== undefined && !config.auth.enabled) {
+      // Fail closed: with no verified caller there is nobody to vouch for.
+      ctx.addIssue({ code: 'custom', path: ['servers', index, 'identity'], message: 'needs auth.enabled: true: with authorization off no caller is verified, so there is no identity to sign' })
+    }
     const first = seen.get(server.name)
     if (first !== undefined) {
       ctx.addIssue({ code: 'custom', path: ['servers', index, 'name'], message: `duplicate server name "${server.name}" (also servers[${first}])` })

@@ -1,12 +1,15 @@
 /**
- * Per-user values in stdio `args` and `env`: `${user.id}`, `${user.name}`,
- * `${user.email}`, rendered when a user's process is spawned. Rendered values
- * are escaped so a username can never inject an argument or a path.
+ * Per-user values in stdio `args` and `env` and in HTTP upstream `headers`:
+ * `${user.id}`, `${user.name}`, `${user.email}`, rendered when a user's
+ * process is spawned or per request. Rendered values are escaped so a
+ * username can never inject an argument, a path or a header line.
  */
 import type { UserIdentity } from '../identity.js'
 
 export const USER_TEMPLATE_FIELDS = ['id', 'name', 'email'] as const
 export type UserTemplateField = typeof USER_TEMPLATE_FIELDS[number]
+/** Fields some callers have no value for (a machine client, an account without email). */
+export const OPTIONAL_USER_FIELDS: ReadonlySet<UserTemplateField> = new Set(['email'])
 const TEMPLATE_RE = /\$\{user\.([A-Za-z_][A-Za-z0-9_]*)\}/g
 
 export function hasUserTemplate (value: string): boolean {
@@ -23,6 +26,10 @@ export function unknownTemplateFields (value: string): string[] {
   return unknown
 }
 
+function percentEncode (ch: string): string {
+  return [...Buffer.from(ch, 'utf8')].map((b) => `%${b.toString(16).toUpperCase().padStart(2, '0')}`).join('')
+}
+
 /**
  * Makes a user-supplied value safe inside a path or an argument: anything but
  * letters, digits, `_`, `@` and an inner `-` is percent-encoded, so `..`,
@@ -34,15 +41,38 @@ export function escapeUserValue (value: string): string {
   let out = ''
   for (const ch of value) {
     const isSafe = /^[A-Za-z0-9_@]$/.test(ch) || (ch === '-' && out !== '')
-    out += isSafe ? ch : [...Buffer.from(ch, 'utf8')].map((b) => `%${b.toString(16).toUpperCase().padStart(2, '0')}`).join('')
+    out += isSafe ? ch : percentEncode(ch)
   }
   return out === '' ? '%00' : out
 }
 
-export function renderUserTemplate (value: string, user: UserIdentity): string {
+/**
+ * Makes a user-supplied value safe inside an HTTP header value (RFC 9110 5.5): visible
+ * ASCII passes, except `%` (the escape itself) and the delimiters a list or quoted-string
+ * reading would split on (`"`, `,`, `;`, `\`); everything else — CR, LF and other
+ * controls, space, non-ASCII (as UTF-8 bytes) — is percent-encoded. So a name can never
+ * start a new header line, and the upstream reads the value back with decodeURIComponent.
+ */
+export function escapeHeaderValue (value: string): string {
+  let out = ''
+  for (const ch of value) out += /^[\x21-\x7e]$/.test(ch) && !'%",;\\'.includes(ch) ? ch : percentEncode(ch)
+  return out
+}
+
+function render (value: string, user: UserIdentity, escape: (value: string) => string): string {
   if (!hasUserTemplate(value)) return value
   const fields: Readonly<Record<string, string | undefined>> = { id: user.id, name: user.name, email: user.email }
-  return value.replace(TEMPLATE_RE, (_m, field: string) => escapeUserValue(fields[field] ?? ''))
+  return value.replace(TEMPLATE_RE, (_m, field: string) => escape(fields[field] ?? ''))
+}
+
+/** A stdio argument or environment value for this user (escapeUserValue). */
+export function renderUserTemplate (value: string, user: UserIdentity): string {
+  return render(value, user, escapeUserValue)
+}
+
+/** An HTTP upstream header value for this user (escapeHeaderValue). Check missingUserField first. */
+export function renderHeaderTemplate (value: string, user: UserIdentity): string {
+  return render(value, user, escapeHeaderValue)
 }
 
 function isTemplateField (field: string): field is UserTemplateField {

@@ -35,12 +35,12 @@ function userFieldWarnings (config: Config): UserFieldWarning[] {
   const who = (labels: string[]): string => config.auth.enabled ? `local user(s) ${labels.join(', ')} lack` : `"${ANONYMOUS.name}" (auth is disabled: every caller) lacks`
   const warnings: UserFieldWarning[] = []
   config.servers.forEach((server, index) => {
-    if (server.transport !== 'stdio') return
-    const values = [...server.args, ...Object.values(server.env)]
+    const values = server.transport === 'stdio' ? [...server.args, ...Object.values(server.env)] : Object.values(server.headers)
+    const where = server.transport === 'stdio' ? 'args/env use' : 'headers use'
     for (const field of templateFields(values)) {
       const lacking = callers.filter((c) => missingUserField([`\${user.${field}}`], c.identity) !== undefined).map((c) => c.label)
       if (lacking.length === 0) continue
-      const message = `${formatPath(['servers', index])} (${server.name}): args/env use \${user.${field}}, which ${who(lacking)}: their requests to this server will be refused (PORTCULLIS_ERR_USER_FIELD_MISSING); give them a ${field}, or do not use \${user.${field}}`
+      const message = `${formatPath(['servers', index])} (${server.name}): ${where} \${user.${field}}, which ${who(lacking)}: their requests to this server will be refused (PORTCULLIS_ERR_USER_FIELD_MISSING); give them a ${field}, or do not use \${user.${field}}`
       warnings.push({ server: server.name, field, users: lacking, message })
     }
   })

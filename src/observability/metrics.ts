@@ -46,6 +46,7 @@ export class Metrics {
   readonly openStreams: Gauge<'server'>
   readonly exchangesInFlight: Gauge<'server'>
   readonly stdioRestarts = new Counter({ name: 'portcullis_stdio_restarts_total', help: 'stdio server processes that exited without being asked to (crashes), by server', labelNames: ['server'] as const, registers: [this.registry] })
+  readonly identityTokensSigned = new Counter({ name: 'portcullis_identity_tokens_signed_total', help: 'Identity tokens (servers[].identity) signed, by server: one per caller per 30 s, reused in between', labelNames: ['server'] as const, registers: [this.registry] })
   readonly tokensIssued = new Counter({ name: 'portcullis_oauth_tokens_issued_total', help: 'Tokens issued by the authorization server, by type', labelNames: ['type'] as const, registers: [this.registry] })
   /** Per server: the tool names policy names, and those its upstream listed. */
   private readonly toolNames = new Map<string, { named: ReadonlySet<string>, listed: Set<string> }>()

@@ -98,7 +98,7 @@ function callerOf (request: FastifyRequest): { caller: Caller, key: string } {
  */
 function userOf (identity: RequestIdentity | null): UserIdentity {
   if (identity === null) return ANONYMOUS
-  if (identity.isClient) return { id: `client:${identity.clientId}`, name: identity.clientId, groups: [] }
+  if (identity.isClient) return { id: `client:${identity.clientId}`, name: identity.clientId, groups: [], isClient: true }
   return { id: identity.id, name: identity.name, groups: identity.groups ?? [], ...(identity.email === undefined ? {} : { email: identity.email }) }
 }
 

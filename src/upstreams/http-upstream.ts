@@ -6,14 +6,17 @@
  *
  * Headers to the upstream are an allow-list: the MCP transport headers and a
  * few harmless ones, plus the server's `forwardHeaders`, plus its configured
- * `headers`. The client's Authorization and Cookie are never forwarded
- * (MCP authorization, "Token Passthrough": forbidden).
+ * `headers` (`${user.*}` rendered for the caller), plus the signed identity
+ * header when `identity` is set. The client's Authorization and Cookie are never
+ * forwarded (MCP authorization, "Token Passthrough": forbidden), nor a client's
+ * own copy of the identity header (the configuration cannot allow-list it).
  */
 import { connect } from 'node:net'
 import type { IncomingHttpHeaders, ServerResponse } from 'node:http'
 import { Pool, type Dispatcher } from 'undici'
 import { PortcullisError } from '../errors.js'
-import type { HttpServerConfig } from '../config/schema.js'
+import { FORWARDED_CLIENT_HEADERS, type HttpServerConfig } from '../config/schema.js'
+import { hasUserTemplate, renderHeaderTemplate } from '../config/user-template.js'
 import { READY_PROBE_CACHE_MS, READY_PROBE_TIMEOUT_MS } from '../config/defaults.js'
 import type { McpExchange, Upstream, UpstreamHealth, UpstreamLoad } from './types.js'
 import { endSseWithError, sendRpcError } from './respond.js'
@@ -22,11 +25,8 @@ import type { SessionOwners } from './session-owners.js'
 import type { KeptStream, StreamKeeper } from './stream-keeper.js'
 import { isStoreUnavailable } from '../store/types.js'
 import { ANONYMOUS } from '../identity.js'
-
-const FORWARDED_REQUEST_HEADERS: ReadonlySet<string> = new Set([
-  'accept', 'content-type', 'mcp-session-id', 'mcp-protocol-version', 'last-event-id', 'mcp-method', 'mcp-name',
-  'user-agent', 'traceparent', 'tracestate',
-])
+import { IdentityTokens, type IdentitySigner } from './identity-token.js'
+import { requireUserFields } from './stdio/environment.js'
 
 /** Hop-by-hop headers (RFC 9110 7.6.1) and upstream cookies, which would land on the gateway's own origin. */
 const DROPPED_RESPONSE_HEADERS: ReadonlySet<string> = new Set([
@@ -46,7 +46,7 @@ export function upstreamRequestHeaders (incoming: IncomingHttpHeaders, extra: Re
   const out: Record<string, string> = {}
   for (const name in incoming) {
     // MCP 2026-07-28: intermediaries MUST forward Mcp-Param-* headers they do not recognise.
-    if (FORWARDED_REQUEST_HEADERS.has(name) || name.startsWith('mcp-param-') || extra.has(name)) {
+    if (FORWARDED_CLIENT_HEADERS.has(name) || name.startsWith('mcp-param-') || extra.has(name)) {
       const value = incoming[name]
       if (value !== undefined) out[name] = Array.isArray(value) ? value.join(', ') : value
     }
@@ -301,9 +301,22 @@ export class HttpUpstream implements Upstream {
   private lastProbe: { at: number, result: Promise<UpstreamHealth> } | undefined
   /** Per user: initialize requests on their way, not yet recorded as sessions. */
   private readonly opening = new Map<string, number>()
+  /** Configured headers without `${user.*}`: the same for every caller. */
+  private readonly staticHeaders: Readonly<Record<string, string>>
+  /** Configured headers with `${user.*}`, rendered per request. */
+  private readonly userHeaders: ReadonlyArray<readonly [name: string, value: string]>
+  /** servers[].identity: the header (lower case) and this server's tokens. */
+  private readonly identity: { readonly header: string, readonly tokens: IdentityTokens } | undefined
 
-  constructor (private readonly config: HttpServerConfig, private readonly owners: SessionOwners, private readonly keeper: StreamKeeper) {
+  constructor (private readonly config: HttpServerConfig, private readonly owners: SessionOwners, private readonly keeper: StreamKeeper, signer?: IdentitySigner) {
     this.name = config.name
+    const configured = Object.entries(config.headers)
+    this.staticHeaders = Object.fromEntries(configured.filter(([, value]) => !hasUserTemplate(value)))
+    this.userHeaders = configured.filter(([, value]) => hasUserTemplate(value))
+    const header = config.identity?.header
+    // The schema refuses identity without auth; without a signer (no keys) nothing could be vouched for.
+    if (header !== undefined && signer === undefined) throw new Error(`server ${config.name}: identity needs the authorization server's signing keys (auth.enabled)`)
+    this.identity = header === undefined || signer === undefined ? undefined : { header: header.toLowerCase(), tokens: new IdentityTokens(signer, config.name, config.url) }
     const url = new URL(config.url)
     this.origin = url.origin
     this.path = `${url.pathname}${url.search}`
@@ -326,15 +339,16 @@ export class HttpUpstream implements Upstream {
 
   /**
    * Tells the upstream a session is over (Streamable HTTP "Session Management": a client that no
-   * longer needs a session SHOULD send DELETE). Only the gateway's own configured headers go with
-   * it: the gateway holds no client credentials.
+   * longer needs a session SHOULD send DELETE). Only the gateway's own static headers go with
+   * it: the gateway holds no client credentials, and no caller here to render `${user.*}` or
+   * sign an identity for (an upstream that insists on them ends the session at its own timeout).
    */
   private async endUpstreamSession (sessionId: string): Promise<void> {
     if (this.isClosed) return
     const { body } = await this.pool.request({
       path: this.path,
       method: 'DELETE',
-      headers: upstreamRequestHeaders({ 'mcp-session-id': sessionId }, new Set(), this.config.headers),
+      headers: upstreamRequestHeaders({ 'mcp-session-id': sessionId }, new Set(), this.staticHeaders),
       headersTimeout: RECLAIM_TIMEOUT_MS,
       bodyTimeout: RECLAIM_TIMEOUT_MS,
     })
@@ -395,6 +409,15 @@ export class HttpUpstream implements Upstream {
         return
       }
     }
+    let configured
+    try {
+      configured = await this.callerHeaders(ex)
+    } catch (err) {
+      const failure = err instanceof PortcullisError ? err : new PortcullisError('PORTCULLIS_ERR_INTERNAL', undefined, { cause: err })
+      if (failure.status >= 500) ex.log.error({ server: this.name, err: { message: (err as Error).message } }, 'could not sign the upstream identity')
+      sendRpcError(ex.res, failure, ex.inspection)
+      return
+    }
     const busy = this.refusal(ex.method === 'GET')
     if (busy !== undefined) {
       ex.log.warn({ server: this.name, inFlight: this.inFlight, streams: this.streams }, 'upstream at its connection or stream budget; refused')
@@ -415,7 +438,7 @@ export class HttpUpstream implements Upstream {
     this.inFlight++
     if (isGet) this.streams++
     try {
-      await this.dispatch(ex, sessionId, isGet)
+      await this.dispatch(ex, sessionId, isGet, configured)
     } finally {
       this.inFlight--
       if (isGet) this.streams--
@@ -441,7 +464,31 @@ export class HttpUpstream implements Upstream {
     return { streams: this.streams, exchanges: this.inFlight }
   }
 
-  private dispatch (ex: McpExchange, sessionId: string | undefined, isGet: boolean): Promise<void> {
+  /**
+   * The configured headers with the caller's values: `${user.*}` rendered (header-safe), the
+   * identity token added. A caller lacking a field a header uses is refused
+   * (PORTCULLIS_ERR_USER_FIELD_MISSING): an empty or half-rendered header is never sent.
+   * Without per-user headers or identity this is the configured object itself: no work.
+   */
+  private callerHeaders (ex: McpExchange): Readonly<Record<string, string>> | Promise<Readonly<Record<string, string>>> {
+    if (this.userHeaders.length === 0 && this.identity === undefined) return this.config.headers
+    requireUserFields(this.name, this.userHeaders.map(([, value]) => value), ex.user)
+    const headers: Record<string, string> = { ...this.staticHeaders }
+    for (const [name, value] of this.userHeaders) headers[name] = renderHeaderTemplate(value, ex.user)
+    const identity = this.identity
+    if (identity === undefined) return headers
+    const token = identity.tokens.tokenFor(ex.user, ex.owner.client)
+    if (typeof token === 'string') {
+      headers[identity.header] = token
+      return headers
+    }
+    return token.then((signed) => {
+      headers[identity.header] = signed
+      return headers
+    })
+  }
+
+  private dispatch (ex: McpExchange, sessionId: string | undefined, isGet: boolean, configured: Readonly<Record<string, string>>): Promise<void> {
     let isCountedPost = false
     const hooks: RelayHooks = {
       onStream: (res) => {
@@ -474,7 +521,7 @@ export class HttpUpstream implements Upstream {
       this.pool.dispatch({
         path: this.path,
         method: ex.method,
-        headers: upstreamRequestHeaders(ex.headers, this.extraHeaders, this.config.headers),
+        headers: upstreamRequestHeaders(ex.headers, this.extraHeaders, configured),
         body: ex.body ?? null,
         headersTimeout: this.config.timeoutMs,
         // A GET is the long-lived server->client stream: silence is normal there, so only

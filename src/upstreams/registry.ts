@@ -6,6 +6,7 @@ import { StdioUpstream, type SessionHooks } from './stdio/stdio-upstream.js'
 import type { Upstream } from './types.js'
 import type { SessionOwners } from './session-owners.js'
 import type { StreamKeeper } from './stream-keeper.js'
+import type { IdentitySigner } from './identity-token.js'
 
 export interface UpstreamOptions {
   readonly log: FastifyBaseLogger
@@ -20,13 +21,15 @@ export interface UpstreamOptions {
   readonly httpSessionOwners: SessionOwners
   /** Keep-alive comments on idle client event streams. */
   readonly streamKeeper: StreamKeeper
+  /** Signs servers[].identity tokens (auth on: the authorization server's key). */
+  readonly identitySigner?: IdentitySigner
 }
 
 export function createUpstreams (config: Config, options: UpstreamOptions): Map<string, Upstream> {
   const upstreams = new Map<string, Upstream>()
   for (const server of config.servers) {
     upstreams.set(server.name, server.transport === 'http'
-      ? new HttpUpstream(server, options.httpSessionOwners, options.streamKeeper)
+      ? new HttpUpstream(server, options.httpSessionOwners, options.streamKeeper, options.identitySigner)
       : new StdioUpstream({
         config: server,
         log: options.log,

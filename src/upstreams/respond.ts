@@ -27,8 +27,8 @@ export function hasFailed (res: ServerResponse, id: JsonRpcId): boolean {
   return ids === true || (ids !== undefined && ids.has(id))
 }
 
-/** Answers the whole exchange with `err` (status, headers, JSON-RPC body with the request ids). */
-export function sendRpcError (res: ServerResponse, err: PortcullisError, inspection: McpInspection | undefined, data?: Record<string, unknown>): void {
+/** Answers the whole exchange with `err` (status, headers, JSON-RPC body with the request ids and the error's data). */
+export function sendRpcError (res: ServerResponse, err: PortcullisError, inspection: McpInspection | undefined, data: Readonly<Record<string, unknown>> | undefined = err.data): void {
   markFailed(res)
   if (res.headersSent || res.destroyed) {
     if (!res.writableEnded) res.destroy()

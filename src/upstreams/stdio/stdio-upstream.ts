@@ -261,7 +261,7 @@ export class StdioUpstream implements Upstream {
     } catch (err) {
       const failure = err instanceof PortcullisError ? err : new PortcullisError('PORTCULLIS_ERR_INTERNAL', undefined, { cause: err })
       if (failure.status >= 500) ex.log.warn({ server: this.name, err: failure.cause ?? failure, code: failure.code }, 'stdio request failed')
-      sendRpcError(ex.res, failure, ex.inspection, failure.data)
+      sendRpcError(ex.res, failure, ex.inspection)
     }
   }
 
