@@ -172,7 +172,9 @@ export async function buildApp (config: Config, options: BuildOptions = {}): Pro
       onRefused: (host, reason) => app.log.warn({ host: host.slice(0, 253), reason }, 'outbound request refused'),
     })
     app.addHook('onClose', outbound.close)
-    const provider = createProvider({ config, store, keys, users, catalog, isOriginAllowed, now, grants: revokedGrants, verifier, fetch: outbound.fetch })
+    const provider = createProvider({ config, store, keys, users, catalog, isOriginAllowed, now, grants: revokedGrants, verifier, fetch: outbound.fetch,
+      onIdpKeysUnavailable: (issuer, reason) => app.log.warn({ issuer, reason }, 'identity provider keys unavailable'),
+    })
     // Reads the X-Forwarded-* headers presentAsPublic() sets from publicUrl (never the client's own).
     provider.proxy = true
     provider.on('server_error', (_ctx: unknown, err: Error) => {
