@@ -97,8 +97,10 @@ export interface ProviderDeps {
   readonly grants: RevokedGrants
   /** The resource server's verifier (revoking a JWT access token checks it first). */
   readonly verifier: TokenVerifier
-  /** Every request oidc-provider makes (CIMD, jwks_uri, sector_identifier_uri) and IdP discovery and keys: the guarded fetch. */
+  /** Every request oidc-provider makes (CIMD, jwks_uri, sector_identifier_uri): the guarded fetch. */
   readonly fetch: FetchLike
+  /** Identity providers' discovery documents and key sets: guarded too, but not limited to clientMetadataDocuments.allowedHosts. */
+  readonly idpFetch: FetchLike
   /** An identity provider's signing keys could not be read (ID-JAG verification): for the operator's log. */
   readonly onIdpKeysUnavailable: (issuer: string, reason: string) => void
 }
@@ -337,7 +339,7 @@ export function createProvider (deps: ProviderDeps): Provider {
       identityProviders: auth.identityProviders,
       catalog,
       store,
-      keySets: new IdpKeySets(deps.fetch),
+      keySets: new IdpKeySets(deps.idpFetch),
       accounts: externalAccounts,
       now: deps.now,
       resourceServerInfo,

@@ -14,7 +14,7 @@ const OTHER_AGENT = { id: 'other-agent', secret: 'other-secret-with-at-least-32-
 interface Setup { gw: RunningGateway, idp: IdJagIdp }
 
 /** A gateway trusting `corp` for ID-JAGs; `extraIdps` adds more identity providers (their issuers come from `idps`). */
-async function setup (t: Teardown, options: { idpOverrides?: Record<string, unknown>, extraIdps?: Array<Record<string, unknown>>, idps?: IdJagIdp[] } = {}): Promise<Setup> {
+async function setup (t: Teardown, options: { idpOverrides?: Record<string, unknown>, extraIdps?: Array<Record<string, unknown>>, idps?: IdJagIdp[], auth?: Record<string, unknown>, canReachIdp?: boolean } = {}): Promise<Setup> {
   const idp = await startIdJagIdp(t, { clients: [AGENT, OTHER_AGENT] })
   const upstream = await startUpstream(t)
   const gw = await startGateway(t, {
@@ -27,12 +27,13 @@ async function setup (t: Teardown, options: { idpOverrides?: Record<string, unkn
         { clientId: AGENT.id, clientSecret: AGENT.secret, grantTypes: [JWT_BEARER] },
         { clientId: OTHER_AGENT.id, clientSecret: OTHER_AGENT.secret, grantTypes: [JWT_BEARER] },
       ],
+      ...options.auth,
     },
     servers: [
       { name: 'alpha', transport: 'http', url: upstream.url, scopes: ['alpha:read'], access: { groups: ['eng'] }, tools: { echo: { scopes: ['alpha:write'] } } },
       { name: 'beta', transport: 'http', url: upstream.url },
     ],
-  }, {}, { outboundTestAllowance: { privateHosts: ['localhost'], ca: [idp, ...(options.idps ?? [])].map((i) => i.allowance.ca).join('\n') } })
+  }, {}, options.canReachIdp === false ? {} : { outboundTestAllowance: { privateHosts: ['localhost'], ca: [idp, ...(options.idps ?? [])].map((i) => i.allowance.ca).join('\n') } })
   return { gw, idp }
 }
 
@@ -58,7 +59,7 @@ t.test('an ID-JAG from the IdP becomes an access token for one server; the MCP S
   const s = await setup(t)
   const assertion = await idJagFor(s, { scope: 'mcp alpha:read alpha:write' })
   const res = await exchangeAtGateway(s.gw, assertion)
-  t.equal(res.status, 200, JSON.stringify(res.body))
+  t.equal(res.status, 200, String(res.body.error_description))
   t.equal(res.body.token_type, 'Bearer')
   t.equal(res.body.scope, 'mcp alpha:read alpha:write')
   t.notOk('refresh_token' in res.body, 'no refresh token: the client asks the IdP for a new ID-JAG')
@@ -97,7 +98,7 @@ t.test('an ID-JAG from the IdP becomes an access token for one server; the MCP S
 t.test('without a scope in the assertion the token carries what the server requires', async (t) => {
   const s = await setup(t)
   const res = await exchangeAtGateway(s.gw, await idJagFor(s))
-  t.equal(res.status, 200, JSON.stringify(res.body))
+  t.equal(res.status, 200, String(res.body.error_description))
   t.equal(res.body.scope, 'alpha:read')
   const narrowed = await exchangeAtGateway(s.gw, await idJagFor(s, { scope: 'mcp alpha:read alpha:write' }), AGENT, { scope: 'alpha:read' })
   t.equal(narrowed.body.scope, 'alpha:read', 'the request may narrow what the assertion grants')
@@ -114,7 +115,7 @@ t.test('refusals', async (t) => {
   const refused = async (label: string, assertion: string, error: string, description: RegExp, client = AGENT, extra: Record<string, string> = {}): Promise<void> => {
     const res = await exchangeAtGateway(s.gw, assertion, client, extra)
     t.equal(res.status, error === 'invalid_client' ? 401 : 400, `${label}: status`)
-    t.equal(res.body.error, error, `${label}: ${JSON.stringify(res.body)}`)
+    t.equal(res.body.error, error, `${label}: error (got ${String(res.body.error)}: ${String(res.body.error_description)})`)
     t.match(res.body.error_description, description, `${label}: description`)
   }
   const mintedBy = async (idp: IdJagIdp): Promise<string> => {
@@ -151,6 +152,20 @@ t.test('refusals', async (t) => {
   const forged = `${header}.${Buffer.from(JSON.stringify({ ...decodeJwt(genuine), sub: 'u-admin' })).toString('base64url')}.${signature}`
   await refused('bad signature (claims changed after signing)', forged, 'invalid_grant', /signature does not verify/)
   await refused('not a JWT', 'not-a-jwt', 'invalid_grant', /not a JWT/)
+})
+
+t.test('the IdP\'s keys are fetched through the outbound guard, not limited to the metadata-document hosts', async (t) => {
+  const limited = await setup(t, { auth: { clientMetadataDocuments: { allowedHosts: ['clients.example.com'] } } })
+  t.equal((await exchangeAtGateway(limited.gw, await idJagFor(limited))).status, 200, 'clientMetadataDocuments.allowedHosts does not apply to identity providers')
+
+  // Without the test-only allowance the guard refuses the IdP on localhost, as it would any private address.
+  const guarded = await setup(t, { canReachIdp: false })
+  const res = await exchangeAtGateway(guarded.gw, await idJagFor(guarded))
+  t.equal(res.body.error, 'invalid_grant')
+  t.match(res.body.error_description, /signing keys cannot be read right now/)
+  t.equal(guarded.idp.keyRequests(), 0, 'nothing reached the IdP')
+  t.match(guarded.gw.logs.text(), /identity provider keys unavailable/)
+  t.match(guarded.gw.logs.text(), /outbound request refused/)
 })
 
 t.test('the IdP\'s admission rules apply as at an interactive sign-in', async (t) => {
