@@ -35,6 +35,11 @@ export const ID_JAG_TYP = 'oauth-id-jag+jwt'
 const ASSERTION_ALGORITHMS = ['RS256', 'RS384', 'RS512', 'PS256', 'PS384', 'PS512', 'ES256', 'ES384', 'ES512', 'EdDSA', 'Ed25519']
 /** The IdP's clock and ours may disagree by this much (exp, iat, nbf). */
 export const ID_JAG_CLOCK_SKEW_S = 60
+/**
+ * The oldest assertion accepted, whatever its exp: ID-JAGs are meant to be used at once (the
+ * draft's examples live 5 minutes), and this also bounds how long a jti is remembered.
+ */
+export const ID_JAG_MAX_AGE_S = 60 * 60
 /** Claims the draft requires (section "ID-JAG" claims); `scope` and `email` are optional. */
 const REQUIRED_CLAIMS = ['iss', 'sub', 'aud', 'client_id', 'jti', 'exp', 'iat', 'resource']
 
@@ -104,6 +109,7 @@ async function verifyAssertion (deps: IdJagDeps, assertion: string, gatewayIssue
       algorithms: ASSERTION_ALGORITHMS,
       requiredClaims: REQUIRED_CLAIMS,
       clockTolerance: ID_JAG_CLOCK_SKEW_S,
+      maxTokenAge: ID_JAG_MAX_AGE_S,
       currentDate: new Date(deps.now()),
     })
     return { idp, claims: checkedClaims(payload) }
@@ -150,11 +156,13 @@ function assertionError (deps: IdJagDeps, issuer: string, err: unknown): Error {
   const code = (err as { code?: string }).code
   switch (code) {
     case 'ERR_JWT_EXPIRED':
+      if ((err as joseErrors.JWTExpired).claim === 'iat') return invalidGrant(`the assertion was issued more than ${ID_JAG_MAX_AGE_S / 60} minutes ago`)
       return invalidGrant('the assertion has expired')
     case 'ERR_JWT_CLAIM_VALIDATION_FAILED': {
       const { claim, reason } = err as joseErrors.JWTClaimValidationFailed
       if (claim === 'aud') return invalidGrant('the assertion\'s aud is not this authorization server\'s issuer')
       if (claim === 'typ') return invalidGrant(`the assertion's JWT header typ must be ${ID_JAG_TYP}`)
+      if (claim === 'iat' && reason === 'check_failed') return invalidGrant('the assertion\'s iat is in the future')
       return invalidGrant(reason === 'missing' ? `the assertion has no ${claim} claim` : `the assertion's ${claim} claim is not acceptable (${reason})`)
     }
     case 'ERR_JWS_SIGNATURE_VERIFICATION_FAILED':

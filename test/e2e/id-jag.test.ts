@@ -129,6 +129,10 @@ t.test('refusals', async (t) => {
 
   s.idp.misbehave.claims = { exp: Math.floor(Date.now() / 1000) - 120 }
   await refused('expired (beyond the clock skew)', await idJagFor(s), 'invalid_grant', /has expired/)
+  s.idp.misbehave.claims = { iat: Math.floor(Date.now() / 1000) + 600 }
+  await refused('issued in the future', await idJagFor(s), 'invalid_grant', /iat is in the future/)
+  s.idp.misbehave.claims = { iat: Math.floor(Date.now() / 1000) - 2 * 3600, exp: Math.floor(Date.now() / 1000) + 600 }
+  await refused('issued too long ago (though exp is later)', await idJagFor(s), 'invalid_grant', /issued more than 60 minutes ago/)
   s.idp.misbehave.claims = { jti: undefined }
   await refused('no jti', await idJagFor(s), 'invalid_grant', /no jti claim/)
   s.idp.misbehave.claims = {}
