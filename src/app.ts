@@ -175,7 +175,17 @@ export async function buildApp (config: Config, options: BuildOptions = {}): Pro
       onRefused: (host, reason) => app.log.warn({ host: host.slice(0, 253), reason }, 'outbound request refused'),
     })
     app.addHook('onClose', outbound.close)
-    const provider = createProvider({ config, store, keys, users, catalog, isOriginAllowed, now, grants: revokedGrants, verifier, fetch: outbound.fetch })
+    // Identity providers are the operator's choice, not a registrant's: the same guards (https,
+    // public addresses, size and time caps), without clientMetadataDocuments.allowedHosts.
+    const idpOutbound = createGuardedFetch({
+      allowedHosts: [],
+      ...(options.outboundTestAllowance === undefined ? {} : { testAllowance: options.outboundTestAllowance }),
+      onRefused: (host, reason) => app.log.warn({ host: host.slice(0, 253), reason }, 'outbound request refused'),
+    })
+    app.addHook('onClose', idpOutbound.close)
+    const provider = createProvider({ config, store, keys, users, catalog, isOriginAllowed, now, grants: revokedGrants, verifier, fetch: outbound.fetch, idpFetch: idpOutbound.fetch,
+      onIdpKeysUnavailable: (issuer, reason) => app.log.warn({ issuer, reason }, 'identity provider keys unavailable'),
+    })
     // Reads the X-Forwarded-* headers presentAsPublic() sets from publicUrl (never the client's own).
     provider.proxy = true
     provider.on('server_error', (_ctx: unknown, err: Error) => {

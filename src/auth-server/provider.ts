@@ -15,7 +15,7 @@
  * Every option that departs from oidc-provider's defaults says why.
  */
 import type { IncomingMessage } from 'node:http'
-import Provider, { errors, interactionPolicy, type Configuration, type KoaContextWithOIDC, type ClientMetadata, type UnknownObject } from 'oidc-provider'
+import Provider, { errors, interactionPolicy, type Configuration, type KoaContextWithOIDC, type ClientMetadata, type ResourceServer, type UnknownObject } from 'oidc-provider'
 import { BASE_SCOPE, MAX_CLIENT_NAME_CHARS, MAX_REGISTRATION_LIST_ITEMS, MAX_REGISTRATION_STRING_CHARS } from '../config/defaults.js'
 import type { Config } from '../config/schema.js'
 import type { OriginPolicy } from '../mcp/origin.js'
@@ -25,6 +25,8 @@ import { SIGNING_ALG, type KeyMaterial } from './keys.js'
 import type { ResourceCatalog } from './resources.js'
 import type { UserDirectory } from './users.js'
 import { ExternalAccounts } from './external-accounts.js'
+import { hasIdJagProvider, idJagGrant, JWT_BEARER_GRANT } from './id-jag.js'
+import { IdpKeySets } from './idp-keys.js'
 import { messagePage, PAGE_HEADERS } from './pages.js'
 import type { RevokedGrants } from '../resource-server/revoked-grants.js'
 import type { TokenVerifier } from '../resource-server/verify-token.js'
@@ -97,6 +99,10 @@ export interface ProviderDeps {
   readonly verifier: TokenVerifier
   /** Every request oidc-provider makes (CIMD, jwks_uri, sector_identifier_uri): the guarded fetch. */
   readonly fetch: FetchLike
+  /** Identity providers' discovery documents and key sets: guarded too, but not limited to clientMetadataDocuments.allowedHosts. */
+  readonly idpFetch: FetchLike
+  /** An identity provider's signing keys could not be read (ID-JAG verification): for the operator's log. */
+  readonly onIdpKeysUnavailable: (issuer: string, reason: string) => void
 }
 
 /**
@@ -158,6 +164,20 @@ export function createProvider (deps: ProviderDeps): Provider {
   const refreshTokenTtlS = Math.max(1, Math.round(auth.refreshTokenTtl / 1000))
   const clientScopes = new Map(auth.clients.map((c) => [c.clientId, c.scopes]))
   const revokeGrant = async (grantId: string): Promise<void> => deps.grants.revoke(grantId)
+  /** What a token for one (canonical) resource may carry and how it is made, for every grant. */
+  const resourceServerInfo = (audience: string, clientId: string): ResourceServer => {
+    let scopes = catalog.grantableScopes(audience)
+    // A machine client may only obtain the scopes its YAML entry lists.
+    const allowed = clientScopes.get(clientId)
+    if (allowed !== undefined) scopes = scopes.filter((s) => s === BASE_SCOPE || allowed.includes(s))
+    return {
+      scope: scopes.join(' '),
+      audience,
+      accessTokenTTL: accessTokenTtlS,
+      accessTokenFormat: 'jwt',
+      jwt: { sign: { alg: SIGNING_ALG } },
+    }
+  }
 
   // Native (and every dynamically registered) client gets the consent prompt on every
   // authorization by default; consent here is remembered per user and client instead.
@@ -221,17 +241,7 @@ export function createProvider (deps: ProviderDeps): Provider {
         getResourceServerInfo: (_ctx: KoaContextWithOIDC, indicator: string, client: { clientId: string }) => {
           const audience = catalog.canonical(indicator)
           if (audience === undefined) throw new errors.InvalidTarget(`no MCP server at ${indicator.slice(0, 200)}`)
-          let scopes = catalog.grantableScopes(audience)
-          // A machine client may only obtain the scopes its YAML entry lists.
-          const allowed = clientScopes.get(client.clientId)
-          if (allowed !== undefined) scopes = scopes.filter((s) => s === BASE_SCOPE || allowed.includes(s))
-          return {
-            scope: scopes.join(' '),
-            audience,
-            accessTokenTTL: accessTokenTtlS,
-            accessTokenFormat: 'jwt',
-            jwt: { sign: { alg: SIGNING_ALG } },
-          }
+          return resourceServerInfo(audience, client.clientId)
         },
       },
     },
@@ -305,7 +315,8 @@ export function createProvider (deps: ProviderDeps): Provider {
       ClientCredentials: accessTokenTtlS,
       AuthorizationCode: AUTHORIZATION_CODE_TTL_S,
       Interaction: INTERACTION_TTL_S,
-      Grant: refreshTokenTtlS,
+      // A JWT-bearer (ID-JAG) grant has no refresh token: it is needed only while its access token lives.
+      Grant: (ctx: KoaContextWithOIDC | undefined) => ctx?.oidc?.params?.grant_type === JWT_BEARER_GRANT ? accessTokenTtlS : refreshTokenTtlS,
       RefreshToken: refreshTokenTtlS,
       Session: refreshTokenTtlS,
       IdToken: accessTokenTtlS,
@@ -321,6 +332,20 @@ export function createProvider (deps: ProviderDeps): Provider {
   }
 
   const provider = new Provider(config.publicUrl, configuration)
+  // Offered (in discovery, to registrations) only while some IdP is trusted for ID-JAGs: the
+  // client must also be allowed the grant (YAML grantTypes, or grant_types when registering).
+  if (hasIdJagProvider(auth.identityProviders)) {
+    provider.registerGrantType(JWT_BEARER_GRANT, idJagGrant({
+      identityProviders: auth.identityProviders,
+      catalog,
+      store,
+      keySets: new IdpKeySets(deps.idpFetch),
+      accounts: externalAccounts,
+      now: deps.now,
+      resourceServerInfo,
+      onKeysUnavailable: deps.onIdpKeysUnavailable,
+    }), ['assertion', 'scope'])
+  }
   // The store down (Redis unreachable) is not a server bug: 503 "retry shortly", page or JSON.
   provider.on('server_error', (ctx: KoaContextWithOIDC, err: unknown) => {
     if (isStoreUnavailable(err)) ctx.state.storeUnavailable = true

@@ -326,7 +326,8 @@ const userSchema = z.strictObject({
   name: z.string().min(1).optional(),
 })
 
-const GRANT_TYPES = ['authorization_code', 'refresh_token', 'client_credentials'] as const
+/** The last is RFC 7523's JWT-bearer grant, for ID-JAG assertions (README "Enterprise-managed authorization (ID-JAG)"). */
+const GRANT_TYPES = ['authorization_code', 'refresh_token', 'client_credentials', 'urn:ietf:params:oauth:grant-type:jwt-bearer'] as const
 
 const clientSchema = z.strictObject({
   clientId: z.string().regex(/^[A-Za-z0-9._:-]{1,128}$/, 'expected 1-128 letters, digits or . _ : -'),
@@ -486,8 +487,12 @@ const authSchema = z.strictObject({
     if (idpNames.has(idp.name)) ctx.addIssue({ code: 'custom', path: ['identityProviders', index, 'name'], message: `duplicate identity provider name "${idp.name}"` })
     idpNames.add(idp.name)
   })
+  const isIdJagTrusted = auth.identityProviders.some((idp) => idp.idJag)
   const ids = new Set<string>()
   auth.clients.forEach((client, index) => {
+    if (client.grantTypes.includes('urn:ietf:params:oauth:grant-type:jwt-bearer') && !isIdJagTrusted) {
+      ctx.addIssue({ code: 'custom', path: ['clients', index, 'grantTypes'], message: 'the jwt-bearer grant (ID-JAG) needs an identity provider with idJag: true' })
+    }
     if (ids.has(client.clientId)) ctx.addIssue({ code: 'custom', path: ['clients', index, 'clientId'], message: `duplicate clientId "${client.clientId}"` })
     ids.add(client.clientId)
     // A machine client's token says sub = its client id: sharing a username would blur who is who in access lists and audit records.

@@ -98,9 +98,9 @@ export class MemoryStore implements Store {
     this.kv.set(key, { value, expiresAtMs })
   }
 
-  async kvSetIfAbsent (key: string, value: string): Promise<boolean> {
+  async kvSetIfAbsent (key: string, value: string, expiresAtMs?: number): Promise<boolean> {
     if (await this.kvGet(key) !== undefined) return false
-    this.kv.set(key, { value, expiresAtMs: undefined })
+    this.kv.set(key, { value, expiresAtMs })
     return true
   }
 

@@ -217,9 +217,10 @@ export class RedisStore implements Store {
     })
   }
 
-  async kvSetIfAbsent (key: string, value: string): Promise<boolean> {
+  async kvSetIfAbsent (key: string, value: string, expiresAtMs?: number): Promise<boolean> {
     return this.call(async () => {
-      return await this.redis.set(this.key('kv', key), value, 'NX') === 'OK'
+      const ttl = ttlArgs(expiresAtMs, this.now())
+      return await this.redis.set(this.key('kv', key), value, ...(ttl as ['PX', number]), 'NX') === 'OK'
     })
   }
 

@@ -223,8 +223,8 @@ export class SqliteStore implements Store {
     return this.write(() => { this.stmt.kvSet.run(key, value, expiresAtMs ?? null) })
   }
 
-  kvSetIfAbsent (key: string, value: string): Promise<boolean> {
-    return this.write(() => this.stmt.kvInsert.run(key, value).changes === 1)
+  kvSetIfAbsent (key: string, value: string, expiresAtMs?: number): Promise<boolean> {
+    return this.write(() => this.stmt.kvInsert.run(key, value, expiresAtMs ?? null, this.now()).changes === 1)
   }
 
   kvDelete (key: string): Promise<void> {
@@ -295,7 +295,8 @@ function prepareStatements (db: Db) {
     sweepOidc: db.prepare('DELETE FROM oidc WHERE expires_at IS NOT NULL AND expires_at <= ?'),
     kvGet: db.prepare('SELECT value, expires_at FROM kv WHERE key = ?'),
     kvSet: db.prepare('INSERT INTO kv (key, value, expires_at) VALUES (?, ?, ?) ON CONFLICT (key) DO UPDATE SET value = excluded.value, expires_at = excluded.expires_at'),
-    kvInsert: db.prepare('INSERT INTO kv (key, value, expires_at) VALUES (?, ?, NULL) ON CONFLICT (key) DO NOTHING'),
+    // An expired row the sweep has not removed yet counts as absent.
+    kvInsert: db.prepare('INSERT INTO kv (key, value, expires_at) VALUES (?, ?, ?) ON CONFLICT (key) DO UPDATE SET value = excluded.value, expires_at = excluded.expires_at WHERE kv.expires_at IS NOT NULL AND kv.expires_at <= ?'),
     kvDelete: db.prepare('DELETE FROM kv WHERE key = ?'),
     sweepKv: db.prepare('DELETE FROM kv WHERE expires_at IS NOT NULL AND expires_at <= ?'),
     counterGet: db.prepare('SELECT count, reset_at FROM counters WHERE key = ?'),

@@ -93,8 +93,11 @@ export interface Store {
 
   kvGet: (key: string) => Promise<string | undefined>
   kvSet: (key: string, value: string, expiresAtMs?: number) => Promise<void>
-  /** Sets only when absent (replicas racing to create the signing keys); true when this call set it. */
-  kvSetIfAbsent: (key: string, value: string) => Promise<boolean>
+  /**
+   * Sets only when absent or expired, in one atomic step (replicas racing to create the signing
+   * keys; a single-use assertion id seen twice); true when this call set it.
+   */
+  kvSetIfAbsent: (key: string, value: string, expiresAtMs?: number) => Promise<boolean>
   kvDelete: (key: string) => Promise<void>
 
   /** Fixed-window counter: adds `cost` to `key` within a window of `windowMs`. */

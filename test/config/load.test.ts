@@ -165,3 +165,12 @@ t.test('a YAML client whose redirect URI is plain http to a non-loopback host is
   const ok = parseConfig(`${MINIMAL}auth:\n  clients:\n    - clientId: cli\n      redirectUris: [http://127.0.0.1:8765/cb, "http://[::1]/cb", http://localhost/cb, https://app.example.com/cb, "cursor://cb"]\n`, 'gw.yaml', {})
   t.equal(ok.auth.clients[0]?.redirectUris.length, 5, 'loopback http, https and custom schemes load')
 })
+
+t.test('the JWT-bearer grant (ID-JAG) for a YAML client needs an identity provider with idJag: true', async (t) => {
+  const client = '  clients:\n    - { clientId: agent, clientSecret: "a-machine-secret-of-at-least-32-characters", grantTypes: ["urn:ietf:params:oauth:grant-type:jwt-bearer"] }\n'
+  const idp = (idJag: boolean): string => `  identityProviders:\n    - { name: corp, type: oidc, issuer: "https://idp.example.com", clientId: portcullis, clientSecret: s, idJag: ${String(idJag)} }\n`
+  t.match(errorOf(`auth:\n${client}${MINIMAL}`).message, /auth\.clients\[0\]\.grantTypes: the jwt-bearer grant \(ID-JAG\) needs an identity provider with idJag: true/)
+  t.match(errorOf(`auth:\n${client}${idp(false)}${MINIMAL}`).message, /needs an identity provider with idJag: true/)
+  t.same(parseConfig(`auth:\n${client}${idp(true)}${MINIMAL}`, 'gw.yaml', {}).auth.clients[0]?.grantTypes, ['urn:ietf:params:oauth:grant-type:jwt-bearer'])
+  t.match(errorOf(`auth:\n${idp(true).replace('idJag', 'idjag')}${MINIMAL}`).message, /unknown key "idjag" \(did you mean "idJag"\?\)/)
+})
