@@ -118,6 +118,7 @@ export async function startTestIdp (t: Teardown, options: TestIdpOptions): Promi
     pkce: { required: () => true },
     interactions: { url: (_ctx: KoaContextWithOIDC, interaction: { uid: string }) => `/interaction/${interaction.uid}` },
     cookies: { keys: ['test-idp-cookie-key-0123456789'] },
+    ttl: { AccessToken: 600, AuthorizationCode: 60, IdToken: 600, Interaction: 600, Grant: 86_400, RefreshToken: 86_400, Session: 86_400 },
   }
   const provider = new Provider(issuer, configuration)
   provider.on('refresh_token.saved', (token: { jti: string }) => { refreshTokens.push(token.jti) })
