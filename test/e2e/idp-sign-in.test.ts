@@ -120,6 +120,8 @@ t.test('the IdP answer is bound to the browser and used once; IdP errors get a c
   const alice = await connectWithOAuth(t, gw.mcpUrl('gh'), { username: 'alice', password: ALICE.password, idp: 'corp', issuer: gw.baseUrl })
   const callback = alice.browser.visited.find((url) => url.startsWith(`${gw.baseUrl}/oauth/idp/corp/callback?`)) ?? ''
   t.match(callback, /[?&]code=.*state=/, 'the IdP called back with a code and state')
+  const idpCode = new URL(callback).searchParams.get('code') ?? ''
+  t.ok(idpCode.length > 10 && !gw.logs.text().includes(idpCode), 'the IdP\'s code is never logged')
   const replay = await alice.browser.request(callback)
   t.equal(replay.status, 400, 'the same answer again (same browser) is refused')
   t.match(await replay.text(), /already used, it expired, or it belongs to another sign-in/)
