@@ -29,6 +29,7 @@ import { lookup as dnsLookup, type LookupAddress } from 'node:dns'
 import { BlockList, isIP } from 'node:net'
 import { rootCertificates } from 'node:tls'
 import { Agent, buildConnector, fetch as undiciFetch } from 'undici'
+import { isLoopbackHost } from '../config/schema.js'
 
 export const OUTBOUND_TIMEOUT_MS = 5_000
 export const OUTBOUND_MAX_BYTES = 64 * 1024
@@ -94,7 +95,6 @@ export class OutboundRefusedError extends Error {
 type LookupCallback = (err: NodeJS.ErrnoException | null, address: string | LookupAddress[], family?: number) => void
 
 const bareHost = (hostname: string): string => hostname.replace(/^\[|\]$/g, '').toLowerCase()
-const isLoopbackName = (host: string): boolean => host === 'localhost' || host.endsWith('.localhost') || host === '::1' || host.startsWith('127.')
 
 export function createGuardedFetch (options: GuardedFetchOptions): GuardedFetch {
   const timeoutMs = options.timeoutMs ?? OUTBOUND_TIMEOUT_MS
@@ -134,7 +134,7 @@ export function createGuardedFetch (options: GuardedFetchOptions): GuardedFetch 
   const agent = new Agent({ connect, connections: 16, headersTimeout: timeoutMs, bodyTimeout: timeoutMs })
 
   const checkUrl = (url: URL): void => {
-    const isLoopbackOperatorHttp = url.protocol === 'http:' && operatorHosts.has(bareHost(url.hostname)) && isLoopbackName(bareHost(url.hostname))
+    const isLoopbackOperatorHttp = url.protocol === 'http:' && operatorHosts.has(bareHost(url.hostname)) && isLoopbackHost(url.hostname)
     if (url.protocol !== 'https:' && !isLoopbackOperatorHttp) throw refuse(new OutboundRefusedError('ERR_OUTBOUND_NOT_HTTPS', `only https URLs are fetched, not ${url.protocol}`), url.hostname)
     if (allowedHosts.size > 0 && !allowedHosts.has(bareHost(url.hostname))) {
       throw refuse(new OutboundRefusedError('ERR_OUTBOUND_HOST_NOT_ALLOWED', `${url.hostname} is not in auth.clientMetadataDocuments.allowedHosts`), url.hostname)
