@@ -65,7 +65,7 @@ export class IdpSignIn {
 
   /** The IdP's authorization URL for this interaction; its state, nonce and verifier stay here. */
   async begin (name: string, uid: string): Promise<URL> {
-    const party = this.party(name)
+    const party = this.relyingParty(name)
     const { url, pending } = await party.begin(uid)
     await this.opts.store.kvSet(PENDING_PREFIX + pending.state, JSON.stringify(pending), this.opts.now() + IDP_SIGN_IN_TTL_MS)
     return url
@@ -88,7 +88,7 @@ export class IdpSignIn {
 
   /** Redeems the callback (`query`: the IdP's parameters), decides admission and records the user. */
   async complete (pending: PendingSignIn, query: URLSearchParams): Promise<IdpSignInOutcome> {
-    const party = this.party(pending.provider)
+    const party = this.relyingParty(pending.provider)
     const callbackUrl = new URL(party.redirectUri)
     callbackUrl.search = query.toString()
     const { claims, refreshToken } = await party.complete(callbackUrl, pending)
@@ -112,7 +112,8 @@ export class IdpSignIn {
     return this.opts.users.findByEmail(identity.email)?.username
   }
 
-  private party (name: string): OidcRelyingParty {
+  /** The relying party of one provider (revalidation and logout reuse its discovery and client authentication). */
+  relyingParty (name: string): OidcRelyingParty {
     const party = this.parties.get(name)
     if (party === undefined) throw new Error(`no identity provider named ${name}`)
     return party
