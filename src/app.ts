@@ -24,6 +24,9 @@ import { markClientSignedIn } from './auth-server/adapter.js'
 import { createGuardedFetch, type OutboundTestAllowance } from './net/guarded-fetch.js'
 import { authServerRoutes } from './auth-server/plugin.js'
 import { interactionRoutes } from './auth-server/interactions.js'
+import { SecretBox } from './auth-server/secret-box.js'
+import { IdpSessions } from './auth-server/idp-sessions.js'
+import { IdpSignIn } from './auth-server/idp-sign-in.js'
 import { createAuthenticator, resourceMetadataRoutes, type Authenticator } from './resource-server/plugin.js'
 import { TOKEN_CLOCK_TOLERANCE_S, TokenVerifier } from './resource-server/verify-token.js'
 import { RevokedGrants } from './resource-server/revoked-grants.js'
@@ -66,6 +69,8 @@ export interface GatewayState {
   readonly metrics: Metrics
   /** Set when this start created the first-run account (its password, once). */
   readonly firstRun: FirstRunAccount | undefined
+  /** Users' sessions at their identity providers (the IdP refresh token, sealed at rest); with auth on. */
+  readonly idpSessions: IdpSessions | undefined
   /** The /metrics listener when metrics.listen is set (not yet listening). */
   metricsServer?: FastifyInstance
 }
@@ -160,8 +165,9 @@ export async function buildApp (config: Config, options: BuildOptions = {}): Pro
   let scopeChallenge: ((server: ServerConfig, scopes: readonly string[], description: string) => string) | undefined
   let firstRun: FirstRunAccount | undefined
   let grants: RevokedGrants | undefined
+  let idpSessions: IdpSessions | undefined
   if (keys !== undefined) {
-    const users = await UserDirectory.load(config.auth.users, store, config.dataDir)
+    const users = await UserDirectory.load(config.auth.users, store, config.dataDir, config.auth.identityProviders.length > 0)
     firstRun = users.firstRun
     const catalog = new ResourceCatalog(config)
     // A revoked grant is listed until its last access token would have expired.
@@ -175,14 +181,9 @@ export async function buildApp (config: Config, options: BuildOptions = {}): Pro
       onRefused: (host, reason) => app.log.warn({ host: host.slice(0, 253), reason }, 'outbound request refused'),
     })
     app.addHook('onClose', outbound.close)
-    // Identity providers are the operator's choice, not a registrant's: the same guards (https,
-    // public addresses, size and time caps), without clientMetadataDocuments.allowedHosts.
-    const idpOutbound = createGuardedFetch({
-      allowedHosts: [],
-      ...(options.outboundTestAllowance === undefined ? {} : { testAllowance: options.outboundTestAllowance }),
-      onRefused: (host, reason) => app.log.warn({ host: host.slice(0, 253), reason }, 'outbound request refused'),
-    })
-    app.addHook('onClose', idpOutbound.close)
+    // Identity providers are the operator's choice, not a registrant's: one guarded fetch for
+    // sign-in and ID-JAG keys, without clientMetadataDocuments.allowedHosts, issuer hosts may be private.
+    const idpOutbound = identityProviderFetch(config, options, app)
     const provider = createProvider({ config, store, keys, users, catalog, isOriginAllowed, now, grants: revokedGrants, verifier, fetch: outbound.fetch, idpFetch: idpOutbound.fetch,
       onIdpKeysUnavailable: (issuer, reason) => app.log.warn({ issuer, reason }, 'identity provider keys unavailable'),
     })
@@ -220,14 +221,16 @@ export async function buildApp (config: Config, options: BuildOptions = {}): Pro
       }
     })
     await app.register(authServerRoutes, { provider, catalog, limiter, tokenRate: config.rateLimits.token, registrationRate: config.rateLimits.registration })
-    await app.register(interactionRoutes, { provider, config, store, keys, users, catalog, limiter })
+    idpSessions = new IdpSessions(store, await SecretBox.load(store, config.auth.encryptionKeyFile))
+    const idp = new IdpSignIn({ config, store, users, sessions: idpSessions, fetch: idpOutbound.fetch, log: app.log, now })
+    await app.register(interactionRoutes, { provider, config, store, keys, users, catalog, limiter, idp })
     const isGatewayWideAllowed = config.auth.defaultResource === 'all'
     await app.register(resourceMetadataRoutes, { catalog, servers: config.servers, isGatewayWideAllowed })
     authenticate = createAuthenticator(catalog, verifier, isGatewayWideAllowed, (result) => metrics.tokenValidations.inc({ result }))
     scopeChallenge = (server, scopes, description) => bearerChallenge({ resourceMetadata: catalog.metadataUrlOf(server.name), scopes, error: 'insufficient_scope', description })
   }
 
-  const state: GatewayState = { isClosing: false, upstreams, store, metrics, firstRun }
+  const state: GatewayState = { isClosing: false, upstreams, store, metrics, firstRun, idpSessions }
   app.decorate('portcullis', state)
   const isClosing = (): boolean => state.isClosing
 
@@ -267,6 +270,23 @@ export async function buildApp (config: Config, options: BuildOptions = {}): Pro
   }
   await app.register(mcpRoutes, { config, upstreams, isClosing, isOriginAllowed, authenticate, limiter, audit, metrics, scopeChallenge, ...(directory === undefined || forwarder === undefined ? {} : { replicas: { directory, forwarder } }) })
   return app
+}
+
+/**
+ * The guarded fetch for identity providers: any public https host (an IdP's endpoints and
+ * JWKS often live on other hosts than its issuer), and the issuers the operator configured
+ * even on private addresses (a company IdP inside the company network).
+ */
+function identityProviderFetch (config: Config, options: BuildOptions, app: FastifyInstance): ReturnType<typeof createGuardedFetch> {
+  const issuerHosts = config.auth.identityProviders.flatMap((idp) => idp.issuer === undefined ? [] : [new URL(idp.issuer).hostname])
+  const outbound = createGuardedFetch({
+    allowedHosts: [],
+    operatorHosts: issuerHosts,
+    ...(options.outboundTestAllowance === undefined ? {} : { testAllowance: options.outboundTestAllowance }),
+    onRefused: (host, reason) => app.log.warn({ host: host.slice(0, 253), reason }, 'outbound request to an identity provider refused'),
+  })
+  app.addHook('onClose', outbound.close)
+  return outbound
 }
 
 /** With log.requests on: one line per request, when it completes (not two), URL credentials masked. */

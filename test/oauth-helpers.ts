@@ -47,23 +47,46 @@ export class TestOAuthClient implements OAuthClientProvider {
   codeVerifier (): string { return this.verifier }
 }
 
-export type PageKind = 'login' | 'consent' | 'other'
+/** login / consent: the gateway's forms; provider: its "Sign in with …" button; idp-login: the test IdP's form (test/idp.ts). */
+export type PageKind = 'login' | 'consent' | 'provider' | 'idp-login' | 'other'
 
-/** A cookie jar and redirect follower that fills in the gateway's forms. */
+export interface AuthorizeOptions {
+  readonly username: string
+  readonly password: string
+  readonly consent?: 'allow' | 'deny'
+  /** Sign in through this identity provider (its button, then its login form) instead of the local form. */
+  readonly idp?: string
+}
+
+/** A cookie jar (per host, as a browser keeps them) and redirect follower that fills in the gateway's forms. */
 export class HeadlessBrowser {
-  readonly jar = new Map<string, string>()
+  readonly jars = new Map<string, Map<string, string>>()
   /** The pages seen during the last authorize() call, in order. */
   pages: PageKind[] = []
   lastStatus = 0
   lastHtml = ''
+  /** Every URL requested, in order (an IdP's callback URL among them). */
+  readonly visited: string[] = []
   /** Every Set-Cookie header received, as sent (attributes included). */
   readonly setCookies: string[] = []
 
   /** fetch: another one to trust a test certificate authority (the nginx TLS test). */
   constructor (private readonly fetchFn: typeof fetch = fetch) {}
 
+  /** The cookies kept for a host (127.0.0.1 and localhost are two sites, as in a browser). */
+  jar (host: string): Map<string, string> {
+    let jar = this.jars.get(host)
+    if (jar === undefined) {
+      jar = new Map()
+      this.jars.set(host, jar)
+    }
+    return jar
+  }
+
   async request (url: string, init: { method?: string, form?: Record<string, string> } = {}): Promise<Response> {
-    const headers: Record<string, string> = { cookie: [...this.jar].map(([k, v]) => `${k}=${v}`).join('; ') }
+    const jar = this.jar(new URL(url).hostname)
+    this.visited.push(url)
+    const headers: Record<string, string> = { cookie: [...jar].map(([k, v]) => `${k}=${v}`).join('; ') }
     let body: string | undefined
     if (init.form !== undefined) {
       headers['content-type'] = 'application/x-www-form-urlencoded'
@@ -77,8 +100,8 @@ export class HeadlessBrowser {
       const name = pair.slice(0, eq).trim()
       const value = pair.slice(eq + 1)
       const isExpired = attributes.some((a) => /expires=Thu, 01 Jan 1970/i.test(a)) || value === ''
-      if (isExpired) this.jar.delete(name)
-      else this.jar.set(name, value)
+      if (isExpired) jar.delete(name)
+      else jar.set(name, value)
     }
     return res
   }
@@ -87,9 +110,12 @@ export class HeadlessBrowser {
    * Follows an authorization URL through sign-in and consent until the gateway
    * redirects away to the client; returns that redirect (code, state, iss).
    */
-  async authorize (authorizationUrl: URL | string, options: { username: string, password: string, consent?: 'allow' | 'deny' }): Promise<URL> {
+  async authorize (authorizationUrl: URL | string, options: AuthorizeOptions): Promise<URL> {
     this.pages = []
     const origin = new URL(authorizationUrl).origin
+    // Redirects are followed (to an identity provider and back) until one goes to the client.
+    const redirectUri = new URL(authorizationUrl).searchParams.get('redirect_uri')
+    const isToClient = (location: URL): boolean => redirectUri !== null ? location.href.startsWith(redirectUri) : location.origin !== origin
     let next = String(authorizationUrl)
     let form: Record<string, string> | undefined
     for (let step = 0; step < 20; step++) {
@@ -98,7 +124,7 @@ export class HeadlessBrowser {
       this.lastStatus = res.status
       if (res.status >= 300 && res.status < 400) {
         const location = new URL(res.headers.get('location') ?? '', next)
-        if (location.origin !== origin) return location
+        if (isToClient(location)) return location
         next = location.href
         continue
       }
@@ -108,7 +134,18 @@ export class HeadlessBrowser {
       const loginAction = /action="([^"]*\/login)"/.exec(html)?.[1]
       const confirmAction = /action="([^"]*\/confirm)"/.exec(html)?.[1]
       const abortAction = /action="([^"]*\/abort)"/.exec(html)?.[1]
-      if (loginAction !== undefined && csrf !== undefined) {
+      const providerAction = options.idp === undefined ? undefined : new RegExp(`action="([^"]*/idp/${options.idp})"`).exec(html)?.[1]
+      const idpLoginAction = /action="([^"]*)" data-idp-login/.exec(html)?.[1]
+      if (idpLoginAction !== undefined) {
+        if (this.pages.includes('idp-login')) throw new Error(`identity provider sign-in refused (${res.status})`)
+        this.pages.push('idp-login')
+        next = new URL(idpLoginAction, next).href
+        form = { username: options.username, password: options.password }
+      } else if (providerAction !== undefined && csrf !== undefined) {
+        this.pages.push('provider')
+        next = new URL(providerAction, origin).href
+        form = { csrf }
+      } else if (loginAction !== undefined && csrf !== undefined) {
         if (this.pages.includes('login') && res.status !== 200) throw new Error(`sign-in refused (${res.status}): ${/role="alert"[^>]*>([^<]*)/.exec(html)?.[1] ?? ''}`)
         this.pages.push('login')
         next = new URL(loginAction, origin).href
@@ -141,7 +178,7 @@ export interface AuthorizedClient {
  * exchanged (state and iss checked here: the SDK checks neither) and the
  * client connects again, authorized.
  */
-export async function connectWithOAuth (t: Teardown, url: string, options: { username: string, password: string, oauth?: TestOAuthClient, browser?: HeadlessBrowser, issuer: string, fetch?: typeof fetch }): Promise<AuthorizedClient> {
+export async function connectWithOAuth (t: Teardown, url: string, options: AuthorizeOptions & { oauth?: TestOAuthClient, browser?: HeadlessBrowser, issuer: string, fetch?: typeof fetch }): Promise<AuthorizedClient> {
   const oauth = options.oauth ?? new TestOAuthClient()
   const browser = options.browser ?? new HeadlessBrowser(options.fetch)
   const transportOptions = { authProvider: oauth, ...(options.fetch === undefined ? {} : { fetch: options.fetch }) }

@@ -96,3 +96,14 @@ export function admissionRefusal (idp: IdentityProviderConfig, identity: Externa
   }
   return undefined
 }
+
+/**
+ * Microsoft Entra ID leaves the groups out of the token when a user is in more than its limit
+ * (200 in a JWT) and says so with `_claim_names.groups` (or `hasgroups: true` in implicit
+ * flows): the groups then have to be read from Microsoft Graph, which the gateway does not do.
+ */
+export function hasGroupsOverage (claims: Readonly<Record<string, unknown>>): boolean {
+  const claimNames = claims._claim_names
+  const isNamed = claimNames !== null && typeof claimNames === 'object' && 'groups' in claimNames
+  return isNamed || claims.hasgroups === true || claims.hasgroups === 'true'
+}

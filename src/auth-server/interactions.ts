@@ -20,6 +20,9 @@ import type { ResourceCatalog } from './resources.js'
 import type { UserDirectory } from './users.js'
 import type { RateLimiter } from '../rate-limit/limiter.js'
 import { SignInThrottle, type SignInRefusal } from './sign-in-throttle.js'
+import type { IdpSignIn } from './idp-sign-in.js'
+import { ExternalAccounts } from './external-accounts.js'
+import { idpCallbackPath } from './oidc-relying-party.js'
 
 export interface InteractionRoutesOptions {
   readonly provider: Provider
@@ -29,6 +32,8 @@ export interface InteractionRoutesOptions {
   readonly users: UserDirectory
   readonly catalog: ResourceCatalog
   readonly limiter: RateLimiter
+  /** Sign-in through the identity providers (auth.identityProviders). */
+  readonly idp: IdpSignIn
 }
 
 type Form = Record<string, string | undefined>
@@ -71,7 +76,8 @@ function minutes (ms: number): number {
 }
 
 export async function interactionRoutes (app: FastifyInstance, opts: InteractionRoutesOptions): Promise<void> {
-  const { provider, config, store, keys, users, catalog } = opts
+  const { provider, config, store, keys, users, catalog, idp } = opts
+  const externalAccounts = new ExternalAccounts(store)
   const throttle = new SignInThrottle(store, config.auth.login, () => Date.now())
 
   // These pages hand their requests to oidc-provider (interactionDetails/Finished): same public origin.
@@ -123,13 +129,36 @@ export async function interactionRoutes (app: FastifyInstance, opts: Interaction
       clientName: await clientNameOf(String(interaction.params.client_id)),
       ...(error === undefined ? {} : { error }),
       ...(username === undefined ? {} : { username }),
+      providers: idp.providers.map((p) => ({ label: p.displayName ?? p.name, action: `${INTERACTION_PATH}/${interaction.uid}/idp/${p.name}` })),
+      hasPasswordForm: users.hasAccounts,
     }))
+  }
+
+  /** Who the consent page speaks to: a local username, or an IdP user's name and provider. */
+  const accountLabel = async (accountId: string): Promise<string> => {
+    const external = users.find(accountId) === undefined ? await externalAccounts.find(accountId) : undefined
+    return external === undefined ? accountId : `${external.name} (${external.provider})`
+  }
+
+  /** With exactly one identity provider and no local users there is nothing to choose: straight to the IdP. */
+  const onlyProvider = (): string | undefined => {
+    const [only, ...others] = idp.providers
+    return only !== undefined && others.length === 0 && !users.hasAccounts ? only.name : undefined
+  }
+
+  const toIdentityProvider = async (reply: FastifyReply, name: string, uid: string): Promise<FastifyReply> => {
+    const url = await idp.begin(name, uid)
+    reply.log.info({ provider: name }, 'sign-in sent to identity provider')
+    return reply.redirect(url.href, 303)
   }
 
   app.get<{ Params: { uid: string } }>(`${INTERACTION_PATH}/:uid`, async (request, reply) => {
     const interaction = await details(request, reply)
     if (interaction === undefined) return reply
-    if (interaction.prompt.name === 'login') return renderLogin(reply, interaction)
+    if (interaction.prompt.name === 'login') {
+      const only = onlyProvider()
+      return only === undefined ? renderLogin(reply, interaction) : toIdentityProvider(reply, only, interaction.uid)
+    }
     if (interaction.prompt.name === 'consent') {
       const promptDetails = interaction.prompt.details as { missingResourceScopes?: Record<string, string[]>, missingOIDCScope?: string[] }
       const resources = Object.keys(promptDetails.missingResourceScopes ?? {})
@@ -146,7 +175,7 @@ export async function interactionRoutes (app: FastifyInstance, opts: Interaction
         clientId: String(interaction.params.client_id),
         redirectHost: redirectHost(interaction.params.redirect_uri),
         isLoopbackOnly: await isLoopbackOnly(String(interaction.params.client_id)),
-        username: interaction.session?.accountId ?? '',
+        username: await accountLabel(interaction.session?.accountId ?? ''),
         servers,
         scopes,
       }))
@@ -187,6 +216,68 @@ export async function interactionRoutes (app: FastifyInstance, opts: Interaction
     request.log.info({ user: account.username, ip: request.ip }, 'signed in')
     reply.hijack()
     await provider.interactionFinished(request.raw, reply.raw, { login: { accountId: account.username } }, { mergeWithLastSubmission: false })
+    return reply
+  })
+
+  app.post<{ Params: { uid: string, name: string }, Body: Form }>(`${INTERACTION_PATH}/:uid/idp/:name`, async (request, reply) => {
+    const interaction = await details(request, reply)
+    if (interaction === undefined) return reply
+    if (interaction.uid !== request.params.uid || !isCsrfValid(keys.csrfKey, interaction.uid, request.body?.csrf)) {
+      return sendPage(reply, 403, messagePage('Request refused', 'This form was not sent from this sign-in page.', 'Go back to the application and start again.'))
+    }
+    if (interaction.prompt.name !== 'login' || !idp.has(request.params.name)) return reply.redirect(`${INTERACTION_PATH}/${interaction.uid}`, 303)
+    return toIdentityProvider(reply, request.params.name, interaction.uid)
+  })
+
+  // The redirect URI registered at the IdP. The interaction cookie is scoped to /interaction/<uid>,
+  // so the browser is sent on there, where oidc-provider can tell whether it started this sign-in.
+  app.get<{ Params: { name: string }, Querystring: Form }>(idpCallbackPath(':name'), async (request, reply) => {
+    const { name } = request.params
+    const pending = await idp.pending(name, request.query.state)
+    if (pending === undefined) {
+      request.log.info({ provider: name.slice(0, 32) }, 'identity provider callback refused: unknown or used state')
+      return sendPage(reply, 400, messagePage('Sign-in could not continue', 'This answer from the identity provider is not valid here: it was already used, it expired, or it belongs to another sign-in.', 'Go back to the application and start again.'))
+    }
+    const query = new URLSearchParams(request.query as Record<string, string>)
+    return reply.redirect(`${INTERACTION_PATH}/${pending.uid}/idp/${name}/callback?${query.toString()}`, 303)
+  })
+
+  app.get<{ Params: { uid: string, name: string }, Querystring: Form }>(`${INTERACTION_PATH}/:uid/idp/:name/callback`, async (request, reply) => {
+    const { name } = request.params
+    const interaction = await details(request, reply)
+    if (interaction === undefined) return reply
+    const pending = await idp.pending(name, request.query.state)
+    if (pending === undefined || interaction.uid !== request.params.uid || pending.uid !== interaction.uid) {
+      request.log.info({ provider: name.slice(0, 32) }, 'identity provider callback refused: not this browser\'s sign-in')
+      return sendPage(reply, 403, messagePage('Request refused', 'This answer from the identity provider belongs to another sign-in.', 'Go back to the application and start again.'))
+    }
+    if (!await idp.use(pending)) {
+      request.log.info({ provider: name }, 'identity provider callback refused: state already used')
+      return sendPage(reply, 400, messagePage('Sign-in could not continue', 'This answer from the identity provider was already used.', 'Go back to the application and start again.'))
+    }
+    const label = idp.providers.find((p) => p.name === name)?.displayName ?? name
+    const idpError = request.query.error
+    if (idpError !== undefined) {
+      request.log.info({ provider: name, error: idpError.slice(0, 64) }, 'identity provider sign-in not completed')
+      const description = request.query.error_description
+      return sendPage(reply, idpError === 'access_denied' ? 403 : 400, messagePage('Sign-in was not completed', `${label} did not sign you in (${idpError.slice(0, 64)}${description === undefined ? '' : `: ${description.slice(0, 200)}`}).`, 'Go back to the application and start again.'))
+    }
+    let outcome: Awaited<ReturnType<IdpSignIn['complete']>>
+    try {
+      outcome = await idp.complete(pending, new URLSearchParams(request.query as Record<string, string>))
+    } catch (err) {
+      if (isStoreUnavailable(err)) throw err
+      const e = err as Error & { code?: string }
+      request.log.warn({ provider: name, err: { name: e.name, code: e.code, message: e.message } }, 'identity provider sign-in failed')
+      return sendPage(reply, 502, messagePage('Sign-in could not continue', `The answer from ${label} could not be verified.`, 'Go back to the application and start again; if it keeps happening, tell the gateway operator.'))
+    }
+    if (outcome.kind === 'refused') {
+      request.log.info({ provider: name, user: outcome.identity.id, name: outcome.identity.name, reason: outcome.reason }, 'identity provider sign-in refused')
+      return sendPage(reply, 403, messagePage('Not allowed', `You signed in at ${label} as ${outcome.identity.name}, but ${outcome.reason}.`, 'Ask the gateway operator if you think you should have access.'))
+    }
+    request.log.info({ provider: name, user: outcome.accountId, name: outcome.identity.name }, 'signed in through identity provider')
+    reply.hijack()
+    await provider.interactionFinished(request.raw, reply.raw, { login: { accountId: outcome.accountId } }, { mergeWithLastSubmission: false })
     return reply
   })
 

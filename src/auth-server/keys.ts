@@ -47,7 +47,7 @@ async function generateSigningKey (): Promise<JWK> {
 }
 
 /** Reads a value from the store, creating it once (first writer wins) when absent. */
-async function getOrCreate (store: Store, key: string, create: () => Promise<string>): Promise<string> {
+export async function getOrCreate (store: Store, key: string, create: () => Promise<string>): Promise<string> {
   const existing = await store.kvGet(key)
   if (existing !== undefined) return existing
   await store.kvSetIfAbsent(key, await create())

@@ -61,22 +61,38 @@ export interface LoginView {
   readonly clientName: string
   readonly username?: string
   readonly error?: string
+  /** The identity providers, one "Sign in with …" button each (a form POST carrying the CSRF token). */
+  readonly providers?: ReadonlyArray<{ readonly label: string, readonly action: string }>
+  /** The username and password form: only when there are local users (default true). */
+  readonly hasPasswordForm?: boolean
+}
+
+function providerButtons (view: LoginView): string {
+  return (view.providers ?? []).map((p) => `<form method="post" action="${escapeHtml(p.action)}" class="idp">
+<input type="hidden" name="csrf" value="${escapeHtml(view.csrf)}">
+<div class="actions"><button class="primary" type="submit">Sign in with ${escapeHtml(p.label)}</button></div>
+</form>`).join('\n')
 }
 
 export function loginPage (view: LoginView): string {
   const error = view.error === undefined ? '' : `<p class="error" role="alert" id="error">${escapeHtml(view.error)}</p>`
   const describedBy = view.error === undefined ? '' : ' aria-describedby="error"'
-  return layout('Sign in', `<h1>Sign in</h1>
-<p><strong>${escapeHtml(view.clientName)}</strong> wants to use MCP servers through this gateway.</p>
-${error}
-<form method="post" action="${escapeHtml(view.action)}">
+  const buttons = providerButtons(view)
+  const hasPasswordForm = view.hasPasswordForm ?? true
+  const passwordForm = !hasPasswordForm
+    ? ''
+    : `${buttons === '' ? '' : '<p class="muted">Or with a gateway account:</p>\n'}<form method="post" action="${escapeHtml(view.action)}">
 <input type="hidden" name="csrf" value="${escapeHtml(view.csrf)}">
 <label for="username">Username</label>
 <input type="text" id="username" name="username" autocomplete="username" autocapitalize="none" spellcheck="false" required value="${escapeHtml(view.username ?? '')}"${describedBy}${view.username === undefined ? ' autofocus' : ''}>
 <label for="password">Password</label>
 <input type="password" id="password" name="password" autocomplete="current-password" required${describedBy}${view.username === undefined ? '' : ' autofocus'}>
-<div class="actions"><button class="primary" type="submit">Sign in</button></div>
-</form>`)
+<div class="actions"><button${buttons === '' ? ' class="primary"' : ''} type="submit">Sign in</button></div>
+</form>`
+  return layout('Sign in', `<h1>Sign in</h1>
+<p><strong>${escapeHtml(view.clientName)}</strong> wants to use MCP servers through this gateway.</p>
+${error}
+${buttons}${buttons === '' ? '' : '\n'}${passwordForm}`)
 }
 
 export interface ConsentView {

@@ -157,7 +157,9 @@ export function createProvider (deps: ProviderDeps): Provider {
     if (local !== undefined) return { preferred_username: local.username, groups: local.groups, email: local.email, name: local.name }
     const external = await externalAccounts.find(accountId)
     if (external === undefined || external.disabled !== undefined) return undefined
-    return { preferred_username: external.name, groups: external.groups, email: external.email, name: undefined }
+    // Qualified by the provider: the same name at two IdPs (or a local user's name) is another person,
+    // and policy (access.users) and per-user templates (${user.name}) read this name.
+    return { preferred_username: `${external.provider}:${external.name}`, groups: external.groups, email: external.email, name: external.name }
   }
   const auth = config.auth
   const accessTokenTtlS = accessTokenLifetimeS(config)

@@ -1,6 +1,7 @@
 /**
- * Who can sign in: the users listed in YAML (scrypt hashes), or — when none
- * are listed — one first-run account, `admin`, whose password is generated
+ * Who can sign in with a password: the users listed in YAML (scrypt hashes),
+ * nobody when none are listed but identity providers are (people sign in
+ * there), or — with neither — one first-run account, `admin`, whose password is generated
  * once, stored only as a hash, and handed to the operator once through an
  * owner-only file (and the terminal, when there is one). There is never a
  * fixed default password.
@@ -36,8 +37,8 @@ export class UserDirectory {
     readonly firstRun: FirstRunAccount | undefined,
   ) {}
 
-  static async load (users: readonly UserConfig[], store: Store, dataDir: string): Promise<UserDirectory> {
-    if (users.length > 0) {
+  static async load (users: readonly UserConfig[], store: Store, dataDir: string, hasIdentityProviders = false): Promise<UserDirectory> {
+    if (users.length > 0 || hasIdentityProviders) {
       return new UserDirectory(new Map(users.map((u) => [u.username, { ...u }])), undefined)
     }
     let firstRun: FirstRunAccount | undefined
@@ -58,6 +59,18 @@ export class UserDirectory {
 
   find (username: string): Account | undefined {
     return this.accounts.get(username)
+  }
+
+  /** Whether anyone can sign in with a password (the sign-in page shows its form only then). */
+  get hasAccounts (): boolean {
+    return this.accounts.size > 0
+  }
+
+  /** The one local account with this email (case-insensitive); undefined when none or several have it. */
+  findByEmail (email: string): Account | undefined {
+    const wanted = email.toLowerCase()
+    const matches = [...this.accounts.values()].filter((a) => a.email?.toLowerCase() === wanted)
+    return matches.length === 1 ? matches[0] : undefined
   }
 
   /** The account when the password matches. An unknown user costs as much time as a wrong password. */

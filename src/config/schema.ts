@@ -347,7 +347,8 @@ const clientSchema = z.strictObject({
   }
 })
 
-const isLoopbackHost = (hostname: string): boolean =>
+/** A URL hostname (`[::1]` bracketed) that names this machine: where plain http is acceptable. */
+export const isLoopbackHost = (hostname: string): boolean =>
   hostname === 'localhost' || hostname === '127.0.0.1' || hostname === '[::1]' || hostname.endsWith('.localhost')
 
 const IDP_NAME_RE = /^[a-z0-9][a-z0-9-]{0,31}$/

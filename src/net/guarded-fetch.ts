@@ -18,12 +18,18 @@
  *   from the start of the first request to the last byte.
  *
  * Tests reach 127.0.0.1 only through an OutboundTestAllowance passed in code
- * (BuildOptions), never from configuration.
+ * (BuildOptions), never from configuration. The one configured exception is
+ * `operatorHosts`: hosts the operator wrote into the YAML (identity provider
+ * issuers) may resolve to private addresses — a company IdP inside the
+ * company network is the usual case — and, when loopback, be plain http (a
+ * local IdP; the config schema allows http only there). URLs those hosts hand
+ * out (an IdP's discovery naming another host) get the full checks.
  */
 import { lookup as dnsLookup, type LookupAddress } from 'node:dns'
 import { BlockList, isIP } from 'node:net'
 import { rootCertificates } from 'node:tls'
 import { Agent, buildConnector, fetch as undiciFetch } from 'undici'
+import { isLoopbackHost } from '../config/schema.js'
 
 export const OUTBOUND_TIMEOUT_MS = 5_000
 export const OUTBOUND_MAX_BYTES = 64 * 1024
@@ -65,6 +71,8 @@ export interface GuardedFetchOptions {
   readonly timeoutMs?: number
   readonly maxBytes?: number
   readonly testAllowance?: OutboundTestAllowance
+  /** Hosts named in the operator's configuration: private addresses allowed, http only when loopback. */
+  readonly operatorHosts?: readonly string[]
   /** Told about every refusal (host and reason only), for the operator's log. */
   readonly onRefused?: (host: string, reason: string) => void
 }
@@ -92,7 +100,8 @@ export function createGuardedFetch (options: GuardedFetchOptions): GuardedFetch 
   const timeoutMs = options.timeoutMs ?? OUTBOUND_TIMEOUT_MS
   const maxBytes = options.maxBytes ?? OUTBOUND_MAX_BYTES
   const allowedHosts = new Set(options.allowedHosts.map((h) => h.toLowerCase()))
-  const privateHosts = new Set((options.testAllowance?.privateHosts ?? []).map(bareHost))
+  const privateHosts = new Set([...(options.testAllowance?.privateHosts ?? []), ...(options.operatorHosts ?? [])].map(bareHost))
+  const operatorHosts = new Set((options.operatorHosts ?? []).map(bareHost))
   const isAddressAllowed = (address: string, host: string): boolean => isPublicAddress(address) || privateHosts.has(bareHost(host))
   const refuse = (err: OutboundRefusedError, host: string): OutboundRefusedError => {
     options.onRefused?.(host, err.code)
@@ -125,7 +134,8 @@ export function createGuardedFetch (options: GuardedFetchOptions): GuardedFetch 
   const agent = new Agent({ connect, connections: 16, headersTimeout: timeoutMs, bodyTimeout: timeoutMs })
 
   const checkUrl = (url: URL): void => {
-    if (url.protocol !== 'https:') throw refuse(new OutboundRefusedError('ERR_OUTBOUND_NOT_HTTPS', `only https URLs are fetched, not ${url.protocol}`), url.hostname)
+    const isLoopbackOperatorHttp = url.protocol === 'http:' && operatorHosts.has(bareHost(url.hostname)) && isLoopbackHost(url.hostname)
+    if (url.protocol !== 'https:' && !isLoopbackOperatorHttp) throw refuse(new OutboundRefusedError('ERR_OUTBOUND_NOT_HTTPS', `only https URLs are fetched, not ${url.protocol}`), url.hostname)
     if (allowedHosts.size > 0 && !allowedHosts.has(bareHost(url.hostname))) {
       throw refuse(new OutboundRefusedError('ERR_OUTBOUND_HOST_NOT_ALLOWED', `${url.hostname} is not in auth.clientMetadataDocuments.allowedHosts`), url.hostname)
     }
@@ -141,6 +151,8 @@ export function createGuardedFetch (options: GuardedFetchOptions): GuardedFetch 
       const response = await undiciFetch(url, {
         method: typeof init.method === 'string' ? init.method : 'GET',
         headers: Object.fromEntries(new Headers(init.headers as ConstructorParameters<typeof Headers>[0]).entries()),
+        // A form body (an IdP's token endpoint); never resent on a redirect (see below).
+        ...(hop === 0 && (typeof init.body === 'string' || init.body instanceof URLSearchParams) ? { body: init.body } : {}),
         redirect: 'manual',
         signal,
         dispatcher: agent,

@@ -119,3 +119,25 @@ t.test('refusals are logged with the host and the rule, at warn', async (t) => {
   t.match(line, { level: 40, host: '127.0.0.1', reason: 'ERR_OUTBOUND_ADDRESS_NOT_PUBLIC' })
   t.equal(recorder.connections(), 0)
 })
+
+t.test('operator-named hosts (identity provider issuers): private addresses, http only on loopback, bodies sent', async (t) => {
+  const seen: Array<{ method: string, body: string }> = []
+  const plainHttp = createServer((req, res) => {
+    let body = ''
+    req.on('data', (c: Buffer) => { body += c.toString() })
+    req.on('end', () => { seen.push({ method: req.method ?? '', body }); res.writeHead(200, { 'content-type': 'application/json' }).end('{"ok":true}') })
+  })
+  await new Promise<void>((resolve) => plainHttp.listen(0, '127.0.0.1', resolve))
+  t.teardown(() => new Promise<void>((resolve) => plainHttp.close(() => resolve())))
+  const port = (plainHttp.address() as AddressInfo).port
+  const idp = createGuardedFetch({ allowedHosts: [], operatorHosts: ['localhost'] })
+  t.teardown(() => idp.close())
+  const token = await idp.fetch(`http://localhost:${port}/token`, { method: 'POST', headers: { 'content-type': 'application/x-www-form-urlencoded' }, body: 'grant_type=authorization_code&code=c' })
+  t.same(await token.json(), { ok: true }, 'a loopback issuer the operator configured is reached over http')
+  t.same(seen, [{ method: 'POST', body: 'grant_type=authorization_code&code=c' }], 'the form body is sent (token endpoints need it)')
+  await t.rejects(idp.fetch(`http://127.0.0.1:${port}/`), { code: 'ERR_OUTBOUND_NOT_HTTPS' }, 'another loopback name the operator did not write: refused')
+  const unnamed = createGuardedFetch({ allowedHosts: [], operatorHosts: ['sso.internal.example'] })
+  t.teardown(() => unnamed.close())
+  await t.rejects(unnamed.fetch(`http://localhost:${port}/`), { code: 'ERR_OUTBOUND_NOT_HTTPS' }, 'not operator-named: http refused')
+  t.equal(seen.length, 1, 'nothing else reached the server')
+})

@@ -1,0 +1,77 @@
+/**
+ * What the gateway keeps of a user's session at their identity provider: the
+ * IdP's refresh token (sealed with the SecretBox, never logged) and when the
+ * user last signed in there. One record per gateway account (`<provider>:<sub>`,
+ * or a local user linked by email), shared by replicas through the store.
+ *
+ * The revalidation at token refresh and back-channel logout read it through
+ * `idpSession(accountId)`.
+ */
+import type { Store } from '../store/types.js'
+import type { SecretBox } from './secret-box.js'
+
+const KEY_PREFIX = 'idp-session:'
+
+export interface IdpSession {
+  /** The identity provider's name (`auth.identityProviders[].name`). */
+  readonly provider: string
+  /** The user's subject at that provider. */
+  readonly subject: string
+  /** The IdP's refresh token, when it issued one (opened: handle as a secret). */
+  readonly refreshToken?: string
+  /** When the user last signed in at the IdP through the gateway, ms. */
+  readonly signedInAtMs: number
+}
+
+interface StoredSession {
+  readonly provider: string
+  readonly subject: string
+  /** Sealed (secret-box.ts), bound to this record's key. */
+  readonly sealedRefreshToken?: string
+  readonly signedInAtMs: number
+}
+
+export class IdpSessions {
+  constructor (private readonly store: Store, private readonly box: SecretBox) {}
+
+  /**
+   * Records a sign-in. Without a new refresh token the one kept before stays: IdPs that rotate
+   * nothing, or issue one only at the first consent, still leave the gateway a token to use.
+   */
+  async save (accountId: string, session: IdpSession, expiresAtMs?: number): Promise<void> {
+    const key = KEY_PREFIX + accountId
+    const before = session.refreshToken === undefined ? await this.stored(accountId) : undefined
+    const sealedRefreshToken = session.refreshToken === undefined
+      ? (before?.provider === session.provider && before.subject === session.subject ? before.sealedRefreshToken : undefined)
+      : this.box.seal(session.refreshToken, key)
+    const record: StoredSession = {
+      provider: session.provider,
+      subject: session.subject,
+      ...(sealedRefreshToken === undefined ? {} : { sealedRefreshToken }),
+      signedInAtMs: session.signedInAtMs,
+    }
+    await this.store.kvSet(key, JSON.stringify(record), expiresAtMs)
+  }
+
+  /** The user's IdP session with its refresh token opened, or undefined when the gateway keeps none. */
+  async idpSession (accountId: string): Promise<IdpSession | undefined> {
+    const stored = await this.stored(accountId)
+    if (stored === undefined) return undefined
+    return {
+      provider: stored.provider,
+      subject: stored.subject,
+      ...(stored.sealedRefreshToken === undefined ? {} : { refreshToken: this.box.open(stored.sealedRefreshToken, KEY_PREFIX + accountId) }),
+      signedInAtMs: stored.signedInAtMs,
+    }
+  }
+
+  /** Forgets the session (the IdP logged the user out, or refused them). */
+  async forget (accountId: string): Promise<void> {
+    await this.store.kvDelete(KEY_PREFIX + accountId)
+  }
+
+  private async stored (accountId: string): Promise<StoredSession | undefined> {
+    const text = await this.store.kvGet(KEY_PREFIX + accountId)
+    return text === undefined ? undefined : JSON.parse(text) as StoredSession
+  }
+}

@@ -1,0 +1,144 @@
+/**
+ * The gateway as an OpenID Connect relying party of one identity provider
+ * (openid-client, panva): discovery, authorization code + PKCE S256, state and
+ * nonce, RFC 9207 `iss` on the callback (checked whenever the IdP sends it, and
+ * required when its metadata announces it), ID token validation (signature
+ * against the IdP's JWKS, iss, aud, exp, nonce), and userinfo when the claims
+ * the configuration reads are not in the ID token. Every request goes through
+ * the guarded fetch (net/guarded-fetch.ts).
+ */
+import { readFileSync } from 'node:fs'
+import { importJWK, type JWK } from 'jose'
+import * as oidc from 'openid-client'
+import type { IdentityProviderConfig } from '../config/schema.js'
+import type { FetchLike } from '../net/guarded-fetch.js'
+import { claimAt } from './idp-identity.js'
+import { KeyFileError } from './keys.js'
+
+/** `auth.identityProviders[].scopes` when unset. */
+export const DEFAULT_IDP_SCOPES = ['openid', 'email', 'profile'] as const
+
+/** What one sign-in at the IdP needs to remember between leaving and coming back. */
+export interface PendingSignIn {
+  /** The gateway interaction this sign-in continues. */
+  readonly uid: string
+  readonly provider: string
+  readonly state: string
+  readonly nonce: string
+  readonly codeVerifier: string
+}
+
+export interface IdpSignInResult {
+  /** ID token claims, completed from userinfo where needed. */
+  readonly claims: Readonly<Record<string, unknown>>
+  readonly refreshToken?: string
+}
+
+export function idpCallbackPath (name: string): string {
+  return `/oauth/idp/${name}/callback`
+}
+
+export class OidcRelyingParty {
+  readonly redirectUri: string
+  private discovered: Promise<oidc.Configuration> | undefined
+
+  constructor (readonly idp: IdentityProviderConfig, publicUrl: string, private readonly fetch: FetchLike) {
+    this.redirectUri = new URL(idpCallbackPath(idp.name), publicUrl).href
+  }
+
+  /** Where to send the browser, and what to remember until it comes back. */
+  async begin (uid: string): Promise<{ url: URL, pending: PendingSignIn }> {
+    const config = await this.configuration()
+    const pending: PendingSignIn = { uid, provider: this.idp.name, state: oidc.randomState(), nonce: oidc.randomNonce(), codeVerifier: oidc.randomPKCECodeVerifier() }
+    const url = oidc.buildAuthorizationUrl(config, {
+      redirect_uri: this.redirectUri,
+      scope: this.scopes(config).join(' '),
+      state: pending.state,
+      nonce: pending.nonce,
+      code_challenge: await oidc.calculatePKCECodeChallenge(pending.codeVerifier),
+      code_challenge_method: 'S256',
+    })
+    return { url, pending }
+  }
+
+  /** Redeems the code of `callbackUrl` (the redirect URI with the IdP's query) and reads the user's claims. */
+  async complete (callbackUrl: URL, pending: PendingSignIn): Promise<IdpSignInResult> {
+    const config = await this.configuration()
+    const tokens = await oidc.authorizationCodeGrant(config, callbackUrl, {
+      pkceCodeVerifier: pending.codeVerifier,
+      expectedState: pending.state,
+      expectedNonce: pending.nonce,
+      idTokenExpected: true,
+    })
+    const idClaims = tokens.claims()
+    if (idClaims === undefined) throw new Error('the identity provider sent no ID token')
+    let claims: Record<string, unknown> = { ...idClaims }
+    if (this.needsUserinfo(claims) && config.serverMetadata().userinfo_endpoint !== undefined) {
+      // The ID token's claims win: they are signed; userinfo only fills in what is missing.
+      const userinfo = await oidc.fetchUserInfo(config, tokens.access_token, idClaims.sub)
+      claims = { ...userinfo, ...claims }
+    }
+    return { claims, ...(tokens.refresh_token === undefined ? {} : { refreshToken: tokens.refresh_token }) }
+  }
+
+  /**
+   * The configured scopes (default openid email profile), plus offline_access when the IdP
+   * lists it: the refresh token is what lets the gateway re-check the user later.
+   * Google lists no offline_access (it wants access_type=offline): there the gateway gets none.
+   */
+  private scopes (config: oidc.Configuration): string[] {
+    const scopes = new Set(this.idp.scopes ?? DEFAULT_IDP_SCOPES)
+    if (config.serverMetadata().scopes_supported?.includes('offline_access') === true) scopes.add('offline_access')
+    return [...scopes]
+  }
+
+  private needsUserinfo (claims: Readonly<Record<string, unknown>>): boolean {
+    const paths = ['email', ...(this.idp.groupsClaim === undefined ? [] : [this.idp.groupsClaim]), ...(this.idp.usernameClaim === undefined ? [] : [this.idp.usernameClaim])]
+    return paths.some((path) => claimAt(claims, path) === undefined)
+  }
+
+  /** Discovery once, kept; a failed discovery is retried at the next sign-in. */
+  private async configuration (): Promise<oidc.Configuration> {
+    this.discovered ??= this.discover().catch((err: unknown) => {
+      this.discovered = undefined
+      throw err
+    })
+    return await this.discovered
+  }
+
+  private async discover (): Promise<oidc.Configuration> {
+    if (this.idp.issuer === undefined) throw new Error(`identity provider "${this.idp.name}" has no issuer`)
+    const issuer = new URL(this.idp.issuer)
+    const config = await oidc.discovery(issuer, this.idp.clientId, undefined, await this.clientAuth(), {
+      [oidc.customFetch]: async (url, options) => await this.fetch(url, { ...options }),
+      // The schema allows http only for loopback issuers (a local IdP, tests).
+      ...(issuer.protocol === 'http:' ? { execute: [oidc.allowInsecureRequests] } : {}),
+    })
+    return config
+  }
+
+  private async clientAuth (): Promise<oidc.ClientAuth> {
+    if (this.idp.clientSecret !== undefined) return oidc.ClientSecretBasic(this.idp.clientSecret)
+    if (this.idp.privateKeyJwt !== undefined) return oidc.PrivateKeyJwt(await readPrivateKey(this.idp.privateKeyJwt.keysFile, this.idp.name))
+    return oidc.None()
+  }
+}
+
+/** The first key of a JWKS file (or one JWK), for private_key_jwt client authentication (RFC 7523). */
+type PrivateKey = Parameters<typeof oidc.PrivateKeyJwt>[0]
+
+async function readPrivateKey (file: string, provider: string): Promise<PrivateKey> {
+  const where = `auth.identityProviders "${provider}" privateKeyJwt.keysFile ${file}`
+  let jwk: JWK | undefined
+  try {
+    const parsed = JSON.parse(readFileSync(file, 'utf8')) as { keys?: JWK[] } & JWK
+    jwk = parsed.keys?.[0] ?? parsed
+  } catch (err) {
+    throw new KeyFileError(`${where}: cannot read a JWKS (${(err as Error).message})`)
+  }
+  if (typeof jwk.d !== 'string') throw new KeyFileError(`${where}: expected a private JWK (with "d")`)
+  const alg = jwk.alg ?? (jwk.kty === 'EC' ? 'ES256' : 'RS256')
+  const key = await importJWK(jwk, alg)
+  if (key instanceof Uint8Array) throw new KeyFileError(`${where}: expected an asymmetric private key (RSA or EC)`)
+  return { key, ...(jwk.kid === undefined ? {} : { kid: jwk.kid }) } as PrivateKey
+}
