@@ -192,6 +192,7 @@ const KNOWN_KEYS = [
   'clientMetadataDocuments', 'allowedHosts', 'defaultResource', 'signingKeysFile', 'login', 'maxFailures', 'maxFailuresPerIp', 'window',
   'redis', 'prefix', 'access', 'clients', 'tools', 'prompts', 'resources', 'allow', 'deny', 'rateLimit', 'globalRateLimit', 'cost', 'concurrency',
   'rateLimits', 'perUser', 'perUserPerTool', 'token', 'onStoreError', 'audit', 'destination', 'includeArguments', 'includeResults',
+  'pinTools', 'validateArguments', 'arguments',
 ]
 function suggestionFor (key: string): string {
   const norm = key.toLowerCase().replace(/[_-]/g, '')

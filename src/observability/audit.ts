@@ -27,7 +27,8 @@ export interface AuditEntry {
   readonly user: { readonly sub: string, readonly username: string } | null
   readonly clientId: string | null
   readonly ip: string
-  readonly decision: 'allowed' | 'denied' | 'rate_limited'
+  /** invalid: refused by a guardrail (arguments against the tool's schema, unknown tool). */
+  readonly decision: 'allowed' | 'denied' | 'rate_limited' | 'invalid'
   /** Why it was refused: the rule, or the bucket. */
   readonly reason?: string
   /** The HTTP status the client got, and how long the call took end to end. */
@@ -37,10 +38,22 @@ export interface AuditEntry {
   readonly result?: string
 }
 
+/** A change to a server's tool definitions, or an approval of them (README "Guardrails"). */
+export interface ToolDefinitionsEntry {
+  readonly server: string
+  /** changed: a listing differs from the approved set; approved: an operator or first use approved a set. */
+  readonly action: 'changed' | 'approved'
+  /** Who approved: an OS user, --by, or first-use. */
+  readonly by?: string
+  /** Per tool: changed, added or removed, with fingerprints before and after. */
+  readonly changes: ReadonlyArray<{ readonly name: string, readonly change: string, readonly from?: string, readonly to?: string }>
+}
+
 export interface AuditLog {
   readonly includeArguments: boolean
   readonly includeResults: boolean
   record: (entry: AuditEntry) => void
+  recordToolDefinitions: (entry: ToolDefinitionsEntry) => void
   close: () => Promise<void>
 }
 
@@ -63,6 +76,7 @@ export function createAuditLog (config: Config['audit'], destination?: Destinati
     includeArguments: config.includeArguments,
     includeResults: config.includeResults,
     record: (entry) => { log.info(entry, 'mcp_request') },
+    recordToolDefinitions: (entry) => { log.info(entry, 'tool_definitions') },
     close: () => new Promise((resolve) => {
       clearInterval(flusher)
       log.flush(() => resolve())
