@@ -46,9 +46,9 @@ async function setup (t: Test, server: Record<string, unknown>, store: Record<st
   const dir = t.testdir({})
   const toolsFile = join(dir, 'tools.json')
   writeFileSync(toolsFile, JSON.stringify(V1))
-  const upstream = server.transport === 'http' ? await startToolListServer({ file: toolsFile, sse: server.sse === true }) : undefined
+  const { sse, ...rest } = server
+  const upstream = server.transport === 'http' ? await startToolListServer({ file: toolsFile, sse: sse === true }) : undefined
   if (upstream !== undefined) t.teardown(() => upstream.close())
-  const { sse: _sse, ...rest } = server
   const entry = server.transport === 'http'
     ? { name: 'tl', url: upstream?.url, ...rest }
     : { name: 'tl', command: process.execPath, args: [FIXTURE, toolsFile], ...rest }
