@@ -91,7 +91,8 @@ const denyPattern = z.string().min(1, 'expected a regular expression').superRefi
 })
 
 const argumentRulesSchema = z.strictObject({
-  deny: z.record(z.string().min(1, 'expected an argument name'), z.array(denyPattern, { error: 'expected a list of regular expressions' })).default({}),
+  deny: z.record(z.string().min(1, 'expected an argument name'), z.array(denyPattern, { error: 'expected a list of regular expressions' }),
+    { error: (issue) => issue.code === 'invalid_type' ? 'expected a mapping of argument name to a list of regular expressions, e.g. { sql: ["(?i)\\bdrop\\b"] }' : undefined }).default({}),
 }, { error: (issue) => issue.code === 'invalid_type' ? 'expected { deny: { <argument>: [regex, ...] } }' : undefined })
 
 const toolRuleSchema = z.strictObject({

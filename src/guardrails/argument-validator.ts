@@ -46,7 +46,7 @@ export class ArgumentValidator {
   private readonly compiled = new Map<string, Compiled>()
   private readonly dialects: { readonly draft07: Ajv, readonly draft2019: Ajv, readonly draft2020: Ajv }
 
-  constructor () {
+  constructor (readonly maxCompiled = MAX_COMPILED_SCHEMAS) {
     this.dialects = { draft07: createAjv(Ajv), draft2019: createAjv(Ajv2019), draft2020: createAjv(Ajv2020) }
   }
 
@@ -73,7 +73,7 @@ export class ArgumentValidator {
     }
     const compiled = this.compileNew(schema)
     this.compiled.set(fingerprint, compiled)
-    if (this.compiled.size > MAX_COMPILED_SCHEMAS) this.evictOldest()
+    if (this.compiled.size > this.maxCompiled) this.evictOldest()
     return compiled
   }
 
