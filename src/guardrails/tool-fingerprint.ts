@@ -37,7 +37,21 @@ export function toolDefinition (tool: unknown): ToolDefinition | undefined {
   return definition as ToolDefinition
 }
 
-/** Hex SHA-256 of the definition's canonical JSON. */
+/** Fingerprints remembered by the definition's plain JSON, up to this many (then forgotten together). */
+const MAX_REMEMBERED_FINGERPRINTS = 2_000
+const remembered = new Map<string, string>()
+
+/**
+ * Hex SHA-256 of the definition's canonical JSON. Every listing repeats the same definitions,
+ * so the result is remembered by the native JSON.stringify of the definition (many times
+ * cheaper than canonicalising and hashing again); a listing in another key order only misses.
+ */
 export function fingerprintOf (definition: ToolDefinition): string {
-  return createHash('sha256').update(canonicalJson(definition)).digest('hex')
+  const plain = JSON.stringify(definition)
+  const known = remembered.get(plain)
+  if (known !== undefined) return known
+  const fingerprint = createHash('sha256').update(canonicalJson(definition)).digest('hex')
+  if (remembered.size >= MAX_REMEMBERED_FINGERPRINTS) remembered.clear()
+  remembered.set(plain, fingerprint)
+  return fingerprint
 }

@@ -119,12 +119,13 @@ export class ToolGuard {
       return undefined
     }
     this.report(diffTools(state.approved.tools, listed, isComplete))
-    return this.hidesTools ? this.withoutUnapproved(result) : undefined
+    return this.hidesTools ? this.withoutUnapproved(result, listed) : undefined
   }
 
   /** A list result replayed on a GET stream (its request went by earlier): hidden like a live one, not recorded. */
   onReplayedList (result: unknown): Record<string, unknown> | undefined {
-    return this.hidesTools && this.state?.approved !== undefined ? this.withoutUnapproved(result) : undefined
+    const listed = listedTools(result)
+    return this.hidesTools && listed !== undefined ? this.withoutUnapproved(result, listed) : undefined
   }
 
   /** Why a tools/call must not leave the gateway; undefined when it may. */
@@ -213,13 +214,13 @@ export class ToolGuard {
     this.options.onChanges(fresh)
   }
 
-  private withoutUnapproved (result: unknown): Record<string, unknown> | undefined {
+  private withoutUnapproved (result: unknown, listed: ToolSet): Record<string, unknown> | undefined {
     const approved = this.state?.approved?.tools
     const tools = (result as { tools?: unknown } | null)?.tools
     if (approved === undefined || !Array.isArray(tools)) return undefined
     const kept = tools.filter((tool: unknown) => {
-      const definition = toolDefinition(tool)
-      return definition !== undefined && approved[definition.name]?.fingerprint === fingerprintOf(definition)
+      const name = (tool as { name?: unknown } | null)?.name
+      return typeof name === 'string' && approved[name] !== undefined && approved[name]?.fingerprint === listed[name]?.fingerprint
     })
     return kept.length === tools.length ? undefined : { ...(result as Record<string, unknown>), tools: kept }
   }
