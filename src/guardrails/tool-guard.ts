@@ -94,8 +94,10 @@ export class ToolGuard {
       this.state = { approved, observed, loadedAtMs: now() }
     } catch (err) {
       // A stale copy is better than none: approvals are rare, and the next request retries.
-      if (this.state !== undefined) {
-        log.warn({ server: server.name, err: { message: (err as Error).message } }, 'approved tool definitions could not be re-read; using the copy in memory')
+      // With none, only a guardrail that refuses calls must fail closed; warn merely watches.
+      const mustRefuse = server.pinTools === 'enforce' || server.validateArguments
+      if (this.state !== undefined || !mustRefuse) {
+        log.warn({ server: server.name, err: { message: (err as Error).message } }, 'approved tool definitions could not be read; pinning skipped or using the copy in memory')
         return
       }
       throw new PortcullisError('PORTCULLIS_ERR_STORE_UNAVAILABLE', undefined, { cause: err })
