@@ -74,6 +74,11 @@ export class ToolGuard {
     return this.server.pinTools !== 'off' || this.server.validateArguments
   }
 
+  /** Whether a tools/call can be refused (enforce, or validation): only then does a call need the approved set. */
+  get refusesCalls (): boolean {
+    return this.server.pinTools === 'enforce' || this.server.validateArguments
+  }
+
   /** Whether replayed list answers must be edited (enforce hides unapproved tools). */
   get hidesTools (): boolean {
     return this.server.pinTools === 'enforce'
@@ -95,8 +100,7 @@ export class ToolGuard {
     } catch (err) {
       // A stale copy is better than none: approvals are rare, and the next request retries.
       // With none, only a guardrail that refuses calls must fail closed; warn merely watches.
-      const mustRefuse = server.pinTools === 'enforce' || server.validateArguments
-      if (this.state !== undefined || !mustRefuse) {
+      if (this.state !== undefined || !this.refusesCalls) {
         log.warn({ server: server.name, err: { message: (err as Error).message } }, 'approved tool definitions could not be read; pinning skipped or using the copy in memory')
         return
       }

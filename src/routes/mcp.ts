@@ -210,7 +210,7 @@ export async function mcpRoutes (app: FastifyInstance, opts: McpRoutesOptions): 
       if (paramHeaders !== undefined && inspection.modernVersion !== undefined) checkParamHeaders(inspection, request.headers, paramHeaders)
 
       // The approved tool definitions, fresh enough, before the gate judges calls and the answer's lists are edited.
-      if (guardsCalls !== undefined && inspection.messages.some((m) => m.method === 'tools/list' || m.method === 'tools/call')) await guardsCalls.refresh()
+      if (guardsCalls !== undefined && inspection.messages.some((m) => m.method === 'tools/list' || (m.method === 'tools/call' && guardsCalls.refusesCalls))) await guardsCalls.refresh()
       const outcomes = await gate(gateOptions, caller, key, inspection)
       reply.raw.once('close', () => finish(request, reply, outcomes, reply.elapsedTime))
       for (const o of outcomes) {
