@@ -9,6 +9,7 @@ import { PortcullisError, jsonRpcErrorPayload } from './errors.js'
 import { createLogger, redactUrl } from './observability/logger.js'
 import { healthRoutes } from './routes/health.js'
 import { mcpRoutes } from './routes/mcp.js'
+import { createToolGuards } from './guardrails/create-tool-guards.js'
 import { createUpstreams } from './upstreams/registry.js'
 import type { Upstream } from './upstreams/types.js'
 import { VERSION } from './version.js'
@@ -268,7 +269,8 @@ export async function buildApp (config: Config, options: BuildOptions = {}): Pro
     state.metricsServer = metricsServer
     app.addHook('onClose', async () => { await metricsServer.close() })
   }
-  await app.register(mcpRoutes, { config, upstreams, isClosing, isOriginAllowed, authenticate, limiter, audit, metrics, scopeChallenge, ...(directory === undefined || forwarder === undefined ? {} : { replicas: { directory, forwarder } }) })
+  const toolGuards = createToolGuards(config, { store, log: app.log, now, metrics, audit })
+  await app.register(mcpRoutes, { config, upstreams, isClosing, isOriginAllowed, authenticate, limiter, audit, metrics, scopeChallenge, toolGuards, ...(directory === undefined || forwarder === undefined ? {} : { replicas: { directory, forwarder } }) })
   return app
 }
 

@@ -54,6 +54,16 @@ export const ERRORS = {
    * the request can fix it, only a change to the account.
    */
   PORTCULLIS_ERR_USER_FIELD_MISSING: { status: 403, rpcCode: JSONRPC.INVALID_REQUEST, message: 'Forbidden: your account lacks a value this MCP server needs' },
+  /**
+   * Guardrails (README "Guardrails"). Arguments that fail the tool's inputSchema, and tool
+   * names the upstream does not list, are -32602 (MCP spec, server/tools "Error Handling":
+   * unknown tools and invalid arguments are protocol errors) with HTTP 200, so that an MCP
+   * client hands the error to its model, which can correct the call.
+   */
+  PORTCULLIS_ERR_INVALID_ARGUMENTS: { status: 200, rpcCode: JSONRPC.INVALID_PARAMS, message: 'Invalid arguments' },
+  PORTCULLIS_ERR_UNKNOWN_TOOL: { status: 200, rpcCode: JSONRPC.INVALID_PARAMS, message: 'Unknown tool' },
+  /** servers[].pinTools: enforce, and the tool's definition differs from the approved one: only an operator can fix it. */
+  PORTCULLIS_ERR_TOOL_NOT_APPROVED: { status: 403, rpcCode: JSONRPC.INVALID_REQUEST, message: 'Forbidden: this tool\'s definition is not approved' },
   PORTCULLIS_ERR_RATE_LIMITED: { status: 429, rpcCode: JSONRPC.INVALID_REQUEST, message: 'Too many requests' },
   /** A user at servers[].maxSessionsPerUser / maxProcessesPerUser with no idle session to end. */
   PORTCULLIS_ERR_TOO_MANY_SESSIONS: { status: 429, rpcCode: JSONRPC.INVALID_REQUEST, message: 'Too many sessions open' },
@@ -117,7 +127,7 @@ export interface JsonRpcErrorBody {
 
 /** The JSON-RPC error object for one id. */
 export function jsonRpcError (err: PortcullisError, id: JsonRpcId, data?: Record<string, unknown>): JsonRpcErrorBody {
-  return { jsonrpc: '2.0', id, error: { code: err.rpcCode, message: err.message, data: { code: err.code, ...data } } }
+  return { jsonrpc: '2.0', id, error: { code: err.rpcCode, message: err.message, data: { code: err.code, ...err.data, ...data } } }
 }
 
 /**

@@ -28,11 +28,19 @@ Commands:
   migrate-store   Copy the configured store (clients, grants, refresh tokens, signing keys…)
                   into another: --to redis://… (or a .db file). Works beside a running
                   gateway; stop it before switching, or what it writes meanwhile stays behind.
+  tools diff <server>
+                  What the server's tool listing changed since it was approved (pinTools)
+  tools approve <server> [--tool NAME]... [--by WHO]
+                  Approve the listed tool definitions (all, or the named tools); running
+                  gateways use the approval within seconds. Audited with WHO (default:
+                  the OS user running the command).
 
 Options:
   -c, --config <file>  Config file (default: ./portcullis.yaml, then config/portcullis.example.yaml)
   --to <store>         migrate-store: redis://[:password@]host:port[/db], rediss://…, or a .db file
   --prefix <prefix>    migrate-store: Redis key prefix at the destination (default: store.prefix)
+  --tool <name>        tools approve: only this tool (repeatable)
+  --by <who>           tools approve: who approves, for the audit trail (default: the OS user)
   -h, --help           Show this help
   -v, --version        Print the version
 
@@ -56,6 +64,8 @@ async function main (argv: string[]): Promise<number> {
         config: { type: 'string', short: 'c' },
         to: { type: 'string' },
         prefix: { type: 'string' },
+        tool: { type: 'string', multiple: true },
+        by: { type: 'string' },
         help: { type: 'boolean', short: 'h' },
         version: { type: 'boolean', short: 'v' },
       },
@@ -79,7 +89,7 @@ async function main (argv: string[]): Promise<number> {
     return EXIT_USAGE
   }
   if (command === 'hash-password') return hashPasswordCommand()
-  if (command !== 'start' && command !== 'check' && command !== 'migrate-store') {
+  if (command !== 'start' && command !== 'check' && command !== 'migrate-store' && command !== 'tools') {
     process.stderr.write(`portcullis: unknown command "${command}"\n\n${USAGE}`)
     return EXIT_USAGE
   }
@@ -115,6 +125,10 @@ async function main (argv: string[]): Promise<number> {
     }
     const { migrateStoreCommand } = await import('./store/migrate-command.js')
     return migrateStoreCommand(config, values.to, values.prefix)
+  }
+  if (command === 'tools') {
+    const { toolsCommand } = await import('./guardrails/tools-command.js')
+    return toolsCommand(config, { action: positionals[1], server: positionals[2], tools: values.tool, by: values.by })
   }
   return start(config)
 }

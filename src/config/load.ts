@@ -194,6 +194,7 @@ const KNOWN_KEYS = [
   'rateLimits', 'perUser', 'perUserPerTool', 'token', 'onStoreError', 'audit', 'destination', 'includeArguments', 'includeResults',
   'redactResults', 'pattern',
   'identityProviders', 'issuer', 'idJag',
+  'pinTools', 'validateArguments', 'arguments',
 ]
 function suggestionFor (key: string): string {
   const norm = key.toLowerCase().replace(/[_-]/g, '')

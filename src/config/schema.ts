@@ -18,6 +18,7 @@ import { isPasswordHash } from '../auth-server/password.js'
 import { DETECTOR_NAMES, patternProblem } from '../guardrails/detectors.js'
 import { HTTP_REDIRECT_RULE, isForbiddenRedirect } from '../auth-server/redirect-rule.js'
 import { hasUserTemplate, OPTIONAL_USER_FIELDS, templateFields, unknownTemplateFields } from './user-template.js'
+import { compileDenyPattern } from '../policy/argument-rules.js'
 
 const HEADER_NAME_RE = /^[!#$%&'*+.^_`|~0-9A-Za-z-]+$/
 /** RFC 9110 field-value: visible ASCII, space and tab; no CR/LF (header injection). */
@@ -109,6 +110,17 @@ const ruleAudienceFields = {
   clients: audienceList('client id'),
 }
 
+/** A regular expression an argument must not match; a leading (?i) means case-insensitive. Refused when unsafe (ReDoS). */
+const denyPattern = z.string().min(1, 'expected a regular expression').superRefine((pattern, ctx) => {
+  const compiled = compileDenyPattern(pattern)
+  if (typeof compiled === 'string') ctx.addIssue({ code: 'custom', message: `${JSON.stringify(pattern)} ${compiled}` })
+})
+
+const argumentRulesSchema = z.strictObject({
+  deny: z.record(z.string().min(1, 'expected an argument name'), z.array(denyPattern, { error: 'expected a list of regular expressions' }),
+    { error: (issue) => issue.code === 'invalid_type' ? 'expected a mapping of argument name to a list of regular expressions, e.g. { sql: ["(?i)\\bdrop\\b"] }' : undefined }).default({}),
+}, { error: (issue) => issue.code === 'invalid_type' ? 'expected { deny: { <argument>: [regex, ...] } }' : undefined })
+
 const toolRuleSchema = z.strictObject({
   /** Scopes a token must carry to call this tool (the client is asked to step up otherwise). */
   scopes: z.array(scopeName).default([]),
@@ -121,6 +133,8 @@ const toolRuleSchema = z.strictObject({
   cost: wholeNumber('expected a whole number').pipe(z.number().min(1).max(1000)).default(1),
   /** Calls in flight per user. */
   concurrency: wholeNumber('expected a whole number').pipe(z.number().min(1)).optional(),
+  /** Argument rules schemas cannot express: deny patterns per argument name (src/policy/argument-rules.ts). */
+  arguments: argumentRulesSchema.optional(),
 }, { error: (issue) => issue.code === 'invalid_type' ? 'expected a rule such as { scopes: [...], rateLimit: 10/min } (allow and deny are lists of names)' : undefined })
 
 const namedRuleSchema = z.strictObject({
@@ -168,6 +182,14 @@ const policyFields = {
   /** Requests per user to this server (overrides rateLimits.perUser). */
   rateLimit: rate.optional(),
   redactResults,
+}
+
+/** Guardrails on tool traffic (README "Guardrails"). */
+const guardrailFields = {
+  /** Tool definitions pinned to the approved set: warn (log, count, audit), enforce (also hide and refuse), off. */
+  pinTools: z.enum(['warn', 'enforce', 'off']).default('warn'),
+  /** tools/call arguments checked against the tool's inputSchema before they leave the gateway. */
+  validateArguments: z.boolean().default(false),
 }
 
 const httpUrl = z.string().refine((value) => {
@@ -248,6 +270,7 @@ const httpServerSchema = z.strictObject({
   /** Scopes a token must carry to reach this server at all. */
   scopes: z.array(scopeName).default([]),
   ...policyFields,
+  ...guardrailFields,
 }).superRefine((server, ctx) => {
   const header = server.identity?.header.toLowerCase()
   if (header === undefined) return
@@ -291,6 +314,7 @@ const stdioServerSchema = z.strictObject({
   /** Scopes a token must carry to reach this server at all. */
   scopes: z.array(scopeName).default([]),
   ...policyFields,
+  ...guardrailFields,
 }).superRefine((server, ctx) => {
   const usesUser = [...server.args, ...Object.values(server.env)].some(hasUserTemplate)
   if (usesUser && server.isolation === 'shared') {

@@ -24,7 +24,8 @@ export interface AuditEntry {
   readonly user: { readonly sub: string, readonly username: string } | null
   readonly clientId: string | null
   readonly ip: string
-  readonly decision: 'allowed' | 'denied' | 'rate_limited'
+  /** invalid: refused by a guardrail (arguments against the tool's schema, unknown tool). */
+  readonly decision: 'allowed' | 'denied' | 'rate_limited' | 'invalid'
   /** Why it was refused: the rule, or the bucket. */
   readonly reason?: string
   /** The HTTP status the client got, and how long the call took end to end. */
@@ -36,10 +37,22 @@ export interface AuditEntry {
   readonly redacted?: Readonly<Record<string, number>>
 }
 
+/** A change to a server's tool definitions, or an approval of them (README "Guardrails"). */
+export interface ToolDefinitionsEntry {
+  readonly server: string
+  /** changed: a listing differs from the approved set; approved: an operator or first use approved a set. */
+  readonly action: 'changed' | 'approved'
+  /** Who approved: an OS user, --by, or first-use. */
+  readonly by?: string
+  /** Per tool: changed, added or removed, with fingerprints before and after. */
+  readonly changes: ReadonlyArray<{ readonly name: string, readonly change: string, readonly from?: string, readonly to?: string }>
+}
+
 export interface AuditLog {
   readonly includeArguments: boolean
   readonly includeResults: boolean
   record: (entry: AuditEntry) => void
+  recordToolDefinitions: (entry: ToolDefinitionsEntry) => void
   /** False while records cannot be written (a full disk): MCP requests are refused then. */
   isWritable: () => boolean
   lastWriteFailure: () => AuditWriteFailure | undefined
@@ -60,6 +73,7 @@ export function createAuditLog (config: Config['audit'], log: AuditFileLog, dest
       includeArguments: config.includeArguments,
       includeResults: config.includeResults,
       record: (entry) => { logger.info(entry, 'mcp_request') },
+      recordToolDefinitions: (entry) => { logger.info(entry, 'tool_definitions') },
       isWritable: () => true,
       lastWriteFailure: () => undefined,
       close: () => new Promise((resolve) => { logger.flush(() => resolve()) }),
@@ -71,6 +85,7 @@ export function createAuditLog (config: Config['audit'], log: AuditFileLog, dest
     includeArguments: config.includeArguments,
     includeResults: config.includeResults,
     record: (entry) => { logger.info(entry, 'mcp_request') },
+    recordToolDefinitions: (entry) => { logger.info(entry, 'tool_definitions') },
     isWritable: () => file.isWritable(),
     lastWriteFailure: () => file.lastWriteFailure(),
     close: (deadlineMs = CLOSE_DEADLINE_MS) => file.close(deadlineMs),

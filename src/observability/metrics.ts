@@ -37,6 +37,7 @@ export class Metrics {
   readonly rateLimitRejections = new Counter({ name: 'portcullis_rate_limit_rejections_total', help: 'Requests refused by a rate limit or concurrency cap, by bucket', labelNames: ['bucket'] as const, registers: [this.registry] })
   readonly rateLimitStoreErrors = new Counter({ name: 'portcullis_rate_limit_store_errors_total', help: 'Rate-limit checks that failed because the counter store was unreachable', registers: [this.registry] })
   readonly resultsRedacted = new Counter({ name: 'portcullis_results_redacted_total', help: 'Matches masked in upstream results (servers[].redactResults), by server and detector kind', labelNames: ['server', 'kind'] as const, registers: [this.registry] })
+  readonly toolDefinitionChanges = new Counter({ name: 'portcullis_tool_definition_changes_total', help: 'Tool definitions listed differently from the approved set, by server and change (changed, added, removed); each counted once per replica', labelNames: ['server', 'change'] as const, registers: [this.registry] })
   readonly policyDenials = new Counter({ name: 'portcullis_policy_denials_total', help: 'Requests refused by policy, by server and reason (access, rule)', labelNames: ['server', 'reason'] as const, registers: [this.registry] })
   /** Where the stdio process counts come from when scraped (set once the upstreams exist). */
   stdioProcessCounts: () => Iterable<readonly [server: string, count: number]> = () => []

@@ -4,14 +4,15 @@
  * concurrency caps. The outcome per request message is what the route
  * answers with and what the audit trail records.
  */
-import { PortcullisError } from '../errors.js'
+import { PortcullisError, type JsonRpcId } from '../errors.js'
 import type { Rate } from '../config/units.js'
 import type { ServerConfig } from '../config/schema.js'
 import { isJudged, type McpInspection, type McpMessage } from '../mcp/jsonrpc.js'
 import { concurrencyRejection, type Bucket, type RateLimiter, type RateLimitRejection } from '../rate-limit/limiter.js'
 import type { Caller, ServerPolicy, TargetKind } from './policy.js'
 
-export type Decision = 'allowed' | 'denied' | 'rate_limited'
+/** invalid: a guardrail refused the call's arguments or tool name (JSON-RPC -32602, the model can correct it). */
+export type Decision = 'allowed' | 'denied' | 'rate_limited' | 'invalid'
 
 export interface MessageOutcome {
   readonly message: McpMessage
@@ -33,6 +34,8 @@ export interface GateOptions {
   readonly defaults: { readonly perUser: Rate | undefined, readonly perUserPerTool: Rate | undefined, readonly sessionCost: number }
   /** The WWW-Authenticate challenge asking for these scopes (undefined when authorization is off). */
   readonly scopeChallenge: ((scopes: readonly string[], description: string) => string) | undefined
+  /** Guardrails on a tools/call the policy allowed (pinned definitions, argument schemas): a refusal, or undefined. */
+  readonly checkCall?: (tool: string, args: unknown, id: JsonRpcId) => { readonly decision: Decision, readonly reason: string, readonly error: PortcullisError } | undefined
 }
 
 function limited (rejection: RateLimitRejection, id: McpMessage['id']): PortcullisError {
@@ -64,6 +67,11 @@ async function gateRequest (options: GateOptions, caller: Caller, callerKey: str
     return { message, decision: 'denied', kind: undefined, name: message.target, reason: verdict.message, error: new PortcullisError('PORTCULLIS_ERR_INSUFFICIENT_SCOPE', verdict.message, { id, headers }) }
   }
   const { kind, name, tool } = verdict
+  // Before limits: a call the gateway refuses anyway costs the caller nothing.
+  if (kind === 'tool' && name !== undefined && options.checkCall !== undefined) {
+    const refusal = options.checkCall(name, message.params?.arguments, id)
+    if (refusal !== undefined) return { message, kind, name, ...refusal }
+  }
   if (limiter === undefined) return { message, decision: 'allowed', kind, name }
 
   // A new session weighs rateLimits.sessionCost (issue 12: a free initialize let one user open

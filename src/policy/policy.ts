@@ -9,7 +9,8 @@
  *   3. T's rule names users/groups/clients and the caller is none of them
  *                                           -> denied (names the rule)
  *   4. T's rule needs scopes the token lacks -> insufficient_scope (step up)
- *   5. otherwise allowed, with T's rule (limits, cost, concurrency)
+ *   5. an argument matches T's arguments.deny -> denied (names argument and pattern)
+ *   6. otherwise allowed, with T's rule (limits, cost, concurrency)
  *
  * Lists (tools/list, prompts/list, resources/list, resources/templates/list)
  * are filtered for the caller to what steps 1-3 allow: a client never sees
@@ -19,6 +20,7 @@
 import type { AccessConfig, NamedRule, ServerConfig, ToolRule } from '../config/schema.js'
 import { isJudged, type McpMessage } from '../mcp/jsonrpc.js'
 import { compileGlob, type Matcher } from './glob.js'
+import { argumentRefusal, compileArgumentDeny, type ArgumentDeny } from './argument-rules.js'
 
 export type TargetKind = 'tool' | 'prompt' | 'resource'
 
@@ -110,9 +112,14 @@ const KIND_PLURAL: Readonly<Record<TargetKind, 'tools' | 'prompts' | 'resources'
 export class ServerPolicy {
   private readonly lists: Readonly<Record<TargetKind, CompiledList<ToolRule | NamedRule>>>
   private readonly access: AccessConfig | undefined
+  private readonly argumentRules = new Map<ToolRule, ArgumentDeny[]>()
 
   constructor (private readonly server: ServerConfig) {
     this.access = server.access
+    // Argument deny patterns compiled at start: a bad one fails here, not on a call.
+    for (const [key, rule] of Object.entries(server.tools)) {
+      if (key !== 'allow' && key !== 'deny') this.argumentDenial(rule as ToolRule, undefined, key)
+    }
     this.lists = {
       tool: compileList<ToolRule>(server.tools as { deny: string[] } & Record<string, unknown>),
       prompt: compileList<NamedRule>(server.prompts as { deny: string[] } & Record<string, unknown>),
@@ -141,7 +148,20 @@ export class ServerPolicy {
       const required = [...new Set([...this.server.scopes, ...needed])]
       return { allowed: false, reason: 'scope', requiredScopes: required, message: `${kind} "${name}" needs the scope(s): ${needed.join(' ')}` }
     }
+    const argumentDenial = kind === 'tool' ? this.argumentDenial(rule as ToolRule | undefined, message.params?.arguments, name) : undefined
+    if (argumentDenial !== undefined) return { allowed: false, reason: 'denied', message: argumentDenial }
     return { allowed: true, kind, name, tool: kind === 'tool' ? rule as ToolRule | undefined : undefined }
+  }
+
+  /** A tool rule's argument deny patterns, compiled once (at start) and matched per call. */
+  private argumentDenial (rule: ToolRule | undefined, args: unknown, tool: string): string | undefined {
+    if (rule?.arguments === undefined) return undefined
+    let compiled = this.argumentRules.get(rule)
+    if (compiled === undefined) {
+      compiled = compileArgumentDeny(rule.arguments.deny)
+      this.argumentRules.set(rule, compiled)
+    }
+    return argumentRefusal(compiled, args, tool)
   }
 
   /** Whether a listed entry stays visible to this caller (scope-gated entries do: they can be stepped up to). */

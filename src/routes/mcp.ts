@@ -34,6 +34,7 @@ import { hasFailed } from '../upstreams/respond.js'
 import { StdioUpstream } from '../upstreams/stdio/stdio-upstream.js'
 import type { SessionDirectory } from '../cluster/sessions.js'
 import { FORWARDED_HEADER, ReplicaForwarder } from '../cluster/forward.js'
+import type { ToolGuard } from '../guardrails/tool-guard.js'
 
 declare module 'fastify' {
   interface FastifyRequest {
@@ -59,6 +60,8 @@ export interface McpRoutesOptions {
   readonly metrics: Metrics
   /** The WWW-Authenticate challenge for a server and the scopes an operation needs (auth on). */
   readonly scopeChallenge: ((server: ServerConfig, scopes: readonly string[], description: string) => string) | undefined
+  /** Per server: pinned tool definitions and argument validation (README "Guardrails"). */
+  readonly toolGuards: ReadonlyMap<string, ToolGuard>
   /** Several replicas (cluster.advertiseUrl): stdio sessions held elsewhere are forwarded to their owner. */
   readonly replicas?: { readonly directory: SessionDirectory, readonly forwarder: ReplicaForwarder }
 }
@@ -165,12 +168,15 @@ export async function mcpRoutes (app: FastifyInstance, opts: McpRoutesOptions): 
     // Tool labels in metrics: names policy gives, and (below) names the upstream lists.
     metrics.nameTools(server.name, namedToolsOf(server))
     const challenge = opts.scopeChallenge
+    const guard = opts.toolGuards.get(server.name)
+    const guardsCalls = guard?.isActive === true ? guard : undefined
     const gateOptions = {
       server,
       policy,
       limiter,
       defaults: { perUser: config.rateLimits.perUser, perUserPerTool: config.rateLimits.perUserPerTool, sessionCost: config.rateLimits.sessionCost },
       scopeChallenge: challenge === undefined ? undefined : (scopes: readonly string[], description: string) => challenge(server, scopes, description),
+      ...(guardsCalls === undefined ? {} : { checkCall: (tool: string, args: unknown, id: JsonRpcId) => guardsCalls.checkCall(tool, args, id) }),
     }
 
     // After the Origin check, before any body is read: who is calling, and may they reach this server?
@@ -204,8 +210,9 @@ export async function mcpRoutes (app: FastifyInstance, opts: McpRoutesOptions): 
       }
       if (request.method !== 'POST') {
         refuseBody(request)
-        if (request.method === 'GET' && (policy.filtersLists || redactor !== undefined)) {
+        if (request.method === 'GET' && (policy.filtersLists || redactor !== undefined || guard?.hidesTools === true)) {
           // A GET with Last-Event-ID replays earlier answers, lists and results among them: edited as they were live, for the caller resuming the stream.
+          await guard?.refresh()
           request.mcpEdit = { watch: new Map(), extra: [], any: replayEdit(caller) }
         }
         return
@@ -215,6 +222,8 @@ export async function mcpRoutes (app: FastifyInstance, opts: McpRoutesOptions): 
       checkMirroredHeaders(inspection, request.headers)
       if (paramHeaders !== undefined && inspection.modernVersion !== undefined) checkParamHeaders(inspection, request.headers, paramHeaders)
 
+      // The approved tool definitions, fresh enough, before the gate judges calls and the answer's lists are edited.
+      if (guardsCalls !== undefined && inspection.messages.some((m) => m.method === 'tools/list' || (m.method === 'tools/call' && guardsCalls.refusesCalls))) await guardsCalls.refresh()
       const outcomes = await gate(gateOptions, caller, key, inspection)
       reply.raw.once('close', () => finish(request, reply, outcomes, reply.elapsedTime))
       for (const o of outcomes) {
@@ -246,7 +255,8 @@ export async function mcpRoutes (app: FastifyInstance, opts: McpRoutesOptions): 
 
     /** A replayed answer's request is unknown: lists and results are told apart by their shape. Lists differ per caller (user and group rules). */
     const replayEdit = (caller: Caller): MessageTransform => (message) => {
-      const filtered = policy.filtersLists ? policy.filterAnyList(message.result, caller) : undefined
+      const pinned = guard?.onReplayedList(message.result)
+      const filtered = policy.filtersLists ? policy.filterAnyList(pinned ?? message.result, caller) ?? pinned : pinned
       const listed = filtered === undefined ? message : { ...message, result: filtered }
       const masked = maskResult(listed) ?? listed
       return masked === message ? undefined : masked
@@ -286,6 +296,13 @@ export async function mcpRoutes (app: FastifyInstance, opts: McpRoutesOptions): 
               return undefined
             }
           : undefined
+        // Pinned definitions: the upstream's own list is compared with the approved set (enforce hides what changed).
+        const pin: MessageTransform | undefined = method === 'tools/list' && guardsCalls !== undefined
+          ? (message) => {
+              const pinned = guardsCalls.onList(message.result, o.message.params?.cursor === undefined)
+              return pinned === undefined ? undefined : { ...message, result: pinned }
+            }
+          : undefined
         const filter: MessageTransform | undefined = LIST_METHODS[method] !== undefined && policy.filtersLists
           ? (message) => {
               const filtered = policy.filterList(method, message.result, caller)
@@ -301,10 +318,11 @@ export async function mcpRoutes (app: FastifyInstance, opts: McpRoutesOptions): 
               return undefined
             }
           : undefined
-        if (learn !== undefined || filter !== undefined || mask !== undefined || record !== undefined) {
+        if (learn !== undefined || pin !== undefined || filter !== undefined || mask !== undefined || record !== undefined) {
           watch.set(id, (message) => {
             learn?.(message)
-            const filtered = filter?.(message) ?? message
+            const pinned = pin?.(message) ?? message
+            const filtered = filter?.(pinned) ?? pinned
             // Masked before it is recorded: a debugging audit never holds what the client was spared.
             const edited = mask?.(filtered) ?? filtered
             record?.(edited)

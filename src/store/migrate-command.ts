@@ -5,31 +5,13 @@ import type { Config } from '../config/schema.js'
 import { createLogger } from '../observability/logger.js'
 import { DEFAULT_SQLITE_FILE } from './create-store.js'
 import { copyStore, MigrationError } from './migrate.js'
-import { createRedisClient, redactRedisUrl, waitUntilReady, type RedisClient } from './redis-client.js'
-import { RedisStore } from './redis-store.js'
-import { SqliteStore } from './sqlite-store.js'
-import type { Store } from './types.js'
+import { openRedis, openSqlite, type OpenedStore } from './command-store.js'
 
-const REDIS_CONNECT_TIMEOUT_MS = 10_000
 const PREFIX_RE = /^[\w.:-]{1,64}$/
 
-interface Opened { readonly store: Store, readonly describe: string, readonly close: () => Promise<void> }
-
-async function openRedis (url: string, prefix: string, log: ReturnType<typeof createLogger>): Promise<Opened> {
-  const client: RedisClient = createRedisClient(url, log)
-  try {
-    await waitUntilReady(client, url, REDIS_CONNECT_TIMEOUT_MS)
-  } catch (err) {
-    client.disconnect()
-    throw err
-  }
-  return { store: new RedisStore(client, url, () => Date.now(), prefix), describe: `redis ${redactRedisUrl(url)} (prefix ${prefix})`, close: async () => { await client.quit().catch(() => client.disconnect()) } }
-}
-
-function openSqlite (path: string, mustExist: boolean): Opened {
-  if (mustExist && !existsSync(path)) throw new MigrationError(`nothing to migrate: ${path} does not exist`)
-  const store = new SqliteStore(path)
-  return { store, describe: `sqlite ${path}`, close: () => store.close() }
+function openMigrationSource (path: string): OpenedStore {
+  if (!existsSync(path)) throw new MigrationError(`nothing to migrate: ${path} does not exist`)
+  return openSqlite(path, false)
 }
 
 export async function migrateStoreCommand (config: Config, to: string, prefix: string | undefined): Promise<number> {
@@ -38,12 +20,12 @@ export async function migrateStoreCommand (config: Config, to: string, prefix: s
     process.stderr.write('portcullis: --prefix: expected up to 64 letters, digits or _ . : -\n')
     return 2
   }
-  const opened: Opened[] = []
+  const opened: OpenedStore[] = []
   try {
     if (config.store.memory === true) throw new MigrationError('the configured store is memory: there is nothing persistent to migrate')
     const source = config.store.redis !== undefined
       ? await openRedis(config.store.redis, config.store.prefix, log)
-      : openSqlite(resolve(config.store.sqlite ?? join(config.dataDir, DEFAULT_SQLITE_FILE)), true)
+      : openMigrationSource(resolve(config.store.sqlite ?? join(config.dataDir, DEFAULT_SQLITE_FILE)))
     opened.push(source)
     const destination = /^rediss?:\/\//.test(to)
       ? await openRedis(to, prefix ?? config.store.prefix, log)

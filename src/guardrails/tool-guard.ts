@@ -1,0 +1,255 @@
+/**
+ * One server's guardrails on tool traffic (README "Guardrails"):
+ *
+ *  - pinned definitions (servers[].pinTools): each tools/list answer is
+ *    fingerprinted tool by tool and compared with the approved set in the
+ *    store. The first listing is approved on first use. A change, an added or
+ *    a removed tool is logged, counted and audited once (warn); under enforce
+ *    the changed and added tools are also hidden from the list and calls to
+ *    them refused, until an operator approves them (`portcullis tools approve`).
+ *  - validated arguments (servers[].validateArguments): tools/call arguments
+ *    checked against the tool's inputSchema, unknown tools refused, before the
+ *    call leaves the gateway.
+ *
+ * The approved set is re-read from the store at most every
+ * TOOL_APPROVALS_CACHE_MS, so an approval made by the CLI (or another
+ * replica's first use) takes effect within that bound, without a restart.
+ * List answers are edited synchronously as they stream by: the route awaits
+ * `refresh()` before the request goes upstream, and the edit then uses the
+ * state in memory.
+ */
+import type { FastifyBaseLogger } from 'fastify'
+import { PortcullisError, type JsonRpcId } from '../errors.js'
+import type { ServerConfig } from '../config/schema.js'
+import type { Store } from '../store/types.js'
+import type { Decision } from '../policy/gate.js'
+import { fingerprintOf, toolDefinition } from './tool-fingerprint.js'
+import {
+  approveFirstUse, diffTools, FIRST_USE, loadApproved, loadObserved, saveObserved,
+  type ApprovedTools, type ObservedTools, type PinnedTool, type ToolChange, type ToolSet,
+} from './tool-approvals.js'
+import type { ArgumentValidator } from './argument-validator.js'
+
+/** How stale the approved set may be: an approval reaches every replica within this. */
+export const TOOL_APPROVALS_CACHE_MS = 5_000
+/** Changes already reported are remembered (per process) up to this many, then forgotten together. */
+const MAX_REPORTED_CHANGES = 1_000
+
+export interface ToolGuardOptions {
+  readonly server: ServerConfig
+  readonly store: Store
+  readonly validator: ArgumentValidator
+  readonly log: FastifyBaseLogger
+  readonly now: () => number
+  /** A change seen for the first time: counted and audited by the caller. */
+  readonly onChanges: (changes: readonly ToolChange[]) => void
+  /** The first listing was approved (trust on first use). */
+  readonly onFirstUse: (tools: readonly string[]) => void
+}
+
+export interface CallRefusal {
+  readonly decision: Decision
+  readonly reason: string
+  readonly error: PortcullisError
+}
+
+interface PinState {
+  approved: ApprovedTools | undefined
+  observed: ObservedTools | undefined
+  loadedAtMs: number
+}
+
+export class ToolGuard {
+  private readonly server: ServerConfig
+  private state: PinState | undefined
+  private loading: Promise<void> | undefined
+  private readonly reported = new Set<string>()
+
+  constructor (private readonly options: ToolGuardOptions) {
+    this.server = options.server
+  }
+
+  /** Whether any guardrail is on for this server (most answers then pass as bytes). */
+  get isActive (): boolean {
+    return this.server.pinTools !== 'off' || this.server.validateArguments
+  }
+
+  /** Whether a tools/call can be refused (enforce, or validation): only then does a call need the approved set. */
+  get refusesCalls (): boolean {
+    return this.server.pinTools === 'enforce' || this.server.validateArguments
+  }
+
+  /** Whether replayed list answers must be edited (enforce hides unapproved tools). */
+  get hidesTools (): boolean {
+    return this.server.pinTools === 'enforce'
+  }
+
+  /** Loads the approved and observed sets unless the copy in memory is fresh enough. */
+  async refresh (): Promise<void> {
+    const state = this.state
+    if (state !== undefined && this.options.now() - state.loadedAtMs < TOOL_APPROVALS_CACHE_MS) return
+    this.loading ??= this.load().finally(() => { this.loading = undefined })
+    await this.loading
+  }
+
+  private async load (): Promise<void> {
+    const { store, server, now, log } = this.options
+    try {
+      const [approved, observed] = await Promise.all([loadApproved(store, server.name), loadObserved(store, server.name)])
+      this.state = { approved, observed, loadedAtMs: now() }
+    } catch (err) {
+      // A stale copy is better than none: approvals are rare, and the next request retries.
+      // With none, only a guardrail that refuses calls must fail closed; warn merely watches.
+      if (this.state !== undefined || !this.refusesCalls) {
+        log.warn({ server: server.name, err: { message: (err as Error).message } }, 'approved tool definitions could not be read; pinning skipped or using the copy in memory')
+        return
+      }
+      throw new PortcullisError('PORTCULLIS_ERR_STORE_UNAVAILABLE', undefined, { cause: err })
+    }
+  }
+
+  /**
+   * A tools/list result on its way to the client: recorded, compared with the
+   * approved set, and under enforce returned without unapproved tools
+   * (undefined: pass it unchanged). `isFirstPage`: the request had no cursor.
+   */
+  onList (result: unknown, isFirstPage: boolean): Record<string, unknown> | undefined {
+    const listed = listedTools(result)
+    const state = this.state
+    if (listed === undefined || state === undefined) return undefined
+    const isComplete = isFirstPage && (result as Record<string, unknown>).nextCursor === undefined
+    this.observe(state, listed, isComplete)
+    if (this.server.pinTools === 'off') return undefined
+    if (state.approved === undefined) {
+      this.trustFirstUse(state, listed)
+      return undefined
+    }
+    this.report(diffTools(state.approved.tools, listed, isComplete))
+    return this.hidesTools ? this.withoutUnapproved(result, listed) : undefined
+  }
+
+  /** A list result replayed on a GET stream (its request went by earlier): hidden like a live one, not recorded. */
+  onReplayedList (result: unknown): Record<string, unknown> | undefined {
+    const listed = listedTools(result)
+    return this.hidesTools && listed !== undefined ? this.withoutUnapproved(result, listed) : undefined
+  }
+
+  /** Why a tools/call must not leave the gateway; undefined when it may. */
+  checkCall (tool: string, args: unknown, id: JsonRpcId): CallRefusal | undefined {
+    const name = this.server.name
+    const approved = this.state?.approved
+    const observed = this.state?.observed
+    if (this.server.pinTools === 'enforce') {
+      const refusal = this.pinRefusal(tool, approved, observed?.tools[tool], id)
+      if (refusal !== undefined) return refusal
+    }
+    if (!this.server.validateArguments) return undefined
+    // Under enforce, the approved definition is the contract; under warn and off, what the upstream
+    // lists now is (an accepted change would otherwise fail against the schema it replaced).
+    const reference = this.server.pinTools === 'enforce' ? approved?.tools[tool] : observed?.tools[tool]
+    if (reference === undefined) {
+      const isListKnown = this.server.pinTools === 'enforce' || observed?.isComplete === true
+      if (!isListKnown) return undefined
+      const message = `server "${name}" lists no tool "${tool}"`
+      return { decision: 'invalid', reason: message, error: new PortcullisError('PORTCULLIS_ERR_UNKNOWN_TOOL', message, { id }) }
+    }
+    const problem = this.options.validator.check(reference.fingerprint, reference.definition.inputSchema, args)
+    if (problem === undefined) return undefined
+    const message = `tool "${tool}": ${problem.path === '' ? 'arguments' : `arguments${problem.path}`} ${problem.message}`
+    return { decision: 'invalid', reason: message, error: new PortcullisError('PORTCULLIS_ERR_INVALID_ARGUMENTS', message, { id, data: { path: problem.path } }) }
+  }
+
+  private pinRefusal (tool: string, approved: ApprovedTools | undefined, listed: PinnedTool | undefined, id: JsonRpcId): CallRefusal | undefined {
+    const name = this.server.name
+    const approveHint = `an operator can approve it: portcullis tools diff ${name}; portcullis tools approve ${name} --tool ${tool}`
+    let message: string | undefined
+    if (approved === undefined) {
+      message = `no tool list of server "${name}" is approved yet: list the tools first (the first listing is trusted), or approve one with portcullis tools approve ${name}`
+    } else {
+      const pinned = approved.tools[tool]
+      if (pinned === undefined && listed === undefined) {
+        const unknown = `server "${name}" lists no approved tool "${tool}"`
+        return { decision: 'invalid', reason: unknown, error: new PortcullisError('PORTCULLIS_ERR_UNKNOWN_TOOL', unknown, { id }) }
+      }
+      if (pinned === undefined) message = `tool "${tool}" was added to server "${name}" after its tools were approved; ${approveHint}`
+      else if (listed !== undefined && listed.fingerprint !== pinned.fingerprint) {
+        message = `the definition of tool "${tool}" of server "${name}" changed since it was approved (${short(pinned.fingerprint)} -> ${short(listed.fingerprint)}); ${approveHint}`
+      }
+    }
+    if (message === undefined) return undefined
+    return { decision: 'denied', reason: message, error: new PortcullisError('PORTCULLIS_ERR_TOOL_NOT_APPROVED', message, { id }) }
+  }
+
+  /** The latest listing, kept in the store for `tools diff` (written only when it differs). */
+  private observe (state: PinState, listed: ToolSet, isComplete: boolean): void {
+    const before = state.observed
+    const tools = isComplete || before === undefined ? listed : { ...before.tools, ...listed }
+    const isKnownComplete = isComplete || (before?.isComplete ?? false)
+    if (before !== undefined && before.isComplete === isKnownComplete && sameTools(before.tools, tools)) return
+    const observed: ObservedTools = { tools, observedAtMs: this.options.now(), isComplete: isKnownComplete }
+    state.observed = observed
+    saveObserved(this.options.store, this.server.name, observed).catch((err: Error) => {
+      this.options.log.warn({ server: this.server.name, err: { message: err.message } }, 'the listed tool definitions could not be stored (tools diff shows an older listing)')
+    })
+  }
+
+  private trustFirstUse (state: PinState, listed: ToolSet): void {
+    const { store, now, log } = this.options
+    state.approved = { tools: listed, approvedAtMs: now(), approvedBy: FIRST_USE }
+    approveFirstUse(store, this.server.name, listed, now()).then((isFirst) => {
+      if (isFirst) this.options.onFirstUse(Object.keys(listed))
+      // Another replica approved first: its set is the one; read it on the next request.
+      else state.loadedAtMs = 0
+    }, (err: Error) => {
+      state.loadedAtMs = 0
+      log.warn({ server: this.server.name, err: { message: err.message } }, 'the first tool listing could not be stored as approved; the next listing tries again')
+    })
+  }
+
+  /** Reports each change once per process (every listing repeats it until approved). */
+  private report (changes: readonly ToolChange[]): void {
+    const fresh = changes.filter((c) => {
+      const key = `${c.change}:${c.name}:${c.from ?? ''}:${c.to ?? ''}`
+      if (this.reported.has(key)) return false
+      if (this.reported.size >= MAX_REPORTED_CHANGES) this.reported.clear()
+      this.reported.add(key)
+      return true
+    })
+    if (fresh.length === 0) return
+    this.options.log.warn({ server: this.server.name, changes: fresh, pinTools: this.server.pinTools }, 'tool definitions differ from the approved ones')
+    this.options.onChanges(fresh)
+  }
+
+  private withoutUnapproved (result: unknown, listed: ToolSet): Record<string, unknown> | undefined {
+    const approved = this.state?.approved?.tools
+    const tools = (result as { tools?: unknown } | null)?.tools
+    if (approved === undefined || !Array.isArray(tools)) return undefined
+    const kept = tools.filter((tool: unknown) => {
+      const name = (tool as { name?: unknown } | null)?.name
+      return typeof name === 'string' && approved[name] !== undefined && approved[name]?.fingerprint === listed[name]?.fingerprint
+    })
+    return kept.length === tools.length ? undefined : { ...(result as Record<string, unknown>), tools: kept }
+  }
+}
+
+/** The tools of a list result by name, fingerprinted; undefined when it is not one. */
+export function listedTools (result: unknown): ToolSet | undefined {
+  const tools = (result as { tools?: unknown } | null | undefined)?.tools
+  if (!Array.isArray(tools)) return undefined
+  const listed: Record<string, PinnedTool> = {}
+  for (const tool of tools) {
+    const definition = toolDefinition(tool)
+    if (definition !== undefined) listed[definition.name] = { fingerprint: fingerprintOf(definition), definition }
+  }
+  return listed
+}
+
+function sameTools (a: ToolSet, b: ToolSet): boolean {
+  const names = Object.keys(a)
+  return names.length === Object.keys(b).length && names.every((n) => a[n]?.fingerprint === b[n]?.fingerprint)
+}
+
+/** Enough of a fingerprint to tell two apart in a message. */
+function short (fingerprint: string): string {
+  return fingerprint.slice(0, 12)
+}
