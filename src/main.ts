@@ -28,6 +28,9 @@ Commands:
   migrate-store   Copy the configured store (clients, grants, refresh tokens, signing keys…)
                   into another: --to redis://… (or a .db file). Works beside a running
                   gateway; stop it before switching, or what it writes meanwhile stays behind.
+  keys            Personal API keys: keys create --user <id> --servers a,b [--scopes x,y]
+                  [--expires 30d] [--name n], keys list --user <id>, keys revoke <keyId>
+                  (works beside a running gateway; portcullis keys --help)
 
 Options:
   -c, --config <file>  Config file (default: ./portcullis.yaml, then config/portcullis.example.yaml)
@@ -56,6 +59,11 @@ async function main (argv: string[]): Promise<number> {
         config: { type: 'string', short: 'c' },
         to: { type: 'string' },
         prefix: { type: 'string' },
+        user: { type: 'string' },
+        servers: { type: 'string' },
+        scopes: { type: 'string' },
+        expires: { type: 'string' },
+        name: { type: 'string' },
         help: { type: 'boolean', short: 'h' },
         version: { type: 'boolean', short: 'v' },
       },
@@ -70,6 +78,11 @@ async function main (argv: string[]): Promise<number> {
     return EXIT_OK
   }
   const command = positionals[0]
+  if (command === 'keys' && values.help === true) {
+    const { KEYS_USAGE } = await import('./account/keys-command.js')
+    process.stdout.write(KEYS_USAGE)
+    return EXIT_OK
+  }
   if (values.help === true || command === 'help') {
     process.stdout.write(USAGE)
     return EXIT_OK
@@ -79,7 +92,7 @@ async function main (argv: string[]): Promise<number> {
     return EXIT_USAGE
   }
   if (command === 'hash-password') return hashPasswordCommand()
-  if (command !== 'start' && command !== 'check' && command !== 'migrate-store') {
+  if (command !== 'start' && command !== 'check' && command !== 'migrate-store' && command !== 'keys') {
     process.stderr.write(`portcullis: unknown command "${command}"\n\n${USAGE}`)
     return EXIT_USAGE
   }
@@ -115,6 +128,10 @@ async function main (argv: string[]): Promise<number> {
     }
     const { migrateStoreCommand } = await import('./store/migrate-command.js')
     return migrateStoreCommand(config, values.to, values.prefix)
+  }
+  if (command === 'keys') {
+    const { keysCommand } = await import('./account/keys-command.js')
+    return keysCommand(config, { action: positionals[1], keyId: positionals[2], user: values.user, servers: values.servers, scopes: values.scopes, expires: values.expires, name: values.name })
   }
   return start(config)
 }

@@ -31,6 +31,7 @@ import type { TokenVerifier } from '../resource-server/verify-token.js'
 import { revokeJwtAccessTokens } from './revoke-access-token.js'
 import { HTTP_REDIRECT_RULE, isForbiddenRedirect, isLoopbackOrNative } from './redirect-rule.js'
 import type { FetchLike } from '../net/guarded-fetch.js'
+import { ACCOUNT_CLIENT_ID, accountClientMetadata } from '../account/sign-in.js'
 
 export const OAUTH_ROUTES = {
   authorization: '/oauth/authorize',
@@ -137,6 +138,27 @@ function staticClients (config: Config): ClientMetadata[] {
   }))
 }
 
+function optional<T> (value: T | undefined): T[] {
+  return value === undefined ? [] : [value]
+}
+
+/**
+ * The gateway's own account pages (account/sign-in.ts) ask for `openid` only and are part of
+ * the gateway: no consent screen, a grant made on the spot (oidc-provider's documented way to
+ * skip consent for first-party clients).
+ */
+async function firstPartyGrant (ctx: KoaContextWithOIDC): Promise<InstanceType<Provider['Grant']> | undefined> {
+  const { session, client, provider } = ctx.oidc
+  if (session?.accountId === undefined || client === undefined) return undefined
+  const existing = session.grantIdFor(client.clientId)
+  const found = existing === undefined ? undefined : await provider.Grant.find(existing)
+  if (found !== undefined) return found
+  const grant = new provider.Grant({ accountId: session.accountId, clientId: client.clientId })
+  grant.addOIDCScope('openid')
+  await grant.save()
+  return grant
+}
+
 /** Access token lifetime in whole seconds, as tokens carry it. */
 export function accessTokenLifetimeS (config: Config): number {
   return Math.max(1, Math.round(config.auth.accessTokenTtl / 1000))
@@ -177,7 +199,7 @@ export function createProvider (deps: ProviderDeps): Provider {
     // make them grantable without a resource, for an opaque token valid nowhere.
     scopes: ['openid', 'offline_access'],
     responseTypes: ['code'],
-    clients: staticClients(config),
+    clients: [...staticClients(config), ...optional(accountClientMetadata(config.publicUrl))],
     clientDefaults: {
       grant_types: ['authorization_code', 'refresh_token'],
       response_types: ['code'],
@@ -209,7 +231,9 @@ export function createProvider (deps: ProviderDeps): Provider {
       resourceIndicators: {
         enabled: true,
         useGrantedResource: () => true,
-        defaultResource: (ctx: KoaContextWithOIDC, _client: unknown, oneOf?: readonly string[]) => {
+        defaultResource: (ctx: KoaContextWithOIDC, client: { clientId?: string } | undefined, oneOf?: readonly string[]) => {
+          // The account pages sign in for an ID token only: their tokens reach no MCP server.
+          if (client?.clientId === ACCOUNT_CLIENT_ID) return undefined
           if (oneOf !== undefined && oneOf.length > 0) return oneOf[0] as string
           const requested = String(ctx.oidc.params?.scope ?? '').split(' ').filter((s) => s !== '')
           const chosen = catalog.defaultFor(requested)
@@ -274,6 +298,7 @@ export function createProvider (deps: ProviderDeps): Provider {
     loadExistingGrant: async (ctx: KoaContextWithOIDC) => {
       const { session, client, result } = ctx.oidc
       if (client === undefined || session === undefined) return undefined
+      if (client.clientId === ACCOUNT_CLIENT_ID) return await firstPartyGrant(ctx)
       const remembered = session.accountId === undefined ? undefined : await store.kvGet(consentKey(session.accountId, client.clientId))
       const grantId = (result?.consent as { grantId?: string } | undefined)?.grantId ?? session.grantIdFor(client.clientId) ?? remembered
       return grantId === undefined ? undefined : await ctx.oidc.provider.Grant.find(grantId)

@@ -1,36 +1,11 @@
 /** The `portcullis migrate-store` command: the configured store -> another one. */
-import { existsSync } from 'node:fs'
-import { join, resolve } from 'node:path'
+import { resolve } from 'node:path'
 import type { Config } from '../config/schema.js'
 import { createLogger } from '../observability/logger.js'
-import { DEFAULT_SQLITE_FILE } from './create-store.js'
 import { copyStore, MigrationError } from './migrate.js'
-import { createRedisClient, redactRedisUrl, waitUntilReady, type RedisClient } from './redis-client.js'
-import { RedisStore } from './redis-store.js'
-import { SqliteStore } from './sqlite-store.js'
-import type { Store } from './types.js'
+import { openConfiguredStore, openRedis, openSqlite, type Opened } from './open-store.js'
 
-const REDIS_CONNECT_TIMEOUT_MS = 10_000
 const PREFIX_RE = /^[\w.:-]{1,64}$/
-
-interface Opened { readonly store: Store, readonly describe: string, readonly close: () => Promise<void> }
-
-async function openRedis (url: string, prefix: string, log: ReturnType<typeof createLogger>): Promise<Opened> {
-  const client: RedisClient = createRedisClient(url, log)
-  try {
-    await waitUntilReady(client, url, REDIS_CONNECT_TIMEOUT_MS)
-  } catch (err) {
-    client.disconnect()
-    throw err
-  }
-  return { store: new RedisStore(client, url, () => Date.now(), prefix), describe: `redis ${redactRedisUrl(url)} (prefix ${prefix})`, close: async () => { await client.quit().catch(() => client.disconnect()) } }
-}
-
-function openSqlite (path: string, mustExist: boolean): Opened {
-  if (mustExist && !existsSync(path)) throw new MigrationError(`nothing to migrate: ${path} does not exist`)
-  const store = new SqliteStore(path)
-  return { store, describe: `sqlite ${path}`, close: () => store.close() }
-}
 
 export async function migrateStoreCommand (config: Config, to: string, prefix: string | undefined): Promise<number> {
   const log = createLogger('warn')
@@ -41,9 +16,7 @@ export async function migrateStoreCommand (config: Config, to: string, prefix: s
   const opened: Opened[] = []
   try {
     if (config.store.memory === true) throw new MigrationError('the configured store is memory: there is nothing persistent to migrate')
-    const source = config.store.redis !== undefined
-      ? await openRedis(config.store.redis, config.store.prefix, log)
-      : openSqlite(resolve(config.store.sqlite ?? join(config.dataDir, DEFAULT_SQLITE_FILE)), true)
+    const source = await openConfiguredStore(config, log, (path) => new MigrationError(`nothing to migrate: ${path} does not exist`))
     opened.push(source)
     const destination = /^rediss?:\/\//.test(to)
       ? await openRedis(to, prefix ?? config.store.prefix, log)

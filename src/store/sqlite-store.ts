@@ -224,7 +224,7 @@ export class SqliteStore implements Store {
   }
 
   kvSetIfAbsent (key: string, value: string): Promise<boolean> {
-    return this.write(() => this.stmt.kvInsert.run(key, value).changes === 1)
+    return this.write(() => this.stmt.kvInsert.run(key, value, this.now()).changes === 1)
   }
 
   kvDelete (key: string): Promise<void> {
@@ -295,7 +295,8 @@ function prepareStatements (db: Db) {
     sweepOidc: db.prepare('DELETE FROM oidc WHERE expires_at IS NOT NULL AND expires_at <= ?'),
     kvGet: db.prepare('SELECT value, expires_at FROM kv WHERE key = ?'),
     kvSet: db.prepare('INSERT INTO kv (key, value, expires_at) VALUES (?, ?, ?) ON CONFLICT (key) DO UPDATE SET value = excluded.value, expires_at = excluded.expires_at'),
-    kvInsert: db.prepare('INSERT INTO kv (key, value, expires_at) VALUES (?, ?, NULL) ON CONFLICT (key) DO NOTHING'),
+    // An expired row (not swept yet) is absent to kvGet, so it is absent here too: replaced.
+    kvInsert: db.prepare('INSERT INTO kv (key, value, expires_at) VALUES (?, ?, NULL) ON CONFLICT (key) DO UPDATE SET value = excluded.value, expires_at = NULL WHERE kv.expires_at IS NOT NULL AND kv.expires_at <= ?'),
     kvDelete: db.prepare('DELETE FROM kv WHERE key = ?'),
     sweepKv: db.prepare('DELETE FROM kv WHERE expires_at IS NOT NULL AND expires_at <= ?'),
     counterGet: db.prepare('SELECT count, reset_at FROM counters WHERE key = ?'),
