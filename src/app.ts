@@ -317,8 +317,8 @@ function listenerTimeouts (limits: Config['limits']): { keepAliveTimeout: number
 
 /** The account pages' code exchange: /oauth/token in-process (no socket, no outbound request). */
 function tokenExchangeIn (app: FastifyInstance): TokenExchange {
-  return async (form) => {
-    const res = await app.inject({ method: 'POST', url: '/oauth/token', headers: { 'content-type': 'application/x-www-form-urlencoded' }, payload: form.toString() })
+  return async (form, clientIp) => {
+    const res = await app.inject({ method: 'POST', url: '/oauth/token', remoteAddress: clientIp, headers: { 'content-type': 'application/x-www-form-urlencoded' }, payload: form.toString() })
     let body: unknown
     try {
       body = res.json()

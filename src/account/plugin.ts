@@ -125,7 +125,7 @@ export async function accountRoutes (app: FastifyInstance, opts: AccountRoutesOp
     if (pending === undefined) return sendPage(reply, 400, messagePage('Sign-in expired', 'This sign-in is no longer valid.', `Start again at ${opts.publicUrl}${KEYS_PATH}.`))
     let userId: string
     try {
-      userId = await finishSignIn(request.query, pending, { publicUrl: opts.publicUrl, jwks: opts.jwks, exchange: opts.exchange, now: opts.now })
+      userId = await finishSignIn(request.query, pending, { publicUrl: opts.publicUrl, jwks: opts.jwks, exchange: opts.exchange, clientIp: request.ip, now: opts.now })
     } catch (err) {
       if (!(err instanceof SignInError)) throw err
       request.log.info({ reason: err.message }, 'account sign-in failed')

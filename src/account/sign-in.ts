@@ -59,8 +59,11 @@ export function startSignIn (publicUrl: string, returnTo: string): { url: string
   return { url: `/oauth/authorize?${params.toString()}`, pending }
 }
 
-/** Sends a form to the token endpoint and returns its answer (status and JSON body). */
-export type TokenExchange = (form: URLSearchParams) => Promise<{ status: number, body: unknown }>
+/**
+ * Sends a form to the token endpoint and returns its answer (status and JSON body). `clientIp`:
+ * the signed-in person's address, so the token endpoint's per-IP limit counts them, not the gateway.
+ */
+export type TokenExchange = (form: URLSearchParams, clientIp: string) => Promise<{ status: number, body: unknown }>
 
 export class SignInError extends Error {
   constructor (message: string) {
@@ -70,7 +73,7 @@ export class SignInError extends Error {
 }
 
 /** The signed-in user's id, from the callback's query and the pending sign-in. */
-export async function finishSignIn (query: Record<string, string | undefined>, pending: PendingLogin, deps: { publicUrl: string, jwks: JSONWebKeySet, exchange: TokenExchange, now: () => number }): Promise<string> {
+export async function finishSignIn (query: Record<string, string | undefined>, pending: PendingLogin, deps: { publicUrl: string, jwks: JSONWebKeySet, exchange: TokenExchange, clientIp: string, now: () => number }): Promise<string> {
   if (query.state !== pending.state) throw new SignInError('the sign-in state does not match')
   // RFC 9207: the response names its issuer; only ours is accepted.
   if (query.iss !== deps.publicUrl) throw new SignInError('the sign-in came back from another issuer')
@@ -82,7 +85,7 @@ export async function finishSignIn (query: Record<string, string | undefined>, p
     redirect_uri: `${deps.publicUrl}${CALLBACK_PATH}`,
     client_id: ACCOUNT_CLIENT_ID,
     code_verifier: pending.verifier,
-  }))
+  }), deps.clientIp)
   const idToken = (answer.body as { id_token?: unknown } | null)?.id_token
   if (answer.status !== 200 || typeof idToken !== 'string') throw new SignInError(`the code exchange failed (${answer.status})`)
   const { payload } = await jwtVerify(idToken, createLocalJWKSet(deps.jwks), { issuer: deps.publicUrl, audience: ACCOUNT_CLIENT_ID, algorithms: ['ES256'], currentDate: new Date(deps.now()) })
