@@ -14,6 +14,9 @@
 import { API_KEY_PREFIX, hashApiKey, isLive, LAST_USED_RESOLUTION_MS, type ApiKeyRecord, type ApiKeys } from '../account/api-keys.js'
 import type { KeyOwners } from '../account/key-owners.js'
 import type { UserIdentity } from '../identity.js'
+import { PortcullisError } from '../errors.js'
+import { isStoreUnavailable } from '../store/types.js'
+import { STORE_RETRY_AFTER_S } from '../auth-server/provider.js'
 import { tokenError, type RequestIdentity } from './verify-token.js'
 
 export const API_KEY_CACHE_MS = 5_000
@@ -51,13 +54,23 @@ export class ApiKeyVerifier {
     const hash = hashApiKey(secret)
     let cached = this.cache.get(hash)
     if (cached === undefined || now - cached.atMs >= API_KEY_CACHE_MS) {
-      cached = { atMs: now, found: await this.load(secret) }
+      cached = { atMs: now, found: await this.loadOrUnavailable(secret) }
       this.remember(hash, cached)
     }
     const found = cached.found
     if (found === undefined || !isLive(found.record, now)) throw tokenError('api_key')
     this.noteUse(hash, cached, now)
     return identityOf(found.record, found.user)
+  }
+
+  /** The store down (Redis unreachable): 503 "retry shortly" and nothing cached — never a 401 that would look like a bad key. */
+  private async loadOrUnavailable (secret: string): Promise<Cached['found']> {
+    try {
+      return await this.load(secret)
+    } catch (err) {
+      if (!isStoreUnavailable(err)) throw err
+      throw new PortcullisError('PORTCULLIS_ERR_STORE_UNAVAILABLE', undefined, { cause: err, headers: { 'retry-after': String(STORE_RETRY_AFTER_S) } })
+    }
   }
 
   private async load (secret: string): Promise<Cached['found']> {

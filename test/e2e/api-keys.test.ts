@@ -10,7 +10,7 @@ import { ExternalAccounts } from '../../src/auth-server/external-accounts.js'
 import { ApiKeys } from '../../src/account/api-keys.js'
 import { MemoryStore } from '../../src/store/memory-store.js'
 import { API_KEY_CACHE_MS } from '../../src/resource-server/verify-api-key.js'
-import { connectClient, INIT_BODY, postJson, startGateway, startUpstream, textOf, type RunningGateway } from '../helpers.js'
+import { connectClient, eventually, INIT_BODY, postJson, startGateway, startOwnRedis, startUpstream, textOf, uniquePrefix, type RunningGateway } from '../helpers.js'
 import { createKeyOnPage, revokeOnPage, signInToAccount } from '../account-helpers.js'
 
 const PASSWORD = 'correct horse battery staple'
@@ -160,4 +160,21 @@ t.test('auth.apiKeys.enabled: false refuses pcs_ keys and says so on the page', 
   const page = await fetch(`${off.baseUrl}/account/keys`, { redirect: 'manual' })
   t.equal(page.status, 404)
   t.match(await page.text(), /API keys are disabled/)
+})
+
+t.test('Redis down: a key that needs a lookup gets 503 "retry shortly", never a 401 that looks like a bad key', async (t) => {
+  const redis = await startOwnRedis(t)
+  if (redis === undefined) return
+  let clock = Date.now()
+  const gw = await startGateway(t, { auth: { users: [ALICE] }, store: { redis: redis.url, prefix: uniquePrefix() }, servers: await twoServers(t) }, {}, { now: () => clock })
+  const { secret = '' } = await createKeyOnPage(await signInToAccount(gw.baseUrl, 'alice', PASSWORD), { name: 'k', servers: ['a'] })
+  t.equal((await postJson(gw.mcpUrl('a'), INIT_BODY, bearer(secret))).status, 200)
+  await redis.stop()
+  clock += API_KEY_CACHE_MS
+  const down = await postJson(gw.mcpUrl('a'), INIT_BODY, bearer(secret))
+  t.equal(down.status, 503)
+  t.match(down.json, { error: { data: { code: 'PORTCULLIS_ERR_STORE_UNAVAILABLE' } } })
+  t.equal(down.headers.get('retry-after'), '5')
+  await redis.start()
+  t.ok(await eventually(async () => (await postJson(gw.mcpUrl('a'), INIT_BODY, bearer(secret))).status === 200, 15_000), 'back when Redis is')
 })
