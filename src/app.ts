@@ -44,6 +44,13 @@ import { StreamKeeper } from './upstreams/stream-keeper.js'
 import { bearerChallenge } from './resource-server/challenge.js'
 import type { ServerConfig } from './config/schema.js'
 import { createRedisClient, waitUntilReady, type RedisClient } from './store/redis-client.js'
+import { ApiKeys } from './account/api-keys.js'
+import { KeyOwners } from './account/key-owners.js'
+import { accountRoutes } from './account/plugin.js'
+import { AccountCookies } from './account/session.js'
+import { ACCOUNT_CLIENT_ID, accountClientMetadata, type TokenExchange } from './account/sign-in.js'
+import { ExternalAccounts } from './auth-server/external-accounts.js'
+import { ApiKeyVerifier } from './resource-server/verify-api-key.js'
 
 export interface BuildOptions {
   /** A pino logger; by default one is made from config.log. */
@@ -212,7 +219,7 @@ export async function buildApp (config: Config, options: BuildOptions = {}): Pro
     provider.on('access_token.issued', () => metrics.tokensIssued.inc({ type: 'access_token' }))
     provider.on('client_credentials.issued', () => metrics.tokensIssued.inc({ type: 'client_credentials' }))
     provider.on('refresh_token.saved', () => metrics.tokensIssued.inc({ type: 'refresh_token' }))
-    const yamlClients = new Set(config.auth.clients.map((c) => c.clientId))
+    const yamlClients = new Set([...config.auth.clients.map((c) => c.clientId), ACCOUNT_CLIENT_ID])
     provider.on('authorization_code.saved', (code: { clientId?: string }) => {
       metrics.tokensIssued.inc({ type: 'authorization_code' })
       // A user signed in with a registered client: it now lives auth.registeredClientTtl past each use.
@@ -227,7 +234,27 @@ export async function buildApp (config: Config, options: BuildOptions = {}): Pro
     await app.register(interactionRoutes, { provider, config, store, keys, users, catalog, limiter, idp })
     const isGatewayWideAllowed = config.auth.defaultResource === 'all'
     await app.register(resourceMetadataRoutes, { catalog, servers: config.servers, isGatewayWideAllowed })
-    authenticate = createAuthenticator(catalog, verifier, isGatewayWideAllowed, (result) => metrics.tokenValidations.inc({ result }))
+    const apiKeys = new ApiKeys(store, config.auth.apiKeys.maxPerUser, now)
+    const owners = new KeyOwners(users, new ExternalAccounts(store), config.servers, catalog)
+    const apiKeyVerifier = new ApiKeyVerifier({
+      isEnabled: config.auth.apiKeys.enabled,
+      keys: apiKeys,
+      owners,
+      now,
+      onRecordUseError: (err) => app.log.warn({ err: { message: err.message } }, 'could not record an API key\'s last use'),
+    })
+    authenticate = createAuthenticator(catalog, verifier, isGatewayWideAllowed, (result) => metrics.tokenValidations.inc({ result }), apiKeyVerifier)
+    await app.register(accountRoutes, {
+      publicUrl: config.publicUrl,
+      settings: config.auth.apiKeys,
+      keys: apiKeys,
+      owners,
+      cookies: new AccountCookies(keys.cookieKeys[0] ?? '', config.publicUrl.startsWith('https:'), now),
+      jwks: { keys: [...keys.publicJwks.keys] },
+      exchange: tokenExchangeIn(app),
+      isSignInPossible: accountClientMetadata(config.publicUrl) !== undefined,
+      now,
+    })
     scopeChallenge = (server, scopes, description) => bearerChallenge({ resourceMetadata: catalog.metadataUrlOf(server.name), scopes, error: 'insufficient_scope', description })
   }
 
@@ -320,6 +347,20 @@ function listenerTimeouts (limits: Config['limits']): { keepAliveTimeout: number
       headersTimeout: limits.headersTimeoutMs,
       connectionsCheckingInterval: Math.max(10, Math.min(1000, Math.floor(limits.headersTimeoutMs / 4))),
     },
+  }
+}
+
+/** The account pages' code exchange: /oauth/token in-process (no socket, no outbound request). */
+function tokenExchangeIn (app: FastifyInstance): TokenExchange {
+  return async (form, clientIp) => {
+    const res = await app.inject({ method: 'POST', url: '/oauth/token', remoteAddress: clientIp, headers: { 'content-type': 'application/x-www-form-urlencoded' }, payload: form.toString() })
+    let body: unknown
+    try {
+      body = res.json()
+    } catch {
+      body = undefined
+    }
+    return { status: res.statusCode, body }
   }
 }
 

@@ -47,6 +47,8 @@ export const ERRORS = {
   PORTCULLIS_ERR_UNAUTHORIZED: { status: 401, rpcCode: JSONRPC.INVALID_REQUEST, message: 'Unauthorized' },
   PORTCULLIS_ERR_INSUFFICIENT_SCOPE: { status: 403, rpcCode: JSONRPC.INVALID_REQUEST, message: 'Forbidden: the access token lacks a required scope' },
   PORTCULLIS_ERR_ACCESS_DENIED: { status: 403, rpcCode: JSONRPC.INVALID_REQUEST, message: 'Forbidden by policy' },
+  /** A personal API key sent to a server it was not created for. */
+  PORTCULLIS_ERR_API_KEY_SERVER: { status: 403, rpcCode: JSONRPC.INVALID_REQUEST, message: 'Forbidden: this API key is not valid for this MCP server' },
   PORTCULLIS_ERR_POLICY_DENIED: { status: 403, rpcCode: JSONRPC.INVALID_REQUEST, message: 'Forbidden by policy' },
   /**
    * 403, not 400: the request is well formed, but this caller's identity lacks

@@ -34,6 +34,9 @@ Commands:
                   Approve the listed tool definitions (all, or the named tools); running
                   gateways use the approval within seconds. Audited with WHO (default:
                   the OS user running the command).
+  keys            Personal API keys: keys create --user <id> --servers a,b [--scopes x,y]
+                  [--expires 30d] [--name n], keys list --user <id>, keys revoke <keyId>
+                  (works beside a running gateway; portcullis keys --help)
 
 Options:
   -c, --config <file>  Config file (default: ./portcullis.yaml, then config/portcullis.example.yaml)
@@ -66,6 +69,11 @@ async function main (argv: string[]): Promise<number> {
         prefix: { type: 'string' },
         tool: { type: 'string', multiple: true },
         by: { type: 'string' },
+        user: { type: 'string' },
+        servers: { type: 'string' },
+        scopes: { type: 'string' },
+        expires: { type: 'string' },
+        name: { type: 'string' },
         help: { type: 'boolean', short: 'h' },
         version: { type: 'boolean', short: 'v' },
       },
@@ -80,6 +88,11 @@ async function main (argv: string[]): Promise<number> {
     return EXIT_OK
   }
   const command = positionals[0]
+  if (command === 'keys' && values.help === true) {
+    const { KEYS_USAGE } = await import('./account/keys-command.js')
+    process.stdout.write(KEYS_USAGE)
+    return EXIT_OK
+  }
   if (values.help === true || command === 'help') {
     process.stdout.write(USAGE)
     return EXIT_OK
@@ -89,7 +102,7 @@ async function main (argv: string[]): Promise<number> {
     return EXIT_USAGE
   }
   if (command === 'hash-password') return hashPasswordCommand()
-  if (command !== 'start' && command !== 'check' && command !== 'migrate-store' && command !== 'tools') {
+  if (command !== 'start' && command !== 'check' && command !== 'migrate-store' && command !== 'tools' && command !== 'keys') {
     process.stderr.write(`portcullis: unknown command "${command}"\n\n${USAGE}`)
     return EXIT_USAGE
   }
@@ -129,6 +142,10 @@ async function main (argv: string[]): Promise<number> {
   if (command === 'tools') {
     const { toolsCommand } = await import('./guardrails/tools-command.js')
     return toolsCommand(config, { action: positionals[1], server: positionals[2], tools: values.tool, by: values.by })
+  }
+  if (command === 'keys') {
+    const { keysCommand } = await import('./account/keys-command.js')
+    return keysCommand(config, { action: positionals[1], keyId: positionals[2], user: values.user, servers: values.servers, scopes: values.scopes, expires: values.expires, name: values.name })
   }
   return start(config)
 }

@@ -6,6 +6,7 @@
  */
 import type { Store } from '../store/types.js'
 import type { ExternalIdentity } from './idp-identity.js'
+import type { UserDirectory } from './users.js'
 
 const KEY_PREFIX = 'idp-account:'
 
@@ -42,4 +43,31 @@ export class ExternalAccounts {
     if (account === undefined) return
     await this.store.kvSet(KEY_PREFIX + id, JSON.stringify({ ...account, disabled: { atMs: nowMs, reason } }))
   }
+}
+
+/** What tokens (and API keys) say about an account. */
+export interface AccountProfile {
+  /** The account id: the token's `sub`. */
+  readonly id: string
+  /** The name policy (`access.users`), templates (`${user.name}`) and audit read; qualified by the provider for IdP users. */
+  readonly preferred_username: string
+  readonly groups: readonly string[]
+  readonly email: string | undefined
+  /** A display name. */
+  readonly name: string | undefined
+}
+
+/**
+ * A local user from YAML, or a user an identity provider vouched for (not one it
+ * has since disabled): the one lookup OAuth tokens and API keys share, so both
+ * describe a person the same way.
+ */
+export async function accountProfile (users: UserDirectory, externalAccounts: ExternalAccounts, accountId: string): Promise<AccountProfile | undefined> {
+  const local = users.find(accountId)
+  if (local !== undefined) return { id: local.username, preferred_username: local.username, groups: local.groups, email: local.email, name: local.name }
+  const external = await externalAccounts.find(accountId)
+  if (external === undefined || external.disabled !== undefined) return undefined
+  // Qualified by the provider: the same name at two IdPs (or a local user's name) is another person,
+  // and policy (access.users) and per-user templates (${user.name}) read this name.
+  return { id: external.id, preferred_username: `${external.provider}:${external.name}`, groups: external.groups, email: external.email, name: external.name }
 }

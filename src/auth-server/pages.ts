@@ -19,6 +19,12 @@ button.primary { background: #1f5fbf; color: #fff; border-color: #1f5fbf; }
 .error { border-left: .3rem solid #b00020; padding: .5rem .75rem; background: color-mix(in srgb, #b00020 12%, Canvas); }
 .muted { color: GrayText; font-size: .9rem; }
 code { font-size: .9em; word-break: break-all; }
+main.wide { width: min(60rem, calc(100vw - 2rem)); }
+table { border-collapse: collapse; width: 100%; font-size: .9rem; }
+th, td { text-align: left; padding: .4rem .5rem; border-bottom: 1px solid GrayText; vertical-align: top; }
+td form button { margin-top: 0; padding: .3rem .8rem; }
+label.choice { display: inline-block; font-weight: normal; margin: .25rem 1rem .25rem 0; }
+.secret { border-left: .3rem solid #1f7a1f; padding: .5rem .75rem; background: color-mix(in srgb, #1f7a1f 12%, Canvas); }
 `
 
 const STYLE_HASH = `sha256-${createHash('sha256').update(STYLE).digest('base64')}`
@@ -37,7 +43,8 @@ export function escapeHtml (value: string): string {
   return value.replace(/[&<>"']/g, (c) => `&#${c.charCodeAt(0)};`)
 }
 
-function layout (title: string, body: string): string {
+/** The page frame every gateway page shares; `wide` for tables (the account pages). */
+export function layout (title: string, body: string, wide = false): string {
   return `<!doctype html>
 <html lang="en">
 <head>
@@ -48,7 +55,7 @@ function layout (title: string, body: string): string {
 <style>${STYLE}</style>
 </head>
 <body>
-<main>
+<main${wide ? ' class="wide"' : ''}>
 ${body}
 </main>
 </body>

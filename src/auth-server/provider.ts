@@ -24,7 +24,7 @@ import { createAdapter } from './adapter.js'
 import { SIGNING_ALG, type KeyMaterial } from './keys.js'
 import type { ResourceCatalog } from './resources.js'
 import type { UserDirectory } from './users.js'
-import { ExternalAccounts } from './external-accounts.js'
+import { accountProfile, ExternalAccounts, type AccountProfile } from './external-accounts.js'
 import { hasIdJagProvider, idJagGrant, JWT_BEARER_GRANT } from './id-jag.js'
 import { IdpKeySets } from './idp-keys.js'
 import { messagePage, PAGE_HEADERS } from './pages.js'
@@ -33,6 +33,7 @@ import type { TokenVerifier } from '../resource-server/verify-token.js'
 import { revokeJwtAccessTokens } from './revoke-access-token.js'
 import { HTTP_REDIRECT_RULE, isForbiddenRedirect, isLoopbackOrNative } from './redirect-rule.js'
 import type { FetchLike } from '../net/guarded-fetch.js'
+import { ACCOUNT_CLIENT_ID, accountClientMetadata } from '../account/sign-in.js'
 
 export const OAUTH_ROUTES = {
   authorization: '/oauth/authorize',
@@ -75,14 +76,6 @@ const INTERACTION_TTL_S = 10 * 60
 /** Consent is remembered per user and client, across browser sessions. */
 export function consentKey (accountId: string, clientId: string): string {
   return `auth:consent:${accountId}:${clientId}`
-}
-
-/** What tokens and the userinfo endpoint say about an account. */
-interface AccountProfile {
-  readonly preferred_username: string
-  readonly groups: readonly string[]
-  readonly email: string | undefined
-  readonly name: string | undefined
 }
 
 export interface ProviderDeps {
@@ -143,6 +136,27 @@ function staticClients (config: Config): ClientMetadata[] {
   }))
 }
 
+function optional<T> (value: T | undefined): T[] {
+  return value === undefined ? [] : [value]
+}
+
+/**
+ * The gateway's own account pages (account/sign-in.ts) ask for `openid` only and are part of
+ * the gateway: no consent screen, a grant made on the spot (oidc-provider's documented way to
+ * skip consent for first-party clients).
+ */
+async function firstPartyGrant (ctx: KoaContextWithOIDC): Promise<InstanceType<Provider['Grant']> | undefined> {
+  const { session, client, provider } = ctx.oidc
+  if (session?.accountId === undefined || client === undefined) return undefined
+  const existing = session.grantIdFor(client.clientId)
+  const found = existing === undefined ? undefined : await provider.Grant.find(existing)
+  if (found !== undefined) return found
+  const grant = new provider.Grant({ accountId: session.accountId, clientId: client.clientId })
+  grant.addOIDCScope('openid')
+  await grant.save()
+  return grant
+}
+
 /** Access token lifetime in whole seconds, as tokens carry it. */
 export function accessTokenLifetimeS (config: Config): number {
   return Math.max(1, Math.round(config.auth.accessTokenTtl / 1000))
@@ -152,15 +166,7 @@ export function createProvider (deps: ProviderDeps): Provider {
   const { config, store, keys, users, catalog } = deps
   const externalAccounts = new ExternalAccounts(store)
   /** A local user from YAML, or a user an identity provider vouched for (not one it has since disabled). */
-  const profileOf = async (accountId: string): Promise<AccountProfile | undefined> => {
-    const local = users.find(accountId)
-    if (local !== undefined) return { preferred_username: local.username, groups: local.groups, email: local.email, name: local.name }
-    const external = await externalAccounts.find(accountId)
-    if (external === undefined || external.disabled !== undefined) return undefined
-    // Qualified by the provider: the same name at two IdPs (or a local user's name) is another person,
-    // and policy (access.users) and per-user templates (${user.name}) read this name.
-    return { preferred_username: `${external.provider}:${external.name}`, groups: external.groups, email: external.email, name: external.name }
-  }
+  const profileOf = (accountId: string): Promise<AccountProfile | undefined> => accountProfile(users, externalAccounts, accountId)
   const auth = config.auth
   const accessTokenTtlS = accessTokenLifetimeS(config)
   const refreshTokenTtlS = Math.max(1, Math.round(auth.refreshTokenTtl / 1000))
@@ -199,7 +205,7 @@ export function createProvider (deps: ProviderDeps): Provider {
     // make them grantable without a resource, for an opaque token valid nowhere.
     scopes: ['openid', 'offline_access'],
     responseTypes: ['code'],
-    clients: staticClients(config),
+    clients: [...staticClients(config), ...optional(accountClientMetadata(config.publicUrl))],
     clientDefaults: {
       grant_types: ['authorization_code', 'refresh_token'],
       response_types: ['code'],
@@ -231,7 +237,9 @@ export function createProvider (deps: ProviderDeps): Provider {
       resourceIndicators: {
         enabled: true,
         useGrantedResource: () => true,
-        defaultResource: (ctx: KoaContextWithOIDC, _client: unknown, oneOf?: readonly string[]) => {
+        defaultResource: (ctx: KoaContextWithOIDC, client: { clientId?: string } | undefined, oneOf?: readonly string[]) => {
+          // The account pages sign in for an ID token only: their tokens reach no MCP server.
+          if (client?.clientId === ACCOUNT_CLIENT_ID) return undefined
           if (oneOf !== undefined && oneOf.length > 0) return oneOf[0] as string
           const requested = String(ctx.oidc.params?.scope ?? '').split(' ').filter((s) => s !== '')
           const chosen = catalog.defaultFor(requested)
@@ -286,6 +294,7 @@ export function createProvider (deps: ProviderDeps): Provider {
     loadExistingGrant: async (ctx: KoaContextWithOIDC) => {
       const { session, client, result } = ctx.oidc
       if (client === undefined || session === undefined) return undefined
+      if (client.clientId === ACCOUNT_CLIENT_ID) return await firstPartyGrant(ctx)
       const remembered = session.accountId === undefined ? undefined : await store.kvGet(consentKey(session.accountId, client.clientId))
       const grantId = (result?.consent as { grantId?: string } | undefined)?.grantId ?? session.grantIdFor(client.clientId) ?? remembered
       return grantId === undefined ? undefined : await ctx.oidc.provider.Grant.find(grantId)

@@ -189,7 +189,7 @@ const KNOWN_KEYS = [
   'command', 'args', 'env', 'cwd', 'isolation', 'maxProcesses', 'maxProcessesPerUser', 'maxSessionsPerUser', 'sessionCost', 'prestart', 'idleTimeoutMs', 'startupTimeoutMs', 'requestTimeoutMs', 'maxMessageBytes', 'user', 'group', 'maxStreams', 'maxConnections', 'http2', 'streamKeepAliveMs', 'identity', 'header',
   'scopes', 'store', 'sqlite', 'memory', 'auth', 'enabled', 'accessTokenTtl', 'refreshTokenTtl', 'refreshTokenReuseGrace', 'users', 'username',
   'passwordHash', 'groups', 'email', 'clients', 'clientId', 'clientSecret', 'redirectUris', 'grantTypes', 'dynamicRegistration',
-  'clientMetadataDocuments', 'allowedHosts', 'defaultResource', 'signingKeysFile', 'login', 'maxFailures', 'maxFailuresPerIp', 'window',
+  'clientMetadataDocuments', 'allowedHosts', 'defaultResource', 'signingKeysFile', 'apiKeys', 'defaultTtl', 'maxTtl', 'maxPerUser', 'login', 'maxFailures', 'maxFailuresPerIp', 'window',
   'redis', 'prefix', 'access', 'clients', 'tools', 'prompts', 'resources', 'allow', 'deny', 'rateLimit', 'globalRateLimit', 'cost', 'concurrency',
   'rateLimits', 'perUser', 'perUserPerTool', 'token', 'onStoreError', 'audit', 'destination', 'includeArguments', 'includeResults',
   'redactResults', 'pattern',

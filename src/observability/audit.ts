@@ -23,6 +23,8 @@ export interface AuditEntry {
   readonly target?: { readonly kind: string, readonly name: string }
   readonly user: { readonly sub: string, readonly username: string } | null
   readonly clientId: string | null
+  /** The personal API key the request carried (its public id), when it carried one. */
+  readonly keyId?: string
   readonly ip: string
   /** invalid: refused by a guardrail (arguments against the tool's schema, unknown tool). */
   readonly decision: 'allowed' | 'denied' | 'rate_limited' | 'invalid'

@@ -16,6 +16,7 @@ import type { ServerConfig } from '../config/schema.js'
 import type { ResourceCatalog } from '../auth-server/resources.js'
 import { bearerChallenge } from './challenge.js'
 import { TokenError, type RequestIdentity, type TokenVerifier } from './verify-token.js'
+import { isApiKey, type ApiKeyVerifier } from './verify-api-key.js'
 
 /** RFC 6750 2.1: `Bearer` then a b64token. */
 const BEARER_RE = /^Bearer +([A-Za-z0-9\-._~+/]+=*) *$/i
@@ -23,9 +24,15 @@ const BEARER_RE = /^Bearer +([A-Za-z0-9\-._~+/]+=*) *$/i
 export type Authenticator = (request: FastifyRequest, server: ServerConfig) => Promise<RequestIdentity>
 
 /** What a bearer check concluded: ok, missing, insufficient_scope, or why the token was refused. */
-export type TokenCheckResult = 'ok' | 'missing' | 'insufficient_scope' | TokenError['reason']
+export type TokenCheckResult = 'ok' | 'missing' | 'insufficient_scope' | 'api_key_server' | TokenError['reason']
 
-export function createAuthenticator (catalog: ResourceCatalog, verifier: TokenVerifier, isGatewayWideAllowed: boolean, onResult: (result: TokenCheckResult) => void = () => {}): Authenticator {
+/**
+ * `apiKeys`: personal API keys (`Bearer pcs_…`) are checked there instead of as JWTs; a key
+ * names the servers it reaches, and any other server answers 403 PORTCULLIS_ERR_API_KEY_SERVER
+ * — a JSON-RPC error, not an OAuth challenge: no sign-in or step-up could widen a key, and an
+ * MCP client answering a challenge would start a browser flow a script cannot finish.
+ */
+export function createAuthenticator (catalog: ResourceCatalog, verifier: TokenVerifier, isGatewayWideAllowed: boolean, onResult: (result: TokenCheckResult) => void = () => {}, apiKeys?: ApiKeyVerifier): Authenticator {
   return async (request, server) => {
     const resourceMetadata = catalog.metadataUrlOf(server.name)
     const challengeScopes = catalog.challengeScopes(server)
@@ -40,8 +47,12 @@ export function createAuthenticator (catalog: ResourceCatalog, verifier: TokenVe
     let identity: RequestIdentity
     try {
       if (token === undefined) throw new TokenError('malformed', 'the Authorization header is not "Bearer <token>"')
-      const audiences = isGatewayWideAllowed ? [catalog.urlOf(server.name), catalog.publicUrl] : [catalog.urlOf(server.name)]
-      identity = await verifier.verify(token, audiences)
+      if (apiKeys !== undefined && isApiKey(token)) {
+        identity = await apiKeys.verify(token)
+      } else {
+        const audiences = isGatewayWideAllowed ? [catalog.urlOf(server.name), catalog.publicUrl] : [catalog.urlOf(server.name)]
+        identity = await verifier.verify(token, audiences)
+      }
     } catch (err) {
       if (!(err instanceof TokenError)) throw err
       onResult(err.reason)
@@ -49,6 +60,11 @@ export function createAuthenticator (catalog: ResourceCatalog, verifier: TokenVe
       throw new PortcullisError('PORTCULLIS_ERR_UNAUTHORIZED', err.message, {
         headers: { 'www-authenticate': bearerChallenge({ resourceMetadata, scopes: challengeScopes, error: 'invalid_token', description: err.message }) },
       })
+    }
+    if (identity.keyId !== undefined && !identity.servers?.includes(server.name)) {
+      onResult('api_key_server')
+      request.log.info({ server: server.name, user: identity.name, keyId: identity.keyId }, 'API key not valid for this server')
+      throw new PortcullisError('PORTCULLIS_ERR_API_KEY_SERVER', `this API key reaches ${identity.servers?.join(', ') ?? 'no server'}, not "${server.name}"`)
     }
     const required = catalog.requiredScopes(server)
     const missing = required.filter((scope) => !identity.scopes.has(scope))

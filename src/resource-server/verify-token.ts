@@ -25,9 +25,13 @@ export interface RequestIdentity extends UserIdentity {
   readonly expiresAtS: number
   /** The grant the token was issued under (`grant_id`); machine tokens have none. */
   readonly grantId: string | undefined
+  /** Set when the caller sent a personal API key (account/api-keys.ts) instead of an access token. */
+  readonly keyId?: string
+  /** An API key's servers (names): it reaches no other. */
+  readonly servers?: readonly string[]
 }
 
-export type TokenFailure = 'malformed' | 'expired' | 'not_yet_valid' | 'signature' | 'algorithm' | 'type' | 'issuer' | 'audience' | 'claims' | 'unknown_key' | 'revoked'
+export type TokenFailure = 'malformed' | 'expired' | 'not_yet_valid' | 'signature' | 'algorithm' | 'type' | 'issuer' | 'audience' | 'claims' | 'unknown_key' | 'revoked' | 'api_key' | 'api_keys_disabled'
 
 export class TokenError extends Error {
   constructor (readonly reason: TokenFailure, message: string) {
@@ -48,6 +52,9 @@ const FAILURE_MESSAGES: Readonly<Record<TokenFailure, string>> = {
   claims: 'the access token lacks required claims',
   unknown_key: 'the access token was signed with an unknown key',
   revoked: 'the access token has been revoked',
+  // One message for unknown, expired and revoked keys: a key's holder learns no more than that.
+  api_key: 'the API key is not valid',
+  api_keys_disabled: 'API keys are disabled on this gateway (auth.apiKeys.enabled)',
 }
 
 export function tokenError (reason: TokenFailure): TokenError {

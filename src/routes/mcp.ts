@@ -356,6 +356,7 @@ export async function mcpRoutes (app: FastifyInstance, opts: McpRoutesOptions): 
           ...(o.message.target === undefined ? {} : { target: { kind: o.kind ?? kindOf(o.message.method), name: o.message.target } }),
           user: identity === null ? null : { sub: identity.id, username: identity.name },
           clientId: identity?.clientId ?? null,
+          ...(identity?.keyId === undefined ? {} : { keyId: identity.keyId }),
           ip: request.ip,
           decision: o.decision,
           ...(o.reason === undefined ? {} : { reason: o.reason }),

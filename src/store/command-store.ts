@@ -1,5 +1,5 @@
 /**
- * Stores opened by a one-off command (`migrate-store`, `tools`) beside a
+ * Stores opened by a one-off command (`migrate-store`, `tools`, `keys`) beside a
  * running gateway: SQLite's own locking (WAL, busy timeout) keeps reads and
  * writes safe while `start` holds the data directory's lock, and Redis is
  * shared by design. Neither takes the data-dir lock.
@@ -34,16 +34,19 @@ export async function openRedis (url: string, prefix: string, log: ReturnType<ty
   return { store: new RedisStore(client, url, () => Date.now(), prefix), describe: `redis ${redactRedisUrl(url)} (prefix ${prefix})`, close: async () => { await client.quit().catch(() => client.disconnect()) } }
 }
 
-export function openSqlite (path: string, mustExist: boolean): OpenedStore {
-  if (mustExist && !existsSync(path)) throw new CommandStoreError(`${path} does not exist (has the gateway run with this config?)`)
+/** `missing`: the error to throw when the file must already exist and does not. */
+export function openSqlite (path: string, mustExist: boolean, missing: (path: string) => Error = defaultMissing): OpenedStore {
+  if (mustExist && !existsSync(path)) throw missing(path)
   const store = new SqliteStore(path)
   return { store, describe: `sqlite ${path}`, close: () => store.close() }
 }
 
-/** The configured store, as it exists on disk or in Redis. */
-export async function openConfiguredStore (config: Config, log: ReturnType<typeof createLogger>): Promise<OpenedStore> {
+const defaultMissing = (path: string): Error => new CommandStoreError(`${path} does not exist (has the gateway run with this config?)`)
+
+/** The configured store, as it exists on disk or in Redis (never memory: nothing outside the gateway's process could see it). */
+export async function openConfiguredStore (config: Config, log: ReturnType<typeof createLogger>, missing: (path: string) => Error = defaultMissing): Promise<OpenedStore> {
   if (config.store.memory === true) throw new CommandStoreError('the configured store is memory: it lives only inside a running gateway')
   return config.store.redis !== undefined
     ? await openRedis(config.store.redis, config.store.prefix, log)
-    : openSqlite(resolve(config.store.sqlite ?? join(config.dataDir, DEFAULT_SQLITE_FILE)), true)
+    : openSqlite(resolve(config.store.sqlite ?? join(config.dataDir, DEFAULT_SQLITE_FILE)), true, missing)
 }

@@ -89,6 +89,10 @@ export class MemoryStore implements Store {
   }
 
   async kvGet (key: string): Promise<string | undefined> {
+    return this.liveValue(key)
+  }
+
+  private liveValue (key: string): string | undefined {
     const entry = this.kv.get(key)
     if (entry === undefined || (entry.expiresAtMs !== undefined && entry.expiresAtMs <= this.now())) return undefined
     return entry.value
@@ -99,7 +103,8 @@ export class MemoryStore implements Store {
   }
 
   async kvSetIfAbsent (key: string, value: string, expiresAtMs?: number): Promise<boolean> {
-    if (await this.kvGet(key) !== undefined) return false
+    // Checked and set in one synchronous step: an await between them would let two callers both win.
+    if (this.liveValue(key) !== undefined) return false
     this.kv.set(key, { value, expiresAtMs })
     return true
   }

@@ -1,18 +1,11 @@
 /** The `portcullis migrate-store` command: the configured store -> another one. */
-import { existsSync } from 'node:fs'
-import { join, resolve } from 'node:path'
+import { resolve } from 'node:path'
 import type { Config } from '../config/schema.js'
 import { createLogger } from '../observability/logger.js'
-import { DEFAULT_SQLITE_FILE } from './create-store.js'
 import { copyStore, MigrationError } from './migrate.js'
-import { openRedis, openSqlite, type OpenedStore } from './command-store.js'
+import { openConfiguredStore, openRedis, openSqlite, type OpenedStore } from './command-store.js'
 
 const PREFIX_RE = /^[\w.:-]{1,64}$/
-
-function openMigrationSource (path: string): OpenedStore {
-  if (!existsSync(path)) throw new MigrationError(`nothing to migrate: ${path} does not exist`)
-  return openSqlite(path, false)
-}
 
 export async function migrateStoreCommand (config: Config, to: string, prefix: string | undefined): Promise<number> {
   const log = createLogger('warn')
@@ -23,9 +16,7 @@ export async function migrateStoreCommand (config: Config, to: string, prefix: s
   const opened: OpenedStore[] = []
   try {
     if (config.store.memory === true) throw new MigrationError('the configured store is memory: there is nothing persistent to migrate')
-    const source = config.store.redis !== undefined
-      ? await openRedis(config.store.redis, config.store.prefix, log)
-      : openMigrationSource(resolve(config.store.sqlite ?? join(config.dataDir, DEFAULT_SQLITE_FILE)))
+    const source = await openConfiguredStore(config, log, (path) => new MigrationError(`nothing to migrate: ${path} does not exist`))
     opened.push(source)
     const destination = /^rediss?:\/\//.test(to)
       ? await openRedis(to, prefix ?? config.store.prefix, log)

@@ -130,6 +130,8 @@ t.test('behind a proxy: https publicUrl required off loopback, trustProxy forms,
   t.same(parseConfig(`trustProxy: [10.0.0.0/8, 127.0.0.1]\n${MINIMAL}`, 'gw.yaml', {}).trustProxy, ['10.0.0.0/8', '127.0.0.1'])
   t.match(errorOf(`trustProxy: yes-please\n${MINIMAL}`).message, /trustProxy: /)
   t.match(errorOf(`trust_proxy: true\n${MINIMAL}`).message, /did you mean "trustProxy"/)
+  t.match(errorOf(`auth: { api_keys: {} }\n${MINIMAL}`).message, /did you mean "apiKeys"/)
+  t.match(errorOf(`auth: { apiKeys: { max_ttl: 30d } }\n${MINIMAL}`).message, /did you mean "maxTtl"/)
 
   const metrics = parseConfig(`metrics: { bearerToken: "\${SCRAPE_TOKEN}", listen: { host: 0.0.0.0, port: 9464 } }\n${MINIMAL}`, 'gw.yaml', { SCRAPE_TOKEN: 'scrape-token-0123456789' })
   t.same(metrics.metrics, { enabled: true, bearerToken: 'scrape-token-0123456789', listen: { host: '0.0.0.0', port: 9464 } })

@@ -1,0 +1,118 @@
+/**
+ * `Authorization: Bearer pcs_…`: a personal API key (account/api-keys.ts) on an
+ * MCP endpoint. The caller becomes the key's user — the same id, name, email
+ * and groups their OAuth tokens carry — limited to the key's scopes; the route
+ * then applies that user's policy, limits, sessions and audit unchanged.
+ *
+ * Lookups (the key and its user) are cached for API_KEY_CACHE_MS, failures
+ * included (an unknown key sent in a loop costs one store read per period).
+ * That is the revocation bound: a key revoked on any replica, or whose user
+ * was removed from YAML or disabled at the identity provider, stops working on
+ * every replica within API_KEY_CACHE_MS. Expiry is checked on every request
+ * against the injected clock, cached or not.
+ */
+import { API_KEY_PREFIX, hashApiKey, isLive, LAST_USED_RESOLUTION_MS, type ApiKeyRecord, type ApiKeys } from '../account/api-keys.js'
+import type { KeyOwners } from '../account/key-owners.js'
+import type { UserIdentity } from '../identity.js'
+import { PortcullisError } from '../errors.js'
+import { isStoreUnavailable } from '../store/types.js'
+import { STORE_RETRY_AFTER_S } from '../auth-server/provider.js'
+import { tokenError, type RequestIdentity } from './verify-token.js'
+
+export const API_KEY_CACHE_MS = 5_000
+const MAX_CACHED_KEYS = 10_000
+
+interface Cached { readonly atMs: number, readonly found: { readonly record: ApiKeyRecord, readonly user: UserIdentity } | undefined }
+
+export interface ApiKeyVerifierOptions {
+  readonly isEnabled: boolean
+  readonly keys: ApiKeys
+  readonly owners: KeyOwners
+  readonly now: () => number
+  /** A failed last-use write (the store down): logged, never fatal to the request. */
+  readonly onRecordUseError: (err: Error) => void
+}
+
+export function isApiKey (token: string): boolean {
+  return token.startsWith(API_KEY_PREFIX)
+}
+
+/** The client id sessions and audit see for a key: its own, so no two keys share a session. */
+export function apiKeyClientId (keyId: string): string {
+  return `api-key:${keyId}`
+}
+
+export class ApiKeyVerifier {
+  private readonly cache = new Map<string, Cached>()
+
+  constructor (private readonly options: ApiKeyVerifierOptions) {}
+
+  /** The key's user as a request identity, or a TokenError (401 invalid_token). */
+  async verify (secret: string): Promise<RequestIdentity> {
+    if (!this.options.isEnabled) throw tokenError('api_keys_disabled')
+    const now = this.options.now()
+    const hash = hashApiKey(secret)
+    let cached = this.cache.get(hash)
+    if (cached === undefined || now - cached.atMs >= API_KEY_CACHE_MS) {
+      cached = { atMs: now, found: await this.loadOrUnavailable(secret) }
+      this.remember(hash, cached)
+    }
+    const found = cached.found
+    if (found === undefined || !isLive(found.record, now)) throw tokenError('api_key')
+    this.noteUse(hash, cached, now)
+    return identityOf(found.record, found.user)
+  }
+
+  /** The store down (Redis unreachable): 503 "retry shortly" and nothing cached — never a 401 that would look like a bad key. */
+  private async loadOrUnavailable (secret: string): Promise<Cached['found']> {
+    try {
+      return await this.load(secret)
+    } catch (err) {
+      if (!isStoreUnavailable(err)) throw err
+      throw new PortcullisError('PORTCULLIS_ERR_STORE_UNAVAILABLE', undefined, { cause: err, headers: { 'retry-after': String(STORE_RETRY_AFTER_S) } })
+    }
+  }
+
+  private async load (secret: string): Promise<Cached['found']> {
+    const record = await this.options.keys.lookup(secret)
+    if (record === undefined) return undefined
+    const user = await this.options.owners.identityOf(record.userId)
+    return user === undefined ? undefined : { record, user }
+  }
+
+  private remember (hash: string, entry: Cached): void {
+    this.cache.delete(hash)
+    if (this.cache.size >= MAX_CACHED_KEYS) {
+      const oldest = this.cache.keys().next().value
+      if (oldest !== undefined) this.cache.delete(oldest)
+    }
+    this.cache.set(hash, entry)
+  }
+
+  /** Last use, coarse: one store write per key per LAST_USED_RESOLUTION_MS, not one per request. */
+  private noteUse (hash: string, cached: Cached, now: number): void {
+    const found = cached.found
+    if (found === undefined) return
+    const last = found.record.lastUsedAtMs
+    if (last !== undefined && now - last < LAST_USED_RESOLUTION_MS) return
+    const record = { ...found.record, lastUsedAtMs: now }
+    this.cache.set(hash, { atMs: cached.atMs, found: { record, user: found.user } })
+    this.options.keys.recordUse(record, now).catch(this.options.onRecordUseError)
+  }
+}
+
+function identityOf (record: ApiKeyRecord, user: UserIdentity): RequestIdentity {
+  return {
+    id: user.id,
+    name: user.name,
+    groups: user.groups ?? [],
+    ...(user.email === undefined ? {} : { email: user.email }),
+    clientId: apiKeyClientId(record.keyId),
+    scopes: new Set(record.scopes),
+    isClient: false,
+    expiresAtS: Math.floor(record.expiresAtMs / 1000),
+    grantId: undefined,
+    keyId: record.keyId,
+    servers: record.servers,
+  }
+}
