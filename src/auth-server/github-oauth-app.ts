@@ -29,7 +29,7 @@ const PAGE_SIZE = 20
 const MAX_PAGES = 10
 
 /** What GitHub says about the user, read with their access token. */
-export interface GitHubUser {
+interface GitHubUser {
   readonly claims: Readonly<Record<string, unknown>>
   /** `org` logins and `org/team-slug`s, lowercased (GitHub logins are case-insensitive). */
   readonly groups: readonly string[]
@@ -73,13 +73,25 @@ export class GitHubOAuthApp {
     return { claims: user.claims, groups: user.groups, accessToken }
   }
 
-  /** The user behind an access token, as now: what sign-in reads and what a revalidation re-reads. */
-  async readUser (accessToken: string): Promise<GitHubUser> {
+  /**
+   * Revalidation: the user as GitHub sees them now, read with the access token kept at sign-in
+   * (GitHub's OAuth app tokens do not expire and come without a refresh token). Same shape as
+   * OidcRelyingParty.refresh, so revalidation treats both alike. Throws a GitHubError; see
+   * `isGitHubRefusal` for which ones mean "no".
+   */
+  async refresh (accessToken: string, subject: string): Promise<IdpSignInResult> {
+    const user = await this.readUser(accessToken, subject)
+    return { claims: user.claims, groups: user.groups }
+  }
+
+  /** The user behind an access token, as now; with `subject`, a token that names anyone else is refused (as a 401). */
+  private async readUser (accessToken: string, subject?: string): Promise<GitHubUser> {
     const profile = await this.api(accessToken, 'user')
     if (profile === null || typeof profile !== 'object' || !Number.isSafeInteger((profile as { id?: unknown }).id) || typeof (profile as { login?: unknown }).login !== 'string') {
       throw new GitHubError('GitHub /user did not name a user (id, login)')
     }
     const { id, login } = profile as { id: number, login: string }
+    if (subject !== undefined && String(id) !== subject) throw new GitHubError('the kept GitHub token now belongs to another user', 401)
     const emails = await this.api(accessToken, 'user/emails')
     const primary = Array.isArray(emails) ? (emails as Array<{ email?: unknown, primary?: unknown, verified?: unknown }>).find((e) => e.primary === true) : undefined
     // Only a verified primary address names the user: an unverified one could be anyone's.
@@ -147,6 +159,15 @@ export class GitHubError extends Error {
   constructor (message: string, readonly status?: number) {
     super(message)
   }
+}
+
+/**
+ * Whether an error of `refresh` is GitHub refusing the user — 401: the token was revoked, the
+ * user removed the app's authorization, or the account is gone — rather than GitHub being
+ * unreachable or limiting the rate (403, 429, 5xx, network): only a refusal offboards the user.
+ */
+export function isGitHubRefusal (err: unknown): boolean {
+  return err instanceof GitHubError && err.status === 401
 }
 
 function stringAt (value: unknown, key: string): string {

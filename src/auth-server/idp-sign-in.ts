@@ -47,7 +47,7 @@ export interface IdpSignInOptions {
 }
 
 /** One provider's side of a sign-in: an OpenID Connect relying party or a GitHub OAuth app. */
-type SignInParty = OidcRelyingParty | GitHubOAuthApp
+export type SignInParty = OidcRelyingParty | GitHubOAuthApp
 
 export class IdpSignIn {
   private readonly parties: ReadonlyMap<string, SignInParty>
@@ -70,7 +70,7 @@ export class IdpSignIn {
 
   /** The IdP's authorization URL for this interaction; its state, nonce and verifier stay here. */
   async begin (name: string, uid: string): Promise<URL> {
-    const party = this.party(name)
+    const party = this.relyingParty(name)
     const { url, pending } = await party.begin(uid)
     await this.opts.store.kvSet(PENDING_PREFIX + pending.state, JSON.stringify(pending), this.opts.now() + IDP_SIGN_IN_TTL_MS)
     return url
@@ -93,7 +93,7 @@ export class IdpSignIn {
 
   /** Redeems the callback (`query`: the IdP's parameters), decides admission and records the user. */
   async complete (pending: PendingSignIn, query: URLSearchParams): Promise<IdpSignInOutcome> {
-    const party = this.party(pending.provider)
+    const party = this.relyingParty(pending.provider)
     const callbackUrl = new URL(party.redirectUri)
     callbackUrl.search = query.toString()
     const { claims, groups, refreshToken, accessToken } = await party.complete(callbackUrl, pending)
@@ -117,21 +117,12 @@ export class IdpSignIn {
     return this.opts.users.findByEmail(identity.email)?.username
   }
 
-  /** The relying party of one OpenID Connect provider (revalidation and logout reuse its discovery and client authentication). */
-  relyingParty (name: string): OidcRelyingParty {
-    const party = this.party(name)
-    if (!(party instanceof OidcRelyingParty)) throw new Error(`identity provider ${name} is not an OpenID Connect provider`)
-    return party
-  }
-
-  /** The GitHub OAuth app of one `type: github` provider (revalidation re-reads the user with the stored access token). */
-  gitHubApp (name: string): GitHubOAuthApp {
-    const party = this.party(name)
-    if (!(party instanceof GitHubOAuthApp)) throw new Error(`identity provider ${name} is not a GitHub provider`)
-    return party
-  }
-
-  private party (name: string): SignInParty {
+  /**
+   * One provider's side (revalidation and logout reuse its discovery and client authentication).
+   * A GitHub user is re-read with GitHubOAuthApp.refresh(IdpSession.accessToken, subject);
+   * which errors mean "no": isGitHubRefusal.
+   */
+  relyingParty (name: string): SignInParty {
     const party = this.parties.get(name)
     if (party === undefined) throw new Error(`no identity provider named ${name}`)
     return party
