@@ -75,8 +75,8 @@ export class GitHubOAuthApp {
 
   /**
    * Revalidation: the user as GitHub sees them now, read with the access token kept at sign-in
-   * (GitHub's OAuth app tokens do not expire and come without a refresh token). Same shape as
-   * OidcRelyingParty.refresh, so revalidation treats both alike. Throws a GitHubError; see
+   * (GitHub's OAuth app tokens do not expire and come without a refresh token), as claims and
+   * groups like a sign-in's, so revalidation maps and admits them the same way. Throws a GitHubError; see
    * `isGitHubRefusal` for which ones mean "no".
    */
   async refresh (accessToken: string, subject: string): Promise<IdpSignInResult> {
