@@ -303,11 +303,12 @@ export async function buildApp (config: Config, options: BuildOptions = {}): Pro
 
 /**
  * The guarded fetch for identity providers: any public https host (an IdP's endpoints and
- * JWKS often live on other hosts than its issuer), and the issuers the operator configured
- * even on private addresses (a company IdP inside the company network).
+ * JWKS often live on other hosts than its issuer), and the issuers and GitHub endpoints the
+ * operator configured even on private addresses (a company IdP inside the company network).
  */
 function identityProviderFetch (config: Config, options: BuildOptions, app: FastifyInstance): ReturnType<typeof createGuardedFetch> {
-  const issuerHosts = config.auth.identityProviders.flatMap((idp) => idp.issuer === undefined ? [] : [new URL(idp.issuer).hostname])
+  // GitHub Enterprise Server inside the company network is the operator's choice like an issuer is.
+  const issuerHosts = config.auth.identityProviders.flatMap((idp) => [idp.issuer, idp.authorizationUrl, idp.tokenUrl, idp.apiUrl]).flatMap((url) => url === undefined ? [] : [new URL(url).hostname])
   const outbound = createGuardedFetch({
     allowedHosts: [],
     operatorHosts: issuerHosts,

@@ -1,7 +1,8 @@
 /**
  * What the gateway keeps of a user's session at their identity provider: the
- * IdP's refresh token (sealed with the SecretBox, never logged) and when the
- * user last signed in there. One record per gateway account (`<provider>:<sub>`,
+ * IdP's refresh token — or, for GitHub, whose OAuth app tokens do not expire and
+ * come without one, the access token — sealed with the SecretBox and never
+ * logged, and when the user last signed in there. One record per gateway account (`<provider>:<sub>`,
  * or a local user linked by email), shared by replicas through the store.
  *
  * The revalidation at token refresh and back-channel logout read it through
@@ -19,6 +20,8 @@ export interface IdpSession {
   readonly subject: string
   /** The IdP's refresh token, when it issued one (opened: handle as a secret). */
   readonly refreshToken?: string
+  /** GitHub: the OAuth app's access token, which re-reads /user, /user/orgs and /user/teams (opened: handle as a secret). */
+  readonly accessToken?: string
   /** When the user last signed in at the IdP through the gateway, ms. */
   readonly signedInAtMs: number
 }
@@ -28,8 +31,12 @@ interface StoredSession {
   readonly subject: string
   /** Sealed (secret-box.ts), bound to this record's key. */
   readonly sealedRefreshToken?: string
+  /** Sealed, bound to this record's key and the slot (a sealed refresh token does not open here). */
+  readonly sealedAccessToken?: string
   readonly signedInAtMs: number
 }
+
+const ACCESS_TOKEN_SLOT = '#access-token'
 
 export class IdpSessions {
   constructor (private readonly store: Store, private readonly box: SecretBox) {}
@@ -37,6 +44,7 @@ export class IdpSessions {
   /**
    * Records a sign-in. Without a new refresh token the one kept before stays: IdPs that rotate
    * nothing, or issue one only at the first consent, still leave the gateway a token to use.
+   * A new access token (GitHub) replaces the one kept before.
    */
   async save (accountId: string, session: IdpSession, expiresAtMs?: number): Promise<void> {
     const key = KEY_PREFIX + accountId
@@ -44,16 +52,18 @@ export class IdpSessions {
     const sealedRefreshToken = session.refreshToken === undefined
       ? (before?.provider === session.provider && before.subject === session.subject ? before.sealedRefreshToken : undefined)
       : this.box.seal(session.refreshToken, key)
+    const sealedAccessToken = session.accessToken === undefined ? undefined : this.box.seal(session.accessToken, key + ACCESS_TOKEN_SLOT)
     const record: StoredSession = {
       provider: session.provider,
       subject: session.subject,
       ...(sealedRefreshToken === undefined ? {} : { sealedRefreshToken }),
+      ...(sealedAccessToken === undefined ? {} : { sealedAccessToken }),
       signedInAtMs: session.signedInAtMs,
     }
     await this.store.kvSet(key, JSON.stringify(record), expiresAtMs)
   }
 
-  /** The user's IdP session with its refresh token opened, or undefined when the gateway keeps none. */
+  /** The user's IdP session with its tokens opened, or undefined when the gateway keeps none. */
   async idpSession (accountId: string): Promise<IdpSession | undefined> {
     const stored = await this.stored(accountId)
     if (stored === undefined) return undefined
@@ -61,6 +71,7 @@ export class IdpSessions {
       provider: stored.provider,
       subject: stored.subject,
       ...(stored.sealedRefreshToken === undefined ? {} : { refreshToken: this.box.open(stored.sealedRefreshToken, KEY_PREFIX + accountId) }),
+      ...(stored.sealedAccessToken === undefined ? {} : { accessToken: this.box.open(stored.sealedAccessToken, KEY_PREFIX + accountId + ACCESS_TOKEN_SLOT) }),
       signedInAtMs: stored.signedInAtMs,
     }
   }

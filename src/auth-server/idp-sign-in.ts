@@ -11,7 +11,8 @@
  *    proves this is the browser that started the sign-in (an IdP login link
  *    started by someone else and opened by a victim is refused).
  * 3. complete: the state is used once, the code redeemed and every check of
- *    openid-client made; claims become an identity (idp-identity.ts), which is
+ *    openid-client made (GitHub: github-oauth-app.ts reads the user from its
+ *    API); claims become an identity (idp-identity.ts), which is
  *    admitted or refused, saved, and signed in as `<provider>:<sub>` — or as the
  *    local user with the same verified email when the provider has linkByEmail.
  */
@@ -22,6 +23,7 @@ import type { Store } from '../store/types.js'
 import { ExternalAccounts } from './external-accounts.js'
 import { admissionRefusal, hasGroupsOverage, identityFromClaims, type ExternalIdentity } from './idp-identity.js'
 import type { IdpSessions } from './idp-sessions.js'
+import { GitHubOAuthApp } from './github-oauth-app.js'
 import { OidcRelyingParty, type PendingSignIn } from './oidc-relying-party.js'
 import type { UserDirectory } from './users.js'
 
@@ -44,13 +46,16 @@ export interface IdpSignInOptions {
   readonly now: () => number
 }
 
+/** One provider's side of a sign-in: an OpenID Connect relying party or a GitHub OAuth app. */
+export type SignInParty = OidcRelyingParty | GitHubOAuthApp
+
 export class IdpSignIn {
-  private readonly parties: ReadonlyMap<string, OidcRelyingParty>
+  private readonly parties: ReadonlyMap<string, SignInParty>
   private readonly accounts: ExternalAccounts
 
   constructor (private readonly opts: IdpSignInOptions) {
-    const oidcProviders = opts.config.auth.identityProviders.filter((idp) => idp.type === 'oidc')
-    this.parties = new Map(oidcProviders.map((idp) => [idp.name, new OidcRelyingParty(idp, opts.config.publicUrl, opts.fetch)]))
+    const { publicUrl, auth } = opts.config
+    this.parties = new Map(auth.identityProviders.map((idp) => [idp.name, idp.type === 'github' ? new GitHubOAuthApp(idp, publicUrl, opts.fetch) : new OidcRelyingParty(idp, publicUrl, opts.fetch)]))
     this.accounts = new ExternalAccounts(opts.store)
   }
 
@@ -91,9 +96,9 @@ export class IdpSignIn {
     const party = this.relyingParty(pending.provider)
     const callbackUrl = new URL(party.redirectUri)
     callbackUrl.search = query.toString()
-    const { claims, refreshToken } = await party.complete(callbackUrl, pending)
+    const { claims, groups, refreshToken, accessToken } = await party.complete(callbackUrl, pending)
     const idp = party.idp
-    const identity = identityFromClaims(idp, claims)
+    const identity = identityFromClaims(idp, claims, groups)
     if (hasGroupsOverage(claims) && idp.groupsClaim !== undefined) {
       this.opts.log.warn({ provider: idp.name, user: identity.id, name: identity.name }, 'identity provider left out the groups claim (Entra ID groups overage): the user has no IdP groups here; see README "Identity providers", Microsoft Entra ID')
     }
@@ -102,7 +107,7 @@ export class IdpSignIn {
     const nowMs = this.opts.now()
     await this.accounts.save(identity, nowMs)
     const accountId = this.linkedLocalUser(idp, identity) ?? identity.id
-    await this.opts.sessions.save(accountId, { provider: idp.name, subject: identity.subject, ...(refreshToken === undefined ? {} : { refreshToken }), signedInAtMs: nowMs }, nowMs + this.opts.config.auth.refreshTokenTtl)
+    await this.opts.sessions.save(accountId, { provider: idp.name, subject: identity.subject, ...(refreshToken === undefined ? {} : { refreshToken }), ...(accessToken === undefined ? {} : { accessToken }), signedInAtMs: nowMs }, nowMs + this.opts.config.auth.refreshTokenTtl)
     return { kind: 'signed-in', accountId, identity }
   }
 
@@ -112,8 +117,12 @@ export class IdpSignIn {
     return this.opts.users.findByEmail(identity.email)?.username
   }
 
-  /** The relying party of one provider (revalidation and logout reuse its discovery and client authentication). */
-  relyingParty (name: string): OidcRelyingParty {
+  /**
+   * One provider's side (revalidation and logout reuse its discovery and client authentication).
+   * A GitHub user is re-read with GitHubOAuthApp.refresh(IdpSession.accessToken, subject);
+   * which errors mean "no": isGitHubRefusal.
+   */
+  relyingParty (name: string): SignInParty {
     const party = this.parties.get(name)
     if (party === undefined) throw new Error(`no identity provider named ${name}`)
     return party

@@ -24,14 +24,19 @@ export interface PendingSignIn {
   readonly uid: string
   readonly provider: string
   readonly state: string
-  readonly nonce: string
+  /** OpenID Connect only (GitHub has no ID token to bind it to). */
+  readonly nonce?: string
   readonly codeVerifier: string
 }
 
 export interface IdpSignInResult {
-  /** ID token claims, completed from userinfo where needed. */
+  /** ID token claims, completed from userinfo where needed (GitHub: the user read from its API, as claims). */
   readonly claims: Readonly<Record<string, unknown>>
+  /** Groups read beside the claims (GitHub's orgs and teams), before groupMap. */
+  readonly groups?: readonly string[]
   readonly refreshToken?: string
+  /** Kept only where there is no refresh token to re-check the user with (GitHub's tokens do not expire). */
+  readonly accessToken?: string
 }
 
 export function idpCallbackPath (name: string): string {
@@ -49,12 +54,13 @@ export class OidcRelyingParty {
   /** Where to send the browser, and what to remember until it comes back. */
   async begin (uid: string): Promise<{ url: URL, pending: PendingSignIn }> {
     const config = await this.configuration()
-    const pending: PendingSignIn = { uid, provider: this.idp.name, state: oidc.randomState(), nonce: oidc.randomNonce(), codeVerifier: oidc.randomPKCECodeVerifier() }
+    const nonce = oidc.randomNonce()
+    const pending: PendingSignIn = { uid, provider: this.idp.name, state: oidc.randomState(), nonce, codeVerifier: oidc.randomPKCECodeVerifier() }
     const url = oidc.buildAuthorizationUrl(config, {
       redirect_uri: this.redirectUri,
       scope: this.scopes(config).join(' '),
       state: pending.state,
-      nonce: pending.nonce,
+      nonce,
       code_challenge: await oidc.calculatePKCECodeChallenge(pending.codeVerifier),
       code_challenge_method: 'S256',
     })
@@ -64,6 +70,7 @@ export class OidcRelyingParty {
   /** Redeems the code of `callbackUrl` (the redirect URI with the IdP's query) and reads the user's claims. */
   async complete (callbackUrl: URL, pending: PendingSignIn): Promise<IdpSignInResult> {
     const config = await this.configuration()
+    if (pending.nonce === undefined) throw new Error('an OpenID Connect sign-in without a nonce')
     const tokens = await oidc.authorizationCodeGrant(config, callbackUrl, {
       pkceCodeVerifier: pending.codeVerifier,
       expectedState: pending.state,

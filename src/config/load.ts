@@ -193,7 +193,7 @@ const KNOWN_KEYS = [
   'redis', 'prefix', 'access', 'clients', 'tools', 'prompts', 'resources', 'allow', 'deny', 'rateLimit', 'globalRateLimit', 'cost', 'concurrency',
   'rateLimits', 'perUser', 'perUserPerTool', 'token', 'onStoreError', 'audit', 'destination', 'includeArguments', 'includeResults',
   'redactResults', 'pattern',
-  'identityProviders', 'issuer', 'idJag',
+  'identityProviders', 'issuer', 'idJag', 'authorizationUrl', 'tokenUrl', 'apiUrl',
   'pinTools', 'validateArguments', 'arguments',
 ]
 function suggestionFor (key: string): string {

@@ -427,6 +427,10 @@ const identityProviderSchema = z.strictObject({
       if (idp[key] !== undefined) ctx.addIssue({ code: 'custom', path: [key], message: `${key} is for type: oidc; GitHub is configured with authorizationUrl, tokenUrl and apiUrl` })
     }
     if (idp.idJag) ctx.addIssue({ code: 'custom', path: ['idJag'], message: 'idJag needs an OpenID Connect provider (type: oidc)' })
+    // GitHub has no claims to point at: the name is the login and the groups are orgs and teams.
+    for (const key of ['usernameClaim', 'groupsClaim'] as const) {
+      if (idp[key] !== undefined) ctx.addIssue({ code: 'custom', path: [key], message: `${key} is for type: oidc; a GitHub user's name is their login and their groups are their organisations and teams` })
+    }
   } else {
     for (const key of ['authorizationUrl', 'tokenUrl', 'apiUrl'] as const) {
       if (idp[key] !== undefined) ctx.addIssue({ code: 'custom', path: [key], message: `${key} is for type: github; an oidc provider's endpoints come from discovery` })

@@ -60,6 +60,8 @@ t.test('config: provider shapes are checked with clear errors', async (t) => {
   t.throws(withProviders([{ name: 'Corp', type: 'oidc', issuer: 'https://idp.example.com', clientId: 'x' }]), /lowercase/)
   t.throws(withProviders([{ name: 'gh', type: 'github', clientId: 'x' }]), /needs clientSecret/)
   t.throws(withProviders([{ name: 'gh', type: 'github', clientId: 'x', clientSecret: 'y', idJag: true }]), /idJag needs an OpenID Connect provider/)
+  t.throws(withProviders([{ name: 'gh', type: 'github', clientId: 'x', clientSecret: 'y', groupsClaim: 'groups' }]), /groupsClaim is for type: oidc; a GitHub user's name is their login/)
+  t.throws(withProviders([{ name: 'gh', type: 'github', clientId: 'x', clientSecret: 'y', usernameClaim: 'email' }]), /usernameClaim is for type: oidc/)
   t.throws(withProviders([{ name: 'a', type: 'oidc', issuer: 'https://i.example.com', clientId: 'x' }, { name: 'a', type: 'oidc', issuer: 'https://j.example.com', clientId: 'x' }]), /duplicate identity provider/)
   t.throws(withProviders([{ name: 'a', type: 'oidc', issuer: 'https://i.example.com', clientId: 'x', clientSecret: 'y', privateKeyJwt: { keysFile: 'k' } }]), /choose one client authentication/)
   t.equal(idp().revalidateEvery, 15 * 60_000, 'revalidateEvery defaults to 15m')
