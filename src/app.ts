@@ -28,6 +28,8 @@ import { SecretBox } from './auth-server/secret-box.js'
 import { IdpSessions } from './auth-server/idp-sessions.js'
 import { AccountGrants } from './auth-server/account-grants.js'
 import { Offboarding } from './auth-server/offboarding.js'
+import { backchannelLogoutRoutes } from './auth-server/backchannel-logout.js'
+import { IdpKeySets } from './auth-server/idp-keys.js'
 import { IdpSignIn } from './auth-server/idp-sign-in.js'
 import { createAuthenticator, resourceMetadataRoutes, type Authenticator } from './resource-server/plugin.js'
 import { TOKEN_CLOCK_TOLERANCE_S, TokenVerifier } from './resource-server/verify-token.js'
@@ -230,6 +232,7 @@ export async function buildApp (config: Config, options: BuildOptions = {}): Pro
     const revalidate = config.auth.identityProviders.length === 0 ? undefined : async (accountId: string, grantId: string) => offboarding.atRefresh(accountId, grantId)
     await app.register(authServerRoutes, { provider, catalog, limiter, tokenRate: config.rateLimits.token, registrationRate: config.rateLimits.registration, ...(revalidate === undefined ? {} : { revalidate }) })
     await app.register(interactionRoutes, { provider, config, store, keys, users, catalog, limiter, idp })
+    if (idp.providers.length > 0) await app.register(backchannelLogoutRoutes, { idp, keys: new IdpKeySets(idpOutbound.fetch), store, offboarding, now })
     const isGatewayWideAllowed = config.auth.defaultResource === 'all'
     await app.register(resourceMetadataRoutes, { catalog, servers: config.servers, isGatewayWideAllowed })
     authenticate = createAuthenticator(catalog, verifier, isGatewayWideAllowed, (result) => metrics.tokenValidations.inc({ result }))

@@ -23,7 +23,7 @@
  *   cannot be re-checked, so the refresh is refused with invalid_grant (sign in
  *   again, which re-checks them at the IdP) — the account is not disabled.
  *
- * Back-channel logout (backchannel-logout.ts) offboards through the same `offboard`.
+ * Back-channel logout (backchannel-logout.ts) offboards through the same `offboard`, at once.
  */
 import type { FastifyBaseLogger } from 'fastify'
 import type { Config, IdentityProviderConfig } from '../config/schema.js'
@@ -33,6 +33,7 @@ import { admissionRefusal, identityFromClaims } from './idp-identity.js'
 import type { IdpSessions } from './idp-sessions.js'
 import type { IdpSignIn } from './idp-sign-in.js'
 import { isIdpRefusal } from './oidc-relying-party.js'
+import type { LogoutSubject } from './backchannel-logout.js'
 import type { Store } from '../store/types.js'
 
 const REVALIDATING_PREFIX = 'idp-revalidating:'
@@ -102,6 +103,19 @@ export class Offboarding {
     await this.opts.grants.forget(accountId)
     await this.opts.endUserSessions(accountId)
     this.opts.log.info({ user: accountId, identity: identityId, reason, grants: grantIds.length }, 'identity provider no longer vouches for the user: grants revoked, sessions ended')
+  }
+
+  /**
+   * Back-channel logout: the IdP ended the user's session there. The gateway does not tie its
+   * grants to IdP sessions, so a logout naming only a sid ends all of that user's access too.
+   * Returns the accounts offboarded (none for a user the gateway never saw).
+   */
+  async logout (provider: string, subject: LogoutSubject): Promise<string[]> {
+    const identityId = subject.sub === undefined ? await this.opts.sessions.identityOfSid(provider, subject.sid ?? '') : `${provider}:${subject.sub}`
+    if (identityId === undefined || await this.accounts.find(identityId) === undefined) return []
+    const accountId = await this.opts.sessions.accountOf(identityId)
+    await this.offboard(accountId, identityId, 'logged out at the identity provider (back-channel logout)')
+    return [accountId]
   }
 
   /** No IdP session kept: a local user (nothing to check), or an IdP user whose session record is gone. */

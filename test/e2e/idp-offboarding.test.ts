@@ -3,8 +3,10 @@
 // away, and the gateway follows at the next refresh of its own tokens (revalidation with the IdP
 // refresh token it kept): tokens, grants and stdio processes of that user end, the other user
 // carries on. revalidateEvery is 1s here, so the tests wait just past it before each refresh.
+// Back-channel logout: the IdP's logout token, signed with its own key, does the same at once.
 import t from 'tap'
-import { decodeJwt } from 'jose'
+import { randomUUID } from 'node:crypto'
+import { decodeJwt, generateKeyPair, SignJWT } from 'jose'
 import { connectWithOAuth, TestOAuthClient } from '../oauth-helpers.js'
 import { eventually, isProcessAlive, postJson, startUpstream, stdioServer, STDIO_MODERN_FIXTURE, textOf, type RunningGateway, type Teardown } from '../helpers.js'
 import { idpEntry, startGatewayWithIdp, type IdpAccount } from '../idp.js'
@@ -117,4 +119,72 @@ t.test('revalidation at refresh: group changes at the IdP reach the next token a
   t.ok(await eventually(async () => (await callEnv(gw, bobStdio.accessToken)).status === 401), 'the access token of the same grant is refused')
   t.equal((await refresh(gw, bob, 'gh')).status, 400, 'his other grant (another client) is revoked too')
   t.ok(await eventually(() => !isProcessAlive(pid)), 'his stdio process is gone')
+})
+
+t.test('revalidation at refresh: an unreachable IdP refuses the refresh for now and disables nobody', async (t) => {
+  const { idp, gw } = await startGatewayWithIdp(t, { accounts: [ALICE] }, (idp) => ({
+    auth: { identityProviders: [idpEntry(idp, { revalidateEvery: `${REVALIDATE_EVERY_MS}ms` })] },
+    servers: [stdioServer('modern', { script: STDIO_MODERN_FIXTURE, isolation: 'user' })],
+  }))
+  const alice = await signIn(t, gw, 'modern', ALICE)
+  await idp.stop()
+  await pastRevalidation()
+  const res = await refresh(gw, alice, 'modern')
+  t.match(res, { status: 503, body: { error: 'temporarily_unavailable', error_description: /cannot be reached to re-check your account; retry shortly/ } }, 'no new tokens without the IdP\'s word')
+  t.equal((await callEnv(gw, alice.accessToken)).status, 200, 'the current access token keeps working')
+  const account = JSON.parse(await gw.app.portcullis.store.kvGet('idp-account:corp:a-100') ?? '{}') as { disabled?: unknown }
+  t.equal(account.disabled, undefined, 'the account is not disabled')
+  t.ok((await gw.app.portcullis.idpSessions?.idpSession('corp:a-100'))?.refreshToken !== undefined, 'the IdP refresh token is kept for the next try')
+  t.match(gw.logs.text(), /"msg":"identity provider unreachable at revalidation: refresh refused for now, account kept"/)
+})
+
+/** The IdP's POST to the gateway's back-channel logout endpoint. */
+async function postLogout (gw: RunningGateway, logoutToken: string): Promise<{ status: number, body: string }> {
+  const res = await fetch(`${gw.baseUrl}/oauth/idp/corp/backchannel-logout`, { method: 'POST', headers: { 'content-type': 'application/x-www-form-urlencoded' }, body: new URLSearchParams({ logout_token: logoutToken }).toString() })
+  return { status: res.status, body: await res.text() }
+}
+
+t.test('back-channel logout: a logout token from the IdP offboards the user at once; forged, replayed and malformed tokens are refused', async (t) => {
+  const { idp, gw } = await startGatewayWithIdp(t, { accounts: [ALICE, BOB] }, (idp) => ({
+    auth: { identityProviders: [idpEntry(idp)] },
+    servers: [stdioServer('modern', { script: STDIO_MODERN_FIXTURE, isolation: 'user' })],
+  }))
+  const alice = await signIn(t, gw, 'modern', ALICE)
+  const bob = await signIn(t, gw, 'modern', BOB)
+  const alicePid = (await callEnv(gw, alice.accessToken)).pid ?? 0
+  t.ok(alicePid > 0)
+
+  // Signed with another key under the IdP's kid: a forgery.
+  const { privateKey: otherKey } = await generateKeyPair('RS256')
+  const forged = await new SignJWT({ iss: idp.issuer, aud: idp.clientId, sub: ALICE.sub, iat: Math.floor(Date.now() / 1000), jti: randomUUID(), events: { 'http://schemas.openid.net/event/backchannel-logout': {} } })
+    .setProtectedHeader({ alg: 'RS256', kid: 'test-idp', typ: 'logout+jwt' }).sign(otherKey)
+  const refusals: Array<[string, string, RegExp]> = [
+    ['forged signature', forged, /not valid \(ERR_JWS_SIGNATURE_VERIFICATION_FAILED\)/],
+    ['another audience', await idp.logoutToken(ALICE.sub, { aud: 'someone-else' }), /not valid \(ERR_JWT_CLAIM_VALIDATION_FAILED\)/],
+    ['another issuer', await idp.logoutToken(ALICE.sub, { iss: 'http://localhost:1' }), /not valid/],
+    ['no logout event', await idp.logoutToken(ALICE.sub, { events: { 'http://example.com/other': {} } }), /lacks http:\/\/schemas.openid.net\/event\/backchannel-logout/],
+    ['a nonce', await idp.logoutToken(ALICE.sub, { nonce: 'n' }), /must not carry a nonce/],
+    ['neither sub nor sid', await idp.logoutToken(ALICE.sub, { sub: undefined }), /neither sub nor sid/],
+    ['no jti', await idp.logoutToken(ALICE.sub, { jti: undefined }), /not valid \(ERR_JWT_CLAIM_VALIDATION_FAILED\)/],
+    ['too old', await idp.logoutToken(ALICE.sub, { iat: Math.floor(Date.now() / 1000) - 3600 }), /not valid/],
+  ]
+  for (const [what, token, reason] of refusals) {
+    const res = await postLogout(gw, token)
+    t.equal(res.status, 400, `${what}: 400`)
+    t.match(JSON.parse(res.body), { error: 'invalid_request', error_description: reason }, `${what}: says why`)
+  }
+  t.equal((await callEnv(gw, alice.accessToken)).status, 200, 'refused logout tokens change nothing')
+
+  const token = await idp.logoutToken(ALICE.sub)
+  t.equal((await postLogout(gw, token)).status, 200, 'a valid logout token: 200')
+  t.ok(await eventually(async () => (await callEnv(gw, alice.accessToken)).status === 401), 'the user\'s access token is refused at once (no refresh needed)')
+  t.ok(await eventually(() => !isProcessAlive(alicePid)), 'the user\'s stdio process is gone')
+  t.equal((await refresh(gw, alice, 'modern')).status, 400, 'the user\'s refresh token is revoked')
+  const replay = await postLogout(gw, token)
+  t.equal(replay.status, 400, 'the same logout token again is refused')
+  t.match(replay.body, /already used/)
+
+  t.equal((await callEnv(gw, bob.accessToken)).status, 200, 'the other user is untouched')
+  t.equal((await postLogout(gw, await idp.logoutToken('nobody-here'))).status, 200, 'a user the gateway never saw: 200, nothing to end')
+  t.notOk(gw.logs.text().includes(token), 'the logout token is not logged')
 })
