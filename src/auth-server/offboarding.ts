@@ -29,7 +29,7 @@ import type { FastifyBaseLogger } from 'fastify'
 import type { Config, IdentityProviderConfig } from '../config/schema.js'
 import type { AccountGrants } from './account-grants.js'
 import { ExternalAccounts, isExternalAccountId } from './external-accounts.js'
-import { admissionRefusal, identityFromClaims } from './idp-identity.js'
+import { admissionRefusal, identityFromClaims, type ExternalIdentity } from './idp-identity.js'
 import type { IdpSessions } from './idp-sessions.js'
 import type { IdpSignIn } from './idp-sign-in.js'
 import { isIdpRefusal } from './oidc-relying-party.js'
@@ -131,16 +131,17 @@ export class Offboarding {
 
   private async revalidate (accountId: string, idp: IdentityProviderConfig, session: { provider: string, subject: string, refreshToken: string, signedInAtMs: number }, grantId: string): Promise<RevalidationOutcome> {
     const identityId = `${session.provider}:${session.subject}`
+    let identity: ExternalIdentity
     let claims: Readonly<Record<string, unknown>>
     let refreshToken: string | undefined
     try {
       ({ claims, refreshToken } = await this.opts.idp.relyingParty(idp.name).refresh(session.refreshToken, session.subject))
+      identity = identityFromClaims(idp, claims)
     } catch (err) {
       if (isIdpRefusal(err)) return await this.refuse(accountId, identityId, grantId, `${idp.displayName ?? idp.name} refused the account at revalidation`)
       this.opts.log.warn({ provider: idp.name, user: accountId, err: { message: (err as Error).message } }, 'identity provider unreachable at revalidation: refresh refused for now, account kept')
       return { kind: 'unavailable', reason: `${idp.displayName ?? idp.name} cannot be reached to re-check your account; retry shortly` }
     }
-    const identity = identityFromClaims(idp, claims)
     const refusal = admissionRefusal(idp, identity, claims)
     if (refusal !== undefined) return await this.refuse(accountId, identityId, grantId, refusal)
     const nowMs = this.opts.now()
