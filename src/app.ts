@@ -27,6 +27,10 @@ import { authServerRoutes } from './auth-server/plugin.js'
 import { interactionRoutes } from './auth-server/interactions.js'
 import { SecretBox } from './auth-server/secret-box.js'
 import { IdpSessions } from './auth-server/idp-sessions.js'
+import { AccountGrants } from './auth-server/account-grants.js'
+import { Offboarding } from './auth-server/offboarding.js'
+import { backchannelLogoutRoutes } from './auth-server/backchannel-logout.js'
+import { IdpKeySets } from './auth-server/idp-keys.js'
 import { IdpSignIn } from './auth-server/idp-sign-in.js'
 import { createAuthenticator, resourceMetadataRoutes, type Authenticator } from './resource-server/plugin.js'
 import { TOKEN_CLOCK_TOLERANCE_S, TokenVerifier } from './resource-server/verify-token.js'
@@ -192,7 +196,9 @@ export async function buildApp (config: Config, options: BuildOptions = {}): Pro
     // Identity providers are the operator's choice, not a registrant's: one guarded fetch for
     // sign-in and ID-JAG keys, without clientMetadataDocuments.allowedHosts, issuer hosts may be private.
     const idpOutbound = identityProviderFetch(config, options, app)
+    const accountGrants = new AccountGrants(store, now)
     const provider = createProvider({ config, store, keys, users, catalog, isOriginAllowed, now, grants: revokedGrants, verifier, fetch: outbound.fetch, idpFetch: idpOutbound.fetch,
+      onGrantSaved: async (accountId, grantId, expiresAtMs) => accountGrants.add(accountId, grantId, expiresAtMs),
       onIdpKeysUnavailable: (issuer, reason) => app.log.warn({ issuer, reason }, 'identity provider keys unavailable'),
     })
     // Reads the X-Forwarded-* headers presentAsPublic() sets from publicUrl (never the client's own).
@@ -228,10 +234,13 @@ export async function buildApp (config: Config, options: BuildOptions = {}): Pro
         markClientSignedIn(store, clientId, config.auth.registeredClientTtl, now()).catch((err: Error) => app.log.warn({ err: { message: err.message } }, 'could not mark a client as signed in with (it keeps the unused-client lifetime)'))
       }
     })
-    await app.register(authServerRoutes, { provider, catalog, limiter, tokenRate: config.rateLimits.token, registrationRate: config.rateLimits.registration })
     idpSessions = new IdpSessions(store, await SecretBox.load(store, config.auth.encryptionKeyFile))
     const idp = new IdpSignIn({ config, store, users, sessions: idpSessions, fetch: idpOutbound.fetch, log: app.log, now })
+    const offboarding = new Offboarding({ config, store, idp, sessions: idpSessions, grants: accountGrants, revokeGrant: async (grantId) => revokedGrants.revoke(grantId), endUserSessions: async (accountId) => endUserSessions(upstreams, accountId), log: app.log, now })
+    const revalidate = config.auth.identityProviders.length === 0 ? undefined : async (accountId: string, grantId: string) => offboarding.atRefresh(accountId, grantId)
+    await app.register(authServerRoutes, { provider, catalog, limiter, tokenRate: config.rateLimits.token, registrationRate: config.rateLimits.registration, ...(revalidate === undefined ? {} : { revalidate }) })
     await app.register(interactionRoutes, { provider, config, store, keys, users, catalog, limiter, idp })
+    if (idp.providers.length > 0) await app.register(backchannelLogoutRoutes, { idp, keys: new IdpKeySets(idpOutbound.fetch), store, offboarding, now })
     const isGatewayWideAllowed = config.auth.defaultResource === 'all'
     await app.register(resourceMetadataRoutes, { catalog, servers: config.servers, isGatewayWideAllowed })
     const apiKeys = new ApiKeys(store, config.auth.apiKeys.maxPerUser, now)
@@ -299,6 +308,11 @@ export async function buildApp (config: Config, options: BuildOptions = {}): Pro
   const toolGuards = createToolGuards(config, { store, log: app.log, now, metrics, audit })
   await app.register(mcpRoutes, { config, upstreams, isClosing, isOriginAllowed, authenticate, limiter, audit, metrics, scopeChallenge, toolGuards, ...(directory === undefined || forwarder === undefined ? {} : { replicas: { directory, forwarder } }) })
   return app
+}
+
+/** Offboarding: a user's stdio sessions and processes end on this replica (other replicas' end at their idle timeout; the user's tokens are refused everywhere). */
+async function endUserSessions (upstreams: ReadonlyMap<string, Upstream>, accountId: string): Promise<void> {
+  await Promise.all([...upstreams.values()].map(async (upstream) => upstream.endUser?.(accountId)))
 }
 
 /**

@@ -8,7 +8,8 @@
  * while it runs (revalidation tests need that).
  */
 import { createServer, type IncomingMessage, type ServerResponse } from 'node:http'
-import { exportJWK, generateKeyPair } from 'jose'
+import { randomUUID } from 'node:crypto'
+import { exportJWK, generateKeyPair, SignJWT, type JWTPayload } from 'jose'
 import Provider, { type Configuration, type KoaContextWithOIDC } from 'oidc-provider'
 import { escapeHtml } from '../src/auth-server/pages.js'
 import { freePort, startGateway, type RunningGateway, type Teardown } from './helpers.js'
@@ -48,6 +49,13 @@ export interface TestIdp {
   readonly signIns: string[]
   /** Refresh tokens the IdP issued (opaque strings), newest last. */
   readonly refreshTokens: string[]
+  /**
+   * A Back-Channel Logout 1.0 logout token for `sub`, signed with this IdP's own key (iss, aud =
+   * its client, iat, jti, the logout event); `claims` replace or add claims (undefined drops one).
+   */
+  readonly logoutToken: (sub: string, claims?: Readonly<Record<string, unknown>>) => Promise<string>
+  /** Stops the IdP (an outage): its port refuses connections from then on. */
+  readonly stop: () => Promise<void>
 }
 
 function loginForm (uid: string, error?: string): string {
@@ -162,7 +170,12 @@ export async function startTestIdp (t: Teardown, options: TestIdpOptions): Promi
     callback(req, res)
   })
   await new Promise<void>((resolve) => server.listen(port, '127.0.0.1', resolve))
-  t.teardown(() => new Promise<void>((resolve) => { server.closeAllConnections(); server.close(() => resolve()) }))
+  const stop = async (): Promise<void> => new Promise<void>((resolve) => {
+    if (!server.listening) return resolve()
+    server.closeAllConnections()
+    server.close(() => resolve())
+  })
+  t.teardown(stop)
 
   return {
     issuer,
@@ -175,6 +188,12 @@ export async function startTestIdp (t: Teardown, options: TestIdpOptions): Promi
     },
     signIns,
     refreshTokens,
+    stop,
+    logoutToken: async (sub, claims = {}) => {
+      const all: Record<string, unknown> = { iss: issuer, aud: clientId, sub, iat: Math.floor(Date.now() / 1000), jti: randomUUID(), events: { 'http://schemas.openid.net/event/backchannel-logout': {} }, ...claims }
+      const payload = Object.fromEntries(Object.entries(all).filter(([, value]) => value !== undefined))
+      return await new SignJWT(payload as JWTPayload).setProtectedHeader({ alg: 'RS256', kid: jwk.kid, typ: 'logout+jwt' }).sign(privateKey)
+    },
   }
 }
 

@@ -33,6 +33,8 @@ export interface AdapterOptions {
   readonly now: () => number
   /** Deletes the grant's records and voids its access tokens everywhere. */
   readonly revokeGrant: (grantId: string) => Promise<void>
+  /** A Grant record was saved: its account's grant index learns of it (offboarding revokes them all). */
+  readonly onGrantSaved?: (accountId: string, grantId: string, expiresAtMs: number | undefined) => Promise<void>
 }
 
 /** Remembered last expiry moves per client, at most this many (then forgotten: one extra write each). */
@@ -104,6 +106,7 @@ export function createAdapter (store: Store, options: AdapterOptions): new (mode
       const expiresAt = expiresIn !== undefined ? now + expiresIn * 1000 : SLIDING.has(this.model) ? now + await lifetimeOf(clientIdOf(this.model, id, payload)) : undefined
       if (SLIDING.has(this.model)) touchedAt.set(`${this.model}:${id}`, now)
       await store.upsert(this.model, id, payload, expiresAt)
+      if (this.model === 'Grant' && typeof payload.accountId === 'string') await options.onGrantSaved?.(payload.accountId, id, expiresAt)
     }
 
     async find (id: string): Promise<Payload | undefined> {

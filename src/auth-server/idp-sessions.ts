@@ -12,6 +12,10 @@ import type { Store } from '../store/types.js'
 import type { SecretBox } from './secret-box.js'
 
 const KEY_PREFIX = 'idp-session:'
+/** `<provider>:<sub>` -> the gateway account it signed in as (itself, or a local user linked by email). */
+const SIGNED_IN_AS_PREFIX = 'idp-signed-in-as:'
+/** `<provider>:<IdP sid>` -> `<provider>:<sub>`: back-channel logout tokens may name only the IdP session. */
+const SID_PREFIX = 'idp-sid:'
 
 export interface IdpSession {
   /** The identity provider's name (`auth.identityProviders[].name`). */
@@ -74,6 +78,25 @@ export class IdpSessions {
       ...(stored.sealedAccessToken === undefined ? {} : { accessToken: this.box.open(stored.sealedAccessToken, KEY_PREFIX + accountId + ACCESS_TOKEN_SLOT) }),
       signedInAtMs: stored.signedInAtMs,
     }
+  }
+
+  /**
+   * Remembers which account an IdP identity signed in as and, when the IdP named its session
+   * (the ID token's `sid`), whose session that is: back-channel logout names the user by sub or sid.
+   */
+  async link (identityId: string, accountId: string, sid: string | undefined, expiresAtMs: number): Promise<void> {
+    await this.store.kvSet(SIGNED_IN_AS_PREFIX + identityId, accountId, expiresAtMs)
+    if (sid !== undefined) await this.store.kvSet(`${SID_PREFIX}${identityId.split(':')[0] ?? ''}:${sid}`, identityId, expiresAtMs)
+  }
+
+  /** The account an IdP identity signed in as (the identity itself when not linked to a local user). */
+  async accountOf (identityId: string): Promise<string> {
+    return await this.store.kvGet(SIGNED_IN_AS_PREFIX + identityId) ?? identityId
+  }
+
+  /** The identity (`<provider>:<sub>`) whose IdP session `sid` is, if the gateway saw it. */
+  async identityOfSid (provider: string, sid: string): Promise<string | undefined> {
+    return await this.store.kvGet(`${SID_PREFIX}${provider}:${sid}`)
   }
 
   /** Forgets the session (the IdP logged the user out, or refused them). */

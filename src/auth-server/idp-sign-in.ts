@@ -107,7 +107,9 @@ export class IdpSignIn {
     const nowMs = this.opts.now()
     await this.accounts.save(identity, nowMs)
     const accountId = this.linkedLocalUser(idp, identity) ?? identity.id
-    await this.opts.sessions.save(accountId, { provider: idp.name, subject: identity.subject, ...(refreshToken === undefined ? {} : { refreshToken }), ...(accessToken === undefined ? {} : { accessToken }), signedInAtMs: nowMs }, nowMs + this.opts.config.auth.refreshTokenTtl)
+    const expiresAtMs = nowMs + this.opts.config.auth.refreshTokenTtl
+    await this.opts.sessions.save(accountId, { provider: idp.name, subject: identity.subject, ...(refreshToken === undefined ? {} : { refreshToken }), ...(accessToken === undefined ? {} : { accessToken }), signedInAtMs: nowMs }, expiresAtMs)
+    await this.opts.sessions.link(identity.id, accountId, typeof claims.sid === 'string' && claims.sid !== '' ? claims.sid : undefined, expiresAtMs)
     return { kind: 'signed-in', accountId, identity }
   }
 

@@ -89,6 +89,27 @@ export class OidcRelyingParty {
   }
 
   /**
+   * Re-reads a signed-in user's claims with the IdP refresh token the gateway kept
+   * (revalidation): refresh grant, then userinfo (the claims the IdP holds now, for the
+   * subject it issued the token to). The ID token of a refresh, when the IdP sends one,
+   * is checked by openid-client (signature, iss, aud, sub unchanged).
+   * Throws what openid-client throws: see `idpRefusal` for which errors mean "no".
+   */
+  async refresh (refreshToken: string, subject: string): Promise<IdpSignInResult> {
+    const config = await this.configuration()
+    const tokens = await oidc.refreshTokenGrant(config, refreshToken)
+    const idClaims = tokens.claims()
+    if (idClaims !== undefined && idClaims.sub !== subject) throw new Error('the identity provider refreshed a token for another subject')
+    let claims: Record<string, unknown> = { ...idClaims, sub: subject }
+    if (config.serverMetadata().userinfo_endpoint !== undefined) {
+      // Userinfo is what the IdP says now (a refreshed ID token may repeat the sign-in's claims).
+      const userinfo = await oidc.fetchUserInfo(config, tokens.access_token, subject)
+      claims = { ...claims, ...userinfo }
+    }
+    return { claims, ...(tokens.refresh_token === undefined ? {} : { refreshToken: tokens.refresh_token }) }
+  }
+
+  /**
    * The configured scopes (default openid email profile), plus offline_access when the IdP
    * lists it: the refresh token is what lets the gateway re-check the user later.
    * Google lists no offline_access (it wants access_type=offline): there the gateway gets none.
@@ -129,6 +150,18 @@ export class OidcRelyingParty {
     if (this.idp.privateKeyJwt !== undefined) return oidc.PrivateKeyJwt(await readPrivateKey(this.idp.privateKeyJwt.keysFile, this.idp.name))
     return oidc.None()
   }
+}
+
+/**
+ * Whether an error from `refresh` is the IdP refusing the user (invalid_grant: the token
+ * or the account is gone or disabled; userinfo 401/403) rather than the IdP being
+ * unreachable or failing (network, 5xx) or the gateway being misconfigured (invalid_client):
+ * only a refusal offboards the user.
+ */
+export function isIdpRefusal (err: unknown): boolean {
+  if (err instanceof oidc.ResponseBodyError) return err.error === 'invalid_grant'
+  if (err instanceof oidc.WWWAuthenticateChallengeError) return err.status === 401 || err.status === 403
+  return false
 }
 
 /** The first key of a JWKS file (or one JWK), for private_key_jwt client authentication (RFC 7523). */

@@ -5,7 +5,9 @@
  * rewrite.ts): /oauth/authorize (query rewritten in place) and /oauth/token
  * (read, rewritten, and replayed as a fresh request), and a refresh naming a
  * resource it was not granted is refused before oidc-provider rotates — and
- * so burns — the refresh token.
+ * so burns — the refresh token. An IdP user's refresh is also where the
+ * gateway re-checks them with their identity provider (offboarding.ts), before
+ * oidc-provider issues anything: a refusal or an unreachable IdP stops it.
  */
 import { IncomingMessage, type ServerResponse } from 'node:http'
 import type { FastifyInstance } from 'fastify'
@@ -14,6 +16,7 @@ import { OAUTH_ROUTES, presentAsPublic, STORE_RETRY_AFTER_S, STORE_UNAVAILABLE_M
 import { isStoreUnavailable } from '../store/types.js'
 import type { ResourceCatalog } from './resources.js'
 import { rewriteAuthorizationParams, rewriteTokenParams } from './rewrite.js'
+import type { RevalidationOutcome } from './offboarding.js'
 import type { Bucket, RateLimiter } from '../rate-limit/limiter.js'
 import type { Rate } from '../config/units.js'
 import { MAX_REGISTRATION_BODY_BYTES } from '../config/defaults.js'
@@ -29,6 +32,8 @@ export interface AuthServerRoutesOptions {
   readonly tokenRate: Rate
   /** New dynamic registrations per client IP (each one is a stored record). */
   readonly registrationRate: Rate
+  /** Re-checks an IdP user with their identity provider before a refresh (offboarding.ts). */
+  readonly revalidate?: (accountId: string, grantId: string) => Promise<RevalidationOutcome>
 }
 
 async function readBody (req: IncomingMessage, maxBytes = MAX_TOKEN_BODY_BYTES): Promise<Buffer | undefined> {
@@ -82,10 +87,19 @@ export async function authServerRoutes (app: FastifyInstance, opts: AuthServerRo
     rewriteTokenParams(params, catalog)
     const resource = params.get('resource')
     const refreshToken = params.get('refresh_token')
-    if (params.get('grant_type') === 'refresh_token' && resource !== null && refreshToken !== null) {
+    if (params.get('grant_type') === 'refresh_token' && refreshToken !== null) {
       const token = await provider.RefreshToken.find(refreshToken)
-      if (token !== undefined && !token.resourceIndicators.has(resource)) {
+      if (token !== undefined && resource !== null && !token.resourceIndicators.has(resource)) {
         return oauthError(res, 400, 'invalid_target', 'the refresh token was not granted for this resource')
+      }
+      // Only a live token of a live grant gets this far (oidc-provider refuses the rest itself).
+      if (token !== undefined && opts.revalidate !== undefined && token.accountId !== undefined && token.grantId !== undefined && !token.isExpired && token.consumed === undefined) {
+        const outcome = await opts.revalidate(token.accountId, token.grantId)
+        if (outcome.kind === 'refused' || outcome.kind === 'sign-in-again') return oauthError(res, 400, 'invalid_grant', outcome.reason)
+        if (outcome.kind === 'unavailable') {
+          res.setHeader('retry-after', String(STORE_RETRY_AFTER_S))
+          return oauthError(res, 503, 'temporarily_unavailable', outcome.reason)
+        }
       }
     }
     callback(withBody(req, Buffer.from(params.toString())), res)

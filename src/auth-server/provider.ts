@@ -94,6 +94,8 @@ export interface ProviderDeps {
   readonly fetch: FetchLike
   /** Identity providers' discovery documents and key sets: guarded too, but not limited to clientMetadataDocuments.allowedHosts. */
   readonly idpFetch: FetchLike
+  /** A Grant was saved: listed under its account, so offboarding can revoke every grant of a user. */
+  readonly onGrantSaved?: (accountId: string, grantId: string, expiresAtMs: number | undefined) => Promise<void>
   /** An identity provider's signing keys could not be read (ID-JAG verification): for the operator's log. */
   readonly onIdpKeysUnavailable: (issuer: string, reason: string) => void
 }
@@ -193,7 +195,7 @@ export function createProvider (deps: ProviderDeps): Provider {
   policy.get('consent')?.checks.remove('native_client_prompt')
 
   const configuration: Configuration = {
-    adapter: createAdapter(store, { refreshGraceS: Math.round(auth.refreshTokenReuseGrace / 1000), registeredClientTtlMs: auth.registeredClientTtl, unusedClientTtlMs: auth.unusedClientTtl, now: deps.now, revokeGrant }) as Configuration['adapter'],
+    adapter: createAdapter(store, { refreshGraceS: Math.round(auth.refreshTokenReuseGrace / 1000), registeredClientTtlMs: auth.registeredClientTtl, unusedClientTtlMs: auth.unusedClientTtl, now: deps.now, revokeGrant, ...(deps.onGrantSaved === undefined ? {} : { onGrantSaved: deps.onGrantSaved }) }) as Configuration['adapter'],
     jwks: { keys: keys.signingKeys.map((k) => ({ ...k })) } as Configuration['jwks'],
     cookies: {
       keys: [...keys.cookieKeys],

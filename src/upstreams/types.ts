@@ -60,4 +60,9 @@ export interface Upstream {
   closeStreams: () => void
   /** Fails whatever is still in flight (JSON-RPC errors, not hangs) and frees resources. */
   close: () => Promise<void>
+  /**
+   * Ends one user's sessions and the processes started for them (offboarding: the identity
+   * provider no longer vouches for the user). Upstreams that keep nothing per user have none.
+   */
+  endUser?: (userId: string) => Promise<void>
 }

@@ -814,6 +814,22 @@ export class StdioUpstream implements Upstream {
     })
   }
 
+  /** Offboarding: the user's sessions end, then every process started for them (their requests in flight fail). */
+  async endUser (userId: string): Promise<void> {
+    for (const session of [...this.sessions.values()]) {
+      if (session.user.id === userId) await this.closeSession(session, 'the user was offboarded')
+    }
+    for (const map of [this.sharedChannels, this.modernChannels]) {
+      for (const [key, promise] of [...map]) {
+        const channel = await promise.catch(() => undefined)
+        if (channel === undefined || this.childUsers.get(channel.child) !== userId) continue
+        if (map.get(key) === promise) map.delete(key)
+        await this.retire(channel)
+      }
+    }
+    this.log.info({ server: this.name, user: userId }, 'stdio sessions and processes of an offboarded user ended')
+  }
+
   closeStreams (): void {
     for (const session of this.sessions.values()) session.endStream()
   }

@@ -1,0 +1,190 @@
+// Offboarding, end to end: two real users sign in through a real IdP (test/idp.ts, a second
+// oidc-provider) with the official MCP SDK client; the IdP then disables one, or takes a group
+// away, and the gateway follows at the next refresh of its own tokens (revalidation with the IdP
+// refresh token it kept): tokens, grants and stdio processes of that user end, the other user
+// carries on. revalidateEvery is 1s here, so the tests wait just past it before each refresh.
+// Back-channel logout: the IdP's logout token, signed with its own key, does the same at once.
+import t from 'tap'
+import { randomUUID } from 'node:crypto'
+import { decodeJwt, generateKeyPair, SignJWT } from 'jose'
+import { connectWithOAuth, TestOAuthClient } from '../oauth-helpers.js'
+import { eventually, isProcessAlive, postJson, startUpstream, stdioServer, STDIO_MODERN_FIXTURE, textOf, type RunningGateway, type Teardown } from '../helpers.js'
+import { idpEntry, startGatewayWithIdp, type IdpAccount } from '../idp.js'
+
+const ALICE: IdpAccount = { sub: 'a-100', password: 'alice-at-corp', email: 'alice@example.com', email_verified: true, preferred_username: 'alice', groups: ['staff', 'eng'] }
+const BOB: IdpAccount = { sub: 'b-200', password: 'bob-at-corp', email: 'bob@example.com', email_verified: true, preferred_username: 'bob', groups: ['staff', 'eng'] }
+const REVALIDATE_EVERY_MS = 1_000
+const META = { 'io.modelcontextprotocol/protocolVersion': '2026-07-28', 'io.modelcontextprotocol/clientCapabilities': {}, 'io.modelcontextprotocol/clientInfo': { name: 'raw', version: '1' } }
+
+/** Just past revalidateEvery: the next refresh re-checks the user with the IdP. */
+const pastRevalidation = async (): Promise<void> => new Promise((resolve) => setTimeout(resolve, REVALIDATE_EVERY_MS + 100))
+
+interface Signed { readonly oauth: TestOAuthClient, accessToken: string, refreshToken: string }
+
+/** A user signed in (IdP login + consent) for one server; the SDK's connect may fail on a 2026-only stdio server, the tokens are what counts. */
+async function signIn (t: Teardown, gw: RunningGateway, server: string, account: IdpAccount): Promise<Signed> {
+  const oauth = new TestOAuthClient()
+  await connectWithOAuth(t, gw.mcpUrl(server), { username: account.preferred_username ?? account.sub, password: account.password, idp: 'corp', oauth, issuer: gw.baseUrl }).catch(() => undefined)
+  const tokens = oauth.savedTokens
+  if (tokens?.refresh_token === undefined) throw new Error(`${account.sub}: no tokens`)
+  return { oauth, accessToken: tokens.access_token, refreshToken: tokens.refresh_token }
+}
+
+/** The client's refresh_token grant at the gateway: the new tokens are kept on success. */
+async function refresh (gw: RunningGateway, user: Signed, server: string): Promise<{ status: number, body: Record<string, unknown> }> {
+  const res = await fetch(`${gw.baseUrl}/oauth/token`, {
+    method: 'POST',
+    headers: { 'content-type': 'application/x-www-form-urlencoded' },
+    body: new URLSearchParams({ grant_type: 'refresh_token', refresh_token: user.refreshToken, client_id: String(user.oauth.info?.client_id), resource: gw.mcpUrl(server) }).toString(),
+  })
+  const body = await res.json() as Record<string, unknown>
+  if (res.status === 200) {
+    user.accessToken = String(body.access_token)
+    user.refreshToken = String(body.refresh_token)
+  }
+  return { status: res.status, body }
+}
+
+/** tools/call env on the 2026-07-28 stdio server: the status, and the pid of the user's process. */
+async function callEnv (gw: RunningGateway, accessToken: string): Promise<{ status: number, pid?: number }> {
+  const res = await postJson(gw.mcpUrl('modern'), { jsonrpc: '2.0', id: 'e1', method: 'tools/call', params: { name: 'env', arguments: {}, _meta: META } },
+    { authorization: `Bearer ${accessToken}`, 'mcp-protocol-version': '2026-07-28', 'mcp-method': 'tools/call', 'mcp-name': 'env' })
+  if (res.status !== 200) return { status: res.status }
+  return { status: res.status, pid: (JSON.parse(textOf((res.json as { result?: unknown }).result)) as { pid: number }).pid }
+}
+
+t.test('revalidation at refresh: a user disabled at the IdP loses tokens, grants and stdio processes; the other user carries on', async (t) => {
+  const { idp, gw } = await startGatewayWithIdp(t, { accounts: [ALICE, BOB] }, (idp) => ({
+    auth: { identityProviders: [idpEntry(idp, { requiredGroups: ['staff'], revalidateEvery: `${REVALIDATE_EVERY_MS}ms` })] },
+    servers: [stdioServer('modern', { script: STDIO_MODERN_FIXTURE, isolation: 'user' })],
+  }))
+  const alice = await signIn(t, gw, 'modern', ALICE)
+  const bob = await signIn(t, gw, 'modern', BOB)
+  const alicePid = (await callEnv(gw, alice.accessToken)).pid ?? 0
+  const bobPid = (await callEnv(gw, bob.accessToken)).pid ?? 0
+  t.ok(alicePid > 0 && bobPid > 0 && alicePid !== bobPid, 'each user has a stdio process of their own')
+
+  // Still enabled: the IdP vouches again (its refresh grant and userinfo), the refresh goes on.
+  await pastRevalidation()
+  t.equal((await refresh(gw, alice, 'modern')).status, 200, 'an enabled user refreshes after revalidateEvery')
+  t.match(gw.logs.text(), /"user":"corp:a-100".*"msg":"identity provider re-checked the user"/, 'the IdP was asked')
+
+  idp.update(ALICE.sub, { disabled: true })
+  const staleAccessToken = alice.accessToken
+  t.equal((await callEnv(gw, staleAccessToken)).status, 200, 'until the next revalidation the access token still works')
+  await pastRevalidation()
+  const refused = await refresh(gw, alice, 'modern')
+  t.equal(refused.status, 400, 'the disabled user\'s refresh is refused')
+  t.match(refused.body, { error: 'invalid_grant', error_description: /refused the account at revalidation/ })
+  t.ok(await eventually(async () => (await callEnv(gw, staleAccessToken)).status === 401), 'the disabled user\'s access token is refused')
+  t.ok(await eventually(() => !isProcessAlive(alicePid)), 'the disabled user\'s stdio process is gone')
+  t.equal((await refresh(gw, alice, 'modern')).status, 400, 'and stays refused')
+  const account = JSON.parse(await gw.app.portcullis.store.kvGet('idp-account:corp:a-100') ?? '{}') as { disabled?: { reason: string } }
+  t.match(account.disabled, { reason: /refused the account at revalidation/ }, 'the account is disabled at the gateway')
+  t.equal(await gw.app.portcullis.idpSessions?.idpSession('corp:a-100'), undefined, 'the IdP session (and its refresh token) is forgotten')
+
+  t.equal((await refresh(gw, bob, 'modern')).status, 200, 'the other user refreshes (re-checked too)')
+  t.equal((await callEnv(gw, bob.accessToken)).status, 200, 'the other user\'s new access token works')
+  t.ok(isProcessAlive(bobPid), 'the other user\'s process is untouched')
+  t.notOk(gw.logs.text().includes(idp.refreshTokens.at(-1) ?? 'none'), 'no IdP refresh token is logged')
+})
+
+t.test('revalidation at refresh: group changes at the IdP reach the next token and policy; leaving requiredGroups offboards', async (t) => {
+  const upstream = await startUpstream(t)
+  const { idp, gw } = await startGatewayWithIdp(t, { accounts: [ALICE, BOB] }, (idp) => ({
+    auth: { identityProviders: [idpEntry(idp, { requiredGroups: ['staff'], revalidateEvery: `${REVALIDATE_EVERY_MS}ms` })] },
+    servers: [
+      { name: 'gh', transport: 'http', url: upstream.url, access: { groups: ['eng'] } },
+      stdioServer('modern', { script: STDIO_MODERN_FIXTURE, isolation: 'user' }),
+    ],
+  }))
+  const bob = await signIn(t, gw, 'gh', BOB)
+  t.match(decodeJwt(bob.accessToken), { groups: ['eng', 'staff'] })
+
+  idp.update(BOB.sub, { groups: ['staff'] })
+  await pastRevalidation()
+  t.equal((await refresh(gw, bob, 'gh')).status, 200, 'still in staff: the refresh goes on')
+  t.same(decodeJwt(bob.accessToken).groups, ['staff'], 'the removed group is gone from the new access token')
+  const denied = await postJson(gw.mcpUrl('gh'), { jsonrpc: '2.0', id: 1, method: 'initialize', params: { protocolVersion: '2025-06-18', capabilities: {}, clientInfo: { name: 'raw', version: '1' } } }, { authorization: `Bearer ${bob.accessToken}` })
+  t.equal(denied.status, 403, 'the group-gated server refuses the new token')
+  t.match(denied.text, /PORTCULLIS_ERR_ACCESS_DENIED/)
+
+  const bobStdio = await signIn(t, gw, 'modern', BOB)
+  const pid = (await callEnv(gw, bobStdio.accessToken)).pid ?? 0
+  t.ok(pid > 0)
+  idp.update(BOB.sub, { groups: [] })
+  await pastRevalidation()
+  const refused = await refresh(gw, bobStdio, 'modern')
+  t.match(refused, { status: 400, body: { error: 'invalid_grant', error_description: /not in a group allowed to use this gateway/ } }, 'out of requiredGroups: refused')
+  t.ok(await eventually(async () => (await callEnv(gw, bobStdio.accessToken)).status === 401), 'the access token of the same grant is refused')
+  t.equal((await refresh(gw, bob, 'gh')).status, 400, 'his other grant (another client) is revoked too')
+  t.ok(await eventually(() => !isProcessAlive(pid)), 'his stdio process is gone')
+})
+
+t.test('revalidation at refresh: an unreachable IdP refuses the refresh for now and disables nobody', async (t) => {
+  const { idp, gw } = await startGatewayWithIdp(t, { accounts: [ALICE] }, (idp) => ({
+    auth: { identityProviders: [idpEntry(idp, { revalidateEvery: `${REVALIDATE_EVERY_MS}ms` })] },
+    servers: [stdioServer('modern', { script: STDIO_MODERN_FIXTURE, isolation: 'user' })],
+  }))
+  const alice = await signIn(t, gw, 'modern', ALICE)
+  await idp.stop()
+  await pastRevalidation()
+  const res = await refresh(gw, alice, 'modern')
+  t.match(res, { status: 503, body: { error: 'temporarily_unavailable', error_description: /cannot be reached to re-check your account; retry shortly/ } }, 'no new tokens without the IdP\'s word')
+  t.equal((await callEnv(gw, alice.accessToken)).status, 200, 'the current access token keeps working')
+  const account = JSON.parse(await gw.app.portcullis.store.kvGet('idp-account:corp:a-100') ?? '{}') as { disabled?: unknown }
+  t.equal(account.disabled, undefined, 'the account is not disabled')
+  t.ok((await gw.app.portcullis.idpSessions?.idpSession('corp:a-100'))?.refreshToken !== undefined, 'the IdP refresh token is kept for the next try')
+  t.match(gw.logs.text(), /"msg":"identity provider unreachable at revalidation: refresh refused for now, account kept"/)
+})
+
+/** The IdP's POST to the gateway's back-channel logout endpoint. */
+async function postLogout (gw: RunningGateway, logoutToken: string): Promise<{ status: number, body: string }> {
+  const res = await fetch(`${gw.baseUrl}/oauth/idp/corp/backchannel-logout`, { method: 'POST', headers: { 'content-type': 'application/x-www-form-urlencoded' }, body: new URLSearchParams({ logout_token: logoutToken }).toString() })
+  return { status: res.status, body: await res.text() }
+}
+
+t.test('back-channel logout: a logout token from the IdP offboards the user at once; forged, replayed and malformed tokens are refused', async (t) => {
+  const { idp, gw } = await startGatewayWithIdp(t, { accounts: [ALICE, BOB] }, (idp) => ({
+    auth: { identityProviders: [idpEntry(idp)] },
+    servers: [stdioServer('modern', { script: STDIO_MODERN_FIXTURE, isolation: 'user' })],
+  }))
+  const alice = await signIn(t, gw, 'modern', ALICE)
+  const bob = await signIn(t, gw, 'modern', BOB)
+  const alicePid = (await callEnv(gw, alice.accessToken)).pid ?? 0
+  t.ok(alicePid > 0)
+
+  // Signed with another key under the IdP's kid: a forgery.
+  const { privateKey: otherKey } = await generateKeyPair('RS256')
+  const forged = await new SignJWT({ iss: idp.issuer, aud: idp.clientId, sub: ALICE.sub, iat: Math.floor(Date.now() / 1000), jti: randomUUID(), events: { 'http://schemas.openid.net/event/backchannel-logout': {} } })
+    .setProtectedHeader({ alg: 'RS256', kid: 'test-idp', typ: 'logout+jwt' }).sign(otherKey)
+  const refusals: Array<[string, string, RegExp]> = [
+    ['forged signature', forged, /not valid \(ERR_JWS_SIGNATURE_VERIFICATION_FAILED\)/],
+    ['another audience', await idp.logoutToken(ALICE.sub, { aud: 'someone-else' }), /not valid \(ERR_JWT_CLAIM_VALIDATION_FAILED\)/],
+    ['another issuer', await idp.logoutToken(ALICE.sub, { iss: 'http://localhost:1' }), /not valid/],
+    ['no logout event', await idp.logoutToken(ALICE.sub, { events: { 'http://example.com/other': {} } }), /lacks http:\/\/schemas.openid.net\/event\/backchannel-logout/],
+    ['a nonce', await idp.logoutToken(ALICE.sub, { nonce: 'n' }), /must not carry a nonce/],
+    ['neither sub nor sid', await idp.logoutToken(ALICE.sub, { sub: undefined }), /neither sub nor sid/],
+    ['no jti', await idp.logoutToken(ALICE.sub, { jti: undefined }), /not valid \(ERR_JWT_CLAIM_VALIDATION_FAILED\)/],
+    ['too old', await idp.logoutToken(ALICE.sub, { iat: Math.floor(Date.now() / 1000) - 3600 }), /not valid/],
+  ]
+  for (const [what, token, reason] of refusals) {
+    const res = await postLogout(gw, token)
+    t.equal(res.status, 400, `${what}: 400`)
+    t.match(JSON.parse(res.body), { error: 'invalid_request', error_description: reason }, `${what}: says why`)
+  }
+  t.equal((await callEnv(gw, alice.accessToken)).status, 200, 'refused logout tokens change nothing')
+
+  const token = await idp.logoutToken(ALICE.sub)
+  t.equal((await postLogout(gw, token)).status, 200, 'a valid logout token: 200')
+  t.ok(await eventually(async () => (await callEnv(gw, alice.accessToken)).status === 401), 'the user\'s access token is refused at once (no refresh needed)')
+  t.ok(await eventually(() => !isProcessAlive(alicePid)), 'the user\'s stdio process is gone')
+  t.equal((await refresh(gw, alice, 'modern')).status, 400, 'the user\'s refresh token is revoked')
+  const replay = await postLogout(gw, token)
+  t.equal(replay.status, 400, 'the same logout token again is refused')
+  t.match(replay.body, /already used/)
+
+  t.equal((await callEnv(gw, bob.accessToken)).status, 200, 'the other user is untouched')
+  t.equal((await postLogout(gw, await idp.logoutToken('nobody-here'))).status, 200, 'a user the gateway never saw: 200, nothing to end')
+  t.notOk(gw.logs.text().includes(token), 'the logout token is not logged')
+})
