@@ -192,9 +192,10 @@ if (await redisAvailable(t)) {
     const models = new Set(keys.map((key) => key.split(':').slice(0, 2).join(':')))
     for (const expected of ['oidc:Client', 'oidc:RegistrationAccessToken', 'oidc:Grant', 'oidc:RefreshToken', 'oidc:Session', 'oidc:grant', 'oidc:uid', 'kv:auth', 'kv:session']) t.ok(models.has(expected), `the flows left ${expected} keys (${[...models].join(", ")})`)
     t.ok(keys.some((key) => key.startsWith('rl:') && key.includes('user-tool')), 'and rate-limit counters')
-    const permanent = ['kv:auth:cookie-keys', 'kv:auth:signing-keys']
+    // The keys themselves: cookie signing, token signing, and the key that encrypts secrets at rest (IdP tokens).
+    const permanent = ['kv:auth:cookie-keys', 'kv:auth:encryption-keys', 'kv:auth:signing-keys']
     const withoutExpiry = []
     for (const key of keys) if (await redis.pttl(`${prefix}${key}`) === -1) withoutExpiry.push(key)
-    t.same(withoutExpiry, permanent, `of ${keys.length} keys, only the signing and cookie keys live forever`)
+    t.same(withoutExpiry, permanent, `of ${keys.length} keys, only the signing, cookie and encryption keys live forever`)
   })
 }
