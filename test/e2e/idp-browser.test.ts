@@ -84,5 +84,7 @@ if (!existsSync(CHROMIUM)) {
     await client.connect(new StreamableHTTPClientTransport(new URL(gw.mcpUrl('gh')), { authProvider: oauth }))
     t.teardown(() => client.close())
     t.equal(textOf(await client.callTool({ name: 'whoami', arguments: {} })), 'fixture')
+    // Closed now, not at teardown: the browser's keep-alive connections would hold the IdP's and the gateway's close.
+    await context.close()
   })
 }
