@@ -7,7 +7,7 @@
 import t from 'tap'
 import { randomUUID } from 'node:crypto'
 import { decodeJwt, generateKeyPair, SignJWT } from 'jose'
-import { connectWithOAuth, TestOAuthClient } from '../oauth-helpers.js'
+import { refreshTokens, signInForTokens, type SignedInTokens } from '../oauth-helpers.js'
 import { eventually, isProcessAlive, postJson, startUpstream, stdioServer, STDIO_MODERN_FIXTURE, textOf, type RunningGateway, type Teardown } from '../helpers.js'
 import { idpEntry, startGatewayWithIdp, type IdpAccount } from '../idp.js'
 
@@ -19,30 +19,14 @@ const META = { 'io.modelcontextprotocol/protocolVersion': '2026-07-28', 'io.mode
 /** Just past revalidateEvery: the next refresh re-checks the user with the IdP. */
 const pastRevalidation = async (): Promise<void> => new Promise((resolve) => setTimeout(resolve, REVALIDATE_EVERY_MS + 100))
 
-interface Signed { readonly oauth: TestOAuthClient, accessToken: string, refreshToken: string }
+type Signed = SignedInTokens
 
-/** A user signed in (IdP login + consent) for one server; the SDK's connect may fail on a 2026-only stdio server, the tokens are what counts. */
 async function signIn (t: Teardown, gw: RunningGateway, server: string, account: IdpAccount): Promise<Signed> {
-  const oauth = new TestOAuthClient()
-  await connectWithOAuth(t, gw.mcpUrl(server), { username: account.preferred_username ?? account.sub, password: account.password, idp: 'corp', oauth, issuer: gw.baseUrl }).catch(() => undefined)
-  const tokens = oauth.savedTokens
-  if (tokens?.refresh_token === undefined) throw new Error(`${account.sub}: no tokens`)
-  return { oauth, accessToken: tokens.access_token, refreshToken: tokens.refresh_token }
+  return await signInForTokens(t, gw.mcpUrl(server), { username: account.preferred_username ?? account.sub, password: account.password, idp: 'corp', issuer: gw.baseUrl })
 }
 
-/** The client's refresh_token grant at the gateway: the new tokens are kept on success. */
 async function refresh (gw: RunningGateway, user: Signed, server: string): Promise<{ status: number, body: Record<string, unknown> }> {
-  const res = await fetch(`${gw.baseUrl}/oauth/token`, {
-    method: 'POST',
-    headers: { 'content-type': 'application/x-www-form-urlencoded' },
-    body: new URLSearchParams({ grant_type: 'refresh_token', refresh_token: user.refreshToken, client_id: String(user.oauth.info?.client_id), resource: gw.mcpUrl(server) }).toString(),
-  })
-  const body = await res.json() as Record<string, unknown>
-  if (res.status === 200) {
-    user.accessToken = String(body.access_token)
-    user.refreshToken = String(body.refresh_token)
-  }
-  return { status: res.status, body }
+  return await refreshTokens(gw.baseUrl, user, gw.mcpUrl(server))
 }
 
 /** tools/call env on the 2026-07-28 stdio server: the status, and the pid of the user's process. */
