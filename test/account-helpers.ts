@@ -39,6 +39,25 @@ export async function signInToAccount (baseUrl: string, username: string, passwo
   throw new Error('too many steps')
 }
 
+/**
+ * The same for an identity-provider user: the account page sends the browser to the
+ * authorization server, which sends it on to the IdP `idp` (its login form), and back.
+ */
+export async function signInToAccountWithIdp (baseUrl: string, idp: string, username: string, password: string, browser = new HeadlessBrowser()): Promise<AccountPage> {
+  let next = `${baseUrl}/account/keys`
+  for (let step = 0; step < 20; step++) {
+    const res = await browser.request(next)
+    if (res.status === 200 && new URL(next).pathname === '/account/keys') return accountPage(browser, baseUrl, await res.text())
+    await res.arrayBuffer()
+    const location = res.headers.get('location')
+    if (location === null) throw new Error(`unexpected page (${res.status}) at ${next}`)
+    next = new URL(location, next).href
+    // The authorization request: sign-in at the IdP and consent, up to the redirect back to the account pages.
+    if (new URL(next).searchParams.has('redirect_uri')) next = (await browser.authorize(next, { username, password, idp })).href
+  }
+  throw new Error('too many steps')
+}
+
 function accountPage (browser: HeadlessBrowser, baseUrl: string, html: string): AccountPage {
   const page: AccountPage = {
     browser,

@@ -35,6 +35,12 @@ export interface GitHubStandIn {
   readonly accessTokens: string[]
   /** Every request's method, path and the headers the gateway must send. */
   readonly requests: Array<{ method: string, path: string, accept?: string, userAgent?: string }>
+  /** Changes an account from now on (an org or team left, as at GitHub). */
+  readonly update: (id: number, changes: Partial<Omit<GitHubAccount, 'id'>>) => void
+  /** Revokes every access token of an account: the API answers 401 Bad credentials to them. */
+  readonly revokeTokensOf: (id: number) => void
+  /** Every API call answers this status (a GitHub outage, 502) until called with undefined. */
+  readonly failApi: (status: number | undefined) => void
 }
 
 interface PendingAuthorization { readonly accountId?: number, readonly redirectUri: string, readonly state: string, readonly scope: string, readonly challenge: string }
@@ -62,6 +68,8 @@ export async function startGitHubStandIn (t: Teardown, options: { accounts: read
   const tokens = new Map<string, { accountId: number, scopes: Set<string> }>()
   const accessTokens: string[] = []
   const requests: GitHubStandIn['requests'] = []
+  const accounts = [...options.accounts]
+  let apiFailure: number | undefined
   const json = (res: ServerResponse, status: number, body: unknown, headers: Record<string, string> = {}): void => {
     res.writeHead(status, { 'content-type': 'application/json; charset=utf-8', ...headers }).end(JSON.stringify(body))
   }
@@ -80,7 +88,7 @@ export async function startGitHubStandIn (t: Teardown, options: { accounts: read
   const signIn = async (session: string, req: IncomingMessage, res: ServerResponse): Promise<void> => {
     const form = await readBody(req)
     const pending = sessions.get(session)
-    const account = options.accounts.find((a) => a.login === form.get('username') && a.password === form.get('password'))
+    const account = accounts.find((a) => a.login === form.get('username') && a.password === form.get('password'))
     if (pending === undefined || account === undefined) return json(res, 401, { error: 'bad credentials' })
     sessions.delete(session)
     const code = randomBytes(10).toString('hex')
@@ -121,8 +129,9 @@ export async function startGitHubStandIn (t: Teardown, options: { accounts: read
   }
 
   const api = (url: URL, req: IncomingMessage, res: ServerResponse): void => {
+    if (apiFailure !== undefined) return json(res, apiFailure, { message: 'Server Error' })
     const grant = tokens.get((req.headers.authorization ?? '').replace(/^Bearer /, ''))
-    const account = options.accounts.find((a) => a.id === grant?.accountId)
+    const account = accounts.find((a) => a.id === grant?.accountId)
     if (grant === undefined || account === undefined) return json(res, 401, { message: 'Bad credentials' })
     const needs = (scope: string): boolean => grant.scopes.has(scope)
     switch (url.pathname.slice('/api/v3'.length)) {
@@ -156,7 +165,16 @@ export async function startGitHubStandIn (t: Teardown, options: { accounts: read
   await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve))
   base = `http://localhost:${(server.address() as AddressInfo).port}`
   t.teardown(() => new Promise<void>((resolve) => { server.closeAllConnections(); server.close(() => resolve()) }))
-  return { url: base, clientId, clientSecret, accessTokens, requests }
+  const update = (id: number, changes: Partial<Omit<GitHubAccount, 'id'>>): void => {
+    const i = accounts.findIndex((a) => a.id === id)
+    const account = accounts[i]
+    if (account === undefined) throw new Error(`no GitHub account ${id}`)
+    accounts[i] = { ...account, ...changes }
+  }
+  const revokeTokensOf = (id: number): void => {
+    for (const [token, grant] of tokens) if (grant.accountId === id) tokens.delete(token)
+  }
+  return { url: base, clientId, clientSecret, accessTokens, requests, update, revokeTokensOf, failApi: (status) => { apiFailure = status } }
 }
 
 /**

@@ -205,3 +205,30 @@ export async function connectWithOAuth (t: Teardown, url: string, options: Autho
   t.teardown(() => client.close())
   return { client, transport, oauth, browser, callback: callback ?? new URL('about:blank') }
 }
+
+/** A user's gateway tokens for one server, kept current by refreshTokens. */
+export interface SignedInTokens { readonly oauth: TestOAuthClient, accessToken: string, refreshToken: string }
+
+/** A user signed in (IdP login + consent) for one server; the SDK's connect may fail on a 2026-only stdio server, the tokens are what counts. */
+export async function signInForTokens (t: Teardown, url: string, options: AuthorizeOptions & { issuer: string }): Promise<SignedInTokens> {
+  const oauth = new TestOAuthClient()
+  await connectWithOAuth(t, url, { ...options, oauth }).catch(() => undefined)
+  const tokens = oauth.savedTokens
+  if (tokens?.refresh_token === undefined) throw new Error(`${options.username}: no tokens`)
+  return { oauth, accessToken: tokens.access_token, refreshToken: tokens.refresh_token }
+}
+
+/** The client's refresh_token grant at the gateway (`resource`: the server's MCP URL): the new tokens are kept on success. */
+export async function refreshTokens (issuer: string, user: SignedInTokens, resource: string): Promise<{ status: number, body: Record<string, unknown> }> {
+  const res = await fetch(`${issuer}/oauth/token`, {
+    method: 'POST',
+    headers: { 'content-type': 'application/x-www-form-urlencoded' },
+    body: new URLSearchParams({ grant_type: 'refresh_token', refresh_token: user.refreshToken, client_id: String(user.oauth.info?.client_id), resource }).toString(),
+  })
+  const body = await res.json() as Record<string, unknown>
+  if (res.status === 200) {
+    user.accessToken = String(body.access_token)
+    user.refreshToken = String(body.refresh_token)
+  }
+  return { status: res.status, body }
+}

@@ -7,9 +7,11 @@
 import t from 'tap'
 import { randomUUID } from 'node:crypto'
 import { decodeJwt, generateKeyPair, SignJWT } from 'jose'
-import { connectWithOAuth, TestOAuthClient } from '../oauth-helpers.js'
-import { eventually, isProcessAlive, postJson, startUpstream, stdioServer, STDIO_MODERN_FIXTURE, textOf, type RunningGateway, type Teardown } from '../helpers.js'
+import { refreshTokens, signInForTokens, type SignedInTokens } from '../oauth-helpers.js'
+import { eventually, INIT_BODY, isProcessAlive, postJson, startUpstream, stdioServer, STDIO_MODERN_FIXTURE, textOf, type RunningGateway, type Teardown } from '../helpers.js'
 import { idpEntry, startGatewayWithIdp, type IdpAccount } from '../idp.js'
+import { createKeyOnPage, signInToAccountWithIdp } from '../account-helpers.js'
+import { API_KEY_CACHE_MS } from '../../src/resource-server/verify-api-key.js'
 
 const ALICE: IdpAccount = { sub: 'a-100', password: 'alice-at-corp', email: 'alice@example.com', email_verified: true, preferred_username: 'alice', groups: ['staff', 'eng'] }
 const BOB: IdpAccount = { sub: 'b-200', password: 'bob-at-corp', email: 'bob@example.com', email_verified: true, preferred_username: 'bob', groups: ['staff', 'eng'] }
@@ -19,30 +21,14 @@ const META = { 'io.modelcontextprotocol/protocolVersion': '2026-07-28', 'io.mode
 /** Just past revalidateEvery: the next refresh re-checks the user with the IdP. */
 const pastRevalidation = async (): Promise<void> => new Promise((resolve) => setTimeout(resolve, REVALIDATE_EVERY_MS + 100))
 
-interface Signed { readonly oauth: TestOAuthClient, accessToken: string, refreshToken: string }
+type Signed = SignedInTokens
 
-/** A user signed in (IdP login + consent) for one server; the SDK's connect may fail on a 2026-only stdio server, the tokens are what counts. */
 async function signIn (t: Teardown, gw: RunningGateway, server: string, account: IdpAccount): Promise<Signed> {
-  const oauth = new TestOAuthClient()
-  await connectWithOAuth(t, gw.mcpUrl(server), { username: account.preferred_username ?? account.sub, password: account.password, idp: 'corp', oauth, issuer: gw.baseUrl }).catch(() => undefined)
-  const tokens = oauth.savedTokens
-  if (tokens?.refresh_token === undefined) throw new Error(`${account.sub}: no tokens`)
-  return { oauth, accessToken: tokens.access_token, refreshToken: tokens.refresh_token }
+  return await signInForTokens(t, gw.mcpUrl(server), { username: account.preferred_username ?? account.sub, password: account.password, idp: 'corp', issuer: gw.baseUrl })
 }
 
-/** The client's refresh_token grant at the gateway: the new tokens are kept on success. */
 async function refresh (gw: RunningGateway, user: Signed, server: string): Promise<{ status: number, body: Record<string, unknown> }> {
-  const res = await fetch(`${gw.baseUrl}/oauth/token`, {
-    method: 'POST',
-    headers: { 'content-type': 'application/x-www-form-urlencoded' },
-    body: new URLSearchParams({ grant_type: 'refresh_token', refresh_token: user.refreshToken, client_id: String(user.oauth.info?.client_id), resource: gw.mcpUrl(server) }).toString(),
-  })
-  const body = await res.json() as Record<string, unknown>
-  if (res.status === 200) {
-    user.accessToken = String(body.access_token)
-    user.refreshToken = String(body.refresh_token)
-  }
-  return { status: res.status, body }
+  return await refreshTokens(gw.baseUrl, user, gw.mcpUrl(server))
 }
 
 /** tools/call env on the 2026-07-28 stdio server: the status, and the pid of the user's process. */
@@ -136,6 +122,34 @@ t.test('revalidation at refresh: an unreachable IdP refuses the refresh for now 
   t.equal(account.disabled, undefined, 'the account is not disabled')
   t.ok((await gw.app.portcullis.idpSessions?.idpSession('corp:a-100'))?.refreshToken !== undefined, 'the IdP refresh token is kept for the next try')
   t.match(gw.logs.text(), /"msg":"identity provider unreachable at revalidation: refresh refused for now, account kept"/)
+})
+
+t.test('revalidation at refresh: the personal API key of a user disabled at the IdP stops working within the key cache bound', async (t) => {
+  let clock = Date.now()
+  const upstream = await startUpstream(t)
+  const { idp, gw } = await startGatewayWithIdp(t, { accounts: [ALICE, BOB] }, (idp) => ({
+    auth: { identityProviders: [idpEntry(idp, { revalidateEvery: `${REVALIDATE_EVERY_MS}ms` })] },
+    servers: [{ name: 'tools', transport: 'http', url: upstream.url }],
+  }), { now: () => clock })
+  const keyOf = async (account: IdpAccount): Promise<string> => {
+    const page = await signInToAccountWithIdp(gw.baseUrl, 'corp', account.preferred_username ?? account.sub, account.password)
+    const created = await createKeyOnPage(page, { name: 'ci job', servers: ['tools'] })
+    if (created.status !== 201 || created.secret === undefined) throw new Error(`${account.sub}: no key (${created.status})`)
+    return created.secret
+  }
+  const initializeWithKey = async (secret: string): Promise<number> => (await postJson(gw.mcpUrl('tools'), INIT_BODY, { authorization: `Bearer ${secret}` })).status
+  const aliceKey = await keyOf(ALICE)
+  const bobKey = await keyOf(BOB)
+  const alice = await signIn(t, gw, 'tools', ALICE)
+  t.equal(await initializeWithKey(aliceKey), 200, 'the key made on the account page works')
+
+  idp.update(ALICE.sub, { disabled: true })
+  clock += REVALIDATE_EVERY_MS + 1
+  t.match(await refresh(gw, alice, 'tools'), { status: 400, body: { error: 'invalid_grant', error_description: /refused the account at revalidation/ } }, 'the IdP refuses her: offboarded')
+  // Key lookups are cached for API_KEY_CACHE_MS (the documented revocation bound): the clock moves past it.
+  clock += API_KEY_CACHE_MS
+  t.equal(await initializeWithKey(aliceKey), 401, 'past the key cache bound her key is refused')
+  t.equal(await initializeWithKey(bobKey), 200, 'the other user\'s key works')
 })
 
 /** The IdP's POST to the gateway's back-channel logout endpoint. */
