@@ -5,7 +5,7 @@ import { createServer as createHttpServer, type IncomingMessage, type ServerResp
 import { Client } from '@modelcontextprotocol/sdk/client/index.js'
 import { StreamableHTTPClientTransport } from '@modelcontextprotocol/sdk/client/streamableHttp.js'
 import { Writable } from 'node:stream'
-import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync } from 'node:fs'
+import { closeSync, existsSync, mkdtempSync, openSync, readdirSync, readFileSync, rmSync, writeSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { stringify } from 'yaml'
@@ -326,4 +326,26 @@ export function selfSignedCertificate (dir: string): { keyPath: string, certPath
     '-keyout', keyPath, '-out', certPath,
   ], { stdio: 'ignore' })
   return { keyPath, certPath }
+}
+
+/** Writes to `path` until the file system says ENOSPC (a full disk, for the store-full and audit-full tests); returns the bytes written. */
+export function fillUp (path: string): number {
+  const fd = openSync(path, 'w')
+  let written = 0
+  try {
+    for (const size of [1 << 20, 64 << 10, 4 << 10, 512, 1]) {
+      const chunk = Buffer.alloc(size, 0x61)
+      for (;;) {
+        try {
+          written += writeSync(fd, chunk)
+        } catch (err) {
+          if ((err as NodeJS.ErrnoException).code !== 'ENOSPC') throw err
+          break
+        }
+      }
+    }
+  } finally {
+    closeSync(fd)
+  }
+  return written
 }

@@ -7,38 +7,16 @@
 // saying how many records could not be written, instead of hanging.
 import t from 'tap'
 import { spawn } from 'node:child_process'
-import { closeSync, mkdirSync, mkdtempSync, openSync, readFileSync, rmSync, writeFileSync, writeSync } from 'node:fs'
+import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { stringify } from 'yaml'
 import { hashPassword } from '../../src/auth-server/password.js'
 import { connectWithOAuth } from '../oauth-helpers.js'
-import { eventually, freePort, startUpstream, textOf } from '../helpers.js'
+import { eventually, fillUp, freePort, startUpstream, textOf } from '../helpers.js'
 
 const MAIN = new URL('../../dist/main.js', import.meta.url).pathname
 const PASSWORD = 'correct horse battery staple'
-
-/** Writes to `path` until the file system says ENOSPC. */
-function fillUp (path: string): number {
-  const fd = openSync(path, 'w')
-  let written = 0
-  try {
-    for (const size of [1 << 20, 64 << 10, 4 << 10, 512, 1]) {
-      const chunk = Buffer.alloc(size, 0x61)
-      for (;;) {
-        try {
-          written += writeSync(fd, chunk)
-        } catch (err) {
-          if ((err as NodeJS.ErrnoException).code !== 'ENOSPC') throw err
-          break
-        }
-      }
-    }
-  } finally {
-    closeSync(fd)
-  }
-  return written
-}
 
 t.test('a full audit disk: MCP refused with 503, /readyz degraded, records kept and written once space is free, shutdown never hangs', async (t) => {
   if (process.getuid?.() !== 0) {

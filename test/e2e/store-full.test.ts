@@ -11,38 +11,16 @@
 // than ENOSPC, and "free space" would mean raising a limit rather than deleting a file.
 import t from 'tap'
 import { spawn } from 'node:child_process'
-import { closeSync, mkdirSync, mkdtempSync, openSync, rmSync, writeFileSync, writeSync } from 'node:fs'
+import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { stringify } from 'yaml'
 import { hashPassword } from '../../src/auth-server/password.js'
 import { connectWithOAuth, REDIRECT_URL } from '../oauth-helpers.js'
-import { eventually, freePort, startUpstream, textOf } from '../helpers.js'
+import { eventually, fillUp, freePort, startUpstream, textOf } from '../helpers.js'
 
 const MAIN = new URL('../../dist/main.js', import.meta.url).pathname
 const PASSWORD = 'correct horse battery staple'
-
-/** Writes to `path` until the file system says ENOSPC; returns the bytes written. */
-function fillUp (path: string): number {
-  const fd = openSync(path, 'w')
-  let written = 0
-  try {
-    for (const size of [1 << 20, 64 << 10, 4 << 10, 512, 1]) {
-      const chunk = Buffer.alloc(size, 0x61)
-      for (;;) {
-        try {
-          written += writeSync(fd, chunk)
-        } catch (err) {
-          if ((err as NodeJS.ErrnoException).code !== 'ENOSPC') throw err
-          break
-        }
-      }
-    }
-  } finally {
-    closeSync(fd)
-  }
-  return written
-}
 
 t.test('a full disk: 503 temporarily_unavailable, /readyz degraded with the reason, one log line; space freed: works again', async (t) => {
   if (process.getuid?.() !== 0) {
