@@ -43,6 +43,18 @@ export function idpCallbackPath (name: string): string {
   return `/oauth/idp/${name}/callback`
 }
 
+/** Google's own issuer: it lists no offline_access scope and issues refresh tokens only for these parameters. */
+const GOOGLE_ISSUER = 'https://accounts.google.com'
+
+/**
+ * What an authorization request needs beyond the scopes for the IdP to issue a refresh
+ * token (the gateway re-checks users with it): Google wants access_type=offline, and
+ * prompt=consent, without which it issues a refresh token only at a user's first consent.
+ */
+export function offlineParameters (issuer: string): Record<string, string> {
+  return issuer === GOOGLE_ISSUER ? { access_type: 'offline', prompt: 'consent' } : {}
+}
+
 export class OidcRelyingParty {
   readonly redirectUri: string
   private discovered: Promise<oidc.Configuration> | undefined
@@ -63,6 +75,7 @@ export class OidcRelyingParty {
       nonce,
       code_challenge: await oidc.calculatePKCECodeChallenge(pending.codeVerifier),
       code_challenge_method: 'S256',
+      ...offlineParameters(config.serverMetadata().issuer),
     })
     return { url, pending }
   }
@@ -112,7 +125,7 @@ export class OidcRelyingParty {
   /**
    * The configured scopes (default openid email profile), plus offline_access when the IdP
    * lists it: the refresh token is what lets the gateway re-check the user later.
-   * Google lists no offline_access (it wants access_type=offline): there the gateway gets none.
+   * Google lists no offline_access: it gets access_type=offline instead (offlineParameters).
    */
   private scopes (config: oidc.Configuration): string[] {
     const scopes = new Set(this.idp.scopes ?? DEFAULT_IDP_SCOPES)

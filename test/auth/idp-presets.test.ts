@@ -5,6 +5,7 @@ import t from 'tap'
 import { parseConfig } from '../../src/config/load.js'
 import { admissionRefusal, hasGroupsOverage, identityFromClaims } from '../../src/auth-server/idp-identity.js'
 import type { IdentityProviderConfig } from '../../src/config/schema.js'
+import { offlineParameters } from '../../src/auth-server/oidc-relying-party.js'
 
 function provider (entry: Record<string, unknown>): IdentityProviderConfig {
   const config = parseConfig(JSON.stringify({
@@ -89,4 +90,10 @@ t.test('any OIDC provider: roles claim and a custom username claim', async (t) =
   const identity = identityFromClaims(any, { sub: 's-1', upn: 'erin@example.com', roles: 'admin reader' })
   t.equal(identity.name, 'erin@example.com')
   t.same(identity.groups, ['admin', 'reader'], 'a space-separated string is split')
+})
+
+t.test('Google: a refresh token is asked for with access_type=offline and prompt=consent; other issuers get no extra parameters', async (t) => {
+  t.same(offlineParameters('https://accounts.google.com'), { access_type: 'offline', prompt: 'consent' })
+  t.same(offlineParameters('https://login.microsoftonline.com/tenant/v2.0'), {})
+  t.same(offlineParameters('https://accounts.google.com.evil.example'), {}, 'the issuer is compared exactly')
 })
