@@ -27,6 +27,7 @@ import { authServerRoutes } from './auth-server/plugin.js'
 import { interactionRoutes } from './auth-server/interactions.js'
 import { SecretBox } from './auth-server/secret-box.js'
 import { IdpSessions } from './auth-server/idp-sessions.js'
+import { createUpstreamAuth } from './upstream-auth/create-upstream-auth.js'
 import { AccountGrants } from './auth-server/account-grants.js'
 import { Offboarding } from './auth-server/offboarding.js'
 import { backchannelLogoutRoutes } from './auth-server/backchannel-logout.js'
@@ -145,6 +146,11 @@ export async function buildApp (config: Config, options: BuildOptions = {}): Pro
   // The keys sign access tokens and, for servers[].identity, the identity each upstream is sent.
   const keys = config.auth.enabled ? await loadKeys(store, config.auth.signingKeysFile) : undefined
   const currentKey = keys?.signingKeys[0]
+  // Secrets at rest (IdP refresh tokens, users' upstream credentials) are sealed with one key.
+  const box = keys === undefined ? undefined : await SecretBox.load(store, config.auth.encryptionKeyFile)
+  const idpSessions = box === undefined ? undefined : new IdpSessions(store, box)
+  const upstreamAuth = box === undefined ? undefined : createUpstreamAuth({ config, store, box, idpSessions, log: app.log, now, outboundTestAllowance: options.outboundTestAllowance })
+  if (upstreamAuth !== undefined) app.addHook('onClose', upstreamAuth.close)
   const upstreams = createUpstreams(config, {
     httpSessionOwners,
     streamKeeper,
@@ -154,6 +160,7 @@ export async function buildApp (config: Config, options: BuildOptions = {}): Pro
     onStdioExit: (server) => metrics.stdioRestarts.inc({ server }),
     ...(directory === undefined ? {} : { sessionHooks: directory }),
     ...(currentKey === undefined ? {} : { identitySigner: { issuer: config.publicUrl, key: currentKey, now, onSigned: (server) => metrics.identityTokensSigned.inc({ server }) } }),
+    ...(upstreamAuth === undefined ? {} : { credentialsFor: upstreamAuth.credentialsFor }),
   })
   metrics.upstreamLoads = () => [...upstreams.values()].map((u) => [u.name, u.load()] as const)
   metrics.stdioProcessCounts = () => [...upstreams.values()].flatMap((u) => u instanceof StdioUpstream ? [[u.name, u.processCount] as const] : [])
@@ -177,8 +184,7 @@ export async function buildApp (config: Config, options: BuildOptions = {}): Pro
   let scopeChallenge: ((server: ServerConfig, scopes: readonly string[], description: string) => string) | undefined
   let firstRun: FirstRunAccount | undefined
   let grants: RevokedGrants | undefined
-  let idpSessions: IdpSessions | undefined
-  if (keys !== undefined) {
+  if (keys !== undefined && idpSessions !== undefined) {
     const users = await UserDirectory.load(config.auth.users, store, config.dataDir, config.auth.identityProviders.length > 0)
     firstRun = users.firstRun
     const catalog = new ResourceCatalog(config)
@@ -234,7 +240,6 @@ export async function buildApp (config: Config, options: BuildOptions = {}): Pro
         markClientSignedIn(store, clientId, config.auth.registeredClientTtl, now()).catch((err: Error) => app.log.warn({ err: { message: err.message } }, 'could not mark a client as signed in with (it keeps the unused-client lifetime)'))
       }
     })
-    idpSessions = new IdpSessions(store, await SecretBox.load(store, config.auth.encryptionKeyFile))
     const idp = new IdpSignIn({ config, store, users, sessions: idpSessions, fetch: idpOutbound.fetch, log: app.log, now })
     const offboarding = new Offboarding({ config, store, idp, sessions: idpSessions, grants: accountGrants, revokeGrant: async (grantId) => revokedGrants.revoke(grantId), endUserSessions: async (accountId) => endUserSessions(upstreams, accountId), log: app.log, now })
     const revalidate = config.auth.identityProviders.length === 0 ? undefined : async (accountId: string, grantId: string) => offboarding.atRefresh(accountId, grantId)

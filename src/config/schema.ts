@@ -245,6 +245,45 @@ const forwardHeaderName = z.string().regex(HEADER_NAME_RE, 'expected an HTTP hea
     error: (issue) => `"${String(issue.input)}" is never forwarded: the client's credentials stay at the gateway (configure upstream credentials under headers instead)`,
   })
 
+/**
+ * servers[].upstreamAuth (issue 14, README "Upstream credentials"): the upstream gets each
+ * caller's own token instead of one static credential for everybody.
+ *
+ * - oauth: the gateway is each user's OAuth client at the upstream's authorization server,
+ *   found like a spec-following MCP client finds it (the upstream's 401 `resource_metadata`,
+ *   RFC 9728, RFC 8414 / OIDC discovery). The client is `clientId` when given, else a Client
+ *   ID Metadata Document the gateway serves, else dynamic registration. A user links their
+ *   account once at `<publicUrl>/connect/<server>`.
+ * - tokenExchange: the user's identity-provider token is exchanged (RFC 8693) for a token
+ *   whose audience is the upstream.
+ */
+const upstreamOAuthSchema = z.strictObject({
+  type: z.literal('oauth'),
+  /** Pre-registered at the upstream's authorization server; absent: CIMD, else DCR. */
+  clientId: z.string().min(1, 'expected the client id registered at the upstream\'s authorization server').optional(),
+  clientSecret: z.string().min(1, 'expected a client secret').optional(),
+  scopes: z.array(z.string().min(1)).default([]),
+}).superRefine((auth, ctx) => {
+  if (auth.clientSecret !== undefined && auth.clientId === undefined) {
+    ctx.addIssue({ code: 'custom', path: ['clientSecret'], message: 'clientSecret needs clientId (a secret belongs to a pre-registered client)' })
+  }
+})
+
+const tokenExchangeSchema = z.strictObject({
+  type: z.literal('tokenExchange'),
+  /** The token endpoint that accepts urn:ietf:params:oauth:grant-type:token-exchange (RFC 8693). */
+  tokenEndpoint: httpUrl,
+  /** The `audience` asked for: the upstream as that authorization server names it. */
+  audience: z.string().min(1, 'expected the audience the exchanged token is for'),
+  scopes: z.array(z.string().min(1)).default([]),
+  clientId: z.string().min(1, 'expected the gateway\'s client id at that token endpoint'),
+  clientSecret: z.string().min(1, 'expected a client secret').optional(),
+})
+
+const upstreamAuthSchema = z.discriminatedUnion('type', [upstreamOAuthSchema, tokenExchangeSchema], {
+  error: (issue) => issue.code === 'invalid_union' ? 'expected type: oauth or tokenExchange' : undefined,
+})
+
 const httpServerSchema = z.strictObject({
   name: serverName,
   transport: z.literal('http'),
@@ -267,11 +306,16 @@ const httpServerSchema = z.strictObject({
   http2: z.boolean().default(false),
   /** A short-lived ES256 JWT naming the caller on every request, in this header (README "Upstream identity"). */
   identity: z.strictObject({ header: identityHeaderName }).optional(),
+  /** Each caller's own credential at the upstream (README "Upstream credentials"). */
+  upstreamAuth: upstreamAuthSchema.optional(),
   /** Scopes a token must carry to reach this server at all. */
   scopes: z.array(scopeName).default([]),
   ...policyFields,
   ...guardrailFields,
 }).superRefine((server, ctx) => {
+  if (server.upstreamAuth !== undefined && Object.keys(server.headers).some((name) => name.toLowerCase() === 'authorization')) {
+    ctx.addIssue({ code: 'custom', path: ['headers'], message: 'Authorization is set by upstreamAuth (each caller\'s own token): remove it from headers' })
+  }
   const header = server.identity?.header.toLowerCase()
   if (header === undefined) return
   if (Object.keys(server.headers).some((name) => name.toLowerCase() === header)) {
@@ -675,6 +719,10 @@ export const configSchema = z.strictObject({
       // Fail closed: with no verified caller there is nobody to vouch for.
       ctx.addIssue({ code: 'custom', path: ['servers', index, 'identity'], message: 'needs auth.enabled: true: with authorization off no caller is verified, so there is no identity to sign' })
     }
+    if (server.transport === 'http' && server.upstreamAuth !== undefined && !config.auth.enabled) {
+      // Fail closed: a credential per user needs a verified user.
+      ctx.addIssue({ code: 'custom', path: ['servers', index, 'upstreamAuth'], message: 'needs auth.enabled: true: with authorization off no caller is verified, so there is nobody whose credential to use' })
+    }
     const first = seen.get(server.name)
     if (first !== undefined) {
       ctx.addIssue({ code: 'custom', path: ['servers', index, 'name'], message: `duplicate server name "${server.name}" (also servers[${first}])` })
@@ -694,6 +742,7 @@ export type UserConfig = z.output<typeof userSchema>
 export type ClientConfig = z.output<typeof clientSchema>
 export type ToolRule = z.output<typeof toolRuleSchema>
 export type IdentityProviderConfig = z.output<typeof identityProviderSchema>
+export type UpstreamAuthConfig = z.output<typeof upstreamAuthSchema>
 export type ApiKeysConfig = z.output<typeof apiKeysSchema>
 export type NamedRule = z.output<typeof namedRuleSchema>
 export type AccessConfig = z.output<typeof accessSchema>

@@ -7,7 +7,8 @@
  * Headers to the upstream are an allow-list: the MCP transport headers and a
  * few harmless ones, plus the server's `forwardHeaders`, plus its configured
  * `headers` (`${user.*}` rendered for the caller), plus the signed identity
- * header when `identity` is set. The client's Authorization and Cookie are never
+ * header when `identity` is set, plus the caller's own Authorization at the
+ * upstream when `upstreamAuth` is set. The client's Authorization and Cookie are never
  * forwarded (MCP authorization, "Token Passthrough": forbidden), nor a client's
  * own copy of the identity header (the configuration cannot allow-list it).
  */
@@ -27,6 +28,7 @@ import { isStoreUnavailable } from '../store/types.js'
 import { ANONYMOUS } from '../identity.js'
 import { IdentityTokens, type IdentitySigner } from './identity-token.js'
 import { requireUserFields } from './stdio/environment.js'
+import type { UpstreamCredentials } from './upstream-credentials.js'
 
 /** Hop-by-hop headers (RFC 9110 7.6.1) and upstream cookies, which would land on the gateway's own origin. */
 const DROPPED_RESPONSE_HEADERS: ReadonlySet<string> = new Set([
@@ -89,6 +91,8 @@ class Relay implements Dispatcher.DispatchHandler {
   private abortReason: Error | undefined
   private isSse = false
   private credentialFailure: number | undefined
+  /** Set when the answer was a refused caller credential that may be renewed: nothing was written. */
+  isCredentialRejected = false
   /** pass: bytes straight through; buffer: a JSON body to edit; sse: events to edit; replace: answer with the batch errors only. */
   private mode: 'pass' | 'buffer' | 'sse' | 'replace' = 'pass'
   private chunks: Buffer[] = []
@@ -220,7 +224,10 @@ class Relay implements Dispatcher.DispatchHandler {
       this.held.push(() => this.onResponseEnd(controller, trailers))
       return
     }
-    if (this.credentialFailure !== undefined) {
+    if (this.credentialFailure !== undefined && this.hooks.mayRenewCredential) {
+      // The caller's own credential was refused: the upstream gets a renewed one, once (handle()).
+      this.isCredentialRejected = true
+    } else if (this.credentialFailure !== undefined) {
       this.ex.log.error({ server: this.server, status: this.credentialFailure }, 'upstream rejected the gateway credentials')
       sendRpcError(this.ex.res, new PortcullisError('PORTCULLIS_ERR_UPSTREAM_UNAVAILABLE', 'the upstream refused the gateway\'s credentials'), this.ex.inspection)
     } else if (this.mode === 'replace' || this.mode === 'buffer') {
@@ -276,6 +283,8 @@ interface RelayHooks {
   /** The answer is an event stream (counted while open, kept alive). */
   onStream: (res: ServerResponse) => KeptStream
   wrote: (stream: KeptStream, data: Buffer | string) => void
+  /** A refused credential is the caller's own (upstreamAuth) and may be renewed: write nothing for it. */
+  readonly mayRenewCredential: boolean
 }
 
 function headerValue (headers: Record<string, string | string[] | undefined>, name: string): string | undefined {
@@ -308,7 +317,14 @@ export class HttpUpstream implements Upstream {
   /** servers[].identity: the header (lower case) and this server's tokens. */
   private readonly identity: { readonly header: string, readonly tokens: IdentityTokens } | undefined
 
-  constructor (private readonly config: HttpServerConfig, private readonly owners: SessionOwners, private readonly keeper: StreamKeeper, signer?: IdentitySigner) {
+  constructor (
+    private readonly config: HttpServerConfig,
+    private readonly owners: SessionOwners,
+    private readonly keeper: StreamKeeper,
+    signer?: IdentitySigner,
+    /** servers[].upstreamAuth: the caller's own Authorization at the upstream. */
+    private readonly credentials?: UpstreamCredentials,
+  ) {
     this.name = config.name
     const configured = Object.entries(config.headers)
     this.staticHeaders = Object.fromEntries(configured.filter(([, value]) => !hasUserTemplate(value)))
@@ -317,6 +333,8 @@ export class HttpUpstream implements Upstream {
     // The schema refuses identity without auth; without a signer (no keys) nothing could be vouched for.
     if (header !== undefined && signer === undefined) throw new Error(`server ${config.name}: identity needs the authorization server's signing keys (auth.enabled)`)
     this.identity = header === undefined || signer === undefined ? undefined : { header: header.toLowerCase(), tokens: new IdentityTokens(signer, config.name, config.url) }
+    // Fail closed: a server configured for each caller's own credential never goes out without one.
+    if (config.upstreamAuth !== undefined && credentials === undefined) throw new Error(`server ${config.name}: upstreamAuth is set but no credential source was built for it`)
     const url = new URL(config.url)
     this.origin = url.origin
     this.path = `${url.pathname}${url.search}`
@@ -414,7 +432,7 @@ export class HttpUpstream implements Upstream {
       configured = await this.callerHeaders(ex)
     } catch (err) {
       const failure = err instanceof PortcullisError ? err : new PortcullisError('PORTCULLIS_ERR_INTERNAL', undefined, { cause: err })
-      if (failure.status >= 500) ex.log.error({ server: this.name, err: { message: (err as Error).message } }, 'could not sign the upstream identity')
+      if (failure.status >= 500) ex.log.error({ server: this.name, err: { message: (err as Error).message } }, 'could not prepare the upstream credentials')
       sendRpcError(ex.res, failure, ex.inspection)
       return
     }
@@ -438,13 +456,35 @@ export class HttpUpstream implements Upstream {
     this.inFlight++
     if (isGet) this.streams++
     try {
-      await this.dispatch(ex, sessionId, isGet, configured)
+      const isRejected = await this.dispatch(ex, sessionId, isGet, configured, this.credentials !== undefined)
+      if (isRejected) await this.redispatch(ex, sessionId, isGet, configured)
     } finally {
       this.inFlight--
       if (isGet) this.streams--
       release?.()
       admitted?.()
     }
+  }
+
+  /**
+   * The upstream refused the caller's own credential (upstreamAuth): it may have expired or been
+   * revoked early. One renewed credential, one more try; a second refusal is a 502, and a
+   * credential that cannot be renewed is whatever error the source gives (the link to connect
+   * the account again) — never a 401 from the gateway.
+   */
+  private async redispatch (ex: McpExchange, sessionId: string | undefined, isGet: boolean, configured: Readonly<Record<string, string>>): Promise<void> {
+    const credentials = this.credentials
+    if (credentials === undefined) return
+    let renewed
+    try {
+      renewed = { ...configured, authorization: await credentials.renew(ex, configured.authorization ?? '') }
+    } catch (err) {
+      const failure = err instanceof PortcullisError ? err : new PortcullisError('PORTCULLIS_ERR_UPSTREAM_UNAVAILABLE', undefined, { cause: err })
+      if (!(err instanceof PortcullisError)) ex.log.error({ server: this.name, err: { message: (err as Error).message } }, 'could not renew the caller\'s upstream credential')
+      sendRpcError(ex.res, failure, ex.inspection)
+      return
+    }
+    await this.dispatch(ex, sessionId, isGet, renewed, false)
   }
 
   /** 503 at once at a budget the operator set (servers[].maxConnections, maxStreams): never a queue. */
@@ -471,26 +511,30 @@ export class HttpUpstream implements Upstream {
    * Without per-user headers or identity this is the configured object itself: no work.
    */
   private callerHeaders (ex: McpExchange): Readonly<Record<string, string>> | Promise<Readonly<Record<string, string>>> {
-    if (this.userHeaders.length === 0 && this.identity === undefined) return this.config.headers
+    if (this.userHeaders.length === 0 && this.identity === undefined && this.credentials === undefined) return this.config.headers
     requireUserFields(this.name, this.userHeaders.map(([, value]) => value), ex.user)
     const headers: Record<string, string> = { ...this.staticHeaders }
     for (const [name, value] of this.userHeaders) headers[name] = renderHeaderTemplate(value, ex.user)
     const identity = this.identity
-    if (identity === undefined) return headers
-    const token = identity.tokens.tokenFor(ex.user, ex.owner.client)
-    if (typeof token === 'string') {
-      headers[identity.header] = token
+    const token = identity?.tokens.tokenFor(ex.user, ex.owner.client)
+    const authorization = this.credentials?.authorizationFor(ex)
+    if (typeof token !== 'object' && typeof authorization !== 'object') {
+      if (identity !== undefined && token !== undefined) headers[identity.header] = token
+      if (authorization !== undefined) headers.authorization = authorization
       return headers
     }
-    return token.then((signed) => {
-      headers[identity.header] = signed
+    return Promise.all([token, authorization]).then(([signed, credential]) => {
+      if (identity !== undefined && signed !== undefined) headers[identity.header] = signed
+      if (credential !== undefined) headers.authorization = credential
       return headers
     })
   }
 
-  private dispatch (ex: McpExchange, sessionId: string | undefined, isGet: boolean, configured: Readonly<Record<string, string>>): Promise<void> {
+  /** Resolves true when the upstream refused a renewable caller credential and nothing was written. */
+  private dispatch (ex: McpExchange, sessionId: string | undefined, isGet: boolean, configured: Readonly<Record<string, string>>, mayRenewCredential: boolean): Promise<boolean> {
     let isCountedPost = false
     const hooks: RelayHooks = {
+      mayRenewCredential,
       onStream: (res) => {
         // A GET was counted when admitted; a POST answer turning into a stream counts from now.
         if (!isGet) {
@@ -512,10 +556,10 @@ export class HttpUpstream implements Upstream {
       },
     }
     return new Promise((resolve) => {
-      const relay = new Relay(ex, this.name, () => {
+      const relay: Relay = new Relay(ex, this.name, () => {
         this.relays.delete(relay)
         if (isCountedPost) this.streams--
-        resolve()
+        resolve(relay.isCredentialRejected)
       }, hooks)
       this.relays.add(relay)
       this.pool.dispatch({

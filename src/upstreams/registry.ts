@@ -7,6 +7,7 @@ import type { Upstream } from './types.js'
 import type { SessionOwners } from './session-owners.js'
 import type { StreamKeeper } from './stream-keeper.js'
 import type { IdentitySigner } from './identity-token.js'
+import type { UpstreamCredentialsFactory } from './upstream-credentials.js'
 
 export interface UpstreamOptions {
   readonly log: FastifyBaseLogger
@@ -23,13 +24,15 @@ export interface UpstreamOptions {
   readonly streamKeeper: StreamKeeper
   /** Signs servers[].identity tokens (auth on: the authorization server's key). */
   readonly identitySigner?: IdentitySigner
+  /** servers[].upstreamAuth: each caller's own credential at an HTTP upstream. */
+  readonly credentialsFor?: UpstreamCredentialsFactory
 }
 
 export function createUpstreams (config: Config, options: UpstreamOptions): Map<string, Upstream> {
   const upstreams = new Map<string, Upstream>()
   for (const server of config.servers) {
     upstreams.set(server.name, server.transport === 'http'
-      ? new HttpUpstream(server, options.httpSessionOwners, options.streamKeeper, options.identitySigner)
+      ? new HttpUpstream(server, options.httpSessionOwners, options.streamKeeper, options.identitySigner, server.upstreamAuth === undefined ? undefined : options.credentialsFor?.(server.name))
       : new StdioUpstream({
         config: server,
         log: options.log,
