@@ -24,11 +24,12 @@ export async function migrateStoreCommand (config: Config, to: string, prefix: s
     opened.push(destination)
     if (source.describe === destination.describe) throw new MigrationError('the destination is the configured store itself')
 
-    const report = await copyStore(source.store, destination.store)
+    const report = await copyStore(source.store, destination.store, Date.now())
     const lines = [
       `portcullis: copied ${source.describe} -> ${destination.describe}`,
       ...[...report.records].sort(([a], [b]) => a.localeCompare(b)).map(([model, count]) => `  ${model.padEnd(28)} ${count}`),
       `  ${'key-values'.padEnd(28)} ${report.keyValues}   (signing keys, consent, first-run account)`,
+      `  ${'revoked grants'.padEnd(28)} ${report.revokedGrants}   (their access tokens stay refused)`,
       'Rate-limit counters were not copied (they start again).',
       'Next: point store: at the destination in the config, then start the gateway(s).',
     ]

@@ -9,6 +9,7 @@ import { MemoryStore } from '../../src/store/memory-store.js'
 import { SqliteStore } from '../../src/store/sqlite-store.js'
 import { RedisStore } from '../../src/store/redis-store.js'
 import type { Store, StoredEntry } from '../../src/store/types.js'
+import { copyStore } from '../../src/store/migrate.js'
 import { redisAvailable, REDIS_URL, uniquePrefix } from '../helpers.js'
 
 const WINDOW_MS = 100
@@ -158,6 +159,24 @@ for (const [name, make] of makers) {
     t.ok(Math.abs(rt - (now() + 60_000 - WINDOW_MS)) < 1000, 'with its expiry')
     t.equal(byName.get('Client/forever')?.expiresAtMs, undefined, 'and none for what never expires')
     t.match(byName.get('kv/auth:signing-keys'), { kind: 'kv', value: '{"keys":[]}', expiresAtMs: undefined })
+  })
+
+  t.test(`${name} -> memory: migrate-store copies records, key-values and the revoked-grant list`, async (t) => {
+    const { store, now } = make(t.testdir({}))
+    t.teardown(() => store.close())
+    await store.upsert('RefreshToken', 'r1', { grantId: 'live' }, now() + 60_000)
+    await store.upsert('RefreshToken', 'r2', { grantId: 'gone' }, now() + 60_000)
+    await store.kvSet('auth:signing-keys', '{"keys":[]}')
+    const until = now() + 60_000
+    await store.revokeByGrantId('gone', until)
+    await store.revokeByGrantId('long-over', now() - 1)
+    const destination = new MemoryStore(now)
+    t.teardown(() => destination.close())
+    const report = await copyStore(store, destination, now())
+    t.same([...report.records], [['RefreshToken', 1]], 'the revoked grant\'s records were not live, so not copied')
+    t.equal(report.revokedGrants, 1, 'one grant still listed')
+    t.same(await destination.revokedGrants(now()), [{ grantId: 'gone', untilMs: until }], 'its access tokens stay void in the destination until they would have expired')
+    t.same(await destination.find('RefreshToken', 'r1'), { grantId: 'live' })
   })
 }
 
