@@ -36,6 +36,11 @@ export interface TestIdpOptions {
   readonly clientSecret?: string
   /** Where the profile, email and groups claims are: in the ID token (default) or only at userinfo. */
   readonly claimsIn?: 'id_token' | 'userinfo'
+  /**
+   * The gateway's back-channel logout endpoint: registered for the client with
+   * backchannel_logout_session_required, so that ID tokens carry the IdP session (`sid`).
+   */
+  readonly backchannelLogoutUri?: string
 }
 
 export interface TestIdp {
@@ -97,6 +102,7 @@ export async function startTestIdp (t: Teardown, options: TestIdpOptions): Promi
       grant_types: ['authorization_code', 'refresh_token'],
       response_types: ['code'],
       token_endpoint_auth_method: 'client_secret_basic',
+      ...(options.backchannelLogoutUri === undefined ? {} : { backchannel_logout_uri: options.backchannelLogoutUri, backchannel_logout_session_required: true }),
     }],
     jwks: { keys: [jwk] } as Configuration['jwks'],
     scopes: ['openid', 'offline_access', 'email', 'profile', 'groups'],
@@ -120,7 +126,7 @@ export async function startTestIdp (t: Teardown, options: TestIdpOptions): Promi
         },
       }
     },
-    features: { devInteractions: { enabled: false }, userinfo: { enabled: true } },
+    features: { devInteractions: { enabled: false }, userinfo: { enabled: true }, backchannelLogout: { enabled: options.backchannelLogoutUri !== undefined } },
     // Refresh tokens for this client whatever the prompt (the gateway asks offline_access without prompt=consent).
     issueRefreshToken: async (_ctx: KoaContextWithOIDC, client: { grantTypeAllowed: (g: string) => boolean }) => client.grantTypeAllowed('refresh_token'),
     pkce: { required: () => true },
@@ -206,9 +212,15 @@ export function idpEntry (idp: TestIdp, entry: Record<string, unknown> = {}): Re
  * A gateway and its IdP: the gateway's port is chosen first so the IdP can list the callback
  * (<publicUrl>/oauth/idp/<name>/callback) as its client's redirect URI.
  */
-export async function startGatewayWithIdp (t: Teardown, idpOptions: Omit<TestIdpOptions, 'redirectUris'>, gateway: (idp: TestIdp) => Record<string, unknown>, options: Omit<BuildOptions, 'logger'> = {}): Promise<{ idp: TestIdp, gw: RunningGateway }> {
+export async function startGatewayWithIdp (t: Teardown, idpOptions: Omit<TestIdpOptions, 'redirectUris' | 'backchannelLogoutUri'> & { readonly sessionIds?: boolean }, gateway: (idp: TestIdp) => Record<string, unknown>, options: Omit<BuildOptions, 'logger'> = {}): Promise<{ idp: TestIdp, gw: RunningGateway }> {
   const port = await freePort()
-  const idp = await startTestIdp(t, { ...idpOptions, redirectUris: ['corp', 'other'].map((name) => `http://127.0.0.1:${port}/oauth/idp/${name}/callback`) })
+  const { sessionIds, ...rest } = idpOptions
+  const idp = await startTestIdp(t, {
+    ...rest,
+    redirectUris: ['corp', 'other'].map((name) => `http://127.0.0.1:${port}/oauth/idp/${name}/callback`),
+    // sessionIds: the IdP's ID tokens name its session (sid), as IdPs that send back-channel logout do.
+    ...(sessionIds === true ? { backchannelLogoutUri: `http://127.0.0.1:${port}/oauth/idp/corp/backchannel-logout` } : {}),
+  })
   const object = gateway(idp)
   const gw = await startGateway(t, { ...object, listen: { host: '127.0.0.1', port } }, {}, options)
   return { idp, gw }

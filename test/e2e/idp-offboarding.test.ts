@@ -159,7 +159,7 @@ async function postLogout (gw: RunningGateway, logoutToken: string): Promise<{ s
 }
 
 t.test('back-channel logout: a logout token from the IdP offboards the user at once; forged, replayed and malformed tokens are refused', async (t) => {
-  const { idp, gw } = await startGatewayWithIdp(t, { accounts: [ALICE, BOB] }, (idp) => ({
+  const { idp, gw } = await startGatewayWithIdp(t, { accounts: [ALICE, BOB], sessionIds: true }, (idp) => ({
     auth: { identityProviders: [idpEntry(idp)] },
     servers: [stdioServer('modern', { script: STDIO_MODERN_FIXTURE, isolation: 'user' })],
   }))
@@ -201,4 +201,15 @@ t.test('back-channel logout: a logout token from the IdP offboards the user at o
   t.equal((await callEnv(gw, bob.accessToken)).status, 200, 'the other user is untouched')
   t.equal((await postLogout(gw, await idp.logoutToken('nobody-here'))).status, 200, 'a user the gateway never saw: 200, nothing to end')
   t.notOk(gw.logs.text().includes(token), 'the logout token is not logged')
+
+  // OIDC Back-Channel Logout 1.0, 2.4: a logout token may name only the IdP session (sid). The
+  // sid the IdP put in Bob's ID token is what the gateway recorded at his sign-in.
+  let bobSid: string | undefined
+  for await (const entry of gw.app.portcullis.store.entries()) {
+    if (entry.kind === 'kv' && entry.key.startsWith('idp-sid:corp:') && entry.value === `corp:${BOB.sub}`) bobSid = entry.key.slice('idp-sid:corp:'.length)
+  }
+  t.ok(bobSid !== undefined && bobSid !== '', 'the IdP session of Bob\'s sign-in is known by its sid')
+  t.equal((await postLogout(gw, await idp.logoutToken(BOB.sub, { sub: undefined, sid: bobSid }))).status, 200, 'a logout token naming only the sid: 200')
+  t.ok(await eventually(async () => (await callEnv(gw, bob.accessToken)).status === 401), 'the user of that IdP session is offboarded: his access token is refused')
+  t.equal((await postLogout(gw, await idp.logoutToken(BOB.sub, { sub: undefined, sid: 'unknown-session' }))).status, 200, 'an IdP session the gateway never saw: 200, nothing to end')
 })
