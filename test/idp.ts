@@ -9,7 +9,7 @@
  */
 import { createServer, type IncomingMessage, type ServerResponse } from 'node:http'
 import { randomUUID } from 'node:crypto'
-import { exportJWK, generateKeyPair, SignJWT, type JWTPayload } from 'jose'
+import { exportJWK, generateKeyPair, SignJWT, type JWK, type JWTPayload } from 'jose'
 import Provider, { type Configuration, type KoaContextWithOIDC } from 'oidc-provider'
 import { escapeHtml } from '../src/auth-server/pages.js'
 import { freePort, startGateway, type RunningGateway, type Teardown } from './helpers.js'
@@ -41,6 +41,11 @@ export interface TestIdpOptions {
    * backchannel_logout_session_required, so that ID tokens carry the IdP session (`sid`).
    */
   readonly backchannelLogoutUri?: string
+  /**
+   * The client authenticates with private_key_jwt (RFC 7523) signed by one of these public
+   * keys, instead of client_secret_basic.
+   */
+  readonly clientJwks?: { readonly keys: readonly JWK[] }
 }
 
 export interface TestIdp {
@@ -97,11 +102,11 @@ export async function startTestIdp (t: Teardown, options: TestIdpOptions): Promi
   const configuration: Configuration = {
     clients: [{
       client_id: clientId,
-      client_secret: clientSecret,
+      ...(options.clientJwks === undefined ? { client_secret: clientSecret } : { jwks: { keys: [...options.clientJwks.keys] } }),
       redirect_uris: [...options.redirectUris],
       grant_types: ['authorization_code', 'refresh_token'],
       response_types: ['code'],
-      token_endpoint_auth_method: 'client_secret_basic',
+      token_endpoint_auth_method: options.clientJwks === undefined ? 'client_secret_basic' : 'private_key_jwt',
       ...(options.backchannelLogoutUri === undefined ? {} : { backchannel_logout_uri: options.backchannelLogoutUri, backchannel_logout_session_required: true }),
     }],
     jwks: { keys: [jwk] } as Configuration['jwks'],

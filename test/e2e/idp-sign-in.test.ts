@@ -2,9 +2,9 @@
 // client runs the whole OAuth flow through the gateway and a real second oidc-provider (the IdP,
 // test/idp.ts, on localhost while the gateway is 127.0.0.1), with real upstreams and stdio children.
 import t from 'tap'
-import { existsSync } from 'node:fs'
+import { existsSync, writeFileSync } from 'node:fs'
 import { join } from 'node:path'
-import { decodeJwt } from 'jose'
+import { decodeJwt, exportJWK, generateKeyPair } from 'jose'
 import { hashPassword } from '../../src/auth-server/password.js'
 import { connectWithOAuth, HeadlessBrowser, TestOAuthClient } from '../oauth-helpers.js'
 import { eventually, postJson, startUpstream, stdioServer, STDIO_MODERN_FIXTURE, textOf, type RunningGateway } from '../helpers.js'
@@ -164,4 +164,19 @@ t.test('groups only at userinfo are read there; an Entra groups overage is logge
   t.match(decodeJwt(alice.oauth.savedTokens?.access_token ?? ''), { sub: 'corp:a-100', groups: ['0b3f-eng-guid', 'staff'], email: 'alice@example.com' }, 'groups and email came from userinfo')
   await connectWithOAuth(t, gw.mcpUrl('gh'), { username: 'olivia', password: OLIVIA.password, idp: 'corp', issuer: gw.baseUrl })
   t.match(gw.logs.text(), /"level":40,.*"provider":"corp","user":"corp:o-600","name":"olivia","msg":"identity provider left out the groups claim \(Entra ID groups overage\)/)
+})
+
+t.test('privateKeyJwt: the gateway authenticates to the IdP with a signed assertion (RFC 7523), no client secret', async (t) => {
+  const upstream = await startUpstream(t)
+  const { privateKey, publicKey } = await generateKeyPair('ES256', { extractable: true })
+  const kid = 'gateway-at-corp'
+  const keysFile = join(t.testdir({}), 'idp-client-keys.json')
+  writeFileSync(keysFile, JSON.stringify({ keys: [{ ...await exportJWK(privateKey), kid, alg: 'ES256' }] }))
+  const { gw } = await startGatewayWithIdp(t, { accounts: [ALICE], clientJwks: { keys: [{ ...await exportJWK(publicKey), kid, alg: 'ES256', use: 'sig' }] } }, (idp) => ({
+    auth: { identityProviders: [idpEntry(idp, { clientSecret: undefined, privateKeyJwt: { keysFile } })] },
+    servers: [{ name: 'gh', transport: 'http', url: upstream.url }],
+  }))
+  const alice = await connectWithOAuth(t, gw.mcpUrl('gh'), { username: 'alice', password: ALICE.password, idp: 'corp', issuer: gw.baseUrl })
+  t.match(decodeJwt(alice.oauth.savedTokens?.access_token ?? ''), { sub: 'corp:a-100', email: 'alice@example.com' }, 'signed in: the IdP took the signed client assertion at its token endpoint')
+  t.notOk(gw.logs.text().includes('"d":'), 'the private key is never logged')
 })
