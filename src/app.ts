@@ -29,6 +29,7 @@ import { SecretBox } from './auth-server/secret-box.js'
 import { IdpSessions } from './auth-server/idp-sessions.js'
 import { createUpstreamAuth } from './upstream-auth/create-upstream-auth.js'
 import { AccountGrants } from './auth-server/account-grants.js'
+import { ClusterNotices } from './cluster/notices.js'
 import { Offboarding } from './auth-server/offboarding.js'
 import { backchannelLogoutRoutes } from './auth-server/backchannel-logout.js'
 import { IdpKeySets } from './auth-server/idp-keys.js'
@@ -241,7 +242,18 @@ export async function buildApp (config: Config, options: BuildOptions = {}): Pro
       }
     })
     const idp = new IdpSignIn({ config, store, users, sessions: idpSessions, fetch: idpOutbound.fetch, log: app.log, now })
-    const offboarding = new Offboarding({ config, store, idp, sessions: idpSessions, grants: accountGrants, revokeGrant: async (grantId) => revokedGrants.revoke(grantId), endUserSessions: async (accountId) => endUserSessions(upstreams, accountId), log: app.log, now })
+    // Replicas on Redis: a user offboarded here loses their sessions on every replica (notices.ts).
+    const notices = redis === undefined || config.auth.identityProviders.length === 0 ? undefined : new ClusterNotices(redis, `${config.store.prefix}notices`, app.log)
+    if (notices !== undefined) {
+      await notices.start(config.store.redis ?? '')
+      notices.onEndUser(async (accountId) => endUserSessions(upstreams, accountId))
+      app.addHook('onClose', async () => notices.close())
+    }
+    const endEverywhere = async (accountId: string): Promise<void> => {
+      await endUserSessions(upstreams, accountId)
+      await notices?.publish({ type: 'end-user', accountId })
+    }
+    const offboarding = new Offboarding({ config, store, idp, sessions: idpSessions, grants: accountGrants, revokeGrant: async (grantId) => revokedGrants.revoke(grantId), endUserSessions: endEverywhere, log: app.log, now })
     const revalidate = config.auth.identityProviders.length === 0 ? undefined : async (accountId: string, grantId: string) => offboarding.atRefresh(accountId, grantId)
     await app.register(authServerRoutes, { provider, catalog, limiter, tokenRate: config.rateLimits.token, registrationRate: config.rateLimits.registration, ...(revalidate === undefined ? {} : { revalidate }) })
     await app.register(interactionRoutes, { provider, config, store, keys, users, catalog, limiter, idp })
@@ -315,7 +327,7 @@ export async function buildApp (config: Config, options: BuildOptions = {}): Pro
   return app
 }
 
-/** Offboarding: a user's stdio sessions and processes end on this replica (other replicas' end at their idle timeout; the user's tokens are refused everywhere). */
+/** A user's stdio sessions and processes on this replica end (offboarding; other replicas hear of it through ClusterNotices). */
 async function endUserSessions (upstreams: ReadonlyMap<string, Upstream>, accountId: string): Promise<void> {
   await Promise.all([...upstreams.values()].map(async (upstream) => upstream.endUser?.(accountId)))
 }
