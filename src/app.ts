@@ -30,6 +30,7 @@ import { IdpSessions } from './auth-server/idp-sessions.js'
 import { createUpstreamAuth } from './upstream-auth/create-upstream-auth.js'
 import { AccountGrants } from './auth-server/account-grants.js'
 import { ClusterNotices } from './cluster/notices.js'
+import type { Socket } from 'node:net'
 import { Offboarding } from './auth-server/offboarding.js'
 import { backchannelLogoutRoutes } from './auth-server/backchannel-logout.js'
 import { IdpKeySets } from './auth-server/idp-keys.js'
@@ -288,10 +289,19 @@ export async function buildApp (config: Config, options: BuildOptions = {}): Pro
   app.decorate('portcullis', state)
   const isClosing = (): boolean => state.isClosing
 
+  // A connection that never sent a byte (a speculative connection, a client that gave up between
+  // connecting and writing) is neither idle nor busy to Node: server.close() waited for it until
+  // Node's own timeouts, over a minute. Nothing can be lost by closing it at shutdown.
+  const connections = new Set<Socket>()
+  app.server.on('connection', (socket: Socket) => {
+    connections.add(socket)
+    socket.once('close', () => connections.delete(socket))
+  })
   app.addHook('preClose', async () => {
     state.isClosing = true
     // GET streams never end by themselves; without this, server.close() waits forever.
     for (const upstream of upstreams.values()) upstream.closeStreams()
+    for (const socket of connections) if (socket.bytesRead === 0) socket.destroy()
   })
   app.addHook('onClose', async () => {
     grants?.stop()

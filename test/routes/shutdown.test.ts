@@ -2,6 +2,7 @@
 import t from 'tap'
 import { writeFileSync } from 'node:fs'
 import { join } from 'node:path'
+import { connect } from 'node:net'
 import { closeGracefully } from '../../src/app.js'
 import { connectClient, eventually, startCliGateway, freePort, INIT_BODY, isProcessAlive, postJson, processGroupMembers, startGateway, startUpstream, STDIO_FIXTURE, stdioServer, textOf } from '../helpers.js'
 
@@ -116,4 +117,21 @@ t.test('SIGTERM with 20 streaming calls in flight: each completes or gets a JSON
   t.ok(await eventually(() => stdioPids.every((pid) => !isProcessAlive(pid))), 'no stdio child or grandchild outlives the gateway')
   t.same(stdioPids.flatMap((pid) => processGroupMembers(pid)), [], 'nothing left in their process groups')
   t.match(output(), /shutdown deadline reached/)
+})
+
+t.test('a connection that never sent a request does not hold the shutdown open', async (t) => {
+  const upstream = await startUpstream(t)
+  const gw = await startGateway(t, { servers: [{ name: 'fx', transport: 'http', url: upstream.url }] })
+  // A client that connected and then sent nothing (a browser's speculative connection, a
+  // client aborted between connecting and writing): Node counts it as neither idle nor busy,
+  // and server.close() waited for it until Node's own timeouts, over a minute.
+  const socket = connect(Number(new URL(gw.baseUrl).port), '127.0.0.1')
+  await new Promise<void>((resolve) => socket.once('connect', resolve))
+  const closed = new Promise<void>((resolve) => socket.once('close', () => resolve()))
+  const started = performance.now()
+  await closeGracefully(gw.app, 30_000)
+  const tookMs = performance.now() - started
+  t.ok(tookMs < 5_000, `closed without waiting for the silent connection (${Math.round(tookMs)} ms)`)
+  await closed
+  t.pass('the silent connection was closed by the gateway')
 })
