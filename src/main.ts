@@ -8,7 +8,8 @@ import { ConfigError, loadConfigFile, resolveConfigPath } from './config/load.js
 import type { Config } from './config/schema.js'
 import { describeConfig } from './config/describe.js'
 import { configWarnings } from './config/warnings.js'
-import { createLogger } from './observability/logger.js'
+import { createLogger, resolveLogFormat } from './observability/logger.js'
+import { startBanner } from './observability/start-banner.js'
 import { VERSION } from './version.js'
 import { hashPassword } from './auth-server/password.js'
 import type { FirstRunAccount } from './auth-server/users.js'
@@ -121,7 +122,8 @@ async function main (argv: string[]): Promise<number> {
 }
 
 async function start (config: Config): Promise<number> {
-  const log = createLogger(config.log.level)
+  const format = resolveLogFormat(config.log.format, process.stdout.isTTY === true)
+  const log = createLogger(config.log.level, undefined, format)
   // Loaded here, not at the top: `check` and `hash-password` need none of the server.
   const { buildApp, closeGracefully } = await import('./app.js')
   const { lockStoreDir } = await import('./store/create-store.js')
@@ -163,7 +165,9 @@ async function start (config: Config): Promise<number> {
     lock?.release()
     return EXIT_CONFIG
   }
-  log.info({ publicUrl: config.publicUrl, servers: config.servers.map((s) => `${config.publicUrl}/${s.name}/mcp`), config: config.source }, 'portcullis ready')
+  log.info({ publicUrl: config.publicUrl, servers: config.servers.map((s) => `${config.publicUrl}/${s.name}/mcp`), ...(config.auth.enabled ? { account: `${config.publicUrl}/account` } : {}), config: config.source }, 'portcullis ready')
+  // For a person reading the terminal; a log shipper has the same URLs in the line above.
+  if (format === 'pretty') process.stdout.write(startBanner(config, app.portcullis.firstRun))
 
   let signals = 0
   const onSignal = (signal: NodeJS.Signals): void => {

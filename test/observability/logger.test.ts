@@ -1,5 +1,5 @@
 import t from 'tap'
-import { createLogger, maskSecrets, redactUrl } from '../../src/observability/logger.js'
+import { createLogger, maskSecrets, redactUrl, resolveLogFormat } from '../../src/observability/logger.js'
 import { connectClient, freePort, logSink, postJson, startGateway, startUpstream } from '../helpers.js'
 
 const SECRET = 'S3CRET-VALUE-never-log-me'
@@ -17,6 +17,31 @@ t.test('sensitive fields are redacted at any depth we log', async (t) => {
   t.notMatch(sink.text(), SECRET)
   t.match(sink.text(), /\[redacted\]/)
   t.match(sink.lines[4], /"code":"ECONNREFUSED"/, 'err.code is not mistaken for an OAuth code')
+})
+
+t.test('the pretty format (pino-pretty) is redacted the same: readable lines, no secret', async (t) => {
+  const sink = logSink()
+  const log = createLogger('info', sink.stream, 'pretty')
+  log.info({ authorization: `Bearer ${SECRET}`, password: SECRET }, 'top level')
+  log.info({ headers: { Authorization: `Bearer ${SECRET}`, cookie: `sid=${SECRET}` } }, 'headers')
+  log.info({ body: { client_secret: SECRET, refresh_token: SECRET }, list: [{ TOKEN: SECRET }] }, 'oauth')
+  log.info({ req: { url: `/a/mcp?access_token=${SECRET}` }, deep: { a: { b: { password: SECRET } } } }, 'deep')
+  log.warn({ server: 'fx' }, 'plain data stays')
+  const text = sink.text()
+  t.match(text, /^\[\d\d:\d\d:\d\d\.\d{3}\] INFO: top level$/m, 'a readable line: time, level, message')
+  t.match(text, /WARN: plain data stays\n\s+server: "fx"/, 'data follows on its own lines')
+  t.notMatch(text, /^\{"level"/m, 'not JSON')
+  t.notOk(text.includes('\u001b['), 'no colour codes into a stream that is not a terminal')
+  t.notMatch(text, SECRET)
+  t.ok((text.match(/\[redacted\]/g) ?? []).length >= 8, 'every sensitive field is masked')
+  t.match(text, /"url": "\/a\/mcp\?access_token=%5Bredacted%5D"/, 'request URLs masked too')
+})
+
+t.test('log.format unset: pretty on a terminal, JSON otherwise; set, it wins', async (t) => {
+  t.equal(resolveLogFormat(undefined, true), 'pretty')
+  t.equal(resolveLogFormat(undefined, false), 'json')
+  t.equal(resolveLogFormat('json', true), 'json')
+  t.equal(resolveLogFormat('pretty', false), 'pretty')
 })
 
 t.test('masking copies only what changes and leaves the caller\'s object alone', async (t) => {
