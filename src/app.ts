@@ -73,6 +73,8 @@ export interface BuildOptions {
   readonly auditDestination?: DestinationStream
   /** How long a start with auth on waits for Redis (default 15 s). */
   readonly redisStartupTimeoutMs?: number
+  /** Test-only: how often a pending stdio handshake logs "still starting" (default 5 s). */
+  readonly stdioStartingLogIntervalMs?: number
 }
 
 export interface GatewayState {
@@ -161,6 +163,7 @@ export async function buildApp (config: Config, options: BuildOptions = {}): Pro
     ...(directory === undefined ? {} : { sessionHooks: directory }),
     ...(currentKey === undefined ? {} : { identitySigner: { issuer: config.publicUrl, key: currentKey, now, onSigned: (server) => metrics.identityTokensSigned.inc({ server }) } }),
     ...(upstreamAuth === undefined ? {} : { credentialsFor: upstreamAuth.credentialsFor }),
+    ...(options.stdioStartingLogIntervalMs === undefined ? {} : { stdioStartingLogIntervalMs: options.stdioStartingLogIntervalMs }),
   })
   metrics.upstreamLoads = () => [...upstreams.values()].map((u) => [u.name, u.load()] as const)
   metrics.stdioProcessCounts = () => [...upstreams.values()].flatMap((u) => u instanceof StdioUpstream ? [[u.name, u.processCount] as const] : [])
