@@ -8,6 +8,7 @@ import type { Config } from './config/schema.js'
 import { PortcullisError, jsonRpcErrorPayload } from './errors.js'
 import { createLogger, redactUrl } from './observability/logger.js'
 import { healthRoutes } from './routes/health.js'
+import { doctorProbeRoutes } from './doctor/probe-routes.js'
 import { mcpRoutes } from './routes/mcp.js'
 import { createToolGuards } from './guardrails/create-tool-guards.js'
 import { createUpstreams } from './upstreams/registry.js'
@@ -305,6 +306,7 @@ export async function buildApp (config: Config, options: BuildOptions = {}): Pro
   })
 
   await app.register(healthRoutes, { upstreams, store, audit, isClosing, version: VERSION })
+  await app.register(doctorProbeRoutes)
   if (config.metrics.enabled && config.metrics.listen === undefined) await app.register(metricsRoute, { metrics, bearerToken: config.metrics.bearerToken })
   if (config.metrics.enabled && config.metrics.listen !== undefined) {
     // /metrics on a port of its own (only the scraper reaches it); main.ts listens on it after the main port.

@@ -23,7 +23,7 @@ const EXIT_CONFIG = 1
 const EXIT_USAGE = 2
 
 /** Commands that read the config (hash-password does not). */
-const KNOWN_COMMANDS: ReadonlySet<string> = new Set(['start', 'check', 'migrate-store', 'tools', 'keys'])
+const KNOWN_COMMANDS: ReadonlySet<string> = new Set(['start', 'check', 'doctor', 'migrate-store', 'tools', 'keys'])
 
 /** The command's own help; the global help for no command or one we do not know. */
 async function commandUsage (command: string | undefined): Promise<string> {
@@ -113,6 +113,10 @@ async function main (argv: string[]): Promise<number> {
   if (command === 'tools') {
     const { toolsCommand } = await import('./guardrails/tools-command.js')
     return toolsCommand(config, { action: positionals[1], server: positionals[2], tools: values.tool, by: values.by })
+  }
+  if (command === 'doctor') {
+    const { doctorCommand } = await import('./doctor/doctor-command.js')
+    return doctorCommand(config, values.url)
   }
   if (command === 'keys') {
     const { keysCommand } = await import('./account/keys-command.js')

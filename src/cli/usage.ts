@@ -11,6 +11,8 @@ An OAuth 2.1 gateway for MCP servers.
 Commands:
   start           Start the gateway
   check           Validate the config; print the resolved servers and routes (secrets masked)
+  doctor          Walk the path a client takes (proxy, discovery, registration, upstreams,
+                  Redis, event streams) against a running gateway; a checklist with fixes
   hash-password   Print an scrypt hash for auth.users[].passwordHash (reads the password
                   from the terminal, or from stdin when piped)
   migrate-store   Copy the configured store (clients, grants, refresh tokens, signing keys…)
@@ -57,6 +59,19 @@ routes, secrets masked. Every error names file:line:column and the key path. Exi
 when valid (warnings on stderr), 1 when not.
 
 ${CONFIG_OPTION}`,
+  doctor: `Usage: portcullis doctor [--config FILE] [--url URL]
+
+Walks the path an MCP client takes against a running gateway and prints a checklist,
+with a fix for each failure: publicUrl and what arrives behind the proxy (X-Forwarded-*),
+the 401 challenge and its resource_metadata, the RFC 9728 and RFC 8414 documents and
+that they agree, dynamic client registration (a throwaway client, deleted after when it
+can be), clock skew against the upstreams, every upstream reachable and answering
+initialize (stdio: the command found and started within startupTimeoutMs), Redis, and
+whether event streams arrive unbuffered. Exit 0 when every check passes, 1 otherwise.
+
+${CONFIG_OPTION}  --url <url>          The address clients use (default: publicUrl), e.g. your proxy's
+                       https://gw.example.com; checked against publicUrl
+`,
   'hash-password': `Usage: portcullis hash-password
 
 Prints an scrypt hash for auth.users[].passwordHash. On a terminal it asks for the

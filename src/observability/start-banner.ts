@@ -23,6 +23,7 @@ export function startBanner (config: Config, firstRun: FirstRunHint | undefined)
     ...config.servers.map((s) => `    ${s.name.padEnd(width)}  ${config.publicUrl}/${s.name}/mcp`),
     '',
     ...signInLines(config, firstRun),
+    `  Something not working? portcullis doctor --config ${config.source}`,
     '',
   ]
   return `${lines.join('\n')}\n`

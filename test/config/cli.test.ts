@@ -31,6 +31,7 @@ t.test('each subcommand answers its own --help (and help <command>), not the glo
   const own: Record<string, RegExp> = {
     start: /^Usage: portcullis start \[--config FILE\]/,
     check: /^Usage: portcullis check \[--config FILE\]/,
+    doctor: /^Usage: portcullis doctor \[--config FILE\] \[--url URL\]/,
     'hash-password': /^Usage: portcullis hash-password\n/,
     'migrate-store': /^Usage: portcullis migrate-store --to STORE/,
     tools: /^Usage: portcullis tools diff <server>/,
