@@ -106,6 +106,23 @@ if (nginx !== undefined) {
   })
 }
 
+if (nginx !== undefined) {
+  t.test('nginx in front, but trustProxy does not name it: the forwarded scheme is lost, and the doctor says to set trustProxy', async (t) => {
+    const tlsPort = await freePort()
+    const port = await freePort()
+    const upstream = await startUpstream(t)
+    const { configPath } = await gatewayWithConfigFile(t, { publicUrl: `https://127.0.0.1:${tlsPort}`, listen: { host: '127.0.0.1', port }, auth: await users(), servers: [{ name: 'fx', transport: 'http', url: upstream.url }] })
+    const front = await startNginx(t, nginx, { upstreamPorts: [port], tlsPort })
+    const dir = t.testdir({ 'ca.pem': front.certificate })
+    const r = await doctor(['--config', configPath], { NODE_EXTRA_CA_CERTS: join(dir, 'ca.pem') })
+    t.equal(r.code, 1, r.stdout + r.stderr)
+    t.match(line(r.stdout, 'what reaches the gateway'), /FAIL .*the gateway sees requests as http:\/\/127\.0\.0\.1, not https:\/\/127\.0\.0\.1:\d+ \(X-Forwarded-Proto, X-Forwarded-Host, X-Forwarded-For arrived\)/)
+    t.match(r.stdout, 'fix: set trustProxy to the proxy\'s address as the gateway sees it')
+    t.match(line(r.stdout, 'event streams unbuffered'), /ok /, 'the shipped nginx config does not buffer event streams')
+    t.match(r.stdout, /checks: 1 failed\n$/)
+  })
+}
+
 t.test('a dead HTTP upstream and a stdio command removed after start: each named, with the fix', async (t) => {
   const dir = t.testdir({})
   const script = join(dir, 'my-mcp-server')
