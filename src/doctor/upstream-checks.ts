@@ -49,8 +49,9 @@ export async function checkHttpUpstream (server: HttpServerConfig, fetch: Doctor
   const session = res.headers.get('mcp-session-id')
   // Be a polite client: end the session the handshake opened.
   if (session !== null) await fetch(server.url, { method: 'DELETE', headers: { ...server.headers, 'mcp-session-id': session } }).then((r) => r.body?.cancel(), () => {})
-  if ((res.status === 401 || res.status === 403) && (server.upstreamAuth !== undefined)) {
-    return withDate(pass(name, `${server.url} reachable; it asks for each user's own credential (upstreamAuth), which the doctor does not have`))
+  // These servers expect something made per caller (their credential, or a signed identity token): a refusal is expected here.
+  if ((res.status === 401 || res.status === 403) && (server.upstreamAuth !== undefined || server.identity !== undefined)) {
+    return withDate(pass(name, `${server.url} reachable; it wants a per-caller ${server.upstreamAuth === undefined ? 'identity token (identity)' : 'credential (upstreamAuth)'}, which the doctor does not have`))
   }
   if (res.status === 401 || res.status === 403) {
     return withDate(fail(name, `${server.url} answered ${res.status} to the gateway's credentials`, `check servers[].headers of "${server.name}" (the token or key it sends)`))

@@ -41,6 +41,13 @@ t.test('an upstream refusing the gateway\'s credentials is named with the header
   t.notMatch(JSON.stringify(checked.result), 'not-the-right-one', 'the credential is not echoed')
 })
 
+t.test('a 401 from an upstream that wants a signed identity per caller is expected, not a failure', async (t) => {
+  const upstream = await startRawServer(t, (_req, res) => { res.writeHead(401).end() })
+  const config = makeConfig({ servers: [{ name: 'signed', transport: 'http', url: upstream.url, identity: { header: 'X-Portcullis-Identity' } }] })
+  const checked = await checkHttpUpstream(config.servers[0] as HttpServerConfig, createDoctorFetch([upstream.url]))
+  t.match(checked.result, { ok: true, detail: /reachable; it wants a per-caller identity token \(identity\)/ })
+})
+
 t.test('publicUrl: plain http on a non-loopback host fails; clients elsewhere fail', async (t) => {
   const insecure = makeConfig({ publicUrl: 'http://gw.example.com', allowInsecurePublicUrl: true, servers: [{ name: 'a', transport: 'http', url: 'http://127.0.0.1:1/mcp' }] })
   t.match(checkPublicUrl(insecure, 'http://gw.example.com'), { ok: false, detail: /plain http on a non-loopback host/, fix: /https/ })
