@@ -60,24 +60,26 @@ t.test('credential query parameters are masked in URLs', async (t) => {
   t.equal(redactUrl('/plain'), '/plain')
 })
 
-t.test('no token, cookie or secret reaches the gateway log, whatever the request does', async (t) => {
-  const upstream = await startUpstream(t)
-  const port = await freePort()
-  const gw = await startGateway(t, {
-    log: { level: 'trace', requests: true },
-    servers: [
-      { name: 'fx', transport: 'http', url: upstream.url, headers: { Authorization: 'Bearer ${UPSTREAM_KEY}' } },
-      { name: 'down', transport: 'http', url: `http://127.0.0.1:${port}/mcp`, headers: { 'X-Api-Key': '${UPSTREAM_KEY}' } },
-    ],
-  }, { UPSTREAM_KEY: SECRET })
-  const headers = { authorization: `Bearer ${SECRET}`, cookie: `session=${SECRET}` }
-  const { client } = await connectClient(t, gw.mcpUrl('fx'), { headers })
-  await client.callTool({ name: 'echo', arguments: { text: 'hello' } })
-  await postJson(`${gw.mcpUrl('fx')}?access_token=${SECRET}`, '{broken', headers)
-  await postJson(gw.mcpUrl('down'), { jsonrpc: '2.0', id: 1, method: 'tools/list' }, headers)
-  await postJson(gw.mcpUrl('fx'), { jsonrpc: '2.0', id: 1, method: 'tools/list' }, { ...headers, origin: 'http://evil.example' })
-  t.ok(gw.logs.lines.length > 5, `the log was written (${gw.logs.lines.length} lines)`)
-  t.match(gw.logs.text(), /"msg":"request completed"/, 'request logging was on')
-  t.match(gw.logs.text(), /access_token=%5Bredacted%5D/)
-  t.notMatch(gw.logs.text(), SECRET)
-})
+for (const format of ['json', 'pretty'] as const) {
+  t.test(`no token, cookie or secret reaches the gateway log, whatever the request does (log.format: ${format})`, async (t) => {
+    const upstream = await startUpstream(t)
+    const port = await freePort()
+    const gw = await startGateway(t, {
+      log: { level: 'trace', requests: true, format },
+      servers: [
+        { name: 'fx', transport: 'http', url: upstream.url, headers: { Authorization: 'Bearer ${UPSTREAM_KEY}' } },
+        { name: 'down', transport: 'http', url: `http://127.0.0.1:${port}/mcp`, headers: { 'X-Api-Key': '${UPSTREAM_KEY}' } },
+      ],
+    }, { UPSTREAM_KEY: SECRET })
+    const headers = { authorization: `Bearer ${SECRET}`, cookie: `session=${SECRET}` }
+    const { client } = await connectClient(t, gw.mcpUrl('fx'), { headers })
+    await client.callTool({ name: 'echo', arguments: { text: 'hello' } })
+    await postJson(`${gw.mcpUrl('fx')}?access_token=${SECRET}`, '{broken', headers)
+    await postJson(gw.mcpUrl('down'), { jsonrpc: '2.0', id: 1, method: 'tools/list' }, headers)
+    await postJson(gw.mcpUrl('fx'), { jsonrpc: '2.0', id: 1, method: 'tools/list' }, { ...headers, origin: 'http://evil.example' })
+    t.ok(gw.logs.lines.length > 5, `the log was written (${gw.logs.lines.length} lines)`)
+    t.match(gw.logs.text(), format === 'json' ? /"msg":"request completed"/ : /INFO: request completed/, 'request logging was on, in this format')
+    t.match(gw.logs.text(), /access_token=%5Bredacted%5D/)
+    t.notMatch(gw.logs.text(), SECRET)
+  })
+}
