@@ -8,7 +8,7 @@ import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { stringify } from 'yaml'
 import { hashPassword } from '../../src/auth-server/password.js'
-import { freePort, REDIS_URL, redisAvailable, startGateway, startUpstream, stdioServer, STDIO_FIXTURE, uniquePrefix } from '../helpers.js'
+import { freePort, REDIS_URL, redisAvailable, scratchRedis, startGateway, startUpstream, stdioServer, STDIO_FIXTURE } from '../helpers.js'
 import { nginxBinary, startNginx } from '../nginx.js'
 
 const MAIN = new URL('../../dist/main.js', import.meta.url).pathname
@@ -43,13 +43,17 @@ const users = async (): Promise<Record<string, unknown>> => ({ users: [{ usernam
 t.test('a healthy gateway: every check passes, exit 0', async (t) => {
   const upstream = await startUpstream(t)
   const hasRedis = await redisAvailable(t)
+  const scratch = hasRedis ? await scratchRedis(t) : undefined
   const { configPath } = await gatewayWithConfigFile(t, {
     auth: await users(),
-    ...(hasRedis ? { store: { redis: REDIS_URL, prefix: uniquePrefix() } } : {}),
+    ...(scratch === undefined ? {} : { store: { redis: REDIS_URL, prefix: scratch.prefix } }),
     servers: [{ name: 'fx', transport: 'http', url: upstream.url }, stdioServer('local')],
   })
+  const clients = async (): Promise<string[]> => scratch === undefined ? [] : await scratch.redis.keys(`${scratch.prefix}oidc:*Client*`)
+  const before = await clients()
   const r = await doctor(['--config', configPath])
   t.equal(r.code, 0, r.stdout + r.stderr)
+  if (scratch !== undefined) t.same(await clients(), before, 'the throwaway client and its registration access token are gone from the store')
   t.notMatch(r.stdout, /^ {2}FAIL/m)
   t.match(line(r.stdout, 'publicUrl'), /ok .*plain http on loopback/)
   t.match(line(r.stdout, 'what reaches the gateway'), /ok .*no X-Forwarded-\* headers/)
@@ -61,7 +65,7 @@ t.test('a healthy gateway: every check passes, exit 0', async (t) => {
   t.match(line(r.stdout, 'upstream fx'), /ok .*answered initialize/)
   t.match(line(r.stdout, 'upstream local'), /ok .*started and answered initialize in \d+ ms \(stdio-fixture/)
   t.match(line(r.stdout, 'clock skew'), /ok .*gateway [+-]?\d s, fx [+-]?\d s/)
-  if (hasRedis) t.match(line(r.stdout, 'redis'), /ok .*answered PING/)
+  if (scratch !== undefined) t.match(line(r.stdout, 'redis'), /ok .*answered PING/)
   t.match(r.stdout, /checks: all ok\n$/)
 })
 
