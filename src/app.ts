@@ -8,6 +8,7 @@ import type { Config } from './config/schema.js'
 import { PortcullisError, jsonRpcErrorPayload } from './errors.js'
 import { createLogger, redactUrl } from './observability/logger.js'
 import { healthRoutes } from './routes/health.js'
+import { doctorProbeRoutes } from './doctor/probe-routes.js'
 import { mcpRoutes } from './routes/mcp.js'
 import { createToolGuards } from './guardrails/create-tool-guards.js'
 import { createUpstreams } from './upstreams/registry.js'
@@ -75,6 +76,8 @@ export interface BuildOptions {
   readonly auditDestination?: DestinationStream
   /** How long a start with auth on waits for Redis (default 15 s). */
   readonly redisStartupTimeoutMs?: number
+  /** Test-only: how often a pending stdio handshake logs "still starting" (default 5 s). */
+  readonly stdioStartingLogIntervalMs?: number
 }
 
 export interface GatewayState {
@@ -163,6 +166,7 @@ export async function buildApp (config: Config, options: BuildOptions = {}): Pro
     ...(directory === undefined ? {} : { sessionHooks: directory }),
     ...(currentKey === undefined ? {} : { identitySigner: { issuer: config.publicUrl, key: currentKey, now, onSigned: (server) => metrics.identityTokensSigned.inc({ server }) } }),
     ...(upstreamAuth === undefined ? {} : { credentialsFor: upstreamAuth.credentialsFor }),
+    ...(options.stdioStartingLogIntervalMs === undefined ? {} : { stdioStartingLogIntervalMs: options.stdioStartingLogIntervalMs }),
   })
   metrics.upstreamLoads = () => [...upstreams.values()].map((u) => [u.name, u.load()] as const)
   metrics.stdioProcessCounts = () => [...upstreams.values()].flatMap((u) => u instanceof StdioUpstream ? [[u.name, u.processCount] as const] : [])
@@ -324,6 +328,7 @@ export async function buildApp (config: Config, options: BuildOptions = {}): Pro
   })
 
   await app.register(healthRoutes, { upstreams, store, audit, isClosing, version: VERSION })
+  await app.register(doctorProbeRoutes)
   if (config.metrics.enabled && config.metrics.listen === undefined) await app.register(metricsRoute, { metrics, bearerToken: config.metrics.bearerToken })
   if (config.metrics.enabled && config.metrics.listen !== undefined) {
     // /metrics on a port of its own (only the scraper reaches it); main.ts listens on it after the main port.

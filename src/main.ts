@@ -8,54 +8,28 @@ import { ConfigError, loadConfigFile, resolveConfigPath } from './config/load.js
 import type { Config } from './config/schema.js'
 import { describeConfig } from './config/describe.js'
 import { configWarnings } from './config/warnings.js'
-import { createLogger } from './observability/logger.js'
+import { createLogger, resolveLogFormat } from './observability/logger.js'
+import { startBanner } from './observability/start-banner.js'
 import { VERSION } from './version.js'
 import { hashPassword } from './auth-server/password.js'
 import type { FirstRunAccount } from './auth-server/users.js'
 import { stdioCommandProblems } from './upstreams/stdio/resolve-command.js'
+import { COMMAND_USAGE, USAGE } from './cli/usage.js'
 
 const MIN_PASSWORD_CHARS = 8
-
-const USAGE = `Usage: portcullis <command> [options]
-
-An OAuth 2.1 gateway for MCP servers.
-
-Commands:
-  start           Start the gateway
-  check           Validate the config; print the resolved servers and routes (secrets masked)
-  hash-password   Print an scrypt hash for auth.users[].passwordHash (reads the password
-                  from the terminal, or from stdin when piped)
-  migrate-store   Copy the configured store (clients, grants, refresh tokens, signing keys…)
-                  into another: --to redis://… (or a .db file). Works beside a running
-                  gateway; stop it before switching, or what it writes meanwhile stays behind.
-  tools diff <server>
-                  What the server's tool listing changed since it was approved (pinTools)
-  tools approve <server> [--tool NAME]... [--by WHO]
-                  Approve the listed tool definitions (all, or the named tools); running
-                  gateways use the approval within seconds. Audited with WHO (default:
-                  the OS user running the command).
-  keys            Personal API keys: keys create --user <id> --servers a,b [--scopes x,y]
-                  [--expires 30d] [--name n], keys list --user <id>, keys revoke <keyId>
-                  (works beside a running gateway; portcullis keys --help)
-
-Options:
-  -c, --config <file>  Config file (default: ./portcullis.yaml, then config/portcullis.example.yaml)
-  --to <store>         migrate-store: redis://[:password@]host:port[/db], rediss://…, or a .db file
-  --prefix <prefix>    migrate-store: Redis key prefix at the destination (default: store.prefix)
-  --tool <name>        tools approve: only this tool (repeatable)
-  --by <who>           tools approve: who approves, for the audit trail (default: the OS user)
-  -h, --help           Show this help
-  -v, --version        Print the version
-
-Environment:
-  \${VAR} in the config reads the environment; a missing variable is an error.
-
-Docs: README.md (configuration reference, deployment, troubleshooting).
-`
 
 const EXIT_OK = 0
 const EXIT_CONFIG = 1
 const EXIT_USAGE = 2
+
+/** Commands that read the config (hash-password does not). */
+const KNOWN_COMMANDS: ReadonlySet<string> = new Set(['start', 'check', 'doctor', 'migrate-store', 'tools', 'keys'])
+
+/** The command's own help; the global help for no command or one we do not know. */
+async function commandUsage (command: string | undefined): Promise<string> {
+  if (command === 'keys') return (await import('./account/keys-command.js')).KEYS_USAGE
+  return (command === undefined ? undefined : COMMAND_USAGE[command]) ?? USAGE
+}
 
 async function main (argv: string[]): Promise<number> {
   let parsed
@@ -74,6 +48,7 @@ async function main (argv: string[]): Promise<number> {
         scopes: { type: 'string' },
         expires: { type: 'string' },
         name: { type: 'string' },
+        url: { type: 'string' },
         help: { type: 'boolean', short: 'h' },
         version: { type: 'boolean', short: 'v' },
       },
@@ -88,13 +63,9 @@ async function main (argv: string[]): Promise<number> {
     return EXIT_OK
   }
   const command = positionals[0]
-  if (command === 'keys' && values.help === true) {
-    const { KEYS_USAGE } = await import('./account/keys-command.js')
-    process.stdout.write(KEYS_USAGE)
-    return EXIT_OK
-  }
-  if (values.help === true || command === 'help') {
-    process.stdout.write(USAGE)
+  if (command === 'help' || values.help === true) {
+    const topic = command === 'help' ? positionals[1] : command
+    process.stdout.write(await commandUsage(topic))
     return EXIT_OK
   }
   if (command === undefined) {
@@ -102,7 +73,7 @@ async function main (argv: string[]): Promise<number> {
     return EXIT_USAGE
   }
   if (command === 'hash-password') return hashPasswordCommand()
-  if (command !== 'start' && command !== 'check' && command !== 'migrate-store' && command !== 'tools' && command !== 'keys') {
+  if (!KNOWN_COMMANDS.has(command)) {
     process.stderr.write(`portcullis: unknown command "${command}"\n\n${USAGE}`)
     return EXIT_USAGE
   }
@@ -133,7 +104,7 @@ async function main (argv: string[]): Promise<number> {
   }
   if (command === 'migrate-store') {
     if (values.to === undefined) {
-      process.stderr.write(`portcullis: migrate-store needs --to <store> (redis://… or a .db file)\n\n${USAGE}`)
+      process.stderr.write(`portcullis: migrate-store needs --to <store> (redis://… or a .db file)\n\n${COMMAND_USAGE['migrate-store'] ?? USAGE}`)
       return EXIT_USAGE
     }
     const { migrateStoreCommand } = await import('./store/migrate-command.js')
@@ -143,6 +114,10 @@ async function main (argv: string[]): Promise<number> {
     const { toolsCommand } = await import('./guardrails/tools-command.js')
     return toolsCommand(config, { action: positionals[1], server: positionals[2], tools: values.tool, by: values.by })
   }
+  if (command === 'doctor') {
+    const { doctorCommand } = await import('./doctor/doctor-command.js')
+    return doctorCommand(config, values.url)
+  }
   if (command === 'keys') {
     const { keysCommand } = await import('./account/keys-command.js')
     return keysCommand(config, { action: positionals[1], keyId: positionals[2], user: values.user, servers: values.servers, scopes: values.scopes, expires: values.expires, name: values.name })
@@ -151,7 +126,8 @@ async function main (argv: string[]): Promise<number> {
 }
 
 async function start (config: Config): Promise<number> {
-  const log = createLogger(config.log.level)
+  const format = resolveLogFormat(config.log.format, process.stdout.isTTY === true)
+  const log = createLogger(config.log.level, undefined, format)
   // Loaded here, not at the top: `check` and `hash-password` need none of the server.
   const { buildApp, closeGracefully } = await import('./app.js')
   const { lockStoreDir } = await import('./store/create-store.js')
@@ -193,7 +169,9 @@ async function start (config: Config): Promise<number> {
     lock?.release()
     return EXIT_CONFIG
   }
-  log.info({ publicUrl: config.publicUrl, servers: config.servers.map((s) => `${config.publicUrl}/${s.name}/mcp`), config: config.source }, 'portcullis ready')
+  log.info({ publicUrl: config.publicUrl, servers: config.servers.map((s) => `${config.publicUrl}/${s.name}/mcp`), ...(config.auth.enabled ? { account: `${config.publicUrl}/account` } : {}), config: config.source }, 'portcullis ready')
+  // For a person reading the terminal; a log shipper has the same URLs in the line above.
+  if (format === 'pretty') process.stdout.write(startBanner(config, app.portcullis.firstRun))
 
   let signals = 0
   const onSignal = (signal: NodeJS.Signals): void => {

@@ -81,7 +81,8 @@ export async function startGateway (t: Teardown, object: Record<string, unknown>
   }, env)
   const logs = logSink()
   const audit = logSink()
-  const app = await buildApp(config, { logger: createLogger(config.log.level, logs.stream), auditDestination: audit.stream, ...options })
+  // log.format: pretty in a test's config gets pino-pretty's lines in the sink (JSON otherwise).
+  const app = await buildApp(config, { logger: createLogger(config.log.level, logs.stream, config.log.format ?? 'json'), auditDestination: audit.stream, ...options })
   await app.listen({ host: '127.0.0.1', port })
   t.teardown(() => app.close())
   const baseUrl = `http://127.0.0.1:${port}`

@@ -54,7 +54,7 @@ function replaceRequired (text: string, search: string | RegExp, replacement: st
  * user) in front of the given gateway ports. With several, the replicas'
  * upstream (hash on Mcp-Session-Id) lists them in place of gateway-1..N.
  */
-export async function startNginx (t: Teardown, binary: string, options: { upstreamPorts: readonly number[], tlsPort?: number }): Promise<RunningNginx> {
+export async function startNginx (t: Teardown, binary: string, options: { upstreamPorts: readonly number[], tlsPort?: number, extraLocations?: string }): Promise<RunningNginx> {
   const dir = mkdtempSync(join(tmpdir(), 'portcullis-nginx-'))
   t.teardown(() => rmSync(dir, { recursive: true, force: true }))
   const tlsPort = options.tlsPort ?? await freePort()
@@ -79,6 +79,8 @@ export async function startNginx (t: Teardown, binary: string, options: { upstre
   site = replaceRequired(site, 'server_name mcp.example.com;', 'server_name localhost 127.0.0.1;', 'server_name')
   site = replaceRequired(site, '/etc/nginx/tls/fullchain.pem', join(dir, 'fullchain.pem'), 'the certificate path')
   site = replaceRequired(site, '/etc/nginx/tls/privkey.pem', join(dir, 'privkey.pem'), 'the key path')
+  // A test's own locations (a misconfiguration to detect), ahead of the shipped ones.
+  if (options.extraLocations !== undefined) site = replaceRequired(site, '    location ^~ /.well-known/ {', `${options.extraLocations}\n    location ^~ /.well-known/ {`, 'the /.well-known/ location')
   // 308 to https://$host keeps the plain port in $host; the test checks the Location's scheme and path.
   writeFileSync(join(dir, 'portcullis.conf'), site)
   writeFileSync(join(dir, 'nginx.conf'), `daemon off;

@@ -692,6 +692,8 @@ export const configSchema = z.strictObject({
     level: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'),
     /** One line per HTTP request (method, path, status, time). Off by default: nginx and the audit trail cover it. */
     requests: z.boolean().default(false),
+    /** pretty: readable lines (pino-pretty); json: one JSON object a line. Unset: pretty when stdout is a terminal, json otherwise (decided at start). */
+    format: z.enum(['pretty', 'json']).optional(),
   }).default({ level: 'info', requests: false }),
   servers: z.array(serverSchema).min(1, 'expected at least one server'),
 }).superRefine((config, ctx) => {

@@ -4,8 +4,13 @@
  * (any letter case, five levels deep, arrays included), and request URLs have
  * credential query parameters masked. Tool arguments and results are never
  * logged here.
+ *
+ * Two formats (log.format): JSON lines for log shippers, and pino-pretty's
+ * readable lines for a person at a terminal. Masking happens in pino's log
+ * formatter, before either format writes anything, so both are redacted alike.
  */
 import { pino, type DestinationStream, type Logger, type LoggerOptions } from 'pino'
+import pinoPretty from 'pino-pretty'
 
 /** Keys whose values never reach a log line, whatever their case or depth. */
 const SENSITIVE_KEYS: ReadonlySet<string> = new Set([
@@ -84,6 +89,29 @@ export function loggerOptions (level: string): LoggerOptions {
   }
 }
 
-export function createLogger (level: string, destination?: DestinationStream): Logger {
-  return destination === undefined ? pino(loggerOptions(level)) : pino(loggerOptions(level), destination)
+export type LogFormat = 'pretty' | 'json'
+
+/** log.format unset: readable lines for a person at a terminal, JSON lines for everything else (a log shipper, a file, a pipe). */
+export function resolveLogFormat (format: LogFormat | undefined, isTerminal: boolean): LogFormat {
+  return format ?? (isTerminal ? 'pretty' : 'json')
+}
+
+/**
+ * pino-pretty as a stream in this thread (not a worker transport): lines are
+ * written synchronously, so a log line just before exit is not lost. Colours
+ * only on a colour terminal (never into a file or a test's sink).
+ */
+function prettyStream (destination: DestinationStream | undefined): DestinationStream {
+  return pinoPretty({
+    destination: destination ?? 1,
+    sync: true,
+    colorize: destination === undefined && process.stdout.isTTY === true && pinoPretty.isColorSupported,
+    translateTime: 'SYS:HH:MM:ss.l',
+    ignore: 'pid,hostname,service',
+  })
+}
+
+export function createLogger (level: string, destination?: DestinationStream, format: LogFormat = 'json'): Logger {
+  const stream = format === 'pretty' ? prettyStream(destination) : destination
+  return stream === undefined ? pino(loggerOptions(level)) : pino(loggerOptions(level), stream)
 }

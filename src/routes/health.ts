@@ -8,7 +8,9 @@
  * taking them all out of rotation would help nobody. A store that answers but
  * refuses writes (SQLite on a full disk) is degraded the same way, with the
  * reason, until a write works again. The body says what is
- * degraded; network probes are cached so scrapes stay cheap.
+ * degraded; network probes are cached so scrapes stay cheap. A stdio server
+ * whose first process has not answered its handshake yet says
+ * `status: starting` (a cold `npx -y` download is not an outage).
  */
 import type { FastifyInstance } from 'fastify'
 import type { Upstream } from '../upstreams/types.js'

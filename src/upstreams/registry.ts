@@ -26,6 +26,8 @@ export interface UpstreamOptions {
   readonly identitySigner?: IdentitySigner
   /** servers[].upstreamAuth: each caller's own credential at an HTTP upstream. */
   readonly credentialsFor?: UpstreamCredentialsFactory
+  /** How often a stdio handshake still pending logs "still starting" (tests shorten it). */
+  readonly stdioStartingLogIntervalMs?: number
 }
 
 export function createUpstreams (config: Config, options: UpstreamOptions): Map<string, Upstream> {
@@ -41,6 +43,7 @@ export function createUpstreams (config: Config, options: UpstreamOptions): Map<
         ...(options.onStdioExit === undefined ? {} : { onUnexpectedExit: () => options.onStdioExit?.(server.name) }),
         ...(options.sessionHooks === undefined ? {} : { sessionHooks: options.sessionHooks }),
         streamKeeper: options.streamKeeper,
+        ...(options.stdioStartingLogIntervalMs === undefined ? {} : { startingLogIntervalMs: options.stdioStartingLogIntervalMs }),
       }))
   }
   return upstreams

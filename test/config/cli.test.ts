@@ -27,6 +27,30 @@ t.test('--help and --version', async (t) => {
   t.match(bad.stderr, /unknown command "launch"/)
 })
 
+t.test('each subcommand answers its own --help (and help <command>), not the global help', async (t) => {
+  const own: Record<string, RegExp> = {
+    start: /^Usage: portcullis start \[--config FILE\]/,
+    check: /^Usage: portcullis check \[--config FILE\]/,
+    doctor: /^Usage: portcullis doctor \[--config FILE\] \[--url URL\]/,
+    'hash-password': /^Usage: portcullis hash-password\n/,
+    'migrate-store': /^Usage: portcullis migrate-store --to STORE/,
+    tools: /^Usage: portcullis tools diff <server>/,
+    keys: /^Usage: portcullis keys <create\|list\|revoke>/,
+  }
+  for (const [command, usage] of Object.entries(own)) {
+    for (const args of [[command, '--help'], [command, '-h'], ['help', command]]) {
+      // No config is read for help: a config that does not exist must not matter.
+      const r = run([...args, '--config', 'no-such-file.yaml'])
+      t.equal(r.status, 0, `${args.join(' ')}: ${r.stderr}`)
+      t.match(r.stdout, usage, args.join(' '))
+      t.notMatch(r.stdout, /^Usage: portcullis <command>/, `${args.join(' ')} is not the global help`)
+    }
+  }
+  t.match(run(['tools', 'approve', 'x', '--help']).stdout, /--tool <name>/, 'the help of a command with an action')
+  t.match(run(['help']).stdout, /^Usage: portcullis <command>/, 'help alone is the global help')
+  t.match(run(['help', 'nonsense']).stdout, /^Usage: portcullis <command>/, 'an unknown topic gets the global help')
+})
+
 t.test('check validates the shipped example config', async (t) => {
   const r = run(['check'])
   t.equal(r.status, 0, r.stderr)

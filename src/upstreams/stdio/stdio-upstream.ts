@@ -66,6 +66,12 @@ const CAPACITY_RETRY_AFTER_S = '2'
 const USER_CAP_RETRY_AFTER_S = '2'
 const SWEEP_MIN_INTERVAL_MS = 1_000
 const SWEEP_MAX_INTERVAL_MS = 30_000
+/**
+ * A handshake still unanswered this long logs "still starting", and again at
+ * each interval: a first `npx -y` download can take a minute, and an operator
+ * watching the log should see that it is waiting, not hung.
+ */
+export const DEFAULT_STARTING_LOG_INTERVAL_MS = 5_000
 
 type Era = 'legacy' | 'modern'
 type Role = 'warm' | 'session' | 'user' | 'shared' | 'modern' | 'probe'
@@ -82,6 +88,8 @@ export interface StdioUpstreamOptions {
   readonly sessionHooks?: SessionHooks
   /** Keep-alive comments on idle GET streams. */
   readonly streamKeeper?: StreamKeeper
+  /** How often a pending handshake logs "still starting" (tests use a short one: no fake timers across processes). */
+  readonly startingLogIntervalMs?: number
 }
 
 export interface SessionHooks {
@@ -231,6 +239,10 @@ export class StdioUpstream implements Upstream {
   private eraProbe: Promise<Era> | undefined
   private failures = 0
   private backoffUntil = 0
+  /** Processes whose handshake is pending, and when it began. */
+  private readonly starting = new Map<McpChild, number>()
+  /** A process of this server has completed a handshake (until then a pending one means the server is starting). */
+  private hasStarted = false
   private isClosed = false
   private readonly sweeper: NodeJS.Timeout
 
@@ -586,6 +598,7 @@ export class StdioUpstream implements Upstream {
     const child = await this.acquireChild(user, 'probe')
     const channel = this.newChannel(child, false)
     let response: Record<string, unknown> | undefined
+    const stopWatching = this.watchStartup(child)
     try {
       response = await channel.call({
         jsonrpc: '2.0',
@@ -596,6 +609,8 @@ export class StdioUpstream implements Upstream {
     } catch {
       // No answer, or the child died: either way it does not speak the modern era.
       if (child.exitInfo?.error !== undefined) throw new PortcullisError('PORTCULLIS_ERR_UPSTREAM_UNAVAILABLE', `MCP server "${this.name}" failed to start`)
+    } finally {
+      stopWatching()
     }
     const versions = (response?.result as { supportedVersions?: unknown } | undefined)?.supportedVersions
     if (Array.isArray(versions) && versions.some((v) => typeof v === 'string' && isModernRevision(v))) {
@@ -630,7 +645,26 @@ export class StdioUpstream implements Upstream {
     return new Channel(child, { server: this.name, isExclusive, requestTimeoutMs: this.config.requestTimeoutMs, log: this.log, now: this.now })
   }
 
+  /**
+   * While a process's handshake is pending: "still starting" in the log at each
+   * interval with the time waited, and the process listed as starting in
+   * /readyz. Returns the stop, called once the handshake settles either way.
+   */
+  private watchStartup (child: McpChild): () => void {
+    const startedAt = this.now()
+    this.starting.set(child, startedAt)
+    const timer = setInterval(() => {
+      this.log.info({ server: this.name, pid: child.pid, elapsedMs: this.now() - startedAt, startupTimeoutMs: this.config.startupTimeoutMs }, 'stdio server still starting')
+    }, this.options.startingLogIntervalMs ?? DEFAULT_STARTING_LOG_INTERVAL_MS)
+    timer.unref()
+    return () => {
+      clearInterval(timer)
+      this.starting.delete(child)
+    }
+  }
+
   private async withStartupTimeout<T> (promise: Promise<T>, channel: Channel): Promise<T> {
+    const stopWatching = this.watchStartup(channel.child)
     let timer: NodeJS.Timeout | undefined
     const timeout = new Promise<never>((_resolve, reject) => {
       timer = setTimeout(() => {
@@ -643,6 +677,7 @@ export class StdioUpstream implements Upstream {
       return await Promise.race([promise, timeout])
     } finally {
       clearTimeout(timer)
+      stopWatching()
     }
   }
 
@@ -724,6 +759,7 @@ export class StdioUpstream implements Upstream {
   }
 
   private recordSuccess (): void {
+    this.hasStarted = true
     this.failures = 0
     this.backoffUntil = 0
   }
@@ -799,6 +835,7 @@ export class StdioUpstream implements Upstream {
     const processes = [...this.children].map(([child, role]) => ({ pid: child.pid, role, uptimeMs: now - child.spawnedAt }))
     // Checked on each probe (a few stat calls): a program installed or removed later shows here.
     const command = checkServerCommand(this.config)
+    const startingForMs = Math.max(0, ...[...this.starting.values()].map((since) => now - since))
     return Promise.resolve({
       name: this.name,
       transport: this.transport,
@@ -806,6 +843,8 @@ export class StdioUpstream implements Upstream {
       isStartable: command.isStartable,
       ...(command.isStartable ? {} : { error: command.reason }),
       ...(command.isStartable && now < this.backoffUntil ? { error: 'paused after repeated crashes', retryInMs: this.backoffUntil - now } : {}),
+      // Its first process has not answered its handshake yet (a cold `npx -y` download, say).
+      ...(!this.hasStarted && this.starting.size > 0 ? { status: 'starting', startingForMs } : {}),
       isolation: this.config.isolation,
       era: this.era ?? 'unknown',
       sessions: this.sessions.size,
