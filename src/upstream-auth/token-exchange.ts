@@ -150,7 +150,9 @@ export class TokenExchangeCredentials implements UpstreamCredentials {
     } catch (err) {
       // The IdP may refuse because the subject token was revoked early: the next call refreshes it.
       subjects.forget(ex.user.id)
-      ex.log.error({ server, user: ex.user.id, tokenEndpoint: auth.tokenEndpoint, ...idpError(err) }, 'identity provider refused the token exchange')
+      const detail = idpError(err)
+      // An OAuth error (RFC 8693 2.2.2) is the IdP saying no; anything else is the IdP or the path to it failing.
+      ex.log.error({ server, user: ex.user.id, tokenEndpoint: auth.tokenEndpoint, ...detail }, detail.error === undefined ? 'token exchange failed' : 'identity provider refused the token exchange')
       throw new PortcullisError('PORTCULLIS_ERR_UPSTREAM_UNAVAILABLE', undefined, { cause: err })
     }
     const issued = response.issued_token_type

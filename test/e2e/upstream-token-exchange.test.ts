@@ -260,3 +260,22 @@ t.test('a rotated IdP refresh token is kept: the next refresh uses the new one',
   t.equal(refreshes(idp), 2)
   t.equal(exchangesOf(idp, ALICE.sub), 2)
 })
+
+t.test('the IdP down at exchange time: 502, the reason in the log', async (t) => {
+  const setup = await setUp(t)
+  const { idp, gw, guard, clock } = setup
+  const alice = await signIn(t, gw, ALICE)
+  t.equal(await echo(alice, 'up'), 'up')
+  await idp.stop()
+  t.equal(await echo(alice, 'cached'), 'cached', 'the cached token needs no IdP')
+  clock.ms += EXCHANGED_LIFETIME_S * 1000
+  const postsBefore = guard.seen.filter((r) => r.method === 'POST').length
+  const res = await rawEcho(gw, alice, 'down')
+  t.equal(res.status, 502)
+  t.match(res.json, { id: 'raw-down', error: { code: -32603, data: { code: 'PORTCULLIS_ERR_UPSTREAM_UNAVAILABLE' } } })
+  t.equal(guard.seen.filter((r) => r.method === 'POST').length, postsBefore, 'nothing reached the upstream')
+  const line = gw.logs.lines.map((l) => JSON.parse(l) as Record<string, unknown>).find((l) => l.msg === 'token exchange failed')
+  t.match(line, { level: 50, server: 'docs', user: 'corp:a-100', reason: String })
+  const logs = gw.logs.text()
+  t.notOk(secretsIn(setup).some((secret) => logs.includes(secret)), 'no token in the log')
+})
