@@ -5,12 +5,14 @@
  * accounts (sub, password, email, email_verified, groups), a plain login form
  * (`data-idp-login`, which HeadlessBrowser fills in), groups in the ID token or
  * only at userinfo, refresh tokens, and accounts that tests change or disable
- * while it runs (revalidation tests need that).
+ * while it runs (revalidation tests need that). With `tokenExchange` it also takes RFC 8693
+ * token exchange at its token endpoint: an access token it issued in, a JWT access token for
+ * one of the audiences it knows out (issue 14, servers[].upstreamAuth tokenExchange).
  */
 import { createServer, type IncomingMessage, type ServerResponse } from 'node:http'
 import { randomUUID } from 'node:crypto'
 import { exportJWK, generateKeyPair, SignJWT, type JWK, type JWTPayload } from 'jose'
-import Provider, { type Configuration, type KoaContextWithOIDC } from 'oidc-provider'
+import Provider, { errors, type Configuration, type KoaContextWithOIDC } from 'oidc-provider'
 import { escapeHtml } from '../src/auth-server/pages.js'
 import { freePort, startGateway, type RunningGateway, type Teardown } from './helpers.js'
 import type { BuildOptions } from '../src/app.js'
@@ -46,6 +48,18 @@ export interface TestIdpOptions {
    * keys, instead of client_secret_basic.
    */
   readonly clientJwks?: { readonly keys: readonly JWK[] }
+  /** Register the RFC 8693 token-exchange grant for the client, issuing tokens for these audiences only (others: invalid_target). */
+  readonly tokenExchange?: { readonly audiences: readonly string[], readonly lifetimeS?: number }
+  /** Rotate the refresh token at every refresh (a reused one is then a replay: the grant is revoked). */
+  readonly rotateRefreshTokens?: boolean
+}
+
+/** One token exchange the IdP granted. */
+export interface IdpExchange {
+  readonly sub: string
+  readonly audience: string
+  readonly scope?: string
+  readonly clientId: string
 }
 
 export interface TestIdp {
@@ -59,6 +73,14 @@ export interface TestIdp {
   readonly signIns: string[]
   /** Refresh tokens the IdP issued (opaque strings), newest last. */
   readonly refreshTokens: string[]
+  /** Grants served at the token endpoint, by grant_type, in order (refresh_token, token exchange …). */
+  readonly grants: string[]
+  /** Access tokens the IdP issued (opaque strings), newest last: none may reach a log. */
+  readonly accessTokens: string[]
+  /** Token exchanges granted (tokenExchange), in order. */
+  readonly exchanges: IdpExchange[]
+  /** The JWKS that verifies what this IdP signs (exchanged tokens among them). */
+  readonly jwksUrl: string
   /**
    * A Back-Channel Logout 1.0 logout token for `sub`, signed with this IdP's own key (iss, aud =
    * its client, iat, jti, the logout event); `claims` replace or add claims (undefined drops one).
@@ -67,6 +89,9 @@ export interface TestIdp {
   /** Stops the IdP (an outage): its port refuses connections from then on. */
   readonly stop: () => Promise<void>
 }
+
+const TOKEN_EXCHANGE = 'urn:ietf:params:oauth:grant-type:token-exchange'
+const ACCESS_TOKEN_TYPE = 'urn:ietf:params:oauth:token-type:access_token'
 
 function loginForm (uid: string, error?: string): string {
   return `<!doctype html><html lang="en"><head><meta charset="utf-8"><title>Corp IdP sign-in</title></head><body>
@@ -90,6 +115,9 @@ export async function startTestIdp (t: Teardown, options: TestIdpOptions): Promi
   const clientSecret = options.clientSecret ?? 'test-idp-client-secret-0123456789abcdef'
   const signIns: string[] = []
   const refreshTokens: string[] = []
+  const grants: string[] = []
+  const accessTokens: string[] = []
+  const exchanges: IdpExchange[] = []
   const port = await freePort()
   const issuer = `http://localhost:${port}`
   const { privateKey } = await generateKeyPair('RS256', { extractable: true })
@@ -104,7 +132,7 @@ export async function startTestIdp (t: Teardown, options: TestIdpOptions): Promi
       client_id: clientId,
       ...(options.clientJwks === undefined ? { client_secret: clientSecret } : { jwks: { keys: [...options.clientJwks.keys] } }),
       redirect_uris: [...options.redirectUris],
-      grant_types: ['authorization_code', 'refresh_token'],
+      grant_types: ['authorization_code', 'refresh_token', ...(options.tokenExchange === undefined ? [] : [TOKEN_EXCHANGE])],
       response_types: ['code'],
       token_endpoint_auth_method: options.clientJwks === undefined ? 'client_secret_basic' : 'private_key_jwt',
       ...(options.backchannelLogoutUri === undefined ? {} : { backchannel_logout_uri: options.backchannelLogoutUri, backchannel_logout_session_required: true }),
@@ -135,12 +163,41 @@ export async function startTestIdp (t: Teardown, options: TestIdpOptions): Promi
     // Refresh tokens for this client whatever the prompt (the gateway asks offline_access without prompt=consent).
     issueRefreshToken: async (_ctx: KoaContextWithOIDC, client: { grantTypeAllowed: (g: string) => boolean }) => client.grantTypeAllowed('refresh_token'),
     pkce: { required: () => true },
+    ...(options.rotateRefreshTokens === true ? { rotateRefreshToken: true } : {}),
     interactions: { url: (_ctx: KoaContextWithOIDC, interaction: { uid: string }) => `/interaction/${interaction.uid}` },
     cookies: { keys: ['test-idp-cookie-key-0123456789'] },
     ttl: { AccessToken: 600, AuthorizationCode: 60, IdToken: 600, Interaction: 600, Grant: 86_400, RefreshToken: 86_400, Session: 86_400 },
   }
   const provider = new Provider(issuer, configuration)
   provider.on('refresh_token.saved', (token: { jti: string }) => { refreshTokens.push(token.jti) })
+  provider.on('access_token.saved', (token: { jti: string }) => { accessTokens.push(token.jti) })
+  provider.on('grant.success', (ctx: KoaContextWithOIDC) => { grants.push(String((ctx.oidc.params as { grant_type?: unknown } | undefined)?.grant_type)) })
+  const exchange = options.tokenExchange
+  if (exchange !== undefined) {
+    /**
+     * RFC 8693 2.1 as an IdP implements it: the subject token must be an access token this IdP
+     * issued, unexpired, of an account still live; the audience one it knows (invalid_target
+     * otherwise, 2.2.2); out comes a JWT access token (RFC 9068) for that audience naming the user.
+     */
+    const tokenExchange = async (ctx: KoaContextWithOIDC): Promise<void> => {
+      const params = ctx.oidc.params as Record<string, string | undefined>
+      if (params.subject_token_type !== ACCESS_TOKEN_TYPE || params.subject_token === undefined) throw new errors.InvalidRequest('subject_token must be an access token')
+      if (params.requested_token_type !== undefined && params.requested_token_type !== ACCESS_TOKEN_TYPE) throw new errors.InvalidRequest('this IdP exchanges for access tokens only')
+      const subject = await provider.AccessToken.find(params.subject_token)
+      const account = subject === undefined || subject.isExpired ? undefined : liveAccount(String(subject.accountId))
+      if (subject === undefined || account === undefined) throw new errors.InvalidRequest('the subject token is not a live access token of this IdP')
+      const audience = params.audience ?? ''
+      if (!exchange.audiences.includes(audience)) throw new errors.InvalidTarget(`this IdP issues no tokens for audience ${audience}`)
+      const clientId = String(ctx.oidc.client?.clientId)
+      exchanges.push({ sub: account.sub, audience, clientId, ...(params.scope === undefined ? {} : { scope: params.scope }) })
+      const lifetimeS = exchange.lifetimeS ?? 300
+      const accessToken = await new SignJWT({ client_id: clientId, jti: randomUUID(), ...(params.scope === undefined ? {} : { scope: params.scope }), ...(account.email === undefined ? {} : { email: account.email }) })
+        .setProtectedHeader({ alg: 'RS256', kid: jwk.kid, typ: 'at+jwt' })
+        .setIssuer(issuer).setSubject(account.sub).setAudience(audience).setIssuedAt().setExpirationTime(`${lifetimeS}s`).sign(privateKey)
+      ctx.body = { access_token: accessToken, issued_token_type: ACCESS_TOKEN_TYPE, token_type: 'Bearer', expires_in: lifetimeS, ...(params.scope === undefined ? {} : { scope: params.scope }) }
+    }
+    provider.registerGrantType(TOKEN_EXCHANGE, tokenExchange, ['subject_token', 'subject_token_type', 'requested_token_type', 'audience', 'scope'])
+  }
 
   const finish = async (req: IncomingMessage, res: ServerResponse, accountId: string): Promise<void> => {
     const details = await provider.interactionDetails(req, res)
@@ -199,6 +256,10 @@ export async function startTestIdp (t: Teardown, options: TestIdpOptions): Promi
     },
     signIns,
     refreshTokens,
+    grants,
+    accessTokens,
+    exchanges,
+    jwksUrl: `${issuer}/jwks`,
     stop,
     logoutToken: async (sub, claims = {}) => {
       const all: Record<string, unknown> = { iss: issuer, aud: clientId, sub, iat: Math.floor(Date.now() / 1000), jti: randomUUID(), events: { 'http://schemas.openid.net/event/backchannel-logout': {} }, ...claims }

@@ -16,6 +16,8 @@ const KEY_PREFIX = 'idp-session:'
 const SIGNED_IN_AS_PREFIX = 'idp-signed-in-as:'
 /** `<provider>:<IdP sid>` -> `<provider>:<sub>`: back-channel logout tokens may name only the IdP session. */
 const SID_PREFIX = 'idp-sid:'
+/** One use of an account's IdP refresh token at a time (the key predates token exchange: revalidation used it first). */
+const REFRESHING_PREFIX = 'idp-revalidating:'
 
 export interface IdpSession {
   /** The identity provider's name (`auth.identityProviders[].name`). */
@@ -97,6 +99,20 @@ export class IdpSessions {
   /** The identity (`<provider>:<sub>`) whose IdP session `sid` is, if the gateway saw it. */
   async identityOfSid (provider: string, sid: string): Promise<string | undefined> {
     return await this.store.kvGet(`${SID_PREFIX}${provider}:${sid}`)
+  }
+
+  /**
+   * Claims the account's IdP refresh token for one use, across replicas, until `untilMs` at the
+   * latest: IdPs rotate refresh tokens, and a second use of a rotated one is a replay (OAuth 2.0
+   * Security BCP, RFC 9700 4.14.2: many IdPs then revoke the whole grant). Revalidation and
+   * token exchange both refresh with it. False when another use is under way.
+   */
+  async claimRefresh (accountId: string, untilMs: number): Promise<boolean> {
+    return await this.store.kvSetIfAbsent(REFRESHING_PREFIX + accountId, '1', untilMs)
+  }
+
+  async releaseRefresh (accountId: string): Promise<void> {
+    await this.store.kvDelete(REFRESHING_PREFIX + accountId)
   }
 
   /** Forgets the session (the IdP logged the user out, or refused them). */

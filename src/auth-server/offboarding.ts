@@ -37,7 +37,6 @@ import { isGitHubRefusal } from './github-oauth-app.js'
 import type { LogoutSubject } from './backchannel-logout.js'
 import type { Store } from '../store/types.js'
 
-const REVALIDATING_PREFIX = 'idp-revalidating:'
 /** One revalidation per account at a time (IdPs rotate refresh tokens: a second use would be a replay). */
 const REVALIDATION_LOCK_MS = 30_000
 
@@ -84,13 +83,13 @@ export class Offboarding {
     // GitHub's OAuth app tokens do not expire and come without a refresh token: the access token re-reads the user.
     const credential = session.refreshToken ?? session.accessToken
     if (credential === undefined) return { kind: 'sign-in-again', reason: `${idp.displayName ?? idp.name} gave the gateway no refresh token; sign in again` }
-    if (!await this.opts.store.kvSetIfAbsent(REVALIDATING_PREFIX + accountId, '1', this.opts.now() + REVALIDATION_LOCK_MS)) {
+    if (!await this.opts.sessions.claimRefresh(accountId, this.opts.now() + REVALIDATION_LOCK_MS)) {
       return { kind: 'unavailable', reason: 'the account is being re-checked with its identity provider; retry shortly' }
     }
     try {
       return await this.revalidate(accountId, idp, { ...session, credential }, grantId)
     } finally {
-      await this.opts.store.kvDelete(REVALIDATING_PREFIX + accountId)
+      await this.opts.sessions.releaseRefresh(accountId)
     }
   }
 

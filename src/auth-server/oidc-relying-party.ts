@@ -123,6 +123,25 @@ export class OidcRelyingParty {
   }
 
   /**
+   * A fresh IdP access token for a signed-in user, from the refresh token the gateway kept: the
+   * subject token of a token exchange (RFC 8693, servers[].upstreamAuth). The ID token of the
+   * refresh, when the IdP sends one, is checked as in `refresh`. `refreshToken` in the result is
+   * the rotated one when the IdP rotated it: the caller keeps it, the old one is spent.
+   */
+  async accessToken (refreshToken: string, subject: string): Promise<{ accessToken: string, expiresInS?: number, refreshToken?: string }> {
+    const config = await this.configuration()
+    const tokens = await oidc.refreshTokenGrant(config, refreshToken)
+    const idClaims = tokens.claims()
+    if (idClaims !== undefined && idClaims.sub !== subject) throw new Error('the identity provider refreshed a token for another subject')
+    const expiresInS = tokens.expiresIn()
+    return {
+      accessToken: tokens.access_token,
+      ...(expiresInS === undefined ? {} : { expiresInS }),
+      ...(tokens.refresh_token === undefined ? {} : { refreshToken: tokens.refresh_token }),
+    }
+  }
+
+  /**
    * The configured scopes (default openid email profile), plus offline_access when the IdP
    * lists it: the refresh token is what lets the gateway re-check the user later.
    * Google lists no offline_access: it gets access_type=offline instead (offlineParameters).

@@ -93,6 +93,11 @@ function describeServer (config: Config, server: ServerConfig): string[] {
     if (headerNames.length > 0) out.push(`      headers: ${headerNames.map((h) => `${h}: ${MASK}`).join(', ')}`)
     if (server.forwardHeaders.length > 0) out.push(`      forwardHeaders: ${server.forwardHeaders.join(', ')}`)
     if (server.identity !== undefined) out.push(`      identity: signed ES256 JWT in ${server.identity.header} (aud ${maskUrl(server.url)}, verify at ${config.publicUrl}/oauth/jwks)`)
+    const auth = server.upstreamAuth
+    if (auth?.type === 'tokenExchange') {
+      const idp = auth.identityProvider ?? config.auth.identityProviders.find((p) => p.type === 'oidc')?.name ?? '?'
+      out.push(`      upstreamAuth: token exchange (RFC 8693) of ${idp} tokens at ${maskUrl(auth.tokenEndpoint)} for audience ${auth.audience}${auth.scopes.length === 0 ? '' : `, scopes ${auth.scopes.join(' ')}`}, client ${auth.clientId}${auth.clientSecret === undefined ? '' : ` (secret ${MASK})`}`)
+    }
     return out
   }
   // Arguments may carry secrets too (tokens passed as flags): show the command, count the arguments.

@@ -278,6 +278,17 @@ const tokenExchangeSchema = z.strictObject({
   scopes: z.array(z.string().min(1)).default([]),
   clientId: z.string().min(1, 'expected the gateway\'s client id at that token endpoint'),
   clientSecret: z.string().min(1, 'expected a client secret').optional(),
+  /**
+   * Whose tokens are exchanged: the `auth.identityProviders[].name` (type oidc) the subject token
+   * comes from. Optional when exactly one oidc provider is configured. A user's IdP token is
+   * only ever sent to this endpoint when they signed in through this provider.
+   */
+  identityProvider: z.string().min(1).optional(),
+}).superRefine((auth, ctx) => {
+  const u = new URL(auth.tokenEndpoint)
+  if (u.protocol === 'http:' && !isLoopbackHost(u.hostname)) {
+    ctx.addIssue({ code: 'custom', path: ['tokenEndpoint'], message: `must be https (http only on loopback, for local identity providers and tests), got ${auth.tokenEndpoint}` })
+  }
 })
 
 const upstreamAuthSchema = z.discriminatedUnion('type', [upstreamOAuthSchema, tokenExchangeSchema], {
@@ -725,6 +736,10 @@ export const configSchema = z.strictObject({
       // Fail closed: a credential per user needs a verified user.
       ctx.addIssue({ code: 'custom', path: ['servers', index, 'upstreamAuth'], message: 'needs auth.enabled: true: with authorization off no caller is verified, so there is nobody whose credential to use' })
     }
+    if (server.transport === 'http' && server.upstreamAuth?.type === 'tokenExchange') {
+      const problem = tokenExchangeProviderProblem(server.upstreamAuth.identityProvider, config.auth.identityProviders)
+      if (problem !== undefined) ctx.addIssue({ code: 'custom', path: ['servers', index, 'upstreamAuth', 'identityProvider'], message: problem })
+    }
     const first = seen.get(server.name)
     if (first !== undefined) {
       ctx.addIssue({ code: 'custom', path: ['servers', index, 'name'], message: `duplicate server name "${server.name}" (also servers[${first}])` })
@@ -733,6 +748,23 @@ export const configSchema = z.strictObject({
     }
   })
 })
+
+/**
+ * Token exchange sends the user's IdP token to the token endpoint: it must be an OpenID Connect
+ * provider's (GitHub issues no token an RFC 8693 endpoint takes), and exactly one provider's,
+ * so that no user's token ever goes to another provider's endpoint.
+ */
+function tokenExchangeProviderProblem (name: string | undefined, providers: ReadonlyArray<{ name: string, type: string }>): string | undefined {
+  const oidcNames = providers.filter((p) => p.type === 'oidc').map((p) => p.name)
+  if (name === undefined) {
+    if (oidcNames.length === 1) return undefined
+    return oidcNames.length === 0
+      ? 'tokenExchange exchanges the user\'s identity-provider token: configure an oidc provider under auth.identityProviders'
+      : `several oidc identity providers are configured: name the one whose tokens are exchanged (one of: ${oidcNames.join(', ')})`
+  }
+  if (oidcNames.includes(name)) return undefined
+  return `expected the name of an oidc provider under auth.identityProviders (one of: ${oidcNames.join(', ') || 'none configured'}), got ${JSON.stringify(name)}`
+}
 
 export type ConfigInput = z.input<typeof configSchema>
 type ParsedConfig = z.output<typeof configSchema>

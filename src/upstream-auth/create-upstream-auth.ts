@@ -14,6 +14,7 @@ import type { SecretBox } from '../auth-server/secret-box.js'
 import type { IdpSessions } from '../auth-server/idp-sessions.js'
 import type { OutboundTestAllowance } from '../net/guarded-fetch.js'
 import type { UpstreamCredentials, UpstreamCredentialsFactory } from '../upstreams/upstream-credentials.js'
+import { createTokenExchanges } from './token-exchange.js'
 
 export interface UpstreamAuthDeps {
   readonly config: Config
@@ -35,12 +36,17 @@ export interface UpstreamAuth {
 
 export function createUpstreamAuth (deps: UpstreamAuthDeps): UpstreamAuth {
   const sources = new Map<string, UpstreamCredentials>()
+  // tokenExchange (RFC 8693): src/upstream-auth/token-exchange.ts.
+  const tokenExchanges = createTokenExchanges(deps)
   for (const server of deps.config.servers) {
     if (server.transport !== 'http' || server.upstreamAuth === undefined) continue
     // Each type adds its source here; a server whose type has none fails at start (HttpUpstream).
+    if (server.upstreamAuth.type === 'tokenExchange') sources.set(server.name, tokenExchanges.credentialsFor(server.name, server.upstreamAuth))
   }
   return {
     credentialsFor: (server) => sources.get(server),
-    close: async () => {},
+    close: async () => {
+      await tokenExchanges.close()
+    },
   }
 }
