@@ -10,6 +10,10 @@
  *   GET  /account/keys             the user's keys and the create form
  *   POST /account/keys             creates a key and shows it once (CSRF)
  *   POST /account/keys/:id/revoke  revokes one of the user's keys (CSRF)
+ *   GET  /account/links                    linked accounts at upstreams (servers[].upstreamAuth oauth)
+ *   GET  /account/links/:server/connect    starts linking (signs in first); <publicUrl>/connect/<server> lands here
+ *   GET  /account/links/:server/callback   the upstream's authorization server sends the browser back here
+ *   POST /account/links/:server/unlink     removes a link and revokes its tokens upstream (CSRF)
  */
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify'
 import type { JSONWebKeySet } from 'jose'
@@ -24,6 +28,8 @@ import { API_KEYS_DISABLED_MESSAGE, issueKey } from './issue-key.js'
 import { keysPage, type KeysView } from './pages.js'
 import { ACCOUNT_PATH, LOGIN_COOKIE, SESSION_COOKIE, type AccountCookies, type AccountSession } from './session.js'
 import { finishSignIn, SignInError, startSignIn, type TokenExchange } from './sign-in.js'
+import { LinkError, type LinkedAccounts } from '../upstream-auth/upstream-links.js'
+import { LINKS_PATH, linksPage } from './links-page.js'
 
 export interface AccountRoutesOptions {
   readonly publicUrl: string
@@ -35,12 +41,14 @@ export interface AccountRoutesOptions {
   readonly exchange: TokenExchange
   /** False when publicUrl cannot take the sign-in's redirect (plain http off loopback). */
   readonly isSignInPossible: boolean
+  /** Servers whose users link their own account (upstreamAuth oauth); undefined: none. */
+  readonly links?: LinkedAccounts
   readonly now: () => number
 }
 
 const MAX_FORM_BYTES = 16 * 1024
 const KEYS_PATH = `${ACCOUNT_PATH}/keys`
-const RETURN_PATHS: ReadonlySet<string> = new Set([KEYS_PATH])
+const CONNECT_RE = /^\/account\/links\/([a-z0-9][a-z0-9_-]{0,62})\/connect$/
 
 interface Signedin { readonly session: AccountSession, readonly user: UserIdentity }
 
@@ -53,7 +61,14 @@ function days (ms: number): string {
 }
 
 export async function accountRoutes (app: FastifyInstance, opts: AccountRoutesOptions): Promise<void> {
-  const { cookies, keys, owners, settings } = opts
+  const { cookies, keys, owners, settings, links } = opts
+  const home = settings.enabled || links === undefined ? KEYS_PATH : LINKS_PATH
+  /** Only our own pages: never an open redirect. */
+  const isReturnPath = (path: string): boolean => {
+    if (path === KEYS_PATH || (path === LINKS_PATH && links !== undefined)) return true
+    const server = CONNECT_RE.exec(path)?.[1]
+    return server !== undefined && links?.servers.includes(server) === true
+  }
 
   app.setErrorHandler(async (error: Error & { statusCode?: number }, request, reply) => {
     if (isStoreUnavailable(error)) {
@@ -109,27 +124,33 @@ export async function accountRoutes (app: FastifyInstance, opts: AccountRoutesOp
     return undefined
   }
 
-  app.get(ACCOUNT_PATH, async (_request, reply) => reply.redirect(KEYS_PATH, 303))
+  /** Sign-in serves the keys and the linked accounts: refused only when neither is there. */
+  const refuseSignInUnlessUsable = (reply: FastifyReply): FastifyReply | undefined => links === undefined ? refuseUnlessUsable(reply) : refuseUnlessSignInPossible(reply)
+  const refuseUnlessSignInPossible = (reply: FastifyReply): FastifyReply | undefined => {
+    if (!opts.isSignInPossible) return sendPage(reply, 404, messagePage('Account pages unavailable', 'The account pages need an https publicUrl (or a loopback one) to sign you in.'))
+    return undefined
+  }
+
+  app.get(ACCOUNT_PATH, async (_request, reply) => reply.redirect(home, 303))
 
   app.get<{ Querystring: { return?: string } }>(`${ACCOUNT_PATH}/login`, async (request, reply) => {
-    const refused = refuseUnlessUsable(reply)
+    const refused = refuseSignInUnlessUsable(reply)
     if (refused !== undefined) return refused
-    // Only our own pages: never an open redirect.
-    const returnTo = RETURN_PATHS.has(request.query.return ?? '') ? request.query.return as string : KEYS_PATH
+    const returnTo = isReturnPath(request.query.return ?? '') ? request.query.return as string : home
     const { url, pending } = startSignIn(opts.publicUrl, returnTo)
     return reply.header('set-cookie', await cookies.loginCookie(pending)).headers({ 'cache-control': 'no-store' }).redirect(url, 303)
   })
 
   app.get<{ Querystring: Record<string, string | undefined> }>(`${ACCOUNT_PATH}/callback`, async (request, reply) => {
     const pending = await cookies.pendingLogin(request.headers.cookie)
-    if (pending === undefined) return sendPage(reply, 400, messagePage('Sign-in expired', 'This sign-in is no longer valid.', `Start again at ${opts.publicUrl}${KEYS_PATH}.`))
+    if (pending === undefined) return sendPage(reply, 400, messagePage('Sign-in expired', 'This sign-in is no longer valid.', `Start again at ${opts.publicUrl}${home}.`))
     let userId: string
     try {
       userId = await finishSignIn(request.query, pending, { publicUrl: opts.publicUrl, jwks: opts.jwks, exchange: opts.exchange, clientIp: request.ip, now: opts.now })
     } catch (err) {
       if (!(err instanceof SignInError)) throw err
       request.log.info({ reason: err.message }, 'account sign-in failed')
-      return sendPage(reply.header('set-cookie', cookies.clearCookie(LOGIN_COOKIE)), 400, messagePage('Sign-in failed', err.message, `Start again at ${opts.publicUrl}${KEYS_PATH}.`))
+      return sendPage(reply.header('set-cookie', cookies.clearCookie(LOGIN_COOKIE)), 400, messagePage('Sign-in failed', err.message, `Start again at ${opts.publicUrl}${home}.`))
     }
     request.log.info({ user: userId }, 'signed in to the account pages')
     reply.header('set-cookie', [cookies.clearCookie(LOGIN_COOKIE), await cookies.sessionCookie(userId)])
@@ -178,6 +199,87 @@ export async function accountRoutes (app: FastifyInstance, opts: AccountRoutesOp
       if (revoked === undefined) return renderKeys(reply, who, 404, { error: 'No such key of yours (already revoked or expired?).' })
       request.log.info({ user: who.user.id, keyId: revoked.keyId }, 'API key revoked')
       return reply.redirect(KEYS_PATH, 303)
+    })
+  })
+
+  if (links !== undefined) linkRoutes(app, { links, signedIn, withForm, csrfFor: (who) => cookies.csrfFor(who.session), hasKeys: settings.enabled, refuse: refuseUnlessSignInPossible })
+}
+
+interface LinkRouteDeps {
+  readonly links: LinkedAccounts
+  readonly signedIn: (request: FastifyRequest) => Promise<Signedin | undefined>
+  readonly withForm: (request: FastifyRequest, reply: FastifyReply, then: (who: Signedin, form: URLSearchParams) => Promise<FastifyReply>) => Promise<FastifyReply>
+  readonly csrfFor: (who: Signedin) => string
+  readonly hasKeys: boolean
+  readonly refuse: (reply: FastifyReply) => FastifyReply | undefined
+}
+
+/** The linked-accounts routes (upstream-auth/upstream-links.ts does the linking). */
+function linkRoutes (app: FastifyInstance, deps: LinkRouteDeps): void {
+  const { links, signedIn, withForm } = deps
+  type ServerParams = { Params: { server: string } }
+  const render = async (reply: FastifyReply, who: Signedin, status = 200, error?: string): Promise<FastifyReply> => sendPage(reply, status, linksPage({
+    username: who.user.name,
+    csrf: deps.csrfFor(who),
+    links: await links.list(who.user.id),
+    hasKeys: deps.hasKeys,
+    ...(error === undefined ? {} : { error }),
+  }))
+  const unknown = (reply: FastifyReply, server: string): FastifyReply | undefined => links.servers.includes(server)
+    ? undefined
+    : sendPage(reply, 404, messagePage('No such server', `No MCP server here takes a linked account under the name "${server.slice(0, 64)}".`))
+
+  app.get(LINKS_PATH, async (request, reply) => {
+    const refused = deps.refuse(reply)
+    if (refused !== undefined) return refused
+    const who = await signedIn(request)
+    if (who === undefined) return reply.redirect(`${ACCOUNT_PATH}/login?return=${encodeURIComponent(LINKS_PATH)}`, 303)
+    return render(reply, who)
+  })
+
+  app.get<ServerParams>(`${LINKS_PATH}/:server/connect`, async (request, reply) => {
+    const refused = deps.refuse(reply) ?? unknown(reply, request.params.server)
+    if (refused !== undefined) return refused
+    const who = await signedIn(request)
+    const path = `${LINKS_PATH}/${request.params.server}/connect`
+    if (who === undefined) return reply.redirect(`${ACCOUNT_PATH}/login?return=${encodeURIComponent(path)}`, 303)
+    let url: URL
+    try {
+      url = await links.begin(request.params.server, who.user.id, who.session.sid)
+    } catch (err) {
+      if (isStoreUnavailable(err)) throw err
+      request.log.warn({ server: request.params.server, err: { message: (err as Error).message } }, 'could not start an upstream link')
+      return render(reply, who, 502, `The sign-in page of "${request.params.server}" could not be reached. Try again later.`)
+    }
+    request.log.info({ user: who.user.id, server: request.params.server }, 'upstream link started')
+    return reply.headers({ 'cache-control': 'no-store' }).redirect(url.href, 303)
+  })
+
+  app.get<ServerParams & { Querystring: Record<string, string | undefined> }>(`${LINKS_PATH}/:server/callback`, async (request, reply) => {
+    const refused = deps.refuse(reply) ?? unknown(reply, request.params.server)
+    if (refused !== undefined) return refused
+    const who = await signedIn(request)
+    if (who === undefined) return sendPage(reply, 400, messagePage('Signed out', 'Your account session ended before the link completed.', 'Open the link again.'))
+    const query = new URLSearchParams(request.url.split('?')[1] ?? '')
+    try {
+      await links.complete(request.params.server, who.user.id, who.session.sid, query)
+    } catch (err) {
+      if (!(err instanceof LinkError)) throw err
+      request.log.info({ user: who.user.id, server: request.params.server, reason: err.message }, 'upstream link failed')
+      return render(reply, who, 400, err.message)
+    }
+    request.log.info({ user: who.user.id, server: request.params.server }, 'upstream account linked')
+    return reply.redirect(LINKS_PATH, 303)
+  })
+
+  app.post<ServerParams>(`${LINKS_PATH}/:server/unlink`, async (request, reply) => {
+    const refused = deps.refuse(reply) ?? unknown(reply, request.params.server)
+    if (refused !== undefined) return refused
+    return withForm(request, reply, async (who) => {
+      const isUnlinked = await links.unlink(request.params.server, who.user.id)
+      if (!isUnlinked) return render(reply, who, 404, `Your account at "${request.params.server}" is not linked.`)
+      request.log.info({ user: who.user.id, server: request.params.server }, 'upstream account unlinked')
+      return reply.redirect(LINKS_PATH, 303)
     })
   })
 }

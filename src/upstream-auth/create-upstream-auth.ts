@@ -13,7 +13,13 @@ import type { Store } from '../store/types.js'
 import type { SecretBox } from '../auth-server/secret-box.js'
 import type { IdpSessions } from '../auth-server/idp-sessions.js'
 import type { OutboundTestAllowance } from '../net/guarded-fetch.js'
+import { createGuardedFetch, type GuardedFetch } from '../net/guarded-fetch.js'
 import type { UpstreamCredentials, UpstreamCredentialsFactory } from '../upstreams/upstream-credentials.js'
+import type { SessionOwners } from '../upstreams/session-owners.js'
+import { UpstreamOAuthClient } from './oauth-client.js'
+import { OAuthCredentials } from './oauth-credentials.js'
+import { LinkedTokens } from './linked-tokens.js'
+import { UpstreamLinks, type LinkedAccounts } from './upstream-links.js'
 
 export interface UpstreamAuthDeps {
   readonly config: Config
@@ -25,22 +31,63 @@ export interface UpstreamAuthDeps {
   readonly log: FastifyBaseLogger
   readonly now: () => number
   readonly outboundTestAllowance: OutboundTestAllowance | undefined
+  /** Where a session's URL-mode elicitation capability is noted (link errors as -32042). */
+  readonly sessionOwners: SessionOwners
 }
 
 export interface UpstreamAuth {
   /** The credential source of a server with upstreamAuth. */
   readonly credentialsFor: UpstreamCredentialsFactory
+  /** The oauth servers' linked accounts, for the account pages; undefined when there are none. */
+  readonly links: LinkedAccounts | undefined
   readonly close: () => Promise<void>
 }
 
 export function createUpstreamAuth (deps: UpstreamAuthDeps): UpstreamAuth {
   const sources = new Map<string, UpstreamCredentials>()
+  const oauthClients = new Map<string, UpstreamOAuthClient>()
+  const fetches: GuardedFetch[] = []
+  const tokens = new LinkedTokens(deps.store, deps.box, (server, user, reason) => deps.log.warn({ server, user, reason }, 'linked upstream token unreadable; treated as not linked'))
   for (const server of deps.config.servers) {
     if (server.transport !== 'http' || server.upstreamAuth === undefined) continue
     // Each type adds its source here; a server whose type has none fails at start (HttpUpstream).
+    if (server.upstreamAuth.type === 'oauth') {
+      const outbound = oauthFetch(deps, server.name, server.url)
+      fetches.push(outbound)
+      const client = new UpstreamOAuthClient({ server: server.name, url: server.url, auth: server.upstreamAuth, publicUrl: deps.config.publicUrl, store: deps.store, box: deps.box, fetch: outbound.fetch, now: deps.now })
+      oauthClients.set(server.name, client)
+      sources.set(server.name, new OAuthCredentials({
+        server: server.name,
+        publicUrl: deps.config.publicUrl,
+        client,
+        tokens,
+        hasUrlElicitation: async (name, sessionId) => await deps.sessionOwners.hasUrlElicitation(name, sessionId),
+        log: deps.log,
+        now: deps.now,
+      }))
+    }
   }
   return {
     credentialsFor: (server) => sources.get(server),
-    close: async () => {},
+    links: oauthClients.size === 0 ? undefined : new UpstreamLinks(oauthClients, tokens, deps.store, deps.log, deps.now),
+    close: async () => { await Promise.all(fetches.map(async (f) => await f.close())) },
   }
+}
+
+/**
+ * One guarded fetch per oauth server. The upstream's URL is the operator's choice, so its host
+ * is an operator host (it may be private, and plain http on loopback). Everything else this
+ * fetch reaches — the resource metadata URL, the authorization server, its endpoints — is named
+ * by the upstream's own metadata, like a URL a registrant supplies: only public https hosts,
+ * unless it is that same host (an upstream that is its own authorization server, as a second
+ * Portcullis is). An upstream cannot send the gateway into its network beyond the host the
+ * operator already pointed it at.
+ */
+function oauthFetch (deps: UpstreamAuthDeps, server: string, url: string): GuardedFetch {
+  return createGuardedFetch({
+    allowedHosts: [],
+    operatorHosts: [new URL(url).hostname],
+    ...(deps.outboundTestAllowance === undefined ? {} : { testAllowance: deps.outboundTestAllowance }),
+    onRefused: (host, reason) => deps.log.warn({ server, host: host.slice(0, 253), reason }, 'upstream authorization request refused'),
+  })
 }

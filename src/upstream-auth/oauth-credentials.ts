@@ -1,0 +1,105 @@
+/**
+ * servers[].upstreamAuth oauth as an UpstreamCredentials: the caller's own linked access token
+ * at the upstream, as `Authorization: Bearer`.
+ *
+ * - No link (never linked, unlinked, or dropped after a refused refresh): the link error
+ *   (link-required.ts), never a 401 from the gateway.
+ * - Refreshed before it expires (REFRESH_MARGIN_MS ahead, so a request does not arrive with a
+ *   token that dies on the way), and on an upstream 401 (renew, once per request: the
+ *   upstream may have revoked it early).
+ * - A refresh the authorization server refuses (invalid_grant: revoked, expired) drops the
+ *   link: the user gets the link error and links again. A refresh that fails otherwise
+ *   (network, 5xx) is a 502, and the link stays.
+ * - One refresh per (server, user) at a time on this replica: concurrent requests share it
+ *   (a rotating refresh token used twice would be refused the second time).
+ */
+import * as oidc from 'openid-client'
+import type { FastifyBaseLogger } from 'fastify'
+import { PortcullisError } from '../errors.js'
+import type { McpExchange } from '../upstreams/types.js'
+import type { UpstreamCredentials } from '../upstreams/upstream-credentials.js'
+import type { LinkedToken, LinkedTokens } from './linked-tokens.js'
+import type { UpstreamOAuthClient } from './oauth-client.js'
+import { declaresUrlElicitation } from '../mcp/capabilities.js'
+import { linkRequiredError } from './link-required.js'
+
+/** Refresh this long before the access token's expiry. */
+export const REFRESH_MARGIN_MS = 60_000
+
+export interface OAuthCredentialsOptions {
+  readonly server: string
+  readonly publicUrl: string
+  readonly client: UpstreamOAuthClient
+  readonly tokens: LinkedTokens
+  /** Whether a session's client declared URL-mode elicitation (session-owners.ts). */
+  readonly hasUrlElicitation: (server: string, sessionId: string) => Promise<boolean>
+  readonly log: FastifyBaseLogger
+  readonly now: () => number
+}
+
+export class OAuthCredentials implements UpstreamCredentials {
+  private readonly refreshing = new Map<string, Promise<LinkedToken | undefined>>()
+
+  constructor (private readonly opts: OAuthCredentialsOptions) {}
+
+  authorizationFor = async (ex: McpExchange): Promise<string> => {
+    let linked = await this.opts.tokens.get(this.opts.server, ex.user.id)
+    if (linked !== undefined && linked.expiresAtMs !== undefined && linked.expiresAtMs - REFRESH_MARGIN_MS <= this.opts.now()) {
+      linked = await this.refreshed(ex.user.id, linked)
+    }
+    if (linked === undefined) throw await this.linkRequired(ex)
+    return `Bearer ${linked.accessToken}`
+  }
+
+  renew = async (ex: McpExchange, rejected: string): Promise<string> => {
+    let linked = await this.opts.tokens.get(this.opts.server, ex.user.id)
+    // Another request refreshed it meanwhile: that one is new to the upstream.
+    if (linked !== undefined && `Bearer ${linked.accessToken}` !== rejected) return `Bearer ${linked.accessToken}`
+    if (linked !== undefined) linked = await this.refreshed(ex.user.id, linked)
+    if (linked === undefined) throw await this.linkRequired(ex)
+    return `Bearer ${linked.accessToken}`
+  }
+
+  /** The refreshed token, or undefined when the link is gone (no refresh token, or refused). */
+  private async refreshed (userId: string, linked: LinkedToken): Promise<LinkedToken | undefined> {
+    const running = this.refreshing.get(userId)
+    if (running !== undefined) return await running
+    const refresh = this.refresh(userId, linked).finally(() => this.refreshing.delete(userId))
+    this.refreshing.set(userId, refresh)
+    return await refresh
+  }
+
+  private async refresh (userId: string, linked: LinkedToken): Promise<LinkedToken | undefined> {
+    const { server, log } = this.opts
+    if (linked.refreshToken === undefined) {
+      await this.opts.tokens.delete(server, userId)
+      return undefined
+    }
+    try {
+      const renewed: LinkedToken = { ...await this.opts.client.refresh(linked.refreshToken), linkedAtMs: linked.linkedAtMs }
+      await this.opts.tokens.save(server, userId, renewed)
+      log.debug({ server, user: userId }, 'upstream token refreshed')
+      return renewed
+    } catch (err) {
+      if (isRefusal(err)) {
+        log.info({ server, user: userId, error: (err as oidc.ResponseBodyError).error }, 'upstream refused the refresh token; link removed')
+        await this.opts.tokens.delete(server, userId)
+        return undefined
+      }
+      log.warn({ server, user: userId, err: { message: (err as Error).message } }, 'could not refresh an upstream token')
+      throw new PortcullisError('PORTCULLIS_ERR_UPSTREAM_UNAVAILABLE', 'the upstream\'s authorization server could not be reached to refresh your token; retry shortly', { cause: err })
+    }
+  }
+
+  private async linkRequired (ex: McpExchange): Promise<PortcullisError> {
+    const sessionId = ex.headers['mcp-session-id']
+    const canElicitUrl = declaresUrlElicitation(ex.inspection) ||
+      (typeof sessionId === 'string' && await this.opts.hasUrlElicitation(this.opts.server, sessionId).catch(() => false))
+    return linkRequiredError(this.opts.publicUrl, this.opts.server, canElicitUrl)
+  }
+}
+
+/** The authorization server said no to the refresh token (RFC 6749 5.2): only linking again helps. */
+function isRefusal (err: unknown): boolean {
+  return err instanceof oidc.ResponseBodyError && (err.error === 'invalid_grant' || err.error === 'unauthorized_client' || err.error === 'invalid_client')
+}
