@@ -161,7 +161,7 @@ export async function buildApp (config: Config, options: BuildOptions = {}): Pro
     onStdioExit: (server) => metrics.stdioRestarts.inc({ server }),
     ...(directory === undefined ? {} : { sessionHooks: directory }),
     ...(currentKey === undefined ? {} : { identitySigner: { issuer: config.publicUrl, key: currentKey, now, onSigned: (server) => metrics.identityTokensSigned.inc({ server }) } }),
-    ...(upstreamAuth === undefined ? {} : { credentialsFor: upstreamAuth.credentialsFor }),
+    ...(upstreamAuth === undefined ? {} : { credentialsFor: upstreamAuth.credentialsFor, linkedToken: upstreamAuth.linkedToken }),
   })
   metrics.upstreamLoads = () => [...upstreams.values()].map((u) => [u.name, u.load()] as const)
   metrics.stdioProcessCounts = () => [...upstreams.values()].flatMap((u) => u instanceof StdioUpstream ? [[u.name, u.processCount] as const] : [])

@@ -14,7 +14,8 @@ import type { SecretBox } from '../auth-server/secret-box.js'
 import type { IdpSessions } from '../auth-server/idp-sessions.js'
 import type { OutboundTestAllowance } from '../net/guarded-fetch.js'
 import { createGuardedFetch, type GuardedFetch } from '../net/guarded-fetch.js'
-import type { UpstreamCredentials, UpstreamCredentialsFactory } from '../upstreams/upstream-credentials.js'
+import type { LinkedTokenSource, UpstreamCredentials, UpstreamCredentialsFactory } from '../upstreams/upstream-credentials.js'
+import { linkRequiredError } from './link-required.js'
 import type { SessionOwners } from '../upstreams/session-owners.js'
 import { UpstreamOAuthClient } from './oauth-client.js'
 import { OAuthCredentials } from './oauth-credentials.js'
@@ -38,6 +39,8 @@ export interface UpstreamAuthDeps {
 export interface UpstreamAuth {
   /** The credential source of a server with upstreamAuth. */
   readonly credentialsFor: UpstreamCredentialsFactory
+  /** `${user.credentials.<server>}` for stdio env: the caller's token at an oauth server. */
+  readonly linkedToken: LinkedTokenSource
   /** The oauth servers' linked accounts, for the account pages; undefined when there are none. */
   readonly links: LinkedAccounts | undefined
   readonly close: () => Promise<void>
@@ -45,6 +48,7 @@ export interface UpstreamAuth {
 
 export function createUpstreamAuth (deps: UpstreamAuthDeps): UpstreamAuth {
   const sources = new Map<string, UpstreamCredentials>()
+  const oauthSources = new Map<string, OAuthCredentials>()
   const oauthClients = new Map<string, UpstreamOAuthClient>()
   const fetches: GuardedFetch[] = []
   const tokens = new LinkedTokens(deps.store, deps.box, (server, user, reason) => deps.log.warn({ server, user, reason }, 'linked upstream token unreadable; treated as not linked'))
@@ -56,7 +60,7 @@ export function createUpstreamAuth (deps: UpstreamAuthDeps): UpstreamAuth {
       fetches.push(outbound)
       const client = new UpstreamOAuthClient({ server: server.name, url: server.url, auth: server.upstreamAuth, publicUrl: deps.config.publicUrl, store: deps.store, box: deps.box, fetch: outbound.fetch, now: deps.now })
       oauthClients.set(server.name, client)
-      sources.set(server.name, new OAuthCredentials({
+      const source = new OAuthCredentials({
         server: server.name,
         publicUrl: deps.config.publicUrl,
         client,
@@ -64,11 +68,19 @@ export function createUpstreamAuth (deps: UpstreamAuthDeps): UpstreamAuth {
         hasUrlElicitation: async (name, sessionId) => await deps.sessionOwners.hasUrlElicitation(name, sessionId),
         log: deps.log,
         now: deps.now,
-      }))
+      })
+      sources.set(server.name, source)
+      oauthSources.set(server.name, source)
     }
   }
   return {
     credentialsFor: (server) => sources.get(server),
+    linkedToken: async (server, user) => {
+      // The schema allows only oauth servers here; a stdio child is started only with a token.
+      const token = await oauthSources.get(server)?.currentToken(user.id)
+      if (token === undefined) throw linkRequiredError(deps.config.publicUrl, server, false)
+      return token
+    },
     links: oauthClients.size === 0 ? undefined : new UpstreamLinks(oauthClients, tokens, deps.store, deps.log, deps.now),
     close: async () => { await Promise.all(fetches.map(async (f) => await f.close())) },
   }

@@ -43,12 +43,18 @@ export class OAuthCredentials implements UpstreamCredentials {
   constructor (private readonly opts: OAuthCredentialsOptions) {}
 
   authorizationFor = async (ex: McpExchange): Promise<string> => {
-    let linked = await this.opts.tokens.get(this.opts.server, ex.user.id)
+    const token = await this.currentToken(ex.user.id)
+    if (token === undefined) throw await this.linkRequired(ex)
+    return `Bearer ${token}`
+  }
+
+  /** The user's access token, refreshed first when it is about to expire; undefined: no link. */
+  currentToken = async (userId: string): Promise<string | undefined> => {
+    let linked = await this.opts.tokens.get(this.opts.server, userId)
     if (linked !== undefined && linked.expiresAtMs !== undefined && linked.expiresAtMs - REFRESH_MARGIN_MS <= this.opts.now()) {
-      linked = await this.refreshed(ex.user.id, linked)
+      linked = await this.refreshed(userId, linked)
     }
-    if (linked === undefined) throw await this.linkRequired(ex)
-    return `Bearer ${linked.accessToken}`
+    return linked?.accessToken
   }
 
   renew = async (ex: McpExchange, rejected: string): Promise<string> => {

@@ -7,7 +7,7 @@ import type { Upstream } from './types.js'
 import type { SessionOwners } from './session-owners.js'
 import type { StreamKeeper } from './stream-keeper.js'
 import type { IdentitySigner } from './identity-token.js'
-import type { UpstreamCredentialsFactory } from './upstream-credentials.js'
+import type { LinkedTokenSource, UpstreamCredentialsFactory } from './upstream-credentials.js'
 
 export interface UpstreamOptions {
   readonly log: FastifyBaseLogger
@@ -26,6 +26,8 @@ export interface UpstreamOptions {
   readonly identitySigner?: IdentitySigner
   /** servers[].upstreamAuth: each caller's own credential at an HTTP upstream. */
   readonly credentialsFor?: UpstreamCredentialsFactory
+  /** `${user.credentials.<server>}` in stdio env: the caller's linked token at that server. */
+  readonly linkedToken?: LinkedTokenSource
 }
 
 export function createUpstreams (config: Config, options: UpstreamOptions): Map<string, Upstream> {
@@ -41,6 +43,7 @@ export function createUpstreams (config: Config, options: UpstreamOptions): Map<
         ...(options.onStdioExit === undefined ? {} : { onUnexpectedExit: () => options.onStdioExit?.(server.name) }),
         ...(options.sessionHooks === undefined ? {} : { sessionHooks: options.sessionHooks }),
         streamKeeper: options.streamKeeper,
+        ...(options.linkedToken === undefined ? {} : { linkedToken: options.linkedToken }),
       }))
   }
   return upstreams

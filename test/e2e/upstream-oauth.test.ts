@@ -9,7 +9,8 @@ import { hashPassword } from '../../src/auth-server/password.js'
 import { SecretBox } from '../../src/auth-server/secret-box.js'
 import { connectWithOAuth, HeadlessBrowser, signInForTokens, TestOAuthClient, type AuthorizedClient } from '../oauth-helpers.js'
 import { signInToAccount } from '../account-helpers.js'
-import { connectClient, freePort, INIT_BODY, postJson, startGateway, startUpstream, textOf, type RunningGateway } from '../helpers.js'
+import { createHash } from 'node:crypto'
+import { connectClient, freePort, INIT_BODY, postJson, startGateway, startUpstream, stdioServer, textOf, type RunningGateway } from '../helpers.js'
 
 const PASSWORD = 'correct horse battery staple'
 const passwordHash = await hashPassword(PASSWORD)
@@ -19,6 +20,7 @@ const USERS = [
 ]
 const SERVER = 'linear'
 const ROW_OF_ALICE = `upstream-token:${SERVER}:alice`
+const TOOLS = 'gh-tools'
 
 interface Setup {
   gw: RunningGateway
@@ -44,8 +46,9 @@ async function setUp (t: Test): Promise<Setup> {
     auth: { users: USERS },
     servers: [
       { name: SERVER, transport: 'http', url: `${upstreamBase}/fx/mcp`, upstreamAuth: { type: 'oauth' } },
-      // A second server: with exactly one, the account sign-in asks for consent (a separate issue, reported).
-      { name: 'plain', transport: 'http', url: fixture.url },
+      // A stdio server started with the caller's linked token (and a second server: with exactly
+      // one, the account sign-in asks for consent — a separate issue, reported).
+      stdioServer(TOOLS, { env: { UPSTREAM_TOKEN: `\${user.credentials.${SERVER}}` }, isolation: 'session' }),
     ],
   }, {}, { now: () => clock.ms })
   // The box's key was generated into the store at start (no encryptionKeyFile): the test opens rows with it.
@@ -273,4 +276,32 @@ t.test('the link is bound to the browser and account session that started it', a
   const replay = await bobBrowser.request(callback.href)
   t.equal(replay.status, 400)
   await replay.arrayBuffer()
+})
+
+t.test('a stdio server gets the caller\'s linked token in its env; a refreshed token reaches the next process', async (t) => {
+  const { gw, clock, box } = await setUp(t)
+  const sha256 = (text: string): string => createHash('sha256').update(text).digest('hex')
+  const tokenSeen = async (client: AuthorizedClient['client']): Promise<string | undefined> =>
+    (JSON.parse(textOf(await client.callTool({ name: 'env', arguments: {} }))) as { UPSTREAM_TOKEN_SHA256?: string }).UPSTREAM_TOKEN_SHA256
+
+  // Bob has no link: no process is started for him; he gets the link to the oauth server.
+  const bob = await signInForTokens(t, gw.mcpUrl(TOOLS), { username: 'bob', password: PASSWORD, issuer: gw.baseUrl })
+  const res = await postJson(gw.mcpUrl(TOOLS), INIT_BODY, { authorization: `Bearer ${bob.accessToken}` })
+  t.equal(res.status, 200)
+  t.match(res.json, { error: { code: -32600, data: { code: 'PORTCULLIS_ERR_UPSTREAM_LINK_REQUIRED', url: `${gw.baseUrl}/connect/${SERVER}` } } })
+  t.notMatch(gw.logs.text(), /stdio server started/, 'no process without a token')
+
+  await link(gw, 'alice')
+  const first = await connectWithOAuth(t, gw.mcpUrl(TOOLS), { username: 'alice', password: PASSWORD, issuer: gw.baseUrl })
+  const linked = openRow(box, await gw.app.portcullis.store.kvGet(ROW_OF_ALICE))
+  t.equal(await tokenSeen(first.client), sha256(linked.accessToken), 'the child was started with Alice\'s current token')
+
+  // Past expiry: a new session's process is started with a refreshed token; the running one keeps its own.
+  clock.ms += 5 * 60_000
+  const second = await connectWithOAuth(t, gw.mcpUrl(TOOLS), { username: 'alice', password: PASSWORD, issuer: gw.baseUrl })
+  const refreshed = openRow(box, await gw.app.portcullis.store.kvGet(ROW_OF_ALICE))
+  t.not(refreshed.accessToken, linked.accessToken, 'refreshed before the start')
+  t.equal(await tokenSeen(second.client), sha256(refreshed.accessToken), 'the new process has the new token')
+  t.equal(await tokenSeen(first.client), sha256(linked.accessToken), 'the running process keeps the token it started with')
+  t.notOk(gw.logs.text().includes(linked.accessToken) || gw.logs.text().includes(refreshed.accessToken), 'never logged')
 })
