@@ -56,10 +56,13 @@ async function setUp (t: Test): Promise<Setup> {
   return { gw, upstream, upstreamBase, clock, box }
 }
 
-/** Alice (or Bob) signs in to gateway 1's account pages, opens /connect/<server>, signs in at the upstream's AS and consents. */
+/**
+ * Alice (or Bob) opens the link from the error, <publicUrl>/connect/<server>, signed out: the
+ * account pages sign her in at gateway 1 first and come back, then she signs in at the
+ * upstream's authorization server and consents, and lands on the linked accounts page.
+ */
 async function link (gw: RunningGateway, username: string): Promise<{ browser: HeadlessBrowser, html: string }> {
   const browser = new HeadlessBrowser()
-  await signInToAccount(gw.baseUrl, username, PASSWORD, browser)
   let next = `${gw.baseUrl}/connect/${SERVER}`
   for (let step = 0; step < 10; step++) {
     const res = await browser.request(next)
@@ -68,7 +71,8 @@ async function link (gw: RunningGateway, username: string): Promise<{ browser: H
     if (location === null) throw new Error(`link stopped (${res.status}) at ${next}: ${(await res.text()).replace(/<[^>]+>/g, ' ').replace(/\s+/g, ' ').slice(0, 300)}`)
     await res.arrayBuffer()
     next = new URL(location, next).href
-    // The upstream's authorization request: its login and consent pages, until it sends the browser back.
+    // An authorization request (gateway 1's for the account pages, then the upstream's): login
+    // (and consent at the upstream), until it sends the browser back.
     if (new URL(next).searchParams.has('redirect_uri')) next = (await browser.authorize(next, { username, password: PASSWORD })).href
   }
   throw new Error('too many steps')
@@ -248,6 +252,45 @@ t.test('a session whose client declared URL-mode elicitation gets -32042 later, 
   await (await browser.request(`${gw.baseUrl}/account/links/${SERVER}/unlink`, { method: 'POST', form: { csrf } })).arrayBuffer()
   const err = await client.callTool({ name: 'echo', arguments: { text: 'unlinked' } }).then(() => undefined, (e: unknown) => e)
   t.equal((err as McpError).code, -32042, 'the session\'s capability was remembered')
+})
+
+t.test('the client metadata document and the connect link are served for oauth servers only', async (t) => {
+  const { gw } = await setUp(t)
+  const doc = await gw.app.inject({ method: 'GET', url: `/oauth/client-metadata/${SERVER}.json` })
+  t.equal(doc.statusCode, 200)
+  t.match(doc.json(), { client_id: `${gw.baseUrl}/oauth/client-metadata/${SERVER}.json`, redirect_uris: [`${gw.baseUrl}/account/links/${SERVER}/callback`], token_endpoint_auth_method: 'none' })
+  t.equal((await gw.app.inject({ method: 'GET', url: `/oauth/client-metadata/${TOOLS}.json` })).statusCode, 404, 'not for a server without upstreamAuth')
+  t.equal((await gw.app.inject({ method: 'GET', url: '/connect/nope' })).statusCode, 404)
+  const connect = await gw.app.inject({ method: 'GET', url: `/connect/${SERVER}` })
+  t.equal(connect.statusCode, 303)
+  t.equal(connect.headers.location, `/account/links/${SERVER}/connect`)
+  const signedOut = await gw.app.inject({ method: 'GET', url: `/account/links/${SERVER}/connect` })
+  t.equal(signedOut.headers.location, `/account/login?return=${encodeURIComponent(`/account/links/${SERVER}/connect`)}`, 'signed out: sign in first, then back')
+  const returnOf = async (target: string): Promise<unknown> => {
+    const login = await gw.app.inject({ method: 'GET', url: `/account/login?return=${encodeURIComponent(target)}` })
+    const jwt = /portcullis_account_login=([^;]+)/.exec(String(login.headers['set-cookie']))?.[1] ?? ''
+    return (JSON.parse(Buffer.from(jwt.split('.')[1] ?? '', 'base64url').toString()) as { returnTo?: string }).returnTo
+  }
+  t.equal(await returnOf(`/account/links/${SERVER}/connect`), `/account/links/${SERVER}/connect`, 'back to the link after sign-in')
+  t.equal(await returnOf('/account/links'), '/account/links')
+  t.equal(await returnOf('https://evil.example/'), '/account/keys', 'never an open redirect')
+  t.equal(await returnOf(`/account/links/${TOOLS}/connect`), '/account/keys', 'only servers that take a link')
+})
+
+t.test('with API keys disabled, the account pages still sign users in for linking', async (t) => {
+  const { upstreamBase } = await setUp(t)
+  const gw = await startGateway(t, {
+    auth: { users: USERS, apiKeys: { enabled: false } },
+    servers: [
+      { name: SERVER, transport: 'http', url: `${upstreamBase}/fx/mcp`, upstreamAuth: { type: 'oauth' } },
+      stdioServer(TOOLS),
+    ],
+  })
+  t.equal((await gw.app.inject({ method: 'GET', url: '/account' })).headers.location, '/account/links', 'the account home is the linked accounts')
+  t.equal((await gw.app.inject({ method: 'GET', url: '/account/keys' })).statusCode, 404, 'no keys page')
+  const { html } = await link(gw, 'alice')
+  t.match(html, /linked \d{4}-/)
+  t.notMatch(html, /API keys<\/a>/, 'no link to a disabled page')
 })
 
 t.test('the link is bound to the browser and account session that started it', async (t) => {
