@@ -162,6 +162,21 @@ t.test('tokens are refreshed before expiry, and once more when the upstream refu
   t.same(auditedUsers(upstream, 'tools/call'), ['alice', 'alice'], 'both calls reached the upstream as Alice')
 })
 
+t.test('the upstream\'s authorization server unreachable for a refresh: 502, and the link stays', async (t) => {
+  const { gw, upstream, clock, box } = await setUp(t)
+  await link(gw, 'alice')
+  const alice = await signIn(t, gw, 'alice')
+  const before = await gw.app.portcullis.store.kvGet(ROW_OF_ALICE)
+  await upstream.app.close()
+  clock.ms += 5 * 60_000
+  const res = await postJson(gw.mcpUrl(SERVER), INIT_BODY, { authorization: `Bearer ${alice.oauth.savedTokens?.access_token ?? ''}` })
+  t.equal(res.status, 502, 'not the link error: linking again would not help')
+  t.match(res.json, { error: { data: { code: 'PORTCULLIS_ERR_UPSTREAM_UNAVAILABLE' } } })
+  t.equal(await gw.app.portcullis.store.kvGet(ROW_OF_ALICE), before, 'the link is kept')
+  t.ok(openRow(box, before).refreshToken !== undefined)
+  t.match(gw.logs.text(), /could not refresh an upstream token/)
+})
+
 t.test('a token revoked at the upstream\'s authorization server: the refresh is refused, and Alice gets the link error again', async (t) => {
   const { gw, upstreamBase, box } = await setUp(t)
   await link(gw, 'alice')
