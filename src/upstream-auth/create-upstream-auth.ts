@@ -65,6 +65,7 @@ export function createUpstreamAuth (deps: UpstreamAuthDeps): UpstreamAuth {
         publicUrl: deps.config.publicUrl,
         client,
         tokens,
+        store: deps.store,
         hasUrlElicitation: async (name, sessionId) => await deps.sessionOwners.hasUrlElicitation(name, sessionId),
         log: deps.log,
         now: deps.now,

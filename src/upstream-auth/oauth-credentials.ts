@@ -10,14 +10,18 @@
  * - A refresh the authorization server refuses (invalid_grant: revoked, expired) drops the
  *   link: the user gets the link error and links again. A refresh that fails otherwise
  *   (network, 5xx) is a 502, and the link stays.
- * - One refresh per (server, user) at a time on this replica: concurrent requests share it
- *   (a rotating refresh token used twice would be refused the second time).
+ * - One refresh per (server, user) at a time: concurrent requests on this replica share it,
+ *   and across replicas a short lock in the store lets one refresh while the others wait for
+ *   its result. A rotating refresh token (OAuth 2.1 4.3.1) used twice is refused the second
+ *   time — and servers with reuse detection then revoke the whole grant.
  */
+import { setTimeout as delay } from 'node:timers/promises'
 import * as oidc from 'openid-client'
 import type { FastifyBaseLogger } from 'fastify'
 import { PortcullisError } from '../errors.js'
 import type { McpExchange } from '../upstreams/types.js'
 import type { UpstreamCredentials } from '../upstreams/upstream-credentials.js'
+import type { Store } from '../store/types.js'
 import type { LinkedToken, LinkedTokens } from './linked-tokens.js'
 import type { UpstreamOAuthClient } from './oauth-client.js'
 import { declaresUrlElicitation } from '../mcp/capabilities.js'
@@ -25,12 +29,18 @@ import { linkRequiredError } from './link-required.js'
 
 /** Refresh this long before the access token's expiry. */
 export const REFRESH_MARGIN_MS = 60_000
+/** How long one replica may hold the refresh of a (server, user); the others wait at most this. */
+const REFRESH_LOCK_MS = 10_000
+const REFRESH_WAIT_STEP_MS = 100
+const LOCK_PREFIX = 'upstream-refresh-lock:'
 
 export interface OAuthCredentialsOptions {
   readonly server: string
   readonly publicUrl: string
   readonly client: UpstreamOAuthClient
   readonly tokens: LinkedTokens
+  /** Holds the cross-replica refresh lock. */
+  readonly store: Store
   /** Whether a session's client declared URL-mode elicitation (session-owners.ts). */
   readonly hasUrlElicitation: (server: string, sessionId: string) => Promise<boolean>
   readonly log: FastifyBaseLogger
@@ -81,6 +91,8 @@ export class OAuthCredentials implements UpstreamCredentials {
       await this.opts.tokens.delete(server, userId)
       return undefined
     }
+    const lock = `${LOCK_PREFIX}${server}:${userId}`
+    if (!await this.opts.store.kvSetIfAbsent(lock, '1', this.opts.now() + REFRESH_LOCK_MS)) return await this.refreshedElsewhere(userId, linked)
     try {
       const renewed: LinkedToken = { ...await this.opts.client.refresh(linked.refreshToken), linkedAtMs: linked.linkedAtMs }
       await this.opts.tokens.save(server, userId, renewed)
@@ -94,7 +106,22 @@ export class OAuthCredentials implements UpstreamCredentials {
       }
       log.warn({ server, user: userId, err: { message: (err as Error).message } }, 'could not refresh an upstream token')
       throw new PortcullisError('PORTCULLIS_ERR_UPSTREAM_UNAVAILABLE', 'the upstream\'s authorization server could not be reached to refresh your token; retry shortly', { cause: err })
+    } finally {
+      await this.opts.store.kvDelete(lock).catch(() => {})
     }
+  }
+
+  /**
+   * Another replica holds the refresh: wait for the row to change (a new access token, or no
+   * link). Counted in steps rather than read from the injected clock, which tests may hold still.
+   */
+  private async refreshedElsewhere (userId: string, linked: LinkedToken): Promise<LinkedToken | undefined> {
+    for (let waited = 0; waited < REFRESH_LOCK_MS; waited += REFRESH_WAIT_STEP_MS) {
+      await delay(REFRESH_WAIT_STEP_MS)
+      const current = await this.opts.tokens.get(this.opts.server, userId)
+      if (current?.accessToken !== linked.accessToken) return current
+    }
+    throw new PortcullisError('PORTCULLIS_ERR_UPSTREAM_UNAVAILABLE', 'your token at the upstream is being refreshed elsewhere; retry shortly')
   }
 
   private async linkRequired (ex: McpExchange): Promise<PortcullisError> {

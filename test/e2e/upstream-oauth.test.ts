@@ -31,29 +31,33 @@ interface Setup {
   box: SecretBox
 }
 
-async function setUp (t: Test): Promise<Setup> {
+async function setUp (t: Test, upstreamAuthConfig: Record<string, unknown> = {}): Promise<Setup> {
   const fixture = await startUpstream(t, { name: 'fx' })
   const port = await freePort()
   const upstreamBase = `http://localhost:${port}`
   const upstream = await startGateway(t, {
     publicUrl: upstreamBase,
     listen: { host: '127.0.0.1', port },
-    auth: { users: USERS, accessTokenTtl: '5m' },
+    auth: { users: USERS, accessTokenTtl: '5m', ...upstreamAuthConfig },
     servers: [{ name: 'fx', transport: 'http', url: fixture.url }],
   })
   const clock = { ms: Date.now() }
   const gw = await startGateway(t, {
     auth: { users: USERS },
-    servers: [
-      { name: SERVER, transport: 'http', url: `${upstreamBase}/fx/mcp`, upstreamAuth: { type: 'oauth' } },
-      // A stdio server started with the caller's linked token (and a second server: with exactly
-      // one, the account sign-in asks for consent — a separate issue, reported).
-      stdioServer(TOOLS, { env: { UPSTREAM_TOKEN: `\${user.credentials.${SERVER}}` }, isolation: 'session' }),
-    ],
+    servers: gatewayServers(upstreamBase),
   }, {}, { now: () => clock.ms })
   // The box's key was generated into the store at start (no encryptionKeyFile): the test opens rows with it.
   const box = await SecretBox.load(gw.app.portcullis.store, undefined)
   return { gw, upstream, upstreamBase, clock, box }
+}
+
+function gatewayServers (upstreamBase: string): Array<Record<string, unknown>> {
+  return [
+    { name: SERVER, transport: 'http', url: `${upstreamBase}/fx/mcp`, upstreamAuth: { type: 'oauth' } },
+    // A stdio server started with the caller's linked token (and a second server: with exactly
+    // one, the account sign-in asks for consent — a separate issue, reported).
+    stdioServer(TOOLS, { env: { UPSTREAM_TOKEN: `\${user.credentials.${SERVER}}` }, isolation: 'session' }),
+  ]
 }
 
 /**
@@ -175,6 +179,23 @@ t.test('the upstream\'s authorization server unreachable for a refresh: 502, and
   t.equal(await gw.app.portcullis.store.kvGet(ROW_OF_ALICE), before, 'the link is kept')
   t.ok(openRow(box, before).refreshToken !== undefined)
   t.match(gw.logs.text(), /could not refresh an upstream token/)
+})
+
+t.test('two replicas refreshing at once: one refresh at the upstream, both requests served', async (t) => {
+  // No reuse grace at the upstream: a rotated refresh token used a second time is refused.
+  const { gw, upstreamBase, clock, box } = await setUp(t, { refreshTokenReuseGrace: '0s' })
+  await link(gw, 'alice')
+  // A second replica: the same store (keys, links, locks), the same publicUrl, its own port.
+  const replica = await startGateway(t, { publicUrl: gw.baseUrl, auth: { users: USERS }, servers: gatewayServers(upstreamBase) }, {}, { store: gw.app.portcullis.store, now: () => clock.ms })
+  const alice = await signInForTokens(t, gw.mcpUrl(SERVER), { username: 'alice', password: PASSWORD, issuer: gw.baseUrl })
+  const linked = openRow(box, await gw.app.portcullis.store.kvGet(ROW_OF_ALICE))
+  clock.ms += 5 * 60_000
+  const [a, b] = await Promise.all([gw, replica].map(async (g) => await postJson(`${g.baseUrl}/${SERVER}/mcp`, INIT_BODY, { authorization: `Bearer ${alice.accessToken}` })))
+  t.match(a?.text, /"serverInfo"/, 'the first replica\'s request is served')
+  t.match(b?.text, /"serverInfo"/, 'and the second\'s')
+  const after = openRow(box, await gw.app.portcullis.store.kvGet(ROW_OF_ALICE))
+  t.not(after.accessToken, linked.accessToken, 'refreshed')
+  t.notMatch(gw.logs.text() + replica.logs.text(), /upstream refused the refresh token/, 'the refresh token was never used twice')
 })
 
 t.test('a token revoked at the upstream\'s authorization server: the refresh is refused, and Alice gets the link error again', async (t) => {
