@@ -54,8 +54,7 @@ async function setUp (t: Test, upstreamAuthConfig: Record<string, unknown> = {})
 function gatewayServers (upstreamBase: string): Array<Record<string, unknown>> {
   return [
     { name: SERVER, transport: 'http', url: `${upstreamBase}/fx/mcp`, upstreamAuth: { type: 'oauth' } },
-    // A stdio server started with the caller's linked token (and a second server: with exactly
-    // one, the account sign-in asks for consent — a separate issue, reported).
+    // A stdio server started with the caller's linked token.
     stdioServer(TOOLS, { env: { UPSTREAM_TOKEN: `\${user.credentials.${SERVER}}` }, isolation: 'session' }),
   ]
 }
