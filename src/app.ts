@@ -29,6 +29,7 @@ import { interactionRoutes } from './auth-server/interactions.js'
 import { SecretBox } from './auth-server/secret-box.js'
 import { IdpSessions } from './auth-server/idp-sessions.js'
 import { createUpstreamAuth } from './upstream-auth/create-upstream-auth.js'
+import { upstreamAuthRoutes } from './upstream-auth/plugin.js'
 import { AccountGrants } from './auth-server/account-grants.js'
 import { ClusterNotices } from './cluster/notices.js'
 import type { Socket } from 'node:net'
@@ -154,7 +155,7 @@ export async function buildApp (config: Config, options: BuildOptions = {}): Pro
   // Secrets at rest (IdP refresh tokens, users' upstream credentials) are sealed with one key.
   const box = keys === undefined ? undefined : await SecretBox.load(store, config.auth.encryptionKeyFile)
   const idpSessions = box === undefined ? undefined : new IdpSessions(store, box)
-  const upstreamAuth = box === undefined ? undefined : createUpstreamAuth({ config, store, box, idpSessions, log: app.log, now, outboundTestAllowance: options.outboundTestAllowance })
+  const upstreamAuth = box === undefined ? undefined : createUpstreamAuth({ config, store, box, idpSessions, log: app.log, now, outboundTestAllowance: options.outboundTestAllowance, sessionOwners: httpSessionOwners })
   if (upstreamAuth !== undefined) app.addHook('onClose', upstreamAuth.close)
   const upstreams = createUpstreams(config, {
     httpSessionOwners,
@@ -165,7 +166,7 @@ export async function buildApp (config: Config, options: BuildOptions = {}): Pro
     onStdioExit: (server) => metrics.stdioRestarts.inc({ server }),
     ...(directory === undefined ? {} : { sessionHooks: directory }),
     ...(currentKey === undefined ? {} : { identitySigner: { issuer: config.publicUrl, key: currentKey, now, onSigned: (server) => metrics.identityTokensSigned.inc({ server }) } }),
-    ...(upstreamAuth === undefined ? {} : { credentialsFor: upstreamAuth.credentialsFor }),
+    ...(upstreamAuth === undefined ? {} : { credentialsFor: upstreamAuth.credentialsFor, linkedToken: upstreamAuth.linkedToken }),
     ...(options.stdioStartingLogIntervalMs === undefined ? {} : { stdioStartingLogIntervalMs: options.stdioStartingLogIntervalMs }),
   })
   metrics.upstreamLoads = () => [...upstreams.values()].map((u) => [u.name, u.load()] as const)
@@ -284,8 +285,10 @@ export async function buildApp (config: Config, options: BuildOptions = {}): Pro
       jwks: { keys: [...keys.publicJwks.keys] },
       exchange: tokenExchangeIn(app),
       isSignInPossible: accountClientMetadata(config.publicUrl) !== undefined,
+      ...(upstreamAuth?.links === undefined ? {} : { links: upstreamAuth.links }),
       now,
     })
+    if (upstreamAuth?.links !== undefined) await app.register(upstreamAuthRoutes, { publicUrl: config.publicUrl, servers: upstreamAuth.links.servers })
     scopeChallenge = (server, scopes, description) => bearerChallenge({ resourceMetadata: catalog.metadataUrlOf(server.name), scopes, error: 'insufficient_scope', description })
   }
 

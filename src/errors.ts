@@ -27,6 +27,11 @@ export const JSONRPC = {
    * (streamable-http "Backward Compatibility"); this is what 2025-era servers send.
    */
   LEGACY_BAD_REQUEST: -32000,
+  /**
+   * MCP 2025-11-25, client/elicitation "URL Elicitation Required Error": the request needs the
+   * user to open a URL first; `data.elicitations` lists what to open. Defined by the spec.
+   */
+  URL_ELICITATION_REQUIRED: -32042,
 } as const
 
 interface ErrorSpec {
@@ -81,6 +86,16 @@ export const ERRORS = {
   PORTCULLIS_ERR_FORBIDDEN_ORIGIN: { status: 403, rpcCode: JSONRPC.INVALID_REQUEST, message: 'Forbidden: Origin is not allowed' },
   PORTCULLIS_ERR_UNKNOWN_SERVER: { status: 404, rpcCode: JSONRPC.INVALID_REQUEST, message: 'Not found: no MCP server has this name' },
   PORTCULLIS_ERR_METHOD_NOT_ALLOWED: { status: 405, rpcCode: JSONRPC.INVALID_REQUEST, message: 'Method not allowed' },
+  /**
+   * servers[].upstreamAuth oauth: the caller has not linked their account at this upstream (or
+   * the link expired, was revoked, or could not be refreshed); `data.url` is the page that links
+   * it. HTTP 200, like the guardrail errors: an MCP client hands a JSON-RPC error in a 2xx answer
+   * to its user and model, while a 4xx is a transport failure — and a 401 would start a pointless
+   * new OAuth sign-in with the gateway, whose own token is fine.
+   */
+  PORTCULLIS_ERR_UPSTREAM_LINK_REQUIRED: { status: 200, rpcCode: JSONRPC.INVALID_REQUEST, message: 'Your account at this MCP server\'s provider is not linked' },
+  /** The same for a client that declared URL-mode elicitation (2025-11-25): -32042 with `data.elicitations`. */
+  PORTCULLIS_ERR_UPSTREAM_LINK_ELICITATION: { status: 200, rpcCode: JSONRPC.URL_ELICITATION_REQUIRED, message: 'Your account at this MCP server\'s provider is not linked' },
   PORTCULLIS_ERR_UPSTREAM_UNAVAILABLE: { status: 502, rpcCode: JSONRPC.INTERNAL_ERROR, message: 'Upstream MCP server is unavailable' },
   PORTCULLIS_ERR_UPSTREAM_TIMEOUT: { status: 504, rpcCode: JSONRPC.INTERNAL_ERROR, message: 'Upstream MCP server did not answer in time' },
   PORTCULLIS_ERR_SESSION_REQUIRED: { status: 400, rpcCode: JSONRPC.INVALID_REQUEST, message: 'Bad Request: Mcp-Session-Id header is required (send initialize first)' },

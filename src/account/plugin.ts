@@ -10,6 +10,7 @@
  *   GET  /account/keys             the user's keys and the create form
  *   POST /account/keys             creates a key and shows it once (CSRF)
  *   POST /account/keys/:id/revoke  revokes one of the user's keys (CSRF)
+ *   /account/links...              linked accounts at upstreams (links-routes.ts)
  */
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify'
 import type { JSONWebKeySet } from 'jose'
@@ -17,13 +18,15 @@ import type { ApiKeysConfig } from '../config/schema.js'
 import { messagePage, PAGE_HEADERS } from '../auth-server/pages.js'
 import { isStoreUnavailable } from '../store/types.js'
 import { STORE_RETRY_AFTER_S, STORE_UNAVAILABLE_PAGE } from '../auth-server/provider.js'
-import type { UserIdentity } from '../identity.js'
 import type { ApiKeys } from './api-keys.js'
 import { KeyRequestError, type KeyOwners } from './key-owners.js'
 import { API_KEYS_DISABLED_MESSAGE, issueKey } from './issue-key.js'
 import { keysPage, type KeysView } from './pages.js'
-import { ACCOUNT_PATH, LOGIN_COOKIE, SESSION_COOKIE, type AccountCookies, type AccountSession } from './session.js'
+import { ACCOUNT_PATH, LOGIN_COOKIE, SESSION_COOKIE, type AccountCookies } from './session.js'
 import { finishSignIn, SignInError, startSignIn, type TokenExchange } from './sign-in.js'
+import type { LinkedAccounts } from '../upstream-auth/upstream-links.js'
+import { LINKS_PATH } from './links-page.js'
+import { linkRoutes, type Signedin } from './links-routes.js'
 
 export interface AccountRoutesOptions {
   readonly publicUrl: string
@@ -35,14 +38,15 @@ export interface AccountRoutesOptions {
   readonly exchange: TokenExchange
   /** False when publicUrl cannot take the sign-in's redirect (plain http off loopback). */
   readonly isSignInPossible: boolean
+  /** Servers whose users link their own account (upstreamAuth oauth); undefined: none. */
+  readonly links?: LinkedAccounts
   readonly now: () => number
 }
 
 const MAX_FORM_BYTES = 16 * 1024
 const KEYS_PATH = `${ACCOUNT_PATH}/keys`
-const RETURN_PATHS: ReadonlySet<string> = new Set([KEYS_PATH])
+const CONNECT_RE = /^\/account\/links\/([a-z0-9][a-z0-9_-]{0,62})\/connect$/
 
-interface Signedin { readonly session: AccountSession, readonly user: UserIdentity }
 
 function sendPage (reply: FastifyReply, status: number, html: string): FastifyReply {
   return reply.code(status).headers(PAGE_HEADERS).send(html)
@@ -53,7 +57,14 @@ function days (ms: number): string {
 }
 
 export async function accountRoutes (app: FastifyInstance, opts: AccountRoutesOptions): Promise<void> {
-  const { cookies, keys, owners, settings } = opts
+  const { cookies, keys, owners, settings, links } = opts
+  const home = settings.enabled || links === undefined ? KEYS_PATH : LINKS_PATH
+  /** Only our own pages: never an open redirect. */
+  const isReturnPath = (path: string): boolean => {
+    if (path === KEYS_PATH || (path === LINKS_PATH && links !== undefined)) return true
+    const server = CONNECT_RE.exec(path)?.[1]
+    return server !== undefined && links?.servers.includes(server) === true
+  }
 
   app.setErrorHandler(async (error: Error & { statusCode?: number }, request, reply) => {
     if (isStoreUnavailable(error)) {
@@ -109,27 +120,33 @@ export async function accountRoutes (app: FastifyInstance, opts: AccountRoutesOp
     return undefined
   }
 
-  app.get(ACCOUNT_PATH, async (_request, reply) => reply.redirect(KEYS_PATH, 303))
+  /** Sign-in serves the keys and the linked accounts: refused only when neither is there. */
+  const refuseSignInUnlessUsable = (reply: FastifyReply): FastifyReply | undefined => links === undefined ? refuseUnlessUsable(reply) : refuseUnlessSignInPossible(reply)
+  const refuseUnlessSignInPossible = (reply: FastifyReply): FastifyReply | undefined => {
+    if (!opts.isSignInPossible) return sendPage(reply, 404, messagePage('Account pages unavailable', 'The account pages need an https publicUrl (or a loopback one) to sign you in.'))
+    return undefined
+  }
+
+  app.get(ACCOUNT_PATH, async (_request, reply) => reply.redirect(home, 303))
 
   app.get<{ Querystring: { return?: string } }>(`${ACCOUNT_PATH}/login`, async (request, reply) => {
-    const refused = refuseUnlessUsable(reply)
+    const refused = refuseSignInUnlessUsable(reply)
     if (refused !== undefined) return refused
-    // Only our own pages: never an open redirect.
-    const returnTo = RETURN_PATHS.has(request.query.return ?? '') ? request.query.return as string : KEYS_PATH
+    const returnTo = isReturnPath(request.query.return ?? '') ? request.query.return as string : home
     const { url, pending } = startSignIn(opts.publicUrl, returnTo)
     return reply.header('set-cookie', await cookies.loginCookie(pending)).headers({ 'cache-control': 'no-store' }).redirect(url, 303)
   })
 
   app.get<{ Querystring: Record<string, string | undefined> }>(`${ACCOUNT_PATH}/callback`, async (request, reply) => {
     const pending = await cookies.pendingLogin(request.headers.cookie)
-    if (pending === undefined) return sendPage(reply, 400, messagePage('Sign-in expired', 'This sign-in is no longer valid.', `Start again at ${opts.publicUrl}${KEYS_PATH}.`))
+    if (pending === undefined) return sendPage(reply, 400, messagePage('Sign-in expired', 'This sign-in is no longer valid.', `Start again at ${opts.publicUrl}${home}.`))
     let userId: string
     try {
       userId = await finishSignIn(request.query, pending, { publicUrl: opts.publicUrl, jwks: opts.jwks, exchange: opts.exchange, clientIp: request.ip, now: opts.now })
     } catch (err) {
       if (!(err instanceof SignInError)) throw err
       request.log.info({ reason: err.message }, 'account sign-in failed')
-      return sendPage(reply.header('set-cookie', cookies.clearCookie(LOGIN_COOKIE)), 400, messagePage('Sign-in failed', err.message, `Start again at ${opts.publicUrl}${KEYS_PATH}.`))
+      return sendPage(reply.header('set-cookie', cookies.clearCookie(LOGIN_COOKIE)), 400, messagePage('Sign-in failed', err.message, `Start again at ${opts.publicUrl}${home}.`))
     }
     request.log.info({ user: userId }, 'signed in to the account pages')
     reply.header('set-cookie', [cookies.clearCookie(LOGIN_COOKIE), await cookies.sessionCookie(userId)])
@@ -180,4 +197,6 @@ export async function accountRoutes (app: FastifyInstance, opts: AccountRoutesOp
       return reply.redirect(KEYS_PATH, 303)
     })
   })
+
+  if (links !== undefined) linkRoutes(app, { links, signedIn, withForm, send: sendPage, csrfFor: (who) => cookies.csrfFor(who.session), hasKeys: settings.enabled, refuse: refuseUnlessSignInPossible })
 }

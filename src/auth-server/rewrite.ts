@@ -8,6 +8,7 @@
  */
 import { BASE_SCOPE } from '../config/defaults.js'
 import type { ResourceCatalog } from './resources.js'
+import { ACCOUNT_CLIENT_ID } from '../account/sign-in.js'
 
 function canonicalizeResources (params: URLSearchParams, catalog: ResourceCatalog): string[] {
   const resources = params.getAll('resource')
@@ -23,7 +24,10 @@ export function rewriteAuthorizationParams (params: URLSearchParams, catalog: Re
   const before = params.toString()
   const requested = (params.get('scope') ?? '').split(' ').filter((s) => s !== '')
   let resources = canonicalizeResources(params, catalog)
-  if (resources.length === 0) {
+  // The account pages sign in for an ID token only (account/sign-in.ts): given a default
+  // resource (the one server of a one-server gateway) their sign-in would ask for consent to
+  // an MCP server, and their access token would reach it.
+  if (resources.length === 0 && params.get('client_id') !== ACCOUNT_CLIENT_ID) {
     const chosen = catalog.defaultFor(requested)
     if (chosen !== undefined) {
       params.set('resource', chosen)

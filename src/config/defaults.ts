@@ -56,6 +56,8 @@ export const RESERVED_SERVER_NAMES: ReadonlySet<string> = new Set([
   'consent', 'interaction', 'session', 'revoke', 'introspect', 'userinfo', 'me', 'static', 'assets', 'favicon.ico',
   // Labels of the gateway's own areas in portcullis_http_requests_total.
   'gateway', 'unmatched',
+  // <publicUrl>/connect/<server>: where a user links their account at an upstream (upstreamAuth).
+  'connect',
 ])
 
 /** stdio servers: children alive per server at most (warm ones included). */

@@ -83,7 +83,7 @@ export function loadConfigFile (path: string, env: NodeJS.ProcessEnv = process.e
  */
 const PLACEHOLDER_RE = /\$?\$\{([^}]*)\}/g
 const ENV_NAME_RE = /^[A-Za-z_][A-Za-z0-9_]*$/
-const RUNTIME_TEMPLATE_RE = /^user\.[A-Za-z_][A-Za-z0-9_]*$/
+const RUNTIME_TEMPLATE_RE = /^user\.(?:credentials\.[a-z0-9][a-z0-9_-]{0,62}|[A-Za-z_][A-Za-z0-9_]*)$/
 const DATA_DIR_PLACEHOLDER = '${gateway.dataDir}'
 
 export function parseConfig (text: string, source: string, env: NodeJS.ProcessEnv = process.env): Config {
@@ -195,6 +195,7 @@ const KNOWN_KEYS = [
   'redactResults', 'pattern',
   'identityProviders', 'issuer', 'idJag', 'authorizationUrl', 'tokenUrl', 'apiUrl',
   'pinTools', 'validateArguments', 'arguments',
+  'upstreamAuth',
 ]
 function suggestionFor (key: string): string {
   const norm = key.toLowerCase().replace(/[_-]/g, '')
@@ -230,7 +231,7 @@ function interpolate (value: unknown, path: PathSegment[], env: NodeJS.ProcessEn
       if (match.startsWith('$$')) return match.slice(1)
       if (RUNTIME_TEMPLATE_RE.test(name) || match === DATA_DIR_PLACEHOLDER) return match
       if (!ENV_NAME_RE.test(name)) {
-        report(path, `invalid placeholder ${match}: expected \${ENV_VAR} (letters, digits, _), a per-user \${user.<field>} or \${gateway.dataDir}`)
+        report(path, `invalid placeholder ${match}: expected \${ENV_VAR} (letters, digits, _), a per-user \${user.<field>}, \${user.credentials.<server>} or \${gateway.dataDir}`)
         return match
       }
       const found = env[name]

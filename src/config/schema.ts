@@ -17,7 +17,7 @@ import { parseByteSize, parseDuration, parseRate } from './units.js'
 import { isPasswordHash } from '../auth-server/password.js'
 import { DETECTOR_NAMES, patternProblem } from '../guardrails/detectors.js'
 import { HTTP_REDIRECT_RULE, isForbiddenRedirect } from '../auth-server/redirect-rule.js'
-import { hasUserTemplate, OPTIONAL_USER_FIELDS, templateFields, unknownTemplateFields } from './user-template.js'
+import { credentialServers, hasUserTemplate, OPTIONAL_USER_FIELDS, templateFields, unknownTemplateFields } from './user-template.js'
 import { compileDenyPattern } from '../policy/argument-rules.js'
 
 const HEADER_NAME_RE = /^[!#$%&'*+.^_`|~0-9A-Za-z-]+$/
@@ -206,6 +206,10 @@ const serverName = z.string()
   .refine((name) => !RESERVED_SERVER_NAMES.has(name), { error: (issue) => `"${String(issue.input)}" is reserved for the gateway's own routes; choose another name` })
 
 const templateFieldsKnown = (value: string): boolean => unknownTemplateFields(value).length === 0
+/** `${user.credentials.<server>}` belongs in stdio `env` only. */
+const hasNoCredentials = (value: string): boolean => credentialServers([value]).length === 0
+const credentialsMessage = (where: string) => (issue: { input: unknown }): string =>
+  `${JSON.stringify(issue.input)}: \${user.credentials.<server>} is for the env of stdio servers only (${where})`
 const templateMessage = (issue: { input: unknown }): string =>
   `unknown per-user field in ${JSON.stringify(issue.input)}: expected \${user.id}, \${user.name} or \${user.email}`
 
@@ -225,6 +229,7 @@ const headerMap = z.record(
     .refine((name) => !UNSETTABLE_UPSTREAM_HEADERS.has(name.toLowerCase()), { error: (issue) => `header "${String(issue.input)}" is managed by the gateway and cannot be configured` }),
   z.string({ error: 'expected a header value (a string; quote numbers)' }).regex(HEADER_VALUE_RE, 'header values cannot contain line breaks or control characters')
     .refine(templateFieldsKnown, { error: templateMessage })
+    .refine(hasNoCredentials, { error: credentialsMessage('an HTTP server gets each caller\'s own token with upstreamAuth') })
     .refine((value) => !couldBeEmpty(value), {
       error: (issue) => `${JSON.stringify(issue.input)} could be sent empty (a caller without that field, e.g. a machine client, has no value): use a field every caller has (\${user.id}, \${user.name}) or the signed identity header (identity.header), which carries email when there is one`,
     }),
@@ -345,7 +350,9 @@ const stdioServerSchema = z.strictObject({
   transport: z.literal('stdio'),
   /** The program to run (looked up on PATH), e.g. npx, uvx, node, /usr/local/bin/server. */
   command: z.string().min(1, 'expected a command'),
-  args: z.array(z.string().refine(templateFieldsKnown, { error: templateMessage })).default([]),
+  args: z.array(z.string().refine(templateFieldsKnown, { error: templateMessage })
+    // Arguments are readable by every local user (ps, /proc/<pid>/cmdline); the environment is not.
+    .refine(hasNoCredentials, { error: credentialsMessage('arguments are visible to every local user; use env') })).default([]),
   /** Added to the child's minimal environment (PATH, HOME, LANG, ...); the gateway's own environment is never passed. */
   env: z.record(envName, z.string({ error: 'expected a string value (quote numbers)' }).refine(templateFieldsKnown, { error: templateMessage })).default({}),
   cwd: z.string().min(1).optional(),
@@ -740,6 +747,7 @@ export const configSchema = z.strictObject({
       const problem = tokenExchangeProviderProblem(server.upstreamAuth.identityProvider, config.auth.identityProviders)
       if (problem !== undefined) ctx.addIssue({ code: 'custom', path: ['servers', index, 'upstreamAuth', 'identityProvider'], message: problem })
     }
+    if (server.transport === 'stdio') checkCredentialReferences(config.servers, index, ctx)
     const first = seen.get(server.name)
     if (first !== undefined) {
       ctx.addIssue({ code: 'custom', path: ['servers', index, 'name'], message: `duplicate server name "${server.name}" (also servers[${first}])` })
@@ -764,6 +772,24 @@ function tokenExchangeProviderProblem (name: string | undefined, providers: Read
   }
   if (oidcNames.includes(name)) return undefined
   return `expected the name of an oidc provider under auth.identityProviders (one of: ${oidcNames.join(', ') || 'none configured'}), got ${JSON.stringify(name)}`
+}
+
+/**
+ * `${user.credentials.<server>}` in a stdio server's env names an HTTP server with
+ * `upstreamAuth: oauth`, whose linked token the child is started with (README "Upstream
+ * credentials"). Isolation shared and prestart are refused for every per-user value already.
+ */
+function checkCredentialReferences (servers: readonly (z.output<typeof httpServerSchema> | z.output<typeof stdioServerSchema>)[], index: number, ctx: z.RefinementCtx): void {
+  const server = servers[index]
+  if (server?.transport !== 'stdio') return
+  for (const [key, value] of Object.entries(server.env)) {
+    for (const name of credentialServers([value])) {
+      const target = servers.find((s) => s.name === name)
+      if (target?.transport !== 'http' || target.upstreamAuth?.type !== 'oauth') {
+        ctx.addIssue({ code: 'custom', path: ['servers', index, 'env', key], message: `\${user.credentials.${name}} needs an http server named "${name}" with upstreamAuth: { type: oauth } (whose linked token it is)` })
+      }
+    }
+  }
 }
 
 export type ConfigInput = z.input<typeof configSchema>

@@ -11,6 +11,13 @@ export type UserTemplateField = typeof USER_TEMPLATE_FIELDS[number]
 /** Fields some callers have no value for (a machine client, an account without email). */
 export const OPTIONAL_USER_FIELDS: ReadonlySet<UserTemplateField> = new Set(['email'])
 const TEMPLATE_RE = /\$\{user\.([A-Za-z_][A-Za-z0-9_]*)\}/g
+/**
+ * `${user.credentials.<server>}` (stdio `env` only): the caller's current access token at the
+ * HTTP server of that name, which has `upstreamAuth: oauth` (README "Upstream credentials").
+ */
+const CREDENTIAL_RE = /\$\{user\.credentials\.([a-z0-9][a-z0-9_-]{0,62})\}/g
+/** One pass over both forms, so a rendered value is never read again as a template. */
+const ANY_TEMPLATE_RE = /\$\{user\.(?:credentials\.([a-z0-9][a-z0-9_-]{0,62})|([A-Za-z_][A-Za-z0-9_]*))\}/g
 
 export function hasUserTemplate (value: string): boolean {
   return value.includes('${user.')
@@ -24,6 +31,32 @@ export function unknownTemplateFields (value: string): string[] {
     if (!(USER_TEMPLATE_FIELDS as readonly string[]).includes(field)) unknown.push(field)
   }
   return unknown
+}
+
+/** The servers whose linked credentials the values use (`${user.credentials.<server>}`), each once. */
+export function credentialServers (values: readonly string[]): string[] {
+  const servers = new Set<string>()
+  for (const value of values) for (const m of value.matchAll(CREDENTIAL_RE)) servers.add(m[1] ?? '')
+  return [...servers]
+}
+
+/**
+ * A stdio `env` value for this user: `${user.*}` fields escaped as in args (escapeUserValue),
+ * `${user.credentials.<server>}` replaced by the token as it is — an environment value is
+ * never parsed by a shell nor split into arguments, and escaping would change the token.
+ * Every credential the value uses must be in `credentials` (the caller checks first).
+ */
+export function renderEnvValue (value: string, user: UserIdentity, credentials: ReadonlyMap<string, string>): string {
+  if (!hasUserTemplate(value)) return value
+  const fields: Readonly<Record<string, string | undefined>> = { id: user.id, name: user.name, email: user.email }
+  return value.replace(ANY_TEMPLATE_RE, (_m, server: string | undefined, field: string | undefined) => {
+    if (server !== undefined) {
+      const token = credentials.get(server)
+      if (token === undefined) throw new Error(`no linked credential for ${server}`)
+      return token
+    }
+    return escapeUserValue(fields[field ?? ''] ?? '')
+  })
 }
 
 function percentEncode (ch: string): string {

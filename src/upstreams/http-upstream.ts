@@ -29,6 +29,7 @@ import { ANONYMOUS } from '../identity.js'
 import { IdentityTokens, type IdentitySigner } from './identity-token.js'
 import { requireUserFields } from './stdio/environment.js'
 import type { UpstreamCredentials } from './upstream-credentials.js'
+import { declaresUrlElicitation } from '../mcp/capabilities.js'
 
 /** Hop-by-hop headers (RFC 9110 7.6.1) and upstream cookies, which would land on the gateway's own origin. */
 const DROPPED_RESPONSE_HEADERS: ReadonlySet<string> = new Set([
@@ -552,6 +553,10 @@ export class HttpUpstream implements Upstream {
         }
         const opened = headerValue(headers, 'mcp-session-id')
         if (opened === undefined || statusCode >= 300) return undefined
+        // upstreamAuth: a later "link your account" error may take the URL-elicitation form.
+        if (this.credentials !== undefined && declaresUrlElicitation(ex.inspection)) {
+          return Promise.all([this.owners.record(this.name, opened, ex.owner), this.owners.noteUrlElicitation(this.name, opened)]).then(() => undefined)
+        }
         return this.owners.record(this.name, opened, ex.owner)
       },
     }

@@ -7,7 +7,7 @@ import type { Upstream } from './types.js'
 import type { SessionOwners } from './session-owners.js'
 import type { StreamKeeper } from './stream-keeper.js'
 import type { IdentitySigner } from './identity-token.js'
-import type { UpstreamCredentialsFactory } from './upstream-credentials.js'
+import type { LinkedTokenSource, UpstreamCredentialsFactory } from './upstream-credentials.js'
 
 export interface UpstreamOptions {
   readonly log: FastifyBaseLogger
@@ -28,6 +28,8 @@ export interface UpstreamOptions {
   readonly credentialsFor?: UpstreamCredentialsFactory
   /** How often a stdio handshake still pending logs "still starting" (tests shorten it). */
   readonly stdioStartingLogIntervalMs?: number
+  /** `${user.credentials.<server>}` in stdio env: the caller's linked token at that server. */
+  readonly linkedToken?: LinkedTokenSource
 }
 
 export function createUpstreams (config: Config, options: UpstreamOptions): Map<string, Upstream> {
@@ -44,6 +46,7 @@ export function createUpstreams (config: Config, options: UpstreamOptions): Map<
         ...(options.sessionHooks === undefined ? {} : { sessionHooks: options.sessionHooks }),
         streamKeeper: options.streamKeeper,
         ...(options.stdioStartingLogIntervalMs === undefined ? {} : { startingLogIntervalMs: options.stdioStartingLogIntervalMs }),
+        ...(options.linkedToken === undefined ? {} : { linkedToken: options.linkedToken }),
       }))
   }
   return upstreams

@@ -30,6 +30,8 @@ const REFRESH_FRACTION = 4
 const SWEEP_MAX_INTERVAL_MS = 60_000
 /** A cap on records held in memory per replica (the store keeps them all; a miss is one read). */
 const MAX_LOCAL_RECORDS = 100_000
+const URL_ELICITATION_PREFIX = 'http-session-url-elicitation:'
+const URL_ELICITATION_TTL_MS = 24 * 60 * 60_000
 
 /** Caller identity and client: both must match for a session to be theirs. */
 export interface SessionOwner {
@@ -161,6 +163,22 @@ export class SessionOwners {
       record.inUse--
       record.lastUsedAt = this.now()
     }
+  }
+
+  /**
+   * The session's client declared URL-mode elicitation in its initialize (MCP 2025-11-25
+   * client/elicitation "URL Mode"), so a "link your account" error may be sent to it as
+   * -32042 (upstreamAuth). Noted only for servers that may need it, read only when such an
+   * error is about to be sent; a hint kept for a day at most (its loss means the plain error).
+   */
+  async noteUrlElicitation (server: string, sessionId: string): Promise<void> {
+    await this.store.kvSet(`${URL_ELICITATION_PREFIX}${server}:${sessionId}`, '1', this.now() + URL_ELICITATION_TTL_MS).catch((err: Error) => {
+      this.log.warn({ server, err: { message: err.message } }, 'could not note a session\'s elicitation capability (its link errors will be plain ones)')
+    })
+  }
+
+  async hasUrlElicitation (server: string, sessionId: string): Promise<boolean> {
+    return await this.store.kvGet(`${URL_ELICITATION_PREFIX}${server}:${sessionId}`) === '1'
   }
 
   /** The session ended (DELETE answered, or the upstream no longer knows it). */

@@ -11,6 +11,7 @@
  * with the gateway, which has nothing to do with the upstream's credential).
  */
 import type { McpExchange } from './types.js'
+import type { UserIdentity } from '../identity.js'
 
 export interface UpstreamCredentials {
   /**
@@ -26,6 +27,13 @@ export interface UpstreamCredentials {
    */
   renew: (ex: McpExchange, rejected: string) => Promise<string>
 }
+
+/**
+ * `${user.credentials.<server>}` in a stdio server's env: the caller's current access token at
+ * that HTTP server (upstreamAuth oauth), refreshed first when it is about to expire. Throws the
+ * link error (a PortcullisError) when the caller has none.
+ */
+export type LinkedTokenSource = (server: string, user: UserIdentity) => Promise<string>
 
 /** Builds the credentials of one server with `upstreamAuth` (app.ts wires the implementations). */
 export type UpstreamCredentialsFactory = (server: string) => UpstreamCredentials | undefined

@@ -178,3 +178,11 @@ t.test('Redis down: a key that needs a lookup gets 503 "retry shortly", never a 
   await redis.start()
   t.ok(await eventually(async () => (await postJson(gw.mcpUrl('a'), INIT_BODY, bearer(secret))).status === 200, 15_000), 'back when Redis is')
 })
+
+t.test('a gateway with one server: the account sign-in asks for no consent and its token reaches no server', async (t) => {
+  const upstream = await startUpstream(t)
+  const gw = await startGateway(t, { auth: { users: [ALICE] }, servers: [{ name: 'only', transport: 'http', url: upstream.url }] })
+  const page = await signInToAccount(gw.baseUrl, 'alice', PASSWORD)
+  t.match(page.html, /Signed in as <strong>alice<\/strong>/, 'straight back to the keys page (no "Allow access?")')
+  t.notOk(page.browser.visited.some((url) => /[?&]resource=/.test(url)), 'the account\'s authorization request names no MCP server')
+})

@@ -4,19 +4,20 @@
  * per-user values rendered.
  */
 import { PortcullisError } from '../../errors.js'
-import { missingUserField, renderUserTemplate, type UserTemplateField } from '../../config/user-template.js'
+import { missingUserField, renderEnvValue, type UserTemplateField } from '../../config/user-template.js'
 import type { UserIdentity } from '../../identity.js'
 
 /** Enough for programs to find binaries, a home, a locale and a temp dir — nothing else. */
 export const INHERITED_ENV_KEYS = ['PATH', 'HOME', 'LANG', 'LANGUAGE', 'LC_ALL', 'LC_CTYPE', 'TZ', 'TMPDIR', 'USER', 'LOGNAME', 'SHELL', 'TERM'] as const
 
-export function childEnvironment (configured: Readonly<Record<string, string>>, user: UserIdentity, parent: NodeJS.ProcessEnv = process.env): Record<string, string> {
+/** `credentials`: the caller's linked tokens by server, for `${user.credentials.<server>}` in `env`. */
+export function childEnvironment (configured: Readonly<Record<string, string>>, user: UserIdentity, parent: NodeJS.ProcessEnv = process.env, credentials: ReadonlyMap<string, string> = new Map()): Record<string, string> {
   const env: Record<string, string> = {}
   for (const key of INHERITED_ENV_KEYS) {
     const value = parent[key]
     if (value !== undefined) env[key] = value
   }
-  for (const [key, value] of Object.entries(configured)) env[key] = renderUserTemplate(value, user)
+  for (const [key, value] of Object.entries(configured)) env[key] = renderEnvValue(value, user, credentials)
   return env
 }
 

@@ -36,7 +36,8 @@ import type { IncomingHttpHeaders, ServerResponse } from 'node:http'
 import type { FastifyBaseLogger } from 'fastify'
 import { PortcullisError } from '../../errors.js'
 import type { StdioServerConfig } from '../../config/schema.js'
-import { hasUserTemplate, renderUserTemplate } from '../../config/user-template.js'
+import { credentialServers, hasUserTemplate, renderUserTemplate } from '../../config/user-template.js'
+import type { LinkedTokenSource } from '../upstream-credentials.js'
 import { ANONYMOUS, type UserIdentity } from '../../identity.js'
 import { defaultMaxProcessesPerUser, UNUSED_SESSION_IDLE_DIVISOR } from '../../config/defaults.js'
 import { checkProtocolVersionHeader, isModernRevision, FIRST_MODERN_REVISION, KNOWN_REVISIONS } from '../../mcp/headers.js'
@@ -90,7 +91,11 @@ export interface StdioUpstreamOptions {
   readonly streamKeeper?: StreamKeeper
   /** How often a pending handshake logs "still starting" (tests use a short one: no fake timers across processes). */
   readonly startingLogIntervalMs?: number
+  /** `${user.credentials.<server>}` in env: the caller's linked token at that server (upstreamAuth). */
+  readonly linkedToken?: LinkedTokenSource
 }
+
+const NO_CREDENTIALS: ReadonlyMap<string, string> = new Map()
 
 export interface SessionHooks {
   /** Settles once the session is findable by other replicas (never rejects). */
@@ -233,6 +238,8 @@ export class StdioUpstream implements Upstream {
   private readonly retiring = new Set<McpChild>()
   private readonly warm: McpChild[] = []
   private readonly usesUserTemplates: boolean
+  /** Servers whose linked token the env uses (`${user.credentials.<server>}`). */
+  private readonly credentialServers: readonly string[]
   /** servers[].user/group, resolved at start; undefined: the gateway's own account. */
   private readonly account: RunAsAccount | undefined
   private era: Era | undefined
@@ -254,6 +261,9 @@ export class StdioUpstream implements Upstream {
     // Before any timer or child: a start that cannot honour user/group fails here.
     this.account = resolveRunAs(this.config, `server "${this.name}"`, process.getuid?.())
     this.usesUserTemplates = [...this.config.args, ...Object.values(this.config.env)].some(hasUserTemplate)
+    this.credentialServers = credentialServers(Object.values(this.config.env))
+    // Fail closed: a child that needs a caller's token is never started without one.
+    if (this.credentialServers.length > 0 && options.linkedToken === undefined) throw new Error(`server ${this.name}: env uses \${user.credentials.*} but no linked credentials are available (needs auth.enabled)`)
     this.maxPerUser = this.config.maxProcessesPerUser ?? defaultMaxProcessesPerUser(this.config.maxProcesses)
     const interval = Math.min(SWEEP_MAX_INTERVAL_MS, Math.max(SWEEP_MIN_INTERVAL_MS, Math.floor(this.config.idleTimeoutMs / 2)))
     this.sweeper = setInterval(() => this.sweep(), interval)
@@ -687,6 +697,8 @@ export class StdioUpstream implements Upstream {
       throw new PortcullisError('PORTCULLIS_ERR_UPSTREAM_RESTARTING', `MCP server "${this.name}"`, { headers: { 'retry-after': String(Math.ceil((this.backoffUntil - now) / 1000)) } })
     }
     const isUsers = role !== 'warm' && role !== 'shared' && user.id !== ANONYMOUS.id
+    // Before room is made: a caller without a linked account ends no other process of theirs.
+    const credentials = await this.credentialsOf(user)
     if (isUsers) await this.makeRoomForProcess(user)
     const warm = this.usesUserTemplates || role === 'probe' ? undefined : this.warm.shift()
     if (warm !== undefined && warm.isRunning) {
@@ -699,7 +711,7 @@ export class StdioUpstream implements Upstream {
       this.log.warn({ server: this.name, maxProcesses: this.config.maxProcesses }, 'stdio server at its process limit')
       throw new PortcullisError('PORTCULLIS_ERR_CAPACITY', `MCP server "${this.name}" runs ${this.config.maxProcesses} processes`, { headers: { 'retry-after': CAPACITY_RETRY_AFTER_S } })
     }
-    const child = this.spawn(user, role)
+    const child = this.spawn(user, role, credentials)
     if (isUsers) this.childUsers.set(child, user.id)
     if (!(await child.whenSpawned())) {
       throw new PortcullisError('PORTCULLIS_ERR_UPSTREAM_UNAVAILABLE', `MCP server "${this.name}" failed to start`)
@@ -712,14 +724,26 @@ export class StdioUpstream implements Upstream {
     if (this.usesUserTemplates) requireUserFields(this.name, [...this.config.args, ...Object.values(this.config.env)], user)
   }
 
-  private spawn (user: UserIdentity, role: Role): McpChild {
+  /**
+   * The caller's current tokens for `${user.credentials.<server>}` (README "Upstream
+   * credentials"): a child keeps the token it started with; a token refreshed later reaches
+   * the next process started for the user, not a running one.
+   */
+  private async credentialsOf (user: UserIdentity): Promise<ReadonlyMap<string, string>> {
+    const source = this.options.linkedToken
+    if (this.credentialServers.length === 0 || source === undefined) return NO_CREDENTIALS
+    const entries = await Promise.all(this.credentialServers.map(async (server) => [server, await source(server, user)] as const))
+    return new Map(entries)
+  }
+
+  private spawn (user: UserIdentity, role: Role, credentials: ReadonlyMap<string, string> = NO_CREDENTIALS): McpChild {
     // Also here, where values are rendered: no path may spawn a process with another's or an empty value.
     this.requireUserValues(user)
     const child = new McpChild({
       server: this.name,
       command: this.config.command,
       args: this.config.args.map((arg) => renderUserTemplate(arg, user)),
-      env: childEnvironment(this.config.env, user, this.parentEnvironment()),
+      env: childEnvironment(this.config.env, user, this.parentEnvironment(), credentials),
       cwd: this.config.cwd,
       maxMessageBytes: this.config.maxMessageBytes,
       now: this.now,

@@ -1,0 +1,53 @@
+/**
+ * Each user's tokens at each upstream they linked (servers[].upstreamAuth oauth), one row per
+ * (server, user) in the store, sealed with the SecretBox: the row's own key is the sealing
+ * context (authenticated data), so a row copied into another user's or server's slot does not
+ * open. Nothing here is ever logged.
+ */
+import type { SecretBox } from '../auth-server/secret-box.js'
+import type { Store } from '../store/types.js'
+import type { UpstreamTokens } from './oauth-client.js'
+
+const PREFIX = 'upstream-token:'
+
+export interface LinkedToken extends UpstreamTokens {
+  readonly linkedAtMs: number
+}
+
+export class LinkedTokens {
+  /** `onUnreadable`: told (server and user only) of a row that does not open. */
+  constructor (private readonly store: Store, private readonly box: SecretBox, private readonly onUnreadable: (server: string, userId: string, reason: string) => void) {}
+
+  /** The store key (server names hold no ':', so the key names one pair only). */
+  static keyOf (server: string, userId: string): string {
+    return `${PREFIX}${server}:${userId}`
+  }
+
+  async get (server: string, userId: string): Promise<LinkedToken | undefined> {
+    const key = LinkedTokens.keyOf(server, userId)
+    const sealed = await this.store.kvGet(key)
+    if (sealed === undefined) return undefined
+    try {
+      return JSON.parse(this.box.open(sealed, key)) as LinkedToken
+    } catch (err) {
+      // Sealed for another slot, altered, or with a key no longer configured: no link (fail
+      // closed); linking again overwrites it.
+      this.onUnreadable(server, userId, (err as Error).message)
+      return undefined
+    }
+  }
+
+  /**
+   * Kept until unlinked while there is a refresh token (its lifetime is the upstream's secret);
+   * without one, only as long as the access token lives.
+   */
+  async save (server: string, userId: string, token: LinkedToken): Promise<void> {
+    const key = LinkedTokens.keyOf(server, userId)
+    const expiresAtMs = token.refreshToken === undefined ? token.expiresAtMs : undefined
+    await this.store.kvSet(key, this.box.seal(JSON.stringify(token), key), expiresAtMs)
+  }
+
+  async delete (server: string, userId: string): Promise<void> {
+    await this.store.kvDelete(LinkedTokens.keyOf(server, userId))
+  }
+}

@@ -1,0 +1,246 @@
+/**
+ * The gateway as an OAuth client of one upstream's authorization server (servers[].upstreamAuth
+ * type oauth), with openid-client (panva) doing the protocol: RFC 8414 / OIDC discovery (the
+ * issuer checked against the metadata, RFC 8414 3.3), authorization code + PKCE S256 and state
+ * (MCP 2025-11-25 basic/authorization "Authorization Code Protection"), RFC 9207 `iss` on the
+ * callback when the server announces it, `resource` = the upstream's canonical URL on every
+ * authorization and token request (RFC 8707; MCP "Resource Parameter Implementation"), refresh,
+ * and revocation (RFC 7009).
+ *
+ * Who the gateway is at that server (MCP "Client Registration Approaches", in this order):
+ * `upstreamAuth.clientId` when the operator registered it; else the Client ID Metadata Document
+ * the gateway serves (when the server says `client_id_metadata_document_supported` and the
+ * gateway's publicUrl is https, which a CIMD client_id must be); else RFC 7591 dynamic
+ * registration, kept in the store per server and issuer (sealed: it may hold a client secret).
+ */
+import * as oidc from 'openid-client'
+import type { HttpServerConfig } from '../config/schema.js'
+import type { FetchLike } from '../net/guarded-fetch.js'
+import type { SecretBox } from '../auth-server/secret-box.js'
+import type { Store } from '../store/types.js'
+import { discoverUpstreamAuthorization, DiscoveryError, scopesToRequest, type UpstreamAuthorization } from './discovery.js'
+
+export type UpstreamOAuthConfig = Extract<NonNullable<HttpServerConfig['upstreamAuth']>, { type: 'oauth' }>
+
+/** Where the upstream's authorization server sends the browser back (beside the account pages, whose cookie it needs). */
+export function linkCallbackPath (server: string): string {
+  return `/account/links/${server}/callback`
+}
+
+/** The gateway's Client ID Metadata Document for one server: its URL is the client_id. */
+export function clientMetadataPath (server: string): string {
+  return `/oauth/client-metadata/${server}.json`
+}
+
+/**
+ * draft-ietf-oauth-client-id-metadata-document: the document's `client_id` is its own URL. A
+ * public client (PKCE): a document cannot hold a secret, and the gateway publishes no keys for it.
+ */
+export function clientMetadataDocument (publicUrl: string, server: string): Record<string, unknown> {
+  return {
+    ...registrationMetadata(publicUrl, server),
+    client_id: `${publicUrl}${clientMetadataPath(server)}`,
+  }
+}
+
+function registrationMetadata (publicUrl: string, server: string): Partial<oidc.ClientMetadata> {
+  return {
+    client_name: `Portcullis at ${new URL(publicUrl).host} (${server})`,
+    client_uri: publicUrl,
+    redirect_uris: [`${publicUrl}${linkCallbackPath(server)}`],
+    grant_types: ['authorization_code', 'refresh_token'],
+    response_types: ['code'],
+    token_endpoint_auth_method: 'none',
+    // oidc-provider-based servers allow an http redirect only for native clients; publicUrl is
+    // plain http only on loopback (or with allowInsecurePublicUrl).
+    application_type: publicUrl.startsWith('http:') ? 'native' : 'web',
+  }
+}
+
+export type ClientIdentityKind = 'configured' | 'metadata-document' | 'registration'
+
+/** Which client identity to use at this authorization server (see the header). */
+export function chooseClientIdentity (configuredClientId: string | undefined, metadata: { readonly client_id_metadata_document_supported?: unknown, readonly registration_endpoint?: unknown }, publicUrl: string): ClientIdentityKind {
+  if (configuredClientId !== undefined) return 'configured'
+  if (metadata.client_id_metadata_document_supported === true && publicUrl.startsWith('https:')) return 'metadata-document'
+  if (typeof metadata.registration_endpoint === 'string') return 'registration'
+  throw new DiscoveryError('the authorization server supports neither client metadata documents (for an https publicUrl) nor dynamic registration: register the gateway there and set upstreamAuth.clientId')
+}
+
+/** What a token response leaves to keep. */
+export interface UpstreamTokens {
+  readonly accessToken: string
+  readonly refreshToken?: string
+  readonly expiresAtMs?: number
+}
+
+interface Ready {
+  readonly config: oidc.Configuration
+  /** The store key of a dynamic registration in use, else undefined. */
+  readonly registrationKey: string | undefined
+  readonly authorization: UpstreamAuthorization
+  readonly scopes: readonly string[]
+}
+
+export interface UpstreamOAuthClientOptions {
+  readonly server: string
+  readonly url: string
+  readonly auth: UpstreamOAuthConfig
+  readonly publicUrl: string
+  readonly store: Store
+  readonly box: SecretBox
+  readonly fetch: FetchLike
+  readonly now: () => number
+}
+
+const REGISTRATION_PREFIX = 'upstream-oauth-client:'
+
+export class UpstreamOAuthClient {
+  private ready: Promise<Ready> | undefined
+
+  constructor (private readonly opts: UpstreamOAuthClientOptions) {}
+
+  get redirectUri (): string {
+    return `${this.opts.publicUrl}${linkCallbackPath(this.opts.server)}`
+  }
+
+  /** The authorization request for one link: PKCE S256 from `verifier`, bound to `state`. */
+  async authorizationUrl (state: string, verifier: string): Promise<URL> {
+    const { config, authorization, scopes } = await this.prepared()
+    return oidc.buildAuthorizationUrl(config, {
+      redirect_uri: this.redirectUri,
+      state,
+      code_challenge: await oidc.calculatePKCECodeChallenge(verifier),
+      code_challenge_method: 'S256',
+      resource: authorization.resource,
+      ...(scopes.length === 0 ? {} : { scope: scopes.join(' ') }),
+    })
+  }
+
+  /** Redeems the callback (the redirect URI with the server's query): state, iss and PKCE checked. */
+  async redeem (callbackUrl: URL, state: string, verifier: string): Promise<UpstreamTokens> {
+    const ready = await this.prepared()
+    const tokens = await this.forgettingRefusedRegistration(ready, async () => await oidc.authorizationCodeGrant(ready.config, callbackUrl, { pkceCodeVerifier: verifier, expectedState: state, idTokenExpected: false }, { resource: ready.authorization.resource }))
+    return this.kept(tokens)
+  }
+
+  /** A new access token (and perhaps a rotated refresh token: the old one is kept otherwise). */
+  async refresh (refreshToken: string): Promise<UpstreamTokens> {
+    const ready = await this.prepared()
+    const tokens = await this.forgettingRefusedRegistration(ready, async () => await oidc.refreshTokenGrant(ready.config, refreshToken, { resource: ready.authorization.resource }))
+    const kept = this.kept(tokens)
+    return kept.refreshToken === undefined ? { ...kept, refreshToken } : kept
+  }
+
+  /** RFC 7009 at the server's revocation endpoint, when it has one; false when it has none. */
+  async revoke (token: string, hint: 'access_token' | 'refresh_token'): Promise<boolean> {
+    const { config } = await this.prepared()
+    if (config.serverMetadata().revocation_endpoint === undefined) return false
+    await oidc.tokenRevocation(config, token, { token_type_hint: hint })
+    return true
+  }
+
+  /**
+   * An authorization server may delete a dynamic registration (Portcullis does for unused
+   * ones): on invalid_client the stored registration is forgotten, so that the next link
+   * registers again instead of failing for ever.
+   */
+  private async forgettingRefusedRegistration<T> (ready: Ready, grant: () => Promise<T>): Promise<T> {
+    try {
+      return await grant()
+    } catch (err) {
+      if (ready.registrationKey !== undefined && err instanceof oidc.ResponseBodyError && err.error === 'invalid_client') {
+        this.ready = undefined
+        await this.opts.store.kvDelete(ready.registrationKey)
+      }
+      throw err
+    }
+  }
+
+  private kept (tokens: oidc.TokenEndpointResponse): UpstreamTokens {
+    const expiresIn = typeof tokens.expires_in === 'number' && tokens.expires_in > 0 ? tokens.expires_in : undefined
+    return {
+      accessToken: tokens.access_token,
+      ...(tokens.refresh_token === undefined ? {} : { refreshToken: tokens.refresh_token }),
+      ...(expiresIn === undefined ? {} : { expiresAtMs: this.opts.now() + expiresIn * 1000 }),
+    }
+  }
+
+  /** Discovery and client identity once, kept; a failure is retried at the next use. */
+  private async prepared (): Promise<Ready> {
+    this.ready ??= this.prepare().catch((err: unknown) => {
+      this.ready = undefined
+      throw err
+    })
+    return await this.ready
+  }
+
+  private async prepare (): Promise<Ready> {
+    const authorization = await discoverUpstreamAuthorization(this.opts.url, this.opts.fetch)
+    const issuer = new URL(authorization.issuer)
+    const metadata = await this.serverMetadata(issuer)
+    const kind = chooseClientIdentity(this.opts.auth.clientId, metadata, this.opts.publicUrl)
+    const client = kind === 'configured'
+      ? { client_id: this.opts.auth.clientId ?? '', ...(this.opts.auth.clientSecret === undefined ? {} : { client_secret: this.opts.auth.clientSecret }) }
+      : kind === 'metadata-document'
+        ? { client_id: `${this.opts.publicUrl}${clientMetadataPath(this.opts.server)}` }
+        : await this.registered(issuer)
+    const registrationKey = kind === 'registration' ? this.registrationKeyOf(issuer) : undefined
+    const config = new oidc.Configuration(metadata, client.client_id, { ...client }, clientAuth(client.client_secret, metadata))
+    this.guard(config, issuer)
+    return { config, registrationKey, authorization, scopes: scopesToRequest(this.opts.auth.scopes, authorization) }
+  }
+
+  /** RFC 8414 first, then OpenID Connect discovery (MCP "Authorization Server Metadata Discovery"). */
+  private async serverMetadata (issuer: URL): Promise<oidc.ServerMetadata> {
+    let firstError: unknown
+    for (const algorithm of ['oauth2', 'oidc'] as const) {
+      try {
+        const found = await oidc.discovery(issuer, 'discovery', undefined, oidc.None(), { ...this.options(issuer), algorithm })
+        return found.serverMetadata()
+      } catch (err) {
+        firstError ??= err
+      }
+    }
+    throw firstError
+  }
+
+  /** The dynamic registration for this server at this issuer: the stored one, or a new one stored. */
+  private async registered (issuer: URL): Promise<{ client_id: string, client_secret?: string }> {
+    const key = this.registrationKeyOf(issuer)
+    const stored = await this.opts.store.kvGet(key)
+    if (stored !== undefined) return JSON.parse(this.opts.box.open(stored, key)) as { client_id: string, client_secret?: string }
+    const config = await oidc.dynamicClientRegistration(issuer, registrationMetadata(this.opts.publicUrl, this.opts.server), undefined, this.options(issuer))
+    const registered = config.clientMetadata()
+    const client = { client_id: registered.client_id, ...(typeof registered.client_secret === 'string' ? { client_secret: registered.client_secret } : {}) }
+    // Replicas registering at once: the first stored registration wins, the others use it.
+    const isFirst = await this.opts.store.kvSetIfAbsent(key, this.opts.box.seal(JSON.stringify(client), key))
+    if (isFirst) return client
+    const winner = await this.opts.store.kvGet(key)
+    return winner === undefined ? client : JSON.parse(this.opts.box.open(winner, key)) as { client_id: string, client_secret?: string }
+  }
+
+  private registrationKeyOf (issuer: URL): string {
+    return `${REGISTRATION_PREFIX}${this.opts.server}:${issuer.href}`
+  }
+
+  private options (issuer: URL): oidc.DiscoveryRequestOptions {
+    return {
+      [oidc.customFetch]: async (url: string, options: oidc.CustomFetchOptions) => await this.opts.fetch(url, { ...options }),
+      // http only reaches the guarded fetch's operator hosts on loopback (a local upstream, tests); it refuses the rest.
+      ...(issuer.protocol === 'http:' ? { execute: [oidc.allowInsecureRequests] } : {}),
+    }
+  }
+
+  private guard (config: oidc.Configuration, issuer: URL): void {
+    config[oidc.customFetch] = async (url, options) => await this.opts.fetch(url, { ...options })
+    if (issuer.protocol === 'http:') oidc.allowInsecureRequests(config)
+  }
+}
+
+/** A secret: Basic when the server takes it (RFC 8414's default), else Post; none: a public client with PKCE. */
+function clientAuth (secret: string | undefined, metadata: oidc.ServerMetadata): oidc.ClientAuth {
+  if (secret === undefined) return oidc.None()
+  const methods = metadata.token_endpoint_auth_methods_supported
+  return methods === undefined || methods.includes('client_secret_basic') ? oidc.ClientSecretBasic(secret) : oidc.ClientSecretPost(secret)
+}

@@ -1,0 +1,385 @@
+// Issue 14 section 2: the gateway as each user's OAuth client to an upstream. Everything is real:
+// the OAuth-protected upstream is a second Portcullis (its own authorization server with dynamic
+// registration and protected resource metadata) on `localhost`, in front of the fixture MCP
+// server; the first gateway is on 127.0.0.1 (two sites, as a browser sees them). Users link their
+// account headlessly through both gateways' real pages; MCP calls go through the official SDK.
+import t, { type Test } from 'tap'
+import { McpError } from '@modelcontextprotocol/sdk/types.js'
+import { hashPassword } from '../../src/auth-server/password.js'
+import { SecretBox } from '../../src/auth-server/secret-box.js'
+import { connectWithOAuth, HeadlessBrowser, signInForTokens, TestOAuthClient, type AuthorizedClient } from '../oauth-helpers.js'
+import { signInToAccount } from '../account-helpers.js'
+import { createHash } from 'node:crypto'
+import { connectClient, freePort, INIT_BODY, postJson, startGateway, startUpstream, stdioServer, textOf, type RunningGateway } from '../helpers.js'
+
+const PASSWORD = 'correct horse battery staple'
+const passwordHash = await hashPassword(PASSWORD)
+const USERS = [
+  { username: 'alice', passwordHash, email: 'alice@example.com' },
+  { username: 'bob', passwordHash },
+]
+const SERVER = 'linear'
+const ROW_OF_ALICE = `upstream-token:${SERVER}:alice`
+const TOOLS = 'gh-tools'
+
+interface Setup {
+  gw: RunningGateway
+  /** The OAuth-protected upstream: a second Portcullis on localhost. */
+  upstream: RunningGateway
+  upstreamBase: string
+  clock: { ms: number }
+  box: SecretBox
+}
+
+async function setUp (t: Test, upstreamAuthConfig: Record<string, unknown> = {}): Promise<Setup> {
+  const fixture = await startUpstream(t, { name: 'fx' })
+  const port = await freePort()
+  const upstreamBase = `http://localhost:${port}`
+  const upstream = await startGateway(t, {
+    publicUrl: upstreamBase,
+    listen: { host: '127.0.0.1', port },
+    auth: { users: USERS, accessTokenTtl: '5m', ...upstreamAuthConfig },
+    servers: [{ name: 'fx', transport: 'http', url: fixture.url }],
+  })
+  const clock = { ms: Date.now() }
+  const gw = await startGateway(t, {
+    auth: { users: USERS },
+    servers: gatewayServers(upstreamBase),
+  }, {}, { now: () => clock.ms })
+  // The box's key was generated into the store at start (no encryptionKeyFile): the test opens rows with it.
+  const box = await SecretBox.load(gw.app.portcullis.store, undefined)
+  return { gw, upstream, upstreamBase, clock, box }
+}
+
+function gatewayServers (upstreamBase: string): Array<Record<string, unknown>> {
+  return [
+    { name: SERVER, transport: 'http', url: `${upstreamBase}/fx/mcp`, upstreamAuth: { type: 'oauth' } },
+    // A stdio server started with the caller's linked token.
+    stdioServer(TOOLS, { env: { UPSTREAM_TOKEN: `\${user.credentials.${SERVER}}` }, isolation: 'session' }),
+  ]
+}
+
+/**
+ * Alice (or Bob) opens the link from the error, <publicUrl>/connect/<server>, signed out: the
+ * account pages sign her in at gateway 1 first and come back, then she signs in at the
+ * upstream's authorization server and consents, and lands on the linked accounts page.
+ */
+async function link (gw: RunningGateway, username: string): Promise<{ browser: HeadlessBrowser, html: string }> {
+  const browser = new HeadlessBrowser()
+  let next = `${gw.baseUrl}/connect/${SERVER}`
+  for (let step = 0; step < 10; step++) {
+    const res = await browser.request(next)
+    if (res.status === 200) return { browser, html: await res.text() }
+    const location = res.headers.get('location')
+    if (location === null) throw new Error(`link stopped (${res.status}) at ${next}: ${(await res.text()).replace(/<[^>]+>/g, ' ').replace(/\s+/g, ' ').slice(0, 300)}`)
+    await res.arrayBuffer()
+    next = new URL(location, next).href
+    // An authorization request (gateway 1's for the account pages, then the upstream's): login
+    // (and consent at the upstream), until it sends the browser back.
+    if (new URL(next).searchParams.has('redirect_uri')) next = (await browser.authorize(next, { username, password: PASSWORD })).href
+  }
+  throw new Error('too many steps')
+}
+
+async function signIn (t: Test, gw: RunningGateway, username: string): Promise<AuthorizedClient> {
+  return connectWithOAuth(t, gw.mcpUrl(SERVER), { username, password: PASSWORD, issuer: gw.baseUrl, oauth: new TestOAuthClient({ name: `${username}'s client` }) })
+}
+
+/** The JSON-RPC error of a raw POST with the user's gateway token. */
+async function rawError (gw: RunningGateway, token: string, body: unknown = INIT_BODY): Promise<{ status: number, error: { code: number, message: string, data: Record<string, unknown> } | undefined }> {
+  const res = await postJson(gw.mcpUrl(SERVER), body, { authorization: `Bearer ${token}` })
+  return { status: res.status, error: (res.json as { error?: { code: number, message: string, data: Record<string, unknown> } } | undefined)?.error }
+}
+
+function openRow (box: SecretBox, row: string | undefined, key = ROW_OF_ALICE): { accessToken: string, refreshToken?: string, expiresAtMs?: number, linkedAtMs: number } {
+  return JSON.parse(box.open(row ?? '', key)) as { accessToken: string, refreshToken?: string, expiresAtMs?: number, linkedAtMs: number }
+}
+
+function auditedUsers (upstream: RunningGateway, method: string): unknown[] {
+  return upstream.audit.lines.map((l) => JSON.parse(l) as Record<string, unknown>).filter((r) => r.method === method).map((r) => (r.user as { username?: string } | null)?.username)
+}
+
+t.test('Alice links her account and reaches the upstream as herself; Bob, unlinked, gets the link error', async (t) => {
+  const { gw, upstream, box } = await setUp(t)
+  const connectUrl = `${gw.baseUrl}/connect/${SERVER}`
+
+  // Before linking: the error names the page that links the account, in the message and in data.
+  const bob = await signInForTokens(t, gw.mcpUrl(SERVER), { username: 'bob', password: PASSWORD, issuer: gw.baseUrl })
+  const refused = await rawError(gw, bob.accessToken)
+  t.equal(refused.status, 200, 'not a 401: the client must not start a new sign-in with the gateway')
+  t.match(refused.error, { code: -32600, data: { code: 'PORTCULLIS_ERR_UPSTREAM_LINK_REQUIRED', url: connectUrl, server: SERVER } })
+  t.match(refused.error?.message, connectUrl, 'the link is in the message a model reads')
+  t.same(auditedUsers(upstream, 'initialize'), [], 'nothing reached the upstream without a credential')
+
+  const { html } = await link(gw, 'alice')
+  t.match(html, /Linked accounts/)
+  t.match(html, /linked \d{4}-/, 'the account page lists the link')
+  t.match(html, /action="\/account\/links\/linear\/unlink"/, 'with an unlink button')
+
+  const alice = await signIn(t, gw, 'alice')
+  t.equal(textOf(await alice.client.callTool({ name: 'echo', arguments: { text: 'hello' } })), 'hello')
+  t.same(auditedUsers(upstream, 'tools/call'), ['alice'], 'the upstream\'s own audit names Alice')
+  t.ok(auditedUsers(upstream, 'initialize').every((u) => u === 'alice'))
+
+  // Bob is still not linked: Alice's link is hers only.
+  t.match((await rawError(gw, bob.accessToken)).error, { data: { code: 'PORTCULLIS_ERR_UPSTREAM_LINK_REQUIRED' } })
+
+  // At rest: sealed, nothing readable; the tokens are in no log line.
+  const row = await gw.app.portcullis.store.kvGet(ROW_OF_ALICE)
+  const tokens = openRow(box, row)
+  t.match(row, /^v1\.[^.]+\.[^.]+\.[^.]+\.[^.]+$/, 'a sealed value')
+  t.notOk(row?.includes(tokens.accessToken), 'no plaintext access token in the row')
+  t.notOk(row?.includes(tokens.refreshToken ?? 'no refresh token'), 'no plaintext refresh token in the row')
+  t.notOk(row?.includes('eyJ'), 'no JWT at all in the row')
+  t.notOk(gw.logs.text().includes(tokens.accessToken), 'the access token is never logged')
+  t.notOk(gw.logs.text().includes(tokens.refreshToken ?? 'no refresh token'), 'the refresh token is never logged')
+
+  // Alice's row copied into Bob's slot does not open there (the slot is authenticated data).
+  await gw.app.portcullis.store.kvSet(`upstream-token:${SERVER}:bob`, row ?? '')
+  t.match((await rawError(gw, bob.accessToken)).error, { data: { code: 'PORTCULLIS_ERR_UPSTREAM_LINK_REQUIRED' } }, 'a copied row gives Bob nothing')
+  t.same(auditedUsers(upstream, 'tools/call'), ['alice'])
+})
+
+t.test('tokens are refreshed before expiry, and once more when the upstream refuses one', async (t) => {
+  const { gw, upstream, clock, box } = await setUp(t)
+  await link(gw, 'alice')
+  const alice = await signIn(t, gw, 'alice')
+  const store = gw.app.portcullis.store
+  const first = openRow(box, await store.kvGet(ROW_OF_ALICE))
+  t.ok(first.refreshToken !== undefined, 'a refresh token was issued')
+  t.ok(first.expiresAtMs !== undefined && first.expiresAtMs - clock.ms <= 5 * 60_000, 'the upstream\'s 5 min access token lifetime is known')
+
+  // The gateway's clock passes the access token's expiry: it refreshes before sending.
+  clock.ms += 5 * 60_000
+  t.equal(textOf(await alice.client.callTool({ name: 'echo', arguments: { text: 'after expiry' } })), 'after expiry')
+  const second = openRow(box, await store.kvGet(ROW_OF_ALICE))
+  t.not(second.accessToken, first.accessToken, 'a new access token')
+  t.equal(second.linkedAtMs, first.linkedAtMs, 'the same link')
+
+  // The upstream refuses a token the gateway still thinks good (here: one it never issued):
+  // 401, one refresh, and the request is sent again — the client sees only its answer.
+  await store.kvSet(ROW_OF_ALICE, box.seal(JSON.stringify({ ...second, accessToken: 'not-a-token-the-upstream-knows' }), ROW_OF_ALICE))
+  t.equal(textOf(await alice.client.callTool({ name: 'echo', arguments: { text: 'after 401' } })), 'after 401')
+  const third = openRow(box, await store.kvGet(ROW_OF_ALICE))
+  t.not(third.accessToken, 'not-a-token-the-upstream-knows', 'renewed after the 401')
+  t.same(auditedUsers(upstream, 'tools/call'), ['alice', 'alice'], 'both calls reached the upstream as Alice')
+})
+
+t.test('the upstream\'s authorization server unreachable for a refresh: 502, and the link stays', async (t) => {
+  const { gw, upstream, clock, box } = await setUp(t)
+  await link(gw, 'alice')
+  const alice = await signIn(t, gw, 'alice')
+  const before = await gw.app.portcullis.store.kvGet(ROW_OF_ALICE)
+  await upstream.app.close()
+  clock.ms += 5 * 60_000
+  const res = await postJson(gw.mcpUrl(SERVER), INIT_BODY, { authorization: `Bearer ${alice.oauth.savedTokens?.access_token ?? ''}` })
+  t.equal(res.status, 502, 'not the link error: linking again would not help')
+  t.match(res.json, { error: { data: { code: 'PORTCULLIS_ERR_UPSTREAM_UNAVAILABLE' } } })
+  t.equal(await gw.app.portcullis.store.kvGet(ROW_OF_ALICE), before, 'the link is kept')
+  t.ok(openRow(box, before).refreshToken !== undefined)
+  t.match(gw.logs.text(), /could not refresh an upstream token/)
+})
+
+t.test('two replicas refreshing at once: one refresh at the upstream, both requests served', async (t) => {
+  // No reuse grace at the upstream: a rotated refresh token used a second time is refused.
+  const { gw, upstreamBase, clock, box } = await setUp(t, { refreshTokenReuseGrace: '0s' })
+  await link(gw, 'alice')
+  // A second replica: the same store (keys, links, locks), the same publicUrl, its own port.
+  const replica = await startGateway(t, { publicUrl: gw.baseUrl, auth: { users: USERS }, servers: gatewayServers(upstreamBase) }, {}, { store: gw.app.portcullis.store, now: () => clock.ms })
+  const alice = await signInForTokens(t, gw.mcpUrl(SERVER), { username: 'alice', password: PASSWORD, issuer: gw.baseUrl })
+  const linked = openRow(box, await gw.app.portcullis.store.kvGet(ROW_OF_ALICE))
+  clock.ms += 5 * 60_000
+  const [a, b] = await Promise.all([gw, replica].map(async (g) => await postJson(`${g.baseUrl}/${SERVER}/mcp`, INIT_BODY, { authorization: `Bearer ${alice.accessToken}` })))
+  t.match(a?.text, /"serverInfo"/, 'the first replica\'s request is served')
+  t.match(b?.text, /"serverInfo"/, 'and the second\'s')
+  const after = openRow(box, await gw.app.portcullis.store.kvGet(ROW_OF_ALICE))
+  t.not(after.accessToken, linked.accessToken, 'refreshed')
+  t.notMatch(gw.logs.text() + replica.logs.text(), /upstream refused the refresh token/, 'the refresh token was never used twice')
+})
+
+t.test('a token revoked at the upstream\'s authorization server: the refresh is refused, and Alice gets the link error again', async (t) => {
+  const { gw, upstreamBase, box } = await setUp(t)
+  await link(gw, 'alice')
+  const alice = await signIn(t, gw, 'alice')
+  t.equal(textOf(await alice.client.callTool({ name: 'echo', arguments: { text: 'linked' } })), 'linked')
+  const store = gw.app.portcullis.store
+  const tokens = openRow(box, await store.kvGet(ROW_OF_ALICE))
+  const registrationKey = `upstream-oauth-client:${SERVER}:${new URL(upstreamBase).href}`
+  const { client_id: clientId } = JSON.parse(box.open(await store.kvGet(registrationKey) ?? '', registrationKey)) as { client_id: string }
+
+  // At the upstream (RFC 7009): revoking the access token revokes its whole grant there.
+  const revoked = await fetch(`${upstreamBase}/oauth/revoke`, { method: 'POST', headers: { 'content-type': 'application/x-www-form-urlencoded' }, body: new URLSearchParams({ token: tokens.accessToken, client_id: clientId }).toString() })
+  t.equal(revoked.status, 200)
+
+  const err = await alice.client.callTool({ name: 'echo', arguments: { text: 'after revocation' } }).then(() => undefined, (e: unknown) => e)
+  t.ok(err instanceof McpError, 'a JSON-RPC error')
+  t.match((err as McpError).data, { code: 'PORTCULLIS_ERR_UPSTREAM_LINK_REQUIRED', url: `${gw.baseUrl}/connect/${SERVER}` })
+  t.equal(await store.kvGet(ROW_OF_ALICE), undefined, 'the dead link is gone')
+  t.match(gw.logs.text(), /upstream refused the refresh token; link removed/)
+
+  // Linking again makes her calls work again.
+  await link(gw, 'alice')
+  const again = await signIn(t, gw, 'alice')
+  t.equal(textOf(await again.client.callTool({ name: 'echo', arguments: { text: 'relinked' } })), 'relinked')
+})
+
+t.test('unlink: the link is gone here, its tokens are revoked upstream, and calls get the link error', async (t) => {
+  const { gw, upstreamBase, box } = await setUp(t)
+  const { browser, html } = await link(gw, 'alice')
+  const alice = await signIn(t, gw, 'alice')
+  t.equal(textOf(await alice.client.callTool({ name: 'echo', arguments: { text: 'linked' } })), 'linked')
+  const store = gw.app.portcullis.store
+  const tokens = openRow(box, await store.kvGet(ROW_OF_ALICE))
+  const csrf = /name="csrf" value="([^"]+)"/.exec(html)?.[1] ?? ''
+
+  const forged = await browser.request(`${gw.baseUrl}/account/links/${SERVER}/unlink`, { method: 'POST', form: { csrf: 'not-the-token' } })
+  t.equal(forged.status, 403, 'CSRF checked')
+  await forged.arrayBuffer()
+  t.not(await store.kvGet(ROW_OF_ALICE), undefined, 'still linked')
+
+  const res = await browser.request(`${gw.baseUrl}/account/links/${SERVER}/unlink`, { method: 'POST', form: { csrf } })
+  t.equal(res.status, 303)
+  await res.arrayBuffer()
+  t.equal(await store.kvGet(ROW_OF_ALICE), undefined, 'unlinked')
+  const page = await browser.request(`${gw.baseUrl}/account/links`)
+  t.match(await page.text(), /not linked/)
+
+  const err = await alice.client.callTool({ name: 'echo', arguments: { text: 'after unlink' } }).then(() => undefined, (e: unknown) => e)
+  t.match((err as McpError).data, { code: 'PORTCULLIS_ERR_UPSTREAM_LINK_REQUIRED' })
+
+  // The refresh token was revoked at the upstream's authorization server.
+  const registrationKey = `upstream-oauth-client:${SERVER}:${new URL(upstreamBase).href}`
+  const { client_id: clientId } = JSON.parse(box.open(await store.kvGet(registrationKey) ?? '', registrationKey)) as { client_id: string }
+  const refresh = await fetch(`${upstreamBase}/oauth/token`, {
+    method: 'POST',
+    headers: { 'content-type': 'application/x-www-form-urlencoded' },
+    body: new URLSearchParams({ grant_type: 'refresh_token', refresh_token: tokens.refreshToken ?? '', client_id: clientId, resource: `${upstreamBase}/fx/mcp` }).toString(),
+  })
+  t.equal(refresh.status, 400)
+  t.match(await refresh.json(), { error: 'invalid_grant' })
+})
+
+t.test('a client that declared URL-mode elicitation gets -32042 with the link to open', async (t) => {
+  const { gw } = await setUp(t)
+  const bob = await signInForTokens(t, gw.mcpUrl(SERVER), { username: 'bob', password: PASSWORD, issuer: gw.baseUrl })
+  const err = await connectClient(t, gw.mcpUrl(SERVER), { headers: { authorization: `Bearer ${bob.accessToken}` }, capabilities: { elicitation: { url: {} } } }).then(() => undefined, (e: unknown) => e)
+  t.ok(err instanceof McpError, 'the SDK reads it as a JSON-RPC error')
+  t.equal((err as McpError).code, -32042)
+  const url = `${gw.baseUrl}/connect/${SERVER}`
+  t.match((err as McpError).data, { elicitations: [{ mode: 'url', url, elicitationId: String, message: new RegExp(url) }] }, 'what the SDK hands its user: the URL to open')
+  // On the wire: the gateway's code and the link beside the elicitation (clients without the SDK's parsing).
+  const raw = await rawError(gw, bob.accessToken, { ...INIT_BODY, params: { ...INIT_BODY.params, capabilities: { elicitation: { url: {} } } } })
+  t.equal(raw.status, 200)
+  t.match(raw.error, { code: -32042, data: { code: 'PORTCULLIS_ERR_UPSTREAM_LINK_ELICITATION', url, elicitations: [{ mode: 'url', url }] } })
+
+  // Without the capability: the plain error.
+  const plain = await connectClient(t, gw.mcpUrl(SERVER), { headers: { authorization: `Bearer ${bob.accessToken}` } }).then(() => undefined, (e: unknown) => e)
+  t.equal((plain as McpError).code, -32600)
+})
+
+t.test('a session whose client declared URL-mode elicitation gets -32042 later, after an unlink', async (t) => {
+  const { gw } = await setUp(t)
+  const { browser, html } = await link(gw, 'alice')
+  const tokens = await signInForTokens(t, gw.mcpUrl(SERVER), { username: 'alice', password: PASSWORD, issuer: gw.baseUrl })
+  const { client } = await connectClient(t, gw.mcpUrl(SERVER), { headers: { authorization: `Bearer ${tokens.accessToken}` }, capabilities: { elicitation: { url: {} } } })
+  t.equal(textOf(await client.callTool({ name: 'echo', arguments: { text: 'linked' } })), 'linked')
+  const csrf = /name="csrf" value="([^"]+)"/.exec(html)?.[1] ?? ''
+  await (await browser.request(`${gw.baseUrl}/account/links/${SERVER}/unlink`, { method: 'POST', form: { csrf } })).arrayBuffer()
+  const err = await client.callTool({ name: 'echo', arguments: { text: 'unlinked' } }).then(() => undefined, (e: unknown) => e)
+  t.equal((err as McpError).code, -32042, 'the session\'s capability was remembered')
+})
+
+t.test('the client metadata document and the connect link are served for oauth servers only', async (t) => {
+  const { gw } = await setUp(t)
+  const doc = await gw.app.inject({ method: 'GET', url: `/oauth/client-metadata/${SERVER}.json` })
+  t.equal(doc.statusCode, 200)
+  t.match(doc.json(), { client_id: `${gw.baseUrl}/oauth/client-metadata/${SERVER}.json`, redirect_uris: [`${gw.baseUrl}/account/links/${SERVER}/callback`], token_endpoint_auth_method: 'none' })
+  t.equal((await gw.app.inject({ method: 'GET', url: `/oauth/client-metadata/${TOOLS}.json` })).statusCode, 404, 'not for a server without upstreamAuth')
+  t.equal((await gw.app.inject({ method: 'GET', url: '/connect/nope' })).statusCode, 404)
+  const connect = await gw.app.inject({ method: 'GET', url: `/connect/${SERVER}` })
+  t.equal(connect.statusCode, 303)
+  t.equal(connect.headers.location, `/account/links/${SERVER}/connect`)
+  const signedOut = await gw.app.inject({ method: 'GET', url: `/account/links/${SERVER}/connect` })
+  t.equal(signedOut.headers.location, `/account/login?return=${encodeURIComponent(`/account/links/${SERVER}/connect`)}`, 'signed out: sign in first, then back')
+  const returnOf = async (target: string): Promise<unknown> => {
+    const login = await gw.app.inject({ method: 'GET', url: `/account/login?return=${encodeURIComponent(target)}` })
+    const jwt = /portcullis_account_login=([^;]+)/.exec(String(login.headers['set-cookie']))?.[1] ?? ''
+    return (JSON.parse(Buffer.from(jwt.split('.')[1] ?? '', 'base64url').toString()) as { returnTo?: string }).returnTo
+  }
+  t.equal(await returnOf(`/account/links/${SERVER}/connect`), `/account/links/${SERVER}/connect`, 'back to the link after sign-in')
+  t.equal(await returnOf('/account/links'), '/account/links')
+  t.equal(await returnOf('https://evil.example/'), '/account/keys', 'never an open redirect')
+  t.equal(await returnOf(`/account/links/${TOOLS}/connect`), '/account/keys', 'only servers that take a link')
+})
+
+t.test('with API keys disabled, the account pages still sign users in for linking', async (t) => {
+  const { upstreamBase } = await setUp(t)
+  const gw = await startGateway(t, {
+    auth: { users: USERS, apiKeys: { enabled: false } },
+    servers: [
+      { name: SERVER, transport: 'http', url: `${upstreamBase}/fx/mcp`, upstreamAuth: { type: 'oauth' } },
+      stdioServer(TOOLS),
+    ],
+  })
+  t.equal((await gw.app.inject({ method: 'GET', url: '/account' })).headers.location, '/account/links', 'the account home is the linked accounts')
+  t.equal((await gw.app.inject({ method: 'GET', url: '/account/keys' })).statusCode, 404, 'no keys page')
+  const { html } = await link(gw, 'alice')
+  t.match(html, /linked \d{4}-/)
+  t.notMatch(html, /API keys<\/a>/, 'no link to a disabled page')
+})
+
+t.test('the link is bound to the browser and account session that started it', async (t) => {
+  const { gw } = await setUp(t)
+  // Mallory (Bob) starts a link and stops at the upstream's authorization URL…
+  const bobBrowser = new HeadlessBrowser()
+  await signInToAccount(gw.baseUrl, 'bob', PASSWORD, bobBrowser)
+  const start = await bobBrowser.request(`${gw.baseUrl}/account/links/${SERVER}/connect`)
+  const authorizationUrl = start.headers.get('location') ?? ''
+  await start.arrayBuffer()
+  t.match(authorizationUrl, /code_challenge_method=S256/)
+  t.match(authorizationUrl, /resource=/, 'RFC 8707 resource sent')
+  const callback = await bobBrowser.authorize(authorizationUrl, { username: 'bob', password: PASSWORD })
+  // …and gets Alice to open the callback with his code: refused, nothing linked for her.
+  const aliceBrowser = new HeadlessBrowser()
+  await signInToAccount(gw.baseUrl, 'alice', PASSWORD, aliceBrowser)
+  const res = await aliceBrowser.request(callback.href)
+  t.equal(res.status, 400)
+  t.match(await res.text(), /no longer valid, or was started in another browser/)
+  t.equal(await gw.app.portcullis.store.kvGet(ROW_OF_ALICE), undefined)
+
+  // Bob's own callback, once: linked; a replay: refused.
+  const own = await bobBrowser.request(callback.href)
+  t.equal(own.status, 303)
+  await own.arrayBuffer()
+  const replay = await bobBrowser.request(callback.href)
+  t.equal(replay.status, 400)
+  await replay.arrayBuffer()
+})
+
+t.test('a stdio server gets the caller\'s linked token in its env; a refreshed token reaches the next process', async (t) => {
+  const { gw, clock, box } = await setUp(t)
+  const sha256 = (text: string): string => createHash('sha256').update(text).digest('hex')
+  const tokenSeen = async (client: AuthorizedClient['client']): Promise<string | undefined> =>
+    (JSON.parse(textOf(await client.callTool({ name: 'env', arguments: {} }))) as { UPSTREAM_TOKEN_SHA256?: string }).UPSTREAM_TOKEN_SHA256
+
+  // Bob has no link: no process is started for him; he gets the link to the oauth server.
+  const bob = await signInForTokens(t, gw.mcpUrl(TOOLS), { username: 'bob', password: PASSWORD, issuer: gw.baseUrl })
+  const res = await postJson(gw.mcpUrl(TOOLS), INIT_BODY, { authorization: `Bearer ${bob.accessToken}` })
+  t.equal(res.status, 200)
+  t.match(res.json, { error: { code: -32600, data: { code: 'PORTCULLIS_ERR_UPSTREAM_LINK_REQUIRED', url: `${gw.baseUrl}/connect/${SERVER}` } } })
+  t.notMatch(gw.logs.text(), /stdio server started/, 'no process without a token')
+
+  await link(gw, 'alice')
+  const first = await connectWithOAuth(t, gw.mcpUrl(TOOLS), { username: 'alice', password: PASSWORD, issuer: gw.baseUrl })
+  const linked = openRow(box, await gw.app.portcullis.store.kvGet(ROW_OF_ALICE))
+  t.equal(await tokenSeen(first.client), sha256(linked.accessToken), 'the child was started with Alice\'s current token')
+
+  // Past expiry: a new session's process is started with a refreshed token; the running one keeps its own.
+  clock.ms += 5 * 60_000
+  const second = await connectWithOAuth(t, gw.mcpUrl(TOOLS), { username: 'alice', password: PASSWORD, issuer: gw.baseUrl })
+  const refreshed = openRow(box, await gw.app.portcullis.store.kvGet(ROW_OF_ALICE))
+  t.not(refreshed.accessToken, linked.accessToken, 'refreshed before the start')
+  t.equal(await tokenSeen(second.client), sha256(refreshed.accessToken), 'the new process has the new token')
+  t.equal(await tokenSeen(first.client), sha256(linked.accessToken), 'the running process keeps the token it started with')
+  t.notOk(gw.logs.text().includes(linked.accessToken) || gw.logs.text().includes(refreshed.accessToken), 'never logged')
+})
