@@ -1,6 +1,6 @@
 // The built CLI (dist/main.js, built by `pretest`) run as a real child process.
 import t from 'tap'
-import { spawnSync } from 'node:child_process'
+import { execFile, spawnSync } from 'node:child_process'
 import { fileURLToPath } from 'node:url'
 import { VERSION } from '../../src/version.js'
 import { hashPassword } from '../../src/auth-server/password.js'
@@ -11,6 +11,15 @@ const ROOT = fileURLToPath(new URL('../..', import.meta.url))
 function run (args: string[], cwd = ROOT, env: NodeJS.ProcessEnv = {}): { status: number | null, stdout: string, stderr: string } {
   const r = spawnSync(process.execPath, [MAIN, ...args], { cwd, env: { PATH: process.env.PATH, ...env }, encoding: 'utf8', timeout: 20_000 })
   return { status: r.status, stdout: r.stdout, stderr: r.stderr }
+}
+
+/** The same, without blocking: many runs side by side. */
+async function runAsync (args: string[]): Promise<{ status: number | null, stdout: string, stderr: string }> {
+  return await new Promise((resolve) => {
+    execFile(process.execPath, [MAIN, ...args], { cwd: ROOT, env: { PATH: process.env.PATH }, encoding: 'utf8', timeout: 20_000 }, (err, stdout, stderr) => {
+      resolve({ status: err === null ? 0 : typeof err.code === 'number' ? err.code : null, stdout, stderr })
+    })
+  })
 }
 
 t.test('--help and --version', async (t) => {
@@ -37,15 +46,15 @@ t.test('each subcommand answers its own --help (and help <command>), not the glo
     tools: /^Usage: portcullis tools diff <server>/,
     keys: /^Usage: portcullis keys <create\|list\|revoke>/,
   }
-  for (const [command, usage] of Object.entries(own)) {
-    for (const args of [[command, '--help'], [command, '-h'], ['help', command]]) {
-      // No config is read for help: a config that does not exist must not matter.
-      const r = run([...args, '--config', 'no-such-file.yaml'])
-      t.equal(r.status, 0, `${args.join(' ')}: ${r.stderr}`)
-      t.match(r.stdout, usage, args.join(' '))
-      t.notMatch(r.stdout, /^Usage: portcullis <command>/, `${args.join(' ')} is not the global help`)
-    }
-  }
+  const cases = Object.entries(own).flatMap(([command, usage]) => [[command, '--help'], [command, '-h'], ['help', command]].map((args) => ({ args, usage })))
+  // No config is read for help: a config that does not exist must not matter.
+  const answers = await Promise.all(cases.map(async ({ args }) => await runAsync([...args, '--config', 'no-such-file.yaml'])))
+  cases.forEach(({ args, usage }, i) => {
+    const r = answers[i] ?? { status: null, stdout: '', stderr: 'no answer' }
+    t.equal(r.status, 0, `${args.join(' ')}: ${r.stderr}`)
+    t.match(r.stdout, usage, args.join(' '))
+    t.notMatch(r.stdout, /^Usage: portcullis <command>/, `${args.join(' ')} is not the global help`)
+  })
   t.match(run(['tools', 'approve', 'x', '--help']).stdout, /--tool <name>/, 'the help of a command with an action')
   t.match(run(['help']).stdout, /^Usage: portcullis <command>/, 'help alone is the global help')
   t.match(run(['help', 'nonsense']).stdout, /^Usage: portcullis <command>/, 'an unknown topic gets the global help')
