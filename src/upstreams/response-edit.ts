@@ -7,6 +7,7 @@
  * buffered and SSE streams are parsed event by event (still streamed), and
  * only the watched responses are re-serialised.
  */
+import { StringDecoder } from 'node:string_decoder'
 import type { JsonRpcErrorBody, JsonRpcId } from '../errors.js'
 
 export type MessageTransform = (message: Record<string, unknown>) => Record<string, unknown> | undefined
@@ -60,6 +61,8 @@ export function sseMessageEvent (message: unknown): string {
  */
 export class SseEditor {
   private pending = ''
+  /** A character cut between two network writes is held until its last byte comes (chunk.toString would make it U+FFFD). */
+  private readonly decoder = new StringDecoder('utf8')
 
   constructor (private readonly edit: ResponseEdit) {}
 
@@ -69,7 +72,7 @@ export class SseEditor {
   }
 
   push (chunk: Buffer): string {
-    this.pending += chunk.toString('utf8')
+    this.pending += this.decoder.write(chunk)
     let out = ''
     for (;;) {
       const end = eventEnd(this.pending)
@@ -83,7 +86,7 @@ export class SseEditor {
 
   /** Whatever is left when the stream ends (an unterminated event passes as it was). */
   flush (): string {
-    const rest = this.pending
+    const rest = this.pending + this.decoder.end()
     this.pending = ''
     return rest
   }

@@ -61,3 +61,18 @@ t.test('a masked SSE stream fed in chunks of every size comes out the same', asy
   }
   t.pass(`every chunk size from 1 to ${stream.length}`)
 })
+
+t.test('a character cut between two network writes is decoded whole', async (t) => {
+  const edit: ResponseEdit = { watch: new Map([[1, (m) => ({ ...m, result: { text: `${(m.result as { text: string }).text}!` } })]]), extra: [] }
+  const bytes = Buffer.from(`event: message\ndata: ${JSON.stringify({ jsonrpc: '2.0', id: 1, result: { text: 'café 😀' } })}\n\n`)
+  const wanted = `event: message\ndata: ${JSON.stringify({ jsonrpc: '2.0', id: 1, result: { text: 'café 😀!' } })}\n\n`
+  for (let cut = 1; cut < bytes.length; cut++) {
+    const editor = new SseEditor(edit)
+    const out = editor.push(bytes.subarray(0, cut)) + editor.push(bytes.subarray(cut)) + editor.flush()
+    if (out !== wanted) {
+      t.fail(`cut at byte ${cut}`, { found: out, wanted })
+      return
+    }
+  }
+  t.pass(`cut at every one of ${bytes.length - 1} bytes`)
+})
