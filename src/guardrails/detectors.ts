@@ -1,13 +1,14 @@
 /**
  * The built-in detectors for `servers[].redactResults`: shapes of secrets and
  * personal data that must not reach a model's context through a tool result.
- * Each is a regex source (the definition of a match), and for speed an
- * optional `skipTo` that jumps over text where no match can start (found with
- * `indexOf`, which is far cheaper than a regex over a 1 KB result), or a `find`
- * that computes the regex's own matches another way; and for card numbers a
- * check the regex cannot express (Luhn). Both shortcuts must give exactly the
- * regex's matches: test/guardrails/redactor-equivalence.test.ts compares them
- * with a plain regex scan on the test corpus and on random text.
+ * Each is a regex source (the definition of a match), and for speed either
+ * `needles` (strings every match holds near its start, found with `indexOf`,
+ * far cheaper than a regex over a 1 KB result: the regex then runs only from
+ * the first of them) or a `find` that computes the regex's own matches another
+ * way; and for card numbers a check the regex cannot express (Luhn). Both
+ * shortcuts must give exactly the regex's matches:
+ * test/guardrails/redactor-equivalence.test.ts checks them against the regex
+ * on the test corpus and on random text.
  *
  * Shapes follow the issuers' own documentation: AWS access key ids (IAM
  * "Understanding unique ID prefixes"), GitHub's token prefixes (ghp_, gho_,
@@ -30,30 +31,18 @@ export interface Detector {
   /** Regex source: what a match is. No flags (the scan uses `g` only). */
   readonly source: string
   /**
-   * The lowest index at or after `from` where a match can start (it may be lower
-   * than the real start, never higher), or -1 when none can; the regex then
-   * runs from there. Absent: the regex runs from `from`.
+   * Every match holds one of these strings, starting at most `needleOffset`
+   * characters after the match does: so no match starts before the first of
+   * them (less that offset), and none at all when the text holds none.
    */
-  readonly skipTo?: (text: string, from: number) => number
+  readonly needles?: readonly string[]
+  readonly needleOffset?: number
   /** The leftmost match starting at or after `from`, exactly as the regex finds it, computed without it. */
   readonly find?: (text: string, from: number) => MatchSpan | undefined
   /** A match the regex found but that is not one (a card number failing Luhn): kept as it was. */
   readonly confirm?: (match: string) => boolean
 }
 
-/**
- * Every match holds one of `needles`, which sits at most `maxOffset` characters
- * after the match's start: so no match starts before the first needle less
- * that offset.
- */
-const firstNeedle = (needles: readonly string[], maxOffset: number) => (text: string, from: number): number => {
-  let first = -1
-  for (const needle of needles) {
-    const at = text.indexOf(needle, from)
-    if (at !== -1 && (first === -1 || at < first)) first = at
-  }
-  return first === -1 ? -1 : Math.max(from, first - maxOffset)
-}
 /** ISO/IEC 7812 check digit (the Luhn algorithm) over the digits of a candidate. */
 export function isLuhnValid (candidate: string): boolean {
   const digits = candidate.replace(/[ -]/g, '')
@@ -118,7 +107,8 @@ export const BUILT_IN_DETECTORS: readonly Detector[] = [
     // The whole block when it ends; a block cut short (a truncated file) up to where base64 stops.
     source: `-----BEGIN ${PEM_PRIVATE_LABEL}(?:[\\s\\S]*?-----END ${PEM_PRIVATE_LABEL}|[A-Za-z0-9+/=\\s\\\\]*)`,
     // indexOf is as fast as its needle's first character is rare: "B", not "-" (dates, ids).
-    skipTo: firstNeedle(['BEGIN '], 5),
+    needles: ['BEGIN '],
+    needleOffset: 5,
   },
   {
     kind: 'cloud-keys',
@@ -128,31 +118,36 @@ export const BUILT_IN_DETECTORS: readonly Detector[] = [
       '|\\b(?:aws_secret_access_key|AWS_SECRET_ACCESS_KEY|SecretAccessKey|secretAccessKey)["\']?\\s*[:=]\\s*["\']?[A-Za-z0-9/+]{40}(?![A-Za-z0-9/+])' +
       '|\\bAIza[0-9A-Za-z_-]{35}(?![0-9A-Za-z_-])',
     // Every match holds an "A" (AKIA..., AIza, AWS_..., ...AccessKey: at most 6 in) or a "_" (aws_...: 3 in).
-    skipTo: firstNeedle(['A', '_'], 6),
+    needles: ['A', '_'],
+    needleOffset: 6,
   },
   {
     kind: 'github-tokens',
     source: '\\bgh[pousr]_[A-Za-z0-9]{36,251}(?![A-Za-z0-9])|\\bgithub_pat_[A-Za-z0-9_]{22,244}(?![A-Za-z0-9_])',
     // Both prefixes hold a "_": 3 (ghp_) or 6 (github_pat_) characters in.
-    skipTo: firstNeedle(['_'], 6),
+    needles: ['_'],
+    needleOffset: 6,
   },
   {
     kind: 'gitlab-tokens',
     source: '\\bgl(?:pat|dt|rt|ptt|cbt|ft|imt|agent|soat|oas|ffct)-[A-Za-z0-9_-]{20,}',
-    skipTo: firstNeedle(['gl'], 0),
+    needles: ['gl'],
+    needleOffset: 0,
   },
   {
     kind: 'slack-tokens',
     source: '\\bxox[abposer]-[A-Za-z0-9-]{10,}|\\bxapp-[0-9]-[A-Za-z0-9-]{10,}|https://hooks\\.slack\\.com/(?:services|workflows)/[A-Za-z0-9/_-]{20,}',
     // ".slack.com/" sits 13 into the webhook URL ("https://hooks" before it; "h" is too common a first character).
-    skipTo: firstNeedle(['xox', 'xapp-', '.slack.com/'], 13),
+    needles: ['xox', 'xapp-', '.slack.com/'],
+    needleOffset: 13,
   },
   {
     kind: 'jwts',
     // A JWS in compact form: base64url header and payload, both JSON objects ("eyJ" is `{"`).
     source: '\\beyJ[A-Za-z0-9_-]{4,}\\.eyJ[A-Za-z0-9_-]{4,}\\.[A-Za-z0-9_-]*',
     // "J" alone is a one-character search (memchr-fast); it sits 2 in.
-    skipTo: firstNeedle(['J'], 2),
+    needles: ['J'],
+    needleOffset: 2,
   },
   {
     kind: 'bearer',

@@ -9,8 +9,11 @@
  * Cost: a string is scanned as one alternation of every detector would
  * scan it (the leftmost match wins, the first detector listed on a tie, the
  * scan resumes after it), but each detector searches on its own: one regex is
- * far cheaper than an alternation of nine, a detector's `skipTo` jumps over
- * text with `indexOf`, and one with nothing left to find is not asked again.
+ * far cheaper than an alternation of nine, a detector's needles let it jump
+ * over text with `indexOf`, and one with nothing left to find is not asked
+ * again. Each needle's next place is remembered for the string (the scan only
+ * moves forward), so a needle the rest of a string lacks is not searched for
+ * again after every match: the scan stays linear in the string's length.
  * A 1 KB result costs a few µs (docs/benchmarks.md).
  */
 import { builtInDetectors, operatorDetector, type Detector, type MatchSpan } from './detectors.js'
@@ -23,6 +26,7 @@ export type RedactionCounts = Record<string, number>
 
 /** No match at or after the position: the detector is done with this string. */
 const NONE = -1
+const UNKNOWN = -2
 
 export class Redactor {
   private readonly detectors: readonly Detector[]
@@ -31,12 +35,15 @@ export class Redactor {
   /** Per detector, its next match in the string being scanned (start NONE: none left). */
   private readonly starts: number[]
   private readonly ends: number[]
+  /** Per detector, per needle: where it next occurs (NONE: nowhere further; UNKNOWN: not searched yet in this string). */
+  private readonly needleAt: number[][]
 
   constructor (detectors: readonly Detector[]) {
     this.detectors = detectors
     this.regexes = detectors.map((d) => new RegExp(d.source, 'g'))
     this.starts = detectors.map(() => NONE)
     this.ends = detectors.map(() => NONE)
+    this.needleAt = detectors.map((d) => (d.needles ?? []).map(() => UNKNOWN))
   }
 
   /** One string, matches replaced and counted; the same string when nothing matched. */
@@ -44,6 +51,7 @@ export class Redactor {
     const { detectors, starts, ends } = this
     let live = 0
     for (let i = 0; i < detectors.length; i++) {
+      (this.needleAt[i] as number[]).fill(UNKNOWN)
       this.next(i, text, 0)
       if (starts[i] !== NONE) live++
     }
@@ -92,6 +100,24 @@ export class Redactor {
     return out
   }
 
+  /** Where detector i's regex must start looking (`from` when it has no needles), or NONE when no match is left. */
+  private firstNeedle (i: number, text: string, from: number): number {
+    const detector = this.detectors[i] as Detector
+    const needles = detector.needles
+    if (needles === undefined) return from
+    const places = this.needleAt[i] as number[]
+    let first = NONE
+    for (let j = 0; j < needles.length; j++) {
+      let at = places[j] as number
+      if (at === UNKNOWN || (at !== NONE && at < from)) {
+        at = text.indexOf(needles[j] as string, from)
+        places[j] = at
+      }
+      if (at !== NONE && (first === NONE || at < first)) first = at
+    }
+    return first === NONE ? NONE : Math.max(from, first - (detector.needleOffset ?? 0))
+  }
+
   /** Detector i's leftmost match at or after `from` into starts/ends. */
   private next (i: number, text: string, from: number): void {
     const detector = this.detectors[i] as Detector
@@ -99,7 +125,7 @@ export class Redactor {
     if (detector.find !== undefined) {
       span = from <= text.length ? detector.find(text, from) : undefined
     } else {
-      const at = detector.skipTo === undefined ? from : detector.skipTo(text, from)
+      const at = this.firstNeedle(i, text, from)
       if (at !== NONE && at <= text.length) {
         const re = this.regexes[i] as RegExp
         re.lastIndex = at
