@@ -12,7 +12,7 @@ import { editJsonBody, SseEditor } from '../dist/upstreams/response-edit.js'
 const ITERATIONS = 20_000
 
 /** About 1 KB of what a tool returns: log lines with dates, ids, numbers, paths, a URL. */
-function cleanText () {
+export function cleanText () {
   const lines = []
   for (let i = 0; lines.join('\n').length < 1000; i++) {
     lines.push(`2026-11-29T12:${String(i).padStart(2, '0')}:07Z INFO worker-${i} handled request 48213${i} for /api/v2/items/${9000 + i} in ${i * 3} ms (https://status.example.com)`)
@@ -23,14 +23,14 @@ function cleanText () {
 const SECRETS = ['AKIAIOSFODNN7EXAMPLE', 'ghp_0123456789abcdefghijABCDEFGHIJklmnop', 'alice@example.com', '4111111111111111',
   'eyJhbGciOiJIUzI1NiIsInR5cCI6IkpXVCJ9.eyJzdWIiOiIxMjM0NTY3ODkwIn0.SflKxwRJSMeKKF2QT4fwpMeJf36POk6yJV_adQssw5c']
 
-function leakyText () {
+export function leakyText () {
   const words = cleanText().split(' ')
   const step = Math.floor(words.length / (SECRETS.length + 1))
   SECRETS.forEach((s, i) => { words[(i + 1) * step] = s })
   return words.join(' ').slice(0, 1100)
 }
 
-const answer = (text) => JSON.stringify({ jsonrpc: '2.0', id: 1, result: { content: [{ type: 'text', text }] } })
+export const answer = (text) => JSON.stringify({ jsonrpc: '2.0', id: 1, result: { content: [{ type: 'text', text }] } })
 
 /**
  * CPU time (process.cpuUsage, user + system) per call, not wall time: on a shared machine
@@ -51,7 +51,7 @@ function median (fn) {
 }
 
 /** The edit the gateway builds for a tools/call when the server masks (src/routes/mcp.ts, maskResult). */
-function maskingEdit (redactor) {
+export function maskingEdit (redactor) {
   const mask = (message) => {
     const result = redactor.redactResult(message.result, {})
     return result === message.result ? undefined : { ...message, result }
