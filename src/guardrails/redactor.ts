@@ -51,7 +51,8 @@ export class Redactor {
     const { detectors, starts, ends } = this
     let live = 0
     for (let i = 0; i < detectors.length; i++) {
-      (this.needleAt[i] as number[]).fill(UNKNOWN)
+      const places = this.needleAt[i] as number[]
+      for (let j = 0; j < places.length; j++) places[j] = UNKNOWN
       this.next(i, text, 0)
       if (starts[i] !== NONE) live++
     }
