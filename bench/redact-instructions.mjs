@@ -3,7 +3,7 @@
 // machine: run this under valgrind's callgrind twice, with N results and with none (the same
 // warm-up each time), and divide the difference of the totals by N.
 //
-//   for n in 0 2000; do valgrind --tool=callgrind --smc-check=all-non-file --callgrind-out-file=/dev/null \
+//   for n in 0 20000; do valgrind --tool=callgrind --smc-check=all-non-file --callgrind-out-file=/dev/null \
 //     node bench/redact-instructions.mjs leaky secrets,emails json $n 2>&1 | grep 'Collected'; done
 //
 // Arguments: clean|leaky, the redactResults names (comma-separated), json|sse, N. The texts are
