@@ -30,7 +30,7 @@ export interface ApprovedTools {
 export interface ObservedTools {
   readonly tools: ToolSet
   readonly observedAtMs: number
-  /** Whether a complete listing (one page, no cursor) was seen: only then is a name not in it unknown. */
+  /** Whether a complete listing (one page without nextCursor, or a walk from the first page to the last) was seen: only then is a name not in it unknown. */
   readonly isComplete: boolean
 }
 

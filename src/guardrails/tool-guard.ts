@@ -34,6 +34,23 @@ import type { ArgumentValidator } from './argument-validator.js'
 export const TOOL_APPROVALS_CACHE_MS = 5_000
 /** Changes already reported are remembered (per process) up to this many, then forgotten together. */
 const MAX_REPORTED_CHANGES = 1_000
+/** Paginated listings being walked (per process), at most this many at once: the oldest is dropped first. */
+const MAX_OPEN_LIST_WALKS = 1_000
+/** A walk whose next page has not come within this long is abandoned (its pages are not a listing any more). */
+export const LIST_WALK_TTL_MS = 10 * 60_000
+
+/** Which listing walk a tools/list page belongs to: the request's cursor, and the MCP session it came in (if any). */
+export interface ListPage {
+  readonly cursor: unknown
+  readonly session: string | undefined
+}
+
+interface ListWalk {
+  /** The tools of every page so far. */
+  readonly tools: ToolSet
+  /** When the page that asked for the next one went by. */
+  readonly atMs: number
+}
 
 export interface ToolGuardOptions {
   readonly server: ServerConfig
@@ -64,6 +81,8 @@ export class ToolGuard {
   private state: PinState | undefined
   private loading: Promise<void> | undefined
   private readonly reported = new Set<string>()
+  /** Open walks by session and the cursor their next page is asked with. */
+  private readonly walks = new Map<string, ListWalk>()
 
   constructor (private readonly options: ToolGuardOptions) {
     this.server = options.server
@@ -111,21 +130,55 @@ export class ToolGuard {
   /**
    * A tools/list result on its way to the client: recorded, compared with the
    * approved set, and under enforce returned without unapproved tools
-   * (undefined: pass it unchanged). `isFirstPage`: the request had no cursor.
+   * (undefined: pass it unchanged).
+   *
+   * A paginated listing (MCP 2025-06-18, "Pagination": the client sends each
+   * page's nextCursor back as the next request's cursor; the last page has
+   * none) is followed page by page within its session: only a walk from the
+   * first page to the last is a complete listing, the one that shows a tool
+   * was removed, and the one trusted on first use (trusting the first page
+   * alone would refuse every tool of the later ones as added).
    */
-  onList (result: unknown, isFirstPage: boolean): Record<string, unknown> | undefined {
+  onList (result: unknown, page: ListPage): Record<string, unknown> | undefined {
     const listed = listedTools(result)
     const state = this.state
     if (listed === undefined || state === undefined) return undefined
-    const isComplete = isFirstPage && (result as Record<string, unknown>).nextCursor === undefined
-    this.observe(state, listed, isComplete)
+    const walked = this.walk(listed, page, (result as Record<string, unknown>).nextCursor)
+    const isComplete = walked !== undefined
+    const seen = walked ?? listed
+    this.observe(state, seen, isComplete)
     if (this.server.pinTools === 'off') return undefined
     if (state.approved === undefined) {
-      this.trustFirstUse(state, listed)
+      if (isComplete) this.trustFirstUse(state, seen)
       return undefined
     }
-    this.report(diffTools(state.approved.tools, listed, isComplete))
+    this.report(diffTools(state.approved.tools, seen, isComplete))
     return this.hidesTools ? this.withoutUnapproved(result, listed) : undefined
+  }
+
+  /**
+   * This page joined to the earlier pages of its walk: the whole listing when
+   * it is the last page of a walk that began at the first, else undefined (the
+   * walk is kept for its next page, or its start is unknown).
+   */
+  private walk (listed: ToolSet, page: ListPage, nextCursor: unknown): ToolSet | undefined {
+    const now = this.options.now()
+    let tools: ToolSet | undefined
+    if (page.cursor === undefined) {
+      tools = listed
+    } else if (typeof page.cursor === 'string') {
+      const key = walkKey(page.session, page.cursor)
+      const before = this.walks.get(key)
+      this.walks.delete(key)
+      if (before !== undefined && now - before.atMs <= LIST_WALK_TTL_MS) tools = { ...before.tools, ...listed }
+    }
+    if (tools === undefined) return undefined
+    if (nextCursor === undefined) return tools
+    if (typeof nextCursor === 'string') {
+      if (this.walks.size >= MAX_OPEN_LIST_WALKS) this.walks.delete(this.walks.keys().next().value as string)
+      this.walks.set(walkKey(page.session, nextCursor), { tools, atMs: now })
+    }
+    return undefined
   }
 
   /** A list result replayed on a GET stream (its request went by earlier): hidden like a live one, not recorded. */
@@ -247,6 +300,11 @@ export function listedTools (result: unknown): ToolSet | undefined {
 function sameTools (a: ToolSet, b: ToolSet): boolean {
   const names = Object.keys(a)
   return names.length === Object.keys(b).length && names.every((n) => a[n]?.fingerprint === b[n]?.fingerprint)
+}
+
+/** Sessions and cursors are the client's and the upstream's strings: joined by a character neither is likely to hold. */
+function walkKey (session: string | undefined, cursor: string): string {
+  return `${session ?? ''}\u0000${cursor}`
 }
 
 /** Enough of a fingerprint to tell two apart in a message. */

@@ -250,7 +250,8 @@ export async function mcpRoutes (app: FastifyInstance, opts: McpRoutesOptions): 
         const keptIds = kept.filter((m) => m.kind === 'request').map((m) => m.id ?? null)
         request.mcpForward = { body: Buffer.from(JSON.stringify(kept.map((m) => m.value))), inspection: { ...inspection, messages: kept, requestIds: keptIds } }
       }
-      request.mcpEdit = responseEdit(outcomes, extra, caller)
+      const session = request.headers['mcp-session-id']
+      request.mcpEdit = responseEdit(outcomes, extra, caller, typeof session === 'string' ? session : undefined)
     }
 
     /** A replayed answer's request is unknown: lists and results are told apart by their shape. Lists differ per caller (user and group rules). */
@@ -280,7 +281,7 @@ export async function mcpRoutes (app: FastifyInstance, opts: McpRoutesOptions): 
     const captured = new WeakMap<MessageOutcome, string>()
 
     /** List results to filter, results to record: only when needed, so most answers pass as bytes. */
-    const responseEdit = (outcomes: readonly MessageOutcome[], extra: JsonRpcErrorBody[], caller: Caller): ResponseEdit | null => {
+    const responseEdit = (outcomes: readonly MessageOutcome[], extra: JsonRpcErrorBody[], caller: Caller, session: string | undefined): ResponseEdit | null => {
       const watch = new Map<JsonRpcId, MessageTransform>()
       for (const o of outcomes) {
         if (o.error !== undefined || o.message.kind !== 'request') continue
@@ -299,7 +300,7 @@ export async function mcpRoutes (app: FastifyInstance, opts: McpRoutesOptions): 
         // Pinned definitions: the upstream's own list is compared with the approved set (enforce hides what changed).
         const pin: MessageTransform | undefined = method === 'tools/list' && guardsCalls !== undefined
           ? (message) => {
-              const pinned = guardsCalls.onList(message.result, o.message.params?.cursor === undefined)
+              const pinned = guardsCalls.onList(message.result, { cursor: o.message.params?.cursor, session })
               return pinned === undefined ? undefined : { ...message, result: pinned }
             }
           : undefined

@@ -7,6 +7,7 @@
  * buffered and SSE streams are parsed event by event (still streamed), and
  * only the watched responses are re-serialised.
  */
+import { StringDecoder } from 'node:string_decoder'
 import type { JsonRpcErrorBody, JsonRpcId } from '../errors.js'
 
 export type MessageTransform = (message: Record<string, unknown>) => Record<string, unknown> | undefined
@@ -60,6 +61,8 @@ export function sseMessageEvent (message: unknown): string {
  */
 export class SseEditor {
   private pending = ''
+  /** A character cut between two network writes is held until its last byte comes (chunk.toString would make it U+FFFD). */
+  private readonly decoder = new StringDecoder('utf8')
 
   constructor (private readonly edit: ResponseEdit) {}
 
@@ -69,27 +72,27 @@ export class SseEditor {
   }
 
   push (chunk: Buffer): string {
-    this.pending += chunk.toString('utf8')
+    this.pending += this.decoder.write(chunk)
     let out = ''
     for (;;) {
-      const match = /\r?\n\r?\n/.exec(this.pending)
-      if (match === null) break
-      const event = this.pending.slice(0, match.index)
-      this.pending = this.pending.slice(match.index + match[0].length)
-      out += this.rewrite(event) + match[0]
+      const end = eventEnd(this.pending)
+      if (end === undefined) break
+      const event = this.pending.slice(0, end.start)
+      out += this.rewrite(event) + this.pending.slice(end.start, end.end)
+      this.pending = this.pending.slice(end.end)
     }
     return out
   }
 
   /** Whatever is left when the stream ends (an unterminated event passes as it was). */
   flush (): string {
-    const rest = this.pending
+    const rest = this.pending + this.decoder.end()
     this.pending = ''
     return rest
   }
 
   private rewrite (event: string): string {
-    const lines = event.split(/\r?\n/)
+    const lines = splitLines(event)
     const dataLines = lines.filter((l) => l.startsWith('data:'))
     if (dataLines.length === 0) return event
     const data = dataLines.map((l) => l.slice(l.startsWith('data: ') ? 6 : 5)).join('\n')
@@ -104,4 +107,29 @@ export class SseEditor {
     const kept = lines.filter((l) => !l.startsWith('data:'))
     return [...kept, `data: ${JSON.stringify(edited)}`].join('\n')
   }
+}
+
+/**
+ * Where the first event ends: the blank line after it, as `/\r?\n\r?\n/` finds
+ * it (the editor runs on every event of a masked stream; indexOf finds each
+ * "\n" far faster than a regex walks a 1 KB data line). A match's first "\n"
+ * is the first "\n" followed by `\r?\n`; it starts one earlier when a "\r" precedes.
+ */
+export function eventEnd (text: string): { start: number, end: number } | undefined {
+  for (let nl = text.indexOf('\n'); nl !== -1; nl = text.indexOf('\n', nl + 1)) {
+    const start = nl > 0 && text.charCodeAt(nl - 1) === 13 ? nl - 1 : nl
+    if (text.charCodeAt(nl + 1) === 10) return { start, end: nl + 2 }
+    if (text.charCodeAt(nl + 1) === 13 && text.charCodeAt(nl + 2) === 10) return { start, end: nl + 3 }
+  }
+  return undefined
+}
+
+/** `text.split(/\r?\n/)`, by the character: a line loses one "\r" before its "\n". */
+export function splitLines (text: string): string[] {
+  const lines = text.split('\n')
+  for (let i = 0; i < lines.length - 1; i++) {
+    const line = lines[i] as string
+    if (line.charCodeAt(line.length - 1) === 13) lines[i] = line.slice(0, -1)
+  }
+  return lines
 }

@@ -146,3 +146,39 @@ t.test('enforce over HTTP with SSE answers on Redis: a batch gets the filtered l
   const diff = await cli(['tools', 'diff', 'tl', '--config', configFile])
   t.match(diff.stdout, /no differences/)
 })
+
+t.test('a paginated listing (stdio, enforce): first use approves the whole walk; a tool removed upstream is reported when a walk reaches its last page', async (t) => {
+  const { gw, toolsFile } = await setup(t, { transport: 'stdio', pinTools: 'enforce' }, { memory: true })
+  writeFileSync(toolsFile, JSON.stringify({ pages: [V1.slice(0, 2), V1.slice(2)] }))
+  const metricsText = async (): Promise<string> => (await fetch(`${gw.baseUrl}/metrics`)).text()
+
+  const first = await connectClient(t, gw.mcpUrl('tl'))
+  const page1 = await first.client.listTools()
+  t.same([names(page1.tools), page1.nextCursor], [['echo', 'read_note'], '1'], 'the fixture paginates')
+  const page2 = await first.client.listTools({ cursor: page1.nextCursor })
+  t.same([names(page2.tools), page2.nextCursor], [['stable'], undefined], 'the last page has no nextCursor')
+  await eventually(() => records(gw.audit.lines).some((r) => r.event === 'tool_definitions'))
+  const approved = records(gw.audit.lines).find((r) => r.event === 'tool_definitions' && r.action === 'approved')
+  t.same((approved?.changes as Array<{ name: string }>).map((c) => c.name).sort(), ['echo', 'read_note', 'stable'], 'first use approves every page of the walk')
+  t.equal(textOf(await first.client.callTool({ name: 'stable', arguments: {} })), '{}', 'a tool of the second page is approved, not refused as added')
+
+  // read_note removed upstream; the rest unchanged.
+  writeFileSync(toolsFile, JSON.stringify({ pages: [[V1[0]], [V1[2]]] }))
+  const second = await connectClient(t, gw.mcpUrl('tl'))
+  const again1 = await second.client.listTools()
+  t.same(names(again1.tools), ['echo'])
+  t.notMatch(await metricsText(), /change="removed"/, 'a first page alone does not say a tool is gone')
+  t.same(names((await second.client.listTools({ cursor: again1.nextCursor })).tools), ['stable'])
+  t.match(await metricsText(), /portcullis_tool_definition_changes_total\{server="tl",change="removed"\} 1/, 'the walk\'s last page does')
+  await eventually(() => records(gw.audit.lines).some((r) => r.event === 'tool_definitions' && r.action === 'changed'))
+  const changed = records(gw.audit.lines).filter((r) => r.event === 'tool_definitions' && r.action === 'changed')
+  t.same(changed.flatMap((r) => (r.changes as Array<{ name: string, change: string }>).map((c) => `${c.change} ${c.name}`)), ['removed read_note'], 'audited once, nothing else reported')
+
+  // Walks are followed per session: another session's page asked with the same cursor is not this walk's end.
+  const third = await connectClient(t, gw.mcpUrl('tl'))
+  t.equal((await third.client.listTools()).nextCursor, '1', 'a walk opened in one session')
+  writeFileSync(toolsFile, JSON.stringify({ pages: [[V1[0]], []] }))
+  const fourth = await connectClient(t, gw.mcpUrl('tl'))
+  t.same(names((await fourth.client.listTools({ cursor: '1' })).tools), [], 'an empty page asked for in another session')
+  t.match(await metricsText(), /portcullis_tool_definition_changes_total\{server="tl",change="removed"\} 1\n/, 'no removal: that page ends no walk')
+})

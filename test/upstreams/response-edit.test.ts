@@ -1,0 +1,78 @@
+// The SSE editor's event and line splitting (indexOf instead of a regex walking each 1 KB
+// data line) against the regexes it replaced, /\r?\n\r?\n/ and split(/\r?\n/), on random text
+// of line ends in every mix; and the editor fed a masked stream in chunks of every size.
+import t from 'tap'
+import { eventEnd, splitLines, SseEditor, type ResponseEdit } from '../../src/upstreams/response-edit.js'
+import { createRedactor } from '../../src/guardrails/redactor.js'
+
+function random (seed: number): () => number {
+  let a = seed >>> 0
+  return () => {
+    a = (a + 0x6D2B79F5) >>> 0
+    let x = Math.imul(a ^ (a >>> 15), 1 | a)
+    x = (x + Math.imul(x ^ (x >>> 7), 61 | x)) ^ x
+    return ((x ^ (x >>> 14)) >>> 0) / 4294967296
+  }
+}
+
+const PIECES = ['\n', '\r', '\r\n', '\n\n', '\r\n\r\n', '\r\r', 'a', 'data: {}', 'event: message', ':', ' ']
+
+t.test('eventEnd and splitLines find what the regexes found', async (t) => {
+  let found = 0
+  for (let seed = 1; seed <= 20_000; seed++) {
+    const next = random(seed)
+    let text = ''
+    for (let n = Math.floor(next() * 12); n > 0; n--) text += PIECES[Math.floor(next() * PIECES.length)] as string
+    const match = /\r?\n\r?\n/.exec(text)
+    const wanted = match === null ? undefined : { start: match.index, end: match.index + match[0].length }
+    const end = eventEnd(text)
+    if (JSON.stringify(end) !== JSON.stringify(wanted)) {
+      t.fail(`eventEnd(${JSON.stringify(text)})`, { found: end, wanted })
+      return
+    }
+    if (JSON.stringify(splitLines(text)) !== JSON.stringify(text.split(/\r?\n/))) {
+      t.fail(`splitLines(${JSON.stringify(text)})`, { found: splitLines(text), wanted: text.split(/\r?\n/) })
+      return
+    }
+    if (end !== undefined) found++
+  }
+  t.ok(found > 5000, `${found} of 20000 texts hold an event end`)
+})
+
+t.test('a masked SSE stream fed in chunks of every size comes out the same', async (t) => {
+  const redactor = createRedactor(['secrets'])
+  if (redactor === undefined) throw new Error('no redactor')
+  const edit: ResponseEdit = {
+    watch: new Map([[1, (m) => ({ ...m, result: redactor.redactResult(m.result, {}) })]]),
+    extra: [],
+  }
+  const message = (id: number): string => JSON.stringify({ jsonrpc: '2.0', id, result: { content: [{ type: 'text', text: 'key AKIAIOSFODNN7EXAMPLE here' }] } })
+  const stream = `: keep-alive\r\n\r\nevent: message\r\nid: 7\r\ndata: ${message(1)}\r\n\r\nevent: message\ndata: ${message(2)}\n\n`
+  const wanted = `: keep-alive\r\n\r\nevent: message\nid: 7\ndata: ${message(1).replace('AKIAIOSFODNN7EXAMPLE', '[redacted:cloud-keys]')}\r\n\r\nevent: message\ndata: ${message(2)}\n\n`
+  for (let size = 1; size <= stream.length; size++) {
+    const editor = new SseEditor(edit)
+    let out = ''
+    for (let at = 0; at < stream.length; at += size) out += editor.push(Buffer.from(stream.slice(at, at + size)))
+    out += editor.flush()
+    if (out !== wanted) {
+      t.fail(`chunks of ${size}`, { found: out, wanted })
+      return
+    }
+  }
+  t.pass(`every chunk size from 1 to ${stream.length}`)
+})
+
+t.test('a character cut between two network writes is decoded whole', async (t) => {
+  const edit: ResponseEdit = { watch: new Map([[1, (m) => ({ ...m, result: { text: `${(m.result as { text: string }).text}!` } })]]), extra: [] }
+  const bytes = Buffer.from(`event: message\ndata: ${JSON.stringify({ jsonrpc: '2.0', id: 1, result: { text: 'café 😀' } })}\n\n`)
+  const wanted = `event: message\ndata: ${JSON.stringify({ jsonrpc: '2.0', id: 1, result: { text: 'café 😀!' } })}\n\n`
+  for (let cut = 1; cut < bytes.length; cut++) {
+    const editor = new SseEditor(edit)
+    const out = editor.push(bytes.subarray(0, cut)) + editor.push(bytes.subarray(cut)) + editor.flush()
+    if (out !== wanted) {
+      t.fail(`cut at byte ${cut}`, { found: out, wanted })
+      return
+    }
+  }
+  t.pass(`cut at every one of ${bytes.length - 1} bytes`)
+})
