@@ -98,6 +98,8 @@ export interface ProviderDeps {
   readonly onGrantSaved?: (accountId: string, grantId: string, expiresAtMs: number | undefined) => Promise<void>
   /** An identity provider's signing keys could not be read (ID-JAG verification): for the operator's log. */
   readonly onIdpKeysUnavailable: (issuer: string, reason: string) => void
+  /** Users an administrator blocked (admin/blocked-users.ts): no account, so no code, token or refresh for them. */
+  readonly isUserBlocked?: (accountId: string) => boolean
 }
 
 /**
@@ -167,8 +169,12 @@ export function accessTokenLifetimeS (config: Config): number {
 export function createProvider (deps: ProviderDeps): Provider {
   const { config, store, keys, users, catalog } = deps
   const externalAccounts = new ExternalAccounts(store)
-  /** A local user from YAML, or a user an identity provider vouched for (not one it has since disabled). */
-  const profileOf = (accountId: string): Promise<AccountProfile | undefined> => accountProfile(users, externalAccounts, accountId)
+  /**
+   * A local user from YAML, or a user an identity provider vouched for (not one it has since
+   * disabled), not blocked by an administrator: oidc-provider then finds no account, and refuses
+   * the code exchange and every refresh (invalid_grant) — the login pages refuse them too.
+   */
+  const profileOf = async (accountId: string): Promise<AccountProfile | undefined> => deps.isUserBlocked?.(accountId) === true ? undefined : await accountProfile(users, externalAccounts, accountId)
   const auth = config.auth
   const accessTokenTtlS = accessTokenLifetimeS(config)
   const refreshTokenTtlS = Math.max(1, Math.round(auth.refreshTokenTtl / 1000))

@@ -195,6 +195,7 @@ const KNOWN_KEYS = [
   'redactResults', 'pattern',
   'identityProviders', 'issuer', 'idJag', 'authorizationUrl', 'tokenUrl', 'apiUrl',
   'pinTools', 'validateArguments', 'arguments',
+  'admin',
 ]
 function suggestionFor (key: string): string {
   const norm = key.toLowerCase().replace(/[_-]/g, '')

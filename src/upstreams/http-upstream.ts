@@ -19,7 +19,7 @@ import { PortcullisError } from '../errors.js'
 import { FORWARDED_CLIENT_HEADERS, type HttpServerConfig } from '../config/schema.js'
 import { hasUserTemplate, renderHeaderTemplate } from '../config/user-template.js'
 import { READY_PROBE_CACHE_MS, READY_PROBE_TIMEOUT_MS } from '../config/defaults.js'
-import type { McpExchange, Upstream, UpstreamHealth, UpstreamLoad } from './types.js'
+import type { McpExchange, Upstream, UpstreamHealth, UpstreamLoad, UpstreamSession } from './types.js'
 import { endSseWithError, sendRpcError } from './respond.js'
 import { editJsonBody, SseEditor } from './response-edit.js'
 import type { SessionOwners } from './session-owners.js'
@@ -502,6 +502,15 @@ export class HttpUpstream implements Upstream {
 
   load (): UpstreamLoad {
     return { streams: this.streams, exchanges: this.inFlight }
+  }
+
+  liveSessions (): UpstreamSession[] {
+    return this.owners.sessionsOn(this.name)
+  }
+
+  /** Forgotten here and in the store (its client gets 404 and starts over), and DELETEd upstream. */
+  async endSession (sessionId: string, reason: string): Promise<boolean> {
+    return this.owners.end(this.name, sessionId, reason)
   }
 
   /**
