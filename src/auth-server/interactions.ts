@@ -168,8 +168,9 @@ export async function interactionRoutes (app: FastifyInstance, opts: Interaction
       const resources = Object.keys(promptDetails.missingResourceScopes ?? {})
       const scopes = [...new Set([...Object.values(promptDetails.missingResourceScopes ?? {}).flat(), ...(promptDetails.missingOIDCScope ?? []).filter((s) => s !== 'openid')])]
       const servers = (resources.length > 0 ? resources : asList(interaction.params.resource)).map((url) => {
-        const server = catalog.serverAt(catalog.canonical(url) ?? url)
-        return { name: server?.name ?? 'every MCP server behind this gateway', url }
+        const canonical = catalog.canonical(url) ?? url
+        const server = catalog.serverAt(canonical)
+        return { name: server?.name ?? (canonical === catalog.adminUrl ? 'the gateway\'s admin API' : 'every MCP server behind this gateway'), url }
       })
       return sendPage(reply, 200, consentPage({
         action: `${INTERACTION_PATH}/${interaction.uid}/confirm`,

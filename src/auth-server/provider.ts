@@ -195,6 +195,23 @@ export function createProvider (deps: ProviderDeps): Provider {
     }
   }
 
+  /**
+   * Tokens for the admin API go only to users in admin.groups, signed in interactively (no
+   * machine client, no ID-JAG). Before sign-in the account is unknown and the request goes on
+   * (the consent page names the admin API); every code exchange and refresh knows the account
+   * from its grant and is refused (invalid_target) for anyone outside admin.groups — group
+   * changes reach the next refresh.
+   */
+  const adminGroups = new Set(config.admin.groups)
+  const checkAdminAudience = async (ctx: KoaContextWithOIDC): Promise<void> => {
+    const grantType = ctx.oidc.params?.grant_type
+    if (grantType === 'client_credentials' || grantType === JWT_BEARER_GRANT) throw new errors.InvalidTarget('the admin API needs a user signed in through the gateway')
+    const accountId = ctx.oidc.entities.Grant?.accountId ?? ctx.oidc.session?.accountId
+    if (accountId === undefined) return
+    const profile = await profileOf(accountId)
+    if (profile === undefined || !profile.groups.some((group) => adminGroups.has(group))) throw new errors.InvalidTarget('the admin API is only for members of admin.groups')
+  }
+
   // Native (and every dynamically registered) client gets the consent prompt on every
   // authorization by default; consent here is remembered per user and client instead.
   const policy = interactionPolicy.base()
@@ -256,9 +273,10 @@ export function createProvider (deps: ProviderDeps): Provider {
           }
           return chosen
         },
-        getResourceServerInfo: (_ctx: KoaContextWithOIDC, indicator: string, client: { clientId: string }) => {
+        getResourceServerInfo: async (ctx: KoaContextWithOIDC, indicator: string, client: { clientId: string }) => {
           const audience = catalog.canonical(indicator)
           if (audience === undefined) throw new errors.InvalidTarget(`no MCP server at ${indicator.slice(0, 200)}`)
+          if (audience === catalog.adminUrl) await checkAdminAudience(ctx)
           return resourceServerInfo(audience, client.clientId)
         },
       },
@@ -382,7 +400,7 @@ export function createProvider (deps: ProviderDeps): Provider {
       ctx.body = { error: 'temporarily_unavailable', error_description: STORE_UNAVAILABLE_MESSAGE }
     }
   })
-  provider.use(revokeJwtAccessTokens({ verifier: deps.verifier, audiences: [config.publicUrl, ...config.servers.map((s) => catalog.urlOf(s.name))], revokeGrant }))
+  provider.use(revokeJwtAccessTokens({ verifier: deps.verifier, audiences: [config.publicUrl, catalog.adminUrl, ...config.servers.map((s) => catalog.urlOf(s.name))], revokeGrant }))
   // Registration answers browser-based clients too (oidc-provider sends no CORS there).
   provider.use(async (ctx, next) => {
     if (ctx.path.startsWith(OAUTH_ROUTES.registration)) {

@@ -1,15 +1,15 @@
 // The admin API core (issue 15): a real gateway, real users signed in through the real OAuth flow
-// with the real MCP SDK client, real stdio children; admin.bearerToken for access (the gateway
-// does not issue <publicUrl>/admin tokens yet: README "Administration").
+// with the real MCP SDK client, real stdio children; access by admin.bearerToken and by a gateway
+// access token for <publicUrl>/admin obtained through the real authorization code flow.
 import t, { type Test } from 'tap'
 import { randomBytes } from 'node:crypto'
 import { hashPassword } from '../../src/auth-server/password.js'
-import { connectWithOAuth, HeadlessBrowser, TestOAuthClient } from '../oauth-helpers.js'
+import { connectWithOAuth, HeadlessBrowser, REDIRECT_URL, TestOAuthClient } from '../oauth-helpers.js'
 import { eventually, isProcessAlive, postJson, startGateway, stdioServer, textOf, type RunningGateway } from '../helpers.js'
 
 const PASSWORD = 'correct horse battery staple'
 const passwordHash = await hashPassword(PASSWORD)
-const USERS = [{ username: 'alice', passwordHash }, { username: 'bob', passwordHash }]
+const USERS = [{ username: 'alice', passwordHash }, { username: 'bob', passwordHash }, { username: 'carol', passwordHash, groups: ['portcullis-admins'] }]
 const ADMIN_TOKEN = randomBytes(32).toString('base64url')
 const API = '/admin/api/v1'
 const CALL = { jsonrpc: '2.0', id: 'c-1', method: 'tools/call', params: { name: 'echo', arguments: { text: 'hi' } } }
@@ -186,4 +186,52 @@ t.test('the admin API exists only with authorization on', async (t) => {
   const res = await fetch(`${gw.baseUrl}${API}/sessions`, { headers: { authorization: `Bearer ${ADMIN_TOKEN}` } })
   t.equal(res.status, 404)
   await res.arrayBuffer()
+})
+
+/** RFC 7636 appendix B's pair. */
+const VERIFIER = 'dBjftJeZ4CVP-mB92K27uhbUJU1p1r_wW1gFWFOEjXk'
+const CHALLENGE = 'E9Melhoa2OwvFrEMTJguCHaoeK1t8URWbuGJSstw-cM'
+
+/** A registered client, the browser through sign-in and consent, the code exchanged: the token endpoint's answer, or the error sent to the client. */
+async function adminTokenFor (gw: RunningGateway, username: string, scope = 'portcullis:admin'): Promise<{ accessToken?: string, refreshToken?: string, clientId: string, error?: string }> {
+  const registered = await fetch(`${gw.baseUrl}/oauth/register`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ client_name: 'admin script', redirect_uris: [REDIRECT_URL], token_endpoint_auth_method: 'none' }) })
+  const clientId = String((await registered.json() as Record<string, unknown>).client_id)
+  const url = new URL(`${gw.baseUrl}/oauth/authorize`)
+  url.search = new URLSearchParams({ client_id: clientId, response_type: 'code', redirect_uri: REDIRECT_URL, code_challenge: CHALLENGE, code_challenge_method: 'S256', scope, resource: `${gw.baseUrl}/admin` }).toString()
+  const callback = await new HeadlessBrowser().authorize(url, { username, password: PASSWORD })
+  const code = callback.searchParams.get('code')
+  if (code === null) return { clientId, error: callback.searchParams.get('error') ?? 'no code' }
+  const exchanged = await fetch(`${gw.baseUrl}/oauth/token`, { method: 'POST', headers: { 'content-type': 'application/x-www-form-urlencoded' }, body: new URLSearchParams({ grant_type: 'authorization_code', code, client_id: clientId, redirect_uri: REDIRECT_URL, code_verifier: VERIFIER }).toString() })
+  const body = await exchanged.json() as Record<string, unknown>
+  if (exchanged.status !== 200) return { clientId, error: String(body.error) }
+  return { clientId, accessToken: String(body.access_token), ...(typeof body.refresh_token === 'string' ? { refreshToken: body.refresh_token } : {}) }
+}
+
+t.test('an access token for <publicUrl>/admin with portcullis:admin: issued to members of admin.groups only, and it reaches the API', async (t) => {
+  const gw = await gateway(t)
+  const carol = await adminTokenFor(gw, 'carol')
+  t.type(carol.accessToken, 'string', 'an administrator gets an admin token')
+  const payload = JSON.parse(Buffer.from(carol.accessToken?.split('.')[1] ?? '', 'base64url').toString()) as Record<string, unknown>
+  t.equal(payload.aud, `${gw.baseUrl}/admin`)
+  t.equal(payload.scope, 'portcullis:admin')
+
+  const listed = await admin(gw, 'GET', '/users', carol.accessToken)
+  t.equal(listed.status, 200, 'the token reaches the admin API')
+  t.match(adminRecords(gw).at(-1), { actor: 'carol', action: 'users.list', outcome: 'ok' }, 'audited as the administrator')
+  const mcp = await postJson(gw.mcpUrl('fx'), CALL, { authorization: `Bearer ${carol.accessToken ?? ''}` })
+  t.equal(mcp.status, 401, 'an admin token reaches no MCP server')
+
+  const alice = await adminTokenFor(gw, 'alice')
+  t.equal(alice.accessToken, undefined, 'a user outside admin.groups gets no admin token')
+  t.equal(alice.error, 'invalid_target')
+
+  // Carol blocked by another administrator: her admin token stops too, and refresh is refused.
+  t.equal((await admin(gw, 'POST', '/users/carol/block')).status, 200)
+  const blocked = await admin(gw, 'GET', '/users', carol.accessToken)
+  t.equal(blocked.status, 401)
+  t.match(blocked.body, { error: { code: 'PORTCULLIS_ERR_ADMIN_UNAUTHORIZED', message: /blocked/ } })
+  t.type(carol.refreshToken, 'string')
+  const refreshed = await fetch(`${gw.baseUrl}/oauth/token`, { method: 'POST', headers: { 'content-type': 'application/x-www-form-urlencoded' }, body: new URLSearchParams({ grant_type: 'refresh_token', refresh_token: carol.refreshToken ?? '', client_id: carol.clientId }).toString() })
+  t.equal(refreshed.status, 400, 'a blocked user\'s refresh is refused')
+  t.match(await refreshed.json(), { error: 'invalid_grant' })
 })
