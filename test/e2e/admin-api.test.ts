@@ -5,7 +5,7 @@ import t, { type Test } from 'tap'
 import { randomBytes } from 'node:crypto'
 import { hashPassword } from '../../src/auth-server/password.js'
 import { connectWithOAuth, HeadlessBrowser, REDIRECT_URL, TestOAuthClient } from '../oauth-helpers.js'
-import { eventually, isProcessAlive, postJson, startGateway, stdioServer, textOf, type RunningGateway } from '../helpers.js'
+import { eventually, INIT_BODY, isProcessAlive, postJson, redisAvailable, scratchRedis, startGateway, startUpstream, stdioServer, textOf, type RunningGateway } from '../helpers.js'
 
 const PASSWORD = 'correct horse battery staple'
 const passwordHash = await hashPassword(PASSWORD)
@@ -234,4 +234,35 @@ t.test('an access token for <publicUrl>/admin with portcullis:admin: issued to m
   const refreshed = await fetch(`${gw.baseUrl}/oauth/token`, { method: 'POST', headers: { 'content-type': 'application/x-www-form-urlencoded' }, body: new URLSearchParams({ grant_type: 'refresh_token', refresh_token: carol.refreshToken ?? '', client_id: carol.clientId }).toString() })
   t.equal(refreshed.status, 400, 'a blocked user\'s refresh is refused')
   t.match(await refreshed.json(), { error: 'invalid_grant' })
+})
+
+t.test('with Redis, a block and a revoke at one replica bite at the other within 2 s', async (t) => {
+  if (!await redisAvailable(t)) return
+  const { prefix } = await scratchRedis(t)
+  const upstream = await startUpstream(t)
+  const env = { PORTCULLIS_ADMIN_TOKEN: ADMIN_TOKEN }
+  const config = { auth: { users: USERS }, admin: { bearerToken: '${PORTCULLIS_ADMIN_TOKEN}' }, store: { redis: 'redis://127.0.0.1:6379', prefix }, servers: [{ name: 'fx', transport: 'http', url: upstream.url }] }
+  const gw1 = await startGateway(t, config, env)
+  // One publicUrl for both, as behind a load balancer: tokens from one are good at the other.
+  const gw2 = await startGateway(t, { ...config, publicUrl: gw1.baseUrl }, env)
+  const alice = await signIn(t, gw1, 'alice')
+  const bob = await signIn(t, gw1, 'bob')
+  const at = async (gw: RunningGateway, user: Signed): Promise<number> => (await postJson(gw.mcpUrl('fx'), INIT_BODY, { authorization: `Bearer ${user.token}` })).status
+  t.equal(await at(gw2, alice), 200, 'Alice\'s token works at the other replica')
+
+  t.equal((await admin(gw1, 'POST', '/users/alice/block')).status, 200)
+  const blockedAt = Date.now()
+  t.ok(await eventually(async () => await at(gw2, alice) === 401, 2000), 'blocked at replica 1: refused at replica 2')
+  t.ok(Date.now() - blockedAt <= 2000, `within 2 s (${Date.now() - blockedAt} ms)`)
+  t.equal(await at(gw2, bob), 200, 'Bob is not affected')
+  t.equal((await admin(gw2, 'POST', '/users/alice/unblock')).status, 200)
+  t.ok(await eventually(async () => await at(gw1, alice) === 200, 2000), 'unblocked at replica 2: let in at replica 1')
+
+  t.match((await admin(gw2, 'GET', '/users')).body, { items: [{ id: 'alice' }, { id: 'bob' }] }, 'users seen at one replica are listed at the other')
+
+  t.equal((await admin(gw1, 'POST', '/users/alice/revoke')).status, 200)
+  const revokedAt = Date.now()
+  t.ok(await eventually(async () => await at(gw2, alice) === 401, 2000), 'revoked at replica 1: refused at replica 2')
+  t.ok(Date.now() - revokedAt <= 2000, `within 2 s (${Date.now() - revokedAt} ms)`)
+  t.equal(await at(gw2, bob), 200, 'Bob is not affected')
 })
