@@ -302,6 +302,7 @@ export async function buildApp (config: Config, options: BuildOptions = {}): Pro
       blocked,
       apiKeys,
       revoke: { grants: accountGrants, revokeGrant: async (grantId) => revokedGrants.revoke(grantId), apiKeys, idpSessions, endUserSessions: async (userId) => endUserSessions(upstreams, userId) },
+      revokeClient: { store, revokeGrant: async (grantId) => revokedGrants.revoke(grantId), fixedClients: yamlClients },
       audit,
       now,
     })

@@ -19,6 +19,7 @@ import type { BlockedUsers } from './blocked-users.js'
 import { apiKeyItems, clientItems, sessionItems, userItems } from './lists.js'
 import { paginate, pageQuery } from './paging.js'
 import { revokeUser, type RevokeUserDeps } from './revoke-user.js'
+import { revokeClient, type RevokeClientDeps } from './revoke-client.js'
 import type { UsersSeen } from './users-seen.js'
 
 export const ADMIN_API_PATH = '/admin/api/v1'
@@ -37,6 +38,7 @@ export interface AdminRoutesOptions {
   readonly blocked: BlockedUsers
   readonly apiKeys: ApiKeys
   readonly revoke: RevokeUserDeps
+  readonly revokeClient: RevokeClientDeps
   readonly audit: AuditLog | undefined
   readonly now: () => number
 }
@@ -50,6 +52,16 @@ interface Outcome {
 }
 
 type Work = (request: FastifyRequest, actor: AdminActor) => Promise<Outcome>
+type Target = NonNullable<AdminActionEntry['target']>
+
+/** The target an action names in its path, recorded even when the action is refused. */
+function targetOf (kind: string, param: 'id' | 'server/id'): (request: FastifyRequest) => Target {
+  return (request: FastifyRequest): Target => {
+    const params = request.params as { id?: string, server?: string }
+    const id = String(params.id ?? '').slice(0, 256)
+    return { kind, id: param === 'id' ? id : `${String(params.server ?? '').slice(0, 64)}/${id}` }
+  }
+}
 
 export async function adminRoutes (app: FastifyInstance, opts: AdminRoutesOptions): Promise<void> {
   const { audit, blocked } = opts
@@ -61,13 +73,14 @@ export async function adminRoutes (app: FastifyInstance, opts: AdminRoutesOption
   }
 
   /** Access check, the work, one audit record. */
-  const route = (action: string, work: Work) => async (request: FastifyRequest, reply: FastifyReply): Promise<FastifyReply> => {
+  const route = (action: string, work: Work, target?: (request: FastifyRequest) => Target) => async (request: FastifyRequest, reply: FastifyReply): Promise<FastifyReply> => {
     reply.header('cache-control', 'no-store')
+    const named = target === undefined ? {} : { target: target(request) }
     let actor: AdminActor
     try {
       actor = await opts.authenticate(request.headers.authorization)
     } catch (err) {
-      if (err instanceof PortcullisError) record(request, { actor: 'unknown', action, outcome: 'refused', detail: { code: err.code } })
+      if (err instanceof PortcullisError) record(request, { actor: 'unknown', action, ...named, outcome: 'refused', detail: { code: err.code } })
       throw err
     }
     let result: Outcome
@@ -75,10 +88,11 @@ export async function adminRoutes (app: FastifyInstance, opts: AdminRoutesOption
       result = await work(request, actor)
     } catch (err) {
       const outcome = err instanceof PortcullisError && err.status < 500 ? 'refused' : 'failed'
-      record(request, { actor: actorName(actor), action, outcome, detail: { code: err instanceof PortcullisError ? err.code : 'PORTCULLIS_ERR_INTERNAL' } })
+      record(request, { actor: actorName(actor), action, ...named, outcome, detail: { code: err instanceof PortcullisError ? err.code : 'PORTCULLIS_ERR_INTERNAL' } })
       throw err
     }
-    record(request, { actor: actorName(actor), action, outcome: result.outcome ?? 'ok', ...(result.target === undefined ? {} : { target: result.target }), ...(result.detail === undefined ? {} : { detail: result.detail }) })
+    const recorded = result.target === undefined ? named : { target: result.target }
+    record(request, { actor: actorName(actor), action, ...recorded, outcome: result.outcome ?? 'ok', ...(result.detail === undefined ? {} : { detail: result.detail }) })
     return reply.code(result.status ?? 200).send(result.body)
   }
 
@@ -129,31 +143,37 @@ export async function adminRoutes (app: FastifyInstance, opts: AdminRoutesOption
   app.post<{ Params: { id: string } }>(`${ADMIN_API_PATH}/users/:id/revoke`, route('users.revoke', async (request) => {
     const userId = idParam((request.params as { id: string }).id, 'user id')
     const done = await revokeUser(opts.revoke, userId)
-    return { target: { kind: 'user', id: userId }, detail: { ...done }, body: { user: userId, revoked: done } }
-  }))
+    return { detail: { ...done }, body: { user: userId, revoked: done } }
+  }, targetOf('user', 'id')))
 
   app.post<{ Params: { id: string } }>(`${ADMIN_API_PATH}/users/:id/block`, route('users.block', async (request, actor) => {
     const userId = idParam((request.params as { id: string }).id, 'user id')
     const isChanged = await blocked.block(userId, actorName(actor))
-    return { target: { kind: 'user', id: userId }, detail: { changed: isChanged }, body: { user: userId, blocked: true, changed: isChanged } }
-  }))
+    return { detail: { changed: isChanged }, body: { user: userId, blocked: true, changed: isChanged } }
+  }, targetOf('user', 'id')))
 
   app.post<{ Params: { id: string } }>(`${ADMIN_API_PATH}/users/:id/unblock`, route('users.unblock', async (request) => {
     const userId = idParam((request.params as { id: string }).id, 'user id')
     const isChanged = await blocked.unblock(userId)
-    return { target: { kind: 'user', id: userId }, detail: { changed: isChanged }, body: { user: userId, blocked: false, changed: isChanged } }
-  }))
+    return { detail: { changed: isChanged }, body: { user: userId, blocked: false, changed: isChanged } }
+  }, targetOf('user', 'id')))
+
+  app.post<{ Params: { id: string } }>(`${ADMIN_API_PATH}/clients/:id/revoke`, route('clients.revoke', async (request) => {
+    const clientId = idParam((request.params as { id: string }).id, 'client id')
+    const done = await revokeClient(opts.revokeClient, clientId)
+    if (done === undefined) return { status: 404, outcome: 'not_found', body: { error: { code: 'PORTCULLIS_ERR_ADMIN_NOT_FOUND', message: 'Not found: no registered client has this id' } } }
+    return { detail: { ...done }, body: { clientId, revoked: done } }
+  }, targetOf('client', 'id')))
 
   app.post<{ Params: { server: string, id: string } }>(`${ADMIN_API_PATH}/sessions/:server/:id/end`, route('sessions.end', async (request) => {
     const params = request.params as { server: string, id: string }
     const sessionId = idParam(params.id, 'session id')
-    const target = { kind: 'session', id: `${params.server.slice(0, 64)}/${sessionId}` }
     const upstream = opts.upstreams.get(params.server)
     if (upstream === undefined) throw new PortcullisError('PORTCULLIS_ERR_ADMIN_NOT_FOUND', `no MCP server named ${JSON.stringify(params.server.slice(0, 64))}`)
     const isEnded = await upstream.endSession?.(sessionId, 'ended by an administrator') ?? false
-    if (!isEnded) return { status: 404, outcome: 'not_found', target, body: { error: { code: 'PORTCULLIS_ERR_ADMIN_NOT_FOUND', message: `Not found: this replica (${opts.replica}) holds no session ${sessionId} on "${upstream.name}"` } } }
-    return { target, body: { server: upstream.name, sessionId, ended: true } }
-  }))
+    if (!isEnded) return { status: 404, outcome: 'not_found', body: { error: { code: 'PORTCULLIS_ERR_ADMIN_NOT_FOUND', message: `Not found: this replica (${opts.replica}) holds no session ${sessionId} on "${upstream.name}"` } } }
+    return { body: { server: upstream.name, sessionId, ended: true } }
+  }, targetOf('session', 'server/id')))
 }
 
 /** A filter given in the query matches exactly; an absent one matches everything. */

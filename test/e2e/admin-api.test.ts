@@ -14,12 +14,14 @@ const ADMIN_TOKEN = randomBytes(32).toString('base64url')
 const API = '/admin/api/v1'
 const CALL = { jsonrpc: '2.0', id: 'c-1', method: 'tools/call', params: { name: 'echo', arguments: { text: 'hi' } } }
 
-interface Signed { token: string, sessionId: string, call: (text: string) => Promise<string> }
+interface Signed { token: string, refreshToken: string, clientId: string, sessionId: string, call: (text: string) => Promise<string> }
 
 async function signIn (t: Test, gw: RunningGateway, username: string): Promise<Signed> {
   const signed = await connectWithOAuth(t, gw.mcpUrl('fx'), { username, password: PASSWORD, issuer: gw.baseUrl, oauth: new TestOAuthClient({ name: `${username}'s client` }) })
   return {
     token: signed.oauth.savedTokens?.access_token ?? '',
+    refreshToken: signed.oauth.savedTokens?.refresh_token ?? '',
+    clientId: signed.oauth.info?.client_id ?? '',
     sessionId: signed.transport.sessionId ?? '',
     call: async (text) => textOf(await signed.client.callTool({ name: 'echo', arguments: { text } })),
   }
@@ -265,4 +267,31 @@ t.test('with Redis, a block and a revoke at one replica bite at the other within
   t.ok(await eventually(async () => await at(gw2, alice) === 401, 2000), 'revoked at replica 1: refused at replica 2')
   t.ok(Date.now() - revokedAt <= 2000, `within 2 s (${Date.now() - revokedAt} ms)`)
   t.equal(await at(gw2, bob), 200, 'Bob is not affected')
+})
+
+t.test('revoking a registered client: its grants revoked, its tokens refused within 2 s, its registration gone', async (t) => {
+  const gw = await gateway(t)
+  const alice = await signIn(t, gw, 'alice')
+  const bob = await signIn(t, gw, 'bob')
+  const listed = (await admin(gw, 'GET', '/clients?source=registered')).body.items as Array<{ clientId: string, name: string }>
+  t.ok(listed.some((c) => c.clientId === alice.clientId && c.name === 'alice\'s client'), 'Alice\'s client is listed')
+
+  const revoked = await admin(gw, 'POST', `/clients/${alice.clientId}/revoke`)
+  t.same(revoked.body, { clientId: alice.clientId, revoked: { grants: 1 } })
+  t.ok(await eventually(async () => await status(gw, alice) === 401, 2000), 'its access token is refused within 2 s')
+  const refreshed = await fetch(`${gw.baseUrl}/oauth/token`, { method: 'POST', headers: { 'content-type': 'application/x-www-form-urlencoded' }, body: new URLSearchParams({ grant_type: 'refresh_token', refresh_token: alice.refreshToken, client_id: alice.clientId }).toString() })
+  t.equal(refreshed.status, 401, 'its refresh token is refused: the client is gone')
+  t.match(await refreshed.json(), { error: 'invalid_client' })
+  t.notOk(((await admin(gw, 'GET', '/clients')).body.items as Array<{ clientId: string }>).some((c) => c.clientId === alice.clientId), 'no longer listed')
+  t.equal(await bob.call('unaffected'), 'unaffected', 'Bob\'s client goes on')
+
+  t.equal((await admin(gw, 'POST', `/clients/${alice.clientId}/revoke`)).status, 404, 'twice: 404')
+  const own = await admin(gw, 'POST', '/clients/portcullis-account/revoke')
+  t.equal(own.status, 400, 'a client from the YAML (or the gateway\'s own) is not revoked here')
+  t.match(own.body, { error: { code: 'PORTCULLIS_ERR_ADMIN_BAD_REQUEST', message: /remove it from the YAML/ } })
+  t.same(adminRecords(gw).filter((r) => r.action === 'clients.revoke').map((r) => [r.actor, (r.target as { id: string } | undefined)?.id, r.outcome]), [
+    ['admin-token', alice.clientId, 'ok'],
+    ['admin-token', alice.clientId, 'not_found'],
+    ['admin-token', 'portcullis-account', 'refused'],
+  ], 'audited, refusals with their target')
 })
