@@ -11,6 +11,8 @@ import type { Store } from '../store/types.js'
 const KEY_PREFIX = 'user-seen:'
 /** At most one write per user and replica this often. */
 export const USER_SEEN_RESOLUTION_MS = 60_000
+/** A cap on the users remembered per replica for that (forgetting one costs one extra write). */
+const MAX_REMEMBERED_USERS = 100_000
 
 export interface SeenUser {
   readonly id: string
@@ -33,6 +35,7 @@ export class UsersSeen {
     const now = this.now()
     const last = this.lastWrittenMs.get(userId)
     if (last !== undefined && now - last < USER_SEEN_RESOLUTION_MS) return
+    if (this.lastWrittenMs.size >= MAX_REMEMBERED_USERS) this.lastWrittenMs.clear()
     this.lastWrittenMs.set(userId, now)
     const user = await describe()
     if (user === undefined) return
