@@ -2,7 +2,7 @@
  * Revoking a user (POST /admin/api/v1/users/<id>/revoke): every grant of theirs (its refresh
  * tokens with it; its access tokens refused on every replica within the revoked-grant poll,
  * about a second: resource-server/revoked-grants.ts), every API key, their session at their
- * identity provider, and their stdio sessions and processes on this replica — the pieces
+ * identity provider, and their MCP sessions on this replica (stdio: with their processes) — the pieces
  * offboarding (auth-server/offboarding.ts) uses, without disabling the account: the user may
  * sign in again (block them for that).
  */

@@ -508,6 +508,16 @@ export class HttpUpstream implements Upstream {
     return this.owners.sessionsOn(this.name)
   }
 
+  /**
+   * A revoked or offboarded user's sessions this replica holds end: forgotten (their client
+   * gets 404) and DELETEd upstream, so the upstream does not keep them until its own timeout.
+   */
+  async endUser (userId: string): Promise<void> {
+    for (const session of this.owners.sessionsOn(this.name)) {
+      if (session.user === userId) this.owners.end(this.name, session.sessionId, 'the user was revoked or offboarded')
+    }
+  }
+
   /** Forgotten here and in the store (its client gets 404 and starts over), and DELETEd upstream. */
   async endSession (sessionId: string, reason: string): Promise<boolean> {
     return this.owners.end(this.name, sessionId, reason)

@@ -295,3 +295,16 @@ t.test('revoking a registered client: its grants revoked, its tokens refused wit
     ['admin-token', 'portcullis-account', 'refused'],
   ], 'audited, refusals with their target')
 })
+
+t.test('revoking a user ends their HTTP upstream sessions too (DELETE upstream); the other user\'s stay', async (t) => {
+  const upstream = await startUpstream(t)
+  const gw = await startGateway(t, { auth: { users: USERS }, admin: { bearerToken: '${PORTCULLIS_ADMIN_TOKEN}' }, servers: [{ name: 'fx', transport: 'http', url: upstream.url }] }, { PORTCULLIS_ADMIN_TOKEN: ADMIN_TOKEN })
+  const alice = await signIn(t, gw, 'alice')
+  const bob = await signIn(t, gw, 'bob')
+  t.same(((await admin(gw, 'GET', '/sessions')).body.items as Array<{ user: string }>).map((s) => s.user).sort(), ['alice', 'bob'])
+  t.equal((await admin(gw, 'POST', '/users/alice/revoke')).status, 200)
+  t.same(((await admin(gw, 'GET', '/sessions')).body.items as Array<{ user: string }>).map((s) => s.user), ['bob'], 'Alice\'s session is gone from the list')
+  t.ok(await eventually(() => upstream.seen.some((r) => r.method === 'DELETE' && r.headers['mcp-session-id'] === alice.sessionId), 2000), 'and ended upstream')
+  t.notOk(upstream.seen.some((r) => r.method === 'DELETE' && r.headers['mcp-session-id'] === bob.sessionId), 'Bob\'s is not')
+  t.equal(await bob.call('on'), 'on')
+})
