@@ -54,13 +54,12 @@ import { KeyOwners } from './account/key-owners.js'
 import { accountRoutes } from './account/plugin.js'
 import { AccountCookies } from './account/session.js'
 import { ACCOUNT_CLIENT_ID, accountClientMetadata, type TokenExchange } from './account/sign-in.js'
-import { ExternalAccounts } from './auth-server/external-accounts.js'
+import { accountProfile, ExternalAccounts, isExternalAccountId } from './auth-server/external-accounts.js'
 import { ApiKeyVerifier } from './resource-server/verify-api-key.js'
 import { BlockedUsers } from './admin/blocked-users.js'
 import { UsersSeen } from './admin/users-seen.js'
 import { createAdminAuthenticator } from './admin/admin-access.js'
 import { adminRoutes } from './admin/plugin.js'
-import { accountProfile, isExternalAccountId } from './auth-server/external-accounts.js'
 
 export interface BuildOptions {
   /** A pino logger; by default one is made from config.log. */
