@@ -5,6 +5,7 @@ import t, { type Test } from 'tap'
 import { randomBytes } from 'node:crypto'
 import { hashPassword } from '../../src/auth-server/password.js'
 import { connectWithOAuth, HeadlessBrowser, REDIRECT_URL, TestOAuthClient } from '../oauth-helpers.js'
+import { idpEntry, startGatewayWithIdp } from '../idp.js'
 import { eventually, INIT_BODY, isProcessAlive, postJson, redisAvailable, scratchRedis, startGateway, startUpstream, stdioServer, textOf, type RunningGateway } from '../helpers.js'
 
 const PASSWORD = 'correct horse battery staple'
@@ -307,4 +308,23 @@ t.test('revoking a user ends their HTTP upstream sessions too (DELETE upstream);
   t.ok(await eventually(() => upstream.seen.some((r) => r.method === 'DELETE' && r.headers['mcp-session-id'] === alice.sessionId), 2000), 'and ended upstream')
   t.notOk(upstream.seen.some((r) => r.method === 'DELETE' && r.headers['mcp-session-id'] === bob.sessionId), 'Bob\'s is not')
   t.equal(await bob.call('on'), 'on')
+})
+
+t.test('an identity-provider user: listed with their provider and groups, and a block refuses their sign-in at the IdP callback', async (t) => {
+  const alice = { sub: 'a-100', password: 'alice-at-corp', email: 'alice@example.com', email_verified: true, preferred_username: 'alice', groups: ['staff'] }
+  const { gw } = await startGatewayWithIdp(t, { accounts: [alice] }, (idp) => ({
+    auth: { identityProviders: [idpEntry(idp)] },
+    admin: { bearerToken: ADMIN_TOKEN },
+    servers: [stdioServer('fx')],
+  }))
+  const signed = await connectWithOAuth(t, gw.mcpUrl('fx'), { username: 'alice', password: alice.password, idp: 'corp', issuer: gw.baseUrl })
+  t.equal(textOf(await signed.client.callTool({ name: 'echo', arguments: { text: 'in' } })), 'in')
+  t.match((await admin(gw, 'GET', '/users?provider=corp')).body, { items: [{ id: 'corp:a-100', provider: 'corp', groups: ['staff'], blocked: false, sessions: 1 }] })
+
+  t.equal((await admin(gw, 'POST', `/users/${encodeURIComponent('corp:a-100')}/block`)).status, 200)
+  const browser = new HeadlessBrowser()
+  await t.rejects(connectWithOAuth(t, gw.mcpUrl('fx'), { username: 'alice', password: alice.password, idp: 'corp', issuer: gw.baseUrl, browser }), /unexpected page \(403\)/, 'sign-in through the IdP is refused')
+  t.ok(browser.pages.includes('idp-login'), 'after the IdP vouched for her')
+  t.match(browser.lastHtml, /Your account is blocked on this gateway/)
+  t.match((await admin(gw, 'GET', '/users?blocked=true')).body, { items: [{ id: 'corp:a-100', blocked: true }] })
 })
