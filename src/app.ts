@@ -58,8 +58,12 @@ import { KeyOwners } from './account/key-owners.js'
 import { accountRoutes } from './account/plugin.js'
 import { AccountCookies } from './account/session.js'
 import { ACCOUNT_CLIENT_ID, accountClientMetadata, type TokenExchange } from './account/sign-in.js'
-import { ExternalAccounts } from './auth-server/external-accounts.js'
+import { accountProfile, ExternalAccounts, isExternalAccountId } from './auth-server/external-accounts.js'
 import { ApiKeyVerifier } from './resource-server/verify-api-key.js'
+import { BlockedUsers } from './admin/blocked-users.js'
+import { UsersSeen } from './admin/users-seen.js'
+import { createAdminAuthenticator } from './admin/admin-access.js'
+import { adminRoutes } from './admin/plugin.js'
 
 export interface BuildOptions {
   /** A pino logger; by default one is made from config.log. */
@@ -191,6 +195,7 @@ export async function buildApp (config: Config, options: BuildOptions = {}): Pro
   let scopeChallenge: ((server: ServerConfig, scopes: readonly string[], description: string) => string) | undefined
   let firstRun: FirstRunAccount | undefined
   let grants: RevokedGrants | undefined
+  let blockedUsers: BlockedUsers | undefined
   if (keys !== undefined && idpSessions !== undefined) {
     const users = await UserDirectory.load(config.auth.users, store, config.dataDir, config.auth.identityProviders.length > 0)
     firstRun = users.firstRun
@@ -199,7 +204,12 @@ export async function buildApp (config: Config, options: BuildOptions = {}): Pro
     const revokedGrants = new RevokedGrants({ store, retentionMs: (accessTokenLifetimeS(config) + TOKEN_CLOCK_TOLERANCE_S) * 1000, now, log: app.log })
     grants = revokedGrants
     await revokedGrants.start()
-    const verifier = new TokenVerifier({ issuer: config.publicUrl, jwks: { keys: [...keys.publicJwks.keys] }, now, isGrantRevoked: (grantId) => revokedGrants.has(grantId) })
+    // Users an administrator blocked: refused at sign-in and at every request (admin/blocked-users.ts).
+    const blocked = new BlockedUsers({ store, now, log: app.log })
+    blockedUsers = blocked
+    await blocked.start()
+    const isUserBlocked = (userId: string): boolean => blocked.has(userId)
+    const verifier = new TokenVerifier({ issuer: config.publicUrl, jwks: { keys: [...keys.publicJwks.keys] }, now, isGrantRevoked: (grantId) => revokedGrants.has(grantId), isUserBlocked })
     const outbound = createGuardedFetch({
       allowedHosts: config.auth.clientMetadataDocuments.allowedHosts,
       ...(options.outboundTestAllowance === undefined ? {} : { testAllowance: options.outboundTestAllowance }),
@@ -210,7 +220,7 @@ export async function buildApp (config: Config, options: BuildOptions = {}): Pro
     // sign-in and ID-JAG keys, without clientMetadataDocuments.allowedHosts, issuer hosts may be private.
     const idpOutbound = identityProviderFetch(config, options, app)
     const accountGrants = new AccountGrants(store, now)
-    const provider = createProvider({ config, store, keys, users, catalog, isOriginAllowed, now, grants: revokedGrants, verifier, fetch: outbound.fetch, idpFetch: idpOutbound.fetch,
+    const provider = createProvider({ config, store, keys, users, catalog, isOriginAllowed, now, grants: revokedGrants, verifier, fetch: outbound.fetch, idpFetch: idpOutbound.fetch, isUserBlocked,
       onGrantSaved: async (accountId, grantId, expiresAtMs) => accountGrants.add(accountId, grantId, expiresAtMs),
       onIdpKeysUnavailable: (issuer, reason) => app.log.warn({ issuer, reason }, 'identity provider keys unavailable'),
     })
@@ -235,7 +245,18 @@ export async function buildApp (config: Config, options: BuildOptions = {}): Pro
     provider.on('registration_create.error', refused('registration_create.error'))
     provider.on('revocation.error', refused('revocation.error'))
     // JWT access tokens are 'issued' (never stored); refresh tokens and codes are 'saved'.
-    provider.on('access_token.issued', () => metrics.tokensIssued.inc({ type: 'access_token' }))
+    const usersSeen = new UsersSeen(store, config.auth.refreshTokenTtl, now)
+    const externalAccounts = new ExternalAccounts(store)
+    provider.on('access_token.issued', (token: { accountId?: unknown }) => {
+      metrics.tokensIssued.inc({ type: 'access_token' })
+      const accountId = token.accountId
+      if (typeof accountId !== 'string') return
+      // The admin API's user list: who holds tokens, with their provider and groups (admin/users-seen.ts).
+      usersSeen.seen(accountId, async () => {
+        const profile = await accountProfile(users, externalAccounts, accountId)
+        return profile === undefined ? undefined : { provider: isExternalAccountId(accountId) ? accountId.split(':')[0] ?? '' : 'local', groups: profile.groups }
+      }).catch((err: Error) => app.log.warn({ err: { message: err.message } }, 'could not record a user as seen'))
+    })
     provider.on('client_credentials.issued', () => metrics.tokensIssued.inc({ type: 'client_credentials' }))
     provider.on('refresh_token.saved', () => metrics.tokensIssued.inc({ type: 'refresh_token' }))
     const yamlClients = new Set([...config.auth.clients.map((c) => c.clientId), ACCOUNT_CLIENT_ID])
@@ -248,8 +269,8 @@ export async function buildApp (config: Config, options: BuildOptions = {}): Pro
       }
     })
     const idp = new IdpSignIn({ config, store, users, sessions: idpSessions, fetch: idpOutbound.fetch, log: app.log, now })
-    // Replicas on Redis: a user offboarded here loses their sessions on every replica (notices.ts).
-    const notices = redis === undefined || config.auth.identityProviders.length === 0 ? undefined : new ClusterNotices(redis, `${config.store.prefix}notices`, app.log)
+    // Replicas on Redis: a user offboarded or revoked here loses their sessions on every replica (notices.ts).
+    const notices = redis === undefined ? undefined : new ClusterNotices(redis, `${config.store.prefix}notices`, app.log)
     if (notices !== undefined) {
       await notices.start(config.store.redis ?? '')
       notices.onEndUser(async (accountId) => endUserSessions(upstreams, accountId))
@@ -262,7 +283,7 @@ export async function buildApp (config: Config, options: BuildOptions = {}): Pro
     const offboarding = new Offboarding({ config, store, idp, sessions: idpSessions, grants: accountGrants, revokeGrant: async (grantId) => revokedGrants.revoke(grantId), endUserSessions: endEverywhere, log: app.log, now })
     const revalidate = config.auth.identityProviders.length === 0 ? undefined : async (accountId: string, grantId: string) => offboarding.atRefresh(accountId, grantId)
     await app.register(authServerRoutes, { provider, catalog, limiter, tokenRate: config.rateLimits.token, registrationRate: config.rateLimits.registration, ...(revalidate === undefined ? {} : { revalidate }) })
-    await app.register(interactionRoutes, { provider, config, store, keys, users, catalog, limiter, idp })
+    await app.register(interactionRoutes, { provider, config, store, keys, users, catalog, limiter, idp, isUserBlocked })
     if (idp.providers.length > 0) await app.register(backchannelLogoutRoutes, { idp, keys: new IdpKeySets(idpOutbound.fetch), store, offboarding, now })
     const isGatewayWideAllowed = config.auth.defaultResource === 'all'
     await app.register(resourceMetadataRoutes, { catalog, servers: config.servers, isGatewayWideAllowed })
@@ -274,6 +295,7 @@ export async function buildApp (config: Config, options: BuildOptions = {}): Pro
       owners,
       now,
       onRecordUseError: (err) => app.log.warn({ err: { message: err.message } }, 'could not record an API key\'s last use'),
+      isUserBlocked,
     })
     authenticate = createAuthenticator(catalog, verifier, isGatewayWideAllowed, (result) => metrics.tokenValidations.inc({ result }), apiKeyVerifier)
     await app.register(accountRoutes, {
@@ -289,6 +311,20 @@ export async function buildApp (config: Config, options: BuildOptions = {}): Pro
       now,
     })
     if (upstreamAuth?.links !== undefined) await app.register(upstreamAuthRoutes, { publicUrl: config.publicUrl, servers: upstreamAuth.links.servers })
+    await app.register(adminRoutes, {
+      authenticate: createAdminAuthenticator({ audience: `${config.publicUrl}/admin`, groups: config.admin.groups, bearerToken: config.admin.bearerToken, verifier }),
+      upstreams,
+      store,
+      configuredClients: config.auth.clients,
+      replica: config.cluster.advertiseUrl ?? 'local',
+      usersSeen,
+      blocked,
+      apiKeys,
+      revoke: { grants: accountGrants, revokeGrant: async (grantId) => revokedGrants.revoke(grantId), apiKeys, idpSessions, endUserSessions: endEverywhere },
+      revokeClient: { store, revokeGrant: async (grantId) => revokedGrants.revoke(grantId), fixedClients: yamlClients },
+      audit,
+      now,
+    })
     scopeChallenge = (server, scopes, description) => bearerChallenge({ resourceMetadata: catalog.metadataUrlOf(server.name), scopes, error: 'insufficient_scope', description })
   }
 
@@ -312,6 +348,7 @@ export async function buildApp (config: Config, options: BuildOptions = {}): Pro
   })
   app.addHook('onClose', async () => {
     grants?.stop()
+    blockedUsers?.stop()
     await Promise.all([...upstreams.values()].map((u) => u.close()))
     httpSessionOwners.close()
     streamKeeper.close()

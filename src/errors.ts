@@ -107,6 +107,14 @@ export const ERRORS = {
   PORTCULLIS_ERR_STORE_UNAVAILABLE: { status: 503, rpcCode: JSONRPC.INTERNAL_ERROR, message: 'The gateway cannot reach its store right now; retry shortly' },
   PORTCULLIS_ERR_AUDIT_UNAVAILABLE: { status: 503, rpcCode: JSONRPC.INTERNAL_ERROR, message: 'The gateway cannot write its audit trail right now, so it serves no MCP requests; retry shortly' },
   PORTCULLIS_ERR_SHUTTING_DOWN: { status: 503, rpcCode: JSONRPC.INTERNAL_ERROR, message: 'Gateway is shutting down; retry on another instance' },
+  /**
+   * The admin API (README "Administration"): JSON `{ error: { code, message } }`, never JSON-RPC
+   * (rpcCode unused). No credential, or one that is not valid: 401; a valid one without admin rights: 403.
+   */
+  PORTCULLIS_ERR_ADMIN_UNAUTHORIZED: { status: 401, rpcCode: JSONRPC.INVALID_REQUEST, message: 'The admin API needs admin.bearerToken or a gateway access token for <publicUrl>/admin' },
+  PORTCULLIS_ERR_ADMIN_FORBIDDEN: { status: 403, rpcCode: JSONRPC.INVALID_REQUEST, message: 'Forbidden: this access token does not grant admin rights' },
+  PORTCULLIS_ERR_ADMIN_BAD_REQUEST: { status: 400, rpcCode: JSONRPC.INVALID_REQUEST, message: 'Bad admin API request' },
+  PORTCULLIS_ERR_ADMIN_NOT_FOUND: { status: 404, rpcCode: JSONRPC.INVALID_REQUEST, message: 'Not found' },
   PORTCULLIS_ERR_INTERNAL: { status: 500, rpcCode: JSONRPC.INTERNAL_ERROR, message: 'Internal gateway error' },
 } as const satisfies Record<string, ErrorSpec>
 

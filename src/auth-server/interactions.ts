@@ -34,7 +34,11 @@ export interface InteractionRoutesOptions {
   readonly limiter: RateLimiter
   /** Sign-in through the identity providers (auth.identityProviders). */
   readonly idp: IdpSignIn
+  /** Users an administrator blocked (admin/blocked-users.ts): refused here with a page that says so. */
+  readonly isUserBlocked?: (accountId: string) => boolean
 }
+
+const BLOCKED_PAGE = messagePage('Not allowed', 'Your account is blocked on this gateway.', 'Ask the gateway operator if you think you should have access.')
 
 type Form = Record<string, string | undefined>
 const MAX_FORM_BYTES = 16 * 1024
@@ -164,8 +168,9 @@ export async function interactionRoutes (app: FastifyInstance, opts: Interaction
       const resources = Object.keys(promptDetails.missingResourceScopes ?? {})
       const scopes = [...new Set([...Object.values(promptDetails.missingResourceScopes ?? {}).flat(), ...(promptDetails.missingOIDCScope ?? []).filter((s) => s !== 'openid')])]
       const servers = (resources.length > 0 ? resources : asList(interaction.params.resource)).map((url) => {
-        const server = catalog.serverAt(catalog.canonical(url) ?? url)
-        return { name: server?.name ?? 'every MCP server behind this gateway', url }
+        const canonical = catalog.canonical(url) ?? url
+        const server = catalog.serverAt(canonical)
+        return { name: server?.name ?? (canonical === catalog.adminUrl ? 'the gateway\'s admin API' : 'every MCP server behind this gateway'), url }
       })
       return sendPage(reply, 200, consentPage({
         action: `${INTERACTION_PATH}/${interaction.uid}/confirm`,
@@ -213,6 +218,10 @@ export async function interactionRoutes (app: FastifyInstance, opts: Interaction
       return renderLogin(reply, interaction, 401, 'Incorrect username or password.', username)
     }
     await throttle.recordSuccess(username, request.ip)
+    if (opts.isUserBlocked?.(account.username) === true) {
+      request.log.info({ user: account.username, ip: request.ip }, 'sign-in refused: user blocked')
+      return sendPage(reply, 403, BLOCKED_PAGE)
+    }
     request.log.info({ user: account.username, ip: request.ip }, 'signed in')
     reply.hijack()
     await provider.interactionFinished(request.raw, reply.raw, { login: { accountId: account.username } }, { mergeWithLastSubmission: false })
@@ -274,6 +283,10 @@ export async function interactionRoutes (app: FastifyInstance, opts: Interaction
     if (outcome.kind === 'refused') {
       request.log.info({ provider: name, user: outcome.identity.id, name: outcome.identity.name, reason: outcome.reason }, 'identity provider sign-in refused')
       return sendPage(reply, 403, messagePage('Not allowed', `You signed in at ${label} as ${outcome.identity.name}, but ${outcome.reason}.`, 'Ask the gateway operator if you think you should have access.'))
+    }
+    if (opts.isUserBlocked?.(outcome.accountId) === true) {
+      request.log.info({ provider: name, user: outcome.accountId }, 'sign-in refused: user blocked')
+      return sendPage(reply, 403, BLOCKED_PAGE)
     }
     request.log.info({ provider: name, user: outcome.accountId, name: outcome.identity.name }, 'signed in through identity provider')
     reply.hijack()

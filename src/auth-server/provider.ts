@@ -98,6 +98,8 @@ export interface ProviderDeps {
   readonly onGrantSaved?: (accountId: string, grantId: string, expiresAtMs: number | undefined) => Promise<void>
   /** An identity provider's signing keys could not be read (ID-JAG verification): for the operator's log. */
   readonly onIdpKeysUnavailable: (issuer: string, reason: string) => void
+  /** Users an administrator blocked (admin/blocked-users.ts): no account, so no code, token or refresh for them. */
+  readonly isUserBlocked?: (accountId: string) => boolean
 }
 
 /**
@@ -167,8 +169,12 @@ export function accessTokenLifetimeS (config: Config): number {
 export function createProvider (deps: ProviderDeps): Provider {
   const { config, store, keys, users, catalog } = deps
   const externalAccounts = new ExternalAccounts(store)
-  /** A local user from YAML, or a user an identity provider vouched for (not one it has since disabled). */
-  const profileOf = (accountId: string): Promise<AccountProfile | undefined> => accountProfile(users, externalAccounts, accountId)
+  /**
+   * A local user from YAML, or a user an identity provider vouched for (not one it has since
+   * disabled), not blocked by an administrator: oidc-provider then finds no account, and refuses
+   * the code exchange and every refresh (invalid_grant) — the login pages refuse them too.
+   */
+  const profileOf = async (accountId: string): Promise<AccountProfile | undefined> => deps.isUserBlocked?.(accountId) === true ? undefined : await accountProfile(users, externalAccounts, accountId)
   const auth = config.auth
   const accessTokenTtlS = accessTokenLifetimeS(config)
   const refreshTokenTtlS = Math.max(1, Math.round(auth.refreshTokenTtl / 1000))
@@ -187,6 +193,23 @@ export function createProvider (deps: ProviderDeps): Provider {
       accessTokenFormat: 'jwt',
       jwt: { sign: { alg: SIGNING_ALG } },
     }
+  }
+
+  /**
+   * Tokens for the admin API go only to users in admin.groups, signed in interactively (no
+   * machine client, no ID-JAG). Before sign-in the account is unknown and the request goes on
+   * (the consent page names the admin API); every code exchange and refresh knows the account
+   * from its grant and is refused (invalid_target) for anyone outside admin.groups — group
+   * changes reach the next refresh.
+   */
+  const adminGroups = new Set(config.admin.groups)
+  const checkAdminAudience = async (ctx: KoaContextWithOIDC): Promise<void> => {
+    const grantType = ctx.oidc.params?.grant_type
+    if (grantType === 'client_credentials' || grantType === JWT_BEARER_GRANT) throw new errors.InvalidTarget('the admin API needs a user signed in through the gateway')
+    const accountId = ctx.oidc.entities.Grant?.accountId ?? ctx.oidc.session?.accountId
+    if (accountId === undefined) return
+    const profile = await profileOf(accountId)
+    if (profile === undefined || !profile.groups.some((group) => adminGroups.has(group))) throw new errors.InvalidTarget('the admin API is only for members of admin.groups')
   }
 
   // Native (and every dynamically registered) client gets the consent prompt on every
@@ -250,9 +273,10 @@ export function createProvider (deps: ProviderDeps): Provider {
           }
           return chosen
         },
-        getResourceServerInfo: (_ctx: KoaContextWithOIDC, indicator: string, client: { clientId: string }) => {
+        getResourceServerInfo: async (ctx: KoaContextWithOIDC, indicator: string, client: { clientId: string }) => {
           const audience = catalog.canonical(indicator)
           if (audience === undefined) throw new errors.InvalidTarget(`no MCP server at ${indicator.slice(0, 200)}`)
+          if (audience === catalog.adminUrl) await checkAdminAudience(ctx)
           return resourceServerInfo(audience, client.clientId)
         },
       },
@@ -376,7 +400,7 @@ export function createProvider (deps: ProviderDeps): Provider {
       ctx.body = { error: 'temporarily_unavailable', error_description: STORE_UNAVAILABLE_MESSAGE }
     }
   })
-  provider.use(revokeJwtAccessTokens({ verifier: deps.verifier, audiences: [config.publicUrl, ...config.servers.map((s) => catalog.urlOf(s.name))], revokeGrant }))
+  provider.use(revokeJwtAccessTokens({ verifier: deps.verifier, audiences: [config.publicUrl, catalog.adminUrl, ...config.servers.map((s) => catalog.urlOf(s.name))], revokeGrant }))
   // Registration answers browser-based clients too (oidc-provider sends no CORS there).
   provider.use(async (ctx, next) => {
     if (ctx.path.startsWith(OAUTH_ROUTES.registration)) {

@@ -1,19 +1,23 @@
 /**
  * The protected resources the gateway offers: one per server, at
  * `<publicUrl>/<name>/mcp` (RFC 8707 resource indicators, RFC 9728 metadata),
- * and optionally the gateway as a whole (`auth.defaultResource: all`).
+ * optionally the gateway as a whole (`auth.defaultResource: all`), and the admin
+ * API at `<publicUrl>/admin` (scope `portcullis:admin`; README "Administration").
  */
-import { BASE_SCOPE, RESERVED_SCOPES } from '../config/defaults.js'
+import { ADMIN_SCOPE, BASE_SCOPE, RESERVED_SCOPES } from '../config/defaults.js'
 import type { Config, ServerConfig } from '../config/schema.js'
 import { ruleScopesOf } from '../policy/policy.js'
 
 export class ResourceCatalog {
   readonly publicUrl: string
+  /** The admin API's resource: its tokens reach no MCP server, and no MCP server's token reaches it. */
+  readonly adminUrl: string
   private readonly byUrl = new Map<string, ServerConfig>()
   private readonly isGatewayWideAllowed: boolean
 
   constructor (private readonly config: Config) {
     this.publicUrl = config.publicUrl
+    this.adminUrl = `${config.publicUrl}/admin`
     for (const server of config.servers) this.byUrl.set(this.urlOf(server.name), server)
     this.isGatewayWideAllowed = config.auth.defaultResource === 'all'
   }
@@ -41,6 +45,7 @@ export class ResourceCatalog {
     if (url.origin !== this.publicUrl || url.search !== '' || url.hash !== '' || url.username !== '' || url.password !== '') return undefined
     const path = url.pathname.replace(/\/+$/, '')
     if (path === '') return this.isGatewayWideAllowed ? this.publicUrl : undefined
+    if (path === '/admin') return this.adminUrl
     const candidate = `${this.publicUrl}${path}`
     return this.byUrl.has(candidate) ? candidate : undefined
   }
@@ -51,6 +56,7 @@ export class ResourceCatalog {
 
   /** Scopes that can be granted for a resource: the base scope, its servers' scopes, and those their tool rules need. */
   grantableScopes (canonicalUrl: string): string[] {
+    if (canonicalUrl === this.adminUrl) return [ADMIN_SCOPE]
     const servers = canonicalUrl === this.publicUrl ? this.config.servers : [this.byUrl.get(canonicalUrl)].filter((s) => s !== undefined)
     return [...new Set([BASE_SCOPE, ...servers.flatMap((s) => [...s.scopes, ...ruleScopesOf(s)])])]
   }

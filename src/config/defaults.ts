@@ -58,6 +58,8 @@ export const RESERVED_SERVER_NAMES: ReadonlySet<string> = new Set([
   'gateway', 'unmatched',
   // <publicUrl>/connect/<server>: where a user links their account at an upstream (upstreamAuth).
   'connect',
+  // The admin API and page (<publicUrl>/admin is also its resource URL).
+  'admin',
 ])
 
 /** stdio servers: children alive per server at most (warm ones included). */
@@ -119,6 +121,12 @@ export const DEFAULT_LOGIN_FAILURE_WINDOW = '15m'
 /** Scope granted for a server that asks for none: "use this MCP server". */
 export const BASE_SCOPE = 'mcp'
 /** OAuth scopes the authorization server itself understands (OIDC); never server scopes. */
+/** The admin API (README "Administration"): who may use it with a gateway access token, and the scope that token carries. */
+export const DEFAULT_ADMIN_GROUPS = ['portcullis-admins'] as const
+export const ADMIN_SCOPE = 'portcullis:admin'
+/** admin.bearerToken: long enough that guessing is hopeless (a 32-character random string). */
+export const MIN_ADMIN_BEARER_TOKEN_CHARS = 32
+
 export const RESERVED_SCOPES: ReadonlySet<string> = new Set(['openid', 'offline_access', 'profile', 'email'])
 
 /** Per client IP: sign-in attempts, and token/registration requests. */

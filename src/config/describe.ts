@@ -17,6 +17,7 @@ export function describeConfig (config: Config): string {
     `store: ${describeStore(config)}`,
     ...(config.cluster.advertiseUrl === undefined ? [] : [`cluster: this replica is ${config.cluster.advertiseUrl} (stdio sessions held by other replicas are forwarded)`]),
     describeAuth(config),
+    ...(config.auth.enabled ? [`admin API: groups ${config.admin.groups.join(', ') || '(none)'}${config.admin.bearerToken === undefined ? '' : `; bearer token ${MASK}`}`] : []),
     `metrics: ${describeMetrics(config)}`,
     'servers:',
   ]

@@ -196,6 +196,7 @@ const KNOWN_KEYS = [
   'identityProviders', 'issuer', 'idJag', 'authorizationUrl', 'tokenUrl', 'apiUrl',
   'pinTools', 'validateArguments', 'arguments',
   'upstreamAuth',
+  'admin',
 ]
 function suggestionFor (key: string): string {
   const norm = key.toLowerCase().replace(/[_-]/g, '')

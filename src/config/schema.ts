@@ -5,7 +5,7 @@
  */
 import { z } from 'zod'
 import {
-  BASE_SCOPE, DEFAULT_ACCESS_TOKEN_TTL, DEFAULT_AUDIT_DESTINATION, DEFAULT_LOGIN_RATE, DEFAULT_TOKEN_RATE, DEFAULT_REGISTRATION_RATE, DEFAULT_LOGIN_FAILURE_WINDOW, DEFAULT_LOGIN_MAX_FAILURES, DEFAULT_LOGIN_MAX_FAILURES_PER_IP, DEFAULT_LOGIN_MAX_FAILURES_PER_ACCOUNT,
+  BASE_SCOPE, DEFAULT_ADMIN_GROUPS, MIN_ADMIN_BEARER_TOKEN_CHARS, DEFAULT_ACCESS_TOKEN_TTL, DEFAULT_AUDIT_DESTINATION, DEFAULT_LOGIN_RATE, DEFAULT_TOKEN_RATE, DEFAULT_REGISTRATION_RATE, DEFAULT_LOGIN_FAILURE_WINDOW, DEFAULT_LOGIN_MAX_FAILURES, DEFAULT_LOGIN_MAX_FAILURES_PER_IP, DEFAULT_LOGIN_MAX_FAILURES_PER_ACCOUNT,
   DEFAULT_REFRESH_TOKEN_REUSE_GRACE, DEFAULT_REGISTERED_CLIENT_TTL, DEFAULT_UNUSED_CLIENT_TTL, DEFAULT_REFRESH_TOKEN_TTL, RESERVED_SCOPES,
   DEFAULT_IDP_REVALIDATE_EVERY, DEFAULT_API_KEY_TTL, DEFAULT_API_KEY_MAX_TTL, DEFAULT_API_KEYS_PER_USER,
   DEFAULT_BODY_LIMIT_BYTES, DEFAULT_DATA_DIR, DEFAULT_LISTEN_HOST, DEFAULT_LISTEN_PORT, DEFAULT_SHUTDOWN_TIMEOUT_MS,
@@ -653,6 +653,13 @@ const clusterSchema = z.strictObject({
   }, 'expected an origin only (scheme, host, port), with no path, query or credentials').optional(),
 })
 
+const adminSchema = z.strictObject({
+  /** Users in any of these groups (the token's `groups` claim) may use the admin API with a gateway access token. */
+  groups: z.array(z.string().min(1, 'expected a group name')).default([...DEFAULT_ADMIN_GROUPS]),
+  /** Automation: `Authorization: Bearer <this>` reaches the admin API as actor admin-token (use ${ENV}). */
+  bearerToken: z.string().min(MIN_ADMIN_BEARER_TOKEN_CHARS, `expected a bearer token of at least ${MIN_ADMIN_BEARER_TOKEN_CHARS} characters`).optional(),
+})
+
 const storeSchema = z.strictObject({
   /** SQLite database file (default: <dataDir>/portcullis.db). */
   sqlite: z.string().min(1).optional(),
@@ -706,6 +713,7 @@ export const configSchema = z.strictObject({
   audit: auditSchema.prefault({}),
   metrics: metricsSchema.prefault({}),
   cluster: clusterSchema.prefault({}),
+  admin: adminSchema.prefault({}),
   log: z.strictObject({
     level: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'),
     /** One line per HTTP request (method, path, status, time). Off by default: nginx and the audit trail cover it. */
@@ -728,6 +736,10 @@ export const configSchema = z.strictObject({
   const metricsPort = config.metrics.listen?.port
   if (metricsPort !== undefined && metricsPort !== 0 && metricsPort === config.listen.port) {
     ctx.addIssue({ code: 'custom', path: ['metrics', 'listen', 'port'], message: `expected a port other than listen.port (${config.listen.port}); leave metrics.listen out to serve /metrics on the main port` })
+  }
+  if (config.admin.bearerToken !== undefined && !config.auth.enabled) {
+    // Fail closed and say so: the admin API exists only with authorization on.
+    ctx.addIssue({ code: 'custom', path: ['admin', 'bearerToken'], message: 'needs auth.enabled: true: the admin API exists only with authorization on' })
   }
   const defaultResource = config.auth.defaultResource
   if (defaultResource !== undefined && defaultResource !== 'all' && !config.servers.some((s) => s.name === defaultResource)) {
@@ -806,6 +818,7 @@ export type UpstreamAuthConfig = z.output<typeof upstreamAuthSchema>
 export type ApiKeysConfig = z.output<typeof apiKeysSchema>
 export type NamedRule = z.output<typeof namedRuleSchema>
 export type AccessConfig = z.output<typeof accessSchema>
+export type AdminConfig = z.output<typeof adminSchema>
 
 /** The validated config with derived values filled in, frozen once loaded. */
 export type Config = Omit<ParsedConfig, 'publicUrl'> & {

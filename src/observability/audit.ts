@@ -1,5 +1,5 @@
 /**
- * The audit trail: one JSON line per MCP request that reaches policy — who,
+ * The audit trail: one JSON line per MCP request that reaches policy (and per admin API call) — who,
  * through which client, asked which server for what, what the gateway
  * decided and why, and how the call ended. Its own pino stream (a file by
  * default, or stdout/stderr), apart from the operational log, so it can be
@@ -50,11 +50,25 @@ export interface ToolDefinitionsEntry {
   readonly changes: ReadonlyArray<{ readonly name: string, readonly change: string, readonly from?: string, readonly to?: string }>
 }
 
+/** One admin API call (README "Administration"): who, what, on what, and how it ended. */
+export interface AdminActionEntry {
+  /** admin-token, or the administrator's user id. */
+  readonly actor: string
+  /** The API operation, e.g. users.revoke, sessions.list. */
+  readonly action: string
+  readonly target?: { readonly kind: string, readonly id: string }
+  readonly outcome: 'ok' | 'refused' | 'not_found' | 'failed'
+  readonly ip: string
+  /** What the action did (counts), or why it was refused; never a credential. */
+  readonly detail?: Readonly<Record<string, unknown>>
+}
+
 export interface AuditLog {
   readonly includeArguments: boolean
   readonly includeResults: boolean
   record: (entry: AuditEntry) => void
   recordToolDefinitions: (entry: ToolDefinitionsEntry) => void
+  recordAdminAction: (entry: AdminActionEntry) => void
   /** False while records cannot be written (a full disk): MCP requests are refused then. */
   isWritable: () => boolean
   lastWriteFailure: () => AuditWriteFailure | undefined
@@ -76,6 +90,7 @@ export function createAuditLog (config: Config['audit'], log: AuditFileLog, dest
       includeResults: config.includeResults,
       record: (entry) => { logger.info(entry, 'mcp_request') },
       recordToolDefinitions: (entry) => { logger.info(entry, 'tool_definitions') },
+      recordAdminAction: (entry) => { logger.info(entry, 'admin_action') },
       isWritable: () => true,
       lastWriteFailure: () => undefined,
       close: () => new Promise((resolve) => { logger.flush(() => resolve()) }),
@@ -88,6 +103,7 @@ export function createAuditLog (config: Config['audit'], log: AuditFileLog, dest
     includeResults: config.includeResults,
     record: (entry) => { logger.info(entry, 'mcp_request') },
     recordToolDefinitions: (entry) => { logger.info(entry, 'tool_definitions') },
+    recordAdminAction: (entry) => { logger.info(entry, 'admin_action') },
     isWritable: () => file.isWritable(),
     lastWriteFailure: () => file.lastWriteFailure(),
     close: (deadlineMs = CLOSE_DEADLINE_MS) => file.close(deadlineMs),

@@ -31,6 +31,8 @@ export interface ApiKeyVerifierOptions {
   readonly now: () => number
   /** A failed last-use write (the store down): logged, never fatal to the request. */
   readonly onRecordUseError: (err: Error) => void
+  /** Whether an administrator blocked the user (admin/blocked-users.ts): their keys are refused too. */
+  readonly isUserBlocked?: (userId: string) => boolean
 }
 
 export function isApiKey (token: string): boolean {
@@ -59,6 +61,7 @@ export class ApiKeyVerifier {
     }
     const found = cached.found
     if (found === undefined || !isLive(found.record, now)) throw tokenError('api_key')
+    if (this.options.isUserBlocked?.(found.record.userId) === true) throw tokenError('blocked')
     this.noteUse(hash, cached, now)
     return identityOf(found.record, found.user)
   }

@@ -8,8 +8,8 @@
  * signature check costs ~100-300 µs, a cache hit well under a microsecond, and
  * a client sends the same token for many requests. Only successes are cached;
  * the audience is checked again on every hit, and so is the revoked-grant
- * list (revoked-grants.ts): a token of a revoked grant is refused on its next
- * request, cached or not.
+ * list (revoked-grants.ts) and the blocked-user list (admin/blocked-users.ts): a
+ * token of a revoked grant or a blocked user is refused on its next request, cached or not.
  */
 import { createLocalJWKSet, jwtVerify, type JSONWebKeySet, type JWTPayload } from 'jose'
 import type { UserIdentity } from '../identity.js'
@@ -31,7 +31,7 @@ export interface RequestIdentity extends UserIdentity {
   readonly servers?: readonly string[]
 }
 
-export type TokenFailure = 'malformed' | 'expired' | 'not_yet_valid' | 'signature' | 'algorithm' | 'type' | 'issuer' | 'audience' | 'claims' | 'unknown_key' | 'revoked' | 'api_key' | 'api_keys_disabled'
+export type TokenFailure = 'malformed' | 'expired' | 'not_yet_valid' | 'signature' | 'algorithm' | 'type' | 'issuer' | 'audience' | 'claims' | 'unknown_key' | 'revoked' | 'blocked' | 'api_key' | 'api_keys_disabled'
 
 export class TokenError extends Error {
   constructor (readonly reason: TokenFailure, message: string) {
@@ -52,6 +52,7 @@ const FAILURE_MESSAGES: Readonly<Record<TokenFailure, string>> = {
   claims: 'the access token lacks required claims',
   unknown_key: 'the access token was signed with an unknown key',
   revoked: 'the access token has been revoked',
+  blocked: 'this account is blocked on this gateway; ask its operator',
   // One message for unknown, expired and revoked keys: a key's holder learns no more than that.
   api_key: 'the API key is not valid',
   api_keys_disabled: 'API keys are disabled on this gateway (auth.apiKeys.enabled)',
@@ -87,6 +88,8 @@ export interface TokenVerifierOptions {
   readonly now?: () => number
   /** Whether a grant was revoked (an in-memory lookup: this runs on every request). */
   readonly isGrantRevoked?: (grantId: string) => boolean
+  /** Whether an administrator blocked the user (admin/blocked-users.ts; an in-memory lookup too). */
+  readonly isUserBlocked?: (userId: string) => boolean
 }
 
 export class TokenVerifier {
@@ -139,6 +142,7 @@ export class TokenVerifier {
 
   private unlessRevoked (identity: RequestIdentity): RequestIdentity {
     if (identity.grantId !== undefined && this.options.isGrantRevoked?.(identity.grantId) === true) throw tokenError('revoked')
+    if (!identity.isClient && this.options.isUserBlocked?.(identity.id) === true) throw tokenError('blocked')
     return identity
   }
 }

@@ -19,7 +19,7 @@ import { PortcullisError } from '../errors.js'
 import { FORWARDED_CLIENT_HEADERS, type HttpServerConfig } from '../config/schema.js'
 import { hasUserTemplate, renderHeaderTemplate } from '../config/user-template.js'
 import { READY_PROBE_CACHE_MS, READY_PROBE_TIMEOUT_MS } from '../config/defaults.js'
-import type { McpExchange, Upstream, UpstreamHealth, UpstreamLoad } from './types.js'
+import type { McpExchange, Upstream, UpstreamHealth, UpstreamLoad, UpstreamSession } from './types.js'
 import { endSseWithError, sendRpcError } from './respond.js'
 import { editJsonBody, SseEditor } from './response-edit.js'
 import type { SessionOwners } from './session-owners.js'
@@ -503,6 +503,25 @@ export class HttpUpstream implements Upstream {
 
   load (): UpstreamLoad {
     return { streams: this.streams, exchanges: this.inFlight }
+  }
+
+  liveSessions (): UpstreamSession[] {
+    return this.owners.sessionsOn(this.name)
+  }
+
+  /**
+   * A revoked or offboarded user's sessions this replica holds end: forgotten (their client
+   * gets 404) and DELETEd upstream, so the upstream does not keep them until its own timeout.
+   */
+  async endUser (userId: string): Promise<void> {
+    for (const session of this.owners.sessionsOn(this.name)) {
+      if (session.user === userId) this.owners.end(this.name, session.sessionId, 'the user was revoked or offboarded')
+    }
+  }
+
+  /** Forgotten here and in the store (its client gets 404 and starts over), and DELETEd upstream. */
+  async endSession (sessionId: string, reason: string): Promise<boolean> {
+    return this.owners.end(this.name, sessionId, reason)
   }
 
   /**

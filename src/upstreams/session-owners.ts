@@ -23,6 +23,7 @@
  */
 import type { FastifyBaseLogger } from 'fastify'
 import type { Store } from '../store/types.js'
+import type { UpstreamSession } from './types.js'
 import { UNUSED_SESSION_IDLE_DIVISOR } from '../config/defaults.js'
 
 /** How often records in use are pushed out in the store, as a fraction of the idle timeout. */
@@ -71,15 +72,19 @@ export function ownerKey (owner: SessionOwner): string {
   return JSON.stringify([owner.user, owner.client])
 }
 
-/** The user of an ownerKey (a stored value from an older format counts as its own user). */
-function userOf (key: string): string {
+/** The user and client of an ownerKey (a stored value from an older format counts as its own user, client unknown). */
+export function ownerOf (key: string): SessionOwner {
   try {
     const parsed: unknown = JSON.parse(key)
-    if (Array.isArray(parsed) && typeof parsed[0] === 'string') return parsed[0]
+    if (Array.isArray(parsed) && typeof parsed[0] === 'string') return { user: parsed[0], client: typeof parsed[1] === 'string' ? parsed[1] : '' }
   } catch {
     // Not JSON: the whole value is the owner.
   }
-  return key
+  return { user: key, client: '' }
+}
+
+function userOf (key: string): string {
+  return ownerOf(key).user
 }
 
 export class SessionOwners {
@@ -203,10 +208,22 @@ export class SessionOwners {
     return out.sort((a, b) => a.lastUsedAt - b.lastUsedAt)
   }
 
-  /** Ends a session the gateway chose to end: forgotten here and in the store, and ended upstream. */
-  end (server: string, sessionId: string, reason: string): void {
+  /** The sessions of a server this replica holds (the admin API's list). */
+  sessionsOn (server: string): UpstreamSession[] {
+    const out: UpstreamSession[] = []
+    for (const record of this.local.values()) {
+      if (record.server !== server) continue
+      const { user, client } = ownerOf(record.owner)
+      out.push({ sessionId: record.sessionId, user, client, openedAtMs: record.createdAt, lastUsedAtMs: record.lastUsedAt })
+    }
+    return out
+  }
+
+  /** Ends a session the gateway chose to end: forgotten here and in the store, and ended upstream. False when not held here. */
+  end (server: string, sessionId: string, reason: string): boolean {
     const record = this.local.get(this.key(server, sessionId))
     if (record !== undefined) this.reclaim(record, reason)
+    return record !== undefined
   }
 
   close (): void {

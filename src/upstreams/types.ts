@@ -45,6 +45,18 @@ export interface UpstreamLoad {
   readonly exchanges: number
 }
 
+/** One live MCP session this replica holds, as the admin API lists it. */
+export interface UpstreamSession {
+  readonly sessionId: string
+  /** The user and client that opened it. */
+  readonly user: string
+  readonly client: string
+  readonly openedAtMs: number
+  readonly lastUsedAtMs: number
+  /** stdio: the process serving it. */
+  readonly pid?: number
+}
+
 export interface Upstream {
   readonly name: string
   readonly transport: string
@@ -65,4 +77,8 @@ export interface Upstream {
    * provider no longer vouches for the user). Upstreams that keep nothing per user have none.
    */
   endUser?: (userId: string) => Promise<void>
+  /** The live sessions this replica holds (the admin API's session list). */
+  liveSessions?: () => UpstreamSession[]
+  /** Ends one session as if its client had deleted it; false when this replica holds no such session. */
+  endSession?: (sessionId: string, reason: string) => Promise<boolean>
 }

@@ -176,3 +176,16 @@ t.test('the JWT-bearer grant (ID-JAG) for a YAML client needs an identity provid
   t.same(parseConfig(`auth:\n${client}${idp(true)}${MINIMAL}`, 'gw.yaml', {}).auth.clients[0]?.grantTypes, ['urn:ietf:params:oauth:grant-type:jwt-bearer'])
   t.match(errorOf(`auth:\n${idp(true).replace('idJag', 'idjag')}${MINIMAL}`).message, /unknown key "idjag" \(did you mean "idJag"\?\)/)
 })
+
+t.test('admin: groups default to portcullis-admins; bearerToken from the environment, long, masked, only with auth on', async (t) => {
+  t.same(parseConfig(MINIMAL, 'gw.yaml', {}).admin, { groups: ['portcullis-admins'] })
+  const token = 'admin-token-0123456789-0123456789-abc'
+  const config = parseConfig(`admin: { groups: [ops], bearerToken: "\${ADMIN_TOKEN}" }\n${MINIMAL}`, 'gw.yaml', { ADMIN_TOKEN: token })
+  t.same(config.admin, { groups: ['ops'], bearerToken: token })
+  t.match(describeConfig(config), /admin API: groups ops; bearer token \*\*\*/)
+  t.notMatch(describeConfig(config), token, 'check never prints the admin token')
+  t.match(errorOf(`admin: { bearerToken: too-short-for-an-admin-token }\n${MINIMAL}`).message, /gw\.yaml:1:\d+: admin\.bearerToken: expected a bearer token of at least 32 characters/)
+  t.match(errorOf(`auth: { enabled: false }\nadmin: { bearerToken: ${token} }\n${MINIMAL}`).message, /admin\.bearerToken: needs auth\.enabled: true/)
+  t.match(errorOf(`admin: { bearer_token: x }\n${MINIMAL}`).message, /did you mean "bearerToken"/)
+  t.match(errorOf(`servers:\n  - name: admin\n    transport: http\n    url: http://127.0.0.1:9/mcp\n`).message, /servers\[0\]\.name: /, 'admin is a reserved server name')
+})

@@ -42,8 +42,8 @@ import { ANONYMOUS, type UserIdentity } from '../../identity.js'
 import { defaultMaxProcessesPerUser, UNUSED_SESSION_IDLE_DIVISOR } from '../../config/defaults.js'
 import { checkProtocolVersionHeader, isModernRevision, FIRST_MODERN_REVISION, KNOWN_REVISIONS } from '../../mcp/headers.js'
 import { META_PROTOCOL_VERSION, type McpMessage } from '../../mcp/jsonrpc.js'
-import type { McpExchange, Upstream, UpstreamHealth, UpstreamLoad } from '../types.js'
-import { ownerKey, type SessionOwner } from '../session-owners.js'
+import type { McpExchange, Upstream, UpstreamHealth, UpstreamLoad, UpstreamSession } from '../types.js'
+import { ownerKey, ownerOf, type SessionOwner } from '../session-owners.js'
 import type { KeptStream, StreamKeeper } from '../stream-keeper.js'
 import { sendRpcError } from '../respond.js'
 import { Channel, type ChannelClient, type DeliveryKind, type ReplySink } from './channel.js'
@@ -891,6 +891,25 @@ export class StdioUpstream implements Upstream {
       }
     }
     this.log.info({ server: this.name, user: userId }, 'stdio sessions and processes of an offboarded user ended')
+  }
+
+  /** 2025-era sessions (2026-07-28 clients have none: each request stands alone). */
+  liveSessions (): UpstreamSession[] {
+    return [...this.sessions.values()].filter((s) => s.isAlive).map((s) => ({
+      sessionId: s.id,
+      user: s.user.id,
+      client: ownerOf(s.owner).client,
+      openedAtMs: s.openedAt,
+      lastUsedAtMs: s.lastActivityAt,
+      ...(s.channel.child.pid === undefined ? {} : { pid: s.channel.child.pid }),
+    }))
+  }
+
+  async endSession (sessionId: string, reason: string): Promise<boolean> {
+    const session = this.sessions.get(sessionId)
+    if (session === undefined) return false
+    await this.closeSession(session, reason)
+    return true
   }
 
   closeStreams (): void {

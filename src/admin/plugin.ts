@@ -1,0 +1,187 @@
+/**
+ * The admin API (README "Administration"), JSON under /admin/api/v1, registered only with
+ * authorization on. Thin: each route checks access (admin-access.ts), does one thing through
+ * the plain functions beside it, and leaves one audit record — refusals included (who tried is
+ * what an operator wants to know), never the credential presented.
+ *
+ * Errors: `{ "error": { "code": "PORTCULLIS_ERR_…", "message": "…" } }` with the code's status.
+ */
+import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify'
+import type { ApiKeys } from '../account/api-keys.js'
+import { PortcullisError } from '../errors.js'
+import type { AdminActionEntry, AuditLog } from '../observability/audit.js'
+import { STORE_RETRY_AFTER_S } from '../auth-server/provider.js'
+import { isStoreUnavailable, type Store } from '../store/types.js'
+import type { ClientConfig } from '../config/schema.js'
+import type { Upstream } from '../upstreams/types.js'
+import { actorName, type AdminActor, type AdminAuthenticator } from './admin-access.js'
+import type { BlockedUsers } from './blocked-users.js'
+import { apiKeyItems, clientItems, sessionItems, userItems } from './lists.js'
+import { paginate, pageQuery } from './paging.js'
+import { revokeUser, type RevokeUserDeps } from './revoke-user.js'
+import { revokeClient, type RevokeClientDeps } from './revoke-client.js'
+import type { UsersSeen } from './users-seen.js'
+
+export const ADMIN_API_PATH = '/admin/api/v1'
+
+/** Ids in paths: any printable text up to 256 characters (user ids of IdP users hold a colon). */
+const ID_RE = /^\P{Cc}{1,256}$/u
+
+export interface AdminRoutesOptions {
+  readonly authenticate: AdminAuthenticator
+  readonly upstreams: ReadonlyMap<string, Upstream>
+  readonly store: Store
+  readonly configuredClients: readonly ClientConfig[]
+  /** cluster.advertiseUrl, or 'local'. */
+  readonly replica: string
+  readonly usersSeen: UsersSeen
+  readonly blocked: BlockedUsers
+  readonly apiKeys: ApiKeys
+  readonly revoke: RevokeUserDeps
+  readonly revokeClient: RevokeClientDeps
+  readonly audit: AuditLog | undefined
+  readonly now: () => number
+}
+
+interface Outcome {
+  readonly status?: number
+  readonly body: unknown
+  readonly target?: AdminActionEntry['target']
+  readonly outcome?: AdminActionEntry['outcome']
+  readonly detail?: AdminActionEntry['detail']
+}
+
+type Work = (request: FastifyRequest, actor: AdminActor) => Promise<Outcome>
+type Target = NonNullable<AdminActionEntry['target']>
+
+/** The target an action names in its path, recorded even when the action is refused. */
+function targetOf (kind: string, param: 'id' | 'server/id'): (request: FastifyRequest) => Target {
+  return (request: FastifyRequest): Target => {
+    const params = request.params as { id?: string, server?: string }
+    const id = String(params.id ?? '').slice(0, 256)
+    return { kind, id: param === 'id' ? id : `${String(params.server ?? '').slice(0, 64)}/${id}` }
+  }
+}
+
+export async function adminRoutes (app: FastifyInstance, opts: AdminRoutesOptions): Promise<void> {
+  const { audit, blocked } = opts
+
+  const record = (request: FastifyRequest, entry: Omit<AdminActionEntry, 'ip'>): void => {
+    const full = { ...entry, ip: request.ip }
+    audit?.recordAdminAction(full)
+    request.log.info({ actor: full.actor, action: full.action, target: full.target, outcome: full.outcome }, 'admin api call')
+  }
+
+  /** Access check, the work, one audit record. */
+  const route = (action: string, work: Work, target?: (request: FastifyRequest) => Target) => async (request: FastifyRequest, reply: FastifyReply): Promise<FastifyReply> => {
+    reply.header('cache-control', 'no-store')
+    const named = target === undefined ? {} : { target: target(request) }
+    let actor: AdminActor
+    try {
+      actor = await opts.authenticate(request.headers.authorization)
+    } catch (err) {
+      if (err instanceof PortcullisError) record(request, { actor: 'unknown', action, ...named, outcome: 'refused', detail: { code: err.code } })
+      throw err
+    }
+    let result: Outcome
+    try {
+      result = await work(request, actor)
+    } catch (err) {
+      const outcome = err instanceof PortcullisError && err.status < 500 ? 'refused' : 'failed'
+      record(request, { actor: actorName(actor), action, ...named, outcome, detail: { code: err instanceof PortcullisError ? err.code : 'PORTCULLIS_ERR_INTERNAL' } })
+      throw err
+    }
+    const recorded = result.target === undefined ? named : { target: result.target }
+    record(request, { actor: actorName(actor), action, ...recorded, outcome: result.outcome ?? 'ok', ...(result.detail === undefined ? {} : { detail: result.detail }) })
+    return reply.code(result.status ?? 200).send(result.body)
+  }
+
+  app.setErrorHandler(async (error: Error & { statusCode?: number }, request, reply) => {
+    reply.header('cache-control', 'no-store')
+    if (error instanceof PortcullisError) return reply.code(error.status).headers(error.headers).send({ error: { code: error.code, message: error.message } })
+    if (isStoreUnavailable(error)) {
+      request.log.warn({ err: { message: error.message } }, 'admin api: store unreachable')
+      return reply.code(503).header('retry-after', String(STORE_RETRY_AFTER_S)).send({ error: { code: 'PORTCULLIS_ERR_STORE_UNAVAILABLE', message: 'The gateway cannot reach its store right now; retry shortly' } })
+    }
+    const status = error.statusCode !== undefined && error.statusCode >= 400 && error.statusCode < 500 ? error.statusCode : 500
+    if (status === 500) request.log.error({ err: error }, 'admin api call failed')
+    return reply.code(status).send({ error: { code: status === 500 ? 'PORTCULLIS_ERR_INTERNAL' : 'PORTCULLIS_ERR_ADMIN_BAD_REQUEST', message: status === 500 ? 'Internal gateway error' : error.message } })
+  })
+
+  const sessionsNow = (): ReturnType<typeof sessionItems> => sessionItems(opts.upstreams, opts.replica, opts.now())
+
+  app.get(`${ADMIN_API_PATH}/sessions`, route('sessions.list', async (request) => {
+    const query = request.query as Record<string, unknown>
+    const page = pageQuery(query)
+    const items = sessionsNow().filter((s) => matches(query.server, s.server) && matches(query.user, s.user))
+    return { body: paginate(items, (s) => `${s.server}\n${s.sessionId}`, page) }
+  }))
+
+  app.get(`${ADMIN_API_PATH}/clients`, route('clients.list', async (request) => {
+    const query = request.query as Record<string, unknown>
+    const page = pageQuery(query)
+    const items = (await clientItems(opts.store, opts.configuredClients)).filter((c) => matches(query.source, c.source))
+    return { body: paginate(items, (c) => c.clientId, page) }
+  }))
+
+  app.get(`${ADMIN_API_PATH}/users`, route('users.list', async (request) => {
+    const query = request.query as Record<string, unknown>
+    const page = pageQuery(query)
+    const items = (await userItems(opts.usersSeen, blocked, sessionsNow()))
+      .filter((u) => matches(query.provider, u.provider ?? '') && (query.group === undefined || u.groups.includes(String(query.group))) && (query.blocked === undefined || String(u.blocked) === query.blocked))
+    return { body: paginate(items, (u) => u.id, page) }
+  }))
+
+  app.get(`${ADMIN_API_PATH}/api-keys`, route('api-keys.list', async (request) => {
+    const query = request.query as Record<string, unknown>
+    const page = pageQuery(query)
+    const user = typeof query.user === 'string' && ID_RE.test(query.user) ? query.user : undefined
+    if (user === undefined) throw new PortcullisError('PORTCULLIS_ERR_ADMIN_BAD_REQUEST', 'user: expected ?user=<user id> (API keys are listed per user)')
+    return { target: { kind: 'user', id: user }, body: paginate(await apiKeyItems(opts.apiKeys, user), (k) => k.keyId, page) }
+  }))
+
+  app.post<{ Params: { id: string } }>(`${ADMIN_API_PATH}/users/:id/revoke`, route('users.revoke', async (request) => {
+    const userId = idParam((request.params as { id: string }).id, 'user id')
+    const done = await revokeUser(opts.revoke, userId)
+    return { detail: { ...done }, body: { user: userId, revoked: done } }
+  }, targetOf('user', 'id')))
+
+  app.post<{ Params: { id: string } }>(`${ADMIN_API_PATH}/users/:id/block`, route('users.block', async (request, actor) => {
+    const userId = idParam((request.params as { id: string }).id, 'user id')
+    const isChanged = await blocked.block(userId, actorName(actor))
+    return { detail: { changed: isChanged }, body: { user: userId, blocked: true, changed: isChanged } }
+  }, targetOf('user', 'id')))
+
+  app.post<{ Params: { id: string } }>(`${ADMIN_API_PATH}/users/:id/unblock`, route('users.unblock', async (request) => {
+    const userId = idParam((request.params as { id: string }).id, 'user id')
+    const isChanged = await blocked.unblock(userId)
+    return { detail: { changed: isChanged }, body: { user: userId, blocked: false, changed: isChanged } }
+  }, targetOf('user', 'id')))
+
+  app.post<{ Params: { id: string } }>(`${ADMIN_API_PATH}/clients/:id/revoke`, route('clients.revoke', async (request) => {
+    const clientId = idParam((request.params as { id: string }).id, 'client id')
+    const done = await revokeClient(opts.revokeClient, clientId)
+    if (done === undefined) return { status: 404, outcome: 'not_found', body: { error: { code: 'PORTCULLIS_ERR_ADMIN_NOT_FOUND', message: 'Not found: no registered client has this id' } } }
+    return { detail: { ...done }, body: { clientId, revoked: done } }
+  }, targetOf('client', 'id')))
+
+  app.post<{ Params: { server: string, id: string } }>(`${ADMIN_API_PATH}/sessions/:server/:id/end`, route('sessions.end', async (request) => {
+    const params = request.params as { server: string, id: string }
+    const sessionId = idParam(params.id, 'session id')
+    const upstream = opts.upstreams.get(params.server)
+    if (upstream === undefined) throw new PortcullisError('PORTCULLIS_ERR_ADMIN_NOT_FOUND', `no MCP server named ${JSON.stringify(params.server.slice(0, 64))}`)
+    const isEnded = await upstream.endSession?.(sessionId, 'ended by an administrator') ?? false
+    if (!isEnded) return { status: 404, outcome: 'not_found', body: { error: { code: 'PORTCULLIS_ERR_ADMIN_NOT_FOUND', message: `Not found: this replica (${opts.replica}) holds no session ${sessionId} on "${upstream.name}"` } } }
+    return { body: { server: upstream.name, sessionId, ended: true } }
+  }, targetOf('session', 'server/id')))
+}
+
+/** A filter given in the query matches exactly; an absent one matches everything. */
+function matches (filter: unknown, value: string): boolean {
+  return filter === undefined || filter === value
+}
+
+function idParam (value: string, what: string): string {
+  if (!ID_RE.test(value)) throw new PortcullisError('PORTCULLIS_ERR_ADMIN_BAD_REQUEST', `${what}: expected 1 to 256 printable characters`)
+  return value
+}
