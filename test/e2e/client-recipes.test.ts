@@ -178,8 +178,12 @@ t.test('Claude Desktop through mcp-remote: the real program signs in, then bridg
     const answer = new Promise<unknown>((resolve, reject) => {
       const known = answers.get(id)
       if (known !== undefined) return resolve(known)
-      waiting.set(id, resolve)
-      setTimeout(() => reject(new Error(`no answer to ${method}: ${stderr.slice(-2000)}`)), 30_000)
+      // Cleared with the answer: a pending timer would hold the test process open for 30 s.
+      const timer = setTimeout(() => reject(new Error(`no answer to ${method}: ${stderr.slice(-2000)}`)), 30_000)
+      waiting.set(id, (message) => {
+        clearTimeout(timer)
+        resolve(message)
+      })
     })
     child.stdin.write(`${JSON.stringify({ jsonrpc: '2.0', id, method, params })}\n`)
     return await answer
