@@ -190,6 +190,8 @@ export async function buildApp (config: Config, options: BuildOptions = {}): Pro
     onStoreError: () => metrics.rateLimitStoreErrors.inc(),
   })
   const audit = createAuditLog(config.audit, app.log, options.auditDestination)
+  // One guard per server, shared by the MCP routes and the admin API (which approves tools).
+  const toolGuards = createToolGuards(config, { store, log: app.log, now, metrics, audit })
 
   let authenticate: Authenticator | undefined
   let scopeChallenge: ((server: ServerConfig, scopes: readonly string[], description: string) => string) | undefined
@@ -322,6 +324,7 @@ export async function buildApp (config: Config, options: BuildOptions = {}): Pro
       apiKeys,
       revoke: { grants: accountGrants, revokeGrant: async (grantId) => revokedGrants.revoke(grantId), apiKeys, idpSessions, endUserSessions: endEverywhere },
       revokeClient: { store, revokeGrant: async (grantId) => revokedGrants.revoke(grantId), fixedClients: yamlClients },
+      toolGuards,
       audit,
       now,
     })
@@ -377,7 +380,6 @@ export async function buildApp (config: Config, options: BuildOptions = {}): Pro
     state.metricsServer = metricsServer
     app.addHook('onClose', async () => { await metricsServer.close() })
   }
-  const toolGuards = createToolGuards(config, { store, log: app.log, now, metrics, audit })
   await app.register(mcpRoutes, { config, upstreams, isClosing, isOriginAllowed, authenticate, limiter, audit, metrics, scopeChallenge, toolGuards, ...(directory === undefined || forwarder === undefined ? {} : { replicas: { directory, forwarder } }) })
   return app
 }

@@ -232,3 +232,25 @@ export async function refreshTokens (issuer: string, user: SignedInTokens, resou
   }
   return { status: res.status, body }
 }
+
+/** RFC 7636 appendix B's pair. */
+const VERIFIER = 'dBjftJeZ4CVP-mB92K27uhbUJU1p1r_wW1gFWFOEjXk'
+const CHALLENGE = 'E9Melhoa2OwvFrEMTJguCHaoeK1t8URWbuGJSstw-cM'
+
+/**
+ * An access token for the admin API (resource `<issuer>/admin`): a registered client, the browser
+ * through sign-in and consent, the code exchanged. The token endpoint's answer, or the error sent to the client.
+ */
+export async function adminToken (issuer: string, username: string, password: string, scope = 'portcullis:admin'): Promise<{ accessToken?: string, refreshToken?: string, clientId: string, error?: string }> {
+  const registered = await fetch(`${issuer}/oauth/register`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ client_name: 'admin script', redirect_uris: [REDIRECT_URL], token_endpoint_auth_method: 'none' }) })
+  const clientId = String((await registered.json() as Record<string, unknown>).client_id)
+  const url = new URL(`${issuer}/oauth/authorize`)
+  url.search = new URLSearchParams({ client_id: clientId, response_type: 'code', redirect_uri: REDIRECT_URL, code_challenge: CHALLENGE, code_challenge_method: 'S256', scope, resource: `${issuer}/admin` }).toString()
+  const callback = await new HeadlessBrowser().authorize(url, { username, password })
+  const code = callback.searchParams.get('code')
+  if (code === null) return { clientId, error: callback.searchParams.get('error') ?? 'no code' }
+  const exchanged = await fetch(`${issuer}/oauth/token`, { method: 'POST', headers: { 'content-type': 'application/x-www-form-urlencoded' }, body: new URLSearchParams({ grant_type: 'authorization_code', code, client_id: clientId, redirect_uri: REDIRECT_URL, code_verifier: VERIFIER }).toString() })
+  const body = await exchanged.json() as Record<string, unknown>
+  if (exchanged.status !== 200) return { clientId, error: String(body.error) }
+  return { clientId, accessToken: String(body.access_token), ...(typeof body.refresh_token === 'string' ? { refreshToken: body.refresh_token } : {}) }
+}

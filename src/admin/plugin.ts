@@ -21,6 +21,8 @@ import { paginate, pageQuery } from './paging.js'
 import { revokeUser, type RevokeUserDeps } from './revoke-user.js'
 import { revokeClient, type RevokeClientDeps } from './revoke-client.js'
 import type { UsersSeen } from './users-seen.js'
+import type { ToolGuard } from '../guardrails/tool-guard.js'
+import { approvalNames, approveServerTools, serverToolsView, type ServerToolsDeps } from './server-tools.js'
 
 export const ADMIN_API_PATH = '/admin/api/v1'
 
@@ -39,6 +41,8 @@ export interface AdminRoutesOptions {
   readonly apiKeys: ApiKeys
   readonly revoke: RevokeUserDeps
   readonly revokeClient: RevokeClientDeps
+  /** Each server's guardrails: its pinTools mode, and the copy of the approved tools to forget on approval. */
+  readonly toolGuards: ReadonlyMap<string, ToolGuard>
   readonly audit: AuditLog | undefined
   readonly now: () => number
 }
@@ -55,11 +59,12 @@ type Work = (request: FastifyRequest, actor: AdminActor) => Promise<Outcome>
 type Target = NonNullable<AdminActionEntry['target']>
 
 /** The target an action names in its path, recorded even when the action is refused. */
-function targetOf (kind: string, param: 'id' | 'server/id'): (request: FastifyRequest) => Target {
+function targetOf (kind: string, param: 'id' | 'server' | 'server/id'): (request: FastifyRequest) => Target {
   return (request: FastifyRequest): Target => {
     const params = request.params as { id?: string, server?: string }
     const id = String(params.id ?? '').slice(0, 256)
-    return { kind, id: param === 'id' ? id : `${String(params.server ?? '').slice(0, 64)}/${id}` }
+    const server = String(params.server ?? '').slice(0, 64)
+    return { kind, id: param === 'id' ? id : param === 'server' ? server : `${server}/${id}` }
   }
 }
 
@@ -164,6 +169,21 @@ export async function adminRoutes (app: FastifyInstance, opts: AdminRoutesOption
     if (done === undefined) return { status: 404, outcome: 'not_found', body: { error: { code: 'PORTCULLIS_ERR_ADMIN_NOT_FOUND', message: 'Not found: no registered client has this id' } } }
     return { detail: { ...done }, body: { clientId, revoked: done } }
   }, targetOf('client', 'id')))
+
+  const tools: ServerToolsDeps = { store: opts.store, guards: opts.toolGuards, now: opts.now }
+
+  app.get<{ Params: { server: string } }>(`${ADMIN_API_PATH}/servers/:server/tools`, route('tools.list', async (request) => {
+    return { body: await serverToolsView(tools, (request.params as { server: string }).server) }
+  }, targetOf('server', 'server')))
+
+  app.post<{ Params: { server: string } }>(`${ADMIN_API_PATH}/servers/:server/tools/approve`, route('tools.approve', async (request, actor) => {
+    const server = (request.params as { server: string }).server
+    const by = actorName(actor)
+    const approved = await approveServerTools(tools, server, approvalNames(request.body), by)
+    // The approval also joins the tool definition records, as the CLI's does: one place to read who approved what.
+    if (approved.length > 0) audit?.recordToolDefinitions({ server, action: 'approved', by, changes: approved })
+    return { detail: { approved: approved.map((c) => ({ name: c.name, change: c.change })) }, body: { server, approvedBy: by, approved } }
+  }, targetOf('server', 'server')))
 
   app.post<{ Params: { server: string, id: string } }>(`${ADMIN_API_PATH}/sessions/:server/:id/end`, route('sessions.end', async (request) => {
     const params = request.params as { server: string, id: string }

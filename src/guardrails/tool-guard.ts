@@ -6,14 +6,16 @@
  *    store. The first listing is approved on first use. A change, an added or
  *    a removed tool is logged, counted and audited once (warn); under enforce
  *    the changed and added tools are also hidden from the list and calls to
- *    them refused, until an operator approves them (`portcullis tools approve`).
+ *    them refused, until an operator approves them (`portcullis tools approve`,
+ *    or the admin API's POST /admin/api/v1/servers/<server>/tools/approve).
  *  - validated arguments (servers[].validateArguments): tools/call arguments
  *    checked against the tool's inputSchema, unknown tools refused, before the
  *    call leaves the gateway.
  *
  * The approved set is re-read from the store at most every
- * TOOL_APPROVALS_CACHE_MS, so an approval made by the CLI (or another
- * replica's first use) takes effect within that bound, without a restart.
+ * TOOL_APPROVALS_CACHE_MS, so an approval made by the CLI, another replica's
+ * admin API (or first use) takes effect within that bound, without a restart;
+ * one made through this replica's admin API at once (`forget()`).
  * List answers are edited synchronously as they stream by: the route awaits
  * `refresh()` before the request goes upstream, and the edit then uses the
  * state in memory.
@@ -80,6 +82,8 @@ export class ToolGuard {
   private readonly server: ServerConfig
   private state: PinState | undefined
   private loading: Promise<void> | undefined
+  /** Counts forget() calls: a load that began before one may have read the set it replaced. */
+  private forgotten = 0
   private readonly reported = new Set<string>()
   /** Open walks by session and the cursor their next page is asked with. */
   private readonly walks = new Map<string, ListWalk>()
@@ -103,6 +107,19 @@ export class ToolGuard {
     return this.server.pinTools === 'enforce'
   }
 
+  get pinTools (): ServerConfig['pinTools'] {
+    return this.server.pinTools
+  }
+
+  /**
+   * Drops the copy in memory: the next request re-reads the store. An approval made through
+   * this replica's admin API takes effect here at once; other replicas within TOOL_APPROVALS_CACHE_MS.
+   */
+  forget (): void {
+    this.forgotten++
+    if (this.state !== undefined) this.state.loadedAtMs = Number.NEGATIVE_INFINITY
+  }
+
   /** Loads the approved and observed sets unless the copy in memory is fresh enough. */
   async refresh (): Promise<void> {
     const state = this.state
@@ -113,9 +130,10 @@ export class ToolGuard {
 
   private async load (): Promise<void> {
     const { store, server, now, log } = this.options
+    const forgotten = this.forgotten
     try {
       const [approved, observed] = await Promise.all([loadApproved(store, server.name), loadObserved(store, server.name)])
-      this.state = { approved, observed, loadedAtMs: now() }
+      this.state = { approved, observed, loadedAtMs: forgotten === this.forgotten ? now() : Number.NEGATIVE_INFINITY }
     } catch (err) {
       // A stale copy is better than none: approvals are rare, and the next request retries.
       // With none, only a guardrail that refuses calls must fail closed; warn merely watches.

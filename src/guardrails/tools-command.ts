@@ -3,8 +3,8 @@
  * [--tool NAME]... [--by WHO]`: what the upstream lists now against what was
  * approved, and approving it. Works beside running gateways: it reads and
  * writes the configured store (SQLite or Redis) directly, and every gateway
- * re-reads the approved set within TOOL_APPROVALS_CACHE_MS. The admin API
- * does not exist yet; this command is the way to approve.
+ * re-reads the approved set within TOOL_APPROVALS_CACHE_MS. The diff and the
+ * approval themselves live in tool-review.ts, shared with the admin API.
  */
 import { userInfo } from 'node:os'
 import type { Config } from '../config/schema.js'
@@ -12,10 +12,7 @@ import { createAuditLog } from '../observability/audit.js'
 import { createLogger } from '../observability/logger.js'
 import { openConfiguredStore, type OpenedStore } from '../store/command-store.js'
 import { canonicalJson } from './tool-fingerprint.js'
-import {
-  approveObserved, diffTools, loadApproved, loadObserved, saveApproved,
-  type ApprovedTools, type ObservedTools, type ToolChange,
-} from './tool-approvals.js'
+import { approveTools, reviewTools, type ToolDifference, type ToolsReview } from './tool-review.js'
 import { TOOL_APPROVALS_CACHE_MS } from './tool-guard.js'
 
 const EXIT_OK = 0
@@ -46,12 +43,11 @@ export async function toolsCommand (config: Config, options: ToolsCommandOptions
   let opened: OpenedStore | undefined
   try {
     opened = await openConfiguredStore(config, createLogger('warn'))
-    const [approved, observed] = await Promise.all([loadApproved(opened.store, server), loadObserved(opened.store, server)])
     if (action === 'diff') {
-      process.stdout.write(describeDiff(server, approved, observed))
+      process.stdout.write(describeDiff(server, await reviewTools(opened.store, server)))
       return EXIT_OK
     }
-    return await approve(config, opened, server, approved, observed, options)
+    return await approve(config, opened, server, options)
   } catch (err) {
     process.stderr.write(`portcullis: tools ${action} failed: ${err instanceof Error ? err.message : String(err)}\n`)
     return EXIT_FAILED
@@ -60,31 +56,26 @@ export async function toolsCommand (config: Config, options: ToolsCommandOptions
   }
 }
 
-async function approve (config: Config, opened: OpenedStore, server: string, approved: ApprovedTools | undefined, observed: ObservedTools | undefined, options: ToolsCommandOptions): Promise<number> {
-  if (observed === undefined) {
+async function approve (config: Config, opened: OpenedStore, server: string, options: ToolsCommandOptions): Promise<number> {
+  const by = options.by ?? osUser()
+  const result = await approveTools(opened.store, server, { names: options.tools, by, nowMs: Date.now() })
+  if (result.status === 'no-listing') {
     process.stderr.write(`portcullis: no tool listing of server "${server}" has been seen yet; list its tools through the gateway first\n`)
     return EXIT_FAILED
   }
-  const before = approved?.tools ?? {}
-  const changes = diffTools(before, observed.tools, observed.isComplete)
-  const names = options.tools === undefined || options.tools.length === 0 ? undefined : options.tools
-  const unknown = names?.filter((name) => !changes.some((c) => c.name === name))
-  if (unknown !== undefined && unknown.length > 0) {
-    process.stderr.write(`portcullis: nothing to approve for ${unknown.map((n) => `"${n}"`).join(', ')} (differences: ${changes.map((c) => c.name).join(', ') || 'none'})\n`)
+  if (result.status === 'unknown-tools') {
+    process.stderr.write(`portcullis: nothing to approve for ${result.unknown.map((n) => `"${n}"`).join(', ')} (differences: ${result.differences.map((c) => c.name).join(', ') || 'none'})\n`)
     return EXIT_FAILED
   }
-  const approvedChanges = names === undefined ? changes : changes.filter((c) => names.includes(c.name))
-  if (approvedChanges.length === 0) {
+  if (result.approved.length === 0) {
     process.stdout.write(`server ${server}: the listed tools are the approved ones; nothing to approve\n`)
     return EXIT_OK
   }
-  const by = options.by ?? osUser()
-  await saveApproved(opened.store, server, { tools: approveObserved(before, observed, names), approvedAtMs: Date.now(), approvedBy: by })
   // The approval's audit record; a failure to write it is said on stderr (the gateway's own log is not here).
   const audit = createAuditLog(config.audit, { error: (_details, message) => { process.stderr.write(`portcullis: ${message}\n`) }, info: () => {} })
-  audit?.recordToolDefinitions({ server, action: 'approved', by, changes: approvedChanges })
+  audit?.recordToolDefinitions({ server, action: 'approved', by, changes: result.approved })
   await audit?.close()
-  process.stdout.write(`server ${server}: approved by ${by}:\n${approvedChanges.map((c) => `  ${c.change.padEnd(8)} ${c.name}\n`).join('')}` +
+  process.stdout.write(`server ${server}: approved by ${by}:\n${result.approved.map((c) => `  ${c.change.padEnd(8)} ${c.name}\n`).join('')}` +
     `Running gateways use it within ${TOOL_APPROVALS_CACHE_MS / 1000} s (${opened.describe}).\n`)
   return EXIT_OK
 }
@@ -98,7 +89,8 @@ function osUser (): string {
 }
 
 /** The differences, field by field, readable in a terminal. */
-export function describeDiff (server: string, approved: ApprovedTools | undefined, observed: ObservedTools | undefined): string {
+export function describeDiff (server: string, review: ToolsReview): string {
+  const { approved, observed, differences } = review
   const lines: string[] = []
   lines.push(approved === undefined
     ? `server ${server}: no tools approved yet (the first listing through the gateway is approved on first use)`
@@ -108,27 +100,22 @@ export function describeDiff (server: string, approved: ApprovedTools | undefine
     return `${lines.join('\n')}\n`
   }
   lines.push(`last listing seen ${new Date(observed.observedAtMs).toISOString()} (${Object.keys(observed.tools).length} tools${observed.isComplete ? '' : ', paginated: removals unknown'})`)
-  const changes = diffTools(approved?.tools ?? {}, observed.tools, observed.isComplete)
-  if (changes.length === 0) {
+  if (differences.length === 0) {
     lines.push('no differences')
     return `${lines.join('\n')}\n`
   }
-  for (const change of changes) lines.push(...describeChange(change, approved, observed))
-  lines.push(`${changes.length} difference(s). Approve all: portcullis tools approve ${server}; one: --tool NAME`)
+  for (const difference of differences) lines.push(...describeDifference(difference))
+  lines.push(`${differences.length} difference(s). Approve all: portcullis tools approve ${server}; one: --tool NAME`)
   return `${lines.join('\n')}\n`
 }
 
-function describeChange (change: ToolChange, approved: ApprovedTools | undefined, observed: ObservedTools): string[] {
-  const head = `  ${change.change.padEnd(8)} ${change.name}  ${change.from?.slice(0, 12) ?? ''}${change.from !== undefined && change.to !== undefined ? ' -> ' : ''}${change.to?.slice(0, 12) ?? ''}`
-  if (change.change !== 'changed') return [head]
-  const before: Readonly<Record<string, unknown>> = approved?.tools[change.name]?.definition ?? {}
-  const after: Readonly<Record<string, unknown>> = observed.tools[change.name]?.definition ?? {}
-  const fields = [...new Set([...Object.keys(before), ...Object.keys(after)])].sort()
+function describeDifference (difference: ToolDifference): string[] {
+  const head = `  ${difference.change.padEnd(8)} ${difference.name}  ${difference.from?.slice(0, 12) ?? ''}${difference.from !== undefined && difference.to !== undefined ? ' -> ' : ''}${difference.to?.slice(0, 12) ?? ''}`
   const lines = [head]
-  for (const field of fields) {
-    const was = field in before ? canonicalJson(before[field]) : '(none)'
-    const now = field in after ? canonicalJson(after[field]) : '(none)'
-    if (was !== now) lines.push(`      ${field}:`, `        - ${cut(was)}`, `        + ${cut(now)}`)
+  for (const field of difference.fields ?? []) {
+    const was = 'before' in field ? canonicalJson(field.before) : '(none)'
+    const now = 'after' in field ? canonicalJson(field.after) : '(none)'
+    lines.push(`      ${field.field}:`, `        - ${cut(was)}`, `        + ${cut(now)}`)
   }
   return lines
 }

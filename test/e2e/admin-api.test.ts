@@ -4,7 +4,7 @@
 import t, { type Test } from 'tap'
 import { randomBytes } from 'node:crypto'
 import { hashPassword } from '../../src/auth-server/password.js'
-import { connectWithOAuth, HeadlessBrowser, REDIRECT_URL, TestOAuthClient } from '../oauth-helpers.js'
+import { adminToken, connectWithOAuth, HeadlessBrowser, TestOAuthClient } from '../oauth-helpers.js'
 import { idpEntry, startGatewayWithIdp } from '../idp.js'
 import { eventually, INIT_BODY, isProcessAlive, postJson, redisAvailable, scratchRedis, startGateway, startUpstream, stdioServer, textOf, type RunningGateway } from '../helpers.js'
 
@@ -191,24 +191,7 @@ t.test('the admin API exists only with authorization on', async (t) => {
   await res.arrayBuffer()
 })
 
-/** RFC 7636 appendix B's pair. */
-const VERIFIER = 'dBjftJeZ4CVP-mB92K27uhbUJU1p1r_wW1gFWFOEjXk'
-const CHALLENGE = 'E9Melhoa2OwvFrEMTJguCHaoeK1t8URWbuGJSstw-cM'
-
-/** A registered client, the browser through sign-in and consent, the code exchanged: the token endpoint's answer, or the error sent to the client. */
-async function adminTokenFor (gw: RunningGateway, username: string, scope = 'portcullis:admin'): Promise<{ accessToken?: string, refreshToken?: string, clientId: string, error?: string }> {
-  const registered = await fetch(`${gw.baseUrl}/oauth/register`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ client_name: 'admin script', redirect_uris: [REDIRECT_URL], token_endpoint_auth_method: 'none' }) })
-  const clientId = String((await registered.json() as Record<string, unknown>).client_id)
-  const url = new URL(`${gw.baseUrl}/oauth/authorize`)
-  url.search = new URLSearchParams({ client_id: clientId, response_type: 'code', redirect_uri: REDIRECT_URL, code_challenge: CHALLENGE, code_challenge_method: 'S256', scope, resource: `${gw.baseUrl}/admin` }).toString()
-  const callback = await new HeadlessBrowser().authorize(url, { username, password: PASSWORD })
-  const code = callback.searchParams.get('code')
-  if (code === null) return { clientId, error: callback.searchParams.get('error') ?? 'no code' }
-  const exchanged = await fetch(`${gw.baseUrl}/oauth/token`, { method: 'POST', headers: { 'content-type': 'application/x-www-form-urlencoded' }, body: new URLSearchParams({ grant_type: 'authorization_code', code, client_id: clientId, redirect_uri: REDIRECT_URL, code_verifier: VERIFIER }).toString() })
-  const body = await exchanged.json() as Record<string, unknown>
-  if (exchanged.status !== 200) return { clientId, error: String(body.error) }
-  return { clientId, accessToken: String(body.access_token), ...(typeof body.refresh_token === 'string' ? { refreshToken: body.refresh_token } : {}) }
-}
+const adminTokenFor = async (gw: RunningGateway, username: string, scope?: string): ReturnType<typeof adminToken> => adminToken(gw.baseUrl, username, PASSWORD, scope)
 
 t.test('an access token for <publicUrl>/admin with portcullis:admin: issued to members of admin.groups only, and it reaches the API', async (t) => {
   const gw = await gateway(t)

@@ -1,0 +1,52 @@
+// The shared core of `portcullis tools diff|approve` and the admin API's tools routes
+// (src/guardrails/tool-review.ts, src/admin/server-tools.ts), over the real in-memory store.
+import t from 'tap'
+import { MemoryStore } from '../../src/store/memory-store.js'
+import { approveTools, fieldChanges, reviewTools } from '../../src/guardrails/tool-review.js'
+import { approveFirstUse, loadApproved, saveObserved } from '../../src/guardrails/tool-approvals.js'
+import { listedTools } from '../../src/guardrails/tool-guard.js'
+import { approvalNames } from '../../src/admin/server-tools.js'
+
+const V1 = listedTools({ tools: [{ name: 'a', description: '1', inputSchema: { type: 'object' } }, { name: 'b' }] }) ?? {}
+const V2 = listedTools({ tools: [{ name: 'a', description: '2', inputSchema: { type: 'object' } }, { name: 'c', annotations: { readOnlyHint: true } }] }) ?? {}
+
+t.test('fieldChanges: only the fields whose canonical JSON differs; an absent side stays absent', async (t) => {
+  t.same(fieldChanges({ name: 'a', description: '1', inputSchema: { type: 'object', properties: {} } }, { name: 'a', inputSchema: { properties: {}, type: 'object' }, annotations: { x: 1 } }), [
+    { field: 'annotations', after: { x: 1 } },
+    { field: 'description', before: '1' },
+  ], 'key order inside a field is no change')
+})
+
+t.test('reviewTools and approveTools: the differences with their fields; the named tools or all of them approved, by whom', async (t) => {
+  const store = new MemoryStore()
+  t.teardown(() => store.close())
+  t.same(await reviewTools(store, 's'), { approved: undefined, observed: undefined, differences: [] })
+  t.same(await approveTools(store, 's', { names: undefined, by: 'x', nowMs: 1 }), { status: 'no-listing' })
+
+  await approveFirstUse(store, 's', V1, 1)
+  await saveObserved(store, 's', { tools: V2, observedAtMs: 2, isComplete: true })
+  const review = await reviewTools(store, 's')
+  t.same(review.differences.map((d) => [d.change, d.name, d.fields?.map((f) => f.field)]), [['changed', 'a', ['description']], ['removed', 'b', undefined], ['added', 'c', undefined]])
+
+  const unknown = await approveTools(store, 's', { names: ['a', 'zzz'], by: 'x', nowMs: 3 })
+  t.match(unknown, { status: 'unknown-tools', unknown: ['zzz'] }, 'a name without a change: nothing written')
+  t.equal((await loadApproved(store, 's'))?.approvedBy, 'first-use')
+
+  t.match(await approveTools(store, 's', { names: ['c'], by: 'carol', nowMs: 4 }), { status: 'approved', approved: [{ name: 'c', change: 'added' }] })
+  t.match(await loadApproved(store, 's'), { approvedBy: 'carol', approvedAtMs: 4 })
+  t.same(Object.keys((await loadApproved(store, 's'))?.tools ?? {}).sort(), ['a', 'b', 'c'], 'the other changes stay unapproved')
+
+  t.same((await approveTools(store, 's', { names: [], by: 'admin-token', nowMs: 5 })), { status: 'approved', approved: [{ name: 'a', change: 'changed', from: V1.a?.fingerprint, to: V2.a?.fingerprint }, { name: 'b', change: 'removed', from: V1.b?.fingerprint }] }, 'no names: everything')
+  t.same(await approveTools(store, 's', { names: undefined, by: 'admin-token', nowMs: 6 }), { status: 'approved', approved: [] }, 'nothing left')
+  t.equal((await loadApproved(store, 's'))?.approvedAtMs, 5, 'and nothing written')
+})
+
+t.test('approvalNames: no body or no tools is everything; anything else but a list of names is refused', async (t) => {
+  t.equal(approvalNames(undefined), undefined)
+  t.equal(approvalNames(null), undefined)
+  t.equal(approvalNames({}), undefined)
+  t.same(approvalNames({ tools: ['a', 'b', 'a'] }), ['a', 'b'])
+  for (const body of [[], 'a', { tools: [] }, { tools: ['a', ''] }, { tools: ['x'.repeat(257)] }, { tools: Array.from({ length: 1001 }, (_, i) => `t${i}`) }, { tools: ['a'], by: 'me' }]) {
+    t.throws(() => approvalNames(body), { code: 'PORTCULLIS_ERR_ADMIN_BAD_REQUEST', message: /: body: / }, JSON.stringify(body).slice(0, 40))
+  }
+})
