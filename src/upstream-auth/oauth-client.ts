@@ -132,6 +132,14 @@ export class UpstreamOAuthClient {
     return kept.refreshToken === undefined ? { ...kept, refreshToken } : kept
   }
 
+  /**
+   * Discovery and client identity done (kept after the first success): a refresh does this
+   * before taking its cross-replica lock, so that the lock covers only the token request.
+   */
+  async discover (): Promise<void> {
+    await this.prepared()
+  }
+
   /** RFC 7009 at the server's revocation endpoint, when it has one; false when it has none. */
   async revoke (token: string, hint: 'access_token' | 'refresh_token'): Promise<boolean> {
     const { config } = await this.prepared()

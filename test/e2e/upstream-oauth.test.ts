@@ -10,6 +10,7 @@ import { SecretBox } from '../../src/auth-server/secret-box.js'
 import { connectWithOAuth, HeadlessBrowser, signInForTokens, TestOAuthClient, type AuthorizedClient } from '../oauth-helpers.js'
 import { signInToAccount } from '../account-helpers.js'
 import { createHash } from 'node:crypto'
+import type { Store } from '../../src/store/types.js'
 import { connectClient, freePort, INIT_BODY, postJson, startGateway, startUpstream, stdioServer, textOf, type RunningGateway } from '../helpers.js'
 
 const PASSWORD = 'correct horse battery staple'
@@ -195,6 +196,85 @@ t.test('two replicas refreshing at once: one refresh at the upstream, both reque
   const after = openRow(box, await gw.app.portcullis.store.kvGet(ROW_OF_ALICE))
   t.not(after.accessToken, linked.accessToken, 'refreshed')
   t.notMatch(gw.logs.text() + replica.logs.text(), /upstream refused the refresh token/, 'the refresh token was never used twice')
+})
+
+/**
+ * The shared store as one replica sees it, with `before` run just before that replica's first
+ * store call matching `when` — to put another replica's work exactly inside a race window. The
+ * store itself is real; only the timing is arranged.
+ */
+function storeWithHook (store: Store, when: (method: string, key: string) => boolean, before: () => Promise<void>): Store {
+  let fired = false
+  return new Proxy(store, {
+    get (target, prop, receiver) {
+      const value: unknown = Reflect.get(target, prop, receiver)
+      if (typeof value !== 'function') return value
+      return async (...args: unknown[]) => {
+      if (!fired && typeof args[0] === 'string' && when(String(prop), args[0])) {
+          fired = true
+          await before()
+        }
+        return await (value as (...a: unknown[]) => Promise<unknown>).apply(target, args)
+      }
+    },
+  })
+}
+
+t.test('a replica that read the row before another rotated the refresh token uses the new row, never the spent token', async (t) => {
+  // No reuse grace at the upstream: a rotated refresh token used a second time is refused.
+  const { gw, upstreamBase, clock, box } = await setUp(t, { refreshTokenReuseGrace: '0s' })
+  // Tokens first, while unlinked: no client of Alice's stays connected to refresh by itself.
+  const alice = await signInForTokens(t, gw.mcpUrl(SERVER), { username: 'alice', password: PASSWORD, issuer: gw.baseUrl })
+  await link(gw, 'alice')
+  const store = gw.app.portcullis.store
+  const linked = openRow(box, await store.kvGet(ROW_OF_ALICE))
+  let first: { text: string } | undefined
+  // The late replica has read the expiring row; just before it takes the refresh lock, the
+  // first replica refreshes (rotating the refresh token) and releases the lock.
+  const late = await startGateway(t, { publicUrl: gw.baseUrl, auth: { users: USERS }, servers: gatewayServers(upstreamBase) }, {}, {
+    store: storeWithHook(store, (method, key) => method === 'kvSetIfAbsent' && key.startsWith('upstream-refresh-lock:'), async () => {
+      first = await postJson(`${gw.baseUrl}/${SERVER}/mcp`, INIT_BODY, { authorization: `Bearer ${alice.accessToken}` })
+    }),
+    now: () => clock.ms,
+  })
+  clock.ms += 5 * 60_000
+  const second = await postJson(`${late.baseUrl}/${SERVER}/mcp`, INIT_BODY, { authorization: `Bearer ${alice.accessToken}` })
+  t.match(first?.text, /"serverInfo"/, 'the first replica refreshed and was served')
+  t.match(second.text, /"serverInfo"/, 'the late replica is served with the first one\'s token')
+  const after = openRow(box, await store.kvGet(ROW_OF_ALICE))
+  t.not(after.accessToken, linked.accessToken, 'the link holds the refreshed token')
+  t.notMatch(gw.logs.text() + late.logs.text(), /upstream refused the refresh token/, 'the spent refresh token was never sent')
+})
+
+t.test('an unlink while a refresh is out is not undone by that refresh', async (t) => {
+  const { gw, upstreamBase, clock } = await setUp(t)
+  // Tokens first, while unlinked: the sign-in's client then stays connected to nothing (a live
+  // one's reconnecting GET stream would refresh at the first replica too).
+  const alice = await signInForTokens(t, gw.mcpUrl(SERVER), { username: 'alice', password: PASSWORD, issuer: gw.baseUrl })
+  const { browser, html } = await link(gw, 'alice')
+  const store = gw.app.portcullis.store
+  const csrf = /name="csrf" value="([^"]+)"/.exec(html)?.[1] ?? ''
+  let unlinked = 0
+  // The replica got new tokens from the upstream; just before it writes them, Alice unlinks.
+  const replica = await startGateway(t, { publicUrl: gw.baseUrl, auth: { users: USERS }, servers: gatewayServers(upstreamBase) }, {}, {
+    store: storeWithHook(store, (method, key) => method !== 'kvGet' && key === ROW_OF_ALICE, async () => {
+      const res = await browser.request(`${gw.baseUrl}/account/links/${SERVER}/unlink`, { method: 'POST', form: { csrf } })
+      unlinked = res.status
+      await res.arrayBuffer()
+    }),
+    now: () => clock.ms,
+  })
+  clock.ms += 5 * 60_000
+  // At the replica's own address (its mcpUrl is the shared publicUrl, the first replica's).
+  const res = await postJson(`${replica.baseUrl}/${SERVER}/mcp`, INIT_BODY, { authorization: `Bearer ${alice.accessToken}` })
+  t.equal(unlinked, 303, 'Alice unlinked while the refresh was out')
+  t.equal(await store.kvGet(ROW_OF_ALICE), undefined, 'the link stays gone')
+  t.match((res.json as { error?: { data?: unknown } } | undefined)?.error?.data, { code: 'PORTCULLIS_ERR_UPSTREAM_LINK_REQUIRED' }, 'and the request gets the link error')
+  t.match(replica.logs.text(), /upstream link changed during a refresh; refreshed token discarded/)
+  // Before the fix the refreshed row was written back over the unlink and sent upstream, where
+  // only the unlink's revocation of the grant stopped it (an upstream that revokes the refresh
+  // token alone would have kept serving it).
+  t.notMatch(replica.logs.text(), /upstream refused the refresh token/, 'the unlinked token was never used')
 })
 
 t.test('a token revoked at the upstream\'s authorization server: the refresh is refused, and Alice gets the link error again', async (t) => {
