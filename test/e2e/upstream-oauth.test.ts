@@ -32,7 +32,7 @@ interface Setup {
   box: SecretBox
 }
 
-async function setUp (t: Test, upstreamAuthConfig: Record<string, unknown> = {}): Promise<Setup> {
+async function setUp (t: Test, upstreamAuthConfig: Record<string, unknown> = {}, gatewayConfig: Record<string, unknown> = {}): Promise<Setup> {
   const fixture = await startUpstream(t, { name: 'fx' })
   const port = await freePort()
   const upstreamBase = `http://localhost:${port}`
@@ -46,6 +46,7 @@ async function setUp (t: Test, upstreamAuthConfig: Record<string, unknown> = {})
   const gw = await startGateway(t, {
     auth: { users: USERS },
     servers: gatewayServers(upstreamBase),
+    ...gatewayConfig,
   }, {}, { now: () => clock.ms })
   // The box's key was generated into the store at start (no encryptionKeyFile): the test opens rows with it.
   const box = await SecretBox.load(gw.app.portcullis.store, undefined)
@@ -336,6 +337,30 @@ t.test('unlink: the link is gone here, its tokens are revoked upstream, and call
     body: new URLSearchParams({ grant_type: 'refresh_token', refresh_token: tokens.refreshToken ?? '', client_id: clientId, resource: `${upstreamBase}/fx/mcp` }).toString(),
   })
   t.equal(refresh.status, 400)
+  t.match(await refresh.json(), { error: 'invalid_grant' })
+})
+
+t.test('a user revoked through the admin API keeps no linked upstream token: the row is gone and the token revoked upstream', async (t) => {
+  const adminToken = 'admin-token-for-the-upstream-links-test'
+  const { gw, upstreamBase, box } = await setUp(t, {}, { admin: { bearerToken: adminToken } })
+  await link(gw, 'alice')
+  await link(gw, 'bob')
+  const store = gw.app.portcullis.store
+  const tokens = openRow(box, await store.kvGet(ROW_OF_ALICE))
+  const res = await fetch(`${gw.baseUrl}/admin/api/v1/users/alice/revoke`, { method: 'POST', headers: { authorization: `Bearer ${adminToken}` } })
+  t.equal(res.status, 200)
+  await res.arrayBuffer()
+  t.equal(await store.kvGet(ROW_OF_ALICE), undefined, 'Alice\'s link is gone')
+  t.not(await store.kvGet(`upstream-token:${SERVER}:bob`), undefined, 'Bob\'s stays')
+  t.match(gw.logs.text(), /upstream links removed for an ended account/)
+  const registrationKey = `upstream-oauth-client:${SERVER}:${new URL(upstreamBase).href}`
+  const { client_id: clientId } = JSON.parse(box.open(await store.kvGet(registrationKey) ?? '', registrationKey)) as { client_id: string }
+  const refresh = await fetch(`${upstreamBase}/oauth/token`, {
+    method: 'POST',
+    headers: { 'content-type': 'application/x-www-form-urlencoded' },
+    body: new URLSearchParams({ grant_type: 'refresh_token', refresh_token: tokens.refreshToken ?? '', client_id: clientId, resource: `${upstreamBase}/fx/mcp` }).toString(),
+  })
+  t.equal(refresh.status, 400, 'her refresh token was revoked at the upstream')
   t.match(await refresh.json(), { error: 'invalid_grant' })
 })
 
