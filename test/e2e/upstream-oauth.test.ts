@@ -364,6 +364,24 @@ t.test('a user revoked through the admin API keeps no linked upstream token: the
   t.match(await refresh.json(), { error: 'invalid_grant' })
 })
 
+t.test('a link without a refresh token is used until its access token expires, not dropped a minute early', async (t) => {
+  const { gw, clock, box } = await setUp(t)
+  await link(gw, 'alice')
+  const alice = await signInForTokens(t, gw.mcpUrl(SERVER), { username: 'alice', password: PASSWORD, issuer: gw.baseUrl })
+  const store = gw.app.portcullis.store
+  // As an upstream that issues no refresh token leaves it (linked-tokens.ts: the row expires with the token).
+  const linked = openRow(box, await store.kvGet(ROW_OF_ALICE))
+  const expiresAtMs = clock.ms + 30_000
+  const withoutRefresh = { accessToken: linked.accessToken, linkedAtMs: linked.linkedAtMs, expiresAtMs }
+  await store.kvSet(ROW_OF_ALICE, box.seal(JSON.stringify(withoutRefresh), ROW_OF_ALICE), expiresAtMs)
+  const within = await postJson(`${gw.baseUrl}/${SERVER}/mcp`, INIT_BODY, { authorization: `Bearer ${alice.accessToken}` })
+  t.match(within.text, /"serverInfo"/, '30 s before expiry: served with it')
+  t.not(await store.kvGet(ROW_OF_ALICE), undefined, 'and the link kept')
+  clock.ms += 30_000
+  const after = await rawError(gw, alice.accessToken)
+  t.match(after.error?.data, { code: 'PORTCULLIS_ERR_UPSTREAM_LINK_REQUIRED' }, 'expired: the link error')
+})
+
 t.test('a client that declared URL-mode elicitation gets -32042 with the link to open', async (t) => {
   const { gw } = await setUp(t)
   const bob = await signInForTokens(t, gw.mcpUrl(SERVER), { username: 'bob', password: PASSWORD, issuer: gw.baseUrl })
