@@ -382,6 +382,28 @@ t.test('a link without a refresh token is used until its access token expires, n
   t.match(after.error?.data, { code: 'PORTCULLIS_ERR_UPSTREAM_LINK_REQUIRED' }, 'expired: the link error')
 })
 
+t.test('a GET stream or a notification without a link gets the link error as a 403, not as a 200 an SDK reads as an empty stream', async (t) => {
+  const { gw } = await setUp(t)
+  const alice = await signInForTokens(t, gw.mcpUrl(SERVER), { username: 'alice', password: PASSWORD, issuer: gw.baseUrl })
+  await link(gw, 'alice')
+  const auth = { authorization: `Bearer ${alice.accessToken}` }
+  const init = await postJson(`${gw.baseUrl}/${SERVER}/mcp`, INIT_BODY, auth)
+  const sessionId = init.headers.get('mcp-session-id') ?? ''
+  t.not(sessionId, '', 'a session with the upstream')
+  await gw.app.portcullis.store.kvDelete(ROW_OF_ALICE)
+  const session = { ...auth, 'mcp-session-id': sessionId, 'mcp-protocol-version': '2025-11-25' }
+
+  const stream = await fetch(`${gw.baseUrl}/${SERVER}/mcp`, { headers: { ...session, accept: 'text/event-stream' } })
+  t.equal(stream.status, 403, 'GET: an HTTP error the client reports, not a 200')
+  t.match(await stream.json(), { jsonrpc: '2.0', error: { code: -32600, data: { code: 'PORTCULLIS_ERR_UPSTREAM_LINK_REQUIRED', url: `${gw.baseUrl}/connect/${SERVER}` } } }, 'with the link error\'s body')
+  const notification = await postJson(`${gw.baseUrl}/${SERVER}/mcp`, { jsonrpc: '2.0', method: 'notifications/initialized' }, session)
+  t.equal(notification.status, 403, 'a notification-only POST: 403 too')
+  t.match(notification.json, { error: { data: { code: 'PORTCULLIS_ERR_UPSTREAM_LINK_REQUIRED' } } })
+  const request = await postJson(`${gw.baseUrl}/${SERVER}/mcp`, { jsonrpc: '2.0', id: 7, method: 'tools/list' }, session)
+  t.equal(request.status, 200, 'a request still gets it as a 200 JSON-RPC answer, for the model')
+  t.match(request.json, { id: 7, error: { data: { code: 'PORTCULLIS_ERR_UPSTREAM_LINK_REQUIRED' } } })
+})
+
 t.test('a client that declared URL-mode elicitation gets -32042 with the link to open', async (t) => {
   const { gw } = await setUp(t)
   const bob = await signInForTokens(t, gw.mcpUrl(SERVER), { username: 'bob', password: PASSWORD, issuer: gw.baseUrl })
