@@ -64,14 +64,24 @@ function gatewayServers (upstreamBase: string): Array<Record<string, unknown>> {
 /**
  * Alice (or Bob) opens the link from the error, <publicUrl>/connect/<server>, signed out: the
  * account pages sign her in at gateway 1 first and come back, then she signs in at the
- * upstream's authorization server and consents, and lands on the linked accounts page.
+ * upstream's authorization server and consents, and lands on the linked accounts page. On
+ * the way she confirms the link on the gateway's page (a POST with its CSRF token).
  */
 async function link (gw: RunningGateway, username: string): Promise<{ browser: HeadlessBrowser, html: string }> {
   const browser = new HeadlessBrowser()
   let next = `${gw.baseUrl}/connect/${SERVER}`
+  let form: Record<string, string> | undefined
   for (let step = 0; step < 10; step++) {
-    const res = await browser.request(next)
-    if (res.status === 200) return { browser, html: await res.text() }
+    const res = await browser.request(next, form === undefined ? {} : { method: 'POST', form })
+    form = undefined
+    if (res.status === 200) {
+      const html = await res.text()
+      const confirm = /<form method="post" action="([^"]+\/connect)"><input type="hidden" name="csrf" value="([^"]+)">/.exec(html)
+      if (confirm === null) return { browser, html }
+      next = new URL(confirm[1] ?? '', next).href
+      form = { csrf: confirm[2] ?? '' }
+      continue
+    }
     const location = res.headers.get('location')
     if (location === null) throw new Error(`link stopped (${res.status}) at ${next}: ${(await res.text()).replace(/<[^>]+>/g, ' ').replace(/\s+/g, ' ').slice(0, 300)}`)
     await res.arrayBuffer()
@@ -404,6 +414,27 @@ t.test('a GET stream or a notification without a link gets the link error as a 4
   t.match(request.json, { id: 7, error: { data: { code: 'PORTCULLIS_ERR_UPSTREAM_LINK_REQUIRED' } } })
 })
 
+t.test('linking starts only from the confirmation page\'s POST: a GET names the server and account, a forged POST is refused', async (t) => {
+  const { gw } = await setUp(t)
+  const { browser } = await link(gw, 'alice')
+  await gw.app.portcullis.store.kvDelete(ROW_OF_ALICE)
+  // A link on another site, opened by signed-in Alice: a page, not a trip to the upstream.
+  const opened = await browser.request(`${gw.baseUrl}/account/links/${SERVER}/connect`)
+  t.equal(opened.status, 200, 'no redirect to the upstream\'s authorization server')
+  const html = await opened.text()
+  t.match(html, new RegExp(`MCP server <strong>${SERVER}</strong> to <strong>alice</strong>`), 'it names the server and the account')
+  t.match(html, /<button type="submit">Link account<\/button>/)
+  t.equal(opened.headers.get('cache-control'), 'no-store')
+  const forged = await browser.request(`${gw.baseUrl}/account/links/${SERVER}/connect`, { method: 'POST', form: { csrf: 'not-the-token' } })
+  t.equal(forged.status, 403, 'a POST without the page\'s CSRF token is refused')
+  await forged.arrayBuffer()
+  const csrf = /name="csrf" value="([^"]+)"/.exec(html)?.[1] ?? ''
+  const confirmed = await browser.request(`${gw.baseUrl}/account/links/${SERVER}/connect`, { method: 'POST', form: { csrf } })
+  t.equal(confirmed.status, 303, 'the confirmed POST starts the link')
+  t.ok(confirmed.headers.get('location')?.startsWith(`${new URL(gw.baseUrl).protocol}//localhost:`), 'at the upstream\'s authorization server')
+  await confirmed.arrayBuffer()
+})
+
 t.test('a client that declared URL-mode elicitation gets -32042 with the link to open', async (t) => {
   const { gw } = await setUp(t)
   const bob = await signInForTokens(t, gw.mcpUrl(SERVER), { username: 'bob', password: PASSWORD, issuer: gw.baseUrl })
@@ -478,7 +509,8 @@ t.test('the link is bound to the browser and account session that started it', a
   // Mallory (Bob) starts a link and stops at the upstream's authorization URL…
   const bobBrowser = new HeadlessBrowser()
   await signInToAccount(gw.baseUrl, 'bob', PASSWORD, bobBrowser)
-  const start = await bobBrowser.request(`${gw.baseUrl}/account/links/${SERVER}/connect`)
+  const confirm = await (await bobBrowser.request(`${gw.baseUrl}/account/links/${SERVER}/connect`)).text()
+  const start = await bobBrowser.request(`${gw.baseUrl}/account/links/${SERVER}/connect`, { method: 'POST', form: { csrf: /name="csrf" value="([^"]+)"/.exec(confirm)?.[1] ?? '' } })
   const authorizationUrl = start.headers.get('location') ?? ''
   await start.arrayBuffer()
   t.match(authorizationUrl, /code_challenge_method=S256/)
