@@ -282,7 +282,12 @@ export async function buildApp (config: Config, options: BuildOptions = {}): Pro
       await endUserSessions(upstreams, accountId)
       await notices?.publish({ type: 'end-user', accountId })
     }
-    const offboarding = new Offboarding({ config, store, idp, sessions: idpSessions, grants: accountGrants, revokeGrant: async (grantId) => revokedGrants.revoke(grantId), endUserSessions: endEverywhere, log: app.log, now })
+    // An offboarded or revoked account also loses its linked upstream tokens (once, here: the rows are shared).
+    const endAccount = async (accountId: string): Promise<void> => {
+      await endEverywhere(accountId)
+      await upstreamAuth?.links?.unlinkAll(accountId)
+    }
+    const offboarding = new Offboarding({ config, store, idp, sessions: idpSessions, grants: accountGrants, revokeGrant: async (grantId) => revokedGrants.revoke(grantId), endUserSessions: endAccount, log: app.log, now })
     const revalidate = config.auth.identityProviders.length === 0 ? undefined : async (accountId: string, grantId: string) => offboarding.atRefresh(accountId, grantId)
     await app.register(authServerRoutes, { provider, catalog, limiter, tokenRate: config.rateLimits.token, registrationRate: config.rateLimits.registration, ...(revalidate === undefined ? {} : { revalidate }) })
     await app.register(interactionRoutes, { provider, config, store, keys, users, catalog, limiter, idp, isUserBlocked })
@@ -322,7 +327,7 @@ export async function buildApp (config: Config, options: BuildOptions = {}): Pro
       usersSeen,
       blocked,
       apiKeys,
-      revoke: { grants: accountGrants, revokeGrant: async (grantId) => revokedGrants.revoke(grantId), apiKeys, idpSessions, endUserSessions: endEverywhere },
+      revoke: { grants: accountGrants, revokeGrant: async (grantId) => revokedGrants.revoke(grantId), apiKeys, idpSessions, endUserSessions: endAccount },
       revokeClient: { store, revokeGrant: async (grantId) => revokedGrants.revoke(grantId), fixedClients: yamlClients },
       toolGuards,
       audit,

@@ -64,11 +64,13 @@ export const ERRORS = {
   /**
    * servers[].upstreamAuth tokenExchange (RFC 8693): the server acts as the caller with a token
    * exchanged from their identity provider's, and the gateway holds none for them (a local or
-   * machine account, another provider's, or the IdP gave no refresh token). 403, never 401: the
-   * gateway's own token is fine, and a 401 would send the client into a pointless new OAuth
-   * dance; only signing in through the identity provider fixes it.
+   * machine account, another provider's, or the IdP gave no refresh token). HTTP 200, as
+   * PORTCULLIS_ERR_UPSTREAM_LINK_REQUIRED below: a JSON-RPC error in a 2xx answer reaches the
+   * user and model, a 4xx is a transport failure to an MCP client — and never 401: the gateway's
+   * own token is fine, and a 401 would send the client into a pointless new OAuth dance; only
+   * signing in through the identity provider fixes it.
    */
-  PORTCULLIS_ERR_UPSTREAM_SIGN_IN_REQUIRED: { status: 403, rpcCode: JSONRPC.INVALID_REQUEST, message: 'Forbidden: this MCP server needs your sign-in through the identity provider' },
+  PORTCULLIS_ERR_UPSTREAM_SIGN_IN_REQUIRED: { status: 200, rpcCode: JSONRPC.INVALID_REQUEST, message: 'This MCP server needs your sign-in through the identity provider' },
   /**
    * Guardrails (README "Guardrails"). Arguments that fail the tool's inputSchema, and tool
    * names the upstream does not list, are -32602 (MCP spec, server/tools "Error Handling":

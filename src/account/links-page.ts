@@ -30,6 +30,20 @@ function row (link: LinkState, csrf: string): string {
   return `<tr><td>${name}</td><td>linked ${when(link.linkedAtMs)}</td><td>${unlink}</td></tr>`
 }
 
+/**
+ * The confirmation before linking: a GET (a link from anywhere, perhaps another site) only shows
+ * which server and which account; linking starts with this form's POST and its CSRF token, so a
+ * page elsewhere cannot send a signed-in user off to link an account they did not mean to.
+ */
+export function connectPage (view: { readonly username: string, readonly server: string, readonly csrf: string }): string {
+  const server = escapeHtml(view.server)
+  return layout('Link your account', `<h1>Link your account</h1>
+<p>Link your account at the provider of MCP server <strong>${server}</strong> to <strong>${escapeHtml(view.username)}</strong> on this gateway?</p>
+<p>You will sign in at that provider; the gateway then keeps its token for you (encrypted) and uses it for your requests to ${server}.</p>
+<form method="post" action="${LINKS_PATH}/${server}/connect"><input type="hidden" name="csrf" value="${escapeHtml(view.csrf)}"><button type="submit">Link account</button></form>
+<p><a href="${LINKS_PATH}">Cancel</a></p>`, true)
+}
+
 export function linksPage (view: LinksView): string {
   const error = view.error === undefined ? '' : `<p class="error" role="alert" id="error">${escapeHtml(view.error)}</p>`
   return layout('Linked accounts', `<h1>Linked accounts</h1>

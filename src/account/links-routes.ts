@@ -4,7 +4,8 @@
  * session cookie and CSRF they share:
  *
  *   GET  /account/links                    linked accounts at upstreams
- *   GET  /account/links/:server/connect    starts linking (signs in first); <publicUrl>/connect/<server> lands here
+ *   GET  /account/links/:server/connect    asks to confirm (signs in first); <publicUrl>/connect/<server> lands here
+ *   POST /account/links/:server/connect    starts linking (CSRF): off to the upstream's authorization server
  *   GET  /account/links/:server/callback   the upstream's authorization server sends the browser back here
  *   POST /account/links/:server/unlink     removes a link and revokes its tokens upstream (CSRF)
  */
@@ -13,7 +14,7 @@ import { messagePage } from '../auth-server/pages.js'
 import { isStoreUnavailable } from '../store/types.js'
 import type { UserIdentity } from '../identity.js'
 import { LinkError, type LinkedAccounts } from '../upstream-auth/upstream-links.js'
-import { LINKS_PATH, linksPage } from './links-page.js'
+import { connectPage, LINKS_PATH, linksPage } from './links-page.js'
 import { ACCOUNT_PATH, type AccountSession } from './session.js'
 
 /** A signed-in account page user. */
@@ -58,16 +59,24 @@ export function linkRoutes (app: FastifyInstance, deps: LinkRouteDeps): void {
     const who = await signedIn(request)
     const path = `${LINKS_PATH}/${request.params.server}/connect`
     if (who === undefined) return reply.redirect(`${ACCOUNT_PATH}/login?return=${encodeURIComponent(path)}`, 303)
-    let url: URL
-    try {
-      url = await links.begin(request.params.server, who.user.id, who.session.sid)
-    } catch (err) {
-      if (isStoreUnavailable(err)) throw err
-      request.log.warn({ server: request.params.server, err: { message: (err as Error).message } }, 'could not start an upstream link')
-      return render(reply, who, 502, `The sign-in page of "${request.params.server}" could not be reached. Try again later.`)
-    }
-    request.log.info({ user: who.user.id, server: request.params.server }, 'upstream link started')
-    return reply.headers({ 'cache-control': 'no-store' }).redirect(url.href, 303)
+    return sendPage(reply.header('cache-control', 'no-store'), 200, connectPage({ username: who.user.name, server: request.params.server, csrf: deps.csrfFor(who) }))
+  })
+
+  app.post<ServerParams>(`${LINKS_PATH}/:server/connect`, async (request, reply) => {
+    const refused = deps.refuse(reply) ?? unknown(reply, request.params.server)
+    if (refused !== undefined) return refused
+    return withForm(request, reply, async (who) => {
+      let url: URL
+      try {
+        url = await links.begin(request.params.server, who.user.id, who.session.sid)
+      } catch (err) {
+        if (isStoreUnavailable(err)) throw err
+        request.log.warn({ server: request.params.server, err: { message: (err as Error).message } }, 'could not start an upstream link')
+        return render(reply, who, 502, `The sign-in page of "${request.params.server}" could not be reached. Try again later.`)
+      }
+      request.log.info({ user: who.user.id, server: request.params.server }, 'upstream link started')
+      return reply.headers({ 'cache-control': 'no-store' }).redirect(url.href, 303)
+    })
   })
 
   app.get<ServerParams & { Querystring: Record<string, string | undefined> }>(`${LINKS_PATH}/:server/callback`, async (request, reply) => {

@@ -57,7 +57,7 @@ export interface OffboardingOptions {
   readonly grants: AccountGrants
   /** Revokes one grant everywhere (its records, and its access tokens through the revoked-grant list). */
   readonly revokeGrant: (grantId: string) => Promise<void>
-  /** Ends the user's stdio sessions and processes on this replica. */
+  /** Ends the user's sessions and processes (every replica) and removes their upstream links. */
   readonly endUserSessions: (accountId: string) => Promise<void>
   readonly log: FastifyBaseLogger
   readonly now: () => number

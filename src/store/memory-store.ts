@@ -113,6 +113,14 @@ export class MemoryStore implements Store {
     this.kv.delete(key)
   }
 
+  async kvCompareAndSwap (key: string, expected: string, next: string | undefined, expiresAtMs?: number): Promise<boolean> {
+    // Compared and written in one synchronous step, as in kvSetIfAbsent.
+    if (this.liveValue(key) !== expected) return false
+    if (next === undefined) this.kv.delete(key)
+    else this.kv.set(key, { value: next, expiresAtMs })
+    return true
+  }
+
   async hit (key: string, windowMs: number, cost = 1): Promise<CounterHit> {
     const now = this.now()
     const current = this.counters.get(key)

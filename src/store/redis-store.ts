@@ -65,6 +65,19 @@ end
 return {count, ttl}
 `
 
+// ARGV: the expected value, the next value, 'set' or 'delete', the next value's TTL in ms ('' = none).
+const COMPARE_AND_SWAP = `
+if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end
+if ARGV[3] == 'delete' then
+  redis.call('DEL', KEYS[1])
+elseif ARGV[4] == '' then
+  redis.call('SET', KEYS[1], ARGV[2])
+else
+  redis.call('SET', KEYS[1], ARGV[2], 'PX', tonumber(ARGV[4]))
+end
+return 1
+`
+
 /** Namespaces under oidc: that are indexes, not records (model names are PascalCase). */
 const INDEX_NAMESPACES = new Set(['grant', 'uid', 'usercode'])
 
@@ -227,6 +240,13 @@ export class RedisStore implements Store {
   async kvDelete (key: string): Promise<void> {
     return this.call(async () => {
       await this.redis.del(this.key('kv', key))
+    })
+  }
+
+  async kvCompareAndSwap (key: string, expected: string, next: string | undefined, expiresAtMs?: number): Promise<boolean> {
+    return this.call(async () => {
+      const ttl = expiresAtMs === undefined ? '' : Math.max(1, expiresAtMs - this.now())
+      return await this.redis.eval(COMPARE_AND_SWAP, 1, this.key('kv', key), expected, next ?? '', next === undefined ? 'delete' : 'set', ttl) === 1
     })
   }
 

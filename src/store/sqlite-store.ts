@@ -231,6 +231,13 @@ export class SqliteStore implements Store {
     return this.write(() => { this.stmt.kvDelete.run(key) })
   }
 
+  kvCompareAndSwap (key: string, expected: string, next: string | undefined, expiresAtMs?: number): Promise<boolean> {
+    // The WHERE clause is the comparison: one statement, atomic against other connections too (migrate-store, tools).
+    return this.write(() => (next === undefined
+      ? this.stmt.kvDeleteIf.run(key, expected, this.now())
+      : this.stmt.kvUpdateIf.run(next, expiresAtMs ?? null, key, expected, this.now())).changes === 1)
+  }
+
   hit (key: string, windowMs: number, cost = 1): Promise<CounterHit> {
     const run = this.db.transaction((): CounterHit => {
       const now = this.now()
@@ -298,6 +305,8 @@ function prepareStatements (db: Db) {
     // An expired row the sweep has not removed yet counts as absent.
     kvInsert: db.prepare('INSERT INTO kv (key, value, expires_at) VALUES (?, ?, ?) ON CONFLICT (key) DO UPDATE SET value = excluded.value, expires_at = excluded.expires_at WHERE kv.expires_at IS NOT NULL AND kv.expires_at <= ?'),
     kvDelete: db.prepare('DELETE FROM kv WHERE key = ?'),
+    kvDeleteIf: db.prepare('DELETE FROM kv WHERE key = ? AND value = ? AND (expires_at IS NULL OR expires_at > ?)'),
+    kvUpdateIf: db.prepare('UPDATE kv SET value = ?, expires_at = ? WHERE key = ? AND value = ? AND (expires_at IS NULL OR expires_at > ?)'),
     sweepKv: db.prepare('DELETE FROM kv WHERE expires_at IS NOT NULL AND expires_at <= ?'),
     counterGet: db.prepare('SELECT count, reset_at FROM counters WHERE key = ?'),
     counterSet: db.prepare('INSERT INTO counters (key, count, reset_at) VALUES (?, ?, ?) ON CONFLICT (key) DO UPDATE SET count = excluded.count, reset_at = excluded.reset_at'),

@@ -99,6 +99,12 @@ export interface Store {
    */
   kvSetIfAbsent: (key: string, value: string, expiresAtMs?: number) => Promise<boolean>
   kvDelete: (key: string) => Promise<void>
+  /**
+   * Compare-and-swap in one atomic step: only while the live value is `expected`, sets it to
+   * `next` (with `expiresAtMs`), or deletes it when `next` is undefined; true when this call did.
+   * Releasing a lock only its owner holds; saving or dropping a row only if nobody changed it since.
+   */
+  kvCompareAndSwap: (key: string, expected: string, next: string | undefined, expiresAtMs?: number) => Promise<boolean>
 
   /** Fixed-window counter: adds `cost` to `key` within a window of `windowMs`. */
   hit: (key: string, windowMs: number, cost?: number) => Promise<CounterHit>

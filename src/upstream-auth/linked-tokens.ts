@@ -14,6 +14,12 @@ export interface LinkedToken extends UpstreamTokens {
   readonly linkedAtMs: number
 }
 
+/** A row as read, with its sealed form: the version a conditional write compares against. */
+export interface LinkedRow {
+  readonly token: LinkedToken
+  readonly sealed: string
+}
+
 export class LinkedTokens {
   /** `onUnreadable`: told (server and user only) of a row that does not open. */
   constructor (private readonly store: Store, private readonly box: SecretBox, private readonly onUnreadable: (server: string, userId: string, reason: string) => void) {}
@@ -24,11 +30,15 @@ export class LinkedTokens {
   }
 
   async get (server: string, userId: string): Promise<LinkedToken | undefined> {
+    return (await this.read(server, userId))?.token
+  }
+
+  async read (server: string, userId: string): Promise<LinkedRow | undefined> {
     const key = LinkedTokens.keyOf(server, userId)
     const sealed = await this.store.kvGet(key)
     if (sealed === undefined) return undefined
     try {
-      return JSON.parse(this.box.open(sealed, key)) as LinkedToken
+      return { token: JSON.parse(this.box.open(sealed, key)) as LinkedToken, sealed }
     } catch (err) {
       // Sealed for another slot, altered, or with a key no longer configured: no link (fail
       // closed); linking again overwrites it.
@@ -43,11 +53,28 @@ export class LinkedTokens {
    */
   async save (server: string, userId: string, token: LinkedToken): Promise<void> {
     const key = LinkedTokens.keyOf(server, userId)
-    const expiresAtMs = token.refreshToken === undefined ? token.expiresAtMs : undefined
-    await this.store.kvSet(key, this.box.seal(JSON.stringify(token), key), expiresAtMs)
+    await this.store.kvSet(key, this.box.seal(JSON.stringify(token), key), rowExpiry(token))
+  }
+
+  /**
+   * Saves only over the row `before` (unchanged since it was read): false when it was unlinked,
+   * linked again or refreshed elsewhere meanwhile — a refresh then must not bring it back.
+   */
+  async replace (server: string, userId: string, before: LinkedRow, token: LinkedToken): Promise<boolean> {
+    const key = LinkedTokens.keyOf(server, userId)
+    return await this.store.kvCompareAndSwap(key, before.sealed, this.box.seal(JSON.stringify(token), key), rowExpiry(token))
   }
 
   async delete (server: string, userId: string): Promise<void> {
     await this.store.kvDelete(LinkedTokens.keyOf(server, userId))
   }
+
+  /** Deletes the row only if it is still `before` (a refused refresh must not drop a newer link). */
+  async deleteIfUnchanged (server: string, userId: string, before: LinkedRow): Promise<boolean> {
+    return await this.store.kvCompareAndSwap(LinkedTokens.keyOf(server, userId), before.sealed, undefined)
+  }
+}
+
+function rowExpiry (token: LinkedToken): number | undefined {
+  return token.refreshToken === undefined ? token.expiresAtMs : undefined
 }

@@ -1,7 +1,7 @@
 /**
  * The gateway as an OAuth client of one upstream's authorization server (servers[].upstreamAuth
  * type oauth), with openid-client (panva) doing the protocol: RFC 8414 / OIDC discovery (the
- * issuer checked against the metadata, RFC 8414 3.3), authorization code + PKCE S256 and state
+ * issuer checked against the metadata, RFC 8414 3.3; PKCE S256 support required), authorization code + PKCE S256 and state
  * (MCP 2025-11-25 basic/authorization "Authorization Code Protection"), RFC 9207 `iss` on the
  * callback when the server announces it, `resource` = the upstream's canonical URL on every
  * authorization and token request (RFC 8707; MCP "Resource Parameter Implementation"), refresh,
@@ -65,6 +65,34 @@ export function chooseClientIdentity (configuredClientId: string | undefined, me
   if (metadata.client_id_metadata_document_supported === true && publicUrl.startsWith('https:')) return 'metadata-document'
   if (typeof metadata.registration_endpoint === 'string') return 'registration'
   throw new DiscoveryError('the authorization server supports neither client metadata documents (for an https publicUrl) nor dynamic registration: register the gateway there and set upstreamAuth.clientId')
+}
+
+/**
+ * MCP 2025-11-25 basic/authorization "Authorization Code Protection": a client MUST refuse to
+ * proceed when the authorization server's metadata does not list PKCE support
+ * (`code_challenge_methods_supported`, RFC 8414 2) — the gateway sends S256 only.
+ */
+export function requirePkceS256 (metadata: { readonly code_challenge_methods_supported?: unknown }): void {
+  const methods = metadata.code_challenge_methods_supported
+  if (!Array.isArray(methods) || !methods.includes('S256')) {
+    throw new DiscoveryError('the authorization server does not announce PKCE S256 (code_challenge_methods_supported): MCP clients must not use it without PKCE')
+  }
+}
+
+/**
+ * Where an issuer's metadata is looked for, in order (MCP 2025-11-25 basic/authorization
+ * "Authorization Server Metadata Discovery"). `url` undefined: openid-client resolves it from
+ * the issuer for `algorithm` (RFC 8414 path insertion for oauth2, path appended for oidc).
+ * - no path: RFC 8414 `/.well-known/oauth-authorization-server`, then OIDC
+ *   `/.well-known/openid-configuration`;
+ * - with a path: RFC 8414 path insertion, then OIDC path insertion
+ *   (`/.well-known/openid-configuration/<path>`), then OIDC path appended
+ *   (`<path>/.well-known/openid-configuration`).
+ */
+export function metadataDiscoveryUrls (issuer: URL): Array<{ readonly url?: string, readonly algorithm: 'oauth2' | 'oidc' }> {
+  const path = issuer.pathname.replace(/\/$/, '')
+  if (path === '') return [{ algorithm: 'oauth2' }, { algorithm: 'oidc' }]
+  return [{ algorithm: 'oauth2' }, { url: `${issuer.origin}/.well-known/openid-configuration${path}`, algorithm: 'oidc' }, { algorithm: 'oidc' }]
 }
 
 /** What a token response leaves to keep. */
@@ -132,6 +160,14 @@ export class UpstreamOAuthClient {
     return kept.refreshToken === undefined ? { ...kept, refreshToken } : kept
   }
 
+  /**
+   * Discovery and client identity done (kept after the first success): a refresh does this
+   * before taking its cross-replica lock, so that the lock covers only the token request.
+   */
+  async discover (): Promise<void> {
+    await this.prepared()
+  }
+
   /** RFC 7009 at the server's revocation endpoint, when it has one; false when it has none. */
   async revoke (token: string, hint: 'access_token' | 'refresh_token'): Promise<boolean> {
     const { config } = await this.prepared()
@@ -179,6 +215,7 @@ export class UpstreamOAuthClient {
     const authorization = await discoverUpstreamAuthorization(this.opts.url, this.opts.fetch)
     const issuer = new URL(authorization.issuer)
     const metadata = await this.serverMetadata(issuer)
+    requirePkceS256(metadata)
     const kind = chooseClientIdentity(this.opts.auth.clientId, metadata, this.opts.publicUrl)
     const client = kind === 'configured'
       ? { client_id: this.opts.auth.clientId ?? '', ...(this.opts.auth.clientSecret === undefined ? {} : { client_secret: this.opts.auth.clientSecret }) }
@@ -191,13 +228,20 @@ export class UpstreamOAuthClient {
     return { config, registrationKey, authorization, scopes: scopesToRequest(this.opts.auth.scopes, authorization) }
   }
 
-  /** RFC 8414 first, then OpenID Connect discovery (MCP "Authorization Server Metadata Discovery"). */
+  /**
+   * The issuer's metadata from the first well-known URI that has it (metadataDiscoveryUrls). A
+   * URL given whole to openid-client skips its issuer check (it checks only what it resolved
+   * itself), so it is done here: RFC 8414 3.3, OIDC Discovery 4.3.
+   */
   private async serverMetadata (issuer: URL): Promise<oidc.ServerMetadata> {
     let firstError: unknown
-    for (const algorithm of ['oauth2', 'oidc'] as const) {
+    for (const { url, algorithm } of metadataDiscoveryUrls(issuer)) {
       try {
-        const found = await oidc.discovery(issuer, 'discovery', undefined, oidc.None(), { ...this.options(issuer), algorithm })
-        return found.serverMetadata()
+        const given = url === undefined
+        const found = await oidc.discovery(given ? issuer : new URL(url), 'discovery', undefined, oidc.None(), { ...this.options(issuer), algorithm })
+        const metadata = found.serverMetadata()
+        if (!given && new URL(metadata.issuer).href !== issuer.href) throw new DiscoveryError(`the metadata at ${url} is for another issuer (${metadata.issuer.slice(0, 200)})`)
+        return metadata
       } catch (err) {
         firstError ??= err
       }

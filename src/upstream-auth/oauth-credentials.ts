@@ -5,16 +5,17 @@
  * - No link (never linked, unlinked, or dropped after a refused refresh): the link error
  *   (link-required.ts), never a 401 from the gateway.
  * - Refreshed before it expires (REFRESH_MARGIN_MS ahead, so a request does not arrive with a
- *   token that dies on the way), and on an upstream 401 (renew, once per request: the
+ *   token that dies on the way; without a refresh token, used until it expires), and on an upstream 401 (renew, once per request: the
  *   upstream may have revoked it early).
  * - A refresh the authorization server refuses (invalid_grant: revoked, expired) drops the
  *   link: the user gets the link error and links again. A refresh that fails otherwise
  *   (network, 5xx) is a 502, and the link stays.
  * - One refresh per (server, user) at a time: concurrent requests on this replica share it,
- *   and across replicas a short lock in the store lets one refresh while the others wait for
- *   its result. A rotating refresh token (OAuth 2.1 4.3.1) used twice is refused the second
+ *   and across replicas a short lock in the store (owned: released only by its holder) lets
+ *   one refresh while the others wait for its result. A rotating refresh token (OAuth 2.1 4.3.1) used twice is refused the second
  *   time — and servers with reuse detection then revoke the whole grant.
  */
+import { randomUUID } from 'node:crypto'
 import { setTimeout as delay } from 'node:timers/promises'
 import * as oidc from 'openid-client'
 import type { FastifyBaseLogger } from 'fastify'
@@ -58,11 +59,20 @@ export class OAuthCredentials implements UpstreamCredentials {
     return `Bearer ${token}`
   }
 
-  /** The user's access token, refreshed first when it is about to expire; undefined: no link. */
+  /**
+   * The user's access token, refreshed first when it is about to expire; undefined: no link.
+   * Without a refresh token there is nothing to refresh with: the token is used until it
+   * actually expires (its row expires with it, linked-tokens.ts).
+   */
   currentToken = async (userId: string): Promise<string | undefined> => {
     let linked = await this.opts.tokens.get(this.opts.server, userId)
-    if (linked !== undefined && linked.expiresAtMs !== undefined && linked.expiresAtMs - REFRESH_MARGIN_MS <= this.opts.now()) {
-      linked = await this.refreshed(userId, linked)
+    if (linked?.expiresAtMs !== undefined) {
+      const now = this.opts.now()
+      if (linked.refreshToken === undefined) {
+        if (linked.expiresAtMs <= now) linked = undefined
+      } else if (linked.expiresAtMs - REFRESH_MARGIN_MS <= now) {
+        linked = await this.refreshed(userId, linked)
+      }
     }
     return linked?.accessToken
   }
@@ -85,30 +95,61 @@ export class OAuthCredentials implements UpstreamCredentials {
     return await refresh
   }
 
-  private async refresh (userId: string, linked: LinkedToken): Promise<LinkedToken | undefined> {
-    const { server, log } = this.opts
-    if (linked.refreshToken === undefined) {
-      await this.opts.tokens.delete(server, userId)
+  /**
+   * `seen`: the token found expiring or refused. Under the lock the row is read again and used
+   * only if it is still that token: another replica may have rotated the refresh token (or the
+   * user unlinked) between the first read and the lock, and a rotated refresh token spent twice
+   * is refused — servers with reuse detection then revoke the whole grant (OAuth 2.1 4.3.1).
+   * Rows are saved and deleted only over the version read under the lock (linked-tokens.ts).
+   */
+  private async refresh (userId: string, seen: LinkedToken): Promise<LinkedToken | undefined> {
+    const { server, log, store } = this.opts
+    if (seen.refreshToken === undefined) {
+      // Refused by the upstream and nothing to refresh with: that link is dead (a newer one stays).
+      const row = await this.opts.tokens.read(server, userId)
+      if (row === undefined || row.token.accessToken !== seen.accessToken) return row?.token
+      await this.opts.tokens.deleteIfUnchanged(server, userId, row)
       return undefined
     }
-    const lock = `${LOCK_PREFIX}${server}:${userId}`
-    if (!await this.opts.store.kvSetIfAbsent(lock, '1', this.opts.now() + REFRESH_LOCK_MS)) return await this.refreshedElsewhere(userId, linked)
+    // Discovery (several fetches) before the lock, which then covers only the token request.
     try {
-      const renewed: LinkedToken = { ...await this.opts.client.refresh(linked.refreshToken), linkedAtMs: linked.linkedAtMs }
-      await this.opts.tokens.save(server, userId, renewed)
-      log.debug({ server, user: userId }, 'upstream token refreshed')
-      return renewed
+      await this.opts.client.discover()
     } catch (err) {
-      if (isRefusal(err)) {
+      throw this.unavailable(userId, err)
+    }
+    const lock = `${LOCK_PREFIX}${server}:${userId}`
+    const owner = randomUUID()
+    if (!await store.kvSetIfAbsent(lock, owner, this.opts.now() + REFRESH_LOCK_MS)) return await this.refreshedElsewhere(userId, seen)
+    try {
+      const row = await this.opts.tokens.read(server, userId)
+      if (row === undefined || row.token.accessToken !== seen.accessToken) return row?.token
+      const { refreshToken } = row.token
+      if (refreshToken === undefined) return row.token
+      let renewed: LinkedToken
+      try {
+        renewed = { ...await this.opts.client.refresh(refreshToken), linkedAtMs: row.token.linkedAtMs }
+      } catch (err) {
+        if (!isRefusal(err)) throw this.unavailable(userId, err)
         log.info({ server, user: userId, error: (err as oidc.ResponseBodyError).error }, 'upstream refused the refresh token; link removed')
-        await this.opts.tokens.delete(server, userId)
+        await this.opts.tokens.deleteIfUnchanged(server, userId, row)
         return undefined
       }
-      log.warn({ server, user: userId, err: { message: (err as Error).message } }, 'could not refresh an upstream token')
-      throw new PortcullisError('PORTCULLIS_ERR_UPSTREAM_UNAVAILABLE', 'the upstream\'s authorization server could not be reached to refresh your token; retry shortly', { cause: err })
+      if (!await this.opts.tokens.replace(server, userId, row, renewed)) {
+        // Unlinked (or linked again) while the request was out: the row as it is now wins.
+        log.info({ server, user: userId }, 'upstream link changed during a refresh; refreshed token discarded')
+        return await this.opts.tokens.get(server, userId)
+      }
+      log.debug({ server, user: userId }, 'upstream token refreshed')
+      return renewed
     } finally {
-      await this.opts.store.kvDelete(lock).catch(() => {})
+      // Only this refresh's own lock: past REFRESH_LOCK_MS another replica may hold a new one.
+      await store.kvCompareAndSwap(lock, owner, undefined).catch(() => {})
     }
+  }
+
+  private unavailable (userId: string, err: unknown): PortcullisError {
+    this.opts.log.warn({ server: this.opts.server, user: userId, err: { message: (err as Error).message } }, 'could not refresh an upstream token')
+    return new PortcullisError('PORTCULLIS_ERR_UPSTREAM_UNAVAILABLE', 'the upstream\'s authorization server could not be reached to refresh your token; retry shortly', { cause: err })
   }
 
   /**

@@ -13,7 +13,7 @@
  *
  * Failures: no IdP sign-in kept for the user (a local or machine account, another provider's,
  * or the IdP gave no refresh token), or the IdP refusing the refresh (invalid_grant: the
- * token or account is gone) → 403 PORTCULLIS_ERR_UPSTREAM_SIGN_IN_REQUIRED, which only a new
+ * token or account is gone) → PORTCULLIS_ERR_UPSTREAM_SIGN_IN_REQUIRED (HTTP 200), which only a new
  * sign-in through the IdP fixes; the IdP unreachable → 502, detail in logs only.
  */
 import type { FastifyBaseLogger } from 'fastify'

@@ -17,7 +17,7 @@
  * each replica exchanges once per user. On an upstream 401 the entry is dropped and exchanged
  * again, once (http-upstream.ts).
  *
- * Failures: no IdP sign-in for the user → 403 PORTCULLIS_ERR_UPSTREAM_SIGN_IN_REQUIRED; the
+ * Failures: no IdP sign-in for the user → PORTCULLIS_ERR_UPSTREAM_SIGN_IN_REQUIRED (HTTP 200); the
  * IdP refusing the exchange (its OAuth error, RFC 8693 2.2.2) or unreachable → 502
  * PORTCULLIS_ERR_UPSTREAM_UNAVAILABLE, the IdP's error in logs only, never a token.
  */

@@ -12,6 +12,7 @@
  *    code is redeemed and the tokens stored (linked-tokens.ts).
  * 3. unlink: the row is deleted, and the tokens revoked at the upstream's authorization server
  *    when it has a revocation endpoint (best effort: the link is gone here either way).
+ *    unlinkAll does it for every server when the account is offboarded or revoked.
  */
 import * as oidc from 'openid-client'
 import type { FastifyBaseLogger } from 'fastify'
@@ -44,6 +45,8 @@ export interface LinkedAccounts {
   complete: (server: string, userId: string, sessionId: string, query: URLSearchParams) => Promise<void>
   /** False when there was no link. */
   unlink: (server: string, userId: string) => Promise<boolean>
+  /** Every link of an offboarded or revoked user; the number there were. */
+  unlinkAll: (userId: string) => Promise<number>
 }
 
 interface PendingLink {
@@ -120,6 +123,19 @@ export class UpstreamLinks implements LinkedAccounts {
       this.log.warn({ server, user: userId, err: { message: (err as Error).message } }, 'could not revoke an unlinked upstream token')
     }
     return true
+  }
+
+  /**
+   * An account the gateway no longer vouches for (IdP offboarding, admin revoke) keeps no
+   * upstream tokens: each link is deleted and revoked upstream (best effort, as unlink).
+   */
+  async unlinkAll (userId: string): Promise<number> {
+    let count = 0
+    for (const server of this.servers) {
+      if (await this.unlink(server, userId)) count++
+    }
+    if (count > 0) this.log.info({ user: userId, links: count }, 'upstream links removed for an ended account')
+    return count
   }
 
   private client (server: string): UpstreamOAuthClient {

@@ -36,12 +36,24 @@ export function sendRpcError (res: ServerResponse, err: PortcullisError, inspect
   }
   const ids = err.rpcId !== undefined ? [err.rpcId] : inspection?.requestIds ?? []
   const body = JSON.stringify(jsonRpcErrorPayload(err, ids, inspection?.isBatch === true && err.rpcId === undefined, data))
-  res.writeHead(err.status, {
+  res.writeHead(statusFor(err, ids), {
     ...err.headers,
     'content-type': 'application/json',
     'content-length': Buffer.byteLength(body),
   })
   res.end(body)
+}
+
+/**
+ * The errors that are HTTP 200 on purpose (link and sign-in required, guardrails) reach the
+ * client's model only as the answer to a request. An exchange without one — a GET stream, a
+ * POST of notifications or responses only — would read a 200 as an (empty) event stream or an
+ * acknowledgement, and reconnect or carry on: it gets the same body as a 403 instead, which
+ * the client reports (MCP 2025-11-25 basic/transports: a server that cannot accept the
+ * input answers an HTTP error status).
+ */
+export function statusFor (err: PortcullisError, requestIds: readonly JsonRpcId[]): number {
+  return err.status === 200 && requestIds.length === 0 ? 403 : err.status
 }
 
 /**

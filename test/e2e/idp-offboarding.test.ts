@@ -12,6 +12,7 @@ import { eventually, INIT_BODY, isProcessAlive, postJson, startUpstream, stdioSe
 import { idpEntry, startGatewayWithIdp, type IdpAccount } from '../idp.js'
 import { createKeyOnPage, signInToAccountWithIdp } from '../account-helpers.js'
 import { API_KEY_CACHE_MS } from '../../src/resource-server/verify-api-key.js'
+import { SecretBox } from '../../src/auth-server/secret-box.js'
 
 const ALICE: IdpAccount = { sub: 'a-100', password: 'alice-at-corp', email: 'alice@example.com', email_verified: true, preferred_username: 'alice', groups: ['staff', 'eng'] }
 const BOB: IdpAccount = { sub: 'b-200', password: 'bob-at-corp', email: 'bob@example.com', email_verified: true, preferred_username: 'bob', groups: ['staff', 'eng'] }
@@ -212,4 +213,31 @@ t.test('back-channel logout: a logout token from the IdP offboards the user at o
   t.equal((await postLogout(gw, await idp.logoutToken(BOB.sub, { sub: undefined, sid: bobSid }))).status, 200, 'a logout token naming only the sid: 200')
   t.ok(await eventually(async () => (await callEnv(gw, bob.accessToken)).status === 401), 'the user of that IdP session is offboarded: his access token is refused')
   t.equal((await postLogout(gw, await idp.logoutToken(BOB.sub, { sub: undefined, sid: 'unknown-session' }))).status, 200, 'an IdP session the gateway never saw: 200, nothing to end')
+})
+
+t.test('back-channel logout: the offboarded user\'s linked upstream tokens are deleted; the other user\'s stay', async (t) => {
+  // The links are written as the link flow leaves them (sealed rows; upstream-oauth.test.ts runs
+  // that flow). The upstream here does not answer (port 1): revoking there is best effort, and
+  // the rows must go regardless.
+  const { idp, gw } = await startGatewayWithIdp(t, { accounts: [ALICE, BOB], sessionIds: true }, (idp) => ({
+    auth: { identityProviders: [idpEntry(idp)] },
+    servers: [
+      stdioServer('modern', { script: STDIO_MODERN_FIXTURE, isolation: 'user' }),
+      { name: 'linear', transport: 'http', url: 'http://127.0.0.1:1/mcp', upstreamAuth: { type: 'oauth' } },
+    ],
+  }))
+  const alice = await signIn(t, gw, 'modern', ALICE)
+  await signIn(t, gw, 'modern', BOB)
+  const store = gw.app.portcullis.store
+  const box = await SecretBox.load(store, undefined)
+  const rowOf = (userId: string): string => `upstream-token:linear:${userId}`
+  for (const userId of [`corp:${ALICE.sub}`, `corp:${BOB.sub}`]) {
+    await store.kvSet(rowOf(userId), box.seal(JSON.stringify({ accessToken: `at-${userId}`, refreshToken: `rt-${userId}`, linkedAtMs: Date.now() }), rowOf(userId)))
+  }
+  t.equal((await postLogout(gw, await idp.logoutToken(ALICE.sub))).status, 200)
+  t.ok(await eventually(async () => (await callEnv(gw, alice.accessToken)).status === 401), 'Alice is offboarded')
+  t.equal(await store.kvGet(rowOf(`corp:${ALICE.sub}`)), undefined, 'her linked upstream tokens are gone')
+  t.not(await store.kvGet(rowOf(`corp:${BOB.sub}`)), undefined, 'Bob\'s link stays')
+  t.match(gw.logs.text(), /upstream links removed for an ended account/)
+  t.notOk(gw.logs.text().includes(`rt-corp:${ALICE.sub}`), 'the tokens are not logged')
 })

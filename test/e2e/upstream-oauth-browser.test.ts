@@ -53,6 +53,10 @@ if (!existsSync(CHROMIUM)) {
     await page.getByLabel('Password').fill(PASSWORD)
     await page.getByRole('button', { name: 'Sign in' }).click()
 
+    await page.waitForSelector('text=Link your account')
+    t.match(await page.locator('main').innerText(), /MCP server linear to alice/, 'the gateway asks first, naming the server and the account')
+    await page.getByRole('button', { name: 'Link account' }).click()
+
     await page.waitForURL(`${upstreamBase}/**`)
     t.equal(await page.title(), 'Sign in · Portcullis', 'then the upstream\'s sign-in, on its own site')
     await page.getByLabel('Username').fill('alice')

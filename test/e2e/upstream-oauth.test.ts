@@ -10,6 +10,7 @@ import { SecretBox } from '../../src/auth-server/secret-box.js'
 import { connectWithOAuth, HeadlessBrowser, signInForTokens, TestOAuthClient, type AuthorizedClient } from '../oauth-helpers.js'
 import { signInToAccount } from '../account-helpers.js'
 import { createHash } from 'node:crypto'
+import type { Store } from '../../src/store/types.js'
 import { connectClient, freePort, INIT_BODY, postJson, startGateway, startUpstream, stdioServer, textOf, type RunningGateway } from '../helpers.js'
 
 const PASSWORD = 'correct horse battery staple'
@@ -31,7 +32,7 @@ interface Setup {
   box: SecretBox
 }
 
-async function setUp (t: Test, upstreamAuthConfig: Record<string, unknown> = {}): Promise<Setup> {
+async function setUp (t: Test, upstreamAuthConfig: Record<string, unknown> = {}, gatewayConfig: Record<string, unknown> = {}): Promise<Setup> {
   const fixture = await startUpstream(t, { name: 'fx' })
   const port = await freePort()
   const upstreamBase = `http://localhost:${port}`
@@ -45,6 +46,7 @@ async function setUp (t: Test, upstreamAuthConfig: Record<string, unknown> = {})
   const gw = await startGateway(t, {
     auth: { users: USERS },
     servers: gatewayServers(upstreamBase),
+    ...gatewayConfig,
   }, {}, { now: () => clock.ms })
   // The box's key was generated into the store at start (no encryptionKeyFile): the test opens rows with it.
   const box = await SecretBox.load(gw.app.portcullis.store, undefined)
@@ -62,14 +64,24 @@ function gatewayServers (upstreamBase: string): Array<Record<string, unknown>> {
 /**
  * Alice (or Bob) opens the link from the error, <publicUrl>/connect/<server>, signed out: the
  * account pages sign her in at gateway 1 first and come back, then she signs in at the
- * upstream's authorization server and consents, and lands on the linked accounts page.
+ * upstream's authorization server and consents, and lands on the linked accounts page. On
+ * the way she confirms the link on the gateway's page (a POST with its CSRF token).
  */
 async function link (gw: RunningGateway, username: string): Promise<{ browser: HeadlessBrowser, html: string }> {
   const browser = new HeadlessBrowser()
   let next = `${gw.baseUrl}/connect/${SERVER}`
+  let form: Record<string, string> | undefined
   for (let step = 0; step < 10; step++) {
-    const res = await browser.request(next)
-    if (res.status === 200) return { browser, html: await res.text() }
+    const res = await browser.request(next, form === undefined ? {} : { method: 'POST', form })
+    form = undefined
+    if (res.status === 200) {
+      const html = await res.text()
+      const confirm = /<form method="post" action="([^"]+\/connect)"><input type="hidden" name="csrf" value="([^"]+)">/.exec(html)
+      if (confirm === null) return { browser, html }
+      next = new URL(confirm[1] ?? '', next).href
+      form = { csrf: confirm[2] ?? '' }
+      continue
+    }
     const location = res.headers.get('location')
     if (location === null) throw new Error(`link stopped (${res.status}) at ${next}: ${(await res.text()).replace(/<[^>]+>/g, ' ').replace(/\s+/g, ' ').slice(0, 300)}`)
     await res.arrayBuffer()
@@ -197,6 +209,85 @@ t.test('two replicas refreshing at once: one refresh at the upstream, both reque
   t.notMatch(gw.logs.text() + replica.logs.text(), /upstream refused the refresh token/, 'the refresh token was never used twice')
 })
 
+/**
+ * The shared store as one replica sees it, with `before` run just before that replica's first
+ * store call matching `when` — to put another replica's work exactly inside a race window. The
+ * store itself is real; only the timing is arranged.
+ */
+function storeWithHook (store: Store, when: (method: string, key: string) => boolean, before: () => Promise<void>): Store {
+  let fired = false
+  return new Proxy(store, {
+    get (target, prop, receiver) {
+      const value: unknown = Reflect.get(target, prop, receiver)
+      if (typeof value !== 'function') return value
+      return async (...args: unknown[]) => {
+      if (!fired && typeof args[0] === 'string' && when(String(prop), args[0])) {
+          fired = true
+          await before()
+        }
+        return await (value as (...a: unknown[]) => Promise<unknown>).apply(target, args)
+      }
+    },
+  })
+}
+
+t.test('a replica that read the row before another rotated the refresh token uses the new row, never the spent token', async (t) => {
+  // No reuse grace at the upstream: a rotated refresh token used a second time is refused.
+  const { gw, upstreamBase, clock, box } = await setUp(t, { refreshTokenReuseGrace: '0s' })
+  // Tokens first, while unlinked: no client of Alice's stays connected to refresh by itself.
+  const alice = await signInForTokens(t, gw.mcpUrl(SERVER), { username: 'alice', password: PASSWORD, issuer: gw.baseUrl })
+  await link(gw, 'alice')
+  const store = gw.app.portcullis.store
+  const linked = openRow(box, await store.kvGet(ROW_OF_ALICE))
+  let first: { text: string } | undefined
+  // The late replica has read the expiring row; just before it takes the refresh lock, the
+  // first replica refreshes (rotating the refresh token) and releases the lock.
+  const late = await startGateway(t, { publicUrl: gw.baseUrl, auth: { users: USERS }, servers: gatewayServers(upstreamBase) }, {}, {
+    store: storeWithHook(store, (method, key) => method === 'kvSetIfAbsent' && key.startsWith('upstream-refresh-lock:'), async () => {
+      first = await postJson(`${gw.baseUrl}/${SERVER}/mcp`, INIT_BODY, { authorization: `Bearer ${alice.accessToken}` })
+    }),
+    now: () => clock.ms,
+  })
+  clock.ms += 5 * 60_000
+  const second = await postJson(`${late.baseUrl}/${SERVER}/mcp`, INIT_BODY, { authorization: `Bearer ${alice.accessToken}` })
+  t.match(first?.text, /"serverInfo"/, 'the first replica refreshed and was served')
+  t.match(second.text, /"serverInfo"/, 'the late replica is served with the first one\'s token')
+  const after = openRow(box, await store.kvGet(ROW_OF_ALICE))
+  t.not(after.accessToken, linked.accessToken, 'the link holds the refreshed token')
+  t.notMatch(gw.logs.text() + late.logs.text(), /upstream refused the refresh token/, 'the spent refresh token was never sent')
+})
+
+t.test('an unlink while a refresh is out is not undone by that refresh', async (t) => {
+  const { gw, upstreamBase, clock } = await setUp(t)
+  // Tokens first, while unlinked: the sign-in's client then stays connected to nothing (a live
+  // one's reconnecting GET stream would refresh at the first replica too).
+  const alice = await signInForTokens(t, gw.mcpUrl(SERVER), { username: 'alice', password: PASSWORD, issuer: gw.baseUrl })
+  const { browser, html } = await link(gw, 'alice')
+  const store = gw.app.portcullis.store
+  const csrf = /name="csrf" value="([^"]+)"/.exec(html)?.[1] ?? ''
+  let unlinked = 0
+  // The replica got new tokens from the upstream; just before it writes them, Alice unlinks.
+  const replica = await startGateway(t, { publicUrl: gw.baseUrl, auth: { users: USERS }, servers: gatewayServers(upstreamBase) }, {}, {
+    store: storeWithHook(store, (method, key) => method !== 'kvGet' && key === ROW_OF_ALICE, async () => {
+      const res = await browser.request(`${gw.baseUrl}/account/links/${SERVER}/unlink`, { method: 'POST', form: { csrf } })
+      unlinked = res.status
+      await res.arrayBuffer()
+    }),
+    now: () => clock.ms,
+  })
+  clock.ms += 5 * 60_000
+  // At the replica's own address (its mcpUrl is the shared publicUrl, the first replica's).
+  const res = await postJson(`${replica.baseUrl}/${SERVER}/mcp`, INIT_BODY, { authorization: `Bearer ${alice.accessToken}` })
+  t.equal(unlinked, 303, 'Alice unlinked while the refresh was out')
+  t.equal(await store.kvGet(ROW_OF_ALICE), undefined, 'the link stays gone')
+  t.match((res.json as { error?: { data?: unknown } } | undefined)?.error?.data, { code: 'PORTCULLIS_ERR_UPSTREAM_LINK_REQUIRED' }, 'and the request gets the link error')
+  t.match(replica.logs.text(), /upstream link changed during a refresh; refreshed token discarded/)
+  // Before the fix the refreshed row was written back over the unlink and sent upstream, where
+  // only the unlink's revocation of the grant stopped it (an upstream that revokes the refresh
+  // token alone would have kept serving it).
+  t.notMatch(replica.logs.text(), /upstream refused the refresh token/, 'the unlinked token was never used')
+})
+
 t.test('a token revoked at the upstream\'s authorization server: the refresh is refused, and Alice gets the link error again', async (t) => {
   const { gw, upstreamBase, box } = await setUp(t)
   await link(gw, 'alice')
@@ -257,6 +348,91 @@ t.test('unlink: the link is gone here, its tokens are revoked upstream, and call
   })
   t.equal(refresh.status, 400)
   t.match(await refresh.json(), { error: 'invalid_grant' })
+})
+
+t.test('a user revoked through the admin API keeps no linked upstream token: the row is gone and the token revoked upstream', async (t) => {
+  const adminToken = 'admin-token-for-the-upstream-links-test'
+  const { gw, upstreamBase, box } = await setUp(t, {}, { admin: { bearerToken: adminToken } })
+  await link(gw, 'alice')
+  await link(gw, 'bob')
+  const store = gw.app.portcullis.store
+  const tokens = openRow(box, await store.kvGet(ROW_OF_ALICE))
+  const res = await fetch(`${gw.baseUrl}/admin/api/v1/users/alice/revoke`, { method: 'POST', headers: { authorization: `Bearer ${adminToken}` } })
+  t.equal(res.status, 200)
+  await res.arrayBuffer()
+  t.equal(await store.kvGet(ROW_OF_ALICE), undefined, 'Alice\'s link is gone')
+  t.not(await store.kvGet(`upstream-token:${SERVER}:bob`), undefined, 'Bob\'s stays')
+  t.match(gw.logs.text(), /upstream links removed for an ended account/)
+  const registrationKey = `upstream-oauth-client:${SERVER}:${new URL(upstreamBase).href}`
+  const { client_id: clientId } = JSON.parse(box.open(await store.kvGet(registrationKey) ?? '', registrationKey)) as { client_id: string }
+  const refresh = await fetch(`${upstreamBase}/oauth/token`, {
+    method: 'POST',
+    headers: { 'content-type': 'application/x-www-form-urlencoded' },
+    body: new URLSearchParams({ grant_type: 'refresh_token', refresh_token: tokens.refreshToken ?? '', client_id: clientId, resource: `${upstreamBase}/fx/mcp` }).toString(),
+  })
+  t.equal(refresh.status, 400, 'her refresh token was revoked at the upstream')
+  t.match(await refresh.json(), { error: 'invalid_grant' })
+})
+
+t.test('a link without a refresh token is used until its access token expires, not dropped a minute early', async (t) => {
+  const { gw, clock, box } = await setUp(t)
+  await link(gw, 'alice')
+  const alice = await signInForTokens(t, gw.mcpUrl(SERVER), { username: 'alice', password: PASSWORD, issuer: gw.baseUrl })
+  const store = gw.app.portcullis.store
+  // As an upstream that issues no refresh token leaves it (linked-tokens.ts: the row expires with the token).
+  const linked = openRow(box, await store.kvGet(ROW_OF_ALICE))
+  const expiresAtMs = clock.ms + 30_000
+  const withoutRefresh = { accessToken: linked.accessToken, linkedAtMs: linked.linkedAtMs, expiresAtMs }
+  await store.kvSet(ROW_OF_ALICE, box.seal(JSON.stringify(withoutRefresh), ROW_OF_ALICE), expiresAtMs)
+  const within = await postJson(`${gw.baseUrl}/${SERVER}/mcp`, INIT_BODY, { authorization: `Bearer ${alice.accessToken}` })
+  t.match(within.text, /"serverInfo"/, '30 s before expiry: served with it')
+  t.not(await store.kvGet(ROW_OF_ALICE), undefined, 'and the link kept')
+  clock.ms += 30_000
+  const after = await rawError(gw, alice.accessToken)
+  t.match(after.error?.data, { code: 'PORTCULLIS_ERR_UPSTREAM_LINK_REQUIRED' }, 'expired: the link error')
+})
+
+t.test('a GET stream or a notification without a link gets the link error as a 403, not as a 200 an SDK reads as an empty stream', async (t) => {
+  const { gw } = await setUp(t)
+  const alice = await signInForTokens(t, gw.mcpUrl(SERVER), { username: 'alice', password: PASSWORD, issuer: gw.baseUrl })
+  await link(gw, 'alice')
+  const auth = { authorization: `Bearer ${alice.accessToken}` }
+  const init = await postJson(`${gw.baseUrl}/${SERVER}/mcp`, INIT_BODY, auth)
+  const sessionId = init.headers.get('mcp-session-id') ?? ''
+  t.not(sessionId, '', 'a session with the upstream')
+  await gw.app.portcullis.store.kvDelete(ROW_OF_ALICE)
+  const session = { ...auth, 'mcp-session-id': sessionId, 'mcp-protocol-version': '2025-11-25' }
+
+  const stream = await fetch(`${gw.baseUrl}/${SERVER}/mcp`, { headers: { ...session, accept: 'text/event-stream' } })
+  t.equal(stream.status, 403, 'GET: an HTTP error the client reports, not a 200')
+  t.match(await stream.json(), { jsonrpc: '2.0', error: { code: -32600, data: { code: 'PORTCULLIS_ERR_UPSTREAM_LINK_REQUIRED', url: `${gw.baseUrl}/connect/${SERVER}` } } }, 'with the link error\'s body')
+  const notification = await postJson(`${gw.baseUrl}/${SERVER}/mcp`, { jsonrpc: '2.0', method: 'notifications/initialized' }, session)
+  t.equal(notification.status, 403, 'a notification-only POST: 403 too')
+  t.match(notification.json, { error: { data: { code: 'PORTCULLIS_ERR_UPSTREAM_LINK_REQUIRED' } } })
+  const request = await postJson(`${gw.baseUrl}/${SERVER}/mcp`, { jsonrpc: '2.0', id: 7, method: 'tools/list' }, session)
+  t.equal(request.status, 200, 'a request still gets it as a 200 JSON-RPC answer, for the model')
+  t.match(request.json, { id: 7, error: { data: { code: 'PORTCULLIS_ERR_UPSTREAM_LINK_REQUIRED' } } })
+})
+
+t.test('linking starts only from the confirmation page\'s POST: a GET names the server and account, a forged POST is refused', async (t) => {
+  const { gw } = await setUp(t)
+  const { browser } = await link(gw, 'alice')
+  await gw.app.portcullis.store.kvDelete(ROW_OF_ALICE)
+  // A link on another site, opened by signed-in Alice: a page, not a trip to the upstream.
+  const opened = await browser.request(`${gw.baseUrl}/account/links/${SERVER}/connect`)
+  t.equal(opened.status, 200, 'no redirect to the upstream\'s authorization server')
+  const html = await opened.text()
+  t.match(html, new RegExp(`MCP server <strong>${SERVER}</strong> to <strong>alice</strong>`), 'it names the server and the account')
+  t.match(html, /<button type="submit">Link account<\/button>/)
+  t.equal(opened.headers.get('cache-control'), 'no-store')
+  const forged = await browser.request(`${gw.baseUrl}/account/links/${SERVER}/connect`, { method: 'POST', form: { csrf: 'not-the-token' } })
+  t.equal(forged.status, 403, 'a POST without the page\'s CSRF token is refused')
+  await forged.arrayBuffer()
+  const csrf = /name="csrf" value="([^"]+)"/.exec(html)?.[1] ?? ''
+  const confirmed = await browser.request(`${gw.baseUrl}/account/links/${SERVER}/connect`, { method: 'POST', form: { csrf } })
+  t.equal(confirmed.status, 303, 'the confirmed POST starts the link')
+  t.ok(confirmed.headers.get('location')?.startsWith(`${new URL(gw.baseUrl).protocol}//localhost:`), 'at the upstream\'s authorization server')
+  await confirmed.arrayBuffer()
 })
 
 t.test('a client that declared URL-mode elicitation gets -32042 with the link to open', async (t) => {
@@ -333,7 +509,8 @@ t.test('the link is bound to the browser and account session that started it', a
   // Mallory (Bob) starts a link and stops at the upstream's authorization URL…
   const bobBrowser = new HeadlessBrowser()
   await signInToAccount(gw.baseUrl, 'bob', PASSWORD, bobBrowser)
-  const start = await bobBrowser.request(`${gw.baseUrl}/account/links/${SERVER}/connect`)
+  const confirm = await (await bobBrowser.request(`${gw.baseUrl}/account/links/${SERVER}/connect`)).text()
+  const start = await bobBrowser.request(`${gw.baseUrl}/account/links/${SERVER}/connect`, { method: 'POST', form: { csrf: /name="csrf" value="([^"]+)"/.exec(confirm)?.[1] ?? '' } })
   const authorizationUrl = start.headers.get('location') ?? ''
   await start.arrayBuffer()
   t.match(authorizationUrl, /code_challenge_method=S256/)

@@ -102,6 +102,29 @@ for (const [name, make] of makers) {
     t.equal(await store.consume('AuthorizationCode', 'missing', 1), undefined)
   })
 
+  t.test(`${name}: compare-and-swap changes or deletes a value only while it is the expected one`, async (t) => {
+    const { store, now, advance } = make(t.testdir({}))
+    t.teardown(() => store.close())
+    t.equal(await store.kvCompareAndSwap('lock', 'owner-a', undefined), false, 'nothing to compare with: no change')
+    await store.kvSet('lock', 'owner-a', now() + 60_000)
+    t.equal(await store.kvCompareAndSwap('lock', 'owner-b', undefined), false, 'another owner cannot delete it')
+    t.equal(await store.kvGet('lock'), 'owner-a')
+    t.equal(await store.kvCompareAndSwap('lock', 'owner-a', undefined), true, 'its owner can')
+    t.equal(await store.kvGet('lock'), undefined)
+    await store.kvSet('row', 'v1')
+    t.equal(await store.kvCompareAndSwap('row', 'v0', 'v2'), false, 'a stale expected value writes nothing')
+    t.equal(await store.kvGet('row'), 'v1')
+    t.equal(await store.kvCompareAndSwap('row', 'v1', 'v2', now() + WINDOW_MS), true)
+    t.equal(await store.kvGet('row'), 'v2')
+    const racers = await Promise.all(['a', 'b', 'c'].map(async (v) => store.kvCompareAndSwap('row', 'v2', v)))
+    t.equal(racers.filter((won) => won).length, 1, 'of callers at once with the same expected value, one wins')
+    const winner = await store.kvGet('row') ?? ''
+    await store.kvSet('row', winner, now() + WINDOW_MS)
+    await advance(WINDOW_MS)
+    t.equal(await store.kvCompareAndSwap('row', winner, 'late'), false, 'an expired value is absent')
+    t.equal(await store.kvGet('row'), undefined, 'and stays so')
+  })
+
   t.test(`${name}: key-values and counters`, async (t) => {
     const { store, now, advance } = make(t.testdir({}))
     t.teardown(() => store.close())

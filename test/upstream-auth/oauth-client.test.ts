@@ -1,5 +1,5 @@
 import t from 'tap'
-import { chooseClientIdentity, clientMetadataDocument, linkCallbackPath } from '../../src/upstream-auth/oauth-client.js'
+import { chooseClientIdentity, clientMetadataDocument, linkCallbackPath, metadataDiscoveryUrls, requirePkceS256 } from '../../src/upstream-auth/oauth-client.js'
 import { protectedResourceMetadataUrls, scopesToRequest } from '../../src/upstream-auth/discovery.js'
 
 t.test('client identity: configured, else a metadata document (https publicUrl only), else registration', async (t) => {
@@ -43,4 +43,21 @@ t.test('scopes: configured, else the challenge\'s, else scopes_supported (MCP "S
   t.same(scopesToRequest([], { challengeScope: 'a  b', scopesSupported: ['c'] }), ['a', 'b'])
   t.same(scopesToRequest([], { scopesSupported: ['c', 'd'] }), ['c', 'd'])
   t.same(scopesToRequest([], { scopesSupported: [] }), [])
+})
+
+t.test('PKCE S256 must be announced, else the authorization server is refused (MCP "Authorization Code Protection")', async (t) => {
+  t.doesNotThrow(() => requirePkceS256({ code_challenge_methods_supported: ['plain', 'S256'] }))
+  t.throws(() => requirePkceS256({}), { name: 'DiscoveryError', message: /PKCE S256/ }, 'no code_challenge_methods_supported')
+  t.throws(() => requirePkceS256({ code_challenge_methods_supported: ['plain'] }), { name: 'DiscoveryError' }, 'plain only')
+  t.throws(() => requirePkceS256({ code_challenge_methods_supported: 'S256' }), { name: 'DiscoveryError' }, 'not a list')
+})
+
+t.test('metadata discovery order (MCP "Authorization Server Metadata Discovery")', async (t) => {
+  t.same(metadataDiscoveryUrls(new URL('https://as.example')), [{ algorithm: 'oauth2' }, { algorithm: 'oidc' }], 'no path: RFC 8414, then OIDC')
+  t.same(metadataDiscoveryUrls(new URL('https://as.example/tenant1')), [
+    { algorithm: 'oauth2' },
+    { url: 'https://as.example/.well-known/openid-configuration/tenant1', algorithm: 'oidc' },
+    { algorithm: 'oidc' },
+  ], 'a path: RFC 8414 path insertion, OIDC path insertion, OIDC path appended')
+  t.same(metadataDiscoveryUrls(new URL('https://as.example/a/b/'))[1], { url: 'https://as.example/.well-known/openid-configuration/a/b', algorithm: 'oidc' }, 'a trailing slash is not doubled')
 })
