@@ -330,6 +330,7 @@ export async function buildApp (config: Config, options: BuildOptions = {}): Pro
       revoke: { grants: accountGrants, revokeGrant: async (grantId) => revokedGrants.revoke(grantId), apiKeys, idpSessions, endUserSessions: endAccount },
       revokeClient: { store, revokeGrant: async (grantId) => revokedGrants.revoke(grantId), fixedClients: yamlClients },
       toolGuards,
+      ...(upstreamAuth?.links === undefined ? {} : { links: upstreamAuth.links }),
       audit,
       now,
     })

@@ -23,6 +23,7 @@ import { revokeClient, type RevokeClientDeps } from './revoke-client.js'
 import type { UsersSeen } from './users-seen.js'
 import type { ToolGuard } from '../guardrails/tool-guard.js'
 import { approvalNames, approveServerTools, serverToolsView, type ServerToolsDeps } from './server-tools.js'
+import type { LinkedAccounts } from '../upstream-auth/upstream-links.js'
 
 export const ADMIN_API_PATH = '/admin/api/v1'
 
@@ -43,6 +44,8 @@ export interface AdminRoutesOptions {
   readonly revokeClient: RevokeClientDeps
   /** Each server's guardrails: its pinTools mode, and the copy of the approved tools to forget on approval. */
   readonly toolGuards: ReadonlyMap<string, ToolGuard>
+  /** Users' linked accounts at servers with upstreamAuth: oauth; absent when there are none. */
+  readonly links?: LinkedAccounts
   readonly audit: AuditLog | undefined
   readonly now: () => number
 }
@@ -144,6 +147,28 @@ export async function adminRoutes (app: FastifyInstance, opts: AdminRoutesOption
     if (user === undefined) throw new PortcullisError('PORTCULLIS_ERR_ADMIN_BAD_REQUEST', 'user: expected ?user=<user id> (API keys are listed per user)')
     return { target: { kind: 'user', id: user }, body: paginate(await apiKeyItems(opts.apiKeys, user), (k) => k.keyId, page) }
   }))
+
+  // Linked upstream accounts (upstreamAuth: oauth, README "Upstream credentials"): one user's, and unlink.
+  app.get(`${ADMIN_API_PATH}/linked-accounts`, route('linked-accounts.list', async (request) => {
+    const query = request.query as Record<string, unknown>
+    const user = typeof query.user === 'string' && ID_RE.test(query.user) ? query.user : undefined
+    if (user === undefined) throw new PortcullisError('PORTCULLIS_ERR_ADMIN_BAD_REQUEST', 'user: expected ?user=<user id> (linked accounts are listed per user)')
+    const states = opts.links === undefined ? [] : await opts.links.list(user)
+    const items = states.map((s) => ({ server: s.server, isLinked: s.linkedAtMs !== undefined, ...(s.linkedAtMs === undefined ? {} : { linkedAt: new Date(s.linkedAtMs).toISOString() }) }))
+    return { target: { kind: 'user', id: user }, body: { items } }
+  }))
+
+  app.post<{ Params: { id: string, server: string } }>(`${ADMIN_API_PATH}/users/:id/linked-accounts/:server/unlink`, route('linked-accounts.unlink', async (request) => {
+    const params = request.params as { id: string, server: string }
+    const userId = idParam(params.id, 'user id')
+    const server = params.server
+    if (opts.links?.servers.includes(server) !== true) {
+      return { status: 404, outcome: 'not_found', body: { error: { code: 'PORTCULLIS_ERR_ADMIN_NOT_FOUND', message: 'Not found: no server with upstreamAuth: oauth has this name' } } }
+    }
+    const isUnlinked = await opts.links.unlink(server, userId)
+    if (!isUnlinked) return { status: 404, outcome: 'not_found', body: { error: { code: 'PORTCULLIS_ERR_ADMIN_NOT_FOUND', message: 'Not found: the user has no linked account at this server' } } }
+    return { body: { user: userId, server, unlinked: true } }
+  }, targetOf('linked-account', 'server/id')))
 
   app.post<{ Params: { id: string } }>(`${ADMIN_API_PATH}/users/:id/revoke`, route('users.revoke', async (request) => {
     const userId = idParam((request.params as { id: string }).id, 'user id')

@@ -374,6 +374,37 @@ t.test('a user revoked through the admin API keeps no linked upstream token: the
   t.match(await refresh.json(), { error: 'invalid_grant' })
 })
 
+t.test('an operator sees a user\'s linked accounts and unlinks one through the admin API', async (t) => {
+  const adminToken = 'admin-token-for-the-linked-accounts-test'
+  const { gw } = await setUp(t, {}, { admin: { bearerToken: adminToken } })
+  const admin = { authorization: `Bearer ${adminToken}` }
+  await link(gw, 'alice')
+  const listed = await fetch(`${gw.baseUrl}/admin/api/v1/linked-accounts?user=alice`, { headers: admin })
+  t.equal(listed.status, 200)
+  const { items } = await listed.json() as { items: Array<{ server: string, isLinked: boolean, linkedAt?: string }> }
+  t.match(items, [{ server: SERVER, isLinked: true, linkedAt: /^\d{4}-\d\d-\d\dT/ }], 'Alice\'s link at the oauth server, with when she linked')
+  t.notMatch(JSON.stringify(items), /access|refresh|token/i, 'never a token')
+  const bobs = await (await fetch(`${gw.baseUrl}/admin/api/v1/linked-accounts?user=bob`, { headers: admin })).json() as { items: Array<{ isLinked: boolean }> }
+  t.same(bobs.items.map((i) => i.isLinked), [false], 'Bob has none')
+  t.equal((await fetch(`${gw.baseUrl}/admin/api/v1/linked-accounts?user=alice`)).status, 401, 'no admin credential, no list')
+
+  const unlink = async (user: string, server: string): Promise<number> => {
+    const res = await fetch(`${gw.baseUrl}/admin/api/v1/users/${user}/linked-accounts/${server}/unlink`, { method: 'POST', headers: admin })
+    await res.arrayBuffer()
+    return res.status
+  }
+  const alice = await signIn(t, gw, 'alice')
+  t.equal(textOf(await alice.client.callTool({ name: 'echo', arguments: { text: 'linked' } })), 'linked', 'linked, her calls reach the upstream')
+  t.equal(await unlink('alice', SERVER), 200, 'unlinked by the operator')
+  t.equal(await gw.app.portcullis.store.kvGet(ROW_OF_ALICE), undefined, 'her row is gone')
+  const refused = await rawError(gw, alice.oauth.savedTokens?.access_token ?? '')
+  t.equal(refused.error?.data.code, 'PORTCULLIS_ERR_UPSTREAM_LINK_REQUIRED', 'her next call gets the link error')
+  t.equal(await unlink('alice', SERVER), 404, 'nothing left to unlink')
+  t.equal(await unlink('alice', TOOLS), 404, 'a server without upstreamAuth: oauth')
+  const audited = gw.audit.lines.map((l) => JSON.parse(l) as { event?: string, action?: string, target?: { id: string }, outcome?: string })
+  t.ok(audited.some((r) => r.action === 'linked-accounts.unlink' && r.target?.id === `${SERVER}/alice` && r.outcome === 'ok'), 'the unlink is audited with its target')
+})
+
 t.test('a link without a refresh token is used until its access token expires, not dropped a minute early', async (t) => {
   const { gw, clock, box } = await setUp(t)
   await link(gw, 'alice')
