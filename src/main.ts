@@ -23,11 +23,12 @@ const EXIT_CONFIG = 1
 const EXIT_USAGE = 2
 
 /** Commands that read the config (hash-password does not). */
-const KNOWN_COMMANDS: ReadonlySet<string> = new Set(['start', 'check', 'doctor', 'migrate-store', 'tools', 'keys'])
+const KNOWN_COMMANDS: ReadonlySet<string> = new Set(['start', 'check', 'doctor', 'migrate-store', 'tools', 'keys', 'admin'])
 
 /** The command's own help; the global help for no command or one we do not know. */
 async function commandUsage (command: string | undefined): Promise<string> {
   if (command === 'keys') return (await import('./account/keys-command.js')).KEYS_USAGE
+  if (command === 'admin') return (await import('./admin/admin-command.js')).ADMIN_USAGE
   return (command === undefined ? undefined : COMMAND_USAGE[command]) ?? USAGE
 }
 
@@ -49,6 +50,8 @@ async function main (argv: string[]): Promise<number> {
         expires: { type: 'string' },
         name: { type: 'string' },
         url: { type: 'string' },
+        token: { type: 'string' },
+        server: { type: 'string' },
         help: { type: 'boolean', short: 'h' },
         version: { type: 'boolean', short: 'v' },
       },
@@ -76,6 +79,20 @@ async function main (argv: string[]): Promise<number> {
   if (!KNOWN_COMMANDS.has(command)) {
     process.stderr.write(`portcullis: unknown command "${command}"\n\n${USAGE}`)
     return EXIT_USAGE
+  }
+
+  if (command === 'admin') {
+    // A client of the running gateway's API: the config is read only for publicUrl, and only without --url.
+    let url = values.url
+    if (url === undefined) {
+      try {
+        url = loadConfigFile(resolveConfigPath(values.config)).publicUrl
+      } catch (err) {
+        if (!(err instanceof ConfigError)) throw err
+      }
+    }
+    const { adminCommand } = await import('./admin/admin-command.js')
+    return adminCommand({ action: positionals[1], args: positionals.slice(2), url, token: values.token ?? process.env.PORTCULLIS_ADMIN_TOKEN, user: values.user, server: values.server })
   }
 
   let config: Config

@@ -24,6 +24,9 @@ Commands:
                   Approve the listed tool definitions (all, or the named tools); running
                   gateways use the approval within seconds. Audited with WHO (default:
                   the OS user running the command).
+  admin           The admin API of a running gateway: admin users|clients|sessions|
+                  revoke-user|block|unblock|revoke-client|end-session --url URL
+                  (credential in PORTCULLIS_ADMIN_TOKEN)
   keys            Personal API keys: keys create --user <id> --servers a,b [--scopes x,y]
                   [--expires 30d] [--name n], keys list --user <id>, keys revoke <keyId>
                   (works beside a running gateway)

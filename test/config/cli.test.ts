@@ -45,6 +45,7 @@ t.test('each subcommand answers its own --help (and help <command>), not the glo
     'migrate-store': /^Usage: portcullis migrate-store --to STORE/,
     tools: /^Usage: portcullis tools diff <server>/,
     keys: /^Usage: portcullis keys <create\|list\|revoke>/,
+    admin: /^Usage: portcullis admin <action> \[arguments\] \[--url URL\]/,
   }
   const cases = Object.entries(own).flatMap(([command, usage]) => [[command, '--help'], [command, '-h'], ['help', command]].map((args) => ({ args, usage })))
   // No config is read for help: a config that does not exist must not matter.
