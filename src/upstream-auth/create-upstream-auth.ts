@@ -81,10 +81,11 @@ export function createUpstreamAuth (deps: UpstreamAuthDeps): UpstreamAuth {
   }
   return {
     credentialsFor: (server) => sources.get(server),
-    linkedToken: async (server, user) => {
+    linkedToken: async (server, user, canElicitUrl = false) => {
       // The schema allows only oauth servers here; a stdio child is started only with a token.
       const token = await oauthSources.get(server)?.currentToken(user.id)
-      if (token === undefined) throw linkRequiredError(deps.config.publicUrl, server, false)
+      // A client that declared URL-mode elicitation in the initialize starting the process gets -32042.
+      if (token === undefined) throw linkRequiredError(deps.config.publicUrl, server, canElicitUrl)
       return token
     },
     links: oauthClients.size === 0 ? undefined : new UpstreamLinks(oauthClients, tokens, deps.store, deps.log, deps.now),

@@ -33,7 +33,7 @@ export interface UpstreamCredentials {
  * that HTTP server (upstreamAuth oauth), refreshed first when it is about to expire. Throws the
  * link error (a PortcullisError) when the caller has none.
  */
-export type LinkedTokenSource = (server: string, user: UserIdentity) => Promise<string>
+export type LinkedTokenSource = (server: string, user: UserIdentity, canElicitUrl?: boolean) => Promise<string>
 
 /** Builds the credentials of one server with `upstreamAuth` (app.ts wires the implementations). */
 export type UpstreamCredentialsFactory = (server: string) => UpstreamCredentials | undefined

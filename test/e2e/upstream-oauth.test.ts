@@ -575,6 +575,8 @@ t.test('a stdio server gets the caller\'s linked token in its env; a refreshed t
   const res = await postJson(gw.mcpUrl(TOOLS), INIT_BODY, { authorization: `Bearer ${bob.accessToken}` })
   t.equal(res.status, 200)
   t.match(res.json, { error: { code: -32600, data: { code: 'PORTCULLIS_ERR_UPSTREAM_LINK_REQUIRED', url: `${gw.baseUrl}/connect/${SERVER}` } } })
+  const eliciting = await postJson(gw.mcpUrl(TOOLS), { ...INIT_BODY, params: { ...INIT_BODY.params, protocolVersion: '2025-11-25', capabilities: { elicitation: { url: {} } } } }, { authorization: `Bearer ${bob.accessToken}` })
+  t.match(eliciting.json, { error: { code: -32042, data: { code: 'PORTCULLIS_ERR_UPSTREAM_LINK_ELICITATION', elicitations: [{ mode: 'url', url: `${gw.baseUrl}/connect/${SERVER}` }] } } }, 'a client that declared URL-mode elicitation gets -32042 from the stdio server too')
   t.notMatch(gw.logs.text(), /stdio server started/, 'no process without a token')
 
   await link(gw, 'alice')

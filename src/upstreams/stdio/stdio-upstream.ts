@@ -31,6 +31,7 @@
  * first; with nothing idle the user gets 429. A session that sends no request
  * after `initialize` is ended after idleTimeoutMs / 10.
  */
+import { initializeDeclaresUrlElicitation } from '../../mcp/capabilities.js'
 import { randomUUID } from 'node:crypto'
 import type { IncomingHttpHeaders, ServerResponse } from 'node:http'
 import type { FastifyBaseLogger } from 'fastify'
@@ -440,7 +441,7 @@ export class StdioUpstream implements Upstream {
     let session: LegacySession
     let answer: string
     if (this.config.isolation === 'session') {
-      const child = await this.acquireChild(user, 'session')
+      const child = await this.acquireChild(user, 'session', initializeDeclaresUrlElicitation(first))
       const channel = this.newChannel(child, true)
       session = new LegacySession(randomUUID(), user, ownerKey(ex.owner), channel, this.now(), (s) => this.forget(s))
       channel.attach(session)
@@ -496,7 +497,7 @@ export class StdioUpstream implements Upstream {
     // support with the same one of its own, and a client must not start a process per made-up string.
     const versionKey = (version: unknown): string => `${owner}|${typeof version === 'string' && KNOWN_REVISIONS.has(version) ? version : '?'}`
     return this.reuseOrCreate(this.sharedChannels, versionKey(requested), async () => {
-      const child = await this.acquireChild(user, this.config.isolation === 'user' ? 'user' : 'shared')
+      const child = await this.acquireChild(user, this.config.isolation === 'user' ? 'user' : 'shared', initializeDeclaresUrlElicitation(first))
       const channel = this.newChannel(child, false)
       let response: Record<string, unknown>
       try {
@@ -691,14 +692,15 @@ export class StdioUpstream implements Upstream {
     }
   }
 
-  private async acquireChild (user: UserIdentity, role: Role): Promise<McpChild> {
+  /** `canElicitUrl`: the initialize starting it declared URL-mode elicitation (a missing link is then -32042). */
+  private async acquireChild (user: UserIdentity, role: Role, canElicitUrl = false): Promise<McpChild> {
     const now = this.now()
     if (now < this.backoffUntil) {
       throw new PortcullisError('PORTCULLIS_ERR_UPSTREAM_RESTARTING', `MCP server "${this.name}"`, { headers: { 'retry-after': String(Math.ceil((this.backoffUntil - now) / 1000)) } })
     }
     const isUsers = role !== 'warm' && role !== 'shared' && user.id !== ANONYMOUS.id
     // Before room is made: a caller without a linked account ends no other process of theirs.
-    const credentials = await this.credentialsOf(user)
+    const credentials = await this.credentialsOf(user, canElicitUrl)
     if (isUsers) await this.makeRoomForProcess(user)
     const warm = this.usesUserTemplates || role === 'probe' ? undefined : this.warm.shift()
     if (warm !== undefined && warm.isRunning) {
@@ -729,10 +731,10 @@ export class StdioUpstream implements Upstream {
    * credentials"): a child keeps the token it started with; a token refreshed later reaches
    * the next process started for the user, not a running one.
    */
-  private async credentialsOf (user: UserIdentity): Promise<ReadonlyMap<string, string>> {
+  private async credentialsOf (user: UserIdentity, canElicitUrl: boolean): Promise<ReadonlyMap<string, string>> {
     const source = this.options.linkedToken
     if (this.credentialServers.length === 0 || source === undefined) return NO_CREDENTIALS
-    const entries = await Promise.all(this.credentialServers.map(async (server) => [server, await source(server, user)] as const))
+    const entries = await Promise.all(this.credentialServers.map(async (server) => [server, await source(server, user, canElicitUrl)] as const))
     return new Map(entries)
   }
 
