@@ -54,6 +54,11 @@ export class OAuthCredentials implements UpstreamCredentials {
   constructor (private readonly opts: OAuthCredentialsOptions) {}
 
   authorizationFor = async (ex: McpExchange): Promise<string> => {
+    // A machine client (client_credentials) has no browser and no account to link: a link would
+    // never come, so it is told what the server needs instead of being sent to a page.
+    if (ex.user.isClient === true) {
+      throw new PortcullisError('PORTCULLIS_ERR_USER_FIELD_MISSING', `MCP server "${this.opts.server}" is reached with each user's own account at its provider (upstreamAuth: oauth); a machine client (client_credentials) has none: call it with a user's token`)
+    }
     const token = await this.currentToken(ex.user.id)
     if (token === undefined) throw await this.linkRequired(ex)
     return `Bearer ${token}`

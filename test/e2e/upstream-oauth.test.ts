@@ -405,6 +405,22 @@ t.test('an operator sees a user\'s linked accounts and unlinks one through the a
   t.ok(audited.some((r) => r.action === 'linked-accounts.unlink' && r.target?.id === `${SERVER}/alice` && r.outcome === 'ok'), 'the unlink is audited with its target')
 })
 
+t.test('a machine client is told it cannot reach an oauth server, not sent to a link it could never open', async (t) => {
+  const secret = 'machine-secret-with-at-least-32-characters!'
+  const { gw } = await setUp(t, {}, { auth: { users: USERS, clients: [{ clientId: 'robot', clientSecret: secret, grantTypes: ['client_credentials'] }] } })
+  const issued = await fetch(`${gw.baseUrl}/oauth/token`, {
+    method: 'POST',
+    headers: { 'content-type': 'application/x-www-form-urlencoded', authorization: `Basic ${Buffer.from(`robot:${secret}`).toString('base64')}` },
+    body: new URLSearchParams({ grant_type: 'client_credentials', resource: gw.mcpUrl(SERVER) }).toString(),
+  })
+  t.equal(issued.status, 200)
+  const machineToken = String((await issued.json() as Record<string, unknown>).access_token)
+  const refused = await postJson(gw.mcpUrl(SERVER), INIT_BODY, { authorization: `Bearer ${machineToken}` })
+  t.equal(refused.status, 403)
+  t.match(refused.json, { error: { data: { code: 'PORTCULLIS_ERR_USER_FIELD_MISSING' }, message: /a machine client \(client_credentials\) has none/ } })
+  t.notMatch(refused.text, /connect/, 'no link to open')
+})
+
 t.test('a link without a refresh token is used until its access token expires, not dropped a minute early', async (t) => {
   const { gw, clock, box } = await setUp(t)
   await link(gw, 'alice')
