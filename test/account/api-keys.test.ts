@@ -2,13 +2,12 @@
 // keys on its own clock, so for it `advance` really waits (a second).
 import t from 'tap'
 import { join } from 'node:path'
-import { Redis } from 'ioredis'
 import { MemoryStore } from '../../src/store/memory-store.js'
 import { SqliteStore } from '../../src/store/sqlite-store.js'
-import { RedisStore } from '../../src/store/redis-store.js'
 import type { Store } from '../../src/store/types.js'
 import { ApiKeyLimitError, ApiKeys, API_KEY_RE, generateApiKey, hashApiKey } from '../../src/account/api-keys.js'
-import { redisAvailable, REDIS_URL, uniquePrefix } from '../helpers.js'
+import { redisAvailable } from '../helpers.js'
+import { scratchRedisStore } from '../store-helpers.js'
 
 /** Long enough that a loaded machine creates and lists the keys inside it (Redis waits it out for real). */
 const WINDOW_MS = 1000
@@ -26,16 +25,7 @@ const makers: Array<[string, (dir: string) => Backend]> = [
   }],
 ]
 if (await redisAvailable(t)) {
-  makers.push(['redis', () => {
-    const client = new Redis(REDIS_URL)
-    const prefix = uniquePrefix()
-    t.teardown(async () => {
-      const keys = await client.keys(`${prefix}*`)
-      if (keys.length > 0) await client.del(...keys)
-      client.disconnect()
-    })
-    return { store: new RedisStore(client, REDIS_URL, () => Date.now(), prefix), now: () => Date.now(), advance: (ms) => new Promise((resolve) => setTimeout(resolve, ms + 20)) }
-  }])
+  makers.push(['redis', () => ({ store: scratchRedisStore(t), now: () => Date.now(), advance: async (ms) => await new Promise((resolve) => setTimeout(resolve, ms + 20)) })])
 }
 
 t.test('a key is pcs_ + 43 base62 characters, fresh every time; its hash is SHA-256', async (t) => {

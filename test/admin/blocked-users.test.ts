@@ -1,31 +1,12 @@
 /** The blocked-user list: concurrent blocks on two replicas are all kept; the other replica learns by polling. */
 import t from 'tap'
-import { join } from 'node:path'
-import { Redis } from 'ioredis'
 import { BlockedUsers } from '../../src/admin/blocked-users.js'
 import { MemoryStore } from '../../src/store/memory-store.js'
-import { SqliteStore } from '../../src/store/sqlite-store.js'
-import { RedisStore } from '../../src/store/redis-store.js'
-import type { Store } from '../../src/store/types.js'
 import { createLogger } from '../../src/observability/logger.js'
-import { logSink, redisAvailable, REDIS_URL, uniquePrefix } from '../helpers.js'
+import { logSink } from '../helpers.js'
+import { storeBackends } from '../store-helpers.js'
 
-const makers: Array<[string, (dir: string) => Store]> = [
-  ['memory', () => new MemoryStore(() => Date.now())],
-  ['sqlite', (dir) => new SqliteStore(join(dir, 'blocked.db'), () => Date.now())],
-]
-if (await redisAvailable(t)) {
-  makers.push(['redis', () => {
-    const client = new Redis(REDIS_URL)
-    const prefix = uniquePrefix()
-    t.teardown(async () => {
-      const keys = await client.keys(`${prefix}*`)
-      if (keys.length > 0) await client.del(...keys)
-      client.disconnect()
-    })
-    return new RedisStore(client, REDIS_URL, () => Date.now(), prefix)
-  }])
-}
+const makers = await storeBackends(t, 'blocked.db')
 
 for (const [name, make] of makers) {
   t.test(`${name}: blocks made at once on two replicas are all kept, and each replica sees them after a poll`, async (t) => {

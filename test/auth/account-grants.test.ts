@@ -1,30 +1,10 @@
 /** The account -> grants index that offboarding revokes from: no grant lost to concurrent saves. */
 import t from 'tap'
-import { join } from 'node:path'
-import { Redis } from 'ioredis'
 import { AccountGrants } from '../../src/auth-server/account-grants.js'
 import { MemoryStore } from '../../src/store/memory-store.js'
-import { SqliteStore } from '../../src/store/sqlite-store.js'
-import { RedisStore } from '../../src/store/redis-store.js'
-import type { Store } from '../../src/store/types.js'
-import { redisAvailable, REDIS_URL, uniquePrefix } from '../helpers.js'
+import { storeBackends } from '../store-helpers.js'
 
-const makers: Array<[string, (dir: string) => Store]> = [
-  ['memory', () => new MemoryStore(() => Date.now())],
-  ['sqlite', (dir) => new SqliteStore(join(dir, 'grants.db'), () => Date.now())],
-]
-if (await redisAvailable(t)) {
-  makers.push(['redis', () => {
-    const client = new Redis(REDIS_URL)
-    const prefix = uniquePrefix()
-    t.teardown(async () => {
-      const keys = await client.keys(`${prefix}*`)
-      if (keys.length > 0) await client.del(...keys)
-      client.disconnect()
-    })
-    return new RedisStore(client, REDIS_URL, () => Date.now(), prefix)
-  }])
-}
+const makers = await storeBackends(t, 'grants.db')
 
 for (const [name, make] of makers) {
   t.test(`${name}: grants saved at once for one account are all listed (two replicas)`, async (t) => {
