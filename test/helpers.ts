@@ -350,3 +350,15 @@ export function fillUp (path: string): number {
   }
   return written
 }
+
+/**
+ * The Chromium the browser tests drive (CHROMIUM_PATH, else Debian's /usr/bin/chromium), or
+ * undefined with a comment saying how to get it; missing in CI is an error, not a skip.
+ */
+export function chromiumPath (t: { comment: (message: string) => void }): string | undefined {
+  const path = process.env.CHROMIUM_PATH ?? '/usr/bin/chromium'
+  if (existsSync(path)) return path
+  if (process.env.CI !== undefined) throw new Error(`Chromium is required in CI but missing at ${path} (apt-get install chromium)`)
+  t.comment(`no Chromium at ${path}: install it (apt-get install chromium) or set CHROMIUM_PATH to run the browser tests`)
+  return undefined
+}
