@@ -129,13 +129,18 @@ export function createAdapter (store: Store, options: AdapterOptions): new (mode
 
     async consume (id: string): Promise<void> {
       const earlier = await store.consume(this.model, id, nowS())
-      if (earlier === undefined) return
-      // Another request (maybe on another replica) spent it first, between its lookup and now.
+      if (earlier === 'first') return
+      const used = this.model === 'RefreshToken' ? 'refresh token already used' : 'authorization code already used'
+      // Gone since this request read it: another request (maybe on another
+      // replica) spent it and the replay revoked the grant, or it expired.
+      // Nobody wins a record that no longer exists.
+      if (earlier === 'gone') throw new errors.InvalidGrant(used)
+      // Another request spent it first, between this one's lookup and now.
       const isSpent = SINGLE_USE.has(this.model) || (this.model === 'RefreshToken' && nowS() - earlier >= options.refreshGraceS)
       if (!isSpent) return
       const payload = await store.find(this.model, id)
       if (typeof payload?.grantId === 'string') await options.revokeGrant(payload.grantId)
-      throw new errors.InvalidGrant(this.model === 'RefreshToken' ? 'refresh token already used' : 'authorization code already used')
+      throw new errors.InvalidGrant(used)
     }
 
     async destroy (id: string): Promise<void> {

@@ -2,7 +2,7 @@
  * In-process store for tests (and explicitly chosen dev runs, with a loud
  * warning): same semantics as SQLite, nothing survives the process.
  */
-import type { CounterHit, Payload, RevokedGrant, Store, StoredEntry } from './types.js'
+import type { Consumption, CounterHit, Payload, RevokedGrant, Store, StoredEntry } from './types.js'
 
 interface Entry { payload: Payload, expiresAtMs: number | undefined }
 
@@ -64,12 +64,12 @@ export class MemoryStore implements Store {
     return this.findBy(model, 'userCode', userCode)
   }
 
-  async consume (model: string, id: string, nowS: number): Promise<number | undefined> {
+  async consume (model: string, id: string, nowS: number): Promise<Consumption> {
     const entry = this.records.get(this.key(model, id))
-    if (this.live(entry) === undefined || entry === undefined) return undefined
+    if (this.live(entry) === undefined || entry === undefined) return 'gone'
     if (typeof entry.payload.consumed === 'number') return entry.payload.consumed
     entry.payload.consumed = nowS
-    return undefined
+    return 'first'
   }
 
   async destroy (model: string, id: string): Promise<void> {

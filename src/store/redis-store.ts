@@ -14,17 +14,17 @@
  *   kv:<key>                     gateway key-values (signing keys, consent index...)
  *   count:<key>                  fixed-window counters
  */
-import { StoreUnavailableError, type CounterHit, type Payload, type RevokedGrant, type Store, type StoredEntry } from './types.js'
+import { StoreUnavailableError, type Consumption, type CounterHit, type Payload, type RevokedGrant, type Store, type StoredEntry } from './types.js'
 import { redactRedisUrl, type RedisClient } from './redis-client.js'
 
 const CONSUME = `
 local raw = redis.call('GET', KEYS[1])
-if not raw then return false end
+if not raw then return 'gone' end
 local record = cjson.decode(raw)
 if record.consumed then return record.consumed end
 record.consumed = tonumber(ARGV[1])
 redis.call('SET', KEYS[1], cjson.encode(record), 'KEEPTTL')
-return false
+return 'first'
 `
 
 // KEYS: the grant's index, its Grant record, the revoked-grant list. ARGV: grantId, void-until (ms), now (ms).
@@ -149,10 +149,10 @@ export class RedisStore implements Store {
     })
   }
 
-  async consume (model: string, id: string, nowS: number): Promise<number | undefined> {
+  async consume (model: string, id: string, nowS: number): Promise<Consumption> {
     return this.call(async () => {
-      const earlier = await this.redis.eval(CONSUME, 1, this.key('oidc', model, id), nowS) as number | null
-      return typeof earlier === 'number' ? earlier : undefined
+      const found = await this.redis.eval(CONSUME, 1, this.key('oidc', model, id), nowS) as number | string
+      return found === 'first' || typeof found === 'number' ? found : 'gone'
     })
   }
 

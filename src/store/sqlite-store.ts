@@ -11,7 +11,7 @@
  */
 import { chmodSync, closeSync, existsSync, openSync } from 'node:fs'
 import Database, { type Database as Db } from 'better-sqlite3'
-import { StoreUnavailableError, type CounterHit, type Payload, type RevokedGrant, type Store, type StoreLog, type StoredEntry, type StoreWriteFailure } from './types.js'
+import { StoreUnavailableError, type Consumption, type CounterHit, type Payload, type RevokedGrant, type Store, type StoreLog, type StoredEntry, type StoreWriteFailure } from './types.js'
 
 const SCHEMA = `
 CREATE TABLE IF NOT EXISTS oidc (
@@ -164,15 +164,15 @@ export class SqliteStore implements Store {
     return this.read(() => this.live(this.stmt.findByUserCode.get(model, userCode) as OidcRow | undefined))
   }
 
-  consume (model: string, id: string, nowS: number): Promise<number | undefined> {
-    const run = this.db.transaction((): number | undefined => {
+  consume (model: string, id: string, nowS: number): Promise<Consumption> {
+    const run = this.db.transaction((): Consumption => {
       const row = this.stmt.find.get(model, id) as OidcRow | undefined
       const payload = this.live(row)
-      if (payload === undefined || row === undefined) return undefined
+      if (payload === undefined || row === undefined) return 'gone'
       if (typeof payload.consumed === 'number') return payload.consumed
       payload.consumed = nowS
       this.stmt.upsert.run(model, id, JSON.stringify(payload), stringOrNull(payload.grantId), stringOrNull(payload.uid), stringOrNull(payload.userCode), row.expires_at)
-      return undefined
+      return 'first'
     })
     return this.write(run)
   }

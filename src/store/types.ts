@@ -28,6 +28,9 @@ export function isStoreUnavailable (err: unknown): err is StoreUnavailableError 
 }
 
 /** The last write the store's disk refused (SQLite: full, I/O error, read-only, busy); cleared by the next write that works. */
+/** What `Store.consume` found: see there. */
+export type Consumption = 'first' | 'gone' | number
+
 export interface StoreWriteFailure {
   /** The backend's error code, e.g. SQLITE_FULL. */
   readonly code: string
@@ -72,10 +75,12 @@ export interface Store {
   findByUserCode: (model: string, userCode: string) => Promise<Payload | undefined>
   /**
    * Marks the record consumed at `nowS` (seconds) unless it already was, in
-   * one atomic step. Returns the earlier consumption time, or undefined when
-   * this call was the first: the caller learns whether it won the race.
+   * one atomic step, so the caller learns whether it won the race: `'first'`
+   * when this call consumed it; the earlier consumption time when another call
+   * did; `'gone'` when the record no longer exists (expired, or deleted by a
+   * revocation since the caller read it): nobody can win it any more.
    */
-  consume: (model: string, id: string, nowS: number) => Promise<number | undefined>
+  consume: (model: string, id: string, nowS: number) => Promise<Consumption>
   destroy: (model: string, id: string) => Promise<void>
   /**
    * Revokes a grant in one atomic step: deletes every record (of any model)

@@ -97,9 +97,12 @@ for (const [name, make] of makers) {
     t.teardown(() => store.close())
     await store.upsert('AuthorizationCode', 'code', { grantId: 'g' }, now() + 60_000)
     const results = await Promise.all([store.consume('AuthorizationCode', 'code', 100), store.consume('AuthorizationCode', 'code', 101)])
-    t.same(results, [undefined, 100])
+    t.same(results, ['first', 100])
     t.match(await store.find('AuthorizationCode', 'code'), { consumed: 100, grantId: 'g' })
-    t.equal(await store.consume('AuthorizationCode', 'missing', 1), undefined)
+    t.equal(await store.consume('AuthorizationCode', 'missing', 1), 'gone', 'a record that never existed is won by nobody')
+    await store.upsert('RefreshToken', 'r', { grantId: 'g' }, now() + 60_000)
+    await store.revokeByGrantId('g', now() + 60_000)
+    t.equal(await store.consume('RefreshToken', 'r', 102), 'gone', 'nor one a revocation deleted after the caller read it')
   })
 
   t.test(`${name}: compare-and-swap changes or deletes a value only while it is the expected one`, async (t) => {
