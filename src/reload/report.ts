@@ -1,0 +1,18 @@
+/**
+ * What a configuration reload did (README "Reloading"): SIGHUP, `portcullis start --watch`,
+ * `POST /admin/api/v1/reload`, the admin page's button, and a notice from another replica all
+ * produce one of these.
+ */
+export interface ReloadReport {
+  /** The new file is in force (false: it was invalid, and nothing changed). */
+  readonly applied: boolean
+  /** What changed, one short phrase each ("server added: github", "rate limits of echo"). */
+  readonly changed: readonly string[]
+  /** Settings that cannot change live (listen, publicUrl, store, …): left as they were until a restart. */
+  readonly needsRestart: readonly string[]
+  /** Why nothing changed: the file's problems, `file:line: key: message` as `portcullis check` prints them. */
+  readonly errors: readonly string[]
+}
+
+/** Re-reads the configuration file and applies it (one reload at a time; a second caller waits for the first). */
+export type Reload = () => Promise<ReloadReport>
