@@ -203,7 +203,7 @@ export async function adminPageRoutes (app: FastifyInstance, opts: AdminPageOpti
     const reviews: ToolsReview[] = []
     for (const server of pinned) {
       const review = await serverToolsView(tools, server)
-      reviews.push({ server, pinTools: String(review.pinTools), changes: review.changes as ToolsReview['changes'] })
+      reviews.push({ server, pinTools: String(review.pinTools), hasListing: review.lastListing !== null, changes: review.changes as ToolsReview['changes'] })
     }
     return views.toolsPage(frame, reviews)
   }))

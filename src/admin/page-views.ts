@@ -26,6 +26,8 @@ export interface Frame {
 export interface ToolsReview {
   readonly server: string
   readonly pinTools: string
+  /** A tool listing has been seen through the gateway (there is something to compare). */
+  readonly hasListing: boolean
   readonly changes: ReadonlyArray<{ readonly name: string, readonly change: string }>
 }
 
@@ -174,7 +176,7 @@ export function toolsPage (frame: Frame, reviews: readonly ToolsReview[]): strin
     const rows = r.changes.map((c) => `<tr><td>${escapeHtml(c.name)}</td><td>${escapeHtml(c.change)}</td></tr>`)
     const approve = r.changes.length === 0 ? '' : actionForm(`${ADMIN_PAGE_PATH}/servers/${encodeURIComponent(r.server)}/tools/approve`, `Approve all changes on ${r.server}`, frame.csrf)
     return `<h2>${escapeHtml(r.server)} <span class="muted">(pinTools: ${escapeHtml(r.pinTools)})</span></h2>
-${table(['Tool', 'Change'], rows, 'No pending changes: the last listing matches what was approved.')}
+${table(['Tool', 'Change'], rows, r.hasListing ? 'No pending changes: the last listing matches what was approved.' : 'No tool listing seen through the gateway yet.')}
 ${approve}`
   })
   return adminPage('Pinned tools', frame, reviews.length === 0 ? '<p class="muted">No server pins its tool definitions (pinTools).</p>' : sections.join('\n'))

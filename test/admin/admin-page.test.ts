@@ -87,7 +87,7 @@ t.test('an administrator sees the lists, under a strict CSP, without scripts, un
   const clients = await a.app.inject({ url: '/admin/clients', headers: { cookie: carol.cookie } })
   t.match(clients.body, /YAML client[\s\S]*yaml-client[\s\S]*app\.example\.com[\s\S]*in the YAML/, 'the YAML client, without a revoke button')
   t.match((await a.app.inject({ url: '/admin/sessions', headers: { cookie: carol.cookie } })).body, /No live sessions on this replica/)
-  t.match((await a.app.inject({ url: '/admin/tools', headers: { cookie: carol.cookie } })).body, /<h2>fx <span class="muted">\(pinTools: warn\)<\/span><\/h2>\n<p class="muted">No pending changes/, 'the pinned server (pinTools: warn by default), nothing to approve')
+  t.match((await a.app.inject({ url: '/admin/tools', headers: { cookie: carol.cookie } })).body, /<h2>fx <span class="muted">\(pinTools: warn\)<\/span><\/h2>\n<p class="muted">No tool listing seen through the gateway yet/, 'the pinned server (pinTools: warn by default), nothing to approve')
   const bad = await a.app.inject({ url: '/admin?cursor=nonsense', headers: { cookie: carol.cookie } })
   t.equal(bad.statusCode, 400, 'the shared paging refuses a made-up cursor')
   t.match(bad.body, /not a cursor this API returned/)

@@ -1,14 +1,14 @@
 // The /admin page in a real browser (Debian's Chromium, playwright-core) against a real gateway:
 // an administrator signs in through the gateway's own OAuth flow (the account sign-in), sees the
-// lists, blocks, unblocks and revokes a user whose real MCP SDK client holds a real token and a
-// real stdio session; a user outside admin.groups gets the 403 page; a POST without the page's
+// lists, ends a session, blocks, unblocks and revokes a user whose real MCP SDK client holds a
+// real token and a real stdio session, and revokes her client; a user outside admin.groups gets the 403 page; a POST without the page's
 // CSRF token is refused; every action leaves an audit record. Without Chromium (and without CI)
 // the test says so and stops, as login-browser.test.ts does.
 import t, { type Test } from 'tap'
 import { chromium, type Browser, type BrowserContext, type Page } from 'playwright-core'
 import { hashPassword } from '../../src/auth-server/password.js'
 import { connectWithOAuth, TestOAuthClient } from '../oauth-helpers.js'
-import { chromiumPath, eventually, postJson, startGateway, stdioServer, textOf, type RunningGateway } from '../helpers.js'
+import { chromiumPath, eventually, INIT_BODY, postJson, startGateway, stdioServer, textOf, type RunningGateway } from '../helpers.js'
 
 const CHROMIUM = chromiumPath(t)
 const PASSWORD = 'correct horse battery staple'
@@ -53,7 +53,11 @@ if (CHROMIUM !== undefined) {
     const alice = await connectWithOAuth(t, gw.mcpUrl('fx'), { username: 'alice', password: PASSWORD, issuer: gw.baseUrl, oauth: new TestOAuthClient({ name: 'alice\'s client' }) })
     t.equal(textOf(await alice.client.callTool({ name: 'echo', arguments: { text: 'a' } })), 'a')
     const token = alice.oauth.savedTokens?.access_token ?? ''
-    const status = async (): Promise<number> => (await postJson(gw.mcpUrl('fx'), CALL, { authorization: `Bearer ${token}`, 'mcp-session-id': alice.transport.sessionId ?? '', 'mcp-protocol-version': '2025-11-25' })).status
+    const sessionId = alice.transport.sessionId ?? ''
+    /** A tool call in her session (a fresh HTTP request: no client retries). */
+    const callStatus = async (): Promise<number> => (await postJson(gw.mcpUrl('fx'), CALL, { authorization: `Bearer ${token}`, 'mcp-session-id': sessionId, 'mcp-protocol-version': '2025-11-25' })).status
+    /** A new session with her token: what the token alone is allowed. */
+    const status = async (): Promise<number> => (await postJson(gw.mcpUrl('fx'), INIT_BODY, { authorization: `Bearer ${token}` })).status
 
     const { context, page, consoleErrors } = await newPage(t)
     t.equal(await signInToAdmin(page, gw, 'carol'), 200)
@@ -73,6 +77,12 @@ if (CHROMIUM !== undefined) {
     await page.getByRole('link', { name: 'Sessions' }).click()
     t.match(await page.locator('tbody').innerText(), /fx\talice\t/, 'her live stdio session')
     t.match(await page.locator('tbody').innerText(), /\t\d+\tlocal\t/, 'with its process id and replica')
+    t.equal(await callStatus(), 200)
+    await page.getByRole('button', { name: 'End' }).click()
+    await page.waitForURL(`${gw.baseUrl}/admin/sessions`)
+    t.equal(await page.locator('#notice').innerText(), `Ended session ${sessionId} on fx.`)
+    t.match(await page.locator('main').innerText(), /No live sessions on this replica/)
+    t.equal(await callStatus(), 404, 'her client is told the session is gone')
     await page.getByRole('link', { name: 'Clients' }).click()
     t.match(await page.locator('tbody').innerText(), /alice's client\t/, 'her registered client')
 
@@ -93,18 +103,26 @@ if (CHROMIUM !== undefined) {
     t.match(await page.locator('#notice').innerText(), /^Revoked alice: 1 grant and 0 API keys; their sessions ended\.$/)
     t.ok(await eventually(async () => await status() === 401, 2000), 'her token is refused within 2 s')
 
+    await page.getByRole('link', { name: 'Clients' }).click()
+    await page.getByRole('row', { name: /alice's client/ }).getByRole('button', { name: 'Revoke' }).click()
+    await page.waitForURL(`${gw.baseUrl}/admin/clients`)
+    t.match(await page.locator('#notice').innerText(), /^Revoked client .+ \(0 grants\); it must register again\.$/, 'her grant was already revoked with her')
+    t.notMatch(await page.locator('main').innerText(), /alice's client/, 'its registration is gone')
+
     const forged = await context.request.post(`${gw.baseUrl}/admin/users/alice/block`, { form: { csrf: 'not-the-token' }, maxRedirects: 0 })
     t.equal(forged.status(), 403, 'a POST with the admin\'s cookie but without the page\'s CSRF token is refused')
     t.match(await forged.text(), /This form was not sent from your admin page/)
 
     const records = gw.audit.lines.map((line) => JSON.parse(line) as Record<string, unknown>).filter((r) => r.event === 'admin_action' && !String(r.action).endsWith('.list') && r.action !== 'users.show')
     t.match(records, [
+      { actor: 'carol', action: 'sessions.end', target: { kind: 'session', id: `fx/${sessionId}` }, outcome: 'ok' },
       { actor: 'carol', action: 'users.block', target: { kind: 'user', id: 'alice' }, outcome: 'ok' },
       { actor: 'carol', action: 'users.unblock', target: { kind: 'user', id: 'alice' }, outcome: 'ok' },
       { actor: 'carol', action: 'users.revoke', target: { kind: 'user', id: 'alice' }, outcome: 'ok', detail: { grants: 1, apiKeys: 0 } },
+      { actor: 'carol', action: 'clients.revoke', target: { kind: 'client' }, outcome: 'ok', detail: { grants: 0 } },
       { actor: 'carol', action: 'users.block', target: { kind: 'user', id: 'alice' }, outcome: 'refused' },
     ], 'each action audited, the refused one too')
-    t.equal(records.length, 4)
+    t.equal(records.length, 6)
     t.same(consoleErrors, [], 'no CSP violation or script error on any page')
   })
 
