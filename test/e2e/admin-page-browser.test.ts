@@ -6,12 +6,17 @@
 // the test says so and stops, as login-browser.test.ts does.
 import t, { type Test } from 'tap'
 import { chromium, type Browser, type BrowserContext, type Page } from 'playwright-core'
+import { writeFileSync } from 'node:fs'
+import { join } from 'node:path'
+import { fileURLToPath } from 'node:url'
 import { hashPassword } from '../../src/auth-server/password.js'
+import { V1, V2 } from '../tool-listings.js'
 import { connectWithOAuth, TestOAuthClient } from '../oauth-helpers.js'
 import { chromiumPath, eventually, INIT_BODY, postJson, startGateway, stdioServer, textOf, type RunningGateway } from '../helpers.js'
 
 const CHROMIUM = chromiumPath(t)
 const PASSWORD = 'correct horse battery staple'
+const TOOL_LIST_FIXTURE = fileURLToPath(new URL('../fixtures/tool-list-server.mjs', import.meta.url))
 const CALL = { jsonrpc: '2.0', id: 'c-1', method: 'tools/call', params: { name: 'echo', arguments: { text: 'hi' } } }
 
 /** Signs in on the gateway's sign-in page, where /admin sent the browser, and lands back on /admin. */
@@ -136,5 +141,33 @@ if (CHROMIUM !== undefined) {
     t.equal(await page.title(), 'Not an administrator · Portcullis')
     t.match(await page.locator('main').innerText(), /alice is in none of the administrator groups \(admin\.groups\)/)
     t.match(gw.audit.lines.map((line) => JSON.parse(line) as Record<string, unknown>), [{ event: 'admin_action', actor: 'alice', action: 'users.list', outcome: 'refused' }])
+  })
+
+  t.test('pending tool changes of a pinned server, approved from the page', async (t) => {
+    const toolsFile = join(t.testdir({}), 'tools.json')
+    writeFileSync(toolsFile, JSON.stringify(V1))
+    const gw = await startGateway(t, {
+      auth: { users: [{ username: 'alice', passwordHash: await hashPassword(PASSWORD) }, { username: 'carol', passwordHash: await hashPassword(PASSWORD), groups: ['portcullis-admins'] }] },
+      servers: [{ name: 'tl', transport: 'stdio', command: process.execPath, args: [TOOL_LIST_FIXTURE, toolsFile], pinTools: 'enforce' }],
+    })
+    const { client } = await connectWithOAuth(t, gw.mcpUrl('tl'), { username: 'alice', password: PASSWORD, issuer: gw.baseUrl, oauth: new TestOAuthClient({ name: 'alice\'s client' }) })
+    const names = async (): Promise<string[]> => (await client.listTools()).tools.map((tool) => tool.name).sort()
+    t.same(await names(), ['echo', 'read_note', 'stable'], 'first use: approved as listed')
+    writeFileSync(toolsFile, JSON.stringify(V2))
+    t.same(await names(), ['stable'], 'changed and added tools hidden under enforce')
+
+    const { page, consoleErrors } = await newPage(t)
+    await signInToAdmin(page, gw, 'carol')
+    await page.getByRole('link', { name: 'Tools' }).click()
+    t.equal(await page.locator('tbody').innerText(), 'echo\tchanged\nread_note\tchanged\nupload\tadded', 'the pending changes, as the API lists them')
+    await page.getByRole('button', { name: 'Approve all changes on tl' }).click()
+    await page.waitForURL(`${gw.baseUrl}/admin/tools`)
+    t.equal(await page.locator('#notice').innerText(), 'Approved on tl: echo (changed), read_note (changed), upload (added).')
+    t.match(await page.locator('main').innerText(), /No pending changes/)
+    t.same(await names(), ['echo', 'read_note', 'stable', 'upload'], 'listed at once, without a restart')
+    const records = gw.audit.lines.map((line) => JSON.parse(line) as Record<string, unknown>)
+    t.match(records.filter((r) => r.event === 'admin_action' && r.action === 'tools.approve'), [{ actor: 'carol', target: { kind: 'server', id: 'tl' }, outcome: 'ok', detail: { approved: [{ name: 'echo' }, { name: 'read_note' }, { name: 'upload' }] } }])
+    t.match(records.filter((r) => r.event === 'tool_definitions').at(-1), { server: 'tl', action: 'approved', by: 'carol' }, 'and among the tool definition records, as the API\'s approval is')
+    t.same(consoleErrors, [])
   })
 }
