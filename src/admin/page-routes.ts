@@ -73,10 +73,20 @@ function filtersOf (query: unknown, names: readonly string[]): Record<string, st
   return Object.fromEntries(names.flatMap((name) => typeof q[name] === 'string' && q[name] !== '' ? [[name, q[name]]] : []))
 }
 
-/** What the shared list functions read: the filters, the limit, the cursor. */
-function listQuery (query: unknown, filters: readonly string[]): ListQuery {
-  return { ...filtersOf(query, filters), ...filtersOf(query, ['cursor']) }
+/** What the shared list functions read: the filters and limit, and the cursor of this page. */
+function withCursor (filters: Readonly<Record<string, string>>, query: unknown): ListQuery {
+  return { ...filters, ...filtersOf(query, ['cursor']) }
 }
+
+/** An admin page action: its audit name and target, the work, and where to go after (or a page of its own). */
+interface ActionRoute {
+  readonly action: string
+  readonly target?: (request: FastifyRequest) => Target
+  readonly back: (request: FastifyRequest) => string
+  readonly work: (request: FastifyRequest, admin: Admin) => Promise<Outcome>
+  readonly respond?: (reply: FastifyReply, frame: Frame, result: Outcome) => FastifyReply
+}
+type Call = { readonly action: string, readonly target?: Target }
 
 export async function adminPageRoutes (app: FastifyInstance, opts: AdminPageOptions): Promise<void> {
   const { cookies } = opts
@@ -112,9 +122,32 @@ export async function adminPageRoutes (app: FastifyInstance, opts: AdminPageOpti
     return { kind: 'admin', admin: { session, user } }
   }
 
-  const refuse = (request: FastifyRequest, reply: FastifyReply, call: { action: string, actor: string, target?: Target }, code: string, title: string, reason: string): FastifyReply => {
+  /** A refusal: audited (who tried is what an operator wants to know), and a page saying why. */
+  const refuse = (request: FastifyRequest, reply: FastifyReply, call: Call & { actor: string }, code: 'PORTCULLIS_ERR_ADMIN_UNAUTHORIZED' | 'PORTCULLIS_ERR_ADMIN_FORBIDDEN', title: string, reason: string): FastifyReply => {
     record(request, { ...call, outcome: 'refused', detail: { code } })
     return sendPage(reply, code === 'PORTCULLIS_ERR_ADMIN_UNAUTHORIZED' ? 401 : 403, messagePage(title, reason))
+  }
+
+  /** The administrator who sent this form with their page's CSRF token; otherwise the refusal sent. */
+  const formSender = async (request: FastifyRequest, reply: FastifyReply, call: Call): Promise<Admin | FastifyReply> => {
+    const access = await accessOf(request)
+    if (access.kind === 'signed-out') return refuse(request, reply, { ...call, actor: 'unknown' }, 'PORTCULLIS_ERR_ADMIN_UNAUTHORIZED', 'Signed out', `Your admin session has ended. Sign in again at ${ADMIN_PAGE_PATH}.`)
+    const form = request.body instanceof URLSearchParams ? request.body : new URLSearchParams()
+    if (access.kind === 'admin' && !cookies.isCsrfValid(access.admin.session, form.get('csrf') ?? undefined)) {
+      return refuse(request, reply, { ...call, actor: access.admin.user.id }, 'PORTCULLIS_ERR_ADMIN_FORBIDDEN', 'Request refused', 'This form was not sent from your admin page. Open the page again and retry.')
+    }
+    if (access.kind === 'refused') return refuse(request, reply, { ...call, actor: access.user.id }, 'PORTCULLIS_ERR_ADMIN_FORBIDDEN', 'Not an administrator', access.reason)
+    return access.admin
+  }
+
+  /** The work, audited; a refusal of the work itself (a coded 4xx) becomes an outcome to show, not an error page. */
+  const perform = async (request: FastifyRequest, call: Call, admin: Admin, work: ActionRoute['work']): Promise<Outcome> => {
+    try {
+      return await audited(record, request, { ...call, actor: admin.user.id }, async () => work(request, admin))
+    } catch (err) {
+      if (!(err instanceof PortcullisError) || err.status >= 500) throw err
+      return { status: err.status, outcome: 'refused', summary: err.message, body: undefined }
+    }
   }
 
   const frameFor = async (request: FastifyRequest, reply: FastifyReply, admin: Admin): Promise<Frame> => {
@@ -142,60 +175,49 @@ export async function adminPageRoutes (app: FastifyInstance, opts: AdminPageOpti
   }
 
   /**
-   * A POST action: access, the CSRF token, the work (audited), then back to `back` with the
-   * outcome as a notice — or, with `respond`, a result page of its own.
+   * A POST action (POST/redirect/GET): the sender, the work (audited), then back to the route's
+   * page with the outcome as a one-time notice — or, with `respond`, a result page of its own.
    */
-  const act = (action: string, target: ((request: FastifyRequest) => Target) | undefined, back: (request: FastifyRequest) => string, work: (request: FastifyRequest, admin: Admin) => Promise<Outcome>, respond?: (reply: FastifyReply, frame: Frame, result: Outcome) => FastifyReply) => async (request: FastifyRequest, reply: FastifyReply): Promise<FastifyReply> => {
-    const named = target === undefined ? {} : { target: target(request) }
-    const access = await accessOf(request)
-    if (access.kind === 'signed-out') return refuse(request, reply, { action, actor: 'unknown', ...named }, 'PORTCULLIS_ERR_ADMIN_UNAUTHORIZED', 'Signed out', `Your admin session has ended. Sign in again at ${ADMIN_PAGE_PATH}.`)
-    const form = request.body instanceof URLSearchParams ? request.body : new URLSearchParams()
-    if (access.kind === 'admin' && !cookies.isCsrfValid(access.admin.session, form.get('csrf') ?? undefined)) {
-      return refuse(request, reply, { action, actor: access.admin.user.id, ...named }, 'PORTCULLIS_ERR_ADMIN_FORBIDDEN', 'Request refused', 'This form was not sent from your admin page. Open the page again and retry.')
-    }
-    if (access.kind === 'refused') return refuse(request, reply, { action, actor: access.user.id, ...named }, 'PORTCULLIS_ERR_ADMIN_FORBIDDEN', 'Not an administrator', access.reason)
-    const { admin } = access
-    let result: Outcome
-    try {
-      result = await audited(record, request, { action, actor: admin.user.id, ...named }, async () => work(request, admin))
-    } catch (err) {
-      if (!(err instanceof PortcullisError) || err.status >= 500) throw err
-      result = { status: err.status, outcome: 'refused', summary: err.message, body: undefined }
-    }
-    if (respond !== undefined) return respond(reply, await frameFor(request, reply, admin), result)
+  const act = (route: ActionRoute) => async (request: FastifyRequest, reply: FastifyReply): Promise<FastifyReply> => {
+    const call: Call = { action: route.action, ...(route.target === undefined ? {} : { target: route.target(request) }) }
+    const admin = await formSender(request, reply, call)
+    if (!('session' in admin)) return admin
+    const result = await perform(request, call, admin, route.work)
+    if (route.respond !== undefined) return route.respond(reply, await frameFor(request, reply, admin), result)
     const notice = { isError: (result.outcome ?? 'ok') !== 'ok', text: (result.summary ?? 'Done.').slice(0, MAX_NOTICE_CHARS) }
-    return reply.header('set-cookie', await cookies.noticeCookie(notice, ADMIN_SCOPE)).headers({ 'cache-control': 'no-store' }).redirect(back(request), 303)
+    return reply.header('set-cookie', await cookies.noticeCookie(notice, ADMIN_SCOPE)).headers({ 'cache-control': 'no-store' }).redirect(route.back(request), 303)
   }
 
   const param = (name: string) => (request: FastifyRequest): string => (request.params as Params)[name] ?? ''
   const userTarget = (request: FastifyRequest): Target => ({ kind: 'user', id: param('id')(request).slice(0, 256) })
   const userPath = (request: FastifyRequest): string => `${ADMIN_PAGE_PATH}/users/${encodeURIComponent(param('id')(request))}`
+  const userPathPattern = `${ADMIN_PAGE_PATH}/users/:id`
 
   app.get(ADMIN_PAGE_PATH, view('users.list', async (request, frame) => {
     const filters = filtersOf(request.query, ['provider', 'group', 'blocked', 'limit'])
-    return views.usersPage(frame, await usersPage(opts.usersSeen, opts.blocked, sessionsNow(), listQuery(request.query, Object.keys(filters))), filters)
+    return views.usersPage(frame, await usersPage(opts.usersSeen, opts.blocked, sessionsNow(), withCursor(filters, request.query)), filters)
   }))
 
-  app.get(`${ADMIN_PAGE_PATH}/users/:id`, view('users.show', async (request, frame) => {
+  app.get(userPathPattern, view('users.show', async (request, frame) => {
     const id = idParam(param('id')(request), 'user id')
     const sessions = sessionsNow()
     return views.userPage(frame, {
       id,
       item: (await userItems(opts.usersSeen, opts.blocked, sessions)).find((u) => u.id === id),
       sessions: sessions.filter((s) => s.user === id),
-      apiKeys: await apiKeysPage(opts.apiKeys, id, listQuery(request.query, [])),
+      apiKeys: await apiKeysPage(opts.apiKeys, id, withCursor({}, request.query)),
       linked: await linkedAccountItems(opts.links, id),
     })
   }, userTarget))
 
   app.get(`${ADMIN_PAGE_PATH}/clients`, view('clients.list', async (request, frame) => {
     const filters = filtersOf(request.query, ['source', 'limit'])
-    return views.clientsPage(frame, await clientsPage(opts.store, opts.configuredClients, listQuery(request.query, Object.keys(filters))), filters)
+    return views.clientsPage(frame, await clientsPage(opts.store, opts.configuredClients, withCursor(filters, request.query)), filters)
   }))
 
   app.get(`${ADMIN_PAGE_PATH}/sessions`, view('sessions.list', async (request, frame) => {
     const filters = filtersOf(request.query, ['server', 'user', 'limit'])
-    return views.sessionsPage(frame, sessionsPage(sessionsNow(), listQuery(request.query, Object.keys(filters))), filters)
+    return views.sessionsPage(frame, sessionsPage(sessionsNow(), withCursor(filters, request.query)), filters)
   }))
 
   app.get(`${ADMIN_PAGE_PATH}/tools`, view('tools.list', async (_request, frame) => {
@@ -208,16 +230,29 @@ export async function adminPageRoutes (app: FastifyInstance, opts: AdminPageOpti
     return views.toolsPage(frame, reviews)
   }))
 
-  app.post(`${ADMIN_PAGE_PATH}/users/:id/revoke`, act('users.revoke', userTarget, userPath, async (request) => actions.revokeUser(idParam(param('id')(request), 'user id'))))
-  app.post(`${ADMIN_PAGE_PATH}/users/:id/block`, act('users.block', userTarget, userPath, async (request, admin) => actions.block(idParam(param('id')(request), 'user id'), admin.user.id)))
-  app.post(`${ADMIN_PAGE_PATH}/users/:id/unblock`, act('users.unblock', userTarget, userPath, async (request) => actions.unblock(idParam(param('id')(request), 'user id'))))
-  app.post(`${ADMIN_PAGE_PATH}/clients/:id/revoke`, act('clients.revoke', (request) => ({ kind: 'client', id: param('id')(request).slice(0, 256) }), () => `${ADMIN_PAGE_PATH}/clients`,
-    async (request) => actions.revokeClient(idParam(param('id')(request), 'client id'))))
-  app.post(`${ADMIN_PAGE_PATH}/sessions/:server/:id/end`, act('sessions.end', (request) => ({ kind: 'session', id: `${param('server')(request).slice(0, 64)}/${param('id')(request).slice(0, 256)}` }), () => `${ADMIN_PAGE_PATH}/sessions`,
-    async (request) => actions.endSession(param('server')(request), idParam(param('id')(request), 'session id'))))
-  // The page approves the whole listing of a server (the API also takes named tools).
-  app.post(`${ADMIN_PAGE_PATH}/servers/:server/tools/approve`, act('tools.approve', (request) => ({ kind: 'server', id: param('server')(request).slice(0, 64) }), () => `${ADMIN_PAGE_PATH}/tools`,
-    async (request, admin) => actions.approveTools(param('server')(request), undefined, admin.user.id)))
+  const userId = (request: FastifyRequest): string => idParam(param('id')(request), 'user id')
+  app.post(`${userPathPattern}/revoke`, act({ action: 'users.revoke', target: userTarget, back: userPath, work: async (request) => actions.revokeUser(userId(request)) }))
+  app.post(`${userPathPattern}/block`, act({ action: 'users.block', target: userTarget, back: userPath, work: async (request, admin) => actions.block(userId(request), admin.user.id) }))
+  app.post(`${userPathPattern}/unblock`, act({ action: 'users.unblock', target: userTarget, back: userPath, work: async (request) => actions.unblock(userId(request)) }))
+  app.post(`${ADMIN_PAGE_PATH}/clients/:id/revoke`, act({
+    action: 'clients.revoke',
+    target: (request) => ({ kind: 'client', id: param('id')(request).slice(0, 256) }),
+    back: () => `${ADMIN_PAGE_PATH}/clients`,
+    work: async (request) => actions.revokeClient(idParam(param('id')(request), 'client id')),
+  }))
+  app.post(`${ADMIN_PAGE_PATH}/sessions/:server/:id/end`, act({
+    action: 'sessions.end',
+    target: (request) => ({ kind: 'session', id: `${param('server')(request).slice(0, 64)}/${param('id')(request).slice(0, 256)}` }),
+    back: () => `${ADMIN_PAGE_PATH}/sessions`,
+    work: async (request) => actions.endSession(param('server')(request), idParam(param('id')(request), 'session id')),
+  }))
+  // The page approves a server's whole pending listing (the API also takes named tools).
+  app.post(`${ADMIN_PAGE_PATH}/servers/:server/tools/approve`, act({
+    action: 'tools.approve',
+    target: (request) => ({ kind: 'server', id: param('server')(request).slice(0, 64) }),
+    back: () => `${ADMIN_PAGE_PATH}/tools`,
+    work: async (request, admin) => actions.approveTools(param('server')(request), undefined, admin.user.id),
+  }))
 
   // Anyone signed in may sign out (an administrator or not); the CSRF token keeps other sites from doing it for them.
   app.post(`${ADMIN_PAGE_PATH}/logout`, async (request, reply) => {
@@ -230,12 +265,18 @@ export async function adminPageRoutes (app: FastifyInstance, opts: AdminPageOpti
 
   const { reload } = opts
   if (reload !== undefined) {
-    app.post(`${ADMIN_PAGE_PATH}/reload`, act('reload', undefined, () => ADMIN_PAGE_PATH, async () => {
-      const report = await reload()
-      return { outcome: report.applied ? 'ok' : 'failed', body: report, detail: { applied: report.applied, changed: report.changed.length, needsRestart: report.needsRestart.length, errors: report.errors.length } }
-    }, (reply, frame, result) => {
-      const report = result.body as ReloadReport | undefined
-      return report === undefined ? sendPage(reply, result.status ?? 400, messagePage('Reload refused', result.summary ?? 'The reload was refused.')) : sendPage(reply, 200, views.reloadPage(frame, report))
+    // The report is the answer (what changed, what needs a restart, why the file was refused): a page, not a notice.
+    app.post(`${ADMIN_PAGE_PATH}/reload`, act({
+      action: 'reload',
+      back: () => ADMIN_PAGE_PATH,
+      work: async () => {
+        const report = await reload()
+        return { outcome: report.applied ? 'ok' : 'failed', body: report, detail: { applied: report.applied, changed: report.changed.length, needsRestart: report.needsRestart.length, errors: report.errors.length } }
+      },
+      respond: (reply, frame, result) => {
+        const report = result.body as ReloadReport | undefined
+        return report === undefined ? sendPage(reply, result.status ?? 400, messagePage('Reload refused', result.summary ?? 'The reload was refused.')) : sendPage(reply, 200, views.reloadPage(frame, report))
+      },
     }))
   }
 }
