@@ -64,6 +64,8 @@ import { BlockedUsers } from './admin/blocked-users.js'
 import { UsersSeen } from './admin/users-seen.js'
 import { createAdminAuthenticator } from './admin/admin-access.js'
 import { adminRoutes } from './admin/plugin.js'
+import { startTracing } from './observability/tracing.js'
+import { instrumentApp } from './observability/request-trace.js'
 
 export interface BuildOptions {
   /** A pino logger; by default one is made from config.log. */
@@ -128,6 +130,9 @@ export async function buildApp (config: Config, options: BuildOptions = {}): Pro
   const now = options.now ?? (() => Date.now())
   const metrics = new Metrics()
   if (config.metrics.enabled) recordHttpMetrics(app, metrics)
+  // Traces (README "Tracing"): the SDK is loaded, once per process, only when an OTLP endpoint is set.
+  const tracing = config.telemetry.otlp === undefined ? undefined : await startTracing(config.telemetry.otlp, app.log)
+  if (tracing !== undefined) instrumentApp(app, tracing)
   // State lives in the data directory (owner-only): the SQLite store, the first-run password file.
   mkdirSync(config.dataDir, { recursive: true, mode: 0o700 })
   const redis: RedisClient | undefined = config.store.redis === undefined ? undefined : createRedisClient(config.store.redis, app.log)
@@ -386,7 +391,7 @@ export async function buildApp (config: Config, options: BuildOptions = {}): Pro
     state.metricsServer = metricsServer
     app.addHook('onClose', async () => { await metricsServer.close() })
   }
-  await app.register(mcpRoutes, { config, upstreams, isClosing, isOriginAllowed, authenticate, limiter, audit, metrics, scopeChallenge, toolGuards, ...(directory === undefined || forwarder === undefined ? {} : { replicas: { directory, forwarder } }) })
+  await app.register(mcpRoutes, { config, upstreams, isClosing, isOriginAllowed, authenticate, limiter, audit, metrics, scopeChallenge, toolGuards, ...(tracing === undefined ? {} : { tracing }), ...(directory === undefined || forwarder === undefined ? {} : { replicas: { directory, forwarder } }) })
   return app
 }
 
