@@ -27,12 +27,14 @@ export type OtlpConfig = NonNullable<Config['telemetry']['otlp']>
 export const TRACER_NAME = 'portcullis'
 /** One export may take this long before it is abandoned (spans are dropped, never queued forever). */
 const EXPORT_TIMEOUT_MS = 10_000
+/** A flush (an app closing) waits at most this for the collector: a collector that is down must not hold up a shutdown. */
+const FLUSH_TIMEOUT_MS = 2_000
 /** The OTLP/HTTP path for traces, appended to a bare origin (OpenTelemetry exporter spec, "Endpoint URLs for OTLP/HTTP"). */
 const OTLP_TRACES_PATH = '/v1/traces'
 
 export interface Tracing {
   readonly tracer: Tracer
-  /** Sends what is buffered now (an app closing, a test reading its receiver). */
+  /** Sends what is buffered now (an app closing, a test reading its receiver); never rejects: a failed export is logged. */
   readonly flush: () => Promise<void>
 }
 
@@ -84,5 +86,6 @@ async function loadSdk (otlp: OtlpConfig, endpoint: string, log: FastifyBaseLogg
   context.setGlobalContextManager(new AsyncLocalStorageContextManager().enable())
   propagation.setGlobalPropagator(new W3CTraceContextPropagator())
   trace.setGlobalTracerProvider(provider)
-  return { tracer: provider.getTracer(TRACER_NAME, VERSION), flush: () => provider.forceFlush() }
+  const flush = (): Promise<void> => provider.forceFlush({ timeoutMillis: FLUSH_TIMEOUT_MS }).catch((err: unknown) => warn((err as Error).message))
+  return { tracer: provider.getTracer(TRACER_NAME, VERSION), flush }
 }

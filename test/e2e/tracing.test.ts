@@ -130,6 +130,19 @@ t.test('MCP and OAuth spans, parents and attributes; a client trace continues to
   })
 })
 
+t.test('one provider per process: a second gateway reuses it and says a changed endpoint waits for a restart', async (t) => {
+  const first = await startOtlpReceiver(t)
+  const second = await startOtlpReceiver(t)
+  // The first test of this file may have started tracing already; either way the provider in place is kept.
+  await startGateway(t, { telemetry: { otlp: { endpoint: first.url } }, servers: [stdioServer('local')] })
+  const b = await startGateway(t, { telemetry: { otlp: { endpoint: second.url } }, servers: [stdioServer('local')] })
+  t.match(b.logs.text(), /tracing already runs in this process/, 'the ignored endpoint is reported')
+  const initialize = { jsonrpc: '2.0', id: 5, method: 'initialize', params: { protocolVersion: '2025-11-25', capabilities: {}, clientInfo: { name: 'reuse', version: '1' } } }
+  t.equal((await postJson(b.mcpUrl('local'), initialize)).status, 200)
+  await flushTracing()
+  t.equal(second.requests.length, 0, 'nothing goes to the second endpoint')
+})
+
 /**
  * Records every @opentelemetry module a process loads (a module resolve hook, --import), so a
  * test can tell whether the SDK was loaded at all.
@@ -150,7 +163,7 @@ t.test('the CLI: telemetry off loads no SDK and exports nothing; on, it loads an
   const dir = mkdtempSync(join(tmpdir(), 'portcullis-tracing-'))
   t.teardown(() => rmSync(dir, { recursive: true, force: true }))
 
-  const run = async (name: string, telemetry: Record<string, unknown> | undefined): Promise<string> => {
+  const run = async (name: string, telemetry: Record<string, unknown> | undefined): Promise<{ loads: string, exitCode: number | null, output: string }> => {
     const port = await freePort()
     const configPath = join(dir, `${name}.yaml`)
     writeFileSync(configPath, stringify({
@@ -164,21 +177,26 @@ t.test('the CLI: telemetry off loads no SDK and exports nothing; on, it loads an
     const loadLog = join(dir, `${name}.loads`)
     writeFileSync(loadLog, '')
     // The receiver stays reachable through the standard variable: only the config may turn tracing on.
-    const { child } = await startCliGateway(t, configPath, { NODE_OPTIONS: `--import=${RECORD_LOADS}`, PORTCULLIS_LOAD_LOG: loadLog, OTEL_EXPORTER_OTLP_ENDPOINT: receiver.url })
+    const { child, output } = await startCliGateway(t, configPath, { NODE_OPTIONS: `--import=${RECORD_LOADS}`, PORTCULLIS_LOAD_LOG: loadLog, OTEL_EXPORTER_OTLP_ENDPOINT: receiver.url })
     const answered = await postJson(`http://127.0.0.1:${port}/local/mcp`, { jsonrpc: '2.0', id: 1, method: 'initialize', params: { protocolVersion: '2025-11-25', capabilities: {}, clientInfo: { name: 'tracing-test', version: '1' } } })
     t.equal(answered.status, 200, `${name}: a request served`)
-    const exited = new Promise((resolve) => child.once('exit', resolve))
+    const exited = new Promise<number | null>((resolve) => child.once('exit', resolve))
     child.kill('SIGTERM')
-    await exited
-    return readFileSync(loadLog, 'utf8')
+    const exitCode = await exited
+    return { loads: readFileSync(loadLog, 'utf8'), exitCode, output: output() }
   }
 
-  const off = await run('off', undefined)
+  const { loads: off } = await run('off', undefined)
   t.match(off, /@opentelemetry\/api\//, 'off: the api is loaded (the hook records)')
   t.notMatch(off, /sdk-trace|exporter-trace-otlp-http|context-async-hooks/, 'off: no SDK, no exporter')
   t.equal(receiver.spans.length, 0, 'off: nothing exported')
 
-  const on = await run('on', { otlp: { endpoint: receiver.url } })
+  const { loads: on } = await run('on', { otlp: { endpoint: receiver.url } })
   t.match(on, /exporter-trace-otlp-http/, 'on: the exporter is loaded')
   t.ok(receiver.spans.some((s) => s.name === 'initialize' && s.kind === SPAN_KIND.SERVER), 'on: the request\'s span arrived (flushed at shutdown)')
+
+  // A collector that is down costs spans and a warning, never a request or a clean shutdown.
+  const down = await run('down', { otlp: { endpoint: `http://127.0.0.1:${await freePort()}` } })
+  t.equal(down.exitCode, 0, 'down: a clean shutdown')
+  t.match(down.output, /trace export problem/, 'down: the failed export is logged')
 })
