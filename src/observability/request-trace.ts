@@ -44,7 +44,6 @@ export const ATTR = {
   HTTP_REQUEST_METHOD: 'http.request.method',
   HTTP_RESPONSE_STATUS_CODE: 'http.response.status_code',
   HTTP_ROUTE: 'http.route',
-  URL_PATH: 'url.path',
   /** Ours: which configured server, the gate's decision and the rule or bucket that made it. */
   PORTCULLIS_SERVER: 'portcullis.server',
   PORTCULLIS_DECISION: 'portcullis.decision',
@@ -74,7 +73,6 @@ export class RequestTrace {
   /** The SERVER span of an MCP request, a child of the client's trace context; ended when the response closes. */
   constructor (private readonly tracer: Tracer, request: FastifyRequest, res: ServerResponse, server: ServerConfig) {
     const parent = propagation.extract(ROOT_CONTEXT, request.headers)
-    const session = request.headers['mcp-session-id']
     this.span = tracer.startSpan(`${request.method} /${server.name}/mcp`, {
       kind: SpanKind.SERVER,
       attributes: {
@@ -83,8 +81,7 @@ export class RequestTrace {
         [ATTR.NETWORK_TRANSPORT]: 'tcp',
         [ATTR.NETWORK_PROTOCOL_NAME]: 'http',
         [ATTR.CLIENT_ADDRESS]: request.ip,
-        ...(typeof session === 'string' ? { [ATTR.MCP_SESSION_ID]: hashSessionId(session) } : {}),
-        ...protocolVersion(request.headers),
+        ...sessionAttributes(request.headers),
       },
     }, parent)
     this.context = trace.setSpan(parent, this.span)
@@ -157,6 +154,7 @@ export class RequestTrace {
     const only = ex.inspection?.isBatch === false ? ex.inspection.messages[0] : undefined
     const span = this.startChild(only === undefined ? (ex.inspection === undefined ? `${ex.method} /${server.name}/mcp` : 'batch') : spanName(only), SpanKind.CLIENT, {
       ...(only === undefined ? {} : messageAttributes(only)),
+      ...sessionAttributes(ex.headers),
       ...upstreamAttributes(server),
     })
     const spanContext = trace.setSpan(this.context, span)
@@ -265,9 +263,14 @@ function messageAttributes (m: McpMessage): Attributes {
   return attributes
 }
 
-function protocolVersion (headers: IncomingHttpHeaders): Attributes {
+/** The session (hashed) and protocol version the client's headers name. */
+function sessionAttributes (headers: IncomingHttpHeaders): Attributes {
+  const session = headers['mcp-session-id']
   const version = headers['mcp-protocol-version']
-  return typeof version === 'string' ? { [ATTR.MCP_PROTOCOL_VERSION]: version } : {}
+  return {
+    ...(typeof session === 'string' ? { [ATTR.MCP_SESSION_ID]: hashSessionId(session) } : {}),
+    ...(typeof version === 'string' ? { [ATTR.MCP_PROTOCOL_VERSION]: version } : {}),
+  }
 }
 
 /** mcp.md "Client": where the upstream is; network.transport is pipe for stdio. */

@@ -95,7 +95,7 @@ t.test('MCP and OAuth spans, parents and attributes; a client trace continues to
     t.same(children.map((s) => s.name).sort(), ['policy', 'rate limits', 'token check', 'tools/call echo'], 'token check, policy, rate limits and the upstream exchange')
     t.ok(children.every((s) => s.traceId === clientTrace))
     const exchange = only(children, (s) => s.kind === SPAN_KIND.CLIENT, 'client span')
-    t.match(exchange.attributes, { 'mcp.method.name': 'tools/call', 'gen_ai.tool.name': 'echo', 'server.address': '127.0.0.1', 'server.port': upstream.port, 'network.transport': 'tcp' })
+    t.match(exchange.attributes, { 'mcp.method.name': 'tools/call', 'gen_ai.tool.name': 'echo', 'server.address': '127.0.0.1', 'server.port': upstream.port, 'network.transport': 'tcp', 'mcp.session.id': server.attributes['mcp.session.id'] })
 
     const seen = upstream.seen.filter((r) => r.method === 'POST' && String(r.headers.traceparent ?? '').includes(clientTrace))
     t.equal(seen.length, 1, 'the upstream received the trace')
