@@ -111,6 +111,18 @@ t.test('MCP and OAuth spans, parents and attributes; a client trace continues to
     t.notOk(spans.some((s) => s.parentSpanId === server.spanId && s.kind === SPAN_KIND.CLIENT), 'nothing went upstream')
   })
 
+  t.test('a request without a token: the token check span says why, the request span has the JSON-RPC code', async (t) => {
+    const refused = spans.filter((s) => s.kind === SPAN_KIND.SERVER && s.attributes['http.response.status_code'] === 401)
+    t.ok(refused.length > 0, 'the client\'s first, unauthenticated request has a span')
+    const server = refused[0] as ReceivedSpan
+    t.match(server.attributes, { 'error.type': '-32600', 'portcullis.server': 'remote' })
+    t.equal(server.status.code, STATUS_ERROR)
+    const check = only(spans, (s) => s.parentSpanId === server.spanId, 'child of the refused request')
+    t.equal(check.name, 'token check')
+    t.equal(check.attributes['error.type'], 'PORTCULLIS_ERR_UNAUTHORIZED')
+    t.equal(check.status.code, STATUS_ERROR)
+  })
+
   t.test('stdio: the child gets the client span\'s context in params._meta', async (t) => {
     const server = only(spans, (s) => s.kind === SPAN_KIND.SERVER && s.name === 'tools/call meta', 'stdio server span')
     const exchange = only(spans, (s) => s.parentSpanId === server.spanId && s.kind === SPAN_KIND.CLIENT, 'stdio client span')
