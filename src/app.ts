@@ -66,6 +66,8 @@ import { createAdminAuthenticator } from './admin/admin-access.js'
 import { adminRoutes, type AdminRoutesOptions } from './admin/plugin.js'
 import { ADMIN_SCOPE, adminPageRoutes } from './admin/page-routes.js'
 import type { Reload } from './reload/report.js'
+import { startTracing } from './observability/tracing.js'
+import { instrumentApp } from './observability/request-trace.js'
 
 export interface BuildOptions {
   /** A pino logger; by default one is made from config.log. */
@@ -132,6 +134,9 @@ export async function buildApp (config: Config, options: BuildOptions = {}): Pro
   const now = options.now ?? (() => Date.now())
   const metrics = new Metrics()
   if (config.metrics.enabled) recordHttpMetrics(app, metrics)
+  // Traces (README "Tracing"): the SDK is loaded, once per process, only when an OTLP endpoint is set.
+  const tracing = config.telemetry.otlp === undefined ? undefined : await startTracing(config.telemetry.otlp, app.log)
+  if (tracing !== undefined) instrumentApp(app, tracing)
   // State lives in the data directory (owner-only): the SQLite store, the first-run password file.
   mkdirSync(config.dataDir, { recursive: true, mode: 0o700 })
   const redis: RedisClient | undefined = config.store.redis === undefined ? undefined : createRedisClient(config.store.redis, app.log)
@@ -396,7 +401,7 @@ export async function buildApp (config: Config, options: BuildOptions = {}): Pro
     state.metricsServer = metricsServer
     app.addHook('onClose', async () => { await metricsServer.close() })
   }
-  await app.register(mcpRoutes, { config, upstreams, isClosing, isOriginAllowed, authenticate, limiter, audit, metrics, scopeChallenge, toolGuards, ...(directory === undefined || forwarder === undefined ? {} : { replicas: { directory, forwarder } }) })
+  await app.register(mcpRoutes, { config, upstreams, isClosing, isOriginAllowed, authenticate, limiter, audit, metrics, scopeChallenge, toolGuards, ...(tracing === undefined ? {} : { tracing }), ...(directory === undefined || forwarder === undefined ? {} : { replicas: { directory, forwarder } }) })
   return app
 }
 
