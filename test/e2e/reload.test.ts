@@ -7,8 +7,8 @@ import { readFileSync, renameSync, writeFileSync } from 'node:fs'
 import { join } from 'node:path'
 import { stringify } from 'yaml'
 import { hashPassword } from '../../src/auth-server/password.js'
-import { adminToken, signInForTokens } from '../oauth-helpers.js'
-import { eventually, freePort, INIT_BODY, postJson, redisAvailable, REDIS_URL, scratchRedis, startCliGateway, startUpstream, stdioServer } from '../helpers.js'
+import { adminToken, connectWithOAuth, signInForTokens } from '../oauth-helpers.js'
+import { eventually, freePort, INIT_BODY, postJson, redisAvailable, REDIS_URL, scratchRedis, startCliGateway, startUpstream, stdioServer, textOf } from '../helpers.js'
 
 const PASSWORD = 'correct horse battery staple'
 const ORIGIN = 'https://app.example.com'
@@ -119,6 +119,33 @@ t.test('SIGHUP: a server added and one removed, a rate limit and allowedOrigins 
   t.equal((await call(url('local'), sessionId, 'broadcast')).status, 200)
   t.ok(await eventually(() => stream.text().includes('notifications/tools/list_changed'), 5000), 'the GET stream opened before the reload delivers after it')
   t.notMatch(stream.text(), /\[stream ended\]/, 'and never ended')
+})
+
+t.test('SIGHUP with auth on an in-memory store: tokens, sessions and unchanged rate-limit counts survive; a user added signs in', async (t) => {
+  const upstream = await startUpstream(t)
+  const port = await freePort()
+  const dir = t.testdir({})
+  const configPath = join(dir, 'gw.yaml')
+  const passwordHash = await hashPassword(PASSWORD)
+  const issuer = `http://127.0.0.1:${port}`
+  const write = (users: unknown[]): void => {
+    writeFileSync(configPath, stringify({ publicUrl: issuer, listen: { host: '127.0.0.1', port }, dataDir: join(dir, 'data'), store: { memory: true }, auth: { users }, servers: [{ name: 'fx', transport: 'http', url: upstream.url, tools: { echo: { rateLimit: '2/min' } } }] }))
+  }
+  write([{ username: 'alice', passwordHash }])
+  const { child, output } = await startCliGateway(t, configPath)
+  const alice = await connectWithOAuth(t, `${issuer}/fx/mcp`, { username: 'alice', password: PASSWORD, issuer })
+  t.equal(textOf(await alice.client.callTool({ name: 'echo', arguments: { text: 'one' } })), 'one', 'alice calls before the reload')
+  await t.rejects(signInForTokens(t, `${issuer}/fx/mcp`, { username: 'bob', password: PASSWORD, issuer }), 'bob is unknown before')
+
+  write([{ username: 'alice', passwordHash }, { username: 'bob', passwordHash }])
+  child.kill('SIGHUP')
+  const line = await nthReload(t, output, 1)
+  t.same(line.changed, ['auth.users changed'])
+
+  t.equal(textOf(await alice.client.callTool({ name: 'echo', arguments: { text: 'two' } })), 'two', 'her token, client registration and session (in the memory store) still work')
+  await t.rejects(alice.client.callTool({ name: 'echo', arguments: { text: 'three' } }), /rate limit|Too many/i, 'the unchanged 2/min limit kept its count: the third call is refused')
+  const bob = await signInForTokens(t, `${issuer}/fx/mcp`, { username: 'bob', password: PASSWORD, issuer })
+  t.type(bob.accessToken, 'string', 'the user added by the reload signs in')
 })
 
 t.test('an invalid file changes nothing and the log names file:line and key; listen and publicUrl changes wait for a restart', async (t) => {
