@@ -44,14 +44,15 @@ export class Gateway {
   private queue: Promise<unknown> = Promise.resolve()
   private notices: ClusterNotices | undefined
   private isClosing = false
-  readonly server: Server
+  private readonly server: Server
 
   private constructor (
-    private config: Config,
+    /** The configuration in force; the shared parts read it too (idle timeouts of kept sessions). */
+    private readonly inForce: { config: Config },
     private readonly log: Logger,
     private readonly shared: SharedParts,
   ) {
-    this.server = createServer(listenerTimeouts(config.limits).http, (req, res) => this.route(req, res))
+    this.server = createServer(listenerTimeouts(inForce.config.limits).http, (req, res) => this.route(req, res))
     this.applyListenerTimeouts()
     // A connection that never sent a byte is neither idle nor busy to Node: closed at shutdown.
     this.server.on('connection', (socket: Socket) => {
@@ -62,10 +63,9 @@ export class Gateway {
 
   /** Builds the first generation (nothing listens yet: `listen`). */
   static async create (config: Config, log: Logger): Promise<Gateway> {
-    let current = config
-    const shared = await createSharedParts(config, { logger: log }, () => current)
-    const gateway = new Gateway(config, log, shared)
-    gateway.onConfig = (next) => { current = next }
+    const inForce = { config }
+    const shared = await createSharedParts(config, { logger: log }, () => inForce.config)
+    const gateway = new Gateway(inForce, log, shared)
     try {
       gateway.current = await gateway.build(config)
     } catch (err) {
@@ -139,8 +139,9 @@ export class Gateway {
     }
   }
 
-  /** Called with each configuration put in force (the shared parts read idle timeouts from it). */
-  private onConfig: (config: Config) => void = () => {}
+  private get config (): Config {
+    return this.inForce.config
+  }
 
   private generation (): Generation {
     if (this.current === undefined) throw new Error('the gateway has no generation yet')
@@ -201,8 +202,7 @@ export class Gateway {
       }
       const previous = this.generation()
       this.current = generation
-      this.config = applied
-      this.onConfig(applied)
+      this.inForce.config = applied
       this.applyListenerTimeouts()
       this.log.level = applied.log.level
       this.retire(previous)
