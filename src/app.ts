@@ -11,7 +11,11 @@ import { healthRoutes } from './routes/health.js'
 import { doctorProbeRoutes } from './doctor/probe-routes.js'
 import { mcpRoutes } from './routes/mcp.js'
 import { createToolGuards } from './guardrails/create-tool-guards.js'
-import { createUpstreams } from './upstreams/registry.js'
+import { createUpstream, type UpstreamOptions } from './upstreams/registry.js'
+import { UpstreamPool } from './reload/upstream-pool.js'
+import type { Reload } from './reload/report.js'
+import type { FastifyServerFactory } from 'fastify'
+import type { AuditLog } from './observability/audit.js'
 import type { Upstream } from './upstreams/types.js'
 import { VERSION } from './version.js'
 import { mkdirSync } from 'node:fs'
@@ -65,7 +69,6 @@ import { UsersSeen } from './admin/users-seen.js'
 import { createAdminAuthenticator } from './admin/admin-access.js'
 import { adminRoutes, type AdminRoutesOptions } from './admin/plugin.js'
 import { ADMIN_SCOPE, adminPageRoutes } from './admin/page-routes.js'
-import type { Reload } from './reload/report.js'
 import { startTracing } from './observability/tracing.js'
 import { instrumentApp } from './observability/request-trace.js'
 
@@ -87,8 +90,32 @@ export interface BuildOptions {
   readonly redisStartupTimeoutMs?: number
   /** Test-only: how often a pending stdio handshake logs "still starting" (default 5 s). */
   readonly stdioStartingLogIntervalMs?: number
-  /** Re-reads the configuration file and applies it (main.ts has the file); the admin page offers it. */
+  /** Parts an earlier build made and a reload keeps (src/reload/gateway.ts); the caller closes them. */
+  readonly shared?: SharedParts
+  /** POST /admin/api/v1/reload and the admin page's button (README "Reloading"): only a gateway that can reload offers it. */
   readonly reload?: Reload
+  /** The caller owns the listener (a reload's gateway): fastify hands it each build's request handler. */
+  readonly serverFactory?: FastifyServerFactory
+}
+
+/**
+ * What outlives one build of the app: connections (Redis), state held in memory (the store,
+ * rate-limit counters, stdio processes and sessions, HTTP session owners), and what a
+ * restart would lose or duplicate (metrics, the audit file, the /metrics listener).
+ */
+export interface SharedParts {
+  readonly redis: RedisClient | undefined
+  readonly store: Store
+  readonly metrics: Metrics
+  readonly audit: AuditLog | undefined
+  readonly directory: SessionDirectory | undefined
+  readonly httpSessionOwners: SessionOwners
+  readonly streamKeeper: StreamKeeper
+  readonly limiter: RateLimiter
+  readonly upstreams: UpstreamPool
+  /** The /metrics listener when metrics.listen is set (not yet listening). */
+  readonly metricsServer: FastifyInstance | undefined
+  close: () => Promise<void>
 }
 
 export interface GatewayState {
@@ -101,7 +128,9 @@ export interface GatewayState {
   /** Users' sessions at their identity providers (the IdP refresh token, sealed at rest); with auth on. */
   readonly idpSessions: IdpSessions | undefined
   /** The /metrics listener when metrics.listen is set (not yet listening). */
-  metricsServer?: FastifyInstance
+  readonly metricsServer?: FastifyInstance
+  /** Stops the pollers and the cluster notice subscriber (a reload retires this build; closing does it too). */
+  readonly stopBackground: () => Promise<void>
 }
 
 declare module 'fastify' {
@@ -127,41 +156,22 @@ export async function buildApp (config: Config, options: BuildOptions = {}): Pro
     return503OnClosing: false,
     routerOptions: { ignoreTrailingSlash: true },
     ...listenerTimeouts(config.limits),
+    ...(options.serverFactory === undefined ? {} : { serverFactory: options.serverFactory }),
     // A hop count n means: trust the n nearest proxies (proxy-addr's own reading of a number).
     trustProxy: typeof config.trustProxy === 'number' ? ((_address: string, hop: number) => hop < (config.trustProxy as number)) : config.trustProxy,
   })
 
   const now = options.now ?? (() => Date.now())
-  const metrics = new Metrics()
+  // Tests and plain starts own their shared parts; a reload's gateway passes them from build to build.
+  const ownsShared = options.shared === undefined
+  const shared = options.shared ?? await createSharedParts(config, { ...options, logger }, () => config)
+  const { metrics, redis, store, directory, httpSessionOwners, streamKeeper, audit, limiter } = shared
   if (config.metrics.enabled) recordHttpMetrics(app, metrics)
   // Traces (README "Tracing"): the SDK is loaded, once per process, only when an OTLP endpoint is set.
   const tracing = config.telemetry.otlp === undefined ? undefined : await startTracing(config.telemetry.otlp, app.log)
   if (tracing !== undefined) instrumentApp(app, tracing)
-  // State lives in the data directory (owner-only): the SQLite store, the first-run password file.
-  mkdirSync(config.dataDir, { recursive: true, mode: 0o700 })
-  const redis: RedisClient | undefined = config.store.redis === undefined ? undefined : createRedisClient(config.store.redis, app.log)
-  const store = options.store ?? createStore(config, now, redis, app.log)
-  if (redis !== undefined) {
-    try {
-      // Commands fail at once while disconnected (no offline queue): connect before serving.
-      await waitUntilReady(redis, config.store.redis ?? '', config.auth.enabled ? options.redisStartupTimeoutMs ?? REDIS_STARTUP_TIMEOUT_MS : REDIS_OPTIONAL_STARTUP_TIMEOUT_MS)
-    } catch (err) {
-      // With auth on, the signing keys are in Redis: nothing to sign or check tokens with.
-      if (config.auth.enabled) {
-        redis.disconnect()
-        throw err
-      }
-      app.log.warn({ err: { message: (err as Error).message } }, 'starting without Redis: rate limits follow rateLimits.onStoreError until it answers')
-    }
-  }
-  // Several replicas: where each stdio session lives, so any replica can forward to its owner.
   const advertiseUrl = config.cluster.advertiseUrl
-  const directory = advertiseUrl === undefined
-    ? undefined
-    : new SessionDirectory(store, advertiseUrl, (name) => idleTimeoutOf(config, name), app.log, now)
   const forwarder = advertiseUrl === undefined ? undefined : new ReplicaForwarder(advertiseUrl, config.bodyLimit)
-  const httpSessionOwners = new SessionOwners(store, app.log, (name) => idleTimeoutOf(config, name), now)
-  const streamKeeper = new StreamKeeper(config.streamKeepAliveMs)
   // The keys sign access tokens and, for servers[].identity, the identity each upstream is sent.
   const keys = config.auth.enabled ? await loadKeys(store, config.auth.signingKeysFile) : undefined
   const currentKey = keys?.signingKeys[0]
@@ -170,7 +180,9 @@ export async function buildApp (config: Config, options: BuildOptions = {}): Pro
   const idpSessions = box === undefined ? undefined : new IdpSessions(store, box)
   const upstreamAuth = box === undefined ? undefined : createUpstreamAuth({ config, store, box, idpSessions, log: app.log, now, outboundTestAllowance: options.outboundTestAllowance, sessionOwners: httpSessionOwners })
   if (upstreamAuth !== undefined) app.addHook('onClose', upstreamAuth.close)
-  const upstreams = createUpstreams(config, {
+  const pool = shared.upstreams
+  pool.useLinkedToken(upstreamAuth?.linkedToken)
+  const upstreamOptions: UpstreamOptions = {
     httpSessionOwners,
     streamKeeper,
     log: app.log,
@@ -179,26 +191,15 @@ export async function buildApp (config: Config, options: BuildOptions = {}): Pro
     onStdioExit: (server) => metrics.stdioRestarts.inc({ server }),
     ...(directory === undefined ? {} : { sessionHooks: directory }),
     ...(currentKey === undefined ? {} : { identitySigner: { issuer: config.publicUrl, key: currentKey, now, onSigned: (server) => metrics.identityTokensSigned.inc({ server }) } }),
-    ...(upstreamAuth === undefined ? {} : { credentialsFor: upstreamAuth.credentialsFor, linkedToken: upstreamAuth.linkedToken }),
+    ...(upstreamAuth === undefined ? {} : { credentialsFor: upstreamAuth.credentialsFor, linkedToken: pool.linkedToken }),
     ...(options.stdioStartingLogIntervalMs === undefined ? {} : { stdioStartingLogIntervalMs: options.stdioStartingLogIntervalMs }),
-  })
+  }
+  const upstreams = pool.upstreamsFor(config, (server) => createUpstream(server, upstreamOptions))
   metrics.upstreamLoads = () => [...upstreams.values()].map((u) => [u.name, u.load()] as const)
   metrics.stdioProcessCounts = () => [...upstreams.values()].flatMap((u) => u instanceof StdioUpstream ? [[u.name, u.processCount] as const] : [])
   const isOriginAllowed = createOriginPolicy(config.publicUrl, config.allowedOrigins)
 
-  // Limits decided after the body is read (createRateLimit); counters in Redis when the store is Redis.
-  await app.register(rateLimitPlugin, {
-    global: false,
-    skipOnError: false,
-    nameSpace: `${config.store.prefix}rl:`,
-    cache: 100_000,
-    ...(redis === undefined ? {} : { redis }),
-  })
-  const limiter = new RateLimiter(app, config.rateLimits.onStoreError, app.log, {
-    onReject: (bucket) => metrics.rateLimitRejections.inc({ bucket }),
-    onStoreError: () => metrics.rateLimitStoreErrors.inc(),
-  })
-  const audit = createAuditLog(config.audit, app.log, options.auditDestination)
+  limiter.useOnStoreError(config.rateLimits.onStoreError)
   // One guard per server, shared by the MCP routes and the admin API (which approves tools).
   const toolGuards = createToolGuards(config, { store, log: app.log, now, metrics, audit })
 
@@ -207,6 +208,7 @@ export async function buildApp (config: Config, options: BuildOptions = {}): Pro
   let firstRun: FirstRunAccount | undefined
   let grants: RevokedGrants | undefined
   let blockedUsers: BlockedUsers | undefined
+  let notices: ClusterNotices | undefined
   if (keys !== undefined && idpSessions !== undefined) {
     const users = await UserDirectory.load(config.auth.users, store, config.dataDir, config.auth.identityProviders.length > 0)
     firstRun = users.firstRun
@@ -281,14 +283,13 @@ export async function buildApp (config: Config, options: BuildOptions = {}): Pro
     })
     const idp = new IdpSignIn({ config, store, users, sessions: idpSessions, fetch: idpOutbound.fetch, log: app.log, now })
     // Replicas on Redis: a user offboarded or revoked here loses their sessions on every replica (notices.ts).
-    const notices = redis === undefined ? undefined : new ClusterNotices(redis, `${config.store.prefix}notices`, app.log)
+    notices = redis === undefined ? undefined : new ClusterNotices(redis, `${config.store.prefix}notices`, app.log)
     if (notices !== undefined) {
       await notices.start(config.store.redis ?? '')
-      notices.onEndUser(async (accountId) => endUserSessions(upstreams, accountId))
-      app.addHook('onClose', async () => notices.close())
+      notices.onEndUser(async (accountId) => endUserSessions([...upstreams.values(), ...pool.drainingUpstreams()], accountId))
     }
     const endEverywhere = async (accountId: string): Promise<void> => {
-      await endUserSessions(upstreams, accountId)
+      await endUserSessions([...upstreams.values(), ...pool.drainingUpstreams()], accountId)
       await notices?.publish({ type: 'end-user', accountId })
     }
     // An offboarded or revoked account also loses its linked upstream tokens (once, here: the rows are shared).
@@ -346,13 +347,20 @@ export async function buildApp (config: Config, options: BuildOptions = {}): Pro
       audit,
       now,
     }
-    await app.register(adminRoutes, { ...admin, authenticate: createAdminAuthenticator({ audience: `${config.publicUrl}/admin`, groups: config.admin.groups, bearerToken: config.admin.bearerToken, verifier }) })
+    const reloadOption = options.reload === undefined ? {} : { reload: options.reload }
+    await app.register(adminRoutes, { ...admin, ...reloadOption, authenticate: createAdminAuthenticator({ audience: `${config.publicUrl}/admin`, groups: config.admin.groups, bearerToken: config.admin.bearerToken, verifier }) })
     // The /admin page: the same lists and actions, for administrators signed in through the account sign-in.
-    await app.register(adminPageRoutes, { ...admin, cookies, identityOf: async (userId) => owners.identityOf(userId), groups: config.admin.groups, isSignInPossible, ...(options.reload === undefined ? {} : { reload: options.reload }) })
+    await app.register(adminPageRoutes, { ...admin, ...reloadOption, cookies, identityOf: async (userId) => owners.identityOf(userId), groups: config.admin.groups, isSignInPossible })
     scopeChallenge = (server, scopes, description) => bearerChallenge({ resourceMetadata: catalog.metadataUrlOf(server.name), scopes, error: 'insufficient_scope', description })
   }
 
-  const state: GatewayState = { isClosing: false, upstreams, store, metrics, firstRun, idpSessions }
+  // Pollers and subscribers: only the newest build runs them (a retired one may still finish requests).
+  const stopBackground = async (): Promise<void> => {
+    grants?.stop()
+    blockedUsers?.stop()
+    await notices?.close()
+  }
+  const state: GatewayState = { isClosing: false, upstreams, store, metrics, firstRun, idpSessions, stopBackground, ...(shared.metricsServer === undefined ? {} : { metricsServer: shared.metricsServer }) }
   app.decorate('portcullis', state)
   const isClosing = (): boolean => state.isClosing
 
@@ -366,20 +374,16 @@ export async function buildApp (config: Config, options: BuildOptions = {}): Pro
   })
   app.addHook('preClose', async () => {
     state.isClosing = true
-    // GET streams never end by themselves; without this, server.close() waits forever.
-    for (const upstream of upstreams.values()) upstream.closeStreams()
+    // GET streams never end by themselves; without this, server.close() waits forever. The
+    // pool's stdio upstreams outlive a retired build: whoever owns the pool ends theirs.
+    for (const upstream of upstreams.values()) if (ownsShared || !pool.owns(upstream)) upstream.closeStreams()
     for (const socket of connections) if (socket.bytesRead === 0) socket.destroy()
   })
   app.addHook('onClose', async () => {
-    grants?.stop()
-    blockedUsers?.stop()
-    await Promise.all([...upstreams.values()].map((u) => u.close()))
-    httpSessionOwners.close()
-    streamKeeper.close()
-    if (options.store === undefined) await store.close()
-    await audit?.close()
+    await stopBackground()
+    await Promise.all([...upstreams.values()].filter((u) => !pool.owns(u)).map((u) => u.close()))
     await forwarder?.close()
-    if (redis !== undefined) await redis.quit().catch(() => redis.disconnect())
+    if (ownsShared) await shared.close()
   })
 
   app.setNotFoundHandler(async (request, reply) => {
@@ -394,20 +398,81 @@ export async function buildApp (config: Config, options: BuildOptions = {}): Pro
   await app.register(healthRoutes, { upstreams, store, audit, isClosing, version: VERSION })
   await app.register(doctorProbeRoutes)
   if (config.metrics.enabled && config.metrics.listen === undefined) await app.register(metricsRoute, { metrics, bearerToken: config.metrics.bearerToken })
-  if (config.metrics.enabled && config.metrics.listen !== undefined) {
-    // /metrics on a port of its own (only the scraper reaches it); main.ts listens on it after the main port.
-    const metricsServer = Fastify({ loggerInstance: app.log.child({ listener: 'metrics' }) as FastifyBaseLogger, logController: new LogController({ disableRequestLogging: true }) })
-    await metricsServer.register(metricsRoute, { metrics, bearerToken: config.metrics.bearerToken })
-    state.metricsServer = metricsServer
-    app.addHook('onClose', async () => { await metricsServer.close() })
-  }
-  await app.register(mcpRoutes, { config, upstreams, isClosing, isOriginAllowed, authenticate, limiter, audit, metrics, scopeChallenge, toolGuards, ...(tracing === undefined ? {} : { tracing }), ...(directory === undefined || forwarder === undefined ? {} : { replicas: { directory, forwarder } }) })
+  const drainingHolder = (server: string, sessionId: string): Upstream | undefined => pool.holderOf(server, sessionId)
+  await app.register(mcpRoutes, { config, upstreams, isClosing, isOriginAllowed, authenticate, limiter, audit, metrics, scopeChallenge, toolGuards, drainingHolder, ...(tracing === undefined ? {} : { tracing }), ...(directory === undefined || forwarder === undefined ? {} : { replicas: { directory, forwarder } }) })
   return app
 }
 
+/**
+ * The shared parts for `config` (see SharedParts). `currentConfig` is the configuration in
+ * force, read when it is needed: idle timeouts of sessions a reload keeps follow the new file.
+ */
+export async function createSharedParts (config: Config, options: BuildOptions & { readonly logger: Logger }, currentConfig: () => Config): Promise<SharedParts> {
+  const log = options.logger as FastifyBaseLogger
+  const now = options.now ?? (() => Date.now())
+  const metrics = new Metrics()
+  // State lives in the data directory (owner-only): the SQLite store, the first-run password file.
+  mkdirSync(config.dataDir, { recursive: true, mode: 0o700 })
+  const redis: RedisClient | undefined = config.store.redis === undefined ? undefined : createRedisClient(config.store.redis, log)
+  const store = options.store ?? createStore(config, now, redis, log)
+  if (redis !== undefined) {
+    try {
+      // Commands fail at once while disconnected (no offline queue): connect before serving.
+      await waitUntilReady(redis, config.store.redis ?? '', config.auth.enabled ? options.redisStartupTimeoutMs ?? REDIS_STARTUP_TIMEOUT_MS : REDIS_OPTIONAL_STARTUP_TIMEOUT_MS)
+    } catch (err) {
+      // With auth on, the signing keys are in Redis: nothing to sign or check tokens with.
+      if (config.auth.enabled) {
+        redis.disconnect()
+        throw err
+      }
+      log.warn({ err: { message: (err as Error).message } }, 'starting without Redis: rate limits follow rateLimits.onStoreError until it answers')
+    }
+  }
+  const idleOf = (name: string): number => idleTimeoutOf(currentConfig(), name)
+  // Several replicas: where each stdio session lives, so any replica can forward to its owner.
+  const advertiseUrl = config.cluster.advertiseUrl
+  const directory = advertiseUrl === undefined ? undefined : new SessionDirectory(store, advertiseUrl, idleOf, log, now)
+  const httpSessionOwners = new SessionOwners(store, log, idleOf, now)
+  const streamKeeper = new StreamKeeper(config.streamKeepAliveMs)
+  const audit = createAuditLog(config.audit, log, options.auditDestination)
+  // Limits decided after the body is read (createRateLimit); counters in Redis when the store is
+  // Redis, else in this process — on an instance of their own, so a reload keeps them.
+  const counters = Fastify({ loggerInstance: log, logController: new LogController({ disableRequestLogging: true }) })
+  await counters.register(rateLimitPlugin, {
+    global: false,
+    skipOnError: false,
+    nameSpace: `${config.store.prefix}rl:`,
+    cache: 100_000,
+    ...(redis === undefined ? {} : { redis }),
+  })
+  await counters.ready()
+  const limiter = new RateLimiter(counters, config.rateLimits.onStoreError, log, {
+    onReject: (bucket) => metrics.rateLimitRejections.inc({ bucket }),
+    onStoreError: () => metrics.rateLimitStoreErrors.inc(),
+  })
+  const upstreams = new UpstreamPool(log)
+  let metricsServer: FastifyInstance | undefined
+  if (config.metrics.enabled && config.metrics.listen !== undefined) {
+    // /metrics on a port of its own (only the scraper reaches it); main.ts listens on it after the main port.
+    metricsServer = Fastify({ loggerInstance: log.child({ listener: 'metrics' }), logController: new LogController({ disableRequestLogging: true }) })
+    await metricsServer.register(metricsRoute, { metrics, bearerToken: config.metrics.bearerToken })
+  }
+  const close = async (): Promise<void> => {
+    await upstreams.close()
+    httpSessionOwners.close()
+    streamKeeper.close()
+    if (options.store === undefined) await store.close()
+    await audit?.close()
+    await metricsServer?.close()
+    await counters.close()
+    if (redis !== undefined) await redis.quit().catch(() => redis.disconnect())
+  }
+  return { redis, store, metrics, audit, directory, httpSessionOwners, streamKeeper, limiter, upstreams, metricsServer, close }
+}
+
 /** A user's stdio sessions and processes on this replica end (offboarding; other replicas hear of it through ClusterNotices). */
-async function endUserSessions (upstreams: ReadonlyMap<string, Upstream>, accountId: string): Promise<void> {
-  await Promise.all([...upstreams.values()].map(async (upstream) => upstream.endUser?.(accountId)))
+async function endUserSessions (upstreams: Iterable<Upstream>, accountId: string): Promise<void> {
+  await Promise.all([...upstreams].map(async (upstream) => upstream.endUser?.(accountId)))
 }
 
 /**
@@ -449,7 +514,7 @@ class CompletedRequestLog extends LogController {
  * left a half-sent body on /oauth/token open for minutes. Node checks every
  * connectionsCheckingInterval (30 s by default): 1 s here, so the deadlines hold to a second.
  */
-function listenerTimeouts (limits: Config['limits']): { keepAliveTimeout: number, requestTimeout: number, http: { headersTimeout: number, connectionsCheckingInterval: number } } {
+export function listenerTimeouts (limits: Config['limits']): { keepAliveTimeout: number, requestTimeout: number, http: { headersTimeout: number, connectionsCheckingInterval: number } } {
   return {
     keepAliveTimeout: limits.keepAliveTimeoutMs,
     requestTimeout: limits.bodyTimeoutMs,

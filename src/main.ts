@@ -15,6 +15,7 @@ import { hashPassword } from './auth-server/password.js'
 import type { FirstRunAccount } from './auth-server/users.js'
 import { stdioCommandProblems } from './upstreams/stdio/resolve-command.js'
 import { COMMAND_USAGE, USAGE } from './cli/usage.js'
+import { watchConfigFile } from './reload/watch.js'
 
 const MIN_PASSWORD_CHARS = 8
 
@@ -52,6 +53,7 @@ async function main (argv: string[]): Promise<number> {
         url: { type: 'string' },
         token: { type: 'string' },
         server: { type: 'string' },
+        watch: { type: 'boolean' },
         help: { type: 'boolean', short: 'h' },
         version: { type: 'boolean', short: 'v' },
       },
@@ -139,14 +141,14 @@ async function main (argv: string[]): Promise<number> {
     const { keysCommand } = await import('./account/keys-command.js')
     return keysCommand(config, { action: positionals[1], keyId: positionals[2], user: values.user, servers: values.servers, scopes: values.scopes, expires: values.expires, name: values.name })
   }
-  return start(config)
+  return start(config, values.watch === true)
 }
 
-async function start (config: Config): Promise<number> {
+async function start (config: Config, isWatching: boolean): Promise<number> {
   const format = resolveLogFormat(config.log.format, process.stdout.isTTY === true)
   const log = createLogger(config.log.level, undefined, format)
   // Loaded here, not at the top: `check` and `hash-password` need none of the server.
-  const { buildApp, closeGracefully } = await import('./app.js')
+  const { Gateway } = await import('./reload/gateway.js')
   const { lockStoreDir } = await import('./store/create-store.js')
   let lock: ReturnType<typeof lockStoreDir>
   try {
@@ -157,9 +159,9 @@ async function start (config: Config): Promise<number> {
     process.stderr.write(`portcullis: ${(err as Error).message}\n`)
     return EXIT_CONFIG
   }
-  let app: Awaited<ReturnType<typeof buildApp>>
+  let gateway: Awaited<ReturnType<typeof Gateway.create>>
   try {
-    app = await buildApp(config, { logger: log })
+    gateway = await Gateway.create(config, log)
   } catch (err) {
     lock?.release()
     const code = (err as NodeJS.ErrnoException).code
@@ -170,11 +172,12 @@ async function start (config: Config): Promise<number> {
   for (const { server, field, users } of configWarnings(config)) {
     log.warn({ server, field, users }, 'stdio server uses a per-user value some users lack; their requests will be refused')
   }
+  const app = gateway.app
   announceFirstRun(app.portcullis.firstRun, log)
   const metricsListen = config.metrics.listen
   let listening = config.listen
   try {
-    await app.listen({ host: config.listen.host, port: config.listen.port })
+    await gateway.listen()
     if (app.portcullis.metricsServer !== undefined && metricsListen !== undefined) {
       listening = metricsListen
       await app.portcullis.metricsServer.listen({ host: metricsListen.host, port: metricsListen.port })
@@ -182,7 +185,7 @@ async function start (config: Config): Promise<number> {
   } catch (err) {
     const code = (err as NodeJS.ErrnoException).code
     log.fatal({ host: listening.host, port: listening.port, code }, code === 'EADDRINUSE' ? 'listen address already in use' : 'cannot listen')
-    await app.close()
+    await gateway.close()
     lock?.release()
     return EXIT_CONFIG
   }
@@ -197,8 +200,9 @@ async function start (config: Config): Promise<number> {
       log.warn({ signal }, 'second signal: exiting now')
       process.exit(EXIT_CONFIG)
     }
-    log.info({ signal, timeoutMs: config.shutdownTimeoutMs }, 'shutting down')
-    closeGracefully(app, config.shutdownTimeoutMs).then(() => {
+    log.info({ signal, timeoutMs: gateway.shutdownTimeoutMs }, 'shutting down')
+    stopWatching?.()
+    gateway.close().then(() => {
       lock?.release()
       log.info('shut down cleanly')
       log.flush()
@@ -210,6 +214,12 @@ async function start (config: Config): Promise<number> {
   }
   process.on('SIGTERM', onSignal)
   process.on('SIGINT', onSignal)
+  // README "Reloading": SIGHUP and --watch re-read the file; the gateway logs each outcome.
+  const reload = (cause: 'signal' | 'watch') => (): void => {
+    gateway.reload(cause).catch((err: Error) => log.error({ err: { message: err.message } }, 'configuration reload failed'))
+  }
+  process.on('SIGHUP', reload('signal'))
+  const stopWatching = isWatching ? watchConfigFile(config.source, reload('watch'), (err) => log.error({ err: { message: err.message } }, 'cannot watch the configuration file')) : undefined
   return EXIT_OK
 }
 

@@ -294,9 +294,9 @@ export function canConnect (port: number): Promise<boolean> {
   })
 }
 
-/** `portcullis start` as a real process (dist/main.js), once it has logged that it is ready. */
-export async function startCliGateway (t: Teardown, configPath: string, env: NodeJS.ProcessEnv = {}): Promise<{ child: ChildProcessWithoutNullStreams, output: () => string }> {
-  const child = spawn(process.execPath, [new URL('../dist/main.js', import.meta.url).pathname, 'start', '--config', configPath], { stdio: 'pipe', env: { ...process.env, ...env } })
+/** `portcullis start` as a real process (dist/main.js), once it has logged that it is ready; `flags` such as --watch follow. */
+export async function startCliGateway (t: Teardown, configPath: string, env: NodeJS.ProcessEnv = {}, flags: readonly string[] = []): Promise<{ child: ChildProcessWithoutNullStreams, output: () => string }> {
+  const child = spawn(process.execPath, [new URL('../dist/main.js', import.meta.url).pathname, 'start', '--config', configPath, ...flags], { stdio: 'pipe', env: { ...process.env, ...env } })
   t.teardown(async () => {
     if (child.exitCode !== null || child.signalCode !== null) return
     const exited = new Promise((resolve) => child.once('exit', resolve))

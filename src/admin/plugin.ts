@@ -25,6 +25,7 @@ import type { ToolGuard } from '../guardrails/tool-guard.js'
 import { approvalNames, serverToolsView, type ServerToolsDeps } from './server-tools.js'
 import type { LinkedAccounts } from '../upstream-auth/upstream-links.js'
 import { adminActions, adminRecorder, audited, type Outcome, type Target } from './actions.js'
+import type { Reload } from '../reload/report.js'
 
 export const ADMIN_API_PATH = '/admin/api/v1'
 
@@ -46,6 +47,8 @@ export interface AdminRoutesOptions {
   readonly links?: LinkedAccounts
   readonly audit: AuditLog | undefined
   readonly now: () => number
+  /** Re-reads the configuration file (README "Reloading"); absent where nothing can reload (tests building the app alone). */
+  readonly reload?: Reload
 }
 
 type Work = (request: FastifyRequest, actor: AdminActor) => Promise<Outcome>
@@ -155,6 +158,18 @@ export async function adminRoutes (app: FastifyInstance, opts: AdminRoutesOption
   app.post<{ Params: { server: string } }>(`${ADMIN_API_PATH}/servers/:server/tools/approve`, route('tools.approve', async (request, actor) => {
     return await actions.approveTools((request.params as { server: string }).server, approvalNames(request.body), actorName(actor))
   }, targetOf('server', 'server')))
+
+  const reload = opts.reload
+  if (reload !== undefined) {
+    // The report either way; refused (an invalid file) is a 422 with the catalogue's code beside it.
+    app.post(`${ADMIN_API_PATH}/reload`, route('config.reload', async () => {
+      const report = await reload()
+      const detail = { applied: report.applied, changed: report.changed.length, needsRestart: report.needsRestart }
+      if (report.applied) return { detail, body: report }
+      const error = new PortcullisError('PORTCULLIS_ERR_RELOAD_INVALID_CONFIG')
+      return { status: error.status, outcome: 'refused', detail: { ...detail, code: error.code }, body: { ...report, error: { code: error.code, message: error.message } } }
+    }))
+  }
 
   app.post<{ Params: { server: string, id: string } }>(`${ADMIN_API_PATH}/sessions/:server/:id/end`, route('sessions.end', async (request) => {
     const params = request.params as { server: string, id: string }

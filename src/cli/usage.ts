@@ -9,7 +9,7 @@ export const USAGE = `Usage: portcullis <command> [options]
 An OAuth 2.1 gateway for MCP servers.
 
 Commands:
-  start           Start the gateway
+  start           Start the gateway (--watch: reload the config file when it changes)
   check           Validate the config; print the resolved servers and routes (secrets masked)
   doctor          Walk the path a client takes (proxy, discovery, registration, upstreams,
                   Redis, event streams) against a running gateway; a checklist with fixes
@@ -46,7 +46,7 @@ const CONFIG_OPTION = '  -c, --config <file>  Config file (default: ./portcullis
 
 /** Every command's own help (keys has its own, beside its code). */
 export const COMMAND_USAGE: Readonly<Record<string, string>> = {
-  start: `Usage: portcullis start [--config FILE]
+  start: `Usage: portcullis start [--config FILE] [--watch]
 
 Starts the gateway: listens on listen.host:listen.port and serves every server at
 <publicUrl>/<name>/mcp. Logs go to stdout (log.format: pretty on a terminal, JSON lines
@@ -54,7 +54,14 @@ otherwise). SIGTERM or SIGINT shut it down gracefully (shutdownTimeoutMs); a sec
 signal exits at once. Fails with exit 1 on an invalid config or a stdio command that
 cannot be found.
 
-${CONFIG_OPTION}`,
+SIGHUP re-reads the config file and applies it without a restart (servers, policy, rate
+limits, users, identity providers, origins…); an invalid file changes nothing and the log
+says why. listen, publicUrl, store, dataDir, cluster and a few more need a restart: the
+log lists them. See README "Reloading".
+
+${CONFIG_OPTION}      --watch          Reload whenever the config file changes (an edit, a rename over it, a
+                       ConfigMap update); each outcome is logged
+`,
   check: `Usage: portcullis check [--config FILE]
 
 Validates the config without starting anything and prints the resolved servers and

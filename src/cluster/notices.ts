@@ -7,6 +7,8 @@
  * offboarded. Their tokens are already refused everywhere (the revoked-grant list); without
  * this notice their processes elsewhere lived on, idle, holding the user's environment, until
  * the idle timeout.
+ * `reload` — one replica reloaded its configuration (admin API or SIGHUP): every other replica
+ * re-reads its own file (README "Reloading"), so replicas do not drift apart.
  *
  * Delivery is at most once (pub/sub keeps nothing for a replica that is down or reconnecting):
  * a notice is a shortcut, not the safeguard. A replica that misses one still refuses the user's
@@ -20,7 +22,7 @@ import type { FastifyBaseLogger } from 'fastify'
 import type { RedisClient } from '../store/redis-client.js'
 import { waitUntilReady } from '../store/redis-client.js'
 
-export type ClusterNotice = { readonly type: 'end-user', readonly accountId: string }
+export type ClusterNotice = { readonly type: 'end-user', readonly accountId: string } | { readonly type: 'reload' }
 
 const SUBSCRIBE_TIMEOUT_MS = 5_000
 /** Account ids are `<provider>:<sub>` or a local username: bounded like every id the gateway keeps. */
@@ -30,6 +32,7 @@ export class ClusterNotices {
   private readonly instance = randomUUID()
   private subscriber: RedisClient | undefined
   private readonly endUserHandlers: Array<(accountId: string) => Promise<void>> = []
+  private readonly reloadHandlers: Array<() => Promise<void>> = []
 
   constructor (private readonly redis: RedisClient, private readonly channel: string, private readonly log: FastifyBaseLogger) {}
 
@@ -50,6 +53,11 @@ export class ClusterNotices {
     this.endUserHandlers.push(handler)
   }
 
+  /** Called for every `reload` notice from another replica. */
+  onReload (handler: () => Promise<void>): void {
+    this.reloadHandlers.push(handler)
+  }
+
   /** Tells the other replicas; a failure is logged, never thrown (see the header: a shortcut). */
   async publish (notice: ClusterNotice): Promise<void> {
     try {
@@ -66,9 +74,8 @@ export class ClusterNotices {
       return
     }
     if (notice.from === this.instance) return
-    for (const handler of this.endUserHandlers) {
-      handler(notice.accountId).catch((err: Error) => this.log.warn({ err: { message: err.message } }, 'could not act on a cluster notice'))
-    }
+    const acting = notice.type === 'reload' ? this.reloadHandlers.map((handler) => handler()) : this.endUserHandlers.map((handler) => handler(notice.accountId))
+    for (const done of acting) done.catch((err: Error) => this.log.warn({ notice: notice.type, err: { message: err.message } }, 'could not act on a cluster notice'))
   }
 
   async close (): Promise<void> {
@@ -87,7 +94,10 @@ function parseNotice (message: string): (ClusterNotice & { readonly from: string
   }
   if (typeof value !== 'object' || value === null) return undefined
   const { type, accountId, from } = value as Record<string, unknown>
-  if (type !== 'end-user' || typeof from !== 'string') return undefined
+  if (typeof from !== 'string' || from === '' || from.length > MAX_ID_CHARS) return undefined
+  // A reload carries nothing else: each replica reads its own file, never one sent over the channel.
+  if (type === 'reload') return Object.keys(value).length === 2 ? { type, from } : undefined
+  if (type !== 'end-user') return undefined
   if (typeof accountId !== 'string' || accountId === '' || accountId.length > MAX_ID_CHARS) return undefined
   return { type, accountId, from }
 }

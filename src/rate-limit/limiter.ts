@@ -63,10 +63,15 @@ export class RateLimiter {
 
   constructor (
     private readonly app: FastifyInstance,
-    private readonly onStoreError: 'allow' | 'deny',
+    private onStoreError: 'allow' | 'deny',
     private readonly log: FastifyBaseLogger,
     private readonly hooks: LimiterHooks = {},
   ) {}
+
+  /** rateLimits.onStoreError from a reloaded file (the counters themselves are kept). */
+  useOnStoreError (mode: 'allow' | 'deny'): void {
+    this.onStoreError = mode
+  }
 
   private limiterFor (rate: Rate): Limiter {
     const id = `${rate.max}/${rate.windowMs}`

@@ -66,6 +66,11 @@ export interface McpRoutesOptions {
   readonly scopeChallenge: ((server: ServerConfig, scopes: readonly string[], description: string) => string) | undefined
   /** Per server: pinned tool definitions and argument validation (README "Guardrails"). */
   readonly toolGuards: ReadonlyMap<string, ToolGuard>
+  /**
+   * After a reload (README "Reloading"): the earlier upstream of a changed stdio server that
+   * still holds this session. Its requests go there, not to the new definition.
+   */
+  readonly drainingHolder?: (server: string, sessionId: string) => Upstream | undefined
   /** Several replicas (cluster.advertiseUrl): stdio sessions held elsewhere are forwarded to their owner. */
   readonly replicas?: { readonly directory: SessionDirectory, readonly forwarder: ReplicaForwarder }
   /** Set when telemetry.otlp is: each request gets its spans. */
@@ -204,10 +209,15 @@ export async function mcpRoutes (app: FastifyInstance, opts: McpRoutesOptions): 
     // everything else (token, policy, limits, audit) once. Never twice: forwarded requests stay.
     const replicas = opts.replicas
     const holdsSessions = upstream instanceof StdioUpstream ? upstream : undefined
+    /** The upstream serving this request: a draining one when it holds the session, else this server's. */
+    const upstreamOf = (request: FastifyRequest): Upstream => {
+      const sessionId = request.headers['mcp-session-id']
+      return (typeof sessionId === 'string' ? opts.drainingHolder?.(server.name, sessionId) : undefined) ?? upstream
+    }
     const forwardToOwner = async (request: FastifyRequest, reply: FastifyReply): Promise<void> => {
       const sessionId = request.headers['mcp-session-id']
       if (replicas === undefined || holdsSessions === undefined || typeof sessionId !== 'string' || request.headers[FORWARDED_HEADER] !== undefined) return
-      if (holdsSessions.hasSession(sessionId)) return
+      if (holdsSessions.hasSession(sessionId) || upstreamOf(request) !== upstream) return
       const owner = await replicas.directory.ownerOf(server.name, sessionId)
       if (owner === undefined) return
       reply.hijack()
@@ -413,7 +423,8 @@ export async function mcpRoutes (app: FastifyInstance, opts: McpRoutesOptions): 
           ...(request.mcpEdit === null ? {} : { edit: request.mcpEdit }),
         }
         const trace = request.mcpTrace
-        await (trace === null ? upstream.handle(exchange) : trace.exchange(server, exchange, (ex) => upstream.handle(ex)))
+        const target = upstreamOf(request)
+        await (trace === null ? target.handle(exchange) : trace.exchange(server, exchange, (ex) => target.handle(ex)))
       },
     })
 

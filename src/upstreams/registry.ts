@@ -1,6 +1,6 @@
-/** One upstream adapter per configured server, by name. */
+/** The upstream adapter of a configured server. */
 import type { FastifyBaseLogger } from 'fastify'
-import type { Config } from '../config/schema.js'
+import type { ServerConfig } from '../config/schema.js'
 import { HttpUpstream } from './http-upstream.js'
 import { StdioUpstream, type SessionHooks } from './stdio/stdio-upstream.js'
 import type { Upstream } from './types.js'
@@ -32,22 +32,19 @@ export interface UpstreamOptions {
   readonly linkedToken?: LinkedTokenSource
 }
 
-export function createUpstreams (config: Config, options: UpstreamOptions): Map<string, Upstream> {
-  const upstreams = new Map<string, Upstream>()
-  for (const server of config.servers) {
-    upstreams.set(server.name, server.transport === 'http'
-      ? new HttpUpstream(server, options.httpSessionOwners, options.streamKeeper, options.identitySigner, server.upstreamAuth === undefined ? undefined : options.credentialsFor?.(server.name))
-      : new StdioUpstream({
-        config: server,
-        log: options.log,
-        version: options.version,
-        ...(options.now === undefined ? {} : { now: options.now }),
-        ...(options.onStdioExit === undefined ? {} : { onUnexpectedExit: () => options.onStdioExit?.(server.name) }),
-        ...(options.sessionHooks === undefined ? {} : { sessionHooks: options.sessionHooks }),
-        streamKeeper: options.streamKeeper,
-        ...(options.stdioStartingLogIntervalMs === undefined ? {} : { startingLogIntervalMs: options.stdioStartingLogIntervalMs }),
-        ...(options.linkedToken === undefined ? {} : { linkedToken: options.linkedToken }),
-      }))
-  }
-  return upstreams
+/** The adapter for one server (a reload makes them one at a time: src/reload/upstream-pool.ts). */
+export function createUpstream (server: ServerConfig, options: UpstreamOptions): Upstream {
+  return server.transport === 'http'
+    ? new HttpUpstream(server, options.httpSessionOwners, options.streamKeeper, options.identitySigner, server.upstreamAuth === undefined ? undefined : options.credentialsFor?.(server.name))
+    : new StdioUpstream({
+      config: server,
+      log: options.log,
+      version: options.version,
+      ...(options.now === undefined ? {} : { now: options.now }),
+      ...(options.onStdioExit === undefined ? {} : { onUnexpectedExit: () => options.onStdioExit?.(server.name) }),
+      ...(options.sessionHooks === undefined ? {} : { sessionHooks: options.sessionHooks }),
+      streamKeeper: options.streamKeeper,
+      ...(options.stdioStartingLogIntervalMs === undefined ? {} : { startingLogIntervalMs: options.stdioStartingLogIntervalMs }),
+      ...(options.linkedToken === undefined ? {} : { linkedToken: options.linkedToken }),
+    })
 }

@@ -1,0 +1,249 @@
+/**
+ * The running gateway of `portcullis start`, reloadable (README "Reloading").
+ *
+ * Everything buildApp wires closes over its `config`, so a reload does not change modules in
+ * place: it builds a new *generation* — a new Fastify app from the new file — and switches the
+ * one HTTP listener over to it. The generations share what must outlive them (SharedParts in
+ * app.ts: the store, Redis, rate-limit counters, metrics, the audit log, stdio processes and
+ * sessions). A request finishes on the generation that accepted it, event streams included; a
+ * retired generation stops its pollers at once and closes when its last request has ended.
+ *
+ * One reload at a time: a second caller waits for the first and then reads the file again.
+ */
+import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http'
+import type { Socket } from 'node:net'
+import type { FastifyBaseLogger, FastifyInstance } from 'fastify'
+import type { Logger } from 'pino'
+import { buildApp, createSharedParts, listenerTimeouts, type SharedParts } from '../app.js'
+import { ClusterNotices } from '../cluster/notices.js'
+import { ConfigError, loadConfigFile } from '../config/load.js'
+import type { Config } from '../config/schema.js'
+import { stdioCommandProblems } from '../upstreams/stdio/resolve-command.js'
+import { describeChanges, restartOnlyChanges, withRestartOnlyKept } from './changes.js'
+import type { ReloadReport } from './report.js'
+
+/** Who asked for a reload; only an operator's own request (API, SIGHUP) is passed on to the other replicas. */
+export type ReloadCause = 'api' | 'signal' | 'watch' | 'replica'
+
+type Handler = (req: IncomingMessage, res: ServerResponse) => void
+
+interface Generation {
+  readonly app: FastifyInstance
+  readonly handle: Handler
+  /** Requests accepted and not yet ended (an open event stream counts until it closes). */
+  inFlight: number
+}
+
+/** How often a retired generation is checked for its last request. */
+const RETIRE_CHECK_INTERVAL_MS = 500
+
+export class Gateway {
+  private current: Generation | undefined
+  private readonly retiring = new Set<Generation>()
+  private readonly connections = new Set<Socket>()
+  private queue: Promise<unknown> = Promise.resolve()
+  private notices: ClusterNotices | undefined
+  private isClosing = false
+  private readonly server: Server
+
+  private constructor (
+    /** The configuration in force; the shared parts read it too (idle timeouts of kept sessions). */
+    private readonly inForce: { config: Config },
+    private readonly log: Logger,
+    private readonly shared: SharedParts,
+  ) {
+    this.server = createServer(listenerTimeouts(inForce.config.limits).http, (req, res) => this.route(req, res))
+    this.applyListenerTimeouts()
+    // A connection that never sent a byte is neither idle nor busy to Node: closed at shutdown.
+    this.server.on('connection', (socket: Socket) => {
+      this.connections.add(socket)
+      socket.once('close', () => this.connections.delete(socket))
+    })
+  }
+
+  /** Builds the first generation (nothing listens yet: `listen`). */
+  static async create (config: Config, log: Logger): Promise<Gateway> {
+    const inForce = { config }
+    const shared = await createSharedParts(config, { logger: log }, () => inForce.config)
+    const gateway = new Gateway(inForce, log, shared)
+    try {
+      gateway.current = await gateway.build(config)
+    } catch (err) {
+      await gateway.current?.app.close()
+      await shared.close()
+      throw err
+    }
+    if (shared.redis !== undefined) {
+      // A shortcut like every notice: without it each replica still reloads on its own SIGHUP.
+      await gateway.listenToReplicas(config).catch((err: Error) => log.warn({ err: { message: err.message } }, 'cannot hear the other replicas\' reloads'))
+    }
+    return gateway
+  }
+
+  /** The generation in force (main.ts reads its first-run account and metrics listener at start). */
+  get app (): FastifyInstance {
+    return this.generation().app
+  }
+
+  get shutdownTimeoutMs (): number {
+    return this.config.shutdownTimeoutMs
+  }
+
+  async listen (): Promise<void> {
+    const { host, port } = this.config.listen
+    await new Promise<void>((resolve, reject) => {
+      this.server.once('error', reject)
+      this.server.listen({ host, port }, () => {
+        this.server.off('error', reject)
+        resolve()
+      })
+    })
+  }
+
+  /** Re-reads the file and applies it (README "Reloading"); never throws for a bad file. */
+  readonly reload = async (cause: ReloadCause = 'api'): Promise<ReloadReport> => {
+    const run = this.queue.then(async () => this.reloadNow(cause))
+    this.queue = run.catch(() => undefined)
+    const report = await run
+    if (cause === 'api' || cause === 'signal') await this.notices?.publish({ type: 'reload' })
+    return report
+  }
+
+  /**
+   * Graceful shutdown: new requests get 503, event streams end, requests in flight finish; at
+   * the deadline what is left fails (JSON-RPC errors) and the remaining connections drop.
+   */
+  async close (): Promise<void> {
+    this.isClosing = true
+    const generations = this.generations()
+    for (const { app } of generations) app.portcullis.isClosing = true
+    const closed = new Promise<void>((resolve) => this.server.close(() => resolve()))
+    for (const { app } of generations) for (const upstream of app.portcullis.upstreams.values()) upstream.closeStreams()
+    for (const upstream of this.shared.upstreams.drainingUpstreams()) upstream.closeStreams()
+    for (const socket of this.connections) if (socket.bytesRead === 0) socket.destroy()
+    this.server.closeIdleConnections()
+    const timeoutMs = this.config.shutdownTimeoutMs
+    const deadline = setTimeout(() => {
+      this.log.warn({ timeoutMs }, 'shutdown deadline reached; failing in-flight requests')
+      const upstreams = [...generations.flatMap(({ app }) => [...app.portcullis.upstreams.values()]), ...this.shared.upstreams.drainingUpstreams()]
+      void Promise.all(upstreams.map(async (upstream) => upstream.close())).finally(() => this.server.closeAllConnections())
+    }, timeoutMs)
+    deadline.unref()
+    try {
+      await closed
+      await this.notices?.close()
+      for (const generation of generations) await generation.app.close()
+      await this.shared.close()
+    } finally {
+      clearTimeout(deadline)
+    }
+  }
+
+  private get config (): Config {
+    return this.inForce.config
+  }
+
+  private generation (): Generation {
+    if (this.current === undefined) throw new Error('the gateway has no generation yet')
+    return this.current
+  }
+
+  private generations (): Generation[] {
+    return [...(this.current === undefined ? [] : [this.current]), ...this.retiring]
+  }
+
+  private route (req: IncomingMessage, res: ServerResponse): void {
+    const generation = this.generation()
+    generation.inFlight++
+    res.once('close', () => { generation.inFlight-- })
+    generation.handle(req, res)
+  }
+
+  private async build (config: Config): Promise<Generation> {
+    let handle: Handler | undefined
+    const app = await buildApp(config, {
+      logger: this.log,
+      shared: this.shared,
+      reload: async () => this.reload('api'),
+      // Fastify gets a server of its own it never listens on: closing a generation must not close the listener.
+      serverFactory: (handler) => {
+        handle = handler
+        return createServer()
+      },
+    })
+    await app.ready()
+    if (handle === undefined) throw new Error('fastify made no request handler')
+    return { app, handle, inFlight: 0 }
+  }
+
+  private async reloadNow (cause: ReloadCause): Promise<ReloadReport> {
+    if (this.isClosing) return this.refused(cause, ['the gateway is shutting down'])
+    const source = this.config.source
+    let next: Config
+    try {
+      next = loadConfigFile(source)
+    } catch (err) {
+      if (!(err instanceof ConfigError)) throw err
+      return this.refused(cause, err.message.split('\n'))
+    }
+    const problems = stdioCommandProblems(next)
+    if (problems.length > 0) return this.refused(cause, problems.map((p) => `${source}: ${p}`))
+    const needsRestart = restartOnlyChanges(this.config, next)
+    const applied = withRestartOnlyKept(this.config, next)
+    const changed = describeChanges(this.config, applied)
+    if (changed.length > 0) {
+      const undo = this.shared.upstreams.checkpoint()
+      let generation: Generation
+      try {
+        generation = await this.build(applied)
+      } catch (err) {
+        await undo()
+        return this.refused(cause, [`${source}: ${(err as Error).message}`])
+      }
+      const previous = this.generation()
+      this.current = generation
+      this.inForce.config = applied
+      this.applyListenerTimeouts()
+      this.log.level = applied.log.level
+      this.retire(previous)
+    }
+    const report: ReloadReport = { applied: true, changed, needsRestart, errors: [] }
+    this.log.info({ cause, changed, needsRestart }, needsRestart.length === 0 ? 'configuration reloaded' : 'configuration reloaded; some settings need a restart')
+    return report
+  }
+
+  private refused (cause: ReloadCause, errors: string[]): ReloadReport {
+    this.log.error({ cause, errors }, 'configuration reload refused: nothing changed')
+    return { applied: false, changed: [], needsRestart: [], errors }
+  }
+
+  /** Stops the generation's background work now; closes it when its last request has ended. */
+  private retire (generation: Generation): void {
+    this.retiring.add(generation)
+    const close = async (): Promise<void> => {
+      await generation.app.portcullis.stopBackground()
+      while (generation.inFlight > 0 && !this.isClosing) await new Promise((resolve) => setTimeout(resolve, RETIRE_CHECK_INTERVAL_MS))
+      if (this.isClosing) return
+      this.retiring.delete(generation)
+      await generation.app.close()
+    }
+    close().catch((err: Error) => this.log.warn({ err: { message: err.message } }, 'could not close a retired configuration'))
+  }
+
+  /** limits.* apply to the listener itself (a new connection sees the new values). */
+  private applyListenerTimeouts (): void {
+    const timeouts = listenerTimeouts(this.config.limits)
+    this.server.keepAliveTimeout = timeouts.keepAliveTimeout
+    this.server.requestTimeout = timeouts.requestTimeout
+    this.server.headersTimeout = timeouts.http.headersTimeout
+  }
+
+  /** Replicas on Redis: a reload on one is a reload on all (each reads its own file). */
+  private async listenToReplicas (config: Config): Promise<void> {
+    if (this.shared.redis === undefined) return
+    const notices = new ClusterNotices(this.shared.redis, `${config.store.prefix}notices`, this.log as FastifyBaseLogger)
+    this.notices = notices
+    await notices.start(config.store.redis ?? '')
+    notices.onReload(async () => { await this.reload('replica') })
+  }
+}

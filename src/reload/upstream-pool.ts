@@ -1,0 +1,172 @@
+/**
+ * The stdio upstreams every build of the app shares (README "Reloading"). A reload builds a new
+ * app from the new file; a stdio server whose process-defining settings did not change keeps
+ * its StdioUpstream — its processes, sessions and open GET streams — so its clients notice
+ * nothing. A changed or removed one drains: the sessions it holds still reach it (mcp.ts asks
+ * holderOf before the new definition), it takes no new sessions, and it closes when its last
+ * session ends (idle timeout) or, removed, when nothing is in flight on it any more.
+ *
+ * HTTP upstreams hold no processes and their sessions live in the shared SessionOwners: each
+ * build makes its own, and closes them when it is retired.
+ */
+import { createHash } from 'node:crypto'
+import type { FastifyBaseLogger } from 'fastify'
+import type { Config, ServerConfig } from '../config/schema.js'
+import { StdioUpstream } from '../upstreams/stdio/stdio-upstream.js'
+import type { Upstream } from '../upstreams/types.js'
+import type { LinkedTokenSource } from '../upstreams/upstream-credentials.js'
+
+/** Settings the gateway judges by (policy, guardrails, scopes): a change to them keeps the processes. */
+const JUDGED_FIELDS: ReadonlySet<string> = new Set(['scopes', 'access', 'tools', 'prompts', 'resources', 'rateLimit', 'redactResults', 'pinTools', 'validateArguments'])
+
+/** How often draining upstreams are checked for their last session. */
+const DRAIN_CHECK_INTERVAL_MS = 1_000
+
+interface Kept {
+  readonly upstream: StdioUpstream
+  readonly key: string
+}
+
+interface Draining {
+  readonly upstream: StdioUpstream
+  /** Removed from the file: no route reaches its sessions, so it closes once nothing is in flight. */
+  readonly isRemoved: boolean
+}
+
+export class UpstreamPool {
+  private readonly kept = new Map<string, Kept>()
+  private readonly draining = new Set<Draining>()
+  private drainTimer: NodeJS.Timeout | undefined
+  private linkedTokenNow: LinkedTokenSource | undefined
+
+  constructor (private readonly log: FastifyBaseLogger) {}
+
+  /**
+   * The upstreams of one configuration, by server name: a kept stdio upstream when its
+   * definition is unchanged, a new one from `create` otherwise. Stdio upstreams it replaces
+   * or no longer lists start draining.
+   */
+  upstreamsFor (config: Config, create: (server: ServerConfig) => Upstream): Map<string, Upstream> {
+    const upstreams = new Map<string, Upstream>()
+    for (const server of config.servers) {
+      if (server.transport !== 'stdio') {
+        upstreams.set(server.name, create(server))
+        continue
+      }
+      const key = definitionKey(server)
+      const kept = this.kept.get(server.name)
+      if (kept?.key === key) {
+        upstreams.set(server.name, kept.upstream)
+        continue
+      }
+      if (kept !== undefined) this.drain(kept.upstream, false)
+      const upstream = create(server)
+      if (upstream instanceof StdioUpstream) this.kept.set(server.name, { upstream, key })
+      upstreams.set(server.name, upstream)
+    }
+    for (const [name, kept] of this.kept) {
+      if (upstreams.has(name)) continue
+      this.kept.delete(name)
+      this.drain(kept.upstream, true)
+    }
+    return upstreams
+  }
+
+  /**
+   * The pool as it is now; the function returned puts it back (a build that failed after
+   * upstreamsFor), closing the upstreams made since.
+   */
+  checkpoint (): () => Promise<void> {
+    const kept = new Map(this.kept)
+    const draining = new Set(this.draining)
+    return async () => {
+      const made = [...this.kept.values()].filter((k) => kept.get(k.upstream.name)?.upstream !== k.upstream).map((k) => k.upstream)
+      this.kept.clear()
+      for (const [name, k] of kept) this.kept.set(name, k)
+      this.draining.clear()
+      for (const d of draining) this.draining.add(d)
+      await Promise.all(made.map(async (upstream) => upstream.close()))
+    }
+  }
+
+  /** Whether this upstream belongs to the pool (closed by it, never by one build of the app). */
+  owns (upstream: Upstream): boolean {
+    return upstream instanceof StdioUpstream && (this.kept.get(upstream.name)?.upstream === upstream || [...this.draining].some((d) => d.upstream === upstream))
+  }
+
+  /** A draining upstream of this server that holds the session: the session stays on its own process. */
+  holderOf (server: string, sessionId: string): Upstream | undefined {
+    for (const { upstream } of this.draining) {
+      if (upstream.name === server && upstream.hasSession(sessionId)) return upstream
+    }
+    return undefined
+  }
+
+  /** Upstreams still draining (the admin API lists their sessions too). */
+  drainingUpstreams (): Upstream[] {
+    return [...this.draining].map((d) => d.upstream)
+  }
+
+  /**
+   * `${user.credentials.<server>}` through the newest build's source: a kept stdio upstream
+   * outlives the build that made it, whose outbound fetches close when it is retired.
+   */
+  readonly linkedToken: LinkedTokenSource = async (server, user, canElicitUrl) => {
+    const source = this.linkedTokenNow
+    if (source === undefined) throw new Error('linked upstream accounts are not configured')
+    return source(server, user, canElicitUrl)
+  }
+
+  useLinkedToken (source: LinkedTokenSource | undefined): void {
+    this.linkedTokenNow = source
+  }
+
+  async close (): Promise<void> {
+    clearInterval(this.drainTimer)
+    const all = [...[...this.kept.values()].map((k) => k.upstream), ...[...this.draining].map((d) => d.upstream)]
+    this.kept.clear()
+    this.draining.clear()
+    await Promise.all(all.map(async (upstream) => upstream.close()))
+  }
+
+  private drain (upstream: StdioUpstream, isRemoved: boolean): void {
+    this.draining.add({ upstream, isRemoved })
+    this.log.info({ server: upstream.name, sessions: upstream.liveSessions().length, removed: isRemoved }, 'stdio server definition replaced: its sessions drain on the old processes')
+    if (this.drainTimer === undefined) {
+      this.drainTimer = setInterval(() => this.closeDrained(), DRAIN_CHECK_INTERVAL_MS)
+      this.drainTimer.unref()
+    }
+    this.closeDrained()
+  }
+
+  private closeDrained (): void {
+    for (const entry of this.draining) {
+      const { upstream, isRemoved } = entry
+      const load = upstream.load()
+      const isBusy = load.exchanges > 0 || load.streams > 0
+      if (isBusy || (!isRemoved && upstream.liveSessions().length > 0)) continue
+      this.draining.delete(entry)
+      this.log.info({ server: upstream.name }, 'drained stdio server closed')
+      upstream.close().catch((err: Error) => this.log.warn({ server: upstream.name, err: { message: err.message } }, 'could not close a drained stdio server'))
+    }
+    if (this.draining.size === 0) {
+      clearInterval(this.drainTimer)
+      this.drainTimer = undefined
+    }
+  }
+}
+
+/** A stable digest of what defines a stdio server's processes (key order does not matter). */
+export function definitionKey (server: ServerConfig): string {
+  const defining = Object.fromEntries(Object.entries(server).filter(([field]) => !JUDGED_FIELDS.has(field)))
+  return createHash('sha256').update(stableJson(defining)).digest('hex')
+}
+
+/** JSON with object keys sorted, so equal values give equal text. */
+export function stableJson (value: unknown): string {
+  if (Array.isArray(value)) return `[${value.map(stableJson).join(',')}]`
+  if (value !== null && typeof value === 'object') {
+    return `{${Object.keys(value).sort().map((k) => `${JSON.stringify(k)}:${stableJson((value as Record<string, unknown>)[k])}`).join(',')}}`
+  }
+  return JSON.stringify(value) ?? 'null'
+}

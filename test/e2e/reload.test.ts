@@ -1,0 +1,293 @@
+// Reloading the configuration without a restart (issue 15, README "Reloading"): real
+// `portcullis start` processes, a real SIGHUP, real stdio children and event streams, the file
+// edited the way an editor replaces it (--watch), the admin API with a token from the real
+// OAuth flow, and two replicas on a real Redis.
+import t, { type Test } from 'tap'
+import { readFileSync, renameSync, writeFileSync } from 'node:fs'
+import { join } from 'node:path'
+import { stringify } from 'yaml'
+import { hashPassword } from '../../src/auth-server/password.js'
+import { adminToken, connectWithOAuth, signInForTokens } from '../oauth-helpers.js'
+import { eventually, freePort, INIT_BODY, postJson, redisAvailable, REDIS_URL, scratchRedis, startCliGateway, startUpstream, stdioServer, textOf } from '../helpers.js'
+
+const PASSWORD = 'correct horse battery staple'
+const ORIGIN = 'https://app.example.com'
+const VERSION_HEADER = { 'mcp-protocol-version': '2025-11-25' }
+
+type Log = Record<string, unknown>
+
+/** The gateway's JSON log lines (stdout and stderr together). */
+function logLines (output: string): Log[] {
+  return output.split('\n').filter((line) => line.startsWith('{')).map((line) => JSON.parse(line) as Log)
+}
+
+/** Each reload's one line: applied or refused. */
+function reloads (output: string): Log[] {
+  return logLines(output).filter((l) => typeof l.msg === 'string' && l.msg.startsWith('configuration reload'))
+}
+
+/** Waits for the n-th reload line and returns it. */
+async function nthReload (t: Test, output: () => string, n: number): Promise<Log> {
+  t.ok(await eventually(() => reloads(output()).length >= n, 15_000), `reload ${n} logged`)
+  return reloads(output())[n - 1] ?? {}
+}
+
+/** A raw 2025-era session: initialize, then the initialized notification. */
+async function openSession (url: string, headers: Record<string, string> = {}): Promise<string> {
+  const init = await postJson(url, INIT_BODY, headers)
+  if (init.status !== 200) throw new Error(`initialize answered ${init.status}: ${init.text}`)
+  const sessionId = init.headers.get('mcp-session-id') ?? ''
+  await postJson(url, { jsonrpc: '2.0', method: 'notifications/initialized' }, { ...headers, ...VERSION_HEADER, 'mcp-session-id': sessionId })
+  return sessionId
+}
+
+/** A tools/call in a session; the answer's JSON whether it came as JSON or as one SSE event. */
+async function call (url: string, sessionId: string, name: string, args: Record<string, unknown> = {}): Promise<{ status: number, body: Record<string, unknown> }> {
+  const res = await postJson(url, { jsonrpc: '2.0', id: 7, method: 'tools/call', params: { name, arguments: args } }, { ...VERSION_HEADER, 'mcp-session-id': sessionId })
+  const data = /^data: (.*)$/m.exec(res.text)?.[1]
+  return { status: res.status, body: (res.json ?? (data === undefined ? {} : JSON.parse(data))) as Record<string, unknown> }
+}
+
+/** The text of a tools/call result. */
+function resultText (body: Record<string, unknown>): string {
+  return ((body.result as { content?: Array<{ text?: string }> } | undefined)?.content?.[0]?.text) ?? JSON.stringify(body)
+}
+
+/** The server->client event stream of a session (GET), read as it arrives. */
+async function openStream (t: Test, url: string, sessionId: string): Promise<{ status: number, text: () => string }> {
+  const abort = new AbortController()
+  t.teardown(() => abort.abort())
+  const res = await fetch(url, { headers: { accept: 'text/event-stream', ...VERSION_HEADER, 'mcp-session-id': sessionId }, signal: abort.signal })
+  let text = ''
+  const reader = res.body?.getReader()
+  const pump = async (): Promise<void> => {
+    for (;;) {
+      const chunk = await reader?.read()
+      if (chunk === undefined || chunk.done) break
+      text += Buffer.from(chunk.value).toString('utf8')
+    }
+    text += '\n[stream ended]'
+  }
+  pump().catch(() => undefined)
+  return { status: res.status, text: () => text }
+}
+
+t.test('SIGHUP: a server added and one removed, a rate limit and allowedOrigins changed; a stdio session and its GET stream opened before live on', async (t) => {
+  const upstream = await startUpstream(t)
+  const port = await freePort()
+  const dir = t.testdir({})
+  const configPath = join(dir, 'gw.yaml')
+  const base = { publicUrl: `http://127.0.0.1:${port}`, listen: { host: '127.0.0.1', port }, dataDir: join(dir, 'data'), auth: { enabled: false } }
+  writeFileSync(configPath, stringify({ ...base, servers: [{ name: 'fx', transport: 'http', url: upstream.url }, stdioServer('local')] }))
+  const { child, output } = await startCliGateway(t, configPath)
+  const url = (server: string): string => `http://127.0.0.1:${port}/${server}/mcp`
+
+  const sessionId = await openSession(url('local'))
+  t.equal(resultText((await call(url('local'), sessionId, 'increment')).body), '1', 'the stdio counter starts')
+  const pid = JSON.parse(resultText((await call(url('local'), sessionId, 'env')).body)).pid as number
+  const stream = await openStream(t, url('local'), sessionId)
+  t.equal(stream.status, 200, 'GET stream open before the reload')
+  for (let i = 0; i < 3; i++) t.equal((await call(url('local'), sessionId, 'echo', { text: 'x' })).status, 200, `echo ${i + 1} before: no tool limit`)
+  t.equal((await postJson(url('fx'), INIT_BODY, { origin: ORIGIN })).status, 403, 'the browser origin is refused before')
+  t.equal((await postJson(url('added'), INIT_BODY)).status, 404, 'no server "added" before')
+
+  writeFileSync(configPath, stringify({
+    ...base,
+    allowedOrigins: [ORIGIN],
+    servers: [{ name: 'added', transport: 'http', url: upstream.url }, stdioServer('local', { tools: { echo: { rateLimit: '1/min' } } })],
+  }))
+  child.kill('SIGHUP')
+  const line = await nthReload(t, output, 1)
+  t.equal(line.msg, 'configuration reloaded', 'applied')
+  t.same([...line.changed as string[]].sort(), ['allowedOrigins changed', 'server added: added', 'server changed: local', 'server removed: fx'], 'the log line says what changed')
+  t.same(line.needsRestart, [], 'nothing needs a restart')
+  t.equal(child.exitCode, null, 'SIGHUP no longer ends the process')
+
+  const removed = await postJson(url('fx'), INIT_BODY)
+  t.equal(removed.status, 404, 'the removed server is gone')
+  t.match(removed.json, { error: { data: { code: 'PORTCULLIS_ERR_UNKNOWN_SERVER' } } })
+  t.equal((await postJson(url('added'), INIT_BODY)).status, 200, 'the added server answers')
+  t.equal((await postJson(url('added'), INIT_BODY, { origin: ORIGIN })).status, 200, 'the newly allowed origin passes')
+
+  t.equal(resultText((await call(url('local'), sessionId, 'increment')).body), '2', 'the session opened before keeps counting: same process')
+  t.equal(JSON.parse(resultText((await call(url('local'), sessionId, 'env')).body)).pid, pid, 'the same pid')
+  t.equal((await call(url('local'), sessionId, 'echo', { text: 'x' })).status, 200, 'first echo under the new limit')
+  const limited = await call(url('local'), sessionId, 'echo', { text: 'x' })
+  t.equal(limited.status, 429, 'the new per-tool limit (1/min) applies at once')
+  t.match(limited.body, { error: { data: { code: 'PORTCULLIS_ERR_RATE_LIMITED' } } })
+
+  t.equal((await call(url('local'), sessionId, 'broadcast')).status, 200)
+  t.ok(await eventually(() => stream.text().includes('notifications/tools/list_changed'), 5000), 'the GET stream opened before the reload delivers after it')
+  t.notMatch(stream.text(), /\[stream ended\]/, 'and never ended')
+})
+
+t.test('SIGHUP with auth on an in-memory store: tokens, sessions and unchanged rate-limit counts survive; a user added signs in', async (t) => {
+  const upstream = await startUpstream(t)
+  const port = await freePort()
+  const dir = t.testdir({})
+  const configPath = join(dir, 'gw.yaml')
+  const passwordHash = await hashPassword(PASSWORD)
+  const issuer = `http://127.0.0.1:${port}`
+  const write = (users: unknown[]): void => {
+    writeFileSync(configPath, stringify({ publicUrl: issuer, listen: { host: '127.0.0.1', port }, dataDir: join(dir, 'data'), store: { memory: true }, auth: { users }, servers: [{ name: 'fx', transport: 'http', url: upstream.url, tools: { echo: { rateLimit: '2/min' } } }] }))
+  }
+  write([{ username: 'alice', passwordHash }])
+  const { child, output } = await startCliGateway(t, configPath)
+  const alice = await connectWithOAuth(t, `${issuer}/fx/mcp`, { username: 'alice', password: PASSWORD, issuer })
+  t.equal(textOf(await alice.client.callTool({ name: 'echo', arguments: { text: 'one' } })), 'one', 'alice calls before the reload')
+  await t.rejects(signInForTokens(t, `${issuer}/fx/mcp`, { username: 'bob', password: PASSWORD, issuer }), 'bob is unknown before')
+
+  write([{ username: 'alice', passwordHash }, { username: 'bob', passwordHash }])
+  child.kill('SIGHUP')
+  const line = await nthReload(t, output, 1)
+  t.same(line.changed, ['auth.users changed'])
+
+  t.equal(textOf(await alice.client.callTool({ name: 'echo', arguments: { text: 'two' } })), 'two', 'her token, client registration and session (in the memory store) still work')
+  await t.rejects(alice.client.callTool({ name: 'echo', arguments: { text: 'three' } }), /rate limit|Too many/i, 'the unchanged 2/min limit kept its count: the third call is refused')
+  const bob = await signInForTokens(t, `${issuer}/fx/mcp`, { username: 'bob', password: PASSWORD, issuer })
+  t.type(bob.accessToken, 'string', 'the user added by the reload signs in')
+})
+
+t.test('an invalid file changes nothing and the log names file:line and key; listen and publicUrl changes wait for a restart', async (t) => {
+  const upstream = await startUpstream(t)
+  const port = await freePort()
+  const dir = t.testdir({})
+  const configPath = join(dir, 'gw.yaml')
+  const base = { publicUrl: `http://127.0.0.1:${port}`, listen: { host: '127.0.0.1', port }, dataDir: join(dir, 'data'), auth: { enabled: false } }
+  const good = stringify({ ...base, servers: [{ name: 'fx', transport: 'http', url: upstream.url }] })
+  writeFileSync(configPath, good)
+  const { child, output } = await startCliGateway(t, configPath)
+  const url = `http://127.0.0.1:${port}/fx/mcp`
+
+  // The new server would be valid; the unknown key makes the whole file invalid.
+  const invalid = stringify({ ...base, servers: [{ name: 'fx', transport: 'http', url: upstream.url }, { name: 'other', transport: 'http', url: upstream.url }] })
+  const badLine = invalid.split('\n').length
+  writeFileSync(configPath, `${invalid}bogusKey: 1\n`)
+  child.kill('SIGHUP')
+  const refused = await nthReload(t, output, 1)
+  t.equal(refused.msg, 'configuration reload refused: nothing changed')
+  t.same(refused.errors, [`${configPath}:${badLine}:1: bogusKey: unknown key "bogusKey"`], 'file:line: key: message, as check prints it')
+  t.equal((await postJson(`http://127.0.0.1:${port}/other/mcp`, INIT_BODY)).status, 404, 'the valid part was not applied either')
+  t.equal((await postJson(url, INIT_BODY)).status, 200, 'the gateway serves on as before')
+
+  const otherPort = await freePort()
+  writeFileSync(configPath, stringify({ ...base, publicUrl: `http://127.0.0.1:${otherPort}`, listen: { host: '127.0.0.1', port: otherPort }, servers: [{ name: 'fx', transport: 'http', url: upstream.url }] }))
+  child.kill('SIGHUP')
+  const restart = await nthReload(t, output, 2)
+  t.equal(restart.msg, 'configuration reloaded; some settings need a restart')
+  t.same(restart.needsRestart, ['listen', 'publicUrl'], 'listen and publicUrl are reported')
+  t.same(restart.changed, [], 'and nothing else changed')
+  t.equal((await postJson(url, INIT_BODY)).status, 200, 'still on the old port')
+  t.notOk(await fetch(`http://127.0.0.1:${otherPort}/healthz`).then(() => true, () => false), 'nothing listens on the new port')
+})
+
+t.test('a changed stdio definition: the open session keeps its process, a new session gets the new one; the old process ends with its session', async (t) => {
+  const port = await freePort()
+  const dir = t.testdir({})
+  const configPath = join(dir, 'gw.yaml')
+  const base = { publicUrl: `http://127.0.0.1:${port}`, listen: { host: '127.0.0.1', port }, dataDir: join(dir, 'data'), auth: { enabled: false } }
+  writeFileSync(configPath, stringify({ ...base, servers: [stdioServer('local', { env: { GENERATION: 'one' } })] }))
+  const { child, output } = await startCliGateway(t, configPath)
+  const url = `http://127.0.0.1:${port}/local/mcp`
+  const envOf = async (sessionId: string): Promise<{ pid: number, names: string[], argv: string[] }> => JSON.parse(resultText((await call(url, sessionId, 'env')).body))
+
+  const old = await openSession(url)
+  t.equal(resultText((await call(url, old, 'increment')).body), '1')
+  const before = await envOf(old)
+  writeFileSync(configPath, stringify({ ...base, servers: [stdioServer('local', { env: { GENERATION: 'two' }, flags: ['--second'] })] }))
+  child.kill('SIGHUP')
+  const line = await nthReload(t, output, 1)
+  t.match(line.changed, [/^server changed: local \(new sessions start the new definition/], 'reported as a new definition')
+
+  const after = await envOf(old)
+  t.equal(after.pid, before.pid, 'the open session still reaches its old process')
+  t.same(after.argv, before.argv, 'with the old arguments')
+  t.equal(resultText((await call(url, old, 'increment')).body), '2', 'and its state')
+  const fresh = await openSession(url)
+  const freshEnv = await envOf(fresh)
+  t.not(freshEnv.pid, before.pid, 'a new session gets a new process')
+  t.ok(freshEnv.argv.includes('--second'), 'started from the new definition')
+
+  const ended = await fetch(url, { method: 'DELETE', headers: { ...VERSION_HEADER, 'mcp-session-id': old } })
+  t.ok(ended.status < 300, 'the old session ends')
+  t.ok(await eventually(() => { try { process.kill(before.pid, 0); return false } catch { return true } }, 10_000), 'its process ends once its last session has')
+  t.equal(resultText((await call(url, fresh, 'increment')).body), '1', 'the new session is untouched')
+})
+
+t.test('--watch: replacing the file the way editors do (write elsewhere, rename over) reloads it', async (t) => {
+  const upstream = await startUpstream(t)
+  const port = await freePort()
+  const dir = t.testdir({})
+  const configPath = join(dir, 'gw.yaml')
+  const base = { publicUrl: `http://127.0.0.1:${port}`, listen: { host: '127.0.0.1', port }, dataDir: join(dir, 'data'), auth: { enabled: false } }
+  writeFileSync(configPath, stringify({ ...base, servers: [{ name: 'fx', transport: 'http', url: upstream.url }] }))
+  const { output } = await startCliGateway(t, configPath, {}, ['--watch'])
+  const next = join(dir, 'gw.yaml.tmp')
+
+  writeFileSync(next, stringify({ ...base, servers: [{ name: 'fx', transport: 'http', url: upstream.url }, { name: 'second', transport: 'http', url: upstream.url }] }))
+  renameSync(next, configPath)
+  const first = await nthReload(t, output, 1)
+  t.same(first.changed, ['server added: second'])
+  t.equal(first.cause, 'watch')
+  t.equal((await postJson(`http://127.0.0.1:${port}/second/mcp`, INIT_BODY)).status, 200, 'the new server answers')
+
+  // A second edit after the first rename: the watch survived the replaced file.
+  writeFileSync(next, stringify({ ...base, servers: [{ name: 'second', transport: 'http', url: upstream.url }] }))
+  renameSync(next, configPath)
+  const second = await nthReload(t, output, 2)
+  t.same(second.changed, ['server removed: fx'])
+  t.equal((await postJson(`http://127.0.0.1:${port}/fx/mcp`, INIT_BODY)).status, 404)
+  t.equal(reloads(output()).length, 2, 'one reload per edit (events debounced)')
+})
+
+t.test('POST /admin/api/v1/reload: the report, audited; an invalid file is a 422; the other replica on Redis reloads too, and a user added there signs in', async (t) => {
+  if (!await redisAvailable(t)) return
+  const { prefix } = await scratchRedis(t)
+  const upstream = await startUpstream(t)
+  const dir = t.testdir({})
+  const passwordHash = await hashPassword(PASSWORD)
+  const admin = { username: 'root', passwordHash, groups: ['portcullis-admins'] }
+  const replicas = await Promise.all([1, 2].map(async (n) => {
+    const port = await freePort()
+    const configPath = join(dir, `replica-${n}.yaml`)
+    const base = { publicUrl: `http://127.0.0.1:${port}`, listen: { host: '127.0.0.1', port }, dataDir: join(dir, `data-${n}`), store: { redis: REDIS_URL, prefix } }
+    const write = (users: unknown[], servers: unknown[], extra = ''): void => { writeFileSync(configPath, `${stringify({ ...base, auth: { users }, servers })}${extra}`) }
+    write([admin], [{ name: 'fx', transport: 'http', url: upstream.url }])
+    const gw = await startCliGateway(t, configPath)
+    return { n, port, base: `http://127.0.0.1:${port}`, configPath, write, ...gw }
+  }))
+  const [r1, r2] = replicas as [typeof replicas[0], typeof replicas[0]]
+  const token = await adminToken(r1.base, 'root', PASSWORD)
+  t.type(token.accessToken, 'string', 'an admin token through the real OAuth flow')
+  const reload = async (): Promise<{ status: number, body: Record<string, unknown> }> => {
+    const res = await fetch(`${r1.base}/admin/api/v1/reload`, { method: 'POST', headers: { authorization: `Bearer ${token.accessToken ?? ''}` } })
+    return { status: res.status, body: await res.json() as Record<string, unknown> }
+  }
+
+  await t.rejects(signInForTokens(t, `${r2.base}/fx/mcp`, { username: 'bob', password: PASSWORD, issuer: r2.base }), 'bob cannot sign in before')
+  for (const r of replicas) r.write([admin, { username: 'bob', passwordHash }], [{ name: 'fx', transport: 'http', url: upstream.url }, { name: 'extra', transport: 'http', url: upstream.url }])
+  const applied = await reload()
+  t.equal(applied.status, 200)
+  t.same(applied.body, { applied: true, changed: ['server added: extra', 'auth.users changed'], needsRestart: [], errors: [] }, 'the ReloadReport')
+  // The audit trail: its default file in replica 1's data directory.
+  const audited = (): Log[] => logLines(readFileSync(join(dir, 'data-1', 'audit.log'), 'utf8')).filter((l) => l.event === 'admin_action' && l.action === 'config.reload')
+  t.ok(await eventually(() => audited().length === 1), 'one audit record')
+  t.match(audited(), [{ actor: 'root', outcome: 'ok', detail: { applied: true, changed: 2 } }], 'audited like every admin action')
+  t.equal((await postJson(`${r1.base}/extra/mcp`, INIT_BODY, { authorization: `Bearer ${token.accessToken ?? ''}` })).status, 401, 'the new server exists on replica 1 (a token for it is needed)')
+
+  const heard = await nthReload(t, r2.output, 1)
+  t.equal(heard.cause, 'replica', 'replica 2 reloaded on the notice')
+  t.same(heard.changed, ['server added: extra', 'auth.users changed'], 'from its own file')
+  const bob = await signInForTokens(t, `${r2.base}/extra/mcp`, { username: 'bob', password: PASSWORD, issuer: r2.base })
+  t.type(bob.accessToken, 'string', 'the user added by the reload signs in on replica 2, for the server it added')
+
+  r1.write([admin], [{ name: 'fx', transport: 'http', url: upstream.url }], 'bogusKey: 1\n')
+  const refused = await reload()
+  t.equal(refused.status, 422, 'an invalid file: 422')
+  t.match(refused.body, { applied: false, changed: [], needsRestart: [], errors: [/replica-1\.yaml:\d+:1: bogusKey: unknown key/], error: { code: 'PORTCULLIS_ERR_RELOAD_INVALID_CONFIG' } })
+  t.ok(await eventually(() => audited().length === 2), 'a second audit record')
+  t.match(audited().at(-1), { outcome: 'refused', detail: { applied: false, code: 'PORTCULLIS_ERR_RELOAD_INVALID_CONFIG' } }, 'the refusal is audited')
+  const noToken = await fetch(`${r1.base}/admin/api/v1/reload`, { method: 'POST' })
+  t.equal(noToken.status, 401, 'no admin token: refused')
+  t.equal((await postJson(`${r1.base}/extra/mcp`, INIT_BODY)).status, 401, 'replica 1 kept the last good configuration')
+})
