@@ -22,7 +22,7 @@ import type { RevokeUserDeps } from './revoke-user.js'
 import type { RevokeClientDeps } from './revoke-client.js'
 import type { UsersSeen } from './users-seen.js'
 import type { ToolGuard } from '../guardrails/tool-guard.js'
-import { approvalNames, serverToolsView, type ServerToolsDeps } from './server-tools.js'
+import { approvalRequest, serverToolsView, type ServerToolsDeps } from './server-tools.js'
 import type { LinkedAccounts } from '../upstream-auth/upstream-links.js'
 import { adminActions, adminRecorder, audited, type Outcome, type Target } from './actions.js'
 
@@ -153,7 +153,7 @@ export async function adminRoutes (app: FastifyInstance, opts: AdminRoutesOption
   }, targetOf('server', 'server')))
 
   app.post<{ Params: { server: string } }>(`${ADMIN_API_PATH}/servers/:server/tools/approve`, route('tools.approve', async (request, actor) => {
-    return await actions.approveTools((request.params as { server: string }).server, approvalNames(request.body), actorName(actor))
+    return await actions.approveTools((request.params as { server: string }).server, approvalRequest(request.body), actorName(actor))
   }, targetOf('server', 'server')))
 
   app.post<{ Params: { server: string, id: string } }>(`${ADMIN_API_PATH}/sessions/:server/:id/end`, route('sessions.end', async (request) => {
