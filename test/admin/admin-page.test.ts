@@ -398,3 +398,16 @@ t.test('a failed admin sign-in points back at /admin, not at the account pages (
   const expired = await a.app.inject({ url: '/account/callback' })
   t.match(expired.body, /Start again from the page you were signing in to\./, 'without the sign-in cookie: no 404 address either')
 })
+
+t.test('the admin API also audits a POST whose body is refused before its handler', async (t) => {
+  const a = await adminApp(t)
+  const xml = await a.app.inject({ method: 'POST', url: '/admin/api/v1/users/alice/block', headers: { authorization: `Bearer ${ADMIN_TOKEN}`, 'content-type': 'application/xml' }, payload: '<x/>' })
+  t.equal(xml.statusCode, 415)
+  const big = await a.app.inject({ method: 'POST', url: '/admin/api/v1/servers/fx/tools/approve', headers: { 'content-type': 'application/json' }, payload: JSON.stringify({ tools: ['x'.repeat(5 * 1024 * 1024)] }) })
+  t.equal(big.statusCode, 413)
+  t.match(adminRecords(a), [
+    { actor: 'admin-token', action: 'users.block', target: { kind: 'user', id: 'alice' }, outcome: 'refused', detail: { code: 'FST_ERR_CTP_INVALID_MEDIA_TYPE', status: 415 } },
+    { actor: 'unknown', action: 'tools.approve', target: { kind: 'server', id: 'fx' }, outcome: 'refused', detail: { code: 'FST_ERR_CTP_BODY_TOO_LARGE', status: 413 } },
+  ], 'actor: the credential\'s, if any')
+  t.equal(adminRecords(a).length, 2)
+})
