@@ -68,7 +68,8 @@ import { BlockedUsers } from './admin/blocked-users.js'
 import { UsersSeen } from './admin/users-seen.js'
 import { createAdminAuthenticator } from './admin/admin-access.js'
 import { adminRoutes, type AdminRoutesOptions } from './admin/plugin.js'
-import { ADMIN_SCOPE, adminPageRoutes } from './admin/page-routes.js'
+import { adminPageRoutes, adminSignInPage } from './admin/page-routes.js'
+import { AdminSessions } from './admin/admin-sessions.js'
 import { startTracing } from './observability/tracing.js'
 import { instrumentApp } from './observability/request-trace.js'
 
@@ -316,6 +317,7 @@ export async function buildApp (config: Config, options: BuildOptions = {}): Pro
     })
     authenticate = createAuthenticator(catalog, verifier, isGatewayWideAllowed, (result) => metrics.tokenValidations.inc({ result }), apiKeyVerifier)
     const cookies = new AccountCookies(keys.cookieKeys[0] ?? '', config.publicUrl.startsWith('https:'), now)
+    const adminSessions = new AdminSessions(store, now)
     const isSignInPossible = accountClientMetadata(config.publicUrl) !== undefined
     await app.register(accountRoutes, {
       publicUrl: config.publicUrl,
@@ -328,7 +330,7 @@ export async function buildApp (config: Config, options: BuildOptions = {}): Pro
       isSignInPossible,
       ...(upstreamAuth?.links === undefined ? {} : { links: upstreamAuth.links }),
       // The admin page signs in here and comes back to /admin with its own cookie.
-      otherPages: [ADMIN_SCOPE],
+      otherPages: [adminSignInPage(adminSessions, audit)],
       now,
     })
     if (upstreamAuth?.links !== undefined) await app.register(upstreamAuthRoutes, { publicUrl: config.publicUrl, servers: upstreamAuth.links.servers })
@@ -340,7 +342,7 @@ export async function buildApp (config: Config, options: BuildOptions = {}): Pro
       usersSeen,
       blocked,
       apiKeys,
-      revoke: { grants: accountGrants, revokeGrant: async (grantId) => revokedGrants.revoke(grantId), apiKeys, idpSessions, endUserSessions: endAccount },
+      revoke: { grants: accountGrants, revokeGrant: async (grantId) => revokedGrants.revoke(grantId), apiKeys, idpSessions, endUserSessions: endAccount, endAdminSessions: async (userId) => adminSessions.endUser(userId), isKnownUser: async (userId) => await owners.identityOf(userId) !== undefined },
       revokeClient: { store, revokeGrant: async (grantId) => revokedGrants.revoke(grantId), fixedClients: yamlClients },
       toolGuards,
       ...(upstreamAuth?.links === undefined ? {} : { links: upstreamAuth.links }),
@@ -350,7 +352,7 @@ export async function buildApp (config: Config, options: BuildOptions = {}): Pro
     const reloadOption = options.reload === undefined ? {} : { reload: options.reload }
     await app.register(adminRoutes, { ...admin, ...reloadOption, authenticate: createAdminAuthenticator({ audience: `${config.publicUrl}/admin`, groups: config.admin.groups, bearerToken: config.admin.bearerToken, verifier }) })
     // The /admin page: the same lists and actions, for administrators signed in through the account sign-in.
-    await app.register(adminPageRoutes, { ...admin, ...reloadOption, cookies, identityOf: async (userId) => owners.identityOf(userId), groups: config.admin.groups, isSignInPossible })
+    await app.register(adminPageRoutes, { ...admin, ...reloadOption, cookies, identityOf: async (userId) => owners.identityOf(userId), groups: config.admin.groups, isSignInPossible, sessions: adminSessions })
     scopeChallenge = (server, scopes, description) => bearerChallenge({ resourceMetadata: catalog.metadataUrlOf(server.name), scopes, error: 'insufficient_scope', description })
   }
 

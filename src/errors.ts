@@ -117,6 +117,7 @@ export const ERRORS = {
   PORTCULLIS_ERR_ADMIN_FORBIDDEN: { status: 403, rpcCode: JSONRPC.INVALID_REQUEST, message: 'Forbidden: this access token does not grant admin rights' },
   PORTCULLIS_ERR_ADMIN_BAD_REQUEST: { status: 400, rpcCode: JSONRPC.INVALID_REQUEST, message: 'Bad admin API request' },
   PORTCULLIS_ERR_ADMIN_NOT_FOUND: { status: 404, rpcCode: JSONRPC.INVALID_REQUEST, message: 'Not found' },
+  PORTCULLIS_ERR_ADMIN_CONFLICT: { status: 409, rpcCode: JSONRPC.INVALID_REQUEST, message: 'Nothing approved' },
   /** POST /admin/api/v1/reload read a file `portcullis check` would refuse: nothing changed (the body's `errors` say why). */
   PORTCULLIS_ERR_RELOAD_INVALID_CONFIG: { status: 422, rpcCode: JSONRPC.INVALID_REQUEST, message: 'The configuration file is invalid; nothing changed' },
   PORTCULLIS_ERR_INTERNAL: { status: 500, rpcCode: JSONRPC.INTERNAL_ERROR, message: 'Internal gateway error' },

@@ -25,7 +25,7 @@ import type { ApiKeys } from './api-keys.js'
 import { KeyRequestError, type KeyOwners } from './key-owners.js'
 import { API_KEYS_DISABLED_MESSAGE, issueKey } from './issue-key.js'
 import { keysPage, type KeysView } from './pages.js'
-import { ACCOUNT_PATH, LOGIN_COOKIE, SESSION_COOKIE, type AccountCookies, type SessionScope } from './session.js'
+import { ACCOUNT_PATH, LOGIN_COOKIE, SESSION_COOKIE, type AccountCookies, type OtherPage } from './session.js'
 import { finishSignIn, SignInError, startSignIn, type TokenExchange } from './sign-in.js'
 import type { LinkedAccounts } from '../upstream-auth/upstream-links.js'
 import { LINKS_PATH } from './links-page.js'
@@ -44,7 +44,7 @@ export interface AccountRoutesOptions {
   /** Servers whose users link their own account (upstreamAuth oauth); undefined: none. */
   readonly links?: LinkedAccounts
   /** Pages of their own that sign in through this sign-in (the admin page): returned to at their path, with their own cookie. */
-  readonly otherPages?: readonly SessionScope[]
+  readonly otherPages?: readonly OtherPage[]
   readonly now: () => number
 }
 
@@ -64,12 +64,23 @@ function days (ms: number): string {
 export async function accountRoutes (app: FastifyInstance, opts: AccountRoutesOptions): Promise<void> {
   const { cookies, keys, owners, settings, links } = opts
   const home = settings.enabled || links === undefined ? KEYS_PATH : LINKS_PATH
-  const otherPageAt = (path: string): SessionScope | undefined => opts.otherPages?.find((scope) => scope.path === path)
+  const otherPageAt = (path: string): OtherPage | undefined => opts.otherPages?.find((scope) => scope.path === path)
   /** Only our own pages: never an open redirect. */
   const isReturnPath = (path: string): boolean => {
     if (path === KEYS_PATH || (path === LINKS_PATH && links !== undefined)) return true
     const server = CONNECT_RE.exec(path)?.[1]
     return server !== undefined && links?.servers.includes(server) === true
+  }
+
+  /**
+   * Where a failed sign-in starts again: the page it was for (the admin page's sign-in must not
+   * point at /account/keys, a 404 with API keys off); without one, the account pages when they
+   * are there.
+   */
+  const startAgain = (returnTo: string | undefined): string => {
+    const page = returnTo === undefined ? undefined : otherPageAt(returnTo)?.path ?? (isReturnPath(returnTo) ? returnTo : undefined)
+    if (page !== undefined) return `Start again at ${opts.publicUrl}${page}.`
+    return settings.enabled || links !== undefined ? `Start again at ${opts.publicUrl}${home}.` : 'Start again from the page you were signing in to.'
   }
 
   app.setErrorHandler(async (error: Error & { statusCode?: number }, request, reply) => {
@@ -147,18 +158,19 @@ export async function accountRoutes (app: FastifyInstance, opts: AccountRoutesOp
 
   app.get<{ Querystring: Record<string, string | undefined> }>(`${ACCOUNT_PATH}/callback`, async (request, reply) => {
     const pending = await cookies.pendingLogin(request.headers.cookie)
-    if (pending === undefined) return sendPage(reply, 400, messagePage('Sign-in expired', 'This sign-in is no longer valid.', `Start again at ${opts.publicUrl}${home}.`))
+    if (pending === undefined) return sendPage(reply, 400, messagePage('Sign-in expired', 'This sign-in is no longer valid.', startAgain(undefined)))
     let userId: string
     try {
       userId = await finishSignIn(request.query, pending, { publicUrl: opts.publicUrl, jwks: opts.jwks, exchange: opts.exchange, clientIp: request.ip, now: opts.now })
     } catch (err) {
       if (!(err instanceof SignInError)) throw err
       request.log.info({ reason: err.message }, 'account sign-in failed')
-      return sendPage(reply.header('set-cookie', cookies.clearCookie(LOGIN_COOKIE)), 400, messagePage('Sign-in failed', err.message, `Start again at ${opts.publicUrl}${home}.`))
+      return sendPage(reply.header('set-cookie', cookies.clearCookie(LOGIN_COOKIE)), 400, messagePage('Sign-in failed', err.message, startAgain(pending.returnTo)))
     }
     const other = otherPageAt(pending.returnTo)
     request.log.info({ user: userId, page: other?.path ?? ACCOUNT_PATH }, 'signed in to the account pages')
-    reply.header('set-cookie', [cookies.clearCookie(LOGIN_COOKIE), await cookies.sessionCookie(userId, other)])
+    const cookie = other === undefined ? await cookies.sessionCookie(userId) : await cookies.sessionCookie(userId, other, await other.startSession(userId, request))
+    reply.header('set-cookie', [cookies.clearCookie(LOGIN_COOKIE), cookie])
     return reply.redirect(pending.returnTo, 303)
   })
 

@@ -16,6 +16,7 @@
  * SameSite=Lax already keeps the cookie off cross-site POSTs in current browsers.
  */
 import { createHmac, randomBytes, timingSafeEqual } from 'node:crypto'
+import type { FastifyRequest } from 'fastify'
 import { SignJWT, jwtVerify } from 'jose'
 
 export const ACCOUNT_PATH = '/account'
@@ -29,6 +30,11 @@ export interface AccountSession { readonly userId: string, readonly sid: string 
 /** A signed-in session's cookie: its name, its Path, and the purpose signed into it. */
 export interface SessionScope { readonly cookie: string, readonly path: string, readonly use: string }
 export const ACCOUNT_SCOPE: SessionScope = { cookie: SESSION_COOKIE, path: ACCOUNT_PATH, use: 'session' }
+/** A page of its own that signs in through the account sign-in: its cookie, and the server-side session it starts. */
+export interface OtherPage extends SessionScope {
+  /** Starts the page's session of `userId` (stored, audited); its id goes into the cookie. */
+  readonly startSession: (userId: string, request: FastifyRequest) => Promise<string>
+}
 /** The one-time notice a page shows after a form (POST/redirect/GET), at most this long. */
 const NOTICE_TTL_MS = 60_000
 export interface Notice { readonly isError: boolean, readonly text: string }
@@ -43,8 +49,9 @@ export class AccountCookies {
     this.csrfKey = createHmac('sha256', cookieKey).update('portcullis account csrf').digest()
   }
 
-  async sessionCookie (userId: string, scope = ACCOUNT_SCOPE): Promise<string> {
-    const token = await this.sign({ sid: randomBytes(16).toString('base64url') }, userId, ACCOUNT_SESSION_TTL_MS, scope.use)
+  /** `sid`: a session id the page keeps server-side (the admin page's); a fresh random one otherwise. */
+  async sessionCookie (userId: string, scope = ACCOUNT_SCOPE, sid = randomBytes(16).toString('base64url')): Promise<string> {
+    const token = await this.sign({ sid }, userId, ACCOUNT_SESSION_TTL_MS, scope.use)
     return this.cookie(scope.cookie, token, ACCOUNT_SESSION_TTL_MS, scope.path)
   }
 

@@ -12,7 +12,7 @@ import type { Upstream } from '../upstreams/types.js'
 import type { BlockedUsers } from './blocked-users.js'
 import { revokeUser, type RevokeUserDeps } from './revoke-user.js'
 import { revokeClient, type RevokeClientDeps } from './revoke-client.js'
-import { approveServerTools, type ServerToolsDeps } from './server-tools.js'
+import { approveServerTools, type ApprovalRequest, type ServerToolsDeps } from './server-tools.js'
 
 export interface Outcome {
   readonly status?: number
@@ -72,7 +72,7 @@ export interface AdminActions {
   readonly unblock: (userId: string) => Promise<Outcome>
   readonly revokeClient: (clientId: string) => Promise<Outcome>
   readonly endSession: (server: string, sessionId: string) => Promise<Outcome>
-  readonly approveTools: (server: string, names: readonly string[] | undefined, by: string) => Promise<Outcome>
+  readonly approveTools: (server: string, approval: ApprovalRequest, by: string) => Promise<Outcome>
 }
 
 function notFound (message: string): Outcome {
@@ -88,6 +88,7 @@ export function adminActions (opts: AdminActionsOptions): AdminActions {
   return {
     revokeUser: async (userId: string): Promise<Outcome> => {
       const done = await revokeUser(opts.revoke, userId)
+      if (done === undefined) return notFound(`no user ${userId} is known to this gateway, and there was nothing of theirs to revoke`)
       return { detail: { ...done }, summary: `Revoked ${userId}: ${plural(done.grants, 'grant')} and ${plural(done.apiKeys, 'API key')}; their sessions ended.`, body: { user: userId, revoked: done } }
     },
 
@@ -115,8 +116,8 @@ export function adminActions (opts: AdminActionsOptions): AdminActions {
       return { summary: `Ended session ${sessionId} on ${upstream.name}.`, body: { server: upstream.name, sessionId, ended: true } }
     },
 
-    approveTools: async (server: string, names: readonly string[] | undefined, by: string): Promise<Outcome> => {
-      const approved = await approveServerTools(opts.tools, server, names, by)
+    approveTools: async (server: string, approval: ApprovalRequest, by: string): Promise<Outcome> => {
+      const approved = await approveServerTools(opts.tools, server, approval, by)
       // The approval also joins the tool definition records, as the CLI's does: one place to read who approved what.
       if (approved.length > 0) opts.audit?.recordToolDefinitions({ server, action: 'approved', by, changes: approved })
       return {

@@ -139,11 +139,19 @@ export async function userItems (seen: UsersSeen, blocked: BlockedUsers, session
   return items
 }
 
+/** The `blocked` filter: absent, `true` or `false` — anything else would silently match nobody. */
+function blockedFilter (query: ListQuery): boolean | undefined {
+  if (query.blocked === undefined) return undefined
+  if (query.blocked === 'true' || query.blocked === 'false') return query.blocked === 'true'
+  throw new PortcullisError('PORTCULLIS_ERR_ADMIN_BAD_REQUEST', 'blocked: expected true or false')
+}
+
 /** Filters: provider, group, blocked (true / false). */
 export async function usersPage (seen: UsersSeen, blocked: BlockedUsers, sessions: readonly SessionItem[], query: ListQuery): Promise<Page<UserItem>> {
   const page = pageQuery(query)
+  const isBlocked = blockedFilter(query)
   const items = (await userItems(seen, blocked, sessions))
-    .filter((u) => matches(query.provider, u.provider ?? '') && (query.group === undefined || u.groups.includes(String(query.group))) && (query.blocked === undefined || String(u.blocked) === query.blocked))
+    .filter((u) => matches(query.provider, u.provider ?? '') && (query.group === undefined || u.groups.includes(String(query.group))) && (isBlocked === undefined || u.blocked === isBlocked))
   return paginate(items, (u) => u.id, page)
 }
 

@@ -18,30 +18,60 @@
  *
  * Access fails closed. Sign-in is the account pages' (account/sign-in.ts: the gateway's own
  * OAuth flow, `prompt=login`), which returns here with a session cookie of the admin page's
- * own (Path=/admin). Each request then looks the user up afresh (a local user removed from the
+ * own (Path=/admin) naming a session kept in the store (admin-sessions.ts: sign-out and revoking
+ * the user end it at once, on every replica). Each request then looks the user up afresh (a local user removed from the
  * YAML, or disabled at their identity provider, is signed out) and requires a user not blocked
  * and in one of admin.groups — the groups the user has now, as the admin API reads them from
  * the token. Not signed in: off to sign in; signed in but no administrator: a 403 page. Every
  * action is a POST/redirect/GET: the form carries HMAC(session id) as its CSRF token (the
  * account pages' mechanism), and the outcome comes back as a one-time signed notice cookie.
+ * Sign-in and sign-out are audited too (`session.start`, `session.end`).
  */
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify'
 import { messagePage, PAGE_HEADERS } from '../auth-server/pages.js'
 import { STORE_RETRY_AFTER_S, STORE_UNAVAILABLE_PAGE } from '../auth-server/provider.js'
-import { ACCOUNT_PATH, type AccountCookies, type AccountSession, type SessionScope } from '../account/session.js'
+import { ACCOUNT_PATH, type AccountCookies, type AccountSession, type OtherPage, type SessionScope } from '../account/session.js'
 import { PortcullisError } from '../errors.js'
 import type { UserIdentity } from '../identity.js'
 import type { Reload, ReloadReport } from '../reload/report.js'
 import { isStoreUnavailable } from '../store/types.js'
+import type { AuditLog } from '../observability/audit.js'
 import { adminActions, adminRecorder, audited, type Outcome, type Target } from './actions.js'
+import type { AdminSessions } from './admin-sessions.js'
 import { apiKeysPage, clientsPage, idParam, linkedAccountItems, sessionItems, sessionsPage, userItems, usersPage, type ListQuery } from './lists.js'
 import type { AdminRoutesOptions } from './plugin.js'
-import { serverToolsView } from './server-tools.js'
+import { serverToolsView, type ApprovalRequest } from './server-tools.js'
 import * as views from './page-views.js'
 import { ADMIN_PAGE_PATH, type Frame, type ToolsReview } from './page-views.js'
 
 /** The admin page's session cookie: its own name and path, signed for its own purpose. */
 export const ADMIN_SCOPE: SessionScope = { cookie: 'portcullis_admin', path: ADMIN_PAGE_PATH, use: 'admin-session' }
+
+/**
+ * The admin page as the account sign-in sees it: its cookie, and a sign-in that starts a
+ * session kept in the store (admin-sessions.ts) and audited as `session.start`.
+ */
+export function adminSignInPage (sessions: AdminSessions, audit: AuditLog | undefined): OtherPage {
+  const record = adminRecorder(audit, 'admin page call')
+  return {
+    ...ADMIN_SCOPE,
+    startSession: async (userId, request) => {
+      const sid = await sessions.start(userId)
+      record(request, { actor: userId, action: 'session.start', outcome: 'ok' })
+      return sid
+    },
+  }
+}
+
+/**
+ * The page's headers: the sign-in pages' strict ones, and forms may post only to the gateway
+ * (CSP3 form-action). Not in the shared PAGE_HEADERS: the sign-in pages' forms are answered by
+ * redirects to identity providers, which Chrome checks against form-action too.
+ */
+const ADMIN_PAGE_HEADERS: Readonly<Record<string, string>> = {
+  ...PAGE_HEADERS,
+  'content-security-policy': `${PAGE_HEADERS['content-security-policy'] ?? ''}; form-action 'self'`,
+}
 
 export interface AdminPageOptions extends Omit<AdminRoutesOptions, 'authenticate'> {
   readonly cookies: AccountCookies
@@ -53,6 +83,8 @@ export interface AdminPageOptions extends Omit<AdminRoutesOptions, 'authenticate
   readonly isSignInPossible: boolean
   /** Re-reads the configuration: "Reload configuration" is shown only with one. */
   readonly reload?: Reload
+  /** The page's sessions in the store: signed out or revoked ends them before their cookie expires. */
+  readonly sessions: AdminSessions
 }
 
 const MAX_FORM_BYTES = 16 * 1024
@@ -60,11 +92,36 @@ const MAX_NOTICE_CHARS = 500
 const SIGN_IN_PATH = `${ACCOUNT_PATH}/login?return=${encodeURIComponent(ADMIN_PAGE_PATH)}`
 
 interface Admin { readonly session: AccountSession, readonly user: UserIdentity }
-type Access = { readonly kind: 'signed-out' } | { readonly kind: 'refused', readonly user: UserIdentity, readonly reason: string } | { readonly kind: 'admin', readonly admin: Admin }
+/**
+ * Signed out: no valid cookie; or a valid one whose session the store no longer holds (signed
+ * out, revoked: `session-ended`) or whose user the gateway no longer knows (`user-gone`) — then
+ * who it was is known, and recorded.
+ */
+type SignedOut = { readonly kind: 'signed-out' } | { readonly kind: 'signed-out', readonly userId: string, readonly reason: 'session-ended' | 'user-gone' }
+type Access = SignedOut | { readonly kind: 'refused', readonly user: UserIdentity, readonly reason: string } | { readonly kind: 'admin', readonly admin: Admin }
 type Params = Record<string, string>
 
 function sendPage (reply: FastifyReply, status: number, html: string): FastifyReply {
-  return reply.code(status).headers(PAGE_HEADERS).send(html)
+  return reply.code(status).headers(ADMIN_PAGE_HEADERS).send(html)
+}
+
+/** Fetch Metadata (W3C, "Sec-Fetch-Site"): the browser says the request was started by another site. */
+function isCrossSite (request: FastifyRequest): boolean {
+  return request.headers['sec-fetch-site'] === 'cross-site'
+}
+
+function formOf (request: FastifyRequest): URLSearchParams {
+  return request.body instanceof URLSearchParams ? request.body : new URLSearchParams()
+}
+
+/** The tool approval form's fields: each tool shown and the `to` fingerprint it was shown at (empty: a removal). */
+function reviewedApproval (form: URLSearchParams): ApprovalRequest {
+  const names = form.getAll('tool')
+  const fingerprints = form.getAll('to')
+  if (names.length === 0 || names.length !== fingerprints.length || names.some((name) => name === '')) {
+    throw new PortcullisError('PORTCULLIS_ERR_ADMIN_BAD_REQUEST', 'the approval form names no tools, or not each with the definition it showed; open the Tools page again')
+  }
+  return { names, reviewed: Object.fromEntries(names.map((name, i) => [name, fingerprints[i] === '' ? null : fingerprints[i] ?? null])) }
 }
 
 /** The query's filters (and limit) without empty fields: an empty filter box means no filter. */
@@ -95,8 +152,21 @@ export async function adminPageRoutes (app: FastifyInstance, opts: AdminPageOpti
   const tools = { store: opts.store, guards: opts.toolGuards, now: opts.now }
   const actions = adminActions({ upstreams: opts.upstreams, replica: opts.replica, blocked: opts.blocked, revoke: opts.revoke, revokeClient: opts.revokeClient, tools, audit: opts.audit })
   const sessionsNow = (): ReturnType<typeof sessionItems> => sessionItems(opts.upstreams, opts.replica, opts.now())
+  /** Each POST route's audit name, by its route pattern: a form refused before its handler runs is still recorded. */
+  const postActions = new Map<string, string>()
 
-  app.setErrorHandler(async (error: Error & { statusCode?: number }, request, reply) => {
+  /**
+   * A POST refused by Fastify before its handler (415 not a form, 413 too large): audited as
+   * refused, actor whoever the cookie names (checked no further: nothing was done).
+   */
+  const recordRejectedPost = async (request: FastifyRequest, status: number, code: string): Promise<void> => {
+    if (request.method !== 'POST' || (status !== 413 && status !== 415)) return
+    const session = await cookies.session(request.headers.cookie, ADMIN_SCOPE)
+    const action = postActions.get(request.routeOptions.url ?? '') ?? 'page.post'
+    record(request, { actor: session?.userId ?? 'unknown', action, outcome: 'refused', detail: { code, status } })
+  }
+
+  app.setErrorHandler(async (error: Error & { statusCode?: number, code?: string }, request, reply) => {
     if (error instanceof PortcullisError && error.status < 500) return sendPage(reply, error.status, messagePage('Request refused', error.message, `Back to ${ADMIN_PAGE_PATH}.`))
     if (isStoreUnavailable(error)) {
       request.log.warn({ err: { message: error.message } }, 'admin page: store unreachable')
@@ -104,6 +174,7 @@ export async function adminPageRoutes (app: FastifyInstance, opts: AdminPageOpti
     }
     const status = error.statusCode !== undefined && error.statusCode >= 400 && error.statusCode < 500 ? error.statusCode : 500
     if (status === 500) request.log.error({ err: error }, 'admin page failed')
+    await recordRejectedPost(request, status, error.code ?? 'FST_ERR')
     return sendPage(reply, status, messagePage('Something went wrong', status === 500 ? 'Something went wrong on our side.' : 'The request was not understood.'))
   })
 
@@ -115,25 +186,30 @@ export async function adminPageRoutes (app: FastifyInstance, opts: AdminPageOpti
   /** Who asks, failing closed: signed out, refused (blocked, or in none of admin.groups), or an administrator. */
   const accessOf = async (request: FastifyRequest): Promise<Access> => {
     const session = await cookies.session(request.headers.cookie, ADMIN_SCOPE)
-    const user = session === undefined ? undefined : await opts.identityOf(session.userId)
-    if (session === undefined || user === undefined) return { kind: 'signed-out' }
+    if (session === undefined) return { kind: 'signed-out' }
+    if (!await opts.sessions.isLive(session)) return { kind: 'signed-out', userId: session.userId, reason: 'session-ended' }
+    const user = await opts.identityOf(session.userId)
+    if (user === undefined) return { kind: 'signed-out', userId: session.userId, reason: 'user-gone' }
     if (opts.blocked.has(user.id)) return { kind: 'refused', user, reason: 'This account is blocked on this gateway.' }
     if (!(user.groups ?? []).some((group) => adminGroups.has(group))) return { kind: 'refused', user, reason: `${user.name} is in none of the administrator groups (admin.groups).` }
     return { kind: 'admin', admin: { session, user } }
   }
 
   /** A refusal: audited (who tried is what an operator wants to know), and a page saying why. */
-  const refuse = (request: FastifyRequest, reply: FastifyReply, call: Call & { actor: string }, code: 'PORTCULLIS_ERR_ADMIN_UNAUTHORIZED' | 'PORTCULLIS_ERR_ADMIN_FORBIDDEN', title: string, reason: string): FastifyReply => {
-    record(request, { ...call, outcome: 'refused', detail: { code } })
+  const refuse = (request: FastifyRequest, reply: FastifyReply, call: Call & { actor: string, why?: string }, code: 'PORTCULLIS_ERR_ADMIN_UNAUTHORIZED' | 'PORTCULLIS_ERR_ADMIN_FORBIDDEN', title: string, reason: string): FastifyReply => {
+    const { why, ...named } = call
+    record(request, { ...named, outcome: 'refused', detail: { code, ...(why === undefined ? {} : { reason: why }) } })
     return sendPage(reply, code === 'PORTCULLIS_ERR_ADMIN_UNAUTHORIZED' ? 401 : 403, messagePage(title, reason))
   }
+
+  /** Who a signed-out request was, when its cookie says (and why it no longer counts). */
+  const signedOutActor = (access: SignedOut): { actor: string, why?: string } => 'userId' in access ? { actor: access.userId, why: access.reason } : { actor: 'unknown' }
 
   /** The administrator who sent this form with their page's CSRF token; otherwise the refusal sent. */
   const formSender = async (request: FastifyRequest, reply: FastifyReply, call: Call): Promise<Admin | FastifyReply> => {
     const access = await accessOf(request)
-    if (access.kind === 'signed-out') return refuse(request, reply, { ...call, actor: 'unknown' }, 'PORTCULLIS_ERR_ADMIN_UNAUTHORIZED', 'Signed out', `Your admin session has ended. Sign in again at ${ADMIN_PAGE_PATH}.`)
-    const form = request.body instanceof URLSearchParams ? request.body : new URLSearchParams()
-    if (access.kind === 'admin' && !cookies.isCsrfValid(access.admin.session, form.get('csrf') ?? undefined)) {
+    if (access.kind === 'signed-out') return refuse(request, reply, { ...call, ...signedOutActor(access) }, 'PORTCULLIS_ERR_ADMIN_UNAUTHORIZED', 'Signed out', `Your admin session has ended. Sign in again at ${ADMIN_PAGE_PATH}.`)
+    if (access.kind === 'admin' && !cookies.isCsrfValid(access.admin.session, formOf(request).get('csrf') ?? undefined)) {
       return refuse(request, reply, { ...call, actor: access.admin.user.id }, 'PORTCULLIS_ERR_ADMIN_FORBIDDEN', 'Request refused', 'This form was not sent from your admin page. Open the page again and retry.')
     }
     if (access.kind === 'refused') return refuse(request, reply, { ...call, actor: access.user.id }, 'PORTCULLIS_ERR_ADMIN_FORBIDDEN', 'Not an administrator', access.reason)
@@ -156,8 +232,14 @@ export async function adminPageRoutes (app: FastifyInstance, opts: AdminPageOpti
     return { admin: admin.user.name, csrf: cookies.csrfFor(admin.session), canReload: opts.reload !== undefined, ...(notice === undefined ? {} : { notice }) }
   }
 
-  /** A GET view: access, one audit record (the API's list action name), the page. */
+  /**
+   * A GET view: access, one audit record (the API's list action name), the page. A view another
+   * site sent the browser to (SameSite=Lax sends the cookie along) goes to the bare /admin
+   * instead: another site must not make an administrator's audit trail say they looked at a
+   * user they never chose to look at.
+   */
   const view = (action: string, render: (request: FastifyRequest, frame: Frame) => Promise<string>, target?: (request: FastifyRequest) => Target) => async (request: FastifyRequest, reply: FastifyReply): Promise<FastifyReply> => {
+    if (isCrossSite(request) && request.url !== ADMIN_PAGE_PATH) return reply.headers({ 'cache-control': 'no-store' }).redirect(ADMIN_PAGE_PATH, 303)
     const access = await accessOf(request)
     if (access.kind === 'signed-out') {
       if (!opts.isSignInPossible) return sendPage(reply, 404, messagePage('Admin page unavailable', 'The admin page needs an https publicUrl (or a loopback one) to sign you in; use the admin API.'))
@@ -186,6 +268,12 @@ export async function adminPageRoutes (app: FastifyInstance, opts: AdminPageOpti
     if (route.respond !== undefined) return route.respond(reply, await frameFor(request, reply, admin), result)
     const notice = { isError: (result.outcome ?? 'ok') !== 'ok', text: (result.summary ?? 'Done.').slice(0, MAX_NOTICE_CHARS) }
     return reply.header('set-cookie', await cookies.noticeCookie(notice, ADMIN_SCOPE)).headers({ 'cache-control': 'no-store' }).redirect(route.back(request), 303)
+  }
+
+  /** A POST action at `path`, known to the error handler by its audit name. */
+  const postAction = (path: string, route: ActionRoute): void => {
+    postActions.set(path, route.action)
+    app.post(path, act(route))
   }
 
   const param = (name: string) => (request: FastifyRequest): string => (request.params as Params)[name] ?? ''
@@ -225,48 +313,55 @@ export async function adminPageRoutes (app: FastifyInstance, opts: AdminPageOpti
     const reviews: ToolsReview[] = []
     for (const server of pinned) {
       const review = await serverToolsView(tools, server)
+      // The changes as the API gives them: fields before/after for a changed tool, the definition of an added one.
       reviews.push({ server, pinTools: String(review.pinTools), hasListing: review.lastListing !== null, changes: review.changes as ToolsReview['changes'] })
     }
     return views.toolsPage(frame, reviews)
   }))
 
   const userId = (request: FastifyRequest): string => idParam(param('id')(request), 'user id')
-  app.post(`${userPathPattern}/revoke`, act({ action: 'users.revoke', target: userTarget, back: userPath, work: async (request) => actions.revokeUser(userId(request)) }))
-  app.post(`${userPathPattern}/block`, act({ action: 'users.block', target: userTarget, back: userPath, work: async (request, admin) => actions.block(userId(request), admin.user.id) }))
-  app.post(`${userPathPattern}/unblock`, act({ action: 'users.unblock', target: userTarget, back: userPath, work: async (request) => actions.unblock(userId(request)) }))
-  app.post(`${ADMIN_PAGE_PATH}/clients/:id/revoke`, act({
+  postAction(`${userPathPattern}/revoke`, { action: 'users.revoke', target: userTarget, back: userPath, work: async (request) => actions.revokeUser(userId(request)) })
+  postAction(`${userPathPattern}/block`, { action: 'users.block', target: userTarget, back: userPath, work: async (request, admin) => actions.block(userId(request), admin.user.id) })
+  postAction(`${userPathPattern}/unblock`, { action: 'users.unblock', target: userTarget, back: userPath, work: async (request) => actions.unblock(userId(request)) })
+  postAction(`${ADMIN_PAGE_PATH}/clients/:id/revoke`, {
     action: 'clients.revoke',
     target: (request) => ({ kind: 'client', id: param('id')(request).slice(0, 256) }),
     back: () => `${ADMIN_PAGE_PATH}/clients`,
     work: async (request) => actions.revokeClient(idParam(param('id')(request), 'client id')),
-  }))
-  app.post(`${ADMIN_PAGE_PATH}/sessions/:server/:id/end`, act({
+  })
+  postAction(`${ADMIN_PAGE_PATH}/sessions/:server/:id/end`, {
     action: 'sessions.end',
     target: (request) => ({ kind: 'session', id: `${param('server')(request).slice(0, 64)}/${param('id')(request).slice(0, 256)}` }),
     back: () => `${ADMIN_PAGE_PATH}/sessions`,
     work: async (request) => actions.endSession(param('server')(request), idParam(param('id')(request), 'session id')),
-  }))
-  // The page approves a server's whole pending listing (the API also takes named tools).
-  app.post(`${ADMIN_PAGE_PATH}/servers/:server/tools/approve`, act({
+  })
+  // The page approves exactly the changes it showed, each at the definition it showed (fingerprint
+  // `to`): a change listed after the page was drawn, or a definition changed again, is not approved blind.
+  postAction(`${ADMIN_PAGE_PATH}/servers/:server/tools/approve`, {
     action: 'tools.approve',
     target: (request) => ({ kind: 'server', id: param('server')(request).slice(0, 64) }),
     back: () => `${ADMIN_PAGE_PATH}/tools`,
-    work: async (request, admin) => actions.approveTools(param('server')(request), undefined, admin.user.id),
-  }))
+    work: async (request, admin) => actions.approveTools(param('server')(request), reviewedApproval(formOf(request)), admin.user.id),
+  })
 
-  // Anyone signed in may sign out (an administrator or not); the CSRF token keeps other sites from doing it for them.
-  app.post(`${ADMIN_PAGE_PATH}/logout`, async (request, reply) => {
+  // Anyone signed in may sign out (an administrator or not); the CSRF token keeps other sites from
+  // doing it for them. The session ends in the store: the cookie, if kept, no longer opens the page.
+  const logoutPath = `${ADMIN_PAGE_PATH}/logout`
+  postActions.set(logoutPath, 'session.end')
+  app.post(logoutPath, async (request, reply) => {
     const session = await cookies.session(request.headers.cookie, ADMIN_SCOPE)
-    const form = request.body instanceof URLSearchParams ? request.body : new URLSearchParams()
-    if (session === undefined || !cookies.isCsrfValid(session, form.get('csrf') ?? undefined)) return sendPage(reply, 403, messagePage('Request refused', 'This form was not sent from your admin page.'))
-    request.log.info({ user: session.userId }, 'signed out of the admin page')
+    if (session === undefined || !cookies.isCsrfValid(session, formOf(request).get('csrf') ?? undefined)) {
+      return refuse(request, reply, { action: 'session.end', actor: session?.userId ?? 'unknown' }, 'PORTCULLIS_ERR_ADMIN_FORBIDDEN', 'Request refused', 'This form was not sent from your admin page.')
+    }
+    await opts.sessions.end(session)
+    record(request, { actor: session.userId, action: 'session.end', outcome: 'ok' })
     return sendPage(reply.header('set-cookie', cookies.clearCookie(ADMIN_SCOPE.cookie, ADMIN_SCOPE.path)), 200, messagePage('Signed out', 'You have signed out of the admin page.'))
   })
 
   const { reload } = opts
   if (reload !== undefined) {
     // The report is the answer (what changed, what needs a restart, why the file was refused): a page, not a notice.
-    app.post(`${ADMIN_PAGE_PATH}/reload`, act({
+    postAction(`${ADMIN_PAGE_PATH}/reload`, {
       action: 'reload',
       back: () => ADMIN_PAGE_PATH,
       work: async () => {
@@ -277,6 +372,6 @@ export async function adminPageRoutes (app: FastifyInstance, opts: AdminPageOpti
         const report = result.body as ReloadReport | undefined
         return report === undefined ? sendPage(reply, result.status ?? 400, messagePage('Reload refused', result.summary ?? 'The reload was refused.')) : sendPage(reply, 200, views.reloadPage(frame, report))
       },
-    }))
+    })
   }
 }

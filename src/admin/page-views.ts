@@ -28,7 +28,19 @@ export interface ToolsReview {
   readonly pinTools: string
   /** A tool listing has been seen through the gateway (there is something to compare). */
   readonly hasListing: boolean
-  readonly changes: ReadonlyArray<{ readonly name: string, readonly change: string }>
+  readonly changes: readonly ToolChangeView[]
+}
+
+/** One pending change as the review shows it (server-tools.ts `changeView`). */
+export interface ToolChangeView {
+  readonly name: string
+  readonly change: string
+  /** The definition's fingerprint now (absent: removed): sent back with the approval. */
+  readonly to?: string
+  /** changed: the fields that differ. */
+  readonly fields?: ReadonlyArray<{ readonly field: string, readonly before?: unknown, readonly after?: unknown }>
+  /** added: its whole definition. */
+  readonly definition?: unknown
 }
 
 const NAV = [['Users', ''], ['Clients', '/clients'], ['Sessions', '/sessions'], ['Tools', '/tools']] as const
@@ -78,11 +90,12 @@ ${rows.join('\n')}
 </tbody></table>`
 }
 
-/** A GET form over the list's filters (empty fields: no filter). */
-function filterForm (path: string, fields: ReadonlyArray<{ name: string, label: string, value: string }>): string {
+/** A GET form over the list's filters (empty fields: no filter); the page size asked for is kept. */
+function filterForm (path: string, fields: ReadonlyArray<{ name: string, label: string, value: string }>, limit: string | undefined): string {
   const inputs = fields.map((f) => `<label class="choice">${escapeHtml(f.label)} <input type="text" name="${f.name}" value="${escapeHtml(f.value)}"></label>`).join('\n')
+  const keep = limit === undefined ? '' : `\n<input type="hidden" name="limit" value="${escapeHtml(limit)}">`
   return `<form method="get" action="${escapeHtml(path)}" class="filters">
-${inputs}
+${inputs}${keep}
 <button type="submit">Filter</button>
 </form>`
 }
@@ -104,7 +117,7 @@ export function usersPage (frame: Frame, page: Page<UserItem>, filters: Readonly
     { name: 'provider', label: 'Provider', value: filters.provider ?? '' },
     { name: 'group', label: 'Group', value: filters.group ?? '' },
     { name: 'blocked', label: 'Blocked (true / false)', value: filters.blocked ?? '' },
-  ])}
+  ], filters.limit)}
 ${table(['User', 'Provider', 'Groups', 'Last seen', 'Live sessions', ''], rows, 'No users match.')}
 ${nextLink(ADMIN_PAGE_PATH, filters, page)}`)
 }
@@ -121,7 +134,7 @@ function sessionsTable (items: readonly SessionItem[], csrf: string): string {
 export function sessionsPage (frame: Frame, page: Page<SessionItem>, filters: Readonly<Record<string, string>>): string {
   const path = `${ADMIN_PAGE_PATH}/sessions`
   return adminPage('Live sessions', frame, `<p class="muted">MCP sessions this replica holds (2026-07-28 clients have none).</p>
-${filterForm(path, [{ name: 'server', label: 'Server', value: filters.server ?? '' }, { name: 'user', label: 'User', value: filters.user ?? '' }])}
+${filterForm(path, [{ name: 'server', label: 'Server', value: filters.server ?? '' }, { name: 'user', label: 'User', value: filters.user ?? '' }], filters.limit)}
 ${sessionsTable(page.items, frame.csrf)}
 ${nextLink(path, filters, page)}`)
 }
@@ -132,7 +145,7 @@ export function clientsPage (frame: Frame, page: Page<ClientItem>, filters: Read
     const revoke = c.source === 'registered' ? actionForm(`${path}/${encodeURIComponent(c.clientId)}/revoke`, 'Revoke', frame.csrf) : '<span class="muted">in the YAML</span>'
     return `<tr><td>${escapeHtml(c.name ?? '—')}</td><td><code>${escapeHtml(c.clientId)}</code></td><td>${list(c.redirectHosts)}</td><td>${escapeHtml(c.source)}</td><td>${when(c.createdAt)}</td><td>${when(c.expiresAt)}</td><td>${revoke}</td></tr>`
   })
-  return adminPage('Clients', frame, `${filterForm(path, [{ name: 'source', label: 'Source (config / registered)', value: filters.source ?? '' }])}
+  return adminPage('Clients', frame, `${filterForm(path, [{ name: 'source', label: 'Source (config / registered)', value: filters.source ?? '' }], filters.limit)}
 ${table(['Name', 'Client ID', 'Redirect hosts', 'Source', 'Created', 'Expires', ''], rows, 'No clients match.')}
 ${nextLink(path, filters, page)}`)
 }
@@ -171,12 +184,33 @@ ${nextLink(path, {}, detail.apiKeys)}
 ${detail.linked.length === 0 ? '' : `<h2>Linked accounts</h2>\n${table(['Server', 'Status'], linked, '')}`}`)
 }
 
+function json (value: unknown): string {
+  return value === undefined ? '<span class="muted">(absent)</span>' : `<pre>${escapeHtml(JSON.stringify(value, null, 2))}</pre>`
+}
+
+/** What changed, in full: an approval is only as good as what the approver could read. */
+function changeDetail (c: ToolChangeView): string {
+  if (c.change === 'added') return json(c.definition)
+  if (c.change === 'removed') return '<span class="muted">no longer listed</span>'
+  return (c.fields ?? []).map((f) => `<p><code>${escapeHtml(f.field)}</code></p>\n<p class="muted">before</p>${json(f.before)}\n<p class="muted">after</p>${json(f.after)}`).join('\n')
+}
+
+/**
+ * Approves exactly the changes shown: each tool's name and the fingerprint it was shown at go
+ * with the form, so a change listed (or changed again) after the page was drawn is refused, not
+ * approved unseen.
+ */
+function approveForm (r: ToolsReview, csrf: string): string {
+  const shown = r.changes.map((c) => `<input type="hidden" name="tool" value="${escapeHtml(c.name)}"><input type="hidden" name="to" value="${escapeHtml(c.to ?? '')}">`).join('')
+  return `<form method="post" action="${escapeHtml(`${ADMIN_PAGE_PATH}/servers/${encodeURIComponent(r.server)}/tools/approve`)}">${hidden(csrf)}${shown}<button type="submit">${escapeHtml(`Approve these changes on ${r.server}`)}</button></form>`
+}
+
 export function toolsPage (frame: Frame, reviews: readonly ToolsReview[]): string {
   const sections = reviews.map((r) => {
-    const rows = r.changes.map((c) => `<tr><td>${escapeHtml(c.name)}</td><td>${escapeHtml(c.change)}</td></tr>`)
-    const approve = r.changes.length === 0 ? '' : actionForm(`${ADMIN_PAGE_PATH}/servers/${encodeURIComponent(r.server)}/tools/approve`, `Approve all changes on ${r.server}`, frame.csrf)
+    const rows = r.changes.map((c) => `<tr><td>${escapeHtml(c.name)}</td><td>${escapeHtml(c.change)}</td><td>${changeDetail(c)}</td></tr>`)
+    const approve = r.changes.length === 0 ? '' : approveForm(r, frame.csrf)
     return `<h2>${escapeHtml(r.server)} <span class="muted">(pinTools: ${escapeHtml(r.pinTools)})</span></h2>
-${table(['Tool', 'Change'], rows, r.hasListing ? 'No pending changes: the last listing matches what was approved.' : 'No tool listing seen through the gateway yet.')}
+${table(['Tool', 'Change', 'What changed'], rows, r.hasListing ? 'No pending changes: the last listing matches what was approved.' : 'No tool listing seen through the gateway yet.')}
 ${approve}`
   })
   return adminPage('Pinned tools', frame, reviews.length === 0 ? '<p class="muted">No server pins its tool definitions (pinTools).</p>' : sections.join('\n'))

@@ -22,7 +22,7 @@ import type { RevokeUserDeps } from './revoke-user.js'
 import type { RevokeClientDeps } from './revoke-client.js'
 import type { UsersSeen } from './users-seen.js'
 import type { ToolGuard } from '../guardrails/tool-guard.js'
-import { approvalNames, serverToolsView, type ServerToolsDeps } from './server-tools.js'
+import { approvalRequest, serverToolsView, type ServerToolsDeps } from './server-tools.js'
 import type { LinkedAccounts } from '../upstream-auth/upstream-links.js'
 import { adminActions, adminRecorder, audited, type Outcome, type Target } from './actions.js'
 import type { Reload } from '../reload/report.js'
@@ -85,7 +85,21 @@ export async function adminRoutes (app: FastifyInstance, opts: AdminRoutesOption
     return reply.code(result.status ?? 200).send(result.body)
   }
 
-  app.setErrorHandler(async (error: Error & { statusCode?: number }, request, reply) => {
+  /** Each action's audit name and target, by route pattern. */
+  const postActions = new Map<string, { action: string, target?: (request: FastifyRequest) => Target }>()
+
+  /**
+   * An action whose body Fastify refused before the handler (415 not JSON, 413 too large):
+   * audited as refused, actor the credential's if it is one (nothing was done either way).
+   */
+  const recordRejectedBody = async (request: FastifyRequest, status: number, code: string): Promise<void> => {
+    const known = postActions.get(request.routeOptions.url ?? '')
+    if (known === undefined || (status !== 413 && status !== 415)) return
+    const actor = await opts.authenticate(request.headers.authorization).then(actorName, () => 'unknown')
+    record(request, { actor, action: known.action, ...(known.target === undefined ? {} : { target: known.target(request) }), outcome: 'refused', detail: { code, status } })
+  }
+
+  app.setErrorHandler(async (error: Error & { statusCode?: number, code?: string }, request, reply) => {
     reply.header('cache-control', 'no-store')
     if (error instanceof PortcullisError) return reply.code(error.status).headers(error.headers).send({ error: { code: error.code, message: error.message } })
     if (isStoreUnavailable(error)) {
@@ -94,10 +108,17 @@ export async function adminRoutes (app: FastifyInstance, opts: AdminRoutesOption
     }
     const status = error.statusCode !== undefined && error.statusCode >= 400 && error.statusCode < 500 ? error.statusCode : 500
     if (status === 500) request.log.error({ err: error }, 'admin api call failed')
+    await recordRejectedBody(request, status, error.code ?? 'FST_ERR')
     return reply.code(status).send({ error: { code: status === 500 ? 'PORTCULLIS_ERR_INTERNAL' : 'PORTCULLIS_ERR_ADMIN_BAD_REQUEST', message: status === 500 ? 'Internal gateway error' : error.message } })
   })
 
   const sessionsNow = (): ReturnType<typeof sessionItems> => sessionItems(opts.upstreams, opts.replica, opts.now())
+
+  /** An action, known to the error handler by its audit name (a body refused before the handler is still recorded). */
+  const post = (path: string, action: string, work: Work, target?: (request: FastifyRequest) => Target): void => {
+    postActions.set(path, { action, ...(target === undefined ? {} : { target }) })
+    app.post(path, route(action, work, target))
+  }
 
   app.get(`${ADMIN_API_PATH}/sessions`, route('sessions.list', async (request) => {
     return { body: sessionsPage(sessionsNow(), request.query as Record<string, unknown>) }
@@ -123,7 +144,7 @@ export async function adminRoutes (app: FastifyInstance, opts: AdminRoutesOption
     return { target: { kind: 'user', id: user }, body: { items: await linkedAccountItems(opts.links, user) } }
   }))
 
-  app.post<{ Params: { id: string, server: string } }>(`${ADMIN_API_PATH}/users/:id/linked-accounts/:server/unlink`, route('linked-accounts.unlink', async (request) => {
+  post(`${ADMIN_API_PATH}/users/:id/linked-accounts/:server/unlink`, 'linked-accounts.unlink', async (request) => {
     const params = request.params as { id: string, server: string }
     const userId = idParam(params.id, 'user id')
     const server = params.server
@@ -133,46 +154,46 @@ export async function adminRoutes (app: FastifyInstance, opts: AdminRoutesOption
     const isUnlinked = await opts.links.unlink(server, userId)
     if (!isUnlinked) return { status: 404, outcome: 'not_found', body: { error: { code: 'PORTCULLIS_ERR_ADMIN_NOT_FOUND', message: 'Not found: the user has no linked account at this server' } } }
     return { body: { user: userId, server, unlinked: true } }
-  }, targetOf('linked-account', 'server/id')))
+  }, targetOf('linked-account', 'server/id'))
 
-  app.post<{ Params: { id: string } }>(`${ADMIN_API_PATH}/users/:id/revoke`, route('users.revoke', async (request) => {
+  post(`${ADMIN_API_PATH}/users/:id/revoke`, 'users.revoke', async (request) => {
     return await actions.revokeUser(idParam((request.params as { id: string }).id, 'user id'))
-  }, targetOf('user', 'id')))
+  }, targetOf('user', 'id'))
 
-  app.post<{ Params: { id: string } }>(`${ADMIN_API_PATH}/users/:id/block`, route('users.block', async (request, actor) => {
+  post(`${ADMIN_API_PATH}/users/:id/block`, 'users.block', async (request, actor) => {
     return await actions.block(idParam((request.params as { id: string }).id, 'user id'), actorName(actor))
-  }, targetOf('user', 'id')))
+  }, targetOf('user', 'id'))
 
-  app.post<{ Params: { id: string } }>(`${ADMIN_API_PATH}/users/:id/unblock`, route('users.unblock', async (request) => {
+  post(`${ADMIN_API_PATH}/users/:id/unblock`, 'users.unblock', async (request) => {
     return await actions.unblock(idParam((request.params as { id: string }).id, 'user id'))
-  }, targetOf('user', 'id')))
+  }, targetOf('user', 'id'))
 
-  app.post<{ Params: { id: string } }>(`${ADMIN_API_PATH}/clients/:id/revoke`, route('clients.revoke', async (request) => {
+  post(`${ADMIN_API_PATH}/clients/:id/revoke`, 'clients.revoke', async (request) => {
     return await actions.revokeClient(idParam((request.params as { id: string }).id, 'client id'))
-  }, targetOf('client', 'id')))
+  }, targetOf('client', 'id'))
 
   app.get<{ Params: { server: string } }>(`${ADMIN_API_PATH}/servers/:server/tools`, route('tools.list', async (request) => {
     return { body: await serverToolsView(tools, (request.params as { server: string }).server) }
   }, targetOf('server', 'server')))
 
-  app.post<{ Params: { server: string } }>(`${ADMIN_API_PATH}/servers/:server/tools/approve`, route('tools.approve', async (request, actor) => {
-    return await actions.approveTools((request.params as { server: string }).server, approvalNames(request.body), actorName(actor))
-  }, targetOf('server', 'server')))
+  post(`${ADMIN_API_PATH}/servers/:server/tools/approve`, 'tools.approve', async (request, actor) => {
+    return await actions.approveTools((request.params as { server: string }).server, approvalRequest(request.body), actorName(actor))
+  }, targetOf('server', 'server'))
 
   const reload = opts.reload
   if (reload !== undefined) {
     // The report either way; refused (an invalid file) is a 422 with the catalogue's code beside it.
-    app.post(`${ADMIN_API_PATH}/reload`, route('config.reload', async () => {
+    post(`${ADMIN_API_PATH}/reload`, 'config.reload', async () => {
       const report = await reload()
       const detail = { applied: report.applied, changed: report.changed.length, needsRestart: report.needsRestart }
       if (report.applied) return { detail, body: report }
       const error = new PortcullisError('PORTCULLIS_ERR_RELOAD_INVALID_CONFIG')
       return { status: error.status, outcome: 'refused', detail: { ...detail, code: error.code }, body: { ...report, error: { code: error.code, message: error.message } } }
-    }))
+    })
   }
 
-  app.post<{ Params: { server: string, id: string } }>(`${ADMIN_API_PATH}/sessions/:server/:id/end`, route('sessions.end', async (request) => {
+  post(`${ADMIN_API_PATH}/sessions/:server/:id/end`, 'sessions.end', async (request) => {
     const params = request.params as { server: string, id: string }
     return await actions.endSession(params.server, idParam(params.id, 'session id'))
-  }, targetOf('session', 'server/id')))
+  }, targetOf('session', 'server/id'))
 }

@@ -4,7 +4,10 @@
  * about a second: resource-server/revoked-grants.ts), every API key, their session at their
  * identity provider, and their MCP sessions on this replica (stdio: with their processes) — the pieces
  * offboarding (auth-server/offboarding.ts) uses, without disabling the account: the user may
- * sign in again (block them for that).
+ * sign in again (block them for that). Their admin page sessions end too (admin-sessions.ts).
+ *
+ * An id that names no user the gateway knows, and had nothing to revoke, is reported as such
+ * (undefined): a typo must not read as "revoked".
  */
 import type { ApiKeys } from '../account/api-keys.js'
 import type { AccountGrants } from '../auth-server/account-grants.js'
@@ -16,14 +19,19 @@ export interface RevokeUserDeps {
   readonly apiKeys: ApiKeys
   readonly idpSessions: IdpSessions
   readonly endUserSessions: (userId: string) => Promise<void>
+  /** Ends the user's admin page sessions; how many were live. */
+  readonly endAdminSessions: (userId: string) => Promise<number>
+  /** A local user, or an identity-provider account the gateway has seen. */
+  readonly isKnownUser: (userId: string) => Promise<boolean>
 }
 
 export interface RevokeUserResult {
   readonly grants: number
   readonly apiKeys: number
+  readonly adminSessions: number
 }
 
-export async function revokeUser (deps: RevokeUserDeps, userId: string): Promise<RevokeUserResult> {
+export async function revokeUser (deps: RevokeUserDeps, userId: string): Promise<RevokeUserResult | undefined> {
   const grantIds = await deps.grants.of(userId)
   // The index is kept (not forgotten): a grant saved while this runs stays listed for the next revoke.
   for (const grantId of grantIds) await deps.revokeGrant(grantId)
@@ -31,5 +39,8 @@ export async function revokeUser (deps: RevokeUserDeps, userId: string): Promise
   for (const key of keys) await deps.apiKeys.revoke(key.keyId, userId)
   await deps.idpSessions.forget(userId)
   await deps.endUserSessions(userId)
-  return { grants: grantIds.length, apiKeys: keys.length }
+  const adminSessions = await deps.endAdminSessions(userId)
+  const isNothing = grantIds.length === 0 && keys.length === 0 && adminSessions === 0
+  if (isNothing && !await deps.isKnownUser(userId)) return undefined
+  return { grants: grantIds.length, apiKeys: keys.length, adminSessions }
 }

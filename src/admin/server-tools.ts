@@ -56,18 +56,40 @@ function changeView (difference: ToolDifference, listed: unknown): Record<string
   return { ...difference, ...(difference.change === 'added' && listed !== undefined ? { definition: listed } : {}) }
 }
 
-/** The approval body: absent (approve the whole listing) or `{ "tools": [names] }`. */
-export function approvalNames (body: unknown): readonly string[] | undefined {
-  if (body === undefined || body === null) return undefined
+/** An approval: the tools named (undefined: the whole listing), and the `to` fingerprints they were reviewed at. */
+export interface ApprovalRequest {
+  readonly names: readonly string[] | undefined
+  readonly reviewed?: Readonly<Record<string, string | null>>
+}
+
+/**
+ * The approval body: absent (approve the whole listing) or `{ "tools": [names] }`, optionally
+ * with `"reviewed": { name: <the change's "to" fingerprint, null for a removal> }` — each tool
+ * named there is approved only while its definition is still the one reviewed.
+ */
+export function approvalRequest (body: unknown): ApprovalRequest {
+  if (body === undefined || body === null) return { names: undefined }
   if (typeof body !== 'object' || Array.isArray(body)) throw badBody('expected a JSON object { "tools": [names] }, or no body to approve the whole listing')
-  const extra = Object.keys(body).filter((key) => key !== 'tools')
-  if (extra.length > 0) throw badBody(`unknown field ${JSON.stringify(extra[0])}: expected only "tools"`)
-  const tools = (body as { tools?: unknown }).tools
-  if (tools === undefined) return undefined
+  const extra = Object.keys(body).filter((key) => key !== 'tools' && key !== 'reviewed')
+  if (extra.length > 0) throw badBody(`unknown field ${JSON.stringify(extra[0])}: expected only "tools" and "reviewed"`)
+  const { tools, reviewed } = body as { tools?: unknown, reviewed?: unknown }
+  if (tools === undefined) {
+    if (reviewed !== undefined) throw badBody('reviewed: needs "tools", the tools it names')
+    return { names: undefined }
+  }
   const isNames = Array.isArray(tools) && tools.length > 0 && tools.length <= MAX_APPROVED_NAMES &&
     tools.every((name: unknown) => typeof name === 'string' && name.length > 0 && name.length <= MAX_NAME_CHARS)
   if (!isNames) throw badBody(`tools: expected 1 to ${MAX_APPROVED_NAMES} tool names (strings of 1 to ${MAX_NAME_CHARS} characters); leave "tools" out to approve the whole listing`)
-  return [...new Set(tools as string[])]
+  const names = [...new Set(tools as string[])]
+  return reviewed === undefined ? { names } : { names, reviewed: reviewedFingerprints(reviewed, names) }
+}
+
+/** `reviewed`: an object whose keys are among the named tools and whose values are fingerprints or null. */
+function reviewedFingerprints (reviewed: unknown, names: readonly string[]): Record<string, string | null> {
+  const isMap = typeof reviewed === 'object' && reviewed !== null && !Array.isArray(reviewed) &&
+    Object.entries(reviewed).every(([name, fp]) => names.includes(name) && (fp === null || (typeof fp === 'string' && fp.length > 0 && fp.length <= MAX_NAME_CHARS)))
+  if (!isMap) throw badBody('reviewed: expected { "<a tool named in tools>": "<its change\'s to fingerprint>" or null for a removal }')
+  return { ...(reviewed as Record<string, string | null>) }
 }
 
 function badBody (message: string): PortcullisError {
@@ -75,15 +97,18 @@ function badBody (message: string): PortcullisError {
 }
 
 /** Approves the named tools (or every difference) by `by`; the changes approved (empty: nothing differed). */
-export async function approveServerTools (deps: ServerToolsDeps, server: string, names: readonly string[] | undefined, by: string): Promise<readonly ToolChange[]> {
+export async function approveServerTools (deps: ServerToolsDeps, server: string, approval: ApprovalRequest, by: string): Promise<readonly ToolChange[]> {
   const guard = pinnedGuard(deps, server)
-  const result = await approveTools(deps.store, server, { names, by, nowMs: deps.now() })
+  const result = await approveTools(deps.store, server, { names: approval.names, by, nowMs: deps.now(), ...(approval.reviewed === undefined ? {} : { reviewed: approval.reviewed }) })
   if (result.status === 'no-listing') {
     throw new PortcullisError('PORTCULLIS_ERR_ADMIN_BAD_REQUEST', `no tool listing of server "${server}" has been seen yet; list its tools through the gateway first`)
   }
   if (result.status === 'unknown-tools') {
     const differences = result.differences.map((c) => c.name).join(', ') || 'none'
     throw new PortcullisError('PORTCULLIS_ERR_ADMIN_BAD_REQUEST', `nothing to approve for ${result.unknown.map((n) => JSON.stringify(n.slice(0, 64))).join(', ')} (differences: ${differences})`)
+  }
+  if (result.status === 'changed-since-review') {
+    throw new PortcullisError('PORTCULLIS_ERR_ADMIN_CONFLICT', `the definition of ${result.changed.map((n) => JSON.stringify(n.slice(0, 64))).join(', ')} changed since it was reviewed; review the changes again`)
   }
   if (result.approved.length > 0) guard.forget()
   return result.approved

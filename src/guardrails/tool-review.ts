@@ -60,6 +60,12 @@ export interface ApproveToolsRequest {
   /** Who approves: an OS user or --by (CLI), the admin actor (API). */
   readonly by: string
   readonly nowMs: number
+  /**
+   * The `to` fingerprint each named tool showed when it was reviewed (null: its removal was
+   * reviewed). A tool whose definition changed again since is not approved: approving what
+   * nobody saw is what pinning is there to prevent.
+   */
+  readonly reviewed?: Readonly<Record<string, string | null>>
 }
 
 export type ApproveToolsResult =
@@ -67,6 +73,8 @@ export type ApproveToolsResult =
   | { readonly status: 'no-listing' }
   /** Names given that are no difference (unchanged, or never listed): nothing is written. */
   | { readonly status: 'unknown-tools', readonly unknown: readonly string[], readonly differences: readonly ToolChange[] }
+  /** Tools whose definitions changed since they were reviewed (`reviewed`): nothing is written. */
+  | { readonly status: 'changed-since-review', readonly changed: readonly string[] }
   /** Written (`approved` empty: the listed tools were the approved ones, nothing written). */
   | { readonly status: 'approved', readonly approved: readonly ToolChange[] }
 
@@ -83,7 +91,15 @@ export async function approveTools (store: Store, server: string, request: Appro
   const unknown = names?.filter((name) => !differences.some((c) => c.name === name))
   if (unknown !== undefined && unknown.length > 0) return { status: 'unknown-tools', unknown, differences }
   const chosen = names === undefined ? differences : differences.filter((c) => names.includes(c.name))
+  const changed = changedSinceReview(chosen, request.reviewed)
+  if (changed.length > 0) return { status: 'changed-since-review', changed }
   if (chosen.length === 0) return { status: 'approved', approved: [] }
   await saveApproved(store, server, { tools: approveObserved(before, observed, names), approvedAtMs: request.nowMs, approvedBy: request.by })
   return { status: 'approved', approved: chosen }
+}
+
+/** The chosen tools whose current `to` fingerprint is not the one reviewed (none reviewed: none). */
+function changedSinceReview (chosen: readonly ToolChange[], reviewed: ApproveToolsRequest['reviewed']): string[] {
+  if (reviewed === undefined) return []
+  return chosen.filter((c) => Object.hasOwn(reviewed, c.name) && (reviewed[c.name] ?? undefined) !== c.to).map((c) => c.name)
 }

@@ -67,6 +67,11 @@ async function approve (config: Config, opened: OpenedStore, server: string, opt
     process.stderr.write(`portcullis: nothing to approve for ${result.unknown.map((n) => `"${n}"`).join(', ')} (differences: ${result.differences.map((c) => c.name).join(', ') || 'none'})\n`)
     return EXIT_FAILED
   }
+  // The CLI passes no reviewed fingerprints (it approves what `diff` shows now): kept for the type's sake.
+  if (result.status === 'changed-since-review') {
+    process.stderr.write(`portcullis: ${result.changed.join(', ')} changed again since reviewed; run tools diff again\n`)
+    return EXIT_FAILED
+  }
   if (result.approved.length === 0) {
     process.stdout.write(`server ${server}: the listed tools are the approved ones; nothing to approve\n`)
     return EXIT_OK

@@ -5,7 +5,7 @@ import { MemoryStore } from '../../src/store/memory-store.js'
 import { approveTools, fieldChanges, reviewTools } from '../../src/guardrails/tool-review.js'
 import { approveFirstUse, loadApproved, saveObserved } from '../../src/guardrails/tool-approvals.js'
 import { listedTools } from '../../src/guardrails/tool-guard.js'
-import { approvalNames } from '../../src/admin/server-tools.js'
+import { approvalRequest } from '../../src/admin/server-tools.js'
 
 const V1 = listedTools({ tools: [{ name: 'a', description: '1', inputSchema: { type: 'object' } }, { name: 'b' }] }) ?? {}
 const V2 = listedTools({ tools: [{ name: 'a', description: '2', inputSchema: { type: 'object' } }, { name: 'c', annotations: { readOnlyHint: true } }] }) ?? {}
@@ -41,12 +41,28 @@ t.test('reviewTools and approveTools: the differences with their fields; the nam
   t.equal((await loadApproved(store, 's'))?.approvedAtMs, 5, 'and nothing written')
 })
 
-t.test('approvalNames: no body or no tools is everything; anything else but a list of names is refused', async (t) => {
-  t.equal(approvalNames(undefined), undefined)
-  t.equal(approvalNames(null), undefined)
-  t.equal(approvalNames({}), undefined)
-  t.same(approvalNames({ tools: ['a', 'b', 'a'] }), ['a', 'b'])
-  for (const body of [[], 'a', { tools: [] }, { tools: ['a', ''] }, { tools: ['x'.repeat(257)] }, { tools: Array.from({ length: 1001 }, (_, i) => `t${i}`) }, { tools: ['a'], by: 'me' }]) {
-    t.throws(() => approvalNames(body), { code: 'PORTCULLIS_ERR_ADMIN_BAD_REQUEST', message: /: body: / }, JSON.stringify(body).slice(0, 40))
+t.test('approvalRequest: no body or no tools is everything; anything else but a list of names (and their reviewed fingerprints) is refused', async (t) => {
+  t.same(approvalRequest(undefined), { names: undefined })
+  t.same(approvalRequest(null), { names: undefined })
+  t.same(approvalRequest({}), { names: undefined })
+  t.same(approvalRequest({ tools: ['a', 'b', 'a'] }), { names: ['a', 'b'] })
+  t.same(approvalRequest({ tools: ['a', 'b'], reviewed: { a: 'sha256:x', b: null } }), { names: ['a', 'b'], reviewed: { a: 'sha256:x', b: null } })
+  for (const body of [[], 'a', { tools: [] }, { tools: ['a', ''] }, { tools: ['x'.repeat(257)] }, { tools: Array.from({ length: 1001 }, (_, i) => `t${i}`) }, { tools: ['a'], by: 'me' },
+    { reviewed: { a: 'x' } }, { tools: ['a'], reviewed: { b: 'x' } }, { tools: ['a'], reviewed: { a: 1 } }, { tools: ['a'], reviewed: ['x'] }]) {
+    t.throws(() => approvalRequest(body), { code: 'PORTCULLIS_ERR_ADMIN_BAD_REQUEST', message: /: body: / }, JSON.stringify(body).slice(0, 40))
   }
+})
+
+t.test('approveTools with reviewed fingerprints: approved only while each named tool is still the definition reviewed', async (t) => {
+  const store = new MemoryStore()
+  t.teardown(() => store.close())
+  await approveFirstUse(store, 's', V1, 1)
+  await saveObserved(store, 's', { tools: V2, observedAtMs: 2, isComplete: true })
+  const V3 = listedTools({ tools: [{ name: 'a', description: '3', inputSchema: { type: 'object' } }, { name: 'c', annotations: { readOnlyHint: true } }] }) ?? {}
+  const reviewed = { a: V2.a?.fingerprint ?? '', b: null }
+  await saveObserved(store, 's', { tools: V3, observedAtMs: 3, isComplete: true })
+  t.same(await approveTools(store, 's', { names: ['a', 'b'], by: 'carol', nowMs: 4, reviewed }), { status: 'changed-since-review', changed: ['a'] }, 'a changed again after the review')
+  t.equal((await loadApproved(store, 's'))?.approvedBy, 'first-use', 'nothing written')
+  t.match(await approveTools(store, 's', { names: ['a', 'b'], by: 'carol', nowMs: 5, reviewed: { a: V3.a?.fingerprint ?? '', b: null } }), { status: 'approved', approved: [{ name: 'a' }, { name: 'b', change: 'removed' }] }, 'reviewed as it is now: approved')
+  t.same(Object.keys((await loadApproved(store, 's'))?.tools ?? {}).sort(), ['a'], 'b removed, c (not named) still unapproved')
 })
