@@ -33,7 +33,7 @@ import { STORE_RETRY_AFTER_S, STORE_UNAVAILABLE_PAGE } from '../auth-server/prov
 import { ACCOUNT_PATH, type AccountCookies, type AccountSession, type OtherPage, type SessionScope } from '../account/session.js'
 import { PortcullisError } from '../errors.js'
 import type { UserIdentity } from '../identity.js'
-import type { Reload, ReloadReport } from '../reload/report.js'
+import { reloadAuditDetail, type Reload, type ReloadReport } from '../reload/report.js'
 import { isStoreUnavailable } from '../store/types.js'
 import type { AuditLog } from '../observability/audit.js'
 import { adminActions, adminRecorder, audited, type Outcome, type Target } from './actions.js'
@@ -362,11 +362,11 @@ export async function adminPageRoutes (app: FastifyInstance, opts: AdminPageOpti
   if (reload !== undefined) {
     // The report is the answer (what changed, what needs a restart, why the file was refused): a page, not a notice.
     postAction(`${ADMIN_PAGE_PATH}/reload`, {
-      action: 'reload',
+      action: 'config.reload',
       back: () => ADMIN_PAGE_PATH,
       work: async () => {
         const report = await reload()
-        return { outcome: report.applied ? 'ok' : 'failed', body: report, detail: { applied: report.applied, changed: report.changed.length, needsRestart: report.needsRestart.length, errors: report.errors.length } }
+        return { outcome: report.applied ? 'ok' : 'refused', body: report, detail: reloadAuditDetail(report) }
       },
       respond: (reply, frame, result) => {
         const report = result.body as ReloadReport | undefined

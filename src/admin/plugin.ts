@@ -25,7 +25,7 @@ import type { ToolGuard } from '../guardrails/tool-guard.js'
 import { approvalRequest, serverToolsView, type ServerToolsDeps } from './server-tools.js'
 import type { LinkedAccounts } from '../upstream-auth/upstream-links.js'
 import { adminActions, adminRecorder, audited, type Outcome, type Target } from './actions.js'
-import type { Reload } from '../reload/report.js'
+import { reloadAuditDetail, type Reload } from '../reload/report.js'
 
 export const ADMIN_API_PATH = '/admin/api/v1'
 
@@ -185,10 +185,10 @@ export async function adminRoutes (app: FastifyInstance, opts: AdminRoutesOption
     // The report either way; refused (an invalid file) is a 422 with the catalogue's code beside it.
     post(`${ADMIN_API_PATH}/reload`, 'config.reload', async () => {
       const report = await reload()
-      const detail = { applied: report.applied, changed: report.changed.length, needsRestart: report.needsRestart }
+      const detail = reloadAuditDetail(report)
       if (report.applied) return { detail, body: report }
       const error = new PortcullisError('PORTCULLIS_ERR_RELOAD_INVALID_CONFIG')
-      return { status: error.status, outcome: 'refused', detail: { ...detail, code: error.code }, body: { ...report, error: { code: error.code, message: error.message } } }
+      return { status: error.status, outcome: 'refused', detail, body: { ...report, error: { code: error.code, message: error.message } } }
     })
   }
 

@@ -16,3 +16,9 @@ export interface ReloadReport {
 
 /** Re-reads the configuration file and applies it (one reload at a time; a second caller waits for the first). */
 export type Reload = () => Promise<ReloadReport>
+
+/** The audit record's detail of a reload, the same from the admin API and the admin page. */
+export function reloadAuditDetail (report: ReloadReport): { applied: boolean, changed: number, needsRestart: readonly string[], code?: string } {
+  const detail = { applied: report.applied, changed: report.changed.length, needsRestart: report.needsRestart }
+  return report.applied ? detail : { ...detail, code: 'PORTCULLIS_ERR_RELOAD_INVALID_CONFIG' }
+}

@@ -197,7 +197,7 @@ t.test('reload: shown and run only when the gateway was given one; its report re
   t.equal(calls, 1)
   t.equal(res.statusCode, 200)
   t.match(res.body, /The configuration file is invalid: nothing changed[\s\S]*Needs a restart[\s\S]*listen[\s\S]*expected a URL &#60;here&#62;/, 'the report, escaped')
-  t.match(adminRecords(a).at(-1), { actor: 'carol', action: 'reload', outcome: 'failed', detail: { applied: false, errors: 1, needsRestart: 1 } })
+  t.match(adminRecords(a).at(-1), { actor: 'carol', action: 'config.reload', outcome: 'refused', detail: { applied: false, changed: 0, needsRestart: ['listen'], code: 'PORTCULLIS_ERR_RELOAD_INVALID_CONFIG' } })
 })
 
 /** The hidden fields of the page's tool approval form, decoded. */
