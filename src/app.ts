@@ -386,7 +386,7 @@ export async function buildApp (config: Config, options: BuildOptions = {}): Pro
     state.metricsServer = metricsServer
     app.addHook('onClose', async () => { await metricsServer.close() })
   }
-  await app.register(mcpRoutes, { config, upstreams, isClosing, isOriginAllowed, authenticate, limiter, audit, metrics, scopeChallenge, toolGuards, ...(directory === undefined || forwarder === undefined ? {} : { replicas: { directory, forwarder } }) })
+  await app.register(mcpRoutes, { config, upstreams, isClosing, isOriginAllowed, authenticate, limiter, audit, metrics, scopeChallenge, toolGuards, streamKeeper, ...(directory === undefined || forwarder === undefined ? {} : { replicas: { directory, forwarder } }) })
   return app
 }
 

@@ -35,6 +35,8 @@ import { StdioUpstream } from '../upstreams/stdio/stdio-upstream.js'
 import type { SessionDirectory } from '../cluster/sessions.js'
 import { FORWARDED_HEADER, ReplicaForwarder } from '../cluster/forward.js'
 import type { ToolGuard } from '../guardrails/tool-guard.js'
+import type { StreamKeeper } from '../upstreams/stream-keeper.js'
+import { legacySseRoutes } from './legacy-sse.js'
 
 declare module 'fastify' {
   interface FastifyRequest {
@@ -64,6 +66,8 @@ export interface McpRoutesOptions {
   readonly toolGuards: ReadonlyMap<string, ToolGuard>
   /** Several replicas (cluster.advertiseUrl): stdio sessions held elsewhere are forwarded to their owner. */
   readonly replicas?: { readonly directory: SessionDirectory, readonly forwarder: ReplicaForwarder }
+  /** Keep-alive comments on the 2024-11-05 transport's event streams. */
+  readonly streamKeeper?: StreamKeeper
 }
 
 const MCP_METHODS = ['GET', 'POST', 'DELETE'] as const
@@ -156,6 +160,7 @@ export async function mcpRoutes (app: FastifyInstance, opts: McpRoutesOptions): 
     }
   }
 
+  const basePath = new URL(config.publicUrl).pathname.replace(/\/$/, '')
   for (const server of config.servers) {
     const upstream = upstreams.get(server.name)
     if (upstream === undefined) throw new Error(`no upstream adapter for server ${server.name}`)
@@ -415,6 +420,17 @@ export async function mcpRoutes (app: FastifyInstance, opts: McpRoutesOptions): 
         }
         return reply.code(204).send()
       },
+    })
+
+    // The 2024-11-05 HTTP+SSE transport: its messages go through this route, judged as they would be here.
+    await legacySseRoutes(app, {
+      server,
+      upstream,
+      onRequest: [onRequest, checkToken],
+      checkAccess: enforce,
+      ownerOf: (request) => ownerOf(userOf(request.identity), request.identity),
+      basePath,
+      streamKeeper: opts.streamKeeper,
     })
 
     app.route({
