@@ -12,13 +12,11 @@
  * forwarded (MCP authorization, "Token Passthrough": forbidden), nor a client's
  * own copy of the identity header (the configuration cannot allow-list it).
  */
-import { connect } from 'node:net'
 import type { IncomingHttpHeaders, ServerResponse } from 'node:http'
 import { Pool, type Dispatcher } from 'undici'
 import { PortcullisError } from '../errors.js'
 import { FORWARDED_CLIENT_HEADERS, type HttpServerConfig } from '../config/schema.js'
-import { hasUserTemplate, renderHeaderTemplate } from '../config/user-template.js'
-import { READY_PROBE_CACHE_MS, READY_PROBE_TIMEOUT_MS } from '../config/defaults.js'
+import { READY_PROBE_CACHE_MS } from '../config/defaults.js'
 import type { McpExchange, Upstream, UpstreamHealth, UpstreamLoad, UpstreamSession } from './types.js'
 import { endSseWithError, sendRpcError } from './respond.js'
 import { editJsonBody, SseEditor } from './response-edit.js'
@@ -26,8 +24,9 @@ import type { SessionOwners } from './session-owners.js'
 import type { KeptStream, StreamKeeper } from './stream-keeper.js'
 import { isStoreUnavailable } from '../store/types.js'
 import { ANONYMOUS } from '../identity.js'
-import { IdentityTokens, type IdentitySigner } from './identity-token.js'
-import { requireUserFields } from './stdio/environment.js'
+import type { IdentitySigner } from './identity-token.js'
+import { CallerHeaders } from './caller-headers.js'
+import { probeTcp } from './tcp-probe.js'
 import type { UpstreamCredentials } from './upstream-credentials.js'
 import { declaresUrlElicitation } from '../mcp/capabilities.js'
 
@@ -314,12 +313,8 @@ export class HttpUpstream implements Upstream {
   private lastProbe: { at: number, result: Promise<UpstreamHealth> } | undefined
   /** Per user: initialize requests on their way, not yet recorded as sessions. */
   private readonly opening = new Map<string, number>()
-  /** Configured headers without `${user.*}`: the same for every caller. */
-  private readonly staticHeaders: Readonly<Record<string, string>>
-  /** Configured headers with `${user.*}`, rendered per request. */
-  private readonly userHeaders: ReadonlyArray<readonly [name: string, value: string]>
-  /** servers[].identity: the header (lower case) and this server's tokens. */
-  private readonly identity: { readonly header: string, readonly tokens: IdentityTokens } | undefined
+  /** The configured headers, rendered for each caller (identity, upstreamAuth). */
+  private readonly headers: CallerHeaders
 
   constructor (
     private readonly config: HttpServerConfig,
@@ -330,13 +325,7 @@ export class HttpUpstream implements Upstream {
     private readonly credentials?: UpstreamCredentials,
   ) {
     this.name = config.name
-    const configured = Object.entries(config.headers)
-    this.staticHeaders = Object.fromEntries(configured.filter(([, value]) => !hasUserTemplate(value)))
-    this.userHeaders = configured.filter(([, value]) => hasUserTemplate(value))
-    const header = config.identity?.header
-    // The schema refuses identity without auth; without a signer (no keys) nothing could be vouched for.
-    if (header !== undefined && signer === undefined) throw new Error(`server ${config.name}: identity needs the authorization server's signing keys (auth.enabled)`)
-    this.identity = header === undefined || signer === undefined ? undefined : { header: header.toLowerCase(), tokens: new IdentityTokens(signer, config.name, config.url) }
+    this.headers = new CallerHeaders(config, signer, credentials)
     // Fail closed: a server configured for each caller's own credential never goes out without one.
     if (config.upstreamAuth !== undefined && credentials === undefined) throw new Error(`server ${config.name}: upstreamAuth is set but no credential source was built for it`)
     const url = new URL(config.url)
@@ -370,7 +359,7 @@ export class HttpUpstream implements Upstream {
     const { body } = await this.pool.request({
       path: this.path,
       method: 'DELETE',
-      headers: upstreamRequestHeaders({ 'mcp-session-id': sessionId }, new Set(), this.staticHeaders),
+      headers: upstreamRequestHeaders({ 'mcp-session-id': sessionId }, new Set(), this.headers.staticHeaders),
       headersTimeout: RECLAIM_TIMEOUT_MS,
       bodyTimeout: RECLAIM_TIMEOUT_MS,
     })
@@ -433,7 +422,7 @@ export class HttpUpstream implements Upstream {
     }
     let configured
     try {
-      configured = await this.callerHeaders(ex)
+      configured = await this.headers.for(ex)
     } catch (err) {
       const failure = err instanceof PortcullisError ? err : new PortcullisError('PORTCULLIS_ERR_INTERNAL', undefined, { cause: err })
       if (failure.status >= 500) ex.log.error({ server: this.name, err: { message: (err as Error).message } }, 'could not prepare the upstream credentials')
@@ -527,32 +516,6 @@ export class HttpUpstream implements Upstream {
     return this.owners.end(this.name, sessionId, reason)
   }
 
-  /**
-   * The configured headers with the caller's values: `${user.*}` rendered (header-safe), the
-   * identity token added. A caller lacking a field a header uses is refused
-   * (PORTCULLIS_ERR_USER_FIELD_MISSING): an empty or half-rendered header is never sent.
-   * Without per-user headers or identity this is the configured object itself: no work.
-   */
-  private callerHeaders (ex: McpExchange): Readonly<Record<string, string>> | Promise<Readonly<Record<string, string>>> {
-    if (this.userHeaders.length === 0 && this.identity === undefined && this.credentials === undefined) return this.config.headers
-    requireUserFields(this.name, this.userHeaders.map(([, value]) => value), ex.user)
-    const headers: Record<string, string> = { ...this.staticHeaders }
-    for (const [name, value] of this.userHeaders) headers[name] = renderHeaderTemplate(value, ex.user)
-    const identity = this.identity
-    const token = identity?.tokens.tokenFor(ex.user, ex.owner.client)
-    const authorization = this.credentials?.authorizationFor(ex)
-    if (typeof token !== 'object' && typeof authorization !== 'object') {
-      if (identity !== undefined && token !== undefined) headers[identity.header] = token
-      if (authorization !== undefined) headers.authorization = authorization
-      return headers
-    }
-    return Promise.all([token, authorization]).then(([signed, credential]) => {
-      if (identity !== undefined && signed !== undefined) headers[identity.header] = signed
-      if (credential !== undefined) headers.authorization = credential
-      return headers
-    })
-  }
-
   /** Resolves true when the upstream refused a renewable caller credential and nothing was written. */
   private dispatch (ex: McpExchange, sessionId: string | undefined, isGet: boolean, configured: Readonly<Record<string, string>>, mayRenewCredential: boolean): Promise<boolean> {
     let isCountedPost = false
@@ -607,7 +570,7 @@ export class HttpUpstream implements Upstream {
   probe (): Promise<UpstreamHealth> {
     const now = Date.now()
     if (this.lastProbe === undefined || now - this.lastProbe.at > READY_PROBE_CACHE_MS) {
-      this.lastProbe = { at: now, result: this.connectProbe() }
+      this.lastProbe = { at: now, result: probeTcp(this.name, this.transport, this.config.url) }
     }
     // The reachability check is cached; what the server carries is told as it is now.
     return this.lastProbe.result.then((health) => ({ ...health, ...this.budgets() }))
@@ -622,24 +585,6 @@ export class HttpUpstream implements Upstream {
       ...(maxStreams === undefined ? {} : { maxStreams, isAtStreamBudget: this.streams >= maxStreams }),
       ...(maxConnections === undefined ? {} : { maxConnections, isAtConnectionBudget: this.inFlight >= this.maxInFlight }),
     }
-  }
-
-  private connectProbe (): Promise<UpstreamHealth> {
-    const url = new URL(this.config.url)
-    const port = Number(url.port !== '' ? url.port : url.protocol === 'https:' ? 443 : 80)
-    const started = performance.now()
-    return new Promise((resolve) => {
-      const socket = connect({ host: url.hostname.replace(/^\[|\]$/g, ''), port, timeout: READY_PROBE_TIMEOUT_MS })
-      const settle = (error?: string): void => {
-        socket.destroy()
-        resolve(error === undefined
-          ? { name: this.name, transport: this.transport, isReachable: true, latencyMs: Math.round(performance.now() - started) }
-          : { name: this.name, transport: this.transport, isReachable: false, error })
-      }
-      socket.once('connect', () => settle())
-      socket.once('timeout', () => settle('connect timeout'))
-      socket.once('error', (err: NodeJS.ErrnoException) => settle(err.code ?? err.message))
-    })
   }
 
   closeStreams (): void {
