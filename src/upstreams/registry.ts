@@ -2,6 +2,7 @@
 import type { FastifyBaseLogger } from 'fastify'
 import type { Config } from '../config/schema.js'
 import { HttpUpstream } from './http-upstream.js'
+import { SseUpstream } from './sse-upstream.js'
 import { StdioUpstream, type SessionHooks } from './stdio/stdio-upstream.js'
 import type { Upstream } from './types.js'
 import type { SessionOwners } from './session-owners.js'
@@ -37,6 +38,7 @@ export function createUpstreams (config: Config, options: UpstreamOptions): Map<
   for (const server of config.servers) {
     upstreams.set(server.name, server.transport === 'http'
       ? new HttpUpstream(server, options.httpSessionOwners, options.streamKeeper, options.identitySigner, server.upstreamAuth === undefined ? undefined : options.credentialsFor?.(server.name))
+      : server.transport === 'sse' ? new SseUpstream(server, options.httpSessionOwners, options.streamKeeper, options.log, options.identitySigner, options.now)
       : new StdioUpstream({
         config: server,
         log: options.log,
