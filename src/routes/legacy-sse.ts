@@ -20,6 +20,7 @@ import type { IncomingHttpHeaders, ServerResponse } from 'node:http'
 import type { Readable } from 'node:stream'
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify'
 import { PortcullisError } from '../errors.js'
+import { inspectBody } from '../mcp/jsonrpc.js'
 import type { ServerConfig } from '../config/schema.js'
 import { defaultMaxProcessesPerUser } from '../config/defaults.js'
 import { ANONYMOUS } from '../identity.js'
@@ -195,6 +196,8 @@ export async function legacySseRoutes (app: FastifyInstance, opts: LegacySseOpti
       if (typeof sessionId !== 'string' || sessionId === '') {
         throw new PortcullisError('PORTCULLIS_ERR_INVALID_REQUEST', 'the sessionId query parameter is missing: use the URL of the endpoint event')
       }
+      // Read as /mcp reads it, so that an error answered here echoes the request's id as /mcp's would.
+      request.mcpInspection = inspectBody(request.body as Buffer | undefined)
       const session = sessions.get(sessionId)
       // Another caller's session is answered exactly like an unknown one (as /mcp sessions are).
       if (session === undefined || session.isClosed || !isSameOwner(session.owner, ownerOf(request))) {
