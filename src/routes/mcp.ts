@@ -188,6 +188,10 @@ export async function mcpRoutes (app: FastifyInstance, opts: McpRoutesOptions): 
     const checkToken = async (request: FastifyRequest): Promise<void> => {
       if (authenticate !== undefined) request.identity = await authenticate(request, server)
     }
+    // The same check on the 2024-11-05 routes; a challenge names the resource as their clients know it.
+    const checkLegacyToken = async (request: FastifyRequest): Promise<void> => {
+      if (authenticate !== undefined) request.identity = await authenticate(request, server, true)
+    }
 
     // A session another replica holds: relay the request, unread, to its owner, which does
     // everything else (token, policy, limits, audit) once. Never twice: forwarded requests stay.
@@ -426,7 +430,7 @@ export async function mcpRoutes (app: FastifyInstance, opts: McpRoutesOptions): 
     await legacySseRoutes(app, {
       server,
       upstream,
-      onRequest: [onRequest, checkToken],
+      onRequest: [onRequest, checkLegacyToken],
       checkAccess: enforce,
       ownerOf: (request) => ownerOf(userOf(request.identity), request.identity),
       basePath,

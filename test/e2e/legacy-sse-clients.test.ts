@@ -7,7 +7,8 @@ import { SSEClientTransport } from '@modelcontextprotocol/sdk/client/sse.js'
 import { ToolListChangedNotificationSchema } from '@modelcontextprotocol/sdk/types.js'
 import { hashPassword } from '../../src/auth-server/password.js'
 import { SseEventReader } from '../../src/upstreams/sse-events.js'
-import { connectWithOAuth, TestOAuthClient } from '../oauth-helpers.js'
+import { decodeJwt } from 'jose'
+import { connectWithOAuth, HeadlessBrowser, TestOAuthClient } from '../oauth-helpers.js'
 import { eventually, INIT_BODY, postJson, startGateway, startUpstream, stdioServer, textOf, type RunningGateway } from '../helpers.js'
 
 const PASSWORD = 'correct horse battery staple'
@@ -90,15 +91,20 @@ t.test('a legacy message gets exactly the answer /mcp gives: denied tool, no tok
   const alice = await signIn(t, gw, 'fx', 'alice')
   const bob = await signIn(t, gw, 'fx', 'bob')
 
-  // No token: the challenge an OAuth client starts from, as /mcp sends it.
+  // No token: the challenge an OAuth client starts from, as /mcp's but naming the resource by the /sse URL.
   const [bareSse, bareMcp] = await Promise.all([
     fetch(`${gw.baseUrl}/fx/sse`, { headers: { accept: 'text/event-stream' } }),
     fetch(gw.mcpUrl('fx'), { headers: { accept: 'text/event-stream' } }),
   ])
   t.equal(bareSse.status, 401)
-  t.match(bareSse.headers.get('www-authenticate'), /resource_metadata="/)
-  t.equal(bareSse.headers.get('www-authenticate'), bareMcp.headers.get('www-authenticate'), 'the same WWW-Authenticate challenge')
-  await Promise.all([bareSse.arrayBuffer(), bareMcp.arrayBuffer()])
+  t.equal(bareSse.status, bareMcp.status)
+  const legacyMetadata = `${gw.baseUrl}/.well-known/oauth-protected-resource/fx/sse`
+  t.equal(bareSse.headers.get('www-authenticate'), bareMcp.headers.get('www-authenticate')?.replace('/fx/mcp"', '/fx/sse"'), 'the challenge of /mcp, with the /sse metadata')
+  t.match(bareSse.headers.get('www-authenticate'), `resource_metadata="${legacyMetadata}"`)
+  t.same(await bareSse.json(), await bareMcp.json(), 'and the same body')
+  const [sseDoc, mcpDoc] = await Promise.all([legacyMetadata, `${gw.baseUrl}/.well-known/oauth-protected-resource/fx/mcp`].map(async (url) => (await fetch(url)).json() as Promise<Record<string, unknown>>))
+  t.same({ ...sseDoc, resource: undefined }, { ...mcpDoc, resource: undefined }, 'the /sse metadata describes the same protected resource')
+  t.equal(sseDoc?.resource, `${gw.baseUrl}/fx/sse`, 'named by the URL its clients connect to')
 
   const legacy = await openRaw(t, `${gw.baseUrl}/fx/sse`, alice.token)
   t.match(legacy.endpoint, new RegExp(`^${gw.baseUrl}/fx/messages\\?sessionId=[0-9a-f-]{36}$`), 'the endpoint is /fx/messages?sessionId=…')
@@ -130,7 +136,7 @@ t.test('a legacy message gets exactly the answer /mcp gives: denied tool, no tok
 
   const noToken = await postJson(legacy.endpoint, foreign)
   t.equal(noToken.status, 401, 'a POST without a token: 401')
-  t.match(noToken.headers.get('www-authenticate'), /resource_metadata="/)
+  t.match(noToken.headers.get('www-authenticate'), `resource_metadata="${legacyMetadata}"`)
 
   // The audit record of the legacy call is the /mcp route's own.
   t.ok(gw.audit.lines.some((line) => { const r = JSON.parse(line); return r.method === 'tools/call' && r.jsonrpcId === 7 && r.decision === 'denied' && r.user?.username === 'alice' }), 'the denied legacy call is audited')
@@ -142,6 +148,29 @@ t.test('a legacy message gets exactly the answer /mcp gives: denied tool, no tok
   t.ok(await eventually(() => deletes() > before), 'closing the event stream DELETEs the upstream session')
   const gone = await postJson(legacy.endpoint, foreign, auth)
   t.equal(gone.status, 404, 'and the legacy session is gone')
+})
+
+t.test('the SDK\'s SSE client runs the whole OAuth flow itself from the /sse challenge', async (t) => {
+  const gw = await startGateway(t, { auth: { users: USERS }, servers: [stdioServer('st'), stdioServer('other')] })
+  const url = new URL(`${gw.baseUrl}/st/sse`)
+  const oauth = new TestOAuthClient()
+  const first = new SSEClientTransport(url, { authProvider: oauth })
+  await t.rejects(new Client({ name: 'legacy-sse-test', version: '1.0.0' }).connect(first), /Unauthorized/, 'the first connect: 401, and the SDK starts the flow')
+  if (oauth.authorizationUrl === undefined) throw new Error('no authorization URL')
+  t.equal(oauth.authorizationUrl.searchParams.get('resource'), url.href, 'the client asks for the resource its URL names')
+  const callback = await new HeadlessBrowser().authorize(oauth.authorizationUrl, { username: 'alice', password: PASSWORD })
+  t.equal(callback.searchParams.get('state'), oauth.stateValue)
+  await first.finishAuth(callback.searchParams.get('code') ?? '')
+  const token = oauth.savedTokens?.access_token ?? ''
+  t.equal(decodeJwt(token).aud, gw.mcpUrl('st'), 'the token is the server\'s own (its /mcp resource)')
+
+  const client = await connectLegacy(t, gw, 'st', oauth)
+  t.equal(textOf(await client.callTool({ name: 'echo', arguments: { text: 'signed in over SSE' } })), 'signed in over SSE')
+  const mcp = await postJson(gw.mcpUrl('st'), INIT_BODY, { authorization: `Bearer ${token}` })
+  t.equal(mcp.status, 200, 'the same token reaches the server\'s /mcp')
+  const other = await fetch(`${gw.baseUrl}/other/sse`, { headers: { accept: 'text/event-stream', authorization: `Bearer ${token}` } })
+  t.equal(other.status, 401, 'and no other server')
+  await other.arrayBuffer()
 })
 
 t.test('legacy sessions count against the user\'s session cap', async (t) => {
