@@ -405,7 +405,7 @@ const stdioServerSchema = z.strictObject({
   requestTimeoutMs: positiveMs('a request timeout').default(DEFAULT_STDIO_REQUEST_TIMEOUT_MS),
   maxMessageBytes: byteSize.default(DEFAULT_STDIO_MAX_MESSAGE_BYTES),
   /** Refused with a message saying why: the identity header is an HTTP upstream's. */
-  identity: z.undefined({ error: 'identity (a signed identity header) is for transport: http only; a stdio server gets its caller through per-user ${user.*} values in args and env' }).optional(),
+  identity: z.undefined({ error: 'identity (a signed identity header) is for transport: http and sse only; a stdio server gets its caller through per-user ${user.*} values in args and env' }).optional(),
   /** Scopes a token must carry to reach this server at all. */
   scopes: z.array(scopeName).default([]),
   ...policyFields,

@@ -41,8 +41,6 @@ export interface LegacySseOptions {
   readonly checkAccess: Step
   /** Whom a request's sessions belong to (the /mcp route's rule). */
   readonly ownerOf: (request: FastifyRequest) => SessionOwner
-  /** The path publicUrl puts before `/<server>` (empty at the root). */
-  readonly basePath: string
   readonly streamKeeper: StreamKeeper | undefined
 }
 
@@ -84,7 +82,7 @@ function isSameOwner (a: SessionOwner, b: SessionOwner): boolean {
 export async function legacySseRoutes (app: FastifyInstance, opts: LegacySseOptions): Promise<void> {
   const { server, upstream, ownerOf, streamKeeper } = opts
   const mcpUrl = `/${server.name}/mcp`
-  const messagesPath = `${opts.basePath}/${server.name}/messages`
+  const messagesPath = `/${server.name}/messages`
   const sessions = new Map<string, LegacySession>()
 
   app.addHook('preClose', async () => {

@@ -160,7 +160,6 @@ export async function mcpRoutes (app: FastifyInstance, opts: McpRoutesOptions): 
     }
   }
 
-  const basePath = new URL(config.publicUrl).pathname.replace(/\/$/, '')
   for (const server of config.servers) {
     const upstream = upstreams.get(server.name)
     if (upstream === undefined) throw new Error(`no upstream adapter for server ${server.name}`)
@@ -433,7 +432,6 @@ export async function mcpRoutes (app: FastifyInstance, opts: McpRoutesOptions): 
       onRequest: [onRequest, checkLegacyToken],
       checkAccess: enforce,
       ownerOf: (request) => ownerOf(userOf(request.identity), request.identity),
-      basePath,
       streamKeeper: opts.streamKeeper,
     })
 
