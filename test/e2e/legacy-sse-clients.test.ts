@@ -2,9 +2,10 @@
 // Streamable HTTP server, authorization on, two real users signed in through the real OAuth flow.
 // Every legacy message is judged by the server's /mcp route: the same policy, errors, ownership and audit.
 import t, { type Test } from 'tap'
+import { setTimeout as delay } from 'node:timers/promises'
 import { Client } from '@modelcontextprotocol/sdk/client/index.js'
 import { SSEClientTransport } from '@modelcontextprotocol/sdk/client/sse.js'
-import { ToolListChangedNotificationSchema } from '@modelcontextprotocol/sdk/types.js'
+import { ElicitRequestSchema, ToolListChangedNotificationSchema } from '@modelcontextprotocol/sdk/types.js'
 import { hashPassword } from '../../src/auth-server/password.js'
 import { SseEventReader } from '../../src/upstreams/sse-events.js'
 import { decodeJwt } from 'jose'
@@ -29,7 +30,9 @@ async function signIn (t: Test, gw: RunningGateway, server: string, username: st
 
 /** The SDK's 2024-11-05 client transport, authorized by the tokens the OAuth flow saved. */
 async function connectLegacy (t: Test, gw: RunningGateway, server: string, oauth: TestOAuthClient): Promise<Client> {
-  const client = new Client({ name: 'legacy-sse-test', version: '1.0.0' })
+  const client = new Client({ name: 'legacy-sse-test', version: '1.0.0' }, { capabilities: { elicitation: { form: {} } } })
+  // A server's elicitation request comes on the legacy stream; the answer goes back as a POST.
+  client.setRequestHandler(ElicitRequestSchema, async () => ({ action: 'accept', content: { name: 'Ada' } }))
   await client.connect(new SSEClientTransport(new URL(`${gw.baseUrl}/${server}/sse`), { authProvider: oauth }))
   t.teardown(() => client.close())
   return client
@@ -80,6 +83,7 @@ t.test('SSE clients reach a stdio and an HTTP server through the gateway, author
     const changed = new Promise<boolean>((resolve) => client.setNotificationHandler(ToolListChangedNotificationSchema, () => resolve(true)))
     await client.callTool({ name: 'broadcast', arguments: {} })
     t.ok(await changed, `${server}: a server notification reaches the legacy stream`)
+    t.equal(textOf(await client.callTool({ name: 'ask', arguments: {} })), 'accept:Ada', `${server}: an elicitation request reaches the client and its answer the server`)
 
     await t.rejects(client.callTool({ name: DENIED[server] ?? '', arguments: { ms: 1 } }), /HTTP 403/, `${server}: the SDK client is refused a denied tool`)
   }
@@ -182,4 +186,16 @@ t.test('legacy sessions count against the user\'s session cap', async (t) => {
   t.equal(second.status, 429, 'a second stream beyond maxSessionsPerUser: 429')
   t.match(await second.json(), { error: { data: { code: 'PORTCULLIS_ERR_TOO_MANY_SESSIONS' } } })
   t.ok(second.headers.get('retry-after'))
+})
+
+t.test('shutdown ends open legacy streams instead of waiting for them', async (t) => {
+  const gw = await startGateway(t, { auth: { users: USERS }, servers: [stdioServer('st')] })
+  const alice = await signIn(t, gw, 'st', 'alice')
+  const legacy = await openRaw(t, `${gw.baseUrl}/st/sse`, alice.token)
+  t.equal((await postJson(legacy.endpoint, LEGACY_INIT, { authorization: `Bearer ${alice.token}` })).status, 202)
+  await legacy.next()
+  // A bound on a hang, not a timing: without the stream ended, close() never returns.
+  const isClosed = await Promise.race([gw.app.close().then(() => true), delay(5_000, false, { ref: false })])
+  t.ok(isClosed, 'close() returns with a legacy stream open')
+  await t.rejects(legacy.next(), 'the stream was ended')
 })
