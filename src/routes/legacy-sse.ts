@@ -16,6 +16,7 @@
  * anyone else naming its sessionId is answered as for a session that does not exist.
  */
 import { randomUUID } from 'node:crypto'
+import { once } from 'node:events'
 import type { IncomingHttpHeaders, ServerResponse } from 'node:http'
 import type { Readable } from 'node:stream'
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify'
@@ -65,7 +66,7 @@ interface LegacySession {
   mcpSessionId: string | undefined
   protocolVersion: string
   /** The server->client stream of the Streamable HTTP session. */
-  serverStream: { readonly abort: AbortController, destroy: () => void } | undefined
+  serverStream: { readonly destroy: () => void } | undefined
   isClosed: boolean
   kept: KeptStream | undefined
 }
@@ -90,14 +91,28 @@ export async function legacySseRoutes (app: FastifyInstance, opts: LegacySseOpti
     for (const session of sessions.values()) session.res.end()
   })
 
-  /** One message to the client, as the 2024-11-05 transport frames it. */
-  const send = (session: LegacySession, message: unknown): void => {
+  /** One message to the client, as the 2024-11-05 transport frames it; resolves once the client can take more. */
+  const send = async (session: LegacySession, message: unknown): Promise<void> => {
     if (session.isClosed) return
     const result = (message as { result?: { protocolVersion?: unknown } } | null)?.result
     if (typeof result?.protocolVersion === 'string') session.protocolVersion = result.protocolVersion
     const event = sseMessageEvent(message)
-    session.res.write(event)
+    const isWritten = session.res.write(event)
     if (session.kept !== undefined) streamKeeper?.wrote(session.kept, event)
+    // A slow client holds the /mcp answer back (as a slow /mcp client would), not the gateway's memory.
+    if (!isWritten && !session.isClosed) await Promise.race([once(session.res, 'drain'), once(session.res, 'close')])
+  }
+
+  /** The Streamable HTTP session behind the legacy one; ended at once when the stream closed while it was being opened. */
+  const adopt = (session: LegacySession, mcpSessionId: string, log: FastifyRequest['log']): void => {
+    session.mcpSessionId = mcpSessionId
+    if (session.isClosed) endMcpSession(mcpSessionId, log)
+  }
+
+  const endMcpSession = (mcpSessionId: string, log: FastifyRequest['log']): void => {
+    upstream.endSession?.(mcpSessionId, 'the client closed its 2024-11-05 event stream').catch((err: Error) => {
+      log.warn({ server: server.name, err: { message: err.message } }, 'legacy session end failed')
+    })
   }
 
   /** The stream ends, the session ends: the Streamable HTTP session behind it too (a DELETE upstream). */
@@ -106,12 +121,7 @@ export async function legacySseRoutes (app: FastifyInstance, opts: LegacySseOpti
     session.isClosed = true
     sessions.delete(session.id)
     session.serverStream?.destroy()
-    const mcpSession = session.mcpSessionId
-    if (mcpSession !== undefined) {
-      upstream.endSession?.(mcpSession, 'the client closed its 2024-11-05 event stream').catch((err: Error) => {
-        log.warn({ server: server.name, err: { message: err.message } }, 'legacy session end failed')
-      })
-    }
+    if (session.mcpSessionId !== undefined) endMcpSession(session.mcpSessionId, log)
   }
 
   /** The same request, in process, to the /mcp route: every check and record is that route's. */
@@ -134,7 +144,7 @@ export async function legacySseRoutes (app: FastifyInstance, opts: LegacySseOpti
       const reader = new SseEventReader()
       for await (const chunk of body) {
         for (const event of reader.push(chunk as Buffer)) {
-          if (event.event === 'message') send(session, JSON.parse(event.data))
+          if (event.event === 'message') await send(session, JSON.parse(event.data))
         }
       }
       return
@@ -142,7 +152,7 @@ export async function legacySseRoutes (app: FastifyInstance, opts: LegacySseOpti
     const text = await readAll(body)
     if (text === '') return
     const parsed: unknown = JSON.parse(text)
-    for (const message of Array.isArray(parsed) ? parsed : [parsed]) send(session, message)
+    for (const message of Array.isArray(parsed) ? parsed : [parsed]) await send(session, message)
   }
 
   /** Server-initiated messages (notifications, sampling and elicitation requests) reach the legacy stream too. */
@@ -155,7 +165,7 @@ export async function legacySseRoutes (app: FastifyInstance, opts: LegacySseOpti
       return
     }
     const inner = (response.raw as unknown as { res: ServerResponse }).res
-    session.serverStream = { abort, destroy: () => { abort.abort(); inner.destroy() } }
+    session.serverStream = { destroy: () => { abort.abort(); inner.destroy() } }
     if (session.isClosed) session.serverStream.destroy()
     await relayAnswer(session, String(response.headers['content-type'] ?? ''), response.stream()).catch(() => {})
   }
@@ -180,7 +190,7 @@ export async function legacySseRoutes (app: FastifyInstance, opts: LegacySseOpti
       // Keep-alive comments while the session is quiet (proxies drop silent connections).
       session.kept = streamKeeper?.add(res)
       res.once('close', () => end(session, request.log))
-      request.log.info({ server: server.name, legacySession: session.id }, 'legacy sse session opened')
+      request.log.info({ server: server.name, session: session.id.slice(0, 8) }, 'legacy sse session opened')
     },
   })
 
@@ -210,7 +220,7 @@ export async function legacySseRoutes (app: FastifyInstance, opts: LegacySseOpti
       }
       const opened = response.headers['mcp-session-id']
       const isOpening = session.mcpSessionId === undefined && typeof opened === 'string'
-      if (isOpening) session.mcpSessionId = opened
+      if (isOpening) adopt(session, opened, request.log)
       // The answer goes to the stream; the client only needs to know its message was taken.
       void reply.code(202).send()
       try {
@@ -218,7 +228,11 @@ export async function legacySseRoutes (app: FastifyInstance, opts: LegacySseOpti
       } catch (err) {
         request.log.warn({ server: server.name, err: { message: (err as Error).message } }, 'legacy answer relay failed')
       }
-      if (isOpening) void openServerStream(request, session)
+      if (isOpening) {
+        openServerStream(request, session).catch((err: Error) => {
+          request.log.warn({ server: server.name, err: { message: err.message } }, 'legacy server stream failed')
+        })
+      }
       return reply
     },
   })
