@@ -248,17 +248,26 @@ export class SseUpstream implements Upstream {
     })
     const type = String(answered['content-type'] ?? '')
     if (statusCode !== 200 || !type.startsWith('text/event-stream')) {
-      body.destroy()
+      // Read to the end (bounded by timeoutMs), not destroyed: undici reports a destroyed body as an error.
+      await body.dump().catch(() => {})
       this.log.warn({ server: this.name, status: statusCode, contentType: type.slice(0, 100) }, 'sse upstream refused its event stream')
       throw new PortcullisError('PORTCULLIS_ERR_UPSTREAM_UNAVAILABLE')
     }
+    return this.awaitEndpoint(body)
+  }
+
+  /** The session starts at the endpoint event (on url's origin, else refused); every later message event goes to it. */
+  private awaitEndpoint (body: Readable): Promise<Bridge> {
     return new Promise((resolve, reject) => {
       const reader = new SseEventReader()
       let bridge: Bridge | undefined
+      let isFailed = false
       const fail = (reason: string): void => {
         clearTimeout(timer)
         body.destroy()
-        if (bridge === undefined) {
+        // Destroying the stream closes it: the first reason is the one to tell.
+        if (bridge === undefined && !isFailed) {
+          isFailed = true
           this.log.warn({ server: this.name, reason }, 'sse upstream stream failed before its endpoint event')
           reject(new PortcullisError(reason === 'timeout' ? 'PORTCULLIS_ERR_UPSTREAM_TIMEOUT' : 'PORTCULLIS_ERR_UPSTREAM_UNAVAILABLE'))
         }
@@ -278,7 +287,8 @@ export class SseUpstream implements Upstream {
           }
         }
       })
-      body.once('error', (err: Error) => fail(err.message))
+      // Every error, not just the first: closing the session destroys the body, which undici reports as one.
+      body.on('error', (err: Error) => fail(err.message))
       body.once('close', () => {
         if (bridge === undefined) fail('stream ended')
         else this.lost(bridge)

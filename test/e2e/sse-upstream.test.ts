@@ -92,3 +92,25 @@ t.test('a bridged session answers only the user and client that opened it', asyn
   t.equal(upstream.seen.filter((r) => r.method === 'POST').length, posts, 'nothing reached the upstream')
   t.equal(textOf(await bob.client.callTool({ name: 'echo', arguments: { text: 'bob here' } })), 'bob here', 'Bob has his own session')
 })
+
+t.test('an upstream refusing the stream is a 502, never a 401; one that names no endpoint in time, a 504', async (t) => {
+  const refusing = await startRawServer(t, (_req, res) => res.writeHead(401, { 'www-authenticate': 'Bearer' }).end())
+  const silent = await startRawServer(t, (_req, res) => {
+    res.writeHead(200, { 'content-type': 'text/event-stream' })
+    res.write(': no endpoint event, ever\n\n')
+  })
+  const gw = await startGateway(t, {
+    servers: [
+      { name: 'refusing', transport: 'sse', url: refusing.url },
+      { name: 'silent', transport: 'sse', url: silent.url, timeoutMs: 300 },
+    ],
+  })
+  const refused = await postJson(gw.mcpUrl('refusing'), INIT_BODY)
+  t.equal(refused.status, 502, 'the gateway\'s own credential refused upstream: 502')
+  t.equal(refused.headers.get('www-authenticate'), null, 'no challenge that would send the client into an OAuth dance')
+  t.match(refused.json, { id: 1, error: { data: { code: 'PORTCULLIS_ERR_UPSTREAM_UNAVAILABLE' } } })
+  const timedOut = await postJson(gw.mcpUrl('silent'), INIT_BODY)
+  t.equal(timedOut.status, 504)
+  t.match(timedOut.json, { id: 1, error: { data: { code: 'PORTCULLIS_ERR_UPSTREAM_TIMEOUT' } } })
+  t.match(gw.logs.text(), /sse upstream refused its event stream/)
+})
