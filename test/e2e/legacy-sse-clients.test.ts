@@ -38,10 +38,11 @@ async function connectLegacy (t: Test, gw: RunningGateway, server: string, oauth
   return client
 }
 
-/** A hand-driven legacy session: the endpoint event, then each message event as it comes. */
+/** A hand-driven legacy session: the endpoint event, then each message event as it comes (token '': none, auth off). */
 async function openRaw (t: Test, url: string, token: string): Promise<{ endpoint: string, next: () => Promise<unknown>, close: () => void }> {
   const abort = new AbortController()
-  const res = await fetch(url, { headers: { accept: 'text/event-stream', authorization: `Bearer ${token}` }, signal: abort.signal })
+  const auth: Record<string, string> = token === '' ? {} : { authorization: `Bearer ${token}` }
+  const res = await fetch(url, { headers: { accept: 'text/event-stream', ...auth }, signal: abort.signal })
   t.equal(res.status, 200, 'the event stream opens')
   const body = res.body
   if (body === null) throw new Error('no body')
@@ -198,4 +199,40 @@ t.test('shutdown ends open legacy streams instead of waiting for them', async (t
   const isClosed = await Promise.race([gw.app.close().then(() => true), delay(5_000, false, { ref: false })])
   t.ok(isClosed, 'close() returns with a legacy stream open')
   await t.rejects(legacy.next(), 'the stream was ended')
+})
+
+t.test('the /mcp route\'s Origin check, body limit and rate limits answer legacy POSTs, with the same errors', async (t) => {
+  const upstream = await startUpstream(t)
+  const gw = await startGateway(t, {
+    bodyLimit: '1kb',
+    rateLimits: { sessionCost: 0 },
+    servers: [{ name: 'fx', transport: 'http', url: upstream.url, tools: { echo: { rateLimit: '2/min' } } }],
+  })
+  const stream = await fetch(`${gw.baseUrl}/fx/sse`, { headers: { accept: 'text/event-stream', origin: 'https://evil.example' } })
+  t.equal(stream.status, 403, 'a foreign Origin cannot open the stream')
+  t.match(await stream.json(), { error: { data: { code: 'PORTCULLIS_ERR_FORBIDDEN_ORIGIN' } } })
+
+  const legacy = await openRaw(t, `${gw.baseUrl}/fx/sse`, '')
+  t.equal((await postJson(legacy.endpoint, LEGACY_INIT)).status, 202)
+  await legacy.next()
+  const call = (text: string): Record<string, unknown> => ({ jsonrpc: '2.0', id: text, method: 'tools/call', params: { name: 'echo', arguments: { text } } })
+  const same = async (what: string, body: unknown, headers: Record<string, string> = {}): Promise<void> => {
+    const viaSse = await postJson(legacy.endpoint, body, headers)
+    const viaMcp = await postJson(gw.mcpUrl('fx'), body, headers)
+    t.equal(viaSse.status, viaMcp.status, `${what}: status ${viaMcp.status} on both`)
+    t.same(viaSse.json, viaMcp.json, `${what}: the same error`)
+    t.equal(viaSse.headers.get('retry-after'), viaMcp.headers.get('retry-after'), `${what}: the same Retry-After`)
+  }
+  await same('a foreign Origin', call('o'), { origin: 'https://evil.example' })
+  await same('a body over bodyLimit', call('x'.repeat(2048)))
+
+  t.equal((await postJson(legacy.endpoint, call('one'))).status, 202)
+  t.equal((await postJson(legacy.endpoint, call('two'))).status, 202)
+  const limited = await postJson(legacy.endpoint, call('three'))
+  t.equal(limited.status, 429, 'the tool\'s rate limit counts legacy calls')
+  t.match(limited.json, { id: 'three', error: { data: { code: 'PORTCULLIS_ERR_RATE_LIMITED' } } })
+  t.ok(limited.headers.get('retry-after'), 'with Retry-After')
+  const viaMcp = await postJson(gw.mcpUrl('fx'), call('three'))
+  t.equal(viaMcp.status, 429, 'and the same budget as /mcp\'s')
+  t.same(limited.json, viaMcp.json, 'the same error')
 })
