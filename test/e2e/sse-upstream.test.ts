@@ -80,7 +80,7 @@ t.test('a bridged session answers only the user and client that opened it', asyn
   const password = 'correct horse battery staple'
   const passwordHash = await hashPassword(password)
   const upstream = await startSseUpstream(t)
-  const gw = await startGateway(t, { auth: { users: [{ username: 'alice', passwordHash }, { username: 'bob', passwordHash }] }, servers: [{ name: 'old', transport: 'sse', url: upstream.url }] })
+  const gw = await startGateway(t, { auth: { users: [{ username: 'alice', passwordHash }, { username: 'bob', passwordHash }] }, servers: [{ name: 'old', transport: 'sse', url: upstream.url, maxSessionsPerUser: 1 }] })
   const alice = await connectWithOAuth(t, gw.mcpUrl('old'), { username: 'alice', password, issuer: gw.baseUrl, oauth: new TestOAuthClient() })
   const bob = await connectWithOAuth(t, gw.mcpUrl('old'), { username: 'bob', password, issuer: gw.baseUrl, oauth: new TestOAuthClient() })
   t.equal(textOf(await alice.client.callTool({ name: 'echo', arguments: { text: 'alice here' } })), 'alice here', 'Alice, through the real OAuth flow')
@@ -91,6 +91,14 @@ t.test('a bridged session answers only the user and client that opened it', asyn
   t.match(foreign.json, { id: 'b-1', error: { data: { code: 'PORTCULLIS_ERR_SESSION_NOT_FOUND' } } })
   t.equal(upstream.seen.filter((r) => r.method === 'POST').length, posts, 'nothing reached the upstream')
   t.equal(textOf(await bob.client.callTool({ name: 'echo', arguments: { text: 'bob here' } })), 'bob here', 'Bob has his own session')
+
+  // maxSessionsPerUser 1: each session is an upstream connection, and Alice holds hers.
+  const streams = upstream.sessions.size
+  const second = await postJson(gw.mcpUrl('old'), INIT_BODY, { authorization: `Bearer ${alice.oauth.savedTokens?.access_token ?? ''}` })
+  t.equal(second.status, 429, 'a second session beyond maxSessionsPerUser: 429')
+  t.match(second.json, { id: 1, error: { data: { code: 'PORTCULLIS_ERR_TOO_MANY_SESSIONS' } } })
+  t.ok(second.headers.get('retry-after'), 'with Retry-After')
+  t.equal(upstream.sessions.size, streams, 'no upstream stream was opened for it')
 })
 
 t.test('an upstream refusing the stream is a 502, never a 401; one that names no endpoint in time, a 504', async (t) => {
