@@ -13,6 +13,7 @@ import { tmpdir, cpus } from 'node:os'
 import { join, dirname } from 'node:path'
 import { fileURLToPath } from 'node:url'
 import { createServer, createConnection } from 'node:net'
+import { createServer as createHttpServer } from 'node:http'
 import autocannon from 'autocannon'
 import { Agent, request } from 'undici'
 import { Redis } from 'ioredis'
@@ -197,6 +198,23 @@ async function machineToken (port, resource) {
 
 const HTTP_ROUNDS = Number(process.env.BENCH_ROUNDS ?? 5)
 
+/**
+ * Stands in for an OpenTelemetry collector: takes the gateway's OTLP/HTTP exports and discards
+ * them (the row measures the gateway's side of tracing, not a collector's).
+ */
+async function startDiscardingOtlpReceiver () {
+  let exports = 0
+  const server = createHttpServer((req, res) => {
+    req.resume()
+    req.on('end', () => {
+      exports++
+      res.writeHead(200, { 'content-type': 'application/json' }).end('{}')
+    })
+  })
+  await new Promise((resolve) => server.listen(0, '127.0.0.1', resolve))
+  return { url: `http://127.0.0.1:${server.address().port}`, exports: () => exports, close: () => new Promise((resolve) => server.close(resolve)) }
+}
+
 /** Median of numbers. */
 function median (values) {
   const sorted = [...values].sort((a, b) => a - b)
@@ -240,6 +258,12 @@ servers:
 `, fullPort)
   const fullUrl = `http://127.0.0.1:${fullPort}/echo/mcp`
   const fullToken = await machineToken(fullPort, fullUrl)
+  // The token-checked path with traces on: every request's spans batched and exported over OTLP/HTTP.
+  const receiver = await startDiscardingOtlpReceiver()
+  const tracedPort = await freePort()
+  const tracedGateway = await startGateway(`auth:\n  clients: [{ clientId: bench, clientSecret: "${BENCH_CLIENT_SECRET}", grantTypes: [client_credentials] }]\ntelemetry: { otlp: { endpoint: "${receiver.url}" } }\nservers:\n  - { name: echo, transport: http, url: "${url}" }\n`, tracedPort)
+  const tracedUrl = `http://127.0.0.1:${tracedPort}/echo/mcp`
+  const tracedToken = await machineToken(tracedPort, tracedUrl)
   const targets = [
     { key: 'direct', label: 'direct', url, pid: upstream.pid },
     { key: 'reference', label: 'minimal node:http + undici hop (reference)', url: `http://127.0.0.1:${hopPort}/mcp`, pid: hop.pid },
@@ -247,6 +271,7 @@ servers:
     { key: 'withAuth', label: 'via Portcullis, token checked', url: authUrl, pid: authGateway.pid, headers: { authorization: `Bearer ${token}` } },
     { key: 'withIdentity', label: 'via Portcullis, token checked + identity header', url: identityUrl, pid: identityGateway.pid, headers: { authorization: `Bearer ${identityToken}` } },
     { key: 'full', label: 'via Portcullis, token + policy + 3 limits + audit', url: fullUrl, pid: fullGateway.pid, headers: { authorization: `Bearer ${fullToken}` } },
+    { key: 'traced', label: 'via Portcullis, token + tracing on (OTLP to a local receiver)', url: tracedUrl, pid: tracedGateway.pid, headers: { authorization: `Bearer ${tracedToken}` } },
   ]
   for (const target of targets) target.session = await openSession(target.url, target.headers ?? {})
   const windowS = Math.max(2, Math.round(DURATION_S / HTTP_ROUNDS))
@@ -260,7 +285,10 @@ servers:
       rounds[target.key].push({ reqPerSec: r.requests.average, p50: r.latency.p50, p99: r.latency.p99, errors: r.errors + r.timeouts + r.non2xx, cpuUs })
     }
   }
-  for (const child of [upstream, hop, gateway, authGateway, identityGateway, fullGateway]) stop(child)
+  for (const child of [upstream, hop, gateway, authGateway, identityGateway, fullGateway, tracedGateway]) stop(child)
+  // A tracing row whose spans never left the gateway would measure nothing.
+  if (receiver.exports() === 0) throw new Error('the tracing gateway exported no spans')
+  await receiver.close()
   const summary = Object.fromEntries(targets.map((t) => {
     const rs = rounds[t.key]
     return [t.key, {
@@ -273,14 +301,14 @@ servers:
       cpuRange: `${Math.min(...rs.map((r) => r.cpuUs))}–${Math.max(...rs.map((r) => r.cpuUs))}`,
     }]
   }))
-  const { direct, reference, through, withAuth, withIdentity, full } = summary
+  const { direct, reference, through, withAuth, withIdentity, full, traced } = summary
   return {
     name: 'http',
     title: `Streamable HTTP upstream (MCP SDK 1.32, stateful, SSE responses): tools/call echo, ${CONNECTIONS} connections, one session; medians of ${HTTP_ROUNDS} alternating ${windowS} s windows`,
     columns: ['req/s', 'p50 ms', 'p99 ms', 'errors', 'ratio vs direct', 'process CPU µs/req (range)', 'CPU vs reference hop'],
-    rows: [direct, reference, through, withAuth, withIdentity, full].map((r) => [r.label, r.reqPerSec, r.p50Ms, r.p99Ms, r.errors, (r.reqPerSec / direct.reqPerSec).toFixed(2),
+    rows: [direct, reference, through, withAuth, withIdentity, full, traced].map((r) => [r.label, r.reqPerSec, r.p50Ms, r.p99Ms, r.errors, (r.reqPerSec / direct.reqPerSec).toFixed(2),
       `${r.cpuUsPerReq} (${r.cpuRange})${r === direct ? ' upstream' : ''}`, r === direct ? '–' : (r.cpuUsPerReq / reference.cpuUsPerReq).toFixed(2)]),
-    summary: `Gateway CPU per request (median): ${through.cpuUsPerReq} µs bare, ${withAuth.cpuUsPerReq} µs with the token check, ${withIdentity.cpuUsPerReq} µs with the token check and the identity header (servers[].identity), ${full.cpuUsPerReq} µs with token, policy, limits and audit — ${(through.cpuUsPerReq / reference.cpuUsPerReq).toFixed(2)}×, ${(withAuth.cpuUsPerReq / reference.cpuUsPerReq).toFixed(2)}× and ${(full.cpuUsPerReq / reference.cpuUsPerReq).toFixed(2)}× a minimal undici hop measured in the same rounds (${reference.cpuUsPerReq} µs).`,
+    summary: `Gateway CPU per request (median): ${through.cpuUsPerReq} µs bare, ${withAuth.cpuUsPerReq} µs with the token check, ${withIdentity.cpuUsPerReq} µs with the token check and the identity header (servers[].identity), ${full.cpuUsPerReq} µs with token, policy, limits and audit, ${traced.cpuUsPerReq} µs with the token check and tracing on (spans exported over OTLP/HTTP) — ${(through.cpuUsPerReq / reference.cpuUsPerReq).toFixed(2)}×, ${(withAuth.cpuUsPerReq / reference.cpuUsPerReq).toFixed(2)}× and ${(full.cpuUsPerReq / reference.cpuUsPerReq).toFixed(2)}× a minimal undici hop measured in the same rounds (${reference.cpuUsPerReq} µs).`,
     raw: rounds,
   }
 }

@@ -63,7 +63,11 @@ import { ApiKeyVerifier } from './resource-server/verify-api-key.js'
 import { BlockedUsers } from './admin/blocked-users.js'
 import { UsersSeen } from './admin/users-seen.js'
 import { createAdminAuthenticator } from './admin/admin-access.js'
-import { adminRoutes } from './admin/plugin.js'
+import { adminRoutes, type AdminRoutesOptions } from './admin/plugin.js'
+import { ADMIN_SCOPE, adminPageRoutes } from './admin/page-routes.js'
+import type { Reload } from './reload/report.js'
+import { startTracing } from './observability/tracing.js'
+import { instrumentApp } from './observability/request-trace.js'
 
 export interface BuildOptions {
   /** A pino logger; by default one is made from config.log. */
@@ -83,6 +87,8 @@ export interface BuildOptions {
   readonly redisStartupTimeoutMs?: number
   /** Test-only: how often a pending stdio handshake logs "still starting" (default 5 s). */
   readonly stdioStartingLogIntervalMs?: number
+  /** Re-reads the configuration file and applies it (main.ts has the file); the admin page offers it. */
+  readonly reload?: Reload
 }
 
 export interface GatewayState {
@@ -128,6 +134,9 @@ export async function buildApp (config: Config, options: BuildOptions = {}): Pro
   const now = options.now ?? (() => Date.now())
   const metrics = new Metrics()
   if (config.metrics.enabled) recordHttpMetrics(app, metrics)
+  // Traces (README "Tracing"): the SDK is loaded, once per process, only when an OTLP endpoint is set.
+  const tracing = config.telemetry.otlp === undefined ? undefined : await startTracing(config.telemetry.otlp, app.log)
+  if (tracing !== undefined) instrumentApp(app, tracing)
   // State lives in the data directory (owner-only): the SQLite store, the first-run password file.
   mkdirSync(config.dataDir, { recursive: true, mode: 0o700 })
   const redis: RedisClient | undefined = config.store.redis === undefined ? undefined : createRedisClient(config.store.redis, app.log)
@@ -305,21 +314,24 @@ export async function buildApp (config: Config, options: BuildOptions = {}): Pro
       isUserBlocked,
     })
     authenticate = createAuthenticator(catalog, verifier, isGatewayWideAllowed, (result) => metrics.tokenValidations.inc({ result }), apiKeyVerifier)
+    const cookies = new AccountCookies(keys.cookieKeys[0] ?? '', config.publicUrl.startsWith('https:'), now)
+    const isSignInPossible = accountClientMetadata(config.publicUrl) !== undefined
     await app.register(accountRoutes, {
       publicUrl: config.publicUrl,
       settings: config.auth.apiKeys,
       keys: apiKeys,
       owners,
-      cookies: new AccountCookies(keys.cookieKeys[0] ?? '', config.publicUrl.startsWith('https:'), now),
+      cookies,
       jwks: { keys: [...keys.publicJwks.keys] },
       exchange: tokenExchangeIn(app),
-      isSignInPossible: accountClientMetadata(config.publicUrl) !== undefined,
+      isSignInPossible,
       ...(upstreamAuth?.links === undefined ? {} : { links: upstreamAuth.links }),
+      // The admin page signs in here and comes back to /admin with its own cookie.
+      otherPages: [ADMIN_SCOPE],
       now,
     })
     if (upstreamAuth?.links !== undefined) await app.register(upstreamAuthRoutes, { publicUrl: config.publicUrl, servers: upstreamAuth.links.servers })
-    await app.register(adminRoutes, {
-      authenticate: createAdminAuthenticator({ audience: `${config.publicUrl}/admin`, groups: config.admin.groups, bearerToken: config.admin.bearerToken, verifier }),
+    const admin: Omit<AdminRoutesOptions, 'authenticate'> = {
       upstreams,
       store,
       configuredClients: config.auth.clients,
@@ -333,7 +345,10 @@ export async function buildApp (config: Config, options: BuildOptions = {}): Pro
       ...(upstreamAuth?.links === undefined ? {} : { links: upstreamAuth.links }),
       audit,
       now,
-    })
+    }
+    await app.register(adminRoutes, { ...admin, authenticate: createAdminAuthenticator({ audience: `${config.publicUrl}/admin`, groups: config.admin.groups, bearerToken: config.admin.bearerToken, verifier }) })
+    // The /admin page: the same lists and actions, for administrators signed in through the account sign-in.
+    await app.register(adminPageRoutes, { ...admin, cookies, identityOf: async (userId) => owners.identityOf(userId), groups: config.admin.groups, isSignInPossible, ...(options.reload === undefined ? {} : { reload: options.reload }) })
     scopeChallenge = (server, scopes, description) => bearerChallenge({ resourceMetadata: catalog.metadataUrlOf(server.name), scopes, error: 'insufficient_scope', description })
   }
 
@@ -386,7 +401,7 @@ export async function buildApp (config: Config, options: BuildOptions = {}): Pro
     state.metricsServer = metricsServer
     app.addHook('onClose', async () => { await metricsServer.close() })
   }
-  await app.register(mcpRoutes, { config, upstreams, isClosing, isOriginAllowed, authenticate, limiter, audit, metrics, scopeChallenge, toolGuards, streamKeeper, ...(directory === undefined || forwarder === undefined ? {} : { replicas: { directory, forwarder } }) })
+  await app.register(mcpRoutes, { config, upstreams, isClosing, isOriginAllowed, authenticate, limiter, audit, metrics, scopeChallenge, toolGuards, streamKeeper, ...(tracing === undefined ? {} : { tracing }), ...(directory === undefined || forwarder === undefined ? {} : { replicas: { directory, forwarder } }) })
   return app
 }
 

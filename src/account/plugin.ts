@@ -11,6 +11,9 @@
  *   POST /account/keys             creates a key and shows it once (CSRF)
  *   POST /account/keys/:id/revoke  revokes one of the user's keys (CSRF)
  *   /account/links...              linked accounts at upstreams (links-routes.ts)
+ *
+ * Other pages sign in here too (the admin page, `otherPages`): /account/login?return=<their
+ * path>, and the callback gives them their own session cookie, scoped to their path.
  */
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify'
 import type { JSONWebKeySet } from 'jose'
@@ -22,7 +25,7 @@ import type { ApiKeys } from './api-keys.js'
 import { KeyRequestError, type KeyOwners } from './key-owners.js'
 import { API_KEYS_DISABLED_MESSAGE, issueKey } from './issue-key.js'
 import { keysPage, type KeysView } from './pages.js'
-import { ACCOUNT_PATH, LOGIN_COOKIE, SESSION_COOKIE, type AccountCookies } from './session.js'
+import { ACCOUNT_PATH, LOGIN_COOKIE, SESSION_COOKIE, type AccountCookies, type SessionScope } from './session.js'
 import { finishSignIn, SignInError, startSignIn, type TokenExchange } from './sign-in.js'
 import type { LinkedAccounts } from '../upstream-auth/upstream-links.js'
 import { LINKS_PATH } from './links-page.js'
@@ -40,6 +43,8 @@ export interface AccountRoutesOptions {
   readonly isSignInPossible: boolean
   /** Servers whose users link their own account (upstreamAuth oauth); undefined: none. */
   readonly links?: LinkedAccounts
+  /** Pages of their own that sign in through this sign-in (the admin page): returned to at their path, with their own cookie. */
+  readonly otherPages?: readonly SessionScope[]
   readonly now: () => number
 }
 
@@ -59,6 +64,7 @@ function days (ms: number): string {
 export async function accountRoutes (app: FastifyInstance, opts: AccountRoutesOptions): Promise<void> {
   const { cookies, keys, owners, settings, links } = opts
   const home = settings.enabled || links === undefined ? KEYS_PATH : LINKS_PATH
+  const otherPageAt = (path: string): SessionScope | undefined => opts.otherPages?.find((scope) => scope.path === path)
   /** Only our own pages: never an open redirect. */
   const isReturnPath = (path: string): boolean => {
     if (path === KEYS_PATH || (path === LINKS_PATH && links !== undefined)) return true
@@ -130,9 +136,11 @@ export async function accountRoutes (app: FastifyInstance, opts: AccountRoutesOp
   app.get(ACCOUNT_PATH, async (_request, reply) => reply.redirect(home, 303))
 
   app.get<{ Querystring: { return?: string } }>(`${ACCOUNT_PATH}/login`, async (request, reply) => {
-    const refused = refuseSignInUnlessUsable(reply)
+    const other = otherPageAt(request.query.return ?? '')
+    // Another page's sign-in needs neither API keys nor linked accounts.
+    const refused = other === undefined ? refuseSignInUnlessUsable(reply) : refuseUnlessSignInPossible(reply)
     if (refused !== undefined) return refused
-    const returnTo = isReturnPath(request.query.return ?? '') ? request.query.return as string : home
+    const returnTo = other?.path ?? (isReturnPath(request.query.return ?? '') ? request.query.return as string : home)
     const { url, pending } = startSignIn(opts.publicUrl, returnTo)
     return reply.header('set-cookie', await cookies.loginCookie(pending)).headers({ 'cache-control': 'no-store' }).redirect(url, 303)
   })
@@ -148,8 +156,9 @@ export async function accountRoutes (app: FastifyInstance, opts: AccountRoutesOp
       request.log.info({ reason: err.message }, 'account sign-in failed')
       return sendPage(reply.header('set-cookie', cookies.clearCookie(LOGIN_COOKIE)), 400, messagePage('Sign-in failed', err.message, `Start again at ${opts.publicUrl}${home}.`))
     }
-    request.log.info({ user: userId }, 'signed in to the account pages')
-    reply.header('set-cookie', [cookies.clearCookie(LOGIN_COOKIE), await cookies.sessionCookie(userId)])
+    const other = otherPageAt(pending.returnTo)
+    request.log.info({ user: userId, page: other?.path ?? ACCOUNT_PATH }, 'signed in to the account pages')
+    reply.header('set-cookie', [cookies.clearCookie(LOGIN_COOKIE), await cookies.sessionCookie(userId, other)])
     return reply.redirect(pending.returnTo, 303)
   })
 

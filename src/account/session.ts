@@ -6,6 +6,10 @@
  *   portcullis_account         who is signed in (sub), a random session id, 30 min
  *   portcullis_account_login   an OAuth sign-in under way: state, PKCE verifier, nonce, 10 min
  *
+ * Other pages that sign in through the account sign-in (the admin page) get a session cookie of
+ * their own (a SessionScope: its name, path and purpose), so a cookie never reaches a path it
+ * is not for, and one page's session is not the other's.
+ *
  * Nothing in them is secret from the user they belong to; the signature is what
  * matters. CSRF: every form carries HMAC(key, session id), so a form posted from
  * another site (which cannot read the page) or for another session is refused;
@@ -22,6 +26,12 @@ const LOGIN_TTL_MS = 10 * 60_000
 const ALG = 'HS256'
 
 export interface AccountSession { readonly userId: string, readonly sid: string }
+/** A signed-in session's cookie: its name, its Path, and the purpose signed into it. */
+export interface SessionScope { readonly cookie: string, readonly path: string, readonly use: string }
+export const ACCOUNT_SCOPE: SessionScope = { cookie: SESSION_COOKIE, path: ACCOUNT_PATH, use: 'session' }
+/** The one-time notice a page shows after a form (POST/redirect/GET), at most this long. */
+const NOTICE_TTL_MS = 60_000
+export interface Notice { readonly isError: boolean, readonly text: string }
 export interface PendingLogin { readonly state: string, readonly verifier: string, readonly nonce: string, readonly returnTo: string }
 
 export class AccountCookies {
@@ -33,21 +43,37 @@ export class AccountCookies {
     this.csrfKey = createHmac('sha256', cookieKey).update('portcullis account csrf').digest()
   }
 
-  async sessionCookie (userId: string): Promise<string> {
-    const token = await this.sign({ sid: randomBytes(16).toString('base64url') }, userId, ACCOUNT_SESSION_TTL_MS, 'session')
-    return this.cookie(SESSION_COOKIE, token, ACCOUNT_SESSION_TTL_MS)
+  async sessionCookie (userId: string, scope = ACCOUNT_SCOPE): Promise<string> {
+    const token = await this.sign({ sid: randomBytes(16).toString('base64url') }, userId, ACCOUNT_SESSION_TTL_MS, scope.use)
+    return this.cookie(scope.cookie, token, ACCOUNT_SESSION_TTL_MS, scope.path)
+  }
+
+  /** A notice for the next page of `scope` (signed: a sibling site tossing a cookie cannot forge one). */
+  async noticeCookie (notice: Notice, scope: SessionScope): Promise<string> {
+    const token = await this.sign({ text: notice.text, kind: notice.isError ? 'error' : 'ok' }, 'notice', NOTICE_TTL_MS, `${scope.use} notice`)
+    return this.cookie(noticeCookieName(scope), token, NOTICE_TTL_MS, scope.path)
+  }
+
+  async notice (cookieHeader: string | undefined, scope: SessionScope): Promise<Notice | undefined> {
+    const p = await this.verify(cookieOf(cookieHeader, noticeCookieName(scope)), `${scope.use} notice`)
+    if (p === undefined || typeof p.text !== 'string') return undefined
+    return { isError: p.kind === 'error', text: p.text }
+  }
+
+  clearNoticeCookie (scope: SessionScope): string {
+    return this.clearCookie(noticeCookieName(scope), scope.path)
   }
 
   async loginCookie (login: PendingLogin): Promise<string> {
     return this.cookie(LOGIN_COOKIE, await this.sign({ ...login }, 'login', LOGIN_TTL_MS, 'login'), LOGIN_TTL_MS)
   }
 
-  clearCookie (name: string): string {
-    return `${name}=; Path=${ACCOUNT_PATH}; Max-Age=0; HttpOnly; SameSite=Lax${this.isSecure ? '; Secure' : ''}`
+  clearCookie (name: string, path = ACCOUNT_PATH): string {
+    return `${name}=; Path=${path}; Max-Age=0; HttpOnly; SameSite=Lax${this.isSecure ? '; Secure' : ''}`
   }
 
-  async session (cookieHeader: string | undefined): Promise<AccountSession | undefined> {
-    const payload = await this.verify(cookieOf(cookieHeader, SESSION_COOKIE), 'session')
+  async session (cookieHeader: string | undefined, scope = ACCOUNT_SCOPE): Promise<AccountSession | undefined> {
+    const payload = await this.verify(cookieOf(cookieHeader, scope.cookie), scope.use)
     if (payload === undefined || typeof payload.sub !== 'string' || typeof payload.sid !== 'string') return undefined
     return { userId: payload.sub, sid: payload.sid }
   }
@@ -84,9 +110,13 @@ export class AccountCookies {
     }
   }
 
-  private cookie (name: string, value: string, ttlMs: number): string {
-    return `${name}=${value}; Path=${ACCOUNT_PATH}; Max-Age=${Math.floor(ttlMs / 1000)}; HttpOnly; SameSite=Lax${this.isSecure ? '; Secure' : ''}`
+  private cookie (name: string, value: string, ttlMs: number, path = ACCOUNT_PATH): string {
+    return `${name}=${value}; Path=${path}; Max-Age=${Math.floor(ttlMs / 1000)}; HttpOnly; SameSite=Lax${this.isSecure ? '; Secure' : ''}`
   }
+}
+
+function noticeCookieName (scope: SessionScope): string {
+  return `${scope.cookie}_notice`
 }
 
 function cookieOf (header: string | undefined, name: string): string | undefined {

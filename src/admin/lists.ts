@@ -1,6 +1,7 @@
 /**
- * What the admin API lists: plain functions over the gateway's own records, no Fastify.
- * Each returns every item; the route pages them (paging.ts) after filtering.
+ * What the admin API and the admin page list: plain functions over the gateway's own records,
+ * no Fastify. The `…Items` functions return every item; the `…Page` ones read a query string's
+ * filters and paging (paging.ts) the one way both the API and the page use.
  */
 import type { ApiKeys } from '../account/api-keys.js'
 import type { ClientConfig } from '../config/schema.js'
@@ -8,6 +9,26 @@ import type { Store } from '../store/types.js'
 import type { Upstream } from '../upstreams/types.js'
 import type { BlockedUsers } from './blocked-users.js'
 import type { UsersSeen } from './users-seen.js'
+import type { LinkedAccounts } from '../upstream-auth/upstream-links.js'
+import { paginate, pageQuery, type Page } from './paging.js'
+import { PortcullisError } from '../errors.js'
+
+/** A query string as Fastify parses it. */
+export type ListQuery = Readonly<Record<string, unknown>>
+
+/** Ids in paths and filters: any printable text up to 256 characters (user ids of IdP users hold a colon). */
+export const ID_RE = /^\P{Cc}{1,256}$/u
+
+/** An id from a path, checked (a coded 400 naming `what` otherwise). */
+export function idParam (value: string, what: string): string {
+  if (!ID_RE.test(value)) throw new PortcullisError('PORTCULLIS_ERR_ADMIN_BAD_REQUEST', `${what}: expected 1 to 256 printable characters`)
+  return value
+}
+
+/** A filter given in the query matches exactly; an absent one matches everything. */
+function matches (filter: unknown, value: string): boolean {
+  return filter === undefined || filter === value
+}
 
 export interface SessionItem {
   readonly server: string
@@ -37,6 +58,13 @@ export function sessionItems (upstreams: ReadonlyMap<string, Upstream>, replica:
     ...(s.pid === undefined ? {} : { pid: s.pid }),
     replica,
   })))
+}
+
+/** Filters: server, user. */
+export function sessionsPage (sessions: readonly SessionItem[], query: ListQuery): Page<SessionItem> {
+  const page = pageQuery(query)
+  const items = sessions.filter((s) => matches(query.server, s.server) && matches(query.user, s.user))
+  return paginate(items, (s) => `${s.server}\n${s.sessionId}`, page)
 }
 
 export interface ClientItem {
@@ -69,6 +97,13 @@ export async function clientItems (store: Store, configured: readonly ClientConf
     })
   }
   return out
+}
+
+/** Filter: source. */
+export async function clientsPage (store: Store, configured: readonly ClientConfig[], query: ListQuery): Promise<Page<ClientItem>> {
+  const page = pageQuery(query)
+  const items = (await clientItems(store, configured)).filter((c) => matches(query.source, c.source))
+  return paginate(items, (c) => c.clientId, page)
 }
 
 function redirectHosts (uris: readonly unknown[]): string[] {
@@ -104,6 +139,14 @@ export async function userItems (seen: UsersSeen, blocked: BlockedUsers, session
   return items
 }
 
+/** Filters: provider, group, blocked (true / false). */
+export async function usersPage (seen: UsersSeen, blocked: BlockedUsers, sessions: readonly SessionItem[], query: ListQuery): Promise<Page<UserItem>> {
+  const page = pageQuery(query)
+  const items = (await userItems(seen, blocked, sessions))
+    .filter((u) => matches(query.provider, u.provider ?? '') && (query.group === undefined || u.groups.includes(String(query.group))) && (query.blocked === undefined || String(u.blocked) === query.blocked))
+  return paginate(items, (u) => u.id, page)
+}
+
 export interface ApiKeyItem {
   readonly keyId: string
   readonly user: string
@@ -127,4 +170,28 @@ export async function apiKeyItems (keys: ApiKeys, userId: string): Promise<ApiKe
     expiresAt: new Date(k.expiresAtMs).toISOString(),
     lastUsedAt: k.lastUsedAtMs === undefined ? null : new Date(k.lastUsedAtMs).toISOString(),
   }))
+}
+
+/** The user whose keys or linked accounts are asked for (`?user=`): required. */
+export function userQuery (query: ListQuery, what: string): string {
+  const user = typeof query.user === 'string' && ID_RE.test(query.user) ? query.user : undefined
+  if (user === undefined) throw new PortcullisError('PORTCULLIS_ERR_ADMIN_BAD_REQUEST', `user: expected ?user=<user id> (${what} are listed per user)`)
+  return user
+}
+
+export async function apiKeysPage (keys: ApiKeys, userId: string, query: ListQuery): Promise<Page<ApiKeyItem>> {
+  const page = pageQuery(query)
+  return paginate(await apiKeyItems(keys, userId), (k) => k.keyId, page)
+}
+
+export interface LinkedAccountItem {
+  readonly server: string
+  readonly isLinked: boolean
+  readonly linkedAt?: string
+}
+
+/** A user's linked upstream accounts, per server with upstreamAuth: oauth (none without such servers). */
+export async function linkedAccountItems (links: LinkedAccounts | undefined, userId: string): Promise<LinkedAccountItem[]> {
+  const states = links === undefined ? [] : await links.list(userId)
+  return states.map((s) => ({ server: s.server, isLinked: s.linkedAtMs !== undefined, ...(s.linkedAtMs === undefined ? {} : { linkedAt: new Date(s.linkedAtMs).toISOString() }) }))
 }

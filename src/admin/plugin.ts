@@ -1,34 +1,32 @@
 /**
  * The admin API (README "Administration"), JSON under /admin/api/v1, registered only with
  * authorization on. Thin: each route checks access (admin-access.ts), does one thing through
- * the plain functions beside it, and leaves one audit record — refusals included (who tried is
- * what an operator wants to know), never the credential presented.
+ * the lists and actions the admin page shares (lists.ts, actions.ts), and leaves one audit
+ * record — refusals included (who tried is what an operator wants to know), never the
+ * credential presented.
  *
  * Errors: `{ "error": { "code": "PORTCULLIS_ERR_…", "message": "…" } }` with the code's status.
  */
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify'
 import type { ApiKeys } from '../account/api-keys.js'
 import { PortcullisError } from '../errors.js'
-import type { AdminActionEntry, AuditLog } from '../observability/audit.js'
+import type { AuditLog } from '../observability/audit.js'
 import { STORE_RETRY_AFTER_S } from '../auth-server/provider.js'
 import { isStoreUnavailable, type Store } from '../store/types.js'
 import type { ClientConfig } from '../config/schema.js'
 import type { Upstream } from '../upstreams/types.js'
 import { actorName, type AdminActor, type AdminAuthenticator } from './admin-access.js'
 import type { BlockedUsers } from './blocked-users.js'
-import { apiKeyItems, clientItems, sessionItems, userItems } from './lists.js'
-import { paginate, pageQuery } from './paging.js'
-import { revokeUser, type RevokeUserDeps } from './revoke-user.js'
-import { revokeClient, type RevokeClientDeps } from './revoke-client.js'
+import { apiKeysPage, clientsPage, idParam, linkedAccountItems, sessionItems, sessionsPage, userQuery, usersPage } from './lists.js'
+import type { RevokeUserDeps } from './revoke-user.js'
+import type { RevokeClientDeps } from './revoke-client.js'
 import type { UsersSeen } from './users-seen.js'
 import type { ToolGuard } from '../guardrails/tool-guard.js'
-import { approvalNames, approveServerTools, serverToolsView, type ServerToolsDeps } from './server-tools.js'
+import { approvalNames, serverToolsView, type ServerToolsDeps } from './server-tools.js'
 import type { LinkedAccounts } from '../upstream-auth/upstream-links.js'
+import { adminActions, adminRecorder, audited, type Outcome, type Target } from './actions.js'
 
 export const ADMIN_API_PATH = '/admin/api/v1'
-
-/** Ids in paths: any printable text up to 256 characters (user ids of IdP users hold a colon). */
-const ID_RE = /^\P{Cc}{1,256}$/u
 
 export interface AdminRoutesOptions {
   readonly authenticate: AdminAuthenticator
@@ -50,16 +48,7 @@ export interface AdminRoutesOptions {
   readonly now: () => number
 }
 
-interface Outcome {
-  readonly status?: number
-  readonly body: unknown
-  readonly target?: AdminActionEntry['target']
-  readonly outcome?: AdminActionEntry['outcome']
-  readonly detail?: AdminActionEntry['detail']
-}
-
 type Work = (request: FastifyRequest, actor: AdminActor) => Promise<Outcome>
-type Target = NonNullable<AdminActionEntry['target']>
 
 /** The target an action names in its path, recorded even when the action is refused. */
 function targetOf (kind: string, param: 'id' | 'server' | 'server/id'): (request: FastifyRequest) => Target {
@@ -74,11 +63,9 @@ function targetOf (kind: string, param: 'id' | 'server' | 'server/id'): (request
 export async function adminRoutes (app: FastifyInstance, opts: AdminRoutesOptions): Promise<void> {
   const { audit, blocked } = opts
 
-  const record = (request: FastifyRequest, entry: Omit<AdminActionEntry, 'ip'>): void => {
-    const full = { ...entry, ip: request.ip }
-    audit?.recordAdminAction(full)
-    request.log.info({ actor: full.actor, action: full.action, target: full.target, outcome: full.outcome }, 'admin api call')
-  }
+  const record = adminRecorder(audit, 'admin api call')
+  const tools: ServerToolsDeps = { store: opts.store, guards: opts.toolGuards, now: opts.now }
+  const actions = adminActions({ upstreams: opts.upstreams, replica: opts.replica, blocked, revoke: opts.revoke, revokeClient: opts.revokeClient, tools, audit })
 
   /** Access check, the work, one audit record. */
   const route = (action: string, work: Work, target?: (request: FastifyRequest) => Target) => async (request: FastifyRequest, reply: FastifyReply): Promise<FastifyReply> => {
@@ -91,16 +78,7 @@ export async function adminRoutes (app: FastifyInstance, opts: AdminRoutesOption
       if (err instanceof PortcullisError) record(request, { actor: 'unknown', action, ...named, outcome: 'refused', detail: { code: err.code } })
       throw err
     }
-    let result: Outcome
-    try {
-      result = await work(request, actor)
-    } catch (err) {
-      const outcome = err instanceof PortcullisError && err.status < 500 ? 'refused' : 'failed'
-      record(request, { actor: actorName(actor), action, ...named, outcome, detail: { code: err instanceof PortcullisError ? err.code : 'PORTCULLIS_ERR_INTERNAL' } })
-      throw err
-    }
-    const recorded = result.target === undefined ? named : { target: result.target }
-    record(request, { actor: actorName(actor), action, ...recorded, outcome: result.outcome ?? 'ok', ...(result.detail === undefined ? {} : { detail: result.detail }) })
+    const result = await audited(record, request, { action, actor: actorName(actor), ...named }, async () => work(request, actor))
     return reply.code(result.status ?? 200).send(result.body)
   }
 
@@ -119,43 +97,27 @@ export async function adminRoutes (app: FastifyInstance, opts: AdminRoutesOption
   const sessionsNow = (): ReturnType<typeof sessionItems> => sessionItems(opts.upstreams, opts.replica, opts.now())
 
   app.get(`${ADMIN_API_PATH}/sessions`, route('sessions.list', async (request) => {
-    const query = request.query as Record<string, unknown>
-    const page = pageQuery(query)
-    const items = sessionsNow().filter((s) => matches(query.server, s.server) && matches(query.user, s.user))
-    return { body: paginate(items, (s) => `${s.server}\n${s.sessionId}`, page) }
+    return { body: sessionsPage(sessionsNow(), request.query as Record<string, unknown>) }
   }))
 
   app.get(`${ADMIN_API_PATH}/clients`, route('clients.list', async (request) => {
-    const query = request.query as Record<string, unknown>
-    const page = pageQuery(query)
-    const items = (await clientItems(opts.store, opts.configuredClients)).filter((c) => matches(query.source, c.source))
-    return { body: paginate(items, (c) => c.clientId, page) }
+    return { body: await clientsPage(opts.store, opts.configuredClients, request.query as Record<string, unknown>) }
   }))
 
   app.get(`${ADMIN_API_PATH}/users`, route('users.list', async (request) => {
-    const query = request.query as Record<string, unknown>
-    const page = pageQuery(query)
-    const items = (await userItems(opts.usersSeen, blocked, sessionsNow()))
-      .filter((u) => matches(query.provider, u.provider ?? '') && (query.group === undefined || u.groups.includes(String(query.group))) && (query.blocked === undefined || String(u.blocked) === query.blocked))
-    return { body: paginate(items, (u) => u.id, page) }
+    return { body: await usersPage(opts.usersSeen, blocked, sessionsNow(), request.query as Record<string, unknown>) }
   }))
 
   app.get(`${ADMIN_API_PATH}/api-keys`, route('api-keys.list', async (request) => {
     const query = request.query as Record<string, unknown>
-    const page = pageQuery(query)
-    const user = typeof query.user === 'string' && ID_RE.test(query.user) ? query.user : undefined
-    if (user === undefined) throw new PortcullisError('PORTCULLIS_ERR_ADMIN_BAD_REQUEST', 'user: expected ?user=<user id> (API keys are listed per user)')
-    return { target: { kind: 'user', id: user }, body: paginate(await apiKeyItems(opts.apiKeys, user), (k) => k.keyId, page) }
+    const user = userQuery(query, 'API keys')
+    return { target: { kind: 'user', id: user }, body: await apiKeysPage(opts.apiKeys, user, query) }
   }))
 
   // Linked upstream accounts (upstreamAuth: oauth, README "Upstream credentials"): one user's, and unlink.
   app.get(`${ADMIN_API_PATH}/linked-accounts`, route('linked-accounts.list', async (request) => {
-    const query = request.query as Record<string, unknown>
-    const user = typeof query.user === 'string' && ID_RE.test(query.user) ? query.user : undefined
-    if (user === undefined) throw new PortcullisError('PORTCULLIS_ERR_ADMIN_BAD_REQUEST', 'user: expected ?user=<user id> (linked accounts are listed per user)')
-    const states = opts.links === undefined ? [] : await opts.links.list(user)
-    const items = states.map((s) => ({ server: s.server, isLinked: s.linkedAtMs !== undefined, ...(s.linkedAtMs === undefined ? {} : { linkedAt: new Date(s.linkedAtMs).toISOString() }) }))
-    return { target: { kind: 'user', id: user }, body: { items } }
+    const user = userQuery(request.query as Record<string, unknown>, 'linked accounts')
+    return { target: { kind: 'user', id: user }, body: { items: await linkedAccountItems(opts.links, user) } }
   }))
 
   app.post<{ Params: { id: string, server: string } }>(`${ADMIN_API_PATH}/users/:id/linked-accounts/:server/unlink`, route('linked-accounts.unlink', async (request) => {
@@ -171,62 +133,31 @@ export async function adminRoutes (app: FastifyInstance, opts: AdminRoutesOption
   }, targetOf('linked-account', 'server/id')))
 
   app.post<{ Params: { id: string } }>(`${ADMIN_API_PATH}/users/:id/revoke`, route('users.revoke', async (request) => {
-    const userId = idParam((request.params as { id: string }).id, 'user id')
-    const done = await revokeUser(opts.revoke, userId)
-    return { detail: { ...done }, body: { user: userId, revoked: done } }
+    return await actions.revokeUser(idParam((request.params as { id: string }).id, 'user id'))
   }, targetOf('user', 'id')))
 
   app.post<{ Params: { id: string } }>(`${ADMIN_API_PATH}/users/:id/block`, route('users.block', async (request, actor) => {
-    const userId = idParam((request.params as { id: string }).id, 'user id')
-    const isChanged = await blocked.block(userId, actorName(actor))
-    return { detail: { changed: isChanged }, body: { user: userId, blocked: true, changed: isChanged } }
+    return await actions.block(idParam((request.params as { id: string }).id, 'user id'), actorName(actor))
   }, targetOf('user', 'id')))
 
   app.post<{ Params: { id: string } }>(`${ADMIN_API_PATH}/users/:id/unblock`, route('users.unblock', async (request) => {
-    const userId = idParam((request.params as { id: string }).id, 'user id')
-    const isChanged = await blocked.unblock(userId)
-    return { detail: { changed: isChanged }, body: { user: userId, blocked: false, changed: isChanged } }
+    return await actions.unblock(idParam((request.params as { id: string }).id, 'user id'))
   }, targetOf('user', 'id')))
 
   app.post<{ Params: { id: string } }>(`${ADMIN_API_PATH}/clients/:id/revoke`, route('clients.revoke', async (request) => {
-    const clientId = idParam((request.params as { id: string }).id, 'client id')
-    const done = await revokeClient(opts.revokeClient, clientId)
-    if (done === undefined) return { status: 404, outcome: 'not_found', body: { error: { code: 'PORTCULLIS_ERR_ADMIN_NOT_FOUND', message: 'Not found: no registered client has this id' } } }
-    return { detail: { ...done }, body: { clientId, revoked: done } }
+    return await actions.revokeClient(idParam((request.params as { id: string }).id, 'client id'))
   }, targetOf('client', 'id')))
-
-  const tools: ServerToolsDeps = { store: opts.store, guards: opts.toolGuards, now: opts.now }
 
   app.get<{ Params: { server: string } }>(`${ADMIN_API_PATH}/servers/:server/tools`, route('tools.list', async (request) => {
     return { body: await serverToolsView(tools, (request.params as { server: string }).server) }
   }, targetOf('server', 'server')))
 
   app.post<{ Params: { server: string } }>(`${ADMIN_API_PATH}/servers/:server/tools/approve`, route('tools.approve', async (request, actor) => {
-    const server = (request.params as { server: string }).server
-    const by = actorName(actor)
-    const approved = await approveServerTools(tools, server, approvalNames(request.body), by)
-    // The approval also joins the tool definition records, as the CLI's does: one place to read who approved what.
-    if (approved.length > 0) audit?.recordToolDefinitions({ server, action: 'approved', by, changes: approved })
-    return { detail: { approved: approved.map((c) => ({ name: c.name, change: c.change })) }, body: { server, approvedBy: by, approved } }
+    return await actions.approveTools((request.params as { server: string }).server, approvalNames(request.body), actorName(actor))
   }, targetOf('server', 'server')))
 
   app.post<{ Params: { server: string, id: string } }>(`${ADMIN_API_PATH}/sessions/:server/:id/end`, route('sessions.end', async (request) => {
     const params = request.params as { server: string, id: string }
-    const sessionId = idParam(params.id, 'session id')
-    const upstream = opts.upstreams.get(params.server)
-    if (upstream === undefined) throw new PortcullisError('PORTCULLIS_ERR_ADMIN_NOT_FOUND', `no MCP server named ${JSON.stringify(params.server.slice(0, 64))}`)
-    const isEnded = await upstream.endSession?.(sessionId, 'ended by an administrator') ?? false
-    if (!isEnded) return { status: 404, outcome: 'not_found', body: { error: { code: 'PORTCULLIS_ERR_ADMIN_NOT_FOUND', message: `Not found: this replica (${opts.replica}) holds no session ${sessionId} on "${upstream.name}"` } } }
-    return { body: { server: upstream.name, sessionId, ended: true } }
+    return await actions.endSession(params.server, idParam(params.id, 'session id'))
   }, targetOf('session', 'server/id')))
-}
-
-/** A filter given in the query matches exactly; an absent one matches everything. */
-function matches (filter: unknown, value: string): boolean {
-  return filter === undefined || filter === value
-}
-
-function idParam (value: string, what: string): string {
-  if (!ID_RE.test(value)) throw new PortcullisError('PORTCULLIS_ERR_ADMIN_BAD_REQUEST', `${what}: expected 1 to 256 printable characters`)
-  return value
 }

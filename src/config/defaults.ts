@@ -148,3 +148,6 @@ export const DEFAULT_AUDIT_DESTINATION = '${gateway.dataDir}/audit.log'
 
 /** With no auth.users, the gateway creates this one account on first start (its password goes to a file once). */
 export const FIRST_RUN_USERNAME = 'admin'
+
+/** telemetry.otlp.serviceName: the resource's service.name on every span. */
+export const DEFAULT_TELEMETRY_SERVICE_NAME = 'portcullis'

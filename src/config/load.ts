@@ -197,6 +197,7 @@ const KNOWN_KEYS = [
   'pinTools', 'validateArguments', 'arguments',
   'upstreamAuth',
   'admin',
+  'telemetry', 'otlp', 'endpoint', 'serviceName', 'sampleRatio',
 ]
 function suggestionFor (key: string): string {
   const norm = key.toLowerCase().replace(/[_-]/g, '')

@@ -5,7 +5,7 @@
  */
 import { z } from 'zod'
 import {
-  BASE_SCOPE, DEFAULT_ADMIN_GROUPS, MIN_ADMIN_BEARER_TOKEN_CHARS, DEFAULT_ACCESS_TOKEN_TTL, DEFAULT_AUDIT_DESTINATION, DEFAULT_LOGIN_RATE, DEFAULT_TOKEN_RATE, DEFAULT_REGISTRATION_RATE, DEFAULT_LOGIN_FAILURE_WINDOW, DEFAULT_LOGIN_MAX_FAILURES, DEFAULT_LOGIN_MAX_FAILURES_PER_IP, DEFAULT_LOGIN_MAX_FAILURES_PER_ACCOUNT,
+  BASE_SCOPE, DEFAULT_ADMIN_GROUPS, DEFAULT_TELEMETRY_SERVICE_NAME, MIN_ADMIN_BEARER_TOKEN_CHARS, DEFAULT_ACCESS_TOKEN_TTL, DEFAULT_AUDIT_DESTINATION, DEFAULT_LOGIN_RATE, DEFAULT_TOKEN_RATE, DEFAULT_REGISTRATION_RATE, DEFAULT_LOGIN_FAILURE_WINDOW, DEFAULT_LOGIN_MAX_FAILURES, DEFAULT_LOGIN_MAX_FAILURES_PER_IP, DEFAULT_LOGIN_MAX_FAILURES_PER_ACCOUNT,
   DEFAULT_REFRESH_TOKEN_REUSE_GRACE, DEFAULT_REGISTERED_CLIENT_TTL, DEFAULT_UNUSED_CLIENT_TTL, DEFAULT_REFRESH_TOKEN_TTL, RESERVED_SCOPES,
   DEFAULT_IDP_REVALIDATE_EVERY, DEFAULT_API_KEY_TTL, DEFAULT_API_KEY_MAX_TTL, DEFAULT_API_KEYS_PER_USER,
   DEFAULT_BODY_LIMIT_BYTES, DEFAULT_DATA_DIR, DEFAULT_LISTEN_HOST, DEFAULT_LISTEN_PORT, DEFAULT_SHUTDOWN_TIMEOUT_MS,
@@ -675,6 +675,30 @@ const metricsSchema = z.strictObject({
   }).optional(),
 })
 
+/** OpenTelemetry traces (README "Tracing"): off unless telemetry.otlp.endpoint is set. */
+const telemetrySchema = z.strictObject({
+  otlp: z.strictObject({
+    /**
+     * The collector's OTLP/HTTP traces URL (http://collector:4318/v1/traces). A bare origin gets
+     * /v1/traces appended, as OTEL_EXPORTER_OTLP_ENDPOINT would. No credentials in the URL: they
+     * would reach logs with it; put them under headers.
+     */
+    endpoint: httpUrl.refine((value) => {
+      const u = new URL(value)
+      return u.username === '' && u.password === '' && u.hash === ''
+    }, 'expected a URL with no credentials or fragment (put an API key under telemetry.otlp.headers)'),
+    /** Sent with every export (an API key, use ${ENV}); never logged. */
+    headers: z.record(
+      z.string().regex(HEADER_NAME_RE, 'expected an HTTP header name'),
+      z.string({ error: 'expected a header value (a string; quote numbers)' }).regex(HEADER_VALUE_RE, 'header values cannot contain line breaks or control characters'),
+    ).default({}),
+    /** The resource's service.name. */
+    serviceName: z.string().min(1, 'expected a service name').default(DEFAULT_TELEMETRY_SERVICE_NAME),
+    /** Share of new traces recorded (0..1); a client's sampled traceparent is always followed. */
+    sampleRatio: z.number({ error: 'expected a number from 0 to 1' }).min(0, 'expected a number from 0 to 1').max(1, 'expected a number from 0 to 1').default(1),
+  }).optional(),
+})
+
 const clusterSchema = z.strictObject({
   /**
    * This replica's own address as the other replicas reach it (http://<pod-ip>:8080).
@@ -746,6 +770,7 @@ export const configSchema = z.strictObject({
   audit: auditSchema.prefault({}),
   metrics: metricsSchema.prefault({}),
   cluster: clusterSchema.prefault({}),
+  telemetry: telemetrySchema.prefault({}),
   admin: adminSchema.prefault({}),
   log: z.strictObject({
     level: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'),

@@ -36,7 +36,12 @@ export interface GateOptions {
   readonly scopeChallenge: ((scopes: readonly string[], description: string) => string) | undefined
   /** Guardrails on a tools/call the policy allowed (pinned definitions, argument schemas): a refusal, or undefined. */
   readonly checkCall?: (tool: string, args: unknown, id: JsonRpcId) => { readonly decision: Decision, readonly reason: string, readonly error: PortcullisError } | undefined
+  /** With tracing on: runs the policy and rate-limit steps each in a span of its own (README "Tracing"). */
+  readonly step?: <T>(name: 'policy' | 'rate limits', fn: () => T) => T
 }
+
+const untraced = <T>(_name: string, fn: () => T): T => fn()
+
 
 function limited (rejection: RateLimitRejection, id: McpMessage['id']): PortcullisError {
   return new PortcullisError('PORTCULLIS_ERR_RATE_LIMITED', rejection.message, { headers: { ...rejection.headers }, id: id ?? null })
@@ -57,8 +62,9 @@ export async function gate (options: GateOptions, caller: Caller, callerKey: str
 
 async function gateRequest (options: GateOptions, caller: Caller, callerKey: string, message: McpMessage): Promise<MessageOutcome> {
   const { server, policy, limiter } = options
+  const step = options.step ?? untraced
   const id = message.id ?? null
-  const verdict = policy.judge(message, caller)
+  const verdict = step('policy', () => policy.judge(message, caller))
   if (!verdict.allowed) {
     if (verdict.reason === 'denied') {
       return { message, decision: 'denied', kind: undefined, name: message.target, reason: verdict.message, error: new PortcullisError('PORTCULLIS_ERR_POLICY_DENIED', verdict.message, { id }) }
@@ -88,7 +94,7 @@ async function gateRequest (options: GateOptions, caller: Caller, callerKey: str
     if (tool?.globalRateLimit !== undefined) buckets.push({ kind: 'tool', key: `${server.name}:${name}`, rate: tool.globalRateLimit, cost, subject: `tool "${name}"` })
   }
   if (buckets.length > 0) {
-    const outcome = await limiter.consume(buckets)
+    const outcome = await step('rate limits', () => limiter.consume(buckets))
     if (outcome === 'store-unavailable') {
       return { message, decision: 'rate_limited', kind, name, reason: 'store-unavailable', error: new PortcullisError('PORTCULLIS_ERR_RATE_LIMIT_UNAVAILABLE', undefined, { id, headers: { 'retry-after': '5' } }) }
     }

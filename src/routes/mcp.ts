@@ -2,7 +2,7 @@
  * The MCP endpoint, /<server>/mcp. The request's path through the gateway,
  * in order (see DESIGN.md "The request path"):
  *
- *   onRequest   shutting-down check, Origin (403), CORS headers, bearer token (401/403)
+ *   onRequest   (tracing on: the request's span opens), shutting-down check, Origin (403), CORS headers, bearer token (401/403)
  *   body        read once as a Buffer, size-limited (413)
  *   preHandler  JSON-RPC inspection (400 -32700/-32600/-32602), 2026-07-28 header mirroring
  *               (400 -32020), then the gate: server access, tool/prompt/resource policy (403),
@@ -17,7 +17,7 @@ import type { Config, ServerConfig } from '../config/schema.js'
 import { inspectBody, isJudged, type McpInspection } from '../mcp/jsonrpc.js'
 import { checkMirroredHeaders } from '../mcp/headers.js'
 import { checkParamHeaders, ToolParamHeaders } from '../mcp/param-headers.js'
-import type { Upstream } from '../upstreams/types.js'
+import type { McpExchange, Upstream } from '../upstreams/types.js'
 import type { SessionOwner } from '../upstreams/session-owners.js'
 import { ANONYMOUS, type UserIdentity } from '../identity.js'
 import type { OriginPolicy } from '../mcp/origin.js'
@@ -37,6 +37,8 @@ import { FORWARDED_HEADER, ReplicaForwarder } from '../cluster/forward.js'
 import type { ToolGuard } from '../guardrails/tool-guard.js'
 import type { StreamKeeper } from '../upstreams/stream-keeper.js'
 import { legacySseRoutes } from './legacy-sse.js'
+import type { Tracing } from '../observability/tracing.js'
+import { RequestTrace, STEP } from '../observability/request-trace.js'
 
 declare module 'fastify' {
   interface FastifyRequest {
@@ -47,6 +49,8 @@ declare module 'fastify' {
     /** What goes upstream when the gate changed it (a batch without its refused members). */
     mcpForward: { body: Buffer, inspection: McpInspection } | null
     mcpEdit: ResponseEdit | null
+    /** The request's spans (README "Tracing"); null with telemetry off. */
+    mcpTrace: RequestTrace | null
   }
 }
 
@@ -68,6 +72,8 @@ export interface McpRoutesOptions {
   readonly replicas?: { readonly directory: SessionDirectory, readonly forwarder: ReplicaForwarder }
   /** Keep-alive comments on the 2024-11-05 transport's event streams. */
   readonly streamKeeper?: StreamKeeper
+  /** Set when telemetry.otlp is: each request gets its spans. */
+  readonly tracing?: Tracing
 }
 
 const MCP_METHODS = ['GET', 'POST', 'DELETE'] as const
@@ -121,6 +127,7 @@ export async function mcpRoutes (app: FastifyInstance, opts: McpRoutesOptions): 
   app.decorateRequest('identity', null)
   app.decorateRequest('mcpForward', null)
   app.decorateRequest('mcpEdit', null)
+  app.decorateRequest('mcpTrace', null)
 
   // Bodies are read once, as bytes: inspected here and forwarded verbatim.
   app.removeAllContentTypeParsers()
@@ -133,6 +140,7 @@ export async function mcpRoutes (app: FastifyInstance, opts: McpRoutesOptions): 
   app.setErrorHandler(async (error: Error & { statusCode?: number }, request, reply) => {
     const err = toPortcullisError(error)
     if (err.status >= 500) request.log.error({ err: error }, 'mcp request failed')
+    request.mcpTrace?.refused(err)
     const inspection = request.mcpInspection
     const ids = err.rpcId !== undefined ? [err.rpcId] : inspection?.requestIds ?? []
     return reply.code(err.status).headers(err.headers).type('application/json')
@@ -185,11 +193,20 @@ export async function mcpRoutes (app: FastifyInstance, opts: McpRoutesOptions): 
 
     // After the Origin check, before any body is read: who is calling, and may they reach this server?
     const checkToken = async (request: FastifyRequest): Promise<void> => {
-      if (authenticate !== undefined) request.identity = await authenticate(request, server)
+      if (authenticate === undefined) return
+      const trace = request.mcpTrace
+      request.identity = await (trace === null ? authenticate(request, server) : trace.step(STEP.TOKEN, () => authenticate(request, server)))
     }
+
     // The same check on the 2024-11-05 routes; a challenge names the resource as their clients know it.
     const checkLegacyToken = async (request: FastifyRequest): Promise<void> => {
       if (authenticate !== undefined) request.identity = await authenticate(request, server, true)
+    }
+
+    // Tracing on: the request's span opens first, so every later step (and refusal) is inside it.
+    const tracing = opts.tracing
+    const startTrace = async (request: FastifyRequest, reply: FastifyReply): Promise<void> => {
+      if (tracing !== undefined) request.mcpTrace = new RequestTrace(tracing.tracer, request, reply.raw, server)
     }
 
     // A session another replica holds: relay the request, unread, to its owner, which does
@@ -227,12 +244,15 @@ export async function mcpRoutes (app: FastifyInstance, opts: McpRoutesOptions): 
       }
       const inspection = inspectBody(request.body as Buffer | undefined)
       request.mcpInspection = inspection
+      request.mcpTrace?.describe(inspection)
       checkMirroredHeaders(inspection, request.headers)
       if (paramHeaders !== undefined && inspection.modernVersion !== undefined) checkParamHeaders(inspection, request.headers, paramHeaders)
 
       // The approved tool definitions, fresh enough, before the gate judges calls and the answer's lists are edited.
       if (guardsCalls !== undefined && inspection.messages.some((m) => m.method === 'tools/list' || (m.method === 'tools/call' && guardsCalls.refusesCalls))) await guardsCalls.refresh()
-      const outcomes = await gate(gateOptions, caller, key, inspection)
+      const trace = request.mcpTrace
+      const outcomes = await gate(trace === null ? gateOptions : { ...gateOptions, step: (name, fn) => trace.step(name, fn) }, caller, key, inspection)
+      trace?.judged(outcomes)
       reply.raw.once('close', () => finish(request, reply, outcomes, reply.elapsedTime))
       for (const o of outcomes) {
         if (o.decision === 'denied') metrics.policyDenials.inc({ server: server.name, reason: 'rule' })
@@ -383,13 +403,13 @@ export async function mcpRoutes (app: FastifyInstance, opts: McpRoutesOptions): 
       url,
       exposeHeadRoute: false,
       config: { mcpServer: server.name },
-      onRequest: [onRequest, forwardToOwner, checkToken],
+      onRequest: tracing === undefined ? [onRequest, forwardToOwner, checkToken] : [startTrace, onRequest, forwardToOwner, checkToken],
       preHandler: enforce,
       handler: async (request, reply) => {
         reply.hijack()
         const forward = request.mcpForward
         const user = userOf(request.identity)
-        await upstream.handle({
+        const exchange: McpExchange = {
           method: request.method as typeof MCP_METHODS[number],
           headers: request.headers,
           body: forward?.body ?? request.body as Buffer | undefined,
@@ -400,7 +420,9 @@ export async function mcpRoutes (app: FastifyInstance, opts: McpRoutesOptions): 
           res: reply.raw,
           log: request.log,
           ...(request.mcpEdit === null ? {} : { edit: request.mcpEdit }),
-        })
+        }
+        const trace = request.mcpTrace
+        await (trace === null ? upstream.handle(exchange) : trace.exchange(server, exchange, (ex) => upstream.handle(ex)))
       },
     })
 

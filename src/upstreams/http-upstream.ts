@@ -555,7 +555,7 @@ export class HttpUpstream implements Upstream {
       this.pool.dispatch({
         path: this.path,
         method: ex.method,
-        headers: upstreamRequestHeaders(ex.headers, this.extraHeaders, configured),
+        headers: ex.traceHeaders === undefined ? upstreamRequestHeaders(ex.headers, this.extraHeaders, configured) : { ...upstreamRequestHeaders(ex.headers, this.extraHeaders, configured), ...ex.traceHeaders },
         body: ex.body ?? null,
         headersTimeout: this.config.timeoutMs,
         // A GET is the long-lived server->client stream: silence is normal there, so only

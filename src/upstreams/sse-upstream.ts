@@ -319,7 +319,7 @@ export class SseUpstream implements Upstream {
   private async exchange (bridge: Bridge, ex: McpExchange, headers: Readonly<Record<string, string>>): Promise<void> {
     const extra = ex.edit?.extra ?? []
     if ((ex.inspection?.requestIds.length ?? 0) === 0) {
-      await this.post(bridge, ex.body, headers)
+      await this.post(bridge, ex.body, ex.traceHeaders === undefined ? headers : { ...headers, ...ex.traceHeaders })
       if (extra.length === 0) ex.res.writeHead(202).end()
       else this.writeAnswer(ex, extra)
       return
@@ -343,7 +343,7 @@ export class SseUpstream implements Upstream {
     // Whichever way it goes, nobody else waits on this promise.
     abandoned.catch(() => {})
     try {
-      await this.post(bridge, ex.body, headers)
+      await this.post(bridge, ex.body, ex.traceHeaders === undefined ? headers : { ...headers, ...ex.traceHeaders })
       const messages = await Promise.race([Promise.all(answers), abandoned])
       return ex.inspection?.isBatch === true ? messages : messages[0] as Message
     } finally {

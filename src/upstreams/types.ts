@@ -23,6 +23,8 @@ export interface McpExchange {
   readonly owner: SessionOwner
   /** Changes to the answer (filtered lists, batch errors); absent for almost every request. */
   readonly edit?: ResponseEdit
+  /** With tracing on: traceparent/tracestate of the gateway's span, sent to an HTTP upstream in place of the client's. */
+  readonly traceHeaders?: Readonly<Record<string, string>>
   readonly req: IncomingMessage
   readonly res: ServerResponse
   readonly log: FastifyBaseLogger

@@ -1,0 +1,91 @@
+/**
+ * OpenTelemetry traces (README "Tracing"). The gateway's code speaks only @opentelemetry/api;
+ * the SDK, the W3C Trace Context propagator and the OTLP/HTTP exporter are imported here,
+ * dynamically, and only when telemetry.otlp.endpoint is set. A gateway without it loads none
+ * of them and starts no span: its routes hold no tracer at all, so not even the api's no-op
+ * tracer is asked (issue 15: the default path pays nothing).
+ *
+ * One provider per process: the api's tracer provider, propagator and context manager are
+ * process-wide, so the first gateway built with telemetry sets them up and every later
+ * buildApp (a reload, a second app in a test) reuses them.
+ *
+ * The exporter's outbound HTTP does not go through the guarded fetch (src/net/guarded-fetch.ts):
+ * the exporter posts with its own node:http transport, which takes no fetch function, and its
+ * destination is the operator's own collector — typically on loopback or a private network,
+ * exactly what the guarded fetch refuses for addresses the gateway learns from clients. What
+ * the guard would add is held here instead: the schema accepts only http(s) URLs without
+ * credentials, and the exporter bounds every export's time (timeoutMillis).
+ */
+import { context, diag, DiagLogLevel, propagation, trace, type Tracer } from '@opentelemetry/api'
+import type { FastifyBaseLogger } from 'fastify'
+import type { Config } from '../config/schema.js'
+import { VERSION } from '../version.js'
+
+export type OtlpConfig = NonNullable<Config['telemetry']['otlp']>
+
+/** The instrumentation scope every Portcullis span carries. */
+export const TRACER_NAME = 'portcullis'
+/** One export may take this long before it is abandoned (spans are dropped, never queued forever). */
+const EXPORT_TIMEOUT_MS = 10_000
+/** A flush (an app closing) waits at most this for the collector: a collector that is down must not hold up a shutdown. */
+const FLUSH_TIMEOUT_MS = 2_000
+/** The OTLP/HTTP path for traces, appended to a bare origin (OpenTelemetry exporter spec, "Endpoint URLs for OTLP/HTTP"). */
+const OTLP_TRACES_PATH = '/v1/traces'
+
+export interface Tracing {
+  readonly tracer: Tracer
+  /** Sends what is buffered now (an app closing, a test reading its receiver); never rejects: a failed export is logged. */
+  readonly flush: () => Promise<void>
+}
+
+let started: { readonly endpoint: string, readonly tracing: Promise<Tracing> } | undefined
+
+/** The process's tracing, started on first use; a later call with another endpoint keeps the first (restart to change it). */
+export async function startTracing (otlp: OtlpConfig, log: FastifyBaseLogger): Promise<Tracing> {
+  const endpoint = tracesUrl(otlp.endpoint)
+  if (started === undefined) {
+    started = { endpoint, tracing: loadSdk(otlp, endpoint, log) }
+    log.info({ endpoint, sampleRatio: otlp.sampleRatio, serviceName: otlp.serviceName }, 'tracing on: spans go to the OTLP endpoint')
+  } else if (started.endpoint !== endpoint) {
+    log.warn({ endpoint: started.endpoint, ignored: endpoint }, 'tracing already runs in this process: telemetry.otlp changes apply after a restart')
+  }
+  return started.tracing
+}
+
+/** What is buffered, sent now; nothing when tracing never started. */
+export async function flushTracing (): Promise<void> {
+  if (started !== undefined) await (await started.tracing).flush()
+}
+
+/** A bare origin gets the traces path, as OTEL_EXPORTER_OTLP_ENDPOINT would; a URL with a path is used as written. */
+export function tracesUrl (endpoint: string): string {
+  const url = new URL(endpoint)
+  if (url.pathname === '/' || url.pathname === '') url.pathname = OTLP_TRACES_PATH
+  return url.toString()
+}
+
+async function loadSdk (otlp: OtlpConfig, endpoint: string, log: FastifyBaseLogger): Promise<Tracing> {
+  const [sdk, { AsyncLocalStorageContextManager }, { W3CTraceContextPropagator }, { resourceFromAttributes }, { OTLPTraceExporter }, { ATTR_SERVICE_NAME, ATTR_SERVICE_VERSION }] = await Promise.all([
+    import('@opentelemetry/sdk-trace'),
+    import('@opentelemetry/context-async-hooks'),
+    import('@opentelemetry/core'),
+    import('@opentelemetry/resources'),
+    import('@opentelemetry/exporter-trace-otlp-http'),
+    import('@opentelemetry/semantic-conventions'),
+  ])
+  // Export failures reach the log as the SDK words them; the headers (API keys) are never part of them.
+  const warn = (message: string): void => log.warn({ detail: String(message).slice(0, 500) }, 'trace export problem')
+  diag.setLogger({ error: warn, warn, info: () => {}, debug: () => {}, verbose: () => {} }, DiagLogLevel.WARN)
+  const exporter = new OTLPTraceExporter({ url: endpoint, headers: { ...otlp.headers }, timeoutMillis: EXPORT_TIMEOUT_MS })
+  const provider = new sdk.TracerProvider({
+    resource: resourceFromAttributes({ [ATTR_SERVICE_NAME]: otlp.serviceName, [ATTR_SERVICE_VERSION]: VERSION }),
+    // A client's sampled traceparent is followed; new traces are kept at sampleRatio.
+    sampler: new sdk.ParentBasedSampler({ root: new sdk.TraceIdRatioBasedSampler(otlp.sampleRatio) }),
+    spanProcessors: [new sdk.BatchSpanProcessor({ exporter })],
+  })
+  context.setGlobalContextManager(new AsyncLocalStorageContextManager().enable())
+  propagation.setGlobalPropagator(new W3CTraceContextPropagator())
+  trace.setGlobalTracerProvider(provider)
+  const flush = (): Promise<void> => provider.forceFlush({ timeoutMillis: FLUSH_TIMEOUT_MS }).catch((err: unknown) => warn((err as Error).message))
+  return { tracer: provider.getTracer(TRACER_NAME, VERSION), flush }
+}

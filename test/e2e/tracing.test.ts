@@ -1,0 +1,214 @@
+// Traces (README "Tracing"): a gateway with auth on, a real token from the real OAuth flow, an
+// HTTP upstream fixture recording the traceparent it receives and a stdio fixture echoing its
+// _meta, exporting to a real OTLP/HTTP receiver in this process (test/otlp-receiver.ts: no
+// collector binary is available here).
+import t from 'tap'
+import { createHash, randomBytes } from 'node:crypto'
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
+import { stringify } from 'yaml'
+import { hashPassword } from '../../src/auth-server/password.js'
+import { flushTracing } from '../../src/observability/tracing.js'
+import { connectWithOAuth } from '../oauth-helpers.js'
+import { eventually, freePort, postJson, startCliGateway, startGateway, startUpstream, stdioServer, textOf } from '../helpers.js'
+import { SPAN_KIND, STATUS_ERROR, startOtlpReceiver, type ReceivedSpan } from '../otlp-receiver.js'
+
+const PASSWORD = 'correct horse battery staple'
+const COLLECTOR_KEY = 'collector-api-key-5f2c'
+
+function only (spans: readonly ReceivedSpan[], predicate: (s: ReceivedSpan) => boolean, what: string): ReceivedSpan {
+  const found = spans.filter(predicate)
+  if (found.length !== 1) throw new Error(`expected one ${what}, found ${found.length}: ${spans.map((s) => s.name).join(', ')}`)
+  return found[0] as ReceivedSpan
+}
+
+t.test('MCP and OAuth spans, parents and attributes; a client trace continues to the upstreams', async (t) => {
+  const receiver = await startOtlpReceiver(t)
+  const upstream = await startUpstream(t)
+  const gw = await startGateway(t, {
+    auth: { users: [{ username: 'alice', passwordHash: await hashPassword(PASSWORD) }] },
+    rateLimits: { perUser: '1000/min' },
+    telemetry: { otlp: { endpoint: receiver.url, headers: { 'x-collector-key': COLLECTOR_KEY } } },
+    servers: [
+      { name: 'remote', transport: 'http', url: upstream.url, tools: { deny: ['whoami'] } },
+      stdioServer('local', { flags: ['--echo-meta'] }),
+    ],
+  })
+
+  const remote = await connectWithOAuth(t, gw.mcpUrl('remote'), { username: 'alice', password: PASSWORD, issuer: gw.baseUrl })
+  const accessToken = remote.oauth.savedTokens?.access_token ?? ''
+  const refreshToken = remote.oauth.savedTokens?.refresh_token ?? ''
+  const code = remote.callback.searchParams.get('code') ?? ''
+  const sessionId = remote.transport.sessionId ?? ''
+  t.ok(accessToken !== '' && code !== '' && sessionId !== '', 'signed in through the real flow, a session open')
+
+  // The client starts the trace: its traceparent names its own span.
+  const clientTrace = randomBytes(16).toString('hex')
+  const clientSpan = randomBytes(8).toString('hex')
+  const called = await postJson(gw.mcpUrl('remote'), { jsonrpc: '2.0', id: 77, method: 'tools/call', params: { name: 'echo', arguments: { text: 'traced' } } }, {
+    authorization: `Bearer ${accessToken}`,
+    'mcp-session-id': sessionId,
+    'mcp-protocol-version': remote.transport.protocolVersion ?? '2025-11-25',
+    traceparent: `00-${clientTrace}-${clientSpan}-01`,
+    tracestate: 'client=7',
+  })
+  t.equal(called.status, 200)
+  t.match(called.text, /traced/, 'the call was answered')
+  const denied = await remote.client.callTool({ name: 'whoami', arguments: {} }).catch((err: Error) => err)
+  t.match(String(denied), /Forbidden by policy/, 'a denied call for the decision attributes')
+
+  const local = await connectWithOAuth(t, gw.mcpUrl('local'), { username: 'alice', password: PASSWORD, issuer: gw.baseUrl })
+  const childMeta = JSON.parse(textOf(await local.client.callTool({ name: 'meta', arguments: {} }))) as Record<string, unknown>
+
+  await flushTracing()
+  t.ok(await eventually(() => receiver.spans.some((s) => s.name === 'tools/call meta' && s.kind === SPAN_KIND.SERVER)), 'spans arrived at the receiver')
+  const spans = receiver.spans
+
+  t.test('the export itself', async (t) => {
+    t.ok(receiver.requests.every((r) => r.path === '/v1/traces'), 'a bare endpoint gets /v1/traces')
+    t.ok(receiver.requests.every((r) => r.headers['x-collector-key'] === COLLECTOR_KEY), 'the configured headers go with every export')
+    t.equal(spans[0]?.resource['service.name'], 'portcullis', 'default service.name')
+    t.notMatch(gw.logs.text(), COLLECTOR_KEY, 'the collector key is never logged')
+  })
+
+  t.test('HTTP upstream: server span, its steps and the client span, in the client\'s trace', async (t) => {
+    const server = only(spans, (s) => s.kind === SPAN_KIND.SERVER && s.attributes['jsonrpc.request.id'] === '77', 'server span of the traced call')
+    t.equal(server.name, 'tools/call echo', 'named "{mcp.method.name} {target}"')
+    t.equal(server.traceId, clientTrace, 'the client\'s trace continues')
+    t.equal(server.parentSpanId, clientSpan, 'the client\'s span is the parent')
+    t.match(server.attributes, {
+      'mcp.method.name': 'tools/call',
+      'gen_ai.tool.name': 'echo',
+      'gen_ai.operation.name': 'execute_tool',
+      'portcullis.server': 'remote',
+      'portcullis.decision': 'allowed',
+      'mcp.protocol.version': remote.transport.protocolVersion,
+      'http.response.status_code': 200,
+      'network.transport': 'tcp',
+    })
+    t.equal(server.attributes['mcp.session.id'], createHash('sha256').update(sessionId).digest('hex').slice(0, 32), 'the session id, hashed')
+    t.not(server.attributes['mcp.session.id'], sessionId)
+    t.equal(server.attributes['error.type'], undefined, 'no error')
+
+    const children = spans.filter((s) => s.parentSpanId === server.spanId)
+    t.same(children.map((s) => s.name).sort(), ['policy', 'rate limits', 'token check', 'tools/call echo'], 'token check, policy, rate limits and the upstream exchange')
+    t.ok(children.every((s) => s.traceId === clientTrace))
+    const exchange = only(children, (s) => s.kind === SPAN_KIND.CLIENT, 'client span')
+    t.match(exchange.attributes, { 'mcp.method.name': 'tools/call', 'gen_ai.tool.name': 'echo', 'server.address': '127.0.0.1', 'server.port': upstream.port, 'network.transport': 'tcp', 'mcp.session.id': server.attributes['mcp.session.id'] })
+
+    const seen = upstream.seen.filter((r) => r.method === 'POST' && String(r.headers.traceparent ?? '').includes(clientTrace))
+    t.equal(seen.length, 1, 'the upstream received the trace')
+    t.equal(seen[0]?.headers.traceparent, `00-${clientTrace}-${exchange.spanId}-01`, 'the upstream\'s parent is the gateway\'s client span, not the client\'s')
+    t.equal(seen[0]?.headers.tracestate, 'client=7', 'tracestate passed on')
+  })
+
+  t.test('a denied call: decision, rule and error', async (t) => {
+    const server = only(spans, (s) => s.kind === SPAN_KIND.SERVER && s.name === 'tools/call whoami', 'denied call span')
+    t.match(server.attributes, { 'portcullis.decision': 'denied', 'error.type': '-32600', 'rpc.response.status_code': '-32600', 'http.response.status_code': 403 })
+    t.type(server.attributes['portcullis.rule'], 'string')
+    t.equal(server.status.code, STATUS_ERROR)
+    t.notOk(spans.some((s) => s.parentSpanId === server.spanId && s.kind === SPAN_KIND.CLIENT), 'nothing went upstream')
+  })
+
+  t.test('a request without a token: the token check span says why, the request span has the JSON-RPC code', async (t) => {
+    const refused = spans.filter((s) => s.kind === SPAN_KIND.SERVER && s.attributes['http.response.status_code'] === 401)
+    t.ok(refused.length > 0, 'the client\'s first, unauthenticated request has a span')
+    const server = refused[0] as ReceivedSpan
+    t.match(server.attributes, { 'error.type': '-32600', 'portcullis.server': 'remote' })
+    t.equal(server.status.code, STATUS_ERROR)
+    const check = only(spans, (s) => s.parentSpanId === server.spanId, 'child of the refused request')
+    t.equal(check.name, 'token check')
+    t.equal(check.attributes['error.type'], 'PORTCULLIS_ERR_UNAUTHORIZED')
+    t.equal(check.status.code, STATUS_ERROR)
+  })
+
+  t.test('stdio: the child gets the client span\'s context in params._meta', async (t) => {
+    const server = only(spans, (s) => s.kind === SPAN_KIND.SERVER && s.name === 'tools/call meta', 'stdio server span')
+    const exchange = only(spans, (s) => s.parentSpanId === server.spanId && s.kind === SPAN_KIND.CLIENT, 'stdio client span')
+    t.match(exchange.attributes, { 'network.transport': 'pipe', 'portcullis.server': 'local', 'gen_ai.tool.name': 'meta' })
+    t.equal(childMeta.traceparent, `00-${server.traceId}-${exchange.spanId}-01`, 'the child\'s parent is the gateway\'s client span')
+  })
+
+  t.test('OAuth endpoints: one span each, no secrets', async (t) => {
+    const oauth = spans.filter((s) => s.attributes['portcullis.oauth.endpoint'] !== undefined)
+    const names = new Set(oauth.map((s) => s.name))
+    for (const name of ['POST /oauth/register', 'GET /oauth/authorize', 'POST /oauth/token']) t.ok(names.has(name), `${name} has a span`)
+    t.ok(oauth.every((s) => s.kind === SPAN_KIND.SERVER && typeof s.attributes['http.response.status_code'] === 'number'))
+    const exported = receiver.requests.map((r) => r.body).join('\n')
+    for (const [what, secret] of [['access token', accessToken], ['refresh token', refreshToken], ['authorization code', code], ['session id', sessionId], ['password', PASSWORD]] as const) {
+      t.notOk(exported.includes(secret), `no ${what} in any exported span`)
+    }
+  })
+})
+
+t.test('one provider per process: a second gateway reuses it and says a changed endpoint waits for a restart', async (t) => {
+  const first = await startOtlpReceiver(t)
+  const second = await startOtlpReceiver(t)
+  // The first test of this file may have started tracing already; either way the provider in place is kept.
+  await startGateway(t, { telemetry: { otlp: { endpoint: first.url } }, servers: [stdioServer('local')] })
+  const b = await startGateway(t, { telemetry: { otlp: { endpoint: second.url } }, servers: [stdioServer('local')] })
+  t.match(b.logs.text(), /tracing already runs in this process/, 'the ignored endpoint is reported')
+  const initialize = { jsonrpc: '2.0', id: 5, method: 'initialize', params: { protocolVersion: '2025-11-25', capabilities: {}, clientInfo: { name: 'reuse', version: '1' } } }
+  t.equal((await postJson(b.mcpUrl('local'), initialize)).status, 200)
+  await flushTracing()
+  t.equal(second.requests.length, 0, 'nothing goes to the second endpoint')
+})
+
+/**
+ * Records every @opentelemetry module a process loads (a module resolve hook, --import), so a
+ * test can tell whether the SDK was loaded at all.
+ */
+const RECORD_LOADS = `data:text/javascript,${encodeURIComponent(`
+import { register } from 'node:module'
+register('data:text/javascript,' + encodeURIComponent(\`
+import { appendFileSync } from 'node:fs'
+export async function resolve (specifier, context, next) {
+  const resolved = await next(specifier, context)
+  if (resolved.url.includes('@opentelemetry')) appendFileSync(process.env.PORTCULLIS_LOAD_LOG, resolved.url + '\\\\n')
+  return resolved
+}\`))
+`)}`
+
+t.test('the CLI: telemetry off loads no SDK and exports nothing; on, it loads and exports', async (t) => {
+  const receiver = await startOtlpReceiver(t)
+  const dir = mkdtempSync(join(tmpdir(), 'portcullis-tracing-'))
+  t.teardown(() => rmSync(dir, { recursive: true, force: true }))
+
+  const run = async (name: string, telemetry: Record<string, unknown> | undefined): Promise<{ loads: string, exitCode: number | null, output: string }> => {
+    const port = await freePort()
+    const configPath = join(dir, `${name}.yaml`)
+    writeFileSync(configPath, stringify({
+      publicUrl: `http://127.0.0.1:${port}`,
+      listen: { host: '127.0.0.1', port },
+      dataDir: join(dir, name),
+      auth: { enabled: false },
+      ...(telemetry === undefined ? {} : { telemetry }),
+      servers: [stdioServer('local')],
+    }))
+    const loadLog = join(dir, `${name}.loads`)
+    writeFileSync(loadLog, '')
+    // The receiver stays reachable through the standard variable: only the config may turn tracing on.
+    const { child, output } = await startCliGateway(t, configPath, { NODE_OPTIONS: `--import=${RECORD_LOADS}`, PORTCULLIS_LOAD_LOG: loadLog, OTEL_EXPORTER_OTLP_ENDPOINT: receiver.url })
+    const answered = await postJson(`http://127.0.0.1:${port}/local/mcp`, { jsonrpc: '2.0', id: 1, method: 'initialize', params: { protocolVersion: '2025-11-25', capabilities: {}, clientInfo: { name: 'tracing-test', version: '1' } } })
+    t.equal(answered.status, 200, `${name}: a request served`)
+    const exited = new Promise<number | null>((resolve) => child.once('exit', resolve))
+    child.kill('SIGTERM')
+    const exitCode = await exited
+    return { loads: readFileSync(loadLog, 'utf8'), exitCode, output: output() }
+  }
+
+  const { loads: off } = await run('off', undefined)
+  t.match(off, /@opentelemetry\/api\//, 'off: the api is loaded (the hook records)')
+  t.notMatch(off, /sdk-trace|exporter-trace-otlp-http|context-async-hooks/, 'off: no SDK, no exporter')
+  t.equal(receiver.spans.length, 0, 'off: nothing exported')
+
+  const { loads: on } = await run('on', { otlp: { endpoint: receiver.url } })
+  t.match(on, /exporter-trace-otlp-http/, 'on: the exporter is loaded')
+  t.ok(receiver.spans.some((s) => s.name === 'initialize' && s.kind === SPAN_KIND.SERVER), 'on: the request\'s span arrived (flushed at shutdown)')
+
+  // A collector that is down costs spans and a warning, never a request or a clean shutdown.
+  const down = await run('down', { otlp: { endpoint: `http://127.0.0.1:${await freePort()}` } })
+  t.equal(down.exitCode, 0, 'down: a clean shutdown')
+  t.match(down.output, /trace export problem/, 'down: the failed export is logged')
+})
