@@ -168,6 +168,23 @@ export async function mcpRoutes (app: FastifyInstance, opts: McpRoutesOptions): 
     }
   }
 
+  /** A CORS preflight answered for an allowed Origin; `allow`: the route's methods. */
+  const preflight = (allow: string) => async (request: FastifyRequest, reply: FastifyReply): Promise<FastifyReply> => {
+    const origin = request.headers.origin
+    if (!isOriginAllowed(origin)) throw new PortcullisError('PORTCULLIS_ERR_FORBIDDEN_ORIGIN')
+    reply.header('allow', allow)
+    if (origin !== undefined) {
+      reply.headers({
+        'access-control-allow-origin': origin,
+        'access-control-allow-methods': allow,
+        'access-control-allow-headers': allowedRequestHeaders(request.headers['access-control-request-headers']),
+        'access-control-max-age': CORS_MAX_AGE_S,
+        vary: 'Origin',
+      })
+    }
+    return reply.code(204).send()
+  }
+
   for (const server of config.servers) {
     const upstream = upstreams.get(server.name)
     if (upstream === undefined) throw new Error(`no upstream adapter for server ${server.name}`)
@@ -426,26 +443,10 @@ export async function mcpRoutes (app: FastifyInstance, opts: McpRoutesOptions): 
       },
     })
 
-    app.route({
-      method: 'OPTIONS',
-      url,
-      config: { mcpServer: server.name },
-      handler: async (request, reply) => {
-        const origin = request.headers.origin
-        if (!isOriginAllowed(origin)) throw new PortcullisError('PORTCULLIS_ERR_FORBIDDEN_ORIGIN')
-        reply.header('allow', ALLOW)
-        if (origin !== undefined) {
-          reply.headers({
-            'access-control-allow-origin': origin,
-            'access-control-allow-methods': ALLOW,
-            'access-control-allow-headers': allowedRequestHeaders(request.headers['access-control-request-headers']),
-            'access-control-max-age': CORS_MAX_AGE_S,
-            vary: 'Origin',
-          })
-        }
-        return reply.code(204).send()
-      },
-    })
+    // CORS preflight: for /mcp, and for the 2024-11-05 routes a browser-based old client posts to.
+    for (const [path, allow] of [[url, ALLOW], [`/${server.name}/sse`, 'GET, OPTIONS'], [`/${server.name}/messages`, 'POST, OPTIONS']] as const) {
+      app.route({ method: 'OPTIONS', url: path, config: { mcpServer: server.name }, handler: preflight(allow) })
+    }
 
     // The 2024-11-05 HTTP+SSE transport: its messages go through this route, judged as they would be here.
     await legacySseRoutes(app, {

@@ -208,6 +208,16 @@ t.test('the /mcp route\'s Origin check, body limit and rate limits answer legacy
     rateLimits: { sessionCost: 0 },
     servers: [{ name: 'fx', transport: 'http', url: upstream.url, tools: { echo: { rateLimit: '2/min' } } }],
   })
+  // A browser-based old client's preflight, as /mcp answers one.
+  const preflight = await fetch(`${gw.baseUrl}/fx/messages?sessionId=x`, { method: 'OPTIONS', headers: { origin: gw.baseUrl, 'access-control-request-method': 'POST', 'access-control-request-headers': 'authorization, content-type' } })
+  t.equal(preflight.status, 204, 'a preflight from an allowed Origin')
+  t.equal(preflight.headers.get('access-control-allow-origin'), gw.baseUrl)
+  t.equal(preflight.headers.get('access-control-allow-methods'), 'POST, OPTIONS')
+  t.equal(preflight.headers.get('access-control-allow-headers'), 'authorization, content-type')
+  const foreignPreflight = await fetch(`${gw.baseUrl}/fx/sse`, { method: 'OPTIONS', headers: { origin: 'https://evil.example', 'access-control-request-method': 'GET' } })
+  t.equal(foreignPreflight.status, 403, 'and none from a foreign one')
+  await foreignPreflight.arrayBuffer()
+
   const stream = await fetch(`${gw.baseUrl}/fx/sse`, { headers: { accept: 'text/event-stream', origin: 'https://evil.example' } })
   t.equal(stream.status, 403, 'a foreign Origin cannot open the stream')
   t.match(await stream.json(), { error: { data: { code: 'PORTCULLIS_ERR_FORBIDDEN_ORIGIN' } } })
