@@ -58,6 +58,8 @@ class Bridge {
   /** Told when the session ends, so that requests waiting on it fail at once instead of timing out. */
   readonly onEnd = new Set<() => void>()
   id = ''
+  /** The headers of the session's latest exchange: what a message the gateway sends on its own carries. */
+  headers: Readonly<Record<string, string>> = {}
   lastUsedAt: number
   isClosed = false
 
@@ -354,6 +356,7 @@ export class SseUpstream implements Upstream {
   }
 
   private async post (bridge: Bridge, body: Buffer | undefined, headers: Readonly<Record<string, string>>): Promise<void> {
+    bridge.headers = headers
     const answer = await this.pool.request({
       path: bridge.endpoint,
       method: 'POST',
@@ -400,12 +403,26 @@ export class SseUpstream implements Upstream {
   private toClient (bridge: Bridge, message: Message): void {
     const stream = bridge.clientStreams.values().next().value
     if (stream === undefined) {
-      this.log.debug({ server: this.name, method: message.method }, 'sse upstream message with no client stream open; dropped')
+      if (typeof message.method === 'string' && 'id' in message) this.refuseServerRequest(bridge, message)
+      else this.log.debug({ server: this.name, method: message.method }, 'sse upstream message with no client stream open; dropped')
       return
     }
     const event = sseMessageEvent(message)
     stream.res.write(event)
     this.keeper.wrote(stream.kept, event)
+  }
+
+  /**
+   * A server request (sampling, elicitation, roots) with no client stream to carry it: answered
+   * with an error at once (JSON-RPC 2.0 section 5: every request gets a response), so the server
+   * does not wait out its own timeout while the client's call waits on it.
+   */
+  private refuseServerRequest (bridge: Bridge, message: Message): void {
+    this.log.info({ server: this.name, method: message.method }, 'sse upstream request with no client stream open; refused')
+    const refusal = { jsonrpc: '2.0', id: message.id, error: { code: -32603, message: `Portcullis cannot deliver ${String(message.method)}: the client has no stream open for server requests` } }
+    this.post(bridge, Buffer.from(JSON.stringify(refusal)), bridge.headers).catch((err: Error) => {
+      this.log.warn({ server: this.name, err: { message: err.message } }, 'sse upstream refusal could not be sent')
+    })
   }
 
   /** The upstream stream ended: the session is over (the client's next request gets 404 and starts again). */

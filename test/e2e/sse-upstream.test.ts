@@ -2,7 +2,7 @@
 // reached through the gateway by the SDK's Streamable HTTP client: answers matched by id, notifications on
 // the GET stream, policy applied, sessions owned, and an endpoint on another origin refused.
 import t from 'tap'
-import { ToolListChangedNotificationSchema } from '@modelcontextprotocol/sdk/types.js'
+import { ElicitRequestSchema, ToolListChangedNotificationSchema } from '@modelcontextprotocol/sdk/types.js'
 import { hashPassword } from '../../src/auth-server/password.js'
 import { connectWithOAuth, TestOAuthClient } from '../oauth-helpers.js'
 import { connectClient, eventually, INIT_BODY, postJson, startGateway, startRawServer, textOf } from '../helpers.js'
@@ -19,14 +19,16 @@ async function startSseUpstream (t: { teardown: (fn: () => unknown) => void }, o
 t.test('a 2024-11-05 upstream, bridged to Streamable HTTP for the SDK client', async (t) => {
   const upstream = await startSseUpstream(t)
   const gw = await startGateway(t, { servers: [{ name: 'old', transport: 'sse', url: upstream.url, headers: { 'x-api-key': 'k-123' }, tools: { deny: ['secret'] } }] })
-  const { client, transport } = await connectClient(t, gw.mcpUrl('old'))
+  const { client, transport } = await connectClient(t, gw.mcpUrl('old'), { capabilities: { elicitation: { form: {} } } })
+  client.setRequestHandler(ElicitRequestSchema, async () => ({ action: 'accept', content: { name: 'Ada' } }))
   t.ok(transport.sessionId, 'initialize answered with a gateway session id')
   t.equal(client.getServerVersion()?.name, 'sse-fixture', 'the upstream\'s own initialize answer')
 
   const names = (await client.listTools()).tools.map((tool) => tool.name).sort()
-  t.same(names, ['broadcast', 'echo'], 'tools/list, filtered by policy')
+  t.same(names, ['ask', 'broadcast', 'echo'], 'tools/list, filtered by policy')
   t.equal(textOf(await client.callTool({ name: 'echo', arguments: { text: 'over the old transport' } })), 'over the old transport', 'tools/call')
 
+  t.equal(textOf(await client.callTool({ name: 'ask', arguments: {} })), 'accept:Ada', 'an elicitation request reaches the client on its GET stream, and the answer the server')
   const changed = new Promise<boolean>((resolve) => client.setNotificationHandler(ToolListChangedNotificationSchema, () => resolve(true)))
   await client.callTool({ name: 'broadcast', arguments: {} })
   t.ok(await changed, 'a server notification reaches the client\'s GET stream')
@@ -121,4 +123,16 @@ t.test('an upstream refusing the stream is a 502, never a 401; one that names no
   t.equal(timedOut.status, 504)
   t.match(timedOut.json, { id: 1, error: { data: { code: 'PORTCULLIS_ERR_UPSTREAM_TIMEOUT' } } })
   t.match(gw.logs.text(), /sse upstream refused its event stream/)
+})
+
+t.test('a server request with no client stream open is refused at once, not left to time out', async (t) => {
+  const upstream = await startSseUpstream(t)
+  const gw = await startGateway(t, { servers: [{ name: 'old', transport: 'sse', url: upstream.url, timeoutMs: 5_000 }] })
+  const init = await postJson(gw.mcpUrl('old'), { ...INIT_BODY, params: { ...INIT_BODY.params, capabilities: { elicitation: { form: {} } } } })
+  const headers = { 'mcp-session-id': init.headers.get('mcp-session-id') ?? '', 'mcp-protocol-version': '2025-11-25' }
+  t.equal((await postJson(gw.mcpUrl('old'), { jsonrpc: '2.0', method: 'notifications/initialized' }, headers)).status, 202)
+  const asked = await postJson(gw.mcpUrl('old'), { jsonrpc: '2.0', id: 2, method: 'tools/call', params: { name: 'ask', arguments: {} } }, headers)
+  t.equal(asked.status, 200, 'the call is answered, not a 504 after timeoutMs')
+  t.match(asked.json, { id: 2, result: { isError: true, content: [{ text: /the client has no stream open for server requests/ }] } }, 'the server got the refusal and said so')
+  t.match(gw.logs.text(), /sse upstream request with no client stream open; refused/)
 })
