@@ -23,7 +23,6 @@ import { editJsonBody, SseEditor } from './response-edit.js'
 import type { SessionOwners } from './session-owners.js'
 import type { KeptStream, StreamKeeper } from './stream-keeper.js'
 import { isStoreUnavailable } from '../store/types.js'
-import { ANONYMOUS } from '../identity.js'
 import type { IdentitySigner } from './identity-token.js'
 import { CallerHeaders } from './caller-headers.js'
 import { probeTcp } from './tcp-probe.js'
@@ -39,8 +38,6 @@ const DROPPED_RESPONSE_HEADERS: ReadonlySet<string> = new Set([
 /** undici's default for an HTTP/2 connection: exchanges one connection carries at once. */
 const H2_STREAMS_PER_CONNECTION = 100
 const BUSY_RETRY_AFTER_S = '1'
-/** A user at their session cap: a session of theirs may finish (or be closed) any moment. */
-const SESSION_CAP_RETRY_AFTER_S = '2'
 /** Ending a reclaimed session upstream is a courtesy: it must not hang on a silent upstream. */
 const RECLAIM_TIMEOUT_MS = 10_000
 
@@ -311,8 +308,6 @@ export class HttpUpstream implements Upstream {
   private isClosed = false
   private closing: Promise<void> | undefined
   private lastProbe: { at: number, result: Promise<UpstreamHealth> } | undefined
-  /** Per user: initialize requests on their way, not yet recorded as sessions. */
-  private readonly opening = new Map<string, number>()
   /** The configured headers, rendered for each caller (identity, upstreamAuth). */
   private readonly headers: CallerHeaders
 
@@ -366,38 +361,6 @@ export class HttpUpstream implements Upstream {
     await body.dump()
   }
 
-  /**
-   * servers[].maxSessionsPerUser (issue 12): a user at the cap first loses their own oldest idle
-   * session (no request in flight, no open GET stream); with none idle, 429. Other users' sessions
-   * are never touched. Counts are this replica's. Returns the release of the slot being opened.
-   */
-  private admitSession (ex: McpExchange): (() => void) | PortcullisError {
-    const user = ex.owner.user
-    // Authorization off: every caller is the one anonymous user; only the server-wide budgets apply.
-    if (user === ANONYMOUS.id) return () => {}
-    const cap = this.config.maxSessionsPerUser
-    const open = this.owners.sessionsOf(this.name, user)
-    const opening = this.opening.get(user) ?? 0
-    const excess = open.length + opening + 1 - cap
-    if (excess > 0) {
-      const idle = open.filter((s) => s.isIdle)
-      if (idle.length < excess) {
-        const count = open.length + opening
-        return new PortcullisError('PORTCULLIS_ERR_TOO_MANY_SESSIONS', `you have ${count} session${count === 1 ? '' : 's'} open on server "${this.name}" (servers[].maxSessionsPerUser is ${cap}); close one (DELETE) or wait for one to finish`, { headers: { 'retry-after': SESSION_CAP_RETRY_AFTER_S } })
-      }
-      for (const session of idle.slice(0, excess)) this.owners.end(this.name, session.sessionId, 'the user reached maxSessionsPerUser')
-    }
-    this.opening.set(user, opening + 1)
-    let isReleased = false
-    return () => {
-      if (isReleased) return
-      isReleased = true
-      const left = (this.opening.get(user) ?? 1) - 1
-      if (left <= 0) this.opening.delete(user)
-      else this.opening.set(user, left)
-    }
-  }
-
   async handle (ex: McpExchange): Promise<void> {
     if (this.isClosed) {
       sendRpcError(ex.res, new PortcullisError('PORTCULLIS_ERR_SHUTTING_DOWN'), ex.inspection)
@@ -436,7 +399,7 @@ export class HttpUpstream implements Upstream {
       return
     }
     const opens = sessionId === undefined && ex.method === 'POST' && ex.inspection?.messages.some((m) => m.method === 'initialize') === true
-    const admitted = opens ? this.admitSession(ex) : undefined
+    const admitted = opens ? this.owners.admit(this.name, ex.owner.user, this.config.maxSessionsPerUser) : undefined
     if (admitted instanceof PortcullisError) {
       ex.log.info({ server: this.name, user: ex.user.name }, 'user at maxSessionsPerUser with no idle session; refused')
       sendRpcError(ex.res, admitted, ex.inspection)

@@ -22,7 +22,6 @@ import type { FastifyBaseLogger } from 'fastify'
 import { PortcullisError, type JsonRpcId } from '../errors.js'
 import type { SseServerConfig } from '../config/schema.js'
 import { READY_PROBE_CACHE_MS } from '../config/defaults.js'
-import { ANONYMOUS } from '../identity.js'
 import type { McpExchange, Upstream, UpstreamHealth, UpstreamLoad, UpstreamSession } from './types.js'
 import { sendRpcError } from './respond.js'
 import { editJsonBody, sseMessageEvent } from './response-edit.js'
@@ -34,7 +33,6 @@ import { probeTcp } from './tcp-probe.js'
 import { SseEventReader } from './sse-events.js'
 import { isStoreUnavailable } from '../store/types.js'
 
-const SESSION_CAP_RETRY_AFTER_S = '2'
 /** Idle sessions are looked for this often at most (a quarter of the idle timeout when shorter). */
 const SWEEP_MAX_INTERVAL_MS = 60_000
 const SSE_HEADERS = { 'content-type': 'text/event-stream', 'cache-control': 'no-cache', 'x-accel-buffering': 'no' }
@@ -112,8 +110,6 @@ export class SseUpstream implements Upstream {
   private readonly path: string
   private readonly headers: CallerHeaders
   private readonly bridges = new Map<string, Bridge>()
-  /** Per user: sessions being opened, not yet recorded. */
-  private readonly opening = new Map<string, number>()
   private inFlight = 0
   private isClosed = false
   private lastProbe: { at: number, result: Promise<UpstreamHealth> } | undefined
@@ -198,7 +194,9 @@ export class SseUpstream implements Upstream {
 
   /** initialize: a new upstream stream, its endpoint, the answer; the client learns the session id only once its owner is recorded. */
   private async initialize (ex: McpExchange): Promise<void> {
-    const release = this.admitSession(ex)
+    // servers[].maxSessionsPerUser: each session holds an upstream connection.
+    const release = this.owners.admit(this.name, ex.owner.user, this.config.maxSessionsPerUser)
+    if (release instanceof PortcullisError) throw release
     try {
       const headers = await this.headers.for(ex)
       const bridge = await this.connect(headers)
@@ -215,26 +213,6 @@ export class SseUpstream implements Upstream {
       }
     } finally {
       release()
-    }
-  }
-
-  /** servers[].maxSessionsPerUser: each session holds an upstream connection; at the cap, 429 (anonymous: no per-user cap). */
-  private admitSession (ex: McpExchange): () => void {
-    const user = ex.owner.user
-    if (user === ANONYMOUS.id) return () => {}
-    const open = this.owners.sessionsOf(this.name, user).length + (this.opening.get(user) ?? 0)
-    const cap = this.config.maxSessionsPerUser
-    if (open >= cap) {
-      throw new PortcullisError('PORTCULLIS_ERR_TOO_MANY_SESSIONS', `you have ${open} session${open === 1 ? '' : 's'} open on server "${this.name}" (servers[].maxSessionsPerUser is ${cap}); close one (DELETE) or wait for one to finish`, { headers: { 'retry-after': SESSION_CAP_RETRY_AFTER_S } })
-    }
-    this.opening.set(user, (this.opening.get(user) ?? 0) + 1)
-    let isReleased = false
-    return () => {
-      if (isReleased) return
-      isReleased = true
-      const left = (this.opening.get(user) ?? 1) - 1
-      if (left <= 0) this.opening.delete(user)
-      else this.opening.set(user, left)
     }
   }
 

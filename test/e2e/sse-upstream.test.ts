@@ -101,6 +101,20 @@ t.test('a bridged session answers only the user and client that opened it', asyn
   t.match(second.json, { id: 1, error: { data: { code: 'PORTCULLIS_ERR_TOO_MANY_SESSIONS' } } })
   t.ok(second.headers.get('retry-after'), 'with Retry-After')
   t.equal(upstream.sessions.size, streams, 'no upstream stream was opened for it')
+
+  // At the cap with an idle session: that one ends (its upstream stream closes), the new one opens.
+  await alice.transport.terminateSession()
+  await alice.client.close()
+  const aliceAuth = { authorization: `Bearer ${alice.oauth.savedTokens?.access_token ?? ''}` }
+  const idle = await postJson(gw.mcpUrl('old'), INIT_BODY, aliceAuth)
+  t.equal(idle.status, 200)
+  const idleHeaders = { ...aliceAuth, 'mcp-session-id': idle.headers.get('mcp-session-id') ?? '', 'mcp-protocol-version': '2025-11-25' }
+  t.equal((await postJson(gw.mcpUrl('old'), { jsonrpc: '2.0', id: 2, method: 'tools/list' }, idleHeaders)).status, 200, 'used once, then idle')
+  const before = upstream.sessions.size
+  const next = await postJson(gw.mcpUrl('old'), INIT_BODY, aliceAuth)
+  t.equal(next.status, 200, 'a new session at the cap replaces the idle one')
+  t.ok(await eventually(() => upstream.sessions.size === before), 'the idle one\'s upstream stream closed (one out, one in)')
+  t.equal((await postJson(gw.mcpUrl('old'), { jsonrpc: '2.0', id: 3, method: 'tools/list' }, idleHeaders)).status, 404, 'and its id is gone')
 })
 
 t.test('an upstream refusing the stream is a 502, never a 401; one that names no endpoint in time, a 504', async (t) => {
