@@ -7,6 +7,8 @@ import { hashPassword } from '../../src/auth-server/password.js'
 import { connectWithOAuth, TestOAuthClient } from '../oauth-helpers.js'
 import { connectClient, eventually, INIT_BODY, postJson, startGateway, startRawServer, textOf } from '../helpers.js'
 import { startSseMcpServer } from '../fixtures/sse-mcp-server.mjs'
+import { verifyIdentity } from '../fixtures/http-mcp-server.mjs'
+import { createRemoteJWKSet } from 'jose'
 
 type SseFixture = Awaited<ReturnType<typeof startSseMcpServer>>
 
@@ -82,10 +84,18 @@ t.test('a bridged session answers only the user and client that opened it', asyn
   const password = 'correct horse battery staple'
   const passwordHash = await hashPassword(password)
   const upstream = await startSseUpstream(t)
-  const gw = await startGateway(t, { auth: { users: [{ username: 'alice', passwordHash }, { username: 'bob', passwordHash }] }, servers: [{ name: 'old', transport: 'sse', url: upstream.url, maxSessionsPerUser: 1 }] })
+  const gw = await startGateway(t, { auth: { users: [{ username: 'alice', passwordHash }, { username: 'bob', passwordHash }] }, servers: [{ name: 'old', transport: 'sse', url: upstream.url, maxSessionsPerUser: 1, identity: { header: 'X-Portcullis-Identity' } }] })
   const alice = await connectWithOAuth(t, gw.mcpUrl('old'), { username: 'alice', password, issuer: gw.baseUrl, oauth: new TestOAuthClient() })
   const bob = await connectWithOAuth(t, gw.mcpUrl('old'), { username: 'bob', password, issuer: gw.baseUrl, oauth: new TestOAuthClient() })
   t.equal(textOf(await alice.client.callTool({ name: 'echo', arguments: { text: 'alice here' } })), 'alice here', 'Alice, through the real OAuth flow')
+
+  // servers[].identity: the caller, signed, on the event stream and on every POST.
+  const jwks = createRemoteJWKSet(new URL(`${gw.baseUrl}/oauth/jwks`))
+  const signed = upstream.seen.filter((r) => r.method === 'GET' || r.method === 'POST')
+  t.ok(signed.length >= 4 && signed.every((r) => typeof r.headers['x-portcullis-identity'] === 'string'), 'every upstream request carries the identity header')
+  const claims = await Promise.all(signed.map(async (r) => verifyIdentity(r.headers['x-portcullis-identity'] as string, { jwks, issuer: gw.baseUrl, audience: upstream.url })))
+  t.same([...new Set(claims.map((c) => c.preferred_username))].sort(), ['alice', 'bob'], 'verified against the gateway\'s keys, naming each caller')
+
   const call = { jsonrpc: '2.0', id: 'b-1', method: 'tools/call', params: { name: 'echo', arguments: { text: 'from bob' } } }
   const posts = upstream.seen.filter((r) => r.method === 'POST').length
   const foreign = await postJson(gw.mcpUrl('old'), call, { authorization: `Bearer ${bob.oauth.savedTokens?.access_token ?? ''}`, 'mcp-session-id': alice.transport.sessionId ?? '', 'mcp-protocol-version': '2025-11-25' })
