@@ -216,7 +216,11 @@ export async function legacySseRoutes (app: FastifyInstance, opts: LegacySseOpti
       const status = response.statusCode
       if (status !== 200 && status !== 202) {
         reply.code(status).headers(answerHeaders(response.headers))
-        return reply.send(await readAll(body))
+        await reply.send(await readAll(body))
+        // The session behind it is gone (idle, ended by an administrator, forgotten upstream): so is
+        // this one. Its stream ends, and the client connects again (a 2024-11-05 client knows no 404).
+        if (status === 404 && session.mcpSessionId !== undefined) session.res.end()
+        return reply
       }
       const opened = response.headers['mcp-session-id']
       const isOpening = session.mcpSessionId === undefined && typeof opened === 'string'

@@ -246,3 +246,18 @@ t.test('the /mcp route\'s Origin check, body limit and rate limits answer legacy
   t.equal(viaMcp.status, 429, 'and the same budget as /mcp\'s')
   t.same(limited.json, viaMcp.json, 'the same error')
 })
+
+t.test('a legacy session whose session behind it is gone ends its stream, so the client connects again', async (t) => {
+  const upstream = await startUpstream(t)
+  const gw = await startGateway(t, { servers: [{ name: 'fx', transport: 'http', url: upstream.url }] })
+  const legacy = await openRaw(t, `${gw.baseUrl}/fx/sse`, '')
+  t.equal((await postJson(legacy.endpoint, LEGACY_INIT)).status, 202)
+  await legacy.next()
+  for (const session of upstream.sessions.values()) await session.close()
+  const call = { jsonrpc: '2.0', id: 5, method: 'tools/call', params: { name: 'echo', arguments: { text: 'anyone?' } } }
+  const gone = await postJson(legacy.endpoint, call)
+  t.equal(gone.status, 404, 'the upstream\'s 404, as /mcp passes it')
+  // Bounded: a stream left open would wait forever for its next event.
+  await t.rejects(Promise.race([legacy.next(), delay(5_000, 'still open', { ref: false })]), /stream ended/, 'and the legacy stream ends')
+  t.equal((await postJson(legacy.endpoint, call)).status, 404, 'the legacy session is gone too')
+})
