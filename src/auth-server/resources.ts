@@ -31,6 +31,20 @@ export class ResourceCatalog {
   }
 
   /**
+   * The same server as 2024-11-05 clients reach it, `<publicUrl>/<name>/sse`. Such a client
+   * checks that the resource it is sent to is its URL or a prefix of it (the MCP SDK's
+   * checkResourceAllowed), which `/<name>/mcp` is not: this URL names the same protected
+   * resource, and canonical() turns it into `/<name>/mcp`, so its tokens are the server's own.
+   */
+  legacyUrlOf (serverName: string): string {
+    return `${this.publicUrl}/${serverName}/sse`
+  }
+
+  legacyMetadataUrlOf (serverName: string): string {
+    return `${this.publicUrl}/.well-known/oauth-protected-resource/${serverName}/sse`
+  }
+
+  /**
    * The canonical form of a resource indicator, or undefined when it names
    * nothing here. A trailing slash, letter case of scheme and host, and a
    * default port do not matter; a query or fragment does (RFC 8707 2).
@@ -46,7 +60,8 @@ export class ResourceCatalog {
     const path = url.pathname.replace(/\/+$/, '')
     if (path === '') return this.isGatewayWideAllowed ? this.publicUrl : undefined
     if (path === '/admin') return this.adminUrl
-    const candidate = `${this.publicUrl}${path}`
+    // A server's /sse URL (legacyUrlOf) is that server's resource.
+    const candidate = `${this.publicUrl}${path.replace(/^(\/[^/]+)\/sse$/, '$1/mcp')}`
     return this.byUrl.has(candidate) ? candidate : undefined
   }
 

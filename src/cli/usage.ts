@@ -76,7 +76,8 @@ with a fix for each failure: publicUrl and what arrives behind the proxy (X-Forw
 the 401 challenge and its resource_metadata, the RFC 9728 and RFC 8414 documents and
 that they agree, dynamic client registration (a throwaway client, deleted after when it
 can be), clock skew against the upstreams, every upstream reachable and answering
-initialize (stdio: the command found and started within startupTimeoutMs), Redis, and
+initialize (stdio: the command found and started within startupTimeoutMs; sse: the
+server accepting connections), Redis, and
 whether event streams arrive unbuffered. Exit 0 when every check passes, 1 otherwise.
 
 ${CONFIG_OPTION}  --url <url>          The address clients use (default: publicUrl), e.g. your proxy's

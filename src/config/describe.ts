@@ -101,6 +101,13 @@ function describeServer (config: Config, server: ServerConfig): string[] {
     }
     return out
   }
+  if (server.transport === 'sse') {
+    out.push(`      upstream (2024-11-05 HTTP+SSE): ${maskUrl(server.url)}`, `      timeoutMs: ${server.timeoutMs}`)
+    const headerNames = Object.keys(server.headers)
+    if (headerNames.length > 0) out.push(`      headers: ${headerNames.map((h) => `${h}: ${MASK}`).join(', ')}`)
+    if (server.identity !== undefined) out.push(`      identity: signed ES256 JWT in ${server.identity.header} (aud ${maskUrl(server.url)}, verify at ${config.publicUrl}/oauth/jwks)`)
+    return out
+  }
   // Arguments may carry secrets too (tokens passed as flags): show the command, count the arguments.
   out.push(
     `      command: ${server.command} (${server.args.length} argument${server.args.length === 1 ? '' : 's'})`,

@@ -343,6 +343,39 @@ const httpServerSchema = z.strictObject({
   }
 })
 
+/**
+ * A remote server that speaks only the 2024-11-05 HTTP+SSE transport, bridged to Streamable
+ * HTTP for clients (README "Configuration reference", `transport: sse`).
+ */
+const sseServerSchema = z.strictObject({
+  name: serverName,
+  transport: z.literal('sse'),
+  /** The upstream's event stream endpoint, e.g. https://legacy.internal:9000/sse */
+  url: httpUrl,
+  /** Added to every upstream request, the event stream and the POSTs (e.g. the upstream's own API key). */
+  headers: headerMap.default({}),
+  timeoutMs: positiveMs('an upstream timeout').default(DEFAULT_UPSTREAM_TIMEOUT_MS),
+  /** A session unused this long is forgotten and its upstream event stream closed. */
+  idleTimeoutMs: positiveMs('an idle timeout').default(DEFAULT_HTTP_SESSION_IDLE_TIMEOUT_MS),
+  /** Sessions one user may hold open (each is one upstream event stream); beyond it 429. */
+  maxSessionsPerUser: wholeNumber('expected a number of sessions').pipe(z.number().min(1, 'expected at least 1 session')).default(DEFAULT_HTTP_MAX_SESSIONS_PER_USER),
+  /** A short-lived ES256 JWT naming the caller on every upstream request, in this header. */
+  identity: z.strictObject({ header: identityHeaderName }).optional(),
+  /** Refused with the reason: a credential the upstream refuses mid-session cannot be renewed on a 2024-11-05 stream. */
+  upstreamAuth: z.undefined({ error: 'upstreamAuth is for transport: http only: a 2024-11-05 server\'s event stream is opened once per session, so a per-user credential could not be renewed when it expires; use headers for a credential of the gateway\'s own' }).optional(),
+  /** Refused with the reason: nothing of the client's request goes to a 2024-11-05 server but its messages. */
+  forwardHeaders: z.undefined({ error: 'forwardHeaders is for transport: http only: a 2024-11-05 server\'s session is one event stream shared by all of its client\'s requests; use headers' }).optional(),
+  /** Scopes a token must carry to reach this server at all. */
+  scopes: z.array(scopeName).default([]),
+  ...policyFields,
+  ...guardrailFields,
+}).superRefine((server, ctx) => {
+  const header = server.identity?.header.toLowerCase()
+  if (header !== undefined && Object.keys(server.headers).some((name) => name.toLowerCase() === header)) {
+    ctx.addIssue({ code: 'custom', path: ['identity', 'header'], message: `"${server.identity?.header ?? ''}" is also under headers: the identity header is the gateway's alone (remove it from headers)` })
+  }
+})
+
 const envName = z.string().regex(/^[A-Za-z_][A-Za-z0-9_]*$/, 'expected an environment variable name (letters, digits, _)')
 
 const stdioServerSchema = z.strictObject({
@@ -372,7 +405,7 @@ const stdioServerSchema = z.strictObject({
   requestTimeoutMs: positiveMs('a request timeout').default(DEFAULT_STDIO_REQUEST_TIMEOUT_MS),
   maxMessageBytes: byteSize.default(DEFAULT_STDIO_MAX_MESSAGE_BYTES),
   /** Refused with a message saying why: the identity header is an HTTP upstream's. */
-  identity: z.undefined({ error: 'identity (a signed identity header) is for transport: http only; a stdio server gets its caller through per-user ${user.*} values in args and env' }).optional(),
+  identity: z.undefined({ error: 'identity (a signed identity header) is for transport: http and sse only; a stdio server gets its caller through per-user ${user.*} values in args and env' }).optional(),
   /** Scopes a token must carry to reach this server at all. */
   scopes: z.array(scopeName).default([]),
   ...policyFields,
@@ -390,8 +423,8 @@ const stdioServerSchema = z.strictObject({
   }
 })
 
-export const serverSchema = z.discriminatedUnion('transport', [httpServerSchema, stdioServerSchema], {
-  error: (issue) => issue.code === 'invalid_union' ? 'expected transport: http or stdio' : undefined,
+export const serverSchema = z.discriminatedUnion('transport', [httpServerSchema, stdioServerSchema, sseServerSchema], {
+  error: (issue) => issue.code === 'invalid_union' ? 'expected transport: http, stdio or sse' : undefined,
 })
 
 const originPattern = z.string().refine((value) => {
@@ -772,7 +805,7 @@ export const configSchema = z.strictObject({
   }
   const seen = new Map<string, number>()
   config.servers.forEach((server, index) => {
-    if (server.transport === 'http' && server.identity !== undefined && !config.auth.enabled) {
+    if (server.transport !== 'stdio' && server.identity !== undefined && !config.auth.enabled) {
       // Fail closed: with no verified caller there is nobody to vouch for.
       ctx.addIssue({ code: 'custom', path: ['servers', index, 'identity'], message: 'needs auth.enabled: true: with authorization off no caller is verified, so there is no identity to sign' })
     }
@@ -816,7 +849,7 @@ function tokenExchangeProviderProblem (name: string | undefined, providers: Read
  * `upstreamAuth: oauth`, whose linked token the child is started with (README "Upstream
  * credentials"). Isolation shared and prestart are refused for every per-user value already.
  */
-function checkCredentialReferences (servers: readonly (z.output<typeof httpServerSchema> | z.output<typeof stdioServerSchema>)[], index: number, ctx: z.RefinementCtx): void {
+function checkCredentialReferences (servers: readonly z.output<typeof serverSchema>[], index: number, ctx: z.RefinementCtx): void {
   const server = servers[index]
   if (server?.transport !== 'stdio') return
   for (const [key, value] of Object.entries(server.env)) {
@@ -834,6 +867,7 @@ type ParsedConfig = z.output<typeof configSchema>
 export type ServerConfig = z.output<typeof serverSchema>
 export type HttpServerConfig = z.output<typeof httpServerSchema>
 export type StdioServerConfig = z.output<typeof stdioServerSchema>
+export type SseServerConfig = z.output<typeof sseServerSchema>
 export type AuthConfig = z.output<typeof authSchema>
 export type UserConfig = z.output<typeof userSchema>
 export type ClientConfig = z.output<typeof clientSchema>

@@ -7,7 +7,7 @@ import type { Config } from '../config/schema.js'
 import { createLogger } from '../observability/logger.js'
 import { createDoctorFetch, type CheckResult } from './check.js'
 import { checkChallenge, checkEventStream, checkMetadata, checkPublicUrl, checkRegistration, checkRequestPath, type GatewayTarget } from './gateway-checks.js'
-import { checkClocks, checkHttpUpstream, checkRedis, checkStdioUpstream } from './upstream-checks.js'
+import { checkClocks, checkHttpUpstream, checkRedis, checkSseUpstream, checkStdioUpstream } from './upstream-checks.js'
 
 const EXIT_OK = 0
 const EXIT_FAILED = 1
@@ -32,6 +32,8 @@ export async function runDoctor (config: Config, url: string): Promise<CheckResu
       const checked = await checkHttpUpstream(server, upstreamFetch)
       results.push(checked.result)
       dates.push({ who: server.name, date: checked.date })
+    } else if (server.transport === 'sse') {
+      results.push(await checkSseUpstream(server))
     } else {
       results.push(await checkStdioUpstream(server, log))
     }

@@ -5,7 +5,8 @@
  * lifetimes and signed identity tokens depend on it), and Redis.
  */
 import type { FastifyBaseLogger } from 'fastify'
-import type { Config, HttpServerConfig, StdioServerConfig } from '../config/schema.js'
+import type { Config, HttpServerConfig, SseServerConfig, StdioServerConfig } from '../config/schema.js'
+import { probeTcp } from '../upstreams/tcp-probe.js'
 import { hasUserTemplate } from '../config/user-template.js'
 import { ANONYMOUS } from '../identity.js'
 import { TOKEN_CLOCK_TOLERANCE_S } from '../resource-server/verify-token.js'
@@ -66,6 +67,14 @@ export async function checkHttpUpstream (server: HttpServerConfig, fetch: Doctor
  * user) and waits for its initialize answer within startupTimeoutMs. As the
  * doctor's own account, not servers[].user: the doctor is not root.
  */
+/** A 2024-11-05 server: reachable (a TCP connect); its event stream is opened per client session, not by the doctor. */
+export async function checkSseUpstream (server: SseServerConfig): Promise<CheckResult> {
+  const name = `upstream ${server.name}`
+  const health = await probeTcp(server.name, server.transport, server.url)
+  if (!health.isReachable) return fail(name, `${server.url}: ${health.error ?? 'unreachable'}`, `start the server, or fix servers[].url of "${server.name}" (the gateway answers 502 for it meanwhile)`)
+  return pass(name, `${server.url} accepts connections (HTTP+SSE, 2024-11-05)`)
+}
+
 export async function checkStdioUpstream (server: StdioServerConfig, log: FastifyBaseLogger): Promise<CheckResult> {
   const name = `upstream ${server.name}`
   const command = checkServerCommand(server)

@@ -21,7 +21,8 @@ import { isApiKey, type ApiKeyVerifier } from './verify-api-key.js'
 /** RFC 6750 2.1: `Bearer` then a b64token. */
 const BEARER_RE = /^Bearer +([A-Za-z0-9\-._~+/]+=*) *$/i
 
-export type Authenticator = (request: FastifyRequest, server: ServerConfig) => Promise<RequestIdentity>
+/** `legacy`: the request came to the server's 2024-11-05 routes, whose challenge names the /sse metadata (ResourceCatalog.legacyUrlOf). */
+export type Authenticator = (request: FastifyRequest, server: ServerConfig, legacy?: boolean) => Promise<RequestIdentity>
 
 /** What a bearer check concluded: ok, missing, insufficient_scope, or why the token was refused. */
 export type TokenCheckResult = 'ok' | 'missing' | 'insufficient_scope' | 'api_key_server' | TokenError['reason']
@@ -33,8 +34,8 @@ export type TokenCheckResult = 'ok' | 'missing' | 'insufficient_scope' | 'api_ke
  * MCP client answering a challenge would start a browser flow a script cannot finish.
  */
 export function createAuthenticator (catalog: ResourceCatalog, verifier: TokenVerifier, isGatewayWideAllowed: boolean, onResult: (result: TokenCheckResult) => void = () => {}, apiKeys?: ApiKeyVerifier): Authenticator {
-  return async (request, server) => {
-    const resourceMetadata = catalog.metadataUrlOf(server.name)
+  return async (request, server, legacy = false) => {
+    const resourceMetadata = legacy ? catalog.legacyMetadataUrlOf(server.name) : catalog.metadataUrlOf(server.name)
     const challengeScopes = catalog.challengeScopes(server)
     const header = request.headers.authorization
     if (header === undefined || header === '') {
@@ -90,10 +91,10 @@ const WELL_KNOWN = '/.well-known/oauth-protected-resource'
 
 export async function resourceMetadataRoutes (app: FastifyInstance, opts: ResourceMetadataOptions): Promise<void> {
   const { catalog } = opts
-  const documentFor = (resource: string, name: string): Record<string, unknown> => ({
+  const documentFor = (resource: string, name: string, canonical = resource): Record<string, unknown> => ({
     resource,
     authorization_servers: [catalog.publicUrl],
-    scopes_supported: catalog.grantableScopes(resource),
+    scopes_supported: catalog.grantableScopes(canonical),
     bearer_methods_supported: ['header'],
     resource_name: name,
   })
@@ -109,6 +110,13 @@ export async function resourceMetadataRoutes (app: FastifyInstance, opts: Resour
     const server = opts.servers.find((s) => s.name === request.params.name)
     if (server === undefined) return send(reply, 404, { error: 'not_found', error_description: `no MCP server named ${JSON.stringify(request.params.name.slice(0, 64))}` })
     return send(reply, 200, documentFor(catalog.urlOf(server.name), server.name))
+  })
+
+  // The same server for 2024-11-05 clients, as the resource their URL names (ResourceCatalog.legacyUrlOf).
+  app.get<{ Params: { name: string } }>(`${WELL_KNOWN}/:name/sse`, async (request, reply) => {
+    const server = opts.servers.find((s) => s.name === request.params.name)
+    if (server === undefined) return send(reply, 404, { error: 'not_found', error_description: `no MCP server named ${JSON.stringify(request.params.name.slice(0, 64))}` })
+    return send(reply, 200, documentFor(catalog.legacyUrlOf(server.name), server.name, catalog.urlOf(server.name)))
   })
 
   // The root form: one server, or the gateway as a whole when tokens for it are allowed.

@@ -35,6 +35,8 @@ import { StdioUpstream } from '../upstreams/stdio/stdio-upstream.js'
 import type { SessionDirectory } from '../cluster/sessions.js'
 import { FORWARDED_HEADER, ReplicaForwarder } from '../cluster/forward.js'
 import type { ToolGuard } from '../guardrails/tool-guard.js'
+import type { StreamKeeper } from '../upstreams/stream-keeper.js'
+import { legacySseRoutes } from './legacy-sse.js'
 import type { Tracing } from '../observability/tracing.js'
 import { RequestTrace, STEP } from '../observability/request-trace.js'
 
@@ -73,6 +75,8 @@ export interface McpRoutesOptions {
   readonly drainingHolder?: (server: string, sessionId: string) => Upstream | undefined
   /** Several replicas (cluster.advertiseUrl): stdio sessions held elsewhere are forwarded to their owner. */
   readonly replicas?: { readonly directory: SessionDirectory, readonly forwarder: ReplicaForwarder }
+  /** Keep-alive comments on the 2024-11-05 transport's event streams. */
+  readonly streamKeeper?: StreamKeeper
   /** Set when telemetry.otlp is: each request gets its spans. */
   readonly tracing?: Tracing
 }
@@ -169,6 +173,23 @@ export async function mcpRoutes (app: FastifyInstance, opts: McpRoutesOptions): 
     }
   }
 
+  /** A CORS preflight answered for an allowed Origin; `allow`: the route's methods. */
+  const preflight = (allow: string) => async (request: FastifyRequest, reply: FastifyReply): Promise<FastifyReply> => {
+    const origin = request.headers.origin
+    if (!isOriginAllowed(origin)) throw new PortcullisError('PORTCULLIS_ERR_FORBIDDEN_ORIGIN')
+    reply.header('allow', allow)
+    if (origin !== undefined) {
+      reply.headers({
+        'access-control-allow-origin': origin,
+        'access-control-allow-methods': allow,
+        'access-control-allow-headers': allowedRequestHeaders(request.headers['access-control-request-headers']),
+        'access-control-max-age': CORS_MAX_AGE_S,
+        vary: 'Origin',
+      })
+    }
+    return reply.code(204).send()
+  }
+
   for (const server of config.servers) {
     const upstream = upstreams.get(server.name)
     if (upstream === undefined) throw new Error(`no upstream adapter for server ${server.name}`)
@@ -197,6 +218,11 @@ export async function mcpRoutes (app: FastifyInstance, opts: McpRoutesOptions): 
       if (authenticate === undefined) return
       const trace = request.mcpTrace
       request.identity = await (trace === null ? authenticate(request, server) : trace.step(STEP.TOKEN, () => authenticate(request, server)))
+    }
+
+    // The same check on the 2024-11-05 routes; a challenge names the resource as their clients know it.
+    const checkLegacyToken = async (request: FastifyRequest): Promise<void> => {
+      if (authenticate !== undefined) request.identity = await authenticate(request, server, true)
     }
 
     // Tracing on: the request's span opens first, so every later step (and refusal) is inside it.
@@ -428,25 +454,19 @@ export async function mcpRoutes (app: FastifyInstance, opts: McpRoutesOptions): 
       },
     })
 
-    app.route({
-      method: 'OPTIONS',
-      url,
-      config: { mcpServer: server.name },
-      handler: async (request, reply) => {
-        const origin = request.headers.origin
-        if (!isOriginAllowed(origin)) throw new PortcullisError('PORTCULLIS_ERR_FORBIDDEN_ORIGIN')
-        reply.header('allow', ALLOW)
-        if (origin !== undefined) {
-          reply.headers({
-            'access-control-allow-origin': origin,
-            'access-control-allow-methods': ALLOW,
-            'access-control-allow-headers': allowedRequestHeaders(request.headers['access-control-request-headers']),
-            'access-control-max-age': CORS_MAX_AGE_S,
-            vary: 'Origin',
-          })
-        }
-        return reply.code(204).send()
-      },
+    // CORS preflight: for /mcp, and for the 2024-11-05 routes a browser-based old client posts to.
+    for (const [path, allow] of [[url, ALLOW], [`/${server.name}/sse`, 'GET, OPTIONS'], [`/${server.name}/messages`, 'POST, OPTIONS']] as const) {
+      app.route({ method: 'OPTIONS', url: path, config: { mcpServer: server.name }, handler: preflight(allow) })
+    }
+
+    // The 2024-11-05 HTTP+SSE transport: its messages go through this route, judged as they would be here.
+    await legacySseRoutes(app, {
+      server,
+      upstream,
+      onRequest: [onRequest, checkLegacyToken],
+      checkAccess: enforce,
+      ownerOf: (request) => ownerOf(userOf(request.identity), request.identity),
+      streamKeeper: opts.streamKeeper,
     })
 
     app.route({

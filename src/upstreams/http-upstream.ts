@@ -12,22 +12,20 @@
  * forwarded (MCP authorization, "Token Passthrough": forbidden), nor a client's
  * own copy of the identity header (the configuration cannot allow-list it).
  */
-import { connect } from 'node:net'
 import type { IncomingHttpHeaders, ServerResponse } from 'node:http'
 import { Pool, type Dispatcher } from 'undici'
 import { PortcullisError } from '../errors.js'
 import { FORWARDED_CLIENT_HEADERS, type HttpServerConfig } from '../config/schema.js'
-import { hasUserTemplate, renderHeaderTemplate } from '../config/user-template.js'
-import { READY_PROBE_CACHE_MS, READY_PROBE_TIMEOUT_MS } from '../config/defaults.js'
+import { READY_PROBE_CACHE_MS } from '../config/defaults.js'
 import type { McpExchange, Upstream, UpstreamHealth, UpstreamLoad, UpstreamSession } from './types.js'
 import { endSseWithError, sendRpcError } from './respond.js'
 import { editJsonBody, SseEditor } from './response-edit.js'
 import type { SessionOwners } from './session-owners.js'
 import type { KeptStream, StreamKeeper } from './stream-keeper.js'
 import { isStoreUnavailable } from '../store/types.js'
-import { ANONYMOUS } from '../identity.js'
-import { IdentityTokens, type IdentitySigner } from './identity-token.js'
-import { requireUserFields } from './stdio/environment.js'
+import type { IdentitySigner } from './identity-token.js'
+import { CallerHeaders } from './caller-headers.js'
+import { probeTcp } from './tcp-probe.js'
 import type { UpstreamCredentials } from './upstream-credentials.js'
 import { declaresUrlElicitation } from '../mcp/capabilities.js'
 
@@ -40,8 +38,6 @@ const DROPPED_RESPONSE_HEADERS: ReadonlySet<string> = new Set([
 /** undici's default for an HTTP/2 connection: exchanges one connection carries at once. */
 const H2_STREAMS_PER_CONNECTION = 100
 const BUSY_RETRY_AFTER_S = '1'
-/** A user at their session cap: a session of theirs may finish (or be closed) any moment. */
-const SESSION_CAP_RETRY_AFTER_S = '2'
 /** Ending a reclaimed session upstream is a courtesy: it must not hang on a silent upstream. */
 const RECLAIM_TIMEOUT_MS = 10_000
 
@@ -312,14 +308,8 @@ export class HttpUpstream implements Upstream {
   private isClosed = false
   private closing: Promise<void> | undefined
   private lastProbe: { at: number, result: Promise<UpstreamHealth> } | undefined
-  /** Per user: initialize requests on their way, not yet recorded as sessions. */
-  private readonly opening = new Map<string, number>()
-  /** Configured headers without `${user.*}`: the same for every caller. */
-  private readonly staticHeaders: Readonly<Record<string, string>>
-  /** Configured headers with `${user.*}`, rendered per request. */
-  private readonly userHeaders: ReadonlyArray<readonly [name: string, value: string]>
-  /** servers[].identity: the header (lower case) and this server's tokens. */
-  private readonly identity: { readonly header: string, readonly tokens: IdentityTokens } | undefined
+  /** The configured headers, rendered for each caller (identity, upstreamAuth). */
+  private readonly headers: CallerHeaders
 
   constructor (
     private readonly config: HttpServerConfig,
@@ -330,13 +320,7 @@ export class HttpUpstream implements Upstream {
     private readonly credentials?: UpstreamCredentials,
   ) {
     this.name = config.name
-    const configured = Object.entries(config.headers)
-    this.staticHeaders = Object.fromEntries(configured.filter(([, value]) => !hasUserTemplate(value)))
-    this.userHeaders = configured.filter(([, value]) => hasUserTemplate(value))
-    const header = config.identity?.header
-    // The schema refuses identity without auth; without a signer (no keys) nothing could be vouched for.
-    if (header !== undefined && signer === undefined) throw new Error(`server ${config.name}: identity needs the authorization server's signing keys (auth.enabled)`)
-    this.identity = header === undefined || signer === undefined ? undefined : { header: header.toLowerCase(), tokens: new IdentityTokens(signer, config.name, config.url) }
+    this.headers = new CallerHeaders(config, signer, credentials)
     // Fail closed: a server configured for each caller's own credential never goes out without one.
     if (config.upstreamAuth !== undefined && credentials === undefined) throw new Error(`server ${config.name}: upstreamAuth is set but no credential source was built for it`)
     const url = new URL(config.url)
@@ -370,43 +354,11 @@ export class HttpUpstream implements Upstream {
     const { body } = await this.pool.request({
       path: this.path,
       method: 'DELETE',
-      headers: upstreamRequestHeaders({ 'mcp-session-id': sessionId }, new Set(), this.staticHeaders),
+      headers: upstreamRequestHeaders({ 'mcp-session-id': sessionId }, new Set(), this.headers.staticHeaders),
       headersTimeout: RECLAIM_TIMEOUT_MS,
       bodyTimeout: RECLAIM_TIMEOUT_MS,
     })
     await body.dump()
-  }
-
-  /**
-   * servers[].maxSessionsPerUser (issue 12): a user at the cap first loses their own oldest idle
-   * session (no request in flight, no open GET stream); with none idle, 429. Other users' sessions
-   * are never touched. Counts are this replica's. Returns the release of the slot being opened.
-   */
-  private admitSession (ex: McpExchange): (() => void) | PortcullisError {
-    const user = ex.owner.user
-    // Authorization off: every caller is the one anonymous user; only the server-wide budgets apply.
-    if (user === ANONYMOUS.id) return () => {}
-    const cap = this.config.maxSessionsPerUser
-    const open = this.owners.sessionsOf(this.name, user)
-    const opening = this.opening.get(user) ?? 0
-    const excess = open.length + opening + 1 - cap
-    if (excess > 0) {
-      const idle = open.filter((s) => s.isIdle)
-      if (idle.length < excess) {
-        const count = open.length + opening
-        return new PortcullisError('PORTCULLIS_ERR_TOO_MANY_SESSIONS', `you have ${count} session${count === 1 ? '' : 's'} open on server "${this.name}" (servers[].maxSessionsPerUser is ${cap}); close one (DELETE) or wait for one to finish`, { headers: { 'retry-after': SESSION_CAP_RETRY_AFTER_S } })
-      }
-      for (const session of idle.slice(0, excess)) this.owners.end(this.name, session.sessionId, 'the user reached maxSessionsPerUser')
-    }
-    this.opening.set(user, opening + 1)
-    let isReleased = false
-    return () => {
-      if (isReleased) return
-      isReleased = true
-      const left = (this.opening.get(user) ?? 1) - 1
-      if (left <= 0) this.opening.delete(user)
-      else this.opening.set(user, left)
-    }
   }
 
   async handle (ex: McpExchange): Promise<void> {
@@ -433,7 +385,7 @@ export class HttpUpstream implements Upstream {
     }
     let configured
     try {
-      configured = await this.callerHeaders(ex)
+      configured = await this.headers.for(ex)
     } catch (err) {
       const failure = err instanceof PortcullisError ? err : new PortcullisError('PORTCULLIS_ERR_INTERNAL', undefined, { cause: err })
       if (failure.status >= 500) ex.log.error({ server: this.name, err: { message: (err as Error).message } }, 'could not prepare the upstream credentials')
@@ -447,7 +399,7 @@ export class HttpUpstream implements Upstream {
       return
     }
     const opens = sessionId === undefined && ex.method === 'POST' && ex.inspection?.messages.some((m) => m.method === 'initialize') === true
-    const admitted = opens ? this.admitSession(ex) : undefined
+    const admitted = opens ? this.owners.admit(this.name, ex.owner.user, this.config.maxSessionsPerUser) : undefined
     if (admitted instanceof PortcullisError) {
       ex.log.info({ server: this.name, user: ex.user.name }, 'user at maxSessionsPerUser with no idle session; refused')
       sendRpcError(ex.res, admitted, ex.inspection)
@@ -527,32 +479,6 @@ export class HttpUpstream implements Upstream {
     return this.owners.end(this.name, sessionId, reason)
   }
 
-  /**
-   * The configured headers with the caller's values: `${user.*}` rendered (header-safe), the
-   * identity token added. A caller lacking a field a header uses is refused
-   * (PORTCULLIS_ERR_USER_FIELD_MISSING): an empty or half-rendered header is never sent.
-   * Without per-user headers or identity this is the configured object itself: no work.
-   */
-  private callerHeaders (ex: McpExchange): Readonly<Record<string, string>> | Promise<Readonly<Record<string, string>>> {
-    if (this.userHeaders.length === 0 && this.identity === undefined && this.credentials === undefined) return this.config.headers
-    requireUserFields(this.name, this.userHeaders.map(([, value]) => value), ex.user)
-    const headers: Record<string, string> = { ...this.staticHeaders }
-    for (const [name, value] of this.userHeaders) headers[name] = renderHeaderTemplate(value, ex.user)
-    const identity = this.identity
-    const token = identity?.tokens.tokenFor(ex.user, ex.owner.client)
-    const authorization = this.credentials?.authorizationFor(ex)
-    if (typeof token !== 'object' && typeof authorization !== 'object') {
-      if (identity !== undefined && token !== undefined) headers[identity.header] = token
-      if (authorization !== undefined) headers.authorization = authorization
-      return headers
-    }
-    return Promise.all([token, authorization]).then(([signed, credential]) => {
-      if (identity !== undefined && signed !== undefined) headers[identity.header] = signed
-      if (credential !== undefined) headers.authorization = credential
-      return headers
-    })
-  }
-
   /** Resolves true when the upstream refused a renewable caller credential and nothing was written. */
   private dispatch (ex: McpExchange, sessionId: string | undefined, isGet: boolean, configured: Readonly<Record<string, string>>, mayRenewCredential: boolean): Promise<boolean> {
     let isCountedPost = false
@@ -607,7 +533,7 @@ export class HttpUpstream implements Upstream {
   probe (): Promise<UpstreamHealth> {
     const now = Date.now()
     if (this.lastProbe === undefined || now - this.lastProbe.at > READY_PROBE_CACHE_MS) {
-      this.lastProbe = { at: now, result: this.connectProbe() }
+      this.lastProbe = { at: now, result: probeTcp(this.name, this.transport, this.config.url) }
     }
     // The reachability check is cached; what the server carries is told as it is now.
     return this.lastProbe.result.then((health) => ({ ...health, ...this.budgets() }))
@@ -622,24 +548,6 @@ export class HttpUpstream implements Upstream {
       ...(maxStreams === undefined ? {} : { maxStreams, isAtStreamBudget: this.streams >= maxStreams }),
       ...(maxConnections === undefined ? {} : { maxConnections, isAtConnectionBudget: this.inFlight >= this.maxInFlight }),
     }
-  }
-
-  private connectProbe (): Promise<UpstreamHealth> {
-    const url = new URL(this.config.url)
-    const port = Number(url.port !== '' ? url.port : url.protocol === 'https:' ? 443 : 80)
-    const started = performance.now()
-    return new Promise((resolve) => {
-      const socket = connect({ host: url.hostname.replace(/^\[|\]$/g, ''), port, timeout: READY_PROBE_TIMEOUT_MS })
-      const settle = (error?: string): void => {
-        socket.destroy()
-        resolve(error === undefined
-          ? { name: this.name, transport: this.transport, isReachable: true, latencyMs: Math.round(performance.now() - started) }
-          : { name: this.name, transport: this.transport, isReachable: false, error })
-      }
-      socket.once('connect', () => settle())
-      socket.once('timeout', () => settle('connect timeout'))
-      socket.once('error', (err: NodeJS.ErrnoException) => settle(err.code ?? err.message))
-    })
   }
 
   closeStreams (): void {

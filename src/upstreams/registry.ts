@@ -2,6 +2,7 @@
 import type { FastifyBaseLogger } from 'fastify'
 import type { ServerConfig } from '../config/schema.js'
 import { HttpUpstream } from './http-upstream.js'
+import { SseUpstream } from './sse-upstream.js'
 import { StdioUpstream, type SessionHooks } from './stdio/stdio-upstream.js'
 import type { Upstream } from './types.js'
 import type { SessionOwners } from './session-owners.js'
@@ -36,6 +37,7 @@ export interface UpstreamOptions {
 export function createUpstream (server: ServerConfig, options: UpstreamOptions): Upstream {
   return server.transport === 'http'
     ? new HttpUpstream(server, options.httpSessionOwners, options.streamKeeper, options.identitySigner, server.upstreamAuth === undefined ? undefined : options.credentialsFor?.(server.name))
+    : server.transport === 'sse' ? new SseUpstream(server, options.httpSessionOwners, options.streamKeeper, options.log, options.identitySigner, options.now)
     : new StdioUpstream({
       config: server,
       log: options.log,

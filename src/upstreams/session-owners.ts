@@ -25,6 +25,8 @@ import type { FastifyBaseLogger } from 'fastify'
 import type { Store } from '../store/types.js'
 import type { UpstreamSession } from './types.js'
 import { UNUSED_SESSION_IDLE_DIVISOR } from '../config/defaults.js'
+import { PortcullisError } from '../errors.js'
+import { ANONYMOUS } from '../identity.js'
 
 /** How often records in use are pushed out in the store, as a fraction of the idle timeout. */
 const REFRESH_FRACTION = 4
@@ -33,6 +35,8 @@ const SWEEP_MAX_INTERVAL_MS = 60_000
 const MAX_LOCAL_RECORDS = 100_000
 const URL_ELICITATION_PREFIX = 'http-session-url-elicitation:'
 const URL_ELICITATION_TTL_MS = 24 * 60 * 60_000
+/** A user at their session cap: a session of theirs may finish (or be closed) any moment. */
+const SESSION_CAP_RETRY_AFTER_S = '2'
 
 /** Caller identity and client: both must match for a session to be theirs. */
 export interface SessionOwner {
@@ -92,6 +96,8 @@ export class SessionOwners {
   /** Record keys by server and user, for per-user counts. */
   private readonly byUser = new Map<string, Set<string>>()
   private readonly reclaimers = new Map<string, Reclaimer>()
+  /** By server and user: sessions being opened (initialize on its way), not yet recorded. */
+  private readonly opening = new Map<string, number>()
   private readonly sweeper: NodeJS.Timeout
 
   constructor (
@@ -206,6 +212,38 @@ export class SessionOwners {
       else out.push({ sessionId: record.sessionId, lastUsedAt: record.lastUsedAt, isIdle: record.inUse === 0 })
     }
     return out.sort((a, b) => a.lastUsedAt - b.lastUsedAt)
+  }
+
+  /**
+   * servers[].maxSessionsPerUser (issue 12), before a session opens: a user at the cap first loses
+   * their own oldest idle session (no request in flight, no open GET stream; ended as the gateway
+   * ends any, through the server's reclaimer); with none idle, 429. Other users' sessions are never
+   * touched. Counts are this replica's. Returns the release of the slot being opened.
+   */
+  admit (server: string, user: string, cap: number): (() => void) | PortcullisError {
+    // Authorization off: every caller is the one anonymous user; only the server-wide budgets apply.
+    if (user === ANONYMOUS.id) return () => {}
+    const key = `${server}\n${user}`
+    const open = this.sessionsOf(server, user)
+    const opening = this.opening.get(key) ?? 0
+    const excess = open.length + opening + 1 - cap
+    if (excess > 0) {
+      const idle = open.filter((s) => s.isIdle)
+      if (idle.length < excess) {
+        const count = open.length + opening
+        return new PortcullisError('PORTCULLIS_ERR_TOO_MANY_SESSIONS', `you have ${count} session${count === 1 ? '' : 's'} open on server "${server}" (servers[].maxSessionsPerUser is ${cap}); close one (DELETE) or wait for one to finish`, { headers: { 'retry-after': SESSION_CAP_RETRY_AFTER_S } })
+      }
+      for (const session of idle.slice(0, excess)) this.end(server, session.sessionId, 'the user reached maxSessionsPerUser')
+    }
+    this.opening.set(key, opening + 1)
+    let isReleased = false
+    return () => {
+      if (isReleased) return
+      isReleased = true
+      const left = (this.opening.get(key) ?? 1) - 1
+      if (left <= 0) this.opening.delete(key)
+      else this.opening.set(key, left)
+    }
   }
 
   /** The sessions of a server this replica holds (the admin API's list). */

@@ -70,7 +70,7 @@ t.test('missing keys, bad names, bad URLs and duplicates are each reported', asy
   t.match(errorOf('servers:\n  - {name: Bad Name, transport: http, url: "http://x/mcp"}\n').message, /gw\.yaml:2:12: servers\[0\]\.name: expected 1-63 lowercase letters/)
   t.match(errorOf('servers:\n  - {name: healthz, transport: http, url: "http://x/mcp"}\n').message, /"healthz" is reserved/)
   t.match(errorOf('servers:\n  - {name: a, transport: http, url: "ftp://x/mcp"}\n').message, /servers\[0\]\.url: expected an absolute http\(s\) URL, got "ftp:\/\/x\/mcp"/)
-  t.match(errorOf('servers:\n  - {name: a, transport: smoke-signals, url: "http://x/mcp"}\n').message, /servers\[0\]\.transport: expected transport: http or stdio/)
+  t.match(errorOf('servers:\n  - {name: a, transport: smoke-signals, url: "http://x/mcp"}\n').message, /servers\[0\]\.transport: expected transport: http, stdio or sse/)
   t.match(errorOf('servers:\n  - {name: a, transport: http}\n').message, /gw\.yaml:2:5: servers\[0\]\.url: missing required key/)
   t.match(errorOf('servers:\n  - {name: a, transport: http, url: "http://x/mcp"}\n  - {name: a, transport: http, url: "http://y/mcp"}\n').message,
     /gw\.yaml:3:12: servers\[1\]\.name: duplicate server name "a" \(also servers\[0\]\)/)

@@ -30,7 +30,7 @@ t.test('identity: refused where it could not be trusted or makes no sense', asyn
   t.match(errorOf(`${HTTP}    identity: { header: X-Portcullis-Identity }\nauth: { enabled: false }\n`),
     /gw\.yaml:5:\d+: servers\[0\]\.identity: needs auth\.enabled: true: with authorization off no caller is verified, so there is no identity to sign/)
   t.match(errorOf('servers:\n  - name: s\n    transport: stdio\n    command: node\n    identity: { header: X-Portcullis-Identity }\n'),
-    /servers\[0\]\.identity: identity \(a signed identity header\) is for transport: http only; a stdio server gets its caller through per-user \$\{user\.\*\} values in args and env/)
+    /servers\[0\]\.identity: identity \(a signed identity header\) is for transport: http and sse only; a stdio server gets its caller through per-user \$\{user\.\*\} values in args and env/)
   for (const header of ['Authorization', 'Cookie', 'Host', 'Content-Length', 'Mcp-Session-Id', 'Accept', 'User-Agent', 'Mcp-Param-Region', 'mcp-anything']) {
     t.match(errorOf(`${HTTP}    identity: { header: ${header} }\n`), new RegExp(`servers\\[0\\]\\.identity\\.header: "${header}" cannot carry the identity: it is a header the gateway manages, never forwards or forwards from the client`), header)
   }

@@ -1,0 +1,284 @@
+/**
+ * The 2024-11-05 HTTP+SSE transport for old clients (MCP 2024-11-05 basic/transports,
+ * "HTTP with SSE"): `GET /<server>/sse` opens the event stream, whose first event,
+ * `endpoint`, names `/<server>/messages?sessionId=…` for the client's POSTs; every answer
+ * and every server-initiated message comes back on the stream as an `event: message`.
+ *
+ * Nothing is judged twice and nothing is judged differently: each legacy POST is handed,
+ * as an in-process request, to the server's own `/<server>/mcp` route, with the legacy
+ * session mapped to a Streamable HTTP session (`Mcp-Session-Id`). Token, Origin, body limits,
+ * policy, rate limits, guardrails, audit and error codes are that route's. Its answer (JSON
+ * or an event stream) is written to the legacy stream and the POST gets 202; an HTTP error
+ * it answers (401 with its challenge, 403, 413, 429, …) is the POST's answer, as it is.
+ * Server-initiated messages arrive on the session's own GET stream, opened the same way.
+ *
+ * A legacy session belongs to the user and client that opened it (as /mcp sessions do):
+ * anyone else naming its sessionId is answered as for a session that does not exist.
+ */
+import { randomUUID } from 'node:crypto'
+import { once } from 'node:events'
+import type { IncomingHttpHeaders, ServerResponse } from 'node:http'
+import type { Readable } from 'node:stream'
+import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify'
+import { PortcullisError } from '../errors.js'
+import { inspectBody } from '../mcp/jsonrpc.js'
+import type { ServerConfig } from '../config/schema.js'
+import { defaultMaxProcessesPerUser } from '../config/defaults.js'
+import { ANONYMOUS } from '../identity.js'
+import type { Upstream } from '../upstreams/types.js'
+import type { SessionOwner } from '../upstreams/session-owners.js'
+import { sseMessageEvent } from '../upstreams/response-edit.js'
+import { SseEventReader } from '../upstreams/sse-events.js'
+import type { KeptStream, StreamKeeper } from '../upstreams/stream-keeper.js'
+
+type Step = (request: FastifyRequest, reply: FastifyReply) => Promise<void>
+
+export interface LegacySseOptions {
+  readonly server: ServerConfig
+  readonly upstream: Upstream
+  /** The /mcp route's steps before the body: shutting down, audit writable, Origin and CORS, the token. */
+  readonly onRequest: readonly Step[]
+  /** The /mcp route's access check for a GET (servers[].access, a body refused). */
+  readonly checkAccess: Step
+  /** Whom a request's sessions belong to (the /mcp route's rule). */
+  readonly ownerOf: (request: FastifyRequest) => SessionOwner
+  readonly streamKeeper: StreamKeeper | undefined
+}
+
+/** The legacy client sends no Accept fit for Streamable HTTP, and no session header of its own. */
+const DROPPED_REQUEST_HEADERS: ReadonlySet<string> = new Set([
+  'content-length', 'transfer-encoding', 'connection', 'keep-alive', 'expect', 'upgrade', 'te',
+  'accept', 'mcp-session-id', 'mcp-protocol-version', 'last-event-id',
+])
+/** What of the /mcp route's error answer is not the POST's own (framing, and CORS the POST already carries). */
+const DROPPED_ANSWER_HEADERS: ReadonlySet<string> = new Set([
+  'content-length', 'transfer-encoding', 'connection', 'keep-alive', 'date', 'vary', 'mcp-session-id',
+])
+/** The version a 2024-11-05 client speaks until initialize says otherwise. */
+const LEGACY_PROTOCOL_VERSION = '2024-11-05'
+const SESSION_CAP_RETRY_AFTER_S = '2'
+
+interface LegacySession {
+  readonly id: string
+  readonly owner: SessionOwner
+  readonly res: ServerResponse
+  /** The Streamable HTTP session behind it, once initialize was answered. */
+  mcpSessionId: string | undefined
+  protocolVersion: string
+  /** The server->client stream of the Streamable HTTP session. */
+  serverStream: { readonly destroy: () => void } | undefined
+  isClosed: boolean
+  kept: KeptStream | undefined
+}
+
+/** Sessions one user may hold on the server: the cap its /mcp sessions have. */
+function sessionCapOf (server: ServerConfig): number {
+  return server.transport === 'stdio' ? server.maxProcessesPerUser ?? defaultMaxProcessesPerUser(server.maxProcesses) : server.maxSessionsPerUser
+}
+
+function isSameOwner (a: SessionOwner, b: SessionOwner): boolean {
+  return a.user === b.user && a.client === b.client
+}
+
+export async function legacySseRoutes (app: FastifyInstance, opts: LegacySseOptions): Promise<void> {
+  const { server, upstream, ownerOf, streamKeeper } = opts
+  const mcpUrl = `/${server.name}/mcp`
+  const messagesPath = `/${server.name}/messages`
+  const sessions = new Map<string, LegacySession>()
+
+  app.addHook('preClose', async () => {
+    // An event stream never ends by itself: without this, shutdown would wait for it.
+    for (const session of sessions.values()) session.res.end()
+  })
+
+  /** One message to the client, as the 2024-11-05 transport frames it; resolves once the client can take more. */
+  const send = async (session: LegacySession, message: unknown): Promise<void> => {
+    if (session.isClosed) return
+    const result = (message as { result?: { protocolVersion?: unknown } } | null)?.result
+    if (typeof result?.protocolVersion === 'string') session.protocolVersion = result.protocolVersion
+    const event = sseMessageEvent(message)
+    const isWritten = session.res.write(event)
+    if (session.kept !== undefined) streamKeeper?.wrote(session.kept, event)
+    // A slow client holds the /mcp answer back (as a slow /mcp client would), not the gateway's memory.
+    if (!isWritten && !session.isClosed) await Promise.race([once(session.res, 'drain'), once(session.res, 'close')])
+  }
+
+  /** The Streamable HTTP session behind the legacy one; ended at once when the stream closed while it was being opened. */
+  const adopt = (session: LegacySession, mcpSessionId: string, log: FastifyRequest['log']): void => {
+    session.mcpSessionId = mcpSessionId
+    if (session.isClosed) endMcpSession(mcpSessionId, log)
+  }
+
+  const endMcpSession = (mcpSessionId: string, log: FastifyRequest['log']): void => {
+    upstream.endSession?.(mcpSessionId, 'the client closed its 2024-11-05 event stream').catch((err: Error) => {
+      log.warn({ server: server.name, err: { message: err.message } }, 'legacy session end failed')
+    })
+  }
+
+  /** The stream ends, the session ends: the Streamable HTTP session behind it too (a DELETE upstream). */
+  const end = (session: LegacySession, log: FastifyRequest['log']): void => {
+    if (session.isClosed) return
+    session.isClosed = true
+    sessions.delete(session.id)
+    session.serverStream?.destroy()
+    if (session.mcpSessionId !== undefined) endMcpSession(session.mcpSessionId, log)
+  }
+
+  /** The same request, in process, to the /mcp route: every check and record is that route's. */
+  const toMcpRoute = (request: FastifyRequest, session: LegacySession, method: 'POST' | 'GET', signal?: AbortSignal) => {
+    return app.inject({
+      method,
+      url: mcpUrl,
+      headers: mcpHeaders(request.headers, session, method),
+      ...(method === 'POST' ? { payload: request.body as Buffer } : {}),
+      // The client's own address: rate limits keyed by it and the audit's ip are the client's.
+      remoteAddress: request.socket.remoteAddress ?? request.ip,
+      payloadAsStream: true,
+      ...(signal === undefined ? {} : { signal }),
+    })
+  }
+
+  /** Everything the /mcp route answered, as messages on the legacy stream. */
+  const relayAnswer = async (session: LegacySession, contentType: string, body: Readable): Promise<void> => {
+    if (contentType.startsWith('text/event-stream')) {
+      const reader = new SseEventReader()
+      for await (const chunk of body) {
+        for (const event of reader.push(chunk as Buffer)) {
+          if (event.event === 'message') await send(session, JSON.parse(event.data))
+        }
+      }
+      return
+    }
+    const text = await readAll(body)
+    if (text === '') return
+    const parsed: unknown = JSON.parse(text)
+    for (const message of Array.isArray(parsed) ? parsed : [parsed]) await send(session, message)
+  }
+
+  /** Server-initiated messages (notifications, sampling and elicitation requests) reach the legacy stream too. */
+  const openServerStream = async (request: FastifyRequest, session: LegacySession): Promise<void> => {
+    const abort = new AbortController()
+    const response = await toMcpRoute(request, session, 'GET', abort.signal)
+    // A server without a GET stream (405) sends only answers: there is nothing more to relay.
+    if (response.statusCode !== 200) {
+      response.stream().resume()
+      return
+    }
+    const inner = (response.raw as unknown as { res: ServerResponse }).res
+    session.serverStream = { destroy: () => { abort.abort(); inner.destroy() } }
+    if (session.isClosed) session.serverStream.destroy()
+    await relayAnswer(session, String(response.headers['content-type'] ?? ''), response.stream()).catch(() => {})
+  }
+
+  app.route({
+    method: 'GET',
+    url: `/${server.name}/sse`,
+    exposeHeadRoute: false,
+    config: { mcpServer: server.name },
+    onRequest: [...opts.onRequest],
+    preHandler: opts.checkAccess,
+    handler: async (request, reply) => {
+      const owner = ownerOf(request)
+      refuseAboveCap(owner, sessions, server)
+      const session: LegacySession = { id: randomUUID(), owner, res: reply.raw, mcpSessionId: undefined, protocolVersion: LEGACY_PROTOCOL_VERSION, serverStream: undefined, isClosed: false, kept: undefined }
+      sessions.set(session.id, session)
+      reply.hijack()
+      const res = reply.raw
+      res.writeHead(200, { 'content-type': 'text/event-stream', 'cache-control': 'no-cache', 'x-accel-buffering': 'no' })
+      const endpoint = `event: endpoint\ndata: ${messagesPath}?sessionId=${session.id}\n\n`
+      res.write(endpoint)
+      // Keep-alive comments while the session is quiet (proxies drop silent connections).
+      session.kept = streamKeeper?.add(res)
+      res.once('close', () => end(session, request.log))
+      request.log.info({ server: server.name, session: session.id.slice(0, 8) }, 'legacy sse session opened')
+    },
+  })
+
+  app.route({
+    method: 'POST',
+    url: `/${server.name}/messages`,
+    config: { mcpServer: server.name },
+    onRequest: [...opts.onRequest],
+    handler: async (request, reply) => {
+      const sessionId = (request.query as Record<string, unknown>).sessionId
+      if (typeof sessionId !== 'string' || sessionId === '') {
+        throw new PortcullisError('PORTCULLIS_ERR_INVALID_REQUEST', 'the sessionId query parameter is missing: use the URL of the endpoint event')
+      }
+      // Read as /mcp reads it, so that an error answered here echoes the request's id as /mcp's would.
+      request.mcpInspection = inspectBody(request.body as Buffer | undefined)
+      const session = sessions.get(sessionId)
+      // Another caller's session is answered exactly like an unknown one (as /mcp sessions are).
+      if (session === undefined || session.isClosed || !isSameOwner(session.owner, ownerOf(request))) {
+        throw new PortcullisError('PORTCULLIS_ERR_SESSION_NOT_FOUND')
+      }
+      const response = await toMcpRoute(request, session, 'POST')
+      const body = response.stream()
+      const status = response.statusCode
+      if (status !== 200 && status !== 202) {
+        reply.code(status).headers(answerHeaders(response.headers))
+        await reply.send(await readAll(body))
+        // The session behind it is gone (idle, ended by an administrator, forgotten upstream): so is
+        // this one. Its stream ends, and the client connects again (a 2024-11-05 client knows no 404).
+        if (status === 404 && session.mcpSessionId !== undefined) session.res.end()
+        return reply
+      }
+      const opened = response.headers['mcp-session-id']
+      const isOpening = session.mcpSessionId === undefined && typeof opened === 'string'
+      if (isOpening) adopt(session, opened, request.log)
+      // The answer goes to the stream; the client only needs to know its message was taken.
+      void reply.code(202).send()
+      try {
+        await relayAnswer(session, String(response.headers['content-type'] ?? ''), body)
+      } catch (err) {
+        request.log.warn({ server: server.name, err: { message: (err as Error).message } }, 'legacy answer relay failed')
+      }
+      if (isOpening) {
+        openServerStream(request, session).catch((err: Error) => {
+          request.log.warn({ server: server.name, err: { message: err.message } }, 'legacy server stream failed')
+        })
+      }
+      return reply
+    },
+  })
+}
+
+/** A user's legacy sessions on the server are capped as their /mcp sessions are (anonymous: the server-wide budgets only). */
+function refuseAboveCap (owner: SessionOwner, sessions: ReadonlyMap<string, LegacySession>, server: ServerConfig): void {
+  if (owner.user === ANONYMOUS.id) return
+  const cap = sessionCapOf(server)
+  let count = 0
+  for (const s of sessions.values()) if (s.owner.user === owner.user) count++
+  if (count < cap) return
+  throw new PortcullisError('PORTCULLIS_ERR_TOO_MANY_SESSIONS', `you have ${count} event stream${count === 1 ? '' : 's'} open on server "${server.name}" (its per-user session cap is ${cap}); close one`, { headers: { 'retry-after': SESSION_CAP_RETRY_AFTER_S } })
+}
+
+/** The client's headers for the /mcp route, as a Streamable HTTP client in that session would send them. */
+function mcpHeaders (incoming: IncomingHttpHeaders, session: LegacySession, method: 'POST' | 'GET'): Record<string, string | string[]> {
+  const out: Record<string, string | string[]> = {}
+  for (const name in incoming) {
+    const value = incoming[name]
+    if (value !== undefined && !DROPPED_REQUEST_HEADERS.has(name)) out[name] = value
+  }
+  out.accept = method === 'POST' ? 'application/json, text/event-stream' : 'text/event-stream'
+  if (session.mcpSessionId !== undefined) {
+    out['mcp-session-id'] = session.mcpSessionId
+    out['mcp-protocol-version'] = session.protocolVersion
+  }
+  return out
+}
+
+function answerHeaders (headers: Record<string, unknown>): Record<string, string | string[]> {
+  const out: Record<string, string | string[]> = {}
+  for (const [name, value] of Object.entries(headers)) {
+    if (DROPPED_ANSWER_HEADERS.has(name) || name.startsWith('access-control-')) continue
+    if (typeof value === 'string' || Array.isArray(value)) out[name] = value as string | string[]
+    else if (typeof value === 'number') out[name] = String(value)
+  }
+  return out
+}
+
+async function readAll (body: Readable): Promise<string> {
+  const chunks: Buffer[] = []
+  for await (const chunk of body) chunks.push(chunk as Buffer)
+  return Buffer.concat(chunks).toString('utf8')
+}

@@ -1,0 +1,35 @@
+// servers[].transport: sse — what the schema takes and what it refuses, with the reason.
+import t from 'tap'
+import { ConfigError, parseConfig } from '../../src/config/load.js'
+import { describeConfig } from '../../src/config/describe.js'
+
+function errorOf (yaml: string): string {
+  try {
+    parseConfig(yaml, 'gw.yaml', {})
+  } catch (err) {
+    if (err instanceof ConfigError) return err.message
+    throw err
+  }
+  throw new Error('expected a ConfigError')
+}
+
+const SSE = 'servers:\n  - name: old\n    transport: sse\n    url: http://127.0.0.1:9/sse\n'
+
+t.test('a transport: sse server gets the defaults of a remote server', async (t) => {
+  const server = parseConfig(SSE, 'gw.yaml', {}).servers[0]
+  if (server?.transport !== 'sse') throw new Error('not an sse server')
+  t.equal(server.url, 'http://127.0.0.1:9/sse')
+  t.same(server.headers, {})
+  t.equal(server.timeoutMs, 60_000)
+  t.equal(server.maxSessionsPerUser, 32)
+  t.match(describeConfig(parseConfig(SSE, 'gw.yaml', {})), /upstream \(2024-11-05 HTTP\+SSE\): http:\/\/127\.0\.0\.1:9\/sse/)
+})
+
+t.test('what a 2024-11-05 upstream cannot do is refused at load, with the reason', async (t) => {
+  t.match(errorOf(`${SSE}    upstreamAuth: {type: oauth}\n`), /servers\[0\]\.upstreamAuth: upstreamAuth is for transport: http only: a 2024-11-05 server's event stream is opened once per session/)
+  t.match(errorOf(`${SSE}    forwardHeaders: [x-trace]\n`), /servers\[0\]\.forwardHeaders: forwardHeaders is for transport: http only/)
+  t.match(errorOf(`auth:\n  enabled: false\n${SSE}    identity: {header: x-id}\n`), /servers\[0\]\.identity: needs auth\.enabled: true/)
+  t.match(errorOf('servers:\n  - {name: old, transport: sse, url: "ftp://x/sse"}\n'), /servers\[0\]\.url/)
+  t.match(errorOf(`${SSE}    command: node\n`), /servers\[0\].*command/)
+  t.match(errorOf('servers:\n  - {name: a, transport: smoke-signals, url: "http://x/sse"}\n'), /expected transport: http, stdio or sse/)
+})

@@ -1,0 +1,263 @@
+// 2024-11-05 clients (the MCP SDK's SSEClientTransport) through /<server>/sse: a stdio server and a
+// Streamable HTTP server, authorization on, two real users signed in through the real OAuth flow.
+// Every legacy message is judged by the server's /mcp route: the same policy, errors, ownership and audit.
+import t, { type Test } from 'tap'
+import { setTimeout as delay } from 'node:timers/promises'
+import { Client } from '@modelcontextprotocol/sdk/client/index.js'
+import { SSEClientTransport } from '@modelcontextprotocol/sdk/client/sse.js'
+import { ElicitRequestSchema, ToolListChangedNotificationSchema } from '@modelcontextprotocol/sdk/types.js'
+import { hashPassword } from '../../src/auth-server/password.js'
+import { SseEventReader } from '../../src/upstreams/sse-events.js'
+import { decodeJwt } from 'jose'
+import { connectWithOAuth, HeadlessBrowser, TestOAuthClient } from '../oauth-helpers.js'
+import { eventually, INIT_BODY, postJson, startGateway, startUpstream, stdioServer, textOf, type RunningGateway } from '../helpers.js'
+
+const PASSWORD = 'correct horse battery staple'
+const passwordHash = await hashPassword(PASSWORD)
+const USERS = [{ username: 'alice', passwordHash }, { username: 'bob', passwordHash }]
+/** Each server denies one of its tools by policy. */
+const DENIED: Record<string, string> = { st: 'increment', fx: 'slow' }
+const LEGACY_INIT = { ...INIT_BODY, params: { ...INIT_BODY.params, protocolVersion: '2024-11-05' } }
+
+interface SignedIn { readonly oauth: TestOAuthClient, readonly token: string, readonly mcpSession: string }
+
+/** The real sign-in (login and consent pages, PKCE, DCR) for one server; the Streamable HTTP client it connected stays open. */
+async function signIn (t: Test, gw: RunningGateway, server: string, username: string): Promise<SignedIn> {
+  const oauth = new TestOAuthClient({ name: `${username}'s client` })
+  const signed = await connectWithOAuth(t, gw.mcpUrl(server), { username, password: PASSWORD, issuer: gw.baseUrl, oauth })
+  return { oauth, token: oauth.savedTokens?.access_token ?? '', mcpSession: signed.transport.sessionId ?? '' }
+}
+
+/** The SDK's 2024-11-05 client transport, authorized by the tokens the OAuth flow saved. */
+async function connectLegacy (t: Test, gw: RunningGateway, server: string, oauth: TestOAuthClient): Promise<Client> {
+  const client = new Client({ name: 'legacy-sse-test', version: '1.0.0' }, { capabilities: { elicitation: { form: {} } } })
+  // A server's elicitation request comes on the legacy stream; the answer goes back as a POST.
+  client.setRequestHandler(ElicitRequestSchema, async () => ({ action: 'accept', content: { name: 'Ada' } }))
+  await client.connect(new SSEClientTransport(new URL(`${gw.baseUrl}/${server}/sse`), { authProvider: oauth }))
+  t.teardown(() => client.close())
+  return client
+}
+
+/** A hand-driven legacy session: the endpoint event, then each message event as it comes (token '': none, auth off). */
+async function openRaw (t: Test, url: string, token: string): Promise<{ endpoint: string, next: () => Promise<unknown>, close: () => void }> {
+  const abort = new AbortController()
+  const auth: Record<string, string> = token === '' ? {} : { authorization: `Bearer ${token}` }
+  const res = await fetch(url, { headers: { accept: 'text/event-stream', ...auth }, signal: abort.signal })
+  t.equal(res.status, 200, 'the event stream opens')
+  const body = res.body
+  if (body === null) throw new Error('no body')
+  const reader = body.getReader()
+  const events = new SseEventReader()
+  const queue: Array<{ event: string, data: string }> = []
+  const take = async (): Promise<{ event: string, data: string }> => {
+    while (queue.length === 0) {
+      const { value, done } = await reader.read()
+      if (done === true) throw new Error('stream ended')
+      queue.push(...events.push(Buffer.from(value)))
+    }
+    return queue.shift() as { event: string, data: string }
+  }
+  const first = await take()
+  t.equal(first.event, 'endpoint', 'the first event names the endpoint')
+  t.teardown(() => abort.abort())
+  return {
+    endpoint: new URL(first.data, url).href,
+    next: async () => JSON.parse((await take()).data),
+    close: () => abort.abort(),
+  }
+}
+
+t.test('SSE clients reach a stdio and an HTTP server through the gateway, authorized by the real OAuth flow', async (t) => {
+  const upstream = await startUpstream(t)
+  const gw = await startGateway(t, {
+    auth: { users: USERS },
+    servers: [stdioServer('st', { tools: { deny: [DENIED.st] } }), { name: 'fx', transport: 'http', url: upstream.url, tools: { deny: [DENIED.fx] } }],
+  })
+  for (const server of ['st', 'fx']) {
+    const alice = await signIn(t, gw, server, 'alice')
+    const client = await connectLegacy(t, gw, server, alice.oauth)
+    const names = (await client.listTools()).tools.map((tool) => tool.name)
+    t.ok(names.includes('echo'), `${server}: tools/list answered on the legacy stream`)
+    t.notOk(names.includes(DENIED[server] ?? ''), `${server}: the list is filtered by the server's policy`)
+    t.equal(textOf(await client.callTool({ name: 'echo', arguments: { text: `hello ${server}` } })), `hello ${server}`, `${server}: tools/call`)
+
+    const changed = new Promise<boolean>((resolve) => client.setNotificationHandler(ToolListChangedNotificationSchema, () => resolve(true)))
+    await client.callTool({ name: 'broadcast', arguments: {} })
+    t.ok(await changed, `${server}: a server notification reaches the legacy stream`)
+    t.equal(textOf(await client.callTool({ name: 'ask', arguments: {} })), 'accept:Ada', `${server}: an elicitation request reaches the client and its answer the server`)
+
+    await t.rejects(client.callTool({ name: DENIED[server] ?? '', arguments: { ms: 1 } }), /HTTP 403/, `${server}: the SDK client is refused a denied tool`)
+  }
+})
+
+t.test('a legacy message gets exactly the answer /mcp gives: denied tool, no token, another user\'s session', async (t) => {
+  const upstream = await startUpstream(t)
+  const gw = await startGateway(t, { auth: { users: USERS }, servers: [{ name: 'fx', transport: 'http', url: upstream.url, tools: { deny: ['slow'] } }] })
+  const alice = await signIn(t, gw, 'fx', 'alice')
+  const bob = await signIn(t, gw, 'fx', 'bob')
+
+  // No token: the challenge an OAuth client starts from, as /mcp's but naming the resource by the /sse URL.
+  const [bareSse, bareMcp] = await Promise.all([
+    fetch(`${gw.baseUrl}/fx/sse`, { headers: { accept: 'text/event-stream' } }),
+    fetch(gw.mcpUrl('fx'), { headers: { accept: 'text/event-stream' } }),
+  ])
+  t.equal(bareSse.status, 401)
+  t.equal(bareSse.status, bareMcp.status)
+  const legacyMetadata = `${gw.baseUrl}/.well-known/oauth-protected-resource/fx/sse`
+  t.equal(bareSse.headers.get('www-authenticate'), bareMcp.headers.get('www-authenticate')?.replace('/fx/mcp"', '/fx/sse"'), 'the challenge of /mcp, with the /sse metadata')
+  t.match(bareSse.headers.get('www-authenticate'), `resource_metadata="${legacyMetadata}"`)
+  t.same(await bareSse.json(), await bareMcp.json(), 'and the same body')
+  const [sseDoc, mcpDoc] = await Promise.all([legacyMetadata, `${gw.baseUrl}/.well-known/oauth-protected-resource/fx/mcp`].map(async (url) => (await fetch(url)).json() as Promise<Record<string, unknown>>))
+  t.same({ ...sseDoc, resource: undefined }, { ...mcpDoc, resource: undefined }, 'the /sse metadata describes the same protected resource')
+  t.equal(sseDoc?.resource, `${gw.baseUrl}/fx/sse`, 'named by the URL its clients connect to')
+
+  const legacy = await openRaw(t, `${gw.baseUrl}/fx/sse`, alice.token)
+  t.match(legacy.endpoint, new RegExp(`^${gw.baseUrl}/fx/messages\\?sessionId=[0-9a-f-]{36}$`), 'the endpoint is /fx/messages?sessionId=…')
+  const auth = { authorization: `Bearer ${alice.token}` }
+  const init = await postJson(legacy.endpoint, LEGACY_INIT, auth)
+  t.equal(init.status, 202, 'the POST is accepted')
+  t.match(await legacy.next(), { id: 1, result: { protocolVersion: '2024-11-05' } }, 'initialize is answered on the stream')
+  t.equal((await postJson(legacy.endpoint, { jsonrpc: '2.0', method: 'notifications/initialized' }, auth)).status, 202)
+
+  const call = { jsonrpc: '2.0', id: 7, method: 'tools/call', params: { name: 'slow', arguments: { ms: 1 } } }
+  const viaSse = await postJson(legacy.endpoint, call, auth)
+  const viaMcp = await postJson(gw.mcpUrl('fx'), call, { ...auth, 'mcp-session-id': alice.mcpSession, 'mcp-protocol-version': '2025-11-25' })
+  t.equal(viaSse.status, 403, 'a denied tool: 403')
+  t.equal(viaSse.status, viaMcp.status)
+  t.same(viaSse.json, viaMcp.json, 'with the same JSON-RPC error as /mcp')
+  t.match(viaSse.json, { id: 7, error: { data: { code: 'PORTCULLIS_ERR_POLICY_DENIED' } } })
+
+  const echo = await postJson(legacy.endpoint, { jsonrpc: '2.0', id: 8, method: 'tools/call', params: { name: 'echo', arguments: { text: 'still fine' } } }, auth)
+  t.equal(echo.status, 202)
+  t.match(await legacy.next(), { id: 8, result: { content: [{ text: 'still fine' }] } }, 'the session goes on after a refusal')
+
+  // Bob's valid token on Alice's legacy session: the answer /mcp gives for a session that is not yours.
+  const foreign = { jsonrpc: '2.0', id: 'b-1', method: 'tools/call', params: { name: 'echo', arguments: { text: 'from bob' } } }
+  const bobOnSse = await postJson(legacy.endpoint, foreign, { authorization: `Bearer ${bob.token}` })
+  const bobOnMcp = await postJson(gw.mcpUrl('fx'), foreign, { authorization: `Bearer ${bob.token}`, 'mcp-session-id': alice.mcpSession, 'mcp-protocol-version': '2025-11-25' })
+  t.equal(bobOnSse.status, 404, 'another user\'s token on the session: 404')
+  t.same(bobOnSse.json, bobOnMcp.json, 'as /mcp answers for another user\'s session')
+  t.equal(upstream.seen.filter((r) => JSON.stringify(r.body ?? '').includes('from bob')).length, 0, 'nothing of Bob\'s reached the upstream')
+
+  const noToken = await postJson(legacy.endpoint, foreign)
+  t.equal(noToken.status, 401, 'a POST without a token: 401')
+  t.match(noToken.headers.get('www-authenticate'), `resource_metadata="${legacyMetadata}"`)
+
+  // The audit record of the legacy call is the /mcp route's own.
+  t.ok(gw.audit.lines.some((line) => { const r = JSON.parse(line); return r.method === 'tools/call' && r.jsonrpcId === 7 && r.decision === 'denied' && r.user?.username === 'alice' }), 'the denied legacy call is audited')
+
+  // The stream ends: the Streamable HTTP session behind it ends upstream too.
+  const deletes = (): number => upstream.seen.filter((r) => r.method === 'DELETE').length
+  const before = deletes()
+  legacy.close()
+  t.ok(await eventually(() => deletes() > before), 'closing the event stream DELETEs the upstream session')
+  const gone = await postJson(legacy.endpoint, foreign, auth)
+  t.equal(gone.status, 404, 'and the legacy session is gone')
+})
+
+t.test('the SDK\'s SSE client runs the whole OAuth flow itself from the /sse challenge', async (t) => {
+  const gw = await startGateway(t, { auth: { users: USERS }, servers: [stdioServer('st'), stdioServer('other')] })
+  const url = new URL(`${gw.baseUrl}/st/sse`)
+  const oauth = new TestOAuthClient()
+  const first = new SSEClientTransport(url, { authProvider: oauth })
+  await t.rejects(new Client({ name: 'legacy-sse-test', version: '1.0.0' }).connect(first), /Unauthorized/, 'the first connect: 401, and the SDK starts the flow')
+  if (oauth.authorizationUrl === undefined) throw new Error('no authorization URL')
+  t.equal(oauth.authorizationUrl.searchParams.get('resource'), url.href, 'the client asks for the resource its URL names')
+  const callback = await new HeadlessBrowser().authorize(oauth.authorizationUrl, { username: 'alice', password: PASSWORD })
+  t.equal(callback.searchParams.get('state'), oauth.stateValue)
+  await first.finishAuth(callback.searchParams.get('code') ?? '')
+  const token = oauth.savedTokens?.access_token ?? ''
+  t.equal(decodeJwt(token).aud, gw.mcpUrl('st'), 'the token is the server\'s own (its /mcp resource)')
+
+  const client = await connectLegacy(t, gw, 'st', oauth)
+  t.equal(textOf(await client.callTool({ name: 'echo', arguments: { text: 'signed in over SSE' } })), 'signed in over SSE')
+  const mcp = await postJson(gw.mcpUrl('st'), INIT_BODY, { authorization: `Bearer ${token}` })
+  t.equal(mcp.status, 200, 'the same token reaches the server\'s /mcp')
+  const other = await fetch(`${gw.baseUrl}/other/sse`, { headers: { accept: 'text/event-stream', authorization: `Bearer ${token}` } })
+  t.equal(other.status, 401, 'and no other server')
+  await other.arrayBuffer()
+})
+
+t.test('legacy sessions count against the user\'s session cap', async (t) => {
+  const upstream = await startUpstream(t)
+  const gw = await startGateway(t, { auth: { users: USERS }, servers: [{ name: 'fx', transport: 'http', url: upstream.url, maxSessionsPerUser: 1 }] })
+  const alice = await signIn(t, gw, 'fx', 'alice')
+  await openRaw(t, `${gw.baseUrl}/fx/sse`, alice.token)
+  const second = await fetch(`${gw.baseUrl}/fx/sse`, { headers: { accept: 'text/event-stream', authorization: `Bearer ${alice.token}` } })
+  t.equal(second.status, 429, 'a second stream beyond maxSessionsPerUser: 429')
+  t.match(await second.json(), { error: { data: { code: 'PORTCULLIS_ERR_TOO_MANY_SESSIONS' } } })
+  t.ok(second.headers.get('retry-after'))
+})
+
+t.test('shutdown ends open legacy streams instead of waiting for them', async (t) => {
+  const gw = await startGateway(t, { auth: { users: USERS }, servers: [stdioServer('st')] })
+  const alice = await signIn(t, gw, 'st', 'alice')
+  const legacy = await openRaw(t, `${gw.baseUrl}/st/sse`, alice.token)
+  t.equal((await postJson(legacy.endpoint, LEGACY_INIT, { authorization: `Bearer ${alice.token}` })).status, 202)
+  await legacy.next()
+  // A bound on a hang, not a timing: without the stream ended, close() never returns.
+  const isClosed = await Promise.race([gw.app.close().then(() => true), delay(5_000, false, { ref: false })])
+  t.ok(isClosed, 'close() returns with a legacy stream open')
+  await t.rejects(legacy.next(), 'the stream was ended')
+})
+
+t.test('the /mcp route\'s Origin check, body limit and rate limits answer legacy POSTs, with the same errors', async (t) => {
+  const upstream = await startUpstream(t)
+  const gw = await startGateway(t, {
+    bodyLimit: '1kb',
+    rateLimits: { sessionCost: 0 },
+    servers: [{ name: 'fx', transport: 'http', url: upstream.url, tools: { echo: { rateLimit: '2/min' } } }],
+  })
+  // A browser-based old client's preflight, as /mcp answers one.
+  const preflight = await fetch(`${gw.baseUrl}/fx/messages?sessionId=x`, { method: 'OPTIONS', headers: { origin: gw.baseUrl, 'access-control-request-method': 'POST', 'access-control-request-headers': 'authorization, content-type' } })
+  t.equal(preflight.status, 204, 'a preflight from an allowed Origin')
+  t.equal(preflight.headers.get('access-control-allow-origin'), gw.baseUrl)
+  t.equal(preflight.headers.get('access-control-allow-methods'), 'POST, OPTIONS')
+  t.equal(preflight.headers.get('access-control-allow-headers'), 'authorization, content-type')
+  const foreignPreflight = await fetch(`${gw.baseUrl}/fx/sse`, { method: 'OPTIONS', headers: { origin: 'https://evil.example', 'access-control-request-method': 'GET' } })
+  t.equal(foreignPreflight.status, 403, 'and none from a foreign one')
+  await foreignPreflight.arrayBuffer()
+
+  const stream = await fetch(`${gw.baseUrl}/fx/sse`, { headers: { accept: 'text/event-stream', origin: 'https://evil.example' } })
+  t.equal(stream.status, 403, 'a foreign Origin cannot open the stream')
+  t.match(await stream.json(), { error: { data: { code: 'PORTCULLIS_ERR_FORBIDDEN_ORIGIN' } } })
+
+  const legacy = await openRaw(t, `${gw.baseUrl}/fx/sse`, '')
+  t.equal((await postJson(legacy.endpoint, LEGACY_INIT)).status, 202)
+  await legacy.next()
+  const call = (text: string): Record<string, unknown> => ({ jsonrpc: '2.0', id: text, method: 'tools/call', params: { name: 'echo', arguments: { text } } })
+  const same = async (what: string, body: unknown, headers: Record<string, string> = {}): Promise<void> => {
+    const viaSse = await postJson(legacy.endpoint, body, headers)
+    const viaMcp = await postJson(gw.mcpUrl('fx'), body, headers)
+    t.equal(viaSse.status, viaMcp.status, `${what}: status ${viaMcp.status} on both`)
+    t.same(viaSse.json, viaMcp.json, `${what}: the same error`)
+    t.equal(viaSse.headers.get('retry-after'), viaMcp.headers.get('retry-after'), `${what}: the same Retry-After`)
+  }
+  await same('a foreign Origin', call('o'), { origin: 'https://evil.example' })
+  await same('a body over bodyLimit', call('x'.repeat(2048)))
+
+  t.equal((await postJson(legacy.endpoint, call('one'))).status, 202)
+  t.equal((await postJson(legacy.endpoint, call('two'))).status, 202)
+  const limited = await postJson(legacy.endpoint, call('three'))
+  t.equal(limited.status, 429, 'the tool\'s rate limit counts legacy calls')
+  t.match(limited.json, { id: 'three', error: { data: { code: 'PORTCULLIS_ERR_RATE_LIMITED' } } })
+  t.ok(limited.headers.get('retry-after'), 'with Retry-After')
+  const viaMcp = await postJson(gw.mcpUrl('fx'), call('three'))
+  t.equal(viaMcp.status, 429, 'and the same budget as /mcp\'s')
+  t.same(limited.json, viaMcp.json, 'the same error')
+})
+
+t.test('a legacy session whose session behind it is gone ends its stream, so the client connects again', async (t) => {
+  const upstream = await startUpstream(t)
+  const gw = await startGateway(t, { servers: [{ name: 'fx', transport: 'http', url: upstream.url }] })
+  const legacy = await openRaw(t, `${gw.baseUrl}/fx/sse`, '')
+  t.equal((await postJson(legacy.endpoint, LEGACY_INIT)).status, 202)
+  await legacy.next()
+  for (const session of upstream.sessions.values()) await session.close()
+  const call = { jsonrpc: '2.0', id: 5, method: 'tools/call', params: { name: 'echo', arguments: { text: 'anyone?' } } }
+  const gone = await postJson(legacy.endpoint, call)
+  t.equal(gone.status, 404, 'the upstream\'s 404, as /mcp passes it')
+  // Bounded: a stream left open would wait forever for its next event.
+  await t.rejects(Promise.race([legacy.next(), delay(5_000, 'still open', { ref: false })]), /stream ended/, 'and the legacy stream ends')
+  t.equal((await postJson(legacy.endpoint, call)).status, 404, 'the legacy session is gone too')
+})
