@@ -14,7 +14,7 @@ import { createServer, type IncomingMessage, type Server, type ServerResponse } 
 import type { Socket } from 'node:net'
 import type { FastifyBaseLogger, FastifyInstance } from 'fastify'
 import type { Logger } from 'pino'
-import { buildApp, createSharedParts, listenerTimeouts, type SharedParts } from '../app.js'
+import { buildApp, createSharedParts, listenerTimeouts, type BuildOptions, type SharedParts } from '../app.js'
 import { ClusterNotices } from '../cluster/notices.js'
 import { ConfigError, loadConfigFile } from '../config/load.js'
 import type { Config } from '../config/schema.js'
@@ -26,6 +26,9 @@ import type { ReloadReport } from './report.js'
 export type ReloadCause = 'api' | 'signal' | 'watch' | 'replica'
 
 type Handler = (req: IncomingMessage, res: ServerResponse) => void
+
+/** Test-only hooks into each build (never set by `portcullis start`). */
+export type TestHooks = Pick<BuildOptions, 'afterWiring'>
 
 interface Generation {
   readonly app: FastifyInstance
@@ -51,6 +54,7 @@ export class Gateway {
     private readonly inForce: { config: Config },
     private readonly log: Logger,
     private readonly shared: SharedParts,
+    private readonly testHooks: TestHooks,
   ) {
     this.server = createServer(listenerTimeouts(inForce.config.limits).http, (req, res) => this.route(req, res))
     this.applyListenerTimeouts()
@@ -62,14 +66,14 @@ export class Gateway {
   }
 
   /** Builds the first generation (nothing listens yet: `listen`). */
-  static async create (config: Config, log: Logger): Promise<Gateway> {
+  static async create (config: Config, log: Logger, testHooks: TestHooks = {}): Promise<Gateway> {
     const inForce = { config }
     const shared = await createSharedParts(config, { logger: log }, () => inForce.config)
-    const gateway = new Gateway(inForce, log, shared)
+    const gateway = new Gateway(inForce, log, shared, testHooks)
     try {
       gateway.current = await gateway.build(config)
+      gateway.current.app.portcullis.activate()
     } catch (err) {
-      await gateway.current?.app.close()
       await shared.close()
       throw err
     }
@@ -115,6 +119,9 @@ export class Gateway {
    */
   async close (): Promise<void> {
     this.isClosing = true
+    // A reload under way finishes first (its new build is closed, not put in force): otherwise
+    // it would swap in a generation nobody closes, with stdio children nobody ends.
+    await this.reloadsDone(this.config.shutdownTimeoutMs)
     const generations = this.generations()
     for (const { app } of generations) app.portcullis.isClosing = true
     const closed = new Promise<void>((resolve) => this.server.close(() => resolve()))
@@ -137,6 +144,14 @@ export class Gateway {
     } finally {
       clearTimeout(deadline)
     }
+  }
+
+  /** The reload queue has emptied, or `timeoutMs` passed (a build stuck on a slow store must not hold the shutdown). */
+  private async reloadsDone (timeoutMs: number): Promise<void> {
+    let timer: NodeJS.Timeout | undefined
+    const deadline = new Promise<void>((resolve) => { timer = setTimeout(resolve, timeoutMs) })
+    await Promise.race([this.queue, deadline])
+    clearTimeout(timer)
   }
 
   private get config (): Config {
@@ -162,6 +177,7 @@ export class Gateway {
   private async build (config: Config): Promise<Generation> {
     let handle: Handler | undefined
     const app = await buildApp(config, {
+      ...this.testHooks,
       logger: this.log,
       shared: this.shared,
       reload: async () => this.reload('api'),
@@ -171,8 +187,13 @@ export class Gateway {
         return createServer()
       },
     })
-    await app.ready()
-    if (handle === undefined) throw new Error('fastify made no request handler')
+    try {
+      await app.ready()
+      if (handle === undefined) throw new Error('fastify made no request handler')
+    } catch (err) {
+      await app.close().catch((closeErr: Error) => this.log.warn({ err: { message: closeErr.message } }, 'could not close a failed build'))
+      throw err
+    }
     return { app, handle, inFlight: 0 }
   }
 
@@ -192,16 +213,21 @@ export class Gateway {
     const applied = withRestartOnlyKept(this.config, next)
     const changed = describeChanges(this.config, applied)
     if (changed.length > 0) {
-      const undo = this.shared.upstreams.checkpoint()
       let generation: Generation
       try {
+        // A failed build closed what it made; the generation in force and the shared parts are as they were.
         generation = await this.build(applied)
       } catch (err) {
-        await undo()
         return this.refused(cause, [`${source}: ${(err as Error).message}`])
+      }
+      if (this.isClosing) {
+        // Shutdown began during the build: this generation is never put in force.
+        await generation.app.close()
+        return this.refused(cause, ['the gateway is shutting down'])
       }
       const previous = this.generation()
       this.current = generation
+      generation.app.portcullis.activate()
       this.inForce.config = applied
       this.applyListenerTimeouts()
       this.log.level = applied.log.level

@@ -1,0 +1,154 @@
+// The reloadable gateway in-process (src/reload/gateway.ts): a real listener, real stdio
+// children, real reloads from a real file. The one thing injected is a build failure after the
+// build's upstreams were made (BuildOptions.afterWiring, test-only): the failures a reload can
+// hit there (a constructor refusing a setting, the store failing mid-build) cannot be caused
+// on demand here.
+import t, { type Test } from 'tap'
+import { randomUUID } from 'node:crypto'
+import { readdirSync, readFileSync, writeFileSync } from 'node:fs'
+import { join } from 'node:path'
+import { stringify } from 'yaml'
+import { loadConfigFile } from '../../src/config/load.js'
+import { createLogger } from '../../src/observability/logger.js'
+import { Gateway, type TestHooks } from '../../src/reload/gateway.js'
+import { eventually, freePort, INIT_BODY, logSink, postJson, startUpstream, stdioServer } from '../helpers.js'
+
+const VERSION_HEADER = { 'mcp-protocol-version': '2025-11-25' }
+
+interface Running {
+  readonly gateway: Gateway
+  readonly url: (server: string) => string
+  readonly base: string
+  readonly write: (servers: Array<Record<string, unknown>>) => void
+  readonly logs: ReturnType<typeof logSink>
+  /** Closes once (the test's own close and the teardown's share it). */
+  readonly close: () => Promise<void>
+}
+
+/** A gateway from a file in a scratch directory, listening; closed at teardown unless the test closes it. */
+async function startReloadable (t: Test, servers: Array<Record<string, unknown>>, hooks: TestHooks = {}): Promise<Running> {
+  const port = await freePort()
+  const dir = t.testdir({})
+  const path = join(dir, 'gw.yaml')
+  const base = `http://127.0.0.1:${port}`
+  const write = (list: Array<Record<string, unknown>>): void => writeFileSync(path, stringify({
+    publicUrl: base, listen: { host: '127.0.0.1', port }, dataDir: join(dir, 'data'), store: { memory: true }, auth: { enabled: false }, servers: list,
+  }))
+  write(servers)
+  const logs = logSink()
+  const gateway = await Gateway.create(loadConfigFile(path), createLogger('info', logs.stream), hooks)
+  await gateway.listen()
+  let closing: Promise<void> | undefined
+  const close = async (): Promise<void> => { closing ??= gateway.close(); await closing }
+  t.teardown(close)
+  return { gateway, close, url: (server) => `${base}/${server}/mcp`, base, write, logs }
+}
+
+/** Pids of this process's children whose command line carries `mark` (each test marks its stdio servers). */
+function childrenMarked (mark: string): number[] {
+  return readdirSync('/proc').filter((entry) => /^\d+$/.test(entry)).flatMap((pid) => {
+    try {
+      const stat = readFileSync(`/proc/${pid}/stat`, 'utf8').split(') ')[1]?.split(' ') ?? []
+      const cmdline = readFileSync(`/proc/${pid}/cmdline`, 'utf8')
+      return stat[0] !== 'Z' && cmdline.includes(mark) ? [Number(pid)] : []
+    } catch {
+      return []
+    }
+  })
+}
+
+/** initialize + initialized; the session id. */
+async function openSession (url: string): Promise<{ status: number, sessionId: string, text: string }> {
+  const init = await postJson(url, INIT_BODY)
+  const sessionId = init.headers.get('mcp-session-id') ?? ''
+  if (init.status === 200) await postJson(url, { jsonrpc: '2.0', method: 'notifications/initialized' }, { ...VERSION_HEADER, 'mcp-session-id': sessionId })
+  return { status: init.status, sessionId, text: init.text }
+}
+
+/** The text of a tools/call's result in a session (JSON or one SSE event). */
+async function callText (url: string, sessionId: string, name: string): Promise<string> {
+  const res = await postJson(url, { jsonrpc: '2.0', id: 7, method: 'tools/call', params: { name, arguments: {} } }, { ...VERSION_HEADER, 'mcp-session-id': sessionId })
+  const data = /^data: (.*)$/m.exec(res.text)?.[1]
+  const body = (res.json ?? (data === undefined ? {} : JSON.parse(data))) as { result?: { content?: Array<{ text?: string }> } }
+  return body.result?.content?.[0]?.text ?? `status ${res.status}: ${res.text.slice(0, 200)}`
+}
+
+t.test('a reload whose build fails after its upstreams were made leaves the changed stdio server serving and shared state as it was', async (t) => {
+  const [oldMark, newMark, otherMark] = [randomUUID(), randomUUID(), randomUUID()]
+  let isFailing = false
+  const gw = await startReloadable(t, [stdioServer('local', { flags: [`--mark=${oldMark}`] })], {
+    afterWiring: async () => { if (isFailing) throw new Error('injected build failure') },
+  })
+  const first = await openSession(gw.url('local'))
+  t.equal(first.status, 200, 'the stdio server answers before')
+  await fetch(gw.url('local'), { method: 'DELETE', headers: { ...VERSION_HEADER, 'mcp-session-id': first.sessionId } })
+
+  isFailing = true
+  gw.write([stdioServer('local', { flags: [`--mark=${newMark}`], prestart: 1 }), stdioServer('other', { flags: [`--mark=${otherMark}`], prestart: 1 })])
+  const report = await gw.gateway.reload('api')
+  t.equal(report.applied, false, 'the reload is refused')
+  t.match(report.errors.join('\n'), /injected build failure/, 'with the build\'s error')
+
+  const after = await openSession(gw.url('local'))
+  t.equal(after.status, 200, 'the changed server still takes sessions (not a closed upstream put back)')
+  t.match(await callText(gw.url('local'), after.sessionId, 'env'), oldMark, 'on the definition in force')
+  t.ok(await eventually(() => childrenMarked(newMark).length === 0 && childrenMarked(otherMark).length === 0, 5000), 'the failed build\'s warm processes ended')
+  const metrics = await (await fetch(`${gw.base}/metrics`)).text()
+  t.notMatch(metrics, /server="other"/, 'the metrics gauges still read the generation in force')
+
+  isFailing = false
+  const applied = await gw.gateway.reload('api')
+  t.equal(applied.applied, true, 'the same file applies once the build succeeds')
+  t.match(await callText(gw.url('local'), after.sessionId, 'env'), oldMark, 'the session opened before stays on its process (draining)')
+  const fresh = await openSession(gw.url('local'))
+  t.match(await callText(gw.url('local'), fresh.sessionId, 'env'), newMark, 'a new session gets the new definition')
+})
+
+t.test('shutdown during a reload: the reload\'s build is closed, never put in force; no stdio child is left', async (t) => {
+  const [oldMark, newMark] = [randomUUID(), randomUUID()]
+  let entered: () => void = () => {}
+  let release: () => void = () => {}
+  const inBuild = new Promise<void>((resolve) => { entered = resolve })
+  const gate = new Promise<void>((resolve) => { release = resolve })
+  let isHolding = false
+  const gw = await startReloadable(t, [stdioServer('local', { flags: [`--mark=${oldMark}`] })], {
+    afterWiring: async () => {
+      if (!isHolding) return
+      entered()
+      await gate
+    },
+  })
+  const session = await openSession(gw.url('local'))
+  t.match(await callText(gw.url('local'), session.sessionId, 'env'), oldMark)
+  t.equal(childrenMarked(oldMark).length, 1, 'one child of the definition in force')
+
+  isHolding = true
+  gw.write([stdioServer('local', { flags: [`--mark=${newMark}`], prestart: 1 })])
+  const reload = gw.gateway.reload('signal')
+  await inBuild
+  t.ok(await eventually(() => childrenMarked(newMark).length === 1, 5000), 'the reload\'s build started its warm process')
+  const closed = gw.close()
+  release()
+  const report = await reload
+  t.equal(report.applied, false, 'the reload is not applied')
+  t.same(report.errors, ['the gateway is shutting down'])
+  await closed
+  t.ok(await eventually(() => childrenMarked(newMark).length === 0 && childrenMarked(oldMark).length === 0, 5000), 'no stdio child is left')
+})
+
+t.test('a server changed from stdio to http: the old stdio upstream drains and closes with its last session', async (t) => {
+  const mark = randomUUID()
+  const upstream = await startUpstream(t)
+  const gw = await startReloadable(t, [stdioServer('local', { flags: [`--mark=${mark}`] })])
+  const session = await openSession(gw.url('local'))
+  const pid = JSON.parse(await callText(gw.url('local'), session.sessionId, 'env')).pid as number
+  t.same(childrenMarked(mark), [pid], 'the stdio child runs')
+
+  gw.write([{ name: 'local', transport: 'http', url: upstream.url }])
+  t.equal((await gw.gateway.reload('api')).applied, true)
+  t.equal(await callText(gw.url('local'), session.sessionId, 'increment'), '1', 'the session opened before still reaches its stdio process')
+  t.equal((await openSession(gw.url('local'))).status, 200, 'new sessions go to the http upstream')
+  const ended = await fetch(gw.url('local'), { method: 'DELETE', headers: { ...VERSION_HEADER, 'mcp-session-id': session.sessionId } })
+  t.ok(ended.status < 300, `the session ends (DELETE answered ${ended.status})`)
+  t.ok(await eventually(() => childrenMarked(mark).length === 0, 5000), 'the old stdio process ends: nothing leaks')
+})
