@@ -6,7 +6,9 @@
  * one HTTP listener over to it. The generations share what must outlive them (SharedParts in
  * app.ts: the store, Redis, rate-limit counters, metrics, the audit log, stdio processes and
  * sessions). A request finishes on the generation that accepted it, event streams included; a
- * retired generation stops its pollers at once and closes when its last request has ended.
+ * retired generation stops its pollers at once and closes when its last request has ended, or
+ * at the latest shutdownTimeoutMs after it was retired (each one holds a Fastify app and an
+ * oidc-provider: a client holding a stream open must not make memory grow per reload).
  *
  * One reload at a time: a second caller waits for the first and then reads the file again.
  */
@@ -21,6 +23,7 @@ import type { Config } from '../config/schema.js'
 import { stdioCommandProblems } from '../upstreams/stdio/resolve-command.js'
 import { describeChanges, restartOnlyChanges, withRestartOnlyKept } from './changes.js'
 import type { ReloadReport } from './report.js'
+import { stableJson } from './upstream-pool.js'
 
 /** Who asked for a reload; only an operator's own request (API, SIGHUP) is passed on to the other replicas. */
 export type ReloadCause = 'api' | 'signal' | 'watch' | 'replica'
@@ -35,6 +38,13 @@ interface Generation {
   readonly handle: Handler
   /** Requests accepted and not yet ended (an open event stream counts until it closes). */
   inFlight: number
+}
+
+/** Whether the server `name` is gone from `after` or defined differently there. */
+function serverChanged (name: string, before: Config, after: Config): boolean {
+  const was = before.servers.find((s) => s.name === name)
+  const is = after.servers.find((s) => s.name === name)
+  return was === undefined || is === undefined || stableJson(was) !== stableJson(is)
 }
 
 /** How often a retired generation is checked for its last request. */
@@ -226,12 +236,13 @@ export class Gateway {
         return this.refused(cause, ['the gateway is shutting down'])
       }
       const previous = this.generation()
+      const previousConfig = this.config
       this.current = generation
       generation.app.portcullis.activate()
       this.inForce.config = applied
       this.applyListenerTimeouts()
       this.log.level = applied.log.level
-      this.retire(previous)
+      this.retire(previous, previousConfig, applied)
     }
     const report: ReloadReport = { applied: true, changed, needsRestart, errors: [] }
     this.log.info({ cause, changed, needsRestart }, needsRestart.length === 0 ? 'configuration reloaded' : 'configuration reloaded; some settings need a restart')
@@ -244,14 +255,23 @@ export class Gateway {
   }
 
   /** Stops the generation's background work now; closes it when its last request has ended. */
-  private retire (generation: Generation): void {
+  private retire (generation: Generation, before: Config, after: Config): void {
     this.retiring.add(generation)
+    // A stream of a server removed or changed would keep the old definition flowing: it ends,
+    // and the client reopens it on the new one. The pool's stdio upstreams are not this build's.
+    for (const upstream of generation.app.portcullis.upstreams.values()) {
+      if (!this.shared.upstreams.owns(upstream) && serverChanged(upstream.name, before, after)) upstream.closeStreams()
+    }
+    const deadline = Date.now() + after.shutdownTimeoutMs
     const close = async (): Promise<void> => {
       await generation.app.portcullis.stopBackground()
-      while (generation.inFlight > 0 && !this.isClosing) await new Promise((resolve) => setTimeout(resolve, RETIRE_CHECK_INTERVAL_MS))
+      while (generation.inFlight > 0 && !this.isClosing && Date.now() < deadline) await new Promise((resolve) => setTimeout(resolve, RETIRE_CHECK_INTERVAL_MS))
       if (this.isClosing) return
       this.retiring.delete(generation)
+      // At the deadline, what is left of this build's own requests fails as at shutdown; streams
+      // of the pool's stdio upstreams go on (they are written by the upstream, not by this app).
       await generation.app.close()
+      this.log.info({ requestsLeft: generation.inFlight }, 'retired configuration closed')
     }
     close().catch((err: Error) => this.log.warn({ err: { message: err.message } }, 'could not close a retired configuration'))
   }

@@ -144,6 +144,8 @@ export class UpstreamPool {
 
   private drain (upstream: StdioUpstream, isRemoved: boolean): void {
     this.draining.add({ upstream, isRemoved })
+    // A removed server's open streams would keep it (and its processes) alive with no route to it.
+    if (isRemoved) upstream.closeStreams()
     this.log.info({ server: upstream.name, sessions: upstream.liveSessions().length, removed: isRemoved }, 'stdio server definition replaced: its sessions drain on the old processes')
     if (this.drainTimer === undefined) {
       this.drainTimer = setInterval(() => this.closeDrained(), DRAIN_CHECK_INTERVAL_MS)

@@ -12,8 +12,7 @@ import { loadConfigFile } from '../../src/config/load.js'
 import { createLogger } from '../../src/observability/logger.js'
 import { Gateway, type TestHooks } from '../../src/reload/gateway.js'
 import { eventually, freePort, INIT_BODY, logSink, postJson, startUpstream, stdioServer } from '../helpers.js'
-
-const VERSION_HEADER = { 'mcp-protocol-version': '2025-11-25' }
+import { call, openSession, openStream, resultText, VERSION_HEADER } from '../reload-helpers.js'
 
 interface Running {
   readonly gateway: Gateway
@@ -26,13 +25,13 @@ interface Running {
 }
 
 /** A gateway from a file in a scratch directory, listening; closed at teardown unless the test closes it. */
-async function startReloadable (t: Test, servers: Array<Record<string, unknown>>, hooks: TestHooks = {}): Promise<Running> {
+async function startReloadable (t: Test, servers: Array<Record<string, unknown>>, hooks: TestHooks = {}, settings: Record<string, unknown> = {}): Promise<Running> {
   const port = await freePort()
   const dir = t.testdir({})
   const path = join(dir, 'gw.yaml')
   const base = `http://127.0.0.1:${port}`
   const write = (list: Array<Record<string, unknown>>): void => writeFileSync(path, stringify({
-    publicUrl: base, listen: { host: '127.0.0.1', port }, dataDir: join(dir, 'data'), store: { memory: true }, auth: { enabled: false }, servers: list,
+    publicUrl: base, listen: { host: '127.0.0.1', port }, dataDir: join(dir, 'data'), store: { memory: true }, auth: { enabled: false }, ...settings, servers: list,
   }))
   write(servers)
   const logs = logSink()
@@ -57,20 +56,9 @@ function childrenMarked (mark: string): number[] {
   })
 }
 
-/** initialize + initialized; the session id. */
-async function openSession (url: string): Promise<{ status: number, sessionId: string, text: string }> {
-  const init = await postJson(url, INIT_BODY)
-  const sessionId = init.headers.get('mcp-session-id') ?? ''
-  if (init.status === 200) await postJson(url, { jsonrpc: '2.0', method: 'notifications/initialized' }, { ...VERSION_HEADER, 'mcp-session-id': sessionId })
-  return { status: init.status, sessionId, text: init.text }
-}
-
-/** The text of a tools/call's result in a session (JSON or one SSE event). */
+/** The text of a tools/call's result in a session. */
 async function callText (url: string, sessionId: string, name: string): Promise<string> {
-  const res = await postJson(url, { jsonrpc: '2.0', id: 7, method: 'tools/call', params: { name, arguments: {} } }, { ...VERSION_HEADER, 'mcp-session-id': sessionId })
-  const data = /^data: (.*)$/m.exec(res.text)?.[1]
-  const body = (res.json ?? (data === undefined ? {} : JSON.parse(data))) as { result?: { content?: Array<{ text?: string }> } }
-  return body.result?.content?.[0]?.text ?? `status ${res.status}: ${res.text.slice(0, 200)}`
+  return resultText((await call(url, sessionId, name)).body)
 }
 
 t.test('a reload whose build fails after its upstreams were made leaves the changed stdio server serving and shared state as it was', async (t) => {
@@ -80,8 +68,8 @@ t.test('a reload whose build fails after its upstreams were made leaves the chan
     afterWiring: async () => { if (isFailing) throw new Error('injected build failure') },
   })
   const first = await openSession(gw.url('local'))
-  t.equal(first.status, 200, 'the stdio server answers before')
-  await fetch(gw.url('local'), { method: 'DELETE', headers: { ...VERSION_HEADER, 'mcp-session-id': first.sessionId } })
+  t.match(await callText(gw.url('local'), first, 'env'), oldMark, 'the stdio server answers before')
+  await fetch(gw.url('local'), { method: 'DELETE', headers: { ...VERSION_HEADER, 'mcp-session-id': first } })
 
   isFailing = true
   gw.write([stdioServer('local', { flags: [`--mark=${newMark}`], prestart: 1 }), stdioServer('other', { flags: [`--mark=${otherMark}`], prestart: 1 })])
@@ -89,9 +77,9 @@ t.test('a reload whose build fails after its upstreams were made leaves the chan
   t.equal(report.applied, false, 'the reload is refused')
   t.match(report.errors.join('\n'), /injected build failure/, 'with the build\'s error')
 
+  t.equal((await postJson(gw.url('local'), INIT_BODY)).status, 200, 'the changed server still takes sessions (not a closed upstream put back)')
   const after = await openSession(gw.url('local'))
-  t.equal(after.status, 200, 'the changed server still takes sessions (not a closed upstream put back)')
-  t.match(await callText(gw.url('local'), after.sessionId, 'env'), oldMark, 'on the definition in force')
+  t.match(await callText(gw.url('local'), after, 'env'), oldMark, 'on the definition in force')
   t.ok(await eventually(() => childrenMarked(newMark).length === 0 && childrenMarked(otherMark).length === 0, 5000), 'the failed build\'s warm processes ended')
   const metrics = await (await fetch(`${gw.base}/metrics`)).text()
   t.notMatch(metrics, /server="other"/, 'the metrics gauges still read the generation in force')
@@ -99,9 +87,9 @@ t.test('a reload whose build fails after its upstreams were made leaves the chan
   isFailing = false
   const applied = await gw.gateway.reload('api')
   t.equal(applied.applied, true, 'the same file applies once the build succeeds')
-  t.match(await callText(gw.url('local'), after.sessionId, 'env'), oldMark, 'the session opened before stays on its process (draining)')
+  t.match(await callText(gw.url('local'), after, 'env'), oldMark, 'the session opened before stays on its process (draining)')
   const fresh = await openSession(gw.url('local'))
-  t.match(await callText(gw.url('local'), fresh.sessionId, 'env'), newMark, 'a new session gets the new definition')
+  t.match(await callText(gw.url('local'), fresh, 'env'), newMark, 'a new session gets the new definition')
 })
 
 t.test('shutdown during a reload: the reload\'s build is closed, never put in force; no stdio child is left', async (t) => {
@@ -119,7 +107,7 @@ t.test('shutdown during a reload: the reload\'s build is closed, never put in fo
     },
   })
   const session = await openSession(gw.url('local'))
-  t.match(await callText(gw.url('local'), session.sessionId, 'env'), oldMark)
+  t.match(await callText(gw.url('local'), session, 'env'), oldMark)
   t.equal(childrenMarked(oldMark).length, 1, 'one child of the definition in force')
 
   isHolding = true
@@ -141,14 +129,36 @@ t.test('a server changed from stdio to http: the old stdio upstream drains and c
   const upstream = await startUpstream(t)
   const gw = await startReloadable(t, [stdioServer('local', { flags: [`--mark=${mark}`] })])
   const session = await openSession(gw.url('local'))
-  const pid = JSON.parse(await callText(gw.url('local'), session.sessionId, 'env')).pid as number
+  const pid = JSON.parse(await callText(gw.url('local'), session, 'env')).pid as number
   t.same(childrenMarked(mark), [pid], 'the stdio child runs')
 
   gw.write([{ name: 'local', transport: 'http', url: upstream.url }])
   t.equal((await gw.gateway.reload('api')).applied, true)
-  t.equal(await callText(gw.url('local'), session.sessionId, 'increment'), '1', 'the session opened before still reaches its stdio process')
-  t.equal((await openSession(gw.url('local'))).status, 200, 'new sessions go to the http upstream')
-  const ended = await fetch(gw.url('local'), { method: 'DELETE', headers: { ...VERSION_HEADER, 'mcp-session-id': session.sessionId } })
+  t.equal(await callText(gw.url('local'), session, 'increment'), '1', 'the session opened before still reaches its stdio process')
+  t.equal((await postJson(gw.url('local'), INIT_BODY)).status, 200, 'new sessions go to the http upstream')
+  const ended = await fetch(gw.url('local'), { method: 'DELETE', headers: { ...VERSION_HEADER, 'mcp-session-id': session } })
   t.ok(ended.status < 300, `the session ends (DELETE answered ${ended.status})`)
   t.ok(await eventually(() => childrenMarked(mark).length === 0, 5000), 'the old stdio process ends: nothing leaks')
+})
+
+t.test('a retired generation ends the streams of servers removed and closes, at the latest shutdownTimeoutMs after the reload', async (t) => {
+  const upstream = await startUpstream(t)
+  const http = (name: string): Record<string, unknown> => ({ name, transport: 'http', url: upstream.url })
+  const gw = await startReloadable(t, [http('gone'), http('kept')], {}, { shutdownTimeoutMs: 1500 })
+  const goneSession = await openSession(gw.url('gone'))
+  const keptSession = await openSession(gw.url('kept'))
+  const goneStream = await openStream(t, gw.url('gone'), goneSession)
+  const keptStream = await openStream(t, gw.url('kept'), keptSession)
+  t.same([goneStream.status, keptStream.status], [200, 200], 'both GET streams open')
+
+  gw.write([http('kept')])
+  const reloadedAt = Date.now()
+  t.equal((await gw.gateway.reload('api')).applied, true)
+  t.ok(await eventually(() => goneStream.text().includes('[stream ended]'), 1000), 'the removed server\'s stream ends at once')
+  t.notOk(keptStream.text().includes('[stream ended]'), 'the unchanged server\'s stream goes on')
+  t.ok(await eventually(() => gw.logs.text().includes('retired configuration closed'), 5000), 'the retired generation closes')
+  t.ok(Date.now() - reloadedAt >= 1400, 'not before its deadline (the kept stream held it)')
+  t.ok(await eventually(() => keptStream.text().includes('[stream ended]'), 1000), 'the stream it held ended with it')
+  const reopened = await openStream(t, gw.url('kept'), keptSession)
+  t.equal(reopened.status, 200, 'the client reopens its stream on the generation in force')
 })
