@@ -1,6 +1,7 @@
 // Raw 2025-era MCP sessions for the reload tests (in-process and CLI): a reload's behaviour is
 // judged on the session, its calls and its GET stream, without an SDK client reconnecting for us.
 import type { Test } from 'tap'
+import { readdirSync, readFileSync } from 'node:fs'
 import { INIT_BODY, postJson } from './helpers.js'
 
 export const VERSION_HEADER = { 'mcp-protocol-version': '2025-11-25' }
@@ -45,3 +46,15 @@ export async function openStream (t: Test, url: string, sessionId: string): Prom
   return { status: res.status, text: () => text }
 }
 
+/** Live processes whose command line carries `mark` (each test marks its stdio servers; orphans included). */
+export function childrenMarked (mark: string): number[] {
+  return readdirSync('/proc').filter((entry) => /^\d+$/.test(entry)).flatMap((pid) => {
+    try {
+      const stat = readFileSync(`/proc/${pid}/stat`, 'utf8').split(') ')[1]?.split(' ') ?? []
+      const cmdline = readFileSync(`/proc/${pid}/cmdline`, 'utf8')
+      return stat[0] !== 'Z' && cmdline.includes(mark) ? [Number(pid)] : []
+    } catch {
+      return []
+    }
+  })
+}

@@ -5,14 +5,14 @@
 // on demand here.
 import t, { type Test } from 'tap'
 import { randomUUID } from 'node:crypto'
-import { readdirSync, readFileSync, writeFileSync } from 'node:fs'
+import { writeFileSync } from 'node:fs'
 import { join } from 'node:path'
 import { stringify } from 'yaml'
 import { loadConfigFile } from '../../src/config/load.js'
 import { createLogger } from '../../src/observability/logger.js'
 import { Gateway, type TestHooks } from '../../src/reload/gateway.js'
 import { eventually, freePort, INIT_BODY, logSink, postJson, startUpstream, stdioServer } from '../helpers.js'
-import { call, openSession, openStream, resultText, VERSION_HEADER } from '../reload-helpers.js'
+import { call, childrenMarked, openSession, openStream, resultText, VERSION_HEADER } from '../reload-helpers.js'
 
 interface Running {
   readonly gateway: Gateway
@@ -41,19 +41,6 @@ async function startReloadable (t: Test, servers: Array<Record<string, unknown>>
   const close = async (): Promise<void> => { closing ??= gateway.close(); await closing }
   t.teardown(close)
   return { gateway, close, url: (server) => `${base}/${server}/mcp`, base, write, logs }
-}
-
-/** Pids of this process's children whose command line carries `mark` (each test marks its stdio servers). */
-function childrenMarked (mark: string): number[] {
-  return readdirSync('/proc').filter((entry) => /^\d+$/.test(entry)).flatMap((pid) => {
-    try {
-      const stat = readFileSync(`/proc/${pid}/stat`, 'utf8').split(') ')[1]?.split(' ') ?? []
-      const cmdline = readFileSync(`/proc/${pid}/cmdline`, 'utf8')
-      return stat[0] !== 'Z' && cmdline.includes(mark) ? [Number(pid)] : []
-    } catch {
-      return []
-    }
-  })
 }
 
 /** The text of a tools/call's result in a session. */
