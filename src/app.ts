@@ -370,6 +370,8 @@ async function wireApp (app: FastifyInstance, config: Config, options: BuildOpti
     if (upstreamAuth?.links !== undefined) await app.register(upstreamAuthRoutes, { publicUrl: config.publicUrl, servers: upstreamAuth.links.servers })
     const admin: Omit<AdminRoutesOptions, 'authenticate'> = {
       upstreams,
+      allUpstreams: () => [...upstreams.values(), ...pool.drainingUpstreams()],
+      sessionHolder: (server, sessionId) => pool.holderOf(server, sessionId),
       store,
       configuredClients: config.auth.clients,
       replica: config.cluster.advertiseUrl ?? 'local',

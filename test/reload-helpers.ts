@@ -16,8 +16,8 @@ export async function openSession (url: string, headers: Record<string, string> 
 }
 
 /** A tools/call in a session; the answer's JSON whether it came as JSON or as one SSE event. */
-export async function call (url: string, sessionId: string, name: string, args: Record<string, unknown> = {}): Promise<{ status: number, body: Record<string, unknown> }> {
-  const res = await postJson(url, { jsonrpc: '2.0', id: 7, method: 'tools/call', params: { name, arguments: args } }, { ...VERSION_HEADER, 'mcp-session-id': sessionId })
+export async function call (url: string, sessionId: string, name: string, args: Record<string, unknown> = {}, headers: Record<string, string> = {}): Promise<{ status: number, body: Record<string, unknown> }> {
+  const res = await postJson(url, { jsonrpc: '2.0', id: 7, method: 'tools/call', params: { name, arguments: args } }, { ...headers, ...VERSION_HEADER, 'mcp-session-id': sessionId })
   const data = /^data: (.*)$/m.exec(res.text)?.[1]
   return { status: res.status, body: (res.json ?? (data === undefined ? {} : JSON.parse(data))) as Record<string, unknown> }
 }

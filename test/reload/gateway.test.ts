@@ -8,11 +8,15 @@ import { randomUUID } from 'node:crypto'
 import { writeFileSync } from 'node:fs'
 import { join } from 'node:path'
 import { stringify } from 'yaml'
+import { hashPassword } from '../../src/auth-server/password.js'
 import { loadConfigFile } from '../../src/config/load.js'
 import { createLogger } from '../../src/observability/logger.js'
 import { Gateway, type TestHooks } from '../../src/reload/gateway.js'
-import { eventually, freePort, INIT_BODY, logSink, postJson, startUpstream, stdioServer } from '../helpers.js'
+import { eventually, freePort, INIT_BODY, isProcessAlive, logSink, postJson, startUpstream, stdioServer } from '../helpers.js'
+import { signInForTokens } from '../oauth-helpers.js'
 import { call, childrenMarked, openSession, openStream, resultText, VERSION_HEADER } from '../reload-helpers.js'
+
+const PASSWORD = 'correct horse battery staple'
 
 interface Running {
   readonly gateway: Gateway
@@ -44,8 +48,8 @@ async function startReloadable (t: Test, servers: Array<Record<string, unknown>>
 }
 
 /** The text of a tools/call's result in a session. */
-async function callText (url: string, sessionId: string, name: string): Promise<string> {
-  return resultText((await call(url, sessionId, name)).body)
+async function callText (url: string, sessionId: string, name: string, headers: Record<string, string> = {}): Promise<string> {
+  return resultText((await call(url, sessionId, name, {}, headers)).body)
 }
 
 t.test('a reload whose build fails after its upstreams were made leaves the changed stdio server serving and shared state as it was', async (t) => {
@@ -148,4 +152,32 @@ t.test('a retired generation ends the streams of servers removed and closes, at 
   t.ok(await eventually(() => keptStream.text().includes('[stream ended]'), 1000), 'the stream it held ended with it')
   const reopened = await openStream(t, gw.url('kept'), keptSession)
   t.equal(reopened.status, 200, 'the client reopens its stream on the generation in force')
+})
+
+t.test('the admin API lists and ends sessions a reload left on the replaced stdio upstream', async (t) => {
+  const [oldMark, newMark] = [randomUUID(), randomUUID()]
+  const adminBearer = randomUUID() + randomUUID()
+  const auth = { users: [{ username: 'alice', passwordHash: await hashPassword(PASSWORD) }] }
+  const settings = { auth, admin: { bearerToken: adminBearer } }
+  const gw = await startReloadable(t, [stdioServer('local', { flags: [`--mark=${oldMark}`] })], {}, settings)
+  const alice = await signInForTokens(t, gw.url('local'), { username: 'alice', password: PASSWORD, issuer: gw.base })
+  const bearer = { authorization: `Bearer ${alice.accessToken}` }
+  const session = await openSession(gw.url('local'), bearer)
+  const admin = async (method: string, path: string): Promise<{ status: number, body: Record<string, unknown> }> => {
+    const res = await fetch(`${gw.base}/admin/api/v1${path}`, { method, headers: { authorization: `Bearer ${adminBearer}` } })
+    return { status: res.status, body: await res.json() as Record<string, unknown> }
+  }
+  t.equal(await callText(gw.url('local'), session, 'increment', bearer), '1', 'the session works')
+  // Signing in connected an SDK client too: its session has a process of its own, so the pid tells ours.
+  const pid = JSON.parse(await callText(gw.url('local'), session, 'env', bearer)).pid as number
+  t.ok(childrenMarked(oldMark).includes(pid), 'the session\'s process runs')
+
+  gw.write([stdioServer('local', { flags: [`--mark=${newMark}`] })])
+  t.equal((await gw.gateway.reload('api')).applied, true)
+  const listed = await admin('GET', '/sessions?server=local')
+  const items = (listed.body.items ?? []) as Array<{ sessionId?: string }>
+  t.ok(items.some((item) => item.sessionId === session), 'the draining session is listed')
+  const ended = await admin('POST', `/sessions/local/${session}/end`)
+  t.equal(ended.status, 200, 'and an administrator ends it')
+  t.ok(await eventually(() => !isProcessAlive(pid), 5000), 'its process ends')
 })
