@@ -68,6 +68,7 @@ import { BlockedUsers } from './admin/blocked-users.js'
 import { UsersSeen } from './admin/users-seen.js'
 import { createAdminAuthenticator } from './admin/admin-access.js'
 import { adminRoutes, type AdminRoutesOptions } from './admin/plugin.js'
+import { revokeUser, type RevokeUserDeps } from './admin/revoke-user.js'
 import { adminPageRoutes, adminSignInPage } from './admin/page-routes.js'
 import { AdminSessions } from './admin/admin-sessions.js'
 import { startTracing } from './observability/tracing.js'
@@ -140,7 +141,18 @@ export interface GatewayState {
    * has done it; a reload's gateway calls it after the swap (a failed build changes nothing).
    */
   readonly activate: () => void
+  /** A reload removed these users or identity providers, or changed these users' groups (README "Reloading"); how many identity-provider accounts were revoked. */
+  readonly revokeAccounts: AccountRevoker
 }
+
+/** Accounts a reload takes away or changes (src/reload/users.ts). */
+export interface AccountChanges {
+  readonly removedUsers: readonly string[]
+  readonly regroupedUsers: readonly string[]
+  readonly removedProviders: readonly string[]
+}
+
+export type AccountRevoker = (changes: AccountChanges) => Promise<number>
 
 declare module 'fastify' {
   interface FastifyInstance {
@@ -242,6 +254,8 @@ async function wireApp (app: FastifyInstance, config: Config, options: BuildOpti
   const toolGuards = createToolGuards(config, { store, log: app.log, now, metrics, audit })
 
   let authenticate: Authenticator | undefined
+  // With auth off there are no accounts: nothing to revoke.
+  let revokeAccounts: AccountRevoker = async () => 0
   let scopeChallenge: ((server: ServerConfig, scopes: readonly string[], description: string) => string) | undefined
   let firstRun: FirstRunAccount | undefined
   if (keys !== undefined && idpSessions !== undefined) {
@@ -352,6 +366,16 @@ async function wireApp (app: FastifyInstance, config: Config, options: BuildOpti
     authenticate = createAuthenticator(catalog, verifier, isGatewayWideAllowed, (result) => metrics.tokenValidations.inc({ result }), apiKeyVerifier)
     const cookies = new AccountCookies(keys.cookieKeys[0] ?? '', config.publicUrl.startsWith('https:'), now)
     const adminSessions = new AdminSessions(store, now)
+    const revokeDeps: RevokeUserDeps = { grants: accountGrants, revokeGrant: async (grantId) => revokedGrants.revoke(grantId), apiKeys, idpSessions, endUserSessions: endAccount, endAdminSessions: async (userId) => adminSessions.endUser(userId), isKnownUser: async (userId) => await owners.identityOf(userId) !== undefined }
+    revokeAccounts = async (changes) => {
+      // Removed: everything, as the admin API's revoke; the end-user notice reaches the other replicas.
+      const seen = changes.removedProviders.length === 0 ? [] : await usersSeen.list()
+      const providerAccounts = seen.filter((user) => changes.removedProviders.includes(user.provider)).map((user) => user.id)
+      for (const userId of [...changes.removedUsers, ...providerAccounts]) await revokeUser(revokeDeps, userId)
+      // Regrouped: their tokens carry the old groups; with the grants revoked they sign in again and get the new ones.
+      for (const userId of changes.regroupedUsers) for (const grantId of await accountGrants.of(userId)) await revokedGrants.revoke(grantId)
+      return providerAccounts.length
+    }
     const isSignInPossible = accountClientMetadata(config.publicUrl) !== undefined
     await app.register(accountRoutes, {
       publicUrl: config.publicUrl,
@@ -378,7 +402,7 @@ async function wireApp (app: FastifyInstance, config: Config, options: BuildOpti
       usersSeen,
       blocked,
       apiKeys,
-      revoke: { grants: accountGrants, revokeGrant: async (grantId) => revokedGrants.revoke(grantId), apiKeys, idpSessions, endUserSessions: endAccount, endAdminSessions: async (userId) => adminSessions.endUser(userId), isKnownUser: async (userId) => await owners.identityOf(userId) !== undefined },
+      revoke: revokeDeps,
       revokeClient: { store, revokeGrant: async (grantId) => revokedGrants.revoke(grantId), fixedClients: yamlClients },
       toolGuards,
       ...(upstreamAuth?.links === undefined ? {} : { links: upstreamAuth.links }),
@@ -403,7 +427,7 @@ async function wireApp (app: FastifyInstance, config: Config, options: BuildOpti
     metrics.stdioProcessCounts = () => [...upstreams.values()].flatMap((u) => u instanceof StdioUpstream ? [[u.name, u.processCount] as const] : [])
     limiter.useOnStoreError(config.rateLimits.onStoreError)
   }
-  const state: GatewayState = { isClosing: false, upstreams, store, metrics, firstRun, idpSessions, stopBackground, activate, ...(shared.metricsServer === undefined ? {} : { metricsServer: shared.metricsServer }) }
+  const state: GatewayState = { isClosing: false, upstreams, store, metrics, firstRun, idpSessions, stopBackground, activate, revokeAccounts, ...(shared.metricsServer === undefined ? {} : { metricsServer: shared.metricsServer }) }
   app.decorate('portcullis', state)
   const isClosing = (): boolean => state.isClosing
 

@@ -16,7 +16,7 @@ import { createServer, type IncomingMessage, type Server, type ServerResponse } 
 import type { Socket } from 'node:net'
 import type { FastifyBaseLogger, FastifyInstance } from 'fastify'
 import type { Logger } from 'pino'
-import { buildApp, createSharedParts, listenerTimeouts, type BuildOptions, type SharedParts } from '../app.js'
+import { buildApp, createSharedParts, listenerTimeouts, type AccountChanges, type BuildOptions, type SharedParts } from '../app.js'
 import { ClusterNotices } from '../cluster/notices.js'
 import { ConfigError, loadConfigFile } from '../config/load.js'
 import type { Config } from '../config/schema.js'
@@ -24,6 +24,7 @@ import { stdioCommandProblems } from '../upstreams/stdio/resolve-command.js'
 import { describeChanges, restartOnlyChanges, withRestartOnlyKept } from './changes.js'
 import type { ReloadReport } from './report.js'
 import { stableJson } from './upstream-pool.js'
+import { accountChanges, hasAccountChanges } from './users.js'
 
 /** Who asked for a reload; only an operator's own request (API, SIGHUP) is passed on to the other replicas. */
 export type ReloadCause = 'api' | 'signal' | 'watch' | 'replica'
@@ -243,10 +244,26 @@ export class Gateway {
       this.applyListenerTimeouts()
       this.log.level = applied.log.level
       this.retire(previous, previousConfig, applied)
+      await this.revokeAccounts(generation, accountChanges(previousConfig, applied))
     }
     const report: ReloadReport = { applied: true, changed, needsRestart, errors: [] }
     this.log.info({ cause, changed, needsRestart }, needsRestart.length === 0 ? 'configuration reloaded' : 'configuration reloaded; some settings need a restart')
     return report
+  }
+
+  /**
+   * Users removed or regrouped, identity providers removed: their grants are revoked (and, for
+   * the removed, their API keys and sessions, stdio processes included) by the generation now in force.
+   */
+  private async revokeAccounts (generation: Generation, changes: AccountChanges): Promise<void> {
+    if (!hasAccountChanges(changes)) return
+    try {
+      const providerAccounts = await generation.app.portcullis.revokeAccounts(changes)
+      this.log.info({ ...changes, providerAccounts }, 'accounts removed or regrouped by the reload: their access revoked')
+    } catch (err) {
+      // The new file is in force (they cannot sign in again); their current tokens live on until they expire.
+      this.log.error({ ...changes, err: { message: (err as Error).message } }, 'could not revoke the access of accounts the reload removed or regrouped')
+    }
   }
 
   private refused (cause: ReloadCause, errors: string[]): ReloadReport {

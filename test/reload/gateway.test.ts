@@ -22,7 +22,8 @@ interface Running {
   readonly gateway: Gateway
   readonly url: (server: string) => string
   readonly base: string
-  readonly write: (servers: Array<Record<string, unknown>>) => void
+  /** Rewrites the file: these servers, and the settings given at start unless others are. */
+  readonly write: (servers: Array<Record<string, unknown>>, settings?: Record<string, unknown>) => void
   readonly logs: ReturnType<typeof logSink>
   /** Closes once (the test's own close and the teardown's share it). */
   readonly close: () => Promise<void>
@@ -34,8 +35,8 @@ async function startReloadable (t: Test, servers: Array<Record<string, unknown>>
   const dir = t.testdir({})
   const path = join(dir, 'gw.yaml')
   const base = `http://127.0.0.1:${port}`
-  const write = (list: Array<Record<string, unknown>>): void => writeFileSync(path, stringify({
-    publicUrl: base, listen: { host: '127.0.0.1', port }, dataDir: join(dir, 'data'), store: { memory: true }, auth: { enabled: false }, ...settings, servers: list,
+  const write = (list: Array<Record<string, unknown>>, changed: Record<string, unknown> = settings): void => writeFileSync(path, stringify({
+    publicUrl: base, listen: { host: '127.0.0.1', port }, dataDir: join(dir, 'data'), store: { memory: true }, auth: { enabled: false }, ...changed, servers: list,
   }))
   write(servers)
   const logs = logSink()
@@ -180,4 +181,32 @@ t.test('the admin API lists and ends sessions a reload left on the replaced stdi
   const ended = await admin('POST', `/sessions/local/${session}/end`)
   t.equal(ended.status, 200, 'and an administrator ends it')
   t.ok(await eventually(() => !isProcessAlive(pid), 5000), 'its process ends')
+})
+
+t.test('a reload that removes a user or changes their groups revokes their access; the others keep theirs', async (t) => {
+  const mark = randomUUID()
+  const passwordHash = await hashPassword(PASSWORD)
+  const users = (aliceToo: boolean, bobGroups: string[]): Record<string, unknown> => ({
+    auth: { users: [...(aliceToo ? [{ username: 'alice', passwordHash }] : []), { username: 'bob', passwordHash, groups: bobGroups }, { username: 'carol', passwordHash }] },
+  })
+  const servers = [stdioServer('local', { flags: [`--mark=${mark}`] })]
+  const gw = await startReloadable(t, servers, {}, users(true, ['readers']))
+  const signIn = async (username: string): Promise<Record<string, string>> => {
+    const tokens = await signInForTokens(t, gw.url('local'), { username, password: PASSWORD, issuer: gw.base })
+    return { authorization: `Bearer ${tokens.accessToken}` }
+  }
+  const [alice, bob, carol] = [await signIn('alice'), await signIn('bob'), await signIn('carol')]
+  const session = await openSession(gw.url('local'), alice)
+  const pid = JSON.parse(await callText(gw.url('local'), session, 'env', alice)).pid as number
+  const status = async (headers: Record<string, string>): Promise<number> => (await postJson(gw.url('local'), INIT_BODY, headers)).status
+
+  gw.write(servers, users(false, ['writers']))
+  t.equal((await gw.gateway.reload('api')).applied, true)
+  const reloadedAt = Date.now()
+  t.ok(await eventually(async () => await status(alice) === 401, 2000), 'the removed user\'s token is refused within 2 s')
+  t.ok(await eventually(() => !isProcessAlive(pid), 2000), 'and their stdio process ends')
+  t.equal(await status(bob), 401, 'a user whose groups changed signs in again (for tokens with the new groups)')
+  t.equal(await status(carol), 200, 'an unchanged user keeps access')
+  t.ok(Date.now() - reloadedAt < 2500, 'all within the 2 s')
+  t.match(gw.logs.text(), /accounts removed or regrouped by the reload: their access revoked/, 'logged')
 })
