@@ -18,7 +18,7 @@ import type { FastifyBaseLogger, FastifyInstance } from 'fastify'
 import type { Logger } from 'pino'
 import { buildApp, createSharedParts, listenerTimeouts, type AccountChanges, type BuildOptions, type SharedParts } from '../app.js'
 import { ClusterNotices } from '../cluster/notices.js'
-import { ConfigError, loadConfigFile } from '../config/load.js'
+import { ConfigError, configFileSha256, readConfigFile } from '../config/load.js'
 import type { Config } from '../config/schema.js'
 import { stdioCommandProblems } from '../upstreams/stdio/resolve-command.js'
 import { describeChanges, restartOnlyChanges, withRestartOnlyKept } from './changes.js'
@@ -48,6 +48,12 @@ function serverChanged (name: string, before: Config, after: Config): boolean {
   return was === undefined || is === undefined || stableJson(was) !== stableJson(is)
 }
 
+/**
+ * A replica's file may differ from the one another replica applied for a while (a ConfigMap
+ * reaches each pod within a minute or so): it is read again after these delays.
+ */
+const REPLICA_FILE_RETRY_DELAYS_MS = [2_000, 5_000, 15_000, 40_000]
+
 /** How often a retired generation is checked for its last request. */
 const RETIRE_CHECK_INTERVAL_MS = 500
 
@@ -62,7 +68,7 @@ export class Gateway {
 
   private constructor (
     /** The configuration in force; the shared parts read it too (idle timeouts of kept sessions). */
-    private readonly inForce: { config: Config },
+    private readonly inForce: { config: Config, sha256: string | undefined },
     private readonly log: Logger,
     private readonly shared: SharedParts,
     private readonly testHooks: TestHooks,
@@ -77,8 +83,9 @@ export class Gateway {
   }
 
   /** Builds the first generation (nothing listens yet: `listen`). */
-  static async create (config: Config, log: Logger, testHooks: TestHooks = {}): Promise<Gateway> {
-    const inForce = { config }
+  /** `fileSha256`: the digest of the text `config` was read from (readConfigFile). */
+  static async create (config: Config, log: Logger, fileSha256: string | undefined, testHooks: TestHooks = {}): Promise<Gateway> {
+    const inForce = { config, sha256: fileSha256 }
     const shared = await createSharedParts(config, { logger: log }, () => inForce.config)
     const gateway = new Gateway(inForce, log, shared, testHooks)
     try {
@@ -120,8 +127,16 @@ export class Gateway {
     const run = this.queue.then(async () => this.reloadNow(cause))
     this.queue = run.catch(() => undefined)
     const report = await run
-    if (cause === 'api' || cause === 'signal') await this.notices?.publish({ type: 'reload' })
+    // Passed on only when applied: a refused file is this replica's problem, not the others'.
+    const sha256 = this.inForce.sha256
+    if ((cause === 'api' || cause === 'signal') && report.applied && sha256 !== undefined) await this.notices?.publish({ type: 'reload', sha256 })
     return report
+  }
+
+  /** --watch: an edit made while the gateway was starting (before the watch began) is not missed. */
+  async reloadIfChanged (): Promise<void> {
+    const now = configFileSha256(this.config.source)
+    if (now !== undefined && now !== this.inForce.sha256) await this.reload('watch')
   }
 
   /**
@@ -212,8 +227,9 @@ export class Gateway {
     if (this.isClosing) return this.refused(cause, ['the gateway is shutting down'])
     const source = this.config.source
     let next: Config
+    let sha256: string
     try {
-      next = loadConfigFile(source)
+      ({ config: next, sha256 } = readConfigFile(source))
     } catch (err) {
       if (!(err instanceof ConfigError)) throw err
       return this.refused(cause, err.message.split('\n'))
@@ -246,6 +262,7 @@ export class Gateway {
       this.retire(previous, previousConfig, applied)
       await this.revokeAccounts(generation, accountChanges(previousConfig, applied))
     }
+    this.inForce.sha256 = sha256
     const report: ReloadReport = { applied: true, changed, needsRestart, errors: [] }
     this.log.info({ cause, changed, needsRestart }, needsRestart.length === 0 ? 'configuration reloaded' : 'configuration reloaded; some settings need a restart')
     return report
@@ -307,6 +324,23 @@ export class Gateway {
     const notices = new ClusterNotices(this.shared.redis, `${config.store.prefix}notices`, this.log as FastifyBaseLogger)
     this.notices = notices
     await notices.start(config.store.redis ?? '')
-    notices.onReload(async () => { await this.reload('replica') })
+    notices.onReload(async (sha256) => this.reloadForReplica(sha256))
+  }
+
+  /**
+   * Another replica applied the file with this digest. This one reads its own; when that
+   * differs, it says so and reads it again a few times (a ConfigMap reaches pods one by one).
+   */
+  private async reloadForReplica (sha256: string): Promise<void> {
+    await this.reload('replica')
+    for (const delayMs of REPLICA_FILE_RETRY_DELAYS_MS) {
+      if (this.isClosing || configFileSha256(this.config.source) === sha256) return
+      this.log.warn({ file: this.config.source, retryInMs: delayMs }, 'this replica\'s configuration file differs from the one another replica applied')
+      await new Promise((resolve) => setTimeout(resolve, delayMs).unref())
+      if (configFileSha256(this.config.source) === sha256) await this.reload('replica')
+    }
+    if (!this.isClosing && configFileSha256(this.config.source) !== sha256) {
+      this.log.error({ file: this.config.source }, 'replicas run different configuration files: give every replica the same file')
+    }
   }
 }

@@ -40,7 +40,7 @@ async function startReloadable (t: Test, servers: Array<Record<string, unknown>>
   }))
   write(servers)
   const logs = logSink()
-  const gateway = await Gateway.create(loadConfigFile(path), createLogger('info', logs.stream), hooks)
+  const gateway = await Gateway.create(loadConfigFile(path), createLogger('info', logs.stream), undefined, hooks)
   await gateway.listen()
   let closing: Promise<void> | undefined
   const close = async (): Promise<void> => { closing ??= gateway.close(); await closing }
