@@ -3,7 +3,8 @@
 // edited the way an editor replaces it (--watch), the admin API with a token from the real
 // OAuth flow, and two replicas on a real Redis.
 import t, { type Test } from 'tap'
-import { randomUUID } from 'node:crypto'
+import { spawn, type ChildProcessWithoutNullStreams } from 'node:child_process'
+import { createHash, randomUUID } from 'node:crypto'
 import { readFileSync, renameSync, writeFileSync } from 'node:fs'
 import { createServer } from 'node:net'
 import { join } from 'node:path'
@@ -202,6 +203,77 @@ t.test('SIGTERM right after SIGHUP: the process exits 0 and no stdio child is le
   child.kill('SIGTERM')
   t.equal(await exited, 0, 'exits 0')
   t.ok(await eventually(() => childrenMarked(oldMark).length === 0 && childrenMarked(newMark).length === 0, 5000), 'no stdio child of either definition is left')
+})
+
+/** `portcullis start` spawned, not awaited: these tests act while it is still starting. */
+function spawnStarting (t: Test, configPath: string, flags: readonly string[] = []): { child: ChildProcessWithoutNullStreams, output: () => string } {
+  const child = spawn(process.execPath, [new URL('../../dist/main.js', import.meta.url).pathname, 'start', '--config', configPath, ...flags], { stdio: 'pipe' })
+  t.teardown(() => { if (child.exitCode === null && child.signalCode === null) child.kill('SIGKILL') })
+  let out = ''
+  child.stdout.on('data', (d: Buffer) => { out += d.toString() })
+  child.stderr.on('data', (d: Buffer) => { out += d.toString() })
+  return { child, output: () => out }
+}
+
+/**
+ * A start held up for 2 s: Redis at a port nothing listens on (with auth off the gateway then
+ * starts without it). "redis unreachable" is logged once start() runs, before it is ready.
+ */
+async function slowStartConfig (t: Test): Promise<{ configPath: string, write: (servers: unknown[]) => void, port: number }> {
+  const [port, deadPort] = [await freePort(), await freePort()]
+  const dir = t.testdir({})
+  const configPath = join(dir, 'gw.yaml')
+  const base = { publicUrl: `http://127.0.0.1:${port}`, listen: { host: '127.0.0.1', port }, dataDir: join(dir, 'data'), auth: { enabled: false }, store: { redis: `redis://127.0.0.1:${deadPort}` } }
+  const write = (servers: unknown[]): void => writeFileSync(configPath, stringify({ ...base, servers }))
+  return { configPath, write, port }
+}
+
+t.test('SIGHUP while the gateway is starting does not end it: the reload runs once it is ready', async (t) => {
+  const upstream = await startUpstream(t)
+  const { configPath, write } = await slowStartConfig(t)
+  write([{ name: 'fx', transport: 'http', url: upstream.url }])
+  const { child, output } = spawnStarting(t, configPath)
+  t.ok(await eventually(() => output().includes('redis unreachable'), 10_000), 'the gateway is starting')
+  t.notOk(output().includes('portcullis ready'), 'and not ready yet')
+  write([{ name: 'fx', transport: 'http', url: upstream.url }, { name: 'second', transport: 'http', url: upstream.url }])
+  child.kill('SIGHUP')
+  const line = await nthReload(t, output, 1)
+  t.equal(child.exitCode, null, 'still running')
+  t.equal(child.signalCode, null, 'not ended by the signal')
+  t.match(line, { msg: 'configuration reloaded', cause: 'signal', changed: ['server added: second'] }, 'the pending reload ran once ready')
+})
+
+t.test('--watch: an edit made while the gateway was starting is applied once it watches', async (t) => {
+  const upstream = await startUpstream(t)
+  const { configPath, write } = await slowStartConfig(t)
+  write([{ name: 'fx', transport: 'http', url: upstream.url }])
+  const { output } = spawnStarting(t, configPath, ['--watch'])
+  t.ok(await eventually(() => output().includes('redis unreachable'), 10_000), 'the gateway is starting')
+  write([{ name: 'fx', transport: 'http', url: upstream.url }, { name: 'second', transport: 'http', url: upstream.url }])
+  const line = await nthReload(t, output, 1)
+  t.match(line, { msg: 'configuration reloaded', cause: 'watch', changed: ['server added: second'] }, 'the file read at start differed from the file now')
+})
+
+t.test('a reload notice for a file this replica does not have yet: a warning, and the file is read again until it matches', async (t) => {
+  if (!await redisAvailable(t)) return
+  const { prefix, redis } = await scratchRedis(t)
+  const upstream = await startUpstream(t)
+  const port = await freePort()
+  const dir = t.testdir({})
+  const configPath = join(dir, 'gw.yaml')
+  const text = (servers: unknown[]): string => stringify({ publicUrl: `http://127.0.0.1:${port}`, listen: { host: '127.0.0.1', port }, dataDir: join(dir, 'data'), auth: { enabled: false }, store: { redis: REDIS_URL, prefix }, servers })
+  writeFileSync(configPath, text([{ name: 'fx', transport: 'http', url: upstream.url }]))
+  const { output } = await startCliGateway(t, configPath)
+  // The file another replica applied, which reaches this one later (a ConfigMap's propagation).
+  const theirs = text([{ name: 'fx', transport: 'http', url: upstream.url }, { name: 'second', transport: 'http', url: upstream.url }])
+  const sha256 = createHash('sha256').update(theirs).digest('hex')
+  await redis.publish(`${prefix}notices`, JSON.stringify({ type: 'reload', from: 'another-replica', sha256 }))
+  const first = await nthReload(t, output, 1)
+  t.match(first, { cause: 'replica', changed: [] }, 'it reads its own file at once')
+  t.ok(await eventually(() => output().includes('configuration file differs from the one another replica applied'), 5000), 'and warns that it differs')
+  writeFileSync(configPath, theirs)
+  const second = await nthReload(t, output, 2)
+  t.match(second, { cause: 'replica', changed: ['server added: second'] }, 'the file read again once it matches')
 })
 
 t.test('--watch: replacing the file the way editors do (write elsewhere, rename over) reloads it', async (t) => {
