@@ -12,11 +12,17 @@ import { hashPassword } from '../../src/auth-server/password.js'
 import { loadConfigFile } from '../../src/config/load.js'
 import { createLogger } from '../../src/observability/logger.js'
 import { Gateway, type TestHooks } from '../../src/reload/gateway.js'
-import { eventually, freePort, INIT_BODY, isProcessAlive, logSink, postJson, startUpstream, stdioServer } from '../helpers.js'
+import { eventually, freePort, INIT_BODY, isProcessAlive, logSink, postJson, startUpstream, STDIO_MODERN_FIXTURE, stdioServer } from '../helpers.js'
 import { signInForTokens } from '../oauth-helpers.js'
 import { call, childrenMarked, openSession, openStream, resultText, VERSION_HEADER } from '../reload-helpers.js'
 
 const PASSWORD = 'correct horse battery staple'
+/** The per-request _meta of a 2026-07-28 stateless request. */
+const MODERN_META = {
+  'io.modelcontextprotocol/protocolVersion': '2026-07-28',
+  'io.modelcontextprotocol/clientCapabilities': {},
+  'io.modelcontextprotocol/clientInfo': { name: 'raw', version: '1' },
+}
 
 interface Running {
   readonly gateway: Gateway
@@ -209,4 +215,22 @@ t.test('a reload that removes a user or changes their groups revokes their acces
   t.equal(await status(carol), 200, 'an unchanged user keeps access')
   t.ok(Date.now() - reloadedAt < 2500, 'all within the 2 s')
   t.match(gw.logs.text(), /accounts removed or regrouped by the reload: their access revoked/, 'logged')
+})
+
+t.test('a stateless (2026-07-28) request in flight on a stdio server a reload removes is answered, not cut', async (t) => {
+  const gw = await startReloadable(t, [stdioServer('modern', { script: STDIO_MODERN_FIXTURE }), stdioServer('other')])
+  const modern = async (name: string, args: Record<string, unknown>): Promise<{ status: number, text: string }> => {
+    const res = await postJson(gw.url('modern'), { jsonrpc: '2.0', id: 1, method: 'tools/call', params: { name, arguments: args, _meta: MODERN_META } }, { 'mcp-protocol-version': '2026-07-28', 'mcp-method': 'tools/call', 'mcp-name': name })
+    return { status: res.status, text: res.text }
+  }
+  t.equal((await modern('pid', {})).status, 200, 'the modern server answers stateless requests')
+  const inFlight = modern('sleep', { ms: 1500 })
+  await new Promise((resolve) => setTimeout(resolve, 300))
+
+  gw.write([stdioServer('other')])
+  t.equal((await gw.gateway.reload('api')).applied, true, 'the server is removed while the request is in flight')
+  const answered = await inFlight
+  t.equal(answered.status, 200, 'the request in flight is answered')
+  t.match(answered.text, /slept 1500/, 'by the removed server\'s process')
+  t.ok(await eventually(() => gw.logs.text().includes('drained stdio server closed'), 5000), 'which closes afterwards')
 })
