@@ -234,3 +234,17 @@ t.test('a stateless (2026-07-28) request in flight on a stdio server a reload re
   t.match(answered.text, /slept 1500/, 'by the removed server\'s process')
   t.ok(await eventually(() => gw.logs.text().includes('drained stdio server closed'), 5000), 'which closes afterwards')
 })
+
+t.test('a stdio server a reload removes: its open event stream ends and its process stops', async (t) => {
+  const mark = randomUUID()
+  const gw = await startReloadable(t, [stdioServer('gone', { flags: [`--mark=${mark}`] }), stdioServer('other')])
+  const session = await openSession(gw.url('gone'))
+  const pid = JSON.parse(await callText(gw.url('gone'), session, 'env')).pid as number
+  const stream = await openStream(t, gw.url('gone'), session)
+  t.equal(stream.status, 200, 'GET stream open')
+
+  gw.write([stdioServer('other')])
+  t.equal((await gw.gateway.reload('api')).applied, true)
+  t.ok(await eventually(() => stream.text().includes('[stream ended]'), 3000), 'the stream ends: nothing routes to a removed server')
+  t.ok(await eventually(() => !isProcessAlive(pid), 5000), 'and its process stops')
+})
