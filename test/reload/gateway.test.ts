@@ -13,6 +13,7 @@ import { loadConfigFile } from '../../src/config/load.js'
 import { createLogger } from '../../src/observability/logger.js'
 import { Gateway, type TestHooks } from '../../src/reload/gateway.js'
 import { eventually, freePort, INIT_BODY, isProcessAlive, logSink, postJson, startUpstream, STDIO_MODERN_FIXTURE, stdioServer } from '../helpers.js'
+import { idpEntry, startTestIdp } from '../idp.js'
 import { signInForTokens } from '../oauth-helpers.js'
 import { call, childrenMarked, openSession, openStream, resultText, VERSION_HEADER } from '../reload-helpers.js'
 
@@ -36,8 +37,8 @@ interface Running {
 }
 
 /** A gateway from a file in a scratch directory, listening; closed at teardown unless the test closes it. */
-async function startReloadable (t: Test, servers: Array<Record<string, unknown>>, hooks: TestHooks = {}, settings: Record<string, unknown> = {}): Promise<Running> {
-  const port = await freePort()
+async function startReloadable (t: Test, servers: Array<Record<string, unknown>>, hooks: TestHooks = {}, settings: Record<string, unknown> = {}, knownPort?: number): Promise<Running> {
+  const port = knownPort ?? await freePort()
   const dir = t.testdir({})
   const path = join(dir, 'gw.yaml')
   const base = `http://127.0.0.1:${port}`
@@ -247,4 +248,24 @@ t.test('a stdio server a reload removes: its open event stream ends and its proc
   t.equal((await gw.gateway.reload('api')).applied, true)
   t.ok(await eventually(() => stream.text().includes('[stream ended]'), 3000), 'the stream ends: nothing routes to a removed server')
   t.ok(await eventually(() => !isProcessAlive(pid), 5000), 'and its process stops')
+})
+
+t.test('a reload that removes an identity provider revokes the access of the accounts signed in through it', async (t) => {
+  const port = await freePort()
+  const idp = await startTestIdp(t, { accounts: [{ sub: 'alice', password: PASSWORD, email: 'alice@example.com', email_verified: true }], redirectUris: [`http://127.0.0.1:${port}/oauth/idp/corp/callback`] })
+  const localUser = { username: 'carol', passwordHash: await hashPassword(PASSWORD) }
+  const withIdp = { auth: { users: [localUser], identityProviders: [idpEntry(idp)] } }
+  const servers = [stdioServer('local')]
+  const gw = await startReloadable(t, servers, {}, withIdp, port)
+  const tokens = await signInForTokens(t, gw.url('local'), { username: 'alice', password: PASSWORD, idp: 'corp', issuer: gw.base })
+  const alice = { authorization: `Bearer ${tokens.accessToken}` }
+  const status = async (): Promise<number> => (await postJson(gw.url('local'), INIT_BODY, alice)).status
+  t.equal(await status(), 200, 'the IdP account has access')
+  // The account is recorded as seen when its token is issued (asynchronously).
+  await new Promise((resolve) => setTimeout(resolve, 300))
+
+  gw.write(servers, { auth: { users: [localUser] } })
+  t.equal((await gw.gateway.reload('api')).applied, true)
+  t.ok(await eventually(async () => await status() === 401, 2000), 'its token is refused within 2 s')
+  t.match(gw.logs.text(), /"providerAccounts":1/, 'one account of the removed provider revoked')
 })
