@@ -146,8 +146,9 @@ t.test('the MCP OAuth flow through nginx, a tools/call to the example server, Re
   t.ok(Number(await redis('DBSIZE')) > 1, 'with the grant, tokens and the gateway\'s keys')
   t.not(await podmanStatus('exec', container('gateway'), 'test', '-e', '/data/portcullis.db'), 0, 'and no SQLite database on the gateway\'s volume')
 
-  const logs = await podman('logs', container('gateway'))
-  t.match(logs, /"method":"tools\/call"/, 'the audit line is in the gateway\'s output')
+  const gatewayOutput = (): Promise<string> => podman('logs', container('gateway'))
+  t.ok(await eventually(async () => (await gatewayOutput()).includes('"method":"tools/call"'), 10_000), 'the audit line is in the gateway\'s output')
+  const logs = await gatewayOutput()
   t.notMatch(logs, password, 'the password is not')
   t.notMatch(logs, session.oauth.savedTokens?.access_token ?? 'no token', 'nor the token')
   await session.client.close()
