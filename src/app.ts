@@ -18,7 +18,7 @@ import { mkdirSync } from 'node:fs'
 import { createOriginPolicy } from './mcp/origin.js'
 import { createStore } from './store/create-store.js'
 import { isStoreUnavailable, type Store } from './store/types.js'
-import { loadKeys } from './auth-server/keys.js'
+import { loadKeys, type KeyMaterial } from './auth-server/keys.js'
 import { UserDirectory, type FirstRunAccount } from './auth-server/users.js'
 import { ResourceCatalog } from './auth-server/resources.js'
 import { accessTokenLifetimeS, createProvider } from './auth-server/provider.js'
@@ -44,6 +44,8 @@ import rateLimitPlugin from '@fastify/rate-limit'
 import type { DestinationStream } from 'pino'
 import { RateLimiter } from './rate-limit/limiter.js'
 import { createAuditLog } from './observability/audit.js'
+import type { Tracer } from '@opentelemetry/api'
+import { randomBytes } from 'node:crypto'
 import { Metrics, metricsRoute, recordHttpMetrics } from './observability/metrics.js'
 import { StdioUpstream } from './upstreams/stdio/stdio-upstream.js'
 import { SessionDirectory } from './cluster/sessions.js'
@@ -67,7 +69,7 @@ import { adminRoutes, type AdminRoutesOptions } from './admin/plugin.js'
 import { ADMIN_SCOPE, adminPageRoutes } from './admin/page-routes.js'
 import type { Reload } from './reload/report.js'
 import { startTracing } from './observability/tracing.js'
-import { instrumentApp } from './observability/request-trace.js'
+import { instrumentApp, type TraceSettings } from './observability/request-trace.js'
 
 export interface BuildOptions {
   /** A pino logger; by default one is made from config.log. */
@@ -401,7 +403,7 @@ export async function buildApp (config: Config, options: BuildOptions = {}): Pro
     state.metricsServer = metricsServer
     app.addHook('onClose', async () => { await metricsServer.close() })
   }
-  await app.register(mcpRoutes, { config, upstreams, isClosing, isOriginAllowed, authenticate, limiter, audit, metrics, scopeChallenge, toolGuards, ...(tracing === undefined ? {} : { tracing }), ...(directory === undefined || forwarder === undefined ? {} : { replicas: { directory, forwarder } }) })
+  await app.register(mcpRoutes, { config, upstreams, isClosing, isOriginAllowed, authenticate, limiter, audit, metrics, scopeChallenge, toolGuards, ...(tracing === undefined ? {} : { tracing: traceSettings(tracing.tracer, keys, metrics) }), ...(directory === undefined || forwarder === undefined ? {} : { replicas: { directory, forwarder } }) })
   return app
 }
 
@@ -458,6 +460,15 @@ function listenerTimeouts (limits: Config['limits']): { keepAliveTimeout: number
       connectionsCheckingInterval: Math.max(10, Math.min(1000, Math.floor(limits.headersTimeoutMs / 4))),
     },
   }
+}
+
+/**
+ * What the MCP routes' spans need. The session-id key comes from the stored keys when auth is on,
+ * so every replica hashes a session alike. With auth off no keys are loaded: a random key per
+ * process still hides the ids, but replicas (and restarts) then hash one session differently.
+ */
+function traceSettings (tracer: Tracer, keys: KeyMaterial | undefined, metrics: Metrics): TraceSettings {
+  return { tracer, sessionKey: keys?.sessionHashKey ?? randomBytes(32), toolLabel: (server, tool) => metrics.toolLabel(server, tool) }
 }
 
 /** The account pages' code exchange: /oauth/token in-process (no socket, no outbound request). */

@@ -35,8 +35,7 @@ import { StdioUpstream } from '../upstreams/stdio/stdio-upstream.js'
 import type { SessionDirectory } from '../cluster/sessions.js'
 import { FORWARDED_HEADER, ReplicaForwarder } from '../cluster/forward.js'
 import type { ToolGuard } from '../guardrails/tool-guard.js'
-import type { Tracing } from '../observability/tracing.js'
-import { RequestTrace, STEP } from '../observability/request-trace.js'
+import { RequestTrace, type TraceSettings } from '../observability/request-trace.js'
 
 declare module 'fastify' {
   interface FastifyRequest {
@@ -69,7 +68,7 @@ export interface McpRoutesOptions {
   /** Several replicas (cluster.advertiseUrl): stdio sessions held elsewhere are forwarded to their owner. */
   readonly replicas?: { readonly directory: SessionDirectory, readonly forwarder: ReplicaForwarder }
   /** Set when telemetry.otlp is: each request gets its spans. */
-  readonly tracing?: Tracing
+  readonly tracing?: TraceSettings
 }
 
 const MCP_METHODS = ['GET', 'POST', 'DELETE'] as const
@@ -191,13 +190,13 @@ export async function mcpRoutes (app: FastifyInstance, opts: McpRoutesOptions): 
     const checkToken = async (request: FastifyRequest): Promise<void> => {
       if (authenticate === undefined) return
       const trace = request.mcpTrace
-      request.identity = await (trace === null ? authenticate(request, server) : trace.step(STEP.TOKEN, () => authenticate(request, server)))
+      request.identity = await (trace === null ? authenticate(request, server) : trace.admit(() => authenticate(request, server)))
     }
 
     // Tracing on: the request's span opens first, so every later step (and refusal) is inside it.
     const tracing = opts.tracing
     const startTrace = async (request: FastifyRequest, reply: FastifyReply): Promise<void> => {
-      if (tracing !== undefined) request.mcpTrace = new RequestTrace(tracing.tracer, request, reply.raw, server)
+      if (tracing !== undefined) request.mcpTrace = new RequestTrace(tracing, request, reply.raw, server)
     }
 
     // A session another replica holds: relay the request, unread, to its owner, which does
