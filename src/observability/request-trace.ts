@@ -233,23 +233,25 @@ export class RequestTrace {
     const carrier: Record<string, string> = {}
     propagation.inject(spanContext, carrier)
     const traced = server.transport === 'http' ? { ...ex, traceHeaders: carrier } : { ...ex, ...withTraceMeta(ex, carrier) }
-    const closed = new Promise<void>((resolve) => {
-      if (ex.res.closed) resolve()
-      else ex.res.once('close', resolve)
-    })
+    // Once: at the response's close, or at once on an exception (whichever comes first).
+    let isEnded = false
+    const finish = (err?: unknown): void => {
+      if (isEnded) return
+      isEnded = true
+      // After an exception the response has not been answered yet: no status to record.
+      if (err !== undefined) failed(span, err)
+      else recordStatus(span, ex.res.statusCode)
+      span.end()
+    }
+    // Before the request span's own listener: the child ends first.
+    if (ex.res.closed) finish()
+    else ex.res.prependOnceListener('close', () => finish())
     try {
       await context.with(spanContext, () => handle(traced))
     } catch (err) {
-      failed(span, err)
-      span.end()
+      finish(err)
       throw err
     }
-    void closed.then(() => {
-      const status = ex.res.statusCode
-      span.setAttribute(ATTR.HTTP_RESPONSE_STATUS_CODE, status)
-      if (status >= 500) failed(span, String(status))
-      span.end()
-    })
   }
 
   /**
@@ -480,6 +482,12 @@ function upstreamAttributes (server: ServerConfig): Attributes {
   const url = new URL(server.url)
   const port = url.port === '' ? (url.protocol === 'https:' ? 443 : 80) : Number(url.port)
   return { [ATTR.PORTCULLIS_SERVER]: server.name, [ATTR.NETWORK_TRANSPORT]: 'tcp', [ATTR.NETWORK_PROTOCOL_NAME]: 'http', [ATTR.SERVER_ADDRESS]: url.hostname, [ATTR.SERVER_PORT]: port }
+}
+
+/** The status the exchange answered with; a 5xx (an upstream or the gateway failing) fails the span, a 4xx is the caller's. */
+function recordStatus (span: Span, status: number): void {
+  span.setAttribute(ATTR.HTTP_RESPONSE_STATUS_CODE, status)
+  if (status >= 500) failed(span, String(status))
 }
 
 /** A status message is not an attribute (spanLimits does not cut it): cut here alike. */

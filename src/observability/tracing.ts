@@ -100,7 +100,6 @@ async function loadSdk (otlp: OtlpConfig, endpoint: string, log: FastifyBaseLogg
   return { tracer: provider.getTracer(TRACER_NAME, VERSION), flush }
 }
 
-
 /**
  * The gateway is a public endpoint: whether a trace is recorded is decided here, at sampleRatio,
  * never by the client. The SDK's default (ParentBasedSampler) would let a client's traceparent
