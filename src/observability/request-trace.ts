@@ -254,6 +254,13 @@ export class RequestTrace {
     }
   }
 
+  /** traceparent/tracestate of the request span, for the replica this request is relayed to (its spans then continue or link to this one). */
+  relayHeaders (): Record<string, string> {
+    const carrier: Record<string, string> = {}
+    propagation.inject(this.context(), carrier)
+    return carrier
+  }
+
   /**
    * The SERVER span, opened on first use: as a child of the client's span when the caller is
    * admitted, else as a new root linked to the client's span (the link keeps the relation

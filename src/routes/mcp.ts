@@ -210,7 +210,7 @@ export async function mcpRoutes (app: FastifyInstance, opts: McpRoutesOptions): 
       const owner = await replicas.directory.ownerOf(server.name, sessionId)
       if (owner === undefined) return
       reply.hijack()
-      if (!await replicas.forwarder.forward(request, reply.raw, owner)) {
+      if (!await replicas.forwarder.forward(request, reply.raw, owner, request.mcpTrace?.relayHeaders())) {
         await replicas.directory.forget(server.name, sessionId, owner)
         ReplicaForwarder.sessionGone(reply.raw)
       }

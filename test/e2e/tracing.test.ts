@@ -11,7 +11,7 @@ import { stringify } from 'yaml'
 import { hashPassword } from '../../src/auth-server/password.js'
 import { flushTracing } from '../../src/observability/tracing.js'
 import { connectWithOAuth } from '../oauth-helpers.js'
-import { eventually, freePort, postJson, startCliGateway, startGateway, startUpstream, stdioServer, textOf } from '../helpers.js'
+import { eventually, freePort, INIT_BODY, postJson, redisAvailable, REDIS_URL, scratchRedis, startCliGateway, startGateway, startUpstream, stdioServer, textOf } from '../helpers.js'
 import { SPAN_KIND, STATUS_ERROR, startOtlpReceiver, type ReceivedSpan } from '../otlp-receiver.js'
 
 const PASSWORD = 'correct horse battery staple'
@@ -228,6 +228,29 @@ t.test('one provider per process: a second gateway reuses it and says a changed 
   await flushTracing()
   t.ok(await eventually(() => receiver.spans.some((s) => s.attributes['jsonrpc.request.id'] === 'second-gateway')), 'the second gateway\'s span went to the first endpoint')
   t.equal(second.requests.length, 0, 'nothing goes to the second endpoint')
+})
+
+t.test('a request relayed to the replica holding its session: the owner\'s span is tied to the relaying replica\'s', async (t) => {
+  if (!await redisAvailable(t)) return
+  const { prefix } = await scratchRedis(t)
+  const [ownerPort, relayPort] = [await freePort(), await freePort()]
+  const common = { store: { redis: REDIS_URL, prefix }, telemetry: { otlp: { endpoint: receiver.url } }, servers: [stdioServer('counter')] }
+  const owner = await startGateway(t, { ...common, listen: { host: '127.0.0.1', port: ownerPort }, cluster: { advertiseUrl: `http://127.0.0.1:${ownerPort}` } })
+  const relay = await startGateway(t, { ...common, listen: { host: '127.0.0.1', port: relayPort }, cluster: { advertiseUrl: `http://127.0.0.1:${relayPort}` } })
+  const sessionId = (await postJson(owner.mcpUrl('counter'), INIT_BODY)).headers.get('mcp-session-id') ?? ''
+  const clientSpan = randomBytes(8).toString('hex')
+  const res = await postJson(relay.mcpUrl('counter'), { jsonrpc: '2.0', id: 'traced-relay', method: 'tools/call', params: { name: 'increment', arguments: {} } }, {
+    'mcp-session-id': sessionId, 'mcp-protocol-version': '2025-11-25', traceparent: `00-${randomBytes(16).toString('hex')}-${clientSpan}-01`,
+  })
+  t.equal(res.status, 200, 'relayed and answered')
+  await flushTracing()
+  const arrived = await eventually(() => receiver.spans.some((s) => s.kind === SPAN_KIND.SERVER && s.attributes['jsonrpc.request.id'] === 'traced-relay'))
+  t.ok(arrived, 'the owner\'s span arrived')
+  const served = only(receiver.spans, (s) => s.kind === SPAN_KIND.SERVER && s.attributes['jsonrpc.request.id'] === 'traced-relay', 'the owner\'s span')
+  const relayed = only(receiver.spans, (s) => s.kind === SPAN_KIND.SERVER && s.links.some((l) => l.spanId === clientSpan), 'the relaying replica\'s span (linked to the client)')
+  t.not(served.spanId, relayed.spanId)
+  t.ok(served.parentSpanId === relayed.spanId || served.links.some((l) => l.spanId === relayed.spanId), 'the owner\'s span continues or links to the relaying replica\'s, not the client\'s')
+  t.notOk(served.links.some((l) => l.spanId === clientSpan) || served.parentSpanId === clientSpan, 'the client\'s context was replaced on the way')
 })
 
 /**
