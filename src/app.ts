@@ -19,10 +19,11 @@ import type { AuditLog } from './observability/audit.js'
 import type { Upstream } from './upstreams/types.js'
 import { VERSION } from './version.js'
 import { mkdirSync } from 'node:fs'
+import { randomBytes } from 'node:crypto'
 import { createOriginPolicy } from './mcp/origin.js'
 import { createStore } from './store/create-store.js'
 import { isStoreUnavailable, type Store } from './store/types.js'
-import { loadKeys } from './auth-server/keys.js'
+import { loadKeys, type KeyMaterial } from './auth-server/keys.js'
 import { UserDirectory, type FirstRunAccount } from './auth-server/users.js'
 import { ResourceCatalog } from './auth-server/resources.js'
 import { accessTokenLifetimeS, createProvider } from './auth-server/provider.js'
@@ -71,8 +72,9 @@ import { adminRoutes, type AdminRoutesOptions } from './admin/plugin.js'
 import { revokeUser, type RevokeUserDeps } from './admin/revoke-user.js'
 import { adminPageRoutes, adminSignInPage } from './admin/page-routes.js'
 import { AdminSessions } from './admin/admin-sessions.js'
+import type { Tracer } from '@opentelemetry/api'
 import { startTracing } from './observability/tracing.js'
-import { instrumentApp } from './observability/request-trace.js'
+import { instrumentApp, type TraceSettings } from './observability/request-trace.js'
 
 export interface BuildOptions {
   /** A pino logger; by default one is made from config.log. */
@@ -460,7 +462,7 @@ async function wireApp (app: FastifyInstance, config: Config, options: BuildOpti
   await app.register(doctorProbeRoutes)
   if (config.metrics.enabled && config.metrics.listen === undefined) await app.register(metricsRoute, { metrics, bearerToken: config.metrics.bearerToken })
   const drainingHolder = (server: string, sessionId: string): Upstream | undefined => pool.holderOf(server, sessionId)
-  await app.register(mcpRoutes, { config, upstreams, isClosing, isOriginAllowed, authenticate, limiter, audit, metrics, scopeChallenge, toolGuards, streamKeeper, drainingHolder, ...(tracing === undefined ? {} : { tracing }), ...(directory === undefined || forwarder === undefined ? {} : { replicas: { directory, forwarder } }) })
+  await app.register(mcpRoutes, { config, upstreams, isClosing, isOriginAllowed, authenticate, limiter, audit, metrics, scopeChallenge, toolGuards, streamKeeper, drainingHolder, ...(tracing === undefined ? {} : { tracing: traceSettings(tracing.tracer, keys, metrics) }), ...(directory === undefined || forwarder === undefined ? {} : { replicas: { directory, forwarder } }) })
   await options.afterWiring?.()
   if (ownsShared) activate()
 }
@@ -585,6 +587,15 @@ export function listenerTimeouts (limits: Config['limits']): { keepAliveTimeout:
       connectionsCheckingInterval: Math.max(10, Math.min(1000, Math.floor(limits.headersTimeoutMs / 4))),
     },
   }
+}
+
+/**
+ * What the MCP routes' spans need. The session-id key comes from the stored keys when auth is on,
+ * so every replica hashes a session alike. With auth off no keys are loaded: a random key per
+ * process still hides the ids, but replicas (and restarts) then hash one session differently.
+ */
+function traceSettings (tracer: Tracer, keys: KeyMaterial | undefined, metrics: Metrics): TraceSettings {
+  return { tracer, sessionKey: keys?.sessionHashKey ?? randomBytes(32), toolLabel: (server, tool) => metrics.toolLabel(server, tool) }
 }
 
 /** The account pages' code exchange: /oauth/token in-process (no socket, no outbound request). */

@@ -118,8 +118,12 @@ http {
     await new Promise((resolve) => setTimeout(resolve, 50))
   }
 
+  return { httpsUrl: `https://127.0.0.1:${tlsPort}`, httpUrl: `http://127.0.0.1:${httpPort}`, certificate, fetch: trustingFetch(t, certificate), errorLog }
+}
+
+/** fetch that trusts `certificate` (PEM) as its only CA, for the SDK client and the headless browser. */
+export function trustingFetch (t: Teardown, certificate: string): typeof fetch {
   const agent = new Agent({ connect: { ca: certificate } })
   t.teardown(() => agent.close())
-  const tlsFetch = ((input: string | URL | Request, init?: RequestInit) => fetch(input, { ...init, dispatcher: agent } as unknown as RequestInit)) as typeof fetch
-  return { httpsUrl: `https://127.0.0.1:${tlsPort}`, httpUrl: `http://127.0.0.1:${httpPort}`, certificate, fetch: tlsFetch, errorLog }
+  return ((input: string | URL | Request, init?: RequestInit) => fetch(input, { ...init, dispatcher: agent } as unknown as RequestInit)) as typeof fetch
 }

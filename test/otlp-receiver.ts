@@ -17,6 +17,10 @@ export interface ReceivedSpan {
   readonly attributes: Record<string, unknown>
   readonly status: { code?: number, message?: string }
   readonly resource: Record<string, unknown>
+  /** The spans this one links to (a gateway's own trace names the client's span this way). */
+  readonly links: Array<{ traceId: string, spanId: string }>
+  /** Start to end, in milliseconds. */
+  readonly durationMs: number
 }
 
 export const SPAN_KIND = { INTERNAL: 1, SERVER: 2, CLIENT: 3 } as const
@@ -76,6 +80,8 @@ export async function startOtlpReceiver (t: Teardown): Promise<OtlpReceiver> {
                 attributes: attributesOf(s.attributes as KeyValue[] | undefined),
                 status: (s.status ?? {}) as ReceivedSpan['status'],
                 resource,
+                links: ((s.links ?? []) as Array<{ traceId?: string, spanId?: string }>).map((l) => ({ traceId: hexId(l.traceId), spanId: hexId(l.spanId) })),
+                durationMs: Number(BigInt(String(s.endTimeUnixNano ?? 0)) - BigInt(String(s.startTimeUnixNano ?? 0))) / 1e6,
               })
             }
           }

@@ -17,12 +17,10 @@ cd "$(dirname "$0")/../.."
 # shellcheck source=deploy/ci/podman-env.sh
 source deploy/ci/podman-env.sh
 
-node_line="$(sed -n 's/^ARG NODE_VERSION=\([0-9][0-9]*\).*/\1/p' Dockerfile)"
-from="$(sed -n 's/^FROM \(node:[^ ]*\).*/\1/p' Dockerfile | head -1)"
-base_name="docker.io/library/${from//\$\{NODE_VERSION\}/$node_line}"          # node:26-trixie-slim
-suite="$(sed -n 's/.*-\([a-z]*\)-slim$/\1/p' <<<"$base_name")"                  # trixie
-mirror="${DEBIAN_MIRROR:-$(sed -n 's/^URIs: \(http[^ ]*\/debian\)$/\1/p' /etc/apt/sources.list.d/debian.sources 2>/dev/null | head -1)}"
-mirror="${mirror:-http://deb.debian.org/debian}"
+node_line="$PORTCULLIS_CI_NODE_LINE"
+base_name="$PORTCULLIS_CI_BASE_IMAGE"
+suite="$PORTCULLIS_CI_SUITE"
+mirror="$PORTCULLIS_CI_MIRROR"
 
 work="$(mktemp -d /tmp/portcullis-ci-base.XXXXXX)"
 trap 'rm -rf "$work"' EXIT

@@ -47,3 +47,13 @@ short-name-mode = "permissive"
 CONF
 export CONTAINERS_CONF="$PORTCULLIS_CI_CONF_DIR/containers.conf"
 export CONTAINERS_REGISTRIES_CONF="$PORTCULLIS_CI_CONF_DIR/registries.conf"
+
+# The Dockerfile's base image (node:<NODE_VERSION>-<suite>-slim), which deploy/ci/base-image.sh
+# builds, and where Debian packages come from: the mirror this machine already uses.
+PORTCULLIS_CI_NODE_LINE="$(sed -n 's/^ARG NODE_VERSION=\([0-9][0-9]*\).*/\1/p' Dockerfile)"
+base_from="$(sed -n 's/^FROM \(node:[^ ]*\).*/\1/p' Dockerfile | head -1)"
+PORTCULLIS_CI_BASE_IMAGE="docker.io/library/${base_from//\$\{NODE_VERSION\}/$PORTCULLIS_CI_NODE_LINE}"  # node:26-trixie-slim
+PORTCULLIS_CI_SUITE="$(sed -n 's/.*-\([a-z]*\)-slim$/\1/p' <<<"$PORTCULLIS_CI_BASE_IMAGE")"                     # trixie
+PORTCULLIS_CI_MIRROR="${DEBIAN_MIRROR:-$(sed -n 's/^URIs: \(http[^ ]*\/debian\)$/\1/p' /etc/apt/sources.list.d/debian.sources 2>/dev/null | head -1)}"
+PORTCULLIS_CI_MIRROR="${PORTCULLIS_CI_MIRROR:-http://deb.debian.org/debian}"
+export PORTCULLIS_CI_NODE_LINE PORTCULLIS_CI_BASE_IMAGE PORTCULLIS_CI_SUITE PORTCULLIS_CI_MIRROR

@@ -21,6 +21,8 @@ export interface KeyMaterial {
   readonly cookieKeys: readonly string[]
   /** Binds login and consent forms to their interaction (CSRF). */
   readonly csrfKey: Buffer
+  /** Keys mcp.session.id in traces (request-trace.ts hashSessionId): stored, so the same on every replica. */
+  readonly sessionHashKey: Buffer
 }
 
 export class KeyFileError extends Error {
@@ -80,5 +82,6 @@ export async function loadKeys (store: Store, signingKeysFile: string | undefine
     publicJwks: { keys: signingKeys.map(publicPart) },
     cookieKeys,
     csrfKey: createHmac('sha256', firstCookieKey).update('portcullis interaction csrf').digest(),
+    sessionHashKey: createHmac('sha256', firstCookieKey).update('portcullis trace session id').digest(),
   }
 }

@@ -119,9 +119,11 @@ export class ReplicaForwarder {
 
   /**
    * Relays the request (its body still unread) to `owner` and its answer back.
-   * Resolves false when the owner could not be reached (nothing was answered yet).
+   * Resolves false when the owner could not be reached (nothing was answered yet). With tracing
+   * on, `traceHeaders` (this replica's request span) replace the client's trace context, so the
+   * owner's span continues, or links to, this replica's.
    */
-  async forward (request: FastifyRequest, res: ServerResponse, owner: string): Promise<boolean> {
+  async forward (request: FastifyRequest, res: ServerResponse, owner: string, traceHeaders?: Readonly<Record<string, string>>): Promise<boolean> {
     const body = request.method === 'POST' ? await readBody(request, this.bodyLimit) : null
     if (body === undefined) {
       sendRpcError(res, new PortcullisError('PORTCULLIS_ERR_BODY_TOO_LARGE'), undefined)
@@ -132,6 +134,11 @@ export class ReplicaForwarder {
     // The client's address as this replica resolved it (trustProxy applied), and nothing the client
     // said about itself: a client-written X-Forwarded-For would reach the owner's logs and limits.
     headers['x-forwarded-for'] = request.ip
+    if (traceHeaders !== undefined) {
+      delete headers.traceparent
+      delete headers.tracestate
+      Object.assign(headers, traceHeaders)
+    }
     return new Promise((resolve) => {
       const handler = new RelayBack(res, (reached, err) => {
         if (!reached && err !== undefined) request.log.warn({ owner, err: { message: err.message } }, 'session owner unreachable')

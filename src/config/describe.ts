@@ -120,7 +120,8 @@ function describeServer (config: Config, server: ServerConfig): string[] {
   return out
 }
 
-function maskUrl (value: string): string {
+/** The URL with its credentials and every query value masked: safe to show or log. */
+export function maskUrl (value: string): string {
   const url = new URL(value)
   if (url.username !== '' || url.password !== '') {
     url.username = MASK

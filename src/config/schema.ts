@@ -694,7 +694,12 @@ const telemetrySchema = z.strictObject({
     ).default({}),
     /** The resource's service.name. */
     serviceName: z.string().min(1, 'expected a service name').default(DEFAULT_TELEMETRY_SERVICE_NAME),
-    /** Share of new traces recorded (0..1); a client's sampled traceparent is always followed. */
+    /**
+     * Share of requests traced (0..1), drawn at random per request. A client's traceparent flag
+     * decides nothing: the gateway is a public endpoint, and `-01` must not force spans into the
+     * collector (nor `-00` hide a request). An authenticated request still continues the client's
+     * trace when it is drawn (README "Tracing"); keep 1 for every client trace to continue.
+     */
     sampleRatio: z.number({ error: 'expected a number from 0 to 1' }).min(0, 'expected a number from 0 to 1').max(1, 'expected a number from 0 to 1').default(1),
   }).optional(),
 })

@@ -52,6 +52,12 @@ function stringEnd (text: string, start: number): number {
   }
 }
 
+/** The key whose quotes are at `start` and `end`, decoded as JSON.parse decodes it. */
+function keyAt (text: string, start: number, end: number): string {
+  const raw = text.slice(start + 1, end)
+  return raw.includes('\\') ? JSON.parse(text.slice(start, end + 1)) as string : raw
+}
+
 /** Up to this many keys an object's keys are checked in an array (cheaper than a Set for the usual few). */
 const LINEAR_KEYS = 8
 
@@ -84,8 +90,7 @@ export function scanJson (text: string): JsonHazard | undefined {
     if (c === QUOTE) {
       const end = stringEnd(text, i)
       if (isKeyNext && keys !== null) {
-        const raw = text.slice(i + 1, end)
-        const key = raw.includes('\\') ? JSON.parse(text.slice(i, end + 1)) as string : raw
+        const key = keyAt(text, i, end)
         if (key === '__proto__') return { kind: 'proto-key' }
         const held = addKey(keys, key)
         if (held === undefined) return { kind: 'duplicate-key', key }
@@ -107,4 +112,81 @@ export function scanJson (text: string): JsonHazard | undefined {
     }
   }
   return undefined
+}
+
+/*
+ * Where things are in a JSON text, for an edit that must leave every other byte as it came
+ * (request-trace.ts splices trace context into params._meta: re-serialising would change
+ * numbers beyond 2^53, `1.0` and escapes the upstream may read differently). Like scanJson,
+ * these expect text JSON.parse has accepted.
+ */
+
+/** One member of an object: its decoded key, where its key's quote opens, and where its value begins and ends (exclusive). */
+export interface JsonMember {
+  readonly key: string
+  readonly start: number
+  readonly valueStart: number
+  readonly end: number
+}
+
+/** JSON's four whitespace characters (RFC 8259 section 2). */
+function isSpace (c: number): boolean {
+  return c === 0x20 || c === 0x09 || c === 0x0a || c === 0x0d
+}
+
+/** The first index at or after `i` that is not whitespace. */
+export function skipSpace (text: string, i: number): number {
+  while (i < text.length && isSpace(text.charCodeAt(i))) i++
+  return i
+}
+
+/** The index just past the value that begins at `start` (a string, container, number or literal). */
+export function valueEnd (text: string, start: number): number {
+  const c = text.charCodeAt(start)
+  if (c === QUOTE) return stringEnd(text, start) + 1
+  if (c !== OPEN_OBJECT && c !== OPEN_ARRAY) {
+    let i = start
+    while (i < text.length && !isSpace(text.charCodeAt(i)) && !isDelimiter(text.charCodeAt(i))) i++
+    return i
+  }
+  let depth = 0
+  for (let i = start; i < text.length; i++) {
+    const d = text.charCodeAt(i)
+    if (d === QUOTE) i = stringEnd(text, i)
+    else if (d === OPEN_OBJECT || d === OPEN_ARRAY) depth++
+    else if ((d === CLOSE_OBJECT || d === CLOSE_ARRAY) && --depth === 0) return i + 1
+  }
+  return text.length
+}
+
+function isDelimiter (c: number): boolean {
+  return c === COMMA || c === CLOSE_OBJECT || c === CLOSE_ARRAY
+}
+
+/** The members of the object that opens at `open` (text[open] is `{`), in order. */
+export function objectMembers (text: string, open: number): JsonMember[] {
+  const members: JsonMember[] = []
+  let i = skipSpace(text, open + 1)
+  while (text.charCodeAt(i) === QUOTE) {
+    const keyEnd = stringEnd(text, i)
+    // Past the key: whitespace, the colon, whitespace.
+    const valueStart = skipSpace(text, skipSpace(text, keyEnd + 1) + 1)
+    const end = valueEnd(text, valueStart)
+    members.push({ key: keyAt(text, i, keyEnd), start: i, valueStart, end })
+    i = skipSpace(text, end)
+    if (text.charCodeAt(i) === COMMA) i = skipSpace(text, i + 1)
+  }
+  return members
+}
+
+/** Where each element of the array that opens at `open` (text[open] is `[`) begins, in order. */
+export function arrayElements (text: string, open: number): number[] {
+  const starts: number[] = []
+  let i = skipSpace(text, open + 1)
+  while (i < text.length && text.charCodeAt(i) !== CLOSE_ARRAY) {
+    starts.push(i)
+    i = skipSpace(text, valueEnd(text, i))
+    if (text.charCodeAt(i) === COMMA) i = skipSpace(text, i + 1)
+  }
+  return starts
 }

@@ -18,7 +18,10 @@
  */
 import { context, diag, DiagLogLevel, propagation, trace, type Tracer } from '@opentelemetry/api'
 import type { FastifyBaseLogger } from 'fastify'
+// Types only: the SDK itself is imported dynamically, below, when tracing starts.
+import type * as SdkTrace from '@opentelemetry/sdk-trace'
 import type { Config } from '../config/schema.js'
+import { maskUrl } from '../config/describe.js'
 import { VERSION } from '../version.js'
 
 export type OtlpConfig = NonNullable<Config['telemetry']['otlp']>
@@ -31,6 +34,12 @@ const EXPORT_TIMEOUT_MS = 10_000
 const FLUSH_TIMEOUT_MS = 2_000
 /** The OTLP/HTTP path for traces, appended to a bare origin (OpenTelemetry exporter spec, "Endpoint URLs for OTLP/HTTP"). */
 const OTLP_TRACES_PATH = '/v1/traces'
+/**
+ * Longest attribute value exported. Attribute values come from clients (tool names, resource
+ * URIs, protocol versions); the SDK's default is no limit, so one request could put a body-sized
+ * string into every span it makes.
+ */
+export const ATTRIBUTE_VALUE_LENGTH_LIMIT = 256
 
 export interface Tracing {
   readonly tracer: Tracer
@@ -45,9 +54,10 @@ export async function startTracing (otlp: OtlpConfig, log: FastifyBaseLogger): P
   const endpoint = tracesUrl(otlp.endpoint)
   if (started === undefined) {
     started = { endpoint, tracing: loadSdk(otlp, endpoint, log) }
-    log.info({ endpoint, sampleRatio: otlp.sampleRatio, serviceName: otlp.serviceName }, 'tracing on: spans go to the OTLP endpoint')
+    // A query string may carry a collector's key (?api-key=…): its values are masked, as `portcullis check` does.
+    log.info({ endpoint: maskUrl(endpoint), sampleRatio: otlp.sampleRatio, serviceName: otlp.serviceName }, 'tracing on: spans go to the OTLP endpoint')
   } else if (started.endpoint !== endpoint) {
-    log.warn({ endpoint: started.endpoint, ignored: endpoint }, 'tracing already runs in this process: telemetry.otlp changes apply after a restart')
+    log.warn({ endpoint: maskUrl(started.endpoint), ignored: maskUrl(endpoint) }, 'tracing already runs in this process: telemetry.otlp changes apply after a restart')
   }
   return started.tracing
 }
@@ -79,8 +89,8 @@ async function loadSdk (otlp: OtlpConfig, endpoint: string, log: FastifyBaseLogg
   const exporter = new OTLPTraceExporter({ url: endpoint, headers: { ...otlp.headers }, timeoutMillis: EXPORT_TIMEOUT_MS })
   const provider = new sdk.TracerProvider({
     resource: resourceFromAttributes({ [ATTR_SERVICE_NAME]: otlp.serviceName, [ATTR_SERVICE_VERSION]: VERSION }),
-    // A client's sampled traceparent is followed; new traces are kept at sampleRatio.
-    sampler: new sdk.ParentBasedSampler({ root: new sdk.TraceIdRatioBasedSampler(otlp.sampleRatio) }),
+    sampler: publicEndpointSampler(sdk, otlp.sampleRatio),
+    spanLimits: { attributeValueLengthLimit: ATTRIBUTE_VALUE_LENGTH_LIMIT },
     spanProcessors: [new sdk.BatchSpanProcessor({ exporter })],
   })
   context.setGlobalContextManager(new AsyncLocalStorageContextManager().enable())
@@ -88,4 +98,21 @@ async function loadSdk (otlp: OtlpConfig, endpoint: string, log: FastifyBaseLogg
   trace.setGlobalTracerProvider(provider)
   const flush = (): Promise<void> => provider.forceFlush({ timeoutMillis: FLUSH_TIMEOUT_MS }).catch((err: unknown) => warn((err as Error).message))
   return { tracer: provider.getTracer(TRACER_NAME, VERSION), flush }
+}
+
+/**
+ * The gateway is a public endpoint: whether a trace is recorded is decided here, at sampleRatio,
+ * never by the client. The SDK's default (ParentBasedSampler) would let a client's traceparent
+ * flag `-01` force every request into the collector (at any sampleRatio, before its token is
+ * checked) and `-00` hide one. So a span whose parent is remote (the client's) or absent is kept
+ * with probability sampleRatio, drawn with Math.random rather than read off the trace id (which
+ * a client continuing its own trace chooses); the gateway's own child spans follow their parent.
+ * Which requests may continue the client's trace at all is request-trace.ts's choice.
+ */
+export function publicEndpointSampler (sdk: Pick<typeof SdkTrace, 'ParentBasedSampler' | 'SamplingDecision'>, ratio: number): SdkTrace.ParentBasedSampler {
+  const byRatio = {
+    shouldSample: () => ({ decision: Math.random() < ratio ? sdk.SamplingDecision.RECORD_AND_SAMPLED : sdk.SamplingDecision.NOT_RECORD }),
+    toString: () => `PortcullisRatioSampler{${ratio}}`,
+  }
+  return new sdk.ParentBasedSampler({ root: byRatio, remoteParentSampled: byRatio, remoteParentNotSampled: byRatio })
 }

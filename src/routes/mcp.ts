@@ -37,8 +37,7 @@ import { FORWARDED_HEADER, ReplicaForwarder } from '../cluster/forward.js'
 import type { ToolGuard } from '../guardrails/tool-guard.js'
 import type { StreamKeeper } from '../upstreams/stream-keeper.js'
 import { legacySseRoutes } from './legacy-sse.js'
-import type { Tracing } from '../observability/tracing.js'
-import { RequestTrace, STEP } from '../observability/request-trace.js'
+import { RequestTrace, type TraceSettings } from '../observability/request-trace.js'
 
 declare module 'fastify' {
   interface FastifyRequest {
@@ -78,7 +77,7 @@ export interface McpRoutesOptions {
   /** Keep-alive comments on the 2024-11-05 transport's event streams. */
   readonly streamKeeper?: StreamKeeper
   /** Set when telemetry.otlp is: each request gets its spans. */
-  readonly tracing?: Tracing
+  readonly tracing?: TraceSettings
 }
 
 const MCP_METHODS = ['GET', 'POST', 'DELETE'] as const
@@ -217,7 +216,7 @@ export async function mcpRoutes (app: FastifyInstance, opts: McpRoutesOptions): 
     const checkToken = async (request: FastifyRequest): Promise<void> => {
       if (authenticate === undefined) return
       const trace = request.mcpTrace
-      request.identity = await (trace === null ? authenticate(request, server) : trace.step(STEP.TOKEN, () => authenticate(request, server)))
+      request.identity = await (trace === null ? authenticate(request, server) : trace.admit(() => authenticate(request, server)))
     }
 
     // The same check on the 2024-11-05 routes; a challenge names the resource as their clients know it.
@@ -228,7 +227,7 @@ export async function mcpRoutes (app: FastifyInstance, opts: McpRoutesOptions): 
     // Tracing on: the request's span opens first, so every later step (and refusal) is inside it.
     const tracing = opts.tracing
     const startTrace = async (request: FastifyRequest, reply: FastifyReply): Promise<void> => {
-      if (tracing !== undefined) request.mcpTrace = new RequestTrace(tracing.tracer, request, reply.raw, server)
+      if (tracing !== undefined) request.mcpTrace = new RequestTrace(tracing, request, reply.raw, server)
     }
 
     // A session another replica holds: relay the request, unread, to its owner, which does
@@ -247,7 +246,7 @@ export async function mcpRoutes (app: FastifyInstance, opts: McpRoutesOptions): 
       const owner = await replicas.directory.ownerOf(server.name, sessionId)
       if (owner === undefined) return
       reply.hijack()
-      if (!await replicas.forwarder.forward(request, reply.raw, owner)) {
+      if (!await replicas.forwarder.forward(request, reply.raw, owner, request.mcpTrace?.relayHeaders())) {
         await replicas.directory.forget(server.name, sessionId, owner)
         ReplicaForwarder.sessionGone(reply.raw)
       }

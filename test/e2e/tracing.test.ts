@@ -11,11 +11,20 @@ import { stringify } from 'yaml'
 import { hashPassword } from '../../src/auth-server/password.js'
 import { flushTracing } from '../../src/observability/tracing.js'
 import { connectWithOAuth } from '../oauth-helpers.js'
-import { eventually, freePort, postJson, startCliGateway, startGateway, startUpstream, stdioServer, textOf } from '../helpers.js'
+import { eventually, freePort, INIT_BODY, postJson, redisAvailable, REDIS_URL, scratchRedis, startCliGateway, startGateway, startUpstream, stdioServer, textOf } from '../helpers.js'
 import { SPAN_KIND, STATUS_ERROR, startOtlpReceiver, type ReceivedSpan } from '../otlp-receiver.js'
 
 const PASSWORD = 'correct horse battery staple'
 const COLLECTOR_KEY = 'collector-api-key-5f2c'
+/** Secrets a client may put where a careless span would copy them: a query string, a resource URI's userinfo and query. */
+const QUERY_SECRET = 'query-secret-9d41'
+const URI_PASSWORD = 'uri-password-77ab'
+const URI_TOKEN = 'uri-token-c3e0'
+const PATH_SECRET = 'path-secret-e8f1'
+
+// One provider per process, so one receiver for every gateway of this file (the first to start
+// tracing fixes the endpoint; see 'one provider per process').
+const receiver = await startOtlpReceiver(t)
 
 function only (spans: readonly ReceivedSpan[], predicate: (s: ReceivedSpan) => boolean, what: string): ReceivedSpan {
   const found = spans.filter(predicate)
@@ -24,7 +33,6 @@ function only (spans: readonly ReceivedSpan[], predicate: (s: ReceivedSpan) => b
 }
 
 t.test('MCP and OAuth spans, parents and attributes; a client trace continues to the upstreams', async (t) => {
-  const receiver = await startOtlpReceiver(t)
   const upstream = await startUpstream(t)
   const gw = await startGateway(t, {
     auth: { users: [{ username: 'alice', passwordHash: await hashPassword(PASSWORD) }] },
@@ -43,6 +51,8 @@ t.test('MCP and OAuth spans, parents and attributes; a client trace continues to
   const sessionId = remote.transport.sessionId ?? ''
   t.ok(accessToken !== '' && code !== '' && sessionId !== '', 'signed in through the real flow, a session open')
 
+  // The gateway names a call's span after a tool it knows (policy or a tools/list answer) only.
+  await remote.client.listTools()
   // The client starts the trace: its traceparent names its own span.
   const clientTrace = randomBytes(16).toString('hex')
   const clientSpan = randomBytes(8).toString('hex')
@@ -58,11 +68,42 @@ t.test('MCP and OAuth spans, parents and attributes; a client trace continues to
   const denied = await remote.client.callTool({ name: 'whoami', arguments: {} }).catch((err: Error) => err)
   t.match(String(denied), /Forbidden by policy/, 'a denied call for the decision attributes')
 
+  const authorized = { authorization: `Bearer ${accessToken}`, 'mcp-session-id': sessionId, 'mcp-protocol-version': remote.transport.protocolVersion ?? '2025-11-25' }
+  // A client that says "do not sample" (-00) cannot hide an authenticated request: sampleRatio (1) decides.
+  const optOutTrace = randomBytes(16).toString('hex')
+  await postJson(gw.mcpUrl('remote'), { jsonrpc: '2.0', id: 78, method: 'ping' }, { ...authorized, traceparent: `00-${optOutTrace}-${randomBytes(8).toString('hex')}-00` })
+  // Without a token, the client's context is only linked to: a trace of the gateway's own.
+  const anonymousTrace = randomBytes(16).toString('hex')
+  const anonymousSpan = randomBytes(8).toString('hex')
+  t.equal((await postJson(gw.mcpUrl('remote'), { jsonrpc: '2.0', id: 79, method: 'ping' }, { traceparent: `00-${anonymousTrace}-${anonymousSpan}-01` })).status, 401)
+  // Client strings that must not name spans or reach them whole.
+  const longTool = `t${'x'.repeat(999)}`
+  const longMethod = `m${'y'.repeat(999)}`
+  await postJson(gw.mcpUrl('remote'), { jsonrpc: '2.0', id: 80, method: 'tools/call', params: { name: longTool, arguments: {} } }, authorized)
+  await postJson(gw.mcpUrl('remote'), { jsonrpc: '2.0', id: 81, method: longMethod, params: {} }, authorized)
+  const resourceUri = `https://bob:${URI_PASSWORD}@files.example.com/doc.txt?token=${URI_TOKEN}#frag`
+  await postJson(gw.mcpUrl('remote'), { jsonrpc: '2.0', id: 82, method: 'resources/read', params: { uri: resourceUri } }, authorized)
+  await postJson(`${gw.mcpUrl('remote')}?access_token=${QUERY_SECRET}`, { jsonrpc: '2.0', id: 83, method: 'ping' }, authorized)
+  t.equal((await fetch(`${gw.baseUrl}/oauth/token?code=${QUERY_SECRET}`, { method: 'POST' })).status >= 400, true, 'a refused token request with a query secret')
+  t.equal((await fetch(`${gw.baseUrl}/oauth/${PATH_SECRET}`)).status, 404, 'an unknown OAuth path')
+
   const local = await connectWithOAuth(t, gw.mcpUrl('local'), { username: 'alice', password: PASSWORD, issuer: gw.baseUrl })
+  await local.client.listTools()
   const childMeta = JSON.parse(textOf(await local.client.callTool({ name: 'meta', arguments: {} }))) as Record<string, unknown>
+  // A GET stream held open for a while: the client span toward a stdio server covers it.
+  const held = new AbortController()
+  const stream = await fetch(gw.mcpUrl('local'), { headers: { accept: 'text/event-stream', authorization: `Bearer ${local.oauth.savedTokens?.access_token ?? ''}`, 'mcp-session-id': local.transport.sessionId ?? '', 'mcp-protocol-version': local.transport.protocolVersion ?? '2025-11-25' }, signal: held.signal })
+  t.equal(stream.status, 200, 'a GET stream opened')
+  await new Promise((resolve) => setTimeout(resolve, 400))
+  held.abort()
 
   await flushTracing()
   t.ok(await eventually(() => receiver.spans.some((s) => s.name === 'tools/call meta' && s.kind === SPAN_KIND.SERVER)), 'spans arrived at the receiver')
+  // The held stream's span ends when its response closes, a moment after the abort.
+  await eventually(async () => {
+    await flushTracing()
+    return receiver.spans.some((s) => s.kind === SPAN_KIND.CLIENT && s.name === 'GET /local/mcp' && s.durationMs >= 350)
+  }, 2000)
   const spans = receiver.spans
 
   t.test('the export itself', async (t) => {
@@ -87,8 +128,8 @@ t.test('MCP and OAuth spans, parents and attributes; a client trace continues to
       'http.response.status_code': 200,
       'network.transport': 'tcp',
     })
-    t.equal(server.attributes['mcp.session.id'], createHash('sha256').update(sessionId).digest('hex').slice(0, 32), 'the session id, hashed')
-    t.not(server.attributes['mcp.session.id'], sessionId)
+    t.match(server.attributes['mcp.session.id'], /^[0-9a-f]{32}$/, 'the session id, hashed')
+    t.not(server.attributes['mcp.session.id'], createHash('sha256').update(sessionId).digest('hex').slice(0, 32), 'keyed (an HMAC), not a plain SHA-256 anyone can check')
     t.equal(server.attributes['error.type'], undefined, 'no error')
 
     const children = spans.filter((s) => s.parentSpanId === server.spanId)
@@ -111,6 +152,33 @@ t.test('MCP and OAuth spans, parents and attributes; a client trace continues to
     t.notOk(spans.some((s) => s.parentSpanId === server.spanId && s.kind === SPAN_KIND.CLIENT), 'nothing went upstream')
   })
 
+  t.test('the client does not decide sampling or, unauthenticated, the trace', async (t) => {
+    const optedOut = only(spans, (s) => s.kind === SPAN_KIND.SERVER && s.attributes['jsonrpc.request.id'] === '78', 'the -00 request')
+    t.equal(optedOut.traceId, optOutTrace, 'recorded in the client\'s trace all the same (authenticated: its context continues)')
+    const anonymous = only(spans, (s) => s.kind === SPAN_KIND.SERVER && s.links.some((l) => l.spanId === anonymousSpan), 'the unauthenticated request')
+    t.not(anonymous.traceId, anonymousTrace, 'a trace of its own')
+    t.equal(anonymous.parentSpanId, '', 'a root')
+    t.same(anonymous.links, [{ traceId: anonymousTrace, spanId: anonymousSpan }], 'linked to the client\'s span')
+    t.equal(anonymous.attributes['http.response.status_code'], 401)
+    t.notOk(spans.some((s) => s.traceId === anonymousTrace), 'nothing in the trace the unauthenticated client named')
+    const oauth = spans.filter((s) => s.attributes['portcullis.oauth.endpoint'] !== undefined)
+    t.ok(oauth.length > 0 && oauth.every((s) => s.parentSpanId === ''), 'OAuth requests are roots too')
+  })
+
+  t.test('client strings are bounded: known names only in span names, values cut to 256 characters', async (t) => {
+    const call = only(spans, (s) => s.kind === SPAN_KIND.SERVER && s.attributes['jsonrpc.request.id'] === '80', 'the long tool call')
+    t.equal(call.name, 'tools/call', 'a tool the gateway does not know is not in the name')
+    t.equal(call.attributes['gen_ai.tool.name'], longTool.slice(0, 256), 'the tool name attribute cut')
+    const client = only(spans, (s) => s.parentSpanId === call.spanId && s.kind === SPAN_KIND.CLIENT, 'its client span')
+    t.equal(client.name, 'tools/call')
+    const method = only(spans, (s) => s.kind === SPAN_KIND.SERVER && s.attributes['jsonrpc.request.id'] === '81', 'the unknown method')
+    t.equal(method.name, '_OTHER', 'an unknown method is named _OTHER')
+    t.equal(method.attributes['mcp.method.name'], longMethod.slice(0, 256))
+    t.ok(spans.every((s) => s.name.length <= 300 && Object.values(s.attributes).every((v) => typeof v !== 'string' || v.length <= 256)), 'no span name or attribute value past the limits')
+    const resource = only(spans, (s) => s.kind === SPAN_KIND.SERVER && s.attributes['jsonrpc.request.id'] === '82', 'the resources/read')
+    t.equal(resource.attributes['mcp.resource.uri'], 'https://REDACTED:REDACTED@files.example.com/doc.txt?token=REDACTED', 'the resource URI without credentials, query values or fragment')
+  })
+
   t.test('a request without a token: the token check span says why, the request span has the JSON-RPC code', async (t) => {
     const refused = spans.filter((s) => s.kind === SPAN_KIND.SERVER && s.attributes['http.response.status_code'] === 401)
     t.ok(refused.length > 0, 'the client\'s first, unauthenticated request has a span')
@@ -128,6 +196,8 @@ t.test('MCP and OAuth spans, parents and attributes; a client trace continues to
     const exchange = only(spans, (s) => s.parentSpanId === server.spanId && s.kind === SPAN_KIND.CLIENT, 'stdio client span')
     t.match(exchange.attributes, { 'network.transport': 'pipe', 'portcullis.server': 'local', 'gen_ai.tool.name': 'meta' })
     t.equal(childMeta.traceparent, `00-${server.traceId}-${exchange.spanId}-01`, 'the child\'s parent is the gateway\'s client span')
+    const streams = spans.filter((s) => s.kind === SPAN_KIND.CLIENT && s.attributes['portcullis.server'] === 'local' && s.name === 'GET /local/mcp')
+    t.ok(streams.some((s) => s.durationMs >= 350), `the GET stream's client span lasts as long as the stream (${streams.map((s) => s.durationMs).join(', ')} ms)`)
   })
 
   t.test('OAuth endpoints: one span each, no secrets', async (t) => {
@@ -135,24 +205,52 @@ t.test('MCP and OAuth spans, parents and attributes; a client trace continues to
     const names = new Set(oauth.map((s) => s.name))
     for (const name of ['POST /oauth/register', 'GET /oauth/authorize', 'POST /oauth/token']) t.ok(names.has(name), `${name} has a span`)
     t.ok(oauth.every((s) => s.kind === SPAN_KIND.SERVER && typeof s.attributes['http.response.status_code'] === 'number'))
+    const unknown = only(oauth, (s) => s.attributes['portcullis.oauth.endpoint'] === '_OTHER', 'the unknown OAuth path')
+    t.equal(unknown.name, 'GET', 'named by its method only')
+    t.ok(oauth.every((s) => s.attributes['http.route'] === '/oauth/*'), 'http.route: the pattern fastify matched (the catch-all), never the path')
     const exported = receiver.requests.map((r) => r.body).join('\n')
-    for (const [what, secret] of [['access token', accessToken], ['refresh token', refreshToken], ['authorization code', code], ['session id', sessionId], ['password', PASSWORD]] as const) {
+    t.ok(exported.includes('files.example.com'), 'the resource URI request was exported (so the checks below can fail)')
+    for (const [what, secret] of [['access token', accessToken], ['refresh token', refreshToken], ['authorization code', code], ['session id', sessionId], ['password', PASSWORD], ['query secret', QUERY_SECRET], ['resource URI password', URI_PASSWORD], ['resource URI token', URI_TOKEN], ['unknown OAuth path', PATH_SECRET]] as const) {
       t.notOk(exported.includes(secret), `no ${what} in any exported span`)
     }
   })
 })
 
 t.test('one provider per process: a second gateway reuses it and says a changed endpoint waits for a restart', async (t) => {
-  const first = await startOtlpReceiver(t)
   const second = await startOtlpReceiver(t)
-  // The first test of this file may have started tracing already; either way the provider in place is kept.
-  await startGateway(t, { telemetry: { otlp: { endpoint: first.url } }, servers: [stdioServer('local')] })
-  const b = await startGateway(t, { telemetry: { otlp: { endpoint: second.url } }, servers: [stdioServer('local')] })
+  // The first test of this file started tracing already; either way the provider in place is kept.
+  await startGateway(t, { telemetry: { otlp: { endpoint: receiver.url } }, servers: [stdioServer('local')] })
+  const b = await startGateway(t, { telemetry: { otlp: { endpoint: `${second.url}/v1/traces?api-key=${QUERY_SECRET}` } }, servers: [stdioServer('local')] })
   t.match(b.logs.text(), /tracing already runs in this process/, 'the ignored endpoint is reported')
-  const initialize = { jsonrpc: '2.0', id: 5, method: 'initialize', params: { protocolVersion: '2025-11-25', capabilities: {}, clientInfo: { name: 'reuse', version: '1' } } }
+  t.notMatch(b.logs.text(), QUERY_SECRET, 'its query string is masked in the log')
+  const initialize = { jsonrpc: '2.0', id: 'second-gateway', method: 'initialize', params: { protocolVersion: '2025-11-25', capabilities: {}, clientInfo: { name: 'reuse', version: '1' } } }
   t.equal((await postJson(b.mcpUrl('local'), initialize)).status, 200)
   await flushTracing()
+  t.ok(await eventually(() => receiver.spans.some((s) => s.attributes['jsonrpc.request.id'] === 'second-gateway')), 'the second gateway\'s span went to the first endpoint')
   t.equal(second.requests.length, 0, 'nothing goes to the second endpoint')
+})
+
+t.test('a request relayed to the replica holding its session: the owner\'s span is tied to the relaying replica\'s', async (t) => {
+  if (!await redisAvailable(t)) return
+  const { prefix } = await scratchRedis(t)
+  const [ownerPort, relayPort] = [await freePort(), await freePort()]
+  const common = { store: { redis: REDIS_URL, prefix }, telemetry: { otlp: { endpoint: receiver.url } }, servers: [stdioServer('counter')] }
+  const owner = await startGateway(t, { ...common, listen: { host: '127.0.0.1', port: ownerPort }, cluster: { advertiseUrl: `http://127.0.0.1:${ownerPort}` } })
+  const relay = await startGateway(t, { ...common, listen: { host: '127.0.0.1', port: relayPort }, cluster: { advertiseUrl: `http://127.0.0.1:${relayPort}` } })
+  const sessionId = (await postJson(owner.mcpUrl('counter'), INIT_BODY)).headers.get('mcp-session-id') ?? ''
+  const clientSpan = randomBytes(8).toString('hex')
+  const res = await postJson(relay.mcpUrl('counter'), { jsonrpc: '2.0', id: 'traced-relay', method: 'tools/call', params: { name: 'increment', arguments: {} } }, {
+    'mcp-session-id': sessionId, 'mcp-protocol-version': '2025-11-25', traceparent: `00-${randomBytes(16).toString('hex')}-${clientSpan}-01`,
+  })
+  t.equal(res.status, 200, 'relayed and answered')
+  await flushTracing()
+  const arrived = await eventually(() => receiver.spans.some((s) => s.kind === SPAN_KIND.SERVER && s.attributes['jsonrpc.request.id'] === 'traced-relay'))
+  t.ok(arrived, 'the owner\'s span arrived')
+  const served = only(receiver.spans, (s) => s.kind === SPAN_KIND.SERVER && s.attributes['jsonrpc.request.id'] === 'traced-relay', 'the owner\'s span')
+  const relayed = only(receiver.spans, (s) => s.kind === SPAN_KIND.SERVER && s.links.some((l) => l.spanId === clientSpan), 'the relaying replica\'s span (linked to the client)')
+  t.not(served.spanId, relayed.spanId)
+  t.ok(served.parentSpanId === relayed.spanId || served.links.some((l) => l.spanId === relayed.spanId), 'the owner\'s span continues or links to the relaying replica\'s, not the client\'s')
+  t.notOk(served.links.some((l) => l.spanId === clientSpan) || served.parentSpanId === clientSpan, 'the client\'s context was replaced on the way')
 })
 
 /**
@@ -203,8 +301,10 @@ t.test('the CLI: telemetry off loads no SDK and exports nothing; on, it loads an
   t.notMatch(off, /sdk-trace|exporter-trace-otlp-http|context-async-hooks/, 'off: no SDK, no exporter')
   t.equal(receiver.spans.length, 0, 'off: nothing exported')
 
-  const { loads: on } = await run('on', { otlp: { endpoint: receiver.url } })
+  const { loads: on, output: onOutput } = await run('on', { otlp: { endpoint: `${receiver.url}/v1/traces?api-key=${QUERY_SECRET}` } })
   t.match(on, /exporter-trace-otlp-http/, 'on: the exporter is loaded')
+  t.match(onOutput, /tracing on/, 'on: the endpoint is logged')
+  t.notMatch(onOutput, QUERY_SECRET, 'on: its query values masked')
   t.ok(receiver.spans.some((s) => s.name === 'initialize' && s.kind === SPAN_KIND.SERVER), 'on: the request\'s span arrived (flushed at shutdown)')
 
   // A collector that is down costs spans and a warning, never a request or a clean shutdown.

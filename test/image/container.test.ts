@@ -9,20 +9,19 @@
 // run), so the gateway listens on 127.0.0.1:8080 exactly as its HEALTHCHECK expects, and the
 // HTTP fixture upstream on the host is at 127.0.0.1:<port> for both.
 import t from 'tap'
-import { execFile, spawn, type ChildProcessWithoutNullStreams } from 'node:child_process'
+import { spawn, type ChildProcessWithoutNullStreams } from 'node:child_process'
 import { randomBytes } from 'node:crypto'
 import { chmodSync, existsSync, mkdtempSync, readFileSync, realpathSync, rmSync, writeFileSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
-import { promisify } from 'node:util'
 import { stringify } from 'yaml'
 import { connectWithOAuth, TestOAuthClient } from '../oauth-helpers.js'
 import { canConnect, eventually, isProcessAlive, MCP_HEADERS, startUpstream, textOf } from '../helpers.js'
+import { podman, podmanStatus } from './podman.js'
 
 // The first start of a cold container and the OAuth flows take seconds each on these machines.
 t.setTimeout(10 * 60_000)
 
-const run = promisify(execFile)
 const REPO = new URL('../../', import.meta.url).pathname
 const IMAGE = process.env.PORTCULLIS_IMAGE ?? 'localhost/portcullis:ci'
 /** The image's port: its HEALTHCHECK command asks 127.0.0.1:8080. */
@@ -32,16 +31,6 @@ const RUN_ID = randomBytes(4).toString('hex')
 const VOLUME = `portcullis-ci-data-${RUN_ID}`
 /** Where the stdio fixture and the node_modules it imports are mounted (read-only). */
 const FIXTURE_ROOT = '/fixture'
-
-async function podman (...args: string[]): Promise<string> {
-  const { stdout } = await run('podman', args, { maxBuffer: 16 * 1024 * 1024 })
-  return stdout.trim()
-}
-
-/** Exit code of a podman command (0 or the failure's code), for checks that expect failure. */
-async function podmanStatus (...args: string[]): Promise<number> {
-  return run('podman', args).then(() => 0, (err: { code?: number }) => err.code ?? -1)
-}
 
 interface ContainerProcess { pid: number, ppid: number, uid: number, state: string, comm: string, cmdline: string }
 
