@@ -254,17 +254,19 @@ t.test('a reload that removes an identity provider revokes the access of the acc
   const port = await freePort()
   const idp = await startTestIdp(t, { accounts: [{ sub: 'alice', password: PASSWORD, email: 'alice@example.com', email_verified: true }], redirectUris: [`http://127.0.0.1:${port}/oauth/idp/corp/callback`] })
   const localUser = { username: 'carol', passwordHash: await hashPassword(PASSWORD) }
-  const withIdp = { auth: { users: [localUser], identityProviders: [idpEntry(idp)] } }
+  const adminBearer = randomUUID() + randomUUID()
+  const withIdp = { auth: { users: [localUser], identityProviders: [idpEntry(idp)] }, admin: { bearerToken: adminBearer } }
   const servers = [stdioServer('local')]
   const gw = await startReloadable(t, servers, {}, withIdp, port)
   const tokens = await signInForTokens(t, gw.url('local'), { username: 'alice', password: PASSWORD, idp: 'corp', issuer: gw.base })
   const alice = { authorization: `Bearer ${tokens.accessToken}` }
   const status = async (): Promise<number> => (await postJson(gw.url('local'), INIT_BODY, alice)).status
   t.equal(await status(), 200, 'the IdP account has access')
-  // The account is recorded as seen when its token is issued (asynchronously).
-  await new Promise((resolve) => setTimeout(resolve, 300))
+  // The account is recorded as seen when its token is issued (asynchronously): the admin API's user list shows it.
+  const isSeen = async (): Promise<boolean> => (await (await fetch(`${gw.base}/admin/api/v1/users`, { headers: { authorization: `Bearer ${adminBearer}` } })).text()).includes('"provider":"corp"')
+  t.ok(await eventually(isSeen, 3000), 'the account is recorded as seen')
 
-  gw.write(servers, { auth: { users: [localUser] } })
+  gw.write(servers, { auth: { users: [localUser] }, admin: { bearerToken: adminBearer } })
   t.equal((await gw.gateway.reload('api')).applied, true)
   t.ok(await eventually(async () => await status() === 401, 2000), 'its token is refused within 2 s')
   t.match(gw.logs.text(), /"providerAccounts":1/, 'one account of the removed provider revoked')
