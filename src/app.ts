@@ -12,7 +12,7 @@ import { doctorProbeRoutes } from './doctor/probe-routes.js'
 import { mcpRoutes } from './routes/mcp.js'
 import { createToolGuards } from './guardrails/create-tool-guards.js'
 import { createUpstream, type UpstreamOptions } from './upstreams/registry.js'
-import { UpstreamPool } from './reload/upstream-pool.js'
+import { UpstreamPool, type UpstreamPlan } from './reload/upstream-pool.js'
 import type { Reload } from './reload/report.js'
 import type { FastifyServerFactory } from 'fastify'
 import type { AuditLog } from './observability/audit.js'
@@ -69,6 +69,7 @@ import { BlockedUsers } from './admin/blocked-users.js'
 import { UsersSeen } from './admin/users-seen.js'
 import { createAdminAuthenticator } from './admin/admin-access.js'
 import { adminRoutes, type AdminRoutesOptions } from './admin/plugin.js'
+import { revokeUser, type RevokeUserDeps } from './admin/revoke-user.js'
 import { adminPageRoutes, adminSignInPage } from './admin/page-routes.js'
 import { AdminSessions } from './admin/admin-sessions.js'
 import type { Tracer } from '@opentelemetry/api'
@@ -99,6 +100,8 @@ export interface BuildOptions {
   readonly reload?: Reload
   /** The caller owns the listener (a reload's gateway): fastify hands it each build's request handler. */
   readonly serverFactory?: FastifyServerFactory
+  /** Test-only: runs when everything is wired (a test throws here to fail a build after its upstreams were made). */
+  readonly afterWiring?: () => Promise<void>
 }
 
 /**
@@ -134,7 +137,24 @@ export interface GatewayState {
   readonly metricsServer?: FastifyInstance
   /** Stops the pollers and the cluster notice subscriber (a reload retires this build; closing does it too). */
   readonly stopBackground: () => Promise<void>
+  /**
+   * Puts the build's changes to shared parts in force: the upstream pool's plan, linked-token
+   * source, metrics gauges, rate-limit store-error policy. A build with shared parts of its own
+   * has done it; a reload's gateway calls it after the swap (a failed build changes nothing).
+   */
+  readonly activate: () => void
+  /** A reload removed these users or identity providers, or changed these users' groups (README "Reloading"); how many identity-provider accounts were revoked. */
+  readonly revokeAccounts: AccountRevoker
 }
+
+/** Accounts a reload takes away or changes (src/reload/users.ts). */
+export interface AccountChanges {
+  readonly removedUsers: readonly string[]
+  readonly regroupedUsers: readonly string[]
+  readonly removedProviders: readonly string[]
+}
+
+export type AccountRevoker = (changes: AccountChanges) => Promise<number>
 
 declare module 'fastify' {
   interface FastifyInstance {
@@ -163,18 +183,50 @@ export async function buildApp (config: Config, options: BuildOptions = {}): Pro
     // A hop count n means: trust the n nearest proxies (proxy-addr's own reading of a number).
     trustProxy: typeof config.trustProxy === 'number' ? ((_address: string, hop: number) => hop < (config.trustProxy as number)) : config.trustProxy,
   })
+  try {
+    await wireApp(app, config, options, logger)
+  } catch (err) {
+    // A reload's failed build must leave nothing running: each part closes with the app (onClose).
+    await app.close().catch((closeErr: Error) => app.log.warn({ err: { message: closeErr.message } }, 'could not close a failed build'))
+    throw err
+  }
+  return app
+}
 
+/** Everything buildApp wires; each part is closed with the app, registered as soon as it exists. */
+async function wireApp (app: FastifyInstance, config: Config, options: BuildOptions, logger: Logger): Promise<void> {
   const now = options.now ?? (() => Date.now())
   // Tests and plain starts own their shared parts; a reload's gateway passes them from build to build.
   const ownsShared = options.shared === undefined
   const shared = options.shared ?? await createSharedParts(config, { ...options, logger }, () => config)
   const { metrics, redis, store, directory, httpSessionOwners, streamKeeper, audit, limiter } = shared
+  const pool = shared.upstreams
+  // Filled in as they are made; the one onClose below (registered first, so it runs last) closes them.
+  const made: { plan?: UpstreamPlan, forwarder?: ReplicaForwarder } = {}
+  let grants: RevokedGrants | undefined
+  let blockedUsers: BlockedUsers | undefined
+  let notices: ClusterNotices | undefined
+  // Pollers and subscribers: only the newest build runs them (a retired one may still finish requests).
+  const stopBackground = async (): Promise<void> => {
+    grants?.stop()
+    blockedUsers?.stop()
+    await notices?.close()
+  }
+  app.addHook('onClose', async () => {
+    await stopBackground()
+    // A plan never put in force closes the stdio upstreams it made; once committed they are the pool's.
+    await made.plan?.abort()
+    await Promise.all([...(made.plan?.upstreams.values() ?? [])].filter((u) => !pool.owns(u)).map(async (u) => u.close()))
+    await made.forwarder?.close()
+    if (ownsShared) await shared.close()
+  })
   if (config.metrics.enabled) recordHttpMetrics(app, metrics)
   // Traces (README "Tracing"): the SDK is loaded, once per process, only when an OTLP endpoint is set.
   const tracing = config.telemetry.otlp === undefined ? undefined : await startTracing(config.telemetry.otlp, app.log)
   if (tracing !== undefined) instrumentApp(app, tracing)
   const advertiseUrl = config.cluster.advertiseUrl
   const forwarder = advertiseUrl === undefined ? undefined : new ReplicaForwarder(advertiseUrl, config.bodyLimit)
+  made.forwarder = forwarder
   // The keys sign access tokens and, for servers[].identity, the identity each upstream is sent.
   const keys = config.auth.enabled ? await loadKeys(store, config.auth.signingKeysFile) : undefined
   const currentKey = keys?.signingKeys[0]
@@ -183,8 +235,6 @@ export async function buildApp (config: Config, options: BuildOptions = {}): Pro
   const idpSessions = box === undefined ? undefined : new IdpSessions(store, box)
   const upstreamAuth = box === undefined ? undefined : createUpstreamAuth({ config, store, box, idpSessions, log: app.log, now, outboundTestAllowance: options.outboundTestAllowance, sessionOwners: httpSessionOwners })
   if (upstreamAuth !== undefined) app.addHook('onClose', upstreamAuth.close)
-  const pool = shared.upstreams
-  pool.useLinkedToken(upstreamAuth?.linkedToken)
   const upstreamOptions: UpstreamOptions = {
     httpSessionOwners,
     streamKeeper,
@@ -197,21 +247,19 @@ export async function buildApp (config: Config, options: BuildOptions = {}): Pro
     ...(upstreamAuth === undefined ? {} : { credentialsFor: upstreamAuth.credentialsFor, linkedToken: pool.linkedToken }),
     ...(options.stdioStartingLogIntervalMs === undefined ? {} : { stdioStartingLogIntervalMs: options.stdioStartingLogIntervalMs }),
   }
-  const upstreams = pool.upstreamsFor(config, (server) => createUpstream(server, upstreamOptions))
-  metrics.upstreamLoads = () => [...upstreams.values()].map((u) => [u.name, u.load()] as const)
-  metrics.stdioProcessCounts = () => [...upstreams.values()].flatMap((u) => u instanceof StdioUpstream ? [[u.name, u.processCount] as const] : [])
+  const upstreamPlan = pool.plan(config, (server) => createUpstream(server, upstreamOptions))
+  made.plan = upstreamPlan
+  const upstreams = upstreamPlan.upstreams
   const isOriginAllowed = createOriginPolicy(config.publicUrl, config.allowedOrigins)
 
-  limiter.useOnStoreError(config.rateLimits.onStoreError)
   // One guard per server, shared by the MCP routes and the admin API (which approves tools).
   const toolGuards = createToolGuards(config, { store, log: app.log, now, metrics, audit })
 
   let authenticate: Authenticator | undefined
+  // With auth off there are no accounts: nothing to revoke.
+  let revokeAccounts: AccountRevoker = async () => 0
   let scopeChallenge: ((server: ServerConfig, scopes: readonly string[], description: string) => string) | undefined
   let firstRun: FirstRunAccount | undefined
-  let grants: RevokedGrants | undefined
-  let blockedUsers: BlockedUsers | undefined
-  let notices: ClusterNotices | undefined
   if (keys !== undefined && idpSessions !== undefined) {
     const users = await UserDirectory.load(config.auth.users, store, config.dataDir, config.auth.identityProviders.length > 0)
     firstRun = users.firstRun
@@ -320,6 +368,16 @@ export async function buildApp (config: Config, options: BuildOptions = {}): Pro
     authenticate = createAuthenticator(catalog, verifier, isGatewayWideAllowed, (result) => metrics.tokenValidations.inc({ result }), apiKeyVerifier)
     const cookies = new AccountCookies(keys.cookieKeys[0] ?? '', config.publicUrl.startsWith('https:'), now)
     const adminSessions = new AdminSessions(store, now)
+    const revokeDeps: RevokeUserDeps = { grants: accountGrants, revokeGrant: async (grantId) => revokedGrants.revoke(grantId), apiKeys, idpSessions, endUserSessions: endAccount, endAdminSessions: async (userId) => adminSessions.endUser(userId), isKnownUser: async (userId) => await owners.identityOf(userId) !== undefined }
+    revokeAccounts = async (changes) => {
+      // Removed: everything, as the admin API's revoke; the end-user notice reaches the other replicas.
+      const seen = changes.removedProviders.length === 0 ? [] : await usersSeen.list()
+      const providerAccounts = seen.filter((user) => changes.removedProviders.includes(user.provider)).map((user) => user.id)
+      for (const userId of [...changes.removedUsers, ...providerAccounts]) await revokeUser(revokeDeps, userId)
+      // Regrouped: their tokens carry the old groups; with the grants revoked they sign in again and get the new ones.
+      for (const userId of changes.regroupedUsers) for (const grantId of await accountGrants.of(userId)) await revokedGrants.revoke(grantId)
+      return providerAccounts.length
+    }
     const isSignInPossible = accountClientMetadata(config.publicUrl) !== undefined
     await app.register(accountRoutes, {
       publicUrl: config.publicUrl,
@@ -338,13 +396,15 @@ export async function buildApp (config: Config, options: BuildOptions = {}): Pro
     if (upstreamAuth?.links !== undefined) await app.register(upstreamAuthRoutes, { publicUrl: config.publicUrl, servers: upstreamAuth.links.servers })
     const admin: Omit<AdminRoutesOptions, 'authenticate'> = {
       upstreams,
+      allUpstreams: () => [...upstreams.values(), ...pool.drainingUpstreams()],
+      sessionHolder: (server, sessionId) => pool.holderOf(server, sessionId),
       store,
       configuredClients: config.auth.clients,
       replica: config.cluster.advertiseUrl ?? 'local',
       usersSeen,
       blocked,
       apiKeys,
-      revoke: { grants: accountGrants, revokeGrant: async (grantId) => revokedGrants.revoke(grantId), apiKeys, idpSessions, endUserSessions: endAccount, endAdminSessions: async (userId) => adminSessions.endUser(userId), isKnownUser: async (userId) => await owners.identityOf(userId) !== undefined },
+      revoke: revokeDeps,
       revokeClient: { store, revokeGrant: async (grantId) => revokedGrants.revoke(grantId), fixedClients: yamlClients },
       toolGuards,
       ...(upstreamAuth?.links === undefined ? {} : { links: upstreamAuth.links }),
@@ -358,13 +418,18 @@ export async function buildApp (config: Config, options: BuildOptions = {}): Pro
     scopeChallenge = (server, scopes, description) => bearerChallenge({ resourceMetadata: catalog.metadataUrlOf(server.name), scopes, error: 'insufficient_scope', description })
   }
 
-  // Pollers and subscribers: only the newest build runs them (a retired one may still finish requests).
-  const stopBackground = async (): Promise<void> => {
-    grants?.stop()
-    blockedUsers?.stop()
-    await notices?.close()
+  /**
+   * What the build changes in the parts it shares with the generation in force: done only once
+   * it is in force (a reload's gateway calls it after the swap; a build of its own at once).
+   */
+  const activate = (): void => {
+    upstreamPlan.commit()
+    pool.useLinkedToken(upstreamAuth?.linkedToken)
+    metrics.upstreamLoads = () => [...upstreams.values()].map((u) => [u.name, u.load()] as const)
+    metrics.stdioProcessCounts = () => [...upstreams.values()].flatMap((u) => u instanceof StdioUpstream ? [[u.name, u.processCount] as const] : [])
+    limiter.useOnStoreError(config.rateLimits.onStoreError)
   }
-  const state: GatewayState = { isClosing: false, upstreams, store, metrics, firstRun, idpSessions, stopBackground, ...(shared.metricsServer === undefined ? {} : { metricsServer: shared.metricsServer }) }
+  const state: GatewayState = { isClosing: false, upstreams, store, metrics, firstRun, idpSessions, stopBackground, activate, revokeAccounts, ...(shared.metricsServer === undefined ? {} : { metricsServer: shared.metricsServer }) }
   app.decorate('portcullis', state)
   const isClosing = (): boolean => state.isClosing
 
@@ -383,12 +448,6 @@ export async function buildApp (config: Config, options: BuildOptions = {}): Pro
     for (const upstream of upstreams.values()) if (ownsShared || !pool.owns(upstream)) upstream.closeStreams()
     for (const socket of connections) if (socket.bytesRead === 0) socket.destroy()
   })
-  app.addHook('onClose', async () => {
-    await stopBackground()
-    await Promise.all([...upstreams.values()].filter((u) => !pool.owns(u)).map((u) => u.close()))
-    await forwarder?.close()
-    if (ownsShared) await shared.close()
-  })
 
   app.setNotFoundHandler(async (request, reply) => {
     if (MCP_PATH_RE.test(request.url)) {
@@ -404,7 +463,8 @@ export async function buildApp (config: Config, options: BuildOptions = {}): Pro
   if (config.metrics.enabled && config.metrics.listen === undefined) await app.register(metricsRoute, { metrics, bearerToken: config.metrics.bearerToken })
   const drainingHolder = (server: string, sessionId: string): Upstream | undefined => pool.holderOf(server, sessionId)
   await app.register(mcpRoutes, { config, upstreams, isClosing, isOriginAllowed, authenticate, limiter, audit, metrics, scopeChallenge, toolGuards, streamKeeper, drainingHolder, ...(tracing === undefined ? {} : { tracing: traceSettings(tracing.tracer, keys, metrics) }), ...(directory === undefined || forwarder === undefined ? {} : { replicas: { directory, forwarder } }) })
-  return app
+  await options.afterWiring?.()
+  if (ownsShared) activate()
 }
 
 /**

@@ -4,7 +4,7 @@
  * shutdown; plus `check` to validate a config without starting anything.
  */
 import { parseArgs } from 'node:util'
-import { ConfigError, loadConfigFile, resolveConfigPath } from './config/load.js'
+import { ConfigError, loadConfigFile, readConfigFile, resolveConfigPath } from './config/load.js'
 import type { Config } from './config/schema.js'
 import { describeConfig } from './config/describe.js'
 import { configWarnings } from './config/warnings.js'
@@ -98,8 +98,9 @@ async function main (argv: string[]): Promise<number> {
   }
 
   let config: Config
+  let fileSha256: string
   try {
-    config = loadConfigFile(resolveConfigPath(values.config))
+    ({ config, sha256: fileSha256 } = readConfigFile(resolveConfigPath(values.config)))
   } catch (err) {
     if (err instanceof ConfigError) {
       process.stderr.write(`portcullis: invalid configuration\n${err.message}\n`)
@@ -141,12 +142,20 @@ async function main (argv: string[]): Promise<number> {
     const { keysCommand } = await import('./account/keys-command.js')
     return keysCommand(config, { action: positionals[1], keyId: positionals[2], user: values.user, servers: values.servers, scopes: values.scopes, expires: values.expires, name: values.name })
   }
-  return start(config, values.watch === true)
+  return start(config, fileSha256, values.watch === true)
 }
 
-async function start (config: Config, isWatching: boolean): Promise<number> {
+/** `fileSha256`: the digest of the text `config` was read from (a reload compares it with the file now). */
+async function start (config: Config, fileSha256: string, isWatching: boolean): Promise<number> {
   const format = resolveLogFormat(config.log.format, process.stdout.isTTY === true)
   const log = createLogger(config.log.level, undefined, format)
+  // README "Reloading": SIGHUP re-reads the file. Node's default for SIGHUP ends the process, so the
+  // handler comes first; a SIGHUP before the gateway is ready is honoured (once) when it is.
+  const hangup: { isPending: boolean, reload?: () => void } = { isPending: false }
+  process.on('SIGHUP', () => {
+    if (hangup.reload === undefined) hangup.isPending = true
+    else hangup.reload()
+  })
   // Loaded here, not at the top: `check` and `hash-password` need none of the server.
   const { Gateway } = await import('./reload/gateway.js')
   const { lockStoreDir } = await import('./store/create-store.js')
@@ -161,7 +170,7 @@ async function start (config: Config, isWatching: boolean): Promise<number> {
   }
   let gateway: Awaited<ReturnType<typeof Gateway.create>>
   try {
-    gateway = await Gateway.create(config, log)
+    gateway = await Gateway.create(config, log, fileSha256)
   } catch (err) {
     lock?.release()
     const code = (err as NodeJS.ErrnoException).code
@@ -214,12 +223,15 @@ async function start (config: Config, isWatching: boolean): Promise<number> {
   }
   process.on('SIGTERM', onSignal)
   process.on('SIGINT', onSignal)
-  // README "Reloading": SIGHUP and --watch re-read the file; the gateway logs each outcome.
+  // SIGHUP and --watch re-read the file; the gateway logs each outcome.
   const reload = (cause: 'signal' | 'watch') => (): void => {
     gateway.reload(cause).catch((err: Error) => log.error({ err: { message: err.message } }, 'configuration reload failed'))
   }
-  process.on('SIGHUP', reload('signal'))
+  hangup.reload = reload('signal')
+  if (hangup.isPending) hangup.reload()
   const stopWatching = isWatching ? watchConfigFile(config.source, reload('watch'), (err) => log.error({ err: { message: err.message } }, 'cannot watch the configuration file')) : undefined
+  // An edit while the gateway was starting happened before the watch began.
+  if (isWatching) gateway.reloadIfChanged().catch((err: Error) => log.error({ err: { message: err.message } }, 'configuration reload failed'))
   return EXIT_OK
 }
 

@@ -57,6 +57,8 @@ export async function audited (record: AdminRecord, request: FastifyRequest, cal
 
 export interface AdminActionsOptions {
   readonly upstreams: ReadonlyMap<string, Upstream>
+  /** An upstream a reload replaced that still holds this session (src/reload/upstream-pool.ts holderOf). */
+  readonly sessionHolder: (server: string, sessionId: string) => Upstream | undefined
   /** cluster.advertiseUrl, or 'local'. */
   readonly replica: string
   readonly blocked: BlockedUsers
@@ -109,7 +111,8 @@ export function adminActions (opts: AdminActionsOptions): AdminActions {
     },
 
     endSession: async (server: string, sessionId: string): Promise<Outcome> => {
-      const upstream = opts.upstreams.get(server)
+      // A session opened before a reload may live on the replaced (draining) upstream, as for mcp.ts.
+      const upstream = opts.sessionHolder(server, sessionId) ?? opts.upstreams.get(server)
       if (upstream === undefined) throw new PortcullisError('PORTCULLIS_ERR_ADMIN_NOT_FOUND', `no MCP server named ${JSON.stringify(server.slice(0, 64))}`)
       const isEnded = await upstream.endSession?.(sessionId, 'ended by an administrator') ?? false
       if (!isEnded) return notFound(`this replica (${opts.replica}) holds no session ${sessionId} on "${upstream.name}"`)

@@ -45,8 +45,8 @@ export interface SessionItem {
 }
 
 /** Live sessions this replica holds, every server. */
-export function sessionItems (upstreams: ReadonlyMap<string, Upstream>, replica: string, nowMs: number): SessionItem[] {
-  return [...upstreams.values()].flatMap((upstream) => (upstream.liveSessions?.() ?? []).map((s) => ({
+export function sessionItems (upstreams: Iterable<Upstream>, replica: string, nowMs: number): SessionItem[] {
+  return [...upstreams].flatMap((upstream) => (upstream.liveSessions?.() ?? []).map((s) => ({
     server: upstream.name,
     transport: upstream.transport,
     sessionId: s.sessionId,

@@ -150,8 +150,8 @@ export async function adminPageRoutes (app: FastifyInstance, opts: AdminPageOpti
   const adminGroups = new Set(opts.groups)
   const record = adminRecorder(opts.audit, 'admin page call')
   const tools = { store: opts.store, guards: opts.toolGuards, now: opts.now }
-  const actions = adminActions({ upstreams: opts.upstreams, replica: opts.replica, blocked: opts.blocked, revoke: opts.revoke, revokeClient: opts.revokeClient, tools, audit: opts.audit })
-  const sessionsNow = (): ReturnType<typeof sessionItems> => sessionItems(opts.upstreams, opts.replica, opts.now())
+  const actions = adminActions({ upstreams: opts.upstreams, sessionHolder: opts.sessionHolder, replica: opts.replica, blocked: opts.blocked, revoke: opts.revoke, revokeClient: opts.revokeClient, tools, audit: opts.audit })
+  const sessionsNow = (): ReturnType<typeof sessionItems> => sessionItems(opts.allUpstreams(), opts.replica, opts.now())
   /** Each POST route's audit name, by its route pattern: a form refused before its handler runs is still recorded. */
   const postActions = new Map<string, string>()
 

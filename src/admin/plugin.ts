@@ -32,6 +32,9 @@ export const ADMIN_API_PATH = '/admin/api/v1'
 export interface AdminRoutesOptions {
   readonly authenticate: AdminAuthenticator
   readonly upstreams: ReadonlyMap<string, Upstream>
+  /** The upstreams in force and those a reload replaced that still hold sessions (their sessions are listed too). */
+  readonly allUpstreams: () => Iterable<Upstream>
+  readonly sessionHolder: (server: string, sessionId: string) => Upstream | undefined
   readonly store: Store
   readonly configuredClients: readonly ClientConfig[]
   /** cluster.advertiseUrl, or 'local'. */
@@ -68,7 +71,7 @@ export async function adminRoutes (app: FastifyInstance, opts: AdminRoutesOption
 
   const record = adminRecorder(audit, 'admin api call')
   const tools: ServerToolsDeps = { store: opts.store, guards: opts.toolGuards, now: opts.now }
-  const actions = adminActions({ upstreams: opts.upstreams, replica: opts.replica, blocked, revoke: opts.revoke, revokeClient: opts.revokeClient, tools, audit })
+  const actions = adminActions({ upstreams: opts.upstreams, sessionHolder: opts.sessionHolder, replica: opts.replica, blocked, revoke: opts.revoke, revokeClient: opts.revokeClient, tools, audit })
 
   /** Access check, the work, one audit record. */
   const route = (action: string, work: Work, target?: (request: FastifyRequest) => Target) => async (request: FastifyRequest, reply: FastifyReply): Promise<FastifyReply> => {
@@ -112,7 +115,7 @@ export async function adminRoutes (app: FastifyInstance, opts: AdminRoutesOption
     return reply.code(status).send({ error: { code: status === 500 ? 'PORTCULLIS_ERR_INTERNAL' : 'PORTCULLIS_ERR_ADMIN_BAD_REQUEST', message: status === 500 ? 'Internal gateway error' : error.message } })
   })
 
-  const sessionsNow = (): ReturnType<typeof sessionItems> => sessionItems(opts.upstreams, opts.replica, opts.now())
+  const sessionsNow = (): ReturnType<typeof sessionItems> => sessionItems(opts.allUpstreams(), opts.replica, opts.now())
 
   /** An action, known to the error handler by its audit name (a body refused before the handler is still recorded). */
   const post = (path: string, action: string, work: Work, target?: (request: FastifyRequest) => Target): void => {

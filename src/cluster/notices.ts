@@ -8,7 +8,8 @@
  * this notice their processes elsewhere lived on, idle, holding the user's environment, until
  * the idle timeout.
  * `reload` — one replica reloaded its configuration (admin API or SIGHUP): every other replica
- * re-reads its own file (README "Reloading"), so replicas do not drift apart.
+ * re-reads its own file (README "Reloading"), so replicas do not drift apart; the notice carries
+ * the SHA-256 of the file applied, so a replica whose own file differs can say so.
  *
  * Delivery is at most once (pub/sub keeps nothing for a replica that is down or reconnecting):
  * a notice is a shortcut, not the safeguard. A replica that misses one still refuses the user's
@@ -22,7 +23,10 @@ import type { FastifyBaseLogger } from 'fastify'
 import type { RedisClient } from '../store/redis-client.js'
 import { waitUntilReady } from '../store/redis-client.js'
 
-export type ClusterNotice = { readonly type: 'end-user', readonly accountId: string } | { readonly type: 'reload' }
+/** `reload` carries the SHA-256 of the file the sender applied: a replica whose own file differs says so. */
+export type ClusterNotice = { readonly type: 'end-user', readonly accountId: string } | { readonly type: 'reload', readonly sha256: string }
+
+const SHA256_HEX_RE = /^[0-9a-f]{64}$/
 
 const SUBSCRIBE_TIMEOUT_MS = 5_000
 /** Account ids are `<provider>:<sub>` or a local username: bounded like every id the gateway keeps. */
@@ -32,7 +36,7 @@ export class ClusterNotices {
   private readonly instance = randomUUID()
   private subscriber: RedisClient | undefined
   private readonly endUserHandlers: Array<(accountId: string) => Promise<void>> = []
-  private readonly reloadHandlers: Array<() => Promise<void>> = []
+  private readonly reloadHandlers: Array<(sha256: string) => Promise<void>> = []
 
   constructor (private readonly redis: RedisClient, private readonly channel: string, private readonly log: FastifyBaseLogger) {}
 
@@ -54,7 +58,7 @@ export class ClusterNotices {
   }
 
   /** Called for every `reload` notice from another replica. */
-  onReload (handler: () => Promise<void>): void {
+  onReload (handler: (sha256: string) => Promise<void>): void {
     this.reloadHandlers.push(handler)
   }
 
@@ -74,7 +78,7 @@ export class ClusterNotices {
       return
     }
     if (notice.from === this.instance) return
-    const acting = notice.type === 'reload' ? this.reloadHandlers.map((handler) => handler()) : this.endUserHandlers.map((handler) => handler(notice.accountId))
+    const acting = notice.type === 'reload' ? this.reloadHandlers.map((handler) => handler(notice.sha256)) : this.endUserHandlers.map((handler) => handler(notice.accountId))
     for (const done of acting) done.catch((err: Error) => this.log.warn({ notice: notice.type, err: { message: err.message } }, 'could not act on a cluster notice'))
   }
 
@@ -93,10 +97,10 @@ function parseNotice (message: string): (ClusterNotice & { readonly from: string
     return undefined
   }
   if (typeof value !== 'object' || value === null) return undefined
-  const { type, accountId, from } = value as Record<string, unknown>
+  const { type, accountId, from, sha256 } = value as Record<string, unknown>
   if (typeof from !== 'string' || from === '' || from.length > MAX_ID_CHARS) return undefined
-  // A reload carries nothing else: each replica reads its own file, never one sent over the channel.
-  if (type === 'reload') return Object.keys(value).length === 2 ? { type, from } : undefined
+  // A reload carries only the digest: each replica reads its own file, never one sent over the channel.
+  if (type === 'reload') return Object.keys(value).length === 3 && typeof sha256 === 'string' && SHA256_HEX_RE.test(sha256) ? { type, sha256, from } : undefined
   if (type !== 'end-user') return undefined
   if (typeof accountId !== 'string' || accountId === '' || accountId.length > MAX_ID_CHARS) return undefined
   return { type, accountId, from }

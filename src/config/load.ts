@@ -3,6 +3,7 @@
  * derived values -> frozen Config. Every problem is reported with the file,
  * line, column and key path, and what was expected.
  */
+import { createHash } from 'node:crypto'
 import { readFileSync, existsSync, statSync } from 'node:fs'
 import { resolve } from 'node:path'
 import { isMap, isPair, isScalar, LineCounter, parseDocument, type Document, type Node } from 'yaml'
@@ -67,13 +68,34 @@ export function resolveConfigPath (explicit: string | undefined, cwd = process.c
 }
 
 export function loadConfigFile (path: string, env: NodeJS.ProcessEnv = process.env): Config {
+  return readConfigFile(path, env).config
+}
+
+/**
+ * The configuration and the SHA-256 (hex) of the text it was parsed from: a reload tells
+ * whether the file changed since (--watch at start) and whether replicas read the same file.
+ */
+export function readConfigFile (path: string, env: NodeJS.ProcessEnv = process.env): { config: Config, sha256: string } {
   let text: string
   try {
     text = readFileSync(path, 'utf8')
   } catch (err) {
     throw new ConfigError(path, [{ line: undefined, column: undefined, path: '', message: `cannot read config file (${(err as NodeJS.ErrnoException).code ?? String(err)})` }])
   }
-  return parseConfig(text, path, env)
+  return { config: parseConfig(text, path, env), sha256: textSha256(text) }
+}
+
+/** The SHA-256 of the file as it is now; undefined when it cannot be read. */
+export function configFileSha256 (path: string): string | undefined {
+  try {
+    return textSha256(readFileSync(path, 'utf8'))
+  } catch {
+    return undefined
+  }
+}
+
+function textSha256 (text: string): string {
+  return createHash('sha256').update(text).digest('hex')
 }
 
 /**

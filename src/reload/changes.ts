@@ -71,9 +71,12 @@ function serverChanges (current: Config, next: Config): string[] {
   return changes
 }
 
-/** With /metrics on a listener of its own, that listener's settings (its bearer token too) are fixed at start. */
+/**
+ * With /metrics on a listener of its own, that listener (made or not at start, with its bearer
+ * token) is fixed: metrics.enabled and metrics.bearerToken too.
+ */
 function restartOnlyPaths (current: Config): Path[] {
-  return current.metrics.listen === undefined ? [...RESTART_ONLY] : [...RESTART_ONLY, ['metrics', 'bearerToken']]
+  return current.metrics.listen === undefined ? [...RESTART_ONLY] : [...RESTART_ONLY, ['metrics', 'enabled'], ['metrics', 'bearerToken']]
 }
 
 function valueAt (config: Config, path: Path): unknown {

@@ -6,7 +6,9 @@
  * one HTTP listener over to it. The generations share what must outlive them (SharedParts in
  * app.ts: the store, Redis, rate-limit counters, metrics, the audit log, stdio processes and
  * sessions). A request finishes on the generation that accepted it, event streams included; a
- * retired generation stops its pollers at once and closes when its last request has ended.
+ * retired generation stops its pollers at once and closes when its last request has ended, or
+ * at the latest shutdownTimeoutMs after it was retired (each one holds a Fastify app and an
+ * oidc-provider: a client holding a stream open must not make memory grow per reload).
  *
  * One reload at a time: a second caller waits for the first and then reads the file again.
  */
@@ -14,18 +16,23 @@ import { createServer, type IncomingMessage, type Server, type ServerResponse } 
 import type { Socket } from 'node:net'
 import type { FastifyBaseLogger, FastifyInstance } from 'fastify'
 import type { Logger } from 'pino'
-import { buildApp, createSharedParts, listenerTimeouts, type SharedParts } from '../app.js'
+import { buildApp, createSharedParts, listenerTimeouts, type AccountChanges, type BuildOptions, type SharedParts } from '../app.js'
 import { ClusterNotices } from '../cluster/notices.js'
-import { ConfigError, loadConfigFile } from '../config/load.js'
+import { ConfigError, configFileSha256, readConfigFile } from '../config/load.js'
 import type { Config } from '../config/schema.js'
 import { stdioCommandProblems } from '../upstreams/stdio/resolve-command.js'
 import { describeChanges, restartOnlyChanges, withRestartOnlyKept } from './changes.js'
 import type { ReloadReport } from './report.js'
+import { stableJson } from './upstream-pool.js'
+import { accountChanges, hasAccountChanges } from './users.js'
 
 /** Who asked for a reload; only an operator's own request (API, SIGHUP) is passed on to the other replicas. */
 export type ReloadCause = 'api' | 'signal' | 'watch' | 'replica'
 
 type Handler = (req: IncomingMessage, res: ServerResponse) => void
+
+/** Test-only hooks into each build (never set by `portcullis start`). */
+export type TestHooks = Pick<BuildOptions, 'afterWiring'>
 
 interface Generation {
   readonly app: FastifyInstance
@@ -33,6 +40,19 @@ interface Generation {
   /** Requests accepted and not yet ended (an open event stream counts until it closes). */
   inFlight: number
 }
+
+/** Whether the server `name` is gone from `after` or defined differently there. */
+function serverChanged (name: string, before: Config, after: Config): boolean {
+  const was = before.servers.find((s) => s.name === name)
+  const is = after.servers.find((s) => s.name === name)
+  return was === undefined || is === undefined || stableJson(was) !== stableJson(is)
+}
+
+/**
+ * A replica's file may differ from the one another replica applied for a while (a ConfigMap
+ * reaches each pod within a minute or so): it is read again after these delays.
+ */
+const REPLICA_FILE_RETRY_DELAYS_MS = [2_000, 5_000, 15_000, 40_000]
 
 /** How often a retired generation is checked for its last request. */
 const RETIRE_CHECK_INTERVAL_MS = 500
@@ -48,9 +68,10 @@ export class Gateway {
 
   private constructor (
     /** The configuration in force; the shared parts read it too (idle timeouts of kept sessions). */
-    private readonly inForce: { config: Config },
+    private readonly inForce: { config: Config, sha256: string | undefined },
     private readonly log: Logger,
     private readonly shared: SharedParts,
+    private readonly testHooks: TestHooks,
   ) {
     this.server = createServer(listenerTimeouts(inForce.config.limits).http, (req, res) => this.route(req, res))
     this.applyListenerTimeouts()
@@ -62,14 +83,15 @@ export class Gateway {
   }
 
   /** Builds the first generation (nothing listens yet: `listen`). */
-  static async create (config: Config, log: Logger): Promise<Gateway> {
-    const inForce = { config }
+  /** `fileSha256`: the digest of the text `config` was read from (readConfigFile). */
+  static async create (config: Config, log: Logger, fileSha256: string | undefined, testHooks: TestHooks = {}): Promise<Gateway> {
+    const inForce = { config, sha256: fileSha256 }
     const shared = await createSharedParts(config, { logger: log }, () => inForce.config)
-    const gateway = new Gateway(inForce, log, shared)
+    const gateway = new Gateway(inForce, log, shared, testHooks)
     try {
       gateway.current = await gateway.build(config)
+      gateway.current.app.portcullis.activate()
     } catch (err) {
-      await gateway.current?.app.close()
       await shared.close()
       throw err
     }
@@ -105,8 +127,16 @@ export class Gateway {
     const run = this.queue.then(async () => this.reloadNow(cause))
     this.queue = run.catch(() => undefined)
     const report = await run
-    if (cause === 'api' || cause === 'signal') await this.notices?.publish({ type: 'reload' })
+    // Passed on only when applied: a refused file is this replica's problem, not the others'.
+    const sha256 = this.inForce.sha256
+    if ((cause === 'api' || cause === 'signal') && report.applied && sha256 !== undefined) await this.notices?.publish({ type: 'reload', sha256 })
     return report
+  }
+
+  /** --watch: an edit made while the gateway was starting (before the watch began) is not missed. */
+  async reloadIfChanged (): Promise<void> {
+    const now = configFileSha256(this.config.source)
+    if (now !== undefined && now !== this.inForce.sha256) await this.reload('watch')
   }
 
   /**
@@ -115,6 +145,9 @@ export class Gateway {
    */
   async close (): Promise<void> {
     this.isClosing = true
+    // A reload under way finishes first (its new build is closed, not put in force): otherwise
+    // it would swap in a generation nobody closes, with stdio children nobody ends.
+    await this.reloadsDone(this.config.shutdownTimeoutMs)
     const generations = this.generations()
     for (const { app } of generations) app.portcullis.isClosing = true
     const closed = new Promise<void>((resolve) => this.server.close(() => resolve()))
@@ -137,6 +170,14 @@ export class Gateway {
     } finally {
       clearTimeout(deadline)
     }
+  }
+
+  /** The reload queue has emptied, or `timeoutMs` passed (a build stuck on a slow store must not hold the shutdown). */
+  private async reloadsDone (timeoutMs: number): Promise<void> {
+    let timer: NodeJS.Timeout | undefined
+    const deadline = new Promise<void>((resolve) => { timer = setTimeout(resolve, timeoutMs) })
+    await Promise.race([this.queue, deadline])
+    clearTimeout(timer)
   }
 
   private get config (): Config {
@@ -162,6 +203,7 @@ export class Gateway {
   private async build (config: Config): Promise<Generation> {
     let handle: Handler | undefined
     const app = await buildApp(config, {
+      ...this.testHooks,
       logger: this.log,
       shared: this.shared,
       reload: async () => this.reload('api'),
@@ -171,8 +213,13 @@ export class Gateway {
         return createServer()
       },
     })
-    await app.ready()
-    if (handle === undefined) throw new Error('fastify made no request handler')
+    try {
+      await app.ready()
+      if (handle === undefined) throw new Error('fastify made no request handler')
+    } catch (err) {
+      await app.close().catch((closeErr: Error) => this.log.warn({ err: { message: closeErr.message } }, 'could not close a failed build'))
+      throw err
+    }
     return { app, handle, inFlight: 0 }
   }
 
@@ -180,8 +227,9 @@ export class Gateway {
     if (this.isClosing) return this.refused(cause, ['the gateway is shutting down'])
     const source = this.config.source
     let next: Config
+    let sha256: string
     try {
-      next = loadConfigFile(source)
+      ({ config: next, sha256 } = readConfigFile(source))
     } catch (err) {
       if (!(err instanceof ConfigError)) throw err
       return this.refused(cause, err.message.split('\n'))
@@ -192,24 +240,47 @@ export class Gateway {
     const applied = withRestartOnlyKept(this.config, next)
     const changed = describeChanges(this.config, applied)
     if (changed.length > 0) {
-      const undo = this.shared.upstreams.checkpoint()
       let generation: Generation
       try {
+        // A failed build closed what it made; the generation in force and the shared parts are as they were.
         generation = await this.build(applied)
       } catch (err) {
-        await undo()
         return this.refused(cause, [`${source}: ${(err as Error).message}`])
       }
+      if (this.isClosing) {
+        // Shutdown began during the build: this generation is never put in force.
+        await generation.app.close()
+        return this.refused(cause, ['the gateway is shutting down'])
+      }
       const previous = this.generation()
+      const previousConfig = this.config
       this.current = generation
+      generation.app.portcullis.activate()
       this.inForce.config = applied
       this.applyListenerTimeouts()
       this.log.level = applied.log.level
-      this.retire(previous)
+      this.retire(previous, previousConfig, applied)
+      await this.revokeAccounts(generation, accountChanges(previousConfig, applied))
     }
+    this.inForce.sha256 = sha256
     const report: ReloadReport = { applied: true, changed, needsRestart, errors: [] }
     this.log.info({ cause, changed, needsRestart }, needsRestart.length === 0 ? 'configuration reloaded' : 'configuration reloaded; some settings need a restart')
     return report
+  }
+
+  /**
+   * Users removed or regrouped, identity providers removed: their grants are revoked (and, for
+   * the removed, their API keys and sessions, stdio processes included) by the generation now in force.
+   */
+  private async revokeAccounts (generation: Generation, changes: AccountChanges): Promise<void> {
+    if (!hasAccountChanges(changes)) return
+    try {
+      const providerAccounts = await generation.app.portcullis.revokeAccounts(changes)
+      this.log.info({ ...changes, providerAccounts }, 'accounts removed or regrouped by the reload: their access revoked')
+    } catch (err) {
+      // The new file is in force (they cannot sign in again); their current tokens live on until they expire.
+      this.log.error({ ...changes, err: { message: (err as Error).message } }, 'could not revoke the access of accounts the reload removed or regrouped')
+    }
   }
 
   private refused (cause: ReloadCause, errors: string[]): ReloadReport {
@@ -218,14 +289,23 @@ export class Gateway {
   }
 
   /** Stops the generation's background work now; closes it when its last request has ended. */
-  private retire (generation: Generation): void {
+  private retire (generation: Generation, before: Config, after: Config): void {
     this.retiring.add(generation)
+    // A stream of a server removed or changed would keep the old definition flowing: it ends,
+    // and the client reopens it on the new one. The pool's stdio upstreams are not this build's.
+    for (const upstream of generation.app.portcullis.upstreams.values()) {
+      if (!this.shared.upstreams.owns(upstream) && serverChanged(upstream.name, before, after)) upstream.closeStreams()
+    }
+    const deadline = Date.now() + after.shutdownTimeoutMs
     const close = async (): Promise<void> => {
       await generation.app.portcullis.stopBackground()
-      while (generation.inFlight > 0 && !this.isClosing) await new Promise((resolve) => setTimeout(resolve, RETIRE_CHECK_INTERVAL_MS))
+      while (generation.inFlight > 0 && !this.isClosing && Date.now() < deadline) await new Promise((resolve) => setTimeout(resolve, RETIRE_CHECK_INTERVAL_MS))
       if (this.isClosing) return
       this.retiring.delete(generation)
+      // At the deadline, what is left of this build's own requests fails as at shutdown; streams
+      // of the pool's stdio upstreams go on (they are written by the upstream, not by this app).
       await generation.app.close()
+      this.log.info({ requestsLeft: generation.inFlight }, 'retired configuration closed')
     }
     close().catch((err: Error) => this.log.warn({ err: { message: err.message } }, 'could not close a retired configuration'))
   }
@@ -244,6 +324,23 @@ export class Gateway {
     const notices = new ClusterNotices(this.shared.redis, `${config.store.prefix}notices`, this.log as FastifyBaseLogger)
     this.notices = notices
     await notices.start(config.store.redis ?? '')
-    notices.onReload(async () => { await this.reload('replica') })
+    notices.onReload(async (sha256) => this.reloadForReplica(sha256))
+  }
+
+  /**
+   * Another replica applied the file with this digest. This one reads its own; when that
+   * differs, it says so and reads it again a few times (a ConfigMap reaches pods one by one).
+   */
+  private async reloadForReplica (sha256: string): Promise<void> {
+    await this.reload('replica')
+    for (const delayMs of REPLICA_FILE_RETRY_DELAYS_MS) {
+      if (this.isClosing || configFileSha256(this.config.source) === sha256) return
+      this.log.warn({ file: this.config.source, retryInMs: delayMs }, 'this replica\'s configuration file differs from the one another replica applied')
+      await new Promise((resolve) => setTimeout(resolve, delayMs).unref())
+      if (configFileSha256(this.config.source) === sha256) await this.reload('replica')
+    }
+    if (!this.isClosing && configFileSha256(this.config.source) !== sha256) {
+      this.log.error({ file: this.config.source }, 'replicas run different configuration files: give every replica the same file')
+    }
   }
 }

@@ -6,8 +6,11 @@
  * holderOf before the new definition), it takes no new sessions, and it closes when its last
  * session ends (idle timeout) or, removed, when nothing is in flight on it any more.
  *
- * HTTP upstreams hold no processes and their sessions live in the shared SessionOwners: each
- * build makes its own, and closes them when it is retired.
+ * HTTP and SSE upstreams hold no processes and their sessions live in the shared SessionOwners:
+ * each build makes its own, and closes them when it is retired.
+ *
+ * Two phases: plan() while the next build is made (the pool does not change), commit() once
+ * it is in force, abort() when it failed — so a failed reload leaves every upstream as it was.
  */
 import { createHash } from 'node:crypto'
 import type { FastifyBaseLogger } from 'fastify'
@@ -27,6 +30,15 @@ interface Kept {
   readonly key: string
 }
 
+/** One build's upstreams, before and after it is put in force. */
+export interface UpstreamPlan {
+  readonly upstreams: ReadonlyMap<string, Upstream>
+  /** After the swap: the pool takes the new stdio upstreams and drains those they replace (idempotent). */
+  readonly commit: () => void
+  /** The build failed or was never put in force: closes only the stdio upstreams the plan made (no-op once committed). */
+  readonly abort: () => Promise<void>
+}
+
 interface Draining {
   readonly upstream: StdioUpstream
   /** Removed from the file: no route reaches its sessions, so it closes once nothing is in flight. */
@@ -43,49 +55,37 @@ export class UpstreamPool {
 
   /**
    * The upstreams of one configuration, by server name: a kept stdio upstream when its
-   * definition is unchanged, a new one from `create` otherwise. Stdio upstreams it replaces
-   * or no longer lists start draining.
+   * definition is unchanged, a new one from `create` otherwise. Nothing in the pool changes
+   * until the plan is committed — the generation in force keeps serving on what it has while
+   * the next one is built; a build that fails aborts the plan.
    */
-  upstreamsFor (config: Config, create: (server: ServerConfig) => Upstream): Map<string, Upstream> {
+  plan (config: Config, create: (server: ServerConfig) => Upstream): UpstreamPlan {
     const upstreams = new Map<string, Upstream>()
+    const made: Kept[] = []
     for (const server of config.servers) {
-      if (server.transport !== 'stdio') {
-        upstreams.set(server.name, create(server))
-        continue
-      }
-      const key = definitionKey(server)
       const kept = this.kept.get(server.name)
-      if (kept?.key === key) {
+      const key = server.transport === 'stdio' ? definitionKey(server) : undefined
+      if (kept !== undefined && kept.key === key) {
         upstreams.set(server.name, kept.upstream)
         continue
       }
-      if (kept !== undefined) this.drain(kept.upstream, false)
       const upstream = create(server)
-      if (upstream instanceof StdioUpstream) this.kept.set(server.name, { upstream, key })
+      if (key !== undefined && upstream instanceof StdioUpstream) made.push({ upstream, key })
       upstreams.set(server.name, upstream)
     }
-    for (const [name, kept] of this.kept) {
-      if (upstreams.has(name)) continue
-      this.kept.delete(name)
-      this.drain(kept.upstream, true)
-    }
-    return upstreams
-  }
-
-  /**
-   * The pool as it is now; the function returned puts it back (a build that failed after
-   * upstreamsFor), closing the upstreams made since.
-   */
-  checkpoint (): () => Promise<void> {
-    const kept = new Map(this.kept)
-    const draining = new Set(this.draining)
-    return async () => {
-      const made = [...this.kept.values()].filter((k) => kept.get(k.upstream.name)?.upstream !== k.upstream).map((k) => k.upstream)
-      this.kept.clear()
-      for (const [name, k] of kept) this.kept.set(name, k)
-      this.draining.clear()
-      for (const d of draining) this.draining.add(d)
-      await Promise.all(made.map(async (upstream) => upstream.close()))
+    let state: 'planned' | 'committed' | 'aborted' = 'planned'
+    return {
+      upstreams,
+      commit: () => {
+        if (state !== 'planned') return
+        state = 'committed'
+        this.commit(upstreams, made)
+      },
+      abort: async () => {
+        if (state !== 'planned') return
+        state = 'aborted'
+        await Promise.all(made.map(async ({ upstream }) => upstream.close()))
+      },
     }
   }
 
@@ -129,8 +129,23 @@ export class UpstreamPool {
     await Promise.all(all.map(async (upstream) => upstream.close()))
   }
 
+  /**
+   * The new generation is in force: its stdio upstreams join the pool; every kept one it does
+   * not use drains — replaced by a new definition, by another transport, or removed.
+   */
+  private commit (upstreams: ReadonlyMap<string, Upstream>, made: readonly Kept[]): void {
+    for (const [name, kept] of this.kept) {
+      if (upstreams.get(name) === kept.upstream) continue
+      this.kept.delete(name)
+      this.drain(kept.upstream, !upstreams.has(name))
+    }
+    for (const entry of made) this.kept.set(entry.upstream.name, entry)
+  }
+
   private drain (upstream: StdioUpstream, isRemoved: boolean): void {
     this.draining.add({ upstream, isRemoved })
+    // A removed server's open streams would keep it (and its processes) alive with no route to it.
+    if (isRemoved) upstream.closeStreams()
     this.log.info({ server: upstream.name, sessions: upstream.liveSessions().length, removed: isRemoved }, 'stdio server definition replaced: its sessions drain on the old processes')
     if (this.drainTimer === undefined) {
       this.drainTimer = setInterval(() => this.closeDrained(), DRAIN_CHECK_INTERVAL_MS)

@@ -3,22 +3,34 @@
 // edited the way an editor replaces it (--watch), the admin API with a token from the real
 // OAuth flow, and two replicas on a real Redis.
 import t, { type Test } from 'tap'
+import { spawn, type ChildProcessWithoutNullStreams } from 'node:child_process'
+import { createHash, randomUUID } from 'node:crypto'
 import { readFileSync, renameSync, writeFileSync } from 'node:fs'
+import { createServer } from 'node:net'
 import { join } from 'node:path'
 import { stringify } from 'yaml'
 import { hashPassword } from '../../src/auth-server/password.js'
 import { adminToken, connectWithOAuth, signInForTokens } from '../oauth-helpers.js'
 import { eventually, freePort, INIT_BODY, postJson, redisAvailable, REDIS_URL, scratchRedis, startCliGateway, startUpstream, stdioServer, textOf } from '../helpers.js'
+import { call, childrenMarked, openSession, openStream, resultText, VERSION_HEADER } from '../reload-helpers.js'
 
 const PASSWORD = 'correct horse battery staple'
 const ORIGIN = 'https://app.example.com'
-const VERSION_HEADER = { 'mcp-protocol-version': '2025-11-25' }
 
 type Log = Record<string, unknown>
 
 /** The gateway's JSON log lines (stdout and stderr together). */
 function logLines (output: string): Log[] {
   return output.split('\n').filter((line) => line.startsWith('{')).map((line) => JSON.parse(line) as Log)
+}
+
+/** Whether this process can listen on 127.0.0.1:port (nobody else holds it). */
+async function canBind (port: number): Promise<boolean> {
+  const server = createServer()
+  return new Promise((resolve) => {
+    server.once('error', () => resolve(false))
+    server.listen({ host: '127.0.0.1', port }, () => server.close(() => resolve(true)))
+  })
 }
 
 /** Each reload's one line: applied or refused. */
@@ -30,46 +42,6 @@ function reloads (output: string): Log[] {
 async function nthReload (t: Test, output: () => string, n: number): Promise<Log> {
   t.ok(await eventually(() => reloads(output()).length >= n, 15_000), `reload ${n} logged`)
   return reloads(output())[n - 1] ?? {}
-}
-
-/** A raw 2025-era session: initialize, then the initialized notification. */
-async function openSession (url: string, headers: Record<string, string> = {}): Promise<string> {
-  const init = await postJson(url, INIT_BODY, headers)
-  if (init.status !== 200) throw new Error(`initialize answered ${init.status}: ${init.text}`)
-  const sessionId = init.headers.get('mcp-session-id') ?? ''
-  await postJson(url, { jsonrpc: '2.0', method: 'notifications/initialized' }, { ...headers, ...VERSION_HEADER, 'mcp-session-id': sessionId })
-  return sessionId
-}
-
-/** A tools/call in a session; the answer's JSON whether it came as JSON or as one SSE event. */
-async function call (url: string, sessionId: string, name: string, args: Record<string, unknown> = {}): Promise<{ status: number, body: Record<string, unknown> }> {
-  const res = await postJson(url, { jsonrpc: '2.0', id: 7, method: 'tools/call', params: { name, arguments: args } }, { ...VERSION_HEADER, 'mcp-session-id': sessionId })
-  const data = /^data: (.*)$/m.exec(res.text)?.[1]
-  return { status: res.status, body: (res.json ?? (data === undefined ? {} : JSON.parse(data))) as Record<string, unknown> }
-}
-
-/** The text of a tools/call result. */
-function resultText (body: Record<string, unknown>): string {
-  return ((body.result as { content?: Array<{ text?: string }> } | undefined)?.content?.[0]?.text) ?? JSON.stringify(body)
-}
-
-/** The server->client event stream of a session (GET), read as it arrives. */
-async function openStream (t: Test, url: string, sessionId: string): Promise<{ status: number, text: () => string }> {
-  const abort = new AbortController()
-  t.teardown(() => abort.abort())
-  const res = await fetch(url, { headers: { accept: 'text/event-stream', ...VERSION_HEADER, 'mcp-session-id': sessionId }, signal: abort.signal })
-  let text = ''
-  const reader = res.body?.getReader()
-  const pump = async (): Promise<void> => {
-    for (;;) {
-      const chunk = await reader?.read()
-      if (chunk === undefined || chunk.done) break
-      text += Buffer.from(chunk.value).toString('utf8')
-    }
-    text += '\n[stream ended]'
-  }
-  pump().catch(() => undefined)
-  return { status: res.status, text: () => text }
 }
 
 t.test('SIGHUP: a server added and one removed, a rate limit and allowedOrigins changed; a stdio session and its GET stream opened before live on', async (t) => {
@@ -178,7 +150,8 @@ t.test('an invalid file changes nothing and the log names file:line and key; lis
   t.same(restart.needsRestart, ['listen', 'publicUrl'], 'listen and publicUrl are reported')
   t.same(restart.changed, [], 'and nothing else changed')
   t.equal((await postJson(url, INIT_BODY)).status, 200, 'still on the old port')
-  t.notOk(await fetch(`http://127.0.0.1:${otherPort}/healthz`).then(() => true, () => false), 'nothing listens on the new port')
+  // Binding it ourselves fails if the gateway took the port (a fetch would fail for many reasons).
+  t.ok(await canBind(otherPort), 'the gateway did not take the new port: the test can bind it')
 })
 
 t.test('a changed stdio definition: the open session keeps its process, a new session gets the new one; the old process ends with its session', async (t) => {
@@ -212,6 +185,95 @@ t.test('a changed stdio definition: the open session keeps its process, a new se
   t.ok(ended.status < 300, 'the old session ends')
   t.ok(await eventually(() => { try { process.kill(before.pid, 0); return false } catch { return true } }, 10_000), 'its process ends once its last session has')
   t.equal(resultText((await call(url, fresh, 'increment')).body), '1', 'the new session is untouched')
+})
+
+t.test('SIGTERM right after SIGHUP: the process exits 0 and no stdio child is left', async (t) => {
+  const [oldMark, newMark] = [randomUUID(), randomUUID()]
+  const port = await freePort()
+  const dir = t.testdir({})
+  const configPath = join(dir, 'gw.yaml')
+  const base = { publicUrl: `http://127.0.0.1:${port}`, listen: { host: '127.0.0.1', port }, dataDir: join(dir, 'data'), auth: { enabled: false } }
+  writeFileSync(configPath, stringify({ ...base, servers: [stdioServer('local', { flags: [`--mark=${oldMark}`], prestart: 1 })] }))
+  const { child } = await startCliGateway(t, configPath)
+  t.ok(await eventually(() => childrenMarked(oldMark).length === 1, 5000), 'the warm process of the definition in force runs')
+
+  writeFileSync(configPath, stringify({ ...base, servers: [stdioServer('local', { flags: [`--mark=${newMark}`], prestart: 1 })] }))
+  const exited = new Promise<number | null>((resolve) => child.once('exit', (code) => resolve(code)))
+  child.kill('SIGHUP')
+  child.kill('SIGTERM')
+  t.equal(await exited, 0, 'exits 0')
+  t.ok(await eventually(() => childrenMarked(oldMark).length === 0 && childrenMarked(newMark).length === 0, 5000), 'no stdio child of either definition is left')
+})
+
+/** `portcullis start` spawned, not awaited: these tests act while it is still starting. */
+function spawnStarting (t: Test, configPath: string, flags: readonly string[] = []): { child: ChildProcessWithoutNullStreams, output: () => string } {
+  const child = spawn(process.execPath, [new URL('../../dist/main.js', import.meta.url).pathname, 'start', '--config', configPath, ...flags], { stdio: 'pipe' })
+  t.teardown(() => { if (child.exitCode === null && child.signalCode === null) child.kill('SIGKILL') })
+  let out = ''
+  child.stdout.on('data', (d: Buffer) => { out += d.toString() })
+  child.stderr.on('data', (d: Buffer) => { out += d.toString() })
+  return { child, output: () => out }
+}
+
+/**
+ * A start held up for 2 s: Redis at a port nothing listens on (with auth off the gateway then
+ * starts without it). "redis unreachable" is logged once start() runs, before it is ready.
+ */
+async function slowStartConfig (t: Test): Promise<{ configPath: string, write: (servers: unknown[]) => void, port: number }> {
+  const [port, deadPort] = [await freePort(), await freePort()]
+  const dir = t.testdir({})
+  const configPath = join(dir, 'gw.yaml')
+  const base = { publicUrl: `http://127.0.0.1:${port}`, listen: { host: '127.0.0.1', port }, dataDir: join(dir, 'data'), auth: { enabled: false }, store: { redis: `redis://127.0.0.1:${deadPort}` } }
+  const write = (servers: unknown[]): void => writeFileSync(configPath, stringify({ ...base, servers }))
+  return { configPath, write, port }
+}
+
+t.test('SIGHUP while the gateway is starting does not end it: the reload runs once it is ready', async (t) => {
+  const upstream = await startUpstream(t)
+  const { configPath, write } = await slowStartConfig(t)
+  write([{ name: 'fx', transport: 'http', url: upstream.url }])
+  const { child, output } = spawnStarting(t, configPath)
+  t.ok(await eventually(() => output().includes('redis unreachable'), 10_000), 'the gateway is starting')
+  t.notOk(output().includes('portcullis ready'), 'and not ready yet')
+  write([{ name: 'fx', transport: 'http', url: upstream.url }, { name: 'second', transport: 'http', url: upstream.url }])
+  child.kill('SIGHUP')
+  const line = await nthReload(t, output, 1)
+  t.equal(child.exitCode, null, 'still running')
+  t.equal(child.signalCode, null, 'not ended by the signal')
+  t.match(line, { msg: 'configuration reloaded', cause: 'signal', changed: ['server added: second'] }, 'the pending reload ran once ready')
+})
+
+t.test('--watch: an edit made while the gateway was starting is applied once it watches', async (t) => {
+  const upstream = await startUpstream(t)
+  const { configPath, write } = await slowStartConfig(t)
+  write([{ name: 'fx', transport: 'http', url: upstream.url }])
+  const { output } = spawnStarting(t, configPath, ['--watch'])
+  t.ok(await eventually(() => output().includes('redis unreachable'), 10_000), 'the gateway is starting')
+  write([{ name: 'fx', transport: 'http', url: upstream.url }, { name: 'second', transport: 'http', url: upstream.url }])
+  const line = await nthReload(t, output, 1)
+  t.match(line, { msg: 'configuration reloaded', cause: 'watch', changed: ['server added: second'] }, 'the file read at start differed from the file now')
+})
+
+t.test('a reload notice for a file this replica does not have yet: a warning, and the file is read again until it matches', async (t) => {
+  if (!await redisAvailable(t)) return
+  const { prefix, redis } = await scratchRedis(t)
+  const upstream = await startUpstream(t)
+  const port = await freePort()
+  const dir = t.testdir({})
+  const configPath = join(dir, 'gw.yaml')
+  const text = (servers: unknown[]): string => stringify({ publicUrl: `http://127.0.0.1:${port}`, listen: { host: '127.0.0.1', port }, dataDir: join(dir, 'data'), auth: { enabled: false }, store: { redis: REDIS_URL, prefix }, servers })
+  writeFileSync(configPath, text([{ name: 'fx', transport: 'http', url: upstream.url }]))
+  const { output } = await startCliGateway(t, configPath)
+  // The file another replica applied, which reaches this one later (a ConfigMap's propagation).
+  const theirs = text([{ name: 'fx', transport: 'http', url: upstream.url }, { name: 'second', transport: 'http', url: upstream.url }])
+  const sha256 = createHash('sha256').update(theirs).digest('hex')
+  await redis.publish(`${prefix}notices`, JSON.stringify({ type: 'reload', from: 'another-replica', sha256 }))
+  const first = await nthReload(t, output, 1)
+  t.match(first, { cause: 'replica', changed: [] }, 'it reads its own file at once')
+  t.ok(await eventually(() => output().includes('configuration file differs from the one another replica applied'), 5000), 'and warns that it differs')
+  writeFileSync(configPath, theirs)
+  const second = await nthReload(t, output, 2)
+  t.match(second, { cause: 'replica', changed: ['server added: second'] }, 'the file read again once it matches')
 })
 
 t.test('--watch: replacing the file the way editors do (write elsewhere, rename over) reloads it', async (t) => {

@@ -28,6 +28,17 @@ t.test('restart-only settings are reported and kept at their old values; the res
   t.same(next.listen, { host: '127.0.0.1', port: 9090 }, 'the parsed file itself is left alone')
 })
 
+t.test('with a metrics listener, metrics.enabled needs a restart (the listener is made at start or not at all)', async (t) => {
+  const listen = { host: '127.0.0.1', port: 9464 }
+  const current = makeConfig({ ...base, metrics: { listen } })
+  const next = makeConfig({ ...base, metrics: { listen, enabled: false } })
+  t.same(restartOnlyChanges(current, next), ['metrics.enabled'], 'reported as needing a restart')
+  t.equal(withRestartOnlyKept(current, next).metrics.enabled, true, 'kept as it was')
+  t.same(describeChanges(current, withRestartOnlyKept(current, next)), [], 'not reported as applied')
+  const without = makeConfig(base)
+  t.same(describeChanges(without, withRestartOnlyKept(without, makeConfig({ ...base, metrics: { enabled: false } }))), ['metrics.enabled changed'], 'on the main port it applies live')
+})
+
 t.test('without a metrics listener, metrics.bearerToken applies live (it guards /metrics on the main port)', async (t) => {
   const current = makeConfig(base)
   const next = makeConfig({ ...base, metrics: { bearerToken: 'c'.repeat(16) } })

@@ -252,6 +252,8 @@ export class StdioUpstream implements Upstream {
   /** A process of this server has completed a handshake (until then a pending one means the server is starting). */
   private hasStarted = false
   private isClosed = false
+  /** Stateless (2026-era) requests being answered: they belong to no session, load() counts them. */
+  private modernExchanges = 0
   private readonly sweeper: NodeJS.Timeout
 
   constructor (private readonly options: StdioUpstreamOptions) {
@@ -550,6 +552,16 @@ export class StdioUpstream implements Upstream {
   // --- 2026-07-28: stateless requests ----------------------------------------
 
   private async handleModern (ex: McpExchange): Promise<void> {
+    // Counted from the start (era detection, spawning included): a draining upstream must not close under it.
+    this.modernExchanges++
+    try {
+      await this.answerModern(ex)
+    } finally {
+      this.modernExchanges--
+    }
+  }
+
+  private async answerModern (ex: McpExchange): Promise<void> {
     const inspection = ex.inspection
     const message = inspection?.messages[0]
     if (inspection === undefined || message === undefined) return
@@ -844,7 +856,7 @@ export class StdioUpstream implements Upstream {
   /** Open GET streams, and POST answers in flight. */
   load (): UpstreamLoad {
     let streams = 0
-    let exchanges = 0
+    let exchanges = this.modernExchanges
     for (const session of this.sessions.values()) {
       if (session.hasOpenStream) streams++
       exchanges += session.activeReplies.size
