@@ -124,7 +124,7 @@ export class ReplicaForwarder {
   async forward (request: FastifyRequest, res: ServerResponse, owner: string): Promise<boolean> {
     const body = request.method === 'POST' ? await readBody(request, this.bodyLimit) : null
     if (body === undefined) {
-      sendRpcError(res, new PortcullisError('PORTCULLIS_ERR_BODY_TOO_LARGE'), undefined)
+      sendRpcError({ res, inspection: undefined }, new PortcullisError('PORTCULLIS_ERR_BODY_TOO_LARGE'))
       return true
     }
     const headers = relayHeaders(request.headers, true, CLIENT_ADDRESS_HEADERS)
@@ -143,7 +143,7 @@ export class ReplicaForwarder {
 
   /** The session is gone with its owner: 404, so the client initializes again. */
   static sessionGone (res: ServerResponse): void {
-    sendRpcError(res, new PortcullisError('PORTCULLIS_ERR_SESSION_NOT_FOUND'), undefined)
+    sendRpcError({ res, inspection: undefined }, new PortcullisError('PORTCULLIS_ERR_SESSION_NOT_FOUND'))
   }
 
   async close (): Promise<void> {

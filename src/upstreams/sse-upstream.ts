@@ -136,7 +136,7 @@ export class SseUpstream implements Upstream {
 
   async handle (ex: McpExchange): Promise<void> {
     if (this.isClosed) {
-      sendRpcError(ex.res, new PortcullisError('PORTCULLIS_ERR_SHUTTING_DOWN'), ex.inspection)
+      sendRpcError(ex, new PortcullisError('PORTCULLIS_ERR_SHUTTING_DOWN'))
       return
     }
     this.inFlight++
@@ -147,7 +147,7 @@ export class SseUpstream implements Upstream {
       if (!(err instanceof PortcullisError) || failure.status >= 500) {
         ex.log.warn({ server: this.name, err: { code: (err as { code?: string }).code, message: (err as Error).message } }, 'sse upstream request failed')
       }
-      sendRpcError(ex.res, failure, ex.inspection)
+      sendRpcError(ex, failure)
     } finally {
       this.inFlight--
     }

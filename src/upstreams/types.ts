@@ -9,6 +9,7 @@ import type { McpInspection } from '../mcp/jsonrpc.js'
 import type { UserIdentity } from '../identity.js'
 import type { ResponseEdit } from './response-edit.js'
 import type { SessionOwner } from './session-owners.js'
+import type { FailureRecord } from './respond.js'
 
 export interface McpExchange {
   readonly method: 'GET' | 'POST' | 'DELETE'
@@ -25,6 +26,8 @@ export interface McpExchange {
   readonly edit?: ResponseEdit
   /** With tracing on: traceparent/tracestate of the gateway's span, sent to an HTTP upstream in place of the client's. */
   readonly traceHeaders?: Readonly<Record<string, string>>
+  /** Where the adapter notes requests the gateway answered with its own error (metrics: failed calls). */
+  readonly failures: FailureRecord
   readonly req: IncomingMessage
   readonly res: ServerResponse
   readonly log: FastifyBaseLogger

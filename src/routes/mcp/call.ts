@@ -4,6 +4,7 @@
  * and `runSteps` runs them until one has answered.
  */
 import type { FastifyReply, FastifyRequest } from 'fastify'
+import type { JsonRpcId } from '../../errors.js'
 import type { Config, ServerConfig } from '../../config/schema.js'
 import type { McpInspection } from '../../mcp/jsonrpc.js'
 import type { ToolParamHeaders } from '../../mcp/param-headers.js'
@@ -13,6 +14,7 @@ import type { RequestIdentity } from '../../resource-server/verify-token.js'
 import type { Caller, ServerPolicy } from '../../policy/policy.js'
 import type { GateOptions, MessageOutcome } from '../../policy/gate.js'
 import type { ResponseEdit } from '../../upstreams/response-edit.js'
+import type { FailureRecord } from '../../upstreams/respond.js'
 import type { Upstream } from '../../upstreams/types.js'
 import type { SessionOwner } from '../../upstreams/session-owners.js'
 import type { AuditLog } from '../../observability/audit.js'
@@ -68,7 +70,7 @@ export type Step = (call: McpCall) => void | Promise<void>
 
 const NO_OUTCOMES: readonly MessageOutcome[] = []
 
-export class McpCall {
+export class McpCall implements FailureRecord {
   /** The request's spans (README "Tracing"); null with telemetry off. */
   trace: RequestTrace | null = null
   /** Who is calling, from the verified access token (null when auth is disabled). */
@@ -86,7 +88,20 @@ export class McpCall {
   edit: ResponseEdit | null = null
   /** A step answered (or handed the reply over): the steps after it do not run. */
   isAnswered = false
+  /** Requests the gateway answered with its own error after letting them through: all, or by id (the upstream adapter notes them). */
+  private failed: Set<JsonRpcId> | true | undefined = undefined
   constructor (readonly route: McpRoute, readonly request: FastifyRequest, readonly reply: FastifyReply) {}
+
+  markFailed (id?: JsonRpcId): void {
+    if (id === undefined) this.failed = true
+    else if (this.failed === undefined) this.failed = new Set([id])
+    else if (this.failed !== true) this.failed.add(id)
+  }
+
+  /** Did the gateway fail this request (by JSON-RPC id)? Metrics count such calls as failed. */
+  hasFailed (id: JsonRpcId): boolean {
+    return this.failed === true || (this.failed !== undefined && this.failed.has(id))
+  }
 
   /** Whom sessions, processes and per-user values belong to. */
   get user (): UserIdentity {

@@ -1,6 +1,5 @@
 import { isJudged } from '../../mcp/jsonrpc.js'
 import type { MessageOutcome } from '../../policy/gate.js'
-import { hasFailed } from '../../upstreams/respond.js'
 import type { McpCall } from './call.js'
 
 /**
@@ -58,7 +57,7 @@ function finish (call: McpCall): void {
 function callOutcome (call: McpCall, o: MessageOutcome): string {
   if (o.decision !== 'allowed') return o.decision
   const res = call.reply.raw
-  if (res.statusCode >= 400 || hasFailed(res, o.message.id ?? null)) return 'failed'
+  if (res.statusCode >= 400 || call.hasFailed(o.message.id ?? null)) return 'failed'
   return res.writableFinished ? 'answered' : 'cancelled'
 }
 

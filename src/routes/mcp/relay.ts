@@ -16,6 +16,7 @@ export async function relay (call: McpCall): Promise<void> {
     inspection: forward?.inspection ?? call.inspection ?? undefined,
     user,
     owner: call.ownerOf(user),
+    failures: call,
     req: request.raw,
     res: reply.raw,
     log: request.log,

@@ -284,7 +284,7 @@ export class StdioUpstream implements Upstream {
     } catch (err) {
       const failure = err instanceof PortcullisError ? err : new PortcullisError('PORTCULLIS_ERR_INTERNAL', undefined, { cause: err })
       if (failure.status >= 500) ex.log.warn({ server: this.name, err: failure.cause ?? failure, code: failure.code }, 'stdio request failed')
-      sendRpcError(ex.res, failure, ex.inspection)
+      sendRpcError(ex, failure)
     }
   }
 
@@ -328,7 +328,7 @@ export class StdioUpstream implements Upstream {
     const raw = inspection.isBatch ? undefined : ex.body?.toString('utf8')
     const extra = ex.edit?.extra ?? []
     const ids = [...inspection.requestIds, ...extra.map((e) => e.id)]
-    const reply = ids.length > 0 ? new PostReply(ex.res, ids, inspection.isBatch || extra.length > 0) : undefined
+    const reply = ids.length > 0 ? new PostReply(ex, ids, inspection.isBatch || extra.length > 0) : undefined
     if (reply !== undefined) session.activeReplies.add(reply)
     const sink = reply === undefined ? undefined : withEdit(reply, ex.edit)
     const { channel } = session
@@ -563,7 +563,7 @@ export class StdioUpstream implements Upstream {
       ex.res.writeHead(202).end()
       return
     }
-    const reply = new PostReply(ex.res, inspection.requestIds, false)
+    const reply = new PostReply(ex, inspection.requestIds, false)
     const client = new ModernRequest(reply)
     channel.attach(client)
     // 2026-07-28: closing the response stream is the client's cancellation.
