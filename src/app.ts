@@ -49,7 +49,6 @@ import type { DestinationStream } from 'pino'
 import { RateLimiter } from './rate-limit/limiter.js'
 import { createAuditLog } from './observability/audit.js'
 import { Metrics, metricsRoute, recordHttpMetrics } from './observability/metrics.js'
-import { StdioUpstream } from './upstreams/stdio/stdio-upstream.js'
 import { SessionDirectory } from './cluster/sessions.js'
 import { ReplicaForwarder } from './cluster/forward.js'
 import { SessionOwners } from './upstreams/session-owners.js'
@@ -197,7 +196,7 @@ export async function buildApp (config: Config, options: BuildOptions = {}): Pro
   }
   const upstreams = pool.upstreamsFor(config, (server) => createUpstream(server, upstreamOptions))
   metrics.upstreamLoads = () => [...upstreams.values()].map((u) => [u.name, u.load()] as const)
-  metrics.stdioProcessCounts = () => [...upstreams.values()].flatMap((u) => u instanceof StdioUpstream ? [[u.name, u.processCount] as const] : [])
+  metrics.stdioProcessCounts = () => [...upstreams.values()].flatMap((u) => u.processCount === undefined ? [] : [[u.name, u.processCount] as const])
   const isOriginAllowed = createOriginPolicy(config.publicUrl, config.allowedOrigins)
 
   limiter.useOnStoreError(config.rateLimits.onStoreError)

@@ -82,6 +82,13 @@ export interface Upstream {
    * provider no longer vouches for the user). Upstreams that keep nothing per user have none.
    */
   endUser?: (userId: string) => Promise<void>
+  /**
+   * Whether this replica holds the session (its process lives here, whoever owns it). Undefined
+   * for upstreams whose sessions live at the upstream: any replica can serve them.
+   */
+  holdsSession?: (sessionId: string) => boolean
+  /** Processes alive for this server (metrics); undefined for upstreams that run none. */
+  readonly processCount?: number
   /** The live sessions this replica holds (the admin API's session list). */
   liveSessions?: () => UpstreamSession[]
   /** Ends one session as if its client had deleted it; false when this replica holds no such session. */

@@ -1,5 +1,4 @@
 import { FORWARDED_HEADER, ReplicaForwarder } from '../../cluster/forward.js'
-import { StdioUpstream } from '../../upstreams/stdio/stdio-upstream.js'
 import type { McpCall } from './call.js'
 import { servingUpstream } from './serving-upstream.js'
 
@@ -12,8 +11,8 @@ export async function forwardToOwner (call: McpCall): Promise<void> {
   const { replicas, upstream, server } = call.route
   const { request, reply } = call
   const sessionId = request.headers['mcp-session-id']
-  if (replicas === undefined || !(upstream instanceof StdioUpstream) || typeof sessionId !== 'string' || request.headers[FORWARDED_HEADER] !== undefined) return
-  if (upstream.hasSession(sessionId) || servingUpstream(call) !== upstream) return
+  if (replicas === undefined || upstream.holdsSession === undefined || typeof sessionId !== 'string' || request.headers[FORWARDED_HEADER] !== undefined) return
+  if (upstream.holdsSession(sessionId) || servingUpstream(call) !== upstream) return
   const owner = await replicas.directory.ownerOf(server.name, sessionId)
   if (owner === undefined) return
   reply.hijack()

@@ -302,7 +302,7 @@ export class StdioUpstream implements Upstream {
   }
 
   /** Whether a session with this id lives here (whoever owns it). */
-  hasSession (sessionId: string): boolean {
+  holdsSession (sessionId: string): boolean {
     return this.sessions.get(sessionId)?.isAlive === true
   }
 
