@@ -15,8 +15,8 @@
  *   PARSE, INVALID_REQUEST, INVALID_PARAMS .................... inspect
  *   HEADER_MISMATCH ........................................... checkMirroredHeaders
  *   POLICY_DENIED, INSUFFICIENT_SCOPE (rule), INVALID_ARGUMENTS,
- *     UNKNOWN_TOOL, TOOL_NOT_APPROVED, RATE_LIMITED,
- *     RATE_LIMIT_UNAVAILABLE, STORE_UNAVAILABLE (guard) ....... judge (answered by planResponse)
+ *     UNKNOWN_TOOL, TOOL_NOT_APPROVED, STORE_UNAVAILABLE (guard) judge    } answered by
+ *   RATE_LIMITED, RATE_LIMIT_UNAVAILABLE ...................... charge   } planResponse
  *   UPSTREAM_*, SESSION_*, TOO_MANY_SESSIONS, CAPACITY,
  *     USER_FIELD_MISSING, UNSUPPORTED_PROTOCOL_VERSION,
  *     LEGACY_UPSTREAM, STORE_UNAVAILABLE (session owner) ...... relay (the server's upstream adapter)
@@ -51,6 +51,7 @@ import { checkAccess } from './mcp/check-access.js'
 import { inspect } from './mcp/inspect.js'
 import { checkMirroredHeaders } from './mcp/check-mirrored-headers.js'
 import { judge } from './mcp/judge.js'
+import { charge } from './mcp/charge.js'
 import { record } from './mcp/record.js'
 import { planResponse } from './mcp/plan-response.js'
 import { relay } from './mcp/relay.js'
@@ -65,6 +66,7 @@ const WITH_BODY: readonly Step[] = [
   inspect,
   checkMirroredHeaders,
   judge,
+  charge,
   record, // from here on, whatever answers: the audit record and metrics when the response closes
   planResponse,
   relay,
@@ -236,13 +238,13 @@ function routeOf (server: ServerConfig, opts: McpRoutesOptions): McpRoute {
     audit: opts.audit,
     metrics: opts.metrics,
     gateOptions: {
-      server,
       policy,
-      limiter,
-      defaults: { perUser: config.rateLimits.perUser, perUserPerTool: config.rateLimits.perUserPerTool, sessionCost: config.rateLimits.sessionCost },
       scopeChallenge: challenge === undefined ? undefined : (scopes: readonly string[], description: string) => challenge(server, scopes, description),
       ...(guardsCalls === undefined ? {} : { checkCall: (tool: string, args: unknown, id: JsonRpcId) => guardsCalls.checkCall(tool, args, id) }),
     },
+    chargeOptions: limiter === undefined
+      ? undefined
+      : { server, limiter, defaults: { perUser: config.rateLimits.perUser, perUserPerTool: config.rateLimits.perUserPerTool, sessionCost: config.rateLimits.sessionCost } },
     // Mcp-Param-* headers: the gateway is a stdio server's HTTP side and checks them itself.
     paramHeaders: server.transport === 'stdio' ? new ToolParamHeaders() : undefined,
     redactor: createRedactor(server.redactResults),

@@ -13,6 +13,7 @@ import type { Authenticator } from '../../resource-server/plugin.js'
 import type { RequestIdentity } from '../../resource-server/verify-token.js'
 import type { Caller, ServerPolicy } from '../../policy/policy.js'
 import type { GateOptions, MessageOutcome } from '../../policy/gate.js'
+import type { ChargeOptions } from '../../rate-limit/charge.js'
 import type { ResponseEdit } from '../../upstreams/response-edit.js'
 import type { FailureRecord } from '../../upstreams/respond.js'
 import type { Upstream } from '../../upstreams/types.js'
@@ -46,8 +47,10 @@ export interface McpRoute {
   readonly authenticate: Authenticator | undefined
   readonly audit: AuditLog | undefined
   readonly metrics: Metrics
-  /** What the gate needs to judge a message (policy, limits, guardrails). */
+  /** What the gate needs to judge a message (policy, guardrails). */
   readonly gateOptions: GateOptions
+  /** What charging an allowed call needs (rate limits on); undefined: calls cost nothing. */
+  readonly chargeOptions: ChargeOptions | undefined
   /** Mcp-Param-* headers the gateway checks itself (stdio servers: it is their HTTP side). */
   readonly paramHeaders: ToolParamHeaders | undefined
   /** servers[].redactResults, when set. */

@@ -3,12 +3,19 @@ import type { MessageOutcome } from '../../policy/gate.js'
 import type { McpCall } from './call.js'
 
 /**
- * Once the gate has judged the body, whatever answers it: when the response closes, the
- * concurrency slots are released, tool calls counted, and the audit record written for every
- * request message.
+ * The decisions on the body, whatever answers it: on the trace and the denial metric now; when
+ * the response closes, the concurrency slots are released, tool calls counted, and the audit
+ * record written for every request message.
  */
 export function record (call: McpCall): void {
-  if (call.outcomes.length > 0) call.reply.raw.once('close', () => { finish(call) })
+  const outcomes = call.outcomes
+  if (outcomes.length === 0) return
+  call.trace?.judged(outcomes)
+  const { metrics, server } = call.route
+  for (const o of outcomes) {
+    if (o.decision === 'denied') metrics.policyDenials.inc({ server: server.name, reason: 'rule' })
+  }
+  call.reply.raw.once('close', () => { finish(call) })
 }
 
 function finish (call: McpCall): void {
