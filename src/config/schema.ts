@@ -20,16 +20,14 @@ import { HTTP_REDIRECT_RULE, isForbiddenRedirect } from '../auth-server/redirect
 import { credentialServers, hasUserTemplate, OPTIONAL_USER_FIELDS, templateFields, unknownTemplateFields } from './user-template.js'
 import { compileDenyPattern } from '../policy/argument-rules.js'
 import { isLoopbackHost, LOOPBACK_HOSTS } from '../net/loopback.js'
+import { HOP_BY_HOP_HEADERS } from '../net/hop-by-hop.js'
 
 const HEADER_NAME_RE = /^[!#$%&'*+.^_`|~0-9A-Za-z-]+$/
 /** RFC 9110 field-value: visible ASCII, space and tab; no CR/LF (header injection). */
 const HEADER_VALUE_RE = /^[\t\x20-\x7e\x80-\xff]*$/
 
 /** Headers the gateway owns on the upstream hop; configuring them would break framing or routing. */
-const UNSETTABLE_UPSTREAM_HEADERS: ReadonlySet<string> = new Set([
-  'host', 'content-length', 'transfer-encoding', 'connection', 'keep-alive', 'upgrade', 'te', 'trailer',
-  'proxy-connection', 'expect',
-])
+const UNSETTABLE_UPSTREAM_HEADERS: ReadonlySet<string> = new Set([...HOP_BY_HOP_HEADERS, 'host', 'content-length', 'expect'])
 
 /** Client headers that are never forwarded, whatever `forwardHeaders` says (MCP authorization: no token passthrough). */
 export const NEVER_FORWARDED_HEADERS: ReadonlySet<string> = new Set([

@@ -26,14 +26,12 @@ import { isStoreUnavailable } from '../store/types.js'
 import type { IdentitySigner } from './identity-token.js'
 import { CallerHeaders } from './caller-headers.js'
 import { probeTcp } from './tcp-probe.js'
+import { HOP_BY_HOP_HEADERS } from '../net/hop-by-hop.js'
 import type { UpstreamCredentials } from './upstream-credentials.js'
 import { declaresUrlElicitation } from '../mcp/capabilities.js'
 
 /** Hop-by-hop headers (RFC 9110 7.6.1) and upstream cookies, which would land on the gateway's own origin. */
-const DROPPED_RESPONSE_HEADERS: ReadonlySet<string> = new Set([
-  'connection', 'keep-alive', 'transfer-encoding', 'proxy-connection', 'proxy-authenticate', 'te', 'trailer', 'upgrade',
-  'set-cookie',
-])
+const DROPPED_RESPONSE_HEADERS: ReadonlySet<string> = new Set([...HOP_BY_HOP_HEADERS, 'proxy-authenticate', 'set-cookie'])
 
 /** undici's default for an HTTP/2 connection: exchanges one connection carries at once. */
 const H2_STREAMS_PER_CONNECTION = 100
