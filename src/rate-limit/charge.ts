@@ -9,6 +9,7 @@ import type { Rate } from '../config/units.js'
 import type { ServerConfig } from '../config/schema.js'
 import { isJudged, type McpMessage } from '../mcp/jsonrpc.js'
 import type { MessageOutcome } from '../policy/gate.js'
+import { STORE_RETRY_AFTER_S } from '../store/outage.js'
 import { concurrencyRejection, type Bucket, type RateLimiter, type RateLimitRejection } from './limiter.js'
 
 export interface ChargeOptions {
@@ -51,7 +52,7 @@ async function chargeOne (options: ChargeOptions, callerKey: string, outcome: Me
     const step = options.step ?? untraced
     const result = await step('rate limits', () => limiter.consume(buckets))
     if (result === 'store-unavailable') {
-      return { message, decision: 'rate_limited', kind, name, reason: 'store-unavailable', error: new PortcullisError('PORTCULLIS_ERR_RATE_LIMIT_UNAVAILABLE', undefined, { id, headers: { 'retry-after': '5' } }) }
+      return { message, decision: 'rate_limited', kind, name, reason: 'store-unavailable', error: new PortcullisError('PORTCULLIS_ERR_RATE_LIMIT_UNAVAILABLE', undefined, { id, headers: { 'retry-after': String(STORE_RETRY_AFTER_S) } }) }
     }
     if (result !== undefined) return { message, decision: 'rate_limited', kind, name, reason: result.bucket, error: limited(result, id) }
   }

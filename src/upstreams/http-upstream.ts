@@ -23,6 +23,7 @@ import { editJsonBody, SseEditor } from './response-edit.js'
 import type { SessionOwners } from './session-owners.js'
 import type { KeptStream, StreamKeeper } from './stream-keeper.js'
 import { isStoreUnavailable } from '../store/types.js'
+import { storeUnavailableError } from '../store/outage.js'
 import type { IdentitySigner } from './identity-token.js'
 import { CallerHeaders } from './caller-headers.js'
 import { probeTcp } from './tcp-probe.js'
@@ -372,7 +373,7 @@ export class HttpUpstream implements Upstream {
       } catch (err) {
         if (!isStoreUnavailable(err)) throw err
         ex.log.warn({ server: this.name, err: { message: err.message } }, 'upstream session owner unknown: store unreachable')
-        sendRpcError(ex, new PortcullisError('PORTCULLIS_ERR_STORE_UNAVAILABLE', undefined, { headers: { 'retry-after': '5' } }))
+        sendRpcError(ex, storeUnavailableError())
         return
       }
       // Another caller's session is answered exactly like an unknown one.

@@ -32,6 +32,7 @@ import { CallerHeaders } from './caller-headers.js'
 import { probeTcp } from './tcp-probe.js'
 import { SseEventReader } from './sse-events.js'
 import { isStoreUnavailable } from '../store/types.js'
+import { storeUnavailableError } from '../store/outage.js'
 
 /** Idle sessions are looked for this often at most (a quarter of the idle timeout when shorter). */
 const SWEEP_MAX_INTERVAL_MS = 60_000
@@ -185,7 +186,7 @@ export class SseUpstream implements Upstream {
       check = await this.owners.check(this.name, sessionId, ex.owner)
     } catch (err) {
       if (!isStoreUnavailable(err)) throw err
-      throw new PortcullisError('PORTCULLIS_ERR_STORE_UNAVAILABLE', undefined, { headers: { 'retry-after': '5' } })
+      throw storeUnavailableError()
     }
     const bridge = this.bridges.get(sessionId)
     if (check === 'not-found' || bridge === undefined || bridge.isClosed) throw new PortcullisError('PORTCULLIS_ERR_SESSION_NOT_FOUND')
