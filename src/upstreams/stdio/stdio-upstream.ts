@@ -47,6 +47,7 @@ import type { McpExchange, Upstream, UpstreamHealth, UpstreamLoad, UpstreamSessi
 import { ownerKey, ownerOf, type SessionOwner } from '../session-owners.js'
 import type { KeptStream, StreamKeeper } from '../stream-keeper.js'
 import { sendRpcError } from '../respond.js'
+import { withTimeout } from '../../with-timeout.js'
 import { Channel, type ChannelClient, type DeliveryKind, type ReplySink } from './channel.js'
 import { McpChild } from './child-process.js'
 import { childEnvironment, requireUserFields } from './environment.js'
@@ -676,18 +677,13 @@ export class StdioUpstream implements Upstream {
 
   private async withStartupTimeout<T> (promise: Promise<T>, channel: Channel): Promise<T> {
     const stopWatching = this.watchStartup(channel.child)
-    let timer: NodeJS.Timeout | undefined
-    const timeout = new Promise<never>((_resolve, reject) => {
-      timer = setTimeout(() => {
+    try {
+      return await withTimeout(promise, this.config.startupTimeoutMs, () => {
         this.log.warn({ server: this.name, pid: channel.child.pid, startupTimeoutMs: this.config.startupTimeoutMs }, 'stdio server did not complete its handshake in time')
         this.recordFailure()
-        reject(new PortcullisError('PORTCULLIS_ERR_UPSTREAM_TIMEOUT', `MCP server "${this.name}" did not start in time`))
-      }, this.config.startupTimeoutMs)
-    })
-    try {
-      return await Promise.race([promise, timeout])
+        return new PortcullisError('PORTCULLIS_ERR_UPSTREAM_TIMEOUT', `MCP server "${this.name}" did not start in time`)
+      })
     } finally {
-      clearTimeout(timer)
       stopWatching()
     }
   }
