@@ -1,4 +1,4 @@
-import { isJudged } from '../../mcp/jsonrpc.js'
+import { isJudged, METHOD_TARGETS } from '../../mcp/jsonrpc.js'
 import type { MessageOutcome } from '../../policy/gate.js'
 import type { McpCall } from './call.js'
 
@@ -69,7 +69,5 @@ function callOutcome (call: McpCall, o: MessageOutcome): string {
 }
 
 function kindOf (method: string | undefined): string {
-  if (method === 'tools/call') return 'tool'
-  if (method === 'prompts/get') return 'prompt'
-  return 'resource'
+  return (method === undefined ? undefined : METHOD_TARGETS[method]?.kind) ?? 'resource'
 }
