@@ -29,11 +29,12 @@ export function sendRpcError (ex: AnsweredExchange, err: PortcullisError, data: 
   }
   const ids = err.rpcId !== undefined ? [err.rpcId] : inspection?.requestIds ?? []
   const body = JSON.stringify(jsonRpcErrorPayload(err, ids, inspection?.isBatch === true && err.rpcId === undefined, data))
-  res.writeHead(statusFor(err, ids), {
-    ...err.headers,
-    'content-type': 'application/json',
-    'content-length': Buffer.byteLength(body),
-  })
+  writeJson(res, statusFor(err, ids), body, err.headers)
+}
+
+/** A complete JSON answer on a raw response (adapters work below Fastify): status, headers, type and length. */
+export function writeJson (res: ServerResponse, status: number, body: string | Buffer, headers: Readonly<Record<string, string>> = {}): void {
+  res.writeHead(status, { ...headers, 'content-type': 'application/json', 'content-length': Buffer.byteLength(body) })
   res.end(body)
 }
 

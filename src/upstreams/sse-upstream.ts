@@ -23,7 +23,7 @@ import { PortcullisError, type JsonRpcId } from '../errors.js'
 import type { SseServerConfig } from '../config/schema.js'
 import { READY_PROBE_CACHE_MS } from '../config/defaults.js'
 import type { McpExchange, Upstream, UpstreamHealth, UpstreamLoad, UpstreamSession } from './types.js'
-import { sendRpcError } from './respond.js'
+import { sendRpcError, writeJson } from './respond.js'
 import { editJsonBody, sseMessageEvent } from './response-edit.js'
 import type { SessionOwners } from './session-owners.js'
 import type { KeptStream, StreamKeeper } from './stream-keeper.js'
@@ -356,8 +356,7 @@ export class SseUpstream implements Upstream {
   private writeAnswer (ex: McpExchange, answer: unknown, headers: Record<string, string> = {}): void {
     let body: Buffer = Buffer.from(JSON.stringify(answer))
     if (ex.edit !== undefined) body = editJsonBody(body, ex.edit)
-    ex.res.writeHead(200, { ...headers, 'content-type': 'application/json', 'content-length': String(body.length) })
-    ex.res.end(body)
+    writeJson(ex.res, 200, body, headers)
   }
 
   /** The client's GET: server-initiated messages of the session from now on. */

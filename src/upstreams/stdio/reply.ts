@@ -8,7 +8,7 @@ import type { ServerResponse } from 'node:http'
 import { jsonRpcError, type JsonRpcId, type PortcullisError } from '../../errors.js'
 import type { ReplySink } from './channel.js'
 import { editMessage, type ResponseEdit } from '../response-edit.js'
-import type { AnsweredExchange, FailureRecord } from '../respond.js'
+import { writeJson, type AnsweredExchange, type FailureRecord } from '../respond.js'
 
 export function sseEvent (json: string): string {
   return `event: message\ndata: ${json}\n\n`
@@ -65,8 +65,7 @@ export class PostReply implements ReplySink {
     if (isFinal) this.remaining.delete(clientId)
     if (this.mode === 'pending' && isFinal && this.remaining.size === 0 && !this.isBatch) {
       this.mode = 'done'
-      this.res.writeHead(200, { ...this.headers, 'content-type': 'application/json', 'content-length': Buffer.byteLength(json) })
-      this.res.end(json)
+      writeJson(this.res, 200, json, this.headers)
       this.resolveFinished()
       return
     }
@@ -86,8 +85,7 @@ export class PostReply implements ReplySink {
     const json = JSON.stringify(jsonRpcError(err, clientId))
     if (this.mode === 'pending' && this.remaining.size === 0 && !this.isBatch) {
       this.mode = 'done'
-      this.res.writeHead(err.status, { ...err.headers, 'content-type': 'application/json', 'content-length': Buffer.byteLength(json) })
-      this.res.end(json)
+      writeJson(this.res, err.status, json, err.headers)
       this.resolveFinished()
       return
     }

@@ -46,7 +46,7 @@ import { META_PROTOCOL_VERSION, type McpMessage } from '../../mcp/jsonrpc.js'
 import type { McpExchange, Upstream, UpstreamHealth, UpstreamLoad, UpstreamSession } from '../types.js'
 import { ownerKey, ownerOf, type SessionOwner } from '../session-owners.js'
 import type { KeptStream, StreamKeeper } from '../stream-keeper.js'
-import { sendRpcError } from '../respond.js'
+import { sendRpcError, writeJson } from '../respond.js'
 import { withTimeout } from '../../with-timeout.js'
 import { Channel, type ChannelClient, type DeliveryKind, type ReplySink } from './channel.js'
 import { McpChild } from './child-process.js'
@@ -458,7 +458,7 @@ export class StdioUpstream implements Upstream {
       if (!answer.includes('"result"')) {
         // The server refused the handshake: its error goes to the client, the process goes away.
         void this.retire(channel)
-        return this.writeJson(ex.res, answer)
+        return writeJson(ex.res, 200, answer)
       }
       this.recordSuccess()
     } else {
@@ -471,7 +471,7 @@ export class StdioUpstream implements Upstream {
     // On record before the client learns the id: its next request may reach another replica.
     await this.options.sessionHooks?.opened(this.name, session.id)
     this.log.debug({ server: this.name, session: session.label, pid: session.channel.child.pid }, 'stdio session opened')
-    this.writeJson(ex.res, answer, { 'mcp-session-id': session.id })
+    writeJson(ex.res, 200, answer, { 'mcp-session-id': session.id })
   }
 
   /**
@@ -799,11 +799,6 @@ export class StdioUpstream implements Upstream {
     this.retiring.add(child)
     channel.failAll(new PortcullisError('PORTCULLIS_ERR_SHUTTING_DOWN'))
     await child.terminate()
-  }
-
-  private writeJson (res: ServerResponse, json: string, headers: Record<string, string> = {}): void {
-    res.writeHead(200, { ...headers, 'content-type': 'application/json', 'content-length': Buffer.byteLength(json) })
-    res.end(json)
   }
 
   /** Ends what has been idle for idleTimeoutMs. Runs on a timer; tests call it with their own clock. */
