@@ -23,6 +23,10 @@
  *   METHOD_NOT_ALLOWED ........................................ the PUT/PATCH/HEAD route below
  *   UNKNOWN_SERVER ............................................ no route (app.ts's not-found handler)
  *   INTERNAL .................................................. any step's bug (the error handler)
+ *   ADMIN_*, RELOAD_INVALID_CONFIG ............................ not this route: the admin API
+ *
+ * The 2024-11-05 routes (legacy-sse.ts) run admit and authenticateLegacy, then checkAccess and
+ * inspect for their GET; their own refusals are SESSION_NOT_FOUND and TOO_MANY_SESSIONS.
  */
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify'
 import { PortcullisError, jsonRpcErrorPayload, type JsonRpcId } from '../errors.js'
