@@ -50,7 +50,6 @@ import type { DestinationStream } from 'pino'
 import { RateLimiter } from './rate-limit/limiter.js'
 import { createAuditLog } from './observability/audit.js'
 import { Metrics, metricsRoute, recordHttpMetrics } from './observability/metrics.js'
-import { StdioUpstream } from './upstreams/stdio/stdio-upstream.js'
 import { SessionDirectory } from './cluster/sessions.js'
 import { ReplicaForwarder } from './cluster/forward.js'
 import { SessionOwners } from './upstreams/session-owners.js'
@@ -426,7 +425,7 @@ async function wireApp (app: FastifyInstance, config: Config, options: BuildOpti
     upstreamPlan.commit()
     pool.useLinkedToken(upstreamAuth?.linkedToken)
     metrics.upstreamLoads = () => [...upstreams.values()].map((u) => [u.name, u.load()] as const)
-    metrics.stdioProcessCounts = () => [...upstreams.values()].flatMap((u) => u instanceof StdioUpstream ? [[u.name, u.processCount] as const] : [])
+    metrics.stdioProcessCounts = () => [...upstreams.values()].flatMap((u) => u.processCount === undefined ? [] : [[u.name, u.processCount] as const])
     limiter.useOnStoreError(config.rateLimits.onStoreError)
   }
   const state: GatewayState = { isClosing: false, upstreams, store, metrics, firstRun, idpSessions, stopBackground, activate, revokeAccounts, ...(shared.metricsServer === undefined ? {} : { metricsServer: shared.metricsServer }) }

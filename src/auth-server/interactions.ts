@@ -199,7 +199,7 @@ export async function interactionRoutes (app: FastifyInstance, opts: Interaction
     // Every attempt counts here, right or wrong: a ceiling on how fast one address can guess.
     const limited = await opts.limiter.consume([{ kind: 'ip-login', key: request.ip, rate: config.rateLimits.login, cost: 1, subject: 'sign-in attempts from your address' }])
     if (limited !== undefined) {
-      const retryS = limited === 'store-unavailable' ? 5 : limited.retryAfterS
+      const retryS = limited === 'store-unavailable' ? STORE_RETRY_AFTER_S : limited.retryAfterS
       reply.header('retry-after', String(retryS))
       logSignIn(request.log, 'sign-in rate limited', username, request.ip)
       return renderLogin(reply, interaction, 429, `Too many sign-in attempts from your network. Try again in ${retryS} second${retryS === 1 ? '' : 's'}.`, username)

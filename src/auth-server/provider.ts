@@ -34,6 +34,7 @@ import { revokeJwtAccessTokens } from './revoke-access-token.js'
 import { HTTP_REDIRECT_RULE, isForbiddenRedirect, isLoopbackOrNative } from './redirect-rule.js'
 import type { FetchLike } from '../net/guarded-fetch.js'
 import { ACCOUNT_CLIENT_ID, accountClientMetadata } from '../account/sign-in.js'
+import { STORE_RETRY_AFTER_S } from '../store/outage.js'
 
 export const OAUTH_ROUTES = {
   authorization: '/oauth/authorize',
@@ -54,8 +55,9 @@ export const OAUTH_ROUTES = {
 export const INTERACTION_PATH = '/interaction'
 
 /** What a client or a person is told while the store (Redis) is unreachable. */
+/** Re-exported for the pages and plugins that import it from here. */
+export { STORE_RETRY_AFTER_S }
 export const STORE_UNAVAILABLE_MESSAGE = 'the authorization server cannot reach its store right now; retry in a few seconds'
-export const STORE_RETRY_AFTER_S = 5
 export const STORE_UNAVAILABLE_PAGE = messagePage('Temporarily unavailable', 'Sign-in is unavailable for a moment.', 'Wait a few seconds, then reload this page or start again from the application.')
 
 /**

@@ -11,7 +11,7 @@
  * oidc-provider refuses unparseable URIs and `javascript:`-like schemes itself.
  */
 
-export const LOOPBACK_HOSTS: ReadonlySet<string> = new Set(['127.0.0.1', 'localhost', '[::1]'])
+import { LOOPBACK_HOSTS } from '../net/loopback.js'
 
 /** Completes "redirect_uris …" (oidc-provider answers invalid_redirect_uri for messages starting so) or "redirect URIs …". */
 export const HTTP_REDIRECT_RULE = 'using http: must use a loopback host (127.0.0.1, localhost or [::1]); use https: or a custom scheme elsewhere'

@@ -10,11 +10,13 @@ import type { FastifyRequest } from 'fastify'
 import { Pool, type Dispatcher } from 'undici'
 import { PortcullisError } from '../errors.js'
 import { sendRpcError } from '../upstreams/respond.js'
+import { HOP_BY_HOP_HEADERS } from '../net/hop-by-hop.js'
 
 /** Set on forwarded requests: the receiving replica never forwards them again (no loops). */
 export const FORWARDED_HEADER = 'x-portcullis-forwarded-by'
 
-const HOP_BY_HOP: ReadonlySet<string> = new Set(['connection', 'keep-alive', 'transfer-encoding', 'proxy-connection', 'te', 'trailer', 'upgrade', 'host'])
+/** Hop-by-hop headers and Host (the relay's own connection names its target). */
+const HOP_BY_HOP: ReadonlySet<string> = new Set([...HOP_BY_HOP_HEADERS, 'host'])
 /** Headers that claim a client address; the relay replaces them with the one it resolved. */
 const CLIENT_ADDRESS_HEADERS: ReadonlySet<string> = new Set(['x-forwarded-for', 'forwarded', 'x-real-ip'])
 const NONE: ReadonlySet<string> = new Set()
@@ -126,7 +128,7 @@ export class ReplicaForwarder {
   async forward (request: FastifyRequest, res: ServerResponse, owner: string, traceHeaders?: Readonly<Record<string, string>>): Promise<boolean> {
     const body = request.method === 'POST' ? await readBody(request, this.bodyLimit) : null
     if (body === undefined) {
-      sendRpcError(res, new PortcullisError('PORTCULLIS_ERR_BODY_TOO_LARGE'), undefined)
+      sendRpcError({ res, inspection: undefined }, new PortcullisError('PORTCULLIS_ERR_BODY_TOO_LARGE'))
       return true
     }
     const headers = relayHeaders(request.headers, true, CLIENT_ADDRESS_HEADERS)
@@ -150,7 +152,7 @@ export class ReplicaForwarder {
 
   /** The session is gone with its owner: 404, so the client initializes again. */
   static sessionGone (res: ServerResponse): void {
-    sendRpcError(res, new PortcullisError('PORTCULLIS_ERR_SESSION_NOT_FOUND'), undefined)
+    sendRpcError({ res, inspection: undefined }, new PortcullisError('PORTCULLIS_ERR_SESSION_NOT_FOUND'))
   }
 
   async close (): Promise<void> {

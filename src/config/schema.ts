@@ -19,16 +19,15 @@ import { DETECTOR_NAMES, patternProblem } from '../guardrails/detectors.js'
 import { HTTP_REDIRECT_RULE, isForbiddenRedirect } from '../auth-server/redirect-rule.js'
 import { credentialServers, hasUserTemplate, OPTIONAL_USER_FIELDS, templateFields, unknownTemplateFields } from './user-template.js'
 import { compileDenyPattern } from '../policy/argument-rules.js'
+import { isLoopbackHost, LOOPBACK_HOSTS } from '../net/loopback.js'
+import { HOP_BY_HOP_HEADERS } from '../net/hop-by-hop.js'
 
 const HEADER_NAME_RE = /^[!#$%&'*+.^_`|~0-9A-Za-z-]+$/
 /** RFC 9110 field-value: visible ASCII, space and tab; no CR/LF (header injection). */
 const HEADER_VALUE_RE = /^[\t\x20-\x7e\x80-\xff]*$/
 
 /** Headers the gateway owns on the upstream hop; configuring them would break framing or routing. */
-const UNSETTABLE_UPSTREAM_HEADERS: ReadonlySet<string> = new Set([
-  'host', 'content-length', 'transfer-encoding', 'connection', 'keep-alive', 'upgrade', 'te', 'trailer',
-  'proxy-connection', 'expect',
-])
+const UNSETTABLE_UPSTREAM_HEADERS: ReadonlySet<string> = new Set([...HOP_BY_HOP_HEADERS, 'host', 'content-length', 'expect'])
 
 /** Client headers that are never forwarded, whatever `forwardHeaders` says (MCP authorization: no token passthrough). */
 export const NEVER_FORWARDED_HEADERS: ReadonlySet<string> = new Set([
@@ -466,9 +465,6 @@ const clientSchema = z.strictObject({
   }
 })
 
-/** A URL hostname (`[::1]` bracketed) that names this machine: where plain http is acceptable. */
-export const isLoopbackHost = (hostname: string): boolean =>
-  hostname === 'localhost' || hostname === '127.0.0.1' || hostname === '[::1]' || hostname.endsWith('.localhost')
 
 const IDP_NAME_RE = /^[a-z0-9][a-z0-9-]{0,31}$/
 
@@ -788,8 +784,7 @@ export const configSchema = z.strictObject({
 }).superRefine((config, ctx) => {
   if (config.publicUrl !== undefined) {
     const url = new URL(config.publicUrl)
-    const isLoopback = url.hostname === 'localhost' || url.hostname === '127.0.0.1' || url.hostname === '[::1]'
-    if (url.protocol === 'http:' && !isLoopback && !config.allowInsecurePublicUrl && config.auth.enabled) {
+    if (url.protocol === 'http:' && !LOOPBACK_HOSTS.has(url.hostname) && !config.allowInsecurePublicUrl && config.auth.enabled) {
       ctx.addIssue({ code: 'custom', path: ['publicUrl'], message: 'must be https:// (TLS terminated by nginx in front): OAuth tokens and passwords would cross the network in clear. For a test network only, set allowInsecurePublicUrl: true' })
     }
   }

@@ -6,6 +6,7 @@
  * server's metadata (RFC 8414 3), register (RFC 7591), and stream events.
  */
 import type { Config } from '../config/schema.js'
+import { LOOPBACK_HOSTS } from '../net/loopback.js'
 import { fail, pass, describeFetchError, type CheckResult, type DoctorFetch } from './check.js'
 import { PROBE_GAP_MS, REQUEST_PROBE_PATH, SSE_PROBE_PATH, type RequestProbe } from './probe-routes.js'
 
@@ -21,7 +22,6 @@ const MCP_HEADERS = { 'content-type': 'application/json', accept: 'application/j
 /** A gap shorter than this between the probe's two events means something held the first one back. */
 const BUFFERED_BELOW_MS = PROBE_GAP_MS / 2
 
-const isLoopback = (hostname: string): boolean => hostname === 'localhost' || hostname === '127.0.0.1' || hostname === '[::1]'
 
 /** publicUrl is the issuer and the base of every resource URL: it must be the origin clients use, over TLS. */
 export function checkPublicUrl (config: Config, url: string): CheckResult {
@@ -30,7 +30,7 @@ export function checkPublicUrl (config: Config, url: string): CheckResult {
   if (new URL(url).origin !== publicUrl.origin) {
     return fail(name, `clients reach the gateway at ${url}, but publicUrl is ${config.publicUrl}: tokens' iss and aud and every metadata URL name ${config.publicUrl}, so clients reject them or go there instead`, `set publicUrl: ${url} (exactly the origin clients use: scheme, host, port)`)
   }
-  if (publicUrl.protocol !== 'https:' && !isLoopback(publicUrl.hostname)) {
+  if (publicUrl.protocol !== 'https:' && !LOOPBACK_HOSTS.has(publicUrl.hostname)) {
     return fail(name, `${config.publicUrl} is plain http on a non-loopback host: tokens and passwords cross the network in clear`, 'terminate TLS in front (deploy/nginx) and use an https:// publicUrl')
   }
   return pass(name, `${config.publicUrl}${publicUrl.protocol === 'https:' ? '' : ' (plain http on loopback: development only)'}`)

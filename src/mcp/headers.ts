@@ -11,17 +11,13 @@
  */
 import type { IncomingHttpHeaders } from 'node:http'
 import { PortcullisError } from '../errors.js'
-import type { McpInspection, McpMessage } from './jsonrpc.js'
+import { METHOD_TARGETS, type McpInspection, type McpMessage } from './jsonrpc.js'
 
 /** The first revision that requires header/body mirroring. YYYY-MM-DD strings order correctly. */
 export const FIRST_MODERN_REVISION = '2026-07-28'
 
-/** Methods whose Mcp-Name header is REQUIRED in 2026-07-28, and the param it mirrors. */
-const NAME_REQUIRED: Readonly<Record<string, 'name' | 'uri'>> = {
-  'tools/call': 'name',
-  'prompts/get': 'name',
-  'resources/read': 'uri',
-}
+/** Methods whose Mcp-Name header is REQUIRED in 2026-07-28 (it mirrors the param METHOD_TARGETS names). */
+const NAME_REQUIRED: ReadonlySet<string> = new Set(['tools/call', 'prompts/get', 'resources/read'])
 
 /** The MCP revisions the gateway knows; a stdio session accepts an MCP-Protocol-Version header naming one of them. */
 export const KNOWN_REVISIONS: ReadonlySet<string> = new Set(['2024-11-05', '2025-03-26', '2025-06-18', '2025-11-25', '2026-07-28'])
@@ -98,7 +94,7 @@ export function checkMirroredHeaders (inspection: McpInspection, headers: Incomi
   }
 
   const nameHeader = single(headers, 'mcp-name')
-  const nameParam = message.method === undefined ? undefined : NAME_REQUIRED[message.method]
+  const nameParam = message.method !== undefined && NAME_REQUIRED.has(message.method) ? METHOD_TARGETS[message.method]?.param : undefined
   if (nameHeader === undefined) {
     if (mustMirror && nameParam !== undefined) throw mismatch(message, `the Mcp-Name header is required for ${message.method ?? ''}`)
     return

@@ -38,13 +38,18 @@ export interface McpInspection {
 /** MCP 2026-07-28 basic/index "_meta": per-request protocol fields. */
 export const META_PROTOCOL_VERSION = 'io.modelcontextprotocol/protocolVersion'
 
-/** The param that names what a method acts on, for policy and the Mcp-Name header. */
-export const TARGET_PARAM: Readonly<Record<string, 'name' | 'uri'>> = {
-  'tools/call': 'name',
-  'prompts/get': 'name',
-  'resources/read': 'uri',
-  'resources/subscribe': 'uri',
-  'resources/unsubscribe': 'uri',
+export type TargetKind = 'tool' | 'prompt' | 'resource'
+
+/**
+ * The methods that act on one tool, prompt or resource: its kind (policy, audit) and the
+ * param that names it (policy, the Mcp-Name header). The one table of them.
+ */
+export const METHOD_TARGETS: Readonly<Record<string, { readonly kind: TargetKind, readonly param: 'name' | 'uri' }>> = {
+  'tools/call': { kind: 'tool', param: 'name' },
+  'prompts/get': { kind: 'prompt', param: 'name' },
+  'resources/read': { kind: 'resource', param: 'uri' },
+  'resources/subscribe': { kind: 'resource', param: 'uri' },
+  'resources/unsubscribe': { kind: 'resource', param: 'uri' },
 }
 
 /** MCP notifications all live under `notifications/`; any other method is a request method. */
@@ -160,7 +165,7 @@ function classify (value: unknown, index: number | undefined): McpMessage {
 }
 
 function targetOf (method: string, params: Record<string, unknown> | undefined, id: JsonRpcId, index: number | undefined): string | undefined {
-  const key = TARGET_PARAM[method]
+  const key = METHOD_TARGETS[method]?.param
   if (key === undefined) return undefined
   const value = params?.[key]
   if (typeof value !== 'string' || value === '') {

@@ -29,7 +29,7 @@ import { lookup as dnsLookup, type LookupAddress } from 'node:dns'
 import { BlockList, isIP } from 'node:net'
 import { rootCertificates } from 'node:tls'
 import { Agent, buildConnector, fetch as undiciFetch } from 'undici'
-import { isLoopbackHost } from '../config/schema.js'
+import { isLoopbackHost } from './loopback.js'
 
 export const OUTBOUND_TIMEOUT_MS = 5_000
 export const OUTBOUND_MAX_BYTES = 64 * 1024

@@ -10,6 +10,7 @@ import { pino, type DestinationStream, type Logger } from 'pino'
 import type { Config } from '../config/schema.js'
 import { loggerOptions } from './logger.js'
 import { AuditFile, type AuditFileLog, type AuditWriteFailure } from './audit-file.js'
+import type { Decision } from '../policy/gate.js'
 
 /** Results recorded for debugging are cut here. */
 export const MAX_AUDIT_RESULT_CHARS = 4096
@@ -27,7 +28,7 @@ export interface AuditEntry {
   readonly keyId?: string
   readonly ip: string
   /** invalid: refused by a guardrail (arguments against the tool's schema, unknown tool). */
-  readonly decision: 'allowed' | 'denied' | 'rate_limited' | 'invalid'
+  readonly decision: Decision
   /** Why it was refused: the rule, or the bucket. */
   readonly reason?: string
   /** The HTTP status the client got, and how long the call took end to end. */

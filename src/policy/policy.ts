@@ -18,19 +18,11 @@
  * the step-up, while no step-up makes a caller a member of a group.
  */
 import type { AccessConfig, NamedRule, ServerConfig, ToolRule } from '../config/schema.js'
-import { isJudged, type McpMessage } from '../mcp/jsonrpc.js'
+import { isJudged, METHOD_TARGETS, type McpMessage, type TargetKind } from '../mcp/jsonrpc.js'
 import { compileGlob, type Matcher } from './glob.js'
 import { argumentRefusal, compileArgumentDeny, type ArgumentDeny } from './argument-rules.js'
 
-export type TargetKind = 'tool' | 'prompt' | 'resource'
-
-const KIND_OF_METHOD: Readonly<Record<string, TargetKind>> = {
-  'tools/call': 'tool',
-  'prompts/get': 'prompt',
-  'resources/read': 'resource',
-  'resources/subscribe': 'resource',
-  'resources/unsubscribe': 'resource',
-}
+export type { TargetKind }
 
 /** The list methods whose results are filtered, and where the names are. */
 export const LIST_METHODS: Readonly<Record<string, { kind: TargetKind, field: string, key: string }>> = {
@@ -235,7 +227,7 @@ export class ServerPolicy {
 }
 
 function targetOf (method: string, name: string | undefined): { kind: TargetKind, name: string } | undefined {
-  const kind = KIND_OF_METHOD[method]
+  const kind = METHOD_TARGETS[method]?.kind
   return kind === undefined || name === undefined ? undefined : { kind, name }
 }
 

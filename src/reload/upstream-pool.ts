@@ -97,7 +97,7 @@ export class UpstreamPool {
   /** A draining upstream of this server that holds the session: the session stays on its own process. */
   holderOf (server: string, sessionId: string): Upstream | undefined {
     for (const { upstream } of this.draining) {
-      if (upstream.name === server && upstream.hasSession(sessionId)) return upstream
+      if (upstream.name === server && upstream.holdsSession(sessionId)) return upstream
     }
     return undefined
   }

@@ -14,9 +14,8 @@
 import { API_KEY_PREFIX, hashApiKey, isLive, LAST_USED_RESOLUTION_MS, type ApiKeyRecord, type ApiKeys } from '../account/api-keys.js'
 import type { KeyOwners } from '../account/key-owners.js'
 import type { UserIdentity } from '../identity.js'
-import { PortcullisError } from '../errors.js'
 import { isStoreUnavailable } from '../store/types.js'
-import { STORE_RETRY_AFTER_S } from '../auth-server/provider.js'
+import { storeUnavailableError } from '../store/outage.js'
 import { tokenError, type RequestIdentity } from './verify-token.js'
 
 export const API_KEY_CACHE_MS = 5_000
@@ -72,7 +71,7 @@ export class ApiKeyVerifier {
       return await this.load(secret)
     } catch (err) {
       if (!isStoreUnavailable(err)) throw err
-      throw new PortcullisError('PORTCULLIS_ERR_STORE_UNAVAILABLE', undefined, { cause: err, headers: { 'retry-after': String(STORE_RETRY_AFTER_S) } })
+      throw storeUnavailableError(err)
     }
   }
 

@@ -16,6 +16,7 @@ import type { FastifyInstance } from 'fastify'
 import type { Upstream } from '../upstreams/types.js'
 import type { Store } from '../store/types.js'
 import type { AuditLog } from '../observability/audit.js'
+import { withTimeout } from '../with-timeout.js'
 
 export interface HealthRoutesOptions {
   readonly upstreams: ReadonlyMap<string, Upstream>
@@ -74,19 +75,13 @@ interface StoreHealth {
 
 async function pingStore (store: Store): Promise<StoreHealth> {
   const started = performance.now()
-  let timer: NodeJS.Timeout | undefined
   try {
-    await Promise.race([
-      store.ping(),
-      new Promise((_resolve, reject) => { timer = setTimeout(() => reject(new Error(`no answer within ${STORE_PING_TIMEOUT_MS} ms`)), STORE_PING_TIMEOUT_MS) }),
-    ])
+    await withTimeout(store.ping(), STORE_PING_TIMEOUT_MS, () => new Error(`no answer within ${STORE_PING_TIMEOUT_MS} ms`))
     const latencyMs = Math.round((performance.now() - started) * 10) / 10
     const failure = store.lastWriteFailure?.()
     if (failure === undefined) return { kind: store.kind, isReachable: true, latencyMs }
     return { kind: store.kind, isReachable: true, isWritable: false, latencyMs, error: `writes fail: ${failure.code}: ${failure.message}`, failingSince: new Date(failure.sinceMs).toISOString() }
   } catch (err) {
     return { kind: store.kind, isReachable: false, error: (err as Error).message }
-  } finally {
-    clearTimeout(timer)
   }
 }

@@ -205,7 +205,8 @@ export async function legacySseRoutes (app: FastifyInstance, opts: LegacySseOpti
         throw new PortcullisError('PORTCULLIS_ERR_INVALID_REQUEST', 'the sessionId query parameter is missing: use the URL of the endpoint event')
       }
       // Read as /mcp reads it, so that an error answered here echoes the request's id as /mcp's would.
-      request.mcpInspection = inspectBody(request.body as Buffer | undefined)
+      const call = request.mcpCall
+      if (call !== null) call.inspection = inspectBody(request.body as Buffer | undefined)
       const session = sessions.get(sessionId)
       // Another caller's session is answered exactly like an unknown one (as /mcp sessions are).
       if (session === undefined || session.isClosed || !isSameOwner(session.owner, ownerOf(request))) {

@@ -23,17 +23,16 @@ import { editJsonBody, SseEditor } from './response-edit.js'
 import type { SessionOwners } from './session-owners.js'
 import type { KeptStream, StreamKeeper } from './stream-keeper.js'
 import { isStoreUnavailable } from '../store/types.js'
+import { storeUnavailableError } from '../store/outage.js'
 import type { IdentitySigner } from './identity-token.js'
 import { CallerHeaders } from './caller-headers.js'
 import { probeTcp } from './tcp-probe.js'
+import { HOP_BY_HOP_HEADERS } from '../net/hop-by-hop.js'
 import type { UpstreamCredentials } from './upstream-credentials.js'
 import { declaresUrlElicitation } from '../mcp/capabilities.js'
 
 /** Hop-by-hop headers (RFC 9110 7.6.1) and upstream cookies, which would land on the gateway's own origin. */
-const DROPPED_RESPONSE_HEADERS: ReadonlySet<string> = new Set([
-  'connection', 'keep-alive', 'transfer-encoding', 'proxy-connection', 'proxy-authenticate', 'te', 'trailer', 'upgrade',
-  'set-cookie',
-])
+const DROPPED_RESPONSE_HEADERS: ReadonlySet<string> = new Set([...HOP_BY_HOP_HEADERS, 'proxy-authenticate', 'set-cookie'])
 
 /** undici's default for an HTTP/2 connection: exchanges one connection carries at once. */
 const H2_STREAMS_PER_CONNECTION = 100
@@ -229,7 +228,7 @@ class Relay implements Dispatcher.DispatchHandler {
       this.isCredentialRejected = true
     } else if (this.credentialFailure !== undefined) {
       this.ex.log.error({ server: this.server, status: this.credentialFailure }, 'upstream rejected the gateway credentials')
-      sendRpcError(this.ex.res, new PortcullisError('PORTCULLIS_ERR_UPSTREAM_UNAVAILABLE', 'the upstream refused the gateway\'s credentials'), this.ex.inspection)
+      sendRpcError(this.ex, new PortcullisError('PORTCULLIS_ERR_UPSTREAM_UNAVAILABLE', 'the upstream refused the gateway\'s credentials'))
     } else if (this.mode === 'replace' || this.mode === 'buffer') {
       const edit = this.ex.edit
       const body = edit === undefined ? Buffer.concat(this.chunks)
@@ -249,21 +248,21 @@ class Relay implements Dispatcher.DispatchHandler {
       this.held.push(() => this.onResponseError(controller, err))
       return
     }
-    const { res, log, inspection } = this.ex
+    const { res, log } = this.ex
     const reason = this.abortReason
     if (reason === CLIENT_GONE) {
       // Nothing to answer; aborting upstream is how a proxy passes the disconnect on
       // (and in 2026-07-28, closing the stream is the cancellation).
     } else if (reason === SHUTTING_DOWN) {
       const failure = new PortcullisError('PORTCULLIS_ERR_SHUTTING_DOWN')
-      if (!res.headersSent) sendRpcError(res, failure, inspection)
-      else if (this.isSse) endSseWithError(res, failure, inspection)
+      if (!res.headersSent) sendRpcError(this.ex, failure)
+      else if (this.isSse) endSseWithError(this.ex, failure)
       else res.destroy()
     } else {
       const failure = classifyFailure(err)
       log.warn({ server: this.server, err: { code: (err as { code?: string }).code, message: err.message }, headersSent: res.headersSent }, 'upstream request failed')
-      if (!res.headersSent) sendRpcError(res, failure, inspection)
-      else if (this.isSse) endSseWithError(res, failure, inspection)
+      if (!res.headersSent) sendRpcError(this.ex, failure)
+      else if (this.isSse) endSseWithError(this.ex, failure)
       // A JSON body cut short must not look complete: drop the connection.
       else res.destroy()
     }
@@ -363,7 +362,7 @@ export class HttpUpstream implements Upstream {
 
   async handle (ex: McpExchange): Promise<void> {
     if (this.isClosed) {
-      sendRpcError(ex.res, new PortcullisError('PORTCULLIS_ERR_SHUTTING_DOWN'), ex.inspection)
+      sendRpcError(ex, new PortcullisError('PORTCULLIS_ERR_SHUTTING_DOWN'))
       return
     }
     const sessionId = headerValue(ex.headers, 'mcp-session-id')
@@ -374,12 +373,12 @@ export class HttpUpstream implements Upstream {
       } catch (err) {
         if (!isStoreUnavailable(err)) throw err
         ex.log.warn({ server: this.name, err: { message: err.message } }, 'upstream session owner unknown: store unreachable')
-        sendRpcError(ex.res, new PortcullisError('PORTCULLIS_ERR_STORE_UNAVAILABLE', undefined, { headers: { 'retry-after': '5' } }), ex.inspection)
+        sendRpcError(ex, storeUnavailableError())
         return
       }
       // Another caller's session is answered exactly like an unknown one.
       if (check === 'not-found') {
-        sendRpcError(ex.res, new PortcullisError('PORTCULLIS_ERR_SESSION_NOT_FOUND'), ex.inspection)
+        sendRpcError(ex, new PortcullisError('PORTCULLIS_ERR_SESSION_NOT_FOUND'))
         return
       }
     }
@@ -389,20 +388,20 @@ export class HttpUpstream implements Upstream {
     } catch (err) {
       const failure = err instanceof PortcullisError ? err : new PortcullisError('PORTCULLIS_ERR_INTERNAL', undefined, { cause: err })
       if (failure.status >= 500) ex.log.error({ server: this.name, err: { message: (err as Error).message } }, 'could not prepare the upstream credentials')
-      sendRpcError(ex.res, failure, ex.inspection)
+      sendRpcError(ex, failure)
       return
     }
     const busy = this.refusal(ex.method === 'GET')
     if (busy !== undefined) {
       ex.log.warn({ server: this.name, inFlight: this.inFlight, streams: this.streams }, 'upstream at its connection or stream budget; refused')
-      sendRpcError(ex.res, busy, ex.inspection)
+      sendRpcError(ex, busy)
       return
     }
     const opens = sessionId === undefined && ex.method === 'POST' && ex.inspection?.messages.some((m) => m.method === 'initialize') === true
     const admitted = opens ? this.owners.admit(this.name, ex.owner.user, this.config.maxSessionsPerUser) : undefined
     if (admitted instanceof PortcullisError) {
       ex.log.info({ server: this.name, user: ex.user.name }, 'user at maxSessionsPerUser with no idle session; refused')
-      sendRpcError(ex.res, admitted, ex.inspection)
+      sendRpcError(ex, admitted)
       return
     }
     // Use: a request, or a GET stream. A notification alone (notifications/initialized) is not.
@@ -437,7 +436,7 @@ export class HttpUpstream implements Upstream {
     } catch (err) {
       const failure = err instanceof PortcullisError ? err : new PortcullisError('PORTCULLIS_ERR_UPSTREAM_UNAVAILABLE', undefined, { cause: err })
       if (!(err instanceof PortcullisError)) ex.log.error({ server: this.name, err: { message: (err as Error).message } }, 'could not renew the caller\'s upstream credential')
-      sendRpcError(ex.res, failure, ex.inspection)
+      sendRpcError(ex, failure)
       return
     }
     await this.dispatch(ex, sessionId, isGet, renewed, false)

@@ -4,43 +4,37 @@ import { jsonRpcError, jsonRpcErrorPayload, type JsonRpcId, type PortcullisError
 import type { McpInspection } from '../mcp/jsonrpc.js'
 
 /**
- * Requests the gateway answered with its own error after letting them through
- * (upstream unavailable, timed out, crashed), by response: `true` for all of
- * them, or the ids. Metrics count these calls as failed. Only failures write here.
+ * Where an exchange notes the requests the gateway answered with its own error after letting
+ * them through (upstream unavailable, timed out, crashed): all of them, or by JSON-RPC id.
+ * Metrics count these calls as failed. The route's McpCall keeps it; adapters only write.
  */
-const failures = new WeakMap<ServerResponse, Set<JsonRpcId> | true>()
-
-export function markFailed (res: ServerResponse, id?: JsonRpcId): void {
-  if (id === undefined) {
-    failures.set(res, true)
-    return
-  }
-  const ids = failures.get(res)
-  if (ids === true) return
-  if (ids === undefined) failures.set(res, new Set([id]))
-  else ids.add(id)
+export interface FailureRecord {
+  markFailed: (id?: JsonRpcId) => void
 }
 
-/** Did the gateway fail this request (by JSON-RPC id) of the exchange answered on `res`? */
-export function hasFailed (res: ServerResponse, id: JsonRpcId): boolean {
-  const ids = failures.get(res)
-  return ids === true || (ids !== undefined && ids.has(id))
+/** The part of an exchange the gateway's own error answer needs (a forwarded request has no inspection and no record). */
+export interface AnsweredExchange {
+  readonly res: ServerResponse
+  readonly inspection: McpInspection | undefined
+  readonly failures?: FailureRecord
 }
 
 /** Answers the whole exchange with `err` (status, headers, JSON-RPC body with the request ids and the error's data). */
-export function sendRpcError (res: ServerResponse, err: PortcullisError, inspection: McpInspection | undefined, data: Readonly<Record<string, unknown>> | undefined = err.data): void {
-  markFailed(res)
+export function sendRpcError (ex: AnsweredExchange, err: PortcullisError, data: Readonly<Record<string, unknown>> | undefined = err.data): void {
+  const { res, inspection } = ex
+  ex.failures?.markFailed()
   if (res.headersSent || res.destroyed) {
     if (!res.writableEnded) res.destroy()
     return
   }
   const ids = err.rpcId !== undefined ? [err.rpcId] : inspection?.requestIds ?? []
   const body = JSON.stringify(jsonRpcErrorPayload(err, ids, inspection?.isBatch === true && err.rpcId === undefined, data))
-  res.writeHead(statusFor(err, ids), {
-    ...err.headers,
-    'content-type': 'application/json',
-    'content-length': Buffer.byteLength(body),
-  })
+  writeJson(res, statusFor(err, ids), body, err.headers)
+}
+
+/** A complete JSON answer on a raw response (adapters work below Fastify): status, headers, type and length. */
+export function writeJson (res: ServerResponse, status: number, body: string | Buffer, headers: Readonly<Record<string, string>> = {}): void {
+  res.writeHead(status, { ...headers, 'content-type': 'application/json', 'content-length': Buffer.byteLength(body) })
   res.end(body)
 }
 
@@ -61,8 +55,9 @@ export function statusFor (err: PortcullisError, requestIds: readonly JsonRpcId[
  * request id carrying the error, so the client's pending requests settle
  * instead of hanging, then the stream ends.
  */
-export function endSseWithError (res: ServerResponse, err: PortcullisError, inspection: McpInspection | undefined): void {
-  markFailed(res)
+export function endSseWithError (ex: AnsweredExchange, err: PortcullisError): void {
+  const { res, inspection } = ex
+  ex.failures?.markFailed()
   if (res.destroyed || res.writableEnded) return
   for (const id of inspection?.requestIds ?? []) {
     res.write(`event: message\ndata: ${JSON.stringify(jsonRpcError(err, id))}\n\n`)

@@ -23,7 +23,7 @@ import { PortcullisError, type JsonRpcId } from '../errors.js'
 import type { SseServerConfig } from '../config/schema.js'
 import { READY_PROBE_CACHE_MS } from '../config/defaults.js'
 import type { McpExchange, Upstream, UpstreamHealth, UpstreamLoad, UpstreamSession } from './types.js'
-import { sendRpcError } from './respond.js'
+import { sendRpcError, writeJson } from './respond.js'
 import { editJsonBody, sseMessageEvent } from './response-edit.js'
 import type { SessionOwners } from './session-owners.js'
 import type { KeptStream, StreamKeeper } from './stream-keeper.js'
@@ -32,6 +32,7 @@ import { CallerHeaders } from './caller-headers.js'
 import { probeTcp } from './tcp-probe.js'
 import { SseEventReader } from './sse-events.js'
 import { isStoreUnavailable } from '../store/types.js'
+import { storeUnavailableError } from '../store/outage.js'
 
 /** Idle sessions are looked for this often at most (a quarter of the idle timeout when shorter). */
 const SWEEP_MAX_INTERVAL_MS = 60_000
@@ -136,7 +137,7 @@ export class SseUpstream implements Upstream {
 
   async handle (ex: McpExchange): Promise<void> {
     if (this.isClosed) {
-      sendRpcError(ex.res, new PortcullisError('PORTCULLIS_ERR_SHUTTING_DOWN'), ex.inspection)
+      sendRpcError(ex, new PortcullisError('PORTCULLIS_ERR_SHUTTING_DOWN'))
       return
     }
     this.inFlight++
@@ -147,7 +148,7 @@ export class SseUpstream implements Upstream {
       if (!(err instanceof PortcullisError) || failure.status >= 500) {
         ex.log.warn({ server: this.name, err: { code: (err as { code?: string }).code, message: (err as Error).message } }, 'sse upstream request failed')
       }
-      sendRpcError(ex.res, failure, ex.inspection)
+      sendRpcError(ex, failure)
     } finally {
       this.inFlight--
     }
@@ -185,7 +186,7 @@ export class SseUpstream implements Upstream {
       check = await this.owners.check(this.name, sessionId, ex.owner)
     } catch (err) {
       if (!isStoreUnavailable(err)) throw err
-      throw new PortcullisError('PORTCULLIS_ERR_STORE_UNAVAILABLE', undefined, { headers: { 'retry-after': '5' } })
+      throw storeUnavailableError()
     }
     const bridge = this.bridges.get(sessionId)
     if (check === 'not-found' || bridge === undefined || bridge.isClosed) throw new PortcullisError('PORTCULLIS_ERR_SESSION_NOT_FOUND')
@@ -355,8 +356,7 @@ export class SseUpstream implements Upstream {
   private writeAnswer (ex: McpExchange, answer: unknown, headers: Record<string, string> = {}): void {
     let body: Buffer = Buffer.from(JSON.stringify(answer))
     if (ex.edit !== undefined) body = editJsonBody(body, ex.edit)
-    ex.res.writeHead(200, { ...headers, 'content-type': 'application/json', 'content-length': String(body.length) })
-    ex.res.end(body)
+    writeJson(ex.res, 200, body, headers)
   }
 
   /** The client's GET: server-initiated messages of the session from now on. */

@@ -9,6 +9,7 @@ import type { McpInspection } from '../mcp/jsonrpc.js'
 import type { UserIdentity } from '../identity.js'
 import type { ResponseEdit } from './response-edit.js'
 import type { SessionOwner } from './session-owners.js'
+import type { FailureRecord } from './respond.js'
 
 export interface McpExchange {
   readonly method: 'GET' | 'POST' | 'DELETE'
@@ -25,6 +26,8 @@ export interface McpExchange {
   readonly edit?: ResponseEdit
   /** With tracing on: traceparent/tracestate of the gateway's span, sent to an HTTP upstream in place of the client's. */
   readonly traceHeaders?: Readonly<Record<string, string>>
+  /** Where the adapter notes requests the gateway answered with its own error (metrics: failed calls). */
+  readonly failures: FailureRecord
   readonly req: IncomingMessage
   readonly res: ServerResponse
   readonly log: FastifyBaseLogger
@@ -79,6 +82,13 @@ export interface Upstream {
    * provider no longer vouches for the user). Upstreams that keep nothing per user have none.
    */
   endUser?: (userId: string) => Promise<void>
+  /**
+   * Whether this replica holds the session (its process lives here, whoever owns it). Undefined
+   * for upstreams whose sessions live at the upstream: any replica can serve them.
+   */
+  holdsSession?: (sessionId: string) => boolean
+  /** Processes alive for this server (metrics); undefined for upstreams that run none. */
+  readonly processCount?: number
   /** The live sessions this replica holds (the admin API's session list). */
   liveSessions?: () => UpstreamSession[]
   /** Ends one session as if its client had deleted it; false when this replica holds no such session. */

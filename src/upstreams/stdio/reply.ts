@@ -8,7 +8,7 @@ import type { ServerResponse } from 'node:http'
 import { jsonRpcError, type JsonRpcId, type PortcullisError } from '../../errors.js'
 import type { ReplySink } from './channel.js'
 import { editMessage, type ResponseEdit } from '../response-edit.js'
-import { markFailed } from '../respond.js'
+import { writeJson, type AnsweredExchange, type FailureRecord } from '../respond.js'
 
 export function sseEvent (json: string): string {
   return `event: message\ndata: ${json}\n\n`
@@ -29,15 +29,20 @@ export class PostReply implements ReplySink {
   /** Set when the client went away before the answer was complete. */
   onClientGone: () => void = () => {}
 
+  private readonly res: ServerResponse
+  private readonly failures: FailureRecord | undefined
+
   constructor (
-    private readonly res: ServerResponse,
+    ex: Omit<AnsweredExchange, 'inspection'>,
     requestIds: readonly JsonRpcId[],
     private readonly isBatch: boolean,
     private readonly headers: Readonly<Record<string, string>> = {},
   ) {
+    this.res = ex.res
+    this.failures = ex.failures
     this.remaining = new Set(requestIds)
     this.finished = new Promise((resolve) => { this.resolveFinished = resolve })
-    res.once('close', () => {
+    this.res.once('close', () => {
       if (this.mode !== 'done') {
         this.mode = 'done'
         this.onClientGone()
@@ -60,8 +65,7 @@ export class PostReply implements ReplySink {
     if (isFinal) this.remaining.delete(clientId)
     if (this.mode === 'pending' && isFinal && this.remaining.size === 0 && !this.isBatch) {
       this.mode = 'done'
-      this.res.writeHead(200, { ...this.headers, 'content-type': 'application/json', 'content-length': Buffer.byteLength(json) })
-      this.res.end(json)
+      writeJson(this.res, 200, json, this.headers)
       this.resolveFinished()
       return
     }
@@ -75,14 +79,13 @@ export class PostReply implements ReplySink {
   }
 
   fail (err: PortcullisError, clientId: JsonRpcId): void {
-    markFailed(this.res, clientId)
+    this.failures?.markFailed(clientId)
     if (!this.isOpen) return
     this.remaining.delete(clientId)
     const json = JSON.stringify(jsonRpcError(err, clientId))
     if (this.mode === 'pending' && this.remaining.size === 0 && !this.isBatch) {
       this.mode = 'done'
-      this.res.writeHead(err.status, { ...err.headers, 'content-type': 'application/json', 'content-length': Buffer.byteLength(json) })
-      this.res.end(json)
+      writeJson(this.res, err.status, json, err.headers)
       this.resolveFinished()
       return
     }

@@ -46,7 +46,8 @@ import { META_PROTOCOL_VERSION, type McpMessage } from '../../mcp/jsonrpc.js'
 import type { McpExchange, Upstream, UpstreamHealth, UpstreamLoad, UpstreamSession } from '../types.js'
 import { ownerKey, ownerOf, type SessionOwner } from '../session-owners.js'
 import type { KeptStream, StreamKeeper } from '../stream-keeper.js'
-import { sendRpcError } from '../respond.js'
+import { sendRpcError, writeJson } from '../respond.js'
+import { withTimeout } from '../../with-timeout.js'
 import { Channel, type ChannelClient, type DeliveryKind, type ReplySink } from './channel.js'
 import { McpChild } from './child-process.js'
 import { childEnvironment, requireUserFields } from './environment.js'
@@ -286,7 +287,7 @@ export class StdioUpstream implements Upstream {
     } catch (err) {
       const failure = err instanceof PortcullisError ? err : new PortcullisError('PORTCULLIS_ERR_INTERNAL', undefined, { cause: err })
       if (failure.status >= 500) ex.log.warn({ server: this.name, err: failure.cause ?? failure, code: failure.code }, 'stdio request failed')
-      sendRpcError(ex.res, failure, ex.inspection)
+      sendRpcError(ex, failure)
     }
   }
 
@@ -304,7 +305,7 @@ export class StdioUpstream implements Upstream {
   }
 
   /** Whether a session with this id lives here (whoever owns it). */
-  hasSession (sessionId: string): boolean {
+  holdsSession (sessionId: string): boolean {
     return this.sessions.get(sessionId)?.isAlive === true
   }
 
@@ -330,7 +331,7 @@ export class StdioUpstream implements Upstream {
     const raw = inspection.isBatch ? undefined : ex.body?.toString('utf8')
     const extra = ex.edit?.extra ?? []
     const ids = [...inspection.requestIds, ...extra.map((e) => e.id)]
-    const reply = ids.length > 0 ? new PostReply(ex.res, ids, inspection.isBatch || extra.length > 0) : undefined
+    const reply = ids.length > 0 ? new PostReply(ex, ids, inspection.isBatch || extra.length > 0) : undefined
     if (reply !== undefined) session.activeReplies.add(reply)
     const sink = reply === undefined ? undefined : withEdit(reply, ex.edit)
     const { channel } = session
@@ -459,7 +460,7 @@ export class StdioUpstream implements Upstream {
       if (!answer.includes('"result"')) {
         // The server refused the handshake: its error goes to the client, the process goes away.
         void this.retire(channel)
-        return this.writeJson(ex.res, answer)
+        return writeJson(ex.res, 200, answer)
       }
       this.recordSuccess()
     } else {
@@ -472,7 +473,7 @@ export class StdioUpstream implements Upstream {
     // On record before the client learns the id: its next request may reach another replica.
     await this.options.sessionHooks?.opened(this.name, session.id)
     this.log.debug({ server: this.name, session: session.label, pid: session.channel.child.pid }, 'stdio session opened')
-    this.writeJson(ex.res, answer, { 'mcp-session-id': session.id })
+    writeJson(ex.res, 200, answer, { 'mcp-session-id': session.id })
   }
 
   /**
@@ -575,7 +576,7 @@ export class StdioUpstream implements Upstream {
       ex.res.writeHead(202).end()
       return
     }
-    const reply = new PostReply(ex.res, inspection.requestIds, false)
+    const reply = new PostReply(ex, inspection.requestIds, false)
     const client = new ModernRequest(reply)
     channel.attach(client)
     // 2026-07-28: closing the response stream is the client's cancellation.
@@ -688,18 +689,13 @@ export class StdioUpstream implements Upstream {
 
   private async withStartupTimeout<T> (promise: Promise<T>, channel: Channel): Promise<T> {
     const stopWatching = this.watchStartup(channel.child)
-    let timer: NodeJS.Timeout | undefined
-    const timeout = new Promise<never>((_resolve, reject) => {
-      timer = setTimeout(() => {
+    try {
+      return await withTimeout(promise, this.config.startupTimeoutMs, () => {
         this.log.warn({ server: this.name, pid: channel.child.pid, startupTimeoutMs: this.config.startupTimeoutMs }, 'stdio server did not complete its handshake in time')
         this.recordFailure()
-        reject(new PortcullisError('PORTCULLIS_ERR_UPSTREAM_TIMEOUT', `MCP server "${this.name}" did not start in time`))
-      }, this.config.startupTimeoutMs)
-    })
-    try {
-      return await Promise.race([promise, timeout])
+        return new PortcullisError('PORTCULLIS_ERR_UPSTREAM_TIMEOUT', `MCP server "${this.name}" did not start in time`)
+      })
     } finally {
-      clearTimeout(timer)
       stopWatching()
     }
   }
@@ -815,11 +811,6 @@ export class StdioUpstream implements Upstream {
     this.retiring.add(child)
     channel.failAll(new PortcullisError('PORTCULLIS_ERR_SHUTTING_DOWN'))
     await child.terminate()
-  }
-
-  private writeJson (res: ServerResponse, json: string, headers: Record<string, string> = {}): void {
-    res.writeHead(200, { ...headers, 'content-type': 'application/json', 'content-length': Buffer.byteLength(json) })
-    res.end(json)
   }
 
   /** Ends what has been idle for idleTimeoutMs. Runs on a timer; tests call it with their own clock. */

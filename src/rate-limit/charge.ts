@@ -1,0 +1,81 @@
+/**
+ * What the calls the gate allowed cost (policy/gate.ts decides, this charges): rate-limit
+ * buckets per user, per user and tool, per tool, then a concurrency slot per tool. A call
+ * over a limit becomes rate_limited (429); one over the store's availability, with
+ * rateLimits.onStoreError deny, 503. The slot of an allowed call is freed by `release`.
+ */
+import { PortcullisError } from '../errors.js'
+import type { Rate } from '../config/units.js'
+import type { ServerConfig } from '../config/schema.js'
+import { isJudged, type McpMessage } from '../mcp/jsonrpc.js'
+import type { MessageOutcome } from '../policy/gate.js'
+import { STORE_RETRY_AFTER_S } from '../store/outage.js'
+import { concurrencyRejection, type Bucket, type RateLimiter, type RateLimitRejection } from './limiter.js'
+
+export interface ChargeOptions {
+  readonly server: ServerConfig
+  readonly limiter: RateLimiter
+  readonly defaults: { readonly perUser: Rate | undefined, readonly perUserPerTool: Rate | undefined, readonly sessionCost: number }
+  /** With tracing on: runs the rate-limit step in a span of its own (README "Tracing"). */
+  readonly step?: <T>(name: 'rate limits', fn: () => T) => T
+}
+
+const untraced = <T>(_name: string, fn: () => T): T => fn()
+
+/** The outcomes with each allowed call charged, in the body's order: refused ones are left as they are. */
+export async function charge (options: ChargeOptions, callerKey: string, outcomes: readonly MessageOutcome[]): Promise<MessageOutcome[]> {
+  const charged: MessageOutcome[] = []
+  for (const o of outcomes) {
+    charged.push(o.decision === 'allowed' && isJudged(o.message) ? await chargeOne(options, callerKey, o) : o)
+  }
+  return charged
+}
+
+async function chargeOne (options: ChargeOptions, callerKey: string, outcome: MessageOutcome): Promise<MessageOutcome> {
+  const { server, limiter } = options
+  const { message, kind, name, rule: tool } = outcome
+  const id = message.id ?? null
+  // A new session weighs rateLimits.sessionCost (issue 12: a free initialize let one user open
+  // 300 sessions, each a process, under a 200/min budget).
+  const cost = message.method === 'initialize' ? options.defaults.sessionCost : tool?.cost ?? 1
+  const buckets: Bucket[] = []
+  const perUser = server.rateLimit ?? options.defaults.perUser
+  if (perUser !== undefined && cost > 0) {
+    buckets.push({ kind: 'user', key: `${server.name}:${callerKey}`, rate: perUser, cost, subject: `server "${server.name}"` })
+  }
+  if (kind === 'tool' && name !== undefined) {
+    const perTool = tool?.rateLimit ?? options.defaults.perUserPerTool
+    if (perTool !== undefined) buckets.push({ kind: 'user-tool', key: `${server.name}:${name}:${callerKey}`, rate: perTool, cost, subject: `tool "${name}"` })
+    if (tool?.globalRateLimit !== undefined) buckets.push({ kind: 'tool', key: `${server.name}:${name}`, rate: tool.globalRateLimit, cost, subject: `tool "${name}"` })
+  }
+  if (buckets.length > 0) {
+    const step = options.step ?? untraced
+    const result = await step('rate limits', () => limiter.consume(buckets))
+    if (result === 'store-unavailable') {
+      return { message, decision: 'rate_limited', kind, name, reason: 'store-unavailable', error: new PortcullisError('PORTCULLIS_ERR_RATE_LIMIT_UNAVAILABLE', undefined, { id, headers: { 'retry-after': String(STORE_RETRY_AFTER_S) } }) }
+    }
+    if (result !== undefined) return { message, decision: 'rate_limited', kind, name, reason: result.bucket, error: limited(result, id) }
+  }
+  if (kind === 'tool' && name !== undefined && tool?.concurrency !== undefined) {
+    const slot = `${server.name}:${name}:${callerKey}`
+    if (!limiter.acquire(slot, tool.concurrency)) {
+      return { message, decision: 'rate_limited', kind, name, reason: 'concurrency', error: limited(concurrencyRejection(name, tool.concurrency), id) }
+    }
+    return { ...outcome, release: once(() => limiter.release(slot)) }
+  }
+  return outcome
+}
+
+function limited (rejection: RateLimitRejection, id: McpMessage['id']): PortcullisError {
+  return new PortcullisError('PORTCULLIS_ERR_RATE_LIMITED', rejection.message, { headers: { ...rejection.headers }, id: id ?? null })
+}
+
+function once (fn: () => void): () => void {
+  let isDone = false
+  return () => {
+    if (!isDone) {
+      isDone = true
+      fn()
+    }
+  }
+}
