@@ -78,13 +78,17 @@ export interface ClientItem {
   readonly createdAt: string | null
   /** Registered clients live registeredClientTtl past their last sign-in (unusedClientTtl before the first). */
   readonly expiresAt: string | null
+  /** Live grants: users who consented to it and have not been revoked. */
+  readonly grants: number
 }
 
-/** Clients from the YAML and those registered (a scan of the store's Client records). */
+/** Clients from the YAML and those registered, with their grants (one scan of the store's Client and Grant records). */
 export async function clientItems (store: Store, configured: readonly ClientConfig[]): Promise<ClientItem[]> {
-  const out: ClientItem[] = configured.map((c) => ({ clientId: c.clientId, name: c.name ?? null, redirectHosts: redirectHosts(c.redirectUris), source: 'config', createdAt: null, expiresAt: null }))
+  const out: Array<Omit<ClientItem, 'grants'>> = configured.map((c) => ({ clientId: c.clientId, name: c.name ?? null, redirectHosts: redirectHosts(c.redirectUris), source: 'config', createdAt: null, expiresAt: null }))
   const yaml = new Set(configured.map((c) => c.clientId))
+  const grants = new Map<string, number>()
   for await (const entry of store.entries()) {
+    if (entry.kind === 'record' && entry.model === 'Grant' && typeof entry.payload.clientId === 'string') grants.set(entry.payload.clientId, (grants.get(entry.payload.clientId) ?? 0) + 1)
     if (entry.kind !== 'record' || entry.model !== 'Client' || yaml.has(entry.id)) continue
     const p = entry.payload
     const issuedAtS = typeof p.client_id_issued_at === 'number' ? p.client_id_issued_at : undefined
@@ -97,7 +101,7 @@ export async function clientItems (store: Store, configured: readonly ClientConf
       expiresAt: entry.expiresAtMs === undefined ? null : new Date(entry.expiresAtMs).toISOString(),
     })
   }
-  return out
+  return out.map((c) => ({ ...c, grants: grants.get(c.clientId) ?? 0 }))
 }
 
 /** Filter: source. */

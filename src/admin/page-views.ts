@@ -144,10 +144,10 @@ export function clientsPage (frame: Frame, page: Page<ClientItem>, filters: Read
   const path = `${ADMIN_PAGE_PATH}/clients`
   const rows = page.items.map((c) => {
     const revoke = c.source === 'registered' ? actionForm(`${path}/${encodeURIComponent(c.clientId)}/revoke`, 'Revoke', frame.csrf) : '<span class="muted">in the YAML</span>'
-    return `<tr><td>${escapeHtml(c.name ?? '—')}</td><td><code>${escapeHtml(c.clientId)}</code></td><td>${list(c.redirectHosts)}</td><td>${escapeHtml(c.source)}</td><td>${when(c.createdAt)}</td><td>${when(c.expiresAt)}</td><td>${revoke}</td></tr>`
+    return `<tr><td>${escapeHtml(c.name ?? '—')}</td><td><code>${escapeHtml(c.clientId)}</code></td><td>${list(c.redirectHosts)}</td><td>${escapeHtml(c.source)}</td><td>${when(c.createdAt)}</td><td>${when(c.expiresAt)}</td><td>${c.grants}</td><td>${revoke}</td></tr>`
   })
   return adminPage('Clients', frame, `${filterForm(path, [{ name: 'source', label: 'Source (config / registered)', value: filters.source ?? '' }], filters.limit)}
-${table(['Name', 'Client ID', 'Redirect hosts', 'Source', 'Created', 'Expires', ''], rows, 'No clients match.')}
+${table(['Name', 'Client ID', 'Redirect hosts', 'Source', 'Created', 'Expires', 'Grants', ''], rows, 'No clients match.')}
 ${nextLink(path, filters, page)}`)
 }
 

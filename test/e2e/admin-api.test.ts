@@ -118,6 +118,7 @@ t.test('lists: both users\' sessions with their process, paged; users seen; clie
   const names = (clients.body.items as Array<{ name: string, source: string, redirectHosts: string[] }>).filter((c) => c.source === 'registered')
   t.same(names.map((c) => c.name).sort(), ['alice\'s client', 'bob\'s client'], 'the registered clients')
   t.same(names[0]?.redirectHosts, ['127.0.0.1:9'])
+  t.same(names.map((c) => (c as unknown as { grants: number }).grants), [1, 1], 'each with the grant of the user who signed in with it')
 
   t.equal((await admin(gw, 'GET', '/api-keys')).status, 400, 'API keys are listed per user')
   t.same((await admin(gw, 'GET', '/api-keys?user=alice')).body, { items: [] })
