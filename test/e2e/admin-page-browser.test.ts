@@ -90,7 +90,7 @@ if (CHROMIUM !== undefined) {
     t.match(await page.locator('main').innerText(), /No live sessions on this replica/)
     t.equal(await callStatus(), 404, 'her client is told the session is gone')
     await page.getByRole('link', { name: 'Clients' }).click()
-    t.match(await page.locator('tbody').innerText(), /alice's client\t[^\n]*\tregistered\t[^\n]*\t1\tRevoke/, 'her registered client, with her grant')
+    t.match(await page.locator('tbody').innerText(), /alice's client\t[^\n]*\tregistered\t[^\n]*\t1\t\s*Revoke/, 'her registered client, with her grant')
 
     await page.goto(`${gw.baseUrl}/admin`)
     await page.getByRole('link', { name: 'alice' }).click()
