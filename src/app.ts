@@ -409,6 +409,8 @@ async function wireApp (app: FastifyInstance, config: Config, options: BuildOpti
       ...(upstreamAuth?.links === undefined ? {} : { links: upstreamAuth.links }),
       audit,
       now,
+      // Charged as the route names callers (routes/mcp.ts callerOf): machine clients as client:<id>, users as sub:<id>.
+      rateLimitsOf: (userId) => limiter.stateOf(userId.startsWith('client:') ? userId : `sub:${userId}`),
     }
     const reloadOption = options.reload === undefined ? {} : { reload: options.reload }
     await app.register(adminRoutes, { ...admin, ...reloadOption, authenticate: createAdminAuthenticator({ audience: `${config.publicUrl}/admin`, groups: config.admin.groups, bearerToken: config.admin.bearerToken, verifier }) })

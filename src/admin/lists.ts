@@ -5,7 +5,8 @@
  */
 import type { ApiKeys } from '../account/api-keys.js'
 import type { ClientConfig } from '../config/schema.js'
-import type { Store } from '../store/types.js'
+import type { Payload, Store } from '../store/types.js'
+import type { AccountGrants } from '../auth-server/account-grants.js'
 import type { Upstream } from '../upstreams/types.js'
 import type { BlockedUsers } from './blocked-users.js'
 import type { UsersSeen } from './users-seen.js'
@@ -77,13 +78,17 @@ export interface ClientItem {
   readonly createdAt: string | null
   /** Registered clients live registeredClientTtl past their last sign-in (unusedClientTtl before the first). */
   readonly expiresAt: string | null
+  /** Live grants: users who consented to it and have not been revoked. */
+  readonly grants: number
 }
 
-/** Clients from the YAML and those registered (a scan of the store's Client records). */
+/** Clients from the YAML and those registered, with their grants (one scan of the store's Client and Grant records). */
 export async function clientItems (store: Store, configured: readonly ClientConfig[]): Promise<ClientItem[]> {
-  const out: ClientItem[] = configured.map((c) => ({ clientId: c.clientId, name: c.name ?? null, redirectHosts: redirectHosts(c.redirectUris), source: 'config', createdAt: null, expiresAt: null }))
+  const out: Array<Omit<ClientItem, 'grants'>> = configured.map((c) => ({ clientId: c.clientId, name: c.name ?? null, redirectHosts: redirectHosts(c.redirectUris), source: 'config', createdAt: null, expiresAt: null }))
   const yaml = new Set(configured.map((c) => c.clientId))
+  const grants = new Map<string, number>()
   for await (const entry of store.entries()) {
+    if (entry.kind === 'record' && entry.model === 'Grant' && typeof entry.payload.clientId === 'string') grants.set(entry.payload.clientId, (grants.get(entry.payload.clientId) ?? 0) + 1)
     if (entry.kind !== 'record' || entry.model !== 'Client' || yaml.has(entry.id)) continue
     const p = entry.payload
     const issuedAtS = typeof p.client_id_issued_at === 'number' ? p.client_id_issued_at : undefined
@@ -96,7 +101,7 @@ export async function clientItems (store: Store, configured: readonly ClientConf
       expiresAt: entry.expiresAtMs === undefined ? null : new Date(entry.expiresAtMs).toISOString(),
     })
   }
-  return out
+  return out.map((c) => ({ ...c, grants: grants.get(c.clientId) ?? 0 }))
 }
 
 /** Filter: source. */
@@ -202,4 +207,56 @@ export interface LinkedAccountItem {
 export async function linkedAccountItems (links: LinkedAccounts | undefined, userId: string): Promise<LinkedAccountItem[]> {
   const states = links === undefined ? [] : await links.list(userId)
   return states.map((s) => ({ server: s.server, isLinked: s.linkedAtMs !== undefined, ...(s.linkedAtMs === undefined ? {} : { linkedAt: new Date(s.linkedAtMs).toISOString() }) }))
+}
+
+export interface GrantItem {
+  readonly grantId: string
+  readonly clientId: string | null
+  /** Each resource (MCP server URL, or the admin API) with the scopes granted for it. */
+  readonly resources: Readonly<Record<string, string>>
+  readonly createdAt: string | null
+  readonly expiresAt: string | null
+  /** The grant's refresh-token family: tokens not yet rotated away, the newest's rotation count and issue time. */
+  readonly refreshTokens: { readonly live: number, readonly rotations: number, readonly lastIssuedAt: string | null }
+}
+
+/** A user's live grants (one per client they consented to), with their refresh-token families. */
+export async function grantItems (store: Store, grants: AccountGrants, userId: string): Promise<GrantItem[]> {
+  const items: GrantItem[] = []
+  for (const grantId of await grants.of(userId)) {
+    const grant = await store.find('Grant', grantId)
+    // Listed until it expires, but revoked or expired grants have no record any more.
+    if (grant === undefined || grant.accountId !== userId) continue
+    const tokens = (await store.findByGrantId(grantId)).filter((r) => r.model === 'RefreshToken').map((r) => r.payload)
+    const live = tokens.filter((p) => typeof p.consumed !== 'number')
+    // Each rotation counts one more than the token it replaced: the newest has the most.
+    const newest = tokens.reduce<Payload | undefined>((a, p) => a === undefined || numberOf(p.rotations) > numberOf(a.rotations) ? p : a, undefined)
+    items.push({
+      grantId,
+      clientId: typeof grant.clientId === 'string' ? grant.clientId : null,
+      resources: scopesByResource(grant.resources),
+      createdAt: isoFromSeconds(grant.iat),
+      expiresAt: isoFromSeconds(grant.exp),
+      refreshTokens: { live: live.length, rotations: numberOf(newest?.rotations), lastIssuedAt: isoFromSeconds(newest?.iat) },
+    })
+  }
+  return items
+}
+
+export async function grantsPage (store: Store, grants: AccountGrants, userId: string, query: ListQuery): Promise<Page<GrantItem>> {
+  const page = pageQuery(query)
+  return paginate(await grantItems(store, grants, userId), (g) => g.grantId, page)
+}
+
+function scopesByResource (resources: unknown): Record<string, string> {
+  if (resources === null || typeof resources !== 'object') return {}
+  return Object.fromEntries(Object.entries(resources).filter(([, scope]) => typeof scope === 'string') as Array<[string, string]>)
+}
+
+function numberOf (value: unknown): number {
+  return typeof value === 'number' && Number.isFinite(value) ? value : 0
+}
+
+function isoFromSeconds (value: unknown): string | null {
+  return typeof value === 'number' && Number.isFinite(value) ? new Date(value * 1000).toISOString() : null
 }

@@ -38,7 +38,7 @@ import { isStoreUnavailable } from '../store/types.js'
 import type { AuditLog } from '../observability/audit.js'
 import { adminActions, adminRecorder, audited, type Outcome, type Target } from './actions.js'
 import type { AdminSessions } from './admin-sessions.js'
-import { apiKeysPage, clientsPage, idParam, linkedAccountItems, sessionItems, sessionsPage, userItems, usersPage, type ListQuery } from './lists.js'
+import { apiKeysPage, clientsPage, grantItems, idParam, linkedAccountItems, sessionItems, sessionsPage, userItems, usersPage, type ListQuery } from './lists.js'
 import type { AdminRoutesOptions } from './plugin.js'
 import { serverToolsView, type ApprovalRequest } from './server-tools.js'
 import * as views from './page-views.js'
@@ -295,6 +295,8 @@ export async function adminPageRoutes (app: FastifyInstance, opts: AdminPageOpti
       sessions: sessions.filter((s) => s.user === id),
       apiKeys: await apiKeysPage(opts.apiKeys, id, withCursor({}, request.query)),
       linked: await linkedAccountItems(opts.links, id),
+      grants: await grantItems(opts.store, opts.revoke.grants, id),
+      rateLimits: opts.rateLimitsOf(id),
     })
   }, userTarget))
 

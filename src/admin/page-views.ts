@@ -7,7 +7,8 @@
 import { escapeHtml, layout } from '../auth-server/pages.js'
 import type { Notice } from '../account/session.js'
 import type { ReloadReport } from '../reload/report.js'
-import type { ApiKeyItem, ClientItem, LinkedAccountItem, SessionItem, UserItem } from './lists.js'
+import type { ApiKeyItem, ClientItem, GrantItem, LinkedAccountItem, SessionItem, UserItem } from './lists.js'
+import type { BucketState } from '../rate-limit/limiter.js'
 import type { Page } from './paging.js'
 
 export const ADMIN_PAGE_PATH = '/admin'
@@ -143,10 +144,10 @@ export function clientsPage (frame: Frame, page: Page<ClientItem>, filters: Read
   const path = `${ADMIN_PAGE_PATH}/clients`
   const rows = page.items.map((c) => {
     const revoke = c.source === 'registered' ? actionForm(`${path}/${encodeURIComponent(c.clientId)}/revoke`, 'Revoke', frame.csrf) : '<span class="muted">in the YAML</span>'
-    return `<tr><td>${escapeHtml(c.name ?? '—')}</td><td><code>${escapeHtml(c.clientId)}</code></td><td>${list(c.redirectHosts)}</td><td>${escapeHtml(c.source)}</td><td>${when(c.createdAt)}</td><td>${when(c.expiresAt)}</td><td>${revoke}</td></tr>`
+    return `<tr><td>${escapeHtml(c.name ?? '—')}</td><td><code>${escapeHtml(c.clientId)}</code></td><td>${list(c.redirectHosts)}</td><td>${escapeHtml(c.source)}</td><td>${when(c.createdAt)}</td><td>${when(c.expiresAt)}</td><td>${c.grants}</td><td>${revoke}</td></tr>`
   })
   return adminPage('Clients', frame, `${filterForm(path, [{ name: 'source', label: 'Source (config / registered)', value: filters.source ?? '' }], filters.limit)}
-${table(['Name', 'Client ID', 'Redirect hosts', 'Source', 'Created', 'Expires', ''], rows, 'No clients match.')}
+${table(['Name', 'Client ID', 'Redirect hosts', 'Source', 'Created', 'Expires', 'Grants', ''], rows, 'No clients match.')}
 ${nextLink(path, filters, page)}`)
 }
 
@@ -157,6 +158,8 @@ export interface UserDetail {
   readonly sessions: readonly SessionItem[]
   readonly apiKeys: Page<ApiKeyItem>
   readonly linked: readonly LinkedAccountItem[]
+  readonly grants: readonly GrantItem[]
+  readonly rateLimits: readonly BucketState[]
 }
 
 function userActions (detail: UserDetail, csrf: string): string {
@@ -173,6 +176,8 @@ export function userPage (frame: Frame, detail: UserDetail): string {
     : `<p>Provider: ${escapeHtml(item.provider ?? '—')} · Groups: ${list(item.groups)} · Last seen: ${when(item.lastSeen)}${item.blocked ? ' · <strong>blocked</strong>' : ''}</p>`
   const keys = detail.apiKeys.items.map((k) => `<tr><td>${escapeHtml(k.name)}</td><td><code>${escapeHtml(k.keyId)}</code></td><td>${list(k.servers)}</td><td>${escapeHtml(k.scopes.join(' '))}</td><td>${when(k.createdAt)}</td><td>${when(k.expiresAt)}</td><td>${when(k.lastUsedAt)}</td></tr>`)
   const linked = detail.linked.map((l) => `<tr><td>${escapeHtml(l.server)}</td><td>${l.isLinked ? `linked ${when(l.linkedAt)}` : '<span class="muted">not linked</span>'}</td></tr>`)
+  const grants = detail.grants.map((g) => `<tr><td>${escapeHtml(g.clientId ?? '—')}</td><td>${Object.entries(g.resources).map(([resource, scope]) => `${escapeHtml(resource)} <span class="muted">${escapeHtml(scope)}</span>`).join('<br>')}</td><td>${when(g.createdAt)}</td><td>${when(g.expiresAt)}</td><td>${g.refreshTokens.live} live, ${g.refreshTokens.rotations} rotation${g.refreshTokens.rotations === 1 ? '' : 's'}</td></tr>`)
+  const limits = detail.rateLimits.map((b) => `<tr><td>${escapeHtml(b.on)}</td><td>${escapeHtml(b.subject)}</td><td>${b.remaining} of ${b.limit} per ${b.windowS} s</td><td>${when(b.resetsAt)}</td></tr>`)
   const path = `${ADMIN_PAGE_PATH}/users/${encodeURIComponent(detail.id)}`
   return adminPage(`User ${detail.id}`, frame, `${facts}
 ${userActions(detail, frame.csrf)}
@@ -181,7 +186,11 @@ ${sessionsTable(detail.sessions, frame.csrf)}
 <h2>API keys</h2>
 ${table(['Name', 'Key ID', 'Servers', 'Scopes', 'Created', 'Expires', 'Last used'], keys, 'No API keys.')}
 ${nextLink(path, {}, detail.apiKeys)}
-${detail.linked.length === 0 ? '' : `<h2>Linked accounts</h2>\n${table(['Server', 'Status'], linked, '')}`}`)
+${detail.linked.length === 0 ? '' : `<h2>Linked accounts</h2>\n${table(['Server', 'Status'], linked, '')}`}
+<h2>Grants</h2>
+${table(['Client', 'Resources and scopes', 'Granted', 'Expires', 'Refresh tokens'], grants, 'No grants.')}
+<h2>Rate limits <span class="muted">(as this replica last charged them)</span></h2>
+${table(['Counted on', 'Limit', 'Left', 'Window resets'], limits, 'Not charged here since the gateway started.')}`)
 }
 
 function json (value: unknown): string {

@@ -17,7 +17,7 @@ import type { ClientConfig } from '../config/schema.js'
 import type { Upstream } from '../upstreams/types.js'
 import { actorName, type AdminActor, type AdminAuthenticator } from './admin-access.js'
 import type { BlockedUsers } from './blocked-users.js'
-import { apiKeysPage, clientsPage, idParam, linkedAccountItems, sessionItems, sessionsPage, userQuery, usersPage } from './lists.js'
+import { apiKeysPage, clientsPage, grantsPage, idParam, linkedAccountItems, sessionItems, sessionsPage, userQuery, usersPage } from './lists.js'
 import type { RevokeUserDeps } from './revoke-user.js'
 import type { RevokeClientDeps } from './revoke-client.js'
 import type { UsersSeen } from './users-seen.js'
@@ -25,6 +25,7 @@ import type { ToolGuard } from '../guardrails/tool-guard.js'
 import { approvalRequest, serverToolsView, type ServerToolsDeps } from './server-tools.js'
 import type { LinkedAccounts } from '../upstream-auth/upstream-links.js'
 import { adminActions, adminRecorder, audited, type Outcome, type Target } from './actions.js'
+import type { BucketState } from '../rate-limit/limiter.js'
 import { reloadAuditDetail, type Reload } from '../reload/report.js'
 
 export const ADMIN_API_PATH = '/admin/api/v1'
@@ -50,6 +51,8 @@ export interface AdminRoutesOptions {
   readonly links?: LinkedAccounts
   readonly audit: AuditLog | undefined
   readonly now: () => number
+  /** A user's (or `client:<id>`'s) rate-limit buckets as this replica last charged them (the limiter). */
+  readonly rateLimitsOf: (userId: string) => BucketState[]
   /** Re-reads the configuration file (README "Reloading"); absent where nothing can reload (tests building the app alone). */
   readonly reload?: Reload
 }
@@ -140,6 +143,19 @@ export async function adminRoutes (app: FastifyInstance, opts: AdminRoutesOption
     const user = userQuery(query, 'API keys')
     return { target: { kind: 'user', id: user }, body: await apiKeysPage(opts.apiKeys, user, query) }
   }))
+
+  // One user's grants (a client they consented to) with their refresh-token families.
+  app.get(`${ADMIN_API_PATH}/grants`, route('grants.list', async (request) => {
+    const query = request.query as Record<string, unknown>
+    const user = userQuery(query, 'grants')
+    return { target: { kind: 'user', id: user }, body: await grantsPage(opts.store, opts.revoke.grants, user, query) }
+  }))
+
+  // One user's rate-limit buckets, as this replica last charged them (README "Administration").
+  app.get<{ Params: { id: string } }>(`${ADMIN_API_PATH}/users/:id/rate-limits`, route('rate-limits.show', async (request) => {
+    const userId = idParam((request.params as { id: string }).id, 'user id')
+    return { body: { user: userId, replica: opts.replica, items: opts.rateLimitsOf(userId) } }
+  }, targetOf('user', 'id')))
 
   // Linked upstream accounts (upstreamAuth: oauth, README "Upstream credentials"): one user's, and unlink.
   app.get(`${ADMIN_API_PATH}/linked-accounts`, route('linked-accounts.list', async (request) => {

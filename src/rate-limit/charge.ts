@@ -41,11 +41,11 @@ async function chargeOne (options: ChargeOptions, callerKey: string, outcome: Me
   const buckets: Bucket[] = []
   const perUser = server.rateLimit ?? options.defaults.perUser
   if (perUser !== undefined && cost > 0) {
-    buckets.push({ kind: 'user', key: `${server.name}:${callerKey}`, rate: perUser, cost, subject: `server "${server.name}"` })
+    buckets.push({ kind: 'user', key: `${server.name}:${callerKey}`, rate: perUser, cost, subject: `server "${server.name}"`, caller: callerKey })
   }
   if (kind === 'tool' && name !== undefined) {
     const perTool = tool?.rateLimit ?? options.defaults.perUserPerTool
-    if (perTool !== undefined) buckets.push({ kind: 'user-tool', key: `${server.name}:${name}:${callerKey}`, rate: perTool, cost, subject: `tool "${name}"` })
+    if (perTool !== undefined) buckets.push({ kind: 'user-tool', key: `${server.name}:${name}:${callerKey}`, rate: perTool, cost, subject: `tool "${name}"`, caller: callerKey })
     if (tool?.globalRateLimit !== undefined) buckets.push({ kind: 'tool', key: `${server.name}:${name}`, rate: tool.globalRateLimit, cost, subject: `tool "${name}"` })
   }
   if (buckets.length > 0) {

@@ -29,7 +29,26 @@ export interface Bucket {
   readonly cost: number
   /** What the limit is on, as a model reads it: `tool "search"`, `server "github"`. */
   readonly subject: string
+  /** The caller charged (`sub:<user id>`, `client:<id>`, `ip:<address>`); absent for buckets of all users. */
+  readonly caller?: string
 }
+
+/** A caller's bucket as this replica last charged it (the admin API's rate-limit view). */
+export interface BucketState {
+  readonly kind: BucketKind
+  /** What is counted: `<server>` (user) or `<server>:<tool>` (user-tool). */
+  readonly on: string
+  readonly subject: string
+  readonly limit: number
+  readonly windowS: number
+  /** Units left when last charged; the window's full limit once it has ended. */
+  readonly remaining: number
+  readonly resetsAt: string | null
+}
+
+/** Callers whose last charges are remembered (then the oldest is forgotten), and buckets per caller. */
+const MAX_TRACKED_CALLERS = 10_000
+const MAX_BUCKETS_PER_CALLER = 200
 
 export interface RateLimitRejection {
   readonly bucket: BucketKind
@@ -59,6 +78,8 @@ export interface LimiterHooks {
 export class RateLimiter {
   private readonly limiters = new Map<string, Limiter>()
   private readonly inFlight = new Map<string, number>()
+  /** caller -> bucket -> its state after the last charge here (insertion order: oldest caller first). */
+  private readonly lastCharged = new Map<string, Map<string, { bucket: Bucket, remaining: number, resetAtMs: number }>>()
   private lastStoreErrorLogAt = 0
 
   constructor (
@@ -113,12 +134,41 @@ export class RateLimiter {
         if (this.onStoreError === 'deny') return 'store-unavailable'
         continue
       }
+      if (result !== undefined) this.remember(bucket, result)
       if (result?.isExceeded === true) {
         this.hooks.onReject?.(bucket.kind)
         return rejection(bucket, result.ttlInSeconds ?? Math.ceil(bucket.rate.windowMs / 1000))
       }
     }
     return undefined
+  }
+
+  /**
+   * A caller's buckets as this replica last charged them. With Redis the counts are the shared
+   * ones as of that charge (other replicas' later charges are not seen until the next one here).
+   */
+  stateOf (caller: string): BucketState[] {
+    const now = Date.now()
+    return [...this.lastCharged.get(caller)?.values() ?? []].map(({ bucket, remaining, resetAtMs }) => {
+      const isOver = resetAtMs <= now
+      const on = bucket.key.endsWith(`:${caller}`) ? bucket.key.slice(0, -caller.length - 1) : bucket.key
+      return { kind: bucket.kind, on, subject: bucket.subject, limit: bucket.rate.max, windowS: Math.round(bucket.rate.windowMs / 1000), remaining: isOver ? bucket.rate.max : remaining, resetsAt: isOver ? null : new Date(resetAtMs).toISOString() }
+    })
+  }
+
+  private remember (bucket: Bucket, result: LimiterResult): void {
+    if (bucket.caller === undefined) return
+    let buckets = this.lastCharged.get(bucket.caller)
+    if (buckets === undefined) {
+      if (this.lastCharged.size >= MAX_TRACKED_CALLERS) this.lastCharged.delete(this.lastCharged.keys().next().value as string)
+      buckets = new Map()
+    } else {
+      this.lastCharged.delete(bucket.caller)
+    }
+    this.lastCharged.set(bucket.caller, buckets)
+    const id = `${bucket.kind}:${bucket.key}`
+    if (!buckets.has(id) && buckets.size >= MAX_BUCKETS_PER_CALLER) buckets.delete(buckets.keys().next().value as string)
+    buckets.set(id, { bucket, remaining: Math.max(0, result.remaining ?? 0), resetAtMs: Date.now() + (result.ttlInSeconds ?? Math.ceil(bucket.rate.windowMs / 1000)) * 1000 })
   }
 
   /** Takes a slot for a call in flight; false when the cap is reached. Release with `release`. */

@@ -2,7 +2,7 @@
  * In-process store for tests (and explicitly chosen dev runs, with a loud
  * warning): same semantics as SQLite, nothing survives the process.
  */
-import type { Consumption, CounterHit, Payload, RevokedGrant, Store, StoredEntry } from './types.js'
+import type { Consumption, CounterHit, GrantRecord, Payload, RevokedGrant, Store, StoredEntry } from './types.js'
 
 interface Entry { payload: Payload, expiresAtMs: number | undefined }
 
@@ -80,6 +80,16 @@ export class MemoryStore implements Store {
     for (const [key, entry] of this.records) if (entry.payload.grantId === grantId) this.records.delete(key)
     this.records.delete(this.key('Grant', grantId))
     this.revoked.set(grantId, Math.max(voidUntilMs, this.revoked.get(grantId) ?? 0))
+  }
+
+  async findByGrantId (grantId: string): Promise<GrantRecord[]> {
+    const records: GrantRecord[] = []
+    for (const [key, entry] of this.records) {
+      const payload = entry.payload.grantId === grantId ? this.live(entry) : undefined
+      const [model = '', id = ''] = key.split('\u0000')
+      if (payload !== undefined && model !== 'Grant') records.push({ model, id, payload, expiresAtMs: entry.expiresAtMs })
+    }
+    return records
   }
 
   async revokedGrants (afterMs: number): Promise<RevokedGrant[]> {

@@ -14,7 +14,7 @@
  *   kv:<key>                     gateway key-values (signing keys, consent index...)
  *   count:<key>                  fixed-window counters
  */
-import { StoreUnavailableError, type Consumption, type CounterHit, type Payload, type RevokedGrant, type Store, type StoredEntry } from './types.js'
+import { StoreUnavailableError, type Consumption, type CounterHit, type GrantRecord, type Payload, type RevokedGrant, type Store, type StoredEntry } from './types.js'
 import { redactRedisUrl, type RedisClient } from './redis-client.js'
 
 const CONSUME = `
@@ -159,6 +159,24 @@ export class RedisStore implements Store {
   async destroy (model: string, id: string): Promise<void> {
     return this.call(async () => {
       await this.redis.del(this.key('oidc', model, id))
+    })
+  }
+
+  /** The grant's index names its records' keys; a key whose record expired is skipped. */
+  async findByGrantId (grantId: string): Promise<GrantRecord[]> {
+    return this.call(async () => {
+      const keys = await this.redis.smembers(this.key('oidc', 'grant', grantId))
+      const prefix = this.key('oidc', '')
+      const records: GrantRecord[] = []
+      for (const key of keys) {
+        const rest = key.startsWith(prefix) ? key.slice(prefix.length) : ''
+        const colon = rest.indexOf(':')
+        const model = rest.slice(0, colon)
+        if (colon <= 0 || model === 'Grant') continue
+        const [raw, ttl] = await Promise.all([this.redis.get(key), this.redis.pttl(key)])
+        if (raw !== null) records.push({ model, id: rest.slice(colon + 1), payload: JSON.parse(raw) as Payload, expiresAtMs: ttl > 0 ? this.now() + ttl : undefined })
+      }
+      return records
     })
   }
 

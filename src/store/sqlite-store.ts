@@ -11,7 +11,7 @@
  */
 import { chmodSync, closeSync, existsSync, openSync } from 'node:fs'
 import Database, { type Database as Db } from 'better-sqlite3'
-import { StoreUnavailableError, type Consumption, type CounterHit, type Payload, type RevokedGrant, type Store, type StoreLog, type StoredEntry, type StoreWriteFailure } from './types.js'
+import { StoreUnavailableError, type Consumption, type CounterHit, type GrantRecord, type Payload, type RevokedGrant, type Store, type StoreLog, type StoredEntry, type StoreWriteFailure } from './types.js'
 
 const SCHEMA = `
 CREATE TABLE IF NOT EXISTS oidc (
@@ -181,6 +181,13 @@ export class SqliteStore implements Store {
     return this.write(() => { this.stmt.destroy.run(model, id) })
   }
 
+  findByGrantId (grantId: string): Promise<GrantRecord[]> {
+    return this.read(() => (this.stmt.findByGrant.all(grantId) as Array<OidcRow & { model: string, id: string }>).flatMap((row) => {
+      const payload = row.model === 'Grant' ? undefined : this.live(row)
+      return payload === undefined ? [] : [{ model: row.model, id: row.id, payload, expiresAtMs: row.expires_at ?? undefined }]
+    }))
+  }
+
   revokeByGrantId (grantId: string, voidUntilMs: number): Promise<void> {
     return this.write(() => {
       this.db.transaction(() => {
@@ -296,6 +303,7 @@ function prepareStatements (db: Db) {
     findByUserCode: db.prepare('SELECT payload, expires_at FROM oidc WHERE model = ? AND user_code = ?'),
     destroy: db.prepare('DELETE FROM oidc WHERE model = ? AND id = ?'),
     revoke: db.prepare('DELETE FROM oidc WHERE grant_id = ?'),
+    findByGrant: db.prepare('SELECT model, id, payload, expires_at FROM oidc WHERE grant_id = ?'),
     touch: db.prepare('UPDATE oidc SET expires_at = ? WHERE model = ? AND id = ? AND (expires_at IS NULL OR expires_at > ?)'),
     allOidc: db.prepare('SELECT model, id, payload, expires_at FROM oidc WHERE expires_at IS NULL OR expires_at > ?'),
     allKv: db.prepare('SELECT key, value, expires_at FROM kv WHERE expires_at IS NULL OR expires_at > ?'),

@@ -28,6 +28,14 @@ export function isStoreUnavailable (err: unknown): err is StoreUnavailableError 
 }
 
 /** The last write the store's disk refused (SQLite: full, I/O error, read-only, busy); cleared by the next write that works. */
+/** A record of one grant, as `Store.findByGrantId` lists it. */
+export interface GrantRecord {
+  readonly model: string
+  readonly id: string
+  readonly payload: Payload
+  readonly expiresAtMs: number | undefined
+}
+
 /** What `Store.consume` found: see there. */
 export type Consumption = 'first' | 'gone' | number
 
@@ -89,6 +97,8 @@ export interface Store {
    * the store, so resource servers learn of the revocation from that list.
    */
   revokeByGrantId: (grantId: string, voidUntilMs: number) => Promise<void>
+  /** The live records carrying this grantId (its refresh tokens, codes…), the Grant record excluded: the admin API's grant view. */
+  findByGrantId: (grantId: string) => Promise<GrantRecord[]>
   /** Revoked grants listed until after `afterMs`, oldest first (the list each replica polls). */
   revokedGrants: (afterMs: number) => Promise<RevokedGrant[]>
   /** Moves a live record's expiry (registered clients that are still used); no-op when missing. */

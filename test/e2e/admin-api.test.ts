@@ -118,6 +118,7 @@ t.test('lists: both users\' sessions with their process, paged; users seen; clie
   const names = (clients.body.items as Array<{ name: string, source: string, redirectHosts: string[] }>).filter((c) => c.source === 'registered')
   t.same(names.map((c) => c.name).sort(), ['alice\'s client', 'bob\'s client'], 'the registered clients')
   t.same(names[0]?.redirectHosts, ['127.0.0.1:9'])
+  t.same(names.map((c) => (c as unknown as { grants: number }).grants), [1, 1], 'each with the grant of the user who signed in with it')
 
   t.equal((await admin(gw, 'GET', '/api-keys')).status, 400, 'API keys are listed per user')
   t.same((await admin(gw, 'GET', '/api-keys?user=alice')).body, { items: [] })
@@ -310,4 +311,38 @@ t.test('an identity-provider user: listed with their provider and groups, and a 
   t.ok(browser.pages.includes('idp-login'), 'after the IdP vouched for her')
   t.match(browser.lastHtml, /Your account is blocked on this gateway/)
   t.match((await admin(gw, 'GET', '/users?blocked=true')).body, { items: [{ id: 'corp:a-100', blocked: true }] })
+})
+
+t.test('a user\'s grants with their refresh-token families, and their rate-limit buckets as last charged', async (t) => {
+  const gw = await startGateway(t, { auth: { users: USERS }, admin: { bearerToken: '${PORTCULLIS_ADMIN_TOKEN}' }, rateLimits: { perUser: '100/min' }, servers: [stdioServer('fx', { tools: { echo: { rateLimit: '5/min' } } })] }, { PORTCULLIS_ADMIN_TOKEN: ADMIN_TOKEN })
+  const alice = await signIn(t, gw, 'alice')
+  t.equal(await alice.call('a'), 'a')
+  t.equal(await alice.call('b'), 'b')
+
+  const grants = await admin(gw, 'GET', '/grants?user=alice')
+  t.equal(grants.status, 200)
+  const [grant, ...more] = grants.body.items as Array<Record<string, unknown>>
+  t.same(more, [], 'one grant: one client consented to')
+  t.match(grant, { clientId: alice.clientId, resources: { [gw.mcpUrl('fx')]: /.*/ }, refreshTokens: { live: 1, rotations: 0 } })
+  t.match(grant?.createdAt, /^\d{4}-\d\d-\d\dT/)
+  t.match(grant?.expiresAt, /^\d{4}-\d\d-\d\dT/)
+
+  // A refresh rotates the family: still one live token, now one rotation on.
+  const refreshed = await fetch(`${gw.baseUrl}/oauth/token`, { method: 'POST', headers: { 'content-type': 'application/x-www-form-urlencoded' }, body: new URLSearchParams({ grant_type: 'refresh_token', client_id: alice.clientId, refresh_token: alice.refreshToken, resource: gw.mcpUrl('fx') }).toString() })
+  t.equal(refreshed.status, 200, 'refreshed')
+  t.match((await admin(gw, 'GET', '/grants?user=alice')).body.items, [{ grantId: grant?.grantId, refreshTokens: { live: 1, rotations: 1 } }], 'the family rotated')
+  t.equal((await admin(gw, 'GET', '/grants')).status, 400, 'grants are listed per user')
+  t.same((await admin(gw, 'GET', '/grants?user=bob')).body, { items: [] }, 'bob never signed in')
+
+  const limits = await admin(gw, 'GET', '/users/alice/rate-limits')
+  t.equal(limits.status, 200)
+  t.equal(limits.body.replica, 'local')
+  const buckets = limits.body.items as Array<Record<string, unknown>>
+  t.match(buckets.find((b) => b.kind === 'user-tool'), { on: 'fx:echo', subject: 'tool "echo"', limit: 5, windowS: 60, remaining: 3, resetsAt: /^\d{4}-/ }, 'two calls of five a minute')
+  t.match(buckets.find((b) => b.kind === 'user'), { on: 'fx', limit: 100, windowS: 60 })
+  t.same((await admin(gw, 'GET', '/users/bob/rate-limits')).body.items, [], 'bob was never charged')
+  t.match(adminRecords(gw).filter((r) => r.action === 'grants.list' || r.action === 'rate-limits.show').map((r) => r.action), ['grants.list', 'grants.list', 'grants.list', 'grants.list', 'rate-limits.show', 'rate-limits.show'], 'viewing is audited like every admin call')
+
+  await admin(gw, 'POST', '/users/alice/revoke')
+  t.same((await admin(gw, 'GET', '/grants?user=alice')).body, { items: [] }, 'a revoked user holds no grant')
 })

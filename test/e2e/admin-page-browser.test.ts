@@ -52,6 +52,7 @@ if (CHROMIUM !== undefined) {
   t.test('an administrator signs in, sees the lists, blocks, unblocks and revokes a user; every action audited', async (t) => {
     const gw = await startGateway(t, {
       auth: { users: [{ username: 'alice', passwordHash: await hashPassword(PASSWORD) }, { username: 'carol', passwordHash: await hashPassword(PASSWORD), groups: ['portcullis-admins'] }] },
+      rateLimits: { perUserPerTool: '50/min' },
       servers: [stdioServer('fx')],
     })
     // Alice: a real MCP client, signed in through the real OAuth flow, with a live stdio session.
@@ -89,11 +90,15 @@ if (CHROMIUM !== undefined) {
     t.match(await page.locator('main').innerText(), /No live sessions on this replica/)
     t.equal(await callStatus(), 404, 'her client is told the session is gone')
     await page.getByRole('link', { name: 'Clients' }).click()
-    t.match(await page.locator('tbody').innerText(), /alice's client\t/, 'her registered client')
+    t.match(await page.locator('tbody').innerText(), /alice's client\t[^\n]*\tregistered\t[^\n]*\t1\t\s*Revoke/, 'her registered client, with her grant')
 
     await page.goto(`${gw.baseUrl}/admin`)
     await page.getByRole('link', { name: 'alice' }).click()
     t.equal(await page.title(), 'User alice · Admin · Portcullis')
+    const userPage = await page.locator('main').innerText()
+    t.match(userPage, new RegExp(`Grants[\\s\\S]*${alice.oauth.info?.client_id ?? 'no client'}\t${gw.mcpUrl('fx').replace(/[.]/g, '\\.')}\\smcp\t[^\n]*\t1 live, 0 rotations`), 'her grant: her client, the server and scope, one live refresh token')
+    // Three calls so far: her client's, and two of callStatus (the second charged before its session was found gone).
+    t.match(userPage, /Rate limits[\s\S]*fx:echo\ttool "echo"\t47 of 50 per 60 s\t\d{4}-/, 'her echo bucket as last charged, and when its window resets')
     await page.getByRole('button', { name: 'Block' }).click()
     await page.waitForURL(`${gw.baseUrl}/admin/users/alice`)
     t.equal(await page.locator('#notice').innerText(), 'Blocked alice.', 'back on her page, with what was done')

@@ -92,6 +92,22 @@ for (const [name, make] of makers) {
     t.same(await store.revokedGrants(0), [], 'and it leaves the list when its tokens would have expired')
   })
 
+  t.test(`${name}: findByGrantId lists a grant's live records, the Grant itself excluded`, async (t) => {
+    const { store, now, advance } = make(t.testdir({}))
+    t.teardown(() => store.close())
+    await store.upsert('Grant', 'g1', { accountId: 'alice' }, now() + 60_000)
+    await store.upsert('RefreshToken', 'r1', { grantId: 'g1', rotations: 2 }, now() + 60_000)
+    await store.upsert('AuthorizationCode', 'c1', { grantId: 'g1' }, now() + WINDOW_MS)
+    await store.upsert('RefreshToken', 'r2', { grantId: 'g2' }, now() + 60_000)
+    const found = (await store.findByGrantId('g1')).map((r) => ({ model: r.model, id: r.id, payload: r.payload, hasExpiry: r.expiresAtMs !== undefined })).sort((a, b) => a.id.localeCompare(b.id))
+    t.same(found, [{ model: 'AuthorizationCode', id: 'c1', payload: { grantId: 'g1' }, hasExpiry: true }, { model: 'RefreshToken', id: 'r1', payload: { grantId: 'g1', rotations: 2 }, hasExpiry: true }])
+    await advance(WINDOW_MS)
+    t.same((await store.findByGrantId('g1')).map((r) => r.id), ['r1'], 'an expired record is not listed')
+    await store.revokeByGrantId('g1', now() + 60_000)
+    t.same(await store.findByGrantId('g1'), [], 'nor anything of a revoked grant')
+    t.same(await store.findByGrantId('unknown'), [])
+  })
+
   t.test(`${name}: consume is atomic — the first caller wins, later ones learn when`, async (t) => {
     const { store, now } = make(t.testdir({}))
     t.teardown(() => store.close())
