@@ -30,7 +30,7 @@ import type { KeptStream, StreamKeeper } from './stream-keeper.js'
 import type { IdentitySigner } from './identity-token.js'
 import { CallerHeaders } from './caller-headers.js'
 import { probeTcp } from './tcp-probe.js'
-import { SseEventReader } from './sse-events.js'
+import { SSE_EVENT_TOO_LARGE, SseEventReader } from './sse-events.js'
 import { isStoreUnavailable } from '../store/types.js'
 
 /** Idle sessions are looked for this often at most (a quarter of the idle timeout when shorter). */
@@ -239,7 +239,7 @@ export class SseUpstream implements Upstream {
   /** The session starts at the endpoint event (on url's origin, else refused); every later message event goes to it. */
   private awaitEndpoint (body: Readable): Promise<Bridge> {
     return new Promise((resolve, reject) => {
-      const reader = new SseEventReader()
+      const reader = new SseEventReader(this.config.maxMessageBytes)
       let bridge: Bridge | undefined
       let isFailed = false
       const fail = (reason: string): void => {
@@ -254,7 +254,19 @@ export class SseUpstream implements Upstream {
       }
       const timer = setTimeout(() => fail('timeout'), this.config.timeoutMs)
       body.on('data', (chunk: Buffer) => {
-        for (const event of reader.push(chunk)) {
+        let events
+        try {
+          events = reader.push(chunk)
+        } catch (err) {
+          if ((err as { code?: string }).code !== SSE_EVENT_TOO_LARGE) throw err
+          // servers[].maxMessageBytes: a stream that never ends its event must not grow without bound.
+          this.log.error({ server: this.name, maxMessageBytes: this.config.maxMessageBytes }, 'sse upstream sent an event larger than maxMessageBytes; its session ends')
+          if (bridge === undefined) return fail('message too large')
+          // Requests waiting on the session fail at once (a JSON-RPC error to each client).
+          this.endBridge(bridge)
+          return
+        }
+        for (const event of events) {
           if (bridge === undefined && event.event === 'endpoint') {
             const endpoint = this.sameOriginEndpoint(event.data)
             if (endpoint === undefined) return fail('endpoint on another origin')

@@ -22,6 +22,10 @@ t.test('a transport: sse server gets the defaults of a remote server', async (t)
   t.same(server.headers, {})
   t.equal(server.timeoutMs, 60_000)
   t.equal(server.maxSessionsPerUser, 32)
+  t.equal(server.maxMessageBytes, 64 * 1024 * 1024, 'maxMessageBytes: the default of a stdio server')
+  const sized = parseConfig(`${SSE}    maxMessageBytes: 512kb\n`, 'gw.yaml', {}).servers[0]
+  t.equal(sized?.transport === 'sse' ? sized.maxMessageBytes : undefined, 512 * 1024, 'a size such as 512kb')
+  t.match(errorOf(`${SSE}    maxMessageBytes: lots\n`), /servers\[0\]\.maxMessageBytes: expected a size such as 4mb/)
   t.match(describeConfig(parseConfig(SSE, 'gw.yaml', {})), /upstream \(2024-11-05 HTTP\+SSE\): http:\/\/127\.0\.0\.1:9\/sse/)
 })
 

@@ -27,7 +27,7 @@ t.test('a 2024-11-05 upstream, bridged to Streamable HTTP for the SDK client', a
   t.equal(client.getServerVersion()?.name, 'sse-fixture', 'the upstream\'s own initialize answer')
 
   const names = (await client.listTools()).tools.map((tool) => tool.name).sort()
-  t.same(names, ['ask', 'broadcast', 'echo'], 'tools/list, filtered by policy')
+  t.same(names, ['ask', 'big', 'broadcast', 'echo'], 'tools/list, filtered by policy')
   t.equal(textOf(await client.callTool({ name: 'echo', arguments: { text: 'over the old transport' } })), 'over the old transport', 'tools/call')
 
   t.equal(textOf(await client.callTool({ name: 'ask', arguments: {} })), 'accept:Ada', 'an elicitation request reaches the client on its GET stream, and the answer the server')
@@ -63,6 +63,22 @@ t.test('the upstream ending its stream ends the session; the client starts again
   for (const transport of upstream.sessions.values()) await transport.close()
   const headers = { 'mcp-session-id': sessionId, 'mcp-protocol-version': '2025-11-25' }
   t.ok(await eventually(async () => (await postJson(gw.mcpUrl('old'), { jsonrpc: '2.0', id: 2, method: 'tools/list' }, headers)).status === 404), 'the next request: 404, start a new session')
+})
+
+t.test('servers[].maxMessageBytes: an event past it ends the session, the waiting request gets a JSON-RPC error', async (t) => {
+  const upstream = await startSseUpstream(t)
+  const gw = await startGateway(t, { servers: [{ name: 'old', transport: 'sse', url: upstream.url, maxMessageBytes: '16kb' }] })
+  const init = await postJson(gw.mcpUrl('old'), INIT_BODY)
+  t.equal(init.status, 200)
+  const headers = { 'mcp-session-id': init.headers.get('mcp-session-id') ?? '', 'mcp-protocol-version': '2025-11-25' }
+  const call = (id: number, size: number) => postJson(gw.mcpUrl('old'), { jsonrpc: '2.0', id, method: 'tools/call', params: { name: 'big', arguments: { size } } }, headers)
+  t.match((await call(2, 8_000)).json, { id: 2, result: { content: [{ text: 'x'.repeat(8_000) }] } }, 'an answer under the limit passes')
+  const over = await call(3, 64_000)
+  t.equal(over.status, 502, 'an answer past the limit: 502')
+  t.match(over.json, { id: 3, error: { data: { code: 'PORTCULLIS_ERR_UPSTREAM_UNAVAILABLE' } } }, 'as a JSON-RPC error with the request\'s id')
+  t.match(gw.logs.text(), /sse upstream sent an event larger than maxMessageBytes; its session ends/, 'logged')
+  t.ok(await eventually(() => upstream.sessions.size === 0), 'the upstream event stream is closed')
+  t.equal((await call(4, 10)).status, 404, 'the session is gone: the client starts again')
 })
 
 t.test('an endpoint event naming another origin is refused: no POST leaves for it', async (t) => {
