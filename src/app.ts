@@ -53,6 +53,7 @@ import { StdioUpstream } from './upstreams/stdio/stdio-upstream.js'
 import { SessionDirectory } from './cluster/sessions.js'
 import { ReplicaForwarder } from './cluster/forward.js'
 import { SessionOwners } from './upstreams/session-owners.js'
+import { LegacySessions } from './routes/legacy-sessions.js'
 import { StreamKeeper } from './upstreams/stream-keeper.js'
 import { bearerChallenge } from './resource-server/challenge.js'
 import type { ServerConfig } from './config/schema.js'
@@ -112,6 +113,8 @@ export interface SharedParts {
   readonly directory: SessionDirectory | undefined
   readonly httpSessionOwners: SessionOwners
   readonly streamKeeper: StreamKeeper
+  /** The 2024-11-05 transport's sessions: a legacy client's stream outlives the build that opened it. */
+  readonly legacySessions: LegacySessions
   readonly limiter: RateLimiter
   readonly upstreams: UpstreamPool
   /** The /metrics listener when metrics.listen is set (not yet listening). */
@@ -166,7 +169,7 @@ export async function buildApp (config: Config, options: BuildOptions = {}): Pro
   // Tests and plain starts own their shared parts; a reload's gateway passes them from build to build.
   const ownsShared = options.shared === undefined
   const shared = options.shared ?? await createSharedParts(config, { ...options, logger }, () => config)
-  const { metrics, redis, store, directory, httpSessionOwners, streamKeeper, audit, limiter } = shared
+  const { metrics, redis, store, directory, httpSessionOwners, streamKeeper, legacySessions, audit, limiter } = shared
   if (config.metrics.enabled) recordHttpMetrics(app, metrics)
   // Traces (README "Tracing"): the SDK is loaded, once per process, only when an OTLP endpoint is set.
   const tracing = config.telemetry.otlp === undefined ? undefined : await startTracing(config.telemetry.otlp, app.log)
@@ -379,6 +382,7 @@ export async function buildApp (config: Config, options: BuildOptions = {}): Pro
     // GET streams never end by themselves; without this, server.close() waits forever. The
     // pool's stdio upstreams outlive a retired build: whoever owns the pool ends theirs.
     for (const upstream of upstreams.values()) if (ownsShared || !pool.owns(upstream)) upstream.closeStreams()
+    if (ownsShared) legacySessions.closeAll()
     for (const socket of connections) if (socket.bytesRead === 0) socket.destroy()
   })
   app.addHook('onClose', async () => {
@@ -401,7 +405,7 @@ export async function buildApp (config: Config, options: BuildOptions = {}): Pro
   await app.register(doctorProbeRoutes)
   if (config.metrics.enabled && config.metrics.listen === undefined) await app.register(metricsRoute, { metrics, bearerToken: config.metrics.bearerToken })
   const drainingHolder = (server: string, sessionId: string): Upstream | undefined => pool.holderOf(server, sessionId)
-  await app.register(mcpRoutes, { config, upstreams, isClosing, isOriginAllowed, authenticate, limiter, audit, metrics, scopeChallenge, toolGuards, streamKeeper, drainingHolder, ...(tracing === undefined ? {} : { tracing }), ...(directory === undefined || forwarder === undefined ? {} : { replicas: { directory, forwarder } }) })
+  await app.register(mcpRoutes, { config, upstreams, isClosing, isOriginAllowed, authenticate, limiter, audit, metrics, scopeChallenge, toolGuards, streamKeeper, legacySessions, drainingHolder, ...(tracing === undefined ? {} : { tracing }), ...(directory === undefined || forwarder === undefined ? {} : { replicas: { directory, forwarder } }) })
   return app
 }
 
@@ -436,6 +440,7 @@ export async function createSharedParts (config: Config, options: BuildOptions &
   const directory = advertiseUrl === undefined ? undefined : new SessionDirectory(store, advertiseUrl, idleOf, log, now)
   const httpSessionOwners = new SessionOwners(store, log, idleOf, now)
   const streamKeeper = new StreamKeeper(config.streamKeepAliveMs)
+  const legacySessions = new LegacySessions()
   const audit = createAuditLog(config.audit, log, options.auditDestination)
   // Limits decided after the body is read (createRateLimit); counters in Redis when the store is
   // Redis, else in this process — on an instance of their own, so a reload keeps them.
@@ -469,7 +474,7 @@ export async function createSharedParts (config: Config, options: BuildOptions &
     await counters.close()
     if (redis !== undefined) await redis.quit().catch(() => redis.disconnect())
   }
-  return { redis, store, metrics, audit, directory, httpSessionOwners, streamKeeper, limiter, upstreams, metricsServer, close }
+  return { redis, store, metrics, audit, directory, httpSessionOwners, streamKeeper, legacySessions, limiter, upstreams, metricsServer, close }
 }
 
 /** A user's stdio sessions and processes on this replica end (offboarding; other replicas hear of it through ClusterNotices). */

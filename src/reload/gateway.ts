@@ -21,6 +21,7 @@ import type { Config } from '../config/schema.js'
 import { stdioCommandProblems } from '../upstreams/stdio/resolve-command.js'
 import { describeChanges, restartOnlyChanges, withRestartOnlyKept } from './changes.js'
 import type { ReloadReport } from './report.js'
+import { OUTLIVES_GENERATION } from '../routes/legacy-sessions.js'
 
 /** Who asked for a reload; only an operator's own request (API, SIGHUP) is passed on to the other replicas. */
 export type ReloadCause = 'api' | 'signal' | 'watch' | 'replica'
@@ -120,6 +121,7 @@ export class Gateway {
     const closed = new Promise<void>((resolve) => this.server.close(() => resolve()))
     for (const { app } of generations) for (const upstream of app.portcullis.upstreams.values()) upstream.closeStreams()
     for (const upstream of this.shared.upstreams.drainingUpstreams()) upstream.closeStreams()
+    this.shared.legacySessions.closeAll()
     for (const socket of this.connections) if (socket.bytesRead === 0) socket.destroy()
     this.server.closeIdleConnections()
     const timeoutMs = this.config.shutdownTimeoutMs
@@ -155,7 +157,15 @@ export class Gateway {
   private route (req: IncomingMessage, res: ServerResponse): void {
     const generation = this.generation()
     generation.inFlight++
-    res.once('close', () => { generation.inFlight-- })
+    let isCounted = true
+    const release = (): void => {
+      if (!isCounted) return
+      isCounted = false
+      generation.inFlight--
+    }
+    res.once('close', release)
+    // A 2024-11-05 event stream lives in the shared parts, not in this generation: it must not keep it from closing.
+    res.once(OUTLIVES_GENERATION, release)
     generation.handle(req, res)
   }
 
@@ -226,6 +236,7 @@ export class Gateway {
       if (this.isClosing) return
       this.retiring.delete(generation)
       await generation.app.close()
+      this.log.info('retired configuration closed')
     }
     close().catch((err: Error) => this.log.warn({ err: { message: err.message } }, 'could not close a retired configuration'))
   }

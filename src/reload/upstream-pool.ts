@@ -13,6 +13,7 @@ import { createHash } from 'node:crypto'
 import type { FastifyBaseLogger } from 'fastify'
 import type { Config, ServerConfig } from '../config/schema.js'
 import { StdioUpstream } from '../upstreams/stdio/stdio-upstream.js'
+import { SseUpstream } from '../upstreams/sse-upstream.js'
 import type { Upstream } from '../upstreams/types.js'
 import type { LinkedTokenSource } from '../upstreams/upstream-credentials.js'
 
@@ -22,13 +23,29 @@ const JUDGED_FIELDS: ReadonlySet<string> = new Set(['scopes', 'access', 'tools',
 /** How often draining upstreams are checked for their last session. */
 const DRAIN_CHECK_INTERVAL_MS = 1_000
 
+/**
+ * Upstreams that hold their sessions in this process — stdio (processes) and sse (each session
+ * one upstream event stream, SseUpstream's bridges) — are kept across reloads by definition
+ * key; a new instance would know none of their sessions. HTTP upstreams' sessions live upstream
+ * and in the shared SessionOwners, so each build makes its own.
+ */
+type InProcessUpstream = StdioUpstream | SseUpstream
+
+function holdsSessionsInProcess (server: ServerConfig): boolean {
+  return server.transport === 'stdio' || server.transport === 'sse'
+}
+
+function isInProcess (upstream: Upstream): upstream is InProcessUpstream {
+  return upstream instanceof StdioUpstream || upstream instanceof SseUpstream
+}
+
 interface Kept {
-  readonly upstream: StdioUpstream
+  readonly upstream: InProcessUpstream
   readonly key: string
 }
 
 interface Draining {
-  readonly upstream: StdioUpstream
+  readonly upstream: InProcessUpstream
   /** Removed from the file: no route reaches its sessions, so it closes once nothing is in flight. */
   readonly isRemoved: boolean
 }
@@ -49,7 +66,7 @@ export class UpstreamPool {
   upstreamsFor (config: Config, create: (server: ServerConfig) => Upstream): Map<string, Upstream> {
     const upstreams = new Map<string, Upstream>()
     for (const server of config.servers) {
-      if (server.transport !== 'stdio') {
+      if (!holdsSessionsInProcess(server)) {
         upstreams.set(server.name, create(server))
         continue
       }
@@ -61,7 +78,7 @@ export class UpstreamPool {
       }
       if (kept !== undefined) this.drain(kept.upstream, false)
       const upstream = create(server)
-      if (upstream instanceof StdioUpstream) this.kept.set(server.name, { upstream, key })
+      if (isInProcess(upstream)) this.kept.set(server.name, { upstream, key })
       upstreams.set(server.name, upstream)
     }
     for (const [name, kept] of this.kept) {
@@ -91,7 +108,7 @@ export class UpstreamPool {
 
   /** Whether this upstream belongs to the pool (closed by it, never by one build of the app). */
   owns (upstream: Upstream): boolean {
-    return upstream instanceof StdioUpstream && (this.kept.get(upstream.name)?.upstream === upstream || [...this.draining].some((d) => d.upstream === upstream))
+    return isInProcess(upstream) && (this.kept.get(upstream.name)?.upstream === upstream || [...this.draining].some((d) => d.upstream === upstream))
   }
 
   /** A draining upstream of this server that holds the session: the session stays on its own process. */
@@ -129,7 +146,7 @@ export class UpstreamPool {
     await Promise.all(all.map(async (upstream) => upstream.close()))
   }
 
-  private drain (upstream: StdioUpstream, isRemoved: boolean): void {
+  private drain (upstream: InProcessUpstream, isRemoved: boolean): void {
     this.draining.add({ upstream, isRemoved })
     this.log.info({ server: upstream.name, sessions: upstream.liveSessions().length, removed: isRemoved }, 'stdio server definition replaced: its sessions drain on the old processes')
     if (this.drainTimer === undefined) {

@@ -29,7 +29,8 @@ import type { Upstream } from '../upstreams/types.js'
 import type { SessionOwner } from '../upstreams/session-owners.js'
 import { sseMessageEvent } from '../upstreams/response-edit.js'
 import { SseEventReader } from '../upstreams/sse-events.js'
-import type { KeptStream, StreamKeeper } from '../upstreams/stream-keeper.js'
+import type { StreamKeeper } from '../upstreams/stream-keeper.js'
+import { OUTLIVES_GENERATION, type LegacySession, type LegacySessions } from './legacy-sessions.js'
 
 type Step = (request: FastifyRequest, reply: FastifyReply) => Promise<void>
 
@@ -43,6 +44,8 @@ export interface LegacySseOptions {
   /** Whom a request's sessions belong to (the /mcp route's rule). */
   readonly ownerOf: (request: FastifyRequest) => SessionOwner
   readonly streamKeeper: StreamKeeper | undefined
+  /** Every build's legacy sessions (SharedParts): a reload must not forget them. */
+  readonly sessions: LegacySessions
 }
 
 /** The legacy client sends no Accept fit for Streamable HTTP, and no session header of its own. */
@@ -58,19 +61,6 @@ const DROPPED_ANSWER_HEADERS: ReadonlySet<string> = new Set([
 const LEGACY_PROTOCOL_VERSION = '2024-11-05'
 const SESSION_CAP_RETRY_AFTER_S = '2'
 
-interface LegacySession {
-  readonly id: string
-  readonly owner: SessionOwner
-  readonly res: ServerResponse
-  /** The Streamable HTTP session behind it, once initialize was answered. */
-  mcpSessionId: string | undefined
-  protocolVersion: string
-  /** The server->client stream of the Streamable HTTP session. */
-  serverStream: { readonly destroy: () => void } | undefined
-  isClosed: boolean
-  kept: KeptStream | undefined
-}
-
 /** Sessions one user may hold on the server: the cap its /mcp sessions have. */
 function sessionCapOf (server: ServerConfig): number {
   return server.transport === 'stdio' ? server.maxProcessesPerUser ?? defaultMaxProcessesPerUser(server.maxProcesses) : server.maxSessionsPerUser
@@ -81,15 +71,9 @@ function isSameOwner (a: SessionOwner, b: SessionOwner): boolean {
 }
 
 export async function legacySseRoutes (app: FastifyInstance, opts: LegacySseOptions): Promise<void> {
-  const { server, upstream, ownerOf, streamKeeper } = opts
+  const { server, upstream, ownerOf, streamKeeper, sessions } = opts
   const mcpUrl = `/${server.name}/mcp`
   const messagesPath = `/${server.name}/messages`
-  const sessions = new Map<string, LegacySession>()
-
-  app.addHook('preClose', async () => {
-    // An event stream never ends by itself: without this, shutdown would wait for it.
-    for (const session of sessions.values()) session.res.end()
-  })
 
   /** One message to the client, as the 2024-11-05 transport frames it; resolves once the client can take more. */
   const send = async (session: LegacySession, message: unknown): Promise<void> => {
@@ -106,11 +90,11 @@ export async function legacySseRoutes (app: FastifyInstance, opts: LegacySseOpti
   /** The Streamable HTTP session behind the legacy one; ended at once when the stream closed while it was being opened. */
   const adopt = (session: LegacySession, mcpSessionId: string, log: FastifyRequest['log']): void => {
     session.mcpSessionId = mcpSessionId
-    if (session.isClosed) endMcpSession(mcpSessionId, log)
+    if (session.isClosed) endMcpSession(session, mcpSessionId, log)
   }
 
-  const endMcpSession = (mcpSessionId: string, log: FastifyRequest['log']): void => {
-    upstream.endSession?.(mcpSessionId, 'the client closed its 2024-11-05 event stream').catch((err: Error) => {
+  const endMcpSession = (session: LegacySession, mcpSessionId: string, log: FastifyRequest['log']): void => {
+    session.upstream.endSession?.(mcpSessionId, 'the client closed its 2024-11-05 event stream').catch((err: Error) => {
       log.warn({ server: server.name, err: { message: err.message } }, 'legacy session end failed')
     })
   }
@@ -121,7 +105,7 @@ export async function legacySseRoutes (app: FastifyInstance, opts: LegacySseOpti
     session.isClosed = true
     sessions.delete(session.id)
     session.serverStream?.destroy()
-    if (session.mcpSessionId !== undefined) endMcpSession(session.mcpSessionId, log)
+    if (session.mcpSessionId !== undefined) endMcpSession(session, session.mcpSessionId, log)
   }
 
   /** The same request, in process, to the /mcp route: every check and record is that route's. */
@@ -180,10 +164,12 @@ export async function legacySseRoutes (app: FastifyInstance, opts: LegacySseOpti
     handler: async (request, reply) => {
       const owner = ownerOf(request)
       refuseAboveCap(owner, sessions, server)
-      const session: LegacySession = { id: randomUUID(), owner, res: reply.raw, mcpSessionId: undefined, protocolVersion: LEGACY_PROTOCOL_VERSION, serverStream: undefined, isClosed: false, kept: undefined }
-      sessions.set(session.id, session)
+      const session: LegacySession = { id: randomUUID(), server: server.name, owner, res: reply.raw, upstream, mcpSessionId: undefined, protocolVersion: LEGACY_PROTOCOL_VERSION, serverStream: undefined, isClosed: false, kept: undefined }
+      sessions.add(session)
       reply.hijack()
       const res = reply.raw
+      // The session is the shared table's now: a reload may retire this build while the stream lives on.
+      res.emit(OUTLIVES_GENERATION)
       res.writeHead(200, { 'content-type': 'text/event-stream', 'cache-control': 'no-cache', 'x-accel-buffering': 'no' })
       const endpoint = `event: endpoint\ndata: ${messagesPath}?sessionId=${session.id}\n\n`
       res.write(endpoint)
@@ -208,9 +194,11 @@ export async function legacySseRoutes (app: FastifyInstance, opts: LegacySseOpti
       request.mcpInspection = inspectBody(request.body as Buffer | undefined)
       const session = sessions.get(sessionId)
       // Another caller's session is answered exactly like an unknown one (as /mcp sessions are).
-      if (session === undefined || session.isClosed || !isSameOwner(session.owner, ownerOf(request))) {
+      if (session === undefined || session.server !== server.name || session.isClosed || !isSameOwner(session.owner, ownerOf(request))) {
         throw new PortcullisError('PORTCULLIS_ERR_SESSION_NOT_FOUND')
       }
+      // After a reload this build's upstream is the one in force (a kept one is the same object).
+      session.upstream = upstream
       const response = await toMcpRoute(request, session, 'POST')
       const body = response.stream()
       const status = response.statusCode
@@ -243,11 +231,10 @@ export async function legacySseRoutes (app: FastifyInstance, opts: LegacySseOpti
 }
 
 /** A user's legacy sessions on the server are capped as their /mcp sessions are (anonymous: the server-wide budgets only). */
-function refuseAboveCap (owner: SessionOwner, sessions: ReadonlyMap<string, LegacySession>, server: ServerConfig): void {
+function refuseAboveCap (owner: SessionOwner, sessions: LegacySessions, server: ServerConfig): void {
   if (owner.user === ANONYMOUS.id) return
   const cap = sessionCapOf(server)
-  let count = 0
-  for (const s of sessions.values()) if (s.owner.user === owner.user) count++
+  const count = sessions.countOf(server.name, owner.user)
   if (count < cap) return
   throw new PortcullisError('PORTCULLIS_ERR_TOO_MANY_SESSIONS', `you have ${count} event stream${count === 1 ? '' : 's'} open on server "${server.name}" (its per-user session cap is ${cap}); close one`, { headers: { 'retry-after': SESSION_CAP_RETRY_AFTER_S } })
 }

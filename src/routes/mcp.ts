@@ -37,6 +37,7 @@ import { FORWARDED_HEADER, ReplicaForwarder } from '../cluster/forward.js'
 import type { ToolGuard } from '../guardrails/tool-guard.js'
 import type { StreamKeeper } from '../upstreams/stream-keeper.js'
 import { legacySseRoutes } from './legacy-sse.js'
+import type { LegacySessions } from './legacy-sessions.js'
 import type { Tracing } from '../observability/tracing.js'
 import { RequestTrace, STEP } from '../observability/request-trace.js'
 
@@ -77,6 +78,8 @@ export interface McpRoutesOptions {
   readonly replicas?: { readonly directory: SessionDirectory, readonly forwarder: ReplicaForwarder }
   /** Keep-alive comments on the 2024-11-05 transport's event streams. */
   readonly streamKeeper?: StreamKeeper
+  /** The 2024-11-05 transport's sessions, shared by every build (SharedParts). */
+  readonly legacySessions: LegacySessions
   /** Set when telemetry.otlp is: each request gets its spans. */
   readonly tracing?: Tracing
 }
@@ -467,6 +470,7 @@ export async function mcpRoutes (app: FastifyInstance, opts: McpRoutesOptions): 
       checkAccess: enforce,
       ownerOf: (request) => ownerOf(userOf(request.identity), request.identity),
       streamKeeper: opts.streamKeeper,
+      sessions: opts.legacySessions,
     })
 
     app.route({

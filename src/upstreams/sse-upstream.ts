@@ -452,8 +452,14 @@ export class SseUpstream implements Upstream {
     return this.lastProbe.result.then((health) => ({ ...health, sessions: this.bridges.size }))
   }
 
+  /** Whether this instance bridges the session (after a reload, a draining one may: reload/upstream-pool.ts). */
+  hasSession (sessionId: string): boolean {
+    return this.bridges.has(sessionId)
+  }
+
   liveSessions (): UpstreamSession[] {
-    return this.owners.sessionsOn(this.name)
+    // Its own only: after a reload changed the definition, a draining instance and the new one share the name.
+    return this.owners.sessionsOn(this.name).filter((session) => this.bridges.has(session.sessionId))
   }
 
   async endUser (userId: string): Promise<void> {

@@ -1,0 +1,61 @@
+/**
+ * The 2024-11-05 transport's sessions (routes/legacy-sse.ts), shared by every build of the app
+ * (SharedParts): a reload builds a new app, and a legacy client's next POST reaches that app's
+ * route, which must still know the session its event stream (accepted by an earlier build) holds.
+ */
+import type { ServerResponse } from 'node:http'
+import type { Upstream } from '../upstreams/types.js'
+import type { SessionOwner } from '../upstreams/session-owners.js'
+import type { KeptStream } from '../upstreams/stream-keeper.js'
+
+/**
+ * Emitted on the response of a legacy event stream once it belongs to the shared table: the
+ * build that accepted it may be retired and closed while the stream lives on (reload/gateway.ts
+ * stops counting it as that build's request in flight).
+ */
+export const OUTLIVES_GENERATION = 'portcullis:outlives-generation'
+
+export interface LegacySession {
+  readonly id: string
+  /** The server whose /sse opened it: its sessionId is good only on that server's /messages. */
+  readonly server: string
+  readonly owner: SessionOwner
+  readonly res: ServerResponse
+  /** The upstream of the build that last served a POST of the session (after a reload: the newest). */
+  upstream: Upstream
+  /** The Streamable HTTP session behind it, once initialize was answered. */
+  mcpSessionId: string | undefined
+  protocolVersion: string
+  /** The server->client stream of the Streamable HTTP session. */
+  serverStream: { readonly destroy: () => void } | undefined
+  isClosed: boolean
+  kept: KeptStream | undefined
+}
+
+export class LegacySessions {
+  private readonly sessions = new Map<string, LegacySession>()
+
+  get (id: string): LegacySession | undefined {
+    return this.sessions.get(id)
+  }
+
+  add (session: LegacySession): void {
+    this.sessions.set(session.id, session)
+  }
+
+  delete (id: string): void {
+    this.sessions.delete(id)
+  }
+
+  /** Sessions `user` holds on `server` (the per-user cap). */
+  countOf (server: string, user: string): number {
+    let count = 0
+    for (const s of this.sessions.values()) if (s.server === server && s.owner.user === user) count++
+    return count
+  }
+
+  /** Shutdown: an event stream never ends by itself, so without this the listener would wait for it. */
+  closeAll (): void {
+    for (const session of this.sessions.values()) session.res.end()
+  }
+}
