@@ -30,6 +30,8 @@ export interface LegacySession {
   serverStream: { readonly destroy: () => void } | undefined
   isClosed: boolean
   kept: KeptStream | undefined
+  /** Bytes written since the stream last said it was full (write() false), until it drains. */
+  unreadBytes: number
 }
 
 export class LegacySessions {

@@ -16,14 +16,13 @@
  * anyone else naming its sessionId is answered as for a session that does not exist.
  */
 import { randomUUID } from 'node:crypto'
-import { once } from 'node:events'
 import type { IncomingHttpHeaders, ServerResponse } from 'node:http'
 import type { Readable } from 'node:stream'
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify'
 import { PortcullisError } from '../errors.js'
 import { inspectBody } from '../mcp/jsonrpc.js'
 import type { ServerConfig } from '../config/schema.js'
-import { defaultMaxProcessesPerUser } from '../config/defaults.js'
+import { DEFAULT_MAX_SSE_EVENT_BYTES, defaultMaxProcessesPerUser } from '../config/defaults.js'
 import { ANONYMOUS } from '../identity.js'
 import type { Upstream } from '../upstreams/types.js'
 import type { SessionOwner } from '../upstreams/session-owners.js'
@@ -72,19 +71,30 @@ function isSameOwner (a: SessionOwner, b: SessionOwner): boolean {
 
 export async function legacySseRoutes (app: FastifyInstance, opts: LegacySseOptions): Promise<void> {
   const { server, upstream, ownerOf, streamKeeper, sessions } = opts
+  // One whole message (servers[].maxMessageBytes where the server has one).
+  const maxBufferedBytes = 'maxMessageBytes' in server ? server.maxMessageBytes : DEFAULT_MAX_SSE_EVENT_BYTES
   const mcpUrl = `/${server.name}/mcp`
   const messagesPath = `/${server.name}/messages`
 
-  /** One message to the client, as the 2024-11-05 transport frames it; resolves once the client can take more. */
-  const send = async (session: LegacySession, message: unknown): Promise<void> => {
+  /**
+   * One message to the client, as the 2024-11-05 transport frames it. Waiting for a slow client
+   * would not hold the /mcp answer back: the in-process answer buffers whatever the route writes
+   * meanwhile. So the client's own buffer is what is bounded: a client with more than one whole
+   * message unread is not reading, and its session ends (it connects again).
+   */
+  const send = (session: LegacySession, message: unknown, log: FastifyRequest['log']): void => {
     if (session.isClosed) return
+    if (session.unreadBytes > maxBufferedBytes) {
+      log.warn({ server: server.name, session: session.id.slice(0, 8), unreadBytes: session.unreadBytes }, 'legacy sse client not reading; session closed')
+      session.res.destroy()
+      end(session, log)
+      return
+    }
     const result = (message as { result?: { protocolVersion?: unknown } } | null)?.result
     if (typeof result?.protocolVersion === 'string') session.protocolVersion = result.protocolVersion
     const event = sseMessageEvent(message)
-    const isWritten = session.res.write(event)
+    if (!session.res.write(event)) session.unreadBytes += Buffer.byteLength(event)
     if (session.kept !== undefined) streamKeeper?.wrote(session.kept, event)
-    // A slow client holds the /mcp answer back (as a slow /mcp client would), not the gateway's memory.
-    if (!isWritten && !session.isClosed) await Promise.race([once(session.res, 'drain'), once(session.res, 'close')])
   }
 
   /** The Streamable HTTP session behind the legacy one; ended at once when the stream closed while it was being opened. */
@@ -123,20 +133,21 @@ export async function legacySseRoutes (app: FastifyInstance, opts: LegacySseOpti
   }
 
   /** Everything the /mcp route answered, as messages on the legacy stream. */
-  const relayAnswer = async (session: LegacySession, contentType: string, body: Readable): Promise<void> => {
+  const relayAnswer = async (session: LegacySession, contentType: string, body: Readable, log: FastifyRequest['log']): Promise<void> => {
     if (contentType.startsWith('text/event-stream')) {
-      const reader = new SseEventReader()
+      const reader = new SseEventReader(maxBufferedBytes)
       for await (const chunk of body) {
         for (const event of reader.push(chunk as Buffer)) {
-          if (event.event === 'message') await send(session, JSON.parse(event.data))
+          if (event.event === 'message') send(session, JSON.parse(event.data), log)
         }
+        if (session.isClosed) break
       }
       return
     }
     const text = await readAll(body)
     if (text === '') return
     const parsed: unknown = JSON.parse(text)
-    for (const message of Array.isArray(parsed) ? parsed : [parsed]) await send(session, message)
+    for (const message of Array.isArray(parsed) ? parsed : [parsed]) send(session, message, log)
   }
 
   /** Server-initiated messages (notifications, sampling and elicitation requests) reach the legacy stream too. */
@@ -151,7 +162,7 @@ export async function legacySseRoutes (app: FastifyInstance, opts: LegacySseOpti
     const inner = (response.raw as unknown as { res: ServerResponse }).res
     session.serverStream = { destroy: () => { abort.abort(); inner.destroy() } }
     if (session.isClosed) session.serverStream.destroy()
-    await relayAnswer(session, String(response.headers['content-type'] ?? ''), response.stream()).catch(() => {})
+    await relayAnswer(session, String(response.headers['content-type'] ?? ''), response.stream(), request.log).catch(() => {})
   }
 
   app.route({
@@ -164,7 +175,7 @@ export async function legacySseRoutes (app: FastifyInstance, opts: LegacySseOpti
     handler: async (request, reply) => {
       const owner = ownerOf(request)
       refuseAboveCap(owner, sessions, server)
-      const session: LegacySession = { id: randomUUID(), server: server.name, owner, res: reply.raw, upstream, mcpSessionId: undefined, protocolVersion: LEGACY_PROTOCOL_VERSION, serverStream: undefined, isClosed: false, kept: undefined }
+      const session: LegacySession = { id: randomUUID(), server: server.name, owner, res: reply.raw, upstream, mcpSessionId: undefined, protocolVersion: LEGACY_PROTOCOL_VERSION, serverStream: undefined, isClosed: false, kept: undefined, unreadBytes: 0 }
       sessions.add(session)
       reply.hijack()
       const res = reply.raw
@@ -176,6 +187,7 @@ export async function legacySseRoutes (app: FastifyInstance, opts: LegacySseOpti
       // Keep-alive comments while the session is quiet (proxies drop silent connections).
       session.kept = streamKeeper?.add(res)
       res.once('close', () => end(session, request.log))
+      res.on('drain', () => { session.unreadBytes = 0 })
       request.log.info({ server: server.name, session: session.id.slice(0, 8) }, 'legacy sse session opened')
     },
   })
@@ -216,7 +228,7 @@ export async function legacySseRoutes (app: FastifyInstance, opts: LegacySseOpti
       // The answer goes to the stream; the client only needs to know its message was taken.
       void reply.code(202).send()
       try {
-        await relayAnswer(session, String(response.headers['content-type'] ?? ''), body)
+        await relayAnswer(session, String(response.headers['content-type'] ?? ''), body, request.log)
       } catch (err) {
         request.log.warn({ server: server.name, err: { message: (err as Error).message } }, 'legacy answer relay failed')
       }

@@ -46,6 +46,8 @@ interface Waiter {
 interface ClientStream {
   readonly res: ServerResponse
   readonly kept: KeptStream
+  /** Bytes written since the stream last said it was full (write() false), until it drains. */
+  unreadBytes: number
 }
 
 /** One client session: one upstream event stream and where its messages go. */
@@ -376,7 +378,8 @@ export class SseUpstream implements Upstream {
     const { res } = ex
     res.writeHead(200, SSE_HEADERS)
     res.flushHeaders()
-    const stream: ClientStream = { res, kept: this.keeper.add(res) }
+    const stream: ClientStream = { res, kept: this.keeper.add(res), unreadBytes: 0 }
+    res.on('drain', () => { stream.unreadBytes = 0 })
     bridge.clientStreams.add(stream)
     const release = this.owners.hold(this.name, bridge.id, true)
     return new Promise((resolve) => {
@@ -397,8 +400,17 @@ export class SseUpstream implements Upstream {
       else this.log.debug({ server: this.name, method: message.method }, 'sse upstream message with no client stream open; dropped')
       return
     }
+    // The upstream stream also carries the session's answers, so it is never paused for one slow
+    // reader: a client stream with more than one whole message unread since it was full is
+    // closed instead (the client opens a new GET), rather than buffered for without bound.
+    if (stream.unreadBytes > this.config.maxMessageBytes) {
+      this.log.warn({ server: this.name, session: bridge.id.slice(0, 8), unreadBytes: stream.unreadBytes }, 'sse client stream not reading; closed')
+      bridge.clientStreams.delete(stream)
+      stream.res.destroy()
+      return
+    }
     const event = sseMessageEvent(message)
-    stream.res.write(event)
+    if (!stream.res.write(event)) stream.unreadBytes += Buffer.byteLength(event)
     this.keeper.wrote(stream.kept, event)
   }
 

@@ -3,6 +3,8 @@
 // Every legacy message is judged by the server's /mcp route: the same policy, errors, ownership and audit.
 import t, { type Test } from 'tap'
 import { setTimeout as delay } from 'node:timers/promises'
+import * as http from 'node:http'
+import { startSseMcpServer } from '../fixtures/sse-mcp-server.mjs'
 import { Client } from '@modelcontextprotocol/sdk/client/index.js'
 import { SSEClientTransport } from '@modelcontextprotocol/sdk/client/sse.js'
 import { ElicitRequestSchema, ToolListChangedNotificationSchema } from '@modelcontextprotocol/sdk/types.js'
@@ -260,4 +262,38 @@ t.test('a legacy session whose session behind it is gone ends its stream, so the
   // Bounded: a stream left open would wait forever for its next event.
   await t.rejects(Promise.race([legacy.next(), delay(5_000, 'still open', { ref: false })]), /stream ended/, 'and the legacy stream ends')
   t.equal((await postJson(legacy.endpoint, call)).status, 404, 'the legacy session is gone too')
+})
+
+t.test('a legacy client that does not read its stream: the session ends past one message unread, the gateway does not buffer for it', async (t) => {
+  const upstream = await startSseMcpServer()
+  t.teardown(() => upstream.close())
+  const gw = await startGateway(t, { auth: { enabled: false }, servers: [{ name: 'old', transport: 'sse', url: upstream.url, maxMessageBytes: '64kb' }] })
+  // The event stream, read until its endpoint event, then never again.
+  const { stream, endpoint } = await new Promise<{ stream: http.IncomingMessage, endpoint: string }>((resolve, reject) => {
+    http.get(`${gw.baseUrl}/old/sse`, { headers: { accept: 'text/event-stream' } }, (res) => {
+      const events = new SseEventReader()
+      const onData = (chunk: Buffer): void => {
+        const found = events.push(chunk).find((e) => e.event === 'endpoint')
+        if (found === undefined) return
+        res.off('data', onData)
+        res.pause()
+        resolve({ stream: res, endpoint: new URL(found.data, gw.baseUrl).href })
+      }
+      res.on('data', onData)
+    }).once('error', reject)
+  })
+  t.equal((await postJson(endpoint, LEGACY_INIT)).status, 202, 'initialize taken')
+  t.equal((await postJson(endpoint, { jsonrpc: '2.0', method: 'notifications/initialized' })).status, 202)
+  // 12 MB of notifications while the call runs: the session ends under it, so its POST gets the 502 of a session gone.
+  const flood = await postJson(endpoint, { jsonrpc: '2.0', id: 2, method: 'tools/call', params: { name: 'flood', arguments: { count: 400, size: 30_000 } } })
+  t.match(flood.json, { id: 2, error: { data: { code: 'PORTCULLIS_ERR_UPSTREAM_UNAVAILABLE' } } }, 'the flooding call fails with its session')
+  t.ok(await eventually(() => gw.logs.text().includes('legacy sse client not reading; session closed'), 10_000), 'logged')
+  const closed = new Promise<boolean>((resolve) => {
+    stream.once('close', () => resolve(true))
+    setTimeout(() => resolve(false), 10_000).unref()
+  })
+  stream.resume()
+  t.ok(await closed, 'the stream is closed')
+  t.ok(await eventually(() => upstream.sessions.size === 0), 'and the session behind it ended')
+  t.equal((await postJson(endpoint, { jsonrpc: '2.0', id: 3, method: 'tools/list' })).status, 404, 'its sessionId is gone')
 })

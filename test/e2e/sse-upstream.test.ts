@@ -2,6 +2,7 @@
 // reached through the gateway by the SDK's Streamable HTTP client: answers matched by id, notifications on
 // the GET stream, policy applied, sessions owned, and an endpoint on another origin refused.
 import t from 'tap'
+import * as http from 'node:http'
 import { ElicitRequestSchema, ToolListChangedNotificationSchema } from '@modelcontextprotocol/sdk/types.js'
 import { hashPassword } from '../../src/auth-server/password.js'
 import { connectWithOAuth, TestOAuthClient } from '../oauth-helpers.js'
@@ -27,7 +28,7 @@ t.test('a 2024-11-05 upstream, bridged to Streamable HTTP for the SDK client', a
   t.equal(client.getServerVersion()?.name, 'sse-fixture', 'the upstream\'s own initialize answer')
 
   const names = (await client.listTools()).tools.map((tool) => tool.name).sort()
-  t.same(names, ['ask', 'big', 'broadcast', 'echo'], 'tools/list, filtered by policy')
+  t.same(names, ['ask', 'big', 'broadcast', 'echo', 'flood'], 'tools/list, filtered by policy')
   t.equal(textOf(await client.callTool({ name: 'echo', arguments: { text: 'over the old transport' } })), 'over the old transport', 'tools/call')
 
   t.equal(textOf(await client.callTool({ name: 'ask', arguments: {} })), 'accept:Ada', 'an elicitation request reaches the client on its GET stream, and the answer the server')
@@ -79,6 +80,31 @@ t.test('servers[].maxMessageBytes: an event past it ends the session, the waitin
   t.match(gw.logs.text(), /sse upstream sent an event larger than maxMessageBytes; its session ends/, 'logged')
   t.ok(await eventually(() => upstream.sessions.size === 0), 'the upstream event stream is closed')
   t.equal((await call(4, 10)).status, 404, 'the session is gone: the client starts again')
+})
+
+t.test('a client GET stream that does not read is closed past maxMessageBytes unread; the session\'s answers never wait for it', async (t) => {
+  const upstream = await startSseUpstream(t)
+  const gw = await startGateway(t, { servers: [{ name: 'old', transport: 'sse', url: upstream.url, maxMessageBytes: '64kb' }] })
+  const init = await postJson(gw.mcpUrl('old'), INIT_BODY)
+  const headers = { 'mcp-session-id': init.headers.get('mcp-session-id') ?? '', 'mcp-protocol-version': '2025-11-25' }
+  // A GET stream whose reader never reads: its socket's buffers fill, then the gateway's.
+  const stalled = await new Promise<http.IncomingMessage>((resolve, reject) => {
+    http.get(gw.mcpUrl('old'), { headers: { ...headers, accept: 'text/event-stream' } }, resolve).once('error', reject)
+  })
+  t.equal(stalled.statusCode, 200, 'the GET stream opens')
+  stalled.pause()
+  const flood = await postJson(gw.mcpUrl('old'), { jsonrpc: '2.0', id: 2, method: 'tools/call', params: { name: 'flood', arguments: { count: 400, size: 30_000 } } }, headers)
+  t.match(flood.json, { id: 2, result: { content: [{ text: 'flooded' }] } }, 'the call flooding the stream is answered')
+  t.ok(await eventually(() => gw.logs.text().includes('sse client stream not reading; closed')), 'logged')
+  // Read now: what the gateway had written arrives, then the stream ends (it was closed, not left open).
+  const closed = new Promise<boolean>((resolve) => {
+    stalled.once('close', () => resolve(true))
+    setTimeout(() => resolve(false), 10_000).unref()
+  })
+  stalled.resume()
+  t.ok(await closed, 'the stalled client stream is closed')
+  const echo = await postJson(gw.mcpUrl('old'), { jsonrpc: '2.0', id: 3, method: 'tools/call', params: { name: 'echo', arguments: { text: 'still here' } } }, headers)
+  t.match(echo.json, { id: 3, result: { content: [{ text: 'still here' }] } }, 'the session goes on')
 })
 
 t.test('an endpoint event naming another origin is refused: no POST leaves for it', async (t) => {
