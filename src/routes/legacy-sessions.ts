@@ -29,6 +29,8 @@ export interface LegacySession {
   /** The server->client stream of the Streamable HTTP session. */
   serverStream: { readonly destroy: () => void } | undefined
   isClosed: boolean
+  /** A POST that may open the session behind it is in flight (only one at a time). */
+  isOpening: boolean
   kept: KeptStream | undefined
   /** Bytes written since the stream last said it was full (write() false), until it drains. */
   unreadBytes: number

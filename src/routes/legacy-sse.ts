@@ -132,6 +132,21 @@ export async function legacySseRoutes (app: FastifyInstance, opts: LegacySseOpti
     })
   }
 
+  /**
+   * A POST before the session behind it exists opens one: while that is in flight, another is
+   * refused, else two initialize POSTs racing would open two upstream sessions and leak one.
+   */
+  const toMcpRouteOnce = async (request: FastifyRequest, session: LegacySession): ReturnType<typeof toMcpRoute> => {
+    if (session.mcpSessionId !== undefined) return toMcpRoute(request, session, 'POST')
+    if (session.isOpening) throw new PortcullisError('PORTCULLIS_ERR_INVALID_REQUEST', 'an initialize is in flight on this session: wait for its answer on the event stream')
+    session.isOpening = true
+    try {
+      return await toMcpRoute(request, session, 'POST')
+    } finally {
+      session.isOpening = false
+    }
+  }
+
   /** Everything the /mcp route answered, as messages on the legacy stream. */
   const relayAnswer = async (session: LegacySession, contentType: string, body: Readable, log: FastifyRequest['log']): Promise<void> => {
     if (contentType.startsWith('text/event-stream')) {
@@ -175,7 +190,7 @@ export async function legacySseRoutes (app: FastifyInstance, opts: LegacySseOpti
     handler: async (request, reply) => {
       const owner = ownerOf(request)
       refuseAboveCap(owner, sessions, server)
-      const session: LegacySession = { id: randomUUID(), server: server.name, owner, res: reply.raw, upstream, mcpSessionId: undefined, protocolVersion: LEGACY_PROTOCOL_VERSION, serverStream: undefined, isClosed: false, kept: undefined, unreadBytes: 0 }
+      const session: LegacySession = { id: randomUUID(), server: server.name, owner, res: reply.raw, upstream, mcpSessionId: undefined, protocolVersion: LEGACY_PROTOCOL_VERSION, serverStream: undefined, isClosed: false, isOpening: false, kept: undefined, unreadBytes: 0 }
       sessions.add(session)
       reply.hijack()
       const res = reply.raw
@@ -211,7 +226,7 @@ export async function legacySseRoutes (app: FastifyInstance, opts: LegacySseOpti
       }
       // After a reload this build's upstream is the one in force (a kept one is the same object).
       session.upstream = upstream
-      const response = await toMcpRoute(request, session, 'POST')
+      const response = await toMcpRouteOnce(request, session)
       const body = response.stream()
       const status = response.statusCode
       if (status !== 200 && status !== 202) {

@@ -297,3 +297,17 @@ t.test('a legacy client that does not read its stream: the session ends past one
   t.ok(await eventually(() => upstream.sessions.size === 0), 'and the session behind it ended')
   t.equal((await postJson(endpoint, { jsonrpc: '2.0', id: 3, method: 'tools/list' })).status, 404, 'its sessionId is gone')
 })
+
+t.test('two initialize POSTs racing on one legacy session: one opens the session behind it, the other is refused', async (t) => {
+  const upstream = await startSseMcpServer()
+  t.teardown(() => upstream.close())
+  const gw = await startGateway(t, { auth: { enabled: false }, servers: [{ name: 'old', transport: 'sse', url: upstream.url }] })
+  const legacy = await openRaw(t, `${gw.baseUrl}/old/sse`, '')
+  const answers = await Promise.all([postJson(legacy.endpoint, LEGACY_INIT), postJson(legacy.endpoint, { ...LEGACY_INIT, id: 2 })])
+  t.same(answers.map((a) => a.status).sort(), [202, 400], 'one taken, one refused')
+  t.match(answers.find((a) => a.status === 400)?.json, { error: { data: { code: 'PORTCULLIS_ERR_INVALID_REQUEST' }, message: /an initialize is in flight on this session/ } }, 'saying why')
+  t.match(await legacy.next(), { result: { serverInfo: { name: 'sse-fixture' } } }, 'the taken one is answered on the stream')
+  t.equal(upstream.sessions.size, 1, 'one upstream session: none leaked')
+  legacy.close()
+  t.ok(await eventually(() => upstream.sessions.size === 0), 'and it ends with the stream')
+})
