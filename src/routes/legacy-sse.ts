@@ -153,7 +153,8 @@ export async function legacySseRoutes (app: FastifyInstance, opts: LegacySseOpti
       const reader = new SseEventReader(maxBufferedBytes)
       for await (const chunk of body) {
         for (const event of reader.push(chunk as Buffer)) {
-          if (event.event === 'message') send(session, JSON.parse(event.data), log)
+          const message = event.event === 'message' ? parseMessage(event.data) : undefined
+          if (message !== undefined) send(session, message, log)
         }
         if (session.isClosed) break
       }
@@ -177,7 +178,15 @@ export async function legacySseRoutes (app: FastifyInstance, opts: LegacySseOpti
     const inner = (response.raw as unknown as { res: ServerResponse }).res
     session.serverStream = { destroy: () => { abort.abort(); inner.destroy() } }
     if (session.isClosed) session.serverStream.destroy()
-    await relayAnswer(session, String(response.headers['content-type'] ?? ''), response.stream(), request.log).catch(() => {})
+    await relayAnswer(session, String(response.headers['content-type'] ?? ''), response.stream(), request.log).catch((err: Error) => {
+      request.log.warn({ server: server.name, err: { message: err.message } }, 'legacy server stream relay failed')
+    })
+    // The session behind it stopped sending (ended, forgotten upstream, its upstream closed): a
+    // legacy stream left open would look alive while nothing more can reach it. The client connects again.
+    if (!session.isClosed) {
+      request.log.info({ server: server.name, session: session.id.slice(0, 8) }, 'legacy server stream ended; session closed')
+      session.res.end()
+    }
   }
 
   app.route({
@@ -295,4 +304,17 @@ async function readAll (body: Readable): Promise<string> {
   const chunks: Buffer[] = []
   for await (const chunk of body) chunks.push(chunk as Buffer)
   return Buffer.concat(chunks).toString('utf8')
+}
+
+/**
+ * One message of an event stream's `message` event, or undefined: an event without data (a
+ * 2025-11-25 priming event carries only its id) or that is not JSON is not a message to relay.
+ */
+function parseMessage (data: string): unknown {
+  if (data === '') return undefined
+  try {
+    return JSON.parse(data)
+  } catch {
+    return undefined
+  }
 }

@@ -12,7 +12,7 @@ import { hashPassword } from '../../src/auth-server/password.js'
 import { SseEventReader } from '../../src/upstreams/sse-events.js'
 import { decodeJwt } from 'jose'
 import { connectWithOAuth, HeadlessBrowser, TestOAuthClient } from '../oauth-helpers.js'
-import { eventually, INIT_BODY, postJson, startGateway, startUpstream, stdioServer, textOf, type RunningGateway } from '../helpers.js'
+import { eventually, INIT_BODY, postJson, startGateway, startRawServer, startUpstream, stdioServer, textOf, type RunningGateway } from '../helpers.js'
 
 const PASSWORD = 'correct horse battery staple'
 const passwordHash = await hashPassword(PASSWORD)
@@ -310,4 +310,37 @@ t.test('two initialize POSTs racing on one legacy session: one opens the session
   t.equal(upstream.sessions.size, 1, 'one upstream session: none leaked')
   legacy.close()
   t.ok(await eventually(() => upstream.sessions.size === 0), 'and it ends with the stream')
+})
+
+t.test('an event without data (a priming event) is skipped, and the legacy stream ends when the session\'s server stream does', async (t) => {
+  // A hand-written Streamable HTTP upstream: the SDK's server sends a priming event only to
+  // 2025-11-25 clients with an event store, and closes a GET stream only when its session ends.
+  let serverStream: http.ServerResponse | undefined
+  const upstream = await startRawServer(t, (req, res) => {
+    if (req.method === 'GET') {
+      res.writeHead(200, { 'content-type': 'text/event-stream' })
+      res.write(': open\n\n')
+      serverStream = res
+      return
+    }
+    if (req.method !== 'POST') return void res.writeHead(200).end()
+    const chunks: Buffer[] = []
+    req.on('data', (c: Buffer) => chunks.push(c))
+    req.on('end', () => {
+      const message = JSON.parse(Buffer.concat(chunks).toString()) as { id?: number, method: string }
+      if (message.id === undefined) return void res.writeHead(202).end()
+      res.writeHead(200, { 'content-type': 'text/event-stream', 'mcp-session-id': 's-1' })
+      const result = message.method === 'initialize' ? { protocolVersion: '2024-11-05', capabilities: {}, serverInfo: { name: 'raw', version: '1' } } : {}
+      res.end(`id: prime-1\ndata: \n\nevent: message\nid: 2\ndata: ${JSON.stringify({ jsonrpc: '2.0', id: message.id, result })}\n\n`)
+    })
+  })
+  const gw = await startGateway(t, { auth: { enabled: false }, servers: [{ name: 'raw', transport: 'http', url: upstream.url }] })
+  const legacy = await openRaw(t, `${gw.baseUrl}/raw/sse`, '')
+  t.equal((await postJson(legacy.endpoint, LEGACY_INIT)).status, 202)
+  t.match(await legacy.next(), { id: 1, result: { serverInfo: { name: 'raw' } } }, 'the answer after a priming event reaches the legacy stream')
+  t.notMatch(gw.logs.text(), /legacy answer relay failed/, 'the priming event is not a failure')
+  t.ok(await eventually(() => serverStream !== undefined), 'the session\'s server stream is open')
+  serverStream?.end()
+  await t.rejects(legacy.next(), /stream ended/, 'the legacy stream ends with it')
+  t.match(gw.logs.text(), /legacy server stream ended; session closed/, 'logged')
 })
