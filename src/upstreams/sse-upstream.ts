@@ -131,7 +131,11 @@ export class SseUpstream implements Upstream {
     this.origin = url.origin
     this.path = `${url.pathname}${url.search}`
     this.pool = new Pool(this.origin, { connections: null, connectTimeout: Math.min(config.timeoutMs, 10_000), headersTimeout: config.timeoutMs, bodyTimeout: config.timeoutMs })
-    owners.onReclaim(this.name, async (sessionId) => this.bridges.get(sessionId)?.close())
+    // Ended by the gateway (cap, unused, an administrator): the bridge leaves the map too, not just its stream.
+    owners.onReclaim(this.name, async (sessionId) => {
+      const bridge = this.bridges.get(sessionId)
+      if (bridge !== undefined) this.endBridge(bridge)
+    })
     this.sweeper = setInterval(() => this.sweep(), Math.min(SWEEP_MAX_INTERVAL_MS, Math.max(1_000, config.idleTimeoutMs / 4)))
     this.sweeper.unref()
   }

@@ -107,6 +107,19 @@ t.test('a client GET stream that does not read is closed past maxMessageBytes un
   t.match(echo.json, { id: 3, result: { content: [{ text: 'still here' }] } }, 'the session goes on')
 })
 
+t.test('a session the gateway ends (an administrator, the per-user cap, unused) leaves the session table, not just its stream', async (t) => {
+  const upstream = await startSseUpstream(t)
+  const gw = await startGateway(t, { servers: [{ name: 'old', transport: 'sse', url: upstream.url }] })
+  const init = await postJson(gw.mcpUrl('old'), INIT_BODY)
+  const sessionId = init.headers.get('mcp-session-id') ?? ''
+  const sessionsOnReadyz = async (): Promise<unknown> => ((await (await fetch(`${gw.baseUrl}/readyz`)).json()) as { servers?: Array<{ name?: string, sessions?: number }> }).servers?.find((s) => s.name === 'old')?.sessions
+  t.equal(await sessionsOnReadyz(), 1, '/readyz counts the open session')
+  const upstreamAdapter = gw.app.portcullis.upstreams.get('old')
+  t.equal(await upstreamAdapter?.endSession?.(sessionId, 'test: ended by an administrator'), true, 'ended the way the admin API ends it')
+  t.ok(await eventually(() => upstream.sessions.size === 0), 'its upstream stream closes')
+  t.equal(await sessionsOnReadyz(), 0, 'and it is no longer counted')
+})
+
 t.test('an endpoint event naming another origin is refused: no POST leaves for it', async (t) => {
   const elsewhere = await startRawServer(t, (_req, res) => res.writeHead(202).end())
   const hostileOrigins = [new URL(elsewhere.url).origin, elsewhere.url.replace('127.0.0.1', 'localhost')]
