@@ -239,7 +239,7 @@ export async function legacySseRoutes (app: FastifyInstance, opts: LegacySseOpti
       const body = response.stream()
       const status = response.statusCode
       if (status !== 200 && status !== 202) {
-        reply.code(status).headers(answerHeaders(response.headers))
+        reply.code(status).headers(answerHeaders(response.headers, server.name))
         await reply.send(await readAll(body))
         // The session behind it is gone (idle, ended by an administrator, forgotten upstream): so is
         // this one. Its stream ends, and the client connects again (a 2024-11-05 client knows no 404).
@@ -290,14 +290,25 @@ function mcpHeaders (incoming: IncomingHttpHeaders, session: LegacySession, meth
   return out
 }
 
-function answerHeaders (headers: Record<string, unknown>): Record<string, string | string[]> {
+/**
+ * The /mcp route's error answer headers, for the POST. A challenge (a 403 insufficient_scope
+ * from policy) names the resource as this client knows it: its /sse metadata, whose resource is
+ * the URL it connected to (the SDK refuses any other) — as the legacy 401 does.
+ */
+function answerHeaders (headers: Record<string, unknown>, serverName: string): Record<string, string | string[]> {
   const out: Record<string, string | string[]> = {}
   for (const [name, value] of Object.entries(headers)) {
     if (DROPPED_ANSWER_HEADERS.has(name) || name.startsWith('access-control-')) continue
     if (typeof value === 'string' || Array.isArray(value)) out[name] = value as string | string[]
     else if (typeof value === 'number') out[name] = String(value)
   }
+  const challenge = out['www-authenticate']
+  if (typeof challenge === 'string') out['www-authenticate'] = legacyChallenge(challenge, serverName)
   return out
+}
+
+function legacyChallenge (challenge: string, serverName: string): string {
+  return challenge.replace(`/.well-known/oauth-protected-resource/${serverName}/mcp"`, `/.well-known/oauth-protected-resource/${serverName}/sse"`)
 }
 
 async function readAll (body: Readable): Promise<string> {

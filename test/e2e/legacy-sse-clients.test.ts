@@ -344,3 +344,19 @@ t.test('an event without data (a priming event) is skipped, and the legacy strea
   await t.rejects(legacy.next(), /stream ended/, 'the legacy stream ends with it')
   t.match(gw.logs.text(), /legacy server stream ended; session closed/, 'logged')
 })
+
+t.test('a policy 403 on a legacy POST challenges with the /sse metadata, as the legacy 401 does', async (t) => {
+  const upstream = await startUpstream(t)
+  const gw = await startGateway(t, { auth: { users: USERS }, servers: [{ name: 'fx', transport: 'http', url: upstream.url, tools: { echo: { scopes: ['fx:write'] } } }] })
+  const alice = await signIn(t, gw, 'fx', 'alice')
+  const legacy = await openRaw(t, `${gw.baseUrl}/fx/sse`, alice.token)
+  const auth = { authorization: `Bearer ${alice.token}` }
+  t.equal((await postJson(legacy.endpoint, LEGACY_INIT, auth)).status, 202)
+  await legacy.next()
+  const denied = await postJson(legacy.endpoint, { jsonrpc: '2.0', id: 5, method: 'tools/call', params: { name: 'echo', arguments: { text: 'x' } } }, auth)
+  t.equal(denied.status, 403, 'a tool needing a scope the token lacks: 403')
+  const challenge = denied.headers.get('www-authenticate') ?? ''
+  t.match(challenge, /error="insufficient_scope"/, 'an insufficient_scope challenge')
+  t.match(challenge, `resource_metadata="${gw.baseUrl}/.well-known/oauth-protected-resource/fx/sse"`, 'naming the /sse metadata, the resource this client knows')
+  t.notMatch(challenge, '/fx/mcp"', 'not the /mcp one')
+})
