@@ -47,6 +47,25 @@ function limited (rejection: RateLimitRejection, id: McpMessage['id']): Portcull
   return new PortcullisError('PORTCULLIS_ERR_RATE_LIMITED', rejection.message, { headers: { ...rejection.headers }, id: id ?? null })
 }
 
+/** The caller's budget on the server (servers[].rateLimit, else rateLimits.perUser), charged `cost`. */
+function perUserBucket (options: GateOptions, callerKey: string, cost: number): Bucket | undefined {
+  const { server } = options
+  const rate = server.rateLimit ?? options.defaults.perUser
+  return rate === undefined || cost <= 0 ? undefined : { kind: 'user', key: `${server.name}:${callerKey}`, rate, cost, subject: `server "${server.name}"` }
+}
+
+/**
+ * One request's charge on the caller's budget for a request without a JSON-RPC body to judge:
+ * a 2024-11-05 GET /sse opens a stream and a session slot, and must not be free to repeat.
+ */
+export async function chargeRequest (options: GateOptions, callerKey: string): Promise<PortcullisError | undefined> {
+  const bucket = perUserBucket(options, callerKey, 1)
+  if (options.limiter === undefined || bucket === undefined) return undefined
+  const outcome = await options.limiter.consume([bucket])
+  if (outcome === 'store-unavailable') return new PortcullisError('PORTCULLIS_ERR_RATE_LIMIT_UNAVAILABLE', undefined, { headers: { 'retry-after': '5' } })
+  return outcome === undefined ? undefined : limited(outcome, null)
+}
+
 export async function gate (options: GateOptions, caller: Caller, callerKey: string, inspection: McpInspection): Promise<MessageOutcome[]> {
   const outcomes: MessageOutcome[] = []
   for (const message of inspection.messages) {
@@ -84,10 +103,8 @@ async function gateRequest (options: GateOptions, caller: Caller, callerKey: str
   // 300 sessions, each a process, under a 200/min budget).
   const cost = message.method === 'initialize' ? options.defaults.sessionCost : tool?.cost ?? 1
   const buckets: Bucket[] = []
-  const perUser = server.rateLimit ?? options.defaults.perUser
-  if (perUser !== undefined && cost > 0) {
-    buckets.push({ kind: 'user', key: `${server.name}:${callerKey}`, rate: perUser, cost, subject: `server "${server.name}"` })
-  }
+  const perUser = perUserBucket(options, callerKey, cost)
+  if (perUser !== undefined) buckets.push(perUser)
   if (kind === 'tool' && name !== undefined) {
     const perTool = tool?.rateLimit ?? options.defaults.perUserPerTool
     if (perTool !== undefined) buckets.push({ kind: 'user-tool', key: `${server.name}:${name}:${callerKey}`, rate: perTool, cost, subject: `tool "${name}"` })

@@ -40,6 +40,8 @@ export interface LegacySseOptions {
   readonly onRequest: readonly Step[]
   /** The /mcp route's access check for a GET (servers[].access, a body refused). */
   readonly checkAccess: Step
+  /** Opening a stream costs one request of the caller's budget for the server (its rate limit). */
+  readonly charge: (request: FastifyRequest) => Promise<void>
   /** Whom a request's sessions belong to (the /mcp route's rule). */
   readonly ownerOf: (request: FastifyRequest) => SessionOwner
   readonly streamKeeper: StreamKeeper | undefined
@@ -195,7 +197,7 @@ export async function legacySseRoutes (app: FastifyInstance, opts: LegacySseOpti
     exposeHeadRoute: false,
     config: { mcpServer: server.name },
     onRequest: [...opts.onRequest],
-    preHandler: opts.checkAccess,
+    preHandler: [opts.checkAccess, opts.charge],
     handler: async (request, reply) => {
       const owner = ownerOf(request)
       refuseAboveCap(owner, sessions, server)

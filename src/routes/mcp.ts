@@ -24,7 +24,7 @@ import type { OriginPolicy } from '../mcp/origin.js'
 import type { Authenticator } from '../resource-server/plugin.js'
 import type { RequestIdentity } from '../resource-server/verify-token.js'
 import { LIST_METHODS, namedToolsOf, ServerPolicy, type Caller } from '../policy/policy.js'
-import { gate, type MessageOutcome } from '../policy/gate.js'
+import { chargeRequest, gate, type MessageOutcome } from '../policy/gate.js'
 import type { RateLimiter } from '../rate-limit/limiter.js'
 import type { ResponseEdit, MessageTransform } from '../upstreams/response-edit.js'
 import { MAX_AUDIT_RESULT_CHARS, type AuditLog } from '../observability/audit.js'
@@ -468,6 +468,10 @@ export async function mcpRoutes (app: FastifyInstance, opts: McpRoutesOptions): 
       upstream,
       onRequest: [onRequest, checkLegacyToken],
       checkAccess: enforce,
+      charge: async (request) => {
+        const refusal = await chargeRequest(gateOptions, callerOf(request).key)
+        if (refusal !== undefined) throw refusal
+      },
       ownerOf: (request) => ownerOf(userOf(request.identity), request.identity),
       streamKeeper: opts.streamKeeper,
       sessions: opts.legacySessions,

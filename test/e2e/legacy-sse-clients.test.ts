@@ -360,3 +360,16 @@ t.test('a policy 403 on a legacy POST challenges with the /sse metadata, as the 
   t.match(challenge, `resource_metadata="${gw.baseUrl}/.well-known/oauth-protected-resource/fx/sse"`, 'naming the /sse metadata, the resource this client knows')
   t.notMatch(challenge, '/fx/mcp"', 'not the /mcp one')
 })
+
+t.test('opening a legacy stream is charged to the caller\'s budget for the server: anonymous callers cannot open them without limit', async (t) => {
+  const upstream = await startUpstream(t)
+  const gw = await startGateway(t, { auth: { enabled: false }, servers: [{ name: 'fx', transport: 'http', url: upstream.url, rateLimit: '2/min' }] })
+  const opened: Response[] = []
+  const abort = new AbortController()
+  t.teardown(() => abort.abort())
+  for (let i = 0; i < 3; i++) opened.push(await fetch(`${gw.baseUrl}/fx/sse`, { headers: { accept: 'text/event-stream' }, signal: abort.signal }))
+  t.same(opened.map((r) => r.status), [200, 200, 429], 'two streams under 2/min, the third refused')
+  const refused = opened[2]
+  t.ok(Number(refused?.headers.get('retry-after')) >= 1, 'with Retry-After')
+  t.match(await refused?.json(), { error: { data: { code: 'PORTCULLIS_ERR_RATE_LIMITED' }, message: /rate limit for server "fx"/ } }, 'the /mcp route\'s rate-limit error')
+})
