@@ -22,7 +22,7 @@ import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify'
 import { PortcullisError } from '../errors.js'
 import { inspectBody } from '../mcp/jsonrpc.js'
 import type { ServerConfig } from '../config/schema.js'
-import { DEFAULT_MAX_SSE_EVENT_BYTES, defaultMaxProcessesPerUser } from '../config/defaults.js'
+import { DEFAULT_MAX_SSE_EVENT_BYTES, defaultMaxProcessesPerUser, UNUSED_SESSION_IDLE_DIVISOR } from '../config/defaults.js'
 import { ANONYMOUS } from '../identity.js'
 import type { Upstream } from '../upstreams/types.js'
 import type { SessionOwner } from '../upstreams/session-owners.js'
@@ -61,6 +61,8 @@ const DROPPED_ANSWER_HEADERS: ReadonlySet<string> = new Set([
 /** The version a 2024-11-05 client speaks until initialize says otherwise. */
 const LEGACY_PROTOCOL_VERSION = '2024-11-05'
 const SESSION_CAP_RETRY_AFTER_S = '2'
+/** The longest a new legacy stream may wait for its initialize POST. */
+const LEGACY_INITIALIZE_MAX_WAIT_MS = 60_000
 
 /** Sessions one user may hold on the server: the cap its /mcp sessions have. */
 function sessionCapOf (server: ServerConfig): number {
@@ -73,6 +75,8 @@ function isSameOwner (a: SessionOwner, b: SessionOwner): boolean {
 
 export async function legacySseRoutes (app: FastifyInstance, opts: LegacySseOptions): Promise<void> {
   const { server, upstream, ownerOf, streamKeeper, sessions } = opts
+  // As long as a /mcp session may stay unused after initialize (a tenth of idleTimeoutMs), at most a minute.
+  const initializeDeadlineMs = Math.min(server.idleTimeoutMs / UNUSED_SESSION_IDLE_DIVISOR, LEGACY_INITIALIZE_MAX_WAIT_MS)
   // One whole message (servers[].maxMessageBytes where the server has one).
   const maxBufferedBytes = 'maxMessageBytes' in server ? server.maxMessageBytes : DEFAULT_MAX_SSE_EVENT_BYTES
   const mcpUrl = `/${server.name}/mcp`
@@ -212,7 +216,17 @@ export async function legacySseRoutes (app: FastifyInstance, opts: LegacySseOpti
       res.write(endpoint)
       // Keep-alive comments while the session is quiet (proxies drop silent connections).
       session.kept = streamKeeper?.add(res)
-      res.once('close', () => end(session, request.log))
+      // A stream that never initializes holds a session slot for nothing (anonymous callers have no per-user cap).
+      const deadline = setTimeout(() => {
+        if (session.mcpSessionId !== undefined || session.isOpening) return
+        request.log.info({ server: server.name, session: session.id.slice(0, 8), deadlineMs: initializeDeadlineMs }, 'legacy sse session sent no initialize; closed')
+        res.end()
+      }, initializeDeadlineMs)
+      deadline.unref()
+      res.once('close', () => {
+        clearTimeout(deadline)
+        end(session, request.log)
+      })
       res.on('drain', () => { session.unreadBytes = 0 })
       request.log.info({ server: server.name, session: session.id.slice(0, 8) }, 'legacy sse session opened')
     },

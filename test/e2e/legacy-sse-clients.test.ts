@@ -373,3 +373,18 @@ t.test('opening a legacy stream is charged to the caller\'s budget for the serve
   t.ok(Number(refused?.headers.get('retry-after')) >= 1, 'with Retry-After')
   t.match(await refused?.json(), { error: { data: { code: 'PORTCULLIS_ERR_RATE_LIMITED' }, message: /rate limit for server "fx"/ } }, 'the /mcp route\'s rate-limit error')
 })
+
+t.test('a legacy stream that sends no initialize is closed after a tenth of idleTimeoutMs; one that did lives on', async (t) => {
+  const upstream = await startUpstream(t)
+  const gw = await startGateway(t, { auth: { enabled: false }, servers: [{ name: 'fx', transport: 'http', url: upstream.url, idleTimeoutMs: 3_000 }] })
+  const silent = await openRaw(t, `${gw.baseUrl}/fx/sse`, '')
+  const used = await openRaw(t, `${gw.baseUrl}/fx/sse`, '')
+  t.equal((await postJson(used.endpoint, LEGACY_INIT)).status, 202)
+  t.match(await used.next(), { id: 1, result: {} }, 'initialized')
+  await t.rejects(silent.next(), /stream ended/, 'the silent stream is closed (300 ms)')
+  t.match(gw.logs.text(), /legacy sse session sent no initialize; closed/, 'logged')
+  t.equal((await postJson(silent.endpoint, LEGACY_INIT)).status, 404, 'its sessionId is gone')
+  await delay(500)
+  t.equal((await postJson(used.endpoint, { jsonrpc: '2.0', id: 2, method: 'tools/list' })).status, 202, 'the initialized one goes on past the deadline')
+  t.match(await used.next(), { id: 2, result: { tools: [] } })
+})
