@@ -18,7 +18,7 @@ import type { Upstream } from '../upstreams/types.js'
 import type { LinkedTokenSource } from '../upstreams/upstream-credentials.js'
 
 /** Settings the gateway judges by (policy, guardrails, scopes): a change to them keeps the processes. */
-const JUDGED_FIELDS: ReadonlySet<string> = new Set(['scopes', 'access', 'tools', 'prompts', 'resources', 'rateLimit', 'redactResults', 'pinTools', 'validateArguments'])
+const JUDGED_FIELDS: ReadonlySet<string> = new Set(['scopes', 'access', 'tools', 'prompts', 'resources', 'rateLimit', 'redactResults', 'pinTools', 'validateArguments', 'maxLegacySessions'])
 
 /** How often draining upstreams are checked for their last session. */
 const DRAIN_CHECK_INTERVAL_MS = 1_000

@@ -51,6 +51,13 @@ export class LegacySessions {
     this.sessions.delete(id)
   }
 
+  /** Sessions open on `server`, all callers together (servers[].maxLegacySessions). */
+  countOn (server: string): number {
+    let count = 0
+    for (const s of this.sessions.values()) if (s.server === server) count++
+    return count
+  }
+
   /** Sessions `user` holds on `server` (the per-user cap). */
   countOf (server: string, user: string): number {
     let count = 0

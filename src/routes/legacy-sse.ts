@@ -204,6 +204,7 @@ export async function legacySseRoutes (app: FastifyInstance, opts: LegacySseOpti
     preHandler: [opts.checkAccess, opts.charge],
     handler: async (request, reply) => {
       const owner = ownerOf(request)
+      refuseAboveServerCap(sessions, server)
       refuseAboveCap(owner, sessions, server)
       const session: LegacySession = { id: randomUUID(), server: server.name, owner, res: reply.raw, upstream, mcpSessionId: undefined, protocolVersion: LEGACY_PROTOCOL_VERSION, serverStream: undefined, isClosed: false, isOpening: false, kept: undefined, unreadBytes: 0 }
       sessions.add(session)
@@ -280,6 +281,13 @@ export async function legacySseRoutes (app: FastifyInstance, opts: LegacySseOpti
       return reply
     },
   })
+}
+
+/** servers[].maxLegacySessions: all callers together (with auth off they are one user, whom no per-user cap holds). */
+function refuseAboveServerCap (sessions: LegacySessions, server: ServerConfig): void {
+  const count = sessions.countOn(server.name)
+  if (count < server.maxLegacySessions) return
+  throw new PortcullisError('PORTCULLIS_ERR_UPSTREAM_BUSY', `server "${server.name}" has ${count} 2024-11-05 event streams open (servers[].maxLegacySessions is ${server.maxLegacySessions}); retry shortly`, { headers: { 'retry-after': SESSION_CAP_RETRY_AFTER_S } })
 }
 
 /** A user's legacy sessions on the server are capped as their /mcp sessions are (anonymous: the server-wide budgets only). */

@@ -113,6 +113,8 @@ export class SseUpstream implements Upstream {
   private readonly headers: CallerHeaders
   private readonly bridges = new Map<string, Bridge>()
   private inFlight = 0
+  /** Sessions being opened (initialize in flight): counted against maxSessions with the open ones. */
+  private opening = 0
   private isClosed = false
   private lastProbe: { at: number, result: Promise<UpstreamHealth> } | undefined
   private readonly sweeper: NodeJS.Timeout
@@ -200,9 +202,15 @@ export class SseUpstream implements Upstream {
 
   /** initialize: a new upstream stream, its endpoint, the answer; the client learns the session id only once its owner is recorded. */
   private async initialize (ex: McpExchange): Promise<void> {
+    // servers[].maxSessions: all callers together (with auth off they are one user, whom no per-user cap holds).
+    const open = this.bridges.size + this.opening
+    if (open >= this.config.maxSessions) {
+      throw new PortcullisError('PORTCULLIS_ERR_UPSTREAM_BUSY', `server "${this.name}" has ${open} sessions open (servers[].maxSessions is ${this.config.maxSessions}); retry shortly`, { headers: { 'retry-after': '2' } })
+    }
     // servers[].maxSessionsPerUser: each session holds an upstream connection.
     const release = this.owners.admit(this.name, ex.owner.user, this.config.maxSessionsPerUser)
     if (release instanceof PortcullisError) throw release
+    this.opening++
     try {
       const headers = await this.headers.for(ex)
       const bridge = await this.connect(headers)
@@ -218,6 +226,7 @@ export class SseUpstream implements Upstream {
         throw err
       }
     } finally {
+      this.opening--
       release()
     }
   }

@@ -388,3 +388,21 @@ t.test('a legacy stream that sends no initialize is closed after a tenth of idle
   t.equal((await postJson(used.endpoint, { jsonrpc: '2.0', id: 2, method: 'tools/list' })).status, 202, 'the initialized one goes on past the deadline')
   t.match(await used.next(), { id: 2, result: { tools: [] } })
 })
+
+t.test('servers[].maxLegacySessions: legacy streams on a server, all callers together (auth off: one anonymous user)', async (t) => {
+  const upstream = await startUpstream(t)
+  const gw = await startGateway(t, { auth: { enabled: false }, servers: [{ name: 'fx', transport: 'http', url: upstream.url, maxLegacySessions: 2 }] })
+  const first = await openRaw(t, `${gw.baseUrl}/fx/sse`, '')
+  await openRaw(t, `${gw.baseUrl}/fx/sse`, '')
+  const third = await fetch(`${gw.baseUrl}/fx/sse`, { headers: { accept: 'text/event-stream' } })
+  t.equal(third.status, 503, 'the third stream: 503')
+  t.equal(third.headers.get('retry-after'), '2', 'with Retry-After')
+  t.match(await third.json(), { error: { data: { code: 'PORTCULLIS_ERR_UPSTREAM_BUSY' }, message: /server "fx" has 2 2024-11-05 event streams open \(servers\[\]\.maxLegacySessions is 2\)/ } }, 'naming the cap')
+  first.close()
+  t.ok(await eventually(async () => {
+    const again = await fetch(`${gw.baseUrl}/fx/sse`, { headers: { accept: 'text/event-stream' }, signal: AbortSignal.timeout(2_000) })
+    const isOpen = again.status === 200
+    await again.body?.cancel()
+    return isOpen
+  }), 'a stream closed frees its slot')
+})

@@ -120,6 +120,20 @@ t.test('a session the gateway ends (an administrator, the per-user cap, unused) 
   t.equal(await sessionsOnReadyz(), 0, 'and it is no longer counted')
 })
 
+t.test('servers[].maxSessions: upstream event streams on the server, all callers together (auth off: one anonymous user)', async (t) => {
+  const upstream = await startSseUpstream(t)
+  const gw = await startGateway(t, { servers: [{ name: 'old', transport: 'sse', url: upstream.url, maxSessions: 1 }] })
+  const first = await postJson(gw.mcpUrl('old'), INIT_BODY)
+  t.equal(first.status, 200, 'the first session opens')
+  const second = await postJson(gw.mcpUrl('old'), INIT_BODY)
+  t.equal(second.status, 503, 'the second: 503')
+  t.match(second.json, { id: 1, error: { data: { code: 'PORTCULLIS_ERR_UPSTREAM_BUSY' }, message: /server "old" has 1 sessions open \(servers\[\]\.maxSessions is 1\)/ } }, 'naming the cap')
+  t.equal(upstream.sessions.size, 1, 'no upstream stream opened for it')
+  const ended = await fetch(gw.mcpUrl('old'), { method: 'DELETE', headers: { 'mcp-session-id': first.headers.get('mcp-session-id') ?? '', 'mcp-protocol-version': '2025-11-25' } })
+  t.equal(ended.status, 200)
+  t.equal((await postJson(gw.mcpUrl('old'), INIT_BODY)).status, 200, 'a session ended frees its slot')
+})
+
 t.test('an endpoint event naming another origin is refused: no POST leaves for it', async (t) => {
   const elsewhere = await startRawServer(t, (_req, res) => res.writeHead(202).end())
   const hostileOrigins = [new URL(elsewhere.url).origin, elsewhere.url.replace('127.0.0.1', 'localhost')]
