@@ -41,6 +41,8 @@ type Message = Record<string, unknown>
 
 interface Waiter {
   readonly resolve: (message: Message) => void
+  /** The id the client sent: its answer goes back with it. */
+  readonly clientId: unknown
 }
 
 interface ClientStream {
@@ -52,8 +54,9 @@ interface ClientStream {
 
 /** One client session: one upstream event stream and where its messages go. */
 class Bridge {
-  /** Client requests waiting for their answer, by JSON-RPC id (as JSON, so 1 and "1" differ). */
+  /** Client requests waiting for their answer, by the id the gateway gave them upstream. */
   readonly waiting = new Map<string, Waiter>()
+  private lastUpstreamId = 0
   readonly clientStreams = new Set<ClientStream>()
   /** Told when the session ends, so that requests waiting on it fail at once instead of timing out. */
   readonly onEnd = new Set<() => void>()
@@ -73,16 +76,28 @@ class Bridge {
     this.lastUsedAt = now
   }
 
-  /** A message from the upstream: an awaited answer, or one for the client's GET stream. */
+  /**
+   * An id for one client request on the upstream connection: unique on it, so two requests the
+   * client numbered alike (concurrent POSTs) cannot take each other's answers.
+   */
+  nextUpstreamId (): string {
+    return `portcullis-${++this.lastUpstreamId}`
+  }
+
+  /** A message from the upstream: an awaited answer (its client id restored), or one for the client's GET stream. */
   receive (message: Message): void {
-    const isAnswer = 'id' in message && ('result' in message || 'error' in message)
-    const waiter = isAnswer ? this.waiting.get(JSON.stringify(message.id)) : undefined
-    if (waiter === undefined) {
+    const isAnswer = typeof message.method !== 'string' && 'id' in message && ('result' in message || 'error' in message)
+    if (!isAnswer) {
       this.toClient(this, message)
       return
     }
-    this.waiting.delete(JSON.stringify(message.id))
-    waiter.resolve(message)
+    const key = JSON.stringify(message.id)
+    const waiter = this.waiting.get(key)
+    // An answer nobody waits for (timed out, the client left, or never asked) is nobody's: a
+    // client's GET stream is not the place for it.
+    if (waiter === undefined) return
+    this.waiting.delete(key)
+    waiter.resolve({ ...message, id: waiter.clientId })
   }
 
   get isIdle (): boolean {
@@ -289,8 +304,7 @@ export class SseUpstream implements Upstream {
             bridge = new Bridge(endpoint, body, (b, message) => this.toClient(b, message), this.now())
             resolve(bridge)
           } else if (bridge !== undefined && event.event === 'message') {
-            const message = parseMessage(event.data)
-            if (message !== undefined) bridge.receive(message)
+            for (const message of parseMessages(event.data)) bridge.receive(message)
           }
         }
       })
@@ -326,7 +340,7 @@ export class SseUpstream implements Upstream {
   private async exchange (bridge: Bridge, ex: McpExchange, headers: Readonly<Record<string, string>>): Promise<void> {
     const extra = ex.edit?.extra ?? []
     if ((ex.inspection?.requestIds.length ?? 0) === 0) {
-      await this.post(bridge, ex.body, ex.traceHeaders === undefined ? headers : { ...headers, ...ex.traceHeaders })
+      await this.postEach(bridge, messagesOf(ex.body), ex.traceHeaders === undefined ? headers : { ...headers, ...ex.traceHeaders })
       if (extra.length === 0) ex.res.writeHead(202).end()
       else this.writeAnswer(ex, extra)
       return
@@ -336,8 +350,7 @@ export class SseUpstream implements Upstream {
 
   /** POSTs the client's messages and waits for every request's answer (timeoutMs, or the client leaving). */
   private async exchangeAnswer (bridge: Bridge, ex: McpExchange, headers: Readonly<Record<string, string>>): Promise<Message | Message[]> {
-    const ids = ex.inspection?.requestIds ?? []
-    const answers = ids.map((id) => new Promise<Message>((resolve) => bridge.waiting.set(keyOf(id), { resolve })))
+    const { outgoing, upstreamIds, answers } = this.numbered(bridge, messagesOf(ex.body))
     let timer: NodeJS.Timeout | undefined
     let ended: (() => void) | undefined
     const abandoned = new Promise<never>((_resolve, reject) => {
@@ -350,14 +363,33 @@ export class SseUpstream implements Upstream {
     // Whichever way it goes, nobody else waits on this promise.
     abandoned.catch(() => {})
     try {
-      await this.post(bridge, ex.body, ex.traceHeaders === undefined ? headers : { ...headers, ...ex.traceHeaders })
+      await this.postEach(bridge, outgoing, ex.traceHeaders === undefined ? headers : { ...headers, ...ex.traceHeaders })
       const messages = await Promise.race([Promise.all(answers), abandoned])
       return ex.inspection?.isBatch === true ? messages : messages[0] as Message
     } finally {
       clearTimeout(timer)
       if (ended !== undefined) bridge.onEnd.delete(ended)
-      for (const id of ids) bridge.waiting.delete(keyOf(id))
+      for (const id of upstreamIds) bridge.waiting.delete(keyOf(id))
     }
+  }
+
+  /** The client's requests, each under an id of the bridge's own, with the promise of its answer. */
+  private numbered (bridge: Bridge, messages: readonly Message[]): { outgoing: Message[], upstreamIds: string[], answers: Array<Promise<Message>> } {
+    const upstreamIds: string[] = []
+    const answers: Array<Promise<Message>> = []
+    const outgoing = messages.map((message) => {
+      if (typeof message.method !== 'string' || !('id' in message)) return message
+      const id = bridge.nextUpstreamId()
+      upstreamIds.push(id)
+      answers.push(new Promise<Message>((resolve) => bridge.waiting.set(keyOf(id), { resolve, clientId: message.id })))
+      return { ...message, id }
+    })
+    return { outgoing, upstreamIds, answers }
+  }
+
+  /** One POST per message: a batch is split (servers of the 2024-11-05 era often take one message a POST). */
+  private async postEach (bridge: Bridge, messages: readonly Message[], headers: Readonly<Record<string, string>>): Promise<void> {
+    for (const message of messages) await this.post(bridge, Buffer.from(JSON.stringify(message)), headers)
   }
 
   private async post (bridge: Bridge, body: Buffer | undefined, headers: Readonly<Record<string, string>>): Promise<void> {
@@ -511,12 +543,22 @@ export class SseUpstream implements Upstream {
   }
 }
 
-/** A JSON-RPC message object from the upstream; anything else is not one (validated at the edge). */
-function parseMessage (data: string): Message | undefined {
+/** The JSON-RPC message objects of one upstream event (a batch answer is an array of them); anything else is none (validated at the edge). */
+function parseMessages (data: string): Message[] {
+  let value: unknown
   try {
-    const value: unknown = JSON.parse(data)
-    return value !== null && typeof value === 'object' && !Array.isArray(value) ? value as Message : undefined
+    value = JSON.parse(data)
   } catch {
-    return undefined
+    return []
   }
+  return (Array.isArray(value) ? value : [value]).filter(isMessage)
+}
+
+function isMessage (value: unknown): value is Message {
+  return value !== null && typeof value === 'object' && !Array.isArray(value)
+}
+
+/** The client's body as messages (the route validated it as JSON-RPC: one message or a batch). */
+function messagesOf (body: Buffer | undefined): Message[] {
+  return body === undefined ? [] : parseMessages(body.toString('utf8'))
 }

@@ -134,6 +134,20 @@ t.test('servers[].maxSessions: upstream event streams on the server, all callers
   t.equal((await postJson(gw.mcpUrl('old'), INIT_BODY)).status, 200, 'a session ended frees its slot')
 })
 
+t.test('ids on the upstream connection are the gateway\'s: two requests numbered alike each get their own answer; a batch is split', async (t) => {
+  const upstream = await startSseUpstream(t)
+  const gw = await startGateway(t, { servers: [{ name: 'old', transport: 'sse', url: upstream.url, timeoutMs: 3_000 }] })
+  const init = await postJson(gw.mcpUrl('old'), INIT_BODY)
+  const headers = { 'mcp-session-id': init.headers.get('mcp-session-id') ?? '', 'mcp-protocol-version': '2025-11-25' }
+  const echo = (id: number | string, text: string) => ({ jsonrpc: '2.0', id, method: 'tools/call', params: { name: 'echo', arguments: { text } } })
+  const [a, b] = await Promise.all([postJson(gw.mcpUrl('old'), echo(5, 'first'), headers), postJson(gw.mcpUrl('old'), echo(5, 'second'), headers)])
+  t.match(a.json, { id: 5, result: { content: [{ text: 'first' }] } }, 'the first, with the client\'s id')
+  t.match(b.json, { id: 5, result: { content: [{ text: 'second' }] } }, 'the second, with the same id, its own answer')
+  const batch = await postJson(gw.mcpUrl('old'), [echo('x', 'one'), echo(7, 'two')], headers)
+  t.equal(batch.status, 200, 'a batch to a server that takes one message a POST')
+  t.match(batch.json, [{ id: 'x', result: { content: [{ text: 'one' }] } }, { id: 7, result: { content: [{ text: 'two' }] } }], 'answered as a batch, in order, with the client\'s ids')
+})
+
 t.test('an endpoint event naming another origin is refused: no POST leaves for it', async (t) => {
   const elsewhere = await startRawServer(t, (_req, res) => res.writeHead(202).end())
   const hostileOrigins = [new URL(elsewhere.url).origin, elsewhere.url.replace('127.0.0.1', 'localhost')]
