@@ -26,6 +26,8 @@ export interface LegacySession {
   /** The Streamable HTTP session behind it, once initialize was answered. */
   mcpSessionId: string | undefined
   protocolVersion: string
+  /** The id of the session's initialize (as JSON) until its answer came: only that answer sets protocolVersion. */
+  initializeId: string | undefined
   /** The server->client stream of the Streamable HTTP session. */
   serverStream: { readonly destroy: () => void } | undefined
   isClosed: boolean

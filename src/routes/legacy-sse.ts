@@ -21,6 +21,7 @@ import type { Readable } from 'node:stream'
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify'
 import { PortcullisError } from '../errors.js'
 import { inspectBody } from '../mcp/jsonrpc.js'
+import { KNOWN_REVISIONS } from '../mcp/headers.js'
 import type { ServerConfig } from '../config/schema.js'
 import { DEFAULT_MAX_SSE_EVENT_BYTES, defaultMaxProcessesPerUser, UNUSED_SESSION_IDLE_DIVISOR } from '../config/defaults.js'
 import { ANONYMOUS } from '../identity.js'
@@ -96,8 +97,7 @@ export async function legacySseRoutes (app: FastifyInstance, opts: LegacySseOpti
       end(session, log)
       return
     }
-    const result = (message as { result?: { protocolVersion?: unknown } } | null)?.result
-    if (typeof result?.protocolVersion === 'string') session.protocolVersion = result.protocolVersion
+    adoptVersion(session, message)
     const event = sseMessageEvent(message)
     if (!session.res.write(event)) session.unreadBytes += Buffer.byteLength(event)
     if (session.kept !== undefined) streamKeeper?.wrote(session.kept, event)
@@ -206,7 +206,7 @@ export async function legacySseRoutes (app: FastifyInstance, opts: LegacySseOpti
       const owner = ownerOf(request)
       refuseAboveServerCap(sessions, server)
       refuseAboveCap(owner, sessions, server)
-      const session: LegacySession = { id: randomUUID(), server: server.name, owner, res: reply.raw, upstream, mcpSessionId: undefined, protocolVersion: LEGACY_PROTOCOL_VERSION, serverStream: undefined, isClosed: false, isOpening: false, kept: undefined, unreadBytes: 0 }
+      const session: LegacySession = { id: randomUUID(), server: server.name, owner, res: reply.raw, upstream, mcpSessionId: undefined, protocolVersion: LEGACY_PROTOCOL_VERSION, initializeId: undefined, serverStream: undefined, isClosed: false, isOpening: false, kept: undefined, unreadBytes: 0 }
       sessions.add(session)
       reply.hijack()
       const res = reply.raw
@@ -252,6 +252,8 @@ export async function legacySseRoutes (app: FastifyInstance, opts: LegacySseOpti
       }
       // After a reload this build's upstream is the one in force (a kept one is the same object).
       session.upstream = upstream
+      const initialize = request.mcpInspection.messages.find((m) => m.method === 'initialize')
+      if (initialize !== undefined && session.mcpSessionId === undefined) session.initializeId = JSON.stringify(initialize.id ?? null)
       const response = await toMcpRouteOnce(request, session)
       const body = response.stream()
       const status = response.statusCode
@@ -352,4 +354,18 @@ function parseMessage (data: string): unknown {
   } catch {
     return undefined
   }
+}
+
+/**
+ * The protocol version the session speaks is the one the answer to its own initialize names
+ * (MCP lifecycle: the server's answer decides), and only a revision the gateway knows: any
+ * other message naming a protocolVersion (a tool result, say) must not change the header.
+ */
+function adoptVersion (session: LegacySession, message: unknown): void {
+  if (session.initializeId === undefined || message === null || typeof message !== 'object') return
+  const { id, result } = message as { id?: unknown, result?: { protocolVersion?: unknown } }
+  if (JSON.stringify(id ?? null) !== session.initializeId) return
+  session.initializeId = undefined
+  const version = result?.protocolVersion
+  if (typeof version === 'string' && KNOWN_REVISIONS.has(version)) session.protocolVersion = version
 }

@@ -406,3 +406,32 @@ t.test('servers[].maxLegacySessions: legacy streams on a server, all callers tog
     return isOpen
   }), 'a stream closed frees its slot')
 })
+
+t.test('the session\'s protocol version is the one its initialize answer names, not one any later answer carries', async (t) => {
+  // A hand-written upstream whose tool result carries a protocolVersion field of its own.
+  const versions: string[] = []
+  const upstream = await startRawServer(t, (req, res) => {
+    if (req.method !== 'POST') return void res.writeHead(405).end()
+    versions.push(String(req.headers['mcp-protocol-version'] ?? ''))
+    const chunks: Buffer[] = []
+    req.on('data', (c: Buffer) => chunks.push(c))
+    req.on('end', () => {
+      const message = JSON.parse(Buffer.concat(chunks).toString()) as { id?: number, method: string }
+      if (message.id === undefined) return void res.writeHead(202).end()
+      const result = message.method === 'initialize'
+        ? { protocolVersion: '2024-11-05', capabilities: {}, serverInfo: { name: 'raw', version: '1' } }
+        : { content: [{ type: 'text', text: 'ok' }], protocolVersion: '2025-06-18' }
+      res.writeHead(200, { 'content-type': 'application/json', 'mcp-session-id': 's-1' })
+      res.end(JSON.stringify({ jsonrpc: '2.0', id: message.id, result }))
+    })
+  })
+  const gw = await startGateway(t, { auth: { enabled: false }, servers: [{ name: 'raw', transport: 'http', url: upstream.url }] })
+  const legacy = await openRaw(t, `${gw.baseUrl}/raw/sse`, '')
+  t.equal((await postJson(legacy.endpoint, LEGACY_INIT)).status, 202)
+  await legacy.next()
+  for (const id of [2, 3]) {
+    t.equal((await postJson(legacy.endpoint, { jsonrpc: '2.0', id, method: 'tools/call', params: { name: 'x', arguments: {} } })).status, 202)
+    t.match(await legacy.next(), { id, result: { protocolVersion: '2025-06-18' } }, `call ${id - 1}: its answer names a protocolVersion`)
+  }
+  t.same(versions.slice(1), ['2024-11-05', '2024-11-05'], 'every request after initialize carries the version initialize agreed')
+})
