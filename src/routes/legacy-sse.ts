@@ -22,6 +22,7 @@ import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify'
 import { PortcullisError } from '../errors.js'
 import { inspectBody } from '../mcp/jsonrpc.js'
 import { KNOWN_REVISIONS } from '../mcp/headers.js'
+import { FORWARDED_HEADER } from '../cluster/forward.js'
 import type { ServerConfig } from '../config/schema.js'
 import { DEFAULT_MAX_SSE_EVENT_BYTES, defaultMaxProcessesPerUser, UNUSED_SESSION_IDLE_DIVISOR } from '../config/defaults.js'
 import { ANONYMOUS } from '../identity.js'
@@ -131,8 +132,8 @@ export async function legacySseRoutes (app: FastifyInstance, opts: LegacySseOpti
       url: mcpUrl,
       headers: mcpHeaders(request.headers, session, method),
       ...(method === 'POST' ? { payload: request.body as Buffer } : {}),
-      // The client's own address: rate limits keyed by it and the audit's ip are the client's.
-      remoteAddress: request.socket.remoteAddress ?? request.ip,
+      // The client's address as this request judged it (trustProxy applied once): rate limits keyed by it and the audit's ip are the client's.
+      remoteAddress: request.ip,
       payloadAsStream: true,
       ...(signal === undefined ? {} : { signal }),
     })
@@ -301,12 +302,21 @@ function refuseAboveCap (owner: SessionOwner, sessions: LegacySessions, server: 
   throw new PortcullisError('PORTCULLIS_ERR_TOO_MANY_SESSIONS', `you have ${count} event stream${count === 1 ? '' : 's'} open on server "${server.name}" (its per-user session cap is ${cap}); close one`, { headers: { 'retry-after': SESSION_CAP_RETRY_AFTER_S } })
 }
 
+/**
+ * Who the client is was decided once, on the legacy request (trustProxy read its X-Forwarded-*
+ * headers, its address is passed as remoteAddress): the in-process request must not decide it
+ * again from headers, nor claim to come from another replica (a client could send that header).
+ */
+function isProxyHeader (name: string): boolean {
+  return name.startsWith('x-forwarded-') || name === FORWARDED_HEADER
+}
+
 /** The client's headers for the /mcp route, as a Streamable HTTP client in that session would send them. */
-function mcpHeaders (incoming: IncomingHttpHeaders, session: LegacySession, method: 'POST' | 'GET'): Record<string, string | string[]> {
+export function mcpHeaders (incoming: IncomingHttpHeaders, session: LegacySession, method: 'POST' | 'GET'): Record<string, string | string[]> {
   const out: Record<string, string | string[]> = {}
   for (const name in incoming) {
     const value = incoming[name]
-    if (value !== undefined && !DROPPED_REQUEST_HEADERS.has(name)) out[name] = value
+    if (value !== undefined && !DROPPED_REQUEST_HEADERS.has(name) && !isProxyHeader(name)) out[name] = value
   }
   out.accept = method === 'POST' ? 'application/json, text/event-stream' : 'text/event-stream'
   if (session.mcpSessionId !== undefined) {
