@@ -317,23 +317,11 @@ export class SseUpstream implements Upstream {
     })
   }
 
-  /**
-   * The endpoint event's URI, resolved against `url` (2024-11-05: "a URI for the client to use"),
-   * as a path for the Pool — or undefined when it names another origin: the gateway's POSTs
-   * (configured headers, signed identity) never go where the server's operator did not configure.
-   */
+  /** The endpoint as a path for the Pool, or undefined (logged) when it names another origin. */
   private sameOriginEndpoint (data: string): string | undefined {
-    let target: URL
-    try {
-      target = new URL(data.trim(), this.config.url)
-    } catch {
-      return undefined
-    }
-    if (target.origin !== this.origin) {
-      this.log.warn({ server: this.name, endpointOrigin: target.origin.slice(0, 200) }, 'sse upstream endpoint names another origin; refused')
-      return undefined
-    }
-    return `${target.pathname}${target.search}`
+    const path = sameOriginPath(data, this.config.url)
+    if (path === undefined) this.log.warn({ server: this.name, endpointOrigin: originOf(data, this.config.url).slice(0, 200) }, 'sse upstream endpoint names another origin; refused')
+    return path
   }
 
   /** The client's messages to the endpoint; its requests' answers back as the POST's answer (202 when it carried none). */
@@ -561,4 +549,31 @@ function isMessage (value: unknown): value is Message {
 /** The client's body as messages (the route validated it as JSON-RPC: one message or a batch). */
 function messagesOf (body: Buffer | undefined): Message[] {
   return body === undefined ? [] : parseMessages(body.toString('utf8'))
+}
+
+/**
+ * The endpoint event's URI, resolved against `url` (2024-11-05: "a URI for the client to use"),
+ * as a path — or undefined when it names another origin (RFC 6454: scheme, host, port; WHATWG
+ * URL parsing, so `//host`, backslashes, case and default ports are read as a browser reads
+ * them): the gateway's POSTs (configured headers, signed identity) never go where the server's
+ * operator did not configure. Userinfo is not part of the origin and is not kept.
+ */
+export function sameOriginPath (data: string, url: string): string | undefined {
+  let target: URL
+  try {
+    target = new URL(data.trim(), url)
+  } catch {
+    return undefined
+  }
+  if (target.origin !== new URL(url).origin) return undefined
+  return `${target.pathname}${target.search}`
+}
+
+/** The origin an endpoint names, for the log (never its userinfo, path or query). */
+function originOf (data: string, url: string): string {
+  try {
+    return new URL(data.trim(), url).origin
+  } catch {
+    return 'not a URI'
+  }
 }

@@ -435,3 +435,18 @@ t.test('the session\'s protocol version is the one its initialize answer names, 
   }
   t.same(versions.slice(1), ['2024-11-05', '2024-11-05'], 'every request after initialize carries the version initialize agreed')
 })
+
+t.test('a legacy session belongs to its opener from the start: another user\'s POST before initialize is refused', async (t) => {
+  const upstream = await startUpstream(t)
+  const gw = await startGateway(t, { auth: { users: USERS }, servers: [{ name: 'fx', transport: 'http', url: upstream.url }] })
+  const alice = await signIn(t, gw, 'fx', 'alice')
+  const bob = await signIn(t, gw, 'fx', 'bob')
+  const legacy = await openRaw(t, `${gw.baseUrl}/fx/sse`, alice.token)
+  const initializes = upstream.seen.filter((r) => JSON.stringify(r.body ?? '').includes('"initialize"')).length
+  const bobFirst = await postJson(legacy.endpoint, LEGACY_INIT, { authorization: `Bearer ${bob.token}` })
+  t.equal(bobFirst.status, 404, 'Bob\'s initialize on Alice\'s new session: 404, as for a session that does not exist')
+  t.match(bobFirst.json, { error: { data: { code: 'PORTCULLIS_ERR_SESSION_NOT_FOUND' } } })
+  t.equal(upstream.seen.filter((r) => JSON.stringify(r.body ?? '').includes('"initialize"')).length, initializes, 'nothing of Bob\'s reached the upstream')
+  t.equal((await postJson(legacy.endpoint, LEGACY_INIT, { authorization: `Bearer ${alice.token}` })).status, 202, 'Alice initializes her session')
+  t.match(await legacy.next(), { id: 1, result: {} }, 'and gets the answer on her stream')
+})

@@ -208,6 +208,10 @@ t.test('a bridged session answers only the user and client that opened it', asyn
   t.equal(next.status, 200, 'a new session at the cap replaces the idle one')
   t.ok(await eventually(() => upstream.sessions.size === before), 'the idle one\'s upstream stream closed (one out, one in)')
   t.equal((await postJson(gw.mcpUrl('old'), { jsonrpc: '2.0', id: 3, method: 'tools/list' }, idleHeaders)).status, 404, 'and its id is gone')
+  // With auth on every client request carried a bearer token: none of them reached the upstream.
+  const sent = upstream.seen.filter((r) => r.method === 'GET' || r.method === 'POST')
+  t.ok(sent.length >= 6, 'the streams and POSTs of both users went upstream')
+  t.ok(sent.every((r) => r.headers.authorization === undefined), 'and no Authorization header with them: the client\'s token stays at the gateway')
 })
 
 t.test('an upstream refusing the stream is a 502, never a 401; one that names no endpoint in time, a 504', async (t) => {
