@@ -4,6 +4,7 @@
  * route, which must still know the session its event stream (accepted by an earlier build) holds.
  */
 import type { ServerResponse } from 'node:http'
+import type { FastifyRequest } from 'fastify'
 import type { Upstream } from '../upstreams/types.js'
 import type { SessionOwner } from '../upstreams/session-owners.js'
 import type { KeptStream } from '../upstreams/stream-keeper.js'
@@ -28,6 +29,8 @@ export interface LegacySession {
   protocolVersion: string
   /** The id of the session's initialize (as JSON) until its answer came: only that answer sets protocolVersion. */
   initializeId: string | undefined
+  /** The session's latest POST: a server stream reopened after a reload is sent with its headers. */
+  lastRequest: FastifyRequest | undefined
   /** The server->client stream of the Streamable HTTP session. */
   serverStream: { readonly destroy: () => void } | undefined
   isClosed: boolean
@@ -38,8 +41,21 @@ export interface LegacySession {
   unreadBytes: number
 }
 
+/** Opens a session's server->client stream through one build's /mcp route. */
+export type ServerStreamOpener = (session: LegacySession) => Promise<void>
+
 export class LegacySessions {
   private readonly sessions = new Map<string, LegacySession>()
+  /** Per server, the newest build's way to open a server stream (a reload's build replaces the last). */
+  private readonly openers = new Map<string, ServerStreamOpener>()
+
+  useOpener (server: string, opener: ServerStreamOpener): void {
+    this.openers.set(server, opener)
+  }
+
+  openerOf (server: string): ServerStreamOpener | undefined {
+    return this.openers.get(server)
+  }
 
   get (id: string): LegacySession | undefined {
     return this.sessions.get(id)

@@ -188,13 +188,21 @@ export async function legacySseRoutes (app: FastifyInstance, opts: LegacySseOpti
     await relayAnswer(session, String(response.headers['content-type'] ?? ''), response.stream(), request.log).catch((err: Error) => {
       request.log.warn({ server: server.name, err: { message: err.message } }, 'legacy server stream relay failed')
     })
+    if (session.isClosed) return
+    // A reload replaced this build, whose upstream (rebuilt, as HTTP ones are) closed the stream
+    // when the build closed: the newest build opens it again, and the client notices nothing.
+    const newest = sessions.openerOf(server.name)
+    if (newest !== undefined && newest !== reopen) return newest(session)
     // The session behind it stopped sending (ended, forgotten upstream, its upstream closed): a
     // legacy stream left open would look alive while nothing more can reach it. The client connects again.
-    if (!session.isClosed) {
-      request.log.info({ server: server.name, session: session.id.slice(0, 8) }, 'legacy server stream ended; session closed')
-      session.res.end()
-    }
+    request.log.info({ server: server.name, session: session.id.slice(0, 8) }, 'legacy server stream ended; session closed')
+    session.res.end()
   }
+
+  const reopen = async (session: LegacySession): Promise<void> => {
+    if (session.lastRequest !== undefined) await openServerStream(session.lastRequest, session)
+  }
+  sessions.useOpener(server.name, reopen)
 
   app.route({
     method: 'GET',
@@ -207,7 +215,7 @@ export async function legacySseRoutes (app: FastifyInstance, opts: LegacySseOpti
       const owner = ownerOf(request)
       refuseAboveServerCap(sessions, server)
       refuseAboveCap(owner, sessions, server)
-      const session: LegacySession = { id: randomUUID(), server: server.name, owner, res: reply.raw, upstream, mcpSessionId: undefined, protocolVersion: LEGACY_PROTOCOL_VERSION, initializeId: undefined, serverStream: undefined, isClosed: false, isOpening: false, kept: undefined, unreadBytes: 0 }
+      const session: LegacySession = { id: randomUUID(), server: server.name, owner, res: reply.raw, upstream, mcpSessionId: undefined, protocolVersion: LEGACY_PROTOCOL_VERSION, initializeId: undefined, lastRequest: undefined, serverStream: undefined, isClosed: false, isOpening: false, kept: undefined, unreadBytes: 0 }
       sessions.add(session)
       reply.hijack()
       const res = reply.raw
@@ -253,6 +261,7 @@ export async function legacySseRoutes (app: FastifyInstance, opts: LegacySseOpti
       }
       // After a reload this build's upstream is the one in force (a kept one is the same object).
       session.upstream = upstream
+      session.lastRequest = request
       const initialize = request.mcpInspection.messages.find((m) => m.method === 'initialize')
       if (initialize !== undefined && session.mcpSessionId === undefined) session.initializeId = JSON.stringify(initialize.id ?? null)
       const response = await toMcpRouteOnce(request, session)

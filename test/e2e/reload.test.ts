@@ -5,6 +5,7 @@
 import t, { type Test } from 'tap'
 import { Client } from '@modelcontextprotocol/sdk/client/index.js'
 import { SSEClientTransport } from '@modelcontextprotocol/sdk/client/sse.js'
+import { ToolListChangedNotificationSchema } from '@modelcontextprotocol/sdk/types.js'
 import { startSseMcpServer } from '../fixtures/sse-mcp-server.mjs'
 import { readFileSync, renameSync, writeFileSync } from 'node:fs'
 import { join } from 'node:path'
@@ -298,12 +299,13 @@ t.test('POST /admin/api/v1/reload: the report, audited; an invalid file is a 422
 t.test('SIGHUP: a 2024-11-05 client on /sse and a transport: sse session opened before keep working; the old configuration closes', async (t) => {
   const legacyUpstream = await startSseMcpServer()
   t.teardown(() => legacyUpstream.close())
+  const httpUpstream = await startUpstream(t)
   const port = await freePort()
   const dir = t.testdir({})
   const configPath = join(dir, 'gw.yaml')
   const base = { publicUrl: `http://127.0.0.1:${port}`, listen: { host: '127.0.0.1', port }, dataDir: join(dir, 'data'), auth: { enabled: false } }
   const write = (deny: string[]): void => {
-    writeFileSync(configPath, stringify({ ...base, servers: [stdioServer('local', { tools: { deny } }), { name: 'old', transport: 'sse', url: legacyUpstream.url, tools: { deny } }] }))
+    writeFileSync(configPath, stringify({ ...base, servers: [stdioServer('local', { tools: { deny } }), { name: 'old', transport: 'sse', url: legacyUpstream.url, tools: { deny } }, { name: 'fx', transport: 'http', url: httpUpstream.url, tools: { deny } }] }))
   }
   write([])
   const { child, output } = await startCliGateway(t, configPath)
@@ -314,6 +316,11 @@ t.test('SIGHUP: a 2024-11-05 client on /sse and a transport: sse session opened 
   await legacy.connect(new SSEClientTransport(new URL(`http://127.0.0.1:${port}/local/sse`)))
   t.teardown(() => legacy.close())
   t.equal(textOf(await legacy.callTool({ name: 'echo', arguments: { text: 'before' } })), 'before', 'the legacy client calls before the reload')
+  // One on an HTTP server too: its upstream is rebuilt by a reload, and closes the server stream with the old build.
+  const legacyHttp = new Client({ name: 'legacy-reload-test', version: '1.0.0' })
+  await legacyHttp.connect(new SSEClientTransport(new URL(`http://127.0.0.1:${port}/fx/sse`)))
+  t.teardown(() => legacyHttp.close())
+  t.equal(textOf(await legacyHttp.callTool({ name: 'echo', arguments: { text: 'before' } })), 'before', 'the legacy client on the HTTP server calls before the reload')
   const bridged = await openSession(url('old'))
   t.equal(resultText((await call(url('old'), bridged, 'echo', { text: 'before' })).body), 'before', 'the transport: sse session answers before the reload')
 
@@ -321,7 +328,7 @@ t.test('SIGHUP: a 2024-11-05 client on /sse and a transport: sse session opened 
   child.kill('SIGHUP')
   const line = await nthReload(t, output, 1)
   t.equal(line.msg, 'configuration reloaded', 'applied')
-  t.same([...line.changed as string[]].sort(), ['server changed: local', 'server changed: old'], 'both servers changed (policy only)')
+  t.same([...line.changed as string[]].sort(), ['server changed: fx', 'server changed: local', 'server changed: old'], 'every server changed (policy only)')
 
   await t.resolveMatch(legacy.callTool({ name: 'echo', arguments: { text: 'after' } }), { content: [{ text: 'after' }] }, 'the legacy session opened before the reload answers after it')
   const after = await call(url('old'), bridged, 'echo', { text: 'after' })
@@ -331,4 +338,12 @@ t.test('SIGHUP: a 2024-11-05 client on /sse and a transport: sse session opened 
   t.match((await call(url('old'), bridged, 'secret')).body, { error: { data: { code: 'PORTCULLIS_ERR_POLICY_DENIED' } } }, 'under the new policy')
   t.ok(await eventually(() => output().includes('retired configuration closed'), 10_000), 'the earlier configuration closes although the legacy stream it accepted is still open')
   await t.resolveMatch(legacy.callTool({ name: 'echo', arguments: { text: 'later' } }), { content: [{ text: 'later' }] }, 'and the legacy client still works once it has')
+  await t.resolveMatch(legacyHttp.callTool({ name: 'echo', arguments: { text: 'later' } }), { content: [{ text: 'later' }] }, 'so does the one on the HTTP server')
+  const changed = new Promise<boolean>((resolve) => {
+    legacyHttp.setNotificationHandler(ToolListChangedNotificationSchema, () => resolve(true))
+    setTimeout(() => resolve(false), 5_000).unref()
+  })
+  await legacyHttp.callTool({ name: 'broadcast', arguments: {} }).catch(() => undefined)
+  t.ok(await changed, 'and server notifications reach it: its server stream was opened again on the new configuration')
+  t.notMatch(output(), /legacy server stream ended; session closed/, 'no legacy session was closed')
 })
