@@ -53,6 +53,7 @@ import { Metrics, metricsRoute, recordHttpMetrics } from './observability/metric
 import { SessionDirectory } from './cluster/sessions.js'
 import { ReplicaForwarder } from './cluster/forward.js'
 import { SessionOwners } from './upstreams/session-owners.js'
+import { LegacySessions } from './routes/legacy-sessions.js'
 import { StreamKeeper } from './upstreams/stream-keeper.js'
 import { bearerChallenge } from './resource-server/challenge.js'
 import type { ServerConfig } from './config/schema.js'
@@ -116,6 +117,8 @@ export interface SharedParts {
   readonly directory: SessionDirectory | undefined
   readonly httpSessionOwners: SessionOwners
   readonly streamKeeper: StreamKeeper
+  /** The 2024-11-05 transport's sessions: a legacy client's stream outlives the build that opened it. */
+  readonly legacySessions: LegacySessions
   readonly limiter: RateLimiter
   readonly upstreams: UpstreamPool
   /** The /metrics listener when metrics.listen is set (not yet listening). */
@@ -198,7 +201,7 @@ async function wireApp (app: FastifyInstance, config: Config, options: BuildOpti
   // Tests and plain starts own their shared parts; a reload's gateway passes them from build to build.
   const ownsShared = options.shared === undefined
   const shared = options.shared ?? await createSharedParts(config, { ...options, logger }, () => config)
-  const { metrics, redis, store, directory, httpSessionOwners, streamKeeper, audit, limiter } = shared
+  const { metrics, redis, store, directory, httpSessionOwners, streamKeeper, legacySessions, audit, limiter } = shared
   const pool = shared.upstreams
   // Filled in as they are made; the one onClose below (registered first, so it runs last) closes them.
   const made: { plan?: UpstreamPlan, forwarder?: ReplicaForwarder } = {}
@@ -447,6 +450,7 @@ async function wireApp (app: FastifyInstance, config: Config, options: BuildOpti
     // GET streams never end by themselves; without this, server.close() waits forever. The
     // pool's stdio upstreams outlive a retired build: whoever owns the pool ends theirs.
     for (const upstream of upstreams.values()) if (ownsShared || !pool.owns(upstream)) upstream.closeStreams()
+    if (ownsShared) legacySessions.closeAll()
     for (const socket of connections) if (socket.bytesRead === 0) socket.destroy()
   })
 
@@ -463,7 +467,7 @@ async function wireApp (app: FastifyInstance, config: Config, options: BuildOpti
   await app.register(doctorProbeRoutes)
   if (config.metrics.enabled && config.metrics.listen === undefined) await app.register(metricsRoute, { metrics, bearerToken: config.metrics.bearerToken })
   const drainingHolder = (server: string, sessionId: string): Upstream | undefined => pool.holderOf(server, sessionId)
-  await app.register(mcpRoutes, { config, upstreams, isClosing, isOriginAllowed, authenticate, limiter, audit, metrics, scopeChallenge, toolGuards, streamKeeper, drainingHolder, ...(tracing === undefined ? {} : { tracing: traceSettings(tracing.tracer, keys, metrics) }), ...(directory === undefined || forwarder === undefined ? {} : { replicas: { directory, forwarder } }) })
+  await app.register(mcpRoutes, { config, upstreams, isClosing, isOriginAllowed, authenticate, limiter, audit, metrics, scopeChallenge, toolGuards, streamKeeper, legacySessions, drainingHolder, ...(tracing === undefined ? {} : { tracing: traceSettings(tracing.tracer, keys, metrics) }), ...(directory === undefined || forwarder === undefined ? {} : { replicas: { directory, forwarder } }) })
   await options.afterWiring?.()
   if (ownsShared) activate()
 }
@@ -499,6 +503,7 @@ export async function createSharedParts (config: Config, options: BuildOptions &
   const directory = advertiseUrl === undefined ? undefined : new SessionDirectory(store, advertiseUrl, idleOf, log, now)
   const httpSessionOwners = new SessionOwners(store, log, idleOf, now)
   const streamKeeper = new StreamKeeper(config.streamKeepAliveMs)
+  const legacySessions = new LegacySessions()
   const audit = createAuditLog(config.audit, log, options.auditDestination)
   // Limits decided after the body is read (createRateLimit); counters in Redis when the store is
   // Redis, else in this process — on an instance of their own, so a reload keeps them.
@@ -532,7 +537,7 @@ export async function createSharedParts (config: Config, options: BuildOptions &
     await counters.close()
     if (redis !== undefined) await redis.quit().catch(() => redis.disconnect())
   }
-  return { redis, store, metrics, audit, directory, httpSessionOwners, streamKeeper, limiter, upstreams, metricsServer, close }
+  return { redis, store, metrics, audit, directory, httpSessionOwners, streamKeeper, legacySessions, limiter, upstreams, metricsServer, close }
 }
 
 /** A user's stdio sessions and processes on this replica end (offboarding; other replicas hear of it through ClusterNotices). */

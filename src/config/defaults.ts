@@ -93,6 +93,12 @@ export const DEFAULT_STDIO_STARTUP_TIMEOUT_MS = 30_000
 export const DEFAULT_STDIO_REQUEST_TIMEOUT_MS = 60_000
 /** Largest single JSON-RPC line accepted from a child. */
 export const DEFAULT_STDIO_MAX_MESSAGE_BYTES = 64 * 1024 * 1024
+/** Largest single event read from an event stream (transport: sse upstreams, the legacy routes' own answers): a message is one event. */
+export const DEFAULT_MAX_SSE_EVENT_BYTES = DEFAULT_STDIO_MAX_MESSAGE_BYTES
+/** 2024-11-05 event streams (GET /<name>/sse) open at once on one server, all callers together. */
+export const DEFAULT_MAX_LEGACY_SESSIONS = 256
+/** transport: sse sessions (upstream event streams) open at once on one server, all callers together. */
+export const DEFAULT_SSE_MAX_SESSIONS = 256
 
 /** OAuth: access tokens are short-lived JWTs bound to one server. */
 export const DEFAULT_ACCESS_TOKEN_TTL = '15m'

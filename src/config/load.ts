@@ -208,7 +208,7 @@ function describeValue (value: unknown): string {
 const KNOWN_KEYS = [
   'publicUrl', 'trustProxy', 'allowInsecurePublicUrl', 'metrics', 'bearerToken', 'cluster', 'advertiseUrl', 'registeredClientTtl', 'unusedClientTtl', 'listen', 'host', 'port', 'bodyLimit', 'allowedOrigins', 'shutdownTimeoutMs', 'dataDir', 'log', 'level', 'requests',
   'servers', 'name', 'transport', 'url', 'headers', 'forwardHeaders', 'timeoutMs',
-  'command', 'args', 'env', 'cwd', 'isolation', 'maxProcesses', 'maxProcessesPerUser', 'maxSessionsPerUser', 'sessionCost', 'prestart', 'idleTimeoutMs', 'startupTimeoutMs', 'requestTimeoutMs', 'maxMessageBytes', 'user', 'group', 'maxStreams', 'maxConnections', 'http2', 'streamKeepAliveMs', 'identity', 'header',
+  'command', 'args', 'env', 'cwd', 'isolation', 'maxProcesses', 'maxProcessesPerUser', 'maxSessionsPerUser', 'sessionCost', 'prestart', 'idleTimeoutMs', 'startupTimeoutMs', 'requestTimeoutMs', 'maxMessageBytes', 'maxLegacySessions', 'maxSessions', 'user', 'group', 'maxStreams', 'maxConnections', 'http2', 'streamKeepAliveMs', 'identity', 'header',
   'scopes', 'store', 'sqlite', 'memory', 'auth', 'enabled', 'accessTokenTtl', 'refreshTokenTtl', 'refreshTokenReuseGrace', 'users', 'username',
   'passwordHash', 'groups', 'email', 'clients', 'clientId', 'clientSecret', 'redirectUris', 'grantTypes', 'dynamicRegistration',
   'clientMetadataDocuments', 'allowedHosts', 'defaultResource', 'signingKeysFile', 'apiKeys', 'defaultTtl', 'maxTtl', 'maxPerUser', 'login', 'maxFailures', 'maxFailuresPerIp', 'window',

@@ -9,7 +9,7 @@ import {
   DEFAULT_REFRESH_TOKEN_REUSE_GRACE, DEFAULT_REGISTERED_CLIENT_TTL, DEFAULT_UNUSED_CLIENT_TTL, DEFAULT_REFRESH_TOKEN_TTL, RESERVED_SCOPES,
   DEFAULT_IDP_REVALIDATE_EVERY, DEFAULT_API_KEY_TTL, DEFAULT_API_KEY_MAX_TTL, DEFAULT_API_KEYS_PER_USER,
   DEFAULT_BODY_LIMIT_BYTES, DEFAULT_DATA_DIR, DEFAULT_LISTEN_HOST, DEFAULT_LISTEN_PORT, DEFAULT_SHUTDOWN_TIMEOUT_MS,
-  DEFAULT_STDIO_IDLE_TIMEOUT_MS, DEFAULT_HTTP_SESSION_IDLE_TIMEOUT_MS, DEFAULT_HTTP_MAX_SESSIONS_PER_USER, DEFAULT_SESSION_COST, DEFAULT_STREAM_KEEPALIVE_MS, DEFAULT_STDIO_MAX_MESSAGE_BYTES, DEFAULT_STDIO_MAX_PROCESSES, DEFAULT_STDIO_REQUEST_TIMEOUT_MS,
+  DEFAULT_STDIO_IDLE_TIMEOUT_MS, DEFAULT_HTTP_SESSION_IDLE_TIMEOUT_MS, DEFAULT_HTTP_MAX_SESSIONS_PER_USER, DEFAULT_SESSION_COST, DEFAULT_STREAM_KEEPALIVE_MS, DEFAULT_STDIO_MAX_MESSAGE_BYTES, DEFAULT_MAX_SSE_EVENT_BYTES, DEFAULT_MAX_LEGACY_SESSIONS, DEFAULT_SSE_MAX_SESSIONS, DEFAULT_STDIO_MAX_PROCESSES, DEFAULT_STDIO_REQUEST_TIMEOUT_MS,
   DEFAULT_STDIO_STARTUP_TIMEOUT_MS, DEFAULT_UPSTREAM_TIMEOUT_MS, FIRST_RUN_USERNAME, RESERVED_SERVER_NAMES,
   DEFAULT_HEADERS_TIMEOUT_MS, DEFAULT_BODY_TIMEOUT_MS, DEFAULT_KEEPALIVE_TIMEOUT_MS,
 } from './defaults.js'
@@ -172,6 +172,12 @@ const redactResults = z.array(z.union([detectorName, operatorPattern], {
 })
 
 /** Who may reach a server and use what, how often: shared by every transport. */
+/** 2024-11-05 clients (GET /<name>/sse), on every transport: a server-wide budget, since with auth off every caller is one user. */
+const legacyFields = {
+  /** Legacy event streams open at once on this server, all callers together; beyond it 503. */
+  maxLegacySessions: wholeNumber('expected a number of sessions').pipe(z.number().min(1, 'expected at least 1 session')).default(DEFAULT_MAX_LEGACY_SESSIONS),
+}
+
 const policyFields = {
   access: accessSchema.optional(),
   tools: policyListSchema(toolRuleSchema).prefault({}),
@@ -326,6 +332,7 @@ const httpServerSchema = z.strictObject({
   /** Scopes a token must carry to reach this server at all. */
   scopes: z.array(scopeName).default([]),
   ...policyFields,
+  ...legacyFields,
   ...guardrailFields,
 }).superRefine((server, ctx) => {
   if (server.upstreamAuth !== undefined && Object.keys(server.headers).some((name) => name.toLowerCase() === 'authorization')) {
@@ -358,6 +365,10 @@ const sseServerSchema = z.strictObject({
   idleTimeoutMs: positiveMs('an idle timeout').default(DEFAULT_HTTP_SESSION_IDLE_TIMEOUT_MS),
   /** Sessions one user may hold open (each is one upstream event stream); beyond it 429. */
   maxSessionsPerUser: wholeNumber('expected a number of sessions').pipe(z.number().min(1, 'expected at least 1 session')).default(DEFAULT_HTTP_MAX_SESSIONS_PER_USER),
+  /** Sessions open at once on this server, all callers together (each is one upstream event stream); beyond it 503. */
+  maxSessions: wholeNumber('expected a number of sessions').pipe(z.number().min(1, 'expected at least 1 session')).default(DEFAULT_SSE_MAX_SESSIONS),
+  /** Largest single event the upstream's stream may send (one message); past it the session ends. */
+  maxMessageBytes: byteSize.default(DEFAULT_MAX_SSE_EVENT_BYTES),
   /** A short-lived ES256 JWT naming the caller on every upstream request, in this header. */
   identity: z.strictObject({ header: identityHeaderName }).optional(),
   /** Refused with the reason: a credential the upstream refuses mid-session cannot be renewed on a 2024-11-05 stream. */
@@ -367,6 +378,7 @@ const sseServerSchema = z.strictObject({
   /** Scopes a token must carry to reach this server at all. */
   scopes: z.array(scopeName).default([]),
   ...policyFields,
+  ...legacyFields,
   ...guardrailFields,
 }).superRefine((server, ctx) => {
   const header = server.identity?.header.toLowerCase()
@@ -408,6 +420,7 @@ const stdioServerSchema = z.strictObject({
   /** Scopes a token must carry to reach this server at all. */
   scopes: z.array(scopeName).default([]),
   ...policyFields,
+  ...legacyFields,
   ...guardrailFields,
 }).superRefine((server, ctx) => {
   const usesUser = [...server.args, ...Object.values(server.env)].some(hasUserTemplate)

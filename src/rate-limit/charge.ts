@@ -31,6 +31,25 @@ export async function charge (options: ChargeOptions, callerKey: string, outcome
   return charged
 }
 
+/** The caller's budget on the server (servers[].rateLimit, else rateLimits.perUser), charged `cost`. */
+function perUserBucket (options: ChargeOptions, callerKey: string, cost: number): Bucket | undefined {
+  const { server } = options
+  const rate = server.rateLimit ?? options.defaults.perUser
+  return rate === undefined || cost <= 0 ? undefined : { kind: 'user', key: `${server.name}:${callerKey}`, rate, cost, subject: `server "${server.name}"`, caller: callerKey }
+}
+
+/**
+ * One request's charge on the caller's budget for a request without a JSON-RPC body to judge:
+ * a 2024-11-05 GET /sse opens a stream and a session slot, and must not be free to repeat.
+ */
+export async function chargeRequest (options: ChargeOptions, callerKey: string): Promise<PortcullisError | undefined> {
+  const bucket = perUserBucket(options, callerKey, 1)
+  if (bucket === undefined) return undefined
+  const outcome = await options.limiter.consume([bucket])
+  if (outcome === 'store-unavailable') return new PortcullisError('PORTCULLIS_ERR_RATE_LIMIT_UNAVAILABLE', undefined, { headers: { 'retry-after': String(STORE_RETRY_AFTER_S) } })
+  return outcome === undefined ? undefined : limited(outcome, null)
+}
+
 async function chargeOne (options: ChargeOptions, callerKey: string, outcome: MessageOutcome): Promise<MessageOutcome> {
   const { server, limiter } = options
   const { message, kind, name, rule: tool } = outcome
@@ -39,10 +58,8 @@ async function chargeOne (options: ChargeOptions, callerKey: string, outcome: Me
   // 300 sessions, each a process, under a 200/min budget).
   const cost = message.method === 'initialize' ? options.defaults.sessionCost : tool?.cost ?? 1
   const buckets: Bucket[] = []
-  const perUser = server.rateLimit ?? options.defaults.perUser
-  if (perUser !== undefined && cost > 0) {
-    buckets.push({ kind: 'user', key: `${server.name}:${callerKey}`, rate: perUser, cost, subject: `server "${server.name}"`, caller: callerKey })
-  }
+  const perUser = perUserBucket(options, callerKey, cost)
+  if (perUser !== undefined) buckets.push(perUser)
   if (kind === 'tool' && name !== undefined) {
     const perTool = tool?.rateLimit ?? options.defaults.perUserPerTool
     if (perTool !== undefined) buckets.push({ kind: 'user-tool', key: `${server.name}:${name}:${callerKey}`, rate: perTool, cost, subject: `tool "${name}"`, caller: callerKey })

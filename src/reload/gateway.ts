@@ -25,6 +25,7 @@ import { describeChanges, restartOnlyChanges, withRestartOnlyKept } from './chan
 import type { ReloadReport } from './report.js'
 import { stableJson } from './upstream-pool.js'
 import { accountChanges, hasAccountChanges } from './users.js'
+import { OUTLIVES_GENERATION } from '../routes/legacy-sessions.js'
 
 /** Who asked for a reload; only an operator's own request (API, SIGHUP) is passed on to the other replicas. */
 export type ReloadCause = 'api' | 'signal' | 'watch' | 'replica'
@@ -153,6 +154,7 @@ export class Gateway {
     const closed = new Promise<void>((resolve) => this.server.close(() => resolve()))
     for (const { app } of generations) for (const upstream of app.portcullis.upstreams.values()) upstream.closeStreams()
     for (const upstream of this.shared.upstreams.drainingUpstreams()) upstream.closeStreams()
+    this.shared.legacySessions.closeAll()
     for (const socket of this.connections) if (socket.bytesRead === 0) socket.destroy()
     this.server.closeIdleConnections()
     const timeoutMs = this.config.shutdownTimeoutMs
@@ -196,7 +198,15 @@ export class Gateway {
   private route (req: IncomingMessage, res: ServerResponse): void {
     const generation = this.generation()
     generation.inFlight++
-    res.once('close', () => { generation.inFlight-- })
+    let isCounted = true
+    const release = (): void => {
+      if (!isCounted) return
+      isCounted = false
+      generation.inFlight--
+    }
+    res.once('close', release)
+    // A 2024-11-05 event stream lives in the shared parts, not in this generation: it must not keep it from closing.
+    res.once(OUTLIVES_GENERATION, release)
     generation.handle(req, res)
   }
 

@@ -16,17 +16,34 @@ import { createHash } from 'node:crypto'
 import type { FastifyBaseLogger } from 'fastify'
 import type { Config, ServerConfig } from '../config/schema.js'
 import { StdioUpstream } from '../upstreams/stdio/stdio-upstream.js'
+import { SseUpstream } from '../upstreams/sse-upstream.js'
 import type { Upstream } from '../upstreams/types.js'
 import type { LinkedTokenSource } from '../upstreams/upstream-credentials.js'
 
 /** Settings the gateway judges by (policy, guardrails, scopes): a change to them keeps the processes. */
-const JUDGED_FIELDS: ReadonlySet<string> = new Set(['scopes', 'access', 'tools', 'prompts', 'resources', 'rateLimit', 'redactResults', 'pinTools', 'validateArguments'])
+const JUDGED_FIELDS: ReadonlySet<string> = new Set(['scopes', 'access', 'tools', 'prompts', 'resources', 'rateLimit', 'redactResults', 'pinTools', 'validateArguments', 'maxLegacySessions'])
 
 /** How often draining upstreams are checked for their last session. */
 const DRAIN_CHECK_INTERVAL_MS = 1_000
 
+/**
+ * Upstreams that hold their sessions in this process — stdio (processes) and sse (each session
+ * one upstream event stream, SseUpstream's bridges) — are kept across reloads by definition
+ * key; a new instance would know none of their sessions. HTTP upstreams' sessions live upstream
+ * and in the shared SessionOwners, so each build makes its own.
+ */
+type InProcessUpstream = StdioUpstream | SseUpstream
+
+function holdsSessionsInProcess (server: ServerConfig): boolean {
+  return server.transport === 'stdio' || server.transport === 'sse'
+}
+
+function isInProcess (upstream: Upstream): upstream is InProcessUpstream {
+  return upstream instanceof StdioUpstream || upstream instanceof SseUpstream
+}
+
 interface Kept {
-  readonly upstream: StdioUpstream
+  readonly upstream: InProcessUpstream
   readonly key: string
 }
 
@@ -40,7 +57,7 @@ export interface UpstreamPlan {
 }
 
 interface Draining {
-  readonly upstream: StdioUpstream
+  readonly upstream: InProcessUpstream
   /** Removed from the file: no route reaches its sessions, so it closes once nothing is in flight. */
   readonly isRemoved: boolean
 }
@@ -64,13 +81,13 @@ export class UpstreamPool {
     const made: Kept[] = []
     for (const server of config.servers) {
       const kept = this.kept.get(server.name)
-      const key = server.transport === 'stdio' ? definitionKey(server) : undefined
+      const key = holdsSessionsInProcess(server) ? definitionKey(server) : undefined
       if (kept !== undefined && kept.key === key) {
         upstreams.set(server.name, kept.upstream)
         continue
       }
       const upstream = create(server)
-      if (key !== undefined && upstream instanceof StdioUpstream) made.push({ upstream, key })
+      if (key !== undefined && isInProcess(upstream)) made.push({ upstream, key })
       upstreams.set(server.name, upstream)
     }
     let state: 'planned' | 'committed' | 'aborted' = 'planned'
@@ -91,7 +108,7 @@ export class UpstreamPool {
 
   /** Whether this upstream belongs to the pool (closed by it, never by one build of the app). */
   owns (upstream: Upstream): boolean {
-    return upstream instanceof StdioUpstream && (this.kept.get(upstream.name)?.upstream === upstream || [...this.draining].some((d) => d.upstream === upstream))
+    return isInProcess(upstream) && (this.kept.get(upstream.name)?.upstream === upstream || [...this.draining].some((d) => d.upstream === upstream))
   }
 
   /** A draining upstream of this server that holds the session: the session stays on its own process. */
@@ -142,7 +159,7 @@ export class UpstreamPool {
     for (const entry of made) this.kept.set(entry.upstream.name, entry)
   }
 
-  private drain (upstream: StdioUpstream, isRemoved: boolean): void {
+  private drain (upstream: InProcessUpstream, isRemoved: boolean): void {
     this.draining.add({ upstream, isRemoved })
     // A removed server's open streams would keep it (and its processes) alive with no route to it.
     if (isRemoved) upstream.closeStreams()

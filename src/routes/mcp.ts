@@ -46,6 +46,8 @@ import type { ToolGuard } from '../guardrails/tool-guard.js'
 import type { StreamKeeper } from '../upstreams/stream-keeper.js'
 import type { TraceSettings } from '../observability/request-trace.js'
 import { legacySseRoutes } from './legacy-sse.js'
+import type { LegacySessions } from './legacy-sessions.js'
+import { chargeRequest } from '../rate-limit/charge.js'
 import { McpCall, runSteps, type McpRoute, type Step } from './mcp/call.js'
 import { openTrace } from './mcp/open-trace.js'
 import { admit } from './mcp/admit.js'
@@ -102,6 +104,8 @@ export interface McpRoutesOptions {
   readonly replicas?: { readonly directory: SessionDirectory, readonly forwarder: ReplicaForwarder }
   /** Keep-alive comments on the 2024-11-05 transport's event streams. */
   readonly streamKeeper?: StreamKeeper
+  /** The 2024-11-05 transport's sessions, shared by every build (SharedParts). */
+  readonly legacySessions: LegacySessions
   /** Set when telemetry.otlp is: each request gets its spans. */
   readonly tracing?: TraceSettings
 }
@@ -206,8 +210,15 @@ export async function mcpRoutes (app: FastifyInstance, opts: McpRoutesOptions): 
       upstream: route.upstream,
       onRequest: [beginCall(route, LEGACY_BEFORE_BODY)],
       checkAccess: continueCall(LEGACY_ACCESS),
+      // Opening a stream costs one unit of the caller's budget (checkAccess has named the caller).
+      charge: async (request) => {
+        const options = route.chargeOptions
+        const refusal = options === undefined ? undefined : await chargeRequest(options, (request.mcpCall as McpCall).callerKey)
+        if (refusal !== undefined) throw refusal
+      },
       ownerOf: (request) => (request.mcpCall as McpCall).ownerOf(),
       streamKeeper: opts.streamKeeper,
+      sessions: opts.legacySessions,
     })
 
     app.route({

@@ -7,6 +7,7 @@
  */
 import { StringDecoder } from 'node:string_decoder'
 import { eventEnd, splitLines } from './response-edit.js'
+import { DEFAULT_MAX_SSE_EVENT_BYTES } from '../config/defaults.js'
 
 export interface SseEvent {
   /** The event type; `message` when the event names none. */
@@ -14,23 +15,75 @@ export interface SseEvent {
   readonly data: string
 }
 
+/** The code of what SseEventReader.push throws when one event grows past its limit (the stream is to be closed). */
+export const SSE_EVENT_TOO_LARGE = 'SSE_EVENT_TOO_LARGE'
+
+class SseEventTooLarge extends Error {
+  readonly code = SSE_EVENT_TOO_LARGE
+
+  constructor (readonly maxEventBytes: number) {
+    super(`an event stream event is larger than ${maxEventBytes} bytes`)
+  }
+}
+
+/**
+ * How many characters of an incomplete event are looked at again with the next chunk: the
+ * longest blank line is "\r\n\r\n", and a "\r" before its first "\n" is part of it.
+ */
+const HELD_CHARS = 3
+
 export class SseEventReader {
-  private pending = ''
+  /**
+   * The incomplete event, chunk by chunk: joined once, when its blank line comes. Holding one
+   * growing string instead made every chunk rescan (and copy) the whole event: quadratic.
+   */
+  private parts: string[] = []
+  private pendingBytes = 0
+  /** The last HELD_CHARS characters of `parts`: where a blank line cut between two chunks starts. */
+  private held = ''
   /** A character cut between two network reads is held until its last byte comes. */
   private readonly decoder = new StringDecoder('utf8')
 
+  /** @param maxEventBytes one event's limit (servers[].maxMessageBytes); past it push throws SseEventTooLarge */
+  constructor (private readonly maxEventBytes: number = DEFAULT_MAX_SSE_EVENT_BYTES) {}
+
   /** The complete events in `chunk` (with what was held from before); a partial one waits for the next chunk. */
   push (chunk: Buffer | string): SseEvent[] {
-    this.pending += typeof chunk === 'string' ? chunk : this.decoder.write(chunk)
+    const text = typeof chunk === 'string' ? chunk : this.decoder.write(chunk)
     const events: SseEvent[] = []
-    for (;;) {
-      const end = eventEnd(this.pending)
-      if (end === undefined) break
-      const event = parseEvent(this.pending.slice(0, end.start))
-      this.pending = this.pending.slice(end.end)
-      if (event !== undefined) events.push(event)
+    let window = this.held + text
+    let end = eventEnd(window)
+    if (end !== undefined) {
+      // The first event began in earlier chunks: everything held, up to its blank line.
+      const before = this.parts.join('')
+      this.addEvent(events, (before + text).slice(0, before.length - this.held.length + end.start))
+      window = window.slice(end.end)
+      for (end = eventEnd(window); end !== undefined; end = eventEnd(window)) {
+        this.addEvent(events, window.slice(0, end.start))
+        window = window.slice(end.end)
+      }
+      this.parts = []
+      this.pendingBytes = 0
+      this.held = ''
+      this.hold(window)
+      return events
     }
+    this.hold(text)
     return events
+  }
+
+  private hold (text: string): void {
+    if (text === '') return
+    this.parts.push(text)
+    this.pendingBytes += Buffer.byteLength(text)
+    this.held = (this.held + text).slice(-HELD_CHARS)
+    if (this.pendingBytes > this.maxEventBytes) throw new SseEventTooLarge(this.maxEventBytes)
+  }
+
+  private addEvent (events: SseEvent[], block: string): void {
+    if (Buffer.byteLength(block) > this.maxEventBytes) throw new SseEventTooLarge(this.maxEventBytes)
+    const event = parseEvent(block)
+    if (event !== undefined) events.push(event)
   }
 }
 

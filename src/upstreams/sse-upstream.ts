@@ -30,7 +30,7 @@ import type { KeptStream, StreamKeeper } from './stream-keeper.js'
 import type { IdentitySigner } from './identity-token.js'
 import { CallerHeaders } from './caller-headers.js'
 import { probeTcp } from './tcp-probe.js'
-import { SseEventReader } from './sse-events.js'
+import { SSE_EVENT_TOO_LARGE, SseEventReader } from './sse-events.js'
 import { isStoreUnavailable } from '../store/types.js'
 import { storeUnavailableError } from '../store/outage.js'
 
@@ -42,17 +42,22 @@ type Message = Record<string, unknown>
 
 interface Waiter {
   readonly resolve: (message: Message) => void
+  /** The id the client sent: its answer goes back with it. */
+  readonly clientId: unknown
 }
 
 interface ClientStream {
   readonly res: ServerResponse
   readonly kept: KeptStream
+  /** Bytes written since the stream last said it was full (write() false), until it drains. */
+  unreadBytes: number
 }
 
 /** One client session: one upstream event stream and where its messages go. */
 class Bridge {
-  /** Client requests waiting for their answer, by JSON-RPC id (as JSON, so 1 and "1" differ). */
+  /** Client requests waiting for their answer, by the id the gateway gave them upstream. */
   readonly waiting = new Map<string, Waiter>()
+  private lastUpstreamId = 0
   readonly clientStreams = new Set<ClientStream>()
   /** Told when the session ends, so that requests waiting on it fail at once instead of timing out. */
   readonly onEnd = new Set<() => void>()
@@ -72,16 +77,28 @@ class Bridge {
     this.lastUsedAt = now
   }
 
-  /** A message from the upstream: an awaited answer, or one for the client's GET stream. */
+  /**
+   * An id for one client request on the upstream connection: unique on it, so two requests the
+   * client numbered alike (concurrent POSTs) cannot take each other's answers.
+   */
+  nextUpstreamId (): string {
+    return `portcullis-${++this.lastUpstreamId}`
+  }
+
+  /** A message from the upstream: an awaited answer (its client id restored), or one for the client's GET stream. */
   receive (message: Message): void {
-    const isAnswer = 'id' in message && ('result' in message || 'error' in message)
-    const waiter = isAnswer ? this.waiting.get(JSON.stringify(message.id)) : undefined
-    if (waiter === undefined) {
+    const isAnswer = typeof message.method !== 'string' && 'id' in message && ('result' in message || 'error' in message)
+    if (!isAnswer) {
       this.toClient(this, message)
       return
     }
-    this.waiting.delete(JSON.stringify(message.id))
-    waiter.resolve(message)
+    const key = JSON.stringify(message.id)
+    const waiter = this.waiting.get(key)
+    // An answer nobody waits for (timed out, the client left, or never asked) is nobody's: a
+    // client's GET stream is not the place for it.
+    if (waiter === undefined) return
+    this.waiting.delete(key)
+    waiter.resolve({ ...message, id: waiter.clientId })
   }
 
   get isIdle (): boolean {
@@ -112,6 +129,8 @@ export class SseUpstream implements Upstream {
   private readonly headers: CallerHeaders
   private readonly bridges = new Map<string, Bridge>()
   private inFlight = 0
+  /** Sessions being opened (initialize in flight): counted against maxSessions with the open ones. */
+  private opening = 0
   private isClosed = false
   private lastProbe: { at: number, result: Promise<UpstreamHealth> } | undefined
   private readonly sweeper: NodeJS.Timeout
@@ -130,7 +149,11 @@ export class SseUpstream implements Upstream {
     this.origin = url.origin
     this.path = `${url.pathname}${url.search}`
     this.pool = new Pool(this.origin, { connections: null, connectTimeout: Math.min(config.timeoutMs, 10_000), headersTimeout: config.timeoutMs, bodyTimeout: config.timeoutMs })
-    owners.onReclaim(this.name, async (sessionId) => this.bridges.get(sessionId)?.close())
+    // Ended by the gateway (cap, unused, an administrator): the bridge leaves the map too, not just its stream.
+    owners.onReclaim(this.name, async (sessionId) => {
+      const bridge = this.bridges.get(sessionId)
+      if (bridge !== undefined) this.endBridge(bridge)
+    })
     this.sweeper = setInterval(() => this.sweep(), Math.min(SWEEP_MAX_INTERVAL_MS, Math.max(1_000, config.idleTimeoutMs / 4)))
     this.sweeper.unref()
   }
@@ -195,9 +218,15 @@ export class SseUpstream implements Upstream {
 
   /** initialize: a new upstream stream, its endpoint, the answer; the client learns the session id only once its owner is recorded. */
   private async initialize (ex: McpExchange): Promise<void> {
+    // servers[].maxSessions: all callers together (with auth off they are one user, whom no per-user cap holds).
+    const open = this.bridges.size + this.opening
+    if (open >= this.config.maxSessions) {
+      throw new PortcullisError('PORTCULLIS_ERR_UPSTREAM_BUSY', `server "${this.name}" has ${open} sessions open (servers[].maxSessions is ${this.config.maxSessions}); retry shortly`, { headers: { 'retry-after': '2' } })
+    }
     // servers[].maxSessionsPerUser: each session holds an upstream connection.
     const release = this.owners.admit(this.name, ex.owner.user, this.config.maxSessionsPerUser)
     if (release instanceof PortcullisError) throw release
+    this.opening++
     try {
       const headers = await this.headers.for(ex)
       const bridge = await this.connect(headers)
@@ -213,6 +242,7 @@ export class SseUpstream implements Upstream {
         throw err
       }
     } finally {
+      this.opening--
       release()
     }
   }
@@ -240,7 +270,7 @@ export class SseUpstream implements Upstream {
   /** The session starts at the endpoint event (on url's origin, else refused); every later message event goes to it. */
   private awaitEndpoint (body: Readable): Promise<Bridge> {
     return new Promise((resolve, reject) => {
-      const reader = new SseEventReader()
+      const reader = new SseEventReader(this.config.maxMessageBytes)
       let bridge: Bridge | undefined
       let isFailed = false
       const fail = (reason: string): void => {
@@ -255,7 +285,19 @@ export class SseUpstream implements Upstream {
       }
       const timer = setTimeout(() => fail('timeout'), this.config.timeoutMs)
       body.on('data', (chunk: Buffer) => {
-        for (const event of reader.push(chunk)) {
+        let events
+        try {
+          events = reader.push(chunk)
+        } catch (err) {
+          if ((err as { code?: string }).code !== SSE_EVENT_TOO_LARGE) throw err
+          // servers[].maxMessageBytes: a stream that never ends its event must not grow without bound.
+          this.log.error({ server: this.name, maxMessageBytes: this.config.maxMessageBytes }, 'sse upstream sent an event larger than maxMessageBytes; its session ends')
+          if (bridge === undefined) return fail('message too large')
+          // Requests waiting on the session fail at once (a JSON-RPC error to each client).
+          this.endBridge(bridge)
+          return
+        }
+        for (const event of events) {
           if (bridge === undefined && event.event === 'endpoint') {
             const endpoint = this.sameOriginEndpoint(event.data)
             if (endpoint === undefined) return fail('endpoint on another origin')
@@ -263,8 +305,7 @@ export class SseUpstream implements Upstream {
             bridge = new Bridge(endpoint, body, (b, message) => this.toClient(b, message), this.now())
             resolve(bridge)
           } else if (bridge !== undefined && event.event === 'message') {
-            const message = parseMessage(event.data)
-            if (message !== undefined) bridge.receive(message)
+            for (const message of parseMessages(event.data)) bridge.receive(message)
           }
         }
       })
@@ -277,30 +318,18 @@ export class SseUpstream implements Upstream {
     })
   }
 
-  /**
-   * The endpoint event's URI, resolved against `url` (2024-11-05: "a URI for the client to use"),
-   * as a path for the Pool — or undefined when it names another origin: the gateway's POSTs
-   * (configured headers, signed identity) never go where the server's operator did not configure.
-   */
+  /** The endpoint as a path for the Pool, or undefined (logged) when it names another origin. */
   private sameOriginEndpoint (data: string): string | undefined {
-    let target: URL
-    try {
-      target = new URL(data.trim(), this.config.url)
-    } catch {
-      return undefined
-    }
-    if (target.origin !== this.origin) {
-      this.log.warn({ server: this.name, endpointOrigin: target.origin.slice(0, 200) }, 'sse upstream endpoint names another origin; refused')
-      return undefined
-    }
-    return `${target.pathname}${target.search}`
+    const path = sameOriginPath(data, this.config.url)
+    if (path === undefined) this.log.warn({ server: this.name, endpointOrigin: originOf(data, this.config.url).slice(0, 200) }, 'sse upstream endpoint names another origin; refused')
+    return path
   }
 
   /** The client's messages to the endpoint; its requests' answers back as the POST's answer (202 when it carried none). */
   private async exchange (bridge: Bridge, ex: McpExchange, headers: Readonly<Record<string, string>>): Promise<void> {
     const extra = ex.edit?.extra ?? []
     if ((ex.inspection?.requestIds.length ?? 0) === 0) {
-      await this.post(bridge, ex.body, ex.traceHeaders === undefined ? headers : { ...headers, ...ex.traceHeaders })
+      await this.postEach(bridge, messagesOf(ex.body), ex.traceHeaders === undefined ? headers : { ...headers, ...ex.traceHeaders })
       if (extra.length === 0) ex.res.writeHead(202).end()
       else this.writeAnswer(ex, extra)
       return
@@ -310,8 +339,7 @@ export class SseUpstream implements Upstream {
 
   /** POSTs the client's messages and waits for every request's answer (timeoutMs, or the client leaving). */
   private async exchangeAnswer (bridge: Bridge, ex: McpExchange, headers: Readonly<Record<string, string>>): Promise<Message | Message[]> {
-    const ids = ex.inspection?.requestIds ?? []
-    const answers = ids.map((id) => new Promise<Message>((resolve) => bridge.waiting.set(keyOf(id), { resolve })))
+    const { outgoing, upstreamIds, answers } = this.numbered(bridge, messagesOf(ex.body))
     let timer: NodeJS.Timeout | undefined
     let ended: (() => void) | undefined
     const abandoned = new Promise<never>((_resolve, reject) => {
@@ -324,14 +352,33 @@ export class SseUpstream implements Upstream {
     // Whichever way it goes, nobody else waits on this promise.
     abandoned.catch(() => {})
     try {
-      await this.post(bridge, ex.body, ex.traceHeaders === undefined ? headers : { ...headers, ...ex.traceHeaders })
+      await this.postEach(bridge, outgoing, ex.traceHeaders === undefined ? headers : { ...headers, ...ex.traceHeaders })
       const messages = await Promise.race([Promise.all(answers), abandoned])
       return ex.inspection?.isBatch === true ? messages : messages[0] as Message
     } finally {
       clearTimeout(timer)
       if (ended !== undefined) bridge.onEnd.delete(ended)
-      for (const id of ids) bridge.waiting.delete(keyOf(id))
+      for (const id of upstreamIds) bridge.waiting.delete(keyOf(id))
     }
+  }
+
+  /** The client's requests, each under an id of the bridge's own, with the promise of its answer. */
+  private numbered (bridge: Bridge, messages: readonly Message[]): { outgoing: Message[], upstreamIds: string[], answers: Array<Promise<Message>> } {
+    const upstreamIds: string[] = []
+    const answers: Array<Promise<Message>> = []
+    const outgoing = messages.map((message) => {
+      if (typeof message.method !== 'string' || !('id' in message)) return message
+      const id = bridge.nextUpstreamId()
+      upstreamIds.push(id)
+      answers.push(new Promise<Message>((resolve) => bridge.waiting.set(keyOf(id), { resolve, clientId: message.id })))
+      return { ...message, id }
+    })
+    return { outgoing, upstreamIds, answers }
+  }
+
+  /** One POST per message: a batch is split (servers of the 2024-11-05 era often take one message a POST). */
+  private async postEach (bridge: Bridge, messages: readonly Message[], headers: Readonly<Record<string, string>>): Promise<void> {
+    for (const message of messages) await this.post(bridge, Buffer.from(JSON.stringify(message)), headers)
   }
 
   private async post (bridge: Bridge, body: Buffer | undefined, headers: Readonly<Record<string, string>>): Promise<void> {
@@ -364,7 +411,8 @@ export class SseUpstream implements Upstream {
     const { res } = ex
     res.writeHead(200, SSE_HEADERS)
     res.flushHeaders()
-    const stream: ClientStream = { res, kept: this.keeper.add(res) }
+    const stream: ClientStream = { res, kept: this.keeper.add(res), unreadBytes: 0 }
+    res.on('drain', () => { stream.unreadBytes = 0 })
     bridge.clientStreams.add(stream)
     const release = this.owners.hold(this.name, bridge.id, true)
     return new Promise((resolve) => {
@@ -385,8 +433,17 @@ export class SseUpstream implements Upstream {
       else this.log.debug({ server: this.name, method: message.method }, 'sse upstream message with no client stream open; dropped')
       return
     }
+    // The upstream stream also carries the session's answers, so it is never paused for one slow
+    // reader: a client stream with more than one whole message unread since it was full is
+    // closed instead (the client opens a new GET), rather than buffered for without bound.
+    if (stream.unreadBytes > this.config.maxMessageBytes) {
+      this.log.warn({ server: this.name, session: bridge.id.slice(0, 8), unreadBytes: stream.unreadBytes }, 'sse client stream not reading; closed')
+      bridge.clientStreams.delete(stream)
+      stream.res.destroy()
+      return
+    }
     const event = sseMessageEvent(message)
-    stream.res.write(event)
+    if (!stream.res.write(event)) stream.unreadBytes += Buffer.byteLength(event)
     this.keeper.wrote(stream.kept, event)
   }
 
@@ -440,8 +497,14 @@ export class SseUpstream implements Upstream {
     return this.lastProbe.result.then((health) => ({ ...health, sessions: this.bridges.size }))
   }
 
+  /** Whether this instance bridges the session (after a reload, a draining one may: reload/upstream-pool.ts). */
+  holdsSession (sessionId: string): boolean {
+    return this.bridges.has(sessionId)
+  }
+
   liveSessions (): UpstreamSession[] {
-    return this.owners.sessionsOn(this.name)
+    // Its own only: after a reload changed the definition, a draining instance and the new one share the name.
+    return this.owners.sessionsOn(this.name).filter((session) => this.bridges.has(session.sessionId))
   }
 
   async endUser (userId: string): Promise<void> {
@@ -468,12 +531,49 @@ export class SseUpstream implements Upstream {
   }
 }
 
-/** A JSON-RPC message object from the upstream; anything else is not one (validated at the edge). */
-function parseMessage (data: string): Message | undefined {
+/** The JSON-RPC message objects of one upstream event (a batch answer is an array of them); anything else is none (validated at the edge). */
+function parseMessages (data: string): Message[] {
+  let value: unknown
   try {
-    const value: unknown = JSON.parse(data)
-    return value !== null && typeof value === 'object' && !Array.isArray(value) ? value as Message : undefined
+    value = JSON.parse(data)
+  } catch {
+    return []
+  }
+  return (Array.isArray(value) ? value : [value]).filter(isMessage)
+}
+
+function isMessage (value: unknown): value is Message {
+  return value !== null && typeof value === 'object' && !Array.isArray(value)
+}
+
+/** The client's body as messages (the route validated it as JSON-RPC: one message or a batch). */
+function messagesOf (body: Buffer | undefined): Message[] {
+  return body === undefined ? [] : parseMessages(body.toString('utf8'))
+}
+
+/**
+ * The endpoint event's URI, resolved against `url` (2024-11-05: "a URI for the client to use"),
+ * as a path — or undefined when it names another origin (RFC 6454: scheme, host, port; WHATWG
+ * URL parsing, so `//host`, backslashes, case and default ports are read as a browser reads
+ * them): the gateway's POSTs (configured headers, signed identity) never go where the server's
+ * operator did not configure. Userinfo is not part of the origin and is not kept.
+ */
+export function sameOriginPath (data: string, url: string): string | undefined {
+  let target: URL
+  try {
+    target = new URL(data.trim(), url)
   } catch {
     return undefined
+  }
+  if (target.origin !== new URL(url).origin) return undefined
+  return `${target.pathname}${target.search}`
+}
+
+/** The origin an endpoint names, for the log (never its userinfo, path or query). */
+function originOf (data: string, url: string): string {
+  try {
+    return new URL(data.trim(), url).origin
+  } catch {
+    return 'not a URI'
   }
 }

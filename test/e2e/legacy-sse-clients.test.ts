@@ -3,6 +3,8 @@
 // Every legacy message is judged by the server's /mcp route: the same policy, errors, ownership and audit.
 import t, { type Test } from 'tap'
 import { setTimeout as delay } from 'node:timers/promises'
+import * as http from 'node:http'
+import { startSseMcpServer } from '../fixtures/sse-mcp-server.mjs'
 import { Client } from '@modelcontextprotocol/sdk/client/index.js'
 import { SSEClientTransport } from '@modelcontextprotocol/sdk/client/sse.js'
 import { ElicitRequestSchema, ToolListChangedNotificationSchema } from '@modelcontextprotocol/sdk/types.js'
@@ -10,7 +12,7 @@ import { hashPassword } from '../../src/auth-server/password.js'
 import { SseEventReader } from '../../src/upstreams/sse-events.js'
 import { decodeJwt } from 'jose'
 import { connectWithOAuth, HeadlessBrowser, TestOAuthClient } from '../oauth-helpers.js'
-import { eventually, INIT_BODY, postJson, startGateway, startUpstream, stdioServer, textOf, type RunningGateway } from '../helpers.js'
+import { eventually, INIT_BODY, postJson, startGateway, startRawServer, startUpstream, stdioServer, textOf, type RunningGateway } from '../helpers.js'
 
 const PASSWORD = 'correct horse battery staple'
 const passwordHash = await hashPassword(PASSWORD)
@@ -260,4 +262,191 @@ t.test('a legacy session whose session behind it is gone ends its stream, so the
   // Bounded: a stream left open would wait forever for its next event.
   await t.rejects(Promise.race([legacy.next(), delay(5_000, 'still open', { ref: false })]), /stream ended/, 'and the legacy stream ends')
   t.equal((await postJson(legacy.endpoint, call)).status, 404, 'the legacy session is gone too')
+})
+
+t.test('a legacy client that does not read its stream: the session ends past one message unread, the gateway does not buffer for it', async (t) => {
+  const upstream = await startSseMcpServer()
+  t.teardown(() => upstream.close())
+  const gw = await startGateway(t, { auth: { enabled: false }, servers: [{ name: 'old', transport: 'sse', url: upstream.url, maxMessageBytes: '64kb' }] })
+  // The event stream, read until its endpoint event, then never again.
+  const { stream, endpoint } = await new Promise<{ stream: http.IncomingMessage, endpoint: string }>((resolve, reject) => {
+    http.get(`${gw.baseUrl}/old/sse`, { headers: { accept: 'text/event-stream' } }, (res) => {
+      const events = new SseEventReader()
+      const onData = (chunk: Buffer): void => {
+        const found = events.push(chunk).find((e) => e.event === 'endpoint')
+        if (found === undefined) return
+        res.off('data', onData)
+        res.pause()
+        resolve({ stream: res, endpoint: new URL(found.data, gw.baseUrl).href })
+      }
+      res.on('data', onData)
+    }).once('error', reject)
+  })
+  t.equal((await postJson(endpoint, LEGACY_INIT)).status, 202, 'initialize taken')
+  t.equal((await postJson(endpoint, { jsonrpc: '2.0', method: 'notifications/initialized' })).status, 202)
+  // 12 MB of notifications while the call runs: the session ends under it, so its POST gets the 502 of a session gone.
+  const flood = await postJson(endpoint, { jsonrpc: '2.0', id: 2, method: 'tools/call', params: { name: 'flood', arguments: { count: 400, size: 30_000 } } })
+  t.match(flood.json, { id: 2, error: { data: { code: 'PORTCULLIS_ERR_UPSTREAM_UNAVAILABLE' } } }, 'the flooding call fails with its session')
+  t.ok(await eventually(() => gw.logs.text().includes('legacy sse client not reading; session closed'), 10_000), 'logged')
+  const closed = new Promise<boolean>((resolve) => {
+    stream.once('close', () => resolve(true))
+    setTimeout(() => resolve(false), 10_000).unref()
+  })
+  stream.resume()
+  t.ok(await closed, 'the stream is closed')
+  t.ok(await eventually(() => upstream.sessions.size === 0), 'and the session behind it ended')
+  t.equal((await postJson(endpoint, { jsonrpc: '2.0', id: 3, method: 'tools/list' })).status, 404, 'its sessionId is gone')
+})
+
+t.test('two initialize POSTs racing on one legacy session: one opens the session behind it, the other is refused', async (t) => {
+  const upstream = await startSseMcpServer()
+  t.teardown(() => upstream.close())
+  const gw = await startGateway(t, { auth: { enabled: false }, servers: [{ name: 'old', transport: 'sse', url: upstream.url }] })
+  const legacy = await openRaw(t, `${gw.baseUrl}/old/sse`, '')
+  const answers = await Promise.all([postJson(legacy.endpoint, LEGACY_INIT), postJson(legacy.endpoint, { ...LEGACY_INIT, id: 2 })])
+  t.same(answers.map((a) => a.status).sort(), [202, 400], 'one taken, one refused')
+  t.match(answers.find((a) => a.status === 400)?.json, { error: { data: { code: 'PORTCULLIS_ERR_INVALID_REQUEST' }, message: /an initialize is in flight on this session/ } }, 'saying why')
+  t.match(await legacy.next(), { result: { serverInfo: { name: 'sse-fixture' } } }, 'the taken one is answered on the stream')
+  t.equal(upstream.sessions.size, 1, 'one upstream session: none leaked')
+  legacy.close()
+  t.ok(await eventually(() => upstream.sessions.size === 0), 'and it ends with the stream')
+})
+
+t.test('an event without data (a priming event) is skipped, and the legacy stream ends when the session\'s server stream does', async (t) => {
+  // A hand-written Streamable HTTP upstream: the SDK's server sends a priming event only to
+  // 2025-11-25 clients with an event store, and closes a GET stream only when its session ends.
+  let serverStream: http.ServerResponse | undefined
+  const upstream = await startRawServer(t, (req, res) => {
+    if (req.method === 'GET') {
+      res.writeHead(200, { 'content-type': 'text/event-stream' })
+      res.write(': open\n\n')
+      serverStream = res
+      return
+    }
+    if (req.method !== 'POST') return void res.writeHead(200).end()
+    const chunks: Buffer[] = []
+    req.on('data', (c: Buffer) => chunks.push(c))
+    req.on('end', () => {
+      const message = JSON.parse(Buffer.concat(chunks).toString()) as { id?: number, method: string }
+      if (message.id === undefined) return void res.writeHead(202).end()
+      res.writeHead(200, { 'content-type': 'text/event-stream', 'mcp-session-id': 's-1' })
+      const result = message.method === 'initialize' ? { protocolVersion: '2024-11-05', capabilities: {}, serverInfo: { name: 'raw', version: '1' } } : {}
+      res.end(`id: prime-1\ndata: \n\nevent: message\nid: 2\ndata: ${JSON.stringify({ jsonrpc: '2.0', id: message.id, result })}\n\n`)
+    })
+  })
+  const gw = await startGateway(t, { auth: { enabled: false }, servers: [{ name: 'raw', transport: 'http', url: upstream.url }] })
+  const legacy = await openRaw(t, `${gw.baseUrl}/raw/sse`, '')
+  t.equal((await postJson(legacy.endpoint, LEGACY_INIT)).status, 202)
+  t.match(await legacy.next(), { id: 1, result: { serverInfo: { name: 'raw' } } }, 'the answer after a priming event reaches the legacy stream')
+  t.notMatch(gw.logs.text(), /legacy answer relay failed/, 'the priming event is not a failure')
+  t.ok(await eventually(() => serverStream !== undefined), 'the session\'s server stream is open')
+  serverStream?.end()
+  await t.rejects(legacy.next(), /stream ended/, 'the legacy stream ends with it')
+  t.match(gw.logs.text(), /legacy server stream ended; session closed/, 'logged')
+})
+
+t.test('a policy 403 on a legacy POST challenges with the /sse metadata, as the legacy 401 does', async (t) => {
+  const upstream = await startUpstream(t)
+  const gw = await startGateway(t, { auth: { users: USERS }, servers: [{ name: 'fx', transport: 'http', url: upstream.url, tools: { echo: { scopes: ['fx:write'] } } }] })
+  const alice = await signIn(t, gw, 'fx', 'alice')
+  const legacy = await openRaw(t, `${gw.baseUrl}/fx/sse`, alice.token)
+  const auth = { authorization: `Bearer ${alice.token}` }
+  t.equal((await postJson(legacy.endpoint, LEGACY_INIT, auth)).status, 202)
+  await legacy.next()
+  const denied = await postJson(legacy.endpoint, { jsonrpc: '2.0', id: 5, method: 'tools/call', params: { name: 'echo', arguments: { text: 'x' } } }, auth)
+  t.equal(denied.status, 403, 'a tool needing a scope the token lacks: 403')
+  const challenge = denied.headers.get('www-authenticate') ?? ''
+  t.match(challenge, /error="insufficient_scope"/, 'an insufficient_scope challenge')
+  t.match(challenge, `resource_metadata="${gw.baseUrl}/.well-known/oauth-protected-resource/fx/sse"`, 'naming the /sse metadata, the resource this client knows')
+  t.notMatch(challenge, '/fx/mcp"', 'not the /mcp one')
+})
+
+t.test('opening a legacy stream is charged to the caller\'s budget for the server: anonymous callers cannot open them without limit', async (t) => {
+  const upstream = await startUpstream(t)
+  const gw = await startGateway(t, { auth: { enabled: false }, servers: [{ name: 'fx', transport: 'http', url: upstream.url, rateLimit: '2/min' }] })
+  const opened: Response[] = []
+  const abort = new AbortController()
+  t.teardown(() => abort.abort())
+  for (let i = 0; i < 3; i++) opened.push(await fetch(`${gw.baseUrl}/fx/sse`, { headers: { accept: 'text/event-stream' }, signal: abort.signal }))
+  t.same(opened.map((r) => r.status), [200, 200, 429], 'two streams under 2/min, the third refused')
+  const refused = opened[2]
+  t.ok(Number(refused?.headers.get('retry-after')) >= 1, 'with Retry-After')
+  t.match(await refused?.json(), { error: { data: { code: 'PORTCULLIS_ERR_RATE_LIMITED' }, message: /rate limit for server "fx"/ } }, 'the /mcp route\'s rate-limit error')
+})
+
+t.test('a legacy stream that sends no initialize is closed after a tenth of idleTimeoutMs; one that did lives on', async (t) => {
+  const upstream = await startUpstream(t)
+  const gw = await startGateway(t, { auth: { enabled: false }, servers: [{ name: 'fx', transport: 'http', url: upstream.url, idleTimeoutMs: 3_000 }] })
+  const silent = await openRaw(t, `${gw.baseUrl}/fx/sse`, '')
+  const used = await openRaw(t, `${gw.baseUrl}/fx/sse`, '')
+  t.equal((await postJson(used.endpoint, LEGACY_INIT)).status, 202)
+  t.match(await used.next(), { id: 1, result: {} }, 'initialized')
+  await t.rejects(silent.next(), /stream ended/, 'the silent stream is closed (300 ms)')
+  t.match(gw.logs.text(), /legacy sse session sent no initialize; closed/, 'logged')
+  t.equal((await postJson(silent.endpoint, LEGACY_INIT)).status, 404, 'its sessionId is gone')
+  await delay(500)
+  t.equal((await postJson(used.endpoint, { jsonrpc: '2.0', id: 2, method: 'tools/list' })).status, 202, 'the initialized one goes on past the deadline')
+  t.match(await used.next(), { id: 2, result: { tools: [] } })
+})
+
+t.test('servers[].maxLegacySessions: legacy streams on a server, all callers together (auth off: one anonymous user)', async (t) => {
+  const upstream = await startUpstream(t)
+  const gw = await startGateway(t, { auth: { enabled: false }, servers: [{ name: 'fx', transport: 'http', url: upstream.url, maxLegacySessions: 2 }] })
+  const first = await openRaw(t, `${gw.baseUrl}/fx/sse`, '')
+  await openRaw(t, `${gw.baseUrl}/fx/sse`, '')
+  const third = await fetch(`${gw.baseUrl}/fx/sse`, { headers: { accept: 'text/event-stream' } })
+  t.equal(third.status, 503, 'the third stream: 503')
+  t.equal(third.headers.get('retry-after'), '2', 'with Retry-After')
+  t.match(await third.json(), { error: { data: { code: 'PORTCULLIS_ERR_UPSTREAM_BUSY' }, message: /server "fx" has 2 2024-11-05 event streams open \(servers\[\]\.maxLegacySessions is 2\)/ } }, 'naming the cap')
+  first.close()
+  t.ok(await eventually(async () => {
+    const again = await fetch(`${gw.baseUrl}/fx/sse`, { headers: { accept: 'text/event-stream' }, signal: AbortSignal.timeout(2_000) })
+    const isOpen = again.status === 200
+    await again.body?.cancel()
+    return isOpen
+  }), 'a stream closed frees its slot')
+})
+
+t.test('the session\'s protocol version is the one its initialize answer names, not one any later answer carries', async (t) => {
+  // A hand-written upstream whose tool result carries a protocolVersion field of its own.
+  const versions: string[] = []
+  const upstream = await startRawServer(t, (req, res) => {
+    if (req.method !== 'POST') return void res.writeHead(405).end()
+    versions.push(String(req.headers['mcp-protocol-version'] ?? ''))
+    const chunks: Buffer[] = []
+    req.on('data', (c: Buffer) => chunks.push(c))
+    req.on('end', () => {
+      const message = JSON.parse(Buffer.concat(chunks).toString()) as { id?: number, method: string }
+      if (message.id === undefined) return void res.writeHead(202).end()
+      const result = message.method === 'initialize'
+        ? { protocolVersion: '2024-11-05', capabilities: {}, serverInfo: { name: 'raw', version: '1' } }
+        : { content: [{ type: 'text', text: 'ok' }], protocolVersion: '2025-06-18' }
+      res.writeHead(200, { 'content-type': 'application/json', 'mcp-session-id': 's-1' })
+      res.end(JSON.stringify({ jsonrpc: '2.0', id: message.id, result }))
+    })
+  })
+  const gw = await startGateway(t, { auth: { enabled: false }, servers: [{ name: 'raw', transport: 'http', url: upstream.url }] })
+  const legacy = await openRaw(t, `${gw.baseUrl}/raw/sse`, '')
+  t.equal((await postJson(legacy.endpoint, LEGACY_INIT)).status, 202)
+  await legacy.next()
+  for (const id of [2, 3]) {
+    t.equal((await postJson(legacy.endpoint, { jsonrpc: '2.0', id, method: 'tools/call', params: { name: 'x', arguments: {} } })).status, 202)
+    t.match(await legacy.next(), { id, result: { protocolVersion: '2025-06-18' } }, `call ${id - 1}: its answer names a protocolVersion`)
+  }
+  t.same(versions.slice(1), ['2024-11-05', '2024-11-05'], 'every request after initialize carries the version initialize agreed')
+})
+
+t.test('a legacy session belongs to its opener from the start: another user\'s POST before initialize is refused', async (t) => {
+  const upstream = await startUpstream(t)
+  const gw = await startGateway(t, { auth: { users: USERS }, servers: [{ name: 'fx', transport: 'http', url: upstream.url }] })
+  const alice = await signIn(t, gw, 'fx', 'alice')
+  const bob = await signIn(t, gw, 'fx', 'bob')
+  const legacy = await openRaw(t, `${gw.baseUrl}/fx/sse`, alice.token)
+  const initializes = upstream.seen.filter((r) => JSON.stringify(r.body ?? '').includes('"initialize"')).length
+  const bobFirst = await postJson(legacy.endpoint, LEGACY_INIT, { authorization: `Bearer ${bob.token}` })
+  t.equal(bobFirst.status, 404, 'Bob\'s initialize on Alice\'s new session: 404, as for a session that does not exist')
+  t.match(bobFirst.json, { error: { data: { code: 'PORTCULLIS_ERR_SESSION_NOT_FOUND' } } })
+  t.equal(upstream.seen.filter((r) => JSON.stringify(r.body ?? '').includes('"initialize"')).length, initializes, 'nothing of Bob\'s reached the upstream')
+  t.equal((await postJson(legacy.endpoint, LEGACY_INIT, { authorization: `Bearer ${alice.token}` })).status, 202, 'Alice initializes her session')
+  t.match(await legacy.next(), { id: 1, result: {} }, 'and gets the answer on her stream')
 })

@@ -5,6 +5,10 @@
 import t, { type Test } from 'tap'
 import { spawn, type ChildProcessWithoutNullStreams } from 'node:child_process'
 import { createHash, randomUUID } from 'node:crypto'
+import { Client } from '@modelcontextprotocol/sdk/client/index.js'
+import { SSEClientTransport } from '@modelcontextprotocol/sdk/client/sse.js'
+import { ToolListChangedNotificationSchema } from '@modelcontextprotocol/sdk/types.js'
+import { startSseMcpServer } from '../fixtures/sse-mcp-server.mjs'
 import { readFileSync, renameSync, writeFileSync } from 'node:fs'
 import { createServer } from 'node:net'
 import { join } from 'node:path'
@@ -352,4 +356,56 @@ t.test('POST /admin/api/v1/reload: the report, audited; an invalid file is a 422
   const noToken = await fetch(`${r1.base}/admin/api/v1/reload`, { method: 'POST' })
   t.equal(noToken.status, 401, 'no admin token: refused')
   t.equal((await postJson(`${r1.base}/extra/mcp`, INIT_BODY)).status, 401, 'replica 1 kept the last good configuration')
+})
+
+t.test('SIGHUP: a 2024-11-05 client on /sse and a transport: sse session opened before keep working; the old configuration closes', async (t) => {
+  const legacyUpstream = await startSseMcpServer()
+  t.teardown(() => legacyUpstream.close())
+  const httpUpstream = await startUpstream(t)
+  const port = await freePort()
+  const dir = t.testdir({})
+  const configPath = join(dir, 'gw.yaml')
+  const base = { publicUrl: `http://127.0.0.1:${port}`, listen: { host: '127.0.0.1', port }, dataDir: join(dir, 'data'), auth: { enabled: false } }
+  const write = (deny: string[]): void => {
+    writeFileSync(configPath, stringify({ ...base, servers: [stdioServer('local', { tools: { deny } }), { name: 'old', transport: 'sse', url: legacyUpstream.url, tools: { deny } }, { name: 'fx', transport: 'http', url: httpUpstream.url, tools: { deny } }] }))
+  }
+  write([])
+  const { child, output } = await startCliGateway(t, configPath)
+  const url = (server: string): string => `http://127.0.0.1:${port}/${server}/mcp`
+
+  // The SDK's 2024-11-05 client, its event stream held by the first configuration's build.
+  const legacy = new Client({ name: 'legacy-reload-test', version: '1.0.0' })
+  await legacy.connect(new SSEClientTransport(new URL(`http://127.0.0.1:${port}/local/sse`)))
+  t.teardown(() => legacy.close())
+  t.equal(textOf(await legacy.callTool({ name: 'echo', arguments: { text: 'before' } })), 'before', 'the legacy client calls before the reload')
+  // One on an HTTP server too: its upstream is rebuilt by a reload, and closes the server stream with the old build.
+  const legacyHttp = new Client({ name: 'legacy-reload-test', version: '1.0.0' })
+  await legacyHttp.connect(new SSEClientTransport(new URL(`http://127.0.0.1:${port}/fx/sse`)))
+  t.teardown(() => legacyHttp.close())
+  t.equal(textOf(await legacyHttp.callTool({ name: 'echo', arguments: { text: 'before' } })), 'before', 'the legacy client on the HTTP server calls before the reload')
+  const bridged = await openSession(url('old'))
+  t.equal(resultText((await call(url('old'), bridged, 'echo', { text: 'before' })).body), 'before', 'the transport: sse session answers before the reload')
+
+  write(['secret'])
+  child.kill('SIGHUP')
+  const line = await nthReload(t, output, 1)
+  t.equal(line.msg, 'configuration reloaded', 'applied')
+  t.same([...line.changed as string[]].sort(), ['server changed: fx', 'server changed: local', 'server changed: old'], 'every server changed (policy only)')
+
+  await t.resolveMatch(legacy.callTool({ name: 'echo', arguments: { text: 'after' } }), { content: [{ text: 'after' }] }, 'the legacy session opened before the reload answers after it')
+  const after = await call(url('old'), bridged, 'echo', { text: 'after' })
+  t.equal(after.status, 200, 'the transport: sse session opened before the reload answers after it')
+  t.equal(resultText(after.body), 'after')
+  t.equal(legacyUpstream.sessions.size, 1, 'on the same upstream event stream')
+  t.match((await call(url('old'), bridged, 'secret')).body, { error: { data: { code: 'PORTCULLIS_ERR_POLICY_DENIED' } } }, 'under the new policy')
+  t.ok(await eventually(() => output().includes('retired configuration closed'), 10_000), 'the earlier configuration closes although the legacy stream it accepted is still open')
+  await t.resolveMatch(legacy.callTool({ name: 'echo', arguments: { text: 'later' } }), { content: [{ text: 'later' }] }, 'and the legacy client still works once it has')
+  await t.resolveMatch(legacyHttp.callTool({ name: 'echo', arguments: { text: 'later' } }), { content: [{ text: 'later' }] }, 'so does the one on the HTTP server')
+  const changed = new Promise<boolean>((resolve) => {
+    legacyHttp.setNotificationHandler(ToolListChangedNotificationSchema, () => resolve(true))
+    setTimeout(() => resolve(false), 5_000).unref()
+  })
+  await legacyHttp.callTool({ name: 'broadcast', arguments: {} }).catch(() => undefined)
+  t.ok(await changed, 'and server notifications reach it: its server stream was opened again on the new configuration')
+  t.notMatch(output(), /legacy server stream ended; session closed/, 'no legacy session was closed')
 })

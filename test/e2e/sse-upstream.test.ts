@@ -2,6 +2,7 @@
 // reached through the gateway by the SDK's Streamable HTTP client: answers matched by id, notifications on
 // the GET stream, policy applied, sessions owned, and an endpoint on another origin refused.
 import t from 'tap'
+import * as http from 'node:http'
 import { ElicitRequestSchema, ToolListChangedNotificationSchema } from '@modelcontextprotocol/sdk/types.js'
 import { hashPassword } from '../../src/auth-server/password.js'
 import { connectWithOAuth, TestOAuthClient } from '../oauth-helpers.js'
@@ -27,7 +28,7 @@ t.test('a 2024-11-05 upstream, bridged to Streamable HTTP for the SDK client', a
   t.equal(client.getServerVersion()?.name, 'sse-fixture', 'the upstream\'s own initialize answer')
 
   const names = (await client.listTools()).tools.map((tool) => tool.name).sort()
-  t.same(names, ['ask', 'broadcast', 'echo'], 'tools/list, filtered by policy')
+  t.same(names, ['ask', 'big', 'broadcast', 'echo', 'flood'], 'tools/list, filtered by policy')
   t.equal(textOf(await client.callTool({ name: 'echo', arguments: { text: 'over the old transport' } })), 'over the old transport', 'tools/call')
 
   t.equal(textOf(await client.callTool({ name: 'ask', arguments: {} })), 'accept:Ada', 'an elicitation request reaches the client on its GET stream, and the answer the server')
@@ -63,6 +64,88 @@ t.test('the upstream ending its stream ends the session; the client starts again
   for (const transport of upstream.sessions.values()) await transport.close()
   const headers = { 'mcp-session-id': sessionId, 'mcp-protocol-version': '2025-11-25' }
   t.ok(await eventually(async () => (await postJson(gw.mcpUrl('old'), { jsonrpc: '2.0', id: 2, method: 'tools/list' }, headers)).status === 404), 'the next request: 404, start a new session')
+})
+
+t.test('servers[].maxMessageBytes: an event past it ends the session, the waiting request gets a JSON-RPC error', async (t) => {
+  const upstream = await startSseUpstream(t)
+  const gw = await startGateway(t, { servers: [{ name: 'old', transport: 'sse', url: upstream.url, maxMessageBytes: '16kb' }] })
+  const init = await postJson(gw.mcpUrl('old'), INIT_BODY)
+  t.equal(init.status, 200)
+  const headers = { 'mcp-session-id': init.headers.get('mcp-session-id') ?? '', 'mcp-protocol-version': '2025-11-25' }
+  const call = (id: number, size: number) => postJson(gw.mcpUrl('old'), { jsonrpc: '2.0', id, method: 'tools/call', params: { name: 'big', arguments: { size } } }, headers)
+  t.match((await call(2, 8_000)).json, { id: 2, result: { content: [{ text: 'x'.repeat(8_000) }] } }, 'an answer under the limit passes')
+  const over = await call(3, 64_000)
+  t.equal(over.status, 502, 'an answer past the limit: 502')
+  t.match(over.json, { id: 3, error: { data: { code: 'PORTCULLIS_ERR_UPSTREAM_UNAVAILABLE' } } }, 'as a JSON-RPC error with the request\'s id')
+  t.match(gw.logs.text(), /sse upstream sent an event larger than maxMessageBytes; its session ends/, 'logged')
+  t.ok(await eventually(() => upstream.sessions.size === 0), 'the upstream event stream is closed')
+  t.equal((await call(4, 10)).status, 404, 'the session is gone: the client starts again')
+})
+
+t.test('a client GET stream that does not read is closed past maxMessageBytes unread; the session\'s answers never wait for it', async (t) => {
+  const upstream = await startSseUpstream(t)
+  const gw = await startGateway(t, { servers: [{ name: 'old', transport: 'sse', url: upstream.url, maxMessageBytes: '64kb' }] })
+  const init = await postJson(gw.mcpUrl('old'), INIT_BODY)
+  const headers = { 'mcp-session-id': init.headers.get('mcp-session-id') ?? '', 'mcp-protocol-version': '2025-11-25' }
+  // A GET stream whose reader never reads: its socket's buffers fill, then the gateway's.
+  const stalled = await new Promise<http.IncomingMessage>((resolve, reject) => {
+    http.get(gw.mcpUrl('old'), { headers: { ...headers, accept: 'text/event-stream' } }, resolve).once('error', reject)
+  })
+  t.equal(stalled.statusCode, 200, 'the GET stream opens')
+  stalled.pause()
+  const flood = await postJson(gw.mcpUrl('old'), { jsonrpc: '2.0', id: 2, method: 'tools/call', params: { name: 'flood', arguments: { count: 400, size: 30_000 } } }, headers)
+  t.match(flood.json, { id: 2, result: { content: [{ text: 'flooded' }] } }, 'the call flooding the stream is answered')
+  t.ok(await eventually(() => gw.logs.text().includes('sse client stream not reading; closed')), 'logged')
+  // Read now: what the gateway had written arrives, then the stream ends (it was closed, not left open).
+  const closed = new Promise<boolean>((resolve) => {
+    stalled.once('close', () => resolve(true))
+    setTimeout(() => resolve(false), 10_000).unref()
+  })
+  stalled.resume()
+  t.ok(await closed, 'the stalled client stream is closed')
+  const echo = await postJson(gw.mcpUrl('old'), { jsonrpc: '2.0', id: 3, method: 'tools/call', params: { name: 'echo', arguments: { text: 'still here' } } }, headers)
+  t.match(echo.json, { id: 3, result: { content: [{ text: 'still here' }] } }, 'the session goes on')
+})
+
+t.test('a session the gateway ends (an administrator, the per-user cap, unused) leaves the session table, not just its stream', async (t) => {
+  const upstream = await startSseUpstream(t)
+  const gw = await startGateway(t, { servers: [{ name: 'old', transport: 'sse', url: upstream.url }] })
+  const init = await postJson(gw.mcpUrl('old'), INIT_BODY)
+  const sessionId = init.headers.get('mcp-session-id') ?? ''
+  const sessionsOnReadyz = async (): Promise<unknown> => ((await (await fetch(`${gw.baseUrl}/readyz`)).json()) as { servers?: Array<{ name?: string, sessions?: number }> }).servers?.find((s) => s.name === 'old')?.sessions
+  t.equal(await sessionsOnReadyz(), 1, '/readyz counts the open session')
+  const upstreamAdapter = gw.app.portcullis.upstreams.get('old')
+  t.equal(await upstreamAdapter?.endSession?.(sessionId, 'test: ended by an administrator'), true, 'ended the way the admin API ends it')
+  t.ok(await eventually(() => upstream.sessions.size === 0), 'its upstream stream closes')
+  t.equal(await sessionsOnReadyz(), 0, 'and it is no longer counted')
+})
+
+t.test('servers[].maxSessions: upstream event streams on the server, all callers together (auth off: one anonymous user)', async (t) => {
+  const upstream = await startSseUpstream(t)
+  const gw = await startGateway(t, { servers: [{ name: 'old', transport: 'sse', url: upstream.url, maxSessions: 1 }] })
+  const first = await postJson(gw.mcpUrl('old'), INIT_BODY)
+  t.equal(first.status, 200, 'the first session opens')
+  const second = await postJson(gw.mcpUrl('old'), INIT_BODY)
+  t.equal(second.status, 503, 'the second: 503')
+  t.match(second.json, { id: 1, error: { data: { code: 'PORTCULLIS_ERR_UPSTREAM_BUSY' }, message: /server "old" has 1 sessions open \(servers\[\]\.maxSessions is 1\)/ } }, 'naming the cap')
+  t.equal(upstream.sessions.size, 1, 'no upstream stream opened for it')
+  const ended = await fetch(gw.mcpUrl('old'), { method: 'DELETE', headers: { 'mcp-session-id': first.headers.get('mcp-session-id') ?? '', 'mcp-protocol-version': '2025-11-25' } })
+  t.equal(ended.status, 200)
+  t.equal((await postJson(gw.mcpUrl('old'), INIT_BODY)).status, 200, 'a session ended frees its slot')
+})
+
+t.test('ids on the upstream connection are the gateway\'s: two requests numbered alike each get their own answer; a batch is split', async (t) => {
+  const upstream = await startSseUpstream(t)
+  const gw = await startGateway(t, { servers: [{ name: 'old', transport: 'sse', url: upstream.url, timeoutMs: 3_000 }] })
+  const init = await postJson(gw.mcpUrl('old'), INIT_BODY)
+  const headers = { 'mcp-session-id': init.headers.get('mcp-session-id') ?? '', 'mcp-protocol-version': '2025-11-25' }
+  const echo = (id: number | string, text: string) => ({ jsonrpc: '2.0', id, method: 'tools/call', params: { name: 'echo', arguments: { text } } })
+  const [a, b] = await Promise.all([postJson(gw.mcpUrl('old'), echo(5, 'first'), headers), postJson(gw.mcpUrl('old'), echo(5, 'second'), headers)])
+  t.match(a.json, { id: 5, result: { content: [{ text: 'first' }] } }, 'the first, with the client\'s id')
+  t.match(b.json, { id: 5, result: { content: [{ text: 'second' }] } }, 'the second, with the same id, its own answer')
+  const batch = await postJson(gw.mcpUrl('old'), [echo('x', 'one'), echo(7, 'two')], headers)
+  t.equal(batch.status, 200, 'a batch to a server that takes one message a POST')
+  t.match(batch.json, [{ id: 'x', result: { content: [{ text: 'one' }] } }, { id: 7, result: { content: [{ text: 'two' }] } }], 'answered as a batch, in order, with the client\'s ids')
 })
 
 t.test('an endpoint event naming another origin is refused: no POST leaves for it', async (t) => {
@@ -125,6 +208,10 @@ t.test('a bridged session answers only the user and client that opened it', asyn
   t.equal(next.status, 200, 'a new session at the cap replaces the idle one')
   t.ok(await eventually(() => upstream.sessions.size === before), 'the idle one\'s upstream stream closed (one out, one in)')
   t.equal((await postJson(gw.mcpUrl('old'), { jsonrpc: '2.0', id: 3, method: 'tools/list' }, idleHeaders)).status, 404, 'and its id is gone')
+  // With auth on every client request carried a bearer token: none of them reached the upstream.
+  const sent = upstream.seen.filter((r) => r.method === 'GET' || r.method === 'POST')
+  t.ok(sent.length >= 6, 'the streams and POSTs of both users went upstream')
+  t.ok(sent.every((r) => r.headers.authorization === undefined), 'and no Authorization header with them: the client\'s token stays at the gateway')
 })
 
 t.test('an upstream refusing the stream is a 502, never a 401; one that names no endpoint in time, a 504', async (t) => {

@@ -26,3 +26,43 @@ t.test('a character cut between two chunks is not mangled', async (t) => {
   t.same(reader.push(bytes.subarray(0, cut)), [])
   t.same(reader.push(bytes.subarray(cut)), [{ event: 'message', data: '{"text":"héllo ✓"}' }])
 })
+
+t.test('a blank line cut anywhere between two chunks ends the event where it would in one piece', async (t) => {
+  const stream = 'event: message\r\ndata: a\r\n\r\ndata: b\n\r\ndata: c\n\n'
+  for (let cut = 0; cut <= stream.length; cut++) {
+    for (let second = cut; second <= stream.length; second++) {
+      const reader = new SseEventReader()
+      const events = [...reader.push(stream.slice(0, cut)), ...reader.push(stream.slice(cut, second)), ...reader.push(stream.slice(second))]
+      if (JSON.stringify(events) !== '[{"event":"message","data":"a"},{"event":"message","data":"b"},{"event":"message","data":"c"}]') {
+        t.fail(`cut at ${cut} and ${second}: ${JSON.stringify(events)}`)
+        return
+      }
+    }
+  }
+  t.pass('every pair of cuts gives the same three events')
+})
+
+t.test('a large event in many chunks is read in linear time (each chunk is not a rescan of the whole event)', async (t) => {
+  // 16 MB in 4 KB chunks: rescanning what is held from 0 at every chunk reads ~32 GB (minutes);
+  // reading each chunk once takes well under a second. The bound leaves a wide margin for a busy machine.
+  const reader = new SseEventReader()
+  const chunk = 'x'.repeat(4096)
+  const started = process.hrtime.bigint()
+  t.same(reader.push('data: '), [])
+  for (let i = 0; i < 4096; i++) if (reader.push(chunk).length !== 0) t.fail('no event before the blank line')
+  const events = reader.push('\n\n')
+  const elapsedMs = Number(process.hrtime.bigint() - started) / 1e6
+  t.equal(events.length, 1, 'one event')
+  t.equal(events[0]?.data.length, 4096 * 4096, 'all of it')
+  t.ok(elapsedMs < 5_000, `read in ${Math.round(elapsedMs)} ms`)
+})
+
+t.test('maxEventBytes: an event past it throws, whether it grows across chunks or comes in one', async (t) => {
+  const growing = new SseEventReader(1_000)
+  growing.push('data: ' + 'x'.repeat(900))
+  t.throws(() => growing.push('x'.repeat(200)), { code: 'SSE_EVENT_TOO_LARGE' }, 'an incomplete event held past the limit')
+  const whole = new SseEventReader(1_000)
+  t.throws(() => whole.push(`data: ${'é'.repeat(600)}\n\n`), { code: 'SSE_EVENT_TOO_LARGE' }, 'a complete event in one chunk, counted in bytes, not characters')
+  const fine = new SseEventReader(1_000)
+  t.same(fine.push(`data: ${'x'.repeat(900)}\n\ndata: ${'y'.repeat(900)}\n\n`).length, 2, 'a chunk of several events each under the limit is fine')
+})
