@@ -3,7 +3,7 @@
 // under an injected clock, retirement, and the "still starting" log. Real child processes of a
 // one-line node script; no MCP traffic (that is the router's, tested end to end).
 import t from 'tap'
-import { makeConfig, logSink, eventually } from '../helpers.js'
+import { makeConfig, logSink, eventually, isProcessAlive } from '../helpers.js'
 import { createLogger } from '../../src/observability/logger.js'
 import type { StdioServerConfig } from '../../src/config/schema.js'
 import { ProcessPool, type ProcessPoolOptions } from '../../src/upstreams/stdio/process-pool.js'
@@ -168,11 +168,14 @@ t.test('a handshake past startupTimeoutMs fails with 504 and counts towards the 
 t.test('stop: exits are expected and no warm process is started any more', async (t) => {
   const { pool, unexpectedExits } = makePool(t, serverConfig(IDLE_SCRIPT, { prestart: 1 }))
   pool.refillWarm()
-  t.equal(pool.size, 1)
+  await pool.acquire(alice, 'session')
+  t.equal(pool.size, 2, 'a warm process and one in use')
+  const pids = pool.health().processes.map((p) => p.pid as number)
   pool.stop()
   t.ok(pool.isClosed, 'closed')
   await pool.terminateAll()
   t.ok(await eventually(() => pool.size === 0))
+  t.notOk(pids.some(isProcessAlive), 'no child survives')
   pool.refillWarm()
   t.equal(pool.size, 0, 'no refill after stop')
   t.equal(unexpectedExits(), 0)
