@@ -30,6 +30,10 @@
  * (or, for processes, an idle process of theirs no session uses) is ended
  * first; with nothing idle the user gets 429. A session that sends no request
  * after `initialize` is ended after idleTimeoutMs / 10.
+ *
+ * This class routes: sessions, eras, GET streams and exchanges onto channels.
+ * The processes under the channels (spawning, warm ones, the crash pause, the
+ * process caps, retirement) are the ProcessPool's (process-pool.ts).
  */
 import { initializeDeclaresUrlElicitation } from '../../mcp/capabilities.js'
 import { randomUUID } from 'node:crypto'
@@ -37,47 +41,27 @@ import type { IncomingHttpHeaders, ServerResponse } from 'node:http'
 import type { FastifyBaseLogger } from 'fastify'
 import { PortcullisError } from '../../errors.js'
 import type { StdioServerConfig } from '../../config/schema.js'
-import { credentialServers, hasUserTemplate, renderUserTemplate } from '../../config/user-template.js'
 import type { LinkedTokenSource } from '../upstream-credentials.js'
 import { ANONYMOUS, type UserIdentity } from '../../identity.js'
-import { defaultMaxProcessesPerUser, UNUSED_SESSION_IDLE_DIVISOR } from '../../config/defaults.js'
+import { UNUSED_SESSION_IDLE_DIVISOR } from '../../config/defaults.js'
 import { checkProtocolVersionHeader, isModernRevision, FIRST_MODERN_REVISION, KNOWN_REVISIONS } from '../../mcp/headers.js'
 import { META_PROTOCOL_VERSION, type McpMessage } from '../../mcp/jsonrpc.js'
 import type { McpExchange, Upstream, UpstreamHealth, UpstreamLoad, UpstreamSession } from '../types.js'
 import { ownerKey, ownerOf, type SessionOwner } from '../session-owners.js'
 import type { KeptStream, StreamKeeper } from '../stream-keeper.js'
 import { sendRpcError, writeJson } from '../respond.js'
-import { withTimeout } from '../../with-timeout.js'
 import { Channel, type ChannelClient, type DeliveryKind, type ReplySink } from './channel.js'
-import { McpChild } from './child-process.js'
-import { childEnvironment, requireUserFields } from './environment.js'
 import { checkServerCommand } from './resolve-command.js'
-import { resolveRunAs, type RunAsAccount } from './run-as.js'
+import type { McpChild } from './child-process.js'
+import { atUserCap, ProcessPool } from './process-pool.js'
 import { EditingSink, isStreamSink, PostReply, SSE_HEADERS, sseEvent } from './reply.js'
 import type { ResponseEdit } from '../response-edit.js'
 
-/** Crashes this soon after spawn count towards backoff. */
-const CRASH_WINDOW_MS = 10_000
-/** Consecutive early crashes before new processes are paused. */
-const CRASH_BACKOFF_THRESHOLD = 3
-const BACKOFF_BASE_MS = 1_000
-const BACKOFF_MAX_MS = 60_000
 /** Messages kept for a session that has no open stream, until it opens one. */
 const MAX_BACKLOG_MESSAGES = 100
-const CAPACITY_RETRY_AFTER_S = '2'
-/** A user at their cap: one of their sessions may finish (or be closed) any moment. */
-const USER_CAP_RETRY_AFTER_S = '2'
 const SWEEP_MIN_INTERVAL_MS = 1_000
 const SWEEP_MAX_INTERVAL_MS = 30_000
-/**
- * A handshake still unanswered this long logs "still starting", and again at
- * each interval: a first `npx -y` download can take a minute, and an operator
- * watching the log should see that it is waiting, not hung.
- */
-export const DEFAULT_STARTING_LOG_INTERVAL_MS = 5_000
-
 type Era = 'legacy' | 'modern'
-type Role = 'warm' | 'session' | 'user' | 'shared' | 'modern' | 'probe'
 
 export interface StdioUpstreamOptions {
   readonly config: StdioServerConfig
@@ -96,8 +80,6 @@ export interface StdioUpstreamOptions {
   /** `${user.credentials.<server>}` in env: the caller's linked token at that server (upstreamAuth). */
   readonly linkedToken?: LinkedTokenSource
 }
-
-const NO_CREDENTIALS: ReadonlyMap<string, string> = new Map()
 
 export interface SessionHooks {
   /** Settles once the session is findable by other replicas (never rejects). */
@@ -231,28 +213,12 @@ export class StdioUpstream implements Upstream {
   /** Legacy channels of isolation user/shared, and modern channels, by key. */
   private readonly sharedChannels = new Map<string, Promise<Channel>>()
   private readonly modernChannels = new Map<string, Promise<Channel>>()
-  private readonly children = new Map<McpChild, Role>()
-  /** The user each process was started for (absent: warm and shared processes, nobody's). */
-  private readonly childUsers = new Map<McpChild, string>()
   /** Per user: sessions being opened, not yet in `sessions`. */
   private readonly opening = new Map<string, number>()
-  private readonly maxPerUser: number
-  private readonly retiring = new Set<McpChild>()
-  private readonly warm: McpChild[] = []
-  private readonly usesUserTemplates: boolean
-  /** Servers whose linked token the env uses (`${user.credentials.<server>}`). */
-  private readonly credentialServers: readonly string[]
-  /** servers[].user/group, resolved at start; undefined: the gateway's own account. */
-  private readonly account: RunAsAccount | undefined
+  /** The processes: spawning, warm ones, crash pause, caps, retirement. */
+  private readonly pool: ProcessPool
   private era: Era | undefined
   private eraProbe: Promise<Era> | undefined
-  private failures = 0
-  private backoffUntil = 0
-  /** Processes whose handshake is pending, and when it began. */
-  private readonly starting = new Map<McpChild, number>()
-  /** A process of this server has completed a handshake (until then a pending one means the server is starting). */
-  private hasStarted = false
-  private isClosed = false
   /** Stateless (2026-era) requests being answered: they belong to no session, load() counts them. */
   private modernExchanges = 0
   private readonly sweeper: NodeJS.Timeout
@@ -262,22 +228,25 @@ export class StdioUpstream implements Upstream {
     this.name = options.config.name
     this.log = options.log
     this.now = options.now ?? (() => Date.now())
-    // Before any timer or child: a start that cannot honour user/group fails here.
-    this.account = resolveRunAs(this.config, `server "${this.name}"`, process.getuid?.())
-    this.usesUserTemplates = [...this.config.args, ...Object.values(this.config.env)].some(hasUserTemplate)
-    this.credentialServers = credentialServers(Object.values(this.config.env))
-    // Fail closed: a child that needs a caller's token is never started without one.
-    if (this.credentialServers.length > 0 && options.linkedToken === undefined) throw new Error(`server ${this.name}: env uses \${user.credentials.*} but no linked credentials are available (needs auth.enabled)`)
-    this.maxPerUser = this.config.maxProcessesPerUser ?? defaultMaxProcessesPerUser(this.config.maxProcesses)
+    // Before any timer: a start that cannot honour user/group, or lacks linked credentials, fails here.
+    this.pool = new ProcessPool({
+      config: this.config,
+      log: this.log,
+      now: this.now,
+      ...(options.onUnexpectedExit === undefined ? {} : { onUnexpectedExit: options.onUnexpectedExit }),
+      ...(options.startingLogIntervalMs === undefined ? {} : { startingLogIntervalMs: options.startingLogIntervalMs }),
+      ...(options.linkedToken === undefined ? {} : { linkedToken: options.linkedToken }),
+      releaseIdleOf: (user) => this.releaseIdleOf(user),
+    })
     const interval = Math.min(SWEEP_MAX_INTERVAL_MS, Math.max(SWEEP_MIN_INTERVAL_MS, Math.floor(this.config.idleTimeoutMs / 2)))
     this.sweeper = setInterval(() => this.sweep(), interval)
     this.sweeper.unref()
-    this.refillWarm()
+    this.pool.refillWarm()
   }
 
   async handle (ex: McpExchange): Promise<void> {
     try {
-      if (this.isClosed) throw new PortcullisError('PORTCULLIS_ERR_SHUTTING_DOWN')
+      if (this.pool.isClosed) throw new PortcullisError('PORTCULLIS_ERR_SHUTTING_DOWN')
       // 2025 era: the gateway is this server's HTTP side, so it answers for the version header.
       if (ex.inspection?.modernVersion === undefined) checkProtocolVersionHeader(ex.headers)
       const sessionId = headerValue(ex.headers, 'mcp-session-id')
@@ -315,7 +284,7 @@ export class StdioUpstream implements Upstream {
     const first = inspection.messages[0]
     if (sessionId !== undefined) return this.postToSession(this.session(sessionId, ex.owner), ex)
     // Whatever the era or isolation, a caller lacking a per-user value is refused before any process starts for them.
-    this.requireUserValues(ex.user)
+    this.pool.requireUserValues(ex.user)
     if (!inspection.isBatch && inspection.modernVersion !== undefined) return this.handleModern(ex)
     if (!inspection.isBatch && first?.kind === 'request' && first.method === 'initialize') return this.initialize(ex, first)
     throw new PortcullisError('PORTCULLIS_ERR_SESSION_REQUIRED')
@@ -377,9 +346,9 @@ export class StdioUpstream implements Upstream {
     for (;;) {
       const own = this.sessionsOf(user)
       const opening = this.opening.get(user.id) ?? 0
-      if (own.length + opening < this.maxPerUser) break
+      if (own.length + opening < this.pool.maxPerUser) break
       const idle = own.find((s) => s.isIdle)
-      if (idle === undefined) throw this.atUserCap(own.length + opening, 'session')
+      if (idle === undefined) throw atUserCap(this.log, this.name, this.pool.maxPerUser, own.length + opening, 'session')
       await this.closeSession(idle, 'the user reached maxProcessesPerUser')
     }
     this.opening.set(user.id, (this.opening.get(user.id) ?? 0) + 1)
@@ -393,34 +362,18 @@ export class StdioUpstream implements Upstream {
     }
   }
 
-  private atUserCap (count: number, what: 'session' | 'process'): PortcullisError {
-    const counted = what === 'session' ? `${count} session${count === 1 ? '' : 's'} open` : `${count} process${count === 1 ? '' : 'es'} running`
-    const advice = what === 'session' ? 'close one (DELETE) or wait for one to finish' : 'close a session (DELETE) or wait for one to finish'
-    this.log.info({ server: this.name, count, what, maxProcessesPerUser: this.maxPerUser }, 'user at maxProcessesPerUser with nothing idle; refused')
-    return new PortcullisError('PORTCULLIS_ERR_TOO_MANY_SESSIONS', `you have ${counted} on server "${this.name}" (servers[].maxProcessesPerUser is ${this.maxPerUser}); ${advice}`, { headers: { 'retry-after': USER_CAP_RETRY_AFTER_S } })
-  }
-
-  /** Processes started for this user and still running (not being retired). */
-  private processesOf (user: UserIdentity): number {
-    let count = 0
-    for (const [child, id] of this.childUsers) if (id === user.id && !this.retiring.has(child)) count++
-    return count
-  }
-
   /**
-   * maxProcessesPerUser for processes: before a new process for the user, end what of theirs is
-   * idle (their oldest idle session under isolation session; a process of theirs no session and
-   * no request uses otherwise); with nothing idle, 429.
+   * The pool's question when the user is at maxProcessesPerUser for processes: end what of
+   * theirs is idle (their oldest idle session under isolation session; a process of theirs no
+   * session and no request uses otherwise). False when nothing is idle (the pool answers 429).
    */
-  private async makeRoomForProcess (user: UserIdentity): Promise<void> {
-    while (this.processesOf(user) >= this.maxPerUser) {
-      const session = this.config.isolation === 'session' ? this.sessionsOf(user).find((s) => s.isIdle) : undefined
-      if (session !== undefined) {
-        await this.closeSession(session, 'the user reached maxProcessesPerUser')
-        continue
-      }
-      if (!await this.retireIdleChannelOf(user)) throw this.atUserCap(this.processesOf(user), 'process')
+  private async releaseIdleOf (user: UserIdentity): Promise<boolean> {
+    const session = this.config.isolation === 'session' ? this.sessionsOf(user).find((s) => s.isIdle) : undefined
+    if (session !== undefined) {
+      await this.closeSession(session, 'the user reached maxProcessesPerUser')
+      return true
     }
+    return this.retireIdleChannelOf(user)
   }
 
   /** Retires one of the user's shared-channel or stateless processes that nothing uses; false if none. */
@@ -428,7 +381,7 @@ export class StdioUpstream implements Upstream {
     for (const map of [this.sharedChannels, this.modernChannels]) {
       for (const [key, promise] of map) {
         const channel = await promise.catch(() => undefined)
-        if (channel === undefined || !channel.isAlive || this.childUsers.get(channel.child) !== user.id) continue
+        if (channel === undefined || !channel.isAlive || this.pool.userOf(channel.child) !== user.id) continue
         if (channel.clients.size > 0 || channel.inFlight > 0) continue
         for (const [other, p] of map) if (p === promise) map.delete(other)
         if (map.get(key) === promise) map.delete(key)
@@ -444,7 +397,7 @@ export class StdioUpstream implements Upstream {
     let session: LegacySession
     let answer: string
     if (this.config.isolation === 'session') {
-      const child = await this.acquireChild(user, 'session', initializeDeclaresUrlElicitation(first))
+      const child = await this.pool.acquire(user, 'session', initializeDeclaresUrlElicitation(first))
       const channel = this.newChannel(child, true)
       session = new LegacySession(randomUUID(), user, ownerKey(ex.owner), channel, this.now(), (s) => this.forget(s))
       channel.attach(session)
@@ -452,7 +405,7 @@ export class StdioUpstream implements Upstream {
       // The handshake's only bound is the start-up timeout (a cold npx can take a while).
       channel.forwardRequest(session, first.value, ex.body?.toString('utf8'), handshake.sink, 0)
       try {
-        answer = await this.withStartupTimeout(handshake.answer, channel)
+        answer = await this.pool.withStartupTimeout(handshake.answer, channel.child)
       } catch (err) {
         void this.retire(channel)
         throw err
@@ -462,7 +415,7 @@ export class StdioUpstream implements Upstream {
         void this.retire(channel)
         return writeJson(ex.res, 200, answer)
       }
-      this.recordSuccess()
+      this.pool.recordSuccess()
     } else {
       const channel = await this.sharedChannel(user, first)
       session = new LegacySession(randomUUID(), user, ownerKey(ex.owner), channel, this.now(), (s) => this.forget(s))
@@ -500,11 +453,11 @@ export class StdioUpstream implements Upstream {
     // support with the same one of its own, and a client must not start a process per made-up string.
     const versionKey = (version: unknown): string => `${owner}|${typeof version === 'string' && KNOWN_REVISIONS.has(version) ? version : '?'}`
     return this.reuseOrCreate(this.sharedChannels, versionKey(requested), async () => {
-      const child = await this.acquireChild(user, this.config.isolation === 'user' ? 'user' : 'shared', initializeDeclaresUrlElicitation(first))
+      const child = await this.pool.acquire(user, this.config.isolation === 'user' ? 'user' : 'shared', initializeDeclaresUrlElicitation(first))
       const channel = this.newChannel(child, false)
       let response: Record<string, unknown>
       try {
-        response = await this.withStartupTimeout(channel.call(first.value as Record<string, unknown>, this.config.startupTimeoutMs), channel)
+        response = await this.pool.withStartupTimeout(channel.call(first.value as Record<string, unknown>, this.config.startupTimeoutMs), channel.child)
       } catch (err) {
         void this.retire(channel)
         throw err
@@ -518,7 +471,7 @@ export class StdioUpstream implements Upstream {
       const answered = channel.initializeResult.protocolVersion
       if (answered !== requested && !this.sharedChannels.has(versionKey(answered))) this.sharedChannels.set(versionKey(answered), Promise.resolve(channel))
       channel.forwardNotification({ label: 'gateway', deliver: () => {}, onChannelClosed: () => {} }, { jsonrpc: '2.0', method: 'notifications/initialized' }, undefined)
-      this.recordSuccess()
+      this.pool.recordSuccess()
       return channel
     })
   }
@@ -599,7 +552,7 @@ export class StdioUpstream implements Upstream {
 
   private modernChannel (user: UserIdentity): Promise<Channel> {
     return this.reuseOrCreate(this.modernChannels, this.modernKey(user), async () => {
-      const child = await this.acquireChild(user, 'modern')
+      const child = await this.pool.acquire(user, 'modern')
       return this.newChannel(child, false)
     })
   }
@@ -619,10 +572,10 @@ export class StdioUpstream implements Upstream {
   }
 
   private async probeEra (user: UserIdentity): Promise<Era> {
-    const child = await this.acquireChild(user, 'probe')
+    const child = await this.pool.acquire(user, 'probe')
     const channel = this.newChannel(child, false)
     let response: Record<string, unknown> | undefined
-    const stopWatching = this.watchStartup(child)
+    const stopWatching = this.pool.watchStartup(child)
     try {
       response = await channel.call({
         jsonrpc: '2.0',
@@ -641,16 +594,16 @@ export class StdioUpstream implements Upstream {
       // Pinned to the modern era by this first exchange, and started with the prober's own
       // per-user values: it becomes the modern channel of that user only (modernKey), never
       // of the next caller. Another user's first stateless request starts their own process.
-      this.children.set(child, 'modern')
+      this.pool.assignRole(child, 'modern')
       this.modernChannels.set(this.modernKey(user), Promise.resolve(channel))
-      this.recordSuccess()
+      this.pool.recordSuccess()
       return 'modern'
     }
     void this.retire(channel)
     return 'legacy'
   }
 
-  // --- processes -------------------------------------------------------------
+  // --- channels over the pool's processes ------------------------------------
 
   private async reuseOrCreate (map: Map<string, Promise<Channel>>, key: string, create: () => Promise<Channel>): Promise<Channel> {
     const existing = map.get(key)
@@ -669,148 +622,9 @@ export class StdioUpstream implements Upstream {
     return new Channel(child, { server: this.name, isExclusive, requestTimeoutMs: this.config.requestTimeoutMs, log: this.log, now: this.now })
   }
 
-  /**
-   * While a process's handshake is pending: "still starting" in the log at each
-   * interval with the time waited, and the process listed as starting in
-   * /readyz. Returns the stop, called once the handshake settles either way.
-   */
-  private watchStartup (child: McpChild): () => void {
-    const startedAt = this.now()
-    this.starting.set(child, startedAt)
-    const timer = setInterval(() => {
-      this.log.info({ server: this.name, pid: child.pid, elapsedMs: this.now() - startedAt, startupTimeoutMs: this.config.startupTimeoutMs }, 'stdio server still starting')
-    }, this.options.startingLogIntervalMs ?? DEFAULT_STARTING_LOG_INTERVAL_MS)
-    timer.unref()
-    return () => {
-      clearInterval(timer)
-      this.starting.delete(child)
-    }
-  }
-
-  private async withStartupTimeout<T> (promise: Promise<T>, channel: Channel): Promise<T> {
-    const stopWatching = this.watchStartup(channel.child)
-    try {
-      return await withTimeout(promise, this.config.startupTimeoutMs, () => {
-        this.log.warn({ server: this.name, pid: channel.child.pid, startupTimeoutMs: this.config.startupTimeoutMs }, 'stdio server did not complete its handshake in time')
-        this.recordFailure()
-        return new PortcullisError('PORTCULLIS_ERR_UPSTREAM_TIMEOUT', `MCP server "${this.name}" did not start in time`)
-      })
-    } finally {
-      stopWatching()
-    }
-  }
-
-  /** `canElicitUrl`: the initialize starting it declared URL-mode elicitation (a missing link is then -32042). */
-  private async acquireChild (user: UserIdentity, role: Role, canElicitUrl = false): Promise<McpChild> {
-    const now = this.now()
-    if (now < this.backoffUntil) {
-      throw new PortcullisError('PORTCULLIS_ERR_UPSTREAM_RESTARTING', `MCP server "${this.name}"`, { headers: { 'retry-after': String(Math.ceil((this.backoffUntil - now) / 1000)) } })
-    }
-    const isUsers = role !== 'warm' && role !== 'shared' && user.id !== ANONYMOUS.id
-    // Before room is made: a caller without a linked account ends no other process of theirs.
-    const credentials = await this.credentialsOf(user, canElicitUrl)
-    if (isUsers) await this.makeRoomForProcess(user)
-    const warm = this.usesUserTemplates || role === 'probe' ? undefined : this.warm.shift()
-    if (warm !== undefined && warm.isRunning) {
-      this.children.set(warm, role)
-      if (isUsers) this.childUsers.set(warm, user.id)
-      this.refillWarm()
-      return warm
-    }
-    if (this.children.size >= this.config.maxProcesses) {
-      this.log.warn({ server: this.name, maxProcesses: this.config.maxProcesses }, 'stdio server at its process limit')
-      throw new PortcullisError('PORTCULLIS_ERR_CAPACITY', `MCP server "${this.name}" runs ${this.config.maxProcesses} processes`, { headers: { 'retry-after': CAPACITY_RETRY_AFTER_S } })
-    }
-    const child = this.spawn(user, role, credentials)
-    if (isUsers) this.childUsers.set(child, user.id)
-    if (!(await child.whenSpawned())) {
-      throw new PortcullisError('PORTCULLIS_ERR_UPSTREAM_UNAVAILABLE', `MCP server "${this.name}" failed to start`)
-    }
-    return child
-  }
-
-  /** The caller has every per-user value the server's args and env use (never an empty, shared rendering). */
-  private requireUserValues (user: UserIdentity): void {
-    if (this.usesUserTemplates) requireUserFields(this.name, [...this.config.args, ...Object.values(this.config.env)], user)
-  }
-
-  /**
-   * The caller's current tokens for `${user.credentials.<server>}` (README "Upstream
-   * credentials"): a child keeps the token it started with; a token refreshed later reaches
-   * the next process started for the user, not a running one.
-   */
-  private async credentialsOf (user: UserIdentity, canElicitUrl: boolean): Promise<ReadonlyMap<string, string>> {
-    const source = this.options.linkedToken
-    if (this.credentialServers.length === 0 || source === undefined) return NO_CREDENTIALS
-    const entries = await Promise.all(this.credentialServers.map(async (server) => [server, await source(server, user, canElicitUrl)] as const))
-    return new Map(entries)
-  }
-
-  private spawn (user: UserIdentity, role: Role, credentials: ReadonlyMap<string, string> = NO_CREDENTIALS): McpChild {
-    // Also here, where values are rendered: no path may spawn a process with another's or an empty value.
-    this.requireUserValues(user)
-    const child = new McpChild({
-      server: this.name,
-      command: this.config.command,
-      args: this.config.args.map((arg) => renderUserTemplate(arg, user)),
-      env: childEnvironment(this.config.env, user, this.parentEnvironment(), credentials),
-      cwd: this.config.cwd,
-      maxMessageBytes: this.config.maxMessageBytes,
-      now: this.now,
-      ...(this.account === undefined ? {} : { account: this.account }),
-    }, this.log)
-    this.children.set(child, role)
-    this.log.info({ server: this.name, pid: child.pid, role, user: user.name }, 'stdio server started')
-    child.onExit((exit) => {
-      this.children.delete(child)
-      this.childUsers.delete(child)
-      const warmIndex = this.warm.indexOf(child)
-      if (warmIndex !== -1) this.warm.splice(warmIndex, 1)
-      const wasRetired = this.retiring.delete(child)
-      if (this.isClosed || wasRetired) return
-      this.options.onUnexpectedExit?.()
-      const isEarly = this.now() - child.spawnedAt < CRASH_WINDOW_MS
-      this.log.warn({ server: this.name, pid: child.pid, code: exit.code, signal: exit.signal, error: exit.error, command: exit.error === undefined ? undefined : this.config.command }, exit.error === undefined ? 'stdio server exited' : 'stdio server failed to start')
-      if (isEarly || exit.error !== undefined) this.recordFailure()
-    })
-    return child
-  }
-
-  /** Another account's child gets its own HOME, USER and LOGNAME, not the gateway's. */
-  private parentEnvironment (): NodeJS.ProcessEnv {
-    const account = this.account
-    if (account?.name === undefined) return process.env
-    return { ...process.env, USER: account.name, LOGNAME: account.name, ...(account.home === undefined ? {} : { HOME: account.home }) }
-  }
-
-  private recordFailure (): void {
-    this.failures++
-    if (this.failures >= CRASH_BACKOFF_THRESHOLD) {
-      const delay = Math.min(BACKOFF_MAX_MS, BACKOFF_BASE_MS * 2 ** (this.failures - CRASH_BACKOFF_THRESHOLD))
-      this.backoffUntil = this.now() + delay
-      this.log.warn({ server: this.name, failures: this.failures, pausedMs: delay }, 'stdio server keeps failing; pausing new processes')
-    }
-  }
-
-  private recordSuccess (): void {
-    this.hasStarted = true
-    this.failures = 0
-    this.backoffUntil = 0
-  }
-
-  private refillWarm (): void {
-    if (this.isClosed || this.usesUserTemplates || this.now() < this.backoffUntil) return
-    while (this.warm.length < this.config.prestart && this.children.size < this.config.maxProcesses) {
-      this.warm.push(this.spawn(ANONYMOUS, 'warm'))
-    }
-  }
-
+  /** The channel's process ends on purpose; what is in flight on it fails as shutting down. */
   private async retire (channel: Channel): Promise<void> {
-    const child = channel.child
-    if (!child.isRunning) return
-    this.retiring.add(child)
-    channel.failAll(new PortcullisError('PORTCULLIS_ERR_SHUTTING_DOWN'))
-    await child.terminate()
+    await this.pool.retire(channel.child, () => channel.failAll(new PortcullisError('PORTCULLIS_ERR_SHUTTING_DOWN')))
   }
 
   /** Ends what has been idle for idleTimeoutMs. Runs on a timer; tests call it with their own clock. */
@@ -834,7 +648,7 @@ export class StdioUpstream implements Upstream {
         }, () => {})
       }
     }
-    this.refillWarm()
+    this.pool.refillWarm()
   }
 
   private lastSessionActivity (channel: Channel): number {
@@ -843,7 +657,6 @@ export class StdioUpstream implements Upstream {
     return last
   }
 
-  /** Processes alive now (warm, in sessions, being retired). */
   /** Open GET streams, and POST answers in flight. */
   load (): UpstreamLoad {
     let streams = 0
@@ -855,25 +668,25 @@ export class StdioUpstream implements Upstream {
     return { streams, exchanges }
   }
 
+  /** Processes alive now (warm, in sessions, being retired). */
   get processCount (): number {
-    return this.children.size
+    return this.pool.size
   }
 
   probe (): Promise<UpstreamHealth> {
     const now = this.now()
-    const processes = [...this.children].map(([child, role]) => ({ pid: child.pid, role, uptimeMs: now - child.spawnedAt }))
+    const { processes, backoffUntil, startingForMs } = this.pool.health()
     // Checked on each probe (a few stat calls): a program installed or removed later shows here.
     const command = checkServerCommand(this.config)
-    const startingForMs = Math.max(0, ...[...this.starting.values()].map((since) => now - since))
     return Promise.resolve({
       name: this.name,
       transport: this.transport,
-      isReachable: command.isStartable && now >= this.backoffUntil,
+      isReachable: command.isStartable && now >= backoffUntil,
       isStartable: command.isStartable,
       ...(command.isStartable ? {} : { error: command.reason }),
-      ...(command.isStartable && now < this.backoffUntil ? { error: 'paused after repeated crashes', retryInMs: this.backoffUntil - now } : {}),
+      ...(command.isStartable && now < backoffUntil ? { error: 'paused after repeated crashes', retryInMs: backoffUntil - now } : {}),
       // Its first process has not answered its handshake yet (a cold `npx -y` download, say).
-      ...(!this.hasStarted && this.starting.size > 0 ? { status: 'starting', startingForMs } : {}),
+      ...(startingForMs === undefined ? {} : { status: 'starting', startingForMs }),
       isolation: this.config.isolation,
       era: this.era ?? 'unknown',
       sessions: this.sessions.size,
@@ -890,7 +703,7 @@ export class StdioUpstream implements Upstream {
     for (const map of [this.sharedChannels, this.modernChannels]) {
       for (const [key, promise] of [...map]) {
         const channel = await promise.catch(() => undefined)
-        if (channel === undefined || this.childUsers.get(channel.child) !== userId) continue
+        if (channel === undefined || this.pool.userOf(channel.child) !== userId) continue
         if (map.get(key) === promise) map.delete(key)
         await this.retire(channel)
       }
@@ -922,8 +735,8 @@ export class StdioUpstream implements Upstream {
   }
 
   async close (): Promise<void> {
-    if (this.isClosed && this.children.size === 0) return
-    this.isClosed = true
+    if (this.pool.isClosed && this.pool.size === 0) return
+    this.pool.stop()
     clearInterval(this.sweeper)
     const shuttingDown = new PortcullisError('PORTCULLIS_ERR_SHUTTING_DOWN')
     const channels = new Set<Channel>()
@@ -940,6 +753,6 @@ export class StdioUpstream implements Upstream {
     for (const channel of channels) channel.failAll(shuttingDown)
     for (const id of this.sessions.keys()) this.options.sessionHooks?.closed(this.name, id)
     this.sessions.clear()
-    await Promise.all([...this.children.keys()].map((child) => child.terminate()))
+    await this.pool.terminateAll()
   }
 }
