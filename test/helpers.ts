@@ -21,14 +21,47 @@ export interface Teardown { teardown: (fn: () => unknown) => void }
 
 /** A port that was free a moment ago (the gateway's publicUrl must be known before it listens). */
 export async function freePort (): Promise<number> {
+  // A port chosen before its server listens (a gateway whose URL an IdP must know first) stays
+  // free only if nothing else takes it meanwhile. Ports from listen(0) are ephemeral ones, which
+  // the kernel also hands to outgoing connections: under parallel test files one took such a
+  // port in the gap (EADDRINUSE). Below the ephemeral range only another freePort can collide.
+  const below = ephemeralLow()
+  for (let attempt = 0; below !== undefined && attempt < 50; attempt++) {
+    const port = FIXED_PORT_FLOOR + Math.floor(Math.random() * (below - FIXED_PORT_FLOOR))
+    if (await canListen(port)) return port
+  }
+  return listenOnce(0)
+}
+
+/** The lowest ephemeral port (Linux), or undefined where it cannot be read. */
+function ephemeralLow (): number | undefined {
+  try {
+    const low = Number(readFileSync('/proc/sys/net/ipv4/ip_local_port_range', 'utf8').trim().split(/\s+/)[0])
+    return Number.isInteger(low) && low > FIXED_PORT_FLOOR + 1000 ? low : undefined
+  } catch {
+    return undefined
+  }
+}
+
+const FIXED_PORT_FLOOR = 20_000
+
+async function canListen (port: number): Promise<boolean> {
+  try {
+    return await listenOnce(port) === port
+  } catch {
+    return false
+  }
+}
+
+function listenOnce (port: number): Promise<number> {
   return new Promise((resolve, reject) => {
     const srv = createServer()
     srv.unref()
     srv.on('error', reject)
-    srv.listen(0, '127.0.0.1', () => {
+    srv.listen(port, '127.0.0.1', () => {
       const address = srv.address()
-      const port = typeof address === 'object' && address !== null ? address.port : 0
-      srv.close(() => resolve(port))
+      const bound = typeof address === 'object' && address !== null ? address.port : 0
+      srv.close(() => resolve(bound))
     })
   })
 }
