@@ -1,17 +1,8 @@
 // servers[].transport: sse — what the schema takes and what it refuses, with the reason.
 import t from 'tap'
-import { ConfigError, parseConfig } from '../../src/config/load.js'
+import { parseConfig } from '../../src/config/load.js'
 import { describeConfig } from '../../src/config/describe.js'
-
-function errorOf (yaml: string): string {
-  try {
-    parseConfig(yaml, 'gw.yaml', {})
-  } catch (err) {
-    if (err instanceof ConfigError) return err.message
-    throw err
-  }
-  throw new Error('expected a ConfigError')
-}
+import { configErrorMessage } from '../config-helpers.js'
 
 const SSE = 'servers:\n  - name: old\n    transport: sse\n    url: http://127.0.0.1:9/sse\n'
 
@@ -25,19 +16,19 @@ t.test('a transport: sse server gets the defaults of a remote server', async (t)
   t.equal(server.maxMessageBytes, 64 * 1024 * 1024, 'maxMessageBytes: the default of a stdio server')
   t.equal(server.maxSessions, 256, 'maxSessions: 256 by default')
   t.equal(server.maxLegacySessions, 256, 'maxLegacySessions: 256 by default')
-  t.match(errorOf(`${SSE}    maxSessions: 0\n`), /servers\[0\]\.maxSessions: expected at least 1 session/)
-  t.match(errorOf('servers:\n  - {name: h, transport: http, url: "http://127.0.0.1:9/mcp", maxLegacySessions: -1}\n'), /servers\[0\]\.maxLegacySessions/)
+  t.match(configErrorMessage(`${SSE}    maxSessions: 0\n`), /servers\[0\]\.maxSessions: expected at least 1 session/)
+  t.match(configErrorMessage('servers:\n  - {name: h, transport: http, url: "http://127.0.0.1:9/mcp", maxLegacySessions: -1}\n'), /servers\[0\]\.maxLegacySessions/)
   const sized = parseConfig(`${SSE}    maxMessageBytes: 512kb\n`, 'gw.yaml', {}).servers[0]
   t.equal(sized?.transport === 'sse' ? sized.maxMessageBytes : undefined, 512 * 1024, 'a size such as 512kb')
-  t.match(errorOf(`${SSE}    maxMessageBytes: lots\n`), /servers\[0\]\.maxMessageBytes: expected a size such as 4mb/)
+  t.match(configErrorMessage(`${SSE}    maxMessageBytes: lots\n`), /servers\[0\]\.maxMessageBytes: expected a size such as 4mb/)
   t.match(describeConfig(parseConfig(SSE, 'gw.yaml', {})), /upstream \(2024-11-05 HTTP\+SSE\): http:\/\/127\.0\.0\.1:9\/sse/)
 })
 
 t.test('what a 2024-11-05 upstream cannot do is refused at load, with the reason', async (t) => {
-  t.match(errorOf(`${SSE}    upstreamAuth: {type: oauth}\n`), /servers\[0\]\.upstreamAuth: upstreamAuth is for transport: http only: a 2024-11-05 server's event stream is opened once per session/)
-  t.match(errorOf(`${SSE}    forwardHeaders: [x-trace]\n`), /servers\[0\]\.forwardHeaders: forwardHeaders is for transport: http only/)
-  t.match(errorOf(`auth:\n  enabled: false\n${SSE}    identity: {header: x-id}\n`), /servers\[0\]\.identity: needs auth\.enabled: true/)
-  t.match(errorOf('servers:\n  - {name: old, transport: sse, url: "ftp://x/sse"}\n'), /servers\[0\]\.url/)
-  t.match(errorOf(`${SSE}    command: node\n`), /servers\[0\].*command/)
-  t.match(errorOf('servers:\n  - {name: a, transport: smoke-signals, url: "http://x/sse"}\n'), /expected transport: http, stdio or sse/)
+  t.match(configErrorMessage(`${SSE}    upstreamAuth: {type: oauth}\n`), /servers\[0\]\.upstreamAuth: upstreamAuth is for transport: http only: a 2024-11-05 server's event stream is opened once per session/)
+  t.match(configErrorMessage(`${SSE}    forwardHeaders: [x-trace]\n`), /servers\[0\]\.forwardHeaders: forwardHeaders is for transport: http only/)
+  t.match(configErrorMessage(`auth:\n  enabled: false\n${SSE}    identity: {header: x-id}\n`), /servers\[0\]\.identity: needs auth\.enabled: true/)
+  t.match(configErrorMessage('servers:\n  - {name: old, transport: sse, url: "ftp://x/sse"}\n'), /servers\[0\]\.url/)
+  t.match(configErrorMessage(`${SSE}    command: node\n`), /servers\[0\].*command/)
+  t.match(configErrorMessage('servers:\n  - {name: a, transport: smoke-signals, url: "http://x/sse"}\n'), /expected transport: http, stdio or sse/)
 })

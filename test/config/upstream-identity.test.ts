@@ -1,23 +1,14 @@
 // servers[].identity and ${user.*} in HTTP upstream headers (issue 14 section 1): what
 // `portcullis check` refuses, and how a per-user value is made safe for a header.
 import t from 'tap'
-import { ConfigError, parseConfig } from '../../src/config/load.js'
+import { parseConfig } from '../../src/config/load.js'
 import { describeConfig } from '../../src/config/describe.js'
 import { configWarnings } from '../../src/config/warnings.js'
 import { escapeHeaderValue, renderHeaderTemplate } from '../../src/config/user-template.js'
 import { hashPassword } from '../../src/auth-server/password.js'
+import { configErrorMessage } from '../config-helpers.js'
 
 const HTTP = 'servers:\n  - name: a\n    transport: http\n    url: https://search.internal:9000/mcp\n'
-
-function errorOf (yaml: string): string {
-  try {
-    parseConfig(yaml, 'gw.yaml', {})
-  } catch (e) {
-    if (e instanceof ConfigError) return e.message
-    throw e
-  }
-  return 'no error'
-}
 
 t.test('identity: accepted on an HTTP server with auth on, shown by check', async (t) => {
   const config = parseConfig(`publicUrl: https://gw.example.com\n${HTTP}    identity: { header: X-Portcullis-Identity }\n`, 'gw.yaml', {})
@@ -27,26 +18,26 @@ t.test('identity: accepted on an HTTP server with auth on, shown by check', asyn
 })
 
 t.test('identity: refused where it could not be trusted or makes no sense', async (t) => {
-  t.match(errorOf(`${HTTP}    identity: { header: X-Portcullis-Identity }\nauth: { enabled: false }\n`),
+  t.match(configErrorMessage(`${HTTP}    identity: { header: X-Portcullis-Identity }\nauth: { enabled: false }\n`),
     /gw\.yaml:5:\d+: servers\[0\]\.identity: needs auth\.enabled: true: with authorization off no caller is verified, so there is no identity to sign/)
-  t.match(errorOf('servers:\n  - name: s\n    transport: stdio\n    command: node\n    identity: { header: X-Portcullis-Identity }\n'),
+  t.match(configErrorMessage('servers:\n  - name: s\n    transport: stdio\n    command: node\n    identity: { header: X-Portcullis-Identity }\n'),
     /servers\[0\]\.identity: identity \(a signed identity header\) is for transport: http and sse only; a stdio server gets its caller through per-user \$\{user\.\*\} values in args and env/)
   for (const header of ['Authorization', 'Cookie', 'Host', 'Content-Length', 'Mcp-Session-Id', 'Accept', 'User-Agent', 'Mcp-Param-Region', 'mcp-anything']) {
-    t.match(errorOf(`${HTTP}    identity: { header: ${header} }\n`), new RegExp(`servers\\[0\\]\\.identity\\.header: "${header}" cannot carry the identity: it is a header the gateway manages, never forwards or forwards from the client`), header)
+    t.match(configErrorMessage(`${HTTP}    identity: { header: ${header} }\n`), new RegExp(`servers\\[0\\]\\.identity\\.header: "${header}" cannot carry the identity: it is a header the gateway manages, never forwards or forwards from the client`), header)
   }
-  t.match(errorOf(`${HTTP}    identity: { header: X-Id }\n    forwardHeaders: [x-id]\n`),
+  t.match(configErrorMessage(`${HTTP}    identity: { header: X-Id }\n    forwardHeaders: [x-id]\n`),
     /servers\[0\]\.identity\.header: "X-Id" is also under forwardHeaders: a client could send its own identity \(remove it from forwardHeaders\)/)
-  t.match(errorOf(`${HTTP}    identity: { header: X-Id }\n    headers: { X-ID: static }\n`),
+  t.match(configErrorMessage(`${HTTP}    identity: { header: X-Id }\n    headers: { X-ID: static }\n`),
     /servers\[0\]\.identity\.header: "X-Id" is also under headers: the identity header is the gateway's alone/)
-  t.match(errorOf(`${HTTP}    identity: { header: "bad header" }\n`), /servers\[0\]\.identity\.header: expected an HTTP header name/)
-  t.match(errorOf(`${HTTP}    identity: { header: X-Id, audience: x }\n`), /servers\[0\]\.identity\.audience: unknown key "audience"/)
+  t.match(configErrorMessage(`${HTTP}    identity: { header: "bad header" }\n`), /servers\[0\]\.identity\.header: expected an HTTP header name/)
+  t.match(configErrorMessage(`${HTTP}    identity: { header: X-Id, audience: x }\n`), /servers\[0\]\.identity\.audience: unknown key "audience"/)
 })
 
 t.test('${user.*} in HTTP headers: unknown fields and values that could be sent empty are refused at check', async (t) => {
-  t.equal(errorOf(`${HTTP}    headers: { X-User: "\${user.name}", X-Id: "id=\${user.id}", X-Mail: "mailto:\${user.email}" }\n`), 'no error')
-  t.match(errorOf(`${HTTP}    headers: { X-User: "\${user.password}" }\n`), /servers\[0\]\.headers\.X-User: unknown per-user field in "\$\{user\.password\}": expected \$\{user\.id\}, \$\{user\.name\} or \$\{user\.email\}/)
+  t.equal(configErrorMessage(`${HTTP}    headers: { X-User: "\${user.name}", X-Id: "id=\${user.id}", X-Mail: "mailto:\${user.email}" }\n`), 'no error')
+  t.match(configErrorMessage(`${HTTP}    headers: { X-User: "\${user.password}" }\n`), /servers\[0\]\.headers\.X-User: unknown per-user field in "\$\{user\.password\}": expected \$\{user\.id\}, \$\{user\.name\} or \$\{user\.email\}/)
   for (const value of ['${user.email}', ' ${user.email} ', '${user.email}${user.email}']) {
-    t.match(errorOf(`${HTTP}    headers: { X-Mail: "${value}" }\n`),
+    t.match(configErrorMessage(`${HTTP}    headers: { X-Mail: "${value}" }\n`),
       /servers\[0\]\.headers\.X-Mail: ".*" could be sent empty \(a caller without that field, e\.g\. a machine client, has no value\): use a field every caller has/, value)
   }
 })

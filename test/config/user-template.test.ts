@@ -3,7 +3,8 @@ import { escapeUserValue, missingUserField, renderUserTemplate, templateFields, 
 import { configWarnings } from '../../src/config/warnings.js'
 import { hashPassword } from '../../src/auth-server/password.js'
 import { childEnvironment, requireUserFields } from '../../src/upstreams/stdio/environment.js'
-import { parseConfig, ConfigError } from '../../src/config/load.js'
+import { parseConfig } from '../../src/config/load.js'
+import { configErrorMessage } from '../config-helpers.js'
 
 t.test('user values are escaped so they can never inject an argument or a path', async (t) => {
   t.equal(escapeUserValue('alice'), 'alice')
@@ -24,15 +25,7 @@ t.test('the child environment: allow-listed inheritance plus configured values',
 })
 
 t.test('stdio config validation', async (t) => {
-  const err = (yaml: string): string => {
-    try {
-      parseConfig(yaml, 'gw.yaml', {})
-    } catch (e) {
-      if (e instanceof ConfigError) return e.message
-      throw e
-    }
-    return 'no error'
-  }
+  const err = configErrorMessage
   const base = 'servers:\n  - name: s\n    transport: stdio\n    command: node\n'
   t.equal(err(base), 'no error')
   const config = parseConfig(base, 'gw.yaml', {})

@@ -5,22 +5,13 @@ import t from 'tap'
 import { createHash, createHmac, randomBytes } from 'node:crypto'
 import { ROOT_CONTEXT, SpanKind, TraceFlags, trace } from '@opentelemetry/api'
 import * as sdk from '@opentelemetry/sdk-trace'
-import { ConfigError, parseConfig } from '../../src/config/load.js'
+import { parseConfig } from '../../src/config/load.js'
 import { publicEndpointSampler, tracesUrl } from '../../src/observability/tracing.js'
 import { hashSessionId, oauthEndpoint, redactedUri, withTraceMeta } from '../../src/observability/request-trace.js'
 import { inspectBody } from '../../src/mcp/jsonrpc.js'
+import { configErrorMessage } from '../config-helpers.js'
 
 const MINIMAL = 'servers:\n  - name: a\n    transport: http\n    url: http://127.0.0.1:9/mcp\n'
-
-function errorOf (yaml: string): string {
-  try {
-    parseConfig(yaml, 'gw.yaml', {})
-  } catch (err) {
-    if (err instanceof ConfigError) return err.message
-    throw err
-  }
-  throw new Error('expected a ConfigError')
-}
 
 t.test('telemetry is off unless an endpoint is set; defaults', async (t) => {
   t.equal(parseConfig(MINIMAL, 'gw.yaml', {}).telemetry.otlp, undefined, 'off by default')
@@ -32,11 +23,11 @@ t.test('telemetry is off unless an endpoint is set; defaults', async (t) => {
 })
 
 t.test('bad values name the line and key', async (t) => {
-  t.equal(errorOf(`telemetry:\n  otlp:\n    endpoint: grpc://collector:4317\n${MINIMAL}`), 'gw.yaml:3:15: telemetry.otlp.endpoint: expected an absolute http(s) URL, got "grpc://collector:4317"')
-  t.equal(errorOf(`telemetry:\n  otlp:\n    endpoint: https://user:secret@collector:4318\n${MINIMAL}`), 'gw.yaml:3:15: telemetry.otlp.endpoint: expected a URL with no credentials or fragment (put an API key under telemetry.otlp.headers)')
-  t.equal(errorOf(`telemetry:\n  otlp:\n    endpoint: http://c:4318\n    sampleRatio: 2\n${MINIMAL}`), 'gw.yaml:4:18: telemetry.otlp.sampleRatio: expected a number from 0 to 1')
-  t.equal(errorOf(`telemetry:\n  otlp:\n    endpoint: http://c:4318\n    headers:\n      "bad header": x\n${MINIMAL}`), 'gw.yaml:5:21: telemetry.otlp.headers.bad header: expected an HTTP header name')
-  t.match(errorOf(`telemetry:\n  otlp:\n    endpiont: http://c:4318\n${MINIMAL}`), /telemetry\.otlp\.endpiont: unknown key "endpiont" \(did you mean "endpoint"\?\)/)
+  t.equal(configErrorMessage(`telemetry:\n  otlp:\n    endpoint: grpc://collector:4317\n${MINIMAL}`), 'gw.yaml:3:15: telemetry.otlp.endpoint: expected an absolute http(s) URL, got "grpc://collector:4317"')
+  t.equal(configErrorMessage(`telemetry:\n  otlp:\n    endpoint: https://user:secret@collector:4318\n${MINIMAL}`), 'gw.yaml:3:15: telemetry.otlp.endpoint: expected a URL with no credentials or fragment (put an API key under telemetry.otlp.headers)')
+  t.equal(configErrorMessage(`telemetry:\n  otlp:\n    endpoint: http://c:4318\n    sampleRatio: 2\n${MINIMAL}`), 'gw.yaml:4:18: telemetry.otlp.sampleRatio: expected a number from 0 to 1')
+  t.equal(configErrorMessage(`telemetry:\n  otlp:\n    endpoint: http://c:4318\n    headers:\n      "bad header": x\n${MINIMAL}`), 'gw.yaml:5:21: telemetry.otlp.headers.bad header: expected an HTTP header name')
+  t.match(configErrorMessage(`telemetry:\n  otlp:\n    endpiont: http://c:4318\n${MINIMAL}`), /telemetry\.otlp\.endpiont: unknown key "endpiont" \(did you mean "endpoint"\?\)/)
 })
 
 t.test('the traces URL: a bare origin gets /v1/traces, a path is kept', async (t) => {
