@@ -78,18 +78,22 @@ function request (id: JsonRpcId, method: string, progressToken?: string | number
   return { jsonrpc: '2.0', id, method, params: progressToken === undefined ? {} : { _meta: { progressToken } } }
 }
 
-function emit (channel: Channel, client: ChannelClient, messages: Message[]): void {
-  channel.forwardNotification(client, { jsonrpc: '2.0', method: 'test/emit', params: { messages } }, undefined)
-}
-
-t.test('shared channel: two clients with the same id and progress token get their own answers', async (t) => {
+/** A shared channel with alice and bob attached, each with a sink for their answers. */
+function sharedPair (t: Teardown): { channel: Channel, alice: RecordingClient, bob: RecordingClient, aliceSink: RecordingSink, bobSink: RecordingSink } {
   const channel = openChannel(t, false)
   const alice = recordingClient('alice')
   const bob = recordingClient('bob')
   channel.attach(alice)
   channel.attach(bob)
-  const aliceSink = recordingSink()
-  const bobSink = recordingSink()
+  return { channel, alice, bob, aliceSink: recordingSink(), bobSink: recordingSink() }
+}
+
+function emit (channel: Channel, client: ChannelClient, messages: Message[]): void {
+  channel.forwardNotification(client, { jsonrpc: '2.0', method: 'test/emit', params: { messages } }, undefined)
+}
+
+t.test('shared channel: two clients with the same id and progress token get their own answers', async (t) => {
+  const { channel, alice, bob, aliceSink, bobSink } = sharedPair(t)
   channel.forwardRequest(alice, request(1, 'test/echo', 'p'), undefined, aliceSink)
   channel.forwardRequest(bob, request(1, 'test/echo', 'p'), undefined, bobSink)
   t.ok(await eventually(() => aliceSink.delivered.length === 1 && bobSink.delivered.length === 1), 'both answered')
@@ -107,13 +111,7 @@ t.test('shared channel: two clients with the same id and progress token get thei
 })
 
 t.test('shared channel: progress and late responses are routed by the child-side id and token', async (t) => {
-  const channel = openChannel(t, false)
-  const alice = recordingClient('alice')
-  const bob = recordingClient('bob')
-  channel.attach(alice)
-  channel.attach(bob)
-  const aliceSink = recordingSink()
-  const bobSink = recordingSink()
+  const { channel, alice, bob, aliceSink, bobSink } = sharedPair(t)
   // A batch from alice (string ids) and a request from bob, all held unanswered by the child.
   channel.forwardRequest(alice, request('a', 'test/hold', 'tok-a'), undefined, aliceSink)
   channel.forwardRequest(alice, request('b', 'test/hold'), undefined, aliceSink)
@@ -141,13 +139,7 @@ t.test('shared channel: progress and late responses are routed by the child-side
 })
 
 t.test('cancellation: re-addressed to the child id; the late answer is dropped', async (t) => {
-  const channel = openChannel(t, false)
-  const alice = recordingClient('alice')
-  const bob = recordingClient('bob')
-  channel.attach(alice)
-  channel.attach(bob)
-  const aliceSink = recordingSink()
-  const bobSink = recordingSink()
+  const { channel, alice, bob, aliceSink, bobSink } = sharedPair(t)
   channel.forwardRequest(alice, request(7, 'test/hold'), undefined, aliceSink)
   channel.forwardRequest(bob, request(7, 'test/hold'), undefined, bobSink)
   channel.forwardRequest(bob, request(8, 'test/hold'), undefined, bobSink)

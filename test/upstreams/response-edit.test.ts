@@ -4,23 +4,14 @@
 import t from 'tap'
 import { eventEnd, splitLines, SseEditor, type ResponseEdit } from '../../src/upstreams/response-edit.js'
 import { createRedactor } from '../../src/guardrails/redactor.js'
-
-function random (seed: number): () => number {
-  let a = seed >>> 0
-  return () => {
-    a = (a + 0x6D2B79F5) >>> 0
-    let x = Math.imul(a ^ (a >>> 15), 1 | a)
-    x = (x + Math.imul(x ^ (x >>> 7), 61 | x)) ^ x
-    return ((x ^ (x >>> 14)) >>> 0) / 4294967296
-  }
-}
+import { seededRandom } from '../seeded-random.js'
 
 const PIECES = ['\n', '\r', '\r\n', '\n\n', '\r\n\r\n', '\r\r', 'a', 'data: {}', 'event: message', ':', ' ']
 
 t.test('eventEnd and splitLines find what the regexes found', async (t) => {
   let found = 0
   for (let seed = 1; seed <= 20_000; seed++) {
-    const next = random(seed)
+    const next = seededRandom(seed)
     let text = ''
     for (let n = Math.floor(next() * 12); n > 0; n--) text += PIECES[Math.floor(next() * PIECES.length)] as string
     const match = /\r?\n\r?\n/.exec(text)
