@@ -24,6 +24,7 @@ import type { FastifyBaseLogger } from 'fastify'
 import { PortcullisError, type JsonRpcId } from '../errors.js'
 import type { ServerConfig } from '../config/schema.js'
 import type { Store } from '../store/types.js'
+import { storeUnavailableError } from '../store/outage.js'
 import type { Decision } from '../policy/gate.js'
 import { fingerprintOf, toolDefinition } from './tool-fingerprint.js'
 import {
@@ -141,7 +142,7 @@ export class ToolGuard {
         log.warn({ server: server.name, err: { message: (err as Error).message } }, 'approved tool definitions could not be read; pinning skipped or using the copy in memory')
         return
       }
-      throw new PortcullisError('PORTCULLIS_ERR_STORE_UNAVAILABLE', undefined, { cause: err })
+      throw storeUnavailableError(err)
     }
   }
 

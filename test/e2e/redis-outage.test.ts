@@ -29,6 +29,13 @@ t.test('Redis down: 503 for authorization, issued tokens still work, limits per 
   const strictSession = { 'mcp-session-id': strictInit.headers.get('mcp-session-id') ?? '', 'mcp-protocol-version': '2025-11-25' }
   const strictCall = async (id: number): Promise<{ status: number, json: unknown }> => postJson(strict.mcpUrl('fx'), { jsonrpc: '2.0', id, method: 'tools/call', params: { name: 'echo', arguments: { text: 'strict' } } }, strictSession)
   t.equal((await strictCall(1)).status, 200)
+  // A third, with pinned tools enforced: a session opened before the outage, its approved set not read yet.
+  const pinned = await startGateway(t, {
+    store: { redis: redis.url, prefix: uniquePrefix() },
+    servers: [{ name: 'fx', transport: 'http', url: upstream.url, pinTools: 'enforce' }],
+  })
+  const pinnedInit = await postJson(pinned.mcpUrl('fx'), INIT_BODY)
+  const pinnedSession = { 'mcp-session-id': pinnedInit.headers.get('mcp-session-id') ?? '', 'mcp-protocol-version': '2025-11-25' }
 
   const alice = await connectWithOAuth(t, gw.mcpUrl('fx'), { username: 'alice', password: PASSWORD, issuer: gw.baseUrl })
   const clientId = alice.oauth.info?.client_id ?? ''
@@ -49,6 +56,10 @@ t.test('Redis down: 503 for authorization, issued tokens still work, limits per 
   const denied = await strictCall(2)
   t.equal(denied.status, 503, 'onStoreError: deny refuses instead')
   t.match(denied.json, { id: 2, error: { data: { code: 'PORTCULLIS_ERR_RATE_LIMIT_UNAVAILABLE' } } })
+  const unpinned = await postJson(pinned.mcpUrl('fx'), { jsonrpc: '2.0', id: 7, method: 'tools/call', params: { name: 'echo', arguments: { text: 'x' } } }, pinnedSession)
+  t.equal(unpinned.status, 503, 'enforced pinning with no approved set readable fails closed')
+  t.match(unpinned.json, { id: 7, error: { data: { code: 'PORTCULLIS_ERR_STORE_UNAVAILABLE' } } })
+  t.equal(unpinned.headers.get('retry-after'), '5', 'and says when to retry, as every store outage answer does')
 
   const tokenDown = await refresh()
   t.equal(tokenDown.status, 503)
