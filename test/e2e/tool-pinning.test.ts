@@ -1,6 +1,7 @@
 // Pinned tool definitions (issue 18, section 1): an upstream whose tool list changes between
 // sessions (a description edited, a schema widened, a tool added) under pinTools warn and enforce,
-// over HTTP (JSON and SSE answers, a batch) and stdio; approval through the real CLI
+// over HTTP (JSON and SSE answers, a batch) and stdio, or within a live session (the fixture's
+// notifications/tools/list_changed, the SDK client's own refetch); approval through the real CLI
 // (dist/main.js) beside the running gateway, on SQLite and on Redis, taking effect without a restart.
 import t, { type Test } from 'tap'
 import { execFile } from 'node:child_process'
@@ -33,12 +34,12 @@ async function setup (t: Test, server: Record<string, unknown>, store: Record<st
   const dir = t.testdir({})
   const toolsFile = join(dir, 'tools.json')
   writeFileSync(toolsFile, JSON.stringify(V1))
-  const { sse, ...rest } = server
+  const { sse, watch, ...rest } = server
   const upstream = server.transport === 'http' ? await startToolListServer({ file: toolsFile, sse: sse === true }) : undefined
   if (upstream !== undefined) t.teardown(() => upstream.close())
   const entry = server.transport === 'http'
     ? { name: 'tl', url: upstream?.url, ...rest }
-    : { name: 'tl', command: process.execPath, args: [FIXTURE, toolsFile], ...rest }
+    : { name: 'tl', command: process.execPath, args: [FIXTURE, toolsFile, ...(watch === true ? ['--watch'] : [])], ...rest }
   const gw = await startGateway(t, { dataDir: dir, store, servers: [entry] })
   const auditFile = join(dir, 'cli-audit.log')
   const configFile = join(dir, 'portcullis.yaml')
@@ -169,3 +170,43 @@ t.test('a paginated listing (stdio, enforce): first use approves the whole walk;
   t.same(names((await fourth.client.listTools({ cursor: '1' })).tools), [], 'an empty page asked for in another session')
   t.match(await metricsText(), /portcullis_tool_definition_changes_total\{server="tl",change="removed"\} 1\n/, 'no removal: that page ends no walk')
 })
+
+// A change within a live session: the stdio fixture (--watch) sends notifications/tools/list_changed
+// when its tools file changes; the SDK client hears it on its GET stream and lists again by itself.
+// A description edited and a tool added; read_note and stable unchanged.
+const LIVE_CHANGE = [V2[0], V1[1], V1[2], V2[3]]
+
+/** A client whose SDK refetches the tools on each list_changed (no debounce); `refetched` gets each new list's names. */
+async function listeningClient (t: Test, url: string): Promise<{ client: Awaited<ReturnType<typeof connectClient>>['client'], refetched: string[][] }> {
+  const refetched: string[][] = []
+  const { client } = await connectClient(t, url, {
+    listChanged: { tools: { autoRefresh: true, debounceMs: 0, onChanged: (err, tools) => { if (err === null && tools !== null) refetched.push(names(tools)) } } },
+  })
+  return { client, refetched }
+}
+
+for (const pinTools of ['enforce', 'warn'] as const) {
+  t.test(`${pinTools} over stdio: a change within a live session reaches the client as list_changed, and the list it fetches again is ${pinTools === 'enforce' ? 'filtered; the changed tool refused' : 'whole, the change audited'}`, async (t) => {
+    const { gw, toolsFile } = await setup(t, { transport: 'stdio', pinTools, watch: true }, { memory: true })
+    const { client, refetched } = await listeningClient(t, gw.mcpUrl('tl'))
+    t.same(names((await client.listTools()).tools), ['echo', 'read_note', 'stable'], 'first use')
+    await eventually(() => records(gw.audit.lines).some((r) => r.event === 'tool_definitions'))
+
+    // Same session, same process: the upstream changes under it and says so.
+    writeFileSync(toolsFile, JSON.stringify(LIVE_CHANGE))
+    t.ok(await eventually(() => refetched.length > 0), 'the client heard notifications/tools/list_changed and listed again')
+    if (pinTools === 'warn') {
+      t.same(refetched, [['echo', 'read_note', 'stable', 'upload']], 'warn hides nothing from the refetched list')
+      await eventually(() => records(gw.audit.lines).some((r) => r.event === 'tool_definitions' && r.action === 'changed'))
+      const changed = records(gw.audit.lines).filter((r) => r.event === 'tool_definitions' && r.action === 'changed')
+      t.same(changed.flatMap((r) => (r.changes as Array<{ name: string, change: string }>).map((c) => `${c.change} ${c.name}`)), ['changed echo', 'added upload'], 'the refetch is what reported the change')
+      return
+    }
+    t.same(refetched, [['read_note', 'stable']], 'the refetched list hides the changed and the added tool')
+    const refused = await client.callTool({ name: 'echo', arguments: { text: 'hi' } }).then(() => undefined, (err: unknown) => err)
+    t.match(refused, { code: 403, message: /definition of tool .{1,3}echo.{1,3} of server .{1,3}tl.{1,3} changed since it was approved/ }, 'the changed tool is refused, naming the change')
+    t.match(refused, { message: /PORTCULLIS_ERR_TOOL_NOT_APPROVED/ })
+    await t.rejects(client.callTool({ name: 'upload', arguments: { text: 'hi' } }), { code: 403, message: /tool .{1,3}upload.{1,3} was added to server .{1,3}tl.{1,3} after its tools were approved/ })
+    t.equal(textOf(await client.callTool({ name: 'read_note', arguments: { text: 'n' } })), '{"text":"n"}', 'an unchanged tool still works in the same session')
+  })
+}
