@@ -4,6 +4,7 @@ import { execFileSync, spawn, type ChildProcess, type ChildProcessWithoutNullStr
 import { createServer as createHttpServer, type IncomingMessage, type ServerResponse } from 'node:http'
 import { Client } from '@modelcontextprotocol/sdk/client/index.js'
 import { StreamableHTTPClientTransport } from '@modelcontextprotocol/sdk/client/streamableHttp.js'
+import type { ListChangedHandlers } from '@modelcontextprotocol/sdk/types.js'
 import { Writable } from 'node:stream'
 import { closeSync, existsSync, mkdtempSync, openSync, readdirSync, readFileSync, rmSync, writeSync } from 'node:fs'
 import { tmpdir } from 'node:os'
@@ -170,9 +171,10 @@ export async function startRawServer (t: Teardown, handler: (req: IncomingMessag
 }
 
 /** Connects the official SDK client (2025 era) to a URL. */
-export async function connectClient (t: Teardown, url: string, options: { headers?: Record<string, string>, capabilities?: Record<string, unknown> } = {}): Promise<{ client: Client, transport: StreamableHTTPClientTransport }> {
+/** `listChanged`: the SDK client's own handling of list_changed notifications (it lists again and hands over the new list). */
+export async function connectClient (t: Teardown, url: string, options: { headers?: Record<string, string>, capabilities?: Record<string, unknown>, listChanged?: ListChangedHandlers } = {}): Promise<{ client: Client, transport: StreamableHTTPClientTransport }> {
   const transport = new StreamableHTTPClientTransport(new URL(url), { requestInit: { headers: options.headers ?? {} } })
-  const client = new Client({ name: 'portcullis-test', version: '1.0.0' }, { capabilities: options.capabilities ?? {} })
+  const client = new Client({ name: 'portcullis-test', version: '1.0.0' }, { capabilities: options.capabilities ?? {}, ...(options.listChanged === undefined ? {} : { listChanged: options.listChanged }) })
   await client.connect(transport)
   t.teardown(() => client.close())
   return { client, transport }

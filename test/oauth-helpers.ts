@@ -10,6 +10,7 @@ import { Client } from '@modelcontextprotocol/sdk/client/index.js'
 import { StreamableHTTPClientTransport } from '@modelcontextprotocol/sdk/client/streamableHttp.js'
 import { UnauthorizedError, type OAuthClientProvider } from '@modelcontextprotocol/sdk/client/auth.js'
 import type { OAuthClientInformationMixed, OAuthClientMetadata, OAuthTokens } from '@modelcontextprotocol/sdk/shared/auth.js'
+import type { ListChangedHandlers } from '@modelcontextprotocol/sdk/types.js'
 import type { Teardown } from './helpers.js'
 
 /** Port 9 is below the ephemeral range, so no gateway under test can ever listen there (a gateway on the callback's own port would swallow the redirect). */
@@ -178,7 +179,7 @@ export interface AuthorizedClient {
  * exchanged (state and iss checked here: the SDK checks neither) and the
  * client connects again, authorized.
  */
-export async function connectWithOAuth (t: Teardown, url: string, options: AuthorizeOptions & { oauth?: TestOAuthClient, browser?: HeadlessBrowser, issuer: string, fetch?: typeof fetch }): Promise<AuthorizedClient> {
+export async function connectWithOAuth (t: Teardown, url: string, options: AuthorizeOptions & { oauth?: TestOAuthClient, browser?: HeadlessBrowser, issuer: string, fetch?: typeof fetch, listChanged?: ListChangedHandlers }): Promise<AuthorizedClient> {
   const oauth = options.oauth ?? new TestOAuthClient()
   const browser = options.browser ?? new HeadlessBrowser(options.fetch)
   const transportOptions = { authProvider: oauth, ...(options.fetch === undefined ? {} : { fetch: options.fetch }) }
@@ -200,7 +201,7 @@ export async function connectWithOAuth (t: Teardown, url: string, options: Autho
   }
   await probe.close().catch(() => {})
   const transport = new StreamableHTTPClientTransport(new URL(url), transportOptions)
-  const client = new Client({ name: 'portcullis-oauth-test', version: '1.0.0' })
+  const client = new Client({ name: 'portcullis-oauth-test', version: '1.0.0' }, options.listChanged === undefined ? {} : { listChanged: options.listChanged })
   await client.connect(transport)
   t.teardown(() => client.close())
   return { client, transport, oauth, browser, callback: callback ?? new URL('about:blank') }

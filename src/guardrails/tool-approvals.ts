@@ -75,7 +75,8 @@ export async function saveApproved (store: Store, server: string, approved: Appr
 
 /**
  * What differs between the approved set and a listing. Removals are only
- * known from a complete listing (`isComplete`: one page, no cursor).
+ * known from a complete listing (`isComplete`: one page with no cursor, or a
+ * complete walk of pages from the first to the one without a nextCursor).
  */
 export function diffTools (approved: ToolSet, listed: ToolSet, isComplete: boolean): ToolChange[] {
   const changes: ToolChange[] = []

@@ -98,20 +98,30 @@ function compileList<R extends Audience> (list: { allow?: string[], deny: string
   return { allow: list.allow?.map(compile), deny: list.deny.map(compile), exact, patterns, hasAudiences }
 }
 
+/** The argument deny patterns of every tool rule (exact and pattern keys), by rule. */
+function compileArgumentRules (tools: Record<string, unknown>): Map<ToolRule, readonly ArgumentDeny[]> {
+  const compiled = new Map<ToolRule, readonly ArgumentDeny[]>()
+  for (const [key, value] of Object.entries(tools)) {
+    if (key === 'allow' || key === 'deny') continue
+    const rule = value as ToolRule
+    if (rule.arguments !== undefined) compiled.set(rule, compileArgumentDeny(rule.arguments.deny))
+  }
+  return compiled
+}
+
 const ALLOWED_UNTARGETED: Verdict = { allowed: true, kind: undefined, name: undefined, tool: undefined }
 const KIND_PLURAL: Readonly<Record<TargetKind, 'tools' | 'prompts' | 'resources'>> = { tool: 'tools', prompt: 'prompts', resource: 'resources' }
 
 export class ServerPolicy {
   private readonly lists: Readonly<Record<TargetKind, CompiledList<ToolRule | NamedRule>>>
   private readonly access: AccessConfig | undefined
-  private readonly argumentRules = new Map<ToolRule, ArgumentDeny[]>()
+  /** Each tool rule's argument deny patterns, compiled here, once: a call only matches them. */
+  private readonly argumentRules: ReadonlyMap<ToolRule, readonly ArgumentDeny[]>
 
   constructor (private readonly server: ServerConfig) {
     this.access = server.access
-    // Argument deny patterns compiled at start: a bad one fails here, not on a call.
-    for (const [key, rule] of Object.entries(server.tools)) {
-      if (key !== 'allow' && key !== 'deny') this.argumentDenial(rule as ToolRule, undefined, key)
-    }
+    // Compiled at start: a bad pattern (already refused by the config check) fails here, never on a call.
+    this.argumentRules = compileArgumentRules(server.tools as Record<string, unknown>)
     this.lists = {
       tool: compileList<ToolRule>(server.tools as { deny: string[] } & Record<string, unknown>),
       prompt: compileList<NamedRule>(server.prompts as { deny: string[] } & Record<string, unknown>),
@@ -145,15 +155,10 @@ export class ServerPolicy {
     return { allowed: true, kind, name, tool: kind === 'tool' ? rule as ToolRule | undefined : undefined }
   }
 
-  /** A tool rule's argument deny patterns, compiled once (at start) and matched per call. */
+  /** A tool rule's argument deny patterns (compiled in the constructor) matched against one call's arguments. */
   private argumentDenial (rule: ToolRule | undefined, args: unknown, tool: string): string | undefined {
-    if (rule?.arguments === undefined) return undefined
-    let compiled = this.argumentRules.get(rule)
-    if (compiled === undefined) {
-      compiled = compileArgumentDeny(rule.arguments.deny)
-      this.argumentRules.set(rule, compiled)
-    }
-    return argumentRefusal(compiled, args, tool)
+    const compiled = rule === undefined ? undefined : this.argumentRules.get(rule)
+    return compiled === undefined ? undefined : argumentRefusal(compiled, args, tool)
   }
 
   /** Whether a listed entry stays visible to this caller (scope-gated entries do: they can be stepped up to). */

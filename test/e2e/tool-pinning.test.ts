@@ -1,6 +1,8 @@
 // Pinned tool definitions (issue 18, section 1): an upstream whose tool list changes between
 // sessions (a description edited, a schema widened, a tool added) under pinTools warn and enforce,
-// over HTTP (JSON and SSE answers, a batch) and stdio; approval through the real CLI
+// over HTTP (JSON and SSE answers, a batch) and stdio, or within a live session (the fixture's
+// notifications/tools/list_changed, the SDK client's own refetch), and per-user processes
+// (isolation: user, two users through the real OAuth flow) sharing one approved set; approval through the real CLI
 // (dist/main.js) beside the running gateway, on SQLite and on Redis, taking effect without a restart.
 import t, { type Test } from 'tap'
 import { execFile } from 'node:child_process'
@@ -11,6 +13,8 @@ import { fileURLToPath } from 'node:url'
 import { stringify } from 'yaml'
 import { connectClient, eventually, INIT_BODY, postJson, redisAvailable, REDIS_URL, scratchRedis, startGateway, textOf } from '../helpers.js'
 import { V1, V2 } from '../tool-listings.js'
+import { connectWithOAuth } from '../oauth-helpers.js'
+import { hashPassword } from '../../src/auth-server/password.js'
 import { startToolListServer } from '../fixtures/tool-list-server.mjs'
 
 const run = promisify(execFile)
@@ -33,12 +37,12 @@ async function setup (t: Test, server: Record<string, unknown>, store: Record<st
   const dir = t.testdir({})
   const toolsFile = join(dir, 'tools.json')
   writeFileSync(toolsFile, JSON.stringify(V1))
-  const { sse, ...rest } = server
+  const { sse, watch, ...rest } = server
   const upstream = server.transport === 'http' ? await startToolListServer({ file: toolsFile, sse: sse === true }) : undefined
   if (upstream !== undefined) t.teardown(() => upstream.close())
   const entry = server.transport === 'http'
     ? { name: 'tl', url: upstream?.url, ...rest }
-    : { name: 'tl', command: process.execPath, args: [FIXTURE, toolsFile], ...rest }
+    : { name: 'tl', command: process.execPath, args: [FIXTURE, toolsFile, ...(watch === true ? ['--watch'] : [])], ...rest }
   const gw = await startGateway(t, { dataDir: dir, store, servers: [entry] })
   const auditFile = join(dir, 'cli-audit.log')
   const configFile = join(dir, 'portcullis.yaml')
@@ -168,4 +172,104 @@ t.test('a paginated listing (stdio, enforce): first use approves the whole walk;
   const fourth = await connectClient(t, gw.mcpUrl('tl'))
   t.same(names((await fourth.client.listTools({ cursor: '1' })).tools), [], 'an empty page asked for in another session')
   t.match(await metricsText(), /portcullis_tool_definition_changes_total\{server="tl",change="removed"\} 1\n/, 'no removal: that page ends no walk')
+})
+
+// A change within a live session: the stdio fixture (--watch) sends notifications/tools/list_changed
+// when its tools file changes; the SDK client hears it on its GET stream and lists again by itself.
+// A description edited and a tool added; read_note and stable unchanged.
+const LIVE_CHANGE = [V2[0], V1[1], V1[2], V2[3]]
+
+/** A client whose SDK refetches the tools on each list_changed (no debounce); `refetched` gets each new list's names. */
+async function listeningClient (t: Test, url: string): Promise<{ client: Awaited<ReturnType<typeof connectClient>>['client'], refetched: string[][] }> {
+  const refetched: string[][] = []
+  const { client } = await connectClient(t, url, {
+    listChanged: { tools: { autoRefresh: true, debounceMs: 0, onChanged: (err, tools) => { if (err === null && tools !== null) refetched.push(names(tools)) } } },
+  })
+  return { client, refetched }
+}
+
+for (const pinTools of ['enforce', 'warn'] as const) {
+  t.test(`${pinTools} over stdio: a change within a live session reaches the client as list_changed, and the list it fetches again is ${pinTools === 'enforce' ? 'filtered; the changed tool refused' : 'whole, the change audited'}`, async (t) => {
+    const { gw, toolsFile } = await setup(t, { transport: 'stdio', pinTools, watch: true }, { memory: true })
+    const { client, refetched } = await listeningClient(t, gw.mcpUrl('tl'))
+    t.same(names((await client.listTools()).tools), ['echo', 'read_note', 'stable'], 'first use')
+    await eventually(() => records(gw.audit.lines).some((r) => r.event === 'tool_definitions'))
+
+    // Same session, same process: the upstream changes under it and says so.
+    writeFileSync(toolsFile, JSON.stringify(LIVE_CHANGE))
+    t.ok(await eventually(() => refetched.length > 0), 'the client heard notifications/tools/list_changed and listed again')
+    if (pinTools === 'warn') {
+      t.same(refetched, [['echo', 'read_note', 'stable', 'upload']], 'warn hides nothing from the refetched list')
+      await eventually(() => records(gw.audit.lines).some((r) => r.event === 'tool_definitions' && r.action === 'changed'))
+      const changed = records(gw.audit.lines).filter((r) => r.event === 'tool_definitions' && r.action === 'changed')
+      t.same(changed.flatMap((r) => (r.changes as Array<{ name: string, change: string }>).map((c) => `${c.change} ${c.name}`)), ['changed echo', 'added upload'], 'the refetch is what reported the change')
+      return
+    }
+    t.same(refetched, [['read_note', 'stable']], 'the refetched list hides the changed and the added tool')
+    const refused = await client.callTool({ name: 'echo', arguments: { text: 'hi' } }).then(() => undefined, (err: unknown) => err)
+    t.match(refused, { code: 403, message: /definition of tool .{1,3}echo.{1,3} of server .{1,3}tl.{1,3} changed since it was approved/ }, 'the changed tool is refused, naming the change')
+    t.match(refused, { message: /PORTCULLIS_ERR_TOOL_NOT_APPROVED/ })
+    await t.rejects(client.callTool({ name: 'upload', arguments: { text: 'hi' } }), { code: 403, message: /tool .{1,3}upload.{1,3} was added to server .{1,3}tl.{1,3} after its tools were approved/ })
+    t.equal(textOf(await client.callTool({ name: 'read_note', arguments: { text: 'n' } })), '{"text":"n"}', 'an unchanged tool still works in the same session')
+  })
+}
+
+// isolation: user: two real users, signed in through the real OAuth flow, each get a process of
+// their own (each started with ${user.name} in its arguments, so each reads its own tools file);
+// the approved set is the server's, shared by both processes.
+const ALICE = { username: 'alice', password: 'alice-password-123' }
+const BOB = { username: 'bob', password: 'bob-password-123' }
+
+t.test('isolation user, enforce: per-user processes share one approved set; a change seen in Bob\'s process is refused for Alice, an approval after her listing reaches Bob\'s process', async (t) => {
+  const dir = t.testdir({})
+  for (const user of ['alice', 'bob']) writeFileSync(join(dir, `tools-${user}.json`), JSON.stringify(V1))
+  const store = { sqlite: join(dir, 'portcullis.db') }
+  const entry = { name: 'tl', transport: 'stdio', isolation: 'user', pinTools: 'enforce', command: process.execPath, args: [FIXTURE, join(dir, 'tools-${user.name}.json'), '--watch'] }
+  const users = [
+    { username: ALICE.username, passwordHash: await hashPassword(ALICE.password) },
+    { username: BOB.username, passwordHash: await hashPassword(BOB.password) },
+  ]
+  const gw = await startGateway(t, { dataDir: dir, store, auth: { users }, servers: [entry] })
+  const configFile = join(dir, 'portcullis.yaml')
+  writeFileSync(configFile, stringify({ publicUrl: gw.baseUrl, dataDir: dir, store, auth: { enabled: false }, audit: { destination: join(dir, 'cli-audit.log') }, servers: [entry] }))
+  const signIn = async (who: { username: string, password: string }): Promise<{ client: Awaited<ReturnType<typeof connectWithOAuth>>['client'], refetched: string[][] }> => {
+    const refetched: string[][] = []
+    const onChanged = (err: Error | null, tools: Array<{ name: string }> | null): void => { if (err === null && tools !== null) refetched.push(names(tools)) }
+    const { client } = await connectWithOAuth(t, gw.mcpUrl('tl'), { ...who, issuer: gw.baseUrl, listChanged: { tools: { autoRefresh: true, debounceMs: 0, onChanged } } })
+    return { client, refetched }
+  }
+  const pids = async (): Promise<number[]> => {
+    const health = await (await fetch(`${gw.baseUrl}/readyz`)).json() as { servers: Array<{ processes: Array<{ pid: number, role: string }> }> }
+    return (health.servers[0]?.processes ?? []).filter((p) => p.role === 'user').map((p) => p.pid)
+  }
+
+  const alice = await signIn(ALICE)
+  t.same(names((await alice.client.listTools()).tools), ['echo', 'read_note', 'stable'], 'Alice\'s listing is the first use')
+  await eventually(() => records(gw.audit.lines).some((r) => r.event === 'tool_definitions' && r.by === 'first-use'))
+  const bob = await signIn(BOB)
+  t.same(names((await bob.client.listTools()).tools), ['echo', 'read_note', 'stable'], 'Bob\'s process lists what Alice\'s approved')
+  t.equal((await pids()).length, 2, 'one process per user')
+
+  // Only Bob's process changes (its own file); it tells Bob's session, and Bob lists again.
+  writeFileSync(join(dir, 'tools-bob.json'), JSON.stringify(LIVE_CHANGE))
+  t.ok(await eventually(() => bob.refetched.length > 0), 'Bob\'s client heard list_changed from his process and listed again')
+  t.same(bob.refetched, [['read_note', 'stable']], 'Bob\'s refetched list is filtered against the approval made from Alice\'s listing')
+
+  // Alice's process never changed, yet the server's approved set is one: what Bob's process showed binds her too.
+  const refused = await alice.client.callTool({ name: 'echo', arguments: { text: 'hi' } }).then(() => undefined, (err: unknown) => err)
+  t.match(refused, { code: 403, message: /definition of tool .{1,3}echo.{1,3} of server .{1,3}tl.{1,3} changed since it was approved/ }, 'Alice is refused the tool whose change Bob\'s process showed')
+  t.match(refused, { message: /PORTCULLIS_ERR_TOOL_NOT_APPROVED/ })
+  await t.rejects(alice.client.callTool({ name: 'upload', arguments: { text: 'hi' } }), { code: 403, message: /tool .{1,3}upload.{1,3} was added to server .{1,3}tl.{1,3}/ }, 'and the tool only Bob\'s process added')
+  t.equal(textOf(await alice.client.callTool({ name: 'stable', arguments: {} })), '{}', 'unchanged tools keep working for her')
+  t.same(alice.refetched, [], 'no list_changed reached Alice: her process did not change')
+
+  // An operator approves the new echo after Alice's listing: Bob's process serves it again, without a restart.
+  const approve = await cli(['tools', 'approve', 'tl', '--tool', 'echo', '--by', 'ops', '--config', configFile])
+  t.equal(approve.code, 0, approve.stderr)
+  t.match(approve.stdout, /approved by ops:\n\s+changed\s+echo\n/)
+  t.ok(await eventually(async () => names((await bob.client.listTools()).tools).includes('echo'), 15_000), 'the approval reaches Bob\'s listing')
+  t.same(names((await bob.client.listTools()).tools), ['echo', 'read_note', 'stable'], 'only what was approved')
+  t.equal(textOf(await bob.client.callTool({ name: 'echo', arguments: { text: 'hi' } })), '{"text":"hi"}', 'Bob\'s process answers the approved tool')
+  await t.rejects(bob.client.callTool({ name: 'upload', arguments: { text: 'hi' } }), /was added/, 'the rest stays refused')
+  t.equal((await pids()).length, 2, 'still the same two processes')
 })

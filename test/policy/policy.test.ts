@@ -164,3 +164,22 @@ t.test('config: user and group rules are validated; an empty list is refused', a
   t.match(err({ tools: { deploy: { groups: [''] } } }), /servers\[0\]\.tools\.deploy\.groups\[0\]: expected a group name/)
   t.match(err({ tools: { deploy: { group: ['sre'] } } }), /unknown key "group" \(did you mean "groups"\?\)/)
 })
+
+t.test('argument deny patterns are compiled when the policy is built, exact and pattern keys alike, not on a call', async (t) => {
+  const callWith = (name: string, args: unknown): McpMessage => firstMessage({ jsonrpc: '2.0', id: 1, method: 'tools/call', params: { name, arguments: args } })
+  const policy = policyFor({ tools: { run_query: { arguments: { deny: { sql: ['(?i)\\bdrop\\b'] } } }, 'exec_*': { arguments: { deny: { cmd: ['rm -rf'] } } } } })
+  t.match(policy.judge(callWith('run_query', { sql: 'DROP TABLE x' }), alice), { allowed: false, reason: 'denied', message: /argument "sql" of tool "run_query" matches the deny pattern/ })
+  t.match(policy.judge(callWith('exec_shell', { cmd: 'rm -rf /' }), alice), { allowed: false, message: /argument "cmd" of tool "exec_shell"/ }, 'a pattern key\'s rule too')
+  t.match(policy.judge(callWith('run_query', { sql: 'select 1' }), alice), { allowed: true })
+
+  // The config check refuses a bad pattern first; a policy built around it (a config that skipped the
+  // check) must still fail at once, before any call, not on the first call that reaches the rule.
+  const config = makeConfig({ servers: [{ name: 'g', transport: 'http', url: 'http://127.0.0.1:9/mcp', tools: { 'run_*': { arguments: { deny: { sql: ['drop'] } } } } }] })
+  const frozen = config.servers[0]
+  if (frozen === undefined) throw new Error('no server')
+  const server = structuredClone(frozen) // the loaded config is frozen
+  const rule = (server.tools as Record<string, { arguments?: { deny: Record<string, string[]> } }>)['run_*']
+  if (rule?.arguments === undefined) throw new Error('no rule')
+  rule.arguments.deny.sql = ['(a+)+$']
+  t.throws(() => new ServerPolicy(server), /arguments\.deny\.sql: "\(a\+\)\+\$" may backtrack catastrophically/)
+})
