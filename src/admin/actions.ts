@@ -9,6 +9,7 @@ import type { FastifyRequest } from 'fastify'
 import { PortcullisError } from '../errors.js'
 import type { AdminActionEntry, AuditLog } from '../observability/audit.js'
 import type { Upstream } from '../upstreams/types.js'
+import type { LinkedAccounts } from '../upstream-auth/upstream-links.js'
 import type { BlockedUsers } from './blocked-users.js'
 import { revokeUser, type RevokeUserDeps } from './revoke-user.js'
 import { revokeClient, type RevokeClientDeps } from './revoke-client.js'
@@ -65,6 +66,8 @@ export interface AdminActionsOptions {
   readonly revoke: RevokeUserDeps
   readonly revokeClient: RevokeClientDeps
   readonly tools: ServerToolsDeps
+  /** Users' linked accounts at servers with upstreamAuth: oauth; absent when there are none. */
+  readonly links: LinkedAccounts | undefined
   readonly audit: AuditLog | undefined
 }
 
@@ -75,6 +78,7 @@ export interface AdminActions {
   readonly revokeClient: (clientId: string) => Promise<Outcome>
   readonly endSession: (server: string, sessionId: string) => Promise<Outcome>
   readonly approveTools: (server: string, approval: ApprovalRequest, by: string) => Promise<Outcome>
+  readonly unlinkAccount: (userId: string, server: string) => Promise<Outcome>
 }
 
 function notFound (message: string): Outcome {
@@ -128,6 +132,14 @@ export function adminActions (opts: AdminActionsOptions): AdminActions {
         summary: approved.length === 0 ? `Nothing to approve on ${server}.` : `Approved on ${server}: ${approved.map((c) => `${c.name} (${c.change})`).join(', ')}.`,
         body: { server, approvedBy: by, approved },
       }
+    },
+
+    // The user's tokens at the upstream are deleted here and revoked there (best effort: upstream-links.ts).
+    unlinkAccount: async (userId: string, server: string): Promise<Outcome> => {
+      const links = opts.links
+      if (links?.servers.includes(server) !== true) return notFound('no server with upstreamAuth: oauth has this name')
+      if (!await links.unlink(server, userId)) return notFound('the user has no linked account at this server')
+      return { summary: `Unlinked ${userId}'s account at ${server}.`, body: { user: userId, server, unlinked: true } }
     },
   }
 }

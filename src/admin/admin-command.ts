@@ -23,6 +23,9 @@ Actions:
   sessions [--user ID] [--server NAME]
                                     live MCP sessions (those the answering replica holds)
   revoke-user <id>                  every grant, API key, linked account and session of the user
+  linked-accounts <id>              the user's accounts at servers with upstreamAuth: oauth
+  unlink <id> <server>              remove the user's linked account at that server (its
+                                    tokens are revoked at the server's authorization server)
   block <id> | unblock <id>         refuse the user everywhere / lift it
   revoke-client <id>                every grant of a registered client, and its registration
   end-session <server> <sessionId>  end one session
@@ -63,11 +66,12 @@ class UsageError extends Error {}
 
 /** The API call an action makes; a UsageError names what is missing. */
 function callFor (options: AdminCommandOptions): Call {
-  const id = (what: string): string => {
+  const first = (what: string): string => {
     const value = options.args[0]
     if (value === undefined || value === '') throw new UsageError(`admin ${options.action ?? ''} needs <${what}>`)
-    return encodeURIComponent(value)
+    return value
   }
+  const id = (what: string): string => encodeURIComponent(first(what))
   const filters = (names: Record<string, string | undefined>): Record<string, string> =>
     Object.fromEntries(Object.entries(names).filter((entry): entry is [string, string] => entry[1] !== undefined))
   switch (options.action) {
@@ -75,6 +79,13 @@ function callFor (options: AdminCommandOptions): Call {
     case 'clients': return { method: 'GET', path: 'clients', isList: true }
     case 'sessions': return { method: 'GET', path: 'sessions', isList: true, query: filters({ user: options.user, server: options.server }) }
     case 'revoke-user': return { method: 'POST', path: `users/${id('id')}/revoke` }
+    case 'linked-accounts': return { method: 'GET', path: 'linked-accounts', isList: true, query: { user: first('id') } }
+    case 'unlink': {
+      const user = id('id')
+      const server = options.args[1]
+      if (server === undefined || server === '') throw new UsageError('admin unlink needs <id> <server>')
+      return { method: 'POST', path: `users/${user}/linked-accounts/${encodeURIComponent(server)}/unlink` }
+    }
     case 'block': return { method: 'POST', path: `users/${id('id')}/block` }
     case 'unblock': return { method: 'POST', path: `users/${id('id')}/unblock` }
     case 'revoke-client': return { method: 'POST', path: `clients/${id('id')}/revoke` }

@@ -10,6 +10,7 @@
  *   GET  /admin/sessions                         live sessions on this replica (filters: server, user)
  *   GET  /admin/tools                            pinned servers' pending tool changes
  *   POST /admin/users/:id/revoke|block|unblock   (CSRF)
+ *   POST /admin/users/:id/linked-accounts/:server/unlink   (CSRF)
  *   POST /admin/clients/:id/revoke               (CSRF)
  *   POST /admin/sessions/:server/:id/end         (CSRF)
  *   POST /admin/servers/:server/tools/approve    (CSRF)
@@ -150,7 +151,7 @@ export async function adminPageRoutes (app: FastifyInstance, opts: AdminPageOpti
   const adminGroups = new Set(opts.groups)
   const record = adminRecorder(opts.audit, 'admin page call')
   const tools = { store: opts.store, guards: opts.toolGuards, now: opts.now }
-  const actions = adminActions({ upstreams: opts.upstreams, sessionHolder: opts.sessionHolder, replica: opts.replica, blocked: opts.blocked, revoke: opts.revoke, revokeClient: opts.revokeClient, tools, audit: opts.audit })
+  const actions = adminActions({ upstreams: opts.upstreams, sessionHolder: opts.sessionHolder, replica: opts.replica, blocked: opts.blocked, revoke: opts.revoke, revokeClient: opts.revokeClient, tools, links: opts.links, audit: opts.audit })
   const sessionsNow = (): ReturnType<typeof sessionItems> => sessionItems(opts.allUpstreams(), opts.replica, opts.now())
   /** Each POST route's audit name, by its route pattern: a form refused before its handler runs is still recorded. */
   const postActions = new Map<string, string>()
@@ -325,6 +326,13 @@ export async function adminPageRoutes (app: FastifyInstance, opts: AdminPageOpti
   postAction(`${userPathPattern}/revoke`, { action: 'users.revoke', target: userTarget, back: userPath, work: async (request) => actions.revokeUser(userId(request)) })
   postAction(`${userPathPattern}/block`, { action: 'users.block', target: userTarget, back: userPath, work: async (request, admin) => actions.block(userId(request), admin.user.id) })
   postAction(`${userPathPattern}/unblock`, { action: 'users.unblock', target: userTarget, back: userPath, work: async (request) => actions.unblock(userId(request)) })
+  // The API's action and target (plugin.ts): one audit name for an unlink, wherever it was done.
+  postAction(`${userPathPattern}/linked-accounts/:server/unlink`, {
+    action: 'linked-accounts.unlink',
+    target: (request) => ({ kind: 'linked-account', id: `${param('server')(request).slice(0, 64)}/${param('id')(request).slice(0, 256)}` }),
+    back: userPath,
+    work: async (request) => actions.unlinkAccount(userId(request), param('server')(request)),
+  })
   postAction(`${ADMIN_PAGE_PATH}/clients/:id/revoke`, {
     action: 'clients.revoke',
     target: (request) => ({ kind: 'client', id: param('id')(request).slice(0, 256) }),

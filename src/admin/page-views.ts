@@ -171,14 +171,14 @@ function userActions (detail: UserDetail, csrf: string): string {
 
 export function userPage (frame: Frame, detail: UserDetail): string {
   const item = detail.item
+  const path = `${ADMIN_PAGE_PATH}/users/${encodeURIComponent(detail.id)}`
   const facts = item === undefined
     ? '<p class="muted">Not seen by this gateway (no access token issued within auth.refreshTokenTtl).</p>'
     : `<p>Provider: ${escapeHtml(item.provider ?? '—')} · Groups: ${list(item.groups)} · Last seen: ${when(item.lastSeen)}${item.blocked ? ' · <strong>blocked</strong>' : ''}</p>`
   const keys = detail.apiKeys.items.map((k) => `<tr><td>${escapeHtml(k.name)}</td><td><code>${escapeHtml(k.keyId)}</code></td><td>${list(k.servers)}</td><td>${escapeHtml(k.scopes.join(' '))}</td><td>${when(k.createdAt)}</td><td>${when(k.expiresAt)}</td><td>${when(k.lastUsedAt)}</td></tr>`)
-  const linked = detail.linked.map((l) => `<tr><td>${escapeHtml(l.server)}</td><td>${l.isLinked ? `linked ${when(l.linkedAt)}` : '<span class="muted">not linked</span>'}</td></tr>`)
+  const linked = detail.linked.map((l) => `<tr><td>${escapeHtml(l.server)}</td><td>${l.isLinked ? `linked ${when(l.linkedAt)}` : '<span class="muted">not linked</span>'}</td><td>${l.isLinked ? actionForm(`${path}/linked-accounts/${encodeURIComponent(l.server)}/unlink`, 'Unlink', frame.csrf) : ''}</td></tr>`)
   const grants = detail.grants.map((g) => `<tr><td>${escapeHtml(g.clientId ?? '—')}</td><td>${Object.entries(g.resources).map(([resource, scope]) => `${escapeHtml(resource)} <span class="muted">${escapeHtml(scope)}</span>`).join('<br>')}</td><td>${when(g.createdAt)}</td><td>${when(g.expiresAt)}</td><td>${g.refreshTokens.live} live, ${g.refreshTokens.rotations} rotation${g.refreshTokens.rotations === 1 ? '' : 's'}</td></tr>`)
   const limits = detail.rateLimits.map((b) => `<tr><td>${escapeHtml(b.on)}</td><td>${escapeHtml(b.subject)}</td><td>${b.remaining} of ${b.limit} per ${b.windowS} s</td><td>${when(b.resetsAt)}</td></tr>`)
-  const path = `${ADMIN_PAGE_PATH}/users/${encodeURIComponent(detail.id)}`
   return adminPage(`User ${detail.id}`, frame, `${facts}
 ${userActions(detail, frame.csrf)}
 <h2>Live sessions</h2>
@@ -186,7 +186,7 @@ ${sessionsTable(detail.sessions, frame.csrf)}
 <h2>API keys</h2>
 ${table(['Name', 'Key ID', 'Servers', 'Scopes', 'Created', 'Expires', 'Last used'], keys, 'No API keys.')}
 ${nextLink(path, {}, detail.apiKeys)}
-${detail.linked.length === 0 ? '' : `<h2>Linked accounts</h2>\n${table(['Server', 'Status'], linked, '')}`}
+${detail.linked.length === 0 ? '' : `<h2>Linked accounts</h2>\n${table(['Server', 'Status', ''], linked, '')}\n<p class="muted">Unlink: the user's tokens at that server are deleted here and revoked at its authorization server; their next call there asks them to link again.</p>`}
 <h2>Grants</h2>
 ${table(['Client', 'Resources and scopes', 'Granted', 'Expires', 'Refresh tokens'], grants, 'No grants.')}
 <h2>Rate limits <span class="muted">(as this replica last charged them)</span></h2>

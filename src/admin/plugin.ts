@@ -74,7 +74,7 @@ export async function adminRoutes (app: FastifyInstance, opts: AdminRoutesOption
 
   const record = adminRecorder(audit, 'admin api call')
   const tools: ServerToolsDeps = { store: opts.store, guards: opts.toolGuards, now: opts.now }
-  const actions = adminActions({ upstreams: opts.upstreams, sessionHolder: opts.sessionHolder, replica: opts.replica, blocked, revoke: opts.revoke, revokeClient: opts.revokeClient, tools, audit })
+  const actions = adminActions({ upstreams: opts.upstreams, sessionHolder: opts.sessionHolder, replica: opts.replica, blocked, revoke: opts.revoke, revokeClient: opts.revokeClient, tools, links: opts.links, audit })
 
   /** Access check, the work, one audit record. */
   const route = (action: string, work: Work, target?: (request: FastifyRequest) => Target) => async (request: FastifyRequest, reply: FastifyReply): Promise<FastifyReply> => {
@@ -165,14 +165,7 @@ export async function adminRoutes (app: FastifyInstance, opts: AdminRoutesOption
 
   post(`${ADMIN_API_PATH}/users/:id/linked-accounts/:server/unlink`, 'linked-accounts.unlink', async (request) => {
     const params = request.params as { id: string, server: string }
-    const userId = idParam(params.id, 'user id')
-    const server = params.server
-    if (opts.links?.servers.includes(server) !== true) {
-      return { status: 404, outcome: 'not_found', body: { error: { code: 'PORTCULLIS_ERR_ADMIN_NOT_FOUND', message: 'Not found: no server with upstreamAuth: oauth has this name' } } }
-    }
-    const isUnlinked = await opts.links.unlink(server, userId)
-    if (!isUnlinked) return { status: 404, outcome: 'not_found', body: { error: { code: 'PORTCULLIS_ERR_ADMIN_NOT_FOUND', message: 'Not found: the user has no linked account at this server' } } }
-    return { body: { user: userId, server, unlinked: true } }
+    return await actions.unlinkAccount(idParam(params.id, 'user id'), params.server)
   }, targetOf('linked-account', 'server/id'))
 
   post(`${ADMIN_API_PATH}/users/:id/revoke`, 'users.revoke', async (request) => {

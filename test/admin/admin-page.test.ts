@@ -20,6 +20,8 @@ import type { Reload, ReloadReport } from '../../src/reload/report.js'
 import { ExternalAccounts } from '../../src/auth-server/external-accounts.js'
 import { approveFirstUse, loadApproved, saveObserved } from '../../src/guardrails/tool-approvals.js'
 import { listedTools } from '../../src/guardrails/tool-guard.js'
+import { SecretBox } from '../../src/auth-server/secret-box.js'
+import { LinkedTokens } from '../../src/upstream-auth/linked-tokens.js'
 import { logSink, makeConfig } from '../helpers.js'
 
 const passwordHash = await hashPassword('correct horse battery staple')
@@ -29,7 +31,7 @@ interface AdminApp { app: FastifyInstance, audit: ReturnType<typeof logSink>, co
 
 const ADMIN_TOKEN = 'an-admin-bearer-token-of-at-least-32-characters'
 
-async function adminApp (t: Test, extra: { reload?: Reload, apiKeys?: boolean, publicUrl?: string } = {}): Promise<AdminApp> {
+async function adminApp (t: Test, extra: { reload?: Reload, apiKeys?: boolean, publicUrl?: string, servers?: Array<Record<string, unknown>> } = {}): Promise<AdminApp> {
   const dataDir = mkdtempSync(join(tmpdir(), 'portcullis-test-'))
   t.teardown(() => rmSync(dataDir, { recursive: true, force: true }))
   const config = makeConfig({
@@ -38,7 +40,7 @@ async function adminApp (t: Test, extra: { reload?: Reload, apiKeys?: boolean, p
     admin: { bearerToken: ADMIN_TOKEN },
     store: { memory: true },
     auth: { users: USERS, clients: [{ clientId: 'yaml-client', name: 'YAML client', redirectUris: ['https://app.example.com/cb'] }], apiKeys: { enabled: extra.apiKeys ?? true } },
-    servers: [{ name: 'fx', transport: 'http', url: 'http://127.0.0.1:9/mcp' }],
+    servers: [{ name: 'fx', transport: 'http', url: 'http://127.0.0.1:9/mcp' }, ...extra.servers ?? []],
   })
   const audit = logSink()
   const app = await buildApp(config, { logger: createLogger('warn', logSink().stream), auditDestination: audit.stream, ...(extra.reload === undefined ? {} : { reload: extra.reload }) })
@@ -159,6 +161,51 @@ t.test('actions need the page\'s CSRF token; done, they redirect back with a one
     { actor: 'carol', action: 'clients.revoke', target: { kind: 'client', id: 'yaml-client' }, outcome: 'refused', detail: { code: 'PORTCULLIS_ERR_ADMIN_BAD_REQUEST' } },
   ], 'every action audited like the API\'s, actor the administrator')
   t.equal(actions.length, 6)
+})
+
+t.test('a linked account is listed with an Unlink form: CSRF checked, the link removed, audited with the API\'s action name', async (t) => {
+  // A server reached with each user's own account (upstreamAuth: oauth). Its authorization server
+  // is unreachable here: the unlink's revocation there is best effort (upstream-links.ts), and
+  // the link itself is written as the gateway writes it (linked-tokens.ts, sealed with its key).
+  const a = await adminApp(t, { servers: [{ name: 'linear', transport: 'http', url: 'http://127.0.0.1:9/mcp', upstreamAuth: { type: 'oauth' } }] })
+  const store = a.app.portcullis.store
+  const tokens = new LinkedTokens(store, await SecretBox.load(store, undefined), () => {})
+  await tokens.save('linear', 'alice', { accessToken: 'upstream-access', refreshToken: 'upstream-refresh', linkedAtMs: Date.parse('2026-11-02T10:00:00Z') })
+  const carol = await signedIn(a, 'carol')
+  const unlinkPath = '/admin/users/alice/linked-accounts/linear/unlink'
+
+  const shown = await a.app.inject({ url: '/admin/users/alice', headers: { cookie: carol.cookie } })
+  t.match(shown.body, /<h2>Linked accounts<\/h2>[\s\S]*<td>linear<\/td><td>linked 2026-11-02 10:00 UTC<\/td><td><form method="post" action="\/admin\/users\/alice\/linked-accounts\/linear\/unlink"><input type="hidden" name="csrf" value="[^"]+"><button type="submit">Unlink<\/button><\/form><\/td>/, 'the link, with its Unlink form')
+  t.notMatch(shown.body, /upstream-access|upstream-refresh/, 'never a token')
+  t.notMatch((await a.app.inject({ url: '/admin/users/bob', headers: { cookie: carol.cookie } })).body, /linked-accounts\/linear\/unlink/, 'nothing to unlink for a user without a link')
+
+  t.equal((await post(a, unlinkPath, carol.cookie, {})).statusCode, 403, 'no CSRF token: refused')
+  t.equal((await post(a, unlinkPath, carol.cookie, { csrf: (await signedIn(a, 'carol')).csrf })).statusCode, 403, 'another session\'s token: refused')
+  t.not(await tokens.get('linear', 'alice'), undefined, 'still linked')
+
+  const done = await post(a, unlinkPath, carol.cookie, { csrf: carol.csrf })
+  t.equal(done.statusCode, 303)
+  t.equal(done.headers.location, '/admin/users/alice', 'back to the user')
+  t.equal(await tokens.get('linear', 'alice'), undefined, 'the link is gone')
+  const notice = String(done.headers['set-cookie']).split(';')[0] ?? ''
+  const after = await a.app.inject({ url: '/admin/users/alice', headers: { cookie: `${carol.cookie}; ${notice}` } })
+  t.match(after.body, /role="status" id="notice">Unlinked alice&#39;s account at linear\.</)
+  t.match(after.body, /<td>linear<\/td><td><span class="muted">not linked<\/span><\/td><td><\/td>/, 'listed as not linked, without a form')
+
+  const again = await post(a, unlinkPath, carol.cookie, { csrf: carol.csrf })
+  const againNotice = String(again.headers['set-cookie']).split(';')[0] ?? ''
+  t.match((await a.app.inject({ url: '/admin/users/alice', headers: { cookie: `${carol.cookie}; ${againNotice}` } })).body, /class="error" role="alert" id="notice">the user has no linked account at this server/)
+  t.equal((await post(a, '/admin/users/alice/linked-accounts/fx/unlink', carol.cookie, { csrf: carol.csrf })).statusCode, 303, 'a server without upstreamAuth: oauth: refused with its reason')
+
+  const target = { kind: 'linked-account', id: 'linear/alice' }
+  t.match(adminRecords(a).filter((r) => r.action === 'linked-accounts.unlink'), [
+    { actor: 'carol', target, outcome: 'refused', detail: { code: 'PORTCULLIS_ERR_ADMIN_FORBIDDEN' } },
+    { actor: 'carol', target, outcome: 'refused', detail: { code: 'PORTCULLIS_ERR_ADMIN_FORBIDDEN' } },
+    { actor: 'carol', target, outcome: 'ok' },
+    { actor: 'carol', target, outcome: 'not_found' },
+    { actor: 'carol', target: { kind: 'linked-account', id: 'fx/alice' }, outcome: 'not_found' },
+  ], 'every attempt audited as the API audits it, actor the administrator')
+  t.equal(adminRecords(a).filter((r) => r.action === 'linked-accounts.unlink').length, 5)
 })
 
 t.test('a blocked administrator is refused; paging follows the shared cursor', async (t) => {

@@ -5,6 +5,8 @@ import t from 'tap'
 import { execFile } from 'node:child_process'
 import { fileURLToPath } from 'node:url'
 import { hashPassword } from '../../src/auth-server/password.js'
+import { SecretBox } from '../../src/auth-server/secret-box.js'
+import { LinkedTokens } from '../../src/upstream-auth/linked-tokens.js'
 import { connectWithOAuth } from '../oauth-helpers.js'
 import { eventually, INIT_BODY, postJson, startGateway, startUpstream } from '../helpers.js'
 
@@ -56,6 +58,50 @@ t.test('admin sessions, users, clients, block and revoke-user through the CLI', 
 
   const audited = gw.audit.lines.map((l) => JSON.parse(l) as { action?: string, actor?: string })
   t.ok(['sessions.list', 'users.block', 'users.revoke'].every((action) => audited.some((r) => r.action === action && r.actor === 'admin-token')), 'each call audited as the admin token')
+})
+
+t.test('admin linked-accounts and unlink: a user\'s links listed, one removed, audited; both in --help', async (t) => {
+  // A server reached with each user's own account (upstreamAuth: oauth); its authorization server
+  // is not running (the unlink's revocation there is best effort). Alice's link is written as the
+  // gateway writes one (linked-tokens.ts, sealed with the key it generated into its store).
+  const gw = await startGateway(t, {
+    admin: { bearerToken: ADMIN_TOKEN },
+    auth: { users: [{ username: 'alice', passwordHash: await hashPassword(PASSWORD) }] },
+    servers: [{ name: 'linear', transport: 'http', url: 'http://127.0.0.1:9/mcp', upstreamAuth: { type: 'oauth' } }],
+  })
+  const store = gw.app.portcullis.store
+  const tokens = new LinkedTokens(store, await SecretBox.load(store, undefined), () => {})
+  await tokens.save('linear', 'alice', { accessToken: 'upstream-access-token', refreshToken: 'upstream-refresh-token', linkedAtMs: Date.parse('2026-11-02T10:00:00Z') })
+  const url = ['--url', gw.baseUrl]
+
+  const listed = await admin(['linked-accounts', 'alice', ...url])
+  t.equal(listed.code, 0, listed.stderr)
+  t.same(JSON.parse(listed.stdout), { items: [{ server: 'linear', isLinked: true, linkedAt: '2026-11-02T10:00:00.000Z' }] }, 'Alice\'s link, when she linked')
+  t.notMatch(listed.stdout, /upstream-access-token|upstream-refresh-token/, 'never a token')
+
+  const unlinked = await admin(['unlink', 'alice', 'linear', ...url])
+  t.equal(unlinked.code, 0, unlinked.stderr)
+  t.same(JSON.parse(unlinked.stdout), { user: 'alice', server: 'linear', unlinked: true })
+  t.equal(await tokens.get('linear', 'alice'), undefined, 'the link is gone from the store')
+  t.same(JSON.parse((await admin(['linked-accounts', 'alice', ...url])).stdout), { items: [{ server: 'linear', isLinked: false }] })
+
+  const again = await admin(['unlink', 'alice', 'linear', ...url])
+  t.equal(again.code, 1, 'nothing left to unlink')
+  t.match(again.stderr, /404 PORTCULLIS_ERR_ADMIN_NOT_FOUND Not found: the user has no linked account at this server/)
+  t.equal((await admin(['unlink', 'alice', ...url])).code, 2, 'unlink without the server')
+  t.match((await admin(['linked-accounts', ...url])).stderr, /admin linked-accounts needs <id>/)
+
+  const audited = gw.audit.lines.map((l) => JSON.parse(l) as { action?: string, actor?: string, target?: unknown, outcome?: string }).filter((r) => r.action?.startsWith('linked-accounts.') === true)
+  t.match(audited, [
+    { action: 'linked-accounts.list', actor: 'admin-token', target: { kind: 'user', id: 'alice' }, outcome: 'ok' },
+    { action: 'linked-accounts.unlink', actor: 'admin-token', target: { kind: 'linked-account', id: 'linear/alice' }, outcome: 'ok' },
+    { action: 'linked-accounts.list', outcome: 'ok' },
+    { action: 'linked-accounts.unlink', outcome: 'not_found' },
+  ], 'each call audited as the admin token')
+
+  const help = await admin(['--help'], {})
+  t.equal(help.code, 0)
+  t.match(help.stdout, /\n {2}linked-accounts <id> {2,}the user's accounts at servers with upstreamAuth: oauth\n {2}unlink <id> <server> {2,}remove the user's linked account/, 'both actions in the help')
 })
 
 t.test('refusals and usage errors: the API\'s reason on stderr, exit 1; missing pieces exit 2; the token never printed', async (t) => {

@@ -12,6 +12,7 @@ import { signInToAccount } from '../account-helpers.js'
 import { createHash } from 'node:crypto'
 import type { Store } from '../../src/store/types.js'
 import { connectClient, freePort, INIT_BODY, postJson, startGateway, startUpstream, stdioServer, textOf, type RunningGateway } from '../helpers.js'
+import { nginxBinary, startNginx } from '../nginx.js'
 
 const PASSWORD = 'correct horse battery staple'
 const passwordHash = await hashPassword(PASSWORD)
@@ -67,9 +68,9 @@ function gatewayServers (upstreamBase: string): Array<Record<string, unknown>> {
  * upstream's authorization server and consents, and lands on the linked accounts page. On
  * the way she confirms the link on the gateway's page (a POST with its CSRF token).
  */
-async function link (gw: RunningGateway, username: string): Promise<{ browser: HeadlessBrowser, html: string }> {
-  const browser = new HeadlessBrowser()
-  let next = `${gw.baseUrl}/connect/${SERVER}`
+async function link (gw: RunningGateway, username: string, via: { base: string, fetch?: typeof fetch } = { base: gw.baseUrl }): Promise<{ browser: HeadlessBrowser, html: string }> {
+  const browser = new HeadlessBrowser(via.fetch)
+  let next = `${via.base}/connect/${SERVER}`
   let form: Record<string, string> | undefined
   for (let step = 0; step < 10; step++) {
     const res = await browser.request(next, form === undefined ? {} : { method: 'POST', form })
@@ -533,6 +534,57 @@ t.test('the client metadata document and the connect link are served for oauth s
   t.equal(await returnOf('/account/links'), '/account/links')
   t.equal(await returnOf('https://evil.example/'), '/account/keys', 'never an open redirect')
   t.equal(await returnOf(`/account/links/${TOOLS}/connect`), '/account/keys', 'only servers that take a link')
+})
+
+const nginx = nginxBinary(t)
+
+t.test('an https gateway is known at the upstream\'s authorization server by its Client ID Metadata Document, not by registration', { skip: nginx === undefined && 'no nginx' }, async (t) => {
+  // Gateway 1 behind real nginx (TLS, a self-signed certificate): its publicUrl is https, which a
+  // CIMD client_id must be. The upstream's authorization server (a second Portcullis, which
+  // announces client_id_metadata_document_supported) fetches the document from gateway 1 through
+  // nginx; it reaches 127.0.0.1 and trusts the certificate only by the test-only allowance.
+  const fixture = await startUpstream(t, { name: 'fx' })
+  const upstreamPort = await freePort()
+  const upstreamBase = `http://localhost:${upstreamPort}`
+  const tlsPort = await freePort()
+  const publicUrl = `https://127.0.0.1:${tlsPort}`
+  const gw = await startGateway(t, {
+    publicUrl,
+    trustProxy: ['127.0.0.1'],
+    log: { level: 'debug', requests: true },
+    auth: { users: USERS },
+    servers: gatewayServers(upstreamBase),
+  })
+  const front = await startNginx(t, nginx ?? '', { upstreamPorts: [Number(new URL(gw.baseUrl).port)], tlsPort })
+  const upstream = await startGateway(t, {
+    publicUrl: upstreamBase,
+    listen: { host: '127.0.0.1', port: upstreamPort },
+    log: { level: 'debug', requests: true },
+    auth: { users: USERS },
+    servers: [{ name: 'fx', transport: 'http', url: fixture.url }],
+  }, {}, { outboundTestAllowance: { privateHosts: ['127.0.0.1'], ca: front.certificate } })
+  const asMetadata = await (await fetch(`${upstreamBase}/.well-known/oauth-authorization-server`)).json() as Record<string, unknown>
+  t.equal(asMetadata.client_id_metadata_document_supported, true, 'the upstream\'s authorization server announces CIMD')
+
+  const documentUrl = `${publicUrl}/oauth/client-metadata/${SERVER}.json`
+  const { browser, html } = await link(gw, 'alice', { base: publicUrl, fetch: front.fetch })
+  t.match(html, /linked \d{4}-/, 'the link completed: the account page lists it')
+  const authorizeRequests = browser.visited.filter((u) => u.startsWith(`${upstreamBase}/oauth/authorize?`))
+  t.ok(authorizeRequests.length > 0, 'the browser went to the upstream\'s authorization endpoint')
+  t.same(authorizeRequests.map((u) => new URL(u).searchParams.get('client_id')), authorizeRequests.map(() => documentUrl), 'with the document\'s URL as client_id')
+  t.equal(await gw.app.portcullis.store.kvGet(`upstream-oauth-client:${SERVER}:${new URL(upstreamBase).href}`), undefined, 'no dynamic registration stored at gateway 1')
+  t.match(upstream.logs.text(), /"url":"\/oauth\/token"/, 'the upstream logs each request it completes')
+  t.notMatch(upstream.logs.text(), /"url":"\/oauth\/register"/, 'and it was never asked for a registration')
+  const fetched = gw.logs.text().split('\n').filter((l) => l.includes('request completed') && l.includes(`"url":"/oauth/client-metadata/${SERVER}.json"`))
+  t.ok(fetched.length >= 1, 'the upstream fetched the document from gateway 1')
+  t.ok(fetched.every((l) => l.includes('"statusCode":200')), 'and got it')
+
+  // Alice's calls reach the upstream as her, with the token issued to that client_id.
+  const alice = await connectWithOAuth(t, `${publicUrl}/${SERVER}/mcp`, { username: 'alice', password: PASSWORD, issuer: publicUrl, fetch: front.fetch })
+  t.equal(textOf(await alice.client.callTool({ name: 'echo', arguments: { text: 'over cimd' } })), 'over cimd')
+  t.same(auditedUsers(upstream, 'tools/call'), ['alice'], 'the upstream\'s audit names Alice')
+  const calls = upstream.audit.lines.map((l) => JSON.parse(l) as { method?: string, clientId?: unknown }).filter((r) => r.method === 'tools/call')
+  t.match(calls, [{ clientId: documentUrl }], 'and the client she came through: the document\'s URL')
 })
 
 t.test('with API keys disabled, the account pages still sign users in for linking', async (t) => {
