@@ -25,7 +25,7 @@ Actions:
   revoke-user <id>                  every grant, API key, linked account and session of the user
   linked-accounts <id>              the user's accounts at servers with upstreamAuth: oauth
   unlink <id> <server>              remove the user's linked account at that server (its
-                                    tokens are revoked at the server's authorization server)
+                                    tokens are revoked at the server's authorization server, best effort)
   block <id> | unblock <id>         refuse the user everywhere / lift it
   revoke-client <id>                every grant of a registered client, and its registration
   end-session <server> <sessionId>  end one session

@@ -157,8 +157,11 @@ export class ServerPolicy {
 
   /** A tool rule's argument deny patterns (compiled in the constructor) matched against one call's arguments. */
   private argumentDenial (rule: ToolRule | undefined, args: unknown, tool: string): string | undefined {
-    const compiled = rule === undefined ? undefined : this.argumentRules.get(rule)
-    return compiled === undefined ? undefined : argumentRefusal(compiled, args, tool)
+    if (rule?.arguments === undefined) return undefined
+    const compiled = this.argumentRules.get(rule)
+    // Fail closed: a rule with deny patterns that was not compiled (a copied rule object) must never let a call through unchecked.
+    if (compiled === undefined) throw new Error(`argument rules of tool "${tool}" were not compiled`)
+    return argumentRefusal(compiled, args, tool)
   }
 
   /** Whether a listed entry stays visible to this caller (scope-gated entries do: they can be stepped up to). */
