@@ -22,13 +22,38 @@ export interface ChargeOptions {
 
 const untraced = <T>(_name: string, fn: () => T): T => fn()
 
-/** The outcomes with each allowed call charged, in the body's order: refused ones are left as they are. */
-export async function charge (options: ChargeOptions, callerKey: string, outcomes: readonly MessageOutcome[]): Promise<MessageOutcome[]> {
-  const charged: MessageOutcome[] = []
-  for (const o of outcomes) {
-    charged.push(o.decision === 'allowed' && isJudged(o.message) ? await chargeOne(options, callerKey, o) : o)
+/**
+ * The outcomes with each allowed call charged, in the body's order: refused ones are left as they
+ * are. When no limit applies to any of them (no rate limits configured, the usual case) they are
+ * returned as they are, at once: no promise, no tick, no copy per request.
+ */
+export function charge (options: ChargeOptions, callerKey: string, outcomes: readonly MessageOutcome[]): readonly MessageOutcome[] | Promise<MessageOutcome[]> {
+  const first = outcomes.findIndex((o) => isCharged(options, o))
+  return first === -1 ? outcomes : chargeFrom(options, callerKey, outcomes, first)
+}
+
+async function chargeFrom (options: ChargeOptions, callerKey: string, outcomes: readonly MessageOutcome[], first: number): Promise<MessageOutcome[]> {
+  const charged = outcomes.slice(0, first)
+  for (let i = first; i < outcomes.length; i++) {
+    const o = outcomes[i] as MessageOutcome
+    charged.push(isCharged(options, o) ? await chargeOne(options, callerKey, o) : o)
   }
   return charged
+}
+
+/** Whether an outcome meets a bucket or a concurrency cap (chargeOne would change or count it). */
+function isCharged (options: ChargeOptions, o: MessageOutcome): boolean {
+  if (o.decision !== 'allowed' || !isJudged(o.message)) return false
+  const { kind, name, rule: tool } = o
+  if ((options.server.rateLimit ?? options.defaults.perUser) !== undefined && costOf(options, o) > 0) return true
+  return kind === 'tool' && name !== undefined &&
+    ((tool?.rateLimit ?? options.defaults.perUserPerTool) !== undefined || tool?.globalRateLimit !== undefined || tool?.concurrency !== undefined)
+}
+
+/** A new session weighs rateLimits.sessionCost, a tool call its `cost`, anything else 1. */
+function costOf (options: ChargeOptions, { message, rule: tool }: MessageOutcome): number {
+  // issue 12: a free initialize let one user open 300 sessions, each a process, under a 200/min budget.
+  return message.method === 'initialize' ? options.defaults.sessionCost : tool?.cost ?? 1
 }
 
 /** The caller's budget on the server (servers[].rateLimit, else rateLimits.perUser), charged `cost`. */
@@ -54,9 +79,7 @@ async function chargeOne (options: ChargeOptions, callerKey: string, outcome: Me
   const { server, limiter } = options
   const { message, kind, name, rule: tool } = outcome
   const id = message.id ?? null
-  // A new session weighs rateLimits.sessionCost (issue 12: a free initialize let one user open
-  // 300 sessions, each a process, under a 200/min budget).
-  const cost = message.method === 'initialize' ? options.defaults.sessionCost : tool?.cost ?? 1
+  const cost = costOf(options, outcome)
   const buckets: Bucket[] = []
   const perUser = perUserBucket(options, callerKey, cost)
   if (perUser !== undefined) buckets.push(perUser)

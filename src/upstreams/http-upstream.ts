@@ -369,7 +369,9 @@ export class HttpUpstream implements Upstream {
     if (sessionId !== undefined) {
       let check
       try {
-        check = await this.owners.check(this.name, sessionId, ex.owner)
+        // Usually known here and answered at once: awaited only when the store is asked.
+        check = this.owners.check(this.name, sessionId, ex.owner)
+        if (typeof check !== 'string') check = await check
       } catch (err) {
         if (!isStoreUnavailable(err)) throw err
         ex.log.warn({ server: this.name, err: { message: err.message } }, 'upstream session owner unknown: store unreachable')
@@ -384,7 +386,9 @@ export class HttpUpstream implements Upstream {
     }
     let configured
     try {
-      configured = await this.headers.for(ex)
+      // The configured object itself unless a caller's header must be signed or fetched (CallerHeaders.for).
+      configured = this.headers.for(ex)
+      if (configured instanceof Promise) configured = await configured
     } catch (err) {
       const failure = err instanceof PortcullisError ? err : new PortcullisError('PORTCULLIS_ERR_INTERNAL', undefined, { cause: err })
       if (failure.status >= 500) ex.log.error({ server: this.name, err: { message: (err as Error).message } }, 'could not prepare the upstream credentials')

@@ -135,9 +135,9 @@ export class SessionOwners {
    * or opened before the gateway kept records) are not found. Throws
    * StoreUnavailableError when the store cannot say.
    */
-  async check (server: string, sessionId: string, owner: SessionOwner): Promise<OwnerCheck> {
+  check (server: string, sessionId: string, owner: SessionOwner): OwnerCheck | Promise<OwnerCheck> {
     const key = this.key(server, sessionId)
-    let record = this.local.get(key)
+    const record = this.local.get(key)
     if (record !== undefined && this.isUnused(record)) {
       this.reclaim(record, 'no request after initialize')
       return 'not-found'
@@ -145,14 +145,21 @@ export class SessionOwners {
     if (record !== undefined && record.inUse === 0 && this.now() - record.lastUsedAt >= this.idleTimeoutOf(server)) {
       // Idle past its timeout here; the store says whether it was used through another replica.
       this.drop(key)
-      record = undefined
+    } else if (record !== undefined) {
+      // Known here (every request of a session after its first on this replica): no store read, no promise.
+      return this.ownedBy(server, key, record, owner)
     }
-    if (record === undefined) {
-      const stored = await this.store.kvGet(key)
-      if (stored === undefined) return 'not-found'
-      // Opened through another replica: whether it was used there is unknown, so it is not reclaimed early here.
-      record = this.remember(key, stored, this.now(), true)
-    }
+    return this.checkStored(server, key, owner)
+  }
+
+  private async checkStored (server: string, key: string, owner: SessionOwner): Promise<OwnerCheck> {
+    const stored = await this.store.kvGet(key)
+    if (stored === undefined) return 'not-found'
+    // Opened through another replica: whether it was used there is unknown, so it is not reclaimed early here.
+    return this.ownedBy(server, key, this.remember(key, stored, this.now(), true), owner)
+  }
+
+  private ownedBy (server: string, key: string, record: LocalRecord, owner: SessionOwner): OwnerCheck {
     if (record.owner !== ownerKey(owner)) return 'not-found'
     this.touch(server, key, record)
     return 'owner'

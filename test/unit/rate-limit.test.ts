@@ -37,7 +37,7 @@ async function harness (t: Teardown, object: Record<string, unknown>) {
   const limiter = new RateLimiter(await countersApp(t), 'allow', createLogger('silent') as unknown as FastifyBaseLogger, { onReject: (b) => rejected.push(b) })
   const options = { server, limiter, defaults: { perUser: config.rateLimits.perUser, perUserPerTool: config.rateLimits.perUserPerTool, sessionCost: config.rateLimits.sessionCost } }
   const policy = new ServerPolicy(server)
-  const call = async (user: string, ...messages: Array<Record<string, unknown>>): Promise<MessageOutcome[]> => {
+  const call = async (user: string, ...messages: Array<Record<string, unknown>>): Promise<readonly MessageOutcome[]> => {
     const inspection = inspectBody(Buffer.from(JSON.stringify(messages.length === 1 ? messages[0] : messages)))
     const outcomes = gate({ policy, scopeChallenge: undefined }, { name: user, groups: [], clientId: undefined, isClient: false, scopes: undefined }, inspection)
     return await charge(options, `sub:${user}`, outcomes)
@@ -46,7 +46,7 @@ async function harness (t: Teardown, object: Record<string, unknown>) {
 }
 
 const tool = (id: number, name: string): Record<string, unknown> => ({ jsonrpc: '2.0', id, method: 'tools/call', params: { name } })
-const decisions = (outcomes: MessageOutcome[]): Array<[string, string | undefined]> => outcomes.map((o) => [o.decision, o.reason])
+const decisions = (outcomes: readonly MessageOutcome[]): Array<[string, string | undefined]> => outcomes.map((o) => [o.decision, o.reason])
 
 t.test('per-user bucket: a tool\'s cost is charged as that many units; the refusal names the bucket', async (t) => {
   const { call, limiter, rejected } = await harness(t, {
