@@ -356,7 +356,7 @@ async function wireApp (app: FastifyInstance, config: Config, options: BuildOpti
     await app.register(interactionRoutes, { provider, config, store, keys, users, catalog, limiter, idp, isUserBlocked })
     if (idp.providers.length > 0) await app.register(backchannelLogoutRoutes, { idp, keys: new IdpKeySets(idpOutbound.fetch), store, offboarding, now })
     const isGatewayWideAllowed = config.auth.defaultResource === 'all'
-    await app.register(resourceMetadataRoutes, { catalog, servers: config.servers, isGatewayWideAllowed })
+    await app.register(resourceMetadataRoutes, { catalog, servers: config.servers, virtualServers: config.virtualServers, isGatewayWideAllowed })
     const apiKeys = new ApiKeys(store, config.auth.apiKeys.maxPerUser, now)
     const owners = new KeyOwners(users, new ExternalAccounts(store), config.servers, catalog)
     const apiKeyVerifier = new ApiKeyVerifier({
@@ -467,7 +467,7 @@ async function wireApp (app: FastifyInstance, config: Config, options: BuildOpti
   await app.register(doctorProbeRoutes)
   if (config.metrics.enabled && config.metrics.listen === undefined) await app.register(metricsRoute, { metrics, bearerToken: config.metrics.bearerToken })
   const drainingHolder = (server: string, sessionId: string): Upstream | undefined => pool.holderOf(server, sessionId)
-  await app.register(mcpRoutes, { config, upstreams, isClosing, isOriginAllowed, authenticate, limiter, audit, metrics, scopeChallenge, toolGuards, streamKeeper, legacySessions, drainingHolder, ...(tracing === undefined ? {} : { tracing: traceSettings(tracing.tracer, keys, metrics) }), ...(directory === undefined || forwarder === undefined ? {} : { replicas: { directory, forwarder } }) })
+  await app.register(mcpRoutes, { config, now, upstreams, isClosing, isOriginAllowed, authenticate, limiter, audit, metrics, scopeChallenge, toolGuards, streamKeeper, legacySessions, drainingHolder, ...(tracing === undefined ? {} : { tracing: traceSettings(tracing.tracer, keys, metrics) }), ...(directory === undefined || forwarder === undefined ? {} : { replicas: { directory, forwarder } }) })
   await options.afterWiring?.()
   if (ownsShared) activate()
 }

@@ -61,6 +61,9 @@ import { charge } from './mcp/charge.js'
 import { record } from './mcp/record.js'
 import { planResponse } from './mcp/plan-response.js'
 import { relay } from './mcp/relay.js'
+import { VirtualCredentials } from '../virtual/credentials.js'
+import { MemberLink } from '../virtual/member-link.js'
+import { virtualRoutes } from '../virtual/routes.js'
 
 /** Before the body is read: shutting down, audit, Origin, another replica's session, the token. */
 const BEFORE_BODY: readonly Step[] = [admit, forwardToOwner, authenticate]
@@ -108,6 +111,7 @@ export interface McpRoutesOptions {
   readonly legacySessions: LegacySessions
   /** Set when telemetry.otlp is: each request gets its spans. */
   readonly tracing?: TraceSettings
+  readonly now?: () => number
 }
 
 const MCP_METHODS = ['GET', 'POST', 'DELETE'] as const
@@ -145,6 +149,8 @@ function finishCall (steps: readonly Step[]) {
 
 export async function mcpRoutes (app: FastifyInstance, opts: McpRoutesOptions): Promise<void> {
   const { config, metrics } = opts
+  // Virtual servers reach their members' routes in process, with a credential only this build issues.
+  const virtualCredentials = config.virtualServers.length === 0 ? undefined : new VirtualCredentials()
 
   app.decorateRequest('mcpCall', null)
 
@@ -185,7 +191,7 @@ export async function mcpRoutes (app: FastifyInstance, opts: McpRoutesOptions): 
   }
 
   for (const server of config.servers) {
-    const route = routeOf(server, opts)
+    const route = routeOf(server, opts, virtualCredentials)
     const url = `/${server.name}/mcp`
     // Tool labels in metrics: names policy gives, and (plan-response) names the upstream lists.
     metrics.nameTools(server.name, namedToolsOf(server))
@@ -231,10 +237,35 @@ export async function mcpRoutes (app: FastifyInstance, opts: McpRoutesOptions): 
     })
   }
 
+  if (virtualCredentials !== undefined) {
+    // README "Virtual servers": one endpoint whose members are reached through their own routes above.
+    await virtualRoutes(app, {
+      virtualServers: config.virtualServers,
+      publicUrl: config.publicUrl,
+      link: new MemberLink(app, virtualCredentials),
+      now: opts.now ?? (() => Date.now()),
+      idleTimeoutOf: (virtual) => Math.max(...virtual.members.map((name) => config.servers.find((s) => s.name === name)?.idleTimeoutMs ?? 0)),
+      isClosing: opts.isClosing,
+      isOriginAllowed: opts.isOriginAllowed,
+      authenticate: opts.authenticate,
+      audit: opts.audit,
+    })
+    for (const virtual of config.virtualServers) {
+      app.route({ method: 'OPTIONS', url: `/${virtual.name}/mcp`, config: { mcpServer: virtual.name }, handler: preflight(ALLOW) })
+      app.route({
+        method: ['PUT', 'PATCH', 'HEAD'],
+        url: `/${virtual.name}/mcp`,
+        config: { mcpServer: virtual.name },
+        handler: async () => {
+          throw new PortcullisError('PORTCULLIS_ERR_METHOD_NOT_ALLOWED', 'use POST, GET or DELETE', { headers: { allow: ALLOW } })
+        },
+      })
+    }
+  }
 }
 
 /** What one server's steps share, built once. */
-function routeOf (server: ServerConfig, opts: McpRoutesOptions): McpRoute {
+function routeOf (server: ServerConfig, opts: McpRoutesOptions, virtualCredentials: VirtualCredentials | undefined): McpRoute {
   const { config, limiter } = opts
   const upstream = opts.upstreams.get(server.name)
   if (upstream === undefined) throw new Error(`no upstream adapter for server ${server.name}`)
@@ -270,6 +301,7 @@ function routeOf (server: ServerConfig, opts: McpRoutesOptions): McpRoute {
     replicas: opts.replicas,
     redactions: new WeakMap(),
     captured: new WeakMap(),
+    virtualCredentials,
   }
 }
 

@@ -1,0 +1,363 @@
+/**
+ * The route of each virtual server, `/<name>/mcp` (README "Virtual servers"): admission and the
+ * token check against the virtual server's own resource, then the gateway answers initialize
+ * and the lists itself and routes everything else to the member it belongs to. Registered by
+ * the MCP routes' plugin, so body parsing and the error answers are theirs.
+ */
+import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify'
+import { PortcullisError, jsonRpcError, type JsonRpcId } from '../errors.js'
+import type { VirtualServerConfig } from '../config/schema.js'
+import { inspectBody, type McpMessage } from '../mcp/jsonrpc.js'
+import { KNOWN_REVISIONS, isModernRevision } from '../mcp/headers.js'
+import type { Authenticator } from '../resource-server/plugin.js'
+import type { RequestIdentity } from '../resource-server/verify-token.js'
+import type { AuditLog } from '../observability/audit.js'
+import type { OriginPolicy } from '../mcp/origin.js'
+import { sseMessageEvent } from '../upstreams/response-edit.js'
+import { admit } from '../routes/mcp/admit.js'
+import { userOf } from '../routes/mcp/call.js'
+import { VERSION } from '../version.js'
+import { messagesOf, type MemberLink, type MemberResponse } from './member-link.js'
+import { CALL_TOOL_NAME, SEARCH_TOOLS_NAME, ToolIndex, parseCallToolArgs, parseSearchArgs, searchResult, toolSearchTools } from './tool-search.js'
+import { VirtualServer, refusalOf, type MemberRefusal, type VirtualContext } from './virtual-server.js'
+import type { ClientHello, VirtualSession } from './session.js'
+
+export interface VirtualRoutesOptions {
+  readonly virtualServers: readonly VirtualServerConfig[]
+  readonly publicUrl: string
+  readonly link: MemberLink
+  readonly now: () => number
+  /** A virtual session's idle timeout: that of its longest-lived member. */
+  readonly idleTimeoutOf: (virtual: VirtualServerConfig) => number
+  readonly isClosing: () => boolean
+  readonly isOriginAllowed: OriginPolicy
+  /** Undefined when auth is disabled: every request is anonymous. */
+  readonly authenticate: Authenticator | undefined
+  readonly audit: AuditLog | undefined
+}
+
+/** The revision a virtual session speaks when the client asks for one the gateway does not know. */
+const DEFAULT_PROTOCOL_VERSION = '2025-11-25'
+/** Response headers of a member's refusal that are the client's to see. */
+const RELAYED_HEADERS = /^(?:content-type|retry-after|ratelimit-.*|www-authenticate)$/
+const SWEEP_INTERVAL_MS = 30_000
+
+type Item = Record<string, unknown>
+
+export async function virtualRoutes (app: FastifyInstance, opts: VirtualRoutesOptions): Promise<void> {
+  const identities = new WeakMap<FastifyRequest, RequestIdentity | null>()
+  const servers = opts.virtualServers.map((config) => new VirtualServer(config, { link: opts.link, now: opts.now, idleTimeoutMs: opts.idleTimeoutOf(config) }))
+  const sweep = setInterval(() => {
+    for (const server of servers) void server.sweep()
+  }, SWEEP_INTERVAL_MS)
+  sweep.unref()
+  app.addHook('preClose', async () => {
+    clearInterval(sweep)
+    for (const server of servers) for (const session of server.sessions.values()) session.stream?.end()
+  })
+  app.addHook('onClose', async () => {
+    await Promise.all(servers.map(async (server) => server.endAll()))
+  })
+
+  for (const server of servers) {
+    const route = { isClosing: opts.isClosing, audit: opts.audit, isOriginAllowed: opts.isOriginAllowed }
+    const target = { name: server.name, scopes: [] }
+    app.route({
+      method: ['GET', 'POST', 'DELETE'],
+      url: `/${server.name}/mcp`,
+      exposeHeadRoute: false,
+      config: { mcpServer: server.name },
+      // Before the body: shutting down, audit, Origin, then the token for this virtual server's resource.
+      onRequest: async (request, reply) => {
+        admit({ route, request, reply })
+        identities.set(request, opts.authenticate === undefined ? null : await opts.authenticate(request, target))
+      },
+      handler: async (request, reply) => {
+        const identity = identities.get(request) ?? null
+        const ctx: VirtualContext = { grant: { identity, virtualServer: server.name }, ip: request.ip, log: request.log }
+        const exchange: Exchange = { server, ctx, request, reply, owner: { user: userOf(identity).id, client: identity?.clientId ?? '' }, opts }
+        if (request.method === 'POST') return post(exchange)
+        const session = server.sessionOf(sessionIdOf(request), exchange.owner, ctx)
+        if (request.method === 'DELETE') {
+          await server.end(session, ctx)
+          return reply.code(200).send()
+        }
+        return openStream(exchange, session)
+      },
+    })
+  }
+}
+
+interface Exchange {
+  readonly server: VirtualServer
+  readonly ctx: VirtualContext
+  readonly request: FastifyRequest
+  readonly reply: FastifyReply
+  readonly owner: { readonly user: string, readonly client: string }
+  readonly opts: VirtualRoutesOptions
+}
+
+function sessionIdOf (request: FastifyRequest): string {
+  const id = request.headers['mcp-session-id']
+  if (typeof id !== 'string' || id === '') throw new PortcullisError('PORTCULLIS_ERR_SESSION_REQUIRED')
+  return id
+}
+
+/** The client's GET: an event stream of its own, fed by each open member's. */
+async function openStream (ex: Exchange, session: VirtualSession): Promise<FastifyReply> {
+  const { reply } = ex
+  reply.hijack()
+  const res = reply.raw
+  res.writeHead(200, { 'content-type': 'text/event-stream', 'cache-control': 'no-cache', 'x-accel-buffering': 'no' })
+  res.flushHeaders()
+  await ex.server.openClientStream(session, ex.ctx, res)
+  return reply
+}
+
+async function post (ex: Exchange): Promise<FastifyReply> {
+  const { request, server, ctx } = ex
+  const inspection = inspectBody(request.body as Buffer | undefined)
+  if (inspection.isBatch) throw new PortcullisError('PORTCULLIS_ERR_INVALID_REQUEST', 'a virtual server takes one JSON-RPC message per POST (JSON-RPC batches were removed in MCP 2025-06-18)')
+  const message = inspection.messages[0]
+  if (message === undefined) throw new PortcullisError('PORTCULLIS_ERR_INVALID_REQUEST')
+  if (message.method === 'initialize') return initialize(ex, message)
+  const session = server.sessionOf(sessionIdOf(request), ex.owner, ctx)
+  if (message.kind === 'response') return answerToMember(ex, session, message)
+  if (message.kind === 'notification') return notify(ex, session, message)
+  return dispatch(ex, session, message)
+}
+
+/** The gateway answers initialize itself: no member is asked until the client needs one. */
+function initialize (ex: Exchange, message: McpMessage): FastifyReply {
+  const params = message.params ?? {}
+  const asked = typeof params.protocolVersion === 'string' ? params.protocolVersion : DEFAULT_PROTOCOL_VERSION
+  const protocolVersion = KNOWN_REVISIONS.has(asked) && !isModernRevision(asked) ? asked : DEFAULT_PROTOCOL_VERSION
+  const hello: ClientHello = { protocolVersion, capabilities: asItem(params.capabilities), clientInfo: asItem(params.clientInfo) }
+  const session = ex.server.open(ex.owner, hello, ex.ctx)
+  const result = {
+    protocolVersion,
+    capabilities: { tools: { listChanged: true }, prompts: { listChanged: true }, resources: { listChanged: true } },
+    serverInfo: { name: `portcullis/${ex.server.name}`, version: VERSION },
+  }
+  return ex.reply.code(200).header('mcp-session-id', session.id).type('application/json').send({ jsonrpc: '2.0', id: message.id ?? null, result })
+}
+
+/** A client's answer to a member's request (elicitation, sampling, roots) goes back to that member with its own id. */
+async function answerToMember (ex: Exchange, session: VirtualSession, message: McpMessage): Promise<FastifyReply> {
+  const target = ex.server.answerTarget(message.id)
+  if (target === undefined) return ex.reply.code(202).send()
+  const res = await ex.server.toMember(session, ex.ctx, target.member, { ...message.value, id: target.id })
+  if ('body' in res) res.body.resume()
+  return ex.reply.code(202).send()
+}
+
+/** A cancellation goes to the member running the request; other notifications to every open member. */
+async function notify (ex: Exchange, session: VirtualSession, message: McpMessage): Promise<FastifyReply> {
+  const { server, ctx } = ex
+  if (message.method === 'notifications/initialized') return ex.reply.code(202).send()
+  const members = message.method === 'notifications/cancelled'
+    ? [session.inflight.get(JSON.stringify(message.params?.requestId ?? null))].filter((m) => m !== undefined)
+    : [...session.members.keys()]
+  await Promise.all(members.map(async (member) => {
+    const res = await server.toMember(session, ctx, member, message.value)
+    if ('body' in res) res.body.resume()
+  }))
+  return ex.reply.code(202).send()
+}
+
+async function dispatch (ex: Exchange, session: VirtualSession, message: McpMessage): Promise<FastifyReply> {
+  const { server, ctx } = ex
+  const id = message.id ?? null
+  const params = message.params ?? {}
+  switch (message.method) {
+    case 'ping':
+      return answer(ex, id, {})
+    case 'tools/list': {
+      const merged = await server.listTools(session, ctx)
+      const search = server.config.toolSearch
+      return answer(ex, id, { tools: search !== undefined && merged.tools.length > search.above ? toolSearchTools() : merged.tools })
+    }
+    case 'prompts/list':
+      return answer(ex, id, { prompts: await server.listPrompts(session, ctx) })
+    case 'resources/list':
+      return answer(ex, id, { resources: await server.listResources(session, ctx) })
+    case 'resources/templates/list':
+      return answer(ex, id, { resourceTemplates: await server.listResourceTemplates(session, ctx) })
+    case 'tools/call':
+      return callTool(ex, session, message, String(params.name ?? ''), params.arguments)
+    case 'prompts/get': {
+      const found = await server.resolvePrompt(session, ctx, String(params.name ?? ''))
+      if (found === undefined) throw new PortcullisError('PORTCULLIS_ERR_INVALID_PARAMS', `no prompt named ${JSON.stringify(String(params.name ?? '').slice(0, 100))} on virtual server "${server.name}"`, { id })
+      return forward(ex, session, found.member, { ...message.value, params: { ...params, name: found.name } }, id)
+    }
+    case 'resources/read':
+    case 'resources/subscribe':
+    case 'resources/unsubscribe': {
+      const member = await server.resourceMember(session, ctx, String(params.uri ?? ''))
+      if (member === undefined) throw new PortcullisError('PORTCULLIS_ERR_INVALID_PARAMS', `no member of virtual server "${server.name}" serves ${JSON.stringify(String(params.uri ?? '').slice(0, 200))}`, { id })
+      return forward(ex, session, member, message.value, id)
+    }
+    case 'completion/complete':
+      return complete(ex, session, message)
+    case 'logging/setLevel':
+      await Promise.all([...session.members.keys()].map(async (member) => {
+        const res = await server.toMember(session, ctx, member, message.value)
+        if ('body' in res) res.body.resume()
+      }))
+      return answer(ex, id, {})
+    default:
+      return ex.reply.code(200).type('application/json').send({ jsonrpc: '2.0', id, error: { code: -32601, message: `Method not found: ${String(message.method).slice(0, 100)}` } })
+  }
+}
+
+/**
+ * tools/call: the virtual server's own allow/deny on the merged name first, then the member
+ * under the tool's own name (where the member's policy, limits and audit judge it). With
+ * toolSearch, search_tools answers here and call_tool is a call of the tool it names.
+ */
+async function callTool (ex: Exchange, session: VirtualSession, message: McpMessage, name: string, args: unknown): Promise<FastifyReply> {
+  const { server, ctx } = ex
+  const id = message.id ?? null
+  const search = server.config.toolSearch
+  if (search !== undefined && name === SEARCH_TOOLS_NAME) {
+    const parsed = parseSearchArgs(args)
+    if ('error' in parsed) return answer(ex, id, toolError(parsed.error))
+    const tools = session.tools ?? await server.listTools(session, ctx)
+    return answer(ex, id, searchResult(new ToolIndex(tools.tools).search(parsed.query, parsed.limit)))
+  }
+  if (search !== undefined && name === CALL_TOOL_NAME) {
+    const parsed = parseCallToolArgs(args)
+    if ('error' in parsed) return answer(ex, id, toolError(parsed.error))
+    return callTool(ex, session, message, parsed.name, parsed.arguments)
+  }
+  if (!server.isToolAllowed(name)) {
+    recordDenial(ex, message, name)
+    throw new PortcullisError('PORTCULLIS_ERR_POLICY_DENIED', `tool "${name}" is denied on virtual server "${server.name}"`, { id })
+  }
+  const found = await server.resolveTool(session, ctx, name)
+  if (found === undefined) throw new PortcullisError('PORTCULLIS_ERR_UNKNOWN_TOOL', `no tool named ${JSON.stringify(name.slice(0, 100))} on virtual server "${server.name}"; list the tools again`, { id })
+  const params = { ...(message.params ?? {}), name: found.name, ...(args === undefined ? {} : { arguments: args }) }
+  return forward(ex, session, found.member, { ...message.value, params }, id)
+}
+
+/** completion/complete names a prompt (merged name) or a resource (URI): routed as those are. */
+async function complete (ex: Exchange, session: VirtualSession, message: McpMessage): Promise<FastifyReply> {
+  const { server, ctx } = ex
+  const id = message.id ?? null
+  const params = message.params ?? {}
+  const ref = asItem(params.ref)
+  if (ref.type === 'ref/prompt') {
+    const found = await server.resolvePrompt(session, ctx, String(ref.name ?? ''))
+    if (found !== undefined) return forward(ex, session, found.member, { ...message.value, params: { ...params, ref: { ...ref, name: found.name } } }, id)
+  } else if (ref.type === 'ref/resource') {
+    const member = await server.resourceMember(session, ctx, String(ref.uri ?? ''))
+    if (member !== undefined) return forward(ex, session, member, message.value, id)
+  }
+  throw new PortcullisError('PORTCULLIS_ERR_INVALID_PARAMS', 'the completion\'s ref names no prompt or resource of this virtual server', { id })
+}
+
+/** A refusal by the virtual server's own rules is audited as the members' are. */
+function recordDenial (ex: Exchange, message: McpMessage, name: string): void {
+  const identity = ex.ctx.grant.identity
+  ex.opts.audit?.record({
+    requestId: ex.request.id,
+    server: ex.server.name,
+    virtualServer: ex.server.name,
+    transport: 'virtual',
+    method: 'tools/call',
+    jsonrpcId: message.id ?? null,
+    target: { kind: 'tool', name },
+    user: identity === null ? null : { sub: identity.id, username: identity.name },
+    clientId: identity?.clientId ?? null,
+    ip: ex.request.ip,
+    decision: 'denied',
+    reason: `virtualServers.${ex.server.name}.tools`,
+    status: 403,
+    latencyMs: Math.round(ex.reply.elapsedTime * 10) / 10,
+  })
+}
+
+/**
+ * One request to its member, and the member's answer to the client: a refusal as the member
+ * route answered it, JSON as it is, an event stream event by event (progress passes; a
+ * member's own request gets an id the client's answer can be routed back by).
+ */
+async function forward (ex: Exchange, session: VirtualSession, member: string, body: Item, id: JsonRpcId): Promise<FastifyReply> {
+  const { server, ctx } = ex
+  const reply = ex.reply
+  const key = JSON.stringify(id)
+  session.inflight.set(key, member)
+  try {
+    const res = await server.toMember(session, ctx, member, body)
+    if (!('body' in res)) return sendRefusal(ex, res, id)
+    if (res.status >= 400) return sendRefusal(ex, await refusalOf(res), id)
+    if (res.status === 202) {
+      res.body.resume()
+      return reply.code(202).send()
+    }
+    if (!String(res.headers['content-type'] ?? '').startsWith('text/event-stream')) {
+      const messages: Item[] = []
+      for await (const message of messagesOf(res)) messages.push(server.fromMember(member, message))
+      return reply.code(200).type('application/json').send(messages.length === 1 ? messages[0] : messages)
+    }
+    await relayStream(ex, member, res)
+    return reply
+  } finally {
+    session.inflight.delete(key)
+  }
+}
+
+async function relayStream (ex: Exchange, member: string, res: MemberResponse): Promise<void> {
+  const { reply, server } = ex
+  reply.hijack()
+  const out = reply.raw
+  out.writeHead(200, { 'content-type': 'text/event-stream', 'cache-control': 'no-cache', 'x-accel-buffering': 'no' })
+  // The client left: the member's answer is not read further (the member route sees its client go).
+  out.once('close', () => { if (!out.writableFinished) res.destroy() })
+  try {
+    for await (const message of messagesOf(res)) {
+      if (out.destroyed) break
+      out.write(sseMessageEvent(server.fromMember(member, message)))
+    }
+  } catch (err) {
+    ex.ctx.log.info({ virtualServer: server.name, member, err: { message: (err as Error).message } }, 'virtual member answer relay ended early')
+  }
+  out.end()
+}
+
+/** The member route's refusal for the client: its status, Retry-After and rate-limit headers, its JSON-RPC error with the client's id. */
+function sendRefusal (ex: Exchange, refusal: MemberRefusal, id: JsonRpcId): FastifyReply {
+  const { reply, server } = ex
+  const headers: Record<string, string> = {}
+  for (const [name, value] of Object.entries(refusal.headers)) {
+    if (RELAYED_HEADERS.test(name) && (typeof value === 'string' || typeof value === 'number')) headers[name] = String(value)
+  }
+  // A step-up challenge names this virtual server's resource: the client's token is for it.
+  const challenge = headers['www-authenticate']
+  if (challenge !== undefined) headers['www-authenticate'] = challenge.replace(/resource_metadata="[^"]*"/, `resource_metadata="${ex.opts.publicUrl}/.well-known/oauth-protected-resource/${server.name}/mcp"`)
+  const body = withId(refusal.text, id) ?? jsonRpcError(new PortcullisError('PORTCULLIS_ERR_UPSTREAM_UNAVAILABLE'), id)
+  return reply.code(refusal.status).headers(headers).type('application/json').send(body)
+}
+
+/** A member's JSON-RPC error body, answering the client's id (it may have answered the virtual layer's own initialize). */
+function withId (text: string, id: JsonRpcId): Item | undefined {
+  try {
+    const parsed: unknown = JSON.parse(text)
+    return parsed !== null && typeof parsed === 'object' && !Array.isArray(parsed) ? { ...parsed as Item, id } : undefined
+  } catch {
+    return undefined
+  }
+}
+
+function answer (ex: Exchange, id: JsonRpcId, result: unknown): FastifyReply {
+  return ex.reply.code(200).type('application/json').send({ jsonrpc: '2.0', id, result })
+}
+
+/** A tool-level error the model reads (MCP: isError results, not protocol errors, for what the model can fix). */
+function toolError (text: string): Item {
+  return { content: [{ type: 'text', text }], isError: true }
+}
+
+function asItem (value: unknown): Item {
+  return value !== null && typeof value === 'object' && !Array.isArray(value) ? value as Item : {}
+}

@@ -1,0 +1,65 @@
+/**
+ * One client session of a virtual server (README "Virtual servers"): the gateway answered its
+ * initialize itself, and opens a session at each member lazily, the first time the client's
+ * request needs that member (a stdio member's process starts then). Sessions are held in this
+ * replica's memory (sticky routing, as the 2024-11-05 transport's sessions).
+ */
+import { randomUUID } from 'node:crypto'
+import type { ServerResponse } from 'node:http'
+import type { SessionOwner } from '../upstreams/session-owners.js'
+import type { NameTable } from './names.js'
+import type { VirtualContext } from './virtual-server.js'
+
+/** The client's initialize params, passed to every member's initialize (its capabilities decide what a member offers). */
+export interface ClientHello {
+  readonly protocolVersion: string
+  readonly capabilities: Record<string, unknown>
+  readonly clientInfo: Record<string, unknown>
+}
+
+/** A member's session behind the virtual one. */
+export interface MemberSession {
+  readonly id: string
+  readonly protocolVersion: string | undefined
+  /** What the member's initialize answer offers (a member without prompts is not asked for them). */
+  readonly capabilities: Record<string, unknown>
+  /** The member's server->client stream, relayed to the client's (while the client has one open). */
+  stream: { readonly destroy: () => void } | undefined
+  /** The virtual layer ended it (DELETE, the client's stream closed): its end is not a failure. */
+  isEnding: boolean
+}
+
+/** A merged list as the client last saw it: how its names resolve. */
+export interface MergedTools {
+  readonly table: NameTable
+  /** The merged tool definitions, after the virtual policy (what toolSearch searches). */
+  readonly tools: ReadonlyArray<Record<string, unknown> & { name: string }>
+}
+
+export class VirtualSession {
+  readonly id = randomUUID()
+  lastUsedMs: number
+  /** Per member: its session, being opened or open (undefined: it could not be opened). */
+  readonly members = new Map<string, Promise<MemberSession | undefined>>()
+  /** Members that failed the last time they were asked (left out of lists until they answer again). */
+  readonly down = new Set<string>()
+  /** The client's GET stream, where server-initiated messages and list_changed go. */
+  stream: ServerResponse | undefined = undefined
+  tools: MergedTools | undefined = undefined
+  prompts: NameTable | undefined = undefined
+  /** Resource URI -> member, from the last resources/list; templates by their literal prefix. */
+  resources = new Map<string, string>()
+  templates: ReadonlyArray<{ readonly prefix: string, readonly member: string }> = []
+  /** The client's requests in flight at a member (JSON of the id -> member): where a cancellation goes. */
+  readonly inflight = new Map<string, string>()
+  isClosed = false
+
+  /** `context`: the latest request's caller and address (an idle session's members are ended as that caller). */
+  constructor (readonly owner: SessionOwner, readonly hello: ClientHello, now: number, public context: VirtualContext) {
+    this.lastUsedMs = now
+  }
+
+  isOwnedBy (owner: SessionOwner): boolean {
+    return this.owner.user === owner.user && this.owner.client === owner.client
+  }
+}

@@ -1,0 +1,459 @@
+/**
+ * A virtual server at run time (README "Virtual servers"): its client sessions, the member
+ * sessions behind them, the merged lists, and where each call, answer and cancellation goes.
+ * Every member request is the member route's own (./member-link.ts): this layer decides only
+ * which member, under which name, and what reaches the client.
+ */
+import type { ServerResponse } from 'node:http'
+import type { FastifyBaseLogger } from 'fastify'
+import { PortcullisError, type JsonRpcId } from '../errors.js'
+import type { VirtualServerConfig } from '../config/schema.js'
+import { compileGlob, type Matcher } from '../policy/glob.js'
+import type { SessionOwner } from '../upstreams/session-owners.js'
+import { sseMessageEvent } from '../upstreams/response-edit.js'
+import type { VirtualGrant } from './credentials.js'
+import { messagesOf, readAll, type MemberLink, type MemberResponse } from './member-link.js'
+import { buildNameTable, type NameTable } from './names.js'
+import { VirtualSession, type ClientHello, type MemberSession, type MergedTools } from './session.js'
+
+/** Who is asking, for this request: each member request carries it (the token may have been refreshed since the session began). */
+export interface VirtualContext {
+  readonly grant: Omit<VirtualGrant, 'member'>
+  readonly ip: string
+  readonly log: FastifyBaseLogger
+}
+
+/** A member's refusal (an HTTP error its route answered), relayed to the client as it is. */
+export interface MemberRefusal {
+  readonly status: number
+  readonly headers: Readonly<Record<string, unknown>>
+  readonly text: string
+}
+
+export interface VirtualServerDeps {
+  readonly link: MemberLink
+  readonly now: () => number
+  /** A virtual session unused this long ends (with its member sessions). */
+  readonly idleTimeoutMs: number
+}
+
+/** Sessions one user may hold on one virtual server (members cap their own sessions too). */
+export const MAX_VIRTUAL_SESSIONS_PER_USER = 64
+/** The four list methods and the member capability each needs. */
+export const LIST_KINDS = {
+  'tools/list': { key: 'tools', capability: 'tools' },
+  'prompts/list': { key: 'prompts', capability: 'prompts' },
+  'resources/list': { key: 'resources', capability: 'resources' },
+  'resources/templates/list': { key: 'resourceTemplates', capability: 'resources' },
+} as const
+export type ListMethod = keyof typeof LIST_KINDS
+/** A member's list is paged (nextCursor); past this many pages it is cut (a member that never stops paging). */
+const MAX_LIST_PAGES = 100
+/** Server->client request ids, rewritten to be unique per virtual session: `<member index>~<original id as JSON>`. */
+const REWRITTEN_ID_RE = /^(\d{1,4})~(.+)$/s
+const TOOLS_LIST_CHANGED = { jsonrpc: '2.0', method: 'notifications/tools/list_changed' }
+
+type Item = Record<string, unknown>
+
+export class VirtualServer {
+  readonly sessions = new Map<string, VirtualSession>()
+  private readonly allow: Matcher[] | undefined
+  private readonly deny: Matcher[]
+  private internalIds = 0
+
+  constructor (readonly config: VirtualServerConfig, private readonly deps: VirtualServerDeps) {
+    this.allow = config.tools.allow?.map(compileGlob)
+    this.deny = config.tools.deny.map(compileGlob)
+  }
+
+  get name (): string {
+    return this.config.name
+  }
+
+  /** A new session for `owner` (initialize); no member is asked yet. */
+  open (owner: SessionOwner, hello: ClientHello, ctx: VirtualContext): VirtualSession {
+    let count = 0
+    for (const s of this.sessions.values()) if (s.owner.user === owner.user) count++
+    if (count >= MAX_VIRTUAL_SESSIONS_PER_USER) {
+      throw new PortcullisError('PORTCULLIS_ERR_TOO_MANY_SESSIONS', `you have ${count} sessions open on virtual server "${this.name}"; end one (DELETE) before starting another`)
+    }
+    const session = new VirtualSession(owner, hello, this.deps.now(), ctx)
+    this.sessions.set(session.id, session)
+    return session
+  }
+
+  /** The session a request names; another caller's is answered exactly like an unknown one (404). */
+  sessionOf (id: string, owner: SessionOwner, ctx: VirtualContext): VirtualSession {
+    const session = this.sessions.get(id)
+    if (session === undefined || session.isClosed || !session.isOwnedBy(owner)) throw new PortcullisError('PORTCULLIS_ERR_SESSION_NOT_FOUND')
+    session.lastUsedMs = this.deps.now()
+    session.context = ctx
+    return session
+  }
+
+  /** The virtual server's own allow/deny on merged names (on top of each member's policy). */
+  isToolAllowed (merged: string): boolean {
+    if (this.deny.some((m) => m(merged))) return false
+    return this.allow === undefined || this.allow.some((m) => m(merged))
+  }
+
+  /** DELETE, idle or shutdown: every member session ends too, and the client's stream. */
+  async end (session: VirtualSession, ctx: VirtualContext): Promise<void> {
+    if (session.isClosed) return
+    session.isClosed = true
+    this.sessions.delete(session.id)
+    session.stream?.end()
+    session.stream = undefined
+    await Promise.all([...session.members.entries()].map(async ([member, pending]) => {
+      const open = await pending
+      if (open === undefined) return
+      open.isEnding = true
+      open.stream?.destroy()
+      const res = await this.deps.link.send({ method: 'DELETE', member, sessionId: open.id, protocolVersion: open.protocolVersion, ip: ctx.ip, grant: ctx.grant }).catch((err: Error) => {
+        ctx.log.warn({ virtualServer: this.name, member, err: { message: err.message } }, 'virtual member session end failed')
+        return undefined
+      })
+      res?.body.resume()
+    }))
+    session.members.clear()
+  }
+
+  /** Sessions unused past the idle timeout end (a session with the client's stream open is in use). */
+  async sweep (): Promise<void> {
+    const cutoff = this.deps.now() - this.deps.idleTimeoutMs
+    for (const session of [...this.sessions.values()]) {
+      if (session.stream === undefined && session.lastUsedMs < cutoff) await this.end(session, session.context)
+    }
+  }
+
+  /** Shutdown: every session ends, as its latest caller. */
+  async endAll (): Promise<void> {
+    await Promise.all([...this.sessions.values()].map(async (session) => this.end(session, session.context)))
+  }
+
+  /**
+   * The member's session, opened on first use with the client's own initialize (its
+   * capabilities and clientInfo), then notifications/initialized. A refusal (the member's
+   * access, scopes, limits, or its failure) is returned for the caller to relay or skip.
+   */
+  async memberSession (session: VirtualSession, ctx: VirtualContext, member: string): Promise<MemberSession | MemberRefusal> {
+    const pending = session.members.get(member)
+    if (pending !== undefined) {
+      const open = await pending
+      if (open !== undefined) return open
+    }
+    let refusal: MemberRefusal | undefined
+    const opening = this.openMember(session, ctx, member).then((result) => {
+      if ('id' in result) return result
+      refusal = result
+      return undefined
+    })
+    session.members.set(member, opening)
+    const open = await opening
+    if (open === undefined) {
+      if (session.members.get(member) === opening) session.members.delete(member)
+      const answered = refusal ?? { status: 502, headers: {}, text: '' }
+      ctx.log.info({ virtualServer: this.name, member, status: answered.status }, 'virtual member session not opened')
+      return answered
+    }
+    if (session.stream !== undefined) void this.relayMemberStream(session, ctx, member, open)
+    return open
+  }
+
+  private async openMember (session: VirtualSession, ctx: VirtualContext, member: string): Promise<MemberSession | MemberRefusal> {
+    const hello = session.hello
+    const init = { jsonrpc: '2.0', id: this.internalId(), method: 'initialize', params: { protocolVersion: hello.protocolVersion, capabilities: hello.capabilities, clientInfo: hello.clientInfo } }
+    const res = await this.deps.link.send({ method: 'POST', member, body: init, ip: ctx.ip, grant: ctx.grant })
+    const sessionId = res.headers['mcp-session-id']
+    if (res.status !== 200 || typeof sessionId !== 'string') return refusalOf(res)
+    let result: Item | undefined
+    for await (const message of messagesOf(res)) if (message.id === init.id) result = message.result as Item | undefined
+    if (result === undefined) return { status: 502, headers: {}, text: '' }
+    const protocolVersion = typeof result.protocolVersion === 'string' ? result.protocolVersion : undefined
+    const open: MemberSession = { id: sessionId, protocolVersion, capabilities: isItem(result.capabilities) ? result.capabilities : {}, stream: undefined, isEnding: false }
+    const initialized = await this.deps.link.send({ method: 'POST', member, sessionId, protocolVersion, body: { jsonrpc: '2.0', method: 'notifications/initialized' }, ip: ctx.ip, grant: ctx.grant })
+    await readAll(initialized.body)
+    return open
+  }
+
+  /**
+   * One message to a member, in the member's session; a session the member no longer holds
+   * (404: idle, restarted, its process gone) is opened again once. Whether the member answered
+   * marks it up or down (the client hears of a change through list_changed).
+   */
+  async toMember (session: VirtualSession, ctx: VirtualContext, member: string, body: unknown): Promise<MemberResponse | MemberRefusal> {
+    for (let attempt = 0; ; attempt++) {
+      const open = await this.memberSession(session, ctx, member)
+      if (!('id' in open)) {
+        this.mark(session, member, open.status < 500)
+        return open
+      }
+      const res = await this.deps.link.send({ method: 'POST', member, sessionId: open.id, protocolVersion: open.protocolVersion, body, ip: ctx.ip, grant: ctx.grant })
+      if (res.status === 404 && attempt === 0) {
+        res.body.resume()
+        this.forget(session, member, open)
+        continue
+      }
+      this.mark(session, member, res.status < 500)
+      return res
+    }
+  }
+
+  /** A member's session is gone: forgotten, so that its next use opens a new one. */
+  private forget (session: VirtualSession, member: string, open: MemberSession): void {
+    open.isEnding = true
+    open.stream?.destroy()
+    session.members.delete(member)
+  }
+
+  /** Up or down: a change reaches the client as tools/list_changed (its tools appear or disappear). */
+  mark (session: VirtualSession, member: string, isUp: boolean): void {
+    const wasDown = session.down.has(member)
+    if (isUp === !wasDown) return
+    if (isUp) session.down.delete(member)
+    else session.down.add(member)
+    session.tools = undefined
+    this.toClient(session, TOOLS_LIST_CHANGED)
+  }
+
+  /**
+   * A list method at every member in parallel (each answer already filtered by that member's
+   * policy for this caller, pages followed). A member that refuses this caller (403) offers
+   * nothing; one that fails is left out and marked down.
+   */
+  async fanOut (session: VirtualSession, ctx: VirtualContext, method: ListMethod): Promise<Array<{ member: string, items: Item[] }>> {
+    const { key, capability } = LIST_KINDS[method]
+    const lists = await Promise.all(this.config.members.map(async (member) => {
+      const open = await this.memberSession(session, ctx, member)
+      if (!('id' in open)) {
+        this.mark(session, member, open.status < 500)
+        return { member, items: [] }
+      }
+      if (open.capabilities[capability] === undefined) return { member, items: [] }
+      return { member, items: await this.listOf(session, ctx, member, method, key) }
+    }))
+    return lists
+  }
+
+  private async listOf (session: VirtualSession, ctx: VirtualContext, member: string, method: string, key: string): Promise<Item[]> {
+    const items: Item[] = []
+    let cursor: unknown
+    for (let page = 0; page < MAX_LIST_PAGES; page++) {
+      const id = this.internalId()
+      const res = await this.toMember(session, ctx, member, { jsonrpc: '2.0', id, method, params: cursor === undefined ? {} : { cursor } })
+      if (!('body' in res)) return items
+      if (res.status !== 200) {
+        res.body.resume()
+        return items
+      }
+      let result: Item | undefined
+      for await (const message of messagesOf(res)) if (message.id === id && isItem(message.result)) result = message.result
+      const listed = result?.[key]
+      ctx.log.debug({ virtualServer: this.name, member, method, count: Array.isArray(listed) ? listed.length : undefined }, 'virtual member listed')
+      if (Array.isArray(listed)) items.push(...listed.filter(isItem))
+      cursor = result?.nextCursor
+      if (typeof cursor !== 'string' || cursor === '') return items
+    }
+    ctx.log.warn({ virtualServer: this.name, member, method }, 'virtual member list cut: too many pages')
+    return items
+  }
+
+  /** tools/list: the members' tools under their merged names, then the virtual allow/deny. */
+  async listTools (session: VirtualSession, ctx: VirtualContext): Promise<MergedTools> {
+    const lists = await this.fanOut(session, ctx, 'tools/list')
+    const { table, items } = this.merge(lists)
+    const tools = table.entries.flatMap((entry) => {
+      const tool = items.get(`${entry.member}\n${entry.name}`)
+      return tool === undefined || !this.isToolAllowed(entry.merged) ? [] : [{ ...tool, name: entry.merged }]
+    })
+    const merged = { table, tools }
+    session.tools = merged
+    return merged
+  }
+
+  async listPrompts (session: VirtualSession, ctx: VirtualContext): Promise<Item[]> {
+    const lists = await this.fanOut(session, ctx, 'prompts/list')
+    const { table, items } = this.merge(lists)
+    session.prompts = table
+    return table.entries.flatMap((entry) => {
+      const prompt = items.get(`${entry.member}\n${entry.name}`)
+      return prompt === undefined ? [] : [{ ...prompt, name: entry.merged }]
+    })
+  }
+
+  /** Resources keep their URIs (their own schemes); a table says which member serves each. */
+  async listResources (session: VirtualSession, ctx: VirtualContext): Promise<Item[]> {
+    const lists = await this.fanOut(session, ctx, 'resources/list')
+    const routes = new Map<string, string>()
+    const out: Item[] = []
+    for (const { member, items } of lists) {
+      for (const item of items) {
+        const uri = item.uri
+        // The first member listing a URI serves it: a second could never be reached by it.
+        if (typeof uri !== 'string' || routes.has(uri)) continue
+        routes.set(uri, member)
+        out.push(item)
+      }
+    }
+    session.resources = routes
+    return out
+  }
+
+  async listResourceTemplates (session: VirtualSession, ctx: VirtualContext): Promise<Item[]> {
+    const lists = await this.fanOut(session, ctx, 'resources/templates/list')
+    const templates: Array<{ prefix: string, member: string }> = []
+    const out: Item[] = []
+    for (const { member, items } of lists) {
+      for (const item of items) {
+        if (typeof item.uriTemplate !== 'string') continue
+        templates.push({ prefix: literalPrefix(item.uriTemplate), member })
+        out.push(item)
+      }
+    }
+    // The longest literal prefix first: the most specific template wins.
+    session.templates = templates.sort((a, b) => b.prefix.length - a.prefix.length)
+    return out
+  }
+
+  /** Which member serves a URI: the listed ones, then templates by literal prefix; the lists are read again once when unknown. */
+  async resourceMember (session: VirtualSession, ctx: VirtualContext, uri: string): Promise<string | undefined> {
+    const known = (): string | undefined => session.resources.get(uri) ?? session.templates.find((t) => t.prefix !== '' && uri.startsWith(t.prefix))?.member
+    const found = known()
+    if (found !== undefined) return found
+    await Promise.all([this.listResources(session, ctx), this.listResourceTemplates(session, ctx)])
+    return known()
+  }
+
+  /** A merged tool name -> member and its own name; the list is read again once when unknown. */
+  async resolveTool (session: VirtualSession, ctx: VirtualContext, merged: string): Promise<{ member: string, name: string } | undefined> {
+    const found = session.tools?.table.resolve(merged)
+    if (found !== undefined) return found
+    return (await this.listTools(session, ctx)).table.resolve(merged)
+  }
+
+  async resolvePrompt (session: VirtualSession, ctx: VirtualContext, merged: string): Promise<{ member: string, name: string } | undefined> {
+    const found = session.prompts?.resolve(merged)
+    if (found !== undefined) return found
+    await this.listPrompts(session, ctx)
+    return session.prompts?.resolve(merged)
+  }
+
+  private merge (lists: ReadonlyArray<{ member: string, items: Item[] }>): { table: NameTable, items: Map<string, Item> } {
+    const items = new Map<string, Item>()
+    const named: Array<{ member: string, name: string }> = []
+    for (const { member, items: listed } of lists) {
+      for (const item of listed) {
+        if (typeof item.name !== 'string') continue
+        items.set(`${member}\n${item.name}`, item)
+        named.push({ member, name: item.name })
+      }
+    }
+    return { table: buildNameTable(named, { prefix: this.config.prefix, separator: this.config.separator }), items }
+  }
+
+  /**
+   * A member's message on its way to the client. A server->client request (elicitation,
+   * sampling, roots) gets an id unique in the virtual session, so that the client's answer
+   * can be routed back to that member with its own id.
+   */
+  fromMember (member: string, message: Item): Item {
+    if (typeof message.method !== 'string' || !('id' in message)) return message
+    return { ...message, id: `${this.config.members.indexOf(member)}~${JSON.stringify(message.id)}` }
+  }
+
+  /** A client's answer to a rewritten server request: its member and the original id; undefined for any other id. */
+  answerTarget (id: JsonRpcId | undefined): { member: string, id: JsonRpcId } | undefined {
+    if (typeof id !== 'string') return undefined
+    const match = REWRITTEN_ID_RE.exec(id)
+    const member = match === null ? undefined : this.config.members[Number(match[1])]
+    if (match === null || member === undefined) return undefined
+    try {
+      const original: unknown = JSON.parse(match[2] ?? '')
+      return typeof original === 'string' || typeof original === 'number' ? { member, id: original } : undefined
+    } catch {
+      return undefined
+    }
+  }
+
+  /** A message on the client's GET stream (dropped while it has none: it reads the lists again when it reconnects). */
+  toClient (session: VirtualSession, message: unknown): void {
+    const stream = session.stream
+    if (stream === undefined || stream.writableEnded) return
+    stream.write(sseMessageEvent(message))
+  }
+
+  /**
+   * The client's GET stream: the one of each open member is opened too and relayed to it
+   * (notifications, list changes, server requests); a member opened later joins it.
+   */
+  async openClientStream (session: VirtualSession, ctx: VirtualContext, res: ServerResponse): Promise<void> {
+    session.stream?.end()
+    session.stream = res
+    res.once('close', () => {
+      if (session.stream !== res) return
+      session.stream = undefined
+      for (const pending of session.members.values()) {
+        void pending.then((open) => {
+          if (open?.stream === undefined) return
+          const stream = open.stream
+          open.stream = undefined
+          stream.destroy()
+        })
+      }
+    })
+    for (const [member, pending] of session.members) {
+      const open = await pending
+      if (open !== undefined && open.stream === undefined) void this.relayMemberStream(session, ctx, member, open)
+    }
+  }
+
+  /**
+   * A member's server->client stream, relayed to the client's. When it ends by itself (the
+   * member's process crashed, its session is gone) the member is down: its session is
+   * forgotten, its tools leave the list (list_changed), and its next use opens a new one.
+   */
+  private async relayMemberStream (session: VirtualSession, ctx: VirtualContext, member: string, open: MemberSession): Promise<void> {
+    const abort = new AbortController()
+    let res: MemberResponse | undefined
+    let isDestroyed = false
+    open.stream = { destroy: () => { isDestroyed = true; abort.abort(); res?.destroy() } }
+    try {
+      res = await this.deps.link.send({ method: 'GET', member, sessionId: open.id, protocolVersion: open.protocolVersion, ip: ctx.ip, grant: ctx.grant, signal: abort.signal })
+      if (isDestroyed) res.destroy()
+      // A member without a GET stream (405) sends only answers.
+      if (res.status !== 200) {
+        res.body.resume()
+        if (open.stream !== undefined && !isDestroyed) open.stream = undefined
+        return
+      }
+      for await (const message of messagesOf(res)) this.toClient(session, this.fromMember(member, message))
+    } catch (err) {
+      if (!isDestroyed) ctx.log.info({ virtualServer: this.name, member, err: { message: (err as Error).message } }, 'virtual member stream failed')
+    }
+    if (isDestroyed || open.isEnding || session.isClosed) return
+    ctx.log.info({ virtualServer: this.name, member }, 'virtual member stream ended; member marked down')
+    open.stream = undefined
+    if (session.members.has(member)) this.forget(session, member, open)
+    this.mark(session, member, false)
+  }
+
+  private internalId (): string {
+    this.internalIds = (this.internalIds + 1) % Number.MAX_SAFE_INTEGER
+    return `portcullis-virtual-${this.internalIds}`
+  }
+}
+
+/** A member route's HTTP error, whole, for the client (JSON-RPC error with its id, status and Retry-After). */
+export async function refusalOf (res: MemberResponse): Promise<MemberRefusal> {
+  return { status: res.status === 200 ? 502 : res.status, headers: res.headers, text: await readAll(res.body) }
+}
+
+function isItem (value: unknown): value is Item {
+  return value !== null && typeof value === 'object' && !Array.isArray(value)
+}
+
+/** An RFC 6570 template's text before its first expression: what every URI it matches starts with. */
+export function literalPrefix (template: string): string {
+  const brace = template.indexOf('{')
+  return brace === -1 ? template : template.slice(0, brace)
+}

@@ -1,0 +1,181 @@
+// Virtual servers (README "Virtual servers"): one endpoint whose members are a stdio server
+// (the published server-everything), an HTTP server (the SDK fixture) and a second stdio server
+// whose tool names collide with theirs. The official SDK client signs in once, through the real
+// OAuth flow, against the virtual server's own resource; every member check stays the member's.
+import t, { type Test } from 'tap'
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
+import { Client } from '@modelcontextprotocol/sdk/client/index.js'
+import { StreamableHTTPClientTransport } from '@modelcontextprotocol/sdk/client/streamableHttp.js'
+import { ElicitRequestSchema, ToolListChangedNotificationSchema } from '@modelcontextprotocol/sdk/types.js'
+import { hashPassword } from '../../src/auth-server/password.js'
+import { connectWithOAuth, TestOAuthClient } from '../oauth-helpers.js'
+import { EVERYTHING_SERVER, eventually, INIT_BODY, isProcessAlive, postJson, startGateway, startUpstream, textOf, type HttpFixture, type RunningGateway } from '../helpers.js'
+
+const PASSWORD = 'correct horse battery staple'
+const passwordHash = await hashPassword(PASSWORD)
+const USERS = [{ username: 'alice', passwordHash }, { username: 'bob', passwordHash }]
+const TOOL_LIST_SERVER = new URL('../fixtures/tool-list-server.mjs', import.meta.url).pathname
+/** Over 64 characters: the merged name is shortened with a hash of the full name. */
+const LONG_NAME = `summarize_${'quarterly_'.repeat(6)}report`
+
+interface AuditRecord { server: string, virtualServer?: string, method: string, target?: { name: string }, decision: string, user?: { username: string } | null }
+
+/** The tool-list fixture's tools: `echo` collides with both other members', and one name is too long for Claude. */
+function listFile (t: Test): string {
+  const dir = mkdtempSync(join(tmpdir(), 'portcullis-virtual-'))
+  t.teardown(() => rmSync(dir, { recursive: true, force: true }))
+  const file = join(dir, 'tools.json')
+  writeFileSync(file, JSON.stringify([
+    { name: 'echo', description: 'Echo the arguments', inputSchema: { type: 'object', properties: { text: { type: 'string' } } } },
+    { name: LONG_NAME, description: 'A tool with a very long name', inputSchema: { type: 'object', properties: {} } },
+  ]))
+  return file
+}
+
+async function virtualGateway (t: Test, upstream: HttpFixture, extra: Record<string, unknown> = {}): Promise<RunningGateway> {
+  return startGateway(t, {
+    auth: { users: USERS },
+    servers: [
+      { name: 'everything', transport: 'stdio', command: process.execPath, args: [EVERYTHING_SERVER, 'stdio'] },
+      { name: 'fx', transport: 'http', url: upstream.url, tools: { deny: ['slow'], whoami: { rateLimit: '2/min' } } },
+      { name: 'notes', transport: 'stdio', command: process.execPath, args: [TOOL_LIST_SERVER, listFile(t)] },
+    ],
+    virtualServers: [{ name: 'work', members: ['everything', 'fx', 'notes'], tools: { deny: ['notes__echo'] } }],
+    ...extra,
+  })
+}
+
+/** The SDK client signed in (login and consent once) against the virtual server, with sampling and elicitation. */
+async function signIn (t: Test, gw: RunningGateway, username: string): Promise<{ client: Client, transport: StreamableHTTPClientTransport, oauth: TestOAuthClient }> {
+  const oauth = new TestOAuthClient({ name: `${username}'s client` })
+  await connectWithOAuth(t, gw.mcpUrl('work'), { username, password: PASSWORD, issuer: gw.baseUrl, oauth })
+  const transport = new StreamableHTTPClientTransport(new URL(gw.mcpUrl('work')), { authProvider: oauth })
+  const client = new Client({ name: 'virtual-test', version: '1.0.0' }, { capabilities: { elicitation: { form: {} } } })
+  // server-everything asks for several fields; the HTTP fixture for a name.
+  client.setRequestHandler(ElicitRequestSchema, async (req) => {
+    const asked = Object.keys((req.params as { requestedSchema?: { properties?: object } }).requestedSchema?.properties ?? {})
+    return { action: 'accept', content: asked.includes('name') ? { name: 'Ada' } : { color: 'red', number: 7, pets: 'cats' } }
+  })
+  await client.connect(transport)
+  t.teardown(() => client.close())
+  return { client, transport, oauth }
+}
+
+const audits = (gw: RunningGateway): AuditRecord[] => gw.audit.lines.map((line) => JSON.parse(line) as AuditRecord)
+
+t.test('one sign-in, merged lists, routing, member policy and limits, the virtual policy, audit, ownership', async (t) => {
+  const upstream = await startUpstream(t)
+  const gw = await virtualGateway(t, upstream)
+  const metadata = await (await fetch(`${gw.baseUrl}/.well-known/oauth-protected-resource/work/mcp`)).json() as { resource: string }
+  t.equal(metadata.resource, gw.mcpUrl('work'), 'the virtual server is a protected resource of its own')
+  const { client, transport, oauth } = await signIn(t, gw, 'alice')
+  const token = oauth.savedTokens?.access_token ?? ''
+  t.equal(JSON.parse(Buffer.from(token.split('.')[1] ?? '', 'base64url').toString()).aud, gw.mcpUrl('work'), 'one token, for the virtual server')
+  t.equal(client.getServerVersion()?.name, 'portcullis/work')
+
+  const tools = (await client.listTools()).tools.map((tool) => tool.name)
+  t.ok(tools.includes('everything__echo') && tools.includes('fx__echo'), 'a colliding name is prefixed with each member\'s name')
+  t.notOk(tools.includes('notes__echo'), 'the virtual server\'s own deny hides a merged name')
+  t.ok(tools.includes('whoami') && tools.includes('trigger-long-running-operation'), 'a name only one member lists keeps its own')
+  t.notOk(tools.includes('slow'), 'the member\'s own policy (fx denies slow) filtered its list')
+  const short = tools.find((name) => name.startsWith('summarize_'))
+  t.equal(short?.length, 64, 'a name over 64 characters is shortened to 64')
+  t.match(short, /_[0-9a-f]{8}$/, '... ending in a hash of the full name')
+
+  t.equal(textOf(await client.callTool({ name: 'everything__echo', arguments: { message: 'hi' } })), 'Echo: hi', 'routed to server-everything')
+  t.equal(textOf(await client.callTool({ name: 'fx__echo', arguments: { text: 'hello fx' } })), 'hello fx', 'routed to the HTTP member')
+  t.equal(textOf(await client.callTool({ name: short ?? '', arguments: { q: 1 } })), '{"q":1}', 'the shortened name reaches the long-named tool')
+  t.equal(textOf(await client.callTool({ name: 'whoami', arguments: {} })), 'fixture')
+
+  await t.rejects(client.callTool({ name: 'notes__echo', arguments: { text: 'x' } }), /Forbidden by policy/, 'the virtual deny refuses a call')
+  await t.rejects(client.callTool({ name: 'slow', arguments: { ms: 1 } }), /Unknown tool/, 'a tool the member denies is no tool of the virtual server')
+  t.equal(textOf(await client.callTool({ name: 'whoami', arguments: {} })), 'fixture')
+  await t.rejects(client.callTool({ name: 'whoami', arguments: {} }), /Too many requests|429/, 'the member\'s rate limit (2/min on whoami) applies')
+
+  await eventually(() => audits(gw).some((r) => r.server === 'fx' && r.target?.name === 'echo'))
+  const record = audits(gw).find((r) => r.server === 'fx' && r.method === 'tools/call' && r.target?.name === 'echo')
+  t.equal(record?.virtualServer, 'work', 'the member\'s audit record names the virtual server')
+  t.equal(record?.user?.username, 'alice')
+  t.ok(audits(gw).some((r) => r.server === 'work' && r.decision === 'denied' && r.target?.name === 'notes__echo'), 'the virtual deny is audited')
+
+  // Bob's own token, alice's session id: answered as for a session that does not exist.
+  const bob = new TestOAuthClient({ name: 'bob\'s client' })
+  await connectWithOAuth(t, gw.mcpUrl('work'), { username: 'bob', password: PASSWORD, issuer: gw.baseUrl, oauth: bob })
+  const foreign = await postJson(gw.mcpUrl('work'), { jsonrpc: '2.0', id: 9, method: 'tools/call', params: { name: 'fx__echo', arguments: { text: 'from bob' } } }, {
+    authorization: `Bearer ${bob.savedTokens?.access_token ?? ''}`, 'mcp-session-id': transport.sessionId ?? '', 'mcp-protocol-version': '2025-11-25',
+  })
+  t.equal(foreign.status, 404, 'another user\'s session id: 404')
+  t.notOk(JSON.stringify(upstream.seen).includes('from bob'), 'nothing of bob\'s reached the member')
+
+  // A forged in-process credential over a socket names nothing.
+  const forged = await postJson(gw.mcpUrl('fx'), INIT_BODY, { 'x-portcullis-virtual': 'A'.repeat(43) })
+  t.equal(forged.status, 401, 'the virtual credential header from a client is refused')
+})
+
+t.test('progress and elicitation through the virtual server', async (t) => {
+  const upstream = await startUpstream(t)
+  const gw = await virtualGateway(t, upstream)
+  const { client } = await signIn(t, gw, 'alice')
+  const progress: number[] = []
+  const long = await client.callTool({ name: 'trigger-long-running-operation', arguments: { duration: 0.3, steps: 3 } }, undefined, { onprogress: (p) => progress.push(p.progress) })
+  t.same(progress, [1, 2, 3], 'the member\'s progress notifications reached the client')
+  t.match(textOf(long), /Long running operation completed/)
+  const elicited = await client.callTool({ name: 'trigger-elicitation-request', arguments: {} })
+  t.match(JSON.stringify(elicited), /accept/, 'elicitation/create reached the client and its answer went back to the member')
+  const asked = await client.callTool({ name: 'ask', arguments: {} })
+  t.equal(textOf(asked), 'accept:Ada', 'the HTTP member\'s elicitation too (its id rewritten and routed back)')
+})
+
+t.test('a member crash: its tools leave the list with list_changed, the rest keep working, it comes back', async (t) => {
+  const upstream = await startUpstream(t)
+  const gw = await virtualGateway(t, upstream)
+  const { client } = await signIn(t, gw, 'alice')
+  let changes = 0
+  client.setNotificationHandler(ToolListChangedNotificationSchema, async () => { changes++ })
+  const names = async (): Promise<string[]> => (await client.listTools()).tools.map((tool) => tool.name)
+  t.ok((await names()).includes('fx__echo'))
+
+  // The HTTP member goes away: its tools leave the list, and the client hears of it.
+  const port = new URL(upstream.url).port
+  await upstream.close()
+  const before = changes
+  const without = await names()
+  t.notOk(without.some((name) => name === 'fx__echo' || name === 'whoami'), 'the failed member\'s tools left the list')
+  t.ok(without.includes('everything__echo') && without.some((name) => name.startsWith('summarize_')), 'the other members\' tools stay')
+  t.ok(await eventually(() => changes > before), 'list_changed reached the client')
+  t.equal(textOf(await client.callTool({ name: 'everything__echo', arguments: { message: 'still here' } })), 'Echo: still here', 'the other members keep working')
+  // It comes back (a new server on the same address, which knows no session: the member session is opened again).
+  await startUpstream(t, { port: Number(port) })
+  const back = changes
+  t.ok((await names()).includes('fx__echo'), 'the member is back on the next list')
+  t.ok(await eventually(() => changes > back), 'and list_changed said so')
+  t.equal(textOf(await client.callTool({ name: 'fx__echo', arguments: { text: 'again' } })), 'again')
+
+  // A stdio member's process is killed: its stream ends, it is marked down (list_changed), and the next use starts a new one.
+  const everything = gw.app.portcullis.upstreams.get('everything')
+  const pid = everything?.liveSessions?.()[0]?.pid
+  t.ok(pid !== undefined && isProcessAlive(pid), 'server-everything runs for the session')
+  const crashed = changes
+  process.kill(pid ?? 0, 'SIGKILL')
+  t.ok(await eventually(() => changes > crashed), 'list_changed reached the client when the process died')
+  t.ok(await eventually(async () => (await names()).includes('everything__echo')), 'its tools are listed again')
+  t.not(everything?.liveSessions?.()[0]?.pid, pid, 'from a new process')
+  t.equal(textOf(await client.callTool({ name: 'everything__echo', arguments: { message: 'again' } })), 'Echo: again')
+})
+
+t.test('DELETE ends every member session', async (t) => {
+  const upstream = await startUpstream(t)
+  const gw = await virtualGateway(t, upstream)
+  const { client, transport } = await signIn(t, gw, 'alice')
+  await client.listTools()
+  const upstreams = gw.app.portcullis.upstreams
+  const pids = ['everything', 'notes'].map((name) => upstreams.get(name)?.liveSessions?.()[0]?.pid ?? 0)
+  t.ok(pids.every((pid) => pid > 0 && isProcessAlive(pid)), 'each stdio member runs a process for the session')
+  t.equal(upstream.sessions.size, 1, 'the HTTP member holds one session')
+  await transport.terminateSession()
+  t.ok(await eventually(() => pids.every((pid) => !isProcessAlive(pid))), 'the stdio members\' processes ended')
+  t.ok(await eventually(() => upstream.sessions.size === 0), 'the HTTP member\'s session ended')
+  t.same(['everything', 'fx', 'notes'].map((name) => upstreams.get(name)?.liveSessions?.().length ?? 0), [0, 0, 0], 'no member session is left')
+})
