@@ -760,10 +760,14 @@ const virtualServerSchema = z.strictObject({
    * Allow/deny on the merged names, on top of each member's own policy. Rules with scopes,
    * limits or audiences belong on the member (servers[].tools), which judges every call.
    */
-  tools: z.strictObject({
+  tools: z.object({
     allow: z.array(glob).optional(),
     deny: z.array(glob).default([]),
-  }, { error: (issue) => issue.code === 'unrecognized_keys' ? 'a virtual server takes only allow and deny lists of (merged) tool names; put rules with scopes or limits on the member server' : undefined }).prefault({}),
+  }).catchall(z.unknown()).superRefine((tools, ctx) => {
+    for (const key of Object.keys(tools)) {
+      if (key !== 'allow' && key !== 'deny') ctx.addIssue({ code: 'custom', path: [key], message: `a virtual server takes only allow and deny lists of (merged) tool names; put rules with scopes or limits on the member server (servers[].tools)` })
+    }
+  }).transform(({ allow, deny }) => allow === undefined ? { deny } : { allow, deny }).prefault({}),
   /** Above this many tools, list search_tools and call_tool instead of every tool. */
   toolSearch: z.strictObject({
     above: wholeNumber('expected a number of tools').pipe(z.number().min(0, 'expected 0 or more tools')),
