@@ -174,8 +174,7 @@ async function dispatch (ex: Exchange, session: VirtualSession, message: McpMess
       return answer(ex, id, {})
     case 'tools/list': {
       const merged = await server.listTools(session, ctx)
-      const search = server.config.toolSearch
-      return answer(ex, id, { tools: search !== undefined && merged.tools.length > search.above ? toolSearchTools() : merged.tools })
+      return answer(ex, id, { tools: await isSearchActive(ex, session) ? toolSearchTools() : merged.tools })
     }
     case 'prompts/list':
       return answer(ex, id, { prompts: await server.listPrompts(session, ctx) })
@@ -218,18 +217,34 @@ async function dispatch (ex: Exchange, session: VirtualSession, message: McpMess
 async function callTool (ex: Exchange, session: VirtualSession, message: McpMessage, name: string, args: unknown): Promise<FastifyReply> {
   const { server, ctx } = ex
   const id = message.id ?? null
-  const search = server.config.toolSearch
-  if (search !== undefined && name === SEARCH_TOOLS_NAME) {
-    const parsed = parseSearchArgs(args)
-    if ('error' in parsed) return answer(ex, id, toolError(parsed.error))
-    const tools = session.tools ?? await server.listTools(session, ctx)
-    return answer(ex, id, searchResult(new ToolIndex(tools.tools).search(parsed.query, parsed.limit)))
+  if (await isSearchActive(ex, session)) {
+    if (name === SEARCH_TOOLS_NAME) {
+      const parsed = parseSearchArgs(args)
+      if ('error' in parsed) return answer(ex, id, toolError(parsed.error))
+      const tools = session.tools ?? await server.listTools(session, ctx)
+      return answer(ex, id, searchResult(new ToolIndex(tools.tools).search(parsed.query, parsed.limit)))
+    }
+    if (name === CALL_TOOL_NAME) {
+      const parsed = parseCallToolArgs(args)
+      if ('error' in parsed) return answer(ex, id, toolError(parsed.error))
+      if (parsed.name === SEARCH_TOOLS_NAME || parsed.name === CALL_TOOL_NAME) return answer(ex, id, toolError(`call ${parsed.name} directly, not through ${CALL_TOOL_NAME}`))
+      return callMember(ex, session, message, parsed.name, parsed.arguments)
+    }
   }
-  if (search !== undefined && name === CALL_TOOL_NAME) {
-    const parsed = parseCallToolArgs(args)
-    if ('error' in parsed) return answer(ex, id, toolError(parsed.error))
-    return callTool(ex, session, message, parsed.name, parsed.arguments)
-  }
+  return callMember(ex, session, message, name, args)
+}
+
+/** toolSearch (README "Virtual servers"): the two tools stand in for the list while it is longer than `above`. */
+async function isSearchActive (ex: Exchange, session: VirtualSession): Promise<boolean> {
+  const search = ex.server.config.toolSearch
+  if (search === undefined) return false
+  const tools = session.tools ?? await ex.server.listTools(session, ex.ctx)
+  return tools.tools.length > search.above
+}
+
+async function callMember (ex: Exchange, session: VirtualSession, message: McpMessage, name: string, args: unknown): Promise<FastifyReply> {
+  const { server, ctx } = ex
+  const id = message.id ?? null
   if (!server.isToolAllowed(name)) {
     recordDenial(ex, message, name)
     throw new PortcullisError('PORTCULLIS_ERR_POLICY_DENIED', `tool "${name}" is denied on virtual server "${server.name}"`, { id })

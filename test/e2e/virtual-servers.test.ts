@@ -11,7 +11,7 @@ import { StreamableHTTPClientTransport } from '@modelcontextprotocol/sdk/client/
 import { ElicitRequestSchema, ToolListChangedNotificationSchema } from '@modelcontextprotocol/sdk/types.js'
 import { hashPassword } from '../../src/auth-server/password.js'
 import { connectWithOAuth, TestOAuthClient } from '../oauth-helpers.js'
-import { EVERYTHING_SERVER, eventually, INIT_BODY, isProcessAlive, postJson, startGateway, startUpstream, textOf, type HttpFixture, type RunningGateway } from '../helpers.js'
+import { connectClient, EVERYTHING_SERVER, eventually, INIT_BODY, isProcessAlive, postJson, startGateway, startUpstream, textOf, type HttpFixture, type RunningGateway } from '../helpers.js'
 
 const PASSWORD = 'correct horse battery staple'
 const passwordHash = await hashPassword(PASSWORD)
@@ -178,4 +178,32 @@ t.test('DELETE ends every member session', async (t) => {
   t.ok(await eventually(() => pids.every((pid) => !isProcessAlive(pid))), 'the stdio members\' processes ended')
   t.ok(await eventually(() => upstream.sessions.size === 0), 'the HTTP member\'s session ended')
   t.same(['everything', 'fx', 'notes'].map((name) => upstreams.get(name)?.liveSessions?.().length ?? 0), [0, 0, 0], 'no member session is left')
+})
+
+t.test('toolSearch: above the threshold, search_tools and call_tool stand in for the list (auth off: every caller anonymous)', async (t) => {
+  const upstream = await startUpstream(t)
+  const gw = await startGateway(t, {
+    servers: [
+      { name: 'fx', transport: 'http', url: upstream.url },
+      { name: 'notes', transport: 'stdio', command: process.execPath, args: [TOOL_LIST_SERVER, listFile(t)] },
+    ],
+    virtualServers: [
+      { name: 'big', members: ['fx', 'notes'], prefix: 'always', separator: '.', toolSearch: { above: 3 }, tools: { deny: ['fx.leak'] } },
+      { name: 'small', members: ['notes'], toolSearch: { above: 3 } },
+    ],
+  })
+  const { client } = await connectClient(t, gw.mcpUrl('big'))
+  t.same((await client.listTools()).tools.map((tool) => tool.name), ['search_tools', 'call_tool'], 'the two tools instead of the list')
+  const found = await client.callTool({ name: 'search_tools', arguments: { query: 'echo text back', limit: 3 } })
+  const names = (found.structuredContent as { tools: Array<{ name: string }> }).tools.map((tool) => tool.name)
+  t.equal(names[0], 'fx.echo', 'BM25 over merged names and descriptions: the best match first')
+  t.notOk(names.includes('fx.leak'), 'a tool the virtual policy denies is never found')
+  t.equal(textOf(await client.callTool({ name: 'call_tool', arguments: { name: 'fx.echo', arguments: { text: 'via call_tool' } } })), 'via call_tool', 'call_tool runs the tool it names')
+  await t.rejects(client.callTool({ name: 'call_tool', arguments: { name: 'fx.leak', arguments: {} } }), /Forbidden by policy/, 'the virtual policy judges the named tool')
+  const bad = await client.callTool({ name: 'search_tools', arguments: {} })
+  t.equal(bad.isError, true)
+  t.match(textOf(bad), /needs "query"/, 'a bad search is a tool error the model can act on')
+  const { client: few } = await connectClient(t, gw.mcpUrl('small'))
+  const listed = (await few.listTools()).tools.map((tool) => tool.name)
+  t.ok(listed.length === 2 && listed.includes('echo'), 'at or below the threshold, the tools themselves')
 })
