@@ -7,6 +7,8 @@
  */
 import type { Readable } from 'node:stream'
 import type { FastifyInstance } from 'fastify'
+import { isModernRevision } from '../mcp/headers.js'
+import { METHOD_TARGETS } from '../mcp/jsonrpc.js'
 import { SseEventReader } from '../upstreams/sse-events.js'
 import { VIRTUAL_CREDENTIAL_HEADER, type VirtualCredentials, type VirtualGrant } from './credentials.js'
 
@@ -46,6 +48,7 @@ export class MemberLink {
     if (request.method === 'POST') headers['content-type'] = 'application/json'
     if (request.sessionId !== undefined) headers['mcp-session-id'] = request.sessionId
     if (request.protocolVersion !== undefined) headers['mcp-protocol-version'] = request.protocolVersion
+    if (isModernRevision(request.protocolVersion)) Object.assign(headers, mirroredHeaders(request.body))
     try {
       const response = await this.app.inject({
         method: request.method,
@@ -63,6 +66,21 @@ export class MemberLink {
       this.credentials.revoke(handle)
     }
   }
+}
+
+/**
+ * A 2026-07-28 request mirrors its method and target in headers (MCP 2026-07-28 transports,
+ * Mcp-Method / Mcp-Name), which the member route checks. A non-ASCII target is base64 in the
+ * `=?base64?…?=` form.
+ */
+function mirroredHeaders (body: unknown): Record<string, string> {
+  const message = body !== null && typeof body === 'object' ? body as { method?: unknown, params?: Record<string, unknown> } : {}
+  if (typeof message.method !== 'string') return {}
+  const out: Record<string, string> = { 'mcp-method': message.method }
+  const param = METHOD_TARGETS[message.method]?.param
+  const target = param === undefined ? undefined : message.params?.[param]
+  if (typeof target === 'string') out['mcp-name'] = /^[\x20-\x7e]*$/.test(target) ? target : `=?base64?${Buffer.from(target, 'utf8').toString('base64')}?=`
+  return out
 }
 
 /** Every JSON-RPC message of a member's answer, as it comes: one JSON body, or the events of a stream. */

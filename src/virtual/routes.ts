@@ -19,7 +19,7 @@ import { userOf } from '../routes/mcp/call.js'
 import { VERSION } from '../version.js'
 import { messagesOf, type MemberLink, type MemberResponse } from './member-link.js'
 import { CALL_TOOL_NAME, SEARCH_TOOLS_NAME, ToolIndex, parseCallToolArgs, parseSearchArgs, searchResult, toolSearchTools } from './tool-search.js'
-import { VirtualServer, refusalOf, type MemberRefusal, type VirtualContext } from './virtual-server.js'
+import { MODERN_REVISION, VirtualServer, refusalOf, type MemberRefusal, type VirtualContext } from './virtual-server.js'
 import type { ClientHello, VirtualSession } from './session.js'
 
 export interface VirtualRoutesOptions {
@@ -43,6 +43,9 @@ const RELAYED_HEADERS = /^(?:content-type|retry-after|ratelimit-.*|www-authentic
 const SWEEP_INTERVAL_MS = 30_000
 
 type Item = Record<string, unknown>
+
+/** What a virtual server offers: whatever its members offer, merged, with list changes announced. */
+const SERVER_CAPABILITIES = { tools: { listChanged: true }, prompts: { listChanged: true }, resources: { listChanged: true } }
 
 export async function virtualRoutes (app: FastifyInstance, opts: VirtualRoutesOptions): Promise<void> {
   const identities = new WeakMap<FastifyRequest, RequestIdentity | null>()
@@ -95,6 +98,8 @@ interface Exchange {
   readonly reply: FastifyReply
   readonly owner: { readonly user: string, readonly client: string }
   readonly opts: VirtualRoutesOptions
+  /** A 2026-07-28 request: the gateway's own results say they are complete (resultType). */
+  readonly isModern?: boolean
 }
 
 function sessionIdOf (request: FastifyRequest): string {
@@ -121,10 +126,31 @@ async function post (ex: Exchange): Promise<FastifyReply> {
   const message = inspection.messages[0]
   if (message === undefined) throw new PortcullisError('PORTCULLIS_ERR_INVALID_REQUEST')
   if (message.method === 'initialize') return initialize(ex, message)
+  // MCP 2026-07-28: no session; every request carries the client's _meta.
+  if (inspection.modernVersion !== undefined && request.headers['mcp-session-id'] === undefined) return stateless(ex, message)
   const session = server.sessionOf(sessionIdOf(request), ex.owner, ctx)
   if (message.kind === 'response') return answerToMember(ex, session, message)
   if (message.kind === 'notification') return notify(ex, session, message)
   return dispatch(ex, session, message)
+}
+
+/** A 2026-07-28 request: server/discover answered here, anything else as in a session that lives for this request only. */
+async function stateless (ex: Exchange, message: McpMessage): Promise<FastifyReply> {
+  if (message.kind !== 'request') return ex.reply.code(202).send()
+  const id = message.id ?? null
+  const meta = asItem(message.params?._meta)
+  const session = await ex.server.statelessSession(ex.owner, ex.ctx, meta, id)
+  if (message.method === 'server/discover') {
+    return answer(ex, id, {
+      supportedVersions: [MODERN_REVISION],
+      capabilities: SERVER_CAPABILITIES,
+      resultType: 'complete',
+      ttlMs: 0,
+      cacheScope: 'private',
+      _meta: { 'io.modelcontextprotocol/serverInfo': { name: `portcullis/${ex.server.name}`, version: VERSION } },
+    })
+  }
+  return dispatch({ ...ex, isModern: true }, session, message)
 }
 
 /** The gateway answers initialize itself: no member is asked until the client needs one. */
@@ -136,7 +162,7 @@ function initialize (ex: Exchange, message: McpMessage): FastifyReply {
   const session = ex.server.open(ex.owner, hello, ex.ctx)
   const result = {
     protocolVersion,
-    capabilities: { tools: { listChanged: true }, prompts: { listChanged: true }, resources: { listChanged: true } },
+    capabilities: SERVER_CAPABILITIES,
     serverInfo: { name: `portcullis/${ex.server.name}`, version: VERSION },
   }
   return ex.reply.code(200).header('mcp-session-id', session.id).type('application/json').send({ jsonrpc: '2.0', id: message.id ?? null, result })
@@ -174,14 +200,14 @@ async function dispatch (ex: Exchange, session: VirtualSession, message: McpMess
       return answer(ex, id, {})
     case 'tools/list': {
       const merged = await server.listTools(session, ctx)
-      return answer(ex, id, { tools: await isSearchActive(ex, session) ? toolSearchTools() : merged.tools })
+      return answer(ex, id, listResult(ex, { tools: await isSearchActive(ex, session) ? toolSearchTools() : merged.tools }))
     }
     case 'prompts/list':
-      return answer(ex, id, { prompts: await server.listPrompts(session, ctx) })
+      return answer(ex, id, listResult(ex, { prompts: await server.listPrompts(session, ctx) }))
     case 'resources/list':
-      return answer(ex, id, { resources: await server.listResources(session, ctx) })
+      return answer(ex, id, listResult(ex, { resources: await server.listResources(session, ctx) }))
     case 'resources/templates/list':
-      return answer(ex, id, { resourceTemplates: await server.listResourceTemplates(session, ctx) })
+      return answer(ex, id, listResult(ex, { resourceTemplates: await server.listResourceTemplates(session, ctx) }))
     case 'tools/call':
       return callTool(ex, session, message, String(params.name ?? ''), params.arguments)
     case 'prompts/get': {
@@ -364,8 +390,13 @@ function withId (text: string, id: JsonRpcId): Item | undefined {
   }
 }
 
-function answer (ex: Exchange, id: JsonRpcId, result: unknown): FastifyReply {
-  return ex.reply.code(200).type('application/json').send({ jsonrpc: '2.0', id, result })
+function answer (ex: Exchange, id: JsonRpcId, result: object): FastifyReply {
+  return ex.reply.code(200).type('application/json').send({ jsonrpc: '2.0', id, result: ex.isModern === true ? { ...result, resultType: 'complete' } : result })
+}
+
+/** MCP 2026-07-28: a list says how long it may be cached, and for whom (each caller's lists differ: members filter them by policy). */
+function listResult (ex: Exchange, result: Item): Item {
+  return ex.isModern === true ? { ...result, ttlMs: 0, cacheScope: 'private' } : result
 }
 
 /** A tool-level error the model reads (MCP: isError results, not protocol errors, for what the model can fix). */

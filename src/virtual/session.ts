@@ -53,6 +53,11 @@ export class VirtualSession {
   /** The client's requests in flight at a member (JSON of the id -> member): where a cancellation goes. */
   readonly inflight = new Map<string, string>()
   isClosed = false
+  /**
+   * A 2026-07-28 request's own, never stored: its members are reached without sessions, each
+   * request carrying the client's `_meta` (protocol version, capabilities, client info).
+   */
+  stateless: { readonly meta: Readonly<Record<string, unknown>> } | undefined = undefined
 
   /** `context`: the latest request's caller and address (an idle session's members are ended as that caller). */
   constructor (readonly owner: SessionOwner, readonly hello: ClientHello, now: number, public context: VirtualContext) {

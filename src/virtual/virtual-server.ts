@@ -55,8 +55,13 @@ const TOOLS_LIST_CHANGED = { jsonrpc: '2.0', method: 'notifications/tools/list_c
 
 type Item = Record<string, unknown>
 
+/** The one revision served without sessions. */
+export const MODERN_REVISION = '2026-07-28'
+
 export class VirtualServer {
   readonly sessions = new Map<string, VirtualSession>()
+  /** Per member: does it speak 2026-07-28 (server/discover answered), and what it offers. Found once. */
+  private readonly eras = new Map<string, { readonly isModern: boolean, readonly capabilities: Item }>()
   private readonly allow: Matcher[] | undefined
   private readonly deny: Matcher[]
   private internalIds = 0
@@ -80,6 +85,46 @@ export class VirtualServer {
     const session = new VirtualSession(owner, hello, this.deps.now(), ctx)
     this.sessions.set(session.id, session)
     return session
+  }
+
+  /**
+   * A 2026-07-28 request is served without a session, when every member speaks that revision;
+   * otherwise the client gets the spec's fallback signal (400, not a modern error) and falls
+   * back to initialize, whose session reaches every member.
+   */
+  async statelessSession (owner: SessionOwner, ctx: VirtualContext, meta: Item, id: JsonRpcId): Promise<VirtualSession> {
+    const eras = await Promise.all(this.config.members.map(async (member) => [member, await this.eraOf(ctx, member, meta)] as const))
+    if (eras.some(([, era]) => era?.isModern === false)) throw new PortcullisError('PORTCULLIS_ERR_LEGACY_UPSTREAM', undefined, { id })
+    const hello: ClientHello = { protocolVersion: MODERN_REVISION, capabilities: {}, clientInfo: {} }
+    const session = new VirtualSession(owner, hello, this.deps.now(), ctx)
+    session.stateless = { meta }
+    for (const [member, era] of eras) {
+      // A member that did not answer its probe is left out (and asked again next time).
+      if (era !== undefined) session.members.set(member, Promise.resolve({ id: '', protocolVersion: MODERN_REVISION, capabilities: era.capabilities, stream: undefined, isEnding: false }))
+    }
+    return session
+  }
+
+  /** server/discover at the member (statelessly), once: which era it speaks. Undefined when it failed (not remembered). */
+  private async eraOf (ctx: VirtualContext, member: string, meta: Item): Promise<{ isModern: boolean, capabilities: Item } | undefined> {
+    const known = this.eras.get(member)
+    if (known !== undefined) return known
+    const probe = { jsonrpc: '2.0', id: this.internalId(), method: 'server/discover', params: { _meta: meta } }
+    const res = await this.deps.link.send({ method: 'POST', member, protocolVersion: MODERN_REVISION, body: probe, ip: ctx.ip, grant: ctx.grant })
+    let result: Item | undefined
+    for await (const message of messagesOf(res)) if (message.id === probe.id && isItem(message.result)) result = message.result
+    let era: { isModern: boolean, capabilities: Item } | undefined
+    if (res.status === 200 && result !== undefined) {
+      const versions = Array.isArray(result.supportedVersions) ? result.supportedVersions : []
+      era = { isModern: versions.includes(MODERN_REVISION), capabilities: isItem(result.capabilities) ? result.capabilities : {} }
+    } else if (res.status === 400) {
+      // The fallback signal (the gateway's LEGACY_UPSTREAM for a stdio member, a 2025-era server's
+      // own 400 for a session-less request): falling back to sessions is always safe.
+      era = { isModern: false, capabilities: {} }
+    }
+    if (era !== undefined) this.eras.set(member, era)
+    else ctx.log.info({ virtualServer: this.name, member, status: res.status }, 'virtual member era unknown (server/discover failed)')
+    return era
   }
 
   /** The session a request names; another caller's is answered exactly like an unknown one (404). */
@@ -142,6 +187,7 @@ export class VirtualServer {
       const open = await pending
       if (open !== undefined) return open
     }
+    if (session.stateless !== undefined) return { status: 502, headers: {}, text: '' }
     let refusal: MemberRefusal | undefined
     const opening = this.openMember(session, ctx, member).then((result) => {
       if ('id' in result) return result
@@ -188,8 +234,8 @@ export class VirtualServer {
         this.mark(session, member, open.status < 500)
         return open
       }
-      const res = await this.deps.link.send({ method: 'POST', member, sessionId: open.id, protocolVersion: open.protocolVersion, body, ip: ctx.ip, grant: ctx.grant })
-      if (res.status === 404 && attempt === 0) {
+      const res = await this.deps.link.send({ method: 'POST', member, sessionId: open.id === '' ? undefined : open.id, protocolVersion: open.protocolVersion, body, ip: ctx.ip, grant: ctx.grant })
+      if (res.status === 404 && attempt === 0 && session.stateless === undefined) {
         res.body.resume()
         this.forget(session, member, open)
         continue
@@ -240,7 +286,8 @@ export class VirtualServer {
     let cursor: unknown
     for (let page = 0; page < MAX_LIST_PAGES; page++) {
       const id = this.internalId()
-      const res = await this.toMember(session, ctx, member, { jsonrpc: '2.0', id, method, params: cursor === undefined ? {} : { cursor } })
+      const meta = session.stateless === undefined ? {} : { _meta: session.stateless.meta }
+      const res = await this.toMember(session, ctx, member, { jsonrpc: '2.0', id, method, params: cursor === undefined ? meta : { cursor, ...meta } })
       if (!('body' in res)) return items
       if (res.status !== 200) {
         res.body.resume()

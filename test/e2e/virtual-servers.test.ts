@@ -7,11 +7,12 @@ import { mkdtempSync, rmSync, writeFileSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { Client } from '@modelcontextprotocol/sdk/client/index.js'
+import { Client as ModernClient, StreamableHTTPClientTransport as ModernTransport } from '@modelcontextprotocol/client'
 import { StreamableHTTPClientTransport } from '@modelcontextprotocol/sdk/client/streamableHttp.js'
 import { ElicitRequestSchema, ToolListChangedNotificationSchema } from '@modelcontextprotocol/sdk/types.js'
 import { hashPassword } from '../../src/auth-server/password.js'
 import { connectWithOAuth, TestOAuthClient } from '../oauth-helpers.js'
-import { connectClient, EVERYTHING_SERVER, eventually, INIT_BODY, isProcessAlive, postJson, startGateway, startUpstream, textOf, type HttpFixture, type RunningGateway } from '../helpers.js'
+import { connectClient, EVERYTHING_SERVER, eventually, INIT_BODY, isProcessAlive, postJson, startGateway, startUpstream, stdioServer, STDIO_MODERN_FIXTURE, textOf, type HttpFixture, type RunningGateway } from '../helpers.js'
 
 const PASSWORD = 'correct horse battery staple'
 const passwordHash = await hashPassword(PASSWORD)
@@ -206,4 +207,34 @@ t.test('toolSearch: above the threshold, search_tools and call_tool stand in for
   const { client: few } = await connectClient(t, gw.mcpUrl('small'))
   const listed = (await few.listTools()).tools.map((tool) => tool.name)
   t.ok(listed.length === 2 && listed.includes('echo'), 'at or below the threshold, the tools themselves')
+})
+
+t.test('2026-07-28 clients: served without a session when every member speaks it, else told to fall back', async (t) => {
+  const upstream = await startUpstream(t)
+  const gw = await startGateway(t, {
+    servers: [
+      stdioServer('m1', { script: STDIO_MODERN_FIXTURE }),
+      stdioServer('m2', { script: STDIO_MODERN_FIXTURE }),
+      { name: 'fx', transport: 'http', url: upstream.url },
+    ],
+    virtualServers: [{ name: 'modern', members: ['m1', 'm2'] }, { name: 'mixed', members: ['m1', 'fx'] }],
+  })
+  const modern = new ModernClient({ name: 'modern-test', version: '2.0.0' }, { capabilities: {}, versionNegotiation: { mode: 'auto' } })
+  const transport = new ModernTransport(new URL(gw.mcpUrl('modern')))
+  await modern.connect(transport)
+  t.teardown(() => modern.close())
+  t.equal(modern.getNegotiatedProtocolVersion(), '2026-07-28', 'negotiated the modern revision with the virtual server')
+  const names = (await modern.listTools()).tools.map((tool) => tool.name)
+  t.ok(names.includes('m1__echo') && names.includes('m2__pid'), `merged statelessly (${names.join(' ')})`)
+  t.equal(textOf(await modern.callTool({ name: 'm2__echo', arguments: { text: 'modern hello' } })), 'modern hello', 'a call routed to its member')
+  const progress: number[] = []
+  await modern.callTool({ name: 'm1__progress', arguments: { n: 2 } }, { onprogress: (p) => progress.push(p.progress) })
+  t.same(progress, [1, 2], 'progress on the request\'s own stream')
+  t.equal(transport.sessionId, undefined, 'no session')
+
+  const mixed = new ModernClient({ name: 'modern-test', version: '2.0.0' }, { capabilities: {}, versionNegotiation: { mode: 'auto' } })
+  await mixed.connect(new ModernTransport(new URL(gw.mcpUrl('mixed'))))
+  t.teardown(() => mixed.close())
+  t.equal(mixed.getNegotiatedProtocolVersion(), '2025-11-25', 'a 2025-only member: the client fell back to initialize')
+  t.equal(textOf(await mixed.callTool({ name: 'fx__echo', arguments: { text: 'after fallback' } })), 'after fallback')
 })
