@@ -54,12 +54,11 @@ export async function virtualRoutes (app: FastifyInstance, opts: VirtualRoutesOp
     for (const server of servers) void server.sweep()
   }, SWEEP_INTERVAL_MS)
   sweep.unref()
+  // GET streams never end by themselves. Member sessions end with their upstreams (shutdown) or
+  // their idle timeout (a reload's retired build: its clients start new virtual sessions).
   app.addHook('preClose', async () => {
     clearInterval(sweep)
     for (const server of servers) for (const session of server.sessions.values()) session.stream?.end()
-  })
-  app.addHook('onClose', async () => {
-    await Promise.all(servers.map(async (server) => server.endAll()))
   })
 
   for (const server of servers) {

@@ -171,10 +171,6 @@ export class VirtualServer {
     }
   }
 
-  /** Shutdown: every session ends, as its latest caller. */
-  async endAll (): Promise<void> {
-    await Promise.all([...this.sessions.values()].map(async (session) => this.end(session, session.context)))
-  }
 
   /**
    * The member's session, opened on first use with the client's own initialize (its
@@ -473,7 +469,10 @@ export class VirtualServer {
         if (open.stream !== undefined && !isDestroyed) open.stream = undefined
         return
       }
-      for await (const message of messagesOf(res)) this.toClient(session, this.fromMember(member, message))
+      for await (const message of messagesOf(res)) {
+        forgetList(session, message.method)
+        this.toClient(session, this.fromMember(member, message))
+      }
     } catch (err) {
       if (!isDestroyed) ctx.log.info({ virtualServer: this.name, member, err: { message: (err as Error).message } }, 'virtual member stream failed')
     }
@@ -493,6 +492,13 @@ export class VirtualServer {
 /** A member route's HTTP error, whole, for the client (JSON-RPC error with its id, status and Retry-After). */
 export async function refusalOf (res: MemberResponse): Promise<MemberRefusal> {
   return { status: res.status === 200 ? 502 : res.status, headers: res.headers, text: await readAll(res.body) }
+}
+
+/** A member's list changed: the merged one is read again before a name is resolved from it. */
+function forgetList (session: VirtualSession, method: unknown): void {
+  if (method === 'notifications/tools/list_changed') session.tools = undefined
+  else if (method === 'notifications/prompts/list_changed') session.prompts = undefined
+  else if (method === 'notifications/resources/list_changed') session.resources = new Map()
 }
 
 function isItem (value: unknown): value is Item {

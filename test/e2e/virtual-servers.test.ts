@@ -238,3 +238,39 @@ t.test('2026-07-28 clients: served without a session when every member speaks it
   t.equal(mixed.getNegotiatedProtocolVersion(), '2025-11-25', 'a 2025-only member: the client fell back to initialize')
   t.equal(textOf(await mixed.callTool({ name: 'fx__echo', arguments: { text: 'after fallback' } })), 'after fallback')
 })
+
+t.test('members\' list_changed reach the client; a cancellation reaches the member running the call; prompts and resources are routed', async (t) => {
+  const upstream = await startUpstream(t)
+  const gw = await startGateway(t, {
+    servers: [
+      stdioServer('st'),
+      { name: 'fx', transport: 'http', url: upstream.url },
+      { name: 'everything', transport: 'stdio', command: process.execPath, args: [EVERYTHING_SERVER, 'stdio'] },
+    ],
+    virtualServers: [{ name: 'a', members: ['st', 'fx'] }, { name: 'b', members: ['everything', 'fx'] }],
+  })
+  const { client } = await connectClient(t, gw.mcpUrl('a'))
+  let changes = 0
+  client.setNotificationHandler(ToolListChangedNotificationSchema, async () => { changes++ })
+  t.ok((await client.listTools()).tools.some((tool) => tool.name === 'st__broadcast'))
+  await client.callTool({ name: 'st__broadcast', arguments: {} })
+  t.ok(await eventually(() => changes === 1), 'the stdio member\'s tools/list_changed reached the client')
+  await client.callTool({ name: 'fx__broadcast', arguments: {} })
+  t.ok(await eventually(() => changes === 2), 'and the HTTP member\'s (on its GET stream)')
+
+  const abort = new AbortController()
+  const waiting = client.callTool({ name: 'wait-for-cancel', arguments: {} }, undefined, { signal: abort.signal })
+  setTimeout(() => abort.abort('changed my mind'), 300)
+  await t.rejects(waiting, /changed my mind|abort/i)
+  t.ok(await eventually(async () => textOf(await client.callTool({ name: 'cancelled-count', arguments: {} })) === '1'), 'notifications/cancelled reached the member running the call')
+
+  const { client: other } = await connectClient(t, gw.mcpUrl('b'))
+  const prompts = (await other.listPrompts()).prompts.map((p) => p.name)
+  t.ok(prompts.includes('args-prompt') && prompts.includes('leaky-prompt'), 'prompts of both members')
+  t.match(JSON.stringify((await other.getPrompt({ name: 'args-prompt', arguments: { city: 'Kyiv' } })).messages), /Kyiv/, 'prompts/get routed to its member')
+  const uris = (await other.listResources()).resources.map((r) => r.uri)
+  t.ok(uris.includes('leak://config') && uris.some((uri) => uri.startsWith('demo://')), 'resources of both members, with their own URIs')
+  t.equal((await other.readResource({ uri: 'leak://config' })).contents[0]?.uri, 'leak://config', 'resources/read routed by the URI table')
+  const everythingUri = uris.find((uri) => uri.startsWith('demo://')) ?? ''
+  t.equal((await other.readResource({ uri: everythingUri })).contents[0]?.uri, everythingUri)
+})
