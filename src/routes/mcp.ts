@@ -249,6 +249,7 @@ export async function mcpRoutes (app: FastifyInstance, opts: McpRoutesOptions): 
       isOriginAllowed: opts.isOriginAllowed,
       authenticate: opts.authenticate,
       audit: opts.audit,
+      streamKeeper: opts.streamKeeper,
     })
     for (const virtual of config.virtualServers) {
       app.route({ method: 'OPTIONS', url: `/${virtual.name}/mcp`, config: { mcpServer: virtual.name }, handler: preflight(ALLOW) })

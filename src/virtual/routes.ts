@@ -14,6 +14,7 @@ import type { RequestIdentity } from '../resource-server/verify-token.js'
 import type { AuditLog } from '../observability/audit.js'
 import type { OriginPolicy } from '../mcp/origin.js'
 import { sseMessageEvent } from '../upstreams/response-edit.js'
+import type { StreamKeeper } from '../upstreams/stream-keeper.js'
 import { admit } from '../routes/mcp/admit.js'
 import { userOf } from '../routes/mcp/call.js'
 import { VERSION } from '../version.js'
@@ -34,6 +35,7 @@ export interface VirtualRoutesOptions {
   /** Undefined when auth is disabled: every request is anonymous. */
   readonly authenticate: Authenticator | undefined
   readonly audit: AuditLog | undefined
+  readonly streamKeeper: StreamKeeper | undefined
 }
 
 /** The revision a virtual session speaks when the client asks for one the gateway does not know. */
@@ -49,7 +51,7 @@ const SERVER_CAPABILITIES = { tools: { listChanged: true }, prompts: { listChang
 
 export async function virtualRoutes (app: FastifyInstance, opts: VirtualRoutesOptions): Promise<void> {
   const identities = new WeakMap<FastifyRequest, RequestIdentity | null>()
-  const servers = opts.virtualServers.map((config) => new VirtualServer(config, { link: opts.link, now: opts.now, idleTimeoutMs: opts.idleTimeoutOf(config) }))
+  const servers = opts.virtualServers.map((config) => new VirtualServer(config, { link: opts.link, now: opts.now, idleTimeoutMs: opts.idleTimeoutOf(config), streamKeeper: opts.streamKeeper }))
   const sweep = setInterval(() => {
     for (const server of servers) void server.sweep()
   }, SWEEP_INTERVAL_MS)
@@ -354,10 +356,14 @@ async function relayStream (ex: Exchange, member: string, res: MemberResponse): 
   out.writeHead(200, { 'content-type': 'text/event-stream', 'cache-control': 'no-cache', 'x-accel-buffering': 'no' })
   // The client left: the member's answer is not read further (the member route sees its client go).
   out.once('close', () => { if (!out.writableFinished) res.destroy() })
+  const keeper = ex.opts.streamKeeper
+  const kept = keeper?.add(out)
   try {
     for await (const message of messagesOf(res)) {
       if (out.destroyed) break
-      out.write(sseMessageEvent(server.fromMember(member, message)))
+      const event = sseMessageEvent(server.fromMember(member, message))
+      out.write(event)
+      if (kept !== undefined) keeper?.wrote(kept, event)
     }
   } catch (err) {
     ex.ctx.log.info({ virtualServer: server.name, member, err: { message: (err as Error).message } }, 'virtual member answer relay ended early')

@@ -7,6 +7,7 @@
 import { randomUUID } from 'node:crypto'
 import type { ServerResponse } from 'node:http'
 import type { SessionOwner } from '../upstreams/session-owners.js'
+import type { KeptStream } from '../upstreams/stream-keeper.js'
 import type { NameTable } from './names.js'
 import type { VirtualContext } from './virtual-server.js'
 
@@ -45,6 +46,8 @@ export class VirtualSession {
   readonly down = new Set<string>()
   /** The client's GET stream, where server-initiated messages and list_changed go. */
   stream: ServerResponse | undefined = undefined
+  /** Its keep-alive entry (streamKeepAliveMs). */
+  kept: KeptStream | undefined = undefined
   tools: MergedTools | undefined = undefined
   prompts: NameTable | undefined = undefined
   /** Resource URI -> member, from the last resources/list; templates by their literal prefix. */

@@ -11,6 +11,7 @@ import type { VirtualServerConfig } from '../config/schema.js'
 import { compileGlob, type Matcher } from '../policy/glob.js'
 import type { SessionOwner } from '../upstreams/session-owners.js'
 import { sseMessageEvent } from '../upstreams/response-edit.js'
+import type { StreamKeeper } from '../upstreams/stream-keeper.js'
 import type { VirtualGrant } from './credentials.js'
 import { messagesOf, readAll, type MemberLink, type MemberResponse } from './member-link.js'
 import { buildNameTable, type NameTable } from './names.js'
@@ -35,6 +36,8 @@ export interface VirtualServerDeps {
   readonly now: () => number
   /** A virtual session unused this long ends (with its member sessions). */
   readonly idleTimeoutMs: number
+  /** Keep-alive comments on the client's event streams (streamKeepAliveMs). */
+  readonly streamKeeper?: StreamKeeper | undefined
 }
 
 /** Sessions one user may hold on one virtual server (members cap their own sessions too). */
@@ -422,7 +425,9 @@ export class VirtualServer {
   toClient (session: VirtualSession, message: unknown): void {
     const stream = session.stream
     if (stream === undefined || stream.writableEnded) return
-    stream.write(sseMessageEvent(message))
+    const event = sseMessageEvent(message)
+    stream.write(event)
+    if (session.kept !== undefined) this.deps.streamKeeper?.wrote(session.kept, event)
   }
 
   /**
@@ -432,6 +437,7 @@ export class VirtualServer {
   async openClientStream (session: VirtualSession, ctx: VirtualContext, res: ServerResponse): Promise<void> {
     session.stream?.end()
     session.stream = res
+    session.kept = this.deps.streamKeeper?.add(res)
     res.once('close', () => {
       if (session.stream !== res) return
       session.stream = undefined

@@ -274,3 +274,39 @@ t.test('members\' list_changed reach the client; a cancellation reaches the memb
   const everythingUri = uris.find((uri) => uri.startsWith('demo://')) ?? ''
   t.equal((await other.readResource({ uri: everythingUri })).contents[0]?.uri, everythingUri)
 })
+
+t.test('raw: the gateway answers initialize; a session is required after it; batches and unknown methods refused; the GET stream is kept alive', async (t) => {
+  const upstream = await startUpstream(t)
+  const gw = await startGateway(t, { streamKeepAliveMs: 60, servers: [{ name: 'fx', transport: 'http', url: upstream.url }], virtualServers: [{ name: 'v', members: ['fx'] }] })
+  const init = await postJson(gw.mcpUrl('v'), INIT_BODY)
+  t.equal(init.status, 200)
+  t.match(init.json, { id: 1, result: { protocolVersion: '2025-11-25', capabilities: { tools: { listChanged: true } }, serverInfo: { name: 'portcullis/v' } } })
+  t.equal(upstream.sessions.size, 0, 'no member session before the client needs one')
+  const session = init.headers.get('mcp-session-id') ?? ''
+  const headers = { 'mcp-session-id': session, 'mcp-protocol-version': '2025-11-25' }
+  const noSession = await postJson(gw.mcpUrl('v'), { jsonrpc: '2.0', id: 2, method: 'tools/list' })
+  t.equal(noSession.status, 400)
+  t.match(noSession.json, { error: { data: { code: 'PORTCULLIS_ERR_SESSION_REQUIRED' } } })
+  const unknown = await postJson(gw.mcpUrl('v'), { jsonrpc: '2.0', id: 3, method: 'tools/list' }, { ...headers, 'mcp-session-id': 'nope' })
+  t.equal(unknown.status, 404, 'an unknown session: 404')
+  const batch = await postJson(gw.mcpUrl('v'), [{ jsonrpc: '2.0', id: 4, method: 'ping' }], headers)
+  t.equal(batch.status, 400, 'a batch is refused')
+  const odd = await postJson(gw.mcpUrl('v'), { jsonrpc: '2.0', id: 5, method: 'sampling/whatever' }, headers)
+  t.match(odd.json, { id: 5, error: { code: -32601 } }, 'an unknown method: -32601')
+  t.match((await postJson(gw.mcpUrl('v'), { jsonrpc: '2.0', id: 6, method: 'ping' }, headers)).json, { id: 6, result: {} })
+  const listed = await postJson(gw.mcpUrl('v'), { jsonrpc: '2.0', id: 7, method: 'tools/list' }, headers)
+  t.ok((listed.json as { result: { tools: unknown[] } }).result.tools.length > 0, 'tools listed')
+  t.equal(upstream.sessions.size, 1, 'the member session opened on first use')
+
+  const abort = new AbortController()
+  t.teardown(() => abort.abort())
+  const stream = await fetch(gw.mcpUrl('v'), { headers: { accept: 'text/event-stream', ...headers }, signal: abort.signal })
+  t.equal(stream.status, 200)
+  const reader = stream.body?.getReader()
+  let text = ''
+  while (!text.includes(': keep-alive')) text += new TextDecoder().decode((await reader?.read())?.value)
+  t.pass('a quiet GET stream gets keep-alive comments')
+  const options = await fetch(gw.mcpUrl('v'), { method: 'OPTIONS', headers: { origin: gw.baseUrl, 'access-control-request-method': 'POST' } })
+  t.equal(options.status, 204, 'CORS preflight as for servers')
+  t.equal((await fetch(gw.mcpUrl('v'), { method: 'PUT' })).status, 405)
+})
