@@ -10,6 +10,7 @@ import { PortcullisError, type JsonRpcId } from '../errors.js'
 import type { VirtualServerConfig } from '../config/schema.js'
 import { compileGlob, type Matcher } from '../policy/glob.js'
 import type { SessionOwner } from '../upstreams/session-owners.js'
+import { ANONYMOUS } from '../identity.js'
 import { sseMessageEvent } from '../upstreams/response-edit.js'
 import type { StreamKeeper } from '../upstreams/stream-keeper.js'
 import type { VirtualGrant } from './credentials.js'
@@ -42,6 +43,9 @@ export interface VirtualServerDeps {
 
 /** Sessions one user may hold on one virtual server (members cap their own sessions too). */
 export const MAX_VIRTUAL_SESSIONS_PER_USER = 64
+/** Sessions on one virtual server, all callers together (each is a little memory until it opens members). */
+export const MAX_VIRTUAL_SESSIONS = 4096
+const SESSION_CAP_RETRY_AFTER_S = '2'
 /** The four list methods and the member capability each needs. */
 export const LIST_KINDS = {
   'tools/list': { key: 'tools', capability: 'tools' },
@@ -80,10 +84,14 @@ export class VirtualServer {
 
   /** A new session for `owner` (initialize); no member is asked yet. */
   open (owner: SessionOwner, hello: ClientHello, ctx: VirtualContext): VirtualSession {
+    if (this.sessions.size >= MAX_VIRTUAL_SESSIONS) {
+      throw new PortcullisError('PORTCULLIS_ERR_UPSTREAM_BUSY', `virtual server "${this.name}" has ${this.sessions.size} sessions open; retry shortly`, { headers: { 'retry-after': SESSION_CAP_RETRY_AFTER_S } })
+    }
+    // Anonymous callers (auth off) are one user: only the server-wide cap holds them, as on the 2024-11-05 routes.
     let count = 0
     for (const s of this.sessions.values()) if (s.owner.user === owner.user) count++
-    if (count >= MAX_VIRTUAL_SESSIONS_PER_USER) {
-      throw new PortcullisError('PORTCULLIS_ERR_TOO_MANY_SESSIONS', `you have ${count} sessions open on virtual server "${this.name}"; end one (DELETE) before starting another`)
+    if (owner.user !== ANONYMOUS.id && count >= MAX_VIRTUAL_SESSIONS_PER_USER) {
+      throw new PortcullisError('PORTCULLIS_ERR_TOO_MANY_SESSIONS', `you have ${count} sessions open on virtual server "${this.name}"; end one (DELETE) before starting another`, { headers: { 'retry-after': SESSION_CAP_RETRY_AFTER_S } })
     }
     const session = new VirtualSession(owner, hello, this.deps.now(), ctx)
     this.sessions.set(session.id, session)

@@ -1,0 +1,93 @@
+// The virtual server's bookkeeping without members: the in-process credential, server-request ids,
+// the virtual allow/deny, session ownership, caps and the idle sweep (src/virtual/*).
+import t from 'tap'
+import Fastify from 'fastify'
+import { parseConfig } from '../../src/config/load.js'
+import { VirtualCredentials } from '../../src/virtual/credentials.js'
+import { MemberLink } from '../../src/virtual/member-link.js'
+import { literalPrefix, MAX_VIRTUAL_SESSIONS_PER_USER, VirtualServer, type VirtualContext } from '../../src/virtual/virtual-server.js'
+import type { PortcullisError } from '../../src/errors.js'
+
+const CONFIG = parseConfig(`
+servers:
+  - {name: github, transport: http, url: "http://127.0.0.1:9/mcp"}
+  - {name: memory, transport: http, url: "http://127.0.0.1:9/mcp"}
+virtualServers:
+  - {name: work, members: [github, memory], tools: {allow: ["github__*", "recall"], deny: ["github__delete_*"]}}
+`, 'gw.yaml', {})
+const HELLO = { protocolVersion: '2025-11-25', capabilities: {}, clientInfo: { name: 't', version: '1' } }
+
+function serverWithClock (): { server: VirtualServer, clock: { now: number }, ctx: VirtualContext } {
+  const clock = { now: 1_000_000 }
+  const app = Fastify()
+  t.teardown(() => app.close())
+  const config = CONFIG.virtualServers[0]
+  if (config === undefined) throw new Error('no virtual server')
+  const server = new VirtualServer(config, { link: new MemberLink(app, new VirtualCredentials()), now: () => clock.now, idleTimeoutMs: 60_000 })
+  const ctx: VirtualContext = { grant: { identity: null, virtualServer: 'work' }, ip: '127.0.0.1', log: app.log }
+  return { server, clock, ctx }
+}
+
+t.test('the in-process credential: issued for one member, accepted only there, gone once revoked', async (t) => {
+  const credentials = new VirtualCredentials()
+  const handle = credentials.issue({ identity: null, virtualServer: 'work', member: 'github' })
+  t.match(handle, /^[A-Za-z0-9_-]{43}$/, '32 random bytes, base64url')
+  t.same(credentials.accept(handle, 'github'), { identity: null, virtualServer: 'work', member: 'github' })
+  t.equal(credentials.accept(handle, 'memory'), undefined, 'not for another member')
+  t.equal(credentials.accept(['x', handle], 'github'), undefined, 'a repeated header is no handle')
+  t.equal(credentials.accept(`${handle}x`, 'github'), undefined)
+  credentials.revoke(handle)
+  t.equal(credentials.accept(handle, 'github'), undefined, 'revoked')
+  t.equal(credentials.size, 0)
+})
+
+t.test('a member\'s own request gets an id unique in the session; the client\'s answer finds the member and the id again', async (t) => {
+  const { server } = serverWithClock()
+  const rewritten = server.fromMember('memory', { jsonrpc: '2.0', id: 7, method: 'elicitation/create', params: {} })
+  t.equal(rewritten.id, '1~7')
+  t.same(server.answerTarget('1~7'), { member: 'memory', id: 7 })
+  t.same(server.answerTarget(String(server.fromMember('github', { id: 'abc', method: 'roots/list' }).id)), { member: 'github', id: 'abc' })
+  t.equal(server.answerTarget('5~7'), undefined, 'no such member')
+  t.equal(server.answerTarget('0~{"a":1}'), undefined, 'an id is a string or a number')
+  t.equal(server.answerTarget('0~not json'), undefined)
+  t.equal(server.answerTarget(3), undefined, 'the client\'s own ids are not routed')
+  const notification = { jsonrpc: '2.0', method: 'notifications/progress', params: { progressToken: 1 } }
+  t.equal(server.fromMember('github', notification), notification, 'notifications pass unchanged')
+  const answer = { jsonrpc: '2.0', id: 3, result: {} }
+  t.equal(server.fromMember('github', answer), answer, 'answers to the client\'s requests keep its id')
+})
+
+t.test('the virtual allow/deny on merged names', async (t) => {
+  const { server } = serverWithClock()
+  t.ok(server.isToolAllowed('github__search'))
+  t.ok(server.isToolAllowed('recall'))
+  t.notOk(server.isToolAllowed('github__delete_repo'), 'deny wins over allow')
+  t.notOk(server.isToolAllowed('memory__store'), 'not allowed')
+})
+
+t.test('sessions: owner only, a per-user cap (not for the anonymous user), ended when idle', async (t) => {
+  const { server, clock, ctx } = serverWithClock()
+  const alice = { user: 'alice', client: 'c1' }
+  const session = server.open(alice, HELLO, ctx)
+  t.equal(server.sessionOf(session.id, alice, ctx), session)
+  t.throws(() => server.sessionOf(session.id, { user: 'bob', client: 'c1' }, ctx), { code: 'PORTCULLIS_ERR_SESSION_NOT_FOUND' }, 'another user: as unknown')
+  t.throws(() => server.sessionOf(session.id, { user: 'alice', client: 'c2' }, ctx), { code: 'PORTCULLIS_ERR_SESSION_NOT_FOUND' }, 'another client of the same user too')
+  for (let i = 1; i < MAX_VIRTUAL_SESSIONS_PER_USER; i++) server.open(alice, HELLO, ctx)
+  const refused = (() => { try { server.open(alice, HELLO, ctx) } catch (err) { return err as PortcullisError } return undefined })()
+  t.equal(refused?.code, 'PORTCULLIS_ERR_TOO_MANY_SESSIONS')
+  t.equal(refused?.status, 429)
+  for (let i = 0; i <= MAX_VIRTUAL_SESSIONS_PER_USER; i++) server.open({ user: 'anonymous', client: '' }, HELLO, ctx)
+  t.pass('the anonymous user (auth off) is held by the server-wide cap only')
+  clock.now += 30_000
+  server.sessionOf(session.id, alice, ctx)
+  clock.now += 45_000
+  await server.sweep()
+  t.equal(server.sessions.size, 1, 'sessions unused for idleTimeoutMs end; the one used since stays')
+  t.equal(server.sessionOf(session.id, alice, ctx), session)
+})
+
+t.test('a template\'s literal prefix', async (t) => {
+  t.equal(literalPrefix('file:///{path}'), 'file:///')
+  t.equal(literalPrefix('demo://resource/{id}/x'), 'demo://resource/')
+  t.equal(literalPrefix('plain://uri'), 'plain://uri')
+})
