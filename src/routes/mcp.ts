@@ -27,6 +27,13 @@
  *
  * The 2024-11-05 routes (legacy-sse.ts) run admit and authenticateLegacy, then checkAccess and
  * inspect for their GET; their own refusals are SESSION_NOT_FOUND and TOO_MANY_SESSIONS.
+ *
+ * A virtual server's route (../virtual/routes.ts) runs admit and the token check for its own
+ * resource, then reaches each member through that member's route above, in process: a member's
+ * refusal is relayed as it is. Its own refusals are SESSION_REQUIRED, SESSION_NOT_FOUND,
+ * TOO_MANY_SESSIONS, UPSTREAM_BUSY, POLICY_DENIED (its tools allow/deny), UNKNOWN_TOOL,
+ * INVALID_PARAMS, INVALID_REQUEST (a batch) and LEGACY_UPSTREAM (a 2026-07-28 request while a
+ * member speaks only the 2025 era).
  */
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify'
 import { PortcullisError, jsonRpcErrorPayload, type JsonRpcId } from '../errors.js'
