@@ -71,6 +71,7 @@ import { relay } from './mcp/relay.js'
 import { VirtualCredentials } from '../virtual/credentials.js'
 import { MemberLink } from '../virtual/member-link.js'
 import { virtualRoutes } from '../virtual/routes.js'
+import type { VirtualSessionTable } from '../virtual/session.js'
 
 /** Before the body is read: shutting down, audit, Origin, another replica's session, the token. */
 const BEFORE_BODY: readonly Step[] = [admit, forwardToOwner, authenticate]
@@ -119,6 +120,12 @@ export interface McpRoutesOptions {
   /** Set when telemetry.otlp is: each request gets its spans. */
   readonly tracing?: TraceSettings
   readonly now?: () => number
+  /** Virtual servers' sessions, shared by every build (SharedParts). */
+  readonly virtualSessions?: VirtualSessionTable
+  /** Registers what to do when a reload retires this build (or it closes). */
+  readonly onRetire?: (fn: () => void) => void
+  /** Registers what to change in shared parts once this build is in force. */
+  readonly onActivate?: (fn: () => void) => void
 }
 
 const MCP_METHODS = ['GET', 'POST', 'DELETE'] as const
@@ -257,7 +264,17 @@ export async function mcpRoutes (app: FastifyInstance, opts: McpRoutesOptions): 
       authenticate: opts.authenticate,
       audit: opts.audit,
       streamKeeper: opts.streamKeeper,
+      sessions: opts.virtualSessions,
+      onRetire: opts.onRetire,
     })
+  }
+  if (opts.virtualSessions !== undefined) {
+    // Sessions of virtual servers this build no longer has are forgotten once it is in force (not by a failed build).
+    const names = config.virtualServers.map((virtual) => virtual.name)
+    const table = opts.virtualSessions
+    opts.onActivate?.(() => table.keepOnly(names))
+  }
+  if (virtualCredentials !== undefined) {
     for (const virtual of config.virtualServers) {
       app.route({ method: 'OPTIONS', url: `/${virtual.name}/mcp`, config: { mcpServer: virtual.name }, handler: preflight(ALLOW) })
       app.route({

@@ -21,7 +21,7 @@ import { VERSION } from '../version.js'
 import { messagesOf, type MemberLink, type MemberResponse } from './member-link.js'
 import { CALL_TOOL_NAME, SEARCH_TOOLS_NAME, ToolIndex, parseCallToolArgs, parseSearchArgs, searchResult, toolSearchTools } from './tool-search.js'
 import { MODERN_REVISION, VirtualServer, refusalOf, type MemberRefusal, type VirtualContext } from './virtual-server.js'
-import type { ClientHello, VirtualSession } from './session.js'
+import type { ClientHello, VirtualSession, VirtualSessionTable } from './session.js'
 
 export interface VirtualRoutesOptions {
   readonly virtualServers: readonly VirtualServerConfig[]
@@ -36,6 +36,10 @@ export interface VirtualRoutesOptions {
   readonly authenticate: Authenticator | undefined
   readonly audit: AuditLog | undefined
   readonly streamKeeper: StreamKeeper | undefined
+  /** Every build's sessions (SharedParts): a reload keeps them. */
+  readonly sessions: VirtualSessionTable | undefined
+  /** Registers what to do when a reload retires this build. */
+  readonly onRetire: ((fn: () => void) => void) | undefined
 }
 
 /** The revision a virtual session speaks when the client asks for one the gateway does not know. */
@@ -51,11 +55,16 @@ const SERVER_CAPABILITIES = { tools: { listChanged: true }, prompts: { listChang
 
 export async function virtualRoutes (app: FastifyInstance, opts: VirtualRoutesOptions): Promise<void> {
   const identities = new WeakMap<FastifyRequest, RequestIdentity | null>()
-  const servers = opts.virtualServers.map((config) => new VirtualServer(config, { link: opts.link, now: opts.now, idleTimeoutMs: opts.idleTimeoutOf(config), streamKeeper: opts.streamKeeper }))
+  const servers = opts.virtualServers.map((config) => new VirtualServer(config, { link: opts.link, now: opts.now, idleTimeoutMs: opts.idleTimeoutOf(config), streamKeeper: opts.streamKeeper, sessions: opts.sessions?.of(config.name) }))
   const sweep = setInterval(() => {
     for (const server of servers) void server.sweep()
   }, SWEEP_INTERVAL_MS)
   sweep.unref()
+  // Retired by a reload: the newest build sweeps the shared sessions; the client streams this one relays end.
+  opts.onRetire?.(() => {
+    clearInterval(sweep)
+    for (const server of servers) server.retire()
+  })
   // GET streams never end by themselves. Member sessions end with their upstreams (shutdown) or
   // their idle timeout (a reload's retired build: its clients start new virtual sessions).
   app.addHook('preClose', async () => {

@@ -48,6 +48,8 @@ export class VirtualSession {
   stream: ServerResponse | undefined = undefined
   /** Its keep-alive entry (streamKeepAliveMs). */
   kept: KeptStream | undefined = undefined
+  /** The build's virtual server relaying the members' streams to it. */
+  streamServer: object | undefined = undefined
   tools: MergedTools | undefined = undefined
   prompts: NameTable | undefined = undefined
   /** Resource URI -> member, from the last resources/list; templates by their literal prefix. */
@@ -61,6 +63,12 @@ export class VirtualSession {
    * request carrying the client's `_meta` (protocol version, capabilities, client info).
    */
   stateless: { readonly meta: Readonly<Record<string, unknown>> } | undefined = undefined
+  /**
+   * The build whose virtual server last served the session: a reload's new build reads the
+   * merged lists again (its configuration may name and filter them differently), and the old
+   * build, when retired, ends the client's GET stream it relays (the client opens it again).
+   */
+  servedBy: object | undefined = undefined
 
   /** `context`: the latest request's caller and address (an idle session's members are ended as that caller). */
   constructor (readonly owner: SessionOwner, readonly hello: ClientHello, now: number, public context: VirtualContext) {
@@ -69,5 +77,28 @@ export class VirtualSession {
 
   isOwnedBy (owner: SessionOwner): boolean {
     return this.owner.user === owner.user && this.owner.client === owner.client
+  }
+}
+
+/**
+ * Every build's virtual sessions, by virtual server name (SharedParts): a reload builds a new
+ * app, whose route must still know the sessions an earlier build began (their member sessions
+ * live on in the shared upstreams). A virtual server a reload removed loses its sessions.
+ */
+export class VirtualSessionTable {
+  private readonly byServer = new Map<string, Map<string, VirtualSession>>()
+
+  of (virtualServer: string): Map<string, VirtualSession> {
+    let sessions = this.byServer.get(virtualServer)
+    if (sessions === undefined) {
+      sessions = new Map()
+      this.byServer.set(virtualServer, sessions)
+    }
+    return sessions
+  }
+
+  /** A build's virtual servers: sessions of any other are forgotten (their members' sessions end at their idle timeout). */
+  keepOnly (names: readonly string[]): void {
+    for (const name of [...this.byServer.keys()]) if (!names.includes(name)) this.byServer.delete(name)
   }
 }

@@ -39,6 +39,8 @@ export interface VirtualServerDeps {
   readonly idleTimeoutMs: number
   /** Keep-alive comments on the client's event streams (streamKeepAliveMs). */
   readonly streamKeeper?: StreamKeeper | undefined
+  /** The sessions every build shares (VirtualSessionTable); a map of its own when not given. */
+  readonly sessions?: Map<string, VirtualSession>
 }
 
 /** Sessions one user may hold on one virtual server (members cap their own sessions too). */
@@ -66,7 +68,7 @@ type Item = Record<string, unknown>
 export const MODERN_REVISION = '2026-07-28'
 
 export class VirtualServer {
-  readonly sessions = new Map<string, VirtualSession>()
+  readonly sessions: Map<string, VirtualSession>
   /** Per member: does it speak 2026-07-28 (server/discover answered), and what it offers. Found once. */
   private readonly eras = new Map<string, { readonly isModern: boolean, readonly capabilities: Item }>()
   private readonly allow: Matcher[] | undefined
@@ -74,6 +76,7 @@ export class VirtualServer {
   private internalIds = 0
 
   constructor (readonly config: VirtualServerConfig, private readonly deps: VirtualServerDeps) {
+    this.sessions = deps.sessions ?? new Map()
     this.allow = config.tools.allow?.map(compileGlob)
     this.deny = config.tools.deny.map(compileGlob)
   }
@@ -94,6 +97,7 @@ export class VirtualServer {
       throw new PortcullisError('PORTCULLIS_ERR_TOO_MANY_SESSIONS', `you have ${count} sessions open on virtual server "${this.name}"; end one (DELETE) before starting another`, { headers: { 'retry-after': SESSION_CAP_RETRY_AFTER_S } })
     }
     const session = new VirtualSession(owner, hello, this.deps.now(), ctx)
+    session.servedBy = this
     this.sessions.set(session.id, session)
     return session
   }
@@ -144,6 +148,14 @@ export class VirtualServer {
     if (session === undefined || session.isClosed || !session.isOwnedBy(owner)) throw new PortcullisError('PORTCULLIS_ERR_SESSION_NOT_FOUND')
     session.lastUsedMs = this.deps.now()
     session.context = ctx
+    if (session.servedBy !== this) {
+      // Begun under an earlier build (a reload): its lists are read again under this one's configuration.
+      session.servedBy = this
+      session.tools = undefined
+      session.prompts = undefined
+      session.resources = new Map()
+      session.templates = []
+    }
     return session
   }
 
@@ -429,6 +441,16 @@ export class VirtualServer {
     }
   }
 
+  /**
+   * This build is retired by a reload: the client GET streams it relays end (the client opens
+   * them again, on the new build, which relays the members' streams from then on).
+   */
+  retire (): void {
+    for (const session of this.sessions.values()) {
+      if (session.streamServer === this) session.stream?.end()
+    }
+  }
+
   /** A message on the client's GET stream (dropped while it has none: it reads the lists again when it reconnects). */
   toClient (session: VirtualSession, message: unknown): void {
     const stream = session.stream
@@ -445,6 +467,7 @@ export class VirtualServer {
   async openClientStream (session: VirtualSession, ctx: VirtualContext, res: ServerResponse): Promise<void> {
     session.stream?.end()
     session.stream = res
+    session.streamServer = this
     session.kept = this.deps.streamKeeper?.add(res)
     res.once('close', () => {
       if (session.stream !== res) return
