@@ -7,6 +7,9 @@ import { VirtualCredentials } from '../../src/virtual/credentials.js'
 import { MemberLink } from '../../src/virtual/member-link.js'
 import { literalPrefix, MAX_VIRTUAL_SESSIONS_PER_USER, VirtualServer, type VirtualContext } from '../../src/virtual/virtual-server.js'
 import type { PortcullisError } from '../../src/errors.js'
+import { McpCall, runSteps, type McpRoute } from '../../src/routes/mcp/call.js'
+import { authenticate } from '../../src/routes/mcp/authenticate.js'
+import type { RequestIdentity } from '../../src/resource-server/verify-token.js'
 
 const CONFIG = parseConfig(`
 servers:
@@ -90,4 +93,30 @@ t.test('a template\'s literal prefix', async (t) => {
   t.equal(literalPrefix('file:///{path}'), 'file:///')
   t.equal(literalPrefix('demo://resource/{id}/x'), 'demo://resource/')
   t.equal(literalPrefix('plain://uri'), 'plain://uri')
+})
+
+t.test('a member route\'s authenticate step: the credential names the caller for that member only, and the member\'s scopes still apply', async (t) => {
+  const credentials = new VirtualCredentials()
+  const app = Fastify()
+  t.teardown(() => app.close())
+  const route = { server: { name: 'alpha', scopes: ['alpha:read'] }, virtualCredentials: credentials, authenticate: undefined } as unknown as McpRoute
+  const seen: Array<{ user: string | undefined, virtualServer: string | undefined }> = []
+  app.setErrorHandler(async (err: PortcullisError, _request, reply) => reply.code(err.status).send({ code: err.code }))
+  app.post('/alpha/mcp', async (request, reply) => {
+    const call = new McpCall(route, request, reply)
+    await runSteps(call, [authenticate])
+    seen.push({ user: call.identity?.name, virtualServer: call.virtualServer })
+    return reply.code(200).send({})
+  })
+  const identity = (scopes: string[]): RequestIdentity => ({ id: 'u1', name: 'alice', clientId: 'c1', scopes: new Set(scopes), isClient: false, expiresAtS: 0, grantId: 'g1' })
+  const post = async (handle: string): Promise<{ status: number, code?: string }> => {
+    const res = await app.inject({ method: 'POST', url: '/alpha/mcp', headers: { 'x-portcullis-virtual': handle } })
+    return { status: res.statusCode, code: (res.json() as { code?: string }).code }
+  }
+  t.same(await post(credentials.issue({ identity: identity(['mcp', 'alpha:read']), virtualServer: 'work', member: 'alpha' })), { status: 200, code: undefined })
+  t.same(seen.at(-1), { user: 'alice', virtualServer: 'work' }, 'the caller and the virtual server, for the audit')
+  t.same(await post(credentials.issue({ identity: identity(['mcp']), virtualServer: 'work', member: 'alpha' })), { status: 403, code: 'PORTCULLIS_ERR_INSUFFICIENT_SCOPE' }, 'the member\'s own scopes')
+  t.same(await post(credentials.issue({ identity: identity(['alpha:read']), virtualServer: 'work', member: 'beta' })), { status: 401, code: 'PORTCULLIS_ERR_UNAUTHORIZED' }, 'issued for another member')
+  t.same(await post('B'.repeat(43)), { status: 401, code: 'PORTCULLIS_ERR_UNAUTHORIZED' }, 'a handle never issued')
+  t.same(await post(credentials.issue({ identity: null, virtualServer: 'work', member: 'alpha' })), { status: 200, code: undefined }, 'auth off: the anonymous caller')
 })
