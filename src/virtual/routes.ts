@@ -65,11 +65,11 @@ export async function virtualRoutes (app: FastifyInstance, opts: VirtualRoutesOp
     clearInterval(sweep)
     for (const server of servers) server.retire()
   })
-  // GET streams never end by themselves. Member sessions end with their upstreams (shutdown) or
-  // their idle timeout (a reload's retired build: its clients start new virtual sessions).
+  // GET streams never end by themselves: at close, those this build relays end (never another
+  // build's: the sessions are shared). Member sessions end with their upstreams at shutdown.
   app.addHook('preClose', async () => {
     clearInterval(sweep)
-    for (const server of servers) for (const session of server.sessions.values()) session.stream?.end()
+    for (const server of servers) server.retire()
   })
 
   for (const server of servers) {

@@ -288,6 +288,9 @@ t.test('virtual servers: a reload keeps their sessions (and the member sessions 
   t.equal(resultText((await call(gw.url('v'), session, 'other__echo', { text: 'new member' })).body), 'new member', 'the new member joins the session')
   const reopened = await openStream(t, gw.url('v'), session)
   t.equal(reopened.status, 200, 'the client\'s stream opens again on the new build')
+  t.ok(await eventually(() => gw.logs.text().includes('retired configuration closed'), 5000), 'the retired build closed')
+  await call(gw.url('v'), session, 'st__broadcast')
+  t.ok(await eventually(() => reopened.text().includes('notifications/tools/list_changed'), 3000), 'the stream the new build relays lives on (the old build\'s close ended only its own)')
 
   gw.write([st, stdioServer('other')], {})
   t.equal((await gw.gateway.reload('api')).applied, true)
