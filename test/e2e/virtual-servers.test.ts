@@ -273,6 +273,11 @@ t.test('members\' list_changed reach the client; a cancellation reaches the memb
   t.equal((await other.readResource({ uri: 'leak://config' })).contents[0]?.uri, 'leak://config', 'resources/read routed by the URI table')
   const everythingUri = uris.find((uri) => uri.startsWith('demo://')) ?? ''
   t.equal((await other.readResource({ uri: everythingUri })).contents[0]?.uri, everythingUri)
+  const template = (await other.listResourceTemplates()).resourceTemplates.find((rt) => rt.uriTemplate.includes('/text/{'))?.uriTemplate ?? ''
+  const unlisted = template.replace(/\{[^}]*\}/, '999')
+  t.equal((await other.readResource({ uri: unlisted })).contents[0]?.uri, unlisted, 'a URI no list names is routed by its template\'s literal prefix')
+  const completed = await other.complete({ ref: { type: 'ref/prompt', name: 'completable-prompt' }, argument: { name: 'department', value: 'Eng' } })
+  t.same(completed.completion.values, ['Engineering'], 'completion/complete routed by the prompt\'s merged name')
 })
 
 t.test('raw: the gateway answers initialize; a session is required after it; batches and unknown methods refused; the GET stream is kept alive', async (t) => {
