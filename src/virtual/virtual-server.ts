@@ -194,7 +194,6 @@ export class VirtualServer {
     }
   }
 
-
   /**
    * The member's session, opened on first use with the client's own initialize (its
    * capabilities and clientInfo), then notifications/initialized. A refusal (the member's
