@@ -74,6 +74,8 @@ export class VirtualServer {
   private readonly allow: Matcher[] | undefined
   private readonly deny: Matcher[]
   private internalIds = 0
+  /** The collisions last logged, per kind (tools, prompts). */
+  private readonly reported = new Map<string, string>()
 
   constructor (readonly config: VirtualServerConfig, private readonly deps: VirtualServerDeps) {
     this.sessions = deps.sessions ?? new Map()
@@ -327,6 +329,7 @@ export class VirtualServer {
   async listTools (session: VirtualSession, ctx: VirtualContext): Promise<MergedTools> {
     const lists = await this.fanOut(session, ctx, 'tools/list')
     const { table, items } = this.merge(lists)
+    this.reportCollisions(ctx, 'tools', table)
     const tools = table.entries.flatMap((entry) => {
       const tool = items.get(`${entry.member}\n${entry.name}`)
       return tool === undefined || !this.isToolAllowed(entry.merged) ? [] : [{ ...tool, name: entry.merged }]
@@ -339,6 +342,7 @@ export class VirtualServer {
   async listPrompts (session: VirtualSession, ctx: VirtualContext): Promise<Item[]> {
     const lists = await this.fanOut(session, ctx, 'prompts/list')
     const { table, items } = this.merge(lists)
+    this.reportCollisions(ctx, 'prompts', table)
     session.prompts = table
     return table.entries.flatMap((entry) => {
       const prompt = items.get(`${entry.member}\n${entry.name}`)
@@ -401,6 +405,18 @@ export class VirtualServer {
     if (found !== undefined) return found
     await this.listPrompts(session, ctx)
     return session.prompts?.resolve(merged)
+  }
+
+  /**
+   * prefix: never — a name several members list is hidden (no member wins). The issue asked for
+   * a configuration error, but lists are only known at run time: the operator hears of it here,
+   * once per change.
+   */
+  private reportCollisions (ctx: VirtualContext, kind: string, table: NameTable): void {
+    const collisions = JSON.stringify(table.collisions)
+    if (collisions === this.reported.get(kind)) return
+    this.reported.set(kind, collisions)
+    if (table.collisions.length > 0) ctx.log.warn({ virtualServer: this.name, kind, collisions: table.collisions }, 'virtual server names listed by several members are hidden (prefix: never)')
   }
 
   private merge (lists: ReadonlyArray<{ member: string, items: Item[] }>): { table: NameTable, items: Map<string, Item> } {

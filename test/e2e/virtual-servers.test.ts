@@ -191,6 +191,7 @@ t.test('toolSearch: above the threshold, search_tools and call_tool stand in for
     virtualServers: [
       { name: 'big', members: ['fx', 'notes'], prefix: 'always', separator: '.', toolSearch: { above: 3 }, tools: { deny: ['fx.leak'] } },
       { name: 'small', members: ['notes'], toolSearch: { above: 3 } },
+      { name: 'plain', members: ['fx', 'notes'], prefix: 'never' },
     ],
   })
   const { client } = await connectClient(t, gw.mcpUrl('big'))
@@ -207,6 +208,11 @@ t.test('toolSearch: above the threshold, search_tools and call_tool stand in for
   const { client: few } = await connectClient(t, gw.mcpUrl('small'))
   const listed = (await few.listTools()).tools.map((tool) => tool.name)
   t.ok(listed.length === 2 && listed.includes('echo'), 'at or below the threshold, the tools themselves')
+
+  const { client: plain } = await connectClient(t, gw.mcpUrl('plain'))
+  const kept = (await plain.listTools()).tools.map((tool) => tool.name)
+  t.ok(kept.includes('whoami') && !kept.includes('echo') && !kept.some((name) => name.includes('__')), 'prefix: never — names kept, a name both members list hidden')
+  t.match(gw.logs.text(), /"collisions":\[\{"name":"echo","members":\["fx","notes"\]\}\].*"msg":"virtual server names listed by several members are hidden \(prefix: never\)"/, 'and the operator is told')
 })
 
 t.test('2026-07-28 clients: served without a session when every member speaks it, else told to fall back', async (t) => {
