@@ -281,11 +281,12 @@ async function isSearchActive (ex: Exchange, session: VirtualSession): Promise<b
 async function callMember (ex: Exchange, session: VirtualSession, message: McpMessage, name: string, args: unknown): Promise<FastifyReply> {
   const { server, ctx } = ex
   const id = message.id ?? null
-  if (!server.isToolAllowed(name)) {
+  // The name is resolved first: the policy judges the member's tool behind it (see isToolAllowed).
+  const found = await server.resolveTool(session, ctx, name)
+  if (!server.isToolAllowed(name, found)) {
     recordDenial(ex, message, name)
     throw new PortcullisError('PORTCULLIS_ERR_POLICY_DENIED', `tool "${name}" is denied on virtual server "${server.name}"`, { id })
   }
-  const found = await server.resolveTool(session, ctx, name)
   if (found === undefined) throw new PortcullisError('PORTCULLIS_ERR_UNKNOWN_TOOL', `no tool named ${JSON.stringify(name.slice(0, 100))} on virtual server "${server.name}"; list the tools again`, { id })
   const params = { ...(message.params ?? {}), name: found.name, ...(args === undefined ? {} : { arguments: args }) }
   return forward(ex, session, found.member, { ...message.value, params }, id)

@@ -161,10 +161,17 @@ export class VirtualServer {
     return session
   }
 
-  /** The virtual server's own allow/deny on merged names (on top of each member's policy). */
-  isToolAllowed (merged: string): boolean {
-    if (this.deny.some((m) => m(merged))) return false
-    return this.allow === undefined || this.allow.some((m) => m(merged))
+  /**
+   * The virtual server's own allow/deny (on top of each member's policy), on the merged name AND
+   * on the full `<member><separator><name>` (before any shortening): the merged name alone
+   * depends on what the other members list (prefix: auto keeps a name only one member lists,
+   * a long name ends in a hash), so `deny: [memory__delete_*]` must hold whatever they list.
+   * A deny matching either refuses; an allow matching either admits.
+   */
+  isToolAllowed (merged: string, origin?: { readonly member: string, readonly name: string }): boolean {
+    const names = origin === undefined ? [merged] : [merged, `${origin.member}${this.config.separator}${origin.name}`]
+    if (this.deny.some((m) => names.some((name) => m(name)))) return false
+    return this.allow === undefined || this.allow.some((m) => names.some((name) => m(name)))
   }
 
   /** DELETE, idle or shutdown: every member session ends too, and the client's stream. */
@@ -332,7 +339,7 @@ export class VirtualServer {
     this.reportCollisions(ctx, 'tools', table)
     const tools = table.entries.flatMap((entry) => {
       const tool = items.get(`${entry.member}\n${entry.name}`)
-      return tool === undefined || !this.isToolAllowed(entry.merged) ? [] : [{ ...tool, name: entry.merged }]
+      return tool === undefined || !this.isToolAllowed(entry.merged, entry) ? [] : [{ ...tool, name: entry.merged }]
     })
     const merged = { table, tools }
     session.tools = merged

@@ -11,6 +11,7 @@ import { Client as ModernClient, StreamableHTTPClientTransport as ModernTranspor
 import { StreamableHTTPClientTransport } from '@modelcontextprotocol/sdk/client/streamableHttp.js'
 import { ElicitRequestSchema, ToolListChangedNotificationSchema } from '@modelcontextprotocol/sdk/types.js'
 import { hashPassword } from '../../src/auth-server/password.js'
+import { buildNameTable } from '../../src/virtual/names.js'
 import { connectWithOAuth, TestOAuthClient } from '../oauth-helpers.js'
 import { connectClient, EVERYTHING_SERVER, eventually, INIT_BODY, isProcessAlive, postJson, startGateway, startUpstream, stdioServer, STDIO_MODERN_FIXTURE, textOf, type HttpFixture, type RunningGateway } from '../helpers.js'
 
@@ -113,6 +114,48 @@ t.test('one sign-in, merged lists, routing, member policy and limits, the virtua
   // A forged in-process credential over a socket names nothing.
   const forged = await postJson(gw.mcpUrl('fx'), INIT_BODY, { 'x-portcullis-virtual': 'A'.repeat(43) })
   t.equal(forged.status, 401, 'the virtual credential header from a client is refused')
+})
+
+t.test('the virtual deny holds on <member>__<tool> whatever the other members list (prefix: auto, shortened names)', async (t) => {
+  const upstream = await startUpstream(t)
+  const dir = mkdtempSync(join(tmpdir(), 'portcullis-virtual-'))
+  t.teardown(() => rmSync(dir, { recursive: true, force: true }))
+  const file = join(dir, 'tools.json')
+  writeFileSync(file, JSON.stringify([{ name: 'forget_all', inputSchema: { type: 'object' } }, { name: LONG_NAME, inputSchema: { type: 'object' } }]))
+  const deny = ['notes__forget_*', 'notes__*_report']
+  const gw = await startGateway(t, {
+    servers: [
+      { name: 'fx', transport: 'http', url: upstream.url },
+      { name: 'notes', transport: 'stdio', command: process.execPath, args: [TOOL_LIST_SERVER, file] },
+      { name: 'twin', transport: 'stdio', command: process.execPath, args: [TOOL_LIST_SERVER, file] },
+    ],
+    virtualServers: [{ name: 'alone', members: ['fx', 'notes'], tools: { deny } }, { name: 'both', members: ['fx', 'notes', 'twin'], tools: { deny } }],
+  })
+  // notes alone lists forget_all and the long name: they keep their own names (the long one shortened).
+  const { client: alone } = await connectClient(t, gw.mcpUrl('alone'))
+  const listed = (await alone.listTools()).tools.map((tool) => tool.name)
+  t.ok(listed.includes('whoami'), 'the other member\'s tools are listed')
+  t.notOk(listed.includes('forget_all'), 'a deny on notes__forget_* hides notes\' forget_all listed under its own name')
+  t.notOk(listed.some((name) => name.startsWith('summarize_')), 'a deny on notes__*_report hides the shortened (hash-suffixed) name')
+  await t.rejects(alone.callTool({ name: 'forget_all', arguments: {} }), /Forbidden by policy/, 'and refuses a call by its merged name')
+  await t.rejects(alone.callTool({ name: 'notes__forget_all', arguments: {} }), /Unknown tool|Forbidden by policy/, 'the full name is no name of this list')
+  t.ok(audits(gw).some((r) => r.server === 'alone' && r.decision === 'denied' && r.target?.name === 'forget_all'), 'the refusal is audited')
+
+  // A second member listing the same names renames notes' ones (notes__…): the deny still holds, the twin's stay.
+  const { client: both } = await connectClient(t, gw.mcpUrl('both'))
+  const merged = (await both.listTools()).tools.map((tool) => tool.name)
+  t.ok(merged.includes('twin__forget_all'), 'the other member\'s same-named tool is listed')
+  t.notOk(merged.includes('notes__forget_all') || merged.includes('forget_all'), 'notes\' stays hidden')
+  const longs = merged.filter((name) => name.startsWith('twin__summarize_') || name.startsWith('notes__summarize_'))
+  t.equal(longs.length, 1, `one long name left (${longs.join(' ')})`)
+  t.ok(longs[0]?.startsWith('twin__'), '... the twin\'s, not notes\' (whose shortened name ends in a hash)')
+  await t.rejects(both.callTool({ name: 'notes__forget_all', arguments: {} }), /Forbidden by policy/, 'a call of notes\' tool is refused')
+  const notesLong = buildNameTable([{ member: 'notes', name: LONG_NAME }, { member: 'twin', name: LONG_NAME }], { prefix: 'auto', separator: '__' }).entries[0]?.merged ?? ''
+  t.match(notesLong, /^notes__summarize_.*_[0-9a-f]{8}$/)
+  await t.rejects(both.callTool({ name: notesLong, arguments: {} }), /Forbidden by policy/, 'and of its shortened long name')
+  t.equal(textOf(await both.callTool({ name: 'twin__forget_all', arguments: { ok: 1 } })), '{"ok":1}', 'the twin\'s tool runs')
+  t.equal(textOf(await both.callTool({ name: longs[0] ?? '', arguments: { ok: 2 } })), '{"ok":2}')
+  t.notOk(audits(gw).some((r) => r.server === 'notes' && r.method === 'tools/call'), 'no call reached notes')
 })
 
 t.test('progress and elicitation through the virtual server', async (t) => {
