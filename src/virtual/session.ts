@@ -44,6 +44,8 @@ export class VirtualSession {
   readonly members = new Map<string, Promise<MemberSession | undefined>>()
   /** Members that failed the last time they were asked (left out of lists until they answer again). */
   readonly down = new Set<string>()
+  /** Per down member: its next retry (a timer, unref'd). */
+  readonly retries = new Map<string, NodeJS.Timeout>()
   /** The client's GET stream, where server-initiated messages and list_changed go. */
   stream: ServerResponse | undefined = undefined
   /** Its keep-alive entry (streamKeepAliveMs). */

@@ -37,6 +37,8 @@ export interface VirtualServerDeps {
   readonly now: () => number
   /** A virtual session unused this long ends (with its member sessions). */
   readonly idleTimeoutMs: number
+  /** A down member is asked again after this long, then twice as long each time, up to the maximum. */
+  readonly retryDelayMs?: { readonly first: number, readonly max: number }
   /** Keep-alive comments on the client's event streams (streamKeepAliveMs). */
   readonly streamKeeper?: StreamKeeper | undefined
   /** The sessions every build shares (VirtualSessionTable); a map of its own when not given. */
@@ -61,6 +63,8 @@ const MAX_LIST_PAGES = 100
 /** Server->client request ids, rewritten to be unique per virtual session: `<member index>~<original id as JSON>`. */
 const REWRITTEN_ID_RE = /^(\d{1,4})~(.+)$/s
 const TOOLS_LIST_CHANGED = { jsonrpc: '2.0', method: 'notifications/tools/list_changed' }
+/** A down member is pinged again 1 s after it failed, then 2, 4 ... up to every 30 s, while the session lives. */
+const RETRY_DELAY_MS = { first: 1_000, max: 30_000 }
 
 type Item = Record<string, unknown>
 
@@ -179,6 +183,8 @@ export class VirtualServer {
     if (session.isClosed) return
     session.isClosed = true
     this.sessions.delete(session.id)
+    for (const timer of session.retries.values()) clearTimeout(timer)
+    session.retries.clear()
     session.stream?.end()
     session.stream = undefined
     await Promise.all([...session.members.entries()].map(async ([member, pending]) => {
@@ -279,14 +285,57 @@ export class VirtualServer {
     session.members.delete(member)
   }
 
-  /** Up or down: a change reaches the client as tools/list_changed (its tools appear or disappear). */
+  /**
+   * Up or down: a change reaches the client as tools/list_changed (its tools appear or disappear).
+   * A down member is retried on a timer (retryLater), so that it comes back without waiting
+   * for the client to list again.
+   */
   mark (session: VirtualSession, member: string, isUp: boolean): void {
     const wasDown = session.down.has(member)
     if (isUp === !wasDown) return
-    if (isUp) session.down.delete(member)
-    else session.down.add(member)
+    if (isUp) {
+      session.down.delete(member)
+      clearTimeout(session.retries.get(member))
+      session.retries.delete(member)
+    } else {
+      session.down.add(member)
+      this.retryLater(session, member, (this.deps.retryDelayMs ?? RETRY_DELAY_MS).first)
+    }
     session.tools = undefined
     this.toClient(session, TOOLS_LIST_CHANGED)
+  }
+
+  /**
+   * A ping to a down member after `delayMs` (doubling up to the maximum while it stays down),
+   * as the session's latest caller; its answer marks it up (toMember). Not for a 2026-07-28
+   * request's session (it lives for one request) nor once the session ends.
+   */
+  private retryLater (session: VirtualSession, member: string, delayMs: number): void {
+    if (session.stateless !== undefined || session.isClosed || session.retries.has(member)) return
+    const max = (this.deps.retryDelayMs ?? RETRY_DELAY_MS).max
+    const timer = setTimeout(() => {
+      // After a reload, the newest build's virtual server (its link, its configuration) asks.
+      const server = session.servedBy instanceof VirtualServer ? session.servedBy : this
+      void server.retry(session, member).finally(() => {
+        session.retries.delete(member)
+        if (session.down.has(member)) server.retryLater(session, member, Math.min(delayMs * 2, max))
+      })
+    }, delayMs)
+    timer.unref()
+    session.retries.set(member, timer)
+  }
+
+  private async retry (session: VirtualSession, member: string): Promise<void> {
+    // A reload removed it from this virtual server: nothing to wait for.
+    if (!this.config.members.includes(member)) session.down.delete(member)
+    if (session.isClosed || !session.down.has(member)) return
+    const ctx = session.context
+    try {
+      const res = await this.toMember(session, ctx, member, { jsonrpc: '2.0', id: this.internalId(), method: 'ping' })
+      if ('body' in res) res.body.resume()
+    } catch (err) {
+      ctx.log.info({ virtualServer: this.name, member, err: { message: (err as Error).message } }, 'virtual member retry failed')
+    }
   }
 
   /**

@@ -1,6 +1,8 @@
 // The virtual server's bookkeeping without members: the in-process credential, server-request ids,
 // the virtual allow/deny, session ownership, caps and the idle sweep (src/virtual/*).
 import t from 'tap'
+import type { ServerResponse } from 'node:http'
+import { PassThrough } from 'node:stream'
 import Fastify from 'fastify'
 import { parseConfig } from '../../src/config/load.js'
 import { VirtualCredentials } from '../../src/virtual/credentials.js'
@@ -66,6 +68,67 @@ t.test('the virtual allow/deny on merged names', async (t) => {
   t.ok(server.isToolAllowed('recall'))
   t.notOk(server.isToolAllowed('github__delete_repo'), 'deny wins over allow')
   t.notOk(server.isToolAllowed('memory__store'), 'not allowed')
+})
+
+t.test('the virtual allow/deny also on <member><separator><name>: what the other members list cannot lift a deny', async (t) => {
+  const { server } = serverWithClock()
+  t.notOk(server.isToolAllowed('delete_repo', { member: 'github', name: 'delete_repo' }), 'a name only github lists, kept as is (prefix: auto): still denied')
+  t.ok(server.isToolAllowed('store', { member: 'github', name: 'store' }), 'allowed by github__* on its full name')
+  t.ok(server.isToolAllowed('recall', { member: 'memory', name: 'recall' }), 'an allow on the merged name admits')
+  t.notOk(server.isToolAllowed('delete_reports_of_the_quarter_0123abcd', { member: 'github', name: 'delete_reports_of_the_quarter_and_more' }), 'a shortened name is judged on its full one')
+})
+
+/** A stand-in member route on `app` (POST, DELETE): answers 503 while `state.isUp` is false. */
+function memberRoute (app: ReturnType<typeof Fastify>, member: string, state: { isUp: boolean, opened: number, deleted: string[] }): void {
+  app.post(`/${member}/mcp`, async (request, reply) => {
+    if (!state.isUp) return reply.code(503).send({ jsonrpc: '2.0', id: null, error: { code: -32000, message: 'down' } })
+    const message = request.body as { id?: string, method: string }
+    if (message.method === 'initialize') {
+      state.opened++
+      return reply.code(200).header('mcp-session-id', `${member}-${state.opened}`).send({ jsonrpc: '2.0', id: message.id, result: { protocolVersion: '2025-11-25', capabilities: { tools: {} } } })
+    }
+    if (message.id === undefined) return reply.code(202).send()
+    return reply.code(200).send({ jsonrpc: '2.0', id: message.id, result: {} })
+  })
+  app.delete(`/${member}/mcp`, async (request, reply) => {
+    state.deleted.push(String(request.headers['mcp-session-id']))
+    return reply.code(200).send()
+  })
+}
+
+t.test('a down member is retried on a timer (backoff), marked up when it answers (list_changed); the retries stop with the session', async (t) => {
+  const app = Fastify()
+  t.teardown(() => app.close())
+  const state = { isUp: false, opened: 0, deleted: [] as string[] }
+  memberRoute(app, 'github', state)
+  memberRoute(app, 'memory', { isUp: true, opened: 0, deleted: [] })
+  const config = CONFIG.virtualServers[0]
+  if (config === undefined) throw new Error('no virtual server')
+  const server = new VirtualServer(config, { link: new MemberLink(app, new VirtualCredentials()), now: Date.now, idleTimeoutMs: 60_000, retryDelayMs: { first: 20, max: 40 } })
+  const ctx: VirtualContext = { grant: { identity: null, virtualServer: 'work' }, ip: '127.0.0.1', log: app.log }
+  const session = server.open({ user: 'alice', client: 'c1' }, HELLO, ctx)
+  const stream = new PassThrough()
+  let written = ''
+  stream.on('data', (chunk: Buffer) => { written += chunk.toString() })
+  session.stream = stream as unknown as ServerResponse
+  const changes = (): number => written.split('notifications/tools/list_changed').length - 1
+  await server.listTools(session, ctx)
+  t.ok(session.down.has('github'), 'github failed: down')
+  t.equal(changes(), 1, 'list_changed')
+  t.equal(session.retries.size, 1, 'a retry is scheduled')
+  await new Promise((resolve) => setTimeout(resolve, 150))
+  t.ok(session.down.has('github') && session.retries.size === 1, 'still down after several retries: another is scheduled')
+  state.isUp = true
+  const deadline = Date.now() + 2_000
+  while (session.down.has('github') && Date.now() < deadline) await new Promise((resolve) => setTimeout(resolve, 10))
+  t.notOk(session.down.has('github'), 'a retry found it answering: up, without any list by the client')
+  t.equal(changes(), 2, 'and the client heard of it')
+  t.equal(session.retries.size, 0, 'no retry left')
+  state.isUp = false
+  server.mark(session, 'github', false)
+  t.equal(session.retries.size, 1)
+  await server.end(session, ctx)
+  t.equal(session.retries.size, 0, 'the session ended: its retries stopped')
 })
 
 t.test('sessions: owner only, a per-user cap (not for the anonymous user), ended when idle', async (t) => {
