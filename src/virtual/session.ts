@@ -42,6 +42,8 @@ export class VirtualSession {
   lastUsedMs: number
   /** Per member: its session, being opened or open (undefined: it could not be opened). */
   readonly members = new Map<string, Promise<MemberSession | undefined>>()
+  /** What each entry of `members` resolved to, known synchronously (a forgotten session is told from a newer one). */
+  readonly opened = new WeakMap<Promise<MemberSession | undefined>, MemberSession>()
   /** Members that failed the last time they were asked (left out of lists until they answer again). */
   readonly down = new Set<string>()
   /** Per down member: its next retry (a timer, unref'd). */

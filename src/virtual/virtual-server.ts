@@ -121,7 +121,11 @@ export class VirtualServer {
     session.stateless = { meta }
     for (const [member, era] of eras) {
       // A member that did not answer its probe is left out (and asked again next time).
-      if (era !== undefined) session.members.set(member, Promise.resolve({ id: '', protocolVersion: MODERN_REVISION, capabilities: era.capabilities, stream: undefined, isEnding: false }))
+      if (era === undefined) continue
+      const open: MemberSession = { id: '', protocolVersion: MODERN_REVISION, capabilities: era.capabilities, stream: undefined, isEnding: false }
+      const pending = Promise.resolve(open)
+      session.opened.set(pending, open)
+      session.members.set(member, pending)
     }
     return session
   }
@@ -189,16 +193,21 @@ export class VirtualServer {
     session.stream = undefined
     await Promise.all([...session.members.entries()].map(async ([member, pending]) => {
       const open = await pending
-      if (open === undefined) return
-      open.isEnding = true
-      open.stream?.destroy()
-      const res = await this.deps.link.send({ method: 'DELETE', member, sessionId: open.id, protocolVersion: open.protocolVersion, ip: ctx.ip, grant: ctx.grant }).catch((err: Error) => {
-        ctx.log.warn({ virtualServer: this.name, member, err: { message: err.message } }, 'virtual member session end failed')
-        return undefined
-      })
-      res?.body.resume()
+      if (open !== undefined) await this.endMember(ctx, member, open)
     }))
     session.members.clear()
+  }
+
+  /** A member session's DELETE (once: one already ending or forgotten is left alone). */
+  private async endMember (ctx: VirtualContext, member: string, open: MemberSession): Promise<void> {
+    if (open.isEnding) return
+    open.isEnding = true
+    open.stream?.destroy()
+    const res = await this.deps.link.send({ method: 'DELETE', member, sessionId: open.id, protocolVersion: open.protocolVersion, ip: ctx.ip, grant: ctx.grant }).catch((err: Error) => {
+      ctx.log.warn({ virtualServer: this.name, member, err: { message: err.message } }, 'virtual member session end failed')
+      return undefined
+    })
+    res?.body.resume()
   }
 
   /** Sessions unused past the idle timeout end (a session with the client's stream open is in use). */
@@ -221,14 +230,25 @@ export class VirtualServer {
       if (open !== undefined) return open
     }
     if (session.stateless !== undefined) return { status: 502, headers: {}, text: '' }
+    // A request in flight while the session ends (DELETE, the idle sweep) opens nothing: end() has
+    // already ended the member sessions it knew of, and a new one would be left open, unowned.
+    if (session.isClosed) throw new PortcullisError('PORTCULLIS_ERR_SESSION_NOT_FOUND')
     let refusal: MemberRefusal | undefined
     const opening = this.openMember(session, ctx, member).then((result) => {
-      if ('id' in result) return result
+      if ('id' in result) {
+        session.opened.set(opening, result)
+        return result
+      }
       refusal = result
       return undefined
     })
     session.members.set(member, opening)
     const open = await opening
+    if (open !== undefined && session.isClosed) {
+      // It finished opening after the session ended: ended at once (end() may not have seen it).
+      await this.endMember(ctx, member, open)
+      throw new PortcullisError('PORTCULLIS_ERR_SESSION_NOT_FOUND')
+    }
     if (open === undefined) {
       if (session.members.get(member) === opening) session.members.delete(member)
       const answered = refusal ?? { status: 502, headers: {}, text: '' }
@@ -278,11 +298,16 @@ export class VirtualServer {
     }
   }
 
-  /** A member's session is gone: forgotten, so that its next use opens a new one. */
+  /**
+   * A member's session is gone: forgotten, so that its next use opens a new one. Only if the
+   * entry is still that session: two requests failing together must not forget the session the
+   * first one has opened since (it would be left open, unowned, its process running).
+   */
   private forget (session: VirtualSession, member: string, open: MemberSession): void {
     open.isEnding = true
     open.stream?.destroy()
-    session.members.delete(member)
+    const pending = session.members.get(member)
+    if (pending !== undefined && session.opened.get(pending) === open) session.members.delete(member)
   }
 
   /**
@@ -587,7 +612,7 @@ export class VirtualServer {
     if (isDestroyed || open.isEnding || session.isClosed) return
     ctx.log.info({ virtualServer: this.name, member }, 'virtual member stream ended; member marked down')
     open.stream = undefined
-    if (session.members.has(member)) this.forget(session, member, open)
+    this.forget(session, member, open)
     this.mark(session, member, false)
   }
 

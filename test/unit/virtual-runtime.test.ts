@@ -78,34 +78,88 @@ t.test('the virtual allow/deny also on <member><separator><name>: what the other
   t.notOk(server.isToolAllowed('delete_reports_of_the_quarter_0123abcd', { member: 'github', name: 'delete_reports_of_the_quarter_and_more' }), 'a shortened name is judged on its full one')
 })
 
-/** A stand-in member route on `app` (POST, DELETE): answers 503 while `state.isUp` is false. */
-function memberRoute (app: ReturnType<typeof Fastify>, member: string, state: { isUp: boolean, opened: number, deleted: string[] }): void {
+interface MemberState { isUp: boolean, opened: number, deleted: string[], live: Set<string> }
+const memberState = (): MemberState => ({ isUp: true, opened: 0, deleted: [], live: new Set() })
+
+/** A stand-in member route on `app` (POST, DELETE): 503 while `state.isUp` is false, 404 for a session it does not hold. */
+function memberRoute (app: ReturnType<typeof Fastify>, member: string, state: MemberState): void {
   app.post(`/${member}/mcp`, async (request, reply) => {
     if (!state.isUp) return reply.code(503).send({ jsonrpc: '2.0', id: null, error: { code: -32000, message: 'down' } })
     const message = request.body as { id?: string, method: string }
     if (message.method === 'initialize') {
       state.opened++
+      state.live.add(`${member}-${state.opened}`)
       return reply.code(200).header('mcp-session-id', `${member}-${state.opened}`).send({ jsonrpc: '2.0', id: message.id, result: { protocolVersion: '2025-11-25', capabilities: { tools: {} } } })
     }
+    if (!state.live.has(String(request.headers['mcp-session-id']))) return reply.code(404).send({ jsonrpc: '2.0', id: null, error: { code: -32001, message: 'Session not found' } })
     if (message.id === undefined) return reply.code(202).send()
     return reply.code(200).send({ jsonrpc: '2.0', id: message.id, result: {} })
   })
   app.delete(`/${member}/mcp`, async (request, reply) => {
     state.deleted.push(String(request.headers['mcp-session-id']))
+    state.live.delete(String(request.headers['mcp-session-id']))
     return reply.code(200).send()
   })
 }
 
-t.test('a down member is retried on a timer (backoff), marked up when it answers (list_changed); the retries stop with the session', async (t) => {
-  const app = Fastify()
-  t.teardown(() => app.close())
-  const state = { isUp: false, opened: 0, deleted: [] as string[] }
-  memberRoute(app, 'github', state)
-  memberRoute(app, 'memory', { isUp: true, opened: 0, deleted: [] })
+function serverOn (app: ReturnType<typeof Fastify>): { server: VirtualServer, ctx: VirtualContext } {
   const config = CONFIG.virtualServers[0]
   if (config === undefined) throw new Error('no virtual server')
   const server = new VirtualServer(config, { link: new MemberLink(app, new VirtualCredentials()), now: Date.now, idleTimeoutMs: 60_000, retryDelayMs: { first: 20, max: 40 } })
-  const ctx: VirtualContext = { grant: { identity: null, virtualServer: 'work' }, ip: '127.0.0.1', log: app.log }
+  return { server, ctx: { grant: { identity: null, virtualServer: 'work' }, ip: '127.0.0.1', log: app.log } }
+}
+
+const PING = { jsonrpc: '2.0', id: 'p', method: 'ping' }
+
+t.test('two requests meeting the same lost member session open one new session, not two (none left unowned)', async (t) => {
+  const app = Fastify()
+  t.teardown(() => app.close())
+  const state = memberState()
+  memberRoute(app, 'github', state)
+  const { server, ctx } = serverOn(app)
+  const session = server.open({ user: 'alice', client: 'c1' }, HELLO, ctx)
+  const first = await server.toMember(session, ctx, 'github', PING)
+  t.equal(first.status, 200)
+  state.live.clear()
+  const answers = await Promise.all([server.toMember(session, ctx, 'github', PING), server.toMember(session, ctx, 'github', PING)])
+  t.same(answers.map((a) => a.status), [200, 200], 'both answered, in a new session')
+  t.equal(state.opened, 2, 'one new member session, shared by both')
+  await server.end(session, ctx)
+  t.equal(state.live.size, 0, 'every member session ended with the virtual one (none orphaned)')
+})
+
+t.test('a request in flight when the session ends opens no member session', async (t) => {
+  const app = Fastify()
+  t.teardown(() => app.close())
+  const state = memberState()
+  memberRoute(app, 'github', state)
+  const { server, ctx } = serverOn(app)
+  const session = server.open({ user: 'alice', client: 'c1' }, HELLO, ctx)
+  t.equal((await server.toMember(session, ctx, 'github', PING)).status, 200)
+  state.live.clear()
+  // The member lost its session; the client DELETEs while the request's retry is on its way.
+  const inflight = server.toMember(session, ctx, 'github', PING)
+  await server.end(session, ctx)
+  await t.rejects(inflight, { code: 'PORTCULLIS_ERR_SESSION_NOT_FOUND' }, 'answered as for an ended session')
+  await t.rejects(server.toMember(session, ctx, 'github', PING), { code: 'PORTCULLIS_ERR_SESSION_NOT_FOUND' }, 'and a request after the end too')
+  t.equal(state.live.size, 0, 'no member session opened after the end')
+  t.equal(state.opened, 1)
+  // One whose opening was under way when the session ended is ended as soon as it opens.
+  const late = server.open({ user: 'alice', client: 'c1' }, HELLO, ctx)
+  const opening = server.toMember(late, ctx, 'github', PING)
+  late.isClosed = true
+  await t.rejects(opening, { code: 'PORTCULLIS_ERR_SESSION_NOT_FOUND' })
+  t.equal(state.opened, 2)
+  t.equal(state.live.size, 0, 'it was ended (DELETE) at once')
+})
+
+t.test('a down member is retried on a timer (backoff), marked up when it answers (list_changed); the retries stop with the session', async (t) => {
+  const app = Fastify()
+  t.teardown(() => app.close())
+  const state = { ...memberState(), isUp: false }
+  memberRoute(app, 'github', state)
+  memberRoute(app, 'memory', memberState())
+  const { server, ctx } = serverOn(app)
   const session = server.open({ user: 'alice', client: 'c1' }, HELLO, ctx)
   const stream = new PassThrough()
   let written = ''
