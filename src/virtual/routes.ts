@@ -352,14 +352,14 @@ async function forward (ex: Exchange, session: VirtualSession, member: string, b
       for await (const message of messagesOf(res)) messages.push(server.fromMember(member, message))
       return reply.code(200).type('application/json').send(messages.length === 1 ? messages[0] : messages)
     }
-    await relayStream(ex, member, res)
+    await relayStream(ex, session, member, res)
     return reply
   } finally {
     session.inflight.delete(key)
   }
 }
 
-async function relayStream (ex: Exchange, member: string, res: MemberResponse): Promise<void> {
+async function relayStream (ex: Exchange, session: VirtualSession, member: string, res: MemberResponse): Promise<void> {
   const { reply, server } = ex
   reply.hijack()
   const out = reply.raw
@@ -371,6 +371,8 @@ async function relayStream (ex: Exchange, member: string, res: MemberResponse): 
   try {
     for await (const message of messagesOf(res)) {
       if (out.destroyed) break
+      // A 2026-07-28 caller's kept tool table too (its request's stream is where it hears of changes).
+      if (message.method === 'notifications/tools/list_changed') server.forgetTools(session)
       const event = sseMessageEvent(server.fromMember(member, message))
       out.write(event)
       if (kept !== undefined) keeper?.wrote(kept, event)

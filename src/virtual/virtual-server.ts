@@ -15,7 +15,7 @@ import { sseMessageEvent } from '../upstreams/response-edit.js'
 import type { StreamKeeper } from '../upstreams/stream-keeper.js'
 import type { VirtualGrant } from './credentials.js'
 import { messagesOf, readAll, type MemberLink, type MemberResponse } from './member-link.js'
-import { buildNameTable, type NameTable } from './names.js'
+import { buildNameTable, MAX_TOOL_NAME_LENGTH, type NameTable } from './names.js'
 import { VirtualSession, type ClientHello, type MemberSession, type MergedTools } from './session.js'
 
 /** Who is asking, for this request: each member request carries it (the token may have been refreshed since the session began). */
@@ -68,6 +68,11 @@ const RETRY_DELAY_MS = { first: 1_000, max: 30_000 }
 
 type Item = Record<string, unknown>
 
+/** 2026-07-28 (stateless) requests: the merged tool table per caller is kept this long, to route calls without listing every member. */
+export const STATELESS_TOOLS_TTL_MS = 30_000
+/** Callers (user + client) whose stateless tool table is kept; the oldest is dropped beyond. */
+const MAX_STATELESS_TABLES = 1024
+
 /** The one revision served without sessions. */
 export const MODERN_REVISION = '2026-07-28'
 
@@ -78,6 +83,8 @@ export class VirtualServer {
   private readonly allow: Matcher[] | undefined
   private readonly deny: Matcher[]
   private internalIds = 0
+  /** 2026-07-28 requests have no session to keep the merged tools in: kept here per caller, briefly. */
+  private readonly statelessTools = new Map<string, { readonly tools: MergedTools, readonly atMs: number }>()
   /** The collisions last logged, per kind (tools, prompts). */
   private readonly reported = new Map<string, string>()
 
@@ -119,6 +126,8 @@ export class VirtualServer {
     const hello: ClientHello = { protocolVersion: MODERN_REVISION, capabilities: {}, clientInfo: {} }
     const session = new VirtualSession(owner, hello, this.deps.now(), ctx)
     session.stateless = { meta }
+    const kept = this.statelessTools.get(callerKey(owner))
+    if (kept !== undefined && this.deps.now() - kept.atMs < STATELESS_TOOLS_TTL_MS) session.tools = kept.tools
     for (const [member, era] of eras) {
       // A member that did not answer its probe is left out (and asked again next time).
       if (era === undefined) continue
@@ -326,7 +335,7 @@ export class VirtualServer {
       session.down.add(member)
       this.retryLater(session, member, (this.deps.retryDelayMs ?? RETRY_DELAY_MS).first)
     }
-    session.tools = undefined
+    this.forgetTools(session)
     this.toClient(session, TOOLS_LIST_CHANGED)
   }
 
@@ -417,7 +426,19 @@ export class VirtualServer {
     })
     const merged = { table, tools }
     session.tools = merged
+    if (session.stateless !== undefined) {
+      const key = callerKey(session.owner)
+      this.statelessTools.delete(key)
+      if (this.statelessTools.size >= MAX_STATELESS_TABLES) this.statelessTools.delete(this.statelessTools.keys().next().value ?? '')
+      this.statelessTools.set(key, { tools: merged, atMs: this.deps.now() })
+    }
     return merged
+  }
+
+  /** The merged tools are read again before a name is resolved from them (a member's list changed, or its state). */
+  forgetTools (session: VirtualSession): void {
+    session.tools = undefined
+    if (session.stateless !== undefined) this.statelessTools.delete(callerKey(session.owner))
   }
 
   async listPrompts (session: VirtualSession, ctx: VirtualContext): Promise<Item[]> {
@@ -474,11 +495,24 @@ export class VirtualServer {
     return known()
   }
 
-  /** A merged tool name -> member and its own name; the list is read again once when unknown. */
+  /**
+   * A merged tool name -> member and its own name; the list is read again once when unknown.
+   * A 2026-07-28 request under prefix: always is routed on its prefix without any list (the
+   * member's own route still judges the name), unless the name may be a shortened one or
+   * several members' names could prefix it.
+   */
   async resolveTool (session: VirtualSession, ctx: VirtualContext, merged: string): Promise<{ member: string, name: string } | undefined> {
-    const found = session.tools?.table.resolve(merged)
+    const found = session.tools?.table.resolve(merged) ?? (session.stateless === undefined ? undefined : this.byPrefix(merged))
     if (found !== undefined) return found
     return (await this.listTools(session, ctx)).table.resolve(merged)
+  }
+
+  private byPrefix (merged: string): { member: string, name: string } | undefined {
+    const { prefix, separator, members } = this.config
+    if (prefix !== 'always' || (merged.length === MAX_TOOL_NAME_LENGTH && SHORTENED_RE.test(merged))) return undefined
+    const holders = members.filter((member) => merged.startsWith(`${member}${separator}`) && merged.length > member.length + separator.length)
+    const member = holders.length === 1 ? holders[0] : undefined
+    return member === undefined ? undefined : { member, name: merged.slice(member.length + separator.length) }
   }
 
   async resolvePrompt (session: VirtualSession, ctx: VirtualContext, merged: string): Promise<{ member: string, name: string } | undefined> {
@@ -603,6 +637,7 @@ export class VirtualServer {
         return
       }
       for await (const message of messagesOf(res)) {
+        if (message.method === 'notifications/tools/list_changed') this.forgetTools(session)
         forgetList(session, message.method)
         this.toClient(session, this.fromMember(member, message))
       }
@@ -626,6 +661,14 @@ export class VirtualServer {
 export async function refusalOf (res: MemberResponse): Promise<MemberRefusal> {
   return { status: res.status === 200 ? 502 : res.status, headers: res.headers, text: await readAll(res.body) }
 }
+
+/** A session's caller: whose stateless tool table it is. */
+function callerKey (owner: SessionOwner): string {
+  return `${owner.user}\n${owner.client}`
+}
+
+/** A merged name that may be shortened (names.ts): 55 characters, '_' and 8 hex digits. */
+const SHORTENED_RE = /_[0-9a-f]{8}$/
 
 /** A member's list changed: the merged one is read again before a name is resolved from it. */
 function forgetList (session: VirtualSession, method: unknown): void {

@@ -268,8 +268,9 @@ t.test('2026-07-28 clients: served without a session when every member speaks it
       stdioServer('m2', { script: STDIO_MODERN_FIXTURE }),
       { name: 'fx', transport: 'http', url: upstream.url },
     ],
-    virtualServers: [{ name: 'modern', members: ['m1', 'm2'] }, { name: 'mixed', members: ['m1', 'fx'] }],
+    virtualServers: [{ name: 'modern', members: ['m1', 'm2'] }, { name: 'mixed', members: ['m1', 'fx'] }, { name: 'always', members: ['m1', 'm2'], prefix: 'always' }],
   })
+  const memberLists = (virtualServer: string): number => audits(gw).filter((r) => r.virtualServer === virtualServer && r.method === 'tools/list').length
   const modern = new ModernClient({ name: 'modern-test', version: '2.0.0' }, { capabilities: {}, versionNegotiation: { mode: 'auto' } })
   const transport = new ModernTransport(new URL(gw.mcpUrl('modern')))
   await modern.connect(transport)
@@ -282,6 +283,19 @@ t.test('2026-07-28 clients: served without a session when every member speaks it
   await modern.callTool({ name: 'm1__progress', arguments: { n: 2 } }, { onprogress: (p) => progress.push(p.progress) })
   t.same(progress, [1, 2], 'progress on the request\'s own stream')
   t.equal(transport.sessionId, undefined, 'no session')
+  // Each call resolves its name from the caller's merged table, kept 30 s: the members are not listed again.
+  t.ok(await eventually(() => memberLists('modern') > 0), 'the members were listed (audited)')
+  const listed = memberLists('modern')
+  for (const text of ['a', 'b', 'c']) t.equal(textOf(await modern.callTool({ name: 'm1__echo', arguments: { text } })), text)
+  await new Promise((resolve) => setTimeout(resolve, 200))
+  t.equal(memberLists('modern'), listed, 'calls routed without listing the members again')
+
+  const always = new ModernClient({ name: 'modern-test', version: '2.0.0' }, { capabilities: {}, versionNegotiation: { mode: 'auto' } })
+  await always.connect(new ModernTransport(new URL(gw.mcpUrl('always'))))
+  t.teardown(() => always.close())
+  t.equal(textOf(await always.callTool({ name: 'm2__echo', arguments: { text: 'by prefix' } })), 'by prefix', 'prefix: always, a call before any list')
+  await new Promise((resolve) => setTimeout(resolve, 200))
+  t.equal(memberLists('always'), 0, '... routed on its prefix, no member listed')
 
   const mixed = new ModernClient({ name: 'modern-test', version: '2.0.0' }, { capabilities: {}, versionNegotiation: { mode: 'auto' } })
   await mixed.connect(new ModernTransport(new URL(gw.mcpUrl('mixed'))))
