@@ -60,8 +60,12 @@ export const LIST_KINDS = {
 export type ListMethod = keyof typeof LIST_KINDS
 /** A member's list is paged (nextCursor); past this many pages it is cut (a member that never stops paging). */
 const MAX_LIST_PAGES = 100
-/** Server->client request ids, rewritten to be unique per virtual session: `<member index>~<original id as JSON>`. */
-const REWRITTEN_ID_RE = /^(\d{1,4})~(.+)$/s
+/**
+ * Server->client request ids, rewritten to be unique per virtual session: `<member name>~<original
+ * id as JSON>`. The name, not the member's position: a reload that reorders the members must not
+ * send an answer in flight to another member. Server names are [a-z0-9-] (config schema): no `~`.
+ */
+const REWRITTEN_ID_RE = /^([a-z0-9][a-z0-9-]{0,39})~(.+)$/s
 const TOOLS_LIST_CHANGED = { jsonrpc: '2.0', method: 'notifications/tools/list_changed' }
 /** A down member is pinged again 1 s after it failed, then 2, 4 ... up to every 30 s, while the session lives. */
 const RETRY_DELAY_MS = { first: 1_000, max: 30_000 }
@@ -554,15 +558,15 @@ export class VirtualServer {
    */
   fromMember (member: string, message: Item): Item {
     if (typeof message.method !== 'string' || !('id' in message)) return message
-    return { ...message, id: `${this.config.members.indexOf(member)}~${JSON.stringify(message.id)}` }
+    return { ...message, id: `${member}~${JSON.stringify(message.id)}` }
   }
 
   /** A client's answer to a rewritten server request: its member and the original id; undefined for any other id. */
   answerTarget (id: JsonRpcId | undefined): { member: string, id: JsonRpcId } | undefined {
     if (typeof id !== 'string') return undefined
     const match = REWRITTEN_ID_RE.exec(id)
-    const member = match === null ? undefined : this.config.members[Number(match[1])]
-    if (match === null || member === undefined) return undefined
+    const member = match?.[1]
+    if (match === null || member === undefined || !this.config.members.includes(member)) return undefined
     try {
       const original: unknown = JSON.parse(match[2] ?? '')
       return typeof original === 'string' || typeof original === 'number' ? { member, id: original } : undefined

@@ -49,12 +49,17 @@ t.test('the in-process credential: issued for one member, accepted only there, g
 t.test('a member\'s own request gets an id unique in the session; the client\'s answer finds the member and the id again', async (t) => {
   const { server } = serverWithClock()
   const rewritten = server.fromMember('memory', { jsonrpc: '2.0', id: 7, method: 'elicitation/create', params: {} })
-  t.equal(rewritten.id, '1~7')
-  t.same(server.answerTarget('1~7'), { member: 'memory', id: 7 })
+  t.equal(rewritten.id, 'memory~7', 'the member\'s name, not its position')
+  t.same(server.answerTarget('memory~7'), { member: 'memory', id: 7 })
   t.same(server.answerTarget(String(server.fromMember('github', { id: 'abc', method: 'roots/list' }).id)), { member: 'github', id: 'abc' })
-  t.equal(server.answerTarget('5~7'), undefined, 'no such member')
-  t.equal(server.answerTarget('0~{"a":1}'), undefined, 'an id is a string or a number')
-  t.equal(server.answerTarget('0~not json'), undefined)
+  t.equal(server.answerTarget('slack~7'), undefined, 'no such member')
+  t.equal(server.answerTarget('github~{"a":1}'), undefined, 'an id is a string or a number')
+  t.equal(server.answerTarget('github~not json'), undefined)
+  // A reload that reorders the members: an answer in flight still goes to the member that asked.
+  const config = CONFIG.virtualServers[0]
+  if (config === undefined) throw new Error('no virtual server')
+  const reordered = new VirtualServer({ ...config, members: ['memory', 'github'] }, { link: new MemberLink(Fastify(), new VirtualCredentials()), now: Date.now, idleTimeoutMs: 60_000 })
+  t.same(reordered.answerTarget(String(rewritten.id)), { member: 'memory', id: 7 }, 'routed by name after a reorder')
   t.equal(server.answerTarget(3), undefined, 'the client\'s own ids are not routed')
   const notification = { jsonrpc: '2.0', method: 'notifications/progress', params: { progressToken: 1 } }
   t.equal(server.fromMember('github', notification), notification, 'notifications pass unchanged')
