@@ -341,8 +341,8 @@ async function forward (ex: Exchange, session: VirtualSession, member: string, b
   session.inflight.set(key, member)
   try {
     const res = await server.toMember(session, ctx, member, body)
-    if (!('body' in res)) return sendRefusal(ex, res, id)
-    if (res.status >= 400) return sendRefusal(ex, await refusalOf(res), id)
+    if (!('body' in res)) return sendRefusal(ex, member, res, id)
+    if (res.status >= 400) return sendRefusal(ex, member, await refusalOf(res), id)
     if (res.status === 202) {
       res.body.resume()
       return reply.code(202).send()
@@ -383,9 +383,21 @@ async function relayStream (ex: Exchange, session: VirtualSession, member: strin
   out.end()
 }
 
+/**
+ * A member's 404 (its session gone even after one new one) or 401 would tell the client its
+ * virtual session is gone or to sign in again — neither is true: the gateway's own hop failed.
+ * Answered as the member being unavailable (STYLE.md: never a client-fault code for an internal failure).
+ */
+const MISLEADING_STATUSES = new Set([401, 404])
+
 /** The member route's refusal for the client: its status, Retry-After and rate-limit headers, its JSON-RPC error with the client's id. */
-function sendRefusal (ex: Exchange, refusal: MemberRefusal, id: JsonRpcId): FastifyReply {
+function sendRefusal (ex: Exchange, member: string, refusal: MemberRefusal, id: JsonRpcId): FastifyReply {
   const { reply, server } = ex
+  if (MISLEADING_STATUSES.has(refusal.status)) {
+    ex.ctx.log.warn({ virtualServer: server.name, member, status: refusal.status }, 'virtual member refused the in-process request')
+    const err = new PortcullisError('PORTCULLIS_ERR_UPSTREAM_UNAVAILABLE', `member "${member}" of virtual server "${server.name}" is unavailable`, { id })
+    return reply.code(err.status).type('application/json').send(jsonRpcError(err, id))
+  }
   const headers: Record<string, string> = {}
   for (const [name, value] of Object.entries(refusal.headers)) {
     if (RELAYED_HEADERS.test(name) && (typeof value === 'string' || typeof value === 'number')) headers[name] = String(value)

@@ -13,7 +13,7 @@ import { ElicitRequestSchema, ToolListChangedNotificationSchema } from '@modelco
 import { hashPassword } from '../../src/auth-server/password.js'
 import { buildNameTable } from '../../src/virtual/names.js'
 import { connectWithOAuth, TestOAuthClient } from '../oauth-helpers.js'
-import { connectClient, EVERYTHING_SERVER, eventually, INIT_BODY, isProcessAlive, postJson, startGateway, startUpstream, stdioServer, STDIO_MODERN_FIXTURE, textOf, type HttpFixture, type RunningGateway } from '../helpers.js'
+import { connectClient, EVERYTHING_SERVER, eventually, INIT_BODY, isProcessAlive, postJson, startGateway, startRawServer, startUpstream, stdioServer, STDIO_MODERN_FIXTURE, textOf, type HttpFixture, type RunningGateway } from '../helpers.js'
 
 const PASSWORD = 'correct horse battery staple'
 const passwordHash = await hashPassword(PASSWORD)
@@ -343,6 +343,34 @@ t.test('members\' list_changed reach the client; a cancellation reaches the memb
   t.equal((await other.readResource({ uri: unlisted })).contents[0]?.uri, unlisted, 'a URI no list names is routed by its template\'s literal prefix')
   const completed = await other.complete({ ref: { type: 'ref/prompt', name: 'completable-prompt' }, argument: { name: 'department', value: 'Eng' } })
   t.same(completed.completion.values, ['Engineering'], 'completion/complete routed by the prompt\'s merged name')
+})
+
+t.test('a member that keeps losing its session (404 after the one retry): 502 naming the member, not a 404 the client reads as its own session gone', async (t) => {
+  // A member whose server lists a tool and forgets every session at tools/call.
+  const raw = await startRawServer(t, (req, res) => {
+    let body = ''
+    req.on('data', (chunk: Buffer) => { body += chunk.toString() })
+    req.on('end', () => {
+      if (req.method === 'DELETE') return res.writeHead(200).end()
+      if (req.method !== 'POST') return res.writeHead(405).end()
+      const message = JSON.parse(body) as { id?: number, method: string }
+      const json = (value: unknown, headers: Record<string, string> = {}): void => { res.writeHead(200, { 'content-type': 'application/json', ...headers }).end(JSON.stringify(value)) }
+      if (message.method === 'initialize') return json({ jsonrpc: '2.0', id: message.id, result: { protocolVersion: '2025-11-25', capabilities: { tools: {} }, serverInfo: { name: 'forgetful', version: '1' } } }, { 'mcp-session-id': `s${Math.random()}` })
+      if (message.id === undefined) return res.writeHead(202).end()
+      if (message.method === 'tools/list') return json({ jsonrpc: '2.0', id: message.id, result: { tools: [{ name: 'gone', inputSchema: { type: 'object' } }] } })
+      res.writeHead(404, { 'content-type': 'application/json' }).end(JSON.stringify({ jsonrpc: '2.0', id: null, error: { code: -32001, message: 'Session not found' } }))
+    })
+  })
+  const gw = await startGateway(t, { servers: [{ name: 'forgetful', transport: 'http', url: raw.url }], virtualServers: [{ name: 'v', members: ['forgetful'] }] })
+  const init = await postJson(gw.mcpUrl('v'), INIT_BODY)
+  const headers = { 'mcp-session-id': init.headers.get('mcp-session-id') ?? '', 'mcp-protocol-version': '2025-11-25' }
+  const listed = await postJson(gw.mcpUrl('v'), { jsonrpc: '2.0', id: 2, method: 'tools/list' }, headers)
+  t.match(listed.json, { result: { tools: [{ name: 'gone' }] } })
+  const called = await postJson(gw.mcpUrl('v'), { jsonrpc: '2.0', id: 3, method: 'tools/call', params: { name: 'gone', arguments: {} } }, headers)
+  t.equal(called.status, 502, 'not 404: the client\'s virtual session is alive')
+  t.match(called.json, { id: 3, error: { data: { code: 'PORTCULLIS_ERR_UPSTREAM_UNAVAILABLE' } } })
+  t.match((called.json as { error: { message: string } }).error.message, /member "forgetful"/, 'naming the member')
+  t.equal((await postJson(gw.mcpUrl('v'), { jsonrpc: '2.0', id: 4, method: 'ping' }, headers)).status, 200, 'the virtual session still answers')
 })
 
 t.test('raw: the gateway answers initialize; a session is required after it; batches and unknown methods refused; the GET stream is kept alive', async (t) => {
