@@ -71,6 +71,7 @@ import { relay } from './mcp/relay.js'
 import { VirtualCredentials } from '../virtual/credentials.js'
 import { MemberLink } from '../virtual/member-link.js'
 import { virtualRoutes } from '../virtual/routes.js'
+import { endVirtualSession } from '../virtual/virtual-server.js'
 import type { VirtualSessionTable } from '../virtual/session.js'
 
 /** Before the body is read: shutting down, audit, Origin, another replica's session, the token. */
@@ -164,7 +165,10 @@ function finishCall (steps: readonly Step[]) {
 export async function mcpRoutes (app: FastifyInstance, opts: McpRoutesOptions): Promise<void> {
   const { config, metrics } = opts
   // Virtual servers reach their members' routes in process, with a credential only this build issues.
-  const virtualCredentials = config.virtualServers.length === 0 ? undefined : new VirtualCredentials()
+  // Also without virtual servers when sessions are shared (a reload): a removed virtual server's
+  // member sessions are ended through this build's member routes, which must accept the credential.
+  const virtualCredentials = config.virtualServers.length === 0 && opts.virtualSessions === undefined ? undefined : new VirtualCredentials()
+  const link = virtualCredentials === undefined ? undefined : new MemberLink(app, virtualCredentials)
 
   app.decorateRequest('mcpCall', null)
 
@@ -251,12 +255,12 @@ export async function mcpRoutes (app: FastifyInstance, opts: McpRoutesOptions): 
     })
   }
 
-  if (virtualCredentials !== undefined) {
+  if (link !== undefined && config.virtualServers.length > 0) {
     // README "Virtual servers": one endpoint whose members are reached through their own routes above.
     await virtualRoutes(app, {
       virtualServers: config.virtualServers,
       publicUrl: config.publicUrl,
-      link: new MemberLink(app, virtualCredentials),
+      link,
       now: opts.now ?? (() => Date.now()),
       idleTimeoutOf: (virtual) => Math.max(...virtual.members.map((name) => config.servers.find((s) => s.name === name)?.idleTimeoutMs ?? 0)),
       isClosing: opts.isClosing,
@@ -272,9 +276,14 @@ export async function mcpRoutes (app: FastifyInstance, opts: McpRoutesOptions): 
     // Sessions of virtual servers this build no longer has are forgotten once it is in force (not by a failed build).
     const names = config.virtualServers.map((virtual) => virtual.name)
     const table = opts.virtualSessions
-    opts.onActivate?.(() => table.keepOnly(names))
+    opts.onActivate?.(() => {
+      // Their member sessions end now (not at the members' idle timeout), through this build's routes.
+      for (const { virtualServer, session } of table.keepOnly(names)) {
+        if (link !== undefined) void endVirtualSession(link, virtualServer, session, session.context)
+      }
+    })
   }
-  if (virtualCredentials !== undefined) {
+  if (config.virtualServers.length > 0) {
     for (const virtual of config.virtualServers) {
       app.route({ method: 'OPTIONS', url: `/${virtual.name}/mcp`, config: { mcpServer: virtual.name }, handler: preflight(ALLOW) })
       app.route({

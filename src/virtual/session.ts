@@ -101,8 +101,14 @@ export class VirtualSessionTable {
     return sessions
   }
 
-  /** A build's virtual servers: sessions of any other are forgotten (their members' sessions end at their idle timeout). */
-  keepOnly (names: readonly string[]): void {
-    for (const name of [...this.byServer.keys()]) if (!names.includes(name)) this.byServer.delete(name)
+  /** A build's virtual servers: sessions of any other are dropped, and returned (for their member sessions to be ended). */
+  keepOnly (names: readonly string[]): Array<{ readonly virtualServer: string, readonly session: VirtualSession }> {
+    const dropped: Array<{ virtualServer: string, session: VirtualSession }> = []
+    for (const [name, sessions] of [...this.byServer.entries()]) {
+      if (names.includes(name)) continue
+      this.byServer.delete(name)
+      for (const session of sessions.values()) dropped.push({ virtualServer: name, session })
+    }
+    return dropped
   }
 }

@@ -197,30 +197,12 @@ export class VirtualServer {
 
   /** DELETE, idle or shutdown: every member session ends too, and the client's stream. */
   async end (session: VirtualSession, ctx: VirtualContext): Promise<void> {
-    if (session.isClosed) return
-    session.isClosed = true
     this.sessions.delete(session.id)
-    for (const timer of session.retries.values()) clearTimeout(timer)
-    session.retries.clear()
-    session.stream?.end()
-    session.stream = undefined
-    await Promise.all([...session.members.entries()].map(async ([member, pending]) => {
-      const open = await pending
-      if (open !== undefined) await this.endMember(ctx, member, open)
-    }))
-    session.members.clear()
+    await endVirtualSession(this.deps.link, this.name, session, ctx)
   }
 
-  /** A member session's DELETE (once: one already ending or forgotten is left alone). */
   private async endMember (ctx: VirtualContext, member: string, open: MemberSession): Promise<void> {
-    if (open.isEnding) return
-    open.isEnding = true
-    open.stream?.destroy()
-    const res = await this.deps.link.send({ method: 'DELETE', member, sessionId: open.id, protocolVersion: open.protocolVersion, ip: ctx.ip, grant: ctx.grant }).catch((err: Error) => {
-      ctx.log.warn({ virtualServer: this.name, member, err: { message: err.message } }, 'virtual member session end failed')
-      return undefined
-    })
-    res?.body.resume()
+    await endMemberSession(this.deps.link, this.name, ctx, member, open)
   }
 
   /** Sessions unused past the idle timeout end (a session with the client's stream open is in use). */
@@ -659,6 +641,37 @@ export class VirtualServer {
     this.internalIds = (this.internalIds + 1) % Number.MAX_SAFE_INTEGER
     return `portcullis-virtual-${this.internalIds}`
   }
+}
+
+/**
+ * A virtual session ends: its retries stop, the client's stream ends, and every member session
+ * is DELETEd through `link` (DELETE, idle, or a reload that removed its virtual server: then
+ * through the newest build's routes).
+ */
+export async function endVirtualSession (link: MemberLink, virtualServer: string, session: VirtualSession, ctx: VirtualContext): Promise<void> {
+  if (session.isClosed) return
+  session.isClosed = true
+  for (const timer of session.retries.values()) clearTimeout(timer)
+  session.retries.clear()
+  session.stream?.end()
+  session.stream = undefined
+  await Promise.all([...session.members.entries()].map(async ([member, pending]) => {
+    const open = await pending
+    if (open !== undefined) await endMemberSession(link, virtualServer, ctx, member, open)
+  }))
+  session.members.clear()
+}
+
+/** A member session's DELETE (once: one already ending or forgotten is left alone). */
+async function endMemberSession (link: MemberLink, virtualServer: string, ctx: VirtualContext, member: string, open: MemberSession): Promise<void> {
+  if (open.isEnding) return
+  open.isEnding = true
+  open.stream?.destroy()
+  const res = await link.send({ method: 'DELETE', member, sessionId: open.id, protocolVersion: open.protocolVersion, ip: ctx.ip, grant: ctx.grant }).catch((err: Error) => {
+    ctx.log.warn({ virtualServer, member, err: { message: err.message } }, 'virtual member session end failed')
+    return undefined
+  })
+  res?.body.resume()
 }
 
 /** A member route's HTTP error, whole, for the client (JSON-RPC error with its id, status and Retry-After). */

@@ -292,7 +292,10 @@ t.test('virtual servers: a reload keeps their sessions (and the member sessions 
   await call(gw.url('v'), session, 'st__broadcast')
   t.ok(await eventually(() => reopened.text().includes('notifications/tools/list_changed'), 3000), 'the stream the new build relays lives on (the old build\'s close ended only its own)')
 
+  const otherPid = JSON.parse(await callText(gw.url('v'), session, 'other__env')).pid as number
+  t.ok(isProcessAlive(pid) && isProcessAlive(otherPid), 'each member session runs a process')
   gw.write([st, stdioServer('other')], {})
   t.equal((await gw.gateway.reload('api')).applied, true)
   t.equal((await call(gw.url('v'), session, 'st__env')).status, 404, 'a virtual server the reload removed is gone')
+  t.ok(await eventually(() => !isProcessAlive(pid) && !isProcessAlive(otherPid), 5000), 'and its member sessions ended (their processes stopped), though the members stay')
 })
