@@ -86,7 +86,10 @@ export async function virtualRoutes (app: FastifyInstance, opts: VirtualRoutesOp
         identities.set(request, opts.authenticate === undefined ? null : await opts.authenticate(request, target))
       },
       handler: async (request, reply) => {
-        const identity = identities.get(request) ?? null
+        const stored = identities.get(request)
+        // Fail closed: with auth on, a request whose identity was not stored is no anonymous one.
+        if (stored === undefined && opts.authenticate !== undefined) throw new PortcullisError('PORTCULLIS_ERR_UNAUTHORIZED', 'this MCP server needs an OAuth access token')
+        const identity = stored ?? null
         const ctx: VirtualContext = { grant: { identity, virtualServer: server.name }, ip: request.ip, log: request.log }
         const exchange: Exchange = { server, ctx, request, reply, owner: { user: userOf(identity).id, client: identity?.clientId ?? '' }, opts }
         if (request.method === 'POST') return post(exchange)

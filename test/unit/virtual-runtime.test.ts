@@ -221,9 +221,14 @@ t.test('a member route\'s authenticate step: the credential names the caller for
   const credentials = new VirtualCredentials()
   const app = Fastify()
   t.teardown(() => app.close())
-  const route = { server: { name: 'alpha', scopes: ['alpha:read'] }, virtualCredentials: credentials, authenticate: undefined } as unknown as McpRoute
+  const scopeChallenge = (scopes: readonly string[], description: string): string => `Bearer error="insufficient_scope", scope="${scopes.join(' ')}", error_description="${description}"`
+  const route = { server: { name: 'alpha', scopes: ['alpha:read'] }, virtualCredentials: credentials, authenticate: undefined, gateOptions: { scopeChallenge } } as unknown as McpRoute
   const seen: Array<{ user: string | undefined, virtualServer: string | undefined }> = []
-  app.setErrorHandler(async (err: PortcullisError, _request, reply) => reply.code(err.status).send({ code: err.code }))
+  let challenge: string | undefined
+  app.setErrorHandler(async (err: PortcullisError, _request, reply) => {
+    challenge = err.headers['www-authenticate']
+    return reply.code(err.status).send({ code: err.code })
+  })
   app.post('/alpha/mcp', async (request, reply) => {
     const call = new McpCall(route, request, reply)
     await runSteps(call, [authenticate])
@@ -238,6 +243,7 @@ t.test('a member route\'s authenticate step: the credential names the caller for
   t.same(await post(credentials.issue({ identity: identity(['mcp', 'alpha:read']), virtualServer: 'work', member: 'alpha' })), { status: 200, code: undefined })
   t.same(seen.at(-1), { user: 'alice', virtualServer: 'work' }, 'the caller and the virtual server, for the audit')
   t.same(await post(credentials.issue({ identity: identity(['mcp']), virtualServer: 'work', member: 'alpha' })), { status: 403, code: 'PORTCULLIS_ERR_INSUFFICIENT_SCOPE' }, 'the member\'s own scopes')
+  t.match(challenge, /^Bearer error="insufficient_scope", scope="mcp alpha:read"/, 'with an insufficient_scope challenge: the scopes held plus the missing one')
   t.same(await post(credentials.issue({ identity: identity(['alpha:read']), virtualServer: 'work', member: 'beta' })), { status: 401, code: 'PORTCULLIS_ERR_UNAUTHORIZED' }, 'issued for another member')
   t.same(await post('B'.repeat(43)), { status: 401, code: 'PORTCULLIS_ERR_UNAUTHORIZED' }, 'a handle never issued')
   t.same(await post(credentials.issue({ identity: null, virtualServer: 'work', member: 'alpha' })), { status: 200, code: undefined }, 'auth off: the anonymous caller')

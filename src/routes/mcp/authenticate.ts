@@ -35,7 +35,10 @@ function acceptVirtual (call: McpCall): void {
   const missing = server.scopes.filter((scope) => !identity.scopes.has(scope))
   if (missing.length > 0) {
     call.request.log.info({ server: server.name, virtualServer: grant.virtualServer, user: identity.name, missing }, 'access token lacks a required scope')
-    throw new PortcullisError('PORTCULLIS_ERR_INSUFFICIENT_SCOPE', `needs ${missing.join(', ')} for server "${server.name}"`)
+    // RFC 6750 section 3.1 / MCP authorization "scope challenge": the client steps up with the
+    // scopes it has plus those missing (the virtual route names its own resource_metadata).
+    const challenge = call.route.gateOptions.scopeChallenge?.([...new Set([...identity.scopes, ...server.scopes])], `server "${server.name}" needs the scope(s): ${missing.join(' ')}`)
+    throw new PortcullisError('PORTCULLIS_ERR_INSUFFICIENT_SCOPE', `needs ${missing.join(', ')} for server "${server.name}"`, challenge === undefined ? undefined : { headers: { 'www-authenticate': challenge } })
   }
 }
 
