@@ -324,8 +324,8 @@ t.test('members\' list_changed reach the client; a cancellation reaches the memb
   t.ok(await eventually(() => changes === 2), 'and the HTTP member\'s (on its GET stream)')
 
   const abort = new AbortController()
-  const waiting = client.callTool({ name: 'wait-for-cancel', arguments: {} }, undefined, { signal: abort.signal })
-  setTimeout(() => abort.abort('changed my mind'), 300)
+  // Cancelled once the member says the call runs (its progress notification), not on a timer.
+  const waiting = client.callTool({ name: 'wait-for-cancel', arguments: {} }, undefined, { signal: abort.signal, onprogress: () => abort.abort('changed my mind') })
   await t.rejects(waiting, /changed my mind|abort/i)
   t.ok(await eventually(async () => textOf(await client.callTool({ name: 'cancelled-count', arguments: {} })) === '1'), 'notifications/cancelled reached the member running the call')
 
