@@ -18,7 +18,8 @@ import type { StreamKeeper } from '../upstreams/stream-keeper.js'
 import { admit } from '../routes/mcp/admit.js'
 import { userOf } from '../routes/mcp/call.js'
 import { VERSION } from '../version.js'
-import { messagesOf, type MemberLink, type MemberResponse } from './member-link.js'
+import { readAll, type MemberLink, type MemberResponse } from './member-link.js'
+import { SseEventReader } from '../upstreams/sse-events.js'
 import { CALL_TOOL_NAME, SEARCH_TOOLS_NAME, ToolIndex, parseCallToolArgs, parseSearchArgs, searchResult, toolSearchTools } from './tool-search.js'
 import { MODERN_REVISION, VirtualServer, refusalOf, type MemberRefusal, type VirtualContext } from './virtual-server.js'
 import type { ClientHello, VirtualSession, VirtualSessionTable } from './session.js'
@@ -351,8 +352,11 @@ async function forward (ex: Exchange, session: VirtualSession, member: string, b
       return reply.code(202).send()
     }
     if (!String(res.headers['content-type'] ?? '').startsWith('text/event-stream')) {
-      const messages: Item[] = []
-      for await (const message of messagesOf(res)) messages.push(server.fromMember(member, message))
+      const text = await readAll(res.body)
+      // The answer carries the client's own id already: relayed as the member route wrote it,
+      // unless it holds a server->client request (whose id is rewritten), or is not one message.
+      if (text !== '' && !hasMethod(text)) return reply.code(200).type('application/json').send(text)
+      const messages = parsedMessages(text).map((message) => server.fromMember(member, message))
       return reply.code(200).type('application/json').send(messages.length === 1 ? messages[0] : messages)
     }
     await relayStream(ex, session, member, res)
@@ -372,18 +376,55 @@ async function relayStream (ex: Exchange, session: VirtualSession, member: strin
   const keeper = ex.opts.streamKeeper
   const kept = keeper?.add(out)
   try {
-    for await (const message of messagesOf(res)) {
+    const reader = new SseEventReader()
+    for await (const chunk of res.body) {
       if (out.destroyed) break
-      // A 2026-07-28 caller's kept tool table too (its request's stream is where it hears of changes).
-      if (message.method === 'notifications/tools/list_changed') server.forgetTools(session)
-      const event = sseMessageEvent(server.fromMember(member, message))
-      out.write(event)
-      if (kept !== undefined) keeper?.wrote(kept, event)
+      for (const { event: name, data } of reader.push(chunk as Buffer)) {
+        if (name !== 'message' || data === '') continue
+        const event = relayedEvent(ex, session, member, data)
+        if (event === undefined) continue
+        out.write(event)
+        if (kept !== undefined) keeper?.wrote(kept, event)
+      }
     }
   } catch (err) {
     ex.ctx.log.info({ virtualServer: server.name, member, err: { message: (err as Error).message } }, 'virtual member answer relay ended early')
   }
   out.end()
+}
+
+/**
+ * One event of a member's answer stream, for the client. The answer and the progress
+ * notifications need nothing changed: their data is written as the member route wrote it (no
+ * parse, no re-encode). Only a message with a method is read: a server->client request gets a
+ * rewritten id, and a tools/list_changed forgets a 2026-07-28 caller's kept tool table (its
+ * request's stream is where it hears of changes).
+ */
+function relayedEvent (ex: Exchange, session: VirtualSession, member: string, data: string): string | undefined {
+  // Data on several lines (JSON may hold newlines) is written again as one line: SSE framing.
+  const isOneLine = !data.includes('\n')
+  if (isOneLine && !hasMethod(data)) return `event: message\ndata: ${data}\n\n`
+  const message = parsedMessages(data)[0]
+  if (message === undefined) return undefined
+  if (message.method === 'notifications/tools/list_changed') ex.server.forgetTools(session)
+  const isRequest = typeof message.method === 'string' && 'id' in message
+  return isOneLine && !isRequest ? `event: message\ndata: ${data}\n\n` : sseMessageEvent(ex.server.fromMember(member, message))
+}
+
+/** A key "method" in the JSON text (inside a string it would be escaped: \"method\"). */
+function hasMethod (text: string): boolean {
+  return text.includes('"method"')
+}
+
+/** The JSON-RPC messages of a member's JSON text: one, a batch, or none when it is not JSON. */
+function parsedMessages (text: string): Item[] {
+  let parsed: unknown
+  try {
+    parsed = JSON.parse(text)
+  } catch {
+    return []
+  }
+  return (Array.isArray(parsed) ? parsed : [parsed]).filter((message): message is Item => message !== null && typeof message === 'object' && !Array.isArray(message))
 }
 
 /**

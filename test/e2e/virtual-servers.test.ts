@@ -357,7 +357,9 @@ t.test('a member that keeps losing its session (404 after the one retry): 502 na
       const json = (value: unknown, headers: Record<string, string> = {}): void => { res.writeHead(200, { 'content-type': 'application/json', ...headers }).end(JSON.stringify(value)) }
       if (message.method === 'initialize') return json({ jsonrpc: '2.0', id: message.id, result: { protocolVersion: '2025-11-25', capabilities: { tools: {} }, serverInfo: { name: 'forgetful', version: '1' } } }, { 'mcp-session-id': `s${Math.random()}` })
       if (message.id === undefined) return res.writeHead(202).end()
-      if (message.method === 'tools/list') return json({ jsonrpc: '2.0', id: message.id, result: { tools: [{ name: 'gone', inputSchema: { type: 'object' } }] } })
+      if (message.method === 'tools/list') return json({ jsonrpc: '2.0', id: message.id, result: { tools: [{ name: 'gone', inputSchema: { type: 'object' } }, { name: 'kept', inputSchema: { type: 'object' } }] } })
+      // An answer laid out as no JSON.stringify would write it: relayed byte for byte.
+      if ((message as { params?: { name?: string } }).params?.name === 'kept') return res.writeHead(200, { 'content-type': 'application/json' }).end(`{"result": {"content": [{"type": "text", "text": "kept"}]}, "jsonrpc": "2.0", "id": ${String(message.id)}}`)
       res.writeHead(404, { 'content-type': 'application/json' }).end(JSON.stringify({ jsonrpc: '2.0', id: null, error: { code: -32001, message: 'Session not found' } }))
     })
   })
@@ -371,6 +373,12 @@ t.test('a member that keeps losing its session (404 after the one retry): 502 na
   t.match(called.json, { id: 3, error: { data: { code: 'PORTCULLIS_ERR_UPSTREAM_UNAVAILABLE' } } })
   t.match((called.json as { error: { message: string } }).error.message, /member "forgetful"/, 'naming the member')
   t.equal((await postJson(gw.mcpUrl('v'), { jsonrpc: '2.0', id: 4, method: 'ping' }, headers)).status, 200, 'the virtual session still answers')
+  // The same call at the member's URL and at the virtual one: the same bytes (no parse and re-encode on the way).
+  const memberInit = await postJson(gw.mcpUrl('forgetful'), INIT_BODY)
+  const direct = await postJson(gw.mcpUrl('forgetful'), { jsonrpc: '2.0', id: 5, method: 'tools/call', params: { name: 'kept', arguments: {} } }, { 'mcp-session-id': memberInit.headers.get('mcp-session-id') ?? '', 'mcp-protocol-version': '2025-11-25' })
+  const relayed = await postJson(gw.mcpUrl('v'), { jsonrpc: '2.0', id: 5, method: 'tools/call', params: { name: 'kept', arguments: {} } }, headers)
+  t.equal(direct.headers.get('content-type')?.startsWith('application/json'), true, 'the member route answers JSON')
+  t.equal(relayed.text, direct.text, 'the virtual route relays the member\'s JSON answer byte for byte')
 })
 
 t.test('raw: the gateway answers initialize; a session is required after it; batches and unknown methods refused; the GET stream is kept alive', async (t) => {
