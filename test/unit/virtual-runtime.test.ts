@@ -3,7 +3,7 @@
 import t from 'tap'
 import type { ServerResponse } from 'node:http'
 import { PassThrough } from 'node:stream'
-import Fastify from 'fastify'
+import Fastify, { type FastifyInstance } from 'fastify'
 import { parseConfig } from '../../src/config/load.js'
 import { VirtualCredentials } from '../../src/virtual/credentials.js'
 import { MemberLink } from '../../src/virtual/member-link.js'
@@ -87,7 +87,7 @@ interface MemberState { isUp: boolean, opened: number, deleted: string[], live: 
 const memberState = (): MemberState => ({ isUp: true, opened: 0, deleted: [], live: new Set() })
 
 /** A stand-in member route on `app` (POST, DELETE): 503 while `state.isUp` is false, 404 for a session it does not hold. */
-function memberRoute (app: ReturnType<typeof Fastify>, member: string, state: MemberState): void {
+function memberRoute (app: FastifyInstance, member: string, state: MemberState): void {
   app.post(`/${member}/mcp`, async (request, reply) => {
     if (!state.isUp) return reply.code(503).send({ jsonrpc: '2.0', id: null, error: { code: -32000, message: 'down' } })
     const message = request.body as { id?: string, method: string }
@@ -107,7 +107,7 @@ function memberRoute (app: ReturnType<typeof Fastify>, member: string, state: Me
   })
 }
 
-function serverOn (app: ReturnType<typeof Fastify>): { server: VirtualServer, ctx: VirtualContext } {
+function serverOn (app: FastifyInstance): { server: VirtualServer, ctx: VirtualContext } {
   const config = CONFIG.virtualServers[0]
   if (config === undefined) throw new Error('no virtual server')
   const server = new VirtualServer(config, { link: new MemberLink(app, new VirtualCredentials()), now: Date.now, idleTimeoutMs: 60_000, retryDelayMs: { first: 20, max: 40 } })
