@@ -171,6 +171,8 @@ export class VirtualServer {
     if (session === undefined || session.isClosed || !session.isOwnedBy(owner)) throw new PortcullisError('PORTCULLIS_ERR_SESSION_NOT_FOUND')
     session.lastUsedMs = this.deps.now()
     session.context = ctx
+    // A fresh caller: down members whose retries stopped with an expired token are tried again.
+    for (const member of session.down) this.retryLater(session, member, (this.deps.retryDelayMs ?? RETRY_DELAY_MS).first)
     if (session.servedBy !== this) {
       // Begun under an earlier build (a reload): its lists are read again under this one's configuration.
       session.servedBy = this
@@ -336,26 +338,31 @@ export class VirtualServer {
     const timer = setTimeout(() => {
       // After a reload, the newest build's virtual server (its link, its configuration) asks.
       const server = session.servedBy instanceof VirtualServer ? session.servedBy : this
-      void server.retry(session, member).finally(() => {
+      void server.retry(session, member).then((isStopped) => {
         session.retries.delete(member)
-        if (session.down.has(member)) server.retryLater(session, member, Math.min(delayMs * 2, max))
+        if (!isStopped && session.down.has(member)) server.retryLater(session, member, Math.min(delayMs * 2, max))
       })
     }, delayMs)
     timer.unref()
     session.retries.set(member, timer)
   }
 
-  private async retry (session: VirtualSession, member: string): Promise<void> {
+  /** True when retrying stops until the caller's next request (its token has expired since its last one). */
+  private async retry (session: VirtualSession, member: string): Promise<boolean> {
     // A reload removed it from this virtual server: nothing to wait for.
     if (!this.config.members.includes(member)) session.down.delete(member)
-    if (session.isClosed || !session.down.has(member)) return
+    if (session.isClosed || !session.down.has(member)) return false
     const ctx = session.context
+    // Never act for a caller whose token is no longer valid (revoked or expired callers make no new request).
+    const identity = ctx.grant.identity
+    if (identity !== null && identity.expiresAtS * 1000 <= this.deps.now()) return true
     try {
       const res = await this.toMember(session, ctx, member, { jsonrpc: '2.0', id: this.internalId(), method: 'ping' })
       if ('body' in res) res.body.resume()
     } catch (err) {
       ctx.log.info({ virtualServer: this.name, member, err: { message: (err as Error).message } }, 'virtual member retry failed')
     }
+    return false
   }
 
   /**

@@ -190,6 +190,31 @@ t.test('a down member is retried on a timer (backoff), marked up when it answers
   t.equal(session.retries.size, 0, 'the session ended: its retries stopped')
 })
 
+t.test('a down member is not retried for a caller whose token has expired; the caller\'s next request resumes the retries', async (t) => {
+  const app = Fastify()
+  t.teardown(() => app.close())
+  const state = { ...memberState(), isUp: false }
+  memberRoute(app, 'github', state)
+  memberRoute(app, 'memory', memberState())
+  const { server, ctx } = serverOn(app)
+  const caller = (expiresAtS: number): VirtualContext => ({ ...ctx, grant: { identity: { id: 'u1', name: 'alice', groups: [], clientId: 'c1', scopes: new Set(), isClient: false, expiresAtS, grantId: 'g1' }, virtualServer: 'work' } })
+  const owner = { user: 'u1', client: 'c1' }
+  const session = server.open(owner, HELLO, caller(Math.floor(Date.now() / 1000) + 3600))
+  await server.listTools(session, session.context)
+  t.ok(session.down.has('github'), 'github failed: down')
+  // The token the session last saw expires; the member comes back meanwhile.
+  session.context = caller(Math.floor(Date.now() / 1000) - 1)
+  state.isUp = true
+  await new Promise((resolve) => setTimeout(resolve, 200))
+  t.ok(session.down.has('github'), 'no request was made to the member as a caller whose token expired')
+  t.equal(session.retries.size, 0, 'and the retries stopped')
+  server.sessionOf(session.id, owner, caller(Math.floor(Date.now() / 1000) + 3600))
+  const deadline = Date.now() + 2_000
+  while (session.down.has('github') && Date.now() < deadline) await new Promise((resolve) => setTimeout(resolve, 10))
+  t.notOk(session.down.has('github'), 'the caller\'s next request (a fresh token) resumed them: up')
+  await server.end(session, session.context)
+})
+
 t.test('sessions: owner only, a per-user cap (not for the anonymous user), ended when idle', async (t) => {
   const { server, clock, ctx } = serverWithClock()
   const alice = { user: 'alice', client: 'c1' }
