@@ -193,7 +193,10 @@ export class VirtualServer {
    */
   isToolAllowed (merged: string, origin?: { readonly member: string, readonly name: string }): boolean {
     const names = origin === undefined ? [merged] : [merged, `${origin.member}${this.config.separator}${origin.name}`]
-    if (this.deny.some((m) => names.some((name) => m(name)))) return false
+    // A deny also matches the member's own name: whether a tool is prefixed depends on what the other
+    // members list, and a same-named tool appearing elsewhere must never unlock a denied plain name.
+    const denied = origin === undefined ? names : [...names, origin.name]
+    if (this.deny.some((m) => denied.some((name) => m(name)))) return false
     return this.allow === undefined || this.allow.some((m) => names.some((name) => m(name)))
   }
 

@@ -81,6 +81,12 @@ t.test('the virtual allow/deny also on <member><separator><name>: what the other
   t.ok(server.isToolAllowed('store', { member: 'github', name: 'store' }), 'allowed by github__* on its full name')
   t.ok(server.isToolAllowed('recall', { member: 'memory', name: 'recall' }), 'an allow on the merged name admits')
   t.notOk(server.isToolAllowed('delete_reports_of_the_quarter_0123abcd', { member: 'github', name: 'delete_reports_of_the_quarter_and_more' }), 'a shortened name is judged on its full one')
+  const config = CONFIG.virtualServers[0]
+  if (config === undefined) throw new Error('no virtual server')
+  const plain = new VirtualServer({ ...config, tools: { deny: ['echo'] } }, { link: new MemberLink(Fastify(), new VirtualCredentials()), now: Date.now, idleTimeoutMs: 60_000 })
+  t.notOk(plain.isToolAllowed('echo', { member: 'github', name: 'echo' }), 'a deny on a plain name refuses it')
+  t.notOk(plain.isToolAllowed('github__echo', { member: 'github', name: 'echo' }), 'and still when another member also lists echo and both are prefixed')
+  t.ok(plain.isToolAllowed('github__search', { member: 'github', name: 'search' }))
 })
 
 interface MemberState { isUp: boolean, opened: number, deleted: string[], live: Set<string> }
