@@ -5,7 +5,7 @@
 // (from /proc/<pid>/stat), the figure that survives a noisy shared machine.
 //
 // Environment: BENCH_DURATION (seconds per measurement, default 10), BENCH_CONNECTIONS (HTTP
-// scenario, default 50), BENCH_ONLY (comma-separated: http, identity, stdio, open, replicas, streams, redact), BENCH_REDIS_URL
+// scenario, default 50), BENCH_ONLY (comma-separated: http, identity, stdio, open, replicas, streams, redact, virtual), BENCH_REDIS_URL
 // (replicas scenario, default redis://127.0.0.1:6379), BENCH_STREAMS (streams scenario, default 5000).
 import { spawn, execFileSync } from 'node:child_process'
 import { existsSync, readFileSync, readdirSync, writeFileSync, mkdtempSync, mkdirSync } from 'node:fs'
@@ -124,8 +124,8 @@ async function openSession (url, extraHeaders = {}) {
   return headers
 }
 
-/** tools/call echo over `connections` connections; connection i uses session i % sessions.length. */
-function runLoad (url, sessions, connections, seconds) {
+/** tools/call `tool` (echo) over `connections` connections; connection i uses session i % sessions.length. */
+function runLoad (url, sessions, connections, seconds, tool = 'echo') {
   let id = 0
   let next = 0
   return autocannon({
@@ -138,7 +138,7 @@ function runLoad (url, sessions, connections, seconds) {
       setupRequest: (req, context) => {
         context.headers ??= sessions[next++ % sessions.length]
         // Unique ids: a bridge routes each response to its request by id.
-        return { ...req, headers: context.headers, body: `{"jsonrpc":"2.0","id":${++id},"method":"tools/call","params":{"name":"echo","arguments":{"text":"hello"}}}` }
+        return { ...req, headers: context.headers, body: `{"jsonrpc":"2.0","id":${++id},"method":"tools/call","params":{"name":"${tool}","arguments":{"text":"hello"}}}` }
       },
     }],
   })
@@ -309,6 +309,88 @@ servers:
     rows: [direct, reference, through, withAuth, withIdentity, full, traced].map((r) => [r.label, r.reqPerSec, r.p50Ms, r.p99Ms, r.errors, (r.reqPerSec / direct.reqPerSec).toFixed(2),
       `${r.cpuUsPerReq} (${r.cpuRange})${r === direct ? ' upstream' : ''}`, r === direct ? '–' : (r.cpuUsPerReq / reference.cpuUsPerReq).toFixed(2)]),
     summary: `Gateway CPU per request (median): ${through.cpuUsPerReq} µs bare, ${withAuth.cpuUsPerReq} µs with the token check, ${withIdentity.cpuUsPerReq} µs with the token check and the identity header (servers[].identity), ${full.cpuUsPerReq} µs with token, policy, limits and audit, ${traced.cpuUsPerReq} µs with the token check and tracing on (spans exported over OTLP/HTTP) — ${(through.cpuUsPerReq / reference.cpuUsPerReq).toFixed(2)}×, ${(withAuth.cpuUsPerReq / reference.cpuUsPerReq).toFixed(2)}× and ${(full.cpuUsPerReq / reference.cpuUsPerReq).toFixed(2)}× a minimal undici hop measured in the same rounds (${reference.cpuUsPerReq} µs).`,
+    raw: rounds,
+  }
+}
+
+/** Issue 16's target: a tools/call through a virtual server costs at most this much more gateway CPU than through its member's URL. */
+const VIRTUAL_TARGET_US = 25
+
+/**
+ * One gateway process, one member (the HTTP fixture) reached two ways: its own URL, and a
+ * virtual server whose only member it is (prefix: always, so the virtual URL is called with the
+ * merged name `echo__echo`). A session on each URL, the same tools/call body, alternating windows
+ * as in the http scenario; the difference of the gateway's CPU per request is what the virtual
+ * layer costs (its route, the merged-name lookup, the in-process request to the member's route).
+ * Twice: with auth off, and with the token check on (a machine client's token for each URL).
+ */
+async function virtualScenario () {
+  const { child: upstream, line } = await startProcess(process.execPath, [HTTP_SERVER], { ready: /"port"/ })
+  const { url } = JSON.parse(line)
+  const servers = `servers:\n  - { name: echo, transport: http, url: "${url}" }\nvirtualServers:\n  - { name: v, members: [echo], prefix: always }\n`
+  const port = await freePort()
+  const gateway = await startGateway(servers, port)
+  const authPort = await freePort()
+  const authGateway = await startGateway(`auth:\n  clients: [{ clientId: bench, clientSecret: "${BENCH_CLIENT_SECRET}", grantTypes: [client_credentials] }]\n${servers}`, authPort)
+  const bearer = async (u) => ({ authorization: `Bearer ${await machineToken(authPort, u)}` })
+  const at = (p, name) => `http://127.0.0.1:${p}/${name}/mcp`
+  const targets = [
+    { key: 'member', label: 'member URL (/echo/mcp), tools/call echo', url: at(port, 'echo'), tool: 'echo', pid: gateway.pid },
+    { key: 'virtual', label: 'virtual URL (/v/mcp), tools/call echo__echo', url: at(port, 'v'), tool: 'echo__echo', pid: gateway.pid },
+    { key: 'memberAuth', label: 'member URL, token checked', url: at(authPort, 'echo'), tool: 'echo', pid: authGateway.pid, headers: await bearer(at(authPort, 'echo')) },
+    { key: 'virtualAuth', label: 'virtual URL, token checked', url: at(authPort, 'v'), tool: 'echo__echo', pid: authGateway.pid, headers: await bearer(at(authPort, 'v')) },
+  ]
+  for (const target of targets) target.session = await openSession(target.url, target.headers ?? {})
+  const windowS = Math.max(2, Math.round(DURATION_S / HTTP_ROUNDS))
+  const rounds = Object.fromEntries(targets.map((t) => [t.key, []]))
+  for (const target of targets) {
+    const r = await runLoad(target.url, [target.session], CONNECTIONS, WARMUP_S, target.tool)
+    if (r.non2xx > 0 || r.errors > 0) throw new Error(`${target.label}: ${r.non2xx} non-2xx answers and ${r.errors} errors in the warm-up`)
+  }
+  for (let round = 0; round < HTTP_ROUNDS; round++) {
+    for (const target of targets) {
+      const before = treeUsage(target.pid).ownCpuS
+      const r = await runLoad(target.url, [target.session], CONNECTIONS, windowS, target.tool)
+      const cpuUs = Math.round(((treeUsage(target.pid).ownCpuS - before) * 1e6) / Math.max(1, r.requests.total))
+      rounds[target.key].push({ reqPerSec: r.requests.average, p50: r.latency.p50, p99: r.latency.p99, errors: r.errors + r.timeouts + r.non2xx, cpuUs })
+    }
+  }
+  // An answer must be the tool's: a JSON-RPC error is a 200 too.
+  for (const target of targets) {
+    // autocannon wrote its own content-length into the session's headers.
+    const headers = Object.fromEntries(Object.entries(target.session).filter(([name]) => name.toLowerCase() !== 'content-length'))
+    const res = await fetch(target.url, { method: 'POST', headers, body: JSON.stringify({ jsonrpc: '2.0', id: 'check', method: 'tools/call', params: { name: target.tool, arguments: { text: 'hello' } } }) })
+    const text = await res.text()
+    if (!text.includes('"text":"hello"') || text.includes('"error"')) throw new Error(`${target.label} did not reach the tool: ${text.slice(0, 300)}`)
+  }
+  for (const child of [upstream, gateway, authGateway]) stop(child)
+  const s = Object.fromEntries(targets.map((t) => {
+    const rs = rounds[t.key]
+    return [t.key, {
+      label: t.label,
+      reqPerSec: Math.round(median(rs.map((r) => r.reqPerSec))),
+      p50Ms: median(rs.map((r) => r.p50)),
+      p99Ms: median(rs.map((r) => r.p99)),
+      errors: rs.reduce((a, r) => a + r.errors, 0),
+      cpuUsPerReq: median(rs.map((r) => r.cpuUs)),
+      cpuRange: `${Math.min(...rs.map((r) => r.cpuUs))}–${Math.max(...rs.map((r) => r.cpuUs))}`,
+    }]
+  }))
+  // The difference per round (the two windows of a round are seconds apart), then its median.
+  const extra = (a, b) => median(rounds[b].map((r, i) => r.cpuUs - rounds[a][i].cpuUs))
+  const bare = extra('member', 'virtual')
+  const checked = extra('memberAuth', 'virtualAuth')
+  const verdict = (us) => `${us} µs (${us <= VIRTUAL_TARGET_US ? 'within' : 'over'} the ${VIRTUAL_TARGET_US} µs target)`
+  const row = (r) => [r.label, r.reqPerSec, r.p50Ms, r.p99Ms, r.errors, `${r.cpuUsPerReq} (${r.cpuRange})`, '–']
+  return {
+    name: 'virtual',
+    title: `Virtual server of one member (the HTTP fixture, MCP SDK 1.32, SSE responses) against the member's own URL, one gateway process: tools/call, ${CONNECTIONS} connections, one session per URL; medians of ${HTTP_ROUNDS} alternating ${windowS} s windows`,
+    columns: ['req/s', 'p50 ms', 'p99 ms', 'errors', 'gateway CPU µs/req (range)', 'virtual − member µs/req (median of rounds)'],
+    rows: [
+      row(s.member), row(s.virtual), ['difference, auth off', '', '', '', '', '', verdict(bare)],
+      row(s.memberAuth), row(s.virtualAuth), ['difference, token checked', '', '', '', '', '', verdict(checked)],
+    ],
+    summary: `A tools/call through the virtual server costs ${bare} µs of gateway CPU more than through the member's URL with auth off, ${checked} µs with the token check (target: at most ${VIRTUAL_TARGET_US} µs).`,
     raw: rounds,
   }
 }
@@ -599,7 +681,7 @@ async function identityScenario () {
   }
 }
 
-const SCENARIOS = { http: httpScenario, identity: identityScenario, stdio: stdioScenario, open: openScenario, replicas: replicasScenario, streams: streamsScenario, redact: redactScenario }
+const SCENARIOS = { http: httpScenario, identity: identityScenario, stdio: stdioScenario, open: openScenario, replicas: replicasScenario, streams: streamsScenario, redact: redactScenario, virtual: virtualScenario }
 
 function table (scenario) {
   const lines = [`### ${scenario.title}`, '', `| target | ${scenario.columns.join(' | ')} |`, `| --- |${scenario.columns.map(() => ' ---: |').join('')}`]

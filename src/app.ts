@@ -54,6 +54,7 @@ import { SessionDirectory } from './cluster/sessions.js'
 import { ReplicaForwarder } from './cluster/forward.js'
 import { SessionOwners } from './upstreams/session-owners.js'
 import { LegacySessions } from './routes/legacy-sessions.js'
+import { VirtualSessionTable } from './virtual/session.js'
 import { StreamKeeper } from './upstreams/stream-keeper.js'
 import { bearerChallenge } from './resource-server/challenge.js'
 import type { ServerConfig } from './config/schema.js'
@@ -119,6 +120,8 @@ export interface SharedParts {
   readonly streamKeeper: StreamKeeper
   /** The 2024-11-05 transport's sessions: a legacy client's stream outlives the build that opened it. */
   readonly legacySessions: LegacySessions
+  /** Virtual servers' sessions: a reload keeps them (their member sessions live in the upstreams). */
+  readonly virtualSessions: VirtualSessionTable
   readonly limiter: RateLimiter
   readonly upstreams: UpstreamPool
   /** The /metrics listener when metrics.listen is set (not yet listening). */
@@ -201,7 +204,7 @@ async function wireApp (app: FastifyInstance, config: Config, options: BuildOpti
   // Tests and plain starts own their shared parts; a reload's gateway passes them from build to build.
   const ownsShared = options.shared === undefined
   const shared = options.shared ?? await createSharedParts(config, { ...options, logger }, () => config)
-  const { metrics, redis, store, directory, httpSessionOwners, streamKeeper, legacySessions, audit, limiter } = shared
+  const { metrics, redis, store, directory, httpSessionOwners, streamKeeper, legacySessions, virtualSessions, audit, limiter } = shared
   const pool = shared.upstreams
   // Filled in as they are made; the one onClose below (registered first, so it runs last) closes them.
   const made: { plan?: UpstreamPlan, forwarder?: ReplicaForwarder } = {}
@@ -209,7 +212,12 @@ async function wireApp (app: FastifyInstance, config: Config, options: BuildOpti
   let blockedUsers: BlockedUsers | undefined
   let notices: ClusterNotices | undefined
   // Pollers and subscribers: only the newest build runs them (a retired one may still finish requests).
+  // What a retired build ends at once (virtual servers: the client streams it relays), and what
+  // a build changes in shared parts once it is in force (virtual sessions of servers it removed).
+  const retireHooks: Array<() => void> = []
+  const activateHooks: Array<() => void> = []
   const stopBackground = async (): Promise<void> => {
+    for (const hook of retireHooks.splice(0)) hook()
     grants?.stop()
     blockedUsers?.stop()
     await notices?.close()
@@ -356,7 +364,7 @@ async function wireApp (app: FastifyInstance, config: Config, options: BuildOpti
     await app.register(interactionRoutes, { provider, config, store, keys, users, catalog, limiter, idp, isUserBlocked })
     if (idp.providers.length > 0) await app.register(backchannelLogoutRoutes, { idp, keys: new IdpKeySets(idpOutbound.fetch), store, offboarding, now })
     const isGatewayWideAllowed = config.auth.defaultResource === 'all'
-    await app.register(resourceMetadataRoutes, { catalog, servers: config.servers, isGatewayWideAllowed })
+    await app.register(resourceMetadataRoutes, { catalog, servers: config.servers, virtualServers: config.virtualServers, isGatewayWideAllowed })
     const apiKeys = new ApiKeys(store, config.auth.apiKeys.maxPerUser, now)
     const owners = new KeyOwners(users, new ExternalAccounts(store), config.servers, catalog)
     const apiKeyVerifier = new ApiKeyVerifier({
@@ -432,6 +440,7 @@ async function wireApp (app: FastifyInstance, config: Config, options: BuildOpti
     metrics.upstreamLoads = () => [...upstreams.values()].map((u) => [u.name, u.load()] as const)
     metrics.stdioProcessCounts = () => [...upstreams.values()].flatMap((u) => u.processCount === undefined ? [] : [[u.name, u.processCount] as const])
     limiter.useOnStoreError(config.rateLimits.onStoreError)
+    for (const hook of activateHooks) hook()
   }
   const state: GatewayState = { isClosing: false, upstreams, store, metrics, firstRun, idpSessions, stopBackground, activate, revokeAccounts, ...(shared.metricsServer === undefined ? {} : { metricsServer: shared.metricsServer }) }
   app.decorate('portcullis', state)
@@ -467,7 +476,7 @@ async function wireApp (app: FastifyInstance, config: Config, options: BuildOpti
   await app.register(doctorProbeRoutes)
   if (config.metrics.enabled && config.metrics.listen === undefined) await app.register(metricsRoute, { metrics, bearerToken: config.metrics.bearerToken })
   const drainingHolder = (server: string, sessionId: string): Upstream | undefined => pool.holderOf(server, sessionId)
-  await app.register(mcpRoutes, { config, upstreams, isClosing, isOriginAllowed, authenticate, limiter, audit, metrics, scopeChallenge, toolGuards, streamKeeper, legacySessions, drainingHolder, ...(tracing === undefined ? {} : { tracing: traceSettings(tracing.tracer, keys, metrics) }), ...(directory === undefined || forwarder === undefined ? {} : { replicas: { directory, forwarder } }) })
+  await app.register(mcpRoutes, { config, now, virtualSessions, onRetire: (fn) => retireHooks.push(fn), onActivate: (fn) => activateHooks.push(fn), upstreams, isClosing, isOriginAllowed, authenticate, limiter, audit, metrics, scopeChallenge, toolGuards, streamKeeper, legacySessions, drainingHolder, ...(tracing === undefined ? {} : { tracing: traceSettings(tracing.tracer, keys, metrics) }), ...(directory === undefined || forwarder === undefined ? {} : { replicas: { directory, forwarder } }) })
   await options.afterWiring?.()
   if (ownsShared) activate()
 }
@@ -504,6 +513,7 @@ export async function createSharedParts (config: Config, options: BuildOptions &
   const httpSessionOwners = new SessionOwners(store, log, idleOf, now)
   const streamKeeper = new StreamKeeper(config.streamKeepAliveMs)
   const legacySessions = new LegacySessions()
+  const virtualSessions = new VirtualSessionTable()
   const audit = createAuditLog(config.audit, log, options.auditDestination)
   // Limits decided after the body is read (createRateLimit); counters in Redis when the store is
   // Redis, else in this process — on an instance of their own, so a reload keeps them.
@@ -537,7 +547,7 @@ export async function createSharedParts (config: Config, options: BuildOptions &
     await counters.close()
     if (redis !== undefined) await redis.quit().catch(() => redis.disconnect())
   }
-  return { redis, store, metrics, audit, directory, httpSessionOwners, streamKeeper, legacySessions, limiter, upstreams, metricsServer, close }
+  return { redis, store, metrics, audit, directory, httpSessionOwners, streamKeeper, legacySessions, virtualSessions, limiter, upstreams, metricsServer, close }
 }
 
 /** A user's stdio sessions and processes on this replica end (offboarding; other replicas hear of it through ClusterNotices). */

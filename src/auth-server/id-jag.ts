@@ -20,12 +20,12 @@
 import { createHash } from 'node:crypto'
 import { decodeJwt, jwtVerify, type errors as joseErrors, type JWTPayload } from 'jose'
 import { errors, type Client, type KoaContextWithOIDC, type Provider, type ResourceServer } from 'oidc-provider'
-import type { IdentityProviderConfig, ServerConfig } from '../config/schema.js'
+import type { IdentityProviderConfig } from '../config/schema.js'
 import type { Store } from '../store/types.js'
 import type { ExternalAccounts } from './external-accounts.js'
 import { admissionRefusal, identityFromClaims } from './idp-identity.js'
 import { IdpKeysUnavailableError, type IdpKeySets } from './idp-keys.js'
-import type { ResourceCatalog } from './resources.js'
+import type { ResourceCatalog, ResourceTarget } from './resources.js'
 
 /** RFC 7523 2.1. */
 export const JWT_BEARER_GRANT = 'urn:ietf:params:oauth:grant-type:jwt-bearer'
@@ -182,10 +182,11 @@ function assertionError (deps: IdJagDeps, issuer: string, err: unknown): Error {
   }
 }
 
-/** The assertion's `resource` must be exactly one of the gateway's servers (not the gateway as a whole). */
-function serverOf (catalog: ResourceCatalog, resource: string): { audience: string, server: ServerConfig } {
+/** The assertion's `resource` must be exactly one of the gateway's servers or virtual servers (not the gateway as a whole). */
+function serverOf (catalog: ResourceCatalog, resource: string): { audience: string, server: ResourceTarget } {
   const audience = catalog.canonical(resource)
-  const server = audience === undefined ? undefined : catalog.serverAt(audience)
+  const virtual = audience === undefined ? undefined : catalog.virtualServerAt(audience)
+  const server = audience === undefined ? undefined : catalog.serverAt(audience) ?? (virtual === undefined ? undefined : catalog.virtualTarget(virtual))
   if (audience === undefined || server === undefined) throw new errors.InvalidTarget('the assertion\'s resource is not one MCP server of this gateway')
   return { audience, server }
 }

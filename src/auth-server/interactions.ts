@@ -169,7 +169,7 @@ export async function interactionRoutes (app: FastifyInstance, opts: Interaction
       const scopes = [...new Set([...Object.values(promptDetails.missingResourceScopes ?? {}).flat(), ...(promptDetails.missingOIDCScope ?? []).filter((s) => s !== 'openid')])]
       const servers = (resources.length > 0 ? resources : asList(interaction.params.resource)).map((url) => {
         const canonical = catalog.canonical(url) ?? url
-        const server = catalog.serverAt(canonical)
+        const server = catalog.serverAt(canonical) ?? catalog.virtualServerAt(canonical)
         return { name: server?.name ?? (canonical === catalog.adminUrl ? 'the gateway\'s admin API' : 'every MCP server behind this gateway'), url }
       })
       return sendPage(reply, 200, consentPage({

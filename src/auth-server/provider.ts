@@ -402,7 +402,7 @@ export function createProvider (deps: ProviderDeps): Provider {
       ctx.body = { error: 'temporarily_unavailable', error_description: STORE_UNAVAILABLE_MESSAGE }
     }
   })
-  provider.use(revokeJwtAccessTokens({ verifier: deps.verifier, audiences: [config.publicUrl, catalog.adminUrl, ...config.servers.map((s) => catalog.urlOf(s.name))], revokeGrant }))
+  provider.use(revokeJwtAccessTokens({ verifier: deps.verifier, audiences: [config.publicUrl, catalog.adminUrl, ...config.servers.map((s) => catalog.urlOf(s.name)), ...config.virtualServers.map((s) => catalog.urlOf(s.name))], revokeGrant }))
   // Registration answers browser-based clients too (oidc-provider sends no CORS there).
   provider.use(async (ctx, next) => {
     if (ctx.path.startsWith(OAUTH_ROUTES.registration)) {

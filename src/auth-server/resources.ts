@@ -2,10 +2,18 @@
  * The protected resources the gateway offers: one per server, at
  * `<publicUrl>/<name>/mcp` (RFC 8707 resource indicators, RFC 9728 metadata),
  * optionally the gateway as a whole (`auth.defaultResource: all`), and the admin
- * API at `<publicUrl>/admin` (scope `portcullis:admin`; README "Administration").
+ * API at `<publicUrl>/admin` (scope `portcullis:admin`; README "Administration"). A virtual
+ * server (README "Virtual servers") is a resource of its own at `<publicUrl>/<name>/mcp`: one
+ * token and one consent for all of its members.
  */
+
+/** What a token check needs to know of the resource a request reaches: its name and the scopes it requires. */
+export interface ResourceTarget {
+  readonly name: string
+  readonly scopes: readonly string[]
+}
 import { ADMIN_SCOPE, BASE_SCOPE, RESERVED_SCOPES } from '../config/defaults.js'
-import type { Config, ServerConfig } from '../config/schema.js'
+import type { Config, ServerConfig, VirtualServerConfig } from '../config/schema.js'
 import { ruleScopesOf } from '../policy/policy.js'
 
 export class ResourceCatalog {
@@ -13,12 +21,18 @@ export class ResourceCatalog {
   /** The admin API's resource: its tokens reach no MCP server, and no MCP server's token reaches it. */
   readonly adminUrl: string
   private readonly byUrl = new Map<string, ServerConfig>()
+  private readonly virtualByUrl = new Map<string, VirtualServerConfig>()
+  private readonly virtualByName = new Map<string, VirtualServerConfig>()
   private readonly isGatewayWideAllowed: boolean
 
   constructor (private readonly config: Config) {
     this.publicUrl = config.publicUrl
     this.adminUrl = `${config.publicUrl}/admin`
     for (const server of config.servers) this.byUrl.set(this.urlOf(server.name), server)
+    for (const virtual of config.virtualServers) {
+      this.virtualByUrl.set(this.urlOf(virtual.name), virtual)
+      this.virtualByName.set(virtual.name, virtual)
+    }
     this.isGatewayWideAllowed = config.auth.defaultResource === 'all'
   }
 
@@ -62,28 +76,49 @@ export class ResourceCatalog {
     if (path === '/admin') return this.adminUrl
     // A server's /sse URL (legacyUrlOf) is that server's resource.
     const candidate = `${this.publicUrl}${path.replace(/^(\/[^/]+)\/sse$/, '$1/mcp')}`
-    return this.byUrl.has(candidate) ? candidate : undefined
+    return this.byUrl.has(candidate) || this.virtualByUrl.has(candidate) ? candidate : undefined
   }
 
   serverAt (canonicalUrl: string): ServerConfig | undefined {
     return this.byUrl.get(canonicalUrl)
   }
 
+  virtualServerAt (canonicalUrl: string): VirtualServerConfig | undefined {
+    return this.virtualByUrl.get(canonicalUrl)
+  }
+
+  /** A virtual server's members, in its order. */
+  private membersOf (virtual: VirtualServerConfig): ServerConfig[] {
+    return virtual.members.map((name) => this.byUrl.get(this.urlOf(name))).filter((s) => s !== undefined)
+  }
+
   /** Scopes that can be granted for a resource: the base scope, its servers' scopes, and those their tool rules need. */
   grantableScopes (canonicalUrl: string): string[] {
     if (canonicalUrl === this.adminUrl) return [ADMIN_SCOPE]
-    const servers = canonicalUrl === this.publicUrl ? this.config.servers : [this.byUrl.get(canonicalUrl)].filter((s) => s !== undefined)
+    const virtual = this.virtualByUrl.get(canonicalUrl)
+    // A virtual server's token must be able to carry what each member requires of it.
+    const servers = canonicalUrl === this.publicUrl ? this.config.servers : virtual !== undefined ? this.membersOf(virtual) : [this.byUrl.get(canonicalUrl)].filter((s) => s !== undefined)
     return [...new Set([BASE_SCOPE, ...servers.flatMap((s) => [...s.scopes, ...ruleScopesOf(s)])])]
   }
 
-  /** Scopes a token must carry to reach a server at all. */
-  requiredScopes (server: ServerConfig): readonly string[] {
+  /** Scopes a token must carry to reach a server at all (a virtual server: none of its own; each member checks its own). */
+  requiredScopes (server: ResourceTarget): readonly string[] {
     return server.scopes
   }
 
-  /** What a 401 challenge asks for: the required scopes, or the base scope when there are none. */
-  challengeScopes (server: ServerConfig): readonly string[] {
-    return server.scopes.length > 0 ? server.scopes : [BASE_SCOPE]
+  /**
+   * What a 401 challenge asks for: the required scopes, or the base scope when there are none.
+   * A virtual server asks for every scope its members require, so that one sign-in reaches them all.
+   */
+  challengeScopes (server: ResourceTarget): readonly string[] {
+    const virtual = this.virtualByName.get(server.name)
+    const scopes = virtual === undefined ? server.scopes : [...new Set(this.membersOf(virtual).flatMap((s) => s.scopes))]
+    return scopes.length > 0 ? scopes : [BASE_SCOPE]
+  }
+
+  /** A virtual server's target for the token check: its own name, no scope of its own. */
+  virtualTarget (virtual: VirtualServerConfig): ResourceTarget {
+    return { name: virtual.name, scopes: [] }
   }
 
   allScopes (): string[] {

@@ -38,7 +38,9 @@ export function rewriteAuthorizationParams (params: URLSearchParams, catalog: Re
   if (known.length > 0) {
     const grantable = new Set(known.flatMap((r) => catalog.grantableScopes(r)))
     if (!requested.some((s) => grantable.has(s))) {
-      const server = known.length === 1 && known[0] !== undefined ? catalog.serverAt(known[0]) : undefined
+      const only = known.length === 1 ? known[0] : undefined
+      const virtual = only === undefined ? undefined : catalog.virtualServerAt(only)
+      const server = only === undefined ? undefined : catalog.serverAt(only) ?? (virtual === undefined ? undefined : catalog.virtualTarget(virtual))
       const defaults = server === undefined ? [BASE_SCOPE] : catalog.challengeScopes(server)
       params.set('scope', [...requested, ...defaults].join(' '))
     }

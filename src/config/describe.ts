@@ -22,6 +22,13 @@ export function describeConfig (config: Config): string {
     'servers:',
   ]
   for (const server of config.servers) lines.push(...describeServer(config, server))
+  if (config.virtualServers.length > 0) lines.push('virtual servers:')
+  for (const virtual of config.virtualServers) {
+    const tools = [...(virtual.tools.allow === undefined ? [] : [`allow ${virtual.tools.allow.join(' ')}`]), ...(virtual.tools.deny.length === 0 ? [] : [`deny ${virtual.tools.deny.join(' ')}`])]
+    lines.push(`  - ${virtual.name}: ${config.publicUrl}/${virtual.name}/mcp`, `      members: ${virtual.members.join(', ')}; prefix ${virtual.prefix}, separator ${JSON.stringify(virtual.separator)}`)
+    if (tools.length > 0) lines.push(`      tools: ${tools.join('; ')}`)
+    if (virtual.toolSearch !== undefined) lines.push(`      toolSearch: search_tools and call_tool above ${virtual.toolSearch.above} tools`)
+  }
   return `${lines.join('\n')}\n`
 }
 

@@ -32,6 +32,8 @@ const UNSETTABLE_UPSTREAM_HEADERS: ReadonlySet<string> = new Set([...HOP_BY_HOP_
 /** Client headers that are never forwarded, whatever `forwardHeaders` says (MCP authorization: no token passthrough). */
 export const NEVER_FORWARDED_HEADERS: ReadonlySet<string> = new Set([
   'authorization', 'cookie', 'proxy-authorization', ...UNSETTABLE_UPSTREAM_HEADERS,
+  // A virtual server's in-process credential (src/virtual/credentials.ts) stays in the gateway.
+  'x-portcullis-virtual',
 ])
 
 /**
@@ -742,6 +744,36 @@ const storeSchema = z.strictObject({
   prefix: z.string().regex(/^[\w.:-]{1,64}$/, 'expected up to 64 letters, digits or _ . : -').default('portcullis:'),
 }).refine((store) => [store.sqlite !== undefined, store.memory === true, store.redis !== undefined].filter(Boolean).length <= 1, 'choose one store: sqlite, redis or memory')
 
+/**
+ * virtualServers[] (README "Virtual servers"): one endpoint, `<publicUrl>/<name>/mcp`, whose
+ * tools, prompts and resources are those of its member servers, each still judged by that
+ * member's own access, scopes, policy, limits and audit.
+ */
+const virtualServerSchema = z.strictObject({
+  name: serverName,
+  members: z.array(z.string().min(1, 'expected a server name'), { error: 'expected a list of server names' }).min(1, 'expected at least one member server'),
+  /** auto: names listed by more than one member are prefixed with the member's name; always; never (a collision hides the name). */
+  prefix: z.enum(['auto', 'always', 'never']).default('auto'),
+  /** Between the member's name and the tool's: MCP's tool-name characters only, as it becomes part of a name. */
+  separator: z.string().regex(/^[A-Za-z0-9_.-]{1,8}$/, 'expected 1-8 characters of A-Z, a-z, 0-9, "_", "." or "-" (the characters of an MCP tool name)').default('__'),
+  /**
+   * Allow/deny on the merged names, on top of each member's own policy. Rules with scopes,
+   * limits or audiences belong on the member (servers[].tools), which judges every call.
+   */
+  tools: z.object({
+    allow: z.array(glob).optional(),
+    deny: z.array(glob).default([]),
+  }).catchall(z.unknown()).superRefine((tools, ctx) => {
+    for (const key of Object.keys(tools)) {
+      if (key !== 'allow' && key !== 'deny') ctx.addIssue({ code: 'custom', path: [key], message: `a virtual server takes only allow and deny lists of (merged) tool names; put rules with scopes or limits on the member server (servers[].tools)` })
+    }
+  }).transform(({ allow, deny }) => allow === undefined ? { deny } : { allow, deny }).prefault({}),
+  /** Above this many tools, list search_tools and call_tool instead of every tool. */
+  toolSearch: z.strictObject({
+    above: wholeNumber('expected a number of tools').pipe(z.number().min(0, 'expected 0 or more tools')),
+  }).optional(),
+})
+
 export const configSchema = z.strictObject({
   /**
    * The gateway's public origin: the OAuth issuer and the base of every
@@ -794,6 +826,7 @@ export const configSchema = z.strictObject({
     format: z.enum(['pretty', 'json']).optional(),
   }).default({ level: 'info', requests: false }),
   servers: z.array(serverSchema).min(1, 'expected at least one server'),
+  virtualServers: z.array(virtualServerSchema).default([]),
 }).superRefine((config, ctx) => {
   if (config.publicUrl !== undefined) {
     const url = new URL(config.publicUrl)
@@ -838,7 +871,29 @@ export const configSchema = z.strictObject({
       seen.set(server.name, index)
     }
   })
+  checkVirtualServers(config, ctx)
 })
+
+/** A virtual server's name is a URL path of its own; its members are servers of this file, each once. */
+function checkVirtualServers (config: { servers: ReadonlyArray<{ name: string }>, virtualServers: ReadonlyArray<{ name: string, members: readonly string[] }> }, ctx: z.RefinementCtx): void {
+  const servers = new Set(config.servers.map((s) => s.name))
+  const seen = new Map<string, number>()
+  config.virtualServers.forEach((virtual, index) => {
+    if (servers.has(virtual.name)) {
+      ctx.addIssue({ code: 'custom', path: ['virtualServers', index, 'name'], message: `"${virtual.name}" is already a server's name (both would be /${virtual.name}/mcp); choose another` })
+    }
+    const first = seen.get(virtual.name)
+    if (first !== undefined) ctx.addIssue({ code: 'custom', path: ['virtualServers', index, 'name'], message: `duplicate virtual server name "${virtual.name}" (also virtualServers[${first}])` })
+    else seen.set(virtual.name, index)
+    virtual.members.forEach((member, m) => {
+      if (!servers.has(member)) {
+        ctx.addIssue({ code: 'custom', path: ['virtualServers', index, 'members', m], message: `unknown server ${JSON.stringify(member)}: expected the name of a server under servers (one of: ${[...servers].join(', ')})` })
+      } else if (virtual.members.indexOf(member) !== m) {
+        ctx.addIssue({ code: 'custom', path: ['virtualServers', index, 'members', m], message: `"${member}" is listed twice` })
+      }
+    })
+  })
+}
 
 /**
  * Token exchange sends the user's IdP token to the token endpoint: it must be an OpenID Connect
@@ -891,6 +946,7 @@ export type ApiKeysConfig = z.output<typeof apiKeysSchema>
 export type NamedRule = z.output<typeof namedRuleSchema>
 export type AccessConfig = z.output<typeof accessSchema>
 export type AdminConfig = z.output<typeof adminSchema>
+export type VirtualServerConfig = z.output<typeof virtualServerSchema>
 
 /** The validated config with derived values filled in, frozen once loaded. */
 export type Config = Omit<ParsedConfig, 'publicUrl'> & {

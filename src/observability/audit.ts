@@ -18,6 +18,8 @@ export const MAX_AUDIT_RESULT_CHARS = 4096
 export interface AuditEntry {
   readonly requestId: string
   readonly server: string
+  /** The virtual server the request came through (README "Virtual servers"); `server` is its member. */
+  readonly virtualServer?: string
   readonly transport: string
   readonly method: string
   readonly jsonrpcId: string | number | null

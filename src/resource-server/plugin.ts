@@ -13,7 +13,7 @@
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify'
 import { PortcullisError } from '../errors.js'
 import type { ServerConfig } from '../config/schema.js'
-import type { ResourceCatalog } from '../auth-server/resources.js'
+import type { ResourceCatalog, ResourceTarget } from '../auth-server/resources.js'
 import { bearerChallenge } from './challenge.js'
 import { TokenError, type RequestIdentity, type TokenVerifier } from './verify-token.js'
 import { isApiKey, type ApiKeyVerifier } from './verify-api-key.js'
@@ -22,7 +22,7 @@ import { isApiKey, type ApiKeyVerifier } from './verify-api-key.js'
 const BEARER_RE = /^Bearer +([A-Za-z0-9\-._~+/]+=*) *$/i
 
 /** `legacy`: the request came to the server's 2024-11-05 routes, whose challenge names the /sse metadata (ResourceCatalog.legacyUrlOf). */
-export type Authenticator = (request: FastifyRequest, server: ServerConfig, legacy?: boolean) => Promise<RequestIdentity>
+export type Authenticator = (request: FastifyRequest, server: ResourceTarget, legacy?: boolean) => Promise<RequestIdentity>
 
 /** What a bearer check concluded: ok, missing, insufficient_scope, or why the token was refused. */
 export type TokenCheckResult = 'ok' | 'missing' | 'insufficient_scope' | 'api_key_server' | TokenError['reason']
@@ -84,6 +84,8 @@ export function createAuthenticator (catalog: ResourceCatalog, verifier: TokenVe
 export interface ResourceMetadataOptions {
   readonly catalog: ResourceCatalog
   readonly servers: readonly ServerConfig[]
+  /** Virtual servers (README "Virtual servers"): a resource of their own each. */
+  readonly virtualServers: ReadonlyArray<{ readonly name: string }>
   readonly isGatewayWideAllowed: boolean
 }
 
@@ -107,7 +109,7 @@ export async function resourceMetadataRoutes (app: FastifyInstance, opts: Resour
   }).send())
 
   app.get<{ Params: { name: string } }>(`${WELL_KNOWN}/:name/mcp`, async (request, reply) => {
-    const server = opts.servers.find((s) => s.name === request.params.name)
+    const server = opts.servers.find((s) => s.name === request.params.name) ?? opts.virtualServers.find((s) => s.name === request.params.name)
     if (server === undefined) return send(reply, 404, { error: 'not_found', error_description: `no MCP server named ${JSON.stringify(request.params.name.slice(0, 64))}` })
     return send(reply, 200, documentFor(catalog.urlOf(server.name), server.name))
   })

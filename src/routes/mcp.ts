@@ -27,6 +27,13 @@
  *
  * The 2024-11-05 routes (legacy-sse.ts) run admit and authenticateLegacy, then checkAccess and
  * inspect for their GET; their own refusals are SESSION_NOT_FOUND and TOO_MANY_SESSIONS.
+ *
+ * A virtual server's route (../virtual/routes.ts) runs admit and the token check for its own
+ * resource, then reaches each member through that member's route above, in process: a member's
+ * refusal is relayed as it is. Its own refusals are SESSION_REQUIRED, SESSION_NOT_FOUND,
+ * TOO_MANY_SESSIONS, UPSTREAM_BUSY, POLICY_DENIED (its tools allow/deny), UNKNOWN_TOOL,
+ * INVALID_PARAMS, INVALID_REQUEST (a batch) and LEGACY_UPSTREAM (a 2026-07-28 request while a
+ * member speaks only the 2025 era).
  */
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify'
 import { PortcullisError, jsonRpcErrorPayload, type JsonRpcId } from '../errors.js'
@@ -61,6 +68,11 @@ import { charge } from './mcp/charge.js'
 import { record } from './mcp/record.js'
 import { planResponse } from './mcp/plan-response.js'
 import { relay } from './mcp/relay.js'
+import { VirtualCredentials } from '../virtual/credentials.js'
+import { MemberLink } from '../virtual/member-link.js'
+import { virtualRoutes } from '../virtual/routes.js'
+import { endVirtualSession } from '../virtual/virtual-server.js'
+import type { VirtualSessionTable } from '../virtual/session.js'
 
 /** Before the body is read: shutting down, audit, Origin, another replica's session, the token. */
 const BEFORE_BODY: readonly Step[] = [admit, forwardToOwner, authenticate]
@@ -108,6 +120,13 @@ export interface McpRoutesOptions {
   readonly legacySessions: LegacySessions
   /** Set when telemetry.otlp is: each request gets its spans. */
   readonly tracing?: TraceSettings
+  readonly now?: () => number
+  /** Virtual servers' sessions, shared by every build (SharedParts). */
+  readonly virtualSessions?: VirtualSessionTable
+  /** Registers what to do when a reload retires this build (or it closes). */
+  readonly onRetire?: (fn: () => void) => void
+  /** Registers what to change in shared parts once this build is in force. */
+  readonly onActivate?: (fn: () => void) => void
 }
 
 const MCP_METHODS = ['GET', 'POST', 'DELETE'] as const
@@ -145,6 +164,11 @@ function finishCall (steps: readonly Step[]) {
 
 export async function mcpRoutes (app: FastifyInstance, opts: McpRoutesOptions): Promise<void> {
   const { config, metrics } = opts
+  // Virtual servers reach their members' routes in process, with a credential only this build issues.
+  // Also without virtual servers when sessions are shared (a reload): a removed virtual server's
+  // member sessions are ended through this build's member routes, which must accept the credential.
+  const virtualCredentials = config.virtualServers.length === 0 && opts.virtualSessions === undefined ? undefined : new VirtualCredentials()
+  const link = virtualCredentials === undefined ? undefined : new MemberLink(app, virtualCredentials)
 
   app.decorateRequest('mcpCall', null)
 
@@ -185,7 +209,7 @@ export async function mcpRoutes (app: FastifyInstance, opts: McpRoutesOptions): 
   }
 
   for (const server of config.servers) {
-    const route = routeOf(server, opts)
+    const route = routeOf(server, opts, virtualCredentials)
     const url = `/${server.name}/mcp`
     // Tool labels in metrics: names policy gives, and (plan-response) names the upstream lists.
     metrics.nameTools(server.name, namedToolsOf(server))
@@ -231,10 +255,51 @@ export async function mcpRoutes (app: FastifyInstance, opts: McpRoutesOptions): 
     })
   }
 
+  if (link !== undefined && config.virtualServers.length > 0) {
+    // README "Virtual servers": one endpoint whose members are reached through their own routes above.
+    await virtualRoutes(app, {
+      virtualServers: config.virtualServers,
+      publicUrl: config.publicUrl,
+      link,
+      now: opts.now ?? (() => Date.now()),
+      idleTimeoutOf: (virtual) => Math.max(...virtual.members.map((name) => config.servers.find((s) => s.name === name)?.idleTimeoutMs ?? 0)),
+      isClosing: opts.isClosing,
+      isOriginAllowed: opts.isOriginAllowed,
+      authenticate: opts.authenticate,
+      audit: opts.audit,
+      streamKeeper: opts.streamKeeper,
+      sessions: opts.virtualSessions,
+      onRetire: opts.onRetire,
+    })
+  }
+  if (opts.virtualSessions !== undefined) {
+    // Sessions of virtual servers this build no longer has are forgotten once it is in force (not by a failed build).
+    const names = config.virtualServers.map((virtual) => virtual.name)
+    const table = opts.virtualSessions
+    opts.onActivate?.(() => {
+      // Their member sessions end now (not at the members' idle timeout), through this build's routes.
+      for (const { virtualServer, session } of table.keepOnly(names)) {
+        if (link !== undefined) void endVirtualSession(link, virtualServer, session, session.context)
+      }
+    })
+  }
+  if (config.virtualServers.length > 0) {
+    for (const virtual of config.virtualServers) {
+      app.route({ method: 'OPTIONS', url: `/${virtual.name}/mcp`, config: { mcpServer: virtual.name }, handler: preflight(ALLOW) })
+      app.route({
+        method: ['PUT', 'PATCH', 'HEAD'],
+        url: `/${virtual.name}/mcp`,
+        config: { mcpServer: virtual.name },
+        handler: async () => {
+          throw new PortcullisError('PORTCULLIS_ERR_METHOD_NOT_ALLOWED', 'use POST, GET or DELETE', { headers: { allow: ALLOW } })
+        },
+      })
+    }
+  }
 }
 
 /** What one server's steps share, built once. */
-function routeOf (server: ServerConfig, opts: McpRoutesOptions): McpRoute {
+function routeOf (server: ServerConfig, opts: McpRoutesOptions, virtualCredentials: VirtualCredentials | undefined): McpRoute {
   const { config, limiter } = opts
   const upstream = opts.upstreams.get(server.name)
   if (upstream === undefined) throw new Error(`no upstream adapter for server ${server.name}`)
@@ -270,6 +335,7 @@ function routeOf (server: ServerConfig, opts: McpRoutesOptions): McpRoute {
     replicas: opts.replicas,
     redactions: new WeakMap(),
     captured: new WeakMap(),
+    virtualCredentials,
   }
 }
 

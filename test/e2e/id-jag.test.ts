@@ -33,6 +33,7 @@ async function setup (t: Teardown, options: { idpOverrides?: Record<string, unkn
       { name: 'alpha', transport: 'http', url: upstream.url, scopes: ['alpha:read'], access: { groups: ['eng'] }, tools: { echo: { scopes: ['alpha:write'] } } },
       { name: 'beta', transport: 'http', url: upstream.url },
     ],
+    virtualServers: [{ name: 'both', members: ['alpha', 'beta'] }],
   }, {}, options.canReachIdp === false ? {} : { outboundTestAllowance: { privateHosts: ['localhost'], ca: [idp, ...(options.idps ?? [])].map((i) => i.allowance.ca).join('\n') } })
   return { gw, idp }
 }
@@ -103,6 +104,16 @@ t.test('without a scope in the assertion the token carries what the server requi
   const narrowed = await exchangeAtGateway(s.gw, await idJagFor(s, { scope: 'mcp alpha:read alpha:write' }), AGENT, { scope: 'alpha:read' })
   t.equal(narrowed.body.scope, 'alpha:read', 'the request may narrow what the assertion grants')
   t.equal(s.idp.keyRequests(), 2, 'discovery and the JWKS were fetched once, then the key set was cached')
+})
+
+t.test('an ID-JAG for a virtual server: one token for its members, carrying what they require', async (t) => {
+  const s = await setup(t)
+  const res = await exchangeAtGateway(s.gw, await idJagFor(s, { resource: s.gw.mcpUrl('both') }))
+  t.equal(res.status, 200, String(res.body.error_description))
+  t.equal(res.body.scope, 'alpha:read', 'the scopes its members require')
+  t.equal(decodeJwt(String(res.body.access_token)).aud, s.gw.mcpUrl('both'))
+  const { client } = await connectClient(t, s.gw.mcpUrl('both'), { headers: { authorization: `Bearer ${String(res.body.access_token)}` } })
+  t.equal(textOf(await client.callTool({ name: 'beta__whoami', arguments: {} })), 'fixture', 'the token reaches the members through the virtual server')
 })
 
 t.test('refusals', async (t) => {

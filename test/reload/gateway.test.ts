@@ -271,3 +271,31 @@ t.test('a reload that removes an identity provider revokes the access of the acc
   t.ok(await eventually(async () => await status() === 401, 2000), 'its token is refused within 2 s')
   t.match(gw.logs.text(), /"providerAccounts":1/, 'one account of the removed provider revoked')
 })
+
+t.test('virtual servers: a reload keeps their sessions (and the member sessions behind them), ends the client stream the old build relayed, and a removed one is gone', async (t) => {
+  const st = stdioServer('st')
+  const gw = await startReloadable(t, [st], {}, { virtualServers: [{ name: 'v', members: ['st'] }] })
+  const session = await openSession(gw.url('v'))
+  const pid = JSON.parse(await callText(gw.url('v'), session, 'env')).pid as number
+  const stream = await openStream(t, gw.url('v'), session)
+  t.equal(stream.status, 200, 'the client\'s GET stream is open')
+
+  gw.write([st, stdioServer('other')], { virtualServers: [{ name: 'v', members: ['st', 'other'] }] })
+  t.equal((await gw.gateway.reload('api')).applied, true)
+  t.ok(await eventually(() => stream.text().includes('[stream ended]'), 3000), 'the stream the retired build relayed ends (the client opens it again)')
+  const again = JSON.parse(await callText(gw.url('v'), session, 'st__env')).pid as number
+  t.equal(again, pid, 'the same session, on the same member session: names read again under the new configuration (now prefixed)')
+  t.equal(resultText((await call(gw.url('v'), session, 'other__echo', { text: 'new member' })).body), 'new member', 'the new member joins the session')
+  const reopened = await openStream(t, gw.url('v'), session)
+  t.equal(reopened.status, 200, 'the client\'s stream opens again on the new build')
+  t.ok(await eventually(() => gw.logs.text().includes('retired configuration closed'), 5000), 'the retired build closed')
+  await call(gw.url('v'), session, 'st__broadcast')
+  t.ok(await eventually(() => reopened.text().includes('notifications/tools/list_changed'), 3000), 'the stream the new build relays lives on (the old build\'s close ended only its own)')
+
+  const otherPid = JSON.parse(await callText(gw.url('v'), session, 'other__env')).pid as number
+  t.ok(isProcessAlive(pid) && isProcessAlive(otherPid), 'each member session runs a process')
+  gw.write([st, stdioServer('other')], {})
+  t.equal((await gw.gateway.reload('api')).applied, true)
+  t.equal((await call(gw.url('v'), session, 'st__env')).status, 404, 'a virtual server the reload removed is gone')
+  t.ok(await eventually(() => !isProcessAlive(pid) && !isProcessAlive(otherPid), 5000), 'and its member sessions ended (their processes stopped), though the members stay')
+})

@@ -1,5 +1,8 @@
 import { PortcullisError } from '../../errors.js'
-import type { McpCall } from './call.js'
+import type { McpCall, McpRoute } from './call.js'
+
+/** What admission reads: the route's switches and the exchange (a virtual server's route passes the same). */
+export type AdmitCall = Pick<McpCall, 'request' | 'reply'> & { readonly route: Pick<McpRoute, 'isClosing' | 'audit' | 'isOriginAllowed'> }
 
 /** The audit file is retried every second; a client waits a little longer. */
 const AUDIT_RETRY_AFTER_S = 5
@@ -11,7 +14,7 @@ const CORS_EXPOSE_HEADERS = 'mcp-session-id, mcp-protocol-version, www-authentic
  * Before anything else is read: the gateway is not shutting down (503), can write the audit
  * record (503, fail closed), and the Origin is allowed (403); an allowed one gets its CORS headers.
  */
-export function admit (call: McpCall): void {
+export function admit (call: AdmitCall): void {
   const { isClosing, audit, isOriginAllowed } = call.route
   if (isClosing()) {
     throw new PortcullisError('PORTCULLIS_ERR_SHUTTING_DOWN', undefined, { headers: { connection: 'close', 'retry-after': '1' } })

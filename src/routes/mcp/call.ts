@@ -27,6 +27,7 @@ import type { ToolGuard } from '../../guardrails/tool-guard.js'
 import type { SessionDirectory } from '../../cluster/sessions.js'
 import type { ReplicaForwarder } from '../../cluster/forward.js'
 import { ANONYMOUS, type UserIdentity } from '../../identity.js'
+import type { VirtualCredentials } from '../../virtual/credentials.js'
 
 declare module 'fastify' {
   interface FastifyRequest {
@@ -66,6 +67,8 @@ export interface McpRoute {
   readonly redactions: WeakMap<MessageOutcome, RedactionCounts>
   /** Results recorded for a debugging audit (audit.includeResults), until the record is written. */
   readonly captured: WeakMap<MessageOutcome, string>
+  /** The handles virtual servers' in-process requests carry (README "Virtual servers"). */
+  readonly virtualCredentials: VirtualCredentials | undefined
 }
 
 /** A step of the route: reads the call, extends it, or answers (throwing a PortcullisError is answering). */
@@ -81,6 +84,8 @@ export class McpCall implements FailureRecord {
   /** The caller as policy sees it, and the key its rate limits are counted under. */
   caller: Caller = ANONYMOUS_CALLER
   callerKey = ''
+  /** The virtual server this request came through (its in-process credential), for the audit. */
+  virtualServer: string | undefined = undefined
   /** The inspected JSON-RPC body (POST only); what policy, limits and audit read. */
   inspection: McpInspection | null = null
   /** The gate's decision per message, in the body's order. */
@@ -133,7 +138,7 @@ export async function runSteps (call: McpCall, steps: readonly Step[]): Promise<
  * A machine client (client_credentials) is its own principal, kept apart from any user: its
  * `sub` is its client id, which must never make it a user of the same name.
  */
-function userOf (identity: RequestIdentity | null): UserIdentity {
+export function userOf (identity: RequestIdentity | null): UserIdentity {
   if (identity === null) return ANONYMOUS
   if (identity.isClient) return { id: `client:${identity.clientId}`, name: identity.clientId, groups: [], isClient: true }
   return { id: identity.id, name: identity.name, groups: identity.groups ?? [], ...(identity.email === undefined ? {} : { email: identity.email }) }

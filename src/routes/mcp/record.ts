@@ -38,6 +38,7 @@ function finish (call: McpCall): void {
     audit.record({
       requestId: request.id,
       server: server.name,
+      ...(call.virtualServer === undefined ? {} : { virtualServer: call.virtualServer }),
       transport: server.transport,
       method: o.message.method ?? '',
       jsonrpcId: o.message.id ?? null,

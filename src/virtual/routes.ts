@@ -1,0 +1,482 @@
+/**
+ * The route of each virtual server, `/<name>/mcp` (README "Virtual servers"): admission and the
+ * token check against the virtual server's own resource, then the gateway answers initialize
+ * and the lists itself and routes everything else to the member it belongs to. Registered by
+ * the MCP routes' plugin, so body parsing and the error answers are theirs.
+ */
+import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify'
+import { PortcullisError, jsonRpcError, type JsonRpcId } from '../errors.js'
+import type { VirtualServerConfig } from '../config/schema.js'
+import { inspectBody, type McpMessage } from '../mcp/jsonrpc.js'
+import { KNOWN_REVISIONS, isModernRevision } from '../mcp/headers.js'
+import type { Authenticator } from '../resource-server/plugin.js'
+import type { RequestIdentity } from '../resource-server/verify-token.js'
+import type { AuditLog } from '../observability/audit.js'
+import type { OriginPolicy } from '../mcp/origin.js'
+import { sseMessageEvent } from '../upstreams/response-edit.js'
+import type { StreamKeeper } from '../upstreams/stream-keeper.js'
+import { admit } from '../routes/mcp/admit.js'
+import { userOf } from '../routes/mcp/call.js'
+import { VERSION } from '../version.js'
+import { readAll, type MemberLink, type MemberResponse } from './member-link.js'
+import { SseEventReader } from '../upstreams/sse-events.js'
+import { CALL_TOOL_NAME, SEARCH_TOOLS_NAME, ToolIndex, parseCallToolArgs, parseSearchArgs, searchResult, toolSearchTools } from './tool-search.js'
+import { MODERN_REVISION, VirtualServer, refusalOf, type MemberRefusal, type VirtualContext } from './virtual-server.js'
+import type { ClientHello, VirtualSession, VirtualSessionTable } from './session.js'
+
+export interface VirtualRoutesOptions {
+  readonly virtualServers: readonly VirtualServerConfig[]
+  readonly publicUrl: string
+  readonly link: MemberLink
+  readonly now: () => number
+  /** A virtual session's idle timeout: that of its longest-lived member. */
+  readonly idleTimeoutOf: (virtual: VirtualServerConfig) => number
+  readonly isClosing: () => boolean
+  readonly isOriginAllowed: OriginPolicy
+  /** Undefined when auth is disabled: every request is anonymous. */
+  readonly authenticate: Authenticator | undefined
+  readonly audit: AuditLog | undefined
+  readonly streamKeeper: StreamKeeper | undefined
+  /** Every build's sessions (SharedParts): a reload keeps them. */
+  readonly sessions: VirtualSessionTable | undefined
+  /** Registers what to do when a reload retires this build. */
+  readonly onRetire: ((fn: () => void) => void) | undefined
+}
+
+/** The revision a virtual session speaks when the client asks for one the gateway does not know. */
+const DEFAULT_PROTOCOL_VERSION = '2025-11-25'
+/** Response headers of a member's refusal that are the client's to see. */
+const RELAYED_HEADERS = /^(?:content-type|retry-after|ratelimit-.*|www-authenticate)$/
+const SWEEP_INTERVAL_MS = 30_000
+
+type Item = Record<string, unknown>
+
+/** What a virtual server offers: whatever its members offer, merged, with list changes announced. */
+const SERVER_CAPABILITIES = { tools: { listChanged: true }, prompts: { listChanged: true }, resources: { listChanged: true } }
+
+export async function virtualRoutes (app: FastifyInstance, opts: VirtualRoutesOptions): Promise<void> {
+  const identities = new WeakMap<FastifyRequest, RequestIdentity | null>()
+  const servers = opts.virtualServers.map((config) => new VirtualServer(config, { link: opts.link, now: opts.now, idleTimeoutMs: opts.idleTimeoutOf(config), streamKeeper: opts.streamKeeper, sessions: opts.sessions?.of(config.name) }))
+  const sweep = setInterval(() => {
+    for (const server of servers) void server.sweep()
+  }, SWEEP_INTERVAL_MS)
+  sweep.unref()
+  // Retired by a reload: the newest build sweeps the shared sessions; the client streams this one relays end.
+  opts.onRetire?.(() => {
+    clearInterval(sweep)
+    for (const server of servers) server.retire()
+  })
+  // GET streams never end by themselves: at close, those this build relays end (never another
+  // build's: the sessions are shared). Member sessions end with their upstreams at shutdown.
+  app.addHook('preClose', async () => {
+    clearInterval(sweep)
+    for (const server of servers) server.retire()
+  })
+
+  for (const server of servers) {
+    const route = { isClosing: opts.isClosing, audit: opts.audit, isOriginAllowed: opts.isOriginAllowed }
+    const target = { name: server.name, scopes: [] }
+    app.route({
+      method: ['GET', 'POST', 'DELETE'],
+      url: `/${server.name}/mcp`,
+      exposeHeadRoute: false,
+      config: { mcpServer: server.name },
+      // Before the body: shutting down, audit, Origin, then the token for this virtual server's resource.
+      onRequest: async (request, reply) => {
+        admit({ route, request, reply })
+        identities.set(request, opts.authenticate === undefined ? null : await opts.authenticate(request, target))
+      },
+      handler: async (request, reply) => {
+        const stored = identities.get(request)
+        // Fail closed: with auth on, a request whose identity was not stored is no anonymous one.
+        if (stored === undefined && opts.authenticate !== undefined) throw new PortcullisError('PORTCULLIS_ERR_UNAUTHORIZED', 'this MCP server needs an OAuth access token')
+        const identity = stored ?? null
+        const ctx: VirtualContext = { grant: { identity, virtualServer: server.name }, ip: request.ip, log: request.log }
+        const exchange: Exchange = { server, ctx, request, reply, owner: { user: userOf(identity).id, client: identity?.clientId ?? '' }, opts }
+        if (request.method === 'POST') return post(exchange)
+        const session = server.sessionOf(sessionIdOf(request), exchange.owner, ctx)
+        if (request.method === 'DELETE') {
+          await server.end(session, ctx)
+          return reply.code(200).send()
+        }
+        return openStream(exchange, session)
+      },
+    })
+  }
+}
+
+interface Exchange {
+  readonly server: VirtualServer
+  readonly ctx: VirtualContext
+  readonly request: FastifyRequest
+  readonly reply: FastifyReply
+  readonly owner: { readonly user: string, readonly client: string }
+  readonly opts: VirtualRoutesOptions
+  /** A 2026-07-28 request: the gateway's own results say they are complete (resultType). */
+  readonly isModern?: boolean
+}
+
+function sessionIdOf (request: FastifyRequest): string {
+  const id = request.headers['mcp-session-id']
+  if (typeof id !== 'string' || id === '') throw new PortcullisError('PORTCULLIS_ERR_SESSION_REQUIRED')
+  return id
+}
+
+/** The client's GET: an event stream of its own, fed by each open member's. */
+async function openStream (ex: Exchange, session: VirtualSession): Promise<FastifyReply> {
+  const { reply } = ex
+  reply.hijack()
+  const res = reply.raw
+  res.writeHead(200, { 'content-type': 'text/event-stream', 'cache-control': 'no-cache', 'x-accel-buffering': 'no' })
+  res.flushHeaders()
+  await ex.server.openClientStream(session, ex.ctx, res)
+  return reply
+}
+
+async function post (ex: Exchange): Promise<FastifyReply> {
+  const { request, server, ctx } = ex
+  const inspection = inspectBody(request.body as Buffer | undefined)
+  if (inspection.isBatch) throw new PortcullisError('PORTCULLIS_ERR_INVALID_REQUEST', 'a virtual server takes one JSON-RPC message per POST (JSON-RPC batches were removed in MCP 2025-06-18)')
+  const message = inspection.messages[0]
+  if (message === undefined) throw new PortcullisError('PORTCULLIS_ERR_INVALID_REQUEST')
+  if (message.method === 'initialize') return initialize(ex, message)
+  // MCP 2026-07-28: no session; every request carries the client's _meta.
+  if (inspection.modernVersion !== undefined && request.headers['mcp-session-id'] === undefined) return stateless(ex, message)
+  const session = server.sessionOf(sessionIdOf(request), ex.owner, ctx)
+  if (message.kind === 'response') return answerToMember(ex, session, message)
+  if (message.kind === 'notification') return notify(ex, session, message)
+  return dispatch(ex, session, message)
+}
+
+/** A 2026-07-28 request: server/discover answered here, anything else as in a session that lives for this request only. */
+async function stateless (ex: Exchange, message: McpMessage): Promise<FastifyReply> {
+  if (message.kind !== 'request') return ex.reply.code(202).send()
+  const id = message.id ?? null
+  const meta = asItem(message.params?._meta)
+  const session = await ex.server.statelessSession(ex.owner, ex.ctx, meta, id)
+  if (message.method === 'server/discover') {
+    return answer(ex, id, {
+      supportedVersions: [MODERN_REVISION],
+      capabilities: SERVER_CAPABILITIES,
+      resultType: 'complete',
+      ttlMs: 0,
+      cacheScope: 'private',
+      _meta: { 'io.modelcontextprotocol/serverInfo': { name: `portcullis/${ex.server.name}`, version: VERSION } },
+    })
+  }
+  return dispatch({ ...ex, isModern: true }, session, message)
+}
+
+/** The gateway answers initialize itself: no member is asked until the client needs one. */
+function initialize (ex: Exchange, message: McpMessage): FastifyReply {
+  const params = message.params ?? {}
+  const asked = typeof params.protocolVersion === 'string' ? params.protocolVersion : DEFAULT_PROTOCOL_VERSION
+  const protocolVersion = KNOWN_REVISIONS.has(asked) && !isModernRevision(asked) ? asked : DEFAULT_PROTOCOL_VERSION
+  const hello: ClientHello = { protocolVersion, capabilities: asItem(params.capabilities), clientInfo: asItem(params.clientInfo) }
+  const session = ex.server.open(ex.owner, hello, ex.ctx)
+  const result = {
+    protocolVersion,
+    capabilities: SERVER_CAPABILITIES,
+    serverInfo: { name: `portcullis/${ex.server.name}`, version: VERSION },
+  }
+  return ex.reply.code(200).header('mcp-session-id', session.id).type('application/json').send({ jsonrpc: '2.0', id: message.id ?? null, result })
+}
+
+/** A client's answer to a member's request (elicitation, sampling, roots) goes back to that member with its own id. */
+async function answerToMember (ex: Exchange, session: VirtualSession, message: McpMessage): Promise<FastifyReply> {
+  const target = ex.server.answerTarget(message.id)
+  if (target === undefined) return ex.reply.code(202).send()
+  const res = await ex.server.toMember(session, ex.ctx, target.member, { ...message.value, id: target.id })
+  if ('body' in res) res.body.resume()
+  return ex.reply.code(202).send()
+}
+
+/** A cancellation goes to the member running the request; other notifications to every open member. */
+async function notify (ex: Exchange, session: VirtualSession, message: McpMessage): Promise<FastifyReply> {
+  const { server, ctx } = ex
+  if (message.method === 'notifications/initialized') return ex.reply.code(202).send()
+  const members = message.method === 'notifications/cancelled'
+    ? [session.inflight.get(JSON.stringify(message.params?.requestId ?? null))].filter((m) => m !== undefined)
+    : [...session.members.keys()]
+  await Promise.all(members.map(async (member) => {
+    const res = await server.toMember(session, ctx, member, message.value)
+    if ('body' in res) res.body.resume()
+  }))
+  return ex.reply.code(202).send()
+}
+
+async function dispatch (ex: Exchange, session: VirtualSession, message: McpMessage): Promise<FastifyReply> {
+  const { server, ctx } = ex
+  const id = message.id ?? null
+  const params = message.params ?? {}
+  switch (message.method) {
+    case 'ping':
+      return answer(ex, id, {})
+    case 'tools/list': {
+      const merged = await server.listTools(session, ctx)
+      return answer(ex, id, listResult(ex, { tools: await isSearchActive(ex, session) ? toolSearchTools() : merged.tools }))
+    }
+    case 'prompts/list':
+      return answer(ex, id, listResult(ex, { prompts: await server.listPrompts(session, ctx) }))
+    case 'resources/list':
+      return answer(ex, id, listResult(ex, { resources: await server.listResources(session, ctx) }))
+    case 'resources/templates/list':
+      return answer(ex, id, listResult(ex, { resourceTemplates: await server.listResourceTemplates(session, ctx) }))
+    case 'tools/call':
+      return callTool(ex, session, message, String(params.name ?? ''), params.arguments)
+    case 'prompts/get': {
+      const found = await server.resolvePrompt(session, ctx, String(params.name ?? ''))
+      if (found === undefined) throw new PortcullisError('PORTCULLIS_ERR_INVALID_PARAMS', `no prompt named ${JSON.stringify(String(params.name ?? '').slice(0, 100))} on virtual server "${server.name}"`, { id })
+      return forward(ex, session, found.member, { ...message.value, params: { ...params, name: found.name } }, id)
+    }
+    case 'resources/read':
+    case 'resources/subscribe':
+    case 'resources/unsubscribe': {
+      const member = await server.resourceMember(session, ctx, String(params.uri ?? ''))
+      if (member === undefined) throw new PortcullisError('PORTCULLIS_ERR_INVALID_PARAMS', `no member of virtual server "${server.name}" serves ${JSON.stringify(String(params.uri ?? '').slice(0, 200))}`, { id })
+      return forward(ex, session, member, message.value, id)
+    }
+    case 'completion/complete':
+      return complete(ex, session, message)
+    case 'logging/setLevel':
+      await Promise.all([...session.members.keys()].map(async (member) => {
+        const res = await server.toMember(session, ctx, member, message.value)
+        if ('body' in res) res.body.resume()
+      }))
+      return answer(ex, id, {})
+    default:
+      return ex.reply.code(200).type('application/json').send({ jsonrpc: '2.0', id, error: { code: -32601, message: `Method not found: ${String(message.method).slice(0, 100)}` } })
+  }
+}
+
+/**
+ * tools/call: the virtual server's own allow/deny on the merged name first, then the member
+ * under the tool's own name (where the member's policy, limits and audit judge it). With
+ * toolSearch, search_tools answers here and call_tool is a call of the tool it names.
+ */
+async function callTool (ex: Exchange, session: VirtualSession, message: McpMessage, name: string, args: unknown): Promise<FastifyReply> {
+  const { server, ctx } = ex
+  const id = message.id ?? null
+  if (await isSearchActive(ex, session)) {
+    if (name === SEARCH_TOOLS_NAME) {
+      const parsed = parseSearchArgs(args)
+      if ('error' in parsed) return answer(ex, id, toolError(parsed.error))
+      const tools = session.tools ?? await server.listTools(session, ctx)
+      return answer(ex, id, searchResult(new ToolIndex(tools.tools).search(parsed.query, parsed.limit)))
+    }
+    if (name === CALL_TOOL_NAME) {
+      const parsed = parseCallToolArgs(args)
+      if ('error' in parsed) return answer(ex, id, toolError(parsed.error))
+      if (parsed.name === SEARCH_TOOLS_NAME || parsed.name === CALL_TOOL_NAME) return answer(ex, id, toolError(`call ${parsed.name} directly, not through ${CALL_TOOL_NAME}`))
+      return callMember(ex, session, message, parsed.name, parsed.arguments)
+    }
+  }
+  return callMember(ex, session, message, name, args)
+}
+
+/** toolSearch (README "Virtual servers"): the two tools stand in for the list while it is longer than `above`. */
+async function isSearchActive (ex: Exchange, session: VirtualSession): Promise<boolean> {
+  const search = ex.server.config.toolSearch
+  if (search === undefined) return false
+  const tools = session.tools ?? await ex.server.listTools(session, ex.ctx)
+  return tools.tools.length > search.above
+}
+
+async function callMember (ex: Exchange, session: VirtualSession, message: McpMessage, name: string, args: unknown): Promise<FastifyReply> {
+  const { server, ctx } = ex
+  const id = message.id ?? null
+  // The name is resolved first: the policy judges the member's tool behind it (see isToolAllowed).
+  const found = await server.resolveTool(session, ctx, name)
+  if (!server.isToolAllowed(name, found)) {
+    recordDenial(ex, message, name)
+    throw new PortcullisError('PORTCULLIS_ERR_POLICY_DENIED', `tool "${name}" is denied on virtual server "${server.name}"`, { id })
+  }
+  if (found === undefined) throw new PortcullisError('PORTCULLIS_ERR_UNKNOWN_TOOL', `no tool named ${JSON.stringify(name.slice(0, 100))} on virtual server "${server.name}"; list the tools again`, { id })
+  const params = { ...(message.params ?? {}), name: found.name, ...(args === undefined ? {} : { arguments: args }) }
+  return forward(ex, session, found.member, { ...message.value, params }, id)
+}
+
+/** completion/complete names a prompt (merged name) or a resource (URI): routed as those are. */
+async function complete (ex: Exchange, session: VirtualSession, message: McpMessage): Promise<FastifyReply> {
+  const { server, ctx } = ex
+  const id = message.id ?? null
+  const params = message.params ?? {}
+  const ref = asItem(params.ref)
+  if (ref.type === 'ref/prompt') {
+    const found = await server.resolvePrompt(session, ctx, String(ref.name ?? ''))
+    if (found !== undefined) return forward(ex, session, found.member, { ...message.value, params: { ...params, ref: { ...ref, name: found.name } } }, id)
+  } else if (ref.type === 'ref/resource') {
+    const member = await server.resourceMember(session, ctx, String(ref.uri ?? ''))
+    if (member !== undefined) return forward(ex, session, member, message.value, id)
+  }
+  throw new PortcullisError('PORTCULLIS_ERR_INVALID_PARAMS', 'the completion\'s ref names no prompt or resource of this virtual server', { id })
+}
+
+/** A refusal by the virtual server's own rules is audited as the members' are. */
+function recordDenial (ex: Exchange, message: McpMessage, name: string): void {
+  const identity = ex.ctx.grant.identity
+  ex.opts.audit?.record({
+    requestId: ex.request.id,
+    server: ex.server.name,
+    virtualServer: ex.server.name,
+    transport: 'virtual',
+    method: 'tools/call',
+    jsonrpcId: message.id ?? null,
+    target: { kind: 'tool', name },
+    user: identity === null ? null : { sub: identity.id, username: identity.name },
+    clientId: identity?.clientId ?? null,
+    ip: ex.request.ip,
+    decision: 'denied',
+    reason: `virtualServers.${ex.server.name}.tools`,
+    status: 403,
+    latencyMs: Math.round(ex.reply.elapsedTime * 10) / 10,
+  })
+}
+
+/**
+ * One request to its member, and the member's answer to the client: a refusal as the member
+ * route answered it, JSON as it is, an event stream event by event (progress passes; a
+ * member's own request gets an id the client's answer can be routed back by).
+ */
+async function forward (ex: Exchange, session: VirtualSession, member: string, body: Item, id: JsonRpcId): Promise<FastifyReply> {
+  const { server, ctx } = ex
+  const reply = ex.reply
+  const key = JSON.stringify(id)
+  session.inflight.set(key, member)
+  try {
+    const res = await server.toMember(session, ctx, member, body)
+    if (!('body' in res)) return sendRefusal(ex, member, res, id)
+    if (res.status >= 400) return sendRefusal(ex, member, await refusalOf(res), id)
+    if (res.status === 202) {
+      res.body.resume()
+      return reply.code(202).send()
+    }
+    if (!String(res.headers['content-type'] ?? '').startsWith('text/event-stream')) {
+      const text = await readAll(res.body)
+      // The answer carries the client's own id already: relayed as the member route wrote it,
+      // unless it holds a server->client request (whose id is rewritten), or is not one message.
+      if (text !== '' && !hasMethod(text)) return reply.code(200).type('application/json').send(text)
+      const messages = parsedMessages(text).map((message) => server.fromMember(member, message))
+      return reply.code(200).type('application/json').send(messages.length === 1 ? messages[0] : messages)
+    }
+    await relayStream(ex, session, member, res)
+    return reply
+  } finally {
+    session.inflight.delete(key)
+  }
+}
+
+async function relayStream (ex: Exchange, session: VirtualSession, member: string, res: MemberResponse): Promise<void> {
+  const { reply, server } = ex
+  reply.hijack()
+  const out = reply.raw
+  out.writeHead(200, { 'content-type': 'text/event-stream', 'cache-control': 'no-cache', 'x-accel-buffering': 'no' })
+  // The client left: the member's answer is not read further (the member route sees its client go).
+  out.once('close', () => { if (!out.writableFinished) res.destroy() })
+  const keeper = ex.opts.streamKeeper
+  const kept = keeper?.add(out)
+  try {
+    const reader = new SseEventReader()
+    for await (const chunk of res.body) {
+      if (out.destroyed) break
+      for (const { event: name, data } of reader.push(chunk as Buffer)) {
+        if (name !== 'message' || data === '') continue
+        const event = relayedEvent(ex, session, member, data)
+        if (event === undefined) continue
+        out.write(event)
+        if (kept !== undefined) keeper?.wrote(kept, event)
+      }
+    }
+  } catch (err) {
+    ex.ctx.log.info({ virtualServer: server.name, member, err: { message: (err as Error).message } }, 'virtual member answer relay ended early')
+  }
+  out.end()
+}
+
+/**
+ * One event of a member's answer stream, for the client. The answer and the progress
+ * notifications need nothing changed: their data is written as the member route wrote it (no
+ * parse, no re-encode). Only a message with a method is read: a server->client request gets a
+ * rewritten id, and a tools/list_changed forgets a 2026-07-28 caller's kept tool table (its
+ * request's stream is where it hears of changes).
+ */
+function relayedEvent (ex: Exchange, session: VirtualSession, member: string, data: string): string | undefined {
+  // Data on several lines (JSON may hold newlines) is written again as one line: SSE framing.
+  const isOneLine = !data.includes('\n')
+  if (isOneLine && !hasMethod(data)) return `event: message\ndata: ${data}\n\n`
+  const message = parsedMessages(data)[0]
+  if (message === undefined) return undefined
+  if (message.method === 'notifications/tools/list_changed') ex.server.forgetTools(session)
+  const isRequest = typeof message.method === 'string' && 'id' in message
+  return isOneLine && !isRequest ? `event: message\ndata: ${data}\n\n` : sseMessageEvent(ex.server.fromMember(member, message))
+}
+
+/** A key "method" in the JSON text (inside a string it would be escaped: \"method\"). */
+function hasMethod (text: string): boolean {
+  return text.includes('"method"')
+}
+
+/** The JSON-RPC messages of a member's JSON text: one, a batch, or none when it is not JSON. */
+function parsedMessages (text: string): Item[] {
+  let parsed: unknown
+  try {
+    parsed = JSON.parse(text)
+  } catch {
+    return []
+  }
+  return (Array.isArray(parsed) ? parsed : [parsed]).filter((message): message is Item => message !== null && typeof message === 'object' && !Array.isArray(message))
+}
+
+/**
+ * A member's 404 (its session gone even after one new one) or 401 would tell the client its
+ * virtual session is gone or to sign in again — neither is true: the gateway's own hop failed.
+ * Answered as the member being unavailable (STYLE.md: never a client-fault code for an internal failure).
+ */
+const MISLEADING_STATUSES = new Set([401, 404])
+
+/** The member route's refusal for the client: its status, Retry-After and rate-limit headers, its JSON-RPC error with the client's id. */
+function sendRefusal (ex: Exchange, member: string, refusal: MemberRefusal, id: JsonRpcId): FastifyReply {
+  const { reply, server } = ex
+  if (MISLEADING_STATUSES.has(refusal.status)) {
+    ex.ctx.log.warn({ virtualServer: server.name, member, status: refusal.status }, 'virtual member refused the in-process request')
+    const err = new PortcullisError('PORTCULLIS_ERR_UPSTREAM_UNAVAILABLE', `member "${member}" of virtual server "${server.name}" is unavailable`, { id })
+    return reply.code(err.status).type('application/json').send(jsonRpcError(err, id))
+  }
+  const headers: Record<string, string> = {}
+  for (const [name, value] of Object.entries(refusal.headers)) {
+    if (RELAYED_HEADERS.test(name) && (typeof value === 'string' || typeof value === 'number')) headers[name] = String(value)
+  }
+  // A step-up challenge names this virtual server's resource: the client's token is for it.
+  const challenge = headers['www-authenticate']
+  if (challenge !== undefined) headers['www-authenticate'] = challenge.replace(/resource_metadata="[^"]*"/, `resource_metadata="${ex.opts.publicUrl}/.well-known/oauth-protected-resource/${server.name}/mcp"`)
+  const body = withId(refusal.text, id) ?? jsonRpcError(new PortcullisError('PORTCULLIS_ERR_UPSTREAM_UNAVAILABLE'), id)
+  return reply.code(refusal.status).headers(headers).type('application/json').send(body)
+}
+
+/** A member's JSON-RPC error body, answering the client's id (it may have answered the virtual layer's own initialize). */
+function withId (text: string, id: JsonRpcId): Item | undefined {
+  try {
+    const parsed: unknown = JSON.parse(text)
+    return parsed !== null && typeof parsed === 'object' && !Array.isArray(parsed) ? { ...parsed as Item, id } : undefined
+  } catch {
+    return undefined
+  }
+}
+
+function answer (ex: Exchange, id: JsonRpcId, result: object): FastifyReply {
+  return ex.reply.code(200).type('application/json').send({ jsonrpc: '2.0', id, result: ex.isModern === true ? { ...result, resultType: 'complete' } : result })
+}
+
+/** MCP 2026-07-28: a list says how long it may be cached, and for whom (each caller's lists differ: members filter them by policy). */
+function listResult (ex: Exchange, result: Item): Item {
+  return ex.isModern === true ? { ...result, ttlMs: 0, cacheScope: 'private' } : result
+}
+
+/** A tool-level error the model reads (MCP: isError results, not protocol errors, for what the model can fix). */
+function toolError (text: string): Item {
+  return { content: [{ type: 'text', text }], isError: true }
+}
+
+function asItem (value: unknown): Item {
+  return value !== null && typeof value === 'object' && !Array.isArray(value) ? value as Item : {}
+}

@@ -1,0 +1,281 @@
+// The virtual server's bookkeeping without members: the in-process credential, server-request ids,
+// the virtual allow/deny, session ownership, caps and the idle sweep (src/virtual/*).
+import t from 'tap'
+import type { ServerResponse } from 'node:http'
+import { PassThrough } from 'node:stream'
+import Fastify, { type FastifyInstance } from 'fastify'
+import { parseConfig } from '../../src/config/load.js'
+import { VirtualCredentials } from '../../src/virtual/credentials.js'
+import { MemberLink } from '../../src/virtual/member-link.js'
+import { literalPrefix, MAX_VIRTUAL_SESSIONS_PER_USER, VirtualServer, type VirtualContext } from '../../src/virtual/virtual-server.js'
+import type { PortcullisError } from '../../src/errors.js'
+import { McpCall, runSteps, type McpRoute } from '../../src/routes/mcp/call.js'
+import { authenticate } from '../../src/routes/mcp/authenticate.js'
+import type { RequestIdentity } from '../../src/resource-server/verify-token.js'
+
+const CONFIG = parseConfig(`
+servers:
+  - {name: github, transport: http, url: "http://127.0.0.1:9/mcp"}
+  - {name: memory, transport: http, url: "http://127.0.0.1:9/mcp"}
+virtualServers:
+  - {name: work, members: [github, memory], tools: {allow: ["github__*", "recall"], deny: ["github__delete_*"]}}
+`, 'gw.yaml', {})
+const HELLO = { protocolVersion: '2025-11-25', capabilities: {}, clientInfo: { name: 't', version: '1' } }
+
+function serverWithClock (): { server: VirtualServer, clock: { now: number }, ctx: VirtualContext } {
+  const clock = { now: 1_000_000 }
+  const app = Fastify()
+  t.teardown(() => app.close())
+  const config = CONFIG.virtualServers[0]
+  if (config === undefined) throw new Error('no virtual server')
+  const server = new VirtualServer(config, { link: new MemberLink(app, new VirtualCredentials()), now: () => clock.now, idleTimeoutMs: 60_000 })
+  const ctx: VirtualContext = { grant: { identity: null, virtualServer: 'work' }, ip: '127.0.0.1', log: app.log }
+  return { server, clock, ctx }
+}
+
+t.test('the in-process credential: issued for one member, accepted only there, gone once revoked', async (t) => {
+  const credentials = new VirtualCredentials()
+  const handle = credentials.issue({ identity: null, virtualServer: 'work', member: 'github' })
+  t.match(handle, /^[A-Za-z0-9_-]{43}$/, '32 random bytes, base64url')
+  t.same(credentials.accept(handle, 'github'), { identity: null, virtualServer: 'work', member: 'github' })
+  t.equal(credentials.accept(handle, 'memory'), undefined, 'not for another member')
+  t.equal(credentials.accept(['x', handle], 'github'), undefined, 'a repeated header is no handle')
+  t.equal(credentials.accept(`${handle}x`, 'github'), undefined)
+  credentials.revoke(handle)
+  t.equal(credentials.accept(handle, 'github'), undefined, 'revoked')
+  t.equal(credentials.size, 0)
+})
+
+t.test('a member\'s own request gets an id unique in the session; the client\'s answer finds the member and the id again', async (t) => {
+  const { server } = serverWithClock()
+  const rewritten = server.fromMember('memory', { jsonrpc: '2.0', id: 7, method: 'elicitation/create', params: {} })
+  t.equal(rewritten.id, 'memory~7', 'the member\'s name, not its position')
+  t.same(server.answerTarget('memory~7'), { member: 'memory', id: 7 })
+  t.same(server.answerTarget(String(server.fromMember('github', { id: 'abc', method: 'roots/list' }).id)), { member: 'github', id: 'abc' })
+  t.equal(server.answerTarget('slack~7'), undefined, 'no such member')
+  t.equal(server.answerTarget('github~{"a":1}'), undefined, 'an id is a string or a number')
+  t.equal(server.answerTarget('github~not json'), undefined)
+  // A reload that reorders the members: an answer in flight still goes to the member that asked.
+  const config = CONFIG.virtualServers[0]
+  if (config === undefined) throw new Error('no virtual server')
+  const reordered = new VirtualServer({ ...config, members: ['memory', 'github'] }, { link: new MemberLink(Fastify(), new VirtualCredentials()), now: Date.now, idleTimeoutMs: 60_000 })
+  t.same(reordered.answerTarget(String(rewritten.id)), { member: 'memory', id: 7 }, 'routed by name after a reorder')
+  t.equal(server.answerTarget(3), undefined, 'the client\'s own ids are not routed')
+  const notification = { jsonrpc: '2.0', method: 'notifications/progress', params: { progressToken: 1 } }
+  t.equal(server.fromMember('github', notification), notification, 'notifications pass unchanged')
+  const answer = { jsonrpc: '2.0', id: 3, result: {} }
+  t.equal(server.fromMember('github', answer), answer, 'answers to the client\'s requests keep its id')
+})
+
+t.test('the virtual allow/deny on merged names', async (t) => {
+  const { server } = serverWithClock()
+  t.ok(server.isToolAllowed('github__search'))
+  t.ok(server.isToolAllowed('recall'))
+  t.notOk(server.isToolAllowed('github__delete_repo'), 'deny wins over allow')
+  t.notOk(server.isToolAllowed('memory__store'), 'not allowed')
+})
+
+t.test('the virtual allow/deny also on <member><separator><name>: what the other members list cannot lift a deny', async (t) => {
+  const { server } = serverWithClock()
+  t.notOk(server.isToolAllowed('delete_repo', { member: 'github', name: 'delete_repo' }), 'a name only github lists, kept as is (prefix: auto): still denied')
+  t.ok(server.isToolAllowed('store', { member: 'github', name: 'store' }), 'allowed by github__* on its full name')
+  t.ok(server.isToolAllowed('recall', { member: 'memory', name: 'recall' }), 'an allow on the merged name admits')
+  t.notOk(server.isToolAllowed('delete_reports_of_the_quarter_0123abcd', { member: 'github', name: 'delete_reports_of_the_quarter_and_more' }), 'a shortened name is judged on its full one')
+  const config = CONFIG.virtualServers[0]
+  if (config === undefined) throw new Error('no virtual server')
+  const plain = new VirtualServer({ ...config, tools: { deny: ['echo'] } }, { link: new MemberLink(Fastify(), new VirtualCredentials()), now: Date.now, idleTimeoutMs: 60_000 })
+  t.notOk(plain.isToolAllowed('echo', { member: 'github', name: 'echo' }), 'a deny on a plain name refuses it')
+  t.notOk(plain.isToolAllowed('github__echo', { member: 'github', name: 'echo' }), 'and still when another member also lists echo and both are prefixed')
+  t.ok(plain.isToolAllowed('github__search', { member: 'github', name: 'search' }))
+})
+
+interface MemberState { isUp: boolean, opened: number, deleted: string[], live: Set<string> }
+const memberState = (): MemberState => ({ isUp: true, opened: 0, deleted: [], live: new Set() })
+
+/** A stand-in member route on `app` (POST, DELETE): 503 while `state.isUp` is false, 404 for a session it does not hold. */
+function memberRoute (app: FastifyInstance, member: string, state: MemberState): void {
+  app.post(`/${member}/mcp`, async (request, reply) => {
+    if (!state.isUp) return reply.code(503).send({ jsonrpc: '2.0', id: null, error: { code: -32000, message: 'down' } })
+    const message = request.body as { id?: string, method: string }
+    if (message.method === 'initialize') {
+      state.opened++
+      state.live.add(`${member}-${state.opened}`)
+      return reply.code(200).header('mcp-session-id', `${member}-${state.opened}`).send({ jsonrpc: '2.0', id: message.id, result: { protocolVersion: '2025-11-25', capabilities: { tools: {} } } })
+    }
+    if (!state.live.has(String(request.headers['mcp-session-id']))) return reply.code(404).send({ jsonrpc: '2.0', id: null, error: { code: -32001, message: 'Session not found' } })
+    if (message.id === undefined) return reply.code(202).send()
+    return reply.code(200).send({ jsonrpc: '2.0', id: message.id, result: {} })
+  })
+  app.delete(`/${member}/mcp`, async (request, reply) => {
+    state.deleted.push(String(request.headers['mcp-session-id']))
+    state.live.delete(String(request.headers['mcp-session-id']))
+    return reply.code(200).send()
+  })
+}
+
+function serverOn (app: FastifyInstance): { server: VirtualServer, ctx: VirtualContext } {
+  const config = CONFIG.virtualServers[0]
+  if (config === undefined) throw new Error('no virtual server')
+  const server = new VirtualServer(config, { link: new MemberLink(app, new VirtualCredentials()), now: Date.now, idleTimeoutMs: 60_000, retryDelayMs: { first: 20, max: 40 } })
+  return { server, ctx: { grant: { identity: null, virtualServer: 'work' }, ip: '127.0.0.1', log: app.log } }
+}
+
+const PING = { jsonrpc: '2.0', id: 'p', method: 'ping' }
+
+t.test('two requests meeting the same lost member session open one new session, not two (none left unowned)', async (t) => {
+  const app = Fastify()
+  t.teardown(() => app.close())
+  const state = memberState()
+  memberRoute(app, 'github', state)
+  const { server, ctx } = serverOn(app)
+  const session = server.open({ user: 'alice', client: 'c1' }, HELLO, ctx)
+  const first = await server.toMember(session, ctx, 'github', PING)
+  t.equal(first.status, 200)
+  state.live.clear()
+  const answers = await Promise.all([server.toMember(session, ctx, 'github', PING), server.toMember(session, ctx, 'github', PING)])
+  t.same(answers.map((a) => a.status), [200, 200], 'both answered, in a new session')
+  t.equal(state.opened, 2, 'one new member session, shared by both')
+  await server.end(session, ctx)
+  t.equal(state.live.size, 0, 'every member session ended with the virtual one (none orphaned)')
+})
+
+t.test('a request in flight when the session ends opens no member session', async (t) => {
+  const app = Fastify()
+  t.teardown(() => app.close())
+  const state = memberState()
+  memberRoute(app, 'github', state)
+  const { server, ctx } = serverOn(app)
+  const session = server.open({ user: 'alice', client: 'c1' }, HELLO, ctx)
+  t.equal((await server.toMember(session, ctx, 'github', PING)).status, 200)
+  state.live.clear()
+  // The member lost its session; the client DELETEs while the request's retry is on its way.
+  const inflight = server.toMember(session, ctx, 'github', PING)
+  await server.end(session, ctx)
+  await t.rejects(inflight, { code: 'PORTCULLIS_ERR_SESSION_NOT_FOUND' }, 'answered as for an ended session')
+  await t.rejects(server.toMember(session, ctx, 'github', PING), { code: 'PORTCULLIS_ERR_SESSION_NOT_FOUND' }, 'and a request after the end too')
+  t.equal(state.live.size, 0, 'no member session opened after the end')
+  t.equal(state.opened, 1)
+  // One whose opening was under way when the session ended is ended as soon as it opens.
+  const late = server.open({ user: 'alice', client: 'c1' }, HELLO, ctx)
+  const opening = server.toMember(late, ctx, 'github', PING)
+  late.isClosed = true
+  await t.rejects(opening, { code: 'PORTCULLIS_ERR_SESSION_NOT_FOUND' })
+  t.equal(state.opened, 2)
+  t.equal(state.live.size, 0, 'it was ended (DELETE) at once')
+})
+
+t.test('a down member is retried on a timer (backoff), marked up when it answers (list_changed); the retries stop with the session', async (t) => {
+  const app = Fastify()
+  t.teardown(() => app.close())
+  const state = { ...memberState(), isUp: false }
+  memberRoute(app, 'github', state)
+  memberRoute(app, 'memory', memberState())
+  const { server, ctx } = serverOn(app)
+  const session = server.open({ user: 'alice', client: 'c1' }, HELLO, ctx)
+  const stream = new PassThrough()
+  let written = ''
+  stream.on('data', (chunk: Buffer) => { written += chunk.toString() })
+  session.stream = stream as unknown as ServerResponse
+  const changes = (): number => written.split('notifications/tools/list_changed').length - 1
+  await server.listTools(session, ctx)
+  t.ok(session.down.has('github'), 'github failed: down')
+  t.equal(changes(), 1, 'list_changed')
+  t.equal(session.retries.size, 1, 'a retry is scheduled')
+  await new Promise((resolve) => setTimeout(resolve, 150))
+  t.ok(session.down.has('github') && session.retries.size === 1, 'still down after several retries: another is scheduled')
+  state.isUp = true
+  const deadline = Date.now() + 2_000
+  while (session.down.has('github') && Date.now() < deadline) await new Promise((resolve) => setTimeout(resolve, 10))
+  t.notOk(session.down.has('github'), 'a retry found it answering: up, without any list by the client')
+  t.equal(changes(), 2, 'and the client heard of it')
+  t.equal(session.retries.size, 0, 'no retry left')
+  state.isUp = false
+  server.mark(session, 'github', false)
+  t.equal(session.retries.size, 1)
+  await server.end(session, ctx)
+  t.equal(session.retries.size, 0, 'the session ended: its retries stopped')
+})
+
+t.test('a down member is not retried for a caller whose token has expired; the caller\'s next request resumes the retries', async (t) => {
+  const app = Fastify()
+  t.teardown(() => app.close())
+  const state = { ...memberState(), isUp: false }
+  memberRoute(app, 'github', state)
+  memberRoute(app, 'memory', memberState())
+  const { server, ctx } = serverOn(app)
+  const caller = (expiresAtS: number): VirtualContext => ({ ...ctx, grant: { identity: { id: 'u1', name: 'alice', groups: [], clientId: 'c1', scopes: new Set(), isClient: false, expiresAtS, grantId: 'g1' }, virtualServer: 'work' } })
+  const owner = { user: 'u1', client: 'c1' }
+  const session = server.open(owner, HELLO, caller(Math.floor(Date.now() / 1000) + 3600))
+  await server.listTools(session, session.context)
+  t.ok(session.down.has('github'), 'github failed: down')
+  // The token the session last saw expires; the member comes back meanwhile.
+  session.context = caller(Math.floor(Date.now() / 1000) - 1)
+  state.isUp = true
+  await new Promise((resolve) => setTimeout(resolve, 200))
+  t.ok(session.down.has('github'), 'no request was made to the member as a caller whose token expired')
+  t.equal(session.retries.size, 0, 'and the retries stopped')
+  server.sessionOf(session.id, owner, caller(Math.floor(Date.now() / 1000) + 3600))
+  const deadline = Date.now() + 2_000
+  while (session.down.has('github') && Date.now() < deadline) await new Promise((resolve) => setTimeout(resolve, 10))
+  t.notOk(session.down.has('github'), 'the caller\'s next request (a fresh token) resumed them: up')
+  await server.end(session, session.context)
+})
+
+t.test('sessions: owner only, a per-user cap (not for the anonymous user), ended when idle', async (t) => {
+  const { server, clock, ctx } = serverWithClock()
+  const alice = { user: 'alice', client: 'c1' }
+  const session = server.open(alice, HELLO, ctx)
+  t.equal(server.sessionOf(session.id, alice, ctx), session)
+  t.throws(() => server.sessionOf(session.id, { user: 'bob', client: 'c1' }, ctx), { code: 'PORTCULLIS_ERR_SESSION_NOT_FOUND' }, 'another user: as unknown')
+  t.throws(() => server.sessionOf(session.id, { user: 'alice', client: 'c2' }, ctx), { code: 'PORTCULLIS_ERR_SESSION_NOT_FOUND' }, 'another client of the same user too')
+  for (let i = 1; i < MAX_VIRTUAL_SESSIONS_PER_USER; i++) server.open(alice, HELLO, ctx)
+  const refused = (() => { try { server.open(alice, HELLO, ctx) } catch (err) { return err as PortcullisError } return undefined })()
+  t.equal(refused?.code, 'PORTCULLIS_ERR_TOO_MANY_SESSIONS')
+  t.equal(refused?.status, 429)
+  for (let i = 0; i <= MAX_VIRTUAL_SESSIONS_PER_USER; i++) server.open({ user: 'anonymous', client: '' }, HELLO, ctx)
+  t.pass('the anonymous user (auth off) is held by the server-wide cap only')
+  clock.now += 30_000
+  server.sessionOf(session.id, alice, ctx)
+  clock.now += 45_000
+  await server.sweep()
+  t.equal(server.sessions.size, 1, 'sessions unused for idleTimeoutMs end; the one used since stays')
+  t.equal(server.sessionOf(session.id, alice, ctx), session)
+})
+
+t.test('a template\'s literal prefix', async (t) => {
+  t.equal(literalPrefix('file:///{path}'), 'file:///')
+  t.equal(literalPrefix('demo://resource/{id}/x'), 'demo://resource/')
+  t.equal(literalPrefix('plain://uri'), 'plain://uri')
+})
+
+t.test('a member route\'s authenticate step: the credential names the caller for that member only, and the member\'s scopes still apply', async (t) => {
+  const credentials = new VirtualCredentials()
+  const app = Fastify()
+  t.teardown(() => app.close())
+  const scopeChallenge = (scopes: readonly string[], description: string): string => `Bearer error="insufficient_scope", scope="${scopes.join(' ')}", error_description="${description}"`
+  const route = { server: { name: 'alpha', scopes: ['alpha:read'] }, virtualCredentials: credentials, authenticate: undefined, gateOptions: { scopeChallenge } } as unknown as McpRoute
+  const seen: Array<{ user: string | undefined, virtualServer: string | undefined }> = []
+  let challenge: string | undefined
+  app.setErrorHandler(async (err: PortcullisError, _request, reply) => {
+    challenge = err.headers['www-authenticate']
+    return reply.code(err.status).send({ code: err.code })
+  })
+  app.post('/alpha/mcp', async (request, reply) => {
+    const call = new McpCall(route, request, reply)
+    await runSteps(call, [authenticate])
+    seen.push({ user: call.identity?.name, virtualServer: call.virtualServer })
+    return reply.code(200).send({})
+  })
+  const identity = (scopes: string[]): RequestIdentity => ({ id: 'u1', name: 'alice', clientId: 'c1', scopes: new Set(scopes), isClient: false, expiresAtS: 0, grantId: 'g1' })
+  const post = async (handle: string): Promise<{ status: number, code?: string }> => {
+    const res = await app.inject({ method: 'POST', url: '/alpha/mcp', headers: { 'x-portcullis-virtual': handle } })
+    return { status: res.statusCode, code: (res.json() as { code?: string }).code }
+  }
+  t.same(await post(credentials.issue({ identity: identity(['mcp', 'alpha:read']), virtualServer: 'work', member: 'alpha' })), { status: 200, code: undefined })
+  t.same(seen.at(-1), { user: 'alice', virtualServer: 'work' }, 'the caller and the virtual server, for the audit')
+  t.same(await post(credentials.issue({ identity: identity(['mcp']), virtualServer: 'work', member: 'alpha' })), { status: 403, code: 'PORTCULLIS_ERR_INSUFFICIENT_SCOPE' }, 'the member\'s own scopes')
+  t.match(challenge, /^Bearer error="insufficient_scope", scope="mcp alpha:read"/, 'with an insufficient_scope challenge: the scopes held plus the missing one')
+  t.same(await post(credentials.issue({ identity: identity(['alpha:read']), virtualServer: 'work', member: 'beta' })), { status: 401, code: 'PORTCULLIS_ERR_UNAUTHORIZED' }, 'issued for another member')
+  t.same(await post('B'.repeat(43)), { status: 401, code: 'PORTCULLIS_ERR_UNAUTHORIZED' }, 'a handle never issued')
+  t.same(await post(credentials.issue({ identity: null, virtualServer: 'work', member: 'alpha' })), { status: 200, code: undefined }, 'auth off: the anonymous caller')
+})
