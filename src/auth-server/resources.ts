@@ -45,7 +45,7 @@ export class ResourceCatalog {
   }
 
   /**
-   * The same server as 2024-11-05 clients reach it, `<publicUrl>/<name>/sse`. Such a client
+   * The same server (or virtual server) as 2024-11-05 clients reach it, `<publicUrl>/<name>/sse`. Such a client
    * checks that the resource it is sent to is its URL or a prefix of it (the MCP SDK's
    * checkResourceAllowed), which `/<name>/mcp` is not: this URL names the same protected
    * resource, and canonical() turns it into `/<name>/mcp`, so its tokens are the server's own.
@@ -74,7 +74,7 @@ export class ResourceCatalog {
     const path = url.pathname.replace(/\/+$/, '')
     if (path === '') return this.isGatewayWideAllowed ? this.publicUrl : undefined
     if (path === '/admin') return this.adminUrl
-    // A server's /sse URL (legacyUrlOf) is that server's resource.
+    // A server's or virtual server's /sse URL (legacyUrlOf) is that server's resource.
     const candidate = `${this.publicUrl}${path.replace(/^(\/[^/]+)\/sse$/, '$1/mcp')}`
     return this.byUrl.has(candidate) || this.virtualByUrl.has(candidate) ? candidate : undefined
   }

@@ -114,9 +114,9 @@ export async function resourceMetadataRoutes (app: FastifyInstance, opts: Resour
     return send(reply, 200, documentFor(catalog.urlOf(server.name), server.name))
   })
 
-  // The same server for 2024-11-05 clients, as the resource their URL names (ResourceCatalog.legacyUrlOf).
+  // The same server (or virtual server) for 2024-11-05 clients, as the resource their URL names (ResourceCatalog.legacyUrlOf).
   app.get<{ Params: { name: string } }>(`${WELL_KNOWN}/:name/sse`, async (request, reply) => {
-    const server = opts.servers.find((s) => s.name === request.params.name)
+    const server = opts.servers.find((s) => s.name === request.params.name) ?? opts.virtualServers.find((s) => s.name === request.params.name)
     if (server === undefined) return send(reply, 404, { error: 'not_found', error_description: `no MCP server named ${JSON.stringify(request.params.name.slice(0, 64))}` })
     return send(reply, 200, documentFor(catalog.legacyUrlOf(server.name), server.name, catalog.urlOf(server.name)))
   })

@@ -18,12 +18,12 @@ export const OUTLIVES_GENERATION = 'portcullis:outlives-generation'
 
 export interface LegacySession {
   readonly id: string
-  /** The server whose /sse opened it: its sessionId is good only on that server's /messages. */
+  /** The server (or virtual server) whose /sse opened it: its sessionId is good only on that server's /messages. */
   readonly server: string
   readonly owner: SessionOwner
   readonly res: ServerResponse
-  /** The upstream of the build that last served a POST of the session (after a reload: the newest). */
-  upstream: Upstream
+  /** How the build that last served a POST of the session (after a reload: the newest) ends the session behind it. */
+  upstream: SessionEnder
   /** The Streamable HTTP session behind it, once initialize was answered. */
   mcpSessionId: string | undefined
   protocolVersion: string
@@ -40,6 +40,9 @@ export interface LegacySession {
   /** Bytes written since the stream last said it was full (write() false), until it drains. */
   unreadBytes: number
 }
+
+/** What ends the Streamable HTTP session behind a legacy one: a server's upstream, or a virtual server's sessions. */
+export type SessionEnder = Pick<Upstream, 'endSession'>
 
 /** Opens a session's server->client stream through one build's /mcp route. */
 export type ServerStreamOpener = (session: LegacySession) => Promise<void>

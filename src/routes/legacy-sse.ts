@@ -12,6 +12,9 @@
  * it answers (401 with its challenge, 403, 413, 429, …) is the POST's answer, as it is.
  * Server-initiated messages arrive on the session's own GET stream, opened the same way.
  *
+ * A virtual server (virtual/routes.ts) is served the same way: its legacy sessions are sessions
+ * of its own `/<name>/mcp` route, which ends their member sessions when the stream ends.
+ *
  * A legacy session belongs to the user and client that opened it (as /mcp sessions do):
  * anyone else naming its sessionId is answered as for a session that does not exist.
  */
@@ -26,19 +29,46 @@ import { FORWARDED_HEADER } from '../cluster/forward.js'
 import type { ServerConfig } from '../config/schema.js'
 import { DEFAULT_MAX_SSE_EVENT_BYTES, defaultMaxProcessesPerUser, UNUSED_SESSION_IDLE_DIVISOR } from '../config/defaults.js'
 import { ANONYMOUS } from '../identity.js'
-import type { Upstream } from '../upstreams/types.js'
 import type { SessionOwner } from '../upstreams/session-owners.js'
 import { sseMessageEvent } from '../upstreams/response-edit.js'
 import { SseEventReader } from '../upstreams/sse-events.js'
 import type { StreamKeeper } from '../upstreams/stream-keeper.js'
 import { VIRTUAL_CREDENTIAL_HEADER } from '../virtual/credentials.js'
-import { OUTLIVES_GENERATION, type LegacySession, type LegacySessions } from './legacy-sessions.js'
+import { OUTLIVES_GENERATION, type LegacySession, type LegacySessions, type SessionEnder } from './legacy-sessions.js'
 
 type Step = (request: FastifyRequest, reply: FastifyReply) => Promise<void>
 
+/**
+ * What the 2024-11-05 routes need of the endpoint they stand in front of (a server or a virtual
+ * server): its name (`/<name>/sse`, `/<name>/messages`, handed to `/<name>/mcp`) and its caps.
+ */
+export interface LegacyTarget {
+  readonly name: string
+  /** A new stream waits for its initialize at most a tenth of this (as an unused /mcp session lives). */
+  readonly idleTimeoutMs: number
+  /** One whole message: the most a client may leave unread, and the longest event relayed. */
+  readonly maxMessageBytes: number
+  /** Streams open on it, all callers together. */
+  readonly maxLegacySessions: number
+  /** Streams one user may hold on it (its /mcp sessions' per-user cap). */
+  readonly maxSessionsPerUser: number
+}
+
+/** A server's caps, as its /mcp sessions have them. */
+export function legacyTargetOf (server: ServerConfig): LegacyTarget {
+  return {
+    name: server.name,
+    idleTimeoutMs: server.idleTimeoutMs,
+    maxMessageBytes: 'maxMessageBytes' in server ? server.maxMessageBytes : DEFAULT_MAX_SSE_EVENT_BYTES,
+    maxLegacySessions: server.maxLegacySessions,
+    maxSessionsPerUser: server.transport === 'stdio' ? server.maxProcessesPerUser ?? defaultMaxProcessesPerUser(server.maxProcesses) : server.maxSessionsPerUser,
+  }
+}
+
 export interface LegacySseOptions {
-  readonly server: ServerConfig
-  readonly upstream: Upstream
+  readonly target: LegacyTarget
+  /** How this build ends the Streamable HTTP session behind a legacy one (a server's upstream; a virtual server's sessions). */
+  readonly upstream: SessionEnder
   /** The /mcp route's steps before the body: shutting down, audit writable, Origin and CORS, the token. */
   readonly onRequest: readonly Step[]
   /** The /mcp route's access check for a GET (servers[].access, a body refused). */
@@ -69,21 +99,16 @@ const SESSION_CAP_RETRY_AFTER_S = '2'
 /** The longest a new legacy stream may wait for its initialize POST. */
 const LEGACY_INITIALIZE_MAX_WAIT_MS = 60_000
 
-/** Sessions one user may hold on the server: the cap its /mcp sessions have. */
-function sessionCapOf (server: ServerConfig): number {
-  return server.transport === 'stdio' ? server.maxProcessesPerUser ?? defaultMaxProcessesPerUser(server.maxProcesses) : server.maxSessionsPerUser
-}
-
 function isSameOwner (a: SessionOwner, b: SessionOwner): boolean {
   return a.user === b.user && a.client === b.client
 }
 
 export async function legacySseRoutes (app: FastifyInstance, opts: LegacySseOptions): Promise<void> {
-  const { server, upstream, ownerOf, streamKeeper, sessions } = opts
+  const { target: server, upstream, ownerOf, streamKeeper, sessions } = opts
   // As long as a /mcp session may stay unused after initialize (a tenth of idleTimeoutMs), at most a minute.
   const initializeDeadlineMs = Math.min(server.idleTimeoutMs / UNUSED_SESSION_IDLE_DIVISOR, LEGACY_INITIALIZE_MAX_WAIT_MS)
   // One whole message (servers[].maxMessageBytes where the server has one).
-  const maxBufferedBytes = 'maxMessageBytes' in server ? server.maxMessageBytes : DEFAULT_MAX_SSE_EVENT_BYTES
+  const maxBufferedBytes = server.maxMessageBytes
   const mcpUrl = `/${server.name}/mcp`
   const messagesPath = `/${server.name}/messages`
 
@@ -259,10 +284,12 @@ export async function legacySseRoutes (app: FastifyInstance, opts: LegacySseOpti
       const call = request.mcpCall
       const inspection = call?.inspection ?? inspectBody(request.body as Buffer | undefined)
       if (call !== null) call.inspection = inspection
+      // A route without a call of its own (a virtual server's) echoes the one request's id itself.
+      const echoed = call === null && !inspection.isBatch && inspection.requestIds[0] !== undefined ? { id: inspection.requestIds[0] } : {}
       const session = sessions.get(sessionId)
       // Another caller's session is answered exactly like an unknown one (as /mcp sessions are).
       if (session === undefined || session.server !== server.name || session.isClosed || !isSameOwner(session.owner, ownerOf(request))) {
-        throw new PortcullisError('PORTCULLIS_ERR_SESSION_NOT_FOUND')
+        throw new PortcullisError('PORTCULLIS_ERR_SESSION_NOT_FOUND', undefined, echoed)
       }
       // After a reload this build's upstream is the one in force (a kept one is the same object).
       session.upstream = upstream
@@ -301,16 +328,16 @@ export async function legacySseRoutes (app: FastifyInstance, opts: LegacySseOpti
 }
 
 /** servers[].maxLegacySessions: all callers together (with auth off they are one user, whom no per-user cap holds). */
-function refuseAboveServerCap (sessions: LegacySessions, server: ServerConfig): void {
+function refuseAboveServerCap (sessions: LegacySessions, server: LegacyTarget): void {
   const count = sessions.countOn(server.name)
   if (count < server.maxLegacySessions) return
   throw new PortcullisError('PORTCULLIS_ERR_UPSTREAM_BUSY', `server "${server.name}" has ${count} 2024-11-05 event streams open (servers[].maxLegacySessions is ${server.maxLegacySessions}); retry shortly`, { headers: { 'retry-after': SESSION_CAP_RETRY_AFTER_S } })
 }
 
 /** A user's legacy sessions on the server are capped as their /mcp sessions are (anonymous: the server-wide budgets only). */
-function refuseAboveCap (owner: SessionOwner, sessions: LegacySessions, server: ServerConfig): void {
+function refuseAboveCap (owner: SessionOwner, sessions: LegacySessions, server: LegacyTarget): void {
   if (owner.user === ANONYMOUS.id) return
-  const cap = sessionCapOf(server)
+  const cap = server.maxSessionsPerUser
   const count = sessions.countOf(server.name, owner.user)
   if (count < cap) return
   throw new PortcullisError('PORTCULLIS_ERR_TOO_MANY_SESSIONS', `you have ${count} event stream${count === 1 ? '' : 's'} open on server "${server.name}" (its per-user session cap is ${cap}); close one`, { headers: { 'retry-after': SESSION_CAP_RETRY_AFTER_S } })

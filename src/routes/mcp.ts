@@ -52,7 +52,7 @@ import type { ReplicaForwarder } from '../cluster/forward.js'
 import type { ToolGuard } from '../guardrails/tool-guard.js'
 import type { StreamKeeper } from '../upstreams/stream-keeper.js'
 import type { TraceSettings } from '../observability/request-trace.js'
-import { legacySseRoutes } from './legacy-sse.js'
+import { legacySseRoutes, legacyTargetOf } from './legacy-sse.js'
 import type { LegacySessions } from './legacy-sessions.js'
 import { chargeRequest } from '../rate-limit/charge.js'
 import { McpCall, runSteps, type McpRoute, type Step } from './mcp/call.js'
@@ -230,7 +230,7 @@ export async function mcpRoutes (app: FastifyInstance, opts: McpRoutesOptions): 
 
     // The 2024-11-05 HTTP+SSE transport: its messages go through this route, judged as they would be here.
     await legacySseRoutes(app, {
-      server,
+      target: legacyTargetOf(server),
       upstream: route.upstream,
       onRequest: [beginCall(route, LEGACY_BEFORE_BODY)],
       checkAccess: continueCall(LEGACY_ACCESS),
@@ -270,6 +270,8 @@ export async function mcpRoutes (app: FastifyInstance, opts: McpRoutesOptions): 
       streamKeeper: opts.streamKeeper,
       sessions: opts.virtualSessions,
       onRetire: opts.onRetire,
+      legacySessions: opts.legacySessions,
+      maxMessageBytesOf: (virtual) => Math.max(...config.servers.filter((s) => virtual.members.includes(s.name)).map((s) => legacyTargetOf(s).maxMessageBytes)),
     })
   }
   if (opts.virtualSessions !== undefined) {
@@ -285,7 +287,9 @@ export async function mcpRoutes (app: FastifyInstance, opts: McpRoutesOptions): 
   }
   if (config.virtualServers.length > 0) {
     for (const virtual of config.virtualServers) {
-      app.route({ method: 'OPTIONS', url: `/${virtual.name}/mcp`, config: { mcpServer: virtual.name }, handler: preflight(ALLOW) })
+      for (const [path, allow] of [[`/${virtual.name}/mcp`, ALLOW], [`/${virtual.name}/sse`, 'GET, OPTIONS'], [`/${virtual.name}/messages`, 'POST, OPTIONS']] as const) {
+        app.route({ method: 'OPTIONS', url: path, config: { mcpServer: virtual.name }, handler: preflight(allow) })
+      }
       app.route({
         method: ['PUT', 'PATCH', 'HEAD'],
         url: `/${virtual.name}/mcp`,

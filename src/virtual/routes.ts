@@ -18,10 +18,12 @@ import type { StreamKeeper } from '../upstreams/stream-keeper.js'
 import { admit } from '../routes/mcp/admit.js'
 import { userOf } from '../routes/mcp/call.js'
 import { VERSION } from '../version.js'
+import { legacySseRoutes } from '../routes/legacy-sse.js'
+import type { LegacySessions } from '../routes/legacy-sessions.js'
 import { readAll, type MemberLink, type MemberResponse } from './member-link.js'
 import { SseEventReader } from '../upstreams/sse-events.js'
 import { CALL_TOOL_NAME, SEARCH_TOOLS_NAME, ToolIndex, parseCallToolArgs, parseSearchArgs, searchResult, toolSearchTools } from './tool-search.js'
-import { MODERN_REVISION, VirtualServer, refusalOf, type MemberRefusal, type VirtualContext } from './virtual-server.js'
+import { MAX_VIRTUAL_SESSIONS, MAX_VIRTUAL_SESSIONS_PER_USER, MODERN_REVISION, VirtualServer, refusalOf, type MemberRefusal, type VirtualContext } from './virtual-server.js'
 import type { ClientHello, VirtualSession, VirtualSessionTable } from './session.js'
 
 export interface VirtualRoutesOptions {
@@ -41,6 +43,10 @@ export interface VirtualRoutesOptions {
   readonly sessions: VirtualSessionTable | undefined
   /** Registers what to do when a reload retires this build. */
   readonly onRetire: ((fn: () => void) => void) | undefined
+  /** The 2024-11-05 transport's sessions, shared by every build (SharedParts). */
+  readonly legacySessions: LegacySessions
+  /** The longest message a virtual server relays: that of its member with the largest maxMessageBytes. */
+  readonly maxMessageBytesOf: (virtual: VirtualServerConfig) => number
 }
 
 /** The revision a virtual session speaks when the client asks for one the gateway does not know. */
@@ -73,7 +79,8 @@ export async function virtualRoutes (app: FastifyInstance, opts: VirtualRoutesOp
     for (const server of servers) server.retire()
   })
 
-  for (const server of servers) {
+  for (const [index, server] of servers.entries()) {
+    const config = opts.virtualServers[index] as VirtualServerConfig
     const route = { isClosing: opts.isClosing, audit: opts.audit, isOriginAllowed: opts.isOriginAllowed }
     const target = { name: server.name, scopes: [] }
     app.route({
@@ -101,6 +108,34 @@ export async function virtualRoutes (app: FastifyInstance, opts: VirtualRoutesOp
         }
         return openStream(exchange, session)
       },
+    })
+
+    // The 2024-11-05 HTTP+SSE transport (README "2024-11-05 clients"): each legacy session is a
+    // session of the route above, reached in process, so its token check, policy and audit are that route's.
+    await legacySseRoutes(app, {
+      target: {
+        name: server.name,
+        idleTimeoutMs: opts.idleTimeoutOf(config),
+        maxMessageBytes: opts.maxMessageBytesOf(config),
+        maxLegacySessions: MAX_VIRTUAL_SESSIONS,
+        maxSessionsPerUser: MAX_VIRTUAL_SESSIONS_PER_USER,
+      },
+      upstream: server,
+      // Before the body: as above, with a challenge naming the resource as this client knows it (its /sse URL).
+      onRequest: [async (request, reply) => {
+        admit({ route, request, reply })
+        identities.set(request, opts.authenticate === undefined ? null : await opts.authenticate(request, target, true))
+      }],
+      // A virtual server has no access list or rate limit of its own: its members judge each request.
+      checkAccess: async () => {},
+      charge: async () => {},
+      ownerOf: (request) => {
+        const identity = identities.get(request)
+        if (identity === undefined && opts.authenticate !== undefined) throw new PortcullisError('PORTCULLIS_ERR_UNAUTHORIZED', 'this MCP server needs an OAuth access token')
+        return { user: userOf(identity ?? null).id, client: identity?.clientId ?? '' }
+      },
+      streamKeeper: opts.streamKeeper,
+      sessions: opts.legacySessions,
     })
   }
 }

@@ -206,6 +206,17 @@ export class VirtualServer {
     await endVirtualSession(this.deps.link, this.name, session, ctx)
   }
 
+  /**
+   * The 2024-11-05 routes' way to end the session behind a legacy one whose stream closed
+   * (routes/legacy-sse.ts: a SessionEnder), as the caller of its latest request.
+   */
+  async endSession (id: string): Promise<boolean> {
+    const session = this.sessions.get(id)
+    if (session === undefined) return false
+    await this.end(session, session.context)
+    return true
+  }
+
   private async endMember (ctx: VirtualContext, member: string, open: MemberSession): Promise<void> {
     await endMemberSession(this.deps.link, this.name, ctx, member, open)
   }
