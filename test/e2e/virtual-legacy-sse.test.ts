@@ -23,7 +23,7 @@ async function virtualGateway (t: Test, upstream: HttpFixture): Promise<RunningG
       { name: 'fx', transport: 'http', url: upstream.url, tools: { deny: ['slow'] } },
       stdioServer('st', { tools: { deny: ['increment'] } }),
     ],
-    virtualServers: [{ name: 'work', members: ['fx', 'st'] }],
+    virtualServers: [{ name: 'work', members: ['fx', 'st'], tools: { deny: ['whoami'] } }],
   })
 }
 
@@ -99,7 +99,8 @@ t.test('an SSE client on a virtual server: merged list, each member, ownership, 
 
   const names = (await client.listTools()).tools.map((tool) => tool.name)
   t.ok(names.includes('fx__echo') && names.includes('st__echo'), 'the merged list: a name both members list is prefixed')
-  t.ok(names.includes('whoami'), 'a name only one member lists is kept')
+  t.ok(names.includes('caller'), 'a name only one member lists is kept')
+  t.notOk(names.includes('whoami'), 'the virtual server\'s own deny filters the list')
   t.ok(names.includes('slow') && !names.includes('fx__slow') && !names.includes('st__slow'), 'each member\'s policy filters its tools: the HTTP member\'s slow is denied, the stdio member\'s is the only one')
   t.notOk(names.includes('increment') || names.includes('st__increment'), 'the stdio member\'s denied tool is not listed')
   t.equal(textOf(await client.callTool({ name: 'fx__echo', arguments: { text: 'to http' } })), 'to http', 'a call reaches the HTTP member')
@@ -122,6 +123,11 @@ t.test('an SSE client on a virtual server: merged list, each member, ownership, 
   t.match(legacy.endpoint, new RegExp(`^${gw.baseUrl}/work/messages\\?sessionId=[0-9a-f-]{36}$`), 'the endpoint is /work/messages?sessionId=…')
   t.equal((await postJson(legacy.endpoint, LEGACY_INIT, { authorization: `Bearer ${token}` })).status, 202)
   t.match(await legacy.next(), { id: 1, result: { protocolVersion: '2024-11-05', serverInfo: { name: 'portcullis/work' } } }, 'initialize is answered on the stream')
+  const denied = await postJson(legacy.endpoint, { jsonrpc: '2.0', id: 9, method: 'tools/call', params: { name: 'whoami', arguments: {} } }, { authorization: `Bearer ${token}` })
+  t.equal(denied.status, 403, 'a tool the virtual server denies: the POST gets the virtual route\'s 403')
+  t.match(denied.json, { id: 9, error: { data: { code: 'PORTCULLIS_ERR_POLICY_DENIED' } } })
+  const audited = gw.audit.lines.map((line) => JSON.parse(line) as { virtualServer?: string, target?: { name: string }, decision: string, user?: { username: string } | null })
+  t.ok(audited.some((r) => r.virtualServer === 'work' && r.target?.name === 'whoami' && r.decision === 'denied' && r.user?.username === 'alice'), 'and is audited by the virtual route, as alice')
   const foreign = await postJson(legacy.endpoint, { jsonrpc: '2.0', id: 'b-1', method: 'tools/call', params: { name: 'fx__echo', arguments: { text: 'from bob' } } }, { authorization: `Bearer ${bobToken}` })
   t.equal(foreign.status, 404, 'another user\'s token on the session: 404')
   t.match(foreign.json, { id: 'b-1', error: { data: { code: 'PORTCULLIS_ERR_SESSION_NOT_FOUND' } } })
