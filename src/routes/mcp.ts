@@ -73,6 +73,7 @@ import { MemberLink } from '../virtual/member-link.js'
 import { virtualRoutes } from '../virtual/routes.js'
 import { endVirtualSession } from '../virtual/virtual-server.js'
 import type { VirtualSessionTable } from '../virtual/session.js'
+import type { RequestIdentity } from '../resource-server/verify-token.js'
 
 /** Before the body is read: shutting down, audit, Origin, another replica's session, the token. */
 const BEFORE_BODY: readonly Step[] = [admit, forwardToOwner, authenticate]
@@ -127,6 +128,8 @@ export interface McpRoutesOptions {
   readonly onRetire?: (fn: () => void) => void
   /** Registers what to change in shared parts once this build is in force. */
   readonly onActivate?: (fn: () => void) => void
+  /** A verified identity whose grant was revoked or whose user was blocked since (auth on). */
+  readonly isRevoked?: (identity: RequestIdentity) => boolean
 }
 
 const MCP_METHODS = ['GET', 'POST', 'DELETE'] as const
@@ -270,6 +273,7 @@ export async function mcpRoutes (app: FastifyInstance, opts: McpRoutesOptions): 
       streamKeeper: opts.streamKeeper,
       sessions: opts.virtualSessions,
       onRetire: opts.onRetire,
+      isRevoked: opts.isRevoked,
     })
   }
   if (opts.virtualSessions !== undefined) {
@@ -277,6 +281,8 @@ export async function mcpRoutes (app: FastifyInstance, opts: McpRoutesOptions): 
     const names = config.virtualServers.map((virtual) => virtual.name)
     const table = opts.virtualSessions
     opts.onActivate?.(() => {
+      // A revoked or offboarded user's virtual sessions end through this build's member routes.
+      if (link !== undefined) table.useEnder(async (virtualServer, session) => endVirtualSession(link, virtualServer, session, session.context))
       // Their member sessions end now (not at the members' idle timeout), through this build's routes.
       for (const { virtualServer, session } of table.keepOnly(names)) {
         if (link !== undefined) void endVirtualSession(link, virtualServer, session, session.context)
@@ -336,6 +342,7 @@ function routeOf (server: ServerConfig, opts: McpRoutesOptions, virtualCredentia
     redactions: new WeakMap(),
     captured: new WeakMap(),
     virtualCredentials,
+    isRevoked: opts.isRevoked,
   }
 }
 

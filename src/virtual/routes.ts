@@ -41,6 +41,8 @@ export interface VirtualRoutesOptions {
   readonly sessions: VirtualSessionTable | undefined
   /** Registers what to do when a reload retires this build. */
   readonly onRetire: ((fn: () => void) => void) | undefined
+  /** A verified caller whose grant was revoked or whose user was blocked since (auth on): a retry never acts for it. */
+  readonly isRevoked?: ((identity: RequestIdentity) => boolean) | undefined
 }
 
 /** The revision a virtual session speaks when the client asks for one the gateway does not know. */
@@ -56,7 +58,7 @@ const SERVER_CAPABILITIES = { tools: { listChanged: true }, prompts: { listChang
 
 export async function virtualRoutes (app: FastifyInstance, opts: VirtualRoutesOptions): Promise<void> {
   const identities = new WeakMap<FastifyRequest, RequestIdentity | null>()
-  const servers = opts.virtualServers.map((config) => new VirtualServer(config, { link: opts.link, now: opts.now, idleTimeoutMs: opts.idleTimeoutOf(config), streamKeeper: opts.streamKeeper, sessions: opts.sessions?.of(config.name) }))
+  const servers = opts.virtualServers.map((config) => new VirtualServer(config, { link: opts.link, now: opts.now, idleTimeoutMs: opts.idleTimeoutOf(config), streamKeeper: opts.streamKeeper, sessions: opts.sessions?.of(config.name), isRevoked: opts.isRevoked }))
   const sweep = setInterval(() => {
     for (const server of servers) void server.sweep()
   }, SWEEP_INTERVAL_MS)

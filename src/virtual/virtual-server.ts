@@ -14,6 +14,7 @@ import { ANONYMOUS } from '../identity.js'
 import { sseMessageEvent } from '../upstreams/response-edit.js'
 import type { StreamKeeper } from '../upstreams/stream-keeper.js'
 import type { VirtualGrant } from './credentials.js'
+import type { RequestIdentity } from '../resource-server/verify-token.js'
 import { messagesOf, readAll, type MemberLink, type MemberResponse } from './member-link.js'
 import { buildNameTable, MAX_TOOL_NAME_LENGTH, type NameTable } from './names.js'
 import { VirtualSession, type ClientHello, type MemberSession, type MergedTools } from './session.js'
@@ -43,6 +44,8 @@ export interface VirtualServerDeps {
   readonly streamKeeper?: StreamKeeper | undefined
   /** The sessions every build shares (VirtualSessionTable); a map of its own when not given. */
   readonly sessions?: Map<string, VirtualSession>
+  /** A verified caller whose grant was revoked or whose user was blocked since: never acted for again (auth on). */
+  readonly isRevoked?: ((identity: RequestIdentity) => boolean) | undefined
 }
 
 /** Sessions one user may hold on one virtual server (members cap their own sessions too). */
@@ -350,7 +353,7 @@ export class VirtualServer {
     session.retries.set(member, timer)
   }
 
-  /** True when retrying stops until the caller's next request (its token has expired since its last one). */
+  /** True when retrying stops until the caller's next request (its token has expired, or was revoked, since its last one). */
   private async retry (session: VirtualSession, member: string): Promise<boolean> {
     // A reload removed it from this virtual server: nothing to wait for.
     if (!this.config.members.includes(member)) session.down.delete(member)
@@ -359,6 +362,7 @@ export class VirtualServer {
     // Never act for a caller whose token is no longer valid (revoked or expired callers make no new request).
     const identity = ctx.grant.identity
     if (identity !== null && identity.expiresAtS * 1000 <= this.deps.now()) return true
+    if (identity !== null && this.deps.isRevoked?.(identity) === true) return true
     try {
       const res = await this.toMember(session, ctx, member, { jsonrpc: '2.0', id: this.internalId(), method: 'ping' })
       if ('body' in res) res.body.resume()

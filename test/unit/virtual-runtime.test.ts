@@ -113,10 +113,10 @@ function memberRoute (app: FastifyInstance, member: string, state: MemberState):
   })
 }
 
-function serverOn (app: FastifyInstance): { server: VirtualServer, ctx: VirtualContext } {
+function serverOn (app: FastifyInstance, isRevoked?: (identity: RequestIdentity) => boolean): { server: VirtualServer, ctx: VirtualContext } {
   const config = CONFIG.virtualServers[0]
   if (config === undefined) throw new Error('no virtual server')
-  const server = new VirtualServer(config, { link: new MemberLink(app, new VirtualCredentials()), now: Date.now, idleTimeoutMs: 60_000, retryDelayMs: { first: 20, max: 40 } })
+  const server = new VirtualServer(config, { link: new MemberLink(app, new VirtualCredentials()), now: Date.now, idleTimeoutMs: 60_000, retryDelayMs: { first: 20, max: 40 }, isRevoked })
   return { server, ctx: { grant: { identity: null, virtualServer: 'work' }, ip: '127.0.0.1', log: app.log } }
 }
 
@@ -221,6 +221,28 @@ t.test('a down member is not retried for a caller whose token has expired; the c
   await server.end(session, session.context)
 })
 
+t.test('a down member is not retried for a caller whose grant was revoked (or who was blocked) since', async (t) => {
+  const app = Fastify()
+  t.teardown(() => app.close())
+  const state = { ...memberState(), isUp: false }
+  memberRoute(app, 'github', state)
+  memberRoute(app, 'memory', memberState())
+  const revoked = new Set<string>()
+  const { server, ctx } = serverOn(app, (identity) => identity.grantId !== undefined && revoked.has(identity.grantId))
+  const caller: VirtualContext = { ...ctx, grant: { identity: { id: 'u1', name: 'alice', groups: [], clientId: 'c1', scopes: new Set(), isClient: false, expiresAtS: Math.floor(Date.now() / 1000) + 3600, grantId: 'g1' }, virtualServer: 'work' } }
+  const session = server.open({ user: 'u1', client: 'c1' }, HELLO, caller)
+  await server.listTools(session, session.context)
+  t.ok(session.down.has('github'), 'github failed: down')
+  const opened = state.opened
+  revoked.add('g1')
+  state.isUp = true
+  await new Promise((resolve) => setTimeout(resolve, 200))
+  t.ok(session.down.has('github'), 'no request was made to the member as a revoked caller')
+  t.equal(state.opened, opened, 'not even a new member session')
+  t.equal(session.retries.size, 0, 'and the retries stopped')
+  await server.end(session, session.context)
+})
+
 t.test('sessions: owner only, a per-user cap (not for the anonymous user), ended when idle', async (t) => {
   const { server, clock, ctx } = serverWithClock()
   const alice = { user: 'alice', client: 'c1' }
@@ -253,7 +275,8 @@ t.test('a member route\'s authenticate step: the credential names the caller for
   const app = Fastify()
   t.teardown(() => app.close())
   const scopeChallenge = (scopes: readonly string[], description: string): string => `Bearer error="insufficient_scope", scope="${scopes.join(' ')}", error_description="${description}"`
-  const route = { server: { name: 'alpha', scopes: ['alpha:read'] }, virtualCredentials: credentials, authenticate: undefined, gateOptions: { scopeChallenge } } as unknown as McpRoute
+  const revokedGrants = new Set<string>()
+  const route = { server: { name: 'alpha', scopes: ['alpha:read'] }, virtualCredentials: credentials, authenticate: undefined, gateOptions: { scopeChallenge }, isRevoked: (who: RequestIdentity) => who.grantId !== undefined && revokedGrants.has(who.grantId) } as unknown as McpRoute
   const seen: Array<{ user: string | undefined, virtualServer: string | undefined }> = []
   let challenge: string | undefined
   app.setErrorHandler(async (err: PortcullisError, _request, reply) => {
@@ -278,4 +301,7 @@ t.test('a member route\'s authenticate step: the credential names the caller for
   t.same(await post(credentials.issue({ identity: identity(['alpha:read']), virtualServer: 'work', member: 'beta' })), { status: 401, code: 'PORTCULLIS_ERR_UNAUTHORIZED' }, 'issued for another member')
   t.same(await post('B'.repeat(43)), { status: 401, code: 'PORTCULLIS_ERR_UNAUTHORIZED' }, 'a handle never issued')
   t.same(await post(credentials.issue({ identity: null, virtualServer: 'work', member: 'alpha' })), { status: 200, code: undefined }, 'auth off: the anonymous caller')
+  // Revoked (or blocked) since the virtual route checked the token: refused as the token would be.
+  revokedGrants.add('g1')
+  t.same(await post(credentials.issue({ identity: identity(['alpha:read']), virtualServer: 'work', member: 'alpha' })), { status: 401, code: 'PORTCULLIS_ERR_UNAUTHORIZED' }, 'a revoked caller\'s in-process credential: as a revoked token')
 })
