@@ -353,22 +353,26 @@ async function forward (ex: Exchange, session: VirtualSession, member: string, b
       res.body.resume()
       return reply.code(202).send()
     }
+    const expected: Expected = { id, progressToken: asItem(asItem(body.params)._meta).progressToken }
     if (!String(res.headers['content-type'] ?? '').startsWith('text/event-stream')) {
       const text = await readAll(res.body)
+      const parsed = parsedMessages(text)
+      const messages = parsed.filter((message) => isForRequest(ex, member, message, expected))
       // The answer carries the client's own id already: relayed as the member route wrote it,
       // unless it holds a server->client request (whose id is rewritten), or is not one message.
-      if (text !== '' && !hasMethod(text)) return reply.code(200).type('application/json').send(text)
-      const messages = parsedMessages(text).map((message) => server.fromMember(member, message))
-      return reply.code(200).type('application/json').send(messages.length === 1 ? messages[0] : messages)
+      if (text !== '' && parsed.length === 1 && messages.length === 1 && !hasMethod(text)) return reply.code(200).type('application/json').send(text)
+      if (messages.length === 0) throw new PortcullisError('PORTCULLIS_ERR_UPSTREAM_UNAVAILABLE', `member "${member}" of virtual server "${server.name}" gave no answer to the request`, { id })
+      const relayed = messages.map((message) => server.fromMember(member, message))
+      return reply.code(200).type('application/json').send(relayed.length === 1 ? relayed[0] : relayed)
     }
-    await relayStream(ex, session, member, res)
+    await relayStream(ex, session, member, res, expected)
     return reply
   } finally {
     session.inflight.delete(key)
   }
 }
 
-async function relayStream (ex: Exchange, session: VirtualSession, member: string, res: MemberResponse): Promise<void> {
+async function relayStream (ex: Exchange, session: VirtualSession, member: string, res: MemberResponse, expected: Expected): Promise<void> {
   const { reply, server } = ex
   reply.hijack()
   const out = reply.raw
@@ -383,7 +387,7 @@ async function relayStream (ex: Exchange, session: VirtualSession, member: strin
       if (out.destroyed) break
       for (const { event: name, data } of reader.push(chunk as Buffer)) {
         if (name !== 'message' || data === '') continue
-        const event = relayedEvent(ex, session, member, data)
+        const event = relayedEvent(ex, session, member, data, expected)
         if (event === undefined) continue
         out.write(event)
         if (kept !== undefined) keeper?.wrote(kept, event)
@@ -395,22 +399,49 @@ async function relayStream (ex: Exchange, session: VirtualSession, member: strin
   out.end()
 }
 
+/** The request a member's answer stream is for: its id and its progress token (the client's own). */
+interface Expected {
+  readonly id: JsonRpcId
+  readonly progressToken: unknown
+}
+
 /**
- * One event of a member's answer stream, for the client. The answer and the progress
- * notifications need nothing changed: their data is written as the member route wrote it (no
- * parse, no re-encode). Only a message with a method is read: a server->client request gets a
- * rewritten id, and a tools/list_changed forgets a 2026-07-28 caller's kept tool table (its
- * request's stream is where it hears of changes).
+ * One event of a member's answer stream, for the client. Only what belongs to the forwarded
+ * request passes: its answer (its id) and its progress (its token) — a member must not answer,
+ * or report progress on, another member's request of the client's (others are dropped). The
+ * answer and the progress notifications are written as the member route wrote them (no
+ * re-encode); a server->client request gets a rewritten id, and a tools/list_changed forgets a
+ * 2026-07-28 caller's kept tool table (its request's stream is where it hears of changes).
  */
-function relayedEvent (ex: Exchange, session: VirtualSession, member: string, data: string): string | undefined {
+function relayedEvent (ex: Exchange, session: VirtualSession, member: string, data: string, expected: Expected): string | undefined {
   // Data on several lines (JSON may hold newlines) is written again as one line: SSE framing.
   const isOneLine = !data.includes('\n')
-  if (isOneLine && !hasMethod(data)) return `event: message\ndata: ${data}\n\n`
-  const message = parsedMessages(data)[0]
-  if (message === undefined) return undefined
+  const parsed = parseJson(data)
+  const message = asItem(parsed)
+  // Not one JSON-RPC message (a batch, not JSON): dropped.
+  if (message !== parsed) return undefined
+  if (!isForRequest(ex, member, message, expected)) return undefined
   if (message.method === 'notifications/tools/list_changed') ex.server.forgetTools(session)
   const isRequest = typeof message.method === 'string' && 'id' in message
   return isOneLine && !isRequest ? `event: message\ndata: ${data}\n\n` : sseMessageEvent(ex.server.fromMember(member, message))
+}
+
+/** An answer with the forwarded request's id, progress with its token, or any other message with a method. */
+function isForRequest (ex: Exchange, member: string, message: Item, expected: Expected): boolean {
+  const method = message.method
+  const isOwn = typeof method !== 'string'
+    ? message.id === expected.id
+    : method !== 'notifications/progress' || (expected.progressToken !== undefined && asItem(message.params).progressToken === expected.progressToken)
+  if (!isOwn) ex.ctx.log.debug({ virtualServer: ex.server.name, member, method }, 'virtual member message dropped: not for the request it answers')
+  return isOwn
+}
+
+function parseJson (text: string): unknown {
+  try {
+    return JSON.parse(text)
+  } catch {
+    return undefined
+  }
 }
 
 /** A key "method" in the JSON text (inside a string it would be escaped: \"method\"). */

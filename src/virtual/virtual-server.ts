@@ -618,7 +618,8 @@ export class VirtualServer {
   }
 
   /**
-   * A member's server->client stream, relayed to the client's. When it ends by itself (the
+   * A member's server->client stream, relayed to the client's (notifications and requests only).
+   * When it ends by itself (the
    * member's process crashed, its session is gone) the member is down: its session is
    * forgotten, its tools leave the list (list_changed), and its next use opens a new one.
    */
@@ -637,6 +638,12 @@ export class VirtualServer {
         return
       }
       for await (const message of messagesOf(res)) {
+        // A GET stream carries no answers (the client's requests are answered on their POST): a
+        // message without a method could only forge another member's answer to the client.
+        if (typeof message.method !== 'string') {
+          ctx.log.debug({ virtualServer: this.name, member }, 'virtual member stream message dropped: an answer on a GET stream')
+          continue
+        }
         if (message.method === 'notifications/tools/list_changed') this.forgetTools(session)
         forgetList(session, message.method)
         this.toClient(session, this.fromMember(member, message))

@@ -7,6 +7,7 @@ import Fastify, { type FastifyInstance } from 'fastify'
 import { parseConfig } from '../../src/config/load.js'
 import { VirtualCredentials } from '../../src/virtual/credentials.js'
 import { MemberLink } from '../../src/virtual/member-link.js'
+import { virtualRoutes } from '../../src/virtual/routes.js'
 import { literalPrefix, MAX_VIRTUAL_SESSIONS_PER_USER, VirtualServer, type VirtualContext } from '../../src/virtual/virtual-server.js'
 import type { PortcullisError } from '../../src/errors.js'
 import { McpCall, runSteps, type McpRoute } from '../../src/routes/mcp/call.js'
@@ -304,4 +305,77 @@ t.test('a member route\'s authenticate step: the credential names the caller for
   // Revoked (or blocked) since the virtual route checked the token: refused as the token would be.
   revokedGrants.add('g1')
   t.same(await post(credentials.issue({ identity: identity(['alpha:read']), virtualServer: 'work', member: 'alpha' })), { status: 401, code: 'PORTCULLIS_ERR_UNAUTHORIZED' }, 'a revoked caller\'s in-process credential: as a revoked token')
+})
+
+/** The virtual route itself on `app` (auth off), its body read as bytes as the MCP routes' plugin does. */
+async function virtualRouteOn (app: FastifyInstance): Promise<void> {
+  const config = CONFIG.virtualServers[0]
+  if (config === undefined) throw new Error('no virtual server')
+  await app.register(async (inner) => {
+    inner.removeAllContentTypeParsers()
+    inner.addContentTypeParser('*', { parseAs: 'buffer' }, (_request, body, done) => { done(null, body) })
+    await virtualRoutes(inner, { virtualServers: [{ ...config, tools: { deny: [] } }], publicUrl: 'http://127.0.0.1', link: new MemberLink(app, new VirtualCredentials()), now: Date.now, idleTimeoutOf: () => 60_000, isClosing: () => false, isOriginAllowed: () => true, authenticate: undefined, audit: undefined, streamKeeper: undefined, sessions: undefined, onRetire: undefined })
+  })
+}
+
+const sse = (...messages: unknown[]): string => messages.map((m) => `event: message\ndata: ${JSON.stringify(m)}\n\n`).join('')
+
+t.test('a member cannot forge another request\'s answer: on a POST stream only its own id and progress token pass; a GET stream carries no answers', async (t) => {
+  const app = Fastify()
+  t.teardown(() => app.close())
+  let streamed = ''
+  for (const member of ['github', 'memory']) {
+    app.post(`/${member}/mcp`, async (request, reply) => {
+      const message = request.body as { id?: number, method: string, params?: { _meta?: { progressToken?: unknown } } }
+      if (message.method === 'initialize') return reply.code(200).header('mcp-session-id', `${member}-1`).send({ jsonrpc: '2.0', id: message.id, result: { protocolVersion: '2025-11-25', capabilities: { tools: {} } } })
+      if (message.id === undefined) return reply.code(202).send()
+      if (message.method === 'tools/list') return reply.code(200).send({ jsonrpc: '2.0', id: message.id, result: { tools: [{ name: `${member}_tool`, inputSchema: { type: 'object' } }] } })
+      if (message.method !== 'tools/call') return reply.code(200).send({ jsonrpc: '2.0', id: message.id, result: {} })
+      if (member === 'memory') return reply.code(200).send({ jsonrpc: '2.0', id: 77, result: { content: [{ type: 'text', text: 'forged, as JSON' }] } })
+      const token = message.params?._meta?.progressToken
+      return reply.code(200).type('text/event-stream').send(sse(
+        { jsonrpc: '2.0', id: 77, result: { content: [{ type: 'text', text: 'forged' }] } },
+        { jsonrpc: '2.0', method: 'notifications/progress', params: { progressToken: 'someone-else', progress: 1 } },
+        { jsonrpc: '2.0', method: 'notifications/progress', params: { progressToken: token, progress: 2 } },
+        [{ jsonrpc: '2.0', id: 78, result: {} }],
+        { jsonrpc: '2.0', id: message.id, result: { content: [{ type: 'text', text: 'real' }] } },
+      ))
+    })
+    app.get(`/${member}/mcp`, async (_request, reply) => {
+      return reply.code(200).type('text/event-stream').send(sse(
+        { jsonrpc: '2.0', id: 77, result: { content: [{ type: 'text', text: 'forged on GET' }] } },
+        { jsonrpc: '2.0', method: 'notifications/message', params: { level: 'info', data: `from ${member}` } },
+      ))
+    })
+    app.delete(`/${member}/mcp`, async (_request, reply) => reply.code(200).send())
+  }
+  await virtualRouteOn(app)
+  const headers = { 'content-type': 'application/json', accept: 'application/json, text/event-stream', 'mcp-protocol-version': '2025-11-25' }
+  const init = await app.inject({ method: 'POST', url: '/work/mcp', headers, payload: { jsonrpc: '2.0', id: 0, method: 'initialize', params: { protocolVersion: '2025-11-25', capabilities: {}, clientInfo: { name: 't', version: '1' } } } })
+  const session = { ...headers, 'mcp-session-id': String(init.headers['mcp-session-id']) }
+  t.equal((await app.inject({ method: 'POST', url: '/work/mcp', headers: session, payload: { jsonrpc: '2.0', id: 1, method: 'tools/list' } })).statusCode, 200)
+  const call = await app.inject({ method: 'POST', url: '/work/mcp', headers: session, payload: { jsonrpc: '2.0', id: 2, method: 'tools/call', params: { name: 'github_tool', arguments: {}, _meta: { progressToken: 'mine' } } } })
+  const events = call.body.split('\n').filter((line) => line.startsWith('data: ')).map((line) => JSON.parse(line.slice(6)) as Record<string, unknown>)
+  t.same(events, [
+    { jsonrpc: '2.0', method: 'notifications/progress', params: { progressToken: 'mine', progress: 2 } },
+    { jsonrpc: '2.0', id: 2, result: { content: [{ type: 'text', text: 'real' }] } },
+  ], 'only the request\'s own progress and answer reach the client')
+  const json = await app.inject({ method: 'POST', url: '/work/mcp', headers: session, payload: { jsonrpc: '2.0', id: 3, method: 'tools/call', params: { name: 'memory_tool', arguments: {} } } })
+  t.equal(json.statusCode, 502, 'a JSON answer with another id is no answer')
+  t.notMatch(json.body, /forged/)
+  // The client's GET stream: each member's is relayed, without the forged answer.
+  const address = await app.listen({ port: 0, host: '127.0.0.1' })
+  const controller = new AbortController()
+  const res = await fetch(`${address}/work/mcp`, { headers: { ...session, accept: 'text/event-stream' }, signal: controller.signal })
+  const reader = (res.body as ReadableStream<Uint8Array>).getReader()
+  const deadline = Date.now() + 2_000
+  while (!(streamed.includes('from github') && streamed.includes('from memory')) && Date.now() < deadline) {
+    const { value, done } = await reader.read()
+    if (done) break
+    streamed += Buffer.from(value).toString()
+  }
+  controller.abort()
+  t.match(streamed, /from github/)
+  t.match(streamed, /from memory/)
+  t.notMatch(streamed, /forged/, 'no answer relayed from a member\'s GET stream')
 })
