@@ -142,8 +142,16 @@ async function post (ex: Exchange): Promise<FastifyReply> {
   const message = inspection.messages[0]
   if (message === undefined) throw new PortcullisError('PORTCULLIS_ERR_INVALID_REQUEST')
   if (message.method === 'initialize') return initialize(ex, message)
-  // MCP 2026-07-28: no session; every request carries the client's _meta.
-  if (inspection.modernVersion !== undefined && request.headers['mcp-session-id'] === undefined) return stateless(ex, message)
+  // MCP 2026-07-28: no session; every request carries the client's _meta. Only a known modern
+  // revision goes without one (any other string is refused here, before a member is asked).
+  const modern = inspection.modernVersion
+  if (modern !== undefined && request.headers['mcp-session-id'] === undefined) {
+    if (isModernRevision(modern) && KNOWN_REVISIONS.has(modern)) return stateless(ex, message)
+    if (!KNOWN_REVISIONS.has(modern)) {
+      const supported = [...KNOWN_REVISIONS].filter((revision) => isModernRevision(revision)).join(', ')
+      throw new PortcullisError('PORTCULLIS_ERR_UNSUPPORTED_PROTOCOL_VERSION', `_meta protocol version ${JSON.stringify(modern.slice(0, 40))}; supported without a session: ${supported}`, { id: message.id ?? null })
+    }
+  }
   const session = server.sessionOf(sessionIdOf(request), ex.owner, ctx)
   if (message.kind === 'response') return answerToMember(ex, session, message)
   if (message.kind === 'notification') return notify(ex, session, message)

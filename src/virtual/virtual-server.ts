@@ -12,6 +12,8 @@ import { compileGlob, type Matcher } from '../policy/glob.js'
 import type { SessionOwner } from '../upstreams/session-owners.js'
 import { ANONYMOUS } from '../identity.js'
 import { sseMessageEvent } from '../upstreams/response-edit.js'
+import { META_PROTOCOL_VERSION } from '../mcp/jsonrpc.js'
+import { VERSION } from '../version.js'
 import type { StreamKeeper } from '../upstreams/stream-keeper.js'
 import type { VirtualGrant } from './credentials.js'
 import type { RequestIdentity } from '../resource-server/verify-token.js'
@@ -82,6 +84,21 @@ const MAX_STATELESS_TABLES = 1024
 
 /** The one revision served without sessions. */
 export const MODERN_REVISION = '2026-07-28'
+/** The gateway's own `_meta` on its server/discover probe (as the stdio upstream's probe). */
+const PROBE_META = { [META_PROTOCOL_VERSION]: MODERN_REVISION, 'io.modelcontextprotocol/clientCapabilities': {}, 'io.modelcontextprotocol/clientInfo': { name: 'portcullis', version: VERSION } }
+/** JSON-RPC "method not found". */
+const METHOD_NOT_FOUND = -32601
+
+/**
+ * A 2025-era member's answer to a session-less server/discover: 400 with an error in the
+ * spec's legacy block (-32000..-32019: the gateway's LEGACY_UPSTREAM, a 2025-era server's
+ * "Bad Request: ... session"), or a stateless 2025-era server's "method not found".
+ */
+function isLegacySignal (status: number, errorCode: unknown): boolean {
+  if (typeof errorCode !== 'number') return false
+  if (status === 400) return errorCode <= -32000 && errorCode >= -32019
+  return status === 200 && errorCode === METHOD_NOT_FOUND
+}
 
 export class VirtualServer {
   readonly sessions: Map<string, VirtualSession>
@@ -128,7 +145,7 @@ export class VirtualServer {
    * back to initialize, whose session reaches every member.
    */
   async statelessSession (owner: SessionOwner, ctx: VirtualContext, meta: Item, id: JsonRpcId): Promise<VirtualSession> {
-    const eras = await Promise.all(this.config.members.map(async (member) => [member, await this.eraOf(ctx, member, meta)] as const))
+    const eras = await Promise.all(this.config.members.map(async (member) => [member, await this.eraOf(ctx, member)] as const))
     if (eras.some(([, era]) => era?.isModern === false)) throw new PortcullisError('PORTCULLIS_ERR_LEGACY_UPSTREAM', undefined, { id })
     const hello: ClientHello = { protocolVersion: MODERN_REVISION, capabilities: {}, clientInfo: {} }
     const session = new VirtualSession(owner, hello, this.deps.now(), ctx)
@@ -146,21 +163,32 @@ export class VirtualServer {
     return session
   }
 
-  /** server/discover at the member (statelessly), once: which era it speaks. Undefined when it failed (not remembered). */
-  private async eraOf (ctx: VirtualContext, member: string, meta: Item): Promise<{ isModern: boolean, capabilities: Item } | undefined> {
+  /**
+   * server/discover at the member (statelessly), once: which era it speaks. Undefined when that
+   * is not known (not remembered; the member is left out of this request): a refusal for this
+   * caller (access, scopes, limits) or a failure says nothing about the member's era. The probe
+   * carries the gateway's own `_meta`, never a client's: what is remembered serves every caller.
+   */
+  private async eraOf (ctx: VirtualContext, member: string): Promise<{ isModern: boolean, capabilities: Item } | undefined> {
     const known = this.eras.get(member)
     if (known !== undefined) return known
-    const probe = { jsonrpc: '2.0', id: this.internalId(), method: 'server/discover', params: { _meta: meta } }
+    const probe = { jsonrpc: '2.0', id: this.internalId(), method: 'server/discover', params: { _meta: PROBE_META } }
     const res = await this.deps.link.send({ method: 'POST', member, protocolVersion: MODERN_REVISION, body: probe, ip: ctx.ip, grant: ctx.grant })
     let result: Item | undefined
-    for await (const message of messagesOf(res)) if (message.id === probe.id && isItem(message.result)) result = message.result
+    let errorCode: unknown
+    for await (const message of messagesOf(res)) {
+      if (message.id !== probe.id && message.id !== null) continue
+      if (isItem(message.result)) result = message.result
+      if (isItem(message.error)) errorCode = message.error.code
+    }
     let era: { isModern: boolean, capabilities: Item } | undefined
     if (res.status === 200 && result !== undefined) {
       const versions = Array.isArray(result.supportedVersions) ? result.supportedVersions : []
       era = { isModern: versions.includes(MODERN_REVISION), capabilities: isItem(result.capabilities) ? result.capabilities : {} }
-    } else if (res.status === 400) {
-      // The fallback signal (the gateway's LEGACY_UPSTREAM for a stdio member, a 2025-era server's
-      // own 400 for a session-less request): falling back to sessions is always safe.
+    } else if (isLegacySignal(res.status, errorCode)) {
+      // What a 2025-era member answers: the gateway's LEGACY_UPSTREAM for a stdio member, a
+      // 2025-era server's own 400 for a session-less request (both in the spec's legacy error
+      // block), or a stateless one's "method not found". Falling back to sessions is always safe.
       era = { isModern: false, capabilities: {} }
     }
     if (era !== undefined) this.eras.set(member, era)

@@ -379,3 +379,44 @@ t.test('a member cannot forge another request\'s answer: on a POST stream only i
   t.match(streamed, /from memory/)
   t.notMatch(streamed, /forged/, 'no answer relayed from a member\'s GET stream')
 })
+
+t.test('the 2026-07-28 era probe cannot be poisoned: an unknown _meta version is refused, the probe carries the gateway\'s _meta, only a 2025-era answer is remembered', async (t) => {
+  const app = Fastify()
+  t.teardown(() => app.close())
+  const probes: Array<{ member: string, meta: Record<string, unknown> }> = []
+  let refuseFirst = true
+  for (const member of ['github', 'memory']) {
+    app.post(`/${member}/mcp`, async (request, reply) => {
+      const message = request.body as { id?: string, method: string, params?: { _meta?: Record<string, unknown> } }
+      if (message.method === 'server/discover') {
+        probes.push({ member, meta: message.params?._meta ?? {} })
+        // A refusal that says nothing about the member's era (a bad _meta would once have been answered so).
+        if (member === 'github' && refuseFirst) {
+          refuseFirst = false
+          return reply.code(400).send({ jsonrpc: '2.0', id: message.id, error: { code: -32602, message: 'bad _meta' } })
+        }
+        return reply.code(200).send({ jsonrpc: '2.0', id: message.id, result: { supportedVersions: ['2026-07-28'], capabilities: { tools: {} } } })
+      }
+      if (message.method === 'tools/list') return reply.code(200).send({ jsonrpc: '2.0', id: message.id, result: { tools: [{ name: `${member}_tool`, inputSchema: { type: 'object' } }] } })
+      return reply.code(200).send({ jsonrpc: '2.0', id: message.id, result: {} })
+    })
+  }
+  await virtualRouteOn(app)
+  const modern = async (method: string, version: string): Promise<{ status: number, body: Record<string, unknown> }> => {
+    const res = await app.inject({ method: 'POST', url: '/work/mcp', headers: { 'content-type': 'application/json', accept: 'application/json, text/event-stream', 'mcp-protocol-version': '2026-07-28' }, payload: { jsonrpc: '2.0', id: 1, method, params: { _meta: { 'io.modelcontextprotocol/protocolVersion': version, 'io.modelcontextprotocol/clientInfo': { name: 'evil', version: '1' } } } } })
+    return { status: res.statusCode, body: res.json() }
+  }
+  const bogus = await modern('tools/list', '9999-bogus')
+  t.equal(bogus.status, 400)
+  t.match(bogus.body, { code: 'PORTCULLIS_ERR_UNSUPPORTED_PROTOCOL_VERSION' }, 'an unknown _meta version is refused')
+  t.equal(probes.length, 0, 'before any member is asked')
+  t.equal((await modern('server/discover', '2026-07-28')).status, 200)
+  t.equal(probes.length, 2, 'each member probed')
+  t.same(probes.map((p) => (p.meta['io.modelcontextprotocol/clientInfo'] as { name?: string }).name), ['portcullis', 'portcullis'], 'with the gateway\'s own _meta, not the client\'s')
+  const listed = await modern('tools/list', '2026-07-28')
+  t.equal(listed.status, 200, 'a refused probe was not remembered as "2025-era": no fallback signal for every later caller')
+  t.same((listed.body.result as { tools: Array<{ name: string }> }).tools.map((tool) => tool.name).sort(), ['github_tool', 'memory_tool'])
+  t.equal(probes.length, 3, 'github probed again (its answer this time is remembered)')
+  await modern('tools/list', '2026-07-28')
+  t.equal(probes.length, 3, 'no probe once both are known')
+})
