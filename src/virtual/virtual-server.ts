@@ -255,10 +255,14 @@ export class VirtualServer {
    * access, scopes, limits, or its failure) is returned for the caller to relay or skip.
    */
   async memberSession (session: VirtualSession, ctx: VirtualContext, member: string): Promise<MemberSession | MemberRefusal> {
-    const pending = session.members.get(member)
-    if (pending !== undefined) {
+    let pending = session.members.get(member)
+    while (pending !== undefined) {
       const open = await pending
       if (open !== undefined) return open
+      // It could not be opened; another waiter may have begun opening it again since: that one is
+      // awaited, not a second opened beside it (each would overwrite the other's, one left unowned).
+      const latest = session.members.get(member)
+      pending = latest === pending ? undefined : latest
     }
     if (session.stateless !== undefined) return { status: 502, headers: {}, text: '' }
     // A request in flight while the session ends (DELETE, the idle sweep) opens nothing: end() has

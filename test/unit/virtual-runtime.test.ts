@@ -90,7 +90,7 @@ t.test('the virtual allow/deny also on <member><separator><name>: what the other
   t.ok(plain.isToolAllowed('github__search', { member: 'github', name: 'search' }))
 })
 
-interface MemberState { isUp: boolean, opened: number, deleted: string[], live: Set<string> }
+interface MemberState { isUp: boolean, opened: number, deleted: string[], live: Set<string>, failNextInit?: boolean }
 const memberState = (): MemberState => ({ isUp: true, opened: 0, deleted: [], live: new Set() })
 
 /** A stand-in member route on `app` (POST, DELETE): 503 while `state.isUp` is false, 404 for a session it does not hold. */
@@ -99,6 +99,10 @@ function memberRoute (app: FastifyInstance, member: string, state: MemberState):
     if (!state.isUp) return reply.code(503).send({ jsonrpc: '2.0', id: null, error: { code: -32000, message: 'down' } })
     const message = request.body as { id?: string, method: string }
     if (message.method === 'initialize') {
+      if (state.failNextInit === true) {
+        state.failNextInit = false
+        return reply.code(503).send({ jsonrpc: '2.0', id: message.id, error: { code: -32000, message: 'not yet' } })
+      }
       state.opened++
       state.live.add(`${member}-${state.opened}`)
       return reply.code(200).header('mcp-session-id', `${member}-${state.opened}`).send({ jsonrpc: '2.0', id: message.id, result: { protocolVersion: '2025-11-25', capabilities: { tools: {} } } })
@@ -138,6 +142,20 @@ t.test('two requests meeting the same lost member session open one new session, 
   t.equal(state.opened, 2, 'one new member session, shared by both')
   await server.end(session, ctx)
   t.equal(state.live.size, 0, 'every member session ended with the virtual one (none orphaned)')
+})
+
+t.test('requests waiting on a member session that could not be opened share the one opened next (none left unowned)', async (t) => {
+  const app = Fastify()
+  t.teardown(() => app.close())
+  const state = { ...memberState(), failNextInit: true }
+  memberRoute(app, 'github', state)
+  const { server, ctx } = serverOn(app)
+  const session = server.open({ user: 'alice', client: 'c1' }, HELLO, ctx)
+  const answers = await Promise.all([1, 2, 3, 4].map(async () => server.toMember(session, ctx, 'github', PING)))
+  t.same(answers.map((a) => a.status), [503, 200, 200, 200], 'the first opening failed; the waiters are answered')
+  t.equal(state.opened, 1, 'one member session opened after the failure, shared by every waiter')
+  await server.end(session, ctx)
+  t.equal(state.live.size, 0, 'and ended with the virtual one (none orphaned)')
 })
 
 t.test('a request in flight when the session ends opens no member session', async (t) => {
