@@ -652,8 +652,8 @@ export class VirtualServer {
   /**
    * A member's server->client stream, relayed to the client's (notifications and requests only).
    * When it ends by itself (the
-   * member's process crashed, its session is gone) the member is down: its session is
-   * forgotten, its tools leave the list (list_changed), and its next use opens a new one.
+   * member's process crashed, its session is gone, a proxy closed it) the member is down: its
+   * session is ended (DELETE, best effort) and forgotten, its tools leave the list (list_changed), and its next use opens a new one.
    */
   private async relayMemberStream (session: VirtualSession, ctx: VirtualContext, member: string, open: MemberSession): Promise<void> {
     const abort = new AbortController()
@@ -686,8 +686,12 @@ export class VirtualServer {
     if (isDestroyed || open.isEnding || session.isClosed) return
     ctx.log.info({ virtualServer: this.name, member }, 'virtual member stream ended; member marked down')
     open.stream = undefined
+    // The stream may have ended with the session still held (a proxy closing an idle stream): it is
+    // ended (best effort) before being forgotten, never left open at the member, unowned.
+    const ending = this.endMember(ctx, member, open)
     this.forget(session, member, open)
     this.mark(session, member, false)
+    await ending
   }
 
   private internalId (): string {

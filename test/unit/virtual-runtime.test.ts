@@ -158,6 +158,28 @@ t.test('requests waiting on a member session that could not be opened share the 
   t.equal(state.live.size, 0, 'and ended with the virtual one (none orphaned)')
 })
 
+t.test('a member GET stream that ends by itself (an idle proxy closing it): the member session behind it is ended, not left open', async (t) => {
+  const app = Fastify()
+  t.teardown(() => app.close())
+  const state = memberState()
+  memberRoute(app, 'github', state)
+  // The stream ends at once, the member still holding the session.
+  app.get('/github/mcp', async (_request, reply) => reply.code(200).type('text/event-stream').send(''))
+  const { server, ctx } = serverOn(app)
+  const session = server.open({ user: 'alice', client: 'c1' }, HELLO, ctx)
+  t.equal((await server.toMember(session, ctx, 'github', PING)).status, 200)
+  t.same([...state.live], ['github-1'])
+  const client = new PassThrough()
+  client.resume()
+  await server.openClientStream(session, ctx, client as unknown as ServerResponse)
+  const deadline = Date.now() + 2_000
+  while (state.deleted.length === 0 && Date.now() < deadline) await new Promise((resolve) => setTimeout(resolve, 10))
+  t.equal(state.deleted[0], 'github-1', 'the old member session was ended (DELETE)')
+  t.notOk(state.live.has('github-1'))
+  await server.end(session, ctx)
+  t.equal(state.live.size, 0, 'nothing left open at the member')
+})
+
 t.test('a request in flight when the session ends opens no member session', async (t) => {
   const app = Fastify()
   t.teardown(() => app.close())
