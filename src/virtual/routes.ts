@@ -182,7 +182,13 @@ function initialize (ex: Exchange, message: McpMessage): FastifyReply {
   const params = message.params ?? {}
   const asked = typeof params.protocolVersion === 'string' ? params.protocolVersion : DEFAULT_PROTOCOL_VERSION
   const protocolVersion = KNOWN_REVISIONS.has(asked) && !isModernRevision(asked) ? asked : DEFAULT_PROTOCOL_VERSION
-  const hello: ClientHello = { protocolVersion, capabilities: asItem(params.capabilities), clientInfo: asItem(params.clientInfo) }
+  const capabilities = asItem(params.capabilities)
+  // Kept for the session's life and sent to each member: bounded (client info beyond the bound
+  // keeps its name, title and version; capabilities beyond it are refused).
+  if (JSON.stringify(capabilities).length > MAX_HELLO_PART_CHARS) {
+    throw new PortcullisError('PORTCULLIS_ERR_INVALID_PARAMS', `initialize's capabilities exceed ${MAX_HELLO_PART_CHARS} characters of JSON (a virtual server keeps them for the session)`, { id: message.id ?? null })
+  }
+  const hello: ClientHello = { protocolVersion, capabilities, clientInfo: boundedClientInfo(asItem(params.clientInfo)) }
   const session = ex.server.open(ex.owner, hello, ex.ctx)
   const result = {
     protocolVersion,
@@ -190,6 +196,22 @@ function initialize (ex: Exchange, message: McpMessage): FastifyReply {
     serverInfo: { name: `portcullis/${ex.server.name}`, version: VERSION },
   }
   return ex.reply.code(200).header('mcp-session-id', session.id).type('application/json').send({ jsonrpc: '2.0', id: message.id ?? null, result })
+}
+
+/** initialize's capabilities and clientInfo, each, as JSON: what a session keeps of them. */
+const MAX_HELLO_PART_CHARS = 8192
+const MAX_LOG_LEVEL_LENGTH = 32
+const MAX_CLIENT_INFO_FIELD_CHARS = 256
+
+/** The client's info as kept: whole when small, else only its name, title and version (icons can be large). */
+function boundedClientInfo (info: Item): Item {
+  if (JSON.stringify(info).length <= MAX_HELLO_PART_CHARS) return info
+  const kept: Item = {}
+  for (const key of ['name', 'title', 'version']) {
+    const value = info[key]
+    if (typeof value === 'string') kept[key] = value.slice(0, MAX_CLIENT_INFO_FIELD_CHARS)
+  }
+  return kept
 }
 
 /** A client's answer to a member's request (elicitation, sampling, roots) goes back to that member with its own id. */
@@ -249,6 +271,8 @@ async function dispatch (ex: Exchange, session: VirtualSession, message: McpMess
     case 'completion/complete':
       return complete(ex, session, message)
     case 'logging/setLevel':
+      // Remembered: a member opened later is told too (openMember).
+      if (typeof params.level === 'string') session.logLevel = params.level.slice(0, MAX_LOG_LEVEL_LENGTH)
       await Promise.all([...session.members.keys()].map(async (member) => {
         const res = await server.toMember(session, ctx, member, message.value)
         if ('body' in res) res.body.resume()

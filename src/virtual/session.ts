@@ -61,6 +61,8 @@ export class VirtualSession {
   templates: ReadonlyArray<{ readonly prefix: string, readonly member: string }> = []
   /** The client's requests in flight at a member (JSON of the id -> member): where a cancellation goes. */
   readonly inflight = new Map<string, string>()
+  /** The client's last logging/setLevel: sent to each member opened after it too. */
+  logLevel: string | undefined = undefined
   isClosed = false
   /**
    * A 2026-07-28 request's own, never stored: its members are reached without sessions, each

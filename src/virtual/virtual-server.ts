@@ -307,6 +307,12 @@ export class VirtualServer {
     const open: MemberSession = { id: sessionId, protocolVersion, capabilities: isItem(result.capabilities) ? result.capabilities : {}, stream: undefined, isEnding: false }
     const initialized = await this.deps.link.send({ method: 'POST', member, sessionId, protocolVersion, body: { jsonrpc: '2.0', method: 'notifications/initialized' }, ip: ctx.ip, grant: ctx.grant })
     await readAll(initialized.body)
+    // The client set a log level before this member was opened: the member hears it too.
+    if (session.logLevel !== undefined && open.capabilities.logging !== undefined) {
+      const body = { jsonrpc: '2.0', id: this.internalId(), method: 'logging/setLevel', params: { level: session.logLevel } }
+      const leveled = await this.deps.link.send({ method: 'POST', member, sessionId, protocolVersion, body, ip: ctx.ip, grant: ctx.grant })
+      await readAll(leveled.body)
+    }
     return open
   }
 

@@ -460,3 +460,42 @@ t.test('the 2026-07-28 era probe cannot be poisoned: an unknown _meta version is
   await modern('tools/list', '2026-07-28')
   t.equal(probes.length, 3, 'no probe once both are known')
 })
+
+t.test('the client\'s log level reaches members opened after it; what a session keeps of initialize is bounded', async (t) => {
+  const app = Fastify()
+  t.teardown(() => app.close())
+  const seen: Array<{ member: string, method: string, params?: Record<string, unknown> }> = []
+  for (const member of ['github', 'memory']) {
+    app.post(`/${member}/mcp`, async (request, reply) => {
+      const message = request.body as { id?: string, method: string, params?: Record<string, unknown> }
+      seen.push({ member, method: message.method, ...(message.params === undefined ? {} : { params: message.params }) })
+      if (message.method === 'initialize') return reply.code(200).header('mcp-session-id', `${member}-1`).send({ jsonrpc: '2.0', id: message.id, result: { protocolVersion: '2025-11-25', capabilities: { tools: {}, logging: {} } } })
+      if (message.id === undefined) return reply.code(202).send()
+      if (message.method === 'tools/list') return reply.code(200).send({ jsonrpc: '2.0', id: message.id, result: { tools: [] } })
+      return reply.code(200).send({ jsonrpc: '2.0', id: message.id, result: {} })
+    })
+    app.delete(`/${member}/mcp`, async (_request, reply) => reply.code(200).send())
+  }
+  await virtualRouteOn(app)
+  const headers = { 'content-type': 'application/json', accept: 'application/json, text/event-stream', 'mcp-protocol-version': '2025-11-25' }
+  const initialize = async (capabilities: unknown, clientInfo: unknown): Promise<{ status: number, session?: string, body: Record<string, unknown> }> => {
+    const res = await app.inject({ method: 'POST', url: '/work/mcp', headers, payload: { jsonrpc: '2.0', id: 0, method: 'initialize', params: { protocolVersion: '2025-11-25', capabilities, clientInfo } } })
+    return { status: res.statusCode, session: res.headers['mcp-session-id'] as string | undefined, body: res.json() }
+  }
+  const huge = await initialize({ experimental: { blob: 'x'.repeat(20_000) } }, { name: 't', version: '1' })
+  t.equal(huge.status, 400, 'capabilities beyond the bound: refused')
+  t.match(huge.body, { code: 'PORTCULLIS_ERR_INVALID_PARAMS', message: /capabilities exceed 8192 characters/ })
+  const init = await initialize({}, { name: 'big-icons', version: '2', icons: [{ src: `data:image/png;base64,${'A'.repeat(20_000)}` }] })
+  t.equal(init.status, 200, 'a large client info is kept in part')
+  const session = { ...headers, 'mcp-session-id': String(init.session) }
+  const setLevel = await app.inject({ method: 'POST', url: '/work/mcp', headers: session, payload: { jsonrpc: '2.0', id: 1, method: 'logging/setLevel', params: { level: 'debug' } } })
+  t.equal(setLevel.statusCode, 200)
+  t.equal(seen.length, 0, 'no member open yet')
+  await app.inject({ method: 'POST', url: '/work/mcp', headers: session, payload: { jsonrpc: '2.0', id: 2, method: 'tools/list' } })
+  for (const member of ['github', 'memory']) {
+    const methods = seen.filter((s) => s.member === member).map((s) => s.method)
+    t.same(methods.slice(0, 4), ['initialize', 'notifications/initialized', 'logging/setLevel', 'tools/list'], `${member} opened later is told the level`)
+    t.same(seen.find((s) => s.member === member && s.method === 'logging/setLevel')?.params, { level: 'debug' })
+    t.same(seen.find((s) => s.member === member && s.method === 'initialize')?.params?.clientInfo, { name: 'big-icons', version: '2' }, 'the client info without its large parts')
+  }
+})
