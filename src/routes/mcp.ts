@@ -32,8 +32,9 @@
  * resource, then reaches each member through that member's route above, in process: a member's
  * refusal is relayed as it is. Its own refusals are SESSION_REQUIRED, SESSION_NOT_FOUND,
  * TOO_MANY_SESSIONS, UPSTREAM_BUSY, POLICY_DENIED (its tools allow/deny), UNKNOWN_TOOL,
- * INVALID_PARAMS, INVALID_REQUEST (a batch) and LEGACY_UPSTREAM (a 2026-07-28 request while a
- * member speaks only the 2025 era).
+ * INVALID_PARAMS, INVALID_REQUEST (a batch), LEGACY_UPSTREAM (a 2026-07-28 request while a
+ * member speaks only the 2025 era), UNSUPPORTED_PROTOCOL_VERSION (a session-less request's
+ * unknown `_meta` version) and UPSTREAM_UNAVAILABLE (a member's JSON answer with another id).
  */
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify'
 import { PortcullisError, jsonRpcErrorPayload, type JsonRpcId } from '../errors.js'
