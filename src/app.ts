@@ -43,7 +43,7 @@ import { backchannelLogoutRoutes } from './auth-server/backchannel-logout.js'
 import { IdpKeySets } from './auth-server/idp-keys.js'
 import { IdpSignIn } from './auth-server/idp-sign-in.js'
 import { createAuthenticator, resourceMetadataRoutes, type Authenticator } from './resource-server/plugin.js'
-import { TOKEN_CLOCK_TOLERANCE_S, TokenVerifier } from './resource-server/verify-token.js'
+import { TOKEN_CLOCK_TOLERANCE_S, TokenVerifier, type RequestIdentity } from './resource-server/verify-token.js'
 import { RevokedGrants } from './resource-server/revoked-grants.js'
 import rateLimitPlugin from '@fastify/rate-limit'
 import type { DestinationStream } from 'pino'
@@ -266,6 +266,8 @@ async function wireApp (app: FastifyInstance, config: Config, options: BuildOpti
   const toolGuards = createToolGuards(config, { store, log: app.log, now, metrics, audit })
 
   let authenticate: Authenticator | undefined
+  /** A verified identity whose grant was revoked or whose user was blocked since (auth on). */
+  let isRevoked: ((identity: RequestIdentity) => boolean) | undefined
   // With auth off there are no accounts: nothing to revoke.
   let revokeAccounts: AccountRevoker = async () => 0
   let scopeChallenge: ((server: ServerConfig, scopes: readonly string[], description: string) => string) | undefined
@@ -284,6 +286,7 @@ async function wireApp (app: FastifyInstance, config: Config, options: BuildOpti
     await blocked.start()
     const isUserBlocked = (userId: string): boolean => blocked.has(userId)
     const verifier = new TokenVerifier({ issuer: config.publicUrl, jwks: { keys: [...keys.publicJwks.keys] }, now, isGrantRevoked: (grantId) => revokedGrants.has(grantId), isUserBlocked })
+    isRevoked = (identity) => verifier.isRevoked(identity)
     const outbound = createGuardedFetch({
       allowedHosts: config.auth.clientMetadataDocuments.allowedHosts,
       ...(options.outboundTestAllowance === undefined ? {} : { testAllowance: options.outboundTestAllowance }),
@@ -347,10 +350,10 @@ async function wireApp (app: FastifyInstance, config: Config, options: BuildOpti
     notices = redis === undefined ? undefined : new ClusterNotices(redis, `${config.store.prefix}notices`, app.log)
     if (notices !== undefined) {
       await notices.start(config.store.redis ?? '')
-      notices.onEndUser(async (accountId) => endUserSessions([...upstreams.values(), ...pool.drainingUpstreams()], accountId))
+      notices.onEndUser(async (accountId) => endUserSessions([...upstreams.values(), ...pool.drainingUpstreams()], virtualSessions, accountId))
     }
     const endEverywhere = async (accountId: string): Promise<void> => {
-      await endUserSessions([...upstreams.values(), ...pool.drainingUpstreams()], accountId)
+      await endUserSessions([...upstreams.values(), ...pool.drainingUpstreams()], virtualSessions, accountId)
       await notices?.publish({ type: 'end-user', accountId })
     }
     // An offboarded or revoked account also loses its linked upstream tokens (once, here: the rows are shared).
@@ -476,7 +479,7 @@ async function wireApp (app: FastifyInstance, config: Config, options: BuildOpti
   await app.register(doctorProbeRoutes)
   if (config.metrics.enabled && config.metrics.listen === undefined) await app.register(metricsRoute, { metrics, bearerToken: config.metrics.bearerToken })
   const drainingHolder = (server: string, sessionId: string): Upstream | undefined => pool.holderOf(server, sessionId)
-  await app.register(mcpRoutes, { config, now, virtualSessions, onRetire: (fn) => retireHooks.push(fn), onActivate: (fn) => activateHooks.push(fn), upstreams, isClosing, isOriginAllowed, authenticate, limiter, audit, metrics, scopeChallenge, toolGuards, streamKeeper, legacySessions, drainingHolder, ...(tracing === undefined ? {} : { tracing: traceSettings(tracing.tracer, keys, metrics) }), ...(directory === undefined || forwarder === undefined ? {} : { replicas: { directory, forwarder } }) })
+  await app.register(mcpRoutes, { config, now, virtualSessions, ...(isRevoked === undefined ? {} : { isRevoked }), onRetire: (fn) => retireHooks.push(fn), onActivate: (fn) => activateHooks.push(fn), upstreams, isClosing, isOriginAllowed, authenticate, limiter, audit, metrics, scopeChallenge, toolGuards, streamKeeper, legacySessions, drainingHolder, ...(tracing === undefined ? {} : { tracing: traceSettings(tracing.tracer, keys, metrics) }), ...(directory === undefined || forwarder === undefined ? {} : { replicas: { directory, forwarder } }) })
   await options.afterWiring?.()
   if (ownsShared) activate()
 }
@@ -550,8 +553,12 @@ export async function createSharedParts (config: Config, options: BuildOptions &
   return { redis, store, metrics, audit, directory, httpSessionOwners, streamKeeper, legacySessions, virtualSessions, limiter, upstreams, metricsServer, close }
 }
 
-/** A user's stdio sessions and processes on this replica end (offboarding; other replicas hear of it through ClusterNotices). */
-async function endUserSessions (upstreams: Iterable<Upstream>, accountId: string): Promise<void> {
+/**
+ * A user's virtual sessions (with their member sessions), then their stdio sessions and processes
+ * on this replica end (offboarding, revoke; other replicas hear of it through ClusterNotices).
+ */
+async function endUserSessions (upstreams: Iterable<Upstream>, virtualSessions: VirtualSessionTable, accountId: string): Promise<void> {
+  await virtualSessions.endUser(accountId)
   await Promise.all([...upstreams].map(async (upstream) => upstream.endUser?.(accountId)))
 }
 

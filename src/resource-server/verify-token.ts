@@ -140,6 +140,15 @@ export class TokenVerifier {
     return this.unlessRevoked(identity)
   }
 
+  /**
+   * An identity verified earlier that must no longer act: its grant revoked or its user blocked
+   * since (a virtual session's retries and in-process member requests act on an identity checked once).
+   */
+  isRevoked (identity: RequestIdentity): boolean {
+    if (identity.grantId !== undefined && this.options.isGrantRevoked?.(identity.grantId) === true) return true
+    return !identity.isClient && this.options.isUserBlocked?.(identity.id) === true
+  }
+
   private unlessRevoked (identity: RequestIdentity): RequestIdentity {
     if (identity.grantId !== undefined && this.options.isGrantRevoked?.(identity.grantId) === true) throw tokenError('revoked')
     if (!identity.isClient && this.options.isUserBlocked?.(identity.id) === true) throw tokenError('blocked')

@@ -32,8 +32,9 @@
  * resource, then reaches each member through that member's route above, in process: a member's
  * refusal is relayed as it is. Its own refusals are SESSION_REQUIRED, SESSION_NOT_FOUND,
  * TOO_MANY_SESSIONS, UPSTREAM_BUSY, POLICY_DENIED (its tools allow/deny), UNKNOWN_TOOL,
- * INVALID_PARAMS, INVALID_REQUEST (a batch) and LEGACY_UPSTREAM (a 2026-07-28 request while a
- * member speaks only the 2025 era).
+ * INVALID_PARAMS, INVALID_REQUEST (a batch), LEGACY_UPSTREAM (a 2026-07-28 request while a
+ * member speaks only the 2025 era), UNSUPPORTED_PROTOCOL_VERSION (a session-less request's
+ * unknown `_meta` version) and UPSTREAM_UNAVAILABLE (a member's JSON answer with another id).
  */
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify'
 import { PortcullisError, jsonRpcErrorPayload, type JsonRpcId } from '../errors.js'
@@ -73,6 +74,7 @@ import { MemberLink } from '../virtual/member-link.js'
 import { virtualRoutes } from '../virtual/routes.js'
 import { endVirtualSession } from '../virtual/virtual-server.js'
 import type { VirtualSessionTable } from '../virtual/session.js'
+import type { RequestIdentity } from '../resource-server/verify-token.js'
 
 /** Before the body is read: shutting down, audit, Origin, another replica's session, the token. */
 const BEFORE_BODY: readonly Step[] = [admit, forwardToOwner, authenticate]
@@ -127,6 +129,8 @@ export interface McpRoutesOptions {
   readonly onRetire?: (fn: () => void) => void
   /** Registers what to change in shared parts once this build is in force. */
   readonly onActivate?: (fn: () => void) => void
+  /** A verified identity whose grant was revoked or whose user was blocked since (auth on). */
+  readonly isRevoked?: (identity: RequestIdentity) => boolean
 }
 
 const MCP_METHODS = ['GET', 'POST', 'DELETE'] as const
@@ -272,6 +276,7 @@ export async function mcpRoutes (app: FastifyInstance, opts: McpRoutesOptions): 
       onRetire: opts.onRetire,
       legacySessions: opts.legacySessions,
       maxMessageBytesOf: (virtual) => Math.max(...config.servers.filter((s) => virtual.members.includes(s.name)).map((s) => legacyTargetOf(s).maxMessageBytes)),
+      isRevoked: opts.isRevoked,
     })
   }
   if (opts.virtualSessions !== undefined) {
@@ -279,6 +284,8 @@ export async function mcpRoutes (app: FastifyInstance, opts: McpRoutesOptions): 
     const names = config.virtualServers.map((virtual) => virtual.name)
     const table = opts.virtualSessions
     opts.onActivate?.(() => {
+      // A revoked or offboarded user's virtual sessions end through this build's member routes.
+      if (link !== undefined) table.useEnder(async (virtualServer, session) => endVirtualSession(link, virtualServer, session, session.context))
       // Their member sessions end now (not at the members' idle timeout), through this build's routes.
       for (const { virtualServer, session } of table.keepOnly(names)) {
         if (link !== undefined) void endVirtualSession(link, virtualServer, session, session.context)
@@ -340,6 +347,7 @@ function routeOf (server: ServerConfig, opts: McpRoutesOptions, virtualCredentia
     redactions: new WeakMap(),
     captured: new WeakMap(),
     virtualCredentials,
+    isRevoked: opts.isRevoked,
   }
 }
 

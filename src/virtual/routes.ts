@@ -47,6 +47,8 @@ export interface VirtualRoutesOptions {
   readonly legacySessions: LegacySessions
   /** The longest message a virtual server relays: that of its member with the largest maxMessageBytes. */
   readonly maxMessageBytesOf: (virtual: VirtualServerConfig) => number
+  /** A verified caller whose grant was revoked or whose user was blocked since (auth on): a retry never acts for it. */
+  readonly isRevoked?: ((identity: RequestIdentity) => boolean) | undefined
 }
 
 /** The revision a virtual session speaks when the client asks for one the gateway does not know. */
@@ -62,7 +64,7 @@ const SERVER_CAPABILITIES = { tools: { listChanged: true }, prompts: { listChang
 
 export async function virtualRoutes (app: FastifyInstance, opts: VirtualRoutesOptions): Promise<void> {
   const identities = new WeakMap<FastifyRequest, RequestIdentity | null>()
-  const servers = opts.virtualServers.map((config) => new VirtualServer(config, { link: opts.link, now: opts.now, idleTimeoutMs: opts.idleTimeoutOf(config), streamKeeper: opts.streamKeeper, sessions: opts.sessions?.of(config.name) }))
+  const servers = opts.virtualServers.map((config) => new VirtualServer(config, { link: opts.link, now: opts.now, idleTimeoutMs: opts.idleTimeoutOf(config), streamKeeper: opts.streamKeeper, sessions: opts.sessions?.of(config.name), isRevoked: opts.isRevoked }))
   const sweep = setInterval(() => {
     for (const server of servers) void server.sweep()
   }, SWEEP_INTERVAL_MS)
@@ -175,8 +177,16 @@ async function post (ex: Exchange): Promise<FastifyReply> {
   const message = inspection.messages[0]
   if (message === undefined) throw new PortcullisError('PORTCULLIS_ERR_INVALID_REQUEST')
   if (message.method === 'initialize') return initialize(ex, message)
-  // MCP 2026-07-28: no session; every request carries the client's _meta.
-  if (inspection.modernVersion !== undefined && request.headers['mcp-session-id'] === undefined) return stateless(ex, message)
+  // MCP 2026-07-28: no session; every request carries the client's _meta. Only a known modern
+  // revision goes without one (any other string is refused here, before a member is asked).
+  const modern = inspection.modernVersion
+  if (modern !== undefined && request.headers['mcp-session-id'] === undefined) {
+    if (isModernRevision(modern) && KNOWN_REVISIONS.has(modern)) return stateless(ex, message)
+    if (!KNOWN_REVISIONS.has(modern)) {
+      const supported = [...KNOWN_REVISIONS].filter((revision) => isModernRevision(revision)).join(', ')
+      throw new PortcullisError('PORTCULLIS_ERR_UNSUPPORTED_PROTOCOL_VERSION', `_meta protocol version ${JSON.stringify(modern.slice(0, 40))}; supported without a session: ${supported}`, { id: message.id ?? null })
+    }
+  }
   const session = server.sessionOf(sessionIdOf(request), ex.owner, ctx)
   if (message.kind === 'response') return answerToMember(ex, session, message)
   if (message.kind === 'notification') return notify(ex, session, message)
@@ -207,7 +217,13 @@ function initialize (ex: Exchange, message: McpMessage): FastifyReply {
   const params = message.params ?? {}
   const asked = typeof params.protocolVersion === 'string' ? params.protocolVersion : DEFAULT_PROTOCOL_VERSION
   const protocolVersion = KNOWN_REVISIONS.has(asked) && !isModernRevision(asked) ? asked : DEFAULT_PROTOCOL_VERSION
-  const hello: ClientHello = { protocolVersion, capabilities: asItem(params.capabilities), clientInfo: asItem(params.clientInfo) }
+  const capabilities = asItem(params.capabilities)
+  // Kept for the session's life and sent to each member: bounded (client info beyond the bound
+  // keeps its name, title and version; capabilities beyond it are refused).
+  if (JSON.stringify(capabilities).length > MAX_HELLO_PART_CHARS) {
+    throw new PortcullisError('PORTCULLIS_ERR_INVALID_PARAMS', `initialize's capabilities exceed ${MAX_HELLO_PART_CHARS} characters of JSON (a virtual server keeps them for the session)`, { id: message.id ?? null })
+  }
+  const hello: ClientHello = { protocolVersion, capabilities, clientInfo: boundedClientInfo(asItem(params.clientInfo)) }
   const session = ex.server.open(ex.owner, hello, ex.ctx)
   const result = {
     protocolVersion,
@@ -215,6 +231,22 @@ function initialize (ex: Exchange, message: McpMessage): FastifyReply {
     serverInfo: { name: `portcullis/${ex.server.name}`, version: VERSION },
   }
   return ex.reply.code(200).header('mcp-session-id', session.id).type('application/json').send({ jsonrpc: '2.0', id: message.id ?? null, result })
+}
+
+/** initialize's capabilities and clientInfo, each, as JSON: what a session keeps of them. */
+const MAX_HELLO_PART_CHARS = 8192
+const MAX_LOG_LEVEL_LENGTH = 32
+const MAX_CLIENT_INFO_FIELD_CHARS = 256
+
+/** The client's info as kept: whole when small, else only its name, title and version (icons can be large). */
+function boundedClientInfo (info: Item): Item {
+  if (JSON.stringify(info).length <= MAX_HELLO_PART_CHARS) return info
+  const kept: Item = {}
+  for (const key of ['name', 'title', 'version']) {
+    const value = info[key]
+    if (typeof value === 'string') kept[key] = value.slice(0, MAX_CLIENT_INFO_FIELD_CHARS)
+  }
+  return kept
 }
 
 /** A client's answer to a member's request (elicitation, sampling, roots) goes back to that member with its own id. */
@@ -274,6 +306,8 @@ async function dispatch (ex: Exchange, session: VirtualSession, message: McpMess
     case 'completion/complete':
       return complete(ex, session, message)
     case 'logging/setLevel':
+      // Remembered: a member opened later is told too (openMember).
+      if (typeof params.level === 'string') session.logLevel = params.level.slice(0, MAX_LOG_LEVEL_LENGTH)
       await Promise.all([...session.members.keys()].map(async (member) => {
         const res = await server.toMember(session, ctx, member, message.value)
         if ('body' in res) res.body.resume()
@@ -386,22 +420,26 @@ async function forward (ex: Exchange, session: VirtualSession, member: string, b
       res.body.resume()
       return reply.code(202).send()
     }
+    const expected: Expected = { id, progressToken: asItem(asItem(body.params)._meta).progressToken }
     if (!String(res.headers['content-type'] ?? '').startsWith('text/event-stream')) {
       const text = await readAll(res.body)
+      const parsed = parsedMessages(text)
+      const messages = parsed.filter((message) => isForRequest(ex, member, message, expected))
       // The answer carries the client's own id already: relayed as the member route wrote it,
       // unless it holds a server->client request (whose id is rewritten), or is not one message.
-      if (text !== '' && !hasMethod(text)) return reply.code(200).type('application/json').send(text)
-      const messages = parsedMessages(text).map((message) => server.fromMember(member, message))
-      return reply.code(200).type('application/json').send(messages.length === 1 ? messages[0] : messages)
+      if (text !== '' && parsed.length === 1 && messages.length === 1 && !hasMethod(text)) return reply.code(200).type('application/json').send(text)
+      if (messages.length === 0) throw new PortcullisError('PORTCULLIS_ERR_UPSTREAM_UNAVAILABLE', `member "${member}" of virtual server "${server.name}" gave no answer to the request`, { id })
+      const relayed = messages.map((message) => server.fromMember(member, message))
+      return reply.code(200).type('application/json').send(relayed.length === 1 ? relayed[0] : relayed)
     }
-    await relayStream(ex, session, member, res)
+    await relayStream(ex, session, member, res, expected)
     return reply
   } finally {
     session.inflight.delete(key)
   }
 }
 
-async function relayStream (ex: Exchange, session: VirtualSession, member: string, res: MemberResponse): Promise<void> {
+async function relayStream (ex: Exchange, session: VirtualSession, member: string, res: MemberResponse, expected: Expected): Promise<void> {
   const { reply, server } = ex
   reply.hijack()
   const out = reply.raw
@@ -416,7 +454,7 @@ async function relayStream (ex: Exchange, session: VirtualSession, member: strin
       if (out.destroyed) break
       for (const { event: name, data } of reader.push(chunk as Buffer)) {
         if (name !== 'message' || data === '') continue
-        const event = relayedEvent(ex, session, member, data)
+        const event = relayedEvent(ex, session, member, data, expected)
         if (event === undefined) continue
         out.write(event)
         if (kept !== undefined) keeper?.wrote(kept, event)
@@ -428,22 +466,49 @@ async function relayStream (ex: Exchange, session: VirtualSession, member: strin
   out.end()
 }
 
+/** The request a member's answer stream is for: its id and its progress token (the client's own). */
+interface Expected {
+  readonly id: JsonRpcId
+  readonly progressToken: unknown
+}
+
 /**
- * One event of a member's answer stream, for the client. The answer and the progress
- * notifications need nothing changed: their data is written as the member route wrote it (no
- * parse, no re-encode). Only a message with a method is read: a server->client request gets a
- * rewritten id, and a tools/list_changed forgets a 2026-07-28 caller's kept tool table (its
- * request's stream is where it hears of changes).
+ * One event of a member's answer stream, for the client. Only what belongs to the forwarded
+ * request passes: its answer (its id) and its progress (its token) — a member must not answer,
+ * or report progress on, another member's request of the client's (others are dropped). The
+ * answer and the progress notifications are written as the member route wrote them (no
+ * re-encode); a server->client request gets a rewritten id, and a tools/list_changed forgets a
+ * 2026-07-28 caller's kept tool table (its request's stream is where it hears of changes).
  */
-function relayedEvent (ex: Exchange, session: VirtualSession, member: string, data: string): string | undefined {
+function relayedEvent (ex: Exchange, session: VirtualSession, member: string, data: string, expected: Expected): string | undefined {
   // Data on several lines (JSON may hold newlines) is written again as one line: SSE framing.
   const isOneLine = !data.includes('\n')
-  if (isOneLine && !hasMethod(data)) return `event: message\ndata: ${data}\n\n`
-  const message = parsedMessages(data)[0]
-  if (message === undefined) return undefined
+  const parsed = parseJson(data)
+  const message = asItem(parsed)
+  // Not one JSON-RPC message (a batch, not JSON): dropped.
+  if (message !== parsed) return undefined
+  if (!isForRequest(ex, member, message, expected)) return undefined
   if (message.method === 'notifications/tools/list_changed') ex.server.forgetTools(session)
   const isRequest = typeof message.method === 'string' && 'id' in message
   return isOneLine && !isRequest ? `event: message\ndata: ${data}\n\n` : sseMessageEvent(ex.server.fromMember(member, message))
+}
+
+/** An answer with the forwarded request's id, progress with its token, or any other message with a method. */
+function isForRequest (ex: Exchange, member: string, message: Item, expected: Expected): boolean {
+  const method = message.method
+  const isOwn = typeof method !== 'string'
+    ? message.id === expected.id
+    : method !== 'notifications/progress' || (expected.progressToken !== undefined && asItem(message.params).progressToken === expected.progressToken)
+  if (!isOwn) ex.ctx.log.debug({ virtualServer: ex.server.name, member, method }, 'virtual member message dropped: not for the request it answers')
+  return isOwn
+}
+
+function parseJson (text: string): unknown {
+  try {
+    return JSON.parse(text)
+  } catch {
+    return undefined
+  }
 }
 
 /** A key "method" in the JSON text (inside a string it would be escaped: \"method\"). */

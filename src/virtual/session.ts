@@ -61,6 +61,8 @@ export class VirtualSession {
   templates: ReadonlyArray<{ readonly prefix: string, readonly member: string }> = []
   /** The client's requests in flight at a member (JSON of the id -> member): where a cancellation goes. */
   readonly inflight = new Map<string, string>()
+  /** The client's last logging/setLevel: sent to each member opened after it too. */
+  logLevel: string | undefined = undefined
   isClosed = false
   /**
    * A 2026-07-28 request's own, never stored: its members are reached without sessions, each
@@ -91,6 +93,26 @@ export class VirtualSession {
  */
 export class VirtualSessionTable {
   private readonly byServer = new Map<string, Map<string, VirtualSession>>()
+  private ender: ((virtualServer: string, session: VirtualSession) => Promise<void>) | undefined
+
+  /** How a session ends (with its member sessions): through the build in force's member routes. */
+  useEnder (ender: (virtualServer: string, session: VirtualSession) => Promise<void>): void {
+    this.ender = ender
+  }
+
+  /** A revoked or offboarded user: every virtual session of theirs ends, with its member sessions. */
+  async endUser (userId: string): Promise<void> {
+    const ending: Array<Promise<void>> = []
+    for (const [name, sessions] of this.byServer) {
+      for (const session of [...sessions.values()]) {
+        if (session.owner.user !== userId) continue
+        sessions.delete(session.id)
+        if (this.ender !== undefined) ending.push(this.ender(name, session))
+        else session.isClosed = true
+      }
+    }
+    await Promise.all(ending)
+  }
 
   of (virtualServer: string): Map<string, VirtualSession> {
     let sessions = this.byServer.get(virtualServer)

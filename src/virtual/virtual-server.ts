@@ -12,8 +12,11 @@ import { compileGlob, type Matcher } from '../policy/glob.js'
 import type { SessionOwner } from '../upstreams/session-owners.js'
 import { ANONYMOUS } from '../identity.js'
 import { sseMessageEvent } from '../upstreams/response-edit.js'
+import { META_PROTOCOL_VERSION } from '../mcp/jsonrpc.js'
+import { VERSION } from '../version.js'
 import type { StreamKeeper } from '../upstreams/stream-keeper.js'
 import type { VirtualGrant } from './credentials.js'
+import type { RequestIdentity } from '../resource-server/verify-token.js'
 import { messagesOf, readAll, type MemberLink, type MemberResponse } from './member-link.js'
 import { buildNameTable, MAX_TOOL_NAME_LENGTH, type NameTable } from './names.js'
 import { VirtualSession, type ClientHello, type MemberSession, type MergedTools } from './session.js'
@@ -43,6 +46,8 @@ export interface VirtualServerDeps {
   readonly streamKeeper?: StreamKeeper | undefined
   /** The sessions every build shares (VirtualSessionTable); a map of its own when not given. */
   readonly sessions?: Map<string, VirtualSession>
+  /** A verified caller whose grant was revoked or whose user was blocked since: never acted for again (auth on). */
+  readonly isRevoked?: ((identity: RequestIdentity) => boolean) | undefined
 }
 
 /** Sessions one user may hold on one virtual server (members cap their own sessions too). */
@@ -79,6 +84,21 @@ const MAX_STATELESS_TABLES = 1024
 
 /** The one revision served without sessions. */
 export const MODERN_REVISION = '2026-07-28'
+/** The gateway's own `_meta` on its server/discover probe (as the stdio upstream's probe). */
+const PROBE_META = { [META_PROTOCOL_VERSION]: MODERN_REVISION, 'io.modelcontextprotocol/clientCapabilities': {}, 'io.modelcontextprotocol/clientInfo': { name: 'portcullis', version: VERSION } }
+/** JSON-RPC "method not found". */
+const METHOD_NOT_FOUND = -32601
+
+/**
+ * A 2025-era member's answer to a session-less server/discover: 400 with an error in the
+ * spec's legacy block (-32000..-32019: the gateway's LEGACY_UPSTREAM, a 2025-era server's
+ * "Bad Request: ... session"), or a stateless 2025-era server's "method not found".
+ */
+function isLegacySignal (status: number, errorCode: unknown): boolean {
+  if (typeof errorCode !== 'number') return false
+  if (status === 400) return errorCode <= -32000 && errorCode >= -32019
+  return status === 200 && errorCode === METHOD_NOT_FOUND
+}
 
 export class VirtualServer {
   readonly sessions: Map<string, VirtualSession>
@@ -125,7 +145,7 @@ export class VirtualServer {
    * back to initialize, whose session reaches every member.
    */
   async statelessSession (owner: SessionOwner, ctx: VirtualContext, meta: Item, id: JsonRpcId): Promise<VirtualSession> {
-    const eras = await Promise.all(this.config.members.map(async (member) => [member, await this.eraOf(ctx, member, meta)] as const))
+    const eras = await Promise.all(this.config.members.map(async (member) => [member, await this.eraOf(ctx, member)] as const))
     if (eras.some(([, era]) => era?.isModern === false)) throw new PortcullisError('PORTCULLIS_ERR_LEGACY_UPSTREAM', undefined, { id })
     const hello: ClientHello = { protocolVersion: MODERN_REVISION, capabilities: {}, clientInfo: {} }
     const session = new VirtualSession(owner, hello, this.deps.now(), ctx)
@@ -143,21 +163,32 @@ export class VirtualServer {
     return session
   }
 
-  /** server/discover at the member (statelessly), once: which era it speaks. Undefined when it failed (not remembered). */
-  private async eraOf (ctx: VirtualContext, member: string, meta: Item): Promise<{ isModern: boolean, capabilities: Item } | undefined> {
+  /**
+   * server/discover at the member (statelessly), once: which era it speaks. Undefined when that
+   * is not known (not remembered; the member is left out of this request): a refusal for this
+   * caller (access, scopes, limits) or a failure says nothing about the member's era. The probe
+   * carries the gateway's own `_meta`, never a client's: what is remembered serves every caller.
+   */
+  private async eraOf (ctx: VirtualContext, member: string): Promise<{ isModern: boolean, capabilities: Item } | undefined> {
     const known = this.eras.get(member)
     if (known !== undefined) return known
-    const probe = { jsonrpc: '2.0', id: this.internalId(), method: 'server/discover', params: { _meta: meta } }
+    const probe = { jsonrpc: '2.0', id: this.internalId(), method: 'server/discover', params: { _meta: PROBE_META } }
     const res = await this.deps.link.send({ method: 'POST', member, protocolVersion: MODERN_REVISION, body: probe, ip: ctx.ip, grant: ctx.grant })
     let result: Item | undefined
-    for await (const message of messagesOf(res)) if (message.id === probe.id && isItem(message.result)) result = message.result
+    let errorCode: unknown
+    for await (const message of messagesOf(res)) {
+      if (message.id !== probe.id && message.id !== null) continue
+      if (isItem(message.result)) result = message.result
+      if (isItem(message.error)) errorCode = message.error.code
+    }
     let era: { isModern: boolean, capabilities: Item } | undefined
     if (res.status === 200 && result !== undefined) {
       const versions = Array.isArray(result.supportedVersions) ? result.supportedVersions : []
       era = { isModern: versions.includes(MODERN_REVISION), capabilities: isItem(result.capabilities) ? result.capabilities : {} }
-    } else if (res.status === 400) {
-      // The fallback signal (the gateway's LEGACY_UPSTREAM for a stdio member, a 2025-era server's
-      // own 400 for a session-less request): falling back to sessions is always safe.
+    } else if (isLegacySignal(res.status, errorCode)) {
+      // What a 2025-era member answers: the gateway's LEGACY_UPSTREAM for a stdio member, a
+      // 2025-era server's own 400 for a session-less request (both in the spec's legacy error
+      // block), or a stateless one's "method not found". Falling back to sessions is always safe.
       era = { isModern: false, capabilities: {} }
     }
     if (era !== undefined) this.eras.set(member, era)
@@ -235,10 +266,14 @@ export class VirtualServer {
    * access, scopes, limits, or its failure) is returned for the caller to relay or skip.
    */
   async memberSession (session: VirtualSession, ctx: VirtualContext, member: string): Promise<MemberSession | MemberRefusal> {
-    const pending = session.members.get(member)
-    if (pending !== undefined) {
+    let pending = session.members.get(member)
+    while (pending !== undefined) {
       const open = await pending
       if (open !== undefined) return open
+      // It could not be opened; another waiter may have begun opening it again since: that one is
+      // awaited, not a second opened beside it (each would overwrite the other's, one left unowned).
+      const latest = session.members.get(member)
+      pending = latest === pending ? undefined : latest
     }
     if (session.stateless !== undefined) return { status: 502, headers: {}, text: '' }
     // A request in flight while the session ends (DELETE, the idle sweep) opens nothing: end() has
@@ -283,6 +318,12 @@ export class VirtualServer {
     const open: MemberSession = { id: sessionId, protocolVersion, capabilities: isItem(result.capabilities) ? result.capabilities : {}, stream: undefined, isEnding: false }
     const initialized = await this.deps.link.send({ method: 'POST', member, sessionId, protocolVersion, body: { jsonrpc: '2.0', method: 'notifications/initialized' }, ip: ctx.ip, grant: ctx.grant })
     await readAll(initialized.body)
+    // The client set a log level before this member was opened: the member hears it too.
+    if (session.logLevel !== undefined && open.capabilities.logging !== undefined) {
+      const body = { jsonrpc: '2.0', id: this.internalId(), method: 'logging/setLevel', params: { level: session.logLevel } }
+      const leveled = await this.deps.link.send({ method: 'POST', member, sessionId, protocolVersion, body, ip: ctx.ip, grant: ctx.grant })
+      await readAll(leveled.body)
+    }
     return open
   }
 
@@ -361,7 +402,7 @@ export class VirtualServer {
     session.retries.set(member, timer)
   }
 
-  /** True when retrying stops until the caller's next request (its token has expired since its last one). */
+  /** True when retrying stops until the caller's next request (its token has expired, or was revoked, since its last one). */
   private async retry (session: VirtualSession, member: string): Promise<boolean> {
     // A reload removed it from this virtual server: nothing to wait for.
     if (!this.config.members.includes(member)) session.down.delete(member)
@@ -370,6 +411,7 @@ export class VirtualServer {
     // Never act for a caller whose token is no longer valid (revoked or expired callers make no new request).
     const identity = ctx.grant.identity
     if (identity !== null && identity.expiresAtS * 1000 <= this.deps.now()) return true
+    if (identity !== null && this.deps.isRevoked?.(identity) === true) return true
     try {
       const res = await this.toMember(session, ctx, member, { jsonrpc: '2.0', id: this.internalId(), method: 'ping' })
       if ('body' in res) res.body.resume()
@@ -625,9 +667,10 @@ export class VirtualServer {
   }
 
   /**
-   * A member's server->client stream, relayed to the client's. When it ends by itself (the
-   * member's process crashed, its session is gone) the member is down: its session is
-   * forgotten, its tools leave the list (list_changed), and its next use opens a new one.
+   * A member's server->client stream, relayed to the client's (notifications and requests only).
+   * When it ends by itself (the
+   * member's process crashed, its session is gone, a proxy closed it) the member is down: its
+   * session is ended (DELETE, best effort) and forgotten, its tools leave the list (list_changed), and its next use opens a new one.
    */
   private async relayMemberStream (session: VirtualSession, ctx: VirtualContext, member: string, open: MemberSession): Promise<void> {
     const abort = new AbortController()
@@ -644,6 +687,12 @@ export class VirtualServer {
         return
       }
       for await (const message of messagesOf(res)) {
+        // A GET stream carries no answers (the client's requests are answered on their POST): a
+        // message without a method could only forge another member's answer to the client.
+        if (typeof message.method !== 'string') {
+          ctx.log.debug({ virtualServer: this.name, member }, 'virtual member stream message dropped: an answer on a GET stream')
+          continue
+        }
         if (message.method === 'notifications/tools/list_changed') this.forgetTools(session)
         forgetList(session, message.method)
         this.toClient(session, this.fromMember(member, message))
@@ -654,8 +703,12 @@ export class VirtualServer {
     if (isDestroyed || open.isEnding || session.isClosed) return
     ctx.log.info({ virtualServer: this.name, member }, 'virtual member stream ended; member marked down')
     open.stream = undefined
+    // The stream may have ended with the session still held (a proxy closing an idle stream): it is
+    // ended (best effort) before being forgotten, never left open at the member, unowned.
+    const ending = this.endMember(ctx, member, open)
     this.forget(session, member, open)
     this.mark(session, member, false)
+    await ending
   }
 
   private internalId (): string {

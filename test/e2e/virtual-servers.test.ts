@@ -416,3 +416,28 @@ t.test('raw: the gateway answers initialize; a session is required after it; bat
   t.equal(options.status, 204, 'CORS preflight as for servers')
   t.equal((await fetch(gw.mcpUrl('v'), { method: 'PUT' })).status, 405)
 })
+
+t.test('revoking a user ends their virtual sessions (and the member sessions behind them): the old session id is unknown', async (t) => {
+  const adminToken = 'a'.repeat(43)
+  const gw = await startGateway(t, {
+    auth: { users: USERS },
+    admin: { bearerToken: '${PORTCULLIS_ADMIN_TOKEN}' },
+    servers: [
+      { name: 'everything', transport: 'stdio', command: process.execPath, args: [EVERYTHING_SERVER, 'stdio'] },
+      { name: 'notes', transport: 'stdio', command: process.execPath, args: [TOOL_LIST_SERVER, listFile(t)] },
+    ],
+    virtualServers: [{ name: 'work', members: ['everything', 'notes'] }],
+  }, { PORTCULLIS_ADMIN_TOKEN: adminToken })
+  const { client, transport, oauth } = await signIn(t, gw, 'alice')
+  t.ok((await client.listTools()).tools.length > 0, 'members opened')
+  const sessionId = transport.sessionId ?? ''
+  const revoked = await fetch(`${gw.baseUrl}/admin/api/v1/users/alice/revoke`, { method: 'POST', headers: { authorization: `Bearer ${adminToken}` } })
+  t.equal(revoked.status, 200, 'revoked')
+  // Alice signs in again with the same client: same owner, a fresh token. Her old session is gone.
+  oauth.savedTokens = undefined
+  oauth.authorizationUrl = undefined
+  await connectWithOAuth(t, gw.mcpUrl('work'), { username: 'alice', password: PASSWORD, issuer: gw.baseUrl, oauth })
+  const token = oauth.tokens()?.access_token ?? ''
+  const old = await postJson(gw.mcpUrl('work'), { jsonrpc: '2.0', id: 1, method: 'tools/list' }, { authorization: `Bearer ${token}`, 'mcp-session-id': sessionId, 'mcp-protocol-version': '2025-11-25' })
+  t.equal(old.status, 404, 'the virtual session ended with the revoke')
+})

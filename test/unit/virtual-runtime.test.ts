@@ -7,6 +7,8 @@ import Fastify, { type FastifyInstance } from 'fastify'
 import { parseConfig } from '../../src/config/load.js'
 import { VirtualCredentials } from '../../src/virtual/credentials.js'
 import { MemberLink } from '../../src/virtual/member-link.js'
+import { LegacySessions } from '../../src/routes/legacy-sessions.js'
+import { virtualRoutes } from '../../src/virtual/routes.js'
 import { literalPrefix, MAX_VIRTUAL_SESSIONS_PER_USER, VirtualServer, type VirtualContext } from '../../src/virtual/virtual-server.js'
 import type { PortcullisError } from '../../src/errors.js'
 import { McpCall, runSteps, type McpRoute } from '../../src/routes/mcp/call.js'
@@ -89,7 +91,7 @@ t.test('the virtual allow/deny also on <member><separator><name>: what the other
   t.ok(plain.isToolAllowed('github__search', { member: 'github', name: 'search' }))
 })
 
-interface MemberState { isUp: boolean, opened: number, deleted: string[], live: Set<string> }
+interface MemberState { isUp: boolean, opened: number, deleted: string[], live: Set<string>, failNextInit?: boolean }
 const memberState = (): MemberState => ({ isUp: true, opened: 0, deleted: [], live: new Set() })
 
 /** A stand-in member route on `app` (POST, DELETE): 503 while `state.isUp` is false, 404 for a session it does not hold. */
@@ -98,6 +100,10 @@ function memberRoute (app: FastifyInstance, member: string, state: MemberState):
     if (!state.isUp) return reply.code(503).send({ jsonrpc: '2.0', id: null, error: { code: -32000, message: 'down' } })
     const message = request.body as { id?: string, method: string }
     if (message.method === 'initialize') {
+      if (state.failNextInit === true) {
+        state.failNextInit = false
+        return reply.code(503).send({ jsonrpc: '2.0', id: message.id, error: { code: -32000, message: 'not yet' } })
+      }
       state.opened++
       state.live.add(`${member}-${state.opened}`)
       return reply.code(200).header('mcp-session-id', `${member}-${state.opened}`).send({ jsonrpc: '2.0', id: message.id, result: { protocolVersion: '2025-11-25', capabilities: { tools: {} } } })
@@ -113,10 +119,10 @@ function memberRoute (app: FastifyInstance, member: string, state: MemberState):
   })
 }
 
-function serverOn (app: FastifyInstance): { server: VirtualServer, ctx: VirtualContext } {
+function serverOn (app: FastifyInstance, isRevoked?: (identity: RequestIdentity) => boolean): { server: VirtualServer, ctx: VirtualContext } {
   const config = CONFIG.virtualServers[0]
   if (config === undefined) throw new Error('no virtual server')
-  const server = new VirtualServer(config, { link: new MemberLink(app, new VirtualCredentials()), now: Date.now, idleTimeoutMs: 60_000, retryDelayMs: { first: 20, max: 40 } })
+  const server = new VirtualServer(config, { link: new MemberLink(app, new VirtualCredentials()), now: Date.now, idleTimeoutMs: 60_000, retryDelayMs: { first: 20, max: 40 }, isRevoked })
   return { server, ctx: { grant: { identity: null, virtualServer: 'work' }, ip: '127.0.0.1', log: app.log } }
 }
 
@@ -137,6 +143,42 @@ t.test('two requests meeting the same lost member session open one new session, 
   t.equal(state.opened, 2, 'one new member session, shared by both')
   await server.end(session, ctx)
   t.equal(state.live.size, 0, 'every member session ended with the virtual one (none orphaned)')
+})
+
+t.test('requests waiting on a member session that could not be opened share the one opened next (none left unowned)', async (t) => {
+  const app = Fastify()
+  t.teardown(() => app.close())
+  const state = { ...memberState(), failNextInit: true }
+  memberRoute(app, 'github', state)
+  const { server, ctx } = serverOn(app)
+  const session = server.open({ user: 'alice', client: 'c1' }, HELLO, ctx)
+  const answers = await Promise.all([1, 2, 3, 4].map(async () => server.toMember(session, ctx, 'github', PING)))
+  t.same(answers.map((a) => a.status), [503, 200, 200, 200], 'the first opening failed; the waiters are answered')
+  t.equal(state.opened, 1, 'one member session opened after the failure, shared by every waiter')
+  await server.end(session, ctx)
+  t.equal(state.live.size, 0, 'and ended with the virtual one (none orphaned)')
+})
+
+t.test('a member GET stream that ends by itself (an idle proxy closing it): the member session behind it is ended, not left open', async (t) => {
+  const app = Fastify()
+  t.teardown(() => app.close())
+  const state = memberState()
+  memberRoute(app, 'github', state)
+  // The stream ends at once, the member still holding the session.
+  app.get('/github/mcp', async (_request, reply) => reply.code(200).type('text/event-stream').send(''))
+  const { server, ctx } = serverOn(app)
+  const session = server.open({ user: 'alice', client: 'c1' }, HELLO, ctx)
+  t.equal((await server.toMember(session, ctx, 'github', PING)).status, 200)
+  t.same([...state.live], ['github-1'])
+  const client = new PassThrough()
+  client.resume()
+  await server.openClientStream(session, ctx, client as unknown as ServerResponse)
+  const deadline = Date.now() + 2_000
+  while (state.deleted.length === 0 && Date.now() < deadline) await new Promise((resolve) => setTimeout(resolve, 10))
+  t.equal(state.deleted[0], 'github-1', 'the old member session was ended (DELETE)')
+  t.notOk(state.live.has('github-1'))
+  await server.end(session, ctx)
+  t.equal(state.live.size, 0, 'nothing left open at the member')
 })
 
 t.test('a request in flight when the session ends opens no member session', async (t) => {
@@ -221,6 +263,28 @@ t.test('a down member is not retried for a caller whose token has expired; the c
   await server.end(session, session.context)
 })
 
+t.test('a down member is not retried for a caller whose grant was revoked (or who was blocked) since', async (t) => {
+  const app = Fastify()
+  t.teardown(() => app.close())
+  const state = { ...memberState(), isUp: false }
+  memberRoute(app, 'github', state)
+  memberRoute(app, 'memory', memberState())
+  const revoked = new Set<string>()
+  const { server, ctx } = serverOn(app, (identity) => identity.grantId !== undefined && revoked.has(identity.grantId))
+  const caller: VirtualContext = { ...ctx, grant: { identity: { id: 'u1', name: 'alice', groups: [], clientId: 'c1', scopes: new Set(), isClient: false, expiresAtS: Math.floor(Date.now() / 1000) + 3600, grantId: 'g1' }, virtualServer: 'work' } }
+  const session = server.open({ user: 'u1', client: 'c1' }, HELLO, caller)
+  await server.listTools(session, session.context)
+  t.ok(session.down.has('github'), 'github failed: down')
+  const opened = state.opened
+  revoked.add('g1')
+  state.isUp = true
+  await new Promise((resolve) => setTimeout(resolve, 200))
+  t.ok(session.down.has('github'), 'no request was made to the member as a revoked caller')
+  t.equal(state.opened, opened, 'not even a new member session')
+  t.equal(session.retries.size, 0, 'and the retries stopped')
+  await server.end(session, session.context)
+})
+
 t.test('sessions: owner only, a per-user cap (not for the anonymous user), ended when idle', async (t) => {
   const { server, clock, ctx } = serverWithClock()
   const alice = { user: 'alice', client: 'c1' }
@@ -253,7 +317,8 @@ t.test('a member route\'s authenticate step: the credential names the caller for
   const app = Fastify()
   t.teardown(() => app.close())
   const scopeChallenge = (scopes: readonly string[], description: string): string => `Bearer error="insufficient_scope", scope="${scopes.join(' ')}", error_description="${description}"`
-  const route = { server: { name: 'alpha', scopes: ['alpha:read'] }, virtualCredentials: credentials, authenticate: undefined, gateOptions: { scopeChallenge } } as unknown as McpRoute
+  const revokedGrants = new Set<string>()
+  const route = { server: { name: 'alpha', scopes: ['alpha:read'] }, virtualCredentials: credentials, authenticate: undefined, gateOptions: { scopeChallenge }, isRevoked: (who: RequestIdentity) => who.grantId !== undefined && revokedGrants.has(who.grantId) } as unknown as McpRoute
   const seen: Array<{ user: string | undefined, virtualServer: string | undefined }> = []
   let challenge: string | undefined
   app.setErrorHandler(async (err: PortcullisError, _request, reply) => {
@@ -278,4 +343,160 @@ t.test('a member route\'s authenticate step: the credential names the caller for
   t.same(await post(credentials.issue({ identity: identity(['alpha:read']), virtualServer: 'work', member: 'beta' })), { status: 401, code: 'PORTCULLIS_ERR_UNAUTHORIZED' }, 'issued for another member')
   t.same(await post('B'.repeat(43)), { status: 401, code: 'PORTCULLIS_ERR_UNAUTHORIZED' }, 'a handle never issued')
   t.same(await post(credentials.issue({ identity: null, virtualServer: 'work', member: 'alpha' })), { status: 200, code: undefined }, 'auth off: the anonymous caller')
+  // Revoked (or blocked) since the virtual route checked the token: refused as the token would be.
+  revokedGrants.add('g1')
+  t.same(await post(credentials.issue({ identity: identity(['alpha:read']), virtualServer: 'work', member: 'alpha' })), { status: 401, code: 'PORTCULLIS_ERR_UNAUTHORIZED' }, 'a revoked caller\'s in-process credential: as a revoked token')
+})
+
+/** The virtual route itself on `app` (auth off), its body read as bytes as the MCP routes' plugin does. */
+async function virtualRouteOn (app: FastifyInstance): Promise<void> {
+  const config = CONFIG.virtualServers[0]
+  if (config === undefined) throw new Error('no virtual server')
+  await app.register(async (inner) => {
+    inner.removeAllContentTypeParsers()
+    inner.addContentTypeParser('*', { parseAs: 'buffer' }, (_request, body, done) => { done(null, body) })
+    await virtualRoutes(inner, { virtualServers: [{ ...config, tools: { deny: [] } }], publicUrl: 'http://127.0.0.1', link: new MemberLink(app, new VirtualCredentials()), now: Date.now, idleTimeoutOf: () => 60_000, isClosing: () => false, isOriginAllowed: () => true, authenticate: undefined, audit: undefined, streamKeeper: undefined, sessions: undefined, onRetire: undefined, legacySessions: new LegacySessions(), maxMessageBytesOf: () => 1_000_000 })
+  })
+}
+
+const sse = (...messages: unknown[]): string => messages.map((m) => `event: message\ndata: ${JSON.stringify(m)}\n\n`).join('')
+
+t.test('a member cannot forge another request\'s answer: on a POST stream only its own id and progress token pass; a GET stream carries no answers', async (t) => {
+  const app = Fastify()
+  t.teardown(() => app.close())
+  let streamed = ''
+  for (const member of ['github', 'memory']) {
+    app.post(`/${member}/mcp`, async (request, reply) => {
+      const message = request.body as { id?: number, method: string, params?: { _meta?: { progressToken?: unknown } } }
+      if (message.method === 'initialize') return reply.code(200).header('mcp-session-id', `${member}-1`).send({ jsonrpc: '2.0', id: message.id, result: { protocolVersion: '2025-11-25', capabilities: { tools: {} } } })
+      if (message.id === undefined) return reply.code(202).send()
+      if (message.method === 'tools/list') return reply.code(200).send({ jsonrpc: '2.0', id: message.id, result: { tools: [{ name: `${member}_tool`, inputSchema: { type: 'object' } }] } })
+      if (message.method !== 'tools/call') return reply.code(200).send({ jsonrpc: '2.0', id: message.id, result: {} })
+      if (member === 'memory') return reply.code(200).send({ jsonrpc: '2.0', id: 77, result: { content: [{ type: 'text', text: 'forged, as JSON' }] } })
+      const token = message.params?._meta?.progressToken
+      return reply.code(200).type('text/event-stream').send(sse(
+        { jsonrpc: '2.0', id: 77, result: { content: [{ type: 'text', text: 'forged' }] } },
+        { jsonrpc: '2.0', method: 'notifications/progress', params: { progressToken: 'someone-else', progress: 1 } },
+        { jsonrpc: '2.0', method: 'notifications/progress', params: { progressToken: token, progress: 2 } },
+        [{ jsonrpc: '2.0', id: 78, result: {} }],
+        { jsonrpc: '2.0', id: message.id, result: { content: [{ type: 'text', text: 'real' }] } },
+      ))
+    })
+    app.get(`/${member}/mcp`, async (_request, reply) => {
+      return reply.code(200).type('text/event-stream').send(sse(
+        { jsonrpc: '2.0', id: 77, result: { content: [{ type: 'text', text: 'forged on GET' }] } },
+        { jsonrpc: '2.0', method: 'notifications/message', params: { level: 'info', data: `from ${member}` } },
+      ))
+    })
+    app.delete(`/${member}/mcp`, async (_request, reply) => reply.code(200).send())
+  }
+  await virtualRouteOn(app)
+  const headers = { 'content-type': 'application/json', accept: 'application/json, text/event-stream', 'mcp-protocol-version': '2025-11-25' }
+  const init = await app.inject({ method: 'POST', url: '/work/mcp', headers, payload: { jsonrpc: '2.0', id: 0, method: 'initialize', params: { protocolVersion: '2025-11-25', capabilities: {}, clientInfo: { name: 't', version: '1' } } } })
+  const session = { ...headers, 'mcp-session-id': String(init.headers['mcp-session-id']) }
+  t.equal((await app.inject({ method: 'POST', url: '/work/mcp', headers: session, payload: { jsonrpc: '2.0', id: 1, method: 'tools/list' } })).statusCode, 200)
+  const call = await app.inject({ method: 'POST', url: '/work/mcp', headers: session, payload: { jsonrpc: '2.0', id: 2, method: 'tools/call', params: { name: 'github_tool', arguments: {}, _meta: { progressToken: 'mine' } } } })
+  const events = call.body.split('\n').filter((line) => line.startsWith('data: ')).map((line) => JSON.parse(line.slice(6)) as Record<string, unknown>)
+  t.same(events, [
+    { jsonrpc: '2.0', method: 'notifications/progress', params: { progressToken: 'mine', progress: 2 } },
+    { jsonrpc: '2.0', id: 2, result: { content: [{ type: 'text', text: 'real' }] } },
+  ], 'only the request\'s own progress and answer reach the client')
+  const json = await app.inject({ method: 'POST', url: '/work/mcp', headers: session, payload: { jsonrpc: '2.0', id: 3, method: 'tools/call', params: { name: 'memory_tool', arguments: {} } } })
+  t.equal(json.statusCode, 502, 'a JSON answer with another id is no answer')
+  t.notMatch(json.body, /forged/)
+  // The client's GET stream: each member's is relayed, without the forged answer.
+  const address = await app.listen({ port: 0, host: '127.0.0.1' })
+  const controller = new AbortController()
+  const res = await fetch(`${address}/work/mcp`, { headers: { ...session, accept: 'text/event-stream' }, signal: controller.signal })
+  const reader = (res.body as ReadableStream<Uint8Array>).getReader()
+  const deadline = Date.now() + 2_000
+  while (!(streamed.includes('from github') && streamed.includes('from memory')) && Date.now() < deadline) {
+    const { value, done } = await reader.read()
+    if (done) break
+    streamed += Buffer.from(value).toString()
+  }
+  controller.abort()
+  t.match(streamed, /from github/)
+  t.match(streamed, /from memory/)
+  t.notMatch(streamed, /forged/, 'no answer relayed from a member\'s GET stream')
+})
+
+t.test('the 2026-07-28 era probe cannot be poisoned: an unknown _meta version is refused, the probe carries the gateway\'s _meta, only a 2025-era answer is remembered', async (t) => {
+  const app = Fastify()
+  t.teardown(() => app.close())
+  const probes: Array<{ member: string, meta: Record<string, unknown> }> = []
+  let refuseFirst = true
+  for (const member of ['github', 'memory']) {
+    app.post(`/${member}/mcp`, async (request, reply) => {
+      const message = request.body as { id?: string, method: string, params?: { _meta?: Record<string, unknown> } }
+      if (message.method === 'server/discover') {
+        probes.push({ member, meta: message.params?._meta ?? {} })
+        // A refusal that says nothing about the member's era (a bad _meta would once have been answered so).
+        if (member === 'github' && refuseFirst) {
+          refuseFirst = false
+          return reply.code(400).send({ jsonrpc: '2.0', id: message.id, error: { code: -32602, message: 'bad _meta' } })
+        }
+        return reply.code(200).send({ jsonrpc: '2.0', id: message.id, result: { supportedVersions: ['2026-07-28'], capabilities: { tools: {} } } })
+      }
+      if (message.method === 'tools/list') return reply.code(200).send({ jsonrpc: '2.0', id: message.id, result: { tools: [{ name: `${member}_tool`, inputSchema: { type: 'object' } }] } })
+      return reply.code(200).send({ jsonrpc: '2.0', id: message.id, result: {} })
+    })
+  }
+  await virtualRouteOn(app)
+  const modern = async (method: string, version: string): Promise<{ status: number, body: Record<string, unknown> }> => {
+    const res = await app.inject({ method: 'POST', url: '/work/mcp', headers: { 'content-type': 'application/json', accept: 'application/json, text/event-stream', 'mcp-protocol-version': '2026-07-28' }, payload: { jsonrpc: '2.0', id: 1, method, params: { _meta: { 'io.modelcontextprotocol/protocolVersion': version, 'io.modelcontextprotocol/clientInfo': { name: 'evil', version: '1' } } } } })
+    return { status: res.statusCode, body: res.json() }
+  }
+  const bogus = await modern('tools/list', '9999-bogus')
+  t.equal(bogus.status, 400)
+  t.match(bogus.body, { code: 'PORTCULLIS_ERR_UNSUPPORTED_PROTOCOL_VERSION' }, 'an unknown _meta version is refused')
+  t.equal(probes.length, 0, 'before any member is asked')
+  t.equal((await modern('server/discover', '2026-07-28')).status, 200)
+  t.equal(probes.length, 2, 'each member probed')
+  t.same(probes.map((p) => (p.meta['io.modelcontextprotocol/clientInfo'] as { name?: string }).name), ['portcullis', 'portcullis'], 'with the gateway\'s own _meta, not the client\'s')
+  const listed = await modern('tools/list', '2026-07-28')
+  t.equal(listed.status, 200, 'a refused probe was not remembered as "2025-era": no fallback signal for every later caller')
+  t.same((listed.body.result as { tools: Array<{ name: string }> }).tools.map((tool) => tool.name).sort(), ['github_tool', 'memory_tool'])
+  t.equal(probes.length, 3, 'github probed again (its answer this time is remembered)')
+  await modern('tools/list', '2026-07-28')
+  t.equal(probes.length, 3, 'no probe once both are known')
+})
+
+t.test('the client\'s log level reaches members opened after it; what a session keeps of initialize is bounded', async (t) => {
+  const app = Fastify()
+  t.teardown(() => app.close())
+  const seen: Array<{ member: string, method: string, params?: Record<string, unknown> }> = []
+  for (const member of ['github', 'memory']) {
+    app.post(`/${member}/mcp`, async (request, reply) => {
+      const message = request.body as { id?: string, method: string, params?: Record<string, unknown> }
+      seen.push({ member, method: message.method, ...(message.params === undefined ? {} : { params: message.params }) })
+      if (message.method === 'initialize') return reply.code(200).header('mcp-session-id', `${member}-1`).send({ jsonrpc: '2.0', id: message.id, result: { protocolVersion: '2025-11-25', capabilities: { tools: {}, logging: {} } } })
+      if (message.id === undefined) return reply.code(202).send()
+      if (message.method === 'tools/list') return reply.code(200).send({ jsonrpc: '2.0', id: message.id, result: { tools: [] } })
+      return reply.code(200).send({ jsonrpc: '2.0', id: message.id, result: {} })
+    })
+    app.delete(`/${member}/mcp`, async (_request, reply) => reply.code(200).send())
+  }
+  await virtualRouteOn(app)
+  const headers = { 'content-type': 'application/json', accept: 'application/json, text/event-stream', 'mcp-protocol-version': '2025-11-25' }
+  const initialize = async (capabilities: unknown, clientInfo: unknown): Promise<{ status: number, session?: string, body: Record<string, unknown> }> => {
+    const res = await app.inject({ method: 'POST', url: '/work/mcp', headers, payload: { jsonrpc: '2.0', id: 0, method: 'initialize', params: { protocolVersion: '2025-11-25', capabilities, clientInfo } } })
+    return { status: res.statusCode, session: res.headers['mcp-session-id'] as string | undefined, body: res.json() }
+  }
+  const huge = await initialize({ experimental: { blob: 'x'.repeat(20_000) } }, { name: 't', version: '1' })
+  t.equal(huge.status, 400, 'capabilities beyond the bound: refused')
+  t.match(huge.body, { code: 'PORTCULLIS_ERR_INVALID_PARAMS', message: /capabilities exceed 8192 characters/ })
+  const init = await initialize({}, { name: 'big-icons', version: '2', icons: [{ src: `data:image/png;base64,${'A'.repeat(20_000)}` }] })
+  t.equal(init.status, 200, 'a large client info is kept in part')
+  const session = { ...headers, 'mcp-session-id': String(init.session) }
+  const setLevel = await app.inject({ method: 'POST', url: '/work/mcp', headers: session, payload: { jsonrpc: '2.0', id: 1, method: 'logging/setLevel', params: { level: 'debug' } } })
+  t.equal(setLevel.statusCode, 200)
+  t.equal(seen.length, 0, 'no member open yet')
+  await app.inject({ method: 'POST', url: '/work/mcp', headers: session, payload: { jsonrpc: '2.0', id: 2, method: 'tools/list' } })
+  for (const member of ['github', 'memory']) {
+    const methods = seen.filter((s) => s.member === member).map((s) => s.method)
+    t.same(methods.slice(0, 4), ['initialize', 'notifications/initialized', 'logging/setLevel', 'tools/list'], `${member} opened later is told the level`)
+    t.same(seen.find((s) => s.member === member && s.method === 'logging/setLevel')?.params, { level: 'debug' })
+    t.same(seen.find((s) => s.member === member && s.method === 'initialize')?.params?.clientInfo, { name: 'big-icons', version: '2' }, 'the client info without its large parts')
+  }
 })

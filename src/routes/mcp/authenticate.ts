@@ -28,9 +28,15 @@ function acceptVirtual (call: McpCall): void {
     call.request.log.warn({ server: server.name }, 'virtual server credential refused')
     throw new PortcullisError('PORTCULLIS_ERR_UNAUTHORIZED', 'this MCP server needs an OAuth access token')
   }
-  call.identity = grant.identity
-  call.virtualServer = grant.virtualServer
   const identity = grant.identity
+  // Revoked or blocked since the virtual route checked the token (a retry runs on a timer, as the
+  // session's last caller): refused as the token would be. A DELETE only ends the user's session.
+  if (identity !== null && call.request.method !== 'DELETE' && call.route.isRevoked?.(identity) === true) {
+    call.request.log.info({ server: server.name, virtualServer: grant.virtualServer, user: identity.name }, 'virtual server credential refused: grant revoked or user blocked')
+    throw new PortcullisError('PORTCULLIS_ERR_UNAUTHORIZED', 'the access token was revoked')
+  }
+  call.identity = identity
+  call.virtualServer = grant.virtualServer
   if (identity === null) return
   const missing = server.scopes.filter((scope) => !identity.scopes.has(scope))
   if (missing.length > 0) {

@@ -69,6 +69,8 @@ export interface McpRoute {
   readonly captured: WeakMap<MessageOutcome, string>
   /** The handles virtual servers' in-process requests carry (README "Virtual servers"). */
   readonly virtualCredentials: VirtualCredentials | undefined
+  /** A verified identity whose grant was revoked or whose user was blocked since: an in-process credential carrying it is refused. */
+  readonly isRevoked: ((identity: RequestIdentity) => boolean) | undefined
 }
 
 /** A step of the route: reads the call, extends it, or answers (throwing a PortcullisError is answering). */
