@@ -1,7 +1,7 @@
 // The HTTP scenario's parts for the bench's own tools (profile-http.mjs, compare-http.mjs): the
 // fixture upstream, a gateway from a given tree's dist/ in one of the bench's configurations,
-// a session through it, and the load (tools/call echo, autocannon). bench/run.mjs has its own
-// copies of the same few lines (its scenarios predate these tools).
+// a session through it, and the load (tools/call echo, autocannon). bench/run.mjs opens its
+// sessions with openSession from here too.
 import { spawn } from 'node:child_process'
 import { mkdtempSync, writeFileSync, readFileSync } from 'node:fs'
 import { tmpdir } from 'node:os'

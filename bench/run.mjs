@@ -18,6 +18,7 @@ import autocannon from 'autocannon'
 import { Agent, request } from 'undici'
 import { Redis } from 'ioredis'
 import { redactScenario } from './redact-results.mjs'
+import { openSession } from './http-fixture.mjs'
 
 const ROOT = join(dirname(fileURLToPath(import.meta.url)), '..')
 const BENCH = join(ROOT, 'bench')
@@ -29,7 +30,6 @@ const CLK_TCK = 100 // Linux USER_HZ; /proc/<pid>/stat counts in these ticks
 const PAGE_KB = 4
 const STDIO_SERVER = join(ROOT, 'test', 'fixtures', 'stdio-server.mjs')
 const HTTP_SERVER = join(ROOT, 'test', 'fixtures', 'http-mcp-server.mjs')
-const ACCEPT = 'application/json, text/event-stream'
 
 const children = new Set()
 process.on('exit', () => { for (const c of children) killTree(c) })
@@ -107,21 +107,6 @@ function treeUsage (pid) {
   const own = safeStat(pid)
   const below = descendants(pid).map(safeStat)
   return { ownCpuS: own.cpuS, childCpuS: below.reduce((a, s) => a + s.cpuS, 0), processes: 1 + below.length, rssKb: own.rssKb + below.reduce((a, s) => a + s.rssKb, 0) }
-}
-
-async function openSession (url, extraHeaders = {}) {
-  const init = await fetch(url, {
-    method: 'POST',
-    headers: { 'content-type': 'application/json', accept: ACCEPT, ...extraHeaders },
-    body: JSON.stringify({ jsonrpc: '2.0', id: 0, method: 'initialize', params: { protocolVersion: '2025-11-25', capabilities: {}, clientInfo: { name: 'bench', version: '1' } } }),
-  })
-  const sessionId = init.headers.get('mcp-session-id')
-  await init.text()
-  if (init.status !== 200 || sessionId === null) throw new Error(`initialize via ${url} failed: ${init.status}`)
-  const headers = { 'content-type': 'application/json', accept: ACCEPT, 'mcp-session-id': sessionId, 'mcp-protocol-version': '2025-11-25', ...extraHeaders }
-  const note = await fetch(url, { method: 'POST', headers, body: JSON.stringify({ jsonrpc: '2.0', method: 'notifications/initialized' }) })
-  await note.text()
-  return headers
 }
 
 /** tools/call `tool` (echo) over `connections` connections; connection i uses session i % sessions.length. */
