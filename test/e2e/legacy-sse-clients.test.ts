@@ -10,6 +10,7 @@ import { SSEClientTransport } from '@modelcontextprotocol/sdk/client/sse.js'
 import { ElicitRequestSchema, ToolListChangedNotificationSchema } from '@modelcontextprotocol/sdk/types.js'
 import { hashPassword } from '../../src/auth-server/password.js'
 import { SseEventReader } from '../../src/upstreams/sse-events.js'
+import { openRaw } from '../legacy-sse-helpers.js'
 import { decodeJwt } from 'jose'
 import { connectWithOAuth, HeadlessBrowser, TestOAuthClient } from '../oauth-helpers.js'
 import { eventually, INIT_BODY, postJson, startGateway, startRawServer, startUpstream, stdioServer, textOf, type RunningGateway } from '../helpers.js'
@@ -38,35 +39,6 @@ async function connectLegacy (t: Test, gw: RunningGateway, server: string, oauth
   await client.connect(new SSEClientTransport(new URL(`${gw.baseUrl}/${server}/sse`), { authProvider: oauth }))
   t.teardown(() => client.close())
   return client
-}
-
-/** A hand-driven legacy session: the endpoint event, then each message event as it comes (token '': none, auth off). */
-async function openRaw (t: Test, url: string, token: string): Promise<{ endpoint: string, next: () => Promise<unknown>, close: () => void }> {
-  const abort = new AbortController()
-  const auth: Record<string, string> = token === '' ? {} : { authorization: `Bearer ${token}` }
-  const res = await fetch(url, { headers: { accept: 'text/event-stream', ...auth }, signal: abort.signal })
-  t.equal(res.status, 200, 'the event stream opens')
-  const body = res.body
-  if (body === null) throw new Error('no body')
-  const reader = body.getReader()
-  const events = new SseEventReader()
-  const queue: Array<{ event: string, data: string }> = []
-  const take = async (): Promise<{ event: string, data: string }> => {
-    while (queue.length === 0) {
-      const { value, done } = await reader.read()
-      if (done === true) throw new Error('stream ended')
-      queue.push(...events.push(Buffer.from(value)))
-    }
-    return queue.shift() as { event: string, data: string }
-  }
-  const first = await take()
-  t.equal(first.event, 'endpoint', 'the first event names the endpoint')
-  t.teardown(() => abort.abort())
-  return {
-    endpoint: new URL(first.data, url).href,
-    next: async () => JSON.parse((await take()).data),
-    close: () => abort.abort(),
-  }
 }
 
 t.test('SSE clients reach a stdio and an HTTP server through the gateway, authorized by the real OAuth flow', async (t) => {

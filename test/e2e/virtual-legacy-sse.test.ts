@@ -7,7 +7,7 @@ import { Client } from '@modelcontextprotocol/sdk/client/index.js'
 import { SSEClientTransport } from '@modelcontextprotocol/sdk/client/sse.js'
 import { decodeJwt } from 'jose'
 import { hashPassword } from '../../src/auth-server/password.js'
-import { SseEventReader } from '../../src/upstreams/sse-events.js'
+import { openRaw } from '../legacy-sse-helpers.js'
 import { HeadlessBrowser, TestOAuthClient } from '../oauth-helpers.js'
 import { eventually, INIT_BODY, isProcessAlive, postJson, startGateway, startUpstream, stdioServer, textOf, type HttpFixture, type RunningGateway } from '../helpers.js'
 
@@ -42,29 +42,6 @@ async function signInLegacy (t: Test, gw: RunningGateway, username: string): Pro
   await client.connect(new SSEClientTransport(url, { authProvider: oauth }))
   t.teardown(() => client.close())
   return { client, oauth }
-}
-
-/** A hand-driven legacy session: the endpoint event, then each message event as it comes. */
-async function openRaw (t: Test, url: string, token: string): Promise<{ endpoint: string, next: () => Promise<unknown>, close: () => void }> {
-  const abort = new AbortController()
-  const res = await fetch(url, { headers: { accept: 'text/event-stream', authorization: `Bearer ${token}` }, signal: abort.signal })
-  t.equal(res.status, 200, 'the event stream opens')
-  if (res.body === null) throw new Error('no body')
-  const reader = res.body.getReader()
-  const events = new SseEventReader()
-  const queue: Array<{ event: string, data: string }> = []
-  const take = async (): Promise<{ event: string, data: string }> => {
-    while (queue.length === 0) {
-      const { value, done } = await reader.read()
-      if (done === true) throw new Error('stream ended')
-      queue.push(...events.push(Buffer.from(value)))
-    }
-    return queue.shift() as { event: string, data: string }
-  }
-  const first = await take()
-  t.equal(first.event, 'endpoint', 'the first event names the endpoint')
-  t.teardown(() => abort.abort())
-  return { endpoint: new URL(first.data, url).href, next: async () => JSON.parse((await take()).data), close: () => abort.abort() }
 }
 
 t.test('the /sse challenge and metadata name the virtual server\'s resource', async (t) => {
