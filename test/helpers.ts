@@ -329,6 +329,8 @@ export function canConnect (port: number): Promise<boolean> {
   })
 }
 
+const CLI_READY_TIMEOUT_MS = 45_000
+
 /** `portcullis start` as a real process (dist/main.js), once it has logged that it is ready; `flags` such as --watch follow. */
 export async function startCliGateway (t: Teardown, configPath: string, env: NodeJS.ProcessEnv = {}, flags: readonly string[] = []): Promise<{ child: ChildProcessWithoutNullStreams, output: () => string }> {
   const child = spawn(process.execPath, [new URL('../dist/main.js', import.meta.url).pathname, 'start', '--config', configPath, ...flags], { stdio: 'pipe', env: { ...process.env, ...env } })
@@ -342,7 +344,8 @@ export async function startCliGateway (t: Teardown, configPath: string, env: Nod
   child.stdout.on('data', (d: Buffer) => { out += d.toString() })
   child.stderr.on('data', (d: Buffer) => { out += d.toString() })
   await new Promise<void>((resolve, reject) => {
-    const timer = setTimeout(() => reject(new Error(`not ready: ${out}`)), 20_000)
+    // A wait, not a timing check: three replicas starting together on a loaded 2-core machine took over 20 s.
+    const timer = setTimeout(() => reject(new Error(`not ready: ${out}`)), CLI_READY_TIMEOUT_MS)
     child.once('exit', (code) => { clearTimeout(timer); reject(new Error(`exited with ${String(code)}: ${out}`)) })
     child.stdout.on('data', () => { if (out.includes('portcullis ready')) { clearTimeout(timer); resolve() } })
   })

@@ -2,7 +2,8 @@
 // judged on the session, its calls and its GET stream, without an SDK client reconnecting for us.
 import type { Test } from 'tap'
 import { readdirSync, readFileSync } from 'node:fs'
-import { INIT_BODY, postJson } from './helpers.js'
+import { createServer } from 'node:net'
+import { eventually, INIT_BODY, postJson } from './helpers.js'
 
 export const VERSION_HEADER = { 'mcp-protocol-version': '2025-11-25' }
 
@@ -57,4 +58,37 @@ export function childrenMarked (mark: string): number[] {
       return []
     }
   })
+}
+
+/** The password of the reload tests' local users. */
+export const PASSWORD = 'correct horse battery staple'
+/** A browser origin the reload tests allow and disallow. */
+export const ORIGIN = 'https://app.example.com'
+
+/** One JSON log line of the gateway. */
+export type Log = Record<string, unknown>
+
+/** The gateway's JSON log lines (stdout and stderr together). */
+export function logLines (output: string): Log[] {
+  return output.split('\n').filter((line) => line.startsWith('{')).map((line) => JSON.parse(line) as Log)
+}
+
+/** Whether this process can listen on 127.0.0.1:port (nobody else holds it). */
+export async function canBind (port: number): Promise<boolean> {
+  const server = createServer()
+  return new Promise((resolve) => {
+    server.once('error', () => resolve(false))
+    server.listen({ host: '127.0.0.1', port }, () => server.close(() => resolve(true)))
+  })
+}
+
+/** Each reload's one line: applied or refused. */
+export function reloads (output: string): Log[] {
+  return logLines(output).filter((l) => typeof l.msg === 'string' && l.msg.startsWith('configuration reload'))
+}
+
+/** Waits for the n-th reload line and returns it. */
+export async function nthReload (t: Test, output: () => string, n: number): Promise<Log> {
+  t.ok(await eventually(() => reloads(output()).length >= n, 15_000), `reload ${n} logged`)
+  return reloads(output())[n - 1] ?? {}
 }
