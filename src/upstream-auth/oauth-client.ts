@@ -59,6 +59,16 @@ function registrationMetadata (publicUrl: string, server: string): Partial<oidc.
 
 export type ClientIdentityKind = 'configured' | 'metadata-document' | 'registration'
 
+/**
+ * The authorization server refused the operator's own client (`upstreamAuth.clientId` and
+ * `clientSecret`: invalid_client, RFC 6749 5.2). The gateway's credential, not the user's
+ * grant: only the operator can fix it, so a link is not dropped for it and linking again would
+ * not help (as an identity provider's invalid_client, oidc-relying-party.ts isIdpRefusal).
+ */
+export class ConfiguredClientRefused extends Error {
+  override readonly name = 'ConfiguredClientRefused'
+}
+
 /** Which client identity to use at this authorization server (see the header). */
 export function chooseClientIdentity (configuredClientId: string | undefined, metadata: { readonly client_id_metadata_document_supported?: unknown, readonly registration_endpoint?: unknown }, publicUrl: string): ClientIdentityKind {
   if (configuredClientId !== undefined) return 'configured'
@@ -104,6 +114,7 @@ export interface UpstreamTokens {
 
 interface Ready {
   readonly config: oidc.Configuration
+  readonly kind: ClientIdentityKind
   /** The store key of a dynamic registration in use, else undefined. */
   readonly registrationKey: string | undefined
   readonly authorization: UpstreamAuthorization
@@ -179,13 +190,18 @@ export class UpstreamOAuthClient {
   /**
    * An authorization server may delete a dynamic registration (Portcullis does for unused
    * ones): on invalid_client the stored registration is forgotten, so that the next link
-   * registers again instead of failing for ever.
+   * registers again instead of failing for ever. The operator's configured client refused is
+   * ConfiguredClientRefused: the callers tell it apart from a refused grant.
    */
   private async forgettingRefusedRegistration<T> (ready: Ready, grant: () => Promise<T>): Promise<T> {
     try {
       return await grant()
     } catch (err) {
-      if (ready.registrationKey !== undefined && err instanceof oidc.ResponseBodyError && err.error === 'invalid_client') {
+      if (!isClientRefusal(err)) throw err
+      if (ready.kind === 'configured') {
+        throw new ConfiguredClientRefused(`the authorization server refused the configured client "${ready.config.clientMetadata().client_id}" (invalid_client): check upstreamAuth.clientId and clientSecret`, { cause: err })
+      }
+      if (ready.registrationKey !== undefined) {
         this.ready = undefined
         await this.opts.store.kvDelete(ready.registrationKey)
       }
@@ -225,7 +241,7 @@ export class UpstreamOAuthClient {
     const registrationKey = kind === 'registration' ? this.registrationKeyOf(issuer) : undefined
     const config = new oidc.Configuration(metadata, client.client_id, { ...client }, clientAuth(client.client_secret, metadata))
     this.guard(config, issuer)
-    return { config, registrationKey, authorization, scopes: scopesToRequest(this.opts.auth.scopes, authorization) }
+    return { config, kind, registrationKey, authorization, scopes: scopesToRequest(this.opts.auth.scopes, authorization) }
   }
 
   /**
@@ -280,6 +296,16 @@ export class UpstreamOAuthClient {
     config[oidc.customFetch] = async (url, options) => await this.opts.fetch(url, { ...options })
     if (issuer.protocol === 'http:') oidc.allowInsecureRequests(config)
   }
+}
+
+/**
+ * The token endpoint refused the client itself (RFC 6749 5.2 invalid_client): in the body, or
+ * as a bare 401 with a challenge, which 5.2 requires when the client authenticated with the
+ * Authorization header (client_secret_basic) and which openid-client does not parse further.
+ */
+function isClientRefusal (err: unknown): boolean {
+  return (err instanceof oidc.ResponseBodyError && err.error === 'invalid_client') ||
+    (err instanceof oidc.WWWAuthenticateChallengeError && err.status === 401)
 }
 
 /** A secret: Basic when the server takes it (RFC 8414's default), else Post; none: a public client with PKCE. */

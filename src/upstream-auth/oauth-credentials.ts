@@ -9,7 +9,8 @@
  *   upstream may have revoked it early).
  * - A refresh the authorization server refuses (invalid_grant: revoked, expired) drops the
  *   link: the user gets the link error and links again. A refresh that fails otherwise
- *   (network, 5xx) is a 502, and the link stays.
+ *   (network, 5xx, or the operator's configured client refused: ConfiguredClientRefused,
+ *   which linking again would not fix) is a 502, and the link stays.
  * - One refresh per (server, user) at a time: concurrent requests on this replica share it,
  *   and across replicas a short lock in the store (owned: released only by its holder) lets
  *   one refresh while the others wait for its result. A rotating refresh token (OAuth 2.1 4.3.1) used twice is refused the second

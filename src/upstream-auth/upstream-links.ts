@@ -18,7 +18,7 @@ import * as oidc from 'openid-client'
 import type { FastifyBaseLogger } from 'fastify'
 import type { Store } from '../store/types.js'
 import type { LinkedTokens } from './linked-tokens.js'
-import type { UpstreamOAuthClient } from './oauth-client.js'
+import { ConfiguredClientRefused, type UpstreamOAuthClient } from './oauth-client.js'
 
 const PENDING_PREFIX = 'upstream-link-pending:'
 const USED_PREFIX = 'upstream-link-used:'
@@ -104,6 +104,11 @@ export class UpstreamLinks implements LinkedAccounts {
     try {
       tokens = await client.redeem(callbackUrl, pending.state, pending.verifier)
     } catch (err) {
+      if (err instanceof ConfiguredClientRefused) {
+        // Trying again cannot help the user: the gateway's own client credentials are wrong.
+        this.log.error({ server, user: userId, err: { message: err.message } }, 'upstream refused the gateway client credentials')
+        throw new LinkError(`The provider refused this gateway's own credentials, so no account can be linked at "${server}" until an administrator corrects them.`)
+      }
       this.log.warn({ server, user: userId, err: { message: (err as Error).message, code: (err as { code?: string }).code } }, 'could not redeem an upstream authorization code')
       throw new LinkError('The provider\'s answer could not be used to link your account. Try again.')
     }

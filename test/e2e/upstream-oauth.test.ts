@@ -13,6 +13,7 @@ import { createHash } from 'node:crypto'
 import type { Store } from '../../src/store/types.js'
 import { connectClient, freePort, INIT_BODY, postJson, startGateway, startUpstream, stdioServer, textOf, type RunningGateway } from '../helpers.js'
 import { nginxBinary, startNginx } from '../nginx.js'
+import { auditedUsers, linkAccount, rpcErrorOf, type RpcError } from '../upstream-oauth-helpers.js'
 
 const PASSWORD = 'correct horse battery staple'
 const passwordHash = await hashPassword(PASSWORD)
@@ -62,54 +63,22 @@ function gatewayServers (upstreamBase: string): Array<Record<string, unknown>> {
   ]
 }
 
-/**
- * Alice (or Bob) opens the link from the error, <publicUrl>/connect/<server>, signed out: the
- * account pages sign her in at gateway 1 first and come back, then she signs in at the
- * upstream's authorization server and consents, and lands on the linked accounts page. On
- * the way she confirms the link on the gateway's page (a POST with its CSRF token).
- */
-async function link (gw: RunningGateway, username: string, via: { base: string, fetch?: typeof fetch } = { base: gw.baseUrl }): Promise<{ browser: HeadlessBrowser, html: string }> {
-  const browser = new HeadlessBrowser(via.fetch)
-  let next = `${via.base}/connect/${SERVER}`
-  let form: Record<string, string> | undefined
-  for (let step = 0; step < 10; step++) {
-    const res = await browser.request(next, form === undefined ? {} : { method: 'POST', form })
-    form = undefined
-    if (res.status === 200) {
-      const html = await res.text()
-      const confirm = /<form method="post" action="([^"]+\/connect)"><input type="hidden" name="csrf" value="([^"]+)">/.exec(html)
-      if (confirm === null) return { browser, html }
-      next = new URL(confirm[1] ?? '', next).href
-      form = { csrf: confirm[2] ?? '' }
-      continue
-    }
-    const location = res.headers.get('location')
-    if (location === null) throw new Error(`link stopped (${res.status}) at ${next}: ${(await res.text()).replace(/<[^>]+>/g, ' ').replace(/\s+/g, ' ').slice(0, 300)}`)
-    await res.arrayBuffer()
-    next = new URL(location, next).href
-    // An authorization request (gateway 1's for the account pages, then the upstream's): login
-    // (and consent at the upstream), until it sends the browser back.
-    if (new URL(next).searchParams.has('redirect_uri')) next = (await browser.authorize(next, { username, password: PASSWORD })).href
-  }
-  throw new Error('too many steps')
+/** Alice (or Bob) links her account at SERVER through both gateways' real pages. */
+async function link (gw: RunningGateway, username: string, via?: { base: string, fetch?: typeof fetch }): Promise<{ browser: HeadlessBrowser, html: string }> {
+  return await linkAccount(gw, SERVER, username, PASSWORD, via)
 }
 
 async function signIn (t: Test, gw: RunningGateway, username: string): Promise<AuthorizedClient> {
   return connectWithOAuth(t, gw.mcpUrl(SERVER), { username, password: PASSWORD, issuer: gw.baseUrl, oauth: new TestOAuthClient({ name: `${username}'s client` }) })
 }
 
-/** The JSON-RPC error of a raw POST with the user's gateway token. */
-async function rawError (gw: RunningGateway, token: string, body: unknown = INIT_BODY): Promise<{ status: number, error: { code: number, message: string, data: Record<string, unknown> } | undefined }> {
-  const res = await postJson(gw.mcpUrl(SERVER), body, { authorization: `Bearer ${token}` })
-  return { status: res.status, error: (res.json as { error?: { code: number, message: string, data: Record<string, unknown> } } | undefined)?.error }
+/** The JSON-RPC error of a raw POST to SERVER with the user's gateway token. */
+async function rawError (gw: RunningGateway, token: string, body: unknown = INIT_BODY): Promise<{ status: number, error: RpcError | undefined }> {
+  return await rpcErrorOf(gw.mcpUrl(SERVER), token, body)
 }
 
 function openRow (box: SecretBox, row: string | undefined, key = ROW_OF_ALICE): { accessToken: string, refreshToken?: string, expiresAtMs?: number, linkedAtMs: number } {
   return JSON.parse(box.open(row ?? '', key)) as { accessToken: string, refreshToken?: string, expiresAtMs?: number, linkedAtMs: number }
-}
-
-function auditedUsers (upstream: RunningGateway, method: string): unknown[] {
-  return upstream.audit.lines.map((l) => JSON.parse(l) as Record<string, unknown>).filter((r) => r.method === method).map((r) => (r.user as { username?: string } | null)?.username)
 }
 
 t.test('Alice links her account and reaches the upstream as herself; Bob, unlinked, gets the link error', async (t) => {
