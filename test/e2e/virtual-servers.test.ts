@@ -434,10 +434,14 @@ t.test('revoking a user ends their virtual sessions (and the member sessions beh
   const revoked = await fetch(`${gw.baseUrl}/admin/api/v1/users/alice/revoke`, { method: 'POST', headers: { authorization: `Bearer ${adminToken}` } })
   t.equal(revoked.status, 200, 'revoked')
   // Alice signs in again with the same client: same owner, a fresh token. Her old session is gone.
-  oauth.savedTokens = undefined
-  oauth.authorizationUrl = undefined
-  await connectWithOAuth(t, gw.mcpUrl('work'), { username: 'alice', password: PASSWORD, issuer: gw.baseUrl, oauth })
-  const token = oauth.tokens()?.access_token ?? ''
+  // A provider of its own holding the same registration: her first client, still open, meets the
+  // revoke with a 401 and starts an authorization of its own, which must not replace this flow's
+  // PKCE verifier (it did: "code_verifier does not match code_challenge").
+  const again = new TestOAuthClient({ name: 'alice\'s client' })
+  again.info = oauth.info
+  await connectWithOAuth(t, gw.mcpUrl('work'), { username: 'alice', password: PASSWORD, issuer: gw.baseUrl, oauth: again })
+  t.equal(again.info?.client_id, oauth.info?.client_id, 'the same client signed in again')
+  const token = again.tokens()?.access_token ?? ''
   const old = await postJson(gw.mcpUrl('work'), { jsonrpc: '2.0', id: 1, method: 'tools/list' }, { authorization: `Bearer ${token}`, 'mcp-session-id': sessionId, 'mcp-protocol-version': '2025-11-25' })
   t.equal(old.status, 404, 'the virtual session ended with the revoke')
 })
