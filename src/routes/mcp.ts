@@ -30,8 +30,8 @@
  *
  * A virtual server's route (../virtual/routes.ts) runs admit and the token check for its own
  * resource, then reaches each member through that member's route above, in process
- * (./mcp/member-entry.ts): the steps from checkAccess on, after checkMemberCaller (the caller
- * revoked since: UNAUTHORIZED; the member's own scopes: INSUFFICIENT_SCOPE). A member's refusal
+ * (./mcp/member-entry.ts): admit, checkMemberCaller (the caller revoked since: UNAUTHORIZED;
+ * the member's own scopes: INSUFFICIENT_SCOPE), then the steps from checkAccess on. A member's refusal
  * is relayed as it is. Its own refusals are SESSION_REQUIRED, SESSION_NOT_FOUND,
  * TOO_MANY_SESSIONS, UPSTREAM_BUSY, POLICY_DENIED (its tools allow/deny), UNKNOWN_TOOL,
  * INVALID_PARAMS, INVALID_REQUEST (a batch), LEGACY_UPSTREAM (a 2026-07-28 request while a
@@ -95,12 +95,14 @@ const WITH_BODY: readonly Step[] = [
   relay,
 ]
 /**
- * A virtual server's request to a member (./mcp/member-entry.ts): admitted, and its token
- * checked, by the virtual route. Not forwardToOwner: virtual sessions live on one replica, and
- * the member sessions behind them are opened from it, so held here. With tracing on, the
- * member's request has spans of its own (a trace of its own: the virtual route has none).
+ * A virtual server's request to a member (./mcp/member-entry.ts): its token was checked by the
+ * virtual route. admit again (a few flag reads): a retry on a timer or an idle session's end
+ * was admitted by no request, and fails closed on the audit as every request does. Not
+ * forwardToOwner: virtual sessions live on one replica, and the member sessions behind them are
+ * opened from it, so held here. With tracing on, the member's request has spans of its own (a
+ * trace of its own: the virtual route has none).
  */
-const AS_MEMBER: readonly Step[] = [checkMemberCaller, ...WITH_BODY]
+const AS_MEMBER: readonly Step[] = [admit, checkMemberCaller, ...WITH_BODY]
 const AS_MEMBER_TRACED: readonly Step[] = [openTrace, ...AS_MEMBER]
 /** The 2024-11-05 routes: the same admission and token check (no trace), then access for their GET. */
 const LEGACY_BEFORE_BODY: readonly Step[] = [admit, authenticateLegacy]
