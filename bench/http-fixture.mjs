@@ -20,6 +20,8 @@ const AUTH = `auth:\n  clients: [{ clientId: bench, clientSecret: "${CLIENT_SECR
 /** The bench's HTTP scenario configurations (bench/run.mjs), by name. */
 export const GATEWAY_CONFIGS = {
   bare: (url) => `auth: { enabled: false }\nservers:\n  - { name: echo, transport: http, url: "${url}" }\n`,
+  /** bench/compare-virtual.mjs: bare, and a virtual server `v` of the one member (its tool is echo__echo). */
+  virtual: (url) => `auth: { enabled: false }\nservers:\n  - { name: echo, transport: http, url: "${url}" }\nvirtualServers:\n  - { name: v, members: [echo], prefix: always }\n`,
   token: (url) => `${AUTH}servers:\n  - { name: echo, transport: http, url: "${url}" }\n`,
   full: (url) => `${AUTH}rateLimits: { perUser: 100000000/min, perUserPerTool: 100000000/min }
 servers:
@@ -96,7 +98,7 @@ export async function openSession (url, extra) {
   return headers
 }
 
-export function load (url, headers, seconds, connections = 50) {
+export function load (url, headers, seconds, connections = 50, tool = 'echo') {
   let id = 0
   return autocannon({
     url,
@@ -104,7 +106,7 @@ export function load (url, headers, seconds, connections = 50) {
     connections,
     duration: seconds,
     headers,
-    requests: [{ setupRequest: (req) => ({ ...req, body: `{"jsonrpc":"2.0","id":${++id},"method":"tools/call","params":{"name":"echo","arguments":{"text":"hello"}}}` }) }],
+    requests: [{ setupRequest: (req) => ({ ...req, body: `{"jsonrpc":"2.0","id":${++id},"method":"tools/call","params":{"name":"${tool}","arguments":{"text":"hello"}}}` }) }],
   })
 }
 
@@ -133,7 +135,7 @@ export async function startTarget (name, upstreamUrl, { tree = ROOT, nodeArgs = 
     await waitForHttp(`http://127.0.0.1:${port}/healthz`)
   }
   const url = isReference ? `http://127.0.0.1:${port}/mcp` : `http://127.0.0.1:${port}/echo/mcp`
-  const extra = name === 'bare' || isReference ? {} : { authorization: `Bearer ${await machineToken(port, url)}` }
+  const extra = name === 'bare' || name === 'virtual' || isReference ? {} : { authorization: `Bearer ${await machineToken(port, url)}` }
   const headers = await openSession(url, extra)
   return { child, url, headers, dir }
 }

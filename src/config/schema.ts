@@ -32,8 +32,6 @@ const UNSETTABLE_UPSTREAM_HEADERS: ReadonlySet<string> = new Set([...HOP_BY_HOP_
 /** Client headers that are never forwarded, whatever `forwardHeaders` says (MCP authorization: no token passthrough). */
 export const NEVER_FORWARDED_HEADERS: ReadonlySet<string> = new Set([
   'authorization', 'cookie', 'proxy-authorization', ...UNSETTABLE_UPSTREAM_HEADERS,
-  // A virtual server's in-process credential (src/virtual/credentials.ts) stays in the gateway.
-  'x-portcullis-virtual',
 ])
 
 /**

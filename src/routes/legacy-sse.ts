@@ -33,7 +33,6 @@ import type { SessionOwner } from '../upstreams/session-owners.js'
 import { sseMessageEvent } from '../upstreams/response-edit.js'
 import { SseEventReader } from '../upstreams/sse-events.js'
 import type { StreamKeeper } from '../upstreams/stream-keeper.js'
-import { VIRTUAL_CREDENTIAL_HEADER } from '../virtual/credentials.js'
 import { OUTLIVES_GENERATION, type LegacySession, type LegacySessions, type SessionEnder } from './legacy-sessions.js'
 
 type Step = (request: FastifyRequest, reply: FastifyReply) => Promise<void>
@@ -86,8 +85,6 @@ export interface LegacySseOptions {
 const DROPPED_REQUEST_HEADERS: ReadonlySet<string> = new Set([
   'content-length', 'transfer-encoding', 'connection', 'keep-alive', 'expect', 'upgrade', 'te',
   'accept', 'mcp-session-id', 'mcp-protocol-version', 'last-event-id',
-  // Only a virtual server's own in-process request carries its credential, never a client's.
-  VIRTUAL_CREDENTIAL_HEADER,
 ])
 /** What of the /mcp route's error answer is not the POST's own (framing, and CORS the POST already carries). */
 const DROPPED_ANSWER_HEADERS: ReadonlySet<string> = new Set([

@@ -29,15 +29,17 @@
  * inspect for their GET; their own refusals are SESSION_NOT_FOUND and TOO_MANY_SESSIONS.
  *
  * A virtual server's route (../virtual/routes.ts) runs admit and the token check for its own
- * resource, then reaches each member through that member's route above, in process: a member's
- * refusal is relayed as it is. Its own refusals are SESSION_REQUIRED, SESSION_NOT_FOUND,
+ * resource, then reaches each member through that member's route above, in process
+ * (./mcp/member-entry.ts): admit, checkMemberCaller (the caller revoked since: UNAUTHORIZED;
+ * the member's own scopes: INSUFFICIENT_SCOPE), then the steps from checkAccess on. A member's refusal
+ * is relayed as it is. Its own refusals are SESSION_REQUIRED, SESSION_NOT_FOUND,
  * TOO_MANY_SESSIONS, UPSTREAM_BUSY, POLICY_DENIED (its tools allow/deny), UNKNOWN_TOOL,
  * INVALID_PARAMS, INVALID_REQUEST (a batch), LEGACY_UPSTREAM (a 2026-07-28 request while a
  * member speaks only the 2025 era), UNSUPPORTED_PROTOCOL_VERSION (a session-less request's
  * unknown `_meta` version) and UPSTREAM_UNAVAILABLE (a member's JSON answer with another id).
  */
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify'
-import { PortcullisError, jsonRpcErrorPayload, type JsonRpcId } from '../errors.js'
+import { PortcullisError, type JsonRpcId } from '../errors.js'
 import type { Config, ServerConfig } from '../config/schema.js'
 import type { Upstream } from '../upstreams/types.js'
 import type { OriginPolicy } from '../mcp/origin.js'
@@ -60,7 +62,7 @@ import { McpCall, runSteps, type McpRoute, type Step } from './mcp/call.js'
 import { openTrace } from './mcp/open-trace.js'
 import { admit } from './mcp/admit.js'
 import { forwardToOwner } from './mcp/forward-to-owner.js'
-import { authenticate, authenticateLegacy } from './mcp/authenticate.js'
+import { authenticate, authenticateLegacy, checkMemberCaller } from './mcp/authenticate.js'
 import { checkAccess } from './mcp/check-access.js'
 import { inspect } from './mcp/inspect.js'
 import { checkMirroredHeaders } from './mcp/check-mirrored-headers.js'
@@ -69,8 +71,9 @@ import { charge } from './mcp/charge.js'
 import { record } from './mcp/record.js'
 import { planResponse } from './mcp/plan-response.js'
 import { relay } from './mcp/relay.js'
-import { VirtualCredentials } from '../virtual/credentials.js'
-import { MemberLink } from '../virtual/member-link.js'
+import { errorAnswer } from './mcp/error-answer.js'
+import { memberEntry } from './mcp/member-entry.js'
+import { MemberLink, type MemberEntry } from '../virtual/member-link.js'
 import { virtualRoutes } from '../virtual/routes.js'
 import { endVirtualSession } from '../virtual/virtual-server.js'
 import type { VirtualSessionTable } from '../virtual/session.js'
@@ -91,6 +94,16 @@ const WITH_BODY: readonly Step[] = [
   planResponse,
   relay,
 ]
+/**
+ * A virtual server's request to a member (./mcp/member-entry.ts): its token was checked by the
+ * virtual route. admit again (a few flag reads): a retry on a timer or an idle session's end
+ * was admitted by no request, and fails closed on the audit as every request does. Not
+ * forwardToOwner: virtual sessions live on one replica, and the member sessions behind them are
+ * opened from it, so held here. With tracing on, the member's request has spans of its own (a
+ * trace of its own: the virtual route has none).
+ */
+const AS_MEMBER: readonly Step[] = [admit, checkMemberCaller, ...WITH_BODY]
+const AS_MEMBER_TRACED: readonly Step[] = [openTrace, ...AS_MEMBER]
 /** The 2024-11-05 routes: the same admission and token check (no trace), then access for their GET. */
 const LEGACY_BEFORE_BODY: readonly Step[] = [admit, authenticateLegacy]
 const LEGACY_ACCESS: readonly Step[] = [checkAccess, inspect]
@@ -168,11 +181,11 @@ function finishCall (steps: readonly Step[]) {
 
 export async function mcpRoutes (app: FastifyInstance, opts: McpRoutesOptions): Promise<void> {
   const { config, metrics } = opts
-  // Virtual servers reach their members' routes in process, with a credential only this build issues.
-  // Also without virtual servers when sessions are shared (a reload): a removed virtual server's
-  // member sessions are ended through this build's member routes, which must accept the credential.
-  const virtualCredentials = config.virtualServers.length === 0 && opts.virtualSessions === undefined ? undefined : new VirtualCredentials()
-  const link = virtualCredentials === undefined ? undefined : new MemberLink(app, virtualCredentials)
+  // Virtual servers reach their members' routes in process. Also without virtual servers when
+  // sessions are shared (a reload): a removed virtual server's member sessions are ended through
+  // this build's member routes.
+  const members = new Map<string, MemberEntry>()
+  const link = new MemberLink((member) => members.get(member))
 
   app.decorateRequest('mcpCall', null)
 
@@ -185,14 +198,8 @@ export async function mcpRoutes (app: FastifyInstance, opts: McpRoutesOptions): 
   })
 
   app.setErrorHandler(async (error: Error & { statusCode?: number }, request, reply) => {
-    const err = toPortcullisError(error)
-    if (err.status >= 500) request.log.error({ err: error }, 'mcp request failed')
-    const call = request.mcpCall
-    call?.trace?.refused(err)
-    const inspection = call?.inspection
-    const ids = err.rpcId !== undefined ? [err.rpcId] : inspection?.requestIds ?? []
-    return reply.code(err.status).headers(err.headers).type('application/json')
-      .send(jsonRpcErrorPayload(err, ids, inspection?.isBatch === true && err.rpcId === undefined))
+    const answer = errorAnswer(error, request.mcpCall, request.log)
+    return reply.code(answer.status).headers(answer.headers).type('application/json').send(answer.payload)
   })
 
   /** A CORS preflight answered for an allowed Origin; `allow`: the route's methods. */
@@ -213,7 +220,8 @@ export async function mcpRoutes (app: FastifyInstance, opts: McpRoutesOptions): 
   }
 
   for (const server of config.servers) {
-    const route = routeOf(server, opts, virtualCredentials)
+    const route = routeOf(server, opts)
+    members.set(server.name, memberEntry(route, opts.tracing === undefined ? AS_MEMBER : AS_MEMBER_TRACED))
     const url = `/${server.name}/mcp`
     // Tool labels in metrics: names policy gives, and (plan-response) names the upstream lists.
     metrics.nameTools(server.name, namedToolsOf(server))
@@ -259,7 +267,7 @@ export async function mcpRoutes (app: FastifyInstance, opts: McpRoutesOptions): 
     })
   }
 
-  if (link !== undefined && config.virtualServers.length > 0) {
+  if (config.virtualServers.length > 0) {
     // README "Virtual servers": one endpoint whose members are reached through their own routes above.
     await virtualRoutes(app, {
       virtualServers: config.virtualServers,
@@ -285,11 +293,9 @@ export async function mcpRoutes (app: FastifyInstance, opts: McpRoutesOptions): 
     const table = opts.virtualSessions
     opts.onActivate?.(() => {
       // A revoked or offboarded user's virtual sessions end through this build's member routes.
-      if (link !== undefined) table.useEnder(async (virtualServer, session) => endVirtualSession(link, virtualServer, session, session.context))
+      table.useEnder(async (virtualServer, session) => endVirtualSession(link, virtualServer, session, session.context))
       // Their member sessions end now (not at the members' idle timeout), through this build's routes.
-      for (const { virtualServer, session } of table.keepOnly(names)) {
-        if (link !== undefined) void endVirtualSession(link, virtualServer, session, session.context)
-      }
+      for (const { virtualServer, session } of table.keepOnly(names)) void endVirtualSession(link, virtualServer, session, session.context)
     })
   }
   if (config.virtualServers.length > 0) {
@@ -310,7 +316,7 @@ export async function mcpRoutes (app: FastifyInstance, opts: McpRoutesOptions): 
 }
 
 /** What one server's steps share, built once. */
-function routeOf (server: ServerConfig, opts: McpRoutesOptions, virtualCredentials: VirtualCredentials | undefined): McpRoute {
+function routeOf (server: ServerConfig, opts: McpRoutesOptions): McpRoute {
   const { config, limiter } = opts
   const upstream = opts.upstreams.get(server.name)
   if (upstream === undefined) throw new Error(`no upstream adapter for server ${server.name}`)
@@ -346,7 +352,6 @@ function routeOf (server: ServerConfig, opts: McpRoutesOptions, virtualCredentia
     replicas: opts.replicas,
     redactions: new WeakMap(),
     captured: new WeakMap(),
-    virtualCredentials,
     isRevoked: opts.isRevoked,
   }
 }
@@ -357,14 +362,4 @@ function allowedRequestHeaders (requested: string | undefined): string {
   const allowed = new Set(CORS_ALLOW_HEADERS.split(', '))
   const names = requested.split(',').map((h) => h.trim().toLowerCase()).filter((h) => h !== '')
   return names.every((h) => allowed.has(h) || h.startsWith('mcp-param-')) ? names.join(', ') : CORS_ALLOW_HEADERS
-}
-
-/** Fastify's own errors (body limit, content length, media type) in the gateway's vocabulary. */
-function toPortcullisError (error: Error & { statusCode?: number, code?: string }): PortcullisError {
-  if (error instanceof PortcullisError) return error
-  const status = error.statusCode
-  if (status === 413) return new PortcullisError('PORTCULLIS_ERR_BODY_TOO_LARGE')
-  if (status === 415) return new PortcullisError('PORTCULLIS_ERR_UNSUPPORTED_MEDIA_TYPE')
-  if (status !== undefined && status >= 400 && status < 500) return new PortcullisError('PORTCULLIS_ERR_INVALID_REQUEST', error.message)
-  return new PortcullisError('PORTCULLIS_ERR_INTERNAL', undefined, { cause: error })
 }

@@ -3,7 +3,7 @@
  * the inspected request, never Fastify: the route does auth, policy and
  * limits first, then hands the exchange over.
  */
-import type { IncomingHttpHeaders, IncomingMessage, ServerResponse } from 'node:http'
+import type { IncomingHttpHeaders, ServerResponse } from 'node:http'
 import type { FastifyBaseLogger } from 'fastify'
 import type { McpInspection } from '../mcp/jsonrpc.js'
 import type { UserIdentity } from '../identity.js'
@@ -28,7 +28,6 @@ export interface McpExchange {
   readonly traceHeaders?: Readonly<Record<string, string>>
   /** Where the adapter notes requests the gateway answered with its own error (metrics: failed calls). */
   readonly failures: FailureRecord
-  readonly req: IncomingMessage
   readonly res: ServerResponse
   readonly log: FastifyBaseLogger
 }

@@ -1,16 +1,28 @@
 /**
- * A virtual server's requests to its members: each is an in-process request (app.inject, as
- * the 2024-11-05 routes do) to the member's own `/<member>/mcp` route, so every member check
- * is that route's — access, scopes, policy, guardrails, rate limits, audit, upstream auth and
- * sessions. The caller crosses over as an in-process credential (./credentials.ts), never as
- * the client's Authorization, which stays with the virtual route.
+ * A virtual server's requests to its members: each runs, in process, the steps of the member's
+ * own `/<member>/mcp` route that follow admission and the token check (routes/mcp/member-entry.ts),
+ * so every member check is that route's — access, scopes, policy, guardrails, rate limits,
+ * audit, upstream auth and sessions. The virtual route admitted the request and checked the
+ * client's token for its own resource; the caller crosses over as an object, never as a header
+ * (a socket request cannot name one), and the client's Authorization stays with the virtual route.
+ * No HTTP request is made up: the member's answer is what its route writes on an
+ * InProcessResponse, read back as a stream.
  */
+import type { IncomingHttpHeaders } from 'node:http'
 import type { Readable } from 'node:stream'
-import type { FastifyInstance } from 'fastify'
+import type { FastifyBaseLogger } from 'fastify'
 import { isModernRevision } from '../mcp/headers.js'
 import { METHOD_TARGETS } from '../mcp/jsonrpc.js'
+import type { RequestIdentity } from '../resource-server/verify-token.js'
 import { SseEventReader } from '../upstreams/sse-events.js'
-import { VIRTUAL_CREDENTIAL_HEADER, type VirtualCredentials, type VirtualGrant } from './credentials.js'
+import { InProcessResponse } from './in-process-response.js'
+
+/** Who is calling, through which virtual server. */
+export interface VirtualGrant {
+  /** The caller as the virtual route verified it; null with auth off. */
+  readonly identity: RequestIdentity | null
+  readonly virtualServer: string
+}
 
 export interface MemberRequest {
   readonly method: 'POST' | 'GET' | 'DELETE'
@@ -20,8 +32,10 @@ export interface MemberRequest {
   readonly body?: unknown
   /** The client's address as the virtual route judged it (rate limits and the audit's ip are the client's). */
   readonly ip: string
-  /** Who is calling, through which virtual server (the credential is issued for `member` only). */
-  readonly grant: Omit<VirtualGrant, 'member'>
+  readonly grant: VirtualGrant
+  /** The virtual request's id and logger: the member's audit record and log lines name the client's request. */
+  readonly requestId?: string | undefined
+  readonly log: FastifyBaseLogger
   readonly signal?: AbortSignal
 }
 
@@ -29,42 +43,60 @@ export interface MemberResponse {
   readonly status: number
   readonly headers: Readonly<Record<string, unknown>>
   readonly body: Readable
-  /** The inner response itself: destroying it ends a GET stream. */
+  /** The client of this answer left: a GET stream ends, as when a client closes its connection. */
   readonly destroy: () => void
 }
+
+/** What a member's route is given: the request as its steps read it, and the caller. */
+export interface InProcessRequest {
+  readonly method: MemberRequest['method']
+  readonly headers: IncomingHttpHeaders
+  readonly body: Buffer | undefined
+  readonly ip: string
+  readonly id: string
+  readonly log: FastifyBaseLogger
+  readonly caller: VirtualGrant
+}
+
+/** A member's route, run for one request: it answers on `res`, its errors too (it never rejects). */
+export type MemberEntry = (request: InProcessRequest, res: InProcessResponse) => Promise<void>
 
 /** Clients' answers and notifications get 202 and no body. */
 export const ACCEPTED = 202
 
 export class MemberLink {
-  constructor (private readonly app: FastifyInstance, private readonly credentials: VirtualCredentials) {}
+  /** Ids for requests no client request stands behind (a retry on a timer). */
+  private ownIds = 0
+
+  constructor (private readonly entryOf: (member: string) => MemberEntry | undefined) {}
 
   async send (request: MemberRequest): Promise<MemberResponse> {
-    const handle = this.credentials.issue({ ...request.grant, member: request.member })
-    const headers: Record<string, string> = {
-      accept: request.method === 'GET' ? 'text/event-stream' : 'application/json, text/event-stream',
-      [VIRTUAL_CREDENTIAL_HEADER]: handle,
-    }
+    const entry = this.entryOf(request.member)
+    // The configuration's schema makes every member a server of the same build.
+    if (entry === undefined) throw new Error(`no route for member ${request.member}`)
+    const headers: IncomingHttpHeaders = { accept: request.method === 'GET' ? 'text/event-stream' : 'application/json, text/event-stream' }
     if (request.method === 'POST') headers['content-type'] = 'application/json'
     if (request.sessionId !== undefined) headers['mcp-session-id'] = request.sessionId
     if (request.protocolVersion !== undefined) headers['mcp-protocol-version'] = request.protocolVersion
     if (isModernRevision(request.protocolVersion)) Object.assign(headers, mirroredHeaders(request.body))
-    try {
-      const response = await this.app.inject({
-        method: request.method,
-        url: `/${request.member}/mcp`,
-        headers,
-        ...(request.method === 'POST' ? { payload: JSON.stringify(request.body) } : {}),
-        remoteAddress: request.ip,
-        payloadAsStream: true,
-        ...(request.signal === undefined ? {} : { signal: request.signal }),
-      })
-      const inner = (response.raw as unknown as { res: { destroy: () => void } }).res
-      return { status: response.statusCode, headers: response.headers, body: response.stream(), destroy: () => inner.destroy() }
-    } finally {
-      // The member route read the credential in its first steps, before it answered anything.
-      this.credentials.revoke(handle)
+    const res = new InProcessResponse()
+    const signal = request.signal
+    signal?.throwIfAborted()
+    if (signal !== undefined) {
+      const abort = (): void => { res.destroy() }
+      signal.addEventListener('abort', abort, { once: true })
+      res.once('close', () => { signal.removeEventListener('abort', abort) })
     }
+    const id = request.requestId ?? `virtual-${++this.ownIds}`
+    const body = request.method === 'POST' ? Buffer.from(JSON.stringify(request.body)) : undefined
+    entry({ method: request.method, headers, body, ip: request.ip, id, log: request.log, caller: request.grant }, res).catch((err: unknown) => {
+      // A fault of the route's own error answer: the answer is dropped, never left hanging.
+      request.log.error({ err, member: request.member }, 'virtual member request failed')
+      res.destroy()
+    })
+    await res.head
+    if (!res.headersSent) throw signal?.reason ?? new Error(`member ${request.member} dropped the request`)
+    return { status: res.statusCode, headers: res.headers, body: res.body, destroy: () => { res.body.destroy() } }
   }
 }
 

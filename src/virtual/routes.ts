@@ -100,7 +100,7 @@ export async function virtualRoutes (app: FastifyInstance, opts: VirtualRoutesOp
         // Fail closed: with auth on, a request whose identity was not stored is no anonymous one.
         if (stored === undefined && opts.authenticate !== undefined) throw new PortcullisError('PORTCULLIS_ERR_UNAUTHORIZED', 'this MCP server needs an OAuth access token')
         const identity = stored ?? null
-        const ctx: VirtualContext = { grant: { identity, virtualServer: server.name }, ip: request.ip, log: request.log }
+        const ctx: VirtualContext = { grant: { identity, virtualServer: server.name }, ip: request.ip, log: request.log, requestId: request.id }
         const exchange: Exchange = { server, ctx, request, reply, owner: { user: userOf(identity).id, client: identity?.clientId ?? '' }, opts }
         if (request.method === 'POST') return post(exchange)
         const session = server.sessionOf(sessionIdOf(request), exchange.owner, ctx)

@@ -15,17 +15,18 @@ import { sseMessageEvent } from '../upstreams/response-edit.js'
 import { META_PROTOCOL_VERSION } from '../mcp/jsonrpc.js'
 import { VERSION } from '../version.js'
 import type { StreamKeeper } from '../upstreams/stream-keeper.js'
-import type { VirtualGrant } from './credentials.js'
 import type { RequestIdentity } from '../resource-server/verify-token.js'
-import { messagesOf, readAll, type MemberLink, type MemberResponse } from './member-link.js'
+import { messagesOf, readAll, type MemberLink, type MemberResponse, type VirtualGrant } from './member-link.js'
 import { buildNameTable, MAX_TOOL_NAME_LENGTH, type NameTable } from './names.js'
 import { VirtualSession, type ClientHello, type MemberSession, type MergedTools } from './session.js'
 
 /** Who is asking, for this request: each member request carries it (the token may have been refreshed since the session began). */
 export interface VirtualContext {
-  readonly grant: Omit<VirtualGrant, 'member'>
+  readonly grant: VirtualGrant
   readonly ip: string
   readonly log: FastifyBaseLogger
+  /** The client's request (its id in the members' audit records); none for the gateway's own retries. */
+  readonly requestId?: string | undefined
 }
 
 /** A member's refusal (an HTTP error its route answered), relayed to the client as it is. */
@@ -173,7 +174,7 @@ export class VirtualServer {
     const known = this.eras.get(member)
     if (known !== undefined) return known
     const probe = { jsonrpc: '2.0', id: this.internalId(), method: 'server/discover', params: { _meta: PROBE_META } }
-    const res = await this.deps.link.send({ method: 'POST', member, protocolVersion: MODERN_REVISION, body: probe, ip: ctx.ip, grant: ctx.grant })
+    const res = await this.deps.link.send({ method: 'POST', member, protocolVersion: MODERN_REVISION, body: probe, ...ctx })
     let result: Item | undefined
     let errorCode: unknown
     for await (const message of messagesOf(res)) {
@@ -308,7 +309,7 @@ export class VirtualServer {
   private async openMember (session: VirtualSession, ctx: VirtualContext, member: string): Promise<MemberSession | MemberRefusal> {
     const hello = session.hello
     const init = { jsonrpc: '2.0', id: this.internalId(), method: 'initialize', params: { protocolVersion: hello.protocolVersion, capabilities: hello.capabilities, clientInfo: hello.clientInfo } }
-    const res = await this.deps.link.send({ method: 'POST', member, body: init, ip: ctx.ip, grant: ctx.grant })
+    const res = await this.deps.link.send({ method: 'POST', member, body: init, ...ctx })
     const sessionId = res.headers['mcp-session-id']
     if (res.status !== 200 || typeof sessionId !== 'string') return refusalOf(res)
     let result: Item | undefined
@@ -316,12 +317,12 @@ export class VirtualServer {
     if (result === undefined) return { status: 502, headers: {}, text: '' }
     const protocolVersion = typeof result.protocolVersion === 'string' ? result.protocolVersion : undefined
     const open: MemberSession = { id: sessionId, protocolVersion, capabilities: isItem(result.capabilities) ? result.capabilities : {}, stream: undefined, isEnding: false }
-    const initialized = await this.deps.link.send({ method: 'POST', member, sessionId, protocolVersion, body: { jsonrpc: '2.0', method: 'notifications/initialized' }, ip: ctx.ip, grant: ctx.grant })
+    const initialized = await this.deps.link.send({ method: 'POST', member, sessionId, protocolVersion, body: { jsonrpc: '2.0', method: 'notifications/initialized' }, ...ctx })
     await readAll(initialized.body)
     // The client set a log level before this member was opened: the member hears it too.
     if (session.logLevel !== undefined && open.capabilities.logging !== undefined) {
       const body = { jsonrpc: '2.0', id: this.internalId(), method: 'logging/setLevel', params: { level: session.logLevel } }
-      const leveled = await this.deps.link.send({ method: 'POST', member, sessionId, protocolVersion, body, ip: ctx.ip, grant: ctx.grant })
+      const leveled = await this.deps.link.send({ method: 'POST', member, sessionId, protocolVersion, body, ...ctx })
       await readAll(leveled.body)
     }
     return open
@@ -339,7 +340,7 @@ export class VirtualServer {
         this.mark(session, member, open.status < 500)
         return open
       }
-      const res = await this.deps.link.send({ method: 'POST', member, sessionId: open.id === '' ? undefined : open.id, protocolVersion: open.protocolVersion, body, ip: ctx.ip, grant: ctx.grant })
+      const res = await this.deps.link.send({ method: 'POST', member, sessionId: open.id === '' ? undefined : open.id, protocolVersion: open.protocolVersion, body, ...ctx })
       if (res.status === 404 && attempt === 0 && session.stateless === undefined) {
         res.body.resume()
         this.forget(session, member, open)
@@ -407,7 +408,8 @@ export class VirtualServer {
     // A reload removed it from this virtual server: nothing to wait for.
     if (!this.config.members.includes(member)) session.down.delete(member)
     if (session.isClosed || !session.down.has(member)) return false
-    const ctx = session.context
+    // As the session's latest caller, but for no request of the client's (the audit's request id).
+    const ctx = { ...session.context, requestId: undefined }
     // Never act for a caller whose token is no longer valid (revoked or expired callers make no new request).
     const identity = ctx.grant.identity
     if (identity !== null && identity.expiresAtS * 1000 <= this.deps.now()) return true
@@ -678,7 +680,7 @@ export class VirtualServer {
     let isDestroyed = false
     open.stream = { destroy: () => { isDestroyed = true; abort.abort(); res?.destroy() } }
     try {
-      res = await this.deps.link.send({ method: 'GET', member, sessionId: open.id, protocolVersion: open.protocolVersion, ip: ctx.ip, grant: ctx.grant, signal: abort.signal })
+      res = await this.deps.link.send({ method: 'GET', member, sessionId: open.id, protocolVersion: open.protocolVersion, ...ctx, signal: abort.signal })
       if (isDestroyed) res.destroy()
       // A member without a GET stream (405) sends only answers.
       if (res.status !== 200) {
@@ -741,7 +743,7 @@ async function endMemberSession (link: MemberLink, virtualServer: string, ctx: V
   if (open.isEnding) return
   open.isEnding = true
   open.stream?.destroy()
-  const res = await link.send({ method: 'DELETE', member, sessionId: open.id, protocolVersion: open.protocolVersion, ip: ctx.ip, grant: ctx.grant }).catch((err: Error) => {
+  const res = await link.send({ method: 'DELETE', member, sessionId: open.id, protocolVersion: open.protocolVersion, ...ctx }).catch((err: Error) => {
     ctx.log.warn({ virtualServer, member, err: { message: err.message } }, 'virtual member session end failed')
     return undefined
   })

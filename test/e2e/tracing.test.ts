@@ -230,6 +230,19 @@ t.test('one provider per process: a second gateway reuses it and says a changed 
   t.equal(second.requests.length, 0, 'nothing goes to the second endpoint')
 })
 
+t.test('a virtual server\'s request to its member keeps the member route\'s spans: its SERVER span and the upstream CLIENT span', async (t) => {
+  const gw = await startGateway(t, { telemetry: { otlp: { endpoint: receiver.url } }, servers: [stdioServer('local')], virtualServers: [{ name: 'v', members: ['local'] }] })
+  const init = await postJson(gw.mcpUrl('v'), INIT_BODY)
+  const headers = { 'mcp-session-id': init.headers.get('mcp-session-id') ?? '', 'mcp-protocol-version': '2025-11-25' }
+  const called = await postJson(gw.mcpUrl('v'), { jsonrpc: '2.0', id: 'through-virtual', method: 'tools/call', params: { name: 'echo', arguments: { text: 'traced' } } }, headers)
+  t.equal(called.status, 200)
+  t.match(called.text, /traced/)
+  await flushTracing()
+  const isOurs = (s: ReceivedSpan): boolean => s.attributes['jsonrpc.request.id'] === 'through-virtual'
+  t.ok(await eventually(() => receiver.spans.some((s) => isOurs(s) && s.kind === SPAN_KIND.SERVER && s.attributes['portcullis.server'] === 'local')), 'the member route\'s SERVER span')
+  t.ok(await eventually(() => receiver.spans.some((s) => isOurs(s) && s.kind === SPAN_KIND.CLIENT)), 'and its CLIENT span toward the upstream')
+})
+
 t.test('a request relayed to the replica holding its session: the owner\'s span is tied to the relaying replica\'s', async (t) => {
   if (!await redisAvailable(t)) return
   const { prefix } = await scratchRedis(t)

@@ -22,7 +22,7 @@ const TOOL_LIST_SERVER = new URL('../fixtures/tool-list-server.mjs', import.meta
 /** Over 64 characters: the merged name is shortened with a hash of the full name. */
 const LONG_NAME = `summarize_${'quarterly_'.repeat(6)}report`
 
-interface AuditRecord { server: string, virtualServer?: string, method: string, target?: { name: string }, decision: string, user?: { username: string } | null }
+interface AuditRecord { server: string, virtualServer?: string, method: string, jsonrpcId?: unknown, requestId?: string, target?: { name: string }, decision: string, user?: { username: string } | null }
 
 /** The tool-list fixture's tools: `echo` collides with both other members', and one name is too long for Claude. */
 function listFile (t: Test): string {
@@ -111,9 +111,18 @@ t.test('one sign-in, merged lists, routing, member policy and limits, the virtua
   t.equal(foreign.status, 404, 'another user\'s session id: 404')
   t.notOk(JSON.stringify(upstream.seen).includes('from bob'), 'nothing of bob\'s reached the member')
 
-  // A forged in-process credential over a socket names nothing.
+  // The header a virtual server's caller once travelled in gives a socket request no power: without a token, 401.
   const forged = await postJson(gw.mcpUrl('fx'), INIT_BODY, { 'x-portcullis-virtual': 'A'.repeat(43) })
-  t.equal(forged.status, 401, 'the virtual credential header from a client is refused')
+  t.equal(forged.status, 401, 'the old virtual credential header from a client is refused without a token')
+  // With a token for the member, it is served as that token's caller, as without the header (no virtual server named).
+  const direct = new TestOAuthClient({ name: 'alice\'s fx client' })
+  await connectWithOAuth(t, gw.mcpUrl('fx'), { username: 'alice', password: PASSWORD, issuer: gw.baseUrl, oauth: direct })
+  const served = await postJson(gw.mcpUrl('fx'), { ...INIT_BODY, id: 'direct-init' }, { 'x-portcullis-virtual': 'A'.repeat(43), authorization: `Bearer ${direct.savedTokens?.access_token ?? ''}` })
+  t.equal(served.status, 200, 'with the member\'s token: served')
+  await eventually(() => audits(gw).some((r) => r.server === 'fx' && r.jsonrpcId === 'direct-init'))
+  const directRecord = audits(gw).find((r) => r.server === 'fx' && r.jsonrpcId === 'direct-init')
+  t.equal(directRecord?.user?.username, 'alice', 'as the token\'s caller')
+  t.equal(directRecord?.virtualServer, undefined, 'through no virtual server')
 })
 
 t.test('the virtual deny holds on <member>__<tool> whatever the other members list (prefix: auto, shortened names)', async (t) => {

@@ -1,18 +1,19 @@
-// The virtual server's bookkeeping without members: the in-process credential, server-request ids,
+// The virtual server's bookkeeping without members: the link to member routes, server-request ids,
 // the virtual allow/deny, session ownership, caps and the idle sweep (src/virtual/*).
 import t from 'tap'
 import type { ServerResponse } from 'node:http'
 import { PassThrough } from 'node:stream'
 import Fastify, { type FastifyInstance } from 'fastify'
 import { parseConfig } from '../../src/config/load.js'
-import { VirtualCredentials } from '../../src/virtual/credentials.js'
-import { MemberLink } from '../../src/virtual/member-link.js'
+import { MemberLink, readAll, type InProcessRequest, type MemberEntry } from '../../src/virtual/member-link.js'
 import { LegacySessions } from '../../src/routes/legacy-sessions.js'
 import { virtualRoutes } from '../../src/virtual/routes.js'
 import { literalPrefix, MAX_VIRTUAL_SESSIONS_PER_USER, VirtualServer, type VirtualContext } from '../../src/virtual/virtual-server.js'
-import type { PortcullisError } from '../../src/errors.js'
-import { McpCall, runSteps, type McpRoute } from '../../src/routes/mcp/call.js'
-import { authenticate } from '../../src/routes/mcp/authenticate.js'
+import { PortcullisError } from '../../src/errors.js'
+import { McpCall, runSteps, type McpRoute, type Step } from '../../src/routes/mcp/call.js'
+import { authenticate, checkMemberCaller } from '../../src/routes/mcp/authenticate.js'
+import { memberEntry } from '../../src/routes/mcp/member-entry.js'
+import { errorAnswer } from '../../src/routes/mcp/error-answer.js'
 import type { RequestIdentity } from '../../src/resource-server/verify-token.js'
 
 const CONFIG = parseConfig(`
@@ -24,28 +25,108 @@ virtualServers:
 `, 'gw.yaml', {})
 const HELLO = { protocolVersion: '2025-11-25', capabilities: {}, clientInfo: { name: 't', version: '1' } }
 
+/**
+ * Stand-in member routes on `app`, reached as the link reaches a member's route: each request in
+ * process, the answer written on the link's response (the stand-ins are Fastify routes, so through app.inject).
+ */
+function linkTo (app: FastifyInstance): MemberLink {
+  return new MemberLink((member) => async (request, res) => {
+    const answer = await app.inject({ method: request.method, url: `/${member}/mcp`, headers: request.headers, ...(request.body === undefined ? {} : { payload: request.body }), payloadAsStream: true })
+    res.writeHead(answer.statusCode, answer.headers)
+    for await (const chunk of answer.stream()) res.write(chunk as Buffer)
+    res.end()
+  })
+}
+
 function serverWithClock (): { server: VirtualServer, clock: { now: number }, ctx: VirtualContext } {
   const clock = { now: 1_000_000 }
   const app = Fastify()
   t.teardown(() => app.close())
   const config = CONFIG.virtualServers[0]
   if (config === undefined) throw new Error('no virtual server')
-  const server = new VirtualServer(config, { link: new MemberLink(app, new VirtualCredentials()), now: () => clock.now, idleTimeoutMs: 60_000 })
+  const server = new VirtualServer(config, { link: linkTo(app), now: () => clock.now, idleTimeoutMs: 60_000 })
   const ctx: VirtualContext = { grant: { identity: null, virtualServer: 'work' }, ip: '127.0.0.1', log: app.log }
   return { server, clock, ctx }
 }
 
-t.test('the in-process credential: issued for one member, accepted only there, gone once revoked', async (t) => {
-  const credentials = new VirtualCredentials()
-  const handle = credentials.issue({ identity: null, virtualServer: 'work', member: 'github' })
-  t.match(handle, /^[A-Za-z0-9_-]{43}$/, '32 random bytes, base64url')
-  t.same(credentials.accept(handle, 'github'), { identity: null, virtualServer: 'work', member: 'github' })
-  t.equal(credentials.accept(handle, 'memory'), undefined, 'not for another member')
-  t.equal(credentials.accept(['x', handle], 'github'), undefined, 'a repeated header is no handle')
-  t.equal(credentials.accept(`${handle}x`, 'github'), undefined)
-  credentials.revoke(handle)
-  t.equal(credentials.accept(handle, 'github'), undefined, 'revoked')
-  t.equal(credentials.size, 0)
+t.test('the caller reaches the named member\'s route only, for that one request, as an object (never a header a socket request could carry)', async (t) => {
+  const log = Fastify().log
+  const seen: Array<{ member: string, request: InProcessRequest }> = []
+  const entry = (member: string): MemberEntry => async (request, res) => {
+    seen.push({ member, request })
+    res.writeHead(200, { 'content-type': 'application/json' }).end(JSON.stringify({ jsonrpc: '2.0', id: 'p', result: {} }))
+  }
+  const entries = new Map([['github', entry('github')], ['memory', entry('memory')]])
+  const link = new MemberLink((member) => entries.get(member))
+  const grant = { identity: null, virtualServer: 'work' }
+  const res = await link.send({ method: 'POST', member: 'github', body: { jsonrpc: '2.0', id: 'p', method: 'ping' }, ip: '10.0.0.7', grant, requestId: 'req-7', log })
+  t.equal(res.status, 200)
+  t.equal(res.headers['content-type'], 'application/json')
+  t.same(JSON.parse(await readAll(res.body)), { jsonrpc: '2.0', id: 'p', result: {} })
+  t.same(seen.map((s) => s.member), ['github'], 'not for another member')
+  const request = seen[0]?.request
+  t.equal(request?.caller, grant, 'the caller as the virtual route verified it')
+  t.equal(request?.id, 'req-7', 'the client\'s request id, for the member\'s audit record')
+  t.equal(request?.ip, '10.0.0.7')
+  t.same(JSON.parse(String(request?.body)), { jsonrpc: '2.0', id: 'p', method: 'ping' })
+  t.notOk(Object.keys(request?.headers ?? {}).some((name) => name.startsWith('x-portcullis')), 'no credential travels as a header')
+  await link.send({ method: 'DELETE', member: 'memory', sessionId: 's1', ip: '10.0.0.7', grant, log })
+  t.match(seen[1], { member: 'memory', request: { method: 'DELETE', body: undefined, headers: { 'mcp-session-id': 's1' } } })
+  t.match(seen[1]?.request.id, /^virtual-\d+$/, 'a request no client request stands behind (a retry) gets an id of its own')
+  await t.rejects(link.send({ method: 'POST', member: 'slack', body: {}, ip: '10.0.0.7', grant, log }), /no route for member slack/, 'no route, no request')
+})
+
+t.test('a member\'s answer through the link: streamed with backpressure; the reader leaving, or the signal, is the writer\'s client closing', async (t) => {
+  const log = Fastify().log
+  let writer: InProcessRequest | undefined
+  let written: { isWaiting: boolean, drained: number, closed: number, isDestroyed: () => boolean } | undefined
+  const link = new MemberLink(() => async (request, res) => {
+    writer = request
+    const state = { isWaiting: false, drained: 0, closed: 0, isDestroyed: () => res.destroyed }
+    written = state
+    res.on('drain', () => { state.drained++ })
+    res.on('close', () => { state.closed++ })
+    res.writeHead(200, { 'content-type': 'text/event-stream' })
+    res.flushHeaders()
+    // More than the reader buffers: the writer is told to wait, then told to go on.
+    state.isWaiting = !res.write(Buffer.alloc(64 * 1024, 'a'))
+  })
+  const grant = { identity: null, virtualServer: 'work' }
+  const stream = await link.send({ method: 'GET', member: 'github', sessionId: 's1', ip: '127.0.0.1', grant, log })
+  t.equal(stream.status, 200, 'the head is known before any event')
+  t.equal(writer?.headers.accept, 'text/event-stream')
+  t.ok(written?.isWaiting, 'a write beyond the buffer says wait')
+  stream.body.read()
+  await new Promise((resolve) => setImmediate(resolve))
+  t.equal(written?.drained, 1, 'reading lets the writer go on (drain)')
+  stream.destroy()
+  t.equal(written?.closed, 1, 'the reader left: the writer\'s response closes, as for a client gone')
+  t.ok(written?.isDestroyed())
+  const abort = new AbortController()
+  const aborted = await link.send({ method: 'GET', member: 'github', sessionId: 's1', ip: '127.0.0.1', grant, log, signal: abort.signal })
+  abort.abort()
+  t.equal(written?.closed, 1, 'the signal closes it too')
+  aborted.body.resume()
+  await t.rejects(link.send({ method: 'GET', member: 'github', sessionId: 's1', ip: '127.0.0.1', grant, log, signal: abort.signal }), 'an aborted signal sends nothing')
+})
+
+t.test('a member route\'s step error through the link is the route\'s own error answer: status, headers, JSON-RPC error with the id', async (t) => {
+  const app = Fastify()
+  t.teardown(() => app.close())
+  const route = { server: { name: 'alpha', scopes: [] }, isRevoked: undefined } as unknown as McpRoute
+  const limited = new PortcullisError('PORTCULLIS_ERR_RATE_LIMITED', 'slow down', { headers: { 'retry-after': '3' }, id: 4 })
+  const refuse: Step = () => { throw limited }
+  const link = new MemberLink(() => memberEntry(route, [checkMemberCaller, refuse]))
+  const res = await link.send({ method: 'POST', member: 'alpha', body: { jsonrpc: '2.0', id: 4, method: 'tools/call', params: { name: 'x' } }, ip: '127.0.0.1', grant: { identity: null, virtualServer: 'work' }, log: app.log })
+  const expected = errorAnswer(limited, null, app.log)
+  t.equal(res.status, expected.status)
+  t.equal(res.headers['retry-after'], '3')
+  t.equal(res.headers['content-type'], 'application/json')
+  t.same(JSON.parse(await readAll(res.body)), expected.payload)
+  const broken: Step = () => { throw new Error('a bug') }
+  const failed = await new MemberLink(() => memberEntry(route, [broken])).send({ method: 'DELETE', member: 'alpha', ip: '127.0.0.1', grant: { identity: null, virtualServer: 'work' }, log: app.log })
+  t.equal(failed.status, 500, 'a step\'s bug: INTERNAL')
+  t.notMatch(await readAll(failed.body), /a bug/, 'its detail stays in the log')
 })
 
 t.test('a member\'s own request gets an id unique in the session; the client\'s answer finds the member and the id again', async (t) => {
@@ -60,7 +141,7 @@ t.test('a member\'s own request gets an id unique in the session; the client\'s 
   // A reload that reorders the members: an answer in flight still goes to the member that asked.
   const config = CONFIG.virtualServers[0]
   if (config === undefined) throw new Error('no virtual server')
-  const reordered = new VirtualServer({ ...config, members: ['memory', 'github'] }, { link: new MemberLink(Fastify(), new VirtualCredentials()), now: Date.now, idleTimeoutMs: 60_000 })
+  const reordered = new VirtualServer({ ...config, members: ['memory', 'github'] }, { link: linkTo(Fastify()), now: Date.now, idleTimeoutMs: 60_000 })
   t.same(reordered.answerTarget(String(rewritten.id)), { member: 'memory', id: 7 }, 'routed by name after a reorder')
   t.equal(server.answerTarget(3), undefined, 'the client\'s own ids are not routed')
   const notification = { jsonrpc: '2.0', method: 'notifications/progress', params: { progressToken: 1 } }
@@ -85,7 +166,7 @@ t.test('the virtual allow/deny also on <member><separator><name>: what the other
   t.notOk(server.isToolAllowed('delete_reports_of_the_quarter_0123abcd', { member: 'github', name: 'delete_reports_of_the_quarter_and_more' }), 'a shortened name is judged on its full one')
   const config = CONFIG.virtualServers[0]
   if (config === undefined) throw new Error('no virtual server')
-  const plain = new VirtualServer({ ...config, tools: { deny: ['echo'] } }, { link: new MemberLink(Fastify(), new VirtualCredentials()), now: Date.now, idleTimeoutMs: 60_000 })
+  const plain = new VirtualServer({ ...config, tools: { deny: ['echo'] } }, { link: linkTo(Fastify()), now: Date.now, idleTimeoutMs: 60_000 })
   t.notOk(plain.isToolAllowed('echo', { member: 'github', name: 'echo' }), 'a deny on a plain name refuses it')
   t.notOk(plain.isToolAllowed('github__echo', { member: 'github', name: 'echo' }), 'and still when another member also lists echo and both are prefixed')
   t.ok(plain.isToolAllowed('github__search', { member: 'github', name: 'search' }))
@@ -122,7 +203,7 @@ function memberRoute (app: FastifyInstance, member: string, state: MemberState):
 function serverOn (app: FastifyInstance, isRevoked?: (identity: RequestIdentity) => boolean): { server: VirtualServer, ctx: VirtualContext } {
   const config = CONFIG.virtualServers[0]
   if (config === undefined) throw new Error('no virtual server')
-  const server = new VirtualServer(config, { link: new MemberLink(app, new VirtualCredentials()), now: Date.now, idleTimeoutMs: 60_000, retryDelayMs: { first: 20, max: 40 }, isRevoked })
+  const server = new VirtualServer(config, { link: linkTo(app), now: Date.now, idleTimeoutMs: 60_000, retryDelayMs: { first: 20, max: 40 }, isRevoked })
   return { server, ctx: { grant: { identity: null, virtualServer: 'work' }, ip: '127.0.0.1', log: app.log } }
 }
 
@@ -312,40 +393,54 @@ t.test('a template\'s literal prefix', async (t) => {
   t.equal(literalPrefix('plain://uri'), 'plain://uri')
 })
 
-t.test('a member route\'s authenticate step: the credential names the caller for that member only, and the member\'s scopes still apply', async (t) => {
-  const credentials = new VirtualCredentials()
+t.test('a member route\'s caller check: the caller the virtual route verified, for that member only; the member\'s scopes still apply; the old header names nothing', async (t) => {
   const app = Fastify()
   t.teardown(() => app.close())
   const scopeChallenge = (scopes: readonly string[], description: string): string => `Bearer error="insufficient_scope", scope="${scopes.join(' ')}", error_description="${description}"`
   const revokedGrants = new Set<string>()
-  const route = { server: { name: 'alpha', scopes: ['alpha:read'] }, virtualCredentials: credentials, authenticate: undefined, gateOptions: { scopeChallenge }, isRevoked: (who: RequestIdentity) => who.grantId !== undefined && revokedGrants.has(who.grantId) } as unknown as McpRoute
+  // A token check that, as the real one, refuses a request without a token.
+  const tokenCheck = async (request: { headers: Record<string, unknown> }): Promise<RequestIdentity> => {
+    if (request.headers.authorization === undefined) throw new PortcullisError('PORTCULLIS_ERR_UNAUTHORIZED', 'this MCP server needs an OAuth access token')
+    return identity(['alpha:read'])
+  }
+  const route = { server: { name: 'alpha', scopes: ['alpha:read'] }, authenticate: tokenCheck, gateOptions: { scopeChallenge }, isRevoked: (who: RequestIdentity) => who.grantId !== undefined && revokedGrants.has(who.grantId) } as unknown as McpRoute
   const seen: Array<{ user: string | undefined, virtualServer: string | undefined }> = []
+  const served: Step = (call) => {
+    seen.push({ user: call.identity?.name, virtualServer: call.virtualServer })
+    call.reply.code(200).send({})
+    call.isAnswered = true
+  }
+  const link = new MemberLink((member) => member === 'alpha' ? memberEntry(route, [checkMemberCaller, served]) : undefined)
+  const identity = (scopes: string[]): RequestIdentity => ({ id: 'u1', name: 'alice', clientId: 'c1', scopes: new Set(scopes), isClient: false, expiresAtS: 0, grantId: 'g1' })
+  const post = async (caller: RequestIdentity | null, method: 'POST' | 'DELETE' = 'POST', member = 'alpha'): Promise<{ status: number, code?: string }> => {
+    const res = await link.send({ method, member, ...(method === 'POST' ? { body: { jsonrpc: '2.0', id: 1, method: 'ping' } } : {}), ip: '127.0.0.1', grant: { identity: caller, virtualServer: 'work' }, log: app.log })
+    challenge = res.headers['www-authenticate'] as string | undefined
+    const text = await readAll(res.body)
+    const code = text === '' ? undefined : (JSON.parse(text) as { error?: { data?: { code?: string } } }).error?.data?.code
+    return { status: res.status, ...(code === undefined ? {} : { code }) }
+  }
   let challenge: string | undefined
-  app.setErrorHandler(async (err: PortcullisError, _request, reply) => {
-    challenge = err.headers['www-authenticate']
-    return reply.code(err.status).send({ code: err.code })
-  })
+  t.same(await post(identity(['mcp', 'alpha:read'])), { status: 200 })
+  t.same(seen.at(-1), { user: 'alice', virtualServer: 'work' }, 'the caller and the virtual server, for the audit')
+  t.same(await post(identity(['mcp'])), { status: 403, code: 'PORTCULLIS_ERR_INSUFFICIENT_SCOPE' }, 'the member\'s own scopes')
+  t.match(challenge, /^Bearer error="insufficient_scope", scope="mcp alpha:read"/, 'with an insufficient_scope challenge: the scopes held plus the missing one')
+  await t.rejects(post(identity(['alpha:read']), 'POST', 'beta'), /no route for member beta/, 'the caller reaches the member it was sent to, no other')
+  // Over a socket, the header the in-process credential once travelled in is nobody's: the token check decides.
   app.post('/alpha/mcp', async (request, reply) => {
     const call = new McpCall(route, request, reply)
     await runSteps(call, [authenticate])
-    seen.push({ user: call.identity?.name, virtualServer: call.virtualServer })
-    return reply.code(200).send({})
+    return reply.code(200).send({ user: call.identity?.name })
   })
-  const identity = (scopes: string[]): RequestIdentity => ({ id: 'u1', name: 'alice', clientId: 'c1', scopes: new Set(scopes), isClient: false, expiresAtS: 0, grantId: 'g1' })
-  const post = async (handle: string): Promise<{ status: number, code?: string }> => {
-    const res = await app.inject({ method: 'POST', url: '/alpha/mcp', headers: { 'x-portcullis-virtual': handle } })
-    return { status: res.statusCode, code: (res.json() as { code?: string }).code }
-  }
-  t.same(await post(credentials.issue({ identity: identity(['mcp', 'alpha:read']), virtualServer: 'work', member: 'alpha' })), { status: 200, code: undefined })
-  t.same(seen.at(-1), { user: 'alice', virtualServer: 'work' }, 'the caller and the virtual server, for the audit')
-  t.same(await post(credentials.issue({ identity: identity(['mcp']), virtualServer: 'work', member: 'alpha' })), { status: 403, code: 'PORTCULLIS_ERR_INSUFFICIENT_SCOPE' }, 'the member\'s own scopes')
-  t.match(challenge, /^Bearer error="insufficient_scope", scope="mcp alpha:read"/, 'with an insufficient_scope challenge: the scopes held plus the missing one')
-  t.same(await post(credentials.issue({ identity: identity(['alpha:read']), virtualServer: 'work', member: 'beta' })), { status: 401, code: 'PORTCULLIS_ERR_UNAUTHORIZED' }, 'issued for another member')
-  t.same(await post('B'.repeat(43)), { status: 401, code: 'PORTCULLIS_ERR_UNAUTHORIZED' }, 'a handle never issued')
-  t.same(await post(credentials.issue({ identity: null, virtualServer: 'work', member: 'alpha' })), { status: 200, code: undefined }, 'auth off: the anonymous caller')
+  app.setErrorHandler(async (err: PortcullisError, _request, reply) => reply.code(err.status).send({ code: err.code }))
+  const forged = await app.inject({ method: 'POST', url: '/alpha/mcp', headers: { 'x-portcullis-virtual': 'B'.repeat(43) } })
+  t.same({ status: forged.statusCode, code: (forged.json() as { code?: string }).code }, { status: 401, code: 'PORTCULLIS_ERR_UNAUTHORIZED' }, 'the header without a token: 401')
+  const withToken = await app.inject({ method: 'POST', url: '/alpha/mcp', headers: { 'x-portcullis-virtual': 'B'.repeat(43), authorization: 'Bearer t' } })
+  t.same({ status: withToken.statusCode, body: withToken.json() }, { status: 200, body: { user: 'alice' } }, 'with a token: that token\'s caller, as without the header')
+  t.same(await post(null), { status: 200 }, 'auth off: the anonymous caller')
   // Revoked (or blocked) since the virtual route checked the token: refused as the token would be.
   revokedGrants.add('g1')
-  t.same(await post(credentials.issue({ identity: identity(['alpha:read']), virtualServer: 'work', member: 'alpha' })), { status: 401, code: 'PORTCULLIS_ERR_UNAUTHORIZED' }, 'a revoked caller\'s in-process credential: as a revoked token')
+  t.same(await post(identity(['alpha:read'])), { status: 401, code: 'PORTCULLIS_ERR_UNAUTHORIZED' }, 'a revoked caller: as a revoked token')
+  t.same(await post(identity(['alpha:read']), 'DELETE'), { status: 200 }, 'except a DELETE, which only ends the user\'s session')
 })
 
 /** The virtual route itself on `app` (auth off), its body read as bytes as the MCP routes' plugin does. */
@@ -355,7 +450,7 @@ async function virtualRouteOn (app: FastifyInstance): Promise<void> {
   await app.register(async (inner) => {
     inner.removeAllContentTypeParsers()
     inner.addContentTypeParser('*', { parseAs: 'buffer' }, (_request, body, done) => { done(null, body) })
-    await virtualRoutes(inner, { virtualServers: [{ ...config, tools: { deny: [] } }], publicUrl: 'http://127.0.0.1', link: new MemberLink(app, new VirtualCredentials()), now: Date.now, idleTimeoutOf: () => 60_000, isClosing: () => false, isOriginAllowed: () => true, authenticate: undefined, audit: undefined, streamKeeper: undefined, sessions: undefined, onRetire: undefined, legacySessions: new LegacySessions(), maxMessageBytesOf: () => 1_000_000 })
+    await virtualRoutes(inner, { virtualServers: [{ ...config, tools: { deny: [] } }], publicUrl: 'http://127.0.0.1', link: linkTo(app), now: Date.now, idleTimeoutOf: () => 60_000, isClosing: () => false, isOriginAllowed: () => true, authenticate: undefined, audit: undefined, streamKeeper: undefined, sessions: undefined, onRetire: undefined, legacySessions: new LegacySessions(), maxMessageBytesOf: () => 1_000_000 })
   })
 }
 

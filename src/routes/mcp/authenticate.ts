@@ -1,14 +1,8 @@
 import { PortcullisError } from '../../errors.js'
-import { VIRTUAL_CREDENTIAL_HEADER } from '../../virtual/credentials.js'
 import type { McpCall } from './call.js'
 
 /** After the Origin check, before any body is read: who is calling (401; 403 for a token not meant for this server). */
 export async function authenticate (call: McpCall): Promise<void> {
-  // A virtual server's in-process request (README "Virtual servers"): its caller was verified there.
-  if (call.request.headers[VIRTUAL_CREDENTIAL_HEADER] !== undefined) {
-    acceptVirtual(call)
-    return
-  }
   const { authenticate: check, server } = call.route
   if (check === undefined) return
   const trace = call.trace
@@ -16,31 +10,24 @@ export async function authenticate (call: McpCall): Promise<void> {
 }
 
 /**
- * The in-process credential (src/virtual/credentials.ts): a handle the virtual layer issued for
- * this member and this inner request, else 401 as for a bad token (fail closed: a guessed or
- * stale handle, or one sent over a socket, names nothing). The member's own `scopes` still apply,
- * as the token check applies them.
+ * A virtual server's request (README "Virtual servers", ./member-entry.ts): its caller, set on
+ * the call, was verified by the virtual route against the virtual server's own resource. What
+ * this route's token check would still refuse is refused here: a caller revoked or blocked
+ * since, and a token without this member's own `scopes`.
  */
-function acceptVirtual (call: McpCall): void {
-  const { server, virtualCredentials } = call.route
-  const grant = virtualCredentials?.accept(call.request.headers[VIRTUAL_CREDENTIAL_HEADER], server.name)
-  if (grant === undefined) {
-    call.request.log.warn({ server: server.name }, 'virtual server credential refused')
-    throw new PortcullisError('PORTCULLIS_ERR_UNAUTHORIZED', 'this MCP server needs an OAuth access token')
-  }
-  const identity = grant.identity
+export function checkMemberCaller (call: McpCall): void {
+  const { server } = call.route
+  const identity = call.identity
+  if (identity === null) return
   // Revoked or blocked since the virtual route checked the token (a retry runs on a timer, as the
   // session's last caller): refused as the token would be. A DELETE only ends the user's session.
-  if (identity !== null && call.request.method !== 'DELETE' && call.route.isRevoked?.(identity) === true) {
-    call.request.log.info({ server: server.name, virtualServer: grant.virtualServer, user: identity.name }, 'virtual server credential refused: grant revoked or user blocked')
+  if (call.request.method !== 'DELETE' && call.route.isRevoked?.(identity) === true) {
+    call.request.log.info({ server: server.name, virtualServer: call.virtualServer, user: identity.name }, 'virtual server caller refused: grant revoked or user blocked')
     throw new PortcullisError('PORTCULLIS_ERR_UNAUTHORIZED', 'the access token was revoked')
   }
-  call.identity = identity
-  call.virtualServer = grant.virtualServer
-  if (identity === null) return
   const missing = server.scopes.filter((scope) => !identity.scopes.has(scope))
   if (missing.length > 0) {
-    call.request.log.info({ server: server.name, virtualServer: grant.virtualServer, user: identity.name, missing }, 'access token lacks a required scope')
+    call.request.log.info({ server: server.name, virtualServer: call.virtualServer, user: identity.name, missing }, 'access token lacks a required scope')
     // RFC 6750 section 3.1 / MCP authorization "scope challenge": the client steps up with the
     // scopes it has plus those missing (the virtual route names its own resource_metadata).
     const challenge = call.route.gateOptions.scopeChallenge?.([...new Set([...identity.scopes, ...server.scopes])], `server "${server.name}" needs the scope(s): ${missing.join(' ')}`)

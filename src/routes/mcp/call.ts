@@ -27,7 +27,6 @@ import type { ToolGuard } from '../../guardrails/tool-guard.js'
 import type { SessionDirectory } from '../../cluster/sessions.js'
 import type { ReplicaForwarder } from '../../cluster/forward.js'
 import { ANONYMOUS, type UserIdentity } from '../../identity.js'
-import type { VirtualCredentials } from '../../virtual/credentials.js'
 
 declare module 'fastify' {
   interface FastifyRequest {
@@ -67,9 +66,7 @@ export interface McpRoute {
   readonly redactions: WeakMap<MessageOutcome, RedactionCounts>
   /** Results recorded for a debugging audit (audit.includeResults), until the record is written. */
   readonly captured: WeakMap<MessageOutcome, string>
-  /** The handles virtual servers' in-process requests carry (README "Virtual servers"). */
-  readonly virtualCredentials: VirtualCredentials | undefined
-  /** A verified identity whose grant was revoked or whose user was blocked since: an in-process credential carrying it is refused. */
+  /** A verified identity whose grant was revoked or whose user was blocked since: a virtual server's request for it is refused. */
   readonly isRevoked: ((identity: RequestIdentity) => boolean) | undefined
 }
 
@@ -86,7 +83,7 @@ export class McpCall implements FailureRecord {
   /** The caller as policy sees it, and the key its rate limits are counted under. */
   caller: Caller = ANONYMOUS_CALLER
   callerKey = ''
-  /** The virtual server this request came through (its in-process credential), for the audit. */
+  /** The virtual server this request came through (./member-entry.ts), for the audit. */
   virtualServer: string | undefined = undefined
   /** The inspected JSON-RPC body (POST only); what policy, limits and audit read. */
   inspection: McpInspection | null = null

@@ -17,7 +17,6 @@ export async function relay (call: McpCall): Promise<void> {
     user,
     owner: call.ownerOf(user),
     failures: call,
-    req: request.raw,
     res: reply.raw,
     log: request.log,
     ...(call.edit === null ? {} : { edit: call.edit }),
