@@ -309,13 +309,16 @@ export class VirtualServer {
     const hello = session.hello
     const init = { jsonrpc: '2.0', id: this.internalId(), method: 'initialize', params: { protocolVersion: hello.protocolVersion, capabilities: hello.capabilities, clientInfo: hello.clientInfo } }
     const res = await this.deps.link.send({ method: 'POST', member, body: init, ip: ctx.ip, grant: ctx.grant })
-    const sessionId = res.headers['mcp-session-id']
-    if (res.status !== 200 || typeof sessionId !== 'string') return refusalOf(res)
+    if (res.status !== 200) return refusalOf(res)
+    // A member may assign no session (MCP Streamable HTTP, "Session Management": a server MAY; a
+    // stateless one never does): its member session's id is '' and its requests carry none.
+    const header = res.headers['mcp-session-id']
+    const sessionId = typeof header === 'string' ? header : undefined
     let result: Item | undefined
     for await (const message of messagesOf(res)) if (message.id === init.id) result = message.result as Item | undefined
     if (result === undefined) return { status: 502, headers: {}, text: '' }
     const protocolVersion = typeof result.protocolVersion === 'string' ? result.protocolVersion : undefined
-    const open: MemberSession = { id: sessionId, protocolVersion, capabilities: isItem(result.capabilities) ? result.capabilities : {}, stream: undefined, isEnding: false }
+    const open: MemberSession = { id: sessionId ?? '', protocolVersion, capabilities: isItem(result.capabilities) ? result.capabilities : {}, stream: undefined, isEnding: false }
     const initialized = await this.deps.link.send({ method: 'POST', member, sessionId, protocolVersion, body: { jsonrpc: '2.0', method: 'notifications/initialized' }, ip: ctx.ip, grant: ctx.grant })
     await readAll(initialized.body)
     // The client set a log level before this member was opened: the member hears it too.
@@ -673,6 +676,8 @@ export class VirtualServer {
    * session is ended (DELETE, best effort) and forgotten, its tools leave the list (list_changed), and its next use opens a new one.
    */
   private async relayMemberStream (session: VirtualSession, ctx: VirtualContext, member: string, open: MemberSession): Promise<void> {
+    // Without a session (a stateless member) there is no stream of the session's to relay.
+    if (open.id === '') return
     const abort = new AbortController()
     let res: MemberResponse | undefined
     let isDestroyed = false
@@ -741,6 +746,8 @@ async function endMemberSession (link: MemberLink, virtualServer: string, ctx: V
   if (open.isEnding) return
   open.isEnding = true
   open.stream?.destroy()
+  // A member that assigned no session has none to end.
+  if (open.id === '') return
   const res = await link.send({ method: 'DELETE', member, sessionId: open.id, protocolVersion: open.protocolVersion, ip: ctx.ip, grant: ctx.grant }).catch((err: Error) => {
     ctx.log.warn({ virtualServer, member, err: { message: err.message } }, 'virtual member session end failed')
     return undefined
