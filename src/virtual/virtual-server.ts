@@ -549,14 +549,17 @@ export class VirtualServer {
 
   /**
    * A merged tool name -> member and its own name; the list is read again once when unknown.
-   * A 2026-07-28 request under prefix: always is routed on its prefix without any list (the
-   * member's own route still judges the name), unless the name may be a shortened one or
-   * several members' names could prefix it.
+   * Under prefix: always a name routes on its prefix (the member's own route still judges the
+   * name), unless the name may be a shortened one or several members' names could prefix it:
+   * a 2026-07-28 request without any list, any request when the list does not name it. A tool
+   * its member hides from the list but refuses with a reason of its own (pinTools enforce: a
+   * changed or added definition) is then refused through the virtual server with the member's
+   * error, as at the member's URL, not as a name the virtual server does not know.
    */
   async resolveTool (session: VirtualSession, ctx: VirtualContext, merged: string): Promise<{ member: string, name: string } | undefined> {
     const found = session.tools?.table.resolve(merged) ?? (session.stateless === undefined ? undefined : this.byPrefix(merged))
     if (found !== undefined) return found
-    return (await this.listTools(session, ctx)).table.resolve(merged)
+    return (await this.listTools(session, ctx)).table.resolve(merged) ?? this.byPrefix(merged)
   }
 
   private byPrefix (merged: string): { member: string, name: string } | undefined {

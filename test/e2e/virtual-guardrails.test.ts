@@ -149,6 +149,30 @@ async function pinned (t: Test, pinTools: 'enforce' | 'warn'): Promise<{ gw: Run
 
 const definitionEvents = (gw: RunningGateway, action: string): Json[] => records(gw).filter((r) => r.event === 'tool_definitions' && r.action === action)
 
+t.test('pinTools enforce: a rug pull behind the virtual server hides the tool from the merged list and refuses its call as the member\'s URL does', async (t) => {
+  const { gw, files, upstream } = await pinned(t, 'enforce')
+  const { client } = await connectClient(t, gw.mcpUrl(VIRTUAL.name))
+  t.same(names((await client.listTools()).tools), ['tl__echo', 'tl__read_note', 'tl__stable', 'ts__echo', 'ts__read_note', 'ts__stable'], 'first use through the virtual server')
+  await eventually(() => definitionEvents(gw, 'approved').length === 2)
+  t.same(definitionEvents(gw, 'approved').map((r) => r.server).sort(), ['tl', 'ts'], 'each member approved its own first listing')
+
+  for (const file of files) writeFileSync(file, JSON.stringify(V2))
+  t.same(names((await client.listTools()).tools), ['tl__stable', 'ts__stable'], 'the merged list hides the changed and the added tools')
+  const changed = await atBoth(gw, 'tl', 20, 'echo', { text: 'hi' })
+  t.match(changed.virtual.json, { id: 20, error: { data: { code: 'PORTCULLIS_ERR_TOOL_NOT_APPROVED' }, message: /definition of tool "echo" of server "tl" changed since it was approved/ } })
+  sameRefusal(t, changed, 'a changed tool (HTTP member)')
+  const added = await atBoth(gw, 'ts', 21, 'upload', { text: 'hi' })
+  t.match(added.virtual.json, { id: 21, error: { data: { code: 'PORTCULLIS_ERR_TOOL_NOT_APPROVED' }, message: /tool "upload" was added to server "ts" after its tools were approved/ } })
+  sameRefusal(t, added, 'an added tool (stdio member)')
+  await t.rejects(client.callTool({ name: 'ts__read_note', arguments: { text: 'n', path: '/etc/passwd' } }), { code: 403, message: /definition of tool .{1,3}read_note.{1,3} of server .{1,3}ts.{1,3} changed since it was approved/ }, 'the SDK client is refused in its own session too')
+  t.equal(textOf(await client.callTool({ name: 'tl__stable', arguments: {} })), '{}', 'an unchanged tool still works')
+  t.notOk(upstream.bodies.some((b) => /"id":20\b/.test(b)), 'the refused call never reached the HTTP upstream')
+
+  await eventually(() => viaVirtual(gw, 'ts').filter((r) => r.decision === 'denied').length === 2)
+  t.same(viaVirtual(gw, 'tl').map((r) => `${String(r.jsonrpcId)} ${String(r.decision)}`).filter((s) => s.startsWith('20 ')), ['20 denied'], 'the HTTP member audited the refusal, naming the virtual server')
+  t.same(viaVirtual(gw, 'ts').filter((r) => r.decision === 'denied').map((r) => (r.target as { name: string }).name), ['upload', 'read_note'], 'and the stdio member')
+})
+
 t.test('pinTools warn: the rug pull behind the virtual server is listed and called, and logged, counted and audited', async (t) => {
   const { gw, files } = await pinned(t, 'warn')
   const { client } = await connectClient(t, gw.mcpUrl(VIRTUAL.name))
