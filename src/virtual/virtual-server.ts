@@ -310,13 +310,16 @@ export class VirtualServer {
     const hello = session.hello
     const init = { jsonrpc: '2.0', id: this.internalId(), method: 'initialize', params: { protocolVersion: hello.protocolVersion, capabilities: hello.capabilities, clientInfo: hello.clientInfo } }
     const res = await this.deps.link.send({ method: 'POST', member, body: init, ...ctx })
-    const sessionId = res.headers['mcp-session-id']
-    if (res.status !== 200 || typeof sessionId !== 'string') return refusalOf(res)
+    if (res.status !== 200) return refusalOf(res)
+    // A member may assign no session (MCP Streamable HTTP, "Session Management": a server MAY; a
+    // stateless one never does): its member session's id is '' and its requests carry none.
+    const header = res.headers['mcp-session-id']
+    const sessionId = typeof header === 'string' ? header : undefined
     let result: Item | undefined
     for await (const message of messagesOf(res)) if (message.id === init.id) result = message.result as Item | undefined
     if (result === undefined) return { status: 502, headers: {}, text: '' }
     const protocolVersion = typeof result.protocolVersion === 'string' ? result.protocolVersion : undefined
-    const open: MemberSession = { id: sessionId, protocolVersion, capabilities: isItem(result.capabilities) ? result.capabilities : {}, stream: undefined, isEnding: false }
+    const open: MemberSession = { id: sessionId ?? '', protocolVersion, capabilities: isItem(result.capabilities) ? result.capabilities : {}, stream: undefined, isEnding: false }
     const initialized = await this.deps.link.send({ method: 'POST', member, sessionId, protocolVersion, body: { jsonrpc: '2.0', method: 'notifications/initialized' }, ...ctx })
     await readAll(initialized.body)
     // The client set a log level before this member was opened: the member hears it too.
@@ -548,14 +551,17 @@ export class VirtualServer {
 
   /**
    * A merged tool name -> member and its own name; the list is read again once when unknown.
-   * A 2026-07-28 request under prefix: always is routed on its prefix without any list (the
-   * member's own route still judges the name), unless the name may be a shortened one or
-   * several members' names could prefix it.
+   * Under prefix: always a name routes on its prefix (the member's own route still judges the
+   * name), unless the name may be a shortened one or several members' names could prefix it:
+   * a 2026-07-28 request without any list, any request when the list does not name it. A tool
+   * its member hides from the list but refuses with a reason of its own (pinTools enforce: a
+   * changed or added definition) is then refused through the virtual server with the member's
+   * error, as at the member's URL, not as a name the virtual server does not know.
    */
   async resolveTool (session: VirtualSession, ctx: VirtualContext, merged: string): Promise<{ member: string, name: string } | undefined> {
     const found = session.tools?.table.resolve(merged) ?? (session.stateless === undefined ? undefined : this.byPrefix(merged))
     if (found !== undefined) return found
-    return (await this.listTools(session, ctx)).table.resolve(merged)
+    return (await this.listTools(session, ctx)).table.resolve(merged) ?? this.byPrefix(merged)
   }
 
   private byPrefix (merged: string): { member: string, name: string } | undefined {
@@ -675,6 +681,8 @@ export class VirtualServer {
    * session is ended (DELETE, best effort) and forgotten, its tools leave the list (list_changed), and its next use opens a new one.
    */
   private async relayMemberStream (session: VirtualSession, ctx: VirtualContext, member: string, open: MemberSession): Promise<void> {
+    // Without a session (a stateless member) there is no stream of the session's to relay.
+    if (open.id === '') return
     const abort = new AbortController()
     let res: MemberResponse | undefined
     let isDestroyed = false
@@ -743,6 +751,8 @@ async function endMemberSession (link: MemberLink, virtualServer: string, ctx: V
   if (open.isEnding) return
   open.isEnding = true
   open.stream?.destroy()
+  // A member that assigned no session has none to end.
+  if (open.id === '') return
   const res = await link.send({ method: 'DELETE', member, sessionId: open.id, protocolVersion: open.protocolVersion, ...ctx }).catch((err: Error) => {
     ctx.log.warn({ virtualServer, member, err: { message: err.message } }, 'virtual member session end failed')
     return undefined

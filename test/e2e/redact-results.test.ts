@@ -2,46 +2,11 @@
 // whose secret is cut between two network writes, batches, a GET stream's replayed answer, a real
 // stdio child; the audit counts what was masked (never the value) and so does the metric; a
 // server that does not ask for masking gets the upstream's bytes untouched.
-import t, { type Test } from 'tap'
+import t from 'tap'
 import type { IncomingMessage, ServerResponse } from 'node:http'
-import { connectClient, eventually, INIT_BODY, MCP_HEADERS, postJson, startGateway, startRawServer, startUpstream, stdioServer, textOf, type RunningGateway } from '../helpers.js'
+import { connectClient, eventually, MCP_HEADERS, postJson, startGateway, startRawServer, startUpstream, stdioServer, textOf, type RunningGateway } from '../helpers.js'
 import { FAKE } from '../fixtures/fake-secrets.mjs'
-
-const REDACT = ['secrets', 'emails', { name: 'employee-id', pattern: 'EMP-\\d{6}' }]
-
-const MASKED_TEXT = [
-  'aws [redacted:cloud-keys]', 'github [redacted:github-tokens]', 'slack [redacted:slack-tokens]', 'jwt [redacted:jwts]',
-  'auth [redacted:bearer]', '[redacted:private-keys]', 'card [redacted:credit-cards]', `order ${FAKE.notCard}`, 'mail [redacted:emails]', 'staff [redacted:employee-id]',
-].join('\n')
-const MASKED_STRUCTURED = { owner: '[redacted:emails]', keys: [{ github: '[redacted:github-tokens]' }, { count: 2 }] }
-/** What the `leak` tool's answer holds, by kind: the text's one of each, plus the structured content's email and token. */
-const LEAK_COUNTS = { 'cloud-keys': 1, 'github-tokens': 2, 'slack-tokens': 1, jwts: 1, bearer: 1, 'private-keys': 1, 'credit-cards': 1, emails: 2, 'employee-id': 1 }
-const SECRET_VALUES = [FAKE.github, FAKE.slack, FAKE.jwt, FAKE.card, FAKE.email, FAKE.gitlab, 'EMP-123456', 'MIIEvQIBADANBgkqhkiG9w0BAQEFAASC']
-
-type Json = Record<string, unknown>
-const records = (gw: RunningGateway): Json[] => gw.audit.lines.map((l) => JSON.parse(l) as Json)
-
-/** No secret value in the operational log or the audit trail (counts only). */
-function assertNothingLogged (t: Test, gw: RunningGateway): void {
-  const everything = `${gw.logs.text()}\n${gw.audit.text()}`
-  for (const value of SECRET_VALUES) t.notOk(everything.includes(value), `${value.slice(0, 12)}... appears in no log`)
-}
-
-async function session (url: string, headers: Record<string, string> = {}): Promise<Record<string, string>> {
-  const init = await postJson(url, INIT_BODY, headers)
-  const withSession = { ...headers, 'mcp-session-id': init.headers.get('mcp-session-id') ?? '', 'mcp-protocol-version': '2025-11-25' }
-  await postJson(url, { jsonrpc: '2.0', method: 'notifications/initialized' }, withSession)
-  return withSession
-}
-
-/** Messages of a JSON or SSE answer (batch answers flattened). */
-function messagesOf (res: { text: string, json: unknown }): Json[] {
-  if (!res.text.includes('event:')) return (Array.isArray(res.json) ? res.json : [res.json]) as Json[]
-  return res.text.split('\n\n').filter((e) => e.includes('data:')).flatMap((e) => {
-    const m = JSON.parse(e.slice(e.indexOf('data:') + 5)) as Json | Json[]
-    return Array.isArray(m) ? m : [m]
-  })
-}
+import { assertNothingLogged, LEAK_COUNTS, MASKED_STRUCTURED, MASKED_TEXT, messagesOf, records, REDACT, session, type Json } from '../redaction-helpers.js'
 
 async function metric (gw: RunningGateway, kind: string): Promise<number> {
   const text = await (await fetch(`${gw.baseUrl}/metrics`)).text()
