@@ -21,6 +21,8 @@ const AUTH = `auth:\n  clients: [{ clientId: bench, clientSecret: "${CLIENT_SECR
 export const GATEWAY_CONFIGS = {
   bare: (url) => `auth: { enabled: false }\nservers:\n  - { name: echo, transport: http, url: "${url}" }\n`,
   token: (url) => `${AUTH}servers:\n  - { name: echo, transport: http, url: "${url}" }\n`,
+  // token + servers[].identity: a signed identity header on every upstream request (cached per caller and server).
+  identity: (url) => `${AUTH}servers:\n  - { name: echo, transport: http, url: "${url}", identity: { header: X-Portcullis-Identity } }\n`,
   full: (url) => `${AUTH}rateLimits: { perUser: 100000000/min, perUserPerTool: 100000000/min }
 servers:
   - name: echo
@@ -96,13 +98,15 @@ export async function openSession (url, extra) {
   return headers
 }
 
-export function load (url, headers, seconds, connections = 50) {
+/** `rate`: requests per second offered in all (autocannon's overallRate); without it, as many as the gateway answers. */
+export function load (url, headers, seconds, connections = 50, rate = undefined) {
   let id = 0
   return autocannon({
     url,
     method: 'POST',
     connections,
     duration: seconds,
+    ...(rate === undefined ? {} : { overallRate: rate }),
     headers,
     requests: [{ setupRequest: (req) => ({ ...req, body: `{"jsonrpc":"2.0","id":${++id},"method":"tools/call","params":{"name":"echo","arguments":{"text":"hello"}}}` }) }],
   })
