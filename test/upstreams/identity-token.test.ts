@@ -54,3 +54,16 @@ t.test('callers whose claims differ anywhere get their own token, even where pla
   t.equal(seen.size, callers.length, 'one token each')
   t.equal(signed(), callers.length, 'one signature each')
 })
+
+t.test('a machine client never gets a person\'s token, nor a person a machine client\'s, whatever their ids', async (t) => {
+  const { tokens, signed } = await tokensAt({ ms: 1_800_000_000_000 })
+  // The same id, name and client: only isClient differs, and with it the claims (no name for a client).
+  const person: UserIdentity = { id: 'client:ci', name: 'ci', groups: [] }
+  const machine: UserIdentity = { id: 'client:ci', name: 'ci', groups: [], isClient: true }
+  const personClaims = decodeJwt(await tokens.tokenFor(person, 'ci'))
+  const machineClaims = decodeJwt(await tokens.tokenFor(machine, 'ci'))
+  t.equal(personClaims.preferred_username, 'ci', 'the person is named')
+  t.equal(machineClaims.preferred_username, undefined, 'the machine client is no person')
+  t.equal(machineClaims.client_id, 'ci')
+  t.equal(signed(), 2, 'one signature each')
+})
