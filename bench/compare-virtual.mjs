@@ -40,7 +40,7 @@ for (const build of builds) {
 /** One window: the same URL kind of every build under load at the same time. */
 const window = async (kind, seconds = WINDOW_S) => {
   const before = gateways.map((g) => cpuSeconds(g.target.child.pid))
-  const results = await Promise.all(gateways.map((g) => load(g[kind].url, g[kind].headers, seconds, CONNECTIONS, g[kind].tool)))
+  const results = await Promise.all(gateways.map((g) => load(g[kind].url, g[kind].headers, seconds, CONNECTIONS, { tool: g[kind].tool })))
   gateways.forEach((g, i) => {
     const r = results[i]
     if (r.errors + r.timeouts + r.non2xx > 0) process.stderr.write(`compare: ${g.name} ${kind}: ${r.errors + r.timeouts + r.non2xx} errors\n`)

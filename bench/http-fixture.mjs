@@ -23,6 +23,8 @@ export const GATEWAY_CONFIGS = {
   /** bench/compare-virtual.mjs: bare, and a virtual server `v` of the one member (its tool is echo__echo). */
   virtual: (url) => `auth: { enabled: false }\nservers:\n  - { name: echo, transport: http, url: "${url}" }\nvirtualServers:\n  - { name: v, members: [echo], prefix: always }\n`,
   token: (url) => `${AUTH}servers:\n  - { name: echo, transport: http, url: "${url}" }\n`,
+  // token + servers[].identity: a signed identity header on every upstream request (cached per caller and server).
+  identity: (url) => `${AUTH}servers:\n  - { name: echo, transport: http, url: "${url}", identity: { header: X-Portcullis-Identity } }\n`,
   full: (url) => `${AUTH}rateLimits: { perUser: 100000000/min, perUserPerTool: 100000000/min }
 servers:
   - name: echo
@@ -98,13 +100,18 @@ export async function openSession (url, extra) {
   return headers
 }
 
-export function load (url, headers, seconds, connections = 50, tool = 'echo') {
+/**
+ * `tool`: the tool called (a virtual server's merged name, say); `rate`: requests per second
+ * offered in all (autocannon's overallRate); without it, as many as the gateway answers.
+ */
+export function load (url, headers, seconds, connections = 50, { tool = 'echo', rate = undefined } = {}) {
   let id = 0
   return autocannon({
     url,
     method: 'POST',
     connections,
     duration: seconds,
+    ...(rate === undefined ? {} : { overallRate: rate }),
     headers,
     requests: [{ setupRequest: (req) => ({ ...req, body: `{"jsonrpc":"2.0","id":${++id},"method":"tools/call","params":{"name":"${tool}","arguments":{"text":"hello"}}}` }) }],
   })

@@ -23,6 +23,8 @@ export class CallerHeaders {
   readonly staticHeaders: Readonly<Record<string, string>>
   /** Configured headers with `${user.*}`, rendered per request. */
   private readonly userHeaders: ReadonlyArray<readonly [name: string, value: string]>
+  /** Their templates, checked against each caller (kept, not rebuilt per request). */
+  private readonly userTemplates: readonly string[]
   /** servers[].identity: the header (lower case) and this server's tokens. */
   private readonly identity: { readonly header: string, readonly tokens: IdentityTokens } | undefined
 
@@ -30,6 +32,7 @@ export class CallerHeaders {
     const configured = Object.entries(config.headers)
     this.staticHeaders = Object.fromEntries(configured.filter(([, value]) => !hasUserTemplate(value)))
     this.userHeaders = configured.filter(([, value]) => hasUserTemplate(value))
+    this.userTemplates = this.userHeaders.map(([, value]) => value)
     const header = config.identity?.header
     // The schema refuses identity without auth; without a signer (no keys) nothing could be vouched for.
     if (header !== undefined && signer === undefined) throw new Error(`server ${config.name}: identity needs the authorization server's signing keys (auth.enabled)`)
@@ -39,7 +42,8 @@ export class CallerHeaders {
   /** Without per-user headers, identity or credentials this is the configured object itself: no work. */
   for (ex: McpExchange): Readonly<Record<string, string>> | Promise<Readonly<Record<string, string>>> {
     if (this.userHeaders.length === 0 && this.identity === undefined && this.credentials === undefined) return this.config.headers
-    requireUserFields(this.config.name, this.userHeaders.map(([, value]) => value), ex.user)
+    // Identity alone (the common case) has no template to check: no per-request work for it.
+    if (this.userTemplates.length > 0) requireUserFields(this.config.name, this.userTemplates, ex.user)
     const headers: Record<string, string> = { ...this.staticHeaders }
     for (const [name, value] of this.userHeaders) headers[name] = renderHeaderTemplate(value, ex.user)
     const identity = this.identity
