@@ -10,7 +10,8 @@
  *   SESSION_NOT_FOUND (a replica holding it is gone) .......... forwardToOwner
  *   UNAUTHORIZED, INSUFFICIENT_SCOPE (token), API_KEY_SERVER,
  *     STORE_UNAVAILABLE (API keys) ............................ authenticate
- *   BODY_TOO_LARGE, UNSUPPORTED_MEDIA_TYPE .................... (body parser, between the two lists)
+ *   BODY_TOO_LARGE, UNSUPPORTED_MEDIA_TYPE .................... (body parser, between the two lists;
+ *                                                               checkMemberBody for a virtual server's request)
  *   ACCESS_DENIED ............................................. checkAccess
  *   PARSE, INVALID_REQUEST, INVALID_PARAMS .................... inspect
  *   HEADER_MISMATCH ........................................... checkMirroredHeaders
@@ -31,7 +32,8 @@
  * A virtual server's route (../virtual/routes.ts) runs admit and the token check for its own
  * resource, then reaches each member through that member's route above, in process
  * (./mcp/member-entry.ts): admit, checkMemberCaller (the caller revoked since: UNAUTHORIZED;
- * the member's own scopes: INSUFFICIENT_SCOPE), then the steps from checkAccess on. A member's refusal
+ * an API key not made for the member: API_KEY_SERVER; the member's own scopes:
+ * INSUFFICIENT_SCOPE), checkMemberBody (BODY_TOO_LARGE), then the steps from checkAccess on. A member's refusal
  * is relayed as it is. Its own refusals are SESSION_REQUIRED, SESSION_NOT_FOUND,
  * TOO_MANY_SESSIONS, UPSTREAM_BUSY, POLICY_DENIED (its tools allow/deny), UNKNOWN_TOOL,
  * INVALID_PARAMS, INVALID_REQUEST (a batch), LEGACY_UPSTREAM (a 2026-07-28 request while a
@@ -62,7 +64,7 @@ import { McpCall, runSteps, type McpRoute, type Step } from './mcp/call.js'
 import { openTrace } from './mcp/open-trace.js'
 import { admit } from './mcp/admit.js'
 import { forwardToOwner } from './mcp/forward-to-owner.js'
-import { authenticate, authenticateLegacy, checkMemberCaller } from './mcp/authenticate.js'
+import { authenticate, authenticateLegacy, checkMemberBody, checkMemberCaller } from './mcp/authenticate.js'
 import { checkAccess } from './mcp/check-access.js'
 import { inspect } from './mcp/inspect.js'
 import { checkMirroredHeaders } from './mcp/check-mirrored-headers.js'
@@ -102,7 +104,7 @@ const WITH_BODY: readonly Step[] = [
  * opened from it, so held here. With tracing on, the member's request has spans of its own (a
  * trace of its own: the virtual route has none).
  */
-const AS_MEMBER: readonly Step[] = [admit, checkMemberCaller, ...WITH_BODY]
+const AS_MEMBER: readonly Step[] = [admit, checkMemberCaller, checkMemberBody, ...WITH_BODY]
 const AS_MEMBER_TRACED: readonly Step[] = [openTrace, ...AS_MEMBER]
 /** The 2024-11-05 routes: the same admission and token check (no trace), then access for their GET. */
 const LEGACY_BEFORE_BODY: readonly Step[] = [admit, authenticateLegacy]

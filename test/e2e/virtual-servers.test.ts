@@ -454,3 +454,22 @@ t.test('revoking a user ends their virtual sessions (and the member sessions beh
   const old = await postJson(gw.mcpUrl('work'), { jsonrpc: '2.0', id: 1, method: 'tools/list' }, { authorization: `Bearer ${token}`, 'mcp-session-id': sessionId, 'mcp-protocol-version': '2025-11-25' })
   t.equal(old.status, 404, 'the virtual session ended with the revoke')
 })
+
+t.test('bodyLimit holds for what the virtual server sends a member, not only for what the client sent it', async (t) => {
+  const upstream = await startUpstream(t)
+  const gw = await startGateway(t, { bodyLimit: 4096, servers: [{ name: 'fx', transport: 'http', url: upstream.url }], virtualServers: [{ name: 'v', members: ['fx'], prefix: 'always' }] })
+  const init = await postJson(gw.mcpUrl('v'), INIT_BODY)
+  const headers = { 'mcp-session-id': init.headers.get('mcp-session-id') ?? '', 'mcp-protocol-version': '2025-11-25' }
+  t.ok((await postJson(gw.mcpUrl('v'), { jsonrpc: '2.0', id: 2, method: 'tools/list' }, headers)).status === 200, 'the member session is open')
+  // 1e20 is re-encoded as 100000000000000000000: the body the member would get is four times the client's.
+  const raw = `{"jsonrpc":"2.0","id":3,"method":"tools/call","params":{"name":"fx__echo","arguments":{"text":"x","pad":[${Array(600).fill('1e20').join(',')}]}}}`
+  t.ok(Buffer.byteLength(raw) < 4096, 'the client\'s body is under bodyLimit')
+  const calls = (): number => upstream.seen.filter((e) => e.method === 'POST' && JSON.stringify(e.body ?? '').includes('tools/call')).length
+  const before = calls()
+  const res = await postJson(gw.mcpUrl('v'), raw, headers)
+  t.equal(res.status, 413, 'the member route refuses the longer body it would forward')
+  t.match(res.json, { id: 3, error: { data: { code: 'PORTCULLIS_ERR_BODY_TOO_LARGE' } } })
+  t.equal(calls(), before, 'nothing over bodyLimit reached the upstream')
+  const small = await postJson(gw.mcpUrl('v'), { jsonrpc: '2.0', id: 4, method: 'tools/call', params: { name: 'fx__echo', arguments: { text: 'hi' } } }, headers)
+  t.equal(small.status, 200, 'a call within the limit is served')
+})

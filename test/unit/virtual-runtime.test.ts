@@ -437,6 +437,10 @@ t.test('a member route\'s caller check: the caller the virtual route verified, f
   const withToken = await app.inject({ method: 'POST', url: '/alpha/mcp', headers: { 'x-portcullis-virtual': 'B'.repeat(43), authorization: 'Bearer t' } })
   t.same({ status: withToken.statusCode, body: withToken.json() }, { status: 200, body: { user: 'alice' } }, 'with a token: that token\'s caller, as without the header')
   t.same(await post(null), { status: 200 }, 'auth off: the anonymous caller')
+  // An API key reaches the servers it names, never through a virtual server to others.
+  const keyed = (servers: string[]): RequestIdentity => ({ ...identity(['alpha:read']), keyId: 'k1', servers })
+  t.same(await post(keyed(['work'])), { status: 403, code: 'PORTCULLIS_ERR_API_KEY_SERVER' }, 'an API key made for another server (a reload made it a virtual server\'s name)')
+  t.same(await post(keyed(['alpha'])), { status: 200 }, 'an API key made for this member')
   // Revoked (or blocked) since the virtual route checked the token: refused as the token would be.
   revokedGrants.add('g1')
   t.same(await post(identity(['alpha:read'])), { status: 401, code: 'PORTCULLIS_ERR_UNAUTHORIZED' }, 'a revoked caller: as a revoked token')

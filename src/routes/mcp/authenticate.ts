@@ -13,7 +13,7 @@ export async function authenticate (call: McpCall): Promise<void> {
  * A virtual server's request (README "Virtual servers", ./member-entry.ts): its caller, set on
  * the call, was verified by the virtual route against the virtual server's own resource. What
  * this route's token check would still refuse is refused here: a caller revoked or blocked
- * since, and a token without this member's own `scopes`.
+ * since, an API key not made for this member, and a token without this member's own `scopes`.
  */
 export function checkMemberCaller (call: McpCall): void {
   const { server } = call.route
@@ -25,6 +25,12 @@ export function checkMemberCaller (call: McpCall): void {
     call.request.log.info({ server: server.name, virtualServer: call.virtualServer, user: identity.name }, 'virtual server caller refused: grant revoked or user blocked')
     throw new PortcullisError('PORTCULLIS_ERR_UNAUTHORIZED', 'the access token was revoked')
   }
+  // An API key names the servers it reaches, never a virtual server (README "Personal API keys"):
+  // one made for a server that a reload turned into a virtual server's name reaches no member.
+  if (identity.keyId !== undefined && identity.servers?.includes(server.name) !== true) {
+    call.request.log.info({ server: server.name, virtualServer: call.virtualServer, user: identity.name, keyId: identity.keyId }, 'API key not valid for this server')
+    throw new PortcullisError('PORTCULLIS_ERR_API_KEY_SERVER', `this API key reaches ${identity.servers?.join(', ') ?? 'no server'}, not "${server.name}"`)
+  }
   const missing = server.scopes.filter((scope) => !identity.scopes.has(scope))
   if (missing.length > 0) {
     call.request.log.info({ server: server.name, virtualServer: call.virtualServer, user: identity.name, missing }, 'access token lacks a required scope')
@@ -32,6 +38,19 @@ export function checkMemberCaller (call: McpCall): void {
     // scopes it has plus those missing (the virtual route names its own resource_metadata).
     const challenge = call.route.gateOptions.scopeChallenge?.([...new Set([...identity.scopes, ...server.scopes])], `server "${server.name}" needs the scope(s): ${missing.join(' ')}`)
     throw new PortcullisError('PORTCULLIS_ERR_INSUFFICIENT_SCOPE', `needs ${missing.join(', ')} for server "${server.name}"`, challenge === undefined ? undefined : { headers: { 'www-authenticate': challenge } })
+  }
+}
+
+/**
+ * A virtual server's request body held to `bodyLimit`, as the route's parser holds a socket
+ * request's (413): the virtual route re-encodes what it forwards, which can be longer than what
+ * the client sent (a number such as 1e20 is written out in full).
+ */
+export function checkMemberBody (call: McpCall): void {
+  const body = call.request.body
+  const limit = call.route.config.bodyLimit
+  if (Buffer.isBuffer(body) && body.length > limit) {
+    throw new PortcullisError('PORTCULLIS_ERR_BODY_TOO_LARGE', `the request to member "${call.route.server.name}" is ${body.length} bytes; bodyLimit is ${limit}`)
   }
 }
 
