@@ -36,7 +36,8 @@
  * INSUFFICIENT_SCOPE), checkMemberBody (BODY_TOO_LARGE), then the steps from checkAccess on. A member's refusal
  * is relayed as it is. Its own refusals are SESSION_REQUIRED, SESSION_NOT_FOUND,
  * TOO_MANY_SESSIONS, UPSTREAM_BUSY, POLICY_DENIED (its tools allow/deny), UNKNOWN_TOOL,
- * INVALID_PARAMS, INVALID_REQUEST (a batch), LEGACY_UPSTREAM (a 2026-07-28 request while a
+ * INVALID_PARAMS, INVALID_REQUEST (a batch), HEADER_MISMATCH (2026-07-28 headers that do not
+ * mirror the body), LEGACY_UPSTREAM (a 2026-07-28 request while a
  * member speaks only the 2025 era), UNSUPPORTED_PROTOCOL_VERSION (a session-less request's
  * unknown `_meta` version) and UPSTREAM_UNAVAILABLE (a member's JSON answer with another id).
  */

@@ -8,7 +8,7 @@ import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify'
 import { PortcullisError, jsonRpcError, type JsonRpcId } from '../errors.js'
 import type { VirtualServerConfig } from '../config/schema.js'
 import { inspectBody, type McpMessage } from '../mcp/jsonrpc.js'
-import { KNOWN_REVISIONS, isModernRevision } from '../mcp/headers.js'
+import { KNOWN_REVISIONS, checkMirroredHeaders, isModernRevision } from '../mcp/headers.js'
 import type { Authenticator } from '../resource-server/plugin.js'
 import type { RequestIdentity } from '../resource-server/verify-token.js'
 import type { AuditLog } from '../observability/audit.js'
@@ -176,6 +176,9 @@ async function post (ex: Exchange): Promise<FastifyReply> {
   if (inspection.isBatch) throw new PortcullisError('PORTCULLIS_ERR_INVALID_REQUEST', 'a virtual server takes one JSON-RPC message per POST (JSON-RPC batches were removed in MCP 2025-06-18)')
   const message = inspection.messages[0]
   if (message === undefined) throw new PortcullisError('PORTCULLIS_ERR_INVALID_REQUEST')
+  // MCP 2026-07-28: whoever reads the body checks that Mcp-Method / Mcp-Name say what it says
+  // (400 -32020), so that a proxy routing on the headers cannot be shown one thing and run another.
+  checkMirroredHeaders(inspection, request.headers)
   if (message.method === 'initialize') return initialize(ex, message)
   // MCP 2026-07-28: no session; every request carries the client's _meta. Only a known modern
   // revision goes without one (any other string is refused here, before a member is asked).

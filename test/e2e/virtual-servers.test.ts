@@ -473,3 +473,20 @@ t.test('bodyLimit holds for what the virtual server sends a member, not only for
   const small = await postJson(gw.mcpUrl('v'), { jsonrpc: '2.0', id: 4, method: 'tools/call', params: { name: 'fx__echo', arguments: { text: 'hi' } } }, headers)
   t.equal(small.status, 200, 'a call within the limit is served')
 })
+
+t.test('2026-07-28 through a virtual server: the route reading the body checks Mcp-Method / Mcp-Name as a member URL does (400 -32020)', async (t) => {
+  const gw = await startGateway(t, { servers: [stdioServer('sql', { script: new URL('../fixtures/stdio-param-server.mjs', import.meta.url).pathname })], virtualServers: [{ name: 'v', members: ['sql'], prefix: 'always' }] })
+  const meta = { 'io.modelcontextprotocol/protocolVersion': '2026-07-28', 'io.modelcontextprotocol/clientCapabilities': {}, 'io.modelcontextprotocol/clientInfo': { name: 'raw', version: '1' } }
+  const call = { jsonrpc: '2.0', id: 2, method: 'tools/call', params: { name: 'sql__echo', arguments: { text: 'hi' }, _meta: meta } }
+  const mirrored = { 'mcp-protocol-version': '2026-07-28', 'mcp-method': 'tools/call', 'mcp-name': 'sql__echo' }
+  const served = await postJson(gw.mcpUrl('v'), call, mirrored)
+  t.equal(served.status, 200, 'headers that say what the body says: served')
+  // A proxy in front that routes or denies on Mcp-Name must not be shown one tool while another runs.
+  const other = await postJson(gw.mcpUrl('v'), call, { ...mirrored, 'mcp-name': 'sql__something_else' })
+  t.equal(other.status, 400)
+  t.match(other.json, { id: 2, error: { code: -32020, data: { code: 'PORTCULLIS_ERR_HEADER_MISMATCH' } } }, 'Mcp-Name differing from the body')
+  const missing = await postJson(gw.mcpUrl('v'), call, { 'mcp-protocol-version': '2026-07-28' })
+  t.match(missing.json, { error: { code: -32020 } }, 'no Mcp-Method on a 2026-07-28 request')
+  const atMember = await postJson(gw.mcpUrl('sql'), { ...call, params: { ...call.params, name: 'echo' } }, { ...mirrored, 'mcp-name': 'something_else' })
+  t.equal(atMember.status, other.status, 'the member URL answers the same mismatch the same way')
+})

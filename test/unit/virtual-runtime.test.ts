@@ -542,13 +542,17 @@ t.test('the 2026-07-28 era probe cannot be poisoned: an unknown _meta version is
     })
   }
   await virtualRouteOn(app)
-  const modern = async (method: string, version: string): Promise<{ status: number, body: Record<string, unknown> }> => {
-    const res = await app.inject({ method: 'POST', url: '/work/mcp', headers: { 'content-type': 'application/json', accept: 'application/json, text/event-stream', 'mcp-protocol-version': '2026-07-28' }, payload: { jsonrpc: '2.0', id: 1, method, params: { _meta: { 'io.modelcontextprotocol/protocolVersion': version, 'io.modelcontextprotocol/clientInfo': { name: 'evil', version: '1' } } } } })
+  // The headers mirror the body, as MCP 2026-07-28 requires (the virtual route checks them first).
+  const modern = async (method: string, version: string, versionHeader = version): Promise<{ status: number, body: Record<string, unknown> }> => {
+    const res = await app.inject({ method: 'POST', url: '/work/mcp', headers: { 'content-type': 'application/json', accept: 'application/json, text/event-stream', 'mcp-protocol-version': versionHeader, 'mcp-method': method }, payload: { jsonrpc: '2.0', id: 1, method, params: { _meta: { 'io.modelcontextprotocol/protocolVersion': version, 'io.modelcontextprotocol/clientInfo': { name: 'evil', version: '1' } } } } })
     return { status: res.statusCode, body: res.json() }
   }
   const bogus = await modern('tools/list', '9999-bogus')
   t.equal(bogus.status, 400)
   t.match(bogus.body, { code: 'PORTCULLIS_ERR_UNSUPPORTED_PROTOCOL_VERSION' }, 'an unknown _meta version is refused')
+  const mismatched = await modern('tools/list', '9999-bogus', '2026-07-28')
+  t.equal(mismatched.status, 400)
+  t.match(mismatched.body, { code: 'PORTCULLIS_ERR_HEADER_MISMATCH' }, 'a version header that differs from the body: header mismatch')
   t.equal(probes.length, 0, 'before any member is asked')
   t.equal((await modern('server/discover', '2026-07-28')).status, 200)
   t.equal(probes.length, 2, 'each member probed')
