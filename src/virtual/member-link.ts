@@ -13,6 +13,7 @@ import type { Readable } from 'node:stream'
 import type { FastifyBaseLogger } from 'fastify'
 import { isModernRevision } from '../mcp/headers.js'
 import { METHOD_TARGETS } from '../mcp/jsonrpc.js'
+import type { ParamHeader } from '../mcp/param-headers.js'
 import type { RequestIdentity } from '../resource-server/verify-token.js'
 import { SseEventReader } from '../upstreams/sse-events.js'
 import { InProcessResponse } from './in-process-response.js'
@@ -37,6 +38,8 @@ export interface MemberRequest {
   readonly requestId?: string | undefined
   readonly log: FastifyBaseLogger
   readonly signal?: AbortSignal
+  /** A 2026-07-28 tools/call: the tool's x-mcp-header parameters, mirrored from its arguments as Mcp-Param-* headers. */
+  readonly paramHeaders?: readonly ParamHeader[] | undefined
 }
 
 export interface MemberResponse {
@@ -78,7 +81,7 @@ export class MemberLink {
     if (request.method === 'POST') headers['content-type'] = 'application/json'
     if (request.sessionId !== undefined) headers['mcp-session-id'] = request.sessionId
     if (request.protocolVersion !== undefined) headers['mcp-protocol-version'] = request.protocolVersion
-    if (isModernRevision(request.protocolVersion)) Object.assign(headers, mirroredHeaders(request.body))
+    if (isModernRevision(request.protocolVersion)) Object.assign(headers, mirroredHeaders(request.body, request.paramHeaders))
     const res = new InProcessResponse()
     const signal = request.signal
     signal?.throwIfAborted()
@@ -102,17 +105,40 @@ export class MemberLink {
 
 /**
  * A 2026-07-28 request mirrors its method and target in headers (MCP 2026-07-28 transports,
- * Mcp-Method / Mcp-Name), which the member route checks. A non-ASCII target is base64 in the
+ * Mcp-Method / Mcp-Name, and a tool's x-mcp-header arguments as Mcp-Param-*), which the member
+ * route checks (and an HTTP member's upstream with it). A non-ASCII value is base64 in the
  * `=?base64?…?=` form.
  */
-function mirroredHeaders (body: unknown): Record<string, string> {
+function mirroredHeaders (body: unknown, params: readonly ParamHeader[] = []): Record<string, string> {
   const message = body !== null && typeof body === 'object' ? body as { method?: unknown, params?: Record<string, unknown> } : {}
   if (typeof message.method !== 'string') return {}
   const out: Record<string, string> = { 'mcp-method': message.method }
   const param = METHOD_TARGETS[message.method]?.param
   const target = param === undefined ? undefined : message.params?.[param]
-  if (typeof target === 'string') out['mcp-name'] = /^[\x20-\x7e]*$/.test(target) ? target : `=?base64?${Buffer.from(target, 'utf8').toString('base64')}?=`
+  if (typeof target === 'string') out['mcp-name'] = headerValue(target)
+  for (const p of params) {
+    const value = valueAt(message.params?.arguments, p.path)
+    if (typeof value === 'string') out[p.header] = headerValue(value)
+    else if (typeof value === 'number' || typeof value === 'boolean') out[p.header] = String(value)
+  }
   return out
+}
+
+/**
+ * A value as a header carries it: as it is when visible ASCII with no space at either end (which
+ * HTTP would trim), else in the `=?base64?…?=` form.
+ */
+function headerValue (value: string): string {
+  return /^(?:[\x21-\x7e](?:[\x20-\x7e]*[\x21-\x7e])?)?$/.test(value) ? value : `=?base64?${Buffer.from(value, 'utf8').toString('base64')}?=`
+}
+
+function valueAt (args: unknown, path: readonly string[]): unknown {
+  let value = args
+  for (const key of path) {
+    if (value === null || typeof value !== 'object' || Array.isArray(value)) return undefined
+    value = (value as Record<string, unknown>)[key]
+  }
+  return value
 }
 
 /** Every JSON-RPC message of a member's answer, as it comes: one JSON body, or the events of a stream. */

@@ -9,6 +9,7 @@ import { PortcullisError, jsonRpcError, type JsonRpcId } from '../errors.js'
 import type { VirtualServerConfig } from '../config/schema.js'
 import { inspectBody, type McpMessage } from '../mcp/jsonrpc.js'
 import { KNOWN_REVISIONS, checkMirroredHeaders, isModernRevision } from '../mcp/headers.js'
+import { paramHeadersOf, type ParamHeader } from '../mcp/param-headers.js'
 import type { Authenticator } from '../resource-server/plugin.js'
 import type { RequestIdentity } from '../resource-server/verify-token.js'
 import type { AuditLog } from '../observability/audit.js'
@@ -365,7 +366,10 @@ async function callMember (ex: Exchange, session: VirtualSession, message: McpMe
   }
   if (found === undefined) throw new PortcullisError('PORTCULLIS_ERR_UNKNOWN_TOOL', `no tool named ${JSON.stringify(name.slice(0, 100))} on virtual server "${server.name}"; list the tools again`, { id })
   const params = { ...(message.params ?? {}), name: found.name, ...(args === undefined ? {} : { arguments: args }) }
-  return forward(ex, session, found.member, { ...message.value, params }, id)
+  // 2026-07-28: the member checks Mcp-Param-* against the arguments (x-mcp-header in the tool's
+  // schema, which the merged definition keeps): sent as the client mirrored them for the merged name.
+  const definition = ex.isModern === true ? session.tools?.tools.find((tool) => tool.name === name) : undefined
+  return forward(ex, session, found.member, { ...message.value, params }, id, definition === undefined ? undefined : paramHeadersOf(definition.inputSchema))
 }
 
 /** completion/complete names a prompt (merged name) or a resource (URI): routed as those are. */
@@ -410,13 +414,13 @@ function recordDenial (ex: Exchange, message: McpMessage, name: string): void {
  * route answered it, JSON as it is, an event stream event by event (progress passes; a
  * member's own request gets an id the client's answer can be routed back by).
  */
-async function forward (ex: Exchange, session: VirtualSession, member: string, body: Item, id: JsonRpcId): Promise<FastifyReply> {
+async function forward (ex: Exchange, session: VirtualSession, member: string, body: Item, id: JsonRpcId, paramHeaders?: readonly ParamHeader[]): Promise<FastifyReply> {
   const { server, ctx } = ex
   const reply = ex.reply
   const key = JSON.stringify(id)
   session.inflight.set(key, member)
   try {
-    const res = await server.toMember(session, ctx, member, body)
+    const res = await server.toMember(session, ctx, member, body, paramHeaders)
     if (!('body' in res)) return sendRefusal(ex, member, res, id)
     if (res.status >= 400) return sendRefusal(ex, member, await refusalOf(res), id)
     if (res.status === 202) {

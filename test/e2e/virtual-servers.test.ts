@@ -490,3 +490,18 @@ t.test('2026-07-28 through a virtual server: the route reading the body checks M
   const atMember = await postJson(gw.mcpUrl('sql'), { ...call, params: { ...call.params, name: 'echo' } }, { ...mirrored, 'mcp-name': 'something_else' })
   t.equal(atMember.status, other.status, 'the member URL answers the same mismatch the same way')
 })
+
+t.test('2026-07-28 through a virtual server: a tool mirroring arguments in Mcp-Param-* headers (x-mcp-header) is served', async (t) => {
+  const gw = await startGateway(t, { servers: [stdioServer('sql', { script: new URL('../fixtures/stdio-param-server.mjs', import.meta.url).pathname })], virtualServers: [{ name: 'v', members: ['sql'], prefix: 'always' }] })
+  const meta = { 'io.modelcontextprotocol/protocolVersion': '2026-07-28', 'io.modelcontextprotocol/clientCapabilities': {}, 'io.modelcontextprotocol/clientInfo': { name: 'raw', version: '1' } }
+  const headers = (method: string, name?: string, extra: Record<string, string> = {}): Record<string, string> => ({ 'mcp-protocol-version': '2026-07-28', 'mcp-method': method, ...(name === undefined ? {} : { 'mcp-name': name }), ...extra })
+  const listed = await postJson(gw.mcpUrl('v'), { jsonrpc: '2.0', id: 1, method: 'tools/list', params: { _meta: meta } }, headers('tools/list'))
+  const tool = (listed.json as { result: { tools: Array<{ name: string, inputSchema: { properties: Record<string, Record<string, unknown>> } }> } }).result.tools.find((x) => x.name === 'sql__execute_sql')
+  t.equal(tool?.inputSchema.properties.region?.['x-mcp-header'], 'Region', 'the merged definition keeps the annotation')
+  const args = { region: 'us-west1', query: 'select 1' }
+  const called = await postJson(gw.mcpUrl('v'), { jsonrpc: '2.0', id: 2, method: 'tools/call', params: { name: 'sql__execute_sql', arguments: args, _meta: meta } }, headers('tools/call', 'sql__execute_sql', { 'mcp-param-region': 'us-west1' }))
+  t.equal(called.status, 200, `a correctly mirrored call through the virtual server is served: ${called.text.slice(0, 200)}`)
+  t.notMatch(called.text, /"error"/, 'answered, not refused')
+  const spaced = await postJson(gw.mcpUrl('v'), { jsonrpc: '2.0', id: 3, method: 'tools/call', params: { name: 'sql__execute_sql', arguments: { ...args, region: ' eu west ' }, _meta: meta } }, headers('tools/call', 'sql__execute_sql', { 'mcp-param-region': `=?base64?${Buffer.from(' eu west ').toString('base64')}?=` }))
+  t.equal(spaced.status, 200, 'a value HTTP would trim crosses in the base64 form')
+})
