@@ -190,3 +190,173 @@ export function arrayElements (text: string, open: number): number[] {
   }
   return starts
 }
+
+/*
+ * A JSON-RPC message's outline, for a check that needs only its top-level "id": the virtual
+ * layer's guard that a member answers only the request it was given (src/virtual/routes.ts)
+ * reads it from text that no one has parsed yet — a member route relays its upstream's bytes
+ * as they came. Unlike the scanners above, this one checks the whole grammar (RFC 8259
+ * sections 2–7) itself: its answer is "JSON.parse would accept this and make it an object",
+ * without building the object (and with next to nothing allocated: it runs on every answer).
+ */
+
+/** The top level of one JSON object, as far as a check of its id needs. */
+export interface MessageOutline {
+  /** Where the top-level "id" value begins and ends (exclusive); both -1 when it has none. */
+  readonly idStart: number
+  readonly idEnd: number
+  /**
+   * A top-level "method" key (the message is a request or notification, read in full by its
+   * caller), or "id" twice (JSON.parse keeps the last; only it reads such text the way the rest
+   * of the gateway does).
+   */
+  readonly needsParse: boolean
+}
+
+const COLON = 0x3a
+/** What comes next in outlineMessage's walk. */
+const EXPECT_VALUE = 0
+const EXPECT_KEY = 1
+const EXPECT_AFTER = 2
+
+/** The open containers' opening characters; reused (outlineMessage runs to its end synchronously). */
+const openContainers: number[] = []
+
+/**
+ * The outline of `text` when JSON.parse would accept it and return a plain object; undefined
+ * for anything else (not JSON, or an array, string, number, boolean or null). Iterative:
+ * nesting has no bound here, as in JSON.parse.
+ */
+export function outlineMessage (text: string): MessageOutline | undefined {
+  let i = skipSpace(text, 0)
+  if (text.charCodeAt(i) !== OPEN_OBJECT) return undefined
+  const open = openContainers
+  open.length = 0
+  let idStart = -1
+  let idEnd = -1
+  let isIdNext = false
+  let needsParse = false
+  let expect = EXPECT_VALUE
+  for (;;) {
+    if (expect === EXPECT_KEY) {
+      if (text.charCodeAt(i) !== QUOTE) return undefined
+      const end = validStringEnd(text, i)
+      if (end < 0) return undefined
+      if (open.length === 1) {
+        const key = topLevelKey(text, i, end)
+        if (key === 'method' || (key === 'id' && idStart >= 0)) needsParse = true
+        isIdNext = key === 'id'
+      }
+      i = skipSpace(text, end)
+      if (text.charCodeAt(i) !== COLON) return undefined
+      i = skipSpace(text, i + 1)
+      if (isIdNext && open.length === 1) idStart = i
+      expect = EXPECT_VALUE
+    } else if (expect === EXPECT_VALUE) {
+      const c = text.charCodeAt(i)
+      if (c === OPEN_OBJECT || c === OPEN_ARRAY) {
+        open.push(c)
+        i = skipSpace(text, i + 1)
+        if (text.charCodeAt(i) === c + 2) { // ] is [ + 2, } is { + 2
+          open.pop()
+          i++
+          expect = EXPECT_AFTER
+        } else {
+          expect = c === OPEN_OBJECT ? EXPECT_KEY : EXPECT_VALUE
+        }
+      } else {
+        i = c === QUOTE ? validStringEnd(text, i) : scalarEnd(text, i)
+        if (i < 0) return undefined
+        expect = EXPECT_AFTER
+      }
+    } else {
+      // A value just ended: at the top level's depth, the id's value if the key was "id".
+      if (isIdNext && open.length === 1) {
+        idEnd = i
+        isIdNext = false
+      }
+      i = skipSpace(text, i)
+      if (open.length === 0) return i === text.length ? { idStart, idEnd, needsParse } : undefined
+      const container = open[open.length - 1] as number
+      const c = text.charCodeAt(i)
+      if (c === COMMA) {
+        i = skipSpace(text, i + 1)
+        expect = container === OPEN_OBJECT ? EXPECT_KEY : EXPECT_VALUE
+      } else if (c === container + 2) {
+        open.pop()
+        i++
+      } else {
+        return undefined
+      }
+    }
+  }
+}
+
+/** A top-level key, as far as outlineMessage cares: "id", "method", or '' for any other. */
+function topLevelKey (text: string, start: number, end: number): string {
+  const length = end - start - 2
+  if (length === 2 && text.charCodeAt(start + 1) === 0x69 && text.charCodeAt(start + 2) === 0x64) return 'id'
+  if (length === 6 && text.startsWith('method', start + 1)) return 'method'
+  // An escaped key may still spell one (\u0069d is id; each character escaped is six): decoded as JSON.parse decodes it.
+  if (length > 6 * 6) return ''
+  for (let i = start + 1; i < end - 1; i++) if (text.charCodeAt(i) === BACKSLASH) return keyAt(text, start, end - 1)
+  return ''
+}
+
+/** The index past the valid JSON string that opens at `start`, or -1 (an unfinished string, a bad escape, a raw control character). */
+function validStringEnd (text: string, start: number): number {
+  const length = text.length
+  for (let i = start + 1; i < length; i++) {
+    const c = text.charCodeAt(i)
+    if (c === QUOTE) return i + 1
+    if (c < 0x20) return -1
+    if (c === BACKSLASH) {
+      const e = text.charCodeAt(++i)
+      if (e === 0x75) { // \uXXXX
+        for (let k = 0; k < 4; k++) if (!isHexDigit(text.charCodeAt(++i))) return -1
+      } else if (!isEscape(e)) {
+        return -1
+      }
+    }
+  }
+  return -1
+}
+
+/** The characters a backslash may escape besides u: " \ / b f n r t. */
+function isEscape (c: number): boolean {
+  return c === 0x22 || c === 0x5c || c === 0x2f || c === 0x62 || c === 0x66 || c === 0x6e || c === 0x72 || c === 0x74
+}
+
+function isHexDigit (c: number): boolean {
+  return (c >= 0x30 && c <= 0x39) || (c >= 0x41 && c <= 0x46) || (c >= 0x61 && c <= 0x66)
+}
+
+function isDigit (c: number): boolean {
+  return c >= 0x30 && c <= 0x39
+}
+
+/** The index past the number or literal (true, false, null) at `start`, or -1 when there is none. */
+function scalarEnd (text: string, start: number): number {
+  let i = start
+  const c = text.charCodeAt(i)
+  if (c === 0x74) return text.startsWith('true', i) ? i + 4 : -1
+  if (c === 0x66) return text.startsWith('false', i) ? i + 5 : -1
+  if (c === 0x6e) return text.startsWith('null', i) ? i + 4 : -1
+  // -?(0|[1-9][0-9]*)(\.[0-9]+)?([eE][+-]?[0-9]+)?
+  if (c === 0x2d) i++
+  if (text.charCodeAt(i) === 0x30) i++
+  else if (isDigit(text.charCodeAt(i))) while (isDigit(text.charCodeAt(i))) i++
+  else return -1
+  if (text.charCodeAt(i) === 0x2e) {
+    if (!isDigit(text.charCodeAt(++i))) return -1
+    while (isDigit(text.charCodeAt(i))) i++
+  }
+  const e = text.charCodeAt(i)
+  if (e === 0x65 || e === 0x45) {
+    const sign = text.charCodeAt(++i)
+    if (sign === 0x2b || sign === 0x2d) i++
+    if (!isDigit(text.charCodeAt(i))) return -1
+    while (isDigit(text.charCodeAt(i))) i++
+  }
+  return i
+}
