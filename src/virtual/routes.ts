@@ -8,7 +8,6 @@ import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify'
 import { PortcullisError, jsonRpcError, type JsonRpcId } from '../errors.js'
 import type { VirtualServerConfig } from '../config/schema.js'
 import { inspectBody, type McpMessage } from '../mcp/jsonrpc.js'
-import { outlineMessage } from '../mcp/scan-json.js'
 import { KNOWN_REVISIONS, isModernRevision } from '../mcp/headers.js'
 import type { Authenticator } from '../resource-server/plugin.js'
 import type { RequestIdentity } from '../resource-server/verify-token.js'
@@ -424,10 +423,11 @@ async function forward (ex: Exchange, session: VirtualSession, member: string, b
     const expected: Expected = { id, progressToken: asItem(asItem(body.params)._meta).progressToken }
     if (!String(res.headers['content-type'] ?? '').startsWith('text/event-stream')) {
       const text = await readAll(res.body)
-      // The answer carries the client's own id already: relayed as the member route wrote it.
-      if (isPlainAnswer(text, expected)) return reply.code(200).type('application/json').send(text)
-      // Anything else (a server->client request, whose id is rewritten; a batch) is read in full.
-      const messages = parsedMessages(text).filter((message) => isForRequest(ex, member, message, expected))
+      const parsed = parsedMessages(text)
+      const messages = parsed.filter((message) => isForRequest(ex, member, message, expected))
+      // The answer carries the client's own id already: relayed as the member route wrote it,
+      // unless it holds a server->client request (whose id is rewritten), or is not one message.
+      if (text !== '' && parsed.length === 1 && messages.length === 1 && !hasMethod(text)) return reply.code(200).type('application/json').send(text)
       if (messages.length === 0) throw new PortcullisError('PORTCULLIS_ERR_UPSTREAM_UNAVAILABLE', `member "${member}" of virtual server "${server.name}" gave no answer to the request`, { id })
       const relayed = messages.map((message) => server.fromMember(member, message))
       return reply.code(200).type('application/json').send(relayed.length === 1 ? relayed[0] : relayed)
@@ -483,7 +483,6 @@ interface Expected {
 function relayedEvent (ex: Exchange, session: VirtualSession, member: string, data: string, expected: Expected): string | undefined {
   // Data on several lines (JSON may hold newlines) is written again as one line: SSE framing.
   const isOneLine = !data.includes('\n')
-  if (isOneLine && isPlainAnswer(data, expected)) return `event: message\ndata: ${data}\n\n`
   const parsed = parseJson(data)
   const message = asItem(parsed)
   // Not one JSON-RPC message (a batch, not JSON): dropped.
@@ -512,16 +511,9 @@ function parseJson (text: string): unknown {
   }
 }
 
-/**
- * The usual answer, told from its text without building it (scan-json.ts outlineMessage): one
- * JSON object with no top-level "method" and the request's id — as isForRequest judges it, which
- * reads everything this does not pass (not one object, a method, a doubled id, another id).
- */
-function isPlainAnswer (text: string, expected: Expected): boolean {
-  const outline = outlineMessage(text)
-  if (outline === undefined || outline.needsParse || outline.idStart < 0) return false
-  // The id as JSON.parse reads it (1.0 is 1, escapes decoded): a few characters.
-  return JSON.parse(text.slice(outline.idStart, outline.idEnd)) === expected.id
+/** A key "method" in the JSON text (inside a string it would be escaped: \"method\"). */
+function hasMethod (text: string): boolean {
+  return text.includes('"method"')
 }
 
 /** The JSON-RPC messages of a member's JSON text: one, a batch, or none when it is not JSON. */
