@@ -1,8 +1,17 @@
 // Linking a user's account at an OAuth-protected upstream (servers[].upstreamAuth oauth) through
 // the gateway's real pages, and reading the upstream Portcullis's audit: shared by the
 // upstream-oauth end-to-end tests (dynamic registration, metadata document, pre-registered client).
+import { hashPassword } from '../src/auth-server/password.js'
 import { HeadlessBrowser } from './oauth-helpers.js'
 import { INIT_BODY, postJson, type RunningGateway } from './helpers.js'
+
+/** The local users of the upstream-OAuth tests: alice (with an email) and bob, one password. */
+export const PASSWORD = 'correct horse battery staple'
+const passwordHash = await hashPassword(PASSWORD)
+export const USERS = [
+  { username: 'alice', passwordHash, email: 'alice@example.com' },
+  { username: 'bob', passwordHash },
+]
 
 /** A link that ended on a page other than the linked accounts (a refused callback, say). */
 export class LinkStopped extends Error {

@@ -7,17 +7,10 @@
 // in. Users link headlessly through both gateways' real pages, as in upstream-oauth.test.ts.
 import t, { type Test } from 'tap'
 import { randomBytes } from 'node:crypto'
-import { hashPassword } from '../../src/auth-server/password.js'
 import { connectWithOAuth, signInForTokens } from '../oauth-helpers.js'
 import { freePort, INIT_BODY, postJson, startGateway, startUpstream, textOf, type RunningGateway } from '../helpers.js'
-import { auditedUsers, linkAccount, LinkStopped, rpcErrorOf } from '../upstream-oauth-helpers.js'
+import { auditedUsers, linkAccount, PASSWORD, USERS, LinkStopped, rpcErrorOf } from '../upstream-oauth-helpers.js'
 
-const PASSWORD = 'correct horse battery staple'
-const passwordHash = await hashPassword(PASSWORD)
-const USERS = [
-  { username: 'alice', passwordHash, email: 'alice@example.com' },
-  { username: 'bob', passwordHash },
-]
 const SERVER = 'github'
 const CLIENT_ID = 'portcullis-gateway'
 // Per run, and recognisable anywhere it might leak.

@@ -5,7 +5,6 @@
 // account headlessly through both gateways' real pages; MCP calls go through the official SDK.
 import t, { type Test } from 'tap'
 import { McpError } from '@modelcontextprotocol/sdk/types.js'
-import { hashPassword } from '../../src/auth-server/password.js'
 import { SecretBox } from '../../src/auth-server/secret-box.js'
 import { connectWithOAuth, HeadlessBrowser, signInForTokens, TestOAuthClient, type AuthorizedClient } from '../oauth-helpers.js'
 import { signInToAccount } from '../account-helpers.js'
@@ -13,14 +12,8 @@ import { createHash } from 'node:crypto'
 import type { Store } from '../../src/store/types.js'
 import { connectClient, freePort, INIT_BODY, postJson, startGateway, startUpstream, stdioServer, textOf, type RunningGateway } from '../helpers.js'
 import { nginxBinary, startNginx } from '../nginx.js'
-import { auditedUsers, linkAccount, rpcErrorOf, type RpcError } from '../upstream-oauth-helpers.js'
+import { auditedUsers, linkAccount, PASSWORD, USERS, rpcErrorOf, type RpcError } from '../upstream-oauth-helpers.js'
 
-const PASSWORD = 'correct horse battery staple'
-const passwordHash = await hashPassword(PASSWORD)
-const USERS = [
-  { username: 'alice', passwordHash, email: 'alice@example.com' },
-  { username: 'bob', passwordHash },
-]
 const SERVER = 'linear'
 const ROW_OF_ALICE = `upstream-token:${SERVER}:alice`
 const TOOLS = 'gh-tools'
