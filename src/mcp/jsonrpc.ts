@@ -97,6 +97,22 @@ export function inspectBody (body: Buffer | undefined): McpInspection {
   }
 }
 
+/**
+ * One message the gateway itself built from a body inspectBody accepted (a virtual server's
+ * request to a member: the client's message, re-addressed), judged as inspectBody judges its
+ * JSON text, without the text: JSON.stringify of such a value has no duplicate key, no
+ * `__proto__` and the depth inspectBody allowed, so scanning it would find nothing.
+ */
+export function inspectValue (value: Readonly<Record<string, unknown>>): McpInspection {
+  const message = classify(value, undefined)
+  return {
+    isBatch: false,
+    messages: [message],
+    requestIds: message.kind === 'request' ? [message.id ?? null] : [],
+    modernVersion: modernVersionOf(message),
+  }
+}
+
 const MAX_KEY_ECHO_CHARS = 80
 
 function refusedShape (hazard: JsonHazard, parsed: unknown): PortcullisError {

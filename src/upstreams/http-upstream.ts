@@ -280,7 +280,7 @@ interface RelayHooks {
   /** A promise to wait for before the client may see the answer (a new session being recorded). */
   onAnswer: (statusCode: number, headers: Record<string, string | string[] | undefined>) => Promise<void> | undefined
   /** The answer is an event stream (counted while open, kept alive). */
-  onStream: (res: ServerResponse) => KeptStream
+  onStream: (res: ServerResponse) => KeptStream | undefined
   wrote: (stream: KeptStream, data: Buffer | string) => void
   /** A refused credential is the caller's own (upstreamAuth) and may be renewed: write nothing for it. */
   readonly mayRenewCredential: boolean
@@ -493,7 +493,7 @@ export class HttpUpstream implements Upstream {
           isCountedPost = true
           this.streams++
         }
-        return this.keeper.add(res)
+        return ex.isInProcess === true ? undefined : this.keeper.add(res)
       },
       wrote: (stream, data) => this.keeper.wrote(stream, data),
       onAnswer: (statusCode, headers) => {

@@ -41,15 +41,22 @@ export class SseEventReader {
   private pendingBytes = 0
   /** The last HELD_CHARS characters of `parts`: where a blank line cut between two chunks starts. */
   private held = ''
-  /** A character cut between two network reads is held until its last byte comes. */
-  private readonly decoder = new StringDecoder('utf8')
+  /** A character cut between two network reads is held until its last byte comes (made at the first such cut). */
+  private decoder: StringDecoder | undefined
+
+  /** A chunk as text; most end on a character's last byte and need no decoder. */
+  private decode (chunk: Buffer): string {
+    if (this.decoder === undefined && endsOnCharBoundary(chunk)) return chunk.toString('utf8')
+    this.decoder ??= new StringDecoder('utf8')
+    return this.decoder.write(chunk)
+  }
 
   /** @param maxEventBytes one event's limit (servers[].maxMessageBytes); past it push throws SseEventTooLarge */
   constructor (private readonly maxEventBytes: number = DEFAULT_MAX_SSE_EVENT_BYTES) {}
 
   /** The complete events in `chunk` (with what was held from before); a partial one waits for the next chunk. */
   push (chunk: Buffer | string): SseEvent[] {
-    const text = typeof chunk === 'string' ? chunk : this.decoder.write(chunk)
+    const text = typeof chunk === 'string' ? chunk : this.decode(chunk)
     const events: SseEvent[] = []
     let window = this.held + text
     let end = eventEnd(window)
@@ -100,4 +107,16 @@ function parseEvent (block: string): SseEvent | undefined {
     else if (field === 'data') data.push(value)
   }
   return data.length === 0 ? undefined : { event: type, data: data.join('\n') }
+}
+
+/** True when `bytes` does not end inside a UTF-8 sequence (its last lead byte has all its continuation bytes). */
+export function endsOnCharBoundary (bytes: Uint8Array): boolean {
+  const last = bytes.length - 1
+  // Back over at most three continuation bytes (10xxxxxx) to the lead byte of the last sequence.
+  let lead = last
+  while (lead >= 0 && last - lead < 3 && ((bytes[lead] as number) & 0xc0) === 0x80) lead--
+  if (lead < 0) return true
+  const byte = bytes[lead] as number
+  const length = byte < 0x80 ? 1 : byte >= 0xf0 ? 4 : byte >= 0xe0 ? 3 : byte >= 0xc0 ? 2 : 1
+  return last - lead + 1 >= length
 }

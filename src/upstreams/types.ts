@@ -29,6 +29,11 @@ export interface McpExchange {
   /** Where the adapter notes requests the gateway answered with its own error (metrics: failed calls). */
   readonly failures: FailureRecord
   readonly res: ServerResponse
+  /**
+   * `res` is a virtual server's in-process response (src/virtual): the virtual route keeps its
+   * own client's stream alive, so this answer gets no keep-alive comments (it is still counted).
+   */
+  readonly isInProcess?: boolean
   readonly log: FastifyBaseLogger
 }
 

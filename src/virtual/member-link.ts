@@ -12,11 +12,11 @@ import type { IncomingHttpHeaders } from 'node:http'
 import type { Readable } from 'node:stream'
 import type { FastifyBaseLogger } from 'fastify'
 import { isModernRevision } from '../mcp/headers.js'
-import { METHOD_TARGETS } from '../mcp/jsonrpc.js'
+import { METHOD_TARGETS, inspectValue, type McpInspection } from '../mcp/jsonrpc.js'
 import type { ParamHeader } from '../mcp/param-headers.js'
 import type { RequestIdentity } from '../resource-server/verify-token.js'
 import { SseEventReader } from '../upstreams/sse-events.js'
-import { InProcessResponse } from './in-process-response.js'
+import { InProcessResponse, type Consumer } from './in-process-response.js'
 
 /** Who is calling, through which virtual server. */
 export interface VirtualGrant {
@@ -45,7 +45,12 @@ export interface MemberRequest {
 export interface MemberResponse {
   readonly status: number
   readonly headers: Readonly<Record<string, unknown>>
+  /** The answer's bytes as a Readable; or, instead, `consume` (one or the other, once). */
   readonly body: Readable
+  /** The answer's bytes handed over as the member's route writes them (the tools/call relay: no stream in between). */
+  readonly consume: (consumer: Consumer) => void
+  /** The reader's client drained after `consume`'s data said to wait. */
+  readonly resumeWriter: () => void
   /** The client of this answer left: a GET stream ends, as when a client closes its connection. */
   readonly destroy: () => void
 }
@@ -55,6 +60,8 @@ export interface InProcessRequest {
   readonly method: MemberRequest['method']
   readonly headers: IncomingHttpHeaders
   readonly body: Buffer | undefined
+  /** The body's message as the route's inspect step would read it (it was built from one the virtual route inspected): not parsed again. */
+  readonly inspection?: McpInspection | undefined
   readonly ip: string
   readonly id: string
   readonly log: FastifyBaseLogger
@@ -92,14 +99,32 @@ export class MemberLink {
     }
     const id = request.requestId ?? `virtual-${++this.ownIds}`
     const body = request.method === 'POST' ? Buffer.from(JSON.stringify(request.body)) : undefined
-    entry({ method: request.method, headers, body, ip: request.ip, id, log: request.log, caller: request.grant }, res).catch((err: unknown) => {
+    const inspection = request.method === 'POST' ? inspected(request.body) : undefined
+    entry({ method: request.method, headers, body, inspection, ip: request.ip, id, log: request.log, caller: request.grant }, res).catch((err: unknown) => {
       // A fault of the route's own error answer: the answer is dropped, never left hanging.
       request.log.error({ err, member: request.member }, 'virtual member request failed')
       res.destroy()
     })
     await res.head
     if (!res.headersSent) throw signal?.reason ?? new Error(`member ${request.member} dropped the request`)
-    return { status: res.statusCode, headers: res.headers, body: res.body, destroy: () => { res.body.destroy() } }
+    return {
+      status: res.statusCode,
+      headers: res.headers,
+      get body () { return res.body },
+      consume: (consumer) => { res.consume(consumer) },
+      resumeWriter: () => { res.resumeWriter() },
+      destroy: () => { res.leave() },
+    }
+  }
+}
+
+/** The message's inspection, or undefined for the member route's inspect step to refuse it with its own error. */
+function inspected (body: unknown): McpInspection | undefined {
+  if (body === null || typeof body !== 'object' || Array.isArray(body)) return undefined
+  try {
+    return inspectValue(body as Record<string, unknown>)
+  } catch {
+    return undefined
   }
 }
 
@@ -161,6 +186,21 @@ export async function * messagesOf (response: MemberResponse): AsyncGenerator<Re
   for (const message of Array.isArray(parsed) ? parsed : [parsed]) {
     if (message !== null && typeof message === 'object') yield message as Record<string, unknown>
   }
+}
+
+/** A member's whole answer as text, read as the route writes it (no stream in between). */
+export async function textOf (response: MemberResponse): Promise<string> {
+  const chunks: Buffer[] = []
+  await new Promise<void>((resolve) => {
+    response.consume({
+      data: (chunk) => {
+        chunks.push(typeof chunk === 'string' ? Buffer.from(chunk) : chunk)
+        return true
+      },
+      end: resolve,
+    })
+  })
+  return chunks.length === 1 ? (chunks[0] as Buffer).toString('utf8') : Buffer.concat(chunks).toString('utf8')
 }
 
 export async function readAll (body: Readable): Promise<string> {

@@ -21,7 +21,7 @@ import { userOf } from '../routes/mcp/call.js'
 import { VERSION } from '../version.js'
 import { legacySseRoutes } from '../routes/legacy-sse.js'
 import type { LegacySessions } from '../routes/legacy-sessions.js'
-import { readAll, type MemberLink, type MemberResponse } from './member-link.js'
+import { textOf, type MemberLink, type MemberResponse } from './member-link.js'
 import { SseEventReader } from '../upstreams/sse-events.js'
 import { CALL_TOOL_NAME, SEARCH_TOOLS_NAME, ToolIndex, parseCallToolArgs, parseSearchArgs, searchResult, toolSearchTools } from './tool-search.js'
 import { MAX_VIRTUAL_SESSIONS, MAX_VIRTUAL_SESSIONS_PER_USER, MODERN_REVISION, VirtualServer, refusalOf, type MemberRefusal, type VirtualContext } from './virtual-server.js'
@@ -267,7 +267,7 @@ async function notify (ex: Exchange, session: VirtualSession, message: McpMessag
   const { server, ctx } = ex
   if (message.method === 'notifications/initialized') return ex.reply.code(202).send()
   const members = message.method === 'notifications/cancelled'
-    ? [session.inflight.get(JSON.stringify(message.params?.requestId ?? null))].filter((m) => m !== undefined)
+    ? [session.inflight.get(idOf(message.params?.requestId))].filter((m) => m !== undefined)
     : [...session.members.keys()]
   await Promise.all(members.map(async (member) => {
     const res = await server.toMember(session, ctx, member, message.value)
@@ -330,7 +330,7 @@ async function dispatch (ex: Exchange, session: VirtualSession, message: McpMess
 async function callTool (ex: Exchange, session: VirtualSession, message: McpMessage, name: string, args: unknown): Promise<FastifyReply> {
   const { server, ctx } = ex
   const id = message.id ?? null
-  if (await isSearchActive(ex, session)) {
+  if (server.config.toolSearch !== undefined && await isSearchActive(ex, session)) {
     if (name === SEARCH_TOOLS_NAME) {
       const parsed = parseSearchArgs(args)
       if ('error' in parsed) return answer(ex, id, toolError(parsed.error))
@@ -359,7 +359,7 @@ async function callMember (ex: Exchange, session: VirtualSession, message: McpMe
   const { server, ctx } = ex
   const id = message.id ?? null
   // The name is resolved first: the policy judges the member's tool behind it (see isToolAllowed).
-  const found = await server.resolveTool(session, ctx, name)
+  const found = server.knownTool(session, name) ?? await server.resolveTool(session, ctx, name)
   if (!server.isToolAllowed(name, found)) {
     recordDenial(ex, message, name)
     throw new PortcullisError('PORTCULLIS_ERR_POLICY_DENIED', `tool "${name}" is denied on virtual server "${server.name}"`, { id })
@@ -417,7 +417,7 @@ function recordDenial (ex: Exchange, message: McpMessage, name: string): void {
 async function forward (ex: Exchange, session: VirtualSession, member: string, body: Item, id: JsonRpcId, paramHeaders?: readonly ParamHeader[]): Promise<FastifyReply> {
   const { server, ctx } = ex
   const reply = ex.reply
-  const key = JSON.stringify(id)
+  const key = id
   session.inflight.set(key, member)
   try {
     const res = await server.toMember(session, ctx, member, body, paramHeaders)
@@ -427,9 +427,10 @@ async function forward (ex: Exchange, session: VirtualSession, member: string, b
       res.body.resume()
       return reply.code(202).send()
     }
-    const expected: Expected = { id, progressToken: asItem(asItem(body.params)._meta).progressToken }
+    const expected: Expected = { id, progressToken: asItem(asItem(body.params)._meta).progressToken, answerEnd: `,"id":${JSON.stringify(id)}}` }
     if (!String(res.headers['content-type'] ?? '').startsWith('text/event-stream')) {
-      const text = await readAll(res.body)
+      const text = await textOf(res)
+      if (isOwnAnswer(text, expected)) return reply.code(200).type('application/json').send(text)
       const parsed = parsedMessages(text)
       const messages = parsed.filter((message) => isForRequest(ex, member, message, expected))
       // The answer carries the client's own id already: relayed as the member route wrote it,
@@ -455,21 +456,34 @@ async function relayStream (ex: Exchange, session: VirtualSession, member: strin
   out.once('close', () => { if (!out.writableFinished) res.destroy() })
   const keeper = ex.opts.streamKeeper
   const kept = keeper?.add(out)
-  try {
-    const reader = new SseEventReader()
-    for await (const chunk of res.body) {
-      if (out.destroyed) break
-      for (const { event: name, data } of reader.push(chunk as Buffer)) {
-        if (name !== 'message' || data === '') continue
-        const event = relayedEvent(ex, session, member, data, expected)
-        if (event === undefined) continue
-        out.write(event)
-        if (kept !== undefined) keeper?.wrote(kept, event)
-      }
-    }
-  } catch (err) {
-    ex.ctx.log.info({ virtualServer: server.name, member, err: { message: (err as Error).message } }, 'virtual member answer relay ended early')
-  }
+  const reader = new SseEventReader()
+  const drained = (): void => { res.resumeWriter() }
+  // Each write of the member route's goes out as it is made: no stream or promise in between,
+  // and the member's upstream waits while the client drains (backpressure).
+  await new Promise<void>((resolve) => {
+    res.consume({
+      data: (chunk) => {
+        if (out.destroyed) return true
+        try {
+          for (const { event: name, data } of reader.push(typeof chunk === 'string' ? Buffer.from(chunk) : chunk)) {
+            if (name !== 'message' || data === '') continue
+            const event = relayedEvent(ex, session, member, data, expected)
+            if (event === undefined) continue
+            out.write(event)
+            if (kept !== undefined) keeper?.wrote(kept, event)
+          }
+        } catch (err) {
+          ex.ctx.log.info({ virtualServer: server.name, member, err: { message: (err as Error).message } }, 'virtual member answer relay ended early')
+          res.destroy()
+          return true
+        }
+        if (!out.writableNeedDrain) return true
+        out.once('drain', drained)
+        return false
+      },
+      end: resolve,
+    })
+  })
   out.end()
 }
 
@@ -477,7 +491,23 @@ async function relayStream (ex: Exchange, session: VirtualSession, member: strin
 interface Expected {
   readonly id: JsonRpcId
   readonly progressToken: unknown
+  /** How the request's answer ends when its id is its last member, as MCP SDK servers write it: `,"id":<id>}`. */
+  readonly answerEnd: string
 }
+
+/**
+ * The request's own answer, known without parsing it (a tools/call's result may be large): one
+ * object (no batch) with no "method" key, whose last member is the request's id. The text's
+ * last `}` closes the top-level object, so the member just before it is the object's own — and
+ * an unescaped `,"id":` cannot be inside a string. Anything else (another key order, spacing, a
+ * method) is parsed and judged (isForRequest). A text that only looks so, not being JSON, reaches
+ * the client as it would through the member's own URL, which relays the upstream's bytes too.
+ */
+function isOwnAnswer (text: string, expected: Expected): boolean {
+  return text.charCodeAt(0) === OPEN_BRACE && text.endsWith(expected.answerEnd) && !hasMethod(text)
+}
+
+const OPEN_BRACE = 0x7b
 
 /**
  * One event of a member's answer stream, for the client. Only what belongs to the forwarded
@@ -490,6 +520,7 @@ interface Expected {
 function relayedEvent (ex: Exchange, session: VirtualSession, member: string, data: string, expected: Expected): string | undefined {
   // Data on several lines (JSON may hold newlines) is written again as one line: SSE framing.
   const isOneLine = !data.includes('\n')
+  if (isOneLine && isOwnAnswer(data, expected)) return `event: message\ndata: ${data}\n\n`
   const parsed = parseJson(data)
   const message = asItem(parsed)
   // Not one JSON-RPC message (a batch, not JSON): dropped.
@@ -582,6 +613,11 @@ function listResult (ex: Exchange, result: Item): Item {
 /** A tool-level error the model reads (MCP: isError results, not protocol errors, for what the model can fix). */
 function toolError (text: string): Item {
   return { content: [{ type: 'text', text }], isError: true }
+}
+
+/** A JSON-RPC id as the in-flight table keys it: a string or a number as it is (Map tells 5 from "5"), anything else as null. */
+function idOf (value: unknown): JsonRpcId {
+  return typeof value === 'string' || typeof value === 'number' ? value : null
 }
 
 function asItem (value: unknown): Item {

@@ -6,6 +6,7 @@
  */
 import { randomUUID } from 'node:crypto'
 import type { ServerResponse } from 'node:http'
+import type { JsonRpcId } from '../errors.js'
 import type { SessionOwner } from '../upstreams/session-owners.js'
 import type { KeptStream } from '../upstreams/stream-keeper.js'
 import type { NameTable } from './names.js'
@@ -60,7 +61,7 @@ export class VirtualSession {
   resources = new Map<string, string>()
   templates: ReadonlyArray<{ readonly prefix: string, readonly member: string }> = []
   /** The client's requests in flight at a member (JSON of the id -> member): where a cancellation goes. */
-  readonly inflight = new Map<string, string>()
+  readonly inflight = new Map<JsonRpcId, string>()
   /** The client's last logging/setLevel: sent to each member opened after it too. */
   logLevel: string | undefined = undefined
   isClosed = false

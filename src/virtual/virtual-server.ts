@@ -267,6 +267,12 @@ export class VirtualServer {
    * capabilities and clientInfo), then notifications/initialized. A refusal (the member's
    * access, scopes, limits, or its failure) is returned for the caller to relay or skip.
    */
+  /** The member's session when it is open already (no await for the common case); else undefined. */
+  private openedSession (session: VirtualSession, member: string): MemberSession | undefined {
+    const pending = session.members.get(member)
+    return pending === undefined ? undefined : session.opened.get(pending)
+  }
+
   async memberSession (session: VirtualSession, ctx: VirtualContext, member: string): Promise<MemberSession | MemberRefusal> {
     let pending = session.members.get(member)
     while (pending !== undefined) {
@@ -339,7 +345,7 @@ export class VirtualServer {
    */
   async toMember (session: VirtualSession, ctx: VirtualContext, member: string, body: unknown, paramHeaders?: readonly ParamHeader[]): Promise<MemberResponse | MemberRefusal> {
     for (let attempt = 0; ; attempt++) {
-      const open = await this.memberSession(session, ctx, member)
+      const open = this.openedSession(session, member) ?? await this.memberSession(session, ctx, member)
       if (!('id' in open)) {
         this.mark(session, member, open.status < 500)
         return open
@@ -560,9 +566,12 @@ export class VirtualServer {
    * error, as at the member's URL, not as a name the virtual server does not know.
    */
   async resolveTool (session: VirtualSession, ctx: VirtualContext, merged: string): Promise<{ member: string, name: string } | undefined> {
-    const found = session.tools?.table.resolve(merged) ?? (session.stateless === undefined ? undefined : this.byPrefix(merged))
-    if (found !== undefined) return found
-    return (await this.listTools(session, ctx)).table.resolve(merged) ?? this.byPrefix(merged)
+    return this.knownTool(session, merged) ?? (await this.listTools(session, ctx)).table.resolve(merged) ?? this.byPrefix(merged)
+  }
+
+  /** resolveTool without asking the members: from the session's kept list (or, stateless, the prefix), else undefined. */
+  knownTool (session: VirtualSession, merged: string): { member: string, name: string } | undefined {
+    return session.tools?.table.resolve(merged) ?? (session.stateless === undefined ? undefined : this.byPrefix(merged))
   }
 
   private byPrefix (merged: string): { member: string, name: string } | undefined {

@@ -603,3 +603,38 @@ t.test('the client\'s log level reaches members opened after it; what a session 
     t.same(seen.find((s) => s.member === member && s.method === 'initialize')?.params?.clientInfo, { name: 'big-icons', version: '2' }, 'the client info without its large parts')
   }
 })
+
+t.test('a member\'s answer known without parsing (its id last, as SDK servers write it) passes byte for byte; a request of the member\'s that carries the client\'s id is still a request', async (t) => {
+  const app = Fastify()
+  t.teardown(() => app.close())
+  const answer = (id: number): string => `{"result":{"content":[{"type":"text","text":"id last, \\"method\\" only quoted"}]},"jsonrpc":"2.0","id":${id}}`
+  for (const member of ['github', 'memory']) {
+    app.post(`/${member}/mcp`, async (request, reply) => {
+      const message = request.body as { id?: number, method: string }
+      if (message.method === 'initialize') return reply.code(200).header('mcp-session-id', `${member}-1`).send({ jsonrpc: '2.0', id: message.id, result: { protocolVersion: '2025-11-25', capabilities: { tools: {} } } })
+      if (message.id === undefined) return reply.code(202).send()
+      if (message.method === 'tools/list') return reply.code(200).send({ jsonrpc: '2.0', id: message.id, result: { tools: [{ name: `${member}_tool`, inputSchema: { type: 'object' } }] } })
+      if (message.method !== 'tools/call') return reply.code(200).send({ jsonrpc: '2.0', id: message.id, result: {} })
+      // memory answers JSON; github a stream holding its own request (with the client's id) before the answer.
+      if (member === 'memory') return reply.code(200).type('application/json').send(answer(message.id))
+      const request_ = `{"jsonrpc":"2.0","method":"elicitation/create","params":{"message":"sure?","requestedSchema":{"type":"object"}},"id":${message.id}}`
+      return reply.code(200).type('text/event-stream').send(`event: message\ndata: ${request_}\n\nevent: message\ndata: ${answer(message.id)}\n\n`)
+    })
+    app.delete(`/${member}/mcp`, async (_request, reply) => reply.code(200).send())
+  }
+  await virtualRouteOn(app)
+  const headers = { 'content-type': 'application/json', accept: 'application/json, text/event-stream', 'mcp-protocol-version': '2025-11-25' }
+  const init = await app.inject({ method: 'POST', url: '/work/mcp', headers, payload: { jsonrpc: '2.0', id: 0, method: 'initialize', params: { protocolVersion: '2025-11-25', capabilities: { elicitation: {} }, clientInfo: { name: 't', version: '1' } } } })
+  const session = { ...headers, 'mcp-session-id': String(init.headers['mcp-session-id']) }
+  await app.inject({ method: 'POST', url: '/work/mcp', headers: session, payload: { jsonrpc: '2.0', id: 1, method: 'tools/list' } })
+  const streamed = await app.inject({ method: 'POST', url: '/work/mcp', headers: session, payload: { jsonrpc: '2.0', id: 5, method: 'tools/call', params: { name: 'github_tool', arguments: {} } } })
+  const data = streamed.body.split('\n').filter((line) => line.startsWith('data: ')).map((line) => line.slice(6))
+  t.equal(data.length, 2, 'the member\'s request and its answer')
+  const asked = JSON.parse(data[0] ?? '{}') as { id?: unknown, method?: string }
+  t.equal(asked.method, 'elicitation/create', 'the member\'s request reaches the client as a request')
+  t.not(asked.id, 5, 'with an id of the virtual layer\'s, never the client\'s own request id')
+  t.equal(data[1], answer(5), 'the answer byte for byte')
+  const json = await app.inject({ method: 'POST', url: '/work/mcp', headers: session, payload: { jsonrpc: '2.0', id: 6, method: 'tools/call', params: { name: 'memory_tool', arguments: {} } } })
+  t.equal(json.statusCode, 200)
+  t.equal(json.body, answer(6), 'a JSON answer byte for byte')
+})

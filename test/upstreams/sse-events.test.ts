@@ -1,6 +1,6 @@
 // Reading Server-Sent Events (WHATWG HTML 9.2.6): what the legacy routes and transport: sse read.
 import t from 'tap'
-import { SseEventReader } from '../../src/upstreams/sse-events.js'
+import { SseEventReader, endsOnCharBoundary } from '../../src/upstreams/sse-events.js'
 
 t.test('events split anywhere across chunks come out whole, in order', async (t) => {
   const reader = new SseEventReader()
@@ -25,6 +25,35 @@ t.test('a character cut between two chunks is not mangled', async (t) => {
   const cut = bytes.indexOf(0xe2) + 1
   t.same(reader.push(bytes.subarray(0, cut)), [])
   t.same(reader.push(bytes.subarray(cut)), [{ event: 'message', data: '{"text":"héllo ✓"}' }])
+})
+
+t.test('a stream of 1- to 4-byte characters cut at every byte, in two and three chunks, comes out whole', async (t) => {
+  const text = '{"text":"aé✓😀b"}'
+  const bytes = Buffer.from(`data: ${text}\n\ndata: ${text}\n\n`)
+  let mangled = 0
+  for (let cut = 0; cut <= bytes.length; cut++) {
+    for (let second = cut; second <= bytes.length; second++) {
+      const reader = new SseEventReader()
+      const events = [...reader.push(bytes.subarray(0, cut)), ...reader.push(bytes.subarray(cut, second)), ...reader.push(bytes.subarray(second))]
+      if (events.length !== 2 || events.some((e) => e.data !== text)) mangled++
+    }
+  }
+  t.equal(mangled, 0, 'no cut mangles a character or loses an event')
+})
+
+t.test('whether bytes end on a character boundary (the reader decodes without a decoder then)', async (t) => {
+  const at = (s: string, drop: number): boolean => { const b = Buffer.from(s); return endsOnCharBoundary(b.subarray(0, b.length - drop)) }
+  t.ok(endsOnCharBoundary(Buffer.alloc(0)), 'nothing')
+  t.ok(at('ab', 0), 'ASCII')
+  t.ok(at('aé', 0), '2 bytes, whole')
+  t.notOk(at('aé', 1), '2 bytes, cut')
+  t.ok(at('a✓', 0), '3 bytes, whole')
+  t.notOk(at('a✓', 1), '3 bytes, 2 of them')
+  t.notOk(at('a✓', 2), '3 bytes, 1 of them')
+  t.ok(at('a😀', 0), '4 bytes, whole')
+  t.notOk(at('a😀', 1), '4 bytes, 3 of them')
+  t.notOk(at('a😀', 3), '4 bytes, 1 of them')
+  t.ok(endsOnCharBoundary(Buffer.from([0x80, 0x80, 0x80, 0x80])), 'stray continuation bytes: nothing to wait for (decoded as U+FFFD)')
 })
 
 t.test('a blank line cut anywhere between two chunks ends the event where it would in one piece', async (t) => {

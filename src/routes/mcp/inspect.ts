@@ -16,7 +16,8 @@ export function inspect (call: McpCall): void {
     }
     return
   }
-  const inspection = inspectBody(request.body as Buffer | undefined)
+  // A virtual server's request to this member comes inspected already (member-entry.ts).
+  const inspection = call.inspection ?? inspectBody(request.body as Buffer | undefined)
   call.inspection = inspection
   call.trace?.describe(inspection)
 }

@@ -16,6 +16,7 @@ export function memberEntry (route: McpRoute, steps: readonly Step[]): MemberEnt
     const call = new McpCall(route, request as unknown as FastifyRequest, new InProcessReply(res) as unknown as FastifyReply)
     call.identity = request.caller.identity
     call.virtualServer = request.caller.virtualServer
+    call.inspection = request.inspection ?? null
     try {
       await runSteps(call, steps)
     } catch (err) {

@@ -18,6 +18,7 @@ export async function relay (call: McpCall): Promise<void> {
     owner: call.ownerOf(user),
     failures: call,
     res: reply.raw,
+    isInProcess: call.virtualServer !== undefined,
     log: request.log,
     ...(call.edit === null ? {} : { edit: call.edit }),
   }
