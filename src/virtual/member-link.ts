@@ -107,14 +107,34 @@ export class MemberLink {
     })
     await res.head
     if (!res.headersSent) throw signal?.reason ?? new Error(`member ${request.member} dropped the request`)
-    return {
-      status: res.statusCode,
-      headers: res.headers,
-      get body () { return res.body },
-      consume: (consumer) => { res.consume(consumer) },
-      resumeWriter: () => { res.resumeWriter() },
-      destroy: () => { res.leave() },
-    }
+    return new LinkedResponse(res)
+  }
+}
+
+/** A member's answer as its route wrote it (a class: an object literal with a getter is built through the runtime, per request). */
+class LinkedResponse implements MemberResponse {
+  readonly status: number
+  readonly headers: Readonly<Record<string, unknown>>
+
+  constructor (private readonly res: InProcessResponse) {
+    this.status = res.statusCode
+    this.headers = res.headers
+  }
+
+  get body (): Readable {
+    return this.res.body
+  }
+
+  consume (consumer: Consumer): void {
+    this.res.consume(consumer)
+  }
+
+  resumeWriter (): void {
+    this.res.resumeWriter()
+  }
+
+  destroy (): void {
+    this.res.leave()
   }
 }
 

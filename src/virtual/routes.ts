@@ -63,8 +63,21 @@ type Item = Record<string, unknown>
 /** What a virtual server offers: whatever its members offer, merged, with list changes announced. */
 const SERVER_CAPABILITIES = { tools: { listChanged: true }, prompts: { listChanged: true }, resources: { listChanged: true } }
 
+declare module 'fastify' {
+  interface FastifyRequest {
+    /** A virtual server's caller as its onRequest verified it: null with auth off; false until verified. */
+    virtualIdentity: RequestIdentity | null | false
+  }
+}
+
+/** The identity a virtual route's onRequest stored, or undefined when none was (fail closed with auth on). */
+function storedIdentity (request: FastifyRequest): RequestIdentity | null | undefined {
+  const stored = request.virtualIdentity
+  return stored === false ? undefined : stored
+}
+
 export async function virtualRoutes (app: FastifyInstance, opts: VirtualRoutesOptions): Promise<void> {
-  const identities = new WeakMap<FastifyRequest, RequestIdentity | null>()
+  app.decorateRequest('virtualIdentity', false)
   const servers = opts.virtualServers.map((config) => new VirtualServer(config, { link: opts.link, now: opts.now, idleTimeoutMs: opts.idleTimeoutOf(config), streamKeeper: opts.streamKeeper, sessions: opts.sessions?.of(config.name), isRevoked: opts.isRevoked }))
   const sweep = setInterval(() => {
     for (const server of servers) void server.sweep()
@@ -94,10 +107,10 @@ export async function virtualRoutes (app: FastifyInstance, opts: VirtualRoutesOp
       // Before the body: shutting down, audit, Origin, then the token for this virtual server's resource.
       onRequest: async (request, reply) => {
         admit({ route, request, reply })
-        identities.set(request, opts.authenticate === undefined ? null : await opts.authenticate(request, target))
+        request.virtualIdentity = opts.authenticate === undefined ? null : await opts.authenticate(request, target)
       },
       handler: async (request, reply) => {
-        const stored = identities.get(request)
+        const stored = storedIdentity(request)
         // Fail closed: with auth on, a request whose identity was not stored is no anonymous one.
         if (stored === undefined && opts.authenticate !== undefined) throw new PortcullisError('PORTCULLIS_ERR_UNAUTHORIZED', 'this MCP server needs an OAuth access token')
         const identity = stored ?? null
@@ -127,13 +140,13 @@ export async function virtualRoutes (app: FastifyInstance, opts: VirtualRoutesOp
       // Before the body: as above, with a challenge naming the resource as this client knows it (its /sse URL).
       onRequest: [async (request, reply) => {
         admit({ route, request, reply })
-        identities.set(request, opts.authenticate === undefined ? null : await opts.authenticate(request, target, true))
+        request.virtualIdentity = opts.authenticate === undefined ? null : await opts.authenticate(request, target, true)
       }],
       // A virtual server has no access list or rate limit of its own: its members judge each request.
       checkAccess: async () => {},
       charge: async () => {},
       ownerOf: (request) => {
-        const identity = identities.get(request)
+        const identity = storedIdentity(request)
         if (identity === undefined && opts.authenticate !== undefined) throw new PortcullisError('PORTCULLIS_ERR_UNAUTHORIZED', 'this MCP server needs an OAuth access token')
         return { user: userOf(identity ?? null).id, client: identity?.clientId ?? '' }
       },
@@ -171,7 +184,8 @@ async function openStream (ex: Exchange, session: VirtualSession): Promise<Fasti
   return reply
 }
 
-async function post (ex: Exchange): Promise<FastifyReply> {
+/** Not async itself (no await): the promise of the answer's own function is returned, not wrapped in one more. */
+function post (ex: Exchange): FastifyReply | Promise<FastifyReply> {
   const { request, server, ctx } = ex
   const inspection = inspectBody(request.body as Buffer | undefined)
   if (inspection.isBatch) throw new PortcullisError('PORTCULLIS_ERR_INVALID_REQUEST', 'a virtual server takes one JSON-RPC message per POST (JSON-RPC batches were removed in MCP 2025-06-18)')
@@ -276,7 +290,16 @@ async function notify (ex: Exchange, session: VirtualSession, message: McpMessag
   return ex.reply.code(202).send()
 }
 
-async function dispatch (ex: Exchange, session: VirtualSession, message: McpMessage): Promise<FastifyReply> {
+function dispatch (ex: Exchange, session: VirtualSession, message: McpMessage): FastifyReply | Promise<FastifyReply> {
+  // The request that is most of the traffic, without the switch's async frame.
+  if (message.method === 'tools/call') {
+    const params = message.params ?? {}
+    return callTool(ex, session, message, String(params.name ?? ''), params.arguments)
+  }
+  return answerHere(ex, session, message)
+}
+
+async function answerHere (ex: Exchange, session: VirtualSession, message: McpMessage): Promise<FastifyReply> {
   const { server, ctx } = ex
   const id = message.id ?? null
   const params = message.params ?? {}
@@ -293,8 +316,6 @@ async function dispatch (ex: Exchange, session: VirtualSession, message: McpMess
       return answer(ex, id, listResult(ex, { resources: await server.listResources(session, ctx) }))
     case 'resources/templates/list':
       return answer(ex, id, listResult(ex, { resourceTemplates: await server.listResourceTemplates(session, ctx) }))
-    case 'tools/call':
-      return callTool(ex, session, message, String(params.name ?? ''), params.arguments)
     case 'prompts/get': {
       const found = await server.resolvePrompt(session, ctx, String(params.name ?? ''))
       if (found === undefined) throw new PortcullisError('PORTCULLIS_ERR_INVALID_PARAMS', `no prompt named ${JSON.stringify(String(params.name ?? '').slice(0, 100))} on virtual server "${server.name}"`, { id })
@@ -327,10 +348,14 @@ async function dispatch (ex: Exchange, session: VirtualSession, message: McpMess
  * under the tool's own name (where the member's policy, limits and audit judge it). With
  * toolSearch, search_tools answers here and call_tool is a call of the tool it names.
  */
-async function callTool (ex: Exchange, session: VirtualSession, message: McpMessage, name: string, args: unknown): Promise<FastifyReply> {
+function callTool (ex: Exchange, session: VirtualSession, message: McpMessage, name: string, args: unknown): Promise<FastifyReply> {
+  return ex.server.config.toolSearch === undefined ? callMember(ex, session, message, name, args) : callToolWithSearch(ex, session, message, name, args)
+}
+
+async function callToolWithSearch (ex: Exchange, session: VirtualSession, message: McpMessage, name: string, args: unknown): Promise<FastifyReply> {
   const { server, ctx } = ex
   const id = message.id ?? null
-  if (server.config.toolSearch !== undefined && await isSearchActive(ex, session)) {
+  if (await isSearchActive(ex, session)) {
     if (name === SEARCH_TOOLS_NAME) {
       const parsed = parseSearchArgs(args)
       if ('error' in parsed) return answer(ex, id, toolError(parsed.error))
@@ -355,11 +380,16 @@ async function isSearchActive (ex: Exchange, session: VirtualSession): Promise<b
   return tools.tools.length > search.above
 }
 
-async function callMember (ex: Exchange, session: VirtualSession, message: McpMessage, name: string, args: unknown): Promise<FastifyReply> {
-  const { server, ctx } = ex
-  const id = message.id ?? null
+function callMember (ex: Exchange, session: VirtualSession, message: McpMessage, name: string, args: unknown): Promise<FastifyReply> {
   // The name is resolved first: the policy judges the member's tool behind it (see isToolAllowed).
-  const found = server.knownTool(session, name) ?? await server.resolveTool(session, ctx, name)
+  const known = ex.server.knownTool(session, name)
+  if (known !== undefined) return callResolved(ex, session, message, name, args, known)
+  return ex.server.resolveTool(session, ex.ctx, name).then((found) => callResolved(ex, session, message, name, args, found))
+}
+
+function callResolved (ex: Exchange, session: VirtualSession, message: McpMessage, name: string, args: unknown, found: { member: string, name: string } | undefined): Promise<FastifyReply> {
+  const { server } = ex
+  const id = message.id ?? null
   if (!server.isToolAllowed(name, found)) {
     recordDenial(ex, message, name)
     throw new PortcullisError('PORTCULLIS_ERR_POLICY_DENIED', `tool "${name}" is denied on virtual server "${server.name}"`, { id })
