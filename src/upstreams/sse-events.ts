@@ -57,6 +57,8 @@ export class SseEventReader {
   /** The complete events in `chunk` (with what was held from before); a partial one waits for the next chunk. */
   push (chunk: Buffer | string): SseEvent[] {
     const text = typeof chunk === 'string' ? chunk : this.decode(chunk)
+    const whole = this.parts.length === 0 ? oneMessage(text, this.maxEventBytes) : undefined
+    if (whole !== undefined) return [whole]
     const events: SseEvent[] = []
     let window = this.held + text
     let end = eventEnd(window)
@@ -92,6 +94,24 @@ export class SseEventReader {
     const event = parseEvent(block)
     if (event !== undefined) events.push(event)
   }
+}
+
+const MESSAGE_EVENT_PREFIX = 'event: message\ndata: '
+const DATA_PREFIX = 'data: '
+
+/**
+ * A chunk that is exactly one message event of one data line, as servers write most of them
+ * (`event: message` or no type, `data: …`, LF line ends, a blank line), read without splitting
+ * lines; undefined for anything else, which the general reader reads.
+ */
+function oneMessage (text: string, maxEventBytes: number): SseEvent | undefined {
+  if (text.length > maxEventBytes / 3 || !text.endsWith('\n\n')) return undefined
+  const start = text.startsWith(MESSAGE_EVENT_PREFIX) ? MESSAGE_EVENT_PREFIX.length : text.startsWith(DATA_PREFIX) ? DATA_PREFIX.length : -1
+  if (start === -1) return undefined
+  const end = text.length - 2
+  // One line of data: no other line break (a CR would be one too) before the blank line.
+  if (text.indexOf('\n', start) !== end || text.includes('\r')) return undefined
+  return { event: 'message', data: text.slice(start, end) }
 }
 
 /** One event's lines; undefined for a block of comments only (no data: the spec dispatches nothing). */

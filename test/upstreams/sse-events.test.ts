@@ -41,6 +41,27 @@ t.test('a stream of 1- to 4-byte characters cut at every byte, in two and three 
   t.equal(mangled, 0, 'no cut mangles a character or loses an event')
 })
 
+t.test('a chunk that is one whole event reads as the same event taken character by character', async (t) => {
+  const chunks = [
+    'event: message\ndata: {"id":1}\n\n',
+    'data: {"id":2}\n\n',
+    'data:  two spaces\n\n',
+    'event: message\ndata: \n\n',
+    'event: message\ndata: a\ndata: b\n\n',
+    'event: message\r\ndata: crlf\r\n\r\n',
+    'event: endpoint\ndata: /messages\n\n',
+    'id: 4\nevent: message\ndata: with an id\n\n',
+    ': comment\n\n',
+    'data: a\n\ndata: b\n\n',
+  ]
+  for (const chunk of chunks) {
+    const slow = new SseEventReader()
+    const bySteps = [...chunk].flatMap((c) => slow.push(c))
+    t.same(new SseEventReader().push(chunk), bySteps, JSON.stringify(chunk))
+  }
+  t.throws(() => new SseEventReader(8).push('data: {"id":12345}\n\n'), { code: 'SSE_EVENT_TOO_LARGE' }, 'one whole event is held to the limit too')
+})
+
 t.test('whether bytes end on a character boundary (the reader decodes without a decoder then)', async (t) => {
   const at = (s: string, drop: number): boolean => { const b = Buffer.from(s); return endsOnCharBoundary(b.subarray(0, b.length - drop)) }
   t.ok(endsOnCharBoundary(Buffer.alloc(0)), 'nothing')
