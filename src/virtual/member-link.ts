@@ -38,8 +38,16 @@ export interface MemberRequest {
   readonly requestId?: string | undefined
   readonly log: FastifyBaseLogger
   readonly signal?: AbortSignal
+  /** The client's own bytes and their inspection, when `body` is the client's message unchanged (no name to rewrite): sent as they are. */
+  readonly raw?: RawMessage | undefined
   /** A 2026-07-28 tools/call: the tool's x-mcp-header parameters, mirrored from its arguments as Mcp-Param-* headers. */
   readonly paramHeaders?: readonly ParamHeader[] | undefined
+}
+
+/** A client's message as it came: its bytes, and the inspection the virtual route made of them. */
+export interface RawMessage {
+  readonly bytes: Buffer
+  readonly inspection: McpInspection
 }
 
 export interface MemberResponse {
@@ -98,8 +106,9 @@ export class MemberLink {
       res.once('close', () => { signal.removeEventListener('abort', abort) })
     }
     const id = request.requestId ?? `virtual-${++this.ownIds}`
-    const body = request.method === 'POST' ? Buffer.from(JSON.stringify(request.body)) : undefined
-    const inspection = request.method === 'POST' ? inspected(request.body) : undefined
+    const isPost = request.method === 'POST'
+    const body = isPost ? request.raw?.bytes ?? Buffer.from(JSON.stringify(request.body)) : undefined
+    const inspection = isPost ? request.raw?.inspection ?? inspected(request.body) : undefined
     entry({ method: request.method, headers, body, inspection, ip: request.ip, id, log: request.log, caller: request.grant }, res).catch((err: unknown) => {
       // A fault of the route's own error answer: the answer is dropped, never left hanging.
       request.log.error({ err, member: request.member }, 'virtual member request failed')

@@ -7,7 +7,7 @@
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify'
 import { PortcullisError, jsonRpcError, type JsonRpcId } from '../errors.js'
 import type { VirtualServerConfig } from '../config/schema.js'
-import { inspectBody, type McpMessage } from '../mcp/jsonrpc.js'
+import { inspectBody, type McpInspection, type McpMessage } from '../mcp/jsonrpc.js'
 import { KNOWN_REVISIONS, checkMirroredHeaders, isModernRevision } from '../mcp/headers.js'
 import { paramHeadersOf, type ParamHeader } from '../mcp/param-headers.js'
 import type { Authenticator } from '../resource-server/plugin.js'
@@ -21,7 +21,7 @@ import { userOf } from '../routes/mcp/call.js'
 import { VERSION } from '../version.js'
 import { legacySseRoutes } from '../routes/legacy-sse.js'
 import type { LegacySessions } from '../routes/legacy-sessions.js'
-import { textOf, type MemberLink, type MemberResponse } from './member-link.js'
+import { textOf, type MemberLink, type MemberResponse, type RawMessage } from './member-link.js'
 import { SseEventReader } from '../upstreams/sse-events.js'
 import { CALL_TOOL_NAME, SEARCH_TOOLS_NAME, ToolIndex, parseCallToolArgs, parseSearchArgs, searchResult, toolSearchTools } from './tool-search.js'
 import { MAX_VIRTUAL_SESSIONS, MAX_VIRTUAL_SESSIONS_PER_USER, MODERN_REVISION, VirtualServer, refusalOf, type MemberRefusal, type VirtualContext } from './virtual-server.js'
@@ -115,7 +115,7 @@ export async function virtualRoutes (app: FastifyInstance, opts: VirtualRoutesOp
         if (stored === undefined && opts.authenticate !== undefined) throw new PortcullisError('PORTCULLIS_ERR_UNAUTHORIZED', 'this MCP server needs an OAuth access token')
         const identity = stored ?? null
         const ctx: VirtualContext = { grant: { identity, virtualServer: server.name }, ip: request.ip, log: request.log, requestId: request.id }
-        const exchange: Exchange = { server, ctx, request, reply, owner: { user: userOf(identity).id, client: identity?.clientId ?? '' }, opts }
+        const exchange: Exchange = { server, ctx, request, reply, owner: { user: userOf(identity).id, client: identity?.clientId ?? '' }, opts, inspection: undefined }
         if (request.method === 'POST') return post(exchange)
         const session = server.sessionOf(sessionIdOf(request), exchange.owner, ctx)
         if (request.method === 'DELETE') {
@@ -165,6 +165,8 @@ interface Exchange {
   readonly opts: VirtualRoutesOptions
   /** A 2026-07-28 request: the gateway's own results say they are complete (resultType). */
   readonly isModern?: boolean
+  /** The POST body's inspection (post): a message going to its member unchanged goes as these bytes. */
+  inspection: McpInspection | undefined
 }
 
 function sessionIdOf (request: FastifyRequest): string {
@@ -188,6 +190,7 @@ async function openStream (ex: Exchange, session: VirtualSession): Promise<Fasti
 function post (ex: Exchange): FastifyReply | Promise<FastifyReply> {
   const { request, server, ctx } = ex
   const inspection = inspectBody(request.body as Buffer | undefined)
+  ex.inspection = inspection
   if (inspection.isBatch) throw new PortcullisError('PORTCULLIS_ERR_INVALID_REQUEST', 'a virtual server takes one JSON-RPC message per POST (JSON-RPC batches were removed in MCP 2025-06-18)')
   const message = inspection.messages[0]
   if (message === undefined) throw new PortcullisError('PORTCULLIS_ERR_INVALID_REQUEST')
@@ -399,7 +402,11 @@ function callResolved (ex: Exchange, session: VirtualSession, message: McpMessag
   // 2026-07-28: the member checks Mcp-Param-* against the arguments (x-mcp-header in the tool's
   // schema, which the merged definition keeps): sent as the client mirrored them for the merged name.
   const definition = ex.isModern === true ? session.tools?.tools.find((tool) => tool.name === name) : undefined
-  return forward(ex, session, found.member, { ...message.value, params }, id, definition === undefined ? undefined : paramHeadersOf(definition.inputSchema))
+  // The client's message unchanged (the member's tool has the name the client called): its own bytes go.
+  const inspection = ex.inspection
+  const isUnchanged = message.params?.name === found.name && message.params?.arguments === args && inspection?.messages[0] === message
+  const raw = isUnchanged && inspection !== undefined ? { bytes: ex.request.body as Buffer, inspection } : undefined
+  return forward(ex, session, found.member, { ...message.value, params }, id, definition === undefined ? undefined : paramHeadersOf(definition.inputSchema), raw)
 }
 
 /** completion/complete names a prompt (merged name) or a resource (URI): routed as those are. */
@@ -444,13 +451,13 @@ function recordDenial (ex: Exchange, message: McpMessage, name: string): void {
  * route answered it, JSON as it is, an event stream event by event (progress passes; a
  * member's own request gets an id the client's answer can be routed back by).
  */
-async function forward (ex: Exchange, session: VirtualSession, member: string, body: Item, id: JsonRpcId, paramHeaders?: readonly ParamHeader[]): Promise<FastifyReply> {
+async function forward (ex: Exchange, session: VirtualSession, member: string, body: Item, id: JsonRpcId, paramHeaders?: readonly ParamHeader[], raw?: RawMessage): Promise<FastifyReply> {
   const { server, ctx } = ex
   const reply = ex.reply
   const key = id
   session.inflight.set(key, member)
   try {
-    const res = await server.toMember(session, ctx, member, body, paramHeaders)
+    const res = await server.toMember(session, ctx, member, body, paramHeaders, raw)
     if (!('body' in res)) return sendRefusal(ex, member, res, id)
     if (res.status >= 400) return sendRefusal(ex, member, await refusalOf(res), id)
     if (res.status === 202) {

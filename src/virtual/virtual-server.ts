@@ -16,7 +16,7 @@ import { META_PROTOCOL_VERSION } from '../mcp/jsonrpc.js'
 import { VERSION } from '../version.js'
 import type { StreamKeeper } from '../upstreams/stream-keeper.js'
 import type { RequestIdentity } from '../resource-server/verify-token.js'
-import { messagesOf, readAll, type MemberLink, type MemberResponse, type VirtualGrant } from './member-link.js'
+import { messagesOf, readAll, type MemberLink, type MemberResponse, type RawMessage, type VirtualGrant } from './member-link.js'
 import type { ParamHeader } from '../mcp/param-headers.js'
 import { buildNameTable, MAX_TOOL_NAME_LENGTH, type NameTable } from './names.js'
 import { VirtualSession, type ClientHello, type MemberSession, type MergedTools } from './session.js'
@@ -343,14 +343,14 @@ export class VirtualServer {
    * (404: idle, restarted, its process gone) is opened again once. Whether the member answered
    * marks it up or down (the client hears of a change through list_changed).
    */
-  async toMember (session: VirtualSession, ctx: VirtualContext, member: string, body: unknown, paramHeaders?: readonly ParamHeader[]): Promise<MemberResponse | MemberRefusal> {
+  async toMember (session: VirtualSession, ctx: VirtualContext, member: string, body: unknown, paramHeaders?: readonly ParamHeader[], raw?: RawMessage): Promise<MemberResponse | MemberRefusal> {
     for (let attempt = 0; ; attempt++) {
       const open = this.openedSession(session, member) ?? await this.memberSession(session, ctx, member)
       if (!('id' in open)) {
         this.mark(session, member, open.status < 500)
         return open
       }
-      const res = await this.deps.link.send({ method: 'POST', member, sessionId: open.id === '' ? undefined : open.id, protocolVersion: open.protocolVersion, body, paramHeaders, ...ctx })
+      const res = await this.deps.link.send({ method: 'POST', member, sessionId: open.id === '' ? undefined : open.id, protocolVersion: open.protocolVersion, body, raw, paramHeaders, ...ctx })
       if (res.status === 404 && attempt === 0 && session.stateless === undefined) {
         res.body.resume()
         this.forget(session, member, open)

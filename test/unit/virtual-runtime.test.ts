@@ -638,3 +638,36 @@ t.test('a member\'s answer known without parsing (its id last, as SDK servers wr
   t.equal(json.statusCode, 200)
   t.equal(json.body, answer(6), 'a JSON answer byte for byte')
 })
+
+t.test('a tools/call whose name the member knows as it is goes to the member as the client\'s own bytes; a renamed one is re-encoded', async (t) => {
+  const app = Fastify()
+  t.teardown(() => app.close())
+  // The stand-in members see the bytes they are sent.
+  app.removeAllContentTypeParsers()
+  app.addContentTypeParser('*', { parseAs: 'string' }, (_request, body, done) => { done(null, body) })
+  const seen: string[] = []
+  for (const member of ['github', 'memory']) {
+    app.post(`/${member}/mcp`, async (request, reply) => {
+      const text = request.body as string
+      const message = JSON.parse(text) as { id?: number, method: string }
+      if (message.method === 'initialize') return reply.code(200).header('mcp-session-id', `${member}-1`).send({ jsonrpc: '2.0', id: message.id, result: { protocolVersion: '2025-11-25', capabilities: { tools: {} } } })
+      if (message.id === undefined) return reply.code(202).send()
+      if (message.method === 'tools/list') return reply.code(200).send({ jsonrpc: '2.0', id: message.id, result: { tools: [{ name: 'same', inputSchema: { type: 'object' } }, { name: `${member}_only`, inputSchema: { type: 'object' } }] } })
+      seen.push(text)
+      return reply.code(200).send({ jsonrpc: '2.0', id: message.id, result: { content: [] } })
+    })
+    app.delete(`/${member}/mcp`, async (_request, reply) => reply.code(200).send())
+  }
+  await virtualRouteOn(app)
+  const headers = { 'content-type': 'application/json', accept: 'application/json, text/event-stream', 'mcp-protocol-version': '2025-11-25' }
+  const init = await app.inject({ method: 'POST', url: '/work/mcp', headers, payload: { jsonrpc: '2.0', id: 0, method: 'initialize', params: { protocolVersion: '2025-11-25', capabilities: {}, clientInfo: { name: 't', version: '1' } } } })
+  const session = { ...headers, 'mcp-session-id': String(init.headers['mcp-session-id']) }
+  await app.inject({ method: 'POST', url: '/work/mcp', headers: session, payload: { jsonrpc: '2.0', id: 1, method: 'tools/list' } })
+  // A number JSON.parse cannot hold exactly, and spacing JSON.stringify would not keep.
+  const own = '{ "jsonrpc": "2.0", "id": 2, "method": "tools/call", "params": { "name": "memory_only", "arguments": { "n": 12345678901234567890 } } }'
+  t.equal((await app.inject({ method: 'POST', url: '/work/mcp', headers: session, payload: own })).statusCode, 200)
+  t.equal(seen[0], own, 'unchanged: the client\'s bytes, exactly')
+  const renamed = '{ "jsonrpc": "2.0", "id": 3, "method": "tools/call", "params": { "name": "github__same", "arguments": { "n": 1 } } }'
+  t.equal((await app.inject({ method: 'POST', url: '/work/mcp', headers: session, payload: renamed })).statusCode, 200)
+  t.same(JSON.parse(seen[1] ?? '{}'), { jsonrpc: '2.0', id: 3, method: 'tools/call', params: { name: 'same', arguments: { n: 1 } } }, 'renamed: the member\'s own name')
+})
