@@ -34,14 +34,24 @@ export type TokenCheckResult = 'ok' | 'missing' | 'insufficient_scope' | 'api_ke
  * MCP client answering a challenge would start a browser flow a script cannot finish.
  */
 export function createAuthenticator (catalog: ResourceCatalog, verifier: TokenVerifier, isGatewayWideAllowed: boolean, onResult: (result: TokenCheckResult) => void = () => {}, apiKeys?: ApiKeyVerifier): Authenticator {
+  // The audiences a server's token may carry, built once per server (not per request).
+  const audiencesOf = new Map<string, readonly string[]>()
+  const audiences = (name: string): readonly string[] => {
+    let known = audiencesOf.get(name)
+    if (known === undefined) {
+      known = isGatewayWideAllowed ? [catalog.urlOf(name), catalog.publicUrl] : [catalog.urlOf(name)]
+      audiencesOf.set(name, known)
+    }
+    return known
+  }
   return async (request, server, legacy = false) => {
-    const resourceMetadata = legacy ? catalog.legacyMetadataUrlOf(server.name) : catalog.metadataUrlOf(server.name)
-    const challengeScopes = catalog.challengeScopes(server)
+    // What a challenge names: only worked out for a refusal (a virtual server's scopes are its members').
+    const metadataUrl = (): string => legacy ? catalog.legacyMetadataUrlOf(server.name) : catalog.metadataUrlOf(server.name)
     const header = request.headers.authorization
     if (header === undefined || header === '') {
       onResult('missing')
       throw new PortcullisError('PORTCULLIS_ERR_UNAUTHORIZED', 'this MCP server needs an OAuth access token', {
-        headers: { 'www-authenticate': bearerChallenge({ resourceMetadata, scopes: challengeScopes }) },
+        headers: { 'www-authenticate': bearerChallenge({ resourceMetadata: metadataUrl(), scopes: catalog.challengeScopes(server) }) },
       })
     }
     const token = BEARER_RE.exec(header)?.[1]
@@ -51,15 +61,14 @@ export function createAuthenticator (catalog: ResourceCatalog, verifier: TokenVe
       if (apiKeys !== undefined && isApiKey(token)) {
         identity = await apiKeys.verify(token)
       } else {
-        const audiences = isGatewayWideAllowed ? [catalog.urlOf(server.name), catalog.publicUrl] : [catalog.urlOf(server.name)]
-        identity = await verifier.verify(token, audiences)
+        identity = await verifier.verify(token, audiences(server.name))
       }
     } catch (err) {
       if (!(err instanceof TokenError)) throw err
       onResult(err.reason)
       request.log.info({ server: server.name, reason: err.reason }, 'access token refused')
       throw new PortcullisError('PORTCULLIS_ERR_UNAUTHORIZED', err.message, {
-        headers: { 'www-authenticate': bearerChallenge({ resourceMetadata, scopes: challengeScopes, error: 'invalid_token', description: err.message }) },
+        headers: { 'www-authenticate': bearerChallenge({ resourceMetadata: metadataUrl(), scopes: catalog.challengeScopes(server), error: 'invalid_token', description: err.message }) },
       })
     }
     if (identity.keyId !== undefined && !identity.servers?.includes(server.name)) {
@@ -73,7 +82,7 @@ export function createAuthenticator (catalog: ResourceCatalog, verifier: TokenVe
       onResult('insufficient_scope')
       request.log.info({ server: server.name, user: identity.name, missing }, 'access token lacks a required scope')
       throw new PortcullisError('PORTCULLIS_ERR_INSUFFICIENT_SCOPE', `needs ${missing.join(', ')}`, {
-        headers: { 'www-authenticate': bearerChallenge({ resourceMetadata, scopes: required, error: 'insufficient_scope', description: `this MCP server needs the scope(s): ${required.join(' ')}` }) },
+        headers: { 'www-authenticate': bearerChallenge({ resourceMetadata: metadataUrl(), scopes: required, error: 'insufficient_scope', description: `this MCP server needs the scope(s): ${required.join(' ')}` }) },
       })
     }
     onResult('ok')
