@@ -18,7 +18,7 @@ import { Readable } from 'node:stream'
 
 type HeaderValue = number | string | readonly string[]
 
-/** A Readable's default highWaterMark: what is kept for a reader that has not chosen yet before the writer waits. */
+/** A Readable's default highWaterMark (16 Ki; counted in characters for strings, bytes for Buffers): what is kept for a reader that has not chosen yet before the writer waits. */
 const PENDING_HIGH_WATER_MARK = 16 * 1024
 
 export interface Consumer {
@@ -43,8 +43,10 @@ export class InProcessResponse extends EventEmitter {
   /** Written before the reader chose how to read (undefined once it has). */
   private pending: Array<string | Buffer> | undefined = []
   private pendingBytes = 0
-  /** The bytes' end has been passed to the reader, or is kept for it (pending). */
+  /** The bytes' end has come (end or destroy): passed to the reader, or kept for it (pending). */
   private isEndPassed = false
+  /** The reader has been given the end: nothing more goes to it. */
+  private isEndDelivered = false
   private readable: Readable | undefined
   private consumer: Consumer | undefined
 
@@ -174,6 +176,8 @@ export class InProcessResponse extends EventEmitter {
   private passEnd (): void {
     if (this.isEndPassed) return
     this.isEndPassed = true
+    if (this.consumer === undefined && this.readable === undefined) return
+    this.isEndDelivered = true
     if (this.consumer !== undefined) this.consumer.end()
     else this.readable?.push(null)
   }
@@ -182,8 +186,15 @@ export class InProcessResponse extends EventEmitter {
   private takePending (data: (chunk: string | Buffer) => unknown, end: () => void): void {
     const pending = this.pending ?? []
     this.pending = undefined
-    for (const chunk of pending) data(chunk)
-    if (this.isEndPassed) end()
+    for (const chunk of pending) {
+      // The reader may destroy the response while it reads (its client left): nothing after the end.
+      if (this.isEndDelivered) return
+      data(chunk)
+    }
+    if (this.isEndPassed && !this.isEndDelivered) {
+      this.isEndDelivered = true
+      end()
+    }
   }
 
   private sendHead (): void {

@@ -402,11 +402,14 @@ function callResolved (ex: Exchange, session: VirtualSession, message: McpMessag
   // 2026-07-28: the member checks Mcp-Param-* against the arguments (x-mcp-header in the tool's
   // schema, which the merged definition keeps): sent as the client mirrored them for the merged name.
   const definition = ex.isModern === true ? session.tools?.tools.find((tool) => tool.name === name) : undefined
-  // The client's message unchanged (the member's tool has the name the client called): its own bytes go.
+  const paramHeaders = definition === undefined ? undefined : paramHeadersOf(definition.inputSchema)
+  // The client's message unchanged (the member's tool has the name the client called): its own
+  // bytes go. Not with Mcp-Param-* headers: those are written from the parsed arguments, which
+  // the client's text of a number (1.0, 1e3, 20 digits) need not match.
   const inspection = ex.inspection
-  const isUnchanged = message.params?.name === found.name && message.params?.arguments === args && inspection?.messages[0] === message
+  const isUnchanged = message.params?.name === found.name && message.params?.arguments === args && inspection?.messages[0] === message && (paramHeaders === undefined || paramHeaders.length === 0)
   const raw = isUnchanged && inspection !== undefined ? { bytes: ex.request.body as Buffer, inspection } : undefined
-  return forward(ex, session, found.member, { ...message.value, params }, id, definition === undefined ? undefined : paramHeadersOf(definition.inputSchema), raw)
+  return forward(ex, session, found.member, { ...message.value, params }, id, paramHeaders, raw)
 }
 
 /** completion/complete names a prompt (merged name) or a resource (URI): routed as those are. */
@@ -464,15 +467,14 @@ async function forward (ex: Exchange, session: VirtualSession, member: string, b
       res.body.resume()
       return reply.code(202).send()
     }
-    const expected: Expected = { id, progressToken: asItem(asItem(body.params)._meta).progressToken, answerEnd: `,"id":${JSON.stringify(id)}}` }
+    const expected: Expected = { id, progressToken: asItem(asItem(body.params)._meta).progressToken }
     if (!String(res.headers['content-type'] ?? '').startsWith('text/event-stream')) {
       const text = await textOf(res)
-      if (isOwnAnswer(text, expected)) return reply.code(200).type('application/json').send(text)
       const parsed = parsedMessages(text)
       const messages = parsed.filter((message) => isForRequest(ex, member, message, expected))
       // The answer carries the client's own id already: relayed as the member route wrote it,
       // unless it holds a server->client request (whose id is rewritten), or is not one message.
-      if (text !== '' && parsed.length === 1 && messages.length === 1 && !hasMethod(text)) return reply.code(200).type('application/json').send(text)
+      if (parsed.length === 1 && messages.length === 1 && !('method' in (messages[0] as Item))) return reply.code(200).type('application/json').send(text)
       if (messages.length === 0) throw new PortcullisError('PORTCULLIS_ERR_UPSTREAM_UNAVAILABLE', `member "${member}" of virtual server "${server.name}" gave no answer to the request`, { id })
       const relayed = messages.map((message) => server.fromMember(member, message))
       return reply.code(200).type('application/json').send(relayed.length === 1 ? relayed[0] : relayed)
@@ -488,19 +490,26 @@ async function relayStream (ex: Exchange, session: VirtualSession, member: strin
   const { reply, server } = ex
   reply.hijack()
   const out = reply.raw
-  out.writeHead(200, { 'content-type': 'text/event-stream', 'cache-control': 'no-cache', 'x-accel-buffering': 'no' })
   // The client left: the member's answer is not read further (the member route sees its client go).
+  if (out.destroyed) {
+    res.destroy()
+    return
+  }
+  out.writeHead(200, { 'content-type': 'text/event-stream', 'cache-control': 'no-cache', 'x-accel-buffering': 'no' })
   out.once('close', () => { if (!out.writableFinished) res.destroy() })
   const keeper = ex.opts.streamKeeper
   const kept = keeper?.add(out)
   const reader = new SseEventReader()
-  const drained = (): void => { res.resumeWriter() }
-  // Each write of the member route's goes out as it is made: no stream or promise in between,
-  // and the member's upstream waits while the client drains (backpressure).
+  // Each write of the member route's goes out as it is made: no stream or promise in between.
+  // The client's own buffering is the limit, as it was when a stream stood between (the
+  // in-process client of a 2024-11-05 session has no socket to wait for).
   await new Promise<void>((resolve) => {
     res.consume({
       data: (chunk) => {
-        if (out.destroyed) return true
+        if (out.destroyed) {
+          res.destroy()
+          return true
+        }
         try {
           for (const { event: name, data } of reader.push(typeof chunk === 'string' ? Buffer.from(chunk) : chunk)) {
             if (name !== 'message' || data === '') continue
@@ -512,11 +521,8 @@ async function relayStream (ex: Exchange, session: VirtualSession, member: strin
         } catch (err) {
           ex.ctx.log.info({ virtualServer: server.name, member, err: { message: (err as Error).message } }, 'virtual member answer relay ended early')
           res.destroy()
-          return true
         }
-        if (!out.writableNeedDrain) return true
-        out.once('drain', drained)
-        return false
+        return true
       },
       end: resolve,
     })
@@ -528,23 +534,7 @@ async function relayStream (ex: Exchange, session: VirtualSession, member: strin
 interface Expected {
   readonly id: JsonRpcId
   readonly progressToken: unknown
-  /** How the request's answer ends when its id is its last member, as MCP SDK servers write it: `,"id":<id>}`. */
-  readonly answerEnd: string
 }
-
-/**
- * The request's own answer, known without parsing it (a tools/call's result may be large): one
- * object (no batch) with no "method" key, whose last member is the request's id. The text's
- * last `}` closes the top-level object, so the member just before it is the object's own — and
- * an unescaped `,"id":` cannot be inside a string. Anything else (another key order, spacing, a
- * method) is parsed and judged (isForRequest). A text that only looks so, not being JSON, reaches
- * the client as it would through the member's own URL, which relays the upstream's bytes too.
- */
-function isOwnAnswer (text: string, expected: Expected): boolean {
-  return text.charCodeAt(0) === OPEN_BRACE && text.endsWith(expected.answerEnd) && !hasMethod(text)
-}
-
-const OPEN_BRACE = 0x7b
 
 /**
  * One event of a member's answer stream, for the client. Only what belongs to the forwarded
@@ -557,7 +547,6 @@ const OPEN_BRACE = 0x7b
 function relayedEvent (ex: Exchange, session: VirtualSession, member: string, data: string, expected: Expected): string | undefined {
   // Data on several lines (JSON may hold newlines) is written again as one line: SSE framing.
   const isOneLine = !data.includes('\n')
-  if (isOneLine && isOwnAnswer(data, expected)) return `event: message\ndata: ${data}\n\n`
   const parsed = parseJson(data)
   const message = asItem(parsed)
   // Not one JSON-RPC message (a batch, not JSON): dropped.
@@ -568,11 +557,14 @@ function relayedEvent (ex: Exchange, session: VirtualSession, member: string, da
   return isOneLine && !isRequest ? `event: message\ndata: ${data}\n\n` : sseMessageEvent(ex.server.fromMember(member, message))
 }
 
-/** An answer with the forwarded request's id, progress with its token, or any other message with a method. */
+/**
+ * An answer with the forwarded request's id (and no method key at all: a client would read one
+ * with a method as a request), progress with its token, or any other message with a method.
+ */
 function isForRequest (ex: Exchange, member: string, message: Item, expected: Expected): boolean {
   const method = message.method
   const isOwn = typeof method !== 'string'
-    ? message.id === expected.id
+    ? !('method' in message) && message.id === expected.id
     : method !== 'notifications/progress' || (expected.progressToken !== undefined && asItem(message.params).progressToken === expected.progressToken)
   if (!isOwn) ex.ctx.log.debug({ virtualServer: ex.server.name, member, method }, 'virtual member message dropped: not for the request it answers')
   return isOwn
@@ -584,11 +576,6 @@ function parseJson (text: string): unknown {
   } catch {
     return undefined
   }
-}
-
-/** A key "method" in the JSON text (inside a string it would be escaped: \"method\"). */
-function hasMethod (text: string): boolean {
-  return text.includes('"method"')
 }
 
 /** The JSON-RPC messages of a member's JSON text: one, a batch, or none when it is not JSON. */

@@ -76,3 +76,27 @@ t.test('a message the gateway built from one it inspected is judged as the same 
   }
   t.throws(() => inspectValue({ jsonrpc: '1.0', id: 1, method: 'ping' }), { code: 'PORTCULLIS_ERR_INVALID_REQUEST' }, 'not JSON-RPC 2.0: refused as inspectBody refuses it')
 })
+
+t.test('a consumer that destroys the response while it is handed what came before gets nothing more, and the end once', async (t) => {
+  const res = new InProcessResponse()
+  res.write('first')
+  res.write('second')
+  let ends = 0
+  const got: string[] = []
+  res.consume({
+    data: (chunk) => {
+      got.push(String(chunk))
+      res.destroy()
+      return true
+    },
+    end: () => { ends++ },
+  })
+  t.same(got, ['first'], 'nothing after the reader left')
+  t.equal(ends, 1, 'the end once')
+  const ended = new InProcessResponse()
+  ended.write('a')
+  ended.end('b')
+  let endedEnds = 0
+  ended.consume({ data: () => { ended.destroy(); return true }, end: () => { endedEnds++ } })
+  t.equal(endedEnds, 1, 'an answer already complete: the end once too')
+})

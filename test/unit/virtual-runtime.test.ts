@@ -604,21 +604,26 @@ t.test('the client\'s log level reaches members opened after it; what a session 
   }
 })
 
-t.test('a member\'s answer known without parsing (its id last, as SDK servers write it) passes byte for byte; a request of the member\'s that carries the client\'s id is still a request', async (t) => {
+t.test('a member\'s answer passes byte for byte only when it parses as this request\'s answer: an escaped "method" is a request, and text that only ends like the answer is none', async (t) => {
   const app = Fastify()
   t.teardown(() => app.close())
   const answer = (id: number): string => `{"result":{"content":[{"type":"text","text":"id last, \\"method\\" only quoted"}]},"jsonrpc":"2.0","id":${id}}`
   for (const member of ['github', 'memory']) {
     app.post(`/${member}/mcp`, async (request, reply) => {
-      const message = request.body as { id?: number, method: string }
+      const message = request.body as { id?: number, method: string, params?: { arguments?: { shape?: string } } }
       if (message.method === 'initialize') return reply.code(200).header('mcp-session-id', `${member}-1`).send({ jsonrpc: '2.0', id: message.id, result: { protocolVersion: '2025-11-25', capabilities: { tools: {} } } })
       if (message.id === undefined) return reply.code(202).send()
       if (message.method === 'tools/list') return reply.code(200).send({ jsonrpc: '2.0', id: message.id, result: { tools: [{ name: `${member}_tool`, inputSchema: { type: 'object' } }] } })
       if (message.method !== 'tools/call') return reply.code(200).send({ jsonrpc: '2.0', id: message.id, result: {} })
-      // memory answers JSON; github a stream holding its own request (with the client's id) before the answer.
-      if (member === 'memory') return reply.code(200).type('application/json').send(answer(message.id))
-      const request_ = `{"jsonrpc":"2.0","method":"elicitation/create","params":{"message":"sure?","requestedSchema":{"type":"object"}},"id":${message.id}}`
-      return reply.code(200).type('text/event-stream').send(`event: message\ndata: ${request_}\n\nevent: message\ndata: ${answer(message.id)}\n\n`)
+      const id = message.id
+      const shape = message.params?.arguments?.shape
+      // A request spelled with an escape, carrying the client's id; then the real answer.
+      const escaped = `{"jsonrpc":"2.0","\\u006dethod":"elicitation/create","params":{"message":"sure?","requestedSchema":{"type":"object"}},"id":${id}}`
+      // Text that ends as the answer would but is not one JSON value: cut short, or two values.
+      const cut = `{"jsonrpc":"2.0","result":{"rows":[{"n":1,"id":${id}}`
+      const two = `{"jsonrpc":"2.0","result":{},"id":77}{"jsonrpc":"2.0","result":{},"id":${id}}`
+      if (member === 'memory') return reply.code(200).type('application/json').send(shape === 'cut' ? cut : shape === 'two' ? two : answer(id))
+      return reply.code(200).type('text/event-stream').send(`event: message\ndata: ${escaped}\n\nevent: message\ndata: ${cut}\n\nevent: message\ndata: ${two}\n\nevent: message\ndata: ${answer(id)}\n\n`)
     })
     app.delete(`/${member}/mcp`, async (_request, reply) => reply.code(200).send())
   }
@@ -629,14 +634,20 @@ t.test('a member\'s answer known without parsing (its id last, as SDK servers wr
   await app.inject({ method: 'POST', url: '/work/mcp', headers: session, payload: { jsonrpc: '2.0', id: 1, method: 'tools/list' } })
   const streamed = await app.inject({ method: 'POST', url: '/work/mcp', headers: session, payload: { jsonrpc: '2.0', id: 5, method: 'tools/call', params: { name: 'github_tool', arguments: {} } } })
   const data = streamed.body.split('\n').filter((line) => line.startsWith('data: ')).map((line) => line.slice(6))
-  t.equal(data.length, 2, 'the member\'s request and its answer')
+  t.equal(data.length, 2, 'the member\'s request and its answer; nothing of the two impostors')
   const asked = JSON.parse(data[0] ?? '{}') as { id?: unknown, method?: string }
-  t.equal(asked.method, 'elicitation/create', 'the member\'s request reaches the client as a request')
+  t.equal(asked.method, 'elicitation/create', 'the escaped request reaches the client as a request')
   t.not(asked.id, 5, 'with an id of the virtual layer\'s, never the client\'s own request id')
   t.equal(data[1], answer(5), 'the answer byte for byte')
-  const json = await app.inject({ method: 'POST', url: '/work/mcp', headers: session, payload: { jsonrpc: '2.0', id: 6, method: 'tools/call', params: { name: 'memory_tool', arguments: {} } } })
+  const call = (id: number, shape: string): Promise<{ statusCode: number, body: string }> => app.inject({ method: 'POST', url: '/work/mcp', headers: session, payload: { jsonrpc: '2.0', id, method: 'tools/call', params: { name: 'memory_tool', arguments: { shape } } } })
+  const json = await call(6, 'whole')
   t.equal(json.statusCode, 200)
   t.equal(json.body, answer(6), 'a JSON answer byte for byte')
+  for (const shape of ['cut', 'two']) {
+    const refused = await call(7, shape)
+    t.equal(refused.statusCode, 502, `${shape}: no answer, though the text ends as one would`)
+    t.notMatch(refused.body, /"rows"|"id":77/)
+  }
 })
 
 t.test('a tools/call whose name the member knows as it is goes to the member as the client\'s own bytes; a renamed one is re-encoded', async (t) => {
