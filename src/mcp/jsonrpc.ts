@@ -88,22 +88,17 @@ export function inspectBody (body: Buffer | undefined): McpInspection {
     const messages = parsed.map((item, index) => classify(item, index))
     return { isBatch: true, messages, requestIds: requestIdsOf(messages), modernVersion: undefined }
   }
-  const message = classify(parsed, undefined)
-  return {
-    isBatch: false,
-    messages: [message],
-    requestIds: message.kind === 'request' ? [message.id ?? null] : [],
-    modernVersion: modernVersionOf(message),
-  }
+  return inspectValue(parsed)
 }
 
 /**
- * One message the gateway itself built from a body inspectBody accepted (a virtual server's
- * request to a member: the client's message, re-addressed), judged as inspectBody judges its
- * JSON text, without the text: JSON.stringify of such a value has no duplicate key, no
- * `__proto__` and the depth inspectBody allowed, so scanning it would find nothing.
+ * One message judged as inspectBody judges it once its JSON text has been scanned. Also for a
+ * message the gateway itself built from a body inspectBody accepted (a virtual server's request
+ * to a member: the client's message, re-addressed), without the text: JSON.stringify of such a
+ * value has no duplicate key, no `__proto__` and the depth inspectBody allowed, so scanning it
+ * would find nothing.
  */
-export function inspectValue (value: Readonly<Record<string, unknown>>): McpInspection {
+export function inspectValue (value: unknown): McpInspection {
   const message = classify(value, undefined)
   return {
     isBatch: false,
