@@ -3,7 +3,7 @@
 import t from 'tap'
 import type { ServerResponse } from 'node:http'
 import { PassThrough } from 'node:stream'
-import Fastify, { type FastifyInstance } from 'fastify'
+import Fastify, { type FastifyInstance, type FastifyReply } from 'fastify'
 import { parseConfig } from '../../src/config/load.js'
 import { MemberLink, readAll, type InProcessRequest, type MemberEntry } from '../../src/virtual/member-link.js'
 import { LegacySessions } from '../../src/routes/legacy-sessions.js'
@@ -458,6 +458,19 @@ async function virtualRouteOn (app: FastifyInstance): Promise<void> {
   })
 }
 
+/** A stand-in member route: it opens sessions, accepts notifications, lists `<member>_tool`, answers other requests empty, and leaves tools/call to `onCall`. */
+interface StandInCall { id: number, method: string, params?: { _meta?: { progressToken?: unknown }, arguments?: { shape?: string } } }
+function standInMember (app: FastifyInstance, member: string, onCall: (message: StandInCall, reply: FastifyReply) => Promise<unknown>): void {
+  app.post(`/${member}/mcp`, async (request, reply) => {
+    const message = request.body as Omit<StandInCall, 'id'> & { id?: number }
+    if (message.method === 'initialize') return reply.code(200).header('mcp-session-id', `${member}-1`).send({ jsonrpc: '2.0', id: message.id, result: { protocolVersion: '2025-11-25', capabilities: { tools: {} } } })
+    if (message.id === undefined) return reply.code(202).send()
+    if (message.method === 'tools/list') return reply.code(200).send({ jsonrpc: '2.0', id: message.id, result: { tools: [{ name: `${member}_tool`, inputSchema: { type: 'object' } }] } })
+    if (message.method !== 'tools/call') return reply.code(200).send({ jsonrpc: '2.0', id: message.id, result: {} })
+    return onCall({ ...message, id: message.id }, reply)
+  })
+}
+
 const sse = (...messages: unknown[]): string => messages.map((m) => `event: message\ndata: ${JSON.stringify(m)}\n\n`).join('')
 
 t.test('a member cannot forge another request\'s answer: on a POST stream only its own id and progress token pass; a GET stream carries no answers', async (t) => {
@@ -465,12 +478,7 @@ t.test('a member cannot forge another request\'s answer: on a POST stream only i
   t.teardown(() => app.close())
   let streamed = ''
   for (const member of ['github', 'memory']) {
-    app.post(`/${member}/mcp`, async (request, reply) => {
-      const message = request.body as { id?: number, method: string, params?: { _meta?: { progressToken?: unknown } } }
-      if (message.method === 'initialize') return reply.code(200).header('mcp-session-id', `${member}-1`).send({ jsonrpc: '2.0', id: message.id, result: { protocolVersion: '2025-11-25', capabilities: { tools: {} } } })
-      if (message.id === undefined) return reply.code(202).send()
-      if (message.method === 'tools/list') return reply.code(200).send({ jsonrpc: '2.0', id: message.id, result: { tools: [{ name: `${member}_tool`, inputSchema: { type: 'object' } }] } })
-      if (message.method !== 'tools/call') return reply.code(200).send({ jsonrpc: '2.0', id: message.id, result: {} })
+    standInMember(app, member, async (message, reply) => {
       if (member === 'memory') return reply.code(200).send({ jsonrpc: '2.0', id: 77, result: { content: [{ type: 'text', text: 'forged, as JSON' }] } })
       const token = message.params?._meta?.progressToken
       return reply.code(200).type('text/event-stream').send(sse(
@@ -609,12 +617,7 @@ t.test('a member\'s answer passes byte for byte only when it parses as this requ
   t.teardown(() => app.close())
   const answer = (id: number): string => `{"result":{"content":[{"type":"text","text":"id last, \\"method\\" only quoted"}]},"jsonrpc":"2.0","id":${id}}`
   for (const member of ['github', 'memory']) {
-    app.post(`/${member}/mcp`, async (request, reply) => {
-      const message = request.body as { id?: number, method: string, params?: { arguments?: { shape?: string } } }
-      if (message.method === 'initialize') return reply.code(200).header('mcp-session-id', `${member}-1`).send({ jsonrpc: '2.0', id: message.id, result: { protocolVersion: '2025-11-25', capabilities: { tools: {} } } })
-      if (message.id === undefined) return reply.code(202).send()
-      if (message.method === 'tools/list') return reply.code(200).send({ jsonrpc: '2.0', id: message.id, result: { tools: [{ name: `${member}_tool`, inputSchema: { type: 'object' } }] } })
-      if (message.method !== 'tools/call') return reply.code(200).send({ jsonrpc: '2.0', id: message.id, result: {} })
+    standInMember(app, member, async (message, reply) => {
       const id = message.id
       const shape = message.params?.arguments?.shape
       // A request spelled with an escape, carrying the client's id; then the real answer.
