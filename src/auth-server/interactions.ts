@@ -36,6 +36,11 @@ export interface InteractionRoutesOptions {
   readonly idp: IdpSignIn
   /** Users an administrator blocked (admin/blocked-users.ts): refused here with a page that says so. */
   readonly isUserBlocked?: (accountId: string) => boolean
+  /**
+   * The gateway's clock (BuildOptions.now), the one the store expires entries by: the sign-in
+   * throttle's waits and the remembered consent's expiry are compared with the store's times.
+   */
+  readonly now?: () => number
 }
 
 const BLOCKED_PAGE = messagePage('Not allowed', 'Your account is blocked on this gateway.', 'Ask the gateway operator if you think you should have access.')
@@ -81,8 +86,9 @@ function minutes (ms: number): number {
 
 export async function interactionRoutes (app: FastifyInstance, opts: InteractionRoutesOptions): Promise<void> {
   const { provider, config, store, keys, users, catalog, idp } = opts
+  const now = opts.now ?? Date.now
   const externalAccounts = new ExternalAccounts(store)
-  const throttle = new SignInThrottle(store, config.auth.login, () => Date.now())
+  const throttle = new SignInThrottle(store, config.auth.login, now)
 
   // These pages hand their requests to oidc-provider (interactionDetails/Finished): same public origin.
   const publicOrigin = new URL(config.publicUrl)
@@ -310,7 +316,7 @@ export async function interactionRoutes (app: FastifyInstance, opts: Interaction
     for (const [indicator, scopes] of Object.entries(promptDetails.missingResourceScopes ?? {})) grant.addResourceScope(indicator, scopes.join(' '))
     const grantId = await grant.save()
     // Remembered across browser sessions until the grant itself expires.
-    await store.kvSet(consentKey(accountId, clientId), grantId, Date.now() + config.auth.refreshTokenTtl)
+    await store.kvSet(consentKey(accountId, clientId), grantId, now() + config.auth.refreshTokenTtl)
     request.log.info({ user: accountId, clientId }, 'consent granted')
     reply.hijack()
     await provider.interactionFinished(request.raw, reply.raw, { consent: { grantId } }, { mergeWithLastSubmission: true })

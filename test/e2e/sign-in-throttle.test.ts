@@ -6,17 +6,18 @@ import { createHash, randomBytes } from 'node:crypto'
 import { hashPassword } from '../../src/auth-server/password.js'
 import { HeadlessBrowser, REDIRECT_URL } from '../oauth-helpers.js'
 import { startGateway, startUpstream, type RunningGateway, type Teardown } from '../helpers.js'
+import { MemoryStore } from '../../src/store/memory-store.js'
 
 const PASSWORD = 'correct horse battery staple'
 const passwordHash = await hashPassword(PASSWORD)
 
-async function gateway (t: Teardown, login: Record<string, unknown> = {}): Promise<RunningGateway> {
+async function gateway (t: Teardown, login: Record<string, unknown> = {}, options: Parameters<typeof startGateway>[3] = {}): Promise<RunningGateway> {
   const upstream = await startUpstream(t)
   return startGateway(t, {
     trustProxy: true,
     auth: { users: [{ username: 'alice', passwordHash }], login },
     servers: [{ name: 'alpha', transport: 'http', url: upstream.url }],
-  })
+  }, {}, options)
 }
 
 /** A browser whose requests come from `ip`. */
@@ -101,4 +102,32 @@ t.test('failed usernames are logged as a short hash, never verbatim', async (t) 
   const line = gw.logs.lines.map((l) => JSON.parse(l) as Record<string, unknown>).find((l) => l.msg === 'sign-in failed')
   t.match(line, { userHash: /^[\w-]{12}$/, ip: '203.0.113.69' }, 'a 12-character hash ties attempts together')
   t.notOk(line !== undefined && 'user' in line, 'no user field on a failed attempt')
+})
+
+t.test('the waits and the remembered consent go by the gateway\'s clock, the one its store expires entries by', async (t) => {
+  // A clock a month ahead of the machine's: a wait or an expiry counted on the machine's clock
+  // instead would be a month off.
+  const day = 24 * 3600_000
+  let clock = Date.now() + 30 * day
+  const store = new MemoryStore(() => clock)
+  t.teardown(() => store.close())
+  const gw = await gateway(t, { maxFailures: 2, maxFailuresPerIp: 4, window: '15m' }, { store, now: () => clock })
+  const attempt = await signInPage(gw, browserAt('203.0.113.70'))
+  t.equal((await attempt('alice', 'x1')).status, 401)
+  t.equal((await attempt('alice', 'x2')).status, 401)
+  t.equal((await attempt('alice', 'x3')).retryAfter, '1', 'after maxFailures: 1 s')
+  clock += 1100
+  t.equal((await attempt('alice', 'x4')).status, 401, 'once 1.1 s have passed on the gateway\'s clock (not on the machine\'s), the attempt is checked again')
+  t.equal((await attempt('bob', 'x')).status, 401, 'the fourth failure from this address (a refused attempt is no failure)')
+  const ceiling = await attempt('carol', 'x')
+  t.equal(ceiling.status, 429, 'four failures from one address: its ceiling')
+  const retryAfter = Number(ceiling.retryAfter)
+  t.ok(retryAfter > 890 && retryAfter <= 900, `the wait is the rest of the 15-minute window on the gateway's clock (Retry-After ${String(ceiling.retryAfter)})`)
+
+  const owner = browserAt('198.51.100.22')
+  const callback = await owner.authorize(await authorizeUrl(gw), { username: 'alice', password: PASSWORD })
+  t.ok(callback.searchParams.get('code'), 'the owner signs in and consents')
+  const consents: Array<number | undefined> = []
+  for await (const entry of store.entries()) if (entry.kind === 'kv' && entry.key.startsWith('auth:consent:')) consents.push(entry.expiresAtMs)
+  t.same(consents, [clock + 14 * day], 'the consent is remembered until refreshTokenTtl (14 d) from now on the gateway\'s clock')
 })
