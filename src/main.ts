@@ -215,7 +215,10 @@ async function start (config: Config, fileSha256: string, isWatching: boolean): 
       lock?.release()
       log.info('shut down cleanly')
       log.flush()
-      process.exitCode = EXIT_OK
+      // Everything the gateway owns is closed (the log is written synchronously). A library's own
+      // timer must not hold the process: the OTLP exporter retries an export to a collector that
+      // is down for up to its 10 s budget, past the 2 s a shutdown gives it (observability/tracing.ts).
+      process.exit(EXIT_OK)
     }, (err: unknown) => {
       log.error({ err }, 'shutdown failed')
       process.exit(EXIT_CONFIG)

@@ -96,8 +96,14 @@ async function loadSdk (otlp: OtlpConfig, endpoint: string, log: FastifyBaseLogg
   context.setGlobalContextManager(new AsyncLocalStorageContextManager().enable())
   propagation.setGlobalPropagator(new W3CTraceContextPropagator())
   trace.setGlobalTracerProvider(provider)
-  const flush = (): Promise<void> => provider.forceFlush({ timeoutMillis: FLUSH_TIMEOUT_MS }).catch((err: unknown) => warn((err as Error).message))
+  const flush = (): Promise<void> => provider.forceFlush({ timeoutMillis: FLUSH_TIMEOUT_MS }).catch((err: unknown) => warn(flushFailure(err)))
   return { tracer: provider.getTracer(TRACER_NAME, VERSION), flush }
+}
+
+/** A failed flush in words: the SDK rejects with an array of its span processors' errors, not with one Error. */
+export function flushFailure (err: unknown): string {
+  const reasons = (Array.isArray(err) ? err : [err]).map((reason) => reason instanceof Error ? reason.message : String(reason))
+  return `spans not exported within ${FLUSH_TIMEOUT_MS} ms (${reasons.join('; ')})`
 }
 
 /**
