@@ -4,18 +4,15 @@
  * shutdown; plus `check` to validate a config without starting anything.
  */
 import { parseArgs } from 'node:util'
-import { ConfigError, loadConfigFile, readConfigFile, resolveConfigPath } from './config/load.js'
 import type { Config } from './config/schema.js'
-import { describeConfig } from './config/describe.js'
-import { configWarnings } from './config/warnings.js'
-import { createLogger, resolveLogFormat } from './observability/logger.js'
-import { startBanner } from './observability/start-banner.js'
+import type { createLogger } from './observability/logger.js'
 import { VERSION } from './version.js'
 import { hashPassword } from './auth-server/password.js'
 import type { FirstRunAccount } from './auth-server/users.js'
-import { stdioCommandProblems } from './upstreams/stdio/resolve-command.js'
 import { COMMAND_USAGE, USAGE } from './cli/usage.js'
-import { watchConfigFile } from './reload/watch.js'
+// Everything that reads a configuration (the schema, the logger, the server) is imported by the
+// commands that need it: --help, --version, hash-password and a usage error answer without it
+// (0.15 s instead of 0.5 s: the configuration schema alone takes 0.3 s to load).
 
 const MIN_PASSWORD_CHARS = 8
 
@@ -82,6 +79,7 @@ async function main (argv: string[]): Promise<number> {
     process.stderr.write(`portcullis: unknown command "${command}"\n\n${USAGE}`)
     return EXIT_USAGE
   }
+  const { ConfigError, loadConfigFile, readConfigFile, resolveConfigPath } = await import('./config/load.js')
 
   if (command === 'admin') {
     // A client of the running gateway's API: the config is read only for publicUrl, and only without --url.
@@ -111,6 +109,7 @@ async function main (argv: string[]): Promise<number> {
 
   if (command === 'check' || command === 'start') {
     // A stdio command the child could not exec fails here, naming it and the PATH searched.
+    const { stdioCommandProblems } = await import('./upstreams/stdio/resolve-command.js')
     const problems = stdioCommandProblems(config)
     if (problems.length > 0) {
       process.stderr.write(`portcullis: invalid configuration\n${problems.map((p) => `${config.source}: ${p}`).join('\n')}\n`)
@@ -118,6 +117,7 @@ async function main (argv: string[]): Promise<number> {
     }
   }
   if (command === 'check') {
+    const [{ describeConfig }, { configWarnings }] = await Promise.all([import('./config/describe.js'), import('./config/warnings.js')])
     process.stdout.write(describeConfig(config))
     for (const warning of configWarnings(config)) process.stderr.write(`portcullis: warning: ${warning.message}\n`)
     return EXIT_OK
@@ -147,6 +147,12 @@ async function main (argv: string[]): Promise<number> {
 
 /** `fileSha256`: the digest of the text `config` was read from (a reload compares it with the file now). */
 async function start (config: Config, fileSha256: string, isWatching: boolean): Promise<number> {
+  const [{ createLogger, resolveLogFormat }, { startBanner }, { configWarnings }, { watchConfigFile }] = await Promise.all([
+    import('./observability/logger.js'),
+    import('./observability/start-banner.js'),
+    import('./config/warnings.js'),
+    import('./reload/watch.js'),
+  ])
   const format = resolveLogFormat(config.log.format, process.stdout.isTTY === true)
   const log = createLogger(config.log.level, undefined, format)
   // README "Reloading": SIGHUP re-reads the file. Node's default for SIGHUP ends the process, so the

@@ -1,6 +1,7 @@
 // The built CLI (dist/main.js, built by `pretest`) run as a real child process.
 import t from 'tap'
 import { execFile, spawnSync } from 'node:child_process'
+import { readFileSync, writeFileSync } from 'node:fs'
 import { fileURLToPath } from 'node:url'
 import { VERSION } from '../../src/version.js'
 import { hashPassword } from '../../src/auth-server/password.js'
@@ -32,6 +33,38 @@ async function runAll (runs: string[][]): Promise<Array<{ status: number | null,
   for (let i = 0; i < runs.length; i += PARALLEL_RUNS) answers.push(...await Promise.all(runs.slice(i, i + PARALLEL_RUNS).map(runAsync)))
   return answers
 }
+
+/** Records every module URL a process resolves (a resolve hook, --import) into PORTCULLIS_LOAD_LOG. */
+const RECORD_LOADS = `data:text/javascript,${encodeURIComponent(`
+import { register } from 'node:module'
+register('data:text/javascript,' + encodeURIComponent(\`
+import { appendFileSync } from 'node:fs'
+export async function resolve (specifier, context, next) {
+  const resolved = await next(specifier, context)
+  appendFileSync(process.env.PORTCULLIS_LOAD_LOG, resolved.url + '\\\\n')
+  return resolved
+}\`))
+`)}`
+
+t.test('help, --version and usage errors answer without loading the configuration schema', async (t) => {
+  const dir = t.testdir({})
+  const loaded = (args: string[], name: string): { status: number | null, modules: string[] } => {
+    const log = `${dir}/${name}.loads`
+    writeFileSync(log, '')
+    const r = run(args, ROOT, { NODE_OPTIONS: `--import=${RECORD_LOADS}`, PORTCULLIS_LOAD_LOG: log })
+    return { status: r.status, modules: readFileSync(log, 'utf8').split('\n').filter((line) => line !== '') }
+  }
+  const schema = /\/dist\/config\/load\.js$|\/node_modules\/zod\//
+  for (const [name, args, status] of [['help', ['--help'], 0], ['version', ['--version'], 0], ['help-check', ['help', 'check'], 0], ['start-help', ['start', '--help'], 0], ['unknown', ['frobnicate'], 2]] as const) {
+    const { status: exited, modules } = loaded([...args], name)
+    t.equal(exited, status, `${args.join(' ')}: exit ${status}`)
+    t.ok(modules.some((url) => url.endsWith('/dist/cli/usage.js')), `${args.join(' ')}: the recorder saw the modules it loaded`)
+    t.same(modules.filter((url) => schema.test(url)), [], `${args.join(' ')}: no configuration schema (zod) loaded`)
+  }
+  const check = loaded(['check', '--config', `${dir}/missing.yaml`], 'check')
+  t.equal(check.status, 1, 'check of a missing file: exit 1')
+  t.ok(check.modules.some((url) => schema.test(url)), 'check loads the schema (the recorder would see it)')
+})
 
 t.test('--help and --version', async (t) => {
   const help = run(['--help'])
