@@ -221,10 +221,10 @@ async function start (config: Config, fileSha256: string, isWatching: boolean): 
       lock?.release()
       log.info('shut down cleanly')
       log.flush()
-      // Everything the gateway owns is closed (the log is written synchronously). A library's own
-      // timer must not hold the process: the OTLP exporter retries an export to a collector that
-      // is down for up to its 10 s budget, past the 2 s a shutdown gives it (observability/tracing.ts).
-      process.exit(EXIT_OK)
+      // The process ends when nothing is left to do (a replaced stdio server still being stopped,
+      // a log line still being written). With a collector that is down, that includes the OTLP
+      // exporter's retries of its last export, up to its 10 s budget (README "Tracing").
+      process.exitCode = EXIT_OK
     }, (err: unknown) => {
       log.error({ err }, 'shutdown failed')
       process.exit(EXIT_CONFIG)

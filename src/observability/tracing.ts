@@ -103,7 +103,7 @@ async function loadSdk (otlp: OtlpConfig, endpoint: string, log: FastifyBaseLogg
 /** A failed flush in words: the SDK rejects with an array of its span processors' errors, not with one Error. */
 export function flushFailure (err: unknown): string {
   const reasons = (Array.isArray(err) ? err : [err]).map((reason) => reason instanceof Error ? reason.message : String(reason))
-  return `spans not exported within ${FLUSH_TIMEOUT_MS} ms (${reasons.join('; ')})`
+  return `spans not exported (${reasons.join('; ')})`
 }
 
 /**

@@ -55,15 +55,21 @@ t.test('help, --version and usage errors answer without loading the configuratio
     return { status: r.status, modules: readFileSync(log, 'utf8').split('\n').filter((line) => line !== '') }
   }
   const schema = /\/dist\/config\/load\.js$|\/node_modules\/zod\//
-  for (const [name, args, status] of [['help', ['--help'], 0], ['version', ['--version'], 0], ['help-check', ['help', 'check'], 0], ['start-help', ['start', '--help'], 0], ['unknown', ['frobnicate'], 2]] as const) {
+  // What only a command that reads a configuration needs: the logger, the banner, the watcher.
+  const serverParts = /\/dist\/observability\/(?:logger|start-banner)\.js$|\/dist\/reload\/watch\.js$|\/node_modules\/pino(?:-pretty)?\//
+  for (const [name, args, status] of [['help', ['--help'], 0], ['version', ['--version'], 0], ['help-check', ['help', 'check'], 0], ['start-help', ['start', '--help'], 0], ['admin-help', ['admin', '--help'], 0], ['unknown', ['frobnicate'], 2], ['bad-option', ['--bogus'], 2]] as const) {
     const { status: exited, modules } = loaded([...args], name)
     t.equal(exited, status, `${args.join(' ')}: exit ${status}`)
     t.ok(modules.some((url) => url.endsWith('/dist/cli/usage.js')), `${args.join(' ')}: the recorder saw the modules it loaded`)
     t.same(modules.filter((url) => schema.test(url)), [], `${args.join(' ')}: no configuration schema (zod) loaded`)
+    t.same(modules.filter((url) => serverParts.test(url)), [], `${args.join(' ')}: no logger, banner or file watcher loaded`)
   }
   const check = loaded(['check', '--config', `${dir}/missing.yaml`], 'check')
   t.equal(check.status, 1, 'check of a missing file: exit 1')
   t.ok(check.modules.some((url) => schema.test(url)), 'check loads the schema (the recorder would see it)')
+  const start = loaded(['start', '--config', `${dir}/missing.yaml`], 'start')
+  t.equal(start.status, 1, 'start with a missing file: exit 1')
+  t.ok(start.modules.some((url) => schema.test(url)), 'start loads the schema')
 })
 
 t.test('--help and --version', async (t) => {

@@ -286,7 +286,7 @@ t.test('the CLI: telemetry off loads no SDK and exports nothing; on, it loads an
   const dir = mkdtempSync(join(tmpdir(), 'portcullis-tracing-'))
   t.teardown(() => rmSync(dir, { recursive: true, force: true }))
 
-  const run = async (name: string, telemetry: Record<string, unknown> | undefined): Promise<{ loads: string, exitCode: number | null, output: string, lingeredMs: number | undefined }> => {
+  const run = async (name: string, telemetry: Record<string, unknown> | undefined): Promise<{ loads: string, exitCode: number | null, output: string }> => {
     const port = await freePort()
     const configPath = join(dir, `${name}.yaml`)
     writeFileSync(configPath, stringify({
@@ -304,12 +304,9 @@ t.test('the CLI: telemetry off loads no SDK and exports nothing; on, it loads an
     const answered = await postJson(`http://127.0.0.1:${port}/local/mcp`, { jsonrpc: '2.0', id: 1, method: 'initialize', params: { protocolVersion: '2025-11-25', capabilities: {}, clientInfo: { name: 'tracing-test', version: '1' } } })
     t.equal(answered.status, 200, `${name}: a request served`)
     const exited = new Promise<number | null>((resolve) => child.once('exit', resolve))
-    // When the process says it has shut down, and how long it lives on after that.
-    let cleanAt: number | undefined
-    child.stdout.on('data', () => { if (cleanAt === undefined && output().includes('shut down cleanly')) cleanAt = Date.now() })
     child.kill('SIGTERM')
     const exitCode = await exited
-    return { loads: readFileSync(loadLog, 'utf8'), exitCode, output: output(), lingeredMs: cleanAt === undefined ? undefined : Date.now() - cleanAt }
+    return { loads: readFileSync(loadLog, 'utf8'), exitCode, output: output() }
   }
 
   const { loads: off } = await run('off', undefined)
@@ -327,9 +324,6 @@ t.test('the CLI: telemetry off loads no SDK and exports nothing; on, it loads an
   const down = await run('down', { otlp: { endpoint: `http://127.0.0.1:${await freePort()}` } })
   t.equal(down.exitCode, 0, 'down: a clean shutdown')
   t.match(down.output, /trace export problem/, 'down: the failed export is logged')
-  t.match(down.output, /"detail":"spans not exported within 2000 ms \(/, 'down: the log line says what failed (the SDK rejects with an array, not an Error)')
-  // The exporter retries a refused export for up to its 10 s budget (retrying-transport in
-  // @opentelemetry/otlp-exporter-base); those timers used to keep the process alive ~6 s after
-  // it said it had shut down.
-  t.ok(down.lingeredMs !== undefined && down.lingeredMs < 4000, `down: the process ends once it has shut down (it lived ${String(down.lingeredMs)} ms after saying so)`)
+  t.match(down.output, /"detail":"spans not exported \([^)"]+\)"/, 'down: the log line says what failed (the SDK rejects with an array, not an Error)')
+  t.notMatch(down.output, /"detail":"undefined"/, 'down: no detail reads "undefined"')
 })
