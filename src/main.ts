@@ -25,7 +25,6 @@ const KNOWN_COMMANDS: ReadonlySet<string> = new Set(['start', 'check', 'doctor',
 
 /** The command's own help; the global help for no command or one we do not know. */
 async function commandUsage (command: string | undefined): Promise<string> {
-  if (command === 'keys') return (await import('./account/keys-command.js')).KEYS_USAGE
   if (command === 'admin') return (await import('./admin/admin-command.js')).ADMIN_USAGE
   return (command === undefined ? undefined : COMMAND_USAGE[command]) ?? USAGE
 }

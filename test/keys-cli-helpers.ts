@@ -7,7 +7,7 @@ import { promisify } from 'node:util'
 import { fileURLToPath } from 'node:url'
 import { stringify } from 'yaml'
 import { hashPassword } from '../src/auth-server/password.js'
-import { API_KEY_CACHE_MS } from '../src/resource-server/verify-api-key.js'
+import { API_KEY_CACHE_MS } from '../src/account/api-keys.js'
 import { eventually, freePort, INIT_BODY, postJson, startCliGateway, startUpstream } from './helpers.js'
 
 export const PASSWORD = 'correct horse battery staple'

@@ -24,6 +24,8 @@ const SECRET_DIGITS = 43
 export const API_KEY_RE = /^pcs_[0-9A-Za-z]{43}$/
 /** Last use is recorded at most this often per key (coarse: not a store write per request). */
 export const LAST_USED_RESOLUTION_MS = 10 * 60_000
+/** How long a gateway keeps a key's lookup (resource-server/verify-api-key.ts): a revoked key is refused everywhere within it. */
+export const API_KEY_CACHE_MS = 5_000
 export const MAX_KEY_NAME_CHARS = 100
 
 export interface ApiKeyRecord {

@@ -9,29 +9,11 @@ import { openConfiguredStore, type OpenedStore } from '../store/command-store.js
 import { UserDirectory } from '../auth-server/users.js'
 import { ExternalAccounts } from '../auth-server/external-accounts.js'
 import { ResourceCatalog } from '../auth-server/resources.js'
-import { API_KEY_CACHE_MS } from '../resource-server/verify-api-key.js'
-import { ApiKeys, type ApiKeyRecord } from './api-keys.js'
+import { KEYS_USAGE } from '../cli/usage.js'
+import { API_KEY_CACHE_MS, ApiKeys, type ApiKeyRecord } from './api-keys.js'
 import { KeyOwners, KeyRequestError } from './key-owners.js'
 import { API_KEYS_DISABLED_MESSAGE, issueKey } from './issue-key.js'
 
-export const KEYS_USAGE = `Usage: portcullis keys <create|list|revoke> [options]
-
-Personal API keys (Authorization: Bearer pcs_…) for agents, CI jobs and scripts.
-Works while the gateway runs (SQLite or Redis store).
-
-  keys create --user <id> --servers a,b [--scopes x,y] [--expires 30d] [--name <name>]
-                 Prints the key on stdout, once; details on stderr. Servers and
-                 scopes must be ones the user could get (server access rules and
-                 scopes); --scopes omitted: every scope of those servers;
-                 --expires up to auth.apiKeys.maxTtl (default auth.apiKeys.defaultTtl).
-  keys list --user <id>
-                 The user's live keys: key id, name, servers, scopes, dates.
-  keys revoke <keyId>
-                 Revokes a key; running gateways refuse it within ${API_KEY_CACHE_MS / 1000} seconds.
-
-  --user <id>    a local username, or an identity-provider user id (<provider>:<subject>)
-  -c, --config   the gateway's config file
-`
 
 export interface KeysCommandArgs {
   readonly action: string | undefined

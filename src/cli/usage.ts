@@ -4,6 +4,8 @@
  * for that command instead of printing everything.
  */
 
+import { API_KEY_CACHE_MS } from '../account/api-keys.js'
+
 export const USAGE = `Usage: portcullis <command> [options]
 
 An OAuth 2.1 gateway for MCP servers.
@@ -44,8 +46,29 @@ Docs: README.md (configuration reference, deployment, troubleshooting).
 
 const CONFIG_OPTION = '  -c, --config <file>  Config file (default: ./portcullis.yaml, then config/portcullis.example.yaml)\n'
 
-/** Every command's own help (keys has its own, beside its code). */
+/** `portcullis keys --help`, and what a keys usage error prints. */
+export const KEYS_USAGE = `Usage: portcullis keys <create|list|revoke> [options]
+
+Personal API keys (Authorization: Bearer pcs_…) for agents, CI jobs and scripts.
+Works while the gateway runs (SQLite or Redis store).
+
+  keys create --user <id> --servers a,b [--scopes x,y] [--expires 30d] [--name <name>]
+                 Prints the key on stdout, once; details on stderr. Servers and
+                 scopes must be ones the user could get (server access rules and
+                 scopes); --scopes omitted: every scope of those servers;
+                 --expires up to auth.apiKeys.maxTtl (default auth.apiKeys.defaultTtl).
+  keys list --user <id>
+                 The user's live keys: key id, name, servers, scopes, dates.
+  keys revoke <keyId>
+                 Revokes a key; running gateways refuse it within ${API_KEY_CACHE_MS / 1000} seconds.
+
+  --user <id>    a local username, or an identity-provider user id (<provider>:<subject>)
+  -c, --config   the gateway's config file
+`
+
+/** Every command's own help (admin has its own, beside its code). */
 export const COMMAND_USAGE: Readonly<Record<string, string>> = {
+  keys: KEYS_USAGE,
   start: `Usage: portcullis start [--config FILE] [--watch]
 
 Starts the gateway: listens on listen.host:listen.port and serves every server at

@@ -11,14 +11,13 @@
  * every replica within API_KEY_CACHE_MS. Expiry is checked on every request
  * against the injected clock, cached or not.
  */
-import { API_KEY_PREFIX, hashApiKey, isLive, LAST_USED_RESOLUTION_MS, type ApiKeyRecord, type ApiKeys } from '../account/api-keys.js'
+import { API_KEY_CACHE_MS, API_KEY_PREFIX, hashApiKey, isLive, LAST_USED_RESOLUTION_MS, type ApiKeyRecord, type ApiKeys } from '../account/api-keys.js'
 import type { KeyOwners } from '../account/key-owners.js'
 import type { UserIdentity } from '../identity.js'
 import { isStoreUnavailable } from '../store/types.js'
 import { storeUnavailableError } from '../store/outage.js'
 import { tokenError, type RequestIdentity } from './verify-token.js'
 
-export const API_KEY_CACHE_MS = 5_000
 const MAX_CACHED_KEYS = 10_000
 
 interface Cached { readonly atMs: number, readonly found: { readonly record: ApiKeyRecord, readonly user: UserIdentity } | undefined }

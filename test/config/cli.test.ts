@@ -57,7 +57,7 @@ t.test('help, --version and usage errors answer without loading the configuratio
   const schema = /\/dist\/config\/load\.js$|\/node_modules\/zod\//
   // What only a command that reads a configuration needs: the logger, the banner, the watcher.
   const serverParts = /\/dist\/observability\/(?:logger|start-banner)\.js$|\/dist\/reload\/watch\.js$|\/node_modules\/pino(?:-pretty)?\//
-  for (const [name, args, status] of [['help', ['--help'], 0], ['version', ['--version'], 0], ['help-check', ['help', 'check'], 0], ['start-help', ['start', '--help'], 0], ['admin-help', ['admin', '--help'], 0], ['unknown', ['frobnicate'], 2], ['bad-option', ['--bogus'], 2]] as const) {
+  for (const [name, args, status] of [['help', ['--help'], 0], ['version', ['--version'], 0], ['help-check', ['help', 'check'], 0], ['start-help', ['start', '--help'], 0], ['admin-help', ['admin', '--help'], 0], ['keys-help', ['keys', '--help'], 0], ['unknown', ['frobnicate'], 2], ['bad-option', ['--bogus'], 2]] as const) {
     const { status: exited, modules } = loaded([...args], name)
     t.equal(exited, status, `${args.join(' ')}: exit ${status}`)
     t.ok(modules.some((url) => url.endsWith('/dist/cli/usage.js')), `${args.join(' ')}: the recorder saw the modules it loaded`)

@@ -9,7 +9,7 @@ import { hashPassword } from '../../src/auth-server/password.js'
 import { ExternalAccounts } from '../../src/auth-server/external-accounts.js'
 import { ApiKeys } from '../../src/account/api-keys.js'
 import { MemoryStore } from '../../src/store/memory-store.js'
-import { API_KEY_CACHE_MS } from '../../src/resource-server/verify-api-key.js'
+import { API_KEY_CACHE_MS } from '../../src/account/api-keys.js'
 import { connectClient, eventually, INIT_BODY, postJson, startGateway, startOwnRedis, startUpstream, textOf, uniquePrefix, type RunningGateway } from '../helpers.js'
 import { createKeyOnPage, revokeOnPage, signInToAccount } from '../account-helpers.js'
 

@@ -11,7 +11,7 @@ import { refreshTokens, signInForTokens, type SignedInTokens } from '../oauth-he
 import { eventually, INIT_BODY, isProcessAlive, postJson, startUpstream, stdioServer, STDIO_MODERN_FIXTURE, textOf, type RunningGateway, type Teardown } from '../helpers.js'
 import { idpEntry, startGatewayWithIdp, type IdpAccount } from '../idp.js'
 import { createKeyOnPage, signInToAccountWithIdp } from '../account-helpers.js'
-import { API_KEY_CACHE_MS } from '../../src/resource-server/verify-api-key.js'
+import { API_KEY_CACHE_MS } from '../../src/account/api-keys.js'
 import { SecretBox } from '../../src/auth-server/secret-box.js'
 
 const ALICE: IdpAccount = { sub: 'a-100', password: 'alice-at-corp', email: 'alice@example.com', email_verified: true, preferred_username: 'alice', groups: ['staff', 'eng'] }
