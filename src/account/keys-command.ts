@@ -14,7 +14,6 @@ import { API_KEY_CACHE_MS, ApiKeys, type ApiKeyRecord } from './api-keys.js'
 import { KeyOwners, KeyRequestError } from './key-owners.js'
 import { API_KEYS_DISABLED_MESSAGE, issueKey } from './issue-key.js'
 
-
 export interface KeysCommandArgs {
   readonly action: string | undefined
   readonly keyId: string | undefined

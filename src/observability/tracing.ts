@@ -101,7 +101,7 @@ async function loadSdk (otlp: OtlpConfig, endpoint: string, log: FastifyBaseLogg
 }
 
 /** A failed flush in words: the SDK rejects with an array of its span processors' errors, not with one Error. */
-export function flushFailure (err: unknown): string {
+function flushFailure (err: unknown): string {
   const reasons = (Array.isArray(err) ? err : [err]).map((reason) => reason instanceof Error ? reason.message : String(reason))
   return `spans not exported (${reasons.join('; ')})`
 }
