@@ -101,8 +101,8 @@ export interface BuildOptions {
   readonly reload?: Reload
   /** The caller owns the listener (a reload's gateway): fastify hands it each build's request handler. */
   readonly serverFactory?: FastifyServerFactory
-  /** Test-only: runs when everything is wired (a test throws here to fail a build after its upstreams were made). */
-  readonly afterWiring?: () => Promise<void>
+  /** Test-only: runs when everything is wired (a test throws here to fail a build after its upstreams were made, or adds a hook to the app). */
+  readonly afterWiring?: (app: FastifyInstance) => Promise<void>
 }
 
 /**
@@ -480,7 +480,7 @@ async function wireApp (app: FastifyInstance, config: Config, options: BuildOpti
   if (config.metrics.enabled && config.metrics.listen === undefined) await app.register(metricsRoute, { metrics, bearerToken: config.metrics.bearerToken })
   const drainingHolder = (server: string, sessionId: string): Upstream | undefined => pool.holderOf(server, sessionId)
   await app.register(mcpRoutes, { config, now, virtualSessions, ...(isRevoked === undefined ? {} : { isRevoked }), onRetire: (fn) => retireHooks.push(fn), onActivate: (fn) => activateHooks.push(fn), upstreams, isClosing, isOriginAllowed, authenticate, limiter, audit, metrics, scopeChallenge, toolGuards, streamKeeper, legacySessions, drainingHolder, ...(tracing === undefined ? {} : { tracing: traceSettings(tracing.tracer, keys, metrics) }), ...(directory === undefined || forwarder === undefined ? {} : { replicas: { directory, forwarder } }) })
-  await options.afterWiring?.()
+  await options.afterWiring?.(app)
   if (ownsShared) activate()
 }
 

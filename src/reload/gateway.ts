@@ -61,6 +61,8 @@ const RETIRE_CHECK_INTERVAL_MS = 500
 export class Gateway {
   private current: Generation | undefined
   private readonly retiring = new Set<Generation>()
+  /** Retired generations whose close has begun: shutdown waits for them. */
+  private readonly closingRetired = new Set<Promise<void>>()
   private readonly connections = new Set<Socket>()
   private queue: Promise<unknown> = Promise.resolve()
   private notices: ClusterNotices | undefined
@@ -168,6 +170,8 @@ export class Gateway {
       await closed
       await this.notices?.close()
       for (const generation of generations) await generation.app.close()
+      // A retired build already closing (it left `retiring` when its close began) is waited for too.
+      await Promise.all(this.closingRetired)
       await this.shared.close()
     } finally {
       clearTimeout(deadline)
@@ -317,7 +321,9 @@ export class Gateway {
       await generation.app.close()
       this.log.info({ requestsLeft: generation.inFlight }, 'retired configuration closed')
     }
-    close().catch((err: Error) => this.log.warn({ err: { message: err.message } }, 'could not close a retired configuration'))
+    const closing = close().catch((err: Error) => this.log.warn({ err: { message: err.message } }, 'could not close a retired configuration'))
+    this.closingRetired.add(closing)
+    void closing.finally(() => this.closingRetired.delete(closing))
   }
 
   /** limits.* apply to the listener itself (a new connection sees the new values). */

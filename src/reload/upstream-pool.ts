@@ -65,6 +65,8 @@ interface Draining {
 export class UpstreamPool {
   private readonly kept = new Map<string, Kept>()
   private readonly draining = new Set<Draining>()
+  /** Drained upstreams being closed now: the pool's close waits for them (their processes end first). */
+  private readonly closing = new Set<Promise<void>>()
   private drainTimer: NodeJS.Timeout | undefined
   private linkedTokenNow: LinkedTokenSource | undefined
 
@@ -143,7 +145,7 @@ export class UpstreamPool {
     const all = [...[...this.kept.values()].map((k) => k.upstream), ...[...this.draining].map((d) => d.upstream)]
     this.kept.clear()
     this.draining.clear()
-    await Promise.all(all.map(async (upstream) => upstream.close()))
+    await Promise.all([...all.map(async (upstream) => upstream.close()), ...this.closing])
   }
 
   /**
@@ -179,7 +181,9 @@ export class UpstreamPool {
       if (isBusy || (!isRemoved && upstream.liveSessions().length > 0)) continue
       this.draining.delete(entry)
       this.log.info({ server: upstream.name }, 'drained stdio server closed')
-      upstream.close().catch((err: Error) => this.log.warn({ server: upstream.name, err: { message: err.message } }, 'could not close a drained stdio server'))
+      const closing = upstream.close().catch((err: Error) => this.log.warn({ server: upstream.name, err: { message: err.message } }, 'could not close a drained stdio server'))
+      this.closing.add(closing)
+      void closing.finally(() => this.closing.delete(closing))
     }
     if (this.draining.size === 0) {
       clearInterval(this.drainTimer)

@@ -299,3 +299,46 @@ t.test('virtual servers: a reload keeps their sessions (and the member sessions 
   t.equal((await call(gw.url('v'), session, 'st__env')).status, 404, 'a virtual server the reload removed is gone')
   t.ok(await eventually(() => !isProcessAlive(pid) && !isProcessAlive(otherPid), 5000), 'and its member sessions ended (their processes stopped), though the members stay')
 })
+
+t.test('shutdown waits for a drained stdio server that is still stopping: no child outlives close()', async (t) => {
+  const mark = randomUUID()
+  const upstream = await startUpstream(t)
+  const kept = { name: 'kept', transport: 'http', url: upstream.url }
+  // --linger: the child ignores the end of its stdin, so stopping it takes the gateway's signal after a grace period.
+  const gw = await startReloadable(t, [kept, stdioServer('local', { flags: [`--mark=${mark}`, '--linger'] })])
+  const session = await openSession(gw.url('local'))
+  const pid = JSON.parse(await callText(gw.url('local'), session, 'env')).pid as number
+
+  gw.write([kept])
+  t.equal((await gw.gateway.reload('api')).applied, true, 'the server is removed')
+  t.ok(await eventually(() => gw.logs.text().includes('drained stdio server closed'), 5000), 'the removed server began to close')
+  t.ok(isProcessAlive(pid), 'its child is still stopping when shutdown begins')
+  await gw.close()
+  t.notOk(isProcessAlive(pid), 'the child has ended when close() resolves')
+  t.same(childrenMarked(mark), [], 'no child of the removed server is left')
+})
+
+t.test('shutdown waits for a retired generation whose close has begun', async (t) => {
+  let builds = 0
+  let closeBegan: () => void = () => {}
+  const began = new Promise<void>((resolve) => { closeBegan = resolve })
+  let isFirstClosed = false
+  const upstream = await startUpstream(t)
+  const gw = await startReloadable(t, [{ name: 'a', transport: 'http', url: upstream.url }], {
+    // The first build's close is slow (an onClose hook of 1.5 s): the reload retires it, and shutdown comes while it closes.
+    afterWiring: async (app) => {
+      if (++builds !== 1) return
+      app.addHook('onClose', async () => {
+        closeBegan()
+        await new Promise((resolve) => setTimeout(resolve, 1500))
+        isFirstClosed = true
+      })
+    },
+  })
+  gw.write([{ name: 'b', transport: 'http', url: upstream.url }])
+  t.equal((await gw.gateway.reload('api')).applied, true)
+  await began
+  t.notOk(isFirstClosed, 'the retired build is still closing when shutdown begins')
+  await gw.close()
+  t.ok(isFirstClosed, 'close() resolved after the retired build had closed')
+})
