@@ -220,9 +220,9 @@ async function start (config: Config, fileSha256: string, isWatching: boolean): 
       lock?.release()
       log.info('shut down cleanly')
       log.flush()
-      // The process ends when nothing is left to do (a replaced stdio server still being stopped,
-      // a log line still being written). With a collector that is down, that includes the OTLP
-      // exporter's retries of its last export, up to its 10 s budget (README "Tracing").
+      // The process ends when nothing is left to do (a log line still being written). With a
+      // collector that is down, that includes the OTLP exporter's retries of its last export, up
+      // to its 10 s budget (README "Tracing").
       process.exitCode = EXIT_OK
     }, (err: unknown) => {
       log.error({ err }, 'shutdown failed')

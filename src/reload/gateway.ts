@@ -26,6 +26,7 @@ import type { ReloadReport } from './report.js'
 import { stableJson } from './upstream-pool.js'
 import { accountChanges, hasAccountChanges } from './users.js'
 import { OUTLIVES_GENERATION } from '../routes/legacy-sessions.js'
+import { withTimeout } from '../with-timeout.js'
 
 /** Who asked for a reload; only an operator's own request (API, SIGHUP) is passed on to the other replicas. */
 export type ReloadCause = 'api' | 'signal' | 'watch' | 'replica'
@@ -61,7 +62,7 @@ const RETIRE_CHECK_INTERVAL_MS = 500
 export class Gateway {
   private current: Generation | undefined
   private readonly retiring = new Set<Generation>()
-  /** Retired generations whose close has begun: shutdown waits for them. */
+  /** Retired generations, from their retirement until they have closed: shutdown waits for them (up to its deadline). */
   private readonly closingRetired = new Set<Promise<void>>()
   private readonly connections = new Set<Socket>()
   private queue: Promise<unknown> = Promise.resolve()
@@ -151,6 +152,7 @@ export class Gateway {
     // A reload under way finishes first (its new build is closed, not put in force): otherwise
     // it would swap in a generation nobody closes, with stdio children nobody ends.
     await this.reloadsDone(this.config.shutdownTimeoutMs)
+    const endsBy = Date.now() + this.config.shutdownTimeoutMs
     const generations = this.generations()
     for (const { app } of generations) app.portcullis.isClosing = true
     const closed = new Promise<void>((resolve) => this.server.close(() => resolve()))
@@ -170,8 +172,10 @@ export class Gateway {
       await closed
       await this.notices?.close()
       for (const generation of generations) await generation.app.close()
-      // A retired build already closing (it left `retiring` when its close began) is waited for too.
-      await Promise.all(this.closingRetired)
+      // A retired build already closing (it left `retiring` when its close began) is waited for
+      // too, until the deadline: a build stuck on a store that is down must not hold the shutdown.
+      await withTimeout(Promise.all(this.closingRetired), Math.max(0, endsBy - Date.now()), () => new Error('a retired configuration was still closing at the shutdown deadline'))
+        .catch((err: Error) => this.log.warn({ err: { message: err.message } }, 'shutdown went on without waiting for a retired configuration'))
       await this.shared.close()
     } finally {
       clearTimeout(deadline)

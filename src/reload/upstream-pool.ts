@@ -65,8 +65,11 @@ interface Draining {
 export class UpstreamPool {
   private readonly kept = new Map<string, Kept>()
   private readonly draining = new Set<Draining>()
-  /** Drained upstreams being closed now: the pool's close waits for them (their processes end first). */
-  private readonly closing = new Set<Promise<void>>()
+  /**
+   * Drained upstreams being closed now: still the pool's (a retired build must not close them a
+   * second time), and the pool's close waits for them (their processes end first).
+   */
+  private readonly closing = new Map<InProcessUpstream, Promise<void>>()
   private drainTimer: NodeJS.Timeout | undefined
   private linkedTokenNow: LinkedTokenSource | undefined
 
@@ -110,7 +113,7 @@ export class UpstreamPool {
 
   /** Whether this upstream belongs to the pool (closed by it, never by one build of the app). */
   owns (upstream: Upstream): boolean {
-    return isInProcess(upstream) && (this.kept.get(upstream.name)?.upstream === upstream || [...this.draining].some((d) => d.upstream === upstream))
+    return isInProcess(upstream) && (this.kept.get(upstream.name)?.upstream === upstream || [...this.draining].some((d) => d.upstream === upstream) || this.closing.has(upstream))
   }
 
   /** A draining upstream of this server that holds the session: the session stays on its own process. */
@@ -145,7 +148,7 @@ export class UpstreamPool {
     const all = [...[...this.kept.values()].map((k) => k.upstream), ...[...this.draining].map((d) => d.upstream)]
     this.kept.clear()
     this.draining.clear()
-    await Promise.all([...all.map(async (upstream) => upstream.close()), ...this.closing])
+    await Promise.all([...all.map(async (upstream) => upstream.close()), ...this.closing.values()])
   }
 
   /**
@@ -182,8 +185,8 @@ export class UpstreamPool {
       this.draining.delete(entry)
       this.log.info({ server: upstream.name }, 'drained stdio server closed')
       const closing = upstream.close().catch((err: Error) => this.log.warn({ server: upstream.name, err: { message: err.message } }, 'could not close a drained stdio server'))
-      this.closing.add(closing)
-      void closing.finally(() => this.closing.delete(closing))
+      this.closing.set(upstream, closing)
+      void closing.finally(() => this.closing.delete(upstream))
     }
     if (this.draining.size === 0) {
       clearInterval(this.drainTimer)

@@ -301,21 +301,45 @@ t.test('virtual servers: a reload keeps their sessions (and the member sessions 
 })
 
 t.test('shutdown waits for a drained stdio server that is still stopping: no child outlives close()', async (t) => {
+  const [oldMark, newMark] = [randomUUID(), randomUUID()]
+  // --linger: the child ignores the end of its stdin, so stopping it takes the gateway's signal after a grace period.
+  // prestart: a warm process, in no session: what the drained server's own close has to stop.
+  const gw = await startReloadable(t, [stdioServer('local', { flags: [`--mark=${oldMark}`, '--linger'], prestart: 1 })])
+  const session = await openSession(gw.url('local'))
+  const inSession = JSON.parse(await callText(gw.url('local'), session, 'env')).pid as number
+
+  // The definition changes: the session drains on the old process, and the build that made it
+  // retires and closes (the pool's upstream is not its to close) before the session ends.
+  gw.write([stdioServer('local', { flags: [`--mark=${newMark}`, '--linger'] })])
+  t.equal((await gw.gateway.reload('api')).applied, true, 'the definition changes')
+  t.ok(await eventually(() => gw.logs.text().includes('retired configuration closed'), 5000), 'the retired build has closed')
+  const ended = await fetch(gw.url('local'), { method: 'DELETE', headers: { ...VERSION_HEADER, 'mcp-session-id': session } })
+  t.ok(ended.status < 300, `the session ends (DELETE answered ${ended.status})`)
+  t.ok(await eventually(() => !isProcessAlive(inSession), 5000), 'the session\'s process ended with it')
+  const [warm] = childrenMarked(oldMark)
+  t.ok(warm !== undefined && warm !== inSession, 'a warm process of the old definition is left')
+  const pid = warm ?? -1
+  t.ok(await eventually(() => gw.logs.text().includes('drained stdio server closed'), 5000), 'the drained server began to close')
+  t.ok(isProcessAlive(pid), 'its warm process is still stopping when shutdown begins')
+  await gw.close()
+  t.notOk(isProcessAlive(pid), 'it has ended when close() resolves')
+  t.same(childrenMarked(oldMark), [], 'no child of the old definition is left')
+})
+
+t.test('a removed stdio server is stopped once: the retired build leaves it to the pool while it closes', async (t) => {
   const mark = randomUUID()
   const upstream = await startUpstream(t)
   const kept = { name: 'kept', transport: 'http', url: upstream.url }
-  // --linger: the child ignores the end of its stdin, so stopping it takes the gateway's signal after a grace period.
   const gw = await startReloadable(t, [kept, stdioServer('local', { flags: [`--mark=${mark}`, '--linger'] })])
   const session = await openSession(gw.url('local'))
   const pid = JSON.parse(await callText(gw.url('local'), session, 'env')).pid as number
 
   gw.write([kept])
   t.equal((await gw.gateway.reload('api')).applied, true, 'the server is removed')
-  t.ok(await eventually(() => gw.logs.text().includes('drained stdio server closed'), 5000), 'the removed server began to close')
-  t.ok(isProcessAlive(pid), 'its child is still stopping when shutdown begins')
-  await gw.close()
-  t.notOk(isProcessAlive(pid), 'the child has ended when close() resolves')
-  t.same(childrenMarked(mark), [], 'no child of the removed server is left')
+  t.ok(await eventually(() => !isProcessAlive(pid), 8000), 'its child ends')
+  t.ok(await eventually(() => gw.logs.text().includes('retired configuration closed'), 5000), 'the retired build has closed')
+  const terms = gw.logs.lines.map((line) => JSON.parse(line) as { pid?: number, stderr?: string }).filter((line) => line.pid === pid && line.stderr === 'linger: SIGTERM')
+  t.equal(terms.length, 1, 'the child got one SIGTERM, not one from the pool and another from the retired build')
 })
 
 t.test('shutdown waits for a retired generation whose close has begun', async (t) => {
@@ -337,8 +361,33 @@ t.test('shutdown waits for a retired generation whose close has begun', async (t
   })
   gw.write([{ name: 'b', transport: 'http', url: upstream.url }])
   t.equal((await gw.gateway.reload('api')).applied, true)
-  await began
+  t.ok(await Promise.race([began.then(() => true), new Promise((resolve) => setTimeout(() => resolve(false), 5000))]), 'the retired build began to close')
   t.notOk(isFirstClosed, 'the retired build is still closing when shutdown begins')
   await gw.close()
   t.ok(isFirstClosed, 'close() resolved after the retired build had closed')
+})
+
+t.test('a retired generation still closing at the shutdown deadline does not hold the shutdown', async (t) => {
+  let builds = 0
+  let closeBegan: () => void = () => {}
+  const began = new Promise<void>((resolve) => { closeBegan = resolve })
+  const upstream = await startUpstream(t)
+  const gw = await startReloadable(t, [{ name: 'a', transport: 'http', url: upstream.url }], {
+    // The first build's close takes 4 s (a store that does not answer, say): longer than shutdownTimeoutMs.
+    afterWiring: async (app) => {
+      if (++builds !== 1) return
+      app.addHook('onClose', async () => {
+        closeBegan()
+        await new Promise((resolve) => setTimeout(resolve, 4000))
+      })
+    },
+  }, { shutdownTimeoutMs: 1000 })
+  gw.write([{ name: 'b', transport: 'http', url: upstream.url }], { shutdownTimeoutMs: 1000 })
+  t.equal((await gw.gateway.reload('api')).applied, true)
+  t.ok(await Promise.race([began.then(() => true), new Promise((resolve) => setTimeout(() => resolve(false), 5000))]), 'the retired build began to close')
+  const closingAt = Date.now()
+  await gw.close()
+  const tookMs = Date.now() - closingAt
+  t.ok(tookMs < 2500, `close() resolved at the deadline, not with the retired build (${tookMs} ms)`)
+  t.match(gw.logs.text(), 'shutdown went on without waiting for a retired configuration', 'and said so')
 })
