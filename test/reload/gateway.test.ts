@@ -342,49 +342,49 @@ t.test('a removed stdio server is stopped once: the retired build leaves it to t
   t.equal(terms.length, 1, 'the child got one SIGTERM, not one from the pool and another from the retired build')
 })
 
-t.test('shutdown waits for a retired generation whose close has begun', async (t) => {
+/**
+ * Hooks that make the first build's close take `ms` (an onClose hook): `began` says, within 5 s,
+ * whether that close started; `isClosed` whether it has finished.
+ */
+function slowFirstClose (ms: number): { hooks: TestHooks, began: () => Promise<boolean>, isClosed: () => boolean } {
   let builds = 0
   let closeBegan: () => void = () => {}
-  const began = new Promise<void>((resolve) => { closeBegan = resolve })
-  let isFirstClosed = false
-  const upstream = await startUpstream(t)
-  const gw = await startReloadable(t, [{ name: 'a', transport: 'http', url: upstream.url }], {
-    // The first build's close is slow (an onClose hook of 1.5 s): the reload retires it, and shutdown comes while it closes.
+  const began = new Promise<boolean>((resolve) => { closeBegan = () => { resolve(true) } })
+  let isClosed = false
+  const hooks: TestHooks = {
     afterWiring: async (app) => {
       if (++builds !== 1) return
       app.addHook('onClose', async () => {
         closeBegan()
-        await new Promise((resolve) => setTimeout(resolve, 1500))
-        isFirstClosed = true
+        await new Promise((resolve) => setTimeout(resolve, ms))
+        isClosed = true
       })
     },
-  })
+  }
+  return { hooks, began: async () => Promise.race([began, new Promise<boolean>((resolve) => setTimeout(() => resolve(false), 5000))]), isClosed: () => isClosed }
+}
+
+t.test('shutdown waits for a retired generation whose close has begun', async (t) => {
+  const upstream = await startUpstream(t)
+  // The first build's close is slow (1.5 s): the reload retires it, and shutdown comes while it closes.
+  const first = slowFirstClose(1500)
+  const gw = await startReloadable(t, [{ name: 'a', transport: 'http', url: upstream.url }], first.hooks)
   gw.write([{ name: 'b', transport: 'http', url: upstream.url }])
   t.equal((await gw.gateway.reload('api')).applied, true)
-  t.ok(await Promise.race([began.then(() => true), new Promise((resolve) => setTimeout(() => resolve(false), 5000))]), 'the retired build began to close')
-  t.notOk(isFirstClosed, 'the retired build is still closing when shutdown begins')
+  t.ok(await first.began(), 'the retired build began to close')
+  t.notOk(first.isClosed(), 'the retired build is still closing when shutdown begins')
   await gw.close()
-  t.ok(isFirstClosed, 'close() resolved after the retired build had closed')
+  t.ok(first.isClosed(), 'close() resolved after the retired build had closed')
 })
 
 t.test('a retired generation still closing at the shutdown deadline does not hold the shutdown', async (t) => {
-  let builds = 0
-  let closeBegan: () => void = () => {}
-  const began = new Promise<void>((resolve) => { closeBegan = resolve })
   const upstream = await startUpstream(t)
-  const gw = await startReloadable(t, [{ name: 'a', transport: 'http', url: upstream.url }], {
-    // The first build's close takes 4 s (a store that does not answer, say): longer than shutdownTimeoutMs.
-    afterWiring: async (app) => {
-      if (++builds !== 1) return
-      app.addHook('onClose', async () => {
-        closeBegan()
-        await new Promise((resolve) => setTimeout(resolve, 4000))
-      })
-    },
-  }, { shutdownTimeoutMs: 1000 })
+  // The first build's close takes 4 s (a store that does not answer, say): longer than shutdownTimeoutMs.
+  const first = slowFirstClose(4000)
+  const gw = await startReloadable(t, [{ name: 'a', transport: 'http', url: upstream.url }], first.hooks, { shutdownTimeoutMs: 1000 })
   gw.write([{ name: 'b', transport: 'http', url: upstream.url }], { shutdownTimeoutMs: 1000 })
   t.equal((await gw.gateway.reload('api')).applied, true)
-  t.ok(await Promise.race([began.then(() => true), new Promise((resolve) => setTimeout(() => resolve(false), 5000))]), 'the retired build began to close')
+  t.ok(await first.began(), 'the retired build began to close')
   const closingAt = Date.now()
   await gw.close()
   const tookMs = Date.now() - closingAt
