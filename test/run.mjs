@@ -2,8 +2,8 @@
 // `npm test`: tap with one test file per CPU, at least 2 and at most 16 at once; arguments go
 // to tap (`npm test -- test/e2e/oauth-flow.test.ts --disable-coverage`).
 //
-// tap's own default keeps one CPU free, which on a 2-core machine is one file at a time: the
-// suite took 19 min there instead of about 8 (docs/benchmarks.md, 2026-11-30 21:15 entry). The
+// tap's own default keeps one CPU free, which on a 2-core machine is one file at a time: on the
+// CI rehearsal machine the suite took 19 min 18 s so (docs/benchmarks.md, 2026-11-30 21:15). The
 // files do not depend on running at most two at a time (the whole suite passed with --jobs=4
 // on 2 cores); the ceiling spares a large runner's memory (each end-to-end file starts
 // gateways, stdio servers, and some a browser). Other `npx tap` runs take `jobs: 2` from
