@@ -9,8 +9,12 @@
  * readable lines for a person at a terminal. Masking happens in pino's log
  * formatter, before either format writes anything, so both are redacted alike.
  */
+import { createRequire } from 'node:module'
 import { pino, type DestinationStream, type Logger, type LoggerOptions } from 'pino'
-import pinoPretty from 'pino-pretty'
+import type PinoPretty from 'pino-pretty'
+
+/** pino-pretty is loaded by the first readable log, not with this module: JSON logs never need it (a CommonJS package, so `require` loads it synchronously). */
+const load = createRequire(import.meta.url)
 
 /** Keys whose values never reach a log line, whatever their case or depth. */
 const SENSITIVE_KEYS: ReadonlySet<string> = new Set([
@@ -102,6 +106,7 @@ export function resolveLogFormat (format: LogFormat | undefined, isTerminal: boo
  * only on a colour terminal (never into a file or a test's sink).
  */
 function prettyStream (destination: DestinationStream | undefined): DestinationStream {
+  const pinoPretty = load('pino-pretty') as typeof PinoPretty
   return pinoPretty({
     destination: destination ?? 1,
     sync: true,

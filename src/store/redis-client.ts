@@ -3,10 +3,19 @@
  * Tuned to fail fast when Redis is gone (a few seconds, not a queue that
  * grows for minutes) and to reconnect by itself when it comes back.
  */
-import { Redis } from 'ioredis'
+import { createRequire } from 'node:module'
+import type * as IoRedis from 'ioredis'
+import type { Redis } from 'ioredis'
 import type { FastifyBaseLogger } from 'fastify'
 
 export type RedisClient = Redis
+
+/**
+ * ioredis is loaded by the first client, not with this module: most gateways run without Redis,
+ * and loading it costs every start about 0.17 s of CPU (docs/benchmarks.md, 2026-12-01). A
+ * CommonJS package, so `require` loads it synchronously.
+ */
+const load = createRequire(import.meta.url)
 
 const CONNECT_TIMEOUT_MS = 2_000
 const COMMAND_TIMEOUT_MS = 2_000
@@ -25,7 +34,8 @@ export function redactRedisUrl (url: string): string {
 }
 
 export function createRedisClient (url: string, log: FastifyBaseLogger): RedisClient {
-  const client = new Redis(url, {
+  const { Redis: Client } = load('ioredis') as typeof IoRedis
+  const client = new Client(url, {
     connectTimeout: CONNECT_TIMEOUT_MS,
     commandTimeout: COMMAND_TIMEOUT_MS,
     // While disconnected, commands fail at once (and the caller answers 503 or applies
