@@ -73,8 +73,7 @@ import { adminRoutes, type AdminRoutesOptions } from './admin/plugin.js'
 import { revokeUser, type RevokeUserDeps } from './admin/revoke-user.js'
 import { adminPageRoutes, adminSignInPage } from './admin/page-routes.js'
 import { AdminSessions } from './admin/admin-sessions.js'
-import type { Tracer } from '@opentelemetry/api'
-import { startTracing } from './observability/tracing.js'
+import { startTracing, type Tracing } from './observability/tracing.js'
 import { instrumentApp, type TraceSettings } from './observability/request-trace.js'
 
 export interface BuildOptions {
@@ -479,7 +478,7 @@ async function wireApp (app: FastifyInstance, config: Config, options: BuildOpti
   await app.register(doctorProbeRoutes)
   if (config.metrics.enabled && config.metrics.listen === undefined) await app.register(metricsRoute, { metrics, bearerToken: config.metrics.bearerToken })
   const drainingHolder = (server: string, sessionId: string): Upstream | undefined => pool.holderOf(server, sessionId)
-  await app.register(mcpRoutes, { config, now, virtualSessions, ...(isRevoked === undefined ? {} : { isRevoked }), onRetire: (fn) => retireHooks.push(fn), onActivate: (fn) => activateHooks.push(fn), upstreams, isClosing, isOriginAllowed, authenticate, limiter, audit, metrics, scopeChallenge, toolGuards, streamKeeper, legacySessions, drainingHolder, ...(tracing === undefined ? {} : { tracing: traceSettings(tracing.tracer, keys, metrics) }), ...(directory === undefined || forwarder === undefined ? {} : { replicas: { directory, forwarder } }) })
+  await app.register(mcpRoutes, { config, now, virtualSessions, ...(isRevoked === undefined ? {} : { isRevoked }), onRetire: (fn) => retireHooks.push(fn), onActivate: (fn) => activateHooks.push(fn), upstreams, isClosing, isOriginAllowed, authenticate, limiter, audit, metrics, scopeChallenge, toolGuards, streamKeeper, legacySessions, drainingHolder, ...(tracing === undefined ? {} : { tracing: traceSettings(tracing, keys, metrics) }), ...(directory === undefined || forwarder === undefined ? {} : { replicas: { directory, forwarder } }) })
   await options.afterWiring?.(app)
   if (ownsShared) activate()
 }
@@ -617,8 +616,8 @@ export function listenerTimeouts (limits: Config['limits']): { keepAliveTimeout:
  * so every replica hashes a session alike. With auth off no keys are loaded: a random key per
  * process still hides the ids, but replicas (and restarts) then hash one session differently.
  */
-function traceSettings (tracer: Tracer, keys: KeyMaterial | undefined, metrics: Metrics): TraceSettings {
-  return { tracer, sessionKey: keys?.sessionHashKey ?? randomBytes(32), toolLabel: (server, tool) => metrics.toolLabel(server, tool) }
+function traceSettings ({ api, tracer }: Tracing, keys: KeyMaterial | undefined, metrics: Metrics): TraceSettings {
+  return { api, tracer, sessionKey: keys?.sessionHashKey ?? randomBytes(32), toolLabel: (server, tool) => metrics.toolLabel(server, tool) }
 }
 
 /** The account pages' code exchange: /oauth/token in-process (no socket, no outbound request). */

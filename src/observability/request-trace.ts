@@ -24,7 +24,8 @@
  */
 import { createHmac } from 'node:crypto'
 import type { IncomingHttpHeaders, ServerResponse } from 'node:http'
-import { context, propagation, ROOT_CONTEXT, SpanKind, SpanStatusCode, trace, type Attributes, type Context, type Span, type Tracer } from '@opentelemetry/api'
+import type * as OtelApi from '@opentelemetry/api'
+import type { Attributes, Context, Span, SpanKind, SpanStatusCode, Tracer } from '@opentelemetry/api'
 import type { FastifyInstance, FastifyRequest } from 'fastify'
 import type { ServerConfig } from '../config/schema.js'
 import type { PortcullisError } from '../errors.js'
@@ -36,6 +37,17 @@ import { ATTRIBUTE_VALUE_LENGTH_LIMIT } from './tracing.js'
 import type { MessageOutcome } from '../policy/gate.js'
 import type { McpExchange } from '../upstreams/types.js'
 import type { Tracing } from './tracing.js'
+
+/**
+ * The api's span kinds and error status, as the values the OpenTelemetry specification fixes
+ * (typed by the api's enums, so tsc checks them). Written here so that this module does not load
+ * @opentelemetry/api: a gateway without telemetry.otlp never does (about 100 files at start);
+ * the api comes with the tracer (tracing.ts, TraceSettings.api).
+ */
+const INTERNAL: SpanKind.INTERNAL = 0
+const SERVER: SpanKind.SERVER = 1
+const CLIENT: SpanKind.CLIENT = 2
+const ERROR: SpanStatusCode.ERROR = 2
 
 /** Semantic conventions v1.41.0 attribute names (registry: mcp, gen-ai, jsonrpc, rpc, error, network, server, client, http). */
 export const ATTR = {
@@ -93,6 +105,8 @@ const HTTP_METHODS: ReadonlySet<string> = new Set(['CONNECT', 'DELETE', 'GET', '
 
 /** What a request span needs from the app: the tracer, the session-id key, the tools it knows by name. */
 export interface TraceSettings {
+  /** @opentelemetry/api, as tracing.ts loaded it. */
+  readonly api: typeof OtelApi
   readonly tracer: Tracer
   /** Keys hashSessionId. */
   readonly sessionKey: Buffer
@@ -121,7 +135,7 @@ export class RequestTrace {
 
   /** The SERVER span of an MCP request; ended when the response closes. */
   constructor (private readonly settings: TraceSettings, request: FastifyRequest, res: ServerResponse, private readonly server: ServerConfig) {
-    this.clientContext = propagation.extract(ROOT_CONTEXT, request.headers)
+    this.clientContext = settings.api.propagation.extract(settings.api.ROOT_CONTEXT, request.headers)
     this.attributes = {
       [ATTR.PORTCULLIS_SERVER]: server.name,
       [ATTR.HTTP_REQUEST_METHOD]: httpMethod(request.method),
@@ -144,18 +158,18 @@ export class RequestTrace {
     try {
       result = await check()
     } catch (err) {
-      const span = this.startChild(STEP.TOKEN, SpanKind.INTERNAL, {}, this.open(false), startTime)
+      const span = this.startChild(STEP.TOKEN, INTERNAL, {}, this.open(false), startTime)
       failed(span, err)
       span.end()
       throw err
     }
-    this.startChild(STEP.TOKEN, SpanKind.INTERNAL, {}, this.open(true), startTime).end()
+    this.startChild(STEP.TOKEN, INTERNAL, {}, this.open(true), startTime).end()
     return result
   }
 
   /** A child step; its span ends when `fn` returns or settles, and records the gateway error that ends it. */
   step<T>(name: StepName, fn: () => T): T {
-    const span = this.startChild(name, SpanKind.INTERNAL, {})
+    const span = this.startChild(name, INTERNAL, {})
     let result: T
     try {
       result = fn()
@@ -209,7 +223,7 @@ export class RequestTrace {
     const span = this.span()
     span.setAttributes({ [ATTR.ERROR_TYPE]: code, [ATTR.RPC_RESPONSE_STATUS_CODE]: code })
     // A message may quote the client (a media type, a tool name): cut like an attribute.
-    span.setStatus({ code: SpanStatusCode.ERROR, message: truncate(err.message) })
+    span.setStatus({ code: ERROR, message: truncate(err.message) })
     this.hasError = true
   }
 
@@ -224,14 +238,15 @@ export class RequestTrace {
    */
   async exchange (server: ServerConfig, ex: McpExchange, handle: (ex: McpExchange) => Promise<void>): Promise<void> {
     const only = ex.inspection?.isBatch === false ? ex.inspection.messages[0] : undefined
-    const span = this.startChild(only === undefined ? (ex.inspection === undefined ? `${ex.method} /${server.name}/mcp` : 'batch') : this.spanName(only), SpanKind.CLIENT, {
+    const span = this.startChild(only === undefined ? (ex.inspection === undefined ? `${ex.method} /${server.name}/mcp` : 'batch') : this.spanName(only), CLIENT, {
       ...(only === undefined ? {} : messageAttributes(only)),
       ...this.sessionAttributes(ex.headers),
       ...upstreamAttributes(server),
     })
-    const spanContext = trace.setSpan(this.context(), span)
+    const { api } = this.settings
+    const spanContext = api.trace.setSpan(this.context(), span)
     const carrier: Record<string, string> = {}
-    propagation.inject(spanContext, carrier)
+    api.propagation.inject(spanContext, carrier)
     const traced = server.transport === 'http' ? { ...ex, traceHeaders: carrier } : { ...ex, ...withTraceMeta(ex, carrier) }
     // Once: at the response's close, or at once on an exception (whichever comes first).
     let isEnded = false
@@ -247,7 +262,7 @@ export class RequestTrace {
     if (ex.res.closed) finish()
     else ex.res.prependOnceListener('close', () => finish())
     try {
-      await context.with(spanContext, () => handle(traced))
+      await api.context.with(spanContext, () => handle(traced))
     } catch (err) {
       finish(err)
       throw err
@@ -257,7 +272,7 @@ export class RequestTrace {
   /** traceparent/tracestate of the request span, for the replica this request is relayed to (its spans then continue or link to this one). */
   relayHeaders (): Record<string, string> {
     const carrier: Record<string, string> = {}
-    propagation.inject(this.context(), carrier)
+    this.settings.api.propagation.inject(this.context(), carrier)
     return carrier
   }
 
@@ -268,15 +283,16 @@ export class RequestTrace {
    */
   private open (isAdmitted: boolean): { readonly span: Span, readonly context: Context } {
     if (this.opened !== undefined) return this.opened
-    const parent = isAdmitted ? this.clientContext : ROOT_CONTEXT
-    const client = trace.getSpanContext(this.clientContext)
+    const { api } = this.settings
+    const parent = isAdmitted ? this.clientContext : api.ROOT_CONTEXT
+    const client = api.trace.getSpanContext(this.clientContext)
     const span = this.settings.tracer.startSpan(`${this.attributes[ATTR.HTTP_REQUEST_METHOD] as string} /${this.server.name}/mcp`, {
-      kind: SpanKind.SERVER,
+      kind: SERVER,
       attributes: this.attributes,
       startTime: this.startTime,
       ...(isAdmitted || client === undefined ? {} : { root: true, links: [{ context: client }] }),
     }, parent)
-    this.opened = { span, context: trace.setSpan(parent, span) }
+    this.opened = { span, context: api.trace.setSpan(parent, span) }
     return this.opened
   }
 
@@ -382,7 +398,7 @@ function firstMember (text: string, open: number, member: string): Splice {
 /** The app-wide part: a span for each OAuth endpoint request, and what is buffered sent when the app closes. */
 export function instrumentApp (app: FastifyInstance, tracing: Tracing): void {
   app.addHook('onRequest', async (request, reply) => {
-    if (request.url.startsWith('/oauth/')) traceOAuthRequest(tracing.tracer, request, reply.raw)
+    if (request.url.startsWith('/oauth/')) traceOAuthRequest(tracing, request, reply.raw)
   })
   app.addHook('onClose', async () => {
     await tracing.flush()
@@ -410,13 +426,14 @@ export function oauthEndpoint (path: string, route: string | undefined): string 
  * a token or code. Always a trace of its own, linked to the client's: these requests are not
  * authenticated by the gateway's tokens.
  */
-function traceOAuthRequest (tracer: Tracer, request: FastifyRequest, res: ServerResponse): void {
+function traceOAuthRequest (tracing: Tracing, request: FastifyRequest, res: ServerResponse): void {
   const route = request.routeOptions.url
   const endpoint = oauthEndpoint(request.url.split('?', 1)[0] ?? '', route)
   const method = httpMethod(request.method)
-  const client = trace.getSpanContext(propagation.extract(ROOT_CONTEXT, request.headers))
+  const { api, tracer } = tracing
+  const client = api.trace.getSpanContext(api.propagation.extract(api.ROOT_CONTEXT, request.headers))
   const span = tracer.startSpan(endpoint === OTHER ? method : `${method} /oauth/${endpoint}`, {
-    kind: SpanKind.SERVER,
+    kind: SERVER,
     root: true,
     ...(client === undefined ? {} : { links: [{ context: client }] }),
     attributes: {
@@ -425,7 +442,7 @@ function traceOAuthRequest (tracer: Tracer, request: FastifyRequest, res: Server
       ...(route === undefined ? {} : { [ATTR.HTTP_ROUTE]: route }),
       [ATTR.CLIENT_ADDRESS]: request.ip,
     },
-  }, ROOT_CONTEXT)
+  }, api.ROOT_CONTEXT)
   res.once('close', () => {
     const status = res.statusCode
     span.setAttribute(ATTR.HTTP_RESPONSE_STATUS_CODE, status)
@@ -506,5 +523,5 @@ function truncate (text: string): string {
 function failed (span: Span, err: unknown): void {
   const type = typeof err === 'string' ? err : (err as { code?: unknown } | null)?.code
   span.setAttribute(ATTR.ERROR_TYPE, typeof type === 'string' ? type : OTHER)
-  span.setStatus({ code: SpanStatusCode.ERROR, ...(err instanceof Error ? { message: truncate(err.message) } : {}) })
+  span.setStatus({ code: ERROR, ...(err instanceof Error ? { message: truncate(err.message) } : {}) })
 }

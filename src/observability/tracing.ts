@@ -1,8 +1,8 @@
 /**
  * OpenTelemetry traces (README "Tracing"). The gateway's code speaks only @opentelemetry/api;
- * the SDK, the W3C Trace Context propagator and the OTLP/HTTP exporter are imported here,
- * dynamically, and only when telemetry.otlp.endpoint is set. A gateway without it loads none
- * of them and starts no span: its routes hold no tracer at all, so not even the api's no-op
+ * the api, the SDK, the W3C Trace Context propagator and the OTLP/HTTP exporter are imported
+ * here, dynamically, and only when telemetry.otlp.endpoint is set. A gateway without it loads
+ * none of them and starts no span: its routes hold no tracer at all, so not even the api's no-op
  * tracer is asked (issue 15: the default path pays nothing).
  *
  * One provider per process: the api's tracer provider, propagator and context manager are
@@ -16,7 +16,9 @@
  * the guard would add is held here instead: the schema accepts only http(s) URLs without
  * credentials, and the exporter bounds every export's time (timeoutMillis).
  */
-import { context, diag, DiagLogLevel, propagation, trace, type Tracer } from '@opentelemetry/api'
+// Types only: the api too is loaded with the SDK (about 100 files a gateway without tracing never reads).
+import type * as OtelApi from '@opentelemetry/api'
+import type { Tracer } from '@opentelemetry/api'
 import type { FastifyBaseLogger } from 'fastify'
 // Types only: the SDK itself is imported dynamically, below, when tracing starts.
 import type * as SdkTrace from '@opentelemetry/sdk-trace'
@@ -42,6 +44,8 @@ const OTLP_TRACES_PATH = '/v1/traces'
 export const ATTRIBUTE_VALUE_LENGTH_LIMIT = 256
 
 export interface Tracing {
+  /** @opentelemetry/api, loaded with the SDK: request-trace.ts reaches the context and propagation through it. */
+  readonly api: typeof OtelApi
   readonly tracer: Tracer
   /** Sends what is buffered now (an app closing, a test reading its receiver); never rejects: a failed export is logged. */
   readonly flush: () => Promise<void>
@@ -75,7 +79,8 @@ export function tracesUrl (endpoint: string): string {
 }
 
 async function loadSdk (otlp: OtlpConfig, endpoint: string, log: FastifyBaseLogger): Promise<Tracing> {
-  const [sdk, { AsyncLocalStorageContextManager }, { W3CTraceContextPropagator }, { resourceFromAttributes }, { OTLPTraceExporter }, { ATTR_SERVICE_NAME, ATTR_SERVICE_VERSION }] = await Promise.all([
+  const [api, sdk, { AsyncLocalStorageContextManager }, { W3CTraceContextPropagator }, { resourceFromAttributes }, { OTLPTraceExporter }, { ATTR_SERVICE_NAME, ATTR_SERVICE_VERSION }] = await Promise.all([
+    import('@opentelemetry/api'),
     import('@opentelemetry/sdk-trace'),
     import('@opentelemetry/context-async-hooks'),
     import('@opentelemetry/core'),
@@ -85,7 +90,7 @@ async function loadSdk (otlp: OtlpConfig, endpoint: string, log: FastifyBaseLogg
   ])
   // Export failures reach the log as the SDK words them; the headers (API keys) are never part of them.
   const warn = (message: string): void => log.warn({ detail: String(message).slice(0, 500) }, 'trace export problem')
-  diag.setLogger({ error: warn, warn, info: () => {}, debug: () => {}, verbose: () => {} }, DiagLogLevel.WARN)
+  api.diag.setLogger({ error: warn, warn, info: () => {}, debug: () => {}, verbose: () => {} }, api.DiagLogLevel.WARN)
   const exporter = new OTLPTraceExporter({ url: endpoint, headers: { ...otlp.headers }, timeoutMillis: EXPORT_TIMEOUT_MS })
   const provider = new sdk.TracerProvider({
     resource: resourceFromAttributes({ [ATTR_SERVICE_NAME]: otlp.serviceName, [ATTR_SERVICE_VERSION]: VERSION }),
@@ -93,11 +98,11 @@ async function loadSdk (otlp: OtlpConfig, endpoint: string, log: FastifyBaseLogg
     spanLimits: { attributeValueLengthLimit: ATTRIBUTE_VALUE_LENGTH_LIMIT },
     spanProcessors: [new sdk.BatchSpanProcessor({ exporter })],
   })
-  context.setGlobalContextManager(new AsyncLocalStorageContextManager().enable())
-  propagation.setGlobalPropagator(new W3CTraceContextPropagator())
-  trace.setGlobalTracerProvider(provider)
+  api.context.setGlobalContextManager(new AsyncLocalStorageContextManager().enable())
+  api.propagation.setGlobalPropagator(new W3CTraceContextPropagator())
+  api.trace.setGlobalTracerProvider(provider)
   const flush = (): Promise<void> => provider.forceFlush({ timeoutMillis: FLUSH_TIMEOUT_MS }).catch((err: unknown) => warn(flushFailure(err)))
-  return { tracer: provider.getTracer(TRACER_NAME, VERSION), flush }
+  return { api, tracer: provider.getTracer(TRACER_NAME, VERSION), flush }
 }
 
 /** A failed flush in words: the SDK rejects with an array of its span processors' errors, not with one Error. */

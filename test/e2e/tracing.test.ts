@@ -267,8 +267,8 @@ t.test('a request relayed to the replica holding its session: the owner\'s span 
 })
 
 /**
- * Records every @opentelemetry module a process loads (a module resolve hook, --import), so a
- * test can tell whether the SDK was loaded at all.
+ * Records every package module a process loads (a module resolve hook, --import), so a test can
+ * tell whether OpenTelemetry was loaded at all.
  */
 const RECORD_LOADS = `data:text/javascript,${encodeURIComponent(`
 import { register } from 'node:module'
@@ -276,7 +276,9 @@ register('data:text/javascript,' + encodeURIComponent(\`
 import { appendFileSync } from 'node:fs'
 export async function resolve (specifier, context, next) {
   const resolved = await next(specifier, context)
-  if (resolved.url.includes('@opentelemetry')) appendFileSync(process.env.PORTCULLIS_LOAD_LOG, resolved.url + '\\\\n')
+  // Only in the gateway: tap's spawn patch hands this hook on to the stdio server too, whose
+  // environment (an allow-list) has no log file.
+  if (process.env.PORTCULLIS_LOAD_LOG && resolved.url.includes('/node_modules/')) appendFileSync(process.env.PORTCULLIS_LOAD_LOG, resolved.url + '\\\\n')
   return resolved
 }\`))
 `)}`
@@ -310,12 +312,13 @@ t.test('the CLI: telemetry off loads no SDK and exports nothing; on, it loads an
   }
 
   const { loads: off } = await run('off', undefined)
-  t.match(off, /@opentelemetry\/api\//, 'off: the api is loaded (the hook records)')
-  t.notMatch(off, /sdk-trace|exporter-trace-otlp-http|context-async-hooks/, 'off: no SDK, no exporter')
+  t.match(off, /node_modules\/fastify\//, 'off: the hook records the packages loaded')
+  t.notMatch(off, /@opentelemetry\//, 'off: no OpenTelemetry package, not even the api')
   t.equal(receiver.spans.length, 0, 'off: nothing exported')
 
   const { loads: on, output: onOutput } = await run('on', { otlp: { endpoint: `${receiver.url}/v1/traces?api-key=${QUERY_SECRET}` } })
   t.match(on, /exporter-trace-otlp-http/, 'on: the exporter is loaded')
+  t.match(on, /@opentelemetry\/api\//, 'on: the api is loaded')
   t.match(onOutput, /tracing on/, 'on: the endpoint is logged')
   t.notMatch(onOutput, QUERY_SECRET, 'on: its query values masked')
   t.ok(receiver.spans.some((s) => s.name === 'initialize' && s.kind === SPAN_KIND.SERVER), 'on: the request\'s span arrived (flushed at shutdown)')

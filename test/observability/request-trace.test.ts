@@ -4,7 +4,7 @@
 import t from 'tap'
 import { randomBytes } from 'node:crypto'
 import fastify from 'fastify'
-import { SpanKind, SpanStatusCode } from '@opentelemetry/api'
+import * as api from '@opentelemetry/api'
 import * as sdk from '@opentelemetry/sdk-trace'
 import { parseConfig } from '../../src/config/load.js'
 import { inspectBody } from '../../src/mcp/jsonrpc.js'
@@ -16,7 +16,7 @@ const CONFIG = parseConfig('servers:\n  - name: a\n    transport: http\n    url:
 t.test('an exception from the adapter fails the client span', async (t) => {
   const exporter = new sdk.InMemorySpanExporter()
   const provider = new sdk.TracerProvider({ spanProcessors: [new sdk.SimpleSpanProcessor({ exporter })] })
-  const settings = { tracer: provider.getTracer('test'), sessionKey: randomBytes(32), toolLabel: () => 'other' }
+  const settings = { api, tracer: provider.getTracer('test'), sessionKey: randomBytes(32), toolLabel: () => 'other' }
   const server = CONFIG.servers[0]
   if (server === undefined) throw new Error('no server')
   const app = fastify()
@@ -35,8 +35,8 @@ t.test('an exception from the adapter fails the client span', async (t) => {
   const res = await app.inject({ method: 'POST', url: '/a/mcp', headers: { 'content-type': 'application/json' }, payload: '{"jsonrpc":"2.0","id":1,"method":"ping"}' })
   t.equal(res.statusCode, 502)
   await provider.forceFlush()
-  const client = exporter.getFinishedSpans().find((s) => s.kind === SpanKind.CLIENT)
-  t.equal(client?.status.code, SpanStatusCode.ERROR, 'the client span is failed')
+  const client = exporter.getFinishedSpans().find((s) => s.kind === api.SpanKind.CLIENT)
+  t.equal(client?.status.code, api.SpanStatusCode.ERROR, 'the client span is failed')
   t.equal(client?.attributes['error.type'], 'PORTCULLIS_ERR_INTERNAL', 'with the error\'s code')
   t.equal(client?.status.message, 'adapter bug')
 })
