@@ -53,8 +53,8 @@ async function isTapBuiltAsConfigured () {
 if (!(await isTapBuiltAsConfigured())) {
   const status = tap(['build'])
   if (status !== 0) {
-    process.exitCode = status
-    throw new Error(`tap build failed (exit ${status})`)
+    console.error(`tap build failed (exit ${status})`)
+    process.exit(status)
   }
 }
 

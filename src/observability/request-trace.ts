@@ -40,9 +40,9 @@ import type { Tracing } from './tracing.js'
 
 /**
  * The api's span kinds and error status, as the values the OpenTelemetry specification fixes
- * (typed by the api's enums, so tsc checks them). Written here so that this module does not load
- * @opentelemetry/api: a gateway without telemetry.otlp never does (about 100 files at start);
- * the api comes with the tracer (tracing.ts, TraceSettings.api).
+ * (typed by the api's enums, so tsc checks them). Written here so that this module does not import
+ * @opentelemetry/api (its ES module build, 51 files at start, which a gateway without
+ * telemetry.otlp does not need); the api comes with the tracer (tracing.ts, TraceSettings.api).
  */
 const INTERNAL: SpanKind.INTERNAL = 0
 const SERVER: SpanKind.SERVER = 1

@@ -1,8 +1,8 @@
 /**
  * OpenTelemetry traces (README "Tracing"). The gateway's code speaks only @opentelemetry/api;
  * the api, the SDK, the W3C Trace Context propagator and the OTLP/HTTP exporter are imported
- * here, dynamically, and only when telemetry.otlp.endpoint is set. A gateway without it loads
- * none of them and starts no span: its routes hold no tracer at all, so not even the api's no-op
+ * here, dynamically, and only when telemetry.otlp.endpoint is set. A gateway without it imports
+ * none of them (prom-client requires the api's CommonJS build for itself) and starts no span: its routes hold no tracer at all, so not even the api's no-op
  * tracer is asked (issue 15: the default path pays nothing).
  *
  * One provider per process: the api's tracer provider, propagator and context manager are
@@ -16,7 +16,7 @@
  * the guard would add is held here instead: the schema accepts only http(s) URLs without
  * credentials, and the exporter bounds every export's time (timeoutMillis).
  */
-// Types only: the api too is loaded with the SDK (about 100 files a gateway without tracing never reads).
+// Types only: the api's ES module build too is imported with the SDK (51 files).
 import type * as OtelApi from '@opentelemetry/api'
 import type { Tracer } from '@opentelemetry/api'
 import type { FastifyBaseLogger } from 'fastify'

@@ -12,8 +12,8 @@ export type RedisClient = Redis
 
 /**
  * ioredis is loaded by the first client, not with this module: most gateways run without Redis,
- * and loading it costs every start about 0.17 s of CPU (docs/benchmarks.md, 2026-12-01). A
- * CommonJS package, so `require` loads it synchronously.
+ * and importing it alone takes about 0.17 s of CPU (docs/benchmarks.md, 2026-12-01). A CommonJS
+ * package, so `require` loads it synchronously.
  */
 const load = createRequire(import.meta.url)
 
