@@ -213,8 +213,11 @@ t.test('a reload that removes a user or changes their groups revokes their acces
   t.ok(await eventually(async () => await status(alice) === 401, 2000), 'the removed user\'s token is refused within 2 s')
   t.ok(await eventually(() => !isProcessAlive(pid), 2000), 'and their stdio process ends')
   t.equal(await status(bob), 401, 'a user whose groups changed signs in again (for tokens with the new groups)')
+  // The revocations' bound. Carol's request below starts a stdio process for her session, which
+  // is no revocation; with it inside, a CI rehearsal on a loaded machine (2026-12-01) went past
+  // 2.5 s while each check above passed.
+  t.ok(Date.now() - reloadedAt < 2500, 'every revocation within the 2 s')
   t.equal(await status(carol), 200, 'an unchanged user keeps access')
-  t.ok(Date.now() - reloadedAt < 2500, 'all within the 2 s')
   t.match(gw.logs.text(), /accounts removed or regrouped by the reload: their access revoked/, 'logged')
 })
 
