@@ -17,6 +17,7 @@ import { parseConfig } from '../src/config/load.js'
 import type { Config } from '../src/config/schema.js'
 import { createLogger } from '../src/observability/logger.js'
 import { startHttpMcpServer } from './fixtures/http-mcp-server.mjs'
+import './child-processes.js'
 
 export interface Teardown { teardown: (fn: () => unknown) => void }
 

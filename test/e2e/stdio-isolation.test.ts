@@ -97,9 +97,10 @@ t.test('the child sees an allow-listed environment plus its configured env, neve
   t.ok(env.names.includes('PATH'))
   // Not a real part: tap's coverage plugin patches child_process.spawn in this test process and
   // adds NODE_OPTIONS and _TAPJS_* variables to every child. Its NODE_OPTIONS is this process's
-  // own whenever the environment given to spawn has none, so what the child sees there says
-  // nothing about the gateway: the name is left out of the check below, and the secret above
-  // is what shows that the gateway's environment did not reach the child.
+  // own whenever the environment given to spawn has none (test/child-processes.ts takes tap's
+  // hook back out of a fixture's, not options of the test run's own), so what the child sees
+  // there says nothing about the gateway: the name is left out of the check below, and the
+  // secret above is what shows that the gateway's environment did not reach the child.
   const ours = env.names.filter((n) => !n.startsWith('_TAPJS_') && n !== 'NODE_OPTIONS')
   const allowed = ['PATH', 'HOME', 'LANG', 'LANGUAGE', 'LC_ALL', 'LC_CTYPE', 'TZ', 'TMPDIR', 'USER', 'LOGNAME', 'SHELL', 'TERM', 'DATA_FILE']
   t.same(ours.filter((n) => !allowed.includes(n)), [], `only allow-listed names: ${ours.join(', ')}`)
