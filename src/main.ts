@@ -20,6 +20,12 @@ const MIN_PASSWORD_CHARS = 8
 const EXIT_OK = 0
 const EXIT_CONFIG = 1
 const EXIT_USAGE = 2
+/**
+ * After a clean shutdown the process ends on its own once nothing is left to do; what a library
+ * still runs in the background then (the OTLP exporter retrying its last export to a collector
+ * that is down, up to its 10 s budget) gets this long before the process exits anyway.
+ */
+const EXIT_GRACE_MS = 1000
 
 /** Commands that read the config (hash-password does not). */
 const KNOWN_COMMANDS: ReadonlySet<string> = new Set(['start', 'check', 'doctor', 'migrate-store', 'tools', 'keys', 'admin'])
@@ -221,10 +227,11 @@ async function start (config: Config, fileSha256: string, isWatching: boolean): 
       lock?.release()
       log.info('shut down cleanly')
       log.flush()
-      // The process ends when nothing is left to do (a log line still being written). With a
-      // collector that is down, that includes the OTLP exporter's retries of its last export, up
-      // to its 10 s budget (README "Tracing").
+      // Everything of the gateway's is closed: the process ends when nothing is left to do, or
+      // EXIT_GRACE_MS from now (the timer holds nothing open itself). With a collector that is
+      // down, the OTLP exporter would otherwise keep it alive for its retries (README "Tracing").
       process.exitCode = EXIT_OK
+      setTimeout(() => process.exit(EXIT_OK), EXIT_GRACE_MS).unref()
     }, (err: unknown) => {
       log.error({ err }, 'shutdown failed')
       process.exit(EXIT_CONFIG)
