@@ -21,9 +21,10 @@ const EXIT_OK = 0
 const EXIT_CONFIG = 1
 const EXIT_USAGE = 2
 /**
- * After a clean shutdown the process ends on its own once nothing is left to do; what a library
- * still runs in the background then (the OTLP exporter retrying its last export to a collector
- * that is down, up to its 10 s budget) gets this long before the process exits anyway.
+ * After a shutdown that ended everything of the gateway's, the process ends on its own once
+ * nothing is left to do; what a library still runs in the background then (the OTLP exporter
+ * retrying its last export to a collector that is down, up to its 10 s budget) gets at most this
+ * long before the process exits anyway.
  */
 const EXIT_GRACE_MS = 1000
 
@@ -223,15 +224,17 @@ async function start (config: Config, fileSha256: string, isWatching: boolean): 
     }
     log.info({ signal, timeoutMs: gateway.shutdownTimeoutMs }, 'shutting down')
     stopWatching?.()
-    gateway.close().then(() => {
+    gateway.close().then((isComplete) => {
       lock?.release()
       log.info('shut down cleanly')
       log.flush()
-      // Everything of the gateway's is closed: the process ends when nothing is left to do, or
-      // EXIT_GRACE_MS from now (the timer holds nothing open itself). With a collector that is
-      // down, the OTLP exporter would otherwise keep it alive for its retries (README "Tracing").
       process.exitCode = EXIT_OK
-      setTimeout(() => process.exit(EXIT_OK), EXIT_GRACE_MS).unref()
+      // The process ends when nothing is left to do. When close() ended everything of the
+      // gateway's, that is at most EXIT_GRACE_MS from now (the timer holds nothing open itself):
+      // with a collector that is down, the OTLP exporter would otherwise keep it alive for its
+      // retries (README "Tracing"). Not when a reload or a retired build was left finishing:
+      // exiting would cut the stopping of its stdio children (pino writes what it holds at exit).
+      if (isComplete) setTimeout(() => process.exit(EXIT_OK), EXIT_GRACE_MS).unref()
     }, (err: unknown) => {
       log.error({ err }, 'shutdown failed')
       process.exit(EXIT_CONFIG)

@@ -146,12 +146,15 @@ export class Gateway {
   /**
    * Graceful shutdown: new requests get 503, event streams end, requests in flight finish; at
    * the deadline what is left fails (JSON-RPC errors) and the remaining connections drop.
+   * Resolves true when everything the gateway started has ended; false when a reload still
+   * building or a retired build still closing was left behind at the deadline (each finishes,
+   * and ends its stdio children, on its own).
    */
-  async close (): Promise<void> {
+  async close (): Promise<boolean> {
     this.isClosing = true
     // A reload under way finishes first (its new build is closed, not put in force): otherwise
     // it would swap in a generation nobody closes, with stdio children nobody ends.
-    await this.reloadsDone(this.config.shutdownTimeoutMs)
+    const isReloadDone = await this.reloadsDone(this.config.shutdownTimeoutMs)
     const endsBy = Date.now() + this.config.shutdownTimeoutMs
     const generations = this.generations()
     for (const { app } of generations) app.portcullis.isClosing = true
@@ -174,20 +177,26 @@ export class Gateway {
       for (const generation of generations) await generation.app.close()
       // A retired build already closing (it left `retiring` when its close began) is waited for
       // too, until the deadline: a build stuck on a store that is down must not hold the shutdown.
+      let isRetiredClosed = true
       await withTimeout(Promise.all(this.closingRetired), Math.max(0, endsBy - Date.now()), () => new Error('a retired configuration was still closing at the shutdown deadline'))
-        .catch((err: Error) => this.log.warn({ err: { message: err.message } }, 'shutdown went on without waiting for a retired configuration'))
+        .catch((err: Error) => {
+          isRetiredClosed = false
+          this.log.warn({ err: { message: err.message } }, 'shutdown went on without waiting for a retired configuration')
+        })
       await this.shared.close()
+      return isReloadDone && isRetiredClosed
     } finally {
       clearTimeout(deadline)
     }
   }
 
-  /** The reload queue has emptied, or `timeoutMs` passed (a build stuck on a slow store must not hold the shutdown). */
-  private async reloadsDone (timeoutMs: number): Promise<void> {
+  /** True once the reload queue has emptied; false when `timeoutMs` passed first (a build stuck on a slow store must not hold the shutdown). */
+  private async reloadsDone (timeoutMs: number): Promise<boolean> {
     let timer: NodeJS.Timeout | undefined
-    const deadline = new Promise<void>((resolve) => { timer = setTimeout(resolve, timeoutMs) })
-    await Promise.race([this.queue, deadline])
+    const deadline = new Promise<boolean>((resolve) => { timer = setTimeout(() => resolve(false), timeoutMs) })
+    const isDone = await Promise.race([this.queue.then(() => true), deadline])
     clearTimeout(timer)
+    return isDone
   }
 
   private get config (): Config {

@@ -32,8 +32,8 @@ interface Running {
   /** Rewrites the file: these servers, and the settings given at start unless others are. */
   readonly write: (servers: Array<Record<string, unknown>>, settings?: Record<string, unknown>) => void
   readonly logs: ReturnType<typeof logSink>
-  /** Closes once (the test's own close and the teardown's share it). */
-  readonly close: () => Promise<void>
+  /** Closes once (the test's own close and the teardown's share it); what Gateway.close resolved. */
+  readonly close: () => Promise<boolean>
 }
 
 /** A gateway from a file in a scratch directory, listening; closed at teardown unless the test closes it. */
@@ -49,8 +49,8 @@ async function startReloadable (t: Test, servers: Array<Record<string, unknown>>
   const logs = logSink()
   const gateway = await Gateway.create(loadConfigFile(path), createLogger('info', logs.stream), undefined, hooks)
   await gateway.listen()
-  let closing: Promise<void> | undefined
-  const close = async (): Promise<void> => { closing ??= gateway.close(); await closing }
+  let closing: Promise<boolean> | undefined
+  const close = async (): Promise<boolean> => { closing ??= gateway.close(); return closing }
   t.teardown(close)
   return { gateway, close, url: (server) => `${base}/${server}/mcp`, base, write, logs }
 }
@@ -121,6 +121,30 @@ t.test('shutdown during a reload: the reload\'s build is closed, never put in fo
   t.same(report.errors, ['the gateway is shutting down'])
   await closed
   t.ok(await eventually(() => childrenMarked(newMark).length === 0 && childrenMarked(oldMark).length === 0, 5000), 'no stdio child is left')
+})
+
+t.test('shutdown with a reload still building at the deadline: close() says it left the build behind', async (t) => {
+  let entered: () => void = () => {}
+  let release: () => void = () => {}
+  const inBuild = new Promise<void>((resolve) => { entered = resolve })
+  const gate = new Promise<void>((resolve) => { release = resolve })
+  let isHolding = false
+  const upstream = await startUpstream(t)
+  const settings = { shutdownTimeoutMs: 1000 }
+  const gw = await startReloadable(t, [{ name: 'a', transport: 'http', url: upstream.url }], {
+    afterWiring: async () => {
+      if (!isHolding) return
+      entered()
+      await gate
+    },
+  }, settings)
+  isHolding = true
+  gw.write([{ name: 'b', transport: 'http', url: upstream.url }], settings)
+  const reload = gw.gateway.reload('api')
+  await inBuild
+  t.equal(await gw.close(), false, 'close() resolved at the deadline, the build still running: main.ts then waits for it to end')
+  release()
+  t.equal((await reload).applied, false, 'the reload is not applied')
 })
 
 t.test('a server changed from stdio to http: the old stdio upstream drains and closes with its last session', async (t) => {
@@ -376,7 +400,7 @@ t.test('shutdown waits for a retired generation whose close has begun', async (t
   t.equal((await gw.gateway.reload('api')).applied, true)
   t.ok(await first.began(), 'the retired build began to close')
   t.notOk(first.isClosed(), 'the retired build is still closing when shutdown begins')
-  await gw.close()
+  t.equal(await gw.close(), true, 'close() says nothing was left behind (main.ts then exits within its 1 s grace)')
   t.ok(first.isClosed(), 'close() resolved after the retired build had closed')
 })
 
@@ -389,7 +413,7 @@ t.test('a retired generation still closing at the shutdown deadline does not hol
   t.equal((await gw.gateway.reload('api')).applied, true)
   t.ok(await first.began(), 'the retired build began to close')
   const closingAt = Date.now()
-  await gw.close()
+  t.equal(await gw.close(), false, 'close() says the retired build was left behind (main.ts then waits for it to end)')
   const tookMs = Date.now() - closingAt
   t.ok(tookMs < 2500, `close() resolved at the deadline, not with the retired build (${tookMs} ms)`)
   t.match(gw.logs.text(), 'shutdown went on without waiting for a retired configuration', 'and said so')
