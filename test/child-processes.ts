@@ -16,13 +16,14 @@
  * `dist/` or `src/`. Should tap stop using that singleton, nothing breaks: children keep the
  * hook, and the suite is only slower.
  */
+import { join, sep } from 'node:path'
 import { fileURLToPath } from 'node:url'
 
 interface Spawn { readonly args: readonly string[], env: Record<string, string> }
 interface SpawnHooks { listeners: Array<(spawn: Spawn) => void> }
 
 const ROOT = fileURLToPath(new URL('..', import.meta.url))
-const PORTCULLIS = [`${ROOT}dist/`, `${ROOT}src/`]
+const PORTCULLIS = [join(ROOT, 'dist') + sep, join(ROOT, 'src') + sep]
 const HOOK = /@tapjs[\\/]processinfo/
 const HOOK_VARIABLE = /^_TAPJS_PROCESSINFO_/
 
