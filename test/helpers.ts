@@ -191,6 +191,20 @@ export function stdioServer (name: string, options: Record<string, unknown> & { 
   return { name, transport: 'stdio', command: process.execPath, args: [script, ...flags], ...rest }
 }
 
+/**
+ * `promise`'s value, or `fallback` once `ms` have passed. The timer is cleared either way: a bare
+ * `Promise.race` with a `setTimeout` keeps the test process alive until it fires, holding one of
+ * the suite's job slots idle (docs/benchmarks.md, 2026-12-01).
+ */
+export async function within<T, F> (promise: Promise<T>, ms: number, fallback: F): Promise<T | F> {
+  let timer: NodeJS.Timeout | undefined
+  try {
+    return await Promise.race([promise, new Promise<F>((resolve) => { timer = setTimeout(() => resolve(fallback), ms) })])
+  } finally {
+    clearTimeout(timer)
+  }
+}
+
 /** True while a process exists and is not a zombie (a zombie has exited; only its parent has not reaped it). */
 export function isProcessAlive (pid: number): boolean {
   try {

@@ -13,7 +13,7 @@ import { join } from 'node:path'
 import { stringify } from 'yaml'
 import { hashPassword } from '../../src/auth-server/password.js'
 import { connectWithOAuth } from '../oauth-helpers.js'
-import { eventually, fillUp, freePort, startUpstream, textOf } from '../helpers.js'
+import { eventually, fillUp, freePort, startUpstream, textOf, within } from '../helpers.js'
 
 const MAIN = new URL('../../dist/main.js', import.meta.url).pathname
 const PASSWORD = 'correct horse battery staple'
@@ -99,7 +99,7 @@ t.test('a full audit disk: MCP refused with 503, /readyz degraded, records kept 
   t.match(String(refusedAgain), /audit/i, 'refused again: records are waiting')
   const exited = new Promise<number | null>((resolve) => child.once('exit', (code) => resolve(code)))
   child.kill('SIGTERM')
-  const code = await Promise.race([exited, new Promise<'hung'>((resolve) => setTimeout(() => resolve('hung'), 20_000))])
+  const code = await within(exited, 20_000, 'hung' as const)
   t.not(code, 'hung', 'the gateway exits on SIGTERM with the audit disk full')
   t.match(out, /audit records? could not be written/, 'and says how many audit records were lost')
 })

@@ -1,7 +1,7 @@
 // The official MCP SDK client, through the gateway, to real Streamable HTTP MCP servers.
 import t from 'tap'
 import { CreateMessageRequestSchema, ElicitRequestSchema, ToolListChangedNotificationSchema } from '@modelcontextprotocol/sdk/types.js'
-import { connectClient, INIT_BODY, postJson, startGateway, startUpstream } from '../helpers.js'
+import { connectClient, INIT_BODY, postJson, startGateway, startUpstream, within } from '../helpers.js'
 
 t.test('initialize, tools/list, tools/call through the gateway', async (t) => {
   const upstream = await startUpstream(t)
@@ -147,7 +147,7 @@ t.test('a long-lived GET stream is not cut by the upstream timeout', async (t) =
   // Let the idle GET stream outlive the timeout several times over (undici's body timeout would cut it).
   await new Promise((resolve) => setTimeout(resolve, TIMEOUT_MS * 5))
   await client.callTool({ name: 'broadcast', arguments: {} })
-  const outcome = await Promise.race([notified, new Promise<string>((resolve) => setTimeout(() => resolve('no notification within 5 s'), 5000))])
+  const outcome = await within(notified, 5000, 'no notification within 5 s')
   t.equal(outcome, 'notifications/tools/list_changed', 'a notification still arrives on the GET stream')
   t.equal(upstream.seen.filter((r) => r.method === 'GET').length, 1, 'the one GET stream stayed open: the client never had to reconnect')
 })

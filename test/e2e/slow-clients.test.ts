@@ -5,7 +5,7 @@ import t from 'tap'
 import { connect, type Socket } from 'node:net'
 import { ToolListChangedNotificationSchema } from '@modelcontextprotocol/sdk/types.js'
 import { hashPassword } from '../../src/auth-server/password.js'
-import { connectClient, startGateway, startUpstream, textOf } from '../helpers.js'
+import { connectClient, startGateway, startUpstream, textOf, within } from '../helpers.js'
 
 const LIMITS = { headersTimeoutMs: 300, bodyTimeoutMs: 800, keepAliveTimeoutMs: 500 }
 const passwordHash = await hashPassword('correct horse battery staple')
@@ -79,7 +79,7 @@ t.test('MCP streams and long answers in progress outlive every timeout', async (
   const answer = await client.callTool({ name: 'slow', arguments: { ms: slowMs } })
   t.equal(textOf(answer), `slept ${slowMs}`, 'an answer that takes twice bodyTimeoutMs arrives')
   await client.callTool({ name: 'broadcast', arguments: {} })
-  const outcome = await Promise.race([notified, new Promise<string>((resolve) => setTimeout(() => resolve('no notification within 5 s'), 5000))])
+  const outcome = await within(notified, 5000, 'no notification within 5 s')
   t.equal(outcome, 'notifications/tools/list_changed', 'the GET stream, open all along, still delivers')
   t.equal(upstream.seen.filter((r) => r.method === 'GET').length, 1, 'the one GET stream stayed open: the client never had to reconnect')
 })

@@ -1,7 +1,7 @@
 // Isolation modes, per-user values and the child's environment, with real child processes.
 import t from 'tap'
 import { ElicitRequestSchema, ToolListChangedNotificationSchema } from '@modelcontextprotocol/sdk/types.js'
-import { connectClient, eventually, INIT_BODY, postJson, startGateway, stdioServer, textOf } from '../helpers.js'
+import { connectClient, eventually, INIT_BODY, postJson, startGateway, stdioServer, textOf, within } from '../helpers.js'
 
 interface Health { servers: Array<{ sessions: number, processes: Array<{ pid: number, role: string }> }> }
 const health = async (baseUrl: string): Promise<Health> => await (await fetch(`${baseUrl}/readyz`)).json() as Health
@@ -160,10 +160,10 @@ for (const isolation of ['session', 'shared'] as const) {
     const first = clients[0]
     if (first === undefined) throw new Error('no client')
     await first.client.callTool({ name: 'broadcast', arguments: {} })
-    const outcome = await Promise.race([received[0], new Promise<string>((resolve) => setTimeout(() => resolve('nothing within 5 s'), 5000))])
+    const outcome = await within(received[0] ?? Promise.resolve('no such client'), 5000, 'nothing within 5 s')
     t.equal(outcome, 'notifications/tools/list_changed', 'the session whose server changed hears of it')
     if (isolation === 'shared') {
-      const second = await Promise.race([received[1], new Promise<string>((resolve) => setTimeout(() => resolve('nothing within 5 s'), 5000))])
+      const second = await within(received[1] ?? Promise.resolve('no such client'), 5000, 'nothing within 5 s')
       t.equal(second, 'notifications/tools/list_changed', 'on a shared process, every session hears of it')
     }
   })

@@ -12,7 +12,7 @@ import { hashPassword } from '../../src/auth-server/password.js'
 import { loadConfigFile } from '../../src/config/load.js'
 import { createLogger } from '../../src/observability/logger.js'
 import { Gateway, type TestHooks } from '../../src/reload/gateway.js'
-import { eventually, freePort, INIT_BODY, isProcessAlive, logSink, postJson, startUpstream, STDIO_MODERN_FIXTURE, stdioServer } from '../helpers.js'
+import { eventually, freePort, INIT_BODY, isProcessAlive, logSink, postJson, startUpstream, STDIO_MODERN_FIXTURE, stdioServer, within } from '../helpers.js'
 import { idpEntry, startTestIdp } from '../idp.js'
 import { signInForTokens } from '../oauth-helpers.js'
 import { call, childrenMarked, openSession, openStream, resultText, VERSION_HEADER } from '../reload-helpers.js'
@@ -388,7 +388,7 @@ function slowFirstClose (ms: number): { hooks: TestHooks, began: () => Promise<b
       })
     },
   }
-  return { hooks, began: async () => Promise.race([began, new Promise<boolean>((resolve) => setTimeout(() => resolve(false), 5000))]), isClosed: () => isClosed }
+  return { hooks, began: async () => within(began, 5000, false), isClosed: () => isClosed }
 }
 
 t.test('shutdown waits for a retired generation whose close has begun', async (t) => {
