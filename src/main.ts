@@ -226,7 +226,8 @@ async function start (config: Config, fileSha256: string, isWatching: boolean): 
     stopWatching?.()
     gateway.close().then((isComplete) => {
       lock?.release()
-      log.info('shut down cleanly')
+      // Not "cleanly" while a configuration left behind at the deadline still stops its stdio processes.
+      log.info(isComplete ? 'shut down cleanly' : 'shut down; a configuration left behind at the deadline is still closing')
       log.flush()
       process.exitCode = EXIT_OK
       // The process ends when nothing is left to do. When close() ended everything of the

@@ -155,6 +155,7 @@ export class Gateway {
     // A reload under way finishes first (its new build is closed, not put in force): otherwise
     // it would swap in a generation nobody closes, with stdio children nobody ends.
     const isReloadDone = await this.reloadsDone(this.config.shutdownTimeoutMs)
+    if (!isReloadDone) this.log.warn({ timeoutMs: this.config.shutdownTimeoutMs }, 'shutdown went on without waiting for a reload still building')
     const endsBy = Date.now() + this.config.shutdownTimeoutMs
     const generations = this.generations()
     for (const { app } of generations) app.portcullis.isClosing = true

@@ -143,6 +143,7 @@ t.test('shutdown with a reload still building at the deadline: close() says it l
   const reload = gw.gateway.reload('api')
   await inBuild
   t.equal(await gw.close(), false, 'close() resolved at the deadline, the build still running: main.ts then waits for it to end')
+  t.match(gw.logs.text(), 'shutdown went on without waiting for a reload still building', 'and said so')
   release()
   t.equal((await reload).applied, false, 'the reload is not applied')
 })

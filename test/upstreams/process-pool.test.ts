@@ -180,3 +180,24 @@ t.test('stop: exits are expected and no warm process is started any more', async
   t.equal(pool.size, 0, 'no refill after stop')
   t.equal(unexpectedExits(), 0)
 })
+
+t.test('stop while a request waits for room: it gets no process, and none is started', async (t) => {
+  // The router frees something of alice's slowly; shutdown begins meanwhile.
+  let freeing: () => void = () => {}
+  const asked = new Promise<void>((resolve) => { freeing = resolve })
+  let release: (freed: boolean) => void = () => {}
+  const { pool } = makePool(t, serverConfig(IDLE_SCRIPT, { maxProcesses: 4, maxProcessesPerUser: 1 }), {
+    releaseIdleOf: async () => {
+      freeing()
+      return new Promise<boolean>((resolve) => { release = resolve })
+    },
+  })
+  await pool.acquire(alice, 'user')
+  const waiting = pool.acquire(alice, 'user')
+  await asked
+  pool.stop()
+  await pool.terminateAll()
+  release(true)
+  t.match(await caught(waiting), { code: 'PORTCULLIS_ERR_SHUTTING_DOWN' }, 'refused: the gateway is stopping')
+  t.equal(pool.size, 0, 'no process started after terminateAll')
+})

@@ -148,6 +148,9 @@ export class ProcessPool {
     // Before room is made: a caller without a linked account ends no other process of theirs.
     const credentials = await this.credentialsOf(user, canElicitUrl)
     if (isUsers) await this.makeRoomFor(user)
+    // After the awaits: shutdown may have begun meanwhile (stop, then terminateAll), and a child
+    // started now would be one terminateAll never saw, left running after the gateway exits.
+    if (this.closed) throw new PortcullisError('PORTCULLIS_ERR_SHUTTING_DOWN', `MCP server "${this.name}" is stopping`)
     const warm = this.usesUserTemplates || role === 'probe' ? undefined : this.warm.shift()
     if (warm !== undefined && warm.isRunning) {
       this.children.set(warm, role)
