@@ -193,11 +193,8 @@ export class Gateway {
 
   /** True once the reload queue has emptied; false when `timeoutMs` passed first (a build stuck on a slow store must not hold the shutdown). */
   private async reloadsDone (timeoutMs: number): Promise<boolean> {
-    let timer: NodeJS.Timeout | undefined
-    const deadline = new Promise<boolean>((resolve) => { timer = setTimeout(() => resolve(false), timeoutMs) })
-    const isDone = await Promise.race([this.queue.then(() => true), deadline])
-    clearTimeout(timer)
-    return isDone
+    // The queue never rejects (each run's failure is caught where it is queued): a rejection here is the timeout.
+    return withTimeout(this.queue, timeoutMs, () => new Error('a reload was still building at the shutdown deadline')).then(() => true, () => false)
   }
 
   private get config (): Config {
