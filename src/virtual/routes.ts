@@ -7,7 +7,8 @@
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify'
 import { PortcullisError, jsonRpcError, type JsonRpcId } from '../errors.js'
 import type { VirtualServerConfig } from '../config/schema.js'
-import { inspectBody, type McpInspection, type McpMessage } from '../mcp/jsonrpc.js'
+import { inspectBody, inspectValue, type McpInspection, type McpMessage } from '../mcp/jsonrpc.js'
+import { objectMembers, skipSpace } from '../mcp/scan-json.js'
 import { KNOWN_REVISIONS, checkMirroredHeaders, isModernRevision } from '../mcp/headers.js'
 import { paramHeadersOf, type ParamHeader } from '../mcp/param-headers.js'
 import type { Authenticator } from '../resource-server/plugin.js'
@@ -403,14 +404,36 @@ function callResolved (ex: Exchange, session: VirtualSession, message: McpMessag
   // schema, which the merged definition keeps): sent as the client mirrored them for the merged name.
   const definition = ex.isModern === true ? session.tools?.tools.find((tool) => tool.name === name) : undefined
   const paramHeaders = definition === undefined ? undefined : paramHeadersOf(definition.inputSchema)
-  // The client's message unchanged (the member's tool has the name the client called): its own
-  // bytes go. Not with Mcp-Param-* headers: those are written from the parsed arguments, which
-  // the client's text of a number (1.0, 1e3, 20 digits) need not match.
+  // The client's own message (not call_tool's inner one): its own bytes go, with the member's
+  // name for the tool spliced in when it differs. Every other byte goes as it came (a re-encode
+  // would round integers beyond 2^53 and turn `1.0` into `1`), and nothing is serialised again.
+  // Not with Mcp-Param-* headers: those are written from the parsed arguments, which the
+  // client's text of a number (1.0, 1e3, 20 digits) need not match.
   const inspection = ex.inspection
-  const isUnchanged = message.params?.name === found.name && message.params?.arguments === args && inspection?.messages[0] === message && (paramHeaders === undefined || paramHeaders.length === 0)
-  const raw = isUnchanged && inspection !== undefined ? { bytes: ex.request.body as Buffer, inspection } : undefined
-  return forward(ex, session, found.member, { ...message.value, params }, id, paramHeaders, raw)
+  const isClientMessage = message.params?.arguments === args && inspection?.messages[0] === message && (paramHeaders === undefined || paramHeaders.length === 0)
+  const value = { ...message.value, params }
+  const raw = isClientMessage && inspection !== undefined
+    ? message.params?.name === found.name ? { bytes: ex.request.body as Buffer, inspection } : renamed(ex.request.body as Buffer, value)
+    : undefined
+  return forward(ex, session, found.member, value, id, paramHeaders, raw)
 }
+
+/**
+ * A message's bytes with params.name replaced by the member's name for the tool, and their
+ * inspection; undefined when the text has no params.name to replace (then the message is
+ * encoded again). The body passed inspectBody: valid JSON, no key twice in an object.
+ */
+function renamed (bytes: Buffer, value: Item): RawMessage | undefined {
+  const text = bytes.toString('utf8')
+  const params = objectMembers(text, skipSpace(text, 0)).find((m) => m.key === 'params')
+  if (params === undefined || text.charCodeAt(params.valueStart) !== OPEN_OBJECT) return undefined
+  const name = objectMembers(text, params.valueStart).find((m) => m.key === 'name')
+  const to = asItem(value.params).name
+  if (name === undefined || typeof to !== 'string') return undefined
+  return { bytes: Buffer.from(text.slice(0, name.valueStart) + JSON.stringify(to) + text.slice(name.end)), inspection: inspectValue(value) }
+}
+
+const OPEN_OBJECT = 0x7b
 
 /** completion/complete names a prompt (merged name) or a resource (URI): routed as those are. */
 async function complete (ex: Exchange, session: VirtualSession, message: McpMessage): Promise<FastifyReply> {

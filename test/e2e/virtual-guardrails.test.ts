@@ -102,14 +102,14 @@ t.test('validateArguments and arguments.deny (HTTP member, stdio server-everythi
   sameRefusal(t, badStdio, 'an invalid argument (stdio member)')
   await t.rejects(client.callTool({ name: 'everything__get-sum', arguments: { a: 1 } }), { code: -32602, message: /must have required property 'b'/ }, 'the SDK client gets an error its model can act on')
 
-  // A valid call is answered, its arguments reaching the upstream untouched: no coercion, no defaults,
-  // the client's key order kept (the name is the member's own, so the bytes are the virtual layer's).
+  // A valid call is answered, its arguments reaching the upstream untouched: no coercion, no
+  // defaults, the client's own bytes (`2.50`, `1e0`, its spacing and key order) with only the
+  // tool's name replaced by the member's own.
   const valid = '{ "jsonrpc": "2.0", "id": 10, "method": "tools/call",\n  "params": { "arguments": { "b": 2.50, "a": 1e0 }, "name": "db__get-sum" } }'
   const answered = await postJson(gw.mcpUrl(VIRTUAL.name), valid, await session(gw.mcpUrl(VIRTUAL.name)))
   t.match(answered.json, { id: 10, result: { content: [{ text: '{"b":2.5,"a":1}' }] } }, 'a valid call is answered by the upstream')
-  const reached = upstream.bodies.find((b) => b.includes('"id":10'))
-  t.same(JSON.parse(reached ?? '{}'), { jsonrpc: '2.0', id: 10, method: 'tools/call', params: { arguments: { b: 2.5, a: 1 }, name: 'get-sum' } }, 'the upstream got the client\'s call under the member\'s name')
-  t.ok(reached?.includes('"arguments":{"b":2.5,"a":1}'), 'arguments in the client\'s order')
+  const reached = upstream.bodies.find((b) => /"id": ?10\b/.test(b))
+  t.equal(reached, valid.replace('"db__get-sum"', '"get-sum"'), 'the upstream got the client\'s call, byte for byte, under the member\'s name')
   t.match(textOf(await client.callTool({ name: 'everything__get-sum', arguments: { a: 1, b: 2 } })), /\b3\b/, 'and server-everything answers a valid call')
 
   // arguments.deny: a denied pattern refused as at the member's URL, on both members.
@@ -120,7 +120,7 @@ t.test('validateArguments and arguments.deny (HTTP member, stdio server-everythi
   t.match(deniedStdio.virtual.json, { id: 12, error: { data: { code: 'PORTCULLIS_ERR_POLICY_DENIED' }, message: /argument "message" of tool "echo" matches the deny pattern/ } })
   sameRefusal(t, deniedStdio, 'a denied argument (stdio member)')
   t.equal(textOf(await client.callTool({ name: 'everything__echo', arguments: { message: 'dropbox' } })), 'Echo: dropbox', 'an argument the pattern does not match passes')
-  t.notOk(upstream.bodies.some((b) => /"id":(8|11)\b/.test(b)), 'no refused call reached the HTTP upstream')
+  t.notOk(upstream.bodies.some((b) => /"id": ?(8|11)\b/.test(b)), 'no refused call reached the HTTP upstream')
 
   await eventually(() => viaVirtual(gw, 'everything').length === 5)
   t.same(viaVirtual(gw, 'db').map((r) => `${String(r.jsonrpcId)} ${String(r.decision)}`), ['8 invalid', '10 allowed', '11 denied'], 'the HTTP member audited each call through the virtual server')
@@ -166,7 +166,7 @@ t.test('pinTools enforce: a rug pull behind the virtual server hides the tool fr
   sameRefusal(t, added, 'an added tool (stdio member)')
   await t.rejects(client.callTool({ name: 'ts__read_note', arguments: { text: 'n', path: '/etc/passwd' } }), { code: 403, message: /definition of tool .{1,3}read_note.{1,3} of server .{1,3}ts.{1,3} changed since it was approved/ }, 'the SDK client is refused in its own session too')
   t.equal(textOf(await client.callTool({ name: 'tl__stable', arguments: {} })), '{}', 'an unchanged tool still works')
-  t.notOk(upstream.bodies.some((b) => /"id":20\b/.test(b)), 'the refused call never reached the HTTP upstream')
+  t.notOk(upstream.bodies.some((b) => /"id": ?20\b/.test(b)), 'the refused call never reached the HTTP upstream')
 
   await eventually(() => viaVirtual(gw, 'ts').filter((r) => r.decision === 'denied').length === 2)
   t.same(viaVirtual(gw, 'tl').map((r) => `${String(r.jsonrpcId)} ${String(r.decision)}`).filter((s) => s.startsWith('20 ')), ['20 denied'], 'the HTTP member audited the refusal, naming the virtual server')

@@ -457,20 +457,26 @@ t.test('revoking a user ends their virtual sessions (and the member sessions beh
 
 t.test('bodyLimit holds for what the virtual server sends a member, not only for what the client sent it', async (t) => {
   const upstream = await startUpstream(t)
-  const gw = await startGateway(t, { bodyLimit: 4096, servers: [{ name: 'fx', transport: 'http', url: upstream.url }], virtualServers: [{ name: 'v', members: ['fx'], prefix: 'always' }] })
+  const gw = await startGateway(t, { bodyLimit: 4096, servers: [{ name: 'fx', transport: 'http', url: upstream.url }], virtualServers: [{ name: 'v', members: ['fx'], prefix: 'always', toolSearch: { above: 0 } }] })
   const init = await postJson(gw.mcpUrl('v'), INIT_BODY)
   const headers = { 'mcp-session-id': init.headers.get('mcp-session-id') ?? '', 'mcp-protocol-version': '2025-11-25' }
   t.ok((await postJson(gw.mcpUrl('v'), { jsonrpc: '2.0', id: 2, method: 'tools/list' }, headers)).status === 200, 'the member session is open')
-  // 1e20 is re-encoded as 100000000000000000000: the body the member would get is four times the client's.
-  const raw = `{"jsonrpc":"2.0","id":3,"method":"tools/call","params":{"name":"fx__echo","arguments":{"text":"x","pad":[${Array(600).fill('1e20').join(',')}]}}}`
-  t.ok(Buffer.byteLength(raw) < 4096, 'the client\'s body is under bodyLimit')
+  const pad = Array(600).fill('1e20').join(',')
   const calls = (): number => upstream.seen.filter((e) => e.method === 'POST' && JSON.stringify(e.body ?? '').includes('tools/call')).length
+  // call_tool's inner call is a message the virtual server writes: 1e20 is encoded as
+  // 100000000000000000000, and the body the member would get is four times the client's.
+  const inner = `{"jsonrpc":"2.0","id":3,"method":"tools/call","params":{"name":"call_tool","arguments":{"name":"fx__echo","arguments":{"text":"x","pad":[${pad}]}}}}`
+  t.ok(Buffer.byteLength(inner) < 4096, 'the client\'s body is under bodyLimit')
   const before = calls()
-  const res = await postJson(gw.mcpUrl('v'), raw, headers)
+  const res = await postJson(gw.mcpUrl('v'), inner, headers)
   t.equal(res.status, 413, 'the member route refuses the longer body it would forward')
   t.match(res.json, { id: 3, error: { data: { code: 'PORTCULLIS_ERR_BODY_TOO_LARGE' } } })
   t.equal(calls(), before, 'nothing over bodyLimit reached the upstream')
-  const small = await postJson(gw.mcpUrl('v'), { jsonrpc: '2.0', id: 4, method: 'tools/call', params: { name: 'fx__echo', arguments: { text: 'hi' } } }, headers)
+  // The client's own call goes as its bytes with the member's name for the tool: 1e20 stays 1e20.
+  const own = `{"jsonrpc":"2.0","id":4,"method":"tools/call","params":{"name":"fx__echo","arguments":{"text":"x","pad":[${pad}]}}}`
+  t.equal((await postJson(gw.mcpUrl('v'), own, headers)).status, 200, 'the client\'s own call, renamed, is as long as it came')
+  t.equal(calls(), before + 1, 'and reached the upstream')
+  const small = await postJson(gw.mcpUrl('v'), { jsonrpc: '2.0', id: 5, method: 'tools/call', params: { name: 'fx__echo', arguments: { text: 'hi' } } }, headers)
   t.equal(small.status, 200, 'a call within the limit is served')
 })
 

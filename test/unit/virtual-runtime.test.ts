@@ -653,7 +653,7 @@ t.test('a member\'s answer passes byte for byte only when it parses as this requ
   }
 })
 
-t.test('a tools/call whose name the member knows as it is goes to the member as the client\'s own bytes; a renamed one is re-encoded', async (t) => {
+t.test('a tools/call goes to the member as the client\'s own bytes; a renamed one with only its name replaced', async (t) => {
   const app = Fastify()
   t.teardown(() => app.close())
   // The stand-in members see the bytes they are sent.
@@ -681,7 +681,16 @@ t.test('a tools/call whose name the member knows as it is goes to the member as 
   const own = '{ "jsonrpc": "2.0", "id": 2, "method": "tools/call", "params": { "name": "memory_only", "arguments": { "n": 12345678901234567890 } } }'
   t.equal((await app.inject({ method: 'POST', url: '/work/mcp', headers: session, payload: own })).statusCode, 200)
   t.equal(seen[0], own, 'unchanged: the client\'s bytes, exactly')
-  const renamed = '{ "jsonrpc": "2.0", "id": 3, "method": "tools/call", "params": { "name": "github__same", "arguments": { "n": 1 } } }'
+  // Renamed: the arguments' own "name" (before params.name) and the number stay as written; the
+  // name, written with an escape, is the member's.
+  const renamed = '{ "jsonrpc": "2.0", "id": 3, "method": "tools/call", "params": { "arguments": { "name": "github__same", "n": 12345678901234567890, "x": 1.0 },\n "name" : "github\\u005f_same" } }'
   t.equal((await app.inject({ method: 'POST', url: '/work/mcp', headers: session, payload: renamed })).statusCode, 200)
-  t.same(JSON.parse(seen[1] ?? '{}'), { jsonrpc: '2.0', id: 3, method: 'tools/call', params: { name: 'same', arguments: { n: 1 } } }, 'renamed: the member\'s own name')
+  t.equal(seen[1], renamed.replace('"github\\u005f_same"', '"same"'), 'renamed: the client\'s bytes with the member\'s name for the tool')
+  t.same(JSON.parse(seen[1] ?? '{}').params.name, 'same')
+  // call_tool's inner call is no message of the client's: encoded (covered with toolSearch); a
+  // message with params.name written twice never gets here (inspectBody refuses it).
+  const twice = '{"jsonrpc":"2.0","id":4,"method":"tools/call","params":{"name":"github__same","name":"memory_only"}}'
+  const refused = await app.inject({ method: 'POST', url: '/work/mcp', headers: session, payload: twice })
+  t.equal(refused.statusCode, 400)
+  t.equal(seen.length, 2, 'nothing reached a member')
 })
