@@ -179,6 +179,30 @@ export function objectMembers (text: string, open: number): JsonMember[] {
   return members
 }
 
+/**
+ * The member named `key` of the object that opens at `open` (text[open] is `{`), or undefined:
+ * objectMembers(…).find(…) without an array, or a string for each key (a key is decoded only
+ * when it holds an escape). With a key written twice, the first; inspectBody refuses such text.
+ */
+export function memberOf (text: string, open: number, key: string): JsonMember | undefined {
+  let i = skipSpace(text, open + 1)
+  while (text.charCodeAt(i) === QUOTE) {
+    const keyEnd = stringEnd(text, i)
+    const valueStart = skipSpace(text, skipSpace(text, keyEnd + 1) + 1)
+    const end = valueEnd(text, valueStart)
+    const isKey = keyEnd - i - 1 === key.length ? text.startsWith(key, i + 1) : hasEscape(text, i + 1, keyEnd) && keyAt(text, i, keyEnd) === key
+    if (isKey) return { key, start: i, valueStart, end }
+    i = skipSpace(text, end)
+    if (text.charCodeAt(i) === COMMA) i = skipSpace(text, i + 1)
+  }
+  return undefined
+}
+
+function hasEscape (text: string, from: number, to: number): boolean {
+  for (let i = from; i < to; i++) if (text.charCodeAt(i) === BACKSLASH) return true
+  return false
+}
+
 /** Where each element of the array that opens at `open` (text[open] is `[`) begins, in order. */
 export function arrayElements (text: string, open: number): number[] {
   const starts: number[] = []

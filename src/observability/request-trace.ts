@@ -30,7 +30,7 @@ import type { FastifyInstance, FastifyRequest } from 'fastify'
 import type { ServerConfig } from '../config/schema.js'
 import type { PortcullisError } from '../errors.js'
 import type { McpInspection, McpMessage } from '../mcp/jsonrpc.js'
-import { arrayElements, objectMembers, skipSpace } from '../mcp/scan-json.js'
+import { arrayElements, memberOf, objectMembers, skipSpace } from '../mcp/scan-json.js'
 import { OAUTH_ROUTES } from '../auth-server/provider.js'
 import { OTHER_TOOL_LABEL } from './metrics.js'
 import { ATTRIBUTE_VALUE_LENGTH_LIMIT } from './tracing.js'
@@ -379,11 +379,11 @@ export function withTraceMeta (ex: Pick<McpExchange, 'body' | 'inspection'>, car
 /** The splice that puts `carrier` into params._meta of the message object opening at `open`. */
 function metaSplice (text: string, open: number, carrier: Readonly<Record<string, string>>): Splice {
   const ours = Object.entries(carrier).map(([key, value]) => `${JSON.stringify(key)}:${JSON.stringify(value)}`)
-  const params = objectMembers(text, open).find((m) => m.key === 'params')
+  const params = memberOf(text, open, 'params')
   if (params === undefined) return firstMember(text, open, `"params":{"_meta":{${ours.join(',')}}}`)
   // params by position (an array) is JSON-RPC but never MCP: there is no _meta to write.
   if (text[params.valueStart] !== '{') return { start: open, end: open, text: '' }
-  const meta = objectMembers(text, params.valueStart).find((m) => m.key === '_meta')
+  const meta = memberOf(text, params.valueStart, '_meta')
   if (meta === undefined) return firstMember(text, params.valueStart, `"_meta":{${ours.join(',')}}`)
   const kept = text[meta.valueStart] === '{' ? objectMembers(text, meta.valueStart).filter((m) => !TRACE_META_KEYS.includes(m.key)).map((m) => text.slice(m.start, m.end)) : []
   return { start: meta.valueStart, end: meta.end, text: `{${[...kept, ...ours].join(',')}}` }

@@ -8,7 +8,7 @@ import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify'
 import { PortcullisError, jsonRpcError, type JsonRpcId } from '../errors.js'
 import type { VirtualServerConfig } from '../config/schema.js'
 import { inspectBody, inspectValue, type McpInspection, type McpMessage } from '../mcp/jsonrpc.js'
-import { objectMembers, skipSpace } from '../mcp/scan-json.js'
+import { memberOf, skipSpace } from '../mcp/scan-json.js'
 import { KNOWN_REVISIONS, checkMirroredHeaders, isModernRevision } from '../mcp/headers.js'
 import { paramHeadersOf, type ParamHeader } from '../mcp/param-headers.js'
 import type { Authenticator } from '../resource-server/plugin.js'
@@ -425,9 +425,9 @@ function callResolved (ex: Exchange, session: VirtualSession, message: McpMessag
  */
 function renamed (bytes: Buffer, value: Item): RawMessage | undefined {
   const text = bytes.toString('utf8')
-  const params = objectMembers(text, skipSpace(text, 0)).find((m) => m.key === 'params')
+  const params = memberOf(text, skipSpace(text, 0), 'params')
   if (params === undefined || text.charCodeAt(params.valueStart) !== OPEN_OBJECT) return undefined
-  const name = objectMembers(text, params.valueStart).find((m) => m.key === 'name')
+  const name = memberOf(text, params.valueStart, 'name')
   const to = asItem(value.params).name
   if (name === undefined || typeof to !== 'string') return undefined
   return { bytes: Buffer.from(text.slice(0, name.valueStart) + JSON.stringify(to) + text.slice(name.end)), inspection: inspectValue(value) }

@@ -1,5 +1,5 @@
 import t from 'tap'
-import { MAX_JSON_DEPTH, scanJson } from '../../src/mcp/scan-json.js'
+import { MAX_JSON_DEPTH, memberOf, objectMembers, scanJson } from '../../src/mcp/scan-json.js'
 import { inspectBody } from '../../src/mcp/jsonrpc.js'
 import { PortcullisError } from '../../src/errors.js'
 
@@ -91,4 +91,23 @@ t.test('inspectBody refuses them as invalid requests with a message naming the p
   t.equal(failure('{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"x","arguments":{"__proto__":{}}}}').message, 'Invalid Request: the key "__proto__" is not accepted in a JSON object')
   t.equal(failure('{"a":1,"a":2').code, 'PORTCULLIS_ERR_PARSE', 'invalid JSON is still a parse error first')
   t.equal(failure(`{"jsonrpc":"2.0","id":1,"method":"x","params":{"${'k'.repeat(200)}":1,"${'k'.repeat(200)}":2}}`).message.length < 200, true, 'a long key is shortened in the message')
+})
+
+t.test('memberOf finds one member as objectMembers does: escaped keys decoded, names in values and nested objects passed over', async (t) => {
+  const at = (text: string, key: string, open = text.indexOf('{')): string | undefined => {
+    JSON.parse(text)
+    const found = memberOf(text, open, key)
+    const expected = objectMembers(text, open).find((m) => m.key === key)
+    t.same(found, expected, `${key} in ${text}: as objectMembers finds it`)
+    return found === undefined ? undefined : text.slice(found.valueStart, found.end)
+  }
+  t.equal(at('{"jsonrpc":"2.0","params":{"arguments":{"name":"inner"},"name":"outer"}}', 'name', 26), '"outer"', 'not the arguments\' own name')
+  t.equal(at('{"jsonrpc":"2.0","params":{"arguments":{"name":"inner"},"name":"outer"}}', 'params'), '{"arguments":{"name":"inner"},"name":"outer"}')
+  t.equal(at('{ "a\\u005fb" : [1, {"name": 2}] ,\n "name" :\t"x\\"y" }', 'name'), '"x\\"y"', 'whitespace anywhere, escapes in strings')
+  t.equal(at('{"n\\u0061me":1e20}', 'name'), '1e20', 'an escaped key is decoded')
+  t.equal(at('{"nam\\u0065x":1,"na":2}', 'name'), undefined, 'a key of the same length with an escape is no match')
+  t.equal(at('{"\\\\name":1}', 'name'), undefined, 'an escaped backslash is part of the key')
+  t.equal(at('{"names":"name","x":{"name":1}}', 'name'), undefined, 'a longer key, a value and a nested key are not the member')
+  t.equal(at('{}', 'name'), undefined)
+  t.equal(at('{"a":null,"b":true,"c":-1.5e-3,"name":[]}', 'name'), '[]', 'past literals and numbers')
 })
