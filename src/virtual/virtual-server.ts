@@ -205,7 +205,7 @@ export class VirtualServer {
     session.lastUsedMs = this.deps.now()
     session.context = ctx
     // A fresh caller: down members whose retries stopped with an expired token are tried again.
-    for (const member of session.down) this.retryLater(session, member, (this.deps.retryDelayMs ?? RETRY_DELAY_MS).first)
+    if (session.down.size > 0) for (const member of session.down) this.retryLater(session, member, (this.deps.retryDelayMs ?? RETRY_DELAY_MS).first)
     if (session.servedBy !== this) {
       // Begun under an earlier build (a reload): its lists are read again under this one's configuration.
       session.servedBy = this
@@ -225,6 +225,8 @@ export class VirtualServer {
    * A deny matching either refuses; an allow matching either admits.
    */
   isToolAllowed (merged: string, origin?: { readonly member: string, readonly name: string }): boolean {
+    // No rules of its own (most virtual servers): nothing to build per call.
+    if (this.deny.length === 0 && this.allow === undefined) return true
     const names = origin === undefined ? [merged] : [merged, `${origin.member}${this.config.separator}${origin.name}`]
     // A deny also matches the member's own name: whether a tool is prefixed depends on what the other
     // members list, and a same-named tool appearing elsewhere must never unlock a denied plain name.
