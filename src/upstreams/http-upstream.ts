@@ -30,6 +30,7 @@ import { probeTcp } from './tcp-probe.js'
 import { HOP_BY_HOP_HEADERS } from '../net/hop-by-hop.js'
 import type { UpstreamCredentials } from './upstream-credentials.js'
 import { declaresUrlElicitation } from '../mcp/capabilities.js'
+import { InFlight } from '../in-flight.js'
 
 /** Hop-by-hop headers (RFC 9110 7.6.1) and upstream cookies, which would land on the gateway's own origin. */
 const DROPPED_RESPONSE_HEADERS: ReadonlySet<string> = new Set([...HOP_BY_HOP_HEADERS, 'proxy-authenticate', 'set-cookie'])
@@ -298,7 +299,8 @@ export class HttpUpstream implements Upstream {
   private readonly origin: string
   private readonly path: string
   private readonly extraHeaders: ReadonlySet<string>
-  private readonly relays = new Set<Relay>()
+  /** In flight, for shutdown to answer (an InFlight, not a Set: see src/in-flight.ts). */
+  private readonly relays = new InFlight<Relay>()
   /** Exchanges in flight: over HTTP/1.1 each holds one upstream connection. */
   private inFlight = 0
   /** Event streams open to clients: GET streams and POST answers that turned into SSE. */
@@ -513,11 +515,11 @@ export class HttpUpstream implements Upstream {
     }
     return new Promise((resolve) => {
       const relay: Relay = new Relay(ex, this.name, () => {
-        this.relays.delete(relay)
+        this.relays.delete(entry)
         if (isCountedPost) this.streams--
         resolve(relay.isCredentialRejected)
       }, hooks)
-      this.relays.add(relay)
+      const entry = this.relays.add(relay)
       this.pool.dispatch({
         path: this.path,
         method: ex.method,
@@ -554,12 +556,12 @@ export class HttpUpstream implements Upstream {
   }
 
   closeStreams (): void {
-    for (const relay of this.relays) if (relay.isStream) relay.abort(SHUTTING_DOWN)
+    for (const relay of this.relays.values()) if (relay.isStream) relay.abort(SHUTTING_DOWN)
   }
 
   close (): Promise<void> {
     this.isClosed = true
-    for (const relay of this.relays) relay.abort(SHUTTING_DOWN)
+    for (const relay of this.relays.values()) relay.abort(SHUTTING_DOWN)
     this.closing ??= this.pool.destroy()
     return this.closing
   }

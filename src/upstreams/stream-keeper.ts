@@ -12,6 +12,7 @@
  * two events, never inside one being relayed in pieces.
  */
 import type { ServerResponse } from 'node:http'
+import { InFlight } from '../in-flight.js'
 
 const COMMENT = ': keep-alive\n\n'
 /** Sweeps per keep-alive interval: a stream gets its comment between 1 and 1 + 1/SWEEPS intervals after its last write. */
@@ -30,7 +31,8 @@ export class KeptStream {
 
 export class StreamKeeper {
   private tick = 0
-  private readonly streams = new Set<KeptStream>()
+  /** An InFlight, not a Set: one stream per POST answered as events (see src/in-flight.ts). */
+  private readonly streams = new InFlight<KeptStream>()
   private readonly timer: NodeJS.Timeout | undefined
 
   /** `intervalMs` 0: no keep-alive comments (streams are still counted). */
@@ -44,8 +46,8 @@ export class StreamKeeper {
   /** Watches a client stream until it closes. */
   add (res: ServerResponse): KeptStream {
     const stream = new KeptStream(res, this.tick)
-    this.streams.add(stream)
-    res.once('close', () => this.streams.delete(stream))
+    const entry = this.streams.add(stream)
+    res.once('close', () => { this.streams.delete(entry) })
     return stream
   }
 
@@ -62,7 +64,7 @@ export class StreamKeeper {
   /** Runs on the shared timer; tests call it directly. */
   sweep (): void {
     this.tick++
-    for (const stream of this.streams) {
+    for (const stream of this.streams.values()) {
       if (this.tick - stream.lastTick < SWEEPS_PER_INTERVAL || !stream.isAtBoundary) continue
       const { res } = stream
       if (res.destroyed || res.writableEnded) continue
