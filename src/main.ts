@@ -3,6 +3,8 @@
  * The portcullis command: load config -> build app -> listen, with graceful
  * shutdown; plus `check` to validate a config without starting anything.
  */
+// First: before the process allocates much (see heap-tuning.ts).
+import './heap-tuning.js'
 import { parseArgs } from 'node:util'
 import type { Config } from './config/schema.js'
 import type { createLogger } from './observability/logger.js'
