@@ -8,10 +8,11 @@
  * guess wrong and keep it: the first burst of requests that wait (sessions being opened, a slow
  * tool, a virtual server listing its members) survives a collection or two, and from then on
  * every request's objects go to the old generation and die there, where only a full collection
- * frees them. Measured (docs/benchmarks.md, 2026-12-01 07:40): through a virtual server, 18% of
- * what a request allocates was promoted and collection cost 49-68 µs per request; with
- * pretenuring off, 2% and 11-13 µs. A tool taking 200 ms, 200 connections: 426 -> 334-344 µs of
- * gateway CPU per request. Requests that really live long are still promoted, by the scavenger.
+ * frees them. Measured (docs/benchmarks.md, the 2026-12-01 06:20 entry): through a virtual
+ * server, 18% of what a request allocates was promoted and collection cost 49-68 µs per
+ * request; with pretenuring off, 2% and 11-13 µs. A tool taking 200 ms, 200 connections:
+ * 426 -> 334-344 µs of gateway CPU per request. Requests that really live long are still
+ * promoted, by the scavenger.
  *
  * The flag exists in every V8 the gateway runs on (Node 20 and the image's Node 26) and is read
  * when V8 weighs its feedback, so setting it at startup takes effect.

@@ -5,13 +5,14 @@
  *
  * Not a Set. One Set add and one delete per request (HttpUpstream's relays) made about a
  * quarter of all a request allocates outlive the young generation: promoted to the old one,
- * collected only by a full GC, and a scavenge time of 24 µs per request where the same
- * gateway without the Set spent 3.5 (docs/benchmarks.md, 2026-12-01 07:30; an array did as well
- * as no collection, a Map as badly as the Set). The likely cause: a Set's table is rebuilt as
- * entries come and go, and a discarded table that had reached the old generation still points at
- * the requests it held; the young-generation collector takes every old-to-young pointer as live,
- * so those requests, and all they reference, are kept until the next full GC. A list rewrites
- * its pointers in place and clears a node that leaves, so nothing stale points anywhere.
+ * collected only by a full GC, and a scavenge time of 24 µs per request where the same gateway
+ * without the Set spent 3.5 (docs/benchmarks.md, the 2026-12-01 06:20 entry; an array did as
+ * well as no collection, a Map as badly as the Set). The likely cause: a Set's table is rebuilt
+ * as entries come and go, and a discarded table that had reached the old generation still
+ * points at the requests it held; the young-generation collector takes every old-to-young
+ * pointer as live, so those requests, and all they reference, are kept until the next full GC.
+ * A list rewrites its pointers in place and clears a node that leaves: nothing stale points
+ * anywhere.
  */
 export class InFlight<T> {
   private head: Entry<T> | undefined
