@@ -4,7 +4,7 @@
 // takes the bench's load (tools/call echo of the HTTP fixture, autocannon), and only the
 // collections of the measured window are counted. Reported per request: KB allocated, the share
 // of it promoted to the old generation (what outlives two scavenges; node:http + undici alone
-// promote about 1%), and the scavenges' and full collections' pause time. The 2026-12-01 06:20
+// promote 0-1%), and the young-generation and full collections' pause time. The 2026-12-01 06:20
 // entry of docs/benchmarks.md found two causes of a high share this way.
 //
 //   npm run build && node bench/gc-per-request.mjs
@@ -22,14 +22,18 @@ const DURATION_S = Number(process.env.GC_DURATION ?? 8)
 const CONNECTIONS = Number(process.env.GC_CONNECTIONS ?? 50)
 const WARMUP_S = 3
 
-/** The scavenges (gc=s) and full collections (gc=mc) in a --trace-gc-nvp log, from `offset` on. */
+/**
+ * The young-generation collections (gc=s, a scavenge; gc=mmc, a minor mark-sweep where V8 uses
+ * one) and the full ones (gc=mc) in a --trace-gc-nvp log, from `offset` on. V8 writes the log
+ * through stdio buffers: the window's edges are approximate by a block.
+ */
 function collections (file, offset) {
   const sums = { scavengeMs: 0, fullMs: 0, allocated: 0, promoted: 0 }
   for (const line of readFileSync(file, 'latin1').slice(offset).split('\n')) {
     const kind = / gc=(s|mc|mmc) /.exec(line)?.[1]
     if (kind === undefined) continue
     const field = (name) => Number(new RegExp(` ${name}=([0-9.]+)`).exec(line)?.[1] ?? 0)
-    if (kind === 's') sums.scavengeMs += field('pause')
+    if (kind !== 'mc') sums.scavengeMs += field('pause')
     else sums.fullMs += field('pause')
     sums.allocated += field('allocated')
     sums.promoted += field('promoted')
@@ -82,7 +86,7 @@ upstream.kill('SIGKILL')
 process.stdout.write([
   `Garbage collection per request — ${new Date().toISOString()} — Node ${process.version}, ${CONNECTIONS} connections, ${DURATION_S} s measured after ${WARMUP_S} s`,
   '',
-  '| configuration | requests | KB allocated / request | promoted | scavenge µs / request | full GC µs / request |',
+  '| configuration | requests | KB allocated / request | promoted | young-generation GC µs / request | full GC µs / request |',
   '| --- | ---: | ---: | ---: | ---: | ---: |',
   ...rows.map((r) => `| ${r.join(' | ')} |`),
   '',

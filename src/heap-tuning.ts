@@ -7,8 +7,10 @@
  * generation from then on, and the guess is rarely taken back. A gateway's requests make that
  * guess wrong and keep it: the first burst of requests that wait (sessions being opened, a slow
  * tool, a virtual server listing its members) survives a collection or two, and from then on
- * every request's objects go to the old generation and die there, where only a full collection
- * frees them. Measured (docs/benchmarks.md, the 2026-12-01 06:20 entry): through a virtual
+ * those places allocate in the old generation. Likely what made it costly: such an object, dead,
+ * still points at the young objects of its request, and the young-generation collector takes
+ * pointers from the old generation as live, so it keeps and promotes them, and only a full
+ * collection frees them. Measured (docs/benchmarks.md, the 2026-12-01 06:20 entry): through a virtual
  * server, 18% of what a request allocates was promoted and collection cost 49-68 µs per
  * request; with pretenuring off, 2% and 11-13 µs. A tool taking 200 ms, 200 connections:
  * 426 -> 334-344 µs of gateway CPU per request. Requests that really live long are still

@@ -38,13 +38,13 @@ export interface MemberRequest {
   readonly requestId?: string | undefined
   readonly log: FastifyBaseLogger
   readonly signal?: AbortSignal
-  /** The client's own bytes and their inspection, when `body` is the client's message unchanged (no name to rewrite): sent as they are. */
+  /** The client's own bytes (with the member's name for the tool spliced in, when it differs) and their inspection, when `body` is the client's message: sent as they are. */
   readonly raw?: RawMessage | undefined
   /** A 2026-07-28 tools/call: the tool's x-mcp-header parameters, mirrored from its arguments as Mcp-Param-* headers. */
   readonly paramHeaders?: readonly ParamHeader[] | undefined
 }
 
-/** A client's message as it came: its bytes, and the inspection the virtual route made of them. */
+/** A client's message as it came (or with only params.name replaced): its bytes, and the inspection of what they say. */
 export interface RawMessage {
   readonly bytes: Buffer
   readonly inspection: McpInspection

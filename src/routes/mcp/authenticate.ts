@@ -43,8 +43,9 @@ export function checkMemberCaller (call: McpCall): void {
 
 /**
  * A virtual server's request body held to `bodyLimit`, as the route's parser holds a socket
- * request's (413): the virtual route re-encodes what it forwards, which can be longer than what
- * the client sent (a number such as 1e20 is written out in full).
+ * request's (413): what the virtual route forwards can be longer than what the client sent (a
+ * message it encodes itself, call_tool's inner call, writes a number such as 1e20 out in full;
+ * a member's own name for a tool can be longer than the shortened merged name it replaces).
  */
 export function checkMemberBody (call: McpCall): void {
   const body = call.request.body
