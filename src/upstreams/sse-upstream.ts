@@ -33,6 +33,7 @@ import { probeTcp } from './tcp-probe.js'
 import { SSE_EVENT_TOO_LARGE, SseEventReader } from './sse-events.js'
 import { isStoreUnavailable } from '../store/types.js'
 import { storeUnavailableError } from '../store/outage.js'
+import { InFlight, InFlightMap, type Entry } from '../in-flight.js'
 
 /** Idle sessions are looked for this often at most (a quarter of the idle timeout when shorter). */
 const SWEEP_MAX_INTERVAL_MS = 60_000
@@ -55,12 +56,12 @@ interface ClientStream {
 
 /** One client session: one upstream event stream and where its messages go. */
 class Bridge {
-  /** Client requests waiting for their answer, by the id the gateway gave them upstream. */
-  readonly waiting = new Map<string, Waiter>()
+  /** Client requests waiting for their answer, by the id the gateway gave them upstream (not a Map: src/in-flight.ts). */
+  readonly waiting = new InFlightMap<string, Waiter>()
   private lastUpstreamId = 0
   readonly clientStreams = new Set<ClientStream>()
   /** Told when the session ends, so that requests waiting on it fail at once instead of timing out. */
-  readonly onEnd = new Set<() => void>()
+  readonly onEnd = new InFlight<() => void>()
   id = ''
   /** The headers of the session's latest exchange: what a message the gateway sends on its own carries. */
   headers: Readonly<Record<string, string>> = {}
@@ -109,7 +110,7 @@ class Bridge {
   close (): void {
     if (this.isClosed) return
     this.isClosed = true
-    for (const ended of this.onEnd) ended()
+    for (const ended of this.onEnd.values()) ended()
     this.stream.destroy()
     for (const { res } of this.clientStreams) res.end()
     this.clientStreams.clear()
@@ -341,11 +342,10 @@ export class SseUpstream implements Upstream {
   private async exchangeAnswer (bridge: Bridge, ex: McpExchange, headers: Readonly<Record<string, string>>): Promise<Message | Message[]> {
     const { outgoing, upstreamIds, answers } = this.numbered(bridge, messagesOf(ex.body))
     let timer: NodeJS.Timeout | undefined
-    let ended: (() => void) | undefined
+    let ended: Entry<() => void> | undefined
     const abandoned = new Promise<never>((_resolve, reject) => {
       timer = setTimeout(() => reject(new PortcullisError('PORTCULLIS_ERR_UPSTREAM_TIMEOUT')), this.config.timeoutMs)
-      ended = () => reject(new PortcullisError('PORTCULLIS_ERR_UPSTREAM_UNAVAILABLE'))
-      bridge.onEnd.add(ended)
+      ended = bridge.onEnd.add(() => reject(new PortcullisError('PORTCULLIS_ERR_UPSTREAM_UNAVAILABLE')))
       // The client left: nobody to answer (its answers, when they come, are dropped).
       ex.res.once('close', () => reject(new PortcullisError('PORTCULLIS_ERR_UPSTREAM_UNAVAILABLE', 'the client left')))
     })

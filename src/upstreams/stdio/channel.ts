@@ -17,6 +17,7 @@
 import type { FastifyBaseLogger } from 'fastify'
 import { jsonRpcError, PortcullisError, type JsonRpcId } from '../../errors.js'
 import type { McpChild } from './child-process.js'
+import { InFlightMap } from '../../in-flight.js'
 
 /** Where the messages related to one POST go. */
 export interface ReplySink {
@@ -89,10 +90,11 @@ export class Channel {
   initializeResult: Message | undefined
   lastActivityAt: number
   private nextId = 1
-  private readonly pending = new Map<JsonRpcId, Pending>()
-  private readonly progressRoutes = new Map<string | number, Pending>()
+  /** Requests in flight by the child's id, and by their progress token (src/in-flight.ts says why not Maps). */
+  private readonly pending = new InFlightMap<JsonRpcId, Pending>()
+  private readonly progressRoutes = new InFlightMap<string | number, Pending>()
   /** Server-to-client requests awaiting a client's answer, by the child's request id. */
-  private readonly outgoing = new Map<JsonRpcId, ChannelClient>()
+  private readonly outgoing = new InFlightMap<JsonRpcId, ChannelClient>()
   private readonly subscriptions = new Map<ChannelClient, Set<string>>()
   private isClosed = false
 
@@ -124,13 +126,13 @@ export class Channel {
   detach (client: ChannelClient): void {
     this.clients.delete(client)
     this.subscriptions.delete(client)
-    for (const [childId, p] of this.pending) {
+    for (const [childId, p] of this.pending.entries()) {
       if (p.client === client) {
         this.drop(childId, p)
         this.sendCancelled(childId, 'client went away')
       }
     }
-    for (const [id, c] of this.outgoing) if (c === client) this.outgoing.delete(id)
+    for (const [id, c] of this.outgoing.entries()) if (c === client) this.outgoing.delete(id)
   }
 
   /**
@@ -240,7 +242,7 @@ export class Channel {
 
   /** Fails every request in flight (child gone, shutdown). */
   failAll (err: PortcullisError): void {
-    for (const [childId, p] of [...this.pending]) {
+    for (const [childId, p] of this.pending.entries()) {
       this.drop(childId, p)
       p.sink.fail(err, p.clientId)
     }
@@ -249,7 +251,7 @@ export class Channel {
 
   private findPending (client: ChannelClient, clientId: JsonRpcId | undefined): [JsonRpcId, Pending] | undefined {
     if (clientId === undefined) return undefined
-    for (const entry of this.pending) if (entry[1].client === client && entry[1].clientId === clientId) return entry
+    for (const entry of this.pending.entries()) if (entry[1].client === client && entry[1].clientId === clientId) return entry
     return undefined
   }
 

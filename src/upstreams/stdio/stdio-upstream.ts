@@ -56,6 +56,7 @@ import type { McpChild } from './child-process.js'
 import { atUserCap, ProcessPool } from './process-pool.js'
 import { EditingSink, isStreamSink, PostReply, SSE_HEADERS, sseEvent } from './reply.js'
 import type { ResponseEdit } from '../response-edit.js'
+import { InFlight } from '../../in-flight.js'
 
 /** Messages kept for a session that has no open stream, until it opens one. */
 const MAX_BACKLOG_MESSAGES = 100
@@ -92,6 +93,8 @@ function withEdit (reply: PostReply, edit: ResponseEdit | undefined): PostReply 
   return edit === undefined || edit.watch.size === 0 ? reply : new EditingSink(reply, edit)
 }
 
+const isOpen = (reply: PostReply): boolean => reply.isOpen
+
 function headerValue (headers: IncomingHttpHeaders, name: string): string | undefined {
   const value = headers[name]
   return Array.isArray(value) ? value[0] : value
@@ -105,7 +108,8 @@ class LegacySession implements ChannelClient {
   /** A request (or a GET stream) came after initialize; until then the session is reclaimed early. */
   isUsed = false
   isAlive = true
-  readonly activeReplies = new Set<PostReply>()
+  /** POST answers in flight (a list, not a Set: src/in-flight.ts says why). */
+  readonly activeReplies = new InFlight<PostReply>()
   private stream: ServerResponse | undefined
   /** Keep-alive comments while the GET stream is idle. */
   private keeper: StreamKeeper | undefined
@@ -128,7 +132,7 @@ class LegacySession implements ChannelClient {
 
   /** No request in flight and no open GET stream. */
   get isIdle (): boolean {
-    return !this.hasOpenStream && ![...this.activeReplies].some((r) => r.isOpen)
+    return !this.hasOpenStream && this.activeReplies.find(isOpen) === undefined
   }
 
   deliver (json: string, kind: DeliveryKind, hint: ReplySink | undefined): void {
@@ -141,7 +145,7 @@ class LegacySession implements ChannelClient {
       if (this.kept !== undefined) this.keeper?.wrote(this.kept, event)
       return
     }
-    const anyOpen: { push: (json: string) => void } | undefined = hinted ?? [...this.activeReplies].findLast((r) => r.isOpen)
+    const anyOpen: { push: (json: string) => void } | undefined = hinted ?? this.activeReplies.find(isOpen)
     if (anyOpen !== undefined) return anyOpen.push(json)
     if (this.backlog.length >= MAX_BACKLOG_MESSAGES) this.backlog.shift()
     this.backlog.push(json)
@@ -301,7 +305,7 @@ export class StdioUpstream implements Upstream {
     const extra = ex.edit?.extra ?? []
     const ids = [...inspection.requestIds, ...extra.map((e) => e.id)]
     const reply = ids.length > 0 ? new PostReply(ex, ids, inspection.isBatch || extra.length > 0) : undefined
-    if (reply !== undefined) session.activeReplies.add(reply)
+    const active = reply === undefined ? undefined : session.activeReplies.add(reply)
     const sink = reply === undefined ? undefined : withEdit(reply, ex.edit)
     const { channel } = session
     // The gateway's own answers for refused batch members go first.
@@ -318,8 +322,11 @@ export class StdioUpstream implements Upstream {
       ex.res.writeHead(202).end()
       return
     }
-    await reply.done()
-    session.activeReplies.delete(reply)
+    try {
+      await reply.done()
+    } finally {
+      if (active !== undefined) session.activeReplies.delete(active)
+    }
   }
 
   private async initialize (ex: McpExchange, first: McpMessage): Promise<void> {
@@ -632,7 +639,7 @@ export class StdioUpstream implements Upstream {
     const now = this.now()
     const idleMs = this.config.idleTimeoutMs
     for (const session of [...this.sessions.values()]) {
-      const isBusy = [...session.activeReplies].some((r) => r.isOpen)
+      const isBusy = session.activeReplies.find(isOpen) !== undefined
       if (!isBusy && now - session.lastActivityAt >= idleMs) void this.closeSession(session, 'idle')
       // Opened and never used (no request, no GET stream): reclaimed at a tenth of the idle timeout.
       else if (!session.isUsed && session.isIdle && now - session.openedAt >= idleMs / UNUSED_SESSION_IDLE_DIVISOR) void this.closeSession(session, 'no request after initialize')
