@@ -15,7 +15,7 @@
 //
 //   npm run build && node bench/compare-http.mjs --configs token,identity,token [tree]
 //
-// Environment: COMPARE_CONFIGS (bare, token, identity, full; default bare,full; builds mode),
+// Environment: COMPARE_CONFIGS (bare, token, identity, full, virtual, stdio; default bare,full; builds mode),
 // COMPARE_ROUNDS (default 16), COMPARE_WINDOW (seconds per round, default 3), COMPARE_CONNECTIONS
 // (per gateway, default 50), COMPARE_RATE (requests per second offered to each gateway; default: as
 // many as it answers). A build may carry node options after an @: `semi64=.@--max-semi-space-size=64`.

@@ -18,8 +18,6 @@ import { join } from 'node:path'
 import { GATEWAY_CONFIGS, HTTP_SERVER, REFERENCE_HOP, ROOT, freePort, load, machineToken, openSession, sleep, start, stopTarget, waitForHttp } from './http-fixture.mjs'
 
 const CONFIGS = (process.env.GC_CONFIGS ?? 'reference,bare,virtual').split(',')
-/** Beside the HTTP configurations: the same echo tool over the stdio bridge (one session). */
-const STDIO_CONFIG = `auth: { enabled: false }\nservers:\n  - { name: echo, transport: stdio, command: ${JSON.stringify(process.execPath)}, args: [${JSON.stringify(join(ROOT, 'test', 'fixtures', 'stdio-server.mjs'))}] }\n`
 const DURATION_S = Number(process.env.GC_DURATION ?? 8)
 const CONNECTIONS = Number(process.env.GC_CONNECTIONS ?? 50)
 const WARMUP_S = 3
@@ -52,7 +50,7 @@ async function measure (name, upstreamUrl) {
     args = [REFERENCE_HOP, upstreamUrl, String(port)]
   } else {
     const config = join(dir, 'gateway.yaml')
-    writeFileSync(config, `publicUrl: http://127.0.0.1:${port}\nlisten: { host: 127.0.0.1, port: ${port} }\ndataDir: ${join(dir, 'data')}\nlog: { level: warn }\n${name === 'stdio' ? STDIO_CONFIG : GATEWAY_CONFIGS[name](upstreamUrl)}`)
+    writeFileSync(config, `publicUrl: http://127.0.0.1:${port}\nlisten: { host: 127.0.0.1, port: ${port} }\ndataDir: ${join(dir, 'data')}\nlog: { level: warn }\n${GATEWAY_CONFIGS[name](upstreamUrl)}`)
     args = [join(ROOT, 'dist', 'main.js'), 'start', '--config', config]
   }
   const child = spawn(process.execPath, ['--trace-gc-nvp', ...args], { cwd: ROOT, stdio: ['ignore', openSync(log, 'w'), 'ignore'] })
@@ -81,7 +79,7 @@ const { child: upstream, line } = await start([HTTP_SERVER], { ready: /"port"/ }
 const upstreamUrl = JSON.parse(line).url
 const rows = []
 for (const name of CONFIGS) {
-  if (name !== 'reference' && name !== 'stdio' && GATEWAY_CONFIGS[name] === undefined) throw new Error(`unknown configuration ${name}: one of reference, stdio, ${Object.keys(GATEWAY_CONFIGS).join(', ')}`)
+  if (name !== 'reference' && GATEWAY_CONFIGS[name] === undefined) throw new Error(`unknown configuration ${name}: one of reference, ${Object.keys(GATEWAY_CONFIGS).join(', ')}`)
   rows.push(await measure(name, upstreamUrl))
 }
 upstream.kill('SIGKILL')

@@ -35,6 +35,8 @@ servers:
       deny: [delete_*, admin_*]
       echo: { rateLimit: 100000000/min, globalRateLimit: 100000000/min }
 `,
+  /** The same echo tool over the stdio bridge (test/fixtures/stdio-server.mjs, one session); the URL is not used. */
+  stdio: () => `auth: { enabled: false }\nservers:\n  - { name: echo, transport: stdio, command: ${JSON.stringify(process.execPath)}, args: [${JSON.stringify(join(ROOT, 'test', 'fixtures', 'stdio-server.mjs'))}] }\n`,
 }
 
 export const children = new Set()
@@ -142,7 +144,7 @@ export async function startTarget (name, upstreamUrl, { tree = ROOT, nodeArgs = 
     await waitForHttp(`http://127.0.0.1:${port}/healthz`)
   }
   const url = isReference ? `http://127.0.0.1:${port}/mcp` : `http://127.0.0.1:${port}/echo/mcp`
-  const extra = name === 'bare' || name === 'virtual' || isReference ? {} : { authorization: `Bearer ${await machineToken(port, url)}` }
+  const extra = name === 'bare' || name === 'virtual' || name === 'stdio' || isReference ? {} : { authorization: `Bearer ${await machineToken(port, url)}` }
   const headers = await openSession(url, extra)
   return { child, url, headers, dir }
 }
