@@ -14,12 +14,17 @@
 import { closeSync, mkdirSync, openSync, write } from 'node:fs'
 import { dirname } from 'node:path'
 
-/** Records are written in batches of up to this many bytes (one syscall instead of one per request)... */
-const BATCH_BYTES = 4096
+/**
+ * A batch is written once this many characters wait (one write instead of one per request)...
+ * An asynchronous write costs about 40 µs of CPU (the thread pool's hand-off) whatever its size
+ * up to 16 KiB, and 70 µs at 32 KiB (docs/benchmarks.md, 2026-12-01 12:00): 16 KiB is ~45
+ * records, under 1 µs each, where 4 KiB batches cost ~4 µs per request.
+ */
+const BATCH_CHARS = 16 * 1024
 /** ...and at least this often, so a quiet gateway's last records still reach the file promptly; also the retry interval. */
 const FLUSH_INTERVAL_MS = 1000
-/** Records held while writes fail; past this, new ones are counted as lost (requests are refused meanwhile, so few arrive). */
-const MAX_PENDING_BYTES = 16 * 1024 * 1024
+/** Characters held while writes fail; past this, new records are counted as lost (requests are refused meanwhile, so few arrive). */
+const MAX_PENDING_CHARS = 16 * 1024 * 1024
 
 export interface AuditWriteFailure {
   /** The file system's error code, e.g. ENOSPC. */
@@ -36,10 +41,13 @@ export interface AuditFileLog {
 }
 
 export class AuditFile {
-  /** Whole records not yet written, oldest first; the first may be partly written (`offset`). */
-  private readonly pending: Buffer[] = []
+  /** Records not yet in a batch, oldest first: encoded once per batch, not once per record. */
+  private pending: string[] = []
+  private pendingChars = 0
+  /** The batch being written (records before `pending`'s), its records, and how much of it is written. */
+  private batch: Buffer | undefined
+  private batchRecords = 0
   private offset = 0
-  private pendingBytes = 0
   private isWriting = false
   private failure: { code: string, sinceMs: number } | undefined
   /** Records dropped because too many were waiting (reported once, and counted at close). */
@@ -68,15 +76,14 @@ export class AuditFile {
 
   /** pino's destination interface: one serialised record, newline included. */
   write (record: string): boolean {
-    const bytes = Buffer.from(record)
-    if (this.pendingBytes + bytes.length > MAX_PENDING_BYTES) {
+    if (this.pendingChars + record.length > MAX_PENDING_CHARS) {
       if (this.lost === 0) this.log.error({ audit: this.where }, 'audit records dropped: too many waiting to be written')
       this.lost++
       return true
     }
-    this.pending.push(bytes)
-    this.pendingBytes += bytes.length
-    if (this.failure === undefined && this.pendingBytes >= BATCH_BYTES) this.flush()
+    this.pending.push(record)
+    this.pendingChars += record.length
+    if (this.failure === undefined && this.pendingChars >= BATCH_CHARS) this.flush()
     return true
   }
 
@@ -86,34 +93,50 @@ export class AuditFile {
   }
 
   lastWriteFailure (): AuditWriteFailure | undefined {
-    return this.failure === undefined ? undefined : { ...this.failure, pendingRecords: this.pending.length }
+    return this.failure === undefined ? undefined : { ...this.failure, pendingRecords: this.waiting() }
   }
 
   /** Starts writing what is pending (one write in flight at a time). */
   flush (): void {
     if (this.isWriting) return
-    const first = this.pending[0]
-    if (first === undefined) {
-      this.settle()
-      return
+    if (this.batch === undefined) {
+      if (this.pending.length === 0) {
+        this.settle()
+        return
+      }
+      // One write for the whole batch: joining costs less than a syscall per record.
+      this.batch = Buffer.from(this.pending.join(''))
+      this.batchRecords = this.pending.length
+      this.offset = 0
+      this.pending = []
+      this.pendingChars = 0
     }
     this.isWriting = true
-    // One write for the whole batch: joining costs less than a syscall per record.
-    const batch = Buffer.concat(this.pending).subarray(this.offset)
-    write(this.fd, batch, 0, batch.length, null, (err, written) => {
+    const batch = this.batch
+    write(this.fd, batch, this.offset, batch.length - this.offset, null, (err, written) => {
       this.isWriting = false
       if (err !== null) {
         this.onFailure(err)
         return
       }
-      this.consume(written)
+      // A short write leaves the rest of the batch for the next one.
+      this.offset += written
+      if (this.offset >= batch.length) {
+        this.batch = undefined
+        this.batchRecords = 0
+      }
       if (this.failure !== undefined) {
         this.log.info({ audit: this.where, failedForMs: this.now() - this.failure.sinceMs }, 'audit log writes work again')
         this.failure = undefined
       }
-      if (this.pending.length > 0) this.flush()
+      if (this.batch !== undefined || this.pending.length > 0) this.flush()
       else this.settle()
     })
+  }
+
+  /** Records not yet written. */
+  private waiting (): number {
+    return this.batchRecords + this.pending.length
   }
 
   /**
@@ -124,33 +147,20 @@ export class AuditFile {
   async close (deadlineMs: number): Promise<void> {
     clearInterval(this.timer)
     const deadline = this.now() + deadlineMs
-    while (this.pending.length > 0 && this.now() < deadline) {
+    while (this.waiting() > 0 && this.now() < deadline) {
       await new Promise<void>((resolve) => {
         this.drained.push(resolve)
         this.flush()
         // Not unref'd: during shutdown these timers may be all that keeps the process alive until the report.
         setTimeout(resolve, Math.min(FLUSH_INTERVAL_MS / 4, Math.max(1, deadline - this.now())))
       })
-      if (this.failure !== undefined && this.pending.length > 0) await new Promise((resolve) => setTimeout(resolve, 50))
+      if (this.failure !== undefined && this.waiting() > 0) await new Promise((resolve) => setTimeout(resolve, 50))
     }
-    const unwritten = this.pending.length + this.lost
+    const unwritten = this.waiting() + this.lost
     if (unwritten > 0) {
       this.log.error({ audit: this.where, records: unwritten, code: this.failure?.code }, `${unwritten} audit record${unwritten === 1 ? '' : 's'} could not be written`)
     }
     if (this.ownsFd) closeSync(this.fd)
-  }
-
-  private consume (written: number): void {
-    let left = written + this.offset
-    while (left > 0) {
-      const head = this.pending[0]
-      if (head === undefined) break
-      if (left < head.length) break
-      left -= head.length
-      this.pendingBytes -= head.length
-      this.pending.shift()
-    }
-    this.offset = left
   }
 
   private onFailure (err: NodeJS.ErrnoException): void {
