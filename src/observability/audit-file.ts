@@ -129,7 +129,9 @@ export class AuditFile {
         this.log.info({ audit: this.where, failedForMs: this.now() - this.failure.sinceMs }, 'audit log writes work again')
         this.failure = undefined
       }
-      if (this.batch !== undefined || this.pending.length > 0) this.flush()
+      // The rest of a batch, a full batch that came meanwhile, or what close() waits for goes at
+      // once; a few records wait for more (or for the timer), so a write carries a batch.
+      if (this.batch !== undefined || this.pendingChars >= BATCH_CHARS || (this.drained.length > 0 && this.pending.length > 0)) this.flush()
       else this.settle()
     })
   }
