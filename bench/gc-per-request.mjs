@@ -16,6 +16,7 @@ import { mkdtempSync, openSync, readFileSync, rmSync, writeFileSync } from 'node
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { GATEWAY_CONFIGS, HTTP_SERVER, REFERENCE_HOP, ROOT, freePort, load, machineToken, openSession, sleep, start, stopTarget, waitForHttp } from './http-fixture.mjs'
+import { gcRecord } from './trace-gc.mjs'
 
 const CONFIGS = (process.env.GC_CONFIGS ?? 'reference,bare,virtual').split(',')
 const DURATION_S = Number(process.env.GC_DURATION ?? 8)
@@ -30,13 +31,12 @@ const WARMUP_S = 3
 function collections (file, offset) {
   const sums = { scavengeMs: 0, fullMs: 0, allocated: 0, promoted: 0 }
   for (const line of readFileSync(file, 'latin1').slice(offset).split('\n')) {
-    const kind = / gc=(s|mc|mmc) /.exec(line)?.[1]
-    if (kind === undefined) continue
-    const field = (name) => Number(new RegExp(` ${name}=([0-9.]+)`).exec(line)?.[1] ?? 0)
-    if (kind !== 'mc') sums.scavengeMs += field('pause')
-    else sums.fullMs += field('pause')
-    sums.allocated += field('allocated')
-    sums.promoted += field('promoted')
+    const gc = gcRecord(line)
+    if (gc === undefined) continue
+    if (gc.kind === 'young') sums.scavengeMs += gc.pauseMs
+    else sums.fullMs += gc.pauseMs
+    sums.allocated += gc.allocated
+    sums.promoted += gc.promoted
   }
   return sums
 }

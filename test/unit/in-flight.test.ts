@@ -3,25 +3,9 @@ import { execFile } from 'node:child_process'
 import { fileURLToPath } from 'node:url'
 import { promisify } from 'node:util'
 import { InFlight, InFlightMap } from '../../src/in-flight.js'
+import { gcRecord } from '../../bench/trace-gc.mjs'
 
 const PROBE = fileURLToPath(new URL('../fixtures/churn-probe.mjs', import.meta.url))
-
-/**
- * One young-generation collection's figures from a line of V8's --trace-gc-nvp output, which
- * changed form between Node lines: `gc=s ... allocated=N promoted=N` (Node 20) and
- * `GC: {"gc":"s",...,"allocated":N,"promoted":N}` (Node 26). Undefined for other lines.
- */
-function youngCollection (line: string): { allocated: number, promoted: number } | undefined {
-  const json = line.indexOf('GC: {')
-  let fields: Record<string, unknown>
-  if (json >= 0) {
-    fields = JSON.parse(line.slice(json + 'GC: '.length)) as Record<string, unknown>
-  } else {
-    fields = Object.fromEntries(line.trim().split(/\s+/).map((pair) => pair.split('=', 2)))
-  }
-  if (fields.gc !== 's' && fields.gc !== 'mmc') return undefined
-  return { allocated: Number(fields.allocated ?? 0), promoted: Number(fields.promoted ?? 0) }
-}
 
 /**
  * The share of what the probe's requests allocate that young-generation collections promoted
@@ -32,22 +16,22 @@ async function promotedShare (container: string): Promise<number> {
   let allocated = 0
   let promoted = 0
   for (const line of stdout.split('\n')) {
-    const collection = youngCollection(line)
-    if (collection === undefined) continue
-    allocated += collection.allocated
-    promoted += collection.promoted
+    const gc = gcRecord(line)
+    if (gc?.kind !== 'young') continue
+    allocated += gc.allocated
+    promoted += gc.promoted
   }
   if (allocated === 0) throw new Error(`no young-generation collection in the probe's output: ${stdout.slice(-300)}`)
   return promoted / allocated
 }
 
-t.test('the young collections are read from --trace-gc-nvp lines of either form', async (t) => {
-  t.same(youngCollection('[1:0x1]   49 ms: pause=0.4 mutator=33 gc=s reduce_memory=0 allocated=5014528 promoted=87496 new_space_survived=1'), { allocated: 5014528, promoted: 87496 }, 'Node 20')
-  t.same(youngCollection('[1:0x1:0]   49 ms: GC: {"pause":0.375,"gc":"s","allocated":937144,"promoted":87496,"nodes_promoted":4}'), { allocated: 937144, promoted: 87496 }, 'Node 26')
-  t.same(youngCollection('[1:0x1:0]   49 ms: GC: {"pause":0.375,"gc":"mmc","allocated":10,"promoted":2}'), { allocated: 10, promoted: 2 }, 'a minor mark-compact')
-  t.equal(youngCollection('[1:0x1]   49 ms: pause=3 mutator=1 gc=ms allocated=5 promoted=0'), undefined, 'a full collection')
-  t.equal(youngCollection('[1:0x1:0]   49 ms: GC: {"gc":"mc","allocated":5}'), undefined)
-  t.equal(youngCollection('{"requests":60000}'), undefined, "the probe's own line")
+t.test('collections are read from --trace-gc-nvp lines of either form', async (t) => {
+  t.same(gcRecord('[1:0x1]   49 ms: pause=0.4 mutator=33 gc=s reduce_memory=0 allocated=5014528 promoted=87496 new_space_survived=1'), { kind: 'young', pauseMs: 0.4, allocated: 5014528, promoted: 87496 }, 'Node 20')
+  t.same(gcRecord('[1:0x1:0]   49 ms: GC: {"pause":0.375,"gc":"s","allocated":937144,"promoted":87496,"nodes_promoted":4}'), { kind: 'young', pauseMs: 0.375, allocated: 937144, promoted: 87496 }, 'Node 26')
+  t.same(gcRecord('[1:0x1:0]   49 ms: GC: {"pause":1,"gc":"mmc","allocated":10,"promoted":2}'), { kind: 'young', pauseMs: 1, allocated: 10, promoted: 2 }, 'a minor mark-sweep')
+  t.same(gcRecord('[1:0x1]   49 ms: pause=3 mutator=1 gc=mc allocated=5 promoted=0'), { kind: 'full', pauseMs: 3, allocated: 5, promoted: 0 }, 'a full collection')
+  t.equal(gcRecord('[1:0x1:0]   49 ms: GC: {"pause":0.3,"gc":"s","alloc'), undefined, 'a line cut short')
+  t.equal(gcRecord('{"requests":60000}'), undefined, "the probe's own line")
 })
 
 t.test('entries come and go in any order; values() is what is in, each once', async (t) => {
