@@ -25,6 +25,9 @@ const BATCH_CHARS = 16 * 1024
 const FLUSH_INTERVAL_MS = 1000
 /** Characters held while writes fail; past this, new records are counted as lost (requests are refused meanwhile, so few arrive). */
 const MAX_PENDING_CHARS = 16 * 1024 * 1024
+/** A batch holds at most this much, so what piled up while the disk was full goes in bounded writes. */
+const MAX_BATCH_CHARS = 1024 * 1024
+const NEWLINE = 0x0a
 
 export interface AuditWriteFailure {
   /** The file system's error code, e.g. ENOSPC. */
@@ -76,7 +79,7 @@ export class AuditFile {
 
   /** pino's destination interface: one serialised record, newline included. */
   write (record: string): boolean {
-    if (this.pendingChars + record.length > MAX_PENDING_CHARS) {
+    if (this.held() + record.length > MAX_PENDING_CHARS) {
       if (this.lost === 0) this.log.error({ audit: this.where }, 'audit records dropped: too many waiting to be written')
       this.lost++
       return true
@@ -105,11 +108,20 @@ export class AuditFile {
         return
       }
       // One write for the whole batch: joining costs less than a syscall per record.
-      this.batch = Buffer.from(this.pending.join(''))
-      this.batchRecords = this.pending.length
+      let records = this.pending
+      let chars = this.pendingChars
+      if (chars > MAX_BATCH_CHARS) {
+        let count = 0
+        chars = 0
+        while (count < records.length && chars < MAX_BATCH_CHARS) chars += (records[count++] ?? '').length
+        records = this.pending.splice(0, count)
+      } else {
+        this.pending = []
+      }
+      this.pendingChars -= chars
+      this.batch = Buffer.from(records.join(''))
+      this.batchRecords = records.length
       this.offset = 0
-      this.pending = []
-      this.pendingChars = 0
     }
     this.isWriting = true
     const batch = this.batch
@@ -119,11 +131,14 @@ export class AuditFile {
         this.onFailure(err)
         return
       }
-      // A short write leaves the rest of the batch for the next one.
-      this.offset += written
-      if (this.offset >= batch.length) {
+      // A short write leaves the rest of the batch for the next one; the records it completed
+      // (each ends with the batch's only newlines: JSON escapes its own) are written.
+      if (this.offset + written >= batch.length) {
         this.batch = undefined
         this.batchRecords = 0
+      } else {
+        this.batchRecords -= newlines(batch, this.offset, this.offset + written)
+        this.offset += written
       }
       if (this.failure !== undefined) {
         this.log.info({ audit: this.where, failedForMs: this.now() - this.failure.sinceMs }, 'audit log writes work again')
@@ -134,6 +149,11 @@ export class AuditFile {
       if (this.batch !== undefined || this.pendingChars >= BATCH_CHARS || (this.drained.length > 0 && this.pending.length > 0)) this.flush()
       else this.settle()
     })
+  }
+
+  /** Characters (of the batch: bytes) held and not yet written. */
+  private held (): number {
+    return this.pendingChars + (this.batch === undefined ? 0 : this.batch.length - this.offset)
   }
 
   /** Records not yet written. */
@@ -180,4 +200,10 @@ export class AuditFile {
     this.drained = []
     for (const resolve of waiting) resolve()
   }
+}
+
+function newlines (buffer: Buffer, from: number, to: number): number {
+  let count = 0
+  for (let at = buffer.indexOf(NEWLINE, from); at !== -1 && at < to; at = buffer.indexOf(NEWLINE, at + 1)) count++
+  return count
 }
