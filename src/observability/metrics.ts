@@ -101,9 +101,9 @@ function perServerGauge (registry: Registry, name: string, help: string, values:
 
 /** The label of a request's area: the MCP server's name, or the gateway's own routes. */
 function serverLabel (request: FastifyRequest): string {
-  const config = request.routeOptions.config
+  // Fastify builds routeOptions anew on every read: read once.
+  const { config, url } = request.routeOptions
   if (config.mcpServer !== undefined) return config.mcpServer
-  const url = request.routeOptions.url
   if (url === undefined) return 'unmatched'
   return url.startsWith('/oauth') || url.startsWith('/.well-known') || url.startsWith('/interaction') ? 'oauth' : 'gateway'
 }
