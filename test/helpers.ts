@@ -382,6 +382,17 @@ export function selfSignedCertificate (dir: string): { keyPath: string, certPath
   return { keyPath, certPath }
 }
 
+/**
+ * Whether this process may mount a tmpfs (it is root) for the full-disk tests. In CI it must be:
+ * a test that would silently do nothing throws instead. Elsewhere the test says why it skips its work.
+ */
+export function canMountTmpfs (t: { comment: (message: string) => void }): boolean {
+  if (process.getuid?.() === 0) return true
+  if (process.env.CI !== undefined) throw new Error('this test mounts a tmpfs and must run as root in CI')
+  t.comment('not root: cannot mount a tmpfs for this test')
+  return false
+}
+
 /** Writes to `path` until the file system says ENOSPC (a full disk, for the store-full and audit-full tests); returns the bytes written. */
 export function fillUp (path: string): number {
   const fd = openSync(path, 'w')

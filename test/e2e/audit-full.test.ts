@@ -13,17 +13,13 @@ import { join } from 'node:path'
 import { stringify } from 'yaml'
 import { hashPassword } from '../../src/auth-server/password.js'
 import { connectWithOAuth } from '../oauth-helpers.js'
-import { eventually, fillUp, freePort, startUpstream, textOf, within } from '../helpers.js'
+import { canMountTmpfs, eventually, fillUp, freePort, startUpstream, textOf, within } from '../helpers.js'
 
 const MAIN = new URL('../../dist/main.js', import.meta.url).pathname
 const PASSWORD = 'correct horse battery staple'
 
 t.test('a full audit disk: MCP refused with 503, /readyz degraded, records kept and written once space is free, shutdown never hangs', async (t) => {
-  if (process.getuid?.() !== 0) {
-    if (process.env.CI !== undefined) throw new Error('this test mounts a tmpfs and must run as root in CI')
-    t.comment('not root: cannot mount a tmpfs for this test')
-    return
-  }
+  if (!canMountTmpfs(t)) return
   const upstream = await startUpstream(t)
   const dir = mkdtempSync(join(tmpdir(), 'portcullis-audit-full-'))
   t.teardown(() => rmSync(dir, { recursive: true, force: true }))

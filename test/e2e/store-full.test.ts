@@ -17,17 +17,13 @@ import { join } from 'node:path'
 import { stringify } from 'yaml'
 import { hashPassword } from '../../src/auth-server/password.js'
 import { connectWithOAuth, REDIRECT_URL } from '../oauth-helpers.js'
-import { eventually, fillUp, freePort, startUpstream, textOf } from '../helpers.js'
+import { canMountTmpfs, eventually, fillUp, freePort, startUpstream, textOf } from '../helpers.js'
 
 const MAIN = new URL('../../dist/main.js', import.meta.url).pathname
 const PASSWORD = 'correct horse battery staple'
 
 t.test('a full disk: 503 temporarily_unavailable, /readyz degraded with the reason, one log line; space freed: works again', async (t) => {
-  if (process.getuid?.() !== 0) {
-    if (process.env.CI !== undefined) throw new Error('this test mounts a tmpfs and must run as root in CI')
-    t.comment('not root: cannot mount a tmpfs for this test')
-    return
-  }
+  if (!canMountTmpfs(t)) return
   const upstream = await startUpstream(t)
   const dir = mkdtempSync(join(tmpdir(), 'portcullis-full-'))
   t.teardown(() => rmSync(dir, { recursive: true, force: true }))

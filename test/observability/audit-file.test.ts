@@ -11,6 +11,7 @@ import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { fileURLToPath } from 'node:url'
 import { promisify } from 'node:util'
+import { canMountTmpfs } from '../helpers.js'
 
 const PROBE = fileURLToPath(new URL('../fixtures/audit-file-probe.mjs', import.meta.url))
 /** src/observability/audit-file.ts's MAX_PENDING_CHARS. */
@@ -24,15 +25,8 @@ async function probe (t: Test, scenario: string): Promise<Record<string, unknown
   return JSON.parse(stdout) as Record<string, unknown>
 }
 
-const isRoot = (t: Test): boolean => {
-  if (process.getuid?.() === 0) return true
-  if (process.env.CI !== undefined) throw new Error('this test mounts a tmpfs and must run as root in CI')
-  t.comment('not root: cannot mount a tmpfs for this test')
-  return false
-}
-
 t.test('a write cut short by a full disk: the records it completed are not counted as waiting', async (t) => {
-  if (!isRoot(t)) return
+  if (!canMountTmpfs(t)) return
   const seen = await probe(t, 'short-write')
   t.equal(seen.code, 'ENOSPC', 'the disk filled up')
   const lines = seen.lines as number
@@ -43,7 +37,7 @@ t.test('a write cut short by a full disk: the records it completed are not count
 })
 
 t.test('while nothing can be written, the records held stay within the bound, the batch in flight included', async (t) => {
-  if (!isRoot(t)) return
+  if (!canMountTmpfs(t)) return
   const seen = await probe(t, 'limit')
   t.equal(seen.code, 'ENOSPC')
   const held = seen.pendingRecords as number
