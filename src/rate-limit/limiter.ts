@@ -66,6 +66,17 @@ interface LimiterResult {
 
 type Limiter = (subject: { routeOptions: { config: object }, rateLimitKey: string }) => Promise<LimiterResult>
 
+/** What this replica last saw of a caller's bucket (stateOf). */
+interface ChargedBucket {
+  bucket: Bucket
+  /** Units left after the charge. */
+  remaining: number
+  resetAtMs: number
+}
+
+/** What the limiter reads of a request's route: no per-route settings (one object for every charge; it only reads it). */
+const NO_ROUTE_OPTIONS = Object.freeze({ config: Object.freeze({}) })
+
 /** One log line per this interval while the counter store keeps failing. */
 const STORE_ERROR_LOG_INTERVAL_MS = 10_000
 
@@ -79,7 +90,9 @@ export class RateLimiter {
   private readonly limiters = new Map<string, Limiter>()
   private readonly inFlight = new Map<string, number>()
   /** caller -> bucket -> its state after the last charge here (insertion order: oldest caller first). */
-  private readonly lastCharged = new Map<string, Map<string, { bucket: Bucket, remaining: number, resetAtMs: number }>>()
+  private readonly lastCharged = new Map<string, Map<string, ChargedBucket>>()
+  /** The caller last moved to the end of lastCharged: its next charges need not move it again. */
+  private newestCaller: string | undefined
   private lastStoreErrorLogAt = 0
 
   constructor (
@@ -115,7 +128,8 @@ export class RateLimiter {
   async consume (buckets: readonly Bucket[]): Promise<RateLimitRejection | 'store-unavailable' | undefined> {
     for (const bucket of buckets) {
       const limiter = this.limiterFor(bucket.rate)
-      const subject = { routeOptions: { config: {} }, rateLimitKey: `${bucket.kind}:${bucket.key}` }
+      const id = `${bucket.kind}:${bucket.key}`
+      const subject = { routeOptions: NO_ROUTE_OPTIONS, rateLimitKey: id }
       let result: LimiterResult | undefined
       try {
         for (let unit = 0; unit < bucket.cost; unit++) {
@@ -134,7 +148,7 @@ export class RateLimiter {
         if (this.onStoreError === 'deny') return 'store-unavailable'
         continue
       }
-      if (result !== undefined) this.remember(bucket, result)
+      if (result !== undefined) this.remember(bucket, id, result)
       if (result?.isExceeded === true) {
         this.hooks.onReject?.(bucket.kind)
         return rejection(bucket, result.ttlInSeconds ?? Math.ceil(bucket.rate.windowMs / 1000))
@@ -156,19 +170,36 @@ export class RateLimiter {
     })
   }
 
-  private remember (bucket: Bucket, result: LimiterResult): void {
-    if (bucket.caller === undefined) return
-    let buckets = this.lastCharged.get(bucket.caller)
+  /**
+   * Per request a call charges up to three buckets of one caller: the caller moves to the newest
+   * end once, and a bucket charged before keeps its entry. Moving it for every bucket (a Map
+   * delete and set each) and a new entry per charge were most of what the limits cost a call
+   * (docs/benchmarks.md, 2026-12-02).
+   */
+  private remember (bucket: Bucket, id: string, result: LimiterResult): void {
+    const caller = bucket.caller
+    if (caller === undefined) return
+    let buckets = this.lastCharged.get(caller)
     if (buckets === undefined) {
       if (this.lastCharged.size >= MAX_TRACKED_CALLERS) this.lastCharged.delete(this.lastCharged.keys().next().value as string)
       buckets = new Map()
-    } else {
-      this.lastCharged.delete(bucket.caller)
+      this.lastCharged.set(caller, buckets)
+    } else if (this.newestCaller !== caller) {
+      this.lastCharged.delete(caller)
+      this.lastCharged.set(caller, buckets)
     }
-    this.lastCharged.set(bucket.caller, buckets)
-    const id = `${bucket.kind}:${bucket.key}`
-    if (!buckets.has(id) && buckets.size >= MAX_BUCKETS_PER_CALLER) buckets.delete(buckets.keys().next().value as string)
-    buckets.set(id, { bucket, remaining: Math.max(0, result.remaining ?? 0), resetAtMs: Date.now() + (result.ttlInSeconds ?? Math.ceil(bucket.rate.windowMs / 1000)) * 1000 })
+    this.newestCaller = caller
+    const remaining = Math.max(0, result.remaining ?? 0)
+    const resetAtMs = Date.now() + (result.ttlInSeconds ?? Math.ceil(bucket.rate.windowMs / 1000)) * 1000
+    const charged = buckets.get(id)
+    if (charged !== undefined) {
+      charged.bucket = bucket
+      charged.remaining = remaining
+      charged.resetAtMs = resetAtMs
+      return
+    }
+    if (buckets.size >= MAX_BUCKETS_PER_CALLER) buckets.delete(buckets.keys().next().value as string)
+    buckets.set(id, { bucket, remaining, resetAtMs })
   }
 
   /** Takes a slot for a call in flight; false when the cap is reached. Release with `release`. */

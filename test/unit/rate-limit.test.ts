@@ -131,3 +131,27 @@ t.test('counter store unreachable: onStoreError allow lets through, deny refuses
   t.same(errors.map((l) => l.msg), ['rate-limit store unreachable: requests are let through unlimited'], 'one line for the whole burst')
   t.same(limiter.stateOf('sub:ada'), [], 'a failed charge is not remembered')
 })
+
+t.test('the admin view keeps the 10 000 callers charged last: a caller charged again is kept, the one charged longest ago is dropped', async (t) => {
+  const limiter = new RateLimiter(await countersApp(t), 'allow', createLogger('silent') as unknown as FastifyBaseLogger)
+  const rate = { max: 1000, windowMs: 60_000 }
+  const buckets = (caller: string): Bucket[] => [
+    { kind: 'user', key: `fx:${caller}`, rate, cost: 1, subject: 'server "fx"', caller },
+    { kind: 'user-tool', key: `fx:echo:${caller}`, rate, cost: 1, subject: 'tool "echo"', caller },
+  ]
+  t.equal(await limiter.consume(buckets('sub:ada')), undefined)
+  t.equal(await limiter.consume(buckets('sub:bob')), undefined)
+  // ada again: now charged after bob, bob is the one charged longest ago.
+  t.equal(await limiter.consume(buckets('sub:ada')), undefined)
+  t.match(limiter.stateOf('sub:ada'), [{ kind: 'user', remaining: 998 }, { kind: 'user-tool', remaining: 998 }], 'one entry per bucket, with the latest count')
+  t.equal(limiter.stateOf('sub:ada').length, 2)
+  // 9 998 more callers fill the view to 10 000; one more drops the caller charged longest ago.
+  for (let i = 0; i < 9_998; i++) await limiter.consume(buckets(`sub:u${i}`))
+  t.equal(limiter.stateOf('sub:bob').length, 2, 'at 10 000 callers nobody is dropped yet')
+  await limiter.consume(buckets('sub:last'))
+  t.same(limiter.stateOf('sub:bob'), [], 'bob, charged longest ago, is dropped')
+  t.equal(limiter.stateOf('sub:ada').length, 2, 'ada, charged again after bob, is kept')
+  await limiter.consume(buckets('sub:next'))
+  t.same(limiter.stateOf('sub:ada'), [], 'then ada')
+  t.equal(limiter.stateOf('sub:u0').length, 2)
+})
