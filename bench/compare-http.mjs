@@ -15,6 +15,11 @@
 //
 //   npm run build && node bench/compare-http.mjs --configs token,identity,token [tree]
 //
+// The two hops can be members too, under load with the gateways (`reference`: bench/reference-hop.mjs;
+// `fastify-hop`: the same hop inside a Fastify route, bench/fastify-hop.mjs):
+//
+//   npm run build && node bench/compare-http.mjs --configs reference,fastify-hop,bare,full
+//
 // Environment: COMPARE_CONFIGS (bare, token, identity, full, virtual, stdio; default bare,full; builds mode),
 // COMPARE_ROUNDS (default 16), COMPARE_WINDOW (seconds per round, default 3), COMPARE_CONNECTIONS
 // (per gateway, default 50), COMPARE_RATE (requests per second offered to each gateway; default: as
@@ -24,7 +29,7 @@
 // one that the scheduler happens to favour looks cheaper; at a fixed rate all see the same arrivals.
 import { resolve } from 'node:path'
 import { cpus } from 'node:os'
-import { GATEWAY_CONFIGS, HTTP_SERVER, cpuSeconds, load, median, start, startTarget, stopTarget } from './http-fixture.mjs'
+import { GATEWAY_CONFIGS, HOPS, HTTP_SERVER, cpuSeconds, load, median, start, startTarget, stopTarget } from './http-fixture.mjs'
 
 const ROUNDS = Number(process.env.COMPARE_ROUNDS ?? 16)
 const WINDOW_S = Number(process.env.COMPARE_WINDOW ?? 3)
@@ -38,7 +43,7 @@ const parseBuild = (arg) => {
   return { name: arg.slice(0, at), tree: resolve(path ?? '.'), nodeArgs: options === undefined ? [] : options.split(' ') }
 }
 const checkConfig = (config) => {
-  if (GATEWAY_CONFIGS[config] === undefined) throw new Error(`unknown configuration ${config} (${Object.keys(GATEWAY_CONFIGS).join(', ')})`)
+  if (GATEWAY_CONFIGS[config] === undefined && HOPS[config] === undefined) throw new Error(`unknown configuration ${config} (${[...Object.keys(GATEWAY_CONFIGS), ...Object.keys(HOPS)].join(', ')})`)
   return config
 }
 

@@ -13,6 +13,9 @@ import autocannon from 'autocannon'
 export const ROOT = join(dirname(fileURLToPath(import.meta.url)), '..')
 export const HTTP_SERVER = join(ROOT, 'test', 'fixtures', 'http-mcp-server.mjs')
 export const REFERENCE_HOP = join(ROOT, 'bench', 'reference-hop.mjs')
+export const FASTIFY_HOP = join(ROOT, 'bench', 'fastify-hop.mjs')
+/** The yardsticks startTarget runs besides the gateway's configurations: the reference hop, and the same hop inside Fastify. */
+export const HOPS = { reference: REFERENCE_HOP, 'fastify-hop': FASTIFY_HOP }
 const ACCEPT = 'application/json, text/event-stream'
 const CLIENT_SECRET = 'bench-client-secret-of-at-least-32-chars'
 const AUTH = `auth:\n  clients: [{ clientId: bench, clientSecret: "${CLIENT_SECRET}", grantTypes: [client_credentials] }]\n`
@@ -126,25 +129,24 @@ export function cpuSeconds (pid) {
 }
 
 /**
- * A gateway from `tree`'s dist/ (default this tree) in one of GATEWAY_CONFIGS, or the reference
- * hop, with a session open through it. `nodeArgs`: before the script (--cpu-prof, V8 flags); `env`: added to ours.
+ * A gateway from `tree`'s dist/ (default this tree) in one of GATEWAY_CONFIGS, or one of HOPS, with a session open through it. `nodeArgs`: before the script (--cpu-prof, V8 flags); `env`: added to ours.
  */
 export async function startTarget (name, upstreamUrl, { tree = ROOT, nodeArgs = [], env = {} } = {}) {
   const dir = mkdtempSync(join(tmpdir(), 'portcullis-bench-'))
   const port = await freePort()
-  const isReference = name === 'reference'
+  const isHop = HOPS[name] !== undefined
   let child
-  if (isReference) {
-    // The hop has no signal handler: one that exits lets --cpu-prof write its profile.
-    ({ child } = await start([...nodeArgs, '--import', 'data:text/javascript,process.on("SIGTERM",()=>process.exit(0))', REFERENCE_HOP, upstreamUrl, String(port)], { ready: /ready/, env }))
+  if (isHop) {
+    // The hops have no signal handler: one that exits lets --cpu-prof write its profile.
+    ({ child } = await start([...nodeArgs, '--import', 'data:text/javascript,process.on("SIGTERM",()=>process.exit(0))', HOPS[name], upstreamUrl, String(port)], { ready: /ready/, env }))
   } else {
     const configPath = join(dir, 'gateway.yaml')
     writeFileSync(configPath, `publicUrl: http://127.0.0.1:${port}\nlisten: { host: 127.0.0.1, port: ${port} }\ndataDir: ${join(dir, 'data')}\nlog: { level: warn }\n${GATEWAY_CONFIGS[name](upstreamUrl)}`)
     ;({ child } = await start([...nodeArgs, join(tree, 'dist', 'main.js'), 'start', '--config', configPath], { env }))
     await waitForHttp(`http://127.0.0.1:${port}/healthz`)
   }
-  const url = isReference ? `http://127.0.0.1:${port}/mcp` : `http://127.0.0.1:${port}/echo/mcp`
-  const extra = name === 'bare' || name === 'virtual' || name === 'stdio' || isReference ? {} : { authorization: `Bearer ${await machineToken(port, url)}` }
+  const url = isHop ? `http://127.0.0.1:${port}/mcp` : `http://127.0.0.1:${port}/echo/mcp`
+  const extra = name === 'bare' || name === 'virtual' || name === 'stdio' || isHop ? {} : { authorization: `Bearer ${await machineToken(port, url)}` }
   const headers = await openSession(url, extra)
   return { child, url, headers, dir }
 }
