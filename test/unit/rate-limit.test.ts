@@ -134,7 +134,7 @@ t.test('counter store unreachable: onStoreError allow lets through, deny refuses
 
 t.test('the admin view keeps the 10 000 callers charged last: a caller charged again is kept, the one charged longest ago is dropped', async (t) => {
   const limiter = new RateLimiter(await countersApp(t), 'allow', createLogger('silent') as unknown as FastifyBaseLogger)
-  const rate = { max: 1000, windowMs: 60_000 }
+  const rate = { max: 1000, windowMs: 60_000, text: '1000/min' }
   const buckets = (caller: string): Bucket[] => [
     { kind: 'user', key: `fx:${caller}`, rate, cost: 1, subject: 'server "fx"', caller },
     { kind: 'user-tool', key: `fx:echo:${caller}`, rate, cost: 1, subject: 'tool "echo"', caller },
