@@ -6,7 +6,7 @@ import { Client } from '@modelcontextprotocol/sdk/client/index.js'
 import { StreamableHTTPClientTransport } from '@modelcontextprotocol/sdk/client/streamableHttp.js'
 import type { ListChangedHandlers } from '@modelcontextprotocol/sdk/types.js'
 import { Writable } from 'node:stream'
-import { closeSync, existsSync, mkdtempSync, openSync, readdirSync, readFileSync, rmSync, writeSync } from 'node:fs'
+import { closeSync, existsSync, mkdtempSync, openSync, readdirSync, readFileSync, rmSync, writeFileSync, writeSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { stringify } from 'yaml'
@@ -345,6 +345,14 @@ export function canConnect (port: number): Promise<boolean> {
 }
 
 const CLI_READY_TIMEOUT_MS = 45_000
+
+/** A config file for startCliGateway in `dir`: publicUrl and listen on a free port, dataDir in `dir`, then `fields`. */
+export async function cliConfigFile (dir: string, fields: Record<string, unknown>): Promise<{ path: string, port: number }> {
+  const port = await freePort()
+  const path = join(dir, 'gw.yaml')
+  writeFileSync(path, stringify({ publicUrl: `http://127.0.0.1:${port}`, listen: { host: '127.0.0.1', port }, dataDir: join(dir, 'data'), ...fields }))
+  return { path, port }
+}
 
 /** `portcullis start` as a real process (dist/main.js), once it has logged that it is ready; `flags` such as --watch follow. */
 export async function startCliGateway (t: Teardown, configPath: string, env: NodeJS.ProcessEnv = {}, flags: readonly string[] = []): Promise<{ child: ChildProcessWithoutNullStreams, output: () => string }> {

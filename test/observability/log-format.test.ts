@@ -2,24 +2,15 @@
 // Its stdout is a pipe here, so "unset" means JSON; a terminal's default (pretty) is decided by
 // resolveLogFormat, tested in logger.test.ts (no pseudo-terminal in this harness).
 import t, { type Test } from 'tap'
-import { writeFileSync } from 'node:fs'
-import { join } from 'node:path'
-import { stringify } from 'yaml'
-import { eventually, freePort, startCliGateway, startUpstream } from '../helpers.js'
+import { cliConfigFile, eventually, startCliGateway, startUpstream } from '../helpers.js'
 
 async function configFile (t: Test, log: Record<string, unknown>, extra: Record<string, unknown> = {}): Promise<string> {
-  const dir = t.testdir({})
-  const port = await freePort()
   const upstream = await startUpstream(t)
-  const path = join(dir, 'gw.yaml')
-  writeFileSync(path, stringify({
-    publicUrl: `http://127.0.0.1:${port}`,
-    listen: { host: '127.0.0.1', port },
-    dataDir: join(dir, 'data'),
+  const { path } = await cliConfigFile(t.testdir({}), {
     log,
     servers: [{ name: 'fx', transport: 'http', url: upstream.url }, { name: 'second-server', transport: 'http', url: upstream.url }],
     ...extra,
-  }))
+  })
   return path
 }
 
