@@ -4,7 +4,7 @@
 // the reference hop it shows what the framework costs; beside the gateway, what the gateway's
 // own work costs (docs/benchmarks.md, 2026-12-02). Needs the build (dist/).
 // Usage: node bench/fastify-hop.mjs <upstream url> <port>
-import Fastify from 'fastify'
+import Fastify, { LogController } from 'fastify'
 import { Pool } from 'undici'
 import { createLogger } from '../dist/observability/logger.js'
 
@@ -13,7 +13,7 @@ const target = new URL(upstreamUrl)
 const pool = new Pool(target.origin, { connections: 128 })
 const PASS = ['content-type', 'accept', 'mcp-session-id', 'mcp-protocol-version', 'last-event-id']
 
-const app = Fastify({ loggerInstance: createLogger('warn'), disableRequestLogging: true })
+const app = Fastify({ loggerInstance: createLogger('warn'), logController: new LogController({ disableRequestLogging: true }) })
 // As the gateway: bodies read once, as bytes.
 app.removeAllContentTypeParsers()
 app.addContentTypeParser('*', { parseAs: 'buffer' }, (request, body, done) => done(null, body))

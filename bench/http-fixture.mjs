@@ -14,8 +14,13 @@ export const ROOT = join(dirname(fileURLToPath(import.meta.url)), '..')
 export const HTTP_SERVER = join(ROOT, 'test', 'fixtures', 'http-mcp-server.mjs')
 export const REFERENCE_HOP = join(ROOT, 'bench', 'reference-hop.mjs')
 export const FASTIFY_HOP = join(ROOT, 'bench', 'fastify-hop.mjs')
-/** The yardsticks startTarget runs besides the gateway's configurations: the reference hop, and the same hop inside Fastify. */
-export const HOPS = { reference: REFERENCE_HOP, 'fastify-hop': FASTIFY_HOP }
+export const FLOOR_HOP = join(ROOT, 'bench', 'floor-hop.mjs')
+/**
+ * The yardsticks startTarget runs besides the gateway's configurations: the reference hop, the
+ * same hop inside Fastify, and that plus the body inspection, audit record and metrics every
+ * configuration does (the floor of a bare gateway).
+ */
+export const HOPS = { reference: REFERENCE_HOP, 'fastify-hop': FASTIFY_HOP, 'floor-hop': FLOOR_HOP }
 const ACCEPT = 'application/json, text/event-stream'
 const CLIENT_SECRET = 'bench-client-secret-of-at-least-32-chars'
 const AUTH = `auth:\n  clients: [{ clientId: bench, clientSecret: "${CLIENT_SECRET}", grantTypes: [client_credentials] }]\n`

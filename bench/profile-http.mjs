@@ -11,8 +11,8 @@
 //   PROFILE_CONFIGS=bare,full PROFILE_DURATION=10 node bench/profile-http.mjs
 //   node bench/profile-http.mjs --summarise bench/results/profiles/bare.cpuprofile  # again, from the saved profile
 //
-// Environment: PROFILE_CONFIGS (reference, bare, token, identity, full — bench/run.mjs's HTTP configurations;
-// reference: bench/reference-hop.mjs; default all four), PROFILE_DURATION (seconds measured,
+// Environment: PROFILE_CONFIGS (reference, fastify-hop, bare, token, identity, full — bench/run.mjs's HTTP
+// configurations; reference: bench/reference-hop.mjs, fastify-hop: bench/fastify-hop.mjs; default all four), PROFILE_DURATION (seconds measured,
 // default 10), PROFILE_WARMUP (seconds, default 3), PROFILE_CONNECTIONS (default 50),
 // PROFILE_INTERVAL_US (sampling interval, default 250), PROFILE_TOP (rows per table, default 25),
 // PROFILE_HEAP=1 (allocation instead of CPU: bytes per request by package and function,
@@ -23,7 +23,7 @@ import { mkdtempSync, mkdirSync, readdirSync, readFileSync, renameSync, rmSync, 
 import { tmpdir, cpus } from 'node:os'
 import { join, relative, sep } from 'node:path'
 import { fileURLToPath } from 'node:url'
-import { GATEWAY_CONFIGS, HTTP_SERVER, ROOT, load, nowUs, start, startTarget, stopTarget } from './http-fixture.mjs'
+import { GATEWAY_CONFIGS, HOPS, HTTP_SERVER, ROOT, load, nowUs, start, startTarget, stopTarget } from './http-fixture.mjs'
 
 const OUT = join(ROOT, 'bench', 'results', 'profiles')
 const CONFIGS = (process.env.PROFILE_CONFIGS ?? 'reference,bare,token,full').split(',')
@@ -252,7 +252,7 @@ const upstreamUrl = JSON.parse(line).url
 const parts = [`Gateway profile — ${new Date().toISOString()} — ${cpus().length} × ${cpus()[0]?.model ?? 'cpu'}, Node ${process.version} — ${CONNECTIONS} connections, ${WARMUP_S} s warm-up, ${DURATION_S} s measured, sampling every ${INTERVAL_US} µs`, '']
 const summaries = []
 for (const name of CONFIGS) {
-  if (name !== 'reference' && GATEWAY_CONFIGS[name] === undefined) throw new Error(`unknown configuration ${name} (reference, ${Object.keys(GATEWAY_CONFIGS).join(', ')})`)
+  if (HOPS[name] === undefined && GATEWAY_CONFIGS[name] === undefined) throw new Error(`unknown configuration ${name} (${[...Object.keys(HOPS), ...Object.keys(GATEWAY_CONFIGS)].join(', ')})`)
   process.stderr.write(`profile: ${name}\n`)
   if (HEAP) {
     parts.push(await heapProfileConfig(name, upstreamUrl))

@@ -216,6 +216,13 @@ async function httpScenario () {
   const { url } = JSON.parse(line)
   const hopPort = await freePort()
   const { child: hop } = await startProcess(process.execPath, [join(BENCH, 'reference-hop.mjs'), url, String(hopPort)], { ready: /ready/ })
+  // Two more yardsticks: the same hop inside a Fastify route, and that plus the work every
+  // configuration does (the body inspected, an audit record, the request metrics): the floor
+  // of the bare row with Fastify, prom-client and the audit format kept.
+  const fastifyHopPort = await freePort()
+  const { child: fastifyHopChild } = await startProcess(process.execPath, [join(BENCH, 'fastify-hop.mjs'), url, String(fastifyHopPort)], { ready: /ready/ })
+  const floorHopPort = await freePort()
+  const { child: floorHopChild } = await startProcess(process.execPath, [join(BENCH, 'floor-hop.mjs'), url, String(floorHopPort)], { ready: /ready/ })
   const port = await freePort()
   const gateway = await startGateway(`servers:\n  - { name: echo, transport: http, url: "${url}" }\n`, port)
   // The same path with the token check on: every request carries a bearer JWT the gateway verifies.
@@ -252,6 +259,8 @@ servers:
   const targets = [
     { key: 'direct', label: 'direct', url, pid: upstream.pid },
     { key: 'reference', label: 'minimal node:http + undici hop (reference)', url: `http://127.0.0.1:${hopPort}/mcp`, pid: hop.pid },
+    { key: 'fastifyHop', label: 'the same hop in a Fastify route', url: `http://127.0.0.1:${fastifyHopPort}/mcp`, pid: fastifyHopChild.pid },
+    { key: 'floorHop', label: '… + body inspection, audit record, metrics (the floor)', url: `http://127.0.0.1:${floorHopPort}/mcp`, pid: floorHopChild.pid },
     { key: 'through', label: 'via Portcullis', url: `http://127.0.0.1:${port}/echo/mcp`, pid: gateway.pid },
     { key: 'withAuth', label: 'via Portcullis, token checked', url: authUrl, pid: authGateway.pid, headers: { authorization: `Bearer ${token}` } },
     { key: 'withIdentity', label: 'via Portcullis, token checked + identity header', url: identityUrl, pid: identityGateway.pid, headers: { authorization: `Bearer ${identityToken}` } },
@@ -270,7 +279,10 @@ servers:
       rounds[target.key].push({ reqPerSec: r.requests.average, p50: r.latency.p50, p99: r.latency.p99, errors: r.errors + r.timeouts + r.non2xx, cpuUs })
     }
   }
-  for (const child of [upstream, hop, gateway, authGateway, identityGateway, fullGateway, tracedGateway]) stop(child)
+  // A floor that built no audit records would measure less than it says.
+  const { records } = await (await fetch(`http://127.0.0.1:${floorHopPort}/records`)).json()
+  if (!(records > 0)) throw new Error('the floor hop recorded no audit records')
+  for (const child of [upstream, hop, fastifyHopChild, floorHopChild, gateway, authGateway, identityGateway, fullGateway, tracedGateway]) stop(child)
   // A tracing row whose spans never left the gateway would measure nothing.
   if (receiver.exports() === 0) throw new Error('the tracing gateway exported no spans')
   await receiver.close()
@@ -286,14 +298,14 @@ servers:
       cpuRange: `${Math.min(...rs.map((r) => r.cpuUs))}–${Math.max(...rs.map((r) => r.cpuUs))}`,
     }]
   }))
-  const { direct, reference, through, withAuth, withIdentity, full, traced } = summary
+  const { direct, reference, fastifyHop, floorHop, through, withAuth, withIdentity, full, traced } = summary
   return {
     name: 'http',
     title: `Streamable HTTP upstream (MCP SDK 1.32, stateful, SSE responses): tools/call echo, ${CONNECTIONS} connections, one session; medians of ${HTTP_ROUNDS} alternating ${windowS} s windows`,
     columns: ['req/s', 'p50 ms', 'p99 ms', 'errors', 'ratio vs direct', 'process CPU µs/req (range)', 'CPU vs reference hop'],
-    rows: [direct, reference, through, withAuth, withIdentity, full, traced].map((r) => [r.label, r.reqPerSec, r.p50Ms, r.p99Ms, r.errors, (r.reqPerSec / direct.reqPerSec).toFixed(2),
+    rows: [direct, reference, fastifyHop, floorHop, through, withAuth, withIdentity, full, traced].map((r) => [r.label, r.reqPerSec, r.p50Ms, r.p99Ms, r.errors, (r.reqPerSec / direct.reqPerSec).toFixed(2),
       `${r.cpuUsPerReq} (${r.cpuRange})${r === direct ? ' upstream' : ''}`, r === direct ? '–' : (r.cpuUsPerReq / reference.cpuUsPerReq).toFixed(2)]),
-    summary: `Gateway CPU per request (median): ${through.cpuUsPerReq} µs bare, ${withAuth.cpuUsPerReq} µs with the token check, ${withIdentity.cpuUsPerReq} µs with the token check and the identity header (servers[].identity), ${full.cpuUsPerReq} µs with token, policy, limits and audit, ${traced.cpuUsPerReq} µs with the token check and tracing on (spans exported over OTLP/HTTP) — ${(through.cpuUsPerReq / reference.cpuUsPerReq).toFixed(2)}×, ${(withAuth.cpuUsPerReq / reference.cpuUsPerReq).toFixed(2)}× and ${(full.cpuUsPerReq / reference.cpuUsPerReq).toFixed(2)}× a minimal undici hop measured in the same rounds (${reference.cpuUsPerReq} µs).`,
+    summary: `Gateway CPU per request (median): ${through.cpuUsPerReq} µs bare, ${withAuth.cpuUsPerReq} µs with the token check, ${withIdentity.cpuUsPerReq} µs with the token check and the identity header (servers[].identity), ${full.cpuUsPerReq} µs with token, policy, limits and audit, ${traced.cpuUsPerReq} µs with the token check and tracing on (spans exported over OTLP/HTTP) — ${(through.cpuUsPerReq / reference.cpuUsPerReq).toFixed(2)}×, ${(withAuth.cpuUsPerReq / reference.cpuUsPerReq).toFixed(2)}× and ${(full.cpuUsPerReq / reference.cpuUsPerReq).toFixed(2)}× a minimal undici hop measured in the same rounds (${reference.cpuUsPerReq} µs); the floor of the bare row (that hop in Fastify, with the inspection, audit record and metrics every configuration does) ${(floorHop.cpuUsPerReq / reference.cpuUsPerReq).toFixed(2)}×.`,
     raw: rounds,
   }
 }
