@@ -6,7 +6,7 @@
  * The body itself is forwarded verbatim; nothing here rewrites it.
  */
 import { PortcullisError, type JsonRpcId } from '../errors.js'
-import { MAX_JSON_DEPTH, scanJson, type JsonHazard } from './scan-json.js'
+import { foldKey, MAX_JSON_DEPTH, scanJson, type JsonHazard } from './scan-json.js'
 
 export type MessageKind = 'request' | 'notification' | 'response'
 
@@ -86,7 +86,7 @@ export function inspectBody (body: Buffer | undefined): McpInspection {
     // JSON-RPC batches: MCP 2025-03-26 only (removed in 2025-06-18), still accepted for those clients.
     if (parsed.length === 0) throw new PortcullisError('PORTCULLIS_ERR_INVALID_REQUEST', 'an empty batch is not a valid JSON-RPC request')
     const messages = parsed.map((item, index) => classify(item, index))
-    return { isBatch: true, messages, requestIds: requestIdsOf(messages), modernVersion: undefined }
+    return { isBatch: true, messages, requestIds: distinctRequestIds(messages), modernVersion: undefined }
   }
   return inspectValue(parsed)
 }
@@ -113,16 +113,35 @@ const MAX_KEY_ECHO_CHARS = 80
 function refusedShape (hazard: JsonHazard, parsed: unknown): PortcullisError {
   // The id is echoed when it is unambiguous: a single message whose duplicate is not "id".
   const single = parsed !== null && typeof parsed === 'object' && !Array.isArray(parsed) ? parsed as Record<string, unknown> : undefined
-  const id = single !== undefined && isId(single.id) && !(hazard.kind === 'duplicate-key' && hazard.key === 'id') ? single.id : null
+  const id = single !== undefined && isId(single.id) && !(hazard.kind === 'duplicate-key' && foldKey(hazard.key) === 'id') ? single.id : null
   if (hazard.kind === 'too-deep') return new PortcullisError('PORTCULLIS_ERR_INVALID_REQUEST', `the JSON body nests objects and arrays deeper than ${MAX_JSON_DEPTH} levels`, { id })
   if (hazard.kind === 'proto-key') return new PortcullisError('PORTCULLIS_ERR_INVALID_REQUEST', 'the key "__proto__" is not accepted in a JSON object', { id })
   const key = hazard.key.length > MAX_KEY_ECHO_CHARS ? `${hazard.key.slice(0, MAX_KEY_ECHO_CHARS)}…` : hazard.key
+  if (hazard.first !== undefined) {
+    const first = hazard.first.length > MAX_KEY_ECHO_CHARS ? `${hazard.first.slice(0, MAX_KEY_ECHO_CHARS)}…` : hazard.first
+    return new PortcullisError('PORTCULLIS_ERR_INVALID_REQUEST', `keys ${JSON.stringify(first)} and ${JSON.stringify(key)} of one JSON object differ only in letter case (parsers that ignore case read them as one key)`, { id })
+  }
   return new PortcullisError('PORTCULLIS_ERR_INVALID_REQUEST', `duplicate key ${JSON.stringify(key)} in a JSON object (each key may appear once)`, { id })
 }
 
-function requestIdsOf (messages: readonly McpMessage[]): JsonRpcId[] {
+/**
+ * The ids of a batch's requests, each once. Two requests with one id are refused: an answer is
+ * matched to its request by id (the answer's edits — filtered lists, masked results — are kept
+ * by id), so a second `tools/list` or `tools/call` under a `tools/list`'s id would take over
+ * its edit and the upstream's listing would go out unfiltered. Ids are compared as parsed: two
+ * numbers past 2^53 that JSON.parse rounds to one are one id here, whatever the upstream reads.
+ */
+function distinctRequestIds (messages: readonly McpMessage[]): JsonRpcId[] {
   const ids: JsonRpcId[] = []
-  for (const m of messages) if (m.kind === 'request') ids.push(m.id ?? null)
+  const seen = new Map<JsonRpcId, number>()
+  messages.forEach((m, index) => {
+    if (m.kind !== 'request') return
+    const id = m.id ?? null
+    const first = seen.get(id)
+    if (first !== undefined) throw invalid(`has the id ${JSON.stringify(id)} of batch item ${first}: each request in a batch needs an id of its own`, index)
+    seen.set(id, index)
+    ids.push(id)
+  })
   return ids
 }
 

@@ -21,14 +21,19 @@
  * The scanner runs on text JSON.parse has already accepted, so it needs no
  * grammar of its own: outside strings, only brackets, braces and commas
  * matter; a string right after `{` or a comma inside an object is a key.
- * Keys are compared as JSON.parse decodes them (`"\u006dethod"` is `method`).
+ * Keys are compared as JSON.parse decodes them (`"\u006dethod"` is `method`), and in any letter
+ * case: Go's encoding/json matches a struct field to a key ignoring case (Unicode simple folding,
+ * so `ſ` is `s` and the Kelvin sign `k`) and keeps the last match, so an upstream built on it
+ * reads `{"name":"echo","Name":"delete_repository"}` as the call to `delete_repository` that
+ * policy, reading `name`, never judged (GHSA-wvj2-96wp-fq3f in the Go MCP SDK).
  */
 
 /** Containers (objects and arrays) nested deeper than this are refused. serde_json's default recursion limit. */
 export const MAX_JSON_DEPTH = 128
 
 export type JsonHazard =
-  | { readonly kind: 'duplicate-key', readonly key: string }
+  /** `first`: the key's earlier spelling, when it differs from `key` only in letter case. */
+  | { readonly kind: 'duplicate-key', readonly key: string, readonly first?: string }
   | { readonly kind: 'proto-key' }
   | { readonly kind: 'too-deep' }
 
@@ -58,6 +63,20 @@ function keyAt (text: string, start: number, end: number): string {
   return raw.includes('\\') ? JSON.parse(text.slice(start, end + 1)) as string : raw
 }
 
+/**
+ * A key as compared for duplicates: lower case after upper case, which puts every letter of a
+ * Unicode simple-folding orbit (k, K, U+212A; s, S, U+017F; σ, ς, Σ) on one form. Lower-case
+ * ASCII keys, nearly all of them, are their own form without a copy. It may also join keys no
+ * case-insensitive parser joins (`ß` and `ss`): such an object is refused, never misread.
+ */
+export function foldKey (key: string): string {
+  for (let i = 0; i < key.length; i++) {
+    const c = key.charCodeAt(i)
+    if ((c >= 0x41 && c <= 0x5a) || c >= 0x80) return key.toUpperCase().toLowerCase()
+  }
+  return key
+}
+
 /** Up to this many keys an object's keys are checked in an array (cheaper than a Set for the usual few). */
 const LINEAR_KEYS = 8
 
@@ -82,6 +101,8 @@ function addKey (keys: KeySeen, key: string): KeySeen | undefined {
 export function scanJson (text: string): JsonHazard | undefined {
   /** One entry per open container: the keys seen so far in an object, null for an array. */
   const open: Array<KeySeen | null> = []
+  /** Where each open container starts (for the message about a key written twice). */
+  const starts: number[] = []
   let keys: KeySeen | null = null
   let isKeyNext = false
   const length = text.length
@@ -92,8 +113,9 @@ export function scanJson (text: string): JsonHazard | undefined {
       if (isKeyNext && keys !== null) {
         const key = keyAt(text, i, end)
         if (key === '__proto__') return { kind: 'proto-key' }
-        const held = addKey(keys, key)
-        if (held === undefined) return { kind: 'duplicate-key', key }
+        const folded = foldKey(key)
+        const held = addKey(keys, folded)
+        if (held === undefined) return duplicateOf(text, starts[starts.length - 1] ?? 0, key, folded)
         if (held !== keys) open[open.length - 1] = keys = held
         isKeyNext = false
       }
@@ -102,9 +124,11 @@ export function scanJson (text: string): JsonHazard | undefined {
       if (open.length >= MAX_JSON_DEPTH) return { kind: 'too-deep' }
       keys = c === OPEN_OBJECT ? [] : null
       open.push(keys)
+      starts.push(i)
       isKeyNext = keys !== null
     } else if (c === CLOSE_OBJECT || c === CLOSE_ARRAY) {
       open.pop()
+      starts.pop()
       keys = open.length === 0 ? null : open[open.length - 1] ?? null
       isKeyNext = false
     } else if (c === COMMA) {
@@ -112,6 +136,12 @@ export function scanJson (text: string): JsonHazard | undefined {
     }
   }
   return undefined
+}
+
+/** The hazard of `key` written again in the object opening at `open`: with its first spelling when that differs. */
+function duplicateOf (text: string, open: number, key: string, folded: string): JsonHazard {
+  const first = objectMembers(text, open).find((member) => foldKey(member.key) === folded)?.key
+  return first === undefined || first === key ? { kind: 'duplicate-key', key } : { kind: 'duplicate-key', key, first }
 }
 
 /*

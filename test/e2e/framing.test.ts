@@ -143,7 +143,11 @@ t.test('duplicate keys and deep nesting are refused before anything reaches an u
   const escaped = await postJson(gw.mcpUrl('raw'), '{"jsonrpc":"2.0","id":2,"method":"ping","\\u006dethod":"tools/call","params":{"name":"danger"}}', headers)
   t.equal(escaped.status, 400, 'a \\u-escaped twin is the same key')
   t.match(escaped.json, { id: 2, error: { message: /duplicate key "method"/ } })
-  t.notOk(bodies.some((b) => b.includes('danger')), 'neither body reached the upstream')
+  // Go's encoding/json matches "Name" to the name field and keeps the last: a Go upstream would run "danger".
+  const cased = await postJson(gw.mcpUrl('raw'), '{"jsonrpc":"2.0","id":3,"method":"tools/call","params":{"name":"echo","Name":"danger","arguments":{}}}', headers)
+  t.equal(cased.status, 400, 'a twin in another letter case is the same key')
+  t.match(cased.json, { id: 3, error: { code: -32600, message: 'Invalid Request: keys "name" and "Name" of one JSON object differ only in letter case (parsers that ignore case read them as one key)' } })
+  t.notOk(bodies.some((b) => b.includes('danger')), 'no such body reached the upstream')
 
   const deep = `{"jsonrpc":"2.0","id":3,"method":"tools/call","params":{"name":"echo","arguments":{"text":${'['.repeat(100_000)}${']'.repeat(100_000)}}}}`
   const init = await postJson(gw.mcpUrl('local'), INIT_BODY)

@@ -61,6 +61,21 @@ t.test('a 2025-03-26 batch: each member judged on its own, lists filtered inside
   t.same(forwarded?.map((m) => m.id), [1, 3], 'the upstream got the batch without its refused member')
 })
 
+t.test('a batch whose requests share an id is refused: a second list under the tools/list id would unfilter it', async (t) => {
+  const upstream = await startUpstream(t)
+  const gw = await startGateway(t, { servers: [{ name: 'fx', transport: 'http', url: upstream.url, tools: TOOL_RULES }] })
+  const headers = await session(gw.mcpUrl('fx'))
+  const before = upstream.seen.length
+  const res = await postJson(gw.mcpUrl('fx'), [
+    { jsonrpc: '2.0', id: 1, method: 'tools/list' },
+    { jsonrpc: '2.0', id: 1, method: 'prompts/list' },
+  ], { ...headers, 'mcp-protocol-version': '2025-03-26' })
+  t.equal(res.status, 400)
+  t.match(res.json, { jsonrpc: '2.0', id: null, error: { code: -32600, message: /batch item 1: has the id 1 of batch item 0/, data: { code: 'PORTCULLIS_ERR_INVALID_REQUEST' } } })
+  t.notOk(res.text.includes('"big"'), 'no tool list, let alone an unfiltered one')
+  t.equal(upstream.seen.length, before, 'nothing went upstream')
+})
+
 t.test('a batch whose every request is refused is answered by the gateway alone', async (t) => {
   const upstream = await startUpstream(t)
   const gw = await startGateway(t, { servers: [{ name: 'fx', transport: 'http', url: upstream.url, tools: { deny: ['*'] } }] })

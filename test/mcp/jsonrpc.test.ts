@@ -83,6 +83,18 @@ t.test('a bad member of a batch names its index', async (t) => {
   t.match(err.message, /batch item 1/)
 })
 
+t.test('two requests of a batch with one id are refused (their answers are told apart by id)', async (t) => {
+  const list = { jsonrpc: '2.0', id: 1, method: 'tools/list' }
+  const err = failure([list, { jsonrpc: '2.0', id: 1, method: 'prompts/list' }])
+  t.equal(err.code, 'PORTCULLIS_ERR_INVALID_REQUEST')
+  t.match(err.message, /batch item 1: has the id 1 of batch item 0/)
+  t.equal(err.rpcId, null)
+  // Numbers JSON.parse rounds to one value are one id.
+  t.equal(failure(`[{"jsonrpc":"2.0","id":9007199254740993,"method":"tools/list"},{"jsonrpc":"2.0","id":9007199254740992,"method":"tools/list"}]`).code, 'PORTCULLIS_ERR_INVALID_REQUEST')
+  // The string "1" and the number 1 are different ids; notifications and responses carry none of the requests'.
+  t.same(inspectBody(buf([list, { jsonrpc: '2.0', id: '1', method: 'tools/list' }, { jsonrpc: '2.0', method: 'notifications/initialized' }, { jsonrpc: '2.0', id: 1, result: {} }])).requestIds, [1, '1'])
+})
+
 t.test('tools/call without a tool name is invalid params (-32602) with the id', async (t) => {
   const err = failure({ jsonrpc: '2.0', id: 9, method: 'tools/call', params: { arguments: {} } })
   t.equal(err.code, 'PORTCULLIS_ERR_INVALID_PARAMS')

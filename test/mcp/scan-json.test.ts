@@ -31,7 +31,7 @@ t.test('no false alarms: same names at other levels, in values, in arrays, in tr
   t.equal(scan('{"a":"a","b":"a","c":["a","a"]}'), undefined, 'values equal to keys')
   t.equal(scan('{"a":"{,\\"a\\":1}","b":"[\\\\","c":"\\\\\\"a\\":"}'), undefined, 'braces, commas, quotes and backslashes inside strings')
   t.equal(scan('{"a\\\\":1,"a":2}'), undefined, 'a key ending in an escaped backslash')
-  t.equal(scan('{"\\u006dethod":1,"Method":2}'), undefined, 'keys are case-sensitive')
+  t.equal(scan('{"ab":1,"a_b":2,"a-b":3,"\\u00e4b":4}'), undefined, 'keys that differ in more than letter case')
   t.equal(scan('{"a":{},"b":[],"c":[{}],"d":{"e":[]}}'), undefined, 'empty containers')
   t.equal(scan('"just a string"'), undefined)
   t.equal(scan('42'), undefined)
@@ -76,6 +76,19 @@ function failure (text: string): PortcullisError {
   throw new Error('expected inspectBody to throw')
 }
 
+t.test('keys that differ only in letter case are duplicates (Go\'s encoding/json reads them as one)', async (t) => {
+  t.same(scan('{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"echo","Name":"delete_repository","arguments":{}}}'), { kind: 'duplicate-key', key: 'Name', first: 'name' })
+  t.same(scan('{"method":"tools/call","METHOD":"ping"}'), { kind: 'duplicate-key', key: 'METHOD', first: 'method' })
+  t.same(scan('{"\\u006dethod":1,"Method":2}'), { kind: 'duplicate-key', key: 'Method', first: 'method' }, 'escapes decoded, then case folded')
+  t.same(scan('{"sql":"select 1","\u017fql":"drop table t"}'), { kind: 'duplicate-key', key: '\u017fql', first: 'sql' }, 'the long s is an s')
+  t.same(scan('{"kind":1,"\u212aind":2}'), { kind: 'duplicate-key', key: '\u212aind', first: 'kind' }, 'the Kelvin sign is a k')
+  t.same(scan('{"\u03c3":1,"\u03c2":2}'), { kind: 'duplicate-key', key: '\u03c2', first: '\u03c3' }, 'Greek sigma in both its small forms')
+  t.same(scan('{"a":{"Key":1},"b":{"kEY":2,"x":[{"key":3}]}}'), undefined, 'keys of different objects never clash')
+  t.same(scan('{"Name":1,"Name":2}'), { kind: 'duplicate-key', key: 'Name' }, 'the same spelling twice is an ordinary duplicate')
+  // Past the linear check's few keys, the Set of folded keys.
+  t.same(scan(`{${Array.from({ length: 12 }, (_, i) => `"k${i}":${i}`).join(',')},"K11":0}`), { kind: 'duplicate-key', key: 'K11', first: 'k11' })
+})
+
 t.test('inspectBody refuses them as invalid requests with a message naming the problem', async (t) => {
   const dup = failure('{"jsonrpc":"2.0","id":7,"method":"tools/call","params":{"name":"danger"},"method":"ping"}')
   t.equal(dup.code, 'PORTCULLIS_ERR_INVALID_REQUEST')
@@ -84,6 +97,10 @@ t.test('inspectBody refuses them as invalid requests with a message naming the p
   t.equal(dup.message, 'Invalid Request: duplicate key "method" in a JSON object (each key may appear once)')
   t.equal(dup.rpcId, 7, 'the id is echoed when it is unambiguous')
   t.equal(failure('{"jsonrpc":"2.0","id":7,"id":8,"method":"ping"}').rpcId, null, 'not when "id" itself is doubled')
+  const cased = failure('{"jsonrpc":"2.0","id":7,"method":"tools/call","params":{"name":"echo","Name":"delete_repository"}}')
+  t.equal(cased.message, 'Invalid Request: keys "name" and "Name" of one JSON object differ only in letter case (parsers that ignore case read them as one key)')
+  t.equal(cased.rpcId, 7)
+  t.equal(failure('{"jsonrpc":"2.0","id":7,"ID":8,"method":"ping"}').rpcId, null, 'nor when "id" is doubled in another case')
   t.equal(failure('[{"jsonrpc":"2.0","id":1,"method":"ping","method":"x"}]').rpcId, null, 'a batch is refused whole')
   const deep = failure(`{"jsonrpc":"2.0","id":"d","method":"tools/call","params":{"name":"echo","arguments":{"x":${'['.repeat(100_000)}${']'.repeat(100_000)}}}}`)
   t.equal(deep.message, `Invalid Request: the JSON body nests objects and arrays deeper than ${MAX_JSON_DEPTH} levels`)
