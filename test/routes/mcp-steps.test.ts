@@ -8,6 +8,12 @@ import { inspectBody } from '../../src/mcp/jsonrpc.js'
 import { PortcullisError } from '../../src/errors.js'
 import { ServerPolicy } from '../../src/policy/policy.js'
 import { gate } from '../../src/policy/gate.js'
+import { record } from '../../src/routes/mcp/record.js'
+import { Metrics } from '../../src/observability/metrics.js'
+import { createAuditLog } from '../../src/observability/audit.js'
+import { request as httpRequest } from 'node:http'
+import { once } from 'node:events'
+import type { MessageOutcome } from '../../src/policy/gate.js'
 import { makeConfig, INIT_BODY, MCP_HEADERS, startGateway, startUpstream } from '../helpers.js'
 
 /** runSteps and the failure record read nothing of the route: no server needs to exist for them. */
@@ -109,4 +115,40 @@ t.test('through the route: a refused call is not charged, the next ones are, in 
   const limited = await call('echo', 5)
   t.equal(limited.status, 429, 'charge refused the third')
   t.match(limited.json, { id: 5, error: { data: { code: 'PORTCULLIS_ERR_RATE_LIMITED' } } })
+})
+
+t.test('record: a client gone before the step ran still frees its slots and gets its audit records', async (t) => {
+  // A batch whose first member took a concurrency slot while the second waited on the rate-limit
+  // store: the client left meanwhile, so the response had closed before record ran.
+  const lines: string[] = []
+  const audit = createAuditLog({ enabled: true, destination: 'stdout', includeArguments: false, includeResults: false }, { error: () => {}, info: () => {} }, { write: (line: string) => { lines.push(line); return true } })
+  const route = { server: { name: 'fx', transport: 'http' }, metrics: new Metrics(), audit, captured: new WeakMap(), redactions: new WeakMap() } as unknown as McpRoute
+  const inspection = inspectBody(Buffer.from(JSON.stringify([
+    { jsonrpc: '2.0', id: 1, method: 'tools/call', params: { name: 'gate' } },
+    { jsonrpc: '2.0', id: 2, method: 'tools/call', params: { name: 'echo' } },
+  ])))
+  let released = 0
+  const outcomes: MessageOutcome[] = inspection.messages.map((message, i) => ({ message, decision: 'allowed', kind: 'tool', name: message.target, ...(i === 0 ? { release: () => { released++ } } : {}) }))
+  const app = Fastify()
+  t.teardown(() => app.close())
+  const recorded = new Promise<void>((resolve) => {
+    app.post('/', async (request, reply) => {
+      reply.hijack()
+      if (!reply.raw.closed) await once(reply.raw, 'close')
+      const call = new McpCall(route, request, reply)
+      call.outcomes = outcomes
+      record(call)
+      resolve()
+    })
+  })
+  const { port } = (await app.listen({ port: 0, host: '127.0.0.1' }), app.server.address() as { port: number })
+  const client = httpRequest({ host: '127.0.0.1', port, method: 'POST', path: '/', headers: { 'content-type': 'application/json' } })
+  client.on('error', () => {})
+  client.end(JSON.stringify({}))
+  client.on('socket', (socket) => { socket.on('connect', () => setTimeout(() => client.destroy(), 50)) })
+  await recorded
+  t.equal(released, 1, 'the slot was released')
+  t.same(lines.map((line) => (JSON.parse(line) as { jsonrpcId: number }).jsonrpcId), [1, 2], 'one audit record per request')
+  const metrics = await route.metrics.registry.getSingleMetricAsString('portcullis_tool_calls_total')
+  t.match(metrics, /outcome="cancelled"\} 2/, 'both calls counted as cancelled')
 })

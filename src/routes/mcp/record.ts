@@ -4,8 +4,8 @@ import type { McpCall } from './call.js'
 
 /**
  * The decisions on the body, whatever answers it: on the trace and the denial metric now; when
- * the response closes, the concurrency slots are released, tool calls counted, and the audit
- * record written for every request message.
+ * the response closes (or now, when it already has), the concurrency slots are released, tool
+ * calls counted, and the audit record written for every request message.
  */
 export function record (call: McpCall): void {
   const outcomes = call.outcomes
@@ -15,7 +15,12 @@ export function record (call: McpCall): void {
   for (const o of outcomes) {
     if (o.decision === 'denied') metrics.policyDenials.inc({ server: server.name, reason: 'rule' })
   }
-  call.reply.raw.once('close', () => { finish(call) })
+  const res = call.reply.raw
+  // The client may have left while an earlier step waited (a batch's rate-limit check on Redis,
+  // after another member took a concurrency slot): 'close' has fired, and a listener added now
+  // would never run, holding the slot for good and writing no audit record.
+  if (res.closed) finish(call)
+  else res.once('close', () => { finish(call) })
 }
 
 function finish (call: McpCall): void {
