@@ -47,7 +47,7 @@ import { TOKEN_CLOCK_TOLERANCE_S, TokenVerifier, type RequestIdentity } from './
 import { RevokedGrants } from './resource-server/revoked-grants.js'
 import rateLimitPlugin from '@fastify/rate-limit'
 import type { DestinationStream } from 'pino'
-import { RateLimiter } from './rate-limit/limiter.js'
+import { LOCAL_COUNTERS_PER_RATE, RateLimiter } from './rate-limit/limiter.js'
 import { createAuditLog } from './observability/audit.js'
 import { Metrics, metricsRoute, recordHttpMetrics } from './observability/metrics.js'
 import { SessionDirectory } from './cluster/sessions.js'
@@ -524,7 +524,7 @@ export async function createSharedParts (config: Config, options: BuildOptions &
     global: false,
     skipOnError: false,
     nameSpace: `${config.store.prefix}rl:`,
-    cache: 100_000,
+    cache: LOCAL_COUNTERS_PER_RATE,
     ...(redis === undefined ? {} : { redis }),
   })
   await counters.ready()

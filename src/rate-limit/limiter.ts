@@ -46,6 +46,15 @@ export interface BucketState {
   readonly resetsAt: string | null
 }
 
+/**
+ * Counters kept per rate by the in-process store (an LRU: past this, the least recently charged
+ * is forgotten, and its window starts again). Set on each limiter: @fastify/rate-limit gives a
+ * createRateLimit() store its own LRU, sized from the options of that call, not from the
+ * plugin's (left out, 5,000: a batch of 5,000 made-up tool names reset every counter of its rate).
+ * Redis keeps every counter until its window ends.
+ */
+export const LOCAL_COUNTERS_PER_RATE = 100_000
+
 /** Callers whose last charges are remembered (then the oldest is forgotten), and buckets per caller. */
 const MAX_TRACKED_CALLERS = 10_000
 const MAX_BUCKETS_PER_CALLER = 200
@@ -111,11 +120,14 @@ export class RateLimiter {
     const id = `${rate.max}/${rate.windowMs}`
     let limiter = this.limiters.get(id)
     if (limiter === undefined) {
-      limiter = this.app.createRateLimit({
+      const options = {
         max: rate.max,
         timeWindow: rate.windowMs,
         keyGenerator: (req: unknown) => (req as { rateLimitKey: string }).rateLimitKey,
-      }) as unknown as Limiter
+        // Read by the in-process store (LocalStore.child), though missing from the plugin's types.
+        cache: LOCAL_COUNTERS_PER_RATE,
+      }
+      limiter = this.app.createRateLimit(options) as unknown as Limiter
       this.limiters.set(id, limiter)
     }
     return limiter

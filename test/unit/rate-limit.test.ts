@@ -155,3 +155,15 @@ t.test('the admin view keeps the 10 000 callers charged last: a caller charged a
   t.same(limiter.stateOf('sub:ada'), [], 'then ada')
   t.equal(limiter.stateOf('sub:u0').length, 2)
 })
+
+t.test('in-memory counters: a caller at its limit stays there while 6,000 other keys are counted at the same rate', async (t) => {
+  // A batch of made-up tool names makes one new user-tool counter each; the store's LRU must not
+  // forget the real tool's counter for them (createRateLimit's default LRU held 5,000).
+  const limiter = new RateLimiter(await countersApp(t), 'allow', createLogger('silent') as unknown as FastifyBaseLogger)
+  const rate = { max: 1, windowMs: 3_600_000, text: '1/hour' }
+  const bucket = (name: string): Bucket => ({ kind: 'user-tool', key: `fx:${name}:sub:mallory`, rate, cost: 1, subject: `tool "${name}"`, caller: 'sub:mallory' })
+  t.equal(await limiter.consume([bucket('real')]), undefined, 'the first call of the hour')
+  t.match(await limiter.consume([bucket('real')]), { bucket: 'user-tool' }, 'the second is refused')
+  for (let i = 0; i < 6000; i++) await limiter.consume([bucket(`x${i}`)])
+  t.match(await limiter.consume([bucket('real')]), { bucket: 'user-tool' }, 'and still is after 6,000 other counters')
+})
