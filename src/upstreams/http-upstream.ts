@@ -117,6 +117,9 @@ class Relay implements Dispatcher.DispatchHandler {
     private readonly hooks: RelayHooks,
   ) {
     ex.res.on('close', this.onClientClose)
+    // The client may have left while the request waited (an owner check on the store, a
+    // caller's credential): then the upstream request is cancelled as soon as it starts.
+    if (ex.res.closed) this.onClientClose()
   }
 
   abort (reason: Error): void {

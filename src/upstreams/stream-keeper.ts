@@ -43,9 +43,14 @@ export class StreamKeeper {
     }
   }
 
-  /** Watches a client stream until it closes. */
+  /**
+   * Watches a client stream until it closes. One already closed (the client left while the
+   * answer waited: a session owner read from the store, a caller credential fetched) is not
+   * kept: its 'close' has fired, and an entry for it would stay for good.
+   */
   add (res: ServerResponse): KeptStream {
     const stream = new KeptStream(res, this.tick)
+    if (res.closed) return stream
     const entry = this.streams.add(stream)
     res.once('close', () => { this.streams.delete(entry) })
     return stream
