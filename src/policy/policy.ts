@@ -129,6 +129,12 @@ export class ServerPolicy {
     }
   }
 
+  /** Whether any resource rule exists (allow, deny or per-URI): then only URIs in their plain form are judged. */
+  private get judgesResources (): boolean {
+    const list = this.lists.resource
+    return list.allow !== undefined || list.deny.length > 0 || list.exact.size > 0 || list.patterns.length > 0
+  }
+
   /** May this caller reach the server at all? (`access`: any listed user, group or machine client.) */
   reach (caller: Caller): Verdict {
     const access = this.access
@@ -142,6 +148,9 @@ export class ServerPolicy {
     const target = message.method === 'completion/complete' ? completionTarget(message.params) : targetOf(message.method, message.target)
     if (target === undefined) return ALLOWED_UNTARGETED
     const { kind, name } = target
+    if (kind === 'resource' && this.judgesResources && !isPlainUri(name)) {
+      return { allowed: false, reason: 'denied', message: `resource "${name}" has a dot segment or a percent-encoded letter, digit, "-._~" or slash; resource rules of server "${this.server.name}" judge URIs as written: send its plain form` }
+    }
     const refusal = this.refusal(kind, name, caller)
     if (refusal !== undefined) return { allowed: false, reason: 'denied', message: refusal }
     const rule = this.ruleFor(kind, name)?.rule
@@ -232,6 +241,29 @@ export class ServerPolicy {
     }
     return undefined
   }
+}
+
+/** A dot segment (`.` or `..` between separators, `\` counted as one as Windows paths do). */
+const DOT_SEGMENT_RE = /(?:^|[/\\:])\.{1,2}(?:[/\\?#]|$)/
+/** Percent-encoded octets, each checked below. */
+const PERCENT_RE = /%([0-9a-f]{2})/gi
+
+/**
+ * Whether a resource URI reads as what it names. Rules match the URI as written (`*` matches
+ * any characters), but an upstream that resolves it (`new URL`, `fileURLToPath`, a path join)
+ * reads `file:///srv/public/x/../hr/pay.csv` and `file:///srv/public/%68r/pay.csv` as
+ * `/srv/public/hr/pay.csv`: past a rule on `file:///srv/public/hr/*`. RFC 3986 6.2.2 normal
+ * form has neither dot segments nor encoded unreserved characters; an encoded `/` or `\` is
+ * refused too (decoded, it moves the path).
+ */
+export function isPlainUri (uri: string): boolean {
+  if (DOT_SEGMENT_RE.test(uri)) return false
+  for (const match of uri.matchAll(PERCENT_RE)) {
+    const c = Number.parseInt(match[1] ?? '', 16)
+    const isUnreserved = (c >= 0x41 && c <= 0x5a) || (c >= 0x61 && c <= 0x7a) || (c >= 0x30 && c <= 0x39) || c === 0x2d || c === 0x2e || c === 0x5f || c === 0x7e
+    if (isUnreserved || c === 0x2f || c === 0x5c) return false
+  }
+  return true
 }
 
 function targetOf (method: string, name: string | undefined): { kind: TargetKind, name: string } | undefined {

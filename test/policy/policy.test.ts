@@ -127,6 +127,30 @@ t.test('machine clients: only by clients, never as a user of the same name or th
   t.match(access.reach(ciBot), { allowed: false }, 'the access list reads machine clients the same way')
 })
 
+t.test('resource rules judge only plain URIs: dot segments and needless percent-encoding are refused', async (t) => {
+  // The README's example: a user outside hr must not reach file:///srv/public/hr/ by another spelling.
+  const policy = policyFor({ resources: { allow: ['file:///srv/public/*'], 'file:///srv/public/hr/*': { scopes: ['hr'], groups: ['hr'] } } })
+  const read = (uri: string): McpMessage => firstMessage({ jsonrpc: '2.0', id: 1, method: 'resources/read', params: { uri } })
+  for (const uri of [
+    'file:///srv/public/x/../hr/salaries.csv',
+    'file:///srv/public/%68r/salaries.csv',
+    'file:///srv/public/../../etc/passwd',
+    'file:///srv/public/./hr/salaries.csv',
+    'file:///srv/public/x/..',
+    'file:///srv/public/%2e%2e/etc/passwd',
+    'file:///srv/public/hr%2fsalaries.csv',
+    'file:///srv/public/x\\..\\hr/salaries.csv',
+  ]) {
+    t.match(policy.judge(read(uri), alice), { allowed: false, reason: 'denied', message: /dot segment or a percent-encoded letter/ }, uri)
+  }
+  t.match(policy.judge(firstMessage({ jsonrpc: '2.0', id: 1, method: 'completion/complete', params: { ref: { type: 'ref/resource', uri: 'file:///srv/public/x/../hr/{name}' }, argument: { name: 'name', value: 's' } } }), alice), { allowed: false, reason: 'denied' }, 'a completion names its template the same way')
+  for (const uri of ['file:///srv/public/a%20b.txt', 'file:///srv/public/..hidden', 'file:///srv/public/a.b/c', 'file:///srv/public/%E2%82%AC.txt']) {
+    t.match(policy.judge(read(uri), alice), { allowed: true }, `${uri} is plain`)
+  }
+  // A server without resource rules has nothing to get past: its URIs go as they are.
+  t.match(policyFor({}).judge(read('file:///srv/public/x/../hr/salaries.csv'), alice), { allowed: true })
+})
+
 t.test('prompts and resources take users and groups too', async (t) => {
   const policy = policyFor({ prompts: { 'incident-*': { groups: ['sre'] } }, resources: { 'file:///srv/hr/*': { users: ['alice'] } } })
   const msg = (method: string, params: Record<string, unknown>): McpMessage => firstMessage({ jsonrpc: '2.0', id: 1, method, params })
