@@ -20,7 +20,11 @@ export interface ArgumentDeny {
   readonly regex: RegExp
 }
 
-/** The longest argument text matched: beyond it a rule checks only the start (bounded cost per call). */
+/**
+ * The longest argument text matched (a bounded cost per call: a safe pattern can still take
+ * time quadratic in the text). A longer string under an argument with deny rules is refused:
+ * what was not looked through is not let through.
+ */
 export const MAX_MATCHED_CHARS = 65_536
 
 const INLINE_FLAGS_RE = /^\(\?([a-zA-Z]+)\)/
@@ -70,6 +74,10 @@ export function argumentRefusal (rules: readonly ArgumentDeny[], args: unknown, 
     if (texts === undefined) return `argument "${rule.argument}" of tool "${tool}" is nested too deeply to check against its deny rules`
     if (texts.some((text) => rule.regex.test(text.slice(0, MAX_MATCHED_CHARS)))) {
       return `argument "${rule.argument}" of tool "${tool}" matches the deny pattern ${JSON.stringify(rule.pattern)}`
+    }
+    const longest = Math.max(...texts.map((text) => text.length))
+    if (longest > MAX_MATCHED_CHARS) {
+      return `argument "${rule.argument}" of tool "${tool}" holds a string of ${longest} characters, longer than the ${MAX_MATCHED_CHARS} its deny rules are checked on`
     }
   }
   return undefined

@@ -33,10 +33,13 @@ t.test('too deep to look through: refused, not let through', async (t) => {
   t.equal(argumentRefusal(rules, { sql: nested(40, 'select 1') }, 'q'), 'argument "sql" of tool "q" is nested too deeply to check against its deny rules')
 })
 
-t.test('only the first MAX_MATCHED_CHARS of a string are matched; no rules, no check', async (t) => {
+t.test('only the first MAX_MATCHED_CHARS of a string are matched, and a longer one is refused; no rules, no check', async (t) => {
   const padding = 'x'.repeat(MAX_MATCHED_CHARS)
   t.match(argumentRefusal(rules, { sql: `drop ${padding}` }, 'q'), /matches/, 'a match at the start of a long argument')
-  t.equal(argumentRefusal(rules, { sql: `${padding} drop` }, 'q'), undefined, 'past the window (a bounded cost per call)')
+  t.equal(argumentRefusal(rules, { sql: `${padding} drop` }, 'q'), `argument "sql" of tool "q" holds a string of ${MAX_MATCHED_CHARS + 5} characters, longer than the ${MAX_MATCHED_CHARS} its deny rules are checked on`, 'past the window: not let through unchecked')
+  t.match(argumentRefusal(rules, { sql: ['select 1', `${padding} drop`] }, 'q'), /longer than/, 'a long string inside an array too')
+  t.equal(argumentRefusal(rules, { sql: padding }, 'q'), undefined, 'a string of exactly the window is checked whole')
+  t.equal(argumentRefusal(rules, { other: `${padding} drop` }, 'q'), undefined, 'an argument without rules may be any length')
   t.equal(argumentRefusal([], { sql: 'drop' }, 'q'), undefined)
   t.equal(argumentRefusal(rules, ['drop'], 'q'), undefined, 'arguments that are not an object have no named argument')
   t.throws(() => compileArgumentDeny({ sql: ['(a+)+$'] }), /arguments\.deny\.sql: "\(a\+\)\+\$" may backtrack catastrophically/)
