@@ -32,6 +32,12 @@ export function editMessage (message: unknown, edit: ResponseEdit): unknown {
   return transform === undefined ? message : transform(message) ?? message
 }
 
+/** A batch of messages through the watch list; the same array when no member changed. */
+function editBatch (messages: readonly unknown[], edit: ResponseEdit): readonly unknown[] {
+  const edited = messages.map((m) => editMessage(m, edit))
+  return edited.every((m, i) => m === messages[i]) ? messages : edited
+}
+
 /** Edits a JSON response body (one message or a batch answer). */
 export function editJsonBody (body: Buffer, edit: ResponseEdit): Buffer {
   let parsed: unknown
@@ -102,7 +108,8 @@ export class SseEditor {
     } catch {
       return event
     }
-    const edited = editMessage(message, this.edit)
+    // MCP 2025-03-26 lets a server answer a batch with a batch in one event: each member is edited.
+    const edited = Array.isArray(message) ? editBatch(message, this.edit) : editMessage(message, this.edit)
     if (edited === message) return event
     const kept = lines.filter((l) => !l.startsWith('data:'))
     return [...kept, `data: ${JSON.stringify(edited)}`].join('\n')

@@ -67,3 +67,17 @@ t.test('a character cut between two network writes is decoded whole', async (t) 
   }
   t.pass(`cut at every one of ${bytes.length - 1} bytes`)
 })
+
+t.test('an event carrying a batch of answers has each member edited', async (t) => {
+  // MCP 2025-03-26: a batch may be answered with a batch, in one SSE event as well as in a JSON body.
+  const edit: ResponseEdit = {
+    watch: new Map([[1, (m: Record<string, unknown>) => ({ ...m, result: { tools: [{ name: 'echo' }] } })]]),
+    extra: [],
+  }
+  const editor = new SseEditor(edit)
+  const batch = [{ jsonrpc: '2.0', id: 1, result: { tools: [{ name: 'echo' }, { name: 'delete_repository' }] } }, { jsonrpc: '2.0', id: 2, result: {} }]
+  const out = editor.push(Buffer.from(`event: message\nid: 7\ndata: ${JSON.stringify(batch)}\n\n`)) + editor.flush()
+  t.equal(out, `event: message\nid: 7\ndata: ${JSON.stringify([{ jsonrpc: '2.0', id: 1, result: { tools: [{ name: 'echo' }] } }, batch[1]])}\n\n`, 'the watched member filtered, the other as it was, the event kept')
+  const untouched = `event: message\ndata: ${JSON.stringify([{ jsonrpc: '2.0', id: 3, result: {} }])}\n\n`
+  t.equal(new SseEditor(edit).push(Buffer.from(untouched)), untouched, 'a batch with nothing watched passes as its bytes')
+})
