@@ -220,8 +220,8 @@ export async function signInForTokens (t: Teardown, url: string, options: Author
 }
 
 /** The client's refresh_token grant at the gateway (`resource`: the server's MCP URL): the new tokens are kept on success. */
-export async function refreshTokens (issuer: string, user: SignedInTokens, resource: string): Promise<{ status: number, body: Record<string, unknown> }> {
-  const res = await fetch(`${issuer}/oauth/token`, {
+export async function refreshTokens (issuer: string, user: SignedInTokens, resource: string, path = '/oauth/token'): Promise<{ status: number, body: Record<string, unknown> }> {
+  const res = await fetch(`${issuer}${path}`, {
     method: 'POST',
     headers: { 'content-type': 'application/x-www-form-urlencoded' },
     body: new URLSearchParams({ grant_type: 'refresh_token', refresh_token: user.refreshToken, client_id: String(user.oauth.info?.client_id), resource }).toString(),

@@ -67,6 +67,30 @@ function withBody (req: IncomingMessage, body: Buffer): IncomingMessage {
   return copy
 }
 
+/** Letter case and trailing slashes aside, as oidc-provider's router matches a path. */
+function routeKey (path: string): string {
+  return path.toLowerCase().replace(/\/+$/, '')
+}
+
+/**
+ * The endpoint of oidc-provider's a path reaches, where the gateway checks something first.
+ * Its router ignores letter case and a trailing slash: /oauth/TOKEN and /oauth/token/ are the
+ * token endpoint, and skipped the token rate limit and the refresh-time revalidation with the
+ * identity provider when the gateway compared paths exactly.
+ */
+function routeOf (path: string): 'token' | 'authorization' | 'registration' | undefined {
+  const key = routeKey(path)
+  if (key === OAUTH_ROUTES.token) return 'token'
+  if (key === OAUTH_ROUTES.authorization) return 'authorization'
+  if (key === OAUTH_ROUTES.registration || key.startsWith(`${OAUTH_ROUTES.registration}/`)) return 'registration'
+  return undefined
+}
+
+/** POST /oauth/register (a new client), not a registered client's own URL. */
+function isRegistrationItself (path: string): boolean {
+  return routeKey(path) === OAUTH_ROUTES.registration
+}
+
 function oauthError (res: ServerResponse, status: number, error: string, description: string): void {
   const body = JSON.stringify({ error, error_description: description })
   res.writeHead(status, { 'content-type': 'application/json; charset=utf-8', 'cache-control': 'no-store', 'content-length': Buffer.byteLength(body) })
@@ -113,10 +137,16 @@ export async function authServerRoutes (app: FastifyInstance, opts: AuthServerRo
     reply.hijack()
     const req = request.raw
     presentAsPublic(req, publicOrigin, request.ip)
-    const path = (req.url ?? '').split('?')[0] ?? ''
-    if (req.method === 'POST' && (path === OAUTH_ROUTES.token || path.startsWith(OAUTH_ROUTES.registration))) {
+    const url = req.url ?? ''
+    const queryAt = url.indexOf('?')
+    const rawPath = queryAt === -1 ? url : url.slice(0, queryAt)
+    const route = routeOf(rawPath)
+    // oidc-provider gets the path the checks below were decided on.
+    if ((route === 'token' || route === 'authorization') && rawPath !== OAUTH_ROUTES[route]) req.url = OAUTH_ROUTES[route] + (queryAt === -1 ? '' : url.slice(queryAt))
+    const path = route === 'token' || route === 'authorization' ? OAUTH_ROUTES[route] : rawPath
+    if (req.method === 'POST' && (route === 'token' || route === 'registration')) {
       const buckets: Bucket[] = [{ kind: 'ip-token', key: request.ip, rate: opts.tokenRate, cost: 1, subject: 'token and registration requests from your address' }]
-      if (path === OAUTH_ROUTES.registration) buckets.push({ kind: 'ip-registration', key: request.ip, rate: opts.registrationRate, cost: 1, subject: 'client registrations from your address' })
+      if (route === 'registration' && isRegistrationItself(rawPath)) buckets.push({ kind: 'ip-registration', key: request.ip, rate: opts.registrationRate, cost: 1, subject: 'client registrations from your address' })
       const limited = await opts.limiter.consume(buckets)
       if (limited === 'store-unavailable') return oauthError(reply.raw, 503, 'temporarily_unavailable', 'rate limits cannot be checked right now; retry shortly')
       if (limited !== undefined) {
@@ -137,7 +167,7 @@ export async function authServerRoutes (app: FastifyInstance, opts: AuthServerRo
       }
       return
     }
-    if (path.startsWith(OAUTH_ROUTES.registration) && (req.method === 'POST' || req.method === 'PUT')) {
+    if (route === 'registration' && (req.method === 'POST' || req.method === 'PUT')) {
       // Read here, capped: oidc-provider would accept up to its own 56 KiB per registration.
       const body = await readBody(req, MAX_REGISTRATION_BODY_BYTES)
       if (body === undefined) return oauthError(reply.raw, 413, 'invalid_client_metadata', `the registration body is larger than ${MAX_REGISTRATION_BODY_BYTES / 1024} KiB`)
