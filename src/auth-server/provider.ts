@@ -178,6 +178,8 @@ export function createProvider (deps: ProviderDeps): Provider {
    */
   const profileOf = async (accountId: string): Promise<AccountProfile | undefined> => deps.isUserBlocked?.(accountId) === true ? undefined : await accountProfile(users, externalAccounts, accountId)
   const auth = config.auth
+  /** The clients that may use client_credentials: those the operator lists with it (auth.clients). */
+  const machineClientIds = new Set(auth.clients.filter((c) => c.grantTypes.includes('client_credentials')).map((c) => c.clientId))
   const accessTokenTtlS = accessTokenLifetimeS(config)
   const refreshTokenTtlS = Math.max(1, Math.round(auth.refreshTokenTtl / 1000))
   const clientScopes = new Map(auth.clients.map((c) => [c.clientId, c.scopes]))
@@ -246,7 +248,7 @@ export function createProvider (deps: ProviderDeps): Provider {
       devInteractions: { enabled: false },
       registration: { enabled: auth.dynamicRegistration, initialAccessToken: false, issueRegistrationAccessToken: true },
       registrationManagement: { enabled: auth.dynamicRegistration, rotateRegistrationAccessToken: false },
-      clientCredentials: { enabled: auth.clients.some((c) => c.grantTypes.includes('client_credentials')) },
+      clientCredentials: { enabled: machineClientIds.size > 0 },
       revocation: { enabled: true },
       // DPoP-bound tokens checked as plain bearers would lose their binding: off until verified end to end.
       dPoP: { enabled: false },
@@ -294,6 +296,13 @@ export function createProvider (deps: ProviderDeps): Provider {
           const uris = Array.isArray(metadata.redirect_uris) ? metadata.redirect_uris as unknown[] : []
           if (uris.some((uri) => typeof uri === 'string' && isForbiddenRedirect(uri))) throw new errors.InvalidClientMetadata(`redirect_uris ${HTTP_REDIRECT_RULE}`)
         }
+        // A machine token is for the clients the operator lists with client_credentials, whatever
+        // a client's metadata says: a Client ID Metadata Document reaches no registration route,
+        // and one listing client_credentials with its author's own keys (private_key_jwt) got a
+        // token with no user behind it once any YAML client had turned the grant on.
+        if (key === 'grant_types' && Array.isArray(value) && value.includes('client_credentials') && !machineClientIds.has(String(metadata.client_id))) {
+          throw new errors.InvalidClientMetadata('client_credentials is only for clients registered by the gateway operator')
+        }
         const route = ctx?.oidc?.route
         if (route !== 'registration' && route !== 'client_update') return
         if (key === 'scope') {
@@ -313,8 +322,6 @@ export function createProvider (deps: ProviderDeps): Provider {
             delete metadata.client_secret
             delete metadata.client_secret_expires_at
           }
-        } else if (key === 'grant_types' && Array.isArray(value) && value.includes('client_credentials')) {
-          throw new errors.InvalidClientMetadata('client_credentials is only for clients registered by the gateway operator')
         }
       },
     } as Configuration['extraClientMetadata'],

@@ -2,6 +2,7 @@
 // client that names no resource gets.
 import t from 'tap'
 import { createHash, randomBytes } from 'node:crypto'
+import { exportJWK, generateKeyPair, SignJWT } from 'jose'
 import { hashPassword } from '../../src/auth-server/password.js'
 import { connectWithOAuth, HeadlessBrowser, REDIRECT_URL, TestOAuthClient } from '../oauth-helpers.js'
 import { eventually, startGateway, startUpstream, type RunningGateway, type Teardown } from '../helpers.js'
@@ -304,6 +305,34 @@ t.test('Client ID Metadata Documents follow the same redirect rule: http only to
     t.equal(res.headers.get('location'), null, `${path}: no redirect (to the sign-in page or to the client)`)
     t.match(await res.text(), /invalid_redirect_uri: redirect_uris using http: must use a loopback host/, `${path}: the page says why`)
   }
+})
+
+t.test('a metadata document listing client_credentials gets no machine token', async (t) => {
+  // Anyone who can host a JSON file could otherwise sign a client assertion with their own key
+  // (private_key_jwt, jwks in the document) and get a token with no user behind it, once any
+  // YAML client has turned the grant on.
+  const { publicKey, privateKey } = await generateKeyPair('ES256')
+  const jwk = { ...await exportJWK(publicKey), kid: 'k1', alg: 'ES256', use: 'sig' }
+  const docs = await documentServer(t, {
+    '/machine.json': (id) => ({ client_id: id, client_name: 'Machine', grant_types: ['client_credentials'], response_types: [], redirect_uris: [], token_endpoint_auth_method: 'private_key_jwt', token_endpoint_auth_signing_alg: 'ES256', jwks: { keys: [jwk] } }),
+  })
+  const gw = await gateway(t, { clients: [{ clientId: 'ops-bot', clientSecret: 'ops-bot-secret-with-at-least-32-characters', grantTypes: ['client_credentials'] }] }, undefined, { outboundTestAllowance: docs.allowance })
+  const clientId = docs.urlOf('/machine.json')
+  const assertion = await new SignJWT({}).setProtectedHeader({ alg: 'ES256', kid: 'k1' }).setIssuer(clientId).setSubject(clientId).setAudience(`${gw.baseUrl}/oauth/token`)
+    .setJti(randomBytes(16).toString('hex')).setIssuedAt().setExpirationTime('1m').sign(privateKey)
+  const res = await fetch(`${gw.baseUrl}/oauth/token`, {
+    method: 'POST',
+    headers: { 'content-type': 'application/x-www-form-urlencoded' },
+    body: new URLSearchParams({ grant_type: 'client_credentials', client_id: clientId, resource: gw.mcpUrl('alpha'), client_assertion_type: 'urn:ietf:params:oauth:client-assertion-type:jwt-bearer', client_assertion: assertion }).toString(),
+  })
+  const body = await res.json() as Record<string, unknown>
+  t.equal(res.status, 400, 'refused')
+  t.equal(body.access_token, undefined, 'no token')
+  t.ok(docs.requests() >= 1, 'the document was fetched and judged')
+  // The operator's own machine client still gets its token.
+  const basic = Buffer.from('ops-bot:ops-bot-secret-with-at-least-32-characters').toString('base64')
+  const ops = await fetch(`${gw.baseUrl}/oauth/token`, { method: 'POST', headers: { 'content-type': 'application/x-www-form-urlencoded', authorization: `Basic ${basic}` }, body: `grant_type=client_credentials&resource=${encodeURIComponent(gw.mcpUrl('alpha'))}` })
+  t.equal(ops.status, 200, 'a listed machine client is unaffected')
 })
 
 t.test('the consent page warns when every redirect URI of the client is a loopback address', async (t) => {
