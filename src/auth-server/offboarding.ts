@@ -80,14 +80,19 @@ export class Offboarding {
     const account = await this.accounts.find(identityId)
     if (account?.disabled !== undefined) return await this.refuse(accountId, identityId, grantId, account.disabled.reason)
     if (account !== undefined && this.opts.now() - account.validatedAtMs < idp.revalidateEvery) return { kind: 'ok' }
-    // GitHub's OAuth app tokens do not expire and come without a refresh token: the access token re-reads the user.
-    const credential = session.refreshToken ?? session.accessToken
-    if (credential === undefined) return { kind: 'sign-in-again', reason: `${idp.displayName ?? idp.name} gave the gateway no refresh token; sign in again` }
     if (!await this.opts.sessions.claimRefresh(accountId, this.opts.now() + REVALIDATION_LOCK_MS)) {
       return { kind: 'unavailable', reason: 'the account is being re-checked with its identity provider; retry shortly' }
     }
     try {
-      return await this.revalidate(accountId, idp, { ...session, credential }, grantId)
+      // Read again under the lock: a token exchange (or another replica) may have rotated the
+      // refresh token since the read above, and the spent one would be refused by the IdP —
+      // offboarding a user who did nothing wrong.
+      const current = await this.opts.sessions.idpSession(accountId)
+      if (current === undefined) return await this.withoutIdpSession(accountId, grantId)
+      // GitHub's OAuth app tokens do not expire and come without a refresh token: the access token re-reads the user.
+      const credential = current.refreshToken ?? current.accessToken
+      if (credential === undefined) return { kind: 'sign-in-again', reason: `${idp.displayName ?? idp.name} gave the gateway no refresh token; sign in again` }
+      return await this.revalidate(accountId, idp, { ...current, credential }, grantId)
     } finally {
       await this.opts.sessions.releaseRefresh(accountId)
     }

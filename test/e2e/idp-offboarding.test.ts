@@ -77,6 +77,49 @@ t.test('revalidation at refresh: a user disabled at the IdP loses tokens, grants
   t.notOk(gw.logs.text().includes(idp.refreshTokens.at(-1) ?? 'none'), 'no IdP refresh token is logged')
 })
 
+t.test('revalidation at refresh uses the IdP refresh token as it is under the lock, not as first read', async (t) => {
+  // A token exchange (or another replica) may rotate the user's IdP refresh token between the
+  // revalidation's first read and its lock; the spent token would be refused by an IdP that
+  // rotates them, and the user offboarded for nothing.
+  const { idp, gw } = await startGatewayWithIdp(t, { accounts: [ALICE], rotateRefreshTokens: true }, (idp) => ({
+    auth: { identityProviders: [idpEntry(idp, { revalidateEvery: `${REVALIDATE_EVERY_MS}ms` })] },
+    servers: [stdioServer('modern', { script: STDIO_MODERN_FIXTURE, isolation: 'user' })],
+  }))
+  const alice = await signIn(t, gw, 'modern', ALICE)
+  const sessions = gw.app.portcullis.idpSessions
+  if (sessions === undefined) throw new Error('no IdP sessions')
+  const { token_endpoint: tokenEndpoint } = await (await fetch(`${idp.issuer}/.well-known/openid-configuration`)).json() as { token_endpoint: string }
+  /** What a token exchange does when it refreshes: a real refresh at the IdP, the rotated token saved. */
+  const rotateAtIdp = async (): Promise<void> => {
+    const session = await sessions.idpSession('corp:a-100')
+    const res = await fetch(tokenEndpoint, {
+      method: 'POST',
+      headers: { 'content-type': 'application/x-www-form-urlencoded', authorization: `Basic ${Buffer.from(`${idp.clientId}:${idp.clientSecret}`).toString('base64')}` },
+      body: new URLSearchParams({ grant_type: 'refresh_token', refresh_token: session?.refreshToken ?? '' }).toString(),
+    })
+    const body = await res.json() as { refresh_token?: string }
+    if (res.status !== 200 || session === undefined || body.refresh_token === undefined || body.refresh_token === session.refreshToken) throw new Error(`the IdP did not rotate: ${res.status}`)
+    await sessions.save('corp:a-100', { ...session, refreshToken: body.refresh_token })
+  }
+  // The rotation lands during the revalidation's read of the account record, after its first read of the session.
+  const store = gw.app.portcullis.store
+  const kvGet = store.kvGet.bind(store)
+  let rotations = 0
+  store.kvGet = async (key: string) => {
+    if (key === 'idp-account:corp:a-100' && rotations === 0) {
+      rotations++
+      await rotateAtIdp()
+    }
+    return await kvGet(key)
+  }
+  await pastRevalidation()
+  const refreshed = await refresh(gw, alice, 'modern')
+  t.equal(rotations, 1, 'the rotation happened inside the revalidation')
+  t.equal(refreshed.status, 200, 'the user refreshes: the IdP was asked with the current refresh token')
+  t.notOk(gw.logs.text().includes('no longer vouches'), 'nobody was offboarded')
+  t.equal((await callEnv(gw, alice.accessToken)).status, 200)
+})
+
 t.test('revalidation at refresh: group changes at the IdP reach the next token and policy; leaving requiredGroups offboards', async (t) => {
   const upstream = await startUpstream(t)
   const { idp, gw } = await startGatewayWithIdp(t, { accounts: [ALICE, BOB] }, (idp) => ({
