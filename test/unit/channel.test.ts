@@ -88,6 +88,9 @@ function sharedPair (t: Teardown): { channel: Channel, alice: RecordingClient, b
   return { channel, alice, bob, aliceSink: recordingSink(), bobSink: recordingSink() }
 }
 
+/** Long enough for the child to have answered a line just sent (it answers at once). */
+const settle = async (): Promise<void> => new Promise((resolve) => setTimeout(resolve, 300))
+
 function emit (channel: Channel, client: ChannelClient, messages: Message[]): void {
   channel.forwardNotification(client, { jsonrpc: '2.0', method: 'test/emit', params: { messages } }, undefined)
 }
@@ -197,6 +200,44 @@ t.test('server-to-client requests: attributed to the one busy client, refused wh
   t.match(answers[1], { id: 's2', error: { code: -32603 } }, 'with two busy clients the request is refused, not guessed')
   t.equal(bob.got.length, 0, 'bob never sees alice\'s elicitation')
   t.equal(alice.got.length, 1)
+})
+
+t.test('server-to-client requests: never to another client while a request someone gave up may still run', async (t) => {
+  // Alice gives up a call (cancels it, or leaves) whose tool keeps running; bob is then the only
+  // busy client. What the child sends meanwhile may be alice's work: it must not reach bob.
+  const { channel, alice, bob } = sharedPair(t)
+  channel.forwardRequest(alice, request(1, 'test/hold'), undefined, recordingSink())
+  const aliceChildId = (await receivedBy(channel)).find((m) => m.method === 'test/hold')?.id
+  channel.forwardNotification(alice, { jsonrpc: '2.0', method: 'notifications/cancelled', params: { requestId: 1 } }, undefined)
+  channel.forwardRequest(bob, request(2, 'test/hold'), undefined, recordingSink())
+  emit(channel, bob, [
+    { jsonrpc: '2.0', id: 'e1', method: 'elicitation/create', params: { message: 'secret of alice' } },
+    { jsonrpc: '2.0', method: 'notifications/message', params: { level: 'info', data: 'alice\'s log line' } },
+  ])
+  // No probe of the child's record until its messages are in: the probe is a request in flight
+  // of its own, which would make the channel refuse for that reason instead.
+  await settle()
+  t.same(bob.got, [], 'bob saw neither the elicitation nor the log line')
+  let answers: Message[] = []
+  t.ok(await eventually(async () => {
+    answers = (await receivedBy(channel)).filter((m) => m.id === 'e1' && m.method === undefined)
+    return answers.length === 1
+  }), 'the child got an answer to its request')
+  t.match(answers[0], { id: 'e1', error: { code: -32603 } }, 'refused, not given to bob')
+  // Once the child answers alice's abandoned call, its work is over: bob is the sole client again.
+  emit(channel, bob, [{ jsonrpc: '2.0', id: aliceChildId, result: {} }, { jsonrpc: '2.0', id: 'e2', method: 'elicitation/create', params: { message: 'for bob' } }])
+  t.ok(await eventually(() => bob.got.length === 1), 'then the next one goes to bob')
+  t.match(bob.got[0]?.message, { id: 'e2', method: 'elicitation/create' })
+  t.equal(alice.got.length, 0)
+
+  // Alice leaves with a call in flight; bob alone is attached, with nothing in flight.
+  const after = sharedPair(t)
+  after.channel.forwardRequest(after.alice, request(1, 'test/hold'), undefined, recordingSink())
+  after.channel.detach(after.alice)
+  emit(after.channel, after.bob, [{ jsonrpc: '2.0', id: 'e3', method: 'sampling/createMessage', params: {} }])
+  await settle()
+  t.same(after.bob.got, [], 'bob, the only client left, does not get the departed client\'s sampling request')
+  t.ok(await eventually(async () => (await receivedBy(after.channel)).some((m) => m.id === 'e3' && m.method === undefined)), 'it is refused')
 })
 
 t.test('exclusive channel: ids pass untouched and verbatim; a reused id in flight is refused', async (t) => {

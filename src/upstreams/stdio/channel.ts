@@ -59,6 +59,12 @@ interface Pending {
 type Message = Record<string, unknown>
 
 const META_SUBSCRIPTION_ID = 'io.modelcontextprotocol/subscriptionId'
+/**
+ * How long a request given up by its client counts as possibly still running at the child,
+ * when the child never answers it (a tool that ignores cancellation), and how many are kept.
+ */
+const ABANDONED_KEPT_MS = 60 * 60_000
+const MAX_ABANDONED = 10_000
 const LIST_CHANGED = new Set(['notifications/tools/list_changed', 'notifications/prompts/list_changed', 'notifications/resources/list_changed'])
 
 function isProgressToken (value: unknown): value is string | number {
@@ -96,6 +102,13 @@ export class Channel {
   /** Server-to-client requests awaiting a client's answer, by the child's request id. */
   private readonly outgoing = new InFlightMap<JsonRpcId, ChannelClient>()
   private readonly subscriptions = new Map<ChannelClient, Set<string>>()
+  /**
+   * Shared channels: requests a client gave up (cancelled, timed out, left) that the child has
+   * not answered yet, by the child's id. The child may still be working on one, and what it
+   * sends meanwhile (an elicitation, a log line) may be that work's: it is not given to another
+   * client as if it were theirs.
+   */
+  private readonly abandoned = new Map<JsonRpcId, { readonly client: ChannelClient, readonly atMs: number }>()
   private isClosed = false
 
   constructor (readonly child: McpChild, private readonly options: ChannelOptions) {
@@ -128,7 +141,7 @@ export class Channel {
     this.subscriptions.delete(client)
     for (const [childId, p] of this.pending.entries()) {
       if (p.client === client) {
-        this.drop(childId, p)
+        this.giveUp(childId, p)
         this.sendCancelled(childId, 'client went away')
       }
     }
@@ -181,7 +194,7 @@ export class Channel {
       const target = this.findPending(client, params?.requestId as JsonRpcId)
       if (target === undefined) return
       const [childId, p] = target
-      this.drop(childId, p)
+      this.giveUp(childId, p)
       p.sink.abandon(p.clientId)
       this.child.send(JSON.stringify({ ...message, params: { ...params, requestId: childId } }))
       return
@@ -204,7 +217,7 @@ export class Channel {
   cancel (client: ChannelClient, clientId: JsonRpcId): void {
     const target = this.findPending(client, clientId)
     if (target === undefined) return
-    this.drop(target[0], target[1])
+    this.giveUp(target[0], target[1])
     this.sendCancelled(target[0], 'client closed the stream')
   }
 
@@ -247,6 +260,7 @@ export class Channel {
       p.sink.fail(err, p.clientId)
     }
     this.outgoing.clear()
+    this.abandoned.clear()
   }
 
   private findPending (client: ChannelClient, clientId: JsonRpcId | undefined): [JsonRpcId, Pending] | undefined {
@@ -261,6 +275,17 @@ export class Channel {
     clearTimeout(p.timer)
   }
 
+  /** A request its client gave up before the child answered: dropped, and remembered as still running (shared channels). */
+  private giveUp (childId: JsonRpcId, p: Pending): void {
+    this.drop(childId, p)
+    if (this.options.isExclusive) return
+    if (this.abandoned.size >= MAX_ABANDONED) {
+      const oldest = this.abandoned.keys().next()
+      if (oldest.done !== true) this.abandoned.delete(oldest.value)
+    }
+    this.abandoned.set(childId, { client: p.client, atMs: this.options.now() })
+  }
+
   private sendCancelled (childId: JsonRpcId, reason: string): void {
     if (this.isAlive) this.child.send(JSON.stringify({ jsonrpc: '2.0', method: 'notifications/cancelled', params: { requestId: childId, reason } }))
   }
@@ -270,7 +295,7 @@ export class Channel {
     if (p.timeoutMs === 0) return
     p.timer = setTimeout(() => {
       if (this.pending.get(p.childId) !== p) return
-      this.drop(p.childId, p)
+      this.giveUp(p.childId, p)
       this.sendCancelled(p.childId, 'timed out at the gateway')
       this.options.log.warn({ server: this.options.server, client: p.client.label, timeoutMs: p.timeoutMs }, 'stdio request timed out')
       p.sink.fail(new PortcullisError('PORTCULLIS_ERR_UPSTREAM_TIMEOUT'), p.clientId)
@@ -298,13 +323,24 @@ export class Channel {
     return sink
   }
 
-  /** The one client a server-originated message can be attributed to, if there is exactly one. */
+  /**
+   * The one client a server-originated message can be attributed to, if there is exactly one:
+   * the only client with requests in flight (or, none in flight, the only client), and no
+   * request another client gave up may still be running at the child.
+   */
   private soleClient (): ChannelClient | undefined {
     const busy = new Set<ChannelClient>()
     for (const p of this.pending.values()) busy.add(p.client)
-    if (busy.size === 1) return busy.values().next().value
-    if (busy.size === 0 && this.clients.size === 1) return this.clients.values().next().value
-    return undefined
+    const sole: ChannelClient | undefined = busy.size === 1
+      ? busy.values().next().value
+      : busy.size === 0 && this.clients.size === 1 ? this.clients.values().next().value : undefined
+    if (sole === undefined) return undefined
+    const now = this.options.now()
+    for (const [childId, given] of this.abandoned) {
+      if (now - given.atMs >= ABANDONED_KEPT_MS) this.abandoned.delete(childId)
+      else if (given.client !== sole) return undefined
+    }
+    return sole
   }
 
   private onChildMessage (message: Message, line: string): void {
@@ -320,6 +356,8 @@ export class Channel {
     const childId = message.id as JsonRpcId
     const p = this.pending.get(childId)
     if (p === undefined) {
+      // The child is done with a request its client gave up: what it sends next is not that work's.
+      this.abandoned.delete(childId)
       // Answer to a cancelled or timed-out request: the client no longer waits for it.
       this.options.log.debug({ server: this.options.server, id: childId }, 'response for a request no longer pending; dropped')
       return
