@@ -10,6 +10,7 @@ import { isMap, isPair, isScalar, LineCounter, parseDocument, type Document, typ
 import type { $ZodIssue } from 'zod/v4/core'
 import { DEFAULT_CONFIG_PATHS } from './defaults.js'
 import { configSchema, type Config } from './schema.js'
+import { hasUserTemplate } from './user-template.js'
 
 export interface ConfigIssue {
   readonly line: number | undefined
@@ -147,7 +148,8 @@ export function parseConfig (text: string, source: string, env: NodeJS.ProcessEn
     if (server.cwd === undefined) return resolved
     const cwd = resolve(withDataDir(server.cwd))
     // The data directory is created at start; anything else must exist already.
-    if (!isDirectory(cwd) && !server.cwd.includes(DATA_DIR_PLACEHOLDER)) {
+    // A per-user directory is made when its user's process starts.
+    if (!isDirectory(cwd) && !server.cwd.includes(DATA_DIR_PLACEHOLDER) && !hasUserTemplate(server.cwd)) {
       issues.push({ ...locate(['servers', index, 'cwd']), path: formatPath(['servers', index, 'cwd']), message: `directory ${JSON.stringify(server.cwd)} does not exist` })
     }
     return { ...resolved, cwd }

@@ -17,7 +17,7 @@ import { parseByteSize, parseDuration, parseRate } from './units.js'
 import { isPasswordHash } from '../auth-server/password.js'
 import { DETECTOR_NAMES, patternProblem } from '../guardrails/detectors.js'
 import { HTTP_REDIRECT_RULE, isForbiddenRedirect } from '../auth-server/redirect-rule.js'
-import { credentialServers, hasUserTemplate, OPTIONAL_USER_FIELDS, templateFields, unknownTemplateFields } from './user-template.js'
+import { credentialServers, hasUserTemplate, OPTIONAL_USER_FIELDS, stdioTemplateValues, templateFields, unknownTemplateFields } from './user-template.js'
 import { compileDenyPattern } from '../policy/argument-rules.js'
 import { isLoopbackHost, LOOPBACK_HOSTS } from '../net/loopback.js'
 import { HOP_BY_HOP_HEADERS } from '../net/hop-by-hop.js'
@@ -399,7 +399,8 @@ const stdioServerSchema = z.strictObject({
     .refine(hasNoCredentials, { error: credentialsMessage('arguments are visible to every local user; use env') })).default([]),
   /** Added to the child's minimal environment (PATH, HOME, LANG, ...); the gateway's own environment is never passed. */
   env: z.record(envName, z.string({ error: 'expected a string value (quote numbers)' }).refine(templateFieldsKnown, { error: templateMessage })).default({}),
-  cwd: z.string().min(1).optional(),
+  /** The working directory; per-user values (${user.*}) make one per user, created when their process starts. */
+  cwd: z.string().min(1).refine(templateFieldsKnown, { error: templateMessage }).refine(hasNoCredentials, { error: credentialsMessage('a directory name is no place for a credential; use env') }).optional(),
   /** Run each child as this Unix account (name or uid); the gateway must run as root. */
   user: z.string().min(1, 'expected a user name or uid').optional(),
   /** ... and this group (name or gid); default: the user's primary group. */
@@ -423,7 +424,7 @@ const stdioServerSchema = z.strictObject({
   ...legacyFields,
   ...guardrailFields,
 }).superRefine((server, ctx) => {
-  const usesUser = [...server.args, ...Object.values(server.env)].some(hasUserTemplate)
+  const usesUser = stdioTemplateValues(server).some(hasUserTemplate)
   if (usesUser && server.isolation === 'shared') {
     ctx.addIssue({ code: 'custom', path: ['isolation'], message: 'per-user values (${user.*}) need isolation: user or session; a shared process has no single user' })
   }

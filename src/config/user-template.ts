@@ -23,6 +23,11 @@ export function hasUserTemplate (value: string): boolean {
   return value.includes('${user.')
 }
 
+/** Where a stdio server's per-user values may be: its args, its env values and its cwd. */
+export function stdioTemplateValues (server: { readonly args: readonly string[], readonly env: Readonly<Record<string, string>>, readonly cwd?: string | undefined }): string[] {
+  return [...server.args, ...Object.values(server.env), ...(server.cwd === undefined ? [] : [server.cwd])]
+}
+
 /** The `${user.x}` fields a value uses that are not known fields. */
 export function unknownTemplateFields (value: string): string[] {
   const unknown: string[] = []

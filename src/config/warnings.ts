@@ -6,7 +6,7 @@
 import { ANONYMOUS, type UserIdentity } from '../identity.js'
 import { formatPath } from './load.js'
 import type { Config } from './schema.js'
-import { missingUserField, templateFields } from './user-template.js'
+import { missingUserField, stdioTemplateValues, templateFields } from './user-template.js'
 
 /** How a local user (auth.users) appears to per-user templates: the access token's sub and preferred_username are the username. */
 function localIdentity (user: Config['auth']['users'][number]): UserIdentity {
@@ -35,7 +35,7 @@ function userFieldWarnings (config: Config): UserFieldWarning[] {
   const who = (labels: string[]): string => config.auth.enabled ? `local user(s) ${labels.join(', ')} lack` : `"${ANONYMOUS.name}" (auth is disabled: every caller) lacks`
   const warnings: UserFieldWarning[] = []
   config.servers.forEach((server, index) => {
-    const values = server.transport === 'stdio' ? [...server.args, ...Object.values(server.env)] : Object.values(server.headers)
+    const values = server.transport === 'stdio' ? stdioTemplateValues(server) : Object.values(server.headers)
     const where = server.transport === 'stdio' ? 'args/env use' : 'headers use'
     for (const field of templateFields(values)) {
       const lacking = callers.filter((c) => missingUserField([`\${user.${field}}`], c.identity) !== undefined).map((c) => c.label)

@@ -7,7 +7,7 @@
 import type { FastifyBaseLogger } from 'fastify'
 import type { Config, HttpServerConfig, SseServerConfig, StdioServerConfig } from '../config/schema.js'
 import { probeTcp } from '../upstreams/tcp-probe.js'
-import { hasUserTemplate } from '../config/user-template.js'
+import { hasUserTemplate, stdioTemplateValues } from '../config/user-template.js'
 import { ANONYMOUS } from '../identity.js'
 import { TOKEN_CLOCK_TOLERANCE_S } from '../resource-server/verify-token.js'
 import { Channel } from '../upstreams/stdio/channel.js'
@@ -79,8 +79,8 @@ export async function checkStdioUpstream (server: StdioServerConfig, log: Fastif
   const name = `upstream ${server.name}`
   const command = checkServerCommand(server)
   if (!command.isStartable) return fail(name, `command: ${command.reason ?? server.command}`, 'install the program, put its directory on the gateway\'s PATH (or servers[].env.PATH), or give an absolute path')
-  if ([...server.args, ...Object.values(server.env)].some(hasUserTemplate)) {
-    return pass(name, `command ${command.path ?? server.command} found; its args/env use per-user values, so it is only started for a signed-in user`)
+  if (stdioTemplateValues(server).some(hasUserTemplate)) {
+    return pass(name, `command ${command.path ?? server.command} found; its args/env/cwd use per-user values, so it is only started for a signed-in user`)
   }
   const started = performance.now()
   const child = new McpChild({ server: server.name, command: server.command, args: server.args, env: childEnvironment(server.env, ANONYMOUS), cwd: server.cwd, maxMessageBytes: server.maxMessageBytes }, log)

@@ -34,6 +34,12 @@ t.test('stdio config validation', async (t) => {
   t.match(err(`${base}    prestart: 2\n    args: ["\${user.id}"]\n`), /servers\[0\]\.prestart: prestart cannot be used with per-user values/)
   t.match(err(`${base}    prestart: 5\n    maxProcesses: 2\n`), /prestart \(5\) cannot exceed maxProcesses \(2\)/)
   t.match(err(`${base}    args: ["\${user.password}"]\n`), /unknown per-user field/)
+  // cwd is a per-user value like args and env: the same rules.
+  t.match(err(`${base}    isolation: shared\n    cwd: "/tmp/users/\${user.id}"\n`), /servers\[0\]\.isolation: per-user values \(\$\{user\.\*\}\) need isolation: user or session/)
+  t.match(err(`${base}    prestart: 1\n    cwd: "/tmp/users/\${user.id}"\n`), /servers\[0\]\.prestart: prestart cannot be used with per-user values/)
+  t.match(err(`${base}    cwd: "/tmp/users/\${user.password}"\n`), /servers\[0\]\.cwd: unknown per-user field/)
+  t.match(err(`${base}    cwd: "/tmp/\${user.credentials.linear}"\n`), /servers\[0\]\.cwd: .*is for the env of stdio servers only/)
+  t.equal(err(`${base}    isolation: user\n    cwd: "/nonexistent-base/\${user.id}"\n`), 'no error', 'a per-user directory need not exist before its user comes')
   t.match(err(`${base}    isolation: everyone\n`), /servers\[0\]\.isolation/)
   t.match(err(`${base}    env: { "bad-name": x }\n`), /expected an environment variable name/)
   t.match(err('servers:\n  - name: s\n    transport: stdio\n'), /servers\[0\]\.command: missing required key/)

@@ -2,6 +2,9 @@
 // a request, which protocol version each session is told, and what happens to a user who lacks a
 // per-user value. Two real local users sign in through the real OAuth flow; real child processes.
 import t from 'tap'
+import { mkdtempSync, rmSync, statSync } from 'node:fs'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
 import { hashPassword } from '../../src/auth-server/password.js'
 import { connectWithOAuth, TestOAuthClient } from '../oauth-helpers.js'
 import { INIT_BODY, postJson, startGateway, stdioServer, STDIO_MODERN_FIXTURE, textOf, type RunningGateway, type Teardown } from '../helpers.js'
@@ -20,7 +23,7 @@ const META = {
   'io.modelcontextprotocol/clientInfo': { name: 'raw', version: '1' },
 }
 
-interface ChildView { argv: string[], DATA_FILE?: string, pid: number }
+interface ChildView { argv: string[], DATA_FILE?: string, pid: number, cwd?: string }
 interface Health { servers: Array<{ processes: Array<{ pid: number, role: string }> }> }
 
 async function gatewayWith (t: Teardown, server: Record<string, unknown>): Promise<RunningGateway> {
@@ -83,6 +86,19 @@ for (const isolation of ['session', 'user'] as const) {
     t.equal(childView(a1.json).pid, childView(a2.json).pid, 'a user\'s stateless requests share that user\'s process')
   })
 }
+
+t.test('a per-user cwd: each user\'s process starts in a directory of its own, made for it', async (t) => {
+  const homes = mkdtempSync(join(tmpdir(), 'portcullis-homes-'))
+  t.teardown(() => rmSync(homes, { recursive: true, force: true }))
+  const gw = await startGateway(t, { auth: { users: USERS }, servers: [stdioServer('modern', { script: STDIO_MODERN_FIXTURE, isolation: 'user', cwd: join(homes, '${user.name}') })] })
+  const alice = await tokenFor(t, gw, 'modern', ALICE)
+  const bob = await tokenFor(t, gw, 'modern', BOB)
+  const a = childView((await modernCall(gw, 'modern', alice, 'a1')).json)
+  const b = childView((await modernCall(gw, 'modern', bob, 'b1')).json)
+  t.equal(a.cwd, join(homes, 'alice'), 'alice\'s process runs in her directory')
+  t.equal(b.cwd, join(homes, 'bob'), 'bob\'s in his')
+  t.equal(statSync(a.cwd ?? '').mode & 0o777, 0o700, 'made readable by its process\'s account alone')
+})
 
 t.test('isolation session: two users\' first 2026-07-28 requests at once each reach their own process', async (t) => {
   const gw = await gatewayWith(t, stdioServer('modern', { script: STDIO_MODERN_FIXTURE, flags: ['--user=${user.name}'] }))

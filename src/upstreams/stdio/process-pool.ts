@@ -11,10 +11,11 @@
  * router's to say (its sessions and channels), so the pool asks it through
  * `releaseIdleOf`.
  */
+import { chownSync, existsSync, mkdirSync } from 'node:fs'
 import type { FastifyBaseLogger } from 'fastify'
 import { PortcullisError } from '../../errors.js'
 import type { StdioServerConfig } from '../../config/schema.js'
-import { credentialServers, hasUserTemplate, renderUserTemplate } from '../../config/user-template.js'
+import { credentialServers, hasUserTemplate, renderUserTemplate, stdioTemplateValues } from '../../config/user-template.js'
 import type { LinkedTokenSource } from '../upstream-credentials.js'
 import { ANONYMOUS, type UserIdentity } from '../../identity.js'
 import { defaultMaxProcessesPerUser } from '../../config/defaults.js'
@@ -108,7 +109,7 @@ export class ProcessPool {
     this.now = options.now
     // Before any timer or child: a start that cannot honour user/group fails here.
     this.account = resolveRunAs(this.config, `server "${this.name}"`, process.getuid?.())
-    this.usesUserTemplates = [...this.config.args, ...Object.values(this.config.env)].some(hasUserTemplate)
+    this.usesUserTemplates = stdioTemplateValues(this.config).some(hasUserTemplate)
     this.credentialServers = credentialServers(Object.values(this.config.env))
     // Fail closed: a child that needs a caller's token is never started without one.
     if (this.credentialServers.length > 0 && options.linkedToken === undefined) throw new Error(`server ${this.name}: env uses \${user.credentials.*} but no linked credentials are available (needs auth.enabled)`)
@@ -172,7 +173,7 @@ export class ProcessPool {
 
   /** The caller has every per-user value the server's args and env use (never an empty, shared rendering). */
   requireUserValues (user: UserIdentity): void {
-    if (this.usesUserTemplates) requireUserFields(this.name, [...this.config.args, ...Object.values(this.config.env)], user)
+    if (this.usesUserTemplates) requireUserFields(this.name, stdioTemplateValues(this.config), user)
   }
 
   /** Processes started for this user and still running (not being retired). */
@@ -212,7 +213,7 @@ export class ProcessPool {
       command: this.config.command,
       args: this.config.args.map((arg) => renderUserTemplate(arg, user)),
       env: childEnvironment(this.config.env, user, this.parentEnvironment(), credentials),
-      cwd: this.config.cwd,
+      cwd: this.workingDirectory(user),
       maxMessageBytes: this.config.maxMessageBytes,
       now: this.now,
       ...(this.account === undefined ? {} : { account: this.account }),
@@ -232,6 +233,26 @@ export class ProcessPool {
       if (isEarly || exit.error !== undefined) this.recordFailure()
     })
     return child
+  }
+
+  /**
+   * The child's working directory: servers[].cwd with the user's values filled in (escaped, so a
+   * name cannot climb out), made on first use, readable by its process's account alone.
+   */
+  private workingDirectory (user: UserIdentity): string | undefined {
+    const cwd = this.config.cwd
+    if (cwd === undefined || !hasUserTemplate(cwd)) return cwd
+    const dir = renderUserTemplate(cwd, user)
+    try {
+      if (!existsSync(dir)) {
+        mkdirSync(dir, { recursive: true, mode: 0o700 })
+        if (this.account !== undefined) chownSync(dir, this.account.uid, this.account.gid)
+      }
+    } catch (err) {
+      this.log.error({ server: this.name, user: user.name, code: (err as NodeJS.ErrnoException).code }, 'could not make a stdio server\'s per-user working directory')
+      throw new PortcullisError('PORTCULLIS_ERR_UPSTREAM_UNAVAILABLE', `MCP server "${this.name}" could not be started: its working directory could not be made`)
+    }
+    return dir
   }
 
   /** Another account's child gets its own HOME, USER and LOGNAME, not the gateway's. */
