@@ -60,7 +60,12 @@ export function mapGroups (idp: Pick<IdentityProviderConfig, 'groupMap'>, raw: r
 export function identityFromClaims (idp: IdentityProviderConfig, claims: Readonly<Record<string, unknown>>, extraGroups: readonly string[] = []): ExternalIdentity {
   const subject = nonEmptyString(claims.sub)
   if (subject === undefined) throw new Error(`identity provider "${idp.name}" sent no sub claim`)
-  const email = nonEmptyString(claims.email)
+  // An address the IdP itself marks unverified is only the user's say-so (Keycloak and Auth0 let
+  // users set theirs): it names nobody, maps no groups through groupMap and fills no ${user.email}.
+  // An IdP that sends no email_verified (Entra ID) is taken at its word; allowedDomains alone
+  // asks for email_verified: true (admissionRefusal).
+  const isMarkedUnverified = claims.email_verified === false || claims.email_verified === 'false'
+  const email = isMarkedUnverified ? undefined : nonEmptyString(claims.email)
   const configured = idp.usernameClaim === undefined ? undefined : nonEmptyString(claimAt(claims, idp.usernameClaim))
   const name = configured ?? nonEmptyString(claims.preferred_username) ?? email ?? subject
   return {
@@ -81,7 +86,7 @@ export function identityFromClaims (idp: IdentityProviderConfig, claims: Readonl
 export function admissionRefusal (idp: IdentityProviderConfig, identity: ExternalIdentity, claims: Readonly<Record<string, unknown>> = {}): string | undefined {
   if (idp.allowedDomains.length > 0) {
     const allowed = new Set(idp.allowedDomains.map((d) => d.toLowerCase()))
-    const domain = identity.email?.split('@').pop()?.toLowerCase()
+    const domain = (nonEmptyString(claims.email) ?? identity.email)?.split('@').pop()?.toLowerCase()
     const hd = nonEmptyString(claims.hd)?.toLowerCase()
     // Google's hd is the Workspace domain: when it is sent, it must match too (a personal account with a matching alias is not enough).
     if (domain === undefined || !allowed.has(domain) || (hd !== undefined && !allowed.has(hd))) {

@@ -38,6 +38,22 @@ t.test('identity: <provider>:<sub>, username fallbacks, mapped groups', async (t
   t.throws(() => identityFromClaims(idp(), { email: 'x@y.z' }), /no sub claim/)
 })
 
+t.test('an email the IdP marks unverified names nobody and maps no groups', async (t) => {
+  // Keycloak and Auth0 let a user set their own email; the IdP says so with email_verified: false.
+  const provider = idp({ groupMap: { 'dana@example.com': ['admin', 'eng'] }, requiredGroups: ['eng'] })
+  const claimed = { sub: 'attacker', email: 'dana@example.com', email_verified: false }
+  const identity = identityFromClaims(provider, claimed)
+  t.same(identity.groups, [], 'no groups from groupMap')
+  t.equal(identity.name, 'attacker', 'the name is not the email')
+  t.equal(identity.email, undefined, 'no ${user.email} either')
+  t.match(admissionRefusal(provider, identity, claimed), /not in a group allowed/, 'so requiredGroups refuses')
+  for (const verified of [true, 'true', undefined]) {
+    const dana = identityFromClaims(provider, { sub: 'dana', email: 'dana@example.com', ...(verified === undefined ? {} : { email_verified: verified }) })
+    t.same(dana.groups, ['admin', 'eng'], `email_verified ${String(verified)}: the address counts`)
+    t.equal(dana.name, 'dana@example.com')
+  }
+})
+
 t.test('admission: allowed domains (and hd), verified email, required groups', async (t) => {
   const restricted = idp({ allowedDomains: ['example.com'], requiredGroups: ['staff'], groupsClaim: 'groups' })
   const ok = { sub: 'a', email: 'a@example.com', email_verified: true, groups: ['staff'] }
