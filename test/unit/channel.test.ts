@@ -240,6 +240,27 @@ t.test('server-to-client requests: never to another client while a request someo
   t.ok(await eventually(async () => (await receivedBy(after.channel)).some((m) => m.id === 'e3' && m.method === undefined)), 'it is refused')
 })
 
+t.test('shared channel: one subscription per resource at the child; the last client to leave ends it', async (t) => {
+  const { channel, alice, bob } = sharedPair(t)
+  const sub = (id: number, method: string): Message => ({ jsonrpc: '2.0', id, method, params: { uri: 'file:///x' } })
+  const aliceSink = recordingSink()
+  channel.forwardRequest(alice, sub(1, 'resources/subscribe'), undefined, aliceSink)
+  const bobSink = recordingSink()
+  channel.forwardRequest(bob, sub(1, 'resources/subscribe'), undefined, bobSink)
+  t.same(bobSink.delivered.map((d) => d.message), [{ jsonrpc: '2.0', id: 1, result: {} }], 'bob, subscribing to what alice follows, is answered by the gateway')
+  const aliceOff = recordingSink()
+  channel.forwardRequest(alice, sub(2, 'resources/unsubscribe'), undefined, aliceOff)
+  t.same(aliceOff.delivered.map((d) => d.message), [{ jsonrpc: '2.0', id: 2, result: {} }], 'alice leaves it while bob still follows: answered here')
+  const subscriptions = async (): Promise<Message[]> => (await receivedBy(channel)).filter((m) => m.method === 'resources/subscribe' || m.method === 'resources/unsubscribe')
+  t.same((await subscriptions()).map((m) => m.method), ['resources/subscribe'], 'the child was asked once and never told to stop')
+  emit(channel, alice, [{ jsonrpc: '2.0', method: 'notifications/resources/updated', params: { uri: 'file:///x' } }])
+  t.ok(await eventually(() => bob.got.length === 1), 'bob still gets the updates')
+  t.equal(alice.got.length, 0, 'alice, who left, does not')
+  channel.detach(bob)
+  t.ok(await eventually(async () => (await subscriptions()).length === 2), 'the last follower gone: the child is told to stop')
+  t.same((await subscriptions()).map((m) => [m.method, (m.params as { uri: string }).uri]), [['resources/subscribe', 'file:///x'], ['resources/unsubscribe', 'file:///x']])
+})
+
 t.test('exclusive channel: ids pass untouched and verbatim; a reused id in flight is refused', async (t) => {
   const channel = openChannel(t, true)
   const alice = recordingClient('alice')

@@ -138,7 +138,14 @@ export class Channel {
   /** Forgets a client; its requests still in flight are cancelled at the child. */
   detach (client: ChannelClient): void {
     this.clients.delete(client)
+    const held = this.subscriptions.get(client)
     this.subscriptions.delete(client)
+    // A shared process has one subscription per resource for all its clients: the last to go ends it.
+    if (held !== undefined && !this.options.isExclusive && this.isAlive) {
+      for (const uri of held) {
+        if (!this.isSubscribedByAnother(client, uri)) this.child.send(JSON.stringify({ jsonrpc: '2.0', id: this.nextId++, method: 'resources/unsubscribe', params: { uri } }))
+      }
+    }
     for (const [childId, p] of this.pending.entries()) {
       if (p.client === client) {
         this.giveUp(childId, p)
@@ -160,6 +167,7 @@ export class Channel {
       return
     }
     const params = paramsOf(message)
+    if (!this.options.isExclusive && this.answersSubscriptionItself(client, message, clientId, sink)) return
     const meta = metaOf(params)
     const clientToken = isProgressToken(meta?.progressToken) ? meta.progressToken : undefined
     let childId: JsonRpcId = clientId
@@ -301,6 +309,26 @@ export class Channel {
       p.sink.fail(new PortcullisError('PORTCULLIS_ERR_UPSTREAM_TIMEOUT'), p.clientId)
     }, p.timeoutMs)
     p.timer.unref()
+  }
+
+  /**
+   * A shared process holds one subscription per resource, whoever asked: a client subscribing to
+   * a resource another client already follows, or leaving one another client still follows, is
+   * answered here, so no client's unsubscribe ends another's updates.
+   */
+  private answersSubscriptionItself (client: ChannelClient, message: Message, clientId: JsonRpcId, sink: ReplySink): boolean {
+    const method = message.method
+    if (method !== 'resources/subscribe' && method !== 'resources/unsubscribe') return false
+    const uri = paramsOf(message)?.uri
+    if (typeof uri !== 'string' || !this.isSubscribedByAnother(client, uri)) return false
+    this.trackSubscription(client, message)
+    sink.deliver(JSON.stringify({ jsonrpc: '2.0', id: clientId, result: {} }), clientId, true)
+    return true
+  }
+
+  private isSubscribedByAnother (client: ChannelClient, uri: string): boolean {
+    for (const [other, uris] of this.subscriptions) if (other !== client && uris.has(uri)) return true
+    return false
   }
 
   private trackSubscription (client: ChannelClient, message: Message): void {
