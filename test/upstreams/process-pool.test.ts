@@ -71,6 +71,17 @@ t.test('prestart: warm processes are handed out and topped up', async (t) => {
   t.equal(pool.userOf(child), undefined, 'a shared process is nobody\'s')
 })
 
+t.test('isolation shared: the stateless and probe processes are nobody\'s, whoever asked first', async (t) => {
+  const { pool } = makePool(t, serverConfig(IDLE_SCRIPT, { isolation: 'shared', maxProcesses: 4, maxProcessesPerUser: 1 }))
+  const modern = await pool.acquire(alice, 'modern')
+  const probe = await pool.acquire(alice, 'probe')
+  t.equal(pool.userOf(modern), undefined, 'not alice\'s: revoking her must not end it for everyone')
+  t.equal(pool.userOf(probe), undefined)
+  t.equal(pool.size, 2, 'nor counted in her maxProcessesPerUser of 1')
+  const session = makePool(t, serverConfig(IDLE_SCRIPT, { isolation: 'user', maxProcesses: 4 })).pool
+  t.equal(session.userOf(await session.acquire(alice, 'modern')), 'alice', 'under isolation user it is hers, as before')
+})
+
 t.test('maxProcesses: the next process is refused with 503 capacity and a Retry-After', async (t) => {
   const { pool } = makePool(t, serverConfig(IDLE_SCRIPT, { maxProcesses: 1 }))
   const child = await pool.acquire(alice, 'session')

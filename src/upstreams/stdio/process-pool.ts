@@ -145,7 +145,9 @@ export class ProcessPool {
     if (now < this.backoffUntil) {
       throw new PortcullisError('PORTCULLIS_ERR_UPSTREAM_RESTARTING', `MCP server "${this.name}"`, { headers: { 'retry-after': String(Math.ceil((this.backoffUntil - now) / 1000)) } })
     }
-    const isUsers = role !== 'warm' && role !== 'shared' && user.id !== ANONYMOUS.id
+    // Under isolation: shared, the stateless (2026-07-28) and probe processes serve everyone too:
+    // none is the first caller's (revoking that caller must not end it, nor count it in their cap).
+    const isUsers = role !== 'warm' && role !== 'shared' && this.config.isolation !== 'shared' && user.id !== ANONYMOUS.id
     // Before room is made: a caller without a linked account ends no other process of theirs.
     const credentials = await this.credentialsOf(user, canElicitUrl)
     if (isUsers) await this.makeRoomFor(user)
