@@ -232,7 +232,15 @@ export class VirtualServer {
     // members list, and a same-named tool appearing elsewhere must never unlock a denied plain name.
     const denied = origin === undefined ? names : [...names, origin.name]
     if (this.deny.some((m) => denied.some((name) => m(name)))) return false
-    return this.allow === undefined || this.allow.some((m) => names.some((name) => m(name)))
+    if (this.allow === undefined) return true
+    // A merged name that reads as another member's (`b__evil`, listed by member a and kept as is)
+    // is no name of b's: an allow written for b's tools admits it only by its full name.
+    const allowed = origin !== undefined && this.isAnotherMembersName(merged, origin.member) ? names.slice(1) : names
+    return this.allow.some((m) => allowed.some((name) => m(name)))
+  }
+
+  private isAnotherMembersName (merged: string, member: string): boolean {
+    return this.config.members.some((other) => other !== member && merged.startsWith(`${other}${this.config.separator}`))
   }
 
   /** DELETE, idle or shutdown: every member session ends too, and the client's stream. */

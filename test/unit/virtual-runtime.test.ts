@@ -164,6 +164,8 @@ t.test('the virtual allow/deny also on <member><separator><name>: what the other
   t.ok(server.isToolAllowed('store', { member: 'github', name: 'store' }), 'allowed by github__* on its full name')
   t.ok(server.isToolAllowed('recall', { member: 'memory', name: 'recall' }), 'an allow on the merged name admits')
   t.notOk(server.isToolAllowed('delete_reports_of_the_quarter_0123abcd', { member: 'github', name: 'delete_reports_of_the_quarter_and_more' }), 'a shortened name is judged on its full one')
+  t.notOk(server.isToolAllowed('github__evil', { member: 'memory', name: 'github__evil' }), 'a tool memory names "github__evil" is not admitted by the allow written for github\'s tools')
+  t.ok(server.isToolAllowed('github__search', { member: 'github', name: 'search' }), 'github\'s own tool still is')
   const config = CONFIG.virtualServers[0]
   if (config === undefined) throw new Error('no virtual server')
   const plain = new VirtualServer({ ...config, tools: { deny: ['echo'] } }, { link: linkTo(Fastify()), now: Date.now, idleTimeoutMs: 60_000 })
