@@ -146,11 +146,14 @@ export function createGuardedFetch (options: GuardedFetchOptions): GuardedFetch 
     const signal = AbortSignal.any(signals)
     const isManual = init.redirect === 'manual'
     let url = new URL(input)
+    const origin = url.origin
+    const requestHeaders = Object.fromEntries(new Headers(init.headers as ConstructorParameters<typeof Headers>[0]).entries())
     for (let hop = 0; ; hop++) {
       checkUrl(url)
       const response = await undiciFetch(url, {
         method: typeof init.method === 'string' ? init.method : 'GET',
-        headers: Object.fromEntries(new Headers(init.headers as ConstructorParameters<typeof Headers>[0]).entries()),
+        // Credentials are for the origin asked, not wherever it redirects (as fetch does cross-origin).
+        headers: url.origin === origin ? requestHeaders : withoutCredentials(requestHeaders),
         // A form body (an IdP's token endpoint); never resent on a redirect (see below).
         ...(hop === 0 && (typeof init.body === 'string' || init.body instanceof URLSearchParams) ? { body: init.body } : {}),
         redirect: 'manual',
@@ -173,6 +176,12 @@ export function createGuardedFetch (options: GuardedFetchOptions): GuardedFetch 
     }
   }
   return { fetch: guardedFetch, close: async () => { await agent.close() } }
+}
+
+const CREDENTIAL_HEADERS = new Set(['authorization', 'cookie', 'proxy-authorization'])
+
+function withoutCredentials (headers: Readonly<Record<string, string>>): Record<string, string> {
+  return Object.fromEntries(Object.entries(headers).filter(([name]) => !CREDENTIAL_HEADERS.has(name)))
 }
 
 async function readCapped (response: Awaited<ReturnType<typeof undiciFetch>>, maxBytes: number, host: string, refuse: (err: OutboundRefusedError, host: string) => OutboundRefusedError): Promise<Buffer> {

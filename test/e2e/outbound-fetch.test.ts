@@ -58,6 +58,23 @@ t.test('with the test allowance, metadata documents are fetched from 127.0.0.1 o
   t.equal(docs.requests(), 1)
 })
 
+t.test('the guarded fetch: credentials go to the origin asked, not across a redirect to another', async (t) => {
+  const seen = (req: { headers: Record<string, unknown> }, res: { writeHead: (s: number, h: Record<string, string>) => { end: (b: string) => void } }): void => {
+    res.writeHead(200, { 'content-type': 'application/json' }).end(JSON.stringify({ authorization: req.headers.authorization ?? null, cookie: req.headers.cookie ?? null }))
+  }
+  const other = await startDocumentServer(t, (req, res) => { seen(req, res) })
+  const asked = await startDocumentServer(t, (req, res) => {
+    if (req.url === '/to-other') { res.writeHead(302, { location: other.urlOf('/seen') }).end(); return }
+    if (req.url === '/to-self') { res.writeHead(302, { location: '/seen' }).end(); return }
+    seen(req, res)
+  })
+  const guarded = createGuardedFetch({ allowedHosts: [], testAllowance: { privateHosts: ['127.0.0.1'], ca: `${asked.allowance.ca}\n${other.allowance.ca}` } })
+  t.teardown(() => guarded.close())
+  const headers = { authorization: 'Bearer secret-of-the-asked-origin', cookie: 'session=1', accept: 'application/json' }
+  t.same(await (await guarded.fetch(asked.urlOf('/to-self'), { headers })).json(), { authorization: 'Bearer secret-of-the-asked-origin', cookie: 'session=1' }, 'a redirect within the origin keeps them')
+  t.same(await (await guarded.fetch(asked.urlOf('/to-other'), { headers })).json(), { authorization: null, cookie: null }, 'a redirect to another origin drops them')
+})
+
 t.test('the guarded fetch itself', async (t) => {
   const docs = await startDocumentServer(t, (req, res) => {
     if (req.url === '/big') { res.writeHead(200); res.end('x'.repeat(64 * 1024 + 1)); return }
