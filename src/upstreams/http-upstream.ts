@@ -32,8 +32,16 @@ import type { UpstreamCredentials } from './upstream-credentials.js'
 import { declaresUrlElicitation } from '../mcp/capabilities.js'
 import { InFlight } from '../in-flight.js'
 
-/** Hop-by-hop headers (RFC 9110 7.6.1) and upstream cookies, which would land on the gateway's own origin. */
-const DROPPED_RESPONSE_HEADERS: ReadonlySet<string> = new Set([...HOP_BY_HOP_HEADERS, 'proxy-authenticate', 'set-cookie'])
+/**
+ * Hop-by-hop headers (RFC 9110 7.6.1), upstream cookies, which would land on the gateway's own
+ * origin, and the headers a front proxy obeys from its upstream (nginx's X-Accel-*, X-Sendfile):
+ * an MCP server must not make nginx re-send the client's request, Authorization and all, to a
+ * path of the gateway's it chooses. X-Accel-Buffering is the gateway's own (set below for SSE).
+ */
+const DROPPED_RESPONSE_HEADERS: ReadonlySet<string> = new Set([
+  ...HOP_BY_HOP_HEADERS, 'proxy-authenticate', 'set-cookie',
+  'x-accel-redirect', 'x-accel-expires', 'x-accel-limit-rate', 'x-accel-charset', 'x-sendfile', 'x-lighttpd-send-file',
+])
 
 /** undici's default for an HTTP/2 connection: exchanges one connection carries at once. */
 const H2_STREAMS_PER_CONNECTION = 100

@@ -52,7 +52,15 @@ if (nginx !== undefined) {
 
     const metrics = await tls(`${publicUrl}/metrics`)
     t.equal(metrics.status, 404, 'nginx keeps /metrics inside')
+    for (const path of ['/metrics/', '/readyz', '/readyz/']) t.equal((await tls(`${publicUrl}${path}`)).status, 404, `and ${path} (the gateway answers a trailing slash too)`)
     t.equal((await fetch(`${gw.baseUrl}/metrics`)).status, 200, 'the gateway serves it to the scraper directly')
+    t.equal((await fetch(`${gw.baseUrl}/readyz`)).status, 200, 'and its readiness to the probe')
+
+    // A client's own X-Forwarded-For is not its address: nginx, the edge, says who connected.
+    const token = alice.oauth.savedTokens?.access_token ?? ''
+    await tls(`${publicUrl}/fx/mcp`, { method: 'POST', headers: { 'content-type': 'application/json', accept: 'application/json, text/event-stream', authorization: `Bearer ${token}`, 'x-forwarded-for': '203.0.113.9' }, body: JSON.stringify({ jsonrpc: '2.0', id: 'spoof', method: 'tools/list' }) })
+    const spoofed = gw.audit.lines.map((line) => JSON.parse(line) as { jsonrpcId: unknown, ip: string }).find((r) => r.jsonrpcId === 'spoof')
+    t.match(spoofed, { ip: '127.0.0.1' }, 'the audit has the address nginx saw, not the one the client wrote')
 
     const tooBig = await tls(`${publicUrl}/fx/mcp`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: 'x'.repeat(5 * 1024 * 1024) })
     t.equal(tooBig.status, 413, 'nginx enforces the same 4 MiB body limit as the gateway')

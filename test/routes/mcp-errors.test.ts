@@ -137,7 +137,7 @@ t.test('an upstream that refuses the gateway\'s own credentials is a 502, never 
 
 t.test('upstream answers pass back unchanged: status, JSON-RPC errors and hop-by-hop headers dropped', async (t) => {
   const teapot = await startRawServer(t, (_req, res) => {
-    res.writeHead(400, { 'content-type': 'application/json', 'set-cookie': 'upstream=1', 'x-upstream': 'yes' })
+    res.writeHead(400, { 'content-type': 'application/json', 'set-cookie': 'upstream=1', 'x-upstream': 'yes', 'x-accel-redirect': '/metrics/', 'x-sendfile': '/etc/passwd' })
     res.end('{"jsonrpc":"2.0","id":1,"error":{"code":-32000,"message":"Bad Request: No valid session ID provided"}}')
   })
   const gw = await startGateway(t, { servers: [{ name: 'up', transport: 'http', url: teapot.url }] })
@@ -146,6 +146,8 @@ t.test('upstream answers pass back unchanged: status, JSON-RPC errors and hop-by
   t.equal(res.text, '{"jsonrpc":"2.0","id":1,"error":{"code":-32000,"message":"Bad Request: No valid session ID provided"}}')
   t.equal(res.headers.get('x-upstream'), 'yes')
   t.equal(res.headers.get('set-cookie'), null, 'upstream cookies do not land on the gateway origin')
+  t.equal(res.headers.get('x-accel-redirect'), null, 'an upstream cannot steer nginx in front of the gateway')
+  t.equal(res.headers.get('x-sendfile'), null)
 })
 
 t.test('/healthz and /readyz', async (t) => {
