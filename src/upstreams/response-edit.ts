@@ -42,7 +42,9 @@ function editBatch (messages: readonly unknown[], edit: ResponseEdit): readonly 
 export function editJsonBody (body: Buffer, edit: ResponseEdit): Buffer {
   let parsed: unknown
   try {
-    parsed = JSON.parse(body.toString('utf8'))
+    // A byte-order mark is dropped first, as clients' response.json() drops it: otherwise an
+    // answer every client reads would pass unedited (unfiltered, unmasked, unpinned).
+    parsed = JSON.parse(withoutBom(body.toString('utf8')))
   } catch {
     return body
   }
@@ -53,6 +55,10 @@ export function editJsonBody (body: Buffer, edit: ResponseEdit): Buffer {
   let out: unknown = Array.isArray(parsed) ? edited : edited[0]
   if (edit.extra.length > 0) out = [...edited, ...edit.extra]
   return Buffer.from(JSON.stringify(out))
+}
+
+function withoutBom (text: string): string {
+  return text.charCodeAt(0) === 0xfeff ? text.slice(1) : text
 }
 
 /** One SSE event carrying one JSON-RPC message. */
@@ -69,6 +75,10 @@ export class SseEditor {
   private pending = ''
   /** A character cut between two network writes is held until its last byte comes (chunk.toString would make it U+FFFD). */
   private readonly decoder = new StringDecoder('utf8')
+  /** Nothing read yet: a byte-order mark there is dropped (as SSE parsers do). */
+  private isAtStart = true
+  /** A chunk ended in "\r": held until the next shows whether "\n" follows. */
+  private isCrHeld = false
 
   constructor (private readonly edit: ResponseEdit) {}
 
@@ -78,7 +88,12 @@ export class SseEditor {
   }
 
   push (chunk: Buffer): string {
-    this.pending += this.decoder.write(chunk)
+    this.pending += this.lines(this.decoder.write(chunk))
+    return this.completeEvents()
+  }
+
+  /** The events `pending` holds whole, edited; the rest stays pending. */
+  private completeEvents (): string {
     let out = ''
     for (;;) {
       const end = eventEnd(this.pending)
@@ -92,9 +107,35 @@ export class SseEditor {
 
   /** Whatever is left when the stream ends (an unterminated event passes as it was). */
   flush (): string {
-    const rest = this.pending + this.decoder.end()
+    // A CR held at the very end is a line's end: the last event may end with it.
+    this.pending += this.lines(this.decoder.end()) + (this.isCrHeld ? '\n' : '')
+    this.isCrHeld = false
+    const out = this.completeEvents()
+    const rest = this.pending
     this.pending = ''
-    return rest
+    return out + rest
+  }
+
+  /**
+   * Text whose lone CRs are LFs (CRLF and LF stay). SSE ends a line with CRLF, LF or a lone CR,
+   * and clients' parsers take all three: a stream whose lines end in CR alone would otherwise
+   * never show this editor an event's end, and pass unedited.
+   */
+  private lines (decoded: string): string {
+    let text = decoded
+    if (this.isAtStart && text !== '') {
+      this.isAtStart = false
+      text = withoutBom(text)
+    }
+    if (this.isCrHeld) {
+      text = `\r${text}`
+      this.isCrHeld = false
+    }
+    if (text.endsWith('\r')) {
+      text = text.slice(0, -1)
+      this.isCrHeld = true
+    }
+    return text.includes('\r') ? text.replace(/\r(?!\n)/g, '\n') : text
   }
 
   private rewrite (event: string): string {

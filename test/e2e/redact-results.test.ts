@@ -85,6 +85,32 @@ t.test('an SSE answer whose secret is cut between two network writes is masked w
   t.notOk(res.text.includes(FAKE.github.slice(0, 12)))
 })
 
+t.test('a task\'s result (tasks/result), an answer after a byte-order mark and SSE lines ending in CR alone: masked too', async (t) => {
+  // Each a way an upstream answers that clients read; each once passed unmasked.
+  const upstream = await startRawServer(t, (req, res) => {
+    void readBody(req).then((body) => {
+      if (body.includes('"initialize"')) return answerInitialize(res)
+      const { id, method } = JSON.parse(body) as { id?: number, method?: string }
+      if (id === undefined) return void res.writeHead(202).end()
+      const answer = JSON.stringify({ jsonrpc: '2.0', id, result: { content: [{ type: 'text', text: `your token is ${FAKE.github}` }] } })
+      if (method === 'tools/call') {
+        res.writeHead(200, { 'content-type': 'text/event-stream' })
+        res.end(`event: message\rdata: ${answer}\r\r`)
+        return
+      }
+      res.writeHead(200, { 'content-type': 'application/json' })
+      res.end(method === 'prompts/get' ? `\uFEFF${answer}` : answer)
+    })
+  })
+  const gw = await startGateway(t, { servers: [{ name: 'fx', transport: 'http', url: upstream.url, redactResults: ['github-tokens'] }] })
+  const headers = await session(gw.mcpUrl('fx'))
+  for (const [id, method, params] of [[1, 'tasks/result', { taskId: 't-1' }], [2, 'prompts/get', { name: 'p' }], [3, 'tools/call', { name: 'x', arguments: {} }]] as const) {
+    const res = await postJson(gw.mcpUrl('fx'), { jsonrpc: '2.0', id, method, params }, headers)
+    t.notOk(res.text.includes(FAKE.github), `${method}: the token did not reach the client`)
+    t.match(res.text, /\[redacted:github-tokens\]/, `${method}: masked`)
+  }
+})
+
 for (const responses of ['SSE', 'JSON'] as const) {
   t.test(`a batch (${responses} answers): each response masked on its own`, async (t) => {
     const upstream = await startUpstream(t, { jsonResponse: responses === 'JSON' })

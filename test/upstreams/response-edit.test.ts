@@ -2,7 +2,7 @@
 // data line) against the regexes it replaced, /\r?\n\r?\n/ and split(/\r?\n/), on random text
 // of line ends in every mix; and the editor fed a masked stream in chunks of every size.
 import t from 'tap'
-import { eventEnd, splitLines, SseEditor, type ResponseEdit } from '../../src/upstreams/response-edit.js'
+import { editJsonBody, eventEnd, splitLines, SseEditor, type ResponseEdit } from '../../src/upstreams/response-edit.js'
 import { createRedactor } from '../../src/guardrails/redactor.js'
 import { seededRandom } from '../seeded-random.js'
 
@@ -80,4 +80,24 @@ t.test('an event carrying a batch of answers has each member edited', async (t) 
   t.equal(out, `event: message\nid: 7\ndata: ${JSON.stringify([{ jsonrpc: '2.0', id: 1, result: { tools: [{ name: 'echo' }] } }, batch[1]])}\n\n`, 'the watched member filtered, the other as it was, the event kept')
   const untouched = `event: message\ndata: ${JSON.stringify([{ jsonrpc: '2.0', id: 3, result: {} }])}\n\n`
   t.equal(new SseEditor(edit).push(Buffer.from(untouched)), untouched, 'a batch with nothing watched passes as its bytes')
+})
+
+t.test('answers clients read are edited however they are written: a byte-order mark, lines ending in CR alone', async (t) => {
+  // Clients drop a leading BOM (response.json(), SSE parsers) and end SSE lines at CR, LF or CRLF:
+  // an answer only the gateway could not read would pass unfiltered, unmasked, unpinned.
+  const edit: ResponseEdit = { watch: new Map([[1, (m: Record<string, unknown>) => ({ ...m, result: { tools: [] } })]]), extra: [] }
+  const answer = JSON.stringify({ jsonrpc: '2.0', id: 1, result: { tools: [{ name: 'changed' }] } })
+  t.same(JSON.parse(editJsonBody(Buffer.from(`\uFEFF${answer}`), edit).toString()), { jsonrpc: '2.0', id: 1, result: { tools: [] } }, 'a JSON body after a BOM')
+  const stream = `\uFEFFevent: message\rdata: ${answer}\r\r`
+  for (let size = 1; size <= stream.length; size++) {
+    const editor = new SseEditor(edit)
+    let out = ''
+    for (let at = 0; at < stream.length; at += size) out += editor.push(Buffer.from(stream.slice(at, at + size)))
+    out += editor.flush()
+    if (out !== `event: message\ndata: ${JSON.stringify({ jsonrpc: '2.0', id: 1, result: { tools: [] } })}\n\n`) {
+      t.fail(`an SSE stream after a BOM, lines ending in CR, chunks of ${size}`, { found: out })
+      return
+    }
+  }
+  t.pass('an SSE stream after a BOM with lines ending in CR alone, in chunks of every size')
 })

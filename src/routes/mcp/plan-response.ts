@@ -6,8 +6,11 @@ import type { MessageOutcome } from '../../policy/gate.js'
 import type { MessageTransform, ResponseEdit } from '../../upstreams/response-edit.js'
 import type { McpCall, McpRoute } from './call.js'
 
-/** Answers whose text reaches the model: where servers[].redactResults masks. */
-const REDACTED_METHODS: ReadonlySet<string> = new Set(['tools/call', 'resources/read', 'prompts/get'])
+/**
+ * Answers whose text reaches the model: where servers[].redactResults masks. tasks/result is a
+ * task-augmented tool call's result (MCP 2025-11-25 tasks), the same content as tools/call's.
+ */
+const REDACTED_METHODS: ReadonlySet<string> = new Set(['tools/call', 'tasks/result', 'resources/read', 'prompts/get'])
 
 /**
  * What the client gets besides the upstream's answer. A refused single request is answered
