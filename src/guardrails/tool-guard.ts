@@ -212,13 +212,13 @@ export class ToolGuard {
     const approved = this.state?.approved
     const observed = this.state?.observed
     if (this.server.pinTools === 'enforce') {
-      const refusal = this.pinRefusal(tool, approved, observed?.tools[tool], id)
+      const refusal = this.pinRefusal(tool, approved, toolIn(observed?.tools, tool), id)
       if (refusal !== undefined) return refusal
     }
     if (!this.server.validateArguments) return undefined
     // Under enforce, the approved definition is the contract; under warn and off, what the upstream
     // lists now is (an accepted change would otherwise fail against the schema it replaced).
-    const reference = this.server.pinTools === 'enforce' ? approved?.tools[tool] : observed?.tools[tool]
+    const reference = this.server.pinTools === 'enforce' ? toolIn(approved?.tools, tool) : toolIn(observed?.tools, tool)
     if (reference === undefined) {
       const isListKnown = this.server.pinTools === 'enforce' || observed?.isComplete === true
       if (!isListKnown) return undefined
@@ -238,12 +238,13 @@ export class ToolGuard {
     if (approved === undefined) {
       message = `no tool list of server "${name}" is approved yet: list the tools first (the first listing is trusted), or approve one with portcullis tools approve ${name}`
     } else {
-      const pinned = approved.tools[tool]
+      const pinned = toolIn(approved.tools, tool)
       if (pinned === undefined && listed === undefined) {
         const unknown = `server "${name}" lists no approved tool "${tool}"`
         return { decision: 'invalid', reason: unknown, error: new PortcullisError('PORTCULLIS_ERR_UNKNOWN_TOOL', unknown, { id }) }
       }
-      if (pinned === undefined) message = `tool "${tool}" was added to server "${name}" after its tools were approved; ${approveHint}`
+      if (listed?.fingerprint === LISTED_TWICE) message = `server "${name}" lists tool "${tool}" more than once: which definition a client sees is not known`
+      else if (pinned === undefined) message = `tool "${tool}" was added to server "${name}" after its tools were approved; ${approveHint}`
       else if (listed !== undefined && listed.fingerprint !== pinned.fingerprint) {
         message = `the definition of tool "${tool}" of server "${name}" changed since it was approved (${short(pinned.fingerprint)} -> ${short(listed.fingerprint)}); ${approveHint}`
       }
@@ -298,7 +299,8 @@ export class ToolGuard {
     if (approved === undefined || !Array.isArray(tools)) return undefined
     const kept = tools.filter((tool: unknown) => {
       const name = (tool as { name?: unknown } | null)?.name
-      return typeof name === 'string' && approved[name] !== undefined && approved[name]?.fingerprint === listed[name]?.fingerprint
+      const shown = toolIn(listed, name as string)
+      return typeof name === 'string' && shown !== undefined && shown.fingerprint !== LISTED_TWICE && toolIn(approved, name)?.fingerprint === shown.fingerprint
     })
     return kept.length === tools.length ? undefined : { ...(result as Record<string, unknown>), tools: kept }
   }
@@ -311,9 +313,21 @@ export function listedTools (result: unknown): ToolSet | undefined {
   const listed: Record<string, PinnedTool> = {}
   for (const tool of tools) {
     const definition = toolDefinition(tool)
-    if (definition !== undefined) listed[definition.name] = { fingerprint: fingerprintOf(definition), definition }
+    if (definition === undefined) continue
+    // A name listed twice is no one definition: a client may take either entry, so it matches
+    // no approved fingerprint (under enforce both entries are hidden and calls refused).
+    const fingerprint = Object.hasOwn(listed, definition.name) ? LISTED_TWICE : fingerprintOf(definition)
+    listed[definition.name] = { fingerprint, definition }
   }
   return listed
+}
+
+/** The fingerprint of a name an upstream listed more than once. */
+const LISTED_TWICE = 'listed more than once'
+
+/** A tool of a set by its own name only: `constructor` or `toString` are no tools of any set. */
+function toolIn (set: ToolSet | undefined, name: string): PinnedTool | undefined {
+  return set !== undefined && Object.hasOwn(set, name) ? set[name] : undefined
 }
 
 function sameTools (a: ToolSet, b: ToolSet): boolean {

@@ -72,6 +72,25 @@ t.test('warn over HTTP (JSON): the first listing is trusted; a changed list is l
   t.match(metrics, /portcullis_tool_definition_changes_total\{server="tl",change="added"\} 1/)
 })
 
+t.test('enforce: a tool listed twice is hidden and refused (either entry could be the one a client reads); a name every JS object has is no tool', async (t) => {
+  const { gw, toolsFile } = await setup(t, { transport: 'http', pinTools: 'enforce', validateArguments: false }, { memory: true })
+  const first = await connectClient(t, gw.mcpUrl('tl'))
+  t.same(names((await first.client.listTools()).tools), ['echo', 'read_note', 'stable'], 'first use approves V1')
+  // The rug pull hidden behind the approved entry: the changed echo first, the approved one last.
+  writeFileSync(toolsFile, JSON.stringify([V2[0], ...V1]))
+  const second = await connectClient(t, gw.mcpUrl('tl'))
+  const listed = (await second.client.listTools()).tools
+  t.same(names(listed), ['read_note', 'stable'], 'neither echo entry is shown')
+  t.notOk(JSON.stringify(listed).includes('id_rsa'), 'the changed description never reaches the client')
+  const call = await second.client.callTool({ name: 'echo', arguments: { text: 'x' } }).then(() => 'answered', (err: Error) => err.message)
+  t.match(call, /TOOL_NOT_APPROVED/, 'and calls to it are refused')
+  t.match(call, /more than once/)
+  for (const name of ['constructor', 'toString', '__proto__']) {
+    const odd = await second.client.callTool({ name, arguments: {} }).then(() => 'answered', (err: Error) => err.message)
+    t.match(odd, /lists no approved tool/, `${name} is no approved tool`)
+  }
+})
+
 t.test('enforce over stdio on SQLite: changed and new tools hidden and refused until `portcullis tools approve`, without a restart', async (t) => {
   const { gw, toolsFile, configFile, auditFile } = await setup(t, { transport: 'stdio', pinTools: 'enforce' }, { sqlite: join(t.testdirName, 'portcullis.db') })
   const first = await connectClient(t, gw.mcpUrl('tl'))
