@@ -37,7 +37,8 @@ export class UserDirectory {
     readonly firstRun: FirstRunAccount | undefined,
   ) {}
 
-  static async load (users: readonly UserConfig[], store: Store, dataDir: string, hasIdentityProviders = false): Promise<UserDirectory> {
+  /** `hasIdentityProviders`: no first-run account then, even without local users (required: a caller that forgot it made one). */
+  static async load (users: readonly UserConfig[], store: Store, dataDir: string, hasIdentityProviders: boolean): Promise<UserDirectory> {
     if (users.length > 0 || hasIdentityProviders) {
       return new UserDirectory(new Map(users.map((u) => [u.username, { ...u }])), undefined)
     }
