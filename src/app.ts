@@ -284,7 +284,8 @@ async function wireApp (app: FastifyInstance, config: Config, options: BuildOpti
     blockedUsers = blocked
     await blocked.start()
     const isUserBlocked = (userId: string): boolean => blocked.has(userId)
-    const verifier = new TokenVerifier({ issuer: config.publicUrl, jwks: { keys: [...keys.publicJwks.keys] }, now, isGrantRevoked: (grantId) => revokedGrants.has(grantId), isUserBlocked })
+    const machineClients = new Set(config.auth.clients.filter((c) => c.grantTypes.includes('client_credentials')).map((c) => c.clientId))
+    const verifier = new TokenVerifier({ issuer: config.publicUrl, jwks: { keys: [...keys.publicJwks.keys] }, now, isGrantRevoked: (grantId) => revokedGrants.has(grantId), isUserBlocked, machineClients })
     isRevoked = (identity) => verifier.isRevoked(identity)
     const outbound = createGuardedFetch({
       allowedHosts: config.auth.clientMetadataDocuments.allowedHosts,

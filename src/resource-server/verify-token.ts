@@ -90,6 +90,11 @@ export interface TokenVerifierOptions {
   readonly isGrantRevoked?: (grantId: string) => boolean
   /** Whether an administrator blocked the user (admin/blocked-users.ts; an in-memory lookup too). */
   readonly isUserBlocked?: (userId: string) => boolean
+  /**
+   * The clients that may hold machine tokens (auth.clients with client_credentials, as the
+   * configuration in force lists them): a machine token of a client removed since is refused.
+   */
+  readonly machineClients?: ReadonlySet<string>
 }
 
 export class TokenVerifier {
@@ -146,11 +151,19 @@ export class TokenVerifier {
    */
   isRevoked (identity: RequestIdentity): boolean {
     if (identity.grantId !== undefined && this.options.isGrantRevoked?.(identity.grantId) === true) return true
+    if (this.isRemovedClient(identity)) return true
     return !identity.isClient && this.options.isUserBlocked?.(identity.id) === true
+  }
+
+  /** A machine token (client_credentials) of a client the configuration no longer lists with that grant. */
+  private isRemovedClient (identity: RequestIdentity): boolean {
+    const clients = this.options.machineClients
+    return clients !== undefined && identity.isClient && !clients.has(identity.clientId)
   }
 
   private unlessRevoked (identity: RequestIdentity): RequestIdentity {
     if (identity.grantId !== undefined && this.options.isGrantRevoked?.(identity.grantId) === true) throw tokenError('revoked')
+    if (this.isRemovedClient(identity)) throw tokenError('revoked')
     if (!identity.isClient && this.options.isUserBlocked?.(identity.id) === true) throw tokenError('blocked')
     return identity
   }

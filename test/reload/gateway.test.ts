@@ -246,6 +246,27 @@ t.test('a reload that removes a user or changes their groups revokes their acces
   t.match(gw.logs.text(), /accounts removed or regrouped by the reload: their access revoked/, 'logged')
 })
 
+t.test('a reload that removes a machine client: its tokens are refused at once, the other client\'s are not', async (t) => {
+  const client = (id: string): Record<string, unknown> => ({ clientId: id, clientSecret: `${id}-secret-of-at-least-32-characters!!`, grantTypes: ['client_credentials'] })
+  const servers = [stdioServer('local')]
+  const gw = await startReloadable(t, servers, {}, { auth: { clients: [client('ci-bot'), client('ops-bot')] } })
+  const tokenOf = async (id: string): Promise<Record<string, string>> => {
+    const res = await fetch(`${gw.base}/oauth/token`, {
+      method: 'POST',
+      headers: { 'content-type': 'application/x-www-form-urlencoded', authorization: `Basic ${Buffer.from(`${id}:${id}-secret-of-at-least-32-characters!!`).toString('base64')}` },
+      body: new URLSearchParams({ grant_type: 'client_credentials', resource: gw.url('local') }).toString(),
+    })
+    return { authorization: `Bearer ${String((await res.json() as { access_token: string }).access_token)}` }
+  }
+  const [ci, ops] = [await tokenOf('ci-bot'), await tokenOf('ops-bot')]
+  const status = async (headers: Record<string, string>): Promise<number> => (await postJson(gw.url('local'), INIT_BODY, headers)).status
+  t.equal(await status(ci), 200)
+  gw.write(servers, { auth: { clients: [client('ops-bot')] } })
+  t.equal((await gw.gateway.reload('api')).applied, true)
+  t.equal(await status(ci), 401, 'the removed client\'s token, still unexpired, is refused')
+  t.equal(await status(ops), 200, 'the client kept keeps access')
+})
+
 t.test('a stateless (2026-07-28) request in flight on a stdio server a reload removes is answered, not cut', async (t) => {
   const gw = await startReloadable(t, [stdioServer('modern', { script: STDIO_MODERN_FIXTURE }), stdioServer('other')])
   const modern = async (name: string, args: Record<string, unknown>): Promise<{ status: number, text: string }> => {
