@@ -24,6 +24,8 @@ export class KeyOwners {
     private readonly externalAccounts: ExternalAccounts,
     private readonly servers: readonly ServerConfig[],
     private readonly catalog: ResourceCatalog,
+    /** The identity providers configured now (auth.identityProviders names). */
+    private readonly providers: ReadonlySet<string>,
   ) {
     this.policies = new Map(servers.map((s) => [s.name, new ServerPolicy(s)]))
   }
@@ -33,7 +35,7 @@ export class KeyOwners {
    * IdP user from what the provider last said (kept current by revalidation).
    */
   async identityOf (userId: string): Promise<UserIdentity | undefined> {
-    const profile = await accountProfile(this.users, this.externalAccounts, userId)
+    const profile = await accountProfile(this.users, this.externalAccounts, userId, this.providers)
     if (profile === undefined) return undefined
     return { id: profile.id, name: profile.preferred_username, groups: profile.groups, ...(profile.email === undefined ? {} : { email: profile.email }) }
   }

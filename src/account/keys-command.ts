@@ -70,7 +70,7 @@ export async function keysCommand (config: Config, args: KeysCommandArgs): Promi
       process.stdout.write(found.length === 0 ? `no live keys for ${args.user}\n` : `${found.map(describeKey).join('\n')}\n`)
       return EXIT_OK
     }
-    const owners = new KeyOwners(await UserDirectory.load(config.auth.users, opened.store, config.dataDir, config.auth.identityProviders.length > 0), new ExternalAccounts(opened.store), config.servers, new ResourceCatalog(config))
+    const owners = new KeyOwners(await UserDirectory.load(config.auth.users, opened.store, config.dataDir, config.auth.identityProviders.length > 0), new ExternalAccounts(opened.store), config.servers, new ResourceCatalog(config), new Set(config.auth.identityProviders.map((idp) => idp.name)))
     const { record, secret } = await issueKey({ settings: config.auth.apiKeys, keys, owners, now: () => Date.now() }, {
       userId: args.user,
       name: args.name ?? '',

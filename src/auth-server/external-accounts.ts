@@ -62,11 +62,13 @@ export interface AccountProfile {
  * has since disabled): the one lookup OAuth tokens and API keys share, so both
  * describe a person the same way.
  */
-export async function accountProfile (users: UserDirectory, externalAccounts: ExternalAccounts, accountId: string): Promise<AccountProfile | undefined> {
+export async function accountProfile (users: UserDirectory, externalAccounts: ExternalAccounts, accountId: string, providers: ReadonlySet<string>): Promise<AccountProfile | undefined> {
   const local = users.find(accountId)
   if (local !== undefined) return { id: local.username, preferred_username: local.username, groups: local.groups, email: local.email, name: local.name }
   const external = await externalAccounts.find(accountId)
-  if (external === undefined || external.disabled !== undefined) return undefined
+  // A provider taken out of auth.identityProviders vouches for nobody: its accounts are no one's
+  // (their API keys too, whether or not a reload saw them sign in lately).
+  if (external === undefined || external.disabled !== undefined || !providers.has(external.provider)) return undefined
   // Qualified by the provider: the same name at two IdPs (or a local user's name) is another person,
   // and policy (access.users) and per-user templates (${user.name}) read this name.
   return { id: external.id, preferred_username: `${external.provider}:${external.name}`, groups: external.groups, email: external.email, name: external.name }

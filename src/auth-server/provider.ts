@@ -176,8 +176,9 @@ export function createProvider (deps: ProviderDeps): Provider {
    * disabled), not blocked by an administrator: oidc-provider then finds no account, and refuses
    * the code exchange and every refresh (invalid_grant) — the login pages refuse them too.
    */
-  const profileOf = async (accountId: string): Promise<AccountProfile | undefined> => deps.isUserBlocked?.(accountId) === true ? undefined : await accountProfile(users, externalAccounts, accountId)
+  const profileOf = async (accountId: string): Promise<AccountProfile | undefined> => deps.isUserBlocked?.(accountId) === true ? undefined : await accountProfile(users, externalAccounts, accountId, providerNames)
   const auth = config.auth
+  const providerNames: ReadonlySet<string> = new Set(auth.identityProviders.map((idp) => idp.name))
   /** The clients that may use client_credentials: those the operator lists with it (auth.clients). */
   const machineClientIds = new Set(auth.clients.filter((c) => c.grantTypes.includes('client_credentials')).map((c) => c.clientId))
   const accessTokenTtlS = accessTokenLifetimeS(config)

@@ -39,7 +39,8 @@ async function adminApp (t: Test, extra: { reload?: Reload, apiKeys?: boolean, p
     dataDir,
     admin: { bearerToken: ADMIN_TOKEN },
     store: { memory: true },
-    auth: { users: USERS, clients: [{ clientId: 'yaml-client', name: 'YAML client', redirectUris: ['https://app.example.com/cb'] }], apiKeys: { enabled: extra.apiKeys ?? true } },
+    // corp: the provider the tests' IdP accounts (corp:dana, …) come from; never reached (no sign-in through it here).
+    auth: { users: USERS, clients: [{ clientId: 'yaml-client', name: 'YAML client', redirectUris: ['https://app.example.com/cb'] }], apiKeys: { enabled: extra.apiKeys ?? true }, identityProviders: [{ name: 'corp', type: 'oidc', issuer: 'https://idp.example.com', clientId: 'gw', clientSecret: 'a-client-secret-of-some-length' }] },
     servers: [{ name: 'fx', transport: 'http', url: 'http://127.0.0.1:9/mcp' }, ...extra.servers ?? []],
   })
   const audit = logSink()

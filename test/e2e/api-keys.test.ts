@@ -137,10 +137,15 @@ t.test('a key stops with its user: a local user removed from YAML, an identity-p
   // An IdP user as the identity-provider sign-in records them (that sign-in is another module's; the
   // record is what it leaves in the store). Groups come from that record: eng reaches b.
   await new ExternalAccounts(store).save({ id: 'corp:u-42', provider: 'corp', subject: 'u-42', name: 'carol', email: 'carol@corp.example', emailVerified: true, groups: ['eng'] }, clock)
-  const gwIdp = await startGateway(t, { auth: { users: [ALICE] }, servers: [servers[0], { ...servers[1], access: { groups: ['eng'] } }] }, {}, { now: () => clock, store })
+  const corp = { name: 'corp', type: 'oidc', issuer: 'https://idp.example.com', clientId: 'gw', clientSecret: 'a-client-secret-of-some-length' }
+  const idpServers = [servers[0], { ...servers[1], access: { groups: ['eng'] } }]
+  const gwIdp = await startGateway(t, { auth: { users: [ALICE], identityProviders: [corp] }, servers: idpServers }, {}, { now: () => clock, store })
   const { secret } = await new ApiKeys(store, 20, () => clock).create({ userId: 'corp:u-42', name: 'carol ci', servers: ['b'], scopes: ['mcp'], expiresAtMs: clock + 86_400_000 })
   const ok = await postJson(gwIdp.mcpUrl('b'), INIT_BODY, bearer(secret))
   t.equal(ok.status, 200, 'an IdP user\'s key reaches b through the group on their record')
+  // The same store, the provider gone from auth.identityProviders: it vouches for nobody, keys included.
+  const withoutIdp = await startGateway(t, { auth: { users: [ALICE] }, servers: idpServers }, {}, { now: () => clock, store })
+  t.equal((await postJson(withoutIdp.mcpUrl('b'), INIT_BODY, bearer(secret))).status, 401, 'its provider removed: the key stops')
   await new ExternalAccounts(store).disable('corp:u-42', 'refused at revalidation', clock)
   clock += API_KEY_CACHE_MS
   t.equal((await postJson(gwIdp.mcpUrl('b'), INIT_BODY, bearer(secret))).status, 401, 'disabled at the IdP: the key stops within the cache bound')
