@@ -130,12 +130,17 @@ export function parseConfig (text: string, source: string, env: NodeJS.ProcessEn
   }
 
   const issues: ConfigIssue[] = []
-  const interpolated = interpolate(raw, [], env, (path, message) => issues.push({ ...locate(path), path: formatPath(path), message }))
+  /** Values taken from the environment, and their names: an error quoting a value says its name instead. */
+  const fromEnv = new Map<string, string>()
+  const interpolated = interpolate(raw, [], env, (path, message) => issues.push({ ...locate(path), path: formatPath(path), message }), fromEnv)
   if (issues.length > 0) throw new ConfigError(source, issues)
+  // A message quoting a value (a URL, a per-user template) must not print a secret that came from
+  // ${ENV} into the terminal, the log or the admin API's reload report.
+  const masked = (found: readonly ConfigIssue[]): ConfigIssue[] => found.map((issue) => ({ ...issue, message: maskEnvValues(issue.message, fromEnv) }))
 
   const parsed = configSchema.safeParse(interpolated, { reportInput: true })
   if (!parsed.success) {
-    throw new ConfigError(source, parsed.error.issues.flatMap((issue) => zodIssueToConfigIssues(issue, locate)))
+    throw new ConfigError(source, masked(parsed.error.issues.flatMap((issue) => zodIssueToConfigIssues(issue, locate))))
   }
   const config = parsed.data
   const publicUrl = new URL(config.publicUrl ?? defaultPublicUrl(config.listen.host, config.listen.port)).origin
@@ -154,7 +159,7 @@ export function parseConfig (text: string, source: string, env: NodeJS.ProcessEn
     }
     return { ...resolved, cwd }
   })
-  if (issues.length > 0) throw new ConfigError(source, issues)
+  if (issues.length > 0) throw new ConfigError(source, masked(issues))
   const store = config.store.sqlite === undefined ? config.store : { ...config.store, sqlite: resolve(config.store.sqlite) }
   const destination = config.audit.destination
   const audit = { ...config.audit, destination: destination === 'stdout' || destination === 'stderr' ? destination : resolve(withDataDir(destination)) }
@@ -250,7 +255,23 @@ function editDistance (a: string, b: string): number {
   return prev[b.length] ?? 0
 }
 
-function interpolate (value: unknown, path: PathSegment[], env: NodeJS.ProcessEnv, report: (path: PathSegment[], message: string) => void): unknown {
+/** Values shorter than this are left in messages: too short to be a secret, and they would mangle the text. */
+const MIN_MASKED_ENV_CHARS = 4
+
+/** `message` with every value that came from the environment replaced by its `${NAME}`, longest first. */
+function maskEnvValues (message: string, fromEnv: ReadonlyMap<string, string>): string {
+  let out = message
+  for (const [value, name] of [...fromEnv].sort((a, b) => b[0].length - a[0].length)) {
+    if (value.length < MIN_MASKED_ENV_CHARS) continue
+    out = out.replaceAll(value, `\${${name}}`)
+    // Quoted in a JSON string, the value's escapes differ: those go too.
+    const quoted = JSON.stringify(value).slice(1, -1)
+    if (quoted !== value) out = out.replaceAll(quoted, `\${${name}}`)
+  }
+  return out
+}
+
+function interpolate (value: unknown, path: PathSegment[], env: NodeJS.ProcessEnv, report: (path: PathSegment[], message: string) => void, fromEnv: Map<string, string>): unknown {
   if (typeof value === 'string') {
     if (!value.includes('${')) return value
     return value.replace(PLACEHOLDER_RE, (match: string, name: string) => {
@@ -265,13 +286,14 @@ function interpolate (value: unknown, path: PathSegment[], env: NodeJS.ProcessEn
         report(path, `environment variable ${name} is not set (referenced as \${${name}}); set it, or write $\${${name}} for a literal`)
         return match
       }
+      if (found !== '') fromEnv.set(found, name)
       return found
     })
   }
-  if (Array.isArray(value)) return value.map((item, i) => interpolate(item, [...path, i], env, report))
+  if (Array.isArray(value)) return value.map((item, i) => interpolate(item, [...path, i], env, report, fromEnv))
   if (value !== null && typeof value === 'object') {
     const out: Record<string, unknown> = {}
-    for (const [k, v] of Object.entries(value)) out[k] = interpolate(v, [...path, k], env, report)
+    for (const [k, v] of Object.entries(value)) out[k] = interpolate(v, [...path, k], env, report, fromEnv)
     return out
   }
   return value

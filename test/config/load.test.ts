@@ -47,6 +47,18 @@ t.test('a missing environment variable is an error naming the variable, line and
   t.equal(httpServer(config).headers.Authorization, 'Bearer s3cret')
 })
 
+t.test('an error quoting a value from the environment names the variable, never its value', async (t) => {
+  const stdio = 'servers:\n  - name: db\n    transport: stdio\n    command: node\n'
+  const template = configError(`${stdio}    env: { DATABASE_URL: "postgres://app:\${DB_PASSWORD}@db/app_\${user.login}" }\n`, { DB_PASSWORD: 's3cr3t-hunter2' })
+  t.match(template.message, /unknown per-user field in "postgres:\/\/app:\$\{DB_PASSWORD\}@db\/app_\$\{user\.login\}"/)
+  t.notOk(template.message.includes('s3cr3t-hunter2'), 'the password is not in the message')
+  const url = configError('servers:\n  - name: s\n    transport: http\n    url: "${SEARCH_URL}"\n', { SEARCH_URL: 'not a url?api_key=k-live-0123456789' })
+  t.notOk(url.message.includes('k-live-0123456789'), 'nor a key in a URL that is not one')
+  t.match(url.message, /\$\{SEARCH_URL\}/)
+  const quoted = configError(`${stdio}    env: { T: "\${QUOTED}/\${user.nope}" }\n`, { QUOTED: 'pa"ss\\word' })
+  t.notOk(quoted.message.includes('ss\\\\word'), 'a value whose quoting escapes characters is found as quoted too')
+})
+
 t.test('interpolation: numbers from the environment, $${} literals, per-user templates left alone', async (t) => {
   const config = parseConfig(`listen:\n  port: \${PORT}\n${MINIMAL}    headers:\n      X-Literal: "$\${NOT_EXPANDED}"\n      X-User: "\${user.id}"\n`, 'gw.yaml', { PORT: '9090' })
   t.equal(config.listen.port, 9090)
