@@ -161,4 +161,7 @@ t.test('access lists and per-tool scopes with real tokens', async (t) => {
 
   const mallory = await connectWithOAuth(t, gw.mcpUrl('gh'), { username: 'mallory', password: PASSWORD, issuer: gw.baseUrl }).then(() => 'connected', (err: Error) => err.message)
   t.match(mallory, /user \\"mallory\\" is not in the access list of server \\"gh\\".*PORTCULLIS_ERR_ACCESS_DENIED/, 'a user outside the access list is refused at the door')
+  // And audited: who tried, what, and why it was refused.
+  const refused = gw.audit.lines.map((line) => JSON.parse(line) as Record<string, unknown>).filter((r) => r.decision === 'denied' && r.reason === 'access')
+  t.match(refused, [{ server: 'gh', method: 'initialize', user: { username: 'mallory' }, status: 403 }], 'the refusal is in the audit trail')
 })

@@ -1,15 +1,56 @@
 import { PortcullisError } from '../../errors.js'
+import { inspectBody, isJudged, METHOD_TARGETS, type McpInspection } from '../../mcp/jsonrpc.js'
 import type { RequestIdentity } from '../../resource-server/verify-token.js'
 import type { McpCall } from './call.js'
 
-/** May this caller reach this server at all (servers[].access)? 403 otherwise. */
+/** May this caller reach this server at all (servers[].access)? 403 otherwise, audited. */
 export function checkAccess (call: McpCall): void {
   setCaller(call, call.identity)
   const { policy, metrics, server } = call.route
   const reach = policy.reach(call.caller)
   if (!reach.allowed) {
     metrics.policyDenials.inc({ server: server.name, reason: 'access' })
-    throw new PortcullisError('PORTCULLIS_ERR_ACCESS_DENIED', reach.message)
+    const error = new PortcullisError('PORTCULLIS_ERR_ACCESS_DENIED', reach.message)
+    auditRefusal(call, error)
+    throw error
+  }
+}
+
+/**
+ * The audit records of a request refused before its body was judged (the access list): one
+ * per message policy would have judged, as `denied` with reason `access`. A body that does not
+ * parse has no messages to record; its refusal is the same 403.
+ */
+function auditRefusal (call: McpCall, error: PortcullisError): void {
+  const { audit, server } = call.route
+  const { request } = call
+  if (audit === undefined || request.method !== 'POST') return
+  let inspection: McpInspection
+  try {
+    inspection = inspectBody(Buffer.isBuffer(request.body) ? request.body : undefined)
+  } catch {
+    return
+  }
+  const identity = call.identity
+  for (const message of inspection.messages) {
+    if (!isJudged(message)) continue
+    audit.record({
+      requestId: request.id,
+      server: server.name,
+      ...(call.virtualServer === undefined ? {} : { virtualServer: call.virtualServer }),
+      transport: server.transport,
+      method: message.method ?? '',
+      jsonrpcId: message.id ?? null,
+      ...(message.target === undefined ? {} : { target: { kind: METHOD_TARGETS[message.method ?? '']?.kind ?? 'resource', name: message.target } }),
+      user: identity === null ? null : { sub: identity.id, username: identity.name },
+      clientId: identity?.clientId ?? null,
+      ...(identity?.keyId === undefined ? {} : { keyId: identity.keyId }),
+      ip: request.ip,
+      decision: 'denied',
+      reason: 'access',
+      status: error.status,
+      latencyMs: Math.round(call.reply.elapsedTime * 10) / 10,
+    })
   }
 }
 
