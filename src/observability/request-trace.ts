@@ -37,6 +37,7 @@ import { ATTRIBUTE_VALUE_LENGTH_LIMIT } from './tracing.js'
 import type { MessageOutcome } from '../policy/gate.js'
 import type { McpExchange } from '../upstreams/types.js'
 import type { Tracing } from './tracing.js'
+import { redactedUri } from '../mcp/redacted-uri.js'
 
 /**
  * The api's span kinds and error status, as the values the OpenTelemetry specification fixes
@@ -476,29 +477,7 @@ function messageAttributes (m: McpMessage): Attributes {
   return attributes
 }
 
-/** Semantic conventions url.md: credentials become REDACTED:REDACTED; we go further and redact every query value. */
-const REDACTED = 'REDACTED'
-
-/**
- * mcp.resource.uri as url.md asks url.full to be scrubbed: credentials in the userinfo and every
- * query value replaced by REDACTED (a resource URI's query is as likely to hold a token as a
- * presigned URL's), the fragment dropped. A URI that does not parse is not exported at all.
- */
-export function redactedUri (uri: string): string | undefined {
-  let url: URL
-  try {
-    url = new URL(uri)
-  } catch {
-    return undefined
-  }
-  if (url.username !== '' || url.password !== '') {
-    url.username = REDACTED
-    url.password = REDACTED
-  }
-  for (const key of [...url.searchParams.keys()]) url.searchParams.set(key, REDACTED)
-  url.hash = ''
-  return url.toString()
-}
+export { redactedUri }
 
 /** mcp.md "Client": where the upstream is; network.transport is pipe for stdio. */
 function upstreamAttributes (server: ServerConfig): Attributes {

@@ -21,6 +21,7 @@ import type { AccessConfig, NamedRule, ServerConfig, ToolRule } from '../config/
 import { isJudged, METHOD_TARGETS, type McpMessage, type TargetKind } from '../mcp/jsonrpc.js'
 import { compileGlob, type Matcher } from './glob.js'
 import { argumentRefusal, compileArgumentDeny, type ArgumentDeny } from './argument-rules.js'
+import { recordableTarget } from '../mcp/redacted-uri.js'
 
 export type { TargetKind }
 
@@ -149,7 +150,7 @@ export class ServerPolicy {
     if (target === undefined) return ALLOWED_UNTARGETED
     const { kind, name } = target
     if (kind === 'resource' && this.judgesResources && !isPlainUri(name)) {
-      return { allowed: false, reason: 'denied', message: `resource "${name}" has a dot segment or a percent-encoded letter, digit, "-._~" or slash; resource rules of server "${this.server.name}" judge URIs as written: send its plain form` }
+      return { allowed: false, reason: 'denied', message: `resource "${recordableTarget(kind, name)}" has a dot segment, user info or a percent-encoded letter, digit, "-._~" or slash; resource rules of server "${this.server.name}" judge URIs as written: send its plain form` }
     }
     const refusal = this.refusal(kind, name, caller)
     if (refusal !== undefined) return { allowed: false, reason: 'denied', message: refusal }
@@ -157,7 +158,7 @@ export class ServerPolicy {
     const needed = rule?.scopes ?? []
     if (caller.scopes !== undefined && needed.some((s) => !caller.scopes?.has(s))) {
       const required = [...new Set([...this.server.scopes, ...needed])]
-      return { allowed: false, reason: 'scope', requiredScopes: required, message: `${kind} "${name}" needs the scope(s): ${needed.join(' ')}` }
+      return { allowed: false, reason: 'scope', requiredScopes: required, message: `${kind} "${recordableTarget(kind, name)}" needs the scope(s): ${needed.join(' ')}` }
     }
     const argumentDenial = kind === 'tool' ? this.argumentDenial(rule as ToolRule | undefined, message.params?.arguments, name) : undefined
     if (argumentDenial !== undefined) return { allowed: false, reason: 'denied', message: argumentDenial }
@@ -231,13 +232,14 @@ export class ServerPolicy {
     const list = this.lists[kind]
     const plural = KIND_PLURAL[kind]
     const denied = list.deny.find((p) => p.matches(name))
-    if (denied !== undefined) return `${kind} "${name}" is denied by ${plural}.deny "${denied.pattern}" of server "${this.server.name}"`
+    const shown = recordableTarget(kind, name)
+    if (denied !== undefined) return `${kind} "${shown}" is denied by ${plural}.deny "${denied.pattern}" of server "${this.server.name}"`
     if (list.allow !== undefined && !list.allow.some((p) => p.matches(name))) {
-      return `${kind} "${name}" is not in ${plural}.allow of server "${this.server.name}"`
+      return `${kind} "${shown}" is not in ${plural}.allow of server "${this.server.name}"`
     }
     const found = this.ruleFor(kind, name)
     if (found !== undefined && hasAudience(found.rule) && !isInAudience(found.rule, caller)) {
-      return `${kind} "${name}" requires ${describeAudience(found.rule)} (rule ${plural}.${found.key} of server "${this.server.name}")`
+      return `${kind} "${shown}" requires ${describeAudience(found.rule)} (rule ${plural}.${found.key} of server "${this.server.name}")`
     }
     return undefined
   }
@@ -245,6 +247,8 @@ export class ServerPolicy {
 
 /** A dot segment (`.` or `..` between separators, `\` counted as one as Windows paths do). */
 const DOT_SEGMENT_RE = /(?:^|[/\\:])\.{1,2}(?:[/\\?#]|$)/
+/** Userinfo in the authority (`https://bob@host/`): a rule on `https://host/*` would not see the host. */
+const USERINFO_RE = /^[a-z][a-z0-9+.-]*:\/\/[^/?#]*@/i
 /** Percent-encoded octets, each checked below. */
 const PERCENT_RE = /%([0-9a-f]{2})/gi
 
@@ -257,7 +261,7 @@ const PERCENT_RE = /%([0-9a-f]{2})/gi
  * refused too (decoded, it moves the path).
  */
 export function isPlainUri (uri: string): boolean {
-  if (DOT_SEGMENT_RE.test(uri)) return false
+  if (DOT_SEGMENT_RE.test(uri) || USERINFO_RE.test(uri)) return false
   for (const match of uri.matchAll(PERCENT_RE)) {
     const c = Number.parseInt(match[1] ?? '', 16)
     const isUnreserved = (c >= 0x41 && c <= 0x5a) || (c >= 0x61 && c <= 0x7a) || (c >= 0x30 && c <= 0x39) || c === 0x2d || c === 0x2e || c === 0x5f || c === 0x7e

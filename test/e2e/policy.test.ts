@@ -76,6 +76,22 @@ t.test('a batch whose requests share an id is refused: a second list under the t
   t.equal(upstream.seen.length, before, 'nothing went upstream')
 })
 
+t.test('a resource URI carrying credentials reaches the audit trail and the refusal without them', async (t) => {
+  const upstream = await startUpstream(t)
+  const gw = await startGateway(t, { servers: [{ name: 'fx', transport: 'http', url: upstream.url, resources: { deny: ['https://internal.example/*'] } }] })
+  const headers = await session(gw.mcpUrl('fx'))
+  const secretUri = (host: string): string => `https://bob:hunter2@${host}/report?X-Amz-Signature=SECRETSIG&token=tok123`
+  const denied = await postJson(gw.mcpUrl('fx'), { jsonrpc: '2.0', id: 'r1', method: 'resources/read', params: { uri: secretUri('internal.example') } }, headers)
+  t.equal(denied.status, 403)
+  await postJson(gw.mcpUrl('fx'), { jsonrpc: '2.0', id: 'r2', method: 'resources/read', params: { uri: secretUri('public.example') } }, headers)
+  const records = gw.audit.lines.filter((line) => line.includes('resources/read'))
+  t.equal(records.length, 2, 'both reads are audited')
+  for (const text of [...records, denied.text]) {
+    t.notOk(/hunter2|SECRETSIG|tok123/.test(text), 'no credential of the URI')
+  }
+  t.match(JSON.parse(records[0] ?? '{}'), { decision: 'denied', target: { kind: 'resource', name: 'https://REDACTED:REDACTED@internal.example/report?X-Amz-Signature=REDACTED&token=REDACTED' } })
+})
+
 t.test('a batch whose every request is refused is answered by the gateway alone', async (t) => {
   const upstream = await startUpstream(t)
   const gw = await startGateway(t, { servers: [{ name: 'fx', transport: 'http', url: upstream.url, tools: { deny: ['*'] } }] })

@@ -140,8 +140,9 @@ t.test('resource rules judge only plain URIs: dot segments and needless percent-
     'file:///srv/public/%2e%2e/etc/passwd',
     'file:///srv/public/hr%2fsalaries.csv',
     'file:///srv/public/x\\..\\hr/salaries.csv',
+    'file://user@/srv/public/hr/salaries.csv',
   ]) {
-    t.match(policy.judge(read(uri), alice), { allowed: false, reason: 'denied', message: /dot segment or a percent-encoded letter/ }, uri)
+    t.match(policy.judge(read(uri), alice), { allowed: false, reason: 'denied', message: /dot segment, user info or a percent-encoded letter/ }, uri)
   }
   t.match(policy.judge(firstMessage({ jsonrpc: '2.0', id: 1, method: 'completion/complete', params: { ref: { type: 'ref/resource', uri: 'file:///srv/public/x/../hr/{name}' }, argument: { name: 'name', value: 's' } } }), alice), { allowed: false, reason: 'denied' }, 'a completion names its template the same way')
   for (const uri of ['file:///srv/public/a%20b.txt', 'file:///srv/public/..hidden', 'file:///srv/public/a.b/c', 'file:///srv/public/%E2%82%AC.txt']) {

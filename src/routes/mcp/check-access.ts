@@ -2,6 +2,7 @@ import { PortcullisError } from '../../errors.js'
 import { inspectBody, isJudged, METHOD_TARGETS, type McpInspection } from '../../mcp/jsonrpc.js'
 import type { RequestIdentity } from '../../resource-server/verify-token.js'
 import type { McpCall } from './call.js'
+import { auditTarget } from '../../mcp/redacted-uri.js'
 
 /** May this caller reach this server at all (servers[].access)? 403 otherwise, audited. */
 export function checkAccess (call: McpCall): void {
@@ -41,7 +42,7 @@ function auditRefusal (call: McpCall, error: PortcullisError): void {
       transport: server.transport,
       method: message.method ?? '',
       jsonrpcId: message.id ?? null,
-      ...(message.target === undefined ? {} : { target: { kind: METHOD_TARGETS[message.method ?? '']?.kind ?? 'resource', name: message.target } }),
+      ...(message.target === undefined ? {} : { target: auditTarget(METHOD_TARGETS[message.method ?? '']?.kind ?? 'resource', message.target) }),
       user: identity === null ? null : { sub: identity.id, username: identity.name },
       clientId: identity?.clientId ?? null,
       ...(identity?.keyId === undefined ? {} : { keyId: identity.keyId }),

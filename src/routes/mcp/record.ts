@@ -1,6 +1,7 @@
 import { isJudged, METHOD_TARGETS } from '../../mcp/jsonrpc.js'
 import type { MessageOutcome } from '../../policy/gate.js'
 import type { McpCall } from './call.js'
+import { auditTarget } from '../../mcp/redacted-uri.js'
 
 /**
  * The decisions on the body, whatever answers it: on the trace and the denial metric now; when
@@ -47,7 +48,7 @@ function finish (call: McpCall): void {
       transport: server.transport,
       method: o.message.method ?? '',
       jsonrpcId: o.message.id ?? null,
-      ...(o.message.target === undefined ? {} : { target: { kind: o.kind ?? kindOf(o.message.method), name: o.message.target } }),
+      ...(o.message.target === undefined ? {} : { target: auditTarget(o.kind ?? kindOf(o.message.method), o.message.target) }),
       user: identity === null ? null : { sub: identity.id, username: identity.name },
       clientId: identity?.clientId ?? null,
       ...(identity?.keyId === undefined ? {} : { keyId: identity.keyId }),
