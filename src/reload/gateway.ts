@@ -317,9 +317,14 @@ export class Gateway {
   private retire (generation: Generation, before: Config, after: Config): void {
     this.retiring.add(generation)
     // A stream of a server removed or changed would keep the old definition flowing: it ends,
-    // and the client reopens it on the new one. The pool's stdio upstreams are not this build's.
+    // and the client reopens it on the new one. The pool's stdio upstreams are not this build's,
+    // except one the new build keeps because only what the gateway judges changed (access,
+    // tools, scopes): its streams end too, so each client is judged again when it reopens one
+    // (a user the new access list leaves out must not keep receiving the server's messages).
+    const next = this.current?.app.portcullis.upstreams
     for (const upstream of generation.app.portcullis.upstreams.values()) {
-      if (!this.shared.upstreams.owns(upstream) && serverChanged(upstream.name, before, after)) upstream.closeStreams()
+      if (!serverChanged(upstream.name, before, after)) continue
+      if (!this.shared.upstreams.owns(upstream) || next?.get(upstream.name) === upstream) upstream.closeStreams()
     }
     const deadline = Date.now() + after.shutdownTimeoutMs
     const close = async (): Promise<void> => {

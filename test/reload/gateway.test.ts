@@ -299,6 +299,22 @@ t.test('a stdio server a reload removes: its open event stream ends and its proc
   t.ok(await eventually(() => !isProcessAlive(pid), 5000), 'and its process stops')
 })
 
+t.test('a stdio server whose policy alone changes keeps its process, but its event streams end (each client is judged again)', async (t) => {
+  // The motivating case: a user the new access list leaves out must not keep a stream of the
+  // shared process's messages. Policy (tools.deny here) is what the gateway judges: the process stays.
+  const mark = randomUUID()
+  const server = (deny: string[]): Record<string, unknown> => stdioServer('kept', { flags: [`--mark=${mark}`], isolation: 'shared', tools: { deny } })
+  const gw = await startReloadable(t, [server(['crash'])])
+  const session = await openSession(gw.url('kept'))
+  const pid = JSON.parse(await callText(gw.url('kept'), session, 'env')).pid as number
+  const stream = await openStream(t, gw.url('kept'), session)
+  t.equal(stream.status, 200, 'GET stream open')
+  gw.write([server(['crash', 'env'])])
+  t.equal((await gw.gateway.reload('api')).applied, true)
+  t.ok(await eventually(() => stream.text().includes('[stream ended]'), 3000), 'the stream ends; the client reopens it under the new policy')
+  t.ok(isProcessAlive(pid), 'the process is kept')
+})
+
 t.test('a reload that removes an identity provider revokes the access of the accounts signed in through it', async (t) => {
   const port = await freePort()
   const idp = await startTestIdp(t, { accounts: [{ sub: 'alice', password: PASSWORD, email: 'alice@example.com', email_verified: true }], redirectUris: [`http://127.0.0.1:${port}/oauth/idp/corp/callback`] })
