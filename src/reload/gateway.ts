@@ -50,6 +50,13 @@ function serverChanged (name: string, before: Config, after: Config): boolean {
   return was === undefined || is === undefined || stableJson(was) !== stableJson(is)
 }
 
+/** Whether who may reach the server at all changed (its `access` list or required `scopes`). */
+function reachChanged (name: string, before: Config, after: Config): boolean {
+  const was = before.servers.find((s) => s.name === name)
+  const is = after.servers.find((s) => s.name === name)
+  return was === undefined || is === undefined || stableJson([was.access ?? null, was.scopes]) !== stableJson([is.access ?? null, is.scopes])
+}
+
 /**
  * A replica's file may differ from the one another replica applied for a while (a ConfigMap
  * reaches each pod within a minute or so): it is read again after these delays.
@@ -317,14 +324,16 @@ export class Gateway {
   private retire (generation: Generation, before: Config, after: Config): void {
     this.retiring.add(generation)
     // A stream of a server removed or changed would keep the old definition flowing: it ends,
-    // and the client reopens it on the new one. The pool's stdio upstreams are not this build's,
-    // except one the new build keeps because only what the gateway judges changed (access,
-    // tools, scopes): its streams end too, so each client is judged again when it reopens one
-    // (a user the new access list leaves out must not keep receiving the server's messages).
+    // and the client reopens it on the new one. The pool's stdio upstreams are not this build's
+    // (their sessions and streams live on across a reload), except one the new build keeps
+    // whose access list or required scopes changed: its streams end, so each client is judged
+    // again when it reopens one (a user the new access list leaves out must not keep receiving
+    // the server's messages).
     const next = this.current?.app.portcullis.upstreams
     for (const upstream of generation.app.portcullis.upstreams.values()) {
       if (!serverChanged(upstream.name, before, after)) continue
-      if (!this.shared.upstreams.owns(upstream) || next?.get(upstream.name) === upstream) upstream.closeStreams()
+      const isKept = this.shared.upstreams.owns(upstream)
+      if (!isKept || (next?.get(upstream.name) === upstream && reachChanged(upstream.name, before, after))) upstream.closeStreams()
     }
     const deadline = Date.now() + after.shutdownTimeoutMs
     const close = async (): Promise<void> => {

@@ -299,19 +299,21 @@ t.test('a stdio server a reload removes: its open event stream ends and its proc
   t.ok(await eventually(() => !isProcessAlive(pid), 5000), 'and its process stops')
 })
 
-t.test('a stdio server whose policy alone changes keeps its process, but its event streams end (each client is judged again)', async (t) => {
-  // The motivating case: a user the new access list leaves out must not keep a stream of the
-  // shared process's messages. Policy (tools.deny here) is what the gateway judges: the process stays.
+t.test('a stdio server whose access changes keeps its process, but its event streams end (each client is judged again)', async (t) => {
+  // A user the new access list leaves out must not keep a stream of the shared process's
+  // messages. Who may reach the server (access, scopes) is judged by the gateway: the process stays.
+  // (A change that leaves the callers as they were, a rate limit say, leaves the streams open:
+  // test/e2e/reload.test.ts.)
   const mark = randomUUID()
-  const server = (deny: string[]): Record<string, unknown> => stdioServer('kept', { flags: [`--mark=${mark}`], isolation: 'shared', tools: { deny } })
-  const gw = await startReloadable(t, [server(['crash'])])
+  const server = (scopes: string[]): Record<string, unknown> => stdioServer('kept', { flags: [`--mark=${mark}`], isolation: 'shared', scopes })
+  const gw = await startReloadable(t, [server([])])
   const session = await openSession(gw.url('kept'))
   const pid = JSON.parse(await callText(gw.url('kept'), session, 'env')).pid as number
   const stream = await openStream(t, gw.url('kept'), session)
   t.equal(stream.status, 200, 'GET stream open')
-  gw.write([server(['crash', 'env'])])
+  gw.write([server(['kept:read'])])
   t.equal((await gw.gateway.reload('api')).applied, true)
-  t.ok(await eventually(() => stream.text().includes('[stream ended]'), 3000), 'the stream ends; the client reopens it under the new policy')
+  t.ok(await eventually(() => stream.text().includes('[stream ended]'), 3000), 'the stream ends; the client reopens it and is judged again')
   t.ok(isProcessAlive(pid), 'the process is kept')
 })
 
