@@ -1,8 +1,8 @@
 import { PortcullisError } from '../../errors.js'
-import { inspectBody, isJudged, METHOD_TARGETS, type McpInspection } from '../../mcp/jsonrpc.js'
+import { inspectBody, isJudged, type McpInspection } from '../../mcp/jsonrpc.js'
 import type { RequestIdentity } from '../../resource-server/verify-token.js'
 import type { McpCall } from './call.js'
-import { auditTarget } from '../../mcp/redacted-uri.js'
+import { auditEntry } from './record.js'
 
 /** May this caller reach this server at all (servers[].access)? 403 otherwise, audited. */
 export function checkAccess (call: McpCall): void {
@@ -23,7 +23,7 @@ export function checkAccess (call: McpCall): void {
  * parse has no messages to record; its refusal is the same 403.
  */
 function auditRefusal (call: McpCall, error: PortcullisError): void {
-  const { audit, server } = call.route
+  const { audit } = call.route
   const { request } = call
   if (audit === undefined || request.method !== 'POST') return
   let inspection: McpInspection
@@ -32,26 +32,8 @@ function auditRefusal (call: McpCall, error: PortcullisError): void {
   } catch {
     return
   }
-  const identity = call.identity
   for (const message of inspection.messages) {
-    if (!isJudged(message)) continue
-    audit.record({
-      requestId: request.id,
-      server: server.name,
-      ...(call.virtualServer === undefined ? {} : { virtualServer: call.virtualServer }),
-      transport: server.transport,
-      method: message.method ?? '',
-      jsonrpcId: message.id ?? null,
-      ...(message.target === undefined ? {} : { target: auditTarget(METHOD_TARGETS[message.method ?? '']?.kind ?? 'resource', message.target) }),
-      user: identity === null ? null : { sub: identity.id, username: identity.name },
-      clientId: identity?.clientId ?? null,
-      ...(identity?.keyId === undefined ? {} : { keyId: identity.keyId }),
-      ip: request.ip,
-      decision: 'denied',
-      reason: 'access',
-      status: error.status,
-      latencyMs: Math.round(call.reply.elapsedTime * 10) / 10,
-    })
+    if (isJudged(message)) audit.record(auditEntry(call, message, { decision: 'denied', reason: 'access' }, error.status))
   }
 }
 

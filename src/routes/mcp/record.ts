@@ -1,5 +1,6 @@
-import { isJudged, METHOD_TARGETS } from '../../mcp/jsonrpc.js'
-import type { MessageOutcome } from '../../policy/gate.js'
+import { isJudged, METHOD_TARGETS, type McpMessage } from '../../mcp/jsonrpc.js'
+import type { Decision, MessageOutcome } from '../../policy/gate.js'
+import type { AuditEntry } from '../../observability/audit.js'
 import type { McpCall } from './call.js'
 import { auditTarget } from '../../mcp/redacted-uri.js'
 
@@ -25,7 +26,7 @@ export function record (call: McpCall): void {
 }
 
 function finish (call: McpCall): void {
-  const { request, reply, outcomes } = call
+  const { reply, outcomes } = call
   const { metrics, audit, server, captured, redactions } = call.route
   for (const o of outcomes) {
     o.release?.()
@@ -34,33 +35,43 @@ function finish (call: McpCall): void {
     }
   }
   if (audit === undefined) return
-  const latencyMs = reply.elapsedTime
-  const identity = call.identity
   for (const o of outcomes) {
     if (!isJudged(o.message)) continue
     const args = o.message.params?.arguments
-    const result = captured.get(o)
-    const redacted = redactions.get(o)
-    audit.record({
-      requestId: request.id,
-      server: server.name,
-      ...(call.virtualServer === undefined ? {} : { virtualServer: call.virtualServer }),
-      transport: server.transport,
-      method: o.message.method ?? '',
-      jsonrpcId: o.message.id ?? null,
-      ...(o.message.target === undefined ? {} : { target: auditTarget(o.kind ?? kindOf(o.message.method), o.message.target) }),
-      user: identity === null ? null : { sub: identity.id, username: identity.name },
-      clientId: identity?.clientId ?? null,
-      ...(identity?.keyId === undefined ? {} : { keyId: identity.keyId }),
-      ip: request.ip,
-      decision: o.decision,
-      ...(o.reason === undefined ? {} : { reason: o.reason }),
-      status: reply.raw.statusCode,
-      latencyMs: Math.round(latencyMs * 10) / 10,
-      ...(audit.includeArguments && args !== undefined ? { arguments: args } : {}),
-      ...(result === undefined ? {} : { result }),
-      ...(redacted === undefined ? {} : { redacted }),
-    })
+    audit.record(auditEntry(call, o.message, { kind: o.kind, decision: o.decision, reason: o.reason }, reply.raw.statusCode, {
+      arguments: audit.includeArguments ? args : undefined,
+      result: captured.get(o),
+      redacted: redactions.get(o),
+    }))
+  }
+}
+
+/**
+ * One message's audit record: what the record step writes when the response closes, and what a
+ * step that refuses before the body is judged (checkAccess) writes at once.
+ */
+export function auditEntry (call: McpCall, message: McpMessage, judged: { readonly kind?: string | undefined, readonly decision: Decision, readonly reason?: string | undefined }, status: number, extra?: Pick<AuditEntry, 'arguments' | 'result' | 'redacted'>): AuditEntry {
+  const { request, reply, identity } = call
+  const { server } = call.route
+  return {
+    requestId: request.id,
+    server: server.name,
+    ...(call.virtualServer === undefined ? {} : { virtualServer: call.virtualServer }),
+    transport: server.transport,
+    method: message.method ?? '',
+    jsonrpcId: message.id ?? null,
+    ...(message.target === undefined ? {} : { target: auditTarget(judged.kind ?? kindOf(message.method), message.target) }),
+    user: identity === null ? null : { sub: identity.id, username: identity.name },
+    clientId: identity?.clientId ?? null,
+    ...(identity?.keyId === undefined ? {} : { keyId: identity.keyId }),
+    ip: request.ip,
+    decision: judged.decision,
+    ...(judged.reason === undefined ? {} : { reason: judged.reason }),
+    status,
+    latencyMs: Math.round(reply.elapsedTime * 10) / 10,
+    ...(extra?.arguments === undefined ? {} : { arguments: extra.arguments }),
+    ...(extra?.result === undefined ? {} : { result: extra.result }),
+    ...(extra?.redacted === undefined ? {} : { redacted: extra.redacted }),
   }
 }
 
