@@ -75,6 +75,7 @@ import { adminPageRoutes, adminSignInPage } from './admin/page-routes.js'
 import { AdminSessions } from './admin/admin-sessions.js'
 import { startTracing, type Tracing } from './observability/tracing.js'
 import { instrumentApp, type TraceSettings } from './observability/request-trace.js'
+import { identityProviderNames, machineClientIds } from './config/auth-parts.js'
 
 export interface BuildOptions {
   /** A pino logger; by default one is made from config.log. */
@@ -284,8 +285,8 @@ async function wireApp (app: FastifyInstance, config: Config, options: BuildOpti
     blockedUsers = blocked
     await blocked.start()
     const isUserBlocked = (userId: string): boolean => blocked.has(userId)
-    const identityProviderNames: ReadonlySet<string> = new Set(config.auth.identityProviders.map((idp) => idp.name))
-    const machineClients = new Set(config.auth.clients.filter((c) => c.grantTypes.includes('client_credentials')).map((c) => c.clientId))
+    const providerNames = identityProviderNames(config.auth)
+    const machineClients = machineClientIds(config.auth)
     const verifier = new TokenVerifier({ issuer: config.publicUrl, jwks: { keys: [...keys.publicJwks.keys] }, now, isGrantRevoked: (grantId) => revokedGrants.has(grantId), isUserBlocked, machineClients })
     isRevoked = (identity) => verifier.isRevoked(identity)
     const outbound = createGuardedFetch({
@@ -331,7 +332,7 @@ async function wireApp (app: FastifyInstance, config: Config, options: BuildOpti
       if (typeof accountId !== 'string') return
       // The admin API's user list: who holds tokens, with their provider and groups (admin/users-seen.ts).
       usersSeen.seen(accountId, async () => {
-        const profile = await accountProfile(users, externalAccounts, accountId, identityProviderNames)
+        const profile = await accountProfile(users, externalAccounts, accountId, providerNames)
         return profile === undefined ? undefined : { provider: isExternalAccountId(accountId) ? accountId.split(':')[0] ?? '' : 'local', groups: profile.groups }
       }).catch((err: Error) => app.log.warn({ err: { message: err.message } }, 'could not record a user as seen'))
     })
@@ -370,7 +371,7 @@ async function wireApp (app: FastifyInstance, config: Config, options: BuildOpti
     const isGatewayWideAllowed = config.auth.defaultResource === 'all'
     await app.register(resourceMetadataRoutes, { catalog, servers: config.servers, virtualServers: config.virtualServers, isGatewayWideAllowed })
     const apiKeys = new ApiKeys(store, config.auth.apiKeys.maxPerUser, now)
-    const owners = new KeyOwners(users, new ExternalAccounts(store), config.servers, catalog, identityProviderNames)
+    const owners = new KeyOwners(users, new ExternalAccounts(store), config.servers, catalog, providerNames)
     const apiKeyVerifier = new ApiKeyVerifier({
       isEnabled: config.auth.apiKeys.enabled,
       keys: apiKeys,

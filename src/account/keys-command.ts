@@ -13,6 +13,7 @@ import { KEYS_USAGE } from '../cli/usage.js'
 import { API_KEY_CACHE_MS, ApiKeys, type ApiKeyRecord } from './api-keys.js'
 import { KeyOwners, KeyRequestError } from './key-owners.js'
 import { API_KEYS_DISABLED_MESSAGE, issueKey } from './issue-key.js'
+import { identityProviderNames } from '../config/auth-parts.js'
 
 export interface KeysCommandArgs {
   readonly action: string | undefined
@@ -70,7 +71,7 @@ export async function keysCommand (config: Config, args: KeysCommandArgs): Promi
       process.stdout.write(found.length === 0 ? `no live keys for ${args.user}\n` : `${found.map(describeKey).join('\n')}\n`)
       return EXIT_OK
     }
-    const owners = new KeyOwners(await UserDirectory.load(config.auth.users, opened.store, config.dataDir, config.auth.identityProviders.length > 0), new ExternalAccounts(opened.store), config.servers, new ResourceCatalog(config), new Set(config.auth.identityProviders.map((idp) => idp.name)))
+    const owners = new KeyOwners(await UserDirectory.load(config.auth.users, opened.store, config.dataDir, config.auth.identityProviders.length > 0), new ExternalAccounts(opened.store), config.servers, new ResourceCatalog(config), identityProviderNames(config.auth))
     const { record, secret } = await issueKey({ settings: config.auth.apiKeys, keys, owners, now: () => Date.now() }, {
       userId: args.user,
       name: args.name ?? '',

@@ -35,6 +35,7 @@ import { HTTP_REDIRECT_RULE, isForbiddenRedirect, isLoopbackOrNative } from './r
 import type { FetchLike } from '../net/guarded-fetch.js'
 import { ACCOUNT_CLIENT_ID, accountClientMetadata } from '../account/sign-in.js'
 import { STORE_RETRY_AFTER_S } from '../store/outage.js'
+import { identityProviderNames, machineClientIds } from '../config/auth-parts.js'
 
 export const OAUTH_ROUTES = {
   authorization: '/oauth/authorize',
@@ -178,9 +179,9 @@ export function createProvider (deps: ProviderDeps): Provider {
    */
   const profileOf = async (accountId: string): Promise<AccountProfile | undefined> => deps.isUserBlocked?.(accountId) === true ? undefined : await accountProfile(users, externalAccounts, accountId, providerNames)
   const auth = config.auth
-  const providerNames: ReadonlySet<string> = new Set(auth.identityProviders.map((idp) => idp.name))
+  const providerNames = identityProviderNames(auth)
   /** The clients that may use client_credentials: those the operator lists with it (auth.clients). */
-  const machineClientIds = new Set(auth.clients.filter((c) => c.grantTypes.includes('client_credentials')).map((c) => c.clientId))
+  const machineClients = machineClientIds(auth)
   const accessTokenTtlS = accessTokenLifetimeS(config)
   const refreshTokenTtlS = Math.max(1, Math.round(auth.refreshTokenTtl / 1000))
   const clientScopes = new Map(auth.clients.map((c) => [c.clientId, c.scopes]))
@@ -249,7 +250,7 @@ export function createProvider (deps: ProviderDeps): Provider {
       devInteractions: { enabled: false },
       registration: { enabled: auth.dynamicRegistration, initialAccessToken: false, issueRegistrationAccessToken: true },
       registrationManagement: { enabled: auth.dynamicRegistration, rotateRegistrationAccessToken: false },
-      clientCredentials: { enabled: machineClientIds.size > 0 },
+      clientCredentials: { enabled: machineClients.size > 0 },
       revocation: { enabled: true },
       // DPoP-bound tokens checked as plain bearers would lose their binding: off until verified end to end.
       dPoP: { enabled: false },
@@ -301,7 +302,7 @@ export function createProvider (deps: ProviderDeps): Provider {
         // a client's metadata says: a Client ID Metadata Document reaches no registration route,
         // and one listing client_credentials with its author's own keys (private_key_jwt) got a
         // token with no user behind it once any YAML client had turned the grant on.
-        if (key === 'grant_types' && Array.isArray(value) && value.includes('client_credentials') && !machineClientIds.has(String(metadata.client_id))) {
+        if (key === 'grant_types' && Array.isArray(value) && value.includes('client_credentials') && !machineClients.has(String(metadata.client_id))) {
           throw new errors.InvalidClientMetadata('client_credentials is only for clients registered by the gateway operator')
         }
         const route = ctx?.oidc?.route
