@@ -9,7 +9,7 @@
  */
 import { PortcullisError } from '../errors.js'
 import type { Store } from '../store/types.js'
-import type { ToolChange } from '../guardrails/tool-approvals.js'
+import { toolIn, type ToolChange } from '../guardrails/tool-approvals.js'
 import type { ToolGuard } from '../guardrails/tool-guard.js'
 import { approveTools, reviewTools, type ToolDifference } from '../guardrails/tool-review.js'
 
@@ -47,7 +47,7 @@ export async function serverToolsView (deps: ServerToolsDeps, server: string): P
     lastListing: observed === undefined
       ? null
       : { seenAt: new Date(observed.observedAtMs).toISOString(), isComplete: observed.isComplete, tools: Object.keys(observed.tools).sort() },
-    changes: differences.map((d) => changeView(d, observed?.tools[d.name]?.definition)),
+    changes: differences.map((d) => changeView(d, toolIn(observed?.tools, d.name)?.definition)),
   }
 }
 

@@ -73,6 +73,11 @@ export async function saveApproved (store: Store, server: string, approved: Appr
   await store.kvSet(approvedKey(server), JSON.stringify(approved))
 }
 
+/** A tool of a set by its own name only: `constructor` or `toString` are no tools of any set. */
+export function toolIn (set: ToolSet | undefined, name: string): PinnedTool | undefined {
+  return set !== undefined && Object.hasOwn(set, name) ? set[name] : undefined
+}
+
 /**
  * What differs between the approved set and a listing. Removals are only
  * known from a complete listing (`isComplete`: one page with no cursor, or a
@@ -81,13 +86,13 @@ export async function saveApproved (store: Store, server: string, approved: Appr
 export function diffTools (approved: ToolSet, listed: ToolSet, isComplete: boolean): ToolChange[] {
   const changes: ToolChange[] = []
   for (const [name, tool] of Object.entries(listed)) {
-    const before = approved[name]
+    const before = toolIn(approved, name)
     if (before === undefined) changes.push({ name, change: 'added', to: tool.fingerprint })
     else if (before.fingerprint !== tool.fingerprint) changes.push({ name, change: 'changed', from: before.fingerprint, to: tool.fingerprint })
   }
   if (isComplete) {
     for (const [name, tool] of Object.entries(approved)) {
-      if (listed[name] === undefined) changes.push({ name, change: 'removed', from: tool.fingerprint })
+      if (toolIn(listed, name) === undefined) changes.push({ name, change: 'removed', from: tool.fingerprint })
     }
   }
   return changes.sort((a, b) => a.name.localeCompare(b.name))
@@ -102,7 +107,7 @@ export function approveObserved (approved: ToolSet, observed: ObservedTools, nam
   if (names === undefined) return observed.isComplete ? { ...observed.tools } : { ...approved, ...observed.tools }
   const next = new Map(Object.entries(approved))
   for (const name of names) {
-    const tool = observed.tools[name]
+    const tool = toolIn(observed.tools, name)
     if (tool === undefined) next.delete(name)
     else next.set(name, tool)
   }

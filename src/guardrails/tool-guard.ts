@@ -28,7 +28,7 @@ import { storeUnavailableError } from '../store/outage.js'
 import type { Decision } from '../policy/gate.js'
 import { fingerprintOf, toolDefinition } from './tool-fingerprint.js'
 import {
-  approveFirstUse, diffTools, FIRST_USE, loadApproved, loadObserved, saveObserved,
+  approveFirstUse, diffTools, FIRST_USE, loadApproved, loadObserved, saveObserved, toolIn,
   type ApprovedTools, type ObservedTools, type PinnedTool, type ToolChange, type ToolSet,
 } from './tool-approvals.js'
 import type { ArgumentValidator } from './argument-validator.js'
@@ -310,7 +310,8 @@ export class ToolGuard {
 export function listedTools (result: unknown): ToolSet | undefined {
   const tools = (result as { tools?: unknown } | null | undefined)?.tools
   if (!Array.isArray(tools)) return undefined
-  const listed: Record<string, PinnedTool> = {}
+  // No prototype: a tool named __proto__ is a key like any other, not the set's prototype.
+  const listed: Record<string, PinnedTool> = Object.create(null) as Record<string, PinnedTool>
   for (const tool of tools) {
     const definition = toolDefinition(tool)
     if (definition === undefined) continue
@@ -325,14 +326,9 @@ export function listedTools (result: unknown): ToolSet | undefined {
 /** The fingerprint of a name an upstream listed more than once. */
 const LISTED_TWICE = 'listed more than once'
 
-/** A tool of a set by its own name only: `constructor` or `toString` are no tools of any set. */
-function toolIn (set: ToolSet | undefined, name: string): PinnedTool | undefined {
-  return set !== undefined && Object.hasOwn(set, name) ? set[name] : undefined
-}
-
 function sameTools (a: ToolSet, b: ToolSet): boolean {
   const names = Object.keys(a)
-  return names.length === Object.keys(b).length && names.every((n) => a[n]?.fingerprint === b[n]?.fingerprint)
+  return names.length === Object.keys(b).length && names.every((n) => a[n]?.fingerprint === toolIn(b, n)?.fingerprint)
 }
 
 /** Sessions and cursors are the client's and the upstream's strings: joined by a character neither is likely to hold. */

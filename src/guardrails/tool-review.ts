@@ -8,7 +8,7 @@
 import type { Store } from '../store/types.js'
 import { canonicalJson } from './tool-fingerprint.js'
 import {
-  approveObserved, diffTools, loadApproved, loadObserved, saveApproved,
+  approveObserved, diffTools, loadApproved, loadObserved, saveApproved, toolIn,
   type ApprovedTools, type ObservedTools, type ToolChange,
 } from './tool-approvals.js'
 
@@ -36,7 +36,7 @@ export async function reviewTools (store: Store, server: string): Promise<ToolsR
   if (observed === undefined) return { approved, observed, differences: [] }
   const differences = diffTools(approved?.tools ?? {}, observed.tools, observed.isComplete).map((change) => {
     if (change.change !== 'changed') return change
-    return { ...change, fields: fieldChanges(approved?.tools[change.name]?.definition ?? {}, observed.tools[change.name]?.definition ?? {}) }
+    return { ...change, fields: fieldChanges(toolIn(approved?.tools, change.name)?.definition ?? {}, toolIn(observed.tools, change.name)?.definition ?? {}) }
   })
   return { approved, observed, differences }
 }

@@ -66,3 +66,24 @@ t.test('approveTools with reviewed fingerprints: approved only while each named 
   t.match(await approveTools(store, 's', { names: ['a', 'b'], by: 'carol', nowMs: 5, reviewed: { a: V3.a?.fingerprint ?? '', b: null } }), { status: 'approved', approved: [{ name: 'a' }, { name: 'b', change: 'removed' }] }, 'reviewed as it is now: approved')
   t.same(Object.keys((await loadApproved(store, 's'))?.tools ?? {}).sort(), ['a'], 'b removed, c (not named) still unapproved')
 })
+
+t.test("tools named like an object's own properties are tools like any other: listed, diffed, reviewed, approved, removed", async (t) => {
+  const names = ['constructor', 'toString', 'hasOwnProperty', '__proto__']
+  const listed = listedTools({ tools: names.map((name) => ({ name, description: 'one' })) }) ?? {}
+  t.same(Object.keys(listed).sort(), [...names].sort(), 'each listed name is its own key (__proto__ included)')
+  t.equal(Object.getPrototypeOf(listed), null, 'no inherited member looks like a tool')
+
+  const store = new MemoryStore()
+  t.teardown(() => store.close())
+  await saveObserved(store, 's', { tools: listed, observedAtMs: 1, isComplete: true })
+  t.same((await reviewTools(store, 's')).differences.map((d) => [d.change, d.name, d.from]), [...names].sort((a, b) => a.localeCompare(b)).map((n) => ['added', n, undefined]), 'added, with nothing before')
+  t.match(await approveTools(store, 's', { names: ['constructor', '__proto__'], by: 'carol', nowMs: 2 }), { status: 'approved', approved: [{ name: '__proto__', change: 'added' }, { name: 'constructor', change: 'added' }] })
+  t.same(Object.keys((await loadApproved(store, 's'))?.tools ?? {}).sort(), ['__proto__', 'constructor'], 'approved by their own names')
+
+  // The upstream drops them all: a complete listing without them is their removal.
+  await saveObserved(store, 's', { tools: {}, observedAtMs: 3, isComplete: true })
+  const removed = (await reviewTools(store, 's')).differences
+  t.same(removed.map((d) => [d.change, d.name]), [['removed', '__proto__'], ['removed', 'constructor']], 'removals are seen')
+  t.match(await approveTools(store, 's', { names: ['constructor'], by: 'carol', nowMs: 4 }), { status: 'approved', approved: [{ name: 'constructor', change: 'removed' }] })
+  t.same(Object.keys((await loadApproved(store, 's'))?.tools ?? {}), ['__proto__'], 'the removal approved drops it')
+})
