@@ -15,6 +15,8 @@ import type { Decision } from '../policy/gate.js'
 /** Results recorded for debugging are cut here. */
 export const MAX_AUDIT_RESULT_CHARS = 4096
 
+export type CallOutcome = 'answered' | 'failed' | 'cancelled'
+
 export interface AuditEntry {
   readonly requestId: string
   readonly server: string
@@ -35,6 +37,12 @@ export interface AuditEntry {
   readonly reason?: string
   /** The HTTP status the client got, and how long the call took end to end. */
   readonly status: number
+  /**
+   * How an allowed request ended: answered (the upstream answered, a result or its own error),
+   * failed (the gateway answered for it: upstream down, timed out, crashed) or cancelled (the
+   * client left or cancelled before the answer was whole). Absent on refusals and notifications.
+   */
+  readonly outcome?: CallOutcome
   readonly latencyMs: number
   readonly arguments?: unknown
   readonly result?: string

@@ -5,11 +5,13 @@ import type { McpInspection } from '../mcp/jsonrpc.js'
 
 /**
  * Where an exchange notes the requests the gateway answered with its own error after letting
- * them through (upstream unavailable, timed out, crashed): all of them, or by JSON-RPC id.
- * Metrics count these calls as failed. The route's McpCall keeps it; adapters only write.
+ * them through (upstream unavailable, timed out, crashed): all of them, or by JSON-RPC id; and
+ * the requests it stopped waiting for because the client cancelled them. Metrics and the audit
+ * count these calls as failed and cancelled. The route's McpCall keeps it; adapters only write.
  */
 export interface FailureRecord {
   markFailed: (id?: JsonRpcId) => void
+  markCancelled: (id: JsonRpcId) => void
 }
 
 /** The part of an exchange the gateway's own error answer needs (a forwarded request has no inspection and no record). */

@@ -34,7 +34,7 @@ t.test('allowed, denied and rate-limited calls, each recorded with who, what, wh
   t.equal(calls.length, 3)
   const [allowed, denied, limited] = calls
   const common = { type: 'mcp_audit', event: 'mcp_request', server: 'fx', transport: 'http', method: 'tools/call', user: { sub: sub.sub, username: 'alice' }, clientId, ip: '127.0.0.1' }
-  t.match(allowed, { ...common, target: { kind: 'tool', name: 'echo' }, decision: 'allowed', status: 200 })
+  t.match(allowed, { ...common, target: { kind: 'tool', name: 'echo' }, decision: 'allowed', status: 200, outcome: 'answered' })
   t.type(allowed?.time, 'number')
   t.type(allowed?.requestId, 'string')
   t.type(allowed?.jsonrpcId, 'number')
@@ -42,6 +42,7 @@ t.test('allowed, denied and rate-limited calls, each recorded with who, what, wh
   t.notOk('reason' in (allowed ?? {}), 'no reason when allowed')
   t.match(denied, { ...common, target: { kind: 'tool', name: 'big' }, decision: 'denied', reason: 'tool "big" is denied by tools.deny "big" of server "fx"', status: 403 })
   t.match(limited, { ...common, target: { kind: 'tool', name: 'echo' }, decision: 'rate_limited', reason: 'user-tool', status: 429 })
+  t.notOk('outcome' in (denied ?? {}) || 'outcome' in (limited ?? {}), 'a refusal has its decision, no outcome')
   for (const record of calls) {
     t.notOk('arguments' in record, 'no arguments by default')
     t.notOk('result' in record, 'no results by default')
@@ -91,4 +92,34 @@ t.test('by default the trail goes to its own file in the data directory', async 
   t.ok(statSync(file).size > 0)
   const line = JSON.parse(readFileSync(file, 'utf8').trim().split('\n')[0] ?? '{}') as Record_
   t.match(line, { type: 'mcp_audit', server: 'fx', method: 'initialize', decision: 'allowed', status: 200 })
+})
+
+t.test('an allowed call says how it ended: answered, cancelled (by notifications/cancelled or by leaving) or failed', async (t) => {
+  const { connectClient, stdioServer } = await import('../helpers.js')
+  const gw = await startGateway(t, { servers: [stdioServer('st')] })
+  const { client, transport } = await connectClient(t, gw.mcpUrl('st'))
+  t.equal(textOf(await client.callTool({ name: 'echo', arguments: { text: 'hi' } })), 'hi')
+
+  // The client cancels: the stream already open (progress 0 was sent on it) ends without an answer.
+  const abort = new AbortController()
+  const cancelled = await client.callTool({ name: 'wait-for-cancel', arguments: {} }, undefined, { signal: abort.signal, onprogress: () => { abort.abort('changed my mind') } }).then(() => 'completed', () => 'rejected')
+  t.equal(cancelled, 'rejected')
+
+  // The client leaves mid-call.
+  const leaving = new AbortController()
+  const headers = { ...MCP_HEADERS, 'mcp-session-id': transport.sessionId ?? '', 'mcp-protocol-version': '2025-11-25' }
+  const left = fetch(gw.mcpUrl('st'), { method: 'POST', headers, body: JSON.stringify({ jsonrpc: '2.0', id: 'left', method: 'tools/call', params: { name: 'slow', arguments: { ms: 3000 } } }), signal: leaving.signal })
+  setTimeout(() => { leaving.abort() }, 200)
+  await left.then(async (res) => await res.text()).catch(() => {})
+
+  // The upstream dies mid-call: the gateway answers for it.
+  await client.callTool({ name: 'crash', arguments: {} }).catch(() => {})
+
+  const ofTool = (name: string): Record_ | undefined => records(gw.audit.lines).find((r) => r.method === 'tools/call' && (r.target as { name: string }).name === name)
+  t.ok(await eventually(() => ['echo', 'wait-for-cancel', 'slow', 'crash'].every((name) => ofTool(name) !== undefined)), 'every call recorded')
+  t.match(ofTool('echo'), { decision: 'allowed', status: 200, outcome: 'answered' })
+  t.match(ofTool('wait-for-cancel'), { decision: 'allowed', status: 200, outcome: 'cancelled' }, 'a 200 stream that ended without the answer')
+  t.match(ofTool('slow'), { decision: 'allowed', jsonrpcId: 'left', outcome: 'cancelled' })
+  t.match(ofTool('crash'), { decision: 'allowed', outcome: 'failed' })
+  t.notOk(records(gw.audit.lines).some((r) => r.jsonrpcId === null && 'outcome' in r), 'notifications carry no outcome')
 })

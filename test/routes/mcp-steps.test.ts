@@ -149,6 +149,7 @@ t.test('record: a client gone before the step ran still frees its slots and gets
   await recorded
   t.equal(released, 1, 'the slot was released')
   t.same(lines.map((line) => (JSON.parse(line) as { jsonrpcId: number }).jsonrpcId), [1, 2], 'one audit record per request')
+  t.same(lines.map((line) => (JSON.parse(line) as { outcome: string }).outcome), ['cancelled', 'cancelled'], 'each says the client left first')
   const metrics = await route.metrics.registry.getSingleMetricAsString('portcullis_tool_calls_total')
   t.match(metrics, /outcome="cancelled"\} 2/, 'both calls counted as cancelled')
 })

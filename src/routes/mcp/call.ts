@@ -97,12 +97,23 @@ export class McpCall implements FailureRecord {
   isAnswered = false
   /** Requests the gateway answered with its own error after letting them through: all, or by id (the upstream adapter notes them). */
   private failed: Set<JsonRpcId> | true | undefined = undefined
+  /** Requests the client cancelled (notifications/cancelled) that the gateway stopped waiting for. */
+  private cancelled: Set<JsonRpcId> | undefined = undefined
   constructor (readonly route: McpRoute, readonly request: FastifyRequest, readonly reply: FastifyReply) {}
 
   markFailed (id?: JsonRpcId): void {
     if (id === undefined) this.failed = true
     else if (this.failed === undefined) this.failed = new Set([id])
     else if (this.failed !== true) this.failed.add(id)
+  }
+
+  markCancelled (id: JsonRpcId): void {
+    (this.cancelled ??= new Set()).add(id)
+  }
+
+  /** Did the client cancel this request (by JSON-RPC id) before its answer came? */
+  wasCancelled (id: JsonRpcId): boolean {
+    return this.cancelled?.has(id) === true
   }
 
   /** Did the gateway fail this request (by JSON-RPC id)? Metrics count such calls as failed. */

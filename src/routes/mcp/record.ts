@@ -1,6 +1,6 @@
 import { isJudged, METHOD_TARGETS, type McpMessage } from '../../mcp/jsonrpc.js'
 import type { Decision, MessageOutcome } from '../../policy/gate.js'
-import type { AuditEntry } from '../../observability/audit.js'
+import type { AuditEntry, CallOutcome } from '../../observability/audit.js'
 import type { McpCall } from './call.js'
 import { auditTarget } from '../../mcp/redacted-uri.js'
 
@@ -31,14 +31,17 @@ function finish (call: McpCall): void {
   for (const o of outcomes) {
     o.release?.()
     if (o.message.method === 'tools/call') {
-      metrics.toolCalls.inc({ server: server.name, tool: metrics.toolLabel(server.name, o.message.target ?? ''), outcome: callOutcome(call, o) })
+      const outcome = o.decision === 'allowed' ? endOf(call, o) : o.decision
+      metrics.toolCalls.inc({ server: server.name, tool: metrics.toolLabel(server.name, o.message.target ?? ''), outcome })
     }
   }
   if (audit === undefined) return
   for (const o of outcomes) {
     if (!isJudged(o.message)) continue
     const args = o.message.params?.arguments
-    audit.record(auditEntry(call, o.message, { kind: o.kind, decision: o.decision, reason: o.reason }, reply.raw.statusCode, {
+    // A request allowed says how it ended: its status is the stream's, 200 even when the client left.
+    const outcome = o.decision === 'allowed' && o.message.id !== undefined ? endOf(call, o) : undefined
+    audit.record(auditEntry(call, o.message, { kind: o.kind, decision: o.decision, reason: o.reason, outcome }, reply.raw.statusCode, {
       arguments: audit.includeArguments ? args : undefined,
       result: captured.get(o),
       redacted: redactions.get(o),
@@ -50,7 +53,7 @@ function finish (call: McpCall): void {
  * One message's audit record: what the record step writes when the response closes, and what a
  * step that refuses before the body is judged (checkAccess) writes at once.
  */
-export function auditEntry (call: McpCall, message: McpMessage, judged: { readonly kind?: string | undefined, readonly decision: Decision, readonly reason?: string | undefined }, status: number, extra?: Pick<AuditEntry, 'arguments' | 'result' | 'redacted'>): AuditEntry {
+export function auditEntry (call: McpCall, message: McpMessage, judged: { readonly kind?: string | undefined, readonly decision: Decision, readonly reason?: string | undefined, readonly outcome?: CallOutcome | undefined }, status: number, extra?: Pick<AuditEntry, 'arguments' | 'result' | 'redacted'>): AuditEntry {
   const { request, reply, identity } = call
   const { server } = call.route
   return {
@@ -68,6 +71,7 @@ export function auditEntry (call: McpCall, message: McpMessage, judged: { readon
     decision: judged.decision,
     ...(judged.reason === undefined ? {} : { reason: judged.reason }),
     status,
+    ...(judged.outcome === undefined ? {} : { outcome: judged.outcome }),
     latencyMs: Math.round(reply.elapsedTime * 10) / 10,
     ...(extra?.arguments === undefined ? {} : { arguments: extra.arguments }),
     ...(extra?.result === undefined ? {} : { result: extra.result }),
@@ -76,14 +80,15 @@ export function auditEntry (call: McpCall, message: McpMessage, judged: { readon
 }
 
 /**
- * answered (the upstream answered: a result, or its own error), failed (the gateway answered
- * for it: upstream down, timed out, crashed), cancelled (the client left first), denied, rate_limited.
+ * How an allowed message ended: answered (the upstream answered: a result, or its own error),
+ * failed (the gateway answered for it: upstream down, timed out, crashed), cancelled (the client
+ * left first).
  */
-function callOutcome (call: McpCall, o: MessageOutcome): string {
-  if (o.decision !== 'allowed') return o.decision
+function endOf (call: McpCall, o: MessageOutcome): CallOutcome {
   const res = call.reply.raw
-  if (res.statusCode >= 400 || call.hasFailed(o.message.id ?? null)) return 'failed'
-  return res.writableFinished ? 'answered' : 'cancelled'
+  const id = o.message.id ?? null
+  if (res.statusCode >= 400 || call.hasFailed(id)) return 'failed'
+  return res.writableFinished && !call.wasCancelled(id) ? 'answered' : 'cancelled'
 }
 
 function kindOf (method: string | undefined): string {

@@ -95,6 +95,7 @@ export class PostReply implements ReplySink {
 
   abandon (clientId: JsonRpcId): void {
     if (!this.isOpen) return
+    this.failures?.markCancelled(clientId)
     this.remaining.delete(clientId)
     if (this.remaining.size > 0) return
     if (this.mode === 'pending') {
