@@ -148,7 +148,7 @@ export interface GatewayState {
    * has done it; a reload's gateway calls it after the swap (a failed build changes nothing).
    */
   readonly activate: () => void
-  /** A reload removed these users or identity providers, or changed these users' groups (README "Reloading"); how many identity-provider accounts were revoked. */
+  /** A reload removed these users or identity providers, or changed these users' groups (README "Reloading"): their access revoked, each on its own. */
   readonly revokeAccounts: AccountRevoker
 }
 
@@ -159,7 +159,18 @@ export interface AccountChanges {
   readonly removedProviders: readonly string[]
 }
 
-export type AccountRevoker = (changes: AccountChanges) => Promise<number>
+/** What revoking a reload's account changes did: one account's failure does not stop the others'. */
+export interface AccountRevocation {
+  /** Identity-provider accounts of removed providers whose access was revoked. */
+  readonly providerAccounts: number
+  /**
+   * What could not be revoked (the store failing): the account and why it was to be, or
+   * (`providers not listed`) the removed providers whose accounts could not be listed; and the error.
+   */
+  readonly failures: ReadonlyArray<{ readonly account: string, readonly change: 'removed' | 'regrouped' | 'provider removed' | 'providers not listed', readonly error: string }>
+}
+
+export type AccountRevoker = (changes: AccountChanges) => Promise<AccountRevocation>
 
 declare module 'fastify' {
   interface FastifyInstance {
@@ -269,7 +280,7 @@ async function wireApp (app: FastifyInstance, config: Config, options: BuildOpti
   /** A verified identity whose grant was revoked or whose user was blocked since (auth on). */
   let isRevoked: ((identity: RequestIdentity) => boolean) | undefined
   // With auth off there are no accounts: nothing to revoke.
-  let revokeAccounts: AccountRevoker = async () => 0
+  let revokeAccounts: AccountRevoker = async () => ({ providerAccounts: 0, failures: [] })
   let scopeChallenge: ((server: ServerConfig, scopes: readonly string[], description: string) => string) | undefined
   let firstRun: FirstRunAccount | undefined
   if (keys !== undefined && idpSessions !== undefined) {
@@ -385,13 +396,33 @@ async function wireApp (app: FastifyInstance, config: Config, options: BuildOpti
     const adminSessions = new AdminSessions(store, now)
     const revokeDeps: RevokeUserDeps = { grants: accountGrants, revokeGrant: async (grantId) => revokedGrants.revoke(grantId), apiKeys, idpSessions, endUserSessions: endAccount, endAdminSessions: async (userId) => adminSessions.endUser(userId), isKnownUser: async (userId) => await owners.identityOf(userId) !== undefined }
     revokeAccounts = async (changes) => {
+      // Each account on its own: the store failing on one must not leave the next one's access standing unsaid.
+      const failures: Array<AccountRevocation['failures'][number]> = []
+      const attempt = async (account: string, change: AccountRevocation['failures'][number]['change'], revoke: () => Promise<unknown>): Promise<boolean> => {
+        try {
+          await revoke()
+          return true
+        } catch (err) {
+          failures.push({ account, change, error: (err as Error).message })
+          return false
+        }
+      }
+      let providerAccounts: string[] = []
+      if (changes.removedProviders.length > 0) {
+        await attempt(changes.removedProviders.join(', '), 'providers not listed', async () => {
+          const seen = await usersSeen.list()
+          providerAccounts = seen.filter((user) => changes.removedProviders.includes(user.provider)).map((user) => user.id)
+        })
+      }
       // Removed: everything, as the admin API's revoke; the end-user notice reaches the other replicas.
-      const seen = changes.removedProviders.length === 0 ? [] : await usersSeen.list()
-      const providerAccounts = seen.filter((user) => changes.removedProviders.includes(user.provider)).map((user) => user.id)
-      for (const userId of [...changes.removedUsers, ...providerAccounts]) await revokeUser(revokeDeps, userId)
+      for (const userId of changes.removedUsers) await attempt(userId, 'removed', async () => revokeUser(revokeDeps, userId))
+      let providerAccountsRevoked = 0
+      for (const userId of providerAccounts) if (await attempt(userId, 'provider removed', async () => revokeUser(revokeDeps, userId))) providerAccountsRevoked++
       // Regrouped: their tokens carry the old groups; with the grants revoked they sign in again and get the new ones.
-      for (const userId of changes.regroupedUsers) for (const grantId of await accountGrants.of(userId)) await revokedGrants.revoke(grantId)
-      return providerAccounts.length
+      for (const userId of changes.regroupedUsers) {
+        await attempt(userId, 'regrouped', async () => { for (const grantId of await accountGrants.of(userId)) await revokedGrants.revoke(grantId) })
+      }
+      return { providerAccounts: providerAccountsRevoked, failures }
     }
     const isSignInPossible = accountClientMetadata(config.publicUrl) !== undefined
     await app.register(accountRoutes, {

@@ -234,5 +234,6 @@ export function reloadPage (frame: Frame, report: ReloadReport): string {
 ${report.changed.length === 0 ? '' : `<h2>Changed</h2>\n${items(report.changed)}`}
 ${report.needsRestart.length === 0 ? '' : `<h2>Needs a restart</h2>\n${items(report.needsRestart)}`}
 ${report.errors.length === 0 ? '' : `<h2>Errors</h2>\n${items(report.errors)}`}
+${report.warnings.length === 0 ? '' : `<h2>Not done</h2>\n<div class="error" role="alert">${items(report.warnings)}</div>`}
 <p><a href="${ADMIN_PAGE_PATH}">Back to the admin page</a></p>`)
 }

@@ -16,7 +16,7 @@ import { createServer, type IncomingMessage, type Server, type ServerResponse } 
 import type { Socket } from 'node:net'
 import type { FastifyBaseLogger, FastifyInstance } from 'fastify'
 import type { Logger } from 'pino'
-import { buildApp, createSharedParts, listenerTimeouts, type AccountChanges, type BuildOptions, type SharedParts } from '../app.js'
+import { buildApp, createSharedParts, listenerTimeouts, type AccountChanges, type AccountRevocation, type BuildOptions, type SharedParts } from '../app.js'
 import { ClusterNotices } from '../cluster/notices.js'
 import { ConfigError, configFileSha256, readConfigFile } from '../config/load.js'
 import type { Config } from '../config/schema.js'
@@ -65,6 +65,8 @@ const REPLICA_FILE_RETRY_DELAYS_MS = [2_000, 5_000, 15_000, 40_000]
 
 /** How often a retired generation is checked for its last request. */
 const RETIRE_CHECK_INTERVAL_MS = 500
+/** What an operator runs once the store answers again, for an account a reload could not revoke. */
+const REVOKE_HINT = '`portcullis admin revoke-user <id>` (POST /admin/api/v1/users/<id>/revoke) once the store answers'
 
 export class Gateway {
   private current: Generation | undefined
@@ -271,6 +273,7 @@ export class Gateway {
     const needsRestart = restartOnlyChanges(this.config, next)
     const applied = withRestartOnlyKept(this.config, next)
     const changed = describeChanges(this.config, applied)
+    let warnings: readonly string[] = []
     if (changed.length > 0) {
       let generation: Generation
       try {
@@ -292,32 +295,43 @@ export class Gateway {
       this.applyListenerTimeouts()
       this.log.level = applied.log.level
       this.retire(previous, previousConfig, applied)
-      await this.revokeAccounts(generation, accountChanges(previousConfig, applied))
+      warnings = await this.revokeAccounts(generation, accountChanges(previousConfig, applied))
     }
     this.inForce.sha256 = sha256
-    const report: ReloadReport = { applied: true, changed, needsRestart, errors: [] }
+    const report: ReloadReport = { applied: true, changed, needsRestart, errors: [], warnings }
     this.log.info({ cause, changed, needsRestart }, needsRestart.length === 0 ? 'configuration reloaded' : 'configuration reloaded; some settings need a restart')
     return report
   }
 
   /**
    * Users removed or regrouped, identity providers removed: their grants are revoked (and, for
-   * the removed, their API keys and sessions, stdio processes included) by the generation now in force.
+   * the removed, their API keys and sessions, stdio processes included) by the generation now in
+   * force. What could not be revoked is the report's warnings: the new file is in force (they
+   * cannot sign in again), but their current tokens would live on until they expire.
    */
-  private async revokeAccounts (generation: Generation, changes: AccountChanges): Promise<void> {
-    if (!hasAccountChanges(changes)) return
+  private async revokeAccounts (generation: Generation, changes: AccountChanges): Promise<readonly string[]> {
+    if (!hasAccountChanges(changes)) return []
+    let revocation: AccountRevocation
     try {
-      const providerAccounts = await generation.app.portcullis.revokeAccounts(changes)
-      this.log.info({ ...changes, providerAccounts }, 'accounts removed or regrouped by the reload: their access revoked')
+      revocation = await generation.app.portcullis.revokeAccounts(changes)
     } catch (err) {
-      // The new file is in force (they cannot sign in again); their current tokens live on until they expire.
       this.log.error({ ...changes, err: { message: (err as Error).message } }, 'could not revoke the access of accounts the reload removed or regrouped')
+      return [`the access of the accounts the reload removed or regrouped is not revoked: ${(err as Error).message}; revoke each with ${REVOKE_HINT}`]
     }
+    const { providerAccounts, failures } = revocation
+    if (failures.length === 0) {
+      this.log.info({ ...changes, providerAccounts }, 'accounts removed or regrouped by the reload: their access revoked')
+      return []
+    }
+    this.log.error({ ...changes, providerAccounts, failures }, 'could not revoke the access of accounts the reload removed or regrouped')
+    return failures.map(({ account, change, error }) => change === 'providers not listed'
+      ? `the accounts of the removed identity providers (${account}) could not be listed, so their access is not revoked: ${error}; revoke each with ${REVOKE_HINT}`
+      : `the access of ${account} (${change}) is not revoked: ${error}; revoke it with ${REVOKE_HINT.replaceAll('<id>', account)}`)
   }
 
   private refused (cause: ReloadCause, errors: string[]): ReloadReport {
     this.log.error({ cause, errors }, 'configuration reload refused: nothing changed')
-    return { applied: false, changed: [], needsRestart: [], errors }
+    return { applied: false, changed: [], needsRestart: [], errors, warnings: [] }
   }
 
   /** Stops the generation's background work now; closes it when its last request has ended. */

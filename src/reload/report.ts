@@ -12,13 +12,18 @@ export interface ReloadReport {
   readonly needsRestart: readonly string[]
   /** Why nothing changed: the file's problems, `file:line: key: message` as `portcullis check` prints them. */
   readonly errors: readonly string[]
+  /**
+   * Applied, but something it implies could not be done: access the file takes away that could
+   * not be revoked (the store failing), each with what to do about it.
+   */
+  readonly warnings: readonly string[]
 }
 
 /** Re-reads the configuration file and applies it (one reload at a time; a second caller waits for the first). */
 export type Reload = () => Promise<ReloadReport>
 
 /** The audit record's detail of a reload, the same from the admin API and the admin page. */
-export function reloadAuditDetail (report: ReloadReport): { applied: boolean, changed: number, needsRestart: readonly string[], code?: string } {
-  const detail = { applied: report.applied, changed: report.changed.length, needsRestart: report.needsRestart }
+export function reloadAuditDetail (report: ReloadReport): { applied: boolean, changed: number, needsRestart: readonly string[], warnings?: number, code?: string } {
+  const detail = { applied: report.applied, changed: report.changed.length, needsRestart: report.needsRestart, ...(report.warnings.length === 0 ? {} : { warnings: report.warnings.length }) }
   return report.applied ? detail : { ...detail, code: 'PORTCULLIS_ERR_RELOAD_INVALID_CONFIG' }
 }

@@ -238,7 +238,7 @@ t.test('reload: shown and run only when the gateway was given one; its report re
   t.equal((await post(none, '/admin/reload', carol.cookie, { csrf: carol.csrf })).statusCode, 404)
 
   let calls = 0
-  const report: ReloadReport = { applied: false, changed: [], needsRestart: ['listen'], errors: ['portcullis.yaml:3: servers.0.url: expected a URL <here>'] }
+  const report: ReloadReport = { applied: false, changed: [], needsRestart: ['listen'], errors: ['portcullis.yaml:3: servers.0.url: expected a URL <here>'], warnings: [] }
   const a = await adminApp(t, { reload: async () => { calls++; return report } })
   const admin = await signedIn(a, 'carol')
   t.match((await a.app.inject({ url: '/admin', headers: { cookie: admin.cookie } })).body, /action="\/admin\/reload"[\s\S]*Reload configuration/)
@@ -249,6 +249,13 @@ t.test('reload: shown and run only when the gateway was given one; its report re
   t.equal(res.statusCode, 200)
   t.match(res.body, /The configuration file is invalid: nothing changed[\s\S]*Needs a restart[\s\S]*listen[\s\S]*expected a URL &#60;here&#62;/, 'the report, escaped')
   t.match(adminRecords(a).at(-1), { actor: 'carol', action: 'config.reload', outcome: 'refused', detail: { applied: false, changed: 0, needsRestart: ['listen'], code: 'PORTCULLIS_ERR_RELOAD_INVALID_CONFIG' } })
+
+  const partly: ReloadReport = { applied: true, changed: ['auth.users changed'], needsRestart: [], errors: [], warnings: ['the access of alice (removed) is not revoked: NOPERM <no>'] }
+  const b = await adminApp(t, { reload: async () => partly })
+  const other = await signedIn(b, 'carol')
+  const applied = await post(b, '/admin/reload', other.cookie, { csrf: other.csrf })
+  t.match(applied.body, /The configuration was reloaded\.[\s\S]*Not done[\s\S]*role="alert"[\s\S]*alice \(removed\) is not revoked: NOPERM &#60;no&#62;/, 'what the reload could not do, shown as an alert')
+  t.match(adminRecords(b).at(-1), { action: 'config.reload', outcome: 'ok', detail: { applied: true, changed: 1, warnings: 1 } })
 })
 
 /** The hidden fields of the page's tool approval form, decoded. */

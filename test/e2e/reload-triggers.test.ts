@@ -142,7 +142,7 @@ t.test('POST /admin/api/v1/reload: the report, audited; an invalid file is a 422
   for (const r of replicas) r.write([admin, { username: 'bob', passwordHash }], [{ name: 'fx', transport: 'http', url: upstream.url }, { name: 'extra', transport: 'http', url: upstream.url }])
   const applied = await reload()
   t.equal(applied.status, 200)
-  t.same(applied.body, { applied: true, changed: ['server added: extra', 'auth.users changed'], needsRestart: [], errors: [] }, 'the ReloadReport')
+  t.same(applied.body, { applied: true, changed: ['server added: extra', 'auth.users changed'], needsRestart: [], errors: [], warnings: [] }, 'the ReloadReport')
   // The audit trail: its default file in replica 1's data directory.
   const audited = (): Log[] => logLines(readFileSync(join(dir, 'data-1', 'audit.log'), 'utf8')).filter((l) => l.event === 'admin_action' && l.action === 'config.reload')
   t.ok(await eventually(() => audited().length === 1), 'one audit record')

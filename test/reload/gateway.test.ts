@@ -4,7 +4,8 @@
 // hit there (a constructor refusing a setting, the store failing mid-build) cannot be caused
 // on demand here.
 import t, { type Test } from 'tap'
-import { randomUUID } from 'node:crypto'
+import { randomBytes, randomUUID } from 'node:crypto'
+import { Redis } from 'ioredis'
 import { writeFileSync } from 'node:fs'
 import { join } from 'node:path'
 import { stringify } from 'yaml'
@@ -12,7 +13,7 @@ import { hashPassword } from '../../src/auth-server/password.js'
 import { loadConfigFile } from '../../src/config/load.js'
 import { createLogger } from '../../src/observability/logger.js'
 import { Gateway, type TestHooks } from '../../src/reload/gateway.js'
-import { eventually, freePort, INIT_BODY, isProcessAlive, logSink, postJson, startUpstream, STDIO_MODERN_FIXTURE, stdioServer, within } from '../helpers.js'
+import { eventually, freePort, INIT_BODY, isProcessAlive, logSink, postJson, startOwnRedis, startUpstream, STDIO_MODERN_FIXTURE, stdioServer, within } from '../helpers.js'
 import { idpEntry, startTestIdp } from '../idp.js'
 import { signInForTokens } from '../oauth-helpers.js'
 import { call, childrenMarked, openSession, openStream, resultText, VERSION_HEADER } from '../reload-helpers.js'
@@ -244,6 +245,50 @@ t.test('a reload that removes a user or changes their groups revokes their acces
   t.ok(Date.now() - reloadedAt < 2500, 'every revocation within the 2 s')
   t.equal(await status(carol), 200, 'an unchanged user keeps access')
   t.match(gw.logs.text(), /accounts removed or regrouped by the reload: their access revoked/, 'logged')
+})
+
+t.test('a reload whose revocations fail is applied and says, per account, whose access is not revoked and what to run', async (t) => {
+  // The store refusing writes (a real Redis of the test's own, its user made read-only by ACL)
+  // is the failure: a grant cannot be marked revoked.
+  const redis = await startOwnRedis(t)
+  if (redis === undefined) return
+  const adminToken = randomBytes(32).toString('base64url')
+  const passwordHash = await hashPassword(PASSWORD)
+  const settings = (aliceToo: boolean, bobGroups: string[]): Record<string, unknown> => ({
+    store: { redis: redis.url },
+    admin: { bearerToken: adminToken },
+    auth: { users: [...(aliceToo ? [{ username: 'alice', passwordHash }] : []), { username: 'bob', passwordHash, groups: bobGroups }, { username: 'carol', passwordHash }] },
+  })
+  const upstream = await startUpstream(t)
+  const servers = [{ name: 'fx', transport: 'http', url: upstream.url }]
+  const gw = await startReloadable(t, servers, {}, settings(true, ['readers']))
+  const signIn = async (username: string): Promise<Record<string, string>> => {
+    const tokens = await signInForTokens(t, gw.url('fx'), { username, password: PASSWORD, issuer: gw.base })
+    return { authorization: `Bearer ${tokens.accessToken}` }
+  }
+  const alice = await signIn('alice')
+  await signIn('bob')
+  const status = async (headers: Record<string, string>): Promise<number> => (await postJson(gw.url('fx'), INIT_BODY, headers)).status
+
+  const acl = new Redis(redis.url, { lazyConnect: true, maxRetriesPerRequest: 1 })
+  t.teardown(() => { acl.disconnect() })
+  await acl.call('ACL', 'SETUSER', 'default', 'resetkeys', '%R~*')
+  gw.write(servers, settings(false, ['writers']))
+  const report = await gw.gateway.reload('api')
+  t.equal(report.applied, true, 'the file is in force')
+  t.same(report.errors, [])
+  t.equal(report.warnings.length, 2, 'one warning per account, the first failure not hiding the second')
+  t.match(report.warnings[0], /^the access of alice \(removed\) is not revoked: the store \(redis:\/\/127\.0\.0\.1:\d+\) is unreachable; revoke it with `portcullis admin revoke-user alice` \(POST \/admin\/api\/v1\/users\/alice\/revoke\) once the store answers$/)
+  t.match(report.warnings[1], /^the access of bob \(regrouped\) is not revoked: /)
+  t.match(gw.logs.text(), /could not revoke the access of accounts the reload removed or regrouped/, 'logged as an error')
+  t.notMatch(gw.logs.text(), /their access revoked/, 'and not as done')
+
+  // What the warning says to run, once the store answers again, does it.
+  await acl.call('ACL', 'SETUSER', 'default', 'allkeys')
+  const revoked = await postJson(`${gw.base}/admin/api/v1/users/alice/revoke`, {}, { authorization: `Bearer ${adminToken}` })
+  t.equal(revoked.status, 200)
+  t.match(revoked.json, { user: 'alice', revoked: { grants: 1 } })
+  t.ok(await eventually(async () => await status(alice) === 401, 2000), 'the removed user\'s token is refused')
 })
 
 t.test('a reload that removes a machine client: its tokens are refused at once, the other client\'s are not', async (t) => {
