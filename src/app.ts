@@ -508,7 +508,7 @@ async function wireApp (app: FastifyInstance, config: Config, options: BuildOpti
     return reply.code(404).send({ error: 'not_found', message: `${request.method} ${request.url.split('?')[0] ?? ''} is not a Portcullis route` })
   })
 
-  await app.register(healthRoutes, { upstreams, store, audit, isClosing, version: VERSION })
+  await app.register(healthRoutes, { upstreams, store, audit, isClosing, version: VERSION, bearerToken: config.metrics.bearerToken })
   await app.register(doctorProbeRoutes)
   if (config.metrics.enabled && config.metrics.listen === undefined) await app.register(metricsRoute, { metrics, bearerToken: config.metrics.bearerToken })
   const drainingHolder = (server: string, sessionId: string): Upstream | undefined => pool.holderOf(server, sessionId)

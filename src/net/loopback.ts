@@ -10,3 +10,8 @@ export const LOOPBACK_HOSTS: ReadonlySet<string> = new Set(['127.0.0.1', 'localh
 export function isLoopbackHost (hostname: string): boolean {
   return LOOPBACK_HOSTS.has(hostname) || hostname.endsWith('.localhost')
 }
+
+/** A peer address (as `request.ip` gives it) on this machine: 127.0.0.0/8, ::1, or either mapped into IPv6. */
+export function isLoopbackAddress (ip: string): boolean {
+  return ip === '::1' || ip.startsWith('127.') || ip.startsWith('::ffff:127.')
+}

@@ -10,9 +10,9 @@
  * (`danger\u0000`, a fresh UUID per call) would be a new series: a
  * cardinality attack on Prometheus. Listed names are capped per server too.
  */
-import { createHash, timingSafeEqual } from 'node:crypto'
 import type { FastifyInstance, FastifyRequest } from 'fastify'
 import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client'
+import { bearerCheck } from '../net/bearer-check.js'
 
 declare module 'fastify' {
   interface FastifyContextConfig {
@@ -138,19 +138,12 @@ export interface MetricsRouteOptions {
 
 /** GET /metrics in the Prometheus text format. */
 export async function metricsRoute (app: FastifyInstance, opts: MetricsRouteOptions): Promise<void> {
-  const expected = opts.bearerToken === undefined ? undefined : digest(opts.bearerToken)
+  const carriesToken = bearerCheck(opts.bearerToken)
   app.get('/metrics', async (request, reply) => {
     reply.header('cache-control', 'no-store')
-    if (expected !== undefined) {
-      const presented = /^Bearer +(\S+) *$/i.exec(request.headers.authorization ?? '')?.[1]
-      if (presented === undefined || !timingSafeEqual(digest(presented), expected)) {
-        return reply.code(401).header('www-authenticate', 'Bearer realm="metrics"').send({ error: 'unauthorized', message: '/metrics needs the bearer token set in metrics.bearerToken' })
-      }
+    if (opts.bearerToken !== undefined && !carriesToken(request.headers.authorization)) {
+      return reply.code(401).header('www-authenticate', 'Bearer realm="metrics"').send({ error: 'unauthorized', message: '/metrics needs the bearer token set in metrics.bearerToken' })
     }
     return reply.type(opts.metrics.registry.contentType).send(await opts.metrics.registry.metrics())
   })
-}
-
-function digest (value: string): Buffer {
-  return createHash('sha256').update(value).digest()
 }

@@ -10,13 +10,16 @@
  * reason, until a write works again. The body says what is
  * degraded; network probes are cached so scrapes stay cheap. A stdio server
  * whose first process has not answered its handshake yet says
- * `status: starting` (a cold `npx -y` download is not an outage).
+ * `status: starting` (a cold `npx -y` download is not an outage). The detail is for the
+ * machine itself and for metrics.bearerToken; anyone else gets the status alone.
  */
 import type { FastifyInstance } from 'fastify'
 import type { Upstream } from '../upstreams/types.js'
 import type { Store } from '../store/types.js'
 import type { AuditLog } from '../observability/audit.js'
 import { withTimeout } from '../with-timeout.js'
+import { bearerCheck } from '../net/bearer-check.js'
+import { isLoopbackAddress } from '../net/loopback.js'
 
 export interface HealthRoutesOptions {
   readonly upstreams: ReadonlyMap<string, Upstream>
@@ -25,6 +28,8 @@ export interface HealthRoutesOptions {
   readonly audit: Pick<AuditLog, 'lastWriteFailure'> | undefined
   readonly isClosing: () => boolean
   readonly version: string
+  /** metrics.bearerToken: a caller presenting it reads /readyz's detail from anywhere. */
+  readonly bearerToken: string | undefined
 }
 
 /** A store that has not answered by then counts as unreachable. */
@@ -38,13 +43,18 @@ export async function healthRoutes (app: FastifyInstance, opts: HealthRoutesOpti
     return reply.header('cache-control', 'no-store').send({ status: 'ok' })
   })
 
-  app.get('/readyz', async (_request, reply) => {
+  const carriesToken = bearerCheck(opts.bearerToken)
+  app.get('/readyz', async (request, reply) => {
     reply.header('cache-control', 'no-store')
     if (opts.isClosing()) return reply.code(503).send({ status: 'shutting_down' })
     const [servers, store] = await Promise.all([probeAll(), pingStore(opts.store)])
     const audit = auditHealth(opts.audit)
     const isDegraded = !store.isReachable || store.isWritable === false || audit?.isWritable === false || servers.some((s) => !s.isReachable)
-    return reply.send({ status: isDegraded ? 'degraded' : 'ready', version: opts.version, store, ...(audit === undefined ? {} : { audit }), servers })
+    const status = isDegraded ? 'degraded' : 'ready'
+    // The detail names servers, processes, commands and the store's errors: for the machine
+    // itself (request.ip, trustProxy applied) and metrics.bearerToken; a probe needs the status.
+    if (!isLoopbackAddress(request.ip) && !carriesToken(request.headers.authorization)) return reply.send({ status })
+    return reply.send({ status, version: opts.version, store, ...(audit === undefined ? {} : { audit }), servers })
   })
 }
 

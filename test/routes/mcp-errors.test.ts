@@ -1,6 +1,6 @@
 // Every bad input and upstream fault, with its exact HTTP status and JSON-RPC error.
 import t from 'tap'
-import { INIT_BODY, MCP_HEADERS, postJson, startGateway, startRawServer, startUpstream, freePort } from '../helpers.js'
+import { INIT_BODY, MCP_HEADERS, postJson, startGateway, startRawServer, startUpstream, freePort, stdioServer } from '../helpers.js'
 
 const META = { 'io.modelcontextprotocol/protocolVersion': '2026-07-28', 'io.modelcontextprotocol/clientCapabilities': {} }
 
@@ -168,6 +168,27 @@ t.test('/healthz and /readyz', async (t) => {
   t.equal(body.status, 'degraded')
   t.match(body.servers, [{ name: 'up', transport: 'http', isReachable: true }, { name: 'down', transport: 'http', isReachable: false, error: 'ECONNREFUSED' }])
   t.match(body, { store: { kind: 'memory', isReachable: true } })
+})
+
+t.test('/readyz: the detail for the machine itself and for metrics.bearerToken; anyone else gets the status alone', async (t) => {
+  const upstream = await startUpstream(t)
+  const token = 'metrics-token-0123456789'
+  const gw = await startGateway(t, { trustProxy: ['127.0.0.1'], metrics: { bearerToken: token }, servers: [stdioServer('st'), { name: 'up', transport: 'http', url: upstream.url }] })
+  const ready = async (remoteAddress: string, headers: Record<string, string> = {}): Promise<{ status: number, body: Record<string, unknown> }> => {
+    const res = await gw.app.inject({ url: '/readyz', remoteAddress, headers })
+    return { status: res.statusCode, body: res.json() }
+  }
+  const remote = await ready('10.0.0.7')
+  t.equal(remote.status, 200, 'the same status code: a probe from elsewhere works')
+  t.same(remote.body, { status: 'ready' }, 'no servers, processes, commands or store errors')
+  t.same((await ready('10.0.0.7', { authorization: 'Bearer wrong-token-0123456789' })).body, { status: 'ready' }, 'a wrong token: the status alone')
+  t.match((await ready('10.0.0.7', { authorization: `Bearer ${token}` })).body, { status: 'ready', store: { kind: 'memory' }, servers: [{ name: 'st' }, { name: 'up' }] }, 'metrics.bearerToken: the detail')
+  for (const local of ['127.0.0.1', '::1', '::ffff:127.0.0.1']) t.match((await ready(local)).body, { servers: [{ name: 'st' }, { name: 'up' }] }, `${local}: the detail`)
+
+  // Through a proxy on this machine (trustProxy), the client it names decides, not the proxy's address.
+  const proxied = await fetch(`${gw.baseUrl}/readyz`, { headers: { 'x-forwarded-for': '203.0.113.9' } })
+  t.same(await proxied.json(), { status: 'ready' }, 'a remote client through a local proxy: the status alone')
+  t.match(await (await fetch(`${gw.baseUrl}/readyz`)).json(), { servers: [{ name: 'st' }, { name: 'up' }] }, 'the machine itself, straight: the detail')
 })
 
 t.test('/readyz with the store unreachable: degraded, still 200 (issued tokens keep working); 503 only when shutting down', async (t) => {
