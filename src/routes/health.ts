@@ -52,8 +52,11 @@ export async function healthRoutes (app: FastifyInstance, opts: HealthRoutesOpti
     const isDegraded = !store.isReachable || store.isWritable === false || audit?.isWritable === false || servers.some((s) => !s.isReachable)
     const status = isDegraded ? 'degraded' : 'ready'
     // The detail names servers, processes, commands and the store's errors: for the machine
-    // itself (request.ip, trustProxy applied) and metrics.bearerToken; a probe needs the status.
-    if (!isLoopbackAddress(request.ip) && !carriesToken(request.headers.authorization)) return reply.send({ status })
+    // itself and metrics.bearerToken; a probe needs the status. The machine itself: the peer
+    // and the client (trustProxy applied) both on loopback, so neither a remote client through a
+    // local proxy nor a trusted private peer naming 127.0.0.1 in X-Forwarded-For is one.
+    const isThisMachine = isLoopbackAddress(request.ip) && isLoopbackAddress(request.socket.remoteAddress ?? '')
+    if (!isThisMachine && !carriesToken(request.headers.authorization)) return reply.send({ status })
     return reply.send({ status, version: opts.version, store, ...(audit === undefined ? {} : { audit }), servers })
   })
 }

@@ -155,8 +155,24 @@ for (const layout of ['standalone', 'sidecar', 'replicas'] as const) {
       t.ok(service?.spec.ports.some((p: Doc) => p.name === backend.port.name), 'the Ingress routes to the Service\'s named port')
       t.equal(`https://${String(ingress.spec.tls[0].hosts[0])}`, config.publicUrl, 'the Ingress host is the publicUrl')
     }
-    for (const policy of selecting('NetworkPolicy', deployment)) {
+    const gatewayPolicies = selecting('NetworkPolicy', deployment)
+    for (const policy of gatewayPolicies) {
       t.same(policy.spec.ingress.flatMap((rule: Doc) => rule.ports.map((p: Doc) => p.port)), ['http'], 'only the gateway\'s port admits traffic')
+    }
+    // trustProxy believes X-Forwarded-For from private addresses: only the ingress controller (and,
+    // for replicas, the others forwarding a session's request) may reach the port, or any pod could name any client address.
+    t.ok(gatewayPolicies.length > 0, 'a NetworkPolicy guards the gateway\'s pods')
+    for (const policy of gatewayPolicies) {
+      t.same(policy.spec.policyTypes, ['Ingress'])
+      for (const rule of policy.spec.ingress as Doc[]) {
+        const from = (rule.from ?? []) as Doc[]
+        t.ok(from.length > 0, `NetworkPolicy ${String(policy.metadata.name)}: the gateway's port admits named peers only, never the whole cluster`)
+        for (const peer of from) {
+          const isIngressController = peer.namespaceSelector?.matchLabels?.['kubernetes.io/metadata.name'] === 'ingress-nginx' && peer.podSelector === undefined
+          const isReplica = config.store.redis !== undefined && peer.namespaceSelector === undefined && isSubset(peer.podSelector?.matchLabels ?? {}, pod.metadata.labels)
+          t.ok(isIngressController || isReplica, `NetworkPolicy ${String(policy.metadata.name)} admits ${JSON.stringify(peer)}: the ingress controller${config.store.redis === undefined ? '' : ' or another replica'}`)
+        }
+      }
     }
 
     // State and a read-only root: dataDir and /tmp are writable volumes; the image's user owns them.

@@ -173,7 +173,7 @@ t.test('/healthz and /readyz', async (t) => {
 t.test('/readyz: the detail for the machine itself and for metrics.bearerToken; anyone else gets the status alone', async (t) => {
   const upstream = await startUpstream(t)
   const token = 'metrics-token-0123456789'
-  const gw = await startGateway(t, { trustProxy: ['127.0.0.1'], metrics: { bearerToken: token }, servers: [stdioServer('st'), { name: 'up', transport: 'http', url: upstream.url }] })
+  const gw = await startGateway(t, { trustProxy: ['127.0.0.1', '10.0.0.0/8'], metrics: { bearerToken: token }, servers: [stdioServer('st'), { name: 'up', transport: 'http', url: upstream.url }] })
   const ready = async (remoteAddress: string, headers: Record<string, string> = {}): Promise<{ status: number, body: Record<string, unknown> }> => {
     const res = await gw.app.inject({ url: '/readyz', remoteAddress, headers })
     return { status: res.statusCode, body: res.json() }
@@ -183,6 +183,7 @@ t.test('/readyz: the detail for the machine itself and for metrics.bearerToken; 
   t.same(remote.body, { status: 'ready' }, 'no servers, processes, commands or store errors')
   t.same((await ready('10.0.0.7', { authorization: 'Bearer wrong-token-0123456789' })).body, { status: 'ready' }, 'a wrong token: the status alone')
   t.match((await ready('10.0.0.7', { authorization: `Bearer ${token}` })).body, { status: 'ready', store: { kind: 'memory' }, servers: [{ name: 'st' }, { name: 'up' }] }, 'metrics.bearerToken: the detail')
+  t.same((await ready('10.0.0.7', { 'x-forwarded-for': '127.0.0.1' })).body, { status: 'ready' }, 'a trusted private peer naming 127.0.0.1 as the client: the status alone')
   for (const local of ['127.0.0.1', '::1', '::ffff:127.0.0.1']) t.match((await ready(local)).body, { servers: [{ name: 'st' }, { name: 'up' }] }, `${local}: the detail`)
 
   // Through a proxy on this machine (trustProxy), the client it names decides, not the proxy's address.
