@@ -9,12 +9,16 @@
  *   apikey-secret:<sha256>      -> keyId: the lookup a request makes; deleted at revocation
  *   apikey-slot:<userId>:<n>    -> keyId, n < maxPerUser: the per-user index. A slot is
  *                               claimed with set-if-absent, atomic on every backend, so two
- *                               creations at once can neither lose an entry nor pass the cap
+ *                               creations at once can neither lose an entry nor pass the cap;
+ *                               it expires with its key (also when the creation fails midway)
+ *   apikey-slots                the largest maxPerUser ever in force: lists and revocations read
+ *                               that many slots, so lowering the setting hides no live key
  *   apikey-used:<keyId>         last use (ms), apart from the record so that a use
  *                               never overwrites a revocation written at the same moment
  */
 import { createHash, randomBytes } from 'node:crypto'
 import type { Store } from '../store/types.js'
+import { raiseHighWater } from '../store/high-water.js'
 
 export const API_KEY_PREFIX = 'pcs_'
 const BASE62 = '0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz'
@@ -92,6 +96,7 @@ const recordKey = (keyId: string): string => `apikey:${keyId}`
 const secretKey = (hash: string): string => `apikey-secret:${hash}`
 const slotKey = (userId: string, slot: number): string => `apikey-slot:${userId}:${slot}`
 const usedKey = (keyId: string): string => `apikey-used:${keyId}`
+const SLOTS_KEY = 'apikey-slots'
 
 export class ApiKeys {
   constructor (private readonly store: Store, private readonly maxPerUser: number, private readonly now: () => number) {}
@@ -100,21 +105,32 @@ export class ApiKeys {
   async create (key: NewApiKey): Promise<{ record: ApiKeyRecord, secret: string }> {
     const secret = generateApiKey()
     const record: ApiKeyRecord = { keyId: newKeyId(), userId: key.userId, name: key.name, servers: [...key.servers], scopes: [...key.scopes], createdAtMs: this.now(), expiresAtMs: key.expiresAtMs, hash: hashApiKey(secret) }
+    await this.indexSize()
     const slot = await this.claimSlot(record)
     if (slot === undefined) throw new ApiKeyLimitError(this.maxPerUser)
     await this.store.kvSet(recordKey(record.keyId), JSON.stringify(record), record.expiresAtMs)
     await this.store.kvSet(secretKey(record.hash), record.keyId, record.expiresAtMs)
-    // The slot lives as long as the key; expired slots free themselves.
-    await this.store.kvSet(slotKey(key.userId, slot), record.keyId, record.expiresAtMs)
     return { record, secret }
   }
 
-  /** The first free slot of the user's index, claimed for this key (undefined: all taken). */
+  /**
+   * The first free slot of the user's index, claimed for this key (undefined: all taken). The
+   * slot lives as long as the key from the start: a creation that fails after claiming it (the
+   * store failing, the process ending) does not hold it for good.
+   */
   private async claimSlot (record: ApiKeyRecord): Promise<number | undefined> {
     for (let slot = 0; slot < this.maxPerUser; slot++) {
-      if (await this.store.kvSetIfAbsent(slotKey(record.userId, slot), record.keyId)) return slot
+      if (await this.store.kvSetIfAbsent(slotKey(record.userId, slot), record.keyId, record.expiresAtMs)) return slot
     }
     return undefined
+  }
+
+  /**
+   * How many slots a user's index may use: the largest maxPerUser ever in force (stored, so
+   * every replica and a later, lower setting read the same).
+   */
+  private async indexSize (): Promise<number> {
+    return await raiseHighWater(this.store, SLOTS_KEY, this.maxPerUser)
   }
 
   async find (keyId: string): Promise<ApiKeyRecord | undefined> {
@@ -128,7 +144,8 @@ export class ApiKeys {
   /** The user's live keys, newest first. */
   async list (userId: string): Promise<ApiKeyRecord[]> {
     const records: ApiKeyRecord[] = []
-    for (let slot = 0; slot < this.maxPerUser; slot++) {
+    const slots = await this.indexSize()
+    for (let slot = 0; slot < slots; slot++) {
       const keyId = await this.store.kvGet(slotKey(userId, slot))
       if (keyId === undefined) continue
       const record = await this.find(keyId)
@@ -152,11 +169,11 @@ export class ApiKeys {
   }
 
   private async freeSlot (record: ApiKeyRecord): Promise<void> {
-    for (let slot = 0; slot < this.maxPerUser; slot++) {
-      if (await this.store.kvGet(slotKey(record.userId, slot)) === record.keyId) {
-        await this.store.kvDelete(slotKey(record.userId, slot))
-        return
-      }
+    const slots = await this.indexSize()
+    for (let slot = 0; slot < slots; slot++) {
+      // Only while the slot still names this key: two revocations at once, and a new key
+      // taking the slot the first one freed, must not unindex the new key.
+      if (await this.store.kvCompareAndSwap(slotKey(record.userId, slot), record.keyId, undefined)) return
     }
   }
 

@@ -8,7 +8,12 @@
  * a token may revoke the grant) all expect those tokens to die too. Each
  * token carries its grant id (`grant_id` claim); a revoked grant is listed in
  * the store (shared by replicas) until its longest-lived access token would
- * have expired (accessTokenTtl + the verifier's clock tolerance).
+ * have expired: accessTokenTtl + the verifier's clock tolerance, or longer when a
+ * longer accessTokenTtl was ever in force (tokens minted under it may still be
+ * live after a reload lowers it). That longest retention is kept in the store
+ * (`revoked-grants:retention-ms`, raised by any replica, never lowered), so every
+ * replica lists revocations as long as the longest and their `untilMs` keep the
+ * order the polls read them in.
  *
  * Cost per request: one Map lookup. Each replica keeps the list in memory:
  * its own revocations enter at once; other replicas' arrive by polling the
@@ -19,6 +24,7 @@
  */
 import type { FastifyBaseLogger } from 'fastify'
 import type { Store } from '../store/types.js'
+import { raiseHighWater } from '../store/high-water.js'
 
 export const REVOKED_GRANTS_POLL_MS = 1_000
 /**
@@ -28,6 +34,9 @@ export const REVOKED_GRANTS_POLL_MS = 1_000
  * token `exp` is checked with a 5 s tolerance).
  */
 export const REVOKED_GRANTS_CLOCK_MARGIN_MS = 30_000
+
+/** The longest retention ever in force (ms), shared by the replicas through the store. */
+const RETENTION_KEY = 'revoked-grants:retention-ms'
 
 export interface RevokedGrantsOptions {
   readonly store: Store
@@ -60,7 +69,9 @@ export class RevokedGrants {
    * the store (its records deleted and the grant listed for the other replicas).
    */
   async revoke (grantId: string): Promise<void> {
-    const untilMs = this.options.now() + this.options.retentionMs
+    const nowMs = this.options.now()
+    this.remember(grantId, nowMs + this.options.retentionMs)
+    const untilMs = nowMs + await raiseHighWater(this.options.store, RETENTION_KEY, this.options.retentionMs)
     this.remember(grantId, untilMs)
     await this.options.store.revokeByGrantId(grantId, untilMs)
   }

@@ -73,6 +73,63 @@ for (const [name, make] of makers) {
     t.same((await keys.list('alice')).map((k) => k.keyId).sort(), [afterRevoke.record.keyId, ...more.map((m) => m.record.keyId)].sort(), 'a revoked key frees its slot')
   })
 
+  t.test(`${name}: a lower maxPerUser (a reload) hides no live key from the list or from revocation`, async (t) => {
+    const { store, now } = make(t.testdir({}))
+    t.teardown(() => store.close())
+    const before = new ApiKeys(store, 8, now)
+    const made = await Promise.all(Array.from({ length: 6 }, async (_, i) => before.create({ userId: 'alice', name: `k${i}`, servers: ['a'], scopes: ['mcp'], expiresAtMs: now() + 60_000 })))
+    const after = new ApiKeys(store, 2, now)
+    t.equal((await after.list('alice')).length, 6, 'all six listed under the lower cap')
+    await t.rejects(after.create({ userId: 'alice', name: 'over the new cap', servers: ['a'], scopes: ['mcp'], expiresAtMs: now() + 60_000 }), ApiKeyLimitError)
+    for (const { record } of made) t.ok((await after.revoke(record.keyId, 'alice'))?.revokedAtMs !== undefined, `${record.name} revoked`)
+    t.same(await after.list('alice'), [])
+    t.equal((await Promise.all(made.map(async ({ secret }) => after.lookup(secret)))).filter((r) => r !== undefined).length, 0, 'no key works')
+    t.ok(await after.create({ userId: 'alice', name: 'fits again', servers: ['a'], scopes: ['mcp'], expiresAtMs: now() + 60_000 }), 'the lower cap applies to new keys')
+  })
+
+  t.test(`${name}: two revocations of one key at once, and a new key in the freed slot: the new key stays indexed`, async (t) => {
+    const { store: inner, now } = make(t.testdir({}))
+    t.teardown(() => inner.close())
+    // The first revocation's slot step waits until the second revocation and a creation are done.
+    let release = (): void => {}
+    const held = new Promise<void>((resolve) => { release = resolve })
+    let isFirst = true
+    const store: Store = Object.create(inner) as Store
+    // Whichever way the slot is freed (a delete, or a compare-and-swap), its first freeing waits.
+    const waitOnce = async (key: string): Promise<void> => {
+      if (key.startsWith('apikey-slot:') && isFirst) { isFirst = false; await held }
+    }
+    store.kvCompareAndSwap = async (key, expected, next, expiresAtMs) => { await waitOnce(key); return await inner.kvCompareAndSwap(key, expected, next, expiresAtMs) }
+    store.kvDelete = async (key) => { await waitOnce(key); await inner.kvDelete(key) }
+    const keys = new ApiKeys(store, 5, now)
+    const first = await keys.create({ userId: 'alice', name: 'k1', servers: ['a'], scopes: ['mcp'], expiresAtMs: now() + 60_000 })
+    const slow = keys.revoke(first.record.keyId, 'alice')
+    await keys.revoke(first.record.keyId, 'alice')
+    const second = await keys.create({ userId: 'alice', name: 'k2', servers: ['a'], scopes: ['mcp'], expiresAtMs: now() + 60_000 })
+    release()
+    await slow
+    t.same((await keys.list('alice')).map((k) => k.keyId), [second.record.keyId], 'the new key is listed')
+    t.ok(await keys.revoke(second.record.keyId, 'alice'), 'and revocable by its owner')
+    t.equal(await keys.lookup(second.secret), undefined)
+  })
+
+  t.test(`${name}: a creation that fails after claiming its slot does not hold the slot past the key's expiry`, async (t) => {
+    const { store: inner, now, advance } = make(t.testdir({}))
+    t.teardown(() => inner.close())
+    const store: Store = Object.create(inner) as Store
+    let isFailing = true
+    // The store refusing the record's write: a stand-in for an outage mid-creation.
+    store.kvSet = async (key, value, expiresAtMs) => {
+      if (isFailing && key.startsWith('apikey:')) throw new Error('the store is unreachable')
+      return await inner.kvSet(key, value, expiresAtMs)
+    }
+    const keys = new ApiKeys(store, 2, now)
+    for (let i = 0; i < 2; i++) await t.rejects(keys.create({ userId: 'alice', name: `k${i}`, servers: ['a'], scopes: ['mcp'], expiresAtMs: now() + WINDOW_MS }), /unreachable/)
+    isFailing = false
+    await advance(WINDOW_MS)
+    t.ok(await keys.create({ userId: 'alice', name: 'later', servers: ['a'], scopes: ['mcp'], expiresAtMs: now() + 60_000 }), 'the slots of the failed creations expired')
+  })
+
   t.test(`${name}: last use is kept apart from the record, so a use never undoes a revocation`, async (t) => {
     const { store, now } = make(t.testdir({}))
     t.teardown(() => store.close())
