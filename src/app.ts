@@ -72,7 +72,8 @@ import { createAdminAuthenticator } from './admin/admin-access.js'
 import { adminRoutes, type AdminRoutesOptions } from './admin/plugin.js'
 import { revokeUser, type RevokeUserDeps } from './admin/revoke-user.js'
 import { adminPageRoutes, adminSignInPage } from './admin/page-routes.js'
-import { AdminSessions } from './admin/admin-sessions.js'
+import { PageSessions } from './account/page-sessions.js'
+import { EndedSignIns } from './auth-server/ended-sign-ins.js'
 import { startTracing, type Tracing } from './observability/tracing.js'
 import { instrumentApp, type TraceSettings } from './observability/request-trace.js'
 import { identityProviderNames, machineClientIds } from './config/auth-parts.js'
@@ -310,7 +311,8 @@ async function wireApp (app: FastifyInstance, config: Config, options: BuildOpti
     // sign-in and ID-JAG keys, without clientMetadataDocuments.allowedHosts, issuer hosts may be private.
     const idpOutbound = identityProviderFetch(config, options, app)
     const accountGrants = new AccountGrants(store, now)
-    const provider = createProvider({ config, store, keys, users, catalog, isOriginAllowed, now, grants: revokedGrants, verifier, fetch: outbound.fetch, idpFetch: idpOutbound.fetch, isUserBlocked,
+    const endedSignIns = new EndedSignIns(store, config.auth.refreshTokenTtl, now)
+    const provider = createProvider({ config, store, keys, users, catalog, isOriginAllowed, now, grants: revokedGrants, verifier, fetch: outbound.fetch, idpFetch: idpOutbound.fetch, isUserBlocked, endedSignIns,
       onGrantSaved: async (accountId, grantId, expiresAtMs) => accountGrants.add(accountId, grantId, expiresAtMs),
       onIdpKeysUnavailable: (issuer, reason) => app.log.warn({ issuer, reason }, 'identity provider keys unavailable'),
     })
@@ -393,8 +395,19 @@ async function wireApp (app: FastifyInstance, config: Config, options: BuildOpti
     })
     authenticate = createAuthenticator(catalog, verifier, isGatewayWideAllowed, (result) => metrics.tokenValidations.inc({ result }), apiKeyVerifier)
     const cookies = new AccountCookies(keys.cookieKeys[0] ?? '', config.publicUrl.startsWith('https:'), now)
-    const adminSessions = new AdminSessions(store, now)
-    const revokeDeps: RevokeUserDeps = { grants: accountGrants, revokeGrant: async (grantId) => revokedGrants.revoke(grantId), apiKeys, idpSessions, endUserSessions: endAccount, endAdminSessions: async (userId) => adminSessions.endUser(userId), isKnownUser: async (userId) => await owners.identityOf(userId) !== undefined }
+    const adminSessions = new PageSessions(store, now, 'admin')
+    const accountSessions = new PageSessions(store, now, 'account')
+    const revokeDeps: RevokeUserDeps = {
+      grants: accountGrants,
+      revokeGrant: async (grantId) => revokedGrants.revoke(grantId),
+      apiKeys,
+      idpSessions,
+      endUserSessions: endAccount,
+      endAdminSessions: async (userId) => adminSessions.endUser(userId),
+      endAccountSessions: async (userId) => accountSessions.endUser(userId),
+      endSignIns: async (userId) => endedSignIns.end(userId),
+      isKnownUser: async (userId) => await owners.identityOf(userId) !== undefined,
+    }
     revokeAccounts = async (changes) => {
       // Each account on its own: the store failing on one must not leave the next one's access standing unsaid.
       const failures: Array<AccountRevocation['failures'][number]> = []
@@ -437,6 +450,9 @@ async function wireApp (app: FastifyInstance, config: Config, options: BuildOpti
       ...(upstreamAuth?.links === undefined ? {} : { links: upstreamAuth.links }),
       // The admin page signs in here and comes back to /admin with its own cookie.
       otherPages: [adminSignInPage(adminSessions, audit)],
+      sessions: accountSessions,
+      isUserBlocked,
+      endSignIns: async (userId) => endedSignIns.end(userId),
       now,
     })
     if (upstreamAuth?.links !== undefined) await app.register(upstreamAuthRoutes, { publicUrl: config.publicUrl, servers: upstreamAuth.links.servers })
@@ -462,7 +478,7 @@ async function wireApp (app: FastifyInstance, config: Config, options: BuildOpti
     const reloadOption = options.reload === undefined ? {} : { reload: options.reload }
     await app.register(adminRoutes, { ...admin, ...reloadOption, authenticate: createAdminAuthenticator({ audience: `${config.publicUrl}/admin`, groups: config.admin.groups, bearerToken: config.admin.bearerToken, verifier }) })
     // The /admin page: the same lists and actions, for administrators signed in through the account sign-in.
-    await app.register(adminPageRoutes, { ...admin, ...reloadOption, cookies, identityOf: async (userId) => owners.identityOf(userId), groups: config.admin.groups, isSignInPossible, sessions: adminSessions })
+    await app.register(adminPageRoutes, { ...admin, ...reloadOption, cookies, identityOf: async (userId) => owners.identityOf(userId), groups: config.admin.groups, isSignInPossible, sessions: adminSessions, endSignIns: async (userId) => endedSignIns.end(userId) })
     scopeChallenge = (server, scopes, description) => bearerChallenge({ resourceMetadata: catalog.metadataUrlOf(server.name), scopes, error: 'insufficient_scope', description })
   }
 

@@ -25,7 +25,8 @@ import type { ApiKeys } from './api-keys.js'
 import { KeyRequestError, type KeyOwners } from './key-owners.js'
 import { API_KEYS_DISABLED_MESSAGE, issueKey } from './issue-key.js'
 import { keysPage, type KeysView } from './pages.js'
-import { ACCOUNT_PATH, LOGIN_COOKIE, SESSION_COOKIE, type AccountCookies, type OtherPage } from './session.js'
+import { ACCOUNT_PATH, ACCOUNT_SCOPE, LOGIN_COOKIE, SESSION_COOKIE, type AccountCookies, type OtherPage } from './session.js'
+import type { PageSessions } from './page-sessions.js'
 import { finishSignIn, SignInError, startSignIn, type TokenExchange } from './sign-in.js'
 import type { LinkedAccounts } from '../upstream-auth/upstream-links.js'
 import { LINKS_PATH } from './links-page.js'
@@ -45,6 +46,12 @@ export interface AccountRoutesOptions {
   readonly links?: LinkedAccounts
   /** Pages of their own that sign in through this sign-in (the admin page): returned to at their path, with their own cookie. */
   readonly otherPages?: readonly OtherPage[]
+  /** The account pages' sessions in the store: sign-out and revoking the user end them at once. */
+  readonly sessions: PageSessions
+  /** An administrator blocked the user: their session opens nothing. */
+  readonly isUserBlocked: (userId: string) => boolean
+  /** Sign-out also ends the user's sign-in at the gateway's authorization server (./ended-sign-ins.ts). */
+  readonly endSignIns: (userId: string) => Promise<void>
   readonly now: () => number
 }
 
@@ -99,10 +106,13 @@ export async function accountRoutes (app: FastifyInstance, opts: AccountRoutesOp
     done(null, new URLSearchParams(body as string))
   })
 
-  /** The signed-in user, still a user (removed from YAML or disabled at the IdP: signed out). */
+  /**
+   * The signed-in user: a session the store still holds (not signed out, not revoked), of a user
+   * still a user (removed from YAML or disabled at the IdP: signed out) and not blocked.
+   */
   const signedIn = async (request: FastifyRequest): Promise<Signedin | undefined> => {
     const session = await cookies.session(request.headers.cookie)
-    if (session === undefined) return undefined
+    if (session === undefined || opts.isUserBlocked(session.userId) || !await opts.sessions.isLive(session)) return undefined
     const user = await owners.identityOf(session.userId)
     return user === undefined ? undefined : { session, user }
   }
@@ -169,12 +179,14 @@ export async function accountRoutes (app: FastifyInstance, opts: AccountRoutesOp
     }
     const other = otherPageAt(pending.returnTo)
     request.log.info({ user: userId, page: other?.path ?? ACCOUNT_PATH }, 'signed in to the account pages')
-    const cookie = other === undefined ? await cookies.sessionCookie(userId) : await cookies.sessionCookie(userId, other, await other.startSession(userId, request))
+    const cookie = other === undefined ? await cookies.sessionCookie(userId, ACCOUNT_SCOPE, await opts.sessions.start(userId)) : await cookies.sessionCookie(userId, other, await other.startSession(userId, request))
     reply.header('set-cookie', [cookies.clearCookie(LOGIN_COOKIE), cookie])
     return reply.redirect(pending.returnTo, 303)
   })
 
   app.post(`${ACCOUNT_PATH}/logout`, async (request, reply) => withForm(request, reply, async (who) => {
+    await opts.sessions.end(who.session)
+    await opts.endSignIns(who.user.id)
     request.log.info({ user: who.user.id }, 'signed out of the account pages')
     return sendPage(reply.header('set-cookie', cookies.clearCookie(SESSION_COOKIE)), 200, messagePage('Signed out', 'You have signed out of your account page.'))
   }))

@@ -19,7 +19,7 @@
  *
  * Access fails closed. Sign-in is the account pages' (account/sign-in.ts: the gateway's own
  * OAuth flow, `prompt=login`), which returns here with a session cookie of the admin page's
- * own (Path=/admin) naming a session kept in the store (admin-sessions.ts: sign-out and revoking
+ * own (Path=/admin) naming a session kept in the store (account/page-sessions.ts: sign-out and revoking
  * the user end it at once, on every replica). Each request then looks the user up afresh (a local user removed from the
  * YAML, or disabled at their identity provider, is signed out) and requires a user not blocked
  * and in one of admin.groups — the groups the user has now, as the admin API reads them from
@@ -38,7 +38,7 @@ import { reloadAuditDetail, type Reload, type ReloadReport } from '../reload/rep
 import { isStoreUnavailable } from '../store/types.js'
 import type { AuditLog } from '../observability/audit.js'
 import { adminActions, adminRecorder, audited, type Outcome, type Target } from './actions.js'
-import type { AdminSessions } from './admin-sessions.js'
+import type { PageSessions } from '../account/page-sessions.js'
 import { apiKeysPage, clientsPage, grantItems, idParam, linkedAccountItems, sessionItems, sessionsPage, userItems, usersPage, type ListQuery } from './lists.js'
 import type { AdminRoutesOptions } from './plugin.js'
 import { serverToolsView, type ApprovalRequest } from './server-tools.js'
@@ -50,9 +50,9 @@ export const ADMIN_SCOPE: SessionScope = { cookie: 'portcullis_admin', path: ADM
 
 /**
  * The admin page as the account sign-in sees it: its cookie, and a sign-in that starts a
- * session kept in the store (admin-sessions.ts) and audited as `session.start`.
+ * session kept in the store (account/page-sessions.ts) and audited as `session.start`.
  */
-export function adminSignInPage (sessions: AdminSessions, audit: AuditLog | undefined): OtherPage {
+export function adminSignInPage (sessions: PageSessions, audit: AuditLog | undefined): OtherPage {
   const record = adminRecorder(audit, 'admin page call')
   return {
     ...ADMIN_SCOPE,
@@ -85,7 +85,9 @@ export interface AdminPageOptions extends Omit<AdminRoutesOptions, 'authenticate
   /** Re-reads the configuration: "Reload configuration" is shown only with one. */
   readonly reload?: Reload
   /** The page's sessions in the store: signed out or revoked ends them before their cookie expires. */
-  readonly sessions: AdminSessions
+  readonly sessions: PageSessions
+  /** Sign-out also ends the user's sign-in at the gateway's authorization server (auth-server/ended-sign-ins.ts). */
+  readonly endSignIns: (userId: string) => Promise<void>
 }
 
 const MAX_FORM_BYTES = 16 * 1024
@@ -364,6 +366,7 @@ export async function adminPageRoutes (app: FastifyInstance, opts: AdminPageOpti
       return refuse(request, reply, { action: 'session.end', actor: session?.userId ?? 'unknown' }, 'PORTCULLIS_ERR_ADMIN_FORBIDDEN', 'Request refused', 'This form was not sent from your admin page.')
     }
     await opts.sessions.end(session)
+    await opts.endSignIns(session.userId)
     record(request, { actor: session.userId, action: 'session.end', outcome: 'ok' })
     return sendPage(reply.header('set-cookie', cookies.clearCookie(ADMIN_SCOPE.cookie, ADMIN_SCOPE.path)), 200, messagePage('Signed out', 'You have signed out of the admin page.'))
   })

@@ -4,7 +4,9 @@
  * about a second: resource-server/revoked-grants.ts), every API key, their session at their
  * identity provider, and their MCP sessions on this replica (stdio: with their processes) — the pieces
  * offboarding (auth-server/offboarding.ts) uses, without disabling the account: the user may
- * sign in again (block them for that). Their admin page sessions end too (admin-sessions.ts).
+ * sign in again (block them for that) — with their password or identity provider: their sign-in
+ * at the gateway's authorization server ends (auth-server/ended-sign-ins.ts), and so do their
+ * account and admin page sessions (account/page-sessions.ts).
  *
  * An id that names no user the gateway knows, and had nothing to revoke, is reported as such
  * (undefined): a typo must not read as "revoked".
@@ -21,6 +23,10 @@ export interface RevokeUserDeps {
   readonly endUserSessions: (userId: string) => Promise<void>
   /** Ends the user's admin page sessions; how many were live. */
   readonly endAdminSessions: (userId: string) => Promise<number>
+  /** Ends the user's account page sessions; how many were live. */
+  readonly endAccountSessions: (userId: string) => Promise<number>
+  /** Ends the user's sign-ins at the authorization server: the next authorization asks again. */
+  readonly endSignIns: (userId: string) => Promise<void>
   /** A local user, or an identity-provider account the gateway has seen. */
   readonly isKnownUser: (userId: string) => Promise<boolean>
 }
@@ -29,6 +35,7 @@ export interface RevokeUserResult {
   readonly grants: number
   readonly apiKeys: number
   readonly adminSessions: number
+  readonly accountSessions: number
 }
 
 export async function revokeUser (deps: RevokeUserDeps, userId: string): Promise<RevokeUserResult | undefined> {
@@ -39,8 +46,10 @@ export async function revokeUser (deps: RevokeUserDeps, userId: string): Promise
   for (const key of keys) await deps.apiKeys.revoke(key.keyId, userId)
   await deps.idpSessions.forget(userId)
   await deps.endUserSessions(userId)
+  await deps.endSignIns(userId)
   const adminSessions = await deps.endAdminSessions(userId)
-  const isNothing = grantIds.length === 0 && keys.length === 0 && adminSessions === 0
+  const accountSessions = await deps.endAccountSessions(userId)
+  const isNothing = grantIds.length === 0 && keys.length === 0 && adminSessions === 0 && accountSessions === 0
   if (isNothing && !await deps.isKnownUser(userId)) return undefined
-  return { grants: grantIds.length, apiKeys: keys.length, adminSessions }
+  return { grants: grantIds.length, apiKeys: keys.length, adminSessions, accountSessions }
 }

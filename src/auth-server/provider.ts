@@ -15,6 +15,7 @@
  * Every option that departs from oidc-provider's defaults says why.
  */
 import type { IncomingMessage } from 'node:http'
+import type { EndedSignIns } from './ended-sign-ins.js'
 import Provider, { errors, interactionPolicy, type Configuration, type KoaContextWithOIDC, type ClientMetadata, type ResourceServer, type UnknownObject } from 'oidc-provider'
 import { BASE_SCOPE, MAX_CLIENT_NAME_CHARS, MAX_REGISTRATION_LIST_ITEMS, MAX_REGISTRATION_STRING_CHARS } from '../config/defaults.js'
 import type { Config } from '../config/schema.js'
@@ -103,6 +104,8 @@ export interface ProviderDeps {
   readonly onIdpKeysUnavailable: (issuer: string, reason: string) => void
   /** Users an administrator blocked (admin/blocked-users.ts): no account, so no code, token or refresh for them. */
   readonly isUserBlocked?: (accountId: string) => boolean
+  /** Sign-ins ended since they began (revoked, blocked, signed out of a page): the password is asked again. */
+  readonly endedSignIns?: EndedSignIns
 }
 
 /**
@@ -222,6 +225,18 @@ export function createProvider (deps: ProviderDeps): Provider {
   // authorization by default; consent here is remembered per user and client instead.
   const policy = interactionPolicy.base()
   policy.get('consent')?.checks.remove('native_client_prompt')
+  const endedSignIns = deps.endedSignIns
+  if (endedSignIns !== undefined) {
+    // A browser's sign-in the user's revocation, blocking or sign-out ended (./ended-sign-ins.ts)
+    // no longer stands for them: the login prompt runs again, as without a session.
+    policy.get('login')?.checks.add(new interactionPolicy.Check('sign_in_ended', 'End-User authentication is required', async (ctx) => {
+      const session = ctx.oidc.session
+      const accountId = session?.accountId
+      if (accountId === undefined || ctx.oidc.result?.login !== undefined) return interactionPolicy.Check.NO_NEED_TO_PROMPT
+      const isEnded = await endedSignIns.isEnded(accountId, (session?.loginTs ?? 0) * 1000)
+      return isEnded ? interactionPolicy.Check.REQUEST_PROMPT : interactionPolicy.Check.NO_NEED_TO_PROMPT
+    }))
+  }
 
   const configuration: Configuration = {
     adapter: createAdapter(store, { refreshGraceS: Math.round(auth.refreshTokenReuseGrace / 1000), registeredClientTtlMs: auth.registeredClientTtl, unusedClientTtlMs: auth.unusedClientTtl, now: deps.now, revokeGrant, ...(deps.onGrantSaved === undefined ? {} : { onGrantSaved: deps.onGrantSaved }) }) as Configuration['adapter'],

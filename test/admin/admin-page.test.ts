@@ -14,7 +14,7 @@ import { loadKeys } from '../../src/auth-server/keys.js'
 import { hashPassword } from '../../src/auth-server/password.js'
 import { AccountCookies } from '../../src/account/session.js'
 import { ADMIN_SCOPE } from '../../src/admin/page-routes.js'
-import { AdminSessions, MAX_SESSIONS_PER_USER } from '../../src/admin/admin-sessions.js'
+import { PageSessions, MAX_SESSIONS_PER_USER } from '../../src/account/page-sessions.js'
 import { createLogger } from '../../src/observability/logger.js'
 import type { Reload, ReloadReport } from '../../src/reload/report.js'
 import { ExternalAccounts } from '../../src/auth-server/external-accounts.js'
@@ -27,7 +27,7 @@ import { logSink, makeConfig } from '../helpers.js'
 const passwordHash = await hashPassword('correct horse battery staple')
 const USERS = [{ username: 'alice', passwordHash }, { username: 'carol', passwordHash, groups: ['portcullis-admins'] }]
 
-interface AdminApp { app: FastifyInstance, audit: ReturnType<typeof logSink>, cookies: AccountCookies, sessions: AdminSessions }
+interface AdminApp { app: FastifyInstance, audit: ReturnType<typeof logSink>, cookies: AccountCookies, sessions: PageSessions }
 
 const ADMIN_TOKEN = 'an-admin-bearer-token-of-at-least-32-characters'
 
@@ -47,7 +47,7 @@ async function adminApp (t: Test, extra: { reload?: Reload, apiKeys?: boolean, p
   const app = await buildApp(config, { logger: createLogger('warn', logSink().stream), auditDestination: audit.stream, ...(extra.reload === undefined ? {} : { reload: extra.reload }) })
   t.teardown(() => app.close())
   const keys = await loadKeys(app.portcullis.store, undefined)
-  return { app, audit, cookies: new AccountCookies(keys.cookieKeys[0] ?? '', false, Date.now), sessions: new AdminSessions(app.portcullis.store, Date.now) }
+  return { app, audit, cookies: new AccountCookies(keys.cookieKeys[0] ?? '', false, Date.now), sessions: new PageSessions(app.portcullis.store, Date.now, 'admin') }
 }
 
 /** A signed-in admin page session (started in the gateway's store, as the sign-in does): the cookie header and the page's CSRF token. */
@@ -372,7 +372,7 @@ t.test('revoking an unknown user: not_found on the page and in the API; a known 
   t.match(api.json(), { error: { code: 'PORTCULLIS_ERR_ADMIN_NOT_FOUND' } })
   const known = await a.app.inject({ method: 'POST', url: '/admin/api/v1/users/alice/revoke', headers: { authorization: `Bearer ${ADMIN_TOKEN}` } })
   t.equal(known.statusCode, 200)
-  t.same(known.json(), { user: 'alice', revoked: { grants: 0, apiKeys: 0, adminSessions: 0 } })
+  t.same(known.json(), { user: 'alice', revoked: { grants: 0, apiKeys: 0, adminSessions: 0, accountSessions: 0 } })
   t.match(adminRecords(a).filter((r) => r.action === 'users.revoke'), [{ actor: 'carol', target: { id: 'nobody' }, outcome: 'not_found' }, { actor: 'admin-token', target: { id: 'nobody' }, outcome: 'not_found' }, { actor: 'admin-token', target: { id: 'alice' }, outcome: 'ok' }])
 })
 
