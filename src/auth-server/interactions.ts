@@ -19,7 +19,7 @@ import { consentKey, INTERACTION_PATH, presentAsPublic, STORE_RETRY_AFTER_S, STO
 import type { ResourceCatalog } from './resources.js'
 import type { UserDirectory } from './users.js'
 import type { RateLimiter } from '../rate-limit/limiter.js'
-import { SignInThrottle, type SignInRefusal } from './sign-in-throttle.js'
+import { PAIR_BUSY_RETRY_MS, SignInThrottle, type SignInRefusal } from './sign-in-throttle.js'
 import type { IdpSignIn } from './idp-sign-in.js'
 import { ExternalAccounts } from './external-accounts.js'
 import { idpCallbackPath } from './oidc-relying-party.js'
@@ -211,19 +211,31 @@ export async function interactionRoutes (app: FastifyInstance, opts: Interaction
       return renderLogin(reply, interaction, 429, `Too many sign-in attempts from your network. Try again in ${retryS} second${retryS === 1 ? '' : 's'}.`, username)
     }
     const password = request.body?.password ?? ''
-    const refusal = await throttle.check(username, request.ip)
-    if (refusal !== undefined) {
-      logSignIn(request.log, 'sign-in throttled', username, request.ip, refusal.rule)
-      reply.header('retry-after', String(Math.ceil(Math.max(refusal.retryAfterMs, 1000) / 1000)))
-      return renderLogin(reply, interaction, 429, throttledMessage(refusal), username)
+    // One check at a time per (account, address): parallel guesses would all pass the throttle
+    // before the first failure counted.
+    if (!await throttle.lockPair(username, request.ip)) {
+      logSignIn(request.log, 'sign-in throttled', username, request.ip, 'pair')
+      reply.header('retry-after', String(PAIR_BUSY_RETRY_MS / 1000))
+      return renderLogin(reply, interaction, 429, 'Another sign-in for this account from your network is being checked. Try again in a second.', username)
     }
-    const account = username === '' || password === '' ? undefined : await users.authenticate(username, password)
-    if (account === undefined) {
-      await throttle.recordFailure(username, request.ip)
-      logSignIn(request.log, 'sign-in failed', username, request.ip)
-      return renderLogin(reply, interaction, 401, 'Incorrect username or password.', username)
+    let account: Awaited<ReturnType<typeof users.authenticate>>
+    try {
+      const refusal = await throttle.check(username, request.ip)
+      if (refusal !== undefined) {
+        logSignIn(request.log, 'sign-in throttled', username, request.ip, refusal.rule)
+        reply.header('retry-after', String(Math.ceil(Math.max(refusal.retryAfterMs, 1000) / 1000)))
+        return renderLogin(reply, interaction, 429, throttledMessage(refusal), username)
+      }
+      account = username === '' || password === '' ? undefined : await users.authenticate(username, password)
+      if (account === undefined) {
+        await throttle.recordFailure(username, request.ip)
+        logSignIn(request.log, 'sign-in failed', username, request.ip)
+        return renderLogin(reply, interaction, 401, 'Incorrect username or password.', username)
+      }
+      await throttle.recordSuccess(username, request.ip)
+    } finally {
+      await throttle.unlockPair(username, request.ip)
     }
-    await throttle.recordSuccess(username, request.ip)
     if (opts.isUserBlocked?.(account.username) === true) {
       request.log.info({ user: account.username, ip: request.ip }, 'sign-in refused: user blocked')
       return sendPage(reply, 403, BLOCKED_PAGE)

@@ -11,7 +11,10 @@
  *   while an owner signing in from a clean address gets in.
  *
  * While a rule holds, the password is not even checked. A successful sign-in
- * clears its own (account, IP) pair only.
+ * clears its own (account, IP) pair only. One password of a pair is checked at a
+ * time (`lockPair`, in the store: every replica): the rules count failures once a
+ * check has ended, so attempts sent at once would all pass the check before any
+ * of them counted.
  */
 import type { Store } from '../store/types.js'
 
@@ -67,10 +70,29 @@ export class SignInThrottle {
   async recordSuccess (username: string, ip: string): Promise<void> {
     await this.store.resetCounter(pairKey(username, ip))
   }
+
+  /**
+   * Takes the pair's turn to have a password checked: false while another attempt of the same
+   * account from the same address is being checked (it answers within the lock's life; a
+   * replica that died holding it frees it then).
+   */
+  async lockPair (username: string, ip: string): Promise<boolean> {
+    return await this.store.kvSetIfAbsent(lockKey(username, ip), '1', this.now() + PAIR_LOCK_MS)
+  }
+
+  async unlockPair (username: string, ip: string): Promise<void> {
+    await this.store.kvDelete(lockKey(username, ip))
+  }
 }
+
+/** The longest a password check may hold its pair's turn (a check takes ~100 ms: scrypt). */
+const PAIR_LOCK_MS = 10_000
+/** What a refused concurrent attempt is told to wait. */
+export const PAIR_BUSY_RETRY_MS = 1_000
 
 const norm = (username: string): string => username.toLowerCase()
 const pairKey = (username: string, ip: string): string => `login:pair:${norm(username)}:${ip}`
 const waitKey = (username: string, ip: string): string => `login:wait:${norm(username)}:${ip}`
 const ipKey = (ip: string): string => `login:ip:${ip}`
 const accountKey = (username: string): string => `login:user:${norm(username)}`
+const lockKey = (username: string, ip: string): string => `login:busy:${norm(username)}:${ip}`

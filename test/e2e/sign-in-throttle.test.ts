@@ -66,6 +66,18 @@ t.test('an attacker failing many times does not lock the owner out', async (t) =
   t.ok(callback.searchParams.get('code'), 'the owner, from another address, signs in at once')
 })
 
+t.test('wrong passwords sent at once are checked one at a time: no more than maxFailures before the wait', async (t) => {
+  const gw = await gateway(t, {}, {})
+  const attempt = await signInPage(gw, browserAt('203.0.113.67'))
+  const answers = await Promise.all(Array.from({ length: 24 }, async (_, i) => attempt('alice', `guess-${i}`)))
+  const checked = answers.filter((a) => a.status === 401).length
+  t.ok(checked >= 1 && checked <= 5, `at most five of 24 checked (${checked})`)
+  t.ok(answers.every((a) => a.status === 401 || a.status === 429), 'the others refused unchecked')
+  t.ok(answers.filter((a) => a.status === 429).every((a) => a.retryAfter !== null), 'each with Retry-After')
+  const owner = browserAt('198.51.100.21')
+  t.ok((await owner.authorize(await authorizeUrl(gw), { username: 'alice', password: PASSWORD })).searchParams.get('code'), 'the owner, from another address, is not locked out')
+})
+
 t.test('the delay grows: 1 s, 2 s, 4 s … after each further failure', async (t) => {
   const gw = await gateway(t, { maxFailures: 2 })
   const attempt = await signInPage(gw, browserAt('203.0.113.67'))
