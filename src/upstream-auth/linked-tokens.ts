@@ -3,14 +3,20 @@
  * (server, user) in the store, sealed with the SecretBox: the row's own key is the sealing
  * context (authenticated data), so a row copied into another user's or server's slot does not
  * open. Nothing here is ever logged.
+ *
+ * Each row also names the authorization server that issued its tokens and the resource they
+ * were issued for (LinkBinding, oauth-client.ts): the server name alone does not say where the
+ * tokens belong once servers[].url or the upstream's metadata changes. Rows written before
+ * links were bound have neither and count as not linked (isBoundTo).
  */
 import type { SecretBox } from '../auth-server/secret-box.js'
 import type { Store } from '../store/types.js'
-import type { UpstreamTokens } from './oauth-client.js'
+import type { LinkBinding, UpstreamTokens } from './oauth-client.js'
 
 const PREFIX = 'upstream-token:'
 
-export interface LinkedToken extends UpstreamTokens {
+/** The binding is optional as read: an older row lacks it (and is then used nowhere). */
+export interface LinkedToken extends UpstreamTokens, Partial<LinkBinding> {
   readonly linkedAtMs: number
 }
 

@@ -112,6 +112,33 @@ export interface UpstreamTokens {
   readonly expiresAtMs?: number
 }
 
+/**
+ * Whom a link's tokens belong to: the authorization server that issued them (its validated
+ * issuer) and the resource they were issued for (RFC 8707). A refresh token may only ever go
+ * back to its issuer (RFC 6749 6; RFC 9700 4.4, mix-up), an access token only to its resource.
+ */
+export interface LinkBinding {
+  readonly issuer: string
+  readonly resource: string
+}
+
+/** Tokens as a redemption or a refresh leaves them, with the binding of the server that issued them. */
+export type BoundTokens = UpstreamTokens & LinkBinding
+
+/**
+ * Whether a stored link was made with the upstream and authorization server found now. A row
+ * without a binding (written before links were bound) matches nothing: whom it was issued by
+ * cannot be known, so its tokens go nowhere and the user links once more.
+ */
+export function isBoundTo (link: Partial<LinkBinding>, current: LinkBinding): boolean {
+  return link.issuer === current.issuer && link.resource === current.resource
+}
+
+/** The link's binding no longer matches discovery: its tokens are not sent (refresh, revocation). */
+export class LinkNotBound extends Error {
+  override readonly name = 'LinkNotBound'
+}
+
 interface Ready {
   readonly config: oidc.Configuration
   readonly kind: ClientIdentityKind
@@ -156,19 +183,31 @@ export class UpstreamOAuthClient {
     })
   }
 
-  /** Redeems the callback (the redirect URI with the server's query): state, iss and PKCE checked. */
-  async redeem (callbackUrl: URL, state: string, verifier: string): Promise<UpstreamTokens> {
+  /**
+   * Redeems the callback (the redirect URI with the server's query): state, iss and PKCE
+   * checked. The tokens carry the binding of the discovery the code was redeemed with.
+   */
+  async redeem (callbackUrl: URL, state: string, verifier: string): Promise<BoundTokens> {
     const ready = await this.prepared()
     const tokens = await this.forgettingRefusedRegistration(ready, async () => await oidc.authorizationCodeGrant(ready.config, callbackUrl, { pkceCodeVerifier: verifier, expectedState: state, idTokenExpected: false }, { resource: ready.authorization.resource }))
-    return this.kept(tokens)
+    return { ...this.kept(tokens), ...bindingOf(ready) }
   }
 
-  /** A new access token (and perhaps a rotated refresh token: the old one is kept otherwise). */
-  async refresh (refreshToken: string): Promise<UpstreamTokens> {
-    const ready = await this.prepared()
+  /**
+   * A new access token (and perhaps a rotated refresh token: the old one is kept otherwise).
+   * `link`: the binding the refresh token was stored with; checked against the very discovery
+   * whose token endpoint would receive it (LinkNotBound otherwise, and nothing is sent).
+   */
+  async refresh (refreshToken: string, link: Partial<LinkBinding>): Promise<BoundTokens> {
+    const ready = this.boundTo(await this.prepared(), link)
     const tokens = await this.forgettingRefusedRegistration(ready, async () => await oidc.refreshTokenGrant(ready.config, refreshToken, { resource: ready.authorization.resource }))
-    const kept = this.kept(tokens)
+    const kept = { ...this.kept(tokens), ...bindingOf(ready) }
     return kept.refreshToken === undefined ? { ...kept, refreshToken } : kept
+  }
+
+  /** Whom tokens redeemed or refreshed now would be bound to (discovery done first, then kept). */
+  async binding (): Promise<LinkBinding> {
+    return bindingOf(await this.prepared())
   }
 
   /**
@@ -179,9 +218,12 @@ export class UpstreamOAuthClient {
     await this.prepared()
   }
 
-  /** RFC 7009 at the server's revocation endpoint, when it has one; false when it has none. */
-  async revoke (token: string, hint: 'access_token' | 'refresh_token'): Promise<boolean> {
-    const { config } = await this.prepared()
+  /**
+   * RFC 7009 at the server's revocation endpoint, when it has one; false when it has none.
+   * `link` as for refresh: a token is revoked only where it was issued (LinkNotBound otherwise).
+   */
+  async revoke (token: string, hint: 'access_token' | 'refresh_token', link: Partial<LinkBinding>): Promise<boolean> {
+    const { config } = this.boundTo(await this.prepared(), link)
     if (config.serverMetadata().revocation_endpoint === undefined) return false
     await oidc.tokenRevocation(config, token, { token_type_hint: hint })
     return true
@@ -207,6 +249,11 @@ export class UpstreamOAuthClient {
       }
       throw err
     }
+  }
+
+  private boundTo (ready: Ready, link: Partial<LinkBinding>): Ready {
+    if (!isBoundTo(link, bindingOf(ready))) throw new LinkNotBound(`the link at "${this.opts.server}" was made with another upstream or authorization server than discovery finds now`)
+    return ready
   }
 
   private kept (tokens: oidc.TokenEndpointResponse): UpstreamTokens {
@@ -296,6 +343,11 @@ export class UpstreamOAuthClient {
     config[oidc.customFetch] = async (url, options) => await this.opts.fetch(url, { ...options })
     if (issuer.protocol === 'http:') oidc.allowInsecureRequests(config)
   }
+}
+
+/** The issuer as its metadata was validated (RFC 8414 3.3) and the resource from the upstream's metadata. */
+function bindingOf (ready: Ready): LinkBinding {
+  return { issuer: ready.config.serverMetadata().issuer, resource: ready.authorization.resource }
 }
 
 /**

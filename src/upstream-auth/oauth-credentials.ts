@@ -4,6 +4,11 @@
  *
  * - No link (never linked, unlinked, or dropped after a refused refresh): the link error
  *   (link-required.ts), never a 401 from the gateway.
+ * - A link made with another upstream or authorization server than discovery finds now
+ *   (servers[].url changed, the upstream's metadata names another authorization server, or a
+ *   row older than bound links): not linked either, and its tokens are sent nowhere — the
+ *   access token was issued for another resource, the refresh token by another server (RFC
+ *   6749 6, RFC 9700 4.4). The row stays, unused, until the user links again or unlinks.
  * - Refreshed before it expires (REFRESH_MARGIN_MS ahead, so a request does not arrive with a
  *   token that dies on the way; without a refresh token, used until it expires), and on an upstream 401 (renew, once per request: the
  *   upstream may have revoked it early).
@@ -25,7 +30,7 @@ import type { McpExchange } from '../upstreams/types.js'
 import type { UpstreamCredentials } from '../upstreams/upstream-credentials.js'
 import type { Store } from '../store/types.js'
 import type { LinkedToken, LinkedTokens } from './linked-tokens.js'
-import type { UpstreamOAuthClient } from './oauth-client.js'
+import { isBoundTo, LinkNotBound, type UpstreamOAuthClient } from './oauth-client.js'
 import { declaresUrlElicitation } from '../mcp/capabilities.js'
 import { linkRequiredError } from './link-required.js'
 
@@ -71,7 +76,7 @@ export class OAuthCredentials implements UpstreamCredentials {
    * actually expires (its row expires with it, linked-tokens.ts).
    */
   currentToken = async (userId: string): Promise<string | undefined> => {
-    let linked = await this.opts.tokens.get(this.opts.server, userId)
+    let linked = await this.bound(userId, await this.opts.tokens.get(this.opts.server, userId))
     if (linked?.expiresAtMs !== undefined) {
       const now = this.opts.now()
       if (linked.refreshToken === undefined) {
@@ -84,7 +89,7 @@ export class OAuthCredentials implements UpstreamCredentials {
   }
 
   renew = async (ex: McpExchange, rejected: string): Promise<string> => {
-    let linked = await this.opts.tokens.get(this.opts.server, ex.user.id)
+    let linked = await this.bound(ex.user.id, await this.opts.tokens.get(this.opts.server, ex.user.id))
     // Another request refreshed it meanwhile: that one is new to the upstream.
     if (linked !== undefined && `Bearer ${linked.accessToken}` !== rejected) return `Bearer ${linked.accessToken}`
     if (linked !== undefined) linked = await this.refreshed(ex.user.id, linked)
@@ -92,11 +97,29 @@ export class OAuthCredentials implements UpstreamCredentials {
     return `Bearer ${linked.accessToken}`
   }
 
-  /** The refreshed token, or undefined when the link is gone (no refresh token, or refused). */
+  /**
+   * The link if it was made with the upstream and authorization server discovery finds now
+   * (discovery runs once, then is kept: oauth-client.ts); otherwise undefined, not linked.
+   * Every row read is checked, whoever wrote it: another replica may run another configuration.
+   */
+  private async bound (userId: string, linked: LinkedToken | undefined): Promise<LinkedToken | undefined> {
+    if (linked === undefined) return undefined
+    let current
+    try {
+      current = await this.opts.client.binding()
+    } catch (err) {
+      throw this.unavailable(userId, err, 'could not discover the upstream\'s authorization server')
+    }
+    if (isBoundTo(linked, current)) return linked
+    this.opts.log.info({ server: this.opts.server, user: userId }, 'upstream link made with another upstream or authorization server (or before links were bound); treated as not linked')
+    return undefined
+  }
+
+  /** The refreshed token, or undefined when the link is gone (no refresh token, refused, or bound elsewhere). */
   private async refreshed (userId: string, linked: LinkedToken): Promise<LinkedToken | undefined> {
     const running = this.refreshing.get(userId)
     if (running !== undefined) return await running
-    const refresh = this.refresh(userId, linked).finally(() => this.refreshing.delete(userId))
+    const refresh = this.refresh(userId, linked).then(async (token) => await this.bound(userId, token)).finally(() => this.refreshing.delete(userId))
     this.refreshing.set(userId, refresh)
     return await refresh
   }
@@ -121,7 +144,7 @@ export class OAuthCredentials implements UpstreamCredentials {
     try {
       await this.opts.client.discover()
     } catch (err) {
-      throw this.unavailable(userId, err)
+      throw this.unavailable(userId, err, 'could not refresh an upstream token')
     }
     const lock = `${LOCK_PREFIX}${server}:${userId}`
     const owner = randomUUID()
@@ -133,9 +156,12 @@ export class OAuthCredentials implements UpstreamCredentials {
       if (refreshToken === undefined) return row.token
       let renewed: LinkedToken
       try {
-        renewed = { ...await this.opts.client.refresh(refreshToken), linkedAtMs: row.token.linkedAtMs }
+        // The row's own binding: checked against the discovery whose token endpoint would get it.
+        renewed = { ...await this.opts.client.refresh(refreshToken, row.token), linkedAtMs: row.token.linkedAtMs }
       } catch (err) {
-        if (!isRefusal(err)) throw this.unavailable(userId, err)
+        // Another upstream or authorization server now: the refresh token was not sent; not linked here.
+        if (err instanceof LinkNotBound) return undefined
+        if (!isRefusal(err)) throw this.unavailable(userId, err, 'could not refresh an upstream token')
         log.info({ server, user: userId, error: (err as oidc.ResponseBodyError).error }, 'upstream refused the refresh token; link removed')
         await this.opts.tokens.deleteIfUnchanged(server, userId, row)
         return undefined
@@ -153,9 +179,9 @@ export class OAuthCredentials implements UpstreamCredentials {
     }
   }
 
-  private unavailable (userId: string, err: unknown): PortcullisError {
-    this.opts.log.warn({ server: this.opts.server, user: userId, err: { message: (err as Error).message } }, 'could not refresh an upstream token')
-    return new PortcullisError('PORTCULLIS_ERR_UPSTREAM_UNAVAILABLE', 'the upstream\'s authorization server could not be reached to refresh your token; retry shortly', { cause: err })
+  private unavailable (userId: string, err: unknown, what: string): PortcullisError {
+    this.opts.log.warn({ server: this.opts.server, user: userId, err: { message: (err as Error).message } }, what)
+    return new PortcullisError('PORTCULLIS_ERR_UPSTREAM_UNAVAILABLE', 'the upstream\'s authorization server could not be reached for your token; retry shortly', { cause: err })
   }
 
   /**

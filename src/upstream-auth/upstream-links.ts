@@ -9,16 +9,19 @@
  *    session cookie comes along): the state must belong to this server, this user and this
  *    account session — a link started by someone else and opened by a victim is refused, as
  *    in auth-server/idp-sign-in.ts — and is used once, even when two callbacks race; then the
- *    code is redeemed and the tokens stored (linked-tokens.ts).
+ *    code is redeemed and the tokens stored (linked-tokens.ts), bound to the authorization
+ *    server that issued them and the resource they are for.
  * 3. unlink: the row is deleted, and the tokens revoked at the upstream's authorization server
- *    when it has a revocation endpoint (best effort: the link is gone here either way).
- *    unlinkAll does it for every server when the account is offboarded or revoked.
+ *    when it has a revocation endpoint (best effort: the link is gone here either way) — only
+ *    when that server is the one that issued them: a link bound elsewhere (or older than bound
+ *    links) is deleted and its tokens sent nowhere. unlinkAll does it for every server when
+ *    the account is offboarded or revoked.
  */
 import * as oidc from 'openid-client'
 import type { FastifyBaseLogger } from 'fastify'
 import type { Store } from '../store/types.js'
-import type { LinkedTokens } from './linked-tokens.js'
-import { ConfiguredClientRefused, type UpstreamOAuthClient } from './oauth-client.js'
+import type { LinkedToken, LinkedTokens } from './linked-tokens.js'
+import { ConfiguredClientRefused, isBoundTo, LinkNotBound, type UpstreamOAuthClient } from './oauth-client.js'
 
 const PENDING_PREFIX = 'upstream-link-pending:'
 const USED_PREFIX = 'upstream-link-used:'
@@ -70,11 +73,22 @@ export class UpstreamLinks implements LinkedAccounts {
     this.servers = [...clients.keys()]
   }
 
+  /** A link bound elsewhere is listed as not linked: calls would get the link error (oauth-credentials.ts). */
   async list (userId: string): Promise<LinkState[]> {
     return await Promise.all(this.servers.map(async (server) => {
       const linked = await this.tokens.get(server, userId)
-      return linked === undefined ? { server } : { server, linkedAtMs: linked.linkedAtMs }
+      return linked === undefined || !await this.isUsable(server, linked) ? { server } : { server, linkedAtMs: linked.linkedAtMs }
     }))
+  }
+
+  /**
+   * Whether calls would use this link. Without discovery (the upstream unreachable) a bound row
+   * is listed as linked: the page reports what is stored rather than fail, and the calls say
+   * the rest. A row without a binding is never usable.
+   */
+  private async isUsable (server: string, linked: LinkedToken): Promise<boolean> {
+    if (linked.issuer === undefined || linked.resource === undefined) return false
+    return await this.client(server).binding().then((current) => isBoundTo(linked, current), () => true)
   }
 
   async begin (server: string, userId: string, sessionId: string): Promise<URL> {
@@ -121,11 +135,16 @@ export class UpstreamLinks implements LinkedAccounts {
     await this.tokens.delete(server, userId)
     const client = this.client(server)
     // Best effort: the link is gone here whatever the upstream's authorization server says.
+    // revoke() sends a token only to the server that issued it (LinkNotBound otherwise).
     try {
-      if (linked.refreshToken !== undefined) await client.revoke(linked.refreshToken, 'refresh_token')
-      await client.revoke(linked.accessToken, 'access_token')
+      if (linked.refreshToken !== undefined) await client.revoke(linked.refreshToken, 'refresh_token', linked)
+      await client.revoke(linked.accessToken, 'access_token', linked)
     } catch (err) {
-      this.log.warn({ server, user: userId, err: { message: (err as Error).message } }, 'could not revoke an unlinked upstream token')
+      if (err instanceof LinkNotBound) {
+        this.log.info({ server, user: userId }, 'unlinked upstream token not revoked: it was issued by another authorization server or for another upstream')
+      } else {
+        this.log.warn({ server, user: userId, err: { message: (err as Error).message } }, 'could not revoke an unlinked upstream token')
+      }
     }
     return true
   }

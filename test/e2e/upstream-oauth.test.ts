@@ -392,7 +392,7 @@ t.test('a link without a refresh token is used until its access token expires, n
   // As an upstream that issues no refresh token leaves it (linked-tokens.ts: the row expires with the token).
   const linked = openRow(box, await store.kvGet(ROW_OF_ALICE))
   const expiresAtMs = clock.ms + 30_000
-  const withoutRefresh = { accessToken: linked.accessToken, linkedAtMs: linked.linkedAtMs, expiresAtMs }
+  const withoutRefresh = { ...linked, expiresAtMs, refreshToken: undefined }
   await store.kvSet(ROW_OF_ALICE, box.seal(JSON.stringify(withoutRefresh), ROW_OF_ALICE), expiresAtMs)
   const within = await postJson(`${gw.baseUrl}/${SERVER}/mcp`, INIT_BODY, { authorization: `Bearer ${alice.accessToken}` })
   t.match(within.text, /"serverInfo"/, '30 s before expiry: served with it')
