@@ -98,6 +98,15 @@ export const ERRORS = {
   PORTCULLIS_ERR_UPSTREAM_LINK_REQUIRED: { status: 200, rpcCode: JSONRPC.INVALID_REQUEST, message: 'Your account at this MCP server\'s provider is not linked' },
   /** The same for a client that declared URL-mode elicitation (2025-11-25): -32042 with `data.elicitations`. */
   PORTCULLIS_ERR_UPSTREAM_LINK_ELICITATION: { status: 200, rpcCode: JSONRPC.URL_ELICITATION_REQUIRED, message: 'Your account at this MCP server\'s provider is not linked' },
+  /**
+   * The upstream answered 403 `WWW-Authenticate: Bearer error="insufficient_scope"` (RFC 6750
+   * 3.1; MCP 2025-11-25 scope challenge): the credential the gateway sent for the caller is valid
+   * but lacks a scope, named in `data.scope`. Not a refused credential: the link is kept and
+   * nothing is refreshed, which could not add a scope. HTTP 200 as the link error, for the
+   * client's user and model; not PORTCULLIS_ERR_INSUFFICIENT_SCOPE, whose challenge would send
+   * the client to a pointless step-up at the gateway, whose own token is fine.
+   */
+  PORTCULLIS_ERR_UPSTREAM_INSUFFICIENT_SCOPE: { status: 200, rpcCode: JSONRPC.INVALID_REQUEST, message: 'The MCP server refused the call: the credential the gateway holds for you there lacks a scope' },
   PORTCULLIS_ERR_UPSTREAM_UNAVAILABLE: { status: 502, rpcCode: JSONRPC.INTERNAL_ERROR, message: 'Upstream MCP server is unavailable' },
   PORTCULLIS_ERR_UPSTREAM_TIMEOUT: { status: 504, rpcCode: JSONRPC.INTERNAL_ERROR, message: 'Upstream MCP server did not answer in time' },
   PORTCULLIS_ERR_SESSION_REQUIRED: { status: 400, rpcCode: JSONRPC.INVALID_REQUEST, message: 'Bad Request: Mcp-Session-Id header is required (send initialize first)' },

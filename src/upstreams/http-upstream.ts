@@ -31,6 +31,7 @@ import { HOP_BY_HOP_HEADERS } from '../net/hop-by-hop.js'
 import type { UpstreamCredentials } from './upstream-credentials.js'
 import { declaresUrlElicitation } from '../mcp/capabilities.js'
 import { InFlight } from '../in-flight.js'
+import { parseBearerChallenge, type BearerChallenge } from '../upstream-auth/www-authenticate.js'
 
 /**
  * Hop-by-hop headers (RFC 9110 7.6.1), upstream cookies, which would land on the gateway's own
@@ -46,6 +47,8 @@ const DROPPED_RESPONSE_HEADERS: ReadonlySet<string> = new Set([
 /** undici's default for an HTTP/2 connection: exchanges one connection carries at once. */
 const H2_STREAMS_PER_CONNECTION = 100
 const BUSY_RETRY_AFTER_S = '1'
+/** The most of an upstream's scope challenge repeated to the client (the upstream's own text). */
+const MAX_SCOPE_CHARS = 200
 /** Ending a reclaimed session upstream is a courtesy: it must not hang on a silent upstream. */
 const RECLAIM_TIMEOUT_MS = 10_000
 
@@ -96,6 +99,8 @@ class Relay implements Dispatcher.DispatchHandler {
   private abortReason: Error | undefined
   private isSse = false
   private credentialFailure: number | undefined
+  /** A 403 insufficient_scope: the credential is valid but lacks a scope (answered, never renewed). */
+  private scopeRefusal: BearerChallenge | undefined
   /** Set when the answer was a refused caller credential that may be renewed: nothing was written. */
   isCredentialRejected = false
   /** pass: bytes straight through; buffer: a JSON body to edit; sse: events to edit; replace: answer with the batch errors only. */
@@ -162,6 +167,10 @@ class Relay implements Dispatcher.DispatchHandler {
 
   private startResponse (controller: Dispatcher.DispatchController, statusCode: number, upstreamHeaders: Record<string, string | string[] | undefined>): void {
     const { res } = this.ex
+    this.scopeRefusal = statusCode === 403 ? scopeChallenge(upstreamHeaders['www-authenticate']) : undefined
+    // Checked first: renewing a valid token would not add the scope, and a link without a
+    // refresh token would be dropped for it.
+    if (this.scopeRefusal !== undefined) return
     if (statusCode === 401 || (statusCode === 403 && upstreamHeaders['www-authenticate'] !== undefined)) {
       // The upstream refused the gateway's own credentials. A 401 would send the
       // client into a pointless OAuth dance with *our* authorization server.
@@ -210,7 +219,7 @@ class Relay implements Dispatcher.DispatchHandler {
       this.held.push(() => this.onResponseData(controller, chunk))
       return
     }
-    if (this.credentialFailure !== undefined || this.mode === 'replace') return
+    if (this.credentialFailure !== undefined || this.scopeRefusal !== undefined || this.mode === 'replace') return
     if (this.mode === 'buffer') {
       this.chunks.push(chunk)
       return
@@ -235,7 +244,9 @@ class Relay implements Dispatcher.DispatchHandler {
       this.held.push(() => this.onResponseEnd(controller, trailers))
       return
     }
-    if (this.credentialFailure !== undefined && this.hooks.mayRenewCredential) {
+    if (this.scopeRefusal !== undefined) {
+      sendRpcError(this.ex, this.hooks.insufficientScope(this.scopeRefusal.scope))
+    } else if (this.credentialFailure !== undefined && this.hooks.mayRenewCredential) {
       // The caller's own credential was refused: the upstream gets a renewed one, once (handle()).
       this.isCredentialRejected = true
     } else if (this.credentialFailure !== undefined) {
@@ -296,6 +307,17 @@ interface RelayHooks {
   wrote: (stream: KeptStream, data: Buffer | string) => void
   /** A refused credential is the caller's own (upstreamAuth) and may be renewed: write nothing for it. */
   readonly mayRenewCredential: boolean
+  /** The error for a 403 insufficient_scope naming `scope` (the upstream's, if it named one). */
+  insufficientScope: (scope: string | undefined) => PortcullisError
+}
+
+/**
+ * The Bearer challenge of a 403 when it is RFC 6750 3.1 insufficient_scope (MCP 2025-11-25
+ * "Scope Challenge Handling"): the token was accepted, only its scope falls short.
+ */
+function scopeChallenge (header: string | string[] | undefined): BearerChallenge | undefined {
+  const challenge = parseBearerChallenge(Array.isArray(header) ? header.join(', ') : header)
+  return challenge.error === 'insufficient_scope' ? challenge : undefined
 }
 
 function headerValue (headers: Record<string, string | string[] | undefined>, name: string): string | undefined {
@@ -459,6 +481,25 @@ export class HttpUpstream implements Upstream {
     await this.dispatch(ex, sessionId, isGet, renewed, false)
   }
 
+  /**
+   * A 403 insufficient_scope: not a refused credential (README "Upstream credentials"). The
+   * scope is the upstream's word, shortened; what can add it depends on where the credential
+   * comes from.
+   */
+  private insufficientScope (ex: McpExchange, scope: string | undefined): PortcullisError {
+    const named = scope?.slice(0, MAX_SCOPE_CHARS)
+    const auth = this.config.upstreamAuth?.type
+    const remedy = auth === 'oauth'
+      ? 'your linked account there was not granted it: an administrator can add it to the server\'s upstreamAuth.scopes, after which you link your account again'
+      : auth === undefined
+        ? 'the credential configured for this server lacks it: ask an administrator'
+        : 'an administrator can add it to the server\'s upstreamAuth.scopes'
+    ex.log.info({ server: this.name, scope: named }, 'upstream refused a call for a missing scope; credential kept')
+    return new PortcullisError('PORTCULLIS_ERR_UPSTREAM_INSUFFICIENT_SCOPE', `MCP server "${this.name}" needs ${named === undefined ? 'a scope it did not name' : `the scope "${named}"`}; ${remedy}`, {
+      data: { server: this.name, ...(named === undefined ? {} : { scope: named }) },
+    })
+  }
+
   /** 503 at once at a budget the operator set (servers[].maxConnections, maxStreams): never a queue. */
   private refusal (isStream: boolean): PortcullisError | undefined {
     const headers = { 'retry-after': BUSY_RETRY_AFTER_S }
@@ -500,6 +541,7 @@ export class HttpUpstream implements Upstream {
     let isCountedPost = false
     const hooks: RelayHooks = {
       mayRenewCredential,
+      insufficientScope: (scope) => this.insufficientScope(ex, scope),
       onStream: (res) => {
         // A GET was counted when admitted; a POST answer turning into a stream counts from now.
         if (!isGet) {

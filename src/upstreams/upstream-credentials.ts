@@ -6,7 +6,8 @@
  *
  * The HTTP upstream asks for the caller's credential before each request and, when the
  * upstream answers 401 (or 403 with a challenge) to it, asks once for a new one and sends the
- * request again. A failure is a PortcullisError, answered to the client as a JSON-RPC error:
+ * request again — except a 403 insufficient_scope, a valid credential short of a scope, which
+ * a new one would not fix: that is answered as PORTCULLIS_ERR_UPSTREAM_INSUFFICIENT_SCOPE. A failure is a PortcullisError, answered to the client as a JSON-RPC error:
  * never a 401 from the gateway (it would send the client into a pointless new OAuth dance
  * with the gateway, which has nothing to do with the upstream's credential).
  */
@@ -21,7 +22,7 @@ export interface UpstreamCredentials {
    */
   authorizationFor: (ex: McpExchange) => string | Promise<string>
   /**
-   * The upstream refused `rejected` (401, or 403 with a challenge). Returns a different value to
+   * The upstream refused `rejected` (401, or 403 with a challenge other than insufficient_scope). Returns a different value to
    * send the request once more with, after a refresh; throws a PortcullisError when no new
    * credential can be had (the link error again, or 502 with the detail in logs only).
    */

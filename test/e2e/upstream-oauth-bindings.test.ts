@@ -1,5 +1,6 @@
 // servers[].upstreamAuth oauth: a linked account's tokens are bound to the upstream and the
-// authorization server that issued them. The OAuth-protected upstream is a second
+// authorization server that issued them (F1), and a 403 insufficient_scope is a valid token's
+// missing scope, not a refused credential (F2). The OAuth-protected upstream is a second
 // Portcullis on `localhost` (as in upstream-oauth.test.ts); "another" upstream, with its own
 // authorization server, is a raw server that records everything sent to it.
 import t, { type Test } from 'tap'
@@ -138,3 +139,37 @@ t.test('a link the upstream\'s metadata no longer names the authorization server
   t.not(await gw.app.portcullis.store.kvGet(ROW_OF_ALICE), undefined, 'the row is left for the user to replace (or unlink)')
 })
 
+t.test('a 403 insufficient_scope keeps the link, spends no refresh, and names the missing scope', async (t) => {
+  const upstream = await startOwnAuthorizationUpstream(t, (req, res, text) => {
+    if (req.headers.authorization !== 'Bearer good-token') {
+      res.writeHead(401, { 'www-authenticate': 'Bearer error="invalid_token"' }).end()
+      return
+    }
+    const message = JSON.parse(text) as { id: number, method: string }
+    if (message.method === 'tools/call') {
+      res.writeHead(403, { 'www-authenticate': 'Bearer error="insufficient_scope", scope="repo admin:org"' }).end('{"error":"insufficient_scope"}')
+      return
+    }
+    res.writeHead(200, { 'content-type': 'application/json' }).end(JSON.stringify({ jsonrpc: '2.0', id: message.id, result: {} }))
+  })
+  const gw = await startGateway(t, { auth: { users: USERS }, servers: [{ name: SERVER, transport: 'http', url: upstream.url, upstreamAuth: { type: 'oauth' } }] })
+  const store = gw.app.portcullis.store
+  const box = await SecretBox.load(store, undefined)
+  // As the link flow writes it, for an upstream that issued no refresh token (such a link is
+  // dropped when the upstream refuses its token: a scope refusal must not count as one).
+  await writeRow(gw, box, { accessToken: 'good-token', linkedAtMs: Date.now(), issuer: upstream.issuer, resource: upstream.url })
+  const before = await store.kvGet(ROW_OF_ALICE)
+  const alice = await signInForTokens(t, gw.mcpUrl(SERVER), { username: 'alice', password: PASSWORD, issuer: gw.baseUrl })
+  const auth = { authorization: `Bearer ${alice.accessToken}` }
+
+  const refused = await postJson(gw.mcpUrl(SERVER), { jsonrpc: '2.0', id: 2, method: 'tools/call', params: { name: 'admin_tool', arguments: {} } }, auth)
+  t.equal(refused.status, 200, 'a JSON-RPC error the client hands to its user and model')
+  t.match(refused.json, { id: 2, error: { code: -32600, message: /needs the scope "repo admin:org"/, data: { code: 'PORTCULLIS_ERR_UPSTREAM_INSUFFICIENT_SCOPE', server: SERVER, scope: 'repo admin:org' } } })
+  t.notOk(refused.headers.has('www-authenticate'), 'no challenge for the gateway\'s own token, which is fine')
+  t.equal(await store.kvGet(ROW_OF_ALICE), before, 'the link (a valid token) is kept, unchanged')
+  t.equal(upstream.seen.filter((line) => line.startsWith('POST /mcp auth=Bearer good-token') && line.includes('tools/call')).length, 1, 'the call was not sent again')
+  t.notOk(upstream.seen.some((line) => line.startsWith('POST /token')), 'no refresh was spent')
+
+  const next = await postJson(gw.mcpUrl(SERVER), { jsonrpc: '2.0', id: 3, method: 'tools/list', params: {} }, auth)
+  t.match(next.json, { id: 3, result: {} }, 'her next call still works')
+})
