@@ -99,7 +99,10 @@ export function requirePkceS256 (metadata: { readonly code_challenge_methods_sup
  *   (`/.well-known/openid-configuration/<path>`), then OIDC path appended
  *   (`<path>/.well-known/openid-configuration`).
  */
-export function metadataDiscoveryUrls (issuer: URL): Array<{ readonly url?: string, readonly algorithm: 'oauth2' | 'oidc' }> {
+/** Where an authorization server's metadata was found: the issuer with openid-client's rule for `algorithm`, or a URL whole. */
+type MetadataSource = { readonly url?: string, readonly algorithm: 'oauth2' | 'oidc' }
+
+export function metadataDiscoveryUrls (issuer: URL): MetadataSource[] {
   const path = issuer.pathname.replace(/\/$/, '')
   if (path === '') return [{ algorithm: 'oauth2' }, { algorithm: 'oidc' }]
   return [{ algorithm: 'oauth2' }, { url: `${issuer.origin}/.well-known/openid-configuration${path}`, algorithm: 'oidc' }, { algorithm: 'oidc' }]
@@ -277,14 +280,14 @@ export class UpstreamOAuthClient {
   private async prepare (): Promise<Ready> {
     const authorization = await discoverUpstreamAuthorization(this.opts.url, this.opts.fetch)
     const issuer = new URL(authorization.issuer)
-    const metadata = await this.serverMetadata(issuer)
+    const { metadata, source } = await this.serverMetadata(issuer)
     requirePkceS256(metadata)
     const kind = chooseClientIdentity(this.opts.auth.clientId, metadata, this.opts.publicUrl)
     const client = kind === 'configured'
       ? { client_id: this.opts.auth.clientId ?? '', ...(this.opts.auth.clientSecret === undefined ? {} : { client_secret: this.opts.auth.clientSecret }) }
       : kind === 'metadata-document'
         ? { client_id: `${this.opts.publicUrl}${clientMetadataPath(this.opts.server)}` }
-        : await this.registered(issuer)
+        : await this.registered(issuer, source)
     const registrationKey = kind === 'registration' ? this.registrationKeyOf(issuer) : undefined
     const config = new oidc.Configuration(metadata, client.client_id, { ...client }, clientAuth(client.client_secret, metadata))
     this.guard(config, issuer)
@@ -296,15 +299,16 @@ export class UpstreamOAuthClient {
    * URL given whole to openid-client skips its issuer check (it checks only what it resolved
    * itself), so it is done here: RFC 8414 3.3, OIDC Discovery 4.3.
    */
-  private async serverMetadata (issuer: URL): Promise<oidc.ServerMetadata> {
+  private async serverMetadata (issuer: URL): Promise<{ metadata: oidc.ServerMetadata, source: MetadataSource }> {
     let firstError: unknown
-    for (const { url, algorithm } of metadataDiscoveryUrls(issuer)) {
+    for (const source of metadataDiscoveryUrls(issuer)) {
+      const { url, algorithm } = source
       try {
         const given = url === undefined
         const found = await oidc.discovery(given ? issuer : new URL(url), 'discovery', undefined, oidc.None(), { ...this.options(issuer), algorithm })
         const metadata = found.serverMetadata()
         if (!given && new URL(metadata.issuer).href !== issuer.href) throw new DiscoveryError(`the metadata at ${url} is for another issuer (${metadata.issuer.slice(0, 200)})`)
-        return metadata
+        return { metadata, source }
       } catch (err) {
         firstError ??= err
       }
@@ -313,11 +317,14 @@ export class UpstreamOAuthClient {
   }
 
   /** The dynamic registration for this server at this issuer: the stored one, or a new one stored. */
-  private async registered (issuer: URL): Promise<{ client_id: string, client_secret?: string }> {
+  private async registered (issuer: URL, source: MetadataSource): Promise<{ client_id: string, client_secret?: string }> {
     const key = this.registrationKeyOf(issuer)
     const stored = await this.opts.store.kvGet(key)
     if (stored !== undefined) return JSON.parse(this.opts.box.open(stored, key)) as { client_id: string, client_secret?: string }
-    const config = await oidc.dynamicClientRegistration(issuer, registrationMetadata(this.opts.publicUrl, this.opts.server), undefined, this.options(issuer))
+    // openid-client discovers again before registering: from the document discovery found (by
+    // default it would read OpenID Connect's only, and an RFC 8414 server could not be registered with).
+    const from = source.url === undefined ? issuer : new URL(source.url)
+    const config = await oidc.dynamicClientRegistration(from, registrationMetadata(this.opts.publicUrl, this.opts.server), undefined, { ...this.options(issuer), algorithm: source.algorithm })
     const registered = config.clientMetadata()
     const client = { client_id: registered.client_id, ...(typeof registered.client_secret === 'string' ? { client_secret: registered.client_secret } : {}) }
     // Replicas registering at once: the first stored registration wins, the others use it.

@@ -623,3 +623,37 @@ t.test('a stdio server gets the caller\'s linked token in its env; a refreshed t
   t.equal(await tokenSeen(first.client), sha256(linked.accessToken), 'the running process keeps the token it started with')
   t.notOk(gw.logs.text().includes(linked.accessToken) || gw.logs.text().includes(refreshed.accessToken), 'never logged')
 })
+
+t.test('an authorization server publishing RFC 8414 metadata only is registered with (no OpenID Connect discovery document)', async (t) => {
+  // A raw upstream that is its own authorization server, as many MCP servers' are: its metadata
+  // only at /.well-known/oauth-authorization-server, dynamic registration, and an /authorize
+  // that sends the browser back refused (the link is not the point here: registering is).
+  const seen: string[] = []
+  const { startRawServer } = await import('../helpers.js')
+  const upstream = await startRawServer(t, (req, res) => {
+    seen.push(`${req.method ?? ''} ${(req.url ?? '').split('?')[0] ?? ''}`)
+    const base = `http://${req.headers.host ?? ''}`
+    const json = (status: number, value: unknown): void => { res.writeHead(status, { 'content-type': 'application/json' }).end(JSON.stringify(value)) }
+    const path = (req.url ?? '').split('?')[0]
+    if (path === '/mcp') res.writeHead(401, { 'www-authenticate': `Bearer resource_metadata="${base}/.well-known/oauth-protected-resource/mcp"` }).end()
+    else if (path === '/.well-known/oauth-protected-resource/mcp') json(200, { resource: `${base}/mcp`, authorization_servers: [base] })
+    else if (path === '/.well-known/oauth-authorization-server') json(200, { issuer: base, authorization_endpoint: `${base}/authorize`, token_endpoint: `${base}/token`, registration_endpoint: `${base}/register`, code_challenge_methods_supported: ['S256'], response_types_supported: ['code'] })
+    else if (path === '/register') {
+      let body = ''
+      req.on('data', (chunk: Buffer) => { body += chunk.toString() })
+      req.on('end', () => { json(201, { ...JSON.parse(body) as object, client_id: 'registered-at-rfc8414-server' }) })
+    } else if (path === '/authorize') {
+      const query = new URL(req.url ?? '', base).searchParams
+      const back = new URL(query.get('redirect_uri') ?? '')
+      back.searchParams.set('error', 'access_denied')
+      back.searchParams.set('state', query.get('state') ?? '')
+      back.searchParams.set('iss', base)
+      res.writeHead(303, { location: back.href }).end()
+    } else json(404, {})
+  })
+  const gw = await startGateway(t, { auth: { users: USERS }, servers: [{ name: SERVER, transport: 'http', url: upstream.url, upstreamAuth: { type: 'oauth' } }] })
+  await linkAccount(gw, SERVER, 'alice', PASSWORD).catch(() => undefined)
+  t.ok(seen.includes('POST /register'), 'the gateway registered from the RFC 8414 metadata')
+  t.ok(seen.includes('GET /authorize'), 'and sent the browser to authorize with the registered client')
+  t.notOk(seen.includes('GET /.well-known/openid-configuration'), 'no OpenID Connect document was needed')
+})
