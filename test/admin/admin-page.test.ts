@@ -171,7 +171,7 @@ t.test('a linked account is listed with an Unlink form: CSRF checked, the link r
   const a = await adminApp(t, { servers: [{ name: 'linear', transport: 'http', url: 'http://127.0.0.1:9/mcp', upstreamAuth: { type: 'oauth' } }] })
   const store = a.app.portcullis.store
   const tokens = new LinkedTokens(store, await SecretBox.load(store, undefined), () => {})
-  await tokens.save('linear', 'alice', { accessToken: 'upstream-access', refreshToken: 'upstream-refresh', linkedAtMs: Date.parse('2026-11-02T10:00:00Z') })
+  await tokens.save('linear', 'alice', { accessToken: 'upstream-access', refreshToken: 'upstream-refresh', issuer: 'http://127.0.0.1:9', resource: 'http://127.0.0.1:9/mcp', linkedAtMs: Date.parse('2026-11-02T10:00:00Z') })
   const carol = await signedIn(a, 'carol')
   const unlinkPath = '/admin/users/alice/linked-accounts/linear/unlink'
 

@@ -71,7 +71,7 @@ t.test('admin linked-accounts and unlink: a user\'s links listed, one removed, a
   })
   const store = gw.app.portcullis.store
   const tokens = new LinkedTokens(store, await SecretBox.load(store, undefined), () => {})
-  await tokens.save('linear', 'alice', { accessToken: 'upstream-access-token', refreshToken: 'upstream-refresh-token', linkedAtMs: Date.parse('2026-11-02T10:00:00Z') })
+  await tokens.save('linear', 'alice', { accessToken: 'upstream-access-token', refreshToken: 'upstream-refresh-token', issuer: 'http://127.0.0.1:9', resource: 'http://127.0.0.1:9/mcp', linkedAtMs: Date.parse('2026-11-02T10:00:00Z') })
   const url = ['--url', gw.baseUrl]
 
   const listed = await admin(['linked-accounts', 'alice', ...url])

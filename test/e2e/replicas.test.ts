@@ -192,10 +192,12 @@ if (await redisAvailable(t)) {
     const models = new Set(keys.map((key) => key.split(':').slice(0, 2).join(':')))
     for (const expected of ['oidc:Client', 'oidc:RegistrationAccessToken', 'oidc:Grant', 'oidc:RefreshToken', 'oidc:Session', 'oidc:grant', 'oidc:uid', 'kv:auth', 'kv:session']) t.ok(models.has(expected), `the flows left ${expected} keys (${[...models].join(", ")})`)
     t.ok(keys.some((key) => key.startsWith('rl:') && key.includes('user-tool')), 'and rate-limit counters')
-    // The keys themselves: cookie signing, token signing, and the key that encrypts secrets at rest (IdP tokens).
-    const permanent = ['kv:auth:cookie-keys', 'kv:auth:encryption-keys', 'kv:auth:signing-keys']
+    // The keys themselves: cookie signing, token signing, and the key that encrypts secrets at rest
+    // (IdP tokens); and one number, the longest accessTokenTtl ever in force (how long a revoked
+    // grant is listed: resource-server/revoked-grants.ts). Fixed keys: nothing that grows.
+    const permanent = ['kv:auth:cookie-keys', 'kv:auth:encryption-keys', 'kv:auth:signing-keys', 'kv:revoked-grants:retention-ms']
     const withoutExpiry = []
     for (const key of keys) if (await redis.pttl(`${prefix}${key}`) === -1) withoutExpiry.push(key)
-    t.same(withoutExpiry, permanent, `of ${keys.length} keys, only the signing, cookie and encryption keys live forever`)
+    t.same(withoutExpiry, permanent, `of ${keys.length} keys, only the signing, cookie and encryption keys and the revoked-grant retention live forever`)
   })
 }
