@@ -3,8 +3,8 @@
  * (SharedParts): a reload builds a new app, and a legacy client's next POST reaches that app's
  * route, which must still know the session its event stream (accepted by an earlier build) holds.
  */
-import type { ServerResponse } from 'node:http'
-import type { FastifyRequest } from 'fastify'
+import type { IncomingHttpHeaders, ServerResponse } from 'node:http'
+import type { FastifyBaseLogger } from 'fastify'
 import type { Upstream } from '../upstreams/types.js'
 import type { SessionOwner } from '../upstreams/session-owners.js'
 import type { KeptStream } from '../upstreams/stream-keeper.js'
@@ -15,6 +15,18 @@ import type { KeptStream } from '../upstreams/stream-keeper.js'
  * stops counting it as that build's request in flight).
  */
 export const OUTLIVES_GENERATION = 'portcullis:outlives-generation'
+
+/**
+ * What opening a session's server stream needs of the client's request: its headers (its token),
+ * its address as the gateway judged it (trustProxy applied) and its logger. Never the request
+ * itself: that holds its body and the body parsed (mcpCall.inspection), up to bodyLimit, which a
+ * session kept would pin for as long as its event stream stays open.
+ */
+export interface LegacyCaller {
+  readonly headers: IncomingHttpHeaders
+  readonly ip: string
+  readonly log: FastifyBaseLogger
+}
 
 export interface LegacySession {
   readonly id: string
@@ -29,8 +41,8 @@ export interface LegacySession {
   protocolVersion: string
   /** The id of the session's initialize (as JSON) until its answer came: only that answer sets protocolVersion. */
   initializeId: string | undefined
-  /** The session's latest POST: a server stream reopened after a reload is sent with its headers. */
-  lastRequest: FastifyRequest | undefined
+  /** Who sent the session's latest POST: a server stream reopened after a reload is sent as that caller. */
+  caller: LegacyCaller | undefined
   /** The server->client stream of the Streamable HTTP session. */
   serverStream: { readonly destroy: () => void } | undefined
   isClosed: boolean

@@ -33,7 +33,7 @@ import type { SessionOwner } from '../upstreams/session-owners.js'
 import { sseMessageEvent } from '../upstreams/response-edit.js'
 import { SseEventReader } from '../upstreams/sse-events.js'
 import type { StreamKeeper } from '../upstreams/stream-keeper.js'
-import { OUTLIVES_GENERATION, type LegacySession, type LegacySessions, type SessionEnder } from './legacy-sessions.js'
+import { OUTLIVES_GENERATION, type LegacyCaller, type LegacySession, type LegacySessions, type SessionEnder } from './legacy-sessions.js'
 
 type Step = (request: FastifyRequest, reply: FastifyReply) => Promise<void>
 
@@ -151,16 +151,15 @@ export async function legacySseRoutes (app: FastifyInstance, opts: LegacySseOpti
   }
 
   /** The same request, in process, to the /mcp route: every check and record is that route's. */
-  const toMcpRoute = (request: FastifyRequest, session: LegacySession, method: 'POST' | 'GET', signal?: AbortSignal) => {
+  const toMcpRoute = (caller: LegacyCaller, session: LegacySession, to: { method: 'POST', body: Buffer } | { method: 'GET', signal: AbortSignal }) => {
     return app.inject({
-      method,
+      method: to.method,
       url: mcpUrl,
-      headers: mcpHeaders(request.headers, session, method),
-      ...(method === 'POST' ? { payload: request.body as Buffer } : {}),
+      headers: mcpHeaders(caller.headers, session, to.method),
+      ...(to.method === 'POST' ? { payload: to.body } : { signal: to.signal }),
       // The client's address as this request judged it (trustProxy applied once): rate limits keyed by it and the audit's ip are the client's.
-      remoteAddress: request.ip,
+      remoteAddress: caller.ip,
       payloadAsStream: true,
-      ...(signal === undefined ? {} : { signal }),
     })
   }
 
@@ -169,11 +168,12 @@ export async function legacySseRoutes (app: FastifyInstance, opts: LegacySseOpti
    * refused, else two initialize POSTs racing would open two upstream sessions and leak one.
    */
   const toMcpRouteOnce = async (request: FastifyRequest, session: LegacySession): ReturnType<typeof toMcpRoute> => {
-    if (session.mcpSessionId !== undefined) return toMcpRoute(request, session, 'POST')
+    const post = { method: 'POST', body: request.body as Buffer } as const
+    if (session.mcpSessionId !== undefined) return toMcpRoute(request, session, post)
     if (session.isOpening) throw new PortcullisError('PORTCULLIS_ERR_INVALID_REQUEST', 'an initialize is in flight on this session: wait for its answer on the event stream')
     session.isOpening = true
     try {
-      return await toMcpRoute(request, session, 'POST')
+      return await toMcpRoute(request, session, post)
     } finally {
       session.isOpening = false
     }
@@ -199,9 +199,9 @@ export async function legacySseRoutes (app: FastifyInstance, opts: LegacySseOpti
   }
 
   /** Server-initiated messages (notifications, sampling and elicitation requests) reach the legacy stream too. */
-  const openServerStream = async (request: FastifyRequest, session: LegacySession): Promise<void> => {
+  const openServerStream = async (caller: LegacyCaller, session: LegacySession): Promise<void> => {
     const abort = new AbortController()
-    const response = await toMcpRoute(request, session, 'GET', abort.signal)
+    const response = await toMcpRoute(caller, session, { method: 'GET', signal: abort.signal })
     // A server without a GET stream (405) sends only answers: there is nothing more to relay.
     if (response.statusCode !== 200) {
       response.stream().resume()
@@ -210,8 +210,8 @@ export async function legacySseRoutes (app: FastifyInstance, opts: LegacySseOpti
     const inner = (response.raw as unknown as { res: ServerResponse }).res
     session.serverStream = { destroy: () => { abort.abort(); inner.destroy() } }
     if (session.isClosed) session.serverStream.destroy()
-    await relayAnswer(session, String(response.headers['content-type'] ?? ''), response.stream(), request.log).catch((err: Error) => {
-      request.log.warn({ server: server.name, err: { message: err.message } }, 'legacy server stream relay failed')
+    await relayAnswer(session, String(response.headers['content-type'] ?? ''), response.stream(), caller.log).catch((err: Error) => {
+      caller.log.warn({ server: server.name, err: { message: err.message } }, 'legacy server stream relay failed')
     })
     if (session.isClosed) return
     // A reload replaced this build, whose upstream (rebuilt, as HTTP ones are) closed the stream
@@ -220,12 +220,12 @@ export async function legacySseRoutes (app: FastifyInstance, opts: LegacySseOpti
     if (newest !== undefined && newest !== reopen) return newest(session)
     // The session behind it stopped sending (ended, forgotten upstream, its upstream closed): a
     // legacy stream left open would look alive while nothing more can reach it. The client connects again.
-    request.log.info({ server: server.name, session: session.id.slice(0, 8) }, 'legacy server stream ended; session closed')
+    caller.log.info({ server: server.name, session: session.id.slice(0, 8) }, 'legacy server stream ended; session closed')
     session.res.end()
   }
 
   const reopen = async (session: LegacySession): Promise<void> => {
-    if (session.lastRequest !== undefined) await openServerStream(session.lastRequest, session)
+    if (session.caller !== undefined) await openServerStream(session.caller, session)
   }
   sessions.useOpener(server.name, reopen)
 
@@ -240,7 +240,7 @@ export async function legacySseRoutes (app: FastifyInstance, opts: LegacySseOpti
       const owner = ownerOf(request)
       refuseAboveServerCap(sessions, server)
       refuseAboveCap(owner, sessions, server)
-      const session: LegacySession = { id: randomUUID(), server: server.name, owner, res: reply.raw, upstream, mcpSessionId: undefined, protocolVersion: LEGACY_PROTOCOL_VERSION, initializeId: undefined, lastRequest: undefined, serverStream: undefined, isClosed: false, isOpening: false, kept: undefined, unreadBytes: 0 }
+      const session: LegacySession = { id: randomUUID(), server: server.name, owner, res: reply.raw, upstream, mcpSessionId: undefined, protocolVersion: LEGACY_PROTOCOL_VERSION, initializeId: undefined, caller: undefined, serverStream: undefined, isClosed: false, isOpening: false, kept: undefined, unreadBytes: 0 }
       sessions.add(session)
       reply.hijack()
       const res = reply.raw
@@ -290,7 +290,8 @@ export async function legacySseRoutes (app: FastifyInstance, opts: LegacySseOpti
       }
       // After a reload this build's upstream is the one in force (a kept one is the same object).
       session.upstream = upstream
-      session.lastRequest = request
+      const caller = callerOf(request)
+      session.caller = caller
       const initialize = inspection.messages.find((m) => m.method === 'initialize')
       if (initialize !== undefined && session.mcpSessionId === undefined) session.initializeId = JSON.stringify(initialize.id ?? null)
       const response = await toMcpRouteOnce(request, session)
@@ -315,13 +316,23 @@ export async function legacySseRoutes (app: FastifyInstance, opts: LegacySseOpti
         request.log.warn({ server: server.name, err: { message: (err as Error).message } }, 'legacy answer relay failed')
       }
       if (isOpening) {
-        openServerStream(request, session).catch((err: Error) => {
-          request.log.warn({ server: server.name, err: { message: err.message } }, 'legacy server stream failed')
+        // The stream lives as long as the session: it holds the caller, never this request (its body).
+        openServerStream(caller, session).catch((err: Error) => {
+          caller.log.warn({ server: server.name, err: { message: err.message } }, 'legacy server stream failed')
         })
       }
       return reply
     },
   })
+}
+
+/**
+ * What the session keeps of a POST (for its server stream, now and after a reload): its headers
+ * (copied), its address and its logger, so that the request, its body and its parsed body
+ * (mcpCall.inspection, several times the body's size) are freed once the POST is answered.
+ */
+function callerOf (request: FastifyRequest): LegacyCaller {
+  return { headers: { ...request.headers }, ip: request.ip, log: request.log }
 }
 
 /** servers[].maxLegacySessions: all callers together (with auth off they are one user, whom no per-user cap holds). */
