@@ -79,7 +79,7 @@ function storedIdentity (request: FastifyRequest): RequestIdentity | null | unde
 
 export async function virtualRoutes (app: FastifyInstance, opts: VirtualRoutesOptions): Promise<void> {
   app.decorateRequest('virtualIdentity', false)
-  const servers = opts.virtualServers.map((config) => new VirtualServer(config, { link: opts.link, now: opts.now, idleTimeoutMs: opts.idleTimeoutOf(config), streamKeeper: opts.streamKeeper, sessions: opts.sessions?.of(config.name), isRevoked: opts.isRevoked }))
+  const servers = opts.virtualServers.map((config) => new VirtualServer(config, { link: opts.link, now: opts.now, idleTimeoutMs: opts.idleTimeoutOf(config), streamKeeper: opts.streamKeeper, sessions: opts.sessions?.of(config.name), isRevoked: opts.isRevoked, maxUnreadBytes: opts.maxMessageBytesOf(config) }))
   const sweep = setInterval(() => {
     for (const server of servers) void server.sweep()
   }, SWEEP_INTERVAL_MS)
@@ -524,8 +524,18 @@ async function relayStream (ex: Exchange, session: VirtualSession, member: strin
   const kept = keeper?.add(out)
   const reader = new SseEventReader()
   // Each write of the member route's goes out as it is made: no stream or promise in between.
-  // The client's own buffering is the limit, as it was when a stream stood between (the
-  // in-process client of a 2024-11-05 session has no socket to wait for).
+  // A client that does not read makes the member route wait, as at the member's own URL (an
+  // HTTP upstream is paused): its socket holds, past its highWaterMark, one chunk's events at
+  // most. An in-process client (a 2024-11-05 session's) drains as its own reader reads.
+  let isWaiting = false
+  const resumeOnDrain = (): void => {
+    if (isWaiting) return
+    isWaiting = true
+    out.once('drain', () => {
+      isWaiting = false
+      res.resumeWriter()
+    })
+  }
   await new Promise<void>((resolve) => {
     res.consume({
       data: (chunk) => {
@@ -533,19 +543,22 @@ async function relayStream (ex: Exchange, session: VirtualSession, member: strin
           res.destroy()
           return true
         }
+        let isReady = true
         try {
           for (const { event: name, data } of reader.push(typeof chunk === 'string' ? Buffer.from(chunk) : chunk)) {
             if (name !== 'message' || data === '') continue
             const event = relayedEvent(ex, session, member, data, expected)
             if (event === undefined) continue
-            out.write(event)
+            if (!out.write(event)) isReady = false
             if (kept !== undefined) keeper?.wrote(kept, event)
           }
         } catch (err) {
           ex.ctx.log.info({ virtualServer: server.name, member, err: { message: (err as Error).message } }, 'virtual member answer relay ended early')
           res.destroy()
         }
-        return true
+        // Its socket is full: the member route waits for 'drain' (a client that leaves instead closes out, and res with it).
+        if (!isReady) resumeOnDrain()
+        return isReady
       },
       end: resolve,
     })

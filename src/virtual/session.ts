@@ -53,6 +53,8 @@ export class VirtualSession {
   stream: ServerResponse | undefined = undefined
   /** Its keep-alive entry (streamKeepAliveMs). */
   kept: KeptStream | undefined = undefined
+  /** Bytes written to it since it last said it was full (write() false), until it drains. */
+  unreadBytes = 0
   /** The build's virtual server relaying the members' streams to it. */
   streamServer: object | undefined = undefined
   tools: MergedTools | undefined = undefined

@@ -8,6 +8,7 @@ import type { ServerResponse } from 'node:http'
 import type { FastifyBaseLogger } from 'fastify'
 import { PortcullisError, type JsonRpcId } from '../errors.js'
 import type { VirtualServerConfig } from '../config/schema.js'
+import { DEFAULT_MAX_SSE_EVENT_BYTES } from '../config/defaults.js'
 import { compileGlob, type Matcher } from '../policy/glob.js'
 import type { SessionOwner } from '../upstreams/session-owners.js'
 import { ANONYMOUS } from '../identity.js'
@@ -50,6 +51,8 @@ export interface VirtualServerDeps {
   readonly sessions?: Map<string, VirtualSession>
   /** A verified caller whose grant was revoked or whose user was blocked since: never acted for again (auth on). */
   readonly isRevoked?: ((identity: RequestIdentity) => boolean) | undefined
+  /** One whole message (the largest maxMessageBytes of the members): the most a client's GET stream may leave unread. */
+  readonly maxUnreadBytes?: number
 }
 
 /** Sessions one user may hold on one virtual server (members cap their own sessions too). */
@@ -658,12 +661,27 @@ export class VirtualServer {
     }
   }
 
-  /** A message on the client's GET stream (dropped while it has none: it reads the lists again when it reconnects). */
+  /**
+   * A message on the client's GET stream (dropped while it has none: it reads the lists again
+   * when it reconnects). Every member's stream and this server's own list changes meet on it,
+   * and the members' streams are read on whatever the client does: pausing them would bound
+   * nothing (a stdio member's route writes its stream without waiting) and an sse member's
+   * route would close its stream, which reads here as that member being down. So, as on a
+   * 2024-11-05 stream (routes/legacy-sse.ts), the client's buffer is what is bounded: a client
+   * with more than one whole message unread is not reading, its stream ends (the member streams
+   * relayed to it with it) and it opens a new one.
+   */
   toClient (session: VirtualSession, message: unknown): void {
     const stream = session.stream
-    if (stream === undefined || stream.writableEnded) return
+    if (stream === undefined || stream.writableEnded || stream.destroyed) return
+    const maxUnreadBytes = this.deps.maxUnreadBytes ?? DEFAULT_MAX_SSE_EVENT_BYTES
+    if (session.unreadBytes > maxUnreadBytes) {
+      session.context.log.warn({ virtualServer: this.name, session: session.id.slice(0, 8), unreadBytes: session.unreadBytes }, 'virtual client stream not reading; closed')
+      stream.destroy()
+      return
+    }
     const event = sseMessageEvent(message)
-    stream.write(event)
+    if (!stream.write(event)) session.unreadBytes += Buffer.byteLength(event)
     if (session.kept !== undefined) this.deps.streamKeeper?.wrote(session.kept, event)
   }
 
@@ -674,8 +692,10 @@ export class VirtualServer {
   async openClientStream (session: VirtualSession, ctx: VirtualContext, res: ServerResponse): Promise<void> {
     session.stream?.end()
     session.stream = res
+    session.unreadBytes = 0
     session.streamServer = this
     session.kept = this.deps.streamKeeper?.add(res)
+    res.on('drain', () => { if (session.stream === res) session.unreadBytes = 0 })
     res.once('close', () => {
       if (session.stream !== res) return
       session.stream = undefined

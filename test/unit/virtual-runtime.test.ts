@@ -2,7 +2,7 @@
 // the virtual allow/deny, session ownership, caps and the idle sweep (src/virtual/*).
 import t from 'tap'
 import type { ServerResponse } from 'node:http'
-import { PassThrough } from 'node:stream'
+import { PassThrough, Writable } from 'node:stream'
 import Fastify, { type FastifyInstance, type FastifyReply } from 'fastify'
 import { parseConfig } from '../../src/config/load.js'
 import { MemberLink, readAll, type InProcessRequest, type MemberEntry } from '../../src/virtual/member-link.js'
@@ -262,6 +262,37 @@ t.test('a member GET stream that ends by itself (an idle proxy closing it): the 
   t.notOk(state.live.has('github-1'))
   await server.end(session, ctx)
   t.equal(state.live.size, 0, 'nothing left open at the member')
+})
+
+t.test('a client that does not read its GET stream: past one whole message unread its stream ends, the members\' streams are not buffered for it', async (t) => {
+  const app = Fastify()
+  t.teardown(() => app.close())
+  memberRoute(app, 'github', memberState())
+  // The member's GET stream: ~2 MB of notifications at once, 1 KiB each.
+  const note = (i: number): unknown => ({ jsonrpc: '2.0', method: 'notifications/message', params: { level: 'info', data: `${i} ${'x'.repeat(1024)}` } })
+  app.get('/github/mcp', async (_request, reply) => reply.code(200).type('text/event-stream').send(sse(...Array.from({ length: 2000 }, (_, i) => note(i)))))
+  const config = CONFIG.virtualServers[0]
+  if (config === undefined) throw new Error('no virtual server')
+  const maxUnreadBytes = 64 * 1024
+  const server = new VirtualServer(config, { link: linkTo(app), now: Date.now, idleTimeoutMs: 60_000, maxUnreadBytes })
+  const ctx: VirtualContext = { grant: { identity: null, virtualServer: 'work' }, ip: '127.0.0.1', log: app.log }
+  const session = server.open({ user: 'alice', client: 'c1' }, HELLO, ctx)
+  t.equal((await server.toMember(session, ctx, 'github', PING)).status, 200)
+  // A client that reads nothing: its first write never completes, everything after it stays buffered.
+  const client = new Writable({ highWaterMark: 16 * 1024, write: () => {} })
+  client.on('error', () => {})
+  let written = 0
+  const write = client.write.bind(client)
+  client.write = ((chunk: string) => {
+    written += Buffer.byteLength(chunk)
+    return write(chunk)
+  }) as typeof client.write
+  await server.openClientStream(session, ctx, client as unknown as ServerResponse)
+  const deadline = Date.now() + 2_000
+  while (!client.destroyed && Date.now() < deadline) await new Promise((resolve) => setTimeout(resolve, 10))
+  t.ok(client.destroyed, 'the stream ended (the client opens a new one)')
+  t.ok(written < maxUnreadBytes + 32 * 1024, `${Math.round(written / 1024)} KiB written to it: one whole message unread, and a little`)
+  await server.end(session, ctx)
 })
 
 t.test('a request in flight when the session ends opens no member session', async (t) => {
