@@ -39,6 +39,8 @@ export class InProcessResponse extends EventEmitter {
   readonly head: Promise<void>
   private readonly fields: Record<string, HeaderValue> = {}
   private isWaitingForDrain = false
+  /** Written since the reader said it was full, until it drains: what its client has not taken. */
+  private bytesSinceFull = 0
   private settleHead: () => void = () => {}
   /** Written before the reader chose how to read (undefined once it has). */
   private pending: Array<string | Buffer> | undefined = []
@@ -92,7 +94,13 @@ export class InProcessResponse extends EventEmitter {
   resumeWriter (): void {
     if (!this.isWaitingForDrain) return
     this.isWaitingForDrain = false
+    this.bytesSinceFull = 0
     this.emit('drain')
+  }
+
+  /** As a socket's: what was written and not yet taken (here: since the reader said it was full). */
+  get writableLength (): number {
+    return this.bytesSinceFull
   }
 
   /** The head as a reader sees it: lowercase names. */
@@ -129,6 +137,8 @@ export class InProcessResponse extends EventEmitter {
   write (chunk: string | Buffer): boolean {
     if (this.writableEnded || this.destroyed) return false
     this.sendHead()
+    // A writer that does not wait for 'drain' (a stdio answer: its process serves others) writes on.
+    if (this.isWaitingForDrain) this.bytesSinceFull += typeof chunk === 'string' ? Buffer.byteLength(chunk) : chunk.length
     if (this.pass(chunk)) return true
     this.isWaitingForDrain = true
     return false

@@ -28,6 +28,14 @@ export class PostReply implements ReplySink {
   private resolveFinished: () => void = () => {}
   /** Set when the client went away before the answer was complete. */
   onClientGone: () => void = () => {}
+  /**
+   * The most written and not yet taken by the client (its socket full) before it counts as not
+   * reading: a stdio server's messages cannot wait for one client (a shared process serves
+   * others), so the answer is cut instead (its stream ends, as when the client leaves).
+   */
+  maxUnreadBytes = Number.POSITIVE_INFINITY
+  /** Told when the answer is cut for a client that does not read. */
+  onNotReading: (unreadBytes: number) => void = () => {}
 
   private readonly res: ServerResponse
   private readonly failures: FailureRecord | undefined
@@ -115,6 +123,11 @@ export class PostReply implements ReplySink {
       this.res.writeHead(200, { ...this.headers, ...SSE_HEADERS })
     }
     this.res.write(sseEvent(json))
+    const unread = unreadBytesOf(this.res)
+    if (unread > this.maxUnreadBytes) {
+      this.onNotReading(unread)
+      this.res.destroy()
+    }
   }
 
   private end (): void {
@@ -122,6 +135,11 @@ export class PostReply implements ReplySink {
     this.res.end()
     this.resolveFinished()
   }
+}
+
+/** What a response holds that its client has not taken yet (a socket's unsent bytes, or an in-process reader's). */
+export function unreadBytesOf (res: ServerResponse): number {
+  return res.writableLength ?? 0
 }
 
 /** A sink that also takes messages answering nothing (server-to-client requests, logs). */

@@ -54,7 +54,7 @@ import { Channel, type ChannelClient, type DeliveryKind, type ReplySink } from '
 import { checkServerCommand } from './resolve-command.js'
 import type { McpChild } from './child-process.js'
 import { atUserCap, ProcessPool } from './process-pool.js'
-import { EditingSink, isStreamSink, PostReply, SSE_HEADERS, sseEvent } from './reply.js'
+import { EditingSink, isStreamSink, PostReply, SSE_HEADERS, sseEvent, unreadBytesOf } from './reply.js'
 import type { ResponseEdit } from '../response-edit.js'
 import { InFlight } from '../../in-flight.js'
 
@@ -124,6 +124,8 @@ class LegacySession implements ChannelClient {
     readonly channel: Channel,
     now: number,
     private readonly onLost: (session: LegacySession) => void,
+    /** The GET stream's bound: more than this unread and the client is not reading (see deliver). */
+    private readonly reading: { readonly maxUnreadBytes: number, readonly log: FastifyBaseLogger },
   ) {
     this.label = `session ${id.slice(0, 8)}`
     this.lastActivityAt = now
@@ -141,8 +143,18 @@ class LegacySession implements ChannelClient {
     if (kind === 'related' && hinted !== undefined) return hinted.push(json)
     if (this.stream !== undefined && !this.stream.destroyed) {
       const event = sseEvent(json)
-      this.stream.write(event)
+      const stream = this.stream
+      stream.write(event)
       if (this.kept !== undefined) this.keeper?.wrote(this.kept, event)
+      // The process cannot wait for one client (others share it): a client with more than one
+      // whole message unread is not reading, and its stream ends; it opens a new one, and what
+      // comes meanwhile waits in the bounded backlog.
+      const unread = unreadBytesOf(stream)
+      if (unread > this.reading.maxUnreadBytes) {
+        this.reading.log.warn({ session: this.id.slice(0, 8), unreadBytes: unread }, 'stdio client stream not reading; closed')
+        this.stream = undefined
+        stream.destroy()
+      }
       return
     }
     const anyOpen: { push: (json: string) => void } | undefined = hinted ?? this.activeReplies.find(isOpen)
@@ -304,7 +316,7 @@ export class StdioUpstream implements Upstream {
     const raw = inspection.isBatch ? undefined : ex.body?.toString('utf8')
     const extra = ex.edit?.extra ?? []
     const ids = [...inspection.requestIds, ...extra.map((e) => e.id)]
-    const reply = ids.length > 0 ? new PostReply(ex, ids, inspection.isBatch || extra.length > 0) : undefined
+    const reply = ids.length > 0 ? this.boundedReply(ex, new PostReply(ex, ids, inspection.isBatch || extra.length > 0)) : undefined
     const active = reply === undefined ? undefined : session.activeReplies.add(reply)
     const sink = reply === undefined ? undefined : withEdit(reply, ex.edit)
     const { channel } = session
@@ -399,6 +411,18 @@ export class StdioUpstream implements Upstream {
     return false
   }
 
+  /** How much a client may leave unread on a stream of this server's: one whole message (maxMessageBytes). */
+  private readingBound (ex: McpExchange): { readonly maxUnreadBytes: number, readonly log: FastifyBaseLogger } {
+    return { maxUnreadBytes: this.config.maxMessageBytes, log: ex.log.child({ server: this.name }) }
+  }
+
+  /** A POST's answer stream, cut when its client leaves more than one whole message unread (reply.ts). */
+  private boundedReply (ex: McpExchange, reply: PostReply): PostReply {
+    reply.maxUnreadBytes = this.config.maxMessageBytes
+    reply.onNotReading = (unreadBytes) => { ex.log.warn({ server: this.name, unreadBytes }, 'stdio client answer stream not reading; closed') }
+    return reply
+  }
+
   private async openSession (ex: McpExchange, first: McpMessage): Promise<void> {
     const user = ex.user
     let session: LegacySession
@@ -406,7 +430,7 @@ export class StdioUpstream implements Upstream {
     if (this.config.isolation === 'session') {
       const child = await this.pool.acquire(user, 'session', initializeDeclaresUrlElicitation(first))
       const channel = this.newChannel(child, true)
-      session = new LegacySession(randomUUID(), user, ownerKey(ex.owner), channel, this.now(), (s) => this.forget(s))
+      session = new LegacySession(randomUUID(), user, ownerKey(ex.owner), channel, this.now(), (s) => this.forget(s), this.readingBound(ex))
       channel.attach(session)
       const handshake = captureSink()
       // The handshake's only bound is the start-up timeout (a cold npx can take a while).
@@ -425,7 +449,7 @@ export class StdioUpstream implements Upstream {
       this.pool.recordSuccess()
     } else {
       const channel = await this.sharedChannel(user, first)
-      session = new LegacySession(randomUUID(), user, ownerKey(ex.owner), channel, this.now(), (s) => this.forget(s))
+      session = new LegacySession(randomUUID(), user, ownerKey(ex.owner), channel, this.now(), (s) => this.forget(s), this.readingBound(ex))
       channel.attach(session)
       answer = JSON.stringify({ jsonrpc: '2.0', id: first.id, result: channel.initializeResult })
     }
@@ -536,7 +560,7 @@ export class StdioUpstream implements Upstream {
       ex.res.writeHead(202).end()
       return
     }
-    const reply = new PostReply(ex, inspection.requestIds, false)
+    const reply = this.boundedReply(ex, new PostReply(ex, inspection.requestIds, false))
     const client = new ModernRequest(reply)
     channel.attach(client)
     // 2026-07-28: closing the response stream is the client's cancellation.
