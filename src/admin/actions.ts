@@ -100,6 +100,9 @@ export function adminActions (opts: AdminActionsOptions): AdminActions {
 
     block: async (userId: string, by: string): Promise<Outcome> => {
       const isChanged = await opts.blocked.block(userId, by)
+      // Blocked, no token is issued to them; unblocked later, the browser that was signed in
+      // must not skip the password as if nothing had happened.
+      await opts.revoke.endSignIns(userId)
       return { detail: { changed: isChanged }, summary: isChanged ? `Blocked ${userId}.` : `${userId} was already blocked.`, body: { user: userId, blocked: true, changed: isChanged } }
     },
 

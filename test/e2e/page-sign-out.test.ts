@@ -74,10 +74,12 @@ t.test('revoking a user ends their account page sessions and their sign-in at th
   t.same(await authorizeAnotherClient(gw, bob.browser, 'bob', 'mcp'), ['consent'], 'and his sign-in')
 })
 
-t.test('a blocked user\'s account session opens nothing', async (t) => {
+t.test('a blocked user\'s account session opens nothing, and once unblocked their browser is asked for the password again', async (t) => {
   const gw = await gateway(t)
   const alice = await signInToAccount(gw.baseUrl, 'alice', PASSWORD)
-  const blocked = await fetch(`${gw.baseUrl}/admin/api/v1/users/alice/block`, { method: 'POST', headers: { authorization: `Bearer ${ADMIN_TOKEN}` } })
-  t.equal(blocked.status, 200)
+  const admin = async (action: string): Promise<number> => (await fetch(`${gw.baseUrl}/admin/api/v1/users/alice/${action}`, { method: 'POST', headers: { authorization: `Bearer ${ADMIN_TOKEN}` } })).status
+  t.equal(await admin('block'), 200)
   t.same(await withKeptCookies(alice, new Map(alice.browser.jar('127.0.0.1'))), { keys: 303, create: 401 }, 'no page, no new key while blocked')
+  t.equal(await admin('unblock'), 200)
+  t.same(await authorizeAnotherClient(gw, alice.browser, 'alice', 'mcp'), ['login', 'consent'], 'unblocked, her browser signs in again')
 })
