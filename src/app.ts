@@ -70,7 +70,7 @@ import { BlockedUsers } from './admin/blocked-users.js'
 import { UsersSeen } from './admin/users-seen.js'
 import { createAdminAuthenticator } from './admin/admin-access.js'
 import { adminRoutes, type AdminRoutesOptions } from './admin/plugin.js'
-import { revokeUser, type RevokeUserDeps } from './admin/revoke-user.js'
+import { revokeAccountChanges, type AccountRevocation, type RevokeUserDeps } from './admin/revoke-user.js'
 import { adminPageRoutes, adminSignInPage } from './admin/page-routes.js'
 import { PageSessions } from './account/page-sessions.js'
 import { EndedSignIns } from './auth-server/ended-sign-ins.js'
@@ -158,17 +158,6 @@ export interface AccountChanges {
   readonly removedUsers: readonly string[]
   readonly regroupedUsers: readonly string[]
   readonly removedProviders: readonly string[]
-}
-
-/** What revoking a reload's account changes did: one account's failure does not stop the others'. */
-export interface AccountRevocation {
-  /** Identity-provider accounts of removed providers whose access was revoked. */
-  readonly providerAccounts: number
-  /**
-   * What could not be revoked (the store failing): the account and why it was to be, or
-   * (`providers not listed`) the removed providers whose accounts could not be listed; and the error.
-   */
-  readonly failures: ReadonlyArray<{ readonly account: string, readonly change: 'removed' | 'regrouped' | 'provider removed' | 'providers not listed', readonly error: string }>
 }
 
 export type AccountRevoker = (changes: AccountChanges) => Promise<AccountRevocation>
@@ -408,35 +397,7 @@ async function wireApp (app: FastifyInstance, config: Config, options: BuildOpti
       endSignIns: async (userId) => endedSignIns.end(userId),
       isKnownUser: async (userId) => await owners.identityOf(userId) !== undefined,
     }
-    revokeAccounts = async (changes) => {
-      // Each account on its own: the store failing on one must not leave the next one's access standing unsaid.
-      const failures: Array<AccountRevocation['failures'][number]> = []
-      const attempt = async (account: string, change: AccountRevocation['failures'][number]['change'], revoke: () => Promise<unknown>): Promise<boolean> => {
-        try {
-          await revoke()
-          return true
-        } catch (err) {
-          failures.push({ account, change, error: (err as Error).message })
-          return false
-        }
-      }
-      let providerAccounts: string[] = []
-      if (changes.removedProviders.length > 0) {
-        await attempt(changes.removedProviders.join(', '), 'providers not listed', async () => {
-          const seen = await usersSeen.list()
-          providerAccounts = seen.filter((user) => changes.removedProviders.includes(user.provider)).map((user) => user.id)
-        })
-      }
-      // Removed: everything, as the admin API's revoke; the end-user notice reaches the other replicas.
-      for (const userId of changes.removedUsers) await attempt(userId, 'removed', async () => revokeUser(revokeDeps, userId))
-      let providerAccountsRevoked = 0
-      for (const userId of providerAccounts) if (await attempt(userId, 'provider removed', async () => revokeUser(revokeDeps, userId))) providerAccountsRevoked++
-      // Regrouped: their tokens carry the old groups; with the grants revoked they sign in again and get the new ones.
-      for (const userId of changes.regroupedUsers) {
-        await attempt(userId, 'regrouped', async () => { for (const grantId of await accountGrants.of(userId)) await revokedGrants.revoke(grantId) })
-      }
-      return { providerAccounts: providerAccountsRevoked, failures }
-    }
+    revokeAccounts = async (changes) => await revokeAccountChanges({ ...revokeDeps, revokedGrants, listSeenUsers: async () => usersSeen.list() }, changes)
     const isSignInPossible = accountClientMetadata(config.publicUrl) !== undefined
     await app.register(accountRoutes, {
       publicUrl: config.publicUrl,
