@@ -17,8 +17,14 @@ export const FORWARDED_HEADER = 'x-portcullis-forwarded-by'
 
 /** Hop-by-hop headers and Host (the relay's own connection names its target). */
 const HOP_BY_HOP: ReadonlySet<string> = new Set([...HOP_BY_HOP_HEADERS, 'host'])
-/** Headers that claim a client address; the relay replaces them with the one it resolved. */
-const CLIENT_ADDRESS_HEADERS: ReadonlySet<string> = new Set(['x-forwarded-for', 'forwarded', 'x-real-ip'])
+/**
+ * Request headers the relay does not pass on: those that claim a client address (the relay
+ * replaces them with the one it resolved), and `Expect` (RFC 9110 10.1.1), which asked this
+ * replica, not the owner, to say "100 Continue" — Node said it, and the relay sends a body it
+ * already holds. undici refuses to send `Expect` at all: passed on, it failed every such request
+ * before the owner was asked, and the session was forgotten as if its owner were gone.
+ */
+const DROPPED_REQUEST_HEADERS: ReadonlySet<string> = new Set(['x-forwarded-for', 'forwarded', 'x-real-ip', 'expect'])
 const NONE: ReadonlySet<string> = new Set()
 const CONNECT_TIMEOUT_MS = 2_000
 const HEADERS_TIMEOUT_MS = 5 * 60_000
@@ -131,7 +137,7 @@ export class ReplicaForwarder {
       sendRpcError({ res, inspection: undefined }, new PortcullisError('PORTCULLIS_ERR_BODY_TOO_LARGE'))
       return true
     }
-    const headers = relayHeaders(request.headers, true, CLIENT_ADDRESS_HEADERS)
+    const headers = relayHeaders(request.headers, true, DROPPED_REQUEST_HEADERS)
     headers[FORWARDED_HEADER] = this.selfUrl
     // The client's address as this replica resolved it (trustProxy applied), and nothing the client
     // said about itself: a client-written X-Forwarded-For would reach the owner's logs and limits.
