@@ -4,7 +4,7 @@
  * in the store (Redis) under its own reachable address (cluster.advertiseUrl);
  * a replica that receives a request for a session it does not hold looks the
  * owner up and forwards the request there, so any load balancer works — round
- * robin included. Entries expire with the session's idle timeout; an owner
+ * robin included. Entries outlive the session's idle timeout (see write); an owner
  * that no longer answers means the session is gone (404: initialize again).
  */
 import type { FastifyBaseLogger } from 'fastify'
@@ -36,11 +36,21 @@ export class SessionDirectory implements SessionHooks {
     return `session:${server}:${sessionId}`
   }
 
+  /**
+   * A use pushes the entry's expiry out only once this long after the last push (busy sessions
+   * write rarely), so a session may have been used up to this long after its entry was written.
+   */
+  private refreshEvery (server: string): number {
+    return this.idleTimeoutOf(server) / 4
+  }
+
   private async write (server: string, sessionId: string): Promise<void> {
     const key = this.key(server, sessionId)
     const now = this.now()
     this.refreshedAt.set(key, now)
-    await this.store.kvSet(key, this.selfUrl, now + this.idleTimeoutOf(server) + EXPIRY_MARGIN_MS).catch((err: Error) => {
+    // The session lives until idleTimeoutMs after its last use, which may be refreshEvery after
+    // this write: the entry outlives both, or other replicas answer 404 for a live session.
+    await this.store.kvSet(key, this.selfUrl, now + this.refreshEvery(server) + this.idleTimeoutOf(server) + EXPIRY_MARGIN_MS).catch((err: Error) => {
       this.refreshedAt.delete(key)
       this.log.warn({ server, err: { message: err.message } }, 'session directory: could not record a session (other replicas will answer 404 for it)')
     })
@@ -52,7 +62,7 @@ export class SessionDirectory implements SessionHooks {
 
   used (server: string, sessionId: string): void {
     const last = this.refreshedAt.get(this.key(server, sessionId)) ?? 0
-    if (this.now() - last >= this.idleTimeoutOf(server) / 4) void this.write(server, sessionId)
+    if (this.now() - last >= this.refreshEvery(server)) void this.write(server, sessionId)
   }
 
   closed (server: string, sessionId: string): void {
