@@ -54,3 +54,11 @@ t.test('every other credential is refused: 401 when it is not valid for the API,
   t.teardown(() => blocked.delete('carol'))
   t.match(await refusal(`Bearer ${await token({ scope: 'portcullis:admin', groups: ['ops'] })}`), { code: 'PORTCULLIS_ERR_ADMIN_UNAUTHORIZED', message: /blocked/ })
 })
+
+t.test('an admin.bearerToken with characters outside RFC 6750\'s b64token (as password generators make) is let in too', async (t) => {
+  // The schema takes any token of 32 characters or more; the one configured must then open the API.
+  const symbols = 'Zq8!x#4$Lm%2&Rt*9@Yw^7(Pk)3?Hv;6'
+  const withSymbols = createAdminAuthenticator({ audience: AUDIENCE, groups: ['ops'], bearerToken: symbols, verifier })
+  t.same(await withSymbols(`Bearer ${symbols}`), { kind: 'admin-token' })
+  await t.rejects(withSymbols(`Bearer ${symbols.slice(0, -1)}7`), { code: 'PORTCULLIS_ERR_ADMIN_UNAUTHORIZED' }, 'a near miss is still refused')
+})
