@@ -54,6 +54,7 @@ interface LocalRecord {
   /** A request (or GET stream) came after initialize; until then the record is reclaimed early. */
   isUsed: boolean
   lastUsedAt: number
+  /** When the store's copy was written to expire idleTimeoutMs later (0: unknown, write it at the next use). */
   storedAt: number
   /** Open GET streams and requests in flight: a session in use is never idle. */
   inUse: number
@@ -124,7 +125,7 @@ export class SessionOwners {
     const key = this.key(server, sessionId)
     const value = ownerKey(owner)
     const now = this.now()
-    this.remember(key, value, now, false)
+    this.remember(key, value, now, false, now)
     await this.store.kvSet(key, value, now + this.idleTimeoutOf(server)).catch((err: Error) => {
       this.log.warn({ server, err: { message: err.message } }, 'could not record an upstream session owner in the store (other replicas will answer 404 for it)')
     })
@@ -156,7 +157,8 @@ export class SessionOwners {
     const stored = await this.store.kvGet(key)
     if (stored === undefined) return 'not-found'
     // Opened through another replica: whether it was used there is unknown, so it is not reclaimed early here.
-    return this.ownedBy(server, key, this.remember(key, stored, this.now(), true), owner)
+    // When the store's copy expires is unknown too (storedAt 0): this use writes it again.
+    return this.ownedBy(server, key, this.remember(key, stored, this.now(), true, 0), owner)
   }
 
   private ownedBy (server: string, key: string, record: LocalRecord, owner: SessionOwner): OwnerCheck {
@@ -284,7 +286,20 @@ export class SessionOwners {
       if (record.inUse > 0) this.touch(server, key, record)
       else if (this.isUnused(record)) this.reclaim(record, 'no request after initialize')
       else if (now - record.lastUsedAt >= idleMs) this.drop(key)
+      else if (record.lastUsedAt > record.storedAt && record.storedAt + idleMs - now <= 2 * SWEEP_MAX_INTERVAL_MS) this.restore(key, record, idleMs)
     }
+  }
+
+  /**
+   * The store's copy is about to expire, but the session was used here since it was written
+   * (touch writes at most every quarter of the idle timeout): written again to expire
+   * idleTimeoutMs after that use, as the session does. Otherwise every other replica answered
+   * 404 for a session still in use, for up to a quarter of the idle timeout.
+   */
+  private restore (key: string, record: LocalRecord, idleMs: number): void {
+    const usedAt = record.lastUsedAt
+    record.storedAt = usedAt
+    this.store.kvSet(key, record.owner, usedAt + idleMs).catch(() => { record.storedAt = 0 })
   }
 
   /** Opened, then left without a request or stream for idleTimeoutMs / 10. */
@@ -302,14 +317,14 @@ export class SessionOwners {
     })
   }
 
-  private remember (key: string, owner: string, now: number, isUsed: boolean): LocalRecord {
+  private remember (key: string, owner: string, now: number, isUsed: boolean, storedAt: number): LocalRecord {
     if (this.local.size >= MAX_LOCAL_RECORDS) {
       const oldest = this.local.keys().next().value
       if (oldest !== undefined) this.drop(oldest)
     }
     // key is http-session:<server>:<sessionId>; server names have no colon.
     const [, server = '', ...rest] = key.split(':')
-    const record: LocalRecord = { owner, server, sessionId: rest.join(':'), user: userOf(owner), createdAt: now, isUsed, lastUsedAt: now, storedAt: now, inUse: 0 }
+    const record: LocalRecord = { owner, server, sessionId: rest.join(':'), user: userOf(owner), createdAt: now, isUsed, lastUsedAt: now, storedAt, inUse: 0 }
     this.drop(key)
     this.local.set(key, record)
     const byUserKey = `${server}\n${record.user}`
