@@ -71,14 +71,22 @@ function responseHeaders (upstream: Record<string, string | string[] | undefined
     const value = upstream[name]
     if (value !== undefined && !DROPPED_RESPONSE_HEADERS.has(name)) headers[name] = value
   }
-  const contentType = headers['content-type']
-  const isSse = typeof contentType === 'string' && contentType.startsWith('text/event-stream')
+  const isSse = mediaType(headers['content-type']) === 'text/event-stream'
   if (isSse) {
     // Tell nginx (and kin) not to buffer: events must reach the client as they happen.
     headers['x-accel-buffering'] = 'no'
     headers['cache-control'] ??= 'no-cache'
   }
   return { headers, isSse }
+}
+
+/**
+ * A Content-Type's media type, lower case and without parameters: type and subtype are
+ * case-insensitive (RFC 9110 8.3.1), and clients read `Text/Event-Stream` as an event stream
+ * (the MCP SDK parses the header): an answer judged by its exact spelling passed unedited.
+ */
+function mediaType (contentType: string | string[] | undefined): string {
+  return typeof contentType === 'string' ? (contentType.split(';', 1)[0] ?? '').trim().toLowerCase() : ''
 }
 
 /** undici error codes -> the gateway's wire error. The cause stays in the log. */

@@ -1,0 +1,83 @@
+// Forms of an HTTP upstream's answer that MCP clients read: each must be edited (masked, listed
+// by policy) like the plain form, or refused, never passed unedited. The official SDK client is
+// the reader: what it accepts is what reaches a model.
+import t from 'tap'
+import type { Test } from 'tap'
+import { gzipSync } from 'node:zlib'
+import type { IncomingMessage, ServerResponse } from 'node:http'
+import { connectClient, startGateway, startRawServer, textOf } from '../helpers.js'
+import { FAKE } from '../fixtures/fake-secrets.mjs'
+
+interface Form {
+  /** The answer's Content-Type. */
+  readonly type?: string
+  /** Gzip the answer (Content-Encoding: gzip). */
+  readonly isGzipped?: boolean
+  /** The id the answer carries, from the request's. */
+  readonly id?: (id: unknown) => unknown
+  /** An event stream rather than one JSON body. */
+  readonly isSse?: boolean
+}
+
+function readBody (req: IncomingMessage): Promise<string> {
+  return new Promise((resolve) => {
+    const chunks: Buffer[] = []
+    req.on('data', (c: Buffer) => chunks.push(c))
+    req.on('end', () => resolve(Buffer.concat(chunks).toString('utf8')))
+  })
+}
+
+/** A 2025-era server whose tools/call and tools/list answers take the given form; everything else is plain. */
+function formServer (form: Form, seen: { acceptEncoding: Array<string | undefined> }): (req: IncomingMessage, res: ServerResponse) => void {
+  return (req, res) => {
+    if (req.method !== 'POST') return void res.writeHead(405).end()
+    void readBody(req).then((text) => {
+      const body = JSON.parse(text) as { id?: unknown, method: string }
+      if (body.id === undefined) return void res.writeHead(202).end()
+      if (body.method === 'initialize') {
+        res.writeHead(200, { 'content-type': 'application/json', 'mcp-session-id': 'form-1' })
+        res.end(JSON.stringify({ jsonrpc: '2.0', id: body.id, result: { protocolVersion: '2025-06-18', capabilities: { tools: {} }, serverInfo: { name: 'form', version: '1' } } }))
+        return
+      }
+      seen.acceptEncoding.push(req.headers['accept-encoding'])
+      const result = body.method === 'tools/list'
+        ? { tools: [{ name: 'open', inputSchema: { type: 'object' } }, { name: 'secret_tool', inputSchema: { type: 'object' } }] }
+        : { content: [{ type: 'text', text: `your token is ${FAKE.github}` }] }
+      const message = JSON.stringify({ jsonrpc: '2.0', id: form.id?.(body.id) ?? body.id, result })
+      const isSse = form.isSse === true
+      const payload = Buffer.from(isSse ? `event: message\ndata: ${message}\n\n` : message)
+      res.writeHead(200, {
+        'content-type': form.type ?? (isSse ? 'text/event-stream' : 'application/json'),
+        ...(form.isGzipped === true ? { 'content-encoding': 'gzip' } : {}),
+      })
+      res.end(form.isGzipped === true ? gzipSync(payload) : payload)
+    })
+  }
+}
+
+const SERVER = { redactResults: ['github-tokens'], tools: { deny: ['secret_tool'] } }
+
+async function clientFor (t: Test, form: Form): Promise<{ client: Awaited<ReturnType<typeof connectClient>>['client'], seen: { acceptEncoding: Array<string | undefined> } }> {
+  const seen = { acceptEncoding: [] as Array<string | undefined> }
+  const upstream = await startRawServer(t, formServer(form, seen))
+  const gw = await startGateway(t, { servers: [{ name: 'fx', transport: 'http', url: upstream.url, ...SERVER }] })
+  const { client } = await connectClient(t, gw.mcpUrl('fx'))
+  return { client, seen }
+}
+
+/** What the client got: the text of the call and the tool names listed; or the error each raised. */
+async function readBoth (client: Awaited<ReturnType<typeof connectClient>>['client']): Promise<{ call: string, tools: string }> {
+  const call = await client.callTool({ name: 'open', arguments: {} }).then((r) => textOf(r), (err: Error) => `error: ${err.message}`)
+  const tools = await client.listTools().then((r) => r.tools.map((tool) => tool.name).join(','), (err: Error) => `error: ${err.message}`)
+  return { call, tools }
+}
+
+t.test('a Content-Type in capitals (media types are case-insensitive, RFC 9110 8.3.1): edited', async (t) => {
+  for (const form of [{ type: 'Text/Event-Stream', isSse: true }, { type: 'Application/JSON' }]) {
+    const { client } = await clientFor(t, form)
+    const { call, tools } = await readBoth(client)
+    t.notOk(call.includes(FAKE.github), `${form.type}: the token did not reach the client (${call})`)
+    t.match(call, /\[redacted:github-tokens\]/, `${form.type}: masked`)
+    t.equal(tools, 'open', `${form.type}: the denied tool is not listed`)
+  }
+})
