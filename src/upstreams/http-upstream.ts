@@ -98,6 +98,22 @@ function classifyFailure (err: unknown): PortcullisError {
   return new PortcullisError('PORTCULLIS_ERR_UPSTREAM_UNAVAILABLE', undefined, { cause: err })
 }
 
+/**
+ * An answer to edit that came content-coded (gzip, br...): the editor reads text, so the coded
+ * bytes would pass unedited, and clients decode them. The gateway asks for `identity` whenever it
+ * edits; an upstream that codes anyway is answered 502, never passed through.
+ */
+const ENCODED_ANSWER = Object.assign(new Error('the upstream content-coded an answer the gateway must edit, though asked for identity'), { code: 'PORTCULLIS_UPSTREAM_ENCODED' })
+
+/** A Content-Encoding naming any coding but identity (RFC 9110 8.4). */
+function isContentCoded (value: string | string[] | undefined): boolean {
+  if (value === undefined) return false
+  return (Array.isArray(value) ? value : [value]).join(',').split(',').some((coding) => {
+    const name = coding.trim().toLowerCase()
+    return name !== '' && name !== 'identity'
+  })
+}
+
 const CLIENT_GONE = Object.assign(new Error('client closed the connection'), { code: 'PORTCULLIS_CLIENT_GONE' })
 const SHUTTING_DOWN = Object.assign(new Error('gateway is shutting down'), { code: 'PORTCULLIS_SHUTDOWN' })
 
@@ -191,6 +207,10 @@ class Relay implements Dispatcher.DispatchHandler {
     if (edit !== undefined && statusCode < 300) {
       if (statusCode === 202 && edit.extra.length > 0) {
         this.mode = 'replace'
+        return
+      }
+      if (isContentCoded(headers['content-encoding'])) {
+        this.abort(ENCODED_ANSWER)
         return
       }
       if (!isSse && /json/i.test(String(headers['content-type'] ?? ''))) {
@@ -574,6 +594,10 @@ export class HttpUpstream implements Upstream {
         return this.owners.record(this.name, opened, ex.owner)
       },
     }
+    const headers = upstreamRequestHeaders(ex.headers, this.extraHeaders, configured)
+    // An answer the gateway edits must come as text (RFC 9110 12.5.3: without Accept-Encoding any
+    // coding is acceptable), whatever a forwarded Accept-Encoding asked for.
+    if (ex.edit !== undefined) headers['accept-encoding'] = 'identity'
     return new Promise((resolve) => {
       const relay: Relay = new Relay(ex, this.name, () => {
         this.relays.delete(entry)
@@ -584,7 +608,7 @@ export class HttpUpstream implements Upstream {
       this.pool.dispatch({
         path: this.path,
         method: ex.method,
-        headers: ex.traceHeaders === undefined ? upstreamRequestHeaders(ex.headers, this.extraHeaders, configured) : { ...upstreamRequestHeaders(ex.headers, this.extraHeaders, configured), ...ex.traceHeaders },
+        headers: ex.traceHeaders === undefined ? headers : { ...headers, ...ex.traceHeaders },
         body: ex.body ?? null,
         headersTimeout: this.config.timeoutMs,
         // A GET is the long-lived server->client stream: silence is normal there, so only

@@ -5,7 +5,7 @@ import t from 'tap'
 import type { Test } from 'tap'
 import { gzipSync } from 'node:zlib'
 import type { IncomingMessage, ServerResponse } from 'node:http'
-import { connectClient, startGateway, startRawServer, textOf } from '../helpers.js'
+import { connectClient, startGateway, startRawServer, textOf, type RunningGateway } from '../helpers.js'
 import { FAKE } from '../fixtures/fake-secrets.mjs'
 
 interface Form {
@@ -57,12 +57,12 @@ function formServer (form: Form, seen: { acceptEncoding: Array<string | undefine
 
 const SERVER = { redactResults: ['github-tokens'], tools: { deny: ['secret_tool'] } }
 
-async function clientFor (t: Test, form: Form): Promise<{ client: Awaited<ReturnType<typeof connectClient>>['client'], seen: { acceptEncoding: Array<string | undefined> } }> {
+async function clientFor (t: Test, form: Form, server: Record<string, unknown> = SERVER): Promise<{ client: Awaited<ReturnType<typeof connectClient>>['client'], seen: { acceptEncoding: Array<string | undefined> }, gw: RunningGateway }> {
   const seen = { acceptEncoding: [] as Array<string | undefined> }
   const upstream = await startRawServer(t, formServer(form, seen))
-  const gw = await startGateway(t, { servers: [{ name: 'fx', transport: 'http', url: upstream.url, ...SERVER }] })
+  const gw = await startGateway(t, { servers: [{ name: 'fx', transport: 'http', url: upstream.url, ...server }] })
   const { client } = await connectClient(t, gw.mcpUrl('fx'))
-  return { client, seen }
+  return { client, seen, gw }
 }
 
 /** What the client got: the text of the call and the tool names listed; or the error each raised. */
@@ -80,4 +80,21 @@ t.test('a Content-Type in capitals (media types are case-insensitive, RFC 9110 8
     t.match(call, /\[redacted:github-tokens\]/, `${form.type}: masked`)
     t.equal(tools, 'open', `${form.type}: the denied tool is not listed`)
   }
+})
+
+t.test('a gzip-encoded answer (Content-Encoding, which clients decode): edited, or refused, never passed unedited', async (t) => {
+  for (const form of [{ isGzipped: true }, { isGzipped: true, isSse: true }]) {
+    const name = form.isSse === true ? 'SSE' : 'JSON'
+    const { client, seen, gw } = await clientFor(t, form)
+    const { call, tools } = await readBoth(client)
+    t.notOk(call.includes(FAKE.github), `${name}: the token did not reach the client (${call})`)
+    t.notOk(tools.includes('secret_tool'), `${name}: the denied tool is not listed (${tools})`)
+    // Without Accept-Encoding any coding is acceptable (RFC 9110 12.5.3): the gateway asks for none.
+    t.same(seen.acceptEncoding, ['identity', 'identity'], `${name}: the upstream was asked for an unencoded answer`)
+    t.match(gw.logs.text(), /PORTCULLIS_UPSTREAM_ENCODED/, `${name}: the refusal is logged with its reason`)
+  }
+  // Nothing to edit: the coded answer passes as it came, and the client decodes it.
+  const { client, seen } = await clientFor(t, { isGzipped: true }, {})
+  t.equal(textOf(await client.callTool({ name: 'open', arguments: {} })), `your token is ${FAKE.github}`, 'no edit: the gzip answer passes')
+  t.same(seen.acceptEncoding, [undefined], 'no edit: no Accept-Encoding added')
 })
