@@ -28,8 +28,24 @@ function isResponse (value: unknown): value is Record<string, unknown> {
 /** A single message through the watch list; the same object when untouched. */
 export function editMessage (message: unknown, edit: ResponseEdit): unknown {
   if (!isResponse(message)) return message
-  const transform = edit.watch.get(message.id as JsonRpcId) ?? edit.any
+  const transform = edit.watch.get(message.id as JsonRpcId) ?? looselyWatched(edit.watch, message.id) ?? edit.any
   return transform === undefined ? message : transform(message) ?? message
+}
+
+/**
+ * The watched request a response answers as clients match ids, when its id is written another
+ * way: the MCP SDK client looks a response up by `Number(response.id)`, so an upstream answering
+ * request 1 with id "1" or "1.0" is read as that answer, and passed unedited (unfiltered,
+ * unmasked, unpinned) when only the exact id was watched. Looked for only when the exact id misses.
+ */
+function looselyWatched (watch: ReadonlyMap<JsonRpcId, MessageTransform>, id: unknown): MessageTransform | undefined {
+  if (watch.size === 0 || (typeof id !== 'string' && typeof id !== 'number')) return undefined
+  const asString = String(id)
+  const asNumber = Number(id)
+  for (const [key, transform] of watch) {
+    if (String(key) === asString || (!Number.isNaN(asNumber) && Number(key) === asNumber)) return transform
+  }
+  return undefined
 }
 
 /** A batch of messages through the watch list; the same array when no member changed. */

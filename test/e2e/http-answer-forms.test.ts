@@ -98,3 +98,13 @@ t.test('a gzip-encoded answer (Content-Encoding, which clients decode): edited, 
   t.equal(textOf(await client.callTool({ name: 'open', arguments: {} })), `your token is ${FAKE.github}`, 'no edit: the gzip answer passes')
   t.same(seen.acceptEncoding, [undefined], 'no edit: no Accept-Encoding added')
 })
+
+t.test('an answer whose id is the request\'s written another way (1 as "1"), which the SDK client matches: edited', async (t) => {
+  for (const form of [{ id: (id: unknown) => String(id) }, { id: (id: unknown) => String(id), isSse: true }, { id: (id: unknown) => `${String(id)}.0` }]) {
+    const name = `${form.isSse === true ? 'SSE' : 'JSON'} ${JSON.stringify(form.id(1))}`
+    const { client } = await clientFor(t, form)
+    const { call, tools } = await readBoth(client)
+    t.notOk(call.includes(FAKE.github), `${name}: the token did not reach the client (${call})`)
+    t.notOk(tools.includes('secret_tool'), `${name}: the denied tool is not listed (${tools})`)
+  }
+})
