@@ -69,7 +69,9 @@ function responseHeaders (upstream: Record<string, string | string[] | undefined
   const headers: Record<string, string | string[]> = {}
   for (const name in upstream) {
     const value = upstream[name]
-    if (value !== undefined && !DROPPED_RESPONSE_HEADERS.has(name)) headers[name] = value
+    // CORS is the gateway's (routes/mcp/admit.ts answers the Origin it allowed): an upstream's own
+    // Access-Control-* would replace it (writeHead's headers win over those already set).
+    if (value !== undefined && !DROPPED_RESPONSE_HEADERS.has(name) && !name.startsWith('access-control-')) headers[name] = value
   }
   const isSse = mediaType(headers['content-type']) === 'text/event-stream'
   if (isSse) {

@@ -5,7 +5,7 @@ import t from 'tap'
 import type { Test } from 'tap'
 import { gzipSync } from 'node:zlib'
 import type { IncomingMessage, ServerResponse } from 'node:http'
-import { connectClient, startGateway, startRawServer, textOf, type RunningGateway } from '../helpers.js'
+import { connectClient, INIT_BODY, postJson, startGateway, startRawServer, textOf, type RunningGateway } from '../helpers.js'
 import { FAKE } from '../fixtures/fake-secrets.mjs'
 
 interface Form {
@@ -107,4 +107,27 @@ t.test('an answer whose id is the request\'s written another way (1 as "1"), whi
     t.notOk(call.includes(FAKE.github), `${name}: the token did not reach the client (${call})`)
     t.notOk(tools.includes('secret_tool'), `${name}: the denied tool is not listed (${tools})`)
   }
+})
+
+t.test('an upstream\'s own CORS headers do not replace the gateway\'s for an allowed Origin', async (t) => {
+  const upstream = await startRawServer(t, (req, res) => {
+    void readBody(req).then((text) => {
+      const body = JSON.parse(text) as { id: unknown }
+      // As an SDK server with cors({ origin: '*', exposedHeaders: ['Mcp-Session-Id'], credentials: true }) answers.
+      res.writeHead(200, {
+        'content-type': 'application/json',
+        'mcp-session-id': 'cors-1',
+        'access-control-allow-origin': 'https://upstream.example',
+        'access-control-expose-headers': 'Mcp-Session-Id',
+        'access-control-allow-credentials': 'true',
+      })
+      res.end(JSON.stringify({ jsonrpc: '2.0', id: body.id, result: { protocolVersion: '2025-06-18', capabilities: {}, serverInfo: { name: 'cors', version: '1' } } }))
+    })
+  })
+  const gw = await startGateway(t, { allowedOrigins: ['https://app.example'], servers: [{ name: 'fx', transport: 'http', url: upstream.url }] })
+  const res = await postJson(gw.mcpUrl('fx'), INIT_BODY, { origin: 'https://app.example' })
+  t.equal(res.status, 200)
+  t.equal(res.headers.get('access-control-allow-origin'), 'https://app.example', 'the gateway\'s answer to the Origin it allowed')
+  t.match(res.headers.get('access-control-expose-headers'), /retry-after/, 'the gateway\'s list of readable headers')
+  t.equal(res.headers.get('access-control-allow-credentials'), null, 'no credentials mode the gateway never offered')
 })
