@@ -24,14 +24,15 @@ export class TestOAuthClient implements OAuthClientProvider {
   readonly stateValue = randomBytes(12).toString('base64url')
   readonly clientMetadataUrl: string | undefined
 
-  constructor (options: { clientMetadataUrl?: string, name?: string } = {}) {
+  /** `authMethod`: client_secret_basic registers a confidential client (the SDK then sends its secret at /oauth/token). */
+  constructor (options: { clientMetadataUrl?: string, name?: string, authMethod?: 'none' | 'client_secret_basic' } = {}) {
     this.clientMetadataUrl = options.clientMetadataUrl
     this.metadata = {
       client_name: options.name ?? 'Portcullis test client',
       redirect_uris: [REDIRECT_URL],
       grant_types: ['authorization_code', 'refresh_token'],
       response_types: ['code'],
-      token_endpoint_auth_method: 'none',
+      token_endpoint_auth_method: options.authMethod ?? 'none',
     }
   }
 

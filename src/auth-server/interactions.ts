@@ -144,6 +144,15 @@ export async function interactionRoutes (app: FastifyInstance, opts: Interaction
     }))
   }
 
+  /** The scopes an authorization request asks of its resources (the base scope included). */
+  const requestedScopes = (interaction: InteractionDetails): string[] => {
+    const grantable = new Set(asList(interaction.params.resource).flatMap((url) => {
+      const canonical = catalog.canonical(url)
+      return canonical === undefined ? [] : catalog.grantableScopes(canonical)
+    }))
+    return [...new Set(String(interaction.params.scope ?? '').split(' ').filter((s) => grantable.has(s)))]
+  }
+
   /** Who the consent page speaks to: a local username, or an IdP user's name and provider. */
   const accountLabel = async (accountId: string): Promise<string> => {
     const external = users.find(accountId) === undefined ? await externalAccounts.find(accountId) : undefined
@@ -172,7 +181,10 @@ export async function interactionRoutes (app: FastifyInstance, opts: Interaction
     if (interaction.prompt.name === 'consent') {
       const promptDetails = interaction.prompt.details as { missingResourceScopes?: Record<string, string[]>, missingOIDCScope?: string[] }
       const resources = Object.keys(promptDetails.missingResourceScopes ?? {})
-      const scopes = [...new Set([...Object.values(promptDetails.missingResourceScopes ?? {}).flat(), ...(promptDetails.missingOIDCScope ?? []).filter((s) => s !== 'openid')])]
+      const missing = [...new Set([...Object.values(promptDetails.missingResourceScopes ?? {}).flat(), ...(promptDetails.missingOIDCScope ?? []).filter((s) => s !== 'openid')])]
+      // Asked again though everything was granted before (a client whose identity cannot be
+      // proven, provider.ts): the page names what this request would grant.
+      const scopes = missing.length > 0 ? missing : requestedScopes(interaction)
       const servers = (resources.length > 0 ? resources : asList(interaction.params.resource)).map((url) => {
         const canonical = catalog.canonical(url) ?? url
         const server = catalog.serverAt(canonical) ?? catalog.virtualServerAt(canonical)

@@ -167,6 +167,24 @@ async function firstPartyGrant (ctx: KoaContextWithOIDC): Promise<InstanceType<P
   return grant
 }
 
+/**
+ * RFC 8252 8.6 (client impersonation): a public client whose code goes to a loopback port (any
+ * port matches, RFC 8252 7.3) or a private-use scheme cannot prove it is the client the user
+ * approved. Whatever listens there — another user's program on a shared machine — redeems the code
+ * with its own PKCE verifier, and any web page can send a signed-in browser to such an
+ * authorization (a metadata document's client_id is public). "Unless the identity of the client
+ * can be proven, the request SHOULD be processed as if no previous request had been approved":
+ * the user approves each one (MCP authorization, security considerations, localhost redirect URIs).
+ * An https redirect (the code goes to its host) or client authentication at /token proves it. The
+ * account pages' own client returns to the gateway itself.
+ */
+function isUnprovableClient (ctx: KoaContextWithOIDC): boolean {
+  const client = ctx.oidc.client
+  const redirectUri = ctx.oidc.params?.redirect_uri
+  if (client === undefined || client.clientId === ACCOUNT_CLIENT_ID || client.clientAuthMethod !== 'none') return false
+  return typeof redirectUri === 'string' && isLoopbackOrNative(redirectUri)
+}
+
 /** Access token lifetime in whole seconds, as tokens carry it. */
 export function accessTokenLifetimeS (config: Config): number {
   return Math.max(1, Math.round(config.auth.accessTokenTtl / 1000))
@@ -222,9 +240,12 @@ export function createProvider (deps: ProviderDeps): Provider {
   }
 
   // Native (and every dynamically registered) client gets the consent prompt on every
-  // authorization by default; consent here is remembered per user and client instead.
+  // authorization by default; consent here is remembered per user and client instead — for the
+  // clients whose identity can be proven (isUnprovableClient).
   const policy = interactionPolicy.base()
   policy.get('consent')?.checks.remove('native_client_prompt')
+  policy.get('consent')?.checks.add(new interactionPolicy.Check('unprovable_client_prompt', 'this client\'s identity cannot be verified: End-User interaction is required', 'interaction_required', (ctx) =>
+    ctx.oidc.result?.consent === undefined && isUnprovableClient(ctx) ? interactionPolicy.Check.REQUEST_PROMPT : interactionPolicy.Check.NO_NEED_TO_PROMPT), 0)
   const endedSignIns = deps.endedSignIns
   if (endedSignIns !== undefined) {
     // A browser's sign-in the user's revocation, blocking or sign-out ended (./ended-sign-ins.ts)

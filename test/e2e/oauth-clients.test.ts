@@ -109,14 +109,22 @@ t.test('metadata documents can be limited to listed hosts', async (t) => {
 
 t.test('consent is remembered per user and client; sign-in is still asked in a new browser', async (t) => {
   const gw = await gateway(t)
-  const oauth = new TestOAuthClient()
+  // A confidential client: a public one returning to a loopback port consents every time (RFC 8252 8.6, below).
+  const oauth = new TestOAuthClient({ authMethod: 'client_secret_basic' })
   const first = await connectWithOAuth(t, gw.mcpUrl('alpha'), { username: 'alice', password: PASSWORD, issuer: gw.baseUrl, oauth })
   t.same(first.browser.pages, ['login', 'consent'])
   t.match(first.browser.lastHtml, /Allow access\?/)
-  const again = new TestOAuthClient()
+  t.type(oauth.info?.client_secret, 'string', 'a confidential client')
+  const again = new TestOAuthClient({ authMethod: 'client_secret_basic' })
   again.info = oauth.info // the same registered client, a fresh browser
   const second = await connectWithOAuth(t, gw.mcpUrl('alpha'), { username: 'alice', password: PASSWORD, issuer: gw.baseUrl, oauth: again })
   t.same(second.browser.pages, ['login'], 'no consent page the second time')
+  const publicClient = new TestOAuthClient()
+  await connectWithOAuth(t, gw.mcpUrl('alpha'), { username: 'alice', password: PASSWORD, issuer: gw.baseUrl, oauth: publicClient })
+  const publicAgain = new TestOAuthClient()
+  publicAgain.info = publicClient.info
+  const third = await connectWithOAuth(t, gw.mcpUrl('alpha'), { username: 'alice', password: PASSWORD, issuer: gw.baseUrl, oauth: publicAgain })
+  t.same(third.browser.pages, ['login', 'consent'], 'a public client returning to a loopback port is asked again')
 })
 
 t.test('the consent page names the client, where it returns to, the server and the permissions', async (t) => {
@@ -355,6 +363,67 @@ t.test('the consent page warns when every redirect URI of the client is a loopba
   t.notMatch(await consentOf(docs.urlOf('/app.json'), REDIRECT_URL), /loopback-warning/, 'one https redirect URI: no warning (the page still names the host it returns to)')
   const custom = await register(gw, { client_name: 'Cursor', redirect_uris: ['cursor://anysphere.cursor-retrieval/oauth/callback'], token_endpoint_auth_method: 'none' })
   t.notMatch(await consentOf(String(custom.json.client_id), 'cursor://anysphere.cursor-retrieval/oauth/callback'), /loopback-warning/, 'a custom scheme: no warning')
+})
+
+t.test('a public client returning to a loopback port or a custom scheme is asked to consent every time (RFC 8252 8.6)', async (t) => {
+  // Whoever listens on a loopback port (another user's program, on a shared machine) or claims a
+  // custom scheme gets the code, and redeems it with its own PKCE verifier; a web page can send a
+  // signed-in browser to authorize any client whose id it knows (a metadata document's id is
+  // public) with such a redirect. A remembered consent must not turn that into a code sent without a click.
+  const docs = await documentServer(t, {
+    '/cli.json': (id) => ({ client_id: id, client_name: 'Loopback CLI', redirect_uris: [REDIRECT_URL], token_endpoint_auth_method: 'none' }),
+    '/app.json': (id) => ({ client_id: id, client_name: 'Hosted app', redirect_uris: ['https://app.example.com/cb'], token_endpoint_auth_method: 'none' }),
+  })
+  const gw = await gateway(t, {}, undefined, { outboundTestAllowance: docs.allowance })
+  const browser = new HeadlessBrowser()
+  /** What the browser is sent to by an authorization request: the consent page's HTML, or the redirect to the client. */
+  const forge = async (clientId: string, redirect: string, prompt?: string): Promise<{ toClient?: URL, page?: string }> => {
+    const url = new URL(authorizeUrl(gw, clientId, redirect).url)
+    if (prompt !== undefined) url.searchParams.set('prompt', prompt)
+    const res = await browser.request(url.href)
+    const location = new URL(res.headers.get('location') ?? '', gw.baseUrl)
+    if (location.origin !== gw.baseUrl) return { toClient: location }
+    return { page: await (await browser.request(location.href)).text() }
+  }
+  const cli = docs.urlOf('/cli.json')
+  const approved = await browser.authorize(authorizeUrl(gw, cli, REDIRECT_URL).url, { username: 'alice', password: PASSWORD })
+  t.ok(approved.searchParams.get('code'), 'the user signed in and approved the metadata-document client once')
+  t.same(browser.pages, ['login', 'consent'])
+  const forged = await forge(cli, REDIRECT_URL)
+  t.equal(forged.toClient?.searchParams.get('code') ?? null, null, 'a request the user did not start sends no code to the port')
+  t.match(forged.page, /Allow access\?/, 'the consent page is shown again')
+  t.match(forged.page, /id="loopback-warning"/)
+  t.match(forged.page, /<code>alpha:read<\/code>/, 'naming what the code would grant')
+  const none = await forge(cli, REDIRECT_URL, 'none')
+  t.equal(none.toClient?.searchParams.get('code') ?? null, null, 'prompt=none gets no code either')
+  t.equal(none.toClient?.searchParams.get('error'), 'interaction_required')
+
+  // A registered client's loopback redirect matches on any port (RFC 8252 7.3).
+  const registered = await register(gw, { client_name: 'DCR CLI', redirect_uris: [REDIRECT_URL], token_endpoint_auth_method: 'none' })
+  const dcr = String(registered.json.client_id)
+  await browser.authorize(authorizeUrl(gw, dcr, REDIRECT_URL).url, { username: 'alice', password: PASSWORD })
+  t.same(browser.pages, ['consent'])
+  const otherPort = await forge(dcr, 'http://127.0.0.1:4444/callback')
+  t.equal(otherPort.toClient?.searchParams.get('code') ?? null, null, 'no code to another port')
+  t.match(otherPort.page, /sent back to <strong>http:\/\/127\.0\.0\.1:4444<\/strong>/, 'the page names the port the code would go to')
+
+  const custom = await register(gw, { client_name: 'Cursor', redirect_uris: ['cursor://anysphere.cursor-retrieval/oauth/callback'], token_endpoint_auth_method: 'none' })
+  const customUrl = authorizeUrl(gw, String(custom.json.client_id), 'cursor://anysphere.cursor-retrieval/oauth/callback').url
+  await browser.authorize(customUrl, { username: 'alice', password: PASSWORD })
+  await browser.authorize(customUrl, { username: 'alice', password: PASSWORD })
+  t.same(browser.pages, ['consent'], 'a custom scheme: consent again (any app can claim a scheme)')
+
+  const app = docs.urlOf('/app.json')
+  await browser.authorize(authorizeUrl(gw, app, 'https://app.example.com/cb').url, { username: 'alice', password: PASSWORD })
+  t.same(browser.pages, ['consent'])
+  await browser.authorize(authorizeUrl(gw, app, 'https://app.example.com/cb').url, { username: 'alice', password: PASSWORD })
+  t.same(browser.pages, [], 'an https redirect proves where the code goes: the consent is remembered')
+  const confidential = await register(gw, { client_name: 'Confidential CLI', redirect_uris: [REDIRECT_URL], token_endpoint_auth_method: 'client_secret_basic' })
+  const confidentialUrl = authorizeUrl(gw, String(confidential.json.client_id), REDIRECT_URL).url
+  await browser.authorize(confidentialUrl, { username: 'alice', password: PASSWORD })
+  t.same(browser.pages, ['consent'])
+  await browser.authorize(confidentialUrl, { username: 'alice', password: PASSWORD })
+  t.same(browser.pages, [], 'so does a client secret (the code is worthless without it): remembered')
 })
 
 t.test('registration without token_endpoint_auth_method: a public client, no secret, and the code exchange works without one', async (t) => {

@@ -28,8 +28,10 @@ t.test('restart on the same data directory: the client is still registered and i
   const config = { dataDir, auth: { users: [{ username: 'alice', passwordHash: await hashPassword(PASSWORD) }] }, servers: [{ name: 'alpha', transport: 'http', url: upstream.url }] }
   const first = await boot(t, config, port)
   const url = `http://127.0.0.1:${port}/alpha/mcp`
-  const connected = await connectWithOAuth(t, url, { username: 'alice', password: PASSWORD, issuer: `http://127.0.0.1:${port}` })
+  // A confidential client: its consent is remembered (a public one returning to a loopback port consents every time, RFC 8252 8.6).
+  const connected = await connectWithOAuth(t, url, { username: 'alice', password: PASSWORD, issuer: `http://127.0.0.1:${port}`, oauth: new TestOAuthClient({ authMethod: 'client_secret_basic' }) })
   const clientId = connected.oauth.info?.client_id ?? ''
+  const basic = `Basic ${Buffer.from(`${encodeURIComponent(clientId)}:${encodeURIComponent(connected.oauth.info?.client_secret ?? '')}`).toString('base64')}`
   const refreshToken = connected.oauth.savedTokens?.refresh_token ?? ''
   const accessToken = connected.oauth.savedTokens?.access_token ?? ''
   await connected.client.close()
@@ -39,10 +41,10 @@ t.test('restart on the same data directory: the client is still registered and i
   await boot(t, config, port)
   const stillValid = await fetch(url, { method: 'POST', headers: { authorization: `Bearer ${accessToken}`, 'content-type': 'application/json', accept: 'application/json, text/event-stream' }, body: JSON.stringify({ jsonrpc: '2.0', id: 1, method: 'initialize', params: { protocolVersion: '2025-11-25', capabilities: {}, clientInfo: { name: 'x', version: '1' } } }) })
   t.equal(stillValid.status, 200, 'the signing keys persisted: an access token from before still verifies')
-  const refreshed = await fetch(`http://127.0.0.1:${port}/oauth/token`, { method: 'POST', headers: { 'content-type': 'application/x-www-form-urlencoded' }, body: new URLSearchParams({ grant_type: 'refresh_token', refresh_token: refreshToken, client_id: clientId }).toString() })
+  const refreshed = await fetch(`http://127.0.0.1:${port}/oauth/token`, { method: 'POST', headers: { 'content-type': 'application/x-www-form-urlencoded', authorization: basic }, body: new URLSearchParams({ grant_type: 'refresh_token', refresh_token: refreshToken }).toString() })
   t.equal(refreshed.status, 200, 'the refresh token survived the restart')
   // The same client authorizes again without registering: it is still known, and so is the consent.
-  const again = new TestOAuthClient()
+  const again = new TestOAuthClient({ authMethod: 'client_secret_basic' })
   again.info = connected.oauth.info
   const reconnected = await connectWithOAuth(t, url, { username: 'alice', password: PASSWORD, issuer: `http://127.0.0.1:${port}`, oauth: again })
   t.equal(again.info?.client_id, clientId, 'no new registration')

@@ -153,7 +153,8 @@ t.test('a running container: health, the OAuth challenge, sign-in, tools/call to
   const password = await podman('exec', container.name, 'cat', '/data/initial-admin-password')
   t.match(password, /^[A-Za-z0-9]{20}$/)
   t.notMatch(container.stdout(), password, 'the password is not in the container\'s output')
-  const web = await connectWithOAuth(t, `${BASE}/web/mcp`, { username: 'admin', password, issuer: BASE })
+  // A confidential client: its consent is remembered across the restart below (a public one returning to a loopback port consents every time, RFC 8252 8.6).
+  const web = await connectWithOAuth(t, `${BASE}/web/mcp`, { username: 'admin', password, issuer: BASE, oauth: new TestOAuthClient({ authMethod: 'client_secret_basic' }) })
   t.same(web.browser.pages, ['login', 'consent'])
   t.equal(textOf(await web.client.callTool({ name: 'whoami', arguments: {} })), 'host-upstream', 'tools/call reaches the HTTP upstream on the host')
   const local = await connectWithOAuth(t, `${BASE}/local/mcp`, { username: 'admin', password, issuer: BASE })
@@ -200,9 +201,10 @@ t.test('restarted on the same /data volume: the client is still registered and i
   const accessToken = oauth.savedTokens?.access_token ?? ''
   const stillValid = await fetch(`${BASE}/web/mcp`, { method: 'POST', headers: { ...MCP_HEADERS, authorization: `Bearer ${accessToken}` }, body: JSON.stringify({ jsonrpc: '2.0', id: 1, method: 'initialize', params: { protocolVersion: '2025-11-25', capabilities: {}, clientInfo: { name: 'x', version: '1' } } }) })
   t.equal(stillValid.status, 200, 'the signing keys are on the volume: a token from before still verifies')
-  const refreshed = await fetch(`${BASE}/oauth/token`, { method: 'POST', headers: { 'content-type': 'application/x-www-form-urlencoded' }, body: new URLSearchParams({ grant_type: 'refresh_token', refresh_token: oauth.savedTokens?.refresh_token ?? '', client_id: oauth.info?.client_id ?? '' }).toString() })
+  const basic = `Basic ${Buffer.from(`${encodeURIComponent(oauth.info?.client_id ?? '')}:${encodeURIComponent(oauth.info?.client_secret ?? '')}`).toString('base64')}`
+  const refreshed = await fetch(`${BASE}/oauth/token`, { method: 'POST', headers: { 'content-type': 'application/x-www-form-urlencoded', authorization: basic }, body: new URLSearchParams({ grant_type: 'refresh_token', refresh_token: oauth.savedTokens?.refresh_token ?? '' }).toString() })
   t.equal(refreshed.status, 200, 'the refresh token survived the restart')
-  const again = new TestOAuthClient()
+  const again = new TestOAuthClient({ authMethod: 'client_secret_basic' })
   again.info = oauth.info
   const reconnected = await connectWithOAuth(t, `${BASE}/web/mcp`, { username: 'admin', password, issuer: BASE, oauth: again })
   t.equal(again.info?.client_id, oauth.info?.client_id, 'no new registration')
