@@ -20,6 +20,7 @@ import type { RevalidationOutcome } from './offboarding.js'
 import type { Bucket, RateLimiter } from '../rate-limit/limiter.js'
 import type { Rate } from '../config/units.js'
 import { MAX_REGISTRATION_BODY_BYTES } from '../config/defaults.js'
+import { messagePage, PAGE_HEADERS } from './pages.js'
 
 /** oidc-provider's own limit for form bodies. */
 const MAX_TOKEN_BODY_BYTES = 56 * 1024
@@ -28,7 +29,7 @@ export interface AuthServerRoutesOptions {
   readonly provider: Provider
   readonly catalog: ResourceCatalog
   readonly limiter: RateLimiter
-  /** Token and registration requests per client IP (brute force on secrets and codes). */
+  /** Authorization, token and registration requests per client IP (brute force on secrets and codes; stored interactions). */
   readonly tokenRate: Rate
   /** New dynamic registrations per client IP (each one is a stored record). */
   readonly registrationRate: Rate
@@ -91,6 +92,23 @@ function isRegistrationItself (path: string): boolean {
   return routeKey(path) === OAUTH_ROUTES.registration
 }
 
+/**
+ * Requests an anonymous caller can make that the store keeps something for: a token request, a
+ * registration, and an authorization request (oidc-provider keeps an Interaction of up to
+ * 16 KiB of parameters for 10 minutes per request, before anyone signs in). Counted per client IP.
+ */
+function isCountedPerIp (method: string | undefined, route: ReturnType<typeof routeOf>): boolean {
+  if (route === 'authorization') return method === 'GET' || method === 'POST'
+  return method === 'POST' && (route === 'token' || route === 'registration')
+}
+
+/** A refusal at the authorization endpoint, as the gateway's other pages say it. */
+function refusalPage (res: ServerResponse, status: number, _error: string, description: string): void {
+  const body = messagePage(status === 429 ? 'Too many requests' : 'Temporarily unavailable', `Sign-in could not start: ${description}.`, 'Wait, then start again from the application.')
+  res.writeHead(status, { ...PAGE_HEADERS, 'content-length': Buffer.byteLength(body) })
+  res.end(body)
+}
+
 function oauthError (res: ServerResponse, status: number, error: string, description: string): void {
   const body = JSON.stringify({ error, error_description: description })
   res.writeHead(status, { 'content-type': 'application/json; charset=utf-8', 'cache-control': 'no-store', 'content-length': Buffer.byteLength(body) })
@@ -144,14 +162,16 @@ export async function authServerRoutes (app: FastifyInstance, opts: AuthServerRo
     // oidc-provider gets the path the checks below were decided on.
     if ((route === 'token' || route === 'authorization') && rawPath !== OAUTH_ROUTES[route]) req.url = OAUTH_ROUTES[route] + (queryAt === -1 ? '' : url.slice(queryAt))
     const path = route === 'token' || route === 'authorization' ? OAUTH_ROUTES[route] : rawPath
-    if (req.method === 'POST' && (route === 'token' || route === 'registration')) {
-      const buckets: Bucket[] = [{ kind: 'ip-token', key: request.ip, rate: opts.tokenRate, cost: 1, subject: 'token and registration requests from your address' }]
+    if (isCountedPerIp(req.method, route)) {
+      const buckets: Bucket[] = [{ kind: 'ip-token', key: request.ip, rate: opts.tokenRate, cost: 1, subject: 'authorization, token and registration requests from your address' }]
       if (route === 'registration' && isRegistrationItself(rawPath)) buckets.push({ kind: 'ip-registration', key: request.ip, rate: opts.registrationRate, cost: 1, subject: 'client registrations from your address' })
       const limited = await opts.limiter.consume(buckets)
-      if (limited === 'store-unavailable') return oauthError(reply.raw, 503, 'temporarily_unavailable', 'rate limits cannot be checked right now; retry shortly')
+      // The authorization endpoint is a browser's page: it is refused with one.
+      const refuse = route === 'authorization' ? refusalPage : oauthError
+      if (limited === 'store-unavailable') return refuse(reply.raw, 503, 'temporarily_unavailable', 'rate limits cannot be checked right now; retry shortly')
       if (limited !== undefined) {
         for (const [name, value] of Object.entries(limited.headers)) reply.raw.setHeader(name, value)
-        return oauthError(reply.raw, 429, 'temporarily_unavailable', limited.message)
+        return refuse(reply.raw, 429, 'temporarily_unavailable', limited.message)
       }
     }
     if (path === OAUTH_ROUTES.authorization && req.method === 'GET') {

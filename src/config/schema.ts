@@ -645,7 +645,7 @@ const rateLimitsSchema = z.strictObject({
   sessionCost: wholeNumber('expected a whole number').pipe(z.number().min(0).max(1000)).default(DEFAULT_SESSION_COST),
   /** Sign-in attempts per client IP. */
   login: rate.prefault(DEFAULT_LOGIN_RATE),
-  /** Token and registration requests per client IP. */
+  /** Authorization, token and registration requests per client IP. */
   token: rate.prefault(DEFAULT_TOKEN_RATE),
   /** New dynamic client registrations per client IP. */
   registration: rate.prefault(DEFAULT_REGISTRATION_RATE),

@@ -182,7 +182,7 @@ t.test('per client IP: sign-in attempts and token requests', async (t) => {
   const limited = await token()
   t.equal(limited.status, 429)
   t.equal(limited.headers.get('retry-after'), '60')
-  t.same(await limited.json(), { error: 'temporarily_unavailable', error_description: 'rate limit for token and registration requests from your address: 2 per minute; retry in 60 s' })
+  t.same(await limited.json(), { error: 'temporarily_unavailable', error_description: 'rate limit for authorization, token and registration requests from your address: 2 per minute; retry in 60 s' })
   // oidc-provider's router ignores letter case and a trailing slash: so does the limit.
   for (const path of ['/oauth/TOKEN', '/oauth/token/', '/oauth/Token//', '/oauth/register', '/oauth/REGISTER/']) {
     const other = await fetch(`${gw.baseUrl}${path}`, { method: 'POST', headers: { 'content-type': 'application/x-www-form-urlencoded', authorization: `Basic ${basic}` }, body: `grant_type=client_credentials&resource=${encodeURIComponent(gw.mcpUrl('fx'))}` })

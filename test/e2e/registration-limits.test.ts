@@ -1,19 +1,20 @@
 // Dynamic Client Registration is anonymous: what one registration may store, and how many one
-// address may make, are capped.
+// address may make, are capped. So are authorization requests: each stores an interaction.
 import t from 'tap'
 import { hashPassword } from '../../src/auth-server/password.js'
+import { MemoryStore } from '../../src/store/memory-store.js'
 import { REDIRECT_URL } from '../oauth-helpers.js'
 import { startGateway, startUpstream, type RunningGateway, type Teardown } from '../helpers.js'
 
 const passwordHash = await hashPassword('correct horse battery staple')
 
-async function gateway (t: Teardown, extra: Record<string, unknown> = {}): Promise<RunningGateway> {
+async function gateway (t: Teardown, extra: Record<string, unknown> = {}, store?: MemoryStore): Promise<RunningGateway> {
   const upstream = await startUpstream(t)
   return startGateway(t, {
     auth: { users: [{ username: 'alice', passwordHash }] },
     servers: [{ name: 'alpha', transport: 'http', url: upstream.url }],
     ...extra,
-  })
+  }, {}, store === undefined ? {} : { store })
 }
 
 async function register (gw: RunningGateway, body: unknown, headers: Record<string, string> = {}): Promise<{ status: number, json: Record<string, unknown>, headers: Headers }> {
@@ -75,4 +76,32 @@ t.test('rateLimits.registration is configurable', async (t) => {
   t.equal((await register(gw, client())).status, 201)
   t.equal((await register(gw, client())).status, 201)
   t.equal((await register(gw, client())).status, 429)
+})
+
+t.test('authorization requests per client IP count against rateLimits.token: each one stores an interaction', async (t) => {
+  // Anyone can send GET /oauth/authorize for any registered client, and each request (a URL of up
+  // to 16 KiB) is kept as an Interaction record for 10 minutes: unlimited, a loop fills the store.
+  const store = new MemoryStore()
+  const gw = await gateway(t, { trustProxy: true, rateLimits: { token: '5/min' } }, store)
+  const registered = await register(gw, client(), { 'x-forwarded-for': '198.51.100.20' })
+  const authorize = async (ip: string): Promise<Response> => {
+    const params = new URLSearchParams({ client_id: String(registered.json.client_id), response_type: 'code', redirect_uri: REDIRECT_URL, code_challenge: 'a'.repeat(43), code_challenge_method: 'S256', resource: `${gw.baseUrl}/alpha/mcp`, state: 'x'.repeat(4000) })
+    return fetch(`${gw.baseUrl}/oauth/authorize?${params.toString()}`, { redirect: 'manual', headers: { 'x-forwarded-for': ip } })
+  }
+  const interactions = async (): Promise<number> => {
+    let n = 0
+    for await (const entry of store.entries()) if ((entry as { model?: string }).model === 'Interaction') n++
+    return n
+  }
+  for (let i = 0; i < 5; i++) {
+    const res = await authorize('203.0.113.7')
+    if (res.status !== 303) t.fail(`authorization ${i + 1} got ${res.status}`)
+  }
+  const over = await authorize('203.0.113.7')
+  t.equal(over.status, 429, 'the 6th authorization request from one address within the minute')
+  t.ok(Number(over.headers.get('retry-after')) > 0, 'Retry-After says when')
+  t.equal(over.headers.get('x-frame-options'), 'DENY', 'a page for the browser, with the pages\' headers')
+  t.match(await over.text(), /authorization, token and registration requests from your address: 5 per minute/)
+  t.equal(await interactions(), 5, 'nothing stored for the refused request')
+  t.equal((await authorize('198.51.100.9')).status, 303, 'another address still signs in')
 })
