@@ -365,7 +365,14 @@ async function wireApp (app: FastifyInstance, config: Config, options: BuildOpti
       await endEverywhere(accountId)
       await upstreamAuth?.links?.unlinkAll(accountId)
     }
-    const offboarding = new Offboarding({ config, store, idp, sessions: idpSessions, grants: accountGrants, revokeGrant: async (grantId) => revokedGrants.revoke(grantId), endUserSessions: endAccount, log: app.log, now })
+    const adminSessions = new PageSessions(store, now, 'admin')
+    const accountSessions = new PageSessions(store, now, 'account')
+    const endBrowserSignIns = async (accountId: string): Promise<void> => {
+      await endedSignIns.end(accountId)
+      await adminSessions.endUser(accountId)
+      await accountSessions.endUser(accountId)
+    }
+    const offboarding = new Offboarding({ config, store, idp, sessions: idpSessions, grants: accountGrants, revokeGrant: async (grantId) => revokedGrants.revoke(grantId), endUserSessions: endAccount, endSignIns: endBrowserSignIns, log: app.log, now })
     const revalidate = config.auth.identityProviders.length === 0 ? undefined : async (accountId: string, grantId: string) => offboarding.atRefresh(accountId, grantId)
     await app.register(authServerRoutes, { provider, catalog, limiter, tokenRate: config.rateLimits.token, registrationRate: config.rateLimits.registration, ...(revalidate === undefined ? {} : { revalidate }) })
     await app.register(interactionRoutes, { provider, config, store, keys, users, catalog, limiter, idp, isUserBlocked, now })
@@ -384,8 +391,6 @@ async function wireApp (app: FastifyInstance, config: Config, options: BuildOpti
     })
     authenticate = createAuthenticator(catalog, verifier, isGatewayWideAllowed, (result) => metrics.tokenValidations.inc({ result }), apiKeyVerifier)
     const cookies = new AccountCookies(keys.cookieKeys[0] ?? '', config.publicUrl.startsWith('https:'), now)
-    const adminSessions = new PageSessions(store, now, 'admin')
-    const accountSessions = new PageSessions(store, now, 'account')
     const revokeDeps: RevokeUserDeps = {
       grants: accountGrants,
       revokeGrant: async (grantId) => revokedGrants.revoke(grantId),

@@ -13,7 +13,8 @@
  *   (requiredGroups, allowedDomains): the user is offboarded — the account is
  *   disabled, every grant of theirs revoked (their access tokens are refused on
  *   every replica within the revoked-grant poll, about a second), their IdP
- *   session forgotten, their stdio sessions and processes on this replica ended —
+ *   session forgotten, their stdio sessions and processes on this replica ended,
+ *   their browser sign-ins (authorization server, account and admin pages) ended —
  *   and the client's refresh gets invalid_grant;
  * - the IdP cannot be asked (network error, 5xx, the gateway's own client
  *   misconfigured): the refresh is refused with temporarily_unavailable (503,
@@ -59,6 +60,11 @@ export interface OffboardingOptions {
   readonly revokeGrant: (grantId: string) => Promise<void>
   /** Ends the user's sessions and processes (every replica) and removes their upstream links. */
   readonly endUserSessions: (accountId: string) => Promise<void>
+  /**
+   * Ends the user's browser sign-ins: at the authorization server (ended-sign-ins.ts) and on the
+   * account and admin pages (account/page-sessions.ts).
+   */
+  readonly endSignIns: (accountId: string) => Promise<void>
   readonly log: FastifyBaseLogger
   readonly now: () => number
 }
@@ -109,6 +115,9 @@ export class Offboarding {
     for (const grantId of grantIds) await this.opts.revokeGrant(grantId)
     await this.opts.grants.forget(accountId)
     await this.opts.endUserSessions(accountId)
+    // A user linked by email is a local account, which is not disabled: without this the browser
+    // that signed in through the IdP stayed signed in, and got new tokens at a consent click.
+    await this.opts.endSignIns(accountId)
     this.opts.log.info({ user: accountId, identity: identityId, reason, grants: grantIds.length }, 'identity provider no longer vouches for the user: grants revoked, sessions ended')
   }
 

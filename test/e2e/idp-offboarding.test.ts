@@ -5,9 +5,10 @@
 // carries on. revalidateEvery is 1s here, so the tests wait just past it before each refresh.
 // Back-channel logout: the IdP's logout token, signed with its own key, does the same at once.
 import t from 'tap'
-import { randomUUID } from 'node:crypto'
+import { createHash, randomBytes, randomUUID } from 'node:crypto'
 import { decodeJwt, generateKeyPair, SignJWT } from 'jose'
-import { refreshTokens, signInForTokens, type SignedInTokens } from '../oauth-helpers.js'
+import { REDIRECT_URL, refreshTokens, signInForTokens, type HeadlessBrowser, type SignedInTokens } from '../oauth-helpers.js'
+import { hashPassword } from '../../src/auth-server/password.js'
 import { eventually, INIT_BODY, isProcessAlive, postJson, startUpstream, stdioServer, STDIO_MODERN_FIXTURE, textOf, type RunningGateway, type Teardown } from '../helpers.js'
 import { idpEntry, startGatewayWithIdp, type IdpAccount } from '../idp.js'
 import { createKeyOnPage, signInToAccountWithIdp } from '../account-helpers.js'
@@ -285,3 +286,41 @@ t.test('back-channel logout: the offboarded user\'s linked upstream tokens are d
   t.match(gw.logs.text(), /upstream links removed for an ended account/)
   t.notOk(gw.logs.text().includes(`rt-corp:${ALICE.sub}`), 'the tokens are not logged')
 })
+
+t.test('back-channel logout of a user linked by email (linkByEmail) ends the sign-in and the page sessions that IdP sign-in began', async (t) => {
+  // The linked user is the local account: offboarding revokes its grants but cannot disable it.
+  // The browser that signed in through the IdP stayed signed in at the gateway's authorization
+  // server and its account page: a new authorization went through with a consent click (none at
+  // all for a client consented before), new tokens without the IdP's word.
+  const passwordHash = await hashPassword('alice-local-password')
+  const upstream = await startUpstream(t)
+  const { idp, gw } = await startGatewayWithIdp(t, { accounts: [ALICE, BOB], sessionIds: true }, (idp) => ({
+    auth: {
+      users: [{ username: 'alice', passwordHash, email: ALICE.email }, { username: 'bob', passwordHash, email: BOB.email }],
+      identityProviders: [idpEntry(idp, { linkByEmail: true })],
+    },
+    servers: [{ name: 'tools', transport: 'http', url: upstream.url }],
+  }))
+  const alice = await signInToAccountWithIdp(gw.baseUrl, 'corp', ALICE.preferred_username ?? '', ALICE.password)
+  const bob = await signInToAccountWithIdp(gw.baseUrl, 'corp', BOB.preferred_username ?? '', BOB.password)
+  t.equal((await alice.browser.request(`${gw.baseUrl}/account/keys`)).status, 200, 'signed in to the account page as the local user')
+  t.same(await authorizeNewClient(gw, alice.browser, ALICE), ['consent'], 'signed in at the authorization server: a new client needs only consent')
+
+  t.equal((await postLogout(gw, await idp.logoutToken(ALICE.sub))).status, 200)
+  t.match(gw.logs.text(), /"user":"alice".*"msg":"identity provider no longer vouches for the user/, 'the linked local account was offboarded')
+  t.equal((await alice.browser.request(`${gw.baseUrl}/account/keys`)).status, 303, 'her account page session is ended: back to sign-in')
+  t.same((await authorizeNewClient(gw, alice.browser, ALICE)).slice(0, 1), ['provider'], 'the next authorization in her browser asks who she is again')
+
+  t.equal((await bob.browser.request(`${gw.baseUrl}/account/keys`)).status, 200, 'the other user keeps his page session')
+  t.same(await authorizeNewClient(gw, bob.browser, BOB), ['consent'], 'and his sign-in')
+})
+
+/** The pages a newly registered client's authorization for `tools` shows this browser (signing in through the IdP when asked). */
+async function authorizeNewClient (gw: RunningGateway, browser: HeadlessBrowser, account: IdpAccount): Promise<string[]> {
+  const registered = await fetch(`${gw.baseUrl}/oauth/register`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ redirect_uris: [REDIRECT_URL], token_endpoint_auth_method: 'none' }) })
+  const clientId = (await registered.json() as { client_id: string }).client_id
+  const verifier = randomBytes(32).toString('base64url')
+  const params = new URLSearchParams({ client_id: clientId, response_type: 'code', redirect_uri: REDIRECT_URL, state: 'st', code_challenge: createHash('sha256').update(verifier).digest('base64url'), code_challenge_method: 'S256', resource: gw.mcpUrl('tools'), scope: 'mcp' })
+  await browser.authorize(`${gw.baseUrl}/oauth/authorize?${params.toString()}`, { username: account.preferred_username ?? account.sub, password: account.password, idp: 'corp' })
+  return [...browser.pages]
+}
