@@ -388,6 +388,7 @@ async function wireApp (app: FastifyInstance, config: Config, options: BuildOpti
       now,
       onRecordUseError: (err) => app.log.warn({ err: { message: err.message } }, 'could not record an API key\'s last use'),
       isUserBlocked,
+      ...(revalidate === undefined ? {} : { revalidate: async (userId: string) => offboarding.atRefresh(userId) }),
     })
     authenticate = createAuthenticator(catalog, verifier, isGatewayWideAllowed, (result) => metrics.tokenValidations.inc({ result }), apiKeyVerifier)
     const cookies = new AccountCookies(keys.cookieKeys[0] ?? '', config.publicUrl.startsWith('https:'), now)

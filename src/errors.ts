@@ -115,6 +115,8 @@ export const ERRORS = {
   PORTCULLIS_ERR_CAPACITY: { status: 503, rpcCode: JSONRPC.INTERNAL_ERROR, message: 'Upstream MCP server is at its process limit; retry shortly' },
   PORTCULLIS_ERR_UPSTREAM_RESTARTING: { status: 503, rpcCode: JSONRPC.INTERNAL_ERROR, message: 'Upstream MCP server keeps failing; new processes are paused' },
   PORTCULLIS_ERR_UPSTREAM_BUSY: { status: 503, rpcCode: JSONRPC.INTERNAL_ERROR, message: 'Upstream MCP server is at the connection or stream budget the gateway allows it; retry shortly' },
+  /** An API key's identity-provider user is due for a re-check and the IdP cannot be asked (README "Offboarding"). */
+  PORTCULLIS_ERR_IDP_UNAVAILABLE: { status: 503, rpcCode: JSONRPC.INTERNAL_ERROR, message: 'The gateway cannot re-check your account with its identity provider right now; retry shortly' },
   PORTCULLIS_ERR_STORE_UNAVAILABLE: { status: 503, rpcCode: JSONRPC.INTERNAL_ERROR, message: 'The gateway cannot reach its store right now; retry shortly' },
   PORTCULLIS_ERR_AUDIT_UNAVAILABLE: { status: 503, rpcCode: JSONRPC.INTERNAL_ERROR, message: 'The gateway cannot write its audit trail right now, so it serves no MCP requests; retry shortly' },
   PORTCULLIS_ERR_SHUTTING_DOWN: { status: 503, rpcCode: JSONRPC.INTERNAL_ERROR, message: 'Gateway is shutting down; retry on another instance' },

@@ -24,6 +24,10 @@
  *   cannot be re-checked, so the refresh is refused with invalid_grant (sign in
  *   again, which re-checks them at the IdP) — the account is not disabled.
  *
+ * An API key's use re-checks its user the same way (no grant is presented; the key is refused
+ * when the user is offboarded or cannot be re-checked, and answers 503 while the IdP cannot be
+ * asked): otherwise a key used with no OAuth refresh would never be re-checked.
+ *
  * Back-channel logout (backchannel-logout.ts) offboards through the same `offboard`, at once.
  */
 import type { FastifyBaseLogger } from 'fastify'
@@ -76,8 +80,12 @@ export class Offboarding {
     this.accounts = new ExternalAccounts(opts.store)
   }
 
-  /** Called before the gateway answers a refresh_token grant of `accountId`'s grant `grantId`. */
-  async atRefresh (accountId: string, grantId: string): Promise<RevalidationOutcome> {
+  /**
+   * Called before the gateway answers a refresh_token grant of `accountId`'s grant `grantId`, and
+   * when an API key's user is looked up (no grant: a key is used with no refresh at all, and would
+   * otherwise outlive the IdP's "no" until it expired).
+   */
+  async atRefresh (accountId: string, grantId?: string): Promise<RevalidationOutcome> {
     const session = await this.opts.sessions.idpSession(accountId)
     if (session === undefined) return await this.withoutIdpSession(accountId, grantId)
     const identityId = `${session.provider}:${session.subject}`
@@ -135,7 +143,7 @@ export class Offboarding {
   }
 
   /** No IdP session kept: a local user (nothing to check), or an IdP user whose session record is gone. */
-  private async withoutIdpSession (accountId: string, grantId: string): Promise<RevalidationOutcome> {
+  private async withoutIdpSession (accountId: string, grantId: string | undefined): Promise<RevalidationOutcome> {
     if (!isExternalAccountId(accountId)) return { kind: 'ok' }
     const account = await this.accounts.find(accountId)
     if (account?.disabled !== undefined) return await this.refuse(accountId, accountId, grantId, account.disabled.reason)
@@ -145,7 +153,7 @@ export class Offboarding {
     return { kind: 'sign-in-again', reason: 'the gateway cannot re-check this account with its identity provider; sign in again' }
   }
 
-  private async revalidate (accountId: string, idp: IdentityProviderConfig, session: { provider: string, subject: string, credential: string, refreshToken?: string, accessToken?: string, signedInAtMs: number }, grantId: string): Promise<RevalidationOutcome> {
+  private async revalidate (accountId: string, idp: IdentityProviderConfig, session: { provider: string, subject: string, credential: string, refreshToken?: string, accessToken?: string, signedInAtMs: number }, grantId: string | undefined): Promise<RevalidationOutcome> {
     const identityId = `${session.provider}:${session.subject}`
     let identity: ExternalIdentity
     let claims: Readonly<Record<string, unknown>>
@@ -169,9 +177,9 @@ export class Offboarding {
     return { kind: 'ok' }
   }
 
-  private async refuse (accountId: string, identityId: string, grantId: string, reason: string): Promise<RevalidationOutcome> {
+  private async refuse (accountId: string, identityId: string, grantId: string | undefined, reason: string): Promise<RevalidationOutcome> {
     // The presented grant first: it is revoked even if the account's grant index missed it.
-    await this.opts.revokeGrant(grantId)
+    if (grantId !== undefined) await this.opts.revokeGrant(grantId)
     await this.offboard(accountId, identityId, reason)
     return { kind: 'refused', reason }
   }

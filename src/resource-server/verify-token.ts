@@ -31,7 +31,7 @@ export interface RequestIdentity extends UserIdentity {
   readonly servers?: readonly string[]
 }
 
-export type TokenFailure = 'malformed' | 'expired' | 'not_yet_valid' | 'signature' | 'algorithm' | 'type' | 'issuer' | 'audience' | 'claims' | 'unknown_key' | 'revoked' | 'blocked' | 'api_key' | 'api_keys_disabled'
+export type TokenFailure = 'malformed' | 'expired' | 'not_yet_valid' | 'signature' | 'algorithm' | 'type' | 'issuer' | 'audience' | 'claims' | 'unknown_key' | 'revoked' | 'blocked' | 'api_key' | 'api_keys_disabled' | 'idp_recheck'
 
 export class TokenError extends Error {
   constructor (readonly reason: TokenFailure, message: string) {
@@ -56,6 +56,7 @@ const FAILURE_MESSAGES: Readonly<Record<TokenFailure, string>> = {
   // One message for unknown, expired and revoked keys: a key's holder learns no more than that.
   api_key: 'the API key is not valid',
   api_keys_disabled: 'API keys are disabled on this gateway (auth.apiKeys.enabled)',
+  idp_recheck: 'the gateway cannot re-check this account with its identity provider; sign in again (its API keys then work again)',
 }
 
 export function tokenError (reason: TokenFailure): TokenError {

@@ -324,3 +324,53 @@ async function authorizeNewClient (gw: RunningGateway, browser: HeadlessBrowser,
   await browser.authorize(`${gw.baseUrl}/oauth/authorize?${params.toString()}`, { username: account.preferred_username ?? account.sub, password: account.password, idp: 'corp' })
   return [...browser.pages]
 }
+
+t.test('an API key used with no OAuth refresh re-checks its user with the IdP every revalidateEvery', async (t) => {
+  // Revalidation ran only at a refresh of the gateway's OAuth tokens: a CI job using nothing but
+  // an IdP user's personal key was never re-checked, and the key outlived the user's
+  // disablement at an IdP that sends no back-channel logout (Okta, Entra ID) until it expired.
+  let clock = Date.now()
+  const upstream = await startUpstream(t)
+  const passwordHash = await hashPassword('bob-local-password')
+  const { idp, gw } = await startGatewayWithIdp(t, { accounts: [ALICE, BOB] }, (idp) => ({
+    auth: {
+      // Bob is a local user linked by email: his key is the local account's.
+      users: [{ username: 'bob', passwordHash, email: BOB.email }],
+      identityProviders: [idpEntry(idp, { revalidateEvery: `${REVALIDATE_EVERY_MS}ms`, linkByEmail: true })],
+    },
+    servers: [{ name: 'tools', transport: 'http', url: upstream.url }],
+  }), { now: () => clock })
+  const keyOf = async (account: IdpAccount): Promise<string> => {
+    const page = await signInToAccountWithIdp(gw.baseUrl, 'corp', account.preferred_username ?? account.sub, account.password)
+    const created = await createKeyOnPage(page, { name: 'ci job', servers: ['tools'] })
+    if (created.status !== 201 || created.secret === undefined) throw new Error(`${account.sub}: no key (${created.status})`)
+    return created.secret
+  }
+  const initializeWithKey = async (secret: string): Promise<{ status: number, text: string }> => {
+    const res = await postJson(gw.mcpUrl('tools'), INIT_BODY, { authorization: `Bearer ${secret}` })
+    return { status: res.status, text: res.text }
+  }
+  const aliceKey = await keyOf(ALICE)
+  const bobKey = await keyOf(BOB)
+  t.equal((await initializeWithKey(aliceKey)).status, 200)
+  t.equal((await initializeWithKey(bobKey)).status, 200)
+
+  clock += REVALIDATE_EVERY_MS + API_KEY_CACHE_MS
+  t.equal((await initializeWithKey(aliceKey)).status, 200, 'still enabled at the IdP: the key works after revalidateEvery')
+  t.match(gw.logs.text(), /"user":"corp:a-100".*"msg":"identity provider re-checked the user"/, 'the key\'s use asked the IdP')
+
+  idp.update(ALICE.sub, { disabled: true })
+  idp.update(BOB.sub, { disabled: true })
+  clock += REVALIDATE_EVERY_MS + API_KEY_CACHE_MS
+  t.equal((await initializeWithKey(aliceKey)).status, 401, 'disabled at the IdP: her key is refused, without any OAuth refresh')
+  t.equal((await initializeWithKey(bobKey)).status, 401, 'the linked local user\'s key too')
+  t.match(gw.logs.text(), /"user":"corp:a-100".*"msg":"identity provider no longer vouches for the user/)
+
+  idp.update(BOB.sub, { disabled: false })
+  const bobAgain = await keyOf(BOB)
+  await idp.stop()
+  clock += REVALIDATE_EVERY_MS + API_KEY_CACHE_MS
+  const outage = await initializeWithKey(bobAgain)
+  t.equal(outage.status, 503, 'the IdP unreachable: no request on an unchecked account, and nobody offboarded')
+  t.match(outage.text, /PORTCULLIS_ERR_IDP_UNAVAILABLE/)
+})
