@@ -66,7 +66,9 @@ export function identityFromClaims (idp: IdentityProviderConfig, claims: Readonl
   // asks for email_verified: true (admissionRefusal).
   const isMarkedUnverified = claims.email_verified === false || claims.email_verified === 'false'
   const email = isMarkedUnverified ? undefined : nonEmptyString(claims.email)
-  const configured = idp.usernameClaim === undefined ? undefined : nonEmptyString(claimAt(claims, idp.usernameClaim))
+  // usernameClaim: email reads the same unverified address: it names nobody there either.
+  const isUnverifiedEmailClaim = idp.usernameClaim === 'email' && isMarkedUnverified
+  const configured = idp.usernameClaim === undefined || isUnverifiedEmailClaim ? undefined : nonEmptyString(claimAt(claims, idp.usernameClaim))
   const name = configured ?? nonEmptyString(claims.preferred_username) ?? email ?? subject
   return {
     id: `${idp.name}:${subject}`,

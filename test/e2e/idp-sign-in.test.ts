@@ -180,3 +180,27 @@ t.test('privateKeyJwt: the gateway authenticates to the IdP with a signed assert
   t.match(decodeJwt(alice.oauth.savedTokens?.access_token ?? ''), { sub: 'corp:a-100', email: 'alice@example.com' }, 'signed in: the IdP took the signed client assertion at its token endpoint')
   t.notOk(gw.logs.text().includes('"d":'), 'the private key is never logged')
 })
+
+t.test('usernameClaim: email does not make an address the IdP marks unverified anyone\'s name', async (t) => {
+  // An IdP where users set their own address (Keycloak, Auth0) says so with email_verified: false.
+  // Such an address names nobody - unless usernameClaim pointed at the email claim, which read it
+  // raw: Mallory claimed Dana's address and signed in as corp:dana@example.com, the name
+  // access.users lists and ${user.name} renders.
+  const DANA: IdpAccount = { sub: 'd-1', password: 'dana-at-corp', email: 'dana@example.com', email_verified: true }
+  const MALLORY: IdpAccount = { sub: 'm-666', password: 'mallory-at-corp', email: 'dana@example.com', email_verified: false }
+  const upstream = await startUpstream(t)
+  const { gw } = await startGatewayWithIdp(t, { accounts: [DANA, MALLORY] }, (idp) => ({
+    auth: { identityProviders: [idpEntry(idp, { usernameClaim: 'email' })] },
+    servers: [{ name: 'finance', transport: 'http', url: upstream.url, access: { users: ['corp:dana@example.com'] } }],
+  }))
+  const dana = await connectWithOAuth(t, gw.mcpUrl('finance'), { username: DANA.sub, password: DANA.password, idp: 'corp', issuer: gw.baseUrl })
+  t.match(decodeJwt(dana.oauth.savedTokens?.access_token ?? ''), { sub: 'corp:d-1', preferred_username: 'corp:dana@example.com' }, 'a verified address names its owner')
+
+  const oauth = new TestOAuthClient()
+  const mallory = await connectWithOAuth(t, gw.mcpUrl('finance'), { username: MALLORY.sub, password: MALLORY.password, idp: 'corp', oauth, issuer: gw.baseUrl }).then(() => 'connected', (err: Error) => err.message)
+  const claims = decodeJwt(oauth.savedTokens?.access_token ?? '')
+  t.equal(claims.sub, 'corp:m-666')
+  t.not(claims.preferred_username, 'corp:dana@example.com', 'the unverified address is not her name')
+  t.equal(claims.email, undefined, 'nor her email')
+  t.match(mallory, /PORTCULLIS_ERR_ACCESS_DENIED/, 'access.users does not let her in as Dana')
+})
