@@ -374,7 +374,8 @@ async function wireApp (app: FastifyInstance, config: Config, options: BuildOpti
     }
     const offboarding = new Offboarding({ config, store, idp, sessions: idpSessions, grants: accountGrants, revokeGrant: async (grantId) => revokedGrants.revoke(grantId), endUserSessions: endAccount, endSignIns: endBrowserSignIns, log: app.log, now })
     const revalidate = config.auth.identityProviders.length === 0 ? undefined : async (accountId: string, grantId: string) => offboarding.atRefresh(accountId, grantId)
-    await app.register(authServerRoutes, { provider, catalog, limiter, tokenRate: config.rateLimits.token, registrationRate: config.rateLimits.registration, ...(revalidate === undefined ? {} : { revalidate }) })
+    const revalidateCode = revalidate === undefined ? undefined : async (accountId: string, grantId: string) => offboarding.atCodeExchange(accountId, grantId)
+    await app.register(authServerRoutes, { provider, catalog, limiter, tokenRate: config.rateLimits.token, registrationRate: config.rateLimits.registration, ...(revalidate === undefined ? {} : { revalidate }), ...(revalidateCode === undefined ? {} : { revalidateCode }) })
     await app.register(interactionRoutes, { provider, config, store, keys, users, catalog, limiter, idp, isUserBlocked, now })
     if (idp.providers.length > 0) await app.register(backchannelLogoutRoutes, { idp, keys: new IdpKeySets(idpOutbound.fetch), store, offboarding, now })
     const isGatewayWideAllowed = config.auth.defaultResource === 'all'

@@ -2,7 +2,8 @@
  * Offboarding: the gateway follows the identity provider when it stops vouching
  * for a user.
  *
- * At a refresh of the gateway's own tokens (the client's refresh_token grant),
+ * At a refresh of the gateway's own tokens (the client's refresh_token grant, and a code
+ * exchange: the code may come from a sign-in the authorization server kept),
  * an IdP user last vouched for longer ago than the provider's `revalidateEvery`
  * is re-checked with the IdP refresh token kept at sign-in (idp-sessions.ts):
  *
@@ -110,6 +111,18 @@ export class Offboarding {
     } finally {
       await this.opts.sessions.releaseRefresh(accountId)
     }
+  }
+
+  /**
+   * Before a code exchange: the code may come from a sign-in the authorization server kept (its
+   * browser session), with no visit to the IdP behind it, so the user is re-checked as at a
+   * refresh. When they cannot be re-checked (no IdP refresh token), their kept sign-ins end too:
+   * the next authorization goes to the IdP, which vouches afresh, instead of back to this refusal.
+   */
+  async atCodeExchange (accountId: string, grantId: string): Promise<RevalidationOutcome> {
+    const outcome = await this.atRefresh(accountId, grantId)
+    if (outcome.kind === 'sign-in-again') await this.opts.endSignIns(accountId)
+    return outcome
   }
 
   /**

@@ -5,7 +5,8 @@
  * rewrite.ts): /oauth/authorize (query rewritten in place) and /oauth/token
  * (read, rewritten, and replayed as a fresh request), and a refresh naming a
  * resource it was not granted is refused before oidc-provider rotates — and
- * so burns — the refresh token. An IdP user's refresh is also where the
+ * so burns — the refresh token. An IdP user's refresh, and a code exchange (the
+ * code may come from a kept sign-in, with no visit to the IdP), is also where the
  * gateway re-checks them with their identity provider (offboarding.ts), before
  * oidc-provider issues anything: a refusal or an unreachable IdP stops it.
  */
@@ -35,6 +36,11 @@ export interface AuthServerRoutesOptions {
   readonly registrationRate: Rate
   /** Re-checks an IdP user with their identity provider before a refresh (offboarding.ts). */
   readonly revalidate?: (accountId: string, grantId: string) => Promise<RevalidationOutcome>
+  /**
+   * The same before a code exchange (offboarding.ts atCodeExchange): a code can come from a
+   * sign-in the authorization server kept, with no visit to the IdP behind it.
+   */
+  readonly revalidateCode?: (accountId: string, grantId: string) => Promise<RevalidationOutcome>
 }
 
 async function readBody (req: IncomingMessage, maxBytes = MAX_TOKEN_BODY_BYTES): Promise<Buffer | undefined> {
@@ -115,6 +121,26 @@ function oauthError (res: ServerResponse, status: number, error: string, descrip
   res.end(body)
 }
 
+/** Answers a revalidation that stops the grant (true), or leaves the request to go on (false). */
+function refusedByRevalidation (res: ServerResponse, outcome: RevalidationOutcome): boolean {
+  if (outcome.kind === 'refused' || outcome.kind === 'sign-in-again') {
+    oauthError(res, 400, 'invalid_grant', outcome.reason)
+    return true
+  }
+  if (outcome.kind === 'unavailable') {
+    res.setHeader('retry-after', String(STORE_RETRY_AFTER_S))
+    oauthError(res, 503, 'temporarily_unavailable', outcome.reason)
+    return true
+  }
+  return false
+}
+
+/** The account and grant of a live, unused token or code (oidc-provider refuses the rest itself). */
+function liveGrantOf (token: { accountId?: string, grantId?: string, isExpired: boolean, consumed?: unknown } | undefined): { accountId: string, grantId: string } | undefined {
+  if (token?.accountId === undefined || token.grantId === undefined || token.isExpired || token.consumed !== undefined) return undefined
+  return { accountId: token.accountId, grantId: token.grantId }
+}
+
 export async function authServerRoutes (app: FastifyInstance, opts: AuthServerRoutesOptions): Promise<void> {
   const { provider, catalog } = opts
   const callback = provider.callback()
@@ -135,14 +161,13 @@ export async function authServerRoutes (app: FastifyInstance, opts: AuthServerRo
         return oauthError(res, 400, 'invalid_target', 'the refresh token was not granted for this resource')
       }
       // Only a live token of a live grant gets this far (oidc-provider refuses the rest itself).
-      if (token !== undefined && opts.revalidate !== undefined && token.accountId !== undefined && token.grantId !== undefined && !token.isExpired && token.consumed === undefined) {
-        const outcome = await opts.revalidate(token.accountId, token.grantId)
-        if (outcome.kind === 'refused' || outcome.kind === 'sign-in-again') return oauthError(res, 400, 'invalid_grant', outcome.reason)
-        if (outcome.kind === 'unavailable') {
-          res.setHeader('retry-after', String(STORE_RETRY_AFTER_S))
-          return oauthError(res, 503, 'temporarily_unavailable', outcome.reason)
-        }
-      }
+      const live = liveGrantOf(token)
+      if (live !== undefined && opts.revalidate !== undefined && refusedByRevalidation(res, await opts.revalidate(live.accountId, live.grantId))) return
+    }
+    const code = params.get('code')
+    if (params.get('grant_type') === 'authorization_code' && code !== null && opts.revalidateCode !== undefined) {
+      const live = liveGrantOf(await provider.AuthorizationCode.find(code))
+      if (live !== undefined && refusedByRevalidation(res, await opts.revalidateCode(live.accountId, live.grantId))) return
     }
     callback(withBody(req, Buffer.from(params.toString())), res)
   }

@@ -7,7 +7,7 @@
 import t from 'tap'
 import { createHash, randomBytes, randomUUID } from 'node:crypto'
 import { decodeJwt, generateKeyPair, SignJWT } from 'jose'
-import { REDIRECT_URL, refreshTokens, signInForTokens, type HeadlessBrowser, type SignedInTokens } from '../oauth-helpers.js'
+import { HeadlessBrowser, REDIRECT_URL, refreshTokens, signInForTokens, type SignedInTokens } from '../oauth-helpers.js'
 import { hashPassword } from '../../src/auth-server/password.js'
 import { eventually, INIT_BODY, isProcessAlive, postJson, startUpstream, stdioServer, STDIO_MODERN_FIXTURE, textOf, type RunningGateway, type Teardown } from '../helpers.js'
 import { idpEntry, startGatewayWithIdp, type IdpAccount } from '../idp.js'
@@ -374,3 +374,49 @@ t.test('an API key used with no OAuth refresh re-checks its user with the IdP ev
   t.equal(outage.status, 503, 'the IdP unreachable: no request on an unchecked account, and nobody offboarded')
   t.match(outage.text, /PORTCULLIS_ERR_IDP_UNAVAILABLE/)
 })
+
+t.test('a new authorization on a kept sign-in re-checks the user with the IdP: a user disabled there gets no tokens by skipping refreshes', async (t) => {
+  // Revalidation ran only at refresh_token grants. A user the IdP disabled (no back-channel
+  // logout: Okta, Entra ID) whose browser was still signed in at the gateway's authorization
+  // server could authorize again, silently (consent remembered), and exchange the code: new
+  // tokens every time, never re-checked, for as long as that sign-in lasts.
+  const upstream = await startUpstream(t)
+  const { idp, gw } = await startGatewayWithIdp(t, { accounts: [ALICE, BOB] }, (idp) => ({
+    auth: { identityProviders: [idpEntry(idp, { revalidateEvery: `${REVALIDATE_EVERY_MS}ms` })] },
+    servers: [{ name: 'tools', transport: 'http', url: upstream.url }],
+  }))
+  const alice = new HeadlessBrowser()
+  const bob = new HeadlessBrowser()
+  t.equal((await codeGrantForNewClient(gw, alice, ALICE)).status, 200, 'signed in through the IdP: tokens')
+  t.equal((await codeGrantForNewClient(gw, bob, BOB)).status, 200)
+  await pastRevalidation()
+  t.equal((await codeGrantForNewClient(gw, alice, ALICE)).status, 200, 'still enabled: a new authorization on the kept sign-in gets tokens')
+  t.match(gw.logs.text(), /"user":"corp:a-100".*"msg":"identity provider re-checked the user"/, 'the IdP was asked')
+
+  idp.update(ALICE.sub, { disabled: true })
+  await pastRevalidation()
+  const refused = await codeGrantForNewClient(gw, alice, ALICE)
+  t.match(refused, { status: 400, body: { error: 'invalid_grant', error_description: /refused the account at revalidation/ } }, 'disabled at the IdP: the code gets no tokens')
+  t.equal((await codeGrantForNewClient(gw, bob, BOB)).status, 200, 'the other user carries on')
+
+  // Nothing to re-check him with (the IdP session record gone, as when an IdP issues no refresh
+  // token): "sign in again" - and the next authorization must then really go to the IdP, not
+  // back to the kept sign-in and the same refusal.
+  await gw.app.portcullis.store.kvDelete(`idp-session:corp:${BOB.sub}`)
+  await pastRevalidation()
+  t.match(await codeGrantForNewClient(gw, bob, BOB), { status: 400, body: { error: 'invalid_grant', error_description: /sign in again/ } }, 'cannot be re-checked: no tokens')
+  const visited = bob.visited.length
+  t.equal((await codeGrantForNewClient(gw, bob, BOB)).status, 200, 'the next authorization signs in afresh')
+  t.ok(bob.visited.slice(visited).some((url) => url.startsWith(`${idp.issuer}/`)), 'at the IdP')
+})
+
+/** A new client's authorization for `tools` in this browser (signing in through the IdP when asked), and its code exchange. */
+async function codeGrantForNewClient (gw: RunningGateway, browser: HeadlessBrowser, account: IdpAccount): Promise<{ status: number, body: Record<string, unknown> }> {
+  const registered = await fetch(`${gw.baseUrl}/oauth/register`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ redirect_uris: [REDIRECT_URL], token_endpoint_auth_method: 'none' }) })
+  const clientId = (await registered.json() as { client_id: string }).client_id
+  const verifier = randomBytes(32).toString('base64url')
+  const params = new URLSearchParams({ client_id: clientId, response_type: 'code', redirect_uri: REDIRECT_URL, state: 'st', code_challenge: createHash('sha256').update(verifier).digest('base64url'), code_challenge_method: 'S256', resource: gw.mcpUrl('tools'), scope: 'mcp' })
+  const callback = await browser.authorize(`${gw.baseUrl}/oauth/authorize?${params.toString()}`, { username: account.preferred_username ?? account.sub, password: account.password, idp: 'corp' })
+  const res = await fetch(`${gw.baseUrl}/oauth/token`, { method: 'POST', headers: { 'content-type': 'application/x-www-form-urlencoded' }, body: new URLSearchParams({ grant_type: 'authorization_code', code: callback.searchParams.get('code') ?? '', client_id: clientId, redirect_uri: REDIRECT_URL, code_verifier: verifier }).toString() })
+  return { status: res.status, body: await res.json() as Record<string, unknown> }
+}
