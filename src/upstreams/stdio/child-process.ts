@@ -16,6 +16,9 @@ export const SIGTERM_GRACE_MS = 2_000
 /** Longest stderr line logged; the rest is cut. */
 const MAX_STDERR_LINE_CHARS = 4_096
 const MAX_LOGGED_STDOUT_CHARS = 200
+/** What ends a line for some reader of the child's stdin (see send). */
+const LINE_BREAK = /[\r\n]/
+const LINE_BREAKS = /[\r\n]/g
 /** Output lines are counted in windows this long; beyond a budget, one summary line per window. */
 export const OUTPUT_LOG_WINDOW_MS = 60_000
 /** Non-JSON stdout lines logged per window: a banner or a stray debug line, not a flood. */
@@ -103,10 +106,16 @@ export class McpChild {
     return this.state === 'running'
   }
 
-  /** Writes one message. JSON text never contains a raw newline except as whitespace, which is folded. */
+  /**
+   * Writes one message as one line. JSON text holds a raw CR or LF only as whitespace between
+   * tokens (RFC 8259 section 7: inside a string they must be escaped), so each becomes a space.
+   * A lone CR too: the line readers of most stdio servers (Python's TextIOWrapper in the MCP
+   * Python SDK, Java's readLine, .NET's ReadLine, Node's readline) end a line there, and a body
+   * forwarded verbatim would reach them as several messages, some of which policy never judged.
+   */
   send (json: string): void {
     if (!this.isRunning) return
-    this.proc.stdin.write(json.includes('\n') ? `${json.replace(/\r?\n/g, ' ')}\n` : `${json}\n`)
+    this.proc.stdin.write(LINE_BREAK.test(json) ? `${json.replace(LINE_BREAKS, ' ')}\n` : `${json}\n`)
   }
 
   onExit (listener: (exit: ChildExit) => void): void {
