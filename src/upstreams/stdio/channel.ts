@@ -18,6 +18,7 @@ import type { FastifyBaseLogger } from 'fastify'
 import { jsonRpcError, PortcullisError, type JsonRpcId } from '../../errors.js'
 import type { McpChild } from './child-process.js'
 import { InFlightMap } from '../../in-flight.js'
+import { memberAt, replaced, valueText, withValueAt } from './readdress.js'
 
 /** Where the messages related to one POST go. */
 export interface ReplySink {
@@ -52,6 +53,9 @@ interface Pending {
   readonly sink: ReplySink
   readonly clientProgressToken: string | number | undefined
   readonly childProgressToken: string | number | undefined
+  /** Re-addressed requests: the client's id and progress token as it wrote them (readdress.ts says why). */
+  readonly clientIdText: string | undefined
+  readonly clientTokenText: string | undefined
   readonly timeoutMs: number
   timer: NodeJS.Timeout | undefined
 }
@@ -59,6 +63,10 @@ interface Pending {
 type Message = Record<string, unknown>
 
 const META_SUBSCRIPTION_ID = 'io.modelcontextprotocol/subscriptionId'
+const ID_PATH = ['id'] as const
+const REQUEST_TOKEN_PATH = ['params', '_meta', 'progressToken'] as const
+const PROGRESS_TOKEN_PATH = ['params', 'progressToken'] as const
+const SUBSCRIPTION_PATH = ['params', '_meta', META_SUBSCRIPTION_ID] as const
 /**
  * How long a request given up by its client counts as possibly still running at the child,
  * when the child never answers it (a tool that ignores cancellation), and how many are kept.
@@ -173,6 +181,8 @@ export class Channel {
     let childId: JsonRpcId = clientId
     let childToken = clientToken
     let json = raw
+    let clientIdText: string | undefined
+    let clientTokenText: string | undefined
     if (this.options.isExclusive) {
       if (this.pending.has(clientId)) {
         sink.fail(new PortcullisError('PORTCULLIS_ERR_INVALID_REQUEST', `request id ${JSON.stringify(clientId)} is already in use in this session`), clientId)
@@ -182,10 +192,19 @@ export class Channel {
     } else {
       childId = this.nextId++
       childToken = clientToken === undefined ? undefined : childId
-      const rewrittenParams = clientToken === undefined ? params : { ...params, _meta: { ...meta, progressToken: childToken } }
-      json = JSON.stringify({ ...message, id: childId, ...(rewrittenParams === undefined ? {} : { params: rewrittenParams }) })
+      // The client's text with the child's id and token put in, when it came as text (not a batch).
+      const idAt = raw === undefined ? undefined : memberAt(raw, ID_PATH)
+      const tokenAt = raw === undefined || clientToken === undefined ? undefined : memberAt(raw, REQUEST_TOKEN_PATH)
+      if (raw !== undefined && idAt !== undefined && (clientToken === undefined || tokenAt !== undefined)) {
+        clientIdText = valueText(raw, idAt)
+        clientTokenText = tokenAt === undefined ? undefined : valueText(raw, tokenAt)
+        json = replaced(raw, tokenAt === undefined ? [[idAt, String(childId)]] : [[idAt, String(childId)], [tokenAt, String(childToken)]])
+      } else {
+        const rewrittenParams = clientToken === undefined ? params : { ...params, _meta: { ...meta, progressToken: childToken } }
+        json = JSON.stringify({ ...message, id: childId, ...(rewrittenParams === undefined ? {} : { params: rewrittenParams }) })
+      }
     }
-    const entry: Pending = { childId, client, clientId, sink, clientProgressToken: clientToken, childProgressToken: childToken, timeoutMs, timer: undefined }
+    const entry: Pending = { childId, client, clientId, sink, clientProgressToken: clientToken, childProgressToken: childToken, clientIdText, clientTokenText, timeoutMs, timer: undefined }
     this.pending.set(childId, entry)
     if (childToken !== undefined) this.progressRoutes.set(childToken, entry)
     this.armTimer(entry)
@@ -391,7 +410,9 @@ export class Channel {
       return
     }
     this.drop(childId, p)
-    const json = this.options.isExclusive && childId === p.clientId ? line : JSON.stringify({ ...message, id: p.clientId })
+    const json = this.options.isExclusive && childId === p.clientId
+      ? line
+      : withValueAt(line, ID_PATH, p.clientIdText ?? JSON.stringify(p.clientId)) ?? JSON.stringify({ ...message, id: p.clientId })
     p.sink.deliver(json, p.clientId, true)
   }
 
@@ -417,7 +438,9 @@ export class Channel {
       if (p === undefined) return
       // Progress is a sign of life: the request's silence timer starts again.
       this.armTimer(p)
-      const json = p.clientProgressToken === p.childProgressToken ? line : JSON.stringify({ ...message, params: { ...params, progressToken: p.clientProgressToken } })
+      const json = p.clientProgressToken === p.childProgressToken
+        ? line
+        : withValueAt(line, PROGRESS_TOKEN_PATH, p.clientTokenText ?? JSON.stringify(p.clientProgressToken)) ?? JSON.stringify({ ...message, params: { ...params, progressToken: p.clientProgressToken } })
       p.sink.deliver(json, p.clientId, false)
       return
     }
@@ -426,7 +449,9 @@ export class Channel {
       // MCP 2026-07-28 subscriptions/listen: the listen request's id names the stream.
       const p = this.pending.get(subscriptionId as JsonRpcId)
       if (p === undefined) return
-      const json = p.clientId === subscriptionId ? line : JSON.stringify({ ...message, params: { ...params, _meta: { ...metaOf(params), [META_SUBSCRIPTION_ID]: p.clientId } } })
+      const json = p.clientId === subscriptionId
+        ? line
+        : withValueAt(line, SUBSCRIPTION_PATH, p.clientIdText ?? JSON.stringify(p.clientId)) ?? JSON.stringify({ ...message, params: { ...params, _meta: { ...metaOf(params), [META_SUBSCRIPTION_ID]: p.clientId } } })
       p.sink.deliver(json, p.clientId, false)
       return
     }

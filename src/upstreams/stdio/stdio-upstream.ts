@@ -565,7 +565,8 @@ export class StdioUpstream implements Upstream {
     channel.attach(client)
     // 2026-07-28: closing the response stream is the client's cancellation.
     reply.onClientGone = () => channel.cancel(client, message.id ?? null)
-    channel.forwardRequest(client, message.value, undefined, withEdit(reply, ex.edit))
+    // Its text too: the channel changes only the id and progress token in it (readdress.ts).
+    channel.forwardRequest(client, message.value, ex.body?.toString('utf8'), withEdit(reply, ex.edit))
     await reply.done()
     channel.detach(client)
   }
