@@ -143,8 +143,11 @@ export class Channel {
     this.clients.add(client)
   }
 
-  /** Forgets a client; its requests still in flight are cancelled at the child. */
-  detach (client: ChannelClient): void {
+  /**
+   * Forgets a client; its requests still in flight are cancelled at the child, and answered
+   * with `ended` when given (a session that ends: no answer will reach its client otherwise).
+   */
+  detach (client: ChannelClient, ended?: PortcullisError): void {
     this.clients.delete(client)
     const held = this.subscriptions.get(client)
     this.subscriptions.delete(client)
@@ -158,6 +161,7 @@ export class Channel {
       if (p.client === client) {
         this.giveUp(childId, p)
         this.sendCancelled(childId, 'client went away')
+        if (ended !== undefined) p.sink.fail(ended, p.clientId)
       }
     }
     for (const [id, c] of this.outgoing.entries()) if (c === client) this.outgoing.delete(id)

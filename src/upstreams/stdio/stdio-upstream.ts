@@ -530,8 +530,10 @@ export class StdioUpstream implements Upstream {
     session.isAlive = false
     session.endStream()
     this.log.debug({ server: this.name, session: session.label, reason }, 'stdio session closed')
-    if (this.config.isolation === 'session') await this.retire(session.channel)
-    else session.channel.detach(session)
+    // Its requests in flight are answered now, as a request to an ended session would be.
+    const ended = new PortcullisError('PORTCULLIS_ERR_SESSION_NOT_FOUND', `the session ended (${reason}) while this request was in flight`)
+    if (this.config.isolation === 'session') await this.retire(session.channel, ended)
+    else session.channel.detach(session, ended)
   }
 
   // --- 2026-07-28: stateless requests ----------------------------------------
@@ -654,9 +656,9 @@ export class StdioUpstream implements Upstream {
     return new Channel(child, { server: this.name, isExclusive, requestTimeoutMs: this.config.requestTimeoutMs, log: this.log, now: this.now })
   }
 
-  /** The channel's process ends on purpose; what is in flight on it fails as shutting down. */
-  private async retire (channel: Channel): Promise<void> {
-    await this.pool.retire(channel.child, () => channel.failAll(new PortcullisError('PORTCULLIS_ERR_SHUTTING_DOWN')))
+  /** The channel's process ends on purpose; what is in flight on it fails with `err` (by default: shutting down). */
+  private async retire (channel: Channel, err = new PortcullisError('PORTCULLIS_ERR_SHUTTING_DOWN')): Promise<void> {
+    await this.pool.retire(channel.child, () => channel.failAll(err))
   }
 
   /** Ends what has been idle for idleTimeoutMs. Runs on a timer; tests call it with their own clock. */
