@@ -10,6 +10,11 @@
  * refuse new requests until the trail can be written again (fail closed) and
  * /readyz says why. Records held while failing are bounded; beyond the bound
  * they are counted and reported, never buffered without limit.
+ *
+ * A write may also never come back: a pipe whose reader hangs, a hard NFS mount
+ * that is gone. No error arrives then, so waiting for one would serve requests
+ * unrecorded until the bound drops their records: records that wait with no
+ * write completing for STALL_MS, or that reach the bound, fail it closed too.
  */
 import { closeSync, mkdirSync, openSync, write } from 'node:fs'
 import { dirname } from 'node:path'
@@ -27,6 +32,15 @@ const FLUSH_INTERVAL_MS = 1000
 const MAX_PENDING_CHARS = 16 * 1024 * 1024
 /** A batch holds at most this much, so what piled up while the disk was full goes in bounded writes. */
 const MAX_BATCH_CHARS = 1024 * 1024
+/**
+ * Records waiting this long with no write completing: the trail counts as failed (ETIMEDOUT).
+ * A local disk writes a 1 MiB batch in milliseconds; at 2,000 requests a second, 10 s of
+ * records is under half the bound, so the bound is rarely what notices a hung write first.
+ */
+const STALL_MS = 10_000
+/** Failures the writer declares itself (no error came back); a real error that arrives replaces them. */
+const STALLED = 'ETIMEDOUT'
+const OVER_BOUND = 'ENOBUFS'
 const NEWLINE = 0x0a
 
 export interface AuditWriteFailure {
@@ -55,6 +69,8 @@ export class AuditFile {
   private failure: { code: string, sinceMs: number } | undefined
   /** Records dropped because too many were waiting (reported once, and counted at close). */
   private lost = 0
+  /** Since when records have waited with no write completing (the oldest's arrival, or the last write's end). */
+  private waitingSinceMs = 0
   private readonly timer: NodeJS.Timeout
   private drained: Array<() => void> = []
 
@@ -65,7 +81,10 @@ export class AuditFile {
     private readonly log: AuditFileLog,
     private readonly now: () => number,
   ) {
-    this.timer = setInterval(() => { this.flush() }, FLUSH_INTERVAL_MS)
+    this.timer = setInterval(() => {
+      this.checkStall()
+      this.flush()
+    }, FLUSH_INTERVAL_MS)
     this.timer.unref()
   }
 
@@ -82,8 +101,11 @@ export class AuditFile {
     if (this.held() + record.length > MAX_PENDING_CHARS) {
       if (this.lost === 0) this.log.error({ audit: this.where }, 'audit records dropped: too many waiting to be written')
       this.lost++
+      // Fail closed: the requests after this one would be served with no record at all.
+      this.fail(OVER_BOUND, 'too many records waiting to be written')
       return true
     }
+    if (this.waiting() === 0) this.waitingSinceMs = this.now()
     this.pending.push(record)
     this.pendingChars += record.length
     if (this.failure === undefined && this.pendingChars >= BATCH_CHARS) this.flush()
@@ -133,6 +155,7 @@ export class AuditFile {
       }
       // A short write leaves the rest of the batch for the next one; the records it completed
       // (each ends with the batch's only newlines: JSON escapes its own) are written.
+      this.waitingSinceMs = this.now()
       if (this.offset + written >= batch.length) {
         this.batch = undefined
         this.batchRecords = 0
@@ -187,11 +210,26 @@ export class AuditFile {
 
   private onFailure (err: NodeJS.ErrnoException): void {
     const code = err.code ?? 'EIO'
-    // EAGAIN: a non-blocking pipe (stdout) is full for a moment; not a failure to report.
+    // EAGAIN: a non-blocking pipe (stdout) is full for a moment; not a failure to report
+    // (one that stays full is a stall: checkStall).
     if (code === 'EAGAIN') return
+    this.fail(code, err.message)
+  }
+
+  /** Records have waited STALL_MS with no write completing: a write that hangs, or a pipe that stays full. */
+  private checkStall (): void {
+    if (this.failure === undefined && this.waiting() > 0 && this.now() - this.waitingSinceMs >= STALL_MS) {
+      this.fail(STALLED, `no write has completed for ${Math.round((this.now() - this.waitingSinceMs) / 1000)} s`)
+    }
+  }
+
+  private fail (code: string, message: string): void {
     if (this.failure === undefined) {
       this.failure = { code, sinceMs: this.now() }
-      this.log.error({ audit: this.where, code, message: err.message }, 'audit log cannot be written: MCP requests are refused until it can (records are kept meanwhile)')
+      this.log.error({ audit: this.where, code, message }, 'audit log cannot be written: MCP requests are refused until it can (records are kept meanwhile)')
+    } else if (code !== this.failure.code && (this.failure.code === STALLED || this.failure.code === OVER_BOUND)) {
+      // The file system's own error says more than the writer's guess.
+      this.failure = { code, sinceMs: this.failure.sinceMs }
     }
   }
 
