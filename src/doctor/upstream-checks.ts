@@ -15,6 +15,7 @@ import { McpChild } from '../upstreams/stdio/child-process.js'
 import { childEnvironment } from '../upstreams/stdio/environment.js'
 import { checkServerCommand } from '../upstreams/stdio/resolve-command.js'
 import { describeFetchError, fail, pass, type CheckResult, type DoctorFetch } from './check.js'
+import { maskUrl } from '../config/describe.js'
 
 const INITIALIZE = { jsonrpc: '2.0', id: 1, method: 'initialize', params: { protocolVersion: '2025-11-25', capabilities: {}, clientInfo: { name: 'portcullis-doctor', version: '1' } } }
 const REDIS_PING_TIMEOUT_MS = 3_000
@@ -42,7 +43,7 @@ export async function checkHttpUpstream (server: HttpServerConfig, fetch: Doctor
   try {
     res = await fetch(server.url, { method: 'POST', headers: { 'content-type': 'application/json', accept: 'application/json, text/event-stream', ...server.headers }, body: JSON.stringify(INITIALIZE) })
   } catch (err) {
-    return { result: fail(name, `${server.url}: ${describeFetchError(err)}`, `start the server, or fix servers[].url of "${server.name}" (the gateway answers 502 for it meanwhile)`) }
+    return { result: fail(name, `${maskUrl(server.url)}: ${describeFetchError(err)}`, `start the server, or fix servers[].url of "${server.name}" (the gateway answers 502 for it meanwhile)`) }
   }
   const date = res.headers.get('date') ?? undefined
   const withDate = (result: CheckResult): HttpUpstreamCheck => ({ result, ...(date === undefined ? {} : { date }) })
@@ -52,14 +53,14 @@ export async function checkHttpUpstream (server: HttpServerConfig, fetch: Doctor
   if (session !== null) await fetch(server.url, { method: 'DELETE', headers: { ...server.headers, 'mcp-session-id': session } }).then((r) => r.body?.cancel(), () => {})
   // These servers expect something made per caller (their credential, or a signed identity token): a refusal is expected here.
   if ((res.status === 401 || res.status === 403) && (server.upstreamAuth !== undefined || server.identity !== undefined)) {
-    return withDate(pass(name, `${server.url} reachable; it wants a per-caller ${server.upstreamAuth === undefined ? 'identity token (identity)' : 'credential (upstreamAuth)'}, which the doctor does not have`))
+    return withDate(pass(name, `${maskUrl(server.url)} reachable; it wants a per-caller ${server.upstreamAuth === undefined ? 'identity token (identity)' : 'credential (upstreamAuth)'}, which the doctor does not have`))
   }
   if (res.status === 401 || res.status === 403) {
-    return withDate(fail(name, `${server.url} answered ${res.status} to the gateway's credentials`, `check servers[].headers of "${server.name}" (the token or key it sends)`))
+    return withDate(fail(name, `${maskUrl(server.url)} answered ${res.status} to the gateway's credentials`, `check servers[].headers of "${server.name}" (the token or key it sends)`))
   }
   const info = res.status === 200 ? serverInfoOf(text) : undefined
-  if (info === undefined) return withDate(fail(name, `${server.url} answered ${res.status} but no initialize result`, `check that servers[].url of "${server.name}" is its Streamable HTTP MCP endpoint`))
-  return withDate(pass(name, `${server.url} answered initialize (${info})`))
+  if (info === undefined) return withDate(fail(name, `${maskUrl(server.url)} answered ${res.status} but no initialize result`, `check that servers[].url of "${server.name}" is its Streamable HTTP MCP endpoint`))
+  return withDate(pass(name, `${maskUrl(server.url)} answered initialize (${info})`))
 }
 
 /**
@@ -71,8 +72,8 @@ export async function checkHttpUpstream (server: HttpServerConfig, fetch: Doctor
 export async function checkSseUpstream (server: SseServerConfig): Promise<CheckResult> {
   const name = `upstream ${server.name}`
   const health = await probeTcp(server.name, server.transport, server.url)
-  if (!health.isReachable) return fail(name, `${server.url}: ${health.error ?? 'unreachable'}`, `start the server, or fix servers[].url of "${server.name}" (the gateway answers 502 for it meanwhile)`)
-  return pass(name, `${server.url} accepts connections (HTTP+SSE, 2024-11-05)`)
+  if (!health.isReachable) return fail(name, `${maskUrl(server.url)}: ${health.error ?? 'unreachable'}`, `start the server, or fix servers[].url of "${server.name}" (the gateway answers 502 for it meanwhile)`)
+  return pass(name, `${maskUrl(server.url)} accepts connections (HTTP+SSE, 2024-11-05)`)
 }
 
 export async function checkStdioUpstream (server: StdioServerConfig, log: FastifyBaseLogger): Promise<CheckResult> {
@@ -119,7 +120,7 @@ export function checkClocks (dates: ReadonlyArray<{ readonly who: string, readon
 export async function checkRedis (config: Config): Promise<CheckResult | undefined> {
   const url = config.store.redis
   if (url === undefined) return undefined
-  const shown = url.replace(/\/\/[^@/]*@/, '//***@')
+  const shown = maskUrl(url)
   const { Redis } = await import('ioredis')
   const redis = new Redis(url, { lazyConnect: true, maxRetriesPerRequest: 0, connectTimeout: REDIS_PING_TIMEOUT_MS, retryStrategy: () => null })
   redis.on('error', () => {})

@@ -22,11 +22,15 @@ const COMMAND_TIMEOUT_MS = 2_000
 const MAX_RECONNECT_DELAY_MS = 2_000
 const ERROR_LOG_INTERVAL_MS = 10_000
 
-/** The URL without its password, for logs. */
+/**
+ * The URL without its credentials, for logs: the password, and every query value
+ * (ioredis reads `?password=…` as the password, as it does any option given in the query).
+ */
 export function redactRedisUrl (url: string): string {
   try {
     const u = new URL(url)
     if (u.password !== '') u.password = '***'
+    for (const key of [...u.searchParams.keys()]) u.searchParams.set(key, '***')
     return u.toString()
   } catch {
     return 'redis://(unparseable)'
