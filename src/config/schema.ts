@@ -738,7 +738,9 @@ const storeSchema = z.strictObject({
   /** In-process only: nothing survives a restart. For tests; warned about at start. */
   memory: z.literal(true, { error: 'expected memory: true' }).optional(),
   /** Redis (redis://[:password@]host:port[/db]): several replicas share everything. */
-  redis: z.string().regex(/^rediss?:\/\/\S+$/, 'expected a redis:// or rediss:// URL').optional(),
+  redis: z.string().regex(/^rediss?:\/\/\S+$/, 'expected a redis:// or rediss:// URL')
+    // What ioredis, `check` and the logs parse it with: a string no URL parser takes would only fail there.
+    .refine((value) => URL.canParse(value), 'expected a redis:// or rediss:// URL (this one cannot be parsed: check brackets, and percent-encode @ : / in the password)').optional(),
   /** Prefix of every Redis key (several gateways, or tenants, on one Redis). */
   prefix: z.string().regex(/^[\w.:-]{1,64}$/, 'expected up to 64 letters, digits or _ . : -').default('portcullis:'),
 }).refine((store) => [store.sqlite !== undefined, store.memory === true, store.redis !== undefined].filter(Boolean).length <= 1, 'choose one store: sqlite, redis or memory')
