@@ -33,7 +33,7 @@ const MAX_PENDING_CHARS = 16 * 1024 * 1024
 /** A batch holds at most this much, so what piled up while the disk was full goes in bounded writes. */
 const MAX_BATCH_CHARS = 1024 * 1024
 /**
- * Records waiting this long with no write completing: the trail counts as failed (ETIMEDOUT).
+ * A batch written this long without finishing: the trail counts as failed (ETIMEDOUT).
  * A local disk writes a 1 MiB batch in milliseconds; at 2,000 requests a second, 10 s of
  * records is under half the bound, so the bound is rarely what notices a hung write first.
  */
@@ -69,8 +69,12 @@ export class AuditFile {
   private failure: { code: string, sinceMs: number } | undefined
   /** Records dropped because too many were waiting (reported once, and counted at close). */
   private lost = 0
-  /** Since when records have waited with no write completing (the oldest's arrival, or the last write's end). */
-  private waitingSinceMs = 0
+  /**
+   * Since when the batch has been written without finishing: it was started, or last made
+   * progress. Records merely pending are no stall (the timer starts their write within a
+   * second), so a test clock moved forward while records wait does not fail the trail.
+   */
+  private writeSinceMs = 0
   private readonly timer: NodeJS.Timeout
   private drained: Array<() => void> = []
 
@@ -105,7 +109,6 @@ export class AuditFile {
       this.fail(OVER_BOUND, 'too many records waiting to be written')
       return true
     }
-    if (this.waiting() === 0) this.waitingSinceMs = this.now()
     this.pending.push(record)
     this.pendingChars += record.length
     if (this.failure === undefined && this.pendingChars >= BATCH_CHARS) this.flush()
@@ -144,6 +147,7 @@ export class AuditFile {
       this.batch = Buffer.from(records.join(''))
       this.batchRecords = records.length
       this.offset = 0
+      this.writeSinceMs = this.now()
     }
     this.isWriting = true
     const batch = this.batch
@@ -155,7 +159,7 @@ export class AuditFile {
       }
       // A short write leaves the rest of the batch for the next one; the records it completed
       // (each ends with the batch's only newlines: JSON escapes its own) are written.
-      this.waitingSinceMs = this.now()
+      this.writeSinceMs = this.now()
       if (this.offset + written >= batch.length) {
         this.batch = undefined
         this.batchRecords = 0
@@ -216,10 +220,10 @@ export class AuditFile {
     this.fail(code, err.message)
   }
 
-  /** Records have waited STALL_MS with no write completing: a write that hangs, or a pipe that stays full. */
+  /** A batch has been written for STALL_MS without finishing: a write that hangs, or a pipe that stays full. */
   private checkStall (): void {
-    if (this.failure === undefined && this.waiting() > 0 && this.now() - this.waitingSinceMs >= STALL_MS) {
-      this.fail(STALLED, `no write has completed for ${Math.round((this.now() - this.waitingSinceMs) / 1000)} s`)
+    if (this.failure === undefined && this.batch !== undefined && this.now() - this.writeSinceMs >= STALL_MS) {
+      this.fail(STALLED, `no write has completed for ${Math.round((this.now() - this.writeSinceMs) / 1000)} s`)
     }
   }
 

@@ -110,3 +110,28 @@ t.test('records beyond the bound are never dropped while the gateway still serve
   // Let the pipe go so the blocked write returns and close() can finish.
   await drainWhile(pipe, audit.close(500))
 })
+
+t.test('records that merely wait for the timer are no stall, however far the clock moves meanwhile', async (t) => {
+  // A few records wait for the next flush (a write carries a batch). A test clock moved forward
+  // meanwhile (session and token expiry tests do), or a wall clock stepped by NTP, is no hung
+  // write: failing the trail for it answered MCP requests 503 until the timer's write returned.
+  const dir = mkdtempSync(join(tmpdir(), 'portcullis-audit-wait-'))
+  t.teardown(() => { rmSync(dir, { recursive: true, force: true }) })
+  const logged: Logged[] = []
+  const log = {
+    error: (details: Record<string, unknown>, message: string) => { logged.push({ level: 'error', details, message }) },
+    info: (details: Record<string, unknown>, message: string) => { logged.push({ level: 'info', details, message }) },
+  }
+  let clock = 1_000_000
+  const audit = AuditFile.open(join(dir, 'audit.jsonl'), log, () => clock)
+  let wasUnwritable = false
+  for (let round = 0; round < 3; round++) {
+    audit.write(record(round, 200))
+    clock += 60_000
+    // Past the next tick of the flush timer (1 s): it must write the record, not declare a stall.
+    for (const started = Date.now(); Date.now() - started < 1300; await sleep(5)) wasUnwritable ||= !audit.isWritable()
+  }
+  t.equal(wasUnwritable, false, 'the trail stayed writable')
+  t.notOk(logged.some((l) => l.level === 'error'), 'nothing was reported as failing')
+  await audit.close(2000)
+})
