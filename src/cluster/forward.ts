@@ -11,6 +11,7 @@ import { Pool, type Dispatcher } from 'undici'
 import { PortcullisError } from '../errors.js'
 import { sendRpcError } from '../upstreams/respond.js'
 import { HOP_BY_HOP_HEADERS } from '../net/hop-by-hop.js'
+import { isEventStream } from '../net/media-type.js'
 
 /** Set on forwarded requests: the receiving replica never forwards them again (no loops). */
 export const FORWARDED_HEADER = 'x-portcullis-forwarded-by'
@@ -77,7 +78,7 @@ class RelayBack implements Dispatcher.DispatchHandler {
   onResponseStart (_controller: Dispatcher.DispatchController, statusCode: number, headers: Record<string, string | string[] | undefined>): void {
     if (statusCode < 200) return
     this.res.writeHead(statusCode, relayHeaders(headers))
-    if (String(headers['content-type'] ?? '').startsWith('text/event-stream')) this.res.flushHeaders()
+    if (isEventStream(headers['content-type'])) this.res.flushHeaders()
   }
 
   onResponseData (controller: Dispatcher.DispatchController, chunk: Buffer): void {

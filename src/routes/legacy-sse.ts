@@ -34,6 +34,7 @@ import { sseMessageEvent } from '../upstreams/response-edit.js'
 import { SseEventReader } from '../upstreams/sse-events.js'
 import type { StreamKeeper } from '../upstreams/stream-keeper.js'
 import { OUTLIVES_GENERATION, type LegacyCaller, type LegacySession, type LegacySessions, type SessionEnder } from './legacy-sessions.js'
+import { isEventStream } from '../net/media-type.js'
 
 type Step = (request: FastifyRequest, reply: FastifyReply) => Promise<void>
 
@@ -181,7 +182,7 @@ export async function legacySseRoutes (app: FastifyInstance, opts: LegacySseOpti
 
   /** Everything the /mcp route answered, as messages on the legacy stream. */
   const relayAnswer = async (session: LegacySession, contentType: string, body: Readable, log: FastifyRequest['log']): Promise<void> => {
-    if (contentType.startsWith('text/event-stream')) {
+    if (isEventStream(contentType)) {
       const reader = new SseEventReader(maxBufferedBytes)
       for await (const chunk of body) {
         for (const event of reader.push(chunk as Buffer)) {

@@ -28,6 +28,7 @@ import type { IdentitySigner } from './identity-token.js'
 import { CallerHeaders } from './caller-headers.js'
 import { probeTcp } from './tcp-probe.js'
 import { HOP_BY_HOP_HEADERS } from '../net/hop-by-hop.js'
+import { EVENT_STREAM, isEventStream } from '../net/media-type.js'
 import type { UpstreamCredentials } from './upstream-credentials.js'
 import { declaresUrlElicitation } from '../mcp/capabilities.js'
 import { InFlight } from '../in-flight.js'
@@ -73,22 +74,18 @@ function responseHeaders (upstream: Record<string, string | string[] | undefined
     // Access-Control-* would replace it (writeHead's headers win over those already set).
     if (value !== undefined && !DROPPED_RESPONSE_HEADERS.has(name) && !name.startsWith('access-control-')) headers[name] = value
   }
-  const isSse = mediaType(headers['content-type']) === 'text/event-stream'
+  const isSse = isEventStream(headers['content-type'])
   if (isSse) {
+    // Spelled as every reader of the answer inside the gateway (virtual, 2024-11-05 routes) and
+    // outside it expects; the parameters (a charset) as the upstream wrote them.
+    const type = headers['content-type'] as string
+    const params = type.indexOf(';')
+    headers['content-type'] = params === -1 ? EVENT_STREAM : EVENT_STREAM + type.slice(params)
     // Tell nginx (and kin) not to buffer: events must reach the client as they happen.
     headers['x-accel-buffering'] = 'no'
     headers['cache-control'] ??= 'no-cache'
   }
   return { headers, isSse }
-}
-
-/**
- * A Content-Type's media type, lower case and without parameters: type and subtype are
- * case-insensitive (RFC 9110 8.3.1), and clients read `Text/Event-Stream` as an event stream
- * (the MCP SDK parses the header): an answer judged by its exact spelling passed unedited.
- */
-function mediaType (contentType: string | string[] | undefined): string {
-  return typeof contentType === 'string' ? (contentType.split(';', 1)[0] ?? '').trim().toLowerCase() : ''
 }
 
 /** undici error codes -> the gateway's wire error. The cause stays in the log. */

@@ -34,6 +34,7 @@ import { SSE_EVENT_TOO_LARGE, SseEventReader } from './sse-events.js'
 import { isStoreUnavailable } from '../store/types.js'
 import { storeUnavailableError } from '../store/outage.js'
 import { InFlight, InFlightMap, type Entry } from '../in-flight.js'
+import { isEventStream } from '../net/media-type.js'
 
 /** Idle sessions are looked for this often at most (a quarter of the idle timeout when shorter). */
 const SWEEP_MAX_INTERVAL_MS = 60_000
@@ -259,7 +260,7 @@ export class SseUpstream implements Upstream {
       bodyTimeout: 0,
     })
     const type = String(answered['content-type'] ?? '')
-    if (statusCode !== 200 || !type.startsWith('text/event-stream')) {
+    if (statusCode !== 200 || !isEventStream(type)) {
       // Read to the end (bounded by timeoutMs), not destroyed: undici reports a destroyed body as an error.
       await body.dump().catch(() => {})
       this.log.warn({ server: this.name, status: statusCode, contentType: type.slice(0, 100) }, 'sse upstream refused its event stream')

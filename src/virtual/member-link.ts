@@ -17,6 +17,7 @@ import type { ParamHeader } from '../mcp/param-headers.js'
 import type { RequestIdentity } from '../resource-server/verify-token.js'
 import { SseEventReader } from '../upstreams/sse-events.js'
 import { InProcessResponse, type Consumer } from './in-process-response.js'
+import { isEventStream } from '../net/media-type.js'
 
 /** Who is calling, through which virtual server. */
 export interface VirtualGrant {
@@ -197,8 +198,7 @@ function valueAt (args: unknown, path: readonly string[]): unknown {
 
 /** Every JSON-RPC message of a member's answer, as it comes: one JSON body, or the events of a stream. */
 export async function * messagesOf (response: MemberResponse): AsyncGenerator<Record<string, unknown>> {
-  const type = String(response.headers['content-type'] ?? '')
-  if (type.startsWith('text/event-stream')) {
+  if (isEventStream(response.headers['content-type'])) {
     const reader = new SseEventReader()
     for await (const chunk of response.body) {
       for (const event of reader.push(chunk as Buffer)) {

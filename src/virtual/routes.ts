@@ -27,6 +27,7 @@ import { SseEventReader } from '../upstreams/sse-events.js'
 import { CALL_TOOL_NAME, SEARCH_TOOLS_NAME, ToolIndex, parseCallToolArgs, parseSearchArgs, searchResult, toolSearchTools } from './tool-search.js'
 import { MAX_VIRTUAL_SESSIONS, MAX_VIRTUAL_SESSIONS_PER_USER, MODERN_REVISION, VirtualServer, refusalOf, type MemberRefusal, type VirtualContext } from './virtual-server.js'
 import type { ClientHello, VirtualSession, VirtualSessionTable } from './session.js'
+import { isEventStream } from '../net/media-type.js'
 
 export interface VirtualRoutesOptions {
   readonly virtualServers: readonly VirtualServerConfig[]
@@ -491,7 +492,7 @@ async function forward (ex: Exchange, session: VirtualSession, member: string, b
       return reply.code(202).send()
     }
     const expected: Expected = { id, progressToken: asItem(asItem(body.params)._meta).progressToken }
-    if (!String(res.headers['content-type'] ?? '').startsWith('text/event-stream')) {
+    if (!isEventStream(res.headers['content-type'])) {
       const text = await textOf(res)
       const parsed = parsedMessages(text)
       const messages = parsed.filter((message) => isForRequest(ex, member, message, expected))

@@ -7,6 +7,8 @@ import { gzipSync } from 'node:zlib'
 import type { IncomingMessage, ServerResponse } from 'node:http'
 import { connectClient, INIT_BODY, postJson, startGateway, startRawServer, textOf, type RunningGateway } from '../helpers.js'
 import { FAKE } from '../fixtures/fake-secrets.mjs'
+import { Client } from '@modelcontextprotocol/sdk/client/index.js'
+import { SSEClientTransport } from '@modelcontextprotocol/sdk/client/sse.js'
 
 interface Form {
   /** The answer's Content-Type. */
@@ -130,4 +132,26 @@ t.test('an upstream\'s own CORS headers do not replace the gateway\'s for an all
   t.equal(res.headers.get('access-control-allow-origin'), 'https://app.example', 'the gateway\'s answer to the Origin it allowed')
   t.match(res.headers.get('access-control-expose-headers'), /retry-after/, 'the gateway\'s list of readable headers')
   t.equal(res.headers.get('access-control-allow-credentials'), null, 'no credentials mode the gateway never offered')
+})
+
+t.test('a Content-Type in capitals through a virtual server and the 2024-11-05 routes: read as the event stream it is', async (t) => {
+  // The virtual route and the legacy routes read the member's answer themselves: a stream they
+  // took for one JSON body failed the call, though the member's own URL served it.
+  const seen = { acceptEncoding: [] as Array<string | undefined> }
+  const upstream = await startRawServer(t, formServer({ type: 'Text/Event-Stream', isSse: true }, seen))
+  const gw = await startGateway(t, {
+    servers: [{ name: 'fx', transport: 'http', url: upstream.url, ...SERVER }],
+    virtualServers: [{ name: 'work', prefix: 'always', members: ['fx'] }],
+  })
+  const { client } = await connectClient(t, gw.mcpUrl('work'))
+  const listed = await client.listTools().then((r) => r.tools.map((tool) => tool.name).join(','), (err: Error) => `error: ${err.message}`)
+  t.equal(listed, 'fx__open', 'the member\'s tools are listed, the denied one not')
+  const call = await client.callTool({ name: 'fx__open', arguments: {} }).then((r) => textOf(r), (err: Error) => `error: ${err.message}`)
+  t.equal(call, 'your token is [redacted:github-tokens]', 'the call is answered, masked')
+
+  const legacy = new Client({ name: 'legacy', version: '1' })
+  await legacy.connect(new SSEClientTransport(new URL(`${gw.baseUrl}/fx/sse`)))
+  t.teardown(async () => { await legacy.close() })
+  const old = await legacy.callTool({ name: 'open', arguments: {} }).then((r) => textOf(r), (err: Error) => `error: ${err.message}`)
+  t.equal(old, 'your token is [redacted:github-tokens]', '2024-11-05 client: answered, masked')
 })
