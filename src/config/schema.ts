@@ -325,6 +325,8 @@ const httpServerSchema = z.strictObject({
   maxSessionsPerUser: wholeNumber('expected a number of sessions').pipe(z.number().min(1, 'expected at least 1 session')).default(DEFAULT_HTTP_MAX_SESSIONS_PER_USER),
   /** Speak HTTP/2 to the upstream when it offers it (TLS, ALPN): many exchanges over few connections. */
   http2: z.boolean().default(false),
+  /** The largest answer (JSON) or event (SSE) held to be edited (masked, filtered); beyond it 502. */
+  maxMessageBytes: byteSize.default(DEFAULT_MAX_SSE_EVENT_BYTES),
   /** A short-lived ES256 JWT naming the caller on every request, in this header (README "Upstream identity"). */
   identity: z.strictObject({ header: identityHeaderName }).optional(),
   /** Each caller's own credential at the upstream (README "Upstream credentials"). */

@@ -113,6 +113,15 @@ function isContentCoded (value: string | string[] | undefined): boolean {
   })
 }
 
+/**
+ * An answer to edit is held whole (a JSON body) or event by event (SSE): past the server's
+ * maxMessageBytes it is refused. Unbounded, one answer held the gateway's memory at several
+ * times its size, and one past V8's longest string (~512 MB) could not be read and passed unedited.
+ */
+function tooLargeToEdit (maxBytes: number): Error {
+  return Object.assign(new Error(`an answer the gateway must edit is larger than servers[].maxMessageBytes (${maxBytes} bytes)`), { code: 'PORTCULLIS_UPSTREAM_TOO_LARGE' })
+}
+
 const CLIENT_GONE = Object.assign(new Error('client closed the connection'), { code: 'PORTCULLIS_CLIENT_GONE' })
 const SHUTTING_DOWN = Object.assign(new Error('gateway is shutting down'), { code: 'PORTCULLIS_SHUTDOWN' })
 
@@ -129,6 +138,7 @@ class Relay implements Dispatcher.DispatchHandler {
   /** pass: bytes straight through; buffer: a JSON body to edit; sse: events to edit; replace: answer with the batch errors only. */
   private mode: 'pass' | 'buffer' | 'sse' | 'replace' = 'pass'
   private chunks: Buffer[] = []
+  private bufferedBytes = 0
   private editor: SseEditor | undefined
   private bufferedStatus = 0
   private bufferedHeaders: Record<string, string | string[]> = {}
@@ -246,13 +256,25 @@ class Relay implements Dispatcher.DispatchHandler {
       this.held.push(() => this.onResponseData(controller, chunk))
       return
     }
-    if (this.credentialFailure !== undefined || this.scopeRefusal !== undefined || this.mode === 'replace') return
+    if (this.credentialFailure !== undefined || this.scopeRefusal !== undefined || this.mode === 'replace' || this.abortReason !== undefined) return
+    const maxBytes = this.hooks.maxEditedBytes
     if (this.mode === 'buffer') {
+      this.bufferedBytes += chunk.length
+      if (this.bufferedBytes > maxBytes) {
+        this.chunks = []
+        this.abort(tooLargeToEdit(maxBytes))
+        return
+      }
       this.chunks.push(chunk)
       return
     }
     const { res } = this.ex
     const data = this.editor === undefined ? chunk : this.editor.push(chunk)
+    // One event not yet ended, held to be edited whole (characters: at most its bytes).
+    if (this.editor !== undefined && this.editor.pendingLength > maxBytes) {
+      this.abort(tooLargeToEdit(maxBytes))
+      return
+    }
     if (data.length > 0 && !this.write(res, data)) {
       controller.pause()
       res.once('drain', () => controller.resume())
@@ -329,6 +351,8 @@ class Relay implements Dispatcher.DispatchHandler {
 interface RelayHooks {
   /** A promise to wait for before the client may see the answer (a new session being recorded). */
   onAnswer: (statusCode: number, headers: Record<string, string | string[] | undefined>) => Promise<void> | undefined
+  /** servers[].maxMessageBytes: the most of an answer (JSON) or of one event (SSE) held to be edited. */
+  maxEditedBytes: number
   /** The answer is an event stream (counted while open, kept alive). */
   onStream: (res: ServerResponse) => KeptStream | undefined
   wrote: (stream: KeptStream, data: Buffer | string) => void
@@ -568,6 +592,7 @@ export class HttpUpstream implements Upstream {
     let isCountedPost = false
     const hooks: RelayHooks = {
       mayRenewCredential,
+      maxEditedBytes: this.config.maxMessageBytes,
       insufficientScope: (scope) => this.insufficientScope(ex, scope),
       onStream: (res) => {
         // A GET was counted when admitted; a POST answer turning into a stream counts from now.

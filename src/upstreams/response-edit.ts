@@ -98,6 +98,11 @@ export class SseEditor {
 
   constructor (private readonly edit: ResponseEdit) {}
 
+  /** Characters of the event not yet whole: what one event holds in memory until its end comes. */
+  get pendingLength (): number {
+    return this.pending.length
+  }
+
   /** The gateway's own batch errors go first, before the upstream's events. */
   prelude (): string {
     return this.edit.extra.map((e) => sseMessageEvent(e)).join('')

@@ -9,6 +9,7 @@ import { connectClient, INIT_BODY, postJson, startGateway, startRawServer, textO
 import { FAKE } from '../fixtures/fake-secrets.mjs'
 import { Client } from '@modelcontextprotocol/sdk/client/index.js'
 import { SSEClientTransport } from '@modelcontextprotocol/sdk/client/sse.js'
+import { messagesOf, session } from '../redaction-helpers.js'
 
 interface Form {
   /** The answer's Content-Type. */
@@ -154,4 +155,42 @@ t.test('a Content-Type in capitals through a virtual server and the 2024-11-05 r
   t.teardown(async () => { await legacy.close() })
   const old = await legacy.callTool({ name: 'open', arguments: {} }).then((r) => textOf(r), (err: Error) => `error: ${err.message}`)
   t.equal(old, 'your token is [redacted:github-tokens]', '2024-11-05 client: answered, masked')
+})
+
+t.test('an answer to edit larger than servers[].maxMessageBytes is refused, not held without bound or passed unedited', async (t) => {
+  // A token at the end of 2 MB of text, as JSON or as one SSE event.
+  const upstream = await startRawServer(t, (req, res) => {
+    void readBody(req).then((text) => {
+      const body = JSON.parse(text) as { id?: unknown, method: string, params?: { arguments?: { sse?: boolean } } }
+      if (body.id === undefined) return void res.writeHead(202).end()
+      if (body.method === 'initialize') {
+        res.writeHead(200, { 'content-type': 'application/json', 'mcp-session-id': 'big-1' })
+        res.end(JSON.stringify({ jsonrpc: '2.0', id: body.id, result: { protocolVersion: '2025-06-18', capabilities: {}, serverInfo: { name: 'big', version: '1' } } }))
+        return
+      }
+      const message = JSON.stringify({ jsonrpc: '2.0', id: body.id, result: { content: [{ type: 'text', text: `${'a'.repeat(2 * 1024 * 1024)} ${FAKE.github}` }] } })
+      const isSse = body.params?.arguments?.sse === true
+      res.writeHead(200, { 'content-type': isSse ? 'text/event-stream' : 'application/json' })
+      res.end(isSse ? `event: message\ndata: ${message}\n\n` : message)
+    })
+  })
+  const gw = await startGateway(t, {
+    servers: [
+      { name: 'fx', transport: 'http', url: upstream.url, redactResults: ['github-tokens'], maxMessageBytes: '1mb' },
+      { name: 'plain', transport: 'http', url: upstream.url, maxMessageBytes: '1mb' },
+    ],
+  })
+  const call = (sse: boolean): unknown => ({ jsonrpc: '2.0', id: 7, method: 'tools/call', params: { name: 'big', arguments: { sse } } })
+  const headers = await session(gw.mcpUrl('fx'))
+  const json = await postJson(gw.mcpUrl('fx'), call(false), headers)
+  t.equal(json.status, 502, 'JSON: refused')
+  t.match(json.json, { id: 7, error: { data: { code: 'PORTCULLIS_ERR_UPSTREAM_UNAVAILABLE' } } })
+  const sse = await postJson(gw.mcpUrl('fx'), call(true), headers)
+  t.notOk(sse.text.includes(FAKE.github), 'SSE: the token did not reach the client')
+  t.match(messagesOf(sse), [{ id: 7, error: { data: { code: 'PORTCULLIS_ERR_UPSTREAM_UNAVAILABLE' } } }], 'SSE: the request is answered with an error, the stream ended')
+  t.equal(gw.logs.text().match(/PORTCULLIS_UPSTREAM_TOO_LARGE/g)?.length, 2, 'both logged with their reason')
+  // Nothing to edit: streamed as it comes, whatever its size.
+  const plain = await postJson(gw.mcpUrl('plain'), call(false), await session(gw.mcpUrl('plain')))
+  t.equal(plain.status, 200)
+  t.ok(plain.text.endsWith(`${FAKE.github}"}]}}`), 'no edit: the whole answer passes')
 })
