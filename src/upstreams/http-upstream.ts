@@ -122,6 +122,20 @@ function tooLargeToEdit (maxBytes: number): Error {
   return Object.assign(new Error(`an answer the gateway must edit is larger than servers[].maxMessageBytes (${maxBytes} bytes)`), { code: 'PORTCULLIS_UPSTREAM_TOO_LARGE' })
 }
 
+/** The most of an upstream's Location repeated in the log. */
+const MAX_LOCATION_CHARS = 200
+
+/**
+ * An upstream's redirect (a server mounted at /mcp/ answering /mcp with a 307, as Starlette
+ * does) is not passed on: the client would follow it past the gateway, to the upstream's own,
+ * often internal, address, with the request's body and session id. The operator gets its
+ * Location in the log (correct servers[].url); the client a 502.
+ */
+function redirected (statusCode: number, location: string | string[] | undefined): Error {
+  const to = (Array.isArray(location) ? location[0] : location)?.slice(0, MAX_LOCATION_CHARS) ?? 'nowhere'
+  return Object.assign(new Error(`the upstream answered ${statusCode} to ${to}: set servers[].url to the address it serves at`), { code: 'PORTCULLIS_UPSTREAM_REDIRECTED' })
+}
+
 const CLIENT_GONE = Object.assign(new Error('client closed the connection'), { code: 'PORTCULLIS_CLIENT_GONE' })
 const SHUTTING_DOWN = Object.assign(new Error('gateway is shutting down'), { code: 'PORTCULLIS_SHUTDOWN' })
 
@@ -208,6 +222,11 @@ class Relay implements Dispatcher.DispatchHandler {
       // The upstream refused the gateway's own credentials. A 401 would send the
       // client into a pointless OAuth dance with *our* authorization server.
       this.credentialFailure = statusCode
+      return
+    }
+    // 304 is no redirect: it answers a conditional request (never sent by MCP clients, harmless).
+    if (statusCode >= 300 && statusCode < 400 && statusCode !== 304) {
+      this.abort(redirected(statusCode, upstreamHeaders.location))
       return
     }
     const { headers, isSse } = responseHeaders(upstreamHeaders)

@@ -5,7 +5,7 @@ import t from 'tap'
 import type { Test } from 'tap'
 import { gzipSync } from 'node:zlib'
 import type { IncomingMessage, ServerResponse } from 'node:http'
-import { connectClient, INIT_BODY, postJson, startGateway, startRawServer, textOf, type RunningGateway } from '../helpers.js'
+import { connectClient, eventually, INIT_BODY, postJson, startGateway, startRawServer, textOf, type RunningGateway } from '../helpers.js'
 import { FAKE } from '../fixtures/fake-secrets.mjs'
 import { Client } from '@modelcontextprotocol/sdk/client/index.js'
 import { SSEClientTransport } from '@modelcontextprotocol/sdk/client/sse.js'
@@ -193,4 +193,21 @@ t.test('an answer to edit larger than servers[].maxMessageBytes is refused, not 
   const plain = await postJson(gw.mcpUrl('plain'), call(false), await session(gw.mcpUrl('plain')))
   t.equal(plain.status, 200)
   t.ok(plain.text.endsWith(`${FAKE.github}"}]}}`), 'no edit: the whole answer passes')
+})
+
+t.test('an upstream\'s redirect is not passed on: the client is not sent past the gateway to the upstream\'s address', async (t) => {
+  // As a Starlette server mounted at /mcp/ answers POST /mcp (redirect_slashes).
+  const upstream = await startRawServer(t, (req, res) => {
+    void readBody(req).then(() => {
+      res.writeHead(307, { location: `http://${req.headers.host ?? ''}/mcp/` })
+      res.end()
+    })
+  })
+  const gw = await startGateway(t, { servers: [{ name: 'fx', transport: 'http', url: upstream.url }] })
+  const res = await fetch(gw.mcpUrl('fx'), { method: 'POST', redirect: 'manual', headers: { 'content-type': 'application/json', accept: 'application/json, text/event-stream' }, body: JSON.stringify(INIT_BODY) })
+  t.equal(res.headers.get('location'), null, 'the upstream\'s address is not handed to the client')
+  t.equal(res.status, 502)
+  t.match(await res.json(), { id: 1, error: { data: { code: 'PORTCULLIS_ERR_UPSTREAM_UNAVAILABLE' } } })
+  t.ok(await eventually(() => gw.logs.text().includes('PORTCULLIS_UPSTREAM_REDIRECTED')), 'logged with its reason')
+  t.match(gw.logs.text(), `answered 307 to ${upstream.url}/`, 'the log names where the upstream pointed, for the operator to correct servers[].url')
 })
