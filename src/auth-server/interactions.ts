@@ -165,8 +165,24 @@ export async function interactionRoutes (app: FastifyInstance, opts: Interaction
     return only !== undefined && others.length === 0 && !users.hasAccounts ? only.name : undefined
   }
 
-  const toIdentityProvider = async (reply: FastifyReply, name: string, uid: string): Promise<FastifyReply> => {
-    const url = await idp.begin(name, uid)
+  /**
+   * Every attempt counts, right or wrong: a ceiling on how fast one address can guess passwords,
+   * or start identity-provider sign-ins (each start stores a pending sign-in for 10 minutes, and
+   * one interaction could be looped on). The sign-in page again, with a 429, when it is reached.
+   */
+  const isSignInLimited = async (request: FastifyRequest, reply: FastifyReply, interaction: InteractionDetails, username?: string): Promise<boolean> => {
+    const limited = await opts.limiter.consume([{ kind: 'ip-login', key: request.ip, rate: config.rateLimits.login, cost: 1, subject: 'sign-in attempts from your address' }])
+    if (limited === undefined) return false
+    const retryS = limited === 'store-unavailable' ? STORE_RETRY_AFTER_S : limited.retryAfterS
+    reply.header('retry-after', String(retryS))
+    logSignIn(request.log, 'sign-in rate limited', username ?? '', request.ip)
+    await renderLogin(reply, interaction, 429, `Too many sign-in attempts from your network. Try again in ${retryS} second${retryS === 1 ? '' : 's'}.`, username)
+    return true
+  }
+
+  const toIdentityProvider = async (request: FastifyRequest, reply: FastifyReply, name: string, interaction: InteractionDetails): Promise<FastifyReply> => {
+    if (await isSignInLimited(request, reply, interaction)) return reply
+    const url = await idp.begin(name, interaction.uid)
     reply.log.info({ provider: name }, 'sign-in sent to identity provider')
     return reply.redirect(url.href, 303)
   }
@@ -176,7 +192,7 @@ export async function interactionRoutes (app: FastifyInstance, opts: Interaction
     if (interaction === undefined) return reply
     if (interaction.prompt.name === 'login') {
       const only = onlyProvider()
-      return only === undefined ? renderLogin(reply, interaction) : toIdentityProvider(reply, only, interaction.uid)
+      return only === undefined ? renderLogin(reply, interaction) : toIdentityProvider(request, reply, only, interaction)
     }
     if (interaction.prompt.name === 'consent') {
       const promptDetails = interaction.prompt.details as { missingResourceScopes?: Record<string, string[]>, missingOIDCScope?: string[] }
@@ -214,14 +230,7 @@ export async function interactionRoutes (app: FastifyInstance, opts: Interaction
     }
     if (interaction.prompt.name !== 'login') return reply.redirect(`${INTERACTION_PATH}/${interaction.uid}`, 303)
     const username = (request.body?.username ?? '').trim()
-    // Every attempt counts here, right or wrong: a ceiling on how fast one address can guess.
-    const limited = await opts.limiter.consume([{ kind: 'ip-login', key: request.ip, rate: config.rateLimits.login, cost: 1, subject: 'sign-in attempts from your address' }])
-    if (limited !== undefined) {
-      const retryS = limited === 'store-unavailable' ? STORE_RETRY_AFTER_S : limited.retryAfterS
-      reply.header('retry-after', String(retryS))
-      logSignIn(request.log, 'sign-in rate limited', username, request.ip)
-      return renderLogin(reply, interaction, 429, `Too many sign-in attempts from your network. Try again in ${retryS} second${retryS === 1 ? '' : 's'}.`, username)
-    }
+    if (await isSignInLimited(request, reply, interaction, username)) return reply
     const password = request.body?.password ?? ''
     // One check at a time per (account, address): parallel guesses would all pass the throttle
     // before the first failure counted.
@@ -265,7 +274,7 @@ export async function interactionRoutes (app: FastifyInstance, opts: Interaction
       return sendPage(reply, 403, messagePage('Request refused', 'This form was not sent from this sign-in page.', 'Go back to the application and start again.'))
     }
     if (interaction.prompt.name !== 'login' || !idp.has(request.params.name)) return reply.redirect(`${INTERACTION_PATH}/${interaction.uid}`, 303)
-    return toIdentityProvider(reply, request.params.name, interaction.uid)
+    return toIdentityProvider(request, reply, request.params.name, interaction)
   })
 
   // The redirect URI registered at the IdP. The interaction cookie is scoped to /interaction/<uid>,

@@ -645,7 +645,7 @@ const rateLimitsSchema = z.strictObject({
   perUserPerTool: rate.optional(),
   /** Units of the per-user server budget one `initialize` (a new session) takes; 0: free. */
   sessionCost: wholeNumber('expected a whole number').pipe(z.number().min(0).max(1000)).default(DEFAULT_SESSION_COST),
-  /** Sign-in attempts per client IP. */
+  /** Sign-in attempts per client IP: passwords, and starts of identity-provider sign-ins. */
   login: rate.prefault(DEFAULT_LOGIN_RATE),
   /** Authorization, token and registration requests per client IP. */
   token: rate.prefault(DEFAULT_TOKEN_RATE),

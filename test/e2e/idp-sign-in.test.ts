@@ -10,6 +10,7 @@ import { connectWithOAuth, HeadlessBrowser, TestOAuthClient } from '../oauth-hel
 import { eventually, postJson, startUpstream, stdioServer, STDIO_MODERN_FIXTURE, textOf, type RunningGateway } from '../helpers.js'
 import { idpEntry, startGatewayWithIdp, type IdpAccount } from '../idp.js'
 import { FIRST_RUN_PASSWORD_FILE } from '../../src/auth-server/users.js'
+import { MemoryStore } from '../../src/store/memory-store.js'
 
 const ALICE: IdpAccount = { sub: 'a-100', password: 'alice-at-corp', email: 'alice@example.com', email_verified: true, preferred_username: 'alice', groups: ['0b3f-eng-guid', 'staff'] }
 const BOB: IdpAccount = { sub: 'b-200', password: 'bob-at-corp', email: 'bob@example.com', email_verified: true, preferred_username: 'bob', groups: ['sales', 'staff'] }
@@ -203,4 +204,36 @@ t.test('usernameClaim: email does not make an address the IdP marks unverified a
   t.not(claims.preferred_username, 'corp:dana@example.com', 'the unverified address is not her name')
   t.equal(claims.email, undefined, 'nor her email')
   t.match(mallory, /PORTCULLIS_ERR_ACCESS_DENIED/, 'access.users does not let her in as Dana')
+})
+
+t.test('starting an identity-provider sign-in counts against rateLimits.login: each start stores a pending sign-in', async (t) => {
+  // One interaction (anyone can start one) was enough to loop on its "Sign in with …" button, or on
+  // the page itself with a single provider, each time storing a pending sign-in for 10 minutes.
+  const store = new MemoryStore()
+  const { gw } = await startGatewayWithIdp(t, { accounts: [ALICE] }, (idp) => ({
+    auth: { users: [{ username: 'local', passwordHash: LOCAL_PASSWORD_HASH }], identityProviders: [idpEntry(idp)] },
+    rateLimits: { login: '3/min' },
+    servers: [{ name: 'gh', transport: 'http', url: 'http://127.0.0.1:9/mcp' }],
+  }), { store })
+  const oauth = new TestOAuthClient()
+  const { Client } = await import('@modelcontextprotocol/sdk/client/index.js')
+  const { StreamableHTTPClientTransport } = await import('@modelcontextprotocol/sdk/client/streamableHttp.js')
+  await new Client({ name: 'x', version: '1' }).connect(new StreamableHTTPClientTransport(new URL(gw.mcpUrl('gh')), { authProvider: oauth })).catch(() => {})
+  const browser = new HeadlessBrowser()
+  const first = await browser.request(String(oauth.authorizationUrl))
+  const interaction = new URL(first.headers.get('location') ?? '', gw.baseUrl).href
+  const page = await (await browser.request(interaction)).text()
+  const csrf = /name="csrf" value="([^"]+)"/.exec(page)?.[1] ?? ''
+  const pending = async (): Promise<number> => {
+    let n = 0
+    for await (const entry of store.entries()) if ((entry as { key?: string }).key?.startsWith('idp-pending:') === true) n++
+    return n
+  }
+  const statuses: number[] = []
+  for (let i = 0; i < 4; i++) statuses.push((await browser.request(`${interaction}/idp/corp`, { method: 'POST', form: { csrf } })).status)
+  t.same(statuses, [303, 303, 303, 429], 'the 4th start from one address within the minute is refused')
+  t.equal(await pending(), 3, 'and stores nothing')
+  const refused = await browser.request(`${interaction}/idp/corp`, { method: 'POST', form: { csrf } })
+  t.ok(Number(refused.headers.get('retry-after')) > 0, 'Retry-After says when')
+  t.match(await refused.text(), /Too many sign-in attempts from your network/)
 })
