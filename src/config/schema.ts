@@ -493,7 +493,10 @@ const claimPath = z.string().regex(/^[A-Za-z0-9_:-]+(\.[A-Za-z0-9_:-]+)*$/, 'exp
  */
 const identityProviderSchema = z.strictObject({
   /** Lowercase letters, digits and "-": the callback is <publicUrl>/oauth/idp/<name>/callback. */
-  name: z.string().regex(IDP_NAME_RE, 'expected 1-32 lowercase letters, digits or "-", starting with a letter or digit (it becomes the path /oauth/idp/<name>/callback)'),
+  name: z.string().regex(IDP_NAME_RE, 'expected 1-32 lowercase letters, digits or "-", starting with a letter or digit (it becomes the path /oauth/idp/<name>/callback)')
+    // Its users are <name>:<sub>; a machine client acts as client:<client id> (sessions, rate limits,
+    // per-user processes and values): a provider named "client" would make its user "ci-bot" that client.
+    .refine((name) => name !== 'client', 'the name "client" is reserved: machine clients act as client:<client id>, and this provider\'s users would be named the same way'),
   type: z.enum(['oidc', 'github'], { error: 'expected type: oidc or github' }),
   /** The button text: "Sign in with <displayName>". */
   displayName: z.string().min(1).max(64).optional(),

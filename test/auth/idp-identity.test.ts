@@ -80,5 +80,8 @@ t.test('config: provider shapes are checked with clear errors', async (t) => {
   t.throws(withProviders([{ name: 'gh', type: 'github', clientId: 'x', clientSecret: 'y', usernameClaim: 'email' }]), /usernameClaim is for type: oidc/)
   t.throws(withProviders([{ name: 'a', type: 'oidc', issuer: 'https://i.example.com', clientId: 'x' }, { name: 'a', type: 'oidc', issuer: 'https://j.example.com', clientId: 'x' }]), /duplicate identity provider/)
   t.throws(withProviders([{ name: 'a', type: 'oidc', issuer: 'https://i.example.com', clientId: 'x', clientSecret: 'y', privateKeyJwt: { keysFile: 'k' } }]), /choose one client authentication/)
+  // Its users would be client:<sub>, the id a machine client acts as: an IdP user with the sub
+  // "ci-bot" shared the machine client ci-bot's per-user stdio process and ${user.id} files.
+  t.throws(withProviders([{ name: 'client', type: 'oidc', issuer: 'https://i.example.com', clientId: 'x', clientSecret: 'y' }]), /the name "client" is reserved: machine clients act as client:<client id>/)
   t.equal(idp().revalidateEvery, 15 * 60_000, 'revalidateEvery defaults to 15m')
 })
