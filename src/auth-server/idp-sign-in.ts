@@ -113,8 +113,11 @@ export class IdpSignIn {
     return { kind: 'signed-in', accountId, identity }
   }
 
-  /** With linkByEmail and an email the IdP verified: the local user who has that email, if exactly one does. */
-  private linkedLocalUser (idp: IdentityProviderConfig, identity: ExternalIdentity): string | undefined {
+  /**
+   * With linkByEmail and an email the IdP verified: the local user who has that email, if exactly
+   * one does. Revalidation asks again (offboarding.ts): the IdP may have changed the address.
+   */
+  linkedLocalUser (idp: IdentityProviderConfig, identity: ExternalIdentity): string | undefined {
     if (!idp.linkByEmail || !identity.emailVerified || identity.email === undefined) return undefined
     return this.opts.users.findByEmail(identity.email)?.username
   }

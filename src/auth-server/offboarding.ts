@@ -180,7 +180,7 @@ export class Offboarding {
       this.opts.log.warn({ provider: idp.name, user: accountId, err: { message: (err as Error).message } }, 'identity provider unreachable at revalidation: refresh refused for now, account kept')
       return { kind: 'unavailable', reason: `${idp.displayName ?? idp.name} cannot be reached to re-check your account; retry shortly` }
     }
-    const refusal = admissionRefusal(idp, identity, claims)
+    const refusal = admissionRefusal(idp, identity, claims) ?? this.linkRefusal(accountId, idp, identity)
     if (refusal !== undefined) return await this.refuse(accountId, identityId, grantId, refusal)
     const nowMs = this.opts.now()
     await this.accounts.save(identity, nowMs)
@@ -188,6 +188,16 @@ export class Offboarding {
     await this.opts.sessions.save(accountId, { provider: idp.name, subject: session.subject, ...(kept === undefined ? {} : { refreshToken: kept }), ...(session.accessToken === undefined ? {} : { accessToken: session.accessToken }), signedInAtMs: session.signedInAtMs }, nowMs + this.opts.config.auth.refreshTokenTtl)
     this.opts.log.info({ provider: idp.name, user: accountId, groups: identity.groups }, 'identity provider re-checked the user')
     return { kind: 'ok' }
+  }
+
+  /**
+   * A user linked by email (linkByEmail) is the local user only while the IdP still gives them that
+   * local user's verified email: an address the IdP changed (a rename, an address handed to
+   * someone else), or linkByEmail turned off, ends the link - the IdP account is no longer them.
+   */
+  private linkRefusal (accountId: string, idp: IdentityProviderConfig, identity: ExternalIdentity): string | undefined {
+    if (accountId === identity.id || this.opts.idp.linkedLocalUser(idp, identity) === accountId) return undefined
+    return `your account at ${idp.displayName ?? idp.name} is no longer linked to the local user "${accountId}" (its verified email changed, or linkByEmail is off)`
   }
 
   private async refuse (accountId: string, identityId: string, grantId: string | undefined, reason: string): Promise<RevalidationOutcome> {

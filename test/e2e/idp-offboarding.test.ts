@@ -420,3 +420,29 @@ async function codeGrantForNewClient (gw: RunningGateway, browser: HeadlessBrows
   const res = await fetch(`${gw.baseUrl}/oauth/token`, { method: 'POST', headers: { 'content-type': 'application/x-www-form-urlencoded' }, body: new URLSearchParams({ grant_type: 'authorization_code', code: callback.searchParams.get('code') ?? '', client_id: clientId, redirect_uri: REDIRECT_URL, code_verifier: verifier }).toString() })
   return { status: res.status, body: await res.json() as Record<string, unknown> }
 }
+
+t.test('revalidation of a user linked by email: an IdP account that no longer has the local user\'s email stops being that user', async (t) => {
+  // linkByEmail signs an IdP account in as the local user with the same verified email. The
+  // revalidation saved the IdP's new claims but never asked whether they still name that local
+  // user: an account whose address the IdP changed (a rename, an address handed to someone else)
+  // went on refreshing as the local user - their groups, admin rights, data - for good.
+  const passwordHash = await hashPassword('alice-local-password')
+  const upstream = await startUpstream(t)
+  const { idp, gw } = await startGatewayWithIdp(t, { accounts: [ALICE, BOB] }, (idp) => ({
+    auth: {
+      users: [{ username: 'alice', passwordHash, email: ALICE.email, groups: ['finance'] }, { username: 'bob', passwordHash, email: BOB.email }],
+      identityProviders: [idpEntry(idp, { linkByEmail: true, revalidateEvery: `${REVALIDATE_EVERY_MS}ms` })],
+    },
+    servers: [{ name: 'tools', transport: 'http', url: upstream.url }],
+  }))
+  const alice = await signIn(t, gw, 'tools', ALICE)
+  const bob = await signIn(t, gw, 'tools', BOB)
+  t.match(decodeJwt(alice.accessToken), { sub: 'alice', groups: ['finance'] }, 'linked: the local user')
+
+  idp.update(ALICE.sub, { email: 'carol@example.com' })
+  await pastRevalidation()
+  const refused = await refresh(gw, alice, 'tools')
+  t.match(refused, { status: 400, body: { error: 'invalid_grant', error_description: /no longer linked to the local user "alice"/ } }, 'no longer alice@example.com at the IdP: no more tokens as the local alice')
+  t.equal((await refresh(gw, bob, 'tools')).status, 200, 'the other linked user carries on')
+  t.equal(decodeJwt(bob.accessToken).sub, 'bob')
+})
