@@ -27,7 +27,8 @@ Commands:
                   gateways use the approval within seconds. Audited with WHO (default:
                   the OS user running the command).
   admin           The admin API of a running gateway: admin users|clients|sessions|
-                  revoke-user|block|unblock|revoke-client|end-session --url URL
+                  revoke-user|linked-accounts|unlink|block|unblock|revoke-client|
+                  end-session --url URL
                   (credential in PORTCULLIS_ADMIN_TOKEN)
   keys            Personal API keys: keys create --user <id> --servers a,b [--scopes x,y]
                   [--expires 30d] [--name n], keys list --user <id>, keys revoke <keyId>

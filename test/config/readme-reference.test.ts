@@ -141,3 +141,17 @@ t.test('the configuration reference is one table: no blank line splits it', asyn
   const after = lines.slice(end).filter((line) => line.startsWith('| `'))
   t.same(after, [], 'rows after the table ends render as a paragraph of pipes, not as rows')
 })
+
+t.test('every admin action `portcullis admin --help` lists is in the global help and the README CLI block', async (t) => {
+  const { ADMIN_USAGE } = await import('../../src/admin/admin-command.js')
+  const { USAGE } = await import('../../src/cli/usage.js')
+  const block = ADMIN_USAGE.slice(ADMIN_USAGE.indexOf('Actions:'), ADMIN_USAGE.indexOf('Options:'))
+  const actions = [...block.matchAll(/^ {2}([a-z-]+)(?: |$)|\| ([a-z-]+)/gm)].map((m) => m[1] ?? m[2] ?? '')
+  t.ok(actions.length >= 10, `the actions are read: ${actions.join(', ')}`)
+  const cli = section('CLI')
+  const adminLine = USAGE.slice(USAGE.indexOf('  admin '), USAGE.indexOf('  keys '))
+  for (const action of actions) {
+    t.match(adminLine, new RegExp(`\\b${action}\\b`), `portcullis --help names admin ${action}`)
+    t.match(cli, new RegExp(`\\b${action}\\b`), `README CLI names admin ${action}`)
+  }
+})
