@@ -49,6 +49,15 @@ const wholeNumber = (message: string) => z.preprocess(
   z.number({ error: message }).int(message),
 )
 
+/** `${FLAG}` arrives as a string too: "true" and "false" are the booleans they spell. */
+const flag = () => z.preprocess((value) => value === 'true' ? true : value === 'false' ? false : value, z.boolean())
+
+/** `${RATIO}` likewise: a string that is a plain decimal number is that number. */
+const decimal = (message: string) => z.preprocess(
+  (value) => typeof value === 'string' && /^\s*\d*\.?\d+\s*$/.test(value) ? Number(value) : value,
+  z.number({ error: message }),
+)
+
 const positiveMs = (what: string) => wholeNumber(`expected ${what} in milliseconds (a whole number)`).pipe(z.number().positive(`expected ${what} in milliseconds, greater than 0`))
 
 const byteSize = z.union([z.string(), z.number()]).transform((value, ctx) => {
@@ -194,7 +203,7 @@ const guardrailFields = {
   /** Tool definitions pinned to the approved set: warn (log, count, audit), enforce (also hide and refuse), off. */
   pinTools: z.enum(['warn', 'enforce', 'off']).default('warn'),
   /** tools/call arguments checked against the tool's inputSchema before they leave the gateway. */
-  validateArguments: z.boolean().default(false),
+  validateArguments: flag().default(false),
 }
 
 const httpUrl = z.string().refine((value) => {
@@ -324,7 +333,7 @@ const httpServerSchema = z.strictObject({
   /** Upstream sessions one user may hold open; at the cap their oldest idle one is ended, else 429. */
   maxSessionsPerUser: wholeNumber('expected a number of sessions').pipe(z.number().min(1, 'expected at least 1 session')).default(DEFAULT_HTTP_MAX_SESSIONS_PER_USER),
   /** Speak HTTP/2 to the upstream when it offers it (TLS, ALPN): many exchanges over few connections. */
-  http2: z.boolean().default(false),
+  http2: flag().default(false),
   /** The largest answer (JSON) or event (SSE) held to be edited (masked, filtered); beyond it 502. */
   maxMessageBytes: byteSize.default(DEFAULT_MAX_SSE_EVENT_BYTES),
   /** A short-lived ES256 JWT naming the caller on every request, in this header (README "Upstream identity"). */
@@ -520,9 +529,9 @@ const identityProviderSchema = z.strictObject({
   /** How often the gateway re-checks a signed-in user with the IdP (at token refresh). */
   revalidateEvery: durationMs('a duration').prefault(DEFAULT_IDP_REVALIDATE_EVERY),
   /** A user with the same verified email locally and here is one identity (the local one). */
-  linkByEmail: z.boolean().default(false),
+  linkByEmail: flag().default(false),
   /** Accept RFC 7523 JWT-bearer grants with identity assertion JWT authorization grants (ID-JAG) signed by this IdP. */
-  idJag: z.boolean().default(false),
+  idJag: flag().default(false),
   /** github: endpoints (defaults are GitHub's; a GitHub Enterprise Server or a test stand-in sets its own). */
   authorizationUrl: httpUrl.optional(),
   tokenUrl: httpUrl.optional(),
@@ -560,7 +569,7 @@ const identityProviderSchema = z.strictObject({
 
 /** Personal API keys (`pcs_…`) for agents and CI that cannot run a browser OAuth flow. */
 const apiKeysSchema = z.strictObject({
-  enabled: z.boolean().default(true),
+  enabled: flag().default(true),
   /** Lifetime when none is asked for. */
   defaultTtl: durationMs('a duration').prefault(DEFAULT_API_KEY_TTL),
   /** The longest lifetime a key may be given. */
@@ -573,7 +582,7 @@ const apiKeysSchema = z.strictObject({
 
 const authSchema = z.strictObject({
   /** false: every MCP server is reachable without a token (local development only; warned about loudly). */
-  enabled: z.boolean().default(true),
+  enabled: flag().default(true),
   accessTokenTtl: durationMs('a duration').prefault(DEFAULT_ACCESS_TOKEN_TTL),
   refreshTokenTtl: durationMs('a duration').prefault(DEFAULT_REFRESH_TOKEN_TTL),
   refreshTokenReuseGrace: durationMs('a duration').prefault(DEFAULT_REFRESH_TOKEN_REUSE_GRACE),
@@ -585,7 +594,7 @@ const authSchema = z.strictObject({
   encryptionKeyFile: z.string().min(1).optional(),
   apiKeys: apiKeysSchema.prefault({}),
   /** RFC 7591 Dynamic Client Registration (deprecated by MCP 2026-07-28, still what most clients use). */
-  dynamicRegistration: z.boolean().default(true),
+  dynamicRegistration: flag().default(true),
   /**
    * A dynamically registered client unused this long is deleted (its next sign-in
    * registers again), so abandoned registrations do not pile up in the store.
@@ -595,7 +604,7 @@ const authSchema = z.strictObject({
   unusedClientTtl: durationMs('a duration').prefault(DEFAULT_UNUSED_CLIENT_TTL),
   /** Client ID Metadata Documents: https URL client_ids (MCP 2026-07-28's preferred registration). */
   clientMetadataDocuments: z.strictObject({
-    enabled: z.boolean().default(true),
+    enabled: flag().default(true),
     /** The only hosts any outbound fetch may contact (documents, jwks_uri, sector_identifier_uri); empty = any public https host. */
     allowedHosts: z.array(z.string().min(1)).default([]),
   }).prefault({}),
@@ -669,18 +678,18 @@ const limitsSchema = z.strictObject({
 }).refine((limits) => limits.headersTimeoutMs <= limits.bodyTimeoutMs, { path: ['headersTimeoutMs'], message: 'expected headersTimeoutMs no greater than bodyTimeoutMs (the body deadline counts from the same first byte)' })
 
 const auditSchema = z.strictObject({
-  enabled: z.boolean().default(true),
+  enabled: flag().default(true),
   /** stdout, stderr, or a file path (JSON lines, appended). */
   destination: z.string().min(1).default(DEFAULT_AUDIT_DESTINATION),
   /** Record tool arguments (may contain personal data): debugging only. */
-  includeArguments: z.boolean().default(false),
+  includeArguments: flag().default(false),
   /** Record results (up to 4 KiB each): debugging only. */
-  includeResults: z.boolean().default(false),
+  includeResults: flag().default(false),
 })
 
 const metricsSchema = z.strictObject({
   /** Serve Prometheus metrics at /metrics. */
-  enabled: z.boolean().default(true),
+  enabled: flag().default(true),
   /** When set, /metrics needs `Authorization: Bearer <this>` (use ${ENV}; at least 16 characters). */
   bearerToken: z.string().min(16, 'expected a bearer token of at least 16 characters').optional(),
   /** Serve /metrics on a port of its own (e.g. 9464 on 0.0.0.0 for the Prometheus scraper) instead of the main port. */
@@ -715,7 +724,7 @@ const telemetrySchema = z.strictObject({
      * collector (nor `-00` hide a request). An authenticated request still continues the client's
      * trace when it is drawn (README "Tracing"); keep 1 for every client trace to continue.
      */
-    sampleRatio: z.number({ error: 'expected a number from 0 to 1' }).min(0, 'expected a number from 0 to 1').max(1, 'expected a number from 0 to 1').default(1),
+    sampleRatio: decimal('expected a number from 0 to 1').pipe(z.number().min(0, 'expected a number from 0 to 1').max(1, 'expected a number from 0 to 1')).default(1),
   }).optional(),
 })
 
@@ -795,9 +804,9 @@ export const configSchema = z.strictObject({
    * true (any), a hop count, or addresses/CIDRs. Client IPs for rate limits and logs, and
    * secure cookies, depend on it. Never true on a port clients can reach directly.
    */
-  trustProxy: z.union([z.boolean(), wholeNumber('expected true, false, a hop count or a list of addresses'), z.array(z.string().min(1))]).default(false),
+  trustProxy: z.union([flag(), wholeNumber('expected true, false, a hop count or a list of addresses'), z.array(z.string().min(1))]).default(false),
   /** Allow a plain-http publicUrl on a non-loopback host (never in production: tokens would cross the network in clear). */
-  allowInsecurePublicUrl: z.boolean().default(false),
+  allowInsecurePublicUrl: flag().default(false),
   listen: z.strictObject({
     host: z.string().min(1).default(DEFAULT_LISTEN_HOST),
     port: wholeNumber('expected a TCP port number').pipe(z.number().min(0, 'expected a TCP port number (0-65535)').max(65535, 'expected a TCP port number (0-65535)')).default(DEFAULT_LISTEN_PORT),
@@ -827,7 +836,7 @@ export const configSchema = z.strictObject({
   log: z.strictObject({
     level: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'),
     /** One line per HTTP request (method, path, status, time). Off by default: nginx and the audit trail cover it. */
-    requests: z.boolean().default(false),
+    requests: flag().default(false),
     /** pretty: readable lines (pino-pretty); json: one JSON object a line. Unset: pretty when stdout is a terminal, json otherwise (decided at start). */
     format: z.enum(['pretty', 'json']).optional(),
   }).default({ level: 'info', requests: false }),
