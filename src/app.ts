@@ -51,7 +51,7 @@ import { LOCAL_COUNTERS_PER_RATE, RateLimiter } from './rate-limit/limiter.js'
 import { createAuditLog } from './observability/audit.js'
 import { Metrics, metricsRoute, recordHttpMetrics } from './observability/metrics.js'
 import { SessionDirectory } from './cluster/sessions.js'
-import { ReplicaForwarder } from './cluster/forward.js'
+import { relayHeadersTimeoutMs, ReplicaForwarder } from './cluster/forward.js'
 import { SessionOwners } from './upstreams/session-owners.js'
 import { LegacySessions } from './routes/legacy-sessions.js'
 import { VirtualSessionTable } from './virtual/session.js'
@@ -236,7 +236,8 @@ async function wireApp (app: FastifyInstance, config: Config, options: BuildOpti
   const tracing = config.telemetry.otlp === undefined ? undefined : await startTracing(config.telemetry.otlp, app.log)
   if (tracing !== undefined) instrumentApp(app, tracing)
   const advertiseUrl = config.cluster.advertiseUrl
-  const forwarder = advertiseUrl === undefined ? undefined : new ReplicaForwarder(advertiseUrl, config.bodyLimit)
+  const stdioRequestTimeoutsMs = config.servers.flatMap((server) => server.transport === 'stdio' ? [server.requestTimeoutMs] : [])
+  const forwarder = advertiseUrl === undefined ? undefined : new ReplicaForwarder(advertiseUrl, config.bodyLimit, relayHeadersTimeoutMs(stdioRequestTimeoutsMs))
   made.forwarder = forwarder
   // The keys sign access tokens and, for servers[].identity, the identity each upstream is sent.
   const keys = config.auth.enabled ? await loadKeys(store, config.auth.signingKeysFile) : undefined

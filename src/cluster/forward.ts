@@ -28,8 +28,21 @@ const HOP_BY_HOP: ReadonlySet<string> = new Set([...HOP_BY_HOP_HEADERS, 'host'])
 const DROPPED_REQUEST_HEADERS: ReadonlySet<string> = new Set(['x-forwarded-for', 'forwarded', 'x-real-ip', 'expect'])
 const NONE: ReadonlySet<string> = new Set()
 const CONNECT_TIMEOUT_MS = 2_000
-const HEADERS_TIMEOUT_MS = 5 * 60_000
+/** The least time the owner has to start its answer (headers); see relayHeadersTimeoutMs. */
+const MIN_HEADERS_TIMEOUT_MS = 5 * 60_000
+/** Past the longest request timeout of the stdio servers: the owner's own timeout answers first. */
+const HEADERS_TIMEOUT_MARGIN_MS = 60_000
 const MAX_POOLS = 64
+
+/**
+ * How long the relay waits for the owner's answer to start. A tools/call answered with one JSON
+ * body starts only when the call ends, which the owner bounds by the server's requestTimeoutMs
+ * (and then answers 504 itself): the relay waits longer than the longest of them, or it cut
+ * calls the owner was still running.
+ */
+export function relayHeadersTimeoutMs (requestTimeoutsMs: readonly number[]): number {
+  return Math.max(MIN_HEADERS_TIMEOUT_MS, ...requestTimeoutsMs.map((ms) => ms + HEADERS_TIMEOUT_MARGIN_MS))
+}
 
 /** End-to-end headers only; a request's content-length is undici's to set for the buffered body. */
 function relayHeaders (headers: IncomingHttpHeaders | Record<string, string | string[] | undefined>, isRequest = false, dropped: ReadonlySet<string> = NONE): Record<string, string | string[]> {
@@ -94,8 +107,15 @@ class RelayBack implements Dispatcher.DispatchHandler {
   }
 
   onResponseError (_controller: Dispatcher.DispatchController, err: Error): void {
-    // Before any answer the owner was not reached; after, a stream cut short must look cut.
+    // After an answer began, a stream cut short must look cut.
     if (this.res.headersSent) this.res.destroy()
+    else if (isStillWorking(err) && !this.res.destroyed) {
+      // The owner took the request and has not answered yet: it lives, and so may the session.
+      sendRpcError({ res: this.res, inspection: undefined }, new PortcullisError('PORTCULLIS_ERR_UPSTREAM_TIMEOUT', 'the replica holding this session did not answer in time'))
+      this.finish(true, err)
+      return
+    }
+    // Before any answer (refused, reset, unreachable), the owner was not reached.
     this.finish(this.res.headersSent || this.res.destroyed, err)
   }
 
@@ -105,10 +125,20 @@ class RelayBack implements Dispatcher.DispatchHandler {
   }
 }
 
+/** undici's headers timeout: the request reached the owner, which has not begun its answer. */
+function isStillWorking (err: Error): boolean {
+  return (err as Error & { code?: string }).code === 'UND_ERR_HEADERS_TIMEOUT'
+}
+
 export class ReplicaForwarder {
   private readonly pools = new Map<string, Pool>()
 
-  constructor (private readonly selfUrl: string, private readonly bodyLimit: number) {}
+  constructor (
+    private readonly selfUrl: string,
+    private readonly bodyLimit: number,
+    /** relayHeadersTimeoutMs of the stdio servers' request timeouts. */
+    private readonly headersTimeoutMs: number = MIN_HEADERS_TIMEOUT_MS,
+  ) {}
 
   private poolFor (origin: string): Pool {
     let pool = this.pools.get(origin)
@@ -120,7 +150,7 @@ export class ReplicaForwarder {
       }
       // No connection cap: relayed GET streams each hold one, and a small pool shared with
       // ordinary requests would let long-lived streams starve them (a queue, i.e. a hang).
-      pool = new Pool(origin, { connections: null, connectTimeout: CONNECT_TIMEOUT_MS, headersTimeout: HEADERS_TIMEOUT_MS, bodyTimeout: 0 })
+      pool = new Pool(origin, { connections: null, connectTimeout: CONNECT_TIMEOUT_MS, headersTimeout: this.headersTimeoutMs, bodyTimeout: 0 })
       this.pools.set(origin, pool)
     }
     return pool
@@ -150,7 +180,8 @@ export class ReplicaForwarder {
     }
     return new Promise((resolve) => {
       const handler = new RelayBack(res, (reached, err) => {
-        if (!reached && err !== undefined) request.log.warn({ owner, err: { message: err.message } }, 'session owner unreachable')
+        if (err !== undefined && isStillWorking(err)) request.log.warn({ owner, timeoutMs: this.headersTimeoutMs }, 'session owner did not answer in time')
+        else if (!reached && err !== undefined) request.log.warn({ owner, err: { message: err.message } }, 'session owner unreachable')
         resolve(reached)
       })
       this.poolFor(owner).dispatch({ origin: owner, method: request.method as 'GET' | 'POST' | 'DELETE', path: request.url, headers, body }, handler)

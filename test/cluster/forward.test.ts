@@ -1,8 +1,11 @@
 // The relay between replicas (src/cluster/forward.ts), on real gateways sharing one real Redis:
 // what a client may send through a replica that does not hold its stdio session.
 import t from 'tap'
-import { request } from 'node:http'
-import { freePort, INIT_BODY, MCP_HEADERS, postJson, redisAvailable, REDIS_URL, scratchRedis, startGateway, stdioServer } from '../helpers.js'
+import { createServer, request } from 'node:http'
+import type { AddressInfo } from 'node:net'
+import Fastify from 'fastify'
+import { freePort, INIT_BODY, MCP_HEADERS, postJson, redisAvailable, REDIS_URL, scratchRedis, startGateway, stdioServer, within } from '../helpers.js'
+import { relayHeadersTimeoutMs, ReplicaForwarder } from '../../src/cluster/forward.js'
 
 /** POST with node:http (fetch refuses `Expect`), sending `Expect: 100-continue` as curl and .NET do for large bodies. */
 async function postExpectingContinue (url: string, body: unknown, headers: Record<string, string>): Promise<{ status: number, text: string }> {
@@ -41,4 +44,33 @@ t.test('a relayed request with Expect: 100-continue reaches the owner, and the s
 
   const after = await postJson(relay.mcpUrl('counter'), call('after'), session)
   t.equal(after.status, 200, 'the next request through the relay still reaches the session')
+})
+
+t.test('an owner that takes the request and answers late is not taken for gone: 504, and the session is kept', async (t) => {
+  // The owner: reads the request, then answers nothing before the relay's (short) headers timeout.
+  const owner = createServer((req) => { req.resume() })
+  await new Promise<void>((resolve) => owner.listen(0, '127.0.0.1', resolve))
+  t.teardown(() => { owner.closeAllConnections(); owner.close() })
+  const ownerUrl = `http://127.0.0.1:${(owner.address() as AddressInfo).port}`
+  const forwarder = new ReplicaForwarder('http://127.0.0.1:1', 1024 * 1024, 300)
+  t.teardown(() => forwarder.close())
+  const app = Fastify()
+  t.teardown(() => app.close())
+  let reached: boolean | undefined
+  app.addHook('onRequest', async (request, reply) => {
+    reply.hijack()
+    reached = await forwarder.forward(request, reply.raw, ownerUrl)
+  })
+  app.post('/counter/mcp', async () => ({}))
+  await app.listen({ host: '127.0.0.1', port: 0 })
+  const url = `http://127.0.0.1:${(app.server.address() as AddressInfo).port}/counter/mcp`
+  const answer = await within(postJson(url, { jsonrpc: '2.0', id: 'long', method: 'tools/call', params: { name: 'slow', arguments: {} } }, { 'mcp-session-id': 's1' }), 5_000, undefined)
+  t.equal(answer?.status, 504, 'the client is told the call timed out')
+  t.match(answer?.json, { error: { data: { code: 'PORTCULLIS_ERR_UPSTREAM_TIMEOUT' } } })
+  t.equal(reached, true, 'the owner counts as reached: its session is not forgotten')
+})
+
+t.test('the relay waits longer for an answer than the longest stdio request timeout', async (t) => {
+  t.equal(relayHeadersTimeoutMs([]), 5 * 60_000, 'five minutes at least')
+  t.equal(relayHeadersTimeoutMs([60_000, 20 * 60_000]), 21 * 60_000, 'past the longest requestTimeoutMs, by a minute')
 })
