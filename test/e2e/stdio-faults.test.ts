@@ -1,5 +1,6 @@
 // stdio fault cases with real child processes: what the client sees, and what is left running.
 import t from 'tap'
+import { ElicitRequestSchema } from '@modelcontextprotocol/sdk/types.js'
 import { StdioUpstream } from '../../src/upstreams/stdio/stdio-upstream.js'
 import { connectClient, eventually, INIT_BODY, isProcessAlive, postJson, processGroupMembers, startGateway, stdioServer, textOf } from '../helpers.js'
 
@@ -156,3 +157,19 @@ t.test('close(): no child and no grandchild outlives the gateway', async (t) => 
   t.same(pids.filter(isProcessAlive), [], 'every process of the test is gone after close()')
   for (const pid of [tree.pid, shared.pid]) t.same(processGroupMembers(pid), [], `process group ${pid} is empty`)
 })
+
+// The gateway's silence timeout bounds a server that says nothing; a server asking its client (an
+// elicitation a person answers) is waiting on the client, not silent.
+for (const isolation of ['session', 'shared'] as const) {
+  t.test(`isolation ${isolation}: a call waiting on its client's answer to an elicitation is not timed out meanwhile`, async (t) => {
+    const gw = await startGateway(t, { servers: [stdioServer('asker', { isolation, requestTimeoutMs: 2_000 })] })
+    const { client } = await connectClient(t, gw.mcpUrl('asker'), { capabilities: { elicitation: { form: {} } } })
+    client.setRequestHandler(ElicitRequestSchema, async () => {
+      await new Promise((resolve) => setTimeout(resolve, 1_400))
+      return { action: 'accept', content: { name: 'Ada' } }
+    })
+    // 1.4 s of work, then 1.4 s for the person: 2.8 s in all, each part within the 2 s timeout.
+    const outcome = await client.callTool({ name: 'ask', arguments: { delayMs: 1_400 } }).then(textOf, (err: Error) => `failed: ${err.message}`)
+    t.equal(outcome, 'accept:Ada')
+  })
+}

@@ -241,6 +241,7 @@ export class Channel {
       return
     }
     this.outgoing.delete(id)
+    this.rearmTimersOf(client)
     if (this.isAlive) this.child.send(raw ?? JSON.stringify(message))
   }
 
@@ -332,6 +333,15 @@ export class Channel {
       p.sink.fail(new PortcullisError('PORTCULLIS_ERR_UPSTREAM_TIMEOUT'), p.clientId)
     }, p.timeoutMs)
     p.timer.unref()
+  }
+
+  /**
+   * A server-to-client request, and the client's answer, are signs of life of that client's calls
+   * in flight, as progress is: the server is waiting on the client (an elicitation a person
+   * answers), not silent. Their silence timers start again.
+   */
+  private rearmTimersOf (client: ChannelClient): void {
+    for (const p of this.pending.values()) if (p.client === client) this.armTimer(p)
   }
 
   /**
@@ -432,6 +442,7 @@ export class Channel {
       return
     }
     this.outgoing.set(message.id as JsonRpcId, client)
+    this.rearmTimersOf(client)
     client.deliver(line, 'related', this.latestSinkOf(client))
   }
 
