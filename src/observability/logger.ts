@@ -60,7 +60,12 @@ export function maskSecrets (value: unknown, depth = 0): unknown {
 
 export const REDACTED = '[redacted]'
 
-const SENSITIVE_QUERY_PARAMS = new Set(['access_token', 'refresh_token', 'id_token', 'code', 'code_verifier', 'client_secret', 'token', 'password', 'state'])
+/**
+ * Query parameters that carry credentials, compared without case, `_` or `-` (accessToken,
+ * api_key, API-Key): OAuth's own, and the keys clients that cannot set headers put in the query.
+ */
+const SENSITIVE_QUERY_PARAMS = new Set(['accesstoken', 'refreshtoken', 'idtoken', 'idtokenhint', 'code', 'codeverifier', 'clientsecret', 'clientassertion',
+  'assertion', 'subjecttoken', 'actortoken', 'token', 'password', 'secret', 'state', 'apikey', 'key'])
 
 /** Masks credential-bearing query parameters in a request URL. */
 export function redactUrl (url: string): string {
@@ -69,7 +74,7 @@ export function redactUrl (url: string): string {
   const params = new URLSearchParams(url.slice(q + 1))
   let changed = false
   for (const key of [...params.keys()]) {
-    if (SENSITIVE_QUERY_PARAMS.has(key.toLowerCase())) {
+    if (SENSITIVE_QUERY_PARAMS.has(key.toLowerCase().replace(/[-_]/g, ''))) {
       params.set(key, REDACTED)
       changed = true
     }
