@@ -373,7 +373,11 @@ async function wireApp (app: FastifyInstance, config: Config, options: BuildOpti
       await adminSessions.endUser(accountId)
       await accountSessions.endUser(accountId)
     }
-    const offboarding = new Offboarding({ config, store, idp, sessions: idpSessions, grants: accountGrants, revokeGrant: async (grantId) => revokedGrants.revoke(grantId), endUserSessions: endAccount, endSignIns: endBrowserSignIns, log: app.log, now })
+    const apiKeys = new ApiKeys(store, config.auth.apiKeys.maxPerUser, now)
+    const revokeApiKeys = async (accountId: string): Promise<void> => {
+      for (const key of await apiKeys.list(accountId)) await apiKeys.revoke(key.keyId, accountId)
+    }
+    const offboarding = new Offboarding({ config, store, idp, sessions: idpSessions, grants: accountGrants, revokeGrant: async (grantId) => revokedGrants.revoke(grantId), endUserSessions: endAccount, endSignIns: endBrowserSignIns, revokeApiKeys, log: app.log, now })
     const revalidate = config.auth.identityProviders.length === 0 ? undefined : async (accountId: string, grantId: string) => offboarding.atRefresh(accountId, grantId)
     const revalidateCode = revalidate === undefined ? undefined : async (accountId: string, grantId: string) => offboarding.atCodeExchange(accountId, grantId)
     await app.register(authServerRoutes, { provider, catalog, limiter, tokenRate: config.rateLimits.token, registrationRate: config.rateLimits.registration, ...(revalidate === undefined ? {} : { revalidate }), ...(revalidateCode === undefined ? {} : { revalidateCode }) })
@@ -381,7 +385,6 @@ async function wireApp (app: FastifyInstance, config: Config, options: BuildOpti
     if (idp.providers.length > 0) await app.register(backchannelLogoutRoutes, { idp, keys: new IdpKeySets(idpOutbound.fetch), store, offboarding, now })
     const isGatewayWideAllowed = config.auth.defaultResource === 'all'
     await app.register(resourceMetadataRoutes, { catalog, servers: config.servers, virtualServers: config.virtualServers, isGatewayWideAllowed })
-    const apiKeys = new ApiKeys(store, config.auth.apiKeys.maxPerUser, now)
     const owners = new KeyOwners(users, new ExternalAccounts(store), config.servers, catalog, providerNames)
     const apiKeyVerifier = new ApiKeyVerifier({
       isEnabled: config.auth.apiKeys.enabled,

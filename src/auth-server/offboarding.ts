@@ -70,6 +70,8 @@ export interface OffboardingOptions {
    * account and admin pages (account/page-sessions.ts).
    */
   readonly endSignIns: (accountId: string) => Promise<void>
+  /** Revokes every API key of the account (account/api-keys.ts). */
+  readonly revokeApiKeys: (accountId: string) => Promise<void>
   readonly log: FastifyBaseLogger
   readonly now: () => number
 }
@@ -139,6 +141,10 @@ export class Offboarding {
     // A user linked by email is a local account, which is not disabled: without this the browser
     // that signed in through the IdP stayed signed in, and got new tokens at a consent click.
     await this.opts.endSignIns(accountId)
+    // A user linked by email is a local account, which stays enabled: once its IdP session is
+    // forgotten its keys would pass for a plain local user's. An IdP account's keys are refused
+    // while it is disabled, and work again if the IdP admits the user again.
+    if (accountId !== identityId) await this.opts.revokeApiKeys(accountId)
     this.opts.log.info({ user: accountId, identity: identityId, reason, grants: grantIds.length }, 'identity provider no longer vouches for the user: grants revoked, sessions ended')
   }
 

@@ -365,6 +365,11 @@ t.test('an API key used with no OAuth refresh re-checks its user with the IdP ev
   t.equal((await initializeWithKey(aliceKey)).status, 401, 'disabled at the IdP: her key is refused, without any OAuth refresh')
   t.equal((await initializeWithKey(bobKey)).status, 401, 'the linked local user\'s key too')
   t.match(gw.logs.text(), /"user":"corp:a-100".*"msg":"identity provider no longer vouches for the user/)
+  clock += API_KEY_CACHE_MS
+  // Offboarding forgot his IdP session and cannot disable the local account: his key must not
+  // come back as a plain local user's once the lookup cache has passed.
+  t.equal((await initializeWithKey(bobKey)).status, 401, 'and it stays refused')
+  t.equal((await initializeWithKey(aliceKey)).status, 401)
 
   idp.update(BOB.sub, { disabled: false })
   const bobAgain = await keyOf(BOB)
