@@ -77,7 +77,7 @@ t.test('a write that never returns makes the trail unwritable: MCP requests are 
 
   // A minute passes with the write still blocked (the clock is the writer's; the retry timer is real).
   clock += 60_000
-  await until(t, 'the writer notices the stalled write', () => !audit.isWritable(), 3000)
+  await until(t, 'the writer notices the stalled write', () => !audit.isWritable(), 8000)
   t.equal(audit.isWritable(), false, 'writes that have not returned for a minute: the trail cannot be written')
   t.equal(audit.lastWriteFailure()?.code, 'ETIMEDOUT', '/readyz says why: writes fail: ETIMEDOUT')
   t.ok(logged.some((l) => l.level === 'error' && /audit log cannot be written/.test(l.message)), 'and the log says so')
