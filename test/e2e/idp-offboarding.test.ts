@@ -41,6 +41,14 @@ async function callEnv (gw: RunningGateway, accessToken: string): Promise<{ stat
   return { status: res.status, pid: (JSON.parse(textOf((res.json as { result?: unknown }).result)) as { pid: number }).pid }
 }
 
+/** A personal API key for the `tools` server, made on the account page after signing in through the IdP. */
+async function keyOnAccountPage (gw: RunningGateway, account: IdpAccount): Promise<string> {
+  const page = await signInToAccountWithIdp(gw.baseUrl, 'corp', account.preferred_username ?? account.sub, account.password)
+  const created = await createKeyOnPage(page, { name: 'ci job', servers: ['tools'] })
+  if (created.status !== 201 || created.secret === undefined) throw new Error(`${account.sub}: no key (${created.status})`)
+  return created.secret
+}
+
 t.test('revalidation at refresh: a user disabled at the IdP loses tokens, grants and stdio processes; the other user carries on', async (t) => {
   const { idp, gw } = await startGatewayWithIdp(t, { accounts: [ALICE, BOB] }, (idp) => ({
     auth: { identityProviders: [idpEntry(idp, { requiredGroups: ['staff'], revalidateEvery: `${REVALIDATE_EVERY_MS}ms` })] },
@@ -177,12 +185,7 @@ t.test('revalidation at refresh: the personal API key of a user disabled at the 
     auth: { identityProviders: [idpEntry(idp, { revalidateEvery: `${REVALIDATE_EVERY_MS}ms` })] },
     servers: [{ name: 'tools', transport: 'http', url: upstream.url }],
   }), { now: () => clock })
-  const keyOf = async (account: IdpAccount): Promise<string> => {
-    const page = await signInToAccountWithIdp(gw.baseUrl, 'corp', account.preferred_username ?? account.sub, account.password)
-    const created = await createKeyOnPage(page, { name: 'ci job', servers: ['tools'] })
-    if (created.status !== 201 || created.secret === undefined) throw new Error(`${account.sub}: no key (${created.status})`)
-    return created.secret
-  }
+  const keyOf = async (account: IdpAccount): Promise<string> => await keyOnAccountPage(gw, account)
   const initializeWithKey = async (secret: string): Promise<number> => (await postJson(gw.mcpUrl('tools'), INIT_BODY, { authorization: `Bearer ${secret}` })).status
   const aliceKey = await keyOf(ALICE)
   const bobKey = await keyOf(BOB)
@@ -340,12 +343,7 @@ t.test('an API key used with no OAuth refresh re-checks its user with the IdP ev
     },
     servers: [{ name: 'tools', transport: 'http', url: upstream.url }],
   }), { now: () => clock })
-  const keyOf = async (account: IdpAccount): Promise<string> => {
-    const page = await signInToAccountWithIdp(gw.baseUrl, 'corp', account.preferred_username ?? account.sub, account.password)
-    const created = await createKeyOnPage(page, { name: 'ci job', servers: ['tools'] })
-    if (created.status !== 201 || created.secret === undefined) throw new Error(`${account.sub}: no key (${created.status})`)
-    return created.secret
-  }
+  const keyOf = async (account: IdpAccount): Promise<string> => await keyOnAccountPage(gw, account)
   const initializeWithKey = async (secret: string): Promise<{ status: number, text: string }> => {
     const res = await postJson(gw.mcpUrl('tools'), INIT_BODY, { authorization: `Bearer ${secret}` })
     return { status: res.status, text: res.text }

@@ -61,13 +61,16 @@ async function until (t: Test, what: string, check: () => boolean, ms = 5000): P
   }
 }
 
+/** The writer's log, kept for the test to read. */
+function collectingLog (): { logged: Logged[], log: { error: (details: Record<string, unknown>, message: string) => void, info: (details: Record<string, unknown>, message: string) => void } } {
+  const logged: Logged[] = []
+  const entry = (level: string) => (details: Record<string, unknown>, message: string): void => { logged.push({ level, details, message }) }
+  return { logged, log: { error: entry('error'), info: entry('info') } }
+}
+
 t.test('a write that never returns makes the trail unwritable: MCP requests are refused, not served unrecorded', async (t) => {
   const pipe = stuckPipe(t)
-  const logged: Logged[] = []
-  const log = {
-    error: (details: Record<string, unknown>, message: string) => { logged.push({ level: 'error', details, message }) },
-    info: (details: Record<string, unknown>, message: string) => { logged.push({ level: 'info', details, message }) },
-  }
+  const { logged, log } = collectingLog()
   let clock = 1_000_000
   const audit = AuditFile.open(pipe.path, log, () => clock)
   // 128 KiB of records: the pipe takes 64 KiB, then a write blocks in the thread pool for good.
@@ -93,11 +96,7 @@ t.test('a write that never returns makes the trail unwritable: MCP requests are 
 
 t.test('records beyond the bound are never dropped while the gateway still serves: reaching it makes the trail unwritable', async (t) => {
   const pipe = stuckPipe(t)
-  const logged: Logged[] = []
-  const log = {
-    error: (details: Record<string, unknown>, message: string) => { logged.push({ level: 'error', details, message }) },
-    info: (details: Record<string, unknown>, message: string) => { logged.push({ level: 'info', details, message }) },
-  }
+  const { logged, log } = collectingLog()
   const audit = AuditFile.open(pipe.path, log)
   // 17 MiB of records while the pipe is stuck: more than the 16 MiB the writer holds.
   let firstDropWritable: boolean | undefined
@@ -117,11 +116,7 @@ t.test('records that merely wait for the timer are no stall, however far the clo
   // write: failing the trail for it answered MCP requests 503 until the timer's write returned.
   const dir = mkdtempSync(join(tmpdir(), 'portcullis-audit-wait-'))
   t.teardown(() => { rmSync(dir, { recursive: true, force: true }) })
-  const logged: Logged[] = []
-  const log = {
-    error: (details: Record<string, unknown>, message: string) => { logged.push({ level: 'error', details, message }) },
-    info: (details: Record<string, unknown>, message: string) => { logged.push({ level: 'info', details, message }) },
-  }
+  const { logged, log } = collectingLog()
   let clock = 1_000_000
   const audit = AuditFile.open(join(dir, 'audit.jsonl'), log, () => clock)
   let wasUnwritable = false
